@@ -1,0 +1,66 @@
+"""The project's exceptions: one base class, a few kinds, never ``assert``.
+
+Everything a user can cause (a bad cell file, a wrong array, a broken weights
+file, a missing program) raises a subclass of :class:`LstmGraphError`; the CLI
+turns exactly these into a message and exit code 1. Anything else escaping is
+a bug in lstm-graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One message about a cell file, anchored at ``file:line:col`` (1-based)."""
+
+    file: str
+    line: int
+    col: int
+    severity: str  # "error" or "warning"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+
+
+class LstmGraphError(Exception):
+    """Base class of every error a user can cause."""
+
+
+class CellError(LstmGraphError):
+    """A cell file is wrong; carries every error found, in file order.
+
+    >>> err = CellError([Diagnostic("a.cell", 3, 5, "error", "undefined name 'q'")])
+    >>> str(err)
+    "a.cell:3:5: error: undefined name 'q'"
+    """
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class UnknownCellError(LstmGraphError):
+    """A SPEC is neither a built-in cell name nor an existing file."""
+
+
+class DataError(LstmGraphError):
+    """An input array or state has the wrong shape, dtype or values."""
+
+
+class WeightsError(LstmGraphError):
+    """A weights file or dict does not fit the cell, or cannot be read."""
+
+
+class BackendError(LstmGraphError):
+    """The requested array backend (CuPy, a GPU) is not available."""
+
+
+class RenderError(LstmGraphError):
+    """A diagram cannot be drawn (unknown highlight, Graphviz missing)."""
+
+
+class OutputError(LstmGraphError):
+    """An output file cannot be written."""

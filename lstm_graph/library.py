@@ -1,0 +1,91 @@
+"""Finding and compiling cells: built-in names and users' ``.cell`` files.
+
+``load_cell(SPEC)`` is the one entry point: SPEC is a built-in name
+(``lstm``, ``peephole_lstm``, …) or a path to a ``.cell`` file, and the result
+is a validated, scheduled :class:`~lstm_graph.cell.Cell`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from lstm_graph.cell import Cell
+from lstm_graph.errors import CellError, Diagnostic, UnknownCellError
+from lstm_graph.parser import did_you_mean, parse
+from lstm_graph.schedule import build_schedule
+from lstm_graph.validate import validate
+
+_BUILTIN_DIR = resources.files("lstm_graph") / "cells"
+
+
+def builtin_names() -> list[str]:
+    """Names of the cells that ship with lstm-graph, sorted."""
+    return sorted(p.name[: -len(".cell")] for p in _BUILTIN_DIR.iterdir()
+                  if p.name.endswith(".cell"))
+
+
+def describe_builtin(name: str) -> str:
+    """The first comment line of a built-in cell file: what the cell is."""
+    text = (_BUILTIN_DIR / f"{name}.cell").read_text(encoding="utf-8")
+    first = next((line for line in text.splitlines() if line.startswith("#")), "# ")
+    return first.lstrip("# ").rstrip(" (:;,")
+
+
+def compile_source(text: str, file: str = "<string>", default_name: str = "cell") -> Cell:
+    """Parse, validate and schedule cell text; raise :class:`CellError` listing every error.
+
+    >>> cell = compile_source("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))")
+    >>> cell.schedule.stages
+    (('h',),)
+    """
+    graph, found = parse(text, file, default_name)
+    parse_errors = any(d.severity == "error" for d in found)
+    sizes, more = validate(graph, parse_errors)
+    found += more
+    if any(d.severity == "error" for d in found):
+        raise CellError(found)
+    warnings = sorted(d for d in found if d.severity == "warning")
+    return Cell(graph, build_schedule(graph, sizes), warnings)
+
+
+def read_cell_text(path: Path) -> str:
+    """A cell file's text; binary and non-UTF-8 files are refused with a clear error."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UnknownCellError(f"{path}: cannot read: {err.strerror or err}") from None
+    if b"\0" in data:
+        raise CellError([Diagnostic(str(path), 1, 1, "error",
+                                    "this is a binary file, not a .cell text file")])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise CellError([Diagnostic(str(path), line, col, "error",
+                                    f"not UTF-8 text (byte 0x{data[err.start]:02x}); save "
+                                    "the file as UTF-8")]) from None
+
+
+def load_cell(spec: str | Path) -> Cell:
+    """A built-in cell by name, or a ``.cell`` file by path.
+
+    >>> load_cell("peephole_lstm").schedule.stages
+    (('f', 'i', 'g'), ('c',), ('o',), ('h',))
+    """
+    spec_text = str(spec)
+    if spec_text in builtin_names():
+        resource = _BUILTIN_DIR / f"{spec_text}.cell"
+        return compile_source(resource.read_text(encoding="utf-8"), f"<builtin>/{spec_text}.cell",
+                              spec_text)
+    path = Path(spec_text)
+    if path.is_file():
+        return compile_source(read_cell_text(path), spec_text, path.stem)
+    if path.is_dir():
+        raise UnknownCellError(f"{spec_text} is a directory, not a .cell file")
+    looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
+    hint = "no such file" if looks_like_path else \
+        f"not a built-in cell{did_you_mean(spec_text, builtin_names())}"
+    raise UnknownCellError(f"{spec_text}: {hint}; built-in cells: {', '.join(builtin_names())};"
+                           " or give the path to a .cell file")

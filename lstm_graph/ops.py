@@ -1,0 +1,83 @@
+"""The op table: every operation a cell can use, defined once.
+
+Each :class:`Op` says how the language spells it, how diagrams draw it, what
+it computes (``reference``, written against an array namespace ``xp`` so it
+runs on NumPy, CuPy and ``array_api_strict``), and its CUDA C expression for
+the fused GPU kernel. Adding an element-wise function is one entry here; the
+parser, executor, kernel generator and renderers all read this table.
+
+>>> OPS["mul"].symbol, OPS["sigmoid"].symbol
+('×', 'σ')
+>>> sorted(FUNCTIONS)
+['relu', 'sigmoid', 'tanh']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Array = Any
+
+
+def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+    """``W_a·a + W_b·b + … + bias``; a 1-D parameter is a diagonal (peephole) weight."""
+    *weights, bias = params
+    total = bias
+    for value, weight in zip(args, weights):
+        total = total + (value * weight if weight.ndim == 1 else value @ weight.T)
+    return total
+
+
+def _sigmoid(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+    """Logistic function without overflow: exp only ever sees -|v|."""
+    (v,) = args
+    e = xp.exp(-xp.abs(v))
+    s = 1 / (1 + e)
+    return xp.where(v >= 0, s, e * s)
+
+
+def _relu(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+    (v,) = args
+    return xp.where(v > 0, v, xp.zeros_like(v))
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: its spelling, its picture and its meaning."""
+
+    name: str
+    spelling: str  # how a .cell file writes it: "*", "sigmoid", "linear", …
+    arity: int  # number of operands; -1 for any number (linear)
+    symbol: str  # label in diagrams
+    learned: bool  # a learned layer (owns parameters; drawn as a yellow box)
+    reference: Callable[[Any, Sequence[Array], Sequence[Array]], Array]
+    cuda: str | None  # C expression over {0}, {1}; T is the element type
+
+
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in (
+        Op("add", "+", 2, "+", False, lambda xp, a, p: a[0] + a[1], "({0} + {1})"),
+        Op("sub", "-", 2, "−", False, lambda xp, a, p: a[0] - a[1], "({0} - {1})"),
+        Op("mul", "*", 2, "×", False, lambda xp, a, p: a[0] * a[1], "({0} * {1})"),
+        Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0], "(-{0})"),
+        Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0], "{0}"),
+        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "(T(1) / (T(1) + exp(-{0})))"),
+        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "tanh({0})"),
+        Op("relu", "relu", 1, "relu", False, _relu, "max({0}, T(0))"),
+        Op("linear", "linear", -1, "W", True, _linear, None),
+    )
+}
+
+#: Functions a .cell file may call on a value (``linear`` and ``peep`` are syntax of their own).
+FUNCTIONS: dict[str, Op] = {
+    op.spelling: op for op in OPS.values() if op.arity == 1 and op.spelling.isidentifier()
+}
+#: Binary operators by spelling.
+BINARY: dict[str, Op] = {op.spelling: op for op in OPS.values() if op.arity == 2}
+#: Unary operators by spelling.
+UNARY: dict[str, Op] = {"-": OPS["neg"]}
+#: Every name a .cell file may call, for "unknown function" messages.
+CALLABLE_NAMES: tuple[str, ...] = tuple(sorted([*FUNCTIONS, "linear", "peep"]))

@@ -1,0 +1,518 @@
+"""Front end: ``.cell`` text → :class:`~lstm_graph.ir.CellGraph`.
+
+The language (DESIGN.md §1, README "The .cell language")::
+
+    cell peephole_lstm
+    input x
+    state c, h
+    output h
+    f = sigmoid(linear(x, h[t-1], peep(c[t-1])))   # forget valve
+    ...
+
+Reading takes two passes. The first splits the file into header lines and
+assignments; each assignment is parsed with Python's :mod:`ast` (never
+evaluated). The second lowers every expression into graph nodes, once all
+assigned names are known, so the order of lines does not matter. Every problem
+becomes a :class:`~lstm_graph.errors.Diagnostic` at ``file:line:col``; the
+parser reports all it finds, not just the first.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from dataclasses import dataclass
+
+from lstm_graph.errors import Diagnostic
+from lstm_graph.ir import Assignment, CellGraph, Loc, Node, NodeKind, old_id
+from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, UNARY
+
+HEADERS = ("cell", "input", "state", "output")
+#: Names a cell may not use for its own values.
+RESERVED = frozenset({"t", *CALLABLE_NAMES, *HEADERS})
+#: Python's spelling of the operators the language has.
+_AST_OPERATORS: dict[type, str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.USub: "-"}
+_PYTHON_OPERATORS: dict[type, str] = {
+    ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**", ast.MatMult: "@",
+    ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^",
+    ast.Invert: "~", ast.Not: "not", ast.UAdd: "+",
+}
+_HEADER_LINE = re.compile(r"(cell|input|state|output)(?=\s|$)(?!\s*=)")
+_NAME_TOKEN = re.compile(r"[^\s,]+")
+
+
+@dataclass
+class _Statement:
+    """One assignment's source: where it starts, its text and its caption."""
+
+    line: int  # first physical line
+    indent: int  # columns before the statement on its first line
+    lines: list[str]  # the physical lines it spans, comments removed, first one stripped
+    caption: str | None
+
+
+class _Report:
+    """Collects diagnostics for one file."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.items: list[Diagnostic] = []
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.items.append(Diagnostic(self.file, loc.line, loc.col, "error", message))
+
+    def warning(self, loc: Loc, message: str) -> None:
+        self.items.append(Diagnostic(self.file, loc.line, loc.col, "warning", message))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.items)
+
+
+def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``" (did you mean 'sigmoid'?)"`` when a close match exists, else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _split_comment(line: str) -> tuple[str, str | None]:
+    """Code and trailing comment of a line (the language has no strings)."""
+    code, hash_, comment = line.partition("#")
+    return code, (comment.strip() or None) if hash_ else None
+
+
+def _depth(code: str) -> int:
+    return code.count("(") + code.count("[") - code.count(")") - code.count("]")
+
+
+class _Parser:
+    def __init__(self, text: str, file: str, default_name: str):
+        self.report = _Report(file)
+        self.file = file
+        self.default_name = default_name
+        self.physical = text.splitlines()
+        self.name: tuple[str, Loc] | None = None
+        self.decls: dict[str, dict[str, Loc]] = {"input": {}, "state": {}, "output": {}}
+        self.decl_lines: dict[str, int] = {}
+        self.statements: list[_Statement] = []
+        self.broken_targets: set[str] = set()  # assigned by lines that did not parse
+
+    # -- pass 1: lines -------------------------------------------------------
+
+    def split(self) -> None:
+        line_no = 0
+        while line_no < len(self.physical):
+            code, caption = _split_comment(self.physical[line_no])
+            line_no += 1
+            if not code.strip():
+                continue
+            indent = len(code) - len(code.lstrip())
+            if _HEADER_LINE.match(code.lstrip()):
+                self.header(line_no, indent, code.lstrip())
+                continue
+            start, lines = line_no, [code]
+            depth = _depth(code)
+            while depth > 0 and line_no < len(self.physical):
+                more, more_caption = _split_comment(self.physical[line_no])
+                line_no += 1
+                lines.append(more)
+                caption = caption or more_caption
+                depth += _depth(more)
+            lines[0] = lines[0].strip()
+            self.statements.append(_Statement(start, indent, lines, caption))
+
+    def header(self, line: int, indent: int, code: str) -> None:
+        keyword = code.split()[0]
+        names = [
+            (m.group(), Loc(line, indent + m.start() + 1))
+            for m in _NAME_TOKEN.finditer(code, len(keyword))
+        ]
+        where = Loc(line, indent + 1)
+        if keyword in self.decl_lines or (keyword == "cell" and self.name):
+            first = self.decl_lines.get(keyword) or (self.name[1].line if self.name else line)
+            self.report.error(
+                where, f"a second '{keyword}' line (the first is line {first}); "
+                f"list all names on one line: {keyword} a, b"
+            )
+            return
+        if not names:
+            self.report.error(where, f"'{keyword}' needs a name: {keyword} NAME")
+            return
+        valid = []
+        for name, loc in names:
+            if not name.isidentifier():
+                self.report.error(loc, f"'{name}' is not a valid name (letters, digits, _)")
+            elif keyword != "cell" and name in RESERVED:
+                self.report.error(loc, f"'{name}' is reserved (a function, 't' or a header "
+                                  "keyword); choose another name")
+            else:
+                valid.append((name, loc))
+        if keyword == "cell":
+            if len(names) > 1:
+                self.report.error(names[1][1], "a cell has one name: cell NAME")
+            if valid:
+                self.name = valid[0]
+            return
+        self.decl_lines[keyword] = line
+        if keyword in ("input", "output") and len(valid) > 1:
+            self.report.error(
+                valid[1][1], f"a cell has exactly one {keyword}; '{valid[1][0]}' is a second "
+                f"(compute what you need from '{valid[0][0]}' inside the cell)"
+            )
+            valid = valid[:1]
+        for name, loc in valid:
+            for other, names_of in self.decls.items():
+                if name in names_of:
+                    if other == keyword:
+                        self.report.error(loc, f"'{name}' is listed twice")
+                    elif {other, keyword} == {"input", "state"}:
+                        self.report.error(loc, f"'{name}' is declared both as input and state")
+            self.decls[keyword].setdefault(name, loc)
+
+    # -- pass 2: assignments -------------------------------------------------
+
+    def parse_statements(self) -> list[tuple[str, Loc, ast.expr, _Statement]]:
+        parsed = []
+        for stmt in self.statements:
+            tree = self._ast(stmt)
+            if tree is None:
+                continue
+            if len(tree.body) != 1:
+                second = tree.body[1]
+                self.report.error(self.loc(stmt, second), "one assignment per line")
+                continue
+            node = tree.body[0]
+            target = self._target(stmt, node)
+            if target is not None:
+                parsed.append((target[0], target[1], node.value, stmt))
+        return parsed
+
+    def _ast(self, stmt: _Statement) -> ast.Module | None:
+        try:
+            return ast.parse("\n".join(stmt.lines), filename=self.file, mode="exec")
+        except SyntaxError as err:
+            target = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", stmt.lines[0])
+            if target:
+                self.broken_targets.add(target.group(1))
+            line = stmt.line + (err.lineno or 1) - 1
+            col = (err.offset or 1) + (stmt.indent if (err.lineno or 1) == 1 else 0)
+            message = err.msg
+            if "never closed" in message:
+                message += "; close it on this line or a following one"
+            self.report.error(Loc(line, max(col, 1)), f"syntax error: {message}")
+        except (RecursionError, MemoryError, ValueError) as err:
+            self.report.error(Loc(stmt.line, 1), f"expression too large or too deeply nested "
+                              f"to read ({type(err).__name__}); split it over several lines")
+        return None
+
+    def _target(self, stmt: _Statement, node: ast.stmt) -> tuple[str, Loc] | None:
+        if isinstance(node, ast.AugAssign):
+            self.report.error(self.loc(stmt, node), "each name is assigned once; instead of "
+                              "'a += b' write a new name: a2 = a + b")
+            return None
+        if not isinstance(node, ast.Assign):
+            self.report.error(self.loc(stmt, node), "expected an assignment 'name = expression' "
+                              "or a header line (cell, input, state, output)")
+            return None
+        if len(node.targets) != 1:
+            self.report.error(self.loc(stmt, node.targets[1]), "one name per assignment")
+            return None
+        target = node.targets[0]
+        loc = self.loc(stmt, target)
+        if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+            name = target.value.id
+            self.report.error(loc, f"assign the new value '{name}', not an indexed one; "
+                              f"'{name}[t-1]' is the previous step's value and is only read")
+            return None
+        if not isinstance(target, ast.Name):
+            self.report.error(loc, "the left side must be one name")
+            return None
+        return target.id, loc
+
+    def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
+        """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
+        row = getattr(node, "lineno", 1) - 1
+        text = stmt.lines[row] if row < len(stmt.lines) else ""
+        col = len(text.encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore"))
+        indent = stmt.indent if row == 0 else 0
+        return Loc(stmt.line + row, col + indent + 1)
+
+
+class _Lowering:
+    """Turns checked assignments into graph nodes and edges."""
+
+    def __init__(self, parser: _Parser, graph: CellGraph, assigned: set[str]):
+        self.report = parser.report
+        self.parser = parser
+        self.graph = graph
+        self.assigned = assigned
+        self.edges: list[tuple[str, str, bool]] = []
+
+    def assignment(self, name: str, loc: Loc, expr: ast.expr, stmt: _Statement,
+                   index: int) -> None:
+        self.name, self.stmt = name, stmt
+        self.nodes: list[str] = []
+        self.reads: list[tuple[str, Loc]] = []
+        self.linear_loc: Loc | None = None
+        self.counts: dict[str, int] = {}
+        try:
+            root = self.expr(expr, root=True, in_linear=False)
+        except RecursionError:
+            self.report.error(loc, "expression nested too deeply; split it over several "
+                              "assignments")
+            root = None
+        if root is None:
+            return
+        self.graph.assignments[name] = Assignment(
+            name, loc, index, tuple(self.nodes), tuple(self.reads), stmt.caption
+        )
+
+    def fresh(self, op: str, root: bool) -> str:
+        if root:
+            return self.name
+        self.counts[op] = self.counts.get(op, 0) + 1
+        count = self.counts[op]
+        return f"{self.name}.{op}" if count == 1 else f"{self.name}.{op}{count}"
+
+    def add_op(self, op: str, args: list[str], node: ast.AST, root: bool, **extra) -> str:
+        node_id = self.fresh(op, root)
+        peeps = extra.get("peep", ())
+        self.graph.add_node(Node(node_id, NodeKind.OP, self.parser.loc(self.stmt, node), op,
+                                 tuple(args), assignment=self.name, **extra))
+        for i, arg in enumerate(args):
+            self.edges.append((arg, node_id, bool(peeps and peeps[i])))
+        self.nodes.append(node_id)
+        return node_id
+
+    def expr(self, node: ast.expr, root: bool, in_linear: bool) -> str | None:
+        """Lower ``node``; return its node id, or None after reporting an error."""
+        loc = self.parser.loc(self.stmt, node)
+        if isinstance(node, (ast.Name, ast.Subscript, ast.Constant)):
+            value = self.leaf(node, loc)
+            if value is None or not root:
+                return value
+            return self.add_op("copy", [value], node, root)
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPERATORS:
+            left = self.expr(node.left, False, in_linear)
+            right = self.expr(node.right, False, in_linear)
+            if left is None or right is None:
+                return None
+            return self.add_op(BINARY[_AST_OPERATORS[type(node.op)]].name, [left, right],
+                               node, root)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            operand = self.expr(node.operand, False, in_linear)
+            return None if operand is None else self.add_op(UNARY["-"].name, [operand], node,
+                                                            root)
+        if isinstance(node, (ast.BinOp, ast.UnaryOp)):
+            spelling = _PYTHON_OPERATORS.get(type(node.op), type(node.op).__name__)
+            self.report.error(loc, f"unsupported operator '{spelling}'; the language has "
+                              "element-wise +, - and *")
+            return None
+        if isinstance(node, ast.Call):
+            return self.call(node, loc, root, in_linear)
+        kind = type(node).__name__
+        self.report.error(loc, f"unsupported expression ({kind}); use names, numbers, "
+                          "+ - *, parentheses and the functions " + ", ".join(CALLABLE_NAMES))
+        return None
+
+    def leaf(self, node: ast.expr, loc: Loc) -> str | None:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                self.report.error(loc, f"unsupported constant {node.value!r}; only numbers")
+                return None
+            node_id = self.fresh("const", False)
+            self.graph.add_node(Node(node_id, NodeKind.CONST, loc, value=float(node.value),
+                                     assignment=self.name))
+            self.nodes.append(node_id)
+            return node_id
+        if isinstance(node, ast.Subscript):
+            return self.old_read(node, loc)
+        return self.name_read(node.id, loc)
+
+    def name_read(self, name: str, loc: Loc) -> str | None:
+        decls = self.parser.decls
+        if name in decls["input"]:
+            self.reads.append((name, loc))
+            return name
+        if name in self.assigned:
+            self.reads.append((name, loc))
+            return name
+        if name in decls["state"]:
+            self.report.error(loc, f"'{name}' is read as this step's new value, but no line "
+                              f"assigns it; assign it ({name} = ...) or read the previous "
+                              f"step's value with {name}[t-1]")
+        elif name == "t":
+            self.report.error(loc, "'t' is only used in [t-1], after a state's name")
+        elif name in CALLABLE_NAMES:
+            self.report.error(loc, f"'{name}' is a function; call it: {name}(...)")
+        else:
+            known = [*decls["input"], *decls["state"], *self.assigned]
+            self.report.error(loc, f"undefined name '{name}'{did_you_mean(name, known)}; "
+                              "declare it (input/state) or assign it")
+        return None
+
+    def old_read(self, node: ast.Subscript, loc: Loc) -> str | None:
+        index = node.slice
+        is_t_minus_1 = (
+            isinstance(index, ast.BinOp) and isinstance(index.op, ast.Sub)
+            and isinstance(index.left, ast.Name) and index.left.id == "t"
+            and isinstance(index.right, ast.Constant) and index.right.value == 1
+            and not isinstance(index.right.value, bool)
+        )
+        if not isinstance(node.value, ast.Name):
+            self.report.error(loc, "only a state's name may be indexed: c[t-1]")
+            return None
+        name = node.value.id
+        if not is_t_minus_1:
+            index_loc = self.parser.loc(self.stmt, index)
+            self.report.error(index_loc, f"only [t-1] is supported (the previous step); "
+                              f"write {name}[t-1], or {name} for this step's value")
+            return None
+        if name not in self.parser.decls["state"]:
+            what = ("an input" if name in self.parser.decls["input"]
+                    else "a value computed in this step" if name in self.assigned
+                    else "not declared")
+            self.report.error(loc, f"[t-1] is only allowed on states, and '{name}' is {what}; "
+                              f"to carry it to the next step declare it: state {name}")
+            return None
+        node_id = old_id(name)
+        if node_id not in self.graph.graph:
+            self.graph.add_node(Node(node_id, NodeKind.OLD, loc, state=name))
+        self.reads.append((node_id, loc))
+        return node_id
+
+    def call(self, node: ast.Call, loc: Loc, root: bool, in_linear: bool) -> str | None:
+        if not isinstance(node.func, ast.Name):
+            self.report.error(loc, "only the functions " + ", ".join(CALLABLE_NAMES)
+                              + " may be called")
+            return None
+        func = node.func.id
+        if node.keywords:
+            self.report.error(self.parser.loc(self.stmt, node.keywords[0]),
+                              f"{func}() takes no keyword arguments")
+            return None
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            self.report.error(loc, f"{func}() takes no *arguments")
+            return None
+        if func == "linear":
+            return self.linear(node, loc, root, in_linear)
+        if func == "peep":
+            self.report.error(loc, "peep(...) is only allowed as an operand of linear(...): "
+                              "linear(x, peep(c[t-1]))")
+            return None
+        if func not in FUNCTIONS:
+            self.report.error(loc, f"unknown function '{func}'{did_you_mean(func, CALLABLE_NAMES)}"
+                              f"; known functions: {', '.join(CALLABLE_NAMES)}")
+            return None
+        op = FUNCTIONS[func]
+        if len(node.args) != op.arity:
+            self.report.error(loc, f"{func}() takes {op.arity} argument, got {len(node.args)}")
+            return None
+        args = [self.expr(arg, False, in_linear) for arg in node.args]
+        if any(arg is None for arg in args):
+            return None
+        return self.add_op(op.name, args, node, root)  # type: ignore[arg-type]
+
+    def linear(self, node: ast.Call, loc: Loc, root: bool, in_linear: bool) -> str | None:
+        if in_linear:
+            self.report.error(loc, "linear(...) cannot be nested inside another linear(...)")
+            return None
+        if self.linear_loc is not None:
+            self.report.error(loc, f"at most one linear(...) per assignment (the first is at "
+                              f"column {self.linear_loc.col}); give the second its own line, "
+                              "so its parameters get their own name")
+            return None
+        self.linear_loc = loc
+        if not node.args:
+            self.report.error(loc, "linear() needs at least one operand: linear(x, h[t-1])")
+            return None
+        args, peeps, params = [], [], []
+        ok = True
+        for position, arg in enumerate(node.args, start=1):
+            peep = isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) \
+                and arg.func.id == "peep"
+            if peep:
+                if len(arg.args) != 1 or arg.keywords:
+                    self.report.error(self.parser.loc(self.stmt, arg),
+                                      "peep() takes one value: peep(c[t-1])")
+                    ok = False
+                    continue
+                arg = arg.args[0]
+            value = self.expr(arg, False, True)
+            suffix = _operand_suffix(arg, position)
+            param = f"{self.name}.{'p' if peep else 'W'}_{suffix}"
+            if value is None:
+                ok = False
+                continue
+            clash = [p for p in params if p.split("_", 1)[1] == suffix]
+            if clash:
+                self.report.error(self.parser.loc(self.stmt, arg),
+                                  f"two operands of this linear(...) are both named '{suffix}'"
+                                  " and would share a parameter name; combine them or give "
+                                  "one its own assignment")
+                ok = False
+                continue
+            args.append(value)
+            peeps.append(peep)
+            params.append(param)
+        if not ok:
+            return None
+        return self.add_op("linear", args, node, root, peep=tuple(peeps),
+                           params=(*params, f"{self.name}.b"))
+
+
+def _operand_suffix(arg: ast.expr, position: int) -> str:
+    """Parameter suffix of a linear operand: ``x`` → ``x``, ``c[t-1]`` → ``c``, else ``arg2``."""
+    if isinstance(arg, ast.Name):
+        return arg.id
+    if isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name):
+        return arg.value.id
+    return f"arg{position}"
+
+
+def parse(text: str, file: str = "<string>", default_name: str = "cell"
+          ) -> tuple[CellGraph, list[Diagnostic]]:
+    """Parse ``.cell`` text into a graph and the diagnostics found on the way.
+
+    The graph holds every assignment that lowered cleanly; when the
+    diagnostics contain errors it is incomplete and must not be executed.
+
+    >>> graph, diagnostics = parse("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))")
+    >>> [n.id for n in graph.nodes()], diagnostics
+    (['h.linear', 'x', 'h[t-1]', 'h'], [])
+    """
+    parser = _Parser(text, file, default_name)
+    if not text.strip():
+        parser.report.error(Loc(1, 1), "empty cell file; a cell needs the header lines "
+                            "'input', 'state' and 'output' and at least one assignment")
+        return CellGraph(default_name, file, {}, {}, {}, {}), parser.report.items
+    parser.split()
+    statements = parser.parse_statements()
+    decls = parser.decls
+    name = parser.name[0] if parser.name else default_name
+    graph = CellGraph(name, file, decls["input"], decls["state"], decls["output"], {})
+    for input_name, loc in decls["input"].items():
+        graph.add_node(Node(input_name, NodeKind.INPUT, loc))
+
+    assigned: dict[str, Loc] = {}
+    for target, loc, _expr, _stmt in statements:
+        if target in assigned:
+            parser.report.error(loc, f"'{target}' is assigned twice (first on line "
+                                f"{assigned[target].line}); each name is assigned once")
+        elif target in decls["input"]:
+            parser.report.error(loc, f"'{target}' is an input and cannot be assigned")
+        elif target in RESERVED:
+            parser.report.error(loc, f"'{target}' is reserved (a function, 't' or a header "
+                                "keyword); choose another name")
+        else:
+            assigned[target] = loc
+    lowering = _Lowering(parser, graph, set(assigned))
+    for index, (target, loc, expr, stmt) in enumerate(statements):
+        if assigned.get(target) == loc:
+            lowering.assignment(target, loc, expr, stmt, index)
+    for src, dst, peep in lowering.edges:
+        if src in graph.graph:
+            graph.add_edge(src, dst, peep)
+    graph.targets = parser.broken_targets | set(assigned)
+    return graph, parser.report.items

@@ -1,0 +1,175 @@
+"""The scheduler: a deterministic execution order, grouped into stages.
+
+A **stage** is a set of assignments that may run at the same time: stage 1
+reads only inputs and old values, stage *k* reads something made in stage
+*k − 1* (``networkx.topological_generations`` on the assignments). Inside a
+stage, assignments keep their file order. For the peephole LSTM::
+
+    stage 1: f, i, g      (old memory c[t-1] only)
+    stage 2: c            (the memory pipe)
+    stage 3: o            (the output valve waits for the new memory c)
+    stage 4: h
+
+The schedule also carries node sizes and the parameter list, the facts both
+back ends (executor and renderer) need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from lstm_graph.ir import CellGraph, NodeKind
+from lstm_graph.ops import OPS
+from lstm_graph.validate import dependencies
+
+_PRECEDENCE = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A learned parameter: ``f.W_x`` with symbolic shape ``("H", "I")``."""
+
+    name: str
+    shape: tuple[str, ...]
+
+    def resolve(self, input_size: int, hidden_size: int) -> tuple[int, ...]:
+        sizes = {"I": input_size, "H": hidden_size}
+        return tuple(sizes[s] for s in self.shape)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An ordered, sized cell graph: what the executor and the renderer consume."""
+
+    graph: CellGraph
+    stages: tuple[tuple[str, ...], ...]  # assignment names, stage 1 first
+    order: tuple[str, ...]  # op and const node ids in execution order
+    sizes: dict[str, str]  # node id -> "I" | "H" | "1"
+    params: tuple[ParamSpec, ...]
+
+    def stage_of(self, node_id: str) -> int:
+        """Stage of a node: 0 for inputs and old values, else its assignment's stage."""
+        node = self.graph.node(node_id)
+        if node.assignment is None:
+            return 0
+        for number, names in enumerate(self.stages, start=1):
+            if node.assignment in names:
+                return number
+        raise KeyError(node_id)
+
+    def param_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
+        return {p.name: p.resolve(input_size, hidden_size) for p in self.params}
+
+    def reads(self, name: str) -> dict[str, list[str]]:
+        """What an assignment reads, by edge kind: ``{"input": [..], "old": [..], "new": [..]}``."""
+        kinds: dict[str, list[str]] = {"input": [], "old": [], "new": []}
+        for read, _loc in self.graph.assignments[name].reads:
+            node = self.graph.node(read)
+            kind = {NodeKind.INPUT: "input", NodeKind.OLD: "old"}.get(node.kind, "new")
+            if read not in kinds[kind]:
+                kinds[kind].append(read)
+        return kinds
+
+    def expression(self, node_id: str) -> str:
+        """Source-like text of an assignment's expression.
+
+        >>> from lstm_graph.library import load_cell
+        >>> load_cell("lstm").schedule.expression("c")
+        'f * c[t-1] + i * g'
+        """
+        return self._op_text(node_id, top=True)
+
+    def _op_text(self, node_id: str, top: bool) -> str:
+        node = self.graph.node(node_id)
+        if node.kind is NodeKind.CONST:
+            return f"{node.value:g}"
+        if node.kind is not NodeKind.OP or (not top and node.id == node.assignment):
+            return node_id
+        op = OPS[node.op]
+        args = [self._op_text(a, False) for a in node.args]
+        if op.name == "copy":
+            return args[0]
+        if op.name == "linear":
+            args = [f"peep({a})" if p else a for a, p in zip(args, node.peep)]
+            return f"linear({', '.join(args)})"
+        if op.arity == 1 and op.spelling.isidentifier():
+            return f"{op.spelling}({args[0]})"
+        mine = _PRECEDENCE[op.name]
+        wrapped = []
+        for position, (arg_id, text) in enumerate(zip(node.args, args)):
+            arg = self.graph.node(arg_id)
+            inner = _PRECEDENCE.get(arg.op or "", 9) if arg.assignment == node.assignment \
+                and arg.kind is NodeKind.OP and arg.id != arg.assignment else 9
+            right_of_minus = op.name == "sub" and position == 1 and inner == mine
+            wrapped.append(f"({text})" if inner < mine or right_of_minus else text)
+        if op.arity == 1:
+            return f"{op.spelling}{wrapped[0]}"
+        return f" {op.spelling} ".join(wrapped)
+
+    def to_text(self, nodes: bool = False) -> str:
+        """The schedule as text: stages, each assignment and what it reads.
+
+        With ``nodes=True`` every node is listed with its size, like a jaxpr.
+        """
+        g = self.graph
+        lines = [f"cell {g.name}", f"  input  {', '.join(f'{n}: I' for n in g.inputs)}",
+                 f"  state  {', '.join(f'{n}: H' for n in g.states)}",
+                 f"  output {', '.join(g.outputs)}"]
+        for number, names in enumerate(self.stages, start=1):
+            waits = sorted({r for n in names for r in self.reads(n)["new"] if r in g.states})
+            note = f"   (waits for the new {', '.join(waits)})" if waits else ""
+            lines.append(f"stage {number}: {', '.join(names)}{note}")
+            for name in names:
+                assignment = g.assignments[name]
+                reads = self.reads(name)
+                parts = [f"{kind} {', '.join(reads[kind])}" for kind in ("old", "new")
+                         if reads[kind]]
+                caption = f"   # {assignment.caption}" if assignment.caption else ""
+                lines.append(f"  {name} = {self.expression(name)}"
+                             f"      [{'; '.join(parts) or 'input only'}]{caption}")
+                if nodes:
+                    lines += [f"      {self._node_line(n)}" for n in assignment.nodes]
+        return "\n".join(lines) + "\n"
+
+    def _node_line(self, node_id: str) -> str:
+        node = self.graph.node(node_id)
+        if node.kind is NodeKind.CONST:
+            return f"{node_id}: 1 = {node.value:g}"
+        args = ", ".join(
+            f"{a}({self.graph.edge_kind(a, node_id).value})" for a in node.args
+        )
+        params = f"   params {', '.join(node.params)}" if node.params else ""
+        return f"{node_id}: {self.sizes[node_id]} = {node.op}({args}){params}"
+
+    def to_json(self) -> dict:
+        """Stages, order and reads as plain data (for ``schedule --json``)."""
+        return {
+            "cell": self.graph.name,
+            "stages": [list(names) for names in self.stages],
+            "order": list(self.order),
+            "reads": {name: self.reads(name) for names in self.stages for name in names},
+            "waits_for_new": {
+                name: [r for r in self.reads(name)["new"] if r in self.graph.states]
+                for names in self.stages for name in names
+            },
+        }
+
+
+def build_schedule(graph: CellGraph, sizes: dict[str, str]) -> Schedule:
+    """Order a validated (acyclic, sized) graph into stages."""
+    deps = dependencies(graph).reverse(copy=True)  # edge b -> a: a waits for b
+    index = {name: a.index for name, a in graph.assignments.items()}
+    stages = tuple(
+        tuple(sorted(generation, key=index.__getitem__))
+        for generation in nx.topological_generations(deps)
+    )
+    order = tuple(node for names in stages for name in names
+                  for node in graph.assignments[name].nodes)
+    params = []
+    for node in graph.linears():
+        for arg, peep, param in zip(node.args, node.peep, node.params):
+            params.append(ParamSpec(param, ("H",) if peep else ("H", sizes[arg])))
+        params.append(ParamSpec(node.params[-1], ("H",)))
+    return Schedule(graph, stages, order, sizes, tuple(params))

@@ -1,0 +1,164 @@
+"""The validator: checks a parsed cell before anything orders or runs it.
+
+It reports, each at ``file:line:col``: a declared state never assigned, a
+declared output that does not exist, missing header lines, algebraic loops
+(with the cycle path and the ``[t-1]`` that would break it), size mismatches,
+and, as warnings, values that reach no state or output. Sizes are symbolic:
+``I`` (the input size), ``H`` (the hidden size) and ``1`` (a number).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from lstm_graph.errors import Diagnostic
+from lstm_graph.ir import CellGraph, Loc, NodeKind
+from lstm_graph.ops import OPS
+
+SIZE_WORDS = {"I": "the input size I", "H": "the hidden size H", "1": "a single number"}
+
+
+def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> Diagnostic:
+    return Diagnostic(graph.file, loc.line, loc.col, severity, message)
+
+
+def check_declarations(graph: CellGraph) -> list[Diagnostic]:
+    """Header lines present; every state assigned; every output defined."""
+    found = []
+    for keyword, names in (("input", graph.inputs), ("state", graph.states),
+                           ("output", graph.outputs)):
+        if not names:
+            found.append(_diag(graph, Loc(1, 1), f"no '{keyword}' line; a cell declares its "
+                               f"{keyword} with a header line such as '{keyword} "
+                               f"{ {'input': 'x', 'state': 'c, h', 'output': 'h'}[keyword] }'"))
+    for state, loc in graph.states.items():
+        if state not in graph.targets:
+            found.append(_diag(graph, loc, f"state '{state}' is declared but never assigned; "
+                               f"add a line '{state} = ...' computing its new value"))
+    for output, loc in graph.outputs.items():
+        if output not in graph.targets and output not in graph.inputs:
+            found.append(_diag(graph, loc, f"output '{output}' does not exist; assign it or "
+                               "name a state or computed value"))
+    return found
+
+
+def dependencies(graph: CellGraph) -> nx.DiGraph:
+    """Assignment-level graph: an edge ``a → b`` when ``a`` reads this step's ``b``."""
+    deps = nx.DiGraph()
+    for name, assignment in graph.assignments.items():
+        deps.add_node(name)
+        for read, _loc in assignment.reads:
+            if read in graph.assignments:
+                deps.add_edge(name, read)
+    return deps
+
+
+def check_loops(graph: CellGraph) -> list[Diagnostic]:
+    """One error per algebraic loop: values that need each other within one step."""
+    deps = dependencies(graph)
+    found = []
+    order = {name: a.index for name, a in graph.assignments.items()}
+    for component in nx.strongly_connected_components(deps):
+        members = sorted(component, key=order.__getitem__)
+        first = members[0]
+        if len(members) == 1 and not deps.has_edge(first, first):
+            continue
+        # The read to change: prefer one of a state's new value, in file order.
+        reads = [
+            (reader, read, loc)
+            for reader in members
+            for read, loc in graph.assignments[reader].reads
+            if read in component
+        ]
+        reader, read, loc = min(reads, key=lambda r: (r[1] not in graph.states, order[r[0]]))
+        path = [reader, *nx.shortest_path(deps, read, reader)] if read != reader else [reader,
+                                                                                        reader]
+        if read in graph.states:
+            fix = f"to use the previous step's value write {read}[t-1]"
+        else:
+            fix = ("declare one of them as a state ('state NAME') and read its previous value "
+                   "with NAME[t-1]")
+        found.append(_diag(graph, loc, f"algebraic loop {' -> '.join(path)}: '{reader}' needs "
+                           f"'{read}' of this same step, which needs '{reader}'; {fix}"))
+    return found
+
+
+def infer_sizes(graph: CellGraph) -> tuple[dict[str, str], list[Diagnostic]]:
+    """Symbolic size of every node, and the size mismatches found.
+
+    Only ``linear`` changes sizes (its output has the hidden size H); element-wise
+    ops need equal sizes, a number (size 1) fitting any.
+    """
+    sizes: dict[str, str] = {}
+    found = []
+    for node_id in nx.topological_sort(graph.graph):
+        node = graph.node(node_id)
+        if node.kind is NodeKind.INPUT:
+            sizes[node_id] = "I"
+        elif node.kind is NodeKind.OLD:
+            sizes[node_id] = "H"
+        elif node.kind is NodeKind.CONST:
+            sizes[node_id] = "1"
+        elif node.op == "linear":
+            sizes[node_id] = "H"
+            for arg, peep in zip(node.args, node.peep):
+                if sizes[arg] == "1":
+                    found.append(_diag(graph, node.loc, f"linear(...) operand "
+                                       f"{graph.describe(arg)} is a single number; operands "
+                                       "are vectors"))
+                elif peep and sizes[arg] != "H":
+                    found.append(_diag(graph, node.loc, f"peep({graph.describe(arg)}) needs "
+                                       f"the hidden size H, but it has {SIZE_WORDS[sizes[arg]]}"
+                                       "; peepholes are element-wise, use a plain operand"))
+        else:
+            vectors = {sizes[a] for a in node.args} - {"1"}
+            if len(vectors) > 1:
+                parts = ", ".join(f"{graph.describe(a)} has {SIZE_WORDS[sizes[a]]}"
+                                  for a in node.args)
+                found.append(_diag(graph, node.loc, f"size mismatch in '{OPS[node.op].spelling}'"
+                                   f": {parts}; pass the input through linear(...) to get size H"))
+                sizes[node_id] = "H"
+            else:
+                sizes[node_id] = vectors.pop() if vectors else "1"
+    for state in graph.states:
+        if state in graph.assignments and sizes.get(state, "H") != "H":
+            found.append(_diag(graph, graph.assignments[state].loc, f"state '{state}' must have "
+                               f"the hidden size H, but its value has {SIZE_WORDS[sizes[state]]}"))
+    for output, loc in graph.outputs.items():
+        if sizes.get(output) == "1":
+            found.append(_diag(graph, loc, f"output '{output}' is a single number; an output "
+                               "is a vector"))
+    return sizes, found
+
+
+def unused(graph: CellGraph) -> list[Diagnostic]:
+    """Warnings for values and inputs that reach no state and no output."""
+    roots = [n for n in (*graph.states, *graph.outputs) if n in graph.graph]
+    used = set(roots).union(*(nx.ancestors(graph.graph, r) for r in roots))
+    found = [
+        _diag(graph, a.loc, f"'{a.name}' is never used: it reaches no state and no output",
+              "warning")
+        for a in graph.assignments.values() if a.name not in used
+    ]
+    found += [
+        _diag(graph, loc, f"input '{name}' is never used", "warning")
+        for name, loc in graph.inputs.items() if name not in used
+    ]
+    return found
+
+
+def validate(graph: CellGraph, parse_errors: bool = False) -> tuple[dict[str, str],
+                                                                     list[Diagnostic]]:
+    """Run every check; return the node sizes and all diagnostics.
+
+    After parse errors the graph is incomplete, so only the declaration checks
+    run (they still add to the report, so one run shows as much as it can).
+    """
+    found = check_declarations(graph)
+    if parse_errors:
+        return {}, found
+    loops = check_loops(graph)
+    if loops:
+        return {}, found + loops
+    sizes, size_errors = infer_sizes(graph)
+    return sizes, found + size_errors + unused(graph)
