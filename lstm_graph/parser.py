@@ -179,8 +179,8 @@ class _Parser:
             if tree is None:
                 continue
             if len(tree.body) != 1:
-                second = tree.body[1]
-                self.report.error(self.loc(stmt, second), "one assignment per line")
+                self._target(stmt, tree.body[0])
+                self.report.error(self.loc(stmt, tree.body[1]), "one assignment per line")
                 continue
             node = tree.body[0]
             target = self._target(stmt, node)
@@ -207,6 +207,12 @@ class _Parser:
         return None
 
     def _target(self, stmt: _Statement, node: ast.stmt) -> tuple[str, Loc] | None:
+        """The assigned name and where it is; None (reported) for anything else."""
+        targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
+        for target in targets:
+            base = target.value if isinstance(target, ast.Subscript) else target
+            if isinstance(base, ast.Name):
+                self.broken_targets.add(base.id)  # so no "never assigned" error follows
         if isinstance(node, ast.AugAssign):
             self.report.error(self.loc(stmt, node), "each name is assigned once; instead of "
                               "'a += b' write a new name: a2 = a + b")
@@ -480,7 +486,7 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell"
 
     >>> graph, diagnostics = parse("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))")
     >>> [n.id for n in graph.nodes()], diagnostics
-    (['h.linear', 'x', 'h[t-1]', 'h'], [])
+    (['x', 'h[t-1]', 'h.linear', 'h'], [])
     """
     parser = _Parser(text, file, default_name)
     if not text.strip():

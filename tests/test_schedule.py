@@ -1,0 +1,68 @@
+"""Stages: the order the seed says the classic diagram hides."""
+
+from __future__ import annotations
+
+from lstm_graph import compile_source, load_cell
+
+
+def test_peephole_output_valve_waits_for_the_new_memory():
+    schedule = load_cell("peephole_lstm").schedule
+    assert schedule.stages == (("f", "i", "g"), ("c",), ("o",), ("h",))
+    assert schedule.stage_of("o") > schedule.stage_of("c") > schedule.stage_of("f")
+    assert schedule.reads("o") == {"input": ["x"], "old": ["h[t-1]"], "new": ["c"]}
+    assert schedule.reads("f")["old"] == ["h[t-1]", "c[t-1]"]
+
+
+def test_plain_lstm_output_valve_runs_beside_the_forget_valve():
+    schedule = load_cell("lstm").schedule
+    assert schedule.stages == (("f", "i", "g", "o"), ("c",), ("h",))
+    assert schedule.stage_of("o") == schedule.stage_of("f") == 1
+
+
+def test_gru_and_rnn_stages():
+    assert load_cell("gru").schedule.stages == (("r", "z", "a", "b"), ("n",), ("h",))
+    assert load_cell("rnn").schedule.stages == (("h",),)
+    assert load_cell("coupled_lstm").schedule.stages == (("f", "g", "o"), ("c",), ("h",))
+
+
+def test_order_is_topological_and_ties_follow_the_file():
+    schedule = load_cell("peephole_lstm").schedule
+    order = schedule.order
+    position = {node: i for i, node in enumerate(order)}
+    for src, dst, _kind in schedule.graph.edges():
+        if src in position:
+            assert position[src] < position[dst], (src, dst)
+    assert order.index("f") < order.index("i") < order.index("g")
+
+
+def test_schedule_is_deterministic_across_runs():
+    text = (load_cell("gru").schedule.to_json(), load_cell("gru").schedule.to_text(nodes=True))
+    assert text == (load_cell("gru").schedule.to_json(),
+                    load_cell("gru").schedule.to_text(nodes=True))
+
+
+def test_sizes_and_parameter_shapes():
+    schedule = load_cell("gru").schedule
+    assert schedule.sizes["x"] == "I" and schedule.sizes["h"] == "H"
+    assert schedule.sizes["h.const"] == "1"
+    shapes = schedule.param_shapes(input_size=3, hidden_size=4)
+    assert shapes == {
+        "r.W_x": (4, 3), "r.W_h": (4, 4), "r.b": (4,),
+        "z.W_x": (4, 3), "z.W_h": (4, 4), "z.b": (4,),
+        "a.W_x": (4, 3), "a.b": (4,),
+        "b.W_h": (4, 4), "b.b": (4,),
+    }
+
+
+def test_text_form_marks_old_and_new_reads():
+    text = load_cell("peephole_lstm").schedule.to_text()
+    assert "stage 3: o   (waits for the new c)" in text
+    assert "[old h[t-1]; new c]" in text
+    nodes = load_cell("peephole_lstm").schedule.to_text(nodes=True)
+    assert "o.linear: H = linear(x(input), h[t-1](old), c(new))" in nodes
+
+
+def test_a_user_cell_with_long_chain_gets_one_stage_per_link():
+    cell = compile_source("input x\nstate h\noutput h\n"
+                          "a = tanh(linear(x))\nb = tanh(a)\nh = b * h[t-1]\n")
+    assert cell.schedule.stages == (("a",), ("b",), ("h",))

@@ -1,0 +1,197 @@
+"""Every kind of cell error, at its exact line and column, with words that help."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import cell_errors
+from lstm_graph import CellError, compile_source
+
+# The header takes lines 1-4, so the body starts on line 5.
+OK_C = "c = c[t-1]\n"
+
+
+def test_algebraic_loop_names_the_cycle_and_suggests_old_value():
+    errors = cell_errors("""\
+        f = sigmoid(linear(x, h[t-1], peep(c)))
+        c = f * c[t-1]
+        h = tanh(c)
+    """)
+    assert len(errors) == 1
+    line, col, message = errors[0]
+    assert (line, col) == (5, 36)
+    assert "algebraic loop f -> c -> f" in message
+    assert "c[t-1]" in message
+
+
+def test_longer_loop_through_non_states_suggests_declaring_a_state():
+    errors = cell_errors("""\
+        a = tanh(b)
+        b = tanh(k)
+        k = linear(a)
+        h = tanh(linear(x, h[t-1])) * k
+        c = c[t-1]
+    """)
+    assert len(errors) == 1
+    assert "algebraic loop a -> b -> k -> a" in errors[0][2]
+    assert "declare one of them as a state" in errors[0][2]
+    assert errors[0][:2] == (5, 10)
+
+
+def test_self_loop():
+    errors = cell_errors("c = c * 2\nh = tanh(c)\n")
+    assert errors == [(5, 5, "algebraic loop c -> c: 'c' needs 'c' of this same step, which "
+                       "needs 'c'; to use the previous step's value write c[t-1]")]
+
+
+def test_undefined_name_suggests_a_close_one():
+    errors = cell_errors("gate = tanh(x)\nh = linear(gaet)\n" + OK_C)
+    assert errors == [(6, 12, "undefined name 'gaet' (did you mean 'gate'?); declare it "
+                       "(input/state) or assign it")]
+
+
+def test_name_assigned_twice_points_at_the_second():
+    errors = cell_errors("h = linear(x)\n" + OK_C + "h = linear(h[t-1])\n")
+    assert errors == [(7, 1, "'h' is assigned twice (first on line 5); each name is "
+                       "assigned once")]
+
+
+def test_t_minus_1_on_an_input_or_value():
+    errors = cell_errors("k = tanh(x)\nh = linear(x[t-1], k[t-1])\n" + OK_C)
+    assert [(line, col) for line, col, _ in errors] == [(6, 12), (6, 20)]
+    assert "'x' is an input" in errors[0][2] and "state x" in errors[0][2]
+    assert "'k' is a value computed in this step" in errors[1][2]
+
+
+@pytest.mark.parametrize("index", ["t-2", "t", "t+1", "0", "s-1"])
+def test_any_index_other_than_t_minus_1(index):
+    errors = cell_errors(f"h = linear(h[{index}])\n" + OK_C)
+    assert errors[0][:2] == (5, 14)
+    assert "only [t-1] is supported" in errors[0][2]
+
+
+def test_state_never_assigned_points_at_its_declaration():
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n")
+    assert errors == [(3, 7, "state 'c' is declared but never assigned; add a line "
+                       "'c = ...' computing its new value")]
+
+
+def test_reading_the_new_value_of_an_unassigned_state():
+    errors = cell_errors("h = tanh(linear(x, c))\n")
+    assert (5, 20) in [(line, col) for line, col, _ in errors]
+    assert any("read the previous step's value with c[t-1]" in m for *_, m in errors)
+
+
+def test_output_that_does_not_exist():
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n" + OK_C,
+                         header="cell t\ninput x\nstate c, h\noutput y\n")
+    assert errors == [(4, 8, "output 'y' does not exist; assign it or name a state or "
+                       "computed value")]
+
+
+def test_unknown_function_lists_the_known_ones():
+    errors = cell_errors("h = sigmod(linear(x, h[t-1]))\n" + OK_C)
+    assert errors == [(5, 5, "unknown function 'sigmod' (did you mean 'sigmoid'?); known "
+                       "functions: linear, peep, relu, sigmoid, tanh")]
+
+
+def test_size_mismatch_between_input_and_hidden():
+    errors = cell_errors("h = tanh(linear(x, h[t-1])) * x\n" + OK_C)
+    assert len(errors) == 1
+    assert errors[0][:2] == (5, 5)
+    assert "size mismatch in '*'" in errors[0][2]
+    assert "'x' has the input size I" in errors[0][2]
+
+
+def test_state_with_the_wrong_size():
+    errors = cell_errors("h = tanh(x)\n" + OK_C)
+    assert errors == [(5, 1, "state 'h' must have the hidden size H, but its value has the "
+                       "input size I")]
+
+
+def test_peephole_on_the_input_is_a_size_error():
+    errors = cell_errors("h = tanh(linear(h[t-1], peep(x)))\n" + OK_C)
+    assert "peep('x') needs the hidden size H" in errors[0][2]
+
+
+def test_syntax_error_has_python_s_position():
+    errors = cell_errors("h = tanh(linear(x, h[t-1])))\n" + OK_C)
+    assert errors[0][:2] == (5, 28)
+    assert errors[0][2].startswith("syntax error: unmatched ')'")
+
+
+def test_unclosed_parenthesis():
+    errors = cell_errors(OK_C + "h = tanh(linear(x, h[t-1])\n")
+    assert errors[0][:2] == (6, 9)
+    assert "'(' was never closed" in errors[0][2]
+
+
+@pytest.mark.parametrize("body, col, words", [
+    ("h = linear(x) / 2\n", 5, "unsupported operator '/'"),
+    ("h = linear(x) ** 2\n", 5, "unsupported operator '**'"),
+    ("h = linear(x) if 1 else 2\n", 5, "unsupported expression (IfExp)"),
+    ("h = np.tanh(x)\n", 5, "only the functions"),
+    ("h = tanh(x=linear(x))\n", 10, "takes no keyword arguments"),
+    ("h = 'abc'\n", 5, "unsupported constant 'abc'"),
+    ("h = tanh(linear(x), 1)\n", 5, "tanh() takes 1 argument, got 2"),
+    ("h = linear()\n", 5, "linear() needs at least one operand"),
+    ("h = tanh(peep(c[t-1]))\n", 10, "peep(...) is only allowed as an operand of linear"),
+    ("h = linear(linear(x))\n", 12, "cannot be nested"),
+    ("h = linear(x) + linear(h[t-1])\n", 17, "at most one linear(...) per assignment"),
+    ("h = linear(x, x)\n", 15, "both named 'x'"),
+    ("h = tanh\n", 5, "'tanh' is a function; call it"),
+    ("h = linear(t)\n", 12, "'t' is only used in [t-1]"),
+    ("h += linear(x)\n", 1, "each name is assigned once"),
+    ("h = g = linear(x)\n", 5, "one name per assignment"),
+    ("h[t-1] = linear(x)\n", 1, "assign the new value 'h'"),
+    ("h = linear(x); k = h\n", 16, "one assignment per line"),
+    ("linear(x)\nh = linear(x)\n", 1, "expected an assignment"),
+    ("x = linear(h[t-1])\nh = x\n", 1, "'x' is an input and cannot be assigned"),
+    ("tanh = linear(x)\nh = tanh\n", 1, "'tanh' is reserved"),
+])
+def test_unsupported_or_misused_syntax(body, col, words):
+    errors = cell_errors(body + OK_C)
+    assert errors[0][0] == 5 and errors[0][1] == col, errors
+    assert words in errors[0][2], errors
+
+
+def test_header_mistakes():
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",
+                         header="cell t\ninput x, y\nstate h, 2k, x\nstate q\noutput\n")
+    assert (2, 10) in [(line, col) for line, col, _ in errors]  # second input
+    assert any("a cell has exactly one input" in m for *_, m in errors)
+    assert (3, 10, "'2k' is not a valid name (letters, digits, _)") in errors
+    assert (3, 14, "'x' is declared both as input and state") in errors
+    assert (4, 1, "a second 'state' line (the first is line 3); list all names on one "
+            "line: state a, b") in errors
+    assert (5, 1, "'output' needs a name: output NAME") in errors
+
+
+def test_empty_file_and_missing_headers():
+    with pytest.raises(CellError, match="1:1: error: empty cell file"):
+        compile_source("", "e.cell")
+    with pytest.raises(CellError) as info:
+        compile_source("h = tanh(h)\n", "n.cell")
+    text = str(info.value)
+    assert "no 'input' line" in text and "no 'state' line" in text and "no 'output' line" in text
+
+
+def test_independent_errors_are_reported_together_in_file_order():
+    errors = cell_errors("""\
+        f = sigmod(linear(x, h[t-1]))
+        g = tanh(linear(x, q))
+        c = f * c[t-1] + i * g
+        h = tanh(c) / 2
+    """)
+    assert [line for line, _, _ in errors] == [5, 6, 7, 8]
+
+
+def test_columns_count_characters_not_bytes():
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))   # é\nc = ünknown * 2\n")
+    assert errors[0][:2] == (6, 5)
+
+
+def test_error_text_has_file_line_col_prefix():
+    with pytest.raises(CellError) as info:
+        compile_source("cell t\ninput x\nstate h\noutput h\nh = nope\n", "my/cell.cell")
+    assert str(info.value).startswith("my/cell.cell:5:5: error: undefined name 'nope'")
