@@ -1,12 +1,31 @@
-"""The public face of a compiled cell: its graph, schedule and parameters."""
+"""The public face of a compiled cell: its graph, schedule, parameters, and runner.
+
+>>> import numpy as np, lstm_graph
+>>> cell = lstm_graph.load_cell("peephole_lstm")
+>>> run = cell.compile(input_size=3, hidden_size=4, seed=0)
+>>> y, state = run(np.ones((5, 2, 3), dtype="float32"))
+>>> y.shape, state["c"].shape
+((5, 2, 4), (2, 4))
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from lstm_graph.errors import Diagnostic
+import numpy as np
+
+from lstm_graph import interpreter
+from lstm_graph.backends import check_dtype, namespace
+from lstm_graph.errors import DataError, Diagnostic, WeightsError
+from lstm_graph.importers import read_weights
 from lstm_graph.ir import CellGraph
 from lstm_graph.schedule import Schedule
+from lstm_graph.weights import check_weights, infer_sizes, random_weights
+
+EXECUTORS = ("reference",)
 
 
 @dataclass(frozen=True)
@@ -29,3 +48,139 @@ class Cell:
         {'h.W_x': (2, 3), 'h.W_h': (2, 2), 'h.b': (2,)}
         """
         return self.schedule.param_shapes(input_size, hidden_size)
+
+    def random_weights(self, input_size: int, hidden_size: int, seed: int | None = 0,
+                       dtype: str = "float32") -> dict[str, np.ndarray]:
+        """Seeded weights, uniform in ±1/√H (PyTorch's initialisation)."""
+        return random_weights(self.schedule, input_size, hidden_size, seed, dtype)
+
+    def compile(self, input_size: int | None = None, hidden_size: int | None = None,
+                backend: str = "numpy", dtype: str = "float32",
+                weights: str | Path | Mapping[str, Any] | None = None, seed: int | None = 0,
+                executor: str = "reference") -> Runner:
+        """Bind sizes, a backend, a dtype and weights; return a callable :class:`Runner`.
+
+        ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
+        ``.npz``, ``.pt``/``.pth`` or ``.onnx`` file; without it, weights are drawn
+        with ``seed``. Sizes are read off the weights when not given.
+        ``executor="reference"`` runs the reference interpreter instead of the
+        compiled plan.
+        """
+        np_dtype = check_dtype(dtype)
+        xp = namespace(backend)
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}")
+        if weights is None:
+            if input_size is None or hidden_size is None:
+                raise DataError("without weights, give both input_size and hidden_size")
+            params = random_weights(self.schedule, input_size, hidden_size, seed, np_dtype)
+        else:
+            source = weights if isinstance(weights, (str, Path)) else "weights"
+            raw = read_weights(weights)
+            found_input, found_hidden = infer_sizes(self.schedule, raw)
+            for what, given, found in (("input", input_size, found_input),
+                                       ("hidden", hidden_size, found_hidden)):
+                if given is not None and found is not None and given != found:
+                    raise WeightsError(f"{source} have {what} size {found}, but {what} size "
+                                       f"{given} was asked for")
+            input_size = input_size or found_input
+            hidden_size = found_hidden
+            if input_size is None:
+                raise DataError("the weights do not show the input size; give input_size")
+            params = check_weights(self.schedule, raw, input_size, hidden_size, np_dtype,
+                                   str(source))
+        return Runner(self, input_size, hidden_size, backend, np_dtype, params, executor)
+
+
+class Runner:
+    """A cell bound to sizes, backend, dtype and weights. Call it on a sequence.
+
+    ``run(x)`` takes ``x`` time-major ``(T, B, I)`` (or ``(T, I)`` for one
+    sequence) and returns ``(y, state)``: ``y`` is the output at every step and
+    ``state`` the final value of each state; ``run(x, state)`` continues from it.
+    """
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int, backend: str,
+                 dtype: np.dtype, params: dict[str, np.ndarray], executor: str):
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.backend = backend
+        self.dtype = dtype
+        self.executor = executor
+        self.xp = namespace(backend)
+        self.weights = params  # host copies, in our names
+        self.params = {name: self.xp.asarray(value) for name, value in params.items()}
+        self._plans: dict[int, Any] = {}
+
+    def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
+                 progress: Callable[[int], None] | None = None, allow_nonfinite: bool = False
+                 ) -> tuple[Any, dict[str, Any]]:
+        x, unbatched = self._check_x(x, allow_nonfinite)
+        batch = x.shape[1]
+        start = self._check_state(state, batch, unbatched)
+        if self.executor == "reference":
+            y, final = interpreter.run(self.cell.schedule, self.xp, self.params, x, start,
+                                       progress)
+        else:
+            y, final = self._plan(batch).run(x, start, progress)
+        if unbatched:
+            return y[:, 0], {name: value[0] for name, value in final.items()}
+        return y, final
+
+    def _plan(self, batch: int) -> Any:
+        from lstm_graph.plan import Plan
+
+        if batch not in self._plans:
+            self._plans = {batch: Plan(self.cell.schedule, self.xp, self.params, batch,
+                                       self.hidden_size, self.dtype)}
+        return self._plans[batch]
+
+    def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
+        shape = getattr(x, "shape", None)
+        dtype = getattr(x, "dtype", None)
+        if shape is None or dtype is None:
+            x = np.asarray(x)
+            shape, dtype = x.shape, x.dtype
+        if np.dtype(dtype).kind not in "fiu":
+            raise DataError(f"x has dtype {dtype}; it must hold real numbers")
+        if len(shape) not in (2, 3):
+            raise DataError(f"x has shape {tuple(shape)}; expected (T, B, I) = (T, B, "
+                            f"{self.input_size}) or (T, I) = (T, {self.input_size})")
+        if shape[-1] != self.input_size:
+            raise DataError(f"x has shape {tuple(shape)}: its last axis is {shape[-1]}, but "
+                            f"the cell's input size I is {self.input_size}")
+        if shape[0] == 0 or (len(shape) == 3 and shape[1] == 0):
+            raise DataError(f"x has shape {tuple(shape)}: no time steps or no sequences")
+        x = self.xp.asarray(x, dtype=self.dtype)
+        if not allow_nonfinite:
+            finite = self.xp.isfinite(x)
+            if not bool(finite.all()):
+                position = tuple(int(i) for i in np.argwhere(~np.asarray(
+                    finite.get() if hasattr(finite, "get") else finite))[0])
+                raise DataError(f"x holds NaN or infinity, first at index {position}; "
+                                "clean the input or pass --allow-nonfinite")
+        unbatched = len(shape) == 2
+        return (x[:, None, :] if unbatched else x), unbatched
+
+    def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool
+                     ) -> dict[str, Any]:
+        states = self.cell.graph.states
+        state = dict(state or {})
+        unknown = sorted(set(state) - set(states))
+        if unknown:
+            raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
+                            f"{', '.join(states)}")
+        want = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        start = {}
+        for name in states:
+            if name not in state:
+                start[name] = self.xp.zeros((batch, self.hidden_size), dtype=self.dtype)
+                continue
+            value = state[name]
+            if tuple(value.shape) != want:
+                raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected "
+                                f"{want}")
+            value = self.xp.asarray(value, dtype=self.dtype)
+            start[name] = value[None, :] if unbatched else value
+        return start

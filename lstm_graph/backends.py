@@ -1,0 +1,52 @@
+"""Array backends: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Everything that computes takes an array namespace ``xp``; this module is the
+one place that picks it. CuPy is imported only when asked for, and asking for
+it without CuPy or without a GPU is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.errors import BackendError
+
+BACKENDS = ("numpy", "cupy")
+DTYPES = ("float32", "float64")
+
+
+def namespace(backend: str) -> ModuleType:
+    """The array module for ``backend`` ("numpy" or "cupy")."""
+    if backend == "numpy":
+        return np
+    if backend != "cupy":
+        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError("the cupy backend needs CuPy: pip install 'lstm-graph[gpu]' "
+                           "(or cupy-cuda11x for CUDA 11); use --backend numpy to run on the "
+                           "CPU") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CuPy raises its own CUDARuntimeError kinds here
+        raise BackendError(f"the cupy backend found no usable GPU ({err}); use --backend "
+                           "numpy to run on the CPU") from None
+    if count < 1:
+        raise BackendError("the cupy backend found no GPU; use --backend numpy")
+    return cupy
+
+
+def check_dtype(dtype: str) -> np.dtype:
+    if dtype not in DTYPES:
+        raise BackendError(f"unsupported dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    return np.dtype(dtype)
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A host NumPy copy of a NumPy or CuPy array."""
+    get = getattr(array, "get", None)
+    return get() if callable(get) else np.asarray(array)
