@@ -67,7 +67,7 @@ class Cell:
         compiled plan.
         """
         np_dtype = check_dtype(dtype)
-        xp = namespace(backend)
+        namespace(backend)  # an unavailable backend fails before any work
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}")
         if weights is None:

@@ -13,10 +13,10 @@ import onnxruntime
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
+from onnx_models import random_onnx_weights, rnn_model
 
 import lstm_graph
 from lstm_graph.cell import EXECUTORS
-from onnx_models import random_onnx_weights, rnn_model
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 SHAPES = [  # T, B, I, H

@@ -147,6 +147,6 @@ def test_unused_values_and_inputs_are_warnings_not_errors():
 def test_the_parser_never_evaluates_python(tmp_path):
     marker = tmp_path / "pwned"
     source = f"input x\nstate h\noutput h\nh = __import__('os').system('touch {marker}')\n"
-    with pytest.raises(CellError, match="only the functions linear, peep, relu, sigmoid, tanh may be called"):
+    with pytest.raises(CellError, match="only the functions .* may be called"):
         compile_source(source)
     assert not marker.exists()

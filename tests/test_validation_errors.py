@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import cell_errors
+
 from lstm_graph import CellError, compile_source
 
 # The header takes lines 1-4, so the body starts on line 5.
