@@ -25,7 +25,7 @@ from lstm_graph.ir import CellGraph
 from lstm_graph.schedule import Schedule
 from lstm_graph.weights import check_weights, infer_sizes, random_weights
 
-EXECUTORS = ("reference",)
+EXECUTORS = ("plan", "reference")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Cell:
     def compile(self, input_size: int | None = None, hidden_size: int | None = None,
                 backend: str = "numpy", dtype: str = "float32",
                 weights: str | Path | Mapping[str, Any] | None = None, seed: int | None = 0,
-                executor: str = "reference") -> Runner:
+                executor: str = "plan") -> Runner:
         """Bind sizes, a backend, a dtype and weights; return a callable :class:`Runner`.
 
         ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
@@ -133,7 +133,7 @@ class Runner:
 
         if batch not in self._plans:
             self._plans = {batch: Plan(self.cell.schedule, self.xp, self.params, batch,
-                                       self.hidden_size, self.dtype)}
+                                       self.input_size, self.hidden_size, self.dtype)}
         return self._plans[batch]
 
     def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
