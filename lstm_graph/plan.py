@@ -13,105 +13,329 @@ What it does (see :mod:`lstm_graph.layout` for the analysis):
 - one GEMM per step for each operand the linears share (``h[t-1]`` feeds
   all four LSTM gates at once);
 - sigmoid and tanh after a linear become ``1 + exp(s·z)`` on the whole run of
-  adjacent gates, with ``s`` folded into the weights, then a reciprocal
-  (sigmoid) or ``2/· − 1`` (tanh): NumPy's float32 ``exp`` is about twice as
-  fast as its ``tanh``, and the result agrees with the reference to float32
-  rounding;
-- every element-wise op writes into its own buffer with ``out=``.
+  adjacent gates, with ``s`` folded into the weights (a power of two: exact),
+  then a reciprocal (sigmoid) or ``2/· − 1`` (tanh): NumPy's float32 ``exp``
+  is about twice as fast as its ``tanh``, and the result agrees with the
+  reference to float32 rounding;
+- every element-wise op writes into its own buffer with ``out=``;
+- with a large batch, the rows are split between threads: each row of the
+  batch is its own recurrence, so each thread runs the whole time loop on its
+  rows, with single-threaded BLAS and no synchronisation (NumPy releases the
+  GIL in large loops). Below :data:`THREAD_THRESHOLD` the many small NumPy
+  calls would fight over the GIL, so one thread and BLAS's own threads win.
 
 The reference interpreter (:mod:`lstm_graph.interpreter`) is the definition;
-the tests hold the plan to it.
+the tests hold the plan to it. A plan is not meant to be run from two threads
+at once.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from lstm_graph.ir import NodeKind
-from lstm_graph.layout import Layout, analyse
+from lstm_graph.layout import Group, Layout, analyse
 from lstm_graph.ops import OPS
 from lstm_graph.schedule import Schedule
 
 Array = Any
+#: Work per step (batch × hidden) from which splitting the rows between threads pays off
+#: (measured: 256 × 1024 gains 10 %, 64 × 256 loses to GIL contention).
+THREAD_THRESHOLD = 65536
+_UFUNCS = ("matmul", "add", "subtract", "multiply", "divide", "negative", "exp", "reciprocal",
+           "copyto", "maximum", "tanh")
 
 
-class _Emitter:
-    """Builds the step function's source and the namespace it runs in."""
+def default_threads(batch: int, hidden: int) -> int:
+    """Threads for the element-wise work: the usable CPUs (at most 8) for large steps."""
+    if batch * hidden < THREAD_THRESHOLD or batch < 2:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8, batch))
 
-    def __init__(self, layout: Layout, xp: Any, params: Mapping[str, Array], batch: int,
-                 hidden: int, dtype: np.dtype):
-        self.layout = layout
-        self.schedule = layout.schedule
-        self.graph = layout.schedule.graph
-        self.xp, self.params, self.batch, self.hidden, self.dtype = xp, params, batch, hidden, dtype
-        self.namespace: dict[str, Any] = {
-            name: getattr(xp, name) for name in (
-                "matmul", "add", "subtract", "multiply", "divide", "negative", "exp",
-                "reciprocal", "copyto", "maximum", "tanh")
-        }
-        self.body: list[str] = []
-        self.var: dict[str, str] = {}  # node id -> expression of its value in the loop
-        self.per_step: list[str] = []  # "name = array[t]" lines at the top of the loop
-        self.run_args: list[tuple[str, str]] = []  # (argument, what the caller passes)
-        self.counter = 0
 
-    def bind(self, prefix: str, value: Any) -> str:
-        name = f"{prefix}{self.counter}"
-        self.counter += 1
-        self.namespace[name] = value
+class _Code:
+    """The step loop's statements and the arrays they name."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, Any] = {}  # name -> array (None: set per run)
+        self.batch_axis: dict[str, int] = {}  # name -> axis that holds the batch
+        self.lines: list[str] = []
+
+    def bind(self, prefix: str, hint: str, value: Any, batch_axis: int | None = None) -> str:
+        base = f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', hint.replace('[t-1]', '_old'))}"
+        name, k = base, 2
+        while name in self.arrays:
+            name, k = f"{base}{k}", k + 1
+        self.arrays[name] = value
+        if batch_axis is not None:
+            self.batch_axis[name] = batch_axis
         return name
 
-    def buffer(self, width: int) -> Array:
-        return self.xp.empty((self.batch, width), dtype=self.dtype)
-
-    def scale(self, linear: str) -> float:
-        activation = self.layout.linears[linear].activation
-        return OPS[activation].exp_scale if activation else 1.0
-
-    def weight(self, param: str, linear: str) -> Array:
-        return self.params[param] * self.dtype.type(self.scale(linear))
+    def emit(self, statement: str) -> None:
+        self.lines.append(statement)
 
 
 class Plan:
     """A compiled executor for one cell, batch size, backend and dtype."""
 
     def __init__(self, schedule: Schedule, xp: Any, params: Mapping[str, Array], batch: int,
-                 input_size: int, hidden: int, dtype: np.dtype):
+                 input_size: int, hidden: int, dtype: np.dtype, threads: int | None = None):
         self.schedule = schedule
-        self.layout = analyse(schedule)
+        self.layout: Layout = analyse(schedule)
         self.xp, self.params = xp, params
         self.batch, self.input_size, self.hidden, self.dtype = batch, input_size, hidden, dtype
-        emitter = _Emitter(self.layout, xp, params, batch, hidden, dtype)
-        self._pack_hoisted(emitter)
-        self._emit_step(emitter)
-        self.source = self._source(emitter)
-        code = compile(self.source, f"<lstm-graph plan {schedule.graph.name}>", "exec")
-        exec(code, emitter.namespace)  # our generated code: see the module docstring
-        self._steps: Callable[..., None] = emitter.namespace["steps"]
-        self._emitter = emitter
+        on_cpu = xp is np
+        self.threads = (threads or default_threads(batch, hidden)) if on_cpu else 1
+        self.code = _Code()
+        self.var: dict[str, str] = {}  # node id -> expression of its value inside the loop
+        self.spans: dict[str, str] = {}  # adjacent accumulators -> one view's name
+        self._pack_hoisted()
+        self._emit_step()
+        self.source = self._source()
+        self._compile()
 
-    # -- before the loop: hoisted GEMM and static nodes ------------------------------------
+    # -- weights -----------------------------------------------------------------------------
 
-    def _pack_hoisted(self, e: _Emitter) -> None:
+    def _scale(self, linear: str) -> float:
+        activation = self.layout.linears[linear].activation
+        return OPS[activation].exp_scale if activation else 1.0
+
+    def _weight(self, param: str, linear: str) -> np.ndarray:
+        """A parameter on the host, times its linear's folded activation scale."""
+        value = self.params[param]
+        value = value.get() if hasattr(value, "get") else np.asarray(value)
+        return value * self.dtype.type(self._scale(linear))
+
+    def _buffer(self, width: int) -> Array:
+        return self.xp.empty((self.batch, width), dtype=self.dtype)
+
+    def _pack_hoisted(self) -> None:
+        """Stack every dynamic linear's static operands and bias for the hoisted GEMM."""
         layout, hidden = self.layout, self.hidden
         width = len(layout.hoisted) * hidden
         bias = np.zeros(width, dtype=self.dtype)
-        stacks: dict[str, Array] = {}  # static operand -> (size, width) weights
+        stacks: dict[str, np.ndarray] = {}  # static operand -> (size, width)
         for k, name in enumerate(layout.hoisted):
             info = layout.linears[name]
             cols = slice(k * hidden, (k + 1) * hidden)
-            bias[cols] = np.asarray(_host(e.weight(info.bias, name)))
+            bias[cols] = self._weight(info.bias, name)
             for operand, param in info.static:
-                weight = _host(e.weight(param, name))
-                if operand not in stacks:
-                    stacks[operand] = np.zeros((weight.shape[1], width), dtype=self.dtype)
+                weight = self._weight(param, name)
+                stacks.setdefault(operand, np.zeros((weight.shape[1], width), self.dtype))
                 stacks[operand][:, cols] += weight.T
         self.hoisted_width = width
         self.hoisted_bias = self.xp.asarray(bias)
         self.hoisted_weights = {op: self.xp.asarray(w) for op, w in stacks.items()}
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _emit_step(self) -> None:
+        layout, graph, hidden, code = self.layout, self.schedule.graph, self.hidden, self.code
+        code.bind("run", "S", None, 1)
+        code.bind("run", "Y", None, 1)
+        (input_name,) = graph.inputs
+        self.var[input_name] = f"{code.bind('run', 'x', None, 1)}[t]"
+        self.per_run: dict[str, tuple[str, str]] = {}  # array name -> ("state"|"static", name)
+        for name in graph.states:
+            self.var[f"{name}[t-1]"] = code.bind("old", name, None, 0)
+            self.per_run[self.var[f"{name}[t-1]"]] = ("state", name)
+        for node in graph.nodes():
+            if node.kind is NodeKind.CONST:
+                self.var[node.id] = repr(node.value)
+        for node_id in self.schedule.order:
+            if node_id in layout.static and graph.node(node_id).kind is NodeKind.OP:
+                scalar = self.schedule.sizes[node_id] == "1"
+                array = code.bind("static", node_id, None, None if scalar else 1)
+                self.var[node_id] = array if scalar else f"{array}[t]"
+                self.per_run[array] = ("static", node_id)
+
+        self.group_buffers: dict[str, tuple[str, Array, int]] = {}
+        hoisted_at = 0
+        for source, group in layout.groups.items():
+            buffer = self._buffer(len(group.members) * hidden)
+            self.group_buffers[source] = (code.bind("G", source, buffer, 0), buffer, hoisted_at)
+            hoisted_at += group.accumulators * hidden
+        for linear in layout.standalone:
+            self.var[linear] = code.bind("acc", linear, self._buffer(hidden), 0)
+        for info in layout.linears.values():
+            if info.group is not None:
+                buffer = self.group_buffers[info.group][1]
+                start = info.column * hidden
+                self.var[info.id] = code.bind("z", info.id, buffer[:, start:start + hidden], 0)
+
+        self.pending = {name: len({s for s, _ in info.matrix}) + len(info.peep)
+                        for name, info in layout.linears.items() if name not in layout.static}
+        self.fused: set[str] = set()
+        for linear in layout.standalone:
+            column = layout.hoisted_column(linear) * hidden
+            code.emit(f"copyto({self.var[linear]}, s_t[:, {column}:{column + hidden}])")
+        self._after(None)
+        for node_id in self.schedule.order:
+            node = graph.node(node_id)
+            if node.kind is not NodeKind.OP or node_id in layout.static or \
+                    node.op == "linear" or node_id in self.fused:
+                continue
+            width = {"H": hidden, "I": self.input_size, "1": 1}[self.schedule.sizes[node_id]]
+            out = code.bind("v", node_id, self._buffer(width), 0)
+            self.var[node_id] = out
+            args = [self.var[a] for a in node.args]
+            op = OPS[node.op]
+            if op.exp_scale is not None:
+                code.emit(f"multiply({args[0]}, {op.exp_scale!r}, out={out}); "
+                          f"exp({out}, out={out}); add({out}, 1.0, out={out}); "
+                          + op.exp_finish.format(out=out))
+            else:
+                code.emit(op.numpy.format(*args, out=out))
+            self._after(node_id)
+        for name in graph.states:
+            code.emit(f"copyto({self.var[f'{name}[t-1]']}, {self.var[name]})")
+        (output,) = graph.outputs
+        code.emit(f"copyto(run_Y[t], {self.var[output]})")
+
+    def _at_start(self, node_id: str) -> bool:
+        return node_id in self.layout.static or \
+            self.schedule.graph.node(node_id).kind is not NodeKind.OP
+
+    def _after(self, available: str | None) -> None:
+        """Emit all that becomes possible once ``available`` (None: the step start) exists."""
+        layout = self.layout
+
+        def now(operand: str) -> bool:
+            return self._at_start(operand) if available is None else operand == available
+
+        for source, group in layout.groups.items():
+            if now(source):
+                self._emit_gemm(source, group)
+        for name, info in layout.linears.items():
+            if name not in layout.static:
+                for operand, param in info.peep:
+                    if now(operand):
+                        self._emit_peep(name, operand, param)
+        for activation in self._emit_activations():
+            self._after(activation)
+
+    def _emit_gemm(self, source: str, group: Group) -> None:
+        hidden, code = self.hidden, self.code
+        name, buffer, hoisted_at = self.group_buffers[source]
+        stack = []
+        for member in group.members:
+            (param,) = [p for s, p in self.layout.linears[member].matrix if s == source]
+            stack.append(self._weight(param, member).T)
+        weights = code.bind("W", source, self.xp.asarray(np.ascontiguousarray(
+            np.concatenate(stack, 1))))
+        code.emit(f"matmul({self.var[source]}, {weights}, out={name})")
+        if group.accumulators:
+            width = group.accumulators * hidden
+            acc = code.bind("z", f"{source}_acc", buffer[:, :width], 0)
+            code.emit(f"add({acc}, s_t[:, {hoisted_at}:{hoisted_at + width}], out={acc})")
+        for k, member in enumerate(group.members[group.accumulators:], group.accumulators):
+            part = code.bind("z", f"{source}_{member}", buffer[:, k * hidden:(k + 1) * hidden], 0)
+            target = self.var[member]
+            code.emit(f"add({target}, {part}, out={target})")
+        for member in group.members:
+            self.pending[member] -= 1
+
+    def _emit_peep(self, linear: str, operand: str, param: str) -> None:
+        code = self.code
+        weight = code.bind("p", param, self.xp.asarray(self._weight(param, linear)))
+        tmp = code.bind("tmp", param, self._buffer(self.hidden), 0)
+        target = self.var[linear]
+        code.emit(f"multiply({self.var[operand]}, {weight}, out={tmp}); "
+                  f"add({target}, {tmp}, out={target})")
+        self.pending[linear] -= 1
+
+    def _emit_activations(self) -> list[str]:
+        """Finish every fused activation whose linear just became complete.
+
+        Adjacent gates share one ``exp`` and, per activation, one finishing
+        call. Returns the activation nodes computed: their users may now run.
+        """
+        layout = self.layout
+        ready = [n for n, left in self.pending.items()
+                 if left == 0 and layout.linears[n].activation]
+        for name in ready:
+            del self.pending[name]
+        runs: list[list[str]] = []
+        for name in sorted(ready, key=lambda n: (layout.linears[n].group or "", n in
+                                                 layout.standalone, layout.linears[n].column)):
+            info, last = layout.linears[name], runs[-1][-1] if runs else None
+            if last and info.group is not None and layout.linears[last].group == info.group \
+                    and layout.linears[last].column + 1 == info.column:
+                runs[-1].append(name)
+            else:
+                runs.append([name])
+        finished = []
+        for run in runs:
+            whole = self._span(run)
+            self.code.emit(f"exp({whole}, out={whole}); add({whole}, 1.0, out={whole})")
+            by_activation: list[list[str]] = []
+            for name in run:
+                if by_activation and layout.linears[by_activation[-1][0]].activation == \
+                        layout.linears[name].activation:
+                    by_activation[-1].append(name)
+                else:
+                    by_activation.append([name])
+            for same in by_activation:
+                finish = OPS[layout.linears[same[0]].activation].exp_finish
+                self.code.emit(finish.format(out=self._span(same)))
+            for name in run:
+                (consumer,) = self.schedule.graph.graph.successors(name)
+                self.var[consumer] = self.var[name]
+                self.fused.add(consumer)
+                finished.append(consumer)
+        return finished
+
+    def _span(self, linears: list[str]) -> str:
+        """A name for the adjacent accumulators of ``linears`` (one view)."""
+        if len(linears) == 1:
+            return self.var[linears[0]]
+        key = "_".join(linears)
+        if key not in self.spans:
+            first = self.layout.linears[linears[0]]
+            buffer = self.group_buffers[first.group][1]
+            start, stop = first.column * self.hidden, (first.column + len(linears)) * self.hidden
+            self.spans[key] = self.code.bind("z", key, buffer[:, start:stop], 0)
+        return self.spans[key]
+
+    # -- source and compilation -------------------------------------------------------------
+
+    def _source(self) -> str:
+        lines = ["def steps(T, progress):", "    for t in range(T):",
+                 "        s_t = run_S[t]"]
+        lines += [f"        {statement}" for statement in self.code.lines]
+        lines += ["        if progress is not None:", "            progress(1)"]
+        return "\n".join(lines) + "\n"
+
+    def _compile(self) -> None:
+        """One namespace for the whole batch, and one per thread holding its rows."""
+        code = compile(self.source, f"<lstm-graph plan {self.schedule.graph.name}>", "exec")
+        ufuncs = {name: getattr(self.xp, name) for name in _UFUNCS}
+        bounds = np.linspace(0, self.batch, self.threads + 1).astype(int)
+        self._rows_of_part = list(zip(bounds[:-1], bounds[1:]))
+        self._parts: list[dict[str, Any]] = []
+        for lo, hi in self._rows_of_part:
+            part = {**ufuncs, **self._rows(self.code.arrays, lo, hi)}
+            exec(code, part)  # our generated code: see the module docstring
+            self._parts.append(part)
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lstm-graph")
+
+    def _rows(self, arrays: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
+        """``arrays`` with every batched one cut to rows ``lo:hi``."""
+        out = dict(arrays)
+        for name, axis in self.code.batch_axis.items():
+            if out.get(name) is not None:
+                out[name] = out[name][(slice(None),) * axis + (slice(lo, hi),)]
+        return out
+
+    # -- running -----------------------------------------------------------------------------
 
     def _static_values(self, x: Array) -> dict[str, Array]:
         """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
@@ -128,198 +352,51 @@ class Plan:
                 env[node_id] = OPS[node.op].reference(xp, [env[a] for a in node.args], params)
         return env
 
-    # -- the loop ------------------------------------------------------------------------
-
-    def _emit_step(self, e: _Emitter) -> None:
-        layout, graph, hidden = self.layout, self.schedule.graph, self.hidden
-        for name in graph.states:
-            e.var[f"{name}[t-1]"] = e.bind("old", None)
-            e.run_args.append((e.var[f"{name}[t-1]"], f"state:{name}"))
-        e.per_step.append("s_t = S[t]")
-        for node in graph.nodes():
-            if node.kind is NodeKind.CONST:
-                e.var[node.id] = repr(node.value)
-        for node_id in self.schedule.order:
-            if node_id in layout.static and graph.node(node_id).kind is NodeKind.OP:
-                if self.schedule.sizes[node_id] == "1":
-                    e.var[node_id] = e.bind("num", None)
-                    e.run_args.append((e.var[node_id], f"number:{node_id}"))
-                else:
-                    array = e.bind("static", None)
-                    e.run_args.append((array, f"static:{node_id}"))
-                    e.var[node_id] = f"{array}[t]"
-        for name in graph.inputs:
-            e.var[name] = "x[t]"
-
-        # Accumulators: group GEMM outputs and standalone buffers; views per linear.
-        self.group_buffers = {}
-        hoisted_at = 0
-        for source, group in layout.groups.items():
-            buffer = e.buffer(len(group.members) * hidden)
-            name = e.bind("G", buffer)
-            self.group_buffers[source] = (name, buffer, hoisted_at)
-            hoisted_at += group.accumulators * hidden
-        for linear in layout.standalone:
-            e.var[linear] = e.bind("acc", e.buffer(hidden))
-        for info in layout.linears.values():
-            if info.group is not None:
-                name = self.group_buffers[info.group][0]
-                start = info.column * hidden
-                e.var[info.id] = e.bind("v", e.namespace[name][:, start:start + hidden])
-
-        pending = {name: len({s for s, _ in info.matrix}) + len(info.peep)
-                   for name, info in layout.linears.items() if name not in layout.static}
-        done_activation: set[str] = set()
-
-        def after(available: str | None) -> None:
-            """Emit everything that becomes possible once ``available`` is computed."""
-            for source, group in layout.groups.items():
-                if (available is None and self._at_start(source)) or source == available:
-                    self._emit_gemm(e, source, group, pending)
-            for name, info in layout.linears.items():
-                if name in layout.static:
-                    continue
-                for operand, param in info.peep:
-                    if (available is None and self._at_start(operand)) or operand == available:
-                        self._emit_peep(e, name, operand, param)
-                        pending[name] -= 1
-            for consumer in self._emit_activations(e, pending, done_activation):
-                after(consumer)
-
-        for linear in layout.standalone:
-            column = layout.hoisted_column(linear) * hidden
-            e.body.append(f"copyto({e.var[linear]}, s_t[:, {column}:{column + hidden}])")
-        after(None)
-        for node_id in self.schedule.order:
-            node = graph.node(node_id)
-            if node.kind is not NodeKind.OP or node_id in layout.static or \
-                    node.op == "linear" or node_id in done_activation:
-                continue
-            out = e.bind("buf", e.buffer(_width(self.schedule.sizes[node_id], hidden,
-                                                 self.input_size)))
-            e.var[node_id] = out
-            args = [e.var[a] for a in node.args]
-            op = OPS[node.op]
-            if op.exp_scale is not None:
-                e.body.append(f"multiply({args[0]}, {op.exp_scale!r}, out={out}); "
-                              f"exp({out}, out={out}); add({out}, 1.0, out={out}); "
-                              + op.exp_finish.format(out=out))
-            else:
-                e.body.append(op.numpy.format(*args, out=out))
-            after(node_id)
-        for name in graph.states:
-            e.body.append(f"copyto({e.var[f'{name}[t-1]']}, {e.var[name]})")
-        (output,) = graph.outputs
-        e.body.append(f"copyto(Y[t], {e.var[output]})")
-
-    def _at_start(self, node_id: str) -> bool:
-        return node_id in self.layout.static or \
-            self.schedule.graph.node(node_id).kind is not NodeKind.OP
-
-    def _emit_gemm(self, e: _Emitter, source: str, group: Any, pending: dict[str, int]) -> None:
-        hidden = self.hidden
-        name, buffer, hoisted_at = self.group_buffers[source]
-        stack = []
-        for member in group.members:
-            (param,) = [p for s, p in self.layout.linears[member].matrix if s == source]
-            stack.append(_host(e.weight(param, member)).T)
-        weights = e.bind("W", self.xp.asarray(np.ascontiguousarray(np.concatenate(stack, 1))))
-        e.body.append(f"matmul({e.var[source]}, {weights}, out={name})")
-        if group.accumulators:
-            width = group.accumulators * hidden
-            acc = e.bind("v", buffer[:, :width])
-            e.body.append(f"add({acc}, s_t[:, {hoisted_at}:{hoisted_at + width}], out={acc})")
-        for k, member in enumerate(group.members[group.accumulators:], group.accumulators):
-            part = e.bind("v", buffer[:, k * hidden:(k + 1) * hidden])
-            target = e.var[member]
-            e.body.append(f"add({target}, {part}, out={target})")
-        for member in group.members:
-            pending[member] -= 1
-
-    def _emit_peep(self, e: _Emitter, linear: str, operand: str, param: str) -> None:
-        weight = e.bind("p", self.xp.asarray(_host(e.weight(param, linear))))
-        tmp = e.bind("tmp", e.buffer(self.hidden))
-        target = e.var[linear]
-        e.body.append(f"multiply({e.var[operand]}, {weight}, out={tmp}); "
-                      f"add({target}, {tmp}, out={target})")
-
-    def _emit_activations(self, e: _Emitter, pending: dict[str, int], done: set[str]
-                          ) -> list[str]:
-        """Finish every fused activation whose linear just became complete, in runs.
-
-        Returns the activation nodes computed, whose own consumers may now run.
-        """
-        layout, hidden = self.layout, self.hidden
-        ready = [n for n, left in pending.items() if left == 0 and layout.linears[n].activation]
-        for name in ready:
-            del pending[name]
-        runs: list[list[str]] = []
-        for name in sorted(ready, key=lambda n: (layout.linears[n].group or n,
-                                                 layout.linears[n].column)):
-            info = layout.linears[name]
-            last = runs[-1][-1] if runs else None
-            if last and info.group is not None and layout.linears[last].group == info.group \
-                    and layout.linears[last].column + 1 == info.column:
-                runs[-1].append(name)
-            else:
-                runs.append([name])
-        finished = []
-        for run in runs:
-            first = layout.linears[run[0]]
-            if first.group is None:
-                whole = e.var[run[0]]
-            else:
-                buffer = e.namespace[self.group_buffers[first.group][0]]
-                whole = e.bind("v", buffer[:, first.column * hidden:
-                                           (first.column + len(run)) * hidden])
-            e.body.append(f"exp({whole}, out={whole}); add({whole}, 1.0, out={whole})")
-            for name in run:
-                info = layout.linears[name]
-                e.body.append(OPS[info.activation].exp_finish.format(out=e.var[name]))
-                (consumer,) = self.schedule.graph.graph.successors(name)
-                e.var[consumer] = e.var[name]
-                done.add(consumer)
-                finished.append(consumer)
-        return finished
-
-    def _source(self, e: _Emitter) -> str:
-        args = ", ".join(["x", "S", "Y", "progress", *(a for a, _ in e.run_args)])
-        lines = [f"def steps({args}):", "    for t in range(S.shape[0]):"]
-        lines += [f"        {line}" for line in e.per_step + e.body]
-        lines += ["        if progress is not None:", "            progress(1)"]
-        return "\n".join(lines) + "\n"
-
-    # -- running ---------------------------------------------------------------------------
-
     def run(self, x: Array, state: Mapping[str, Array],
             progress: Callable[[int], None] | None = None) -> tuple[Array, dict[str, Array]]:
         """Run ``x`` ``(T, B, I)`` from ``state``; return ``y`` and the final states."""
         xp, graph = self.xp, self.schedule.graph
         steps, batch = x.shape[0], x.shape[1]
         static = self._static_values(x)
-        rows = steps * batch
-        hoisted = xp.empty((rows, self.hoisted_width), dtype=self.dtype)
-        hoisted[...] = self.hoisted_bias
+        hoisted = xp.empty((steps * batch, self.hoisted_width), dtype=self.dtype)
+        first = True
         for operand, weights in self.hoisted_weights.items():
-            hoisted += static[operand].reshape(rows, -1) @ weights
-        hoisted = hoisted.reshape(steps, batch, self.hoisted_width)
+            rows = static[operand].reshape(steps * batch, -1)
+            if first:
+                xp.matmul(rows, weights, out=hoisted)
+            else:
+                hoisted += rows @ weights
+            first = False
+        if first:
+            hoisted[...] = self.hoisted_bias
+        else:
+            hoisted += self.hoisted_bias
         (output,) = graph.outputs
-        size = _width(self.schedule.sizes[output], self.hidden, x.shape[2])
-        y = xp.empty((steps, batch, size), dtype=self.dtype)
+        width = {"H": self.hidden, "I": self.input_size, "1": 1}[self.schedule.sizes[output]]
+        per_run = {
+            "run_S": hoisted.reshape(steps, batch, self.hoisted_width),
+            "run_Y": xp.empty((steps, batch, width), dtype=self.dtype),
+            "run_x": x,
+        }
         old = {name: xp.array(state[name], dtype=self.dtype, copy=True) for name in graph.states}
-        values = []
-        for _argument, what in self._emitter.run_args:
-            kind, name = what.split(":", 1)
-            values.append(old[name] if kind == "state" else static[name])
-        with np.errstate(over="ignore"):  # exp(±large) = inf is exact enough: 1/(1+inf) = 0
-            self._steps(x, hoisted, y, progress, *values)
-        return y, old
+        for array, (kind, name) in self.per_run.items():
+            per_run[array] = old[name] if kind == "state" else static[name]
+        for part, (lo, hi) in zip(self._parts, self._rows_of_part):
+            part.update(self._rows(per_run, lo, hi))
+        if self.threads == 1:
+            _steps(self._parts[0], steps, progress)
+        else:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1, user_api="blas"):
+                futures = [self._pool.submit(_steps, part, steps, progress if k == 0 else None)
+                           for k, part in enumerate(self._parts)]
+                for future in futures:
+                    future.result()
+        return per_run["run_Y"], old
 
 
-def _width(size: str, hidden: int, input_size: int) -> int:
-    return {"H": hidden, "I": input_size, "1": 1}[size]
-
-
-def _host(array: Array) -> np.ndarray:
-    get = getattr(array, "get", None)
-    return get() if callable(get) else np.asarray(array)
+def _steps(namespace: dict[str, Any], steps: int, progress: Callable[[int], None] | None
+           ) -> None:
+    with np.errstate(over="ignore"):  # exp(large) = inf is right here: 1/(1+inf) = 0
+        namespace["steps"](steps, progress)
