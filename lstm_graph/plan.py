@@ -173,9 +173,13 @@ class Plan:
         self.pending = {name: len({s for s, _ in info.matrix}) + len(info.peep)
                         for name, info in layout.linears.items() if name not in layout.static}
         self.fused: set[str] = set()
+        # Terms added into an accumulator wait until it has been written this step.
+        self.initialized: set[str] = set()
+        self.deferred: dict[str, list[str]] = {}
         for linear in layout.standalone:
             column = layout.hoisted_column(linear) * hidden
             code.emit(f"copyto({self.var[linear]}, s_t[:, {column}:{column + hidden}])")
+        self._initialize(layout.standalone)
         self._after(None)
         for node_id in self.schedule.order:
             node = graph.node(node_id)
@@ -235,33 +239,49 @@ class Plan:
             width = group.accumulators * hidden
             acc = code.bind("z", f"{source}_acc", buffer[:, :width], 0)
             code.emit(f"add({acc}, s_t[:, {hoisted_at}:{hoisted_at + width}], out={acc})")
+        self._initialize(group.members[: group.accumulators])
         for k, member in enumerate(group.members[group.accumulators:], group.accumulators):
             part = code.bind("z", f"{source}_{member}", buffer[:, k * hidden:(k + 1) * hidden], 0)
             target = self.var[member]
-            code.emit(f"add({target}, {part}, out={target})")
+            self._add_into(member, f"add({target}, {part}, out={target})")
         for member in group.members:
             self.pending[member] -= 1
+
+    def _initialize(self, linears: list[str]) -> None:
+        """Mark accumulators as written this step, and emit what waited for them."""
+        for linear in linears:
+            self.initialized.add(linear)
+            for statement in self.deferred.pop(linear, []):
+                self.code.emit(statement)
+
+    def _add_into(self, linear: str, statement: str) -> None:
+        if linear in self.initialized:
+            self.code.emit(statement)
+        else:
+            self.deferred.setdefault(linear, []).append(statement)
 
     def _emit_peep(self, linear: str, operand: str, param: str) -> None:
         code = self.code
         weight = code.bind("p", param, self.xp.asarray(self._weight(param, linear)))
         tmp = code.bind("tmp", param, self._buffer(self.hidden), 0)
         target = self.var[linear]
-        code.emit(f"multiply({self.var[operand]}, {weight}, out={tmp}); "
-                  f"add({target}, {tmp}, out={target})")
+        self._add_into(linear, f"multiply({self.var[operand]}, {weight}, out={tmp}); "
+                               f"add({target}, {tmp}, out={target})")
         self.pending[linear] -= 1
 
     def _emit_activations(self) -> list[str]:
         """Finish every fused activation whose linear just became complete.
 
         Adjacent gates share one ``exp`` and, per activation, one finishing
-        call. Returns the activation nodes computed: their users may now run.
+        call. Returns the values now complete (unfused linears, activations):
+        their users may run.
         """
         layout = self.layout
-        ready = [n for n, left in self.pending.items()
-                 if left == 0 and layout.linears[n].activation]
-        for name in ready:
+        complete = [n for n, left in self.pending.items() if left == 0]
+        for name in complete:
             del self.pending[name]
+        ready = [n for n in complete if layout.linears[n].activation]
+        finished = [n for n in complete if not layout.linears[n].activation]
         runs: list[list[str]] = []
         for name in sorted(ready, key=lambda n: (layout.linears[n].group or "", n in
                                                  layout.standalone, layout.linears[n].column)):
@@ -271,7 +291,6 @@ class Plan:
                 runs[-1].append(name)
             else:
                 runs.append([name])
-        finished = []
         for run in runs:
             whole = self._span(run)
             self.code.emit(f"exp({whole}, out={whole}); add({whole}, 1.0, out={whole})")

@@ -1,0 +1,97 @@
+"""The compiled plan against the reference interpreter, its definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lstm_graph
+from cellgen import valid_cells
+from lstm_graph.layout import analyse
+from lstm_graph.plan import Plan
+
+TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
+
+
+def both(cell, x, dtype, hidden, seed=0, **kwargs):
+    ours = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
+                        **kwargs)
+    ref = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
+                       executor="reference")
+    return ours(x), ref(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", lstm_graph.builtin_names())
+def test_plan_agrees_with_reference_on_builtins(name, dtype):
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(1).standard_normal((12, 3, 5)).astype(dtype)
+    (y, state), (y_ref, state_ref) = both(cell, x, dtype, hidden=7)
+    np.testing.assert_allclose(y, y_ref, **TOLERANCE[dtype])
+    for key in state_ref:
+        np.testing.assert_allclose(state[key], state_ref[key], **TOLERANCE[dtype])
+
+
+@settings(max_examples=int(__import__("os").environ.get("PLAN_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
+       batch=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_plan_agrees_with_reference_on_random_cells(source, dtype, batch, seed):
+    cell = lstm_graph.compile_source(source, "random.cell")
+    x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
+    (y, state), (y_ref, state_ref) = both(cell, x, dtype, hidden=3, seed=seed)
+    np.testing.assert_allclose(y, y_ref, **TOLERANCE[dtype], err_msg=source)
+    for key in state_ref:
+        np.testing.assert_allclose(state[key], state_ref[key], **TOLERANCE[dtype],
+                                   err_msg=source)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_row_split_threads_give_the_same_numbers(threads):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    run = cell.compile(input_size=4, hidden_size=6, seed=3)
+    x = np.random.default_rng(2).standard_normal((9, 7, 4)).astype("float32")
+    start = {k: np.zeros((7, 6), "float32") for k in ("c", "h")}
+    plan = Plan(cell.schedule, np, run.params, 7, 4, 6, np.dtype("float32"), threads=threads)
+    y, _ = plan.run(x, start)
+    y_ref, _ = cell.compile(input_size=4, hidden_size=6, seed=3, executor="reference")(x)
+    np.testing.assert_allclose(y, y_ref, **TOLERANCE["float32"])
+
+
+def test_lstm_gates_share_one_gemm_and_hoist_the_input():
+    layout = analyse(lstm_graph.load_cell("lstm").schedule)
+    assert list(layout.groups) == ["h[t-1]"]
+    # sigmoid gates first, then tanh: f, i, o share one reciprocal
+    assert layout.groups["h[t-1]"].members == ["f.linear", "i.linear", "o.linear", "g.linear"]
+    assert layout.hoisted == ["f.linear", "i.linear", "o.linear", "g.linear"]
+    assert all(info.static == [("x", f"{name[0]}.W_x")] for name, info in layout.linears.items())
+
+
+def test_peephole_output_valve_is_ordered_after_the_memory_in_its_group():
+    layout = analyse(lstm_graph.load_cell("peephole_lstm").schedule)
+    assert layout.groups["h[t-1]"].members == ["f.linear", "i.linear", "g.linear", "o.linear"]
+
+
+def test_gru_input_only_linear_is_static_and_hoisted():
+    layout = analyse(lstm_graph.load_cell("gru").schedule)
+    assert "a.linear" not in layout.static  # a is the bare linear: its node is 'a'
+    assert "a" in layout.static
+    assert "b" not in layout.static
+
+
+def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
+    cell = lstm_graph.load_cell("lstm")
+    sources = {cell.compile(input_size=3, hidden_size=4)._plan(2).source for _ in range(2)}
+    assert len(sources) == 1
+    source = sources.pop()
+    assert source.count("matmul(") == 1
+    assert source.count("exp(") == 2  # the gate block, and tanh(c)
+    assert "reciprocal(z_f_linear_i_linear_o_linear" in source
+
+
+def test_progress_is_called_once_per_step():
+    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3)
+    calls = []
+    run(np.zeros((6, 2, 2), "float32"), progress=calls.append)
+    assert calls == [1] * 6
