@@ -1,0 +1,84 @@
+"""Diagrams of a cell, in two styles, from the same schedule.
+
+>>> import lstm_graph
+>>> dot = render(lstm_graph.load_cell("peephole_lstm"), "cell")
+>>> dot.source.count("style=dashed") > 0
+True
+
+``render`` returns a ``graphviz.Digraph`` (a notebook shows it inline) and
+never runs Graphviz; :func:`save` writes DOT text itself, and runs ``dot`` only
+for SVG, PNG and PDF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import graphviz
+
+from lstm_graph.cell import Cell
+from lstm_graph.errors import RenderError
+from lstm_graph.files import write_atomic
+from lstm_graph.render import classic, pipe
+from lstm_graph.render.scene import build_scene, highlighted
+
+STYLES = {"pipe": pipe.draw, "cell": classic.draw}
+FORMATS = ("svg", "png", "pdf", "dot")
+HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (Debian/Ubuntu: "
+                      "apt-get install graphviz; macOS: brew install graphviz; see "
+                      "https://graphviz.org/download/), or use --format dot, which needs no "
+                      "program.")
+
+
+def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
+           stages: bool = False) -> graphviz.Digraph:
+    """The diagram of ``cell`` in ``style`` ("pipe" or "cell").
+
+    ``highlight`` names a node, an assignment or a preset (forget, input,
+    memory, output) whose path is drawn in colour while the rest fades;
+    ``stages`` writes each node's stage number on it.
+    """
+    if style not in STYLES:
+        raise RenderError(f"unknown style '{style}'; choose one of {', '.join(STYLES)}")
+    scene = build_scene(cell.schedule)
+    lit = highlighted(scene, highlight) if highlight else None
+    return STYLES[style](scene, lit, stages)
+
+
+def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:
+    """The diagram as ``fmt`` bytes; DOT without running anything."""
+    if fmt == "dot":
+        return dot.source.encode("utf-8")
+    if fmt not in FORMATS:
+        raise RenderError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    try:
+        return dot.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise RenderError(HOW_TO_INSTALL_DOT) from None
+    except graphviz.CalledProcessError as err:
+        raise RenderError(f"Graphviz failed: {err.stderr.decode(errors='replace').strip()}") \
+            from None
+
+
+def save(dot: graphviz.Digraph, path: str | Path, fmt: str) -> Path:
+    """Write the diagram to ``path`` whole or not at all."""
+    return write_atomic(path, to_bytes(dot, fmt))
+
+
+def gallery() -> dict[str, tuple[str, str, str | None]]:
+    """The files of ``diagrams/`` without extension: name -> (cell, style, highlight).
+
+    Every built-in cell in both styles, and the seed's figure sequence (one
+    highlight preset each) for the peephole LSTM.
+    """
+    from lstm_graph.library import builtin_names
+    from lstm_graph.render.palette import PRESETS
+
+    entries: dict[str, tuple[str, str, str | None]] = {}
+    for name in builtin_names():
+        for style in STYLES:
+            entries[f"{name}.{style}"] = (name, style, None)
+    for preset in PRESETS:
+        for style in STYLES:
+            entries[f"peephole_lstm.{preset}.{style}"] = ("peephole_lstm", style, preset)
+    return entries

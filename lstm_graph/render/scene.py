@@ -1,0 +1,205 @@
+"""What a diagram shows, before any layout: the shared part of both styles.
+
+A :class:`Scene` turns the scheduled IR into visual nodes and edges:
+
+- a ``linear`` and the activation that alone consumes it become one learned
+  **layer** (a yellow box labelled σ or tanh); a bare ``linear`` is a box "W";
+- every other op is an element-wise **op** (a pink circle);
+- inputs and previous-step values are **sources** (``x_t``, ``h_{t-1}``);
+- each state's new value, and the output, leave through a **sink** (``h_t``).
+
+Every visual edge keeps the IR's edge kind (``old`` / ``input`` / ``new``) and
+whether it carries a state's new value, so the styles only decide placement.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from lstm_graph.errors import RenderError
+from lstm_graph.ir import EdgeKind, NodeKind, old_id
+from lstm_graph.ops import FUNCTIONS, OPS
+from lstm_graph.render.palette import PRESETS
+from lstm_graph.schedule import Schedule
+
+#: Ops drawn inside a learned layer's box when they alone consume a linear.
+ACTIVATIONS = frozenset(op.name for op in FUNCTIONS.values())
+
+
+@dataclass(frozen=True)
+class VNode:
+    """One drawn node. ``id`` is its DOT name; ``ir`` the IR nodes it stands for."""
+
+    id: str
+    role: str  # "source", "sink", "layer", "op", "const"
+    symbol: str  # HTML for the node's main text
+    ir: tuple[str, ...]
+    stage: int
+    caption: str | None = None
+    state: str | None = None  # sources and sinks of a state
+
+
+@dataclass(frozen=True)
+class VEdge:
+    src: str
+    dst: str
+    kind: EdgeKind
+    state_value: bool  # carries a state's new value (drawn green)
+    peep: bool = False
+    ir: tuple[str, str] | None = None  # the IR edge it draws, if any
+
+
+def sink_id(name: str) -> str:
+    """DOT name of the node where ``name``'s new value leaves: ``h[t]``."""
+    return f"{name}[t]"
+
+
+def subscripted(name: str, subscript: str) -> str:
+    return f"{html.escape(name)}<SUB>{subscript}</SUB>"
+
+
+@dataclass
+class Scene:
+    schedule: Schedule
+    nodes: dict[str, VNode] = field(default_factory=dict)
+    edges: list[VEdge] = field(default_factory=list)
+    owner: dict[str, str] = field(default_factory=dict)  # IR node -> visual node
+
+    @property
+    def graph(self):
+        return self.schedule.graph
+
+    def add(self, node: VNode) -> None:
+        self.nodes[node.id] = node
+        for ir_node in node.ir:
+            self.owner[ir_node] = node.id
+
+    def memory_state(self) -> str:
+        """The state drawn as the memory pipe (or the classic diagram's Cell).
+
+        The first state whose old value reaches its new value through
+        element-wise ops only (an LSTM's ``c``, a GRU's ``h``); else the first state.
+        """
+        for state in self.graph.states:
+            if self.pipe_path(state):
+                return state
+        return next(iter(self.graph.states))
+
+    def pipe_path(self, state: str) -> list[str]:
+        """Op nodes on element-wise paths from ``state[t-1]`` to ``state``, in order."""
+        graph = self.graph.graph
+        old = old_id(state)
+        if old not in graph:
+            return []
+        elementwise = [n for n in graph if self.graph.node(n).kind is NodeKind.OP
+                       and self.nodes.get(self.owner.get(n, ""), None) is not None
+                       and self.nodes[self.owner[n]].role == "op"]
+        sub = graph.subgraph([old, *elementwise])
+        if state not in sub or not nx.has_path(sub, old, state):
+            return []
+        on_path = nx.descendants(sub, old) & (nx.ancestors(sub, state) | {state})
+        order = {n: i for i, n in enumerate(self.schedule.order)}
+        return sorted(on_path, key=order.__getitem__)
+
+
+def fused_activation(schedule: Schedule, linear: str) -> str | None:
+    """The activation drawn in the same box as ``linear``, if any."""
+    graph = schedule.graph
+    consumers = list(graph.graph.successors(linear))
+    if len(consumers) != 1 or linear in graph.states or linear in graph.outputs:
+        return None
+    node = graph.node(consumers[0])
+    return node.id if node.op in ACTIVATIONS else None
+
+
+def build_scene(schedule: Schedule) -> Scene:
+    """The visual nodes and edges of a scheduled cell (deterministic order)."""
+    scene = Scene(schedule)
+    graph = schedule.graph
+    captions = {a.name: a.caption for a in graph.assignments.values()}
+    for name in graph.inputs:
+        scene.add(VNode(name, "source", subscripted(name, "t"), (name,), 0))
+    for state in graph.states:
+        if old_id(state) in graph.graph:
+            scene.add(VNode(old_id(state), "source", subscripted(state, "t-1"),
+                            (old_id(state),), 0, state=state))
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node_id in scene.owner:
+            continue
+        stage = schedule.stage_of(node_id)
+        if node.kind is NodeKind.CONST:
+            scene.add(VNode(node_id, "const", f"{node.value:g}", (node_id,), stage))
+        elif node.op == "linear":
+            activation = fused_activation(schedule, node_id)
+            top = activation or node_id
+            symbol = OPS[graph.node(activation).op].symbol if activation else "W"
+            ir = (node_id, activation) if activation else (node_id,)
+            caption = captions.get(top) if graph.node(top).id == graph.node(top).assignment \
+                else None
+            scene.add(VNode(top, "layer", symbol, ir, stage, caption))
+        else:
+            caption = captions.get(node_id) if node_id == node.assignment else None
+            scene.add(VNode(node_id, "op", html.escape(OPS[node.op].symbol), (node_id,), stage,
+                            caption))
+    sinks = list(graph.states) + [o for o in graph.outputs if o not in graph.states]
+    for name in sinks:
+        stage = schedule.stage_of(name) if name in graph.graph else 0
+        scene.add(VNode(sink_id(name), "sink", subscripted(name, "t"), (), stage,
+                        state=name if name in graph.states else None))
+    for src, dst, kind in graph.edges():
+        a, b = scene.owner[src], scene.owner[dst]
+        if a == b:
+            continue  # inside a layer: linear -> its activation
+        scene.edges.append(VEdge(a, b, kind, src in graph.states,
+                                 graph.graph.edges[src, dst]["peep"], (src, dst)))
+    for name in sinks:
+        scene.edges.append(VEdge(scene.owner[name], sink_id(name), EdgeKind.NEW,
+                                 name in graph.states))
+    return scene
+
+
+def highlighted(scene: Scene, target: str) -> set[str]:
+    """Visual nodes on ``target``'s path: what feeds it and what it feeds, up to the states.
+
+    ``target`` is an assignment or node name, or a preset (forget, input,
+    memory, output) naming assignments.
+    """
+    graph = scene.graph
+    if target in PRESETS:
+        names = PRESETS[target]
+        missing = [n for n in names if n not in graph.assignments]
+        if missing:
+            raise RenderError(f"preset '{target}' highlights {', '.join(names)}, but cell "
+                              f"'{graph.name}' has no {', '.join(missing)}; highlight one of "
+                              f"its names instead: {', '.join(graph.assignments)}")
+    elif target in graph.graph or target in graph.assignments:
+        names = (target,)
+    else:
+        known = [*PRESETS, *graph.assignments]
+        raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'; "
+                          f"choose one of {', '.join(known)}")
+    ir = graph.graph
+    marked: set[str] = set()
+    for name in names:
+        nodes = set(graph.assignments[name].nodes) if name in graph.assignments else {name}
+        marked |= nodes
+        # Up to what feeds it, down to the states it changes; a state's new value is a
+        # boundary (the memory): crossed upwards only when it is the target itself.
+        for step in (ir.predecessors, ir.successors):
+            seen, frontier = set(nodes), list(nodes)
+            while frontier:
+                node = frontier.pop()
+                if node in graph.states and (step == ir.successors or node not in nodes):
+                    continue
+                for other in step(node):
+                    if other not in seen:
+                        seen.add(other)
+                        frontier.append(other)
+            marked |= seen
+    visual = {scene.owner[n] for n in marked if n in scene.owner}
+    visual |= {sink_id(n) for n in (*graph.states, *graph.outputs) if n in marked}
+    return visual
