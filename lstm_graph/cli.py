@@ -23,7 +23,8 @@ from lstm_graph.cell import EXECUTORS
 from lstm_graph.errors import DataError, LstmGraphError
 from lstm_graph.files import write_npz
 from lstm_graph.library import builtin_names, describe_builtin, load_cell
-from lstm_graph.render import FORMATS, STYLES, gallery, render as draw, save, to_bytes
+from lstm_graph.render import FORMATS, STYLES, gallery, save, to_bytes
+from lstm_graph.render import render as draw
 from lstm_graph.weights import load_npz
 
 

@@ -8,8 +8,9 @@ at the bottom, **merge** (concatenation) and run along a bus that **forks**
 top right. Layout rules, not positions: bottom-to-top ranks, one
 ``rank=same`` row each for the inputs, the bus, the layers and the pipe;
 edges that run down from the pipe (peepholes, reads of the new memory) are
-written upwards with ``dir=back``, so they agree with the ranks. Captions of pipe ops sit on the pipe segment they start;
-other ops' captions label the value leaving them (dot keeps room beside it).
+written upwards with ``dir=back``, so they agree with the ranks. Captions of
+pipe ops sit on the pipe segment they start; other ops' captions label the
+value leaving them (dot keeps room beside an edge label).
 """
 
 from __future__ import annotations
