@@ -103,8 +103,20 @@ class Painter:
 
     def add_edge(self, graph: graphviz.Digraph, edge: VEdge, src: str | None = None,
                  dst: str | None = None, **extra: str) -> None:
-        graph.edge(src or edge.src, dst or edge.dst,
-                   **{**self.edge_attrs(edge, src, dst), **extra})
+        """Draw ``edge`` (between ``src`` and ``dst`` when the style redirects it).
+
+        Its tooltip names the IR edges it draws (``c[t-1] → f.linear``): shown on
+        hover in SVG, and how the tests hold every drawn edge to the IR.
+        """
+        attrs = self.edge_attrs(edge, src, dst)
+        if edge.ir:
+            attrs["tooltip"] = ir_tooltip([edge])
+        graph.edge(src or edge.src, dst or edge.dst, **{**attrs, **extra})
+
+
+def ir_tooltip(edges: list[VEdge]) -> str:
+    """``"x → f.linear; x → i.linear"``: the IR edges a drawn edge stands for."""
+    return "; ".join(f"{e.ir[0]} → {e.ir[1]}" for e in edges if e.ir)
 
 
 def legend(loop: bool = False) -> str:

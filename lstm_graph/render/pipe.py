@@ -19,7 +19,7 @@ import graphviz
 
 from lstm_graph.ir import old_id
 from lstm_graph.render import palette as P
-from lstm_graph.render.draw import Painter, legend, new_digraph
+from lstm_graph.render.draw import Painter, ir_tooltip, legend, new_digraph
 from lstm_graph.render.scene import Scene, sink_id
 
 
@@ -83,7 +83,13 @@ def draw(scene: Scene, lit: set[str] | None = None, stages: bool = False) -> gra
 
     on_pipe = set(top)
     pipe_edges = set(zip(top, top[1:]))
-    captioned: set[str] = set()  # ops whose caption labels their first outgoing edge
+    # An op's caption labels one edge leaving it: to its own sink if it has one.
+    caption_edge: dict[str, str] = {}
+    for edge in scene.edges:
+        node = scene.nodes[edge.src]
+        if node.role == "op" and node.caption and edge.src not in on_pipe and \
+                (edge.src not in caption_edge or edge.dst == sink_id(edge.src)):
+            caption_edge[edge.src] = edge.dst
     for left, right in zip(bus, bus[1:]):
         dot.edge(junction[left], junction[right], arrowhead="none", weight="10",
                  **bus_colour(junction[left], junction[right]))
@@ -102,15 +108,15 @@ def draw(scene: Scene, lit: set[str] | None = None, stages: bool = False) -> gra
             # so it agrees with the ranks (constraint=false would let dot fold the pipe).
             painter.add_edge(dot, edge, edge.dst, edge.src, dir="back", arrowtail="normal")
             continue
-        node = scene.nodes[edge.src]
-        if node.role == "op" and node.caption and edge.src not in on_pipe \
-                and edge.src not in captioned:
-            captioned.add(edge.src)  # the caption names the value: dot makes room beside it
-            extra["label"] = f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{node.caption}</FONT>>'
+        if edge.src in caption_edge and caption_edge[edge.src] == edge.dst:
+            caption = scene.nodes[edge.src].caption  # it names the value: on its way out
+            extra["label"] = f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{caption}</FONT>>'
         if edge.dst in junction and edge.src in sources:
             if edge.dst != bus[0]:
                 continue  # the bus already carries it: merged once, forked to every layer
-            painter.add_edge(dot, edge, dst=junction[bus[0]], arrowhead="none")
+            carried = [e for e in scene.edges if e.src == edge.src and e.dst in junction]
+            painter.add_edge(dot, edge, dst=junction[bus[0]], arrowhead="none",
+                             tooltip=ir_tooltip(carried))
             continue
         painter.add_edge(dot, edge, **extra)
     return dot

@@ -1,0 +1,196 @@
+"""Diagrams: golden DOT, edges faithful to the IR, highlights, SVG, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import lstm_graph
+from conftest import needs_dot
+from dot_source import edges, nodes
+from lstm_graph.cli import main
+from lstm_graph.ir import EdgeKind
+from lstm_graph.render import gallery, palette, render, to_bytes
+from lstm_graph.render.scene import build_scene, highlighted
+
+ROOT = Path(__file__).resolve().parents[1]
+DIAGRAMS = ROOT / "diagrams"
+STYLES = ["pipe", "cell"]
+OWN_CELL = """\
+# A cell of our own: two memories, one fast and one slow, mixed into the output.
+cell two_speed
+input x
+state fast, slow, h
+output h
+k = sigmoid(linear(x, h[t-1]))                       # keep valve
+fast = k * fast[t-1] + (1 - k) * tanh(linear(x))     # fast memory
+s = sigmoid(linear(h[t-1], peep(slow[t-1])))         # slow valve
+slow = s * slow[t-1] + (1 - s) * fast                # slow memory
+h = tanh(linear(fast, slow))                         # output
+"""
+
+
+def cells():
+    return [lstm_graph.load_cell(n) for n in lstm_graph.builtin_names()] + [
+        lstm_graph.compile_source(OWN_CELL, "two_speed.cell")]
+
+
+@pytest.mark.parametrize("name", sorted(gallery()))
+def test_committed_dot_files_are_up_to_date(name):
+    cell_name, style, preset = gallery()[name]
+    expected = to_bytes(render(lstm_graph.load_cell(cell_name), style, highlight=preset), "dot")
+    committed = (DIAGRAMS / f"{name}.dot").read_bytes()
+    assert committed == expected, f"diagrams/{name}.dot is stale: run " \
+                                  "'lstm-graph render --all --out diagrams'"
+
+
+def test_gallery_has_svg_beside_every_dot():
+    for name in gallery():
+        assert (DIAGRAMS / f"{name}.svg").is_file(), name
+
+
+def test_dot_is_byte_identical_across_processes_and_hash_seeds():
+    outputs = set()
+    for seed in ("1", "2", "3"):
+        result = subprocess.run(
+            [sys.executable, "-m", "lstm_graph.cli", "render", "peephole_lstm", "--style",
+             "cell", "--format", "dot", "--highlight", "memory", "--stages"],
+            capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        outputs.add(result.stdout)
+    assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("cell", cells(), ids=lambda c: c.name)
+def test_every_ir_edge_is_drawn_dashed_exactly_when_old_and_green_exactly_when_new_state(
+        cell, style):
+    graph = cell.graph
+    drawn: dict[tuple[str, str], dict[str, str]] = {}
+    for _src, _dst, attrs in edges(render(cell, style).source):
+        for part in (p for p in attrs.get("tooltip", "").split("; ") if " → " in p):
+            src, dst = part.split(" → ")
+            drawn[src, dst] = attrs
+    scene = build_scene(cell.schedule)
+    expected = {(u, v) for u, v, _ in graph.edges() if scene.owner[u] != scene.owner[v]}
+    assert set(drawn) == expected
+    for (src, dst), attrs in drawn.items():
+        dashed = "dashed" in attrs.get("style", "")
+        assert dashed == (graph.edge_kind(src, dst) is EdgeKind.OLD), (src, dst)
+        green = attrs["color"] == palette.NEW_STATE
+        assert green == (src in graph.states), (src, dst)
+
+
+def test_peephole_cell_style_shows_the_output_valve_waiting_for_new_memory():
+    source = render(lstm_graph.load_cell("peephole_lstm"), "cell").source
+    by_pair = {(s, d): a for s, d, a in edges(source)}
+    assert by_pair["[cell]", "o"]["color"] == palette.NEW_STATE  # new memory, solid green
+    assert "style" not in by_pair["[cell]", "o"]
+    assert by_pair["[cell]", "f"]["style"] == "dashed"  # old memory into the forget valve
+    assert by_pair["c", "[cell]"]["color"] == palette.NEW_STATE
+
+
+def test_pipe_style_puts_the_memory_on_one_straight_top_row():
+    source = render(lstm_graph.load_cell("lstm"), "pipe").source
+    top = source.split("subgraph pipe {")[1].split("}")[0]
+    assert "rank=max" in top
+    order = [name for name in ('"c[t-1]"', '"c.mul"', "\tc [", '"c[t]"') if name in top]
+    assert len(order) == 4
+    assert [top.index(n) for n in order] == sorted(top.index(n) for n in order)
+    pipe = {(s, d): a for s, d, a in edges(source)}
+    assert pipe["c[t-1]", "c.mul"]["penwidth"] == palette.PIPE_WIDTH
+    assert pipe["c", "c[t]"]["penwidth"] == palette.PIPE_WIDTH
+
+
+def test_gru_and_rnn_pipes_carry_h():
+    for name in ("gru", "rnn"):
+        scene = build_scene(lstm_graph.load_cell(name).schedule)
+        assert scene.memory_state() == "h"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_highlight_changes_colours_only(style):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    plain, lit = render(cell, style).source, render(cell, style, highlight="forget").source
+    assert set(nodes(plain)) == set(nodes(lit))
+    plain_edges = [(s, d, a.get("style")) for s, d, a in edges(plain)]
+    assert plain_edges == [(s, d, a.get("style")) for s, d, a in edges(lit)]
+    lit_nodes = nodes(lit)
+    assert lit_nodes["f"]["color"] == palette.HIGHLIGHT
+    assert lit_nodes["o"]["color"] == palette.FADED
+
+
+def test_highlight_presets_follow_the_seed_figures():
+    scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
+    forget = highlighted(scene, "forget")
+    assert {"f", "c.mul", "c", "c[t-1]", "x", "h[t-1]"} <= forget
+    assert "o" not in forget and "g" not in forget
+    memory = highlighted(scene, "memory")
+    assert {"f", "i", "g", "c", "c[t]"} <= memory and "o" not in memory
+    output = highlighted(scene, "output")
+    assert {"o", "h", "h[t]", "c"} <= output and "f" not in output
+
+
+def test_unknown_highlight_and_inapplicable_preset_are_clear_errors():
+    gru = lstm_graph.load_cell("gru")
+    with pytest.raises(lstm_graph.RenderError, match="preset 'forget' highlights f, but"):
+        render(gru, "pipe", highlight="forget")
+    with pytest.raises(lstm_graph.RenderError, match="nothing named 'q'"):
+        render(gru, "cell", highlight="q")
+
+
+def test_stages_writes_stage_numbers():
+    source = render(lstm_graph.load_cell("peephole_lstm"), "cell", stages=True).source
+    o_label = nodes(source)["o"]["label"]
+    assert palette.stage_mark(3) in o_label
+
+
+@needs_dot
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("cell", cells(), ids=lambda c: c.name)
+def test_svg_parses_as_xml(cell, style):
+    svg = to_bytes(render(cell, style, stages=True), "svg")
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert int(root.attrib["width"].rstrip("pt")) > int(root.attrib["height"].rstrip("pt"))
+
+
+def test_cli_render_dot_to_stdout_and_files(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "gru", "--style", "pipe", "--format", "dot"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("digraph gru_pipe {")
+    result = runner.invoke(main, ["render", "lstm", "--format", "dot", "--out",
+                                  str(tmp_path / "lstm")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.cell.dot", "lstm.pipe.dot"]
+    result = runner.invoke(main, ["render", "rnn", "--style", "cell", "--format", "dot",
+                                  "--out", str(tmp_path / "exact.dot")])
+    assert (tmp_path / "exact.dot").read_text().startswith("digraph rnn_cell")
+
+
+def test_cli_render_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "gru", "--highlight", "nope", "--format", "dot",
+                                  "--style", "cell"])
+    assert result.exit_code == 1 and "nothing named 'nope'" in result.stderr
+    assert runner.invoke(main, ["render", "--all"]).exit_code == 2
+    result = runner.invoke(main, ["render", "--all", "--out", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "no such directory" in result.stderr
+
+
+def test_missing_dot_program_says_how_to_install_and_that_dot_format_works(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", "render", "lstm",
+                             "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                            env=env, cwd=ROOT)
+    assert result.returncode == 1
+    assert "apt-get install graphviz" in result.stderr and "--format dot" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
