@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-import lstm_graph
 from conftest import needs_dot
 from dot_source import edges, nodes
+
+import lstm_graph
 from lstm_graph.cli import main
 from lstm_graph.ir import EdgeKind
 from lstm_graph.render import gallery, palette, render, to_bytes
