@@ -18,8 +18,13 @@ and the CuPy kernels (:mod:`lstm_graph.cuda`):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+
+from lstm_graph.backends import to_numpy
 from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
 
@@ -130,3 +135,35 @@ def analyse(schedule: Schedule) -> Layout:
     hoisted = [n for g in groups.values() for n in g.members[: g.accumulators]]
     hoisted += standalone
     return Layout(schedule, static, linears, groups, hoisted, standalone)
+
+
+def pack_hoisted(layout: Layout, params: Mapping[str, Any], hidden: int, dtype: np.dtype,
+                 scale: Callable[[str], float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The hoisted GEMM's bias ``(width,)`` and stacked weights ``{operand: (size, width)}``.
+
+    Column block *k* belongs to ``layout.hoisted[k]``; each linear's parameters
+    are multiplied by ``scale(linear)`` (an exact power of two, or 1).
+    """
+    width = len(layout.hoisted) * hidden
+    bias = np.zeros(width, dtype=dtype)
+    stacks: dict[str, np.ndarray] = {}
+    for k, name in enumerate(layout.hoisted):
+        info = layout.linears[name]
+        cols = slice(k * hidden, (k + 1) * hidden)
+        factor = dtype.type(scale(name))
+        bias[cols] = to_numpy(params[info.bias]) * factor
+        for operand, param in info.static:
+            weight = to_numpy(params[param]) * factor
+            stacks.setdefault(operand, np.zeros((weight.shape[1], width), dtype))
+            stacks[operand][:, cols] += weight.T
+    return bias, stacks
+
+
+def pack_group(layout: Layout, source: str, params: Mapping[str, Any], dtype: np.dtype,
+               scale: Callable[[str], float]) -> np.ndarray:
+    """One group's per-step GEMM weights, ``(size, members·H)``, transposed and contiguous."""
+    blocks = []
+    for member in layout.groups[source].members:
+        (param,) = [p for s, p in layout.linears[member].matrix if s == source]
+        blocks.append((to_numpy(params[param]) * dtype.type(scale(member))).T)
+    return np.ascontiguousarray(np.concatenate(blocks, 1), dtype=dtype)

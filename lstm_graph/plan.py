@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.ir import NodeKind
-from lstm_graph.layout import Group, Layout, analyse
+from lstm_graph.backends import to_numpy
+from lstm_graph.layout import Group, Layout, analyse, pack_group, pack_hoisted
 from lstm_graph.ops import OPS
 from lstm_graph.schedule import Schedule
 
@@ -109,28 +110,16 @@ class Plan:
 
     def _weight(self, param: str, linear: str) -> np.ndarray:
         """A parameter on the host, times its linear's folded activation scale."""
-        value = self.params[param]
-        value = value.get() if hasattr(value, "get") else np.asarray(value)
-        return value * self.dtype.type(self._scale(linear))
+        return to_numpy(self.params[param]) * self.dtype.type(self._scale(linear))
 
     def _buffer(self, width: int) -> Array:
         return self.xp.empty((self.batch, width), dtype=self.dtype)
 
     def _pack_hoisted(self) -> None:
         """Stack every dynamic linear's static operands and bias for the hoisted GEMM."""
-        layout, hidden = self.layout, self.hidden
-        width = len(layout.hoisted) * hidden
-        bias = np.zeros(width, dtype=self.dtype)
-        stacks: dict[str, np.ndarray] = {}  # static operand -> (size, width)
-        for k, name in enumerate(layout.hoisted):
-            info = layout.linears[name]
-            cols = slice(k * hidden, (k + 1) * hidden)
-            bias[cols] = self._weight(info.bias, name)
-            for operand, param in info.static:
-                weight = self._weight(param, name)
-                stacks.setdefault(operand, np.zeros((weight.shape[1], width), self.dtype))
-                stacks[operand][:, cols] += weight.T
-        self.hoisted_width = width
+        bias, stacks = pack_hoisted(self.layout, self.params, self.hidden, self.dtype,
+                                    self._scale)
+        self.hoisted_width = bias.shape[0]
         self.hoisted_bias = self.xp.asarray(bias)
         self.hoisted_weights = {op: self.xp.asarray(w) for op, w in stacks.items()}
 
@@ -228,12 +217,8 @@ class Plan:
     def _emit_gemm(self, source: str, group: Group) -> None:
         hidden, code = self.hidden, self.code
         name, buffer, hoisted_at = self.group_buffers[source]
-        stack = []
-        for member in group.members:
-            (param,) = [p for s, p in self.layout.linears[member].matrix if s == source]
-            stack.append(self._weight(param, member).T)
-        weights = code.bind("W", source, self.xp.asarray(np.ascontiguousarray(
-            np.concatenate(stack, 1))))
+        packed = pack_group(self.layout, source, self.params, self.dtype, self._scale)
+        weights = code.bind("W", source, self.xp.asarray(packed))
         code.emit(f"matmul({self.var[source]}, {weights}, out={name})")
         if group.accumulators:
             width = group.accumulators * hidden
