@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.ir import NodeKind
 from lstm_graph.backends import to_numpy
+from lstm_graph.ir import NodeKind
 from lstm_graph.layout import Group, Layout, analyse, pack_group, pack_hoisted
 from lstm_graph.ops import OPS
 from lstm_graph.schedule import Schedule
