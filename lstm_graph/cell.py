@@ -129,11 +129,14 @@ class Runner:
         return y, final
 
     def _plan(self, batch: int) -> Any:
-        from lstm_graph.plan import Plan
-
+        """The compiled plan for this batch size (the latest one is kept)."""
         if batch not in self._plans:
-            self._plans = {batch: Plan(self.cell.schedule, self.xp, self.params, batch,
-                                       self.input_size, self.hidden_size, self.dtype)}
+            if self.backend == "cupy":
+                from lstm_graph.cuda import CudaPlan as plan_class
+            else:
+                from lstm_graph.plan import Plan as plan_class
+            self._plans = {batch: plan_class(self.cell.schedule, self.xp, self.params, batch,
+                                             self.input_size, self.hidden_size, self.dtype)}
         return self._plans[batch]
 
     def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:

@@ -341,27 +341,12 @@ class Plan:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _static_values(self, x: Array) -> dict[str, Array]:
-        """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
-        graph, xp = self.schedule.graph, self.xp
-        (input_name,) = graph.inputs
-        env: dict[str, Array] = {input_name: x}
-        for node in graph.nodes():
-            if node.kind is NodeKind.CONST:
-                env[node.id] = xp.asarray(node.value, dtype=self.dtype)
-        for node_id in self.schedule.order:
-            node = graph.node(node_id)
-            if node.kind is NodeKind.OP and node_id in self.layout.static:
-                params = [self.params[p] for p in node.params]
-                env[node_id] = OPS[node.op].reference(xp, [env[a] for a in node.args], params)
-        return env
-
     def run(self, x: Array, state: Mapping[str, Array],
             progress: Callable[[int], None] | None = None) -> tuple[Array, dict[str, Array]]:
         """Run ``x`` ``(T, B, I)`` from ``state``; return ``y`` and the final states."""
         xp, graph = self.xp, self.schedule.graph
         steps, batch = x.shape[0], x.shape[1]
-        static = self._static_values(x)
+        static = static_values(self.schedule, self.layout, xp, self.params, x, self.dtype)
         hoisted = xp.empty((steps * batch, self.hoisted_width), dtype=self.dtype)
         first = True
         for operand, weights in self.hoisted_weights.items():
@@ -398,6 +383,23 @@ class Plan:
                 for future in futures:
                     future.result()
         return per_run["run_Y"], old
+
+
+def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
+                  x: Array, dtype: np.dtype) -> dict[str, Array]:
+    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
+    graph = schedule.graph
+    (input_name,) = graph.inputs
+    env: dict[str, Array] = {input_name: x}
+    for node in graph.nodes():
+        if node.kind is NodeKind.CONST:
+            env[node.id] = xp.asarray(node.value, dtype=dtype)
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node.kind is NodeKind.OP and node_id in layout.static:
+            args = [env[a] for a in node.args]
+            env[node_id] = OPS[node.op].reference(xp, args, [params[p] for p in node.params])
+    return env
 
 
 def _steps(namespace: dict[str, Any], steps: int, progress: Callable[[int], None] | None
