@@ -63,6 +63,43 @@ def unstack(family: str, order: tuple[str, ...], w_x: np.ndarray, w_h: np.ndarra
     return out
 
 
+def stack(family: str, order: tuple[str, ...], weights: Mapping[str, np.ndarray]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of :func:`unstack`: ``(w_x, w_h, b_x, b_h)`` stacked in ``order``.
+
+    A bias with one owner goes wholly into ``b_x`` (``b_h`` is zero there), so
+    unstacking gives the same weights back.
+    """
+    w_x, w_h, b_x, b_h = [], [], [], []
+    for gate in order:
+        x_owner, h_owner = GATE_OWNERS[family][gate]
+        w_x.append(weights[f"{x_owner}.W_x"])
+        w_h.append(weights[f"{h_owner}.W_h"])
+        b_x.append(weights[f"{x_owner}.b"])
+        b_h.append(np.zeros_like(weights[f"{h_owner}.b"]) if x_owner == h_owner
+                   else weights[f"{h_owner}.b"])
+    return tuple(np.concatenate(part) for part in (w_x, w_h, b_x, b_h))  # type: ignore
+
+
+def to_torch_state_dict(family: str, weights: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """An ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict (of tensors) holding ``weights``."""
+    import torch
+
+    w_x, w_h, b_x, b_h = stack(family, GATE_ORDER["torch", family], weights)
+    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in (
+        ("weight_ih_l0", w_x), ("weight_hh_l0", w_h), ("bias_ih_l0", b_x), ("bias_hh_l0", b_h))}
+
+
+def to_onnx_tensors(family: str, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX ``W``, ``R``, ``B`` (and ``P`` when the cell has peepholes) holding ``weights``."""
+    w_x, w_h, b_x, b_h = stack(family, GATE_ORDER["onnx", family], weights)
+    out = {"W": w_x[None], "R": w_h[None], "B": np.concatenate([b_x, b_h])[None]}
+    peepholes = [f"{gate}.p_c" for gate in GATE_ORDER["onnx", "lstm_peepholes"]]
+    if family == "lstm" and all(p in weights for p in peepholes):
+        out["P"] = np.concatenate([weights[p] for p in peepholes])[None]
+    return out
+
+
 # -- PyTorch -------------------------------------------------------------------
 
 def from_torch_state_dict(state: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:

@@ -26,9 +26,11 @@ import numpy as np
 
 from lstm_graph.backends import to_numpy
 from lstm_graph.ir import NodeKind
+from lstm_graph.ops import FAST_FORMS
 from lstm_graph.schedule import Schedule
 
-FUSABLE_ACTIVATIONS = ("sigmoid", "tanh")
+#: Activations the NumPy plan computes in its fast forms, fused with their linear.
+FUSABLE_ACTIVATIONS = tuple(FAST_FORMS["exp"].scale)
 
 
 @dataclass
@@ -65,7 +67,11 @@ class Layout:
     standalone: list[str]  # dynamic linears without a GEMM (peepholes only)
 
     def hoisted_column(self, linear: str) -> int:
-        return self.hoisted.index(linear)
+        """Block index of ``linear`` in the hoisted GEMM's output."""
+        return self._hoisted_at[linear]
+
+    def __post_init__(self) -> None:
+        self._hoisted_at = {name: k for k, name in enumerate(self.hoisted)}
 
 
 def _static_nodes(schedule: Schedule) -> set[str]:

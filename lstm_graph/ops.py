@@ -55,11 +55,6 @@ class Op:
     reference: Callable[[Any, Sequence[Array], Sequence[Array]], Array]
     cuda: str | None  # C expression over {0}, {1}; T is the element type
     numpy: str | None = None  # the NumPy plan's statement(s) writing {out} from {0}, {1}
-    #: Activations computed as ``finish(1 + exp(exp_scale · z))``: NumPy's exp is
-    #: about twice as fast as its tanh, and the plan folds ``exp_scale`` (a power
-    #: of two, so exact) into the weights of the linear feeding the activation.
-    exp_scale: float | None = None
-    exp_finish: str | None = None  # statement(s) turning {out} = 1 + exp(..) into the value
 
 
 OPS: dict[str, Op] = {
@@ -74,15 +69,44 @@ OPS: dict[str, Op] = {
         Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0], "(-{0})",
            "negative({0}, out={out})"),
         Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0], "{0}", "copyto({out}, {0})"),
-        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "(T(1) / (T(1) + exp(-{0})))",
-           exp_scale=-1.0, exp_finish="reciprocal({out}, out={out})"),
-        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "tanh({0})",
-           exp_scale=-2.0,
-           exp_finish="divide(2.0, {out}, out={out}); subtract({out}, 1.0, out={out})"),
+        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "(T(1) / (T(1) + exp(-{0})))"),
+        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "tanh({0})"),
         Op("relu", "relu", 1, "relu", False, _relu, "max({0}, T(0))",
            "maximum({0}, 0.0, out={out})"),
         Op("linear", "linear", -1, "W", True, _linear, None),
     )
+}
+
+@dataclass(frozen=True)
+class FastForm:
+    """A way for the NumPy plan to compute sigmoid and tanh with few, fast calls.
+
+    A run of adjacent pre-activations ``z`` is first scaled (folded into the
+    weights of the linear feeding it: a power of two, so exact), then ``core``
+    runs once over the whole run, then each activation's ``finish``.
+    """
+
+    core: str  # statements from {src} into {out}
+    scale: dict[str, float]
+    finish: dict[str, str]  # statements on {out}
+
+
+FAST_FORMS: dict[str, FastForm] = {
+    # NumPy's float32 exp is about twice as fast as its tanh: best for large steps.
+    # sigmoid(z) = 1 / (1 + exp(-z)); tanh(z) = 2 / (1 + exp(-2z)) - 1
+    "exp": FastForm(
+        "exp({src}, out={out}); add({out}, 1.0, out={out})",
+        {"sigmoid": -1.0, "tanh": -2.0},
+        {"sigmoid": "reciprocal({out}, out={out})",
+         "tanh": "divide(2.0, {out}, out={out}); subtract({out}, 1.0, out={out})"},
+    ),
+    # Fewest calls: best where each call's overhead outweighs its arithmetic.
+    # sigmoid(z) = 1/2 + tanh(z / 2) / 2
+    "tanh": FastForm(
+        "tanh({src}, out={out})",
+        {"sigmoid": 0.5, "tanh": 1.0},
+        {"sigmoid": "multiply({out}, 0.5, out={out}); add({out}, 0.5, out={out})", "tanh": ""},
+    ),
 }
 
 #: Functions a .cell file may call on a value (``linear`` and ``peep`` are syntax of their own).

@@ -12,12 +12,15 @@ What it does (see :mod:`lstm_graph.layout` for the analysis):
 - one GEMM over all ``T·B`` rows for everything that reads only ``x``;
 - one GEMM per step for each operand the linears share (``h[t-1]`` feeds
   all four LSTM gates at once);
-- sigmoid and tanh after a linear become ``1 + exp(s·z)`` on the whole run of
-  adjacent gates, with ``s`` folded into the weights (a power of two: exact),
-  then a reciprocal (sigmoid) or ``2/· − 1`` (tanh): NumPy's float32 ``exp``
-  is about twice as fast as its ``tanh``, and the result agrees with the
-  reference to float32 rounding;
-- every element-wise op writes into its own buffer with ``out=``;
+- sigmoid and tanh after a linear are computed on the whole run of adjacent
+  gates at once, in one of the op table's fast forms (:data:`FAST_FORMS`):
+  ``1 + exp(s·z)`` then a reciprocal or ``2/· − 1`` for large steps (NumPy's
+  float32 exp is about twice as fast as its tanh), or one ``tanh`` call for
+  small steps (where each call's overhead is what costs); the scale ``s`` is
+  folded into the weights (a power of two: exact), and the result agrees with
+  the reference to float32 rounding;
+- every element-wise op writes into its own buffer with ``out=``; new states
+  are swapped with the old ones rather than copied;
 - with a large batch, the rows are split between threads: each row of the
   batch is its own recurrence, so each thread runs the whole time loop on its
   rows, with single-threaded BLAS and no synchronisation (NumPy releases the
@@ -42,10 +45,12 @@ import numpy as np
 from lstm_graph.backends import to_numpy
 from lstm_graph.ir import NodeKind
 from lstm_graph.layout import Group, Layout, analyse, pack_group, pack_hoisted
-from lstm_graph.ops import OPS
+from lstm_graph.ops import FAST_FORMS, OPS
 from lstm_graph.schedule import Schedule
 
 Array = Any
+#: Steps up to this size (batch × hidden) use the "tanh" fast form, larger ones "exp".
+SMALL_STEP = 1024
 #: Work per step (batch × hidden) from which splitting the rows between threads pays off
 #: (measured: 256 × 1024 gains 10 %, 64 × 256 loses to GIL contention).
 THREAD_THRESHOLD = 65536
@@ -61,14 +66,19 @@ def default_threads(batch: int, hidden: int) -> int:
     return max(1, min(cpus or 1, 8, batch))
 
 
+#: A float literal in a generated statement (integers only appear in slices).
+_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d*(?:[eE][-+]?\d+)?|(?<![\w.])-?\d+[eE][-+]?\d+")
+
+
 class _Code:
     """The step loop's statements and the arrays they name."""
 
-    def __init__(self) -> None:
+    def __init__(self, xp: Any, dtype: np.dtype) -> None:
         self.arrays: dict[str, Any] = {}  # name -> array (None: set per run)
         self.batch_axis: dict[str, int] = {}  # name -> axis that holds the batch
         self.lines: list[str] = []
-
+        self.xp, self.dtype = xp, dtype
+        self.constants: dict[float, str] = {}
     def bind(self, prefix: str, hint: str, value: Any, batch_axis: int | None = None) -> str:
         base = f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', hint.replace('[t-1]', '_old'))}"
         name, k = base, 2
@@ -80,7 +90,15 @@ class _Code:
         return name
 
     def emit(self, statement: str) -> None:
-        self.lines.append(statement)
+        """Add a statement; its numbers become 0-d arrays of the plan's dtype, which
+        NumPy combines with arrays twice as fast as Python floats (no conversion)."""
+        self.lines.append(_FLOAT.sub(lambda m: self.constant(float(m.group())), statement))
+
+    def constant(self, value: float) -> str:
+        if value not in self.constants:
+            hint = repr(value).replace("-", "minus").replace(".", "_").replace("+", "")
+            self.constants[value] = self.bind("k", hint, self.xp.asarray(value, self.dtype))
+        return self.constants[value]
 
 
 class Plan:
@@ -94,7 +112,8 @@ class Plan:
         self.batch, self.input_size, self.hidden, self.dtype = batch, input_size, hidden, dtype
         on_cpu = xp is np
         self.threads = (threads or default_threads(batch, hidden)) if on_cpu else 1
-        self.code = _Code()
+        self.form = FAST_FORMS["tanh" if batch * hidden <= SMALL_STEP else "exp"]
+        self.code = _Code(xp, dtype)
         self.var: dict[str, str] = {}  # node id -> expression of its value inside the loop
         self.spans: dict[str, str] = {}  # adjacent accumulators -> one view's name
         self._pack_hoisted()
@@ -106,7 +125,7 @@ class Plan:
 
     def _scale(self, linear: str) -> float:
         activation = self.layout.linears[linear].activation
-        return OPS[activation].exp_scale if activation else 1.0
+        return self.form.scale[activation] if activation else 1.0
 
     def _weight(self, param: str, linear: str) -> np.ndarray:
         """A parameter on the host, times its linear's folded activation scale."""
@@ -161,7 +180,14 @@ class Plan:
 
         self.pending = {name: len({s for s, _ in info.matrix}) + len(info.peep)
                         for name, info in layout.linears.items() if name not in layout.static}
+        self.complete: list[str] = []  # linears whose last term was just added
+        self.peeps: dict[str, list[tuple[str, str]]] = {}  # operand -> (linear, weight)
+        for name, info in layout.linears.items():
+            if name not in layout.static:
+                for operand, param in info.peep:
+                    self.peeps.setdefault(operand, []).append((name, param))
         self.fused: set[str] = set()
+        self.owned: set[str] = set()  # buffers only one node writes: safe to swap
         # Terms added into an accumulator wait until it has been written this step.
         self.initialized: set[str] = set()
         self.deferred: dict[str, list[str]] = {}
@@ -178,19 +204,28 @@ class Plan:
             width = {"H": hidden, "I": self.input_size, "1": 1}[self.schedule.sizes[node_id]]
             out = code.bind("v", node_id, self._buffer(width), 0)
             self.var[node_id] = out
+            self.owned.add(out)
             args = [self.var[a] for a in node.args]
-            op = OPS[node.op]
-            if op.exp_scale is not None:
-                code.emit(f"multiply({args[0]}, {op.exp_scale!r}, out={out}); "
-                          f"exp({out}, out={out}); add({out}, 1.0, out={out}); "
-                          + op.exp_finish.format(out=out))
+            if node.op in self.form.scale:
+                scale, source = self.form.scale[node.op], args[0]
+                if scale != 1.0:
+                    code.emit(f"multiply({source}, {scale!r}, out={out})")
+                    source = out
+                code.emit(self.form.core.format(src=source, out=out))
+                if self.form.finish[node.op]:
+                    code.emit(self.form.finish[node.op].format(out=out))
             else:
-                code.emit(op.numpy.format(*args, out=out))
+                code.emit(OPS[node.op].numpy.format(*args, out=out))
             self._after(node_id)
-        for name in graph.states:
-            code.emit(f"copyto({self.var[f'{name}[t-1]']}, {self.var[name]})")
         (output,) = graph.outputs
-        code.emit(f"copyto(run_Y[t], {self.var[output]})")
+        code.emit(f"copyto(y_t, {self.var[output]})")
+        self.swapped: list[tuple[str, str]] = []  # (old buffer, new buffer) exchanged per step
+        for name in graph.states:
+            old, new = self.var[f"{name}[t-1]"], self.var[name]
+            if new in self.owned and new not in (n for pair in self.swapped for n in pair):
+                self.swapped.append((old, new))
+            else:
+                code.emit(f"copyto({old}, {new})")
 
     def _at_start(self, node_id: str) -> bool:
         return node_id in self.layout.static or \
@@ -199,18 +234,17 @@ class Plan:
     def _after(self, available: str | None) -> None:
         """Emit all that becomes possible once ``available`` (None: the step start) exists."""
         layout = self.layout
-
-        def now(operand: str) -> bool:
-            return self._at_start(operand) if available is None else operand == available
-
-        for source, group in layout.groups.items():
-            if now(source):
-                self._emit_gemm(source, group)
-        for name, info in layout.linears.items():
-            if name not in layout.static:
-                for operand, param in info.peep:
-                    if now(operand):
-                        self._emit_peep(name, operand, param)
+        if available is None:
+            sources = [s for s in layout.groups if self._at_start(s)]
+            operands = [o for o in self.peeps if self._at_start(o)]
+        else:
+            sources = [available] if available in layout.groups else []
+            operands = [available] if available in self.peeps else []
+        for source in sources:
+            self._emit_gemm(source, layout.groups[source])
+        for operand in operands:
+            for linear, param in self.peeps[operand]:
+                self._emit_peep(linear, operand, param)
         for activation in self._emit_activations():
             self._after(activation)
 
@@ -222,15 +256,18 @@ class Plan:
         code.emit(f"matmul({self.var[source]}, {weights}, out={name})")
         if group.accumulators:
             width = group.accumulators * hidden
-            acc = code.bind("z", f"{source}_acc", buffer[:, :width], 0)
-            code.emit(f"add({acc}, s_t[:, {hoisted_at}:{hoisted_at + width}], out={acc})")
+            whole = buffer.shape[1] == width
+            acc = name if whole else code.bind("z", f"{source}_acc", buffer[:, :width], 0)
+            hoisted = "s_t" if hoisted_at == 0 and width == self.hoisted_width else \
+                f"s_t[:, {hoisted_at}:{hoisted_at + width}]"
+            code.emit(f"add({acc}, {hoisted}, out={acc})")
         self._initialize(group.members[: group.accumulators])
         for k, member in enumerate(group.members[group.accumulators:], group.accumulators):
             part = code.bind("z", f"{source}_{member}", buffer[:, k * hidden:(k + 1) * hidden], 0)
             target = self.var[member]
             self._add_into(member, f"add({target}, {part}, out={target})")
         for member in group.members:
-            self.pending[member] -= 1
+            self._count_down(member)
 
     def _initialize(self, linears: list[str]) -> None:
         """Mark accumulators as written this step, and emit what waited for them."""
@@ -252,7 +289,13 @@ class Plan:
         target = self.var[linear]
         self._add_into(linear, f"multiply({self.var[operand]}, {weight}, out={tmp}); "
                                f"add({target}, {tmp}, out={target})")
+        self._count_down(linear)
+
+    def _count_down(self, linear: str) -> None:
         self.pending[linear] -= 1
+        if self.pending[linear] == 0:
+            del self.pending[linear]
+            self.complete.append(linear)
 
     def _emit_activations(self) -> list[str]:
         """Finish every fused activation whose linear just became complete.
@@ -262,9 +305,7 @@ class Plan:
         their users may run.
         """
         layout = self.layout
-        complete = [n for n, left in self.pending.items() if left == 0]
-        for name in complete:
-            del self.pending[name]
+        complete, self.complete = self.complete, []
         ready = [n for n in complete if layout.linears[n].activation]
         finished = [n for n in complete if not layout.linears[n].activation]
         runs: list[list[str]] = []
@@ -278,7 +319,7 @@ class Plan:
                 runs.append([name])
         for run in runs:
             whole = self._span(run)
-            self.code.emit(f"exp({whole}, out={whole}); add({whole}, 1.0, out={whole})")
+            self.code.emit(self.form.core.format(src=whole, out=whole))
             by_activation: list[list[str]] = []
             for name in run:
                 if by_activation and layout.linears[by_activation[-1][0]].activation == \
@@ -287,8 +328,9 @@ class Plan:
                 else:
                     by_activation.append([name])
             for same in by_activation:
-                finish = OPS[layout.linears[same[0]].activation].exp_finish
-                self.code.emit(finish.format(out=self._span(same)))
+                finish = self.form.finish[layout.linears[same[0]].activation]
+                if finish:
+                    self.code.emit(finish.format(out=self._span(same)))
             for name in run:
                 (consumer,) = self.schedule.graph.graph.successors(name)
                 self.var[consumer] = self.var[name]
@@ -311,9 +353,14 @@ class Plan:
     # -- source and compilation -------------------------------------------------------------
 
     def _source(self) -> str:
-        lines = ["def steps(T, progress):", "    for t in range(T):",
-                 "        s_t = run_S[t]"]
+        swapped = [name for pair in self.swapped for name in pair]
+        lines = ["def steps(T, progress):"]
+        if swapped:
+            lines.append(f"    global {', '.join(swapped)}")
+        lines.append("    for t, s_t, y_t in zip(range(T), run_S, run_Y):")
         lines += [f"        {statement}" for statement in self.code.lines]
+        for old, new in self.swapped:
+            lines.append(f"        {old}, {new} = {new}, {old}")
         lines += ["        if progress is not None:", "            progress(1)"]
         return "\n".join(lines) + "\n"
 
@@ -374,6 +421,8 @@ class Plan:
             part.update(self._rows(per_run, lo, hi))
         if self.threads == 1:
             _steps(self._parts[0], steps, progress)
+            final = {name: self._parts[0][array].copy()  # it may be a reused buffer
+                     for array, (kind, name) in self.per_run.items() if kind == "state"}
         else:
             from threadpoolctl import threadpool_limits
 
@@ -382,7 +431,9 @@ class Plan:
                            for k, part in enumerate(self._parts)]
                 for future in futures:
                     future.result()
-        return per_run["run_Y"], old
+            final = {name: xp.concatenate([part[array] for part in self._parts])
+                     for array, (kind, name) in self.per_run.items() if kind == "state"}
+        return per_run["run_Y"], final
 
 
 def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],

@@ -51,13 +51,12 @@ class Schedule:
 
     def stage_of(self, node_id: str) -> int:
         """Stage of a node: 0 for inputs and old values, else its assignment's stage."""
-        node = self.graph.node(node_id)
-        if node.assignment is None:
-            return 0
-        for number, names in enumerate(self.stages, start=1):
-            if node.assignment in names:
-                return number
-        raise KeyError(node_id)
+        assignment = self.graph.node(node_id).assignment
+        return 0 if assignment is None else self._stage_numbers[assignment]
+
+    def __post_init__(self) -> None:
+        numbers = {name: k for k, names in enumerate(self.stages, 1) for name in names}
+        object.__setattr__(self, "_stage_numbers", numbers)
 
     def param_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         return {p.name: p.resolve(input_size, hidden_size) for p in self.params}

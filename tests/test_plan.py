@@ -85,12 +85,29 @@ def test_gru_input_only_linear_is_static_and_hoisted():
 
 def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
     cell = lstm_graph.load_cell("lstm")
-    sources = {cell.compile(input_size=3, hidden_size=4)._plan(2).source for _ in range(2)}
+    sources = {cell.compile(input_size=3, hidden_size=64)._plan(32).source for _ in range(2)}
     assert len(sources) == 1
     source = sources.pop()
     assert source.count("matmul(") == 1
     assert source.count("exp(") == 2  # the gate block, and tanh(c)
     assert "reciprocal(z_f_linear_i_linear_o_linear" in source
+    assert "old_c, v_c = v_c, old_c" in source  # the new memory is swapped in, not copied
+
+
+def test_small_steps_use_one_tanh_call_per_run_of_gates():
+    source = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=8)._plan(1).source
+    assert "exp(" not in source
+    assert source.count("tanh(") == 2  # the gate block, and tanh(c)
+
+
+def test_returned_state_is_not_overwritten_by_a_later_run():
+    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3, seed=1)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype("float32")
+    _, first = run(x)
+    kept = {k: v.copy() for k, v in first.items()}
+    run(x * 2)
+    for key in kept:
+        np.testing.assert_array_equal(first[key], kept[key])
 
 
 def test_progress_is_called_once_per_step():
