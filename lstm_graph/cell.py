@@ -77,7 +77,7 @@ class Cell:
         else:
             source = weights if isinstance(weights, (str, Path)) else "weights"
             raw = read_weights(weights)
-            found_input, found_hidden = infer_sizes(self.schedule, raw)
+            found_input, found_hidden = infer_sizes(self.schedule, raw, str(source))
             for what, given, found in (("input", input_size, found_input),
                                        ("hidden", hidden_size, found_hidden)):
                 if given is not None and found is not None and given != found:

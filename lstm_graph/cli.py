@@ -251,7 +251,14 @@ def run(spec: str, input_path: Path | None, sample: bool, out: Path, weights: Pa
         x = np.random.default_rng(seed).standard_normal(SAMPLE_SHAPE).astype(dtype)
     else:
         x = _read_array(input_path, "x", "x")
-    input_size = int(x.shape[-1]) if x.ndim else None
+    if x.ndim not in (2, 3):
+        raise DataError(f"{input_path}: x has shape {x.shape}; expected (T, B, I) or (T, I)")
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{input_path}: x has dtype {x.dtype}; it must hold real numbers")
+    if x.dtype != np.dtype(dtype):
+        click.echo(f"note: x is {x.dtype}; computing in {dtype} (see --dtype)", err=True)
+    # With weights, they tell the input size, and x is checked against them.
+    input_size = None if weights else int(x.shape[-1])
     runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
                           dtype=dtype, weights=weights, seed=seed, executor=executor)
     start = None

@@ -22,6 +22,8 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; return the path."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{path}: {directory} is not a directory")
     if not directory.is_dir():
         raise OutputError(f"{path}: the directory {directory} does not exist; create it first")
     try:

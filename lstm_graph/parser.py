@@ -20,8 +20,10 @@ parser reports all it finds, not just the first.
 from __future__ import annotations
 
 import ast
+import bisect
 import difflib
 import re
+import warnings
 from dataclasses import dataclass
 
 from lstm_graph.errors import Diagnostic
@@ -50,17 +52,36 @@ class _Statement:
     indent: int  # columns before the statement on its first line
     lines: list[str]  # the physical lines it spans, comments removed, first one stripped
     caption: str | None
+    offset: int = 0  # rows before it in the text its ast came from
+
+
+#: Errors reported per file; past this a file is probably not a cell file at all.
+MAX_ERRORS = 100
 
 
 class _Report:
-    """Collects diagnostics for one file."""
+    """Collects diagnostics for one file (at most :data:`MAX_ERRORS` errors)."""
 
     def __init__(self, file: str):
         self.file = file
         self.items: list[Diagnostic] = []
+        self.errors = 0
 
     def error(self, loc: Loc, message: str) -> None:
-        self.items.append(Diagnostic(self.file, loc.line, loc.col, "error", message))
+        self.errors += 1
+        if self.errors <= MAX_ERRORS:
+            self.items.append(Diagnostic(self.file, loc.line, loc.col, "error", message))
+
+    @property
+    def full(self) -> bool:
+        return self.errors >= MAX_ERRORS
+
+    def summarize(self, last_line: int) -> None:
+        if self.full:
+            self.items.append(Diagnostic(
+                self.file, last_line, 1, "error",
+                f"stopped after {MAX_ERRORS} errors; is this a .cell file?"))
+
 
     def warning(self, loc: Loc, message: str) -> None:
         self.items.append(Diagnostic(self.file, loc.line, loc.col, "warning", message))
@@ -74,6 +95,13 @@ def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """``" (did you mean 'sigmoid'?)"`` when a close match exists, else ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _parse(text: str, file: str) -> ast.Module:
+    """``ast.parse`` without Python's SyntaxWarnings (about Python, not about cells)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(text, filename=file, mode="exec")
 
 
 def _split_comment(line: str) -> tuple[str, str | None]:
@@ -174,8 +202,11 @@ class _Parser:
 
     def parse_statements(self) -> list[tuple[str, Loc, ast.expr, _Statement]]:
         parsed = []
+        trees = self._whole()
         for stmt in self.statements:
-            tree = self._ast(stmt)
+            if self.report.full:
+                break
+            tree = trees.get(id(stmt)) if trees is not None else self._ast(stmt)
             if tree is None:
                 continue
             if len(tree.body) != 1:
@@ -188,9 +219,33 @@ class _Parser:
                 parsed.append((target[0], target[1], node.value, stmt))
         return parsed
 
+    def _whole(self) -> dict[int, ast.Module] | None:
+        """Every statement's tree from one ``ast.parse`` of them all (fast for big files).
+
+        None when that fails (a syntax error somewhere, or a line continued with a
+        backslash): then each statement is parsed alone, for its own message.
+        """
+        if any(line.rstrip().endswith("\\") for stmt in self.statements for line in stmt.lines):
+            return None
+        starts, lines = [], []
+        for stmt in self.statements:
+            starts.append(len(lines) + 1)
+            lines += stmt.lines
+        try:
+            module = _parse("\n".join(lines), self.file)
+        except (SyntaxError, RecursionError, MemoryError, ValueError):
+            return None
+        trees: dict[int, ast.Module] = {id(stmt): ast.Module([], []) for stmt in self.statements}
+        for stmt, start in zip(self.statements, starts):
+            stmt.offset = start - 1
+        for node in module.body:
+            k = bisect.bisect_right(starts, node.lineno) - 1
+            trees[id(self.statements[k])].body.append(node)
+        return trees
+
     def _ast(self, stmt: _Statement) -> ast.Module | None:
         try:
-            return ast.parse("\n".join(stmt.lines), filename=self.file, mode="exec")
+            return _parse("\n".join(stmt.lines), self.file)
         except SyntaxError as err:
             target = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", stmt.lines[0])
             if target:
@@ -238,9 +293,11 @@ class _Parser:
 
     def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
         """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
-        row = getattr(node, "lineno", 1) - 1
-        text = stmt.lines[row] if row < len(stmt.lines) else ""
-        col = len(text.encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore"))
+        row = getattr(node, "lineno", 1) - 1 - stmt.offset
+        text = stmt.lines[row] if 0 <= row < len(stmt.lines) else ""
+        col = getattr(node, "col_offset", 0)
+        if not text.isascii():
+            col = len(text.encode()[:col].decode(errors="ignore"))
         indent = stmt.indent if row == 0 else 0
         return Loc(stmt.line + row, col + indent + 1)
 
@@ -521,4 +578,5 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell"
         if src in graph.graph:
             graph.add_edge(src, dst, peep)
     graph.targets = parser.broken_targets | set(assigned)
+    parser.report.summarize(len(parser.physical))
     return graph, parser.report.items

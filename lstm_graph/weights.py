@@ -30,7 +30,8 @@ def random_weights(schedule: Schedule, input_size: int, hidden_size: int, seed: 
     }
 
 
-def infer_sizes(schedule: Schedule, weights: Mapping[str, Any]) -> tuple[int | None, int]:
+def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "weights"
+                ) -> tuple[int | None, int]:
     """``(input_size, hidden_size)`` read off the weights' shapes (input size None if unused)."""
     hidden = input_size = None
     for spec in schedule.params:
@@ -43,8 +44,10 @@ def infer_sizes(schedule: Schedule, weights: Mapping[str, Any]) -> tuple[int | N
             elif symbol == "I" and input_size is None:
                 input_size = int(size)
     if hidden is None:
-        raise WeightsError(f"cannot tell the hidden size from the weights: none of "
-                           f"{', '.join(p.name for p in schedule.params)} is present")
+        held = ", ".join(sorted(weights)[:12]) or "nothing"
+        raise WeightsError(f"{source} do not fit cell '{schedule.graph.name}': none of its "
+                           f"parameters ({', '.join(p.name for p in schedule.params)}) is "
+                           f"there; they hold {held} (weights of another cell?)")
     return input_size, hidden
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from cellgen import valid_cells
@@ -36,7 +34,7 @@ def test_plan_agrees_with_reference_on_builtins(name, dtype):
         np.testing.assert_allclose(state[key], state_ref[key], **TOLERANCE[dtype])
 
 
-@settings(max_examples=int(os.environ.get("PLAN_EXAMPLES", 60)), deadline=None,
+@settings(deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))

@@ -1,0 +1,354 @@
+"""Every mistake a user can make: a clear message, exit 1 (2 for usage), no traceback,
+no damaged file. Each test feeds the CLI what a user might, and checks all four."""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx_models import random_onnx_weights, rnn_model
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.files import write_atomic
+
+HEADER = "cell t\ninput x\nstate h\noutput h\n"
+
+
+def fails(*args, code: int = 1) -> str:
+    """Run the CLI, expect exit ``code`` and no traceback; return stderr."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
+                                                                     SystemExit)
+    return result.stderr
+
+
+def ok(*args) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.stderr
+
+
+@pytest.fixture
+def x_file(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((6, 2, 3)).astype("float32"))
+    return path
+
+
+# -- cell files -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "1:1: error: empty cell file"),
+    (b"\x00\x01\x02binary\xff", "1:1: error: this is a binary file"),
+    (b"input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))  # caf\xe9\n",
+     "4:35: error: not UTF-8 text (byte 0xe9)"),
+    (b"input x\noutput h\nh = tanh(linear(x))\n", "no 'state' line"),
+    (b"input x\nstate h\nh = tanh(linear(x, h[t-1]))\n", "no 'output' line"),
+    (b"input x\nstate h\noutput h\nsigmoid = tanh(x)\nh = h[t-1]\n", "'sigmoid' is reserved"),
+])
+def test_bad_cell_files(tmp_path, content, words):
+    path = tmp_path / "bad.cell"
+    path.write_bytes(content)
+    assert words in fails("validate", path)
+
+
+def test_deeply_nested_expression_is_a_clear_error(tmp_path):
+    path = tmp_path / "deep.cell"
+    path.write_text(HEADER + "h = " + "(" * 500 + "h[t-1]" + ")" * 500 + "\n")
+    assert "syntax error: too many nested parentheses" in fails("validate", path)
+
+
+def test_very_long_expression_is_handled(tmp_path):
+    path = tmp_path / "long.cell"
+    path.write_text(HEADER + "h = tanh(" + " + ".join(["h[t-1]"] * 30_000) + ")\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code in (0, 1) and "Traceback" not in result.output
+    if result.exit_code:
+        assert "too large or too deeply nested" in result.stderr or \
+            "nested too deeply" in result.stderr
+
+
+def test_enormous_file_of_100000_lines(tmp_path):
+    path = tmp_path / "huge.cell"
+    body = "".join(f"# line {k}\n" for k in range(99_994))
+    path.write_text(HEADER + body + "h = tanh(linear(x, h[t-1]))\nq = nope\n")
+    assert "100000:5: error: undefined name 'nope'" in fails("validate", path)
+
+
+def test_a_100000_line_data_file_stops_after_100_errors(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("".join(f"{k},{2 * k},0.5\n" for k in range(100_000)))
+    stderr = fails("validate", path)
+    assert f"{path}:100000:1: error: stopped after 100 errors; is this a .cell file?" in stderr
+    assert len(stderr.splitlines()) < 110
+
+
+def test_unknown_cell_name_suggests_and_lists():
+    stderr = fails("run", "grue", "--sample", "-H", "2", "--out", "y.npz")
+    assert "did you mean 'gru'?" in stderr and "built-in cells:" in stderr
+
+
+# -- data -----------------------------------------------------------------------------
+
+def test_x_of_the_wrong_rank_and_size(tmp_path):
+    np.save(tmp_path / "r.npy", np.zeros((5,), "float32"))
+    assert "x has shape (5,)" in fails("run", "lstm", "--input", tmp_path / "r.npy", "-H", "2",
+                                       "--out", tmp_path / "y.npz")
+    np.save(tmp_path / "s.npy", np.zeros((5, 2, 4), "float32"))
+    words = fails("run", "lstm", "--input", tmp_path / "s.npy", "--weights",
+                  _npz_weights(tmp_path, "lstm", 3, 2), "--out", tmp_path / "y.npz")
+    assert "x has shape (5, 2, 4): its last axis is 4, but the cell's input size I is 3" in words
+
+
+def test_object_and_text_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert "cannot read x" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2",
+                                    "--out", tmp_path / "y.npz")
+    np.save(tmp_path / "t.npy", np.array([["a", "b"]]))
+    assert "dtype <U1; it must hold real numbers" in fails(
+        "run", "rnn", "--input", tmp_path / "t.npy", "-H", "2", "--out", tmp_path / "y.npz")
+
+
+def test_nan_in_x_names_the_first_position_and_can_be_allowed(tmp_path, x_file):
+    x = np.load(x_file)
+    x[3, 1, 2] = np.nan
+    x[4, 0, 0] = np.inf
+    np.save(x_file, x)
+    assert "first at index (3, 1, 2)" in fails("run", "lstm", "--input", x_file, "-H", "4",
+                                               "--out", tmp_path / "y.npz")
+    ok("run", "lstm", "--input", x_file, "-H", "4", "--out", tmp_path / "y.npz",
+       "--allow-nonfinite")
+
+
+def test_float16_and_integer_input_are_upcast_with_a_notice(tmp_path):
+    np.save(tmp_path / "h.npy", np.ones((4, 3), "float16"))
+    assert "note: x is float16; computing in float32" in ok(
+        "run", "gru", "--input", tmp_path / "h.npy", "-H", "2", "--out", tmp_path / "y.npz")
+    np.save(tmp_path / "i.npy", np.ones((4, 3), "int64"))
+    assert "note: x is int64" in ok("run", "gru", "--input", tmp_path / "i.npy", "-H", "2",
+                                    "--out", tmp_path / "y.npz")
+
+
+def test_bad_initial_state(tmp_path, x_file):
+    np.savez(tmp_path / "s.npz", h=np.zeros((3, 4), "float32"))
+    assert "state 'h' has shape (3, 4), expected (2, 4)" in fails(
+        "run", "gru", "--input", x_file, "-H", "4", "--state", tmp_path / "s.npz",
+        "--out", tmp_path / "y.npz")
+
+
+# -- weights --------------------------------------------------------------------------
+
+def _npz_weights(tmp_path: Path, cell: str, input_size: int, hidden: int, **changes) -> Path:
+    weights = lstm_graph.load_cell(cell).random_weights(input_size, hidden)
+    weights.update(changes)
+    weights = {k: v for k, v in weights.items() if v is not None}
+    path = tmp_path / "w.npz"
+    np.savez(path, **weights)
+    return path
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"f.b": None}, "missing f.b"),
+    ({"q.W_x": np.zeros((4, 3), "float32")}, "not parameters of this cell: q.W_x"),
+    ({"o.W_h": np.zeros((4, 5), "float32")}, "o.W_h has shape (4, 5), the cell needs (4, 4)"),
+    ({"g.b": np.array(["a"] * 4)}, "g.b has dtype <U1"),
+    ({"i.b": np.full(4, np.nan, "float32")}, "i.b holds NaN or infinity"),
+])
+def test_weights_that_do_not_fit(tmp_path, x_file, changes, words):
+    path = _npz_weights(tmp_path, "lstm", 3, 4, **changes)
+    assert words in fails("run", "lstm", "--input", x_file, "--weights", path,
+                          "--out", tmp_path / "y.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".onnx", ".pt"])
+def test_corrupt_weights_files(tmp_path, x_file, suffix):
+    path = tmp_path / f"w{suffix}"
+    path.write_bytes(b"PK\x03\x04 this is not what it claims to be" * 3)
+    stderr = fails("run", "lstm", "--input", x_file, "--weights", path, "--out",
+                   tmp_path / "y.npz")
+    assert str(path) in stderr
+
+
+def test_unknown_weights_format(tmp_path, x_file):
+    (tmp_path / "w.h5").write_bytes(b"x")
+    assert "unknown weights format '.h5'" in fails("run", "lstm", "--input", x_file,
+                                                   "--weights", tmp_path / "w.h5", "--out",
+                                                   tmp_path / "y.npz")
+
+
+def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file):
+    weights = random_onnx_weights("LSTM", 3, 4, False, np.random.default_rng(0))
+    model = rnn_model("LSTM", weights, 4, "float32")
+    model.graph.node.append(model.graph.node[0])
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    assert "expected one LSTM or GRU node, found 2" in fails(
+        "run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx", "--out",
+        tmp_path / "y.npz")
+    del model.graph.node[:]
+    onnx.save(model, str(tmp_path / "none.onnx"))
+    assert "found 0" in fails("run", "lstm", "--input", x_file, "--weights",
+                              tmp_path / "none.onnx", "--out", tmp_path / "y.npz")
+
+
+def test_onnx_gru_without_linear_before_reset_and_reverse_direction(tmp_path, x_file):
+    weights = random_onnx_weights("GRU", 3, 4, False, np.random.default_rng(0))
+    onnx.save(rnn_model("GRU", weights, 4, "float32"), str(tmp_path / "g.onnx"))
+    assert "linear_before_reset=0" in fails("run", "gru", "--input", x_file, "--weights",
+                                            tmp_path / "g.onnx", "--out", tmp_path / "y.npz")
+    onnx.save(rnn_model("GRU", weights, 4, "float32", linear_before_reset=1,
+                        direction="reverse"), str(tmp_path / "r.onnx"))
+    assert "direction=reverse (only forward)" in fails(
+        "run", "gru", "--input", x_file, "--weights", tmp_path / "r.onnx", "--out",
+        tmp_path / "y.npz")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"bidirectional": True}, "bidirectional layers are not supported"),
+    ({"num_layers": 2}, "multi-layer weights (num_layers > 1) are not supported"),
+    ({"proj_size": 2}, "projections (proj_size > 0) are not supported"),
+])
+def test_unsupported_pytorch_layers_say_what_is_supported(tmp_path, x_file, kwargs, words):
+    torch.save(torch.nn.LSTM(3, 4, **kwargs).state_dict(), tmp_path / "w.pt")
+    assert words in fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt",
+                          "--out", tmp_path / "y.npz")
+
+
+def test_pytorch_gru_weights_for_an_lstm_cell_name_the_parameters(tmp_path, x_file):
+    torch.save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "w.pt")
+    stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt", "--out",
+                   tmp_path / "y.npz")
+    assert "w.pt do not fit cell 'lstm': none of its parameters (f.W_x" in stderr
+    assert "they hold a.W_x, a.b, b.W_h" in stderr
+
+
+class _Evil:
+    """Unpickling this would run code: it must never be unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file):
+    marker = tmp_path / "pwned"
+    torch.save({"weight_ih_l0": _Evil(marker)}, tmp_path / "evil.pt")
+    assert zipfile.is_zipfile(tmp_path / "evil.pt")
+    stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "evil.pt",
+                   "--out", tmp_path / "y.npz")
+    assert "refused or unreadable as a weights-only PyTorch file" in stderr
+    assert "nothing in it was run" in stderr
+    assert not marker.exists()
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path, x_file):
+    marker = tmp_path / "pwned"
+    np.savez(tmp_path / "evil.npz", **{"f.b": np.array([_Evil(marker)], dtype=object)})
+    assert "not a readable .npz file" in fails("run", "lstm", "--input", x_file, "--weights",
+                                               tmp_path / "evil.npz", "--out",
+                                               tmp_path / "y.npz")
+    assert not marker.exists()
+
+
+# -- environment ----------------------------------------------------------------------
+
+def test_missing_or_unwritable_output_directory(tmp_path, x_file):
+    assert "the directory" in fails("run", "rnn", "--input", x_file, "-H", "2", "--out",
+                                    tmp_path / "nowhere" / "y.npz")
+    assert f"{x_file} is not a directory" in fails("run", "rnn", "--input", x_file, "-H", "2",
+                                                   "--out", x_file / "y.npz")
+    if Path("/proc/self").is_dir():  # a directory nobody can create files in, even root
+        assert "cannot write in /proc/self" in fails(
+            "render", "rnn", "--style", "cell", "--format", "dot", "--out", "/proc/self/x.dot")
+
+
+def test_cupy_backend_without_cupy_is_a_clear_error(tmp_path, x_file):
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    assert "the cupy backend needs CuPy" in fails("run", "rnn", "--input", x_file, "-H", "2",
+                                                  "--backend", "cupy", "--out",
+                                                  tmp_path / "y.npz")
+
+
+# -- nothing lost ---------------------------------------------------------------------
+
+def test_a_failed_run_leaves_the_earlier_output_untouched(tmp_path, x_file):
+    out = tmp_path / "y.npz"
+    ok("run", "rnn", "--input", x_file, "-H", "2", "--out", out)
+    before = out.read_bytes()
+    np.save(tmp_path / "bad.npy", np.zeros((3, 2, 9), "float32"))
+    fails("run", "rnn", "--input", tmp_path / "bad.npy", "--weights",
+          _npz_weights(tmp_path, "rnn", 3, 2), "--out", out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "w.npz", "x.npy", "y.npz"]
+
+
+def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "diagram.svg"
+    target.write_bytes(b"earlier")
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, b"new content")
+    assert target.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["diagram.svg"]
+
+
+def test_a_failed_render_leaves_the_earlier_diagram(tmp_path):
+    out = tmp_path / "g.dot"
+    ok("render", "gru", "--style", "pipe", "--format", "dot", "--out", out)
+    before = out.read_bytes()
+    fails("render", "gru", "--style", "pipe", "--format", "dot", "--out", out,
+          "--highlight", "nope")
+    assert out.read_bytes() == before
+
+
+# -- numerical safety -----------------------------------------------------------------
+
+@pytest.mark.parametrize("executor", ["plan", "reference"])
+@pytest.mark.parametrize("batch, hidden", [(1, 4), (8, 256)])  # both fast forms of the plan
+def test_huge_pre_activations_give_no_warning_and_no_nan(executor, batch, hidden):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    weights = {k: v * 1e4 for k, v in cell.random_weights(2, hidden, seed=0).items()}
+    x = np.random.default_rng(0).choice([-1e4, 1e4], size=(5, batch, 2)).astype("float32")
+    run = cell.compile(weights=weights, executor=executor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="warn", invalid="warn", divide="warn"):
+            y, state = run(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(state["c"]))
+
+
+def test_sigmoid_and_tanh_of_plus_minus_1e4():
+    from lstm_graph.ops import OPS
+
+    v = np.array([-1e4, 1e4], "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert OPS["sigmoid"].reference(np, [v], []).tolist() == [0.0, 1.0]
+        assert OPS["tanh"].reference(np, [v], []).tolist() == [-1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
+def test_ten_thousand_steps_stay_finite(name):
+    run = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=8, seed=0)
+    y, state = run(np.random.default_rng(0).standard_normal((10_000, 1, 3)).astype("float32"))
+    assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(v)) for v in state.values())
