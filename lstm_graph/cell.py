@@ -98,6 +98,8 @@ class Runner:
     ``run(x)`` takes ``x`` time-major ``(T, B, I)`` (or ``(T, I)`` for one
     sequence) and returns ``(y, state)``: ``y`` is the output at every step and
     ``state`` the final value of each state; ``run(x, state)`` continues from it.
+    ``runner.weights`` holds the parameters in our names (e.g. after importing
+    from PyTorch or ONNX: ``numpy.savez("w.npz", **runner.weights)``).
     """
 
     def __init__(self, cell: Cell, input_size: int, hidden_size: int, backend: str,
@@ -109,7 +111,7 @@ class Runner:
         self.dtype = dtype
         self.executor = executor
         self.xp = namespace(backend)
-        self.weights = params  # host copies, in our names
+        self.weights = params
         self.params = {name: self.xp.asarray(value) for name, value in params.items()}
         self._plans: dict[int, Any] = {}
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from lstm_graph.backends import BACKENDS, DTYPES, to_numpy
 from lstm_graph.cell import EXECUTORS
-from lstm_graph.errors import DataError, LstmGraphError
+from lstm_graph.errors import DataError, LstmGraphError, OutputError
 from lstm_graph.files import write_npz
 from lstm_graph.library import builtin_names, describe_builtin, load_cell
 from lstm_graph.render import FORMATS, STYLES, gallery, save, to_bytes
@@ -175,7 +175,7 @@ def render(spec: str | None, style: str, fmt: str, out: Path | None, highlight: 
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
         if not out.is_dir():
-            raise DataError(f"{out}: no such directory; create it first")
+            raise OutputError(f"{out}: no such directory; create it first")
         for name, (cell_name, one_style, preset) in gallery().items():
             dot = draw(load_cell(cell_name), one_style, highlight=preset)
             for kind in ("dot", "svg"):

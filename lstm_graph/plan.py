@@ -59,7 +59,7 @@ _UFUNCS = ("matmul", "add", "subtract", "multiply", "divide", "negative", "exp",
 
 
 def default_threads(batch: int, hidden: int) -> int:
-    """Threads for the element-wise work: the usable CPUs (at most 8) for large steps."""
+    """Threads to split the batch rows over: the usable CPUs (at most 8), for large steps."""
     if batch * hidden < THREAD_THRESHOLD or batch < 2:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -79,6 +79,7 @@ class _Code:
         self.lines: list[str] = []
         self.xp, self.dtype = xp, dtype
         self.constants: dict[float, str] = {}
+
     def bind(self, prefix: str, hint: str, value: Any, batch_axis: int | None = None) -> str:
         base = f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', hint.replace('[t-1]', '_old'))}"
         name, k = base, 2
@@ -102,7 +103,10 @@ class _Code:
 
 
 class Plan:
-    """A compiled executor for one cell, batch size, backend and dtype."""
+    """The compiled NumPy executor for one cell, batch size and dtype.
+
+    (CuPy has its own, :class:`lstm_graph.cuda.CudaPlan`, with fused kernels.)
+    """
 
     def __init__(self, schedule: Schedule, xp: Any, params: Mapping[str, Array], batch: int,
                  input_size: int, hidden: int, dtype: np.dtype, threads: int | None = None):
@@ -300,8 +304,8 @@ class Plan:
     def _emit_activations(self) -> list[str]:
         """Finish every fused activation whose linear just became complete.
 
-        Adjacent gates share one ``exp`` and, per activation, one finishing
-        call. Returns the values now complete (unfused linears, activations):
+        Adjacent gates share one call of the fast form's core and, per activation, one
+        finishing call. Returns the values now complete (unfused linears, activations):
         their users may run.
         """
         layout = self.layout
