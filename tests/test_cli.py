@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -113,3 +114,19 @@ def test_root_shim_and_console_script_both_work():
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 0, result.stderr
         assert "peephole_lstm" in result.stdout
+
+
+def test_params_out_writes_a_template_that_runs(tmp_path):
+    runner = CliRunner()
+    template = tmp_path / "w.npz"
+    result = runner.invoke(main, ["params", "peephole_lstm", "-I", "3", "-H", "5", "--out",
+                                  str(template)])
+    assert result.exit_code == 0, result.output
+    with np.load(template) as weights:
+        assert weights["o.p_c"].shape == (5,) and weights["f.W_x"].shape == (5, 3)
+    np.save(tmp_path / "x.npy", np.ones((4, 2, 3), "float32"))
+    result = runner.invoke(main, ["run", "peephole_lstm", "--input", str(tmp_path / "x.npy"),
+                                  "--weights", str(template), "--out", str(tmp_path / "y.npz"),
+                                  "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["arrays"] == {"y": [4, 2, 5], "c": [2, 5], "h": [2, 5]}
