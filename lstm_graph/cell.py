@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph import interpreter
-from lstm_graph.backends import check_dtype, namespace
+from lstm_graph.backends import check_dtype, namespace, to_numpy
 from lstm_graph.errors import DataError, Diagnostic, WeightsError
 from lstm_graph.importers import read_weights
 from lstm_graph.ir import CellGraph
@@ -161,8 +161,7 @@ class Runner:
         if not allow_nonfinite:
             finite = self.xp.isfinite(x)
             if not bool(finite.all()):
-                position = tuple(int(i) for i in np.argwhere(~np.asarray(
-                    finite.get() if hasattr(finite, "get") else finite))[0])
+                position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
                 raise DataError(f"x holds NaN or infinity, first at index {position}; "
                                 "clean the input or pass --allow-nonfinite")
         unbatched = len(shape) == 2

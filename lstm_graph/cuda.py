@@ -27,7 +27,7 @@ import numpy as np
 from lstm_graph.ir import NodeKind
 from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted
 from lstm_graph.ops import OPS
-from lstm_graph.plan import static_values
+from lstm_graph.plan import hoist, static_values
 from lstm_graph.schedule import Schedule
 
 Array = Any
@@ -215,12 +215,7 @@ class CudaPlan:
         xp, graph, layout = self.xp, self.schedule.graph, self.layout
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(self.schedule, layout, xp, self.params, x, self.dtype)
-        rows = steps * batch
-        hoisted = xp.empty((rows, self.hoisted_bias.shape[0]), dtype=self.dtype)
-        hoisted[...] = self.hoisted_bias
-        for operand, weights in self.hoisted_weights.items():
-            hoisted += static[operand].reshape(rows, -1) @ weights
-        hoisted = hoisted.reshape(steps, batch, -1)
+        hoisted = hoist(xp, static, self.hoisted_weights, self.hoisted_bias, steps, batch)
         y = xp.empty((steps, batch, self.hidden), dtype=self.dtype)
         old = {s: xp.array(state[s], dtype=self.dtype, copy=True) for s in graph.states}
         group_out = {s: xp.empty((batch, len(g.members) * self.hidden), dtype=self.dtype)

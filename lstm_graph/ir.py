@@ -129,6 +129,18 @@ class CellGraph:
                 if node.op == "linear":
                     yield node
 
+    def sole_consumer(self, node_id: str) -> Node | None:
+        """The one node that reads ``node_id``, when its value is needed nowhere else.
+
+        None if several nodes read it, or if it is a state or an output (whose
+        value is kept). Executors fuse such a linear with its activation;
+        diagrams draw them as one learned layer.
+        """
+        consumers = list(self.graph.successors(node_id))
+        if len(consumers) != 1 or node_id in self.states or node_id in self.outputs:
+            return None
+        return self.node(consumers[0])
+
     def describe(self, node_id: str) -> str:
         """How a message names a node: ``'f'``, ``c[t-1]``, ``the '*' in 'c'``."""
         node = self.node(node_id)

@@ -91,14 +91,8 @@ def analyse(schedule: Schedule) -> Layout:
     position = {node_id: i for i, node_id in enumerate(schedule.order)}
     linears: dict[str, LinearInfo] = {}
     for node in graph.linears():
-        if node.id in static:
-            kind = None
-        else:
-            consumers = list(graph.graph.successors(node.id))
-            only = graph.node(consumers[0]) if len(consumers) == 1 else None
-            needed_as_is = node.id in graph.outputs or node.id in graph.states
-            kind = only.op if only is not None and only.op in FUSABLE_ACTIVATIONS and \
-                not needed_as_is else None
+        only = None if node.id in static else graph.sole_consumer(node.id)
+        kind = only.op if only is not None and only.op in FUSABLE_ACTIVATIONS else None
         info = LinearInfo(node.id, schedule.stage_of(node.id), [], [], [], node.params[-1], kind)
         for arg, peep, param in zip(node.args, node.peep, node.params):
             target = info.peep if peep else info.static if arg in static else info.matrix

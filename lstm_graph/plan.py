@@ -398,23 +398,11 @@ class Plan:
         xp, graph = self.xp, self.schedule.graph
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(self.schedule, self.layout, xp, self.params, x, self.dtype)
-        hoisted = xp.empty((steps * batch, self.hoisted_width), dtype=self.dtype)
-        first = True
-        for operand, weights in self.hoisted_weights.items():
-            rows = static[operand].reshape(steps * batch, -1)
-            if first:
-                xp.matmul(rows, weights, out=hoisted)
-            else:
-                hoisted += rows @ weights
-            first = False
-        if first:
-            hoisted[...] = self.hoisted_bias
-        else:
-            hoisted += self.hoisted_bias
+        hoisted = hoist(xp, static, self.hoisted_weights, self.hoisted_bias, steps, batch)
         (output,) = graph.outputs
         width = {"H": self.hidden, "I": self.input_size, "1": 1}[self.schedule.sizes[output]]
         per_run = {
-            "run_S": hoisted.reshape(steps, batch, self.hoisted_width),
+            "run_S": hoisted,
             "run_Y": xp.empty((steps, batch, width), dtype=self.dtype),
             "run_x": x,
         }
@@ -455,6 +443,27 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
             args = [env[a] for a in node.args]
             env[node_id] = OPS[node.op].reference(xp, args, [params[p] for p in node.params])
     return env
+
+
+def hoist(xp: Any, static: Mapping[str, Array], weights: Mapping[str, Array], bias: Array,
+          steps: int, batch: int) -> Array:
+    """The hoisted part of every dynamic linear for all steps: ``S = X·W + b``, (T, B, width).
+
+    One GEMM per static operand over all ``T·B`` rows; the first writes in place.
+    """
+    rows = steps * batch
+    hoisted = xp.empty((rows, bias.shape[0]), dtype=bias.dtype)
+    if not weights:
+        hoisted[...] = bias
+    for k, (operand, weight) in enumerate(weights.items()):
+        product = static[operand].reshape(rows, -1)
+        if k == 0:
+            xp.matmul(product, weight, out=hoisted)
+        else:
+            hoisted += product @ weight
+    if weights:
+        hoisted += bias
+    return hoisted.reshape(steps, batch, -1)
 
 
 def _steps(namespace: dict[str, Any], steps: int, progress: Callable[[int], None] | None

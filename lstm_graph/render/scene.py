@@ -94,9 +94,7 @@ class Scene:
         old = old_id(state)
         if old not in graph:
             return []
-        elementwise = [n for n in graph if self.graph.node(n).kind is NodeKind.OP
-                       and self.nodes.get(self.owner.get(n, ""), None) is not None
-                       and self.nodes[self.owner[n]].role == "op"]
+        elementwise = [n for n, drawn in self.owner.items() if self.nodes[drawn].role == "op"]
         sub = graph.subgraph([old, *elementwise])
         if state not in sub or not nx.has_path(sub, old, state):
             return []
@@ -107,12 +105,8 @@ class Scene:
 
 def fused_activation(schedule: Schedule, linear: str) -> str | None:
     """The activation drawn in the same box as ``linear``, if any."""
-    graph = schedule.graph
-    consumers = list(graph.graph.successors(linear))
-    if len(consumers) != 1 or linear in graph.states or linear in graph.outputs:
-        return None
-    node = graph.node(consumers[0])
-    return node.id if node.op in ACTIVATIONS else None
+    only = schedule.graph.sole_consumer(linear)
+    return only.id if only is not None and only.op in ACTIVATIONS else None
 
 
 def build_scene(schedule: Schedule) -> Scene:
