@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import bisect
 import difflib
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -384,8 +385,16 @@ class _Lowering:
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 self.report.error(loc, f"unsupported constant {node.value!r}; only numbers")
                 return None
+            try:
+                value = float(node.value)
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                self.report.error(loc, "number too large: a constant must be finite "
+                                  "(at most about 1.8e308)")
+                return None
             node_id = self.fresh("const", False)
-            self.graph.add_node(Node(node_id, NodeKind.CONST, loc, value=float(node.value),
+            self.graph.add_node(Node(node_id, NodeKind.CONST, loc, value=value,
                                      assignment=self.name))
             self.nodes.append(node_id)
             return node_id

@@ -195,3 +195,10 @@ def test_error_text_has_file_line_col_prefix():
     with pytest.raises(CellError) as info:
         compile_source("cell t\ninput x\nstate h\noutput h\nh = nope\n", "my/cell.cell")
     assert str(info.value).startswith("my/cell.cell:5:5: error: undefined name 'nope'")
+
+
+@pytest.mark.parametrize("literal", ["1e400", "1" + "0" * 400])
+def test_a_number_too_large_for_a_float_is_an_error_not_a_crash(literal):
+    errors = cell_errors(f"h = {literal} * h[t-1]\n" + OK_C)
+    assert [(line, col) for line, col, _ in errors] == [(5, 5)]
+    assert "number too large" in errors[0][2]
