@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph import interpreter
+from lstm_graph import interpreter, native
 from lstm_graph.backends import check_dtype, namespace, to_numpy
-from lstm_graph.errors import DataError, Diagnostic, WeightsError
+from lstm_graph.errors import BackendError, DataError, Diagnostic, WeightsError
 from lstm_graph.importers import read_weights
 from lstm_graph.ir import CellGraph
+from lstm_graph.plan import Plan
 from lstm_graph.schedule import Schedule
 from lstm_graph.weights import check_weights, infer_sizes, random_weights
 
-EXECUTORS = ("plan", "reference")
+#: How a runner executes: "plan" picks the fastest compiled plan available (the native
+#: C step on the CPU when a C compiler is found, else the NumPy plan; the CUDA plan on
+#: CuPy); "native" and "numpy" force one; "reference" is the interpreter, the definition.
+EXECUTORS = ("plan", "native", "numpy", "reference")
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,18 @@ class Cell:
         ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
         ``.npz``, ``.pt``/``.pth`` or ``.onnx`` file; without it, weights are drawn
         with ``seed``. Sizes are read off the weights when not given.
-        ``executor="reference"`` runs the reference interpreter instead of the
-        compiled plan.
+        ``executor`` is one of :data:`EXECUTORS`; ``"reference"`` runs the
+        reference interpreter instead of a compiled plan.
         """
         np_dtype = check_dtype(dtype)
         namespace(backend)  # an unavailable backend fails before any work
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}")
+        if executor in ("native", "numpy") and backend != "numpy":
+            raise BackendError(f"the {executor} executor runs on the numpy backend; "
+                               f"use --executor plan with {backend}")
+        if executor == "native":
+            native.require_compiler()
         if weights is None:
             if input_size is None or hidden_size is None:
                 raise DataError("without weights, give both input_size and hidden_size")
@@ -98,6 +108,7 @@ class Runner:
     ``run(x)`` takes ``x`` time-major ``(T, B, I)`` (or ``(T, I)`` for one
     sequence) and returns ``(y, state)``: ``y`` is the output at every step and
     ``state`` the final value of each state; ``run(x, state)`` continues from it.
+    ``runner.ran_with`` says which executor ran the last call.
     ``runner.weights`` holds the parameters in our names (e.g. after importing
     from PyTorch or ONNX: ``numpy.savez("w.npz", **runner.weights)``).
     """
@@ -114,6 +125,8 @@ class Runner:
         self.weights = params
         self.params = {name: self.xp.asarray(value) for name, value in params.items()}
         self._plans: dict[int, Any] = {}
+        #: What ran the last call: "native", "numpy", "cuda" or "reference".
+        self.ran_with: str | None = None
 
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
                  progress: Callable[[int], None] | None = None, allow_nonfinite: bool = False
@@ -124,8 +137,11 @@ class Runner:
         if self.executor == "reference":
             y, final = interpreter.run(self.cell.schedule, self.xp, self.params, x, start,
                                        progress)
+            self.ran_with = "reference"
         else:
-            y, final = self._plan(batch).run(x, start, progress)
+            plan = self._plan(batch)
+            y, final = plan.run(x, start, progress)
+            self.ran_with = plan.kind
         if unbatched:
             return y[:, 0], {name: value[0] for name, value in final.items()}
         return y, final
@@ -133,12 +149,22 @@ class Runner:
     def _plan(self, batch: int) -> Any:
         """The compiled plan for this batch size (the latest one is kept)."""
         if batch not in self._plans:
+            args = (self.cell.schedule, self.xp, self.params, batch, self.input_size,
+                    self.hidden_size, self.dtype)
             if self.backend == "cupy":
-                from lstm_graph.cuda import CudaPlan as plan_class
+                from lstm_graph.cuda import CudaPlan
+                plan = CudaPlan(*args)
+            elif self.executor == "native" or (self.executor == "plan" and native.compiler()):
+                try:
+                    plan = native.NativePlan(*args)
+                except BackendError as err:
+                    if self.executor == "native":
+                        raise
+                    warnings.warn(f"{err}; running the NumPy plan instead", stacklevel=3)
+                    plan = Plan(*args)
             else:
-                from lstm_graph.plan import Plan as plan_class
-            self._plans = {batch: plan_class(self.cell.schedule, self.xp, self.params, batch,
-                                             self.input_size, self.hidden_size, self.dtype)}
+                plan = Plan(*args)
+            self._plans = {batch: plan}
         return self._plans[batch]
 
     def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:

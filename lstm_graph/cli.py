@@ -235,7 +235,9 @@ def _read_array(path: Path, what: str, key: str) -> np.ndarray:
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Initial states as .npz (one array per state, e.g. from an earlier --out).")
 @click.option("--executor", type=click.Choice(EXECUTORS), default=EXECUTORS[0], show_default=True,
-              help="The compiled plan, or the reference interpreter.")
+              help="plan: the fastest available (native C step where a C compiler is "
+                   "found, else the NumPy plan); native, numpy: force one; reference: the "
+                   "interpreter that defines the semantics.")
 @click.option("--allow-nonfinite", is_flag=True, help="Run even if x holds NaN or infinity.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(spec: str, input_path: Path | None, sample: bool, out: Path, weights: Path | None,
@@ -278,6 +280,7 @@ def run(spec: str, input_path: Path | None, sample: bool, out: Path, weights: Pa
     y_host = arrays["y"]
     summary = {
         "cell": cell.name, "backend": backend, "dtype": dtype, "executor": executor,
+        "ran_with": runner.ran_with,
         "input_shape": list(x.shape), "hidden_size": runner.hidden_size,
         "seconds": round(elapsed, 6), "out": str(out),
         "arrays": {name: list(value.shape) for name, value in arrays.items()},
@@ -290,7 +293,7 @@ def run(spec: str, input_path: Path | None, sample: bool, out: Path, weights: Pa
     shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in arrays.items())
     stats = summary["y"]
     click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on {backend} "
-               f"{dtype} ({executor}) in {elapsed * 1e3:.2f} ms")
+               f"{dtype} ({runner.ran_with}) in {elapsed * 1e3:.2f} ms")
     click.echo(f"wrote {out}: {shapes}")
     click.echo(f"y: mean {stats['mean']:+.5f}  std {stats['std']:.5f}  "
                f"min {stats['min']:+.5f}  max {stats['max']:+.5f}")

@@ -138,7 +138,7 @@ def kernel_segments(schedule: Schedule, layout: Layout, hidden: int) -> Kernels:
         def value(node_id: str, local: set[str] = local) -> str:
             node = graph.node(node_id)
             if node.kind is NodeKind.CONST:
-                return f"T({node.value!r})"
+                return f"((T){node.value!r})"
             if node.kind is NodeKind.OLD:
                 return f"{use('old_' + node.state)}[i]"
             if node_id in layout.static:
@@ -165,7 +165,7 @@ def kernel_segments(schedule: Schedule, layout: Layout, hidden: int) -> Kernels:
                     terms.append(f"{use(name_of('param', param))}[j] * {value(operand)}")
                 expression = " + ".join(terms)
             else:
-                expression = OPS[node.op].cuda.format(*(value(a) for a in node.args))
+                expression = OPS[node.op].c.format(*(value(a) for a in node.args))
             body.append(f"T {var} = {expression};  // {node_id}")
             local.add(node_id)
             if node_id in stored:
@@ -187,6 +187,8 @@ def kernel_segments(schedule: Schedule, layout: Layout, hidden: int) -> Kernels:
 
 class CudaPlan:
     """A compiled executor for CuPy, with the contract of :class:`lstm_graph.plan.Plan`."""
+
+    kind = "cuda"
 
     def __init__(self, schedule: Schedule, xp: Any, params: Mapping[str, Array], batch: int,
                  input_size: int, hidden: int, dtype: np.dtype):

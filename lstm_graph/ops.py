@@ -2,9 +2,10 @@
 
 Each :class:`Op` says how the language spells it, how diagrams draw it, what
 it computes (``reference``, written against an array namespace ``xp`` so it
-runs on NumPy, CuPy and ``array_api_strict``), and its CUDA C expression for
-the fused GPU kernel. Adding an element-wise function is one entry here; the
-parser, executor, kernel generator and renderers all read this table.
+runs on NumPy, CuPy and ``array_api_strict``), and its C expression for the
+fused kernels (CUDA on the GPU, the native step on the CPU). Adding an
+element-wise function is one entry here; the parser, executors, kernel
+generators and renderers all read this table.
 
 >>> OPS["mul"].symbol, OPS["sigmoid"].symbol
 ('×', 'σ')
@@ -53,7 +54,7 @@ class Op:
     symbol: str  # label in diagrams
     learned: bool  # a learned layer (owns parameters; drawn as a yellow box)
     reference: Callable[[Any, Sequence[Array], Sequence[Array]], Array]
-    cuda: str | None  # C expression over {0}, {1}; T is the element type
+    c: str | None  # C expression over {0}, {1} (CUDA and C99 alike); T is the element type
     numpy: str | None = None  # the NumPy plan's statement(s) writing {out} from {0}, {1}
 
 
@@ -69,9 +70,9 @@ OPS: dict[str, Op] = {
         Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0], "(-{0})",
            "negative({0}, out={out})"),
         Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0], "{0}", "copyto({out}, {0})"),
-        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "(T(1) / (T(1) + exp(-{0})))"),
+        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "((T)1 / ((T)1 + exp(-{0})))"),
         Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "tanh({0})"),
-        Op("relu", "relu", 1, "relu", False, _relu, "max({0}, T(0))",
+        Op("relu", "relu", 1, "relu", False, _relu, "({0} > (T)0 ? {0} : (T)0)",
            "maximum({0}, 0.0, out={out})"),
         Op("linear", "linear", -1, "W", True, _linear, None),
     )

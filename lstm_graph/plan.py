@@ -58,9 +58,9 @@ _UFUNCS = ("matmul", "add", "subtract", "multiply", "divide", "negative", "exp",
            "copyto", "maximum", "tanh")
 
 
-def default_threads(batch: int, hidden: int) -> int:
+def default_threads(batch: int, hidden: int, threshold: int = THREAD_THRESHOLD) -> int:
     """Threads to split the batch rows over: the usable CPUs (at most 8), for large steps."""
-    if batch * hidden < THREAD_THRESHOLD or batch < 2:
+    if batch * hidden < threshold or batch < 2:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8, batch))
@@ -105,8 +105,11 @@ class _Code:
 class Plan:
     """The compiled NumPy executor for one cell, batch size and dtype.
 
-    (CuPy has its own, :class:`lstm_graph.cuda.CudaPlan`, with fused kernels.)
+    (CuPy has its own, :class:`lstm_graph.cuda.CudaPlan`, with fused kernels; the CPU
+    has a faster one where a C compiler is found, :class:`lstm_graph.native.NativePlan`.)
     """
+
+    kind = "numpy"
 
     def __init__(self, schedule: Schedule, xp: Any, params: Mapping[str, Array], batch: int,
                  input_size: int, hidden: int, dtype: np.dtype, threads: int | None = None):

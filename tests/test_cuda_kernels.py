@@ -49,7 +49,7 @@ def test_a_matrix_on_a_value_of_this_step_splits_the_kernel_around_its_gemm():
     assert k.segments[1].outputs[-3:] == ["old_c", "old_h", "y"]
 
 
-def test_every_op_has_a_cuda_expression():
+def test_every_op_has_a_c_expression():
     from lstm_graph.ops import OPS
 
-    assert all(op.cuda for op in OPS.values() if op.name != "linear")
+    assert all(op.c for op in OPS.values() if op.name != "linear")
