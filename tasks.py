@@ -82,9 +82,18 @@ def ensure_dot() -> bool:
     return False
 
 
+def note_compiler() -> None:
+    """Say when there is no C compiler: the fast native executor is then off."""
+    if not any(shutil.which(cc) for cc in (os.environ.get("CC") or "cc", "gcc", "clang")):
+        say("no C compiler found (cc, gcc or clang): lstm-graph runs cells with its NumPy "
+            "plan instead of the faster native step, and skips the native tests. Install "
+            "one (apt-get install gcc, xcode-select --install) to turn it on.")
+
+
 def demo() -> int:
     """The main job: validate, schedule, render (both styles) and run the seed's cell."""
     have_dot = ensure_dot()
+    note_compiler()
     DEMO_OUT.mkdir(exist_ok=True)
     cli = [PYTHON, ROOT / "cli.py"]
     steps = [
@@ -106,6 +115,7 @@ def demo() -> int:
 
 def test(extra: list[str]) -> int:
     ensure_dot()
+    note_compiler()
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
 
 

@@ -62,6 +62,8 @@ class Row:
     cell: str
     size: str
     ours: float
+    executor: str
+    numpy_plan: float
     reference: float | None
     peers: dict[str, float]
     peak: float
@@ -130,11 +132,13 @@ def measure(name: str, size: str, repeat: int, threads: int, reference: bool) ->
         error = max(error, float(np.max(np.abs(run() - y))))
         peers[peer] = median_time(run, repeat)
     ours_time = median_time(lambda: ours(x), repeat)
+    numpy_plan = cell.compile(weights=weights, executor="numpy")
+    numpy_time = median_time(lambda: numpy_plan(x), repeat)
     reference_time = None
     if reference:
         slow = cell.compile(weights=weights, executor="reference")
         reference_time = median_time(lambda: slow(x), max(1, repeat // 3))
-    return Row(name, size, ours_time, reference_time, peers,
+    return Row(name, size, ours_time, ours.ran_with or "", numpy_time, reference_time, peers,
                peak_mib(lambda: ours(x)), error)
 
 
@@ -169,24 +173,33 @@ def machine(threads: int) -> str:
     except OSError:
         pass
     import os
+    import subprocess
+
+    from lstm_graph.native import compiler
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cc = compiler()
+    if cc:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+        cc = version.splitlines()[0] if version else cc
     return (f"{cpu}, {cores} cores; Python {platform.python_version()}, NumPy {numpy.__version__}, "
-            f"PyTorch {torch.__version__} ({threads} threads), onnxruntime "
-            f"{onnxruntime.__version__} ({threads} threads), float32")
+            f"C compiler {cc or 'none'}, PyTorch {torch.__version__} ({threads} threads), "
+            f"onnxruntime {onnxruntime.__version__} ({threads} threads), float32")
 
 
 def table(rows: list[Row]) -> str:
     lines = ["| cell | size (T, B, I, H) | ours ms | torch ms | onnxruntime ms | ours ÷ best peer "
-             "| target | reference ÷ best peer | peak MiB | max abs diff |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| target | NumPy plan ÷ best peer | reference ÷ best peer | peak MiB "
+             "| max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         torch_ms = f"{r.peers['torch'] * 1e3:.2f}" if "torch" in r.peers else "—"
         ref = f"{r.reference / r.best_peer:.1f}×" if r.reference else "—"
         lines.append(
             f"| {r.cell} | {r.size} {SIZES[r.size]} | {r.ours * 1e3:.2f} | {torch_ms} | "
             f"{r.peers['onnxruntime'] * 1e3:.2f} | **{r.ours / r.best_peer:.2f}×** | "
-            f"≤ {TARGETS[r.size]}× | {ref} | {r.peak:.1f} | {r.error:.1e} |")
+            f"≤ {TARGETS[r.size]}× | {r.numpy_plan / r.best_peer:.2f}× | {ref} | "
+            f"{r.peak:.1f} | {r.error:.1e} |")
     return "\n".join(lines)
 
 
@@ -213,11 +226,14 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(name, size, repeat, args.threads, not args.no_reference)
             rows.append(row)
             print(f"{name:14} {size:6}  ours/best {row.ours / row.best_peer:6.2f}×  "
-                  f"(ours {row.ours * 1e3:.2f} ms, best peer {row.best_peer * 1e3:.2f} ms)",
-                  flush=True)
+                  f"(ours {row.ours * 1e3:.2f} ms, {row.executor}; NumPy plan "
+                  f"{row.numpy_plan / row.best_peer:.2f}×; best peer "
+                  f"{row.best_peer * 1e3:.2f} ms)", flush=True)
     nodes, seconds = scale()
     print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s (target < 2 s)")
-    report = (f"{START}\nMachine: {machine(args.threads)}.\n\n{table(rows)}\n\n"
+    executors = sorted({r.executor for r in rows})
+    report = (f"{START}\nMachine: {machine(args.threads)}. \"ours\" is the default executor "
+              f"(ran with: {', '.join(executors)}).\n\n{table(rows)}\n\n"
               f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
               f"**{seconds:.2f} s** (target < 2 s).\n\n"
               f"Command: `python -m lstm_graph.bench --markdown docs/benchmarks.md`\n{END}")

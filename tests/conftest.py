@@ -9,11 +9,22 @@ import textwrap
 import pytest
 
 from lstm_graph import CellError, compile_source
+from lstm_graph.native import compiler
 
 HEADER = "cell t\ninput x\nstate c, h\noutput h\n"
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot program is not installed")
+
+#: Tests of the native executor need a C compiler; without one they skip, saying so.
+needs_compiler = pytest.mark.skipif(
+    compiler() is None,
+    reason="no C compiler (cc, gcc, clang or $CC): the native executor is off here")
+
+
+def executor_params(executors):
+    """``executors`` as pytest params, "native" marked to skip without a C compiler."""
+    return [pytest.param(e, marks=needs_compiler) if e == "native" else e for e in executors]
 
 
 def cell_errors(body: str, header: str = HEADER) -> list[tuple[int, int, str]]:

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from conftest import executor_params
 from onnx.reference import ReferenceEvaluator
 from onnx_models import random_onnx_weights, rnn_model
 
@@ -51,7 +52,7 @@ def torch_reference(module_cls, shape, dtype, seed):
     return module, x, {"h": h0[0], "c": c0[0]}, y.numpy(), final
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", executor_params(EXECUTORS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("cell_name, module_cls", [("lstm", torch.nn.LSTM),
@@ -89,7 +90,7 @@ def onnx_reference(op, shape, dtype, peepholes, seed, **attributes):
     return model, x, start, outputs[0][:, 0], final
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", executor_params(EXECUTORS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("cell_name, op, peepholes, attributes", [

@@ -1,4 +1,6 @@
-"""The compiled plan against the reference interpreter, its definition."""
+"""The NumPy plan against the reference interpreter, its definition.
+
+(The native executor has its own tests, in test_native.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float64": dict(rtol=1e-10, 
 
 def both(cell, x, dtype, hidden, seed=0, **kwargs):
     ours = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
-                        **kwargs)
+                        executor="numpy", **kwargs)
     ref = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
                        executor="reference")
     return ours(x), ref(x)
@@ -83,7 +85,8 @@ def test_gru_input_only_linear_is_static_and_hoisted():
 
 def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
     cell = lstm_graph.load_cell("lstm")
-    sources = {cell.compile(input_size=3, hidden_size=64)._plan(32).source for _ in range(2)}
+    sources = {cell.compile(input_size=3, hidden_size=64, executor="numpy")._plan(32).source
+               for _ in range(2)}
     assert len(sources) == 1
     source = sources.pop()
     assert source.count("matmul(") == 1
@@ -93,13 +96,15 @@ def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
 
 
 def test_small_steps_use_one_tanh_call_per_run_of_gates():
-    source = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=8)._plan(1).source
+    source = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=8,
+                                                  executor="numpy")._plan(1).source
     assert "exp(" not in source
     assert source.count("tanh(") == 2  # the gate block, and tanh(c)
 
 
 def test_returned_state_is_not_overwritten_by_a_later_run():
-    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3, seed=1)
+    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3, seed=1,
+                                              executor="numpy")
     x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype("float32")
     _, first = run(x)
     kept = {k: v.copy() for k, v in first.items()}
@@ -109,7 +114,7 @@ def test_returned_state_is_not_overwritten_by_a_later_run():
 
 
 def test_progress_is_called_once_per_step():
-    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3)
+    run = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3, executor="numpy")
     calls = []
     run(np.zeros((6, 2, 2), "float32"), progress=calls.append)
     assert calls == [1] * 6

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import executor_params
 from onnx_models import random_onnx_weights, rnn_model
 
 import lstm_graph
@@ -323,8 +324,8 @@ def test_a_failed_render_leaves_the_earlier_diagram(tmp_path):
 
 # -- numerical safety -----------------------------------------------------------------
 
-@pytest.mark.parametrize("executor", ["plan", "reference"])
-@pytest.mark.parametrize("batch, hidden", [(1, 4), (8, 256)])  # both fast forms of the plan
+@pytest.mark.parametrize("executor", executor_params(["native", "numpy", "reference"]))
+@pytest.mark.parametrize("batch, hidden", [(1, 4), (8, 256)])  # both forms of both plans
 def test_huge_pre_activations_give_no_warning_and_no_nan(executor, batch, hidden):
     cell = lstm_graph.load_cell("peephole_lstm")
     weights = {k: v * 1e4 for k, v in cell.random_weights(2, hidden, seed=0).items()}
