@@ -28,8 +28,9 @@ from lstm_graph.schedule import Schedule
 from lstm_graph.weights import check_weights, infer_sizes, random_weights
 
 #: How a runner executes: "plan" picks the fastest compiled plan available (the native
-#: C step on the CPU when a C compiler is found, else the NumPy plan; the CUDA plan on
-#: CuPy); "native" and "numpy" force one; "reference" is the interpreter, the definition.
+#: C step on the CPU when a C compiler is found and the cell has at most
+#: native.MAX_NODES ops, else the NumPy plan; the CUDA plan on CuPy); "native" and
+#: "numpy" force one; "reference" is the interpreter, the definition.
 EXECUTORS = ("plan", "native", "numpy", "reference")
 
 
@@ -154,7 +155,8 @@ class Runner:
             if self.backend == "cupy":
                 from lstm_graph.cuda import CudaPlan
                 plan = CudaPlan(*args)
-            elif self.executor == "native" or (self.executor == "plan" and native.compiler()):
+            elif self.executor == "native" or (self.executor == "plan" and
+                                               native.suits(self.cell.schedule)):
                 try:
                     plan = native.NativePlan(*args)
                 except BackendError as err:

@@ -57,6 +57,9 @@ Array = Any
 #: Per-step GEMM work (multiply-adds, all groups) up to which the GEMMs run in C, inside
 #: the one-call time loop; above it, NumPy's BLAS runs them (measured crossover).
 WHOLE_LOOP_LIMIT = 1 << 16
+#: The default executor compiles cells up to this many op nodes to C; bigger ones would
+#: spend seconds in the C compiler (10,000 nodes: about 20 s), so they run the NumPy plan.
+MAX_NODES = 2000
 #: Steps per C call in whole-loop mode, between progress reports.
 CHUNK = 4096
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
@@ -118,6 +121,12 @@ def compiler() -> str | None:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
+
+
+def suits(schedule: Schedule) -> bool:
+    """Whether the default executor should use the native step for this cell."""
+    ops = sum(1 for node in schedule.graph.nodes() if node.kind is NodeKind.OP)
+    return ops <= MAX_NODES and compiler() is not None
 
 
 def require_compiler() -> str:

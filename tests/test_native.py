@@ -118,6 +118,13 @@ def test_nan_in_the_input_propagates_as_in_the_reference():
     assert np.isnan(y[1:, 0]).all() and not np.isnan(y[:, 1]).any()
 
 
+def test_cells_too_big_to_compile_quickly_run_the_numpy_plan_by_default(monkeypatch):
+    monkeypatch.setattr(native, "MAX_NODES", 5)
+    run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3)
+    run(np.zeros((2, 1, 2), "float32"))
+    assert run.ran_with == "numpy"
+
+
 def test_without_a_compiler_native_says_what_is_missing_and_plan_falls_back(monkeypatch):
     monkeypatch.setattr(native, "compiler", lambda: None)
     cell = lstm_graph.load_cell("rnn")
