@@ -175,7 +175,7 @@ def build(source: str) -> ctypes.CDLL:
         for flags in attempts:
             with tempfile.TemporaryDirectory() as work:
                 c_file = Path(work) / "step.c"
-                c_file.write_text(source)
+                c_file.write_text(source, encoding="utf-8")
                 partial = Path(work) / "step.so"
                 done = subprocess.run([cc, *flags, "-o", str(partial), str(c_file), "-lm"],
                                       capture_output=True, text=True)
@@ -256,7 +256,8 @@ class NativeStep:
         return calls
 
     def _source(self) -> str:
-        lines = [f"/* lstm-graph native step: cell {self.schedule.graph.name}, batch "
+        name = re.sub(r"[^\w.-]", "_", self.schedule.graph.name)
+        lines = [f"/* lstm-graph native step: cell {name}, batch "
                  f"{self.batch}, H {self.hidden}, {self.dtype.name} (generated) */",
                  "#include <math.h>", f"typedef {_C_TYPES[self.dtype]} T;"]
         if self.dtype == np.float32:
