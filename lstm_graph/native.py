@@ -50,7 +50,7 @@ from lstm_graph.cuda import Kernels, kernel_segments
 from lstm_graph.errors import BackendError
 from lstm_graph.ir import NodeKind
 from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted
-from lstm_graph.plan import default_threads, hoist, static_values
+from lstm_graph.plan import hoist, static_values
 from lstm_graph.schedule import Schedule
 
 Array = Any
@@ -309,7 +309,8 @@ class NativePlan:
         kernels = kernel_segments(schedule, self.layout, hidden)
         work = batch * hidden * sum(len(g.members) * hidden for g in self.layout.groups.values())
         self.whole_loop = work <= WHOLE_LOOP_LIMIT if whole_loop is None else whole_loop
-        self.threads = 1 if self.whole_loop else threads or default_threads(batch, hidden)
+        # One thread by default: two measured slower (OpenBLAS spins on the other core).
+        self.threads = 1 if self.whole_loop else threads or 1
         bounds = np.linspace(0, batch, self.threads + 1).astype(int)
         self._rows = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
         if self.threads > 1:

@@ -58,9 +58,9 @@ _UFUNCS = ("matmul", "add", "subtract", "multiply", "divide", "negative", "exp",
            "copyto", "maximum", "tanh")
 
 
-def default_threads(batch: int, hidden: int, threshold: int = THREAD_THRESHOLD) -> int:
+def default_threads(batch: int, hidden: int) -> int:
     """Threads to split the batch rows over: the usable CPUs (at most 8), for large steps."""
-    if batch * hidden < threshold or batch < 2:
+    if batch * hidden < THREAD_THRESHOLD or batch < 2:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8, batch))
