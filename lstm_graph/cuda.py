@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.ir import NodeKind
-from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted
+from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted, unscaled
 from lstm_graph.ops import OPS
 from lstm_graph.plan import hoist, static_values
 from lstm_graph.schedule import Schedule
@@ -197,7 +197,6 @@ class CudaPlan:
         self.layout = analyse(schedule)
         self.kernels = kernel_segments(schedule, self.layout, hidden)
         self.source = self.kernels.source()
-        unscaled = lambda _linear: 1.0  # noqa: E731  (no activation folded into weights here)
         bias, stacks = pack_hoisted(self.layout, params, hidden, dtype, unscaled)
         self.hoisted_bias = xp.asarray(bias)
         self.hoisted_weights = {op: xp.asarray(w) for op, w in stacks.items()}

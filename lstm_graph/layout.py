@@ -137,6 +137,11 @@ def analyse(schedule: Schedule) -> Layout:
     return Layout(schedule, static, linears, groups, hoisted, standalone)
 
 
+def unscaled(linear: str) -> float:
+    """The scale for packers when no activation is folded into the weights (C kernels)."""
+    return 1.0
+
+
 def pack_hoisted(layout: Layout, params: Mapping[str, Any], hidden: int, dtype: np.dtype,
                  scale: Callable[[str], float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The hoisted GEMM's bias ``(width,)`` and stacked weights ``{operand: (size, width)}``.

@@ -49,7 +49,7 @@ import numpy as np
 from lstm_graph.cuda import Kernels, kernel_segments
 from lstm_graph.errors import BackendError
 from lstm_graph.ir import NodeKind
-from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted
+from lstm_graph.layout import Layout, analyse, pack_group, pack_hoisted, unscaled
 from lstm_graph.plan import hoist, static_values
 from lstm_graph.schedule import Schedule
 
@@ -323,7 +323,6 @@ class NativePlan:
         self._steps.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
         self._segment.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p]
         self._steps.restype = self._segment.restype = None
-        unscaled = lambda _linear: 1.0  # noqa: E731  (the C computes sigmoid and tanh as such)
         bias, stacks = pack_hoisted(self.layout, params, hidden, dtype, unscaled)
         self.hoisted_bias, self.hoisted_weights = bias, stacks
         self.fixed: dict[str, np.ndarray] = {}
