@@ -81,7 +81,7 @@ class Kernels:
 
     segments: list[Segment]
     #: array name -> (kind, key): ("param", name), ("static", node), ("buffer", node),
-    #: ("state", name), ("group", source), ("hoisted", ""), ("output", "")
+    #: ("state", name), ("group", source), ("hoisted", ""), ("bias", ""), ("output", "")
     bindings: dict[str, tuple[str, str]]
 
     def source(self) -> str:
@@ -101,7 +101,8 @@ def kernel_segments(schedule: Schedule, layout: Layout, hidden: int) -> Kernels:
     graph = schedule.graph
     segments, segment_of = _segments(schedule, layout)
     last = len(segments) - 1
-    bindings: dict[str, tuple[str, str]] = {"S": ("hoisted", ""), "y": ("output", "")}
+    bindings: dict[str, tuple[str, str]] = {"S": ("hoisted", ""), "S_bias": ("bias", ""),
+                                            "y": ("output", "")}
     generated: dict[tuple[str, str], str] = {}
 
     def name_of(kind: str, key: str) -> str:
@@ -156,7 +157,8 @@ def kernel_segments(schedule: Schedule, layout: Layout, hidden: int) -> Kernels:
                 terms = []
                 if node_id in layout.hoisted:
                     column = layout.hoisted_column(node_id) * hidden
-                    terms.append(f"{use('S')}[b * {hoisted_width} + {column} + j]")
+                    terms.append(f"{use('S')}[b * {hoisted_width} + {column} + j] + "
+                                 f"{use('S_bias')}[{column} + j]")
                 for source in dict.fromkeys(s for s, _ in info.matrix):
                     column = layout.groups[source].members.index(node_id) * hidden
                     terms.append(f"{use(f'G_{group_index[source]}')}"
@@ -216,12 +218,13 @@ class CudaPlan:
         xp, graph, layout = self.xp, self.schedule.graph, self.layout
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(self.schedule, layout, xp, self.params, x, self.dtype)
-        hoisted = hoist(xp, static, self.hoisted_weights, self.hoisted_bias, steps, batch)
+        hoisted = hoist(xp, static, self.hoisted_weights, self.hoisted_bias, steps, batch,
+                        add_bias=False)
         y = xp.empty((steps, batch, self.hidden), dtype=self.dtype)
         old = {s: xp.array(state[s], dtype=self.dtype, copy=True) for s in graph.states}
         group_out = {s: xp.empty((batch, len(g.members) * self.hidden), dtype=self.dtype)
                      for s, g in layout.groups.items()}
-        fixed: dict[str, Any] = {}
+        fixed: dict[str, Any] = {"S_bias": self.hoisted_bias}
         per_step: dict[str, Any] = {"S": hoisted, "y": y}
         for name, (kind, key) in self.kernels.bindings.items():
             if kind == "param":

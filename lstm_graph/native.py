@@ -63,6 +63,13 @@ MAX_NODES = 2000
 #: Steps per C call in whole-loop mode, between progress reports.
 CHUNK = 4096
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
+#: Tried in order until the compiler accepts one. First: tuned for this CPU, with 256-bit
+#: vectors where it has them (gcc picks 128 bits on some, e.g. AMD Zen 1) and instructions
+#: scheduled before register allocation, which interleaves the gates' independent exp
+#: chains (the step is latency-bound: together 25-45 % faster on the element-wise work,
+#: measured on Zen 1). Then tuned for this CPU only, then portable.
+TUNINGS = (("-march=native", "-mprefer-vector-width=256", "-fschedule-insns", "-fsched-pressure"),
+           ("-march=native",), ())
 
 #: float32 exp and tanh the compiler can vectorise (no library calls, no branches).
 MATH_FLOAT = r"""
@@ -167,7 +174,7 @@ def build(source: str) -> ctypes.CDLL:
     Raises :class:`BackendError` when there is no compiler or it fails.
     """
     cc = require_compiler()
-    attempts = [(*FLAGS, "-march=native"), FLAGS]
+    attempts = [(*FLAGS, *tuning) for tuning in TUNINGS]
     digest = hashlib.sha256("\0".join([source, cc, *attempts[0], _cpu_signature()]).encode())
     library = _cache_dir() / f"lstm-graph-{digest.hexdigest()[:24]}.so"
     if not library.exists():
@@ -325,7 +332,7 @@ class NativePlan:
         self._steps.restype = self._segment.restype = None
         bias, stacks = pack_hoisted(self.layout, params, hidden, dtype, unscaled)
         self.hoisted_bias, self.hoisted_weights = bias, stacks
-        self.fixed: dict[str, np.ndarray] = {}
+        self.fixed: dict[str, np.ndarray] = {"S_bias": bias}
         for name, (kind, key) in kernels.bindings.items():
             if kind == "param":
                 self.fixed[name] = np.ascontiguousarray(params[key], dtype=dtype)
@@ -344,7 +351,8 @@ class NativePlan:
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(self.schedule, self.layout, np, self.params, x, self.dtype)
         arrays = dict(self.fixed)
-        arrays["S"] = hoist(np, static, self.hoisted_weights, self.hoisted_bias, steps, batch)
+        arrays["S"] = hoist(np, static, self.hoisted_weights, self.hoisted_bias, steps, batch,
+                            add_bias=False)
         arrays["y"] = np.empty((steps, batch, self.hidden), dtype=self.dtype)
         for name, (kind, key) in step.kernels.bindings.items():
             if kind == "state":

@@ -449,22 +449,24 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
 
 
 def hoist(xp: Any, static: Mapping[str, Array], weights: Mapping[str, Array], bias: Array,
-          steps: int, batch: int) -> Array:
+          steps: int, batch: int, add_bias: bool = True) -> Array:
     """The hoisted part of every dynamic linear for all steps: ``S = X·W + b``, (T, B, width).
 
-    One GEMM per static operand over all ``T·B`` rows; the first writes in place.
+    One GEMM per static operand over all ``T·B`` rows; the first writes in place. With
+    ``add_bias=False``, ``S = X·W`` and the caller adds ``b`` itself (the fused kernels
+    add it per element, saving a pass over ``S``).
     """
     rows = steps * batch
     hoisted = xp.empty((rows, bias.shape[0]), dtype=bias.dtype)
     if not weights:
-        hoisted[...] = bias
+        hoisted[...] = bias if add_bias else 0
     for k, (operand, weight) in enumerate(weights.items()):
         product = static[operand].reshape(rows, -1)
         if k == 0:
             xp.matmul(product, weight, out=hoisted)
         else:
             hoisted += product @ weight
-    if weights:
+    if weights and add_bias:
         hoisted += bias
     return hoisted.reshape(steps, batch, -1)
 
