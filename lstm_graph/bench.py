@@ -48,6 +48,24 @@ def median_time(run: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds of each of ``runs``, measured in rounds that take turns.
+
+    On a shared machine the speed drifts over seconds; measuring contenders in turn,
+    ``repeat`` rounds, exposes them to the same drift. In each turn a contender runs
+    once untimed first, so no one is timed while the previous one's threads still spin
+    (OpenBLAS's and onnxruntime's workers busy-wait for a while after a call).
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            run()
+            began = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - began)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_mib(run: Callable[[], object]) -> float:
     """Peak traced allocation (NumPy buffers included) during one call, in MiB."""
     tracemalloc.start()
@@ -123,24 +141,26 @@ def measure(name: str, size: str, repeat: int, threads: int, reference: bool) ->
     x = np.random.default_rng(1).standard_normal((steps, batch, input_size)).astype("float32")
     ours = cell.compile(weights=weights)
     y = ours(x)[0]
-    peers: dict[str, float] = {}
+    numpy_plan = cell.compile(weights=weights, executor="numpy")
+    runs: dict[str, Callable[[], object]] = {"ours": lambda: ours(x),
+                                             "numpy": lambda: numpy_plan(x)}
     error = 0.0
     candidates = {"onnxruntime": _onnx_peer}
     if name != "peephole_lstm":  # PyTorch has no peephole LSTM
         candidates["torch"] = _torch_peer
     for peer, make in candidates.items():
-        run = make(name, weights, x, threads)
-        error = max(error, float(np.max(np.abs(run() - y))))
-        peers[peer] = median_time(run, repeat)
-    ours_time = median_time(lambda: ours(x), repeat)
-    numpy_plan = cell.compile(weights=weights, executor="numpy")
-    numpy_time = median_time(lambda: numpy_plan(x), repeat)
+        runs[peer] = make(name, weights, x, threads)
+        error = max(error, float(np.max(np.abs(runs[peer]() - y))))
+    medians = interleaved_medians(runs, repeat)
+    ours_time, numpy_time = medians.pop("ours"), medians.pop("numpy")
+    peers = medians
     reference_time = None
     if reference:
         slow = cell.compile(weights=weights, executor="reference")
         reference_time = median_time(lambda: slow(x), max(1, repeat // 3))
+    first_run = peak_mib(lambda: cell.compile(weights=weights)(x))  # every buffer it keeps
     return Row(name, size, ours_time, ours.ran_with or "", numpy_time, reference_time, peers,
-               peak_mib(lambda: ours(x)), error)
+               first_run, error)
 
 
 def scale(nodes: int = 10_000) -> tuple[int, float]:

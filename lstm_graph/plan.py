@@ -449,15 +449,16 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
 
 
 def hoist(xp: Any, static: Mapping[str, Array], weights: Mapping[str, Array], bias: Array,
-          steps: int, batch: int, add_bias: bool = True) -> Array:
+          steps: int, batch: int, add_bias: bool = True, out: Array | None = None) -> Array:
     """The hoisted part of every dynamic linear for all steps: ``S = X·W + b``, (T, B, width).
 
     One GEMM per static operand over all ``T·B`` rows; the first writes in place. With
     ``add_bias=False``, ``S = X·W`` and the caller adds ``b`` itself (the fused kernels
-    add it per element, saving a pass over ``S``).
+    add it per element, saving a pass over ``S``). ``out``, a ``(T·B, width)`` buffer to
+    reuse, saves allocating (and the OS zeroing) ``S`` anew on every run.
     """
     rows = steps * batch
-    hoisted = xp.empty((rows, bias.shape[0]), dtype=bias.dtype)
+    hoisted = xp.empty((rows, bias.shape[0]), dtype=bias.dtype) if out is None else out
     if not weights:
         hoisted[...] = bias if add_bias else 0
     for k, (operand, weight) in enumerate(weights.items()):

@@ -145,6 +145,39 @@ def test_a_failing_compiler_falls_back_to_the_numpy_plan_with_a_warning(monkeypa
     assert run.ran_with == "numpy"
 
 
+def test_the_hoisted_buffer_is_reused_for_runs_of_the_same_length():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4, 3)).astype("float32")
+    plan, first, reference = compare(cell, x, 5, "float32", whole_loop=False)
+    buffer = plan._hoisted
+    zeros = {s: np.zeros((4, 5), "float32") for s in cell.graph.states}
+    reference_run = cell.compile(input_size=3, hidden_size=5, seed=0, executor="reference")
+    for steps in (6, 9, 6):
+        x = rng.standard_normal((steps, 4, 3)).astype("float32")
+        assert_same(plan.run(x, zeros), reference_run(x), "float32", f"T = {steps}")
+    assert plan._hoisted.shape == buffer.shape and plan._hoisted is not buffer  # T changed
+    again = plan._hoisted
+    plan.run(x, zeros)
+    assert plan._hoisted is again
+
+
+def test_tuning_flags_the_compiler_rejects_are_left_out(monkeypatch, tmp_path):
+    real = native.compiler()
+    picky = tmp_path / "picky-cc"
+    picky.write_text("#!/bin/sh\n"
+                     'for a in "$@"; do [ "$a" = -fschedule-insns ] && exit 1; done\n'
+                     f'exec {real} "$@"\n')
+    picky.chmod(0o755)
+    monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "compiler", lambda: str(picky))
+    cell = lstm_graph.load_cell("gru")
+    x = np.random.default_rng(3).standard_normal((5, 2, 3)).astype("float32")
+    plan, ours, reference = compare(cell, x, 4, "float32")
+    assert_same(ours, reference, "float32")
+    assert len(list((tmp_path / "cache").glob("*.so"))) == 1
+
+
 # -- our float32 exp and tanh, element by element -------------------------------------
 
 @pytest.fixture(scope="module")
