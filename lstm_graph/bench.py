@@ -21,12 +21,14 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import lstm_graph
-from lstm_graph.importers import to_onnx_tensors, to_torch_state_dict
-from lstm_graph.native import MAX_NODES
+from lstm_graph.executors.buildcache import compiler
+from lstm_graph.executors.native import MAX_NODES
+from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 
 SIZES = {  # T, B, I, H
     "small": (100, 1, 32, 32),
@@ -93,32 +95,34 @@ class Row:
         return min(self.peers.values())
 
 
-def _torch_peer(name: str, weights: dict, x: np.ndarray, threads: int):
+def _torch_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
+                ) -> Callable[[], np.ndarray]:
     import torch
 
     torch.set_num_threads(threads)
     steps, batch, input_size = x.shape
     hidden = weights[next(k for k in weights if k.endswith(".b"))].shape[0]
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[FAMILY[name]](input_size, hidden)
-    module.load_state_dict(to_torch_state_dict(FAMILY[name], weights))
+    module.load_state_dict(to_torch_state_dict(lstm_graph.load_cell(name).graph, weights))
     tensor = torch.from_numpy(x)
 
-    def run():
+    def run() -> np.ndarray:
         with torch.inference_mode():
-            return module(tensor)[0].numpy()
+            return np.asarray(module(tensor)[0].numpy())
 
     return run
 
 
-def _onnx_peer(name: str, weights: dict, x: np.ndarray, threads: int):
+def _onnx_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
+               ) -> Callable[[], np.ndarray]:
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
     hidden = weights[next(k for k in weights if k.endswith(".b"))].shape[0]
-    tensors = to_onnx_tensors(FAMILY[name], weights)
+    tensors = to_onnx_tensors(lstm_graph.load_cell(name).graph, weights)
     op = "LSTM" if FAMILY[name] == "lstm" else "GRU"
     inputs = ["X", "W", "R", "B"] + (["", "", "", "P"] if "P" in tensors else [])
-    extra = {"linear_before_reset": 1} if op == "GRU" else {}
+    extra: dict[str, Any] = {"linear_before_reset": 1} if op == "GRU" else {}
     node = helper.make_node(op, inputs, ["Y"], hidden_size=hidden, **extra)
     graph = helper.make_graph(
         [node], name, [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
@@ -176,8 +180,8 @@ def scale(nodes: int = 10_000) -> tuple[int, float]:
     source = "\n".join(lines) + "\n"
     began = time.perf_counter()
     cell = lstm_graph.compile_source(source, "scale.cell")
-    cell.compile(input_size=4, hidden_size=8)._plan(2)
-    return cell.graph.graph.number_of_nodes(), time.perf_counter() - began
+    cell.compile(input_size=4, hidden_size=8).compiled(2)
+    return len(cell.graph.nodes), time.perf_counter() - began
 
 
 def machine(threads: int) -> str:
@@ -196,7 +200,6 @@ def machine(threads: int) -> str:
     import os
     import subprocess
 
-    from lstm_graph.native import compiler
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cc = compiler()
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         text = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"
         before, _, rest = text.partition(START)
         _, _, after = rest.partition(END)
-        from lstm_graph.files import write_atomic
+        from lstm_graph.formats.files import write_atomic
 
         write_atomic(args.markdown, (before + report + after).encode())
     return 0

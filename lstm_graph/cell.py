@@ -10,28 +10,26 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lstm_graph import interpreter, native
-from lstm_graph.backends import check_dtype, namespace, to_numpy
-from lstm_graph.errors import BackendError, DataError, Diagnostic, WeightsError
-from lstm_graph.importers import read_weights
+from lstm_graph.errors import DataError, Diagnostic, WeightsError
+from lstm_graph.executors import registry
+from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
+from lstm_graph.executors.contract import Executor, Progress, Spec
+from lstm_graph.formats.importers import read_weights
+from lstm_graph.formats.weights import check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
-from lstm_graph.plan import Plan
 from lstm_graph.schedule import Schedule
-from lstm_graph.weights import check_weights, infer_sizes, random_weights
 
-#: How a runner executes: "plan" picks the fastest compiled plan available (the native
-#: C step on the CPU when a C compiler is found and the cell has at most
-#: native.MAX_NODES ops, else the NumPy plan; the CUDA plan on CuPy); "native" and
-#: "numpy" force one; "reference" is the interpreter, the definition.
-EXECUTORS = ("plan", "native", "numpy", "reference")
+#: How a runner executes (see :mod:`lstm_graph.executors.registry`).
+EXECUTORS = registry.EXECUTORS
 
 
 @dataclass(frozen=True)
@@ -69,25 +67,19 @@ class Cell:
         ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
         ``.npz``, ``.pt``/``.pth`` or ``.onnx`` file; without it, weights are drawn
         with ``seed``. Sizes are read off the weights when not given.
-        ``executor`` is one of :data:`EXECUTORS`; ``"reference"`` runs the
-        reference interpreter instead of a compiled plan.
+        ``executor`` is one of :data:`EXECUTORS` (``"plan"``: the fastest available;
+        ``"reference"``: the reference interpreter).
         """
         np_dtype = check_dtype(dtype)
         namespace(backend)  # an unavailable backend fails before any work
-        if executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}")
-        if executor in ("native", "numpy") and backend != "numpy":
-            raise BackendError(f"the {executor} executor runs on the numpy backend; "
-                               f"use --executor plan with {backend}")
-        if executor == "native":
-            native.require_compiler()
+        registry.check(executor, backend)
         if weights is None:
             if input_size is None or hidden_size is None:
                 raise DataError("without weights, give both input_size and hidden_size")
             params = random_weights(self.schedule, input_size, hidden_size, seed, np_dtype)
         else:
             source = weights if isinstance(weights, (str, Path)) else "weights"
-            raw = read_weights(weights)
+            raw = read_weights(weights, self.graph)
             found_input, found_hidden = infer_sizes(self.schedule, raw, str(source))
             for what, given, found in (("input", input_size, found_input),
                                        ("hidden", hidden_size, found_hidden)):
@@ -112,7 +104,15 @@ class Runner:
     ``runner.ran_with`` says which executor ran the last call.
     ``runner.weights`` holds the parameters in our names (e.g. after importing
     from PyTorch or ONNX: ``numpy.savez("w.npz", **runner.weights)``).
+
+    A runner checks its inputs and hands the work to an executor built for the
+    batch size (:meth:`compiled`); it keeps the :data:`PLANS` most recently used.
+    It is thread-safe: calls from several threads run one at a time (an
+    executor reuses its buffers from run to run).
     """
+
+    #: Executors kept, one per batch size, least recently used dropped first.
+    PLANS = 4
 
     def __init__(self, cell: Cell, input_size: int, hidden_size: int, backend: str,
                  dtype: np.dtype, params: dict[str, np.ndarray], executor: str):
@@ -125,49 +125,37 @@ class Runner:
         self.xp = namespace(backend)
         self.weights = params
         self.params = {name: self.xp.asarray(value) for name, value in params.items()}
-        self._plans: dict[int, Any] = {}
+        self._plans: OrderedDict[int, Executor] = OrderedDict()
+        self._lock = threading.RLock()
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
 
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
-                 progress: Callable[[int], None] | None = None, allow_nonfinite: bool = False
+                 progress: Progress | None = None, allow_nonfinite: bool = False
                  ) -> tuple[Any, dict[str, Any]]:
         x, unbatched = self._check_x(x, allow_nonfinite)
         batch = x.shape[1]
         start = self._check_state(state, batch, unbatched)
-        if self.executor == "reference":
-            y, final = interpreter.run(self.cell.schedule, self.xp, self.params, x, start,
-                                       progress)
-            self.ran_with = "reference"
-        else:
-            plan = self._plan(batch)
+        with self._lock:
+            plan = self.compiled(batch)
             y, final = plan.run(x, start, progress)
-            self.ran_with = plan.kind
+            self.ran_with = plan.name
         if unbatched:
             return y[:, 0], {name: value[0] for name, value in final.items()}
         return y, final
 
-    def _plan(self, batch: int) -> Any:
-        """The compiled plan for this batch size (the latest one is kept)."""
-        if batch not in self._plans:
-            args = (self.cell.schedule, self.xp, self.params, batch, self.input_size,
-                    self.hidden_size, self.dtype)
-            if self.backend == "cupy":
-                from lstm_graph.cuda import CudaPlan
-                plan = CudaPlan(*args)
-            elif self.executor == "native" or (self.executor == "plan" and
-                                               native.suits(self.cell.schedule)):
-                try:
-                    plan = native.NativePlan(*args)
-                except BackendError as err:
-                    if self.executor == "native":
-                        raise
-                    warnings.warn(f"{err}; running the NumPy plan instead", stacklevel=3)
-                    plan = Plan(*args)
+    def compiled(self, batch: int) -> Executor:
+        """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""
+        with self._lock:
+            if batch in self._plans:
+                self._plans.move_to_end(batch)
             else:
-                plan = Plan(*args)
-            self._plans = {batch: plan}
-        return self._plans[batch]
+                spec = Spec(self.cell.schedule, self.xp, self.params, batch, self.input_size,
+                            self.hidden_size, self.dtype)
+                self._plans[batch] = registry.build(self.executor, spec, self.backend)
+                while len(self._plans) > self.PLANS:
+                    self._plans.popitem(last=False)
+            return self._plans[batch]
 
     def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
         shape = getattr(x, "shape", None)

@@ -64,3 +64,9 @@ class RenderError(LstmGraphError):
 
 class OutputError(LstmGraphError):
     """An output file cannot be written."""
+
+
+class LstmGraphWarning(UserWarning):
+    """Something worth a line on a terminal that does not stop the work (the default
+    executor falling back to the NumPy plan, say). The command line prints it as
+    ``warning: …``."""

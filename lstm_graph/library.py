@@ -12,9 +12,9 @@ from pathlib import Path
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import CellError, Diagnostic, UnknownCellError
-from lstm_graph.parser import did_you_mean, parse
+from lstm_graph.language.parser import did_you_mean, parse
+from lstm_graph.language.validate import validate
 from lstm_graph.schedule import build_schedule
-from lstm_graph.validate import validate
 
 _BUILTIN_DIR = resources.files("lstm_graph") / "cells"
 
@@ -39,9 +39,10 @@ def compile_source(text: str, file: str = "<string>", default_name: str = "cell"
     >>> cell.schedule.stages
     (('h',),)
     """
-    graph, found = parse(text, file, default_name)
+    parsed = parse(text, file, default_name)
+    graph, found = parsed.graph, parsed.diagnostics
     parse_errors = any(d.severity == "error" for d in found)
-    sizes, more = validate(graph, parse_errors)
+    sizes, more = validate(graph, parsed.assigned, parse_errors)
     found += more
     if any(d.severity == "error" for d in found):
         raise CellError(found)

@@ -7,6 +7,16 @@ fused kernels (CUDA on the GPU, the native step on the CPU). Adding an
 element-wise function is one entry here; the parser, executors, kernel
 generators and renderers all read this table.
 
+Semantics every executor shares (the reference interpreter defines them, and
+the tests hold every executor to it, NaN pattern included):
+
+- arithmetic is IEEE, element by element, in the run's dtype: NaN and ±inf
+  propagate as in NumPy and PyTorch (``inf - inf`` is NaN, ``0 * inf`` is NaN);
+- ``sigmoid(±inf)`` is 1 and 0, ``tanh(±inf)`` is ±1, and both are NaN at NaN;
+- ``relu(NaN)`` is NaN (as ``torch.relu`` and ``numpy.maximum``), ``relu(inf)`` is inf;
+- a ``linear`` multiplies every term, zeros included, so a NaN or inf in one
+  operand reaches every unit of its sequence's row, in every executor alike.
+
 >>> OPS["mul"].symbol, OPS["sigmoid"].symbol
 ('×', 'σ')
 >>> sorted(FUNCTIONS)
@@ -40,8 +50,9 @@ def _sigmoid(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
 
 
 def _relu(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+    """``max(v, 0)``; NaN fails ``v < 0`` and so passes through, as in PyTorch."""
     (v,) = args
-    return xp.where(v > 0, v, xp.zeros_like(v))
+    return xp.where(v < 0, xp.zeros_like(v), v)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,9 @@ class Op:
     symbol: str  # label in diagrams
     learned: bool  # a learned layer (owns parameters; drawn as a yellow box)
     reference: Callable[[Any, Sequence[Array], Sequence[Array]], Array]
-    c: str | None  # C expression over {0}, {1} (CUDA and C99 alike); T is the element type
+    #: C expression over the operands {0}, {1} (CUDA and C99 alike): T is the element
+    #: type, and math functions are named by placeholders a dialect fills ({exp}, {tanh}).
+    c: str | None
     numpy: str | None = None  # the NumPy plan's statement(s) writing {out} from {0}, {1}
 
 
@@ -70,13 +83,17 @@ OPS: dict[str, Op] = {
         Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0], "(-{0})",
            "negative({0}, out={out})"),
         Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0], "{0}", "copyto({out}, {0})"),
-        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "((T)1 / ((T)1 + exp(-{0})))"),
-        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "tanh({0})"),
-        Op("relu", "relu", 1, "relu", False, _relu, "({0} > (T)0 ? {0} : (T)0)",
+        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "((T)1 / ((T)1 + {exp}(-{0})))"),
+        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "{tanh}({0})"),
+        Op("relu", "relu", 1, "relu", False, _relu, "({0} < (T)0 ? (T)0 : {0})",
            "maximum({0}, 0.0, out={out})"),
         Op("linear", "linear", -1, "W", True, _linear, None),
     )
 }
+
+#: The math functions C forms may call, by placeholder; each C dialect names them.
+C_FUNCTIONS = ("exp", "tanh")
+
 
 @dataclass(frozen=True)
 class FastForm:

@@ -11,32 +11,31 @@ stage, assignments keep their file order. For the peephole LSTM::
     stage 4: h
 
 The schedule also carries node sizes and the parameter list, the facts both
-back ends (executor and renderer) need.
+back ends (executors and renderers) need; :meth:`Schedule.width` is the one
+place a value's size becomes a number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
-from lstm_graph.ir import CellGraph, NodeKind
-from lstm_graph.ops import OPS
-from lstm_graph.validate import dependencies
+from lstm_graph.ir import CellGraph, NodeKind, Size
+from lstm_graph.language.validate import dependencies
 
 _PRECEDENCE = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A learned parameter: ``f.W_x`` with symbolic shape ``("H", "I")``."""
+    """A learned parameter: ``f.W_x`` with symbolic shape ``(Size.HIDDEN, Size.INPUT)``."""
 
     name: str
-    shape: tuple[str, ...]
+    shape: tuple[Size, ...]
 
     def resolve(self, input_size: int, hidden_size: int) -> tuple[int, ...]:
-        sizes = {"I": input_size, "H": hidden_size}
-        return tuple(sizes[s] for s in self.shape)
+        return tuple(s.resolve(input_size, hidden_size) for s in self.shape)
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,23 @@ class Schedule:
     graph: CellGraph
     stages: tuple[tuple[str, ...], ...]  # assignment names, stage 1 first
     order: tuple[str, ...]  # op and const node ids in execution order
-    sizes: dict[str, str]  # node id -> "I" | "H" | "1"
+    sizes: dict[str, Size]  # every node's symbolic size
     params: tuple[ParamSpec, ...]
+
+    def width(self, node_id: str, input_size: int, hidden_size: int) -> int:
+        """How many numbers one sequence's value of ``node_id`` holds at one step."""
+        return self.sizes[node_id].resolve(input_size, hidden_size)
+
+    _stage_numbers: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        numbers = {name: k for k, names in enumerate(self.stages, 1) for name in names}
+        object.__setattr__(self, "_stage_numbers", numbers)
 
     def stage_of(self, node_id: str) -> int:
         """Stage of a node: 0 for inputs and old values, else its assignment's stage."""
         assignment = self.graph.node(node_id).assignment
         return 0 if assignment is None else self._stage_numbers[assignment]
-
-    def __post_init__(self) -> None:
-        numbers = {name: k for k, names in enumerate(self.stages, 1) for name in names}
-        object.__setattr__(self, "_stage_numbers", numbers)
 
     def param_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         return {p.name: p.resolve(input_size, hidden_size) for p in self.params}
@@ -86,7 +91,7 @@ class Schedule:
             return f"{node.value:g}"
         if node.kind is not NodeKind.OP or (not top and node.id == node.assignment):
             return node_id
-        op = OPS[node.op]
+        op = node.operation
         args = [self._op_text(a, False) for a in node.args]
         if op.name == "copy":
             return args[0]
@@ -140,7 +145,7 @@ class Schedule:
             f"{a}({self.graph.edge_kind(a, node_id).value})" for a in node.args
         )
         params = f"   params {', '.join(node.params)}" if node.params else ""
-        return f"{node_id}: {self.sizes[node_id]} = {node.op}({args}){params}"
+        return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}"
 
     def to_json(self) -> dict:
         """Stages, order and reads as plain data (for ``schedule --json``)."""
@@ -156,7 +161,7 @@ class Schedule:
         }
 
 
-def build_schedule(graph: CellGraph, sizes: dict[str, str]) -> Schedule:
+def build_schedule(graph: CellGraph, sizes: dict[str, Size]) -> Schedule:
     """Order a validated (acyclic, sized) graph into stages."""
     deps = dependencies(graph).reverse(copy=True)  # edge b -> a: a waits for b
     index = {name: a.index for name, a in graph.assignments.items()}
@@ -169,6 +174,7 @@ def build_schedule(graph: CellGraph, sizes: dict[str, str]) -> Schedule:
     params = []
     for node in graph.linears():
         for arg, peep, param in zip(node.args, node.peep, node.params):
-            params.append(ParamSpec(param, ("H",) if peep else ("H", sizes[arg])))
-        params.append(ParamSpec(node.params[-1], ("H",)))
+            shape = (Size.HIDDEN,) if peep else (Size.HIDDEN, sizes[arg])
+            params.append(ParamSpec(param, shape))
+        params.append(ParamSpec(node.params[-1], (Size.HIDDEN,)))
     return Schedule(graph, stages, order, sizes, tuple(params))

@@ -1,28 +1,33 @@
 """Hypothesis strategies that write random, valid .cell sources (test helper).
 
-Each cell has one input ``x``, one to three states and a handful of values;
-expressions mix every op the language has, ``linear`` (with peepholes) at
-most once per line, constants, old and new reads. Lines come out shuffled,
-because the language is order-free.
+A cell has one input ``x``, one to three states and values of every size the
+validator admits: input-sized values ``u*`` (from ``x`` and numbers), numbers
+``k*`` (from constants alone) and hidden-sized values ``v*`` and states.
+Expressions use every op of the language: + - * and unary minus, sigmoid, tanh,
+relu, a bare copy, and ``linear`` (at most once per line, with peepholes on
+hidden-sized operands) over the input, input-sized values, old values
+``s[t-1]`` and new values computed earlier in the step. The output is any
+state or value but a number (so it may have the input's size). Lines come out
+shuffled, because the language is order-free.
 """
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
-UNARY = ("sigmoid", "tanh", "relu")
+UNARY = ("sigmoid", "tanh", "relu", "-")
+NUMBERS = ("1", "0.5", "2", "1.5", "-0.25")
 
 
 @st.composite
-def expressions(draw, leaves: list[str], linear_operands: list[str], depth: int = 3,
-                allow_linear: list[bool] | None = None) -> str:
-    """An H-sized expression over ``leaves``; may contain one linear(...)."""
-    allow_linear = allow_linear if allow_linear is not None else [True]
-    choices = ["leaf", "unary", "binary", "const"]
+def expressions(draw, leaves: list[str], numbers: list[str], linear_operands: list[str],
+                depth: int = 3, allow_linear: list[bool] | None = None) -> str:
+    """An expression over ``leaves`` (one size) and ``numbers``; may hold one linear(...)."""
+    allow_linear = allow_linear if allow_linear is not None else [bool(linear_operands)]
+    choices = ["leaf", "unary", "binary", "number"] if depth > 0 else ["leaf"]
     if allow_linear[0]:
         choices.append("linear")
-    kind = draw(st.sampled_from(choices if depth > 0 else ["leaf", "linear"]
-                                if allow_linear[0] else ["leaf"]))
+    kind = draw(st.sampled_from(choices))
     if kind == "leaf":
         return draw(st.sampled_from(leaves))
     if kind == "linear":
@@ -31,16 +36,19 @@ def expressions(draw, leaves: list[str], linear_operands: list[str], depth: int 
                                  unique_by=lambda o: o.split("[")[0]))
         rendered = []
         for operand in operands:
-            peep = operand != "x" and draw(st.booleans())
-            rendered.append(f"peep({operand})" if peep else operand)
+            hidden = operand[0] in "sv"  # states, their old values and v*: size H
+            rendered.append(f"peep({operand})" if hidden and draw(st.booleans()) else operand)
         return f"linear({', '.join(rendered)})"
-    sub = lambda: draw(expressions(leaves, linear_operands, depth - 1, allow_linear))  # noqa: E731
+
+    def sub() -> str:
+        return draw(expressions(leaves, numbers, linear_operands, depth - 1, allow_linear))
+
+    if kind == "number":
+        number = draw(st.sampled_from([*NUMBERS, *numbers]))
+        return f"{number} {draw(st.sampled_from('+-*'))} ({sub()})"
     if kind == "unary":
-        func = draw(st.sampled_from((*UNARY, "-")))
+        func = draw(st.sampled_from(UNARY))
         return f"-({sub()})" if func == "-" else f"{func}({sub()})"
-    if kind == "const":
-        number = draw(st.sampled_from(["1", "0.5", "2", "1.5"]))
-        return f"{number} {draw(st.sampled_from('+-*'))} {sub()}"
     return f"({sub()}) {draw(st.sampled_from('+-*'))} ({sub()})"
 
 
@@ -48,17 +56,26 @@ def expressions(draw, leaves: list[str], linear_operands: list[str], depth: int 
 def valid_cells(draw) -> str:
     """Source text of a random valid cell."""
     states = [f"s{k}" for k in range(draw(st.integers(1, 3)))]
-    names = states + [f"v{k}" for k in range(draw(st.integers(0, 4)))]
-    order = draw(st.permutations(names))
+    inputs_sized = [f"u{k}" for k in range(draw(st.integers(0, 2)))]
+    numbers = [f"k{k}" for k in range(draw(st.integers(0, 1)))]
+    hidden = [f"v{k}" for k in range(draw(st.integers(0, 4)))]
+    order = draw(st.permutations(states + inputs_sized + numbers + hidden))
     defined: list[str] = []
     lines = []
     for name in order:
-        leaves = [f"{s}[t-1]" for s in states] + defined
-        operands = ["x", *leaves]
-        expr = draw(expressions(leaves, operands))
-        lines.append(f"{name} = {expr}")
+        if name[0] == "k":  # a number: constants only
+            lines.append(f"{name} = {draw(expressions(list(NUMBERS), [], []))}")
+        elif name[0] == "u":  # the input's size: x, earlier u*, numbers
+            leaves = ["x", *(d for d in defined if d[0] == "u")]
+            numbers_now = [d for d in defined if d[0] == "k"]
+            lines.append(f"{name} = {draw(expressions(leaves, numbers_now, []))}")
+        else:  # the hidden size: old values, earlier states and v*, numbers; a linear
+            leaves = [f"{s}[t-1]" for s in states] + [d for d in defined if d[0] in "sv"]
+            numbers_now = [d for d in defined if d[0] == "k"]
+            operands = ["x", *(d for d in defined if d[0] == "u"), *leaves]
+            lines.append(f"{name} = {draw(expressions(leaves, numbers_now, operands))}")
         defined.append(name)
-    output = draw(st.sampled_from(names))
+    output = draw(st.sampled_from(states + inputs_sized + hidden))
     lines = draw(st.permutations(lines))
     header = f"cell random\ninput x\nstate {', '.join(states)}\noutput {output}\n"
     return header + "\n".join(lines) + "\n"

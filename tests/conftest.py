@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import textwrap
 
 import pytest
 
 from lstm_graph import CellError, compile_source
-from lstm_graph.native import compiler
+from lstm_graph.executors.buildcache import compiler
 
 HEADER = "cell t\ninput x\nstate c, h\noutput h\n"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite never touches the user's build cache: builds go to a directory of its own
+    (the doctests under lstm_graph/ included), removed at the end."""
+    os.environ["LSTM_GRAPH_CACHE"] = tempfile.mkdtemp(prefix="lstm-graph-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("LSTM_GRAPH_CACHE", ""), ignore_errors=True)
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot program is not installed")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import lstm_graph
-from lstm_graph import interpreter
-from lstm_graph.backends import namespace
+from lstm_graph.executors import interpreter
+from lstm_graph.executors.backends import namespace
 
 
 def _gpu_reason() -> str | None:

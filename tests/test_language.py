@@ -67,10 +67,10 @@ def test_operators_constants_parentheses_and_unary_minus():
         c = (1 - z) * c[t-1] + z * -tanh(linear(h[t-1])) + 0.5
         h = relu(c) - 2 * c
     """)
-    ops = {n.id: n.op for n in cell.graph.nodes() if n.kind is NodeKind.OP}
+    ops = {n.id: n.op for n in cell.graph.nodes.values() if n.kind is NodeKind.OP}
     assert ops["c"] == "add" and ops["h"] == "sub"
     assert {"neg", "mul", "sub", "tanh", "linear"} <= set(ops.values())
-    consts = sorted(n.value for n in cell.graph.nodes() if n.kind is NodeKind.CONST)
+    consts = sorted(n.value for n in cell.graph.nodes.values() if n.kind is NodeKind.CONST)
     assert consts == [0.5, 1.0, 2.0]
     assert cell.schedule.expression("c") == "(1 - z) * c[t-1] + z * -tanh(linear(h[t-1])) + 0.5"
 

@@ -1,4 +1,4 @@
-"""The NumPy plan against the reference interpreter, its definition.
+"""The NumPy plan against the reference interpreter, its definition; its event list.
 
 (The native executor has its own tests, in test_native.py.)"""
 
@@ -11,18 +11,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
-from lstm_graph.layout import analyse
-from lstm_graph.plan import Plan
+from lstm_graph.executors.contract import Spec
+from lstm_graph.executors.layout import analyse
+from lstm_graph.executors.numpy_plan import (
+    Activate,
+    AddPeep,
+    CarryState,
+    Compute,
+    Gemm,
+    NumpyPlan,
+    WriteOutput,
+    events,
+)
 
 TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
 
 
-def both(cell, x, dtype, hidden, seed=0, **kwargs):
+def both(cell, x, dtype, hidden, seed=0, allow_nonfinite=False):
     ours = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
-                        executor="numpy", **kwargs)
+                        executor="numpy")
     ref = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
                        executor="reference")
-    return ours(x), ref(x)
+    return ours(x, allow_nonfinite=allow_nonfinite), ref(x, allow_nonfinite=allow_nonfinite)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -43,7 +53,11 @@ def test_plan_agrees_with_reference_on_builtins(name, dtype):
 def test_plan_agrees_with_reference_on_random_cells(source, dtype, batch, seed):
     cell = lstm_graph.compile_source(source, "random.cell")
     x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
-    (y, state), (y_ref, state_ref) = both(cell, x, dtype, hidden=3, seed=seed)
+    if seed % 3 == 0:
+        x[1, 0, seed % 2] = np.nan
+    (y, state), (y_ref, state_ref) = both(cell, x, dtype, hidden=3, seed=seed,
+                                          allow_nonfinite=True)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref), err_msg=source)
     np.testing.assert_allclose(y, y_ref, **TOLERANCE[dtype], err_msg=source)
     for key in state_ref:
         np.testing.assert_allclose(state[key], state_ref[key], **TOLERANCE[dtype],
@@ -56,7 +70,8 @@ def test_row_split_threads_give_the_same_numbers(threads):
     run = cell.compile(input_size=4, hidden_size=6, seed=3)
     x = np.random.default_rng(2).standard_normal((9, 7, 4)).astype("float32")
     start = {k: np.zeros((7, 6), "float32") for k in ("c", "h")}
-    plan = Plan(cell.schedule, np, run.params, 7, 4, 6, np.dtype("float32"), threads=threads)
+    plan = NumpyPlan(Spec(cell.schedule, np, run.params, 7, 4, 6, np.dtype("float32")),
+                     threads=threads)
     y, _ = plan.run(x, start)
     y_ref, _ = cell.compile(input_size=4, hidden_size=6, seed=3, executor="reference")(x)
     np.testing.assert_allclose(y, y_ref, **TOLERANCE["float32"])
@@ -85,7 +100,7 @@ def test_gru_input_only_linear_is_static_and_hoisted():
 
 def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
     cell = lstm_graph.load_cell("lstm")
-    sources = {cell.compile(input_size=3, hidden_size=64, executor="numpy")._plan(32).source
+    sources = {cell.compile(input_size=3, hidden_size=64, executor="numpy").compiled(32).source
                for _ in range(2)}
     assert len(sources) == 1
     source = sources.pop()
@@ -97,9 +112,39 @@ def test_generated_source_is_deterministic_and_has_one_gemm_per_step():
 
 def test_small_steps_use_one_tanh_call_per_run_of_gates():
     source = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=8,
-                                                  executor="numpy")._plan(1).source
+                                                  executor="numpy").compiled(1).source
     assert "exp(" not in source
     assert source.count("tanh(") == 2  # the gate block, and tanh(c)
+
+
+def test_lstm_step_is_one_gemm_one_activation_run_and_three_element_wise_ops():
+    cell = lstm_graph.load_cell("lstm")
+    assert events(cell.schedule, analyse(cell.schedule)) == [
+        Gemm("h[t-1]"),
+        Activate(("f.linear", "i.linear", "o.linear", "g.linear")),  # f, i, o, g: adjacent
+        Compute("c.mul"), Compute("c.mul2"), Compute("c"),
+        Compute("h.tanh"), Compute("h"),
+        WriteOutput("h"),
+        CarryState("c", swap=True), CarryState("h", swap=True),
+    ]
+
+
+def test_peephole_output_valve_is_activated_only_after_the_new_memory_exists():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    found = events(cell.schedule, analyse(cell.schedule))
+    position = {event: k for k, event in enumerate(found)}
+    assert found[0] == Gemm("h[t-1]")
+    # f and i peek at the old memory at once; o's peephole waits for the new c
+    assert position[AddPeep("f.linear", "c[t-1]", "f.p_c")] < position[Compute("c")]
+    assert position[Compute("c")] < position[AddPeep("o.linear", "c", "o.p_c")] \
+        < position[Activate(("o.linear",))] < position[Compute("h")]
+    assert Activate(("f.linear", "i.linear", "g.linear")) in found  # stage 1's gates at once
+
+
+def test_a_state_that_lives_in_a_shared_buffer_is_copied_not_swapped():
+    cell = lstm_graph.compile_source("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n")
+    found = events(cell.schedule, analyse(cell.schedule))
+    assert found[-1] == CarryState("h", swap=False)  # h is its fused activation's accumulator
 
 
 def test_returned_state_is_not_overwritten_by_a_later_run():

@@ -126,7 +126,7 @@ def test_highlight_changes_colours_only(style):
     assert lit_nodes["o"]["color"] == palette.FADED
 
 
-def test_highlight_presets_follow_the_seed_figures():
+def test_highlight_presets_follow_the_article_figures():
     scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
     forget = highlighted(scene, "forget")
     assert {"f", "c.mul", "c", "c[t-1]", "x", "h[t-1]"} <= forget
@@ -139,7 +139,8 @@ def test_highlight_presets_follow_the_seed_figures():
 
 def test_unknown_highlight_and_inapplicable_preset_are_clear_errors():
     gru = lstm_graph.load_cell("gru")
-    with pytest.raises(lstm_graph.RenderError, match="preset 'forget' highlights f, but"):
+    with pytest.raises(lstm_graph.RenderError, match="nothing named 'forget' to highlight in "
+                       "cell 'gru'; choose its presets reset, update, candidate, memory or"):
         render(gru, "pipe", highlight="forget")
     with pytest.raises(lstm_graph.RenderError, match="nothing named 'q'"):
         render(gru, "cell", highlight="q")

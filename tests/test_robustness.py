@@ -18,7 +18,7 @@ from onnx_models import random_onnx_weights, rnn_model
 
 import lstm_graph
 from lstm_graph.cli import main
-from lstm_graph.files import write_atomic
+from lstm_graph.formats.files import write_atomic
 
 HEADER = "cell t\ninput x\nstate h\noutput h\n"
 
@@ -224,12 +224,12 @@ def test_unsupported_pytorch_layers_say_what_is_supported(tmp_path, x_file, kwar
                           "--out", tmp_path / "y.npz")
 
 
-def test_pytorch_gru_weights_for_an_lstm_cell_name_the_parameters(tmp_path, x_file):
+def test_pytorch_gru_weights_for_an_lstm_cell_say_what_the_cell_takes(tmp_path, x_file):
     torch.save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "w.pt")
     stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt", "--out",
                    tmp_path / "y.npz")
-    assert "w.pt do not fit cell 'lstm': none of its parameters (f.W_x" in stderr
-    assert "they hold a.W_x, a.b, b.W_h" in stderr
+    assert "w.pt holds gru weights, but cell 'lstm' has no 'gates gru:' line" in stderr
+    assert "(it takes stacked weights of: lstm)" in stderr
 
 
 class _Evil:

@@ -1,4 +1,4 @@
-"""Stages: the order the seed says the classic diagram hides."""
+"""Stages: the order that, as Shi Yan's article says, the classic diagram hides."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import graphviz
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import RenderError
-from lstm_graph.files import write_atomic
+from lstm_graph.formats.files import write_atomic
 from lstm_graph.render import classic, pipe
 from lstm_graph.render.scene import build_scene, highlighted
 
@@ -34,8 +34,8 @@ def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
            stages: bool = False) -> graphviz.Digraph:
     """The diagram of ``cell`` in ``style`` ("pipe" or "cell").
 
-    ``highlight`` names a node, an assignment or a preset (forget, input,
-    memory, output) whose path is drawn in colour while the rest fades;
+    ``highlight`` names a node, an assignment or one of the cell's presets whose
+    path is drawn in colour while the rest fades;
     ``stages`` writes each node's stage number on it.
     """
     if style not in STYLES:
@@ -48,11 +48,11 @@ def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
 def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:
     """The diagram as ``fmt`` bytes; DOT without running anything."""
     if fmt == "dot":
-        return dot.source.encode("utf-8")
+        return str(dot.source).encode("utf-8")
     if fmt not in FORMATS:
         raise RenderError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     try:
-        return dot.pipe(format=fmt)
+        return bytes(dot.pipe(format=fmt))
     except graphviz.ExecutableNotFound:
         raise RenderError(HOW_TO_INSTALL_DOT) from None
     except graphviz.CalledProcessError as err:
@@ -68,17 +68,16 @@ def save(dot: graphviz.Digraph, path: str | Path, fmt: str) -> Path:
 def gallery() -> dict[str, tuple[str, str, str | None]]:
     """The files of ``diagrams/`` without extension: name -> (cell, style, highlight).
 
-    Every built-in cell in both styles, and the seed's figure sequence (one
-    highlight preset each) for the peephole LSTM.
+    Every built-in cell in both styles, and the article's figure sequence (the
+    peephole LSTM's presets, one highlight each).
     """
-    from lstm_graph.library import builtin_names
-    from lstm_graph.render.palette import PRESETS
+    from lstm_graph.library import builtin_names, load_cell
 
     entries: dict[str, tuple[str, str, str | None]] = {}
     for name in builtin_names():
         for style in STYLES:
             entries[f"{name}.{style}"] = (name, style, None)
-    for preset in PRESETS:
+    for preset in load_cell("peephole_lstm").graph.presets:
         for style in STYLES:
             entries[f"peephole_lstm.{preset}.{style}"] = ("peephole_lstm", style, preset)
     return entries

@@ -1,6 +1,6 @@
-"""The visual vocabulary, in one place: colours, shapes, fonts, highlight presets.
+"""The visual vocabulary, in one place: colours, shapes, fonts, stage marks.
 
-Olah's symbols, which the seed redraws the classic diagram with: learned
+Olah's symbols, which Shi Yan's article redraws the classic diagram with: learned
 layers are yellow boxes labelled σ or tanh; element-wise ops are pink circles;
 the memory pipe runs straight along the top. On top of that, the edge kinds of
 the IR: dashed for a previous-step value, green for a state's new value.
@@ -25,15 +25,6 @@ FADED_FILL = "#F2F2F2"
 PIPE_WIDTH = "3.5"
 EDGE_WIDTH = "1.3"
 HIGHLIGHT_WIDTH = "3"
-
-#: Highlight presets: the seed's figure sequence. Each names the assignments
-#: whose path it draws; a cell without them gets a clear error.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "forget": ("f",),
-    "input": ("i", "g"),
-    "memory": ("c",),
-    "output": ("o", "h"),
-}
 
 #: Small digits for stage numbers written on nodes (--stages).
 STAGE_MARKS = "⓪①②③④⑤⑥⑦⑧⑨⑩⑪⑫⑬⑭⑮⑯⑰⑱⑲⑳"

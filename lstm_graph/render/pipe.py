@@ -1,4 +1,4 @@
-"""Pipe style (Olah's; the seed's first diagram).
+"""Pipe style (Olah's; the first diagram of Shi Yan's article).
 
 The memory state runs as a straight pipe along the top, from ``c_{t-1}`` on
 the left through its element-wise ops to ``c_t`` on the right; the learned
@@ -90,9 +90,9 @@ def draw(scene: Scene, lit: set[str] | None = None, stages: bool = False) -> gra
         if node.role == "op" and node.caption and edge.src not in on_pipe and \
                 (edge.src not in caption_edge or edge.dst == sink_id(edge.src)):
             caption_edge[edge.src] = edge.dst
-    for left, right in zip(bus, bus[1:]):
-        dot.edge(junction[left], junction[right], arrowhead="none", weight="10",
-                 **bus_colour(junction[left], junction[right]))
+    for before, after in zip(bus, bus[1:]):
+        dot.edge(junction[before], junction[after], arrowhead="none", weight="10",
+                 **bus_colour(junction[before], junction[after]))
     for layer in bus:
         dot.edge(junction[layer], layer, arrowsize="0.7", **bus_colour(junction[layer], layer))
     for edge in scene.edges:

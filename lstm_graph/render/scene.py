@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from lstm_graph.errors import RenderError
-from lstm_graph.ir import EdgeKind, NodeKind, old_id
-from lstm_graph.ops import FUNCTIONS, OPS
-from lstm_graph.render.palette import PRESETS
+from lstm_graph.ir import CellGraph, EdgeKind, NodeKind, old_id
+from lstm_graph.ops import FUNCTIONS
 from lstm_graph.schedule import Schedule
 
 #: Ops drawn inside a learned layer's box when they alone consume a linear.
@@ -69,7 +68,7 @@ class Scene:
     owner: dict[str, str] = field(default_factory=dict)  # IR node -> visual node
 
     @property
-    def graph(self):
+    def graph(self) -> CellGraph:
         return self.schedule.graph
 
     def add(self, node: VNode) -> None:
@@ -83,14 +82,12 @@ class Scene:
         The first state whose old value reaches its new value through
         element-wise ops only (an LSTM's ``c``, a GRU's ``h``); else the first state.
         """
-        for state in self.graph.states:
-            if self.pipe_path(state):
-                return state
-        return next(iter(self.graph.states))
+        states = list(self.graph.states)
+        return next((state for state in states if self.pipe_path(state)), states[0])
 
     def pipe_path(self, state: str) -> list[str]:
         """Op nodes on element-wise paths from ``state[t-1]`` to ``state``, in order."""
-        graph = self.graph.graph
+        graph = self.graph.dataflow
         old = old_id(state)
         if old not in graph:
             return []
@@ -117,7 +114,7 @@ def build_scene(schedule: Schedule) -> Scene:
     for name in graph.inputs:
         scene.add(VNode(name, "source", subscripted(name, "t"), (name,), 0))
     for state in graph.states:
-        if old_id(state) in graph.graph:
+        if old_id(state) in graph.nodes:
             scene.add(VNode(old_id(state), "source", subscripted(state, "t-1"),
                             (old_id(state),), 0, state=state))
     for node_id in schedule.order:
@@ -130,18 +127,18 @@ def build_scene(schedule: Schedule) -> Scene:
         elif node.op == "linear":
             activation = fused_activation(schedule, node_id)
             top = activation or node_id
-            symbol = OPS[graph.node(activation).op].symbol if activation else "W"
+            symbol = graph.node(activation).operation.symbol if activation else "W"
             ir = (node_id, activation) if activation else (node_id,)
             caption = captions.get(top) if graph.node(top).id == graph.node(top).assignment \
                 else None
             scene.add(VNode(top, "layer", symbol, ir, stage, caption))
         else:
             caption = captions.get(node_id) if node_id == node.assignment else None
-            scene.add(VNode(node_id, "op", html.escape(OPS[node.op].symbol), (node_id,), stage,
+            scene.add(VNode(node_id, "op", html.escape(node.operation.symbol), (node_id,), stage,
                             caption))
     sinks = list(graph.states) + [o for o in graph.outputs if o not in graph.states]
     for name in sinks:
-        stage = schedule.stage_of(name) if name in graph.graph else 0
+        stage = schedule.stage_of(name) if name in graph.nodes else 0
         scene.add(VNode(sink_id(name), "sink", subscripted(name, "t"), (), stage,
                         state=name if name in graph.states else None))
     for src, dst, kind in graph.edges():
@@ -149,7 +146,7 @@ def build_scene(schedule: Schedule) -> Scene:
         if a == b:
             continue  # inside a layer: linear -> its activation
         scene.edges.append(VEdge(a, b, kind, src in graph.states,
-                                 graph.graph.edges[src, dst]["peep"], (src, dst)))
+                                 graph.is_peep(src, dst), (src, dst)))
     for name in sinks:
         scene.edges.append(VEdge(scene.owner[name], sink_id(name), EdgeKind.NEW,
                                  name in graph.states))
@@ -159,24 +156,19 @@ def build_scene(schedule: Schedule) -> Scene:
 def highlighted(scene: Scene, target: str) -> set[str]:
     """Visual nodes on ``target``'s path: what feeds it and what it feeds, up to the states.
 
-    ``target`` is an assignment or node name, or a preset (forget, input,
-    memory, output) naming assignments.
+    ``target`` is an assignment or node name, or one of the cell's presets (its
+    ``preset`` lines: the built-in LSTMs have forget, input, memory, output).
     """
     graph = scene.graph
-    if target in PRESETS:
-        names = PRESETS[target]
-        missing = [n for n in names if n not in graph.assignments]
-        if missing:
-            raise RenderError(f"preset '{target}' highlights {', '.join(names)}, but cell "
-                              f"'{graph.name}' has no {', '.join(missing)}; highlight one of "
-                              f"its names instead: {', '.join(graph.assignments)}")
-    elif target in graph.graph or target in graph.assignments:
+    if target in graph.presets:
+        names = graph.presets[target].assignments
+    elif target in graph.nodes or target in graph.assignments:
         names = (target,)
     else:
-        known = [*PRESETS, *graph.assignments]
+        presets = f"its presets {', '.join(graph.presets)} or " if graph.presets else ""
         raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'; "
-                          f"choose one of {', '.join(known)}")
-    ir = graph.graph
+                          f"choose {presets}one of its names: {', '.join(graph.assignments)}")
+    ir = graph.dataflow
     marked: set[str] = set()
     for name in names:
         nodes = set(graph.assignments[name].nodes) if name in graph.assignments else {name}

@@ -1,7 +1,7 @@
 """How a compiled plan lays out a cell's linears: hoisting and gate fusion.
 
-Backend-neutral analysis shared by the NumPy plan (:mod:`lstm_graph.plan`)
-and the CuPy kernels (:mod:`lstm_graph.cuda`):
+Backend-neutral analysis shared by the compiled plans (NumPy, native C and
+CUDA; the reference interpreter does none of this):
 
 - **static** nodes read only the input and constants: they are computed for
   all time steps at once, before the time loop;
@@ -18,13 +18,8 @@ and the CuPy kernels (:mod:`lstm_graph.cuda`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-
-from lstm_graph.backends import to_numpy
 from lstm_graph.ir import NodeKind
 from lstm_graph.ops import FAST_FORMS
 from lstm_graph.schedule import Schedule
@@ -59,7 +54,8 @@ class Group:
 
 @dataclass
 class Layout:
-    schedule: Schedule
+    """Where each linear's terms are computed, and in which column order."""
+
     static: set[str]  # node ids computable before the loop
     linears: dict[str, LinearInfo]
     groups: dict[str, Group]  # by source node, in the order their GEMMs run
@@ -70,13 +66,16 @@ class Layout:
         """Block index of ``linear`` in the hoisted GEMM's output."""
         return self._hoisted_at[linear]
 
+    _hoisted_at: dict[str, int] = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         self._hoisted_at = {name: k for k, name in enumerate(self.hoisted)}
 
 
 def _static_nodes(schedule: Schedule) -> set[str]:
     graph = schedule.graph
-    static = {n.id for n in graph.nodes() if n.kind in (NodeKind.INPUT, NodeKind.CONST)}
+    static = {n.id for n in graph.nodes.values()
+              if n.kind in (NodeKind.INPUT, NodeKind.CONST)}
     for node_id in schedule.order:
         node = graph.node(node_id)
         if node.kind is NodeKind.OP and all(a in static for a in node.args):
@@ -99,7 +98,7 @@ def analyse(schedule: Schedule) -> Layout:
             target.append((arg, param))
         linears[node.id] = info
 
-    node_rank = {node_id: i for i, node_id in enumerate(graph.graph.nodes)}
+    node_rank = {node_id: i for i, node_id in enumerate(graph.nodes)}
 
     def available(source: str) -> tuple[int, int]:  # old and static values: at step start
         is_op = graph.node(source).kind is NodeKind.OP and source not in static
@@ -134,41 +133,4 @@ def analyse(schedule: Schedule) -> Layout:
                          if not info.matrix and n not in static), key=order_key)
     hoisted = [n for g in groups.values() for n in g.members[: g.accumulators]]
     hoisted += standalone
-    return Layout(schedule, static, linears, groups, hoisted, standalone)
-
-
-def unscaled(linear: str) -> float:
-    """The scale for packers when no activation is folded into the weights (C kernels)."""
-    return 1.0
-
-
-def pack_hoisted(layout: Layout, params: Mapping[str, Any], hidden: int, dtype: np.dtype,
-                 scale: Callable[[str], float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The hoisted GEMM's bias ``(width,)`` and stacked weights ``{operand: (size, width)}``.
-
-    Column block *k* belongs to ``layout.hoisted[k]``; each linear's parameters
-    are multiplied by ``scale(linear)`` (an exact power of two, or 1).
-    """
-    width = len(layout.hoisted) * hidden
-    bias = np.zeros(width, dtype=dtype)
-    stacks: dict[str, np.ndarray] = {}
-    for k, name in enumerate(layout.hoisted):
-        info = layout.linears[name]
-        cols = slice(k * hidden, (k + 1) * hidden)
-        factor = dtype.type(scale(name))
-        bias[cols] = to_numpy(params[info.bias]) * factor
-        for operand, param in info.static:
-            weight = to_numpy(params[param]) * factor
-            stacks.setdefault(operand, np.zeros((weight.shape[1], width), dtype))
-            stacks[operand][:, cols] += weight.T
-    return bias, stacks
-
-
-def pack_group(layout: Layout, source: str, params: Mapping[str, Any], dtype: np.dtype,
-               scale: Callable[[str], float]) -> np.ndarray:
-    """One group's per-step GEMM weights, ``(size, members·H)``, transposed and contiguous."""
-    blocks = []
-    for member in layout.groups[source].members:
-        (param,) = [p for s, p in layout.linears[member].matrix if s == source]
-        blocks.append((to_numpy(params[param]) * dtype.type(scale(member))).T)
-    return np.ascontiguousarray(np.concatenate(blocks, 1), dtype=dtype)
+    return Layout(static, linears, groups, hoisted, standalone)

@@ -1,22 +1,27 @@
 """Weights from PyTorch and ONNX, translated into the cell language's names.
 
 PyTorch and ONNX stack a layer's gates into one matrix, each in its own
-order; this module owns those orders (:data:`GATE_ORDER`) and which of our
-assignments owns each gate (:data:`GATE_OWNERS`), and nothing else in
-lstm-graph knows them. Loading never runs code from the file: ``.pt`` files
-are read with ``torch.load(weights_only=True)``, ONNX files are protobuf.
+order; this module owns those orders (:data:`GATE_ORDER`), and nothing else in
+lstm-graph knows them. Which of a cell's assignments holds each gate is the
+cell's own ``gates`` line (:mod:`lstm_graph.language.directives`): a cell
+written ``gates lstm: i, f, g, o`` takes ``nn.LSTM`` and ONNX ``LSTM`` weights.
+Loading never runs code from the file: ``.pt`` files are read with
+``torch.load(weights_only=True)``, ONNX files are protobuf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lstm_graph.errors import WeightsError
-from lstm_graph.weights import load_npz
+from lstm_graph.formats.weights import load_npz
+from lstm_graph.ir import CellGraph, Node, NodeKind
+from lstm_graph.language.directives import linear_of
 
 #: Order of the gates stacked in each format's weight matrices, in our gate names.
 GATE_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
@@ -27,43 +32,72 @@ GATE_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("onnx", "lstm_peepholes"): ("i", "o", "f"),
     ("onnx", "gru"): ("z", "r", "n"),
 }
-#: For each family: gate -> (assignment owning the input half, the recurrent half).
-#: The GRU's candidate n is two linears, because its reset valve multiplies
-#: only the recurrent half (bias included): ``n = tanh(a + r * b)``.
-GATE_OWNERS: dict[str, dict[str, tuple[str, str]]] = {
-    "rnn": {"h": ("h", "h")},
-    "lstm": {gate: (gate, gate) for gate in "ifgo"},
-    "gru": {"r": ("r", "r"), "z": ("z", "z"), "n": ("a", "b")},
-}
 _TORCH_FAMILY_BY_GATES = {1: "rnn", 4: "lstm", 3: "gru"}
 
 
-def unstack(family: str, order: tuple[str, ...], w_x: np.ndarray, w_h: np.ndarray,
-            b_x: np.ndarray, b_h: np.ndarray) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class GateParams:
+    """Our parameter names for one stacked gate: input weights, recurrent weights, the
+    bias (both stacked biases summed, or the input one alone when ``b_h`` has its own
+    owner) and the peephole weight, if the gate has one."""
+
+    w_x: str
+    w_h: str
+    b_x: str
+    b_h: str | None
+    peep: str | None
+
+
+def gate_params(graph: CellGraph, family: str, source: str) -> dict[str, GateParams]:
+    """Where each gate of a ``family`` layer goes in this cell, by its ``gates`` line."""
+    gates = graph.gates.get(family)
+    if gates is None:
+        takes = ", ".join(graph.gates) or "none"
+        raise WeightsError(f"{source} holds {family} weights, but cell '{graph.name}' has no "
+                           f"'gates {family}:' line saying which of its assignments hold them "
+                           f"(it takes stacked weights of: {takes}); save weights in the cell's "
+                           "own names as .npz (see 'lstm-graph params')")
+    found = {}
+    for owner in gates.owners:
+        x_linear = linear_of(graph, owner.input_owner)
+        h_linear = linear_of(graph, owner.recurrent_owner)
+        if x_linear is None or h_linear is None:  # the validator has refused such a cell
+            raise WeightsError(f"cell '{graph.name}': gate '{owner.gate}' has no linear")
+
+        def param(linear: Node, kind: NodeKind) -> str:
+            return next(p for a, p, peep in zip(linear.args, linear.params, linear.peep)
+                        if not peep and graph.node(a).kind is kind)
+
+        peeps = [p for p, peep in zip(h_linear.params, h_linear.peep) if peep]
+        split = owner.input_owner != owner.recurrent_owner
+        found[owner.gate] = GateParams(
+            param(x_linear, NodeKind.INPUT), param(h_linear, NodeKind.OLD), x_linear.params[-1],
+            h_linear.params[-1] if split else None, peeps[0] if peeps else None)
+    return found
+
+
+def unstack(params: Mapping[str, GateParams], order: tuple[str, ...], w_x: np.ndarray,
+            w_h: np.ndarray, b_x: np.ndarray, b_h: np.ndarray) -> dict[str, np.ndarray]:
     """Split stacked ``(gates·H, ·)`` weights into our parameter names.
 
     A gate whose two halves have one owner gets the sum of both biases.
-
-    >>> w = np.arange(4.0).reshape(2, 2); b = np.array([1.0, 2.0])
-    >>> sorted(unstack("rnn", ("h",), w, w, b, b).items())[0]
-    ('h.W_h', array([[0., 1.],
-           [2., 3.]]))
     """
     hidden = w_h.shape[1]
     out: dict[str, np.ndarray] = {}
     for k, gate in enumerate(order):
         rows = slice(k * hidden, (k + 1) * hidden)
-        x_owner, h_owner = GATE_OWNERS[family][gate]
-        out[f"{x_owner}.W_x"] = w_x[rows]
-        out[f"{h_owner}.W_h"] = w_h[rows]
-        if x_owner == h_owner:
-            out[f"{x_owner}.b"] = b_x[rows].astype(np.float64) + b_h[rows]  # one rounding
+        names = params[gate]
+        out[names.w_x] = w_x[rows]
+        out[names.w_h] = w_h[rows]
+        if names.b_h is None:
+            out[names.b_x] = b_x[rows].astype(np.float64) + b_h[rows]  # one rounding
         else:
-            out[f"{x_owner}.b"], out[f"{h_owner}.b"] = b_x[rows], b_h[rows]
+            out[names.b_x], out[names.b_h] = b_x[rows], b_h[rows]
     return out
 
 
-def stack(family: str, order: tuple[str, ...], weights: Mapping[str, np.ndarray]
+def stack(params: Mapping[str, GateParams], order: tuple[str, ...],
+          weights: Mapping[str, np.ndarray]
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The inverse of :func:`unstack`: ``(w_x, w_h, b_x, b_h)`` stacked in ``order``.
 
@@ -72,37 +106,54 @@ def stack(family: str, order: tuple[str, ...], weights: Mapping[str, np.ndarray]
     """
     w_x, w_h, b_x, b_h = [], [], [], []
     for gate in order:
-        x_owner, h_owner = GATE_OWNERS[family][gate]
-        w_x.append(weights[f"{x_owner}.W_x"])
-        w_h.append(weights[f"{h_owner}.W_h"])
-        b_x.append(weights[f"{x_owner}.b"])
-        b_h.append(np.zeros_like(weights[f"{h_owner}.b"]) if x_owner == h_owner
-                   else weights[f"{h_owner}.b"])
-    return tuple(np.concatenate(part) for part in (w_x, w_h, b_x, b_h))  # type: ignore
+        names = params[gate]
+        w_x.append(weights[names.w_x])
+        w_h.append(weights[names.w_h])
+        b_x.append(weights[names.b_x])
+        b_h.append(np.zeros_like(weights[names.b_x]) if names.b_h is None
+                   else weights[names.b_h])
+    return (np.concatenate(w_x), np.concatenate(w_h), np.concatenate(b_x),
+            np.concatenate(b_h))
 
 
-def to_torch_state_dict(family: str, weights: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def family_of(graph: CellGraph) -> str:
+    """The one stacked-gate family a cell takes (for the exporters)."""
+    if len(graph.gates) != 1:
+        raise WeightsError(f"cell '{graph.name}' has {len(graph.gates) or 'no'} 'gates' lines; "
+                           "export needs exactly one")
+    return next(iter(graph.gates))
+
+
+def to_torch_state_dict(graph: CellGraph, weights: Mapping[str, np.ndarray]
+                        ) -> dict[str, Any]:
     """An ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict (of tensors) holding ``weights``."""
     import torch
 
-    w_x, w_h, b_x, b_h = stack(family, GATE_ORDER["torch", family], weights)
+    family = family_of(graph)
+    params = gate_params(graph, family, "weights")
+    w_x, w_h, b_x, b_h = stack(params, GATE_ORDER["torch", family], weights)
     return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in (
         ("weight_ih_l0", w_x), ("weight_hh_l0", w_h), ("bias_ih_l0", b_x), ("bias_hh_l0", b_h))}
 
 
-def to_onnx_tensors(family: str, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def to_onnx_tensors(graph: CellGraph, weights: Mapping[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
     """ONNX ``W``, ``R``, ``B`` (and ``P`` when the cell has peepholes) holding ``weights``."""
-    w_x, w_h, b_x, b_h = stack(family, GATE_ORDER["onnx", family], weights)
+    family = family_of(graph)
+    params = gate_params(graph, family, "weights")
+    w_x, w_h, b_x, b_h = stack(params, GATE_ORDER["onnx", family], weights)
     out = {"W": w_x[None], "R": w_h[None], "B": np.concatenate([b_x, b_h])[None]}
-    peepholes = [f"{gate}.p_c" for gate in GATE_ORDER["onnx", "lstm_peepholes"]]
-    if family == "lstm" and all(p in weights for p in peepholes):
-        out["P"] = np.concatenate([weights[p] for p in peepholes])[None]
+    peepholes = [params[gate].peep for gate in GATE_ORDER["onnx", "lstm_peepholes"]] \
+        if family == "lstm" else []
+    if peepholes and all(p is not None for p in peepholes):
+        out["P"] = np.concatenate([weights[str(p)] for p in peepholes])[None]
     return out
 
 
 # -- PyTorch -------------------------------------------------------------------
 
-def from_torch_state_dict(state: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:
+def from_torch_state_dict(state: Mapping[str, Any], graph: CellGraph, source: str
+                          ) -> dict[str, np.ndarray]:
     """Our parameters from an ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict."""
     arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
               for k, v in state.items()}
@@ -130,11 +181,11 @@ def from_torch_state_dict(state: Mapping[str, Any], source: str) -> dict[str, np
     if family is None:
         raise WeightsError(f"{source}: {gates} stacked gates is not an RNN, GRU or LSTM")
     zeros = np.zeros(w_h.shape[0], dtype=w_h.dtype)
-    return unstack(family, GATE_ORDER["torch", family], w_x, w_h,
+    return unstack(gate_params(graph, family, source), GATE_ORDER["torch", family], w_x, w_h,
                    layer.get("bias_ih_l0", zeros), layer.get("bias_hh_l0", zeros))
 
 
-def load_torch(path: Path) -> dict[str, np.ndarray]:
+def load_torch(path: Path, graph: CellGraph) -> dict[str, np.ndarray]:
     """Our parameters from a ``.pt`` file holding a state dict; code in it never runs."""
     try:
         import torch
@@ -154,12 +205,12 @@ def load_torch(path: Path) -> dict[str, np.ndarray]:
         state = state.state_dict()
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return from_torch_state_dict(state, str(path))
+    return from_torch_state_dict(state, graph, str(path))
 
 
 # -- ONNX ----------------------------------------------------------------------
 
-def from_onnx_model(model: Any, source: str) -> dict[str, np.ndarray]:
+def from_onnx_model(model: Any, graph: CellGraph, source: str) -> dict[str, np.ndarray]:
     """Our parameters from an ONNX model holding exactly one ``LSTM`` or ``GRU`` node."""
     from onnx import numpy_helper
 
@@ -202,15 +253,21 @@ def from_onnx_model(model: Any, source: str) -> dict[str, np.ndarray]:
     w, r = w[0], r[0]
     hidden = r.shape[1]
     b = np.zeros(2 * r.shape[0], dtype=r.dtype) if b is None else b[0]
-    out = unstack(family, GATE_ORDER["onnx", family], w, r, b[: r.shape[0]], b[r.shape[0]:])
+    params = gate_params(graph, family, source)
+    out = unstack(params, GATE_ORDER["onnx", family], w, r, b[: r.shape[0]], b[r.shape[0]:])
     peepholes = tensor(7, "P") if family == "lstm" else None
     if peepholes is not None:
         for k, gate in enumerate(GATE_ORDER["onnx", "lstm_peepholes"]):
-            out[f"{gate}.p_c"] = peepholes[0, k * hidden:(k + 1) * hidden]
+            name = params[gate].peep
+            if name is None:
+                raise WeightsError(f"{source}: the LSTM node has peepholes (input P), but "
+                                   f"gate '{gate}' of cell '{graph.name}' has no peep(...) "
+                                   "operand; use a cell with peepholes (peephole_lstm)")
+            out[name] = peepholes[0, k * hidden:(k + 1) * hidden]
     return out
 
 
-def load_onnx(path: Path) -> dict[str, np.ndarray]:
+def load_onnx(path: Path, graph: CellGraph) -> dict[str, np.ndarray]:
     try:
         import onnx
     except ImportError:
@@ -222,25 +279,26 @@ def load_onnx(path: Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: no such file") from None
     except Exception as err:  # protobuf DecodeError and friends
         raise WeightsError(f"{path}: not a readable ONNX model ({err})") from None
-    return from_onnx_model(model, str(path))
+    return from_onnx_model(model, graph, str(path))
 
 
-def read_weights(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters from a dict, an ``.npz``, a PyTorch ``.pt``/``.pth`` or an ``.onnx`` file.
+def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> dict[str, Any]:
+    """Parameters for ``graph`` from a dict, an ``.npz``, a PyTorch ``.pt``/``.pth`` or an
+    ``.onnx`` file.
 
     A dict already in our names is returned as is; a PyTorch state dict is translated.
     """
     if isinstance(source, Mapping):
         if any(str(k).endswith("weight_ih_l0") for k in source):
-            return from_torch_state_dict(source, "state dict")
+            return from_torch_state_dict(source, graph, "state dict")
         return dict(source)
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path)
     if suffix in (".pt", ".pth"):
-        return load_torch(path)
+        return load_torch(path, graph)
     if suffix == ".onnx":
-        return load_onnx(path)
+        return load_onnx(path, graph)
     raise WeightsError(f"{path}: unknown weights format '{suffix}'; use .npz (our names), "
                        ".pt/.pth (a PyTorch state dict) or .onnx")

@@ -2,7 +2,7 @@
 
 Parameter names are the ones the cell language gives (``f.W_x``, ``f.W_h``,
 ``f.p_c``, ``f.b``; see ``lstm-graph params``). Files from other frameworks
-are translated into these names by :mod:`lstm_graph.importers`.
+are translated into these names by :mod:`lstm_graph.formats.importers`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import WeightsError
+from lstm_graph.ir import Size
 from lstm_graph.schedule import Schedule
 
 
@@ -39,9 +40,9 @@ def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "w
         if shape is None or len(shape) != len(spec.shape):
             continue
         for symbol, size in zip(spec.shape, shape):
-            if symbol == "H" and hidden is None:
+            if symbol is Size.HIDDEN and hidden is None:
                 hidden = int(size)
-            elif symbol == "I" and input_size is None:
+            elif symbol is Size.INPUT and input_size is None:
                 input_size = int(size)
     if hidden is None:
         held = ", ".join(sorted(weights)[:12]) or "nothing"

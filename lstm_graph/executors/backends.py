@@ -7,7 +7,6 @@ it without CuPy or without a GPU is an error, never a silent fallback.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ BACKENDS = ("numpy", "cupy")
 DTYPES = ("float32", "float64")
 
 
-def namespace(backend: str) -> ModuleType:
+def namespace(backend: str) -> Any:
     """The array module for ``backend`` ("numpy" or "cupy")."""
     if backend == "numpy":
         return np

@@ -5,19 +5,17 @@ assignment: each node's value is written once per step), dispatching every op
 through the op table, and carries the states from one step to the next. It
 uses only the array namespace ``xp`` it is given, so the same code runs on
 NumPy, CuPy and ``array_api_strict`` — the test that nothing leaves the
-standard. The compiled plan (:mod:`lstm_graph.plan`) must agree with it.
+standard. Every compiled plan must agree with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from lstm_graph.executors.contract import Array, Executor, Progress
 from lstm_graph.ir import NodeKind, old_id
-from lstm_graph.ops import OPS
 from lstm_graph.schedule import Schedule
-
-Array = Any
 
 
 def step(schedule: Schedule, xp: Any, params: Mapping[str, Array], consts: Mapping[str, Array],
@@ -34,12 +32,18 @@ def step(schedule: Schedule, xp: Any, params: Mapping[str, Array], consts: Mappi
         node = graph.node(node_id)
         if node.kind is NodeKind.OP:
             args = [env[a] for a in node.args]
-            env[node_id] = OPS[node.op].reference(xp, args, [params[p] for p in node.params])
+            env[node_id] = node.operation.reference(xp, args, [params[p] for p in node.params])
     return env
 
 
+def constants(schedule: Schedule, xp: Any, dtype: Any) -> dict[str, Array]:
+    """Every constant node as a 0-d array of ``dtype``."""
+    return {n.id: xp.asarray(n.value, dtype=dtype)
+            for n in schedule.graph.nodes.values() if n.kind is NodeKind.CONST}
+
+
 def run(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
-        state: Mapping[str, Array], progress: Callable[[int], None] | None = None
+        state: Mapping[str, Array], progress: Progress | None = None
         ) -> tuple[Array, dict[str, Array]]:
     """Run a whole sequence ``x`` of shape ``(T, B, I)``.
 
@@ -48,10 +52,7 @@ def run(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
     """
     graph = schedule.graph
     (output,) = graph.outputs
-    consts = {
-        n.id: xp.asarray(n.value, dtype=x.dtype)
-        for n in graph.nodes() if n.kind is NodeKind.CONST
-    }
+    consts = constants(schedule, xp, x.dtype)
     ys = []
     current = dict(state)
     for t in range(x.shape[0]):
@@ -61,3 +62,19 @@ def run(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
         if progress is not None:
             progress(1)
     return xp.stack(ys), current
+
+
+class Reference(Executor):
+    """The reference interpreter as an executor: no compilation, any array namespace."""
+
+    name = "reference"
+
+    @property
+    def source(self) -> str:
+        """What it walks: the schedule with every node (it generates no code)."""
+        return self.spec.schedule.to_text(nodes=True)
+
+    def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+            ) -> tuple[Array, dict[str, Array]]:
+        spec = self.spec
+        return run(spec.schedule, spec.xp, spec.params, x, state, progress)

@@ -1,6 +1,6 @@
 """Front end: ``.cell`` text → :class:`~lstm_graph.ir.CellGraph`.
 
-The language (DESIGN.md §1, README "The .cell language")::
+The language (README, "The .cell language")::
 
     cell peephole_lstm
     input x
@@ -28,10 +28,11 @@ import warnings
 from dataclasses import dataclass
 
 from lstm_graph.errors import Diagnostic
-from lstm_graph.ir import Assignment, CellGraph, Loc, Node, NodeKind, old_id
+from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
+from lstm_graph.language import directives
 from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, UNARY
 
-HEADERS = ("cell", "input", "state", "output")
+HEADERS = ("cell", "input", "state", "output", *directives.KEYWORDS)
 #: Names a cell may not use for its own values.
 RESERVED = frozenset({"t", *CALLABLE_NAMES, *HEADERS})
 #: Python's spelling of the operators the language has.
@@ -41,7 +42,7 @@ _PYTHON_OPERATORS: dict[type, str] = {
     ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^",
     ast.Invert: "~", ast.Not: "not", ast.UAdd: "+",
 }
-_HEADER_LINE = re.compile(r"(cell|input|state|output)(?=\s|$)(?!\s*=)")
+_HEADER_LINE = re.compile(rf"({'|'.join(HEADERS)})(?=\s|$)(?!\s*=)")
 _NAME_TOKEN = re.compile(r"[^\s,]+")
 
 
@@ -84,12 +85,6 @@ class _Report:
                 f"stopped after {MAX_ERRORS} errors; is this a .cell file?"))
 
 
-    def warning(self, loc: Loc, message: str) -> None:
-        self.items.append(Diagnostic(self.file, loc.line, loc.col, "warning", message))
-
-    @property
-    def has_errors(self) -> bool:
-        return any(d.severity == "error" for d in self.items)
 
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -126,6 +121,8 @@ class _Parser:
         self.decl_lines: dict[str, int] = {}
         self.statements: list[_Statement] = []
         self.broken_targets: set[str] = set()  # assigned by lines that did not parse
+        self.presets: dict[str, Preset] = {}
+        self.gates: dict[str, GateMap] = {}
 
     # -- pass 1: lines -------------------------------------------------------
 
@@ -153,6 +150,9 @@ class _Parser:
 
     def header(self, line: int, indent: int, code: str) -> None:
         keyword = code.split()[0]
+        if keyword in directives.KEYWORDS:
+            self.directive(line, indent, code)
+            return
         names = [
             (m.group(), Loc(line, indent + m.start() + 1))
             for m in _NAME_TOKEN.finditer(code, len(keyword))
@@ -199,6 +199,18 @@ class _Parser:
                         self.report.error(loc, f"'{name}' is declared both as input and state")
             self.decls[keyword].setdefault(name, loc)
 
+    def directive(self, line: int, indent: int, code: str) -> None:
+        found = directives.parse_line(code, line, indent, self.report.error)
+        if found is None:
+            return
+        table: dict = self.presets if isinstance(found, Preset) else self.gates
+        key = found.name if isinstance(found, Preset) else found.family
+        if key in table:
+            self.report.error(found.loc, f"a second '{code.split()[0]} {key}' line (the first "
+                              f"is line {table[key].loc.line})")
+            return
+        table[key] = found
+
     # -- pass 2: assignments -------------------------------------------------
 
     def parse_statements(self) -> list[tuple[str, Loc, ast.expr, _Statement]]:
@@ -216,7 +228,7 @@ class _Parser:
                 continue
             node = tree.body[0]
             target = self._target(stmt, node)
-            if target is not None:
+            if target is not None and isinstance(node, ast.Assign):
                 parsed.append((target[0], target[1], node.value, stmt))
         return parsed
 
@@ -228,7 +240,8 @@ class _Parser:
         """
         if any(line.rstrip().endswith("\\") for stmt in self.statements for line in stmt.lines):
             return None
-        starts, lines = [], []
+        starts: list[int] = []
+        lines: list[str] = []
         for stmt in self.statements:
             starts.append(len(lines) + 1)
             lines += stmt.lines
@@ -306,17 +319,18 @@ class _Parser:
 class _Lowering:
     """Turns checked assignments into graph nodes and edges."""
 
-    def __init__(self, parser: _Parser, graph: CellGraph, assigned: set[str]):
+    def __init__(self, parser: _Parser, assigned: set[str]):
         self.report = parser.report
         self.parser = parser
-        self.graph = graph
         self.assigned = assigned
-        self.edges: list[tuple[str, str, bool]] = []
+        self.nodes: dict[str, Node] = {
+            name: Node(name, NodeKind.INPUT, loc) for name, loc in parser.decls["input"].items()}
+        self.assignments: dict[str, Assignment] = {}
 
     def assignment(self, name: str, loc: Loc, expr: ast.expr, stmt: _Statement,
                    index: int) -> None:
         self.name, self.stmt = name, stmt
-        self.nodes: list[str] = []
+        self.assignment_nodes: list[str] = []
         self.reads: list[tuple[str, Loc]] = []
         self.linear_loc: Loc | None = None
         self.counts: dict[str, int] = {}
@@ -328,8 +342,8 @@ class _Lowering:
             root = None
         if root is None:
             return
-        self.graph.assignments[name] = Assignment(
-            name, loc, index, tuple(self.nodes), tuple(self.reads), stmt.caption
+        self.assignments[name] = Assignment(
+            name, loc, index, tuple(self.assignment_nodes), tuple(self.reads), stmt.caption
         )
 
     def fresh(self, op: str, root: bool) -> str:
@@ -339,14 +353,13 @@ class _Lowering:
         count = self.counts[op]
         return f"{self.name}.{op}" if count == 1 else f"{self.name}.{op}{count}"
 
-    def add_op(self, op: str, args: list[str], node: ast.AST, root: bool, **extra) -> str:
+    def add_op(self, op: str, args: list[str], node: ast.AST, root: bool,
+               peep: tuple[bool, ...] = (), params: tuple[str, ...] = ()) -> str:
         node_id = self.fresh(op, root)
-        peeps = extra.get("peep", ())
-        self.graph.add_node(Node(node_id, NodeKind.OP, self.parser.loc(self.stmt, node), op,
-                                 tuple(args), assignment=self.name, **extra))
-        for i, arg in enumerate(args):
-            self.edges.append((arg, node_id, bool(peeps and peeps[i])))
-        self.nodes.append(node_id)
+        self.nodes[node_id] = Node(node_id, NodeKind.OP, self.parser.loc(self.stmt, node), op,
+                                   tuple(args), peep or (False,) * len(args), params,
+                                   assignment=self.name)
+        self.assignment_nodes.append(node_id)
         return node_id
 
     def expr(self, node: ast.expr, root: bool, in_linear: bool) -> str | None:
@@ -380,7 +393,7 @@ class _Lowering:
                           "+ - *, parentheses and the functions " + ", ".join(CALLABLE_NAMES))
         return None
 
-    def leaf(self, node: ast.expr, loc: Loc) -> str | None:
+    def leaf(self, node: ast.Name | ast.Subscript | ast.Constant, loc: Loc) -> str | None:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 self.report.error(loc, f"unsupported constant {node.value!r}; only numbers")
@@ -394,9 +407,9 @@ class _Lowering:
                                   "(at most about 1.8e308)")
                 return None
             node_id = self.fresh("const", False)
-            self.graph.add_node(Node(node_id, NodeKind.CONST, loc, value=value,
-                                     assignment=self.name))
-            self.nodes.append(node_id)
+            self.nodes[node_id] = Node(node_id, NodeKind.CONST, loc, value=value,
+                                       assignment=self.name)
+            self.assignment_nodes.append(node_id)
             return node_id
         if isinstance(node, ast.Subscript):
             return self.old_read(node, loc)
@@ -449,8 +462,8 @@ class _Lowering:
                               f"to carry it to the next step declare it: state {name}")
             return None
         node_id = old_id(name)
-        if node_id not in self.graph.graph:
-            self.graph.add_node(Node(node_id, NodeKind.OLD, loc, state=name))
+        if node_id not in self.nodes:
+            self.nodes[node_id] = Node(node_id, NodeKind.OLD, loc, state=name)
         self.reads.append((node_id, loc))
         return node_id
 
@@ -504,7 +517,7 @@ class _Lowering:
         for position, arg in enumerate(node.args, start=1):
             peep = isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) \
                 and arg.func.id == "peep"
-            if peep:
+            if isinstance(arg, ast.Call) and peep:
                 if len(arg.args) != 1 or arg.keywords:
                     self.report.error(self.parser.loc(self.stmt, arg),
                                       "peep() takes one value: peep(c[t-1])")
@@ -517,12 +530,12 @@ class _Lowering:
             if value is None:
                 ok = False
                 continue
-            clash = [p for p in params if p.split("_", 1)[1] == suffix]
-            if clash:
+            if param in params:
+                kind = "peepholes" if peep else "operands"
                 self.report.error(self.parser.loc(self.stmt, arg),
-                                  f"two operands of this linear(...) are both named '{suffix}'"
-                                  " and would share a parameter name; combine them or give "
-                                  "one its own assignment")
+                                  f"two {kind} of this linear(...) are both named '{suffix}'"
+                                  f" and would share the parameter {param}; combine them or "
+                                  "give one its own assignment")
                 ok = False
                 continue
             args.append(value)
@@ -543,30 +556,35 @@ def _operand_suffix(arg: ast.expr, position: int) -> str:
     return f"arg{position}"
 
 
-def parse(text: str, file: str = "<string>", default_name: str = "cell"
-          ) -> tuple[CellGraph, list[Diagnostic]]:
+@dataclass
+class ParseResult:
+    """What the parser found: the graph, its diagnostics, and every name some line assigns
+    (even a line with errors, so the validator does not also call it never assigned)."""
+
+    graph: CellGraph
+    diagnostics: list[Diagnostic]
+    assigned: set[str]
+
+
+def parse(text: str, file: str = "<string>", default_name: str = "cell") -> ParseResult:
     """Parse ``.cell`` text into a graph and the diagnostics found on the way.
 
     The graph holds every assignment that lowered cleanly; when the
     diagnostics contain errors it is incomplete and must not be executed.
 
-    >>> graph, diagnostics = parse("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))")
-    >>> [n.id for n in graph.nodes()], diagnostics
+    >>> found = parse("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))")
+    >>> list(found.graph.nodes), found.diagnostics
     (['x', 'h[t-1]', 'h.linear', 'h'], [])
     """
     parser = _Parser(text, file, default_name)
     if not text.strip():
         parser.report.error(Loc(1, 1), "empty cell file; a cell needs the header lines "
                             "'input', 'state' and 'output' and at least one assignment")
-        return CellGraph(default_name, file, {}, {}, {}, {}), parser.report.items
+        return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
+                           parser.report.items, set())
     parser.split()
     statements = parser.parse_statements()
     decls = parser.decls
-    name = parser.name[0] if parser.name else default_name
-    graph = CellGraph(name, file, decls["input"], decls["state"], decls["output"], {})
-    for input_name, loc in decls["input"].items():
-        graph.add_node(Node(input_name, NodeKind.INPUT, loc))
-
     assigned: dict[str, Loc] = {}
     for target, loc, _expr, _stmt in statements:
         if target in assigned:
@@ -579,13 +597,12 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell"
                                 "keyword); choose another name")
         else:
             assigned[target] = loc
-    lowering = _Lowering(parser, graph, set(assigned))
+    lowering = _Lowering(parser, set(assigned))
     for index, (target, loc, expr, stmt) in enumerate(statements):
         if assigned.get(target) == loc:
             lowering.assignment(target, loc, expr, stmt, index)
-    for src, dst, peep in lowering.edges:
-        if src in graph.graph:
-            graph.add_edge(src, dst, peep)
-    graph.targets = parser.broken_targets | set(assigned)
     parser.report.summarize(len(parser.physical))
-    return graph, parser.report.items
+    name = parser.name[0] if parser.name else default_name
+    graph = CellGraph(name, file, decls["input"], decls["state"], decls["output"],
+                      lowering.assignments, lowering.nodes, parser.presets, parser.gates)
+    return ParseResult(graph, parser.report.items, parser.broken_targets | set(assigned))

@@ -3,8 +3,8 @@
 It reports, each at ``file:line:col``: a declared state never assigned, a
 declared output that does not exist, missing header lines, algebraic loops
 (with the cycle path and the ``[t-1]`` that would break it), size mismatches,
-and, as warnings, values that reach no state or output. Sizes are symbolic:
-``I`` (the input size), ``H`` (the hidden size) and ``1`` (a number).
+the directive lines (``preset``, ``gates``), and, as warnings, values that
+reach no state or output. Sizes are symbolic (:class:`~lstm_graph.ir.Size`).
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from __future__ import annotations
 import networkx as nx
 
 from lstm_graph.errors import Diagnostic
-from lstm_graph.ir import CellGraph, Loc, NodeKind
-from lstm_graph.ops import OPS
-
-SIZE_WORDS = {"I": "the input size I", "H": "the hidden size H", "1": "a single number"}
+from lstm_graph.ir import CellGraph, Loc, NodeKind, Size
+from lstm_graph.language import directives
+from lstm_graph.language.parser import did_you_mean
 
 
 def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> Diagnostic:
     return Diagnostic(graph.file, loc.line, loc.col, severity, message)
 
 
-def check_declarations(graph: CellGraph) -> list[Diagnostic]:
-    """Header lines present; every state assigned; every output defined."""
+def check_declarations(graph: CellGraph, assigned: set[str]) -> list[Diagnostic]:
+    """Header lines present; every state assigned; every output defined.
+
+    ``assigned`` holds every name some line assigns, broken lines included.
+    """
     found = []
     for keyword, names in (("input", graph.inputs), ("state", graph.states),
                            ("output", graph.outputs)):
@@ -32,11 +34,11 @@ def check_declarations(graph: CellGraph) -> list[Diagnostic]:
                                f"{keyword} with a header line such as '{keyword} "
                                f"{ {'input': 'x', 'state': 'c, h', 'output': 'h'}[keyword] }'"))
     for state, loc in graph.states.items():
-        if state not in graph.targets:
+        if state not in assigned:
             found.append(_diag(graph, loc, f"state '{state}' is declared but never assigned; "
                                f"add a line '{state} = ...' computing its new value"))
     for output, loc in graph.outputs.items():
-        if output not in graph.targets and output not in graph.inputs:
+        if output not in assigned and output not in graph.inputs:
             found.append(_diag(graph, loc, f"output '{output}' does not exist; assign it or "
                                "name a state or computed value"))
     return found
@@ -83,49 +85,49 @@ def check_loops(graph: CellGraph) -> list[Diagnostic]:
     return found
 
 
-def infer_sizes(graph: CellGraph) -> tuple[dict[str, str], list[Diagnostic]]:
+def infer_sizes(graph: CellGraph) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Symbolic size of every node, and the size mismatches found.
 
     Only ``linear`` changes sizes (its output has the hidden size H); element-wise
     ops need equal sizes, a number (size 1) fitting any.
     """
-    sizes: dict[str, str] = {}
+    sizes: dict[str, Size] = {}
     found = []
-    for node_id in nx.topological_sort(graph.graph):
+    for node_id in nx.topological_sort(graph.dataflow):
         node = graph.node(node_id)
         if node.kind is NodeKind.INPUT:
-            sizes[node_id] = "I"
+            sizes[node_id] = Size.INPUT
         elif node.kind is NodeKind.OLD:
-            sizes[node_id] = "H"
+            sizes[node_id] = Size.HIDDEN
         elif node.kind is NodeKind.CONST:
-            sizes[node_id] = "1"
+            sizes[node_id] = Size.SCALAR
         elif node.op == "linear":
-            sizes[node_id] = "H"
+            sizes[node_id] = Size.HIDDEN
             for arg, peep in zip(node.args, node.peep):
-                if sizes[arg] == "1":
+                if sizes[arg] is Size.SCALAR:
                     found.append(_diag(graph, node.loc, f"linear(...) operand "
                                        f"{graph.describe(arg)} is a single number; operands "
                                        "are vectors"))
-                elif peep and sizes[arg] != "H":
+                elif peep and sizes[arg] is not Size.HIDDEN:
                     found.append(_diag(graph, node.loc, f"peep({graph.describe(arg)}) needs "
-                                       f"the hidden size H, but it has {SIZE_WORDS[sizes[arg]]}"
+                                       f"the hidden size H, but it has {sizes[arg].words}"
                                        "; peepholes are element-wise, use a plain operand"))
         else:
-            vectors = {sizes[a] for a in node.args} - {"1"}
+            vectors = {sizes[a] for a in node.args} - {Size.SCALAR}
             if len(vectors) > 1:
-                parts = ", ".join(f"{graph.describe(a)} has {SIZE_WORDS[sizes[a]]}"
-                                  for a in node.args)
-                found.append(_diag(graph, node.loc, f"size mismatch in '{OPS[node.op].spelling}'"
-                                   f": {parts}; pass the input through linear(...) to get size H"))
-                sizes[node_id] = "H"
+                parts = ", ".join(f"{graph.describe(a)} has {sizes[a].words}" for a in node.args)
+                spelling = node.operation.spelling
+                found.append(_diag(graph, node.loc, f"size mismatch in '{spelling}': {parts}; "
+                                   "pass the input through linear(...) to get size H"))
+                sizes[node_id] = Size.HIDDEN
             else:
-                sizes[node_id] = vectors.pop() if vectors else "1"
+                sizes[node_id] = vectors.pop() if vectors else Size.SCALAR
     for state in graph.states:
-        if state in graph.assignments and sizes.get(state, "H") != "H":
+        if state in graph.assignments and sizes.get(state, Size.HIDDEN) is not Size.HIDDEN:
             found.append(_diag(graph, graph.assignments[state].loc, f"state '{state}' must have "
-                               f"the hidden size H, but its value has {SIZE_WORDS[sizes[state]]}"))
+                               f"the hidden size H, but its value has {sizes[state].words}"))
     for output, loc in graph.outputs.items():
-        if sizes.get(output) == "1":
+        if sizes.get(output) is Size.SCALAR:
             found.append(_diag(graph, loc, f"output '{output}' is a single number; an output "
                                "is a vector"))
     return sizes, found
@@ -133,8 +135,8 @@ def infer_sizes(graph: CellGraph) -> tuple[dict[str, str], list[Diagnostic]]:
 
 def unused(graph: CellGraph) -> list[Diagnostic]:
     """Warnings for values and inputs that reach no state and no output."""
-    roots = [n for n in (*graph.states, *graph.outputs) if n in graph.graph]
-    used = set(roots).union(*(nx.ancestors(graph.graph, r) for r in roots))
+    roots = [n for n in (*graph.states, *graph.outputs) if n in graph.nodes]
+    used = set(roots).union(*(nx.ancestors(graph.dataflow, r) for r in roots))
     found = [
         _diag(graph, a.loc, f"'{a.name}' is never used: it reaches no state and no output",
               "warning")
@@ -147,16 +149,17 @@ def unused(graph: CellGraph) -> list[Diagnostic]:
     return found
 
 
-def validate(graph: CellGraph, parse_errors: bool = False) -> tuple[dict[str, str],
-                                                                     list[Diagnostic]]:
+def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False
+             ) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Run every check; return the node sizes and all diagnostics.
 
     After parse errors the graph is incomplete, so only the declaration checks
     run (they still add to the report, so one run shows as much as it can).
     """
-    found = check_declarations(graph)
+    found = check_declarations(graph, assigned)
     if parse_errors:
         return {}, found
+    found += directives.check(graph, did_you_mean)
     loops = check_loops(graph)
     if loops:
         return {}, found + loops

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,5 +48,6 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Save arrays as an ``.npz`` file, atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    save: Callable[..., None] = np.savez  # its stubs mistake the arrays for its flags
+    save(buffer, allow_pickle=False, **{name: np.asarray(value) for name, value in arrays.items()})
     return write_atomic(path, buffer.getvalue())

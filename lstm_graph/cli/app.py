@@ -1,0 +1,86 @@
+"""The command line's frame: one thin click group over the Python API.
+
+Exit codes: 0 ok, 1 the input is wrong (any :class:`LstmGraphError`), 2 wrong
+usage (click). Data goes to stdout, messages to stderr; the only place domain
+errors become messages is :class:`_Group.invoke`. Commands live in the sibling
+modules, one per family, and register themselves on :data:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import warnings
+from typing import Any
+
+import click
+
+from lstm_graph.cell import Cell
+from lstm_graph.errors import LstmGraphError, LstmGraphWarning
+from lstm_graph.library import load_cell
+
+
+class _UserError(click.ClickException):
+    """A domain error shown as-is (``file:line:col: error: …``), exit code 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, err=True)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so every clean-up runs as on Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Our warnings as one line, ``warning: …``; others as Python shows them."""
+    if issubclass(category, LstmGraphWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
+                   err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except LstmGraphError as err:
+            raise _UserError(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; no output was written", err=True)
+            ctx.exit(130)
+        except _Terminated:
+            click.echo("terminated; no output was written", err=True)
+            ctx.exit(143)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def load(spec: str) -> Cell:
+    """The cell named by SPEC; its warnings go to stderr."""
+    cell = load_cell(spec)
+    for warning in cell.warnings:
+        click.echo(str(warning), err=True)
+    return cell
+
+
+SPEC_HELP = "SPEC is a built-in cell name (see 'cells') or a path to a .cell file."
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lstm-graph")
+def main() -> None:
+    """Read, run and check recurrent cells as dataflow graphs."""
+

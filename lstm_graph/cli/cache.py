@@ -1,0 +1,39 @@
+"""The ``cache`` commands: where compiled C steps are kept, and emptying it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from lstm_graph.cli.app import emit_json, main
+from lstm_graph.executors import buildcache
+
+
+@main.group()
+def cache() -> None:
+    """The private cache of compiled native steps."""
+
+
+@cache.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(as_json: bool) -> None:
+    """Where the cache is, how many builds it holds, and the compiler."""
+    found = buildcache.info()
+    if as_json:
+        emit_json(dataclasses.asdict(found))
+        return
+    size, limit = found.bytes / 2**20, found.limit_bytes / 2**20
+    click.echo(f"directory  {found.directory}")
+    click.echo(f"builds     {found.entries} ({size:.1f} MiB of at most {limit:.0f} MiB)")
+    compiler = found.compiler or "none found (the NumPy plan runs instead)"
+    version = f" ({found.compiler_version})" if found.compiler_version else ""
+    click.echo(f"compiler   {compiler}{version}")
+
+
+@cache.command()
+def clear() -> None:
+    """Remove every compiled step; they are rebuilt when next needed."""
+    removed = buildcache.clear()
+    click.echo(f"removed {removed} build{'s' if removed != 1 else ''} from "
+               f"{buildcache.cache_directory()}", err=True)

@@ -1,0 +1,82 @@
+"""The executor contract: what every way of running a cell is built from and offers.
+
+An executor is built for one cell, batch size, dtype and set of weights
+(:class:`Spec`) and then runs whole sequences::
+
+    executor = NumpyPlan(spec)
+    y, final = executor.run(x, state, progress)     # x: (T, B, I); state: {name: (B, H)}
+    print(executor.source)                          # the code it generated, to read
+
+Every executor computes what the reference interpreter computes (the
+semantics in :mod:`lstm_graph.ops`); the registry
+(:mod:`lstm_graph.executors.registry`) is the one place that picks one.
+``Cell.compile`` and the ``Runner`` check inputs and delegate to it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lstm_graph.schedule import Schedule
+
+#: An array of the spec's namespace (a NumPy or CuPy ndarray).
+Array = Any
+#: Called with the number of steps just finished.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What an executor is built for: a cell's schedule bound to sizes, dtype and weights.
+
+    ``params`` are arrays of ``xp`` (NumPy or CuPy) in the cell's parameter names.
+    """
+
+    schedule: Schedule
+    xp: Any
+    params: Mapping[str, Array]
+    batch: int
+    input_size: int
+    hidden: int
+    dtype: np.dtype
+
+    def width(self, node_id: str) -> int:
+        """How many numbers a sequence's value of ``node_id`` holds at one step."""
+        return self.schedule.width(node_id, self.input_size, self.hidden)
+
+    @property
+    def output_width(self) -> int:
+        (output,) = self.schedule.graph.outputs
+        return self.width(output)
+
+
+class Executor(ABC):
+    """One way of running a cell; subclasses are listed in the registry.
+
+    ``run`` takes ``x`` of shape ``(T, B, I)`` in the spec's dtype and namespace and
+    ``state`` mapping every state to its ``(B, H)`` start value (not modified), and
+    returns ``y`` of shape ``(T, B, width of the output)`` and the final states, as
+    arrays no later run overwrites. An executor keeps buffers between runs: it is
+    not meant to run from two threads at once (the ``Runner`` serialises calls).
+    """
+
+    #: How ``runner.ran_with`` and messages name it.
+    name: ClassVar[str]
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    @property
+    @abstractmethod
+    def source(self) -> str:
+        """The code this executor generated for the cell, to read."""
+
+    @abstractmethod
+    def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+            ) -> tuple[Array, dict[str, Array]]:
+        """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""

@@ -1,0 +1,189 @@
+"""What the compiled plans do before the time loop, and the weights they pack.
+
+Shared by the NumPy, native and CUDA plans (the reference interpreter does
+none of it):
+
+- :func:`static_values`: every value that reads only the input and constants,
+  for all steps at once;
+- :func:`hoist`: the hoisted GEMM ``S = X·W (+ b)`` over all ``T·B`` rows for
+  every dynamic linear's static operands (see
+  :mod:`~lstm_graph.executors.layout`);
+- :func:`pack_hoisted`, :func:`pack_group`: the weights of those GEMMs,
+  stacked in the layout's column order.
+
+Everything here is written against the array namespace ``xp`` (NumPy or CuPy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.executors.backends import to_numpy
+from lstm_graph.executors.layout import Layout
+from lstm_graph.ir import NodeKind
+from lstm_graph.schedule import Schedule
+
+Array = Any
+
+
+def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
+                  x: Array, dtype: np.dtype) -> dict[str, Array]:
+    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
+    graph = schedule.graph
+    (input_name,) = graph.inputs
+    env: dict[str, Array] = {input_name: x}
+    for node in graph.nodes.values():
+        if node.kind is NodeKind.CONST:
+            env[node.id] = xp.asarray(node.value, dtype=dtype)
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node.kind is NodeKind.OP and node_id in layout.static:
+            args = [env[a] for a in node.args]
+            weights = [params[p] for p in node.params]
+            fast = node.op == "linear" and bool(args) and all(a.ndim == 3 for a in args) \
+                and all(w.ndim == 2 for w in weights[:-1])
+            env[node_id] = (_linear_over_steps if fast else node.operation.reference)(
+                xp, args, weights)
+    return env
+
+
+def _linear_over_steps(xp: Any, args: list[Array], params: list[Array]) -> Array:
+    """The op table's ``linear`` on ``(T, B, size)`` operands, as one GEMM per operand over
+    all ``T·B`` rows with the sums done in place (a third faster than the batched form,
+    which multiplies step by step and allocates every partial sum); the same additions
+    in the same order: ``(bias + a·Wᵀ) + b·Vᵀ …``.
+    """
+    *weights, bias = params
+    steps, batch = args[0].shape[:2]
+    products = (xp.matmul(value.reshape(steps * batch, -1), weight.T)
+                for value, weight in zip(args, weights))
+    total = next(products)
+    total += bias
+    for product in products:
+        total += product
+    return total.reshape(steps, batch, -1)
+
+
+def unscaled(linear: str) -> float:
+    """The scale for packers when no activation is folded into the weights (C kernels)."""
+    return 1.0
+
+
+@dataclass
+class HoistTerm:
+    """One GEMM of the hoisted product: ``S[:, start:stop] (+)= operand · weights``."""
+
+    operand: str
+    start: int
+    stop: int
+    weights: Array  # (size of the operand, stop - start)
+    accumulate: bool  # an earlier term wrote these columns: add to them
+
+
+@dataclass
+class Hoisting:
+    """The hoisted GEMM of every dynamic linear's static operands, over all ``T·B`` rows.
+
+    Column block *k* (``H`` wide) belongs to ``layout.hoisted[k]``. Each operand is
+    multiplied only into the blocks of the linears that read it, never through zero
+    weights: ``NaN · 0`` is NaN, and a NaN in ``x`` must not reach a linear that does
+    not read ``x``. ``blank`` column runs read no static operand (there ``S`` is 0).
+    """
+
+    bias: Array  # (width,)
+    terms: list[HoistTerm]
+    blank: list[tuple[int, int]]
+
+    @property
+    def width(self) -> int:
+        return int(self.bias.shape[0])
+
+
+def pack_hoisted(layout: Layout, params: Mapping[str, Any], hidden: int, dtype: np.dtype,
+                 scale: Callable[[str], float], xp: Any = np) -> Hoisting:
+    """The hoisted GEMM's terms and bias, arrays of ``xp``; each linear's parameters are
+    multiplied by ``scale(linear)`` (an exact power of two, or 1)."""
+    blocks = len(layout.hoisted)
+    bias = np.zeros(blocks * hidden, dtype=dtype)
+    for k, name in enumerate(layout.hoisted):
+        bias[k * hidden:(k + 1) * hidden] = to_numpy(params[layout.linears[name].bias]) \
+            * dtype.type(scale(name))
+    operands = list(dict.fromkeys(o for name in layout.hoisted
+                                  for o, _ in layout.linears[name].static))
+    written = [False] * blocks
+    terms = []
+    for operand in operands:
+        weight_of = {k: p for k, name in enumerate(layout.hoisted)
+                     for o, p in layout.linears[name].static if o == operand}
+        for run in _runs(sorted(weight_of), lambda a, b: written[a] == written[b]):
+            weights = np.concatenate([to_numpy(params[weight_of[k]]).T
+                                      * dtype.type(scale(layout.hoisted[k])) for k in run], 1)
+            terms.append(HoistTerm(operand, run[0] * hidden, (run[-1] + 1) * hidden,
+                                   xp.asarray(np.ascontiguousarray(weights, dtype=dtype)),
+                                   written[run[0]]))
+            for k in run:
+                written[k] = True
+    blank = [(run[0] * hidden, (run[-1] + 1) * hidden)
+             for run in _runs([k for k in range(blocks) if not written[k]], lambda a, b: True)]
+    return Hoisting(xp.asarray(bias), terms, blank)
+
+
+def _runs(blocks: list[int], alike: Callable[[int, int], bool]) -> list[list[int]]:
+    """``blocks`` (ascending) cut into runs of consecutive, ``alike`` neighbours."""
+    runs: list[list[int]] = []
+    for k in blocks:
+        if runs and runs[-1][-1] == k - 1 and alike(runs[-1][-1], k):
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
+
+
+def hoist(xp: Any, static: Mapping[str, Array], hoisting: Hoisting, steps: int, batch: int,
+          add_bias: bool = True, out: Array | None = None) -> Array:
+    """The hoisted part of every dynamic linear for all steps: ``S = X·W + b``, (T, B, width).
+
+    One GEMM per static operand (and run of columns it feeds) over all ``T·B`` rows,
+    writing in place. With ``add_bias=False``, ``S = X·W`` and the caller adds ``b``
+    itself (the fused kernels add it per element, saving a pass over ``S``). ``out``, a
+    ``(T·B, width)`` buffer to reuse, saves allocating (and the OS zeroing) ``S`` anew.
+    """
+    rows, width = steps * batch, hoisting.width
+    hoisted = xp.empty((rows, width), dtype=hoisting.bias.dtype) if out is None else out
+    for start, stop in hoisting.blank:
+        hoisted[:, start:stop] = 0
+    for term in hoisting.terms:
+        product = static[term.operand].reshape(rows, -1)
+        view = hoisted if (term.start, term.stop) == (0, width) else \
+            hoisted[:, term.start:term.stop]
+        if term.accumulate:
+            view += product @ term.weights
+        else:
+            xp.matmul(product, term.weights, out=view)
+    if add_bias:
+        hoisted += hoisting.bias
+    return hoisted.reshape(steps, batch, width)
+
+
+def pack_group(layout: Layout, source: str, params: Mapping[str, Any], dtype: np.dtype,
+               scale: Callable[[str], float]) -> np.ndarray:
+    """One group's per-step GEMM weights, ``(size, members·H)``, transposed and contiguous."""
+    blocks = []
+    for member in layout.groups[source].members:
+        (param,) = [p for s, p in layout.linears[member].matrix if s == source]
+        blocks.append((to_numpy(params[param]) * dtype.type(scale(member))).T)
+    return np.ascontiguousarray(np.concatenate(blocks, 1), dtype=dtype)
+
+
+def static_output(schedule: Schedule, static: Mapping[str, Array], xp: Any, steps: int,
+                  batch: int, width: int, dtype: np.dtype) -> Array:
+    """``y`` of a cell whose output reads only the input and constants: computed before
+    the loop, broadcast to ``(T, B, width)`` and copied (so it owns its memory)."""
+    (output,) = schedule.graph.outputs
+    y = xp.empty((steps, batch, width), dtype=dtype)
+    y[...] = static[output]
+    return y

@@ -1,0 +1,62 @@
+"""The one place that picks an executor.
+
+=============  =========================================================================
+``plan``       the fastest available: on NumPy the native C step where a C compiler is
+               found and the cell has at most ``native.MAX_NODES`` ops, else the NumPy
+               plan; on CuPy the CUDA plan
+``native``     the native C step (NumPy only; an error without a C compiler)
+``numpy``      the NumPy plan (a generated Python loop of in-place array calls)
+``reference``  the reference interpreter: the definition of the semantics, any backend
+``cuda``       the CUDA plan (CuPy only)
+=============  =========================================================================
+
+When ``plan`` chose the native step and building it fails (the compiler fails,
+times out, writes nothing, or the disk is full), it warns in one line and runs
+the NumPy plan; asking for ``native`` makes that failure an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from lstm_graph.errors import BackendError, LstmGraphWarning
+from lstm_graph.executors import native
+from lstm_graph.executors.contract import Executor, Spec
+from lstm_graph.executors.cuda import CudaPlan
+from lstm_graph.executors.interpreter import Reference
+from lstm_graph.executors.numpy_plan import NumpyPlan
+
+EXECUTORS = ("plan", "native", "numpy", "reference", "cuda")
+_ON = {"native": ("numpy",), "numpy": ("numpy", "cupy"), "reference": ("numpy", "cupy"),
+       "cuda": ("cupy",), "plan": ("numpy", "cupy")}
+
+
+def check(executor: str, backend: str) -> None:
+    """Refuse, before any work, an executor that cannot run here."""
+    if executor not in EXECUTORS:
+        raise BackendError(f"unknown executor '{executor}'; choose one of "
+                           f"{', '.join(EXECUTORS)}")
+    if backend not in _ON[executor]:
+        other = "plan or cuda" if backend == "cupy" else "plan, native or numpy"
+        raise BackendError(f"the {executor} executor does not run on the {backend} backend; "
+                           f"use --executor {other} there")
+    if executor == "native":
+        native.require_compiler()
+
+
+def build(executor: str, spec: Spec, backend: str) -> Executor:
+    """The executor named ``executor`` for ``spec`` (see the module docstring)."""
+    check(executor, backend)
+    if executor == "reference":
+        return Reference(spec)
+    if executor == "cuda" or (executor == "plan" and backend == "cupy"):
+        return CudaPlan(spec)
+    if executor == "numpy" or (executor == "plan" and not native.suits(spec.schedule)):
+        return NumpyPlan(spec)
+    try:
+        return native.NativePlan(spec)
+    except BackendError as err:
+        if executor == "native":
+            raise
+        warnings.warn(f"{err}; running the NumPy plan instead", LstmGraphWarning, stacklevel=3)
+        return NumpyPlan(spec)

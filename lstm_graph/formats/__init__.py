@@ -1,0 +1,1 @@
+"""Files in and out: weights (ours, PyTorch, ONNX), arrays, and outputs written whole."""

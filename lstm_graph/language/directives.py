@@ -1,0 +1,167 @@
+"""Directive lines: what a cell says about itself besides its equations.
+
+::
+
+    preset forget: f              # a named highlight (the article's figure sequence)
+    preset input: i, g
+    gates lstm: i, f, g, o        # PyTorch/ONNX LSTM weights: stacked gate i is held by i, ...
+    gates gru: r, z, n = a + b    # the GRU's gate n is split: input half in a, recurrent half in b
+
+Highlights (``render --highlight``, the explorer's presets) and weight
+importers read these from the cell, so no Python code names a cell's
+variables. The parser reads a line's syntax (:func:`parse_line`); the validator
+checks it against the assignments (:func:`check`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from lstm_graph.errors import Diagnostic
+from lstm_graph.ir import CellGraph, GateMap, GateOwner, Loc, Node, NodeKind, Preset
+
+#: Layers whose weights stack one block per gate, by family, with the gates' names.
+#: Each format's stacking order (PyTorch ``ifgo``, ONNX ``iofc``) is the importers' business.
+GATE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("r", "z", "n"),
+    "rnn": ("h",),
+}
+KEYWORDS = ("preset", "gates")
+
+_LINE = re.compile(r"(preset|gates)\s+([^\s:]*)\s*:?")
+_NAME = re.compile(r"[^\s,]+")
+_GATE = re.compile(r"\s*([^\s=,+]+)\s*(?:=\s*([^\s=,+]+)\s*(?:\+\s*([^\s=,+]+)\s*)?)?$")
+
+Report = Callable[[Loc, str], None]
+
+
+def parse_line(code: str, line: int, indent: int, error: Report) -> Preset | GateMap | None:
+    """A ``preset`` or ``gates`` line (``code`` starts at column ``indent + 1``); None after
+    reporting what is wrong with it."""
+    match = _LINE.match(code)
+    keyword = code.split()[0]
+    usage = {"preset": "preset NAME: a, b", "gates": "gates lstm: i, f, g, o"}[keyword]
+    where = Loc(line, indent + 1)
+    if match is None or not match.group(2) or not match.group(0).endswith(":"):
+        error(where, f"'{keyword}' needs a name, a colon and names: {usage}")
+        return None
+    name = match.group(2)
+    name_loc = Loc(line, indent + match.start(2) + 1)
+    if not name.isidentifier():
+        error(name_loc, f"'{name}' is not a valid name (letters, digits, _)")
+        return None
+    rest_at = match.end()
+    if keyword == "preset":
+        items = [(m.group(), Loc(line, indent + rest_at + m.start() + 1))
+                 for m in _NAME.finditer(code[rest_at:])]
+        bad = [(n, loc) for n, loc in items if not n.isidentifier()]
+        for item, loc in bad:
+            error(loc, f"'{item}' is not a valid name (letters, digits, _)")
+        if not items:
+            error(where, f"preset '{name}' names nothing: {usage}")
+        if bad or not items:
+            return None
+        return Preset(name, tuple(n for n, _ in items), where, tuple(loc for _, loc in items))
+    owners = []
+    offset = rest_at
+    for part in code[rest_at:].split(","):
+        loc = Loc(line, indent + offset + len(part) - len(part.lstrip()) + 1)
+        offset += len(part) + 1
+        found = _GATE.match(part)
+        names = [n for n in found.groups() if n] if found else []
+        if found is None or not all(n.isidentifier() for n in names):
+            error(loc, f"'{part.strip()}' is not a gate: write 'g' (held by the assignment g), "
+                  "'g = name', or 'n = a + b' for a gate split in an input and a recurrent half")
+            return None
+        gate, first, second = found.groups()
+        owner = first or gate
+        owners.append(GateOwner(gate, owner, second or owner, loc))
+    return GateMap(name, tuple(owners), where)
+
+
+def _diag(graph: CellGraph, loc: Loc, message: str) -> Diagnostic:
+    return Diagnostic(graph.file, loc.line, loc.col, "error", message)
+
+
+def linear_of(graph: CellGraph, assignment: str) -> Node | None:
+    """The ``linear`` node of an assignment, if it has one (at most one: the language's rule)."""
+    for node_id in graph.assignments[assignment].nodes:
+        if graph.node(node_id).op == "linear":
+            return graph.node(node_id)
+    return None
+
+
+def matrix_operands(graph: CellGraph, linear: Node) -> list[Node]:
+    """The operands of ``linear`` that have a full weight matrix (not peepholes)."""
+    return [graph.node(a) for a, peep in zip(linear.args, linear.peep) if not peep]
+
+
+def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str]) -> list[Diagnostic]:
+    """Every preset names assignments; every gates line maps its family's gates onto
+    linears of the right form (the input and one state's old value)."""
+    found = []
+    names = list(graph.assignments)
+    for preset in graph.presets.values():
+        for name, loc in zip(preset.assignments, preset.locs):
+            if name not in graph.assignments:
+                found.append(_diag(graph, loc, f"preset '{preset.name}' names '{name}', which no "
+                                   f"line assigns{did_you_mean(name, names)}"))
+    for gates in graph.gates.values():
+        found += _check_gates(graph, gates, did_you_mean)
+    return found
+
+
+def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, list[str]], str]
+                 ) -> list[Diagnostic]:
+    family = GATE_FAMILIES.get(gates.family)
+    if family is None:
+        return [_diag(graph, gates.loc, f"unknown gate family '{gates.family}'"
+                      f"{did_you_mean(gates.family, list(GATE_FAMILIES))}; known: "
+                      f"{', '.join(GATE_FAMILIES)}")]
+    found = []
+    listed = [owner.gate for owner in gates.owners]
+    for owner in gates.owners:
+        if owner.gate not in family:
+            found.append(_diag(graph, owner.loc, f"'{owner.gate}' is not a gate of "
+                               f"{gates.family}; its gates are {', '.join(family)}"))
+        elif listed.count(owner.gate) > 1:
+            found.append(_diag(graph, owner.loc, f"gate '{owner.gate}' is listed twice"))
+    missing = [gate for gate in family if gate not in listed]
+    if missing:
+        found.append(_diag(graph, gates.loc, f"gates {gates.family}: no owner for "
+                           f"{', '.join(missing)}; list every gate: {', '.join(family)}"))
+    states: set[str] = set()
+    for owner in gates.owners:
+        split = owner.input_owner != owner.recurrent_owner
+        roles = [(owner.input_owner, "input half" if split else "gate"),
+                 (owner.recurrent_owner, "recurrent half")] if split else \
+            [(owner.input_owner, "gate")]
+        for name, role in roles:
+            if name not in graph.assignments:
+                found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': no line assigns "
+                                   f"'{name}'{did_you_mean(name, list(graph.assignments))}"))
+                continue
+            linear = linear_of(graph, name)
+            operands = matrix_operands(graph, linear) if linear else []
+            kinds = sorted(node.kind.value for node in operands)
+            want = {"gate": ["input", "old"], "input half": ["input"],
+                    "recurrent half": ["old"]}[role]
+            if kinds != want:
+                shape = {"gate": "linear(x, h[t-1])", "input half": "linear(x)",
+                         "recurrent half": "linear(h[t-1])"}[role]
+                found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': '{name}' must "
+                                   f"hold a {shape} (the input and/or one state's old value, "
+                                   "peepholes allowed) to take a stacked layer's weights"))
+                continue
+            if split and role == "input half" and any(linear.peep):  # type: ignore[union-attr]
+                found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': the input half "
+                                   f"'{name}' may not have peepholes"))
+            states |= {node.state for node in operands
+                       if node.kind is NodeKind.OLD and node.state is not None}
+    if len(states) > 1:
+        found.append(_diag(graph, gates.loc, f"gates {gates.family}: the gates read different "
+                           f"states ({', '.join(sorted(states))}); a stacked layer has one "
+                           "recurrent state"))
+    return found

@@ -1,0 +1,90 @@
+"""``preset`` and ``gates`` lines: cell-specific knowledge as data beside the equations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import cell_errors
+
+import lstm_graph
+from lstm_graph.render import render
+from lstm_graph.render.scene import build_scene, highlighted
+
+MY_LSTM = """\
+cell my_lstm
+input x
+state memory, out
+output out
+preset keep: forget
+gates lstm: i = admit, f = forget, g = candidate, o = emit
+forget = sigmoid(linear(x, out[t-1]))
+admit = sigmoid(linear(x, out[t-1]))
+candidate = tanh(linear(x, out[t-1]))
+emit = sigmoid(linear(x, out[t-1]))
+memory = forget * memory[t-1] + admit * candidate
+out = emit * tanh(memory)
+"""
+
+
+def test_builtin_cells_declare_their_presets_and_gates():
+    peephole = lstm_graph.load_cell("peephole_lstm").graph
+    assert list(peephole.presets) == ["forget", "input", "memory", "output"]
+    assert peephole.presets["input"].assignments == ("i", "g")
+    (gru,) = lstm_graph.load_cell("gru").graph.gates.values()
+    assert gru.family == "gru"
+    n = next(owner for owner in gru.owners if owner.gate == "n")
+    assert (n.input_owner, n.recurrent_owner) == ("a", "b")
+
+
+def test_a_cell_of_our_own_takes_pytorch_weights_through_its_gates_line():
+    cell = lstm_graph.compile_source(MY_LSTM, "my_lstm.cell")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 4).double()
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    y, _ = cell.compile(weights=module.state_dict(), dtype="float64")(x)
+    np.testing.assert_allclose(y, expected, atol=1e-12)
+
+
+def test_a_cell_of_our_own_highlights_its_own_preset():
+    cell = lstm_graph.compile_source(MY_LSTM, "my_lstm.cell")
+    lit = highlighted(build_scene(cell.schedule), "keep")
+    assert {"forget", "memory"} <= lit and "emit" not in lit
+    assert render(cell, "cell", highlight="keep").source != render(cell, "cell").source
+
+
+def test_a_cell_without_a_gates_line_says_so_for_stacked_weights():
+    cell = lstm_graph.load_cell("coupled_lstm")
+    with pytest.raises(lstm_graph.WeightsError, match="has no 'gates lstm:' line"):
+        cell.compile(weights=torch.nn.LSTM(2, 3).state_dict())
+
+
+BODY = "h = tanh(linear(x, h[t-1]))\nc = sigmoid(linear(x, h[t-1])) * k\nk = c[t-1] * 2\n"
+
+
+@pytest.mark.parametrize("line, col, words", [
+    ("preset keep: q", 14, "preset 'keep' names 'q', which no line assigns"),
+    ("preset keep:", 1, "preset 'keep' names nothing"),
+    ("preset keep c", 1, "'preset' needs a name, a colon and names"),
+    ("preset keep: 2c", 14, "'2c' is not a valid name"),
+    ("gates lsmt: i, f, g, o", 1, "unknown gate family 'lsmt' (did you mean 'lstm'?)"),
+    ("gates rnn: h, q", 15, "'q' is not a gate of rnn; its gates are h"),
+    ("gates rnn: h, h", 15, "gate 'h' is listed twice"),
+    ("gates gru: r = h", 1, "gates gru: no owner for z, n"),
+    ("gates rnn: h = nope", 12, "gate 'h': no line assigns 'nope'"),
+    ("gates rnn: h = k", 12, "gate 'h': 'k' must hold a linear(x, h[t-1])"),
+    ("gates rnn: h = h + c", 12, "gate 'h': 'h' must hold a linear(x)"),
+    ("gates rnn: h = ", 12, "'h =' is not a gate"),
+])
+def test_directive_errors_point_at_what_is_wrong(line, col, words):
+    found = cell_errors(BODY, header=f"cell t\ninput x\nstate c, h\noutput h\n{line}\n")
+    assert any(found_line == 5 and found_col == col and words in message
+               for found_line, found_col, message in found), found
+
+
+def test_a_second_line_for_the_same_preset_is_an_error():
+    found = cell_errors(BODY, header="cell t\ninput x\nstate c, h\noutput h\n"
+                                     "preset a: h\npreset a: c\n")
+    assert (6, 1, "a second 'preset a' line (the first is line 5)") in found

@@ -1,0 +1,158 @@
+"""Every executor behind the one contract, against equations written here by hand.
+
+The cells below stress what only some executors used to get right: an output of
+the input's size, constants with relu and minus, a state read both old and new,
+a linear of a state's new value. Each runs on every CPU executor (and the CUDA
+plan's kernels, compiled for the host) and must equal plain NumPy written
+independently of lstm-graph, NaN pattern included.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import executor_params, needs_compiler
+
+import lstm_graph
+from lstm_graph.errors import BackendError
+from lstm_graph.executors import registry
+from lstm_graph.executors.contract import Executor, Spec
+from lstm_graph.executors.cuda import CudaPlan, HostLauncher
+
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
+
+OUTPUT_OF_INPUT_SIZE = """\
+input x
+state h
+output y
+h = tanh(linear(x, h[t-1]))
+y = x * 0.5 + tanh(x) * 0.25
+"""
+
+RELU_MINUS_OLD_AND_NEW = """\
+input x
+state c, h
+output h
+c = relu(linear(x, h[t-1])) - 0.5 * c[t-1]
+o = sigmoid(linear(c, peep(c[t-1])))
+h = o * (1 - c) - relu(-c[t-1])
+"""
+
+
+def sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def relu(v):
+    return np.where(v < 0, 0, v)  # NaN passes, as in torch.relu
+
+
+def by_hand_output_of_input_size(w, x, state):
+    h = state["h"]
+    for t in range(len(x)):
+        h = np.tanh(x[t] @ w["h.W_x"].T + h @ w["h.W_h"].T + w["h.b"])
+    return x * 0.5 + np.tanh(x) * 0.25, {"h": h}
+
+
+def by_hand_relu_minus_old_and_new(w, x, state):
+    c, h, ys = state["c"], state["h"], []
+    for t in range(len(x)):
+        c_new = relu(x[t] @ w["c.W_x"].T + h @ w["c.W_h"].T + w["c.b"]) - 0.5 * c
+        o = sigmoid(c_new @ w["o.W_c"].T + w["o.p_c"] * c + w["o.b"])
+        h = o * (1 - c_new) - relu(-c)
+        c = c_new
+        ys.append(h)
+    return np.stack(ys), {"c": c, "h": h}
+
+
+CASES = [(OUTPUT_OF_INPUT_SIZE, by_hand_output_of_input_size),
+         (RELU_MINUS_OLD_AND_NEW, by_hand_relu_minus_old_and_new)]
+
+
+def run_on(executor: str, cell, weights, x, state):
+    if executor == "cuda-kernels-on-host":
+        spec = Spec(cell.schedule, np, weights, x.shape[1], x.shape[2],
+                    weights[next(iter(weights))].shape[0], x.dtype)
+        return CudaPlan(spec, launcher=HostLauncher()).run(x, state)
+    return cell.compile(weights=weights, dtype=x.dtype.name, executor=executor)(
+        x, state, allow_nonfinite=True)
+
+
+EXECUTORS = [*executor_params(["reference", "numpy", "native", "plan"]),
+             pytest.param("cuda-kernels-on-host", marks=needs_compiler)]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("source, by_hand", CASES, ids=["output-of-size-I", "relu-minus-old-new"])
+def test_every_executor_equals_the_equations_written_by_hand(source, by_hand, dtype, executor):
+    cell = lstm_graph.compile_source(source, "hand.cell")
+    input_size, hidden = 3, 5  # I != H: an I-sized output is not H wide
+    weights = cell.random_weights(input_size, hidden, seed=2, dtype=dtype)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4, input_size)).astype(dtype)
+    x[2, 1, 0] = np.nan  # one sequence, one step: its NaN must spread exactly as in NumPy
+    state = {s: rng.standard_normal((4, hidden)).astype(dtype) for s in cell.graph.states}
+    y, final = run_on(executor, cell, weights, x, state)
+    y_hand, final_hand = by_hand({k: v.astype(dtype) for k, v in weights.items()}, x, state)
+    assert y.shape == y_hand.shape and y.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_hand))
+    np.testing.assert_allclose(y, y_hand, **TOLERANCE[dtype])
+    for name, value in final_hand.items():
+        np.testing.assert_array_equal(np.isnan(final[name]), np.isnan(value))
+        np.testing.assert_allclose(final[name], value, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("executor", executor_params(["reference", "numpy", "native"]))
+def test_relu_of_nan_is_nan_and_infinities_saturate_on_every_executor(executor):
+    cell = lstm_graph.compile_source("input x\nstate h\noutput y\nh = h[t-1]\n"
+                                     "y = relu(x) + sigmoid(x) * 0 + tanh(x)\n", "nan.cell")
+    x = np.array([[[np.nan, np.inf, -np.inf, -1.0]]], "float32")
+    y, _ = cell.compile(input_size=4, hidden_size=2, executor=executor)(x, allow_nonfinite=True)
+    np.testing.assert_allclose(y[0, 0], [np.nan, np.inf, -1.0, -0.7615942], rtol=1e-6)
+
+
+def test_the_registry_is_the_one_place_that_picks():
+    cell = lstm_graph.load_cell("gru")
+    spec = Spec(cell.schedule, np, cell.random_weights(2, 3), 1, 2, 3, np.dtype("float32"))
+    for name in ("reference", "numpy"):
+        executor = registry.build(name, spec, "numpy")
+        assert isinstance(executor, Executor) and executor.name == name and executor.source
+    with pytest.raises(BackendError, match="the cuda executor does not run on the numpy"):
+        registry.check("cuda", "numpy")
+    with pytest.raises(BackendError, match="the native executor does not run on the cupy"):
+        registry.check("native", "cupy")
+    with pytest.raises(BackendError, match="unknown executor 'fast'"):
+        registry.check("fast", "numpy")
+
+
+def test_the_runner_keeps_a_few_plans_one_per_batch_size():
+    run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3, executor="numpy")
+    first = {batch: run.compiled(batch) for batch in (1, 2)}
+    for batch in (1, 2, 1, 2):
+        run(np.zeros((3, batch, 2), "float32"))
+        assert run.compiled(batch) is first[batch]  # alternating sizes build nothing new
+    for batch in range(3, 3 + run.PLANS):
+        run.compiled(batch)
+    assert run.compiled(1) is not first[1]  # the least recently used went
+
+
+def test_a_runner_called_from_several_threads_gives_each_its_own_answer():
+    run = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=8, seed=1)
+    inputs = [np.random.default_rng(k).standard_normal((20, 4, 3)).astype("float32")
+              for k in range(6)]
+    expected = [run(x)[0] for x in inputs]
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        results[k] = run(inputs[k])[0]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k in range(6):
+        np.testing.assert_array_equal(results[k], expected[k])
