@@ -14,7 +14,7 @@ import networkx as nx
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import CellGraph, Loc, NodeKind, Size
 from lstm_graph.language import directives
-from lstm_graph.language.parser import did_you_mean
+from lstm_graph.language.parser import Suggestions
 
 
 def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> Diagnostic:
@@ -153,14 +153,15 @@ def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False
              ) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Run every check; return the node sizes and all diagnostics.
 
-    After parse errors the graph is incomplete, so only the declaration checks
-    run (they still add to the report, so one run shows as much as it can).
+    After parse errors the graph lacks the assignments that had them, so only
+    the checks that stay true of the rest run: declarations, and loops (a loop
+    among the assignments that were read is a loop in the file).
     """
     found = check_declarations(graph, assigned)
-    if parse_errors:
-        return {}, found
-    found += directives.check(graph, did_you_mean)
     loops = check_loops(graph)
+    if parse_errors:
+        return {}, found + loops
+    found += directives.check(graph, Suggestions())
     if loops:
         return {}, found + loops
     sizes, size_errors = infer_sizes(graph)
