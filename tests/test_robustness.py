@@ -113,8 +113,9 @@ def test_x_of_the_wrong_rank_and_size(tmp_path):
 
 def test_object_and_text_arrays_are_refused(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert "cannot read x" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2",
-                                    "--out", tmp_path / "y.npz")
+    assert "o.npy: holds Python objects (dtype object), not numbers; nothing in it was " \
+        "unpickled" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2", "--out",
+                             tmp_path / "y.npz")
     np.save(tmp_path / "t.npy", np.array([["a", "b"]]))
     assert "dtype <U1; it must hold real numbers" in fails(
         "run", "rnn", "--input", tmp_path / "t.npy", "-H", "2", "--out", tmp_path / "y.npz")
@@ -256,17 +257,26 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file):
 def test_npz_with_pickled_objects_is_refused(tmp_path, x_file):
     marker = tmp_path / "pwned"
     np.savez(tmp_path / "evil.npz", **{"f.b": np.array([_Evil(marker)], dtype=object)})
-    assert "not a readable .npz file" in fails("run", "lstm", "--input", x_file, "--weights",
-                                               tmp_path / "evil.npz", "--out",
-                                               tmp_path / "y.npz")
+    assert "evil.npz: f.b: holds Python objects (dtype object), not numbers; nothing in it " \
+        "was unpickled" in fails("run", "lstm", "--input", x_file, "--weights",
+                                 tmp_path / "evil.npz", "--out", tmp_path / "y.npz")
     assert not marker.exists()
 
 
 # -- environment ----------------------------------------------------------------------
 
-def test_missing_or_unwritable_output_directory(tmp_path, x_file):
-    assert "the directory" in fails("run", "rnn", "--input", x_file, "-H", "2", "--out",
-                                    tmp_path / "nowhere" / "y.npz")
+def test_missing_output_directories_are_created(tmp_path, x_file):
+    ok("run", "rnn", "--input", x_file, "-H", "2", "--out", tmp_path / "new" / "dirs" / "y.npz")
+    assert (tmp_path / "new" / "dirs" / "y.npz").is_file()
+
+
+def test_output_directories_created_for_a_failed_run_are_removed(tmp_path, x_file):
+    fails("run", "rnn", "--input", x_file, "--weights", tmp_path / "nope.npz", "--out",
+          tmp_path / "new" / "y.npz")
+    assert not (tmp_path / "new").exists()
+
+
+def test_unusable_output_directory(tmp_path, x_file):
     assert f"{x_file} is not a directory" in fails("run", "rnn", "--input", x_file, "-H", "2",
                                                    "--out", x_file / "y.npz")
     if Path("/proc/self").is_dir():  # a directory nobody can create files in, even root

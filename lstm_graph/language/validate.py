@@ -10,6 +10,7 @@ reach no state or output. Sizes are symbolic (:class:`~lstm_graph.ir.Size`).
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import CellGraph, Loc, NodeKind, Size
@@ -131,6 +132,20 @@ def infer_sizes(graph: CellGraph) -> tuple[dict[str, Size], list[Diagnostic]]:
             found.append(_diag(graph, loc, f"output '{output}' is a single number; an output "
                                "is a vector"))
     return sizes, found
+
+
+def check_constants(graph: CellGraph, dtype: np.dtype) -> list[Diagnostic]:
+    """Errors for the numbers in the cell that do not fit ``dtype`` (``1e39`` would be
+    infinity in float32). :meth:`~lstm_graph.cell.Cell.compile` runs this check, when the
+    run's dtype is known."""
+    largest = float(np.finfo(dtype).max)
+    return [
+        _diag(graph, node.loc, f"the constant {node.value:g} is too large for {dtype} (the "
+              f"largest is about {largest:.2g}); run in float64 (--dtype float64) or use a "
+              "smaller number")
+        for node in graph.nodes.values()
+        if node.kind is NodeKind.CONST and node.value is not None and abs(node.value) > largest
+    ]
 
 
 def unused(graph: CellGraph) -> list[Diagnostic]:
