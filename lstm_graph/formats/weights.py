@@ -68,7 +68,7 @@ def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "t
                            f"there; it holds {held} (weights of another cell?)")
     for symbol, size in ((Size.HIDDEN, hidden), (Size.INPUT, input_size)):
         if size is not None and size < 1:
-            raise WeightsError(f"{source}: {seen[symbol]}, so the {symbol.words} is 0; a "
+            raise WeightsError(f"{source}: {seen[symbol]}, so {symbol.words} is 0; a "
                                "cell needs at least one")
     return input_size, hidden
 
