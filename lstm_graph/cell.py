@@ -25,7 +25,6 @@ from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace
 from lstm_graph.executors.contract import Executor, Progress, Spec
 from lstm_graph.formats.importers import read_weights
-from lstm_graph.formats.memory import require
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
 from lstm_graph.language.validate import check_constants
@@ -168,9 +167,8 @@ class Runner:
         """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
         for refused when its arrays would not fit in memory."""
         x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
-        steps, batch = x.shape[:2]
-        require(checks.run_allocations(self.cell.schedule, steps, batch, self.input_size,
-                                       self.hidden_size, self.dtype, self.dtype), "this run")
+        checks.check_run_fits(self.cell.schedule, x.shape[0], x.shape[1], self.input_size,
+                              self.hidden_size, self.dtype)
         return x, unbatched
 
     def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,

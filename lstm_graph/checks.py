@@ -9,6 +9,7 @@ names the array, its shape and, for values, the first offending index.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import to_numpy
+from lstm_graph.formats import memory
 from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
@@ -57,8 +59,7 @@ def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.d
                         f"input size I is {input_size}")
     if shape[0] == 0 or (len(shape) == 3 and shape[1] == 0):
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
-    with np.errstate(over="ignore"):  # a number too large for dtype is reported below
-        converted = xp.asarray(x, dtype=dtype)
+    converted = _convert(x, xp, dtype)
     if not allow_nonfinite:
         _check_finite(x, converted, "x", dtype, xp, "clean the input")
     unbatched = len(shape) == 2
@@ -86,12 +87,20 @@ def check_state(state: Mapping[str, Any] | None, states: Mapping[str, Any], batc
             raise DataError(f"state '{name}' has dtype {value.dtype}; states are real numbers")
         if tuple(value.shape) != want:
             raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected {want}")
-        with np.errstate(over="ignore"):
-            converted = xp.asarray(value, dtype=dtype)
+        converted = _convert(value, xp, dtype)
         if not allow_nonfinite:
             _check_finite(value, converted, f"state '{name}'", dtype, xp, "clean it")
         start[name] = converted[None, :] if unbatched else converted
     return start
+
+
+def _convert(value: Any, xp: Any, dtype: np.dtype) -> Any:
+    """``value`` as an array of ``xp`` and ``dtype``; a number too large for ``dtype``
+    becomes infinity quietly (:func:`_check_finite` names it)."""
+    if np.dtype(value.dtype) == dtype:
+        return xp.asarray(value)
+    with np.errstate(over="ignore"):
+        return xp.asarray(value, dtype=dtype)
 
 
 def _check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: Any,
@@ -109,6 +118,22 @@ def _check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp:
                         "float64 (--dtype float64)")
     raise DataError(f"{what} holds NaN or infinity, first at index {position}; {fix} or pass "
                     "--allow-nonfinite")
+
+
+#: Runs whose arrays surely take less are not weighed against the machine's memory
+#: (reading it costs more than running a small cell), unless $LSTM_GRAPH_MAX_BYTES is set.
+SURELY_FITS = 64 * 2**20
+
+
+def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
+                   hidden_size: int, dtype: np.dtype) -> None:
+    """Refuse a run over ``x`` of shape ``(steps, batch, input_size)``, already in ``dtype``,
+    whose arrays would not fit in memory (see :func:`run_allocations`)."""
+    widest = max(input_size, hidden_size)
+    rough = steps * batch * (input_size + (len(schedule.order) + 3) * widest) * dtype.itemsize
+    if rough > SURELY_FITS or os.environ.get(memory.ENV):
+        memory.require(run_allocations(schedule, steps, batch, input_size, hidden_size, dtype,
+                                       dtype), "this run")
 
 
 def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,

@@ -363,3 +363,49 @@ def test_ten_thousand_steps_stay_finite(name):
     run = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=8, seed=0)
     y, state = run(np.random.default_rng(0).standard_normal((10_000, 1, 3)).astype("float32"))
     assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(v)) for v in state.values())
+
+
+# -- the Python API -------------------------------------------------------------------
+
+def test_a_run_too_large_for_memory_is_refused_before_it_allocates():
+    run = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=1024, seed=0)
+    x = np.broadcast_to(np.zeros(4, "float32"), (4_000_000, 1, 4))  # no memory of its own
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"the hoisted products \(T·B rows\) "
+                       r"of shape \(4000000, 4096\) would take 65.5 GB"):
+        run(x)
+
+
+@pytest.mark.parametrize("sizes", [{"input_size": 0, "hidden_size": 3},
+                                   {"input_size": 3, "hidden_size": 0}])
+def test_sizes_of_zero_are_refused(sizes):
+    with pytest.raises(lstm_graph.DataError, match="is 0; it must be at least 1"):
+        lstm_graph.load_cell("rnn").compile(**sizes)
+
+
+def test_states_are_checked_like_x_through_the_api():
+    run = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3, seed=0)
+    x = np.zeros((4, 2, 2), "float32")
+    with pytest.raises(lstm_graph.DataError, match=r"state 'h' holds NaN or infinity, first "
+                       r"at index \(0, 1\)"):
+        run(x, {"h": np.array([[0, np.inf, 0], [0, 0, 0]])})
+    with pytest.raises(lstm_graph.DataError, match="state 'h' has dtype complex128"):
+        run(x, {"h": np.zeros((2, 3), complex)})
+    with pytest.raises(lstm_graph.DataError, match="state 'h' is not an array of numbers"):
+        run(x, {"h": [[0, 1, 2], [3]]})
+    y, _ = run(x, {"h": np.full((2, 3), np.nan)}, allow_nonfinite=True)
+    assert np.isnan(y).all()
+
+
+def test_a_pytorch_state_dict_passed_as_a_dict_is_checked_like_a_file():
+    state = {k: v.to(torch.bfloat16) for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    with pytest.raises(lstm_graph.WeightsError, match="state dict: weight_ih_l0 has dtype "
+                       "bfloat16"):
+        lstm_graph.load_cell("gru").compile(weights=state)
+
+
+def test_weights_given_as_a_dict_name_the_dict():
+    weights = lstm_graph.load_cell("rnn").random_weights(2, 3)
+    del weights["h.b"]
+    with pytest.raises(lstm_graph.WeightsError, match="the weights dict does not fit cell "
+                       "'rnn': missing h.b"):
+        lstm_graph.load_cell("rnn").compile(weights=weights)

@@ -151,7 +151,7 @@ def _value_problem(name: str, array: np.ndarray, dtype: np.dtype, terms: int) ->
         return None
     if not np.all(np.isfinite(array)):
         return f"{name} holds NaN or infinity"
-    largest = float(np.max(np.abs(array)))
+    largest = max(abs(float(array.max())), abs(float(array.min())))
     limit = float(np.finfo(dtype).max)
     if largest > limit:
         return (f"{name} holds {largest:.3g}, too large for {dtype} (the largest is about "
