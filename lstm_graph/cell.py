@@ -133,16 +133,37 @@ class Runner:
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
                  progress: Progress | None = None, allow_nonfinite: bool = False
                  ) -> tuple[Any, dict[str, Any]]:
-        x, unbatched = self._check_x(x, allow_nonfinite)
-        batch = x.shape[1]
-        start = self._check_state(state, batch, unbatched)
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
         with self._lock:
-            plan = self.compiled(batch)
+            plan = self.compiled(x.shape[1])
             y, final = plan.run(x, start, progress)
             self.ran_with = plan.name
         if unbatched:
             return y[:, 0], {name: value[0] for name, value in final.items()}
         return y, final
+
+    def trace(self, x: Any, state: Mapping[str, Any] | None = None,
+              progress: Progress | None = None, allow_nonfinite: bool = False
+              ) -> dict[str, Any]:
+        """Every assignment's value at every step, as this runner's executor computes it.
+
+        Returns ``{name: (T, B, width)}`` in the cell file's order (``(T, width)`` for
+        one sequence given as ``(T, I)``); the states' last rows are the final states.
+        """
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        with self._lock:
+            plan = self.compiled(x.shape[1])
+            values = plan.trace(x, start, progress)
+            self.ran_with = plan.name
+        if unbatched:
+            return {name: value[:, 0] for name, value in values.items()}
+        return values
+
+    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool
+                ) -> tuple[Any, dict[str, Any], bool]:
+        """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``."""
+        x, unbatched = self._check_x(x, allow_nonfinite)
+        return x, self._check_state(state, x.shape[1], unbatched), unbatched
 
     def compiled(self, batch: int) -> Executor:
         """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""

@@ -5,6 +5,7 @@ An executor is built for one cell, batch size, dtype and set of weights
 
     executor = NumpyPlan(spec)
     y, final = executor.run(x, state, progress)     # x: (T, B, I); state: {name: (B, H)}
+    values = executor.trace(x, state)               # {assignment: (T, B, width)}
     print(executor.source)                          # the code it generated, to read
 
 Every executor computes what the reference interpreter computes (the
@@ -80,3 +81,11 @@ class Executor(ABC):
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
         """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""
+
+    @abstractmethod
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        """Run like :meth:`run` and return the value of every assignment at every step,
+        ``{name: (T, B, width)}`` in the cell file's order, as this executor computed it.
+        A compiled plan builds a recording variant of its code for this, so :meth:`run`
+        stays as fast as without tracing."""

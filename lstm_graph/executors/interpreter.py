@@ -78,3 +78,19 @@ class Reference(Executor):
             ) -> tuple[Array, dict[str, Array]]:
         spec = self.spec
         return run(spec.schedule, spec.xp, spec.params, x, state, progress)
+
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        spec, xp = self.spec, self.spec.xp
+        graph = spec.schedule.graph
+        consts = constants(spec.schedule, xp, x.dtype)
+        values: dict[str, list[Array]] = {name: [] for name in graph.assignments}
+        current = dict(state)
+        for t in range(x.shape[0]):
+            env = step(spec.schedule, xp, spec.params, consts, x[t, ...], current)
+            for name, recorded in values.items():
+                recorded.append(xp.broadcast_to(env[name], (x.shape[1], spec.width(name))))
+            current = {name: env[name] for name in graph.states}
+            if progress is not None:
+                progress(1)
+        return {name: xp.stack(recorded) for name, recorded in values.items()}

@@ -1,0 +1,132 @@
+"""What every command that runs a cell reads: the cell, ``x``, weights and the initial state.
+
+``run`` and ``trace`` share these options (:func:`run_options`), how they are read
+(:func:`prepare`) and how a long run shows its progress (:func:`with_progress`).
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import numpy as np
+
+from lstm_graph.cell import Cell, Runner
+from lstm_graph.cli.app import load
+from lstm_graph.errors import DataError
+from lstm_graph.executors.backends import BACKENDS, DTYPES
+from lstm_graph.executors.contract import Progress
+from lstm_graph.executors.registry import EXECUTORS
+from lstm_graph.formats.weights import load_npz
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Steps from which a run on a terminal shows a progress bar.
+PROGRESS_FROM = 1000
+
+SAMPLE_SHAPE = (20, 2, 8)  # T, B, I of --sample
+
+
+def _read_array(path: Path, what: str, key: str) -> np.ndarray:
+    """An array from .npy, or from .npz by ``key`` (or its only array); never unpickles."""
+    if path.suffix.lower() == ".npz":
+        arrays = load_npz(path)
+        if key in arrays:
+            return arrays[key]
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        raise DataError(f"{path}: no array named '{key}' for {what} (it holds "
+                        f"{', '.join(arrays) or 'nothing'})")
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: cannot read {what} as a .npy array ({err})") from None
+
+
+def run_options(command: F) -> F:
+    """The options of a run's inputs, shared by every command that runs a cell."""
+    options = [
+        click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="x as .npy, time-major (T, B, I) or (T, I); or .npz holding x."),
+        click.option("--sample", is_flag=True, help="Run on a seeded random input of shape "
+                     f"{SAMPLE_SHAPE} instead of --input."),
+        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                     help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or "
+                          ".onnx."),
+        click.option("--hidden-size", "-H", type=click.IntRange(min=1),
+                     help="Hidden size H (needed without --weights)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for random weights (without --weights) and for --sample."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="numpy",
+                     show_default=True),
+        click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True),
+        click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Initial states as .npz (one array per state, e.g. from an earlier "
+                          "run's --out)."),
+        click.option("--executor", type=click.Choice(EXECUTORS), default=EXECUTORS[0],
+                     show_default=True,
+                     help="plan: the fastest available (native C step where a C compiler is "
+                          "found, else the NumPy plan; cuda on --backend cupy); native, numpy, "
+                          "cuda: force one; reference: the interpreter that defines the "
+                          "semantics."),
+        click.option("--allow-nonfinite", is_flag=True,
+                     help="Run even if x holds NaN or infinity."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@dataclass
+class Prepared:
+    """A cell bound to its weights, and the run's input and initial state."""
+
+    cell: Cell
+    runner: Runner
+    x: np.ndarray
+    state: dict[str, np.ndarray] | None
+    allow_nonfinite: bool
+
+
+def prepare(spec: str, input_path: Path | None, sample: bool, weights: Path | None,
+            hidden_size: int | None, seed: int, backend: str, dtype: str,
+            state_path: Path | None, executor: str, allow_nonfinite: bool) -> Prepared:
+    """Read everything :func:`run_options` names, checked; usage errors exit 2."""
+    if (input_path is None) == (not sample):
+        raise click.UsageError("give exactly one of --input FILE and --sample")
+    if weights is None and hidden_size is None:
+        raise click.UsageError("give --hidden-size (or --weights, which tell it)")
+    cell = load(spec)
+    if input_path is None:
+        x = np.random.default_rng(seed).standard_normal(SAMPLE_SHAPE).astype(dtype)
+    else:
+        x = _read_array(input_path, "x", "x")
+    if x.ndim not in (2, 3):
+        raise DataError(f"{input_path}: x has shape {x.shape}; expected (T, B, I) or (T, I)")
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{input_path}: x has dtype {x.dtype}; it must hold real numbers")
+    if x.dtype != np.dtype(dtype):
+        click.echo(f"note: x is {x.dtype}; computing in {dtype} (see --dtype)", err=True)
+    # With weights, they tell the input size, and x is checked against them.
+    input_size = None if weights else int(x.shape[-1])
+    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
+                          dtype=dtype, weights=weights, seed=seed, executor=executor)
+    state = None
+    if state_path is not None:
+        arrays = load_npz(state_path)
+        state = {name: arrays[name] for name in cell.graph.states if name in arrays}
+    return Prepared(cell, runner, x, state, allow_nonfinite)
+
+
+def with_progress(steps: int, call: Callable[[Progress | None], Any]) -> Any:
+    """``call(progress)``, with a progress bar on a terminal for long sequences."""
+    if sys.stderr.isatty() and steps >= PROGRESS_FROM:
+        with click.progressbar(length=steps, label="steps", file=sys.stderr) as bar:
+            return call(bar.update)
+    return call(None)
