@@ -31,7 +31,7 @@ PROGRESS_FROM = 1000
 SAMPLE_SHAPE = (20, 2, 8)  # T, B, I of --sample
 
 
-def _read_array(path: Path, what: str, key: str) -> np.ndarray:
+def read_array(path: Path, what: str, key: str) -> np.ndarray:
     """An array from .npy, or from .npz by ``key`` (or its only array); never unpickles."""
     if path.suffix.lower() == ".npz":
         arrays = load_npz(path)
@@ -106,7 +106,7 @@ def prepare(spec: str, input_path: Path | None, sample: bool, weights: Path | No
     if input_path is None:
         x = np.random.default_rng(seed).standard_normal(SAMPLE_SHAPE).astype(dtype)
     else:
-        x = _read_array(input_path, "x", "x")
+        x = read_array(input_path, "x", "x")
     if x.ndim not in (2, 3):
         raise DataError(f"{input_path}: x has shape {x.shape}; expected (T, B, I) or (T, I)")
     if x.dtype.kind not in "fiu":

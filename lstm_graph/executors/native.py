@@ -38,6 +38,7 @@ import numpy as np
 
 from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache
+from lstm_graph.executors.backward import CompiledBackward
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
     Binding,
@@ -46,7 +47,7 @@ from lstm_graph.executors.codegen_c import (
     StepKernels,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Executor, Progress, Spec
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     hoist,
@@ -288,6 +289,7 @@ class NativePlan(Executor):
         self._hoisted = np.empty((0, 0), dtype=spec.dtype)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
+        self._backward: CompiledBackward | None = None
         self.kernels, self.step = self._plain.kernels, self._plain.step
 
     def _build(self, trace: bool) -> _Build:
@@ -332,6 +334,12 @@ class NativePlan(Executor):
                              spec.width, spec.dtype)
         found.update({b.key: arrays[b.name] for b in self._traced.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        if self._backward is None:
+            self._backward = CompiledBackward(self.spec, self.layout)
+        return self._backward(x, state, grad_y, grad_final)
 
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
                  progress: Progress | None
