@@ -23,6 +23,7 @@ from lstm_graph.errors import DataError, Diagnostic, WeightsError
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
+from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats.importers import read_weights
 from lstm_graph.formats.weights import check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
@@ -160,15 +161,18 @@ class Runner:
         return values
 
     def grad(self, x: Any, grad_y: Any, state: Mapping[str, Any] | None = None,
-             grad_state: Mapping[str, Any] | None = None, allow_nonfinite: bool = False
-             ) -> Gradients:
+             grad_state: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
+             record: bool = False) -> Gradients:
         """Gradients of ``sum(grad_y · y) + Σ_s sum(grad_state[s] · final[s])``.
 
         ``grad_y`` has the shape of ``y``; ``grad_state`` maps some states to arrays of
         their shape (the others count zero). The answer (:class:`Gradients`) holds
         ``.x``, ``.weights`` (by parameter name, as :attr:`weights`), ``.state`` (with
         respect to the initial states), and the forward results ``.y`` and ``.final``;
-        for one sequence ``(T, I)`` the batch axis is dropped, as in a run.
+        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. With
+        ``record``, the reference backward runs and also records ``∂L/∂value`` of every
+        assignment at every step and the gradient each edge carried (``.values``,
+        ``.edges``: what the gradient-flow view draws).
         """
         x, start, unbatched = self._inputs(x, state, allow_nonfinite)
         steps, batch = x.shape[0], x.shape[1]
@@ -184,15 +188,21 @@ class Runner:
                                 f"(its states: {', '.join(self.cell.graph.states)})")
             value = self._check_array(f"grad_state['{name}']", value, state_shape)
             finals[name] = value[None, :] if unbatched else value
-        with self._lock:
-            plan = self.compiled(batch)
-            found = plan.grad(x, start, grad_y[:, None] if unbatched else grad_y, finals)
-            self.ran_with = plan.name
+        grad_y = grad_y[:, None] if unbatched else grad_y
+        if record:
+            found = backward(self.cell.schedule, self.xp, self.params, x, start, grad_y, finals,
+                             record=True)
+            self.ran_with = "reference"
+        else:
+            with self._lock:
+                plan = self.compiled(batch)
+                found = plan.grad(x, start, grad_y, finals)
+                self.ran_with = plan.name
         if unbatched:
             found = Gradients(found.x[:, 0], found.weights,
                               {k: v[0] for k, v in found.state.items()}, found.y[:, 0],
                               {k: v[0] for k, v in found.final.items()},
-                              {k: v[:, 0] for k, v in found.values.items()})
+                              {k: v[:, 0] for k, v in found.values.items()}, found.edges)
         return found
 
     def _check_array(self, what: str, value: Any, shape: tuple[int, ...]) -> Any:

@@ -160,7 +160,7 @@ def test_gradients_equal_central_differences_on_random_cells(source, executor, s
         ds = {s: rng.standard_normal(v.shape) for s, v in state.items()}
         dw = {k: rng.standard_normal(v.shape) for k, v in weights.items()}
 
-        def moved(sign: float) -> float:
+        def moved(sign: float, dx=dx, ds=ds, dw=dw) -> float:
             shifted = bound(cell, {k: v + sign * eps * dw[k] for k, v in weights.items()},
                             input_size, hidden)
             return loss_of(shifted, x + sign * eps * dx,

@@ -27,6 +27,7 @@ with it. The tests hold it to the reference and to PyTorch's autograd.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from lstm_graph.executors.contract import Array, Gradients, Spec
 from lstm_graph.executors.interpreter import needs_gradient
@@ -35,8 +36,24 @@ from lstm_graph.executors.prepare import hoist, pack_group, pack_hoisted, static
 from lstm_graph.ir import NodeKind, old_id
 
 
+@dataclass
+class Tape:
+    """What :meth:`CompiledBackward.forward` keeps for the backward pass."""
+
+    x: Array
+    state: Mapping[str, Array]
+    static: dict[str, Array]  # every static value, for all steps
+    envs: list[dict[str, Array]]  # every value of every step
+    y: Array
+    final: dict[str, Array]
+
+
 class CompiledBackward:
-    """Gradients of a cell's runs for one :class:`Spec`, laid out by ``layout``."""
+    """Gradients of a cell's runs for one :class:`Spec`, laid out by ``layout``.
+
+    ``backward(forward(x, state), grad_y, grad_final)`` (or a call) gives the
+    :class:`Gradients`; a trainer computes its loss on ``tape.y`` in between.
+    """
 
     def __init__(self, spec: Spec, layout: Layout):
         self.spec, self.layout = spec, layout
@@ -53,9 +70,12 @@ class CompiledBackward:
 
     def __call__(self, x: Array, state: Mapping[str, Array], grad_y: Array,
                  grad_final: Mapping[str, Array]) -> Gradients:
+        return self.backward(self.forward(x, state), grad_y, grad_final)
+
+    def forward(self, x: Array, state: Mapping[str, Array]) -> Tape:
+        """Run ``x`` from ``state``, keeping every value the backward pass needs."""
         spec, layout, xp = self.spec, self.layout, self.spec.xp
-        graph, hidden = spec.schedule.graph, spec.hidden
-        steps, batch = x.shape[0], x.shape[1]
+        graph = spec.schedule.graph
         static = static_values(spec.schedule, layout, xp, spec.params, x, spec.dtype)
         envs = self._forward(x, state, static)
         (output,) = graph.outputs
@@ -63,6 +83,16 @@ class CompiledBackward:
             xp.stack([env[output] for env in envs])
         final = {s: envs[-1][s] if s not in layout.static else static[s][-1]
                  for s in graph.states}
+        return Tape(x, state, static, envs, y, final)
+
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array]
+                 ) -> Gradients:
+        """The gradients of ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])``."""
+        spec, layout, xp = self.spec, self.layout, self.spec.xp
+        graph, hidden = spec.schedule.graph, spec.hidden
+        x, state, static, envs = tape.x, tape.state, tape.static, tape.envs
+        steps, batch = x.shape[0], x.shape[1]
+        (output,) = graph.outputs
 
         # Gradients of static values, for all steps at once; of the linears' sums, per step.
         d_static = {n: xp.zeros_like(static[n]) for n in layout.static
@@ -80,7 +110,7 @@ class CompiledBackward:
         self._static_back(static, d_static, grads)
         (input_name,) = graph.inputs
         grad_x = d_static.get(input_name, xp.zeros_like(x))
-        return Gradients(grad_x, grads, carry, y, final)
+        return Gradients(grad_x, grads, carry, tape.y, tape.final)
 
     def _env_at(self, static: Mapping[str, Array], t: int) -> dict[str, Array]:
         """The static values a step reads: row ``t`` of each, or the number itself."""

@@ -65,7 +65,9 @@ class Gradients:
     shape; ``state`` maps every state to the gradient with respect to its initial
     value ``(B, H)``. ``y`` and ``final`` are the forward run's results. ``values``,
     when recorded, maps every assignment to ``∂L/∂value`` at every step ``(T, B, width)``
-    (for a state: the total, through every later step).
+    (for a state: the total, through every later step), and ``edges`` maps every IR
+    edge ``(source, target)`` to the size of the gradient it carried at each step
+    ``(T,)``: the L2 norm of what ``target`` passed back to ``source``, over the batch.
     """
 
     x: Array
@@ -74,6 +76,7 @@ class Gradients:
     y: Array
     final: dict[str, Array]
     values: dict[str, Array] = field(default_factory=dict)
+    edges: dict[tuple[str, str], Array] = field(default_factory=dict)
 
 
 class Executor(ABC):

@@ -107,6 +107,8 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
              for s in graph.states}
     grad_x: list[Array] = []
     values: dict[str, list[Array]] = {name: [] for name in graph.assignments} if record else {}
+    edges: dict[tuple[str, str], list[Array]] = {}
+    zero_norm = xp.asarray(0.0, dtype=x.dtype)
     for t in reversed(range(steps)):
         env = envs[t]
         grads: dict[str, Array] = {}
@@ -123,6 +125,9 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
             for arg, gradient in zip(node.args, grad_args):
                 if arg in needs:
                     accumulate(grads, arg, gradient)
+                    if record:
+                        carried = edges.setdefault((arg, node_id), [zero_norm] * steps)
+                        carried[t] = xp.sqrt(xp.sum(gradient * gradient))
             for param, gradient in zip(node.params, grad_weights):
                 grad_params[param] = grad_params[param] + gradient
         for name, recorded in values.items():
@@ -132,7 +137,8 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
         carry = {s: grads.get(old_id(s), xp.zeros_like(state[s])) for s in graph.states}
     y = xp.stack([env[output] for env in envs])
     return Gradients(xp.stack(grad_x[::-1]), grad_params, carry, y, current,
-                     {name: xp.stack(recorded[::-1]) for name, recorded in values.items()})
+                     {name: xp.stack(recorded[::-1]) for name, recorded in values.items()},
+                     {edge: xp.stack(norms) for edge, norms in edges.items()})
 
 
 class Reference(Executor):
