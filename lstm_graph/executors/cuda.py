@@ -79,7 +79,7 @@ class HostLauncher(Launcher):
 
     def compile(self, kernels: StepKernels, dtype: np.dtype, xp: Any) -> list[Kernel]:
         library = buildcache.library(host_source(kernels, dtype), [("-O1", "-fPIC", "-shared")],
-                                     "cuda-kernels-on-host")
+                                     "the CUDA kernels, for the host")
         compiled = []
         for segment in kernels.segments:
             function = getattr(library, segment.name)

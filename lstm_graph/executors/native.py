@@ -297,7 +297,8 @@ class NativePlan(Executor):
         batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
         kernels = step_kernels(spec.schedule, layout, hidden, trace=trace)
         step = NativeStep(spec.schedule, layout, kernels, dtype)
-        library = buildcache.library(step.source, ATTEMPTS, spec.schedule.graph.name)
+        library = buildcache.library(step.source, ATTEMPTS,
+                                     f"the native step of cell '{spec.schedule.graph.name}'")
         steps, segment = library.lstm_graph_steps, library.lstm_graph_segment
         steps.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p]
         segment.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_void_p]
