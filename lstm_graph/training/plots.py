@@ -38,6 +38,18 @@ def _pyplot(path: Path) -> Any:
     return plt
 
 
+def _finish(plt: Any, figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str,
+            title: str) -> Path:
+    """Log scale, labels, grid and legend, then the chart written whole to ``path``."""
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.25)
+    axes.legend(frameon=False, fontsize=9)
+    return _save(plt, figure, path)
+
+
 def _save(plt: Any, figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     kind = path.suffix.lower()[1:]
@@ -71,13 +83,7 @@ def loss_curves(runs: Sequence[tuple[str, Trained]], path: Path, title: str) -> 
     baseline = runs[0][1].baseline if runs else 0.0
     axes.axhline(baseline, color="#555555", linestyle="--", linewidth=1,
                  label=f"memoryless baseline {baseline:.3g}")
-    axes.set_yscale("log")
-    axes.set_xlabel("training step")
-    axes.set_ylabel("loss")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.25)
-    axes.legend(frameon=False, fontsize=9)
-    return _save(plt, figure, path)
+    return _finish(plt, figure, axes, path, "training step", "loss", title)
 
 
 def gradient_flow_chart(flows: Sequence[Flow], path: Path, title: str) -> Path:
@@ -92,10 +98,5 @@ def gradient_flow_chart(flows: Sequence[Flow], path: Path, title: str) -> Path:
             axes.plot(steps, np.maximum(norms, 1e-30), color=colour,
                       linestyle=styles[j % len(styles)], linewidth=2,
                       label=f"{found.cell}: ‖∂L/∂{state}_t‖")
-    axes.set_yscale("log")
-    axes.set_xlabel("step t (the loss is at the last step)")
-    axes.set_ylabel("gradient size (mean over the batch)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.25)
-    axes.legend(frameon=False, fontsize=9)
-    return _save(plt, figure, path)
+    return _finish(plt, figure, axes, path, "step t (the loss is at the last step)",
+                   "gradient size (mean over the batch)", title)
