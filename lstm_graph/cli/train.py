@@ -67,7 +67,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
 
         def report(step: int, loss: float) -> None:
-            bar.update(1 if step > bar.pos else 0, current_item=loss)
+            bar.update(step - bar.pos, current_item=loss)
             if not on_terminal and step % eval_every == 0:
                 click.echo(f"step {step}: loss {loss:.4g}", err=True)
 
