@@ -23,7 +23,8 @@ from lstm_graph import checks
 from lstm_graph.errors import CellError, DataError, Diagnostic, WeightsError
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace
-from lstm_graph.executors.contract import Executor, Progress, Spec
+from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
+from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats.importers import read_weights
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
@@ -139,16 +140,92 @@ class Runner:
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
                  progress: Progress | None = None, allow_nonfinite: bool = False
                  ) -> tuple[Any, dict[str, Any]]:
-        x, unbatched = self._check_x(x, allow_nonfinite)
-        batch = x.shape[1]
-        start = self._check_state(state, batch, unbatched, allow_nonfinite)
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
         with self._lock:
-            plan = self.compiled(batch)
+            plan = self.compiled(x.shape[1])
             y, final = plan.run(x, start, progress)
             self.ran_with = plan.name
         if unbatched:
             return y[:, 0], {name: value[0] for name, value in final.items()}
         return y, final
+
+    def trace(self, x: Any, state: Mapping[str, Any] | None = None,
+              progress: Progress | None = None, allow_nonfinite: bool = False
+              ) -> dict[str, Any]:
+        """Every assignment's value at every step, as this runner's executor computes it.
+
+        Returns ``{name: (T, B, width)}`` in the cell file's order (``(T, width)`` for
+        one sequence given as ``(T, I)``); the states' last rows are the final states.
+        """
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        with self._lock:
+            plan = self.compiled(x.shape[1])
+            values = plan.trace(x, start, progress)
+            self.ran_with = plan.name
+        if unbatched:
+            return {name: value[:, 0] for name, value in values.items()}
+        return values
+
+    def grad(self, x: Any, grad_y: Any, state: Mapping[str, Any] | None = None,
+             grad_state: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
+             record: bool = False) -> Gradients:
+        """Gradients of ``sum(grad_y · y) + Σ_s sum(grad_state[s] · final[s])``.
+
+        ``grad_y`` has the shape of ``y``; ``grad_state`` maps some states to arrays of
+        their shape (the others count zero). The answer (:class:`Gradients`) holds
+        ``.x``, ``.weights`` (by parameter name, as :attr:`weights`), ``.state`` (with
+        respect to the initial states), and the forward results ``.y`` and ``.final``;
+        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. With
+        ``record``, the reference backward runs and also records ``∂L/∂value`` of every
+        assignment at every step and the gradient each edge carried (``.values``,
+        ``.edges``: what the gradient-flow view draws).
+        """
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        steps, batch = x.shape[0], x.shape[1]
+        (output,) = self.cell.graph.outputs
+        width = self.cell.schedule.width(output, self.input_size, self.hidden_size)
+        want = (steps, width) if unbatched else (steps, batch, width)
+        grad_y = self._check_array("grad_y", grad_y, want)
+        state_shape = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        finals = {}
+        for name, value in (grad_state or {}).items():
+            if name not in self.cell.graph.states:
+                raise DataError(f"grad_state names '{name}', which is not a state of this cell "
+                                f"(its states: {', '.join(self.cell.graph.states)})")
+            value = self._check_array(f"grad_state['{name}']", value, state_shape)
+            finals[name] = value[None, :] if unbatched else value
+        grad_y = grad_y[:, None] if unbatched else grad_y
+        if record:
+            found = backward(self.cell.schedule, self.xp, self.params, x, start, grad_y, finals,
+                             record=True)
+            self.ran_with = "reference"
+        else:
+            with self._lock:
+                plan = self.compiled(batch)
+                found = plan.grad(x, start, grad_y, finals)
+                self.ran_with = plan.name
+        if unbatched:
+            found = Gradients(found.x[:, 0], found.weights,
+                              {k: v[0] for k, v in found.state.items()}, found.y[:, 0],
+                              {k: v[0] for k, v in found.final.items()},
+                              {k: v[:, 0] for k, v in found.values.items()}, found.edges)
+        return found
+
+    def _check_array(self, what: str, value: Any, shape: tuple[int, ...]) -> Any:
+        """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``."""
+        array = value if hasattr(value, "shape") and hasattr(value, "dtype") \
+            else np.asarray(value)
+        if tuple(array.shape) != shape:
+            raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
+        if np.dtype(array.dtype).kind not in "fiu":
+            raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
+        return self.xp.asarray(array, dtype=self.dtype)
+
+    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool
+                ) -> tuple[Any, dict[str, Any], bool]:
+        """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``."""
+        x, unbatched = self._check_x(x, allow_nonfinite)
+        return x, self._check_state(state, x.shape[1], unbatched, allow_nonfinite), unbatched
 
     def compiled(self, batch: int) -> Executor:
         """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""

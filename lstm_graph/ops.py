@@ -2,10 +2,11 @@
 
 Each :class:`Op` says how the language spells it, how diagrams draw it, what
 it computes (``reference``, written against an array namespace ``xp`` so it
-runs on NumPy, CuPy and ``array_api_strict``), and its C expression for the
+runs on NumPy, CuPy and ``array_api_strict``), its vector–Jacobian product
+(``vjp``, for gradients, on the same namespace), and its C expression for the
 fused kernels (CUDA on the GPU, the native step on the CPU). Adding an
 element-wise function is one entry here; the parser, executors, kernel
-generators and renderers all read this table.
+generators, gradients and renderers all read this table.
 
 Semantics every executor shares (the reference interpreter defines them, and
 the tests hold every executor to it, NaN pattern included):
@@ -32,6 +33,14 @@ from typing import Any
 Array = Any
 
 
+#: ``(xp, operands, parameters) -> value``.
+Forward = Callable[[Any, Sequence[Array], Sequence[Array]], Array]
+#: ``(xp, operands, parameters, value, gradient of the value) -> (gradients of the operands,
+#: gradients of the parameters)``: the vector–Jacobian product, for reverse mode.
+Vjp = Callable[[Any, Sequence[Array], Sequence[Array], Array, Array],
+               tuple[list[Array], list[Array]]]
+
+
 def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
     """``W_a·a + W_b·b + … + bias``; a 1-D parameter is a diagonal (peephole) weight."""
     *weights, bias = params
@@ -39,6 +48,17 @@ def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
     for value, weight in zip(args, weights):
         total = total + (value * weight if weight.ndim == 1 else value @ weight.T)
     return total
+
+
+def _linear_vjp(xp: Any, args: Sequence[Array], params: Sequence[Array], out: Array,
+                grad: Array) -> tuple[list[Array], list[Array]]:
+    """Operands get ``g·W`` (``g ⊙ p`` for a peephole); weights ``gᵀ·a`` (``Σ_b g ⊙ a``);
+    the bias ``Σ_b g``: sums over the batch, the rows of ``g``."""
+    *weights, _ = params
+    grad_args = [grad * w if w.ndim == 1 else grad @ w for w in weights]
+    grad_params = [xp.sum(grad * a, axis=0) if w.ndim == 1 else grad.T @ a
+                   for a, w in zip(args, weights)]
+    return grad_args, [*grad_params, xp.sum(grad, axis=0)]
 
 
 def _sigmoid(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
@@ -57,14 +77,15 @@ def _relu(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
 
 @dataclass(frozen=True)
 class Op:
-    """One operation: its spelling, its picture and its meaning."""
+    """One operation: its spelling, its picture, its meaning and its derivative."""
 
     name: str
     spelling: str  # how a .cell file writes it: "*", "sigmoid", "linear", …
     arity: int  # number of operands; -1 for any number (linear)
     symbol: str  # label in diagrams
     learned: bool  # a learned layer (owns parameters; drawn as a yellow box)
-    reference: Callable[[Any, Sequence[Array], Sequence[Array]], Array]
+    reference: Forward
+    vjp: Vjp
     #: C expression over the operands {0}, {1} (CUDA and C99 alike): T is the element
     #: type, and math functions are named by placeholders a dialect fills ({exp}, {tanh}).
     c: str | None
@@ -74,20 +95,32 @@ class Op:
 OPS: dict[str, Op] = {
     op.name: op
     for op in (
-        Op("add", "+", 2, "+", False, lambda xp, a, p: a[0] + a[1], "({0} + {1})",
-           "add({0}, {1}, out={out})"),
-        Op("sub", "-", 2, "−", False, lambda xp, a, p: a[0] - a[1], "({0} - {1})",
-           "subtract({0}, {1}, out={out})"),
-        Op("mul", "*", 2, "×", False, lambda xp, a, p: a[0] * a[1], "({0} * {1})",
-           "multiply({0}, {1}, out={out})"),
-        Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0], "(-{0})",
-           "negative({0}, out={out})"),
-        Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0], "{0}", "copyto({out}, {0})"),
-        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid, "((T)1 / ((T)1 + {exp}(-{0})))"),
-        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]), "{tanh}({0})"),
-        Op("relu", "relu", 1, "relu", False, _relu, "({0} < (T)0 ? (T)0 : {0})",
-           "maximum({0}, 0.0, out={out})"),
-        Op("linear", "linear", -1, "W", True, _linear, None),
+        Op("add", "+", 2, "+", False, lambda xp, a, p: a[0] + a[1],
+           lambda xp, a, p, out, g: ([g, g], []),
+           "({0} + {1})", "add({0}, {1}, out={out})"),
+        Op("sub", "-", 2, "−", False, lambda xp, a, p: a[0] - a[1],
+           lambda xp, a, p, out, g: ([g, -g], []),
+           "({0} - {1})", "subtract({0}, {1}, out={out})"),
+        Op("mul", "*", 2, "×", False, lambda xp, a, p: a[0] * a[1],
+           lambda xp, a, p, out, g: ([g * a[1], g * a[0]], []),
+           "({0} * {1})", "multiply({0}, {1}, out={out})"),
+        Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0],
+           lambda xp, a, p, out, g: ([-g], []),
+           "(-{0})", "negative({0}, out={out})"),
+        Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0],
+           lambda xp, a, p, out, g: ([g], []),
+           "{0}", "copyto({out}, {0})"),
+        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid,
+           lambda xp, a, p, out, g: ([g * out * (1 - out)], []),
+           "((T)1 / ((T)1 + {exp}(-{0})))"),
+        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]),
+           lambda xp, a, p, out, g: ([g * (1 - out * out)], []),
+           "{tanh}({0})"),
+        # As PyTorch: the gradient passes where the value is positive (not at NaN).
+        Op("relu", "relu", 1, "relu", False, _relu,
+           lambda xp, a, p, out, g: ([xp.where(out > 0, g, xp.zeros_like(g))], []),
+           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})"),
+        Op("linear", "linear", -1, "W", True, _linear, _linear_vjp, None),
     )
 }
 

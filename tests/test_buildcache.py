@@ -245,3 +245,13 @@ def test_cache_info_and_clear(tmp_path):
     assert cleared.returncode == 0 and f"removed 1 build from {cache}" in cleared.stderr
     assert list(cache.iterdir()) == []
     assert '"entries": 0' in cli(["cache", "info", "--json"], tmp_path, cache).stdout
+
+
+def test_a_compile_says_so_once_in_the_log(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path / "cache"))
+    x = np.zeros((2, 1, 2), "float32")
+    with caplog.at_level("INFO", logger="lstm_graph"):
+        for _ in range(2):
+            lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3, executor="native")(x)
+    notes = [r.getMessage() for r in caplog.records if r.name == "lstm_graph"]
+    assert notes == [f"compiling the native step of cell 'rnn' once (cached in {tmp_path}/cache)"]

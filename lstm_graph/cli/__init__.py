@@ -4,7 +4,15 @@
 module adds one family of commands to it.
 """
 
-from lstm_graph.cli import cache, describe, render, run  # noqa: F401  (they register commands)
+from lstm_graph.cli import (  # noqa: F401  (each module registers its commands)
+    cache,
+    describe,
+    grad,
+    render,
+    run,
+    trace,
+    train,
+)
 from lstm_graph.cli.app import main
 
 __all__ = ["main"]

@@ -9,7 +9,9 @@ modules, one per family, and register themselves on :data:`main`.
 from __future__ import annotations
 
 import json
+import logging
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,12 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         previous = signal.signal(signal.SIGTERM, _terminate)
+        notes = logging.getLogger("lstm_graph")
+        handler = logging.StreamHandler(sys.stderr)  # e.g. "compiling … once (cached in …)"
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        if sys.stderr.isatty():
+            notes.addHandler(handler)
+            notes.setLevel(logging.INFO)
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
@@ -66,6 +74,7 @@ class _Group(click.Group):
             ctx.exit(143)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            notes.removeHandler(handler)
 
 
 class OutputPath(click.Path):

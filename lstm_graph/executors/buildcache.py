@@ -31,6 +31,7 @@ import atexit
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -47,6 +48,8 @@ from pathlib import Path
 
 from lstm_graph.errors import BackendError, LstmGraphWarning
 
+#: Says when a build is compiled (the command line shows it on a terminal).
+log = logging.getLogger("lstm_graph")
 #: Work directories older than this (left by a killed process) are removed.
 STALE_SECONDS = 3600
 _LIBRARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"MZ")
@@ -366,7 +369,8 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str) -> ctypes
     """Compile C ``source`` to a shared library (or reuse the cached build) and load it.
 
     ``attempts`` are flag sets tried in order until the compiler accepts one; the
-    first is part of the key. ``name`` labels the build in its record. Raises
+    first is part of the key. ``name`` labels the build in its record and in the
+    one INFO log line a compile writes (logger ``lstm_graph``). Raises
     :class:`BackendError` when there is no compiler, no private directory, or
     when compiling or writing fails.
     """
@@ -379,6 +383,7 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str) -> ctypes
     loaded = _load(directory, key)
     if loaded is not None:
         return loaded
+    log.info("compiling %s once (cached in %s)", name, directory)
     try:
         work = Path(tempfile.mkdtemp(dir=directory, prefix="tmp-"))
     except OSError as err:

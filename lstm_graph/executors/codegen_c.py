@@ -54,6 +54,7 @@ class Role(str, Enum):
     BUFFER = "buffer"  # a dynamic value kept from one segment to a later one, (B, H)
     STATE = "state"  # a state: its old value on entry, its new value on exit, (B, H)
     OUTPUT = "output"  # y at this step, (B, H)
+    TRACE = "trace"  # an assignment's value at this step, kept for a trace, (B, H)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,12 @@ def _segments(schedule: Schedule, layout: Layout) -> tuple[list[Segment], dict[s
     return segments, segment_of
 
 
-def step_kernels(schedule: Schedule, layout: Layout, hidden: int) -> StepKernels:
+def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = False
+                 ) -> StepKernels:
     """The segments of one step, their bodies and bindings, every shape baked in.
+
+    With ``trace``, each segment also stores every assignment it computes into a
+    per-step ``TRACE`` array (a separate build: the untraced step stores nothing).
 
     >>> from lstm_graph.library import load_cell
     >>> from lstm_graph.executors.layout import analyse
@@ -155,8 +160,8 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int) -> StepKernels
             name = f"{role.value}_{len(generated)}"
             generated[role, key] = name
             scalar = role is Role.STATIC and schedule.sizes[key] is Size.SCALAR
-            bindings[name] = Binding(name, role, key, per_step=role is Role.STATIC and not scalar,
-                                     scalar=scalar)
+            per_step = role is Role.TRACE or (role is Role.STATIC and not scalar)
+            bindings[name] = Binding(name, role, key, per_step=per_step, scalar=scalar)
         return generated[role, key]
 
     group_index = {source: k for k, source in enumerate(layout.groups)}
@@ -215,6 +220,10 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int) -> StepKernels
                                              **{f: "{" + f + "}" for f in C_FUNCTIONS})
             body.append(f"T {var} = {expression};  // {node_id}")
             local.add(node_id)
+            if trace and node_id == node.assignment:
+                recorded = name_of(Role.TRACE, node_id)
+                body.append(f"{recorded}[i] = {var};")
+                segment.outputs.append(recorded)
             if node_id in stored:
                 buffer = name_of(Role.BUFFER, node_id)
                 body.append(f"{buffer}[i] = {var};")

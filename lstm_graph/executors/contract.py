@@ -5,6 +5,8 @@ An executor is built for one cell, batch size, dtype and set of weights
 
     executor = NumpyPlan(spec)
     y, final = executor.run(x, state, progress)     # x: (T, B, I); state: {name: (B, H)}
+    values = executor.trace(x, state)               # {assignment: (T, B, width)}
+    grads = executor.grad(x, state, grad_y)         # Gradients: x, weights, state, y, final
     print(executor.source)                          # the code it generated, to read
 
 Every executor computes what the reference interpreter computes (the
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +57,28 @@ class Spec:
         return self.width(output)
 
 
+@dataclass
+class Gradients:
+    """Gradients of the loss ``sum(grad_y · y) + Σ_s sum(grad_final[s] · final[s])``.
+
+    ``x`` is ``(T, B, I)``; ``weights`` maps every parameter name to an array of its
+    shape; ``state`` maps every state to the gradient with respect to its initial
+    value ``(B, H)``. ``y`` and ``final`` are the forward run's results. ``values``,
+    when recorded, maps every assignment to ``∂L/∂value`` at every step ``(T, B, width)``
+    (for a state: the total, through every later step), and ``edges`` maps every IR
+    edge ``(source, target)`` to the size of the gradient it carried at each step
+    ``(T,)``: the L2 norm of what ``target`` passed back to ``source``, over the batch.
+    """
+
+    x: Array
+    weights: dict[str, Array]
+    state: dict[str, Array]
+    y: Array
+    final: dict[str, Array]
+    values: dict[str, Array] = field(default_factory=dict)
+    edges: dict[tuple[str, str], Array] = field(default_factory=dict)
+
+
 class Executor(ABC):
     """One way of running a cell; subclasses are listed in the registry.
 
@@ -80,3 +104,18 @@ class Executor(ABC):
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
         """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""
+
+    @abstractmethod
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        """Run like :meth:`run` and return the value of every assignment at every step,
+        ``{name: (T, B, width)}`` in the cell file's order, as this executor computed it.
+        A compiled plan builds a recording variant of its code for this, so :meth:`run`
+        stays as fast as without tracing."""
+
+    @abstractmethod
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        """Run forward from ``state``, then backpropagate through time: the gradients of
+        ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])`` (see :class:`Gradients`).
+        ``grad_y`` has ``y``'s shape; ``grad_final`` may leave out states (zero)."""

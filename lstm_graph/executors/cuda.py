@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.executors import buildcache
+from lstm_graph.executors.backward import CompiledBackward
 from lstm_graph.executors.codegen_c import C_TYPES, CUDA, Role, Segment, StepKernels, step_kernels
-from lstm_graph.executors.contract import Array, Executor, Progress, Spec
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.prepare import (
     hoist,
     pack_group,
     pack_hoisted,
     static_output,
+    static_trace,
     static_values,
     unscaled,
 )
@@ -77,7 +79,7 @@ class HostLauncher(Launcher):
 
     def compile(self, kernels: StepKernels, dtype: np.dtype, xp: Any) -> list[Kernel]:
         library = buildcache.library(host_source(kernels, dtype), [("-O1", "-fPIC", "-shared")],
-                                     "cuda-kernels-on-host")
+                                     "the CUDA kernels, for the host")
         compiled = []
         for segment in kernels.segments:
             function = getattr(library, segment.name)
@@ -112,9 +114,12 @@ class CudaPlan(Executor):
         self.group_weights = {s: xp.asarray(pack_group(self.layout, s, spec.params, dtype,
                                                        unscaled))
                               for s in self.layout.groups}
-        self.buffers = {b.name: xp.empty((spec.batch, hidden), dtype=dtype)
+        self.buffers = {b.key: xp.empty((spec.batch, hidden), dtype=dtype)  # by node
                         for b in self.kernels.of_role(Role.BUFFER)}
-        self.compiled = (launcher or Launcher()).compile(self.kernels, dtype, xp)
+        self.launcher = launcher or Launcher()
+        self.compiled = self.launcher.compile(self.kernels, dtype, xp)
+        self._traced: tuple[StepKernels, list[Kernel]] | None = None
+        self._backward: CompiledBackward | None = None
 
     @property
     def source(self) -> str:
@@ -122,7 +127,34 @@ class CudaPlan(Executor):
 
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
-        spec, layout, kernels = self.spec, self.layout, self.kernels
+        y, final, _, _ = self._execute(self.kernels, self.compiled, x, state, progress)
+        return y, final
+
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        spec = self.spec
+        if self._traced is None:
+            kernels = step_kernels(spec.schedule, self.layout, spec.hidden, trace=True)
+            self._traced = kernels, self.launcher.compile(kernels, spec.dtype, spec.xp)
+        kernels, compiled = self._traced
+        _, _, static, recorded = self._execute(kernels, compiled, x, state, progress)
+        found = static_trace(spec.schedule, self.layout, static, spec.xp, x.shape[0],
+                             x.shape[1], spec.width, spec.dtype)
+        found.update(recorded)
+        return {name: found[name] for name in spec.schedule.graph.assignments}
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        if self._backward is None:
+            self._backward = CompiledBackward(self.spec, self.layout)
+        return self._backward(x, state, grad_y, grad_final)
+
+    def _execute(self, kernels: StepKernels, compiled: list[Kernel], x: Array,
+                 state: Mapping[str, Array], progress: Progress | None
+                 ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, Array]]:
+        """Run ``kernels``; return ``y``, the final states, the static values and what the
+        kernels recorded (``{assignment: (T, B, H)}``, for a trace)."""
+        spec, layout = self.spec, self.layout
         xp, graph = spec.xp, spec.schedule.graph
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(spec.schedule, layout, xp, spec.params, x, spec.dtype)
@@ -139,31 +171,35 @@ class CudaPlan(Executor):
         else:
             y = static_output(spec.schedule, static, xp, steps, batch, spec.output_width,
                               spec.dtype)
+        recorded: dict[str, Array] = {}
         for binding in kernels.bindings.values():
-            if binding.role is Role.PARAM:
+            if binding.role is Role.TRACE:
+                recorded[binding.key] = xp.empty((steps, batch, spec.hidden), dtype=spec.dtype)
+                per_step[binding.name] = recorded[binding.key].reshape(steps, -1)
+            elif binding.role is Role.PARAM:
                 fixed[binding.name] = xp.ascontiguousarray(spec.params[binding.key])
             elif binding.role is Role.STATE:
                 fixed[binding.name] = old[binding.key].reshape(-1)
             elif binding.role is Role.GROUP:
                 fixed[binding.name] = group_out[binding.key].reshape(-1)
             elif binding.role is Role.BUFFER:
-                fixed[binding.name] = self.buffers[binding.name].reshape(-1)
+                fixed[binding.name] = self.buffers[binding.key].reshape(-1)
             elif binding.role is Role.STATIC and binding.scalar:
                 fixed[binding.name] = static[binding.key].reshape(1)
             elif binding.role is Role.STATIC:
                 per_step[binding.name] = xp.ascontiguousarray(xp.broadcast_to(
                     static[binding.key], (steps, batch, spec.hidden))).reshape(steps, -1)
         operand = {s: old[str(graph.node(s).state)] if graph.node(s).kind is NodeKind.OLD
-                   else self.buffers[kernels.binding_of(Role.BUFFER, s).name]
+                   else self.buffers[s]
                    for s in layout.groups}
         size = batch * spec.hidden
         for t in range(steps):
             arrays = {**fixed, **{name: array[t] for name, array in per_step.items()}}
-            for segment, kernel in zip(kernels.segments, self.compiled):
+            for segment, kernel in zip(kernels.segments, compiled):
                 for source in segment.gemms:
                     xp.matmul(operand[source], self.group_weights[source],
                               out=group_out[source])
                 kernel(*(arrays[a] for a in (*segment.inputs, *segment.outputs)), size=size)
             if progress is not None:
                 progress(1)
-        return y, old
+        return y, old, static, recorded

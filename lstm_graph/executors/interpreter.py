@@ -1,4 +1,4 @@
-"""The reference interpreter: the definition of what a cell computes.
+"""The reference interpreter: the definition of what a cell computes, and its gradients.
 
 It walks the schedule node by node with an environment dict (single
 assignment: each node's value is written once per step), dispatching every op
@@ -6,6 +6,12 @@ through the op table, and carries the states from one step to the next. It
 uses only the array namespace ``xp`` it is given, so the same code runs on
 NumPy, CuPy and ``array_api_strict`` — the test that nothing leaves the
 standard. Every compiled plan must agree with it.
+
+:func:`backward` is its reverse mode, backpropagation through time generated
+from the schedule: within a step, the nodes in reverse order, each passing its
+gradient to its operands through the op table's ``vjp``; across steps, what
+reaches a state's old value ``s[t-1]`` is carried into ``s`` of the step before
+(the memory pipe's "constant error carousel" is exactly this carry).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lstm_graph.executors.contract import Array, Executor, Progress
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress
 from lstm_graph.ir import NodeKind, old_id
 from lstm_graph.schedule import Schedule
 
@@ -64,6 +70,77 @@ def run(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
     return xp.stack(ys), current
 
 
+def needs_gradient(schedule: Schedule) -> set[str]:
+    """Nodes whose value depends on the input, a state or a parameter (not on numbers alone)."""
+    graph = schedule.graph
+    fixed = {n.id for n in graph.nodes.values() if n.kind is NodeKind.CONST}
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node.op != "linear" and node.args and all(a in fixed for a in node.args):
+            fixed.add(node_id)
+    return {n for n in graph.nodes if n not in fixed}
+
+
+def accumulate(grads: dict[str, Array], node_id: str, gradient: Array) -> None:
+    """Add ``gradient`` to what ``node_id`` has received so far."""
+    grads[node_id] = grads[node_id] + gradient if node_id in grads else gradient
+
+
+def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
+             state: Mapping[str, Array], grad_y: Array, grad_final: Mapping[str, Array],
+             record: bool = False) -> Gradients:
+    """Gradients of ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])`` for the run of
+    ``x`` (``(T, B, I)``) from ``state``; with ``record``, also ``∂L/∂value`` of every
+    assignment at every step (:attr:`Gradients.values`)."""
+    graph = schedule.graph
+    (output,) = graph.outputs
+    (input_name,) = graph.inputs
+    consts = constants(schedule, xp, x.dtype)
+    steps, batch = x.shape[0], x.shape[1]
+    envs, current = [], dict(state)
+    for t in range(steps):
+        envs.append(step(schedule, xp, params, consts, x[t, ...], current))
+        current = {name: envs[-1][name] for name in graph.states}
+    needs = needs_gradient(schedule)
+    grad_params = {name: xp.zeros_like(value) for name, value in params.items()}
+    carry = {s: grad_final[s] if s in grad_final else xp.zeros_like(state[s])
+             for s in graph.states}
+    grad_x: list[Array] = []
+    values: dict[str, list[Array]] = {name: [] for name in graph.assignments} if record else {}
+    edges: dict[tuple[str, str], list[Array]] = {}
+    zero_norm = xp.asarray(0.0, dtype=x.dtype)
+    for t in reversed(range(steps)):
+        env = envs[t]
+        grads: dict[str, Array] = {}
+        accumulate(grads, output, grad_y[t, ...])
+        for name in graph.states:
+            accumulate(grads, name, carry[name])
+        for node_id in reversed(schedule.order):
+            node = graph.node(node_id)
+            if node.kind is not NodeKind.OP or node_id not in grads:
+                continue
+            weights = [params[p] for p in node.params]
+            grad_args, grad_weights = node.operation.vjp(
+                xp, [env[a] for a in node.args], weights, env[node_id], grads[node_id])
+            for arg, gradient in zip(node.args, grad_args):
+                if arg in needs:
+                    accumulate(grads, arg, gradient)
+                    if record:
+                        carried = edges.setdefault((arg, node_id), [zero_norm] * steps)
+                        carried[t] = xp.sqrt(xp.sum(gradient * gradient))
+            for param, gradient in zip(node.params, grad_weights):
+                grad_params[param] = grad_params[param] + gradient
+        for name, recorded in values.items():
+            zero = xp.zeros(env[name].shape if env[name].ndim == 2 else (batch, 1), dtype=x.dtype)
+            recorded.append(grads.get(name, zero))
+        grad_x.append(grads.get(input_name, xp.zeros_like(x[t, ...])))
+        carry = {s: grads.get(old_id(s), xp.zeros_like(state[s])) for s in graph.states}
+    y = xp.stack([env[output] for env in envs])
+    return Gradients(xp.stack(grad_x[::-1]), grad_params, carry, y, current,
+                     {name: xp.stack(recorded[::-1]) for name, recorded in values.items()},
+                     {edge: xp.stack(norms) for edge, norms in edges.items()})
+
+
 class Reference(Executor):
     """The reference interpreter as an executor: no compilation, any array namespace."""
 
@@ -78,3 +155,24 @@ class Reference(Executor):
             ) -> tuple[Array, dict[str, Array]]:
         spec = self.spec
         return run(spec.schedule, spec.xp, spec.params, x, state, progress)
+
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        spec, xp = self.spec, self.spec.xp
+        graph = spec.schedule.graph
+        consts = constants(spec.schedule, xp, x.dtype)
+        values: dict[str, list[Array]] = {name: [] for name in graph.assignments}
+        current = dict(state)
+        for t in range(x.shape[0]):
+            env = step(spec.schedule, xp, spec.params, consts, x[t, ...], current)
+            for name, recorded in values.items():
+                recorded.append(xp.broadcast_to(env[name], (x.shape[1], spec.width(name))))
+            current = {name: env[name] for name in graph.states}
+            if progress is not None:
+                progress(1)
+        return {name: xp.stack(recorded) for name, recorded in values.items()}
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        spec = self.spec
+        return backward(spec.schedule, spec.xp, spec.params, x, state, grad_y, grad_final)

@@ -31,12 +31,14 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache
+from lstm_graph.executors.backward import CompiledBackward
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
     Binding,
@@ -45,13 +47,14 @@ from lstm_graph.executors.codegen_c import (
     StepKernels,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Executor, Progress, Spec
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     hoist,
     pack_group,
     pack_hoisted,
     static_output,
+    static_trace,
     static_values,
     unscaled,
 )
@@ -252,6 +255,17 @@ class NativeStep:
         return "\n".join(lines)
 
 
+@dataclass
+class _Build:
+    """One compiled variant of the step (plain, or recording every assignment)."""
+
+    kernels: StepKernels
+    step: NativeStep
+    steps: Any  # lstm_graph_steps(t0, t1, batch, a)
+    segment: Any  # lstm_graph_segment(k, t, batch, b0, b1, a)
+    fixed: dict[str, np.ndarray]  # the arrays that stay from run to run
+
+
 class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
@@ -267,32 +281,40 @@ class NativePlan(Executor):
         if spec.xp is not np:
             raise BackendError("the native executor runs on the numpy backend only")
         require_compiler()
-        schedule, batch, hidden, dtype = spec.schedule, spec.batch, spec.hidden, spec.dtype
-        self.layout = analyse(schedule)
-        self.kernels = step_kernels(schedule, self.layout, hidden)
-        work = batch * hidden * sum(len(g.members) * hidden for g in self.layout.groups.values())
+        self.layout = analyse(spec.schedule)
+        work = spec.batch * spec.hidden * sum(len(g.members) * spec.hidden
+                                              for g in self.layout.groups.values())
         self.whole_loop = work <= WHOLE_LOOP_LIMIT if whole_loop is None else whole_loop
-        self.step = NativeStep(schedule, self.layout, self.kernels, dtype)
-        library = buildcache.library(self.step.source, ATTEMPTS, schedule.graph.name)
-        self._steps = library.lstm_graph_steps
-        self._segment = library.lstm_graph_segment
-        self._steps.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p]
-        self._segment.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_void_p]
-        self._steps.restype = self._segment.restype = None
-        self.hoisting = pack_hoisted(self.layout, spec.params, hidden, dtype, unscaled)
-        self.fixed: dict[str, np.ndarray] = {"S_bias": self.hoisting.bias}
-        self._hoisted = np.empty((0, 0), dtype=dtype)
-        for binding in self.kernels.bindings.values():
+        self.hoisting = pack_hoisted(self.layout, spec.params, spec.hidden, spec.dtype, unscaled)
+        self._hoisted = np.empty((0, 0), dtype=spec.dtype)
+        self._plain = self._build(trace=False)
+        self._traced: _Build | None = None
+        self._backward: CompiledBackward | None = None
+        self.kernels, self.step = self._plain.kernels, self._plain.step
+
+    def _build(self, trace: bool) -> _Build:
+        spec, layout = self.spec, self.layout
+        batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
+        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace)
+        step = NativeStep(spec.schedule, layout, kernels, dtype)
+        library = buildcache.library(step.source, ATTEMPTS,
+                                     f"the native step of cell '{spec.schedule.graph.name}'")
+        steps, segment = library.lstm_graph_steps, library.lstm_graph_segment
+        steps.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p]
+        segment.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_void_p]
+        steps.restype = segment.restype = None
+        fixed: dict[str, np.ndarray] = {"S_bias": self.hoisting.bias}
+        for binding in kernels.bindings.values():
             if binding.role is Role.PARAM:
-                self.fixed[binding.name] = np.ascontiguousarray(spec.params[binding.key],
-                                                                dtype=dtype)
+                fixed[binding.name] = np.ascontiguousarray(spec.params[binding.key], dtype=dtype)
             elif binding.role is Role.BUFFER:
-                self.fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
+                fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
             elif binding.role is Role.GROUP:
-                width = len(self.layout.groups[binding.key].members) * hidden
-                self.fixed[binding.name] = np.empty((batch, width), dtype=dtype)
-        for name, source in self.step.weights.items():
-            self.fixed[name] = pack_group(self.layout, source, spec.params, dtype, unscaled)
+                width = len(layout.groups[binding.key].members) * hidden
+                fixed[binding.name] = np.empty((batch, width), dtype=dtype)
+        for name, source in step.weights.items():
+            fixed[name] = pack_group(layout, source, spec.params, dtype, unscaled)
+        return _Build(kernels, step, steps, segment, fixed)
 
     @property
     def source(self) -> str:
@@ -300,22 +322,46 @@ class NativePlan(Executor):
 
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
+        y, final, _, _ = self._execute(self._plain, x, state, progress)
+        return y, final
+
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
         spec = self.spec
+        if self._traced is None:
+            self._traced = self._build(trace=True)
+        _, _, static, arrays = self._execute(self._traced, x, state, progress)
+        found = static_trace(spec.schedule, self.layout, static, np, x.shape[0], x.shape[1],
+                             spec.width, spec.dtype)
+        found.update({b.key: arrays[b.name] for b in self._traced.kernels.of_role(Role.TRACE)})
+        return {name: found[name] for name in spec.schedule.graph.assignments}
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        if self._backward is None:
+            self._backward = CompiledBackward(self.spec, self.layout)
+        return self._backward(x, state, grad_y, grad_final)
+
+    def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
+                 progress: Progress | None
+                 ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
+        """Run ``build``; return ``y``, the final states, the static values and the arrays."""
+        spec, kernels = self.spec, build.kernels
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(spec.schedule, self.layout, np, spec.params, x, spec.dtype)
-        arrays = dict(self.fixed)
+        arrays = dict(build.fixed)
         rows, width = steps * batch, self.hoisting.width
         if self._hoisted.shape != (rows, width):  # the last run's S, reused when T is the same
             self._hoisted = np.empty((rows, width), dtype=spec.dtype)
         arrays["S"] = hoist(np, static, self.hoisting, steps, batch, add_bias=False,
                             out=self._hoisted)
-        if "y" in self.kernels.bindings:
+        if "y" in kernels.bindings:
             arrays["y"] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
             y = arrays["y"]
         else:
             y = static_output(spec.schedule, static, np, steps, batch, spec.output_width,
                               spec.dtype)
-        for binding in self.kernels.bindings.values():
+        for binding in kernels.bindings.values():
             if binding.role is Role.STATE:
                 arrays[binding.name] = np.array(state[binding.key], dtype=spec.dtype,
                                                 order="C", copy=True)
@@ -323,26 +369,28 @@ class NativePlan(Executor):
                 value = static[binding.key].reshape(1) if binding.scalar else \
                     np.broadcast_to(static[binding.key], (steps, batch, spec.hidden))
                 arrays[binding.name] = np.ascontiguousarray(value, dtype=spec.dtype)
-        pointers = (ctypes.c_void_p * len(self.step.names))(
-            *(arrays[name].ctypes.data for name in self.step.names))
+            elif binding.role is Role.TRACE:
+                arrays[binding.name] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
+        pointers = (ctypes.c_void_p * len(build.step.names))(
+            *(arrays[name].ctypes.data for name in build.step.names))
         if self.whole_loop:
             for start in range(0, steps, CHUNK):
                 stop = min(steps, start + CHUNK)
-                self._steps(start, stop, batch, pointers)
+                build.steps(start, stop, batch, pointers)
                 if progress is not None:
                     progress(stop - start)
         else:
-            self._segmented(steps, batch, arrays, pointers, progress)
-        final = {b.key: arrays[b.name] for b in self.kernels.of_role(Role.STATE)}
-        return y, {name: final[name] for name in spec.schedule.graph.states}
+            self._segmented(build, steps, batch, arrays, pointers, progress)
+        final = {b.key: arrays[b.name] for b in kernels.of_role(Role.STATE)}
+        return y, {name: final[name] for name in spec.schedule.graph.states}, static, arrays
 
-    def _segmented(self, steps: int, batch: int, arrays: dict[str, np.ndarray], pointers: Any,
-                   progress: Progress | None) -> None:
+    def _segmented(self, build: _Build, steps: int, batch: int, arrays: dict[str, np.ndarray],
+                   pointers: Any, progress: Progress | None) -> None:
         """Per step: each segment's GEMMs through BLAS, then its fused C in one call."""
-        dot, segment = np.dot, self._segment
+        dot, segment = np.dot, build.segment
         plan = [(k, [(arrays[operand], arrays[weights], arrays[out])
-                     for operand, weights, out, _, _ in self.step.gemm_calls(k)])
-                for k in range(len(self.kernels.segments))]
+                     for operand, weights, out, _, _ in build.step.gemm_calls(k)])
+                for k in range(len(build.kernels.segments))]
         for t in range(steps):
             for k, gemms in plan:
                 for operand, weights, out in gemms:

@@ -41,9 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.executors.contract import Array, Executor, Progress, Spec
+from lstm_graph.executors.backward import CompiledBackward
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
 from lstm_graph.executors.layout import Layout, analyse
-from lstm_graph.executors.prepare import hoist, pack_group, pack_hoisted, static_values
+from lstm_graph.executors.prepare import (
+    hoist,
+    pack_group,
+    pack_hoisted,
+    static_trace,
+    static_values,
+)
 from lstm_graph.ir import NodeKind, Size
 from lstm_graph.ops import FAST_FORMS
 from lstm_graph.schedule import Schedule
@@ -284,10 +291,15 @@ class NumpyPlan(Executor):
         self.hoisting = pack_hoisted(self.layout, spec.params, spec.hidden, spec.dtype,
                                      self._scale, spec.xp)
         self._bind()
-        lines = [self.names.numbers(self._statement(event)) for event in self.events
-                 if not isinstance(event, CarryState) or not event.swap]
-        self._source = self._loop(lines)
-        self._compile()
+        self._lines = [self.names.numbers(self._statement(event)) for event in self.events
+                       if not isinstance(event, CarryState) or not event.swap]
+        self._source = self._loop(self._lines)
+        self._parts = self._compile(self._source)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lstm-graph") \
+            if self.threads > 1 else None
+        self._recorders: dict[str, str] = {}  # assignment -> the array recording it
+        self._traced_parts: list[dict[str, Any]] | None = None
+        self._backward: CompiledBackward | None = None
 
     @property
     def source(self) -> str:
@@ -422,7 +434,9 @@ class NumpyPlan(Executor):
             return f"copyto(y_t, {var[event.node]})"
         return f"copyto({var[event.state + '[t-1]']}, {var[event.state]})"  # a copied state
 
-    def _loop(self, lines: list[str]) -> str:
+    def _loop(self, lines: list[str], recorded: Mapping[str, str] | None = None) -> str:
+        """The step loop; ``recorded`` (assignment -> array) adds one copy per step of
+        each assignment's value, after the step and before states are swapped."""
         swapped = [(self.var[f"{e.state}[t-1]"], self.var[e.state]) for e in self.events
                    if isinstance(e, CarryState) and e.swap]
         source = ["def steps(T, progress):"]
@@ -430,25 +444,26 @@ class NumpyPlan(Executor):
             source.append(f"    global {', '.join(name for pair in swapped for name in pair)}")
         source.append("    for t, s_t, y_t in zip(range(T), run_S, run_Y):")
         source += [f"        {line}" for line in lines]
+        source += [f"        copyto({array}[t], {self.var[name]})"
+                   for name, array in (recorded or {}).items()]
         source += [f"        {old}, {new} = {new}, {old}" for old, new in swapped]
         source += ["        if progress is not None:", "            progress(1)"]
         return "\n".join(source) + "\n"
 
     # -- compiling and running ---------------------------------------------------------------
 
-    def _compile(self) -> None:
-        """One namespace for the whole batch, and one per thread holding its rows."""
-        code = compile(self.source, f"<lstm-graph plan {self.spec.schedule.graph.name}>", "exec")
+    def _compile(self, source: str) -> list[dict[str, Any]]:
+        """One namespace for the whole batch, or one per thread holding its rows."""
+        code = compile(source, f"<lstm-graph plan {self.spec.schedule.graph.name}>", "exec")
         ufuncs = {name: getattr(self.spec.xp, name) for name in _UFUNCS}
         bounds = np.linspace(0, self.spec.batch, self.threads + 1).astype(int)
         self._rows_of_part = list(zip(bounds[:-1], bounds[1:]))
-        self._parts: list[dict[str, Any]] = []
+        parts = []
         for lo, hi in self._rows_of_part:
             part = {**ufuncs, **self._rows(self.names.arrays, lo, hi)}
             exec(code, part)  # our generated code: see the module docstring
-            self._parts.append(part)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lstm-graph") \
-            if self.threads > 1 else None
+            parts.append(part)
+        return parts
 
     def _rows(self, arrays: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
         """``arrays`` with every batched one cut to rows ``lo:hi``."""
@@ -460,10 +475,41 @@ class NumpyPlan(Executor):
 
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
+        y, final, _ = self._execute(self._parts, x, state, progress, {})
+        return y, final
+
+    def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
+              ) -> dict[str, Array]:
+        spec, xp = self.spec, self.spec.xp
+        graph = spec.schedule.graph
+        if self._traced_parts is None:
+            self._recorders = {name: self.names.bind("rec", name, None, 1)
+                               for name in graph.assignments if name not in self.layout.static}
+            self._traced_parts = self._compile(self._loop(self._lines, self._recorders))
+        steps, batch = x.shape[0], x.shape[1]
+        recorded = {array: xp.empty((steps, batch, spec.width(name)), dtype=spec.dtype)
+                    for name, array in self._recorders.items()}
+        _, _, static = self._execute(self._traced_parts, x, state, progress, recorded)
+        found = static_trace(spec.schedule, self.layout, static, xp, steps, batch, spec.width,
+                             spec.dtype)
+        found.update({name: recorded[array] for name, array in self._recorders.items()})
+        return {name: found[name] for name in graph.assignments}
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        if self._backward is None:
+            self._backward = CompiledBackward(self.spec, self.layout)
+        return self._backward(x, state, grad_y, grad_final)
+
+    def _execute(self, parts: list[dict[str, Any]], x: Array, state: Mapping[str, Array],
+                 progress: Progress | None, extra: Mapping[str, Array]
+                 ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
+        """Run the step loop of ``parts`` with ``extra`` per-run arrays; return ``y``, the
+        final states and the static values."""
         spec, xp = self.spec, self.spec.xp
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(spec.schedule, self.layout, xp, spec.params, x, spec.dtype)
-        per_run = {
+        per_run = {**extra,
             "run_S": hoist(xp, static, self.hoisting, steps, batch),
             "run_Y": xp.empty((steps, batch, spec.output_width), dtype=spec.dtype),
             "run_x": x,
@@ -472,24 +518,24 @@ class NumpyPlan(Executor):
                for name in spec.schedule.graph.states}
         for array, (kind, key) in self.per_run.items():
             per_run[array] = old[key] if kind == "state" else static[key]
-        for part, (lo, hi) in zip(self._parts, self._rows_of_part):
+        for part, (lo, hi) in zip(parts, self._rows_of_part):
             part.update(self._rows(per_run, lo, hi))
         states = [(array, key) for array, (kind, key) in self.per_run.items() if kind == "state"]
         if self._pool is None:
-            _steps(self._parts[0], steps, progress)
-            final = {key: self._parts[0][array].copy()  # it may be a reused buffer
+            _steps(parts[0], steps, progress)
+            final = {key: parts[0][array].copy()  # it may be a reused buffer
                      for array, key in states}
         else:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(1, user_api="blas"):
                 futures = [self._pool.submit(_steps, part, steps, progress if k == 0 else None)
-                           for k, part in enumerate(self._parts)]
+                           for k, part in enumerate(parts)]
                 for future in futures:
                     future.result()
-            final = {key: xp.concatenate([part[array] for part in self._parts])
+            final = {key: xp.concatenate([part[array] for part in parts])
                      for array, key in states}
-        return per_run["run_Y"], final
+        return per_run["run_Y"], final, static
 
 
 def default_threads(batch: int, hidden: int) -> int:

@@ -179,6 +179,18 @@ def pack_group(layout: Layout, source: str, params: Mapping[str, Any], dtype: np
     return np.ascontiguousarray(np.concatenate(blocks, 1), dtype=dtype)
 
 
+def static_trace(schedule: Schedule, layout: Layout, static: Mapping[str, Array], xp: Any,
+                 steps: int, batch: int, width: Callable[[str], int], dtype: np.dtype
+                 ) -> dict[str, Array]:
+    """The trace of every static assignment: its value at every step, ``(T, B, width)``."""
+    found = {}
+    for name in schedule.graph.assignments:
+        if name in layout.static:
+            found[name] = xp.empty((steps, batch, width(name)), dtype=dtype)
+            found[name][...] = static[name]
+    return found
+
+
 def static_output(schedule: Schedule, static: Mapping[str, Array], xp: Any, steps: int,
                   batch: int, width: int, dtype: np.dtype) -> Array:
     """``y`` of a cell whose output reads only the input and constants: computed before

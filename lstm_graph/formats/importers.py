@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import WeightsError
+from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.memory import allocation, require, require_file
-from lstm_graph.formats.weights import load_npz
 from lstm_graph.ir import CellGraph, Node, NodeKind
 from lstm_graph.language.directives import linear_of
 
@@ -482,7 +482,10 @@ def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> di
     """Parameters for ``graph`` from a dict, an ``.npz``, a PyTorch ``.pt``/``.pth`` or an
     ``.onnx`` file.
 
-    A dict already in our names is returned as is; a PyTorch state dict is translated.
+    A dict already in our names is returned as is; a PyTorch state dict is translated;
+    an ``.npz`` gives its arrays by their headers
+    (:class:`~lstm_graph.formats.arrays.StoredArray`), read only once
+    :func:`~lstm_graph.formats.weights.check_weights` finds that they fit.
     """
     if isinstance(source, Mapping):
         if any(str(k).endswith("weight_ih_l0") for k in source):
@@ -491,7 +494,7 @@ def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> di
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path)
+        return open_npz(path, WeightsError)  # headers: checked before any data is read
     if suffix in (".pt", ".pth"):
         return load_torch(path, graph)
     if suffix == ".onnx":

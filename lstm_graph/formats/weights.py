@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import DataError, WeightsError
-from lstm_graph.formats.arrays import StoredArray, open_npz
+from lstm_graph.formats.arrays import StoredArray, read_npz
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.ir import Size
 from lstm_graph.schedule import Schedule
@@ -163,7 +163,7 @@ def _value_problem(name: str, array: np.ndarray, dtype: np.dtype, terms: int) ->
     return None
 
 
-def load_npz(path: Path) -> dict[str, StoredArray]:
-    """The arrays of an ``.npz`` file by their headers (read later, once they fit);
-    never unpickles."""
-    return open_npz(path, WeightsError)
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, once they fit in memory; never unpickles (see
+    :mod:`~lstm_graph.formats.arrays`)."""
+    return read_npz(path, WeightsError)

@@ -1,0 +1,134 @@
+"""The ``train`` and ``gradflow`` commands: learning a task, and watching gradients flow."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from lstm_graph.cli.app import SPEC_HELP, emit_json, load, main
+from lstm_graph.executors.backends import DTYPES
+from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.weights import load_npz
+from lstm_graph.training import named, train
+from lstm_graph.training.gradflow import Flow, flow
+from lstm_graph.training.plots import gradient_flow_chart, loss_curves
+
+TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
+             "holding x (T, N, I) and y (N, O) or (T, N, O).")
+
+
+def _show_loss(loss: float | None) -> str:
+    return f"loss {loss:.4g}" if loss is not None else ""
+
+
+@main.command(epilog=SPEC_HELP + " Writes the cell's trained parameters (in its own names, "
+              "ready for run, trace, grad, explore) to --out; the checkpoint also holds the "
+              "readout and Adam's state.")
+@click.argument("spec")
+@click.option("--task", "task_name", required=True, help=TASK_HELP)
+@click.option("--length", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Sequence length of the adding problem; the copy task's delay.")
+@click.option("--hidden-size", "-H", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), required=True,
+              help="Training steps in all (a resumed run counts those already done).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
+              show_default=True, help="Adam's learning rate.")
+@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the global gradient norm to this (0: no clipping).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the initial weights and the batches.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Trained weights (.npz, the cell's parameter names).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint file (default: OUT with .ckpt.npz), written whole every "
+                   "--checkpoint-every steps.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Measure the loss on a held-out batch every this many steps.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the loss curves (.png or .svg).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def train_command(spec: str, task_name: str, length: int, hidden_size: int, batch: int,
+                  steps: int, lr: float, clip: float, seed: int, dtype: str, out: Path,
+                  checkpoint: Path | None, checkpoint_every: int, resume: bool, eval_every: int,
+                  plot: Path | None, as_json: bool) -> None:
+    """Train a cell (with a linear readout) on a task, with Adam and gradient clipping."""
+    cell = load(spec)
+    task = named(task_name, length)
+    checkpoint = checkpoint or out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
+    with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
+                           file=sys.stderr, item_show_func=_show_loss) as bar:
+        on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
+
+        def report(step: int, loss: float) -> None:
+            bar.update(step - bar.pos, current_item=loss)
+            if not on_terminal and step % eval_every == 0:
+                click.echo(f"step {step}: loss {loss:.4g}", err=True)
+
+        trained = train(cell, task, hidden_size, steps, batch, lr, clip, seed, dtype,
+                        checkpoint, checkpoint_every, resume, eval_every, report)
+    write_npz(out, trained.weights)
+    if plot is not None:
+        loss_curves([(cell.name, trained)], plot, f"{cell.name} on {task.name}")
+    final = trained.evals[-1][1] if trained.evals else float("nan")
+    summary = {"cell": cell.name, "task": task.name, "steps": trained.steps,
+               "held_out_loss": final, "baseline": task.baseline,
+               "seconds": round(trained.seconds, 3), "out": str(out),
+               "checkpoint": str(checkpoint), "plot": str(plot) if plot else None}
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
+               f"steps (memoryless baseline {task.baseline:.4g}) in {trained.seconds:.1f} s")
+    click.echo(f"wrote {out} and {checkpoint}" + (f" and {plot}" if plot else ""), err=True)
+
+
+train_command.name = "train"
+
+
+@main.command(epilog="Each CELL is a built-in name or a .cell path, optionally with weights: "
+              "lstm=trained.npz. The loss is the sum of the last step's output.")
+@click.argument("cells", nargs=-1, required=True)
+@click.option("--task", "task_name", default="adding", show_default=True,
+              help="Where the inputs come from: " + TASK_HELP)
+@click.option("--length", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--hidden-size", "-H", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Hidden size of cells given without weights.")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The chart (.png or .svg).")
+@click.option("--json", "as_json", is_flag=True, help="Print every gradient size as JSON.")
+def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: int, batch: int,
+             seed: int, out: Path, as_json: bool) -> None:
+    """Chart how much gradient reaches each step back: ‖∂L/∂state_t‖ against t."""
+    task = named(task_name, length)
+    x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
+    flows: list[Flow] = []
+    for entry in cells:
+        spec, _, weights_path = entry.partition("=")
+        cell = load(spec)
+        if weights_path:
+            runner = cell.compile(input_size=task.input_size,
+                                  weights=load_npz(Path(weights_path)), dtype="float64")
+        else:
+            runner = cell.compile(input_size=task.input_size, hidden_size=hidden_size,
+                                  seed=seed, dtype="float64")
+        flows.append(flow(runner, x))
+    gradient_flow_chart(flows, out, f"gradient flow back from the last step ({task.name})")
+    if as_json:
+        emit_json({"task": task.name, "out": str(out), "flows": {
+            f.cell: {s: [float(v) for v in norms] for s, norms in f.states.items()}
+            for f in flows}})
+        return
+    for found in flows:
+        for state, norms in found.states.items():
+            click.echo(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
+                       f"t={len(norms)}: {norms[-1]:.3g}   ratio {norms[0] / norms[-1]:.3g}")
+    click.echo(f"wrote {out}", err=True)

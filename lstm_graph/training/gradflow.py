@@ -1,0 +1,44 @@
+"""How much gradient reaches each step back in time: the constant error carousel, measured.
+
+For a loss at the last step (the sum of the last step's output, as ``grad``
+without ``--grad-output``), the size of ``∂L/∂s_t`` for every state ``s`` and
+every step ``t``: in an LSTM the memory pipe ``c = f * c[t-1] + …`` carries it
+back through the forget valve alone, with no squashing between steps, while a
+plain RNN's ``h = tanh(linear(x, h[t-1]))`` multiplies it by ``W·tanh'`` at
+every step, so it fades geometrically (Hochreiter & Schmidhuber 1997).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.cell import Runner
+from lstm_graph.executors.backends import to_numpy
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Gradient sizes over time for one cell: per state, and per IR edge."""
+
+    cell: str
+    states: dict[str, np.ndarray]  # state -> (T,): mean over the batch of ‖∂L/∂s_t‖
+    edges: dict[tuple[str, str], np.ndarray]  # IR edge -> (T,): the gradient it carried
+
+
+def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
+    """The gradient flow of ``runner``'s cell on ``x`` ``(T, B, I)``, loss at the last step."""
+    cell = runner.cell
+    (output,) = cell.graph.outputs
+    y, _ = runner(x, state)
+    grad_y = np.zeros(to_numpy(y).shape, dtype=runner.dtype)
+    grad_y[-1] = 1
+    found = runner.grad(x, grad_y, state=state, record=True)
+    states = {}
+    for name in cell.graph.states:
+        values = to_numpy(found.values[name])  # (T, B, H)
+        states[name] = np.sqrt(np.sum(values.astype(np.float64) ** 2, axis=-1)).mean(axis=-1)
+    edges = {edge: to_numpy(norms).astype(np.float64) for edge, norms in found.edges.items()}
+    return Flow(cell.name, states, edges)

@@ -1,0 +1,102 @@
+"""Charts for training: loss curves and gradient flow, as PNG or SVG (by the file's suffix).
+
+They need matplotlib (``pip install 'lstm-graph[plot]'``); SVG output is
+deterministic (no dates, fixed ids), like every other file lstm-graph writes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.errors import RenderError
+from lstm_graph.formats.files import write_atomic
+from lstm_graph.training.gradflow import Flow
+from lstm_graph.training.trainer import Trained
+
+FORMATS = (".png", ".svg")
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+
+
+def _pyplot(path: Path) -> Any:
+    if path.suffix.lower() not in FORMATS:
+        raise RenderError(f"{path}: a chart is written as .png or .svg, not "
+                          f"'{path.suffix or 'no suffix'}'")
+    try:
+        import matplotlib
+    except ImportError:
+        raise RenderError("charts need matplotlib: pip install 'lstm-graph[plot]' (or "
+                          "matplotlib itself)") from None
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lstm-graph"
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(plt: Any, figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str,
+            title: str) -> Path:
+    """Log scale, labels, grid and legend, then the chart written whole to ``path``."""
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.25)
+    axes.legend(frameon=False, fontsize=9)
+    return _save(plt, figure, path)
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    buffer = io.BytesIO()
+    kind = path.suffix.lower()[1:]
+    metadata = {"Date": None} if kind == "svg" else {"Software": None}
+    figure.savefig(buffer, format=kind, dpi=120, metadata=metadata, bbox_inches="tight")
+    plt.close(figure)
+    return write_atomic(path, buffer.getvalue())
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window or window < 2:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def loss_curves(runs: Sequence[tuple[str, Trained]], path: Path, title: str) -> Path:
+    """Training loss (smoothed) and held-out loss against steps, with the task's baseline."""
+    plt = _pyplot(path)
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    for k, (label, trained) in enumerate(runs):
+        colour = _COLOURS[k % len(_COLOURS)]
+        if trained.losses:
+            steps, losses = np.array(trained.losses).T
+            window = max(1, len(losses) // 50)
+            axes.plot(steps[window - 1:], _smooth(losses, window), color=colour, alpha=0.35,
+                      linewidth=1)
+        if trained.evals:
+            steps, evals = np.array(trained.evals).T
+            axes.plot(steps, evals, color=colour, linewidth=2, label=f"{label} (held out)")
+    baseline = runs[0][1].baseline if runs else 0.0
+    axes.axhline(baseline, color="#555555", linestyle="--", linewidth=1,
+                 label=f"memoryless baseline {baseline:.3g}")
+    return _finish(plt, figure, axes, path, "training step", "loss", title)
+
+
+def gradient_flow_chart(flows: Sequence[Flow], path: Path, title: str) -> Path:
+    """‖∂L/∂s_t‖ against t for every state of every cell, the loss at the last step."""
+    plt = _pyplot(path)
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    styles = ("-", "--", ":", "-.")
+    for k, found in enumerate(flows):
+        colour = _COLOURS[k % len(_COLOURS)]
+        for j, (state, norms) in enumerate(found.states.items()):
+            steps = np.arange(1, len(norms) + 1)
+            axes.plot(steps, np.maximum(norms, 1e-30), color=colour,
+                      linestyle=styles[j % len(styles)], linewidth=2,
+                      label=f"{found.cell}: ‖∂L/∂{state}_t‖")
+    return _finish(plt, figure, axes, path, "step t (the loss is at the last step)",
+                   "gradient size (mean over the batch)", title)

@@ -1,0 +1,136 @@
+"""Tasks to train a cell on: the adding problem, the copy task, or a user's own data.
+
+A :class:`Task` makes batches ``(x, target)`` from a seeded generator and says
+how its loss is counted and what a memoryless guess scores (the baseline a
+trained cell must beat):
+
+- **adding** (Hochreiter & Schmidhuber 1997): two channels, random values in
+  [0, 1) and a marker that is 1 at two positions (one in each half); the target
+  is the sum of the two marked values, read at the last step. Guessing 1 gives
+  the baseline mean squared error 1/6 ≈ 0.167.
+- **copy** (as in Arjovsky et al. 2016): ten symbols from an alphabet of eight,
+  then ``length`` blanks with a delimiter at the last one, then the cell must
+  repeat the symbols. Inputs and targets are one-hot; the loss is the
+  cross-entropy over every step; the baseline (blanks, then a uniform guess over
+  the alphabet) is ``10·ln 8 / T``.
+- **a file**: an ``.npz`` with ``x`` of shape ``(T, N, I)`` and ``y`` of shape
+  ``(N, O)`` (a target read at the last step) or ``(T, N, O)`` (one every step),
+  mean squared error; the baseline is predicting ``y``'s mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstm_graph.errors import DataError
+from lstm_graph.formats.weights import load_npz
+
+#: How a task's loss is counted: squared error at the last step or every step, or
+#: cross-entropy every step.
+LOSSES = ("mse_last", "mse_steps", "ce_steps")
+#: The copy task's symbols to remember and its alphabet (blank is 0, the delimiter K+1).
+COPY_SYMBOLS, COPY_ALPHABET = 10, 8
+
+
+@dataclass(frozen=True)
+class Task:
+    """What to learn: batches of ``(x (T, B, I), target)``, a loss, a baseline."""
+
+    name: str
+    length: int  # T
+    input_size: int
+    output_size: int
+    loss: str  # one of LOSSES
+    baseline: float
+    sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+
+
+def adding(length: int = 50) -> Task:
+    """The adding problem with sequences of ``length`` steps."""
+    if length < 2:
+        raise DataError(f"the adding problem needs sequences of at least 2 steps, not {length}")
+
+    def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        values = rng.random((length, batch))
+        half = length // 2
+        first = rng.integers(0, half, size=batch)
+        second = rng.integers(half, length, size=batch)
+        markers = np.zeros((length, batch))
+        markers[first, np.arange(batch)] = 1.0
+        markers[second, np.arange(batch)] = 1.0
+        x = np.stack([values, markers], axis=-1)
+        target = (values[first, np.arange(batch)] + values[second, np.arange(batch)])[:, None]
+        return x, target
+
+    return Task("adding", length, 2, 1, "mse_last", 1 / 6, sample)
+
+
+def copy(delay: int = 20) -> Task:
+    """The copy task: remember ten symbols over ``delay`` blank steps."""
+    if delay < 1:
+        raise DataError(f"the copy task needs a delay of at least 1 step, not {delay}")
+    length = COPY_SYMBOLS + delay + COPY_SYMBOLS
+    classes = COPY_ALPHABET + 2  # blank, the symbols, the delimiter
+
+    def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        symbols = rng.integers(1, COPY_ALPHABET + 1, size=(COPY_SYMBOLS, batch))
+        inputs = np.zeros((length, batch), dtype=np.int64)
+        inputs[:COPY_SYMBOLS] = symbols
+        inputs[COPY_SYMBOLS + delay - 1] = COPY_ALPHABET + 1
+        targets = np.zeros((length, batch), dtype=np.int64)
+        targets[-COPY_SYMBOLS:] = symbols
+        return np.eye(classes)[inputs], targets
+
+    baseline = COPY_SYMBOLS * math.log(COPY_ALPHABET) / length
+    return Task(f"copy{delay}", length, classes, COPY_ALPHABET + 1, "ce_steps", baseline, sample)
+
+
+def from_file(path: Path) -> Task:
+    """A user's ``.npz`` of ``x`` ``(T, N, I)`` and ``y`` ``(N, O)`` or ``(T, N, O)``."""
+    arrays = load_npz(path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: a task file holds arrays x (T, N, I) and y (N, O) or "
+                        f"(T, N, O); it has no {', '.join(missing)} (it holds "
+                        f"{', '.join(arrays) or 'nothing'})")
+    x, y = arrays["x"], arrays["y"]
+    for name, value in (("x", x), ("y", y)):
+        if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+            raise DataError(f"{path}: {name} must hold finite real numbers "
+                            f"(it has dtype {value.dtype})")
+    if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] < 1:
+        raise DataError(f"{path}: x has shape {x.shape}; expected (T, N, I)")
+    steps, count = x.shape[:2]
+    if y.ndim == 2 and y.shape[0] == count:
+        loss = "mse_last"
+    elif y.ndim == 3 and y.shape[:2] == (steps, count):
+        loss = "mse_steps"
+    else:
+        raise DataError(f"{path}: y has shape {y.shape}; with x of shape {x.shape} expected "
+                        f"({count}, O) or ({steps}, {count}, O)")
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
+
+    def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        chosen = rng.integers(0, count, size=batch)
+        return x[:, chosen], (y[chosen] if loss == "mse_last" else y[:, chosen])
+
+    return Task(path.stem, steps, x.shape[2], y.shape[-1], loss, baseline, sample)
+
+
+def named(spec: str, length: int) -> Task:
+    """``adding``, ``copy`` (with ``length`` steps or delay), or the path of a task file."""
+    if spec == "adding":
+        return adding(length)
+    if spec == "copy":
+        return copy(length)
+    path = Path(spec)
+    if path.suffix.lower() == ".npz" or path.exists():
+        return from_file(path)
+    raise DataError(f"unknown task '{spec}': use adding, copy, or the path of an .npz file "
+                    "holding x (T, N, I) and y (N, O) or (T, N, O)")

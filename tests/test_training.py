@@ -1,0 +1,150 @@
+"""Training: tasks, Adam against PyTorch's, checkpoints that resume exactly, the commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.training import adding, copy, from_file, train
+from lstm_graph.training.gradflow import flow
+from lstm_graph.training.trainer import Adam, clip, loss_and_gradient
+
+
+def test_the_adding_problem_sums_the_two_marked_values_and_its_baseline_is_one_sixth():
+    task = adding(30)
+    x, target = task.sample(np.random.default_rng(0), 20000)
+    assert x.shape == (30, 20000, 2) and target.shape == (20000, 1)
+    assert np.all(x[:, :, 1].sum(axis=0) == 2)
+    assert np.all(x[:15, :, 1].sum(axis=0) == 1)  # one marker in each half
+    marked = (x[:, :, 0] * x[:, :, 1]).sum(axis=0)
+    np.testing.assert_allclose(target[:, 0], marked)
+    assert abs(np.mean((target - 1) ** 2) - task.baseline) < 0.005
+
+
+def test_the_copy_task_repeats_its_symbols_after_the_delimiter():
+    task = copy(5)
+    x, target = task.sample(np.random.default_rng(1), 3)
+    assert x.shape == (25, 3, 10) and target.shape == (25, 3)
+    symbols = x[:10].argmax(axis=-1)
+    np.testing.assert_array_equal(target[-10:], symbols)
+    assert np.all(target[:-10] == 0) and np.all(x[14].argmax(axis=-1) == 9)
+
+
+def test_a_task_file_says_what_it_must_hold(tmp_path):
+    np.savez(tmp_path / "t.npz", x=np.zeros((4, 6, 2)), y=np.ones((6, 3)))
+    task = from_file(tmp_path / "t.npz")
+    assert (task.input_size, task.output_size, task.loss) == (2, 3, "mse_last")
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 6, 2)), y=np.ones((5, 3)))
+    with pytest.raises(lstm_graph.DataError, match=r"y has shape \(5, 3\); with x of shape "
+                                                   r"\(4, 6, 2\) expected \(6, O\)"):
+        from_file(tmp_path / "bad.npz")
+
+
+def test_adam_takes_the_steps_pytorchs_adam_takes():
+    rng = np.random.default_rng(0)
+    start = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+    tensors = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in start.items()}
+    reference = torch.optim.Adam(tensors.values(), lr=0.01)
+    ours, params = Adam(lr=0.01), {k: v.copy() for k, v in start.items()}
+    for _ in range(5):
+        grads = {k: rng.standard_normal(v.shape) for k, v in start.items()}
+        for name, tensor in tensors.items():
+            tensor.grad = torch.tensor(grads[name])
+        reference.step()
+        ours.update(params, grads)
+    for name, tensor in tensors.items():
+        np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-12)
+
+
+def test_clipping_bounds_the_global_norm():
+    grads = {"a": np.full(4, 3.0), "b": np.full(9, 4.0)}
+    assert clip(grads, 1.0) == pytest.approx(np.sqrt(4 * 9 + 9 * 16))
+    assert np.sqrt(sum(np.sum(g ** 2) for g in grads.values())) == pytest.approx(1.0)
+
+
+def test_the_cross_entropy_gradient_is_pytorchs():
+    task = copy(3)
+    out = np.random.default_rng(2).standard_normal((16, 4, 9))
+    target = np.random.default_rng(3).integers(0, 9, size=(16, 4))
+    loss, grad = loss_and_gradient(task, out, target)
+    tensor = torch.tensor(out, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(tensor.reshape(-1, 9),
+                                                 torch.tensor(target).reshape(-1))
+    expected.backward()
+    assert loss == pytest.approx(float(expected.detach()))
+    np.testing.assert_allclose(grad, tensor.grad.numpy(), atol=1e-12)
+
+
+def test_training_learns_a_short_adding_problem():
+    done = train(lstm_graph.load_cell("lstm"), adding(6), hidden_size=16, steps=400, batch=32,
+                 lr=5e-3, eval_every=100)
+    assert done.evals[-1][1] < 0.2 * done.baseline  # well under guessing 1
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    cell, task = lstm_graph.load_cell("gru"), adding(5)
+    straight = train(cell, task, hidden_size=6, steps=30, batch=8, eval_every=10)
+    checkpoint = tmp_path / "ckpt.npz"
+    train(cell, task, hidden_size=6, steps=12, batch=8, eval_every=10, checkpoint=checkpoint,
+          checkpoint_every=4)
+    resumed = train(cell, task, hidden_size=6, steps=30, batch=8, eval_every=10,
+                    checkpoint=checkpoint, resume=True)
+    assert resumed.steps == 30 and resumed.losses == straight.losses
+    for name, value in straight.weights.items():
+        np.testing.assert_array_equal(resumed.weights[name], value)
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    checkpoint = tmp_path / "ckpt.npz"
+    train(lstm_graph.load_cell("rnn"), adding(5), 4, steps=2, batch=4, checkpoint=checkpoint)
+    with pytest.raises(lstm_graph.DataError, match="a checkpoint of another run: hidden_size 4"):
+        train(lstm_graph.load_cell("rnn"), adding(5), 5, steps=4, batch=4,
+              checkpoint=checkpoint, resume=True)
+
+
+def test_train_command_writes_weights_that_run_a_checkpoint_and_a_plot(tmp_path):
+    out = tmp_path / "w.npz"
+    args = ["train", "peephole_lstm", "--task", "adding", "--length", "5", "-H", "4",
+            "--batch", "4", "--steps", "20", "--eval-every", "10", "--out", str(out),
+            "--plot", str(tmp_path / "loss.svg")]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "held-out loss" in first.stdout and (tmp_path / "w.ckpt.npz").exists()
+    svg = (tmp_path / "loss.svg").read_bytes()
+    assert svg.startswith(b"<?xml") and b"<svg" in svg
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and (tmp_path / "loss.svg").read_bytes() == svg  # deterministic
+    np.save(tmp_path / "x.npy", np.zeros((5, 3, 2), "float32"))
+    ran = CliRunner().invoke(main, ["run", "peephole_lstm", "--weights", str(out), "--input",
+                                    str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz")])
+    assert ran.exit_code == 0, ran.output
+    resumed = CliRunner().invoke(main, [*args[:-2], "--steps", "30", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "after 30 steps" in resumed.stdout
+
+
+def test_the_memory_pipe_carries_gradient_back_where_a_plain_rnn_loses_it():
+    x, _ = adding(40).sample(np.random.default_rng(0), 8)
+    lstm = lstm_graph.load_cell("lstm")
+    weights = lstm.random_weights(2, 16, seed=1, dtype="float64")
+    weights["f.b"] = weights["f.b"] + 6.0  # a forget valve held open: the carousel
+    carousel = flow(lstm.compile(weights=weights, dtype="float64"), x)
+    plain = flow(lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=16,
+                                                     dtype="float64"), x)
+    kept = carousel.states["c"][0] / carousel.states["c"][-1]
+    lost = plain.states["h"][0] / plain.states["h"][-1]
+    assert kept > 0.1 and lost < 1e-6
+    assert ("c[t-1]", "c.mul") in carousel.edges  # f * c[t-1]: the pipe's own edge
+    assert carousel.edges["c[t-1]", "c.mul"].shape == (40,)
+
+
+def test_gradflow_command_draws_several_cells_on_one_chart(tmp_path):
+    result = CliRunner().invoke(main, ["gradflow", "lstm", "rnn", "--length", "12",
+                                       "-H", "8", "--out", str(tmp_path / "flow.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "flow.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lstm" in result.stdout and "‖∂L/∂c_t‖" in result.stdout and "rnn" in result.stdout
