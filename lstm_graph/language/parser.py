@@ -91,6 +91,8 @@ class _Report:
 
 #: Up to this many choices, a suggestion compares the name with every one of them.
 _SCAN_ALL = 200
+#: Past this many choices, nothing is suggested (see :class:`NameIndex`).
+_INDEX_AT_MOST = 20_000
 
 
 class NameIndex:
@@ -100,12 +102,14 @@ class NameIndex:
     more, it ranks only the candidates that spell the same as the name once at
     most one character is deleted from each (a typo: a character wrong, missing,
     added, or two swapped), found through an index of those deletions built once.
+    Past :data:`_INDEX_AT_MOST` choices (a generated file, not a typo) nothing is
+    suggested, as Python suggests nothing past 750 names.
     """
 
     def __init__(self, choices: Iterable[str]):
         self.choices = list(dict.fromkeys(choices))
         self.index: dict[str, list[str]] = {}
-        if len(self.choices) > _SCAN_ALL:
+        if _SCAN_ALL < len(self.choices) <= _INDEX_AT_MOST:
             for choice in self.choices:
                 for key in _deletions(choice):
                     self.index.setdefault(key, []).append(choice)
@@ -114,6 +118,8 @@ class NameIndex:
         """The closest choice, or None when none is close."""
         if len(self.choices) <= _SCAN_ALL:
             candidates = self.choices
+        elif len(self.choices) > _INDEX_AT_MOST:
+            return None
         else:
             candidates = list(dict.fromkeys(
                 c for key in _deletions(name) for c in self.index.get(key, ())))
@@ -432,12 +438,15 @@ class _Parser:
     def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
         """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
         row = getattr(node, "lineno", 1) - 1 - stmt.offset
-        text = stmt.lines[row] if 0 <= row < len(stmt.lines) else ""
         col = getattr(node, "col_offset", 0)
+        if row == 0:
+            text, col = stmt.lines[0], col + stmt.indent
+        else:
+            text = stmt.lines[row] if 0 <= row < len(stmt.lines) else ""
         if not text.isascii():
-            col = len(text.encode()[:col].decode(errors="ignore"))
-        indent = stmt.indent if row == 0 else 0
-        return Loc(stmt.line + row, col + indent + 1)
+            indent = stmt.indent if row == 0 else 0
+            col = len(text.encode()[:col - indent].decode(errors="ignore")) + indent
+        return Loc(stmt.line + row, col + 1)
 
 
 class _Lowering:
@@ -493,9 +502,8 @@ class _Lowering:
 
     def expr(self, node: ast.expr, root: bool, in_linear: bool) -> str | None:
         """Lower ``node``; return its node id, or None after reporting an error."""
-        loc = self.parser.loc(self.stmt, node)
         if isinstance(node, (ast.Name, ast.Subscript, ast.Constant)):
-            value = self.leaf(node, loc)
+            value = self.leaf(node, self.parser.loc(self.stmt, node))
             if value is None or not root:
                 return value
             return self.add_op("copy", [value], node, root)
@@ -510,6 +518,7 @@ class _Lowering:
             operand = self.expr(node.operand, False, in_linear)
             return None if operand is None else self.add_op(UNARY["-"].name, [operand], node,
                                                             root)
+        loc = self.parser.loc(self.stmt, node)  # only an error or a call needs it
         if isinstance(node, (ast.BinOp, ast.UnaryOp)):
             spelling = _PYTHON_OPERATORS.get(type(node.op), type(node.op).__name__)
             self.report.error(loc, f"unsupported operator '{spelling}'; the language has "
