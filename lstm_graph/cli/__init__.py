@@ -4,7 +4,7 @@
 module adds one family of commands to it.
 """
 
-from lstm_graph.cli import cache, describe, render, run, trace  # noqa: F401  (they register commands)
+from lstm_graph.cli import cache, describe, explore, render, run, trace  # noqa: F401  (they register commands)
 from lstm_graph.cli.app import main
 
 __all__ = ["main"]

@@ -171,12 +171,12 @@ class Painter:
 
 def strip_table(strip: Strip) -> str:
     """A strip as a one-row HTML table of coloured cells inside a thin frame."""
-    cells = "".join(f'<TD WIDTH="{strip.cell_width}" HEIGHT="7" FIXEDSIZE="TRUE" '
-                    f'BGCOLOR="{colour}"></TD>' for colour in strip.colours)
+    cells = "".join(f'<TD WIDTH="{strip.cell_width}" HEIGHT="{strip.height}" '
+                    f'FIXEDSIZE="TRUE" BGCOLOR="{colour}"></TD>' for colour in strip.colours)
     width = strip.cell_width * len(strip.colours) + 2
     return (f'<TABLE BORDER="1" COLOR="{P.CAPTION}" CELLBORDER="0" CELLSPACING="0" '
-            f'CELLPADDING="0" WIDTH="{width}" HEIGHT="9" FIXEDSIZE="TRUE"><TR>{cells}</TR>'
-            "</TABLE>")
+            f'CELLPADDING="0" WIDTH="{width}" HEIGHT="{strip.height + 2}" FIXEDSIZE="TRUE">'
+            f"<TR>{cells}</TR></TABLE>")
 
 
 def ir_tooltip(edges: list[VEdge]) -> str:

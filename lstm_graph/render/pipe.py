@@ -59,11 +59,11 @@ def lit_nodes(scene: Scene, lit: frozenset[str] | None) -> set[str] | None:
         return None
     bus = _bus(scene)
     last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1)
-    markers = {_marker(o) for o in scene.graph.outputs if sink_id(o) in lit}
+    markers = {marker(o) for o in scene.graph.outputs if sink_id(o) in lit}
     return {*lit, *markers, *(_junction(layer) for layer in bus[: last + 1])}
 
 
-def _marker(output: str) -> str:
+def marker(output: str) -> str:
     """The upward copy of a state output that leaves along the line (Olah's top ``h_t``)."""
     return f"[out {output}]"
 
@@ -101,7 +101,7 @@ class _Layout:
         self.top_sinks = [sink_id(o) for o in graph.outputs if o not in graph.states]
         #: a state output off the pipe leaves upwards too: a second "h_t" on top (in one
         #: step; unrolled, the line between steps is the output)
-        self.markers = {o: _marker(o) for o in graph.outputs if o in others and steps == 1}
+        self.markers = {o: marker(o) for o in graph.outputs if o in others and steps == 1}
         self.line_sinks = [sink_id(s) for s in others]
         self.line_olds = [old_id(s) for s in others if old_id(s) in scene.nodes]
         self.inputs = [n for n in _line_sources(scene) if n not in self.line_olds]
@@ -181,8 +181,8 @@ class _Layout:
             painter.add_node(graph, node, caption=None if row in (PIPE, FREE) or not first
                              else caption, name=name(node.id),
                              symbol=self.symbol(node.id, step), **extra)
-        for output, marker in self.markers.items():
-            self.rows[PIPE].node(name(marker), label=f"<{self.symbol(sink_id(output), step)}>",
+        for output, copy in self.markers.items():
+            self.rows[PIPE].node(name(copy), label=f"<{self.symbol(sink_id(output), step)}>",
                                  shape="plaintext", margin="0.02", fontname=P.FONT,
                                  fontcolor=P.FADED if painter.faded(sink_id(output))
                                  else P.TEXT, group="pipe")
@@ -270,9 +270,9 @@ class _Layout:
             if edge.dst in self.line_sinks:
                 extra["weight"] = "8"  # the new h right below its producer, at the line's end
             self.edges.append(_Edge(edge, name(edge.src), name(edge.dst), extra, down))
-        for output, marker in self.markers.items():
-            up = VEdge(scene.owner[output], marker, EdgeKind.NEW, True)
-            self.edges.append(_Edge(up, name(up.src), name(marker)))
+        for output, copy in self.markers.items():
+            up = VEdge(scene.owner[output], copy, EdgeKind.NEW, True)
+            self.edges.append(_Edge(up, name(up.src), name(copy)))
 
 
 @dataclass

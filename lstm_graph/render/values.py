@@ -31,11 +31,13 @@ class Strip:
 
     colours: tuple[str, ...]
     note: str | None = None
+    width: int = 48  # points, about: each cell is a whole number of points, at least 2
+    height: int = 7
 
     @property
     def cell_width(self) -> int:
-        """Points per cell: the strip is about 48 points wide, at least 2 per cell."""
-        return max(2, 48 // len(self.colours))
+        """Points per cell."""
+        return max(2, self.width // len(self.colours))
 
 
 def bins(width: int) -> list[tuple[int, int]]:
@@ -90,7 +92,8 @@ def strips_at(scene: Scene, trace: Mapping[str, np.ndarray], step: int, batch: i
 
 def placeholder_strips(scene: Scene, widths: Mapping[str, int]) -> dict[str, Strip]:
     """Every value node's strip with placeholder colours (``#fdfd00``, ``#fdfd01``, …),
-    for a page to find in the SVG and colour; ``widths``: each assignment's width."""
-    return {node: Strip(tuple(PLACEHOLDER.format(k)
-                              for k in range(len(bins(widths[names[0]])))))
+    for a page to find in the SVG and colour (larger than on paper: a page scales the
+    diagram down); ``widths``: each assignment's width."""
+    return {node: Strip(tuple(PLACEHOLDER.format(k) for k in range(len(bins(
+        widths[names[0]])))), width=64, height=10)
             for node, names in scene.drawn_values().items()}
