@@ -14,6 +14,7 @@
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
   const T = D.steps.length;
   const S = D.stages.length;
+  const SHOWN = 48; // numbers a tip lists at once
 
   // What is shown: the style, the step and sequence (indices into D.steps and D.batch),
   // the stage being played (0: none), the highlighted path, the unit the plots follow.
@@ -118,12 +119,18 @@
       ? `mean ${text(Number(meanOf(vec, 0, vec.length).toPrecision(6)))}, ` +
         `min ${text(Math.min(...finite))}, max ${text(Math.max(...finite))}`
       : "NaN";
-    const cells = vec.map((v, k) => `<span${hot && k >= hot[0] && k < hot[1] ? ' class="hot"' : ""}><i>${k}</i> ${esc(text(v))}</span>`);
+    // At most SHOWN numbers: the first ones, or those around the strip cell hovered.
+    const start = vec.length <= SHOWN ? 0 : Math.max(0, Math.min(vec.length - SHOWN, hot ? hot[0] - 8 : 0));
+    const cells = vec.slice(start, start + SHOWN).map((v, i) => {
+      const k = start + i;
+      return `<span${hot && k >= hot[0] && k < hot[1] ? ' class="hot"' : ""}><i>${k}</i> ${esc(text(v))}</span>`;
+    });
     const cut = D.kept.units !== null && D.widths[name] > vec.length ? ` (first ${vec.length} of ${D.widths[name]} units)` : "";
+    const range = vec.length > SHOWN ? `<div class="muted">units ${start} to ${start + SHOWN - 1} of ${vec.length}: hover the strip to move</div>` : "";
     return `<div><b>${esc(name)}</b> = <span class="expr">${esc(a.expression)}</span></div>` +
       (a.caption ? `<div class="muted">${esc(a.caption)}</div>` : "") +
       `<div>stage ${a.stage} &middot; step ${D.steps[view.t]}, sequence ${D.batch[view.b]}${cut}</div>` +
-      `<div>${stats}</div><div class="grid">${cells.join("")}</div>`;
+      `<div>${stats}</div>${range}<div class="grid">${cells.join("")}</div>`;
   }
   const tip = $("#tip");
   let hovered = null; // [name, [a, b] or null]
@@ -139,19 +146,20 @@
 
   // ---- over time: heatmaps of every value, and each state's chosen unit ----------------
 
-  /* One canvas per value: a column per step, a row per unit, on a scale of ±R
-     (R: 1, or the value's largest magnitude when that is larger). */
+  /* One canvas per value: a column per step, a row per unit, on a scale of ±R, R the
+     value's largest magnitude in this sequence (so small values still show). */
   function drawHeatmaps() {
     const box = $("#heatmaps");
     box.textContent = "";
     for (const name of Object.keys(D.values)) {
       const W = D.values[name][0][0].length;
-      let range = 1;
+      let range = 0;
       for (let t = 0; t < T; t++) for (const v of D.values[name][t][view.b]) if (v !== null && Number.isFinite(v)) range = Math.max(range, Math.abs(v));
+      range = Number((range || 1).toPrecision(2));
       const fig = document.createElement("figure");
       const caption = D.assignments[name].caption;
       fig.innerHTML = `<figcaption><span><b>${esc(name)}</b> ${caption ? "&middot; " + esc(caption) : ""}</span>` +
-        `<span class="muted">units &times; steps, &plusmn;${esc(range.toPrecision(3).replace(/\.?0+$/, ""))}</span></figcaption>` +
+        `<span class="muted">units &times; steps, &plusmn;${esc(String(range))}</span></figcaption>` +
         `<div class="map" data-name="${esc(name)}"><canvas width="${T}" height="${W}"></canvas><div class="cursor"></div><div class="unit-mark"></div></div>`;
       const ctx = $("canvas", fig).getContext("2d");
       const image = ctx.createImageData(T, W);
@@ -193,7 +201,7 @@
       const series = D.steps.map((_, t) => D.values[state][t][view.b][view.unit]);
       if (series[0] === undefined) continue; // a state narrower than the unit chosen
       const finite = series.filter((v) => v !== null && Number.isFinite(v));
-      const range = Math.max(1, ...finite.map(Math.abs));
+      const range = 1.1 * Math.max(1e-6, ...finite.map(Math.abs)); // the series fills the plot
       const x = (t) => left + (T === 1 ? 0.5 : t / (T - 1)) * (w - left - right);
       const y = (v) => top + (1 - (v + range) / (2 * range)) * (h - top - bottom);
       let path = "";
@@ -228,7 +236,7 @@
   }
   function setBatch(b) {
     view.b = b;
-    $("#over-time-batch").textContent = `sequence ${D.batch[b]}`;
+    $("#over-time-batch").textContent = `· sequence ${D.batch[b]}`;
     drawHeatmaps();
     setStep(view.t);
   }
@@ -340,7 +348,10 @@
       $("#detail").innerHTML = describe(hovered[0], hovered[1]);
       showTip(event);
     });
-    svg.addEventListener("mouseleave", () => { tip.hidden = true; });
+    svg.addEventListener("mouseleave", () => {
+      tip.hidden = true;
+      $$("polygon.u.hover", svg).forEach((c) => c.classList.remove("hover"));
+    });
   }
   document.addEventListener("keydown", (event) => {
     const target = event.target;
