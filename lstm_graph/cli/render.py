@@ -110,7 +110,7 @@ def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="svg/png/pdf run Graphviz's dot; dot needs nothing.  [default: the suffix "
                    "of --out, else svg]")
-@click.option("--out", help="A file (its suffix names the format), a base name for "
+@click.option("--out", metavar="PATH", help="A file (its suffix names the format), a base name for "
               "BASE.STYLE.FMT, or a directory (ending in /). Missing directories are created.")
 @click.option("--highlight", help="A node or assignment name, or a preset: forget, input, "
               "memory, output. Draws its path in colour and fades the rest.")

@@ -209,6 +209,8 @@ class _Layout:
         if self.bus:  # the line: old values left of the bus, new values right of it
             for sink in self.line_sinks:
                 self.rows[LINE].edge(name(_junction(self.bus[-1])), name(sink), **invisible)
+        for top in (*self.top_sinks, *self.markers.values()):  # right of the pipe, not on it
+            self.rows[PIPE].edge(name(self.chain[-1]), name(top), style="invis")
         line = [*self.line_olds, *self.line_sinks]
         if line and self.inputs:  # the line runs above the inputs, even without a bus
             self.free.edge(name(self.inputs[0]), name(line[0]), style="invis", weight="0")
