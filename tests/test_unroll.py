@@ -111,3 +111,12 @@ def test_render_unroll_writes_one_diagram(tmp_path):
 def test_render_unroll_usage_errors(args, message):
     result = CliRunner().invoke(main, ["render", "lstm", "--format", "dot", *args])
     assert result.exit_code == 2 and message in result.stderr
+
+
+@needs_dot
+def test_render_unroll_without_out_prints_the_svg():
+    result = CliRunner().invoke(main, ["render", "gru", "--unroll", "3"])
+    assert result.exit_code == 0, result.output
+    root = ET.fromstring(result.stdout.encode())
+    assert root.tag.endswith("svg")
+    assert "t+2" in result.stdout  # the third step's subscripts

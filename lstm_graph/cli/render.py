@@ -146,9 +146,9 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
     fmt = output_format(fmt, out)
     cell = load(spec)
     if unroll is not None:
-        if style not in (None, "pipe"):
-            raise click.UsageError(f"--unroll draws the pipe style (Olah's unrolled chain); "
-                                   f"leave out --style {style}")
+        if style == "cell":
+            raise click.UsageError("--unroll draws the pipe style (Olah's unrolled chain); "
+                                   "leave out --style cell")
         if highlight or stages or trace:
             raise click.UsageError("--unroll draws the plain chain: it does not combine with "
                                    "--highlight, --stages or --trace")

@@ -7,7 +7,8 @@ True
 
 ``render`` returns a ``graphviz.Digraph`` (a notebook shows it inline) and
 never runs Graphviz; :func:`save` writes DOT text itself, and runs ``dot`` only
-for SVG, PNG and PDF.
+for SVG, PNG and PDF. :func:`unrolled` draws several steps side by side; value
+strips from a trace come from :mod:`lstm_graph.render.values`.
 """
 
 from __future__ import annotations

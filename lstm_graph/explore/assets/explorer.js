@@ -329,6 +329,7 @@
   $("#numbers").textContent = D.numbers;
 
   for (const svg of $$("svg.diagram")) {
+    for (const g of $$("g.node[data-id]", svg)) g.classList.toggle("clickable", g.dataset.id in D.lit[svg.dataset.style]);
     svg.addEventListener("click", (event) => {
       const node = event.target.closest("g.node[data-id]");
       const id = node && node.dataset.id;
