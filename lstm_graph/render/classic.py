@@ -44,6 +44,7 @@ def _stub(consumer: str) -> str:
 
 
 def draw(scene: Scene, look: Look) -> graphviz.Digraph:
+    """The cell-style diagram of ``scene``, as ``look`` says."""
     graph = scene.graph
     memory = scene.memory_state()
     merged = {old_id(memory), sink_id(memory)}

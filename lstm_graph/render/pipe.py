@@ -94,7 +94,7 @@ class _Layout:
         self.steps = steps
         self.painter = painter
         graph = scene.graph
-        memory = self.memory = scene.memory_state()
+        memory = scene.memory_state()
         pipe = [scene.owner[n] for n in scene.pipe_path(memory)]
         self.chain = [n for n in (old_id(memory), *pipe, sink_id(memory)) if n in scene.nodes]
         others = [s for s in graph.states if s != memory]
@@ -165,8 +165,7 @@ class _Layout:
     def add_step(self, step: int) -> None:
         """Step ``step``'s nodes into the rows, and its edges."""
         scene, painter = self.scene, self.painter
-        first = step == 0
-        caption = "xlabel" if first else None  # captions once, on the first step
+        first = step == 0  # captions once, on the first step
 
         def name(node_id: str) -> str:
             return self.name(node_id, step)
@@ -178,9 +177,9 @@ class _Layout:
             graph = self.rows[row] if row != FREE else self.free
             extra = {"group": "pipe"} if row == PIPE else {}
             # a pipe op's caption sits on the pipe segment it starts; others leave on an edge
-            painter.add_node(graph, node, caption=None if row in (PIPE, FREE) or not first
-                             else caption, name=name(node.id),
-                             symbol=self.symbol(node.id, step), **extra)
+            painter.add_node(graph, node, caption="xlabel" if first and row not in (PIPE, FREE)
+                             else None, name=name(node.id), symbol=self.symbol(node.id, step),
+                             **extra)
         for output, copy in self.markers.items():
             self.rows[PIPE].node(name(copy), label=f"<{self.symbol(sink_id(output), step)}>",
                                  shape="plaintext", margin="0.02", fontname=P.FONT,
@@ -191,7 +190,7 @@ class _Layout:
                                  color=self._bus_colour(_junction(layer), _junction(layer))[
                                      "color"])
         self._order(step, name)
-        self._edges(step, name, first)
+        self._edges(name, first)
 
     def _order(self, step: int, name: Callable[[str], str]) -> None:
         """Invisible edges that keep each row in step order, left to right."""
@@ -229,7 +228,9 @@ class _Layout:
             return {"color": P.HIGHLIGHT, "penwidth": P.HIGHLIGHT_WIDTH}
         return {"color": P.FADED, "penwidth": P.EDGE_WIDTH}
 
-    def _edges(self, step: int, name: Callable[[str], str], captions: bool) -> None:
+    def _edges(self, name: Callable[[str], str], captions: bool) -> None:
+        """Step edges, written once every node is placed (:meth:`draw`); ``captions``
+        labels them with the captions of the ops they leave."""
         scene = self.scene
         pipe_edges = set(zip(self.chain, self.chain[1:]))
         bus, junction = self.bus, {layer: _junction(layer) for layer in self.bus}
