@@ -55,7 +55,10 @@ def run_options(command: F) -> F:
         click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="x as .npy, time-major (T, B, I) or (T, I); or .npz holding x."),
         click.option("--sample", is_flag=True, help="Run on a seeded random input of shape "
-                     f"{SAMPLE_SHAPE} instead of --input."),
+                     f"{SAMPLE_SHAPE[:2]} x I instead of --input."),
+        click.option("--input-size", "-I", type=click.IntRange(min=1),
+                     help="I of --sample  [default: the weights', else "
+                          f"{SAMPLE_SHAPE[-1]}]"),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                      help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or "
                           ".onnx."),
@@ -94,17 +97,24 @@ class Prepared:
     allow_nonfinite: bool
 
 
-def prepare(spec: str, input_path: Path | None, sample: bool, weights: Path | None,
-            hidden_size: int | None, seed: int, backend: str, dtype: str,
+def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
+            weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
             state_path: Path | None, executor: str, allow_nonfinite: bool) -> Prepared:
     """Read everything :func:`run_options` names, checked; usage errors exit 2."""
     if (input_path is None) == (not sample):
         raise click.UsageError("give exactly one of --input FILE and --sample")
+    if input_size is not None and not sample:
+        raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
     if weights is None and hidden_size is None:
         raise click.UsageError("give --hidden-size (or --weights, which tell it)")
     cell = load(spec)
     if input_path is None:
-        x = np.random.default_rng(seed).standard_normal(SAMPLE_SHAPE).astype(dtype)
+        if input_size is None and weights is None:
+            input_size = SAMPLE_SHAPE[-1]
+        if input_size is None:  # the weights tell it
+            input_size = cell.compile(hidden_size=hidden_size, weights=weights).input_size
+        x = np.random.default_rng(seed).standard_normal(
+            (*SAMPLE_SHAPE[:2], input_size)).astype(dtype)
     else:
         x = read_array(input_path, "x", "x")
     if x.ndim not in (2, 3):
@@ -113,8 +123,8 @@ def prepare(spec: str, input_path: Path | None, sample: bool, weights: Path | No
         raise DataError(f"{input_path}: x has dtype {x.dtype}; it must hold real numbers")
     if x.dtype != np.dtype(dtype):
         click.echo(f"note: x is {x.dtype}; computing in {dtype} (see --dtype)", err=True)
-    # With weights, they tell the input size, and x is checked against them.
-    input_size = None if weights else int(x.shape[-1])
+    # With weights, they tell the input size, and x (or -I) is checked against them.
+    input_size = None if weights and not sample else int(x.shape[-1])
     runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
                           dtype=dtype, weights=weights, seed=seed, executor=executor)
     state = None
