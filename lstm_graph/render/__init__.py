@@ -38,7 +38,9 @@ HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (De
 
 def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
            stages: bool = False, strips: Mapping[str, Strip] | None = None,
-           values: str | None = None, marks: bool = False) -> graphviz.Digraph:
+           values: str | None = None, marks: bool = False,
+           gradients: Mapping[tuple[str, str], float] | None = None,
+           gradient_note: str | None = None) -> graphviz.Digraph:
     """The diagram of ``cell`` in ``style`` ("pipe" or "cell").
 
     ``highlight`` names a node, an assignment or one of the cell's presets whose
@@ -47,13 +49,17 @@ def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
     :mod:`lstm_graph.render.values`) draws values on the value nodes, and
     ``values`` says in the legend what they are ("step 3, sequence 0"); ``marks``
     names each edge ``"A → B"`` by the two nodes whose highlight lights it (for the
-    explorer page, which highlights paths in the browser).
+    explorer page, which highlights paths in the browser); ``gradients`` maps IR
+    edges to the size of the gradient they carried (from ``runner.grad(...,
+    record=True)``), drawn as edge widths and labels, ``gradient_note`` saying which
+    step in the legend.
     """
     if style not in STYLES:
         raise RenderError(f"unknown style '{style}'; choose one of {', '.join(STYLES)}")
     scene = build_scene(cell.schedule)
     lit = frozenset(highlighted(scene, highlight)) if highlight else None
-    return STYLES[style](scene, Look(highlight, lit, stages, strips, values, marks))
+    return STYLES[style](scene, Look(highlight, lit, stages, strips, values, marks, gradients,
+                                     gradient_note))
 
 
 def unrolled(cell: Cell, steps: int) -> graphviz.Digraph:

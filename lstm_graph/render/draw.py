@@ -8,6 +8,7 @@ name that reaches an HTML label is escaped here (``# keep <old> & add``).
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +28,10 @@ class Look:
     fades); ``stages``: stage numbers on nodes; ``strips``: value strips by node,
     ``values`` saying in the legend what they show ("step 3, sequence 0");
     ``marks``: every edge named ``"A → B"`` by the two nodes whose highlight lights
-    it, for a page that highlights paths in the browser as ``--highlight`` does.
+    it, for a page that highlights paths in the browser as ``--highlight`` does;
+    ``gradients``: the size of the gradient each IR edge carried back (at one step),
+    drawn as the edge's width and a label, ``gradient_note`` saying in the legend
+    which step.
     """
 
     highlight: str | None = None
@@ -36,6 +40,8 @@ class Look:
     strips: Mapping[str, Strip] | None = None
     values: str | None = None
     marks: bool = False
+    gradients: Mapping[tuple[str, str], float] | None = None
+    gradient_note: str | None = None
 
 
 class Painter:
@@ -48,6 +54,9 @@ class Painter:
         self.stages = look.stages
         self.strips = look.strips or {}
         self.marks = look.marks
+        self.gradients = look.gradients
+        sizes = [v for v in (look.gradients or {}).values() if v > 0]
+        self._span = (math.log10(min(sizes)), math.log10(max(sizes))) if sizes else (0.0, 0.0)
 
     def mark(self, src: str, dst: str) -> dict[str, str]:
         """The attributes that name an edge by the nodes that light it (with ``marks``)."""
@@ -109,6 +118,8 @@ class Painter:
         }
         if edge.kind is EdgeKind.OLD:
             attrs["style"] = P.OLD_STYLE
+        if self.gradients is not None:
+            attrs.update(self._gradient(edge))
         if self.lit is not None:
             if src in self.lit and dst in self.lit:
                 attrs["penwidth"] = P.HIGHLIGHT_WIDTH
@@ -117,6 +128,19 @@ class Painter:
             else:
                 attrs["color"] = P.FADED
         return attrs
+
+    def _gradient(self, edge: VEdge) -> dict[str, str]:
+        """An edge's width by the (log) size of the gradient it carried, and that size; an
+        IR edge that carried none fades (a drawn-only edge, into a sink, stays as it is)."""
+        if edge.ir is None:
+            return {}
+        size = (self.gradients or {}).get(edge.ir, 0.0)
+        if size <= 0:
+            return {"color": P.FADED, "penwidth": "0.8"}
+        low, high = self._span
+        share = (math.log10(size) - low) / (high - low) if high > low else 1.0
+        return {"penwidth": f"{0.8 + 5.2 * share:.2f}", "label":
+                f'<<FONT POINT-SIZE="8" COLOR="{P.GRADIENT}">{size:.1e}</FONT>>'}
 
     def add_node(self, graph: graphviz.Digraph, node: VNode, caption: str | None = "xlabel",
                  name: str | None = None, symbol: str | None = None, **extra: str) -> None:
@@ -191,6 +215,7 @@ def legend(look: Look, loop: bool = False) -> str:
     highlight colour, the circled stage numbers, the value scale.
     """
     highlight, stages, values = look.highlight, look.stages, look.values
+
     def row(sample: str, text: str) -> str:
         return (f'<TR><TD ALIGN="LEFT">{sample}</TD><TD ALIGN="LEFT">'
                 f'<FONT POINT-SIZE="9">{text}</FONT></TD></TR>')
@@ -208,6 +233,10 @@ def legend(look: Look, loop: bool = False) -> str:
     if stages:
         rows.append(row(f'<FONT POINT-SIZE="10">{P.stage_mark(1)}{P.stage_mark(2)}</FONT>',
                         "stage: runs after every lower stage"))
+    if look.gradient_note is not None:
+        rows.append(row(f'<FONT COLOR="{P.GRADIENT}">1e-3</FONT> ━━━▸',
+                        "width and label: the gradient the edge carried back "
+                        f"({html.escape(look.gradient_note)})"))
     rows += [
         f'<TR><TD BGCOLOR="{P.LAYER_FILL}" BORDER="1" COLOR="{P.LAYER_LINE}">'
         f'<FONT POINT-SIZE="9">σ</FONT></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="9">'
