@@ -158,3 +158,23 @@ def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path):
 def test_explore_usage_errors(args, message):
     result = CliRunner().invoke(main, ["explore", "lstm", "-H", "3", *args])
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_the_page_charts_the_gradient_reaching_each_state_from_the_last_step(tmp_path):
+    cell = lstm_graph.load_cell("lstm")
+    weights = cell.random_weights(3, 4, seed=2)
+    np.savez(tmp_path / "w.npz", **weights)
+    x = np.random.default_rng(3).standard_normal((7, 2, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["explore", "lstm", "--weights", str(tmp_path / "w.npz"),
+                                       "--input", str(tmp_path / "x.npy"),
+                                       "--out", str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.output
+    data = page_data((tmp_path / "p.html").read_text())
+    grad_y = np.zeros((7, 2, 4), "float32")
+    grad_y[-1] = 1  # the loss: the sum of the last step's output
+    found = cell.compile(weights=weights).grad(x, grad_y, record=True)
+    for state in ("c", "h"):
+        expected = np.linalg.norm(found.values[state].astype(np.float64), axis=-1)
+        np.testing.assert_allclose(np.array(data["gradients"][state]), expected, rtol=1e-6)
+    assert data["gradients"]["c"][0][0] < data["gradients"]["c"][-1][0]  # it fades going back

@@ -35,7 +35,9 @@ class Run:
     """What a page shows: a cell's trace and what it ran on.
 
     ``values``: every assignment, ``(T, B, width)`` (``Runner.trace``); ``x``:
-    ``(T, B, I)``; ``initial``: each state's start, ``(B, H)``; ``dtype``: the run's.
+    ``(T, B, I)``; ``initial``: each state's start, ``(B, H)``; ``dtype``: the run's;
+    ``gradients``: for each state, ``‖∂L/∂s_t‖`` per step and sequence, ``(T, B)``, for
+    a loss at the last step (the gradient-flow panel; none: no panel).
     """
 
     cell: Cell
@@ -43,6 +45,7 @@ class Run:
     x: np.ndarray
     initial: Mapping[str, np.ndarray]
     dtype: np.dtype
+    gradients: Mapping[str, np.ndarray] | None = None
 
 
 def build_page(run: Run, most: int | None = None) -> str:
@@ -101,7 +104,9 @@ def build_page(run: Run, most: int | None = None) -> str:
     }
     arrays = {"values": values,
               "input": {name: cut(run.x) for name in graph.inputs},
-              "initial": {name: cut(np.asarray(run.initial[name])) for name in graph.states}}
+              "initial": {name: cut(np.asarray(run.initial[name])) for name in graph.states},
+              "gradients": {name: np.asarray(norms)[: kept.steps, : kept.sequences]
+                            for name, norms in (run.gradients or {}).items()}}
     parts = {
         "TITLE": html.escape(f"{cell.name} · lstm-graph explorer"),
         "CELL": html.escape(cell.name),
