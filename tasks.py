@@ -100,6 +100,21 @@ def ensure_dot() -> bool:
     return False
 
 
+#: Where the browser tests look for Chromium (as tests/test_explore_browser.py does).
+CHROMIUM = ("chromium", "chromium-browser")
+
+
+def ensure_chromium() -> bool:
+    """Install Chromium for the browser tests if it is missing (Debian's 'chromium'
+    package; Playwright drives it, and its own browser download is never used)."""
+    if any(shutil.which(name) for name in CHROMIUM) or _install("chromium", "chromium"):
+        return True
+    say("Chromium is missing and could not be installed here: the tests that open the "
+        "explorer page in a browser are skipped. Install the 'chromium' package yourself "
+        "(apt-get install chromium) to run them.")
+    return False
+
+
 def note_compiler() -> None:
     """Say when there is no C compiler: the fast native executor is then off."""
     if not any(shutil.which(cc) for cc in (os.environ.get("CC") or "cc", "gcc", "clang")):
@@ -136,6 +151,7 @@ def test(extra: list[str]) -> int:
     """Static checks (ruff, mypy), then pytest; ``extra`` goes to pytest."""
     ensure_venv("test")
     ensure_dot()
+    ensure_chromium()
     note_compiler()
     for name, command in (("ruff", [str(BIN / "ruff"), "check", "."]),
                           ("mypy", [str(PYTHON), "-m", "mypy"])):

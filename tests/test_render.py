@@ -159,7 +159,8 @@ def test_svg_parses_as_xml(cell, style):
     svg = to_bytes(render(cell, style, stages=True), "svg")
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
-    assert int(root.attrib["width"].rstrip("pt")) > int(root.attrib["height"].rstrip("pt"))
+    width, height = (int(root.attrib[k].rstrip("pt")) for k in ("width", "height"))
+    assert 0 < height < 1.2 * width  # fits a page or a slide
 
 
 def test_cli_render_dot_to_stdout_and_files(tmp_path):
@@ -182,8 +183,6 @@ def test_cli_render_errors(tmp_path):
                                   "--style", "cell"])
     assert result.exit_code == 1 and "nothing named 'nope'" in result.stderr
     assert runner.invoke(main, ["render", "--all"]).exit_code == 2
-    result = runner.invoke(main, ["render", "--all", "--out", str(tmp_path / "missing")])
-    assert result.exit_code == 1 and "no such directory" in result.stderr
 
 
 def test_missing_dot_program_says_how_to_install_and_that_dot_format_works(tmp_path):
@@ -195,3 +194,158 @@ def test_missing_dot_program_says_how_to_install_and_that_dot_format_works(tmp_p
     assert "apt-get install graphviz" in result.stderr and "--format dot" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# -- diagram polish ---------------------------------------------------------------------
+
+DELTA_CELL = """\
+# A minimal gated unit that reports how much its state moved.
+cell delta
+input x
+state h
+output d
+f = sigmoid(linear(x, h[t-1]))             # forget valve
+n = tanh(linear(x, f * h[t-1]))            # candidate
+h = f * h[t-1] + (1 - f) * n               # keep <old> & add new
+d = h - h[t-1]                             # change
+e = relu(x) - 1                            # unused on purpose
+"""
+
+
+def delta_cell():
+    return lstm_graph.compile_source(DELTA_CELL, "delta.cell")
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_number_an_op_alone_reads_is_written_on_its_side_of_the_op(style):
+    gru = nodes(render(lstm_graph.load_cell("gru"), style).source)
+    assert "1" not in gru and "1−" in gru["h.sub"]["label"]  # 1 - z: no loose constant
+    mine = nodes(render(delta_cell(), style).source)
+    assert "−1" in mine["e"]["label"]  # relu(x) - 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_operand_a_subtraction_takes_away_is_marked_on_its_edge(style):
+    drawn = edges(render(delta_cell(), style).source)
+    signs = {a["tooltip"]: a.get("headlabel", "") + a.get("taillabel", "")
+             for _, _, a in drawn if a.get("tooltip", "").endswith("→ d")}
+    assert "−" in signs["h[t-1] → d"] and "−" not in signs["h → d"]
+
+
+@needs_dot
+@pytest.mark.parametrize("style", STYLES)
+def test_captions_with_markup_characters_are_escaped(style):
+    dot = render(delta_cell(), style, highlight="h", stages=True)
+    assert "keep &lt;old&gt; &amp; add new" in dot.source
+    assert b"keep &lt;old&gt; &amp; add new" in to_bytes(dot, "svg")  # dot accepted it
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_legend_explains_the_highlight_colour_and_stage_marks_when_shown(style):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    plain = nodes(render(cell, style).source)["legend"]["label"]
+    assert "path of" not in plain and "stage" not in plain
+    shown = nodes(render(cell, style, highlight="forget", stages=True).source)["legend"]
+    assert palette.HIGHLIGHT in shown["label"] and "path of forget" in shown["label"]
+    assert palette.stage_mark(1) in shown["label"] and "stage" in shown["label"]
+
+
+def test_pipe_style_runs_h_along_its_own_line_from_the_left_to_the_right():
+    source = render(lstm_graph.load_cell("lstm"), "pipe").source
+    line = source.split("subgraph bus {")[1].split("}")[0]
+    assert '"h[t-1]"' in line and '"h[t]"' in line  # in and out on the line's row
+    assert line.index('"h[t-1]"') < line.index('"[bus f]"')
+    by_pair = {(s, d): a for s, d, a in edges(source)}
+    assert "style" in by_pair["h[t-1]", "[bus f]"]  # enters the bus, dashed
+    assert ("[bus o]", "h[t]") in by_pair  # the line ends right of the bus
+    top = source.split("subgraph pipe {")[1].split("}")[0]
+    assert '"[out h]"' in top  # and leaves upwards too, as the output
+
+
+def test_cell_style_gives_every_reader_of_an_input_its_own_label():
+    for name in lstm_graph.builtin_names():
+        drawn = edges(render(lstm_graph.load_cell(name), "cell").source)
+        sources = {s for s, _, _ in drawn}
+        assert not {"x", "h[t-1]"} & sources, name  # no edge crosses from a shared node
+        for src, dst, attrs in drawn:
+            if src.startswith("[in "):
+                assert src == f"[in {dst}]" and attrs["tailport"].endswith(":e")
+
+
+def test_cell_style_old_memory_leaves_the_cell_through_one_port_per_reader():
+    drawn = edges(render(lstm_graph.load_cell("peephole_lstm"), "cell").source)
+    old = [a for s, _, a in drawn if s == "[cell]" and a.get("style") == "dashed"]
+    assert len(old) == 3  # the forget and input valves' peepholes, and the forget product
+    assert len({a["tailport"] for a in old}) == 3
+    gru = edges(render(lstm_graph.load_cell("gru"), "cell").source)
+    # the GRU's layers read h[t-1] beside them; only the memory pipe reads it from the Cell
+    assert [a["tooltip"] for s, _, a in gru if s == "[cell]" and
+            a.get("style") == "dashed"] == ["h[t-1] → h.mul2"]
+
+
+# -- the render command -------------------------------------------------------------------
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@needs_dot
+def test_render_without_out_writes_both_styles_here_and_one_style_to_stdout(in_tmp):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "lstm"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["lstm.cell.svg", "lstm.pipe.svg"]
+    assert "wrote lstm.pipe.svg" in result.stderr and result.stdout == ""
+    result = runner.invoke(main, ["render", "lstm", "--style", "cell"])
+    assert result.exit_code == 0 and result.stdout.startswith("<?xml")
+    ET.fromstring(result.stdout.encode())
+
+
+def test_render_both_styles_to_stdout_is_a_usage_error_about_styles():
+    result = CliRunner().invoke(main, ["render", "lstm", "--style", "both"])
+    assert result.exit_code == 2
+    assert "--style both draws two diagrams" in result.stderr and "--format dot" not in \
+        result.stderr
+
+
+@needs_dot
+def test_render_takes_the_format_from_the_suffix_of_out(in_tmp):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "lstm", "--style", "cell", "--out", "foo.png"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in in_tmp.iterdir()] == ["foo.png"]
+    assert (in_tmp / "foo.png").read_bytes().startswith(b"\x89PNG")
+    result = runner.invoke(main, ["render", "lstm", "--out", "both.pdf"])
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["both.cell.pdf", "both.pipe.pdf",
+                                                       "foo.png"]
+
+
+def test_render_refuses_a_suffix_that_contradicts_the_format_or_is_not_ours(in_tmp):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "lstm", "--out", "a.svg", "--format", "png"])
+    assert result.exit_code == 2 and "names a .svg file, but --format png" in result.stderr
+    result = runner.invoke(main, ["render", "lstm", "--out", "a.jpg"])
+    assert result.exit_code == 2 and "not .jpg" in result.stderr
+    assert runner.invoke(main, ["render", "lstm", "--out", ""]).exit_code == 2
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_render_creates_output_directories(in_tmp):
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", "gru", "--format", "dot", "--out", "gallery/"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (in_tmp / "gallery").iterdir()) == ["gru.cell.dot",
+                                                                     "gru.pipe.dot"]
+    result = runner.invoke(main, ["render", "rnn", "--style", "pipe", "--out",
+                                  "deep/er/r.dot"])
+    assert result.exit_code == 0 and (in_tmp / "deep/er/r.dot").is_file()
+
+
+@needs_dot
+def test_render_all_creates_its_directory(in_tmp):
+    result = CliRunner().invoke(main, ["render", "--all", "--out", "new/gallery"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (in_tmp / "new/gallery").iterdir()} == \
+        {f"{name}.{kind}" for name in gallery() for kind in ("dot", "svg")}

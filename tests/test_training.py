@@ -148,3 +148,17 @@ def test_gradflow_command_draws_several_cells_on_one_chart(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "flow.png").read_bytes()[:4] == b"\x89PNG"
     assert "lstm" in result.stdout and "‖∂L/∂c_t‖" in result.stdout and "rnn" in result.stdout
+
+
+def test_gradflow_draws_the_gradient_each_edge_carried_on_the_diagram(tmp_path):
+    result = CliRunner().invoke(main, ["gradflow", "lstm", "--length", "6", "-H", "4",
+                                       "--out", str(tmp_path / "flow.svg"), "--diagram",
+                                       str(tmp_path / "d.dot"), "--step", "4"])
+    assert result.exit_code == 0, result.output
+    dot = (tmp_path / "d.dot").read_text()
+    assert "the gradient the edge carried back (step 4 of 6" in dot
+    assert dot.count("e-0") + dot.count("e+0") >= 10  # sizes written on the edges
+    several = CliRunner().invoke(main, ["gradflow", "lstm", "rnn", "--out",
+                                        str(tmp_path / "f.svg"), "--diagram",
+                                        str(tmp_path / "d.svg")])
+    assert several.exit_code == 2 and "--diagram draws one cell" in several.output

@@ -7,6 +7,7 @@ module adds one family of commands to it.
 from lstm_graph.cli import (  # noqa: F401  (each module registers its commands)
     cache,
     describe,
+    explore,
     grad,
     render,
     run,

@@ -64,12 +64,12 @@ def run_options(command: F) -> F:
                      help="x as .npy, time-major (T, B, I) or (T, I); or .npz holding x."),
         click.option("--sample", is_flag=True, help="Run on a seeded random input of shape "
                      f"({SAMPLE_STEPS}, {SAMPLE_BATCH}, I) instead of --input."),
+        click.option("--input-size", "-I", type=click.IntRange(min=1),
+                     help="I of --sample  [default: the weights', else "
+                          f"{SAMPLE_INPUT}]"),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                      help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or "
                           ".onnx."),
-        click.option("--input-size", "-I", type=click.IntRange(min=1),
-                     help="Input size I (default: the weights', x's, or "
-                          f"{SAMPLE_INPUT} for --sample)."),
         click.option("--hidden-size", "-H", type=click.IntRange(min=1),
                      help="Hidden size H (needed without --weights)."),
         click.option("--seed", type=int, default=0, show_default=True,
@@ -105,13 +105,14 @@ class Prepared:
     allow_nonfinite: bool
 
 
-def prepare(spec: str, input_path: Path | None, sample: bool, weights: Path | None,
-            input_size: int | None, hidden_size: int | None, seed: int, backend: str,
-            dtype: str, state_path: Path | None, executor: str, allow_nonfinite: bool
-            ) -> Prepared:
+def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
+            weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
+            state_path: Path | None, executor: str, allow_nonfinite: bool) -> Prepared:
     """Read everything :func:`run_options` names, checked; usage errors exit 2."""
     if (input_path is None) == (not sample):
         raise click.UsageError("give exactly one of --input FILE and --sample")
+    if input_size is not None and not sample:
+        raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
     if weights is None and hidden_size is None:
         raise click.UsageError("give --hidden-size (or --weights, which tell it)")
     cell = load(spec)

@@ -1,62 +1,179 @@
-"""The ``render`` command: diagrams in pipe and cell style."""
+"""The ``render`` command: diagrams in pipe and cell style, with values, or unrolled.
+
+Where a diagram goes: ``--out FILE`` (its suffix names the format), ``--out
+BASE`` (``BASE.STYLE.FMT``), ``--out DIR/`` (``DIR/CELL.STYLE.FMT``); missing
+directories are created. Without ``--out``, one diagram goes to stdout and the
+default two styles to ``CELL.pipe.svg`` and ``CELL.cell.svg`` in the current
+directory. Data on stdout, messages on stderr.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+import graphviz
 
+from lstm_graph.cell import Cell
 from lstm_graph.cli.app import SPEC_HELP, load, main
 from lstm_graph.errors import OutputError
+from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.weights import load_npz
 from lstm_graph.library import load_cell
-from lstm_graph.render import FORMATS, STYLES, gallery, save, to_bytes
+from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, save, to_bytes, unrolled
 from lstm_graph.render import render as draw
+from lstm_graph.render.scene import build_scene
+from lstm_graph.render.values import Strip, strips_at
+
+#: Suffixes of image formats Graphviz knows but lstm-graph does not write: refused, so
+#: ``--out x.jpg`` is never taken for a base name (``x.jpg.pipe.svg``).
+OTHER_IMAGES = ("jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "eps", "ps", "ico")
 
 
-def _render_paths(out: Path, styles: list[str], fmt: str) -> dict[str, Path]:
-    """Where each style goes: ``out`` itself for one style with the right suffix, else
-    ``OUT.STYLE.FMT`` (``out/peephole_lstm`` -> ``out/peephole_lstm.pipe.svg``)."""
-    if len(styles) == 1 and out.suffix == f".{fmt}":
-        return {styles[0]: out}
-    base = out.with_suffix("") if out.suffix == f".{fmt}" else out
-    return {style: base.parent / f"{base.name}.{style}.{fmt}" for style in styles}
+def output_format(fmt: str | None, out: str | None) -> str:
+    """The format asked for: ``--format``, else the suffix of ``--out``, else SVG;
+    a suffix that contradicts ``--format`` or names another image format is refused."""
+    suffix = Path(out).suffix.lower().lstrip(".") if out and not _is_directory(out) else ""
+    if suffix in OTHER_IMAGES:
+        raise click.UsageError(f"--out {out}: lstm-graph writes {', '.join(FORMATS)}, not "
+                               f".{suffix}; name the file .svg, .png, .pdf or .dot")
+    if suffix in FORMATS:
+        if fmt is not None and fmt != suffix:
+            raise click.UsageError(f"--out {out} names a .{suffix} file, but --format {fmt} "
+                                   f"was asked; give --out with a .{fmt} suffix, or leave "
+                                   "out --format")
+        return suffix
+    return fmt or "svg"
+
+
+def _is_directory(out: str) -> bool:
+    return out.endswith(("/", "\\")) or Path(out).is_dir()
+
+
+def output_paths(out: str, cell: str, names: list[str], fmt: str) -> dict[str, Path]:
+    """Where each diagram goes (``names``: the styles, or the one tag of an unrolled view).
+
+    ``out`` is a directory (ends in ``/`` or exists): ``DIR/CELL.NAME.FMT``; a file
+    with the format's suffix and one diagram: ``out`` itself; else a base name:
+    ``BASE.NAME.FMT`` (``out/peephole_lstm`` -> ``out/peephole_lstm.pipe.svg``).
+    """
+    if _is_directory(out):
+        return {name: Path(out) / f"{cell}.{name}.{fmt}" for name in names}
+    path = Path(out)
+    if len(names) == 1 and path.suffix.lower() == f".{fmt}":
+        return {names[0]: path}
+    base = path.with_suffix("") if path.suffix.lower() == f".{fmt}" else path
+    return {name: base.parent / f"{base.name}.{name}.{fmt}" for name in names}
+
+
+def make_parent(path: Path) -> None:
+    """Create the directories ``path`` goes in (``--out gallery/``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create the directory {path.parent} "
+                          f"({err.strerror or err})") from None
+
+
+def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: str) -> None:
+    data = {name: to_bytes(dot, fmt) for name, dot in diagrams.items()}  # all, then write
+    for name, path in paths.items():
+        make_parent(path)
+        click.echo(f"wrote {write_atomic(path, data[name])}", err=True)
+
+
+def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
+            ) -> tuple[dict[str, Strip] | None, str | None]:
+    """The strips of ``--trace`` at ``--step``, and the legend's words for them."""
+    if trace is None:
+        if step is not None or batch is not None:
+            raise click.UsageError("--step and --batch choose values of a --trace; give "
+                                   "--trace trace.npz (from 'lstm-graph trace')")
+        return None, None
+    if step is None:
+        raise click.UsageError(f"--trace {trace} needs --step T: which step's values to draw "
+                               "(1 is the first)")
+    batch = batch or 0
+    strips = strips_at(build_scene(cell.schedule), load_npz(trace), step, batch, str(trace))
+    return strips, f"step {step}, sequence {batch}"
 
 
 @main.command(epilog=SPEC_HELP + " With --all, draws the whole gallery (every built-in cell "
               "in both styles, SVG and DOT, and the peephole LSTM's highlight sequence) into "
-              "the --out directory.")
+              "the --out directory. Without --out, one diagram goes to stdout and the two "
+              "styles to CELL.pipe.svg and CELL.cell.svg here.")
 @click.argument("spec", required=False)
-@click.option("--style", type=click.Choice([*STYLES, "both"]), default="both", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="svg", show_default=True,
-              help="svg/png/pdf run Graphviz's dot; dot needs nothing.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Output file, or base name for both styles (default for dot: stdout).")
+@click.option("--style", type=click.Choice([*STYLES, "both"]),
+              help="pipe (Olah's), cell (the classic diagram) or both  [default: both; "
+                   "pipe with --unroll]")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="svg/png/pdf run Graphviz's dot; dot needs nothing.  [default: the suffix "
+                   "of --out, else svg]")
+@click.option("--out", metavar="PATH", help="A file (its suffix names the format), a base name for "
+              "BASE.STYLE.FMT, or a directory (ending in /). Missing directories are created.")
 @click.option("--highlight", help="A node or assignment name, or a preset: forget, input, "
               "memory, output. Draws its path in colour and fades the rest.")
 @click.option("--stages", is_flag=True, help="Write each node's stage number on it.")
+@click.option("--trace", "trace", type=click.Path(dir_okay=False, path_type=Path),
+              help="A trace .npz (from 'lstm-graph trace'): draw each value's numbers at "
+                   "--step on it, as a heat strip and its mean.")
+@click.option("--step", type=click.IntRange(min=1), help="The step of --trace to draw "
+              "(1 is the first).")
+@click.option("--batch", type=click.IntRange(min=0), help="The sequence of --trace to draw "
+              "(0 is the first).  [default: 0]")
+@click.option("--unroll", type=click.IntRange(1, MAX_UNROLL), metavar="K",
+              help=f"Draw K consecutive steps side by side (pipe style; K up to {MAX_UNROLL}).")
 @click.option("--all", "everything", is_flag=True, help="Regenerate the gallery into --out.")
-def render(spec: str | None, style: str, fmt: str, out: Path | None, highlight: str | None,
-           stages: bool, everything: bool) -> None:
+def render(spec: str | None, style: str | None, fmt: str | None, out: str | None,
+           highlight: str | None, stages: bool, trace: Path | None, step: int | None,
+           batch: int | None, unroll: int | None, everything: bool) -> None:
     """Draw a cell in pipe style (Olah's) and/or cell style (the classic diagram)."""
+    if out == "":
+        raise click.UsageError("--out is empty; give a file, a base name or a directory")
     if everything:
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
-        if not out.is_dir():
-            raise OutputError(f"{out}: no such directory; create it first")
+        directory = Path(out)
+        make_parent(directory / "x")
         for name, (cell_name, one_style, preset) in gallery().items():
             dot = draw(load_cell(cell_name), one_style, highlight=preset)
             for kind in ("dot", "svg"):
-                click.echo(f"wrote {save(dot, out / f'{name}.{kind}', kind)}", err=True)
+                click.echo(f"wrote {save(dot, directory / f'{name}.{kind}', kind)}", err=True)
         return
     if spec is None:
         raise click.UsageError("give a SPEC (or --all)")
+    fmt = output_format(fmt, out)
     cell = load(spec)
-    styles = list(STYLES) if style == "both" else [style]
-    diagrams = {s: draw(cell, s, highlight=highlight, stages=stages) for s in styles}
-    if out is None:
-        if fmt != "dot" or len(styles) != 1:
-            raise click.UsageError("give --out (only one style in --format dot goes to stdout)")
-        click.echo(to_bytes(diagrams[styles[0]], "dot").decode(), nl=False)
-        return
-    for one_style, path in _render_paths(out, styles, fmt).items():
-        click.echo(f"wrote {save(diagrams[one_style], path, fmt)}", err=True)
+    if unroll is not None:
+        if style == "cell":
+            raise click.UsageError("--unroll draws the pipe style (Olah's unrolled chain); "
+                                   "leave out --style cell")
+        if highlight or stages or trace:
+            raise click.UsageError("--unroll draws the plain chain: it does not combine with "
+                                   "--highlight, --stages or --trace")
+        diagrams = {f"unrolled{unroll}": unrolled(cell, unroll)}
+    else:
+        strips, values = _values(cell, trace, step, batch)
+        styles = list(STYLES) if style in (None, "both") else [style]
+        diagrams = {s: draw(cell, s, highlight=highlight, stages=stages, strips=strips,
+                            values=values) for s in styles}
+    if out is not None:
+        _write(diagrams, output_paths(out, cell.name, list(diagrams), fmt), fmt)
+    elif len(diagrams) == 1:
+        _to_stdout(next(iter(diagrams.values())), fmt)
+    elif style == "both":
+        raise click.UsageError(f"--style both draws two diagrams, and stdout takes one: give "
+                               f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
+                               "--style pipe or --style cell")
+    else:
+        _write(diagrams, output_paths(".", cell.name, list(diagrams), fmt), fmt)
+
+
+def _to_stdout(dot: graphviz.Digraph, fmt: str) -> None:
+    """One diagram on stdout: text as text; PNG/PDF only where stdout is not a terminal."""
+    if fmt in ("png", "pdf") and sys.stdout.isatty():
+        raise click.UsageError(f"{fmt.upper()} is binary and stdout is a terminal: give --out "
+                               f"FILE.{fmt}, or redirect (> diagram.{fmt})")
+    data = to_bytes(dot, fmt)
+    click.echo(data if fmt in ("png", "pdf") else data.decode("utf-8"), nl=False)

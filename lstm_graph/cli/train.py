@@ -12,6 +12,7 @@ from lstm_graph.cli.app import SPEC_HELP, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.weights import load_npz
+from lstm_graph.render import STYLES, render, save
 from lstm_graph.training import named, train
 from lstm_graph.training.gradflow import Flow, flow
 from lstm_graph.training.plots import gradient_flow_chart, loss_curves
@@ -104,10 +105,24 @@ train_command.name = "train"
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The chart (.png or .svg).")
+@click.option("--diagram", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw one cell's diagram with the gradient each edge carried back at "
+                   "--step (.svg, .png, .pdf or .dot).")
+@click.option("--step", type=click.IntRange(min=1), help="The step --diagram shows (1 is the "
+              "first; default: the last).")
+@click.option("--style", type=click.Choice(list(STYLES)), default="cell", show_default=True,
+              help="The style of --diagram.")
 @click.option("--json", "as_json", is_flag=True, help="Print every gradient size as JSON.")
 def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: int, batch: int,
-             seed: int, out: Path, as_json: bool) -> None:
+             seed: int, out: Path, diagram: Path | None, step: int | None, style: str,
+             as_json: bool) -> None:
     """Chart how much gradient reaches each step back: ‖∂L/∂state_t‖ against t."""
+    if diagram is not None and len(cells) != 1:
+        raise click.UsageError("--diagram draws one cell: give exactly one CELL")
+    if step is not None and diagram is None:
+        raise click.UsageError("--step chooses the step of --diagram; give --diagram too")
+    if step is not None and step > length:
+        raise click.UsageError(f"--step {step}: the sequences have {length} steps")
     task = named(task_name, length)
     x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
     flows: list[Flow] = []
@@ -122,6 +137,13 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
                                   seed=seed, dtype="float64")
         flows.append(flow(runner, x))
     gradient_flow_chart(flows, out, f"gradient flow back from the last step ({task.name})")
+    if diagram is not None:
+        shown = step or task.length
+        sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
+        drawn = render(load(cells[0].partition("=")[0]), style, gradients=sizes,
+                       gradient_note=f"step {shown} of {task.length}, the loss at the last")
+        save(drawn, diagram, diagram.suffix.lower().lstrip(".") or "svg")
+        click.echo(f"wrote {diagram}", err=True)
     if as_json:
         emit_json({"task": task.name, "out": str(out), "flows": {
             f.cell: {s: [float(v) for v in norms] for s, norms in f.states.items()}

@@ -395,7 +395,7 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str) -> ctypes
         library_path = directory / f"{key}-{digest[:16]}.so"
         _write(library_path, data)
         record = {"library": library_path.name, "sha256": digest, "bytes": len(data),
-                  "cell": name, "compiler": cc, "compiler_version": compiler_version(cc),
+                  "what": name, "compiler": cc, "compiler_version": compiler_version(cc),
                   "flags": list(attempts[0])}
         _write(directory / f"{key}.json", json.dumps(record, indent=1).encode())
         _fsync_directory(directory)

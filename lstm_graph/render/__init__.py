@@ -7,11 +7,13 @@ True
 
 ``render`` returns a ``graphviz.Digraph`` (a notebook shows it inline) and
 never runs Graphviz; :func:`save` writes DOT text itself, and runs ``dot`` only
-for SVG, PNG and PDF.
+for SVG, PNG and PDF. :func:`unrolled` draws several steps side by side; value
+strips from a trace come from :mod:`lstm_graph.render.values`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import graphviz
@@ -20,9 +22,13 @@ from lstm_graph.cell import Cell
 from lstm_graph.errors import RenderError
 from lstm_graph.formats.files import write_atomic
 from lstm_graph.render import classic, pipe
+from lstm_graph.render.draw import Look
 from lstm_graph.render.scene import build_scene, highlighted
+from lstm_graph.render.values import Strip
 
 STYLES = {"pipe": pipe.draw, "cell": classic.draw}
+#: The most steps an unrolled drawing shows.
+MAX_UNROLL = 8
 FORMATS = ("svg", "png", "pdf", "dot")
 HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (Debian/Ubuntu: "
                       "apt-get install graphviz; macOS: brew install graphviz; see "
@@ -31,18 +37,38 @@ HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (De
 
 
 def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
-           stages: bool = False) -> graphviz.Digraph:
+           stages: bool = False, strips: Mapping[str, Strip] | None = None,
+           values: str | None = None, marks: bool = False,
+           gradients: Mapping[tuple[str, str], float] | None = None,
+           gradient_note: str | None = None) -> graphviz.Digraph:
     """The diagram of ``cell`` in ``style`` ("pipe" or "cell").
 
     ``highlight`` names a node, an assignment or one of the cell's presets whose
     path is drawn in colour while the rest fades;
-    ``stages`` writes each node's stage number on it.
+    ``stages`` writes each node's stage number on it; ``strips`` (see
+    :mod:`lstm_graph.render.values`) draws values on the value nodes, and
+    ``values`` says in the legend what they are ("step 3, sequence 0"); ``marks``
+    names each edge ``"A → B"`` by the two nodes whose highlight lights it (for the
+    explorer page, which highlights paths in the browser); ``gradients`` maps IR
+    edges to the size of the gradient they carried (from ``runner.grad(...,
+    record=True)``), drawn as edge widths and labels, ``gradient_note`` saying which
+    step in the legend.
     """
     if style not in STYLES:
         raise RenderError(f"unknown style '{style}'; choose one of {', '.join(STYLES)}")
     scene = build_scene(cell.schedule)
-    lit = highlighted(scene, highlight) if highlight else None
-    return STYLES[style](scene, lit, stages)
+    lit = frozenset(highlighted(scene, highlight)) if highlight else None
+    return STYLES[style](scene, Look(highlight, lit, stages, strips, values, marks, gradients,
+                                     gradient_note))
+
+
+def unrolled(cell: Cell, steps: int) -> graphviz.Digraph:
+    """``steps`` consecutive steps of ``cell`` side by side (pipe style): the memory pipe
+    and the other states' line run straight through, labelled ``c_{t-1}, c_t, c_{t+1}…``.
+    """
+    if not 1 <= steps <= MAX_UNROLL:
+        raise RenderError(f"cannot unroll {steps} steps; draw 1 to {MAX_UNROLL}")
+    return pipe.draw_unrolled(build_scene(cell.schedule), steps)
 
 
 def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:

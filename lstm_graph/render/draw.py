@@ -1,55 +1,104 @@
 """Turning scene nodes and edges into Graphviz attributes; shared by both styles.
 
 The styles decide where things go; this module decides what they look like,
-from the palette, so both styles speak one visual language.
+from the palette, so both styles speak one visual language. Every caption and
+name that reaches an HTML label is escaped here (``# keep <old> & add``).
 """
 
 from __future__ import annotations
 
 import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import graphviz
 
 from lstm_graph.ir import EdgeKind
 from lstm_graph.render import palette as P
 from lstm_graph.render.scene import Scene, VEdge, VNode
+from lstm_graph.render.values import Strip
+
+
+@dataclass(frozen=True)
+class Look:
+    """What a diagram shows besides the cell, the same for both styles.
+
+    ``highlight``: the name asked for, and ``lit`` the nodes on its path (the rest
+    fades); ``stages``: stage numbers on nodes; ``strips``: value strips by node,
+    ``values`` saying in the legend what they show ("step 3, sequence 0");
+    ``marks``: every edge named ``"A → B"`` by the two nodes whose highlight lights
+    it, for a page that highlights paths in the browser as ``--highlight`` does;
+    ``gradients``: the size of the gradient each IR edge carried back (at one step),
+    drawn as the edge's width and a label, ``gradient_note`` saying in the legend
+    which step.
+    """
+
+    highlight: str | None = None
+    lit: frozenset[str] | None = None
+    stages: bool = False
+    strips: Mapping[str, Strip] | None = None
+    values: str | None = None
+    marks: bool = False
+    gradients: Mapping[tuple[str, str], float] | None = None
+    gradient_note: str | None = None
 
 
 class Painter:
-    """Adds scene nodes and edges to a digraph, honouring highlight and --stages."""
+    """Adds scene nodes and edges to a digraph, honouring a :class:`Look`; ``lit`` is the
+    look's highlight grown by the style (:func:`pipe.lit_nodes`)."""
 
-    def __init__(self, scene: Scene, lit: set[str] | None, stages: bool):
+    def __init__(self, scene: Scene, look: Look, lit: set[str] | None = None):
         self.scene = scene
         self.lit = lit
-        self.stages = stages
+        self.stages = look.stages
+        self.strips = look.strips or {}
+        self.marks = look.marks
+        self.gradients = look.gradients
+        sizes = [v for v in (look.gradients or {}).values() if v > 0]
+        self._span = (math.log10(min(sizes)), math.log10(max(sizes))) if sizes else (0.0, 0.0)
+
+    def mark(self, src: str, dst: str) -> dict[str, str]:
+        """The attributes that name an edge by the nodes that light it (with ``marks``)."""
+        return {"id": f"{src} → {dst}"} if self.marks else {}
 
     def faded(self, node_id: str) -> bool:
         return self.lit is not None and node_id not in self.lit
 
-    def label(self, node: VNode, symbol: str | None = None) -> str:
-        """HTML label: the symbol, the stage mark, and (for layers) the caption below."""
+    def label(self, node: VNode, symbol: str | None = None, caption: bool = True) -> str:
+        """HTML label: the symbol, the stage mark, (for layers) the caption below, and
+        the node's value strip when there is one."""
         text = symbol or node.symbol
         size = {"layer": 18, "op": 14, "source": 15, "sink": 15, "const": 12}.get(node.role, 14)
-        parts = [f'<FONT POINT-SIZE="{size}">{text}</FONT>']
+        head = f'<FONT POINT-SIZE="{size}">{text}</FONT>'
         if self.stages and node.role in ("layer", "op"):
-            parts.append(f'<FONT POINT-SIZE="10"> {P.stage_mark(node.stage)}</FONT>')
-        if node.caption and node.role == "layer":
-            colour = P.FADED if self.faded(node.id) else P.CAPTION
-            parts.append(f'<BR/><FONT POINT-SIZE="9" COLOR="{colour}">'
-                         f'{html.escape(node.caption)}</FONT>')
-        return "<" + "".join(parts) + ">"
+            head += f'<FONT POINT-SIZE="10"> {P.stage_mark(node.stage)}</FONT>'
+        colour = P.FADED if self.faded(node.id) else P.CAPTION
+        below = f'<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(node.caption)}</FONT>' \
+            if caption and node.caption and node.role == "layer" else None
+        strip = self.strips.get(node.id)
+        if strip is None:
+            return f"<{head}{'<BR/>' + below if below else ''}>"
+        rows = [head] + ([below] if below else []) + [strip_table(strip)]
+        if strip.note:
+            rows.append(f'<FONT POINT-SIZE="8" COLOR="{colour}">{html.escape(strip.note)}'
+                        "</FONT>")
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">'
+                + "".join(f"<TR><TD>{row}</TD></TR>" for row in rows) + "</TABLE>>")
 
-    def node_attrs(self, node: VNode) -> dict[str, str]:
+    def node_attrs(self, node: VNode, symbol: str | None = None, caption: bool = True
+                   ) -> dict[str, str]:
         faded = self.faded(node.id)
         lit = self.lit is not None and not faded
-        attrs: dict[str, str] = {"label": self.label(node), "fontname": P.FONT,
+        attrs: dict[str, str] = {"label": self.label(node, symbol, caption), "fontname": P.FONT,
                                  "fontcolor": P.FADED if faded else P.TEXT}
         if node.role == "layer":
             attrs.update(shape="box", style="rounded,filled", margin="0.12,0.04",
                          fillcolor=P.FADED_FILL if faded else P.LAYER_FILL,
                          color=P.FADED if faded else P.LAYER_LINE)
-        elif node.role == "op":
-            attrs.update(shape="circle", style="filled", margin="0.02", width="0.42",
+        elif node.role == "op":  # a value strip fits an ellipse better than a circle
+            attrs.update(shape="ellipse" if node.id in self.strips else "circle",
+                         style="filled", margin="0.02", width="0.42",
                          fillcolor=P.FADED_FILL if faded else P.OP_FILL,
                          color=P.FADED if faded else P.OP_LINE)
         else:
@@ -69,6 +118,8 @@ class Painter:
         }
         if edge.kind is EdgeKind.OLD:
             attrs["style"] = P.OLD_STYLE
+        if self.gradients is not None:
+            attrs.update(self._gradient(edge))
         if self.lit is not None:
             if src in self.lit and dst in self.lit:
                 attrs["penwidth"] = P.HIGHLIGHT_WIDTH
@@ -78,40 +129,78 @@ class Painter:
                 attrs["color"] = P.FADED
         return attrs
 
+    def _gradient(self, edge: VEdge) -> dict[str, str]:
+        """An edge's width by the (log) size of the gradient it carried, and that size; an
+        IR edge that carried none fades (a drawn-only edge, into a sink, stays as it is)."""
+        if edge.ir is None:
+            return {}
+        size = (self.gradients or {}).get(edge.ir, 0.0)
+        if size <= 0:
+            return {"color": P.FADED, "penwidth": "0.8"}
+        low, high = self._span
+        share = (math.log10(size) - low) / (high - low) if high > low else 1.0
+        return {"penwidth": f"{0.8 + 5.2 * share:.2f}", "label":
+                f'<<FONT POINT-SIZE="8" COLOR="{P.GRADIENT}">{size:.1e}</FONT>>'}
+
     def add_node(self, graph: graphviz.Digraph, node: VNode, caption: str | None = "xlabel",
-                 **extra: str) -> None:
-        """Add ``node``; an op's caption is placed by ``caption``.
+                 name: str | None = None, symbol: str | None = None, **extra: str) -> None:
+        """Add ``node`` (as ``name`` when a step of an unrolled chain renames it, with
+        ``symbol`` for its text); an op's caption is placed by ``caption``.
 
         ``"xlabel"``: Graphviz puts it next to the node, clear of other nodes.
         ``"cluster"``: the label of a borderless cluster around the node, right
         under it; for layouts whose edges enter ops from the sides, where no
-        edge can run through it. ``None``: no caption.
+        edge can run through it. ``None``: no caption (a layer's too).
         """
-        attrs = {**self.node_attrs(node), **extra}
+        name = name or node.id
+        attrs = {**self.node_attrs(node, symbol, caption is not None), **extra}
         text = node.caption if node.role == "op" and caption else None
         if text is None:
-            graph.node(node.id, **attrs)
+            graph.node(name, **attrs)
             return
         colour = P.FADED if self.faded(node.id) else P.CAPTION
         label = f'<<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(text)}</FONT>>'
         if caption == "xlabel":
-            graph.node(node.id, xlabel=label, **attrs)
+            graph.node(name, xlabel=label, **attrs)
             return
-        with graph.subgraph(name=f"cluster_caption {node.id}") as box:
+        with graph.subgraph(name=f"cluster_caption {name}") as box:
             box.attr(label=label, labelloc="b", pencolor="transparent", margin="2")
-            box.node(node.id, **attrs)
+            box.node(name, **attrs)
 
     def add_edge(self, graph: graphviz.Digraph, edge: VEdge, src: str | None = None,
-                 dst: str | None = None, **extra: str) -> None:
-        """Draw ``edge`` (between ``src`` and ``dst`` when the style redirects it).
+                 dst: str | None = None, reverse: bool = False, via: str | None = None,
+                 **extra: str) -> None:
+        """Draw ``edge`` (between ``src`` and ``dst`` when the style redirects it; from
+        ``via`` when a label beside ``dst`` stands for ``src``).
 
-        Its tooltip names the IR edges it draws (``c[t-1] → f.linear``): shown on
-        hover in SVG, and how the tests hold every drawn edge to the IR.
+        ``reverse`` writes it from ``dst`` to ``src`` with the arrow drawn at its
+        tail (``dir=back``): for layouts whose ranks run against the edge. A
+        subtracted operand's ``−`` sits by the arrowhead. Its tooltip names the
+        IR edges it draws (``c[t-1] → f.linear``): shown on hover in SVG, and how
+        the tests hold every drawn edge to the IR.
         """
-        attrs = self.edge_attrs(edge, src, dst)
+        attrs = {**self.edge_attrs(edge, src, dst), **self.mark(src or edge.src, dst or edge.dst)}
         if edge.ir:
             attrs["tooltip"] = ir_tooltip([edge])
-        graph.edge(src or edge.src, dst or edge.dst, **{**attrs, **extra})
+        if edge.sign:
+            attrs["taillabel" if reverse else "headlabel"] = \
+                f'<<FONT POINT-SIZE="13" COLOR="{P.OP_LINE}"><B>{edge.sign}</B></FONT>>'
+            attrs.update(labeldistance="1.3", labelangle="-50")
+        tail, head = via or src or edge.src, dst or edge.dst
+        if reverse:
+            tail, head = head, tail
+            attrs.update(dir="back", arrowtail="normal")
+        graph.edge(tail, head, **{**attrs, **extra})
+
+
+def strip_table(strip: Strip) -> str:
+    """A strip as a one-row HTML table of coloured cells inside a thin frame."""
+    cells = "".join(f'<TD WIDTH="{strip.cell_width}" HEIGHT="{strip.height}" '
+                    f'FIXEDSIZE="TRUE" BGCOLOR="{colour}"></TD>' for colour in strip.colours)
+    width = strip.cell_width * len(strip.colours) + 2
+    return (f'<TABLE BORDER="1" COLOR="{P.CAPTION}" CELLBORDER="0" CELLSPACING="0" '
+            f'CELLPADDING="0" WIDTH="{width}" HEIGHT="{strip.height + 2}" FIXEDSIZE="TRUE">'
+            f"<TR>{cells}</TR></TABLE>")
 
 
 def ir_tooltip(edges: list[VEdge]) -> str:
@@ -119,30 +208,53 @@ def ir_tooltip(edges: list[VEdge]) -> str:
     return "; ".join(f"{e.ir[0]} → {e.ir[1]}" for e in edges if e.ir)
 
 
-def legend(loop: bool = False) -> str:
-    """The legend as an HTML table label (a plaintext node); ``loop`` adds the Cell's loop."""
+def legend(look: Look, loop: bool = False) -> str:
+    """The legend as an HTML table label (a plaintext node).
+
+    ``loop`` adds the Cell's loop; the look, rows for what it shows: the
+    highlight colour, the circled stage numbers, the value scale.
+    """
+    highlight, stages, values = look.highlight, look.stages, look.values
+
+    def row(sample: str, text: str) -> str:
+        return (f'<TR><TD ALIGN="LEFT">{sample}</TD><TD ALIGN="LEFT">'
+                f'<FONT POINT-SIZE="9">{text}</FONT></TD></TR>')
+
     rows = [
-        (f'<FONT COLOR="{P.EDGE}">╌╌╌▸</FONT>', "previous step (old)"),
-        (f'<FONT COLOR="{P.NEW_STATE}">━━━▸</FONT>', "new state value (this step)"),
-        (f'<FONT COLOR="{P.EDGE}">━━━▸</FONT>', "computed this step"),
+        row(f'<FONT COLOR="{P.EDGE}">╌╌╌▸</FONT>', "previous step (old)"),
+        row(f'<FONT COLOR="{P.NEW_STATE}">━━━▸</FONT>', "new state value (this step)"),
+        row(f'<FONT COLOR="{P.EDGE}">━━━▸</FONT>', "computed this step"),
     ]
     if loop:
-        rows.append((f'<FONT COLOR="{P.NEW_STATE}">┈┈┈▸</FONT>', "memory, to the next step"))
-    cells = "".join(
-        f'<TR><TD ALIGN="LEFT">{sample}</TD><TD ALIGN="LEFT">'
-        f'<FONT POINT-SIZE="9">{text}</FONT></TD></TR>'
-        for sample, text in rows
-    )
-    swatches = (
+        rows.append(row(f'<FONT COLOR="{P.NEW_STATE}">┈┈┈▸</FONT>', "memory, to the next step"))
+    if highlight is not None:
+        rows.append(row(f'<FONT COLOR="{P.HIGHLIGHT}">━━━▸</FONT>',
+                        f"path of {html.escape(highlight)} (what feeds it, what it feeds)"))
+    if stages:
+        rows.append(row(f'<FONT POINT-SIZE="10">{P.stage_mark(1)}{P.stage_mark(2)}</FONT>',
+                        "stage: runs after every lower stage"))
+    if look.gradient_note is not None:
+        rows.append(row(f'<FONT COLOR="{P.GRADIENT}">1e-3</FONT> ━━━▸',
+                        "width and label: the gradient the edge carried back "
+                        f"({html.escape(look.gradient_note)})"))
+    rows += [
         f'<TR><TD BGCOLOR="{P.LAYER_FILL}" BORDER="1" COLOR="{P.LAYER_LINE}">'
         f'<FONT POINT-SIZE="9">σ</FONT></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="9">'
-        f'learned layer</FONT></TD></TR>'
+        f'learned layer</FONT></TD></TR>',
         f'<TR><TD BGCOLOR="{P.OP_FILL}" BORDER="1" COLOR="{P.OP_LINE}" STYLE="ROUNDED">'
         f'<FONT POINT-SIZE="9">×</FONT></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="9">'
-        f'element-wise</FONT></TD></TR>'
-    )
+        f'element-wise</FONT></TD></TR>',
+    ]
+    if values is not None:
+        scale = "".join(f'<TD WIDTH="5" HEIGHT="7" FIXEDSIZE="TRUE" BGCOLOR="{P.heat(v / 4)}">'
+                        "</TD>" for v in range(-4, 5))
+        rows.append(
+            f'<TR><TD><TABLE BORDER="1" COLOR="{P.CAPTION}" CELLBORDER="0" CELLSPACING="0" '
+            f'CELLPADDING="0"><TR>{scale}</TR></TABLE></TD><TD ALIGN="LEFT">'
+            f'<FONT POINT-SIZE="9">−1 … 0 … +1, per unit ({html.escape(values)})</FONT>'
+            "</TD></TR>")
     return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1">'
-            f'{cells}{swatches}</TABLE>>')
+            f'{"".join(rows)}</TABLE>>')
 
 
 def new_digraph(scene: Scene, style: str, **graph_attrs: str) -> graphviz.Digraph:

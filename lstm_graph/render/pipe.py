@@ -1,122 +1,294 @@
-"""Pipe style (Olah's; the first diagram of Shi Yan's article).
+"""Pipe style (Olah's; the first diagram of Shi Yan's article), one step or unrolled.
 
 The memory state runs as a straight pipe along the top, from ``c_{t-1}`` on
 the left through its element-wise ops to ``c_t`` on the right; the learned
-layers sit in one row below it in file order; ``h_{t-1}`` and ``x_t`` enter
-at the bottom, **merge** (concatenation) and run along a bus that **forks**
-(copies) up into every layer that reads them all; other outputs leave at the
-top right. Layout rules, not positions: bottom-to-top ranks, one
-``rank=same`` row each for the inputs, the bus, the layers and the pipe;
-edges that run down from the pipe (peepholes, reads of the new memory) are
-written upwards with ``dir=back``, so they agree with the ranks. Captions of
-pipe ops sit on the pipe segment they start; other ops' captions label the
-value leaving them (dot keeps room beside an edge label).
+layers sit in one row below it in file order. Below them runs the **line** of
+the other states, as in Olah's drawing: ``h_{t-1}`` enters from the left, and
+``h_t`` leaves to the right along the same line (and, when it is the output,
+upwards too). ``x_t`` enters from the bottom and **merges** (concatenation)
+with the line into a bus that **forks** (copies) up into every layer that
+reads them all. Other outputs leave at the top right.
+
+Layout rules, not positions: bottom-to-top ranks, one ``rank=same`` row each
+for the inputs, the line and bus, the layers and the pipe; edges that run
+down against the ranks (peepholes, reads of the new memory, the new ``h_t``
+going to its line) are written upwards with ``dir=back``, so they agree with
+the ranks. Captions of pipe ops sit on the pipe segment they start; other
+ops' captions label the value leaving them (dot keeps room beside an edge label).
+
+:func:`draw_unrolled` lays ``K`` steps side by side in the same rows: step
+``k``'s new memory and new ``h`` are step ``k+1``'s old ones (one node,
+``c_t`` between steps ``t`` and ``t+1``), so the pipe and the line run
+straight through, and the edges that leave them into the next step are
+dashed: old values there.
 """
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import graphviz
 
-from lstm_graph.ir import old_id
+from lstm_graph.ir import EdgeKind, old_id
 from lstm_graph.render import palette as P
-from lstm_graph.render.draw import Painter, ir_tooltip, legend, new_digraph
-from lstm_graph.render.scene import Scene, sink_id
+from lstm_graph.render.draw import Look, Painter, ir_tooltip, legend, new_digraph
+from lstm_graph.render.scene import Scene, VEdge, sink_id, step_subscript, subscripted
+
+# Rows from the bottom; an edge from a higher row to a lower one is written reversed.
+INPUTS, LINE, LAYERS, FREE, PIPE = range(5)
 
 
-def draw(scene: Scene, lit: set[str] | None = None, stages: bool = False) -> graphviz.Digraph:
-    graph = scene.graph
-    painter = Painter(scene, lit, stages)
-    dot = new_digraph(scene, "pipe", rankdir="BT", nodesep="0.35", ranksep="0.45",
-                      newrank="true", splines="spline", forcelabels="true")
-    memory = scene.memory_state()
-    pipe = [scene.owner[n] for n in scene.pipe_path(memory)]
-    top = [n for n in (old_id(memory), *pipe, sink_id(memory)) if n in scene.nodes]
-    top += [sink_id(n) for n in (*graph.states, *graph.outputs)
-            if sink_id(n) in scene.nodes and sink_id(n) not in top]
-    bottom = [n for n in scene.nodes.values() if n.role == "source" and n.id not in top]
-    layers = [n for n in scene.nodes.values() if n.role == "layer"]
-    sources = {n.id for n in bottom}
-    reads = {layer.id: {e.src for e in scene.edges if e.dst == layer.id} for layer in layers}
-    # The bus: one junction per layer that reads every bottom source.
-    bus = [layer.id for layer in layers if len(sources) > 1 and sources <= reads[layer.id]]
-    junction = {layer: f"[bus {layer}]" for layer in bus}
-    if lit is not None:  # the bus is lit from its start up to the last lit layer on it
-        last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1)
-        lit = lit | {junction[layer] for layer in bus[: last + 1]}
-        painter.lit = lit
+def draw(scene: Scene, look: Look) -> graphviz.Digraph:
+    """One step, as ``look`` says."""
+    layout = _Layout(scene, 1, Painter(scene, look, lit_nodes(scene, look.lit)))
+    return layout.draw(legend(look))
 
-    def bus_colour(src: str, dst: str) -> dict[str, str]:
+
+def draw_unrolled(scene: Scene, steps: int) -> graphviz.Digraph:
+    """``steps`` consecutive steps side by side, the pipe and the line running through."""
+    layout = _Layout(scene, steps, Painter(scene, Look()))
+    return layout.draw(legend(Look()))
+
+
+def lit_nodes(scene: Scene, lit: frozenset[str] | None) -> set[str] | None:
+    """The drawn nodes ``lit`` lights in this style: the bus junctions too, from the
+    bus's start up to the last lit layer on it, and a lit output's upward copy."""
+    if lit is None:
+        return None
+    bus = _bus(scene)
+    last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1)
+    markers = {marker(o) for o in scene.graph.outputs if sink_id(o) in lit}
+    return {*lit, *markers, *(_junction(layer) for layer in bus[: last + 1])}
+
+
+def marker(output: str) -> str:
+    """The upward copy of a state output that leaves along the line (Olah's top ``h_t``)."""
+    return f"[out {output}]"
+
+
+def _junction(layer: str) -> str:
+    return f"[bus {layer}]"
+
+
+def _line_sources(scene: Scene) -> list[str]:
+    """Sources below the pipe: the inputs, and the other states' old values (the line)."""
+    memory = old_id(scene.memory_state())
+    return [n.id for n in scene.nodes.values() if n.role == "source" and n.id != memory]
+
+
+def _bus(scene: Scene) -> list[str]:
+    """The layers on the bus: each reads every source below the pipe (two or more)."""
+    sources = set(_line_sources(scene))
+    layers = [n.id for n in scene.nodes.values() if n.role == "layer"]
+    return [layer for layer in layers if len(sources) > 1 and
+            sources <= {e.src for e in scene.edges if e.dst == layer}]
+
+
+class _Layout:
+    """The rows of a pipe-style drawing, filled step by step, then written out."""
+
+    def __init__(self, scene: Scene, steps: int, painter: Painter):
+        self.scene = scene
+        self.steps = steps
+        self.painter = painter
+        graph = scene.graph
+        memory = scene.memory_state()
+        pipe = [scene.owner[n] for n in scene.pipe_path(memory)]
+        self.chain = [n for n in (old_id(memory), *pipe, sink_id(memory)) if n in scene.nodes]
+        others = [s for s in graph.states if s != memory]
+        self.top_sinks = [sink_id(o) for o in graph.outputs if o not in graph.states]
+        #: a state output off the pipe leaves upwards too: a second "h_t" on top (in one
+        #: step; unrolled, the line between steps is the output)
+        self.markers = {o: marker(o) for o in graph.outputs if o in others and steps == 1}
+        self.line_sinks = [sink_id(s) for s in others]
+        self.line_olds = [old_id(s) for s in others if old_id(s) in scene.nodes]
+        self.inputs = [n for n in _line_sources(scene) if n not in self.line_olds]
+        self.layers = [n.id for n in scene.nodes.values() if n.role == "layer"]
+        self.bus = _bus(scene)
+        self.row: dict[str, int] = {}
+        for row, ids in ((PIPE, [*self.chain, *self.top_sinks, *self.markers.values()]),
+                         (LAYERS, self.layers), (LINE, [*self.line_olds, *self.line_sinks]),
+                         (INPUTS, self.inputs)):
+            self.row.update(dict.fromkeys(ids, row))
+        self.rows = {row: graphviz.Digraph(name=name) for row, name in (
+            (PIPE, "pipe"), (LAYERS, "layers"), (LINE, "bus"), (INPUTS, "inputs"))}
+        for row, rank in ((PIPE, "max"), (LAYERS, "same"), (LINE, "same"), (INPUTS, "min")):
+            self.rows[row].attr(rank=rank)
+        self.free = graphviz.Digraph(name="free")  # nodes between the rows
+        self.edges: list[_Edge] = []
+
+    def name(self, node_id: str, step: int) -> str:
+        """The DOT name of ``node_id`` in ``step``: its own in a one-step drawing; else
+        suffixed, an old state value being the previous step's new one."""
+        if self.steps == 1:
+            return node_id
+        node = self.scene.nodes.get(node_id)
+        if node is not None and node.role == "source" and node.state and step > 0:
+            return f"{sink_id(node.state)}@{step - 1}"
+        return f"{node_id}@{step}"
+
+    def symbol(self, node_id: str, step: int) -> str | None:
+        """Sources and sinks carry their step in the subscript: ``c_{t-1}``, ``x_{t+1}``."""
+        node = self.scene.nodes.get(node_id)
+        if node is None or node.role not in ("source", "sink"):
+            return None
+        offset = step - 1 if node.role == "source" and node.state else step
+        base = node.state or (node.ir[0] if node.role == "source" else
+                              node_id.removesuffix("[t]"))
+        return subscripted(base, step_subscript(offset))
+
+    def draw(self, legend_label: str) -> graphviz.Digraph:
+        scene = self.scene
+        dot = new_digraph(scene, "pipe" if self.steps == 1 else f"unrolled_{self.steps}",
+                          rankdir="BT", nodesep="0.35", ranksep="0.4", newrank="true",
+                          splines="spline", forcelabels="true")
+        for step in range(self.steps):
+            self.add_step(step)
+        inputs = self.rows[INPUTS]
+        inputs.node("legend", label=legend_label, shape="plaintext", fontname=P.FONT)
+        last_inputs = [self.name(n, self.steps - 1) for n in self.inputs]
+        if last_inputs:
+            inputs.edge(last_inputs[-1], "legend", style="invis", minlen="3")
+        for row in (PIPE, LAYERS, LINE, INPUTS):
+            dot.subgraph(self.rows[row])
+        dot.subgraph(self.free)
+        for edge in self.edges:
+            if edge.scene is None:
+                dot.edge(edge.tail, edge.head, **edge.attrs)
+            else:
+                self.painter.add_edge(dot, edge.scene, edge.tail, edge.head, edge.reverse,
+                                      **edge.attrs)
+        return dot
+
+    def add_step(self, step: int) -> None:
+        """Step ``step``'s nodes into the rows, and its edges."""
+        scene, painter = self.scene, self.painter
+        first = step == 0  # captions once, on the first step
+
+        def name(node_id: str) -> str:
+            return self.name(node_id, step)
+
+        for node in scene.nodes.values():
+            if node.role == "source" and node.state and not first:
+                continue  # the previous step's new value, already drawn
+            row = self.row.get(node.id, FREE)
+            graph = self.rows[row] if row != FREE else self.free
+            extra = {"group": "pipe"} if row == PIPE else {}
+            # a pipe op's caption sits on the pipe segment it starts; others leave on an edge
+            painter.add_node(graph, node, caption="xlabel" if first and row not in (PIPE, FREE)
+                             else None, name=name(node.id), symbol=self.symbol(node.id, step),
+                             **extra)
+        for output, copy in self.markers.items():
+            self.rows[PIPE].node(name(copy), label=f"<{self.symbol(sink_id(output), step)}>",
+                                 shape="plaintext", margin="0.02", fontname=P.FONT,
+                                 fontcolor=P.FADED if painter.faded(sink_id(output))
+                                 else P.TEXT, group="pipe")
+        for layer in self.bus:
+            self.rows[LINE].node(name(_junction(layer)), shape="point", width="0.07",
+                                 color=self._bus_colour(_junction(layer), _junction(layer))[
+                                     "color"])
+        self._order(step, name)
+        self._edges(name, first)
+
+    def _order(self, step: int, name: Callable[[str], str]) -> None:
+        """Invisible edges that keep each row in step order, left to right."""
+        invisible = {"style": "invis", "weight": "10"}
+        layers = [name(n) for n in self.layers]
+        if step > 0 and self.layers:
+            layers.insert(0, self.name(self.layers[-1], step - 1))
+        for left, right in zip(layers, layers[1:]):
+            self.rows[LAYERS].edge(left, right, **invisible)
+        inputs = [name(n) for n in self.inputs]
+        if step > 0 and self.inputs:
+            inputs.insert(0, self.name(self.inputs[-1], step - 1))
+        for left, right in zip(inputs, inputs[1:]):
+            self.rows[INPUTS].edge(left, right, style="invis")
+        if self.bus:  # the line: old values left of the bus, new values right of it
+            for sink in self.line_sinks:
+                self.rows[LINE].edge(name(_junction(self.bus[-1])), name(sink), **invisible)
+        for top in (*self.top_sinks, *self.markers.values()):  # right of the pipe, not on it
+            self.rows[PIPE].edge(name(self.chain[-1]), name(top), style="invis")
+        line = [*self.line_olds, *self.line_sinks]
+        if line and self.inputs:  # the line runs above the inputs, even without a bus
+            self.free.edge(name(self.inputs[0]), name(line[0]), style="invis", weight="0")
+        # Ops that feed nothing on the pipe row are kept below it: beside the pipe they
+        # would pass for part of it.
+        feeds_top = {e.src for e in self.scene.edges if self.row.get(e.dst) == PIPE}
+        for node in self.scene.nodes.values():
+            if node.id not in self.row and node.id not in feeds_top:
+                self.free.edge(name(node.id), name(self.chain[-1]), style="invis", weight="0")
+
+    def _bus_colour(self, src: str, dst: str) -> dict[str, str]:
+        lit = self.painter.lit
         if lit is None:
             return {"color": P.EDGE, "penwidth": P.EDGE_WIDTH}
         if src in lit and dst in lit:
             return {"color": P.HIGHLIGHT, "penwidth": P.HIGHLIGHT_WIDTH}
         return {"color": P.FADED, "penwidth": P.EDGE_WIDTH}
 
-    with dot.subgraph(name="pipe") as row:
-        row.attr(rank="max")
-        for node_id in top:
-            # a pipe op's caption sits on the pipe segment it starts (see below)
-            painter.add_node(row, scene.nodes[node_id], caption=None, group="pipe")
-    with dot.subgraph(name="layers") as row:
-        row.attr(rank="same")
-        for node in layers:
-            painter.add_node(row, node)
-        for left, right in zip(layers, layers[1:]):
-            row.edge(left.id, right.id, style="invis", weight="10")
-    with dot.subgraph(name="bus") as row:
-        row.attr(rank="same")
+    def _edges(self, name: Callable[[str], str], captions: bool) -> None:
+        """Step edges, written once every node is placed (:meth:`draw`); ``captions``
+        labels them with the captions of the ops they leave."""
+        scene = self.scene
+        pipe_edges = set(zip(self.chain, self.chain[1:]))
+        bus, junction = self.bus, {layer: _junction(layer) for layer in self.bus}
+        # An op's caption labels one edge leaving it: to its own sink if it has one.
+        caption_edge: dict[str, str] = {}
+        for edge in scene.edges:
+            node = scene.nodes[edge.src]
+            if node.role == "op" and node.caption and self.row.get(edge.src) != PIPE and \
+                    (edge.src not in caption_edge or edge.dst == sink_id(edge.src)):
+                caption_edge[edge.src] = edge.dst
+        for before, after in zip(bus, bus[1:]):
+            self.edges.append(_Edge(None, name(junction[before]), name(junction[after]), {
+                "arrowhead": "none", "weight": "10",
+                **self._bus_colour(junction[before], junction[after]),
+                **self.painter.mark(junction[before], junction[after])}))
         for layer in bus:
-            row.node(junction[layer], shape="point", width="0.07",
-                     color=bus_colour(junction[layer], junction[layer])["color"])
-    with dot.subgraph(name="inputs") as row:
-        row.attr(rank="min")
-        for node in bottom:
-            painter.add_node(row, node)
-        row.node("legend", label=legend(), shape="plaintext", fontname=P.FONT)
-        for left, right in zip(bottom, bottom[1:]):
-            row.edge(left.id, right.id, style="invis")
-        if bottom:
-            row.edge(bottom[-1].id, "legend", style="invis", minlen="3")
-    for node in scene.nodes.values():
-        if node.id not in top and node.role not in ("layer", "source"):
-            painter.add_node(dot, node, caption=None)  # captioned on its way out, below
+            self.edges.append(_Edge(None, name(junction[layer]), name(layer), {
+                "arrowsize": "0.7", "weight": "4", **self._bus_colour(junction[layer], layer),
+                **self.painter.mark(junction[layer], layer)}))
+        sources = set(_line_sources(scene))
+        for edge in scene.edges:
+            extra: dict[str, str] = {}
+            if (edge.src, edge.dst) in pipe_edges:
+                extra.update(weight="100", penwidth=P.PIPE_WIDTH)
+                caption = scene.nodes[edge.src].caption
+                if caption and captions:  # a taillabel: a flat edge's label would bend the pipe
+                    extra.update(taillabel=_caption(caption), labelangle="-90",
+                                 labeldistance="2.2")
+            elif captions and caption_edge.get(edge.src) == edge.dst:
+                extra["label"] = _caption(scene.nodes[edge.src].caption or "")
+            if edge.dst in junction and edge.src in sources:
+                if edge.dst != bus[0]:
+                    continue  # the bus already carries it: merged once, forked to every layer
+                carried = [e for e in scene.edges if e.src == edge.src and e.dst in junction]
+                extra.update(arrowhead="none", tooltip=ir_tooltip(carried), weight="4")
+                self.edges.append(_Edge(edge, name(edge.src), name(junction[bus[0]]), extra))
+                continue
+            # one that runs down is written upwards, its arrow at its tail
+            down = self.row.get(edge.src, FREE) > self.row.get(edge.dst, FREE)
+            if edge.dst in self.line_sinks:
+                extra["weight"] = "8"  # the new h right below its producer, at the line's end
+            self.edges.append(_Edge(edge, name(edge.src), name(edge.dst), extra, down))
+        for output, copy in self.markers.items():
+            up = VEdge(scene.owner[output], copy, EdgeKind.NEW, True)
+            self.edges.append(_Edge(up, name(up.src), name(copy)))
 
-    on_pipe = set(top)
-    pipe_edges = set(zip(top, top[1:]))
-    # An op's caption labels one edge leaving it: to its own sink if it has one.
-    caption_edge: dict[str, str] = {}
-    for edge in scene.edges:
-        node = scene.nodes[edge.src]
-        if node.role == "op" and node.caption and edge.src not in on_pipe and \
-                (edge.src not in caption_edge or edge.dst == sink_id(edge.src)):
-            caption_edge[edge.src] = edge.dst
-    for before, after in zip(bus, bus[1:]):
-        dot.edge(junction[before], junction[after], arrowhead="none", weight="10",
-                 **bus_colour(junction[before], junction[after]))
-    for layer in bus:
-        dot.edge(junction[layer], layer, arrowsize="0.7", **bus_colour(junction[layer], layer))
-    for edge in scene.edges:
-        extra: dict[str, str] = {}
-        if (edge.src, edge.dst) in pipe_edges:
-            extra.update(weight="100", penwidth=P.PIPE_WIDTH)
-            caption = scene.nodes[edge.src].caption
-            if caption:  # a taillabel: a flat edge's label would add a rank and bend the pipe
-                extra.update(taillabel=f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{caption}'
-                                       '</FONT>>', labelangle="-90", labeldistance="2.2")
-        elif edge.src in on_pipe and edge.dst not in on_pipe:
-            # Runs down from the pipe: written upwards with the arrow drawn at its tail,
-            # so it agrees with the ranks (constraint=false would let dot fold the pipe).
-            painter.add_edge(dot, edge, edge.dst, edge.src, dir="back", arrowtail="normal")
-            continue
-        if edge.src in caption_edge and caption_edge[edge.src] == edge.dst:
-            caption = scene.nodes[edge.src].caption  # it names the value: on its way out
-            extra["label"] = f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{caption}</FONT>>'
-        if edge.dst in junction and edge.src in sources:
-            if edge.dst != bus[0]:
-                continue  # the bus already carries it: merged once, forked to every layer
-            carried = [e for e in scene.edges if e.src == edge.src and e.dst in junction]
-            painter.add_edge(dot, edge, dst=junction[bus[0]], arrowhead="none",
-                             tooltip=ir_tooltip(carried))
-            continue
-        painter.add_edge(dot, edge, **extra)
-    return dot
+
+@dataclass
+class _Edge:
+    """An edge to write once every node is placed: a scene edge (painted), or a bus
+    segment (``scene`` None) with its own attributes."""
+
+    scene: VEdge | None
+    tail: str
+    head: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    reverse: bool = False
+
+
+def _caption(text: str) -> str:
+    return f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{html.escape(text)}</FONT>>'

@@ -4,7 +4,9 @@ A :class:`Scene` turns the scheduled IR into visual nodes and edges:
 
 - a ``linear`` and the activation that alone consumes it become one learned
   **layer** (a yellow box labelled σ or tanh); a bare ``linear`` is a box "W";
-- every other op is an element-wise **op** (a pink circle);
+- every other op is an element-wise **op** (a pink circle); a number it alone
+  reads is written inside it, on its side of the operator (``1−`` for ``1 - z``,
+  ``−1`` for ``z - 1``), and the operand a ``-`` subtracts is marked on its edge;
 - inputs and previous-step values are **sources** (``x_t``, ``h_{t-1}``);
 - each state's new value, and the output, leave through a **sink** (``h_t``).
 
@@ -15,7 +17,7 @@ whether it carries a state's new value, so the styles only decide placement.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -49,6 +51,7 @@ class VEdge:
     state_value: bool  # carries a state's new value (drawn green)
     peep: bool = False
     ir: tuple[str, str] | None = None  # the IR edge it draws, if any
+    sign: str | None = None  # "−" on the operand a subtraction takes away
 
 
 def sink_id(name: str) -> str:
@@ -58,6 +61,11 @@ def sink_id(name: str) -> str:
 
 def subscripted(name: str, subscript: str) -> str:
     return f"{html.escape(name)}<SUB>{subscript}</SUB>"
+
+
+def step_subscript(offset: int) -> str:
+    """The time subscript ``offset`` steps after t: ``t-1``, ``t``, ``t+2``."""
+    return "t" if offset == 0 else f"t{offset:+d}"
 
 
 @dataclass
@@ -99,6 +107,18 @@ class Scene:
         order = {n: i for i, n in enumerate(self.schedule.order)}
         return sorted(on_path, key=order.__getitem__)
 
+    def drawn_values(self) -> dict[str, tuple[str, ...]]:
+        """Visual node -> the assignments whose values it draws (its own name first).
+
+        An assignment's value is drawn by the node that owns its top op: a
+        layer, an element-wise op, or (a value computed inside another's box) that box.
+        """
+        drawn: dict[str, list[str]] = {}
+        for name in self.graph.assignments:
+            drawn.setdefault(self.owner[name], []).append(name)
+        return {node: tuple(sorted(names, key=lambda n: n != node))
+                for node, names in drawn.items()}
+
 
 def fused_activation(schedule: Schedule, linear: str) -> str | None:
     """The activation drawn in the same box as ``linear``, if any."""
@@ -136,6 +156,7 @@ def build_scene(schedule: Schedule) -> Scene:
             caption = captions.get(node_id) if node_id == node.assignment else None
             scene.add(VNode(node_id, "op", html.escape(node.operation.symbol), (node_id,), stage,
                             caption))
+    _fold_constants(scene)
     sinks = list(graph.states) + [o for o in graph.outputs if o not in graph.states]
     for name in sinks:
         stage = schedule.stage_of(name) if name in graph.nodes else 0
@@ -145,12 +166,39 @@ def build_scene(schedule: Schedule) -> Scene:
         a, b = scene.owner[src], scene.owner[dst]
         if a == b:
             continue  # inside a layer: linear -> its activation
+        args = graph.node(dst).args  # the subtracted operand, unless a number inside says it
+        sign = "−" if graph.node(dst).op == "sub" and args.index(src) == 1 and \
+            scene.owner[args[0]] != b else None
         scene.edges.append(VEdge(a, b, kind, src in graph.states,
-                                 graph.is_peep(src, dst), (src, dst)))
+                                 graph.is_peep(src, dst), (src, dst), sign))
     for name in sinks:
         scene.edges.append(VEdge(scene.owner[name], sink_id(name), EdgeKind.NEW,
                                  name in graph.states))
     return scene
+
+
+def _fold_constants(scene: Scene) -> None:
+    """Write a number into the element-wise op that alone reads it (``1−`` for ``1 - z``).
+
+    A constant drawn as a node of its own floats wherever the layout puts it,
+    far from its edge; inside its op it cannot, and its side of the symbol says
+    which operand it is. Only one number per op is folded.
+    """
+    graph = scene.graph
+    for const in [n for n in scene.nodes.values() if n.role == "const"]:
+        (node_id,) = const.ir
+        consumers = graph.consumers(node_id)
+        if len(consumers) != 1 or scene.owner[consumers[0]] != consumers[0]:
+            continue
+        op = scene.nodes[consumers[0]]
+        args = graph.node(op.id).args
+        if op.role != "op" or len(args) != 2 or \
+                sum(graph.node(a).kind is NodeKind.CONST for a in args) != 1:
+            continue
+        symbol = f"{const.symbol}{op.symbol}" if args[0] == node_id else \
+            f"{op.symbol}{const.symbol}"
+        del scene.nodes[const.id]
+        scene.add(replace(op, symbol=symbol, ir=(*op.ir, node_id)))
 
 
 def highlighted(scene: Scene, target: str) -> set[str]:

@@ -1,0 +1,135 @@
+"""The explorer page's data: the trace, what was kept of it, and the numbers as JSON text.
+
+The page embeds one JSON object (``<script type="application/json"
+id="lstm-graph-trace">``); its contract keys are ``cell``, ``stages`` (as
+``schedule --json``) and ``values`` (every assignment, ``T × B × width``, as
+nested lists). Numbers are written as the shortest decimal that reads back as
+the same number in the run's dtype (float32: ``str(numpy.float32)``; float64:
+``repr(float)``), so a reader gets the trace's values exactly; NaN is ``null``
+and ±infinity ``±1e999`` (which JSON readers take for ±infinity).
+
+The page is kept under 2 MB: its numbers take at most :data:`BUDGET_BYTES`
+(:func:`budget`: 125,000 float32 or 71,428 float64 numbers; the peephole LSTM at
+T = 50, B = 4, H = 32 with I = 16 is about 42,000, a 0.6 MB page). A larger run
+is cut, in this order, and the page and the JSON (``subsampled``, ``kept``) say
+so: the first :data:`MAX_SEQUENCES` sequences; then the first steps that fit (at
+least :data:`MIN_STEPS`); then the first units of every value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: About how many bytes a page's numbers may take (values and input together).
+BUDGET_BYTES = 1_500_000
+#: About how many characters one number takes in the JSON, by dtype.
+CHARS = {"float32": 12, "float64": 21}
+#: Sequences kept of a run over budget.
+MAX_SEQUENCES = 4
+#: Steps kept at least before units are cut.
+MIN_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a page keeps of a run: the first ``steps`` steps, the first ``sequences``
+    sequences, and the first ``units`` units of each value (None: all)."""
+
+    steps: int
+    sequences: int
+    units: int | None
+
+    def sentence(self, steps: int, sequences: int) -> str | None:
+        """What was left out, in words; None when nothing was."""
+        cut = []
+        if self.sequences < sequences:
+            cut.append(f"the first {self.sequences} of {sequences} sequences")
+        if self.steps < steps:
+            cut.append(f"steps 1 to {self.steps} of {steps}")
+        if self.units is not None:
+            cut.append(f"the first {self.units} units of each value")
+        if not cut:
+            return None
+        return (f"This page shows {', '.join(cut)}, to stay under 2 MB. 'lstm-graph trace' "
+                "writes every value.")
+
+
+def budget(dtype: np.dtype) -> int:
+    """The most numbers of ``dtype`` a page embeds.
+
+    >>> budget(np.dtype("float32")), budget(np.dtype("float64"))
+    (125000, 71428)
+    """
+    return BUDGET_BYTES // CHARS[str(dtype)]
+
+
+def keep(steps: int, sequences: int, widths: list[int], budget: int) -> Kept:
+    """What of a run of ``steps`` × ``sequences`` with values of ``widths`` fits ``budget``.
+
+    >>> keep(50, 4, [32] * 6 + [16], 125_000)
+    Kept(steps=50, sequences=4, units=None)
+    >>> keep(5000, 64, [256] * 6, 125_000)
+    Kept(steps=20, sequences=4, units=None)
+    >>> keep(5000, 64, [4096] * 6, 125_000)
+    Kept(steps=10, sequences=4, units=520)
+    """
+    def size(t: int, b: int, units: int | None) -> int:
+        return t * b * sum(w if units is None else min(w, units) for w in widths)
+
+    if size(steps, sequences, None) <= budget:
+        return Kept(steps, sequences, None)
+    sequences = min(sequences, MAX_SEQUENCES)
+    per_step = size(1, sequences, None)
+    fit = budget // per_step
+    if fit >= min(steps, MIN_STEPS):
+        return Kept(min(steps, fit), sequences, None)
+    steps = min(steps, MIN_STEPS)
+    units = max(1, budget // (steps * sequences * len(widths)))
+    return Kept(steps, sequences, units)
+
+
+def number(value: float, dtype: np.dtype) -> str:
+    """One number as JSON: the shortest decimal that reads back as the same ``dtype`` value.
+
+    >>> f32 = np.dtype("float32")
+    >>> [number(v, f32) for v in (0.1, float("nan"), float("-inf"), 3.0)]
+    ['0.1', 'null', '-1e999', '3.0']
+    """
+    if math.isnan(value):
+        return "null"
+    if math.isinf(value):
+        return "1e999" if value > 0 else "-1e999"
+    return str(np.float32(value)) if dtype == np.float32 else repr(float(value))
+
+
+def array_json(array: np.ndarray, dtype: np.dtype) -> str:
+    """``array`` as nested JSON lists of :func:`number` texts."""
+    flat = [number(v, dtype) for v in np.asarray(array, dtype=np.float64).ravel().tolist()]
+
+    def nest(start: int, shape: tuple[int, ...]) -> str:
+        if len(shape) == 1:
+            return "[" + ",".join(flat[start:start + shape[0]]) + "]"
+        stride = math.prod(shape[1:])
+        return "[" + ",".join(nest(start + k * stride, shape[1:])
+                              for k in range(shape[0])) + "]"
+
+    return nest(0, array.shape) if array.ndim else flat[0]
+
+
+def to_json(data: Mapping[str, object], arrays: Mapping[str, Mapping[str, np.ndarray]],
+            dtype: np.dtype) -> str:
+    """``data`` as JSON with each ``arrays`` group (``values``, ``input``, ``initial``)
+    written by :func:`array_json`, made safe to sit inside a ``<script>`` element."""
+    slots = {key: f"@@{key}@@" for key in arrays}
+    text = json.dumps({**data, **slots}, ensure_ascii=False, separators=(",", ":"))
+    for key, group in arrays.items():
+        body = ",".join(f"{json.dumps(name)}:{array_json(value, dtype)}"
+                        for name, value in group.items())
+        text = text.replace(json.dumps(slots[key]), "{" + body + "}", 1)
+    # no "</script>" or "<!--" can end the element early: "<" only occurs in strings
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

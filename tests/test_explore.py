@@ -1,0 +1,180 @@
+"""The explorer page without a browser: its data contract, the SVG tags, size, determinism."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import needs_dot
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.explore import Run, build_page
+from lstm_graph.explore.data import array_json, budget, keep
+
+pytestmark = needs_dot
+
+USER_CELL = """\
+# A cell of our own: a valve, a memory that keeps <old> & adds new, a read-out.
+cell mine
+input x
+state m, h
+output h
+preset keep: k
+k = sigmoid(linear(x, h[t-1], peep(m[t-1])))   # keep valve
+m = k * m[t-1] + (1 - k) * tanh(linear(x))     # keep <old> & add new
+h = tanh(linear(m, h[t-1]))                    # read-out
+"""
+
+
+def page_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="lstm-graph-trace">(.*?)</script>',
+                      page, re.S)
+    assert found
+    return json.loads(found.group(1))
+
+
+def make_run(cell, steps=6, sequences=2, inputs=3, hidden=4, dtype="float32", seed=0):
+    runner = cell.compile(input_size=inputs, hidden_size=hidden, seed=seed, dtype=dtype)
+    x = np.random.default_rng(seed).standard_normal((steps, sequences, inputs)).astype(dtype)
+    initial = {s: np.zeros((sequences, hidden), dtype) for s in cell.graph.states}
+    return Run(cell, runner.trace(x), x, initial, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_page_embeds_every_assignment_exactly(dtype):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    run = make_run(cell, dtype=dtype)
+    data = page_data(build_page(run))
+    assert data["cell"] == "peephole_lstm"
+    assert data["stages"] == [["f", "i", "g"], ["c"], ["o"], ["h"]]
+    assert list(data["values"]) == list(cell.graph.assignments)
+    for name, value in run.values.items():
+        embedded = np.array(data["values"][name], dtype=dtype)
+        assert embedded.shape == value.shape == (6, 2, 4)
+        np.testing.assert_array_equal(embedded, value)  # read back bit for bit
+    assert data["subsampled"] is None and data["steps"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_every_value_node_of_both_styles_carries_its_name():
+    cell = lstm_graph.compile_source(USER_CELL, "mine.cell")
+    page = build_page(make_run(cell))
+    for style in ("pipe", "cell"):
+        svg = page.split(f'data-style="{style}">', 1)[1].split("</svg>", 1)[0]
+        tagged = set(re.findall(r'<g id="[^"]*" class="node"[^>]*data-node="([^"]+)"', svg))
+        assert tagged == set(cell.graph.assignments), style
+        cells = re.findall(r'<polygon class="u" data-u="(\d+)"', svg)
+        assert len(cells) == 4 * len(cell.graph.assignments)  # one strip cell per unit
+
+
+def test_the_page_references_nothing_outside_itself():
+    page = build_page(make_run(lstm_graph.compile_source(USER_CELL, "mine.cell")))
+    lowered = page.lower()
+    for sign in ("http:", "https:", "//www", " src=", "href=", "@import", "url(", "<link",
+                 "fetch(", "xmlhttprequest", "<!doctype svg", "<?xml"):
+        assert sign not in lowered, sign
+    assert lowered.startswith("<!doctype html>")
+    assert "keep &lt;old&gt; &amp; add new" in page  # captions escaped in the diagrams
+
+
+def test_the_page_is_byte_identical_for_the_same_run():
+    cell = lstm_graph.load_cell("gru")
+    assert build_page(make_run(cell)) == build_page(make_run(cell))
+
+
+def test_the_page_of_the_budget_example_stays_well_under_two_megabytes():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    page = build_page(make_run(cell, steps=50, sequences=4, inputs=16, hidden=32))
+    assert len(page.encode()) < 1_000_000
+    assert page_data(page)["subsampled"] is None
+
+
+def test_a_run_over_budget_is_cut_and_says_what_was_kept():
+    cell = lstm_graph.load_cell("lstm")
+    run = make_run(cell, steps=40, sequences=6, hidden=5)
+    page = build_page(run, most=2_000)
+    data = page_data(page)
+    kept = keep(40, 6, [5] * 6 + [3], 2_000)
+    assert data["kept"] == {"steps": kept.steps, "sequences": 4, "units": None}
+    assert data["steps"] == list(range(1, kept.steps + 1)) and data["batch"] == [0, 1, 2, 3]
+    assert data["shape"] == {"steps": 40, "sequences": 6}
+    np.testing.assert_array_equal(np.array(data["values"]["c"], "float32"),
+                                  run.values["c"][: kept.steps, :4])
+    assert "the first 4 of 6 sequences" in data["subsampled"]
+    assert html.escape(data["subsampled"]) in page.split("<main>")[0]  # said above it all
+
+
+def test_units_are_cut_last_when_even_a_few_steps_are_too_many():
+    assert keep(100, 8, [50_000] * 3, budget(np.dtype("float32"))).units == 1041
+
+
+def test_numbers_round_trip_and_nan_and_infinity_stay_valid_json():
+    values = np.array([0.1, -2.5e-7, np.nan, np.inf, -np.inf, 3.4028235e38], "float32")
+    text = array_json(values, np.dtype("float32"))
+    assert text == "[0.1,-2.5e-07,null,1e999,-1e999,3.4028235e+38]"
+    back = np.array([np.nan if v is None else v for v in json.loads(text)], "float32")
+    np.testing.assert_array_equal(back, values)
+
+
+def test_explore_command_writes_the_page(tmp_path):
+    result = CliRunner().invoke(main, ["explore", "gru", "--sample", "-H", "5", "-I", "3",
+                                       "--out", str(tmp_path / "deep" / "gru.html")])
+    assert result.exit_code == 0, result.output
+    data = page_data((tmp_path / "deep" / "gru.html").read_text())
+    assert np.array(data["values"]["h"]).shape == (20, 2, 5)
+    assert np.array(data["input"]["x"]).shape == (20, 2, 3)
+    assert "wrote" in result.stderr and result.stdout == ""
+
+
+def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path):
+    cell = lstm_graph.load_cell("lstm")
+    weights = cell.random_weights(3, 4, seed=5)
+    np.savez(tmp_path / "w.npz", **weights)
+    x = np.random.default_rng(1).standard_normal((7, 3)).astype("float32")  # one sequence
+    np.save(tmp_path / "x.npy", x)
+    start = {"c": np.full(4, 0.5, "float32"), "h": np.zeros(4, "float32")}
+    np.savez(tmp_path / "s.npz", **start)
+    result = CliRunner().invoke(main, ["explore", "lstm", "--weights", str(tmp_path / "w.npz"),
+                                       "--input", str(tmp_path / "x.npy"), "--state",
+                                       str(tmp_path / "s.npz"), "--out",
+                                       str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.output
+    data = page_data((tmp_path / "p.html").read_text())
+    expected = cell.compile(weights=weights).trace(x, start)
+    np.testing.assert_array_equal(np.array(data["values"]["c"], "float32")[:, 0],
+                                  expected["c"])
+    assert data["initial"]["c"] == [[0.5] * 4]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "p.svg"], "the page is HTML"),
+    (["--input", "x.npy", "-I", "3", "--out", "p.html"], "--input-size is the I of --sample"),
+    (["--out", "p.html"], "give exactly one of --input FILE and --sample"),
+])
+def test_explore_usage_errors(args, message):
+    result = CliRunner().invoke(main, ["explore", "lstm", "-H", "3", *args])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_the_page_charts_the_gradient_reaching_each_state_from_the_last_step(tmp_path):
+    cell = lstm_graph.load_cell("lstm")
+    weights = cell.random_weights(3, 4, seed=2)
+    np.savez(tmp_path / "w.npz", **weights)
+    x = np.random.default_rng(3).standard_normal((7, 2, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["explore", "lstm", "--weights", str(tmp_path / "w.npz"),
+                                       "--input", str(tmp_path / "x.npy"),
+                                       "--out", str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.output
+    data = page_data((tmp_path / "p.html").read_text())
+    grad_y = np.zeros((7, 2, 4), "float32")
+    grad_y[-1] = 1  # the loss: the sum of the last step's output
+    found = cell.compile(weights=weights).grad(x, grad_y, record=True)
+    for state in ("c", "h"):
+        expected = np.linalg.norm(found.values[state].astype(np.float64), axis=-1)
+        np.testing.assert_allclose(np.array(data["gradients"][state]), expected, rtol=1e-6)
+    assert data["gradients"]["c"][0][0] < data["gradients"]["c"][-1][0]  # it fades going back

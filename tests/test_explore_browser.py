@@ -1,0 +1,242 @@
+"""The explorer page in a real browser: Chromium from the system, driven by Playwright.
+
+``python3 tasks.py test`` installs Chromium through the system package manager
+(Playwright's own browser download cannot reach its servers here); where it is
+missing, or Playwright is, these tests skip, saying why. One browser serves the
+whole module; every page is opened from disk with every request routed, and any
+request that is not ``file:`` or ``data:`` fails the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import needs_dot
+
+import lstm_graph
+from lstm_graph.explore import Run, build_page
+from lstm_graph.render import classic, pipe
+from lstm_graph.render.scene import build_scene, highlighted
+
+CHROMIUM = next((path for path in map(shutil.which, ("chromium", "chromium-browser")) if path),
+                None)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+LIT = {"pipe": pipe.lit_nodes, "cell": classic.lit_nodes}
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+
+pytestmark = [
+    needs_dot,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (python3 tasks.py "
+                       "test installs it with the system package manager)"),
+    pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed "
+                       "(pip install playwright; it is in the test extras)"),
+]
+
+USER_CELL = """\
+# A cell of our own: two memories, one fast and one slow, mixed into the output.
+cell two_speed
+input x
+state fast, slow, h
+output h
+preset slow: s, slow
+k = sigmoid(linear(x, h[t-1]))                       # keep valve
+fast = k * fast[t-1] + (1 - k) * tanh(linear(x))     # fast memory
+s = sigmoid(linear(h[t-1], peep(slow[t-1])))         # slow valve
+slow = s * slow[t-1] + (1 - s) * fast                # slow memory
+h = tanh(linear(fast, slow))                         # output
+"""
+
+
+def cells() -> dict[str, lstm_graph.Cell]:
+    return {"peephole_lstm": lstm_graph.load_cell("peephole_lstm"),
+            "gru": lstm_graph.load_cell("gru"),
+            "two_speed": lstm_graph.compile_source(USER_CELL, "two_speed.cell")}
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """Each cell's page on disk, with the trace it embeds: name -> (path, cell, values)."""
+    folder = tmp_path_factory.mktemp("pages")
+    made = {}
+    for name, cell in cells().items():
+        runner = cell.compile(input_size=3, hidden_size=6, seed=4)
+        x = np.random.default_rng(7).standard_normal((12, 3, 3)).astype("float32")
+        values = runner.trace(x)
+        initial = {s: np.zeros((3, 6), "float32") for s in cell.graph.states}
+        path = folder / f"{name}.html"
+        path.write_text(build_page(Run(cell, values, x, initial, runner.dtype)), "utf-8")
+        made[name] = (path, cell, values)
+    return made
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+class Opened:
+    """A page opened from disk, with what it logged and asked of the network."""
+
+    def __init__(self, browser, path: Path):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 950})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error"
+                     else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.route("**/*", self._route)
+        self.page.goto(path.as_uri())
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        self.requests.append(url)
+        if url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            route.abort()
+
+    def svg(self, style: str) -> str:
+        return f"svg[data-style={style}]"
+
+    def strip(self, style: str, name: str) -> list[float]:
+        """The numbers a node's strip shows now (one cell per unit here: H = 6)."""
+        texts = self.page.eval_on_selector_all(
+            f'{self.svg(style)} g[data-node="{name}"] polygon.u',
+            "cells => cells.map(c => c.dataset.v)")
+        return [float(t) for t in texts]
+
+    def classes(self, style: str, kind: str) -> set[str]:
+        return set(self.page.eval_on_selector_all(
+            f"{self.svg(style)} g.node.{kind}", "nodes => nodes.map(n => n.dataset.id)"))
+
+
+@pytest.fixture
+def opened(browser, pages, request):
+    """A fresh tab on the page of ``request.param`` (a cell name)."""
+    tab = Opened(browser, pages[request.param][0])
+    yield tab
+    tab.page.close()
+
+
+@pytest.mark.parametrize("opened", list(cells()), indirect=True)
+def test_the_page_loads_with_no_error_and_no_request_and_draws_the_cell(opened, pages):
+    page = opened.page
+    assert opened.errors == []
+    assert [u for u in opened.requests if not u.startswith(("file:", "data:"))] == []
+    assert page.is_visible("svg[data-style=pipe]") and not page.is_visible(
+        "svg[data-style=cell]")
+    assert page.eval_on_selector_all("svg.diagram g.node", "n => n.length") > 20
+    page.click(".seg[data-style=cell]")
+    assert page.is_visible("svg[data-style=cell]")
+    assert page.eval_on_selector_all(".heatmaps canvas", "c => c.length") == \
+        len(opened.page.evaluate("Object.keys(JSON.parse(document.getElementById("
+                                 "'lstm-graph-trace').textContent).values)"))
+    assert opened.errors == []
+
+
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_moving_the_time_control_shows_the_trace_at_that_step(opened, pages):
+    _, cell, values = pages["peephole_lstm"]
+    page = opened.page
+    assert opened.strip("pipe", "o") == pytest.approx(values["o"][0, 0], rel=1e-6)
+    page.eval_on_selector("#time", "el => { el.value = 7; "
+                          "el.dispatchEvent(new Event('input')); }")
+    assert page.text_content("#tlabel") == "t = 7 of 12"
+    for name in cell.graph.assignments:
+        assert opened.strip("pipe", name) == pytest.approx(values[name][6, 0], rel=1e-6)
+    page.keyboard.press("ArrowRight")  # the keyboard moves it too
+    page.select_option("#batch", "2")  # and the sequence
+    for style in ("pipe", "cell"):
+        assert opened.strip(style, "c") == pytest.approx(values["c"][7, 2], rel=1e-6)
+    page.click("#prev")
+    assert opened.strip("pipe", "h") == pytest.approx(values["h"][6, 2], rel=1e-6)
+
+
+@pytest.mark.parametrize("opened", list(cells()), indirect=True)
+def test_the_stage_player_lights_the_nodes_in_schedule_order(opened, pages):
+    _, cell, _ = pages[opened.page.url.rsplit("/", 1)[1].removesuffix(".html")]
+    scene = build_scene(cell.schedule)
+    page = opened.page
+    page.clock.install()
+    page.reload()
+    page.click("#stage-play")
+    for number, names in enumerate(cell.schedule.stages, start=1):
+        now = opened.classes("pipe", "now")
+        assert now == {n.id for n in scene.nodes.values()
+                       if n.stage == number and n.role in ("layer", "op")}
+        assert set(names) <= now  # the stage's assignments glow
+        assert opened.classes("pipe", "later") == {
+            n.id for n in scene.nodes.values() if n.stage > number and n.role in ("layer", "op")}
+        page.clock.run_for(900)
+    assert opened.classes("pipe", "now") == set()  # played through: the step is whole
+    assert opened.errors == []
+
+
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_the_peephole_lstm_output_valve_lights_after_the_new_memory(opened):
+    page = opened.page
+    page.click("#stage-next")
+    page.click("#stage-next")
+    assert "c" in opened.classes("cell", "now") and "o" in opened.classes("cell", "later")
+    page.click("#stage-next")
+    assert "o" in opened.classes("cell", "now") and "c" in opened.classes("cell", "done")
+
+
+@pytest.mark.parametrize("opened", list(cells()), indirect=True)
+def test_clicking_a_node_highlights_the_path_render_highlight_draws(opened, pages):
+    _, cell, _ = pages[opened.page.url.rsplit("/", 1)[1].removesuffix(".html")]
+    scene = build_scene(cell.schedule)
+    page = opened.page
+    target = list(cell.graph.assignments)[0]
+    for style in ("pipe", "cell"):
+        page.click(f".seg[data-style={style}]")
+        page.evaluate("scrollTo(0, 0)")  # the diagram right under the controls
+        page.click(f'{opened.svg(style)} g[data-id="{target}"]')
+        expected = LIT[style](scene, frozenset(highlighted(scene, target)))
+        drawn = set(page.eval_on_selector_all(f"{opened.svg(style)} g.node[data-id]",
+                                              "n => n.map(x => x.dataset.id)"))
+        assert opened.classes(style, "lit") == expected & drawn
+        edges = page.eval_on_selector_all(
+            f"{opened.svg(style)} g.edge",
+            "e => e.map(x => [x.dataset.a, x.dataset.b, x.classList.contains('lit')])")
+        for a, b, lit in edges:
+            assert lit == (a in expected and b in expected), (style, a, b)
+        page.keyboard.press("Escape")
+        assert opened.classes(style, "lit") == set()
+    preset = next(iter(cell.graph.presets))
+    page.click(f'#presets button[data-preset="{preset}"]')
+    assert opened.classes("cell", "lit") == \
+        classic.lit_nodes(scene, frozenset(highlighted(scene, preset))) & drawn
+
+
+@pytest.mark.parametrize("opened", list(cells()), indirect=True)
+def test_hovering_a_strip_shows_the_exact_numbers(opened, pages):
+    _, cell, values = pages[opened.page.url.rsplit("/", 1)[1].removesuffix(".html")]
+    name = list(cell.graph.assignments)[-1]
+    opened.page.hover(f'svg[data-style=pipe] g[data-node="{name}"] polygon.u[data-u="2"]')
+    tip = opened.page.text_content("#tip")
+    assert f"{name} =" in tip and str(np.float32(values[name][0, 0, 2])) in tip
+    assert opened.page.eval_on_selector("#tip .hot", "e => e.textContent").startswith("2")
+
+
+def test_screenshots_of_three_cells(browser, pages, tmp_path):
+    """One look at each page (saved in the test's temporary folder), as a reader sees it."""
+    for name, (path, _, _) in pages.items():
+        tab = Opened(browser, path)
+        tab.page.keyboard.press("ArrowRight")
+        tab.page.click("#stage-next")
+        shot = tmp_path / f"{name}.png"
+        tab.page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000 and tab.errors == []
+        tab.page.close()
