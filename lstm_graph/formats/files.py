@@ -5,7 +5,7 @@ into place only once complete, so a failed or interrupted run leaves an
 earlier file untouched and no partial file behind. Missing parent directories
 are created (and removed again if the write fails). A new file gets the mode
 the user's umask allows; a file written over keeps its mode; a symbolic link
-is followed, and its target is written.
+is followed, and its target is written (no directories are made for it).
 
 Only a regular file is ever replaced. A character device (``/dev/null``, a
 terminal) or a FIFO (``/dev/stdout`` in a pipe) is written through, so
@@ -68,9 +68,10 @@ def open_output(path: str | Path, binary: bool = False) -> Iterator[BinaryIO]:
     if status is not None and not stat.S_ISREG(status.st_mode):
         raise OutputError(f"{path}: is {_kind(status.st_mode)}, not a regular file; give the "
                           "path of a file to write")
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    link = path.is_symlink()
+    target = Path(os.path.realpath(path)) if link else path
     directory = target.parent if str(target.parent) else Path(".")
-    created = _make_directories(path, directory)
+    created = [] if link else _make_directories(path, directory)  # never where a link leads
     mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
