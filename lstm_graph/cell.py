@@ -19,14 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import DataError, Diagnostic, WeightsError
+from lstm_graph import checks
+from lstm_graph.errors import CellError, DataError, Diagnostic, WeightsError
 from lstm_graph.executors import registry
-from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
+from lstm_graph.executors.backends import check_dtype, namespace
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
 from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats.importers import read_weights
-from lstm_graph.formats.weights import check_weights, infer_sizes, random_weights
+from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
+from lstm_graph.language.validate import check_constants
 from lstm_graph.schedule import Schedule
 
 #: How a runner executes (see :mod:`lstm_graph.executors.registry`).
@@ -74,25 +76,29 @@ class Cell:
         np_dtype = check_dtype(dtype)
         namespace(backend)  # an unavailable backend fails before any work
         registry.check(executor, backend)
+        too_large = check_constants(self.graph, np_dtype)
+        if too_large:
+            raise CellError(too_large)
         if weights is None:
             if input_size is None or hidden_size is None:
                 raise DataError("without weights, give both input_size and hidden_size")
             params = random_weights(self.schedule, input_size, hidden_size, seed, np_dtype)
         else:
-            source = weights if isinstance(weights, (str, Path)) else "weights"
+            source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
             raw = read_weights(weights, self.graph)
-            found_input, found_hidden = infer_sizes(self.schedule, raw, str(source))
+            found_input, found_hidden = infer_sizes(self.schedule, raw, source)
             for what, given, found in (("input", input_size, found_input),
                                        ("hidden", hidden_size, found_hidden)):
                 if given is not None and found is not None and given != found:
-                    raise WeightsError(f"{source} have {what} size {found}, but {what} size "
+                    raise WeightsError(f"{source} has {what} size {found}, but {what} size "
                                        f"{given} was asked for")
-            input_size = input_size or found_input
+            input_size = found_input if input_size is None else input_size
             hidden_size = found_hidden
             if input_size is None:
                 raise DataError("the weights do not show the input size; give input_size")
+            check_sizes(input_size, hidden_size)
             params = check_weights(self.schedule, raw, input_size, hidden_size, np_dtype,
-                                   str(source))
+                                   source)
         return Runner(self, input_size, hidden_size, backend, np_dtype, params, executor)
 
 
@@ -219,7 +225,7 @@ class Runner:
                 ) -> tuple[Any, dict[str, Any], bool]:
         """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``."""
         x, unbatched = self._check_x(x, allow_nonfinite)
-        return x, self._check_state(state, x.shape[1], unbatched), unbatched
+        return x, self._check_state(state, x.shape[1], unbatched, allow_nonfinite), unbatched
 
     def compiled(self, batch: int) -> Executor:
         """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""
@@ -235,49 +241,14 @@ class Runner:
             return self._plans[batch]
 
     def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
-        shape = getattr(x, "shape", None)
-        dtype = getattr(x, "dtype", None)
-        if shape is None or dtype is None:
-            x = np.asarray(x)
-            shape, dtype = x.shape, x.dtype
-        if np.dtype(dtype).kind not in "fiu":
-            raise DataError(f"x has dtype {dtype}; it must hold real numbers")
-        if len(shape) not in (2, 3):
-            raise DataError(f"x has shape {tuple(shape)}; expected (T, B, I) = (T, B, "
-                            f"{self.input_size}) or (T, I) = (T, {self.input_size})")
-        if shape[-1] != self.input_size:
-            raise DataError(f"x has shape {tuple(shape)}: its last axis is {shape[-1]}, but "
-                            f"the cell's input size I is {self.input_size}")
-        if shape[0] == 0 or (len(shape) == 3 and shape[1] == 0):
-            raise DataError(f"x has shape {tuple(shape)}: no time steps or no sequences")
-        x = self.xp.asarray(x, dtype=self.dtype)
-        if not allow_nonfinite:
-            finite = self.xp.isfinite(x)
-            if not bool(finite.all()):
-                position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
-                raise DataError(f"x holds NaN or infinity, first at index {position}; "
-                                "clean the input or pass --allow-nonfinite")
-        unbatched = len(shape) == 2
-        return (x[:, None, :] if unbatched else x), unbatched
+        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
+        for refused when its arrays would not fit in memory."""
+        x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
+        checks.check_run_fits(self.cell.schedule, x.shape[0], x.shape[1], self.input_size,
+                              self.hidden_size, self.dtype)
+        return x, unbatched
 
-    def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool
-                     ) -> dict[str, Any]:
-        states = self.cell.graph.states
-        state = dict(state or {})
-        unknown = sorted(set(state) - set(states))
-        if unknown:
-            raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
-                            f"{', '.join(states)}")
-        want = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
-        start = {}
-        for name in states:
-            if name not in state:
-                start[name] = self.xp.zeros((batch, self.hidden_size), dtype=self.dtype)
-                continue
-            value = state[name]
-            if tuple(value.shape) != want:
-                raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected "
-                                f"{want}")
-            value = self.xp.asarray(value, dtype=self.dtype)
-            start[name] = value[None, :] if unbatched else value
-        return start
+    def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,
+                     allow_nonfinite: bool) -> dict[str, Any]:
+        return checks.check_state(state, self.cell.graph.states, batch, self.hidden_size,
+                                  unbatched, allow_nonfinite, self.xp, self.dtype)

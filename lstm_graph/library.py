@@ -50,12 +50,22 @@ def compile_source(text: str, file: str = "<string>", default_name: str = "cell"
     return Cell(graph, build_schedule(graph, sizes), warnings)
 
 
+#: The largest cell file read: far beyond any cell, small enough to read at once.
+MAX_CELL_BYTES = 64 * 2**20
+
+
 def read_cell_text(path: Path) -> str:
-    """A cell file's text; binary and non-UTF-8 files are refused with a clear error."""
+    """A cell file's text; binary, non-UTF-8 and enormous files are refused with a clear
+    error."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_CELL_BYTES + 1)
     except OSError as err:
         raise UnknownCellError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(data) > MAX_CELL_BYTES:
+        raise CellError([Diagnostic(str(path), 1, 1, "error", "larger than "
+                                    f"{MAX_CELL_BYTES // 2**20} MB: too large for a .cell "
+                                    "file")])
     if b"\0" in data:
         raise CellError([Diagnostic(str(path), 1, 1, "error",
                                     "this is a binary file, not a .cell text file")])
@@ -85,6 +95,9 @@ def load_cell(spec: str | Path) -> Cell:
         return compile_source(read_cell_text(path), spec_text, path.stem)
     if path.is_dir():
         raise UnknownCellError(f"{spec_text} is a directory, not a .cell file")
+    if path.exists():
+        raise UnknownCellError(f"{spec_text} is not a regular file (a FIFO, socket or device);"
+                               " give a .cell file")
     looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
     hint = "no such file" if looks_like_path else \
         f"not a built-in cell{did_you_mean(spec_text, builtin_names())}"

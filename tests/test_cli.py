@@ -130,3 +130,83 @@ def test_params_out_writes_a_template_that_runs(tmp_path):
                                   "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["arrays"] == {"y": [4, 2, 5], "c": [2, 5], "h": [2, 5]}
+
+
+def test_validate_json_on_an_invalid_cell_prints_the_diagnostics(cli, tmp_path):
+    bad = tmp_path / "bad.cell"
+    bad.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1])) + q\n"
+                   "k = k * 2\n")
+    result = cli("validate", bad, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False
+    assert data["diagnostics"] == [
+        {"file": str(bad), "line": 4, "col": 31, "severity": "error",
+         "message": "undefined name 'q'; declare it (input/state) or assign it"},
+        {"file": str(bad), "line": 5, "col": 5, "severity": "error",
+         "message": "algebraic loop k -> k: 'k' needs 'k' of this same step, which needs "
+                    "'k'; declare one of them as a state ('state NAME') and read its previous "
+                    "value with NAME[t-1]"},
+    ]
+
+
+def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli, tmp_path):
+    cell = tmp_path / "w.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\nk = h * 2\n")
+    data = json.loads(cli("validate", cell, "--json").stdout)
+    assert data["valid"] is True
+    assert data["diagnostics"] == [{"file": str(cell), "line": 5, "col": 1,
+                                    "severity": "warning",
+                                    "message": "'k' is never used: it reaches no state and no "
+                                               "output"}]
+
+
+def test_validate_summary_counts_in_singular_and_plural(cli):
+    assert cli("validate", "rnn").stdout == (
+        "rnn: ok — 1 assignment in 1 stage, 3 parameters, state h, output h\n")
+    assert cli("validate", "lstm").stdout.startswith(
+        "lstm: ok — 6 assignments in 3 stages, 12 parameters, states c, h")
+
+
+def test_schedule_text_aligns_reads_and_captions_in_columns(cli):
+    lines = cli("schedule", "peephole_lstm").stdout.splitlines()
+    assignments = [line for line in lines if line.startswith("  ") and " = " in line]
+    assert len(assignments) == 6
+    assert len({line.index("   [") for line in assignments}) == 1
+    assert len({line.index("   #") for line in assignments}) == 1
+    assert "  c = f * c[t-1] + i * g                         [old c[t-1]; new f, i, g]   # " \
+        "memory pipe" in lines
+
+
+def test_schedule_nodes_tags_constants_as_constants(cli):
+    text = cli("schedule", "coupled_lstm", "--nodes").stdout
+    assert "c.sub: H = sub(c.const(const), f(new))" in text
+    assert "(input)" not in text.split("c.sub")[1].splitlines()[0]
+
+
+def test_run_prints_data_on_stdout_and_messages_on_stderr(cli, tmp_path):
+    result = cli("run", "rnn", "--sample", "-H", "2", "--out", tmp_path / "y.npz")
+    assert result.exit_code == 0
+    assert result.stderr == f"wrote {tmp_path / 'y.npz'}: y (20, 2, 2), h (2, 2)\n"
+    assert result.stdout.startswith("rnn: ran x (20, 2, 8) with H=2")
+    assert "\ny: mean" in result.stdout
+
+
+def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(cli, tmp_path):
+    template = tmp_path / "w.npz"
+    assert cli("params", "lstm", "-I", "5", "-H", "3", "--out", template).exit_code == 0
+    result = cli("run", "lstm", "--sample", "--weights", template, "--out",
+                 tmp_path / "y.npz", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["input_shape"] == [20, 2, 5]
+    result = cli("run", "lstm", "--sample", "-I", "7", "-H", "3", "--out", tmp_path / "y.npz",
+                 "--json")
+    assert json.loads(result.stdout)["input_shape"] == [20, 2, 7]
+    result = cli("run", "lstm", "--sample", "-I", "4", "--weights", template, "--out",
+                 tmp_path / "y.npz")
+    assert result.exit_code == 1
+    assert f"{template} has input size 5, but input size 4 was asked for" in result.stderr
+
+
+def test_params_summary_counts_in_singular_and_plural(cli):
+    assert cli("params", "rnn", "-I", "1", "-H", "1").stderr == "3 parameters, 3 numbers\n"

@@ -113,8 +113,9 @@ def test_x_of_the_wrong_rank_and_size(tmp_path):
 
 def test_object_and_text_arrays_are_refused(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert "cannot read x" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2",
-                                    "--out", tmp_path / "y.npz")
+    assert "o.npy: holds Python objects (dtype object), not numbers; nothing in it was " \
+        "unpickled" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2", "--out",
+                             tmp_path / "y.npz")
     np.save(tmp_path / "t.npy", np.array([["a", "b"]]))
     assert "dtype <U1; it must hold real numbers" in fails(
         "run", "rnn", "--input", tmp_path / "t.npy", "-H", "2", "--out", tmp_path / "y.npz")
@@ -256,17 +257,26 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file):
 def test_npz_with_pickled_objects_is_refused(tmp_path, x_file):
     marker = tmp_path / "pwned"
     np.savez(tmp_path / "evil.npz", **{"f.b": np.array([_Evil(marker)], dtype=object)})
-    assert "not a readable .npz file" in fails("run", "lstm", "--input", x_file, "--weights",
-                                               tmp_path / "evil.npz", "--out",
-                                               tmp_path / "y.npz")
+    assert "evil.npz: f.b: holds Python objects (dtype object), not numbers; nothing in it " \
+        "was unpickled" in fails("run", "lstm", "--input", x_file, "--weights",
+                                 tmp_path / "evil.npz", "--out", tmp_path / "y.npz")
     assert not marker.exists()
 
 
 # -- environment ----------------------------------------------------------------------
 
-def test_missing_or_unwritable_output_directory(tmp_path, x_file):
-    assert "the directory" in fails("run", "rnn", "--input", x_file, "-H", "2", "--out",
-                                    tmp_path / "nowhere" / "y.npz")
+def test_missing_output_directories_are_created(tmp_path, x_file):
+    ok("run", "rnn", "--input", x_file, "-H", "2", "--out", tmp_path / "new" / "dirs" / "y.npz")
+    assert (tmp_path / "new" / "dirs" / "y.npz").is_file()
+
+
+def test_output_directories_created_for_a_failed_run_are_removed(tmp_path, x_file):
+    fails("run", "rnn", "--input", x_file, "--weights", tmp_path / "nope.npz", "--out",
+          tmp_path / "new" / "y.npz")
+    assert not (tmp_path / "new").exists()
+
+
+def test_unusable_output_directory(tmp_path, x_file):
     assert f"{x_file} is not a directory" in fails("run", "rnn", "--input", x_file, "-H", "2",
                                                    "--out", x_file / "y.npz")
     if Path("/proc/self").is_dir():  # a directory nobody can create files in, even root
@@ -353,3 +363,49 @@ def test_ten_thousand_steps_stay_finite(name):
     run = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=8, seed=0)
     y, state = run(np.random.default_rng(0).standard_normal((10_000, 1, 3)).astype("float32"))
     assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(v)) for v in state.values())
+
+
+# -- the Python API -------------------------------------------------------------------
+
+def test_a_run_too_large_for_memory_is_refused_before_it_allocates():
+    run = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=1024, seed=0)
+    x = np.broadcast_to(np.zeros(4, "float32"), (4_000_000, 1, 4))  # no memory of its own
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"the hoisted products \(T·B rows\) "
+                       r"of shape \(4000000, 4096\) would take 65.5 GB"):
+        run(x)
+
+
+@pytest.mark.parametrize("sizes", [{"input_size": 0, "hidden_size": 3},
+                                   {"input_size": 3, "hidden_size": 0}])
+def test_sizes_of_zero_are_refused(sizes):
+    with pytest.raises(lstm_graph.DataError, match="is 0; it must be at least 1"):
+        lstm_graph.load_cell("rnn").compile(**sizes)
+
+
+def test_states_are_checked_like_x_through_the_api():
+    run = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3, seed=0)
+    x = np.zeros((4, 2, 2), "float32")
+    with pytest.raises(lstm_graph.DataError, match=r"state 'h' holds NaN or infinity, first "
+                       r"at index \(0, 1\)"):
+        run(x, {"h": np.array([[0, np.inf, 0], [0, 0, 0]])})
+    with pytest.raises(lstm_graph.DataError, match="state 'h' has dtype complex128"):
+        run(x, {"h": np.zeros((2, 3), complex)})
+    with pytest.raises(lstm_graph.DataError, match="state 'h' is not an array of numbers"):
+        run(x, {"h": [[0, 1, 2], [3]]})
+    y, _ = run(x, {"h": np.full((2, 3), np.nan)}, allow_nonfinite=True)
+    assert np.isnan(y).all()
+
+
+def test_a_pytorch_state_dict_passed_as_a_dict_is_checked_like_a_file():
+    state = {k: v.to(torch.bfloat16) for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    with pytest.raises(lstm_graph.WeightsError, match="state dict: weight_ih_l0 has dtype "
+                       "bfloat16"):
+        lstm_graph.load_cell("gru").compile(weights=state)
+
+
+def test_weights_given_as_a_dict_name_the_dict():
+    weights = lstm_graph.load_cell("rnn").random_weights(2, 3)
+    del weights["h.b"]
+    with pytest.raises(lstm_graph.WeightsError, match="the weights dict does not fit cell "
+                       "'rnn': missing h.b"):
+        lstm_graph.load_cell("rnn").compile(weights=weights)

@@ -202,3 +202,53 @@ def test_a_number_too_large_for_a_float_is_an_error_not_a_crash(literal):
     errors = cell_errors(f"h = {literal} * h[t-1]\n" + OK_C)
     assert [(line, col) for line, col, _ in errors] == [(5, 5)]
     assert "number too large" in errors[0][2]
+
+
+def test_a_loop_and_an_undefined_name_in_other_lines_are_both_reported():
+    errors = cell_errors("""\
+        f = sigmoid(linear(x, h[t-1], peep(c)))
+        c = f * c[t-1]
+        h = tanh(c) + gg
+    """)
+    assert [(line, col) for line, col, _ in errors] == [(5, 36), (7, 15)]
+    assert "algebraic loop f -> c -> f" in errors[0][2]
+    assert "undefined name 'gg'" in errors[1][2]
+
+
+def test_an_integer_of_5000_digits_is_a_number_too_large_at_its_column():
+    errors = cell_errors(f"h = tanh(linear(x, h[t-1])) * {'9' * 5000}\n" + OK_C)
+    assert errors == [(5, 31, "number too large (5000 digits): a constant must be finite (at "
+                       "most about 1.8e308)")]
+    assert "set_int_max_str_digits" not in errors[0][2]
+
+
+@pytest.mark.parametrize("expression", [
+    "tanh(" + " + ".join(["h[t-1]"] * 100_000) + ")",  # too large for the compiler's stack
+    "-" * 100_000 + "h[t-1]",  # too deep for the parser
+])
+def test_a_line_too_deep_to_read_causes_no_follow_up_errors(expression):
+    errors = cell_errors(f"h = {expression}\n" + OK_C)
+    assert len(errors) == 1, errors
+    assert errors[0][:2] == (5, 1)
+    assert "too large or too deeply nested to read" in errors[0][2]
+
+
+def test_a_line_too_deep_to_read_among_many_good_ones():
+    body = "".join(f"a{k} = h * {k}\n" for k in range(2000))
+    errors = cell_errors(body + "h = " + "-" * 100_000 + "h[t-1]\n" + OK_C
+                         + "k = undefined_name\n")
+    assert [(line, col) for line, col, _ in errors] == [(2005, 1), (2007, 5)]
+
+
+def test_syntax_errors_deep_in_a_long_file_keep_their_lines():
+    lines = [f"a{k} = h * 2\n" for k in range(3000)]
+    lines[1234] = "a1234 = h * * 2\n"
+    lines[2999] = "a2999 = (\n"
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n" + OK_C + "".join(lines))
+    assert [line for line, _, _ in errors] == [1241, 3006]
+
+
+def test_reading_a_name_whose_line_could_not_be_read_is_no_second_error():
+    errors = cell_errors("q = tanh(x) +\nh = linear(x, h[t-1]) * q\n" + OK_C)
+    assert [(line, col) for line, col, _ in errors] == [(5, 14)]
+    assert errors[0][2].startswith("syntax error")

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,6 +63,9 @@ class _Group(click.Group):
                 return super().invoke(ctx)
         except LstmGraphError as err:
             raise _UserError(str(err)) from None
+        except MemoryError:  # past what the estimates foresaw (lstm_graph.formats.memory)
+            raise _UserError("out of memory; no output was written (the work was larger than "
+                             "the memory this process may take)") from None
         except KeyboardInterrupt:
             click.echo("interrupted; no output was written", err=True)
             ctx.exit(130)
@@ -71,6 +75,19 @@ class _Group(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
             notes.removeHandler(handler)
+
+
+class OutputPath(click.Path):
+    """``--out``: a file path, where an empty one is wrong usage (exit 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not str(value):
+            self.fail("the output path is empty; give a file name", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def emit_json(data: Any) -> None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, emit_json, load, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
+from lstm_graph.errors import CellError
 from lstm_graph.formats.files import write_npz
+from lstm_graph.ir import NodeKind
 from lstm_graph.library import builtin_names, describe_builtin
+from lstm_graph.schedule import Schedule
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 stage"``, ``"4 stages"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @main.command()
@@ -27,28 +36,39 @@ def cells(as_json: bool) -> None:
 
 @main.command(epilog=SPEC_HELP)
 @click.argument("spec")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def validate(spec: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: the summary, or every diagnostic (exit 1) if the cell is wrong.")
+@click.pass_context
+def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
     """Check a cell; exit 1 with file:line:col errors if it is wrong."""
-    cell = load(spec)
+    try:
+        cell = load(spec)
+    except CellError as err:
+        if not as_json:
+            raise
+        emit_json({"cell": spec, "valid": False,
+                   "diagnostics": [dataclasses.asdict(d) for d in err.diagnostics]})
+        ctx.exit(1)
     graph, schedule = cell.graph, cell.schedule
-    summary = {
-        "cell": cell.name,
-        "valid": True,
-        "inputs": list(graph.inputs),
-        "states": list(graph.states),
-        "outputs": list(graph.outputs),
-        "assignments": len(graph.assignments),
-        "stages": len(schedule.stages),
-        "parameters": len(schedule.params),
-        "warnings": [str(w) for w in cell.warnings],
-    }
     if as_json:
-        emit_json(summary)
+        emit_json({
+            "cell": cell.name,
+            "valid": True,
+            "inputs": list(graph.inputs),
+            "states": list(graph.states),
+            "outputs": list(graph.outputs),
+            "assignments": len(graph.assignments),
+            "stages": len(schedule.stages),
+            "parameters": len(schedule.params),
+            "warnings": [str(w) for w in cell.warnings],
+            "diagnostics": [dataclasses.asdict(w) for w in cell.warnings],
+        })
         return
-    click.echo(f"{cell.name}: ok — {len(graph.assignments)} assignments in "
-               f"{len(schedule.stages)} stages, {len(schedule.params)} parameters, "
-               f"states {', '.join(graph.states)}, output {', '.join(graph.outputs)}")
+    click.echo(f"{cell.name}: ok — {plural(len(graph.assignments), 'assignment')} in "
+               f"{plural(len(schedule.stages), 'stage')}, "
+               f"{plural(len(schedule.params), 'parameter')}, "
+               f"{'state' if len(graph.states) == 1 else 'states'} {', '.join(graph.states)}, "
+               f"output {', '.join(graph.outputs)}")
 
 
 @main.command(epilog=SPEC_HELP)
@@ -61,7 +81,50 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
     if as_json:
         emit_json(cell.schedule.to_json())
     else:
-        click.echo(cell.schedule.to_text(nodes=nodes), nl=False)
+        click.echo(schedule_text(cell.schedule, nodes), nl=False)
+
+
+def schedule_text(schedule: Schedule, nodes: bool = False) -> str:
+    """The stages as text, each assignment with what it reads (``[old …; new …]``) and its
+    caption, both in a column; with ``nodes``, every node with its size and what it reads
+    (``(old)``, ``(new)``, ``(input)`` or ``(const)``)."""
+    graph = schedule.graph
+    rows = {}
+    for names in schedule.stages:
+        for name in names:
+            reads = schedule.reads(name)
+            parts = [f"{kind} {', '.join(reads[kind])}" for kind in ("old", "new") if reads[kind]]
+            rows[name] = (f"  {name} = {schedule.expression(name)}",
+                          f"[{'; '.join(parts) or 'input only'}]")
+    code_width = max((len(code) for code, _ in rows.values()), default=0)
+    reads_width = max((len(reads) for _, reads in rows.values()), default=0)
+    lines = [f"cell {graph.name}", f"  input  {', '.join(f'{n}: I' for n in graph.inputs)}",
+             f"  state  {', '.join(f'{n}: H' for n in graph.states)}",
+             f"  output {', '.join(graph.outputs)}"]
+    for number, names in enumerate(schedule.stages, start=1):
+        waits = sorted({r for n in names for r in schedule.reads(n)["new"] if r in graph.states})
+        note = f"   (waits for the new {', '.join(waits)})" if waits else ""
+        lines.append(f"stage {number}: {', '.join(names)}{note}")
+        for name in names:
+            code, note_reads = rows[name]
+            caption = graph.assignments[name].caption
+            line = f"{code:<{code_width}}   {note_reads:<{reads_width}}   # {caption}" \
+                if caption else f"{code:<{code_width}}   {note_reads}"
+            lines.append(line.rstrip())
+            if nodes:
+                lines += [f"      {_node_line(schedule, n)}" for n in graph.assignments[name].nodes]
+    return "\n".join(lines) + "\n"
+
+
+def _node_line(schedule: Schedule, node_id: str) -> str:
+    graph = schedule.graph
+    node = graph.node(node_id)
+    if node.kind is NodeKind.CONST:
+        return f"{node_id}: 1 = {node.value:g}"
+    args = ", ".join(f"{a}(const)" if graph.node(a).kind is NodeKind.CONST
+                     else f"{a}({graph.edge_kind(a, node_id).value})" for a in node.args)
+    params = f"   params {', '.join(node.params)}" if node.params else ""
+    return f"{node_id}: {schedule.sizes[node_id].value} = {node.op}({args}){params}"
 
 
 @main.command(epilog=SPEC_HELP)
@@ -71,7 +134,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
 @click.option("--hidden-size", "-H", type=click.IntRange(min=1), required=True,
               help="Size of the states.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutputPath(),
               help="Also write a weights template (.npz, random values in our names) to fill.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --out values.")
 def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Path | None,
@@ -89,4 +152,4 @@ def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Pat
     for name, shape in shapes.items():
         click.echo(f"{name:<{width}}  {shape}")
     total = sum(math.prod(s) for s in shapes.values())
-    click.echo(f"{len(shapes)} parameters, {total} numbers", err=True)
+    click.echo(f"{plural(len(shapes), 'parameter')}, {plural(total, 'number')}", err=True)

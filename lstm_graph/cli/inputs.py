@@ -2,12 +2,15 @@
 
 ``run`` and ``trace`` share these options (:func:`run_options`), how they are read
 (:func:`prepare`) and how a long run shows its progress (:func:`with_progress`).
+Everything is sized before it is read or made: ``x`` and the initial states by
+their headers, the run by the arrays it will allocate
+(:func:`lstm_graph.checks.run_allocations`); work that would not fit in memory
+is refused before it starts (:mod:`lstm_graph.formats.memory`).
 """
 
 from __future__ import annotations
 
 import sys
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,36 +20,41 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
+from lstm_graph.checks import REAL_KINDS, run_allocations
 from lstm_graph.cli.app import load
 from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
-from lstm_graph.formats.weights import load_npz
+from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
+from lstm_graph.formats.memory import allocation, require
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Steps from which a run on a terminal shows a progress bar.
 PROGRESS_FROM = 1000
 
-SAMPLE_SHAPE = (20, 2, 8)  # T, B, I of --sample
+#: T and B of --sample; its I is the cell's input size (-I, else the weights', else this).
+SAMPLE_STEPS, SAMPLE_BATCH, SAMPLE_INPUT = 20, 2, 8
+
+
+def stored_array(path: Path, what: str, key: str) -> StoredArray:
+    """An array by its header: an ``.npy``, or from an ``.npz`` by ``key`` (or its only
+    array). Nothing is read yet (:meth:`StoredArray.read`); nothing is ever unpickled."""
+    if path.suffix.lower() != ".npz":
+        return open_npy(path, what)
+    arrays = open_npz(path)
+    if key in arrays:
+        return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise DataError(f"{path}: no array named '{key}' for {what} (it holds "
+                    f"{', '.join(arrays) or 'nothing'})")
 
 
 def read_array(path: Path, what: str, key: str) -> np.ndarray:
-    """An array from .npy, or from .npz by ``key`` (or its only array); never unpickles."""
-    if path.suffix.lower() == ".npz":
-        arrays = load_npz(path)
-        if key in arrays:
-            return arrays[key]
-        if len(arrays) == 1:
-            return next(iter(arrays.values()))
-        raise DataError(f"{path}: no array named '{key}' for {what} (it holds "
-                        f"{', '.join(arrays) or 'nothing'})")
-    try:
-        return np.asarray(np.load(path, allow_pickle=False))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: cannot read {what} as a .npy array ({err})") from None
+    """An array from .npy, or from .npz by ``key`` (or its only array), once it fits in
+    memory (see :func:`stored_array`)."""
+    return stored_array(path, what, key).read()
 
 
 def run_options(command: F) -> F:
@@ -55,10 +63,10 @@ def run_options(command: F) -> F:
         click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="x as .npy, time-major (T, B, I) or (T, I); or .npz holding x."),
         click.option("--sample", is_flag=True, help="Run on a seeded random input of shape "
-                     f"{SAMPLE_SHAPE[:2]} x I instead of --input."),
+                     f"({SAMPLE_STEPS}, {SAMPLE_BATCH}, I) instead of --input."),
         click.option("--input-size", "-I", type=click.IntRange(min=1),
                      help="I of --sample  [default: the weights', else "
-                          f"{SAMPLE_SHAPE[-1]}]"),
+                          f"{SAMPLE_INPUT}]"),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                      help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or "
                           ".onnx."),
@@ -79,7 +87,7 @@ def run_options(command: F) -> F:
                           "cuda: force one; reference: the interpreter that defines the "
                           "semantics."),
         click.option("--allow-nonfinite", is_flag=True,
-                     help="Run even if x holds NaN or infinity."),
+                     help="Run even if x or a state holds NaN or infinity."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -108,29 +116,33 @@ def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | 
     if weights is None and hidden_size is None:
         raise click.UsageError("give --hidden-size (or --weights, which tell it)")
     cell = load(spec)
-    if input_path is None:
-        if input_size is None and weights is None:
-            input_size = SAMPLE_SHAPE[-1]
-        if input_size is None:  # the weights tell it
-            input_size = cell.compile(hidden_size=hidden_size, weights=weights).input_size
-        x = np.random.default_rng(seed).standard_normal(
-            (*SAMPLE_SHAPE[:2], input_size)).astype(dtype)
-    else:
-        x = read_array(input_path, "x", "x")
-    if x.ndim not in (2, 3):
-        raise DataError(f"{input_path}: x has shape {x.shape}; expected (T, B, I) or (T, I)")
-    if x.dtype.kind not in "fiu":
-        raise DataError(f"{input_path}: x has dtype {x.dtype}; it must hold real numbers")
-    if x.dtype != np.dtype(dtype):
-        click.echo(f"note: x is {x.dtype}; computing in {dtype} (see --dtype)", err=True)
-    # With weights, they tell the input size, and x (or -I) is checked against them.
-    input_size = None if weights and not sample else int(x.shape[-1])
+    stored = None if input_path is None else stored_array(input_path, "x", "x")
+    if stored is not None:
+        if len(stored.shape) not in (2, 3):
+            raise DataError(f"{input_path}: x has shape {stored.shape}; expected (T, B, I) or "
+                            "(T, I)")
+        if stored.dtype.kind not in REAL_KINDS:
+            raise DataError(f"{input_path}: x has dtype {stored.dtype}; it must hold real "
+                            "numbers")
+        if stored.dtype != np.dtype(dtype):
+            click.echo(f"note: x is {stored.dtype}; computing in {dtype} (see --dtype)", err=True)
+    if input_size is None and weights is None:  # with weights, they tell it
+        input_size = stored.shape[-1] if stored is not None else SAMPLE_INPUT
     runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
                           dtype=dtype, weights=weights, seed=seed, executor=executor)
-    state = None
-    if state_path is not None:
-        arrays = load_npz(state_path)
-        state = {name: arrays[name] for name in cell.graph.states if name in arrays}
+    shape = stored.shape if stored is not None else \
+        (SAMPLE_STEPS, SAMPLE_BATCH, runner.input_size)
+    x_dtype = stored.dtype if stored is not None else np.dtype(np.float64)
+    states = {} if state_path is None else \
+        {name: array for name, array in open_npz(state_path).items() if name in cell.graph.states}
+    require([allocation("x", shape, x_dtype),
+             *run_allocations(cell.schedule, shape[0], shape[1] if len(shape) == 3 else 1,
+                              shape[-1], runner.hidden_size, runner.dtype, x_dtype),
+             *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
+            "this run", str(input_path or ""))
+    x = stored.read() if stored is not None else \
+        np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    state = {name: array.read() for name, array in states.items()} if state_path else None
     return Prepared(cell, runner, x, state, allow_nonfinite)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.formats.files import write_npz
@@ -18,7 +18,7 @@ from lstm_graph.formats.files import write_npz
               "value to --out.")
 @click.argument("spec")
 @run_options
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Output .npz (y and the final states).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(spec: str, out: Path, as_json: bool, **inputs: Any) -> None:
@@ -45,10 +45,10 @@ def run(spec: str, out: Path, as_json: bool, **inputs: Any) -> None:
     }
     if as_json:
         emit_json(summary)
-        return
+        return  # the summary says where it wrote what
     shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in arrays.items())
+    click.echo(f"wrote {out}: {shapes}", err=True)
     click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on {backend} "
                f"{dtype} ({runner.ran_with}) in {elapsed * 1e3:.2f} ms")
-    click.echo(f"wrote {out}: {shapes}")
     click.echo(f"y: mean {stats['mean']:+.5f}  std {stats['std']:.5f}  "
                f"min {stats['min']:+.5f}  max {stats['max']:+.5f}")

@@ -25,6 +25,7 @@ import difflib
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lstm_graph.errors import Diagnostic
@@ -57,6 +58,9 @@ class _Statement:
     offset: int = 0  # rows before it in the text its ast came from
 
 
+#: Statements parsed together (see :meth:`_Parser._trees`).
+_RUN = 512
+
 #: Errors reported per file; past this a file is probably not a cell file at all.
 MAX_ERRORS = 100
 
@@ -85,12 +89,75 @@ class _Report:
                 f"stopped after {MAX_ERRORS} errors; is this a .cell file?"))
 
 
+#: Up to this many choices, a suggestion compares the name with every one of them.
+_SCAN_ALL = 200
+#: Past this many choices, nothing is suggested (see :class:`NameIndex`).
+_INDEX_AT_MOST = 20_000
 
 
-def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+class NameIndex:
+    """Close matches for names among many choices, at a cost that does not grow with them.
+
+    With few choices (:data:`_SCAN_ALL`), :mod:`difflib` ranks them all. With
+    more, it ranks only the candidates that spell the same as the name once at
+    most one character is deleted from each (a typo: a character wrong, missing,
+    added, or two swapped), found through an index of those deletions built once.
+    Past :data:`_INDEX_AT_MOST` choices (a generated file, not a typo) nothing is
+    suggested, as Python suggests nothing past 750 names.
+    """
+
+    def __init__(self, choices: Iterable[str]):
+        self.choices = list(dict.fromkeys(choices))
+        self.index: dict[str, list[str]] = {}
+        if _SCAN_ALL < len(self.choices) <= _INDEX_AT_MOST:
+            for choice in self.choices:
+                for key in _deletions(choice):
+                    self.index.setdefault(key, []).append(choice)
+
+    def closest(self, name: str) -> str | None:
+        """The closest choice, or None when none is close."""
+        if len(self.choices) <= _SCAN_ALL:
+            candidates = self.choices
+        elif len(self.choices) > _INDEX_AT_MOST:
+            return None
+        else:
+            candidates = list(dict.fromkeys(
+                c for key in _deletions(name) for c in self.index.get(key, ())))
+        close = difflib.get_close_matches(name, candidates, n=1)
+        return close[0] if close else None
+
+
+def _deletions(name: str) -> set[str]:
+    """``name`` and every spelling of it with one character deleted."""
+    return {name, *(name[:k] + name[k + 1:] for k in range(len(name)))}
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'sigmoid'?)"`` when a close match exists, else ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return _suggestion(NameIndex(choices).closest(name))
+
+
+def _suggestion(close: str | None) -> str:
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+class Suggestions:
+    """:func:`did_you_mean` for a whole file: one :class:`NameIndex` per list of choices,
+    and suggestions for the first :data:`MAX_ERRORS` names only, so that a file full of
+    unknown names costs time in proportion to its length."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[tuple[str, ...], NameIndex] = {}
+        self.left = MAX_ERRORS
+
+    def __call__(self, name: str, choices: Iterable[str]) -> str:
+        if self.left <= 0:
+            return ""
+        self.left -= 1
+        key = tuple(choices)
+        if key not in self.indexes:
+            self.indexes[key] = NameIndex(key)
+        return _suggestion(self.indexes[key].closest(name))
 
 
 def _parse(text: str, file: str) -> ast.Module:
@@ -98,6 +165,35 @@ def _parse(text: str, file: str) -> ast.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
         return ast.parse(text, filename=file, mode="exec")
+
+
+_DIGIT_LIMIT = re.compile(r"Exceeds the limit \((\d+) digits\) for integer string conversion"
+                          r"(?:: value has (\d+) digits)?")
+
+
+def _syntax_message(python_message: str) -> str:
+    """Python's syntax error in the language's words."""
+    digits = _DIGIT_LIMIT.search(python_message)
+    if digits:  # Python's own advice (sys.set_int_max_str_digits) is no help in a cell
+        count = f" ({digits.group(2)} digits)" if digits.group(2) else ""
+        return (f"number too large{count}: a constant must be finite (at most about "
+                "1.8e308)")
+    if "never closed" in python_message:
+        return f"syntax error: {python_message}; close it on this line or a following one"
+    return f"syntax error: {python_message}"
+
+
+def _long_number(stmt: _Statement, python_message: str) -> Loc | None:
+    """Where the integer too long for Python to read starts, if that is the error."""
+    limit = _DIGIT_LIMIT.search(python_message)
+    if not limit:
+        return None
+    too_long = re.compile(rf"\d{{{int(limit.group(1)) + 1},}}")
+    for row, text in enumerate(stmt.lines):
+        found = too_long.search(text)
+        if found:
+            return Loc(stmt.line + row, found.start() + 1 + (stmt.indent if row == 0 else 0))
+    return None
 
 
 def _split_comment(line: str) -> tuple[str, str | None]:
@@ -215,65 +311,99 @@ class _Parser:
 
     def parse_statements(self) -> list[tuple[str, Loc, ast.expr, _Statement]]:
         parsed = []
-        trees = self._whole()
-        for stmt in self.statements:
-            if self.report.full:
-                break
-            tree = trees.get(id(stmt)) if trees is not None else self._ast(stmt)
-            if tree is None:
+        trees = self._trees()
+        for stmt, body in zip(self.statements, trees):
+            if body is None:  # could not be read, or not read past the error cap
+                self._broken(stmt)
                 continue
-            if len(tree.body) != 1:
-                self._target(stmt, tree.body[0])
-                self.report.error(self.loc(stmt, tree.body[1]), "one assignment per line")
+            if len(body) != 1:
+                self._target(stmt, body[0])
+                self.report.error(self.loc(stmt, body[1]), "one assignment per line")
                 continue
-            node = tree.body[0]
+            node = body[0]
             target = self._target(stmt, node)
             if target is not None and isinstance(node, ast.Assign):
                 parsed.append((target[0], target[1], node.value, stmt))
         return parsed
 
-    def _whole(self) -> dict[int, ast.Module] | None:
-        """Every statement's tree from one ``ast.parse`` of them all (fast for big files).
+    def _trees(self) -> list[list[ast.stmt] | None]:
+        """Each statement's trees; None for one that cannot be read (reported).
 
-        None when that fails (a syntax error somewhere, or a line continued with a
-        backslash): then each statement is parsed alone, for its own message.
+        Runs of up to :data:`_RUN` statements are parsed together, which is fast
+        for big files and bounds what an error costs. A syntax error splits its
+        run at the statement it is in, which is then parsed alone for its
+        message; a run too large or too deep to read is halved. A statement
+        with a line continued by a backslash is parsed alone (joined to the
+        next one it would run into it).
         """
-        if any(line.rstrip().endswith("\\") for stmt in self.statements for line in stmt.lines):
-            return None
-        starts: list[int] = []
-        lines: list[str] = []
-        for stmt in self.statements:
-            starts.append(len(lines) + 1)
-            lines += stmt.lines
-        try:
-            module = _parse("\n".join(lines), self.file)
-        except (SyntaxError, RecursionError, MemoryError, ValueError):
-            return None
-        trees: dict[int, ast.Module] = {id(stmt): ast.Module([], []) for stmt in self.statements}
-        for stmt, start in zip(self.statements, starts):
-            stmt.offset = start - 1
-        for node in module.body:
-            k = bisect.bisect_right(starts, node.lineno) - 1
-            trees[id(self.statements[k])].body.append(node)
+        trees: list[list[ast.stmt] | None] = [None] * len(self.statements)
+        start = 0
+        for k, stmt in enumerate(self.statements):
+            alone = any(line.rstrip().endswith("\\") for line in stmt.lines)
+            if alone or k - start == _RUN:
+                self._read_run(start, k, trees)
+                start = k
+            if alone:
+                trees[k] = self._ast(stmt)
+                start = k + 1
+        self._read_run(start, len(self.statements), trees)
         return trees
 
-    def _ast(self, stmt: _Statement) -> ast.Module | None:
+    def _read_run(self, lo: int, hi: int, trees: list[list[ast.stmt] | None]) -> None:
+        """Parse statements ``lo`` to ``hi - 1`` into ``trees``, reporting what fails."""
+        while lo < hi and not self.report.full:
+            if hi - lo == 1:
+                trees[lo] = self._ast(self.statements[lo])
+                return
+            starts: list[int] = []
+            lines: list[str] = []
+            for stmt in self.statements[lo:hi]:
+                starts.append(len(lines) + 1)
+                lines += stmt.lines
+            try:
+                module = _parse("\n".join(lines), self.file)
+            except SyntaxError as err:
+                bad = lo + max(bisect.bisect_right(starts, err.lineno or 1) - 1, 0)
+                if bad > lo:
+                    self._read_run(lo, bad, trees)
+                trees[bad] = self._ast(self.statements[bad])
+                lo = bad + 1
+                continue
+            except (RecursionError, MemoryError, ValueError):
+                middle = (lo + hi) // 2
+                self._read_run(lo, middle, trees)
+                lo = middle
+                continue
+            bodies: list[list[ast.stmt]] = [[] for _ in starts]
+            for node in module.body:
+                bodies[bisect.bisect_right(starts, node.lineno) - 1].append(node)
+            for k, (begin, body) in enumerate(zip(starts, bodies), start=lo):
+                self.statements[k].offset = begin - 1
+                trees[k] = body
+            return
+
+    def _ast(self, stmt: _Statement) -> list[ast.stmt] | None:
+        stmt.offset = 0
         try:
-            return _parse("\n".join(stmt.lines), self.file)
+            return _parse("\n".join(stmt.lines), self.file).body
         except SyntaxError as err:
-            target = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", stmt.lines[0])
-            if target:
-                self.broken_targets.add(target.group(1))
+            self._broken(stmt)
             line = stmt.line + (err.lineno or 1) - 1
             col = (err.offset or 1) + (stmt.indent if (err.lineno or 1) == 1 else 0)
-            message = err.msg
-            if "never closed" in message:
-                message += "; close it on this line or a following one"
-            self.report.error(Loc(line, max(col, 1)), f"syntax error: {message}")
+            where = _long_number(stmt, err.msg) or Loc(line, max(col, 1))
+            self.report.error(where, _syntax_message(err.msg))
         except (RecursionError, MemoryError, ValueError) as err:
+            self._broken(stmt)
             self.report.error(Loc(stmt.line, 1), f"expression too large or too deeply nested "
                               f"to read ({type(err).__name__}); split it over several lines")
         return None
+
+    def _broken(self, stmt: _Statement) -> None:
+        """Note the name a line that cannot be read assigns, so that no "never assigned"
+        or "does not exist" error follows from it."""
+        target = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", stmt.lines[0])
+        if target:
+            self.broken_targets.add(target.group(1))
 
     def _target(self, stmt: _Statement, node: ast.stmt) -> tuple[str, Loc] | None:
         """The assigned name and where it is; None (reported) for anything else."""
@@ -308,16 +438,23 @@ class _Parser:
     def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
         """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
         row = getattr(node, "lineno", 1) - 1 - stmt.offset
-        text = stmt.lines[row] if 0 <= row < len(stmt.lines) else ""
         col = getattr(node, "col_offset", 0)
+        if row == 0:
+            text, col = stmt.lines[0], col + stmt.indent
+        else:
+            text = stmt.lines[row] if 0 <= row < len(stmt.lines) else ""
         if not text.isascii():
-            col = len(text.encode()[:col].decode(errors="ignore"))
-        indent = stmt.indent if row == 0 else 0
-        return Loc(stmt.line + row, col + indent + 1)
+            indent = stmt.indent if row == 0 else 0
+            col = len(text.encode()[:col - indent].decode(errors="ignore")) + indent
+        return Loc(stmt.line + row, col + 1)
 
 
 class _Lowering:
-    """Turns checked assignments into graph nodes and edges."""
+    """Turns checked assignments into graph nodes and edges.
+
+    ``assigned`` holds every name some line assigns, lines that could not be
+    read included: reading one of those is not reported again.
+    """
 
     def __init__(self, parser: _Parser, assigned: set[str]):
         self.report = parser.report
@@ -326,6 +463,7 @@ class _Lowering:
         self.nodes: dict[str, Node] = {
             name: Node(name, NodeKind.INPUT, loc) for name, loc in parser.decls["input"].items()}
         self.assignments: dict[str, Assignment] = {}
+        self.known: NameIndex | None = None  # built at the first undefined name
 
     def assignment(self, name: str, loc: Loc, expr: ast.expr, stmt: _Statement,
                    index: int) -> None:
@@ -364,9 +502,8 @@ class _Lowering:
 
     def expr(self, node: ast.expr, root: bool, in_linear: bool) -> str | None:
         """Lower ``node``; return its node id, or None after reporting an error."""
-        loc = self.parser.loc(self.stmt, node)
         if isinstance(node, (ast.Name, ast.Subscript, ast.Constant)):
-            value = self.leaf(node, loc)
+            value = self.leaf(node, self.parser.loc(self.stmt, node))
             if value is None or not root:
                 return value
             return self.add_op("copy", [value], node, root)
@@ -381,6 +518,7 @@ class _Lowering:
             operand = self.expr(node.operand, False, in_linear)
             return None if operand is None else self.add_op(UNARY["-"].name, [operand], node,
                                                             root)
+        loc = self.parser.loc(self.stmt, node)  # only an error or a call needs it
         if isinstance(node, (ast.BinOp, ast.UnaryOp)):
             spelling = _PYTHON_OPERATORS.get(type(node.op), type(node.op).__name__)
             self.report.error(loc, f"unsupported operator '{spelling}'; the language has "
@@ -431,9 +569,11 @@ class _Lowering:
             self.report.error(loc, "'t' is only used in [t-1], after a state's name")
         elif name in CALLABLE_NAMES:
             self.report.error(loc, f"'{name}' is a function; call it: {name}(...)")
-        else:
-            known = [*decls["input"], *decls["state"], *self.assigned]
-            self.report.error(loc, f"undefined name '{name}'{did_you_mean(name, known)}; "
+        elif not self.report.full:  # past the cap a suggestion would be thrown away
+            if self.known is None:
+                self.known = NameIndex([*decls["input"], *decls["state"], *self.assigned])
+            self.report.error(loc, f"undefined name '{name}'"
+                              f"{_suggestion(self.known.closest(name))}; "
                               "declare it (input/state) or assign it")
         return None
 
@@ -597,8 +737,10 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
                                 "keyword); choose another name")
         else:
             assigned[target] = loc
-    lowering = _Lowering(parser, set(assigned))
+    lowering = _Lowering(parser, set(assigned) | parser.broken_targets)
     for index, (target, loc, expr, stmt) in enumerate(statements):
+        if parser.report.full:
+            break
         if assigned.get(target) == loc:
             lowering.assignment(target, loc, expr, stmt, index)
     parser.report.summarize(len(parser.physical))

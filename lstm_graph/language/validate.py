@@ -10,11 +10,12 @@ reach no state or output. Sizes are symbolic (:class:`~lstm_graph.ir.Size`).
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import CellGraph, Loc, NodeKind, Size
 from lstm_graph.language import directives
-from lstm_graph.language.parser import did_you_mean
+from lstm_graph.language.parser import Suggestions
 
 
 def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> Diagnostic:
@@ -133,6 +134,20 @@ def infer_sizes(graph: CellGraph) -> tuple[dict[str, Size], list[Diagnostic]]:
     return sizes, found
 
 
+def check_constants(graph: CellGraph, dtype: np.dtype) -> list[Diagnostic]:
+    """Errors for the numbers in the cell that do not fit ``dtype`` (``1e39`` would be
+    infinity in float32). :meth:`~lstm_graph.cell.Cell.compile` runs this check, when the
+    run's dtype is known."""
+    largest = float(np.finfo(dtype).max)
+    return [
+        _diag(graph, node.loc, f"the constant {node.value:g} is too large for {dtype} (the "
+              f"largest is about {largest:.2g}); run in float64 (--dtype float64) or use a "
+              "smaller number")
+        for node in graph.nodes.values()
+        if node.kind is NodeKind.CONST and node.value is not None and abs(node.value) > largest
+    ]
+
+
 def unused(graph: CellGraph) -> list[Diagnostic]:
     """Warnings for values and inputs that reach no state and no output."""
     roots = [n for n in (*graph.states, *graph.outputs) if n in graph.nodes]
@@ -153,14 +168,15 @@ def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False
              ) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Run every check; return the node sizes and all diagnostics.
 
-    After parse errors the graph is incomplete, so only the declaration checks
-    run (they still add to the report, so one run shows as much as it can).
+    After parse errors the graph lacks the assignments that had them, so only
+    the checks that stay true of the rest run: declarations, and loops (a loop
+    among the assignments that were read is a loop in the file).
     """
     found = check_declarations(graph, assigned)
-    if parse_errors:
-        return {}, found
-    found += directives.check(graph, did_you_mean)
     loops = check_loops(graph)
+    if parse_errors:
+        return {}, found + loops
+    found += directives.check(graph, Suggestions())
     if loops:
         return {}, found + loops
     sizes, size_errors = infer_sizes(graph)

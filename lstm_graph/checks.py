@@ -1,0 +1,167 @@
+"""What a runner is given, checked before any work: ``x``, the initial states, and the
+memory a run will take.
+
+:class:`~lstm_graph.cell.Runner` calls these on every call, and the ``run``
+command calls :func:`run_allocations` from ``x``'s header alone, before
+reading it. Every problem is a :class:`~lstm_graph.errors.DataError` that
+names the array, its shape and, for values, the first offending index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.errors import DataError
+from lstm_graph.executors.backends import to_numpy
+from lstm_graph.formats import memory
+from lstm_graph.formats.memory import Allocation, allocation
+from lstm_graph.ir import NodeKind
+from lstm_graph.schedule import Schedule
+
+#: dtype kinds that hold real numbers (floats, signed and unsigned integers).
+REAL_KINDS = "fiu"
+
+
+def as_array(value: Any, what: str) -> Any:
+    """``value`` itself when it is an array with a NumPy dtype (NumPy, CuPy), else as a
+    NumPy array; an error for what is no array of numbers at all."""
+    try:
+        np.dtype(value.dtype)
+        tuple(value.shape)
+        return value
+    except (AttributeError, TypeError):
+        pass
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{what} is not an array of numbers ({reason})") from None
+
+
+def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.dtype
+            ) -> tuple[Any, bool]:
+    """``x`` as a ``(T, B, I)`` array of ``xp`` and ``dtype``, and whether it came as
+    ``(T, I)``; errors for a wrong dtype, rank or size, and for values that are not
+    finite in ``dtype`` (unless ``allow_nonfinite``)."""
+    x = as_array(x, "x")
+    shape = tuple(x.shape)
+    if np.dtype(x.dtype).kind not in REAL_KINDS:
+        raise DataError(f"x has dtype {x.dtype}; it must hold real numbers")
+    if len(shape) not in (2, 3):
+        raise DataError(f"x has shape {shape}; expected (T, B, I) = (T, B, {input_size}) or "
+                        f"(T, I) = (T, {input_size})")
+    if shape[-1] != input_size:
+        raise DataError(f"x has shape {shape}: its last axis is {shape[-1]}, but the cell's "
+                        f"input size I is {input_size}")
+    if shape[0] == 0 or (len(shape) == 3 and shape[1] == 0):
+        raise DataError(f"x has shape {shape}: no time steps or no sequences")
+    converted = _convert(x, xp, dtype)
+    if not allow_nonfinite:
+        _check_finite(x, converted, "x", dtype, xp, "clean the input")
+    unbatched = len(shape) == 2
+    return (converted[:, None, :] if unbatched else converted), unbatched
+
+
+def check_state(state: Mapping[str, Any] | None, states: Mapping[str, Any], batch: int,
+                hidden_size: int, unbatched: bool, allow_nonfinite: bool, xp: Any,
+                dtype: np.dtype) -> dict[str, Any]:
+    """Every state's starting value as ``(B, H)`` arrays of ``xp`` and ``dtype``: the ones
+    given, checked like ``x``, and zeros for the rest."""
+    given = dict(state or {})
+    unknown = sorted(map(str, set(given) - set(states)))
+    if unknown:
+        raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
+                        f"{', '.join(states)}")
+    want = (hidden_size,) if unbatched else (batch, hidden_size)
+    start = {}
+    for name in states:
+        if name not in given:
+            start[name] = xp.zeros((batch, hidden_size), dtype=dtype)
+            continue
+        value = as_array(given[name], f"state '{name}'")
+        if np.dtype(value.dtype).kind not in REAL_KINDS:
+            raise DataError(f"state '{name}' has dtype {value.dtype}; states are real numbers")
+        if tuple(value.shape) != want:
+            raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected {want}")
+        converted = _convert(value, xp, dtype)
+        if not allow_nonfinite:
+            _check_finite(value, converted, f"state '{name}'", dtype, xp, "clean it")
+        start[name] = converted[None, :] if unbatched else converted
+    return start
+
+
+def _convert(value: Any, xp: Any, dtype: np.dtype) -> Any:
+    """``value`` as an array of ``xp`` and ``dtype``; a number too large for ``dtype``
+    becomes infinity quietly (:func:`_check_finite` names it)."""
+    if np.dtype(value.dtype) == dtype:
+        return xp.asarray(value)
+    with np.errstate(over="ignore"):
+        return xp.asarray(value, dtype=dtype)
+
+
+def _check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: Any,
+                  fix: str) -> None:
+    """An error at the first value of ``converted`` that is not finite: NaN or infinity
+    in ``original``, or a finite number too large for ``dtype``."""
+    finite = xp.isfinite(converted)
+    if bool(finite.all()):
+        return
+    position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
+    value = float(to_numpy(original[position]))
+    if np.isfinite(value):
+        raise DataError(f"{what} holds {value:.3g} at index {position}, too large for {dtype} "
+                        f"(the largest is about {float(np.finfo(dtype).max):.2g}); run in "
+                        "float64 (--dtype float64)")
+    raise DataError(f"{what} holds NaN or infinity, first at index {position}; {fix} or pass "
+                    "--allow-nonfinite")
+
+
+#: Runs whose arrays surely take less are not weighed against the machine's memory
+#: (reading it costs more than running a small cell), unless $LSTM_GRAPH_MAX_BYTES is set.
+SURELY_FITS = 64 * 2**20
+
+
+def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
+                   hidden_size: int, dtype: np.dtype) -> None:
+    """Refuse a run over ``x`` of shape ``(steps, batch, input_size)``, already in ``dtype``,
+    whose arrays would not fit in memory (see :func:`run_allocations`)."""
+    widest = max(input_size, hidden_size)
+    rough = steps * batch * (input_size + (len(schedule.order) + 3) * widest) * dtype.itemsize
+    if rough > SURELY_FITS or os.environ.get(memory.ENV):
+        memory.require(run_allocations(schedule, steps, batch, input_size, hidden_size, dtype,
+                                       dtype), "this run")
+
+
+def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
+                    hidden_size: int, dtype: np.dtype, x_dtype: np.dtype
+                    ) -> list[Allocation]:
+    """What a run over ``x`` of shape ``(steps, batch, input_size)`` will allocate: ``x`` in
+    the run's dtype (when it comes in another), ``y``, the values every executor but the
+    reference computes for all steps at once (hoisted products and static values), and
+    the states."""
+    graph = schedule.graph
+    (output,) = graph.outputs
+    found = [allocation("y", (steps, batch, schedule.width(output, input_size, hidden_size)),
+                        dtype)]
+    if np.dtype(x_dtype) != dtype:
+        found.append(allocation(f"x in {dtype}", (steps, batch, input_size), dtype))
+    static = set(graph.inputs)
+    columns = 0
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node.kind is NodeKind.CONST or (node.kind is NodeKind.OP
+                                           and all(a in static for a in node.args)):
+            static.add(node_id)
+            if node.kind is NodeKind.OP:
+                columns += schedule.width(node_id, input_size, hidden_size)
+        elif node.op == "linear":
+            columns += hidden_size  # its static operands' share of the hoisted product
+    if columns:
+        found.append(allocation("the hoisted products (T·B rows)",
+                                (steps * batch, columns), dtype))
+    found.append(allocation("the states", (2 * len(graph.states), batch, hidden_size), dtype))
+    return found

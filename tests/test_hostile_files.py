@@ -1,0 +1,357 @@
+"""Malformed and hostile weights and data files: each ends with a clear message naming
+the file and what is wrong, exit 1, no traceback, no output file, and nothing run or
+read beyond what the file is allowed to hold.
+
+Every file is built here, inside ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from hostile import deflate_bomb, npy_header
+from onnx import TensorProto, helper
+from onnx_models import random_onnx_weights, rnn_model
+
+from lstm_graph.cli import main
+
+
+def refused(tmp_path: Path, *args, env: dict[str, str] | None = None) -> str:
+    """Run the CLI writing ``tmp_path/out/y.npz``; expect exit 1, no traceback and no
+    output (not even its directory); return stderr."""
+    out = tmp_path / "out" / "y.npz"
+    result = CliRunner(env=env).invoke(main, [*map(str, args), "--out", str(out)])
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists()
+    return result.stderr
+
+
+@pytest.fixture
+def x_file(tmp_path: Path) -> Path:
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((6, 2, 3)).astype("float32"))
+    return path
+
+
+# -- PyTorch state dicts ----------------------------------------------------------------
+
+def _lstm_state() -> dict:
+    torch.manual_seed(0)
+    return dict(torch.nn.LSTM(3, 4).state_dict())
+
+
+def _with(key, value) -> dict:
+    state = _lstm_state()
+    state[key] = value
+    return state
+
+
+def _quantized() -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated in torch
+        return _with("weight_ih_l0", torch.quantize_per_tensor(torch.zeros(16, 3), 0.1, 0,
+                                                               torch.qint8))
+
+
+PT_CASES = {
+    "bfloat16": (lambda: {k: v.to(torch.bfloat16) for k, v in _lstm_state().items()},
+                 "weight_ih_l0 has dtype bfloat16; parameters are real numbers"),
+    "float8": (lambda: {k: v.to(torch.float8_e4m3fn) for k, v in _lstm_state().items()},
+               "weight_ih_l0 has dtype float8_e4m3fn"),
+    "qint8": (_quantized, "weight_ih_l0 is a quantized tensor (qint8)"),
+    "sparse": (lambda: _with("weight_ih_l0", torch.zeros(16, 3).to_sparse()),
+               "weight_ih_l0 is a sparse tensor"),
+    "meta": (lambda: _with("weight_ih_l0", torch.empty(16, 3, device="meta")),
+             "weight_ih_l0 is a meta tensor"),
+    "complex": (lambda: _with("weight_ih_l0", torch.zeros(16, 3, dtype=torch.complex64)),
+                "weight_ih_l0 has dtype complex64"),
+    "integer key": (lambda: {**_lstm_state(), 3: torch.zeros(3)},
+                    "holds the key 3 of type int; the keys of a state dict are parameter "
+                    "names"),
+    "bias of shape (3,)": (lambda: _with("bias_ih_l0", torch.zeros(3)),
+                           "bias_ih_l0 has shape (3,); a layer with weight_hh_l0 of shape "
+                           "(16, 4) (lstm, H=4) needs (16,)"),
+    "weight_hh (0, 0)": (lambda: _with("weight_hh_l0", torch.zeros(0, 0)),
+                         "weight_hh_l0 has shape (0, 0); a layer's is (gates·H, H) with H at "
+                         "least 1"),
+    "weight_ih (16, 0)": (lambda: _with("weight_ih_l0", torch.zeros(16, 0)),
+                          "weight_ih_l0 has shape (16, 0)"),
+    "bias that is a dict": (lambda: _with("bias_ih_l0", {"a": torch.zeros(16)}),
+                            "bias_ih_l0 is of type dict, not a tensor"),
+    "bias that is a number": (lambda: _with("bias_ih_l0", 3), "bias_ih_l0 is of type int, "
+                                                              "not a tensor"),
+    "a string": (lambda: _with("weight_hh_l0", "abc"), "weight_hh_l0 is of type str"),
+    "five stacked gates": (lambda: _with("weight_hh_l0", torch.zeros(20, 4)),
+                           "5 stacked gates is not an RNN (1), GRU (3) or LSTM (4)"),
+    "a list": (lambda: [torch.zeros(3)], "holds a list, not a state dict"),
+}
+
+
+@pytest.mark.parametrize("case", PT_CASES)
+def test_malformed_pytorch_files(tmp_path, x_file, case):
+    make, words = PT_CASES[case]
+    torch.save(make(), tmp_path / "w.pt")
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights",
+                     tmp_path / "w.pt")
+    assert stderr.startswith(f"{tmp_path / 'w.pt'}: "), stderr
+    assert words in stderr
+    assert len(stderr.splitlines()) == 1  # no warning from torch leaks through
+
+
+def test_pytorch_weights_near_1e300_in_a_float32_run_name_the_parameter(tmp_path, x_file):
+    torch.save({k: v.double() * 1e300 for k, v in _lstm_state().items()}, tmp_path / "w.pt")
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights",
+                     tmp_path / "w.pt")
+    assert "does not fit cell 'lstm': f.W_x holds" in stderr
+    assert "too large for float32 (the largest is about 3.4e+38)" in stderr
+    assert "and 9 more parameters" in stderr
+
+
+# -- ONNX models ------------------------------------------------------------------------
+
+def _lstm_onnx(changes: dict | None = None, peepholes: bool = False) -> onnx.ModelProto:
+    weights = random_onnx_weights("LSTM", 3, 4, peepholes, np.random.default_rng(0))
+    weights.update(changes or {})
+    return rnn_model("LSTM", weights, 4, "float32")
+
+
+def _replace(model: onnx.ModelProto, name: str, tensor: onnx.TensorProto) -> onnx.ModelProto:
+    for stored in model.graph.initializer:
+        if stored.name == name:
+            stored.CopyFrom(tensor)
+    return model
+
+
+def _raw(name: str, dims: list[int], data: bytes) -> onnx.TensorProto:
+    """A float tensor holding ``data`` whatever its dims say (make_tensor would refuse)."""
+    tensor = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=dims)
+    tensor.raw_data = data
+    return tensor
+
+
+def _huge_dims() -> onnx.ModelProto:
+    """An LSTM declaring H = 10⁶ (R: 16 TB) whose tensors hold a few bytes."""
+    model = _lstm_onnx()
+    dims = {"W": [1, 4_000_000, 3], "R": [1, 4_000_000, 1_000_000], "B": [1, 8_000_000]}
+    for stored in model.graph.initializer:
+        del stored.dims[:]
+        stored.dims.extend(dims[stored.name])
+    model.graph.node[0].attribute[0].i = 1_000_000
+    return model
+
+
+ONNX_CASES = {
+    "B of rank 1": (lambda: _lstm_onnx({"B": np.zeros(32)}),
+                    "B has shape (32,); with R of shape (1, 16, 4) (LSTM, H=4) it must be "
+                    "[1, 32]"),
+    "B of the wrong length": (lambda: _lstm_onnx({"B": np.zeros((1, 30))}),
+                              "B has shape (1, 30)"),
+    "P of rank 1": (lambda: _lstm_onnx({"P": np.zeros(12)}, peepholes=True),
+                    "P has shape (12,); with R of shape (1, 16, 4) (LSTM, H=4) it must be "
+                    "[1, 12]"),
+    "STRING B": (lambda: _replace(_lstm_onnx(), "B", helper.make_tensor(
+        "B", TensorProto.STRING, [1, 32], [b"a"] * 32)), "B has data type STRING"),
+    "BFLOAT16 W": (lambda: _replace(_lstm_onnx(), "W", helper.make_tensor(
+        "W", TensorProto.BFLOAT16, [1, 16, 3], [0] * 48)), "W has data type BFLOAT16"),
+    "R with short data": (lambda: _replace(_lstm_onnx(), "R", _raw("R", [1, 16, 4],
+                                                                   b"\0" * 20)),
+                          "R declares shape (1, 16, 4) (256 bytes) but holds 20 bytes; the "
+                          "model is damaged"),
+    "dims 1e6 x 1e6 with short data": (_huge_dims, "W declares shape (1, 4000000, 3) "
+                                                   "(48000000 bytes) but holds 192 bytes"),
+    "hidden size 0": (lambda: rnn_model("LSTM", {"W": np.zeros((1, 0, 3)),
+                                                 "R": np.zeros((1, 0, 0)),
+                                                 "B": np.zeros((1, 0))}, 0, "float32"),
+                      "R has shape (1, 0, 0); an LSTM's is [1, 4·H, H] with H at least 1"),
+    "hidden_size attribute that disagrees": (
+        lambda: rnn_model("LSTM", random_onnx_weights("LSTM", 3, 4, False,
+                                                      np.random.default_rng(0)), 5, "float32"),
+        "the node's hidden_size is 5, but R has shape (1, 16, 4) (H=4)"),
+}
+
+
+@pytest.mark.parametrize("case", ONNX_CASES)
+def test_malformed_onnx_models(tmp_path, x_file, case):
+    make, words = ONNX_CASES[case]
+    onnx.save(make(), str(tmp_path / "m.onnx"))
+    stderr = refused(tmp_path, "run", "peephole_lstm" if "P " in case else "lstm",
+                     "--input", x_file, "--weights", tmp_path / "m.onnx")
+    assert stderr.startswith(f"{tmp_path / 'm.onnx'}: "), stderr
+    assert words in stderr
+
+
+def test_an_onnx_model_larger_than_the_memory_bound(tmp_path, x_file):
+    weights = random_onnx_weights("LSTM", 3, 512, False, np.random.default_rng(0))
+    onnx.save(rnn_model("LSTM", weights, 512, "float32"), str(tmp_path / "m.onnx"))
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights",
+                     tmp_path / "m.onnx", env={"LSTM_GRAPH_MAX_BYTES": "1M"})
+    assert "m.onnx: reading its 4.24 MB would take more than the limit of 1.05 MB" in stderr
+
+
+def _external(tmp_path: Path, location: str | None = None, truncate: int | None = None) -> Path:
+    """An LSTM model whose tensors live in ``tensors.data`` beside it; ``location``
+    rewrites where the model says they are."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir(exist_ok=True)
+    path = model_dir / "m.onnx"
+    onnx.save(_lstm_onnx(), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="tensors.data", size_threshold=0)
+    if truncate is not None:
+        os.truncate(model_dir / "tensors.data", truncate)
+    if location is not None:
+        model = onnx.load(str(path), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(model, str(path))
+    return path
+
+
+def test_external_data_beside_the_model_is_read(tmp_path, x_file):
+    path = _external(tmp_path)
+    result = CliRunner().invoke(main, ["run", "lstm", "--input", str(x_file), "--weights",
+                                       str(path), "--out", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+
+
+def test_external_data_too_short(tmp_path, x_file):
+    path = _external(tmp_path, truncate=100)
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights", path)
+    assert "W needs 192 bytes at offset 0 of" in stderr and "the file is too short" in stderr
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute", "symlink"])
+def test_external_data_outside_the_model_s_directory_is_never_read(tmp_path, x_file, where,
+                                                                   monkeypatch):
+    secret = tmp_path / "secret.data"
+    secret.write_bytes(b"\0" * 4096)
+    location = {"relative": "../secret.data", "absolute": str(secret),
+                "symlink": "link.data"}[where]
+    path = _external(tmp_path, location=location)
+    if where == "symlink":
+        (path.parent / "link.data").symlink_to(secret)
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(os.path.realpath(file) if isinstance(file, (str, Path)) else str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights", path)
+    assert f"W is stored in '{location}', outside the model's directory" in stderr
+    assert "only files beside the model are read" in stderr
+    assert str(secret) not in opened
+
+
+# -- .npy and .npz ----------------------------------------------------------------------
+
+def test_a_deflate_bomb_of_weights_is_refused_by_its_names_before_any_data(tmp_path, x_file):
+    bomb = tmp_path / "w.npz"
+    deflate_bomb(bomb, "f.W_x.npy", (32000, 32000))
+    assert bomb.stat().st_size < 5_000_000
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights", bomb)
+    assert "w.npz does not fit cell 'lstm': missing f.W_h" in stderr
+
+
+def test_a_deflate_bomb_as_x_is_refused_by_its_size(tmp_path):
+    bomb = tmp_path / "x.npz"
+    deflate_bomb(bomb, "x.npy", (20000, 20000))
+    stderr = refused(tmp_path, "run", "rnn", "--input", bomb, "-H", "2",
+                     env={"LSTM_GRAPH_MAX_BYTES": "256M"})
+    assert "x.npz: x of shape (20000, 20000) would take 1.6 GB" in stderr
+    assert "the limit of 268 MB set by LSTM_GRAPH_MAX_BYTES" in stderr
+
+
+def test_an_npy_header_declaring_3e9_elements_in_a_small_file(tmp_path):
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_header((3_000_000_000, 1, 1)) + b"\0" * 4_000_000)
+    stderr = refused(tmp_path, "run", "rnn", "--input", path, "-H", "2")
+    assert "x.npy: the header declares x of shape (3000000000, 1, 1) float32 (12 GB), but " \
+        "the file holds 4 MB of data; it is truncated" in stderr
+
+
+def test_an_npz_member_longer_in_its_header_than_in_the_zip(tmp_path, x_file):
+    path = tmp_path / "w.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("f.W_x.npy", npy_header((4, 3)) + b"\0" * 8)
+    stderr = refused(tmp_path, "run", "lstm", "--input", x_file, "--weights", path)
+    assert "w.npz: f.W_x: the header declares f.W_x of shape (4, 3) float32 (48 bytes), but " \
+        "the file holds 8 bytes of data" in stderr
+
+
+@pytest.mark.parametrize("descr, words", [
+    ("[('a', '<f4'), ('b', '<f4')]", "has the structured dtype"),
+    ("'|O'", "holds Python objects (dtype object)"),
+])
+def test_npy_dtypes_that_are_not_numbers(tmp_path, descr, words):
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (2, 1, 3), }}"
+    header = header.ljust(118) + "\n"
+    path = tmp_path / "x.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+                     + b"\0" * 48)
+    assert words in refused(tmp_path, "run", "rnn", "--input", path, "-H", "2")
+
+
+def test_a_state_file_of_strings_complex_or_bool_is_refused(tmp_path, x_file):
+    for value, words in ((np.array([["a"] * 4] * 2), "dtype <U1"),
+                         (np.zeros((2, 4), complex), "dtype complex128"),
+                         (np.zeros((2, 4), bool), "dtype bool")):
+        np.savez(tmp_path / "s.npz", h=value)
+        stderr = refused(tmp_path, "run", "gru", "--input", x_file, "-H", "4", "--state",
+                         tmp_path / "s.npz")
+        assert f"state 'h' has {words}; states are real numbers" in stderr
+
+
+def test_nan_in_a_state_is_caught_like_in_x(tmp_path, x_file):
+    state = np.zeros((2, 4), "float32")
+    state[1, 2] = np.nan
+    np.savez(tmp_path / "s.npz", h=state)
+    stderr = refused(tmp_path, "run", "gru", "--input", x_file, "-H", "4", "--state",
+                     tmp_path / "s.npz")
+    assert "state 'h' holds NaN or infinity, first at index (1, 2)" in stderr
+
+
+def test_an_input_too_large_for_float32_says_so(tmp_path):
+    x = np.ones((4, 2, 3))
+    x[2, 1, 0] = 1e39
+    np.save(tmp_path / "x.npy", x)
+    stderr = refused(tmp_path, "run", "rnn", "--input", tmp_path / "x.npy", "-H", "2")
+    assert "x holds 1e+39 at index (2, 1, 0), too large for float32 (the largest is about " \
+        "3.4e+38); run in float64 (--dtype float64)" in stderr
+    assert "RuntimeWarning" not in stderr
+
+
+def test_an_input_of_size_0_is_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((5, 2, 0), "float32"))
+    stderr = refused(tmp_path, "run", "rnn", "--input", tmp_path / "x.npy", "-H", "2")
+    assert "the input size I is 0; it must be at least 1" in stderr
+
+
+def test_an_overflowing_constant_names_its_line_and_column(tmp_path):
+    cell = tmp_path / "big.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1])) * 1e39\n")
+    stderr = refused(tmp_path, "run", cell, "--sample", "-H", "2")
+    assert f"{cell}:4:31: error: the constant 1e+39 is too large for float32" in stderr
+
+
+def test_weights_whose_products_would_overflow_are_refused(tmp_path, x_file):
+    weights = {"h.W_x": np.full((2, 3), 1e38, "float32"), "h.W_h": np.zeros((2, 2), "float32"),
+               "h.b": np.zeros(2, "float32")}
+    np.savez(tmp_path / "w.npz", **weights)
+    stderr = refused(tmp_path, "run", "rnn", "--input", x_file, "--weights", tmp_path / "w.npz")
+    assert "h.W_x holds 1e+38: its linear adds up 6 such terms, so even operands of size 1 " \
+        "could overflow float32" in stderr

@@ -1,0 +1,89 @@
+"""Memory bombs under an address-space limit (``ulimit -v``): each is refused before it
+allocates, with a message naming the array, its shape and the bytes it would take.
+
+The CLI runs in a subprocess whose address space is capped with ``setrlimit``;
+without the bound in lstm_graph.formats.memory, each of these ends in a
+``MemoryError`` (or, with no cap, takes many GB). Files are sparse or compressed,
+so none takes real disk space.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile import deflate_bomb, sparse_npy
+
+resource = pytest.importorskip("resource")
+
+#: The address space the CLI gets: enough to start and run small cells, not for bombs.
+ADDRESS_SPACE = 1536 * 2**20
+
+
+def limited_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    env = {k: v for k, v in os.environ.items() if k != "LSTM_GRAPH_MAX_BYTES"}
+    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *map(str, args)],
+                          cwd=tmp_path, env=env, preexec_fn=cap, capture_output=True,
+                          text=True, timeout=300)
+
+
+def refused(tmp_path: Path, *args: str) -> str:
+    result = limited_cli(tmp_path, *args)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".*.tmp"))
+    return result.stderr
+
+
+def test_the_limited_cli_runs_a_small_cell(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((5, 2, 3), "float32"))
+    result = limited_cli(tmp_path, "run", "lstm", "--input", "x.npy", "-H", "4", "--out",
+                         "y.npz", "--executor", "numpy")
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_x_of_12_gb(tmp_path):
+    sparse_npy(tmp_path / "x.npy", (1_000_000, 1, 3000))
+    stderr = refused(tmp_path, "run", "rnn", "--input", "x.npy", "-H", "2", "--out",
+                     "out.npz")
+    assert "x.npy: x of shape (1000000, 1, 3000) would take 12 GB" in stderr
+    assert "in all for this run, more than the" in stderr and "LSTM_GRAPH_MAX_BYTES" in stderr
+
+
+def test_a_run_of_a_million_steps_with_h_2048(tmp_path):
+    sparse_npy(tmp_path / "x.npy", (1_000_000, 1, 4))
+    stderr = refused(tmp_path, "run", "lstm", "--input", "x.npy", "-H", "2048", "--out",
+                     "out.npz")
+    assert "the hoisted products (T·B rows) of shape (1000000, 8192) would take 32.8 GB" \
+        in stderr
+
+
+def test_a_compressed_x_that_inflates_to_1_6_gb(tmp_path):
+    deflate_bomb(tmp_path / "x.npz", "x.npy", (20000, 20000))
+    assert (tmp_path / "x.npz").stat().st_size < 5_000_000
+    stderr = refused(tmp_path, "run", "rnn", "--input", "x.npz", "-H", "2", "--out",
+                     "out.npz")
+    assert "x.npz: x of shape (20000, 20000) would take 1.6 GB" in stderr
+
+
+@pytest.mark.parametrize("hidden, words", [
+    ("100000", "f.W_h as drawn (float64) of shape (100000, 100000) would take 80 GB"),
+    ("99999999999999999999", "of shape (99999999999999999999, 99999999999999999999)"),
+])
+def test_a_weights_template_too_large(tmp_path, hidden, words):
+    stderr = refused(tmp_path, "params", "lstm", "-I", "1", "-H", hidden, "--out", "out.npz")
+    assert words in stderr
+    assert "in all for the weights with I=1" in stderr
+
+
+def test_random_weights_too_large_for_a_run(tmp_path):
+    stderr = refused(tmp_path, "run", "lstm", "--sample", "-H", "99999999999999999999",
+                     "--out", "out.npz")
+    assert "would take" in stderr and "for the weights with I=8" in stderr
