@@ -136,6 +136,24 @@ def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
                                        dtype), "this run")
 
 
+def work_allocations(schedule: Schedule, work: str, steps: int, batch: int, input_size: int,
+                     hidden_size: int, dtype: np.dtype) -> list[Allocation]:
+    """What ``trace`` and ``grad`` hold beyond a run (``work`` is "run", "trace" or "grad"):
+    every assignment at every step for a trace; every value of every step, and the
+    gradients of as many, for the backward pass."""
+    rows = steps * batch
+    graph = schedule.graph
+    if work == "trace":
+        width = sum(schedule.width(a, input_size, hidden_size) for a in graph.assignments)
+        return [allocation("the trace (every assignment, T·B rows)", (rows, width), dtype)]
+    if work == "grad":
+        ops = [n for n in schedule.order if graph.node(n).kind is NodeKind.OP]
+        width = sum(schedule.width(n, input_size, hidden_size) for n in ops)
+        return [allocation("every value of every step (T·B rows)", (rows, width), dtype),
+                allocation("their gradients (T·B rows)", (rows, width), dtype)]
+    return []
+
+
 def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
                     hidden_size: int, dtype: np.dtype, x_dtype: np.dtype
                     ) -> list[Allocation]:

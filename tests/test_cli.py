@@ -210,3 +210,27 @@ def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(cli, tmp
 
 def test_params_summary_counts_in_singular_and_plural(cli):
     assert cli("params", "rnn", "-I", "1", "-H", "1").stderr == "3 parameters, 3 numbers\n"
+
+
+@pytest.mark.parametrize("command", [
+    ["trace", "lstm", "--sample", "-H", "2"],
+    ["grad", "lstm", "--sample", "-H", "2"],
+    ["explore", "lstm", "--sample", "-H", "2"],
+    ["train", "lstm", "--task", "adding", "--steps", "1"],
+    ["gradflow", "lstm"],
+])
+def test_an_empty_out_is_wrong_usage_for_every_command_that_writes(cli, command):
+    result = cli(*command, "--out", "")
+    assert result.exit_code == 2 and "the output path is empty" in result.stderr
+
+
+def test_trace_and_grad_count_what_they_hold_before_they_start(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "5M")  # a run takes ~3 MB here
+    np.save(tmp_path / "x.npy", np.zeros((400, 20, 8), "float32"))  # 256 KB of x
+    assert cli("run", "lstm", "--input", tmp_path / "x.npy", "-H", "16",
+               "--out", tmp_path / "y.npz").exit_code == 0
+    for command, words in (("trace", "the trace (every assignment"),
+                           ("grad", "every value of every step")):
+        result = cli(command, "lstm", "--input", tmp_path / "x.npy", "-H", "16",
+                     "--out", tmp_path / "o.npz")
+        assert result.exit_code == 1 and words in result.stderr, result.stderr

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Runner
-from lstm_graph.cli.app import SPEC_HELP, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.errors import RenderError
@@ -43,7 +43,7 @@ def state_gradients(runner: Runner, x: np.ndarray, state: dict[str, np.ndarray] 
               "nothing from the network.")
 @click.argument("spec")
 @run_options
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="The page to write (.html).")
 def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
@@ -54,7 +54,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                           "which is not installed. Install it (Debian/Ubuntu: apt-get install "
                           "graphviz; macOS: brew install graphviz; see "
                           "https://graphviz.org/download/)")
-    prepared = prepare(spec, **inputs)
+    prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     values = with_progress(len(x), lambda progress: runner.trace(
         x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))

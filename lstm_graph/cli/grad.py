@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
 from lstm_graph.cli.inputs import prepare, read_array, run_options
 from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import to_numpy
@@ -23,12 +23,12 @@ from lstm_graph.formats.files import write_npz
 @run_options
 @click.option("--grad-output", "grad_output", type=click.Path(dir_okay=False, path_type=Path),
               help="dL/dy as .npy, the shape of y (T, B, the output's size).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Output .npz of gradients.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool, **inputs: Any) -> None:
     """Backpropagate through time: gradients for the input, weights and initial states."""
-    prepared = prepare(spec, **inputs)
+    prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     (output,) = cell.graph.outputs
     width = cell.schedule.width(output, runner.input_size, runner.hidden_size)

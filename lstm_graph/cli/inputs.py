@@ -20,7 +20,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
-from lstm_graph.checks import REAL_KINDS, run_allocations
+from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
 from lstm_graph.cli.app import load
 from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import BACKENDS, DTYPES
@@ -107,8 +107,10 @@ class Prepared:
 
 def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
             weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
-            state_path: Path | None, executor: str, allow_nonfinite: bool) -> Prepared:
-    """Read everything :func:`run_options` names, checked; usage errors exit 2."""
+            state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run"
+            ) -> Prepared:
+    """Read everything :func:`run_options` names, checked; usage errors exit 2. ``work``
+    ("run", "trace" or "grad") says what will be done, so what it holds is counted too."""
     if (input_path is None) == (not sample):
         raise click.UsageError("give exactly one of --input FILE and --sample")
     if input_size is not None and not sample:
@@ -135,9 +137,12 @@ def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | 
     x_dtype = stored.dtype if stored is not None else np.dtype(np.float64)
     states = {} if state_path is None else \
         {name: array for name, array in open_npz(state_path).items() if name in cell.graph.states}
+    batch = shape[1] if len(shape) == 3 else 1
     require([allocation("x", shape, x_dtype),
-             *run_allocations(cell.schedule, shape[0], shape[1] if len(shape) == 3 else 1,
-                              shape[-1], runner.hidden_size, runner.dtype, x_dtype),
+             *run_allocations(cell.schedule, shape[0], batch, shape[-1], runner.hidden_size,
+                              runner.dtype, x_dtype),
+             *work_allocations(cell.schedule, work, shape[0], batch, shape[-1],
+                               runner.hidden_size, runner.dtype),
              *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
             "this run", str(input_path or ""))
     x = stored.read() if stored is not None else \

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.formats.files import write_npz
@@ -26,12 +26,12 @@ def trace_arrays(values: dict[str, Any], y: Any, states: list[str]) -> dict[str,
               "name, y, and final.STATE for each state's final value.")
 @click.argument("spec")
 @run_options
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Output .npz: every assignment's value at every step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def trace(spec: str, out: Path, as_json: bool, **inputs: Any) -> None:
     """Record every value a cell computes at every step (for plots and the explorer)."""
-    prepared = prepare(spec, **inputs)
+    prepared = prepare(spec, work="trace", **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     values = with_progress(len(x), lambda progress: runner.trace(
         x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, emit_json, load, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.weights import load_npz
@@ -43,7 +43,7 @@ def _show_loss(loss: float | None) -> str:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the initial weights and the batches.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="Trained weights (.npz, the cell's parameter names).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint file (default: OUT with .ckpt.npz), written whole every "
@@ -103,7 +103,7 @@ train_command.name = "train"
               help="Hidden size of cells given without weights.")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="The chart (.png or .svg).")
 @click.option("--diagram", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw one cell's diagram with the gradient each edge carried back at "
