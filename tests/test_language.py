@@ -150,3 +150,20 @@ def test_the_parser_never_evaluates_python(tmp_path):
     with pytest.raises(CellError, match="only the functions .* may be called"):
         compile_source(source)
     assert not marker.exists()
+
+
+def test_compiling_a_cell_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    source = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
+    compile_source(source)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        compile_source(source)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(CellError):
+        compile_source("input x\nstate h\noutput h\nh = q\n")
+    assert gc.isenabled()  # an error re-enables it too
