@@ -1,34 +1,44 @@
-"""The native executor: a cell's time loop as generated C, compiled once, run without Python.
+"""The native executor: a cell's whole time loop as generated C, compiled once, run without Python.
 
-The NumPy plan pays about a microsecond of Python and NumPy overhead per
-call, a dozen or more calls per step, and NumPy's scalar ``exp``/``tanh``.
-The native executor removes both. It takes a step's fused element-wise work
-from the shared C generator (:mod:`~lstm_graph.executors.codegen_c`, in its
-host dialect: :data:`HOST`) and wraps each segment in plain C loops, which the
-system C compiler vectorises:
+The step of a compiled cell is GEMMs (see :mod:`~lstm_graph.executors.layout`)
+and fused element-wise work. The native executor runs the whole time loop in
+one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
 
-- **whole-loop mode** (small steps): the whole time loop is one C call,
-  the per-step GEMMs included as simple loops;
-- **segment mode** (large steps): each step's GEMMs go through NumPy's BLAS,
-  and each fused segment is one C call.
+- **Every GEMM is per step**, over ``B`` rows, on weights packed once into
+  panels: the input part of each linear (``x_t · W``, which the NumPy plan
+  hoists over all ``T·B`` rows), each group's recurrent part (``h_{t-1} · U``)
+  and every static linear that only the step reads (the GRU's ``linear(x)``).
+  So no ``T·B``-row buffer is ever made, and the weights a step needs stay in
+  the caches from step to step.
+- **Tiles.** A step runs tile by tile: a tile is ``MR`` rows and one *unit
+  tile* of ``lanes`` hidden units (16 floats with AVX-512, 8 with AVX2) across
+  every gate block. Its GEMMs write the tile's pre-activations, and the fused
+  element-wise work of the shared C generator (:mod:`~lstm_graph.executors.codegen_c`,
+  host dialect :data:`HOST`) runs on the tile at once, while it is in the L1 cache.
+- **Threads.** The unit tiles are split between threads (the caller and a
+  persistent pool's sleeping workers); they meet at a barrier after every
+  segment of every step (one per step for every built-in cell). A state that a
+  GEMM multiplies is read from a snapshot (two buffers, one per step parity):
+  a tile writes its new state while other tiles still multiply the old one.
 
-Everything before the loop (static values, the hoisted GEMM over ``T·B``
-rows) is :mod:`~lstm_graph.executors.prepare`'s. For float32, ``exp`` and
-``tanh`` are our own branch-free versions (Cody–Waite reduction and Cephes'
-polynomials, within 2 ulp of the true value), so the compiler can vectorise
-them; float64 uses the C library's. The compiler runs with
-``-ffp-contract=off``: no fused multiply-adds, each operation rounds as
-NumPy's does.
+Before the loop only the static values the C does not compute are made, by
+:func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
+For float32, ``exp`` and ``tanh`` are our own branch-free versions
+(Cody–Waite reduction and Cephes' polynomials, within 2 ulp of the true
+value), so the compiler can vectorise them; float64 uses the C library's. The
+compiler runs with ``-ffp-contract=off``: each element-wise operation rounds
+as NumPy's does; only the GEMM micro-kernels use fused multiply-adds.
 
-The batch size is an argument of the generated functions, not a constant, so
-one build serves every batch size. Builds live in the private, self-healing
-cache of :mod:`~lstm_graph.executors.buildcache`. The source is ours,
-generated from the validated graph: numbers and generated names only.
+The batch size is an argument of the generated code, not a constant, so one
+build serves every batch size. Builds live in the private, self-healing cache
+of :mod:`~lstm_graph.executors.buildcache`. The source is ours, generated from
+the validated graph: numbers and generated names only.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +47,9 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import BackendError
-from lstm_graph.executors import buildcache
+from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
-    Binding,
     Dialect,
     Role,
     StepKernels,
@@ -49,7 +58,6 @@ from lstm_graph.executors.codegen_c import (
 from lstm_graph.executors.contract import Array, Executor, Progress, Spec
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
-    hoist,
     pack_group,
     pack_hoisted,
     static_output,
@@ -57,24 +65,27 @@ from lstm_graph.executors.prepare import (
     static_values,
     unscaled,
 )
-from lstm_graph.ir import NodeKind
+from lstm_graph.ir import NodeKind, Size
 from lstm_graph.schedule import Schedule
 
-#: Per-step GEMM work (multiply-adds, all groups) up to which the GEMMs run in C, inside
-#: the one-call time loop; above it, NumPy's BLAS runs them (measured crossover).
-WHOLE_LOOP_LIMIT = 1 << 16
 #: The default executor compiles cells up to this many op nodes to C; bigger ones would
 #: spend seconds in the C compiler (10,000 nodes: about 20 s), so they run the NumPy plan.
 MAX_NODES = 2000
-#: Steps per C call in whole-loop mode, between progress reports.
-CHUNK = 4096
-FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
-#: Tried in order until the compiler accepts one. First: tuned for this CPU, with 256-bit
-#: vectors where it has them (gcc picks 128 bits on some, e.g. AMD Zen 1) and instructions
+#: Multiply-adds per step from which a run is split between threads (below it, waking
+#: the pool and a barrier per step cost more than the second core gives back).
+THREAD_WORK = 1 << 17
+#: Multiply-adds per C call between progress reports (when progress is asked for).
+PROGRESS_WORK = 1 << 28
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread")
+#: Tried in order until the compiler accepts one. First: tuned for this CPU, with the widest
+#: vectors it has for the element-wise loops (gcc picks 128 bits on some, e.g. AMD Zen 1,
+#: and 256 where it has 512: 512 is 5 % faster on the whole run on Zen 4) and instructions
 #: scheduled before register allocation, which interleaves the gates' independent exp
-#: chains (the step is latency-bound: together 25-45 % faster on the element-wise work,
-#: measured on Zen 1). Then tuned for this CPU only, then portable.
-TUNINGS = (("-march=native", "-mprefer-vector-width=256", "-fschedule-insns", "-fsched-pressure"),
+#: chains (the element-wise work is latency-bound: 25-45 % faster, measured on Zen 1).
+#: Then tuned for this CPU only, then portable. The GEMM kernels' vector width follows the
+#: ISA the compiler targets (see gemm_c).
+TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
+            "-fsched-pressure"),
            ("-march=native",), ())
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
 
@@ -157,99 +168,231 @@ def require_compiler() -> str:
     return cc
 
 
+@dataclass(frozen=True)
+class Job:
+    """One GEMM of a step, run on every tile: ``out[:, blocks] (+)= operand_t · W (+ b)``.
+
+    ``out`` and ``operand`` are array names of the generated code; ``first`` and
+    ``blocks`` say which ``H``-wide column blocks of ``out`` it writes (at most
+    :data:`~lstm_graph.executors.gemm_c.MAX_BLOCKS`); ``weights`` is ``(size, blocks·H)``.
+    """
+
+    segment: int
+    out: str
+    out_width: int
+    first: int
+    blocks: int
+    operand: str
+    size: int
+    weights: np.ndarray
+    bias: np.ndarray | None = None
+    add: bool = False
+
+
+def _chunks(segment: int, out: str, out_width: int, first: int, blocks: int, operand: str,
+            weights: np.ndarray, hidden: int, add: bool = False) -> list[Job]:
+    """The jobs of one product, cut into runs of at most MAX_BLOCKS column blocks."""
+    jobs = []
+    for start in range(0, blocks, gemm_c.MAX_BLOCKS):
+        count = min(gemm_c.MAX_BLOCKS, blocks - start)
+        jobs.append(Job(segment, out, out_width, first + start, count, operand,
+                        weights.shape[0],
+                        weights[:, start * hidden:(start + count) * hidden], None, add))
+    return jobs
+
+
+def step_statics(schedule: Schedule, layout: Layout, kernels: StepKernels) -> list[str]:
+    """The static linears the C computes step by step: those of size H read only by the
+    step's element-wise work (no static value, state or output reads them), over operands
+    of the input's or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
+    graph = schedule.graph
+    read = {b.key for b in kernels.of_role(Role.STATIC)}
+    found = []
+    for node in graph.linears():
+        if node.id in layout.static and node.id in read and not any(node.peep) \
+                and schedule.sizes[node.id] is Size.HIDDEN \
+                and node.id not in graph.states and node.id not in graph.outputs \
+                and all(schedule.sizes[a] in (Size.INPUT, Size.HIDDEN) for a in node.args) \
+                and not any(c in layout.static for c in graph.consumers(node.id)):
+            found.append(node.id)
+    return found
+
+
 class NativeStep:
     """The generated C of one cell, width and dtype, and how its arguments are laid out.
 
     Every generated function takes ``void **a``: argument *k* is the array named
-    ``names[k]`` (the kernels' bindings, then the packed group weights ``W_k``).
+    ``names[k]``: the kernels' bindings, then the operands of the GEMMs (``X_k``:
+    static values, every step; ``snap_<state>``: a state's snapshots), then the packed
+    weights and biases of each job (``P_k``, ``Pb_k``).
     """
 
-    def __init__(self, schedule: Schedule, layout: Layout, kernels: StepKernels,
-                 dtype: np.dtype):
-        self.schedule, self.layout, self.kernels, self.dtype = schedule, layout, kernels, dtype
-        self.hidden = kernels.hidden
-        self.weights = {f"W_{k}": source for k, source in enumerate(layout.groups)}
-        self.names = [*kernels.bindings, *self.weights]
-        self.operand = {}  # group source -> the binding holding its value
-        for source in layout.groups:
-            node = schedule.graph.node(source)
-            self.operand[source] = f"old_{node.state}" if node.kind is NodeKind.OLD else \
-                kernels.binding_of(Role.BUFFER, source).name
+    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels):
+        self.spec, self.layout, self.kernels = spec, layout, kernels
+        schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
+        self.hidden, self.dtype = hidden, dtype
+        self.statics = step_statics(schedule, layout, kernels)
+        self.operands: dict[str, str] = {}  # static operand node -> its array name
+        self.snapshots: dict[str, str] = {}  # state -> its snapshots' array name
+        self.jobs = self._jobs()
+        self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
+        for k, job in enumerate(self.jobs):
+            self.names.append(f"P_{k}")
+            if job.bias is not None:
+                self.names.append(f"Pb_{k}")
         self.source = self._source()
 
-    def step_elements(self, binding: Binding) -> int:
-        """Elements per sequence that one step advances the array by (0: not per step)."""
-        if not binding.per_step:
-            return 0
-        if binding.role is Role.HOISTED:
-            return len(self.layout.hoisted) * self.hidden
-        return self.hidden
+    # -- what the step multiplies --------------------------------------------------------
+
+    def _operand(self, node_id: str) -> str:
+        """The array name of a GEMM operand (a static value, a state's snapshot, a buffer)."""
+        graph, kernels = self.spec.schedule.graph, self.kernels
+        node = graph.node(node_id)
+        if node_id in self.layout.static:
+            return self.operands.setdefault(node_id, f"X_{len(self.operands)}")
+        if node.kind is NodeKind.OLD:
+            return self.snapshots.setdefault(str(node.state), f"snap_{node.state}")
+        return kernels.binding_of(Role.BUFFER, node_id).name
+
+    def _jobs(self) -> list[Job]:
+        spec, layout, kernels, hidden = self.spec, self.layout, self.kernels, self.hidden
+        params, dtype = spec.params, spec.dtype
+        jobs: list[Job] = []
+        hoisting = pack_hoisted(layout, params, hidden, dtype, unscaled)
+        self.hoisted_bias = hoisting.bias
+        width = hoisting.width
+        for term in hoisting.terms:  # the input parts of the dynamic linears, into S
+            jobs += _chunks(0, "S", width, term.start // hidden,
+                            (term.stop - term.start) // hidden, self._operand(term.operand),
+                            np.asarray(term.weights), hidden, term.accumulate)
+        for name in self.statics:  # static linears only the step reads
+            node = spec.schedule.graph.node(name)
+            out = kernels.binding_of(Role.STATIC, name).name
+            for k, (arg, param) in enumerate(zip(node.args, node.params)):
+                weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
+                job = _chunks(0, out, hidden, 0, 1, self._operand(arg), weights, hidden,
+                              add=k > 0)[0]
+                if k == 0:
+                    job = Job(job.segment, job.out, job.out_width, 0, 1, job.operand,
+                              job.size, job.weights,
+                              np.asarray(params[node.params[-1]], dtype=dtype))
+                jobs.append(job)
+        segment_of = {source: k for k, segment in enumerate(kernels.segments)
+                      for source in segment.gemms}
+        for g, source in enumerate(layout.groups):  # the per-step GEMM of each group
+            members = len(layout.groups[source].members)
+            jobs += _chunks(segment_of[source], f"G_{g}", members * hidden, 0, members,
+                            self._operand(source),
+                            pack_group(layout, source, params, dtype, unscaled), hidden)
+        return jobs
+
+    def work(self, batch: int) -> int:
+        """Multiply-adds of one step's GEMMs."""
+        return batch * sum(job.size * job.blocks * self.hidden for job in self.jobs)
+
+    # -- the C source --------------------------------------------------------------------
 
     def _pointer(self, name: str, written: bool) -> str:
+        """The declaration of array ``name`` at step ``t`` (per-step arrays advance)."""
         index = self.names.index(name)
         const = "" if written else "const "
-        step = self.step_elements(self.kernels.bindings[name])
-        offset = f" + t * batch * {step}" if step else ""
+        binding = self.kernels.bindings.get(name)
+        advance = binding is not None and binding.per_step and binding.role is not \
+            Role.HOISTED and not (binding.role is Role.STATIC and binding.key in self.statics)
+        offset = f" + t * batch * {self.hidden}" if advance else ""
         return f"    {const}T *restrict {name} = ({const}T *)a[{index}]{offset};"
 
-    def _segment(self, k: int) -> list[str]:
+    def _elements(self, k: int) -> list[str]:
+        """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
         segment = self.kernels.segments[k]
-        lines = [f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
-                 "ptrdiff_t b1, void **a) {"]
+        last = k == len(self.kernels.segments) - 1
+        snapshots = self.snapshots if last else {}
+        also = " (and the new states into the next step's snapshots)" if snapshots else ""
+        lines = [f"/* segment {k}'s element-wise work on rows b0 <= b < b1, units j0 <= j < j1"
+                 f"{also} */",
+                 f"static inline void elements_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
+                 "ptrdiff_t b1, ptrdiff_t j0, ptrdiff_t j1, void **a) {"]
         lines += [self._pointer(n, False) for n in segment.inputs]
         lines += [self._pointer(n, True) for n in segment.outputs]
+        for state, name in snapshots.items():
+            index = self.names.index(name)
+            lines.append(f"    T *restrict next_{state} = (T *)a[{index}] + "
+                         f"((t + 1) & 1) * batch * {self.hidden};")
         lines += ["    (void)t; (void)batch;",
                   "    for (ptrdiff_t b = b0; b < b1; b++) {",
                   "        #pragma GCC ivdep",
-                  f"        for (ptrdiff_t j = 0; j < {self.hidden}; j++) {{",
+                  "        for (ptrdiff_t j = j0; j < j1; j++) {",
                   f"            const ptrdiff_t i = b * {self.hidden} + j;"]
         lines += HOST.body(segment, self.dtype, indent="            ")
+        lines += [f"            next_{state}[i] = old_{state}[i];" for state in snapshots]
         lines += ["        }", "    }", "}"]
         return lines
 
-    def gemm_calls(self, k: int) -> list[tuple[str, str, str, int, int]]:
-        """Segment ``k``'s GEMMs: (operand, weights, output binding, inner size, width)."""
-        groups = list(self.layout.groups)
-        calls = []
-        for source in self.kernels.segments[k].gemms:
-            g = groups.index(source)
-            width = len(self.layout.groups[source].members) * self.hidden
-            calls.append((self.operand[source], f"W_{g}", f"G_{g}", self.hidden, width))
-        return calls
+    def _segment(self, k: int) -> list[str]:
+        """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""
+        jobs = [(n, job) for n, job in enumerate(self.jobs) if job.segment == k]
+        lines = [f"/* segment {k} of step t on unit tiles u0 <= u < u1: tile by tile, its "
+                 "GEMMs, then its element-wise work while the tile is in cache */",
+                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t u0, "
+                 "ptrdiff_t u1, void **a) {"]
+        declared = set()
+        for n, job in jobs:
+            for name, written in ((job.operand, False), (job.out, True)):
+                if name in declared:
+                    continue
+                declared.add(name)
+                if name in self.snapshots.values():
+                    lines.append(f"    const T *restrict {name} = (const T *)a["
+                                 f"{self.names.index(name)}] + (t & 1) * batch * "
+                                 f"{self.hidden};")
+                elif name in self.operands.values():
+                    lines.append(f"    const T *restrict {name} = (const T *)a["
+                                 f"{self.names.index(name)}] + t * batch * {job.size};")
+                else:
+                    lines.append(self._pointer(name, written))
+            lines.append(f"    const T *restrict P_{n} = (const T *)a["
+                         f"{self.names.index(f'P_{n}')}];")
+            if job.bias is not None:
+                lines.append(f"    const T *restrict Pb_{n} = (const T *)a["
+                             f"{self.names.index(f'Pb_{n}')}];")
+        lines += ["    for (ptrdiff_t u = u0; u < u1; u++) {",
+                  "        const ptrdiff_t j0 = u * LANES;",
+                  "        const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;",
+                  "        for (ptrdiff_t r = 0; r < batch; r += MR) {",
+                  "            const ptrdiff_t m = batch - r < MR ? batch - r : MR;"]
+        for n, job in jobs:
+            bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
+            lines.append(f"            kernel_{job.blocks}(m, {job.size}, {job.operand} + r * "
+                         f"{job.size}, {job.size}, P_{n} + u * {job.size * job.blocks} * LANES, "
+                         f"{bias}, {job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
+                         f"{job.out_width}, n, {int(job.add)});")
+        lines += [f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
+                  "a);",
+                  f"            else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
+                  "        }", "    }", "}"]
+        return lines
 
     def _source(self) -> str:
-        name = re.sub(r"[^\w.-]", "_", self.schedule.graph.name)
+        name = re.sub(r"[^\w.-]", "_", self.spec.schedule.graph.name)
         segments = range(len(self.kernels.segments))
         lines = [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
                  f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
-                 "/* out[rows, n] = x[rows, k] . w[k, n], summed over k in order */",
-                 "static void gemm(ptrdiff_t rows, ptrdiff_t k, ptrdiff_t n, const T *restrict x,",
-                 "                 const T *restrict w, T *restrict out) {",
-                 "    for (ptrdiff_t b = 0; b < rows; b++) {",
-                 "        T *restrict o = out + b * n;",
-                 "        for (ptrdiff_t c = 0; c < n; c++) o[c] = 0;",
-                 "        for (ptrdiff_t q = 0; q < k; q++) {",
-                 "            const T v = x[b * k + q];",
-                 "            const T *restrict row = w + q * n;",
-                 "            for (ptrdiff_t c = 0; c < n; c++) o[c] += v * row[c];",
-                 "        }", "    }", "}", ""]
+                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.RUNTIME,
+                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
+                 gemm_c.kernels({job.blocks for job in self.jobs})]
         for k in segments:
-            lines += self._segment(k) + [""]
-        lines += ["/* segment k of step t, for batch rows b0 <= b < b1 */",
-                  "void lstm_graph_segment(ptrdiff_t k, ptrdiff_t t, ptrdiff_t batch, "
-                  "ptrdiff_t b0, ptrdiff_t b1, void **a) {",
-                  "    switch (k) {"]
-        lines += [f"    case {k}: segment_{k}(t, batch, b0, b1, a); break;" for k in segments]
-        lines += ["    }", "}", "",
-                  "/* steps t0 <= t < t1, GEMMs included */",
-                  "void lstm_graph_steps(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+            lines += self._elements(k) + [""] + self._segment(k) + [""]
+        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the unit "
+                  "tiles, a barrier after every segment */",
+                  "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
+                  "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                  "    const ptrdiff_t u0 = TILES * part / parts, "
+                  "u1 = TILES * (part + 1) / parts;",
+                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
                   "    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
-            for operand, weights, out, inner, width in self.gemm_calls(k):
-                i, w, o = (self.names.index(n) for n in (operand, weights, out))
-                lines.append(f"        gemm(batch, {inner}, {width}, (const T *)a[{i}], "
-                             f"(const T *)a[{w}], (T *)a[{o}]);")
-            lines.append(f"        segment_{k}(t, batch, 0, batch, a);")
+            lines += [f"        segment_{k}(t, batch, u0, u1, a);",
+                      "        barrier(parts, &sense);"]
         lines += ["    }", "}", ""]
         return "\n".join(lines)
 
@@ -258,60 +401,70 @@ class NativeStep:
 class _Build:
     """One compiled variant of the step (plain, or recording every assignment)."""
 
-    kernels: StepKernels
     step: NativeStep
-    steps: Any  # lstm_graph_steps(t0, t1, batch, a)
-    segment: Any  # lstm_graph_segment(k, t, batch, b0, b1, a)
+    run: Any  # lstm_graph_run(t0, t1, batch, a, parts)
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run
+    pointers: Any  # the argument array, its per-run entries set by each run
 
 
 class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
-    It keeps the hoisted ``S`` of its last run (``T·B`` rows of every dynamic linear's
-    input part) to reuse on the next run of the same length: page-faulting a fresh
-    buffer of that size costs as much as 2 % of a run. ``whole_loop`` forces a mode.
+    ``threads`` is how many threads share a run's work (default: the usable CPUs for
+    steps of at least :data:`THREAD_WORK` multiply-adds, else 1).
     """
 
     name = "native"
 
-    def __init__(self, spec: Spec, whole_loop: bool | None = None):
+    def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)
         if spec.xp is not np:
             raise BackendError("the native executor runs on the numpy backend only")
         require_compiler()
         self.layout = analyse(spec.schedule)
-        work = spec.batch * spec.hidden * sum(len(g.members) * spec.hidden
-                                              for g in self.layout.groups.values())
-        self.whole_loop = work <= WHOLE_LOOP_LIMIT if whole_loop is None else whole_loop
-        self.hoisting = pack_hoisted(self.layout, spec.params, spec.hidden, spec.dtype, unscaled)
-        self._hoisted = np.empty((0, 0), dtype=spec.dtype)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
-        self.kernels, self.step = self._plain.kernels, self._plain.step
+        self.kernels, self.step = self._plain.step.kernels, self._plain.step
+        work = self.step.work(spec.batch)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+        self.threads = threads if threads is not None else \
+            (1 if work < THREAD_WORK else min(cpus, 8))
+        self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def _build(self, trace: bool) -> _Build:
         spec, layout = self.spec, self.layout
         batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
         kernels = step_kernels(spec.schedule, layout, hidden, trace=trace)
-        step = NativeStep(spec.schedule, layout, kernels, dtype)
+        step = NativeStep(spec, layout, kernels)
         library = buildcache.library(step.source, ATTEMPTS, spec.schedule.graph.name)
-        steps, segment = library.lstm_graph_steps, library.lstm_graph_segment
-        steps.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p]
-        segment.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_void_p]
-        steps.restype = segment.restype = None
-        fixed: dict[str, np.ndarray] = {"S_bias": self.hoisting.bias}
+        run = library.lstm_graph_run
+        run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
+        run.restype = None
+        library.lstm_graph_lanes.restype = ctypes.c_ssize_t
+        lanes = int(library.lstm_graph_lanes())
+        fixed: dict[str, np.ndarray] = {"S": np.zeros((batch, step.hoisted_bias.shape[0]),
+                                                      dtype=dtype),
+                                        "S_bias": step.hoisted_bias}
         for binding in kernels.bindings.values():
             if binding.role is Role.PARAM:
                 fixed[binding.name] = np.ascontiguousarray(spec.params[binding.key], dtype=dtype)
-            elif binding.role is Role.BUFFER:
+            elif binding.role is Role.BUFFER or (binding.role is Role.STATIC
+                                                 and binding.key in step.statics):
                 fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
             elif binding.role is Role.GROUP:
                 width = len(layout.groups[binding.key].members) * hidden
                 fixed[binding.name] = np.empty((batch, width), dtype=dtype)
-        for name, source in step.weights.items():
-            fixed[name] = pack_group(layout, source, spec.params, dtype, unscaled)
-        return _Build(kernels, step, steps, segment, fixed)
+        for name in step.snapshots.values():
+            fixed[name] = np.empty((2, batch, hidden), dtype=dtype)
+        for k, job in enumerate(step.jobs):
+            fixed[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=dtype),
+                                                 job.blocks, hidden, lanes)
+            if job.bias is not None:
+                fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
+        pointers = (ctypes.c_void_p * len(step.names))(
+            *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
+        return _Build(step, run, fixed, pointers)
 
     @property
     def source(self) -> str:
@@ -327,65 +480,50 @@ class NativePlan(Executor):
         spec = self.spec
         if self._traced is None:
             self._traced = self._build(trace=True)
-        _, _, static, arrays = self._execute(self._traced, x, state, progress)
+        _, _, static, arrays = self._execute(self._traced, x, state, progress, everything=True)
         found = static_trace(spec.schedule, self.layout, static, np, x.shape[0], x.shape[1],
                              spec.width, spec.dtype)
-        found.update({b.key: arrays[b.name] for b in self._traced.kernels.of_role(Role.TRACE)})
+        found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
-                 progress: Progress | None
+                 progress: Progress | None, everything: bool = False
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
-        """Run ``build``; return ``y``, the final states, the static values and the arrays."""
-        spec, kernels = self.spec, build.kernels
+        """Run ``build``; return ``y``, the final states, the static values (all of them
+        with ``everything``, for a trace) and the per-run arrays."""
+        spec, step = self.spec, build.step
+        kernels, dtype, hidden = step.kernels, spec.dtype, spec.hidden
         steps, batch = x.shape[0], x.shape[1]
-        static = static_values(spec.schedule, self.layout, np, spec.params, x, spec.dtype)
-        arrays = dict(build.fixed)
-        rows, width = steps * batch, self.hoisting.width
-        if self._hoisted.shape != (rows, width):  # the last run's S, reused when T is the same
-            self._hoisted = np.empty((rows, width), dtype=spec.dtype)
-        arrays["S"] = hoist(np, static, self.hoisting, steps, batch, add_bias=False,
-                            out=self._hoisted)
+        static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
+                               skip=() if everything else step.statics)
+        arrays: dict[str, np.ndarray] = {}
+        for node_id, name in step.operands.items():
+            arrays[name] = np.ascontiguousarray(np.broadcast_to(
+                static[node_id], (steps, batch, spec.width(node_id))), dtype=dtype)
         if "y" in kernels.bindings:
-            arrays["y"] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-            y = arrays["y"]
+            y = arrays["y"] = np.empty((steps, batch, hidden), dtype=dtype)
         else:
-            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width,
-                              spec.dtype)
+            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
         for binding in kernels.bindings.values():
             if binding.role is Role.STATE:
-                arrays[binding.name] = np.array(state[binding.key], dtype=spec.dtype,
-                                                order="C", copy=True)
-            elif binding.role is Role.STATIC:
+                arrays[binding.name] = np.array(state[binding.key], dtype=dtype, order="C",
+                                                copy=True)
+            elif binding.role is Role.STATIC and binding.key not in step.statics:
                 value = static[binding.key].reshape(1) if binding.scalar else \
-                    np.broadcast_to(static[binding.key], (steps, batch, spec.hidden))
-                arrays[binding.name] = np.ascontiguousarray(value, dtype=spec.dtype)
+                    np.broadcast_to(static[binding.key], (steps, batch, hidden))
+                arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
             elif binding.role is Role.TRACE:
-                arrays[binding.name] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-        pointers = (ctypes.c_void_p * len(build.step.names))(
-            *(arrays[name].ctypes.data for name in build.step.names))
-        if self.whole_loop:
-            for start in range(0, steps, CHUNK):
-                stop = min(steps, start + CHUNK)
-                build.steps(start, stop, batch, pointers)
-                if progress is not None:
-                    progress(stop - start)
-        else:
-            self._segmented(build, steps, batch, arrays, pointers, progress)
+                arrays[binding.name] = np.empty((steps, batch, hidden), dtype=dtype)
+        for state_name, name in step.snapshots.items():
+            build.fixed[name][0] = arrays[f"old_{state_name}"]
+        pointers, index = build.pointers, step.names.index
+        for name, array in arrays.items():
+            pointers[index(name)] = array.ctypes.data
+        chunk = steps if progress is None else self.chunk
+        for start in range(0, steps, chunk):
+            stop = min(steps, start + chunk)
+            build.run(start, stop, batch, pointers, self.threads)
+            if progress is not None:
+                progress(stop - start)
         final = {b.key: arrays[b.name] for b in kernels.of_role(Role.STATE)}
         return y, {name: final[name] for name in spec.schedule.graph.states}, static, arrays
-
-    def _segmented(self, build: _Build, steps: int, batch: int, arrays: dict[str, np.ndarray],
-                   pointers: Any, progress: Progress | None) -> None:
-        """Per step: each segment's GEMMs through BLAS, then its fused C in one call."""
-        dot, segment = np.dot, build.segment
-        plan = [(k, [(arrays[operand], arrays[weights], arrays[out])
-                     for operand, weights, out, _, _ in build.step.gemm_calls(k)])
-                for k in range(len(build.kernels.segments))]
-        for t in range(steps):
-            for k, gemms in plan:
-                for operand, weights, out in gemms:
-                    dot(operand, weights, out)
-                segment(k, t, batch, 0, batch, pointers)
-            if progress is not None:
-                progress(1)

@@ -16,7 +16,7 @@ Everything here is written against the array namespace ``xp`` (NumPy or CuPy).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,9 @@ Array = Any
 
 
 def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
-                  x: Array, dtype: np.dtype) -> dict[str, Array]:
-    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
+                  x: Array, dtype: np.dtype, skip: Collection[str] = ()) -> dict[str, Array]:
+    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number);
+    but those in ``skip``, which the caller computes itself (no static node reads them)."""
     graph = schedule.graph
     (input_name,) = graph.inputs
     env: dict[str, Array] = {input_name: x}
@@ -41,7 +42,7 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
             env[node.id] = xp.asarray(node.value, dtype=dtype)
     for node_id in schedule.order:
         node = graph.node(node_id)
-        if node.kind is NodeKind.OP and node_id in layout.static:
+        if node.kind is NodeKind.OP and node_id in layout.static and node_id not in skip:
             args = [env[a] for a in node.args]
             weights = [params[p] for p in node.params]
             fast = node.op == "linear" and bool(args) and all(a.ndim == 3 for a in args) \
