@@ -38,7 +38,6 @@ the validated graph: numbers and generated names only.
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ from lstm_graph.executors.prepare import (
     static_trace,
     static_values,
     unscaled,
+    usable_threads,
 )
 from lstm_graph.ir import NodeKind, Size
 from lstm_graph.schedule import Schedule
@@ -410,8 +410,9 @@ class _Build:
 class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
-    ``threads`` is how many threads share a run's work (default: the usable CPUs for
-    steps of at least :data:`THREAD_WORK` multiply-adds, else 1).
+    ``threads`` is how many threads share a run's work (default: for steps of at least
+    :data:`THREAD_WORK` multiply-adds, :func:`~lstm_graph.executors.prepare.usable_threads`,
+    else 1).
     """
 
     name = "native"
@@ -426,10 +427,8 @@ class NativePlan(Executor):
         self._traced: _Build | None = None
         self.kernels, self.step = self._plain.step.kernels, self._plain.step
         work = self.step.work(spec.batch)
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            os.cpu_count() or 1
         self.threads = threads if threads is not None else \
-            (1 if work < THREAD_WORK else min(cpus, 8))
+            (1 if work < THREAD_WORK else usable_threads())
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def _build(self, trace: bool) -> _Build:

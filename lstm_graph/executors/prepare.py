@@ -16,6 +16,7 @@ Everything here is written against the array namespace ``xp`` (NumPy or CuPy).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,19 @@ from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
 
 Array = Any
+
+
+def usable_threads() -> int:
+    """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS`` if it is a positive number,
+    else the CPUs this process may run on (at most 8)."""
+    try:
+        wanted = int(os.environ.get("LSTM_GRAPH_THREADS", "0"))
+    except ValueError:
+        wanted = 0
+    if wanted > 0:
+        return wanted
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8))
 
 
 def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
