@@ -145,33 +145,57 @@ void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdi
 """
 
 
-def micro_kernel(rows: int, blocks: int) -> str:
-    """C for ``rows × blocks`` accumulators: ``out (+)= bias + a · panel`` on one unit tile.
+def splits(rows: int, blocks: int) -> int:
+    """Partial sums per accumulator: few rows and blocks make short chains of dependent
+    FMAs (each waits ~4 cycles for the last), so small kernels split ``k`` into 2 or 4
+    interleaved sums, added at the end; at most 8 accumulators, for AVX2's 16 registers."""
+    return max(1, min(4, 8 // (rows * blocks)))
 
-    ``a`` holds ``rows`` rows of ``k`` numbers (row stride ``lda``); the panel holds
-    ``k × blocks`` vectors; row ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``,
-    its first ``n`` lanes (a tile at the end of the hidden units may be partial).
-    ``bias`` (``blocks`` vectors, or NULL) is added, and with ``add`` the old contents.
+
+def micro_kernel(rows: int, blocks: int) -> str:
+    """C for ``rows × blocks`` accumulators: ``out (+)= bias + [a1 a2] · panel`` on one tile.
+
+    ``a1`` holds ``rows`` rows of ``k1`` numbers (row stride ``lda1``), ``a2`` rows of
+    ``k2`` (``k2`` may be 0): the product of the two operands side by side, as for
+    ``[x_t, h_{t-1}]``, in one set of accumulators. The panel holds ``(k1 + k2) ×
+    blocks`` vectors; row ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its
+    first ``n`` lanes (a tile at the end of the hidden units may be partial). ``bias``
+    (``blocks`` vectors, or NULL) is added, and with ``add`` the old contents.
     """
-    name = f"kernel_{rows}x{blocks}"
-    acc = [[f"c{r}_{v}" for v in range(blocks)] for r in range(rows)]
+    name, parts = f"kernel_{rows}x{blocks}", splits(rows, blocks)
+    acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
+            for v in range(blocks)] for r in range(rows)]
+
+    def step(a: str, q: str, s: int, indent: str) -> list[str]:
+        lines = [f"{indent}const vec w{v}_{s} = load_vec(p + (({q}) * {blocks} + {v}) * LANES);"
+                 for v in range(blocks)]
+        for r in range(rows):
+            lines.append(f"{indent}const T a{r}_{s} = {a}[{r} * lda + {q}];")
+            lines += [f"{indent}{acc[r][v][s]} += a{r}_{s} * w{v}_{s};" for v in range(blocks)]
+        return lines
+
     lines = [
-        f"/* {rows} rows x {blocks} gate blocks of one unit tile: out (+)= bias + a . panel */",
-        f"static void {name}(ptrdiff_t k, const T *restrict a, ptrdiff_t lda,",
-        "        const T *restrict panel, const T *restrict bias, T *restrict out,",
-        "        ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
-        *(f"    vec {', '.join(f'{c} = {{0}}' for c in row)};" for row in acc),
-        "    for (ptrdiff_t q = 0; q < k; q++) {",
-        *(f"        const vec w{v} = load_vec(panel + (q * {blocks} + {v}) * LANES);"
-          for v in range(blocks)),
+        f"/* {rows} rows x {blocks} gate blocks of one unit tile: out (+)= bias + [a1 a2] . "
+        "panel" + (f" ({parts} interleaved partial sums) */" if parts > 1 else " */"),
+        f"static void {name}(ptrdiff_t k1, const T *restrict a1, ptrdiff_t lda1, ptrdiff_t k2,",
+        "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel,",
+        "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
+        *(f"    vec {', '.join(f'{c} = {{0}}' for sums in row for c in sums)};" for row in acc),
     ]
-    for r in range(rows):
-        lines.append(f"        const T a{r} = a[{r} * lda + q];")
-        lines += [f"        {acc[r][v]} += a{r} * w{v};" for v in range(blocks)]
-    lines += ["    }"]
+    for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", f"panel + k1 * {blocks} * "
+                                                         "LANES")):
+        lines += ["    {", f"    const T *restrict a = {operand}, *restrict p = {start};",
+                  f"    const ptrdiff_t k = {size}, lda = lda{operand[1]};", "    ptrdiff_t q = 0;"]
+        if parts > 1:
+            lines.append(f"    for (; q + {parts} <= k; q += {parts}) {{")
+            for s in range(parts):
+                lines += step("a", f"q + {s}", s, "        ")
+            lines.append("    }")
+        lines += ["    for (; q < k; q++) {", *step("a", "q", 0, "        "), "    }", "    }"]
     for r in range(rows):
         for v in range(blocks):
-            lines.append(f"    store_tile(out + {r} * ldo + {v} * HIDDEN, {acc[r][v]}, "
+            total = " + ".join(acc[r][v]) if parts > 1 else acc[r][v][0]
+            lines.append(f"    store_tile(out + {r} * ldo + {v} * HIDDEN, {total}, "
                          f"bias ? bias + {v} * LANES : NULL, n, add);")
     lines.append("}")
     return "\n".join(lines)
@@ -195,12 +219,12 @@ static inline void store_tile(T *restrict out, vec v, const T *restrict bias, pt
 def dispatch(blocks: int) -> str:
     """C that calls the kernel of ``m`` rows (``1 ≤ m ≤ MR``) and ``blocks`` gate blocks."""
     lines = [f"/* m rows (m <= MR) x {blocks} gate blocks */",
-             f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k, const T *a, "
-             "ptrdiff_t lda, const T *panel, const T *bias, T *out, ptrdiff_t ldo, "
-             "ptrdiff_t n, _Bool add) {",
+             f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
+             "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
              "    switch (m) {"]
-    lines += [f"    case {r}: kernel_{r}x{blocks}(k, a, lda, panel, bias, out, ldo, n, add); "
-              "break;" for r in range(1, MAX_ROWS + 1)]
+    lines += [f"    case {r}: kernel_{r}x{blocks}(k1, a1, lda1, k2, a2, lda2, panel, bias, out, "
+              "ldo, n, add); break;" for r in range(1, MAX_ROWS + 1)]
     lines += ["    }", "}"]
     return "\n".join(lines)
 

@@ -169,12 +169,23 @@ def require_compiler() -> str:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One GEMM of a step, run on every tile: ``out[:, blocks] (+)= operand_t · W (+ b)``.
+class Operand:
+    """One operand of a GEMM job: an array name of the generated code, its row length
+    ``size``, and its weights ``(size, blocks·H)``."""
 
-    ``out`` and ``operand`` are array names of the generated code; ``first`` and
-    ``blocks`` say which ``H``-wide column blocks of ``out`` it writes (at most
-    :data:`~lstm_graph.executors.gemm_c.MAX_BLOCKS`); ``weights`` is ``(size, blocks·H)``.
+    name: str
+    size: int
+    weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class Job:
+    """One GEMM of a step, run on every tile: ``out[:, blocks] (+)= [a1 a2] · W (+ b)``.
+
+    ``out`` is an array name of the generated code; ``first`` and ``blocks`` say which
+    ``H``-wide column blocks of ``out`` it writes (at most
+    :data:`~lstm_graph.executors.gemm_c.MAX_BLOCKS`); one or two ``operands`` multiplied
+    side by side (``[x_t, h_{t-1}]``), so their products meet in the registers.
     """
 
     segment: int
@@ -182,23 +193,31 @@ class Job:
     out_width: int
     first: int
     blocks: int
-    operand: str
-    size: int
-    weights: np.ndarray
+    operands: tuple[Operand, ...]
     bias: np.ndarray | None = None
     add: bool = False
 
+    @property
+    def weights(self) -> np.ndarray:
+        """The panel's weights: the operands' stacked, ``(k1 + k2, blocks·H)``."""
+        return np.concatenate([o.weights for o in self.operands])
 
-def _chunks(segment: int, out: str, out_width: int, first: int, blocks: int, operand: str,
-            weights: np.ndarray, hidden: int, add: bool = False) -> list[Job]:
-    """The jobs of one product, cut into runs of at most MAX_BLOCKS column blocks."""
-    jobs = []
-    for start in range(0, blocks, gemm_c.MAX_BLOCKS):
-        count = min(gemm_c.MAX_BLOCKS, blocks - start)
-        jobs.append(Job(segment, out, out_width, first + start, count, operand,
-                        weights.shape[0],
-                        weights[:, start * hidden:(start + count) * hidden], None, add))
-    return jobs
+
+def folded(layout: Layout) -> list[str]:
+    """The linears whose hoisted product the native step computes inside their group's
+    per-step GEMM (every group's accumulators): their step reads no ``S``."""
+    return [m for group in layout.groups.values() for m in group.members[:group.accumulators]]
+
+
+def _runs(keys: list[Any]) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of equal neighbours in ``keys``, each at most MAX_BLOCKS long."""
+    runs: list[tuple[int, int]] = []
+    for k, key in enumerate(keys):
+        if runs and keys[runs[-1][0]] == key and k - runs[-1][0] < gemm_c.MAX_BLOCKS:
+            runs[-1] = (runs[-1][0], k + 1)
+        else:
+            runs.append((k, k + 1))
+    return runs
 
 
 def step_statics(schedule: Schedule, layout: Layout, kernels: StepKernels) -> list[str]:
@@ -255,40 +274,68 @@ class NativeStep:
         return kernels.binding_of(Role.BUFFER, node_id).name
 
     def _jobs(self) -> list[Job]:
+        """Every GEMM of a step. Each group's GEMM also multiplies the static operands of
+        its accumulators (``x_t`` for every built-in cell): a run of its blocks that
+        read the same static operands is one job over ``[x_t, h_{t-1}]``; blocks that
+        read none (or other static operands) are jobs of their own, so no operand is
+        ever multiplied by a zero weight block. The hoisted parts of linears without a
+        group (peepholes only) go into ``S``; static linears only the step reads into
+        their own per-step buffers."""
         spec, layout, kernels, hidden = self.spec, self.layout, self.kernels, self.hidden
         params, dtype = spec.params, spec.dtype
         jobs: list[Job] = []
         hoisting = pack_hoisted(layout, params, hidden, dtype, unscaled)
         self.hoisted_bias = hoisting.bias
-        width = hoisting.width
-        for term in hoisting.terms:  # the input parts of the dynamic linears, into S
-            jobs += _chunks(0, "S", width, term.start // hidden,
-                            (term.stop - term.start) // hidden, self._operand(term.operand),
-                            np.asarray(term.weights), hidden, term.accumulate)
+        owner = {layout.hoisted_column(m): (source, column)
+                 for source, group in layout.groups.items()
+                 for column, m in enumerate(group.members[:group.accumulators])}
+        pieces: dict[tuple[str, int], list[Operand]] = {}  # (group, column): static parts
+        for term in hoisting.terms:
+            first = term.start // hidden
+            weights = np.asarray(term.weights)
+            alone = []  # blocks of linears without a group: into S
+            for block in range(first, term.stop // hidden):
+                part = weights[:, (block - first) * hidden:(block - first + 1) * hidden]
+                if block in owner:
+                    pieces.setdefault(owner[block], []).append(
+                        Operand(self._operand(term.operand), part.shape[0], part))
+                else:
+                    alone.append(block)
+            for start, stop in _runs([b - k for k, b in enumerate(alone)]):
+                blocks = alone[start:stop]
+                part = weights[:, (blocks[0] - first) * hidden:(blocks[-1] + 1 - first) * hidden]
+                jobs.append(Job(0, "S", hoisting.width, blocks[0], len(blocks), (Operand(
+                    self._operand(term.operand), part.shape[0], part),), None, term.accumulate))
         for name in self.statics:  # static linears only the step reads
             node = spec.schedule.graph.node(name)
             out = kernels.binding_of(Role.STATIC, name).name
             for k, (arg, param) in enumerate(zip(node.args, node.params)):
                 weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
-                job = _chunks(0, out, hidden, 0, 1, self._operand(arg), weights, hidden,
-                              add=k > 0)[0]
-                if k == 0:
-                    job = Job(job.segment, job.out, job.out_width, 0, 1, job.operand,
-                              job.size, job.weights,
-                              np.asarray(params[node.params[-1]], dtype=dtype))
-                jobs.append(job)
+                bias = np.asarray(params[node.params[-1]], dtype=dtype) if k == 0 else None
+                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self._operand(arg),
+                                                               weights.shape[0], weights),),
+                                bias, add=k > 0))
         segment_of = {source: k for k, segment in enumerate(kernels.segments)
                       for source in segment.gemms}
         for g, source in enumerate(layout.groups):  # the per-step GEMM of each group
             members = len(layout.groups[source].members)
-            jobs += _chunks(segment_of[source], f"G_{g}", members * hidden, 0, members,
-                            self._operand(source),
-                            pack_group(layout, source, params, dtype, unscaled), hidden)
+            weights = pack_group(layout, source, params, dtype, unscaled)
+            statics = [pieces.get((source, column), []) for column in range(members)]
+            for start, stop in _runs([[o.name for o in ops] for ops in statics]):
+                operands = [Operand(o.name, o.size, np.concatenate(
+                    [p[k].weights for p in statics[start:stop]], 1))
+                    for k, o in enumerate(statics[start])]
+                operands.append(Operand(self._operand(source), hidden,
+                                        weights[:, start * hidden:stop * hidden]))
+                for k in range(0, len(operands), 2):  # two operands a job: more add on
+                    jobs.append(Job(segment_of[source], f"G_{g}", members * hidden, start,
+                                    stop - start, tuple(operands[k:k + 2]), None, k > 0))
         return jobs
 
     def work(self, batch: int) -> int:
         """Multiply-adds of one step's GEMMs."""
-        return batch * sum(job.size * job.blocks * self.hidden for job in self.jobs)
+        return batch * sum(o.size * job.blocks * self.hidden
+                           for job in self.jobs for o in job.operands)
 
     # -- the C source --------------------------------------------------------------------
 
@@ -337,7 +384,7 @@ class NativeStep:
                  "ptrdiff_t u1, void **a) {"]
         declared = set()
         for n, job in jobs:
-            for name, written in ((job.operand, False), (job.out, True)):
+            for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
                 if name in declared:
                     continue
                 declared.add(name)
@@ -346,8 +393,9 @@ class NativeStep:
                                  f"{self.names.index(name)}] + (t & 1) * batch * "
                                  f"{self.hidden};")
                 elif name in self.operands.values():
+                    size = next(o.size for o in job.operands if o.name == name)
                     lines.append(f"    const T *restrict {name} = (const T *)a["
-                                 f"{self.names.index(name)}] + t * batch * {job.size};")
+                                 f"{self.names.index(name)}] + t * batch * {size};")
                 else:
                     lines.append(self._pointer(name, written))
             lines.append(f"    const T *restrict P_{n} = (const T *)a["
@@ -355,18 +403,34 @@ class NativeStep:
             if job.bias is not None:
                 lines.append(f"    const T *restrict Pb_{n} = (const T *)a["
                              f"{self.names.index(f'Pb_{n}')}];")
-        lines += ["    for (ptrdiff_t u = u0; u < u1; u++) {",
-                  "        const ptrdiff_t j0 = u * LANES;",
-                  "        const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;",
-                  "        for (ptrdiff_t r = 0; r < batch; r += MR) {",
-                  "            const ptrdiff_t m = batch - r < MR ? batch - r : MR;"]
+        calls = []
         for n, job in jobs:
             bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
-            lines.append(f"            kernel_{job.blocks}(m, {job.size}, {job.operand} + r * "
-                         f"{job.size}, {job.size}, P_{n} + u * {job.size * job.blocks} * LANES, "
-                         f"{bias}, {job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
+            (a1, *rest), size = job.operands, sum(o.size for o in job.operands)
+            a2 = f"{rest[0].size}, {rest[0].name} + r * {rest[0].size}, {rest[0].size}" \
+                if rest else "0, NULL, 0"
+            calls.append(f"kernel_{job.blocks}(m, {a1.size}, {a1.name} + r * {a1.size}, "
+                         f"{a1.size}, {a2}, P_{n} + u * {size * job.blocks} * LANES, {bias}, "
+                         f"{job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
                          f"{job.out_width}, n, {int(job.add)});")
-        lines += [f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
+        tile = ["const ptrdiff_t j0 = u * LANES;",
+                "const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;"]
+        lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
+                  "element-wise work of all at once (their chains overlap) */",
+                  "        const ptrdiff_t r = 0, m = batch;",
+                  "        for (ptrdiff_t u = u0; u < u1; u++) {",
+                  *(f"            {line}" for line in tile + calls),
+                  "        }",
+                  "        const ptrdiff_t end = u1 * LANES < HIDDEN ? u1 * LANES : HIDDEN;",
+                  f"        if (u0 < u1) elements_{k}(t, batch, 0, batch, u0 * LANES, end, a);",
+                  "        return;",
+                  "    }",
+                  "    for (ptrdiff_t u = u0; u < u1; u++) {",
+                  *(f"        {line}" for line in tile),
+                  "        for (ptrdiff_t r = 0; r < batch; r += MR) {",
+                  "            const ptrdiff_t m = batch - r < MR ? batch - r : MR;",
+                  *(f"            {line}" for line in calls),
+                  f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
                   "a);",
                   f"            else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
                   "        }", "    }", "}"]
@@ -434,7 +498,8 @@ class NativePlan(Executor):
     def _build(self, trace: bool) -> _Build:
         spec, layout = self.spec, self.layout
         batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
-        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace)
+        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace,
+                               folded=folded(layout))
         step = NativeStep(spec, layout, kernels)
         library = buildcache.library(step.source, ATTEMPTS, spec.schedule.graph.name)
         run = library.lstm_graph_run
@@ -442,8 +507,9 @@ class NativePlan(Executor):
         run.restype = None
         library.lstm_graph_lanes.restype = ctypes.c_ssize_t
         lanes = int(library.lstm_graph_lanes())
-        fixed: dict[str, np.ndarray] = {"S": np.zeros((batch, step.hoisted_bias.shape[0]),
-                                                      dtype=dtype),
+        in_s = any("S" in segment.inputs for segment in kernels.segments)  # blank: zeros
+        fixed: dict[str, np.ndarray] = {"S": np.zeros((batch if in_s else 0,
+                                                       step.hoisted_bias.shape[0]), dtype=dtype),
                                         "S_bias": step.hoisted_bias}
         for binding in kernels.bindings.values():
             if binding.role is Role.PARAM:
