@@ -49,6 +49,7 @@ from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
+    Binding,
     Dialect,
     Role,
     StepKernels,
@@ -463,12 +464,17 @@ class NativeStep:
 
 @dataclass
 class _Build:
-    """One compiled variant of the step (plain, or recording every assignment)."""
+    """One compiled variant of the step (plain, or recording every assignment), with
+    everything a run needs worked out once (a small run lasts tens of microseconds)."""
 
     step: NativeStep
     run: Any  # lstm_graph_run(t0, t1, batch, a, parts)
-    fixed: dict[str, np.ndarray]  # the arrays that stay from run to run
+    fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
     pointers: Any  # the argument array, its per-run entries set by each run
+    python_statics: bool  # some static value is computed in NumPy before the loop
+    operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
+    per_run: list[Binding]  # static values and traces: new arrays every run
+    snapshots: list[tuple[str, str]]  # (state binding, its snapshots)
 
 
 class NativePlan(Executor):
@@ -527,9 +533,18 @@ class NativePlan(Executor):
                                                  job.blocks, hidden, lanes)
             if job.bias is not None:
                 fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
+        for binding in kernels.of_role(Role.STATE):
+            fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
         pointers = (ctypes.c_void_p * len(step.names))(
             *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
-        return _Build(step, run, fixed, pointers)
+        graph = spec.schedule.graph
+        python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
+                             and n.id not in step.statics for n in graph.nodes.values())
+        operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
+        per_run = [b for b in kernels.bindings.values() if b.role is Role.TRACE
+                   or (b.role is Role.STATIC and b.key not in step.statics)]
+        snapshots = [(f"old_{state}", name) for state, name in step.snapshots.items()]
+        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, snapshots)
 
     @property
     def source(self) -> str:
@@ -556,39 +571,46 @@ class NativePlan(Executor):
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
         """Run ``build``; return ``y``, the final states, the static values (all of them
         with ``everything``, for a trace) and the per-run arrays."""
-        spec, step = self.spec, build.step
-        kernels, dtype, hidden = step.kernels, spec.dtype, spec.hidden
+        spec, step, fixed = self.spec, build.step, build.fixed
+        dtype, hidden = spec.dtype, spec.hidden
         steps, batch = x.shape[0], x.shape[1]
-        static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
-                               skip=() if everything else step.statics)
+        graph = spec.schedule.graph
+        if everything or build.python_statics:
+            static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
+                                   skip=() if everything else step.statics)
+        else:
+            static = {next(iter(graph.inputs)): x}
+        pointers, index = build.pointers, step.names.index
         arrays: dict[str, np.ndarray] = {}
-        for node_id, name in step.operands.items():
-            arrays[name] = np.ascontiguousarray(np.broadcast_to(
-                static[node_id], (steps, batch, spec.width(node_id))), dtype=dtype)
-        if "y" in kernels.bindings:
+        for node_id, name, width in build.operands:
+            value = static[node_id]
+            if value.shape != (steps, batch, width) or value.dtype != dtype \
+                    or not value.flags.c_contiguous:
+                value = np.ascontiguousarray(np.broadcast_to(value, (steps, batch, width)),
+                                             dtype=dtype)
+            arrays[name] = value
+        if "y" in step.kernels.bindings:
             y = arrays["y"] = np.empty((steps, batch, hidden), dtype=dtype)
         else:
             y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
-        for binding in kernels.bindings.values():
-            if binding.role is Role.STATE:
-                arrays[binding.name] = np.array(state[binding.key], dtype=dtype, order="C",
-                                                copy=True)
-            elif binding.role is Role.STATIC and binding.key not in step.statics:
+        for binding in build.per_run:
+            if binding.role is Role.TRACE:
+                arrays[binding.name] = np.empty((steps, batch, hidden), dtype=dtype)
+            else:
                 value = static[binding.key].reshape(1) if binding.scalar else \
                     np.broadcast_to(static[binding.key], (steps, batch, hidden))
                 arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
-            elif binding.role is Role.TRACE:
-                arrays[binding.name] = np.empty((steps, batch, hidden), dtype=dtype)
-        for state_name, name in step.snapshots.items():
-            build.fixed[name][0] = arrays[f"old_{state_name}"]
-        pointers, index = build.pointers, step.names.index
         for name, array in arrays.items():
             pointers[index(name)] = array.ctypes.data
+        for name in graph.states:
+            fixed[f"old_{name}"][...] = state[name]
+        for name, snapshots in build.snapshots:
+            fixed[snapshots][0] = fixed[name]
         chunk = steps if progress is None else self.chunk
         for start in range(0, steps, chunk):
             stop = min(steps, start + chunk)
             build.run(start, stop, batch, pointers, self.threads)
             if progress is not None:
                 progress(stop - start)
-        final = {b.key: arrays[b.name] for b in kernels.of_role(Role.STATE)}
-        return y, {name: final[name] for name in spec.schedule.graph.states}, static, arrays
+        final = {name: fixed[f"old_{name}"].copy() for name in graph.states}
+        return y, final, static, arrays
