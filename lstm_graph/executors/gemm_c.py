@@ -33,6 +33,8 @@ import numpy as np
 MAX_BLOCKS = 4
 #: Rows of the largest micro-kernel generated (the C code picks MR ≤ this by ISA).
 MAX_ROWS = 6
+#: Bytes the arrays the kernels stream are aligned to (a cache line, an AVX-512 vector).
+ALIGNMENT = 64
 
 RUNTIME = r"""
 #include <pthread.h>
@@ -145,14 +147,14 @@ void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdi
 """
 
 
-def splits(rows: int, blocks: int) -> int:
+def splits(rows: int, blocks: int, registers: int) -> int:
     """Partial sums per accumulator: few rows and blocks make short chains of dependent
     FMAs (each waits ~4 cycles for the last), so small kernels split ``k`` into 2 or 4
-    interleaved sums, added at the end; at most 8 accumulators, for AVX2's 16 registers."""
-    return max(1, min(4, 8 // (rows * blocks)))
+    interleaved sums, added at the end; at most half the vector ``registers`` for them."""
+    return max(1, min(4, registers // 2 // (rows * blocks)))
 
 
-def micro_kernel(rows: int, blocks: int) -> str:
+def micro_kernel(rows: int, blocks: int, registers: int = 32) -> str:
     """C for ``rows × blocks`` accumulators: ``out (+)= bias + [a1 a2] · panel`` on one tile.
 
     ``a1`` holds ``rows`` rows of ``k1`` numbers (row stride ``lda1``), ``a2`` rows of
@@ -161,8 +163,9 @@ def micro_kernel(rows: int, blocks: int) -> str:
     blocks`` vectors; row ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its
     first ``n`` lanes (a tile at the end of the hidden units may be partial). ``bias``
     (``blocks`` vectors, or NULL) is added, and with ``add`` the old contents.
+    ``registers``: how many vector registers the target has (32 with AVX-512, else 16).
     """
-    name, parts = f"kernel_{rows}x{blocks}", splits(rows, blocks)
+    name, parts = f"kernel_{rows}x{blocks}", splits(rows, blocks, registers)
     acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
             for v in range(blocks)] for r in range(rows)]
 
@@ -240,9 +243,25 @@ def kernels(blocks: set[int]) -> str:
     closing = "\n".join(["#if defined(__clang__)", "#pragma clang fp contract(off)",
                          "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
     parts = [opening, STORE_TILE.strip()]
-    parts += [micro_kernel(r, v) for v in sorted(blocks) for r in range(1, MAX_ROWS + 1)]
+    for v in sorted(blocks):
+        for r in range(1, MAX_ROWS + 1):
+            wide, narrow = micro_kernel(r, v, 32), micro_kernel(r, v, 16)
+            parts += [wide] if wide == narrow else \
+                ["#if VB == 64  /* AVX-512: 32 vector registers */", wide, "#else", narrow,
+                 "#endif"]
     parts += [closing, *(dispatch(v) for v in sorted(blocks))]
     return "\n\n".join(parts) + "\n"
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` (C order) whose data starts on a 64-byte boundary, so that no
+    vector load of a whole tile straddles two cache lines (which costs two loads: a
+    run's time jumped by a third with the allocator's 16-byte alignment)."""
+    raw = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    placed = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    placed[...] = array
+    return placed
 
 
 def tiles(hidden: int, lanes: int) -> int:
@@ -260,7 +279,7 @@ def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int) -> np
     units = tiles(hidden, lanes) * lanes
     padded = np.zeros((k, blocks, units), dtype=weights.dtype)
     padded[:, :, :hidden] = weights.reshape(k, blocks, hidden)
-    return np.ascontiguousarray(padded.reshape(k, blocks, -1, lanes).transpose(2, 0, 1, 3))
+    return aligned(padded.reshape(k, blocks, -1, lanes).transpose(2, 0, 1, 3))
 
 
 def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndarray:
@@ -268,4 +287,4 @@ def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndar
     units = tiles(hidden, lanes) * lanes
     padded = np.zeros((blocks, units), dtype=bias.dtype)
     padded[:, :hidden] = bias.reshape(blocks, hidden)
-    return np.ascontiguousarray(padded.reshape(blocks, -1, lanes).transpose(1, 0, 2))
+    return aligned(padded.reshape(blocks, -1, lanes).transpose(1, 0, 2))

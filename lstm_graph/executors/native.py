@@ -56,6 +56,7 @@ from lstm_graph.executors.codegen_c import (
     step_kernels,
 )
 from lstm_graph.executors.contract import Array, Executor, Progress, Spec
+from lstm_graph.executors.gemm_c import aligned
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     pack_group,
@@ -514,27 +515,28 @@ class NativePlan(Executor):
         library.lstm_graph_lanes.restype = ctypes.c_ssize_t
         lanes = int(library.lstm_graph_lanes())
         in_s = any("S" in segment.inputs for segment in kernels.segments)  # blank: zeros
-        fixed: dict[str, np.ndarray] = {"S": np.zeros((batch if in_s else 0,
-                                                       step.hoisted_bias.shape[0]), dtype=dtype),
-                                        "S_bias": step.hoisted_bias}
+        fixed: dict[str, np.ndarray] = {"S": aligned(np.zeros((batch if in_s else 0,
+                                                               step.hoisted_bias.shape[0]),
+                                                              dtype=dtype)),
+                                        "S_bias": aligned(step.hoisted_bias)}
         for binding in kernels.bindings.values():
             if binding.role is Role.PARAM:
-                fixed[binding.name] = np.ascontiguousarray(spec.params[binding.key], dtype=dtype)
+                fixed[binding.name] = aligned(np.asarray(spec.params[binding.key], dtype=dtype))
             elif binding.role is Role.BUFFER or (binding.role is Role.STATIC
                                                  and binding.key in step.statics):
-                fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
+                fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
             elif binding.role is Role.GROUP:
                 width = len(layout.groups[binding.key].members) * hidden
-                fixed[binding.name] = np.empty((batch, width), dtype=dtype)
+                fixed[binding.name] = aligned(np.zeros((batch, width), dtype=dtype))
         for name in step.snapshots.values():
-            fixed[name] = np.empty((2, batch, hidden), dtype=dtype)
+            fixed[name] = aligned(np.zeros((2, batch, hidden), dtype=dtype))
         for k, job in enumerate(step.jobs):
             fixed[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=dtype),
                                                  job.blocks, hidden, lanes)
             if job.bias is not None:
                 fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
         for binding in kernels.of_role(Role.STATE):
-            fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
+            fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
         pointers = (ctypes.c_void_p * len(step.names))(
             *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
         graph = spec.schedule.graph
