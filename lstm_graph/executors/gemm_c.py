@@ -8,14 +8,15 @@ weights), so they are worth their own code rather than a BLAS call per step:
   :data:`LANES <lanes>` hidden units: panel ``u`` holds, for every ``k``, the
   tile's units of every block side by side (``W[k, v·H + u·lanes + l]`` at
   ``[u, k, v, l]``). A tile's panel is contiguous, so the micro-kernel streams it.
-- **Micro-kernel.** :func:`micro_kernel` writes, for ``m`` rows and ``nv`` blocks,
-  a register-blocked kernel with ``m × nv`` vector accumulators, unrolled, in GCC's
-  vector extensions: the vector is 64 bytes wide where the compiler targets
-  AVX-512, 32 with AVX, else 16 (the ``VB`` macro of :data:`RUNTIME`), so one
-  source serves every x86 machine (and others). Only these kernels may contract
-  ``a·b + c`` into fused multiply-adds; the element-wise code stays uncontracted.
-  A kernel's rows come in blocks of ``MR`` (6 with AVX-512's 32 vector registers,
-  else 3), so ``MR × 4`` accumulators and the operands fit in the registers.
+- **Micro-kernel.** :func:`micro_kernel` writes, for ``m`` rows and ``c`` gate
+  blocks, a register-blocked kernel with ``m × c`` vector accumulators, unrolled,
+  in GCC's vector extensions: the vector is 64 bytes wide where the compiler
+  targets AVX-512, 32 with AVX, else 16 (the ``VB`` macro of :data:`RUNTIME`), so
+  one source serves every x86 machine (and others). Rows come in blocks of up to 6;
+  a kernel takes up to 4 blocks with AVX-512's 32 vector registers and 2 with 16
+  (AVX2), so the accumulators, a row of the panel and a broadcast fit in the
+  registers. Only these kernels may contract ``a·b + c`` into fused multiply-adds;
+  the element-wise code stays uncontracted.
 - **Thread pool.** :data:`RUNTIME` keeps persistent worker threads. A run wakes
   them once (a condition variable), they split the hidden units' tiles, meet at a
   spin barrier after every segment of every step, and go back to sleep on the
@@ -29,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Gate blocks one micro-kernel call covers at most (its accumulators: rows × blocks).
+#: Gate blocks one job covers at most (one kernel call with AVX-512, two with AVX2).
 MAX_BLOCKS = 4
-#: Rows of the largest micro-kernel generated (the C code picks MR ≤ this by ISA).
+#: Rows of the largest micro-kernel (``MR`` in the C).
 MAX_ROWS = 6
 #: Bytes the arrays the kernels stream are aligned to (a cache line, an AVX-512 vector).
 ALIGNMENT = 64
@@ -46,14 +47,12 @@ RUNTIME = r"""
 /* The vector: as wide as the widest registers the compiler may use. */
 #if defined(__AVX512F__)
 #define VB 64
-#define MR 6
 #elif defined(__AVX__)
 #define VB 32
-#define MR 3
 #else
 #define VB 16
-#define MR 3
 #endif
+#define MR 6  /* rows the micro-kernels take at once */
 typedef T vec __attribute__((vector_size(VB)));
 #define LANES ((ptrdiff_t)(VB / sizeof(T)))
 
@@ -63,9 +62,6 @@ static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
 
 /* The lanes (hidden units per tile) this build packs its weights for. */
 ptrdiff_t lstm_graph_lanes(void) { return LANES; }
-
-/* Rows the micro-kernels take at once. */
-ptrdiff_t lstm_graph_rows(void) { return MR; }
 
 /* -- the thread pool: workers sleep between runs and meet at a barrier within one -- */
 
@@ -154,49 +150,48 @@ def splits(rows: int, blocks: int, registers: int) -> int:
     return max(1, min(4, registers // 2 // (rows * blocks)))
 
 
-def micro_kernel(rows: int, blocks: int, registers: int = 32) -> str:
-    """C for ``rows × blocks`` accumulators: ``out (+)= bias + [a1 a2] · panel`` on one tile.
+def micro_kernel(rows: int, columns: int, registers: int) -> str:
+    """C for ``rows × columns`` vector accumulators: ``out (+)= bias + [a1 a2] · panel``.
 
     ``a1`` holds ``rows`` rows of ``k1`` numbers (row stride ``lda1``), ``a2`` rows of
     ``k2`` (``k2`` may be 0): the product of the two operands side by side, as for
-    ``[x_t, h_{t-1}]``, in one set of accumulators. The panel holds ``(k1 + k2) ×
-    blocks`` vectors; row ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its
-    first ``n`` lanes (a tile at the end of the hidden units may be partial). ``bias``
-    (``blocks`` vectors, or NULL) is added, and with ``add`` the old contents.
-    ``registers``: how many vector registers the target has (32 with AVX-512, else 16).
+    ``[x_t, h_{t-1}]``, in one set of accumulators. The panel holds ``ps`` vectors per
+    ``k`` (one per gate block of the job), of which this kernel reads ``columns``; row
+    ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its first ``n`` lanes (a
+    tile at the end of the hidden units may be partial). ``bias`` (or NULL) is added,
+    and with ``add`` the old contents. ``registers``: the target's vector registers.
     """
-    name, parts = f"kernel_{rows}x{blocks}", splits(rows, blocks, registers)
+    name, parts = f"kernel_{rows}x{columns}", splits(rows, columns, registers)
     acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
-            for v in range(blocks)] for r in range(rows)]
+            for v in range(columns)] for r in range(rows)]
 
-    def step(a: str, q: str, s: int, indent: str) -> list[str]:
-        lines = [f"{indent}const vec w{v}_{s} = load_vec(p + (({q}) * {blocks} + {v}) * LANES);"
-                 for v in range(blocks)]
+    def step(q: str, s: int, indent: str) -> list[str]:
+        lines = [f"{indent}const vec w{v}_{s} = load_vec(p + (({q}) * ps + {v}) * LANES);"
+                 for v in range(columns)]
         for r in range(rows):
-            lines.append(f"{indent}const T a{r}_{s} = {a}[{r} * lda + {q}];")
-            lines += [f"{indent}{acc[r][v][s]} += a{r}_{s} * w{v}_{s};" for v in range(blocks)]
+            lines.append(f"{indent}const T a{r}_{s} = a[{r} * lda + {q}];")
+            lines += [f"{indent}{acc[r][v][s]} += a{r}_{s} * w{v}_{s};" for v in range(columns)]
         return lines
 
     lines = [
-        f"/* {rows} rows x {blocks} gate blocks of one unit tile: out (+)= bias + [a1 a2] . "
+        f"/* {rows} rows x {columns} gate blocks of one unit tile: out (+)= bias + [a1 a2] . "
         "panel" + (f" ({parts} interleaved partial sums) */" if parts > 1 else " */"),
         f"static void {name}(ptrdiff_t k1, const T *restrict a1, ptrdiff_t lda1, ptrdiff_t k2,",
-        "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel,",
+        "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel, ptrdiff_t ps,",
         "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
         *(f"    vec {', '.join(f'{c} = {{0}}' for sums in row for c in sums)};" for row in acc),
     ]
-    for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", f"panel + k1 * {blocks} * "
-                                                         "LANES")):
+    for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", "panel + k1 * ps * LANES")):
         lines += ["    {", f"    const T *restrict a = {operand}, *restrict p = {start};",
                   f"    const ptrdiff_t k = {size}, lda = lda{operand[1]};", "    ptrdiff_t q = 0;"]
         if parts > 1:
             lines.append(f"    for (; q + {parts} <= k; q += {parts}) {{")
             for s in range(parts):
-                lines += step("a", f"q + {s}", s, "        ")
+                lines += step(f"q + {s}", s, "        ")
             lines.append("    }")
-        lines += ["    for (; q < k; q++) {", *step("a", "q", 0, "        "), "    }", "    }"]
+        lines += ["    for (; q < k; q++) {", *step("q", 0, "        "), "    }", "    }"]
     for r in range(rows):
-        for v in range(blocks):
+        for v in range(columns):
             total = " + ".join(acc[r][v]) if parts > 1 else acc[r][v][0]
             lines.append(f"    store_tile(out + {r} * ldo + {v} * HIDDEN, {total}, "
                          f"bias ? bias + {v} * LANES : NULL, n, add);")
@@ -219,21 +214,33 @@ static inline void store_tile(T *restrict out, vec v, const T *restrict bias, pt
 """
 
 
-def dispatch(blocks: int) -> str:
-    """C that calls the kernel of ``m`` rows (``1 ≤ m ≤ MR``) and ``blocks`` gate blocks."""
-    lines = [f"/* m rows (m <= MR) x {blocks} gate blocks */",
+def pieces(blocks: int, widest: int) -> list[tuple[int, int]]:
+    """``(first, count)`` runs of at most ``widest`` of a job's ``blocks`` gate blocks."""
+    return [(v, min(widest, blocks - v)) for v in range(0, blocks, widest)]
+
+
+def dispatch(blocks: int, widest: int) -> str:
+    """C that runs a job of ``blocks`` gate blocks on ``m`` rows (``1 ≤ m ≤ MR``): one
+    kernel call per run of at most ``widest`` blocks."""
+    lines = [f"/* m rows (m <= MR) x {blocks} gate blocks, {widest} at a time */",
              f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
-             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
-             "    switch (m) {"]
-    lines += [f"    case {r}: kernel_{r}x{blocks}(k1, a1, lda1, k2, a2, lda2, panel, bias, out, "
-              "ldo, n, add); break;" for r in range(1, MAX_ROWS + 1)]
-    lines += ["    }", "}"]
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {"]
+    for first, count in pieces(blocks, widest):
+        lines.append("    switch (m) {")
+        lines += [f"    case {r}: kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + "
+                  f"{first} * LANES, {blocks}, bias ? bias + {first} * LANES : NULL, out + "
+                  f"{first} * HIDDEN, ldo, n, add); break;" for r in range(1, MAX_ROWS + 1)]
+        lines.append("    }")
+    lines.append("}")
     return "\n".join(lines)
 
 
 def kernels(blocks: set[int]) -> str:
-    """Every micro-kernel for these block counts, contracted to FMAs, and their dispatch."""
+    """Every micro-kernel these jobs' block counts need, contracted to FMAs, and their
+    dispatch: 6 rows × up to 4 blocks with AVX-512's 32 vector registers, 6 rows × up to
+    2 blocks with 16 (AVX2, SSE: the classic 6 × 16 floats of AVX2), so the accumulators,
+    a row of the panel and a broadcast fit in the registers."""
     opening = "\n".join([
         "/* The micro-kernels: the only code where a * b + c may become one fused",
         "   multiply-add (one rounding instead of two). */",
@@ -243,13 +250,13 @@ def kernels(blocks: set[int]) -> str:
     closing = "\n".join(["#if defined(__clang__)", "#pragma clang fp contract(off)",
                          "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
     parts = [opening, STORE_TILE.strip()]
-    for v in sorted(blocks):
-        for r in range(1, MAX_ROWS + 1):
-            wide, narrow = micro_kernel(r, v, 32), micro_kernel(r, v, 16)
-            parts += [wide] if wide == narrow else \
-                ["#if VB == 64  /* AVX-512: 32 vector registers */", wide, "#else", narrow,
-                 "#endif"]
-    parts += [closing, *(dispatch(v) for v in sorted(blocks))]
+    for condition, registers, widest in (("#if VB == 64  /* AVX-512: 32 vector registers */",
+                                          32, 4), ("#else  /* 16 vector registers */", 16, 2)):
+        columns = sorted({c for b in blocks for _, c in pieces(b, widest)})
+        parts += [condition, *(micro_kernel(r, c, registers) for c in columns
+                               for r in range(1, MAX_ROWS + 1))]
+        parts += [dispatch(b, widest) for b in sorted(blocks)]
+    parts += ["#endif", closing]
     return "\n\n".join(parts) + "\n"
 
 
