@@ -260,13 +260,20 @@ def kernels(blocks: set[int]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def aligned(array: np.ndarray) -> np.ndarray:
-    """A copy of ``array`` (C order) whose data starts on a 64-byte boundary, so that no
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-order array whose data starts on a 64-byte boundary, so that no
     vector load of a whole tile straddles two cache lines (which costs two loads: a
-    run's time jumped by a third with the allocator's 16-byte alignment)."""
-    raw = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
+    run's time jumped by a third with the allocator's 16-byte alignment), and two
+    threads writing neighbouring tiles never share a cache line."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
-    placed = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` in C order, 64-byte aligned (see :func:`aligned_empty`)."""
+    placed = aligned_empty(array.shape, array.dtype)
     placed[...] = array
     return placed
 

@@ -56,7 +56,7 @@ from lstm_graph.executors.codegen_c import (
     step_kernels,
 )
 from lstm_graph.executors.contract import Array, Executor, Progress, Spec
-from lstm_graph.executors.gemm_c import aligned
+from lstm_graph.executors.gemm_c import aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     pack_group,
@@ -596,12 +596,12 @@ class NativePlan(Executor):
                                              dtype=dtype)
             arrays[name] = value
         if "y" in step.kernels.bindings:
-            y = arrays["y"] = np.empty((steps, batch, hidden), dtype=dtype)
+            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype)
         else:
             y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
         for binding in build.per_run:
             if binding.role is Role.TRACE:
-                arrays[binding.name] = np.empty((steps, batch, hidden), dtype=dtype)
+                arrays[binding.name] = aligned_empty((steps, batch, hidden), dtype)
             else:
                 value = static[binding.key].reshape(1) if binding.scalar else \
                     np.broadcast_to(static[binding.key], (steps, batch, hidden))
