@@ -187,6 +187,29 @@ def test_runs_of_any_length_reuse_the_plan_and_keep_no_per_run_buffer():
     assert {name: array.nbytes for name, array in plan._plain.fixed.items()} == kept
 
 
+def test_two_python_threads_running_plans_of_one_build_take_turns_in_the_pool():
+    cell = lstm_graph.load_cell("gru")
+    run = cell.compile(input_size=6, hidden_size=40)
+    plans = [NativePlan(spec(cell, run.params, 8, 6, 40), threads=2) for _ in range(2)]
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((30, 8, 6)).astype("float32") for _ in range(2)]
+    zeros = {"h": np.zeros((8, 40), "float32")}
+    expected = [plan.run(x, zeros)[0] for plan, x in zip(plans, xs)]
+    results: list[list[np.ndarray]] = [[], []]
+
+    def repeat(k: int) -> None:
+        for _ in range(20):
+            results[k].append(plans[k].run(xs[k], zeros)[0])
+
+    workers = [threading.Thread(target=repeat, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for k in range(2):
+        assert all(np.array_equal(y, expected[k]) for y in results[k])
+
+
 def _thread_seconds() -> dict[str, float]:
     """CPU seconds each thread of this process has used (from /proc)."""
     found = {}

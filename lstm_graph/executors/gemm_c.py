@@ -72,6 +72,7 @@ static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, ptrdiff_t t1
 typedef struct { ptrdiff_t t0, t1, batch; void **a; ptrdiff_t parts; } work_t;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;  /* one pooled run at a time */
 static ptrdiff_t pool_workers;          /* worker threads running (the caller is part 0) */
 static pid_t pool_pid;            /* the process that started them (a fork has none) */
 static uint64_t pool_round;       /* bumped for every run */
@@ -112,33 +113,38 @@ static void *pool_worker(void *arg) {
     return NULL;
 }
 
-/* Steps t0 <= t < t1 on up to `parts` threads (the caller and parts - 1 workers). */
+/* Steps t0 <= t < t1 on up to `parts` threads (the caller and parts - 1 workers). Runs
+   that share the pool (plans of one build, called from two threads) take turns. */
 void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdiff_t parts) {
     if (parts > MAX_THREADS) parts = MAX_THREADS;
-    if (parts > 1) {
-        pthread_mutex_lock(&pool_lock);
-        if (pool_pid != getpid()) {  /* first run, or a forked child: no workers yet */
-            pool_workers = 0;
-            pool_pid = getpid();
-        }
-        while (pool_workers < parts - 1) {
-            pthread_t thread;
-            pthread_attr_t attr;
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            const _Bool failed = pthread_create(&thread, &attr, pool_worker,
-                                                (void *)(intptr_t)(pool_workers + 1)) != 0;
-            pthread_attr_destroy(&attr);
-            if (failed) break;
-            pool_workers++;
-        }
-        if (parts > pool_workers + 1) parts = pool_workers + 1;
-        pool_work = (work_t){t0, t1, batch, a, parts};
-        pool_round++;
-        pthread_cond_broadcast(&pool_wake);
-        pthread_mutex_unlock(&pool_lock);
+    if (parts <= 1) {
+        run_part(0, 1, t0, t1, batch, a);
+        return;
     }
+    pthread_mutex_lock(&run_lock);
+    pthread_mutex_lock(&pool_lock);
+    if (pool_pid != getpid()) {  /* first run, or a forked child: no workers yet */
+        pool_workers = 0;
+        pool_pid = getpid();
+    }
+    while (pool_workers < parts - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const _Bool failed = pthread_create(&thread, &attr, pool_worker,
+                                            (void *)(intptr_t)(pool_workers + 1)) != 0;
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool_workers++;
+    }
+    if (parts > pool_workers + 1) parts = pool_workers + 1;
+    pool_work = (work_t){t0, t1, batch, a, parts};
+    pool_round++;
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_lock);
     run_part(0, parts, t0, t1, batch, a);
+    pthread_mutex_unlock(&run_lock);
 }
 """
 
