@@ -176,6 +176,29 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     return {"times": times, "peak_mib": (_memory()[1] - before) / 2**20}
 
 
+def _cpu_times() -> tuple[int, int]:
+    """All CPUs' time so far and the idle part of it, in clock ticks (Linux's /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def wait_idle(limit: float, quiet: float = 0.9) -> bool:
+    """Wait (at most ``limit`` seconds) until the CPUs were ``quiet`` (idle fraction) for a
+    whole second, so that a block does not start while another program loads a shared
+    machine; False if it never was, or where /proc/stat cannot be read."""
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            total, idle = _cpu_times()
+            time.sleep(1.0)
+            total2, idle2 = _cpu_times()
+            if (idle2 - idle) >= quiet * max(1, total2 - total):
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _in_subprocess(contender: str, name: str, size: str, repeat: int, threads: int,
                    output: Path | None) -> dict[str, Any]:
     """:func:`time_block` in a fresh Python process, with thread pools sized to ``threads``."""
@@ -230,8 +253,9 @@ class Row:
 
 
 def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
-            contenders: list[str]) -> Row:
-    """Every contender on one cell and size: ``blocks`` processes each, taking turns."""
+            contenders: list[str], idle: float = 0.0) -> Row:
+    """Every contender on one cell and size: ``blocks`` processes each, taking turns;
+    each after waiting up to ``idle`` seconds for the CPUs to be idle."""
     if name == "peephole_lstm":  # PyTorch has no peephole LSTM
         contenders = [c for c in contenders if c != "torch"]
     timings = {c: Timing() for c in contenders}
@@ -241,6 +265,8 @@ def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
         for block in range(blocks):
             for contender in contenders:
                 times = repeat if contender != "reference" else max(1, repeat // 3)
+                if idle > 0:
+                    wait_idle(idle)
                 result = _in_subprocess(contender, name, size, times, threads,
                                         outputs[contender] if block == 0 else None)
                 timings[contender].blocks.append(result["times"])
@@ -327,17 +353,20 @@ def table(rows: list[Row]) -> str:
 
 
 def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
-           seconds: float) -> str:
+           seconds: float, idle: float = 0.0) -> str:
     """The markdown between the markers: machine, method, table, scale, command."""
+    waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
+        if idle > 0 else ""
+    command = "python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0 else "")
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
             f"{blocks} blocks of {repeat} timed runs after a warm-up (the large size: "
-            f"{max(3, repeat // 2)}), taking turns; ms: median of all runs (range of the "
-            f"blocks' medians). Target: ours ÷ best peer ≤ {TARGET}× at every size.\n\n"
+            f"{max(3, repeat // 2)}), taking turns{waited}; ms: median of all runs (range of "
+            f"the blocks' medians). Target: ours ÷ best peer ≤ {TARGET}× at every size.\n\n"
             f"{table(rows)}\n\n"
             f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
             f"**{seconds:.2f} s** (target < 2 s; the default executor compiles cells of "
             f"more than {MAX_NODES} ops to the NumPy plan, not to C).\n\n"
-            f"Command: `python -m lstm_graph.bench --markdown docs/benchmarks.md`\n{END}")
+            f"Command: `{command} --markdown docs/benchmarks.md`\n{END}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=3, help="processes per contender")
     parser.add_argument("--threads", type=int, default=2, help="every contender's threads")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each block, wait up to this long for idle CPUs "
+                             "(a machine shared with other programs)")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -368,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes.split(","):
         for name in args.cells.split(","):
             repeat = args.repeat if size != "large" else max(3, args.repeat // 2)
-            row = measure(name, size, repeat, args.blocks, args.threads, contenders)
+            row = measure(name, size, repeat, args.blocks, args.threads, contenders,
+                          args.wait_idle)
             rows.append(row)
             print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
                   f"(ours {_ms(row.timings['ours'])} ms; NumPy plan "
@@ -376,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_ms(row.peers[row.best_peer])} ms)", flush=True)
     nodes, seconds = scale()
     print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s (target < 2 s)")
-    text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds)
+    text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
+                  args.wait_idle)
     print(text)
     if args.markdown:
         page = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"

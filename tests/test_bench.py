@@ -45,3 +45,9 @@ def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path,
     model, _ = bench.cpu()
     assert f"Machine: {model}" in text and "threads for every contender" in text
     assert "ours/best" in capsys.readouterr().out
+
+
+def test_waiting_for_idle_cpus_gives_up_at_its_limit():
+    began = bench.time.monotonic()
+    assert bench.wait_idle(0.0) is False
+    assert bench.time.monotonic() - began < 1.0
