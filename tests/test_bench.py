@@ -30,6 +30,7 @@ def test_a_row_compares_with_the_best_peer_and_reports_the_spread():
     line = bench.table([row]).splitlines()[-1]
     assert "| lstm | medium (100, 64, 128, 256) | 1500.00 (1000.00–2000.00) |" in line
     assert "**0.50×**" in line and "1.50× (≤ 2.0×)" in line and "| 1.0 / 5.0 |" in line
+    assert "**0.50×** | 0.50× |" in line  # the quietest blocks: 1.0 against 2.0
 
 
 def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path, capsys):
