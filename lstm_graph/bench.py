@@ -332,10 +332,12 @@ def machine(threads: int) -> str:
 
 
 def _ms(timing: Timing | None) -> str:
+    """Milliseconds: the median (the blocks' range), 3 decimals below 1 ms, else 2."""
     if timing is None:
         return "—"
     low, high = timing.spread
-    return f"{timing.median * 1e3:.2f} ({low * 1e3:.2f}–{high * 1e3:.2f})"
+    digits = 3 if timing.median < 1e-3 else 2
+    return f"{timing.median * 1e3:.{digits}f} ({low * 1e3:.{digits}f}–{high * 1e3:.{digits}f})"
 
 
 def table(rows: list[Row]) -> str:
