@@ -257,6 +257,12 @@ class Row:
         return self.timings[contender].spread[0] / best
 
 
+def runs(size: str, repeat: int) -> int:
+    """Timed runs per block: ``repeat``; 20 times as many at the small size (a block of
+    10 runs of 0.05 ms would last half a millisecond), half as many at the large one."""
+    return {"small": 20 * repeat, "large": max(3, repeat // 2)}.get(size, repeat)
+
+
 def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
             contenders: list[str], idle: float = 0.0) -> Row:
     """Every contender on one cell and size: ``blocks`` processes each, taking turns;
@@ -367,8 +373,9 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
         if idle > 0 else ""
     command = "python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0 else "")
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
-            f"{blocks} blocks of {repeat} timed runs after a warm-up (the large size: "
-            f"{max(3, repeat // 2)}), taking turns{waited}; ms: median of all runs (range of "
+            f"{blocks} blocks of {runs('medium', repeat)} timed runs after a warm-up (small: "
+            f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
+            f"turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
             f"peer's fastest block's. Target: ours ÷ best peer ≤ {TARGET}× at every size.\n\n"
             f"{table(rows)}\n\n"
@@ -408,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes.split(","):
         for name in args.cells.split(","):
-            repeat = args.repeat if size != "large" else max(3, args.repeat // 2)
+            repeat = runs(size, args.repeat)
             row = measure(name, size, repeat, args.blocks, args.threads, contenders,
                           args.wait_idle)
             rows.append(row)
