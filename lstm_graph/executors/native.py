@@ -41,7 +41,7 @@ import ctypes
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -467,6 +467,14 @@ class NativeStep:
         return "\n".join(lines)
 
 
+def _address(array: np.ndarray) -> int:
+    """Where a C-contiguous array's data starts (for a writable one, through a ctypes view
+    of its buffer: half the microsecond that ``array.ctypes.data`` takes)."""
+    if array.flags.writeable and array.size:
+        return ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, array)))  # NumPy: a buffer
+    return int(array.ctypes.data)
+
+
 @dataclass
 class _Build:
     """One compiled variant of the step (plain, or recording every assignment), with
@@ -479,7 +487,7 @@ class _Build:
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
     per_run: list[Binding]  # static values and traces: new arrays every run
-    snapshots: list[tuple[str, str]]  # (state binding, its snapshots)
+    states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
 
 
 class NativePlan(Executor):
@@ -549,8 +557,9 @@ class NativePlan(Executor):
         operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
         per_run = [b for b in kernels.bindings.values() if b.role is Role.TRACE
                    or (b.role is Role.STATIC and b.key not in step.statics)]
-        snapshots = [(f"old_{state}", name) for state, name in step.snapshots.items()]
-        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, snapshots)
+        states = [(state, fixed[f"old_{state}"], fixed[step.snapshots[state]][0]
+                   if state in step.snapshots else None) for state in graph.states]
+        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, states)
 
     @property
     def source(self) -> str:
@@ -577,15 +586,14 @@ class NativePlan(Executor):
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
         """Run ``build``; return ``y``, the final states, the static values (all of them
         with ``everything``, for a trace) and the per-run arrays."""
-        spec, step, fixed = self.spec, build.step, build.fixed
+        spec, step = self.spec, build.step
         dtype, hidden = spec.dtype, spec.hidden
         steps, batch = x.shape[0], x.shape[1]
-        graph = spec.schedule.graph
         if everything or build.python_statics:
             static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
                                    skip=() if everything else step.statics)
         else:
-            static = {next(iter(graph.inputs)): x}
+            static = {next(iter(spec.schedule.graph.inputs)): x}
         pointers, index = build.pointers, step.names.index
         arrays: dict[str, np.ndarray] = {}
         for node_id, name, width in build.operands:
@@ -595,8 +603,9 @@ class NativePlan(Executor):
                 value = np.ascontiguousarray(np.broadcast_to(value, (steps, batch, width)),
                                              dtype=dtype)
             arrays[name] = value
-        if "y" in step.kernels.bindings:
-            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype)
+        if "y" in step.kernels.bindings:  # aligned where threads write neighbouring tiles
+            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype) \
+                if self.threads > 1 else np.empty((steps, batch, hidden), dtype=dtype)
         else:
             y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
         for binding in build.per_run:
@@ -607,16 +616,18 @@ class NativePlan(Executor):
                     np.broadcast_to(static[binding.key], (steps, batch, hidden))
                 arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
         for name, array in arrays.items():
-            pointers[index(name)] = array.ctypes.data
-        for name in graph.states:
-            fixed[f"old_{name}"][...] = state[name]
-        for name, snapshots in build.snapshots:
-            fixed[snapshots][0] = fixed[name]
-        chunk = steps if progress is None else self.chunk
-        for start in range(0, steps, chunk):
-            stop = min(steps, start + chunk)
-            build.run(start, stop, batch, pointers, self.threads)
-            if progress is not None:
+            pointers[index(name)] = _address(array)
+        copyto = np.copyto
+        for name, buffer, snapshot in build.states:
+            copyto(buffer, state[name])
+            if snapshot is not None:
+                copyto(snapshot, buffer)
+        if progress is None:
+            build.run(0, steps, batch, pointers, self.threads)
+        else:
+            for start in range(0, steps, self.chunk):
+                stop = min(steps, start + self.chunk)
+                build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
-        final = {name: fixed[f"old_{name}"].copy() for name in graph.states}
+        final = {name: buffer.copy() for name, buffer, _ in build.states}
         return y, final, static, arrays
