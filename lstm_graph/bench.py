@@ -1,32 +1,45 @@
-"""Benchmarks: our executors against PyTorch and onnxruntime, in one process.
+"""Benchmarks: our executors against PyTorch and onnxruntime, each in a process of its own.
 
     python -m lstm_graph.bench                      # all cells and sizes, printed
     python -m lstm_graph.bench --markdown docs/benchmarks.md
 
-Every executor runs the same weights on the same input; times are medians of
-repeated runs after a warm-up, and are reported as **ratios to the best peer
-measured in the same run** (a time alone means nothing on a shared machine).
-Each row also checks that the outputs agree. Benchmarks are not tests: no
-test asserts on time. Needs the test extras (torch, onnx, onnxruntime).
+Every contender (our default executor, the NumPy plan, ``torch.nn.LSTM``/``GRU``,
+onnxruntime's ``LSTM``/``GRU``, optionally the reference interpreter) runs the
+same weights on the same input, and is timed **in a fresh process of its own**:
+it builds, warms up, then runs a block of timed repeats, with no other runtime
+loaded, so no other runtime's threads can spin against it. Each contender gets
+``--blocks`` such processes, taking turns with the others (contender A's block,
+then B's, ..., then A's again), so a shared machine's drift touches all alike.
+A time is the median of all of a contender's timed runs; the spread is the
+range of its blocks' medians. Ratios compare with the best peer measured in the
+same run. Peak memory is the process's peak resident set during the block less
+its resident set just before the contender is built (its weights, every buffer
+it keeps or allocates, and its outputs). Peers and our executor run on
+``--threads`` threads. Benchmarks are not tests: no test asserts on time.
+Needs the test extras (torch, onnx, onnxruntime).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import lstm_graph
-from lstm_graph.executors.buildcache import compiler
+from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 
@@ -35,64 +48,28 @@ SIZES = {  # T, B, I, H
     "medium": (100, 64, 128, 256),
     "large": (50, 256, 512, 1024),
 }
-TARGETS = {"small": 10.0, "medium": 1.5, "large": 1.1}
+#: Our default executor's time ÷ the best peer's that the project aims at, at every size.
+TARGET = 1.0
+#: The NumPy plan's target at medium and large (none at small, where Python's overhead
+#: per NumPy call dominates).
+NUMPY_TARGETS = {"medium": 2.0, "large": 2.0}
 FAMILY = {"lstm": "lstm", "peephole_lstm": "lstm", "gru": "gru"}
+CONTENDERS = ("ours", "numpy", "torch", "onnxruntime", "reference")
+PEERS = ("torch", "onnxruntime")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: CPU features worth naming in a table header, in this order.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
-def median_time(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm-up: plans compile, caches fill
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+# -- one contender, in its own process -------------------------------------------------------
 
-
-def interleaved_medians(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median seconds of each of ``runs``, measured in rounds that take turns.
-
-    On a shared machine the speed drifts over seconds; measuring contenders in turn,
-    ``repeat`` rounds, exposes them to the same drift. In each turn a contender runs
-    once untimed first, so no one is timed while the previous one's threads still spin
-    (OpenBLAS's and onnxruntime's workers busy-wait for a while after a call).
-    """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, run in runs.items():
-            run()
-            began = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - began)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def peak_mib(run: Callable[[], object]) -> float:
-    """Peak traced allocation (NumPy buffers included) during one call, in MiB."""
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
-
-
-@dataclass
-class Row:
-    cell: str
-    size: str
-    ours: float
-    executor: str
-    numpy_plan: float
-    reference: float | None
-    peers: dict[str, float]
-    peak: float
-    error: float
-
-    @property
-    def best_peer(self) -> float:
-        return min(self.peers.values())
+def problem(name: str, size: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The weights and input every contender runs (deterministic: seeded)."""
+    steps, batch, input_size, hidden = SIZES[size]
+    weights = lstm_graph.load_cell(name).random_weights(input_size, hidden, seed=0)
+    x = np.random.default_rng(1).standard_normal((steps, batch, input_size)).astype("float32")
+    return weights, x
 
 
 def _torch_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
@@ -138,33 +115,179 @@ def _onnx_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads
     return lambda: session.run(None, {"X": x})[0][:, 0]
 
 
-def measure(name: str, size: str, repeat: int, threads: int, reference: bool) -> Row:
-    steps, batch, input_size, hidden = SIZES[size]
-    cell = lstm_graph.load_cell(name)
-    weights = cell.random_weights(input_size, hidden, seed=0)
-    x = np.random.default_rng(1).standard_normal((steps, batch, input_size)).astype("float32")
-    ours = cell.compile(weights=weights)
-    y = ours(x)[0]
-    numpy_plan = cell.compile(weights=weights, executor="numpy")
-    runs: dict[str, Callable[[], object]] = {"ours": lambda: ours(x),
-                                             "numpy": lambda: numpy_plan(x)}
+def _ours(executor: str) -> Callable[[str, dict[str, np.ndarray], np.ndarray, int],
+                                     Callable[[], np.ndarray]]:
+    def make(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
+             ) -> Callable[[], np.ndarray]:
+        runner = lstm_graph.load_cell(name).compile(weights=weights, executor=executor)
+        runner(x[:1])  # build it outside the timed block (a C build is cached on disk)
+        return lambda: runner(x)[0]
+
+    return make
+
+
+MAKERS = {"ours": _ours("plan"), "numpy": _ours("numpy"), "reference": _ours("reference"),
+          "torch": _torch_peer, "onnxruntime": _onnx_peer}
+
+
+def _memory() -> tuple[int, int]:
+    """This process's resident set now and its peak since the last :func:`_reset_peak`, in
+    bytes (Linux's /proc; elsewhere the peak since the start, twice)."""
+    try:
+        status = Path("/proc/self/status").read_text().splitlines()
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in status
+               if line.startswith(("VmRSS:", "VmHWM:"))}
+        return kib["VmRSS"] * 1024, kib["VmHWM"] * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak if sys.platform == "darwin" else peak * 1024
+        return peak, peak
+
+
+def _reset_peak() -> None:
+    """Start the peak resident set afresh from the current one (Linux 4.0 and later)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
+               output: Path | None = None) -> dict[str, Any]:
+    """Build one contender, warm it up, time ``repeat`` runs: ``{"times", "peak_mib"}``.
+
+    Meant to run in a process of its own (see :func:`main`'s ``--contender``); the
+    peak is measured from just before the build. ``output``: where to save ``y``.
+    """
+    weights, x = problem(name, size)
+    if contender in PEERS:  # import outside the measured growth, as for our code
+        __import__("torch" if contender == "torch" else "onnxruntime")
+    _reset_peak()
+    before, _ = _memory()
+    run = MAKERS[contender](name, weights, x, threads)
+    y = run()  # warm-up
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    if output is not None:
+        np.save(output, np.asarray(y))
+    return {"times": times, "peak_mib": (_memory()[1] - before) / 2**20}
+
+
+def _cpu_times() -> tuple[int, int]:
+    """All CPUs' time so far and the idle part of it, in clock ticks (Linux's /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def wait_idle(limit: float, quiet: float = 0.9) -> bool:
+    """Wait (at most ``limit`` seconds) until the CPUs were ``quiet`` (idle fraction) for a
+    whole second, so that a block does not start while another program loads a shared
+    machine; False if it never was, or where /proc/stat cannot be read."""
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            total, idle = _cpu_times()
+            time.sleep(1.0)
+            total2, idle2 = _cpu_times()
+            if (idle2 - idle) >= quiet * max(1, total2 - total):
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _in_subprocess(contender: str, name: str, size: str, repeat: int, threads: int,
+                   output: Path | None) -> dict[str, Any]:
+    """:func:`time_block` in a fresh Python process, with thread pools sized to ``threads``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), LSTM_GRAPH_THREADS=str(threads))
+    command = [sys.executable, "-m", "lstm_graph.bench", "--contender", contender,
+               "--cells", name, "--sizes", size, "--repeat", str(repeat),
+               "--threads", str(threads)] + (["--output", str(output)] if output else [])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{contender} on {name} {size} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- the report --------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    """One contender's timed runs (seconds), by block, and its peak memory growth."""
+
+    blocks: list[list[float]] = field(default_factory=list)
+    peak_mib: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(t for block in self.blocks for t in block)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        medians = [statistics.median(block) for block in self.blocks]
+        return min(medians), max(medians)
+
+
+@dataclass
+class Row:
+    cell: str
+    size: str
+    timings: dict[str, Timing]
+    error: float  # largest |ours - peer| over the peers' outputs
+
+    @property
+    def peers(self) -> dict[str, Timing]:
+        return {k: v for k, v in self.timings.items() if k in PEERS}
+
+    @property
+    def best_peer(self) -> str:
+        return min(self.peers, key=lambda k: self.peers[k].median)
+
+    def ratio(self, contender: str) -> float:
+        return self.timings[contender].median / self.peers[self.best_peer].median
+
+    def quietest_ratio(self, contender: str) -> float:
+        """The ratio of the fastest blocks' medians (each contender's quietest block)."""
+        best = min(timing.spread[0] for timing in self.peers.values())
+        return self.timings[contender].spread[0] / best
+
+
+def runs(size: str, repeat: int) -> int:
+    """Timed runs per block: ``repeat``; 20 times as many at the small size (a block of
+    10 runs of 0.05 ms would last half a millisecond), half as many at the large one."""
+    return {"small": 20 * repeat, "large": max(3, repeat // 2)}.get(size, repeat)
+
+
+def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
+            contenders: list[str], idle: float = 0.0) -> Row:
+    """Every contender on one cell and size: ``blocks`` processes each, taking turns;
+    each after waiting up to ``idle`` seconds for the CPUs to be idle."""
+    if name == "peephole_lstm":  # PyTorch has no peephole LSTM
+        contenders = [c for c in contenders if c != "torch"]
+    timings = {c: Timing() for c in contenders}
     error = 0.0
-    candidates = {"onnxruntime": _onnx_peer}
-    if name != "peephole_lstm":  # PyTorch has no peephole LSTM
-        candidates["torch"] = _torch_peer
-    for peer, make in candidates.items():
-        runs[peer] = make(name, weights, x, threads)
-        error = max(error, float(np.max(np.abs(runs[peer]() - y))))
-    medians = interleaved_medians(runs, repeat)
-    ours_time, numpy_time = medians.pop("ours"), medians.pop("numpy")
-    peers = medians
-    reference_time = None
-    if reference:
-        slow = cell.compile(weights=weights, executor="reference")
-        reference_time = median_time(lambda: slow(x), max(1, repeat // 3))
-    first_run = peak_mib(lambda: cell.compile(weights=weights)(x))  # every buffer it keeps
-    return Row(name, size, ours_time, ours.ran_with or "", numpy_time, reference_time, peers,
-               first_run, error)
+    with tempfile.TemporaryDirectory() as scratch:
+        outputs = {c: Path(scratch, f"{c}.npy") for c in contenders}
+        for block in range(blocks):
+            for contender in contenders:
+                times = repeat if contender != "reference" else max(1, repeat // 3)
+                if idle > 0:
+                    wait_idle(idle)
+                result = _in_subprocess(contender, name, size, times, threads,
+                                        outputs[contender] if block == 0 else None)
+                timings[contender].blocks.append(result["times"])
+                timings[contender].peak_mib = max(timings[contender].peak_mib,
+                                                  result["peak_mib"])
+        ours = np.load(outputs["ours"])
+        for peer in PEERS:
+            if peer in contenders:
+                error = max(error, float(np.max(np.abs(np.load(outputs[peer]) - ours))))
+    return Row(name, size, timings, error)
 
 
 def scale(nodes: int = 10_000) -> tuple[int, float]:
@@ -184,58 +307,103 @@ def scale(nodes: int = 10_000) -> tuple[int, float]:
     return len(cell.graph.nodes), time.perf_counter() - began
 
 
+def cpu() -> tuple[str, list[str]]:
+    """The CPU's model name and the vector extensions it has (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, [f for f in VECTOR_FLAGS if f in flags]
+
+
 def machine(threads: int) -> str:
     import numpy
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-    import subprocess
-
-
+    model, extensions = cpu()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cc = compiler()
-    if cc:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-        cc = version.splitlines()[0] if version else cc
-    return (f"{cpu}, {cores} cores; Python {platform.python_version()}, NumPy {numpy.__version__}, "
-            f"C compiler {cc or 'none'}, PyTorch {torch.__version__} ({threads} threads), "
-            f"onnxruntime {onnxruntime.__version__} ({threads} threads), float32")
+    return (f"{model} ({', '.join(extensions) or 'no vector extensions listed'}), {cores} "
+            f"cores; C compiler {compiler_version(cc) if cc else 'none'}; Python "
+            f"{platform.python_version()}, NumPy {numpy.__version__}, PyTorch {torch.__version__}"
+            f", onnxruntime {onnxruntime.__version__}; {threads} threads for every contender; "
+            "float32")
+
+
+def _ms(timing: Timing | None) -> str:
+    """Milliseconds: the median (the blocks' range), 3 decimals below 1 ms, else 2."""
+    if timing is None:
+        return "—"
+    low, high = timing.spread
+    digits = 3 if timing.median < 1e-3 else 2
+    return f"{timing.median * 1e3:.{digits}f} ({low * 1e3:.{digits}f}–{high * 1e3:.{digits}f})"
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| cell | size (T, B, I, H) | ours ms | torch ms | onnxruntime ms | ours ÷ best peer "
-             "| target | NumPy plan ÷ best peer | reference ÷ best peer | peak MiB "
-             "| max abs diff |",
+    lines = ["| cell | size (T, B, I, H) | ours ms | torch ms | onnxruntime ms "
+             "| ours ÷ best peer | quietest blocks | NumPy plan ÷ best peer "
+             "| reference ÷ best peer | peak MiB: ours / best peer | max abs diff |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        torch_ms = f"{r.peers['torch'] * 1e3:.2f}" if "torch" in r.peers else "—"
-        ref = f"{r.reference / r.best_peer:.1f}×" if r.reference else "—"
+        t = r.timings
+        numpy_ratio = f"{r.ratio('numpy'):.2f}×" if "numpy" in t else "—"
+        if "numpy" in t and r.size in NUMPY_TARGETS:
+            numpy_ratio += f" (≤ {NUMPY_TARGETS[r.size]}×)"
+        reference = f"{r.ratio('reference'):.1f}×" if "reference" in t else "—"
         lines.append(
-            f"| {r.cell} | {r.size} {SIZES[r.size]} | {r.ours * 1e3:.2f} | {torch_ms} | "
-            f"{r.peers['onnxruntime'] * 1e3:.2f} | **{r.ours / r.best_peer:.2f}×** | "
-            f"≤ {TARGETS[r.size]}× | {r.numpy_plan / r.best_peer:.2f}× | {ref} | "
-            f"{r.peak:.1f} | {r.error:.1e} |")
+            f"| {r.cell} | {r.size} {SIZES[r.size]} | {_ms(t['ours'])} | {_ms(t.get('torch'))} "
+            f"| {_ms(t.get('onnxruntime'))} | **{r.ratio('ours'):.2f}×** "
+            f"| {r.quietest_ratio('ours'):.2f}× | {numpy_ratio} "
+            f"| {reference} | {t['ours'].peak_mib:.1f} / {r.peers[r.best_peer].peak_mib:.1f} "
+            f"| {r.error:.1e} |")
     return "\n".join(lines)
+
+
+def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
+           seconds: float, idle: float = 0.0) -> str:
+    """The markdown between the markers: machine, method, table, scale, command."""
+    waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
+        if idle > 0 else ""
+    command = "python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0 else "")
+    return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
+            f"{blocks} blocks of {runs('medium', repeat)} timed runs after a warm-up (small: "
+            f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
+            f"turns{waited}; ms: median of all runs (range of "
+            f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
+            f"peer's fastest block's. Target: ours ÷ best peer ≤ {TARGET}× at every size.\n\n"
+            f"{table(rows)}\n\n"
+            f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
+            f"**{seconds:.2f} s** (target < 2 s; the default executor compiles cells of "
+            f"more than {MAX_NODES} ops to the NumPy plan, not to C).\n\n"
+            f"Command: `{command} --markdown docs/benchmarks.md`\n{END}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", default="lstm,peephole_lstm,gru")
     parser.add_argument("--sizes", default="small,medium,large")
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2, help="peers' threads")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per block")
+    parser.add_argument("--blocks", type=int, default=3, help="processes per contender")
+    parser.add_argument("--threads", type=int, default=2, help="every contender's threads")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each block, wait up to this long for idle CPUs "
+                             "(a machine shared with other programs)")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
+    parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.contender:  # one block of one contender: this process is its own
+        print(json.dumps(time_block(args.contender, args.cells, args.sizes, args.repeat,
+                                    args.threads, args.output)))
+        return 0
     try:
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
@@ -243,33 +411,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks need the test extras (pip install 'lstm-graph[test]'): {err}",
               file=sys.stderr)
         return 1
+    contenders = [c for c in CONTENDERS if c != "reference" or not args.no_reference]
     rows = []
     for size in args.sizes.split(","):
         for name in args.cells.split(","):
-            repeat = args.repeat if size != "large" else max(3, args.repeat // 2)
-            row = measure(name, size, repeat, args.threads, not args.no_reference)
+            repeat = runs(size, args.repeat)
+            row = measure(name, size, repeat, args.blocks, args.threads, contenders,
+                          args.wait_idle)
             rows.append(row)
-            print(f"{name:14} {size:6}  ours/best {row.ours / row.best_peer:6.2f}×  "
-                  f"(ours {row.ours * 1e3:.2f} ms, {row.executor}; NumPy plan "
-                  f"{row.numpy_plan / row.best_peer:.2f}×; best peer "
-                  f"{row.best_peer * 1e3:.2f} ms)", flush=True)
+            print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
+                  f"(ours {_ms(row.timings['ours'])} ms; NumPy plan "
+                  f"{row.ratio('numpy'):.2f}×; best peer {row.best_peer} "
+                  f"{_ms(row.peers[row.best_peer])} ms)", flush=True)
     nodes, seconds = scale()
     print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s (target < 2 s)")
-    executors = sorted({r.executor for r in rows})
-    report = (f"{START}\nMachine: {machine(args.threads)}. \"ours\" is the default executor "
-              f"(ran with: {', '.join(executors)}).\n\n{table(rows)}\n\n"
-              f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
-              f"**{seconds:.2f} s** (target < 2 s; the default executor compiles cells of "
-              f"more than {MAX_NODES} ops to the NumPy plan, not to C).\n\n"
-              f"Command: `python -m lstm_graph.bench --markdown docs/benchmarks.md`\n{END}")
-    print(report)
+    text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
+                  args.wait_idle)
+    print(text)
     if args.markdown:
-        text = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"
-        before, _, rest = text.partition(START)
+        page = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"
+        before, _, rest = page.partition(START)
         _, _, after = rest.partition(END)
         from lstm_graph.formats.files import write_atomic
 
-        write_atomic(args.markdown, (before + report + after).encode())
+        write_atomic(args.markdown, (before + text + after).encode())
     return 0
 
 

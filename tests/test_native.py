@@ -7,8 +7,12 @@ NumPy, in units in the last place.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,35 +54,48 @@ def assert_same(ours, reference, dtype, message=""):
                                    err_msg=message)
 
 
-@pytest.mark.parametrize("mode", [dict(whole_loop=True), dict(whole_loop=False)])
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", lstm_graph.builtin_names())
-def test_native_agrees_with_reference_on_builtins(name, dtype, mode):
+def test_native_agrees_with_reference_on_builtins(name, dtype, threads):
     cell = lstm_graph.load_cell(name)
     x = np.random.default_rng(1).standard_normal((12, 3, 5)).astype(dtype)
-    plan, ours, reference = compare(cell, x, 7, dtype, **mode)
-    assert plan.whole_loop == mode["whole_loop"]
+    plan, ours, reference = compare(cell, x, 7, dtype, threads=threads)
+    assert plan.threads == threads
     assert_same(ours, reference, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_tiles_rows_and_threads_cover_every_unit_and_row(name, threads):
+    """Several unit tiles (the last one partial) and row blocks (the last one short),
+    split between threads; a NaN in one sequence stays in that sequence."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(4).standard_normal((5, 13, 9)).astype("float32")
+    x[2, 4, 3] = np.nan
+    _, ours, reference = compare(cell, x, 41, "float32", threads=threads)
+    assert_same(ours, reference, "float32")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
-       batch=st.integers(1, 3), whole_loop=st.booleans(), seed=st.integers(0, 2**16))
-def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, whole_loop, seed):
+       batch=st.integers(1, 3), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, threads, seed):
     cell = lstm_graph.compile_source(source, "random.cell")
     x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
     if seed % 3 == 0:
         x[1, 0, seed % 2] = np.nan
-    _, ours, reference = compare(cell, x, 3, dtype, seed, whole_loop=whole_loop)
+    _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
     assert_same(ours, reference, dtype, source)
 
 
-def test_default_executor_is_native_and_picks_the_mode_by_step_size():
+def test_default_executor_is_native_and_picks_the_threads_by_step_size():
     run = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=32)
     run(np.zeros((2, 1, 4), "float32"))
     assert run.ran_with == "native"
-    assert run.compiled(1).whole_loop  # small: the whole time loop is one C call
-    assert not run.compiled(64).whole_loop  # large: BLAS GEMMs, fused C element-wise
+    assert run.compiled(1).threads == 1  # small steps: one thread
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert run.compiled(64).threads == min(cpus or 1, 8)  # large ones: every CPU
 
 
 def spec(cell, params, batch, input_size, hidden, dtype="float32"):
@@ -95,7 +112,9 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     source = sources.pop()
     assert source.count("lg_expf(-") == 3  # the f, i and o valves
     assert source.count("lg_tanhf(") == 2 + 1  # g, tanh(c), and the definition
-    assert "gemm(batch, 8, 32," in source  # one GEMM for the four gates
+    # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
+    assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
+    assert source.count("kernel_4(m,") == 2 and "S[" not in source
     assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)
     assert len(list(tmp_path.glob("*.so"))) == 1  # built once, then reused
@@ -105,15 +124,16 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert "lg_expf" not in double and "exp(-" in double  # float64: the C library's
 
 
-def test_progress_reports_every_step_in_both_modes():
+def test_progress_reports_every_step_with_one_or_two_threads(monkeypatch):
+    monkeypatch.setattr(native, "PROGRESS_WORK", 1)  # a report after every step
     cell = lstm_graph.load_cell("gru")
     run = cell.compile(input_size=2, hidden_size=3)
-    for whole_loop in (True, False):
-        plan = NativePlan(spec(cell, run.params, 2, 2, 3), whole_loop=whole_loop)
+    for threads in (1, 2):
+        plan = NativePlan(spec(cell, run.params, 2, 2, 3), threads=threads)
         calls: list[int] = []
         plan.run(np.zeros((6, 2, 2), "float32"), {"h": np.zeros((2, 3), "float32")},
                  calls.append)
-        assert sum(calls) == 6
+        assert calls == [1] * 6
 
 
 def test_nan_in_the_input_propagates_as_in_the_reference():
@@ -153,21 +173,70 @@ def test_a_failing_compiler_falls_back_to_the_numpy_plan_with_a_one_line_warning
     assert "\n" not in str(caught[0].message)
 
 
-def test_the_hoisted_buffer_is_reused_for_runs_of_the_same_length():
+def test_runs_of_any_length_reuse_the_plan_and_keep_no_per_run_buffer():
     cell = lstm_graph.load_cell("peephole_lstm")
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 4, 3)).astype("float32")
-    plan, first, reference = compare(cell, x, 5, "float32", whole_loop=False)
-    buffer = plan._hoisted
+    plan, first, reference = compare(cell, x, 5, "float32", threads=2)
+    kept = {name: array.nbytes for name, array in plan._plain.fixed.items()}
     zeros = {s: np.zeros((4, 5), "float32") for s in cell.graph.states}
     reference_run = cell.compile(input_size=3, hidden_size=5, seed=0, executor="reference")
-    for steps in (6, 9, 6):
+    for steps in (6, 9, 1):
         x = rng.standard_normal((steps, 4, 3)).astype("float32")
         assert_same(plan.run(x, zeros), reference_run(x), "float32", f"T = {steps}")
-    assert plan._hoisted.shape == buffer.shape and plan._hoisted is not buffer  # T changed
-    again = plan._hoisted
-    plan.run(x, zeros)
-    assert plan._hoisted is again
+    assert {name: array.nbytes for name, array in plan._plain.fixed.items()} == kept
+
+
+def test_two_python_threads_running_plans_of_one_build_take_turns_in_the_pool():
+    cell = lstm_graph.load_cell("gru")
+    run = cell.compile(input_size=6, hidden_size=40)
+    plans = [NativePlan(spec(cell, run.params, 8, 6, 40), threads=2) for _ in range(2)]
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((30, 8, 6)).astype("float32") for _ in range(2)]
+    zeros = {"h": np.zeros((8, 40), "float32")}
+    expected = [plan.run(x, zeros)[0] for plan, x in zip(plans, xs)]
+    results: list[list[np.ndarray]] = [[], []]
+
+    def repeat(k: int) -> None:
+        for _ in range(20):
+            results[k].append(plans[k].run(xs[k], zeros)[0])
+
+    workers = [threading.Thread(target=repeat, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for k in range(2):
+        assert all(np.array_equal(y, expected[k]) for y in results[k])
+
+
+def _thread_seconds() -> dict[str, float]:
+    """CPU seconds each thread of this process has used (from /proc)."""
+    found = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_worker_threads_sleep_between_runs():
+    """After a run returns no thread of ours spins: the next contender gets the cores."""
+    cell = lstm_graph.load_cell("lstm")
+    run = cell.compile(input_size=8, hidden_size=64)
+    plan = NativePlan(spec(cell, run.params, 16, 8, 64), threads=2)
+    x = np.random.default_rng(0).standard_normal((50, 16, 8)).astype("float32")
+    plan.run(x, {s: np.zeros((16, 64), "float32") for s in cell.graph.states})
+    time.sleep(0.3)
+    before = _thread_seconds()
+    time.sleep(0.5)
+    after = _thread_seconds()
+    main = str(threading.get_native_id())
+    busy = sum(after[t] - before[t] for t in after if t in before and t != main)
+    assert busy < 0.1
 
 
 def test_tuning_flags_the_compiler_rejects_are_left_out(monkeypatch, tmp_path):

@@ -31,7 +31,7 @@ output (of size I, say) is copied into ``y`` there, not here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -127,12 +127,15 @@ def _segments(schedule: Schedule, layout: Layout) -> tuple[list[Segment], dict[s
     return segments, segment_of
 
 
-def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = False
-                 ) -> StepKernels:
+def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = False,
+                 folded: Collection[str] = ()) -> StepKernels:
     """The segments of one step, their bodies and bindings, every shape baked in.
 
     With ``trace``, each segment also stores every assignment it computes into a
     per-step ``TRACE`` array (a separate build: the untraced step stores nothing).
+    ``folded`` linears have their hoisted product (not their bias) in their group's
+    GEMM output already, so their body reads no ``S`` (the native executor's per-step
+    GEMMs multiply ``[x_t, h_{t-1}]`` at once; the CUDA plan folds none).
 
     >>> from lstm_graph.library import load_cell
     >>> from lstm_graph.executors.layout import analyse
@@ -205,8 +208,9 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
                 terms = []
                 if node_id in layout.hoisted:
                     column = layout.hoisted_column(node_id) * hidden
-                    terms.append(f"{use('S')}[b * {hoisted_width} + {column} + j] + "
-                                 f"{use('S_bias')}[{column} + j]")
+                    hoisted = "" if node_id in folded else \
+                        f"{use('S')}[b * {hoisted_width} + {column} + j] + "
+                    terms.append(f"{hoisted}{use('S_bias')}[{column} + j]")
                 for source in dict.fromkeys(s for s, _ in info.matrix):
                     column = layout.groups[source].members.index(node_id) * hidden
                     terms.append(f"{use(f'G_{group_index[source]}')}"

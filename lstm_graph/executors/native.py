@@ -1,29 +1,38 @@
-"""The native executor: a cell's time loop as generated C, compiled once, run without Python.
+"""The native executor: a cell's whole time loop as generated C, compiled once, run without Python.
 
-The NumPy plan pays about a microsecond of Python and NumPy overhead per
-call, a dozen or more calls per step, and NumPy's scalar ``exp``/``tanh``.
-The native executor removes both. It takes a step's fused element-wise work
-from the shared C generator (:mod:`~lstm_graph.executors.codegen_c`, in its
-host dialect: :data:`HOST`) and wraps each segment in plain C loops, which the
-system C compiler vectorises:
+The step of a compiled cell is GEMMs (see :mod:`~lstm_graph.executors.layout`)
+and fused element-wise work. The native executor runs the whole time loop in
+one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
 
-- **whole-loop mode** (small steps): the whole time loop is one C call,
-  the per-step GEMMs included as simple loops;
-- **segment mode** (large steps): each step's GEMMs go through NumPy's BLAS,
-  and each fused segment is one C call.
+- **Every GEMM is per step**, over ``B`` rows, on weights packed once into
+  panels: the input part of each linear (``x_t · W``, which the NumPy plan
+  hoists over all ``T·B`` rows), each group's recurrent part (``h_{t-1} · U``)
+  and every static linear that only the step reads (the GRU's ``linear(x)``).
+  So no ``T·B``-row buffer is ever made, and the weights a step needs stay in
+  the caches from step to step.
+- **Tiles.** A step runs tile by tile: a tile is ``MR`` rows and one *unit
+  tile* of ``lanes`` hidden units (16 floats with AVX-512, 8 with AVX2) across
+  every gate block. Its GEMMs write the tile's pre-activations, and the fused
+  element-wise work of the shared C generator (:mod:`~lstm_graph.executors.codegen_c`,
+  host dialect :data:`HOST`) runs on the tile at once, while it is in the L1 cache.
+- **Threads.** The unit tiles are split between threads (the caller and a
+  persistent pool's sleeping workers); they meet at a barrier after every
+  segment of every step (one per step for every built-in cell). A state that a
+  GEMM multiplies is read from a snapshot (two buffers, one per step parity):
+  a tile writes its new state while other tiles still multiply the old one.
 
-Everything before the loop (static values, the hoisted GEMM over ``T·B``
-rows) is :mod:`~lstm_graph.executors.prepare`'s. For float32, ``exp`` and
-``tanh`` are our own branch-free versions (Cody–Waite reduction and Cephes'
-polynomials, within 2 ulp of the true value), so the compiler can vectorise
-them; float64 uses the C library's. The compiler runs with
-``-ffp-contract=off``: no fused multiply-adds, each operation rounds as
-NumPy's does.
+Before the loop only the static values the C does not compute are made, by
+:func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
+For float32, ``exp`` and ``tanh`` are our own branch-free versions
+(Cody–Waite reduction and Cephes' polynomials, within 2 ulp of the true
+value), so the compiler can vectorise them; float64 uses the C library's. The
+compiler runs with ``-ffp-contract=off``: each element-wise operation rounds
+as NumPy's does; only the GEMM micro-kernels use fused multiply-adds.
 
-The batch size is an argument of the generated functions, not a constant, so
-one build serves every batch size. Builds live in the private, self-healing
-cache of :mod:`~lstm_graph.executors.buildcache`. The source is ours,
-generated from the validated graph: numbers and generated names only.
+The batch size is an argument of the generated code, not a constant, so one
+build serves every batch size. Builds live in the private, self-healing cache
+of :mod:`~lstm_graph.executors.buildcache`. The source is ours, generated from
+the validated graph: numbers and generated names only.
 """
 
 from __future__ import annotations
@@ -32,12 +41,12 @@ import ctypes
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from lstm_graph.errors import BackendError
-from lstm_graph.executors import buildcache
+from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.backward import CompiledBackward
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
@@ -48,34 +57,38 @@ from lstm_graph.executors.codegen_c import (
     step_kernels,
 )
 from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
+from lstm_graph.executors.gemm_c import aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
-    hoist,
     pack_group,
     pack_hoisted,
     static_output,
     static_trace,
     static_values,
     unscaled,
+    usable_threads,
 )
-from lstm_graph.ir import NodeKind
+from lstm_graph.ir import NodeKind, Size
 from lstm_graph.schedule import Schedule
 
-#: Per-step GEMM work (multiply-adds, all groups) up to which the GEMMs run in C, inside
-#: the one-call time loop; above it, NumPy's BLAS runs them (measured crossover).
-WHOLE_LOOP_LIMIT = 1 << 16
 #: The default executor compiles cells up to this many op nodes to C; bigger ones would
 #: spend seconds in the C compiler (10,000 nodes: about 20 s), so they run the NumPy plan.
 MAX_NODES = 2000
-#: Steps per C call in whole-loop mode, between progress reports.
-CHUNK = 4096
-FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
-#: Tried in order until the compiler accepts one. First: tuned for this CPU, with 256-bit
-#: vectors where it has them (gcc picks 128 bits on some, e.g. AMD Zen 1) and instructions
+#: Multiply-adds per step from which a run is split between threads (below it, waking
+#: the pool and a barrier per step cost more than the second core gives back).
+THREAD_WORK = 1 << 17
+#: Multiply-adds per C call between progress reports (when progress is asked for).
+PROGRESS_WORK = 1 << 28
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread")
+#: Tried in order until the compiler accepts one. First: tuned for this CPU, with the widest
+#: vectors it has for the element-wise loops (gcc picks 128 bits on some, e.g. AMD Zen 1,
+#: and 256 where it has 512: 512 is 5 % faster on the whole run on Zen 4) and instructions
 #: scheduled before register allocation, which interleaves the gates' independent exp
-#: chains (the step is latency-bound: together 25-45 % faster on the element-wise work,
-#: measured on Zen 1). Then tuned for this CPU only, then portable.
-TUNINGS = (("-march=native", "-mprefer-vector-width=256", "-fschedule-insns", "-fsched-pressure"),
+#: chains (the element-wise work is latency-bound: 25-45 % faster, measured on Zen 1).
+#: Then tuned for this CPU only, then portable. The GEMM kernels' vector width follows the
+#: ISA the compiler targets (see gemm_c).
+TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
+            "-fsched-pressure"),
            ("-march=native",), ())
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
 
@@ -158,163 +171,398 @@ def require_compiler() -> str:
     return cc
 
 
+@dataclass(frozen=True)
+class Operand:
+    """One operand of a GEMM job: an array name of the generated code, its row length
+    ``size``, and its weights ``(size, blocks·H)``."""
+
+    name: str
+    size: int
+    weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class Job:
+    """One GEMM of a step, run on every tile: ``out[:, blocks] (+)= [a1 a2] · W (+ b)``.
+
+    ``out`` is an array name of the generated code; ``first`` and ``blocks`` say which
+    ``H``-wide column blocks of ``out`` it writes (at most
+    :data:`~lstm_graph.executors.gemm_c.MAX_BLOCKS`); one or two ``operands`` multiplied
+    side by side (``[x_t, h_{t-1}]``), so their products meet in the registers.
+    """
+
+    segment: int
+    out: str
+    out_width: int
+    first: int
+    blocks: int
+    operands: tuple[Operand, ...]
+    bias: np.ndarray | None = None
+    add: bool = False
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The panel's weights: the operands' stacked, ``(k1 + k2, blocks·H)``."""
+        return np.concatenate([o.weights for o in self.operands])
+
+
+def folded(layout: Layout) -> list[str]:
+    """The linears whose hoisted product the native step computes inside their group's
+    per-step GEMM (every group's accumulators): their step reads no ``S``."""
+    return [m for group in layout.groups.values() for m in group.members[:group.accumulators]]
+
+
+def _runs(keys: list[Any]) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of equal neighbours in ``keys``, each at most MAX_BLOCKS long."""
+    runs: list[tuple[int, int]] = []
+    for k, key in enumerate(keys):
+        if runs and keys[runs[-1][0]] == key and k - runs[-1][0] < gemm_c.MAX_BLOCKS:
+            runs[-1] = (runs[-1][0], k + 1)
+        else:
+            runs.append((k, k + 1))
+    return runs
+
+
+def step_statics(schedule: Schedule, layout: Layout, kernels: StepKernels) -> list[str]:
+    """The static linears the C computes step by step: those of size H read only by the
+    step's element-wise work (no static value, state or output reads them), over operands
+    of the input's or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
+    graph = schedule.graph
+    read = {b.key for b in kernels.of_role(Role.STATIC)}
+    found = []
+    for node in graph.linears():
+        if node.id in layout.static and node.id in read and not any(node.peep) \
+                and schedule.sizes[node.id] is Size.HIDDEN \
+                and node.id not in graph.states and node.id not in graph.outputs \
+                and all(schedule.sizes[a] in (Size.INPUT, Size.HIDDEN) for a in node.args) \
+                and not any(c in layout.static for c in graph.consumers(node.id)):
+            found.append(node.id)
+    return found
+
+
 class NativeStep:
     """The generated C of one cell, width and dtype, and how its arguments are laid out.
 
     Every generated function takes ``void **a``: argument *k* is the array named
-    ``names[k]`` (the kernels' bindings, then the packed group weights ``W_k``).
+    ``names[k]``: the kernels' bindings, then the operands of the GEMMs (``X_k``:
+    static values, every step; ``snap_<state>``: a state's snapshots), then the packed
+    weights and biases of each job (``P_k``, ``Pb_k``).
     """
 
-    def __init__(self, schedule: Schedule, layout: Layout, kernels: StepKernels,
-                 dtype: np.dtype):
-        self.schedule, self.layout, self.kernels, self.dtype = schedule, layout, kernels, dtype
-        self.hidden = kernels.hidden
-        self.weights = {f"W_{k}": source for k, source in enumerate(layout.groups)}
-        self.names = [*kernels.bindings, *self.weights]
-        self.operand = {}  # group source -> the binding holding its value
-        for source in layout.groups:
-            node = schedule.graph.node(source)
-            self.operand[source] = f"old_{node.state}" if node.kind is NodeKind.OLD else \
-                kernels.binding_of(Role.BUFFER, source).name
+    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels):
+        self.spec, self.layout, self.kernels = spec, layout, kernels
+        schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
+        self.hidden, self.dtype = hidden, dtype
+        self.statics = step_statics(schedule, layout, kernels)
+        self.operands: dict[str, str] = {}  # static operand node -> its array name
+        self.snapshots: dict[str, str] = {}  # state -> its snapshots' array name
+        self.jobs = self._jobs()
+        self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
+        for k, job in enumerate(self.jobs):
+            self.names.append(f"P_{k}")
+            if job.bias is not None:
+                self.names.append(f"Pb_{k}")
         self.source = self._source()
 
-    def step_elements(self, binding: Binding) -> int:
-        """Elements per sequence that one step advances the array by (0: not per step)."""
-        if not binding.per_step:
-            return 0
-        if binding.role is Role.HOISTED:
-            return len(self.layout.hoisted) * self.hidden
-        return self.hidden
+    # -- what the step multiplies --------------------------------------------------------
+
+    def _operand(self, node_id: str) -> str:
+        """The array name of a GEMM operand (a static value, a state's snapshot, a buffer)."""
+        graph, kernels = self.spec.schedule.graph, self.kernels
+        node = graph.node(node_id)
+        if node_id in self.layout.static:
+            return self.operands.setdefault(node_id, f"X_{len(self.operands)}")
+        if node.kind is NodeKind.OLD:
+            return self.snapshots.setdefault(str(node.state), f"snap_{node.state}")
+        return kernels.binding_of(Role.BUFFER, node_id).name
+
+    def _jobs(self) -> list[Job]:
+        """Every GEMM of a step. Each group's GEMM also multiplies the static operands of
+        its accumulators (``x_t`` for every built-in cell): a run of its blocks that
+        read the same static operands is one job over ``[x_t, h_{t-1}]``; blocks that
+        read none (or other static operands) are jobs of their own, so no operand is
+        ever multiplied by a zero weight block. The hoisted parts of linears without a
+        group (peepholes only) go into ``S``; static linears only the step reads into
+        their own per-step buffers."""
+        spec, layout, kernels, hidden = self.spec, self.layout, self.kernels, self.hidden
+        params, dtype = spec.params, spec.dtype
+        jobs: list[Job] = []
+        hoisting = pack_hoisted(layout, params, hidden, dtype, unscaled)
+        self.hoisted_bias = hoisting.bias
+        owner = {layout.hoisted_column(m): (source, column)
+                 for source, group in layout.groups.items()
+                 for column, m in enumerate(group.members[:group.accumulators])}
+        pieces: dict[tuple[str, int], list[Operand]] = {}  # (group, column): static parts
+        for term in hoisting.terms:
+            first = term.start // hidden
+            weights = np.asarray(term.weights)
+            alone = []  # blocks of linears without a group: into S
+            for block in range(first, term.stop // hidden):
+                part = weights[:, (block - first) * hidden:(block - first + 1) * hidden]
+                if block in owner:
+                    pieces.setdefault(owner[block], []).append(
+                        Operand(self._operand(term.operand), part.shape[0], part))
+                else:
+                    alone.append(block)
+            for start, stop in _runs([b - k for k, b in enumerate(alone)]):
+                blocks = alone[start:stop]
+                part = weights[:, (blocks[0] - first) * hidden:(blocks[-1] + 1 - first) * hidden]
+                jobs.append(Job(0, "S", hoisting.width, blocks[0], len(blocks), (Operand(
+                    self._operand(term.operand), part.shape[0], part),), None, term.accumulate))
+        for name in self.statics:  # static linears only the step reads
+            node = spec.schedule.graph.node(name)
+            out = kernels.binding_of(Role.STATIC, name).name
+            for k, (arg, param) in enumerate(zip(node.args, node.params)):
+                weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
+                bias = np.asarray(params[node.params[-1]], dtype=dtype) if k == 0 else None
+                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self._operand(arg),
+                                                               weights.shape[0], weights),),
+                                bias, add=k > 0))
+        segment_of = {source: k for k, segment in enumerate(kernels.segments)
+                      for source in segment.gemms}
+        for g, source in enumerate(layout.groups):  # the per-step GEMM of each group
+            members = len(layout.groups[source].members)
+            weights = pack_group(layout, source, params, dtype, unscaled)
+            statics = [pieces.get((source, column), []) for column in range(members)]
+            for start, stop in _runs([[o.name for o in ops] for ops in statics]):
+                operands = [Operand(o.name, o.size, np.concatenate(
+                    [p[k].weights for p in statics[start:stop]], 1))
+                    for k, o in enumerate(statics[start])]
+                operands.append(Operand(self._operand(source), hidden,
+                                        weights[:, start * hidden:stop * hidden]))
+                for k in range(0, len(operands), 2):  # two operands a job: more add on
+                    jobs.append(Job(segment_of[source], f"G_{g}", members * hidden, start,
+                                    stop - start, tuple(operands[k:k + 2]), None, k > 0))
+        return jobs
+
+    def work(self, batch: int) -> int:
+        """Multiply-adds of one step's GEMMs."""
+        return batch * sum(o.size * job.blocks * self.hidden
+                           for job in self.jobs for o in job.operands)
+
+    # -- the C source --------------------------------------------------------------------
 
     def _pointer(self, name: str, written: bool) -> str:
+        """The declaration of array ``name`` at step ``t`` (per-step arrays advance)."""
         index = self.names.index(name)
         const = "" if written else "const "
-        step = self.step_elements(self.kernels.bindings[name])
-        offset = f" + t * batch * {step}" if step else ""
+        binding = self.kernels.bindings.get(name)
+        advance = binding is not None and binding.per_step and binding.role is not \
+            Role.HOISTED and not (binding.role is Role.STATIC and binding.key in self.statics)
+        offset = f" + t * batch * {self.hidden}" if advance else ""
         return f"    {const}T *restrict {name} = ({const}T *)a[{index}]{offset};"
 
-    def _segment(self, k: int) -> list[str]:
+    def _elements(self, k: int) -> list[str]:
+        """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
         segment = self.kernels.segments[k]
-        lines = [f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
-                 "ptrdiff_t b1, void **a) {"]
+        last = k == len(self.kernels.segments) - 1
+        snapshots = self.snapshots if last else {}
+        also = " (and the new states into the next step's snapshots)" if snapshots else ""
+        lines = [f"/* segment {k}'s element-wise work on rows b0 <= b < b1, units j0 <= j < j1"
+                 f"{also} */",
+                 f"static inline void elements_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
+                 "ptrdiff_t b1, ptrdiff_t j0, ptrdiff_t j1, void **a) {"]
         lines += [self._pointer(n, False) for n in segment.inputs]
         lines += [self._pointer(n, True) for n in segment.outputs]
+        for state, name in snapshots.items():
+            index = self.names.index(name)
+            lines.append(f"    T *restrict next_{state} = (T *)a[{index}] + "
+                         f"((t + 1) & 1) * batch * {self.hidden};")
         lines += ["    (void)t; (void)batch;",
                   "    for (ptrdiff_t b = b0; b < b1; b++) {",
                   "        #pragma GCC ivdep",
-                  f"        for (ptrdiff_t j = 0; j < {self.hidden}; j++) {{",
+                  "        for (ptrdiff_t j = j0; j < j1; j++) {",
                   f"            const ptrdiff_t i = b * {self.hidden} + j;"]
         lines += HOST.body(segment, self.dtype, indent="            ")
+        lines += [f"            next_{state}[i] = old_{state}[i];" for state in snapshots]
         lines += ["        }", "    }", "}"]
         return lines
 
-    def gemm_calls(self, k: int) -> list[tuple[str, str, str, int, int]]:
-        """Segment ``k``'s GEMMs: (operand, weights, output binding, inner size, width)."""
-        groups = list(self.layout.groups)
+    def _segment(self, k: int) -> list[str]:
+        """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""
+        jobs = [(n, job) for n, job in enumerate(self.jobs) if job.segment == k]
+        lines = [f"/* segment {k} of step t on unit tiles u0 <= u < u1: tile by tile, its "
+                 "GEMMs, then its element-wise work while the tile is in cache */",
+                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t u0, "
+                 "ptrdiff_t u1, void **a) {"]
+        declared = set()
+        for n, job in jobs:
+            for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
+                if name in declared:
+                    continue
+                declared.add(name)
+                if name in self.snapshots.values():
+                    lines.append(f"    const T *restrict {name} = (const T *)a["
+                                 f"{self.names.index(name)}] + (t & 1) * batch * "
+                                 f"{self.hidden};")
+                elif name in self.operands.values():
+                    size = next(o.size for o in job.operands if o.name == name)
+                    lines.append(f"    const T *restrict {name} = (const T *)a["
+                                 f"{self.names.index(name)}] + t * batch * {size};")
+                else:
+                    lines.append(self._pointer(name, written))
+            lines.append(f"    const T *restrict P_{n} = (const T *)a["
+                         f"{self.names.index(f'P_{n}')}];")
+            if job.bias is not None:
+                lines.append(f"    const T *restrict Pb_{n} = (const T *)a["
+                             f"{self.names.index(f'Pb_{n}')}];")
         calls = []
-        for source in self.kernels.segments[k].gemms:
-            g = groups.index(source)
-            width = len(self.layout.groups[source].members) * self.hidden
-            calls.append((self.operand[source], f"W_{g}", f"G_{g}", self.hidden, width))
-        return calls
+        for n, job in jobs:
+            bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
+            (a1, *rest), size = job.operands, sum(o.size for o in job.operands)
+            a2 = f"{rest[0].size}, {rest[0].name} + r * {rest[0].size}, {rest[0].size}" \
+                if rest else "0, NULL, 0"
+            calls.append(f"kernel_{job.blocks}(m, {a1.size}, {a1.name} + r * {a1.size}, "
+                         f"{a1.size}, {a2}, P_{n} + u * {size * job.blocks} * LANES, {bias}, "
+                         f"{job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
+                         f"{job.out_width}, n, {int(job.add)});")
+        tile = ["const ptrdiff_t j0 = u * LANES;",
+                "const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;"]
+        lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
+                  "element-wise work of all at once (their chains overlap) */",
+                  "        const ptrdiff_t r = 0, m = batch;",
+                  "        for (ptrdiff_t u = u0; u < u1; u++) {",
+                  *(f"            {line}" for line in tile + calls),
+                  "        }",
+                  "        const ptrdiff_t end = u1 * LANES < HIDDEN ? u1 * LANES : HIDDEN;",
+                  f"        if (u0 < u1) elements_{k}(t, batch, 0, batch, u0 * LANES, end, a);",
+                  "        return;",
+                  "    }",
+                  "    /* row blocks of MR or MR - 1 rows (64 rows: 9 of 6 and 2 of 5, not 10 of 6",
+                  "       and a slower one of 4) */",
+                  "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
+                  "    for (ptrdiff_t u = u0; u < u1; u++) {",
+                  *(f"        {line}" for line in tile),
+                  "        for (ptrdiff_t block = 0; block < blocks; block++) {",
+                  "            const ptrdiff_t r = batch * block / blocks;",
+                  "            const ptrdiff_t m = batch * (block + 1) / blocks - r;",
+                  *(f"            {line}" for line in calls),
+                  f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
+                  "a);",
+                  f"            else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
+                  "        }", "    }", "}"]
+        return lines
 
     def _source(self) -> str:
-        name = re.sub(r"[^\w.-]", "_", self.schedule.graph.name)
+        name = re.sub(r"[^\w.-]", "_", self.spec.schedule.graph.name)
         segments = range(len(self.kernels.segments))
         lines = [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
                  f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
-                 "/* out[rows, n] = x[rows, k] . w[k, n], summed over k in order */",
-                 "static void gemm(ptrdiff_t rows, ptrdiff_t k, ptrdiff_t n, const T *restrict x,",
-                 "                 const T *restrict w, T *restrict out) {",
-                 "    for (ptrdiff_t b = 0; b < rows; b++) {",
-                 "        T *restrict o = out + b * n;",
-                 "        for (ptrdiff_t c = 0; c < n; c++) o[c] = 0;",
-                 "        for (ptrdiff_t q = 0; q < k; q++) {",
-                 "            const T v = x[b * k + q];",
-                 "            const T *restrict row = w + q * n;",
-                 "            for (ptrdiff_t c = 0; c < n; c++) o[c] += v * row[c];",
-                 "        }", "    }", "}", ""]
+                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.RUNTIME,
+                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
+                 gemm_c.kernels({job.blocks for job in self.jobs})]
         for k in segments:
-            lines += self._segment(k) + [""]
-        lines += ["/* segment k of step t, for batch rows b0 <= b < b1 */",
-                  "void lstm_graph_segment(ptrdiff_t k, ptrdiff_t t, ptrdiff_t batch, "
-                  "ptrdiff_t b0, ptrdiff_t b1, void **a) {",
-                  "    switch (k) {"]
-        lines += [f"    case {k}: segment_{k}(t, batch, b0, b1, a); break;" for k in segments]
-        lines += ["    }", "}", "",
-                  "/* steps t0 <= t < t1, GEMMs included */",
-                  "void lstm_graph_steps(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+            lines += self._elements(k) + [""] + self._segment(k) + [""]
+        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the unit "
+                  "tiles, a barrier after every segment */",
+                  "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
+                  "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                  "    const ptrdiff_t u0 = TILES * part / parts, "
+                  "u1 = TILES * (part + 1) / parts;",
+                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
                   "    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
-            for operand, weights, out, inner, width in self.gemm_calls(k):
-                i, w, o = (self.names.index(n) for n in (operand, weights, out))
-                lines.append(f"        gemm(batch, {inner}, {width}, (const T *)a[{i}], "
-                             f"(const T *)a[{w}], (T *)a[{o}]);")
-            lines.append(f"        segment_{k}(t, batch, 0, batch, a);")
+            lines += [f"        segment_{k}(t, batch, u0, u1, a);",
+                      "        barrier(parts, &sense);"]
         lines += ["    }", "}", ""]
         return "\n".join(lines)
 
 
+def _address(array: np.ndarray) -> int:
+    """Where a C-contiguous array's data starts (for a writable one, through a ctypes view
+    of its buffer: half the microsecond that ``array.ctypes.data`` takes)."""
+    if array.flags.writeable and array.size:
+        return ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, array)))  # NumPy: a buffer
+    return int(array.ctypes.data)
+
+
 @dataclass
 class _Build:
-    """One compiled variant of the step (plain, or recording every assignment)."""
+    """One compiled variant of the step (plain, or recording every assignment), with
+    everything a run needs worked out once (a small run lasts tens of microseconds)."""
 
-    kernels: StepKernels
     step: NativeStep
-    steps: Any  # lstm_graph_steps(t0, t1, batch, a)
-    segment: Any  # lstm_graph_segment(k, t, batch, b0, b1, a)
-    fixed: dict[str, np.ndarray]  # the arrays that stay from run to run
+    run: Any  # lstm_graph_run(t0, t1, batch, a, parts)
+    fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
+    pointers: Any  # the argument array, its per-run entries set by each run
+    python_statics: bool  # some static value is computed in NumPy before the loop
+    operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
+    per_run: list[Binding]  # static values and traces: new arrays every run
+    states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
 
 
 class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
-    It keeps the hoisted ``S`` of its last run (``T·B`` rows of every dynamic linear's
-    input part) to reuse on the next run of the same length: page-faulting a fresh
-    buffer of that size costs as much as 2 % of a run. ``whole_loop`` forces a mode.
+    ``threads`` is how many threads share a run's work (default: for steps of at least
+    :data:`THREAD_WORK` multiply-adds, :func:`~lstm_graph.executors.prepare.usable_threads`,
+    else 1).
     """
 
     name = "native"
 
-    def __init__(self, spec: Spec, whole_loop: bool | None = None):
+    def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)
         if spec.xp is not np:
             raise BackendError("the native executor runs on the numpy backend only")
         require_compiler()
         self.layout = analyse(spec.schedule)
-        work = spec.batch * spec.hidden * sum(len(g.members) * spec.hidden
-                                              for g in self.layout.groups.values())
-        self.whole_loop = work <= WHOLE_LOOP_LIMIT if whole_loop is None else whole_loop
-        self.hoisting = pack_hoisted(self.layout, spec.params, spec.hidden, spec.dtype, unscaled)
-        self._hoisted = np.empty((0, 0), dtype=spec.dtype)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
         self._backward: CompiledBackward | None = None
-        self.kernels, self.step = self._plain.kernels, self._plain.step
+        self.kernels, self.step = self._plain.step.kernels, self._plain.step
+        work = self.step.work(spec.batch)
+        self.threads = threads if threads is not None else \
+            (1 if work < THREAD_WORK else usable_threads())
+        self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def _build(self, trace: bool) -> _Build:
         spec, layout = self.spec, self.layout
         batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
-        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace)
-        step = NativeStep(spec.schedule, layout, kernels, dtype)
+        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace,
+                               folded=folded(layout))
+        step = NativeStep(spec, layout, kernels)
         library = buildcache.library(step.source, ATTEMPTS,
                                      f"the native step of cell '{spec.schedule.graph.name}'")
-        steps, segment = library.lstm_graph_steps, library.lstm_graph_segment
-        steps.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p]
-        segment.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_void_p]
-        steps.restype = segment.restype = None
-        fixed: dict[str, np.ndarray] = {"S_bias": self.hoisting.bias}
+        run = library.lstm_graph_run
+        run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
+        run.restype = None
+        library.lstm_graph_lanes.restype = ctypes.c_ssize_t
+        lanes = int(library.lstm_graph_lanes())
+        in_s = any("S" in segment.inputs for segment in kernels.segments)  # blank: zeros
+        fixed: dict[str, np.ndarray] = {"S": aligned(np.zeros((batch if in_s else 0,
+                                                               step.hoisted_bias.shape[0]),
+                                                              dtype=dtype)),
+                                        "S_bias": aligned(step.hoisted_bias)}
         for binding in kernels.bindings.values():
             if binding.role is Role.PARAM:
-                fixed[binding.name] = np.ascontiguousarray(spec.params[binding.key], dtype=dtype)
-            elif binding.role is Role.BUFFER:
-                fixed[binding.name] = np.empty((batch, hidden), dtype=dtype)
+                fixed[binding.name] = aligned(np.asarray(spec.params[binding.key], dtype=dtype))
+            elif binding.role is Role.BUFFER or (binding.role is Role.STATIC
+                                                 and binding.key in step.statics):
+                fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
             elif binding.role is Role.GROUP:
                 width = len(layout.groups[binding.key].members) * hidden
-                fixed[binding.name] = np.empty((batch, width), dtype=dtype)
-        for name, source in step.weights.items():
-            fixed[name] = pack_group(layout, source, spec.params, dtype, unscaled)
-        return _Build(kernels, step, steps, segment, fixed)
+                fixed[binding.name] = aligned(np.zeros((batch, width), dtype=dtype))
+        for name in step.snapshots.values():
+            fixed[name] = aligned(np.zeros((2, batch, hidden), dtype=dtype))
+        for k, job in enumerate(step.jobs):
+            fixed[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=dtype),
+                                                 job.blocks, hidden, lanes)
+            if job.bias is not None:
+                fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
+        for binding in kernels.of_role(Role.STATE):
+            fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
+        pointers = (ctypes.c_void_p * len(step.names))(
+            *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
+        graph = spec.schedule.graph
+        python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
+                             and n.id not in step.statics for n in graph.nodes.values())
+        operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
+        per_run = [b for b in kernels.bindings.values() if b.role is Role.TRACE
+                   or (b.role is Role.STATIC and b.key not in step.statics)]
+        states = [(state, fixed[f"old_{state}"], fixed[step.snapshots[state]][0]
+                   if state in step.snapshots else None) for state in graph.states]
+        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, states)
 
     @property
     def source(self) -> str:
@@ -330,10 +578,10 @@ class NativePlan(Executor):
         spec = self.spec
         if self._traced is None:
             self._traced = self._build(trace=True)
-        _, _, static, arrays = self._execute(self._traced, x, state, progress)
+        _, _, static, arrays = self._execute(self._traced, x, state, progress, everything=True)
         found = static_trace(spec.schedule, self.layout, static, np, x.shape[0], x.shape[1],
                              spec.width, spec.dtype)
-        found.update({b.key: arrays[b.name] for b in self._traced.kernels.of_role(Role.TRACE)})
+        found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
     def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
@@ -343,58 +591,52 @@ class NativePlan(Executor):
         return self._backward(x, state, grad_y, grad_final)
 
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
-                 progress: Progress | None
+                 progress: Progress | None, everything: bool = False
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
-        """Run ``build``; return ``y``, the final states, the static values and the arrays."""
-        spec, kernels = self.spec, build.kernels
+        """Run ``build``; return ``y``, the final states, the static values (all of them
+        with ``everything``, for a trace) and the per-run arrays."""
+        spec, step = self.spec, build.step
+        dtype, hidden = spec.dtype, spec.hidden
         steps, batch = x.shape[0], x.shape[1]
-        static = static_values(spec.schedule, self.layout, np, spec.params, x, spec.dtype)
-        arrays = dict(build.fixed)
-        rows, width = steps * batch, self.hoisting.width
-        if self._hoisted.shape != (rows, width):  # the last run's S, reused when T is the same
-            self._hoisted = np.empty((rows, width), dtype=spec.dtype)
-        arrays["S"] = hoist(np, static, self.hoisting, steps, batch, add_bias=False,
-                            out=self._hoisted)
-        if "y" in kernels.bindings:
-            arrays["y"] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-            y = arrays["y"]
+        if everything or build.python_statics:
+            static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
+                                   skip=() if everything else step.statics)
         else:
-            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width,
-                              spec.dtype)
-        for binding in kernels.bindings.values():
-            if binding.role is Role.STATE:
-                arrays[binding.name] = np.array(state[binding.key], dtype=spec.dtype,
-                                                order="C", copy=True)
-            elif binding.role is Role.STATIC:
+            static = {next(iter(spec.schedule.graph.inputs)): x}
+        pointers, index = build.pointers, step.names.index
+        arrays: dict[str, np.ndarray] = {}
+        for node_id, name, width in build.operands:
+            value = static[node_id]
+            if value.shape != (steps, batch, width) or value.dtype != dtype \
+                    or not value.flags.c_contiguous:
+                value = np.ascontiguousarray(np.broadcast_to(value, (steps, batch, width)),
+                                             dtype=dtype)
+            arrays[name] = value
+        if "y" in step.kernels.bindings:  # aligned where threads write neighbouring tiles
+            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype) \
+                if self.threads > 1 else np.empty((steps, batch, hidden), dtype=dtype)
+        else:
+            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
+        for binding in build.per_run:
+            if binding.role is Role.TRACE:
+                arrays[binding.name] = aligned_empty((steps, batch, hidden), dtype)
+            else:
                 value = static[binding.key].reshape(1) if binding.scalar else \
-                    np.broadcast_to(static[binding.key], (steps, batch, spec.hidden))
-                arrays[binding.name] = np.ascontiguousarray(value, dtype=spec.dtype)
-            elif binding.role is Role.TRACE:
-                arrays[binding.name] = np.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-        pointers = (ctypes.c_void_p * len(build.step.names))(
-            *(arrays[name].ctypes.data for name in build.step.names))
-        if self.whole_loop:
-            for start in range(0, steps, CHUNK):
-                stop = min(steps, start + CHUNK)
-                build.steps(start, stop, batch, pointers)
-                if progress is not None:
-                    progress(stop - start)
+                    np.broadcast_to(static[binding.key], (steps, batch, hidden))
+                arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
+        for name, array in arrays.items():
+            pointers[index(name)] = _address(array)
+        copyto = np.copyto
+        for name, buffer, snapshot in build.states:
+            copyto(buffer, state[name])
+            if snapshot is not None:
+                copyto(snapshot, buffer)
+        if progress is None:
+            build.run(0, steps, batch, pointers, self.threads)
         else:
-            self._segmented(build, steps, batch, arrays, pointers, progress)
-        final = {b.key: arrays[b.name] for b in kernels.of_role(Role.STATE)}
-        return y, {name: final[name] for name in spec.schedule.graph.states}, static, arrays
-
-    def _segmented(self, build: _Build, steps: int, batch: int, arrays: dict[str, np.ndarray],
-                   pointers: Any, progress: Progress | None) -> None:
-        """Per step: each segment's GEMMs through BLAS, then its fused C in one call."""
-        dot, segment = np.dot, build.segment
-        plan = [(k, [(arrays[operand], arrays[weights], arrays[out])
-                     for operand, weights, out, _, _ in build.step.gemm_calls(k)])
-                for k in range(len(build.kernels.segments))]
-        for t in range(steps):
-            for k, gemms in plan:
-                for operand, weights, out in gemms:
-                    dot(operand, weights, out)
-                segment(k, t, batch, 0, batch, pointers)
-            if progress is not None:
-                progress(1)
+            for start in range(0, steps, self.chunk):
+                stop = min(steps, start + self.chunk)
+                build.run(start, stop, batch, pointers, self.threads)
+                progress(stop - start)
+        final = {name: buffer.copy() for name, buffer, _ in build.states}
+        return y, final, static, arrays

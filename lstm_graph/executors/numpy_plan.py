@@ -32,7 +32,6 @@ What a step does (see :mod:`~lstm_graph.executors.layout` for the analysis):
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,7 @@ from lstm_graph.executors.prepare import (
     pack_hoisted,
     static_trace,
     static_values,
+    usable_threads,
 )
 from lstm_graph.ir import NodeKind, Size
 from lstm_graph.ops import FAST_FORMS
@@ -539,11 +539,10 @@ class NumpyPlan(Executor):
 
 
 def default_threads(batch: int, hidden: int) -> int:
-    """Threads to split the batch rows over: the usable CPUs (at most 8), for large steps."""
+    """Threads to split the batch rows over, for large steps: see ``usable_threads``."""
     if batch * hidden < THREAD_THRESHOLD or batch < 2:
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, 8, batch))
+    return min(usable_threads(), batch)
 
 
 def _steps(namespace: dict[str, Any], steps: int, progress: Progress | None) -> None:

@@ -16,7 +16,8 @@ Everything here is written against the array namespace ``xp`` (NumPy or CuPy).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,23 @@ from lstm_graph.schedule import Schedule
 Array = Any
 
 
+def usable_threads() -> int:
+    """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS`` if it is a positive number,
+    else the CPUs this process may run on (at most 8)."""
+    try:
+        wanted = int(os.environ.get("LSTM_GRAPH_THREADS", "0"))
+    except ValueError:
+        wanted = 0
+    if wanted > 0:
+        return wanted
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8))
+
+
 def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
-                  x: Array, dtype: np.dtype) -> dict[str, Array]:
-    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number)."""
+                  x: Array, dtype: np.dtype, skip: Collection[str] = ()) -> dict[str, Array]:
+    """Every static node for all steps at once, as ``(T, B, size)`` (or a 0-d number);
+    but those in ``skip``, which the caller computes itself (no static node reads them)."""
     graph = schedule.graph
     (input_name,) = graph.inputs
     env: dict[str, Array] = {input_name: x}
@@ -41,7 +56,7 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
             env[node.id] = xp.asarray(node.value, dtype=dtype)
     for node_id in schedule.order:
         node = graph.node(node_id)
-        if node.kind is NodeKind.OP and node_id in layout.static:
+        if node.kind is NodeKind.OP and node_id in layout.static and node_id not in skip:
             args = [env[a] for a in node.args]
             weights = [params[p] for p in node.params]
             fast = node.op == "linear" and bool(args) and all(a.ndim == 3 for a in args) \

@@ -1,0 +1,310 @@
+"""The native executor's packed GEMM and thread pool, as C text, and the weight packing.
+
+The per-step GEMMs of a cell are small and repeated (``T`` times over the same
+weights), so they are worth their own code rather than a BLAS call per step:
+
+- **Packed weights.** A GEMM's weights ``W`` (``K × nv·H``: ``nv`` gate blocks of
+  ``H`` columns each) are packed once into panels, one per *unit tile* of
+  :data:`LANES <lanes>` hidden units: panel ``u`` holds, for every ``k``, the
+  tile's units of every block side by side (``W[k, v·H + u·lanes + l]`` at
+  ``[u, k, v, l]``). A tile's panel is contiguous, so the micro-kernel streams it.
+- **Micro-kernel.** :func:`micro_kernel` writes, for ``m`` rows and ``c`` gate
+  blocks, a register-blocked kernel with ``m × c`` vector accumulators, unrolled,
+  in GCC's vector extensions: the vector is 64 bytes wide where the compiler
+  targets AVX-512, 32 with AVX, else 16 (the ``VB`` macro of :data:`RUNTIME`), so
+  one source serves every x86 machine (and others). Rows come in blocks of up to 6;
+  a kernel takes up to 4 blocks with AVX-512's 32 vector registers and 2 with 16
+  (AVX2), so the accumulators, a row of the panel and a broadcast fit in the
+  registers. Only these kernels may contract ``a·b + c`` into fused multiply-adds;
+  the element-wise code stays uncontracted.
+- **Thread pool.** :data:`RUNTIME` keeps persistent worker threads. A run wakes
+  them once (a condition variable), they split the hidden units' tiles, meet at a
+  spin barrier after every segment of every step, and go back to sleep on the
+  condition variable when the run ends: no thread spins between runs.
+
+The lane count a build uses is known only to the compiler; the generated library
+reports it (``lstm_graph_lanes``) and the packing here uses that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Gate blocks one job covers at most (one kernel call with AVX-512, two with AVX2).
+MAX_BLOCKS = 4
+#: Rows of the largest micro-kernel (``MR`` in the C).
+MAX_ROWS = 6
+#: Bytes the arrays the kernels stream are aligned to (a cache line, an AVX-512 vector).
+ALIGNMENT = 64
+
+RUNTIME = r"""
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The vector: as wide as the widest registers the compiler may use. */
+#if defined(__AVX512F__)
+#define VB 64
+#elif defined(__AVX__)
+#define VB 32
+#else
+#define VB 16
+#endif
+#define MR 6  /* rows the micro-kernels take at once */
+typedef T vec __attribute__((vector_size(VB)));
+#define LANES ((ptrdiff_t)(VB / sizeof(T)))
+
+/* Unaligned vector load and store (memcpy compiles to one instruction). */
+static inline vec load_vec(const T *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
+
+/* The lanes (hidden units per tile) this build packs its weights for. */
+ptrdiff_t lstm_graph_lanes(void) { return LANES; }
+
+/* -- the thread pool: workers sleep between runs and meet at a barrier within one -- */
+
+#define MAX_THREADS 64
+static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch,
+                     void **a);
+
+typedef struct { ptrdiff_t t0, t1, batch; void **a; ptrdiff_t parts; } work_t;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;  /* one pooled run at a time */
+static ptrdiff_t pool_workers;          /* worker threads running (the caller is part 0) */
+static pid_t pool_pid;            /* the process that started them (a fork has none) */
+static uint64_t pool_round;       /* bumped for every run */
+static work_t pool_work;
+static ptrdiff_t barrier_count, barrier_sense;
+
+/* Wait until all `parts` threads arrive (sense-reversing; spins, yields when slow). */
+static void barrier(ptrdiff_t parts, ptrdiff_t *sense) {
+    if (parts == 1) return;
+    *sense = !*sense;
+    if (__atomic_add_fetch(&barrier_count, 1, __ATOMIC_ACQ_REL) == parts) {
+        __atomic_store_n(&barrier_count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&barrier_sense, *sense, __ATOMIC_RELEASE);
+        return;
+    }
+    for (uint32_t spins = 0;
+         __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE) != *sense; spins++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins > 4000) sched_yield();  /* another thread holds our core: let it run */
+    }
+}
+
+/* A worker: sleep until a run is posted, take part in it if it needs this worker. */
+static void *pool_worker(void *arg) {
+    const ptrdiff_t part = (ptrdiff_t)(intptr_t)arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (pool_round == seen) pthread_cond_wait(&pool_wake, &pool_lock);
+        seen = pool_round;
+        const work_t w = pool_work;
+        pthread_mutex_unlock(&pool_lock);
+        if (part < w.parts) run_part(part, w.parts, w.t0, w.t1, w.batch, w.a);
+        pthread_mutex_lock(&pool_lock);
+    }
+    return NULL;
+}
+
+/* Steps t0 <= t < t1 on up to `parts` threads (the caller and parts - 1 workers). Runs
+   that share the pool (plans of one build, called from two threads) take turns. */
+void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdiff_t parts) {
+    if (parts > MAX_THREADS) parts = MAX_THREADS;
+    if (parts <= 1) {
+        run_part(0, 1, t0, t1, batch, a);
+        return;
+    }
+    pthread_mutex_lock(&run_lock);
+    pthread_mutex_lock(&pool_lock);
+    if (pool_pid != getpid()) {  /* first run, or a forked child: no workers yet */
+        pool_workers = 0;
+        pool_pid = getpid();
+    }
+    while (pool_workers < parts - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const _Bool failed = pthread_create(&thread, &attr, pool_worker,
+                                            (void *)(intptr_t)(pool_workers + 1)) != 0;
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool_workers++;
+    }
+    if (parts > pool_workers + 1) parts = pool_workers + 1;
+    pool_work = (work_t){t0, t1, batch, a, parts};
+    pool_round++;
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_lock);
+    run_part(0, parts, t0, t1, batch, a);
+    pthread_mutex_unlock(&run_lock);
+}
+"""
+
+
+def splits(rows: int, blocks: int, registers: int) -> int:
+    """Partial sums per accumulator: few rows and blocks make short chains of dependent
+    FMAs (each waits ~4 cycles for the last), so small kernels split ``k`` into 2 or 4
+    interleaved sums, added at the end; at most half the vector ``registers`` for them."""
+    return max(1, min(4, registers // 2 // (rows * blocks)))
+
+
+def micro_kernel(rows: int, columns: int, registers: int) -> str:
+    """C for ``rows × columns`` vector accumulators: ``out (+)= bias + [a1 a2] · panel``.
+
+    ``a1`` holds ``rows`` rows of ``k1`` numbers (row stride ``lda1``), ``a2`` rows of
+    ``k2`` (``k2`` may be 0): the product of the two operands side by side, as for
+    ``[x_t, h_{t-1}]``, in one set of accumulators. The panel holds ``ps`` vectors per
+    ``k`` (one per gate block of the job), of which this kernel reads ``columns``; row
+    ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its first ``n`` lanes (a
+    tile at the end of the hidden units may be partial). ``bias`` (or NULL) is added,
+    and with ``add`` the old contents. ``registers``: the target's vector registers.
+    """
+    name, parts = f"kernel_{rows}x{columns}", splits(rows, columns, registers)
+    acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
+            for v in range(columns)] for r in range(rows)]
+
+    def step(q: str, s: int, indent: str) -> list[str]:
+        lines = [f"{indent}const vec w{v}_{s} = load_vec(p + (({q}) * ps + {v}) * LANES);"
+                 for v in range(columns)]
+        for r in range(rows):
+            lines.append(f"{indent}const T a{r}_{s} = a[{r} * lda + {q}];")
+            lines += [f"{indent}{acc[r][v][s]} += a{r}_{s} * w{v}_{s};" for v in range(columns)]
+        return lines
+
+    lines = [
+        f"/* {rows} rows x {columns} gate blocks of one unit tile: out (+)= bias + [a1 a2] . "
+        "panel" + (f" ({parts} interleaved partial sums) */" if parts > 1 else " */"),
+        f"static void {name}(ptrdiff_t k1, const T *restrict a1, ptrdiff_t lda1, ptrdiff_t k2,",
+        "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel, ptrdiff_t ps,",
+        "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
+        *(f"    vec {', '.join(f'{c} = {{0}}' for sums in row for c in sums)};" for row in acc),
+    ]
+    for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", "panel + k1 * ps * LANES")):
+        lines += ["    {", f"    const T *restrict a = {operand}, *restrict p = {start};",
+                  f"    const ptrdiff_t k = {size}, lda = lda{operand[1]};", "    ptrdiff_t q = 0;"]
+        if parts > 1:
+            lines.append(f"    for (; q + {parts} <= k; q += {parts}) {{")
+            for s in range(parts):
+                lines += step(f"q + {s}", s, "        ")
+            lines.append("    }")
+        lines += ["    for (; q < k; q++) {", *step("q", 0, "        "), "    }", "    }"]
+    for r in range(rows):
+        for v in range(columns):
+            total = " + ".join(acc[r][v]) if parts > 1 else acc[r][v][0]
+            lines.append(f"    store_tile(out + {r} * ldo + {v} * HIDDEN, {total}, "
+                         f"bias ? bias + {v} * LANES : NULL, n, add);")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+STORE_TILE = r"""
+/* out[0:n] = v (+ bias) (+ out[0:n] where add): a whole vector, or its first n lanes. */
+static inline void store_tile(T *restrict out, vec v, const T *restrict bias, ptrdiff_t n,
+                              _Bool add) {
+    if (bias) v += load_vec(bias);
+    if (n == LANES) {
+        if (add) v += load_vec(out);
+        store_vec(out, v);
+    } else {
+        for (ptrdiff_t l = 0; l < n; l++) out[l] = add ? out[l] + v[l] : v[l];
+    }
+}
+"""
+
+
+def pieces(blocks: int, widest: int) -> list[tuple[int, int]]:
+    """``(first, count)`` runs of at most ``widest`` of a job's ``blocks`` gate blocks."""
+    return [(v, min(widest, blocks - v)) for v in range(0, blocks, widest)]
+
+
+def dispatch(blocks: int, widest: int) -> str:
+    """C that runs a job of ``blocks`` gate blocks on ``m`` rows (``1 ≤ m ≤ MR``): one
+    kernel call per run of at most ``widest`` blocks."""
+    lines = [f"/* m rows (m <= MR) x {blocks} gate blocks, {widest} at a time */",
+             f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
+             "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {"]
+    for first, count in pieces(blocks, widest):
+        lines.append("    switch (m) {")
+        lines += [f"    case {r}: kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + "
+                  f"{first} * LANES, {blocks}, bias ? bias + {first} * LANES : NULL, out + "
+                  f"{first} * HIDDEN, ldo, n, add); break;" for r in range(1, MAX_ROWS + 1)]
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def kernels(blocks: set[int]) -> str:
+    """Every micro-kernel these jobs' block counts need, contracted to FMAs, and their
+    dispatch: 6 rows × up to 4 blocks with AVX-512's 32 vector registers, 6 rows × up to
+    2 blocks with 16 (AVX2, SSE: the classic 6 × 16 floats of AVX2), so the accumulators,
+    a row of the panel and a broadcast fit in the registers."""
+    opening = "\n".join([
+        "/* The micro-kernels: the only code where a * b + c may become one fused",
+        "   multiply-add (one rounding instead of two). */",
+        "#if defined(__clang__)", "#pragma clang fp contract(fast)",
+        "#elif defined(__GNUC__)", "#pragma GCC push_options",
+        '#pragma GCC optimize("fp-contract=fast")', "#endif"])
+    closing = "\n".join(["#if defined(__clang__)", "#pragma clang fp contract(off)",
+                         "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
+    parts = [opening, STORE_TILE.strip()]
+    for condition, registers, widest in (("#if VB == 64  /* AVX-512: 32 vector registers */",
+                                          32, 4), ("#else  /* 16 vector registers */", 16, 2)):
+        columns = sorted({c for b in blocks for _, c in pieces(b, widest)})
+        parts += [condition, *(micro_kernel(r, c, registers) for c in columns
+                               for r in range(1, MAX_ROWS + 1))]
+        parts += [dispatch(b, widest) for b in sorted(blocks)]
+    parts += ["#endif", closing]
+    return "\n\n".join(parts) + "\n"
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-order array whose data starts on a 64-byte boundary, so that no
+    vector load of a whole tile straddles two cache lines (which costs two loads: a
+    run's time jumped by a third with the allocator's 16-byte alignment), and two
+    threads writing neighbouring tiles never share a cache line."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` in C order, 64-byte aligned (see :func:`aligned_empty`)."""
+    placed = aligned_empty(array.shape, array.dtype)
+    placed[...] = array
+    return placed
+
+
+def tiles(hidden: int, lanes: int) -> int:
+    """Unit tiles of ``lanes`` hidden units covering ``hidden`` (the last may be partial)."""
+    return -(-hidden // lanes)
+
+
+def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndarray:
+    """``weights`` ``(K, blocks·H)`` as panels ``(tiles, K, blocks, lanes)``, zero-padded.
+
+    Padding columns (units ``≥ H`` of the last tile) are computed and never stored,
+    so their zero weights never meet a NaN that matters.
+    """
+    k = weights.shape[0]
+    units = tiles(hidden, lanes) * lanes
+    padded = np.zeros((k, blocks, units), dtype=weights.dtype)
+    padded[:, :, :hidden] = weights.reshape(k, blocks, hidden)
+    return aligned(padded.reshape(k, blocks, -1, lanes).transpose(2, 0, 1, 3))
+
+
+def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndarray:
+    """``bias`` ``(blocks·H,)`` as ``(tiles, blocks, lanes)``, the panels' order."""
+    units = tiles(hidden, lanes) * lanes
+    padded = np.zeros((blocks, units), dtype=bias.dtype)
+    padded[:, :hidden] = bias.reshape(blocks, hidden)
+    return aligned(padded.reshape(blocks, -1, lanes).transpose(1, 0, 2))
