@@ -308,3 +308,16 @@ def test_extremes_saturate_and_nan_stays_nan(math_library):
     np.testing.assert_array_equal(tanh[:-1], [-1, -1, -1, 1, 1, 1])
     np.testing.assert_allclose(sigmoid[:-1], [0, 0, 0, 1, 1, 1], atol=1e-38)
     assert np.isnan(tanh[-1]) and np.isnan(sigmoid[-1])
+
+
+def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkeypatch):
+    from lstm_graph.executors.prepare import usable_threads
+
+    monkeypatch.delenv("LSTM_GRAPH_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert usable_threads() == 3
+    monkeypatch.setenv("LSTM_GRAPH_THREADS", "2")
+    assert usable_threads() == 2
+    monkeypatch.setenv("LSTM_GRAPH_THREADS", "none")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= usable_threads() <= 8

@@ -32,14 +32,16 @@ Array = Any
 
 
 def usable_threads() -> int:
-    """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS`` if it is a positive number,
+    """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS``, else ``$OMP_NUM_THREADS``
+    (the convention PyTorch and the BLAS libraries follow), where a positive number;
     else the CPUs this process may run on (at most 8)."""
-    try:
-        wanted = int(os.environ.get("LSTM_GRAPH_THREADS", "0"))
-    except ValueError:
-        wanted = 0
-    if wanted > 0:
-        return wanted
+    for variable in ("LSTM_GRAPH_THREADS", "OMP_NUM_THREADS"):
+        try:
+            wanted = int(os.environ.get(variable, "0"))
+        except ValueError:
+            wanted = 0
+        if wanted > 0:
+            return wanted
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
 
