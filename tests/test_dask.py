@@ -1,4 +1,4 @@
-"""Scale-out on Dask: sharded run, trace and grad equal a plain run; retries.
+"""Scale-out on Dask: sharded run, trace and grad equal a plain run; retries; the sweep.
 
 A real scheduler and two worker processes run on 127.0.0.1 for this module (started
 with ``python -m dask``, time-bounded, torn down with their process group); the
@@ -35,6 +35,7 @@ from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
 from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
+from lstm_graph.training import adding, train  # noqa: E402
 
 #: Seconds any one command or start-up may take before the test fails.
 LIMIT = 120
@@ -370,6 +371,8 @@ def test_without_dask_installed_the_commands_say_so(tmp_path: Path,
     assert result.exit_code == 1, result.output
     assert "needs Dask, which is not installed here" in result.output
     assert "pip install 'lstm-graph[dask]'" in result.output
+    result = CliRunner().invoke(main, ["sweep", "lstm", "--steps", "1"])
+    assert result.exit_code == 1 and "needs Dask" in result.output, result.output
     result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out])
     assert result.exit_code == 0, result.output
 
@@ -442,3 +445,41 @@ def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -
     finally:
         _stop(workers)
         _stop(scheduler)
+
+
+def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster,
+                                                                inputs: Path) -> None:
+    result = cli(["sweep", "lstm", "rnn", "mine.cell", "--task", "adding", "--length", "6",
+                  "--steps", "6", "--batch", "4", "--eval-every", "3", "--seeds", "0,1",
+                  "--hidden-sizes", "3,5", "--dask", cluster.address, "--out", "board.json",
+                  "--markdown", "board.md"], inputs)
+    assert result.returncode == 0, result.stderr
+    board = json.loads((inputs / "board.json").read_text())
+    entries = board["leaderboard"]
+    assert len(entries) == 12 and board["task"]["baseline"] == pytest.approx(1 / 6)
+    assert {(e["spec"], e["hidden_size"], e["seed"]) for e in entries} == {
+        (spec, h, seed) for spec in ("lstm", "rnn", "mine.cell") for h in (3, 5)
+        for seed in (0, 1)}
+    losses = [e["loss"] for e in entries]
+    assert losses == sorted(losses) and [e["rank"] for e in entries] == list(range(1, 13))
+    for entry in entries:
+        assert entry["ratio"] == pytest.approx(entry["loss"] / entry["baseline"])
+        assert entry["steps"] == 6 and [step for step, _ in entry["evals"]] == [3, 6]
+    mine = next(e for e in entries if e["spec"] == "mine.cell" and e["hidden_size"] == 5
+                and e["seed"] == 1)
+    cell = lstm_graph.compile_source(MINE, "mine.cell", "mine")
+    here = train(cell, adding(6), 5, 6, batch=4, seed=1, eval_every=3)
+    assert mine["loss"] == pytest.approx(here.evals[-1][1], rel=1e-5)
+    assert mine["params"] == sum(v.size for v in here.weights.values())
+    table = result.stdout.splitlines()
+    assert table[0].startswith("adding (T=6), 6 steps: memoryless baseline 0.1667")
+    assert table[1].split()[:4] == ["rank", "cell", "H", "seed"] and len(table) == 14
+    assert (inputs / "board.md").read_text().count("\n| ") == 13
+
+
+def test_a_sweep_refuses_bad_grids() -> None:
+    for args, message in ((["lstm", "lstm"], "given twice"),
+                          (["lstm", "--seeds", "0,x"], "comma-separated list"),
+                          (["lstm", "--hidden-sizes", "0"], "at least 1")):
+        result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
+        assert result.exit_code == 2 and message in result.output, result.output
