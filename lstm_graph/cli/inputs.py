@@ -239,7 +239,7 @@ def dask_options(command: F) -> F:
     options = [
         click.option("--dask", metavar="ADDRESS", help=DASK_HELP),
         click.option("--shard-size", type=click.IntRange(min=1),
-                     help="Sequences per Dask task (default: what fits in 64 MiB of the "
+                     help="Sequences per Dask task (default: what fits in 512 MiB of the "
                           "worker's arrays, and a whole number of shards per worker)."),
         click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True),
                      default=10.0, show_default=True, help=TIMEOUT_HELP),
