@@ -11,6 +11,7 @@ from lstm_graph.cli import (  # noqa: F401  (each module registers its commands)
     grad,
     render,
     run,
+    sweep,
     trace,
     train,
 )

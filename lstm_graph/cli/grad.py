@@ -9,10 +9,22 @@ import click
 import numpy as np
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
-from lstm_graph.cli.inputs import prepare, read_array, run_options
+from lstm_graph.cli.inputs import OnDask, Prepared, dask_options, prepare, read_array, run_options
+from lstm_graph.distributed.jobs import grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
-from lstm_graph.executors.backends import to_numpy
 from lstm_graph.formats.files import write_npz
+
+
+def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray:
+    """``--grad-output``, checked against the shape of ``y`` (memory-mapped with ``mapped``)."""
+    runner, x = prepared.runner, prepared.x
+    (output,) = prepared.cell.graph.outputs
+    width = prepared.cell.schedule.width(output, runner.input_size, runner.hidden_size)
+    shape = (*x.shape[:-1], width)
+    grad_y = read_array(path, "grad_output", "grad_output", mapped)
+    if grad_y.shape != shape:
+        raise DataError(f"{path}: grad_output has shape {grad_y.shape}, but y has shape {shape}")
+    return grad_y
 
 
 @main.command(epilog=SPEC_HELP + " The loss is sum(grad_output · y): without --grad-output, "
@@ -21,40 +33,45 @@ from lstm_graph.formats.files import write_npz
               "state's initial value.")
 @click.argument("spec")
 @run_options
+@dask_options
 @click.option("--grad-output", "grad_output", type=click.Path(dir_okay=False, path_type=Path),
               help="dL/dy as .npy, the shape of y (T, B, the output's size).")
 @click.option("--out", type=OutputPath(), required=True,
               help="Output .npz of gradients.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool, **inputs: Any) -> None:
+def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
+         on_dask: OnDask | None, **inputs: Any) -> None:
     """Backpropagate through time: gradients for the input, weights and initial states."""
-    prepared = prepare(spec, work="grad", **inputs)
-    cell, runner, x = prepared.cell, prepared.runner, prepared.x
-    (output,) = cell.graph.outputs
-    width = cell.schedule.width(output, runner.input_size, runner.hidden_size)
-    shape = (*x.shape[:-1], width)
-    if grad_output is None:
-        grad_y = np.zeros(shape, dtype=runner.dtype)
-        grad_y[-1] = 1
+    extra: dict[str, Any] = {}
+    if on_dask is None:
+        prepared = prepare(spec, work="grad", **inputs)
+        runner, x = prepared.runner, prepared.x
+        grad_y = last_step_loss(runner, x.shape) if grad_output is None else \
+            read_grad_output(grad_output, prepared, mapped=False)
+        found = grad_arrays(runner, x, grad_y, prepared.state, prepared.allow_nonfinite)
+        write_npz(out, found.arrays)
+        shapes = {name: tuple(value.shape) for name, value in found.arrays.items()}
+        norms = {name: float(np.linalg.norm(value)) for name, value in found.arrays.items()}
+        loss, ran_with = found.loss, found.ran_with
     else:
-        grad_y = read_array(grad_output, "grad_output", "grad_output")
-        if grad_y.shape != shape:
-            raise DataError(f"{grad_output}: grad_output has shape {grad_y.shape}, but y has "
-                            f"shape {shape}")
-    found = runner.grad(x, grad_y, state=prepared.state,
-                        allow_nonfinite=prepared.allow_nonfinite)
-    arrays = {"x": to_numpy(found.x),
-              **{name: to_numpy(value) for name, value in found.weights.items()},
-              **{f"initial.{name}": to_numpy(value) for name, value in found.state.items()}}
-    write_npz(out, arrays)
-    loss = float(np.sum(grad_y * to_numpy(found.y)))
-    norms = {name: float(np.linalg.norm(value)) for name, value in arrays.items()}
+        from lstm_graph.cli import sharded
+
+        prepared, job = sharded.prepare("grad", spec, inputs)
+        mapped = None if grad_output is None else \
+            read_grad_output(grad_output, prepared, mapped=True)
+        every = ("x", *job.weights, *(f"initial.{name}" for name in prepared.cell.graph.states))
+        outcome = sharded.execute_on(prepared, job, on_dask, out, mapped, measure=every)
+        shapes, loss, ran_with = outcome.shapes, outcome.loss, "+".join(outcome.ran_with)
+        norms = {name: outcome.moments[name].norm for name in shapes}
+        extra["dask"] = sharded.summary(on_dask, outcome)
+        if not as_json:
+            sharded.say_spread(on_dask, outcome)
+    cell = prepared.cell
     if as_json:
-        emit_json({"cell": cell.name, "ran_with": runner.ran_with, "loss": loss,
-                   "out": str(out), "norms": norms})
+        emit_json({"cell": cell.name, "ran_with": ran_with, "loss": loss, "out": str(out),
+                   "norms": norms, **extra})
         return
-    click.echo(f"{cell.name}: loss {loss:.6g} ({runner.ran_with}); wrote {out}", err=True)
-    width_names = max(map(len, arrays))
-    for name, value in arrays.items():
-        click.echo(f"{name:<{width_names}}  {str(tuple(value.shape)):<14}  "
-                   f"norm {norms[name]:.6g}")
+    click.echo(f"{cell.name}: loss {loss:.6g} ({ran_with}); wrote {out}", err=True)
+    width_names = max(map(len, shapes))
+    for name, shape in shapes.items():
+        click.echo(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}")

@@ -1,15 +1,18 @@
 """What every command that runs a cell reads: the cell, ``x``, weights and the initial state.
 
-``run`` and ``trace`` share these options (:func:`run_options`), how they are read
-(:func:`prepare`) and how a long run shows its progress (:func:`with_progress`).
+``run``, ``trace`` and ``grad`` share these options (:func:`run_options`), how they are
+read (:func:`prepare`), how a long run shows its progress (:func:`with_progress`), and
+the options that send the run to a Dask cluster instead (:func:`dask_options`).
 Everything is sized before it is read or made: ``x`` and the initial states by
 their headers, the run by the arrays it will allocate
 (:func:`lstm_graph.checks.run_allocations`); work that would not fit in memory
-is refused before it starts (:mod:`lstm_graph.formats.memory`).
+is refused before it starts (:mod:`lstm_graph.formats.memory`). A run on Dask
+memory-maps ``x`` instead (``mapped``), and its shards are sized to fit.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import numpy as np
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
 from lstm_graph.cli.app import load
+from lstm_graph.distributed import DaskError
 from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
@@ -51,10 +55,22 @@ def stored_array(path: Path, what: str, key: str) -> StoredArray:
                     f"{', '.join(arrays) or 'nothing'})")
 
 
-def read_array(path: Path, what: str, key: str) -> np.ndarray:
+def read_array(path: Path, what: str, key: str, mapped: bool = False) -> np.ndarray:
     """An array from .npy, or from .npz by ``key`` (or its only array), once it fits in
-    memory (see :func:`stored_array`)."""
-    return stored_array(path, what, key).read()
+    memory (see :func:`stored_array`); with ``mapped``, see :func:`load_stored`."""
+    return load_stored(stored_array(path, what, key), mapped)
+
+
+def load_stored(stored: StoredArray, mapped: bool = False) -> np.ndarray:
+    """The array ``stored`` holds, read once it fits in memory. With ``mapped``, an ``.npy``
+    is memory-mapped (read-only) instead, to be read a part at a time (a run on Dask reads
+    a shard at a time); a member of an ``.npz`` is always read whole."""
+    if not mapped or stored.member is not None or stored.nbytes == 0:
+        return stored.read()
+    try:
+        return np.asarray(np.load(stored.path, mmap_mode="r", allow_pickle=False))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{stored.path}: cannot map {stored.name} ({err})") from None
 
 
 def run_options(command: F) -> F:
@@ -105,19 +121,35 @@ class Prepared:
     allow_nonfinite: bool
 
 
-def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
-            weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
-            state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run"
-            ) -> Prepared:
-    """Read everything :func:`run_options` names, checked; usage errors exit 2. ``work``
-    ("run", "trace" or "grad") says what will be done, so what it holds is counted too."""
+def check_usage(input_path: Path | None, sample: bool, input_size: int | None,
+                weights: Path | None, hidden_size: int | None) -> None:
+    """What :func:`run_options` needs together, checked before any file is read (exit 2)."""
     if (input_path is None) == (not sample):
         raise click.UsageError("give exactly one of --input FILE and --sample")
     if input_size is not None and not sample:
         raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
     if weights is None and hidden_size is None:
         raise click.UsageError("give --hidden-size (or --weights, which tell it)")
-    cell = load(spec)
+
+
+def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
+            weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
+            state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run"
+            ) -> Prepared:
+    """Read everything :func:`run_options` names, checked; usage errors exit 2. ``work``
+    ("run", "trace" or "grad") says what will be done, so what it holds is counted too."""
+    check_usage(input_path, sample, input_size, weights, hidden_size)
+    return bind(load(spec), input_path, sample, input_size, weights, hidden_size, seed,
+                backend, dtype, state_path, executor, allow_nonfinite, work)
+
+
+def bind(cell: Cell, input_path: Path | None, sample: bool, input_size: int | None,
+         weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
+         state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run",
+         mapped: bool = False) -> Prepared:
+    """:func:`prepare` for a cell already loaded. With ``mapped`` (a run sharded on Dask),
+    an ``.npy`` ``x`` is memory-mapped rather than read, and the whole run is not weighed
+    against this machine's memory: its shards are (:mod:`lstm_graph.distributed.sharded`)."""
     stored = None if input_path is None else stored_array(input_path, "x", "x")
     if stored is not None:
         if len(stored.shape) not in (2, 3):
@@ -138,14 +170,15 @@ def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | 
     states = {} if state_path is None else \
         {name: array for name, array in open_npz(state_path).items() if name in cell.graph.states}
     batch = shape[1] if len(shape) == 3 else 1
-    require([allocation("x", shape, x_dtype),
-             *run_allocations(cell.schedule, shape[0], batch, shape[-1], runner.hidden_size,
-                              runner.dtype, x_dtype),
-             *work_allocations(cell.schedule, work, shape[0], batch, shape[-1],
-                               runner.hidden_size, runner.dtype),
-             *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
-            "this run", str(input_path or ""))
-    x = stored.read() if stored is not None else \
+    if not mapped:
+        require([allocation("x", shape, x_dtype),
+                 *run_allocations(cell.schedule, shape[0], batch, shape[-1],
+                                  runner.hidden_size, runner.dtype, x_dtype),
+                 *work_allocations(cell.schedule, work, shape[0], batch, shape[-1],
+                                   runner.hidden_size, runner.dtype),
+                 *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
+                "this run", str(input_path or ""))
+    x = load_stored(stored, mapped) if stored is not None else \
         np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     state = {name: array.read() for name, array in states.items()} if state_path else None
     return Prepared(cell, runner, x, state, allow_nonfinite)
@@ -157,3 +190,61 @@ def with_progress(steps: int, call: Callable[[Progress | None], Any]) -> Any:
         with click.progressbar(length=steps, label="steps", file=sys.stderr) as bar:
             return call(bar.update)
     return call(None)
+
+
+@dataclass(frozen=True)
+class OnDask:
+    """Where ``--dask`` sends a run, and how it is cut up."""
+
+    address: str  # "local" or a scheduler's address, checked
+    shard_size: int | None  # sequences per shard (None: chosen from the sizes)
+    timeout: float  # seconds to reach the scheduler and to wait for a worker
+
+
+def dask_address(value: str) -> str:
+    """``--dask``'s value checked (exit 2 when malformed); an error (exit 1) without Dask."""
+    try:
+        from lstm_graph.distributed.cluster import check_address
+    except ImportError as err:
+        raise DaskError(f"--dask needs Dask, which is not installed here ({err}); "
+                        "pip install 'lstm-graph[dask]'") from None
+    try:
+        return check_address(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="'--dask'") from None
+
+
+DASK_HELP = ("Shard the batch across a Dask cluster: 'local' (an in-process cluster, one "
+             "worker per core) or a scheduler's address, tcp://HOST:PORT.")
+TIMEOUT_HELP = "Seconds to reach the Dask scheduler, and to wait for its first worker."
+
+
+def dask_options(command: F) -> F:
+    """``--dask ADDRESS``, ``--shard-size N``, ``--dask-timeout S``; the command receives
+    them as one argument, ``on_dask`` (an :class:`OnDask`, or ``None`` without ``--dask``)."""
+
+    @functools.wraps(command)
+    def with_dask(*args: Any, dask: str | None, shard_size: int | None, dask_timeout: float,
+                  **kwargs: Any) -> Any:
+        if dask is None:
+            if shard_size is not None:
+                raise click.UsageError("--shard-size shards a run on Dask: give --dask too")
+            return command(*args, on_dask=None, **kwargs)
+        if kwargs.get("backend", "numpy") != "numpy":
+            raise click.UsageError("--dask runs on the numpy backend only: workers get NumPy "
+                                   "arrays; drop --backend or --dask")
+        return command(*args, on_dask=OnDask(dask_address(dask), shard_size, dask_timeout),
+                       **kwargs)
+
+    options = [
+        click.option("--dask", metavar="ADDRESS", help=DASK_HELP),
+        click.option("--shard-size", type=click.IntRange(min=1),
+                     help="Sequences per Dask task (default: what fits in 512 MiB of the "
+                          "worker's arrays, and a whole number of shards per worker)."),
+        click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=10.0, show_default=True, help=TIMEOUT_HELP),
+    ]
+    wrapped: Any = with_dask
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped  # type: ignore[no-any-return]

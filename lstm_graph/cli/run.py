@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
-from lstm_graph.cli.inputs import prepare, run_options, with_progress
+from lstm_graph.cli.inputs import OnDask, dask_options, prepare, run_options, with_progress
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.formats.files import write_npz
 
@@ -18,11 +18,16 @@ from lstm_graph.formats.files import write_npz
               "value to --out.")
 @click.argument("spec")
 @run_options
+@dask_options
 @click.option("--out", type=OutputPath(), required=True,
               help="Output .npz (y and the final states).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def run(spec: str, out: Path, as_json: bool, **inputs: Any) -> None:
+def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Run a cell over a sequence."""
+    if on_dask is not None:  # the batch sharded across a Dask cluster
+        from lstm_graph.cli import sharded
+
+        return sharded.run(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     began = time.perf_counter()

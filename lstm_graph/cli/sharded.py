@@ -1,0 +1,87 @@
+"""``run``, ``trace`` and ``grad`` with ``--dask``: the batch sharded across a Dask cluster.
+
+Each command reads its inputs as its plain form does (:func:`prepare`), except that
+``x`` (and ``grad``'s ``--grad-output``) is memory-mapped, not read; it sends the cell's
+text and the weights to the workers and writes the same ``.npz``, chunk by chunk
+(:func:`execute_on`). ``trace`` and ``grad`` call these and report as they always do;
+``run`` is :func:`run`. Imported only when ``--dask`` is given: it needs Dask.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lstm_graph.cli.app import emit_json
+from lstm_graph.cli.inputs import OnDask, Prepared, bind, check_usage
+from lstm_graph.distributed.cluster import connect
+from lstm_graph.distributed.jobs import Job, cell_source
+from lstm_graph.distributed.sharded import Outcome, execute
+
+
+def prepare(command: str, spec: str, inputs: dict[str, Any]) -> tuple[Prepared, Job]:
+    """The command's inputs, ``x`` memory-mapped, and the job its workers run."""
+    check_usage(inputs["input_path"], inputs["sample"], inputs["input_size"],
+                inputs["weights"], inputs["hidden_size"])
+    source = cell_source(spec)
+    cell = source.compile()
+    for warning in cell.warnings:
+        click.echo(str(warning), err=True)
+    prepared = bind(cell, **inputs, work=command, mapped=True)
+    runner = prepared.runner
+    return prepared, Job(command, source, runner.weights, runner.input_size,
+                         runner.hidden_size, runner.dtype.name, runner.executor)
+
+
+def execute_on(prepared: Prepared, job: Job, on_dask: OnDask, out: Path, grad_y: Any = None,
+               measure: tuple[str, ...] = ()) -> Outcome:
+    """Run ``job`` on the cluster ``on_dask`` names, sharded; write ``out``. On a terminal,
+    a progress bar counts the sequences written."""
+    x = prepared.x
+    with connect(on_dask.address, on_dask.timeout) as client:
+        if not sys.stderr.isatty():
+            return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
+                           measure, prepared.allow_nonfinite)
+        with click.progressbar(length=1 if x.ndim == 2 else x.shape[1], label="sequences",
+                               file=sys.stderr) as bar:
+            return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
+                           measure, prepared.allow_nonfinite, bar.update)
+
+
+def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:
+    """How the work was spread, for ``--json``."""
+    return {"address": on_dask.address, "workers": outcome.workers, "shards": outcome.shards,
+            "shard_size": outcome.shard_size}
+
+
+def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
+    """How the work was spread, on stderr."""
+    click.echo(f"on Dask ({on_dask.address}): {outcome.shards} shards of up to "
+               f"{outcome.shard_size} sequences, {outcome.workers} worker threads", err=True)
+
+
+def run(spec: str, out: Path, as_json: bool, on_dask: OnDask, inputs: dict[str, Any]) -> None:
+    """``run --dask``: writes and reports what ``run`` does."""
+    prepared, job = prepare("run", spec, inputs)
+    outcome = execute_on(prepared, job, on_dask, out, measure=("y",))
+    runner, x, y = prepared.runner, prepared.x, outcome.moments["y"]
+    stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
+    ran_with = "+".join(outcome.ran_with)
+    if as_json:
+        emit_json({"cell": prepared.cell.name, "backend": runner.backend,
+                   "dtype": runner.dtype.name, "executor": runner.executor,
+                   "ran_with": ran_with, "input_shape": list(x.shape),
+                   "hidden_size": runner.hidden_size, "seconds": round(outcome.seconds, 6),
+                   "out": str(out), "y": stats, "dask": summary(on_dask, outcome),
+                   "arrays": {name: list(shape) for name, shape in outcome.shapes.items()}})
+        return
+    say_spread(on_dask, outcome)
+    shapes = ", ".join(f"{name} {shape}" for name, shape in outcome.shapes.items())
+    click.echo(f"wrote {out}: {shapes}", err=True)
+    click.echo(f"{prepared.cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on "
+               f"numpy {runner.dtype.name} ({ran_with}) in {outcome.seconds * 1e3:.2f} ms")
+    click.echo(f"y: mean {stats['mean']:+.5f}  std {stats['std']:.5f}  "
+               f"min {stats['min']:+.5f}  max {stats['max']:+.5f}")

@@ -1,0 +1,109 @@
+"""The ``sweep`` command: train many cells on one task on a Dask cluster; a leaderboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lstm_graph.cli.app import OutputPath, emit_json, main
+from lstm_graph.cli.inputs import TIMEOUT_HELP, dask_address
+from lstm_graph.cli.train import TASK_HELP
+from lstm_graph.distributed.jobs import cell_source
+from lstm_graph.executors.backends import DTYPES
+from lstm_graph.formats.files import write_atomic
+from lstm_graph.training import named
+
+
+def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """A comma-separated list of distinct whole numbers (``0,1,2``)."""
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of whole numbers, "
+                                 "e.g. 0,1,2") from None
+    if len(set(numbers)) != len(numbers):
+        raise click.BadParameter(f"'{value}' names a number twice")
+    if param.name == "hidden_sizes" and min(numbers) < 1:
+        raise click.BadParameter("hidden sizes are at least 1")
+    return numbers
+
+
+@main.command(epilog="Each CELL is a built-in name or a path to a .cell file; its text is "
+              "sent to the workers. One Dask task per cell, hidden size and seed. The "
+              "leaderboard ranks the runs by their loss on a held-out batch after the last "
+              "step, beside the task's memoryless baseline.")
+@click.argument("cells", nargs=-1, required=True)
+@click.option("--task", "task_name", default="adding", show_default=True, help=TASK_HELP)
+@click.option("--length", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Sequence length of the adding problem; the copy task's delay.")
+@click.option("--steps", type=click.IntRange(min=1), required=True,
+              help="Training steps of every run.")
+@click.option("--seeds", default="0", show_default=True, callback=_numbers,
+              help="Seeds, comma-separated: one run per seed.")
+@click.option("--hidden-sizes", "-H", default="64", show_default=True, callback=_numbers,
+              help="Hidden sizes, comma-separated: one run per size.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
+              show_default=True, help="Adam's learning rate.")
+@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the global gradient norm to this (0: no clipping).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Measure the held-out loss every this many steps (and after the last).")
+@click.option("--dask", "address", default="local", show_default=True, metavar="ADDRESS",
+              help="'local' (an in-process cluster, one worker per core) or a scheduler's "
+                   "address, tcp://HOST:PORT.")
+@click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help=TIMEOUT_HELP)
+@click.option("--out", type=OutputPath(),
+              help="Write the leaderboard as JSON (with every run's held-out losses).")
+@click.option("--markdown", type=OutputPath(),
+              help="Write the leaderboard as a Markdown table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of the table.")
+def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds: list[int],
+          hidden_sizes: list[int], batch: int, lr: float, clip: float, dtype: str,
+          eval_every: int, address: str, dask_timeout: float, out: Path | None,
+          markdown: Path | None, as_json: bool) -> None:
+    """Train cells × seeds × hidden sizes on a task as Dask tasks; rank them."""
+    if len(set(cells)) != len(cells):
+        raise click.UsageError("a CELL is given twice")
+    address = dask_address(address)
+    from lstm_graph.distributed import sweep as sweeping
+    from lstm_graph.distributed.cluster import connect
+
+    sources = []
+    for spec in cells:
+        source = cell_source(spec)
+        for warning in source.compile().warnings:
+            click.echo(str(warning), err=True)
+        sources.append((spec, source))
+    task = named(task_name, length)
+    settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
+    configs = sweeping.grid(sources, hidden_sizes, seeds)
+
+    def report(entry: sweeping.Entry, done: int) -> None:
+        loss = f"loss {entry.loss:.4g}" if entry.loss is not None else f"failed: {entry.error}"
+        click.echo(f"[{done}/{len(configs)}] {entry.spec} H={entry.hidden_size} seed "
+                   f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
+
+    click.echo(f"sweep: {len(configs)} training runs of {steps} steps on {task.name} "
+               f"(on Dask: {address})", err=True)
+    with connect(address, dask_timeout) as client:
+        entries = sweeping.sweep(client, configs, task, settings, report)
+    data = sweeping.as_json(entries, task, settings)
+    title = f"{task.name} (T={task.length}), {steps} steps: memoryless baseline " \
+            f"{task.baseline:.4g}"
+    if out is not None:
+        write_atomic(out, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    if markdown is not None:
+        write_atomic(markdown, sweeping.markdown(entries, title).encode())
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(title)
+    click.echo(sweeping.table(entries))
+    written = [str(path) for path in (out, markdown) if path is not None]
+    if written:
+        click.echo(f"wrote {' and '.join(written)}", err=True)

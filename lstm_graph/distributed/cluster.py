@@ -1,0 +1,148 @@
+"""``--dask ADDRESS``: where shards and training runs go.
+
+``local`` starts an in-process :class:`distributed.LocalCluster` (a scheduler in this
+process and one single-threaded worker process per CPU core), closed when the command
+ends; anything else is the address of a running scheduler (``tcp://host:port``, or
+``host:port``), reached within a time limit. Either way the workers are asked, before
+any work, whether they can import lstm-graph, and the command refuses to start where
+one cannot (a shard sent there would fail on arrival).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import dask
+from distributed import Client, LocalCluster
+from distributed.comm import parse_address
+from distributed.comm.registry import backends
+
+from lstm_graph.distributed import DaskError
+from lstm_graph.distributed.jobs import worker_version
+from lstm_graph.errors import LstmGraphWarning
+
+#: ``--dask`` for an in-process cluster sized to this machine.
+LOCAL = "local"
+#: Seconds to reach a scheduler, and to wait for its first worker.
+TIMEOUT = 10.0
+#: Dask settings while lstm-graph is its client (and, with ``local``, its scheduler and
+#: workers): shards carry their rows of ``x`` in the task itself (so the scheduler can
+#: resend them if a worker dies), which Dask would otherwise warn about as a "large
+#: graph"; and Dask keeps its last 1,000 messages under 1 MB for debugging, which would
+#: keep up to 1,000 shards' inputs alive in memory.
+SETTINGS = {"distributed.admin.large-graph-warning-threshold": "1 PiB",
+            "distributed.admin.low-level-log-length": 0}
+_HOST_PORT = re.compile(r"^[^\s:/]+:\d+$|^\[[0-9a-fA-F:.]+\]:\d+$")
+
+
+def check_address(address: str) -> str:
+    """``address`` as Dask spells it: ``local``, or ``scheme://host:port``; a plain
+    ``host:port`` means TCP. Raises :class:`ValueError` saying what is wrong.
+
+    >>> check_address("127.0.0.1:8786"), check_address("tls://scheduler.lan:8786")
+    ('tcp://127.0.0.1:8786', 'tls://scheduler.lan:8786')
+    """
+    if address == LOCAL:
+        return address
+    if "://" not in address:
+        if not _HOST_PORT.match(address):
+            raise ValueError(f"'{address}' is not a scheduler address: give local, or "
+                             "tcp://HOST:PORT (as 'dask scheduler' prints it)")
+        address = f"tcp://{address}"
+    scheme, location = parse_address(address)
+    if scheme not in backends or scheme == "inproc":
+        known = ", ".join(f"{s}://" for s in sorted(backends) if s != "inproc")
+        raise ValueError(f"'{address}': unknown scheme '{scheme}://'; use tcp://HOST:PORT "
+                         f"(Dask knows {known})")
+    host, _, port = location.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"'{address}' has no HOST:PORT after {scheme}://; e.g. "
+                         f"{scheme}://127.0.0.1:8786")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"'{address}': port {port} is not between 1 and 65535")
+    return address
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Dask's own log lines off stderr while lstm-graph is its client (a lost scheduler, say,
+    is logged with a traceback as the client tries to reconnect): what went wrong reaches
+    the user as one message of ours."""
+    handlers = [handler for handler in logging.getLogger("distributed").handlers
+                if isinstance(handler, logging.StreamHandler)]
+    levels = [handler.level for handler in handlers]
+    for handler in handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for handler, level in zip(handlers, levels):
+            handler.setLevel(level)
+
+
+def _local_cluster() -> LocalCluster:
+    """One single-threaded worker process per core (its NumPy and BLAS single-threaded
+    too, as Dask's nanny sets them), all on the loopback interface, the scheduler's web
+    server included (on a free port, not the usual 8787 another cluster may hold)."""
+    return LocalCluster(threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL + 1)
+
+
+@contextmanager
+def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
+    """A client of the cluster ``address`` names (see the module docstring), with at least
+    one worker that runs lstm-graph; everything it started is closed on the way out."""
+    address = check_address(address)
+    with ExitStack() as stack:
+        stack.enter_context(_quiet())
+        stack.enter_context(dask.config.set(SETTINGS))
+        try:
+            if address == LOCAL:
+                cluster = stack.enter_context(_local_cluster())
+                client = stack.enter_context(Client(cluster, timeout=timeout))
+            else:
+                client = stack.enter_context(Client(address, timeout=timeout))
+        except (OSError, TimeoutError) as err:
+            where = "start a local Dask cluster" if address == LOCAL else \
+                f"reach a Dask scheduler at {address}"
+            raise DaskError(f"cannot {where} within {timeout:g} s ({err}); is 'dask "
+                            "scheduler' running there, and the address the one it printed?"
+                            ) from None
+        except (ValueError, MemoryError):  # something answered, but not in Dask's protocol
+            raise DaskError(f"something answered at {address}, but not as a Dask scheduler "
+                            "does; check the host and port (the scheduler prints its address "
+                            "when it starts)") from None
+        check_workers(client, address, timeout)
+        yield client
+
+
+def check_workers(client: Client, address: str, timeout: float) -> None:
+    """Wait for a first worker; refuse workers that cannot import lstm-graph; warn of
+    workers with another version of it."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError):
+        raise DaskError(f"the Dask scheduler at {address} has no workers (none joined within "
+                        f"{timeout:g} s); start some: dask worker {address}") from None
+    found = client.run(worker_version, on_error="return")
+    missing = sorted(worker for worker, version in found.items()
+                     if not isinstance(version, str))
+    if missing:
+        raise DaskError(f"lstm-graph cannot run on worker {', '.join(missing)} "
+                        f"({found[missing[0]]}); install it on every worker "
+                        "(pip install 'lstm-graph[dask]'), in the environment 'dask worker' "
+                        "runs in")
+    ours = worker_version()
+    other = sorted({version for version in found.values() if version != ours})
+    if other:
+        warnings.warn(f"workers run lstm-graph {', '.join(map(str, other))}, this is {ours}; "
+                      "results may differ from a plain run", LstmGraphWarning, stacklevel=3)
+
+
+def threads(client: Client) -> int:
+    """Worker threads the cluster has now (shards that can run at once)."""
+    return sum(int(count) for count in client.nthreads().values())

@@ -1,0 +1,210 @@
+"""What one shard of a run computes, and what travels to a worker to compute it.
+
+A shard is a slice of the batch: every sequence is independent of the others, so
+``x[:, b0:b1]`` from ``state[b0:b1]`` gives exactly rows ``b0:b1`` of a plain run's
+results. A :class:`Job` carries what a worker needs to compute any shard of one
+command: the cell's **source text** (a user's ``.cell`` file need not exist on the
+worker), the weights as arrays, the sizes, dtype and executor. A worker compiles a
+job once per thread (:func:`runner`) and runs every shard through the normal API
+(:class:`~lstm_graph.cell.Runner`), so a shard runs exactly the code a plain run does.
+
+The same functions make a plain command's arrays (:func:`run_arrays`,
+:func:`trace_arrays`, :func:`grad_arrays`): a plain run is one shard of the whole batch.
+This module needs only NumPy; it is what a worker imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.cell import Cell, Runner
+from lstm_graph.executors.backends import to_numpy
+from lstm_graph.executors.contract import Progress
+from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
+
+#: The commands a job can run.
+COMMANDS = ("run", "trace", "grad")
+#: Compiled jobs a worker thread keeps (a sweep of runs reuses none; a sharded run one).
+KEPT = 2
+
+
+@dataclass(frozen=True)
+class CellSource:
+    """A cell's text and the names :func:`~lstm_graph.library.load_cell` would give it."""
+
+    text: str
+    file: str  # for messages: file:line:col
+    name: str  # the cell's name when the text has no 'cell NAME' line
+
+    def compile(self) -> Cell:
+        return compile_source(self.text, self.file, self.name)
+
+
+def cell_source(spec: str) -> CellSource:
+    """The text of the cell SPEC names (a built-in name or a ``.cell`` path).
+
+    >>> source = cell_source("rnn")
+    >>> source.file, source.compile().name
+    ('<builtin>/rnn.cell', 'rnn')
+    """
+    if spec in builtin_names():
+        resource = resources.files("lstm_graph") / "cells" / f"{spec}.cell"
+        return CellSource(resource.read_text(encoding="utf-8"), f"<builtin>/{spec}.cell", spec)
+    path = Path(spec)
+    if not path.is_file():
+        load_cell(spec)  # raises the error a plain run gives for this SPEC
+    return CellSource(read_cell_text(path), spec, path.stem)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What a command writes for one slice of the batch (or, in a plain run, all of it).
+
+    ``arrays`` are named and ordered as in the output file; ``axes`` gives each one's
+    batch axis, or ``None`` for a sum over the batch (a weight gradient), which shards
+    add. ``loss`` is ``grad``'s ``sum(grad_y · y)`` over these sequences (in float64).
+    """
+
+    arrays: dict[str, np.ndarray]
+    axes: dict[str, int | None]
+    ran_with: str
+    loss: float | None = None
+
+
+def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
+               allow_nonfinite: bool, progress: Progress | None = None) -> Shard:
+    """``run``'s output: ``y`` and each state's final value."""
+    y, final = runner(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
+    arrays = {"y": to_numpy(y), **{name: to_numpy(value) for name, value in final.items()}}
+    axes: dict[str, int | None] = {name: 0 for name in final}
+    return Shard(arrays, {"y": 1, **axes}, str(runner.ran_with))
+
+
+def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
+                 allow_nonfinite: bool, progress: Progress | None = None) -> Shard:
+    """``trace``'s output: every assignment ``(T, B, width)`` under its own name, ``y`` (the
+    run's output, unless an assignment has that name) and ``final.STATE`` for each state.
+    One sequence ``(T, I)`` keeps its batch axis here, unlike a run."""
+    values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
+    arrays = {name: to_numpy(value) for name, value in values.items()}
+    if np.ndim(x) == 2:
+        arrays = {name: value[:, None] for name, value in arrays.items()}
+    (output,) = runner.cell.graph.outputs  # an assignment, or the input itself
+    if output in arrays:
+        arrays.setdefault("y", arrays[output])
+    else:  # the output is the input, as the run gives it
+        as_run = np.asarray(to_numpy(x), dtype=runner.dtype)
+        arrays.setdefault("y", as_run.reshape(len(as_run), -1, as_run.shape[-1]))
+    states = list(runner.cell.graph.states)
+    arrays.update({f"final.{name}": arrays[name][-1] for name in states})
+    axes: dict[str, int | None] = {name: 1 for name in arrays}
+    axes.update({f"final.{name}": 0 for name in states})
+    return Shard(arrays, axes, str(runner.ran_with))
+
+
+def last_step_loss(runner: Runner, x_shape: tuple[int, ...]) -> np.ndarray:
+    """``grad_y`` for the loss ``grad`` takes without ``--grad-output``: the sum of the
+    last step's output."""
+    (output,) = runner.cell.graph.outputs
+    width = runner.cell.schedule.width(output, runner.input_size, runner.hidden_size)
+    grad_y = np.zeros((*x_shape[:-1], width), dtype=runner.dtype)
+    grad_y[-1] = 1
+    return grad_y
+
+
+def grad_arrays(runner: Runner, x: Any, grad_y: Any, state: Mapping[str, Any] | None,
+                allow_nonfinite: bool) -> Shard:
+    """``grad``'s output: ``x`` (the input's gradient), every parameter's gradient under its
+    name, and ``initial.STATE`` for each state's initial value; and the loss."""
+    found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite)
+    arrays = {"x": to_numpy(found.x),
+              **{name: to_numpy(value) for name, value in found.weights.items()},
+              **{f"initial.{name}": to_numpy(value) for name, value in found.state.items()}}
+    axes: dict[str, int | None] = {name: None for name in found.weights}
+    axes.update({"x": 1, **{f"initial.{name}": 0 for name in found.state}})
+    loss = float(np.einsum("i,i->", np.ravel(to_numpy(grad_y)), np.ravel(to_numpy(found.y)),
+                           dtype=np.float64))
+    return Shard(arrays, axes, str(runner.ran_with), loss)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to run shards of one command on one cell and weights.
+
+    ``x`` reaches the worker checked (the client looks for NaN and infinity as it reads
+    each shard, so the message can give the index in the whole batch) and converted to
+    ``dtype``.
+    """
+
+    command: str  # one of COMMANDS
+    source: CellSource
+    weights: dict[str, np.ndarray]
+    input_size: int
+    hidden_size: int
+    dtype: str
+    executor: str
+    token: str = field(init=False)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights the job carries (its text is small)."""
+        return sum(value.nbytes for value in self.weights.values())
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256()
+        for part in (self.command, self.source.text, self.source.file, self.source.name,
+                     self.input_size, self.hidden_size, self.dtype, self.executor):
+            digest.update(f"{part}\0".encode())
+        for name, value in sorted(self.weights.items()):
+            digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        object.__setattr__(self, "token", digest.hexdigest()[:16])
+
+
+_compiled = threading.local()
+
+
+def runner(job: Job) -> Runner:
+    """The job's cell compiled with its weights, once per worker thread (a runner runs one
+    call at a time, so threads of one worker each keep their own)."""
+    kept: OrderedDict[str, Runner] | None = getattr(_compiled, "runners", None)
+    if kept is None:
+        kept = _compiled.runners = OrderedDict()
+    if job.token in kept:
+        kept.move_to_end(job.token)
+    else:
+        kept[job.token] = job.source.compile().compile(
+            input_size=job.input_size, hidden_size=job.hidden_size, dtype=job.dtype,
+            weights=job.weights, executor=job.executor)
+        while len(kept) > KEPT:
+            kept.popitem(last=False)
+    return kept[job.token]
+
+
+def run_shard(job: Job, x: np.ndarray, state: dict[str, np.ndarray] | None,
+              grad_y: np.ndarray | None) -> Shard:
+    """One shard: rows ``x (T, b, I)`` (or one sequence ``(T, I)``), their initial states
+    ``(b, H)`` and, for ``grad``, their ``grad_y`` (``None``: the last step's sum)."""
+    compiled = runner(job)
+    if job.command == "run":
+        return run_arrays(compiled, x, state, allow_nonfinite=True)
+    if job.command == "trace":
+        return trace_arrays(compiled, x, state, allow_nonfinite=True)
+    if grad_y is None:
+        grad_y = last_step_loss(compiled, x.shape)
+    return grad_arrays(compiled, x, grad_y, state, allow_nonfinite=True)
+
+
+def worker_version() -> str:
+    """The lstm-graph installed where this runs. A worker that cannot import lstm-graph
+    fails to unpickle this function, which is how a client finds such workers."""
+    return metadata.version("lstm-graph")

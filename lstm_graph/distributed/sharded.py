@@ -1,0 +1,375 @@
+"""A run, trace or gradient sharded over the batch on a Dask cluster, written chunk by chunk.
+
+The client (:func:`execute`) cuts the batch into shards of ``shard_size`` sequences,
+reads each shard's rows from ``x`` (a memory-mapped ``.npy`` is read only a shard at a
+time), checks them for NaN and infinity, converts them to the run's dtype and submits
+them as one Dask task each, with their initial states and, for ``grad``, their rows of
+``grad_y``. At most :data:`IN_FLIGHT` shards per worker thread are out at once, so the
+client, the scheduler and the workers hold a bounded amount of data whatever the size
+of the input. Each result is written into the output's memory-mapped arrays
+(:class:`~lstm_graph.distributed.chunked.ChunkedNpz`) as it arrives.
+
+**Placement and retries.** A shard's task carries everything it needs: its rows and the
+job (cell text and weights; a worker compiles it once, by its token). Tasks depend on
+nothing, so the scheduler spreads them over the workers from the start, and if a worker
+dies it sends that worker's shards to another (up to
+``distributed.scheduler.allowed-failures`` times, 3 by default). Shards are made large
+enough that the job is a small part of each (:func:`default_shard_size`). A shard's result
+is written to its own rows, so a shard computed twice writes the same numbers to the
+same place: nothing is lost or counted twice. Weight gradients, which are sums over
+the batch, are added in shard order (in float64, rounded once to the run's dtype), so
+the result does not depend on which shard finished first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distributed import CancelledError, Client, Future, KilledWorker, as_completed
+
+from lstm_graph.cell import Cell
+from lstm_graph.checks import check_state, run_allocations, work_allocations
+from lstm_graph.distributed import DaskError
+from lstm_graph.distributed.chunked import ChunkedNpz
+from lstm_graph.distributed.cluster import threads
+from lstm_graph.distributed.jobs import Job, Shard, run_shard
+from lstm_graph.errors import DataError
+from lstm_graph.executors.contract import Progress
+from lstm_graph.formats import memory
+from lstm_graph.formats.memory import MemoryLimitError, allocation
+
+#: By default a worker's arrays for one shard take at most this many bytes: large enough
+#: that a step's fixed costs are shared by many sequences, small enough that a step's
+#: values stay near the cache (measured: gradients of 1024 sequences of 1000 steps ran
+#: fastest in shards of 64-128 sequences, about 0.5-1 GB each).
+SHARD_BYTES = 512 << 20
+#: By default a shard holds at least this many times the bytes of the job's weights.
+JOB_SHARE = 8
+#: Shards out at once per worker thread: one computing, one waiting behind it.
+IN_FLIGHT = 2
+
+
+def shard_bounds(batch: int, size: int) -> list[tuple[int, int]]:
+    """``(b0, b1)`` of each shard: ``⌈batch / size⌉`` shards, sizes differing by at most one.
+
+    >>> shard_bounds(10, 4)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    count = math.ceil(batch / size)
+    edges = [batch * k // count for k in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def row_bytes(cell: Cell, command: str, steps: int, input_size: int, hidden_size: int,
+              dtype: np.dtype) -> int:
+    """Bytes a worker holds per sequence of a shard: its rows of ``x`` and every array the
+    run (and the trace or the backward pass) makes (:mod:`lstm_graph.checks`)."""
+    held = [*run_allocations(cell.schedule, steps, 1, input_size, hidden_size, dtype, dtype),
+            *work_allocations(cell.schedule, command, steps, 1, input_size, hidden_size,
+                              dtype),
+            allocation("x", (steps, 1, input_size), dtype)]
+    return sum(a.nbytes for a in held)
+
+
+def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: int = 0
+                       ) -> int:
+    """Sequences per shard: a worker's arrays for it take at most :data:`SHARD_BYTES` (or
+    :data:`JOB_SHARE` times the job's weights, which travel with every shard, if that is
+    more), and a whole number of shards per worker thread (at least one each), so that
+    every worker gets the same work.
+
+    >>> default_shard_size(1000, 8 << 20, 2)  # 8 MiB a sequence: 64 a shard, 16 shards
+    63
+    """
+    limit = max(SHARD_BYTES, JOB_SHARE * job_bytes)
+    shards = max(workers, math.ceil(batch * per_sequence / limit))
+    shards = min(batch, workers * math.ceil(shards / workers))
+    return math.ceil(batch / shards)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, sum, sum of squares, minimum and maximum of some numbers (in float64, without
+    a float64 copy of them); two add up to those of their union.
+
+    >>> a, b = np.arange(4.0), np.arange(4.0, 10.0)
+    >>> both = Moments.of(a).merge(Moments.of(b))
+    >>> round(both.std, 12) == round(float(np.arange(10.0).std()), 12), both.high
+    (True, 9.0)
+    """
+
+    count: int
+    total: float
+    squares: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        flat = np.ravel(values)
+        return cls(flat.size, float(np.sum(flat, dtype=np.float64)),
+                   float(np.einsum("i,i->", flat, flat, dtype=np.float64)),
+                   float(flat.min()), float(flat.max()))
+
+    def merge(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.total + other.total,
+                       self.squares + other.squares, min(self.low, other.low),
+                       max(self.high, other.high))
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(0.0, self.squares / self.count - self.mean ** 2))
+
+    @property
+    def norm(self) -> float:
+        """The L2 norm of the numbers."""
+        return math.sqrt(self.squares)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a sharded command wrote and how it ran."""
+
+    path: Path
+    shapes: dict[str, tuple[int, ...]]  # every array written, in the file's order
+    moments: dict[str, Moments]  # of the arrays asked for with ``measure``
+    loss: float | None  # grad: sum(grad_y · y)
+    shards: int
+    shard_size: int
+    workers: int
+    ran_with: list[str]  # the executors the shards ran with
+    seconds: float
+
+
+@dataclass
+class _Folded:
+    """What is added up over shards, in shard order."""
+
+    sums: dict[str, np.ndarray]
+    moments: dict[str, Moments]
+    loss: float | None
+
+
+class _Run:
+    """The client's bookkeeping for one sharded command (see :func:`execute`)."""
+
+    def __init__(self, job: Job, x: Any, state: dict[str, np.ndarray], grad_y: Any,
+                 bounds: list[tuple[int, int]], out: ChunkedNpz, measure: Sequence[str],
+                 allow_nonfinite: bool):
+        self.job, self.x, self.grad_y, self.bounds, self.out = job, x, grad_y, bounds, out
+        self.state = state  # checked and converted (see check)
+        self.measure, self.allow_nonfinite = set(measure), allow_nonfinite
+        self.unbatched = np.ndim(x) == 2
+        self.batch = 1 if self.unbatched else int(x.shape[1])
+        self.dtype = np.dtype(job.dtype)
+        self.order: list[str] = []
+        self.axes: dict[str, int | None] = {}
+        self.waiting: dict[int, _Folded] = {}
+        self.total: _Folded | None = None
+        self.folded = 0
+        self.ran_with: set[str] = set()
+
+    def rows(self, k: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """Shard ``k``'s ``x`` (read, converted and checked), initial states and ``grad_y``."""
+        b0, b1 = self.bounds[k]
+        pick = (slice(None),) if self.unbatched else (slice(None), slice(b0, b1))
+        raw = self.x[pick]
+        with np.errstate(over="ignore"):  # a number too large for the dtype: named below
+            x = np.array(raw, dtype=self.dtype, order="C")
+        if not self.allow_nonfinite:
+            _check_finite(raw, x, b0 if not self.unbatched else None, self.dtype)
+        state = {name: value if self.unbatched else np.ascontiguousarray(value[b0:b1])
+                 for name, value in self.state.items()}
+        grad_y = None if self.grad_y is None else \
+            np.array(self.grad_y[pick], dtype=self.dtype, order="C")
+        return x, state, grad_y
+
+    def place(self, k: int, shard: Shard) -> None:
+        """Write shard ``k``'s rows into the output; keep its sums to add in order."""
+        b0, b1 = self.bounds[k]
+        if not self.order:  # the first result tells the arrays: make them all, in order
+            self.order, self.axes = list(shard.arrays), dict(shard.axes)
+            for name, value in shard.arrays.items():
+                shape = list(value.shape)
+                axis = shard.axes[name]
+                if axis is not None and not self.unbatched:
+                    shape[axis] = self.batch
+                self.out.array(name, tuple(shape), value.dtype)
+        sums, moments = {}, {}
+        for name, value in shard.arrays.items():
+            axis = self.axes[name]
+            if axis is None:
+                sums[name] = value
+                continue
+            target = self.out[name]
+            if self.unbatched:
+                target[...] = value
+            else:
+                target[(slice(None),) * axis + (slice(b0, b1),)] = value
+            if name in self.measure:
+                moments[name] = Moments.of(value)
+        self.ran_with.add(shard.ran_with)
+        self.waiting[k] = _Folded(sums, moments, shard.loss)
+        while self.folded in self.waiting:
+            self._fold(self.waiting.pop(self.folded))
+            self.folded += 1
+
+    def _fold(self, part: _Folded) -> None:
+        if self.total is None:
+            self.total = _Folded({name: value.astype(np.float64)
+                                  for name, value in part.sums.items()},
+                                 dict(part.moments), part.loss)
+            return
+        for name, value in part.sums.items():
+            self.total.sums[name] += value
+        for name, found in part.moments.items():
+            self.total.moments[name] = self.total.moments[name].merge(found)
+        if part.loss is not None and self.total.loss is not None:
+            self.total.loss += part.loss
+
+    def finish(self) -> _Folded:
+        """Write the sums; return what was added up."""
+        if self.total is None or self.folded != len(self.bounds):
+            raise DaskError(f"only {self.folded} of {len(self.bounds)} shards came back")
+        for name, value in self.total.sums.items():
+            target = self.out[name]
+            target[...] = value.astype(target.dtype)
+            if name in self.measure:
+                self.total.moments[name] = Moments.of(target)
+        return self.total
+
+
+def _check_finite(raw: np.ndarray, x: np.ndarray, offset: int | None, dtype: np.dtype
+                  ) -> None:
+    """A plain run's error for a shard's rows that are not finite in ``dtype``, at the index
+    in the whole batch (``offset``: the shard's first sequence; ``None``: one sequence)."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    first = [int(i) for i in np.argwhere(bad)[0]]
+    value = float(raw[tuple(first)])
+    if offset is not None:
+        first[1] += offset
+    position = tuple(first)
+    if np.isfinite(value):
+        raise DataError(f"x holds {value:.3g} at index {position}, too large for {dtype} (the "
+                        f"largest is about {float(np.finfo(dtype).max):.2g}); run in float64 "
+                        "(--dtype float64)")
+    raise DataError(f"x holds NaN or infinity at index {position}; clean the input or pass "
+                    "--allow-nonfinite")
+
+
+def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
+          allow_nonfinite: bool) -> tuple[int, dict[str, np.ndarray]]:
+    """What a plain run would refuse at once, refused before any shard is sent: ``x``'s
+    shape (its values are checked shard by shard), the initial states (all of them, as a
+    plain run does: they are small). Returns the batch size (1 for one sequence) and the
+    states, checked and converted, as ``(B, H)`` (``(H,)`` for one sequence)."""
+    shape = tuple(np.shape(x))
+    if len(shape) not in (2, 3):
+        raise DataError(f"x has shape {shape}; expected (T, B, I) or (T, I)")
+    if shape[-1] != job.input_size:
+        raise DataError(f"x has shape {shape}: its last axis is {shape[-1]}, but the cell's "
+                        f"input size I is {job.input_size}")
+    if 0 in shape[:-1]:
+        raise DataError(f"x has shape {shape}: no time steps or no sequences")
+    unbatched = len(shape) == 2
+    batch = 1 if unbatched else shape[1]
+    given = dict(state or {})
+    checked = check_state(given, cell.graph.states, batch, job.hidden_size, unbatched,
+                          allow_nonfinite, np, np.dtype(job.dtype))
+    return batch, {name: (value[0] if unbatched else value) for name, value in checked.items()
+                   if name in given}
+
+
+def execute(client: Client, job: Job, x: Any, out: Path,
+            state: Mapping[str, np.ndarray] | None = None, grad_y: Any = None,
+            shard_size: int | None = None, measure: Sequence[str] = (),
+            allow_nonfinite: bool = False, progress: Progress | None = None) -> Outcome:
+    """Run ``job`` over ``x`` ``(T, B, I)`` (or one sequence ``(T, I)``) on ``client``'s
+    cluster, sharded over the batch, and write what the plain command writes to ``out``
+    (an ``.npz``, whole or not at all). ``state`` maps states to ``(B, H)`` starts and
+    ``grad_y`` is ``grad``'s ``(T, B, width)`` (``None``: the last step's sum); both, like
+    ``x``, may be memory-mapped. ``shard_size`` is in sequences (default: see
+    :func:`default_shard_size`); ``measure`` names arrays to return the :class:`Moments` of;
+    ``progress`` is called with the number of sequences of each shard written.
+    """
+    began = time.perf_counter()
+    cell = job.source.compile()
+    batch, checked = check(cell, job, x, state, allow_nonfinite)
+    dtype = np.dtype(job.dtype)
+    per_sequence = row_bytes(cell, job.command, len(x), job.input_size, job.hidden_size, dtype)
+    workers = max(1, threads(client))
+    size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes)
+    window = IN_FLIGHT * workers
+    in_flight = (len(x), min(batch, window * size), job.input_size)
+    memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
+                               in_flight, dtype)], "the client")
+    bounds = shard_bounds(batch, size)
+    with ChunkedNpz(out) as written:
+        run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite)
+        _submit_all(client, run, window, progress)
+        total = run.finish()
+        written.commit()
+        shapes = {name: tuple(written[name].shape) for name in run.order}
+    return Outcome(out, shapes, total.moments, total.loss, len(bounds), size, workers,
+                   sorted(run.ran_with), time.perf_counter() - began)
+
+
+def _submit_all(client: Client, run: _Run, window: int, progress: Progress | None) -> None:
+    """Submit every shard, at most ``window`` ahead of the first not yet written; write
+    each result as it comes. On any failure, cancel what is still out."""
+    tag = uuid.uuid4().hex[:12]
+    shard_of: dict[str, int] = {}
+    out: set[Future] = set()
+    arrived = as_completed()
+    submitted = 0
+
+    def top_up() -> None:
+        nonlocal submitted
+        while submitted < len(run.bounds) and submitted - run.folded < window:
+            x, state, grad_y = run.rows(submitted)
+            future = client.submit(run_shard, run.job, x, state or None, grad_y,
+                                   key=f"lstm-graph-{run.job.command}-{tag}-{submitted}")
+            shard_of[str(future.key)] = submitted
+            out.add(future)
+            arrived.add(future)
+            submitted += 1
+
+    try:
+        top_up()
+        for future in arrived:
+            k = shard_of[str(future.key)]
+            try:
+                shard = future.result()
+            except KilledWorker:
+                b0, b1 = run.bounds[k]
+                raise DaskError(f"shard {k} (sequences {b0}–{b1 - 1}) was lost with its "
+                                "worker too many times; a worker may be running out of "
+                                "memory: give a smaller --shard-size") from None
+            except MemoryLimitError as err:
+                b0, b1 = run.bounds[k]
+                raise MemoryLimitError(f"on a worker, for shard {k} ({b1 - b0} sequences): "
+                                       f"{err}; give a smaller --shard-size") from None
+            except (CancelledError, OSError) as err:
+                raise DaskError(f"the Dask cluster lost the work ({type(err).__name__}: "
+                                f"{err}); is the scheduler still running?") from None
+            run.place(k, shard)
+            if progress is not None:
+                progress(run.bounds[k][1] - run.bounds[k][0])
+            out.discard(future)
+            future.release()
+            top_up()
+    finally:
+        client.cancel(list(out))

@@ -1,0 +1,204 @@
+"""A sweep: many cells trained on one task as Dask tasks, ranked on a leaderboard.
+
+One Dask task per training run: a cell (a built-in or a user's ``.cell`` file, sent
+as its text) × a seed × a hidden size, each :func:`lstm_graph.training.train` with the
+same settings. A run's result is the cell's held-out loss after its last step, beside
+the task's memoryless baseline: the ratio says how much of the task the cell learned
+(1: nothing; 0: all of it). A run that diverges (its loss becomes NaN) is listed, last,
+with the reason, and does not stop the others; a run whose worker dies is run again
+elsewhere by the scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from distributed import CancelledError, Client, KilledWorker, as_completed
+
+from lstm_graph.distributed import DaskError
+from lstm_graph.distributed.jobs import CellSource
+from lstm_graph.errors import LstmGraphError
+from lstm_graph.training import Task, train
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every run of a sweep trains (as ``lstm-graph train`` takes them)."""
+
+    steps: int
+    batch: int = 64
+    lr: float = 2e-3
+    clip: float = 1.0
+    dtype: str = "float32"
+    eval_every: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    """One training run: a cell, as given and as text, with a hidden size and a seed."""
+
+    spec: str
+    source: CellSource
+    hidden_size: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One run's line on the leaderboard."""
+
+    spec: str  # the cell as given: a built-in name or a path
+    cell: str  # the cell's own name
+    hidden_size: int
+    seed: int
+    params: int  # the cell's parameters (the readout not counted)
+    loss: float | None  # on the held-out batch after the last step; None if it failed
+    baseline: float  # the task's memoryless baseline
+    steps: int
+    seconds: float  # training time on its worker
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
+    error: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """Held-out loss over the baseline: below 1, the cell learned something."""
+        return None if self.loss is None else self.loss / self.baseline
+
+
+def grid(specs: Sequence[tuple[str, CellSource]], hidden_sizes: Sequence[int],
+         seeds: Sequence[int]) -> list[Config]:
+    """Every cell × hidden size × seed, in that order."""
+    return [Config(spec, source, hidden, seed) for spec, source in specs
+            for hidden in hidden_sizes for seed in seeds]
+
+
+def train_one(config: Config, task: Task, settings: Settings) -> Entry:
+    """One run, as a worker does it; a run that diverges is an entry with its reason."""
+    cell = config.source.compile()
+    try:
+        trained = train(cell, task, config.hidden_size, settings.steps, settings.batch,
+                        settings.lr, settings.clip, config.seed, settings.dtype,
+                        eval_every=settings.eval_every)
+    except LstmGraphError as err:
+        return Entry(config.spec, cell.name, config.hidden_size, config.seed, 0, None,
+                     task.baseline, 0, 0.0, error=str(err))
+    params = sum(int(value.size) for value in trained.weights.values())
+    loss = trained.evals[-1][1]  # train measures it after the last step
+    finite = math.isfinite(loss)
+    return Entry(config.spec, cell.name, config.hidden_size, config.seed, params,
+                 loss if finite else None, task.baseline, trained.steps, trained.seconds,
+                 list(trained.evals), None if finite else f"the held-out loss is {loss}")
+
+
+def rank(entries: Sequence[Entry]) -> list[Entry]:
+    """Best first: by held-out loss; failed runs last."""
+    return sorted(entries, key=lambda e: (e.loss is None, e.loss or 0.0, e.spec,
+                                          e.hidden_size, e.seed))
+
+
+def sweep(client: Client, configs: Sequence[Config], task: Task, settings: Settings,
+          report: Callable[[Entry, int], None] | None = None) -> list[Entry]:
+    """Train every config as a Dask task on ``client``'s cluster; return the entries
+    ranked. ``report`` is called with each entry as it comes, and how many have."""
+    tag = uuid.uuid4().hex[:12]
+    config_of = {}
+    for k, config in enumerate(configs):  # each task carries all it needs: no dependencies
+        future = client.submit(train_one, config, task, settings,
+                               key=f"lstm-graph-sweep-{tag}-{k}")
+        config_of[future] = config
+    entries = []
+    try:
+        for future in as_completed(list(config_of)):
+            try:
+                entry = future.result()
+            except KilledWorker:
+                config = config_of[future]
+                entry = Entry(config.spec, config.source.name, config.hidden_size,
+                              config.seed, 0, None, task.baseline, 0, 0.0,
+                              error="its worker died each time it ran (out of memory?)")
+            except (CancelledError, OSError) as err:
+                raise DaskError(f"the Dask cluster lost the sweep ({type(err).__name__}: "
+                                f"{err}); is the scheduler still running?") from None
+            entries.append(entry)
+            if report is not None:
+                report(entry, len(entries))
+    finally:
+        client.cancel(list(config_of))
+    return rank(entries)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one cell at one hidden size, over seeds."""
+
+    spec: str
+    hidden_size: int
+    runs: int
+    median: float | None  # of the finished runs' held-out losses
+    best: float | None
+
+
+def groups(entries: Sequence[Entry]) -> list[Group]:
+    """Per cell and hidden size, the median and best held-out loss over seeds; best first."""
+    found: dict[tuple[str, int], list[Entry]] = {}
+    for entry in entries:
+        found.setdefault((entry.spec, entry.hidden_size), []).append(entry)
+    result = []
+    for (spec, hidden), runs in found.items():
+        losses = [e.loss for e in runs if e.loss is not None]
+        result.append(Group(spec, hidden, len(runs), statistics.median(losses) if losses
+                            else None, min(losses) if losses else None))
+    return sorted(result, key=lambda g: (g.median is None, g.median or 0.0, g.spec,
+                                         g.hidden_size))
+
+
+_COLUMNS = ("rank", "cell", "H", "seed", "held-out loss", "× baseline", "params", "steps",
+            "seconds")
+
+
+def _rows(entries: Sequence[Entry]) -> list[list[str]]:
+    rows = []
+    for place, entry in enumerate(entries, 1):
+        loss = "failed" if entry.loss is None else f"{entry.loss:.4g}"
+        ratio = "" if entry.ratio is None else f"{entry.ratio:.3f}"
+        rows.append([str(place), entry.spec, str(entry.hidden_size), str(entry.seed), loss,
+                     ratio, str(entry.params), str(entry.steps), f"{entry.seconds:.1f}"])
+    return rows
+
+
+def table(entries: Sequence[Entry]) -> str:
+    """The leaderboard as aligned text, best first; failed runs say why below it."""
+    rows = [list(_COLUMNS), *_rows(entries)]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) if _COLUMNS[k] == "cell" else cell.rjust(w)
+                       for k, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    lines += [f"{entry.spec} H={entry.hidden_size} seed {entry.seed}: {entry.error}"
+              for entry in entries if entry.error]
+    return "\n".join(lines)
+
+
+def markdown(entries: Sequence[Entry], title: str) -> str:
+    """The leaderboard as a Markdown table under a heading."""
+    align = ["---" if column == "cell" else "---:" for column in _COLUMNS]
+    lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |",
+             "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(entries)]
+    lines += [f"\n- `{entry.spec}` H={entry.hidden_size} seed {entry.seed}: {entry.error}"
+              for entry in entries if entry.error]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(entries: Sequence[Entry], task: Task, settings: Settings) -> dict[str, object]:
+    """The leaderboard, the per-cell summary, the task and the settings, for ``--out``."""
+    ranked = [{**asdict(entry), "rank": place, "ratio": entry.ratio,
+               "evals": [list(pair) for pair in entry.evals]}
+              for place, entry in enumerate(entries, 1)]
+    return {"task": {"name": task.name, "length": task.length, "loss": task.loss,
+                     "baseline": task.baseline},
+            "settings": asdict(settings), "leaderboard": ranked,
+            "by_cell": [asdict(group) for group in groups(entries)]}

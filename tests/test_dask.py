@@ -1,0 +1,485 @@
+"""Scale-out on Dask: sharded run, trace and grad equal a plain run; retries; the sweep.
+
+A real scheduler and two worker processes run on 127.0.0.1 for this module (started
+with ``python -m dask``, time-bounded, torn down with their process group); the
+``--dask local`` tests start the in-process cluster of the command itself. Commands
+with ``--dask`` run as subprocesses, each under a time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+from distributed import Client  # noqa: E402
+
+import lstm_graph  # noqa: E402
+from lstm_graph.cli import main  # noqa: E402
+from lstm_graph.cli.inputs import read_array  # noqa: E402
+from lstm_graph.distributed import DaskError  # noqa: E402
+from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
+from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
+from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
+from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
+from lstm_graph.training import adding, train  # noqa: E402
+
+#: Seconds any one command or start-up may take before the test fails.
+LIMIT = 120
+#: A user's cell: its file exists only in the test's folder, never where the workers run.
+MINE = """\
+# a minimal gated cell, written for these tests
+input x
+state h
+output h
+z = sigmoid(linear(x, h[t-1]))
+n = tanh(linear(x, h[t-1]))
+h = z * h[t-1] + (1 - z) * n
+"""
+
+
+@dataclass
+class Cluster:
+    address: str
+    folder: Path
+
+
+def _start(args: list[str], folder: Path, log: str) -> subprocess.Popen[bytes]:
+    """``python -m dask ARGS`` in its own process group (so teardown reaches its children),
+    its output in ``folder/log``."""
+    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(folder),
+           "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "0"}  # as docs/dask.md advises
+    with open(folder / log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=folder, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End the process group: politely, then not."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            time.sleep(0.2)  # the group's other processes end with their parent
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _scheduler(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    file = folder / "scheduler.json"
+    process = _start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                      "--dashboard-address", "127.0.0.1:0", "--idle-timeout", "300",
+                      "--scheduler-file", str(file)], folder, "scheduler.log")
+    deadline = time.monotonic() + LIMIT
+    while not (file.exists() and file.stat().st_size):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"dask scheduler did not start: {(folder / 'scheduler.log').read_text()}")
+        time.sleep(0.05)
+    time.sleep(0.1)  # the file is written whole, but give it a moment
+    return process, json.loads(file.read_text())["address"]
+
+
+def _workers(address: str, folder: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    return _start(["worker", address, "--nworkers", "2", "--nthreads", "1", "--host",
+                   "127.0.0.1", "--no-dashboard", "--death-timeout", "30",
+                   "--local-directory", str(folder), *extra], folder, "workers.log")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A scheduler and two single-threaded worker processes (each under a nanny, which
+    restarts it if it dies), in a folder of their own."""
+    folder = tmp_path_factory.mktemp("dask-cluster")
+    scheduler, address = _scheduler(folder)
+    workers = _workers(address, folder)
+    try:
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=LIMIT)
+        yield Cluster(address, folder)
+    finally:
+        _stop(workers)
+        _stop(scheduler)
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``lstm-graph ARGS`` as a separate process, under :data:`LIMIT`."""
+    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=LIMIT)
+
+
+def plain(args: list[str], cwd: Path) -> None:
+    """``lstm-graph ARGS`` in this process (no Dask), which must succeed."""
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        os.chdir(previous)
+    assert result.exit_code == 0, result.output
+
+
+def same_arrays(expected: Path, found: Path, rtol: float) -> None:
+    """Same names in the same order, same shapes and dtypes, the same numbers (to ``rtol``
+    for sums over the batch; rows of run and trace bit for bit where BLAS allows)."""
+    with np.load(expected) as a, np.load(found) as b:
+        assert a.files == b.files
+        for name in a.files:
+            assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype, name
+            scale = float(np.max(np.abs(a[name]), initial=0.0))
+            np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=rtol * scale,
+                                       err_msg=name)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    """A folder with x (T=12, B=7, I=3), initial states, grad_y and a user's cell."""
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "x.npy", rng.standard_normal((12, 7, 3)))
+    np.save(tmp_path / "x1.npy", rng.standard_normal((12, 3)))  # one sequence
+    np.savez(tmp_path / "state.npz", h=rng.standard_normal((7, 4)))
+    np.save(tmp_path / "gy.npy", rng.standard_normal((12, 7, 4)))
+    (tmp_path / "mine.cell").write_text(MINE)
+    return tmp_path
+
+
+COMMANDS = {
+    "run": ["run", "mine.cell", "--input", "x.npy", "-H", "4", "--state", "state.npz"],
+    "trace": ["trace", "peephole_lstm", "--input", "x.npy", "-H", "4"],
+    "grad": ["grad", "mine.cell", "--input", "x.npy", "-H", "4", "--state", "state.npz",
+             "--grad-output", "gy.npy"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_sharded_command_on_a_scheduler_equals_a_plain_run(cluster: Cluster, inputs: Path,
+                                                             command: str, dtype: str) -> None:
+    args = [*COMMANDS[command], "--dtype", dtype, "--seed", "3"]
+    plain([*args, "--out", "plain.npz"], inputs)
+    result = cli([*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                  "3", "--json"], inputs)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dask"]["shards"] == 3 and summary["dask"]["workers"] == 2
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", rtol)
+    assert sorted(p.name for p in inputs.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_dask_local_equals_a_plain_run(inputs: Path, command: str) -> None:
+    args = [*COMMANDS[command], "--dtype", "float64"]
+    plain([*args, "--out", "plain.npz"], inputs)
+    result = cli([*args, "--out", "local.npz", "--dask", "local"], inputs)
+    assert result.returncode == 0, result.stderr
+    assert "on Dask (local)" in result.stderr
+    same_arrays(inputs / "plain.npz", inputs / "local.npz", 1e-12)
+
+
+def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(cluster: Cluster,
+                                                              inputs: Path) -> None:
+    for command in ("run", "trace", "grad"):
+        args = [command, "lstm", "--input", "x1.npy", "-H", "5", "--dtype", "float64"]
+        plain([*args, "--out", f"{command}.plain.npz"], inputs)
+        result = cli([*args, "--out", f"{command}.dask.npz", "--dask", cluster.address],
+                     inputs)
+        assert result.returncode == 0, result.stderr
+        same_arrays(inputs / f"{command}.plain.npz", inputs / f"{command}.dask.npz", 1e-12)
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    """SIGKILL the worker running a shard: the scheduler sends its shards elsewhere, the
+    nanny starts a new worker, and the output equals a plain run."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((1500, 24, 4)))
+    args = ["run", "lstm", "--input", "x.npy", "-H", "8", "--executor", "reference",
+            "--dtype", "float64"]
+    plain([*args, "--out", "plain.npz"], tmp_path)
+    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
+    command = [sys.executable, "-m", "lstm_graph.cli", *args, "--out", "sharded.npz",
+               "--dask", cluster.address, "--shard-size", "2"]
+    with Client(cluster.address, timeout=30) as client:
+        before = client.run(os.getpid)
+        running = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + LIMIT
+            busy: list[str] = []
+            while not busy and time.monotonic() < deadline and running.poll() is None:
+                busy = sorted(worker for worker, keys in client.processing().items()
+                              if any(str(key).startswith("lstm-graph-run") for key in keys))
+                time.sleep(0.02)
+            assert busy, "no shard was ever seen running"
+            os.kill(before[busy[0]], signal.SIGKILL)
+            out, err = running.communicate(timeout=LIMIT)
+        finally:
+            running.kill()
+        assert running.returncode == 0, err
+        client.wait_for_workers(2, timeout=LIMIT)
+        assert before[busy[0]] not in client.run(os.getpid).values()
+    assert "12 shards" in err
+    same_arrays(tmp_path / "plain.npz", tmp_path / "sharded.npz", 0)
+
+
+def test_a_memory_mapped_input_is_read_a_shard_at_a_time(cluster: Cluster,
+                                                         tmp_path: Path) -> None:
+    """x of 48 MiB through shards of 0.5 MiB: the client never holds more than a few."""
+    x = np.random.default_rng(2).standard_normal((96, 2048, 64)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    mapped = read_array(tmp_path / "x.npy", "x", "x", mapped=True)
+    assert isinstance(mapped.base, np.memmap) or not mapped.flags.owndata
+    runner = lstm_graph.load_cell("rnn").compile(input_size=64, hidden_size=2, seed=0)
+    y, final = runner(x)
+    del x
+    job = Job("run", cell_source("rnn"), runner.weights, 64, 2, "float32", "plan")
+    with connect(cluster.address, timeout=30) as client:
+        tracemalloc.start()
+        try:
+            outcome = execute(client, job, mapped, tmp_path / "y.npz", shard_size=20)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert outcome.shards == 103
+    assert peak < mapped.nbytes / 6, f"the client held {peak / 2**20:.1f} MiB at once"
+    with np.load(tmp_path / "y.npz") as found:
+        # float32: the hoisted GEMM over T·b rows rounds differently for another b
+        np.testing.assert_allclose(found["y"], y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(found["h"], final["h"], rtol=1e-5, atol=1e-5)
+
+
+def test_an_input_larger_than_the_memory_allowed_runs_in_shards_that_fit(
+        tmp_path: Path) -> None:
+    """With $LSTM_GRAPH_MAX_BYTES below the size of x, a plain run is refused before it
+    starts; the same run on --dask local (its workers under the same limit) goes through
+    in shards that fit, and equals the plain run made without the limit."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((200, 512, 16))
+            .astype("float32"))  # 6.6 MB
+    args = ["run", "lstm", "--input", "x.npy", "-H", "8"]
+    plain([*args, "--out", "plain.npz"], tmp_path)
+    limited = {**os.environ, "LSTM_GRAPH_MAX_BYTES": "4M",
+               "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
+    refused = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args, "--out", "y.npz"],
+                             cwd=tmp_path, env=limited, capture_output=True, text=True,
+                             timeout=LIMIT)
+    assert refused.returncode == 1 and "more than the limit of 4" in refused.stderr
+    sharded = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args, "--out", "y.npz",
+                              "--dask", "local", "--shard-size", "16"], cwd=tmp_path,
+                             env=limited, capture_output=True, text=True, timeout=LIMIT)
+    assert sharded.returncode == 0, sharded.stderr
+    assert "32 shards of up to 16 sequences" in sharded.stderr
+    same_arrays(tmp_path / "plain.npz", tmp_path / "y.npz", 2e-5)
+
+
+def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster,
+                                                           tmp_path: Path) -> None:
+    x = np.ones((5, 9, 2))
+    x[3, 7, 1] = np.nan  # in the third shard of three
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "y.npz").write_bytes(b"earlier")
+    result = cli(["run", "lstm", "--input", "x.npy", "-H", "3", "--out", "y.npz", "--dask",
+                  cluster.address, "--shard-size", "3"], tmp_path)
+    assert result.returncode == 1
+    assert "x holds NaN or infinity at index (3, 7, 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "y.npz").read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npz"]
+
+
+def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), ChunkedNpz(tmp_path / "out.npz") as out:
+        out.array("a", (4, 3), np.float32)[:2] = 1
+        raise RuntimeError("a shard failed")
+    assert list(tmp_path.iterdir()) == []
+    with ChunkedNpz(tmp_path / "out.npz") as out:
+        first, second = out.array("b.W_x", (5000, 300), "float64"), out.array("a", (2,), "i8")
+        first[:] = np.arange(300)
+        second[:] = [3, 4]
+        out.commit()
+    with np.load(tmp_path / "out.npz") as found:
+        assert found.files == ["b.W_x", "a"]
+        np.testing.assert_array_equal(found["b.W_x"][4999], np.arange(300))
+        assert found["a"].tolist() == [3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+def test_shards_cover_the_batch_once() -> None:
+    for batch in range(1, 40):
+        for size in range(1, batch + 2):
+            bounds = shard_bounds(batch, size)
+            rows = [b for b0, b1 in bounds for b in range(b0, b1)]
+            assert rows == list(range(batch))
+            assert max(b1 - b0 for b0, b1 in bounds) <= size
+
+
+@pytest.mark.parametrize("address, message", [
+    ("foo", "is not a scheduler address"),
+    ("http://127.0.0.1:8786", "unknown scheme 'http://'"),
+    ("tcp://127.0.0.1", "has no HOST:PORT"),
+    ("tcp://127.0.0.1:70000", "port 70000 is not between 1 and 65535"),
+])
+def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
+                                              message: str) -> None:
+    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out",
+                                       str(tmp_path / "y.npz"), "--dask", address])
+    assert result.exit_code == 2 and message in result.output
+    assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
+
+
+def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
+    out = str(tmp_path / "y.npz")
+    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
+                                       "--dask", "local", "--backend", "cupy"])
+    assert result.exit_code == 2 and "numpy backend only" in result.output
+    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
+                                       "--shard-size", "4"])
+    assert result.exit_code == 2 and "give --dask too" in result.output
+    began = time.monotonic()
+    result = CliRunner().invoke(main, ["trace", "lstm", "--sample", "-H", "2", "--out", out,
+                                       "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "1"])
+    assert result.exit_code == 1 and time.monotonic() - began < 20
+    assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9 within 1 s" in result.output
+    assert not (tmp_path / "y.npz").exists()
+
+
+def test_without_dask_installed_the_commands_say_so(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = str(tmp_path / "y.npz")
+    monkeypatch.setitem(sys.modules, "lstm_graph.distributed.cluster", None)  # as if absent
+    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
+                                       "--dask", "local"])
+    assert result.exit_code == 1, result.output
+    assert "needs Dask, which is not installed here" in result.output
+    assert "pip install 'lstm-graph[dask]'" in result.output
+    result = CliRunner().invoke(main, ["sweep", "lstm", "--steps", "1"])
+    assert result.exit_code == 1 and "needs Dask" in result.output, result.output
+    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path) -> None:
+    """No workers: said within the time limit. A worker that cannot import lstm-graph
+    (a finder refuses it, as if it were not installed there): named, before any work."""
+    scheduler, address = _scheduler(tmp_path)
+    worker = None
+    try:
+        with pytest.raises(DaskError, match="has no workers"), connect(address, timeout=1):
+            pass
+        blocker = tmp_path / "without_lstm_graph.py"
+        blocker.write_text(
+            "import sys\n"
+            "class Refuse:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'lstm_graph':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Refuse())\n"
+            "sys.argv = ['dask', 'worker', *sys.argv[1:]]\n"
+            "from dask.__main__ import main\n"
+            "main()\n")
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, str(blocker), address, "--no-nanny", "--nthreads", "1",
+                 "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "30",
+                 "--local-directory", str(tmp_path)],
+                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        result = cli(["run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                      address, "--dask-timeout", "60"], tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "lstm-graph cannot run on worker tcp://127.0.0.1:" in result.stderr
+        assert "No module named 'lstm_graph" in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(scheduler)
+
+
+def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -> None:
+    scheduler, address = _scheduler(tmp_path)
+    workers = _workers(address, tmp_path)
+    try:
+        np.save(tmp_path / "x.npy", np.random.default_rng(3).standard_normal((1500, 24, 4)))
+        env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=LIMIT)
+            running = subprocess.Popen(
+                [sys.executable, "-m", "lstm_graph.cli", "run", "lstm", "--input", "x.npy",
+                 "-H", "8", "--executor", "reference", "--out", "y.npz", "--dask", address,
+                 "--shard-size", "2"],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                deadline = time.monotonic() + LIMIT
+                while time.monotonic() < deadline and running.poll() is None and not any(
+                        str(key).startswith("lstm-graph-run")
+                        for keys in client.processing().values() for key in keys):
+                    time.sleep(0.02)
+                os.killpg(scheduler.pid, signal.SIGKILL)
+                _, err = running.communicate(timeout=LIMIT)
+            finally:
+                running.kill()
+        assert running.returncode == 1, err
+        assert "the Dask cluster lost the work" in err and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")
+                      and p.name != "scheduler.json" and not p.is_dir()) == ["x.npy"]
+    finally:
+        _stop(workers)
+        _stop(scheduler)
+
+
+def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster,
+                                                                inputs: Path) -> None:
+    result = cli(["sweep", "lstm", "rnn", "mine.cell", "--task", "adding", "--length", "6",
+                  "--steps", "6", "--batch", "4", "--eval-every", "3", "--seeds", "0,1",
+                  "--hidden-sizes", "3,5", "--dask", cluster.address, "--out", "board.json",
+                  "--markdown", "board.md"], inputs)
+    assert result.returncode == 0, result.stderr
+    board = json.loads((inputs / "board.json").read_text())
+    entries = board["leaderboard"]
+    assert len(entries) == 12 and board["task"]["baseline"] == pytest.approx(1 / 6)
+    assert {(e["spec"], e["hidden_size"], e["seed"]) for e in entries} == {
+        (spec, h, seed) for spec in ("lstm", "rnn", "mine.cell") for h in (3, 5)
+        for seed in (0, 1)}
+    losses = [e["loss"] for e in entries]
+    assert losses == sorted(losses) and [e["rank"] for e in entries] == list(range(1, 13))
+    for entry in entries:
+        assert entry["ratio"] == pytest.approx(entry["loss"] / entry["baseline"])
+        assert entry["steps"] == 6 and [step for step, _ in entry["evals"]] == [3, 6]
+    mine = next(e for e in entries if e["spec"] == "mine.cell" and e["hidden_size"] == 5
+                and e["seed"] == 1)
+    cell = lstm_graph.compile_source(MINE, "mine.cell", "mine")
+    here = train(cell, adding(6), 5, 6, batch=4, seed=1, eval_every=3)
+    assert mine["loss"] == pytest.approx(here.evals[-1][1], rel=1e-5)
+    assert mine["params"] == sum(v.size for v in here.weights.values())
+    table = result.stdout.splitlines()
+    assert table[0].startswith("adding (T=6), 6 steps: memoryless baseline 0.1667")
+    assert table[1].split()[:4] == ["rank", "cell", "H", "seed"] and len(table) == 14
+    assert (inputs / "board.md").read_text().count("\n| ") == 13
+
+
+def test_a_sweep_refuses_bad_grids() -> None:
+    for args, message in ((["lstm", "lstm"], "given twice"),
+                          (["lstm", "--seeds", "0,x"], "comma-separated list"),
+                          (["lstm", "--hidden-sizes", "0"], "at least 1")):
+        result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
+        assert result.exit_code == 2 and message in result.output, result.output
