@@ -311,6 +311,22 @@ def test_render_both_styles_to_stdout_is_a_usage_error_about_styles():
 
 
 @needs_dot
+@needs_dot
+def test_render_never_makes_base_names_out_of_a_device_or_link(in_tmp):
+    fifo = in_tmp / "pipe"
+    os.mkfifo(fifo)
+    link = in_tmp / "link"
+    link.symlink_to("target.svg")
+    for out in (fifo, link):
+        result = CliRunner().invoke(main, ["render", "lstm", "--out", str(out)])
+        assert result.exit_code == 2
+        assert "two diagrams need two files" in result.output
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["link", "pipe"]
+    result = CliRunner().invoke(main, ["render", "lstm", "--style", "pipe", "--out", str(link)])
+    assert result.exit_code == 0, result.output
+    assert (in_tmp / "target.svg").read_text().startswith("<?xml")
+
+
 def test_render_takes_the_format_from_the_suffix_of_out(in_tmp):
     runner = CliRunner()
     result = runner.invoke(main, ["render", "lstm", "--style", "cell", "--out", "foo.png"])

@@ -55,12 +55,20 @@ def output_paths(out: str, cell: str, names: list[str], fmt: str) -> dict[str, P
     """Where each diagram goes (``names``: the styles, or the one tag of an unrolled view).
 
     ``out`` is a directory (ends in ``/`` or exists): ``DIR/CELL.NAME.FMT``; a file
-    with the format's suffix and one diagram: ``out`` itself; else a base name:
-    ``BASE.NAME.FMT`` (``out/peephole_lstm`` -> ``out/peephole_lstm.pipe.svg``).
+    with the format's suffix and one diagram: ``out`` itself; a device, FIFO or symbolic
+    link (``/dev/stdout``) and one diagram: ``out`` itself, and several: a usage error
+    (no ``/dev/stdout.pipe.svg``); else a base name: ``BASE.NAME.FMT``
+    (``out/peephole_lstm`` -> ``out/peephole_lstm.pipe.svg``).
     """
     if _is_directory(out):
         return {name: Path(out) / f"{cell}.{name}.{fmt}" for name in names}
     path = Path(out)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        if len(names) == 1:
+            return {names[0]: path}
+        raise click.UsageError(f"--out {out} is a device, FIFO or link, and two diagrams "
+                               f"need two files: give --out BASE (writes BASE.pipe.{fmt} and "
+                               f"BASE.cell.{fmt}), or one --style for {out}")
     if len(names) == 1 and path.suffix.lower() == f".{fmt}":
         return {names[0]: path}
     base = path.with_suffix("") if path.suffix.lower() == f".{fmt}" else path
