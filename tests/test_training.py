@@ -162,3 +162,22 @@ def test_gradflow_draws_the_gradient_each_edge_carried_on_the_diagram(tmp_path):
                                         str(tmp_path / "f.svg"), "--diagram",
                                         str(tmp_path / "d.svg")])
     assert several.exit_code == 2 and "--diagram draws one cell" in several.output
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", "p.txt"], 1,
+     "a chart is written as .png or .svg"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--checkpoint", "w.npz"], 2,
+     "is --out too"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", ""], 2,
+     "the output path is empty"),
+    (["gradflow", "lstm", "--diagram", "d.txt"], 2, "a diagram is written as svg"),
+    (["gradflow", "lstm", "--diagram", "d.svg", "--step", "51"], 2, "have 50 steps"),
+])
+def test_train_and_gradflow_refuse_bad_outputs_before_any_work(tmp_path, monkeypatch, args,
+                                                               code, message):
+    monkeypatch.chdir(tmp_path)
+    out = ["--out", "w.npz"] if args[0] == "train" else ["--out", "g.png"]
+    result = CliRunner().invoke(main, [*args, *out])
+    assert result.exit_code == code and message in result.output
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written

@@ -12,10 +12,10 @@ from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.weights import load_npz
-from lstm_graph.render import STYLES, render, save
+from lstm_graph.render import FORMATS, STYLES, render, save
 from lstm_graph.training import named, train
 from lstm_graph.training.gradflow import Flow, flow
-from lstm_graph.training.plots import gradient_flow_chart, loss_curves
+from lstm_graph.training.plots import check_chart, gradient_flow_chart, loss_curves
 
 TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
              "holding x (T, N, I) and y (N, O) or (T, N, O).")
@@ -45,14 +45,14 @@ def _show_loss(loss: float | None) -> str:
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--out", type=OutputPath(), required=True,
               help="Trained weights (.npz, the cell's parameter names).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--checkpoint", type=OutputPath(),
               help="Checkpoint file (default: OUT with .ckpt.npz), written whole every "
                    "--checkpoint-every steps.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Measure the loss on a held-out batch every this many steps.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", type=OutputPath(),
               help="Also draw the loss curves (.png or .svg).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_command(spec: str, task_name: str, length: int, hidden_size: int, batch: int,
@@ -60,9 +60,13 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                   checkpoint: Path | None, checkpoint_every: int, resume: bool, eval_every: int,
                   plot: Path | None, as_json: bool) -> None:
     """Train a cell (with a linear readout) on a task, with Adam and gradient clipping."""
+    if plot is not None:
+        check_chart(plot)
     cell = load(spec)
     task = named(task_name, length)
     checkpoint = checkpoint or out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
+    if checkpoint.resolve() == out.resolve():
+        raise click.UsageError(f"--checkpoint {checkpoint} is --out too; give another file")
     with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
                            file=sys.stderr, item_show_func=_show_loss) as bar:
         on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
@@ -105,7 +109,7 @@ train_command.name = "train"
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=OutputPath(), required=True,
               help="The chart (.png or .svg).")
-@click.option("--diagram", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--diagram", type=OutputPath(),
               help="Also draw one cell's diagram with the gradient each edge carried back at "
                    "--step (.svg, .png, .pdf or .dot).")
 @click.option("--step", type=click.IntRange(min=1), help="The step --diagram shows (1 is the "
@@ -121,9 +125,14 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         raise click.UsageError("--diagram draws one cell: give exactly one CELL")
     if step is not None and diagram is None:
         raise click.UsageError("--step chooses the step of --diagram; give --diagram too")
-    if step is not None and step > length:
-        raise click.UsageError(f"--step {step}: the sequences have {length} steps")
+    check_chart(out)
+    diagram_format = None if diagram is None else diagram.suffix.lower().lstrip(".") or "svg"
+    if diagram_format is not None and diagram_format not in FORMATS:
+        raise click.UsageError(f"--diagram {diagram}: a diagram is written as "
+                               f"{', '.join(FORMATS)} (by its suffix), not .{diagram_format}")
     task = named(task_name, length)
+    if step is not None and step > task.length:
+        raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")
     x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
     flows: list[Flow] = []
     for entry in cells:
@@ -142,7 +151,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
         drawn = render(load(cells[0].partition("=")[0]), style, gradients=sizes,
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
-        save(drawn, diagram, diagram.suffix.lower().lstrip(".") or "svg")
+        save(drawn, diagram, diagram_format or "svg")
         click.echo(f"wrote {diagram}", err=True)
     if as_json:
         emit_json({"task": task.name, "out": str(out), "flows": {

@@ -22,15 +22,22 @@ FORMATS = (".png", ".svg")
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
 
-def _pyplot(path: Path) -> Any:
+def check_chart(path: Path) -> None:
+    """Refuse, before any work, a chart path of another format or a missing matplotlib."""
     if path.suffix.lower() not in FORMATS:
         raise RenderError(f"{path}: a chart is written as .png or .svg, not "
                           f"'{path.suffix or 'no suffix'}'")
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         raise RenderError("charts need matplotlib: pip install 'lstm-graph[plot]' (or "
                           "matplotlib itself)") from None
+
+
+def _pyplot(path: Path) -> Any:
+    check_chart(path)
+    import matplotlib
+
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.hashsalt"] = "lstm-graph"
     import matplotlib.pyplot as plt
