@@ -41,6 +41,7 @@ import numpy as np
 import lstm_graph
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
+from lstm_graph.formats.files import write_section
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 
 SIZES = {  # T, B, I, H
@@ -429,12 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                   args.wait_idle)
     print(text)
     if args.markdown:
-        page = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"
-        before, _, rest = page.partition(START)
-        _, _, after = rest.partition(END)
-        from lstm_graph.formats.files import write_atomic
-
-        write_atomic(args.markdown, (before + text + after).encode())
+        write_section(args.markdown, START, END, text)
     return 0
 
 

@@ -38,6 +38,16 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def write_section(path: Path, start: str, end: str, text: str) -> Path:
+    """Put ``text`` (which begins with ``start`` and ends with ``end``) in place of the part
+    of the file ``path`` between those markers, keeping the rest; a new file holds only it.
+    How the benchmarks update their tables in ``docs/`` without touching the prose."""
+    page = path.read_text(encoding="utf-8") if path.exists() else f"{start}\n{end}\n"
+    before, _, rest = page.partition(start)
+    _, _, after = rest.partition(end)
+    return write_atomic(path, (before + text + after).encode("utf-8"))
+
+
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Save arrays as an ``.npz`` file, streamed into place (no copy in memory). A
     terminal is refused: an ``.npz`` is binary."""

@@ -18,6 +18,7 @@ A benchmark, not a test: no test asserts on time. Needs the test extras.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 import lstm_graph
+from lstm_graph.bench import cpu
+from lstm_graph.formats.files import write_section
 from lstm_graph.training import adding
 from lstm_graph.training.trainer import Trainer, train
 
@@ -86,16 +89,6 @@ def step_times(hidden: int, batch: int, length: int, threads: int, repeat: int
     return ours_time, _block(torch_step, repeat)
 
 
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -114,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = learn(args.steps, args.hidden, args.batch, args.length)
     ours, theirs = step_times(args.hidden, args.batch, args.length, args.threads, args.repeat)
     baseline = adding(args.length).baseline
-    lines = [START, f"Machine: {cpu()}; Python {platform.python_version()}, NumPy "
-             f"{np.__version__}. Adding problem, T = {args.length}, H = {args.hidden}, batch "
-             f"{args.batch}, {args.steps} steps of Adam (lr 2e-3, clip 1.0), float32, seed 0.",
+    model, extensions = cpu()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [START, f"Machine: {model} ({', '.join(extensions)}), {cpus} CPUs; Python "
+             f"{platform.python_version()}, NumPy {np.__version__}. Adding problem, "
+             f"T = {args.length}, H = {args.hidden}, batch {args.batch}, {args.steps} steps of "
+             "Adam (lr 2e-3, clip 1.0), float32, seed 0.",
              "", "| cell | held-out MSE | ÷ baseline (0.167) | time |", "|---|---|---|---|"]
     lines += [f"| {name} | {mse:.4f} | {mse / baseline:.3f} | {seconds:.0f} s |"
               for name, mse, seconds in rows]
@@ -128,12 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if args.markdown:
-        from lstm_graph.formats.files import write_atomic
-
-        text = args.markdown.read_text() if args.markdown.exists() else f"{START}\n{END}\n"
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
-        write_atomic(args.markdown, (before + report + after).encode())
+        write_section(args.markdown, START, END, report)
     return 0
 
 
