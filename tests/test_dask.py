@@ -300,7 +300,7 @@ def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster,
     result = cli(["run", "lstm", "--input", "x.npy", "-H", "3", "--out", "y.npz", "--dask",
                   cluster.address, "--shard-size", "3"], tmp_path)
     assert result.returncode == 1
-    assert "x holds NaN or infinity at index (3, 7, 1)" in result.stderr
+    assert "x holds NaN or infinity, first at index (3, 7, 1)" in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "y.npz").read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npz"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lstm_graph.executors.contract import Array, Gradients, Spec
+from lstm_graph.executors.contract import Array, Executor, Gradients, Spec
 from lstm_graph.executors.interpreter import needs_gradient
 from lstm_graph.executors.layout import Layout
 from lstm_graph.executors.prepare import hoist, pack_group, pack_hoisted, static_values, unscaled
@@ -262,3 +262,17 @@ class CompiledBackward:
                     d_static[arg] = d_static[arg] + grad_arg.reshape(d_static[arg].shape)
             for param, grad_param in zip(node.params, grad_weights):
                 grads[param] = grads[param] + grad_param
+
+
+class CompiledGrad(Executor):
+    """``grad`` as the compiled executors (NumPy plan, native, CUDA) answer it: their
+    spec and layout's :class:`CompiledBackward`, built on the first call and kept."""
+
+    layout: Layout
+    _backward: CompiledBackward | None = None
+
+    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
+             grad_final: Mapping[str, Array]) -> Gradients:
+        if self._backward is None:
+            self._backward = CompiledBackward(self.spec, self.layout)
+        return self._backward(x, state, grad_y, grad_final)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.executors import buildcache
-from lstm_graph.executors.backward import CompiledBackward
+from lstm_graph.executors.backward import CompiledGrad
 from lstm_graph.executors.codegen_c import C_TYPES, CUDA, Role, Segment, StepKernels, step_kernels
-from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
+from lstm_graph.executors.contract import Array, Progress, Spec
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.prepare import (
     hoist,
@@ -97,7 +97,7 @@ class HostLauncher(Launcher):
         return compiled
 
 
-class CudaPlan(Executor):
+class CudaPlan(CompiledGrad):
     """The compiled executor for CuPy arrays (or NumPy ones, with :class:`HostLauncher`)."""
 
     name = "cuda"
@@ -119,7 +119,6 @@ class CudaPlan(Executor):
         self.launcher = launcher or Launcher()
         self.compiled = self.launcher.compile(self.kernels, dtype, xp)
         self._traced: tuple[StepKernels, list[Kernel]] | None = None
-        self._backward: CompiledBackward | None = None
 
     @property
     def source(self) -> str:
@@ -142,12 +141,6 @@ class CudaPlan(Executor):
                              x.shape[1], spec.width, spec.dtype)
         found.update(recorded)
         return {name: found[name] for name in spec.schedule.graph.assignments}
-
-    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
-        if self._backward is None:
-            self._backward = CompiledBackward(self.spec, self.layout)
-        return self._backward(x, state, grad_y, grad_final)
 
     def _execute(self, kernels: StepKernels, compiled: list[Kernel], x: Array,
                  state: Mapping[str, Array], progress: Progress | None

@@ -47,7 +47,7 @@ import numpy as np
 
 from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache, gemm_c
-from lstm_graph.executors.backward import CompiledBackward
+from lstm_graph.executors.backward import CompiledGrad
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
     Binding,
@@ -56,7 +56,7 @@ from lstm_graph.executors.codegen_c import (
     StepKernels,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
+from lstm_graph.executors.contract import Array, Progress, Spec
 from lstm_graph.executors.gemm_c import aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
@@ -491,7 +491,7 @@ class _Build:
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
 
 
-class NativePlan(Executor):
+class NativePlan(CompiledGrad):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
     ``threads`` is how many threads share a run's work (default: for steps of at least
@@ -509,7 +509,6 @@ class NativePlan(Executor):
         self.layout = analyse(spec.schedule)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
-        self._backward: CompiledBackward | None = None
         self.kernels, self.step = self._plain.step.kernels, self._plain.step
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
@@ -583,12 +582,6 @@ class NativePlan(Executor):
                              spec.width, spec.dtype)
         found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
-
-    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
-        if self._backward is None:
-            self._backward = CompiledBackward(self.spec, self.layout)
-        return self._backward(x, state, grad_y, grad_final)
 
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
                  progress: Progress | None, everything: bool = False

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.executors.backward import CompiledBackward
-from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec
+from lstm_graph.executors.backward import CompiledGrad
+from lstm_graph.executors.contract import Array, Progress, Spec
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     hoist,
@@ -272,7 +272,7 @@ class _Names:
         return self.constants[value]
 
 
-class NumpyPlan(Executor):
+class NumpyPlan(CompiledGrad):
     """The compiled NumPy executor for one cell, batch size and dtype (NumPy or CuPy arrays).
 
     ``threads`` splits the batch rows between threads (default: by step size).
@@ -299,7 +299,6 @@ class NumpyPlan(Executor):
             if self.threads > 1 else None
         self._recorders: dict[str, str] = {}  # assignment -> the array recording it
         self._traced_parts: list[dict[str, Any]] | None = None
-        self._backward: CompiledBackward | None = None
 
     @property
     def source(self) -> str:
@@ -494,12 +493,6 @@ class NumpyPlan(Executor):
                              spec.dtype)
         found.update({name: recorded[array] for name, array in self._recorders.items()})
         return {name: found[name] for name in graph.assignments}
-
-    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
-        if self._backward is None:
-            self._backward = CompiledBackward(self.spec, self.layout)
-        return self._backward(x, state, grad_y, grad_final)
 
     def _execute(self, parts: list[dict[str, Any]], x: Array, state: Mapping[str, Array],
                  progress: Progress | None, extra: Mapping[str, Array]
