@@ -111,13 +111,19 @@ def _check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp:
     if bool(finite.all()):
         return
     position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
-    value = float(to_numpy(original[position]))
+    raise not_finite(what, float(to_numpy(original[position])), position, dtype, fix)
+
+
+def not_finite(what: str, value: float, position: tuple[int, ...], dtype: np.dtype,
+               fix: str) -> DataError:
+    """The error for the first element of ``what`` that is not finite in ``dtype``: ``value``
+    (as read, before conversion) is NaN or infinity, or finite but too large for ``dtype``."""
     if np.isfinite(value):
-        raise DataError(f"{what} holds {value:.3g} at index {position}, too large for {dtype} "
-                        f"(the largest is about {float(np.finfo(dtype).max):.2g}); run in "
-                        "float64 (--dtype float64)")
-    raise DataError(f"{what} holds NaN or infinity, first at index {position}; {fix} or pass "
-                    "--allow-nonfinite")
+        return DataError(f"{what} holds {value:.3g} at index {position}, too large for {dtype} "
+                         f"(the largest is about {float(np.finfo(dtype).max):.2g}); run in "
+                         "float64 (--dtype float64)")
+    return DataError(f"{what} holds NaN or infinity, first at index {position}; {fix} or pass "
+                     "--allow-nonfinite")
 
 
 #: Runs whose arrays surely take less are not weighed against the machine's memory

@@ -35,7 +35,7 @@ import numpy as np
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.cell import Cell
-from lstm_graph.checks import check_state, run_allocations, work_allocations
+from lstm_graph.checks import check_state, not_finite, run_allocations, work_allocations
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
@@ -261,13 +261,7 @@ def _check_finite(raw: np.ndarray, x: np.ndarray, offset: int | None, dtype: np.
     value = float(raw[tuple(first)])
     if offset is not None:
         first[1] += offset
-    position = tuple(first)
-    if np.isfinite(value):
-        raise DataError(f"x holds {value:.3g} at index {position}, too large for {dtype} (the "
-                        f"largest is about {float(np.finfo(dtype).max):.2g}); run in float64 "
-                        "(--dtype float64)")
-    raise DataError(f"x holds NaN or infinity at index {position}; clean the input or pass "
-                    "--allow-nonfinite")
+    raise not_finite("x", value, tuple(first), dtype, "clean the input")
 
 
 def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
