@@ -255,3 +255,23 @@ def test_a_compile_says_so_once_in_the_log(tmp_path, monkeypatch, caplog):
             lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3, executor="native")(x)
     notes = [r.getMessage() for r in caplog.records if r.name == "lstm_graph"]
     assert notes == [f"compiling the native step of cell 'rnn' once (cached in {tmp_path}/cache)"]
+
+
+def test_the_cache_touches_only_its_own_files_in_a_shared_directory(tmp_path):
+    cache = tmp_path / "shared"
+    (cache / "pip" / "sub").mkdir(parents=True)
+    cache.chmod(0o755)
+    theirs = [cache / "pip" / "sub" / "file", cache / "notes.json", cache / "lib.so",
+              cache / "tmpfile"]
+    for path in theirs:
+        path.write_text("not the cache's")
+    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    assert len(list(cache.glob("*-*.so"))) == 1
+    (cache / "0123456789abcdef0123456789abcdef.json").write_text('{"library": "../lib.so"}')
+    cleared = cli(["cache", "clear"], tmp_path, cache)
+    assert cleared.returncode == 0, cleared.stderr
+    assert sorted(p.name for p in cache.rglob("*")) == ["file", "lib.so", "notes.json", "pip",
+                                                         "sub", "tmpfile"]
+    assert all(path.read_text() == "not the cache's" for path in theirs)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o755  # nobody else can write: left as it is

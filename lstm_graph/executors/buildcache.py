@@ -5,8 +5,10 @@ Where: ``$LSTM_GRAPH_CACHE``, else ``$XDG_CACHE_HOME/lstm-graph``, else
 the XDG specification asks).
 
 - **Private.** The directory is made with mode 0700; before each use its owner
-  must be this user and its mode must let nobody else in (a directory of ours
-  that is too open is narrowed to 0700). Where no such directory can be had (no
+  must be this user and its mode must let nobody else write in it (a directory
+  of ours that others can write in is narrowed to 0700). The cache touches only
+  the files it names itself (records, libraries, ``tmp-`` work files), so a
+  ``$LSTM_GRAPH_CACHE`` that holds other files keeps them. Where no such directory can be had (no
   home, a read-only home, a directory of another user), this process builds
   into a private directory of its own made with ``mkdtemp`` and removed at exit
   (with a one-line warning): never into a shared, world-writable one.
@@ -34,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import stat
@@ -52,6 +55,10 @@ from lstm_graph.errors import BackendError, LstmGraphWarning
 log = logging.getLogger("lstm_graph")
 #: Work directories older than this (left by a killed process) are removed.
 STALE_SECONDS = 3600
+#: The names the cache gives its files: a record, a library, a work file or directory.
+_RECORD = re.compile(r"[0-9a-f]{32}\.json")
+_LIBRARY = re.compile(r"[0-9a-f]{32}-[0-9a-f]{16}\.so")
+_WORK = "tmp-"
 _LIBRARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"MZ")
 
 
@@ -157,10 +164,10 @@ def _private(path: Path) -> str | None:
             return "it is not a directory"
         if hasattr(os, "getuid") and info.st_uid != os.getuid():
             return "it belongs to another user"
-        if info.st_mode & 0o077:
+        if info.st_mode & 0o022:  # others could plant a library: narrow it to ours only
             os.chmod(path, 0o700)
-            if os.lstat(path).st_mode & 0o077:
-                return "its mode lets other users in"
+            if os.lstat(path).st_mode & 0o022:
+                return "its mode lets other users write in it"
         if not os.access(path, os.W_OK | os.X_OK):
             return "it is not writable"
     except OSError as err:
@@ -211,13 +218,30 @@ class Entry:
     used: float
 
 
+def _ours(path: Path) -> bool:
+    """Whether ``path`` has a name the cache gives its files (a record, a library, a
+    work file or directory): the cache touches nothing else, so a ``$LSTM_GRAPH_CACHE``
+    that also holds other files keeps them."""
+    return bool(_RECORD.fullmatch(path.name) or _LIBRARY.fullmatch(path.name)
+                or path.name.startswith(_WORK))
+
+
+def _record_library(directory: Path, record: Path) -> Path:
+    """The library a record names: a library name of the cache, in ``directory``."""
+    name = str(json.loads(record.read_text())["library"])
+    if not _LIBRARY.fullmatch(name):
+        raise ValueError(f"not a library of the cache: {name!r}")
+    return directory / name
+
+
 def _entries(directory: Path) -> list[Entry]:
-    """Every whole entry, least recently used first; stray files are removed."""
+    """Every whole entry, least recently used first; stray files of the cache are removed."""
     entries, referenced = [], set()
-    for record in directory.glob("*.json"):
+    for record in directory.iterdir():
+        if not _RECORD.fullmatch(record.name):
+            continue
         try:
-            meta = json.loads(record.read_text())
-            library = directory / str(meta["library"])
+            library = _record_library(directory, record)
             info = library.stat()
         except (OSError, ValueError, KeyError, TypeError):
             record.unlink(missing_ok=True)
@@ -230,9 +254,9 @@ def _entries(directory: Path) -> list[Entry]:
             age = now - path.lstat().st_mtime
         except OSError:
             continue
-        if path.suffix == ".so" and path.name not in referenced and age > 60:
+        if _LIBRARY.fullmatch(path.name) and path.name not in referenced and age > 60:
             path.unlink(missing_ok=True)  # an older build of a rebuilt entry
-        elif path.name.startswith("tmp") and age > STALE_SECONDS:
+        elif path.name.startswith(_WORK) and age > STALE_SECONDS:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -262,15 +286,17 @@ def info() -> CacheInfo:
 
 
 def clear() -> int:
-    """Remove every build and stray file of the cache; return how many builds went."""
+    """Remove every build and work file of the cache (and nothing else that is in its
+    directory); return how many builds went."""
     directory = cache_directory()
     count = 0
     for path in directory.iterdir():
-        if path.suffix == ".json":
-            count += 1
+        if not _ours(path):
+            continue
+        count += bool(_RECORD.fullmatch(path.name))
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        elif path.suffix in (".json", ".so", ".part") or path.name.startswith("tmp"):
+        else:
             path.unlink(missing_ok=True)
     return count
 
@@ -299,15 +325,15 @@ def _load(directory: Path, key: str) -> ctypes.CDLL | None:
     """The cached library of ``key`` if its bytes match its record; a bad entry is removed."""
     record = directory / f"{key}.json"
     try:
+        library = _record_library(directory, record)
         meta = json.loads(record.read_text())
-        library = directory / str(meta["library"])
         expected = (str(meta["sha256"]), int(meta["bytes"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         record.unlink(missing_ok=True)
         return None
-    if library.parent != directory or _digest(library) != expected:
+    if _digest(library) != expected:
         record.unlink(missing_ok=True)
         library.unlink(missing_ok=True)
         return None
@@ -323,7 +349,7 @@ def _load(directory: Path, key: str) -> ctypes.CDLL | None:
 
 def _write(path: Path, data: bytes) -> None:
     """``data`` into ``path`` whole: a temporary file beside it, fsynced, renamed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="tmp-", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_WORK, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -385,7 +411,7 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str) -> ctypes
         return loaded
     log.info("compiling %s once (cached in %s)", name, directory)
     try:
-        work = Path(tempfile.mkdtemp(dir=directory, prefix="tmp-"))
+        work = Path(tempfile.mkdtemp(dir=directory, prefix=_WORK))
     except OSError as err:
         raise BackendError(f"cannot write in the build cache {directory} "
                            f"({err.strerror})") from None
