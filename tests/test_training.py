@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -35,7 +37,7 @@ def test_the_copy_task_repeats_its_symbols_after_the_delimiter():
 
 
 def test_a_task_file_says_what_it_must_hold(tmp_path):
-    np.savez(tmp_path / "t.npz", x=np.zeros((4, 6, 2)), y=np.ones((6, 3)))
+    np.savez(tmp_path / "t.npz", x=np.zeros((4, 6, 2)), y=np.arange(18.0).reshape(6, 3))
     task = from_file(tmp_path / "t.npz")
     assert (task.input_size, task.output_size, task.loss) == (2, 3, "mse_last")
     np.savez(tmp_path / "bad.npz", x=np.zeros((4, 6, 2)), y=np.ones((5, 3)))
@@ -181,3 +183,73 @@ def test_train_and_gradflow_refuse_bad_outputs_before_any_work(tmp_path, monkeyp
     result = CliRunner().invoke(main, [*args, *out])
     assert result.exit_code == code and message in result.output
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--out", "w.npz", "--seed", "-1"],
+     "-1 is not in the range x>=0"),
+    (["gradflow", "lstm", "--out", "g.png", "--seed", "-1"], "-1 is not in the range x>=0"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--out", "w.npz", "--lr", "nan"],
+     "nan is not a finite number"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--out", "w.npz", "--clip", "inf"],
+     "inf is not a finite number"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--out", "/dev/null"],
+     "give --checkpoint FILE"),
+    (["gradflow", "lstm", "lstm", "--out", "g.png"], "a CELL is given twice"),
+    (["gradflow", "=w.npz", "--out", "g.png"], "a CELL is empty before its '='"),
+])
+def test_train_and_gradflow_usage_errors(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.ones((6, 1)), "y is the same in every sequence"),
+    (np.ones((6, 0)), "no outputs to learn"),
+])
+def test_a_task_file_with_nothing_to_learn_is_refused(tmp_path, y, message):
+    np.savez(tmp_path / "t.npz", x=np.ones((4, 6, 2)), y=y)
+    with pytest.raises(lstm_graph.DataError, match=message):
+        from_file(tmp_path / "t.npz")
+
+
+def test_a_task_too_large_for_float32_says_so_not_lower_the_learning_rate(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x=rng.standard_normal((4, 6, 2)) * 1e39,
+             y=rng.standard_normal((6, 1)))
+    result = CliRunner().invoke(main, ["train", "lstm", "--task", str(tmp_path / "t.npz"),
+                                       "--steps", "2", "--out", str(tmp_path / "w.npz")])
+    assert result.exit_code == 1 and "too large for float32" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["meta a list", "no step", "a parameter of another shape"])
+def test_a_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
+    checkpoint = tmp_path / "c.npz"
+    train(lstm_graph.load_cell("lstm"), adding(5), 4, 2, batch=4, checkpoint=checkpoint)
+    arrays = dict(np.load(checkpoint))
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    if damage == "meta a list":
+        meta = [meta]
+    elif damage == "no step":
+        del meta["step"]
+    else:
+        arrays["param/f.W_h"] = np.zeros((3, 3), "float32")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(checkpoint, **arrays)
+    with pytest.raises(lstm_graph.DataError, match="checkpoint"):
+        train(lstm_graph.load_cell("lstm"), adding(5), 4, 4, batch=4, checkpoint=checkpoint,
+              resume=True)
+
+
+def test_gradflow_tells_two_weights_of_one_cell_apart(tmp_path):
+    for seed in (1, 2):
+        weights = lstm_graph.load_cell("rnn").random_weights(2, 4, seed=seed)
+        np.savez(tmp_path / f"w{seed}.npz", **weights)
+    a, b = f"rnn={tmp_path / 'w1.npz'}", f"rnn={tmp_path / 'w2.npz'}"
+    result = CliRunner().invoke(main, ["gradflow", a, b, "--length", "6", "--json", "--out",
+                                       str(tmp_path / "g.svg")])
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.stdout)["flows"]) == sorted([a, b])

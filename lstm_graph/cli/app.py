@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import warnings
@@ -90,8 +91,32 @@ class OutputPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class FiniteFloat(click.FloatRange):
+    """A number option in a range that is also finite: ``nan`` and ``inf`` are wrong usage
+    (a NaN passes every comparison of a plain range)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+def json_ready(data: Any) -> Any:
+    """``data`` with every NaN or infinite float as ``None``: JSON has no such numbers."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_ready(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_ready(value) for value in data]
+    return data
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    """``data`` on stdout as JSON (keys sorted; a non-finite number as ``null``)."""
+    click.echo(json.dumps(json_ready(data), indent=2, sort_keys=True, allow_nan=False))
 
 
 def load(spec: str) -> Cell:

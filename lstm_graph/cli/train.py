@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
+from lstm_graph.cli.app import SPEC_HELP, FiniteFloat, OutputPath, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.weights import load_npz
@@ -19,6 +20,11 @@ from lstm_graph.training.plots import check_chart, gradient_flow_chart, loss_cur
 
 TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
              "holding x (T, N, I) and y (N, O) or (T, N, O).")
+
+
+def _ratio(first: float, last: float) -> str:
+    """How much of the last step's gradient size reaches the first step."""
+    return f"{first / last:.3g}" if last else "—"
 
 
 def _show_loss(loss: float | None) -> str:
@@ -36,11 +42,11 @@ def _show_loss(loss: float | None) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), required=True,
               help="Training steps in all (a resumed run counts those already done).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-3,
               show_default=True, help="Adam's learning rate.")
-@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--clip", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Clip the global gradient norm to this (0: no clipping).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the initial weights and the batches.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--out", type=OutputPath(), required=True,
@@ -64,7 +70,11 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         check_chart(plot)
     cell = load(spec)
     task = named(task_name, length)
-    checkpoint = checkpoint or out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
+    if checkpoint is None:
+        if out.is_symlink() or (out.exists() and not out.is_file()):
+            raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
+                                   "beside it for the checkpoint: give --checkpoint FILE")
+        checkpoint = out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
     if checkpoint.resolve() == out.resolve():
         raise click.UsageError(f"--checkpoint {checkpoint} is --out too; give another file")
     with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
@@ -106,7 +116,7 @@ train_command.name = "train"
 @click.option("--hidden-size", "-H", type=click.IntRange(min=1), default=32, show_default=True,
               help="Hidden size of cells given without weights.")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=OutputPath(), required=True,
               help="The chart (.png or .svg).")
 @click.option("--diagram", type=OutputPath(),
@@ -121,6 +131,12 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
              seed: int, out: Path, diagram: Path | None, step: int | None, style: str,
              as_json: bool) -> None:
     """Chart how much gradient reaches each step back: ‖∂L/∂state_t‖ against t."""
+    if len(set(cells)) != len(cells):
+        raise click.UsageError("a CELL is given twice (to compare weights, give lstm=a.npz "
+                               "lstm=b.npz)")
+    if any(not entry.partition("=")[0] for entry in cells):
+        raise click.UsageError("a CELL is empty before its '=': give a cell, as in "
+                               "lstm=trained.npz")
     if diagram is not None and len(cells) != 1:
         raise click.UsageError("--diagram draws one cell: give exactly one CELL")
     if step is not None and diagram is None:
@@ -145,6 +161,9 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
             runner = cell.compile(input_size=task.input_size, hidden_size=hidden_size,
                                   seed=seed, dtype="float64")
         flows.append(flow(runner, x))
+    names = [found.cell for found in flows]  # the cell's own name, or the argument if shared
+    flows = [found if names.count(found.cell) == 1 else replace(found, cell=entry)
+             for found, entry in zip(flows, cells)]
     gradient_flow_chart(flows, out, f"gradient flow back from the last step ({task.name})")
     if diagram is not None:
         shown = step or task.length
@@ -161,5 +180,5 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     for found in flows:
         for state, norms in found.states.items():
             click.echo(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
-                       f"t={len(norms)}: {norms[-1]:.3g}   ratio {norms[0] / norms[-1]:.3g}")
+                       f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}")
     click.echo(f"wrote {out}", err=True)

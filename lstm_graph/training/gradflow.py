@@ -32,8 +32,8 @@ def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
     """The gradient flow of ``runner``'s cell on ``x`` ``(T, B, I)``, loss at the last step."""
     cell = runner.cell
     (output,) = cell.graph.outputs
-    y, _ = runner(x, state)
-    grad_y = np.zeros(to_numpy(y).shape, dtype=runner.dtype)
+    width = cell.schedule.width(output, runner.input_size, runner.hidden_size)
+    grad_y = np.zeros((*x.shape[:-1], width), dtype=runner.dtype)
     grad_y[-1] = 1
     found = runner.grad(x, grad_y, state=state, record=True)
     states = {}

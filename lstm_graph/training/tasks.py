@@ -48,6 +48,7 @@ class Task:
     loss: str  # one of LOSSES
     baseline: float
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+    largest: float = 1.0  # the largest magnitude in x and the targets
 
 
 def adding(length: int = 50) -> Task:
@@ -113,14 +114,20 @@ def from_file(path: Path) -> Task:
     else:
         raise DataError(f"{path}: y has shape {y.shape}; with x of shape {x.shape} expected "
                         f"({count}, O) or ({steps}, {count}, O)")
+    if y.shape[-1] < 1:
+        raise DataError(f"{path}: y has shape {y.shape}: no outputs to learn (O is 0)")
     x, y = x.astype(np.float64), y.astype(np.float64)
     baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
+    if baseline == 0:
+        raise DataError(f"{path}: y is the same in every sequence, so there is nothing to learn "
+                        "(predicting its mean is exact)")
 
     def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
         chosen = rng.integers(0, count, size=batch)
         return x[:, chosen], (y[chosen] if loss == "mse_last" else y[:, chosen])
 
-    return Task(path.stem, steps, x.shape[2], y.shape[-1], loss, baseline, sample)
+    return Task(path.stem, steps, x.shape[2], y.shape[-1], loss, baseline, sample,
+                float(max(np.abs(x).max(), np.abs(y).max())))
 
 
 def named(spec: str, length: int) -> Task:

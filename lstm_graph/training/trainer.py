@@ -209,24 +209,39 @@ class Trainer:
         arrays = load_npz(path)
         try:
             meta = json.loads(bytes(arrays["meta"]).decode())
-        except (KeyError, ValueError, UnicodeDecodeError):
-            raise DataError(f"{path}: not a checkpoint of lstm-graph train") from None
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+            meta = None
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: not a checkpoint of lstm-graph train")
         expected = self._meta()
         different = [f"{k} {meta.get(k)!r} (now {v!r})" for k, v in expected.items()
                      if meta.get(k) != v]
         if different:
             raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
                             "train with the same settings or start afresh without --resume")
-        for name in self.params:
-            if f"param/{name}" not in arrays:
-                raise DataError(f"{path}: the checkpoint has no parameter {name}")
-            self.params[name] = arrays[f"param/{name}"].astype(self.dtype)
-        self.adam.m = {k[len("adam.m/"):]: v for k, v in arrays.items() if k.startswith("adam.m/")}
-        self.adam.v = {k[len("adam.v/"):]: v for k, v in arrays.items() if k.startswith("adam.v/")}
-        self.adam.steps = int(meta["adam_steps"])
-        self.step, self.seconds = int(meta["step"]), float(meta["seconds"])
-        self.losses = [(int(s), float(v)) for s, v in arrays["losses"]]
-        self.evals = [(int(s), float(v)) for s, v in arrays["evals"]]
+        try:
+            params = {name: _same_shape(arrays[f"param/{name}"], value, name)
+                      for name, value in self.params.items()}
+            moments = [{k.split("/", 1)[1]: _same_shape(v, self.params[k.split("/", 1)[1]], k)
+                        for k, v in arrays.items() if k.startswith(prefix)}
+                       for prefix in ("adam.m/", "adam.v/")]
+            steps = (int(meta["adam_steps"]), int(meta["step"]), float(meta["seconds"]))
+            losses = [(int(s), float(v)) for s, v in arrays["losses"]]
+            evals = [(int(s), float(v)) for s, v in arrays["evals"]]
+        except (KeyError, ValueError, TypeError) as err:
+            raise DataError(f"{path}: a damaged checkpoint ({err}); start afresh without "
+                            "--resume") from None
+        self.params = {name: value.astype(self.dtype) for name, value in params.items()}
+        self.adam.m, self.adam.v = moments
+        (self.adam.steps, self.step, self.seconds), self.losses, self.evals = steps, losses, evals
+
+
+def _same_shape(value: np.ndarray, like: np.ndarray, name: str) -> np.ndarray:
+    """``value`` if it has ``like``'s shape and holds real numbers (a checkpoint's arrays)."""
+    if value.shape != like.shape or value.dtype.kind not in "fiu":
+        raise ValueError(f"{name} has shape {value.shape} and dtype {value.dtype}, not "
+                         f"{like.shape} of real numbers")
+    return value
 
 
 def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
@@ -245,13 +260,17 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     """
     if steps < 1 or batch < 1 or hidden_size < 1:
         raise DataError("steps, batch and the hidden size must be at least 1")
+    if task.largest > np.finfo(dtype).max:
+        raise DataError(f"the task holds {task.largest:.3g}, too large for {dtype}; train in "
+                        "float64 (--dtype float64)")
     trainer = Trainer(cell, task, hidden_size, batch, lr, max_norm, seed, dtype)
     if resume:
         if checkpoint is None or not checkpoint.exists():
             raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
         trainer.load(checkpoint)
     while trainer.step < steps:
-        loss = trainer.train_step()
+        with np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is said below
+            loss = trainer.train_step()
         if not math.isfinite(loss):
             raise DataError(f"the training loss became {loss} at step {trainer.step}; lower "
                             "the learning rate (--lr) or the gradient clip (--clip)")
