@@ -83,7 +83,7 @@ def loss_curves(runs: Sequence[tuple[str, Trained]], path: Path, title: str) -> 
             steps, losses = np.array(trained.losses).T
             window = max(1, len(losses) // 50)
             axes.plot(steps[window - 1:], _smooth(losses, window), color=colour, alpha=0.35,
-                      linewidth=1)
+                      linewidth=1, label=f"{label} (training batches, mean of {window})")
         if trained.evals:
             steps, evals = np.array(trained.evals).T
             axes.plot(steps, evals, color=colour, linewidth=2, label=f"{label} (held out)")
