@@ -46,7 +46,7 @@ def compile_source(text: str, file: str = "<string>", default_name: str = "cell"
         parsed = parse(text, file, default_name)
         graph, found = parsed.graph, parsed.diagnostics
         parse_errors = any(d.severity == "error" for d in found)
-        sizes, more = validate(graph, parsed.assigned, parse_errors)
+        sizes, more = validate(graph, parsed.assigned, parse_errors, parsed.broken)
         found += more
         if any(d.severity == "error" for d in found):
             raise CellError(found)

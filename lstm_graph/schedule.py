@@ -163,7 +163,7 @@ class Schedule:
 
 def build_schedule(graph: CellGraph, sizes: dict[str, Size]) -> Schedule:
     """Order a validated (acyclic, sized) graph into stages."""
-    deps = dependencies(graph).reverse(copy=True)  # edge b -> a: a waits for b
+    deps = dependencies(graph.assignments).reverse(copy=True)  # edge b -> a: a waits for b
     index = {name: a.index for name, a in graph.assignments.items()}
     stages = tuple(
         tuple(sorted(generation, key=index.__getitem__))

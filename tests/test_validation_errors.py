@@ -59,8 +59,25 @@ def test_name_assigned_twice_points_at_the_second():
 def test_t_minus_1_on_an_input_or_value():
     errors = cell_errors("k = tanh(x)\nh = linear(x[t-1], k[t-1])\n" + OK_C)
     assert [(line, col) for line, col, _ in errors] == [(6, 12), (6, 20)]
-    assert "'x' is an input" in errors[0][2] and "state x" in errors[0][2]
-    assert "'k' is a value computed in this step" in errors[1][2]
+    assert "'x' is an input" in errors[0][2]
+    assert "m = linear(x), then read m[t-1]" in errors[0][2]
+    assert "'k' is a value computed in this step" in errors[1][2] and "state k" in errors[1][2]
+
+
+def test_the_advice_for_an_inputs_previous_value_gives_a_valid_cell():
+    fixed = compile_source("input x\nstate m, h\noutput h\nm = linear(x)\n"
+                                      "h = tanh(linear(x, h[t-1], m[t-1]))\n")
+    assert fixed.schedule.stages
+
+
+def test_errors_on_other_lines_do_not_hide_a_size_mismatch_or_a_loop():
+    mismatch = cell_errors("h = tanh(linear(x, h[t-1])) * x\nk = foo(h)\n" + OK_C)
+    assert [m.split(" ")[0:2] for _, _, m in mismatch] == [["size", "mismatch"],
+                                                          ["unknown", "function"]]
+    loop = cell_errors("f = sigmoid(linear(x, h[t-1], peep(c)))\nc = f*c[t-1] + (1-f)*gg\n"
+                       "h = tanh(c)\n")
+    assert [m.split(" ")[0:2] for _, _, m in loop] == [["algebraic", "loop"],
+                                                      ["undefined", "name"]]
 
 
 @pytest.mark.parametrize("index", ["t-2", "t", "t+1", "0", "s-1"])

@@ -26,7 +26,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
@@ -463,6 +463,7 @@ class _Lowering:
         self.nodes: dict[str, Node] = {
             name: Node(name, NodeKind.INPUT, loc) for name, loc in parser.decls["input"].items()}
         self.assignments: dict[str, Assignment] = {}
+        self.broken: dict[str, Assignment] = {}  # lines with errors: what they read
         self.known: NameIndex | None = None  # built at the first undefined name
 
     def assignment(self, name: str, loc: Loc, expr: ast.expr, stmt: _Statement,
@@ -478,7 +479,8 @@ class _Lowering:
             self.report.error(loc, "expression nested too deeply; split it over several "
                               "assignments")
             root = None
-        if root is None:
+        if root is None:  # its reads still tell the validator of loops through it
+            self.broken[name] = Assignment(name, loc, index, (), tuple(self.reads))
             return
         self.assignments[name] = Assignment(
             name, loc, index, tuple(self.assignment_nodes), tuple(self.reads), stmt.caption
@@ -598,8 +600,14 @@ class _Lowering:
             what = ("an input" if name in self.parser.decls["input"]
                     else "a value computed in this step" if name in self.assigned
                     else "not declared")
+            if name in self.parser.decls["input"]:
+                fix = (f"an input is read at its own step only; to carry what it brings to the "
+                       f"next step, keep it in a state (state m, m = linear({name}), then "
+                       "read m[t-1])")
+            else:
+                fix = f"to carry it to the next step declare it: state {name}"
             self.report.error(loc, f"[t-1] is only allowed on states, and '{name}' is {what}; "
-                              f"to carry it to the next step declare it: state {name}")
+                              f"{fix}")
             return None
         node_id = old_id(name)
         if node_id not in self.nodes:
@@ -698,12 +706,15 @@ def _operand_suffix(arg: ast.expr, position: int) -> str:
 
 @dataclass
 class ParseResult:
-    """What the parser found: the graph, its diagnostics, and every name some line assigns
-    (even a line with errors, so the validator does not also call it never assigned)."""
+    """What the parser found: the graph, its diagnostics, every name some line assigns
+    (even a line with errors, so the validator does not also call it never assigned), and
+    the lines with errors that were read as far as their names (so the validator still
+    finds the loops through them)."""
 
     graph: CellGraph
     diagnostics: list[Diagnostic]
     assigned: set[str]
+    broken: dict[str, Assignment] = field(default_factory=dict)
 
 
 def parse(text: str, file: str = "<string>", default_name: str = "cell") -> ParseResult:
@@ -747,4 +758,5 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     name = parser.name[0] if parser.name else default_name
     graph = CellGraph(name, file, decls["input"], decls["state"], decls["output"],
                       lowering.assignments, lowering.nodes, parser.presets, parser.gates)
-    return ParseResult(graph, parser.report.items, parser.broken_targets | set(assigned))
+    return ParseResult(graph, parser.report.items, parser.broken_targets | set(assigned),
+                       lowering.broken)

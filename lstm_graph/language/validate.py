@@ -9,11 +9,13 @@ reach no state or output. Sizes are symbolic (:class:`~lstm_graph.ir.Size`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import networkx as nx
 import numpy as np
 
 from lstm_graph.errors import Diagnostic
-from lstm_graph.ir import CellGraph, Loc, NodeKind, Size
+from lstm_graph.ir import Assignment, CellGraph, Loc, NodeKind, Size
 from lstm_graph.language import directives
 from lstm_graph.language.parser import Suggestions
 
@@ -45,22 +47,26 @@ def check_declarations(graph: CellGraph, assigned: set[str]) -> list[Diagnostic]
     return found
 
 
-def dependencies(graph: CellGraph) -> nx.DiGraph:
+def dependencies(assignments: Mapping[str, Assignment]) -> nx.DiGraph:
     """Assignment-level graph: an edge ``a → b`` when ``a`` reads this step's ``b``."""
     deps = nx.DiGraph()
-    for name, assignment in graph.assignments.items():
+    for name, assignment in assignments.items():
         deps.add_node(name)
         for read, _loc in assignment.reads:
-            if read in graph.assignments:
+            if read in assignments:
                 deps.add_edge(name, read)
     return deps
 
 
-def check_loops(graph: CellGraph) -> list[Diagnostic]:
-    """One error per algebraic loop: values that need each other within one step."""
-    deps = dependencies(graph)
+def check_loops(graph: CellGraph, broken: Mapping[str, Assignment] | None = None
+                ) -> list[Diagnostic]:
+    """One error per algebraic loop: values that need each other within one step.
+    ``broken``: lines with other errors, with what they read (a loop through one is
+    still a loop)."""
+    assignments = {**graph.assignments, **(broken or {})}
+    deps = dependencies(assignments)
     found = []
-    order = {name: a.index for name, a in graph.assignments.items()}
+    order = {name: a.index for name, a in assignments.items()}
     for component in nx.strongly_connected_components(deps):
         members = sorted(component, key=order.__getitem__)
         first = members[0]
@@ -70,7 +76,7 @@ def check_loops(graph: CellGraph) -> list[Diagnostic]:
         reads = [
             (reader, read, loc)
             for reader in members
-            for read, loc in graph.assignments[reader].reads
+            for read, loc in assignments[reader].reads
             if read in component
         ]
         reader, read, loc = min(reads, key=lambda r: (r[1] not in graph.states, order[r[0]]))
@@ -90,12 +96,15 @@ def infer_sizes(graph: CellGraph) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Symbolic size of every node, and the size mismatches found.
 
     Only ``linear`` changes sizes (its output has the hidden size H); element-wise
-    ops need equal sizes, a number (size 1) fitting any.
+    ops need equal sizes, a number (size 1) fitting any. After parse errors the graph
+    lacks the lines that had them: what reads one of those has no size and is skipped.
     """
     sizes: dict[str, Size] = {}
     found = []
     for node_id in nx.topological_sort(graph.dataflow):
-        node = graph.node(node_id)
+        node = graph.nodes.get(node_id)
+        if node is None or any(arg not in sizes for arg in node.args):
+            continue
         if node.kind is NodeKind.INPUT:
             sizes[node_id] = Size.INPUT
         elif node.kind is NodeKind.OLD:
@@ -164,18 +173,20 @@ def unused(graph: CellGraph) -> list[Diagnostic]:
     return found
 
 
-def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False
+def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False,
+             broken: Mapping[str, Assignment] | None = None
              ) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Run every check; return the node sizes and all diagnostics.
 
     After parse errors the graph lacks the assignments that had them, so only
-    the checks that stay true of the rest run: declarations, and loops (a loop
-    among the assignments that were read is a loop in the file).
+    the checks that stay true of the rest run: declarations, loops (``broken`` holds
+    what the lines with errors read) and the sizes of what does not depend on those
+    lines.
     """
     found = check_declarations(graph, assigned)
-    loops = check_loops(graph)
+    loops = check_loops(graph, broken)
     if parse_errors:
-        return {}, found + loops
+        return {}, found + loops + (infer_sizes(graph)[1] if not loops else [])
     found += directives.check(graph, Suggestions())
     if loops:
         return {}, found + loops
