@@ -8,7 +8,11 @@ a bug in lstm-graph.
 
 from __future__ import annotations
 
+import re
+import shlex
+import sys
 from dataclasses import dataclass
+from importlib import metadata
 
 
 @dataclass(frozen=True, order=True)
@@ -70,3 +74,19 @@ class LstmGraphWarning(UserWarning):
     """Something worth a line on a terminal that does not stop the work (the default
     executor falling back to the NumPy plan, say). The command line prints it as
     ``warning: …``."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an optional part (the ``extra`` of ``pyproject.toml``: its
+    packages as the installed lstm-graph declares them) into the Python running now, so it
+    works alike from a clone's ``.venv`` and from an installed wheel."""
+    try:
+        declared = metadata.requires("lstm-graph") or []
+    except metadata.PackageNotFoundError:
+        declared = []
+    marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
+    packages = [r.split(";", 1)[0].strip() for r in declared if marker.search(r)]
+    if not packages:
+        return f"pip install '.[{extra}]' in the lstm-graph checkout"
+    return " ".join([shlex.quote(sys.executable), "-m", "pip", "install",
+                     *map(shlex.quote, packages)])

@@ -4,6 +4,7 @@ no damaged file. Each test feeds the CLI what a user might, and checks all four.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -291,9 +292,16 @@ def test_cupy_backend_without_cupy_is_a_clear_error(tmp_path, x_file):
         pytest.skip("CuPy is installed here")
     except ImportError:
         pass
-    assert "the cupy backend needs CuPy" in fails("run", "rnn", "--input", x_file, "-H", "2",
-                                                  "--backend", "cupy", "--out",
-                                                  tmp_path / "y.npz")
+    message = fails("run", "rnn", "--input", x_file, "-H", "2", "--backend", "cupy", "--out",
+                    tmp_path / "y.npz")
+    assert "the cupy backend needs CuPy" in message
+    assert f"{sys.executable} -m pip install 'cupy-cuda12x>=13'" in message  # runnable as is
+
+
+def test_a_missing_weights_file_is_missing_before_any_importer_is_needed(tmp_path):
+    message = fails("run", "lstm", "--sample", "--weights", tmp_path / "nope.pt", "--out",
+                    tmp_path / "y.npz")
+    assert "no such file" in message and "PyTorch" not in message
 
 
 # -- nothing lost ---------------------------------------------------------------------

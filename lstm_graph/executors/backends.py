@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import BackendError
+from lstm_graph.errors import BackendError, install_hint
 
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float32", "float64")
@@ -26,8 +26,8 @@ def namespace(backend: str) -> Any:
     try:
         import cupy
     except ImportError:
-        raise BackendError("the cupy backend needs CuPy: pip install 'lstm-graph[gpu]' "
-                           "(or cupy-cuda11x for CUDA 11); use --backend numpy to run on the "
+        raise BackendError(f"the cupy backend needs CuPy: {install_hint('gpu')} (or "
+                           "cupy-cuda11x for CUDA 11); use --backend numpy to run on the "
                            "CPU") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import WeightsError
+from lstm_graph.errors import WeightsError, install_hint
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.memory import allocation, require, require_file
 from lstm_graph.ir import CellGraph, Node, NodeKind
@@ -254,13 +254,12 @@ def _torch_layer(layer: Mapping[str, np.ndarray], source: str
 
 def load_torch(path: Path, graph: CellGraph) -> dict[str, np.ndarray]:
     """Our parameters from a ``.pt`` file holding a state dict; code in it never runs."""
+    require_file(path, WeightsError)
     try:
         import torch
     except ImportError:
-        raise WeightsError(f"{path}: reading .pt files needs PyTorch: pip install "
-                           "'lstm-graph[import]' (torch==2.13.0); or save the weights as "
-                           ".npz") from None
-    require_file(path, WeightsError)
+        raise WeightsError(f"{path}: reading .pt files needs PyTorch: "
+                           f"{install_hint('import')}; or save the weights as .npz") from None
     try:
         with warnings.catch_warnings():  # torch's deprecation notes are not the user's concern
             warnings.simplefilter("ignore")
@@ -463,12 +462,12 @@ def _external_bytes(tensor: Any, what: str, declared: int, source: str,
 
 def load_onnx(path: Path, graph: CellGraph) -> dict[str, np.ndarray]:
     """Our parameters from an ``.onnx`` file; external data only from the model's directory."""
+    require_file(path, WeightsError)
     try:
         import onnx
     except ImportError:
-        raise WeightsError(f"{path}: reading .onnx files needs the onnx package: pip install "
-                           "'lstm-graph[import]'") from None
-    require_file(path, WeightsError)
+        raise WeightsError(f"{path}: reading .onnx files needs the onnx package: "
+                           f"{install_hint('import')}") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError:

@@ -1,6 +1,6 @@
 """Charts for training: loss curves and gradient flow, as PNG or SVG (by the file's suffix).
 
-They need matplotlib (``pip install 'lstm-graph[plot]'``); SVG output is
+They need matplotlib (the ``plot`` extra); SVG output is
 deterministic (no dates, fixed ids), like every other file lstm-graph writes.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import RenderError
+from lstm_graph.errors import RenderError, install_hint
 from lstm_graph.formats.files import write_atomic
 from lstm_graph.training.gradflow import Flow
 from lstm_graph.training.trainer import Trained
@@ -30,8 +30,7 @@ def check_chart(path: Path) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise RenderError("charts need matplotlib: pip install 'lstm-graph[plot]' (or "
-                          "matplotlib itself)") from None
+        raise RenderError(f"charts need matplotlib: {install_hint('plot')}") from None
 
 
 def _pyplot(path: Path) -> Any:
