@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ import lstm_graph  # noqa: E402
 from lstm_graph.cli import main  # noqa: E402
 from lstm_graph.cli.inputs import read_array  # noqa: E402
 from lstm_graph.distributed import DaskError  # noqa: E402
+from lstm_graph.distributed import cluster as cluster_module  # noqa: E402
 from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
@@ -337,6 +340,9 @@ def test_shards_cover_the_batch_once() -> None:
     ("http://127.0.0.1:8786", "unknown scheme 'http://'"),
     ("tcp://127.0.0.1", "has no HOST:PORT"),
     ("tcp://127.0.0.1:70000", "port 70000 is not between 1 and 65535"),
+    ("tcp://[::1", "'[::1' is not HOST:PORT with a host name or IP address"),
+    ("tcp://::1:8786", "(IPv6 in brackets)"),
+    ("tcp://[zz]:8786", "'[zz]:8786' is not HOST:PORT"),
 ])
 def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
                                               message: str) -> None:
@@ -360,6 +366,71 @@ def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
     assert result.exit_code == 1 and time.monotonic() - began < 20
     assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9 within 1 s" in result.output
     assert not (tmp_path / "y.npz").exists()
+
+
+@pytest.fixture
+def not_dask() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server on 127.0.0.1 that is no Dask scheduler: it accepts every connection and
+    writes what the test puts in the list (nothing: it stays silent), keeping it open."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    reply: list[bytes] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+            for data in reply:
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], reply
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.0 400 Bad request\r\n\r\n" + bytes(range(256))])
+def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
+        tmp_path: Path, not_dask: tuple[int, list[bytes]], reply: bytes) -> None:
+    """Something that accepts the connection but never answers as Dask does (silent, or
+    writing garbage): refused within about --dask-timeout, not waited on for ever."""
+    port, replies = not_dask
+    replies.append(reply)
+    began = time.monotonic()
+    result = cli(["run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                  f"127.0.0.1:{port}", "--dask-timeout", "2"], tmp_path)
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stderr
+    assert f"something answered at tcp://127.0.0.1:{port}, but not as a Dask scheduler " \
+        "does" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
+    assert took < 2 + 15, f"took {took:.1f} s with --dask-timeout 2"
+
+
+def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(cluster_module, "_local_cluster", refuse)
+    with pytest.raises(DaskError) as raised, connect("local", timeout=1):
+        pass
+    assert str(raised.value).startswith("cannot start a local Dask cluster (")
+    assert "Address already in use" in str(raised.value)
+    assert "dask scheduler" not in str(raised.value)
 
 
 def test_without_dask_installed_the_commands_say_so(tmp_path: Path,

@@ -216,7 +216,8 @@ def dask_address(value: str) -> str:
 
 DASK_HELP = ("Shard the batch across a Dask cluster: 'local' (an in-process cluster, one "
              "worker per core) or a scheduler's address, tcp://HOST:PORT.")
-TIMEOUT_HELP = "Seconds to reach the Dask scheduler, and to wait for its first worker."
+TIMEOUT_HELP = ("Seconds, in all, to reach the Dask scheduler and find a worker there "
+                "that runs lstm-graph.")
 
 
 def dask_options(command: F) -> F:
