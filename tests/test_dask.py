@@ -352,6 +352,23 @@ def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
     assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["run", "lstm", "--sample", "-H", "2", "--dask", "local", "--dask-timeout", "inf"],
+     "inf is not in the range 0<x<=3600"),
+    (["trace", "lstm", "--sample", "-H", "2", "--dask", "local", "--dask-timeout", "nan"],
+     "nan is not a number of seconds"),
+    (["sweep", "lstm", "--steps", "1", "--dask-timeout", "nan"], "nan is not a number"),
+    (["sweep", "lstm", "--steps", "1", "--dask-timeout", "1e9"], "not in the range"),
+    (["run", "lstm", "--sample", "-H", "2", "--seed", "-1"], "-1 is not in the range x>=0"),
+])
+def test_timeouts_and_seeds_out_of_range_are_usage_errors(tmp_path: Path, args: list[str],
+                                                          message: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "y.npz")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
     out = str(tmp_path / "y.npz")
     result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
@@ -551,6 +568,7 @@ def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster
 def test_a_sweep_refuses_bad_grids() -> None:
     for args, message in ((["lstm", "lstm"], "given twice"),
                           (["lstm", "--seeds", "0,x"], "comma-separated list"),
+                          (["lstm", "--seeds", "0,-1"], "seeds are 0 or more"),
                           (["lstm", "--hidden-sizes", "0"], "at least 1")):
         result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from lstm_graph.cli.app import OutputPath, emit_json, main
-from lstm_graph.cli.inputs import TIMEOUT_HELP, dask_address
+from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
@@ -27,6 +27,8 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
         raise click.BadParameter(f"'{value}' names a number twice")
     if param.name == "hidden_sizes" and min(numbers) < 1:
         raise click.BadParameter("hidden sizes are at least 1")
+    if param.name == "seeds" and min(numbers) < 0:
+        raise click.BadParameter("seeds are 0 or more")
     return numbers
 
 
@@ -53,10 +55,8 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Measure the held-out loss every this many steps (and after the last).")
 @click.option("--dask", "address", default="local", show_default=True, metavar="ADDRESS",
-              help="'local' (an in-process cluster, one worker per core) or a scheduler's "
-                   "address, tcp://HOST:PORT.")
-@click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help=TIMEOUT_HELP)
+              help=ADDRESS_HELP)
+@timeout_option
 @click.option("--out", type=OutputPath(),
               help="Write the leaderboard as JSON (with every run's held-out losses).")
 @click.option("--markdown", type=OutputPath(),
