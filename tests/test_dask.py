@@ -309,6 +309,50 @@ def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npz"]
 
 
+def _bad_grad_outputs(folder: Path) -> dict[str, str]:
+    """Files of --grad-output for x (5, 4, 3) and H=4 that grad must refuse, and what it says."""
+    nan = np.ones((5, 4, 4))
+    nan[2, 3, 1] = np.nan  # in the second shard of two
+    huge = np.ones((5, 4, 4))
+    huge[1, 2, 0] = 1e39
+    arrays = {"text.npy": (np.full((5, 4, 4), "a"),
+                           "text.npy: grad_output has dtype <U1; it must hold real numbers"),
+              "complex.npy": (np.ones((5, 4, 4)) + 1j, "complex.npy: grad_output has dtype "
+                              "complex128; it must hold real numbers"),
+              "nan.npy": (nan, "grad_output holds NaN or infinity, first at index (2, 3, 1); "
+                          "clean it or pass --allow-nonfinite"),
+              "huge.npy": (huge, "grad_output holds 1e+39 at index (1, 2, 0), too large for "
+                           "float32")}
+    for name, (array, _) in arrays.items():
+        np.save(folder / name, array)
+    np.save(folder / "x.npy", np.random.default_rng(0).standard_normal((5, 4, 3)))
+    return {name: message for name, (_, message) in arrays.items()}
+
+
+def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The plain and the sharded grad check --grad-output alike: its dtype (by its header,
+    before any work) and its values (the index the whole batch's), with the same words."""
+    for name, message in _bad_grad_outputs(tmp_path).items():
+        args = ["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", name,
+                "--out", "g.npz"]
+        previous = Path.cwd()
+        os.chdir(tmp_path)
+        try:
+            plain_run = CliRunner().invoke(main, args)
+        finally:
+            os.chdir(previous)
+        assert plain_run.exit_code == 1 and message in plain_run.output, plain_run.output
+        assert plain_run.exception is None or isinstance(plain_run.exception, SystemExit)
+        sharded = cli([*args, "--dask", cluster.address, "--shard-size", "2"], tmp_path)
+        assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr
+        assert "Traceback" not in sharded.stderr and not (tmp_path / "g.npz").exists()
+    allowed = cli(["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", "nan.npy",
+                   "--out", "g.npz", "--allow-nonfinite", "--dask", cluster.address], tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), ChunkedNpz(tmp_path / "out.npz") as out:
         out.array("a", (4, 3), np.float32)[:2] = 1

@@ -104,7 +104,8 @@ def run_options(command: F) -> F:
                           "cuda: force one; reference: the interpreter that defines the "
                           "semantics."),
         click.option("--allow-nonfinite", is_flag=True,
-                     help="Run even if x or a state holds NaN or infinity."),
+                     help="Run even if x, a state or --grad-output holds NaN or "
+                          "infinity."),
     ]
     for option in reversed(options):
         command = option(command)

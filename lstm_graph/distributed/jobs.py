@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
+from lstm_graph.checks import not_finite
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
@@ -78,6 +79,32 @@ class Shard:
     axes: dict[str, int | None]
     ran_with: str
     loss: float | None = None
+
+
+def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
+                 fix: str) -> None:
+    """A plain run's error for rows of ``what`` (``x``, ``grad_output``) that are not
+    finite in ``converted``'s dtype: NaN or infinity in ``raw`` (the rows as read), or a
+    finite number too large for that dtype. ``offset`` is the rows' first sequence in the
+    whole batch, so the index is the whole batch's; ``None`` for one sequence ``(T, ...)``.
+
+    >>> check_finite("x", np.ones((2, 3, 1)), np.ones((2, 3, 1)), 0, "clean the input")
+    >>> from lstm_graph.errors import LstmGraphError
+    >>> bad = np.ones((2, 3, 1)); bad[1, 2, 0] = np.inf
+    >>> try:
+    ...     check_finite("x", bad, bad, 4, "clean the input")
+    ... except LstmGraphError as err:
+    ...     print(err)
+    x holds NaN or infinity, first at index (1, 6, 0); clean the input or pass --allow-nonfinite
+    """
+    bad = ~np.isfinite(converted)
+    if not bad.any():
+        return
+    first = [int(i) for i in np.argwhere(bad)[0]]
+    value = float(raw[tuple(first)])
+    if offset is not None:
+        first[1] += offset
+    raise not_finite(what, value, tuple(first), converted.dtype, fix)
 
 
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,

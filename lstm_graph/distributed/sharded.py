@@ -2,11 +2,11 @@
 
 The client (:func:`execute`) cuts the batch into shards of ``shard_size`` sequences,
 reads each shard's rows from ``x`` (a memory-mapped ``.npy`` is read only a shard at a
-time), checks them for NaN and infinity, converts them to the run's dtype and submits
-them as one Dask task each, with their initial states and, for ``grad``, their rows of
-``grad_y``. At most :data:`IN_FLIGHT` shards per worker thread are out at once, so the
-client, the scheduler and the workers hold a bounded amount of data whatever the size
-of the input. Each result is written into the output's memory-mapped arrays
+time) and, for ``grad``, from ``grad_y``, checks them for NaN and infinity, converts
+them to the run's dtype and submits them as one Dask task each, with their initial
+states. At most :data:`IN_FLIGHT` shards per worker thread are out at once, so the
+client, the scheduler and the workers hold a bounded amount of data whatever the size of
+the input. Each result is written into the output's memory-mapped arrays
 (:class:`~lstm_graph.distributed.chunked.ChunkedNpz`) as it arrives.
 
 **Placement and retries.** A shard's task carries everything it needs: its rows and the
@@ -35,11 +35,11 @@ import numpy as np
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.cell import Cell
-from lstm_graph.checks import check_state, not_finite, run_allocations, work_allocations
+from lstm_graph.checks import REAL_KINDS, check_state, run_allocations, work_allocations
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
-from lstm_graph.distributed.jobs import Job, Shard, run_shard
+from lstm_graph.distributed.jobs import Job, Shard, check_finite, run_shard
 from lstm_graph.errors import DataError
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats import memory
@@ -184,16 +184,21 @@ class _Run:
         """Shard ``k``'s ``x`` (read, converted and checked), initial states and ``grad_y``."""
         b0, b1 = self.bounds[k]
         pick = (slice(None),) if self.unbatched else (slice(None), slice(b0, b1))
-        raw = self.x[pick]
-        with np.errstate(over="ignore"):  # a number too large for the dtype: named below
-            x = np.array(raw, dtype=self.dtype, order="C")
-        if not self.allow_nonfinite:
-            _check_finite(raw, x, b0 if not self.unbatched else None, self.dtype)
+        x = self._converted("x", self.x[pick], b0, "clean the input")
         state = {name: value if self.unbatched else np.ascontiguousarray(value[b0:b1])
                  for name, value in self.state.items()}
         grad_y = None if self.grad_y is None else \
-            np.array(self.grad_y[pick], dtype=self.dtype, order="C")
+            self._converted("grad_output", self.grad_y[pick], b0, "clean it")
         return x, state, grad_y
+
+    def _converted(self, what: str, raw: np.ndarray, b0: int, fix: str) -> np.ndarray:
+        """A shard's rows of ``what`` in the run's dtype, checked as a plain run checks
+        them (the index in the error is the whole batch's)."""
+        with np.errstate(over="ignore"):  # a number too large for the dtype: named below
+            converted = np.array(raw, dtype=self.dtype, order="C")
+        if not self.allow_nonfinite:
+            check_finite(what, raw, converted, None if self.unbatched else b0, fix)
+        return converted
 
     def place(self, k: int, shard: Shard) -> None:
         """Write shard ``k``'s rows into the output; keep its sums to add in order."""
@@ -250,26 +255,16 @@ class _Run:
         return self.total
 
 
-def _check_finite(raw: np.ndarray, x: np.ndarray, offset: int | None, dtype: np.dtype
-                  ) -> None:
-    """A plain run's error for a shard's rows that are not finite in ``dtype``, at the index
-    in the whole batch (``offset``: the shard's first sequence; ``None``: one sequence)."""
-    bad = ~np.isfinite(x)
-    if not bad.any():
-        return
-    first = [int(i) for i in np.argwhere(bad)[0]]
-    value = float(raw[tuple(first)])
-    if offset is not None:
-        first[1] += offset
-    raise not_finite("x", value, tuple(first), dtype, "clean the input")
-
-
 def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
-          allow_nonfinite: bool) -> tuple[int, dict[str, np.ndarray]]:
+          allow_nonfinite: bool, grad_y: Any = None) -> tuple[int, dict[str, np.ndarray]]:
     """What a plain run would refuse at once, refused before any shard is sent: ``x``'s
-    shape (its values are checked shard by shard), the initial states (all of them, as a
-    plain run does: they are small). Returns the batch size (1 for one sequence) and the
+    dtype and shape (its values are checked shard by shard), the initial states (all of
+    them, as a plain run does: they are small), ``grad_y``'s dtype and shape (its values
+    shard by shard, as ``x``'s). Returns the batch size (1 for one sequence) and the
     states, checked and converted, as ``(B, H)`` (``(H,)`` for one sequence)."""
+    for what, array in (("x", x), ("grad_y", grad_y)):
+        if array is not None and np.dtype(array.dtype).kind not in REAL_KINDS:
+            raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
     shape = tuple(np.shape(x))
     if len(shape) not in (2, 3):
         raise DataError(f"x has shape {shape}; expected (T, B, I) or (T, I)")
@@ -280,6 +275,11 @@ def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
     unbatched = len(shape) == 2
     batch = 1 if unbatched else shape[1]
+    if grad_y is not None:
+        (output,) = cell.graph.outputs
+        want = (*shape[:-1], cell.schedule.width(output, job.input_size, job.hidden_size))
+        if tuple(np.shape(grad_y)) != want:
+            raise DataError(f"grad_y has shape {tuple(np.shape(grad_y))}, expected {want}")
     given = dict(state or {})
     checked = check_state(given, cell.graph.states, batch, job.hidden_size, unbatched,
                           allow_nonfinite, np, np.dtype(job.dtype))
@@ -301,7 +301,7 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     """
     began = time.perf_counter()
     cell = job.source.compile()
-    batch, checked = check(cell, job, x, state, allow_nonfinite)
+    batch, checked = check(cell, job, x, state, allow_nonfinite, grad_y)
     dtype = np.dtype(job.dtype)
     per_sequence = row_bytes(cell, job.command, len(x), job.input_size, job.hidden_size, dtype)
     workers = max(1, threads(client))
