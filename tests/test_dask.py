@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,11 +34,15 @@ import lstm_graph  # noqa: E402
 from lstm_graph.cli import main  # noqa: E402
 from lstm_graph.cli.inputs import read_array  # noqa: E402
 from lstm_graph.distributed import DaskError  # noqa: E402
+from lstm_graph.distributed import chunked as chunked_module  # noqa: E402
 from lstm_graph.distributed import cluster as cluster_module  # noqa: E402
+from lstm_graph.distributed import sharded as sharded_module  # noqa: E402
 from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
 from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
+from lstm_graph.errors import OutputError  # noqa: E402
+from lstm_graph.formats.memory import size_text  # noqa: E402
 from lstm_graph.training import adding, train  # noqa: E402
 
 #: Seconds any one command or start-up may take before the test fails.
@@ -368,6 +373,81 @@ def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
         np.testing.assert_array_equal(found["b.W_x"][4999], np.arange(300))
         assert found["a"].tolist() == [3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+class _Threads:
+    """As much of a Dask client as execute() asks before it sends a shard."""
+
+    def nthreads(self) -> dict[str, int]:
+        return {"tcp://127.0.0.1:1": 2}
+
+
+def test_an_output_the_disk_cannot_hold_twice_is_refused_before_any_shard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run writes y (T, B, H) and the final states: (50, 64, 32) float32 is 409,600 bytes of
+    y; with less than twice the output free, nothing is sent and nothing is left."""
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=32, seed=0)
+    job = Job("run", cell_source("lstm"), runner.weights, 3, 32, "float32", "plan")
+    free = 800_000
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(chunked_module.shutil, "disk_usage",
+                        lambda where: usage._replace(free=free))
+    monkeypatch.setattr(sharded_module, "_submit_all",
+                        lambda *args: pytest.fail("a shard was sent"))
+    (tmp_path / "y.npz").write_bytes(b"earlier")
+    with pytest.raises(OutputError) as refused:
+        execute(_Threads(), job, np.zeros((50, 64, 3), "float32"), tmp_path / "y.npz")
+    once = (50 * 64 * 32 + 2 * 64 * 32) * 4 + 3 * chunked_module.OVERHEAD  # y, h, c
+    assert f"y.npz: needs {size_text(2 * once)} of free disk in {tmp_path} (its arrays " \
+        "while they are written and the archive made of them: " \
+        f"{size_text(once)} each), but only 800 kB is free" in str(refused.value)
+    assert size_text(2 * once) == "858 kB"
+    assert [p.name for p in tmp_path.iterdir()] == ["y.npz"]
+    assert (tmp_path / "y.npz").read_bytes() == b"earlier"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 1 MiB (tmpfs), where this process may mount one; else skipped."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_is_an_error_and_leaves_nothing(cluster: Cluster, small_disk: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk of 1 MiB: an output of 1 MB (2 MB with its archive) is refused before any
+    work (it used to be written through sparse memory-mapped files until SIGBUS); and
+    where the free space was misjudged, making an array that does not fit is an error,
+    not a crash."""
+    np.save(tmp_path / "x.npy", np.zeros((100, 40, 3), "float32"))
+    (small_disk / "y.npz").write_bytes(b"earlier")
+    result = cli(["run", "lstm", "--input", "x.npy", "-H", "64", "--out",
+                  str(small_disk / "y.npz"), "--dask", cluster.address], tmp_path)
+    assert result.returncode == 1, result.stderr
+    once = (100 * 40 * 64 + 2 * 40 * 64) * 4 + 3 * chunked_module.OVERHEAD  # y, h, c
+    assert f"y.npz: needs {size_text(2 * once)} of free disk in {small_disk} " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in small_disk.iterdir()] == ["y.npz"]
+    assert (small_disk / "y.npz").read_bytes() == b"earlier"
+    plenty = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(chunked_module.shutil, "disk_usage", lambda where: plenty)
+    with pytest.raises(OutputError, match=r"cannot make y \(1000, 500\) in .*: no room for "
+                       r"its 2 MB on the disk \(No space left on device\)"), \
+            ChunkedNpz(small_disk / "z.npz") as out:
+        out.reserve(2_000_000)
+        out.array("y", (1000, 500), np.float32)
+    assert [p.name for p in small_disk.iterdir()] == ["y.npz"]
 
 
 def test_shards_cover_the_batch_once() -> None:

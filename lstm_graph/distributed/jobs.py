@@ -221,10 +221,15 @@ def run_shard(job: Job, x: np.ndarray, state: dict[str, np.ndarray] | None,
               grad_y: np.ndarray | None) -> Shard:
     """One shard: rows ``x (T, b, I)`` (or one sequence ``(T, I)``), their initial states
     ``(b, H)`` and, for ``grad``, their ``grad_y`` (``None``: the last step's sum)."""
-    compiled = runner(job)
-    if job.command == "run":
+    return command_arrays(job.command, runner(job), x, state, grad_y)
+
+
+def command_arrays(command: str, compiled: Runner, x: np.ndarray,
+                   state: dict[str, np.ndarray] | None, grad_y: np.ndarray | None) -> Shard:
+    """What ``command`` writes for rows ``x`` (checked already), run by ``compiled``."""
+    if command == "run":
         return run_arrays(compiled, x, state, allow_nonfinite=True)
-    if job.command == "trace":
+    if command == "trace":
         return trace_arrays(compiled, x, state, allow_nonfinite=True)
     if grad_y is None:
         grad_y = last_step_loss(compiled, x.shape)

@@ -39,7 +39,13 @@ from lstm_graph.checks import REAL_KINDS, check_state, run_allocations, work_all
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
-from lstm_graph.distributed.jobs import Job, Shard, check_finite, run_shard
+from lstm_graph.distributed.jobs import (
+    Job,
+    Shard,
+    check_finite,
+    command_arrays,
+    run_shard,
+)
 from lstm_graph.errors import DataError
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats import memory
@@ -92,6 +98,49 @@ def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: i
     shards = max(workers, math.ceil(batch * per_sequence / limit))
     shards = min(batch, workers * math.ceil(shards / workers))
     return math.ceil(batch / shards)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The arrays a command writes, in the file's order: shapes, dtypes, batch axes (``None``
+    for a sum over the batch)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    axes: dict[str, int | None]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(math.prod(shape) * self.dtypes[name].itemsize
+                   for name, shape in self.shapes.items())
+
+
+def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
+    """What ``job`` writes for ``x`` of ``steps`` steps and ``batch`` sequences (``None``:
+    one sequence ``(T, I)``): the arrays of one step of one sequence, run here by the
+    reference executor, stretched to ``steps`` along the time axis (the first, in every
+    array with a batch axis 1) and to ``batch`` along the batch axis.
+
+    >>> from lstm_graph.distributed.jobs import cell_source
+    >>> weights = cell_source("lstm").compile().random_weights(3, 4, seed=0)
+    >>> job = Job("run", cell_source("lstm"), weights, 3, 4, "float32", "plan")
+    >>> output_layout(job, 7, 5).shapes
+    {'y': (7, 5, 4), 'c': (5, 4), 'h': (5, 4)}
+    """
+    compiled = job.source.compile().compile(
+        input_size=job.input_size, hidden_size=job.hidden_size, dtype=job.dtype,
+        weights=job.weights, executor="reference")
+    x = np.zeros((1, job.input_size) if batch is None else (1, 1, job.input_size), job.dtype)
+    probe = command_arrays(job.command, compiled, x, None, None)
+    shapes, dtypes = {}, {}
+    for name, value in probe.arrays.items():
+        shape, axis = list(value.shape), probe.axes[name]
+        if axis == 1:
+            shape[0] = steps
+        if axis is not None and batch is not None:
+            shape[axis] = batch
+        shapes[name], dtypes[name] = tuple(shape), value.dtype
+    return Layout(shapes, dtypes, dict(probe.axes))
 
 
 @dataclass(frozen=True)
@@ -173,8 +222,11 @@ class _Run:
         self.unbatched = np.ndim(x) == 2
         self.batch = 1 if self.unbatched else int(x.shape[1])
         self.dtype = np.dtype(job.dtype)
-        self.order: list[str] = []
-        self.axes: dict[str, int | None] = {}
+        layout = output_layout(job, len(x), None if self.unbatched else self.batch)
+        self.order, self.axes = list(layout.shapes), layout.axes
+        out.reserve(layout.nbytes, len(layout.shapes))
+        for name in self.order:  # their room taken on the disk now, before any shard is sent
+            out.array(name, layout.shapes[name], layout.dtypes[name])
         self.waiting: dict[int, _Folded] = {}
         self.total: _Folded | None = None
         self.folded = 0
@@ -203,25 +255,23 @@ class _Run:
     def place(self, k: int, shard: Shard) -> None:
         """Write shard ``k``'s rows into the output; keep its sums to add in order."""
         b0, b1 = self.bounds[k]
-        if not self.order:  # the first result tells the arrays: make them all, in order
-            self.order, self.axes = list(shard.arrays), dict(shard.axes)
-            for name, value in shard.arrays.items():
-                shape = list(value.shape)
-                axis = shard.axes[name]
-                if axis is not None and not self.unbatched:
-                    shape[axis] = self.batch
-                self.out.array(name, tuple(shape), value.dtype)
+        if list(shard.arrays) != self.order:
+            raise DaskError(f"shard {k} came back with arrays {', '.join(shard.arrays)}, but "
+                            f"this run writes {', '.join(self.order)}; do the workers run the "
+                            "lstm-graph this machine runs?")
         sums, moments = {}, {}
         for name, value in shard.arrays.items():
-            axis = self.axes[name]
+            axis, target = self.axes[name], self.out[name]
+            rows = target if axis is None or self.unbatched else \
+                target[(slice(None),) * axis + (slice(b0, b1),)]
+            if value.shape != rows.shape:
+                raise DaskError(f"shard {k} came back with {name} of shape {value.shape}, "
+                                f"expected {rows.shape}; do the workers run the lstm-graph "
+                                "this machine runs?")
             if axis is None:
                 sums[name] = value
                 continue
-            target = self.out[name]
-            if self.unbatched:
-                target[...] = value
-            else:
-                target[(slice(None),) * axis + (slice(b0, b1),)] = value
+            rows[...] = value
             if name in self.measure:
                 moments[name] = Moments.of(value)
         self.ran_with.add(shard.ran_with)
@@ -297,7 +347,9 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     ``grad_y`` is ``grad``'s ``(T, B, width)`` (``None``: the last step's sum); both, like
     ``x``, may be memory-mapped. ``shard_size`` is in sequences (default: see
     :func:`default_shard_size`); ``measure`` names arrays to return the :class:`Moments` of;
-    ``progress`` is called with the number of sequences of each shard written.
+    ``progress`` is called with the number of sequences of each shard written. The output's
+    arrays are made on the disk (:func:`output_layout`) before any shard is sent: an
+    output the disk cannot hold is refused then (:meth:`ChunkedNpz.reserve`).
     """
     began = time.perf_counter()
     cell = job.source.compile()
