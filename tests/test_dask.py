@@ -37,6 +37,7 @@ from lstm_graph.distributed import DaskError  # noqa: E402
 from lstm_graph.distributed import chunked as chunked_module  # noqa: E402
 from lstm_graph.distributed import cluster as cluster_module  # noqa: E402
 from lstm_graph.distributed import sharded as sharded_module  # noqa: E402
+from lstm_graph.distributed import sweep as sweep_module  # noqa: E402
 from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
@@ -213,6 +214,7 @@ def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(cluster: Cluster,
         result = cli([*args, "--out", f"{command}.dask.npz", "--dask", cluster.address],
                      inputs)
         assert result.returncode == 0, result.stderr
+        assert "1 shard of up to 1 sequence, 2 worker threads" in result.stderr
         same_arrays(inputs / f"{command}.plain.npz", inputs / f"{command}.dask.npz", 1e-12)
 
 
@@ -691,8 +693,59 @@ def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster
 
 def test_a_sweep_refuses_bad_grids() -> None:
     for args, message in ((["lstm", "lstm"], "given twice"),
+                          (["lstm", "--out", "s.json", "--markdown", "./s.json"],
+                           "--out and --markdown name the same file (s.json)"),
                           (["lstm", "--seeds", "0,x"], "comma-separated list"),
                           (["lstm", "--seeds", "0,-1"], "seeds are 0 or more"),
                           (["lstm", "--hidden-sizes", "0"], "at least 1")):
         result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any error of one training run (not only lstm-graph's own) is that run's entry, with
+    the error's type; the sweep goes on. Workers are threads here, so they see the patch."""
+    real = sweep_module.train
+
+    def flaky(cell: lstm_graph.Cell, task: sweep_module.Task, hidden: int, *args: object,
+              **kwargs: object) -> object:
+        seed = args[4]
+        if seed == 1:
+            raise ValueError("a bad batch")
+        if seed == 2:
+            raise MemoryError
+        return real(cell, task, hidden, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sweep_module, "train", flaky)
+    configs = sweep_module.grid([("lstm", cell_source("lstm"))], [3], [2, 1, 0])
+    settings = sweep_module.Settings(steps=2, batch=4, eval_every=2)
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=None) as client:
+        entries = sweep_module.sweep(client, configs, adding(6), settings)
+    assert [(e.seed, e.error) for e in entries] == [
+        (0, None), (1, "ValueError: a bad batch"), (2, "MemoryError")]
+    assert entries[0].loss is not None and entries[1].loss is None
+
+
+def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
+        tmp_path: Path) -> None:
+    """A failed entry (as a worker that died gets) names the cell as a finished one does;
+    a zero baseline gives no ratio ('—', null); NaN held-out losses are null."""
+    (tmp_path / "mine.cell").write_text("cell fancy\n" + MINE)
+    configs = sweep_module.grid([(str(tmp_path / "mine.cell"),
+                                  cell_source(str(tmp_path / "mine.cell")))], [2], [0])
+    task = adding(4)
+    entry = sweep_module.failed(configs[0], task, "its worker died each time it ran")
+    assert configs[0].cell == entry.cell == "fancy"
+    done = sweep_module.train_one(configs[0], task, sweep_module.Settings(steps=1, batch=2))
+    assert done.cell == "fancy" and done.error is None
+    zero = sweep_module.Entry("rnn", "rnn", 2, 0, 6, 0.5, 0.0, 2, 0.1,
+                              [(1, float("nan")), (2, 0.5)])
+    assert zero.ratio is None
+    line = sweep_module.table([zero]).splitlines()[1].split()
+    assert line[4:6] == ["0.5", "—"]
+    text = json.dumps(sweep_module.as_json([zero, entry], task, sweep_module.Settings(1)),
+                      allow_nan=False)
+    board = json.loads(text)["leaderboard"]
+    assert board[0]["ratio"] is None and board[0]["evals"] == [[1, None], [2, 0.5]]

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from lstm_graph.cli.app import emit_json
+from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import OnDask, Prepared, bind, check_usage
 from lstm_graph.distributed.cluster import connect
 from lstm_graph.distributed.jobs import Job, cell_source
@@ -59,8 +60,9 @@ def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:
 
 def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
     """How the work was spread, on stderr."""
-    click.echo(f"on Dask ({on_dask.address}): {outcome.shards} shards of up to "
-               f"{outcome.shard_size} sequences, {outcome.workers} worker threads", err=True)
+    click.echo(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
+               f"{plural(outcome.shard_size, 'sequence')}, "
+               f"{plural(outcome.workers, 'worker thread')}", err=True)
 
 
 def run(spec: str, out: Path, as_json: bool, on_dask: OnDask, inputs: dict[str, Any]) -> None:

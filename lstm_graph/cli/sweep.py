@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from lstm_graph.cli.app import OutputPath, emit_json, main
+from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
 from lstm_graph.distributed.jobs import cell_source
@@ -69,6 +71,10 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     """Train cells × seeds × hidden sizes on a task as Dask tasks; rank them."""
     if len(set(cells)) != len(cells):
         raise click.UsageError("a CELL is given twice")
+    if out is not None and markdown is not None and \
+            os.path.realpath(out) == os.path.realpath(markdown):
+        raise click.UsageError(f"--out and --markdown name the same file ({out}); give two "
+                               "files")
     address = dask_address(address)
     from lstm_graph.distributed import sweep as sweeping
     from lstm_graph.distributed.cluster import connect
@@ -88,15 +94,16 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         click.echo(f"[{done}/{len(configs)}] {entry.spec} H={entry.hidden_size} seed "
                    f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
 
-    click.echo(f"sweep: {len(configs)} training runs of {steps} steps on {task.name} "
-               f"(on Dask: {address})", err=True)
+    click.echo(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "
+               f"on {task.name} (on Dask: {address})", err=True)
     with connect(address, dask_timeout) as client:
         entries = sweeping.sweep(client, configs, task, settings, report)
     data = sweeping.as_json(entries, task, settings)
-    title = f"{task.name} (T={task.length}), {steps} steps: memoryless baseline " \
+    title = f"{task.name} (T={task.length}), {plural(steps, 'step')}: memoryless baseline " \
             f"{task.baseline:.4g}"
     if out is not None:
-        write_atomic(out, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)  # as_json: finite
+        write_atomic(out, (text + "\n").encode())
     if markdown is not None:
         write_atomic(markdown, sweeping.markdown(entries, title).encode())
     if as_json:
