@@ -452,6 +452,23 @@ def test_a_full_disk_is_an_error_and_leaves_nothing(cluster: Cluster, small_disk
     assert [p.name for p in small_disk.iterdir()] == ["y.npz"]
 
 
+def test_moments_merged_over_blocks_and_shards_are_numpys(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mean, std (Chan et al.'s merge, accurate far from 0), norm, min and max of numbers
+    taken in blocks of 7 and merged over uneven shards equal NumPy's over all of them."""
+    monkeypatch.setattr(sharded_module.Moments, "BLOCK", 7)
+    values = 1e6 + np.random.default_rng(6).standard_normal(100) * 1e-3
+    parts = [sharded_module.Moments.of(values[b0:b1]) for b0, b1 in shard_bounds(100, 30)]
+    found = parts[0]
+    for part in parts[1:]:
+        found = found.merge(part)
+    assert found.count == 100
+    assert found.mean == pytest.approx(values.mean(), rel=1e-15)
+    assert found.std == pytest.approx(values.std(), rel=1e-6)
+    assert found.norm == pytest.approx(np.linalg.norm(values), rel=1e-15)
+    assert (found.low, found.high) == (values.min(), values.max())
+
+
 def test_shards_cover_the_batch_once() -> None:
     for batch in range(1, 40):
         for size in range(1, batch + 2):

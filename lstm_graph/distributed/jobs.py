@@ -34,7 +34,9 @@ from lstm_graph.library import builtin_names, compile_source, load_cell, read_ce
 
 #: The commands a job can run.
 COMMANDS = ("run", "trace", "grad")
-#: Compiled jobs a worker thread keeps (a sweep of runs reuses none; a sharded run one).
+#: Compiled jobs a worker thread keeps, the least recently used dropped first: a sharded
+#: command's shards all reuse one; two let a worker serve two commands in turn without
+#: compiling again. (A sweep's training runs compile their cells themselves.)
 KEPT = 2
 
 
