@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -31,10 +34,16 @@ import lstm_graph  # noqa: E402
 from lstm_graph.cli import main  # noqa: E402
 from lstm_graph.cli.inputs import read_array  # noqa: E402
 from lstm_graph.distributed import DaskError  # noqa: E402
+from lstm_graph.distributed import chunked as chunked_module  # noqa: E402
+from lstm_graph.distributed import cluster as cluster_module  # noqa: E402
+from lstm_graph.distributed import sharded as sharded_module  # noqa: E402
+from lstm_graph.distributed import sweep as sweep_module  # noqa: E402
 from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
 from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
+from lstm_graph.errors import OutputError  # noqa: E402
+from lstm_graph.formats.memory import size_text  # noqa: E402
 from lstm_graph.training import adding, train  # noqa: E402
 
 #: Seconds any one command or start-up may take before the test fails.
@@ -205,6 +214,7 @@ def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(cluster: Cluster,
         result = cli([*args, "--out", f"{command}.dask.npz", "--dask", cluster.address],
                      inputs)
         assert result.returncode == 0, result.stderr
+        assert "1 shard of up to 1 sequence, 2 worker threads" in result.stderr
         same_arrays(inputs / f"{command}.plain.npz", inputs / f"{command}.dask.npz", 1e-12)
 
 
@@ -306,6 +316,50 @@ def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npz"]
 
 
+def _bad_grad_outputs(folder: Path) -> dict[str, str]:
+    """Files of --grad-output for x (5, 4, 3) and H=4 that grad must refuse, and what it says."""
+    nan = np.ones((5, 4, 4))
+    nan[2, 3, 1] = np.nan  # in the second shard of two
+    huge = np.ones((5, 4, 4))
+    huge[1, 2, 0] = 1e39
+    arrays = {"text.npy": (np.full((5, 4, 4), "a"),
+                           "text.npy: grad_output has dtype <U1; it must hold real numbers"),
+              "complex.npy": (np.ones((5, 4, 4)) + 1j, "complex.npy: grad_output has dtype "
+                              "complex128; it must hold real numbers"),
+              "nan.npy": (nan, "grad_output holds NaN or infinity, first at index (2, 3, 1); "
+                          "clean it or pass --allow-nonfinite"),
+              "huge.npy": (huge, "grad_output holds 1e+39 at index (1, 2, 0), too large for "
+                           "float32")}
+    for name, (array, _) in arrays.items():
+        np.save(folder / name, array)
+    np.save(folder / "x.npy", np.random.default_rng(0).standard_normal((5, 4, 3)))
+    return {name: message for name, (_, message) in arrays.items()}
+
+
+def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The plain and the sharded grad check --grad-output alike: its dtype (by its header,
+    before any work) and its values (the index the whole batch's), with the same words."""
+    for name, message in _bad_grad_outputs(tmp_path).items():
+        args = ["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", name,
+                "--out", "g.npz"]
+        previous = Path.cwd()
+        os.chdir(tmp_path)
+        try:
+            plain_run = CliRunner().invoke(main, args)
+        finally:
+            os.chdir(previous)
+        assert plain_run.exit_code == 1 and message in plain_run.output, plain_run.output
+        assert plain_run.exception is None or isinstance(plain_run.exception, SystemExit)
+        sharded = cli([*args, "--dask", cluster.address, "--shard-size", "2"], tmp_path)
+        assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr
+        assert "Traceback" not in sharded.stderr and not (tmp_path / "g.npz").exists()
+    allowed = cli(["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", "nan.npy",
+                   "--out", "g.npz", "--allow-nonfinite", "--dask", cluster.address], tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), ChunkedNpz(tmp_path / "out.npz") as out:
         out.array("a", (4, 3), np.float32)[:2] = 1
@@ -323,6 +377,98 @@ def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
 
 
+class _Threads:
+    """As much of a Dask client as execute() asks before it sends a shard."""
+
+    def nthreads(self) -> dict[str, int]:
+        return {"tcp://127.0.0.1:1": 2}
+
+
+def test_an_output_the_disk_cannot_hold_twice_is_refused_before_any_shard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run writes y (T, B, H) and the final states: (50, 64, 32) float32 is 409,600 bytes of
+    y; with less than twice the output free, nothing is sent and nothing is left."""
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=32, seed=0)
+    job = Job("run", cell_source("lstm"), runner.weights, 3, 32, "float32", "plan")
+    free = 800_000
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(chunked_module.shutil, "disk_usage",
+                        lambda where: usage._replace(free=free))
+    monkeypatch.setattr(sharded_module, "_submit_all",
+                        lambda *args: pytest.fail("a shard was sent"))
+    (tmp_path / "y.npz").write_bytes(b"earlier")
+    with pytest.raises(OutputError) as refused:
+        execute(_Threads(), job, np.zeros((50, 64, 3), "float32"), tmp_path / "y.npz")
+    once = (50 * 64 * 32 + 2 * 64 * 32) * 4 + 3 * chunked_module.OVERHEAD  # y, h, c
+    assert f"y.npz: needs {size_text(2 * once)} of free disk in {tmp_path} (its arrays " \
+        "while they are written and the archive made of them: " \
+        f"{size_text(once)} each), but only 800 kB is free" in str(refused.value)
+    assert size_text(2 * once) == "858 kB"
+    assert [p.name for p in tmp_path.iterdir()] == ["y.npz"]
+    assert (tmp_path / "y.npz").read_bytes() == b"earlier"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 1 MiB (tmpfs), where this process may mount one; else skipped."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_is_an_error_and_leaves_nothing(cluster: Cluster, small_disk: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk of 1 MiB: an output of 1 MB (2 MB with its archive) is refused before any
+    work (it used to be written through sparse memory-mapped files until SIGBUS); and
+    where the free space was misjudged, making an array that does not fit is an error,
+    not a crash."""
+    np.save(tmp_path / "x.npy", np.zeros((100, 40, 3), "float32"))
+    (small_disk / "y.npz").write_bytes(b"earlier")
+    result = cli(["run", "lstm", "--input", "x.npy", "-H", "64", "--out",
+                  str(small_disk / "y.npz"), "--dask", cluster.address], tmp_path)
+    assert result.returncode == 1, result.stderr
+    once = (100 * 40 * 64 + 2 * 40 * 64) * 4 + 3 * chunked_module.OVERHEAD  # y, h, c
+    assert f"y.npz: needs {size_text(2 * once)} of free disk in {small_disk} " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in small_disk.iterdir()] == ["y.npz"]
+    assert (small_disk / "y.npz").read_bytes() == b"earlier"
+    plenty = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(chunked_module.shutil, "disk_usage", lambda where: plenty)
+    with pytest.raises(OutputError, match=r"cannot make y \(1000, 500\) in .*: no room for "
+                       r"its 2 MB on the disk \(No space left on device\)"), \
+            ChunkedNpz(small_disk / "z.npz") as out:
+        out.reserve(2_000_000)
+        out.array("y", (1000, 500), np.float32)
+    assert [p.name for p in small_disk.iterdir()] == ["y.npz"]
+
+
+def test_moments_merged_over_blocks_and_shards_are_numpys(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mean, std (Chan et al.'s merge, accurate far from 0), norm, min and max of numbers
+    taken in blocks of 7 and merged over uneven shards equal NumPy's over all of them."""
+    monkeypatch.setattr(sharded_module.Moments, "BLOCK", 7)
+    values = 1e6 + np.random.default_rng(6).standard_normal(100) * 1e-3
+    parts = [sharded_module.Moments.of(values[b0:b1]) for b0, b1 in shard_bounds(100, 30)]
+    found = parts[0]
+    for part in parts[1:]:
+        found = found.merge(part)
+    assert found.count == 100
+    assert found.mean == pytest.approx(values.mean(), rel=1e-15)
+    assert found.std == pytest.approx(values.std(), rel=1e-6)
+    assert found.norm == pytest.approx(np.linalg.norm(values), rel=1e-15)
+    assert (found.low, found.high) == (values.min(), values.max())
+
+
 def test_shards_cover_the_batch_once() -> None:
     for batch in range(1, 40):
         for size in range(1, batch + 2):
@@ -337,6 +483,9 @@ def test_shards_cover_the_batch_once() -> None:
     ("http://127.0.0.1:8786", "unknown scheme 'http://'"),
     ("tcp://127.0.0.1", "has no HOST:PORT"),
     ("tcp://127.0.0.1:70000", "port 70000 is not between 1 and 65535"),
+    ("tcp://[::1", "'[::1' is not HOST:PORT with a host name or IP address"),
+    ("tcp://::1:8786", "(IPv6 in brackets)"),
+    ("tcp://[zz]:8786", "'[zz]:8786' is not HOST:PORT"),
 ])
 def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
                                               message: str) -> None:
@@ -344,6 +493,23 @@ def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
                                        str(tmp_path / "y.npz"), "--dask", address])
     assert result.exit_code == 2 and message in result.output
     assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "lstm", "--sample", "-H", "2", "--dask", "local", "--dask-timeout", "inf"],
+     "inf is not in the range 0<x<=3600"),
+    (["trace", "lstm", "--sample", "-H", "2", "--dask", "local", "--dask-timeout", "nan"],
+     "nan is not a number of seconds"),
+    (["sweep", "lstm", "--steps", "1", "--dask-timeout", "nan"], "nan is not a number"),
+    (["sweep", "lstm", "--steps", "1", "--dask-timeout", "1e9"], "not in the range"),
+    (["run", "lstm", "--sample", "-H", "2", "--seed", "-1"], "-1 is not in the range x>=0"),
+])
+def test_timeouts_and_seeds_out_of_range_are_usage_errors(tmp_path: Path, args: list[str],
+                                                          message: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "y.npz")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
@@ -360,6 +526,71 @@ def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
     assert result.exit_code == 1 and time.monotonic() - began < 20
     assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9 within 1 s" in result.output
     assert not (tmp_path / "y.npz").exists()
+
+
+@pytest.fixture
+def not_dask() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server on 127.0.0.1 that is no Dask scheduler: it accepts every connection and
+    writes what the test puts in the list (nothing: it stays silent), keeping it open."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    reply: list[bytes] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+            for data in reply:
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], reply
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.0 400 Bad request\r\n\r\n" + bytes(range(256))])
+def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
+        tmp_path: Path, not_dask: tuple[int, list[bytes]], reply: bytes) -> None:
+    """Something that accepts the connection but never answers as Dask does (silent, or
+    writing garbage): refused within about --dask-timeout, not waited on for ever."""
+    port, replies = not_dask
+    replies.append(reply)
+    began = time.monotonic()
+    result = cli(["run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                  f"127.0.0.1:{port}", "--dask-timeout", "2"], tmp_path)
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stderr
+    assert f"something answered at tcp://127.0.0.1:{port}, but not as a Dask scheduler " \
+        "does" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
+    assert took < 2 + 15, f"took {took:.1f} s with --dask-timeout 2"
+
+
+def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(cluster_module, "_local_cluster", refuse)
+    with pytest.raises(DaskError) as raised, connect("local", timeout=1):
+        pass
+    assert str(raised.value).startswith("cannot start a local Dask cluster (")
+    assert "Address already in use" in str(raised.value)
+    assert "dask scheduler" not in str(raised.value)
 
 
 def test_without_dask_installed_the_commands_say_so(tmp_path: Path,
@@ -479,7 +710,59 @@ def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster
 
 def test_a_sweep_refuses_bad_grids() -> None:
     for args, message in ((["lstm", "lstm"], "given twice"),
+                          (["lstm", "--out", "s.json", "--markdown", "./s.json"],
+                           "--out and --markdown name the same file (s.json)"),
                           (["lstm", "--seeds", "0,x"], "comma-separated list"),
+                          (["lstm", "--seeds", "0,-1"], "seeds are 0 or more"),
                           (["lstm", "--hidden-sizes", "0"], "at least 1")):
         result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any error of one training run (not only lstm-graph's own) is that run's entry, with
+    the error's type; the sweep goes on. Workers are threads here, so they see the patch."""
+    real = sweep_module.train
+
+    def flaky(cell: lstm_graph.Cell, task: sweep_module.Task, hidden: int, *args: object,
+              **kwargs: object) -> object:
+        seed = args[4]
+        if seed == 1:
+            raise ValueError("a bad batch")
+        if seed == 2:
+            raise MemoryError
+        return real(cell, task, hidden, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sweep_module, "train", flaky)
+    configs = sweep_module.grid([("lstm", cell_source("lstm"))], [3], [2, 1, 0])
+    settings = sweep_module.Settings(steps=2, batch=4, eval_every=2)
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=None) as client:
+        entries = sweep_module.sweep(client, configs, adding(6), settings)
+    assert [(e.seed, e.error) for e in entries] == [
+        (0, None), (1, "ValueError: a bad batch"), (2, "MemoryError")]
+    assert entries[0].loss is not None and entries[1].loss is None
+
+
+def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
+        tmp_path: Path) -> None:
+    """A failed entry (as a worker that died gets) names the cell as a finished one does;
+    a zero baseline gives no ratio ('—', null); NaN held-out losses are null."""
+    (tmp_path / "mine.cell").write_text("cell fancy\n" + MINE)
+    configs = sweep_module.grid([(str(tmp_path / "mine.cell"),
+                                  cell_source(str(tmp_path / "mine.cell")))], [2], [0])
+    task = adding(4)
+    entry = sweep_module.failed(configs[0], task, "its worker died each time it ran")
+    assert configs[0].cell == entry.cell == "fancy"
+    done = sweep_module.train_one(configs[0], task, sweep_module.Settings(steps=1, batch=2))
+    assert done.cell == "fancy" and done.error is None
+    zero = sweep_module.Entry("rnn", "rnn", 2, 0, 6, 0.5, 0.0, 2, 0.1,
+                              [(1, float("nan")), (2, 0.5)])
+    assert zero.ratio is None
+    line = sweep_module.table([zero]).splitlines()[1].split()
+    assert line[4:6] == ["0.5", "—"]
+    text = json.dumps(sweep_module.as_json([zero, entry], task, sweep_module.Settings(1)),
+                      allow_nan=False)
+    board = json.loads(text)["leaderboard"]
+    assert board[0]["ratio"] is None and board[0]["evals"] == [[1, None], [2, 0.5]]

@@ -8,23 +8,46 @@ from typing import Any
 import click
 import numpy as np
 
+from lstm_graph.checks import REAL_KINDS
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
-from lstm_graph.cli.inputs import OnDask, Prepared, dask_options, prepare, read_array, run_options
-from lstm_graph.distributed.jobs import grad_arrays, last_step_loss
+from lstm_graph.cli.inputs import (
+    OnDask,
+    Prepared,
+    dask_options,
+    load_stored,
+    prepare,
+    run_options,
+    stored_array,
+)
+from lstm_graph.distributed.jobs import check_finite, grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
 from lstm_graph.formats.files import write_npz
 
 
 def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray:
-    """``--grad-output``, checked against the shape of ``y`` (memory-mapped with ``mapped``)."""
+    """``--grad-output``, checked against the shape of ``y`` and for real numbers by its
+    header, before it is read. Without ``mapped`` it is read, converted to the run's dtype
+    and checked for NaN and infinity as ``x`` is; with ``mapped`` (a run on Dask) it is
+    memory-mapped, and its rows are checked as each shard is read."""
     runner, x = prepared.runner, prepared.x
     (output,) = prepared.cell.graph.outputs
     width = prepared.cell.schedule.width(output, runner.input_size, runner.hidden_size)
     shape = (*x.shape[:-1], width)
-    grad_y = read_array(path, "grad_output", "grad_output", mapped)
-    if grad_y.shape != shape:
-        raise DataError(f"{path}: grad_output has shape {grad_y.shape}, but y has shape {shape}")
-    return grad_y
+    stored = stored_array(path, "grad_output", "grad_output")
+    if stored.shape != shape:
+        raise DataError(f"{path}: grad_output has shape {stored.shape}, but y has shape "
+                        f"{shape}")
+    if stored.dtype.kind not in REAL_KINDS:
+        raise DataError(f"{path}: grad_output has dtype {stored.dtype}; it must hold real "
+                        "numbers")
+    grad_y = load_stored(stored, mapped)
+    if mapped:
+        return grad_y
+    with np.errstate(over="ignore"):  # a number too large for the dtype: named below
+        converted = np.asarray(grad_y, dtype=runner.dtype)
+    if not prepared.allow_nonfinite:
+        check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0, "clean it")
+    return converted
 
 
 @main.command(epilog=SPEC_HELP + " The loss is sum(grad_output · y): without --grad-output, "

@@ -13,6 +13,7 @@ memory-maps ``x`` instead (``mapped``), and its shards are sized to fit.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def run_options(command: F) -> F:
                           ".onnx."),
         click.option("--hidden-size", "-H", type=click.IntRange(min=1),
                      help="Hidden size H (needed without --weights)."),
-        click.option("--seed", type=int, default=0, show_default=True,
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed for random weights (without --weights) and for --sample."),
         click.option("--backend", type=click.Choice(BACKENDS), default="numpy",
                      show_default=True),
@@ -103,7 +104,8 @@ def run_options(command: F) -> F:
                           "cuda: force one; reference: the interpreter that defines the "
                           "semantics."),
         click.option("--allow-nonfinite", is_flag=True,
-                     help="Run even if x or a state holds NaN or infinity."),
+                     help="Run even if x, a state or --grad-output holds NaN or "
+                          "infinity."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -214,9 +216,29 @@ def dask_address(value: str) -> str:
         raise click.BadParameter(str(err), param_hint="'--dask'") from None
 
 
-DASK_HELP = ("Shard the batch across a Dask cluster: 'local' (an in-process cluster, one "
-             "worker per core) or a scheduler's address, tcp://HOST:PORT.")
-TIMEOUT_HELP = "Seconds to reach the Dask scheduler, and to wait for its first worker."
+ADDRESS_HELP = ("'local' (an in-process cluster, one worker per core) or a scheduler's "
+                "address, tcp://HOST:PORT.")
+DASK_HELP = "Shard the batch across a Dask cluster: " + ADDRESS_HELP
+TIMEOUT_HELP = ("Seconds, in all, to reach the Dask scheduler and find a worker there "
+                "that runs lstm-graph.")
+#: The longest ``--dask-timeout``: an hour (Dask's timers need a finite number).
+MAX_TIMEOUT = 3600.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--dask-timeout``'s value, NaN refused (it passes any range check)."""
+    if math.isnan(value):
+        raise click.BadParameter(f"nan is not a number of seconds; give one up to "
+                                 f"{MAX_TIMEOUT:g}")
+    return value
+
+
+def timeout_option(command: F) -> F:
+    """``--dask-timeout S``: more than 0, at most :data:`MAX_TIMEOUT` seconds."""
+    return click.option("--dask-timeout", type=click.FloatRange(min=0, max=MAX_TIMEOUT,
+                                                                min_open=True),
+                        default=10.0, show_default=True, callback=_finite,
+                        help=TIMEOUT_HELP)(command)
 
 
 def dask_options(command: F) -> F:
@@ -241,8 +263,7 @@ def dask_options(command: F) -> F:
         click.option("--shard-size", type=click.IntRange(min=1),
                      help="Sequences per Dask task (default: what fits in 512 MiB of the "
                           "worker's arrays, and a whole number of shards per worker)."),
-        click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=10.0, show_default=True, help=TIMEOUT_HELP),
+        timeout_option,
     ]
     wrapped: Any = with_dask
     for option in reversed(options):

@@ -9,8 +9,15 @@ from typing import Any
 import click
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
-from lstm_graph.cli.inputs import OnDask, dask_options, prepare, run_options, with_progress
-from lstm_graph.executors.backends import to_numpy
+from lstm_graph.cli.inputs import (
+    OnDask,
+    Prepared,
+    dask_options,
+    prepare,
+    run_options,
+    with_progress,
+)
+from lstm_graph.distributed.jobs import run_arrays
 from lstm_graph.formats.files import write_npz
 
 
@@ -29,31 +36,37 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
 
         return sharded.run(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)
-    cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    runner, x = prepared.runner, prepared.x
     began = time.perf_counter()
-    y, final = with_progress(len(x), lambda progress: runner(
-        x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))
+    found = with_progress(len(x), lambda progress: run_arrays(
+        runner, x, prepared.state, prepared.allow_nonfinite, progress))
     elapsed = time.perf_counter() - began
-    arrays = {"y": to_numpy(y), **{name: to_numpy(v) for name, v in final.items()}}
-    write_npz(out, arrays)
-    y_host = arrays["y"]
-    stats = {"mean": float(y_host.mean()), "std": float(y_host.std()),
-             "min": float(y_host.min()), "max": float(y_host.max())}
-    backend, dtype = runner.backend, runner.dtype.name
-    summary = {
-        "cell": cell.name, "backend": backend, "dtype": dtype, "executor": runner.executor,
-        "ran_with": runner.ran_with,
-        "input_shape": list(x.shape), "hidden_size": runner.hidden_size,
-        "seconds": round(elapsed, 6), "out": str(out),
-        "arrays": {name: list(value.shape) for name, value in arrays.items()},
-        "y": stats,
-    }
+    write_npz(out, found.arrays)
+    y = found.arrays["y"]
+    report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
+           found.ran_with, elapsed, {"mean": float(y.mean()), "std": float(y.std()),
+                                     "min": float(y.min()), "max": float(y.max())},
+           as_json)
+
+
+def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
+           seconds: float, y: dict[str, float], as_json: bool,
+           extra: dict[str, Any] | None = None) -> None:
+    """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
+    ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
+    and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout)."""
+    cell, runner, x = prepared.cell, prepared.runner, prepared.x
     if as_json:
-        emit_json(summary)
+        emit_json({"cell": cell.name, "backend": runner.backend, "dtype": runner.dtype.name,
+                   "executor": runner.executor, "ran_with": ran_with,
+                   "input_shape": list(x.shape), "hidden_size": runner.hidden_size,
+                   "seconds": round(seconds, 6), "out": str(out),
+                   "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
+                   **(extra or {})})
         return  # the summary says where it wrote what
-    shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in arrays.items())
-    click.echo(f"wrote {out}: {shapes}", err=True)
-    click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on {backend} "
-               f"{dtype} ({runner.ran_with}) in {elapsed * 1e3:.2f} ms")
-    click.echo(f"y: mean {stats['mean']:+.5f}  std {stats['std']:.5f}  "
-               f"min {stats['min']:+.5f}  max {stats['max']:+.5f}")
+    listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+    click.echo(f"wrote {out}: {listed}", err=True)
+    click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on "
+               f"{runner.backend} {runner.dtype.name} ({ran_with}) in {seconds * 1e3:.2f} ms")
+    click.echo(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
+               f"min {y['min']:+.5f}  max {y['max']:+.5f}")

@@ -4,7 +4,8 @@ Each command reads its inputs as its plain form does (:func:`prepare`), except t
 ``x`` (and ``grad``'s ``--grad-output``) is memory-mapped, not read; it sends the cell's
 text and the weights to the workers and writes the same ``.npz``, chunk by chunk
 (:func:`execute_on`). ``trace`` and ``grad`` call these and report as they always do;
-``run`` is :func:`run`. Imported only when ``--dask`` is given: it needs Dask.
+``run`` is :func:`run`, which reports as the plain ``run`` does. Imported only when
+``--dask`` is given: it needs Dask.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import emit_json
+from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import OnDask, Prepared, bind, check_usage
+from lstm_graph.cli.run import report
 from lstm_graph.distributed.cluster import connect
 from lstm_graph.distributed.jobs import Job, cell_source
 from lstm_graph.distributed.sharded import Outcome, execute
@@ -59,29 +61,19 @@ def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:
 
 def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
     """How the work was spread, on stderr."""
-    click.echo(f"on Dask ({on_dask.address}): {outcome.shards} shards of up to "
-               f"{outcome.shard_size} sequences, {outcome.workers} worker threads", err=True)
+    click.echo(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
+               f"{plural(outcome.shard_size, 'sequence')}, "
+               f"{plural(outcome.workers, 'worker thread')}", err=True)
 
 
 def run(spec: str, out: Path, as_json: bool, on_dask: OnDask, inputs: dict[str, Any]) -> None:
-    """``run --dask``: writes and reports what ``run`` does."""
+    """``run --dask``: writes and reports what ``run`` does (:func:`lstm_graph.cli.run.report`),
+    and how the work was spread."""
     prepared, job = prepare("run", spec, inputs)
     outcome = execute_on(prepared, job, on_dask, out, measure=("y",))
-    runner, x, y = prepared.runner, prepared.x, outcome.moments["y"]
-    stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
-    ran_with = "+".join(outcome.ran_with)
-    if as_json:
-        emit_json({"cell": prepared.cell.name, "backend": runner.backend,
-                   "dtype": runner.dtype.name, "executor": runner.executor,
-                   "ran_with": ran_with, "input_shape": list(x.shape),
-                   "hidden_size": runner.hidden_size, "seconds": round(outcome.seconds, 6),
-                   "out": str(out), "y": stats, "dask": summary(on_dask, outcome),
-                   "arrays": {name: list(shape) for name, shape in outcome.shapes.items()}})
-        return
-    say_spread(on_dask, outcome)
-    shapes = ", ".join(f"{name} {shape}" for name, shape in outcome.shapes.items())
-    click.echo(f"wrote {out}: {shapes}", err=True)
-    click.echo(f"{prepared.cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on "
-               f"numpy {runner.dtype.name} ({ran_with}) in {outcome.seconds * 1e3:.2f} ms")
-    click.echo(f"y: mean {stats['mean']:+.5f}  std {stats['std']:.5f}  "
-               f"min {stats['min']:+.5f}  max {stats['max']:+.5f}")
+    y = outcome.moments["y"]
+    if not as_json:
+        say_spread(on_dask, outcome)
+    report(prepared, out, outcome.shapes, "+".join(outcome.ran_with), outcome.seconds,
+           {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}, as_json,
+           {"dask": summary(on_dask, outcome)})

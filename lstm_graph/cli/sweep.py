@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from lstm_graph.cli.app import OutputPath, emit_json, main
-from lstm_graph.cli.inputs import TIMEOUT_HELP, dask_address
+from lstm_graph.cli.describe import plural
+from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
@@ -27,6 +29,8 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
         raise click.BadParameter(f"'{value}' names a number twice")
     if param.name == "hidden_sizes" and min(numbers) < 1:
         raise click.BadParameter("hidden sizes are at least 1")
+    if param.name == "seeds" and min(numbers) < 0:
+        raise click.BadParameter("seeds are 0 or more")
     return numbers
 
 
@@ -53,10 +57,8 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Measure the held-out loss every this many steps (and after the last).")
 @click.option("--dask", "address", default="local", show_default=True, metavar="ADDRESS",
-              help="'local' (an in-process cluster, one worker per core) or a scheduler's "
-                   "address, tcp://HOST:PORT.")
-@click.option("--dask-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help=TIMEOUT_HELP)
+              help=ADDRESS_HELP)
+@timeout_option
 @click.option("--out", type=OutputPath(),
               help="Write the leaderboard as JSON (with every run's held-out losses).")
 @click.option("--markdown", type=OutputPath(),
@@ -69,6 +71,10 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     """Train cells × seeds × hidden sizes on a task as Dask tasks; rank them."""
     if len(set(cells)) != len(cells):
         raise click.UsageError("a CELL is given twice")
+    if out is not None and markdown is not None and \
+            os.path.realpath(out) == os.path.realpath(markdown):
+        raise click.UsageError(f"--out and --markdown name the same file ({out}); give two "
+                               "files")
     address = dask_address(address)
     from lstm_graph.distributed import sweep as sweeping
     from lstm_graph.distributed.cluster import connect
@@ -88,15 +94,16 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         click.echo(f"[{done}/{len(configs)}] {entry.spec} H={entry.hidden_size} seed "
                    f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
 
-    click.echo(f"sweep: {len(configs)} training runs of {steps} steps on {task.name} "
-               f"(on Dask: {address})", err=True)
+    click.echo(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "
+               f"on {task.name} (on Dask: {address})", err=True)
     with connect(address, dask_timeout) as client:
         entries = sweeping.sweep(client, configs, task, settings, report)
     data = sweeping.as_json(entries, task, settings)
-    title = f"{task.name} (T={task.length}), {steps} steps: memoryless baseline " \
+    title = f"{task.name} (T={task.length}), {plural(steps, 'step')}: memoryless baseline " \
             f"{task.baseline:.4g}"
     if out is not None:
-        write_atomic(out, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)  # as_json: finite
+        write_atomic(out, (text + "\n").encode())
     if markdown is not None:
         write_atomic(markdown, sweeping.markdown(entries, title).encode())
     if as_json:

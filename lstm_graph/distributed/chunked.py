@@ -12,7 +12,11 @@ every rule that any output of lstm-graph follows. On failure, or if never commit
 the directory is removed: the output is the new file, or whatever was there before.
 
 The disk holds each array twice for a moment (the ``.npy`` and its copy in the
-archive); memory holds one block.
+archive); memory holds one block. :meth:`ChunkedNpz.reserve` refuses, before any work,
+an output for which the disk has not that much room, and each ``.npy`` takes its room on
+the disk when it is made (``posix_fallocate``, where the system has it): a disk that
+fills up meanwhile is an :class:`OutputError` then, not a crash (a sparse memory-mapped
+file on a full disk is killed by ``SIGBUS`` when written).
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -29,8 +33,11 @@ archive); memory holds one block.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -40,17 +47,54 @@ import numpy as np
 
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import open_output
+from lstm_graph.formats.memory import size_text
 
 #: Bytes copied at a time into the archive.
 BLOCK = 1 << 22
+#: Bytes an array takes beyond its numbers: its ``.npy`` header, and in the archive its
+#: entry's headers (zip64 included); rounded up.
+OVERHEAD = 1024
+
+
+def _nearest_directory(folder: Path) -> Path:
+    """``folder``, or its nearest ancestor that exists."""
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _archive_directory(path: Path) -> Path | None:
+    """Where :func:`~lstm_graph.formats.files.open_output` writes the archive before it is
+    renamed into place (the nearest directory of it that exists); ``None`` for a device or
+    FIFO, written through, which takes no room on a disk."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            return None
+    except OSError:
+        pass
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    return _nearest_directory(target.parent if str(target.parent) else Path("."))
+
+
+def _allocate(part: Path) -> None:
+    """Give the file ``part`` its room on the disk now (``posix_fallocate``) rather than as
+    pages of its memory map are first written; a no-op where the system cannot."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    with open(part, "r+b") as stream:
+        try:
+            allocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
 
 
 def _parts_directory(path: Path) -> Path:
     """A new private directory for the arrays of ``path`` while they are written."""
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    folder = target.parent if str(target.parent) else Path(".")
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_directory(target.parent if str(target.parent) else Path("."))
     try:
         return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".parts", dir=folder))
     except OSError:  # no room to write there (/dev for /dev/stdout): the system's own
@@ -69,17 +113,48 @@ class ChunkedNpz:
         self._parts = _parts_directory(self.path)
         self._arrays: dict[str, np.memmap] = {}
 
+    def reserve(self, nbytes: int, arrays: int = 1) -> None:
+        """Refuse (:class:`OutputError`, naming the bytes) an output of ``arrays`` arrays of
+        ``nbytes`` in all where the disk has not room for it twice: as the ``.npy`` files
+        while it is written, and as the archive made from them (once on each disk where
+        those are on two). Call it before any work; :meth:`array` takes the room."""
+        need = nbytes + arrays * OVERHEAD
+        wanted: dict[int, tuple[Path, int, list[str]]] = {}
+        for folder, what in ((self._parts.parent, "its arrays while they are written"),
+                             (_archive_directory(self.path), "the archive made of them")):
+            if folder is None:
+                continue
+            device = folder.stat().st_dev
+            where, total, whats = wanted.get(device, (folder, 0, []))
+            wanted[device] = (where, total + need, [*whats, what])
+        for where, total, whats in wanted.values():
+            free = shutil.disk_usage(where).free
+            if free < total:
+                each = f"{size_text(need)} each" if len(whats) > 1 else size_text(need)
+                raise OutputError(f"{self.path}: needs {size_text(total)} of free disk in "
+                                  f"{where} ({' and '.join(whats)}: {each}), but only "
+                                  f"{size_text(free)} is free; free some space, or write the "
+                                  "output to another disk")
+
     def array(self, name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.memmap:
-        """A new array of the output, zero-filled and memory-mapped, to write into."""
+        """A new array of the output, zero-filled and memory-mapped, to write into; its
+        room on the disk taken now."""
         if name in self._arrays:
             raise OutputError(f"{self.path}: two arrays named '{name}'")
         part = self._parts / f"{len(self._arrays)}.npy"
         try:
             mapped = np.lib.format.open_memmap(part, mode="w+", dtype=np.dtype(dtype),
                                                shape=shape)
+            _allocate(part)
         except OSError as err:
-            raise OutputError(f"{self.path}: cannot make {name} {shape} in {self._parts} "
-                              f"({err.strerror or err})") from None
+            part.unlink(missing_ok=True)
+            why = f"{self.path}: cannot make {name} {shape} in {self._parts}"
+            if err.errno == errno.ENOSPC:
+                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+                raise OutputError(f"{why}: no room for its {size_text(nbytes)} on the disk "
+                                  f"({err.strerror}); free some space, or write the output "
+                                  "to another disk") from None
+            raise OutputError(f"{why} ({err.strerror or err})") from None
         self._arrays[name] = mapped
         return mapped
 

@@ -3,18 +3,24 @@
 ``local`` starts an in-process :class:`distributed.LocalCluster` (a scheduler in this
 process and one single-threaded worker process per CPU core), closed when the command
 ends; anything else is the address of a running scheduler (``tcp://host:port``, or
-``host:port``), reached within a time limit. Either way the workers are asked, before
-any work, whether they can import lstm-graph, and the command refuses to start where
-one cannot (a shard sent there would fail on arrival).
+``host:port``). Either way the workers are asked, before any work, whether they can
+import lstm-graph, and the command refuses to start where one cannot (a shard sent there
+would fail on arrival). Reaching the scheduler (its handshake and first answer included),
+waiting for a first worker and asking the workers are all done within one time limit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import logging
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster
@@ -27,8 +33,13 @@ from lstm_graph.errors import LstmGraphWarning
 
 #: ``--dask`` for an in-process cluster sized to this machine.
 LOCAL = "local"
-#: Seconds to reach a scheduler, and to wait for its first worker.
+#: Seconds to reach a scheduler and find a worker there that runs lstm-graph.
 TIMEOUT = 10.0
+#: Seconds past the time limit that reaching a scheduler may take before what answered
+#: counts as no Dask scheduler: Dask gives up on an address where nothing accepts the
+#: connection at the limit itself, so a start still waiting a moment later is connected
+#: to something that does not speak Dask's protocol (a web server, say).
+GRACE = 1.0
 #: Dask settings while lstm-graph is its client (and, with ``local``, its scheduler and
 #: workers): shards carry their rows of ``x`` in the task itself (so the scheduler can
 #: resend them if a worker dies), which Dask would otherwise warn about as a "large
@@ -37,6 +48,18 @@ TIMEOUT = 10.0
 SETTINGS = {"distributed.admin.large-graph-warning-threshold": "1 PiB",
             "distributed.admin.low-level-log-length": 0}
 _HOST_PORT = re.compile(r"^[^\s:/]+:\d+$|^\[[0-9a-fA-F:.]+\]:\d+$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
+
+
+def _is_host(host: str) -> bool:
+    """A host name, an IPv4 address, or an IPv6 address in brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return bool(_HOST_NAME.match(host))
 
 
 def check_address(address: str) -> str:
@@ -45,6 +68,8 @@ def check_address(address: str) -> str:
 
     >>> check_address("127.0.0.1:8786"), check_address("tls://scheduler.lan:8786")
     ('tcp://127.0.0.1:8786', 'tls://scheduler.lan:8786')
+    >>> check_address("tcp://[::1]:8786")
+    'tcp://[::1]:8786'
     """
     if address == LOCAL:
         return address
@@ -62,6 +87,10 @@ def check_address(address: str) -> str:
     if not host or not port.isdigit():
         raise ValueError(f"'{address}' has no HOST:PORT after {scheme}://; e.g. "
                          f"{scheme}://127.0.0.1:8786")
+    if not _is_host(host):
+        raise ValueError(f"'{address}': '{location}' is not HOST:PORT with a host name or IP "
+                         f"address (IPv6 in brackets); e.g. {scheme}://127.0.0.1:8786 or "
+                         f"{scheme}://[::1]:8786")
     if not 0 < int(port) < 65536:
         raise ValueError(f"'{address}': port {port} is not between 1 and 65535")
     return address
@@ -92,43 +121,97 @@ def _local_cluster() -> LocalCluster:
                         dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL + 1)
 
 
+class _Unanswered(Exception):
+    """The scheduler's start did not end within its time limit (see :data:`GRACE`)."""
+
+
+class _Client(Client):
+    """A :class:`~distributed.Client` whose start ends within ``limit`` seconds: Dask
+    bounds the connection by ``timeout``, but not the handshake after it, which waits for
+    as long as whatever accepted the connection stays silent."""
+
+    def __init__(self, address: str | LocalCluster, timeout: float, limit: float):
+        self._limit = limit
+        super().__init__(address, timeout=timeout)
+
+    def start(self, **kwargs: Any) -> None:
+        try:
+            super().start(callback_timeout=self._limit, **kwargs)
+        except (TimeoutError, asyncio.TimeoutError):
+            with contextlib.suppress(Exception):
+                self.close(timeout=GRACE)
+            raise _Unanswered from None
+
+
+class _Deadline:
+    """Seconds left of a time limit, never quite none (Dask reads 0 as no limit)."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.05, self.end - time.monotonic())
+
+
+def _not_dask(address: str, why: str) -> DaskError:
+    return DaskError(f"something answered at {address}, but not as a Dask scheduler does{why}; "
+                     "check the host and port (the scheduler prints its address when it "
+                     "starts)")
+
+
 @contextmanager
 def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
     """A client of the cluster ``address`` names (see the module docstring), with at least
-    one worker that runs lstm-graph; everything it started is closed on the way out."""
+    one worker that runs lstm-graph, within ``timeout`` seconds (and :data:`GRACE`);
+    everything it started is closed on the way out."""
     address = check_address(address)
     with ExitStack() as stack:
         stack.enter_context(_quiet())
         stack.enter_context(dask.config.set(SETTINGS))
-        try:
-            if address == LOCAL:
+        if address == LOCAL:
+            try:
                 cluster = stack.enter_context(_local_cluster())
-                client = stack.enter_context(Client(cluster, timeout=timeout))
-            else:
-                client = stack.enter_context(Client(address, timeout=timeout))
-        except (OSError, TimeoutError) as err:
-            where = "start a local Dask cluster" if address == LOCAL else \
-                f"reach a Dask scheduler at {address}"
-            raise DaskError(f"cannot {where} within {timeout:g} s ({err}); is 'dask "
-                            "scheduler' running there, and the address the one it printed?"
-                            ) from None
+            except (OSError, TimeoutError) as err:
+                raise DaskError(f"cannot start a local Dask cluster ({err}); see that this "
+                                "machine can start processes and listen on 127.0.0.1, or "
+                                "give the address of a running scheduler") from None
+        deadline = _Deadline(timeout + GRACE)
+        try:
+            client = stack.enter_context(_Client(cluster if address == LOCAL else address,
+                                                 timeout, deadline.left()))
+        except (_Unanswered, OSError, TimeoutError) as err:
+            if address == LOCAL:
+                raise DaskError(f"cannot connect to the local Dask cluster within {timeout:g} "
+                                f"s ({type(err).__name__}: {err}); this machine may be "
+                                "overloaded: give a larger --dask-timeout") from None
+            if isinstance(err, _Unanswered):
+                raise _not_dask(address, f" (no Dask handshake within {timeout:g} s)") from None
+            raise DaskError(f"cannot reach a Dask scheduler at {address} within {timeout:g} s "
+                            f"({err}); is 'dask scheduler' running there, and the address the "
+                            "one it printed?") from None
         except (ValueError, MemoryError):  # something answered, but not in Dask's protocol
-            raise DaskError(f"something answered at {address}, but not as a Dask scheduler "
-                            "does; check the host and port (the scheduler prints its address "
-                            "when it starts)") from None
-        check_workers(client, address, timeout)
+            raise _not_dask(address, "") from None
+        check_workers(client, address, timeout, deadline)
         yield client
 
 
-def check_workers(client: Client, address: str, timeout: float) -> None:
+def check_workers(client: Client, address: str, timeout: float,
+                  deadline: _Deadline | None = None) -> None:
     """Wait for a first worker; refuse workers that cannot import lstm-graph; warn of
-    workers with another version of it."""
+    workers with another version of it; all by ``deadline`` (default: ``timeout`` from
+    now)."""
+    deadline = deadline or _Deadline(timeout)
     try:
-        client.wait_for_workers(1, timeout=timeout)
+        client.wait_for_workers(1, timeout=deadline.left())
     except (TimeoutError, OSError):
         raise DaskError(f"the Dask scheduler at {address} has no workers (none joined within "
                         f"{timeout:g} s); start some: dask worker {address}") from None
-    found = client.run(worker_version, on_error="return")
+    try:  # Client.run hands callback_timeout to Client.sync, which bounds the whole call
+        found = client.run(worker_version, on_error="return", callback_timeout=deadline.left())
+    except (TimeoutError, asyncio.TimeoutError, OSError) as err:
+        raise DaskError(f"the workers of the Dask scheduler at {address} did not say which "
+                        f"lstm-graph they run within {timeout:g} s ({type(err).__name__}); "
+                        "are they overloaded, or is the scheduler still running?") from None
     missing = sorted(worker for worker, version in found.items()
                      if not isinstance(version, str))
     if missing:

@@ -27,13 +27,16 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
+from lstm_graph.checks import not_finite
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
 
 #: The commands a job can run.
 COMMANDS = ("run", "trace", "grad")
-#: Compiled jobs a worker thread keeps (a sweep of runs reuses none; a sharded run one).
+#: Compiled jobs a worker thread keeps, the least recently used dropped first: a sharded
+#: command's shards all reuse one; two let a worker serve two commands in turn without
+#: compiling again. (A sweep's training runs compile their cells themselves.)
 KEPT = 2
 
 
@@ -78,6 +81,32 @@ class Shard:
     axes: dict[str, int | None]
     ran_with: str
     loss: float | None = None
+
+
+def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
+                 fix: str) -> None:
+    """A plain run's error for rows of ``what`` (``x``, ``grad_output``) that are not
+    finite in ``converted``'s dtype: NaN or infinity in ``raw`` (the rows as read), or a
+    finite number too large for that dtype. ``offset`` is the rows' first sequence in the
+    whole batch, so the index is the whole batch's; ``None`` for one sequence ``(T, ...)``.
+
+    >>> check_finite("x", np.ones((2, 3, 1)), np.ones((2, 3, 1)), 0, "clean the input")
+    >>> from lstm_graph.errors import LstmGraphError
+    >>> bad = np.ones((2, 3, 1)); bad[1, 2, 0] = np.inf
+    >>> try:
+    ...     check_finite("x", bad, bad, 4, "clean the input")
+    ... except LstmGraphError as err:
+    ...     print(err)
+    x holds NaN or infinity, first at index (1, 6, 0); clean the input or pass --allow-nonfinite
+    """
+    bad = ~np.isfinite(converted)
+    if not bad.any():
+        return
+    first = [int(i) for i in np.argwhere(bad)[0]]
+    value = float(raw[tuple(first)])
+    if offset is not None:
+        first[1] += offset
+    raise not_finite(what, value, tuple(first), converted.dtype, fix)
 
 
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
@@ -194,10 +223,15 @@ def run_shard(job: Job, x: np.ndarray, state: dict[str, np.ndarray] | None,
               grad_y: np.ndarray | None) -> Shard:
     """One shard: rows ``x (T, b, I)`` (or one sequence ``(T, I)``), their initial states
     ``(b, H)`` and, for ``grad``, their ``grad_y`` (``None``: the last step's sum)."""
-    compiled = runner(job)
-    if job.command == "run":
+    return command_arrays(job.command, runner(job), x, state, grad_y)
+
+
+def command_arrays(command: str, compiled: Runner, x: np.ndarray,
+                   state: dict[str, np.ndarray] | None, grad_y: np.ndarray | None) -> Shard:
+    """What ``command`` writes for rows ``x`` (checked already), run by ``compiled``."""
+    if command == "run":
         return run_arrays(compiled, x, state, allow_nonfinite=True)
-    if job.command == "trace":
+    if command == "trace":
         return trace_arrays(compiled, x, state, allow_nonfinite=True)
     if grad_y is None:
         grad_y = last_step_loss(compiled, x.shape)

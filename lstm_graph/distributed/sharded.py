@@ -2,11 +2,11 @@
 
 The client (:func:`execute`) cuts the batch into shards of ``shard_size`` sequences,
 reads each shard's rows from ``x`` (a memory-mapped ``.npy`` is read only a shard at a
-time), checks them for NaN and infinity, converts them to the run's dtype and submits
-them as one Dask task each, with their initial states and, for ``grad``, their rows of
-``grad_y``. At most :data:`IN_FLIGHT` shards per worker thread are out at once, so the
-client, the scheduler and the workers hold a bounded amount of data whatever the size
-of the input. Each result is written into the output's memory-mapped arrays
+time) and, for ``grad``, from ``grad_y``, checks them for NaN and infinity, converts
+them to the run's dtype and submits them as one Dask task each, with their initial
+states. At most :data:`IN_FLIGHT` shards per worker thread are out at once, so the
+client, the scheduler and the workers hold a bounded amount of data whatever the size of
+the input. Each result is written into the output's memory-mapped arrays
 (:class:`~lstm_graph.distributed.chunked.ChunkedNpz`) as it arrives.
 
 **Placement and retries.** A shard's task carries everything it needs: its rows and the
@@ -35,11 +35,17 @@ import numpy as np
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.cell import Cell
-from lstm_graph.checks import check_state, not_finite, run_allocations, work_allocations
+from lstm_graph.checks import REAL_KINDS, check_state, run_allocations, work_allocations
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
-from lstm_graph.distributed.jobs import Job, Shard, run_shard
+from lstm_graph.distributed.jobs import (
+    Job,
+    Shard,
+    check_finite,
+    command_arrays,
+    run_shard,
+)
 from lstm_graph.errors import DataError
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats import memory
@@ -85,7 +91,7 @@ def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: i
     more), and a whole number of shards per worker thread (at least one each), so that
     every worker gets the same work.
 
-    >>> default_shard_size(1000, 8 << 20, 2)  # 8 MiB a sequence: 64 a shard, 16 shards
+    >>> default_shard_size(1000, 8 << 20, 2)  # 8 MiB a sequence: 64 fit; 16 shards of 62-63
     63
     """
     limit = max(SHARD_BYTES, JOB_SHARE * job_bytes)
@@ -95,41 +101,108 @@ def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: i
 
 
 @dataclass(frozen=True)
+class Layout:
+    """The arrays a command writes, in the file's order: shapes, dtypes, batch axes (``None``
+    for a sum over the batch)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    axes: dict[str, int | None]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(math.prod(shape) * self.dtypes[name].itemsize
+                   for name, shape in self.shapes.items())
+
+
+def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
+    """What ``job`` writes for ``x`` of ``steps`` steps and ``batch`` sequences (``None``:
+    one sequence ``(T, I)``): the arrays of one step of one sequence, run here by the
+    reference executor, stretched to ``steps`` along the time axis (the first, in every
+    array with a batch axis 1) and to ``batch`` along the batch axis.
+
+    >>> from lstm_graph.distributed.jobs import cell_source
+    >>> weights = cell_source("lstm").compile().random_weights(3, 4, seed=0)
+    >>> job = Job("run", cell_source("lstm"), weights, 3, 4, "float32", "plan")
+    >>> output_layout(job, 7, 5).shapes
+    {'y': (7, 5, 4), 'c': (5, 4), 'h': (5, 4)}
+    """
+    compiled = job.source.compile().compile(
+        input_size=job.input_size, hidden_size=job.hidden_size, dtype=job.dtype,
+        weights=job.weights, executor="reference")
+    x = np.zeros((1, job.input_size) if batch is None else (1, 1, job.input_size), job.dtype)
+    probe = command_arrays(job.command, compiled, x, None, None)
+    shapes, dtypes = {}, {}
+    for name, value in probe.arrays.items():
+        shape, axis = list(value.shape), probe.axes[name]
+        if axis == 1:
+            shape[0] = steps
+        if axis is not None and batch is not None:
+            shape[axis] = batch
+        shapes[name], dtypes[name] = tuple(shape), value.dtype
+    return Layout(shapes, dtypes, dict(probe.axes))
+
+
+@dataclass(frozen=True)
 class Moments:
-    """Count, sum, sum of squares, minimum and maximum of some numbers (in float64, without
-    a float64 copy of them); two add up to those of their union.
+    """Count, mean, sum of squared deviations from the mean, sum of squares, minimum and
+    maximum of some numbers (in float64, from blocks of them: no float64 copy of them
+    all); two merge into those of their union as Chan, Golub and LeVeque (1979) add
+    variances, so the deviation stays accurate where it is small beside the mean.
 
     >>> a, b = np.arange(4.0), np.arange(4.0, 10.0)
     >>> both = Moments.of(a).merge(Moments.of(b))
     >>> round(both.std, 12) == round(float(np.arange(10.0).std()), 12), both.high
     (True, 9.0)
+    >>> far = 1e9 + np.arange(8.0) % 2  # std 0.5 about 1e9: E[x²] - mean² gives 0
+    >>> round(Moments.of(far[:3]).merge(Moments.of(far[3:])).std, 6)
+    0.5
     """
 
     count: int
-    total: float
-    squares: float
+    mean: float
+    deviations: float  # sum of (x - mean)²
+    squares: float  # sum of x²
     low: float
     high: float
+
+    #: Numbers taken at a time by :meth:`of`.
+    BLOCK = 1 << 20
 
     @classmethod
     def of(cls, values: np.ndarray) -> Moments:
         flat = np.ravel(values)
-        return cls(flat.size, float(np.sum(flat, dtype=np.float64)),
-                   float(np.einsum("i,i->", flat, flat, dtype=np.float64)),
-                   float(flat.min()), float(flat.max()))
+        found: Moments | None = None
+        for start in range(0, max(flat.size, 1), cls.BLOCK):
+            block = flat[start:start + cls.BLOCK]
+            size = max(block.size, 1)
+            mean = float(np.sum(block, dtype=np.float64)) / size
+            # centred on the mean as block's dtype holds it; the sum of what that misses
+            # corrects it (the corrected two-pass formula)
+            centred = block - np.asarray(mean, dtype=block.dtype)
+            missed = float(np.sum(centred, dtype=np.float64))
+            part = cls(block.size, mean, max(0.0, float(np.einsum(
+                           "i,i->", centred, centred, dtype=np.float64)) - missed * missed / size),
+                       float(np.einsum("i,i->", block, block, dtype=np.float64)),
+                       float(block.min(initial=np.inf)), float(block.max(initial=-np.inf)))
+            found = part if found is None else found.merge(part)
+        assert found is not None
+        return found
 
     def merge(self, other: Moments) -> Moments:
-        return Moments(self.count + other.count, self.total + other.total,
+        count = self.count + other.count
+        if not self.count or not other.count:
+            return self if other.count == 0 else other
+        delta = other.mean - self.mean
+        return Moments(count, self.mean + delta * other.count / count,
+                       self.deviations + other.deviations
+                       + delta * delta * self.count * other.count / count,
                        self.squares + other.squares, min(self.low, other.low),
                        max(self.high, other.high))
 
     @property
-    def mean(self) -> float:
-        return self.total / self.count
-
-    @property
     def std(self) -> float:
-        return math.sqrt(max(0.0, self.squares / self.count - self.mean ** 2))
+        return math.sqrt(self.deviations / self.count)
 
     @property
     def norm(self) -> float:
@@ -173,8 +246,11 @@ class _Run:
         self.unbatched = np.ndim(x) == 2
         self.batch = 1 if self.unbatched else int(x.shape[1])
         self.dtype = np.dtype(job.dtype)
-        self.order: list[str] = []
-        self.axes: dict[str, int | None] = {}
+        layout = output_layout(job, len(x), None if self.unbatched else self.batch)
+        self.order, self.axes = list(layout.shapes), layout.axes
+        out.reserve(layout.nbytes, len(layout.shapes))
+        for name in self.order:  # their room taken on the disk now, before any shard is sent
+            out.array(name, layout.shapes[name], layout.dtypes[name])
         self.waiting: dict[int, _Folded] = {}
         self.total: _Folded | None = None
         self.folded = 0
@@ -184,39 +260,42 @@ class _Run:
         """Shard ``k``'s ``x`` (read, converted and checked), initial states and ``grad_y``."""
         b0, b1 = self.bounds[k]
         pick = (slice(None),) if self.unbatched else (slice(None), slice(b0, b1))
-        raw = self.x[pick]
-        with np.errstate(over="ignore"):  # a number too large for the dtype: named below
-            x = np.array(raw, dtype=self.dtype, order="C")
-        if not self.allow_nonfinite:
-            _check_finite(raw, x, b0 if not self.unbatched else None, self.dtype)
+        x = self._converted("x", self.x[pick], b0, "clean the input")
         state = {name: value if self.unbatched else np.ascontiguousarray(value[b0:b1])
                  for name, value in self.state.items()}
         grad_y = None if self.grad_y is None else \
-            np.array(self.grad_y[pick], dtype=self.dtype, order="C")
+            self._converted("grad_output", self.grad_y[pick], b0, "clean it")
         return x, state, grad_y
+
+    def _converted(self, what: str, raw: np.ndarray, b0: int, fix: str) -> np.ndarray:
+        """A shard's rows of ``what`` in the run's dtype, checked as a plain run checks
+        them (the index in the error is the whole batch's)."""
+        with np.errstate(over="ignore"):  # a number too large for the dtype: named below
+            converted = np.array(raw, dtype=self.dtype, order="C")
+        if not self.allow_nonfinite:
+            check_finite(what, raw, converted, None if self.unbatched else b0, fix)
+        return converted
 
     def place(self, k: int, shard: Shard) -> None:
         """Write shard ``k``'s rows into the output; keep its sums to add in order."""
         b0, b1 = self.bounds[k]
-        if not self.order:  # the first result tells the arrays: make them all, in order
-            self.order, self.axes = list(shard.arrays), dict(shard.axes)
-            for name, value in shard.arrays.items():
-                shape = list(value.shape)
-                axis = shard.axes[name]
-                if axis is not None and not self.unbatched:
-                    shape[axis] = self.batch
-                self.out.array(name, tuple(shape), value.dtype)
+        if list(shard.arrays) != self.order:
+            raise DaskError(f"shard {k} came back with arrays {', '.join(shard.arrays)}, but "
+                            f"this run writes {', '.join(self.order)}; do the workers run the "
+                            "lstm-graph this machine runs?")
         sums, moments = {}, {}
         for name, value in shard.arrays.items():
-            axis = self.axes[name]
+            axis, target = self.axes[name], self.out[name]
+            rows = target if axis is None or self.unbatched else \
+                target[(slice(None),) * axis + (slice(b0, b1),)]
+            if value.shape != rows.shape:
+                raise DaskError(f"shard {k} came back with {name} of shape {value.shape}, "
+                                f"expected {rows.shape}; do the workers run the lstm-graph "
+                                "this machine runs?")
             if axis is None:
                 sums[name] = value
                 continue
-            target = self.out[name]
-            if self.unbatched:
-                target[...] = value
-            else:
-                target[(slice(None),) * axis + (slice(b0, b1),)] = value
+            rows[...] = value
             if name in self.measure:
                 moments[name] = Moments.of(value)
         self.ran_with.add(shard.ran_with)
@@ -250,26 +329,16 @@ class _Run:
         return self.total
 
 
-def _check_finite(raw: np.ndarray, x: np.ndarray, offset: int | None, dtype: np.dtype
-                  ) -> None:
-    """A plain run's error for a shard's rows that are not finite in ``dtype``, at the index
-    in the whole batch (``offset``: the shard's first sequence; ``None``: one sequence)."""
-    bad = ~np.isfinite(x)
-    if not bad.any():
-        return
-    first = [int(i) for i in np.argwhere(bad)[0]]
-    value = float(raw[tuple(first)])
-    if offset is not None:
-        first[1] += offset
-    raise not_finite("x", value, tuple(first), dtype, "clean the input")
-
-
 def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
-          allow_nonfinite: bool) -> tuple[int, dict[str, np.ndarray]]:
+          allow_nonfinite: bool, grad_y: Any = None) -> tuple[int, dict[str, np.ndarray]]:
     """What a plain run would refuse at once, refused before any shard is sent: ``x``'s
-    shape (its values are checked shard by shard), the initial states (all of them, as a
-    plain run does: they are small). Returns the batch size (1 for one sequence) and the
+    dtype and shape (its values are checked shard by shard), the initial states (all of
+    them, as a plain run does: they are small), ``grad_y``'s dtype and shape (its values
+    shard by shard, as ``x``'s). Returns the batch size (1 for one sequence) and the
     states, checked and converted, as ``(B, H)`` (``(H,)`` for one sequence)."""
+    for what, array in (("x", x), ("grad_y", grad_y)):
+        if array is not None and np.dtype(array.dtype).kind not in REAL_KINDS:
+            raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
     shape = tuple(np.shape(x))
     if len(shape) not in (2, 3):
         raise DataError(f"x has shape {shape}; expected (T, B, I) or (T, I)")
@@ -280,6 +349,11 @@ def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
     unbatched = len(shape) == 2
     batch = 1 if unbatched else shape[1]
+    if grad_y is not None:
+        (output,) = cell.graph.outputs
+        want = (*shape[:-1], cell.schedule.width(output, job.input_size, job.hidden_size))
+        if tuple(np.shape(grad_y)) != want:
+            raise DataError(f"grad_y has shape {tuple(np.shape(grad_y))}, expected {want}")
     given = dict(state or {})
     checked = check_state(given, cell.graph.states, batch, job.hidden_size, unbatched,
                           allow_nonfinite, np, np.dtype(job.dtype))
@@ -297,11 +371,13 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     ``grad_y`` is ``grad``'s ``(T, B, width)`` (``None``: the last step's sum); both, like
     ``x``, may be memory-mapped. ``shard_size`` is in sequences (default: see
     :func:`default_shard_size`); ``measure`` names arrays to return the :class:`Moments` of;
-    ``progress`` is called with the number of sequences of each shard written.
+    ``progress`` is called with the number of sequences of each shard written. The output's
+    arrays are made on the disk (:func:`output_layout`) before any shard is sent: an
+    output the disk cannot hold is refused then (:meth:`ChunkedNpz.reserve`).
     """
     began = time.perf_counter()
     cell = job.source.compile()
-    batch, checked = check(cell, job, x, state, allow_nonfinite)
+    batch, checked = check(cell, job, x, state, allow_nonfinite, grad_y)
     dtype = np.dtype(job.dtype)
     per_sequence = row_bytes(cell, job.command, len(x), job.input_size, job.hidden_size, dtype)
     workers = max(1, threads(client))

@@ -4,9 +4,10 @@ One Dask task per training run: a cell (a built-in or a user's ``.cell`` file, s
 as its text) × a seed × a hidden size, each :func:`lstm_graph.training.train` with the
 same settings. A run's result is the cell's held-out loss after its last step, beside
 the task's memoryless baseline: the ratio says how much of the task the cell learned
-(1: nothing; 0: all of it). A run that diverges (its loss becomes NaN) is listed, last,
-with the reason, and does not stop the others; a run whose worker dies is run again
-elsewhere by the scheduler.
+(1: nothing; 0: all of it). A run that diverges (its loss becomes NaN) or fails (any
+error on its worker, out of memory included) is listed, last, with the reason, and does
+not stop the others; a run whose worker dies is run again elsewhere by the scheduler
+(and listed with the reason if it dies every time). Only a lost cluster stops a sweep.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ class Settings:
 
 @dataclass(frozen=True)
 class Config:
-    """One training run: a cell, as given and as text, with a hidden size and a seed."""
+    """One training run: a cell, as given, as text and by its own name, with a hidden size
+    and a seed."""
 
     spec: str
     source: CellSource
+    cell: str  # the compiled cell's name, as every entry names it
     hidden_size: int
     seed: int
 
@@ -65,31 +68,53 @@ class Entry:
 
     @property
     def ratio(self) -> float | None:
-        """Held-out loss over the baseline: below 1, the cell learned something."""
-        return None if self.loss is None else self.loss / self.baseline
+        """Held-out loss over the baseline: below 1, the cell learned something. ``None``
+        for a failed run, or where the baseline is 0 (a task a memoryless guess solves).
+
+        >>> from dataclasses import replace
+        >>> entry = Entry("rnn", "rnn", 4, 0, 10, 0.5, 0.0, 1, 0.1)
+        >>> entry.ratio is None, replace(entry, baseline=2.0).ratio
+        (True, 0.25)
+        """
+        if self.loss is None or self.baseline == 0:
+            return None
+        return self.loss / self.baseline
 
 
 def grid(specs: Sequence[tuple[str, CellSource]], hidden_sizes: Sequence[int],
          seeds: Sequence[int]) -> list[Config]:
     """Every cell × hidden size × seed, in that order."""
-    return [Config(spec, source, hidden, seed) for spec, source in specs
+    names = {spec: source.compile().name for spec, source in specs}
+    return [Config(spec, source, names[spec], hidden, seed) for spec, source in specs
             for hidden in hidden_sizes for seed in seeds]
 
 
+def failed(config: Config, task: Task, error: str) -> Entry:
+    """The entry of a run that ended without a result, saying why."""
+    return Entry(config.spec, config.cell, config.hidden_size, config.seed, 0, None,
+                 task.baseline, 0, 0.0, error=error)
+
+
+def _reason(err: BaseException) -> str:
+    """An error of ours as its message; any other with its type (``MemoryError: …``)."""
+    if isinstance(err, LstmGraphError):
+        return str(err)
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
 def train_one(config: Config, task: Task, settings: Settings) -> Entry:
-    """One run, as a worker does it; a run that diverges is an entry with its reason."""
-    cell = config.source.compile()
+    """One run, as a worker does it; a run that diverges or fails (any error) is an
+    entry with its reason."""
     try:
-        trained = train(cell, task, config.hidden_size, settings.steps, settings.batch,
-                        settings.lr, settings.clip, config.seed, settings.dtype,
-                        eval_every=settings.eval_every)
-    except LstmGraphError as err:
-        return Entry(config.spec, cell.name, config.hidden_size, config.seed, 0, None,
-                     task.baseline, 0, 0.0, error=str(err))
+        trained = train(config.source.compile(), task, config.hidden_size, settings.steps,
+                        settings.batch, settings.lr, settings.clip, config.seed,
+                        settings.dtype, eval_every=settings.eval_every)
+    except Exception as err:  # one run's failure is its entry, not the sweep's
+        return failed(config, task, _reason(err))
     params = sum(int(value.size) for value in trained.weights.values())
     loss = trained.evals[-1][1]  # train measures it after the last step
     finite = math.isfinite(loss)
-    return Entry(config.spec, cell.name, config.hidden_size, config.seed, params,
+    return Entry(config.spec, config.cell, config.hidden_size, config.seed, params,
                  loss if finite else None, task.baseline, trained.steps, trained.seconds,
                  list(trained.evals), None if finite else f"the held-out loss is {loss}")
 
@@ -116,13 +141,13 @@ def sweep(client: Client, configs: Sequence[Config], task: Task, settings: Setti
             try:
                 entry = future.result()
             except KilledWorker:
-                config = config_of[future]
-                entry = Entry(config.spec, config.source.name, config.hidden_size,
-                              config.seed, 0, None, task.baseline, 0, 0.0,
-                              error="its worker died each time it ran (out of memory?)")
+                entry = failed(config_of[future], task,
+                               "its worker died each time it ran (out of memory?)")
             except (CancelledError, OSError) as err:
                 raise DaskError(f"the Dask cluster lost the sweep ({type(err).__name__}: "
                                 f"{err}); is the scheduler still running?") from None
+            except Exception as err:  # raised on its worker, outside train_one
+                entry = failed(config_of[future], task, _reason(err))
             entries.append(entry)
             if report is not None:
                 report(entry, len(entries))
@@ -164,7 +189,7 @@ def _rows(entries: Sequence[Entry]) -> list[list[str]]:
     rows = []
     for place, entry in enumerate(entries, 1):
         loss = "failed" if entry.loss is None else f"{entry.loss:.4g}"
-        ratio = "" if entry.ratio is None else f"{entry.ratio:.3f}"
+        ratio = "—" if entry.ratio is None else f"{entry.ratio:.3f}"
         rows.append([str(place), entry.spec, str(entry.hidden_size), str(entry.seed), loss,
                      ratio, str(entry.params), str(entry.steps), f"{entry.seconds:.1f}"])
     return rows
@@ -193,12 +218,30 @@ def markdown(entries: Sequence[Entry], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finite(value: object) -> object:
+    """``value`` with every float that is NaN or infinite (a diverged run's held-out losses)
+    as ``None``: JSON has no such numbers (``null`` then).
+
+    >>> finite({"evals": [[1, 0.5], [2, float("nan")]], "loss": float("inf")})
+    {'evals': [[1, 0.5], [2, None]], 'loss': None}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
 def as_json(entries: Sequence[Entry], task: Task, settings: Settings) -> dict[str, object]:
-    """The leaderboard, the per-cell summary, the task and the settings, for ``--out``."""
+    """The leaderboard, the per-cell summary, the task and the settings, for ``--out``
+    (valid JSON: a number that is not finite is ``null``)."""
     ranked = [{**asdict(entry), "rank": place, "ratio": entry.ratio,
                "evals": [list(pair) for pair in entry.evals]}
               for place, entry in enumerate(entries, 1)]
-    return {"task": {"name": task.name, "length": task.length, "loss": task.loss,
+    data = {"task": {"name": task.name, "length": task.length, "loss": task.loss,
                      "baseline": task.baseline},
             "settings": asdict(settings), "leaderboard": ranked,
             "by_cell": [asdict(group) for group in groups(entries)]}
+    return {key: finite(value) for key, value in data.items()}
