@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 import lstm_graph
+from lstm_graph.errors import install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
 from lstm_graph.formats.files import write_section
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
     except ImportError as err:
-        print(f"benchmarks need the test extras (pip install 'lstm-graph[test]'): {err}",
+        print(f"benchmarks need the test extras ({err}): {install_hint('test')}",
               file=sys.stderr)
         return 1
     contenders = [c for c in CONTENDERS if c != "reference" or not args.no_reference]

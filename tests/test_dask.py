@@ -601,7 +601,7 @@ def test_without_dask_installed_the_commands_say_so(tmp_path: Path,
                                        "--dask", "local"])
     assert result.exit_code == 1, result.output
     assert "needs Dask, which is not installed here" in result.output
-    assert "pip install 'lstm-graph[dask]'" in result.output
+    assert f"{sys.executable} -m pip install 'dask[distributed]>=2024.8.0'" in result.output
     result = CliRunner().invoke(main, ["sweep", "lstm", "--steps", "1"])
     assert result.exit_code == 1 and "needs Dask" in result.output, result.output
     result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out])

@@ -27,7 +27,7 @@ from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
 from lstm_graph.cli.app import load
 from lstm_graph.distributed import DaskError
-from lstm_graph.errors import DataError
+from lstm_graph.errors import DataError, install_hint
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
@@ -208,8 +208,8 @@ def dask_address(value: str) -> str:
     try:
         from lstm_graph.distributed.cluster import check_address
     except ImportError as err:
-        raise DaskError(f"--dask needs Dask, which is not installed here ({err}); "
-                        "pip install 'lstm-graph[dask]'") from None
+        raise DaskError(f"running on Dask (--dask, sweep) needs Dask, which is not installed "
+                        f"here ({err}): {install_hint('dask')}") from None
     try:
         return check_address(value)
     except ValueError as err:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import OutputPath, emit_json, main
+from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
@@ -49,9 +49,9 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
 @click.option("--hidden-sizes", "-H", default="64", show_default=True, callback=_numbers,
               help="Hidden sizes, comma-separated: one run per size.")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-3,
               show_default=True, help="Adam's learning rate.")
-@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--clip", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Clip the global gradient norm to this (0: no clipping).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,

@@ -13,7 +13,7 @@
   their leaderboard.
 
 Only :mod:`.cluster`, :mod:`.sharded` and :mod:`.sweep` import Dask (the ``dask``
-extra: ``pip install 'lstm-graph[dask]'``); the rest of lstm-graph runs without it.
+extra of ``pyproject.toml``); the rest of lstm-graph runs without it.
 """
 
 from lstm_graph.errors import LstmGraphError

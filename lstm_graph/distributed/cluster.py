@@ -216,9 +216,9 @@ def check_workers(client: Client, address: str, timeout: float,
                      if not isinstance(version, str))
     if missing:
         raise DaskError(f"lstm-graph cannot run on worker {', '.join(missing)} "
-                        f"({found[missing[0]]}); install it on every worker "
-                        "(pip install 'lstm-graph[dask]'), in the environment 'dask worker' "
-                        "runs in")
+                        f"({found[missing[0]]}); install it with its dask extra on every worker, "
+                        "the same version as here (pip install '/path/to/lstm-graph[dask]' "
+                        "from a checkout), in the environment 'dask worker' runs in")
     ours = worker_version()
     other = sorted({version for version in found.values() if version != ours})
     if other:

@@ -30,6 +30,7 @@ import numpy as np
 
 import lstm_graph
 from lstm_graph.bench import cpu
+from lstm_graph.errors import install_hint
 from lstm_graph.formats.files import write_section
 from lstm_graph.training import adding
 from lstm_graph.training.trainer import Trainer, train
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch  # noqa: F401
     except ImportError as err:
-        print(f"the training benchmark needs the test extras: {err}", file=sys.stderr)
+        print(f"the training benchmark needs the test extras ({err}): {install_hint('test')}",
+              file=sys.stderr)
         return 1
     rows = learn(args.steps, args.hidden, args.batch, args.length)
     ours, theirs = step_times(args.hidden, args.batch, args.length, args.threads, args.repeat)
