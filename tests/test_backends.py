@@ -21,7 +21,7 @@ def _gpu_reason() -> str | None:
     try:
         import cupy
     except ImportError:
-        return "CuPy is not installed (pip install 'lstm-graph[gpu]')"
+        return "CuPy is not installed (the gpu extra)"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no GPU visible to CuPy"
