@@ -201,11 +201,17 @@ def wait_idle(limit: float, quiet: float = 0.9) -> bool:
     return False
 
 
+def thread_environment(threads: int) -> dict[str, str]:
+    """This process's environment with every thread pool a contender may start (OpenMP,
+    OpenBLAS, MKL, ours) sized to ``threads``: for a contender's own process."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                MKL_NUM_THREADS=str(threads), LSTM_GRAPH_THREADS=str(threads))
+
+
 def _in_subprocess(contender: str, name: str, size: str, repeat: int, threads: int,
                    output: Path | None) -> dict[str, Any]:
     """:func:`time_block` in a fresh Python process, with thread pools sized to ``threads``."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), LSTM_GRAPH_THREADS=str(threads))
+    env = thread_environment(threads)
     command = [sys.executable, "-m", "lstm_graph.bench", "--contender", contender,
                "--cells", name, "--sizes", size, "--repeat", str(repeat),
                "--threads", str(threads)] + (["--output", str(output)] if output else [])

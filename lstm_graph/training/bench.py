@@ -10,7 +10,7 @@
    RNN, whose gradient fades geometrically over the 50 steps, does not.
 2. One training step (forward, backward, Adam) of our ``lstm`` against PyTorch's
    ``nn.LSTM`` with a linear readout and ``torch.optim.Adam`` at the same sizes,
-   each timed in its own block after a warm-up, PyTorch on the same threads.
+   each timed in a fresh process of its own after a warm-up, every thread pool on the same threads.
 
 A benchmark, not a test: no test asserts on time. Needs the test extras.
 """
@@ -21,6 +21,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import lstm_graph
-from lstm_graph.bench import cpu
+from lstm_graph.bench import cpu, thread_environment
 from lstm_graph.errors import install_hint
 from lstm_graph.formats.files import write_section
 from lstm_graph.training import adding
@@ -62,19 +63,20 @@ def _block(step: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def step_times(hidden: int, batch: int, length: int, threads: int, repeat: int
-               ) -> tuple[float, float]:
-    """Median seconds of one training step: ours, PyTorch's (each in its own block)."""
+def step_time(contender: str, hidden: int, batch: int, length: int, repeat: int) -> float:
+    """Median seconds of one training step of ``contender`` (``ours``: the ``lstm`` cell's
+    :class:`Trainer`; ``torch``: ``nn.LSTM``, a ``nn.Linear`` readout, ``torch.optim.Adam``,
+    the same clipping) in this process, after a warm-up."""
+    task = adding(length)
+    if contender == "ours":
+        return _block(Trainer(lstm_graph.load_cell("lstm"), task, hidden, batch).train_step,
+                      repeat)
     import torch
 
-    task = adding(length)
-    ours = Trainer(lstm_graph.load_cell("lstm"), task, hidden, batch)
-    ours_time = _block(ours.train_step, repeat)
-
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     module, readout = torch.nn.LSTM(2, hidden), torch.nn.Linear(hidden, 1)
-    optimiser = torch.optim.Adam([*module.parameters(), *readout.parameters()], lr=2e-3)
+    parameters = [*module.parameters(), *readout.parameters()]
+    optimiser = torch.optim.Adam(parameters, lr=2e-3)
     counter = [0]
 
     def torch_step() -> None:
@@ -84,10 +86,25 @@ def step_times(hidden: int, batch: int, length: int, threads: int, repeat: int
         y, _ = module(torch.from_numpy(x.astype(np.float32)))
         loss = torch.mean((readout(y[-1]) - torch.from_numpy(target.astype(np.float32))) ** 2)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([*module.parameters(), *readout.parameters()], 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
 
-    return ours_time, _block(torch_step, repeat)
+    return _block(torch_step, repeat)
+
+
+def step_times(hidden: int, batch: int, length: int, threads: int, repeat: int
+               ) -> tuple[float, float]:
+    """:func:`step_time` of ours and of PyTorch, each in a fresh process of its own (no
+    other runtime loaded, no other thread pool spinning), every pool on ``threads``."""
+    found = []
+    for contender in ("ours", "torch"):
+        done = subprocess.run([sys.executable, "-m", "lstm_graph.training.bench",
+                               "--contender", contender, "--hidden", str(hidden), "--batch",
+                               str(batch), "--length", str(length), "--repeat", str(repeat)],
+                              env=thread_environment(threads), capture_output=True, text=True,
+                              check=True)
+        found.append(float(done.stdout.split()[-1]))
+    return found[0], found[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
+    parser.add_argument("--contender", choices=("ours", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.contender:  # one block, in the process step_times started for it
+        print(step_time(args.contender, args.hidden, args.batch, args.length, args.repeat))
+        return 0
     try:
         import torch  # noqa: F401
     except ImportError as err:
@@ -121,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"One training step (forward, backward through time, Adam) at these sizes: "
               f"ours {ours * 1e3:.1f} ms, PyTorch `nn.LSTM` {theirs * 1e3:.1f} ms on "
               f"{args.threads} threads (ours ÷ PyTorch {ours / theirs:.2f}×; medians of "
-              f"{args.repeat}, each in its own block after a warm-up).", "",
+              f"{args.repeat}, each in a process of its own after a warm-up).", "",
               "Command: `python -m lstm_graph.training.bench --markdown docs/training.md`", END]
     report = "\n".join(lines)
     print(report)
