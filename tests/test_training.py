@@ -126,7 +126,7 @@ def test_train_command_writes_weights_that_run_a_checkpoint_and_a_plot(tmp_path)
     assert ran.exit_code == 0, ran.output
     resumed = CliRunner().invoke(main, [*args[:-2], "--steps", "30", "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    assert "after 30 steps" in resumed.stdout
+    assert "after 30 steps, resumed at step 20" in resumed.stdout
 
 
 def test_the_memory_pipe_carries_gradient_back_where_a_plain_rnn_loses_it():

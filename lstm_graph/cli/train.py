@@ -94,13 +94,16 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     final = trained.evals[-1][1] if trained.evals else float("nan")
     summary = {"cell": cell.name, "task": task.name, "steps": trained.steps,
                "held_out_loss": final, "baseline": task.baseline,
-               "seconds": round(trained.seconds, 3), "out": str(out),
+               "seconds": round(trained.seconds, 3), "resumed_from": trained.resumed_from,
+               "out": str(out),
                "checkpoint": str(checkpoint), "plot": str(plot) if plot else None}
     if as_json:
         emit_json(summary)
         return
+    resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from else ""
     click.echo(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
-               f"steps (memoryless baseline {task.baseline:.4g}) in {trained.seconds:.1f} s")
+               f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
+               f"{trained.seconds:.1f} s")
     click.echo(f"wrote {out} and {checkpoint}" + (f" and {plot}" if plot else ""), err=True)
 
 

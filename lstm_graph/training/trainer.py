@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,7 @@ class Trained:
     baseline: float
     seconds: float
     steps: int
+    resumed_from: int = 0  # the step of the checkpoint a resumed run began at (0: none)
 
 
 class Trainer:
@@ -268,6 +269,7 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
         if checkpoint is None or not checkpoint.exists():
             raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
         trainer.load(checkpoint)
+    resumed_from = trainer.step
     while trainer.step < steps:
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is said below
             loss = trainer.train_step()
@@ -281,4 +283,4 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
             trainer.save(checkpoint)
         if report is not None:
             report(trainer.step, loss)
-    return trainer.result()
+    return replace(trainer.result(), resumed_from=resumed_from)
