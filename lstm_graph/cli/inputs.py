@@ -13,7 +13,6 @@ memory-maps ``x`` instead (``mapped``), and its shards are sized to fit.
 from __future__ import annotations
 
 import functools
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
-from lstm_graph.cli.app import load
+from lstm_graph.cli.app import FiniteFloat, load
 from lstm_graph.distributed import DaskError
 from lstm_graph.errors import DataError, install_hint
 from lstm_graph.executors.backends import BACKENDS, DTYPES
@@ -225,20 +224,11 @@ TIMEOUT_HELP = ("Seconds, in all, to reach the Dask scheduler and find a worker 
 MAX_TIMEOUT = 3600.0
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """``--dask-timeout``'s value, NaN refused (it passes any range check)."""
-    if math.isnan(value):
-        raise click.BadParameter(f"nan is not a number of seconds; give one up to "
-                                 f"{MAX_TIMEOUT:g}")
-    return value
-
-
 def timeout_option(command: F) -> F:
     """``--dask-timeout S``: more than 0, at most :data:`MAX_TIMEOUT` seconds."""
-    return click.option("--dask-timeout", type=click.FloatRange(min=0, max=MAX_TIMEOUT,
-                                                                min_open=True),
-                        default=10.0, show_default=True, callback=_finite,
-                        help=TIMEOUT_HELP)(command)
+    return click.option("--dask-timeout", type=FiniteFloat(min=0, max=MAX_TIMEOUT,
+                                                           min_open=True),
+                        default=10.0, show_default=True, help=TIMEOUT_HELP)(command)
 
 
 def dask_options(command: F) -> F:
