@@ -113,37 +113,47 @@ class Schedule:
         return f" {op.spelling} ".join(wrapped)
 
     def to_text(self, nodes: bool = False) -> str:
-        """The schedule as text: stages, each assignment and what it reads.
-
-        With ``nodes=True`` every node is listed with its size, like a jaxpr.
-        """
-        g = self.graph
-        lines = [f"cell {g.name}", f"  input  {', '.join(f'{n}: I' for n in g.inputs)}",
-                 f"  state  {', '.join(f'{n}: H' for n in g.states)}",
-                 f"  output {', '.join(g.outputs)}"]
-        for number, names in enumerate(self.stages, start=1):
-            waits = sorted({r for n in names for r in self.reads(n)["new"] if r in g.states})
-            note = f"   (waits for the new {', '.join(waits)})" if waits else ""
-            lines.append(f"stage {number}: {', '.join(names)}{note}")
+        """The stages as text (what ``lstm-graph schedule`` prints), each assignment with
+        what it reads (``[old …; new …]``) and its caption, both in a column; with
+        ``nodes``, every node with its size and what it reads (``(old)``, ``(new)``,
+        ``(input)`` or ``(const)``), like a jaxpr."""
+        graph = self.graph
+        rows = {}
+        for names in self.stages:
             for name in names:
-                assignment = g.assignments[name]
                 reads = self.reads(name)
                 parts = [f"{kind} {', '.join(reads[kind])}" for kind in ("old", "new")
                          if reads[kind]]
-                caption = f"   # {assignment.caption}" if assignment.caption else ""
-                lines.append(f"  {name} = {self.expression(name)}"
-                             f"      [{'; '.join(parts) or 'input only'}]{caption}")
+                rows[name] = (f"  {name} = {self.expression(name)}",
+                              f"[{'; '.join(parts) or 'input only'}]")
+        code_width = max((len(code) for code, _ in rows.values()), default=0)
+        reads_width = max((len(reads) for _, reads in rows.values()), default=0)
+        lines = [f"cell {graph.name}", f"  input  {', '.join(f'{n}: I' for n in graph.inputs)}",
+                 f"  state  {', '.join(f'{n}: H' for n in graph.states)}",
+                 f"  output {', '.join(graph.outputs)}"]
+        for number, names in enumerate(self.stages, start=1):
+            waits = sorted({r for n in names for r in self.reads(n)["new"]
+                            if r in graph.states})
+            note = f"   (waits for the new {', '.join(waits)})" if waits else ""
+            lines.append(f"stage {number}: {', '.join(names)}{note}")
+            for name in names:
+                code, note_reads = rows[name]
+                caption = graph.assignments[name].caption
+                line = f"{code:<{code_width}}   {note_reads:<{reads_width}}   # {caption}" \
+                    if caption else f"{code:<{code_width}}   {note_reads}"
+                lines.append(line.rstrip())
                 if nodes:
-                    lines += [f"      {self._node_line(n)}" for n in assignment.nodes]
+                    lines += [f"      {self._node_line(n)}"
+                              for n in graph.assignments[name].nodes]
         return "\n".join(lines) + "\n"
 
     def _node_line(self, node_id: str) -> str:
-        node = self.graph.node(node_id)
+        graph = self.graph
+        node = graph.node(node_id)
         if node.kind is NodeKind.CONST:
             return f"{node_id}: 1 = {node.value:g}"
-        args = ", ".join(
-            f"{a}({self.graph.edge_kind(a, node_id).value})" for a in node.args
-        )
+        args = ", ".join(f"{a}(const)" if graph.node(a).kind is NodeKind.CONST
+                         else f"{a}({graph.edge_kind(a, node_id).value})" for a in node.args)
         params = f"   params {', '.join(node.params)}" if node.params else ""
         return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}"
 

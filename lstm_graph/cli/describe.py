@@ -11,9 +11,7 @@ import click
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
 from lstm_graph.errors import CellError
 from lstm_graph.formats.files import write_npz
-from lstm_graph.ir import NodeKind
 from lstm_graph.library import builtin_names, describe_builtin
-from lstm_graph.schedule import Schedule
 
 
 def plural(count: int, noun: str) -> str:
@@ -81,50 +79,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
     if as_json:
         emit_json(cell.schedule.to_json())
     else:
-        click.echo(schedule_text(cell.schedule, nodes), nl=False)
-
-
-def schedule_text(schedule: Schedule, nodes: bool = False) -> str:
-    """The stages as text, each assignment with what it reads (``[old …; new …]``) and its
-    caption, both in a column; with ``nodes``, every node with its size and what it reads
-    (``(old)``, ``(new)``, ``(input)`` or ``(const)``)."""
-    graph = schedule.graph
-    rows = {}
-    for names in schedule.stages:
-        for name in names:
-            reads = schedule.reads(name)
-            parts = [f"{kind} {', '.join(reads[kind])}" for kind in ("old", "new") if reads[kind]]
-            rows[name] = (f"  {name} = {schedule.expression(name)}",
-                          f"[{'; '.join(parts) or 'input only'}]")
-    code_width = max((len(code) for code, _ in rows.values()), default=0)
-    reads_width = max((len(reads) for _, reads in rows.values()), default=0)
-    lines = [f"cell {graph.name}", f"  input  {', '.join(f'{n}: I' for n in graph.inputs)}",
-             f"  state  {', '.join(f'{n}: H' for n in graph.states)}",
-             f"  output {', '.join(graph.outputs)}"]
-    for number, names in enumerate(schedule.stages, start=1):
-        waits = sorted({r for n in names for r in schedule.reads(n)["new"] if r in graph.states})
-        note = f"   (waits for the new {', '.join(waits)})" if waits else ""
-        lines.append(f"stage {number}: {', '.join(names)}{note}")
-        for name in names:
-            code, note_reads = rows[name]
-            caption = graph.assignments[name].caption
-            line = f"{code:<{code_width}}   {note_reads:<{reads_width}}   # {caption}" \
-                if caption else f"{code:<{code_width}}   {note_reads}"
-            lines.append(line.rstrip())
-            if nodes:
-                lines += [f"      {_node_line(schedule, n)}" for n in graph.assignments[name].nodes]
-    return "\n".join(lines) + "\n"
-
-
-def _node_line(schedule: Schedule, node_id: str) -> str:
-    graph = schedule.graph
-    node = graph.node(node_id)
-    if node.kind is NodeKind.CONST:
-        return f"{node_id}: 1 = {node.value:g}"
-    args = ", ".join(f"{a}(const)" if graph.node(a).kind is NodeKind.CONST
-                     else f"{a}({graph.edge_kind(a, node_id).value})" for a in node.args)
-    params = f"   params {', '.join(node.params)}" if node.params else ""
-    return f"{node_id}: {schedule.sizes[node_id].value} = {node.op}({args}){params}"
+        click.echo(cell.schedule.to_text(nodes), nl=False)
 
 
 @main.command(epilog=SPEC_HELP)
