@@ -8,7 +8,6 @@ modules, one per family, and register themselves on :data:`main`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -21,6 +20,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning
+from lstm_graph.formats.files import json_text
 from lstm_graph.library import load_cell
 
 
@@ -103,20 +103,9 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
-def json_ready(data: Any) -> Any:
-    """``data`` with every NaN or infinite float as ``None``: JSON has no such numbers."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: json_ready(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [json_ready(value) for value in data]
-    return data
-
-
 def emit_json(data: Any) -> None:
-    """``data`` on stdout as JSON (keys sorted; a non-finite number as ``null``)."""
-    click.echo(json.dumps(json_ready(data), indent=2, sort_keys=True, allow_nan=False))
+    """``data`` on stdout as JSON (:func:`~lstm_graph.formats.files.json_text`)."""
+    click.echo(json_text(data))
 
 
 def load(spec: str) -> Cell:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
-from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.files import json_text, write_atomic
 from lstm_graph.training import named
 
 
@@ -102,8 +101,7 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     title = f"{task.name} (T={task.length}), {plural(steps, 'step')}: memoryless baseline " \
             f"{task.baseline:.4g}"
     if out is not None:
-        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)  # as_json: finite
-        write_atomic(out, (text + "\n").encode())
+        write_atomic(out, (json_text(data) + "\n").encode())
     if markdown is not None:
         write_atomic(markdown, sweeping.markdown(entries, title).encode())
     if as_json:

@@ -23,6 +23,7 @@ from distributed import CancelledError, Client, KilledWorker, as_completed
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource
 from lstm_graph.errors import LstmGraphError
+from lstm_graph.formats.files import finite
 from lstm_graph.training import Task, train
 
 
@@ -218,29 +219,13 @@ def markdown(entries: Sequence[Entry], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finite(value: object) -> object:
-    """``value`` with every float that is NaN or infinite (a diverged run's held-out losses)
-    as ``None``: JSON has no such numbers (``null`` then).
-
-    >>> finite({"evals": [[1, 0.5], [2, float("nan")]], "loss": float("inf")})
-    {'evals': [[1, 0.5], [2, None]], 'loss': None}
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    return value
-
-
 def as_json(entries: Sequence[Entry], task: Task, settings: Settings) -> dict[str, object]:
     """The leaderboard, the per-cell summary, the task and the settings, for ``--out``
-    (valid JSON: a number that is not finite is ``null``)."""
+    (valid JSON: a number that is not finite is ``None``, :func:`finite`)."""
     ranked = [{**asdict(entry), "rank": place, "ratio": entry.ratio,
                "evals": [list(pair) for pair in entry.evals]}
               for place, entry in enumerate(entries, 1)]
-    data = {"task": {"name": task.name, "length": task.length, "loss": task.loss,
+    data: dict[str, object] = {"task": {"name": task.name, "length": task.length, "loss": task.loss,
                      "baseline": task.baseline},
             "settings": asdict(settings), "leaderboard": ranked,
             "by_cell": [asdict(group) for group in groups(entries)]}

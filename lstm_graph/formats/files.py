@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
+import math
 import os
 import stat
 import tempfile
@@ -36,6 +38,28 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     with open_output(path) as stream:
         stream.write(data)
     return Path(path)
+
+
+def finite(value: object) -> object:
+    """``value`` with every float that is NaN or infinite (a diverged run's losses) as
+    ``None``: JSON has no such numbers (``null`` then).
+
+    >>> finite({"evals": [[1, 0.5], [2, float("nan")]], "loss": float("inf")})
+    {'evals': [[1, 0.5], [2, None]], 'loss': None}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def json_text(data: object) -> str:
+    """``data`` as the JSON every command prints or writes: keys sorted, indented, a number
+    that is not finite as ``null`` (so the same data gives the same bytes, always valid)."""
+    return json.dumps(finite(data), indent=2, sort_keys=True, allow_nan=False)
 
 
 def write_section(path: Path, start: str, end: str, text: str) -> Path:
