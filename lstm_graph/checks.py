@@ -182,7 +182,7 @@ def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
             static.add(node_id)
             if node.kind is NodeKind.OP:
                 columns += schedule.width(node_id, input_size, hidden_size)
-        elif node.op == "linear":
+        elif node.is_linear:
             columns += hidden_size  # its static operands' share of the hoisted product
     if columns:
         found.append(allocation("the hoisted products (T·B rows)",

@@ -142,8 +142,8 @@ static inline float lg_tanhf(float x) {
 
 def _host_functions(dtype: np.dtype) -> dict[str, str]:
     if dtype == np.float32:
-        return {"exp": "lg_expf", "tanh": "lg_tanhf"}
-    return {"exp": "exp", "tanh": "tanh"}
+        return {"exp": "lg_expf", "tanh": "lg_tanhf", "log": "logf"}
+    return {"exp": "exp", "tanh": "tanh", "log": "log"}
 
 
 def _host_preamble(dtype: np.dtype) -> str:

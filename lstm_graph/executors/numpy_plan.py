@@ -36,6 +36,7 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ from lstm_graph.executors.prepare import (
     usable_threads,
 )
 from lstm_graph.ir import NodeKind, Size
-from lstm_graph.ops import FAST_FORMS
+from lstm_graph.ops import FAST_FORMS, Attrs, Op
 from lstm_graph.schedule import Schedule
 
 #: Steps up to this size (batch × hidden) use the "tanh" fast form, larger ones "exp".
@@ -225,7 +226,7 @@ def events(schedule: Schedule, layout: Layout) -> list[Event]:
     for node_id in schedule.order:
         node = graph.node(node_id)
         if node.kind is NodeKind.OP and node_id not in layout.static and \
-                node.op != "linear" and node_id not in fused:
+                not node.is_linear and node_id not in fused:
             found.append(Compute(node_id))
             after(node_id)
     (output,) = graph.outputs
@@ -236,6 +237,12 @@ def events(schedule: Schedule, layout: Layout) -> list[Event]:
 
 
 # -- pass 2: one statement per event -----------------------------------------------------
+
+def _apply(op: Op, xp: Any, attrs: Attrs, *args: Array) -> Array:
+    """``op``'s reference form on ``args``: how the plan computes a function that has no
+    NumPy statement of its own in the op table."""
+    return op.reference(xp, list(args), [], attrs)
+
 
 #: A float literal in a generated statement (integers only appear in slices).
 _FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d*(?:[eE][-+]?\d+)?|(?<![\w.])-?\d+[eE][-+]?\d+")
@@ -428,7 +435,11 @@ class NumpyPlan(CompiledGrad):
                 if self.form.finish[str(node.op)]:
                     parts.append(self.form.finish[str(node.op)].format(out=out))
                 return "; ".join(parts)
-            return str(node.operation.numpy).format(*args, out=out)
+            if node.operation.numpy is None:  # the op table's reference form, into the buffer
+                function = names.bind("f", event.node, partial(
+                    _apply, node.operation, self.spec.xp, node.attributes))
+                return f"copyto({out}, {function}({', '.join(args)}))"
+            return node.operation.numpy.format(*args, out=out)
         if isinstance(event, WriteOutput):
             return f"copyto(y_t, {var[event.node]})"
         return f"copyto({var[event.state + '[t-1]']}, {var[event.state]})"  # a copied state

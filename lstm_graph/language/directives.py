@@ -88,7 +88,7 @@ def _diag(graph: CellGraph, loc: Loc, message: str) -> Diagnostic:
 def linear_of(graph: CellGraph, assignment: str) -> Node | None:
     """The ``linear`` node of an assignment, if it has one (at most one: the language's rule)."""
     for node_id in graph.assignments[assignment].nodes:
-        if graph.node(node_id).op == "linear":
+        if graph.node(node_id).is_linear:
             return graph.node(node_id)
     return None
 
