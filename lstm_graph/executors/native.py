@@ -619,11 +619,11 @@ class NativePlan(CompiledGrad):
                 arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
         for name, array in arrays.items():
             pointers[index(name)] = _address(array)
-        copyto = np.copyto
+        copyto = np.copyto  # the first `batch` rows of each buffer: the C strides by batch
         for name, buffer, snapshot in build.states:
-            copyto(buffer, state[name])
+            copyto(buffer[:batch], state[name])
             if snapshot is not None:
-                copyto(snapshot, buffer)
+                copyto(snapshot[:batch], buffer[:batch])
         if progress is None:
             build.run(0, steps, batch, pointers, self.threads)
         else:
@@ -631,5 +631,5 @@ class NativePlan(CompiledGrad):
                 stop = min(steps, start + self.chunk)
                 build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
-        final = {name: buffer.copy() for name, buffer, _ in build.states}
+        final = {name: buffer[:batch].copy() for name, buffer, _ in build.states}
         return y, final, static, arrays
