@@ -149,12 +149,19 @@ class GateOwner:
     ``input_owner``'s linear takes the gate's input weights and bias;
     ``recurrent_owner``'s its recurrent weights. They differ only for a gate
     split in two (the GRU's ``n = a + b``, whose reset valve scales one half).
+    Both are empty for a gate the cell does not use (``f = -``: ONNX's
+    ``input_forget`` computes the forget valve as ``1 - i`` and ignores its weights).
     """
 
     gate: str
     input_owner: str
     recurrent_owner: str
     loc: Loc
+
+    @property
+    def unused(self) -> bool:
+        """Whether this cell ignores the gate's weights."""
+        return not self.input_owner
 
 
 @dataclass(frozen=True)
