@@ -79,7 +79,8 @@ class HostLauncher(Launcher):
 
     def compile(self, kernels: StepKernels, dtype: np.dtype, xp: Any) -> list[Kernel]:
         library = buildcache.library(host_source(kernels, dtype), [("-O1", "-fPIC", "-shared")],
-                                     "the CUDA kernels, for the host")
+                                     "the CUDA kernels, for the host",
+                                     symbols=[segment.name for segment in kernels.segments])
         compiled = []
         for segment in kernels.segments:
             function = getattr(library, segment.name)

@@ -522,7 +522,8 @@ class NativePlan(CompiledGrad):
                                folded=folded(layout))
         step = NativeStep(spec, layout, kernels)
         library = buildcache.library(step.source, ATTEMPTS,
-                                     f"the native step of cell '{spec.schedule.graph.name}'")
+                                     f"the native step of cell '{spec.schedule.graph.name}'",
+                                     symbols=("lstm_graph_run", "lstm_graph_lanes"))
         run = library.lstm_graph_run
         run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
         run.restype = None
