@@ -53,6 +53,13 @@ Vjp = Callable[[Any, Sequence[Array], Sequence[Array], Attrs, Array, Array],
                tuple[list[Array], list[Array]]]
 
 
+#: ``emit(op_type, inputs, attributes) -> the output's name``: how an ONNX form adds one node.
+#: An input is a value's name, or a number (a constant of the model's dtype, made by ``emit``).
+OnnxEmit = Callable[[str, Sequence["str | float"], Mapping[str, float]], str]
+#: ``(emit, operands, attributes) -> the output's name``: an op as standard ONNX nodes.
+OnnxForm = Callable[[OnnxEmit, Sequence[str], Attrs], str]
+
+
 class OpKind(str, Enum):
     """What role an op plays; code asks this, never the op's name."""
 
@@ -68,6 +75,94 @@ class Attribute:
 
     name: str
     default: float | None
+
+
+@dataclass(frozen=True)
+class TorchCall:
+    """One way PyTorch code spells an op, as ``lstm-graph from-torch`` recognises it.
+
+    ``name`` is ``torch.NAME``, ``F.NAME`` (``torch.nn.functional``), ``Tensor.NAME`` (a
+    method), ``nn.NAME`` (a module, whose numbers are its attributes) or ``operator.NAME``
+    (what Python's ``+``, ``-``, ``*`` become when traced). ``numbers`` are the call's
+    parameters after its operands, in PyTorch's order, with their defaults (None:
+    required); ``attrs`` turns their values (by PyTorch's names) into the op's attributes,
+    raising ValueError, in words, for values the op does not compute (a ``beta`` of
+    ``softplus`` other than 1). ``swapped``: the operands come in the other order
+    (``torch.rsub(a, b)`` is ``b - a``).
+    """
+
+    name: str
+    numbers: tuple[tuple[str, Any], ...] = ()
+    attrs: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
+    swapped: bool = False
+
+
+def _same(*names: str) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """Attributes read as PyTorch's numbers of the same position: ``alpha <- negative_slope``
+    for ``_same("alpha=negative_slope")``, ``alpha`` for ``_same("alpha")``."""
+    pairs = [name.partition("=") for name in names]
+    return lambda given: {ours: float(given[theirs or ours]) for ours, _, theirs in pairs}
+
+
+def _no_numbers(given: Mapping[str, Any]) -> dict[str, float]:
+    return {}
+
+
+def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, float]]:
+    """``clip``'s threshold from PyTorch's bounds, which must be ``-t`` and ``t``."""
+    def attrs(given: Mapping[str, Any]) -> dict[str, float]:
+        lo, hi = given[low], given[high]
+        if lo is None or hi is None or float(lo) != -float(hi) or float(hi) < 0:
+            raise ValueError(f"clip bounds a value to [-t, t]; {low}={lo}, {high}={hi} is not "
+                             "such a range")
+        return {"threshold": float(hi)}
+    return attrs
+
+
+def _softplus_attrs(given: Mapping[str, Any]) -> dict[str, float]:
+    # PyTorch's softplus is linear past its threshold: within 2e-9 of log(1 + e^v) from 20 on
+    if float(given["beta"]) != 1 or float(given["threshold"]) < 20:
+        raise ValueError(f"softplus here is log(1 + exp(v)): beta must be 1 and threshold at "
+                         f"least 20, not beta={given['beta']}, threshold={given['threshold']}")
+    return {}
+
+
+def _threshold_attrs(given: Mapping[str, Any]) -> dict[str, float]:
+    if float(given["value"]) != 0:
+        raise ValueError(f"thresholded_relu gives 0 below its threshold; value="
+                         f"{given['value']} is not 0")
+    return {"alpha": float(given["threshold"])}
+
+
+def _calls(*names: str, numbers: tuple[tuple[str, Any], ...] = (),
+           attrs: Callable[[Mapping[str, Any]], dict[str, float]] = _no_numbers
+           ) -> tuple[TorchCall, ...]:
+    """The same call under several names (``torch.tanh``, ``F.tanh``, ``Tensor.tanh``)."""
+    return tuple(TorchCall(name, numbers, attrs) for name in names)
+
+
+_INPLACE = (("inplace", False),)
+
+
+def _unit_alpha(given: Mapping[str, Any]) -> dict[str, float]:
+    """``torch.add(a, b, alpha=...)`` adds ``alpha · b``: only 1 is the plain sum."""
+    if float(given["alpha"]) != 1:
+        raise ValueError(f"alpha={given['alpha']} scales the second operand; write the "
+                         "product out (a + 0.5 * b)")
+    return {}
+
+
+def _not_training(given: Mapping[str, Any]) -> dict[str, float]:
+    """Dropout is the value itself, but only when not training (``module.eval()``)."""
+    if given["training"] and float(given["p"]) != 0:
+        raise ValueError("dropout while training drops units at random, which a cell's "
+                         "equations cannot; it is the value itself in eval mode")
+    return {}
+
+
+def _onnx(op_type: str, *attributes: str) -> OnnxForm:
+    """An op that is one ONNX node of ``op_type``, its attributes named as ours."""
+    return lambda emit, a, attrs: emit(op_type, a, {n: attrs[n] for n in attributes})
 
 
 def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array], attrs: Attrs) -> Array:
@@ -132,6 +227,17 @@ def _softplus(xp: Any, v: Array) -> Array:
     return xp.where(v > 0, v, xp.zeros_like(v)) + xp.log1p(xp.exp(-xp.abs(v)))
 
 
+def number_text(value: float) -> str:
+    """A number as a cell file (or generated code) writes it: short (``0.1``, ``3``,
+    ``1e-05``) yet exact, the text reading back as the same float.
+
+    >>> number_text(3.0), number_text(0.1), number_text(1 / 6)
+    ('3', '0.1', '0.16666666666666666')
+    """
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 @dataclass(frozen=True)
 class Op:
     """One operation: its spelling, its role, its picture, its meaning and its derivative."""
@@ -156,6 +262,14 @@ class Op:
     #: The name in ONNX's ``activations`` attribute of the LSTM, GRU and RNN operators, whose
     #: ``activation_alpha`` and ``activation_beta`` are this op's first two attributes.
     onnx: str | None = None
+    #: The op as standard ONNX nodes (what an exported model's Scan body computes); None for
+    #: the learned layer, which the exporter writes as Gemm nodes over its parameters.
+    onnx_nodes: OnnxForm | None = None
+    #: The op as a PyTorch expression over {0}, {1} and the attributes ({alpha}), as an
+    #: exported module writes it (``torch`` and ``F`` for ``torch.nn.functional`` in scope).
+    torch: str | None = None
+    #: How PyTorch code spells the op (what ``from-torch`` recognises).
+    torch_calls: tuple[TorchCall, ...] = ()
 
     @property
     def learned(self) -> bool:
@@ -200,7 +314,7 @@ class Op:
         values = [attrs[a.name] for a in self.attributes]
         keep = max((k + 1 for k, a in enumerate(self.attributes)
                     if a.default is None or values[k] != a.default), default=0)
-        return f"{self.spelling}({', '.join([value, *(f'{v:g}' for v in values[:keep])])})"
+        return f"{self.spelling}({', '.join([value, *map(number_text, values[:keep])])})"
 
 
 OPS: dict[str, Op] = {
@@ -208,77 +322,137 @@ OPS: dict[str, Op] = {
     for op in (
         Op("add", "+", OpKind.OPERATOR, 2, "+", lambda xp, a, p, attrs: a[0] + a[1],
            lambda xp, a, p, attrs, out, g: ([g, g], []),
-           "({0} + {1})", "add({0}, {1}, out={out})", precedence=1),
+           "({0} + {1})", "add({0}, {1}, out={out})", precedence=1,
+           onnx_nodes=_onnx("Add"), torch="{0} + {1}",
+           torch_calls=_calls("operator.add", "Tensor.add", "torch.add",
+                              numbers=(("alpha", 1),), attrs=_unit_alpha)),
         Op("sub", "-", OpKind.OPERATOR, 2, "−", lambda xp, a, p, attrs: a[0] - a[1],
            lambda xp, a, p, attrs, out, g: ([g, -g], []),
-           "({0} - {1})", "subtract({0}, {1}, out={out})", precedence=1),
+           "({0} - {1})", "subtract({0}, {1}, out={out})", precedence=1,
+           onnx_nodes=_onnx("Sub"), torch="{0} - {1}",
+           torch_calls=(*_calls("operator.sub", "Tensor.sub", "torch.sub", "torch.subtract",
+                                numbers=(("alpha", 1),), attrs=_unit_alpha),
+                        TorchCall("torch.rsub", (("alpha", 1),), _unit_alpha, swapped=True))),
         Op("mul", "*", OpKind.OPERATOR, 2, "×", lambda xp, a, p, attrs: a[0] * a[1],
            lambda xp, a, p, attrs, out, g: ([g * a[1], g * a[0]], []),
-           "({0} * {1})", "multiply({0}, {1}, out={out})", precedence=2),
+           "({0} * {1})", "multiply({0}, {1}, out={out})", precedence=2,
+           onnx_nodes=_onnx("Mul"), torch="{0} * {1}",
+           torch_calls=_calls("operator.mul", "Tensor.mul", "torch.mul",
+                              "torch.multiply")),
         Op("neg", "-", OpKind.OPERATOR, 1, "−", lambda xp, a, p, attrs: -a[0],
            lambda xp, a, p, attrs, out, g: ([-g], []),
-           "(-{0})", "negative({0}, out={out})", precedence=3),
+           "(-{0})", "negative({0}, out={out})", precedence=3,
+           onnx_nodes=_onnx("Neg"), torch="-{0}",
+           torch_calls=_calls("operator.neg", "Tensor.neg", "torch.neg", "torch.negative")),
         Op("copy", "=", OpKind.COPY, 1, "=", lambda xp, a, p, attrs: a[0],
            lambda xp, a, p, attrs, out, g: ([g], []),
-           "{0}", "copyto({out}, {0})"),
+           "{0}", "copyto({out}, {0})", onnx_nodes=_onnx("Identity"), torch="{0}",
+           torch_calls=(*_calls("nn.Identity", "Tensor.contiguous", "Tensor.clone"),
+                        *_calls("F.dropout", "nn.Dropout",
+                                numbers=(("p", 0.5), ("training", True), *_INPLACE),
+                                attrs=_not_training))),
         Op("sigmoid", "sigmoid", OpKind.FUNCTION, 1, "σ", _unary(_sigmoid),
            _unary_vjp(lambda xp, v, out, g: g * out * (1 - out)),
-           "((T)1 / ((T)1 + {exp}(-{0})))", onnx="Sigmoid"),
+           "((T)1 / ((T)1 + {exp}(-{0})))", onnx="Sigmoid", onnx_nodes=_onnx("Sigmoid"),
+           torch="torch.sigmoid({0})",
+           torch_calls=_calls("torch.sigmoid", "F.sigmoid", "Tensor.sigmoid", "nn.Sigmoid",
+                              "torch.special.expit")),
         Op("tanh", "tanh", OpKind.FUNCTION, 1, "tanh", _unary(lambda xp, v: xp.tanh(v)),
            _unary_vjp(lambda xp, v, out, g: g * (1 - out * out)),
-           "{tanh}({0})", onnx="Tanh"),
+           "{tanh}({0})", onnx="Tanh", onnx_nodes=_onnx("Tanh"), torch="torch.tanh({0})",
+           torch_calls=_calls("torch.tanh", "F.tanh", "Tensor.tanh", "nn.Tanh")),
         # As PyTorch: the gradient passes where the value is positive (not at NaN).
         Op("relu", "relu", OpKind.FUNCTION, 1, "relu",
            _unary(lambda xp, v: xp.where(v < 0, xp.zeros_like(v), v)),
            _unary_vjp(lambda xp, v, out, g: _where0(xp, out > 0, g)),
-           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})", onnx="Relu"),
+           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})", onnx="Relu",
+           onnx_nodes=_onnx("Relu"), torch="torch.relu({0})",
+           torch_calls=(*_calls("torch.relu", "Tensor.relu"),
+                        *_calls("F.relu", "nn.ReLU", numbers=_INPLACE))),
         Op("leaky_relu", "leaky_relu", OpKind.FUNCTION, 1, "lrelu",
            _unary(lambda xp, v, alpha: xp.where(v < 0, alpha * v, v)),
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(v > 0, g, alpha * g)),
            "({0} < (T)0 ? (T){alpha} * {0} : {0})",
-           attributes=(Attribute("alpha", 0.01),), onnx="LeakyRelu"),
+           attributes=(Attribute("alpha", 0.01),), onnx="LeakyRelu",
+           onnx_nodes=_onnx("LeakyRelu", "alpha"), torch="F.leaky_relu({0}, {alpha})",
+           torch_calls=_calls("F.leaky_relu", "nn.LeakyReLU",
+                              numbers=(("negative_slope", 0.01), *_INPLACE),
+                              attrs=_same("alpha=negative_slope"))),
         Op("thresholded_relu", "thresholded_relu", OpKind.FUNCTION, 1, "threlu",
            _unary(lambda xp, v, alpha: xp.where(v > alpha, v, xp.zeros_like(v))),
            _unary_vjp(lambda xp, v, out, g, alpha: _where0(xp, v > alpha, g)),
            "({0} > (T){alpha} ? {0} : (T)0)",
-           attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu"),
+           attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu",
+           onnx_nodes=_onnx("ThresholdedRelu", "alpha"), torch="F.threshold({0}, {alpha}, 0.0)",
+           torch_calls=_calls("F.threshold", "nn.Threshold",
+                              numbers=(("threshold", None), ("value", None), *_INPLACE),
+                              attrs=_threshold_attrs)),
         Op("elu", "elu", OpKind.FUNCTION, 1, "elu", _unary(_elu),
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(
                v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),
            "({0} >= (T)0 ? {0} : (T){alpha} * ({exp}({0} > (T)0 ? (T)0 : {0}) - (T)1))",
-           attributes=(Attribute("alpha", 1.0),), onnx="Elu"),
+           attributes=(Attribute("alpha", 1.0),), onnx="Elu",
+           onnx_nodes=_onnx("Elu", "alpha"), torch="F.elu({0}, {alpha})",
+           torch_calls=_calls("F.elu", "nn.ELU", numbers=(("alpha", 1.0), *_INPLACE),
+                              attrs=_same("alpha"))),
         Op("hard_sigmoid", "hard_sigmoid", OpKind.FUNCTION, 1, "hσ", _unary(_hard_sigmoid),
            _unary_vjp(lambda xp, v, out, g, alpha, beta: _where0(
                xp, (alpha * v + beta > 0) & (alpha * v + beta < 1), alpha * g)),
            "((T){alpha} * {0} + (T){beta} < (T)0 ? (T)0 : (T){alpha} * {0} + (T){beta} > (T)1"
            " ? (T)1 : (T){alpha} * {0} + (T){beta})",
-           attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid"),
+           attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid",
+           onnx_nodes=_onnx("HardSigmoid", "alpha", "beta"),
+           torch="torch.clamp({alpha} * {0} + {beta}, 0.0, 1.0)",
+           torch_calls=_calls("F.hardsigmoid", "nn.Hardsigmoid", numbers=_INPLACE,
+                              attrs=lambda given: {"alpha": 1 / 6, "beta": 0.5})),
         Op("scaled_tanh", "scaled_tanh", OpKind.FUNCTION, 1, "α·tanh",
            _unary(lambda xp, v, alpha, beta: alpha * xp.tanh(beta * v)),
            _unary_vjp(lambda xp, v, out, g, alpha, beta: g * (alpha * beta) * (
                1 - xp.tanh(beta * v) * xp.tanh(beta * v))),
            "((T){alpha} * {tanh}((T){beta} * {0}))",
-           attributes=(Attribute("alpha", 1.0), Attribute("beta", 1.0)), onnx="ScaledTanh"),
+           attributes=(Attribute("alpha", 1.0), Attribute("beta", 1.0)), onnx="ScaledTanh",
+           onnx_nodes=lambda emit, a, attrs: emit("Mul", [attrs["alpha"], emit(
+               "Tanh", [emit("Mul", [attrs["beta"], a[0]], {})], {})], {}),
+           torch="{alpha} * torch.tanh({beta} * {0})"),
         Op("affine", "affine", OpKind.FUNCTION, 1, "αx+β",
            _unary(lambda xp, v, alpha, beta: alpha * v + beta),
            _unary_vjp(lambda xp, v, out, g, alpha, beta: alpha * g),
            "((T){alpha} * {0} + (T){beta})",
-           attributes=(Attribute("alpha", 1.0), Attribute("beta", 0.0)), onnx="Affine"),
+           attributes=(Attribute("alpha", 1.0), Attribute("beta", 0.0)), onnx="Affine",
+           onnx_nodes=lambda emit, a, attrs: emit("Add", [emit(
+               "Mul", [attrs["alpha"], a[0]], {}), attrs["beta"]], {}),
+           torch="{alpha} * {0} + {beta}"),
         Op("softsign", "softsign", OpKind.FUNCTION, 1, "softsign",
            _unary(lambda xp, v: v / (1 + xp.abs(v))),
            _unary_vjp(lambda xp, v, out, g: g / ((1 + xp.abs(v)) * (1 + xp.abs(v)))),
-           "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))", onnx="Softsign"),
+           "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))", onnx="Softsign",
+           onnx_nodes=_onnx("Softsign"), torch="F.softsign({0})",
+           torch_calls=_calls("F.softsign", "nn.Softsign")),
         Op("softplus", "softplus", OpKind.FUNCTION, 1, "softplus", _unary(_softplus),
            _unary_vjp(lambda xp, v, out, g: g * _sigmoid(xp, v)),
            "(({0} > (T)0 ? {0} : (T)0) + {log}((T)1 + {exp}({0} < (T)0 ? {0} : -{0})))",
-           onnx="Softplus"),
+           onnx="Softplus", onnx_nodes=_onnx("Softplus"),
+           # log(e^v + e^0): the same overflow-free sum, where F.softplus turns linear at 20
+           torch="torch.logaddexp({0}, torch.zeros_like({0}))",
+           torch_calls=_calls("F.softplus", "nn.Softplus",
+                              numbers=(("beta", 1.0), ("threshold", 20.0)),
+                              attrs=_softplus_attrs)),
         # ONNX's cell clip: bounds a pre-activation to [-threshold, threshold]; as PyTorch's
         # clamp, the gradient passes inside the bounds, the bounds included.
         Op("clip", "clip", OpKind.FUNCTION, 1, "clip", _unary(_clip),
            _unary_vjp(lambda xp, v, out, g, threshold: _where0(
                xp, (v >= -threshold) & (v <= threshold), g)),
            "({0} < -(T){threshold} ? -(T){threshold} : {0} > (T){threshold} ? "
-           "(T){threshold} : {0})", attributes=(Attribute("threshold", None),)),
+           "(T){threshold} : {0})", attributes=(Attribute("threshold", None),),
+           onnx_nodes=lambda emit, a, attrs: emit(
+               "Clip", [a[0], -attrs["threshold"], attrs["threshold"]], {}),
+           torch="torch.clamp({0}, -{threshold}, {threshold})",
+           torch_calls=(*_calls("torch.clamp", "Tensor.clamp", "torch.clip", "Tensor.clip",
+                                numbers=(("min", None), ("max", None)),
+                                attrs=_symmetric("min", "max")),
+                        *_calls("F.hardtanh", "nn.Hardtanh",
+                                numbers=(("min_val", -1.0), ("max_val", 1.0), *_INPLACE),
+                                attrs=_symmetric("min_val", "max_val")))),
         Op("linear", "linear", OpKind.LINEAR, -1, "W", _linear, _linear_vjp, None),
     )
 }

@@ -1,0 +1,517 @@
+"""A compiled cell as a readable PyTorch module: Python source that imports only torch.
+
+``export(runner, "d/cell.py")`` writes two files:
+
+- ``d/cell.py``: one ``nn.Module`` named after the cell (``peephole_lstm`` is
+  ``PeepholeLstm``) whose ``step`` is the cell's equations in the schedule's order, a
+  comment with each stage and each caption, and whose ``forward(x, state=None)`` runs it
+  over time and returns ``(y, final)``, ``final`` a dict of the states; a stack adds a
+  second module (``PeepholeLstmStack``) with one cell module per layer and direction.
+  ``load()`` returns the module with the exported weights.
+- ``d/cell.pt``: its state dict (read back with ``torch.load(weights_only=True)``).
+
+Each parameter ``f.W_x`` is the attribute ``f_W_x`` (:func:`torch_attribute`; in a stack
+``l0.f.W_x`` is ``l0.f_W_x``, the attribute of the submodule ``l0``); the module's
+docstring lists every one. Each op is written by its ``torch`` form in the op table; a
+``linear`` is ``F.linear`` over its operands (the bias in the first) plus ``p * v`` for
+each peephole. The module runs under ``torch.jit.script`` and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import io
+import keyword
+import re
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.cell import Runner
+from lstm_graph.errors import DataError, OutputError, install_hint
+from lstm_graph.export.onnx_model import _compare, _version, check_exportable
+from lstm_graph.formats.files import write_atomic
+from lstm_graph.ir import CellGraph, NodeKind, Size
+from lstm_graph.ops import OpKind
+
+#: Names the generated module uses itself: a cell's names are renamed around them.
+_TAKEN = frozenset({"self", "torch", "F", "nn", "Tensor", "math", "os", "Dict", "List",
+                    "Optional", "Tuple", "state", "ys", "t", "range", "load", "x_seq"})
+#: The longest line the generated code aims for.
+WIDTH = 99
+
+
+def torch_attribute(name: str) -> str:
+    """The attribute (state-dict key) an exported module gives the parameter ``name``:
+    its dots become underscores, but a stack's unit prefix stays a submodule.
+
+    >>> torch_attribute("f.W_x"), torch_attribute("l0_reverse.f.W_x")
+    ('f_W_x', 'l0_reverse.f_W_x')
+    """
+    head, dot, rest = name.partition(".")
+    if dot and re.fullmatch(r"l\d+(_reverse)?", head) and rest.count(".") == 1:
+        return f"{head}.{rest.replace('.', '_')}"
+    return name.replace(".", "_")
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as err:
+        raise DataError(f"exporting to PyTorch needs torch, which is not installed ({err}): "
+                        f"{install_hint('import')}") from None
+    return torch
+
+
+def class_name(cell_name: str) -> str:
+    """``peephole_lstm`` -> ``PeepholeLstm``: the module's class."""
+    words = re.findall(r"[A-Za-z0-9]+", cell_name)
+    name = "".join(w[:1].upper() + w[1:] for w in words)
+    if not name or name[0].isdigit() or name in _TAKEN or keyword.iskeyword(name):
+        name = f"Cell{name}"
+    return name
+
+
+def attributes(graph_params: list[str]) -> dict[str, str]:
+    """Every parameter of one cell's unit -> its attribute: :func:`torch_attribute`, made
+    unique (``_`` appended) in the rare cell where two would coincide."""
+    found: dict[str, str] = {}
+    used: set[str] = set()
+    for name in graph_params:
+        attribute = torch_attribute(name)
+        while attribute in used:
+            attribute += "_"
+        used.add(attribute)
+        found[name] = attribute
+    return found
+
+
+class _Names:
+    """Python names for a cell's values: its own where they are free, else with ``_``."""
+
+    def __init__(self, graph: CellGraph):
+        self.of: dict[str, str] = {}
+        used: set[str] = set(_TAKEN)
+        (x,) = graph.inputs
+        for name in [x, *graph.states, *graph.assignments]:
+            if name in self.of:
+                continue
+            py = name if name == x and name not in _TAKEN - {"x"} else name
+            while py in used:
+                py += "_"
+            used.add(py)
+            self.of[name] = py
+        for state in graph.states:
+            py = f"{self.of[state]}_prev"
+            while py in used:
+                py += "_"
+            used.add(py)
+            self.of[f"{state}[t-1]"] = py
+        self.used = used
+
+    def temporary(self, base: str) -> str:
+        name = base
+        while name in self.used:
+            name += "_"
+        self.used.add(name)
+        return name
+
+
+_ATOM = 9
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+class _Step:
+    """The body of ``step``: one line per assignment (and a temporary where an op's form
+    reads its operand twice)."""
+
+    def __init__(self, runner: Runner, graph: CellGraph, params: Mapping[str, str]):
+        self.graph = graph
+        self.names = _Names(graph)
+        self.params = params
+        self.lines: list[str] = []
+
+    def value(self, node_id: str, assignment: str) -> tuple[str, int]:
+        """The expression of a node inside ``assignment``'s line, and its precedence."""
+        node = self.graph.node(node_id)
+        if node.kind is NodeKind.CONST:
+            text = _number(float(node.value or 0.0))
+            return text, _ATOM if not text.startswith("-") else 3
+        if node.kind is not NodeKind.OP or node.assignment != assignment or \
+                (node.id == node.assignment and node.id != assignment):
+            return self.names.of[node.id], _ATOM
+        op = node.operation
+        if op.kind is OpKind.LINEAR:
+            return self._linear(node_id, assignment)
+        args = [self.value(a, assignment) for a in node.args]
+        template = str(op.torch)
+        attrs = {k: _number(v) for k, v in node.attributes.items()}
+        if op.kind is OpKind.OPERATOR:
+            wrapped = []
+            for position, (text, prec) in enumerate(args):
+                tight = prec < op.precedence or (op.name == "sub" and position == 1
+                                                 and prec == op.precedence)
+                wrapped.append(f"({text})" if tight else text)
+            return template.format(*wrapped, **attrs), op.precedence
+        if op.kind is OpKind.COPY:
+            return args[0]
+        texts = []
+        for k, (text, prec) in enumerate(args):
+            if template.count(f"{{{k}}}") > 1 and not text.isidentifier():
+                temporary = self.names.temporary(f"{assignment}_{op.name}_arg")
+                self.lines.append(f"{temporary} = {text}")
+                text, prec = temporary, _ATOM
+            clean = all(_clean_slot(template, m.start(), m.end())
+                        for m in re.finditer(re.escape(f"{{{k}}}"), template))
+            texts.append(text if clean or prec == _ATOM else f"({text})")
+        result = template.format(*texts, **attrs)
+        return result, _ATOM if _is_call(template) else 0
+
+    def _linear(self, node_id: str, assignment: str) -> tuple[str, int]:
+        node = self.graph.node(node_id)
+        *weights, bias = node.params
+        terms = []
+        bias_given = False
+        for arg, peep, weight in zip(node.args, node.peep, weights):
+            text, prec = self.value(arg, assignment)
+            if peep:
+                terms.append(f"self.{self.params[weight]} * "
+                             f"{text if prec >= 2 else f'({text})'}")
+            elif not bias_given:
+                terms.insert(0, f"F.linear({text}, self.{self.params[weight]}, "
+                                f"self.{self.params[bias]})")
+                bias_given = True
+            else:
+                terms.append(f"F.linear({text}, self.{self.params[weight]})")
+        if not bias_given:
+            terms.insert(0, f"self.{self.params[bias]}")
+        return " + ".join(terms), _ATOM if len(terms) == 1 else 1
+
+    def assignment(self, name: str) -> None:
+        text, _ = self.value(name, name)
+        self.lines.append(f"{self.names.of[name]} = {text}")
+
+
+def _clean_slot(template: str, start: int, end: int) -> bool:
+    """Whether ``{k}`` at ``start:end`` is a whole call argument (no parentheses needed)."""
+    before = template[:start].rstrip()
+    after = template[end:].lstrip()
+    return before.endswith(("(", ",")) and after.startswith((")", ","))
+
+
+def _is_call(template: str) -> bool:
+    """Whether a form is one call, ``name(...)`` from start to end."""
+    match = re.match(r"[\w.]+\(", template)
+    if match is None or not template.endswith(")"):
+        return False
+    depth = 0
+    for k, char in enumerate(template):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and k >= match.end() - 1:
+            return k == len(template) - 1
+    return False
+
+
+def _code_lines(code: str, indent: int) -> list[str]:
+    """One statement at ``indent``, broken inside parentheses to fit :data:`WIDTH`: before
+    a ``+`` or ``-``, or after a comma, of an open group, the continuation aligned under
+    the group's first character (as a formatter would)."""
+    out: list[str] = []
+    opens: list[int] = []  # columns of the open parentheses
+    start, column0, k = 0, indent, 0
+    best: tuple[int, int, list[int]] | None = None  # where to break, continue, open then
+    while k < len(code):
+        column = column0 + k - start
+        if column >= WIDTH and best is not None:
+            at, continuation, opens = best[0], best[1], list(best[2])
+            out.append(" " * column0 + code[start:at].rstrip())
+            while code[at] == " ":
+                at += 1
+            start, column0, k, best = at, continuation, at, None
+            continue
+        char = code[k]
+        if char == "(" or char == "[":
+            opens.append(column)
+        elif (char == ")" or char == "]") and opens:
+            opens.pop()
+        elif opens and opens[-1] + 1 < column and (code.startswith((" + ", " - "), k)):
+            best = (k + 1, opens[-1] + 1, list(opens))
+        elif opens and opens[-1] + 1 < column + 2 and code.startswith(", ", k):
+            best = (k + 2, opens[-1] + 1, list(opens))
+        k += 1
+    out.append(" " * column0 + code[start:])
+    return out
+
+
+def _quoted(text: str) -> str:
+    """A string literal in double quotes (names and file names: no escapes needed)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def source(runner: Runner, weights_file: str) -> str:
+    """The module's Python source (see the module docstring)."""
+    check_exportable(runner)
+    unit = runner.units[0]
+    cells = {id(u.cell): u.cell for u in runner.units}
+    if len(cells) > 1:
+        raise DataError("the two directions of this runner compute different cells (an ONNX "
+                        "model's activations); export to ONNX instead")
+    cell = unit.cell
+    graph, schedule = cell.graph, cell.schedule
+    params = attributes([p.name for p in schedule.params])
+    step = _Step(runner, graph, params)
+    names = step.names
+    (x,) = graph.inputs
+    (output,) = graph.outputs
+    states = list(graph.states)
+    cls = class_name(cell.name)
+    returns = [names.of[s] for s in states]
+    if output not in graph.states:
+        returns.append(names.of[output])
+    body: list[str] = []
+    for number, stage in enumerate(schedule.stages, start=1):
+        waits = sorted({r for n in stage for r in schedule.reads(n)["new"] if r in graph.states})
+        note = f" (waits for the new {', '.join(waits)})" if waits else ""
+        body.append(f"# stage {number}: {', '.join(stage)}{note}")
+        for name in stage:
+            caption = graph.assignments[name].caption
+            if caption:
+                body.append(f"# {caption}")
+            step.lines = []
+            step.assignment(name)
+            body += step.lines
+    tuple_type = "Tensor" if len(returns) == 1 else \
+        f"Tuple[{', '.join(['Tensor'] * len(returns))}]"
+    signature = ", ".join(["self", f"{names.of[x]}: Tensor",
+                           *(f"{names.of[f'{s}[t-1]']}: Tensor" for s in states)])
+    lines = [f'"""{cls}: the cell \'{cell.name}\' of lstm-graph as a PyTorch module.', ""]
+    lines += _doc(runner, cls, weights_file, params)
+    lines += ['"""', "", "import math", "import os",
+              "from typing import Dict, List, Optional, Tuple", "", "import torch",
+              "import torch.nn.functional as F", "from torch import Tensor, nn", "",
+              f"INPUT_SIZE = {runner.input_size}", f"HIDDEN_SIZE = {runner.hidden_size}",
+              f"WEIGHTS = {_quoted(weights_file)}",
+              f"DTYPE = torch.{np.dtype(runner.dtype).name}  # the exported weights'", "", ""]
+    lines += [f"class {cls}(nn.Module):",
+              f'    """The cell \'{cell.name}\' over time: ``step`` is one step, '
+              "``forward`` a sequence.",
+              "",
+              "    States start at zero unless ``forward`` is given them; x is time-major "
+              "(T, B, I).",
+              '    """', "",
+              "    def __init__(self, input_size: int = INPUT_SIZE, "
+              "hidden_size: int = HIDDEN_SIZE) -> None:",
+              "        super().__init__()",
+              "        self.input_size = input_size",
+              "        self.hidden_size = hidden_size"]
+    for spec in schedule.params:
+        dims = ", ".join({Size.HIDDEN: "hidden_size", Size.INPUT: "input_size",
+                          Size.SCALAR: "1"}[s] for s in spec.shape)
+        lines.append(f"        self.{params[spec.name]} = nn.Parameter(torch.empty({dims}))")
+    lines += ["        self.reset_parameters()", "",
+              "    def reset_parameters(self) -> None:",
+              '        """Uniform in ±1/√H, as PyTorch\'s recurrent layers (and lstm-graph) '
+              'start."""',
+              "        bound = 1.0 / math.sqrt(self.hidden_size)",
+              "        for weight in self.parameters():",
+              "            nn.init.uniform_(weight, -bound, bound)", "",
+              f"    def step({signature}) -> {tuple_type}:",
+              f'        """One step: the new {", ".join(returns)} from '
+              f'{names.of[x]} and the old {", ".join(names.of[s] for s in states)}."""']
+    for line in body:
+        lines += _code_lines(line, 8)
+    lines += [f"        return {', '.join(returns)}", "",
+              "    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None",
+              "                ) -> Tuple[Tensor, Dict[str, Tensor]]:",
+              '        """y (T, B, O) and the final states from x (T, B, I) and the initial '
+              'states',
+              '        (zeros for any not given)."""']
+    backwards = runner.stack.single and runner.stack.direction == "reverse"
+    for s in states:
+        lines.append(f"        {names.of[s]} = self.initial(x, state, {_quoted(s)})")
+    if backwards:
+        lines.append("        x = torch.flip(x, [0])  # the reverse direction: last step first")
+    finals = "{" + ", ".join(f"{_quoted(s)}: {names.of[s]}" for s in states) + "}"
+    lines += ["        ys: List[Tensor] = []", "        for t in range(x.shape[0]):",
+              f"            {', '.join(returns)} = self.step(x[t], "
+              f"{', '.join(names.of[s] for s in states)})",
+              f"            ys.append({names.of[output]})",
+              f"        return torch.flip(torch.stack(ys), [0]), {finals}" if backwards else
+              f"        return torch.stack(ys), {finals}", "",
+              "    def initial(self, x: Tensor, state: Optional[Dict[str, Tensor]], "
+              "name: str) -> Tensor:",
+              '        """A state\'s value at the start: given, or zeros (B, H)."""',
+              "        if state is not None and name in state:",
+              "            return state[name]",
+              "        return x.new_zeros([x.shape[1], self.hidden_size])"]
+    top = cls
+    if not runner.stack.single:
+        top = f"{cls}Stack"
+        lines += ["", ""] + _stack(runner, cls, top)
+    lines += ["", "", f"def load(path: Optional[str] = None) -> {top}:",
+              '    """The module with the exported weights: WEIGHTS beside this file, or '
+              '``path``."""',
+              f"    model = {top}().to(DTYPE)",
+              "    if path is None:",
+              "        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS)",
+              "    model.load_state_dict(torch.load(path, weights_only=True))",
+              "    return model", ""]
+    return "\n".join(lines)
+
+
+def _doc(runner: Runner, cls: str, weights_file: str, params: Mapping[str, str]) -> list[str]:
+    """The module docstring's body: what it is, how to use it, the parameter names."""
+    cell = runner.cell
+    stack = "" if runner.stack.single else f" ({runner.stack.describe()}: {cls}Stack)"
+    rows = [(name, (u.prefix + params[name[len(u.prefix):]]) if u.prefix else params[name],
+             str(tuple(value.shape)))
+            for u in runner.units for name, value in
+            ((u.prefix + n, v) for n, v in u.weights.items())]
+    width = max(len(r[0]) for r in rows)
+    width2 = max(len(r[1]) for r in rows)
+    top = cls if runner.stack.single else f"{cls}Stack"
+    return [f"Written by lstm-graph {_version()} from {cell.graph.file}{stack}; it needs only "
+            "torch.",
+            "",
+            "    import cell               # this file",
+            "    model = cell.load()       # the exported weights, WEIGHTS beside this file",
+            "    y, final = model(x)       # x (T, B, I) -> y (T, B, O), final {state: value}",
+            "",
+            f"{top}() without load() starts from fresh weights (uniform in ±1/√H).",
+            "",
+            "The parameters, as lstm-graph names them, and here:",
+            "",
+            *(f"    {a:<{width}}  {b:<{width2}}  {shape}" for a, b, shape in rows)]
+
+
+def _stack(runner: Runner, cls: str, top: str) -> list[str]:
+    """The stack module: one cell module per layer and direction, run layer by layer."""
+    stack = runner.stack
+    cell = runner.cell
+    (output,) = cell.graph.outputs
+    size = cell.schedule.sizes[output]
+    lines = [f"class {top}(nn.Module):",
+             f'    """{stack.describe()}, of {cls}: y is (T, B, D·O), the forward half',
+             "    first; each state is (L·D, B, H) in PyTorch's h_n order.\"\"\"", "",
+             "    def __init__(self, input_size: int = INPUT_SIZE, "
+             "hidden_size: int = HIDDEN_SIZE) -> None:",
+             "        super().__init__()",
+             "        width = input_size"]
+    for layer in range(stack.layers):
+        if layer:
+            grown = {Size.HIDDEN: "hidden_size", Size.INPUT: "width", Size.SCALAR: "1"}[size]
+            lines.append(f"        width = {stack.directions} * {grown}")
+        for (k, reverse) in stack.units:
+            if k == layer:
+                lines.append(f"        self.{stack.prefix(k, reverse)[:-1]} = "
+                             f"{cls}(width, hidden_size)")
+    lines += ["", "    def forward(self, x: Tensor, state: Optional[Dict[str, Tensor]] = None",
+              "                ) -> Tuple[Tensor, Dict[str, Tensor]]:",
+              '        """y and the final states from x (T, B, I) and the initial states '
+              '(L·D, B, H)."""',
+              "        finals: List[Dict[str, Tensor]] = []"]
+    for layer in range(stack.layers):
+        lines.append(f"        # layer {layer + 1}")
+        ys = []
+        for index, (k, reverse) in enumerate(stack.units):
+            if k != layer:
+                continue
+            unit = stack.prefix(k, reverse)[:-1]
+            if reverse:
+                lines.append(f"        y_{unit}, final = self.{unit}(torch.flip(x, [0]), "
+                             f"unit_state(state, {index}))")
+                ys.append(f"torch.flip(y_{unit}, [0])")
+            else:
+                lines.append(f"        y_{unit}, final = self.{unit}(x, unit_state(state, "
+                             f"{index}))")
+                ys.append(f"y_{unit}")
+            lines.append("        finals.append(final)")
+        lines.append(f"        x = {ys[0]}" if len(ys) == 1 else
+                     f"        x = torch.cat([{', '.join(ys)}], -1)")
+    lines += ["        return x, stack_states(finals)", "", "",
+              "def unit_state(state: Optional[Dict[str, Tensor]], unit: int"
+              ") -> Optional[Dict[str, Tensor]]:",
+              '    """One unit\'s initial states out of the stack\'s (L·D, B, H)."""',
+              "    if state is None:",
+              "        return None",
+              "    mine: Dict[str, Tensor] = {}",
+              "    for name, value in state.items():",
+              "        mine[name] = value[unit]",
+              "    return mine", "", "",
+              "def stack_states(finals: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:",
+              '    """Every unit\'s final states as (L·D, B, H), in PyTorch\'s h_n order."""',
+              "    out: Dict[str, Tensor] = {}",
+              "    for name in finals[0].keys():",
+              "        out[name] = torch.stack([final[name] for final in finals])",
+              "    return out"]
+    return lines
+
+
+def state_dict(runner: Runner) -> dict[str, Any]:
+    """The module's state dict: every parameter under its attribute, as a tensor."""
+    torch = _torch()
+    params = attributes([p.name for p in runner.units[0].cell.schedule.params])
+    return {(u.prefix + params[name]) if u.prefix else params[name]:
+            torch.from_numpy(np.array(value, dtype=runner.dtype))
+            for u in runner.units for name, value in u.weights.items()}
+
+
+def load_source(text: str, name: str = "lstm_graph_exported") -> types.ModuleType:
+    """The generated source as a module, without a file (to check it before writing)."""
+    module = types.ModuleType(name)
+    module.__file__ = f"<{name}>"
+    exec(compile(text, module.__file__, "exec"), module.__dict__)  # our own generated code
+    return module
+
+
+def verify(runner: Runner, text: str, weights: Mapping[str, Any], steps: int = 3,
+           batch: int = 2) -> None:
+    """Run the generated module on a seeded input against ``runner``; a DataError if
+    they differ (nothing is written)."""
+    torch = _torch()
+    module = load_source(text)
+    top = [v for k, v in vars(module).items() if isinstance(v, type)
+           and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__][-1]
+    model = top().to(module.DTYPE)
+    model.load_state_dict(weights)
+    x = np.random.default_rng(0).standard_normal((steps, batch, runner.input_size)) \
+        .astype(runner.dtype)
+    want_y, want = runner(x)
+    with torch.no_grad():
+        y, final = model(torch.from_numpy(x))
+    _compare("y", y.numpy(), np.asarray(want_y), runner.dtype)
+    for name, value in want.items():
+        _compare(f"final {name}", final[name].numpy(), np.asarray(value), runner.dtype)
+
+
+def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, Path]:
+    """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
+    same stem); both whole or not at all. Returns the two paths."""
+    torch = _torch()
+    path = Path(path)
+    if path.suffix != ".py":
+        raise OutputError(f"{path}: the module is Python source; name it .py")
+    if not path.stem.isidentifier() or keyword.iskeyword(path.stem):
+        raise OutputError(f"{path}: '{path.stem}' cannot be imported as a Python module; "
+                          "name the file as an identifier (cell.py, my_lstm.py)")
+    weights_path = path.with_suffix(".pt")
+    text = source(runner, weights_path.name)
+    weights = state_dict(runner)
+    if check:
+        verify(runner, text, weights)
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    existed = weights_path.exists()
+    write_atomic(weights_path, buffer.getvalue())
+    try:
+        write_atomic(path, text.encode("utf-8"))
+    except BaseException:
+        if not existed:
+            weights_path.unlink(missing_ok=True)
+        raise
+    return path, weights_path

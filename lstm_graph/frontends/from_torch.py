@@ -1,0 +1,155 @@
+"""A PyTorch cell module as a ``.cell`` file and its weights (``lstm-graph from-torch``).
+
+``convert(Path("fast.py"), "LSTMCell", 3, 4, ["h", "c"], state_dict=Path("sd.pt"))``
+loads and traces the module (:mod:`.torch_fx`), writes what one step computes as a cell
+(:mod:`.cell_writer`), and checks the result: the cell, run by lstm-graph over a seeded
+sequence, must give what the module gives stepped over the same sequence from zero
+states (in float64, to 1e-6 relative), or nothing is written. A module that cannot
+become a cell is refused with the op, the line of its forward, and what is supported
+(:class:`~lstm_graph.frontends.torch_fx.ConvertError`).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.frontends import cell_writer, torch_fx
+from lstm_graph.frontends.torch_fx import ConvertError
+from lstm_graph.language.parser import RESERVED
+
+#: Steps and sequences of the check against the module.
+CHECK_STEPS, CHECK_BATCH = 5, 3
+#: The check's tolerance, relative to 1 + |value|: float64 on both sides, the weights
+#: rounded once to the module's dtype.
+TOLERANCE = 1e-6
+
+
+@dataclass
+class Converted:
+    """A converted cell: its ``.cell`` text, weights in its names, and what was checked."""
+
+    text: str
+    weights: dict[str, np.ndarray]
+    cell: Any  # lstm_graph.cell.Cell
+    error: float  # the check's largest difference from the module
+
+
+def parse_source(spec: str) -> tuple[Path, str]:
+    """``FILE.py:CLASS`` split (a ConvertError saying how to write it otherwise)."""
+    path, colon, name = spec.rpartition(":")
+    if not colon or not path or not name.isidentifier():
+        raise ConvertError(f"'{spec}': give the module as FILE.py:CLASS (e.g. "
+                           "cells.py:LSTMCell)")
+    return Path(path), name
+
+
+def check_states(states: Sequence[str]) -> list[str]:
+    """State names for the cell: identifiers, distinct, not the language's own words."""
+    names = [s.strip() for s in states if s.strip()]
+    if not names:
+        raise ConvertError("--states names no state; give the states the forward's state "
+                           "holds, in order (e.g. h,c)")
+    for name in names:
+        if not name.isidentifier() or name in RESERVED:
+            raise ConvertError(f"--states: '{name}' cannot name a state (letters, digits, _; "
+                               "not a keyword of the .cell language)")
+    if len(set(names)) != len(names):
+        raise ConvertError(f"--states names a state twice: {', '.join(names)}")
+    return names
+
+
+def cell_name(out: Path | None, class_name: str) -> str:
+    """The ``cell`` line's name: the output file's stem, else the class in snake case."""
+    if out is not None and out.stem.isidentifier() and out.stem not in RESERVED:
+        return out.stem
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", class_name).lower()
+
+
+def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
+            states: Sequence[str], state_dict: Path | None = None, out: Path | None = None
+            ) -> Converted:
+    """The cell ``CLASS(input_size, hidden_size)`` of ``path`` computes (see the module
+    docstring)."""
+    states = check_states(states)
+    cls = torch_fx.load_class(path, class_name)
+    module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict)
+    traced = torch_fx.trace(module, path, states)
+    step = torch_fx.interpret(traced, states, input_size, hidden_size)
+    given = torch_fx.forward_input_name(cls)
+    input_name = given if given and given.isidentifier() and given not in RESERVED \
+        and given not in states else ("x" if "x" not in states else "x_t")
+    dtype = _module_dtype(module)
+    weights_from = f"the state dict {state_dict.name}" if state_dict is not None else \
+        f"{class_name}'s own initialisation"
+    header = textwrap.wrap(
+        f"{class_name} of {path.name}, converted by lstm-graph from-torch (torch.fx) with "
+        f"input size {input_size} and hidden size {hidden_size}. Its weights ({weights_from}) "
+        "are in lstm-graph's names; each caption says which line of the forward made the "
+        "value.", 88)
+    name = cell_name(out, class_name)
+    written = cell_writer.write(step, name, input_name, states, hidden_size, header,
+                                str(out) if out is not None else f"{name}.cell", dtype)
+    error = check(written, module, states, input_size, hidden_size)
+    return Converted(written.text, written.weights, written.cell, error)
+
+
+def _module_dtype(module: Any) -> np.dtype:
+    parameter = next(module.parameters(), None)
+    if parameter is None or not parameter.is_floating_point():
+        return np.dtype(np.float32)
+    return np.dtype(str(parameter.dtype).removeprefix("torch."))
+
+
+def step_module(module: Any, x: np.ndarray, states: Sequence[str], hidden_size: int
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The module stepped over ``x`` (T, B, I) from zero states: ``y`` and the final
+    states, as lstm-graph's ``run`` gives them."""
+    import torch
+
+    dtype = next(module.parameters(), torch.empty(0, dtype=torch.float64)).dtype
+    batch = x.shape[1]
+    values = [torch.zeros(batch, hidden_size, dtype=dtype) for _ in states]
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            state: Any = values[0] if len(values) == 1 else tuple(values)
+            out, new = module(torch.from_numpy(x[t]).to(dtype), state)
+            values = list(new) if isinstance(new, (tuple, list)) else [new]
+            outs.append(out.detach().cpu().numpy())
+    return np.stack(outs), {s: v.detach().cpu().numpy() for s, v in zip(states, values)}
+
+
+def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
+          hidden_size: int) -> float:
+    """The largest difference (relative to 1 + |value|) between the converted cell and
+    the module, stepped over a seeded sequence in float64; a ConvertError past
+    :data:`TOLERANCE` (a bug of ours: nothing is written)."""
+    import copy
+
+    x = np.random.default_rng(0).standard_normal((CHECK_STEPS, CHECK_BATCH, input_size))
+    double = copy.deepcopy(module).double()
+    want_y, want = step_module(double, x, states, hidden_size)
+    runner = written.cell.compile(weights=written.weights, dtype="float64",
+                                  input_size=input_size, executor="reference")
+    got_y, got = runner(x)
+    error = 0.0
+    for what, a, b in [("the output", got_y, want_y),
+                       *((f"state '{s}'", got[s], want[s]) for s in states)]:
+        if a.shape != b.shape:
+            raise ConvertError(f"the converted cell's {what} has shape {a.shape}, the "
+                               f"module's {b.shape}; nothing was written (a bug in "
+                               "from-torch: please report it)")
+        error = max(error, float(np.max(np.abs(a - b) / (1 + np.abs(b)), initial=0.0)))
+    if not error <= TOLERANCE:
+        raise ConvertError(f"the converted cell differs from the module by {error:.3g} over "
+                           f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
+                           f"please report it, with the module)\n--- the cell ---\n"
+                           f"{written.text}")
+    return error

@@ -1,0 +1,864 @@
+"""A PyTorch cell module, traced with ``torch.fx``, as the values of one step.
+
+``trace_cell`` loads ``FILE.py``, makes ``CLASS(input_size, hidden_size)`` (with a
+state dict, if given), and traces its ``forward(x_t, state) -> (out, new_state)``
+through a small wrapper whose ``forward(x, s1, s2, …)`` passes the states as the tuple
+the cell unpacks (fx cannot unpack a traced tuple itself). Every fx node records the
+line of the user's code that made it. :class:`_Interpreter` then gives each node its
+value (:mod:`.values`): concrete where it depends only on parameters (evaluated with
+PyTorch itself), symbolic where it depends on the step's input or states.
+
+What it understands is listed in :data:`SUPPORTED`; anything else — a layer norm, a
+reduction, a branch on a tensor's value, an op the op table lacks — is a
+:class:`ConvertError` naming the op, the file and line of the forward, and what is
+supported. Element-wise functions are recognised by the op table's ``torch_calls``
+(``torch.sigmoid``, ``F.sigmoid``, ``Tensor.sigmoid``, ``nn.Sigmoid``, …), so a function
+the table gains is converted without a change here.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import inspect
+import linecache
+import operator
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.errors import LstmGraphError, install_hint, printable
+from lstm_graph.frontends.values import (
+    Affine,
+    Apply,
+    Cat,
+    Input,
+    Old,
+    Value,
+    Where,
+    add_affine,
+    affine,
+    cut,
+    scale_affine,
+    with_bias,
+)
+from lstm_graph.ops import OPS, Op, OpKind, TorchCall
+
+#: The meta key under which each traced node keeps where the user's code made it.
+WHERE = "lstm_graph_where"
+
+SUPPORTED = textwrap.fill(
+    "from-torch converts: nn.Linear, F.linear, torch.mm / matmul / addmm / @ with a weight "
+    "(x @ W.t()); torch.cat([x, h], 1) into a linear; chunk, split, narrow and [:, a:b] "
+    "slices of a value's units; +, -, * with numbers, values and element-wise parameters "
+    "(self.w * c), / by a number; dropout (eval mode) and identities; and the functions "
+    "of the op table in their torch., F., method and nn. spellings: "
+    + ", ".join(op.spelling for op in OPS.values() if op.torch_calls and op.function)
+    + " (and clamp(v, -t, t) as clip).", 100)
+
+#: Why some common ops cannot be converted, by name.
+_WHY = {
+    **dict.fromkeys(("sum", "mean", "max", "min", "amax", "amin", "prod", "std", "var",
+                     "norm", "logsumexp", "softmax", "log_softmax", "cumsum"),
+                    "it reduces over the units of a value, and a cell's values are "
+                    "element-wise across units"),
+    **dict.fromkeys(("layer_norm", "LayerNorm", "batch_norm", "BatchNorm1d", "group_norm",
+                     "GroupNorm", "normalize"),
+                    "a normalisation reduces over the units of a value, which a cell's "
+                    "element-wise equations cannot express"),
+    **dict.fromkeys(("zeros", "ones", "zeros_like", "ones_like", "full", "empty", "randn",
+                     "rand", "new_zeros", "new_ones", "new_full", "randn_like", "rand_like"),
+                    "it makes a tensor from a shape; a cell's values come from x, the "
+                    "states, parameters and numbers"),
+    **dict.fromkeys(("view", "reshape", "flatten", "unsqueeze", "squeeze", "permute",
+                     "transpose", "t", "T", "mT", "expand", "repeat", "stack", "unbind"),
+                    "it changes a value's shape; a cell's values are (batch, units)"),
+    **dict.fromkeys(("exp", "log", "sqrt", "pow", "abs", "sin", "cos", "reciprocal",
+                     "rsqrt", "log1p", "expm1", "sign", "floor", "round"),
+                    "the op table has no such element-wise function (it has the "
+                    "activations of ONNX's recurrent operators)"),
+}
+
+
+class ConvertError(LstmGraphError):
+    """A PyTorch cell that cannot become a ``.cell``, said with where and why."""
+
+
+def _torch() -> Any:
+    try:
+        import torch
+        import torch.fx  # noqa: F401  (fx is a submodule)
+    except ImportError as err:
+        raise ConvertError(f"from-torch needs torch, which is not installed ({err}): "
+                           f"{install_hint('import')}") from None
+    return torch
+
+
+# -- loading the user's class ---------------------------------------------------------------
+
+
+def _user_frame(tb: Any, files: set[str]) -> tuple[str, int] | None:
+    """The innermost frame of a traceback in one of the user's ``files``."""
+    found = None
+    for frame, line in traceback.walk_tb(tb):
+        if str(Path(frame.f_code.co_filename).resolve()) in files:
+            found = (frame.f_code.co_filename, line)
+    return found
+
+
+def _located(files: set[str], err: BaseException, what: str) -> ConvertError:
+    """``what`` failed with ``err``, said at the user's line where there is one."""
+    where = _user_frame(err.__traceback__, files)
+    detail = printable(f"{type(err).__name__}: {err}")
+    if where is None:
+        return ConvertError(f"{what} failed: {detail}")
+    file, line = where
+    text = linecache.getline(file, line).strip()
+    return ConvertError(f"{file}:{line}: error: {what} failed: {detail}\n    {text}")
+
+
+def load_class(path: Path, class_name: str) -> type:
+    """``class_name`` from the Python file ``path`` (run as a module: it is code)."""
+    torch = _torch()
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file")
+    if path.suffix != ".py":
+        raise ConvertError(f"{path}: not a Python file (.py)")
+    resolved = str(path.resolve())
+    name = "lstm_graph_user_" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConvertError(f"{path}: cannot be imported as a module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ConvertError(f"{path}:{err.lineno}:{err.offset}: error: {err.msg}") from None
+    except Exception as err:  # the user's module failed: said at its line
+        raise _located({resolved}, err, f"importing {path}") from None
+    found = getattr(module, class_name, None)
+    if found is None:
+        classes = sorted(n for n, v in vars(module).items()
+                         if isinstance(v, type) and issubclass(v, torch.nn.Module)
+                         and v.__module__ == name)
+        raise ConvertError(f"{path}: no class '{class_name}' (its nn.Module classes: "
+                           f"{', '.join(classes) or 'none'})")
+    if not (isinstance(found, type) and issubclass(found, torch.nn.Module)):
+        raise ConvertError(f"{path}: {class_name} is not an nn.Module class")
+    if issubclass(found, torch.jit.ScriptModule):
+        raise ConvertError(f"{path}: {class_name} is a torch.jit.ScriptModule, which torch.fx "
+                           "cannot trace; make it an nn.Module (drop jit.ScriptModule and "
+                           "@jit.script_method: the equations stay the same)")
+    return found
+
+
+def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
+                state_dict: Path | None) -> Any:
+    """``cls(input_size, hidden_size)`` in eval mode, with the state dict's weights
+    (read with ``weights_only``: a weights file never runs code)."""
+    torch = _torch()
+    files = {str(path.resolve())}
+    try:
+        module = cls(input_size, hidden_size)
+    except Exception as err:  # the user's constructor: said at its line
+        raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})") from None
+    if state_dict is not None:
+        try:
+            weights = torch.load(state_dict, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001  (torch raises many kinds for a bad file)
+            raise ConvertError(f"{state_dict}: not a PyTorch state dict that loads with "
+                               f"weights_only ({printable(str(err)).splitlines()[0]})") \
+                from None
+        if not isinstance(weights, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+            raise ConvertError(f"{state_dict}: holds a {type(weights).__name__}, not a state "
+                               "dict (names to tensors, as module.state_dict() gives)")
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as err:
+            lines = printable(str(err)).splitlines()
+            detail = " ".join(line.strip() for line in lines[1:4]) or lines[0]
+            raise ConvertError(f"{state_dict}: does not fit {cls.__name__}({input_size}, "
+                               f"{hidden_size}): {detail}") from None
+    return module.eval()
+
+
+def forward_input_name(cls: Any) -> str | None:
+    """The name ``forward`` gives its input (``input``, ``x_t``), if it can be read."""
+    try:
+        parameters = list(inspect.signature(cls.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return parameters[1] if len(parameters) > 1 else None
+
+
+# -- tracing --------------------------------------------------------------------------------
+
+
+@dataclass
+class Traced:
+    """A module's forward as an fx graph, with what the interpreter needs."""
+
+    graph: Any  # torch.fx.Graph
+    root: Any  # the wrapper module (its ``cell`` is the user's)
+    files: set[str]  # the user's source files, resolved
+    class_name: str
+
+
+def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
+    """Trace ``module.forward(x, state)``; ``state`` is one tensor for one state, else the
+    tuple of ``states`` in order."""
+    torch = _torch()
+    files = {str(path.resolve())}
+    try:
+        files.add(str(Path(inspect.getfile(type(module))).resolve()))
+    except (TypeError, OSError):
+        pass
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]))
+
+    class Tracer(torch.fx.Tracer):  # type: ignore[name-defined]
+        def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            node = super().create_node(*args, **kwargs)
+            frame: Any = sys._getframe(1)
+            while frame is not None:
+                file = frame.f_code.co_filename
+                if not file.startswith(skip) and not file.startswith("<"):
+                    node.meta[WHERE] = (file, frame.f_lineno)
+                    break
+                frame = frame.f_back
+            return node
+
+    names = [f"s{k}" for k in range(len(states))]
+    packed = names[0] if len(names) == 1 else f"({', '.join(names)},)"
+    namespace: dict[str, Any] = {}
+    exec(compile(f"def forward(self, x, {', '.join(names)}):\n"  # our own two lines
+                 f"    return self.cell(x, {packed})\n", "<lstm-graph wrapper>", "exec"),
+         namespace)
+    wrapper_type = type("Wrapper", (torch.nn.Module,), {"forward": namespace["forward"]})
+    wrapper = wrapper_type()
+    wrapper.cell = module
+    try:
+        graph = Tracer().trace(wrapper)
+    except torch.fx.proxy.TraceError as err:
+        where = _user_frame(err.__traceback__, files)
+        head = f"{where[0]}:{where[1]}: error: " if where else ""
+        text = f"\n    {linecache.getline(*where).strip()}" if where else ""
+        why = ("it branches on a tensor's value (an if, while or bool() on it), and a cell "
+               "runs the same equations at every step" if "control flow" in str(err)
+               else printable(str(err)))
+        raise ConvertError(f"{head}{type(module).__name__}.forward cannot be traced: "
+                           f"{why}{text}\n{SUPPORTED}") from None
+    except Exception as err:  # the user's forward failed while traced
+        raise _located(files, err, f"tracing {type(module).__name__}.forward") from None
+    return Traced(graph, wrapper, files, type(module).__name__)
+
+
+# -- names of the user's variables ----------------------------------------------------------
+
+
+class _Statements:
+    """The simple statements of the user's files, to name values by what they assign."""
+
+    def __init__(self) -> None:
+        self.trees: dict[str, list[ast.stmt]] = {}
+
+    def at(self, file: str, line: int) -> ast.stmt | None:
+        """The innermost simple statement spanning ``line`` of ``file``."""
+        if file not in self.trees:
+            try:
+                tree = ast.parse(Path(file).read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, ValueError):
+                tree = ast.Module(body=[], type_ignores=[])
+            self.trees[file] = [node for node in ast.walk(tree)
+                                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign,
+                                                     ast.Return, ast.Expr))]
+        best = None
+        for stmt in self.trees[file]:
+            end = stmt.end_lineno or stmt.lineno
+            if stmt.lineno <= line <= end and (best is None or stmt.lineno >= best.lineno):
+                best = stmt
+        return best
+
+
+def _targets(stmt: ast.stmt) -> list[str | None] | str | None:
+    """A plain name assigned, or the names a tuple target unpacks into (None for any that
+    is not a plain name)."""
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target = stmt.targets[0]
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        target = stmt.target
+    else:
+        return None
+    if isinstance(target, ast.Name):
+        return target.id
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [e.id if isinstance(e, ast.Name) else None for e in target.elts]
+    return None
+
+
+# -- the interpreter ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A symbolic value's ``.shape``: its width is known, its batch size is not."""
+
+    width: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step of the traced cell computes: its output and each state's new value."""
+
+    output: Value
+    states: tuple[Value, ...]
+
+
+def _call_names() -> dict[str, tuple[Op, TorchCall]]:
+    return {call.name: (op, call) for op in OPS.values() for call in op.torch_calls}
+
+
+class _Interpreter:
+    """Gives every fx node its value (see the module docstring); refuses what it cannot."""
+
+    def __init__(self, traced: Traced, states: Sequence[str], input_size: int,
+                 hidden_size: int):
+        self.torch = _torch()
+        self.traced, self.states = traced, list(states)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.calls = _call_names()
+        self.names = self._resolve()
+        self.statements = _Statements()
+
+    def _resolve(self) -> dict[int, str]:
+        """Every callable the importer knows, by identity: its ``torch.``/``F.`` name."""
+        torch = self.torch
+        roots = {"torch": torch, "F": torch.nn.functional, "operator": operator,
+                 "nn": torch.nn, "Tensor": torch.Tensor}
+        known = [*self.calls, "torch.mm", "torch.matmul", "operator.matmul", "torch.addmm",
+                 "F.linear", "nn.Linear", "torch.cat", "torch.concat", "torch.concatenate",
+                 "torch.chunk", "torch.split", "torch.narrow", "operator.getitem",
+                 "operator.truediv", "torch.div", "torch.true_divide", "nn.Module"]
+        found = {}
+        for name in known:
+            head, _, rest = name.partition(".")
+            value: Any = roots[head]
+            for part in rest.split("."):
+                value = getattr(value, part, None)
+            if value is not None:
+                found[id(value)] = name
+        found[id(getattr)] = "builtins.getattr"
+        return found
+
+    # -- the walk --
+
+    def run(self) -> Step:
+        env: dict[Any, Any] = {}
+        placeholders = iter(["x", *self.states])
+        made: list[tuple[Any, Value]] = []
+        result: Any = None
+        torch = self.torch
+        for node in self.traced.graph.nodes:
+            if node.op == "placeholder":
+                role = next(placeholders)
+                env[node] = Input(self.input_size, label="x") if role == "x" else \
+                    Old(self.hidden_size, state=role, label=role)
+                continue
+            if node.op == "get_attr":
+                env[node] = _attribute(self.traced.root, node.target)
+                continue
+            args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+            if node.op == "output":
+                result = args[0]
+                continue
+            if not _symbolic((args, kwargs)):
+                env[node] = self._concrete(node, args, kwargs)
+                continue
+            value = self._symbolic(node, args, kwargs)
+            for item in _values(value):
+                if item.where is None:
+                    item.where = self._where(node)
+                    item.label = node.name
+            env[node] = value
+            if isinstance(value, Value):
+                made.append((node, value))
+        self._name(made)
+        return self._step(result)
+
+    def _where(self, node: Any) -> Where | None:
+        found = node.meta.get(WHERE)
+        return None if found is None else Where(found[0], found[1])
+
+    def _name(self, made: list[tuple[Any, Value]]) -> None:
+        """Name values after the variables the code assigns them to: the last value a
+        statement makes gets its name (``cy = f * cx + i * g``), and each item of a tuple
+        unpacking its own (``i, f, g, o = gates.chunk(4, 1)``); a later name wins."""
+        last: dict[tuple[str, int], Any] = {}
+        for node, _ in made:
+            found = node.meta.get(WHERE)
+            stmt = self.statements.at(*found) if found else None
+            if stmt is not None:
+                last[(found[0], stmt.lineno)] = node
+        for node, value in made:
+            found = node.meta.get(WHERE)
+            stmt = self.statements.at(*found) if found else None
+            targets = _targets(stmt) if stmt is not None else None
+            if isinstance(targets, str) and stmt is not None and \
+                    last.get((found[0], stmt.lineno)) is node:
+                _rename(value, targets)
+            elif isinstance(targets, list) and node.target is operator.getitem \
+                    and isinstance(node.args[1], int) and node.args[1] < len(targets) \
+                    and targets[node.args[1]] is not None:
+                _rename(value, str(targets[node.args[1]]))
+
+    def _step(self, result: Any) -> Step:
+        name = self.traced.class_name
+        if not (isinstance(result, (tuple, list)) and len(result) == 2):
+            raise ConvertError(f"{name}.forward returns {_kind(result)}; a cell's forward "
+                               "returns (out, new_state)")
+        out, new = result
+        new = list(new) if isinstance(new, (tuple, list)) else [new]
+        if len(new) != len(self.states):
+            raise ConvertError(f"{name}.forward returns {len(new)} new state"
+                               f"{'s' if len(new) != 1 else ''}, but --states names "
+                               f"{len(self.states)} ({', '.join(self.states)})")
+        for what, value in [("its output", out),
+                            *((f"state '{s}'", v) for s, v in zip(self.states, new))]:
+            if not isinstance(value, Value) or isinstance(value, Cat):
+                raise ConvertError(f"{name}.forward returns {_kind(value)} as {what}; it "
+                                   "must be a tensor computed from x and the states")
+        for state, value in zip(self.states, new):
+            if value.width != self.hidden_size:
+                raise ConvertError(f"{name}.forward's new state '{state}' has "
+                                   f"{value.width} units, but the hidden size is "
+                                   f"{self.hidden_size}{self._at(value)}")
+        return Step(out, tuple(new))
+
+    def _at(self, value: Value) -> str:
+        where = value.where
+        return "" if where is None else f" ({where.file}:{where.line})"
+
+    # -- concrete values --
+
+    def _concrete(self, node: Any, args: Any, kwargs: Any) -> Any:
+        """A node whose operands are all concrete, run by PyTorch itself."""
+        torch = self.torch
+        try:
+            with torch.no_grad():
+                if node.op == "call_function":
+                    return node.target(*args, **kwargs)
+                if node.op == "call_method":
+                    return getattr(args[0], node.target)(*args[1:], **kwargs)
+                return self.traced.root.get_submodule(node.target)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001  (PyTorch's own error, said at the line)
+            raise self._refuse(node, f"{self._describe(node)} failed on the parameters: "
+                               f"{printable(str(err)).splitlines()[0]}") from None
+
+    # -- symbolic values --
+
+    def _call_name(self, node: Any) -> str:
+        if node.op == "call_method":
+            return f"Tensor.{node.target}"
+        if node.op == "call_module":
+            module = self.traced.root.get_submodule(node.target)
+            return self.names.get(id(type(module)), f"nn.{type(module).__name__}"
+                                  if type(module).__module__.startswith("torch.nn")
+                                  else type(module).__name__)
+        found = self.names.get(id(node.target))
+        if found is not None:
+            return found
+        module = getattr(node.target, "__module__", None) or "torch"
+        short = {"torch.nn.functional": "F", "_operator": "operator"}.get(module, module)
+        return f"{short}.{getattr(node.target, '__name__', node.target)}"
+
+    def _describe(self, node: Any) -> str:
+        name = self._call_name(node)
+        if node.op == "call_module":
+            return f"{name} (self.{node.target.removeprefix('cell.')})"
+        return name
+
+    def _refuse(self, node: Any, message: str, why: str | None = None) -> ConvertError:
+        found = node.meta.get(WHERE)
+        head = f"{found[0]}:{found[1]}: error: " if found else ""
+        text = f"\n    {linecache.getline(found[0], found[1]).strip()}" if found else ""
+        reason = f": {why}" if why else ""
+        return ConvertError(f"{head}{self.traced.class_name}.forward: {message}{reason}{text}"
+                            f"\n{SUPPORTED}")
+
+    def _symbolic(self, node: Any, args: Any, kwargs: Any) -> Any:
+        name = self._call_name(node)
+        short = name.rpartition(".")[2]
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            return handler(self, node, list(args), dict(kwargs))
+        if name in self.calls:
+            return self._op_call(node, name, list(args), dict(kwargs))
+        if short.endswith("_") and not short.startswith("_") and short[:-1] in {
+                c.rpartition(".")[2] for c in self.calls}:
+            raise self._refuse(node, f"{name} is in place", "it changes a tensor the trace "
+                               f"has already read; write y = torch.{short[:-1]}(x)")
+        raise self._refuse(node, f"{self._describe(node)} cannot be part of a cell",
+                           _WHY.get(short, "it is not one of the ops below"))
+
+    def _op_call(self, node: Any, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """An op of the op table, in one of its PyTorch spellings."""
+        op, call = self.calls[name]
+        arity = 1 if op.kind in (OpKind.FUNCTION, OpKind.COPY) else op.arity
+        module = self.traced.root.get_submodule(node.target) if node.op == "call_module" \
+            else None
+        operands, extra = args[:arity], args[arity:]
+        numbers = {n: getattr(module, n, d) if module is not None else d
+                   for n, d in call.numbers}
+        names = [n for n, _ in call.numbers]
+        if len(extra) > len(names):
+            raise self._refuse(node, f"{name} is given {len(args)} arguments")
+        numbers.update(zip(names, extra))
+        for key, value in kwargs.items():
+            if key not in numbers:
+                raise self._refuse(node, f"{name}'s argument {key}= is not converted")
+            numbers[key] = value
+        if any(isinstance(v, (Value, _Shape)) for v in numbers.values()):
+            raise self._refuse(node, f"{name} takes a value where a number belongs")
+        if numbers.get("inplace"):
+            raise self._refuse(node, f"{name}(inplace=True) changes a tensor the trace has "
+                               "already read; drop inplace")
+        missing = [n for n, v in numbers.items() if v is None]
+        if missing:
+            raise self._refuse(node, f"{name} without {missing[0]}")
+        try:
+            attrs = (call.attrs or (lambda given: {}))(numbers)
+        except ValueError as err:
+            raise self._refuse(node, f"{name}: {err}") from None
+        if len(operands) != arity:
+            raise self._refuse(node, f"{name} is given {len(operands)} operand(s)")
+        if call.swapped:
+            operands.reverse()
+        if op.kind is OpKind.COPY:
+            return operands[0]
+        return self._apply(node, op, operands, attrs)
+
+    def _apply(self, node: Any, op: Op, operands: list[Any], attrs: Mapping[str, float]
+               ) -> Value:
+        """``op`` over values, numbers and parameter vectors: an affine form where the
+        result is one (a bias, an element-wise weight, a sum of linears), else an Apply."""
+        values = [o for o in operands if isinstance(o, Value)]
+        width = values[0].width
+        if any(v.width != width for v in values):
+            raise self._refuse(node, f"{op.spelling} of values of widths "
+                               f"{', '.join(str(v.width) for v in values)}",
+                               "element-wise ops need values of one width")
+        items: list[Value | float | np.ndarray] = []
+        for operand in operands:
+            if isinstance(operand, Value):
+                if isinstance(operand, Cat):
+                    raise self._refuse(node, f"{op.spelling} of a torch.cat",
+                                       "only a linear may read a concatenation")
+                items.append(operand)
+            else:
+                items.append(self._number_or_vector(node, operand, width))
+        if op.name in ("add", "sub"):
+            a, b = items
+            sign = 1.0 if op.name == "add" else -1.0
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) or (
+                    isinstance(a, Affine) and isinstance(b, Affine)):
+                return self._affine_sum(a, b, sign, width)
+        if op.name == "mul":
+            vector = next((i for i in items if isinstance(i, np.ndarray)), None)
+            if vector is not None:
+                other = items[1] if items[0] is vector else items[0]
+                assert isinstance(other, Value)
+                if isinstance(other, Affine):
+                    return scale_affine(other, vector)
+                return Affine(width, peeps=((other, vector),))
+        if op.kind is OpKind.FUNCTION or op.name == "neg":
+            if not isinstance(items[0], Value):
+                raise self._refuse(node, f"{op.spelling} of a parameter")
+        if any(isinstance(i, np.ndarray) for i in items):
+            raise self._refuse(node, f"{op.spelling} with a parameter vector",
+                               "a parameter may be added to a value or multiply it")
+        args = tuple(i if isinstance(i, Value) else float(i) for i in items
+                     if not isinstance(i, np.ndarray))
+        return Apply(width, op=op.name, args=args, attrs=tuple(attrs.items()))
+
+    def _affine_sum(self, a: Any, b: Any, sign: float, width: int) -> Affine:
+        """``a + sign·b`` where the result stays affine (a bias, or two linears)."""
+        def form(item: Any) -> Affine | np.ndarray | float:
+            if isinstance(item, Affine) or not isinstance(item, Value):
+                return item
+            return Affine(width, peeps=((item, np.ones(width)),))
+
+        fa, fb = form(a), form(b)
+        if not isinstance(fa, Affine):  # a bias first: sign · (b - a)… as a form
+            assert isinstance(fb, Affine)
+            flipped = add_affine(Affine(width), fb, sign)
+            return with_bias(flipped, np.broadcast_to(np.asarray(fa, float), (width,)))
+        if not isinstance(fb, Affine):
+            return with_bias(fa, sign * np.broadcast_to(np.asarray(fb, float), (width,)))
+        return add_affine(fa, fb, sign)
+
+    def _number_or_vector(self, node: Any, operand: Any, width: int) -> float | np.ndarray:
+        """A concrete operand: a number (Python's, or a 0-d tensor) or a vector over the
+        units (shape (W,), (1, W), or one element broadcast)."""
+        torch = self.torch
+        if isinstance(operand, bool) or not isinstance(operand, (int, float, torch.Tensor)):
+            raise self._refuse(node, f"an operand of type {type(operand).__name__}")
+        if not isinstance(operand, torch.Tensor):
+            return float(operand)
+        if operand.ndim == 0:
+            return float(operand.item())
+        array = operand.detach().to(torch.float64).cpu().numpy()
+        shape = array.shape
+        if array.ndim == 2 and shape[0] == 1:
+            array = array[0]
+        if array.ndim != 1 or array.shape[0] not in (1, width):
+            raise self._refuse(node, f"a tensor of shape {tuple(shape)} meets a value of "
+                               f"width {width}", "parameters act on a value as a vector over "
+                               "its units (W,) or as a weight matrix in a linear")
+        vector: np.ndarray = np.broadcast_to(array, (width,)).copy()
+        return vector
+
+    def _matrix(self, node: Any, operand: Any, what: str) -> np.ndarray:
+        torch = self.torch
+        if not isinstance(operand, torch.Tensor) or operand.ndim != 2:
+            kind = "a value" if isinstance(operand, Value) else _kind(operand)
+            raise self._refuse(node, f"{what} is {kind}, not a weight matrix",
+                               "a linear multiplies values by parameters (x @ W.t())")
+        return np.asarray(operand.detach().to(torch.float64).cpu().numpy())
+
+    def _vector(self, node: Any, operand: Any, width: int) -> np.ndarray | None:
+        if operand is None:
+            return None
+        found = self._number_or_vector(node, operand, width)
+        return np.full(width, found) if isinstance(found, float) else found
+
+    def _value(self, node: Any, operand: Any, what: str) -> Value:
+        if not isinstance(operand, Value):
+            raise self._refuse(node, f"{what} must be a value of the step, not "
+                               f"{_kind(operand)}")
+        return operand
+
+    # structural handlers (see _HANDLERS)
+
+    def matmul(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+        left, right = (args + [kwargs.get("other", kwargs.get("mat2"))])[:2]
+        if not isinstance(left, Value):
+            raise self._refuse(node, "a weight times a value (W @ x)", "write the value "
+                               "first, batch by units: x @ W.t()")
+        weight = self._matrix(node, right, "the right operand")
+        if weight.shape[0] != left.width:
+            raise self._refuse(node, f"a value of width {left.width} times a matrix of "
+                               f"shape {weight.shape}")
+        return affine(left, weight.T, None)
+
+    def addmm(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+        bias, left, right = args[:3]
+        beta, alpha = float(kwargs.get("beta", 1)), float(kwargs.get("alpha", 1))
+        form = self.matmul(node, [left, right], {})
+        assert isinstance(form, Affine)
+        vector = self._vector(node, bias, form.width)
+        return with_bias(scale_affine(form, np.full(form.width, alpha)),
+                         None if vector is None else beta * vector)
+
+    def linear(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+        if node.op == "call_module":
+            module = self.traced.root.get_submodule(node.target)
+            weight, bias = module.weight, module.bias
+        else:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        value = self._value(node, args[0] if args else kwargs.get("input"), "its input")
+        matrix = self._matrix(node, weight, "its weight")
+        if matrix.shape[1] != value.width:
+            raise self._refuse(node, f"a linear of {matrix.shape[1]} inputs reads a value of "
+                               f"width {value.width}")
+        return affine(value, matrix, self._vector(node, bias, matrix.shape[0]))
+
+    def cat(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+        parts = args[0] if args else kwargs.get("tensors")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if dim not in (1, -1):
+            raise self._refuse(node, f"torch.cat along dimension {dim}",
+                               "values are joined along their units (dim=1)")
+        flat: list[Value] = []
+        for part in parts or ():
+            value = self._value(node, part, "each part of torch.cat")
+            flat += list(value.parts) if isinstance(value, Cat) else [value]
+        return Cat(sum(p.width for p in flat), parts=tuple(flat))
+
+    def _pieces(self, node: Any, value: Value, sizes: list[int]) -> tuple[Value, ...]:
+        out: list[Value] = []
+        start = 0
+        for size in sizes:
+            piece = cut(value, start, start + size)
+            if piece is None:
+                raise self._refuse(node, f"a slice of {self._what(value)}",
+                                   "only linears (and element-wise ops of them) are cut "
+                                   "into gates")
+            out.append(piece)
+            start += size
+        return tuple(out)
+
+    def _what(self, value: Value) -> str:
+        if isinstance(value, Input):
+            return "the input x"
+        if isinstance(value, Old):
+            return f"the state '{value.state}'"
+        return "this value"
+
+    def _dim(self, node: Any, dim: Any, what: str) -> None:
+        if dim not in (1, -1):
+            raise self._refuse(node, f"{what} along dimension {dim}",
+                               "values are cut along their units (dim=1)")
+
+    def chunk(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        value = self._value(node, args[0], "what is chunked")
+        chunks = int(args[1] if len(args) > 1 else kwargs["chunks"])
+        self._dim(node, args[2] if len(args) > 2 else kwargs.get("dim", 0), "chunk")
+        size = -(-value.width // chunks)
+        sizes = [min(size, value.width - k) for k in range(0, value.width, size)]
+        return self._pieces(node, value, sizes)
+
+    def split(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        value = self._value(node, args[0], "what is split")
+        spec = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections",
+                                                         kwargs.get("split_size"))
+        self._dim(node, args[2] if len(args) > 2 else kwargs.get("dim", 0), "split")
+        if isinstance(spec, int):
+            sizes = [min(spec, value.width - k) for k in range(0, value.width, spec)]
+        else:
+            sizes = [int(s) for s in spec or ()]
+        return self._pieces(node, value, sizes)
+
+    def narrow(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        value = self._value(node, args[0], "what is narrowed")
+        given = {**dict(zip(("dim", "start", "length"), args[1:])), **kwargs}
+        dim, start, length = given["dim"], int(given["start"]), int(given["length"])
+        self._dim(node, dim, "narrow")
+        return self._pieces(node, value, [start, length, value.width - start - length])[1]
+
+    def getitem(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        holder, index = args
+        if isinstance(holder, (tuple, list)):
+            return holder[index]
+        if isinstance(holder, _Shape):
+            if index in (1, -1):
+                return holder.width
+            raise self._refuse(node, "the batch size (x.shape[0])",
+                               "a cell's equations do not depend on it")
+        value = self._value(node, holder, "what is indexed")
+        index = index if isinstance(index, tuple) else (index,)
+        if index and index[0] is Ellipsis:
+            index = (slice(None), *index[1:])
+        rows = index[0]
+        if not (isinstance(rows, slice) and rows == slice(None)) or len(index) > 2 or \
+                (len(index) == 2 and not isinstance(index[1], slice)):
+            raise self._refuse(node, f"indexing with {index}", "a value is cut along its "
+                               "units only, as value[:, a:b]")
+        if len(index) == 1:
+            return value
+        start, stop, step = index[1].indices(value.width)
+        if step != 1:
+            raise self._refuse(node, "a slice with a step", "gates are contiguous units")
+        return self._pieces(node, value, [start, stop - start, value.width - stop])[1]
+
+    def size(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        value = self._value(node, args[0], "what is sized")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dim is None:
+            return _Shape(value.width)
+        return self.getitem(node, [_Shape(value.width), dim], {})
+
+    def attribute(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        holder, name = args[:2]
+        value = self._value(node, holder, "whose attribute is read")
+        if name == "shape":
+            return _Shape(value.width)
+        if name == "dtype":
+            return next(self.traced.root.parameters(), self.torch.empty(0)).dtype
+        if name == "device":
+            return self.torch.device("cpu")
+        raise self._refuse(node, f"the attribute .{name} of a value",
+                           _WHY.get(name, "it is not one of the ops below"))
+
+    def divide(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        left, right = args[:2]
+        if kwargs.get("rounding_mode") is not None or not isinstance(left, Value) or \
+                isinstance(right, Value):
+            raise self._refuse(node, "a division by a value",
+                               "a cell divides by numbers only (v / 2)")
+        divisor = self._number_or_vector(node, right, left.width)
+        return self._apply(node, OPS["mul"], [left, 1 / divisor if isinstance(divisor, float)
+                                              else self.torch.from_numpy(1 / divisor)], {})
+
+
+_HANDLERS: dict[str, Callable[[_Interpreter, Any, list[Any], dict[str, Any]], Any]] = {
+    **dict.fromkeys(("torch.mm", "Tensor.mm", "torch.matmul", "Tensor.matmul",
+                     "operator.matmul"), _Interpreter.matmul),
+    **dict.fromkeys(("torch.addmm", "Tensor.addmm"), _Interpreter.addmm),
+    **dict.fromkeys(("F.linear", "nn.Linear"), _Interpreter.linear),
+    **dict.fromkeys(("torch.cat", "torch.concat", "torch.concatenate"), _Interpreter.cat),
+    **dict.fromkeys(("torch.chunk", "Tensor.chunk"), _Interpreter.chunk),
+    **dict.fromkeys(("torch.split", "Tensor.split"), _Interpreter.split),
+    **dict.fromkeys(("torch.narrow", "Tensor.narrow"), _Interpreter.narrow),
+    "operator.getitem": _Interpreter.getitem,
+    "Tensor.size": _Interpreter.size,
+    "builtins.getattr": _Interpreter.attribute,
+    **dict.fromkeys(("operator.truediv", "torch.div", "Tensor.div", "torch.true_divide"),
+                    _Interpreter.divide),
+}
+
+
+def _attribute(root: Any, target: str) -> Any:
+    value = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _symbolic(item: Any) -> bool:
+    if isinstance(item, (Value, _Shape)):
+        return True
+    if isinstance(item, (tuple, list)):
+        return any(_symbolic(i) for i in item)
+    if isinstance(item, dict):
+        return any(_symbolic(i) for i in item.values())
+    if isinstance(item, slice):
+        return any(_symbolic(i) for i in (item.start, item.stop, item.step))
+    return False
+
+
+def _values(item: Any) -> list[Value]:
+    if isinstance(item, Value):
+        return [item]
+    if isinstance(item, (tuple, list)):
+        return [v for i in item for v in _values(i)]
+    return []
+
+
+def _rename(value: Value, name: str) -> None:
+    where = value.where
+    value.where = Where(where.file, where.line, name) if where is not None else \
+        Where("", 0, name)
+
+
+def _kind(item: Any) -> str:
+    if isinstance(item, Value):
+        return "a concatenation (torch.cat)" if isinstance(item, Cat) else "a value"
+    if isinstance(item, (tuple, list)):
+        return f"a {type(item).__name__} of {len(item)}"
+    return f"a {type(item).__name__}"
+
+
+def interpret(traced: Traced, states: Sequence[str], input_size: int, hidden_size: int
+              ) -> Step:
+    """The values of one step of a traced cell (see :class:`_Interpreter`)."""
+    return _Interpreter(traced, states, input_size, hidden_size).run()
