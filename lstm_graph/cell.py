@@ -131,6 +131,23 @@ class Cell:
         return compile_layers([self], input_size, hidden_size, backend, dtype, weights, seed,
                               executor, layers, direction, batch_first)
 
+    # -- drawing, in a notebook too (lstm_graph.render, lstm_graph.notebook) ----------------
+
+    def render(self, style: str = "pipe", highlight: str | None = None,
+               stages: bool = False) -> Any:
+        """The diagram in ``style`` ("pipe" or "cell"), a ``graphviz.Digraph`` (a notebook
+        shows it); ``highlight`` names a value or a preset (see
+        :func:`lstm_graph.render.render`)."""
+        from lstm_graph.render import render
+
+        return render(self, style, highlight, stages)
+
+    def _repr_svg_(self) -> str | None:
+        """A notebook shows the cell as its pipe-style diagram."""
+        from lstm_graph.notebook import cell_svg
+
+        return cell_svg(self)
+
 
 def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: int | None,
                    backend: str, dtype: str, weights: str | Path | Mapping[str, Any] | None,
@@ -597,3 +614,26 @@ class Runner:
         if np.dtype(array.dtype).kind not in "fiu":
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
         return self.xp.asarray(array, dtype=self.dtype)
+
+    # -- export and the notebook (lstm_graph.export, lstm_graph.notebook) -------------------
+
+    def export_onnx(self, path: str | Path, check: bool = True) -> str:
+        """Write this runner as one ONNX model (see :mod:`lstm_graph.export.onnx_model`),
+        checked against it first; returns how it was checked."""
+        from lstm_graph.export import onnx_model
+
+        return onnx_model.export(self, path, check)
+
+    def export_torch(self, path: str | Path, check: bool = True) -> tuple[Path, Path]:
+        """Write this runner as a PyTorch module ``path`` (``.py``) and its state dict
+        beside it (``.pt``; see :mod:`lstm_graph.export.torch_module`)."""
+        from lstm_graph.export import torch_module
+
+        return torch_module.export(self, path, check)
+
+    def explore(self, x: Any, state: Mapping[str, Any] | None = None) -> Any:
+        """The explorer page of a run on ``x``, shown inline in a notebook
+        (:class:`lstm_graph.notebook.Explorer`)."""
+        from lstm_graph.notebook import explore
+
+        return explore(self, x, dict(state) if state is not None else None)

@@ -160,9 +160,10 @@ def _not_training(given: Mapping[str, Any]) -> dict[str, float]:
     return {}
 
 
-def _onnx(op_type: str, *attributes: str) -> OnnxForm:
-    """An op that is one ONNX node of ``op_type``, its attributes named as ours."""
-    return lambda emit, a, attrs: emit(op_type, a, {n: attrs[n] for n in attributes})
+def _onnx(op_type: str) -> OnnxForm:
+    """An op that is one ONNX node of ``op_type``. (Ops with attributes are written with
+    constants instead: an ONNX attribute is a float32, a constant has the model's dtype.)"""
+    return lambda emit, a, attrs: emit(op_type, a, {})
 
 
 def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array], attrs: Attrs) -> Array:
@@ -374,7 +375,10 @@ OPS: dict[str, Op] = {
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(v > 0, g, alpha * g)),
            "({0} < (T)0 ? (T){alpha} * {0} : {0})",
            attributes=(Attribute("alpha", 0.01),), onnx="LeakyRelu",
-           onnx_nodes=_onnx("LeakyRelu", "alpha"), torch="F.leaky_relu({0}, {alpha})",
+           onnx_nodes=lambda emit, a, attrs: emit("Where", [
+               emit("Less", [a[0], 0.0], {}), emit("Mul", [attrs["alpha"], a[0]], {}), a[0]],
+               {}),
+           torch="F.leaky_relu({0}, {alpha})",
            torch_calls=_calls("F.leaky_relu", "nn.LeakyReLU",
                               numbers=(("negative_slope", 0.01), *_INPLACE),
                               attrs=_same("alpha=negative_slope"))),
@@ -383,7 +387,9 @@ OPS: dict[str, Op] = {
            _unary_vjp(lambda xp, v, out, g, alpha: _where0(xp, v > alpha, g)),
            "({0} > (T){alpha} ? {0} : (T)0)",
            attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu",
-           onnx_nodes=_onnx("ThresholdedRelu", "alpha"), torch="F.threshold({0}, {alpha}, 0.0)",
+           onnx_nodes=lambda emit, a, attrs: emit("Where", [
+               emit("Greater", [a[0], attrs["alpha"]], {}), a[0], 0.0], {}),
+           torch="F.threshold({0}, {alpha}, 0.0)",
            torch_calls=_calls("F.threshold", "nn.Threshold",
                               numbers=(("threshold", None), ("value", None), *_INPLACE),
                               attrs=_threshold_attrs)),
@@ -392,7 +398,11 @@ OPS: dict[str, Op] = {
                v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),
            "({0} >= (T)0 ? {0} : (T){alpha} * ({exp}({0} > (T)0 ? (T)0 : {0}) - (T)1))",
            attributes=(Attribute("alpha", 1.0),), onnx="Elu",
-           onnx_nodes=_onnx("Elu", "alpha"), torch="F.elu({0}, {alpha})",
+           onnx_nodes=lambda emit, a, attrs: emit("Where", [
+               emit("Less", [a[0], 0.0], {}), emit("Mul", [attrs["alpha"], emit(
+                   "Sub", [emit("Exp", [emit("Min", [a[0], 0.0], {})], {}), 1.0], {})], {}),
+               a[0]], {}),
+           torch="F.elu({0}, {alpha})",
            torch_calls=_calls("F.elu", "nn.ELU", numbers=(("alpha", 1.0), *_INPLACE),
                               attrs=_same("alpha"))),
         Op("hard_sigmoid", "hard_sigmoid", OpKind.FUNCTION, 1, "hσ", _unary(_hard_sigmoid),
@@ -401,7 +411,8 @@ OPS: dict[str, Op] = {
            "((T){alpha} * {0} + (T){beta} < (T)0 ? (T)0 : (T){alpha} * {0} + (T){beta} > (T)1"
            " ? (T)1 : (T){alpha} * {0} + (T){beta})",
            attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid",
-           onnx_nodes=_onnx("HardSigmoid", "alpha", "beta"),
+           onnx_nodes=lambda emit, a, attrs: emit("Clip", [emit("Add", [emit(
+               "Mul", [attrs["alpha"], a[0]], {}), attrs["beta"]], {}), 0.0, 1.0], {}),
            torch="torch.clamp({alpha} * {0} + {beta}, 0.0, 1.0)",
            torch_calls=_calls("F.hardsigmoid", "nn.Hardsigmoid", numbers=_INPLACE,
                               attrs=lambda given: {"alpha": 1 / 6, "beta": 0.5})),

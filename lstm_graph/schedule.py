@@ -18,6 +18,7 @@ place a value's size becomes a number.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 
@@ -147,6 +148,13 @@ class Schedule:
                     lines += [f"      {self._node_line(n)}"
                               for n in graph.assignments[name].nodes]
         return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_text().rstrip("\n")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython (a notebook) shows a schedule as the ``schedule`` command prints it."""
+        printer.text(self.to_text().rstrip("\n"))
 
     def _node_line(self, node_id: str) -> str:
         graph = self.graph

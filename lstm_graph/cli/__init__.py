@@ -8,6 +8,8 @@ from lstm_graph.cli import (  # noqa: F401  (each module registers its commands)
     cache,
     describe,
     explore,
+    export,
+    from_torch,
     grad,
     render,
     run,

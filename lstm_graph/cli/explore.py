@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
-from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
-from lstm_graph.errors import RenderError
-from lstm_graph.executors.backends import to_numpy
-from lstm_graph.explore import Run, build_page
 from lstm_graph.formats.files import write_atomic
-
-
-def state_gradients(runner: Runner, x: np.ndarray, state: dict[str, np.ndarray] | None,
-                    allow_nonfinite: bool) -> dict[str, np.ndarray]:
-    """For each state, ``‖∂L/∂s_t‖`` per step and sequence ``(T, B)`` for a loss at the last
-    step (the sum of its output): the page's gradient-flow panel."""
-    y, _ = runner(x, state, allow_nonfinite=allow_nonfinite)
-    grad_y = np.zeros(to_numpy(y).shape, dtype=runner.dtype)
-    grad_y[-1] = 1
-    found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite, record=True)
-    norms = {}
-    for name in runner.cell.graph.states:
-        values = to_numpy(found.values[name]).astype(np.float64)
-        values = values if values.ndim == 3 else values[:, None]  # one sequence (T, H)
-        norms[name] = np.sqrt(np.sum(values ** 2, axis=-1))
-    return norms
+from lstm_graph.notebook import explorer_page
 
 
 @main.command(epilog=SPEC_HELP + " The page holds both diagram styles, a time control over "
@@ -49,28 +28,11 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
-    if shutil.which("dot") is None:
-        raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
-                          "which is not installed. Install it (Debian/Ubuntu: apt-get install "
-                          "graphviz; macOS: brew install graphviz; see "
-                          "https://graphviz.org/download/)")
     prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
-    values = with_progress(len(x), lambda progress: runner.trace(
-        x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))
-    ran_with = runner.ran_with  # the trace's executor (the gradients run the reference)
-    gradients = state_gradients(runner, x, prepared.state, prepared.allow_nonfinite)
-    if x.ndim == 2:  # one sequence: the page still has a sequence axis
-        values = {name: value[:, None] for name, value in values.items()}
-        x = x[:, None]
-    sequences = x.shape[1]
-    given = prepared.state or {}
-    initial = {name: np.broadcast_to(np.asarray(given[name], dtype=runner.dtype),
-                                     (sequences, runner.hidden_size))
-               if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
-               for name in cell.graph.states}
-    page = build_page(Run(cell, {name: to_numpy(v) for name, v in values.items()},
-                          np.asarray(x, dtype=runner.dtype), initial, runner.dtype, gradients))
+    page, ran_with = with_progress(len(x), lambda progress: explorer_page(
+        runner, x, prepared.state, prepared.allow_nonfinite, progress))
+    sequences = 1 if x.ndim == 2 else x.shape[1]
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
     click.echo(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "

@@ -383,9 +383,13 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
     else:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # its errors come back as exceptions
-        session = onnxruntime.InferenceSession(model_bytes(model), options,
-                                               providers=["CPUExecutionProvider"])
-        got = session.run(None, {"x": x})
+        try:
+            session = onnxruntime.InferenceSession(model_bytes(model), options,
+                                                   providers=["CPUExecutionProvider"])
+            got = session.run(None, {"x": x})
+        except Exception as err:  # noqa: BLE001  (onnxruntime's errors have no common base)
+            raise DataError(f"onnxruntime cannot run the exported model ({err}); nothing was "
+                            "written (a bug in lstm-graph's export: please report it)") from None
         ran = f"onnxruntime {onnxruntime.__version__}"
     names = ["y", *(f"final_{s}" for s in runner.cell.graph.states)]
     for name, value, want in zip(names, got, [want_y, *want_states.values()]):

@@ -12,7 +12,7 @@ other lines are the values that need a name of their own:
 
 Everything else is written inline (``sigmoid(linear(x, h[t-1]))``, ``tanh(cy)``). Lines
 keep the order the code made their values in, and each caption says where
-(``cy, fast.py:31``). Numbers are written exactly (the shortest text that reads back as
+(``cy, fast.py:31``: diagrams show it under the value). Numbers are written exactly (the shortest text that reads back as
 the same float). Each linear's weights are recorded in operand order and given the
 parameter names the parser assigns once the text is compiled.
 """
@@ -95,8 +95,7 @@ class _Writer:
         where = value.where
         if where is None or not where.file:
             return ""
-        place = f"{Path(where.file).name}:{where.line}"
-        return f"{where.name}, {place}" if where.name and where.name != name else place
+        return f"{where.name or name}, {Path(where.file).name}:{where.line}"
 
     # -- lines --
 
@@ -126,7 +125,7 @@ class _Writer:
         if isinstance(value, Affine):
             reader = self.sole_reader.get(id(value))
             return not (isinstance(reader, Apply) and OPS[reader.op].function)
-        if _layer(value):
+        if _layer(value) and self.uses[id(value.args[0])] == 1:  # type: ignore[attr-defined]
             return True
         return value.where is not None and value.where.name is not None
 

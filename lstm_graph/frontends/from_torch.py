@@ -69,7 +69,7 @@ def cell_name(out: Path | None, class_name: str) -> str:
     """The ``cell`` line's name: the output file's stem, else the class in snake case."""
     if out is not None and out.stem.isidentifier() and out.stem not in RESERVED:
         return out.stem
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", class_name).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", class_name).lower()
 
 
 def convert(path: Path, class_name: str, input_size: int, hidden_size: int,

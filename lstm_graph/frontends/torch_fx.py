@@ -568,8 +568,11 @@ class _Interpreter:
         if op.name in ("add", "sub"):
             a, b = items
             sign = 1.0 if op.name == "add" else -1.0
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) or (
-                    isinstance(a, Affine) and isinstance(b, Affine)):
+            if isinstance(a, (np.ndarray, float)) and isinstance(b, Affine) or \
+                    isinstance(b, (np.ndarray, float)) and isinstance(a, Affine) or \
+                    isinstance(a, np.ndarray) or isinstance(b, np.ndarray) or \
+                    isinstance(a, Affine) and isinstance(b, Affine):
+                # a number or vector added to a linear is its bias (the forget bias, + 1)
                 return self._affine_sum(a, b, sign, width)
         if op.name == "mul":
             vector = next((i for i in items if isinstance(i, np.ndarray)), None)
@@ -641,6 +644,11 @@ class _Interpreter:
         return np.full(width, found) if isinstance(found, float) else found
 
     def _value(self, node: Any, operand: Any, what: str) -> Value:
+        if isinstance(operand, tuple) and operand and all(isinstance(o, Old) for o in operand):
+            raise self._refuse(node, f"the state is used as one tensor, but --states names "
+                               f"{len(operand)} ({', '.join(self.states)}), passed as a "
+                               "tuple", "give one name per tensor the forward's state holds "
+                               "(--states h for a GRU's one tensor)")
         if not isinstance(operand, Value):
             raise self._refuse(node, f"{what} must be a value of the step, not "
                                f"{_kind(operand)}")
@@ -755,6 +763,12 @@ class _Interpreter:
             raise self._refuse(node, "the batch size (x.shape[0])",
                                "a cell's equations do not depend on it")
         value = self._value(node, holder, "what is indexed")
+        if isinstance(value, Old) and isinstance(index, int):
+            raise self._refuse(node, f"the state '{value.state}' is indexed or unpacked as a "
+                               f"tuple, but --states names {len(self.states)} state"
+                               f"{'s' if len(self.states) != 1 else ''} "
+                               f"({', '.join(self.states)})", "give one name per tensor the "
+                               "forward's state holds, in order (--states h,c)")
         index = index if isinstance(index, tuple) else (index,)
         if index and index[0] is Ellipsis:
             index = (slice(None), *index[1:])

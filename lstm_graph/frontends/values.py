@@ -145,16 +145,15 @@ def scale_affine(form: Affine, factor: np.ndarray) -> Affine:
 
 
 def cut(value: Value, start: int, stop: int) -> Value | None:
-    """Units ``start:stop`` of ``value``, or None where no value of the language is that
-    (a slice of the input or of a state)."""
+    """Units ``start:stop`` of ``value`` (a new value, named where the code cuts it), or
+    None where no value of the language is that (a slice of the input or of a state)."""
     if start == 0 and stop == value.width:
         return value
     width = stop - start
     if isinstance(value, Affine):
         return Affine(width, terms=tuple((v, w[start:stop]) for v, w in value.terms),
                       peeps=tuple((v, p[start:stop]) for v, p in value.peeps),
-                      bias=None if value.bias is None else value.bias[start:stop],
-                      where=value.where, label=value.label)
+                      bias=None if value.bias is None else value.bias[start:stop])
     if isinstance(value, Cat):
         parts: list[Value] = []
         offset = 0
@@ -177,6 +176,5 @@ def cut(value: Value, start: int, stop: int) -> Value | None:
                 args.append(piece)
             else:
                 args.append(arg)
-        return Apply(width, op=value.op, args=tuple(args), attrs=value.attrs,
-                     where=value.where, label=value.label)
+        return Apply(width, op=value.op, args=tuple(args), attrs=value.attrs)
     return None

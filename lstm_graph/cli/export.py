@@ -1,0 +1,107 @@
+"""The ``export`` command: a cell as an ONNX model or a PyTorch module, to run elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
+from lstm_graph.executors.backends import DTYPES
+from lstm_graph.export import onnx_model, torch_module
+from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
+
+FORMATS = ("onnx", "torch")
+
+
+@main.command(epilog=SPEC_HELP + " --format onnx writes one model (opset 17) that "
+              "onnxruntime runs: input x (T, B, I), outputs y and final_STATE, states from "
+              "zero; ONNX's own LSTM/GRU/RNN operator where the cell is exactly one, else a "
+              "Scan over the cell's step. --format torch writes a PyTorch module (.py, "
+              "importing only torch) and its state dict beside it (.pt): load() gives the "
+              "module with these weights. Either is run against the cell before it is "
+              "written.")
+@click.argument("spec")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or .onnx.")
+@click.option("--input-size", "-I", type=click.IntRange(min=1),
+              help="Input size I (needed without --weights).")
+@click.option("--hidden-size", "-H", type=click.IntRange(min=1),
+              help="Hidden size H (needed without --weights).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed for random weights (without --weights).")
+@click.option("--layers", type=click.IntRange(1, MAX_LAYERS),
+              help="Layers of a stack  [default: what the weights hold, else 1]")
+@click.option("--direction", type=click.Choice(DIRECTIONS),
+              help="forward, reverse or bidirectional  [default: what the weights hold, else "
+                   "forward]")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="The exported weights' and computation's dtype (float64: a Scan in ONNX, "
+                   "as onnxruntime's recurrent operators are float32 only).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
+              help="onnx: a .onnx model; torch: a .py module and its .pt state dict.")
+@click.option("--out", type=OutputPath(), required=True,
+              help="The model (.onnx) or module (.py; the state dict goes beside it, .pt).")
+@click.option("--no-check", is_flag=True,
+              help="Write without running the export against the cell first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def export(spec: str, weights: Path | None, input_size: int | None, hidden_size: int | None,
+           seed: int, layers: int | None, direction: str | None, dtype: str, fmt: str,
+           out: Path, no_check: bool, as_json: bool) -> None:
+    """Export a cell to run without lstm-graph: ONNX or PyTorch."""
+    if weights is None and (input_size is None or hidden_size is None):
+        raise click.UsageError("give --weights FILE, or both --input-size and --hidden-size "
+                               "(with --seed) for random weights")
+    suffix = {"onnx": ".onnx", "torch": ".py"}[fmt]
+    if out.suffix.lower() != suffix:
+        raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
+                               f"{out.with_suffix(suffix).name}")
+    cell = load(spec)
+    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, dtype=dtype,
+                          weights=weights, seed=seed, executor="numpy", layers=layers,
+                          direction=direction)
+    for note in runner.notes:
+        click.echo(note, err=True)
+    check = not no_check
+    summary: dict[str, object] = {
+        "cell": cell.name, "format": fmt, "dtype": dtype, "layers": runner.stack.layers,
+        "direction": runner.stack.direction, "input_size": runner.input_size,
+        "hidden_size": runner.hidden_size}
+    if fmt == "onnx":
+        checked = onnx_model.export(runner, out, check)
+        fused = onnx_model.fused_operator(runner)
+        how = f"ONNX's {fused.op_type} operator" if fused else "a Scan over the cell's step"
+        states = list(cell.graph.states)
+        shape = f"(B, {runner.hidden_size})" if runner.stack.single else \
+            f"({len(runner.units)}, B, {runner.hidden_size})"
+        summary.update({"out": str(out), "opset": onnx_model.OPSET, "runs_as":
+                        fused.op_type if fused else "Scan", "checked": checked,
+                        "outputs": ["y", *(f"final_{s}" for s in states)]})
+        lines = [f"{cell.name}: ONNX opset {onnx_model.OPSET}, {how} "
+                 f"({runner.stack.describe()}); input x (T, B, {runner.input_size}); outputs "
+                 f"y (T, B, {runner.output_width}), "
+                 + ", ".join(f"final_{s} {shape}" for s in states),
+                 f"weights: initializers named as the cell's parameters ({checked})"]
+        written = [str(out)]
+    else:
+        module, state = torch_module.export(runner, out, check)
+        top = torch_module.class_name(cell.name) + ("" if runner.stack.single else "Stack")
+        names = torch_module.attributes([p.name for p in cell.schedule.params])
+        mapping = {unit.prefix + name: torch_module.torch_attribute(unit.prefix + name)
+                   if unit.prefix else names[name]
+                   for unit in runner.units for name in unit.weights}
+        summary.update({"out": str(module), "state_dict": str(state), "module": top,
+                        "checked": check, "parameters": mapping})
+        width = max(map(len, mapping))
+        lines = [f"{cell.name}: PyTorch module {top} ({runner.stack.describe()}), "
+                 f"{module.stem}.load() gives it with these weights"
+                 + ("; checked against the cell" if check else ""),
+                 "parameters (lstm-graph's name, the module's):",
+                 *(f"  {ours:<{width}}  {theirs}" for ours, theirs in mapping.items())]
+        written = [str(module), str(state)]
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {' and '.join(written)}", err=True)
+    for line in lines:
+        click.echo(line)

@@ -1,0 +1,61 @@
+"""The ``from-torch`` command: a PyTorch cell module as a ``.cell`` file and its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lstm_graph.cli.app import OutputPath, emit_json, main
+from lstm_graph.formats.files import write_atomic, write_npz
+from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
+
+
+@main.command("from-torch", epilog="SOURCE is FILE.py:CLASS: a module whose "
+              "CLASS(input_size, hidden_size) is a cell, forward(x_t, state) -> (out, "
+              "new_state), state one tensor (one name in --states) or a tuple in the order of "
+              "--states. FILE.py is imported and run, as Python does: convert only code you "
+              "trust. The state dict is read with torch.load(weights_only=True). The cell is "
+              f"run against the module over {CHECK_STEPS} steps before anything is written.")
+@click.argument("source")
+@click.option("--input-size", "-I", type=click.IntRange(min=1), required=True,
+              help="The input size the class is made with.")
+@click.option("--hidden-size", "-H", type=click.IntRange(min=1), required=True,
+              help="The hidden size the class is made with.")
+@click.option("--states", required=True,
+              help="The states the forward's state holds, in order: h,c (names for the cell).")
+@click.option("--state-dict", type=click.Path(dir_okay=False, path_type=Path),
+              help="Trained weights (a state dict .pt); without it, the class's own "
+                   "initialisation.")
+@click.option("--out", type=OutputPath(), required=True, help="The .cell file to write.")
+@click.option("--weights-out", type=OutputPath(), required=True,
+              help="The weights to write (.npz, in the cell's names).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def from_torch(source: str, input_size: int, hidden_size: int, states: str,
+               state_dict: Path | None, out: Path, weights_out: Path, as_json: bool) -> None:
+    """Convert a PyTorch cell (traced with torch.fx) into a .cell file and its weights."""
+    if weights_out.suffix.lower() != ".npz":
+        raise click.UsageError(f"--weights-out {weights_out}: the weights are written as "
+                               ".npz; name it .npz")
+    path, class_name = parse_source(source)
+    converted = convert(path, class_name, input_size, hidden_size, states.split(","),
+                        state_dict, out)
+    cell = converted.cell
+    write_npz(weights_out, converted.weights)
+    write_atomic(out, converted.text.encode("utf-8"))
+    schedule = cell.schedule
+    if as_json:
+        emit_json({"cell": cell.name, "out": str(out), "weights": str(weights_out),
+                   "stages": [list(stage) for stage in schedule.stages],
+                   "states": list(cell.graph.states), "output": next(iter(cell.graph.outputs)),
+                   "parameters": {k: list(v.shape) for k, v in converted.weights.items()},
+                   "checked_steps": CHECK_STEPS, "largest_difference": converted.error})
+        return
+    click.echo(f"wrote {out} and {weights_out}", err=True)
+    click.echo(f"{class_name} ({path.name}) -> cell {cell.name}: "
+               f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
+               f"states {', '.join(cell.graph.states)}, output "
+               f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters")
+    click.echo("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages))
+    click.echo(f"checked: the cell equals the module stepped over {CHECK_STEPS} steps "
+               f"(largest difference {converted.error:.2g})")

@@ -1,0 +1,120 @@
+"""Cells, runs and schedules in a Jupyter notebook.
+
+- A :class:`~lstm_graph.cell.Cell` that is the last expression of a notebook cell shows
+  its diagram in the pipe style (``Cell._repr_svg_``: :func:`cell_svg`);
+  ``cell.render("cell")`` gives the other style (a ``graphviz.Digraph``, which notebooks
+  show too).
+- ``runner.explore(x)`` returns an :class:`Explorer`: the explorer page of that run,
+  shown inline (``_repr_html_``) in an ``iframe`` whose ``srcdoc`` holds the whole page,
+  so nothing is loaded from anywhere; ``.html`` is the page, ``.save(path)`` writes it.
+- ``cell.schedule`` prints as the ``schedule`` command does.
+
+:func:`explorer_page` is also what ``lstm-graph explore`` writes.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lstm_graph.errors import DataError, RenderError
+from lstm_graph.executors.backends import to_numpy
+from lstm_graph.executors.contract import Progress
+from lstm_graph.formats.files import write_atomic
+
+if TYPE_CHECKING:
+    from lstm_graph.cell import Cell, Runner
+
+#: The iframe's height in a notebook (the page scrolls inside it).
+FRAME_HEIGHT = 860
+
+
+def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
+    """The cell's diagram as SVG text; None where Graphviz's ``dot`` is missing (a
+    notebook then shows the cell's text form instead)."""
+    from lstm_graph.render import render, to_bytes
+
+    if shutil.which("dot") is None:
+        return None
+    return to_bytes(render(cell, style), "svg").decode("utf-8")
+
+
+def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
+                    allow_nonfinite: bool) -> dict[str, np.ndarray]:
+    """For each state, ``‖∂L/∂s_t‖`` per step and sequence ``(T, B)`` for a loss at the last
+    step (the sum of its output): the page's gradient-flow panel."""
+    y, _ = runner(x, state, allow_nonfinite=allow_nonfinite)
+    grad_y = np.zeros(to_numpy(y).shape, dtype=runner.dtype)
+    grad_y[-1] = 1
+    found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite, record=True)
+    norms = {}
+    for name in runner.cell.graph.states:
+        values = to_numpy(found.values[name]).astype(np.float64)
+        values = values if values.ndim == 3 else values[:, None]  # one sequence (T, H)
+        norms[name] = np.sqrt(np.sum(values ** 2, axis=-1))
+    return norms
+
+
+def explorer_page(runner: Runner, x: Any, state: dict[str, Any] | None = None,
+                  allow_nonfinite: bool = False, progress: Progress | None = None
+                  ) -> tuple[str, str]:
+    """The explorer page of ``runner`` run on ``x`` from ``state``, and which executor ran
+    the trace. One layer and direction, time-major (what the page draws)."""
+    from lstm_graph.explore import Run, build_page
+
+    if not runner.plain:
+        raise DataError(f"the explorer shows one layer and direction of a cell, and this "
+                        f"runner is {runner.stack.describe()}")
+    if shutil.which("dot") is None:
+        raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
+                          "which is not installed. Install it (Debian/Ubuntu: apt-get install "
+                          "graphviz; macOS: brew install graphviz; see "
+                          "https://graphviz.org/download/)")
+    values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
+    ran_with = str(runner.ran_with)  # the trace's executor (the gradients run the reference)
+    gradients = state_gradients(runner, x, state, allow_nonfinite)
+    x = np.asarray(to_numpy(x), dtype=runner.dtype)
+    if x.ndim == 2:  # one sequence: the page still has a sequence axis
+        values = {name: value[:, None] for name, value in values.items()}
+        x = x[:, None]
+    sequences = x.shape[1]
+    given = state or {}
+    initial = {name: np.broadcast_to(np.asarray(given[name], dtype=runner.dtype),
+                                     (sequences, runner.hidden_size))
+               if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
+               for name in runner.cell.graph.states}
+    page = build_page(Run(runner.cell, {name: to_numpy(v) for name, v in values.items()},
+                          x, initial, runner.dtype, gradients))
+    return page, ran_with
+
+
+@dataclass(frozen=True)
+class Explorer:
+    """An explorer page that a notebook shows inline; ``html`` is the whole page."""
+
+    html: str
+    cell: str
+
+    def _repr_html_(self) -> str:
+        """The page in a sandboxed ``iframe`` (scripts on, no access to the notebook),
+        whole in its ``srcdoc``: nothing is fetched from anywhere."""
+        return (f'<iframe title="{html.escape(self.cell)} · lstm-graph explorer" '
+                f'srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+                f'style="width: 100%; height: {FRAME_HEIGHT}px; border: 1px solid #ddd">'
+                "</iframe>")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page to ``path`` (whole or not at all)."""
+        return write_atomic(path, self.html.encode("utf-8"))
+
+
+def explore(runner: Runner, x: Any, state: dict[str, Any] | None = None,
+            allow_nonfinite: bool = False) -> Explorer:
+    """:func:`explorer_page` as an :class:`Explorer` (``runner.explore(x)``)."""
+    page, _ = explorer_page(runner, x, state, allow_nonfinite)
+    return Explorer(page, runner.cell.name)

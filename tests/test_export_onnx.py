@@ -1,0 +1,250 @@
+"""``export --format onnx``: one model that onnx.checker accepts and onnxruntime runs, equal to
+``run`` at any T and B; ONNX's own operator exactly where the cell is that operator (decided
+from the graph: near misses get a Scan), a Scan of the step from the op table otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from click.testing import CliRunner
+from onnx.reference import ReferenceEvaluator
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.export import onnx_model
+from lstm_graph.export.fused import match
+
+#: What each built-in cell runs as.
+BUILTINS = {"lstm": "LSTM", "peephole_lstm": "LSTM", "gru": "GRU", "gru_cho": "GRU",
+            "rnn": "RNN", "rnn_relu": "RNN", "coupled_lstm": "Scan", "lstm_proj": "Scan"}
+SIZES = [(5, 2), (9, 3)]
+
+#: A cell of every kind of op: each activation with numbers, constants, a unary minus, an
+#: expression operand of a linear, a peephole on a new value, an output that is no state.
+EVERYTHING = """\
+cell everything
+input x
+state c, h
+output y
+k = hard_sigmoid(linear(x, h[t-1]), 0.3, 0.4)
+e = linear(x)
+u = leaky_relu(linear(x, k * h[t-1]), 0.15) + elu(e, 0.7)
+v = thresholded_relu(linear(h[t-1], peep(c[t-1])), 0.05) - softsign(u) * 0.5
+c = k * c[t-1] + (1 - k) * clip(u + softplus(v), 2.5)
+w = scaled_tanh(linear(x, h[t-1], peep(c)), 1.5, 0.5)
+h = affine(w, 0.5, 0.1) * tanh(c) + -relu(v) * 0.25
+y = sigmoid(h) * 2
+"""
+
+#: An LSTM written otherwise: other names, other order, operands swapped. Exactly ONNX's.
+RENAMED_LSTM = """\
+cell renamed
+input u
+state hx, cx
+output hx
+gates lstm: i = ingate, f = forgetgate, g = cellgate, o = outgate
+outgate = sigmoid(linear(hx[t-1], u))
+cellgate = tanh(linear(u, hx[t-1]))
+ingate = sigmoid(linear(u, hx[t-1]))
+forgetgate = sigmoid(linear(u, hx[t-1]))
+cx = cellgate * ingate + cx[t-1] * forgetgate
+hx = tanh(cx) * outgate
+"""
+
+LSTM_LINES = {
+    "f": "f = sigmoid(linear(x, h[t-1]))",
+    "i": "i = sigmoid(linear(x, h[t-1]))",
+    "g": "g = tanh(linear(x, h[t-1]))",
+    "o": "o = sigmoid(linear(x, h[t-1]))",
+    "c": "c = f * c[t-1] + i * g",
+    "h": "h = o * tanh(c)",
+}
+
+
+def lstm_like(gates="i, f, g, o", **lines) -> str:
+    body = {**LSTM_LINES, **lines}
+    return "\n".join(["input x", "state c, h", "output h", f"gates lstm: {gates}",
+                      *body.values()]) + "\n"
+
+
+#: Cells that look like ONNX's LSTM or GRU but compute something else: each must get a Scan.
+NEAR_MISSES = {
+    "output_valve_reads_new_c": lstm_like(o="o = sigmoid(linear(x, h[t-1], peep(c)))"),
+    "gates_line_swaps_i_and_f": lstm_like(gates="i = f, f = i, g, o"),
+    "relu_output": lstm_like(h="h = o * relu(c)"),
+    "forget_bias_constant": lstm_like(f="f = sigmoid(linear(x, h[t-1]) + 1)"),
+    "memory_reads_new_h": lstm_like(c="c = f * c[t-1] + i * g * h[t-1]"),
+    "gru_update_swapped": """\
+input x
+state h
+output h
+gates gru: r, z, n = a + b
+r = sigmoid(linear(x, h[t-1]))
+z = sigmoid(linear(x, h[t-1]))
+a = linear(x)
+b = linear(h[t-1])
+n = tanh(a + r * b)
+h = z * n + (1 - z) * h[t-1]
+""",
+}
+
+
+def sequences(input_size, dtype="float32"):
+    rng = np.random.default_rng(3)
+    return [rng.standard_normal((t, b, input_size)).astype(dtype) for t, b in SIZES]
+
+
+def onnxruntime_run(path, x):
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"x": x})))
+
+
+def assert_model_equals_runner(path, runner, tolerance, dtype="float32"):
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    for x in sequences(runner.input_size, dtype):
+        got = onnxruntime_run(path, x)
+        y, final = runner(x)
+        assert got["y"].shape == y.shape
+        np.testing.assert_allclose(got["y"], y, rtol=0, atol=tolerance)
+        for state, value in final.items():
+            np.testing.assert_allclose(got[f"final_{state}"], value, rtol=0, atol=tolerance)
+    return model
+
+
+def runs_as(model) -> set[str]:
+    return {n.op_type for n in model.graph.node} & {"LSTM", "GRU", "RNN", "Scan"}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_each_builtin_cell_exports_to_a_model_that_onnxruntime_runs_as_the_cell(tmp_path, name):
+    runner = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=5, seed=2,
+                                                      executor="numpy")
+    checked = runner.export_onnx(tmp_path / "m.onnx")
+    assert checked.startswith("checked in onnxruntime")
+    model = assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-5)
+    assert runs_as(model) == {BUILTINS[name]}
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == ["x"]
+    x_dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in x_dims] == ["T", "B", 3]
+    assert {i.name for i in model.graph.initializer} == set(runner.weights)
+    assert [o.name for o in model.graph.output] == \
+        ["y", *(f"final_{s}" for s in runner.cell.graph.states)]
+
+
+@pytest.mark.parametrize("text", [EVERYTHING, RENAMED_LSTM, *NEAR_MISSES.values()],
+                         ids=["everything", "renamed_lstm", *NEAR_MISSES])
+def test_user_cells_export_and_only_an_exact_operator_cell_gets_the_operator(tmp_path, text):
+    cell = lstm_graph.compile_source(text, "user.cell")
+    runner = cell.compile(input_size=4, hidden_size=3, seed=5, executor="numpy")
+    runner.export_onnx(tmp_path / "m.onnx")
+    model = assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-5)
+    assert runs_as(model) == ({"LSTM"} if text is RENAMED_LSTM else {"Scan"})
+
+
+def test_a_renamed_lstm_maps_its_own_states_onto_the_operators():
+    fused = match(lstm_graph.compile_source(RENAMED_LSTM, "renamed.cell"))
+    assert fused is not None and fused.states == {"c": "cx", "h": "hx"}
+
+
+@pytest.mark.parametrize("name, layers, direction", [
+    ("lstm", 2, "bidirectional"), ("gru", 1, "reverse"), ("coupled_lstm", 2, "bidirectional"),
+    ("rnn_relu", 3, "forward"), ("peephole_lstm", 1, "reverse")])
+def test_stacks_and_directions_export_with_states_in_pytorchs_order(tmp_path, name, layers,
+                                                                    direction):
+    runner = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=4, seed=1,
+                                                layers=layers, direction=direction,
+                                                executor="numpy")
+    runner.export_onnx(tmp_path / "m.onnx")
+    assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-5)
+    got = onnxruntime_run(tmp_path / "m.onnx", sequences(3)[0])
+    units = layers * (2 if direction == "bidirectional" else 1)
+    assert got["final_h"].shape == ((units, 2, 4) if units > 1 else (2, 4))
+
+
+def test_float64_models_scan_and_equal_the_cell_to_1e10(tmp_path):
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4,
+                                                           seed=1, dtype="float64")
+    runner.export_onnx(tmp_path / "m.onnx")
+    model = assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-10, "float64")
+    assert runs_as(model) == {"Scan"}  # onnxruntime's LSTM has no float64 kernel
+    x = sequences(3, "float64")[1]
+    y = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, runner(x)[0], rtol=0, atol=1e-10)
+
+
+def test_the_export_command_from_params_weights_equals_run(tmp_path, monkeypatch):
+    """The harness's way: weights from params, a model from export, y from run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.cell").write_text(EVERYTHING)
+    cli = CliRunner()
+    x = sequences(4)[1]
+    np.save("x.npy", x)
+    for spec in ("peephole_lstm", "mine.cell"):
+        assert cli.invoke(main, ["params", spec, "-I", "4", "-H", "3", "--out", "w.npz"]) \
+            .exit_code == 0
+        done = cli.invoke(main, ["export", spec, "--weights", "w.npz", "--format", "onnx",
+                                 "--out", "out/m.onnx"])
+        assert done.exit_code == 0, done.output
+        assert "opset 17" in done.stdout and "wrote out/m.onnx" in done.stderr
+        assert cli.invoke(main, ["run", spec, "--weights", "w.npz", "--input", "x.npy",
+                                 "--out", "y.npz"]).exit_code == 0
+        want = np.load("y.npz")
+        got = onnxruntime_run(tmp_path / "out" / "m.onnx", x)
+        np.testing.assert_allclose(got["y"], want["y"], rtol=0, atol=1e-5)
+        for state in ("c", "h"):
+            np.testing.assert_allclose(got[f"final_{state}"], want[state], rtol=0, atol=1e-5)
+
+
+def test_export_takes_the_layers_options_and_random_weights(tmp_path):
+    done = CliRunner().invoke(main, ["export", "gru", "-I", "3", "-H", "4", "--layers", "2",
+                                     "--direction", "bidirectional", "--format", "onnx",
+                                     "--out", str(tmp_path / "m.onnx"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert '"runs_as": "GRU"' in done.stdout and '"layers": 2' in done.stdout
+    runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=0,
+                                                 layers=2, direction="bidirectional")
+    assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lstm", "-I", "3", "--format", "onnx", "--out", "m.onnx"], "--hidden-size"),
+    (["lstm", "-I", "3", "-H", "4", "--format", "onnx", "--out", "m.py"], "name it m.onnx"),
+    (["lstm", "-I", "3", "-H", "4", "--format", "tflite", "--out", "m.onnx"], "tflite"),
+])
+def test_export_usage_mistakes_exit_2_saying_what(tmp_path, args, message):
+    done = CliRunner().invoke(main, ["export", *args])
+    assert done.exit_code == 2 and message in done.output
+
+
+def test_weights_that_do_not_fit_the_layers_asked_exit_1(tmp_path):
+    cli = CliRunner()
+    weights = str(tmp_path / "w.npz")
+    assert cli.invoke(main, ["params", "lstm", "-I", "3", "-H", "4", "--out", weights]) \
+        .exit_code == 0
+    done = cli.invoke(main, ["export", "lstm", "--weights", weights, "--layers", "2",
+                             "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert done.exit_code == 1 and "layers=2" in done.stderr and "Traceback" not in done.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_that_would_differ_from_the_cell_is_not_written(tmp_path, monkeypatch):
+    runner = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=4, seed=1)
+    real = onnx_model.build
+
+    def wrong(r):  # a bug in the exporter, simulated: the operator's gate order swapped
+        model = real(r)
+        for node in model.graph.node:
+            if node.op_type == "LSTM":
+                node.input[1], node.input[2] = node.input[2], node.input[1]
+        return model
+
+    monkeypatch.setattr(onnx_model, "build", wrong)
+    with pytest.raises(lstm_graph.LstmGraphError, match="differs from the cell's run"):
+        runner.export_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

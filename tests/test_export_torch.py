@@ -1,0 +1,191 @@
+"""``export --format torch``: a readable module that imports only torch, whose ``load()`` gives
+the cell with its weights; PyTorch's autograd on it equals ``grad`` (x and every weight) to
+1e-4 in float32 and 1e-10 in float64; it runs under torch.jit.script and torch.compile."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from test_export_onnx import EVERYTHING
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.export.torch_module import attributes, torch_attribute
+
+_COUNT = itertools.count()
+
+
+def import_module(path):
+    """The generated file as a fresh module (a unique name: each test's is another)."""
+    spec = importlib.util.spec_from_file_location(f"exported_{next(_COUNT)}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def exported(tmp_path, runner, name="cell"):
+    py, pt = runner.export_torch(tmp_path / f"{name}.py")
+    assert py == tmp_path / f"{name}.py" and pt == tmp_path / f"{name}.pt"
+    return import_module(py)
+
+
+def module_key(runner, name):
+    """Our parameter name -> the module's state-dict key."""
+    unit = next(u for u in runner.units if name.startswith(u.prefix))
+    if not unit.prefix:
+        return attributes(list(unit.weights))[name]
+    return torch_attribute(name)
+
+
+def assert_gradients_equal(runner, model, dtype, tolerance):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((6, 3, runner.input_size)).astype(dtype)
+    y, _ = runner(x)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    want = runner.grad(x, grad_y)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt, final = model(xt)
+    np.testing.assert_allclose(yt.detach().numpy(), y, rtol=0, atol=tolerance)
+    (yt * torch.from_numpy(grad_y)).sum().backward()
+    np.testing.assert_allclose(xt.grad.numpy(), want.x, rtol=0, atol=tolerance)
+    parameters = dict(model.named_parameters())
+    assert len(parameters) == len(want.weights)
+    for name, value in want.weights.items():
+        got = parameters[module_key(runner, name)].grad.numpy()
+        np.testing.assert_allclose(got, value, rtol=0, atol=tolerance, err_msg=name)
+
+
+CELLS = [*lstm_graph.builtin_names(), "everything"]
+
+
+def cell_of(name):
+    if name == "everything":
+        return lstm_graph.compile_source(EVERYTHING, "everything.cell")
+    return lstm_graph.load_cell(name)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("float64", 1e-10)])
+def test_the_modules_gradients_equal_grad_for_x_and_every_weight(tmp_path, name, dtype,
+                                                                  tolerance):
+    runner = cell_of(name).compile(input_size=3, hidden_size=4, seed=3, dtype=dtype,
+                                   executor="numpy")
+    model = exported(tmp_path, runner).load()
+    assert next(model.parameters()).dtype == getattr(torch, dtype)
+    assert_gradients_equal(runner, model, dtype, tolerance)
+
+
+@pytest.mark.parametrize("name, layers, direction", [
+    ("peephole_lstm", 2, "bidirectional"), ("gru", 1, "reverse"), ("rnn", 3, "forward")])
+def test_stacks_export_as_a_module_of_cell_modules(tmp_path, name, layers, direction):
+    runner = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=4, seed=3,
+                                                layers=layers, direction=direction,
+                                                executor="numpy")
+    module = exported(tmp_path, runner)
+    model = module.load()
+    assert_gradients_equal(runner, model, "float32", 1e-4)
+    x = torch.randn(5, 2, 3)
+    _, final = model(x)
+    units = layers * (2 if direction == "bidirectional" else 1)
+    assert final["h"].shape == ((units, 2, 4) if units > 1 else (2, 4))
+    if units > 1:  # a stack continues from its states, (L·D, B, H) each
+        y, _ = runner(x.numpy(), {k: v.detach().numpy() for k, v in final.items()})
+        np.testing.assert_allclose(model(x, final)[0].detach().numpy(), y, atol=1e-5)
+
+
+def test_the_module_reads_like_the_cell_and_imports_only_torch(tmp_path):
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4)
+    runner.export_torch(tmp_path / "peephole.py")
+    source = (tmp_path / "peephole.py").read_text()
+    tree = ast.parse(source)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in (node.names if isinstance(node, ast.Import) else
+                              [ast.alias(node.module or "")])}
+    assert imported == {"math", "os", "typing", "torch"}
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["PeepholeLstm"]
+    step = source[source.index("def step"):source.index("def forward")]
+    order = [step.index(text) for text in (
+        "# stage 1: f, i, g", "# forget valve", "f = torch.sigmoid(F.linear(x, self.f_W_x",
+        "# stage 2: c", "c = f * c_prev + i * g", "# stage 3: o (waits for the new c)",
+        "# output valve: reads the NEW memory", "self.o_p_c * c)", "# stage 4: h",
+        "h = o * torch.tanh(c)", "return c, h")]
+    assert order == sorted(order)
+    assert "    f.W_x  f_W_x  (4, 3)" in source  # the docstring maps every parameter
+    assert max(len(line) for line in source.splitlines()) <= 100
+
+
+def test_the_module_runs_where_lstm_graph_is_not_installed(tmp_path):
+    runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=1)
+    runner.export_torch(tmp_path / "gru_cell.py")
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy, torch\n"
+              "sys.modules['lstm_graph'] = None  # importing lstm_graph now fails\n"
+              "import gru_cell\n"
+              "y, final = gru_cell.load()(torch.from_numpy(numpy.load('x.npy')))\n"
+              "numpy.save('y.npy', y.detach().numpy())\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), runner(x)[0], atol=1e-6)
+
+
+def test_the_module_scripts_with_torch_jit_and_compiles_with_torch_compile(tmp_path):
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4,
+                                                           layers=2, direction="bidirectional")
+    model = exported(tmp_path, runner).load()
+    x = torch.randn(5, 2, 3)
+    want = runner(x.numpy())[0]
+    scripted = torch.jit.script(model)
+    np.testing.assert_allclose(scripted(x)[0].detach().numpy(), want, atol=1e-5)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # no graph break
+    np.testing.assert_allclose(compiled(x)[0].detach().numpy(), want, atol=1e-5)
+
+
+def test_the_export_command_writes_the_module_and_state_dict_grad_agrees(tmp_path,
+                                                                         monkeypatch):
+    """The harness's way: params, export --format torch, load(), x.grad against grad."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.cell").write_text(EVERYTHING)
+    cli = CliRunner()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 2, 4)).astype("float32")
+    np.save("x.npy", x)
+    for k, spec in enumerate(("lstm", "mine.cell")):
+        assert cli.invoke(main, ["params", spec, "-I", "4", "-H", "3", "--out", "w.npz"]) \
+            .exit_code == 0
+        done = cli.invoke(main, ["export", spec, "--weights", "w.npz", "--format", "torch",
+                                 "--out", f"d{k}/cell.py"])
+        assert done.exit_code == 0, done.output
+        assert (tmp_path / f"d{k}" / "cell.pt").is_file()
+        assert "f.W_x" in done.stdout or "k.W_x" in done.stdout  # the parameter mapping
+        gy = rng.standard_normal((7, 2, 3)).astype("float32")
+        np.save("gy.npy", gy)
+        assert cli.invoke(main, ["grad", spec, "--weights", "w.npz", "--input", "x.npy",
+                                 "--grad-output", "gy.npy", "--out", "g.npz"]).exit_code == 0
+        assert cli.invoke(main, ["run", spec, "--weights", "w.npz", "--input", "x.npy",
+                                 "--out", "y.npz"]).exit_code == 0
+        model = import_module(tmp_path / f"d{k}" / "cell.py").load()
+        xt = torch.from_numpy(x).requires_grad_()
+        y, _ = model(xt)
+        np.testing.assert_allclose(y.detach().numpy(), np.load("y.npz")["y"], atol=1e-5)
+        (y * torch.from_numpy(gy)).sum().backward()
+        np.testing.assert_allclose(xt.grad.numpy(), np.load("g.npz")["x"], atol=1e-4)
+
+
+def test_a_module_name_python_cannot_import_is_refused(tmp_path):
+    done = CliRunner().invoke(main, ["export", "lstm", "-I", "2", "-H", "2", "--format",
+                                     "torch", "--out", str(tmp_path / "my-cell.py")])
+    assert done.exit_code == 1 and "cannot be imported" in done.stderr
+    assert not list(tmp_path.iterdir())

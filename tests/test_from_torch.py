@@ -1,0 +1,197 @@
+"""``from-torch``: PyTorch cells written the ways people write them become ``.cell`` files
+whose ``run`` equals the module stepped over the sequence (1e-5), named as the code names
+its values; what a cell cannot express is refused with the op, the line and what is
+supported, exit 1, no traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import needs_dot
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.frontends.from_torch import step_module
+from lstm_graph.frontends.torch_fx import load_class, make_module
+
+CELLS = Path(__file__).with_name("torch_cells.py")
+I, H = 3, 5
+
+#: class -> its states, in the order its forward's state holds them.
+CONVERTIBLE = {"FastLSTMCell": "h,c", "GateLinearLSTM": "h,c", "CatLSTM": "h,c",
+               "FLinearLSTM": "c,h", "TutorialGRU": "h", "PeepholeLSTM": "h,c",
+               "Activations": "h"}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Each convertible class converted by the command from a trained-looking state dict:
+    class -> (folder, module with those weights, the command's result)."""
+    folder = tmp_path_factory.mktemp("from_torch")
+    out = {}
+    for name, states in CONVERTIBLE.items():
+        cls = load_class(CELLS, name)
+        torch.manual_seed(1234)  # other weights than the class's own initialisation
+        source = cls(I, H)
+        with torch.no_grad():
+            for parameter in source.parameters():
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+        torch.save(source.state_dict(), folder / f"{name}.pt")
+        result = CliRunner().invoke(main, [
+            "from-torch", f"{CELLS}:{name}", "--input-size", str(I), "--hidden-size", str(H),
+            "--states", states, "--state-dict", str(folder / f"{name}.pt"),
+            "--out", str(folder / f"{name}.cell"), "--weights-out", str(folder / f"{name}.npz")])
+        module = make_module(cls, CELLS, I, H, folder / f"{name}.pt")
+        out[name] = (folder, module, result)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTIBLE))
+def test_run_of_the_converted_cell_equals_the_module_stepped_over_the_sequence(converted,
+                                                                               name):
+    folder, module, result = converted[name]
+    assert result.exit_code == 0, result.output
+    assert "checked: the cell equals the module" in result.stdout
+    x = np.random.default_rng(9).standard_normal((12, 4, I)).astype("float32")
+    np.save(folder / "x.npy", x)
+    done = CliRunner().invoke(main, ["run", str(folder / f"{name}.cell"), "--weights",
+                                     str(folder / f"{name}.npz"), "--input",
+                                     str(folder / "x.npy"), "--out", str(folder / "y.npz")])
+    assert done.exit_code == 0, done.output
+    states = CONVERTIBLE[name].split(",")
+    want_y, want = step_module(module, x, states, H)
+    got = np.load(folder / "y.npz")
+    np.testing.assert_allclose(got["y"], want_y, rtol=0, atol=1e-5)
+    for state in states:
+        np.testing.assert_allclose(got[state], want[state], rtol=0, atol=1e-5)
+
+
+def test_the_state_dict_is_what_runs_not_the_classes_initialisation(converted, tmp_path):
+    folder = converted["FastLSTMCell"][0]
+    plain = CliRunner().invoke(main, [
+        "from-torch", f"{CELLS}:FastLSTMCell", "-I", str(I), "-H", str(H), "--states", "h,c",
+        "--out", str(tmp_path / "fresh.cell"), "--weights-out", str(tmp_path / "fresh.npz")])
+    assert plain.exit_code == 0, plain.output
+    trained, fresh = np.load(folder / "FastLSTMCell.npz"), np.load(tmp_path / "fresh.npz")
+    assert set(trained) == set(fresh)
+    assert not np.allclose(trained["forgetgate.W_x"], fresh["forgetgate.W_x"])
+    sd = torch.load(folder / "FastLSTMCell.pt")
+    np.testing.assert_array_equal(trained["forgetgate.W_x"], sd["weight_ih"][H:2 * H].numpy())
+
+
+def cell_text(converted, name):
+    return (converted[name][0] / f"{name}.cell").read_text()
+
+
+def test_the_fastrnns_cell_reads_like_its_code(converted):
+    text = cell_text(converted, "FastLSTMCell")
+    for line in ("input x", "state h, c", "output h",
+                 "ingate = sigmoid(linear(x, h[t-1]))", "forgetgate = sigmoid(linear(x, h[t-1]))",
+                 "cellgate = tanh(linear(x, h[t-1]))", "outgate = sigmoid(linear(x, h[t-1]))",
+                 "c = forgetgate * c[t-1] + ingate * cellgate", "h = outgate * tanh(c)"):
+        assert re.search(rf"^{re.escape(line)}", text, re.MULTILINE), line
+    assert re.search(r"^c = .*# cy, torch_cells\.py:\d+$", text, re.MULTILINE)
+    cell = lstm_graph.load_cell(converted["FastLSTMCell"][0] / "FastLSTMCell.cell")
+    assert cell.schedule.stages == (("ingate", "forgetgate", "cellgate", "outgate"), ("c",),
+                                    ("h",))
+
+
+def test_a_cat_into_one_linear_splits_into_each_operands_own_weights(converted):
+    folder, module, _ = converted["CatLSTM"]
+    weights = np.load(folder / "CatLSTM.npz")
+    big = module.gates.weight.detach().numpy()  # (4H, I + H): x's columns, then h's
+    np.testing.assert_array_equal(weights["f.W_x"], big[H:2 * H, :I])
+    np.testing.assert_array_equal(weights["f.W_h"], big[H:2 * H, I:])
+
+
+def test_peepholes_are_element_wise_weights_and_the_output_valve_waits(converted):
+    text = cell_text(converted, "PeepholeLSTM")
+    assert "o = sigmoid(linear(x, h[t-1], peep(c)))" in text
+    assert "f = sigmoid(linear(x, h[t-1], peep(c[t-1])))" in text
+    done = CliRunner().invoke(main, ["schedule", str(converted["PeepholeLSTM"][0] /
+                                                     "PeepholeLSTM.cell")])
+    assert "stage 3: o   (waits for the new c)" in done.stdout
+
+
+def test_a_gru_with_one_minus_z_and_its_split_candidate(converted):
+    text = cell_text(converted, "TutorialGRU")
+    assert "newgate = tanh(i_n + resetgate * h_n)" in text
+    assert "h = (1 - inputgate) * newgate + inputgate * h[t-1]" in text
+
+
+def test_numbers_are_written_exactly(converted):
+    text = cell_text(converted, "Activations")
+    assert "hard_sigmoid(pre, 0.16666666666666666)" in text  # F.hardsigmoid's 1/6
+    assert "leaky_relu(pre, 0.1)" in text and "elu(pre, 0.5)" in text
+
+
+@needs_dot
+@pytest.mark.parametrize("name", ["FastLSTMCell", "PeepholeLSTM", "TutorialGRU"])
+def test_converted_cells_validate_and_draw_in_both_styles(converted, name, tmp_path):
+    path = str(converted[name][0] / f"{name}.cell")
+    cli = CliRunner()
+    assert "ok" in cli.invoke(main, ["validate", path]).stdout
+    done = cli.invoke(main, ["render", path, "--out", str(tmp_path / "d")])
+    assert done.exit_code == 0, done.output
+    pipe = (tmp_path / "d.pipe.svg").read_text()
+    assert "torch_cells.py:" in pipe  # the captions say which line made each value
+
+
+REFUSALS = {
+    "RefuseLayerNorm": ("h", "nn.LayerNorm (self.ln)", "normalisation",
+                        "z = self.ln(self.lin(torch.cat([x, h], 1)))"),
+    "RefuseSum": ("h", "Tensor.sum", "reduces over the units",
+                  "scale = h.sum(dim=1, keepdim=True)"),
+    "RefuseBranch": ("h", "RefuseBranch.forward cannot be traced", "branches on a tensor",
+                     "if h.abs().max() > 1:"),
+    "RefuseInPlace": ("h", "Tensor.sigmoid_ is in place", "torch.sigmoid(x)", "z.sigmoid_()"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supported(
+        tmp_path, name):
+    states, op, why, source_line = REFUSALS[name]
+    done = CliRunner().invoke(main, [
+        "from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states", states,
+        "--out", str(tmp_path / "c.cell"), "--weights-out", str(tmp_path / "w.npz")])
+    assert done.exit_code == 1
+    line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
+                if text.strip() == source_line)
+    assert f"torch_cells.py:{line}: error: " in done.stderr
+    assert op in done.stderr and why in done.stderr and source_line in done.stderr
+    assert "from-torch converts:" in done.stderr or name == "RefuseBranch"
+    assert "Traceback" not in done.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere.py:Cell"], "no such file"),
+    ([f"{CELLS}"], "FILE.py:CLASS"),
+    ([f"{CELLS}:Missing"], "no class 'Missing' (its nn.Module classes: Activations, CatLSTM"),
+    ([f"{CELLS}:FastLSTMCell", "--states", "h"], "unpacked as a tuple, but --states names 1"),
+    ([f"{CELLS}:TutorialGRU", "--states", "h,c"], "used as one tensor, but --states names 2"),
+    ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),
+])
+def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message):
+    states = [] if "--states" in args else ["--states", "h,c"]
+    done = CliRunner().invoke(main, ["from-torch", *args, "-I", "3", "-H", "4", *states,
+                                     "--out", str(tmp_path / "c.cell"), "--weights-out",
+                                     str(tmp_path / "w.npz")])
+    assert done.exit_code == 1, done.output
+    assert message in done.stderr and "Traceback" not in done.output
+
+
+def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path):
+    torch.save(load_class(CELLS, "FastLSTMCell")(3, 6).state_dict(), tmp_path / "sd.pt")
+    done = CliRunner().invoke(main, [
+        "from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c",
+        "--state-dict", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "c.cell"),
+        "--weights-out", str(tmp_path / "w.npz")])
+    assert done.exit_code == 1
+    assert "does not fit FastLSTMCell(3, 4)" in done.stderr and "weight_ih" in done.stderr

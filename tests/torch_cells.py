@@ -1,0 +1,207 @@
+"""PyTorch cells written the ways people write them (fixtures of test_from_torch.py).
+
+Each convertible class is ``CLASS(input_size, hidden_size)`` with ``forward(x_t, state)
+-> (out, new_state)``; the ``Refuse*`` classes hold one thing a cell cannot express each.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class FastLSTMCell(nn.Module):
+    """The LSTM cell of PyTorch's fastrnns benchmark (custom_lstms.py), as an nn.Module."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.randn(4 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.randn(4 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.randn(4 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.randn(4 * hidden_size))
+
+    def forward(self, input, state):
+        hx, cx = state
+        gates = (torch.mm(input, self.weight_ih.t()) + self.bias_ih +
+                 torch.mm(hx, self.weight_hh.t()) + self.bias_hh)
+        ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
+
+        ingate = torch.sigmoid(ingate)
+        forgetgate = torch.sigmoid(forgetgate)
+        cellgate = torch.tanh(cellgate)
+        outgate = torch.sigmoid(outgate)
+
+        cy = (forgetgate * cx) + (ingate * cellgate)
+        hy = outgate * torch.tanh(cy)
+
+        return hy, (hy, cy)
+
+
+class GateLinearLSTM(nn.Module):
+    """One nn.Linear per gate over x and one over h, state (h, c), F. spellings."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.x_i, self.h_i = nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, hidden_size)
+        self.x_f, self.h_f = nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, hidden_size)
+        self.x_g, self.h_g = nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, hidden_size)
+        self.x_o, self.h_o = nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, state):
+        h, c = state
+        i = F.sigmoid(self.x_i(x) + self.h_i(h))
+        f = F.sigmoid(self.x_f(x) + self.h_f(h))
+        g = F.tanh(self.x_g(x) + self.h_g(h))
+        o = F.sigmoid(self.x_o(x) + self.h_o(h))
+        c_next = f * c + i * g
+        h_next = o * F.tanh(c_next)
+        return h_next, (h_next, c_next)
+
+
+class CatLSTM(nn.Module):
+    """torch.cat([x, h], 1) into one Linear, split by size, method spellings."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gates = nn.Linear(input_size + hidden_size, 4 * hidden_size)
+
+    def forward(self, x, state):
+        h, c = state
+        z = self.gates(torch.cat([x, h], dim=1))
+        i, f, g, o = z.split(self.hidden_size, dim=1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * c.tanh()
+        return h, (h, c)
+
+
+class FLinearLSTM(nn.Module):
+    """F.linear with explicit parameters, the state order (c, h), slices [:, a:b]."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4 * hidden_size, input_size) * 0.3)
+        self.u = nn.Parameter(torch.randn(4 * hidden_size, hidden_size) * 0.3)
+        self.b = nn.Parameter(torch.zeros(4 * hidden_size))
+
+    def forward(self, x, state):
+        c, h = state
+        n = h.shape[1]
+        z = F.linear(x, self.w, self.b) + F.linear(h, self.u)
+        forget = torch.sigmoid(z[:, :n] + 1.0)
+        write = torch.sigmoid(z[:, n:2 * n])
+        candidate = torch.tanh(z[:, 2 * n:3 * n])
+        read = torch.sigmoid(z[:, 3 * n:])
+        memory = forget * c + write * candidate
+        hidden = read * torch.tanh(memory)
+        return hidden, (memory, hidden)
+
+
+class TutorialGRU(nn.Module):
+    """A tutorial GRU: a Linear for x and one for h, chunked in three, 1 - z."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.x2h = nn.Linear(input_size, 3 * hidden_size)
+        self.h2h = nn.Linear(hidden_size, 3 * hidden_size)
+
+    def forward(self, x, hidden):
+        gate_x = self.x2h(x)
+        gate_h = self.h2h(hidden)
+        i_r, i_i, i_n = gate_x.chunk(3, 1)
+        h_r, h_i, h_n = gate_h.chunk(3, 1)
+        resetgate = torch.sigmoid(i_r + h_r)
+        inputgate = torch.sigmoid(i_i + h_i)
+        newgate = torch.tanh(i_n + (resetgate * h_n))
+        hy = (1 - inputgate) * newgate + inputgate * hidden
+        return hy, hy
+
+
+class PeepholeLSTM(nn.Module):
+    """The peephole LSTM of Gers & Schmidhuber: element-wise peephole parameters, the output
+    valve reading the new memory; torch.addmm and x @ W.t()."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(input_size, 4 * hidden_size) * 0.3)
+        self.U = nn.Parameter(torch.randn(hidden_size, 4 * hidden_size) * 0.3)
+        self.bias = nn.Parameter(torch.randn(4 * hidden_size) * 0.1)
+        self.w_ci = nn.Parameter(torch.randn(hidden_size))
+        self.w_cf = nn.Parameter(torch.randn(hidden_size))
+        self.w_co = nn.Parameter(torch.randn(hidden_size))
+
+    def forward(self, x, state):
+        h, c = state
+        gates = torch.addmm(self.bias, x, self.W) + h @ self.U
+        i, f, g, o = torch.chunk(gates, 4, dim=1)
+        i = torch.sigmoid(i + self.w_ci * c)
+        f = torch.sigmoid(f + self.w_cf * c)
+        c_t = f * c + i * torch.tanh(g)
+        o = torch.sigmoid(o + self.w_co * c_t)
+        h_t = o * torch.tanh(c_t)
+        return h_t, (h_t, c_t)
+
+
+class Activations(nn.Module):
+    """The other activations, in their F. and nn. spellings, a number divided, a dropout."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.a = nn.Linear(input_size, hidden_size)
+        self.b = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.act = nn.ELU(alpha=0.5)
+        self.drop = nn.Dropout(0.2)
+
+    def forward(self, x, h):
+        pre = self.a(x) + self.b(h)
+        k = F.hardsigmoid(pre)
+        u = F.leaky_relu(pre, 0.1) + self.act(pre) - F.softplus(pre) / 2
+        v = torch.clamp(self.drop(u), -2.0, 2.0) * F.softsign(pre)
+        h_new = k * h + (1 - k) * F.threshold(v, 0.1, 0.0)
+        return -h_new, h_new
+
+
+class RefuseLayerNorm(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.ln = nn.LayerNorm(hidden_size)
+
+    def forward(self, x, h):
+        z = self.ln(self.lin(torch.cat([x, h], 1)))
+        return torch.tanh(z), torch.tanh(z)
+
+
+class RefuseSum(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x, h):
+        scale = h.sum(dim=1, keepdim=True)
+        h = torch.tanh(self.lin(x) + scale)
+        return h, h
+
+
+class RefuseBranch(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x, h):
+        if h.abs().max() > 1:
+            h = h * 0.5
+        h = torch.tanh(self.lin(x) + h)
+        return h, h
+
+
+class RefuseInPlace(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        z = self.lin(torch.cat([x, h], 1))
+        z.sigmoid_()
+        return z, z
