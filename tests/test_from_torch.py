@@ -20,7 +20,7 @@ from lstm_graph.frontends.from_torch import step_module
 from lstm_graph.frontends.torch_fx import load_class, make_module
 
 CELLS = Path(__file__).with_name("torch_cells.py")
-I, H = 3, 5
+IN, HID = 3, 5
 
 #: class -> its states, in the order its forward's state holds them.
 CONVERTIBLE = {"FastLSTMCell": "h,c", "GateLinearLSTM": "h,c", "CatLSTM": "h,c",
@@ -37,16 +37,16 @@ def converted(tmp_path_factory):
     for name, states in CONVERTIBLE.items():
         cls = load_class(CELLS, name)
         torch.manual_seed(1234)  # other weights than the class's own initialisation
-        source = cls(I, H)
+        source = cls(IN, HID)
         with torch.no_grad():
             for parameter in source.parameters():
                 parameter.copy_(torch.randn_like(parameter) * 0.5)
         torch.save(source.state_dict(), folder / f"{name}.pt")
         result = CliRunner().invoke(main, [
-            "from-torch", f"{CELLS}:{name}", "--input-size", str(I), "--hidden-size", str(H),
+            "from-torch", f"{CELLS}:{name}", "--input-size", str(IN), "--hidden-size", str(HID),
             "--states", states, "--state-dict", str(folder / f"{name}.pt"),
             "--out", str(folder / f"{name}.cell"), "--weights-out", str(folder / f"{name}.npz")])
-        module = make_module(cls, CELLS, I, H, folder / f"{name}.pt")
+        module = make_module(cls, CELLS, IN, HID, folder / f"{name}.pt")
         out[name] = (folder, module, result)
     return out
 
@@ -57,14 +57,14 @@ def test_run_of_the_converted_cell_equals_the_module_stepped_over_the_sequence(c
     folder, module, result = converted[name]
     assert result.exit_code == 0, result.output
     assert "checked: the cell equals the module" in result.stdout
-    x = np.random.default_rng(9).standard_normal((12, 4, I)).astype("float32")
+    x = np.random.default_rng(9).standard_normal((12, 4, IN)).astype("float32")
     np.save(folder / "x.npy", x)
     done = CliRunner().invoke(main, ["run", str(folder / f"{name}.cell"), "--weights",
                                      str(folder / f"{name}.npz"), "--input",
                                      str(folder / "x.npy"), "--out", str(folder / "y.npz")])
     assert done.exit_code == 0, done.output
     states = CONVERTIBLE[name].split(",")
-    want_y, want = step_module(module, x, states, H)
+    want_y, want = step_module(module, x, states, HID)
     got = np.load(folder / "y.npz")
     np.testing.assert_allclose(got["y"], want_y, rtol=0, atol=1e-5)
     for state in states:
@@ -74,14 +74,14 @@ def test_run_of_the_converted_cell_equals_the_module_stepped_over_the_sequence(c
 def test_the_state_dict_is_what_runs_not_the_classes_initialisation(converted, tmp_path):
     folder = converted["FastLSTMCell"][0]
     plain = CliRunner().invoke(main, [
-        "from-torch", f"{CELLS}:FastLSTMCell", "-I", str(I), "-H", str(H), "--states", "h,c",
+        "from-torch", f"{CELLS}:FastLSTMCell", "-I", str(IN), "-H", str(HID), "--states", "h,c",
         "--out", str(tmp_path / "fresh.cell"), "--weights-out", str(tmp_path / "fresh.npz")])
     assert plain.exit_code == 0, plain.output
     trained, fresh = np.load(folder / "FastLSTMCell.npz"), np.load(tmp_path / "fresh.npz")
     assert set(trained) == set(fresh)
     assert not np.allclose(trained["forgetgate.W_x"], fresh["forgetgate.W_x"])
     sd = torch.load(folder / "FastLSTMCell.pt")
-    np.testing.assert_array_equal(trained["forgetgate.W_x"], sd["weight_ih"][H:2 * H].numpy())
+    np.testing.assert_array_equal(trained["forgetgate.W_x"], sd["weight_ih"][HID:2 * HID].numpy())
 
 
 def cell_text(converted, name):
@@ -104,9 +104,9 @@ def test_the_fastrnns_cell_reads_like_its_code(converted):
 def test_a_cat_into_one_linear_splits_into_each_operands_own_weights(converted):
     folder, module, _ = converted["CatLSTM"]
     weights = np.load(folder / "CatLSTM.npz")
-    big = module.gates.weight.detach().numpy()  # (4H, I + H): x's columns, then h's
-    np.testing.assert_array_equal(weights["f.W_x"], big[H:2 * H, :I])
-    np.testing.assert_array_equal(weights["f.W_h"], big[H:2 * H, I:])
+    big = module.gates.weight.detach().numpy()  # (4H, I + H): the columns of x, then of h
+    np.testing.assert_array_equal(weights["f.W_x"], big[HID:2 * HID, :IN])
+    np.testing.assert_array_equal(weights["f.W_h"], big[HID:2 * HID, IN:])
 
 
 def test_peepholes_are_element_wise_weights_and_the_output_valve_waits(converted):

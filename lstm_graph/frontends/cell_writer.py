@@ -11,10 +11,11 @@ other lines are the values that need a name of their own:
   stable name); an operand of a linear that holds a linear itself.
 
 Everything else is written inline (``sigmoid(linear(x, h[t-1]))``, ``tanh(cy)``). Lines
-keep the order the code made their values in, and each caption says where
-(``cy, fast.py:31``: diagrams show it under the value). Numbers are written exactly (the shortest text that reads back as
-the same float). Each linear's weights are recorded in operand order and given the
-parameter names the parser assigns once the text is compiled.
+keep the order the code made their values in, and each caption says which variable and
+line (``cy, fast.py:31``: diagrams show it under the value). Numbers are written exactly
+(the shortest text that reads back as the same float). Each linear's weights are
+recorded in operand order and given the parameter names the parser assigns once the
+text is compiled.
 """
 
 from __future__ import annotations
