@@ -6,8 +6,12 @@ learned ``linear`` layer), how diagrams draw it, what it computes
 (``reference``, written against an array namespace ``xp`` so it runs on NumPy,
 CuPy and ``array_api_strict``), its vector–Jacobian product (``vjp``, for
 gradients, on the same namespace), its C expression for the fused kernels
-(CUDA on the GPU, the native step on the CPU), and the name ONNX's recurrent
-operators give it in their ``activations`` attribute. Some functions take
+(CUDA on the GPU, the native step on the CPU), the name ONNX's recurrent
+operators give it in their ``activations`` attribute, and its forms elsewhere:
+standard ONNX nodes (``onnx_nodes``, what an exported model's Scan computes), a
+PyTorch expression (``torch``, what an exported module's ``step`` says) and the
+PyTorch spellings ``from-torch`` recognises (``torch_calls``: ``torch.sigmoid``,
+``F.sigmoid``, ``Tensor.sigmoid``, ``nn.Sigmoid``). Some functions take
 numeric **attributes** (``leaky_relu(v, 0.1)``: alpha), fixed when the cell is
 written: every form reads them by name. Adding an element-wise function is one
 entry here; the parser, executors, kernel generators, gradients, importers and

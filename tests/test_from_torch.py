@@ -195,3 +195,17 @@ def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path):
         "--weights-out", str(tmp_path / "w.npz")])
     assert done.exit_code == 1
     assert "does not fit FastLSTMCell(3, 4)" in done.stderr and "weight_ih" in done.stderr
+
+
+def test_the_readme_shows_what_from_torch_writes_for_the_fastrnns_cell(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    source = re.search(r"saved as `custom_lstms.py`:\n\n```python\n(.*?)```", readme, re.S)
+    shown = re.search(r"each caption saying which line made it:\n\n```\n(.*?)```", readme, re.S)
+    (tmp_path / "custom_lstms.py").write_text(source.group(1))
+    done = CliRunner().invoke(main, [
+        "from-torch", f"{tmp_path / 'custom_lstms.py'}:LSTMCell", "--input-size", "8",
+        "--hidden-size", "16", "--states", "h,c", "--out", str(tmp_path / "lstm_cell.cell"),
+        "--weights-out", str(tmp_path / "lstm_cell.npz")])
+    assert done.exit_code == 0, done.output
+    written = (tmp_path / "lstm_cell.cell").read_text().split("output h\n\n")[1]
+    assert written == shown.group(1)

@@ -10,6 +10,7 @@ import click
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
 from lstm_graph.errors import CellError
+from lstm_graph.export.torch_module import attributes
 from lstm_graph.formats.files import write_npz
 from lstm_graph.library import builtin_names, describe_builtin
 
@@ -82,7 +83,10 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
         click.echo(cell.schedule.to_text(nodes), nl=False)
 
 
-@main.command(epilog=SPEC_HELP)
+@main.command(epilog=SPEC_HELP + " Exported models keep these names: an ONNX model "
+              "(export --format onnx) as its initializers' names, a PyTorch module "
+              "(export --format torch) with each dot an underscore (f.W_x is the attribute "
+              "f_W_x; in a stack l0.f.W_x is l0.f_W_x); --json gives both as 'exported'.")
 @click.argument("spec")
 @click.option("--input-size", "-I", type=click.IntRange(min=1), required=True,
               help="Size of the input x.")
@@ -101,7 +105,9 @@ def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Pat
         write_npz(out, cell.random_weights(input_size, hidden_size, seed))
         click.echo(f"wrote {out}", err=True)
     if as_json:
-        emit_json({"cell": cell.name, "params": {k: list(v) for k, v in shapes.items()}})
+        torch_names = attributes(list(shapes))
+        emit_json({"cell": cell.name, "params": {k: list(v) for k, v in shapes.items()},
+                   "exported": {k: {"onnx": k, "torch": torch_names[k]} for k in shapes}})
         return
     width = max(map(len, shapes), default=0)
     for name, shape in shapes.items():

@@ -40,11 +40,13 @@ _ATOM = 9
 
 @dataclass
 class Written:
-    """A converted cell: its text, compiled, and its weights in the cell's names."""
+    """A converted cell: its text, compiled, and its weights in the cell's names (in the
+    module's dtype, and as computed, in float64, for the check against the module)."""
 
     text: str
     cell: Cell
     weights: dict[str, np.ndarray]
+    exact: dict[str, np.ndarray]
 
 
 @dataclass
@@ -265,12 +267,13 @@ def write(step: Step, cell_name: str, input_name: str, states: Sequence[str],
     except CellError as err:
         raise ConvertError(f"the converted cell does not validate, a bug in from-torch "
                            f"(please report it):\n{err}\n--- the cell ---\n{text}") from None
-    weights: dict[str, np.ndarray] = {}
+    exact: dict[str, np.ndarray] = {}
     for name, arrays in writer.weights.items():
         node = linear_of(cell.graph, name)
         if node is None or len(node.params) != len(arrays):
             raise ConvertError(f"the converted line '{name}' lost its linear, a bug in "
                                "from-torch (please report it)")
         for param, array in zip(node.params, arrays):
-            weights[param] = np.ascontiguousarray(array, dtype=dtype)
-    return Written(text, cell, weights)
+            exact[param] = np.ascontiguousarray(array, dtype=np.float64)
+    weights = {name: array.astype(dtype) for name, array in exact.items()}
+    return Written(text, cell, weights, exact)

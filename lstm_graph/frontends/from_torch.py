@@ -4,7 +4,7 @@
 loads and traces the module (:mod:`.torch_fx`), writes what one step computes as a cell
 (:mod:`.cell_writer`), and checks the result: the cell, run by lstm-graph over a seeded
 sequence, must give what the module gives stepped over the same sequence from zero
-states (in float64, to 1e-6 relative), or nothing is written. A module that cannot
+states (in float64, to 1e-9 relative), or nothing is written. A module that cannot
 become a cell is refused with the op, the line of its forward, and what is supported
 (:class:`~lstm_graph.frontends.torch_fx.ConvertError`).
 """
@@ -26,9 +26,9 @@ from lstm_graph.language.parser import RESERVED
 
 #: Steps and sequences of the check against the module.
 CHECK_STEPS, CHECK_BATCH = 5, 3
-#: The check's tolerance, relative to 1 + |value|: float64 on both sides, the weights
-#: rounded once to the module's dtype.
-TOLERANCE = 1e-6
+#: The check's tolerance, relative to 1 + |value|: float64 on both sides (the cell's
+#: weights as computed from the module's, before they are rounded to its dtype).
+TOLERANCE = 1e-9
 
 
 @dataclass
@@ -92,7 +92,7 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
         f"{class_name} of {path.name}, converted by lstm-graph from-torch (torch.fx) with "
         f"input size {input_size} and hidden size {hidden_size}. Its weights ({weights_from}) "
         "are in lstm-graph's names; each caption says which line of the forward made the "
-        "value.", 88)
+        "value.", 88, break_on_hyphens=False)
     name = cell_name(out, class_name)
     written = cell_writer.write(step, name, input_name, states, hidden_size, header,
                                 str(out) if out is not None else f"{name}.cell", dtype)
@@ -136,7 +136,7 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     x = np.random.default_rng(0).standard_normal((CHECK_STEPS, CHECK_BATCH, input_size))
     double = copy.deepcopy(module).double()
     want_y, want = step_module(double, x, states, hidden_size)
-    runner = written.cell.compile(weights=written.weights, dtype="float64",
+    runner = written.cell.compile(weights=written.exact, dtype="float64",
                                   input_size=input_size, executor="reference")
     got_y, got = runner(x)
     error = 0.0

@@ -257,7 +257,8 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
         raise ConvertError(f"{head}{type(module).__name__}.forward cannot be traced: "
                            f"{why}{text}\n{SUPPORTED}") from None
     except Exception as err:  # the user's forward failed while traced
-        raise _located(files, err, f"tracing {type(module).__name__}.forward") from None
+        found = _located(files, err, f"tracing {type(module).__name__}.forward")
+        raise ConvertError(f"{found}\n{SUPPORTED}") from None
     return Traced(graph, wrapper, files, type(module).__name__)
 
 
@@ -438,14 +439,15 @@ class _Interpreter:
                                    "must be a tensor computed from x and the states")
         for state, value in zip(self.states, new):
             if value.width != self.hidden_size:
-                raise ConvertError(f"{name}.forward's new state '{state}' has "
-                                   f"{value.width} units, but the hidden size is "
-                                   f"{self.hidden_size}{self._at(value)}")
+                raise ConvertError(f"{self._at(value)}{name}.forward's new state '{state}' "
+                                   f"has {value.width} units, but the hidden size is "
+                                   f"{self.hidden_size}")
         return Step(out, tuple(new))
 
     def _at(self, value: Value) -> str:
         where = value.where
-        return "" if where is None else f" ({where.file}:{where.line})"
+        return "" if where is None or not where.file else \
+            f"{where.file}:{where.line}: error: "
 
     # -- concrete values --
 
