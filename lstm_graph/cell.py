@@ -159,12 +159,14 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         found = read.stack
         if found is None:
             inferred = infer_stack(list(raw))
-            found = Stack(*inferred, proj) if inferred else Stack(1, "forward", proj)
+            # one unit's names: forward or reverse alike, as asked
+            found = Stack(*inferred, proj) if inferred else Stack(
+                1, "reverse" if direction == "reverse" else "forward", proj)
         for what, asked, held in (("layers", layers, found.layers),
                                   ("direction", direction, found.direction)):
             if asked is not None and asked != held:
-                raise WeightsError(f"{source} holds a stack of {found.describe()}, but "
-                                   f"{what}={asked} was asked for")
+                raise WeightsError(f"{source} holds {found.describe()}, but {what}={asked} "
+                                   "was asked for")
         stack = found
         first = {name[len(stack.prefix(0, stack.units[0][1])):]: value
                  for name, value in raw.items()
@@ -401,6 +403,14 @@ class Runner:
                          self._states([found.final], unbatched),
                          {k: v[:, 0] if unbatched else v for k, v in found.values.items()},
                          found.edges)
+
+    def unit_runner(self, index: int) -> Runner:
+        """Layer and direction ``index`` (in ``h_n`` order) as a runner of its own: one unit,
+        forward, time-major, its weights without their prefix (what the explorer shows)."""
+        unit = self.units[index]
+        alone = _Unit(unit.cell, 0, False, unit.input_size, self.hidden_size, unit.weights, "")
+        return Runner(unit.cell, Stack(), False, [alone], unit.input_size, self.hidden_size,
+                      self.backend, self.dtype, self.executor)
 
     def compiled(self, batch: int) -> Executor:
         """The executor of the first layer and direction for batch size ``batch``, built on

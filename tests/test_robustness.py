@@ -220,9 +220,9 @@ def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_pat
     ({"proj_size": 2}, [], "has a projection (weight_hr, proj_size 2) and cell 'lstm' has none; "
      "use the cell lstm_proj"),
     ({"bidirectional": True}, ["--direction", "forward"],
-     "holds a stack of 1 layer, bidirectional, but direction=forward was asked for"),
+     "holds 1 layer, bidirectional, but direction=forward was asked for"),
     ({"num_layers": 2}, ["--layers", "3"],
-     "holds a stack of 2 layers, forward, but layers=3 was asked for"),
+     "holds 2 layers, forward, but layers=3 was asked for"),
 ])
 def test_pytorch_layers_a_cell_cannot_take_say_why(tmp_path, x_file, kwargs, args, words):
     torch.save(torch.nn.LSTM(3, 4, **kwargs).state_dict(), tmp_path / "w.pt")
