@@ -196,7 +196,7 @@ def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file):
     onnx.save(model, str(tmp_path / "two.onnx"))
     stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx",
                    "--out", tmp_path / "y.npz")
-    assert "holds 2 recurrent nodes: 'lstm' (LSTM), 'lstm' (LSTM); lstm-graph runs one " \
+    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM); lstm-graph runs one " \
         "layer from a model" in stderr
     del model.graph.node[:]
     onnx.save(model, str(tmp_path / "none.onnx"))
