@@ -8,6 +8,8 @@ restates our equations.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import executor_params
@@ -449,3 +451,25 @@ def test_a_model_file_is_a_spec_for_every_command(tmp_path, cli, cli_run):
     result = cli("run", spec, *run, "-H", "4", "--out", tmp_path / "y.npz")
     assert result.exit_code == 2 and "holds its weights and sizes: drop --hidden-size" \
         in result.stderr
+
+
+@pytest.mark.parametrize("save, words", [
+    (lambda path: torch.save(torch.nn.LSTM(3, 4), path),
+     "holds a whole pickled module or a TorchScript archive, not a state dict; lstm-graph "
+     "never runs code from a file: save model.state_dict()"),
+    (lambda path: torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4)), path),
+     "holds a whole pickled module or a TorchScript archive, not a state dict"),
+    (lambda path: torch.save({**torch.nn.LSTM(3, 4).state_dict(), "weight_ih_l0":
+                              torch.nested.nested_tensor([torch.zeros(3), torch.zeros(4)])},
+                             path),
+     "weight_ih_l0 is a nested tensor; save it as a regular tensor"),
+])
+def test_files_that_are_not_state_dicts_are_refused_in_our_words(save, words, tmp_path, cli):
+    with warnings.catch_warnings():  # the nested tensor's prototype notice
+        warnings.simplefilter("ignore")
+        save(tmp_path / "m.pt")
+    result = cli("run", tmp_path / "m.pt", "--sample", "--out", tmp_path / "y.npz")
+    assert result.exit_code == 1 and words in result.stderr
+    assert "weights_only" not in result.stderr and "\x1b" not in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
+
