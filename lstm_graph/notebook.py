@@ -44,6 +44,16 @@ def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
     return to_bytes(render(cell, style), "svg").decode("utf-8")
 
 
+def require_dot() -> None:
+    """A RenderError saying how to install Graphviz where its ``dot`` is missing (the
+    explorer's diagrams need it)."""
+    if shutil.which("dot") is None:
+        raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
+                          "which is not installed. Install it (Debian/Ubuntu: apt-get install "
+                          "graphviz; macOS: brew install graphviz; see "
+                          "https://graphviz.org/download/)")
+
+
 def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
                     allow_nonfinite: bool) -> dict[str, np.ndarray]:
     """For each state, ``‖∂L/∂s_t‖`` per step and sequence ``(T, B)`` for a loss at the last
@@ -70,11 +80,7 @@ def explorer_page(runner: Runner, x: Any, state: dict[str, Any] | None = None,
     if not runner.plain:
         raise DataError(f"the explorer shows one layer and direction of a cell, and this "
                         f"runner is {runner.stack.describe()}")
-    if shutil.which("dot") is None:
-        raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
-                          "which is not installed. Install it (Debian/Ubuntu: apt-get install "
-                          "graphviz; macOS: brew install graphviz; see "
-                          "https://graphviz.org/download/)")
+    require_dot()
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
     ran_with = str(runner.ran_with)  # the trace's executor (the gradients run the reference)
     gradients = state_gradients(runner, x, state, allow_nonfinite)

@@ -248,3 +248,24 @@ def test_a_model_that_would_differ_from_the_cell_is_not_written(tmp_path, monkey
     with pytest.raises(lstm_graph.LstmGraphError, match="differs from the cell's run"):
         runner.export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_pytorch_model_file_exports_as_its_cell_and_stack(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    layer = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    torch.save(layer.state_dict(), tmp_path / "lstm.pt")
+    done = CliRunner().invoke(main, ["export", str(tmp_path / "lstm.pt"), "--format", "onnx",
+                                     "--out", str(tmp_path / "m.onnx")])
+    assert done.exit_code == 0, done.output
+    assert "LSTM operator (2 layers, bidirectional)" in done.stdout
+    x = sequences(3)[1]
+    got = onnxruntime_run(tmp_path / "m.onnx", x)
+    with torch.no_grad():
+        y, (h, c) = layer(torch.from_numpy(x))
+    np.testing.assert_allclose(got["y"], y.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["final_h"], h.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["final_c"], c.numpy(), rtol=0, atol=1e-5)
+    refused = CliRunner().invoke(main, ["export", str(tmp_path / "lstm.pt"), "-H", "4",
+                                        "--format", "onnx", "--out", str(tmp_path / "n.onnx")])
+    assert refused.exit_code == 2 and "holds its weights and sizes" in refused.output

@@ -18,7 +18,7 @@ from test_export_onnx import EVERYTHING
 
 import lstm_graph
 from lstm_graph.cli import main
-from lstm_graph.export.torch_module import attributes, torch_attribute
+from lstm_graph.export.torch_module import torch_names
 
 _COUNT = itertools.count()
 
@@ -39,10 +39,7 @@ def exported(tmp_path, runner, name="cell"):
 
 def module_key(runner, name):
     """Our parameter name -> the module's state-dict key."""
-    unit = next(u for u in runner.units if name.startswith(u.prefix))
-    if not unit.prefix:
-        return attributes(list(unit.weights))[name]
-    return torch_attribute(name)
+    return torch_names(list(runner.weights))[name]
 
 
 def assert_gradients_equal(runner, model, dtype, tolerance):
@@ -140,6 +137,7 @@ def test_the_module_runs_where_lstm_graph_is_not_installed(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), runner(x)[0], atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_the_module_scripts_with_torch_jit_and_compiles_with_torch_compile(tmp_path):
     runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4,
                                                            layers=2, direction="bidirectional")

@@ -196,7 +196,7 @@ def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file):
     onnx.save(model, str(tmp_path / "two.onnx"))
     stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx",
                    "--out", tmp_path / "y.npz")
-    assert "holds 2 recurrent nodes: 'lstm' (LSTM), 'lstm' (LSTM); lstm-graph runs one " \
+    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM); lstm-graph runs one " \
         "layer from a model" in stderr
     del model.graph.node[:]
     onnx.save(model, str(tmp_path / "none.onnx"))
@@ -220,9 +220,9 @@ def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_pat
     ({"proj_size": 2}, [], "has a projection (weight_hr, proj_size 2) and cell 'lstm' has none; "
      "use the cell lstm_proj"),
     ({"bidirectional": True}, ["--direction", "forward"],
-     "holds a stack of 1 layer, bidirectional, but direction=forward was asked for"),
+     "holds 1 layer, bidirectional, but direction=forward was asked for"),
     ({"num_layers": 2}, ["--layers", "3"],
-     "holds a stack of 2 layers, forward, but layers=3 was asked for"),
+     "holds 2 layers, forward, but layers=3 was asked for"),
 ])
 def test_pytorch_layers_a_cell_cannot_take_say_why(tmp_path, x_file, kwargs, args, words):
     torch.save(torch.nn.LSTM(3, 4, **kwargs).state_dict(), tmp_path / "w.pt")
@@ -422,3 +422,18 @@ def test_weights_given_as_a_dict_name_the_dict():
     with pytest.raises(lstm_graph.WeightsError, match="the weights dict does not fit cell "
                        "'rnn': missing h.b"):
         lstm_graph.load_cell("rnn").compile(weights=weights)
+
+
+def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli):
+    cell = tmp_path / "ovf.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
+    loud = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz")
+    assert loud.exit_code == 0
+    assert "warning: the run made NaN or infinity from finite inputs: 'h' is not finite at " \
+        "step 3 first" in loud.stderr
+    assert "RuntimeWarning" not in loud.stderr
+    quiet = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz",
+                "--allow-nonfinite")
+    assert "warning" not in quiet.stderr
+    fine = cli("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
+    assert "warning" not in fine.stderr

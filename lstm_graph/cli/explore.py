@@ -6,12 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
+from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
+from lstm_graph.errors import DataError
 from lstm_graph.formats.files import write_atomic
-from lstm_graph.notebook import explorer_page
+from lstm_graph.notebook import explorer_page, require_dot
+
+
+def _steps(runner: Runner, x: np.ndarray) -> int:
+    return int(x.shape[1] if runner.batch_first and x.ndim == 3 else x.shape[0])
 
 
 @main.command(epilog=SPEC_HELP + " The page holds both diagram styles, a time control over "
@@ -28,10 +35,27 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
+    require_dot()  # before reading anything
     prepared = prepare(spec, work="grad", **inputs)
-    cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    cell, runner, x, state = prepared.cell, prepared.runner, prepared.x, prepared.state
+    if prepared.lengths is not None and np.any(prepared.lengths != _steps(runner, x)):
+        raise DataError("explore shows every step of every sequence, and these sequences "
+                        "have lengths of their own: cut x to sequences of one length, or "
+                        "drop --lengths")
+    if not runner.plain:  # the first layer's first direction, as a cell of its own
+        which = " (reverse: x from its last step)" if runner.units[0].reverse else \
+            ", forward direction" if runner.stack.direction == "bidirectional" else ""
+        click.echo(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
+                   err=True)
+        if runner.batch_first and x.ndim == 3:
+            x = np.swapaxes(x, 0, 1)
+        if runner.units[0].reverse:
+            x = x[::-1]
+        state = None if state is None else {
+            name: value if runner.stack.single else value[0] for name, value in state.items()}
+        runner = runner.unit_runner(0)
     page, ran_with = with_progress(len(x), lambda progress: explorer_page(
-        runner, x, prepared.state, prepared.allow_nonfinite, progress))
+        runner, x, state, prepared.allow_nonfinite, progress))
     sequences = 1 if x.ndim == 2 else x.shape[1]
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))

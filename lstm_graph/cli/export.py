@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.inputs import compile_spec
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
+from lstm_graph.models import is_model
 
 FORMATS = ("onnx", "torch")
 
@@ -49,19 +51,22 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
            seed: int, layers: int | None, direction: str | None, dtype: str, fmt: str,
            out: Path, no_check: bool, as_json: bool) -> None:
     """Export a cell to run without lstm-graph: ONNX or PyTorch."""
-    if weights is None and (input_size is None or hidden_size is None):
+    model = is_model(spec)
+    if model and (weights is not None or input_size is not None or hidden_size is not None):
+        raise click.UsageError(f"{spec} holds its weights and sizes: drop --weights, -I and -H")
+    if not model and weights is None and (input_size is None or hidden_size is None):
         raise click.UsageError("give --weights FILE, or both --input-size and --hidden-size "
                                "(with --seed) for random weights")
     suffix = {"onnx": ".onnx", "torch": ".py"}[fmt]
     if out.suffix.lower() != suffix:
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
                                f"{out.with_suffix(suffix).name}")
-    cell = load(spec)
-    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, dtype=dtype,
-                          weights=weights, seed=seed, executor="numpy", layers=layers,
-                          direction=direction)
-    for note in runner.notes:
-        click.echo(note, err=True)
+    bound = compile_spec(spec, None, input_size, weights, hidden_size, seed, "numpy", dtype,
+                         "numpy", layers, direction, False)
+    runner, cell = bound.runner, bound.runner.cell
+    if bound.state or bound.lengths is not None:
+        click.echo(f"note: {spec} also stores initial states or sequence lengths; an exported "
+                   "model starts every sequence from zero states and runs it whole", err=True)
     check = not no_check
     summary: dict[str, object] = {
         "cell": cell.name, "format": fmt, "dtype": dtype, "layers": runner.stack.layers,
@@ -86,10 +91,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     else:
         module, state = torch_module.export(runner, out, check)
         top = torch_module.class_name(cell.name) + ("" if runner.stack.single else "Stack")
-        names = torch_module.attributes([p.name for p in cell.schedule.params])
-        mapping = {unit.prefix + name: torch_module.torch_attribute(unit.prefix + name)
-                   if unit.prefix else names[name]
-                   for unit in runner.units for name in unit.weights}
+        mapping = torch_module.torch_names(list(runner.weights))
         summary.update({"out": str(module), "state_dict": str(state), "module": top,
                         "checked": check, "parameters": mapping})
         width = max(map(len, mapping))

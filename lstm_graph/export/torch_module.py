@@ -79,13 +79,26 @@ def attributes(graph_params: list[str]) -> dict[str, str]:
     unique (``_`` appended) in the rare cell where two would coincide."""
     found: dict[str, str] = {}
     used: set[str] = set()
-    for name in graph_params:
+    for name in sorted(graph_params):  # the same answer whatever order they come in
         attribute = torch_attribute(name)
         while attribute in used:
             attribute += "_"
         used.add(attribute)
         found[name] = attribute
-    return found
+    return {name: found[name] for name in graph_params}
+
+
+def torch_names(names: list[str]) -> dict[str, str]:
+    """Every parameter of a runner (a stack's under their unit prefixes) -> its state-dict
+    key in the exported module: :func:`attributes` within each unit."""
+    units: dict[str, list[str]] = {}
+    for name in names:
+        head, dot, rest = name.partition(".")
+        prefix = f"{head}." if dot and re.fullmatch(r"l\d+(_reverse)?", head) and \
+            rest.count(".") == 1 else ""
+        units.setdefault(prefix, []).append(name[len(prefix):])
+    return {prefix + name: prefix + attribute for prefix, unit in units.items()
+            for name, attribute in attributes(unit).items()}
 
 
 class _Names:
@@ -290,7 +303,7 @@ def source(runner: Runner, weights_file: str) -> str:
     signature = ", ".join(["self", f"{names.of[x]}: Tensor",
                            *(f"{names.of[f'{s}[t-1]']}: Tensor" for s in states)])
     lines = [f'"""{cls}: the cell \'{cell.name}\' of lstm-graph as a PyTorch module.', ""]
-    lines += _doc(runner, cls, weights_file, params)
+    lines += _doc(runner, cls)
     lines += ['"""', "", "import math", "import os",
               "from typing import Dict, List, Optional, Tuple", "", "import torch",
               "import torch.nn.functional as F", "from torch import Tensor, nn", "",
@@ -364,14 +377,12 @@ def source(runner: Runner, weights_file: str) -> str:
     return "\n".join(lines)
 
 
-def _doc(runner: Runner, cls: str, weights_file: str, params: Mapping[str, str]) -> list[str]:
+def _doc(runner: Runner, cls: str) -> list[str]:
     """The module docstring's body: what it is, how to use it, the parameter names."""
     cell = runner.cell
     stack = "" if runner.stack.single else f" ({runner.stack.describe()}: {cls}Stack)"
-    rows = [(name, (u.prefix + params[name[len(u.prefix):]]) if u.prefix else params[name],
-             str(tuple(value.shape)))
-            for u in runner.units for name, value in
-            ((u.prefix + n, v) for n, v in u.weights.items())]
+    keys = torch_names(list(runner.weights))
+    rows = [(name, keys[name], str(tuple(value.shape))) for name, value in runner.weights.items()]
     width = max(len(r[0]) for r in rows)
     width2 = max(len(r[1]) for r in rows)
     top = cls if runner.stack.single else f"{cls}Stack"
@@ -455,10 +466,9 @@ def _stack(runner: Runner, cls: str, top: str) -> list[str]:
 def state_dict(runner: Runner) -> dict[str, Any]:
     """The module's state dict: every parameter under its attribute, as a tensor."""
     torch = _torch()
-    params = attributes([p.name for p in runner.units[0].cell.schedule.params])
-    return {(u.prefix + params[name]) if u.prefix else params[name]:
-            torch.from_numpy(np.array(value, dtype=runner.dtype))
-            for u in runner.units for name, value in u.weights.items()}
+    keys = torch_names(list(runner.weights))
+    return {keys[name]: torch.from_numpy(np.array(value, dtype=runner.dtype))
+            for name, value in runner.weights.items()}
 
 
 def load_source(text: str, name: str = "lstm_graph_exported") -> types.ModuleType:

@@ -38,6 +38,7 @@ GATE_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("onnx", "lstm"): ("i", "o", "f", "g"),
     ("onnx", "lstm_peepholes"): ("i", "o", "f"),
     ("onnx", "gru"): ("z", "r", "n"),
+    ("onnx", "rnn"): ("h",),
 }
 
 
