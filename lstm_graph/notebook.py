@@ -79,7 +79,8 @@ def explorer_page(runner: Runner, x: Any, state: dict[str, Any] | None = None,
 
     if not runner.plain:
         raise DataError(f"the explorer shows one layer and direction of a cell, and this "
-                        f"runner is {runner.stack.describe()}")
+                        f"runner is {runner.stack.describe()}: explore one of them, "
+                        "runner.unit_runner(k).explore(x) (x as that unit reads it)")
     require_dot()
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
     ran_with = str(runner.ran_with)  # the trace's executor (the gradients run the reference)

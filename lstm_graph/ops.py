@@ -165,8 +165,9 @@ def _not_training(given: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _onnx(op_type: str) -> OnnxForm:
-    """An op that is one ONNX node of ``op_type``. (Ops with attributes are written with
-    constants instead: an ONNX attribute is a float32, a constant has the model's dtype.)"""
+    """An op that is one ONNX node of ``op_type``. (The others are written with standard
+    nodes onnxruntime runs in float32 and float64 alike, their numbers as constants of the
+    model's dtype: an ONNX attribute is a float32.)"""
     return lambda emit, a, attrs: emit(op_type, a, {})
 
 
@@ -441,12 +442,17 @@ OPS: dict[str, Op] = {
            _unary(lambda xp, v: v / (1 + xp.abs(v))),
            _unary_vjp(lambda xp, v, out, g: g / ((1 + xp.abs(v)) * (1 + xp.abs(v)))),
            "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))", onnx="Softsign",
-           onnx_nodes=_onnx("Softsign"), torch="F.softsign({0})",
+           onnx_nodes=lambda emit, a, attrs: emit("Div", [a[0], emit(
+               "Add", [1.0, emit("Abs", [a[0]], {})], {})], {}),
+           torch="F.softsign({0})",
            torch_calls=_calls("F.softsign", "nn.Softsign")),
         Op("softplus", "softplus", OpKind.FUNCTION, 1, "softplus", _unary(_softplus),
            _unary_vjp(lambda xp, v, out, g: g * _sigmoid(xp, v)),
            "(({0} > (T)0 ? {0} : (T)0) + {log}((T)1 + {exp}({0} < (T)0 ? {0} : -{0})))",
-           onnx="Softplus", onnx_nodes=_onnx("Softplus"),
+           # max(v, 0) + log(1 + e^-|v|) (onnxruntime's Softplus has no float64 kernel)
+           onnx="Softplus", onnx_nodes=lambda emit, a, attrs: emit("Add", [
+               emit("Relu", [a[0]], {}), emit("Log", [emit("Add", [1.0, emit("Exp", [emit(
+                   "Neg", [emit("Abs", [a[0]], {})], {})], {})], {})], {})], {}),
            # log(e^v + e^0): the same overflow-free sum, where F.softplus turns linear at 20
            torch="torch.logaddexp({0}, torch.zeros_like({0}))",
            torch_calls=_calls("F.softplus", "nn.Softplus",

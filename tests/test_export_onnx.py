@@ -167,9 +167,12 @@ def test_stacks_and_directions_export_with_states_in_pytorchs_order(tmp_path, na
     assert got["final_h"].shape == ((units, 2, 4) if units > 1 else (2, 4))
 
 
-def test_float64_models_scan_and_equal_the_cell_to_1e10(tmp_path):
-    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4,
-                                                           seed=1, dtype="float64")
+@pytest.mark.parametrize("text", [None, EVERYTHING], ids=["peephole_lstm", "everything"])
+def test_float64_models_scan_and_equal_the_cell_to_1e10(tmp_path, text):
+    cell = lstm_graph.load_cell("peephole_lstm") if text is None else \
+        lstm_graph.compile_source(text, "everything.cell")
+    runner = cell.compile(input_size=3, hidden_size=4, seed=1, dtype="float64",
+                          executor="numpy")
     runner.export_onnx(tmp_path / "m.onnx")
     model = assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-10, "float64")
     assert runs_as(model) == {"Scan"}  # onnxruntime's LSTM has no float64 kernel

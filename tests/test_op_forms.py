@@ -1,6 +1,7 @@
 """Each op's ONNX nodes, PyTorch expression and PyTorch spellings compute what its reference
-does: the ONNX form run by onnxruntime and the onnx reference evaluator, the PyTorch forms
-by PyTorch itself (values, and gradients against the op's vjp)."""
+does: the ONNX form run by onnxruntime (float32 and float64) and the onnx reference
+evaluator, the PyTorch forms by PyTorch itself (values, and gradients against the op's
+vjp)."""
 
 from __future__ import annotations
 
@@ -74,9 +75,13 @@ def test_each_ops_onnx_nodes_compute_its_reference(op):
                                            providers=["CPUExecutionProvider"])
     got = session.run(None, {f"in{k}": a.astype(np.float32) for k, a in enumerate(args)})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    got64 = ReferenceEvaluator(onnx_model(op, np.float64)).run(
-        None, {f"in{k}": a for k, a in enumerate(args)})[0]
-    np.testing.assert_allclose(got64, want, rtol=1e-12, atol=1e-12)
+    model64 = onnx_model(op, np.float64)
+    feed = {f"in{k}": a for k, a in enumerate(args)}
+    np.testing.assert_allclose(ReferenceEvaluator(model64).run(None, feed)[0], want,
+                               rtol=1e-12, atol=1e-12)
+    session = onnxruntime.InferenceSession(model64.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, feed)[0], want, rtol=1e-12, atol=1e-12)
 
 
 def torch_form(op, tensors):
