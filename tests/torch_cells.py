@@ -99,7 +99,8 @@ class FLinearLSTM(nn.Module):
 
 
 class TutorialGRU(nn.Module):
-    """A tutorial GRU: a Linear for x and one for h, chunked in three, 1 - z."""
+    """A tutorial GRU: a Linear for x and one for h, chunked in three, 1 - z; x flattened
+    with view and the gates squeezed, as the tutorial does."""
 
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -107,8 +108,9 @@ class TutorialGRU(nn.Module):
         self.h2h = nn.Linear(hidden_size, 3 * hidden_size)
 
     def forward(self, x, hidden):
-        gate_x = self.x2h(x)
-        gate_h = self.h2h(hidden)
+        x = x.view(-1, x.size(1))
+        gate_x = self.x2h(x).squeeze()
+        gate_h = self.h2h(hidden).squeeze()
         i_r, i_i, i_n = gate_x.chunk(3, 1)
         h_r, h_i, h_n = gate_h.chunk(3, 1)
         resetgate = torch.sigmoid(i_r + h_r)

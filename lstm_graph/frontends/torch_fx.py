@@ -57,9 +57,9 @@ WHERE = "lstm_graph_where"
 SUPPORTED = textwrap.fill(
     "from-torch converts: nn.Linear, F.linear, torch.mm / matmul / addmm / @ with a weight "
     "(x @ W.t()); torch.cat([x, h], 1) into a linear; chunk, split, narrow and [:, a:b] "
-    "slices of a value's units; +, -, * with numbers, values and element-wise parameters "
-    "(self.w * c), / by a number; dropout (eval mode) and identities; and the functions "
-    "of the op table in their torch., F., method and nn. spellings: "
+    "slices of a value's units; view(-1, W) and squeeze(); +, -, * with numbers, values and "
+    "element-wise parameters (self.w * c), / by a number; dropout (eval mode) and "
+    "identities; and the functions of the op table in their torch., F., method and nn. spellings: "
     + ", ".join(op.spelling for op in OPS.values() if op.torch_calls and op.function)
     + " (and clamp(v, -t, t) as clip).", 100)
 
@@ -346,7 +346,8 @@ class _Interpreter:
                  "nn": torch.nn, "Tensor": torch.Tensor}
         known = [*self.calls, "torch.mm", "torch.matmul", "operator.matmul", "torch.addmm",
                  "F.linear", "nn.Linear", "torch.cat", "torch.concat", "torch.concatenate",
-                 "torch.chunk", "torch.split", "torch.narrow", "operator.getitem",
+                 "torch.chunk", "torch.split", "torch.narrow", "torch.reshape", "torch.squeeze",
+                 "operator.getitem",
                  "operator.truediv", "torch.div", "torch.true_divide", "nn.Module"]
         found = {}
         for name in known:
@@ -805,6 +806,27 @@ class _Interpreter:
         raise self._refuse(node, f"the attribute .{name} of a value",
                            _WHY.get(name, "it is not one of the ops below"))
 
+    def reshape(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """``v.view(-1, W)`` (tutorials flatten x so) is the value itself; other shapes are
+        refused."""
+        value = self._value(node, args[0], "what is reshaped")
+        shape = args[1:] if len(args) > 1 else [kwargs.get("shape", kwargs.get("size"))]
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = list(shape[0])
+        if list(shape) != [-1, value.width]:
+            raise self._refuse(node, f"{self._call_name(node)} to the shape {tuple(shape)}",
+                               _WHY["view"])
+        return value
+
+    def squeeze(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """``v.squeeze()`` drops axes of size one: only the batch of a single sequence can
+        be one (a value of one unit is refused), so for a cell it is the value itself."""
+        value = self._value(node, args[0], "what is squeezed")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if value.width == 1 or dim not in (None, 0):
+            raise self._refuse(node, "squeeze of a value's units", _WHY["squeeze"])
+        return value
+
     def divide(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         left, right = args[:2]
         if kwargs.get("rounding_mode") is not None or not isinstance(left, Value) or \
@@ -825,6 +847,8 @@ _HANDLERS: dict[str, Callable[[_Interpreter, Any, list[Any], dict[str, Any]], An
     **dict.fromkeys(("torch.chunk", "Tensor.chunk"), _Interpreter.chunk),
     **dict.fromkeys(("torch.split", "Tensor.split"), _Interpreter.split),
     **dict.fromkeys(("torch.narrow", "Tensor.narrow"), _Interpreter.narrow),
+    **dict.fromkeys(("Tensor.view", "Tensor.reshape", "torch.reshape"), _Interpreter.reshape),
+    **dict.fromkeys(("Tensor.squeeze", "torch.squeeze"), _Interpreter.squeeze),
     "operator.getitem": _Interpreter.getitem,
     "Tensor.size": _Interpreter.size,
     "builtins.getattr": _Interpreter.attribute,
