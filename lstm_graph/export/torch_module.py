@@ -111,8 +111,9 @@ class _Names:
         for name in [x, *graph.states, *graph.assignments]:
             if name in self.of:
                 continue
-            py = name if name == x and name not in _TAKEN - {"x"} else name
-            while py in used:
+            py = name
+            # forward() holds the states in locals beside its parameter x
+            while py in used or (py == "x" and name in graph.states):
                 py += "_"
             used.add(py)
             self.of[name] = py
@@ -143,7 +144,7 @@ class _Step:
     """The body of ``step``: one line per assignment (and a temporary where an op's form
     reads its operand twice)."""
 
-    def __init__(self, runner: Runner, graph: CellGraph, params: Mapping[str, str]):
+    def __init__(self, graph: CellGraph, params: Mapping[str, str]):
         self.graph = graph
         self.names = _Names(graph)
         self.params = params
@@ -277,7 +278,7 @@ def source(runner: Runner, weights_file: str) -> str:
     cell = unit.cell
     graph, schedule = cell.graph, cell.schedule
     params = attributes([p.name for p in schedule.params])
-    step = _Step(runner, graph, params)
+    step = _Step(graph, params)
     names = step.names
     (x,) = graph.inputs
     (output,) = graph.outputs
