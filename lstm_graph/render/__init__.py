@@ -23,7 +23,7 @@ from lstm_graph.errors import RenderError
 from lstm_graph.formats.files import write_atomic
 from lstm_graph.render import classic, pipe
 from lstm_graph.render.draw import Look
-from lstm_graph.render.scene import build_scene, highlighted
+from lstm_graph.render.scene import build_scene, highlighted, path_words
 from lstm_graph.render.values import Strip
 
 STYLES = {"pipe": pipe.draw, "cell": classic.draw}
@@ -58,8 +58,9 @@ def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
         raise RenderError(f"unknown style '{style}'; choose one of {', '.join(STYLES)}")
     scene = build_scene(cell.schedule)
     lit = frozenset(highlighted(scene, highlight)) if highlight else None
+    reach = path_words(scene.graph, highlight) if highlight else None
     return STYLES[style](scene, Look(highlight, lit, stages, strips, values, marks, gradients,
-                                     gradient_note))
+                                     gradient_note, reach))
 
 
 def unrolled(cell: Cell, steps: int) -> graphviz.Digraph:
