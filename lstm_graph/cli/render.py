@@ -19,7 +19,7 @@ from lstm_graph.cell import Cell
 from lstm_graph.cli.app import SPEC_HELP, load, main
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import write_atomic
-from lstm_graph.formats.weights import load_npz
+from lstm_graph.formats.trace import read_trace
 from lstm_graph.library import load_cell
 from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, save, to_bytes, unrolled
 from lstm_graph.render import render as draw
@@ -103,7 +103,8 @@ def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
         raise click.UsageError(f"--trace {trace} needs --step T: which step's values to draw "
                                "(1 is the first)")
     batch = batch or 0
-    strips = strips_at(build_scene(cell.schedule), load_npz(trace), step, batch, str(trace))
+    strips = strips_at(build_scene(cell.schedule), read_trace(trace, cell.schedule), step,
+                       batch, str(trace))
     return strips, f"step {step}, sequence {batch}"
 
 

@@ -30,6 +30,7 @@ from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import not_finite
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
+from lstm_graph.formats.trace import identity
 from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
 
 #: The commands a job can run.
@@ -74,7 +75,8 @@ class Shard:
 
     ``arrays`` are named and ordered as in the output file; ``axes`` gives each one's
     batch axis, or ``None`` for a sum over the batch (a weight gradient), which shards
-    add. ``loss`` is ``grad``'s ``sum(grad_y · y)`` over these sequences (in float64).
+    add, or for a text that every shard gives alike (a trace's cell), written once.
+    ``loss`` is ``grad``'s ``sum(grad_y · y)`` over these sequences (in float64).
     """
 
     arrays: dict[str, np.ndarray]
@@ -121,8 +123,9 @@ def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
 def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                  allow_nonfinite: bool, progress: Progress | None = None) -> Shard:
     """``trace``'s output: every assignment ``(T, B, width)`` under its own name, ``y`` (the
-    run's output, unless an assignment has that name) and ``final.STATE`` for each state.
-    One sequence ``(T, I)`` keeps its batch axis here, unlike a run."""
+    run's output, unless an assignment has that name), ``final.STATE`` for each state, and
+    the cell's name and digest (:mod:`lstm_graph.formats.trace`), which a reader of the
+    trace checks. One sequence ``(T, I)`` keeps its batch axis here, unlike a run."""
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
     arrays = {name: to_numpy(value) for name, value in values.items()}
     if np.ndim(x) == 2:
@@ -137,6 +140,9 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
     arrays.update({f"final.{name}": arrays[name][-1] for name in states})
     axes: dict[str, int | None] = {name: 1 for name in arrays}
     axes.update({f"final.{name}": 0 for name in states})
+    made_by = identity(runner.cell.schedule)
+    arrays.update(made_by)
+    axes.update(dict.fromkeys(made_by))
     return Shard(arrays, axes, str(runner.ran_with))
 
 
