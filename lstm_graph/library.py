@@ -118,6 +118,18 @@ def load_cell(spec: str | Path) -> Cell:
                                " give a .cell file")
     looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
     hint = "no such file" if looks_like_path else \
-        f"not a built-in cell{did_you_mean(spec_text, builtin_names())}"
+        f"not a built-in cell{_closest_builtin(spec_text)}"
     raise UnknownCellError(f"{spec_text}: {hint}; built-in cells: {', '.join(builtin_names())};"
                            " or give the path to a .cell file")
+
+
+def _closest_builtin(spec: str) -> str:
+    """``" (did you mean 'lstm'?)"`` for a name close to a built-in cell's: the same but for
+    case, ``-`` for ``_`` or spaces (``LSTM``, ``Peephole-LSTM``), else a close spelling.
+
+    >>> _closest_builtin("LSTM"), _closest_builtin("peephole-lstm"), _closest_builtin("grue")
+    (" (did you mean 'lstm'?)", " (did you mean 'peephole_lstm'?)", " (did you mean 'gru'?)")
+    """
+    folded = "_".join(spec.replace("-", " ").replace("_", " ").lower().split())
+    same = [name for name in builtin_names() if name == folded]
+    return f" (did you mean '{same[0]}'?)" if same else did_you_mean(folded, builtin_names())

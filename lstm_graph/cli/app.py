@@ -8,8 +8,10 @@ modules, one per family, and register themselves on :data:`main`.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import os
 import signal
 import sys
 import warnings
@@ -103,9 +105,21 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
-def emit_json(data: Any) -> None:
-    """``data`` on stdout as JSON (:func:`~lstm_graph.formats.files.json_text`)."""
-    click.echo(json_text(data))
+def emit_json(data: Any, err: bool = False) -> None:
+    """``data`` on stdout (with ``err``, stderr) as JSON
+    (:func:`~lstm_graph.formats.files.json_text`)."""
+    click.echo(json_text(data), err=err)
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where stdout goes (``--out /dev/stdout`` in a pipe): a command
+    that wrote its output there prints its summary on stderr instead, so the summary is
+    not appended to the output's bytes."""
+    try:
+        target, ours = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # no such file, or stdout is no file (captured, closed)
+    return (target.st_dev, target.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def load(spec: str) -> Cell:

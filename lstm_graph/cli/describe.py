@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, load, main
 from lstm_graph.errors import CellError
 from lstm_graph.formats.files import write_npz
 from lstm_graph.library import builtin_names, describe_builtin
@@ -77,7 +77,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
     """Show the stages: what runs when, and which reads are old or new memory."""
     cell = load(spec)
     if as_json:
-        emit_json(cell.schedule.to_json())
+        emit_json(cell.schedule.to_json(nodes))
     else:
         click.echo(cell.schedule.to_text(nodes), nl=False)
 
@@ -97,14 +97,17 @@ def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Pat
     """List parameter names and shapes."""
     cell = load(spec)
     shapes = cell.params(input_size, hidden_size)
+    aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
     if out is not None:
         write_npz(out, cell.random_weights(input_size, hidden_size, seed))
         click.echo(f"wrote {out}", err=True)
+        aside = is_stdout(out)
     if as_json:
-        emit_json({"cell": cell.name, "params": {k: list(v) for k, v in shapes.items()}})
+        emit_json({"cell": cell.name, "params": {k: list(v) for k, v in shapes.items()}},
+                  err=aside)
         return
     width = max(map(len, shapes), default=0)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{width}}  {shape}")
+        click.echo(f"{name:<{width}}  {shape}", err=aside)
     total = sum(math.prod(s) for s in shapes.values())
     click.echo(f"{plural(len(shapes), 'parameter')}, {plural(total, 'number')}", err=True)

@@ -15,7 +15,7 @@ from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.errors import RenderError
 from lstm_graph.executors.backends import to_numpy
-from lstm_graph.explore import Run, build_page
+from lstm_graph.explore import Run, build_page, kept_of
 from lstm_graph.formats.files import write_atomic
 
 
@@ -69,9 +69,14 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                                      (sequences, runner.hidden_size))
                if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
                for name in cell.graph.states}
-    page = build_page(Run(cell, {name: to_numpy(v) for name, v in values.items()},
-                          np.asarray(x, dtype=runner.dtype), initial, runner.dtype, gradients))
+    run = Run(cell, {name: to_numpy(v) for name, v in values.items()},
+              np.asarray(x, dtype=runner.dtype), initial, runner.dtype, gradients)
+    page = build_page(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
     click.echo(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
                f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
+    shown = kept_of(run).shown(len(x), sequences)
+    if shown is not None:  # what the page says of itself, said here too
+        click.echo(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
+                   "writes every value", err=True)

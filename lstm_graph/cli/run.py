@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -54,19 +54,22 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
            extra: dict[str, Any] | None = None) -> None:
     """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
     ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
-    and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout)."""
+    and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout, or
+    stderr where ``out`` is stdout)."""
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    aside = is_stdout(out)
     if as_json:
         emit_json({"cell": cell.name, "backend": runner.backend, "dtype": runner.dtype.name,
                    "executor": runner.executor, "ran_with": ran_with,
                    "input_shape": list(x.shape), "hidden_size": runner.hidden_size,
                    "seconds": round(seconds, 6), "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
-                   **(extra or {})})
+                   **(extra or {})}, err=aside)
         return  # the summary says where it wrote what
     listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     click.echo(f"wrote {out}: {listed}", err=True)
     click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on "
-               f"{runner.backend} {runner.dtype.name} ({ran_with}) in {seconds * 1e3:.2f} ms")
+               f"{runner.backend} {runner.dtype.name} ({ran_with}) in {seconds * 1e3:.2f} ms",
+               err=aside)
     click.echo(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
-               f"min {y['min']:+.5f}  max {y['max']:+.5f}")
+               f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)

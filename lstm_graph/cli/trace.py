@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import OnDask, dask_options, prepare, run_options, with_progress
 from lstm_graph.distributed.jobs import trace_arrays
 from lstm_graph.formats.files import write_npz
@@ -41,12 +41,13 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
         extra["dask"] = sharded.summary(on_dask, outcome)
         if not as_json:
             sharded.say_spread(on_dask, outcome)
-    cell = prepared.cell
+    cell, aside = prepared.cell, is_stdout(out)  # --out /dev/stdout: the summary aside
     if as_json:
         emit_json({"cell": cell.name, "ran_with": ran_with, "out": str(out),
-                   "arrays": {name: list(shape) for name, shape in shapes.items()}, **extra})
+                   "arrays": {name: list(shape) for name, shape in shapes.items()}, **extra},
+                  err=aside)
         return
     click.echo(f"{cell.name}: traced {len(cell.graph.assignments)} values over "
                f"{len(prepared.x)} steps ({ran_with}); wrote {out}", err=True)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{max(map(len, shapes))}}  {shape}")
+        click.echo(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)

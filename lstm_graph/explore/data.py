@@ -44,8 +44,13 @@ class Kept:
     sequences: int
     units: int | None
 
-    def sentence(self, steps: int, sequences: int) -> str | None:
-        """What was left out, in words; None when nothing was."""
+    def shown(self, steps: int, sequences: int) -> str | None:
+        """What a page of a run of ``steps`` × ``sequences`` shows, in words, when it was
+        cut ("the first 4 of 64 sequences, steps 1 to 40 of 2000"); None when it was not.
+
+        >>> Kept(40, 4, None).shown(2000, 64)
+        'the first 4 of 64 sequences, steps 1 to 40 of 2000'
+        """
         cut = []
         if self.sequences < sequences:
             cut.append(f"the first {self.sequences} of {sequences} sequences")
@@ -53,10 +58,15 @@ class Kept:
             cut.append(f"steps 1 to {self.steps} of {steps}")
         if self.units is not None:
             cut.append(f"the first {self.units} units of each value")
-        if not cut:
+        return ", ".join(cut) or None
+
+    def sentence(self, steps: int, sequences: int) -> str | None:
+        """What was left out, in the page's words; None when nothing was."""
+        shown = self.shown(steps, sequences)
+        if shown is None:
             return None
-        return (f"This page shows {', '.join(cut)}, to stay under 2 MB. 'lstm-graph trace' "
-                "writes every value.")
+        return f"This page shows {shown}, to stay under 2 MB. 'lstm-graph trace' writes " \
+            "every value."
 
 
 def budget(dtype: np.dtype) -> int:
