@@ -17,10 +17,12 @@ from lstm_graph.errors import (
     UnknownCellError,
     WeightsError,
 )
+from lstm_graph.layers import Stack
 from lstm_graph.library import builtin_names, compile_source, load_cell
+from lstm_graph.models import Model, load_model
 
 __all__ = [
-    "BackendError", "Cell", "CellError", "DataError", "LstmGraphError", "OutputError",
-    "RenderError", "UnknownCellError", "WeightsError", "builtin_names", "compile_source",
-    "load_cell",
+    "BackendError", "Cell", "CellError", "DataError", "LstmGraphError", "Model", "OutputError",
+    "RenderError", "Stack", "UnknownCellError", "WeightsError", "builtin_names",
+    "compile_source", "load_cell", "load_model",
 ]

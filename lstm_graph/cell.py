@@ -6,13 +6,17 @@
 >>> y, state = run(np.ones((5, 2, 3), dtype="float32"))
 >>> y.shape, state["c"].shape
 ((5, 2, 4), (2, 4))
+>>> stack = cell.compile(input_size=3, hidden_size=4, layers=2, direction="bidirectional")
+>>> y, state = stack(np.ones((5, 2, 3), dtype="float32"), lengths=[5, 3])
+>>> y.shape, state["c"].shape
+((5, 2, 8), (4, 2, 4))
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,16 @@ from lstm_graph.formats.importers import read_weights
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
 from lstm_graph.language.validate import check_constants
+from lstm_graph.layers import (
+    Compiled,
+    Packing,
+    Stack,
+    check_lengths,
+    grad_unit,
+    infer_stack,
+    run_unit,
+    trace_unit,
+)
 from lstm_graph.schedule import Schedule
 
 #: How a runner executes (see :mod:`lstm_graph.executors.registry`).
@@ -56,6 +70,43 @@ class Cell:
         """
         return self.schedule.param_shapes(input_size, hidden_size)
 
+    def stack_params(self, input_size: int, hidden_size: int, stack: Stack
+                     ) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes of every layer and direction of ``stack``, each
+        under its prefix (``l0.f.W_x``, ``l0_reverse.f.W_x``, …; none for one unit).
+
+        >>> from lstm_graph import load_cell
+        >>> shapes = load_cell("rnn").stack_params(3, 2, Stack(2, "bidirectional"))
+        >>> shapes["l1_reverse.h.W_x"]
+        (2, 4)
+        """
+        shapes = {}
+        for (layer, reverse), size in zip(stack.units, self.input_sizes(input_size,
+                                                                        hidden_size, stack)):
+            prefix = stack.prefix(layer, reverse)
+            shapes.update({prefix + name: shape
+                           for name, shape in self.params(size, hidden_size).items()})
+        return shapes
+
+    def input_sizes(self, input_size: int, hidden_size: int, stack: Stack) -> list[int]:
+        """The input size of every unit of ``stack``: ``I`` for the first layer, then
+        ``D`` times the output width of the layer below."""
+        sizes: list[int] = []
+        size = input_size
+        for layer, _ in stack.units:
+            if layer > 0 and len(sizes) % stack.directions == 0:
+                size = stack.directions * self.output_width(size, hidden_size, stack)
+            sizes.append(size)
+        return sizes
+
+    def output_width(self, input_size: int, hidden_size: int, stack: Stack | None = None
+                     ) -> int:
+        """How many numbers a unit writes per step: the output's width, or the projection's."""
+        if stack is not None and stack.proj is not None:
+            return stack.proj
+        (output,) = self.graph.outputs
+        return self.schedule.width(output, input_size, hidden_size)
+
     def random_weights(self, input_size: int, hidden_size: int, seed: int | None = 0,
                        dtype: str = "float32") -> dict[str, np.ndarray]:
         """Seeded weights, uniform in ±1/√H (PyTorch's initialisation)."""
@@ -64,111 +115,243 @@ class Cell:
     def compile(self, input_size: int | None = None, hidden_size: int | None = None,
                 backend: str = "numpy", dtype: str = "float32",
                 weights: str | Path | Mapping[str, Any] | None = None, seed: int | None = 0,
-                executor: str = "plan") -> Runner:
+                executor: str = "plan", layers: int | None = None,
+                direction: str | None = None, batch_first: bool = False) -> Runner:
         """Bind sizes, a backend, a dtype and weights; return a callable :class:`Runner`.
 
         ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
         ``.npz``, ``.pt``/``.pth`` or ``.onnx`` file; without it, weights are drawn
         with ``seed``. Sizes are read off the weights when not given.
         ``executor`` is one of :data:`EXECUTORS` (``"plan"``: the fastest available;
-        ``"reference"``: the reference interpreter).
+        ``"reference"``: the reference interpreter). ``layers`` and ``direction``
+        (``"forward"``, ``"reverse"``, ``"bidirectional"``) make a stack
+        (:mod:`lstm_graph.layers`); left out, they are what the weights hold, else one
+        layer forward. With ``batch_first``, ``x`` and ``y`` are ``(B, T, ·)``.
         """
-        np_dtype = check_dtype(dtype)
-        namespace(backend)  # an unavailable backend fails before any work
-        registry.check(executor, backend)
-        too_large = check_constants(self.graph, np_dtype)
+        return compile_layers([self], input_size, hidden_size, backend, dtype, weights, seed,
+                              executor, layers, direction, batch_first)
+
+
+def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: int | None,
+                   backend: str, dtype: str, weights: str | Path | Mapping[str, Any] | None,
+                   seed: int | None, executor: str, layers: int | None, direction: str | None,
+                   batch_first: bool, proj: int | None = None) -> Runner:
+    """:meth:`Cell.compile` for one cell, or one per direction (``cells[-1]`` runs the
+    reverse direction: an ONNX model may give its two directions other activations)."""
+    cell = cells[0]
+    np_dtype = check_dtype(dtype)
+    namespace(backend)  # an unavailable backend fails before any work
+    registry.check(executor, backend)
+    for each in cells:
+        too_large = check_constants(each.graph, np_dtype)
         if too_large:
             raise CellError(too_large)
-        if weights is None:
-            if input_size is None or hidden_size is None:
-                raise DataError("without weights, give both input_size and hidden_size")
-            params = random_weights(self.schedule, input_size, hidden_size, seed, np_dtype)
+    notes: tuple[str, ...] = ()
+    if weights is None:
+        if input_size is None or hidden_size is None:
+            raise DataError("without weights, give both input_size and hidden_size")
+        stack = Stack(layers or 1, direction or "forward", proj)
+        raw = None
+    else:
+        source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
+        read = read_weights(weights, cell.graph)
+        raw, notes = read.arrays, read.notes
+        found = read.stack
+        if found is None:
+            inferred = infer_stack(list(raw))
+            # one unit's names: forward or reverse alike, as asked
+            found = Stack(*inferred, proj) if inferred else Stack(
+                1, "reverse" if direction == "reverse" else "forward", proj)
+        for what, asked, held in (("layers", layers, found.layers),
+                                  ("direction", direction, found.direction)):
+            if asked is not None and asked != held:
+                raise WeightsError(f"{source} holds {found.describe()}, but {what}={asked} "
+                                   "was asked for")
+        stack = found
+        first = {name[len(stack.prefix(0, stack.units[0][1])):]: value
+                 for name, value in raw.items()
+                 if name.startswith(stack.prefix(0, stack.units[0][1]))}
+        found_input, found_hidden = infer_sizes(cell.schedule, first, source)
+        for what, given, seen in (("input", input_size, found_input),
+                                  ("hidden", hidden_size, found_hidden)):
+            if given is not None and seen is not None and given != seen:
+                raise WeightsError(f"{source} has {what} size {seen}, but {what} size "
+                                   f"{given} was asked for")
+        input_size = found_input if input_size is None else input_size
+        hidden_size = found_hidden
+        if input_size is None:
+            raise DataError("the weights do not show the input size; give input_size")
+    check_sizes(input_size, hidden_size)
+    if stack.proj is not None and cell.graph.outputs.keys() - cell.graph.states.keys():
+        raise DataError(f"a projection cuts the output state, and cell '{cell.name}''s output "
+                        "is not a state")
+    if stack.proj is not None and stack.proj > hidden_size:
+        raise DataError(f"a projection of {stack.proj} units is wider than the hidden size "
+                        f"H={hidden_size}")
+    units = []
+    expected = set()
+    for index, ((layer, reverse), size) in enumerate(zip(
+            stack.units, cell.input_sizes(input_size, hidden_size, stack))):
+        unit_cell = cells[-1] if reverse else cells[0]
+        prefix = stack.prefix(layer, reverse)
+        if raw is None:
+            unit_seed = seed if seed is None or index == 0 else \
+                int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+            params = random_weights(unit_cell.schedule, size, hidden_size, unit_seed, np_dtype)
         else:
-            source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
-            raw = read_weights(weights, self.graph)
-            found_input, found_hidden = infer_sizes(self.schedule, raw, source)
-            for what, given, found in (("input", input_size, found_input),
-                                       ("hidden", hidden_size, found_hidden)):
-                if given is not None and found is not None and given != found:
-                    raise WeightsError(f"{source} has {what} size {found}, but {what} size "
-                                       f"{given} was asked for")
-            input_size = found_input if input_size is None else input_size
-            hidden_size = found_hidden
-            if input_size is None:
-                raise DataError("the weights do not show the input size; give input_size")
-            check_sizes(input_size, hidden_size)
-            params = check_weights(self.schedule, raw, input_size, hidden_size, np_dtype,
-                                   source)
-        return Runner(self, input_size, hidden_size, backend, np_dtype, params, executor)
+            where = f"{source} ({_unit_words(stack, layer, reverse)})" if prefix else source
+            mine = {name[len(prefix):]: value for name, value in raw.items()
+                    if name.startswith(prefix)}
+            expected |= {prefix + name for name in unit_cell.schedule.param_shapes(
+                size, hidden_size)}
+            params = check_weights(unit_cell.schedule, mine, size, hidden_size, np_dtype,
+                                   where)
+        units.append(_Unit(unit_cell, layer, reverse, size, hidden_size, params, prefix))
+    if raw is not None:
+        extra = sorted(set(raw) - expected)
+        if extra:
+            raise WeightsError(f"{source} holds {extra[0]}, which no parameter of "
+                               f"{stack.describe()} of cell '{cell.name}' is (it takes "
+                               f"{', '.join(sorted(expected)[:6])}, …)")
+    return Runner(cell, stack, batch_first, units, input_size, hidden_size, backend,
+                  np_dtype, executor, notes)
+
+
+def _unit_words(stack: Stack, layer: int, reverse: bool) -> str:
+    """How a message names a unit: ``layer 2, reverse``."""
+    direction = ", reverse" if reverse and stack.direction == "bidirectional" else ""
+    return f"layer {layer + 1}{direction}"
+
+
+class _Unit:
+    """One layer and direction of a runner: its cell, sizes, weights and executors."""
+
+    def __init__(self, cell: Cell, layer: int, reverse: bool, input_size: int,
+                 hidden_size: int, weights: dict[str, np.ndarray], prefix: str):
+        self.cell, self.layer, self.reverse = cell, layer, reverse
+        self.input_size, self.hidden_size, self.prefix = input_size, hidden_size, prefix
+        self.weights = weights
+        self.params: dict[str, Any] = {}
+        self._plans: OrderedDict[int, Executor] = OrderedDict()
+
+    def bind(self, xp: Any) -> None:
+        self.params = {name: xp.asarray(value) for name, value in self.weights.items()}
 
 
 class Runner:
     """A cell bound to sizes, backend, dtype and weights. Call it on a sequence.
 
     ``run(x)`` takes ``x`` time-major ``(T, B, I)`` (or ``(T, I)`` for one
-    sequence) and returns ``(y, state)``: ``y`` is the output at every step and
-    ``state`` the final value of each state; ``run(x, state)`` continues from it.
+    sequence; ``(B, T, I)`` with ``batch_first``) and returns ``(y, state)``: ``y``
+    is the output at every step and ``state`` the final value of each state;
+    ``run(x, state)`` continues from it, and ``run(x, lengths=…)`` ends each
+    sequence at its own length. A stack (``layers``, ``direction``, see
+    :mod:`lstm_graph.layers`) writes ``y`` of width ``D·O`` (the forward half
+    first) and each state as ``(L·D, B, H)`` in PyTorch's ``h_n`` order; one layer
+    and direction keeps the plain ``(B, H)``.
     ``runner.ran_with`` says which executor ran the last call.
-    ``runner.weights`` holds the parameters in our names (e.g. after importing
-    from PyTorch or ONNX: ``numpy.savez("w.npz", **runner.weights)``).
+    ``runner.weights`` holds the parameters in our names (prefixed ``l0.``,
+    ``l0_reverse.``, … in a stack; e.g. after importing from PyTorch or ONNX:
+    ``numpy.savez("w.npz", **runner.weights)``).
 
     A runner checks its inputs and hands the work to an executor built for the
-    batch size (:meth:`compiled`); it keeps the :data:`PLANS` most recently used.
-    It is thread-safe: calls from several threads run one at a time (an
-    executor reuses its buffers from run to run).
+    batch size (:meth:`compiled`); it keeps the :data:`PLANS` most recently used
+    per layer and direction. It is thread-safe: calls from several threads run one
+    at a time (an executor reuses its buffers from run to run).
     """
 
     #: Executors kept, one per batch size, least recently used dropped first.
     PLANS = 4
 
-    def __init__(self, cell: Cell, input_size: int, hidden_size: int, backend: str,
-                 dtype: np.dtype, params: dict[str, np.ndarray], executor: str):
-        self.cell = cell
+    def __init__(self, cell: Cell, stack: Stack, batch_first: bool, units: list[_Unit],
+                 input_size: int, hidden_size: int, backend: str, dtype: np.dtype,
+                 executor: str, notes: tuple[str, ...] = ()):
+        self.cell, self.stack, self.batch_first = cell, stack, batch_first
+        self.units = units
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.backend = backend
         self.dtype = dtype
         self.executor = executor
+        #: What the user must be told about the weights (one line each, for stderr).
+        self.notes = notes
         self.xp = namespace(backend)
-        self.weights = params
-        self.params = {name: self.xp.asarray(value) for name, value in params.items()}
-        self._plans: OrderedDict[int, Executor] = OrderedDict()
+        for unit in units:
+            unit.bind(self.xp)
+        self.weights = {unit.prefix + name: value for unit in units
+                        for name, value in unit.weights.items()}
+        self.params = {unit.prefix + name: value for unit in units
+                       for name, value in unit.params.items()}
         self._lock = threading.RLock()
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
 
+    @property
+    def output_width(self) -> int:
+        """The width of ``y``'s last axis: ``D`` times a unit's output width."""
+        last = self.units[-1]
+        return self.stack.directions * last.cell.output_width(last.input_size,
+                                                              self.hidden_size, self.stack)
+
+    @property
+    def plain(self) -> bool:
+        """One unit, no projection, time-major: a run goes straight to the executor."""
+        return self.stack.single and self.stack.proj is None and \
+            self.stack.direction == "forward" and not self.batch_first
+
+    def state_shape(self, name: str, batch: int | None) -> tuple[int, ...]:
+        """The shape a state takes and gives: ``(L·D, B, width)``, or ``(B, width)`` for one
+        unit; ``batch`` None for one sequence given as ``(T, I)``."""
+        width = self.stack.proj if self.stack.proj is not None and \
+            name in self.cell.graph.outputs else self.hidden_size
+        rows = () if batch is None else (batch,)
+        return (*rows, width) if self.stack.single else (len(self.units), *rows, width)
+
+    # -- running ---------------------------------------------------------------------------
+
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
-                 progress: Progress | None = None, allow_nonfinite: bool = False
-                 ) -> tuple[Any, dict[str, Any]]:
-        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+                 progress: Progress | None = None, allow_nonfinite: bool = False,
+                 lengths: Any = None) -> tuple[Any, dict[str, Any]]:
+        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
         with self._lock:
-            plan = self.compiled(x.shape[1])
-            y, final = plan.run(x, start, progress)
-            self.ran_with = plan.name
-        if unbatched:
-            return y[:, 0], {name: value[0] for name, value in final.items()}
-        return y, final
+            if self.plain and packing is None:
+                plan = self.compiled(x.shape[1])
+                y, final = plan.run(x, starts[0], progress)
+                self.ran_with = plan.name
+                finals = [final]
+            else:
+                _, y, finals = self._forward(x, starts, packing, progress, keep=False)
+        return self._y(y, unbatched), self._states(finals, unbatched)
 
     def trace(self, x: Any, state: Mapping[str, Any] | None = None,
-              progress: Progress | None = None, allow_nonfinite: bool = False
-              ) -> dict[str, Any]:
+              progress: Progress | None = None, allow_nonfinite: bool = False,
+              lengths: Any = None) -> dict[str, Any]:
         """Every assignment's value at every step, as this runner's executor computes it.
 
         Returns ``{name: (T, B, width)}`` in the cell file's order (``(T, width)`` for
-        one sequence given as ``(T, I)``); the states' last rows are the final states.
+        one sequence given as ``(T, I)``; ``(B, T, width)`` batch-first); the states'
+        last rows are the final states. In a stack every unit's values are there under
+        its prefix (``l0.c``, ``l0_reverse.c``, …), each at the step of ``x`` that
+        computed it; values of a sequence after its length are zero.
         """
-        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
+        xp = self.xp
+        found: dict[str, Any] = {}
         with self._lock:
-            plan = self.compiled(x.shape[1])
-            values = plan.trace(x, start, progress)
-            self.ran_with = plan.name
-        if unbatched:
-            return {name: value[:, 0] for name, value in values.items()}
-        return values
+            inputs, _, _ = self._forward(x, starts, packing, progress=None, keep=True,
+                                         last=False)
+            for unit, start in zip(self.units, starts):
+                values = trace_unit(self._compiled(unit), inputs[unit.layer],
+                                    self._pad(start), xp, unit.reverse, packing, progress)
+                found.update({unit.prefix + name: value for name, value in values.items()})
+        for name, value in found.items():
+            value = xp.swapaxes(value, 0, 1) if self.batch_first else value
+            found[name] = value[:, 0] if unbatched else value
+        return found
 
     def grad(self, x: Any, grad_y: Any, state: Mapping[str, Any] | None = None,
              grad_state: Mapping[str, Any] | None = None, allow_nonfinite: bool = False,
-             record: bool = False) -> Gradients:
+             record: bool = False, lengths: Any = None) -> Gradients:
         """Gradients of ``sum(grad_y · y) + Σ_s sum(grad_state[s] · final[s])``.
 
         ``grad_y`` has the shape of ``y``; ``grad_state`` maps some states to arrays of
@@ -178,38 +361,242 @@ class Runner:
         for one sequence ``(T, I)`` the batch axis is dropped, as in a run. With
         ``record``, the reference backward runs and also records ``∂L/∂value`` of every
         assignment at every step and the gradient each edge carried (``.values``,
-        ``.edges``: what the gradient-flow view draws).
+        ``.edges``: what the gradient-flow view draws; one layer and direction only).
         """
-        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
         steps, batch = x.shape[0], x.shape[1]
-        (output,) = self.cell.graph.outputs
-        width = self.cell.schedule.width(output, self.input_size, self.hidden_size)
-        want = (steps, width) if unbatched else (steps, batch, width)
+        want = (steps, self.output_width) if unbatched else \
+            ((batch, steps, self.output_width) if self.batch_first
+             else (steps, batch, self.output_width))
         grad_y = self._check_array("grad_y", grad_y, want)
-        state_shape = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
-        finals = {}
+        grad_y = grad_y[:, None] if unbatched else \
+            (self.xp.swapaxes(grad_y, 0, 1) if self.batch_first else grad_y)
+        ends: list[dict[str, Any]] = [{} for _ in self.units]
         for name, value in (grad_state or {}).items():
             if name not in self.cell.graph.states:
                 raise DataError(f"grad_state names '{name}', which is not a state of this cell "
                                 f"(its states: {', '.join(self.cell.graph.states)})")
-            value = self._check_array(f"grad_state['{name}']", value, state_shape)
-            finals[name] = value[None, :] if unbatched else value
-        grad_y = grad_y[:, None] if unbatched else grad_y
+            value = self._check_array(f"grad_state['{name}']", value,
+                                      self.state_shape(name, None if unbatched else batch))
+            for index, part in enumerate(self._per_unit(value, unbatched)):
+                ends[index][name] = part
+        if record and not self.plain:
+            raise DataError("recording the gradient flow (record=True) works on one layer "
+                            "and direction, forward, time-major")
         if record:
-            found = backward(self.cell.schedule, self.xp, self.params, x, start, grad_y, finals,
-                             record=True)
+            unit = self.units[0]
+            found = backward(unit.cell.schedule, self.xp, unit.params, x, starts[0], grad_y,
+                             ends[0], record=True)
             self.ran_with = "reference"
-        else:
+        elif self.plain and packing is None:
             with self._lock:
                 plan = self.compiled(batch)
-                found = plan.grad(x, start, grad_y, finals)
+                found = plan.grad(x, starts[0], grad_y, ends[0])
                 self.ran_with = plan.name
+        else:
+            found, state_grads, finals = self._backward(x, starts, packing, grad_y, ends)
+            return Gradients(self._y(found.x, unbatched), found.weights,
+                             self._states(state_grads, unbatched), self._y(found.y, unbatched),
+                             self._states(finals, unbatched))
+        return Gradients(self._y(found.x, unbatched), found.weights,
+                         self._states([found.state], unbatched), self._y(found.y, unbatched),
+                         self._states([found.final], unbatched),
+                         {k: v[:, 0] if unbatched else v for k, v in found.values.items()},
+                         found.edges)
+
+    def unit_runner(self, index: int) -> Runner:
+        """Layer and direction ``index`` (in ``h_n`` order) as a runner of its own: one unit,
+        forward, time-major, its weights without their prefix (what the explorer shows)."""
+        unit = self.units[index]
+        alone = _Unit(unit.cell, 0, False, unit.input_size, self.hidden_size, unit.weights, "")
+        return Runner(unit.cell, Stack(), False, [alone], unit.input_size, self.hidden_size,
+                      self.backend, self.dtype, self.executor)
+
+    def compiled(self, batch: int) -> Executor:
+        """The executor of the first layer and direction for batch size ``batch``, built on
+        first use (see :data:`PLANS`)."""
+        executor: Executor = self._compiled(self.units[0])(batch)
+        return executor
+
+    # -- the stack ---------------------------------------------------------------------------
+
+    def _compiled(self, unit: _Unit) -> Compiled:
+        """``batch -> executor`` for ``unit`` (kept per batch size, see :data:`PLANS`)."""
+        def build(batch: int) -> Executor:
+            with self._lock:
+                plans = unit._plans
+                if batch in plans:
+                    plans.move_to_end(batch)
+                else:
+                    spec = Spec(unit.cell.schedule, self.xp, unit.params, batch,
+                                unit.input_size, self.hidden_size, self.dtype)
+                    plans[batch] = registry.build(self.executor, spec, self.backend)
+                    while len(plans) > self.PLANS:
+                        plans.popitem(last=False)
+                self.ran_with = plans[batch].name
+                return plans[batch]
+        return build
+
+    def _forward(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
+                 progress: Progress | None, keep: bool, last: bool = True
+                 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
+        """Run the stack: every layer's input (all of them with ``keep``, and the top
+        layer's run only with ``last``), ``y`` and every unit's final states."""
+        xp, directions = self.xp, self.stack.directions
+        inputs, finals = [x], []
+        layer_input = x
+        for layer in range(self.stack.layers):
+            if layer == self.stack.layers - 1 and not last:
+                break
+            outputs = []
+            for unit, start in list(zip(self.units, starts))[layer * directions:
+                                                              (layer + 1) * directions]:
+                y, final = run_unit(self._compiled(unit), layer_input, self._pad(start), xp,
+                                    unit.reverse, packing, progress)
+                outputs.append(self._cut_y(y))
+                finals.append(self._cut_states(final))
+            layer_input = outputs[0] if directions == 1 else xp.concatenate(outputs, axis=-1)
+            if keep or layer == 0:
+                inputs.append(layer_input)
+            else:
+                inputs[-1] = layer_input
+        return inputs, layer_input, finals
+
+    def _backward(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
+                  grad_y: Any, ends: list[dict[str, Any]]
+                  ) -> tuple[Gradients, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Gradients through the stack: the top layer first, each unit's input gradient
+        added up for the layer below (see :mod:`lstm_graph.layers`); with every unit's
+        initial-state gradients and final states."""
+        xp, stack = self.xp, self.stack
+        directions = stack.directions
+        with self._lock:
+            inputs, _, _ = self._forward(x, starts, packing, None, keep=True, last=False)
+            weights: dict[str, Any] = {}
+            state: list[dict[str, Any]] = [{} for _ in self.units]
+            finals: list[dict[str, Any]] = [{} for _ in self.units]
+            top: list[Any] = []
+            upstream = grad_y
+            for layer in reversed(range(stack.layers)):
+                width = upstream.shape[-1] // directions
+                below = None
+                for d in range(directions):
+                    index = layer * directions + d
+                    unit = self.units[index]
+                    found = grad_unit(self._compiled(unit), inputs[layer],
+                                      self._pad(starts[index]),
+                                      self._pad_y(upstream[..., d * width:(d + 1) * width]),
+                                      self._pad(ends[index]), xp, unit.reverse, packing)
+                    below = found.x if below is None else below + found.x
+                    weights.update({unit.prefix + k: v for k, v in found.weights.items()})
+                    state[index] = self._cut_states(found.state)
+                    finals[index] = self._cut_states(found.final)
+                    if layer == stack.layers - 1:
+                        top.append(self._cut_y(found.y))
+                upstream = below
+        y = top[0] if directions == 1 else xp.concatenate(top, axis=-1)
+        return Gradients(upstream, weights, {}, y, {}), state, finals
+
+    def _pad(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """States as the cell holds them: a projected state widened with zeros to H."""
+        if self.stack.proj is None:
+            return dict(values)
+        out = {}
+        for name, value in values.items():
+            if value.shape[-1] < self.hidden_size:
+                wide = self.xp.zeros((*value.shape[:-1], self.hidden_size), dtype=value.dtype)
+                wide[..., : value.shape[-1]] = value
+                value = wide
+            out[name] = value
+        return out
+
+    def _pad_y(self, value: Any) -> Any:
+        """An output gradient as wide as the cell's output (zeros past a projection)."""
+        if self.stack.proj is None:
+            return value
+        wide = self.xp.zeros((*value.shape[:-1], self.hidden_size), dtype=value.dtype)
+        wide[..., : value.shape[-1]] = value
+        return wide
+
+    def _cut_y(self, y: Any) -> Any:
+        return y if self.stack.proj is None else y[..., : self.stack.proj]
+
+    def _cut_states(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        if self.stack.proj is None:
+            return dict(states)
+        return {name: value[..., : self.stack.proj] if name in self.cell.graph.outputs
+                else value for name, value in states.items()}
+
+    # -- inputs and outputs ------------------------------------------------------------------
+
+    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool,
+                lengths: Any) -> tuple[Any, list[dict[str, Any]], Packing | None, bool]:
+        """``x`` time-major ``(T, B, I)``, each unit's start states, the packing of
+        ``lengths``, and whether ``x`` was one sequence ``(T, I)``."""
+        if self.batch_first:
+            x = checks.as_array(x, "x")
+            if len(x.shape) == 3:
+                x = self.xp.ascontiguousarray(self.xp.swapaxes(self.xp.asarray(x), 0, 1))
+        x, unbatched = self._check_x(x, allow_nonfinite)
+        steps, batch = x.shape[0], x.shape[1]
+        packing = None
+        if lengths is not None:
+            checked = check_lengths(lengths, batch, steps)
+            if not np.all(checked == steps):  # all full: nothing to pack
+                packing = Packing.of(checked, steps)
+        starts = self._check_state(state, batch, unbatched, allow_nonfinite)
+        return x, starts, packing, unbatched
+
+    def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
+        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
+        for refused when its arrays would not fit in memory."""
+        x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
+        for unit in self.units:
+            checks.check_run_fits(unit.cell.schedule, x.shape[0], x.shape[1], unit.input_size,
+                                  self.hidden_size, self.dtype)
+        return x, unbatched
+
+    def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,
+                     allow_nonfinite: bool) -> list[dict[str, Any]]:
+        """Every unit's start states ``(B, width)``: the ones given, checked, and zeros."""
+        given = dict(state or {})
+        unknown = sorted(map(str, set(given) - set(self.cell.graph.states)))
+        if unknown:
+            raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
+                            f"{', '.join(self.cell.graph.states)}")
+        per_unit: list[dict[str, Any]] = [{} for _ in self.units]
+        for name, value in given.items():
+            want = self.state_shape(name, None if unbatched else batch)
+            value = checks.check_state({name: value}, {name: None}, batch, want[-1], unbatched,
+                                       allow_nonfinite, self.xp, self.dtype, want)[name]
+            for index, part in enumerate(self._per_unit(value, unbatched)):
+                per_unit[index][name] = part
+        for unit_state in per_unit:
+            for name in self.cell.graph.states:
+                if name not in unit_state:
+                    width = self.state_shape(name, batch)[-1]
+                    unit_state[name] = self.xp.zeros((batch, width), dtype=self.dtype)
+        return per_unit
+
+    def _per_unit(self, value: Any, unbatched: bool) -> list[Any]:
+        """A state-shaped array as one ``(B, width)`` array per unit."""
+        if self.stack.single:
+            return [value[None, :] if unbatched else value]
+        return [value[k][None, :] if unbatched else value[k] for k in range(len(self.units))]
+
+    def _y(self, y: Any, unbatched: bool) -> Any:
         if unbatched:
-            found = Gradients(found.x[:, 0], found.weights,
-                              {k: v[0] for k, v in found.state.items()}, found.y[:, 0],
-                              {k: v[0] for k, v in found.final.items()},
-                              {k: v[:, 0] for k, v in found.values.items()}, found.edges)
-        return found
+            return y[:, 0]
+        return self.xp.ascontiguousarray(self.xp.swapaxes(y, 0, 1)) if self.batch_first else y
+
+    def _states(self, finals: list[dict[str, Any]], unbatched: bool) -> dict[str, Any]:
+        """Every unit's final states as the runner gives them (see :meth:`state_shape`)."""
+        out = {}
+        for name in self.cell.graph.states:
+            values = [final[name] for final in finals]
+            value = values[0] if self.stack.single else self.xp.stack(values)
+            out[name] = value[..., 0, :] if unbatched else value
+        return out
 
     def _check_array(self, what: str, value: Any, shape: tuple[int, ...]) -> Any:
         """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``."""
@@ -220,35 +607,3 @@ class Runner:
         if np.dtype(array.dtype).kind not in "fiu":
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
         return self.xp.asarray(array, dtype=self.dtype)
-
-    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool
-                ) -> tuple[Any, dict[str, Any], bool]:
-        """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``."""
-        x, unbatched = self._check_x(x, allow_nonfinite)
-        return x, self._check_state(state, x.shape[1], unbatched, allow_nonfinite), unbatched
-
-    def compiled(self, batch: int) -> Executor:
-        """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""
-        with self._lock:
-            if batch in self._plans:
-                self._plans.move_to_end(batch)
-            else:
-                spec = Spec(self.cell.schedule, self.xp, self.params, batch, self.input_size,
-                            self.hidden_size, self.dtype)
-                self._plans[batch] = registry.build(self.executor, spec, self.backend)
-                while len(self._plans) > self.PLANS:
-                    self._plans.popitem(last=False)
-            return self._plans[batch]
-
-    def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
-        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
-        for refused when its arrays would not fit in memory."""
-        x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
-        checks.check_run_fits(self.cell.schedule, x.shape[0], x.shape[1], self.input_size,
-                              self.hidden_size, self.dtype)
-        return x, unbatched
-
-    def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,
-                     allow_nonfinite: bool) -> dict[str, Any]:
-        return checks.check_state(state, self.cell.graph.states, batch, self.hidden_size,
-                                  unbatched, allow_nonfinite, self.xp, self.dtype)

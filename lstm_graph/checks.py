@@ -68,15 +68,18 @@ def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.d
 
 def check_state(state: Mapping[str, Any] | None, states: Mapping[str, Any], batch: int,
                 hidden_size: int, unbatched: bool, allow_nonfinite: bool, xp: Any,
-                dtype: np.dtype) -> dict[str, Any]:
+                dtype: np.dtype, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Every state's starting value as ``(B, H)`` arrays of ``xp`` and ``dtype``: the ones
-    given, checked like ``x``, and zeros for the rest."""
+    given, checked like ``x``, and zeros for the rest. With ``shape``, each given value
+    must have exactly that shape (a stack's ``(L·D, B, H)``) and keeps it."""
     given = dict(state or {})
     unknown = sorted(map(str, set(given) - set(states)))
     if unknown:
         raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
                         f"{', '.join(states)}")
-    want = (hidden_size,) if unbatched else (batch, hidden_size)
+    want = shape if shape is not None else \
+        (hidden_size,) if unbatched else (batch, hidden_size)
+    unbatched = unbatched and shape is None
     start = {}
     for name in states:
         if name not in given:
@@ -182,7 +185,7 @@ def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
             static.add(node_id)
             if node.kind is NodeKind.OP:
                 columns += schedule.width(node_id, input_size, hidden_size)
-        elif node.op == "linear":
+        elif node.is_linear:
             columns += hidden_size  # its static operands' share of the hoisted product
     if columns:
         found.append(allocation("the hoisted products (T·B rows)",

@@ -76,6 +76,20 @@ class LstmGraphWarning(UserWarning):
     ``warning: …``."""
 
 
+#: Terminal escape sequences (colours, cursor moves) and other control characters.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b.|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal escape codes or control characters: how a message quotes
+    what another program said (PyTorch colours its errors).
+
+    >>> printable("\\x1b[1mWeights only load failed\\x1b[0m")
+    'Weights only load failed'
+    """
+    return _CONTROL.sub("", text)
+
+
 def install_hint(extra: str) -> str:
     """The command that installs an optional part (the ``extra`` of ``pyproject.toml``: its
     packages as the installed lstm-graph declares them) into the Python running now, so it

@@ -26,7 +26,7 @@ from enum import Enum
 
 import networkx as nx
 
-from lstm_graph.ops import OPS, Op
+from lstm_graph.ops import OPS, Op, OpKind
 
 
 class NodeKind(str, Enum):
@@ -100,6 +100,17 @@ class Node:
     assignment: str | None = None  # the assignment this op or constant belongs to
     value: float | None = None  # const only
     state: str | None = None  # old only: the state it reads
+    attrs: tuple[tuple[str, float], ...] = ()  # op only: its attribute values, by name
+
+    @property
+    def attributes(self) -> dict[str, float]:
+        """The op's attribute values by name (``{"alpha": 0.1}``; empty for most ops)."""
+        return dict(self.attrs)
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether this is a learned layer (``linear(...)``)."""
+        return self.op is not None and OPS[self.op].kind is OpKind.LINEAR
 
     @property
     def operation(self) -> Op:
@@ -138,12 +149,19 @@ class GateOwner:
     ``input_owner``'s linear takes the gate's input weights and bias;
     ``recurrent_owner``'s its recurrent weights. They differ only for a gate
     split in two (the GRU's ``n = a + b``, whose reset valve scales one half).
+    Both are empty for a gate the cell does not use (``f = -``: ONNX's
+    ``input_forget`` computes the forget valve as ``1 - i`` and ignores its weights).
     """
 
     gate: str
     input_owner: str
     recurrent_owner: str
     loc: Loc
+
+    @property
+    def unused(self) -> bool:
+        """Whether this cell ignores the gate's weights."""
+        return not self.input_owner
 
 
 @dataclass(frozen=True)
@@ -210,7 +228,7 @@ class CellGraph:
         for assignment in self.assignments.values():
             for node_id in assignment.nodes:
                 node = self.node(node_id)
-                if node.op == "linear":
+                if node.is_linear:
                     yield node
 
     def sole_consumer(self, node_id: str) -> Node | None:

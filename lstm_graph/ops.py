@@ -1,12 +1,17 @@
 """The op table: every operation a cell can use, defined once.
 
-Each :class:`Op` says how the language spells it, how diagrams draw it, what
-it computes (``reference``, written against an array namespace ``xp`` so it
-runs on NumPy, CuPy and ``array_api_strict``), its vector–Jacobian product
-(``vjp``, for gradients, on the same namespace), and its C expression for the
-fused kernels (CUDA on the GPU, the native step on the CPU). Adding an
-element-wise function is one entry here; the parser, executors, kernel
-generators, gradients and renderers all read this table.
+Each :class:`Op` says how the language spells it, what kind of op it is
+(:class:`OpKind`: an infix operator, a copy, an element-wise function, or the
+learned ``linear`` layer), how diagrams draw it, what it computes
+(``reference``, written against an array namespace ``xp`` so it runs on NumPy,
+CuPy and ``array_api_strict``), its vector–Jacobian product (``vjp``, for
+gradients, on the same namespace), its C expression for the fused kernels
+(CUDA on the GPU, the native step on the CPU), and the name ONNX's recurrent
+operators give it in their ``activations`` attribute. Some functions take
+numeric **attributes** (``leaky_relu(v, 0.1)``: alpha), fixed when the cell is
+written: every form reads them by name. Adding an element-wise function is one
+entry here; the parser, executors, kernel generators, gradients, importers and
+renderers all read this table, and none of them names an op but through it.
 
 Semantics every executor shares (the reference interpreter defines them, and
 the tests hold every executor to it, NaN pattern included):
@@ -14,34 +19,58 @@ the tests hold every executor to it, NaN pattern included):
 - arithmetic is IEEE, element by element, in the run's dtype: NaN and ±inf
   propagate as in NumPy and PyTorch (``inf - inf`` is NaN, ``0 * inf`` is NaN);
 - ``sigmoid(±inf)`` is 1 and 0, ``tanh(±inf)`` is ±1, and both are NaN at NaN;
-- ``relu(NaN)`` is NaN (as ``torch.relu`` and ``numpy.maximum``), ``relu(inf)`` is inf;
+- a comparison with NaN is false, and each function's definition says which
+  branch that takes: ``relu(NaN)``, ``leaky_relu(NaN)``, ``elu(NaN)``,
+  ``hard_sigmoid(NaN)`` and ``clip(NaN)`` are NaN (as in PyTorch), while
+  ``thresholded_relu(NaN)`` is 0 (ONNX's ``x > alpha ? x : 0``);
 - a ``linear`` multiplies every term, zeros included, so a NaN or inf in one
   operand reaches every unit of its sequence's row, in every executor alike.
 
 >>> OPS["mul"].symbol, OPS["sigmoid"].symbol
 ('×', 'σ')
->>> sorted(FUNCTIONS)
-['relu', 'sigmoid', 'tanh']
+>>> sorted(FUNCTIONS)[:4]
+['affine', 'clip', 'elu', 'hard_sigmoid']
+>>> OPS["leaky_relu"].attributes
+(Attribute(name='alpha', default=0.01),)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 Array = Any
+#: An op node's attribute values by name (``{"alpha": 0.1}``); empty for most ops.
+Attrs = Mapping[str, float]
 
-
-#: ``(xp, operands, parameters) -> value``.
-Forward = Callable[[Any, Sequence[Array], Sequence[Array]], Array]
-#: ``(xp, operands, parameters, value, gradient of the value) -> (gradients of the operands,
-#: gradients of the parameters)``: the vector–Jacobian product, for reverse mode.
-Vjp = Callable[[Any, Sequence[Array], Sequence[Array], Array, Array],
+#: ``(xp, operands, parameters, attributes) -> value``.
+Forward = Callable[[Any, Sequence[Array], Sequence[Array], Attrs], Array]
+#: ``(xp, operands, parameters, attributes, value, gradient of the value) -> (gradients of
+#: the operands, gradients of the parameters)``: the vector–Jacobian product, for reverse mode.
+Vjp = Callable[[Any, Sequence[Array], Sequence[Array], Attrs, Array, Array],
                tuple[list[Array], list[Array]]]
 
 
-def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+class OpKind(str, Enum):
+    """What role an op plays; code asks this, never the op's name."""
+
+    OPERATOR = "operator"  # infix or prefix arithmetic: + - * and unary -
+    COPY = "copy"  # ``a = b``: the value itself
+    FUNCTION = "function"  # an element-wise function of one value: sigmoid, relu, clip, ...
+    LINEAR = "linear"  # the learned layer: W_a·a + W_b·b + … + bias
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A number a function takes besides its value (``alpha``); ``default`` None: required."""
+
+    name: str
+    default: float | None
+
+
+def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array], attrs: Attrs) -> Array:
     """``W_a·a + W_b·b + … + bias``; a 1-D parameter is a diagonal (peephole) weight."""
     *weights, bias = params
     total = bias
@@ -50,8 +79,8 @@ def _linear(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
     return total
 
 
-def _linear_vjp(xp: Any, args: Sequence[Array], params: Sequence[Array], out: Array,
-                grad: Array) -> tuple[list[Array], list[Array]]:
+def _linear_vjp(xp: Any, args: Sequence[Array], params: Sequence[Array], attrs: Attrs,
+                out: Array, grad: Array) -> tuple[list[Array], list[Array]]:
     """Operands get ``g·W`` (``g ⊙ p`` for a peephole); weights ``gᵀ·a`` (``Σ_b g ⊙ a``);
     the bias ``Σ_b g``: sums over the batch, the rows of ``g``."""
     *weights, _ = params
@@ -61,71 +90,205 @@ def _linear_vjp(xp: Any, args: Sequence[Array], params: Sequence[Array], out: Ar
     return grad_args, [*grad_params, xp.sum(grad, axis=0)]
 
 
-def _sigmoid(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
+def _sigmoid(xp: Any, v: Array) -> Array:
     """Logistic function without overflow: exp only ever sees -|v|."""
-    (v,) = args
     e = xp.exp(-xp.abs(v))
     s = 1 / (1 + e)
     return xp.where(v >= 0, s, e * s)
 
 
-def _relu(xp: Any, args: Sequence[Array], params: Sequence[Array]) -> Array:
-    """``max(v, 0)``; NaN fails ``v < 0`` and so passes through, as in PyTorch."""
-    (v,) = args
-    return xp.where(v < 0, xp.zeros_like(v), v)
+def _unary(forward: Callable[..., Array]) -> Forward:
+    """A function of one value and its attributes as a :data:`Forward`."""
+    return lambda xp, a, p, attrs: forward(xp, a[0], **attrs)
+
+
+def _unary_vjp(vjp: Callable[..., Array]) -> Vjp:
+    """``vjp(xp, v, out, g, **attrs)`` (the gradient of the one operand) as a :data:`Vjp`."""
+    return lambda xp, a, p, attrs, out, g: ([vjp(xp, a[0], out, g, **attrs)], [])
+
+
+def _where0(xp: Any, keep: Array, g: Array) -> Array:
+    """``g`` where ``keep``, else 0 (never ``0 · g``: a NaN gradient elsewhere stays out)."""
+    return xp.where(keep, g, xp.zeros_like(g))
+
+
+def _clip(xp: Any, v: Array, threshold: float) -> Array:
+    return xp.where(v < -threshold, xp.full_like(v, -threshold),
+                    xp.where(v > threshold, xp.full_like(v, threshold), v))
+
+
+def _hard_sigmoid(xp: Any, v: Array, alpha: float, beta: float) -> Array:
+    z = alpha * v + beta
+    return xp.where(z < 0, xp.zeros_like(z), xp.where(z > 1, xp.ones_like(z), z))
+
+
+def _elu(xp: Any, v: Array, alpha: float) -> Array:
+    # exp sees min(v, 0) only: the branch not taken never overflows
+    return xp.where(v >= 0, v, alpha * (xp.exp(xp.minimum(v, xp.zeros_like(v))) - 1))
+
+
+def _softplus(xp: Any, v: Array) -> Array:
+    """``log(1 + exp(v))`` without overflow: ``max(v, 0) + log1p(exp(-|v|))``."""
+    return xp.where(v > 0, v, xp.zeros_like(v)) + xp.log1p(xp.exp(-xp.abs(v)))
 
 
 @dataclass(frozen=True)
 class Op:
-    """One operation: its spelling, its picture, its meaning and its derivative."""
+    """One operation: its spelling, its role, its picture, its meaning and its derivative."""
 
     name: str
     spelling: str  # how a .cell file writes it: "*", "sigmoid", "linear", …
+    kind: OpKind
     arity: int  # number of operands; -1 for any number (linear)
     symbol: str  # label in diagrams
-    learned: bool  # a learned layer (owns parameters; drawn as a yellow box)
     reference: Forward
     vjp: Vjp
-    #: C expression over the operands {0}, {1} (CUDA and C99 alike): T is the element
-    #: type, and math functions are named by placeholders a dialect fills ({exp}, {tanh}).
+    #: C expression over the operands {0}, {1} and the attributes {alpha}, … (CUDA and C99
+    #: alike): T is the element type, and math functions are named by placeholders a
+    #: dialect fills ({exp}, {tanh}, {log}: :data:`C_FUNCTIONS`).
     c: str | None
-    numpy: str | None = None  # the NumPy plan's statement(s) writing {out} from {0}, {1}
+    #: The NumPy plan's statement(s) writing {out} from {0}, {1}; None: the plan calls
+    #: ``reference``.
+    numpy: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+    #: How tightly an operator binds when a schedule prints an expression (higher: tighter).
+    precedence: int = 9
+    #: The name in ONNX's ``activations`` attribute of the LSTM, GRU and RNN operators, whose
+    #: ``activation_alpha`` and ``activation_beta`` are this op's first two attributes.
+    onnx: str | None = None
+
+    @property
+    def learned(self) -> bool:
+        """A learned layer (owns parameters; drawn as a yellow box)."""
+        return self.kind is OpKind.LINEAR
+
+    @property
+    def function(self) -> bool:
+        """An element-wise function of one value (drawn in its linear's box when it alone
+        reads it)."""
+        return self.kind is OpKind.FUNCTION
+
+    def attrs(self, given: Sequence[float] = ()) -> dict[str, float]:
+        """Attribute values by name: ``given`` in order, then the defaults (a ValueError
+        names the first required one missing, or says there are too many)."""
+        if len(given) > len(self.attributes):
+            if not self.attributes:
+                raise ValueError(f"{self.spelling}() takes 1 argument, got {len(given) + 1}")
+            numbers = len(self.attributes)
+            raise ValueError(f"{self.spelling}() takes a value and at most {numbers} "
+                             f"number{'s' if numbers > 1 else ''}, got {len(given) + 1} "
+                             f"arguments: {self.usage}")
+        found = {}
+        for k, attribute in enumerate(self.attributes):
+            value = given[k] if k < len(given) else attribute.default
+            if value is None:
+                raise ValueError(f"{self.spelling}() needs its {attribute.name}: "
+                                 f"{self.usage}")
+            found[attribute.name] = float(value)
+        return found
+
+    @property
+    def usage(self) -> str:
+        """How a call is written: ``leaky_relu(v, alpha=0.01)``, ``clip(v, threshold)``."""
+        parts = ["v", *(a.name if a.default is None else f"{a.name}={a.default:g}"
+                        for a in self.attributes)]
+        return f"{self.spelling}({', '.join(parts)})"
+
+    def call_text(self, value: str, attrs: Attrs) -> str:
+        """The call as a cell file writes it: attributes up to the last one that is not its
+        default (``hard_sigmoid(v, 0.2, 0.6)``, ``leaky_relu(v)``)."""
+        values = [attrs[a.name] for a in self.attributes]
+        keep = max((k + 1 for k, a in enumerate(self.attributes)
+                    if a.default is None or values[k] != a.default), default=0)
+        return f"{self.spelling}({', '.join([value, *(f'{v:g}' for v in values[:keep])])})"
 
 
 OPS: dict[str, Op] = {
     op.name: op
     for op in (
-        Op("add", "+", 2, "+", False, lambda xp, a, p: a[0] + a[1],
-           lambda xp, a, p, out, g: ([g, g], []),
-           "({0} + {1})", "add({0}, {1}, out={out})"),
-        Op("sub", "-", 2, "−", False, lambda xp, a, p: a[0] - a[1],
-           lambda xp, a, p, out, g: ([g, -g], []),
-           "({0} - {1})", "subtract({0}, {1}, out={out})"),
-        Op("mul", "*", 2, "×", False, lambda xp, a, p: a[0] * a[1],
-           lambda xp, a, p, out, g: ([g * a[1], g * a[0]], []),
-           "({0} * {1})", "multiply({0}, {1}, out={out})"),
-        Op("neg", "-", 1, "−", False, lambda xp, a, p: -a[0],
-           lambda xp, a, p, out, g: ([-g], []),
-           "(-{0})", "negative({0}, out={out})"),
-        Op("copy", "=", 1, "=", False, lambda xp, a, p: a[0],
-           lambda xp, a, p, out, g: ([g], []),
+        Op("add", "+", OpKind.OPERATOR, 2, "+", lambda xp, a, p, attrs: a[0] + a[1],
+           lambda xp, a, p, attrs, out, g: ([g, g], []),
+           "({0} + {1})", "add({0}, {1}, out={out})", precedence=1),
+        Op("sub", "-", OpKind.OPERATOR, 2, "−", lambda xp, a, p, attrs: a[0] - a[1],
+           lambda xp, a, p, attrs, out, g: ([g, -g], []),
+           "({0} - {1})", "subtract({0}, {1}, out={out})", precedence=1),
+        Op("mul", "*", OpKind.OPERATOR, 2, "×", lambda xp, a, p, attrs: a[0] * a[1],
+           lambda xp, a, p, attrs, out, g: ([g * a[1], g * a[0]], []),
+           "({0} * {1})", "multiply({0}, {1}, out={out})", precedence=2),
+        Op("neg", "-", OpKind.OPERATOR, 1, "−", lambda xp, a, p, attrs: -a[0],
+           lambda xp, a, p, attrs, out, g: ([-g], []),
+           "(-{0})", "negative({0}, out={out})", precedence=3),
+        Op("copy", "=", OpKind.COPY, 1, "=", lambda xp, a, p, attrs: a[0],
+           lambda xp, a, p, attrs, out, g: ([g], []),
            "{0}", "copyto({out}, {0})"),
-        Op("sigmoid", "sigmoid", 1, "σ", False, _sigmoid,
-           lambda xp, a, p, out, g: ([g * out * (1 - out)], []),
-           "((T)1 / ((T)1 + {exp}(-{0})))"),
-        Op("tanh", "tanh", 1, "tanh", False, lambda xp, a, p: xp.tanh(a[0]),
-           lambda xp, a, p, out, g: ([g * (1 - out * out)], []),
-           "{tanh}({0})"),
+        Op("sigmoid", "sigmoid", OpKind.FUNCTION, 1, "σ", _unary(_sigmoid),
+           _unary_vjp(lambda xp, v, out, g: g * out * (1 - out)),
+           "((T)1 / ((T)1 + {exp}(-{0})))", onnx="Sigmoid"),
+        Op("tanh", "tanh", OpKind.FUNCTION, 1, "tanh", _unary(lambda xp, v: xp.tanh(v)),
+           _unary_vjp(lambda xp, v, out, g: g * (1 - out * out)),
+           "{tanh}({0})", onnx="Tanh"),
         # As PyTorch: the gradient passes where the value is positive (not at NaN).
-        Op("relu", "relu", 1, "relu", False, _relu,
-           lambda xp, a, p, out, g: ([xp.where(out > 0, g, xp.zeros_like(g))], []),
-           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})"),
-        Op("linear", "linear", -1, "W", True, _linear, _linear_vjp, None),
+        Op("relu", "relu", OpKind.FUNCTION, 1, "relu",
+           _unary(lambda xp, v: xp.where(v < 0, xp.zeros_like(v), v)),
+           _unary_vjp(lambda xp, v, out, g: _where0(xp, out > 0, g)),
+           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})", onnx="Relu"),
+        Op("leaky_relu", "leaky_relu", OpKind.FUNCTION, 1, "lrelu",
+           _unary(lambda xp, v, alpha: xp.where(v < 0, alpha * v, v)),
+           _unary_vjp(lambda xp, v, out, g, alpha: xp.where(v > 0, g, alpha * g)),
+           "({0} < (T)0 ? (T){alpha} * {0} : {0})",
+           attributes=(Attribute("alpha", 0.01),), onnx="LeakyRelu"),
+        Op("thresholded_relu", "thresholded_relu", OpKind.FUNCTION, 1, "threlu",
+           _unary(lambda xp, v, alpha: xp.where(v > alpha, v, xp.zeros_like(v))),
+           _unary_vjp(lambda xp, v, out, g, alpha: _where0(xp, v > alpha, g)),
+           "({0} > (T){alpha} ? {0} : (T)0)",
+           attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu"),
+        Op("elu", "elu", OpKind.FUNCTION, 1, "elu", _unary(_elu),
+           _unary_vjp(lambda xp, v, out, g, alpha: xp.where(
+               v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),
+           "({0} >= (T)0 ? {0} : (T){alpha} * ({exp}({0} > (T)0 ? (T)0 : {0}) - (T)1))",
+           attributes=(Attribute("alpha", 1.0),), onnx="Elu"),
+        Op("hard_sigmoid", "hard_sigmoid", OpKind.FUNCTION, 1, "hσ", _unary(_hard_sigmoid),
+           _unary_vjp(lambda xp, v, out, g, alpha, beta: _where0(
+               xp, (alpha * v + beta > 0) & (alpha * v + beta < 1), alpha * g)),
+           "((T){alpha} * {0} + (T){beta} < (T)0 ? (T)0 : (T){alpha} * {0} + (T){beta} > (T)1"
+           " ? (T)1 : (T){alpha} * {0} + (T){beta})",
+           attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid"),
+        Op("scaled_tanh", "scaled_tanh", OpKind.FUNCTION, 1, "α·tanh",
+           _unary(lambda xp, v, alpha, beta: alpha * xp.tanh(beta * v)),
+           _unary_vjp(lambda xp, v, out, g, alpha, beta: g * (alpha * beta) * (
+               1 - xp.tanh(beta * v) * xp.tanh(beta * v))),
+           "((T){alpha} * {tanh}((T){beta} * {0}))",
+           attributes=(Attribute("alpha", 1.0), Attribute("beta", 1.0)), onnx="ScaledTanh"),
+        Op("affine", "affine", OpKind.FUNCTION, 1, "αx+β",
+           _unary(lambda xp, v, alpha, beta: alpha * v + beta),
+           _unary_vjp(lambda xp, v, out, g, alpha, beta: alpha * g),
+           "((T){alpha} * {0} + (T){beta})",
+           attributes=(Attribute("alpha", 1.0), Attribute("beta", 0.0)), onnx="Affine"),
+        Op("softsign", "softsign", OpKind.FUNCTION, 1, "softsign",
+           _unary(lambda xp, v: v / (1 + xp.abs(v))),
+           _unary_vjp(lambda xp, v, out, g: g / ((1 + xp.abs(v)) * (1 + xp.abs(v)))),
+           "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))", onnx="Softsign"),
+        Op("softplus", "softplus", OpKind.FUNCTION, 1, "softplus", _unary(_softplus),
+           _unary_vjp(lambda xp, v, out, g: g * _sigmoid(xp, v)),
+           "(({0} > (T)0 ? {0} : (T)0) + {log}((T)1 + {exp}({0} < (T)0 ? {0} : -{0})))",
+           onnx="Softplus"),
+        # ONNX's cell clip: bounds a pre-activation to [-threshold, threshold]; as PyTorch's
+        # clamp, the gradient passes inside the bounds, the bounds included.
+        Op("clip", "clip", OpKind.FUNCTION, 1, "clip", _unary(_clip),
+           _unary_vjp(lambda xp, v, out, g, threshold: _where0(
+               xp, (v >= -threshold) & (v <= threshold), g)),
+           "({0} < -(T){threshold} ? -(T){threshold} : {0} > (T){threshold} ? "
+           "(T){threshold} : {0})", attributes=(Attribute("threshold", None),)),
+        Op("linear", "linear", OpKind.LINEAR, -1, "W", _linear, _linear_vjp, None),
     )
 }
 
 #: The math functions C forms may call, by placeholder; each C dialect names them.
-C_FUNCTIONS = ("exp", "tanh")
+C_FUNCTIONS = ("exp", "tanh", "log")
+#: The one learned layer (its own syntax: ``linear(a, peep(b))``).
+LINEAR = OPS["linear"]
+#: Ops by their name in ONNX's ``activations`` attribute.
+ONNX_ACTIVATIONS: dict[str, Op] = {op.onnx: op for op in OPS.values() if op.onnx}
 
 
 @dataclass(frozen=True)
@@ -161,12 +324,12 @@ FAST_FORMS: dict[str, FastForm] = {
 }
 
 #: Functions a .cell file may call on a value (``linear`` and ``peep`` are syntax of their own).
-FUNCTIONS: dict[str, Op] = {
-    op.spelling: op for op in OPS.values() if op.arity == 1 and op.spelling.isidentifier()
-}
+FUNCTIONS: dict[str, Op] = {op.spelling: op for op in OPS.values() if op.function}
 #: Binary operators by spelling.
-BINARY: dict[str, Op] = {op.spelling: op for op in OPS.values() if op.arity == 2}
+BINARY: dict[str, Op] = {op.spelling: op for op in OPS.values()
+                         if op.kind is OpKind.OPERATOR and op.arity == 2}
 #: Unary operators by spelling.
-UNARY: dict[str, Op] = {"-": OPS["neg"]}
+UNARY: dict[str, Op] = {op.spelling: op for op in OPS.values()
+                        if op.kind is OpKind.OPERATOR and op.arity == 1}
 #: Every name a .cell file may call, for "unknown function" messages.
 CALLABLE_NAMES: tuple[str, ...] = tuple(sorted([*FUNCTIONS, "linear", "peep"]))

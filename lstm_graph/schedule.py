@@ -23,8 +23,7 @@ import networkx as nx
 
 from lstm_graph.ir import CellGraph, NodeKind, Size
 from lstm_graph.language.validate import dependencies
-
-_PRECEDENCE = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
+from lstm_graph.ops import OpKind
 
 
 @dataclass(frozen=True)
@@ -93,20 +92,22 @@ class Schedule:
             return node_id
         op = node.operation
         args = [self._op_text(a, False) for a in node.args]
-        if op.name == "copy":
+        if op.kind is OpKind.COPY:
             return args[0]
-        if op.name == "linear":
+        if op.kind is OpKind.LINEAR:
             args = [f"peep({a})" if p else a for a, p in zip(args, node.peep)]
-            return f"linear({', '.join(args)})"
-        if op.arity == 1 and op.spelling.isidentifier():
-            return f"{op.spelling}({args[0]})"
-        mine = _PRECEDENCE[op.name]
+            return f"{op.spelling}({', '.join(args)})"
+        if op.kind is OpKind.FUNCTION:
+            return op.call_text(args[0], node.attributes)
+        mine = op.precedence
         wrapped = []
         for position, (arg_id, text) in enumerate(zip(node.args, args)):
             arg = self.graph.node(arg_id)
-            inner = _PRECEDENCE.get(arg.op or "", 9) if arg.assignment == node.assignment \
+            inner = arg.operation.precedence if arg.assignment == node.assignment \
                 and arg.kind is NodeKind.OP and arg.id != arg.assignment else 9
-            right_of_minus = op.name == "sub" and position == 1 and inner == mine
+            # a - (b - c) and a - (b + c) keep their parentheses: the right of a minus
+            right_of_minus = op.spelling == "-" and op.arity == 2 and position == 1 \
+                and inner == mine
             wrapped.append(f"({text})" if inner < mine or right_of_minus else text)
         if op.arity == 1:
             return f"{op.spelling}{wrapped[0]}"
@@ -155,7 +156,8 @@ class Schedule:
         args = ", ".join(f"{a}(const)" if graph.node(a).kind is NodeKind.CONST
                          else f"{a}({graph.edge_kind(a, node_id).value})" for a in node.args)
         params = f"   params {', '.join(node.params)}" if node.params else ""
-        return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}"
+        attrs = f"   {', '.join(f'{k}={v:g}' for k, v in node.attrs)}" if node.attrs else ""
+        return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}{attrs}"
 
     def to_json(self, nodes: bool = False) -> dict:
         """Stages, order and reads as plain data (for ``schedule --json``); with ``nodes``,

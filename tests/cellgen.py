@@ -3,10 +3,11 @@
 A cell has one input ``x``, one to three states and values of every size the
 validator admits: input-sized values ``u*`` (from ``x`` and numbers), numbers
 ``k*`` (from constants alone) and hidden-sized values ``v*`` and states.
-Expressions use every op of the language: + - * and unary minus, sigmoid, tanh,
-relu, a bare copy, and ``linear`` (at most once per line, with peepholes on
-hidden-sized operands) over the input, input-sized values, old values
-``s[t-1]`` and new values computed earlier in the step. The output is any
+Expressions use every op of the language: + - * and unary minus, every function
+of the op table (with attributes where it takes them), a bare copy, and
+``linear`` (at most once per line, with peepholes on hidden-sized operands)
+over the input, input-sized values, old values ``s[t-1]`` and new values
+computed earlier in the step. The output is any
 state or value but a number (so it may have the input's size). Lines come out
 shuffled, because the language is order-free.
 """
@@ -15,7 +16,14 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-UNARY = ("sigmoid", "tanh", "relu", "-")
+from lstm_graph.ops import FUNCTIONS
+
+#: Every function of the op table with attributes of its own (not its defaults), and unary -.
+ATTRIBUTES = {"leaky_relu": "0.2", "thresholded_relu": "0.25", "elu": "0.5",
+              "hard_sigmoid": "0.3, 0.4", "scaled_tanh": "1.5, 0.75", "affine": "-1.5, 0.25",
+              "clip": "1.25"}
+UNARY = tuple(f"{name}({{}}, {ATTRIBUTES[name]})" if name in ATTRIBUTES else f"{name}({{}})"
+              for name in sorted(FUNCTIONS)) + ("-({})",)
 NUMBERS = ("1", "0.5", "2", "1.5", "-0.25")
 
 
@@ -47,8 +55,7 @@ def expressions(draw, leaves: list[str], numbers: list[str], linear_operands: li
         number = draw(st.sampled_from([*NUMBERS, *numbers]))
         return f"{number} {draw(st.sampled_from('+-*'))} ({sub()})"
     if kind == "unary":
-        func = draw(st.sampled_from(UNARY))
-        return f"-({sub()})" if func == "-" else f"{func}({sub()})"
+        return draw(st.sampled_from(UNARY)).format(sub())
     return f"({sub()}) {draw(st.sampled_from('+-*'))} ({sub()})"
 
 

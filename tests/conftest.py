@@ -33,6 +33,31 @@ needs_compiler = pytest.mark.skipif(
     reason="no C compiler (cc, gcc, clang or $CC): the native executor is off here")
 
 
+@pytest.fixture
+def cli():
+    """The command line in this process: ``cli(*args)`` gives click's result, with
+    ``.exit_code``, ``.stdout`` and ``.stderr`` apart (arguments may be paths)."""
+    from click.testing import CliRunner
+
+    from lstm_graph.cli import main
+
+    def invoke(*args, input: str | None = None):
+        return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def cli_run(cli):
+    """``cli`` that must succeed: a failure shows what the command said."""
+    def run(*args):
+        result = cli(*args)
+        assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
+        return result
+
+    return run
+
+
 def executor_params(executors):
     """``executors`` as pytest params, "native" marked to skip without a C compiler."""
     return [pytest.param(e, marks=needs_compiler) if e == "native" else e for e in executors]

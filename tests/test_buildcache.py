@@ -1,18 +1,25 @@
-"""The build cache: private, self-healing, bounded; compiler failures never hurt a run.
+"""The build cache: its own directory only, safe paths, self-healing, bounded; compiler
+failures never hurt a run.
 
 Most tests run the command line in a subprocess with an environment of their own
-(a cache directory, a temporary directory, a compiler), as a user would, and look
-at what is left on disk afterwards.
+(a cache base, a temporary directory, a compiler), as a user would, and look at
+what is left on disk afterwards: the cache's directory is ``BASE/lstm-graph-v1``,
+and nothing else under the base may change.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -25,8 +32,12 @@ from lstm_graph.errors import BackendError, LstmGraphWarning
 from lstm_graph.executors import buildcache
 
 pytestmark = needs_compiler
-ROOT = Path(__file__).resolve().parents[1]
 RUN = ["run", "lstm", "--sample", "-H", "4", "--json"]
+NATIVE = [*RUN, "--executor", "native"]
+TAG = b"Signature: 8a477f597d28d172789f06886806bc55"
+needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                reason="needs root to make files of another user")
+needs_proc = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
 
 
 def cli(args: list[str], tmp_path: Path, cache: Path | str | None, timeout: float = 120,
@@ -35,7 +46,8 @@ def cli(args: list[str], tmp_path: Path, cache: Path | str | None, timeout: floa
     (tmp_path / "tmp").mkdir(exist_ok=True)
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("LSTM_GRAPH_CACHE", "XDG_CACHE_HOME", "CC")}
-    environment.update(TMPDIR=str(tmp_path / "tmp"), **env)
+    environment["TMPDIR"] = str(tmp_path / "tmp")
+    environment.update(env)
     if cache is not None:
         environment["LSTM_GRAPH_CACHE"] = str(cache)
     return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], capture_output=True,
@@ -46,21 +58,191 @@ def out(tmp_path: Path) -> list[str]:
     return ["--out", str(tmp_path / "y.npz")]
 
 
-def test_the_cache_is_a_private_directory(tmp_path):
-    cache = tmp_path / "cache"
-    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
-    assert done.returncode == 0, done.stderr
-    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    assert len(list(cache.glob("*.so"))) == 1 and len(list(cache.glob("*.json"))) == 1
+def v1(base: Path) -> Path:
+    """The cache's own directory in ``base``."""
+    return base / "lstm-graph-v1"
 
 
-def test_a_cache_directory_open_to_others_is_narrowed_to_ours_only(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    cache.chmod(0o777)
-    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int, bytes | str | None]]:
+    """Every entry under ``root`` (symbolic links not followed): mode, owner, modification
+    time and contents, to show that nothing there changed."""
+    found: dict[str, tuple[int, int, int, bytes | str | None]] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in ["", *dirs, *files]:
+            path = Path(folder, name)
+            info = path.lstat()
+            content: bytes | str | None = None
+            if stat.S_ISLNK(info.st_mode):
+                content = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                content = path.read_bytes()
+            found[str(path.relative_to(root))] = (info.st_mode, info.st_uid,
+                                                   info.st_mtime_ns, content)
+    return found
+
+
+def warning_of(stderr: str) -> str:
+    (warning,) = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    return warning
+
+
+# -- only its own directory ---------------------------------------------------------------
+
+def test_the_cache_is_a_tagged_private_directory_of_its_own(tmp_path):
+    base = tmp_path / "base" / "missing"
+    done = cli(NATIVE + out(tmp_path), tmp_path, base)
     assert done.returncode == 0, done.stderr
-    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert names(base) == ["lstm-graph-v1"]
+    assert stat.S_IMODE(v1(base).stat().st_mode) == 0o700
+    assert (v1(base) / "CACHEDIR.TAG").read_bytes().startswith(TAG)
+    assert len(list(v1(base).glob("*.so"))) == 1 and len(list(v1(base).glob("*.json"))) == 1
+    assert '"ran_with": "native"' in done.stdout
+
+
+def test_a_build_and_a_clear_touch_nothing_beside_the_cache(tmp_path):
+    """The issue's first reproduction: an old ``tmp-important/`` (and other files with
+    the cache's kind of names) beside the cache survive a build and ``cache clear``."""
+    base = tmp_path / "shared"
+    (base / "tmp-important").mkdir(parents=True)
+    (base / "tmp-important" / "thesis.tex").write_text("data\n")
+    for name in ("tmp-file", "0123456789abcdef0123456789abcdef.json", "notes.json", "lib.so",
+                 "0123456789abcdef0123456789abcdef-0123456789abcdef.so"):
+        (base / name).write_text("not the cache's")
+    two_hours_ago = time.time() - 7200
+    for path in base.rglob("*"):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    os.utime(base, (two_hours_ago, two_hours_ago))
+    before = snapshot(base)
+    done = cli(NATIVE + out(tmp_path), tmp_path, base)
+    assert done.returncode == 0, done.stderr
+    cleared = cli(["cache", "clear"], tmp_path, base)
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stderr == f"removed 1 build from {v1(base)}\n"
+    after = snapshot(base)
+    def beside(found: dict[str, tuple[int, int, int, bytes | str | None]]) -> dict[str, object]:
+        return {k: v for k, v in found.items() if k != "." and not k.startswith("lstm-graph")}
+
+    assert beside(after) == beside(before) and len(beside(before)) == 7
+    assert after["."][:2] == before["."][:2]  # the base's mode and owner
+    assert names(v1(base)) == ["CACHEDIR.TAG"]
+
+
+def test_cache_info_changes_nothing_not_even_a_shared_directorys_mode(tmp_path):
+    """The issue's second reproduction: ``cache info`` on a 1777 directory left it 0700."""
+    base = tmp_path / "fake_tmp"
+    base.mkdir()
+    base.chmod(0o1777)
+    before = snapshot(base)
+    info = cli(["cache", "info"], tmp_path, base)
+    assert info.returncode == 0, info.stderr
+    assert info.stdout.startswith(f"directory  {v1(base)}\nbuilds     0 (0.0 MiB")
+    assert cli(["cache", "clear"], tmp_path, base).returncode == 0
+    assert snapshot(base) == before and stat.S_IMODE(base.stat().st_mode) == 0o1777
+
+
+def test_a_sticky_shared_base_like_tmp_is_used_and_left_as_it_is(tmp_path):
+    base = tmp_path / "tmp-like"
+    base.mkdir()
+    base.chmod(0o1777)
+    (base / "someone-elses").write_text("kept")
+    done = cli(NATIVE + out(tmp_path), tmp_path, base)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+    assert stat.S_IMODE(base.stat().st_mode) == 0o1777
+    assert names(base) == ["lstm-graph-v1", "someone-elses"]
+    assert len(list(v1(base).glob("*.so"))) == 1
+
+
+def _make_not_ours(base: Path, shape: str) -> str:
+    """An ``lstm-graph-v1`` in ``base`` that the tool did not make; the reason it says."""
+    theirs = v1(base)
+    if shape == "a file":
+        theirs.write_text("a file of the user's")
+        return "it is not a directory"
+    if shape == "a symbolic link":
+        (base / "elsewhere").mkdir()
+        (base / "elsewhere" / "tmp-dir").mkdir()
+        theirs.symlink_to(base / "elsewhere")
+        return "it is a symbolic link"
+    theirs.mkdir()
+    (theirs / "tmp-0123456789abcdef").mkdir()
+    (theirs / "tmp-0123456789abcdef" / "work").write_text("theirs")
+    (theirs / "0123456789abcdef0123456789abcdef.json").write_text("not a record")
+    theirs.chmod(0o700)
+    if shape == "no tag":
+        return "it has no CACHEDIR.TAG of lstm-graph, so lstm-graph did not make it"
+    (theirs / "CACHEDIR.TAG").write_bytes(TAG + b"\n")
+    if shape == "a tag of another tool":
+        return "it has no CACHEDIR.TAG of lstm-graph, so lstm-graph did not make it"
+    if shape == "open to others":
+        theirs.chmod(0o777)
+        return "its mode 0777 lets other users write in it"
+    for path in (theirs, *theirs.rglob("*")):
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    return "it belongs to another user (uid 65534)"
+
+
+@pytest.mark.parametrize("shape", [
+    "a file", "a symbolic link", "no tag", "a tag of another tool", "open to others",
+    pytest.param("another user's", marks=needs_root)])
+def test_an_lstm_graph_v1_the_tool_did_not_make_is_refused_and_left_as_it_is(tmp_path, shape):
+    base = tmp_path / "base"
+    base.mkdir()
+    reason = _make_not_ours(base, shape)
+    before = snapshot(base)
+    done = cli(NATIVE + out(tmp_path), tmp_path, base)
+    assert done.returncode == 0, done.stderr
+    assert warning_of(done.stderr) == (
+        f"warning: the build cache {v1(base)} is not usable ({reason}); compiling into a "
+        "private temporary directory for this run (set LSTM_GRAPH_CACHE to keep builds)")
+    assert '"ran_with": "native"' in done.stdout
+    cleared = cli(["cache", "clear"], tmp_path, base)
+    assert cleared.returncode == 1 and "Traceback" not in cleared.stderr
+    assert cleared.stderr == (f"the build cache {v1(base)} is not usable ({reason}); nothing "
+                              "was removed\n")
+    info = cli(["cache", "info", "--json"], tmp_path, base)
+    assert info.returncode == 0, info.stderr
+    shown = json.loads(info.stdout)
+    assert (shown["usable"], shown["problem"], shown["entries"]) == (False, reason, 0)
+    assert snapshot(base) == before
+    assert list((tmp_path / "tmp").iterdir()) == []  # the private directory went at exit
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_path_other_users_can_write_in_is_refused(tmp_path, mode):
+    """Another user could swap what is in such a directory between a check and a load."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    base = shared / "mine"
+    before = snapshot(shared)
+    done = cli(NATIVE + out(tmp_path), tmp_path, base)
+    assert done.returncode == 0, done.stderr
+    assert warning_of(done.stderr) == (
+        f"warning: the build cache {v1(base)} is not usable (other users can write in "
+        f"{shared} (mode {mode:04o}, no sticky bit)); compiling into a private temporary "
+        "directory for this run (set LSTM_GRAPH_CACHE to keep builds)")
+    assert snapshot(shared) == before  # not even the missing base was made
+
+
+def test_no_private_directory_at_all_is_an_error_for_native_and_a_warning_for_plan(tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "tmp").mkdir(parents=True)
+    shared.chmod(0o777)
+    words = (f"no private directory for compiled steps: the build cache {v1(shared)} is not "
+             f"usable (other users can write in {shared} (mode 0777, no sticky bit)) and "
+             f"neither is the temporary directory (other users can write in {shared} (mode "
+             "0777, no sticky bit)); set LSTM_GRAPH_CACHE to a directory of yours")
+    native = cli(NATIVE + out(tmp_path), tmp_path, shared, TMPDIR=str(shared / "tmp"))
+    assert native.returncode == 1 and native.stderr == words + "\n"
+    plan = cli(RUN + out(tmp_path), tmp_path, shared, TMPDIR=str(shared / "tmp"))
+    assert plan.returncode == 0, plan.stderr
+    assert warning_of(plan.stderr) == f"warning: {words}; running the NumPy plan instead"
+    assert names(shared) == ["tmp"] and names(shared / "tmp") == []
 
 
 @pytest.mark.parametrize("where", ["a file", "another user's directory", "no home"])
@@ -74,28 +256,34 @@ def test_an_unusable_cache_builds_privately_and_leaves_nothing_behind(tmp_path, 
         if not hasattr(os, "geteuid") or os.geteuid() != 0:
             pytest.skip("needs root to make a directory of another user")
         assert cache is not None
-        cache.mkdir(mode=0o777)
+        cache.mkdir(mode=0o755)
         os.chown(cache, 65534, 65534)
     else:
         cache = None
         env["HOME"] = str(tmp_path / "nonexistent" / "home")
-    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache, **env)
+    done = cli(NATIVE + out(tmp_path), tmp_path, cache, **env)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    warning = warning_of(done.stderr)
     assert "is not usable" in warning and "private temporary directory" in warning
+    assert {"a file": f"({tmp_path / 'file'} is not a directory)",
+            "another user's directory": f"({cache} belongs to another user (uid 65534))",
+            "no home": f"(the home directory {tmp_path}/nonexistent/home does not exist)",
+            }[where] in warning
     assert list((tmp_path / "tmp").iterdir()) == []  # the private directory went at exit
     if where == "another user's directory":
         assert cache is not None and list(cache.iterdir()) == []
 
 
+# -- self-healing ---------------------------------------------------------------------------
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "record"])
 def test_a_damaged_cache_is_rebuilt_never_loaded(tmp_path, damage):
     cache = tmp_path / "cache"
-    first = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
+    first = cli(NATIVE + out(tmp_path), tmp_path, cache)
     assert first.returncode == 0, first.stderr
     expected = np.load(tmp_path / "y.npz")["y"]
-    for path in cache.iterdir():
+    for path in v1(cache).glob("[0-9a-f]*"):
         data = path.read_bytes()
         if damage == "truncate":
             path.write_bytes(data[: len(data) // 3])
@@ -105,11 +293,117 @@ def test_a_damaged_cache_is_rebuilt_never_loaded(tmp_path, damage):
             path.write_bytes(b"")
         elif path.suffix == ".json":
             path.write_text(path.read_text().replace('"sha256": "', '"sha256": "0'))
-    again = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
+    again = cli(NATIVE + out(tmp_path), tmp_path, cache)
     assert again.returncode == 0, (again.returncode, again.stderr)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], expected)
-    assert len(list(cache.glob("*.json"))) == 1
+    assert len(list(v1(cache).glob("*.json"))) == 1 and len(list(v1(cache).glob("*.so"))) == 1
 
+
+def _maps_line(path: Path) -> str:
+    """How ``/proc/PID/maps`` names a mapping of ``path``'s inode: ``dev inode``."""
+    info = path.stat()
+    return f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x} {info.st_ino} "
+
+
+_MAPPED = textwrap.dedent("""\
+    import ctypes, sys
+    from lstm_graph.cli import main
+    if sys.argv[2] == "load":
+        ctypes.CDLL(sys.argv[3])
+    else:
+        main(sys.argv[3:], standalone_mode=False)
+    print("FOREIGN" if sys.argv[1] in open("/proc/self/maps").read() else "clean")
+""")
+
+
+@needs_proc
+def test_another_builds_library_under_a_valid_record_is_rebuilt_never_loaded(tmp_path):
+    """The record is left whole, so only comparing the library's digest with it can notice
+    that the file is another build's (a GRU step where an LSTM step should be)."""
+    cache = tmp_path / "cache"
+    for cell in ("lstm", "gru"):
+        built = cli(["run", cell, "--sample", "-H", "4", "--executor", "native", "--out",
+                     str(tmp_path / f"{cell}.npz")], tmp_path, cache)
+        assert built.returncode == 0, built.stderr
+    records = {json.loads(p.read_text())["what"]: p for p in v1(cache).glob("*.json")}
+    lstm = json.loads(records["the native step of cell 'lstm'"].read_text())
+    gru = json.loads(records["the native step of cell 'gru'"].read_text())
+    foreign = tmp_path / "foreign.so"
+    os.link(v1(cache) / gru["library"], foreign)  # keeps its inode from being reused
+    os.replace(v1(cache) / gru["library"], v1(cache) / lstm["library"])
+    assert hashlib.sha256((v1(cache) / lstm["library"]).read_bytes()).hexdigest() == \
+        gru["sha256"] != lstm["sha256"]
+    expected = np.load(tmp_path / "lstm.npz")["y"]
+    mapping = _maps_line(foreign)
+
+    def mapped(*args: str) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, "LSTM_GRAPH_CACHE": str(cache)}
+        return subprocess.run([sys.executable, "-c", _MAPPED, mapping, *args], text=True,
+                              capture_output=True, env=environment, cwd=tmp_path, timeout=120)
+
+    control = mapped("load", str(foreign))  # the check does see a library that is loaded
+    assert control.stdout.splitlines()[-1] == "FOREIGN", control.stderr
+    run = mapped("run", "run", "lstm", "--sample", "-H", "4", "--executor", "native", "--out",
+                 str(tmp_path / "again.npz"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "clean"
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["y"], expected)
+    rebuilt = json.loads(records["the native step of cell 'lstm'"].read_text())
+    assert hashlib.sha256((v1(cache) / rebuilt["library"]).read_bytes()).hexdigest() == \
+        rebuilt["sha256"]
+
+
+def _no_step_compiler(tmp_path: Path) -> Path:
+    """A 'compiler' that builds a real library, but not of the step it was given."""
+    script = tmp_path / "no-step-cc"
+    real = buildcache.compiler()
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        [ "$1" = --version ] && exec {real} --version
+        while [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done
+        echo 'int unrelated(void) {{ return 1; }}' > "$out.c"
+        exec {real} -shared -fPIC -o "$out" "$out.c"
+        """))
+    script.chmod(0o755)
+    return script
+
+
+def test_a_library_without_the_step_is_a_fallback_for_plan_and_an_error_for_native(tmp_path):
+    cache, compiler = tmp_path / "cache", _no_step_compiler(tmp_path)
+    words = (f"the C compiler {compiler} built a library that lacks lstm_graph_run (not a "
+             "usable step)")
+    plan = cli(RUN + out(tmp_path), tmp_path, cache, CC=str(compiler))
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stderr == f"warning: {words}; running the NumPy plan instead\n"
+    assert '"ran_with": "numpy"' in plan.stdout
+    native = cli(NATIVE + out(tmp_path), tmp_path, cache, CC=str(compiler))
+    assert native.returncode == 1 and native.stderr == words + "\n"
+    assert names(v1(cache)) == ["CACHEDIR.TAG"]  # never cached
+
+
+def test_a_cached_library_without_the_step_is_removed_and_rebuilt(tmp_path):
+    """An entry whose digest matches but that lacks the step's functions (made by an older
+    version, say) is an error once and is gone, so the next run builds it again."""
+    cache = tmp_path / "cache"
+    assert cli(NATIVE + out(tmp_path), tmp_path, cache).returncode == 0
+    (record,) = v1(cache).glob("*.json")
+    meta = json.loads(record.read_text())
+    source = tmp_path / "other.c"
+    source.write_text("int unrelated(void) { return 1; }\n")
+    subprocess.run([str(buildcache.compiler()), "-shared", "-fPIC", "-o",
+                    str(v1(cache) / meta["library"]), str(source)], check=True)
+    data = (v1(cache) / meta["library"]).read_bytes()
+    meta.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    record.write_text(json.dumps(meta))
+    plan = cli(RUN + out(tmp_path), tmp_path, cache)
+    assert plan.returncode == 0 and "lacks lstm_graph_run" in warning_of(plan.stderr)
+    assert names(v1(cache)) == ["CACHEDIR.TAG"]
+    again = cli(NATIVE + out(tmp_path), tmp_path, cache)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert len(list(v1(cache).glob("*.so"))) == 1
+
+
+# -- the compiler ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("compiler, words", [
     ("/bin/false", "the C compiler /bin/false failed on the generated step"),
@@ -118,22 +412,24 @@ def test_a_damaged_cache_is_rebuilt_never_loaded(tmp_path, damage):
 def test_a_broken_compiler_is_an_error_for_native_and_a_warning_for_plan(tmp_path, compiler,
                                                                          words):
     cache = tmp_path / "cache"
-    native = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache, CC=compiler)
+    native = cli(NATIVE + out(tmp_path), tmp_path, cache, CC=compiler)
     assert native.returncode == 1 and words in native.stderr
     assert "Traceback" not in native.stderr and not (tmp_path / "y.npz").exists()
-    plan = cli([*RUN, *out(tmp_path)], tmp_path, cache, CC=compiler)
+    plan = cli(RUN + out(tmp_path), tmp_path, cache, CC=compiler)
     assert plan.returncode == 0, plan.stderr
     (warning,) = plan.stderr.splitlines()
     assert warning.startswith(f"warning: {words}") and warning.endswith("running the NumPy "
                                                                       "plan instead")
     assert '"ran_with": "numpy"' in plan.stdout
-    assert list(cache.iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert names(v1(cache)) == ["CACHEDIR.TAG"] and list((tmp_path / "tmp").iterdir()) == []
 
 
 def _slow_compiler(tmp_path: Path) -> Path:
-    """A 'compiler' that starts a child (as cc starts cc1) and waits, noting both pids."""
+    """A 'compiler' that starts a child (as cc starts cc1) and waits, noting both pids
+    (it answers ``--version`` at once, so the wait is the build's)."""
     script = tmp_path / "slow-cc"
-    script.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/cc.pid\n"
+    script.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo 'slow-cc 1.0' && exit 0\n"
+                      f"echo $$ > {tmp_path}/cc.pid\n"
                       f"sleep 60 &\necho $! > {tmp_path}/cc1.pid\nwait\n")
     script.chmod(0o755)
     return script
@@ -154,16 +450,37 @@ def _wait_for(path: Path, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+def _start_slow_build(tmp_path: Path, cache: Path) -> subprocess.Popen[str]:
+    """A native run whose compiler waits; returns once the compiler runs."""
+    compiler = _slow_compiler(tmp_path)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("LSTM_GRAPH_CACHE", "CC")}
+    env.update(LSTM_GRAPH_CACHE=str(cache), CC=str(compiler), TMPDIR=str(tmp_path / "tmp"))
+    process = subprocess.Popen([sys.executable, "-m", "lstm_graph.cli", *NATIVE,
+                                *out(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    _wait_for(tmp_path / "cc1.pid")
+    return process
+
+
+def _kill_compiler(tmp_path: Path) -> None:
+    for name in ("cc.pid", "cc1.pid"):
+        try:
+            os.kill(int((tmp_path / name).read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_compiler_that_takes_too_long_is_killed_with_its_children(tmp_path):
     compiler = _slow_compiler(tmp_path)
-    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, tmp_path / "cache",
-               CC=str(compiler), LSTM_GRAPH_CC_TIMEOUT="1")
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", CC=str(compiler),
+               LSTM_GRAPH_CC_TIMEOUT="1")
     assert done.returncode == 1
     assert f"the C compiler {compiler} took longer than 1 s" in done.stderr
     for name in ("cc.pid", "cc1.pid"):
         assert not _alive(int((tmp_path / name).read_text()))
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert names(v1(tmp_path / "cache")) == ["CACHEDIR.TAG"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -173,45 +490,154 @@ def test_a_compiler_that_takes_too_long_is_killed_with_its_children(tmp_path):
 ])
 def test_an_interrupted_compile_kills_the_compiler_and_leaves_nothing(tmp_path, signum, code,
                                                                       words):
-    compiler = _slow_compiler(tmp_path)
-    (tmp_path / "tmp").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("LSTM_GRAPH_CACHE", "CC")}
-    env.update(LSTM_GRAPH_CACHE=str(tmp_path / "cache"), CC=str(compiler),
-               TMPDIR=str(tmp_path / "tmp"))
-    process = subprocess.Popen([sys.executable, "-m", "lstm_graph.cli", *RUN, *out(tmp_path),
-                                "--executor", "native"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    _wait_for(tmp_path / "cc1.pid")
+    process = _start_slow_build(tmp_path, tmp_path / "cache")
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     assert words in stderr and "Traceback" not in stderr
     for name in ("cc.pid", "cc1.pid"):
         assert not _alive(int((tmp_path / name).read_text()))
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert names(v1(tmp_path / "cache")) == ["CACHEDIR.TAG"]
     assert not (tmp_path / "y.npz").exists()
 
 
-def test_a_full_disk_is_an_error_for_native_a_fallback_for_plan_and_leaves_nothing(
+# -- work directories: a running build's is never removed, a dead one's is ----------------
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_cache_clear_leaves_a_running_builds_work_alone(tmp_path):
+    cache = tmp_path / "cache"
+    process = _start_slow_build(tmp_path, cache)
+    try:
+        (work,) = v1(cache).glob("tmp-*")
+        cleared = cli(["cache", "clear"], tmp_path, cache)
+        assert cleared.returncode == 0, cleared.stderr
+        assert cleared.stderr == (f"removed 0 builds from {v1(cache)} (1 build in progress "
+                                  "left alone)\n")
+        assert (work / "step.c").is_file()
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+        _kill_compiler(tmp_path)
+    assert process.returncode == 143
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_killed_builders_work_is_removed_by_the_next_build(tmp_path):
+    cache = tmp_path / "cache"
+    process = _start_slow_build(tmp_path, cache)
+    process.kill()  # no clean-up of its own can run
+    process.communicate(timeout=60)
+    _kill_compiler(tmp_path)
+    (work,) = v1(cache).glob("tmp-*")
+    done = cli(NATIVE + out(tmp_path), tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    assert not work.exists() and not list(v1(cache).glob("tmp-*"))
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A file system of 128 KiB (tmpfs), where this process may mount one; else skipped."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0755", "tmpfs",
+                              str(disk)], capture_output=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def test_a_disk_that_fills_while_compiling_says_so_and_leaves_nothing(tmp_path, small_disk):
+    native = cli(NATIVE + out(tmp_path), tmp_path, small_disk)
+    assert native.returncode == 1 and "Traceback" not in native.stderr
+    assert native.stderr.startswith(f"the disk holding the build cache {v1(small_disk)} is "
+                                    "full (")
+    assert native.stderr.endswith(" MiB free)\n")
+    plan = cli(RUN + out(tmp_path), tmp_path, small_disk)
+    assert plan.returncode == 0 and "is full" in warning_of(plan.stderr)
+    assert names(v1(small_disk)) == ["CACHEDIR.TAG"]
+
+
+def test_a_linker_out_of_space_is_named_as_a_full_disk(tmp_path):
+    """What ld says when the disk fills during linking ('collect2: … ld returned 1')."""
+    linker = tmp_path / "full-cc"
+    linker.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 1\n"
+                      "echo '/usr/bin/ld: final link failed: No space left on device' >&2\n"
+                      "echo 'collect2: error: ld returned 1 exit status' >&2\nexit 1\n")
+    linker.chmod(0o755)
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", CC=str(linker))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"the disk holding the build cache {v1(tmp_path / 'cache')} "
+                                  "is full (")
+
+
+def test_a_full_disk_while_caching_is_an_error_for_native_a_fallback_for_plan(
         tmp_path, monkeypatch):
     monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path / "cache"))
-    real_write = buildcache._write
+    real_write = buildcache._write_new
 
-    def full(path: Path, data: bytes) -> None:
-        real_write(path, data[:10])  # some bytes made it, then the disk filled up
+    def full(dir_fd: int, name: str, data: bytes) -> int:
+        if name != "library.part":
+            return real_write(dir_fd, name, data)
+        os.close(real_write(dir_fd, name, data[:10]))  # some bytes made it, then no room
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(buildcache, "_write", full)
+    monkeypatch.setattr(buildcache, "_write_new", full)
     cell = lstm_graph.load_cell("gru")
-    with pytest.raises(BackendError, match="No space left on device"):
+    with pytest.raises(BackendError, match=r"the disk holding the build cache .* is full \("):
         cell.compile(input_size=2, hidden_size=3, executor="native")(np.zeros((2, 1, 2), "f4"))
     run = cell.compile(input_size=2, hidden_size=3)
-    with pytest.warns(LstmGraphWarning, match="No space left on device"):
+    with pytest.warns(LstmGraphWarning, match="is full"):
         run(np.zeros((2, 1, 2), "float32"))
     assert run.ran_with == "numpy"
-    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("tmp")]
-    assert leftovers == []
+    assert names(v1(tmp_path / "cache")) == ["CACHEDIR.TAG"]
 
+
+# -- settings ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, mb, seconds", [
+    ("inf", 2**20, 86400), ("1e300", 2**20, 86400), ("0.5", 0.5, 0.5), ("1e-300", 1e-300,
+                                                                        1e-300)])
+def test_huge_settings_are_clamped(monkeypatch, value, mb, seconds):
+    monkeypatch.setenv("LSTM_GRAPH_CACHE_MB", value)
+    monkeypatch.setenv("LSTM_GRAPH_CC_TIMEOUT", value)
+    assert buildcache.max_bytes() == int(mb * 2**20) and buildcache.timeout() == seconds
+
+
+@pytest.mark.parametrize("value", ["nan", "abc", "0", "-3", "-inf"])
+@pytest.mark.parametrize("variable, default", [("LSTM_GRAPH_CACHE_MB", 256),
+                                               ("LSTM_GRAPH_CC_TIMEOUT", 120)])
+def test_a_setting_that_is_not_a_positive_number_warns_and_uses_the_default(
+        monkeypatch, variable, default, value):
+    monkeypatch.setenv(variable, value)
+    buildcache._warn_once.cache_clear()
+    with pytest.warns(LstmGraphWarning) as caught:
+        got = buildcache.max_bytes() / 2**20 if variable.endswith("MB") else buildcache.timeout()
+    assert got == default
+    assert [str(w.message) for w in caught] == [
+        f"{variable}='{value}' is not a positive number; using the default {default}"]
+
+
+def test_infinite_settings_run_and_show_without_a_traceback(tmp_path):
+    settings = {"LSTM_GRAPH_CACHE_MB": "inf", "LSTM_GRAPH_CC_TIMEOUT": "1e300"}
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", **settings)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert '"ran_with": "native"' in done.stdout
+    info = cli(["cache", "info"], tmp_path, tmp_path / "cache", **settings)
+    assert info.returncode == 0 and info.stderr == "", info.stderr
+    assert "builds     1 (" in info.stdout and " MiB of at most 1048576 MiB)" in info.stdout
+    nan = cli(["cache", "info"], tmp_path, tmp_path / "cache", LSTM_GRAPH_CACHE_MB="nan")
+    assert nan.returncode == 0 and nan.stderr == (
+        "warning: LSTM_GRAPH_CACHE_MB='nan' is not a positive number; using the default 256\n")
+
+
+# -- bounded, shown, cleared ------------------------------------------------------------------
 
 def test_the_least_recently_used_builds_go_when_the_cache_is_full(tmp_path, monkeypatch):
     monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path / "cache"))
@@ -219,32 +645,36 @@ def test_the_least_recently_used_builds_go_when_the_cache_is_full(tmp_path, monk
     x = np.zeros((2, 1, 2), "float32")
     for name in ("rnn", "gru", "lstm"):
         lstm_graph.load_cell(name).compile(input_size=2, hidden_size=3, executor="native")(x)
-    records = list((tmp_path / "cache").glob("*.json"))
+    records = list(v1(tmp_path / "cache").glob("*.json"))
     assert len(records) == 1 and "cell 'lstm'" in records[0].read_text()
+    assert len(list(v1(tmp_path / "cache").glob("*.so"))) == 1
 
 
 def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
     monkeypatch.delenv("LSTM_GRAPH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert buildcache.cache_directory() == tmp_path / ".cache" / "lstm-graph"
+    assert buildcache.configured() == (tmp_path / ".cache" / "lstm-graph-v1", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert buildcache.configured() == (tmp_path / "xdg" / "lstm-graph-v1", None)
 
 
 def test_the_test_suite_never_uses_the_users_cache():
-    directory = buildcache.cache_directory()
+    directory, _ = buildcache.configured()
     assert "lstm-graph-test-cache-" in str(directory)
 
 
 def test_cache_info_and_clear(tmp_path):
     cache = tmp_path / "cache"
-    assert cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache).returncode == 0
+    assert cli(NATIVE + out(tmp_path), tmp_path, cache).returncode == 0
     info = cli(["cache", "info"], tmp_path, cache)
     assert info.returncode == 0
-    assert f"directory  {cache}" in info.stdout and "builds     1 (" in info.stdout
+    assert f"directory  {v1(cache)}\n" in info.stdout and "builds     1 (" in info.stdout
     cleared = cli(["cache", "clear"], tmp_path, cache)
-    assert cleared.returncode == 0 and f"removed 1 build from {cache}" in cleared.stderr
-    assert list(cache.iterdir()) == []
-    assert '"entries": 0' in cli(["cache", "info", "--json"], tmp_path, cache).stdout
+    assert cleared.returncode == 0 and cleared.stderr == f"removed 1 build from {v1(cache)}\n"
+    assert names(v1(cache)) == ["CACHEDIR.TAG"]
+    shown = json.loads(cli(["cache", "info", "--json"], tmp_path, cache).stdout)
+    assert (shown["entries"], shown["usable"], shown["problem"]) == (0, True, None)
 
 
 def test_a_compile_says_so_once_in_the_log(tmp_path, monkeypatch, caplog):
@@ -254,24 +684,97 @@ def test_a_compile_says_so_once_in_the_log(tmp_path, monkeypatch, caplog):
         for _ in range(2):
             lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3, executor="native")(x)
     notes = [r.getMessage() for r in caplog.records if r.name == "lstm_graph"]
-    assert notes == [f"compiling the native step of cell 'rnn' once (cached in {tmp_path}/cache)"]
+    assert notes == ["compiling the native step of cell 'rnn' once (cached in "
+                     f"{tmp_path}/cache/lstm-graph-v1)"]
 
 
-def test_the_cache_touches_only_its_own_files_in_a_shared_directory(tmp_path):
-    cache = tmp_path / "shared"
-    (cache / "pip" / "sub").mkdir(parents=True)
-    cache.chmod(0o755)
-    theirs = [cache / "pip" / "sub" / "file", cache / "notes.json", cache / "lib.so",
-              cache / "tmpfile"]
-    for path in theirs:
-        path.write_text("not the cache's")
-    done = cli([*RUN, *out(tmp_path), "--executor", "native"], tmp_path, cache)
-    assert done.returncode == 0, done.stderr
-    assert len(list(cache.glob("*-*.so"))) == 1
-    (cache / "0123456789abcdef0123456789abcdef.json").write_text('{"library": "../lib.so"}')
-    cleared = cli(["cache", "clear"], tmp_path, cache)
-    assert cleared.returncode == 0, cleared.stderr
-    assert sorted(p.name for p in cache.rglob("*")) == ["file", "lib.so", "notes.json", "pip",
-                                                         "sub", "tmpfile"]
-    assert all(path.read_text() == "not the cache's" for path in theirs)
-    assert stat.S_IMODE(cache.stat().st_mode) == 0o755  # nobody else can write: left as it is
+# -- the race of the issue: another user swapping directories while root loads ---------------
+
+_SWAPPER = textwrap.dedent("""\
+    #define _GNU_SOURCE
+    #include <fcntl.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <sys/syscall.h>
+    #include <time.h>
+    #include <unistd.h>
+    int main(int argc, char **argv) {  /* swapper A B SECONDS: exchange A and B, count */
+        long swaps = 0, tries = 0;
+        time_t end = time(NULL) + atoi(argv[3]);
+        while (time(NULL) < end) {
+            tries++;
+            if (syscall(SYS_renameat2, AT_FDCWD, argv[1], AT_FDCWD, argv[2], 2) == 0)
+                swaps++;  /* 2: RENAME_EXCHANGE */
+        }
+        printf("%ld %ld\\n", swaps, tries);
+        return 0;
+    }
+""")
+_EVIL = textwrap.dedent("""\
+    #include <fcntl.h>
+    #include <stddef.h>
+    #include <unistd.h>
+    __attribute__((constructor)) static void planted(void) {
+        close(open("PWNED", O_CREAT | O_WRONLY, 0666));
+    }
+    void lstm_graph_run(ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, void *d, ptrdiff_t e) {}
+    ptrdiff_t lstm_graph_lanes(void) { return 1; }
+""")
+
+
+@needs_root
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+@pytest.mark.parametrize("mode", [0o777, 0o1777])
+def test_another_user_swapping_directories_never_gets_a_library_loaded(tmp_path, mode):
+    """User 65534 keeps exchanging the cache with a planted copy (a tag, a record for the
+    very key root will build, a library with the matching digest that creates PWNED when
+    loaded) while root runs: under a directory others can write in (the cache is refused
+    there), and under a sticky one (where the kernel refuses the exchange)."""
+    cc = str(buildcache.compiler())
+    legit = tmp_path / "legit"
+    assert cli(["run", "gru", "--sample", "-H", "5", "--executor", "native", "--out",
+                str(tmp_path / "y.npz")], tmp_path, legit).returncode == 0
+    (record,) = v1(legit).glob("*.json")
+    arena = Path(tempfile.mkdtemp(prefix="lstm-graph-race-"))  # user 65534 must reach it
+    try:
+        arena.chmod(0o711)
+        shared = arena / "shared"
+        shared.mkdir(mode=0o700)
+        shutil.copytree(v1(legit), v1(shared))  # root's own cache, made earlier
+        shared.chmod(mode)
+        (arena / "evil.c").write_text(_EVIL)
+        (arena / "swapper.c").write_text(_SWAPPER)
+        subprocess.run([cc, "-shared", "-fPIC", "-o", str(arena / "evil.so"),
+                        str(arena / "evil.c")], check=True)
+        subprocess.run([cc, "-o", str(arena / "swapper"), str(arena / "swapper.c")], check=True)
+        decoy = shared / "decoy"
+        decoy.mkdir()
+        evil = (arena / "evil.so").read_bytes()
+        digest = hashlib.sha256(evil).hexdigest()
+        library = f"{record.stem}-{digest[:16]}.so"
+        (decoy / library).write_bytes(evil)
+        (decoy / "CACHEDIR.TAG").write_bytes((v1(legit) / "CACHEDIR.TAG").read_bytes())
+        (decoy / record.name).write_text(json.dumps({"library": library, "sha256": digest,
+                                                     "bytes": len(evil)}))
+        for path in (decoy, *decoy.iterdir()):
+            os.chown(path, 65534, 65534)
+        decoy.chmod(0o700)
+        (arena / "swapper").chmod(0o755)
+        swapper = subprocess.Popen([str(arena / "swapper"), str(v1(shared)), str(decoy), "2"],
+                                   stdout=subprocess.PIPE, text=True, user=65534, group=65534)
+        runs = []
+        while swapper.poll() is None:
+            runs.append(cli(["run", "gru", "--sample", "-H", "5", "--executor", "native",
+                             "--out", str(tmp_path / "y.npz")], arena, shared))
+        swaps, tries = map(int, swapper.communicate(timeout=60)[0].split())
+        assert tries > 1000 and runs
+        assert all(r.returncode == 0 and "Traceback" not in r.stderr for r in runs)
+        assert not (arena / "PWNED").exists()
+        if mode == 0o1777:
+            assert swaps == 0  # the sticky bit: nobody else may rename root's directory
+            assert all("warning" not in r.stderr for r in runs)
+        else:
+            assert swaps > 0  # the attack ran, and the cache there was refused
+            assert all("other users can write in" in warning_of(r.stderr) for r in runs)
+    finally:
+        shutil.rmtree(arena, ignore_errors=True)

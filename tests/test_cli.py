@@ -30,7 +30,8 @@ def test_cells_lists_every_builtin(cli):
     result = cli("cells")
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["coupled_lstm", "gru", "lstm", "peephole_lstm", "rnn"]
+    assert names == ["coupled_lstm", "gru", "gru_cho", "lstm", "lstm_proj", "peephole_lstm", "rnn",
+                     "rnn_relu"]
     data = json.loads(cli("cells", "--json").stdout)
     assert [c["name"] for c in data["cells"]] == names
 
@@ -65,7 +66,8 @@ def test_unknown_cell_suggests_and_lists(cli):
     result = cli("validate", "peephole")
     assert result.exit_code == 1
     assert "did you mean 'peephole_lstm'?" in result.stderr
-    assert "built-in cells: coupled_lstm, gru, lstm, peephole_lstm, rnn" in result.stderr
+    assert ("built-in cells: coupled_lstm, gru, gru_cho, lstm, lstm_proj, peephole_lstm, rnn, "
+            "rnn_relu") in result.stderr
 
 
 @pytest.mark.parametrize("spec, meant", [("LSTM", "lstm"), ("Peephole-LSTM", "peephole_lstm"),

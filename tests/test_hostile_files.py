@@ -81,8 +81,7 @@ PT_CASES = {
                     "holds the key 3 of type int; the keys of a state dict are parameter "
                     "names"),
     "bias of shape (3,)": (lambda: _with("bias_ih_l0", torch.zeros(3)),
-                           "bias_ih_l0 has shape (3,); a layer with weight_hh_l0 of shape "
-                           "(16, 4) (lstm, H=4) needs (16,)"),
+                           "bias_ih_l0 has shape (3,); an nn.LSTM with H=4 needs (16,)"),
     "weight_hh (0, 0)": (lambda: _with("weight_hh_l0", torch.zeros(0, 0)),
                          "weight_hh_l0 has shape (0, 0); a layer's is (gates·H, H) with H at "
                          "least 1"),
@@ -174,11 +173,12 @@ ONNX_CASES = {
     "hidden size 0": (lambda: rnn_model("LSTM", {"W": np.zeros((1, 0, 3)),
                                                  "R": np.zeros((1, 0, 0)),
                                                  "B": np.zeros((1, 0))}, 0, "float32"),
-                      "R has shape (1, 0, 0); an LSTM's is [1, 4·H, H] with H at least 1"),
+                      "R has shape (1, 0, 0); the LSTM node (forward) needs [1, 4·H, H] with "
+                      "H at least 1"),
     "hidden_size attribute that disagrees": (
         lambda: rnn_model("LSTM", random_onnx_weights("LSTM", 3, 4, False,
                                                       np.random.default_rng(0)), 5, "float32"),
-        "the node's hidden_size is 5, but R has shape (1, 16, 4) (H=4)"),
+        "the LSTM node's hidden_size is 5, but R has shape (1, 16, 4) (H=4)"),
 }
 
 

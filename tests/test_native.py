@@ -117,9 +117,9 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert source.count("kernel_4(m,") == 2 and "S[" not in source
     assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)
-    assert len(list(tmp_path.glob("*.so"))) == 1  # built once, then reused
+    assert len(list(tmp_path.glob("lstm-graph-v1/*.so"))) == 1  # built once, then reused
     NativePlan(spec(cell, run.params, 5, 3, 8))  # another batch size: the same build
-    assert len(list(tmp_path.glob("*.so"))) == 1
+    assert len(list(tmp_path.glob("lstm-graph-v1/*.so"))) == 1
     double = NativePlan(spec(cell, run.params, 2, 3, 8, "float64")).source
     assert "lg_expf" not in double and "exp(-" in double  # float64: the C library's
 
@@ -252,7 +252,7 @@ def test_tuning_flags_the_compiler_rejects_are_left_out(monkeypatch, tmp_path):
     x = np.random.default_rng(3).standard_normal((5, 2, 3)).astype("float32")
     plan, ours, reference = compare(cell, x, 4, "float32")
     assert_same(ours, reference, "float32")
-    assert len(list((tmp_path / "cache").glob("*.so"))) == 1
+    assert len(list((tmp_path / "cache").glob("lstm-graph-v1/*.so"))) == 1
 
 
 # -- our float32 exp and tanh, element by element -------------------------------------

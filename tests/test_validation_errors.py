@@ -109,7 +109,8 @@ def test_output_that_does_not_exist():
 def test_unknown_function_lists_the_known_ones():
     errors = cell_errors("h = sigmod(linear(x, h[t-1]))\n" + OK_C)
     assert errors == [(5, 5, "unknown function 'sigmod' (did you mean 'sigmoid'?); known "
-                       "functions: linear, peep, relu, sigmoid, tanh")]
+                       "functions: affine, clip, elu, hard_sigmoid, leaky_relu, linear, peep, "
+                       "relu, scaled_tanh, sigmoid, softplus, softsign, tanh, thresholded_relu")]
 
 
 def test_size_mismatch_between_input_and_hidden():

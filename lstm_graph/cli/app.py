@@ -24,6 +24,7 @@ from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning
 from lstm_graph.formats.files import json_text
 from lstm_graph.library import load_cell
+from lstm_graph.models import Model, is_model, load_model
 
 
 class _UserError(click.ClickException):
@@ -123,14 +124,27 @@ def is_stdout(path: Path) -> bool:
 
 
 def load(spec: str) -> Cell:
-    """The cell named by SPEC; its warnings go to stderr."""
+    """The cell named by SPEC (a built-in, a ``.cell`` file, or a model file's cell); its
+    warnings, and a model's notes, go to stderr."""
+    if is_model(spec):
+        return load_model_spec(spec).cell
     cell = load_cell(spec)
     for warning in cell.warnings:
         click.echo(str(warning), err=True)
     return cell
 
 
-SPEC_HELP = "SPEC is a built-in cell name (see 'cells') or a path to a .cell file."
+def load_model_spec(spec: str) -> Model:
+    """The model file SPEC names; its notes go to stderr."""
+    model = load_model(spec)
+    for note in model.notes:
+        click.echo(note, err=True)
+    return model
+
+
+SPEC_HELP = ("SPEC is a built-in cell name (see 'cells'), a path to a .cell file, or a "
+             "PyTorch (.pt/.pth state dict) or ONNX (.onnx) model file, whose cell, layers, "
+             "weights and stored initial states and lengths are used.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,13 +18,15 @@ def cache() -> None:
 @cache.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(as_json: bool) -> None:
-    """Where the cache is, how many builds it holds, and the compiler."""
+    """Where the cache is, how many builds it holds, and the compiler (changes nothing)."""
     found = buildcache.info()
     if as_json:
         emit_json(dataclasses.asdict(found))
         return
     size, limit = found.bytes / 2**20, found.limit_bytes / 2**20
-    click.echo(f"directory  {found.directory}")
+    unusable = (f" (not usable: {found.problem}; each run compiles into a private temporary "
+                "directory)" if found.problem else "")
+    click.echo(f"directory  {found.directory}{unusable}")
     click.echo(f"builds     {found.entries} ({size:.1f} MiB of at most {limit:.0f} MiB)")
     compiler = found.compiler or "none found (the NumPy plan runs instead)"
     version = f" ({found.compiler_version})" if found.compiler_version else ""
@@ -33,7 +35,10 @@ def info(as_json: bool) -> None:
 
 @cache.command()
 def clear() -> None:
-    """Remove every compiled step; they are rebuilt when next needed."""
-    removed = buildcache.clear()
-    click.echo(f"removed {removed} build{'s' if removed != 1 else ''} from "
-               f"{buildcache.cache_directory()}", err=True)
+    """Remove every compiled step; they are rebuilt when next needed. Builds running in
+    other processes are left alone, and nothing outside the cache's directory is touched."""
+    done = buildcache.clear()
+    running = (f" ({done.running} build{'s' if done.running != 1 else ''} in progress left "
+               "alone)" if done.running else "")
+    click.echo(f"removed {done.builds} build{'s' if done.builds != 1 else ''} from "
+               f"{done.directory}{running}", err=True)

@@ -5,13 +5,24 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, load, main
+from lstm_graph.cli.app import (
+    SPEC_HELP,
+    OutputPath,
+    emit_json,
+    is_stdout,
+    load,
+    load_model_spec,
+    main,
+)
 from lstm_graph.errors import CellError
 from lstm_graph.formats.files import write_npz
+from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.library import builtin_names, describe_builtin
+from lstm_graph.models import Model, is_model
 
 
 def plural(count: int, noun: str) -> str:
@@ -40,7 +51,8 @@ def cells(as_json: bool) -> None:
 def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
     """Check a cell; exit 1 with file:line:col errors if it is wrong."""
     try:
-        cell = load(spec)
+        model = load_model_spec(spec) if is_model(spec) else None
+        cell = model.cell if model is not None else load(spec)
     except CellError as err:
         if not as_json:
             raise
@@ -51,6 +63,7 @@ def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
     if as_json:
         emit_json({
             "cell": cell.name,
+            **({} if model is None else {"model": model_json(model)}),
             "valid": True,
             "inputs": list(graph.inputs),
             "states": list(graph.states),
@@ -62,6 +75,8 @@ def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
             "diagnostics": [dataclasses.asdict(w) for w in cell.warnings],
         })
         return
+    if model is not None:
+        click.echo(model.describe())
     click.echo(f"{cell.name}: ok — {plural(len(graph.assignments), 'assignment')} in "
                f"{plural(len(schedule.stages), 'stage')}, "
                f"{plural(len(schedule.params), 'parameter')}, "
@@ -82,24 +97,54 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
         click.echo(cell.schedule.to_text(nodes), nl=False)
 
 
-@main.command(epilog=SPEC_HELP)
+def model_json(model: Model) -> dict[str, Any]:
+    """What a model file holds, for ``--json``."""
+    stack = model.stack
+    return {"file": model.file.source, "format": model.file.format, "layer": model.file.name,
+            "layers": stack.layers, "direction": stack.direction, "proj_size": stack.proj,
+            "batch_first": model.batch_first, "input_size": model.file.input_size,
+            "hidden_size": model.file.hidden_size, "cells": [c.name for c in model.cells],
+            "stores": [*(f"initial_{s}" for s in model.file.state),
+                       *(["sequence_lens"] if model.lengths is not None else [])]}
+
+
+@main.command(epilog=SPEC_HELP + " For a model file, -I and -H come from it and --out writes "
+              "its weights in our names.")
 @click.argument("spec")
-@click.option("--input-size", "-I", type=click.IntRange(min=1), required=True,
-              help="Size of the input x.")
-@click.option("--hidden-size", "-H", type=click.IntRange(min=1), required=True,
-              help="Size of the states.")
+@click.option("--input-size", "-I", type=click.IntRange(min=1),
+              help="Size of the input x (needed for a cell).")
+@click.option("--hidden-size", "-H", type=click.IntRange(min=1),
+              help="Size of the states (needed for a cell).")
+@click.option("--layers", type=click.IntRange(min=1, max=MAX_LAYERS), default=1,
+              show_default=True, help="Stacked layers (names l0., l1., ... when more than one).")
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="forward",
+              show_default=True, help="bidirectional adds each layer's l0_reverse. weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--out", type=OutputPath(),
-              help="Also write a weights template (.npz, random values in our names) to fill.")
+              help="Also write a weights template (.npz, random values in our names) to fill; "
+                   "for a model file, its own weights in our names.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --out values.")
-def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Path | None,
-           seed: int) -> None:
+def params(spec: str, input_size: int | None, hidden_size: int | None, layers: int,
+           direction: str, as_json: bool, out: Path | None, seed: int) -> None:
     """List parameter names and shapes."""
-    cell = load(spec)
-    shapes = cell.params(input_size, hidden_size)
     aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
+    if is_model(spec):
+        if input_size is not None or hidden_size is not None:
+            raise click.UsageError(f"{spec} holds its sizes: drop -I and -H")
+        model = load_model_spec(spec)
+        cell, weights = model.cell, model.weights
+        shapes = {name: tuple(value.shape) for name, value in weights.items()}
+    else:
+        if input_size is None or hidden_size is None:
+            raise click.UsageError("give --input-size and --hidden-size for a cell")
+        cell = load(spec)
+        runner = None if out is None else cell.compile(
+            input_size=input_size, hidden_size=hidden_size, seed=seed, layers=layers,
+            direction=direction)
+        weights = {} if runner is None else runner.weights
+        shapes = cell.stack_params(input_size, hidden_size, Stack(layers, direction))
     if out is not None:
-        write_npz(out, cell.random_weights(input_size, hidden_size, seed))
+        write_npz(out, weights)
         click.echo(f"wrote {out}", err=True)
         aside = is_stdout(out)
     if as_json:

@@ -13,10 +13,14 @@ from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
-from lstm_graph.errors import RenderError
+from lstm_graph.errors import DataError, RenderError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.explore import Run, build_page, kept_of
 from lstm_graph.formats.files import write_atomic
+
+
+def _steps(runner: Runner, x: np.ndarray) -> int:
+    return int(x.shape[1] if runner.batch_first and x.ndim == 3 else x.shape[0])
 
 
 def state_gradients(runner: Runner, x: np.ndarray, state: dict[str, np.ndarray] | None,
@@ -55,16 +59,31 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                           "graphviz; macOS: brew install graphviz; see "
                           "https://graphviz.org/download/)")
     prepared = prepare(spec, work="grad", **inputs)
-    cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    cell, runner, x, state = prepared.cell, prepared.runner, prepared.x, prepared.state
+    if prepared.lengths is not None and np.any(prepared.lengths != _steps(runner, x)):
+        raise DataError("explore shows every step of every sequence, and these sequences "
+                        "have lengths of their own: cut x to sequences of one length, or "
+                        "drop --lengths")
+    if not runner.plain:  # the first layer's first direction, as a cell of its own
+        click.echo(f"note: the page shows layer 1"
+                   f"{' (reverse: x from its last step)' if runner.units[0].reverse else ''}"
+                   f" of {runner.stack.describe()}", err=True)
+        if runner.batch_first and x.ndim == 3:
+            x = np.swapaxes(x, 0, 1)
+        if runner.units[0].reverse:
+            x = x[::-1]
+        state = None if state is None else {
+            name: value if runner.stack.single else value[0] for name, value in state.items()}
+        runner = runner.unit_runner(0)
     values = with_progress(len(x), lambda progress: runner.trace(
-        x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))
+        x, state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))
     ran_with = runner.ran_with  # the trace's executor (the gradients run the reference)
-    gradients = state_gradients(runner, x, prepared.state, prepared.allow_nonfinite)
+    gradients = state_gradients(runner, x, state, prepared.allow_nonfinite)
     if x.ndim == 2:  # one sequence: the page still has a sequence axis
         values = {name: value[:, None] for name, value in values.items()}
         x = x[:, None]
     sequences = x.shape[1]
-    given = prepared.state or {}
+    given = state or {}
     initial = {name: np.broadcast_to(np.asarray(given[name], dtype=runner.dtype),
                                      (sequences, runner.hidden_size))
                if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)

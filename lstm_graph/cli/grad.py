@@ -30,9 +30,7 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
     and checked for NaN and infinity as ``x`` is; with ``mapped`` (a run on Dask) it is
     memory-mapped, and its rows are checked as each shard is read."""
     runner, x = prepared.runner, prepared.x
-    (output,) = prepared.cell.graph.outputs
-    width = prepared.cell.schedule.width(output, runner.input_size, runner.hidden_size)
-    shape = (*x.shape[:-1], width)
+    shape = (*x.shape[:-1], runner.output_width)
     stored = stored_array(path, "grad_output", "grad_output")
     if stored.shape != shape:
         raise DataError(f"{path}: grad_output has shape {stored.shape}, but y has shape "
@@ -46,14 +44,15 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
     with np.errstate(over="ignore"):  # a number too large for the dtype: named below
         converted = np.asarray(grad_y, dtype=runner.dtype)
     if not prepared.allow_nonfinite:
-        check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0, "clean it")
+        check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0, "clean it",
+                     0 if runner.batch_first else 1)
     return converted
 
 
 @main.command(epilog=SPEC_HELP + " The loss is sum(grad_output · y): without --grad-output, "
-              "the sum of the last step's output. Writes x (the gradient with respect to the "
-              "input), one array per parameter under its name, and initial.STATE for each "
-              "state's initial value.")
+              "the sum of the last step's output (each sequence's own last step, with "
+              "--lengths). Writes x (the gradient with respect to the input), one array per "
+              "parameter under its name, and initial.STATE for each state's initial value.")
 @click.argument("spec")
 @run_options
 @dask_options
@@ -69,9 +68,10 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
     if on_dask is None:
         prepared = prepare(spec, work="grad", **inputs)
         runner, x = prepared.runner, prepared.x
-        grad_y = last_step_loss(runner, x.shape) if grad_output is None else \
-            read_grad_output(grad_output, prepared, mapped=False)
-        found = grad_arrays(runner, x, grad_y, prepared.state, prepared.allow_nonfinite)
+        grad_y = last_step_loss(runner, x.shape, prepared.lengths) if grad_output is None \
+            else read_grad_output(grad_output, prepared, mapped=False)
+        found = grad_arrays(runner, x, grad_y, prepared.state, prepared.allow_nonfinite,
+                            prepared.lengths)
         write_npz(out, found.arrays)
         shapes = {name: tuple(value.shape) for name, value in found.arrays.items()}
         norms = {name: float(np.linalg.norm(value)) for name, value in found.arrays.items()}

@@ -24,14 +24,17 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
-from lstm_graph.cli.app import FiniteFloat, load
+from lstm_graph.cli.app import FiniteFloat, load, load_model_spec
 from lstm_graph.distributed import DaskError
+from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, install_hint
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
 from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
-from lstm_graph.formats.memory import allocation, require
+from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
+from lstm_graph.models import is_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Steps from which a run on a terminal shows a progress bar.
@@ -105,6 +108,20 @@ def run_options(command: F) -> F:
         click.option("--allow-nonfinite", is_flag=True,
                      help="Run even if x, a state or --grad-output holds NaN or "
                           "infinity."),
+        click.option("--layers", type=click.IntRange(min=1, max=MAX_LAYERS),
+                     help="Stacked layers: layer k > 1 reads layer k-1's output  [default: "
+                          "what the weights hold, else 1]"),
+        click.option("--direction", type=click.Choice(DIRECTIONS),
+                     help="forward, reverse (the sequence from its end), or bidirectional "
+                          "(both; y holds the forward half, then the reverse half)  "
+                          "[default: what the weights hold, else forward]"),
+        click.option("--batch-first", is_flag=True,
+                     help="x is (B, T, I) and y (B, T, ·), as PyTorch's batch_first=True."),
+        click.option("--lengths", "lengths_path",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Each sequence's length as .npy (integers, shape (B,)), or .npz "
+                          "holding 'lengths': y is zero after it and the final state is the "
+                          "one at its last step."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -113,76 +130,209 @@ def run_options(command: F) -> F:
 
 @dataclass
 class Prepared:
-    """A cell bound to its weights, and the run's input and initial state."""
+    """A cell bound to its weights, and the run's input, initial state and lengths."""
 
     cell: Cell
     runner: Runner
     x: np.ndarray
     state: dict[str, np.ndarray] | None
     allow_nonfinite: bool
+    lengths: np.ndarray | None = None
+    #: The cells' text, for a run sharded on Dask (set by :func:`prepare`).
+    sources: tuple[CellSource, ...] = ()
 
 
-def check_usage(input_path: Path | None, sample: bool, input_size: int | None,
+def check_usage(model: bool, input_path: Path | None, sample: bool, input_size: int | None,
                 weights: Path | None, hidden_size: int | None) -> None:
-    """What :func:`run_options` needs together, checked before any file is read (exit 2)."""
+    """What :func:`run_options` needs together, checked before any file is read (exit 2).
+    ``model``: SPEC is a model file, which holds the weights and sizes."""
     if (input_path is None) == (not sample):
         raise click.UsageError("give exactly one of --input FILE and --sample")
     if input_size is not None and not sample:
         raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
+    if model:
+        for given, what in ((weights, "--weights"), (hidden_size, "--hidden-size"),
+                            (input_size, "--input-size")):
+            if given is not None:
+                raise click.UsageError(f"SPEC is a model file, which holds its weights and "
+                                       f"sizes: drop {what} (or name a cell as SPEC and pass "
+                                       "the model as --weights)")
+        return
     if weights is None and hidden_size is None:
         raise click.UsageError("give --hidden-size (or --weights, which tell it)")
 
 
 def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | None,
             weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
-            state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run"
-            ) -> Prepared:
+            state_path: Path | None, executor: str, allow_nonfinite: bool, layers: int | None,
+            direction: str | None, batch_first: bool, lengths_path: Path | None,
+            work: str = "run", mapped: bool = False) -> Prepared:
     """Read everything :func:`run_options` names, checked; usage errors exit 2. ``work``
-    ("run", "trace" or "grad") says what will be done, so what it holds is counted too."""
-    check_usage(input_path, sample, input_size, weights, hidden_size)
-    return bind(load(spec), input_path, sample, input_size, weights, hidden_size, seed,
-                backend, dtype, state_path, executor, allow_nonfinite, work)
+    ("run", "trace" or "grad") says what will be done, so what it holds is counted too.
+    SPEC may be a model file (:mod:`lstm_graph.models`): its cell, stack, weights, and the
+    initial states and lengths it stores (which ``--state`` and ``--lengths`` replace).
+    With ``mapped``, see :func:`bind`."""
+    model = is_model(spec)
+    check_usage(model, input_path, sample, input_size, weights, hidden_size)
+    bound = compile_spec(spec, input_path, input_size, weights, hidden_size, seed, backend,
+                         dtype, executor, layers, direction, batch_first)
+    prepared = bind(bound.runner, input_path, seed, state_path, allow_nonfinite, lengths_path,
+                    work, mapped, bound.state, bound.lengths)
+    prepared.sources = bound.sources
+    return prepared
 
 
-def bind(cell: Cell, input_path: Path | None, sample: bool, input_size: int | None,
-         weights: Path | None, hidden_size: int | None, seed: int, backend: str, dtype: str,
-         state_path: Path | None, executor: str, allow_nonfinite: bool, work: str = "run",
-         mapped: bool = False) -> Prepared:
-    """:func:`prepare` for a cell already loaded. With ``mapped`` (a run sharded on Dask),
-    an ``.npy`` ``x`` is memory-mapped rather than read, and the whole run is not weighed
-    against this machine's memory: its shards are (:mod:`lstm_graph.distributed.sharded`)."""
+@dataclass(frozen=True)
+class Bound:
+    """A SPEC compiled: the runner, its cells' text (what Dask workers compile), and the
+    initial states and sequence lengths a model file stores (empty and None for a cell)."""
+
+    runner: Runner
+    sources: tuple[CellSource, ...]
+    state: dict[str, np.ndarray]
+    lengths: np.ndarray | None
+
+
+def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
+                 weights: Path | None, hidden_size: int | None, seed: int, backend: str,
+                 dtype: str, executor: str, layers: int | None, direction: str | None,
+                 batch_first: bool) -> Bound:
+    """The runner SPEC and the options ask for (see :class:`Bound`)."""
+    if is_model(spec):
+        model = load_model_spec(spec)
+        stack = model.stack
+        for what, asked, held in (("--layers", layers, stack.layers),
+                                  ("--direction", direction, stack.direction)):
+            if asked is not None and asked != held:
+                raise click.UsageError(f"{spec} holds {stack.describe()}; drop {what} "
+                                       f"{asked}")
+        runner = model.compile(backend, dtype, executor, batch_first or model.batch_first)
+        return Bound(runner, tuple(CellSource(*source) for source in model.sources),
+                     model.state, model.lengths)
+    cell = load(spec)
+    if input_size is None and weights is None:  # with weights, they tell it
+        found = None if input_path is None else stored_array(input_path, "x", "x").shape
+        input_size = found[-1] if found else SAMPLE_INPUT
+    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
+                          dtype=dtype, weights=weights, seed=seed, executor=executor,
+                          layers=layers, direction=direction, batch_first=batch_first)
+    for note in runner.notes:
+        click.echo(note, err=True)
+    return Bound(runner, (cell_source(spec),), {}, None)
+
+
+def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | None,
+         allow_nonfinite: bool, lengths_path: Path | None, work: str = "run",
+         mapped: bool = False, stored_state: dict[str, np.ndarray] | None = None,
+         stored_lengths: np.ndarray | None = None) -> Prepared:
+    """The run's input, initial states and lengths for ``runner``, sized before they are
+    read. With ``mapped`` (a run sharded on Dask), an ``.npy`` ``x`` is memory-mapped rather
+    than read, and the whole run is not weighed against this machine's memory: its shards
+    are (:mod:`lstm_graph.distributed.sharded`). ``stored_state`` and ``stored_lengths``
+    (a model file's) are used where ``--state`` and ``--lengths`` are not given."""
+    cell = runner.cell
     stored = None if input_path is None else stored_array(input_path, "x", "x")
+    batch_axis = 0 if runner.batch_first else 1
     if stored is not None:
         if len(stored.shape) not in (2, 3):
-            raise DataError(f"{input_path}: x has shape {stored.shape}; expected (T, B, I) or "
+            layout = "(B, T, I)" if runner.batch_first else "(T, B, I)"
+            raise DataError(f"{input_path}: x has shape {stored.shape}; expected {layout} or "
                             "(T, I)")
         if stored.dtype.kind not in REAL_KINDS:
             raise DataError(f"{input_path}: x has dtype {stored.dtype}; it must hold real "
                             "numbers")
-        if stored.dtype != np.dtype(dtype):
-            click.echo(f"note: x is {stored.dtype}; computing in {dtype} (see --dtype)", err=True)
-    if input_size is None and weights is None:  # with weights, they tell it
-        input_size = stored.shape[-1] if stored is not None else SAMPLE_INPUT
-    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
-                          dtype=dtype, weights=weights, seed=seed, executor=executor)
-    shape = stored.shape if stored is not None else \
-        (SAMPLE_STEPS, SAMPLE_BATCH, runner.input_size)
+        if stored.dtype != runner.dtype:
+            click.echo(f"note: x is {stored.dtype}; computing in {runner.dtype.name} (see "
+                       "--dtype)", err=True)
+    sample_shape = (SAMPLE_BATCH, SAMPLE_STEPS, runner.input_size) if runner.batch_first \
+        else (SAMPLE_STEPS, SAMPLE_BATCH, runner.input_size)
+    shape = stored.shape if stored is not None else sample_shape
     x_dtype = stored.dtype if stored is not None else np.dtype(np.float64)
-    states = {} if state_path is None else \
-        {name: array for name, array in open_npz(state_path).items() if name in cell.graph.states}
-    batch = shape[1] if len(shape) == 3 else 1
+    steps = shape[0] if len(shape) == 2 or not runner.batch_first else shape[1]
+    batch = shape[batch_axis] if len(shape) == 3 else 1
+    states = read_states(state_path, runner) if state_path is not None else {}
+    lengths = None if lengths_path is None else read_lengths(lengths_path, batch)
     if not mapped:
         require([allocation("x", shape, x_dtype),
-                 *run_allocations(cell.schedule, shape[0], batch, shape[-1],
-                                  runner.hidden_size, runner.dtype, x_dtype),
-                 *work_allocations(cell.schedule, work, shape[0], batch, shape[-1],
-                                   runner.hidden_size, runner.dtype),
+                 *stack_allocations(runner, steps, batch, x_dtype, work),
                  *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
                 "this run", str(input_path or ""))
     x = load_stored(stored, mapped) if stored is not None else \
-        np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+        np.random.default_rng(seed).standard_normal(shape).astype(runner.dtype)
     state = {name: array.read() for name, array in states.items()} if state_path else None
-    return Prepared(cell, runner, x, state, allow_nonfinite)
+    if state is None and stored_state:
+        state = _fitted(stored_state, "initial states", batch, 1 if not runner.stack.single
+                        else 0, "--state")
+    if lengths is None and stored_lengths is not None:
+        lengths = _fitted({"lengths": stored_lengths}, "sequence lengths", batch, 0,
+                          "--lengths")["lengths"]
+    return Prepared(cell, runner, x, state, allow_nonfinite, lengths)
+
+
+def _fitted(arrays: dict[str, np.ndarray], what: str, batch: int, axis: int, option: str
+            ) -> dict[str, np.ndarray]:
+    """A model's stored arrays, refused when they are for another number of sequences."""
+    for name, value in arrays.items():
+        if value.shape[axis] != batch:
+            raise DataError(f"the model stores {what} for {value.shape[axis]} sequence"
+                            f"{'s' if value.shape[axis] != 1 else ''} ({name} of shape "
+                            f"{value.shape}), and x holds {batch}; give {option}")
+    return arrays
+
+
+def read_states(path: Path, runner: Runner) -> dict[str, StoredArray]:
+    """``--state``: one array per state by its header (an earlier run's ``--out`` also holds
+    ``y``, which is left); any other name is refused, naming the states expected."""
+    arrays = open_npz(path)
+    states = runner.cell.graph.states
+    unknown = [name for name in arrays if name not in states and name != "y"]
+    if unknown:
+        raise DataError(f"{path}: holds {', '.join(unknown)}, which "
+                        f"{'is not a state' if len(unknown) == 1 else 'are not states'} of "
+                        f"cell '{runner.cell.name}'; its states are {', '.join(states)} "
+                        f"(each of shape {_shape_words(runner)})")
+    return {name: array for name, array in arrays.items() if name in states}
+
+
+def _shape_words(runner: Runner) -> str:
+    return "(B, H)" if runner.stack.single else f"(L·D = {len(runner.units)}, B, H)"
+
+
+def read_lengths(path: Path, batch: int) -> np.ndarray:
+    """``--lengths``: integers of shape ``(B,)`` (checked fully when the run starts)."""
+    stored = stored_array(path, "lengths", "lengths")
+    if stored.dtype.kind not in "iu":
+        raise DataError(f"{path}: lengths has dtype {stored.dtype}; give whole numbers of "
+                        "steps (int32 or int64)")
+    if stored.shape != (batch,):
+        raise DataError(f"{path}: lengths has shape {stored.shape}, but x holds {batch} "
+                        f"sequence{'s' if batch != 1 else ''}: give one length per sequence, "
+                        f"shape ({batch},)")
+    return stored.read()
+
+
+def stack_allocations(runner: Runner, steps: int, batch: int, x_dtype: np.dtype, work: str
+                      ) -> list[Allocation]:
+    """What a run of every layer and direction of ``runner`` allocates (and what ``work``
+    holds beyond it), and the outputs of the layers between them."""
+    found = []
+    for unit in runner.units:
+        found += run_allocations(unit.cell.schedule, steps, batch, unit.input_size,
+                                 runner.hidden_size, runner.dtype, x_dtype)
+        found += work_allocations(unit.cell.schedule, work, steps, batch, unit.input_size,
+                                  runner.hidden_size, runner.dtype)
+    if not runner.stack.single:
+        kept = runner.stack.layers if work == "grad" else 2
+        found.append(allocation(f"the layers' outputs ({kept} kept)",
+                                (kept, steps, batch, runner.output_width), runner.dtype))
+    return found
+
+
+def progress_steps(prepared: Prepared) -> int:
+    """The steps a run of ``prepared`` reports: every step of every layer and direction."""
+    x, runner = prepared.x, prepared.runner
+    steps = x.shape[1] if runner.batch_first and x.ndim == 3 else x.shape[0]
+    return int(steps) * len(runner.units)
 
 
 def with_progress(steps: int, call: Callable[[Progress | None], Any]) -> Any:

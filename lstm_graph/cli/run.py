@@ -14,6 +14,7 @@ from lstm_graph.cli.inputs import (
     Prepared,
     dask_options,
     prepare,
+    progress_steps,
     run_options,
     with_progress,
 )
@@ -38,8 +39,8 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
     prepared = prepare(spec, **inputs)
     runner, x = prepared.runner, prepared.x
     began = time.perf_counter()
-    found = with_progress(len(x), lambda progress: run_arrays(
-        runner, x, prepared.state, prepared.allow_nonfinite, progress))
+    found = with_progress(progress_steps(prepared), lambda progress: run_arrays(
+        runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
     elapsed = time.perf_counter() - began
     write_npz(out, found.arrays)
     y = found.arrays["y"]
@@ -62,14 +63,20 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
         emit_json({"cell": cell.name, "backend": runner.backend, "dtype": runner.dtype.name,
                    "executor": runner.executor, "ran_with": ran_with,
                    "input_shape": list(x.shape), "hidden_size": runner.hidden_size,
+                   "layers": runner.stack.layers, "direction": runner.stack.direction,
+                   "batch_first": runner.batch_first,
+                   "lengths": prepared.lengths is not None,
                    "seconds": round(seconds, 6), "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
                    **(extra or {})}, err=aside)
         return  # the summary says where it wrote what
     listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     click.echo(f"wrote {out}: {listed}", err=True)
-    click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size} on "
-               f"{runner.backend} {runner.dtype.name} ({ran_with}) in {seconds * 1e3:.2f} ms",
-               err=aside)
+    stack = "" if runner.stack.single and runner.stack.direction == "forward" else \
+        f", {runner.stack.describe()}"
+    lengths = ", each sequence to its length" if prepared.lengths is not None else ""
+    click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
+               f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
+               f"{seconds * 1e3:.2f} ms", err=aside)
     click.echo(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
                f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)

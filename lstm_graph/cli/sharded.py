@@ -17,25 +17,18 @@ from typing import Any
 import click
 
 from lstm_graph.cli.describe import plural
-from lstm_graph.cli.inputs import OnDask, Prepared, bind, check_usage
+from lstm_graph.cli.inputs import OnDask, Prepared
+from lstm_graph.cli.inputs import prepare as prepare_inputs
 from lstm_graph.cli.run import report
 from lstm_graph.distributed.cluster import connect
-from lstm_graph.distributed.jobs import Job, cell_source
+from lstm_graph.distributed.jobs import Job, job_of
 from lstm_graph.distributed.sharded import Outcome, execute
 
 
 def prepare(command: str, spec: str, inputs: dict[str, Any]) -> tuple[Prepared, Job]:
     """The command's inputs, ``x`` memory-mapped, and the job its workers run."""
-    check_usage(inputs["input_path"], inputs["sample"], inputs["input_size"],
-                inputs["weights"], inputs["hidden_size"])
-    source = cell_source(spec)
-    cell = source.compile()
-    for warning in cell.warnings:
-        click.echo(str(warning), err=True)
-    prepared = bind(cell, **inputs, work=command, mapped=True)
-    runner = prepared.runner
-    return prepared, Job(command, source, runner.weights, runner.input_size,
-                         runner.hidden_size, runner.dtype.name, runner.executor)
+    prepared = prepare_inputs(spec, **inputs, work=command, mapped=True)
+    return prepared, job_of(command, prepared.sources, prepared.runner)
 
 
 def execute_on(prepared: Prepared, job: Job, on_dask: OnDask, out: Path, grad_y: Any = None,
@@ -46,11 +39,11 @@ def execute_on(prepared: Prepared, job: Job, on_dask: OnDask, out: Path, grad_y:
     with connect(on_dask.address, on_dask.timeout) as client:
         if not sys.stderr.isatty():
             return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
-                           measure, prepared.allow_nonfinite)
-        with click.progressbar(length=1 if x.ndim == 2 else x.shape[1], label="sequences",
-                               file=sys.stderr) as bar:
+                           measure, prepared.allow_nonfinite, lengths=prepared.lengths)
+        sequences = 1 if x.ndim == 2 else x.shape[0 if job.batch_first else 1]
+        with click.progressbar(length=sequences, label="sequences", file=sys.stderr) as bar:
             return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
-                           measure, prepared.allow_nonfinite, bar.update)
+                           measure, prepared.allow_nonfinite, bar.update, prepared.lengths)
 
 
 def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:

@@ -8,13 +8,21 @@ from typing import Any
 import click
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
-from lstm_graph.cli.inputs import OnDask, dask_options, prepare, run_options, with_progress
+from lstm_graph.cli.inputs import (
+    OnDask,
+    dask_options,
+    prepare,
+    progress_steps,
+    run_options,
+    with_progress,
+)
 from lstm_graph.distributed.jobs import trace_arrays
 from lstm_graph.formats.files import write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes one array (T, B, width) per assignment under its "
-              "name, y, and final.STATE for each state's final value.")
+              "name (in a stack, under its layer and direction: l0.c, l0_reverse.c, ...), y, "
+              "and final.STATE for each state's final value.")
 @click.argument("spec")
 @run_options
 @dask_options
@@ -27,8 +35,8 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
     if on_dask is None:
         prepared = prepare(spec, work="trace", **inputs)
         runner, x = prepared.runner, prepared.x
-        found = with_progress(len(x), lambda progress: trace_arrays(
-            runner, x, prepared.state, prepared.allow_nonfinite, progress))
+        found = with_progress(progress_steps(prepared), lambda progress: trace_arrays(
+            runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
         write_npz(out, found.arrays)
         shapes = {name: tuple(value.shape) for name, value in found.arrays.items()}
         ran_with = found.ran_with
@@ -47,7 +55,10 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, **extra},
                   err=aside)
         return
-    click.echo(f"{cell.name}: traced {len(cell.graph.assignments)} values over "
-               f"{len(prepared.x)} steps ({ran_with}); wrote {out}", err=True)
+    steps = progress_steps(prepared) // len(prepared.runner.units)
+    units = len(prepared.runner.units)
+    where = f" in each of {units} layers and directions" if units > 1 else ""
+    click.echo(f"{cell.name}: traced {len(cell.graph.assignments)} values{where} over "
+               f"{steps} steps ({ran_with}); wrote {out}", err=True)
     for name, shape in shapes.items():
         click.echo(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)

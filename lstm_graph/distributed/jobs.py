@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.cell import Cell, Runner
+from lstm_graph.cell import Cell, Runner, compile_layers
 from lstm_graph.checks import not_finite
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
@@ -75,22 +75,26 @@ class Shard:
 
     ``arrays`` are named and ordered as in the output file; ``axes`` gives each one's
     batch axis, or ``None`` for a sum over the batch (a weight gradient), which shards
-    add, or for a text that every shard gives alike (a trace's cell), written once.
-    ``loss`` is ``grad``'s ``sum(grad_y · y)`` over these sequences (in float64).
+    add, or for a text that every shard gives alike (a trace's cell), written once;
+    ``times`` the time axis of those that have one. ``loss`` is ``grad``'s
+    ``sum(grad_y · y)`` over these sequences (in float64).
     """
 
     arrays: dict[str, np.ndarray]
     axes: dict[str, int | None]
     ran_with: str
     loss: float | None = None
+    #: Each array's time axis, for those that have one (``y``, a trace's values, ``x``).
+    times: dict[str, int] = field(default_factory=dict)
 
 
 def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
-                 fix: str) -> None:
+                 fix: str, axis: int = 1) -> None:
     """A plain run's error for rows of ``what`` (``x``, ``grad_output``) that are not
     finite in ``converted``'s dtype: NaN or infinity in ``raw`` (the rows as read), or a
     finite number too large for that dtype. ``offset`` is the rows' first sequence in the
-    whole batch, so the index is the whole batch's; ``None`` for one sequence ``(T, ...)``.
+    whole batch, along ``axis`` (0 batch-first), so the index is the whole batch's;
+    ``None`` for one sequence ``(T, ...)``.
 
     >>> check_finite("x", np.ones((2, 3, 1)), np.ones((2, 3, 1)), 0, "clean the input")
     >>> from lstm_graph.errors import LstmGraphError
@@ -107,87 +111,136 @@ def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
     first = [int(i) for i in np.argwhere(bad)[0]]
     value = float(raw[tuple(first)])
     if offset is not None:
-        first[1] += offset
+        first[axis] += offset
     raise not_finite(what, value, tuple(first), converted.dtype, fix)
 
 
+def batch_axis(runner: Runner, x: Any) -> int:
+    """The axis of ``x`` (and of ``y``, a trace's values, ``grad``'s ``x``) that holds the
+    sequences: 0 batch-first, else 1."""
+    return 0 if runner.batch_first and np.ndim(x) == 3 else 1
+
+
+def time_axis(runner: Runner, x: Any) -> int:
+    """The axis of ``x`` (and ``y``, …) that holds the steps: 1 batch-first, else 0."""
+    return 1 - batch_axis(runner, x) if np.ndim(x) == 3 else 0
+
+
+def state_axis(runner: Runner) -> int:
+    """The axis of a final state (or its gradient) that holds the sequences: 0 for one
+    layer and direction ``(B, H)``, 1 for a stack ``(L·D, B, H)``."""
+    return 0 if runner.stack.single else 1
+
+
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
-               allow_nonfinite: bool, progress: Progress | None = None) -> Shard:
+               allow_nonfinite: bool, progress: Progress | None = None,
+               lengths: Any = None) -> Shard:
     """``run``'s output: ``y`` and each state's final value."""
-    y, final = runner(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
+    y, final = runner(x, state, progress=progress, allow_nonfinite=allow_nonfinite,
+                      lengths=lengths)
     arrays = {"y": to_numpy(y), **{name: to_numpy(value) for name, value in final.items()}}
-    axes: dict[str, int | None] = {name: 0 for name in final}
-    return Shard(arrays, {"y": 1, **axes}, str(runner.ran_with))
+    axes: dict[str, int | None] = {name: state_axis(runner) for name in final}
+    return Shard(arrays, {"y": batch_axis(runner, x), **axes}, str(runner.ran_with),
+                 times={"y": time_axis(runner, x)})
 
 
 def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
-                 allow_nonfinite: bool, progress: Progress | None = None) -> Shard:
-    """``trace``'s output: every assignment ``(T, B, width)`` under its own name, ``y`` (the
-    run's output, unless an assignment has that name), ``final.STATE`` for each state, and
-    the cell's name and digest (:mod:`lstm_graph.formats.trace`), which a reader of the
-    trace checks. One sequence ``(T, I)`` keeps its batch axis here, unlike a run."""
-    values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
+                 allow_nonfinite: bool, progress: Progress | None = None,
+                 lengths: Any = None) -> Shard:
+    """``trace``'s output: every assignment ``(T, B, width)`` under its own name (under its
+    unit's prefix in a stack: ``l0.c``), ``y`` (the run's output, unless an assignment has
+    that name), ``final.STATE`` for each state, and the cell's name and digest
+    (:mod:`lstm_graph.formats.trace`), which a reader of the trace checks. One sequence
+    ``(T, I)`` keeps its batch axis here, unlike a run."""
+    values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite,
+                          lengths=lengths)
     arrays = {name: to_numpy(value) for name, value in values.items()}
     if np.ndim(x) == 2:
         arrays = {name: value[:, None] for name, value in arrays.items()}
-    (output,) = runner.cell.graph.outputs  # an assignment, or the input itself
-    if output in arrays:
-        arrays.setdefault("y", arrays[output])
-    else:  # the output is the input, as the run gives it
-        as_run = np.asarray(to_numpy(x), dtype=runner.dtype)
-        arrays.setdefault("y", as_run.reshape(len(as_run), -1, as_run.shape[-1]))
     states = list(runner.cell.graph.states)
-    arrays.update({f"final.{name}": arrays[name][-1] for name in states})
-    axes: dict[str, int | None] = {name: 1 for name in arrays}
-    axes.update({f"final.{name}": 0 for name in states})
+    along = batch_axis(runner, x)
+    if runner.plain and lengths is None:  # y and the final states are in the trace
+        (output,) = runner.cell.graph.outputs  # an assignment, or the input itself
+        if output in arrays:
+            arrays.setdefault("y", arrays[output])
+        else:  # the output is the input, as the run gives it
+            as_run = np.asarray(to_numpy(x), dtype=runner.dtype)
+            arrays.setdefault("y", as_run.reshape(len(as_run), -1, as_run.shape[-1]))
+        arrays.update({f"final.{name}": arrays[name][-1] for name in states})
+    else:  # each sequence ends at its own step, in each unit
+        y, final = runner(x, state, allow_nonfinite=allow_nonfinite, lengths=lengths)
+        y = to_numpy(y)
+        arrays.setdefault("y", y[:, None] if np.ndim(x) == 2 else y)
+        arrays.update({f"final.{name}": to_numpy(final[name]) if np.ndim(x) == 3
+                       else to_numpy(final[name])[..., None, :] for name in states})
+    axes: dict[str, int | None] = {name: along for name in arrays}
+    axes.update({f"final.{name}": state_axis(runner) for name in states})
+    times = {name: time_axis(runner, x) for name in arrays if not name.startswith("final.")}
     made_by = identity(runner.cell.schedule)
     arrays.update(made_by)
     axes.update(dict.fromkeys(made_by))
-    return Shard(arrays, axes, str(runner.ran_with))
+    return Shard(arrays, axes, str(runner.ran_with), times=times)
 
 
-def last_step_loss(runner: Runner, x_shape: tuple[int, ...]) -> np.ndarray:
+def last_step_loss(runner: Runner, x_shape: tuple[int, ...], lengths: Any = None
+                   ) -> np.ndarray:
     """``grad_y`` for the loss ``grad`` takes without ``--grad-output``: the sum of the
-    last step's output."""
-    (output,) = runner.cell.graph.outputs
-    width = runner.cell.schedule.width(output, runner.input_size, runner.hidden_size)
-    grad_y = np.zeros((*x_shape[:-1], width), dtype=runner.dtype)
-    grad_y[-1] = 1
+    last step's output (each sequence's own last step, with ``lengths``)."""
+    steps_axis = 1 if runner.batch_first and len(x_shape) == 3 else 0
+    grad_y = np.zeros((*x_shape[:-1], runner.output_width), dtype=runner.dtype)
+    if lengths is None:
+        grad_y[(slice(None),) * steps_axis + (-1,)] = 1
+    else:
+        for b, length in enumerate(np.asarray(lengths).tolist()):
+            grad_y[(b, length - 1) if steps_axis else (length - 1, b)] = 1
     return grad_y
 
 
 def grad_arrays(runner: Runner, x: Any, grad_y: Any, state: Mapping[str, Any] | None,
-                allow_nonfinite: bool) -> Shard:
+                allow_nonfinite: bool, lengths: Any = None) -> Shard:
     """``grad``'s output: ``x`` (the input's gradient), every parameter's gradient under its
     name, and ``initial.STATE`` for each state's initial value; and the loss."""
-    found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite)
+    found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite,
+                        lengths=lengths)
     arrays = {"x": to_numpy(found.x),
               **{name: to_numpy(value) for name, value in found.weights.items()},
               **{f"initial.{name}": to_numpy(value) for name, value in found.state.items()}}
     axes: dict[str, int | None] = {name: None for name in found.weights}
-    axes.update({"x": 1, **{f"initial.{name}": 0 for name in found.state}})
+    axes.update({"x": batch_axis(runner, x),
+                 **{f"initial.{name}": state_axis(runner) for name in found.state}})
     loss = float(np.einsum("i,i->", np.ravel(to_numpy(grad_y)), np.ravel(to_numpy(found.y)),
                            dtype=np.float64))
-    return Shard(arrays, axes, str(runner.ran_with), loss)
+    return Shard(arrays, axes, str(runner.ran_with), loss, {"x": time_axis(runner, x)})
 
 
 @dataclass(frozen=True)
 class Job:
     """Everything a worker needs to run shards of one command on one cell and weights.
 
-    ``x`` reaches the worker checked (the client looks for NaN and infinity as it reads
-    each shard, so the message can give the index in the whole batch) and converted to
-    ``dtype``.
+    ``sources`` holds the cell's text (two for an ONNX model whose directions compute
+    differently: forward, then reverse); ``layers``, ``direction``, ``proj`` and
+    ``batch_first`` are the runner's (:mod:`lstm_graph.layers`). ``x`` reaches the
+    worker checked (the client looks for NaN and infinity as it reads each shard, so the
+    message can give the index in the whole batch) and converted to ``dtype``.
     """
 
     command: str  # one of COMMANDS
-    source: CellSource
+    sources: tuple[CellSource, ...]
     weights: dict[str, np.ndarray]
     input_size: int
     hidden_size: int
     dtype: str
     executor: str
+    layers: int = 1
+    direction: str = "forward"
+    proj: int | None = None
+    batch_first: bool = False
     token: str = field(init=False)
+
+    @property
+    def source(self) -> CellSource:
+        """The cell's text (the forward direction's)."""
+        return self.sources[0]
 
     @property
     def nbytes(self) -> int:
@@ -196,13 +249,29 @@ class Job:
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256()
-        for part in (self.command, self.source.text, self.source.file, self.source.name,
-                     self.input_size, self.hidden_size, self.dtype, self.executor):
+        for part in (self.command, *(f"{s.text}\0{s.file}\0{s.name}" for s in self.sources),
+                     self.input_size, self.hidden_size, self.dtype, self.executor, self.layers,
+                     self.direction, self.proj, self.batch_first):
             digest.update(f"{part}\0".encode())
         for name, value in sorted(self.weights.items()):
             digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
             digest.update(np.ascontiguousarray(value).tobytes())
         object.__setattr__(self, "token", digest.hexdigest()[:16])
+
+    def compile(self, executor: str | None = None) -> Runner:
+        """The job's runner (with ``executor`` instead of the job's, if given)."""
+        return compile_layers([source.compile() for source in self.sources], self.input_size,
+                              self.hidden_size, "numpy", self.dtype, self.weights, None,
+                              executor or self.executor, self.layers, self.direction,
+                              self.batch_first, self.proj)
+
+
+def job_of(command: str, sources: tuple[CellSource, ...], runner: Runner) -> Job:
+    """The job that runs ``command`` as ``runner`` does, on workers."""
+    stack = runner.stack
+    return Job(command, sources, runner.weights, runner.input_size, runner.hidden_size,
+               runner.dtype.name, runner.executor, stack.layers, stack.direction, stack.proj,
+               runner.batch_first)
 
 
 _compiled = threading.local()
@@ -217,31 +286,30 @@ def runner(job: Job) -> Runner:
     if job.token in kept:
         kept.move_to_end(job.token)
     else:
-        kept[job.token] = job.source.compile().compile(
-            input_size=job.input_size, hidden_size=job.hidden_size, dtype=job.dtype,
-            weights=job.weights, executor=job.executor)
+        kept[job.token] = job.compile()
         while len(kept) > KEPT:
             kept.popitem(last=False)
     return kept[job.token]
 
 
 def run_shard(job: Job, x: np.ndarray, state: dict[str, np.ndarray] | None,
-              grad_y: np.ndarray | None) -> Shard:
-    """One shard: rows ``x (T, b, I)`` (or one sequence ``(T, I)``), their initial states
-    ``(b, H)`` and, for ``grad``, their ``grad_y`` (``None``: the last step's sum)."""
-    return command_arrays(job.command, runner(job), x, state, grad_y)
+              grad_y: np.ndarray | None, lengths: np.ndarray | None = None) -> Shard:
+    """One shard: rows ``x`` (or one sequence ``(T, I)``), their initial states, for
+    ``grad`` their ``grad_y`` (``None``: the last step's sum), and their lengths."""
+    return command_arrays(job.command, runner(job), x, state, grad_y, lengths)
 
 
 def command_arrays(command: str, compiled: Runner, x: np.ndarray,
-                   state: dict[str, np.ndarray] | None, grad_y: np.ndarray | None) -> Shard:
+                   state: dict[str, np.ndarray] | None, grad_y: np.ndarray | None,
+                   lengths: np.ndarray | None = None) -> Shard:
     """What ``command`` writes for rows ``x`` (checked already), run by ``compiled``."""
     if command == "run":
-        return run_arrays(compiled, x, state, allow_nonfinite=True)
+        return run_arrays(compiled, x, state, allow_nonfinite=True, lengths=lengths)
     if command == "trace":
-        return trace_arrays(compiled, x, state, allow_nonfinite=True)
+        return trace_arrays(compiled, x, state, allow_nonfinite=True, lengths=lengths)
     if grad_y is None:
-        grad_y = last_step_loss(compiled, x.shape)
-    return grad_arrays(compiled, x, grad_y, state, allow_nonfinite=True)
+        grad_y = last_step_loss(compiled, x.shape, lengths)
+    return grad_arrays(compiled, x, grad_y, state, allow_nonfinite=True, lengths=lengths)
 
 
 def worker_version() -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
-from lstm_graph.cell import Cell
+from lstm_graph.cell import Runner
 from lstm_graph.checks import REAL_KINDS, check_state, run_allocations, work_allocations
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
@@ -50,6 +50,7 @@ from lstm_graph.errors import DataError
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats import memory
 from lstm_graph.formats.memory import MemoryLimitError, allocation
+from lstm_graph.layers import check_lengths
 
 #: By default a worker's arrays for one shard take at most this many bytes: large enough
 #: that a step's fixed costs are shared by many sequences, small enough that a step's
@@ -73,14 +74,16 @@ def shard_bounds(batch: int, size: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def row_bytes(cell: Cell, command: str, steps: int, input_size: int, hidden_size: int,
-              dtype: np.dtype) -> int:
+def row_bytes(runner: Runner, command: str, steps: int, dtype: np.dtype) -> int:
     """Bytes a worker holds per sequence of a shard: its rows of ``x`` and every array the
-    run (and the trace or the backward pass) makes (:mod:`lstm_graph.checks`)."""
-    held = [*run_allocations(cell.schedule, steps, 1, input_size, hidden_size, dtype, dtype),
-            *work_allocations(cell.schedule, command, steps, 1, input_size, hidden_size,
-                              dtype),
-            allocation("x", (steps, 1, input_size), dtype)]
+    run (and the trace or the backward pass) makes, in every layer and direction
+    (:mod:`lstm_graph.checks`)."""
+    held = [allocation("x", (steps, 1, runner.input_size), dtype)]
+    for unit in runner.units:
+        held += [*run_allocations(unit.cell.schedule, steps, 1, unit.input_size,
+                                  runner.hidden_size, dtype, dtype),
+                 *work_allocations(unit.cell.schedule, command, steps, 1, unit.input_size,
+                                   runner.hidden_size, dtype)]
     return sum(a.nbytes for a in held)
 
 
@@ -118,25 +121,23 @@ class Layout:
 def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
     """What ``job`` writes for ``x`` of ``steps`` steps and ``batch`` sequences (``None``:
     one sequence ``(T, I)``): the arrays of one step of one sequence, run here by the
-    reference executor, stretched to ``steps`` along the time axis (the first, in every
-    array with a batch axis 1) and to ``batch`` along the batch axis.
+    reference executor, stretched to ``steps`` along their time axis and to ``batch``
+    along their batch axis.
 
     >>> from lstm_graph.distributed.jobs import cell_source
     >>> weights = cell_source("lstm").compile().random_weights(3, 4, seed=0)
-    >>> job = Job("run", cell_source("lstm"), weights, 3, 4, "float32", "plan")
+    >>> job = Job("run", (cell_source("lstm"),), weights, 3, 4, "float32", "plan")
     >>> output_layout(job, 7, 5).shapes
     {'y': (7, 5, 4), 'c': (5, 4), 'h': (5, 4)}
     """
-    compiled = job.source.compile().compile(
-        input_size=job.input_size, hidden_size=job.hidden_size, dtype=job.dtype,
-        weights=job.weights, executor="reference")
+    compiled = job.compile(executor="reference")
     x = np.zeros((1, job.input_size) if batch is None else (1, 1, job.input_size), job.dtype)
     probe = command_arrays(job.command, compiled, x, None, None)
     shapes, dtypes = {}, {}
     for name, value in probe.arrays.items():
         shape, axis = list(value.shape), probe.axes[name]
-        if axis == 1:
-            shape[0] = steps
+        if name in probe.times:
+            shape[probe.times[name]] = steps
         if axis is not None and batch is not None:
             shape[axis] = batch
         shapes[name], dtypes[name] = tuple(shape), value.dtype
@@ -239,14 +240,18 @@ class _Run:
 
     def __init__(self, job: Job, x: Any, state: dict[str, np.ndarray], grad_y: Any,
                  bounds: list[tuple[int, int]], out: ChunkedNpz, measure: Sequence[str],
-                 allow_nonfinite: bool):
+                 allow_nonfinite: bool, lengths: np.ndarray | None = None):
         self.job, self.x, self.grad_y, self.bounds, self.out = job, x, grad_y, bounds, out
         self.state = state  # checked and converted (see check)
+        self.lengths = lengths
         self.measure, self.allow_nonfinite = set(measure), allow_nonfinite
         self.unbatched = np.ndim(x) == 2
-        self.batch = 1 if self.unbatched else int(x.shape[1])
+        self.axis = 0 if job.batch_first and not self.unbatched else 1
+        self.state_axis = 0 if job.layers == 1 and job.direction != "bidirectional" else 1
+        self.batch = 1 if self.unbatched else int(x.shape[self.axis])
         self.dtype = np.dtype(job.dtype)
-        layout = output_layout(job, len(x), None if self.unbatched else self.batch)
+        steps = len(x) if self.unbatched else int(x.shape[1 - self.axis])
+        layout = output_layout(job, steps, None if self.unbatched else self.batch)
         self.order, self.axes = list(layout.shapes), layout.axes
         out.reserve(layout.nbytes, len(layout.shapes))
         for name in self.order:  # their room taken on the disk now, before any shard is sent
@@ -256,16 +261,21 @@ class _Run:
         self.folded = 0
         self.ran_with: set[str] = set()
 
-    def rows(self, k: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
-        """Shard ``k``'s ``x`` (read, converted and checked), initial states and ``grad_y``."""
+    def rows(self, k: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None,
+                                    np.ndarray | None]:
+        """Shard ``k``'s ``x`` (read, converted and checked), initial states, ``grad_y``
+        and lengths."""
         b0, b1 = self.bounds[k]
-        pick = (slice(None),) if self.unbatched else (slice(None), slice(b0, b1))
+        pick = (slice(None),) if self.unbatched else \
+            (slice(None),) * self.axis + (slice(b0, b1),)
         x = self._converted("x", self.x[pick], b0, "clean the input")
-        state = {name: value if self.unbatched else np.ascontiguousarray(value[b0:b1])
-                 for name, value in self.state.items()}
+        state = {name: value if self.unbatched else np.ascontiguousarray(
+            value[(slice(None),) * self.state_axis + (slice(b0, b1),)])
+            for name, value in self.state.items()}
         grad_y = None if self.grad_y is None else \
             self._converted("grad_output", self.grad_y[pick], b0, "clean it")
-        return x, state, grad_y
+        lengths = None if self.lengths is None else self.lengths[b0:b1]
+        return x, state, grad_y, lengths
 
     def _converted(self, what: str, raw: np.ndarray, b0: int, fix: str) -> np.ndarray:
         """A shard's rows of ``what`` in the run's dtype, checked as a plain run checks
@@ -273,7 +283,7 @@ class _Run:
         with np.errstate(over="ignore"):  # a number too large for the dtype: named below
             converted = np.array(raw, dtype=self.dtype, order="C")
         if not self.allow_nonfinite:
-            check_finite(what, raw, converted, None if self.unbatched else b0, fix)
+            check_finite(what, raw, converted, None if self.unbatched else b0, fix, self.axis)
         return converted
 
     def place(self, k: int, shard: Shard) -> None:
@@ -332,42 +342,52 @@ class _Run:
         return self.total
 
 
-def check(cell: Cell, job: Job, x: Any, state: Mapping[str, Any] | None,
-          allow_nonfinite: bool, grad_y: Any = None) -> tuple[int, dict[str, np.ndarray]]:
+def check(runner: Runner, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool,
+          grad_y: Any = None, lengths: Any = None
+          ) -> tuple[int, dict[str, np.ndarray], np.ndarray | None]:
     """What a plain run would refuse at once, refused before any shard is sent: ``x``'s
     dtype and shape (its values are checked shard by shard), the initial states (all of
     them, as a plain run does: they are small), ``grad_y``'s dtype and shape (its values
-    shard by shard, as ``x``'s). Returns the batch size (1 for one sequence) and the
-    states, checked and converted, as ``(B, H)`` (``(H,)`` for one sequence)."""
+    shard by shard, as ``x``'s), the lengths. Returns the batch size (1 for one sequence),
+    the states, checked and converted, in the runner's shapes, and the lengths."""
     for what, array in (("x", x), ("grad_y", grad_y)):
         if array is not None and np.dtype(array.dtype).kind not in REAL_KINDS:
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
     shape = tuple(np.shape(x))
+    layout = "(B, T, I)" if runner.batch_first else "(T, B, I)"
     if len(shape) not in (2, 3):
-        raise DataError(f"x has shape {shape}; expected (T, B, I) or (T, I)")
-    if shape[-1] != job.input_size:
+        raise DataError(f"x has shape {shape}; expected {layout} or (T, I)")
+    if shape[-1] != runner.input_size:
         raise DataError(f"x has shape {shape}: its last axis is {shape[-1]}, but the cell's "
-                        f"input size I is {job.input_size}")
+                        f"input size I is {runner.input_size}")
     if 0 in shape[:-1]:
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
     unbatched = len(shape) == 2
-    batch = 1 if unbatched else shape[1]
+    batch = 1 if unbatched else shape[0 if runner.batch_first else 1]
+    steps = shape[0] if unbatched or not runner.batch_first else shape[1]
     if grad_y is not None:
-        (output,) = cell.graph.outputs
-        want = (*shape[:-1], cell.schedule.width(output, job.input_size, job.hidden_size))
+        want = (*shape[:-1], runner.output_width)
         if tuple(np.shape(grad_y)) != want:
             raise DataError(f"grad_y has shape {tuple(np.shape(grad_y))}, expected {want}")
-    given = dict(state or {})
-    checked = check_state(given, cell.graph.states, batch, job.hidden_size, unbatched,
-                          allow_nonfinite, np, np.dtype(job.dtype))
-    return batch, {name: (value[0] if unbatched else value) for name, value in checked.items()
-                   if name in given}
+    checked = {}
+    for name, value in dict(state or {}).items():
+        want_state = runner.state_shape(name, None if unbatched else batch)
+        checked.update(check_state({name: value}, runner.cell.graph.states, batch,
+                                   want_state[-1], unbatched, allow_nonfinite, np,
+                                   runner.dtype, want_state))
+    unknown = sorted(set(state or {}) - set(runner.cell.graph.states))
+    if unknown:
+        raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
+                        f"{', '.join(runner.cell.graph.states)}")
+    found = None if lengths is None else check_lengths(lengths, batch, steps)
+    return batch, checked, found
 
 
 def execute(client: Client, job: Job, x: Any, out: Path,
             state: Mapping[str, np.ndarray] | None = None, grad_y: Any = None,
             shard_size: int | None = None, measure: Sequence[str] = (),
-            allow_nonfinite: bool = False, progress: Progress | None = None) -> Outcome:
+            allow_nonfinite: bool = False, progress: Progress | None = None,
+            lengths: Any = None) -> Outcome:
     """Run ``job`` over ``x`` ``(T, B, I)`` (or one sequence ``(T, I)``) on ``client``'s
     cluster, sharded over the batch, and write what the plain command writes to ``out``
     (an ``.npz``, whole or not at all). ``state`` maps states to ``(B, H)`` starts and
@@ -379,19 +399,20 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     output the disk cannot hold is refused then (:meth:`ChunkedNpz.reserve`).
     """
     began = time.perf_counter()
-    cell = job.source.compile()
-    batch, checked = check(cell, job, x, state, allow_nonfinite, grad_y)
+    runner = job.compile(executor="reference")  # checks, sizes: no executor is built
+    batch, checked, found = check(runner, x, state, allow_nonfinite, grad_y, lengths)
     dtype = np.dtype(job.dtype)
-    per_sequence = row_bytes(cell, job.command, len(x), job.input_size, job.hidden_size, dtype)
+    steps = len(x) if np.ndim(x) == 2 or not job.batch_first else int(x.shape[1])
+    per_sequence = row_bytes(runner, job.command, steps, dtype)
     workers = max(1, threads(client))
     size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes)
     window = IN_FLIGHT * workers
-    in_flight = (len(x), min(batch, window * size), job.input_size)
+    in_flight = (steps, min(batch, window * size), job.input_size)
     memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
                                in_flight, dtype)], "the client")
     bounds = shard_bounds(batch, size)
     with ChunkedNpz(out) as written:
-        run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite)
+        run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite, found)
         _submit_all(client, run, window, progress)
         total = run.finish()
         written.commit()
@@ -412,8 +433,8 @@ def _submit_all(client: Client, run: _Run, window: int, progress: Progress | Non
     def top_up() -> None:
         nonlocal submitted
         while submitted < len(run.bounds) and submitted - run.folded < window:
-            x, state, grad_y = run.rows(submitted)
-            future = client.submit(run_shard, run.job, x, state or None, grad_y,
+            x, state, grad_y, lengths = run.rows(submitted)
+            future = client.submit(run_shard, run.job, x, state or None, grad_y, lengths,
                                    key=f"lstm-graph-{run.job.command}-{tag}-{submitted}")
             shard_of[str(future.key)] = submitted
             out.add(future)

@@ -97,7 +97,7 @@ class CompiledBackward:
         # Gradients of static values, for all steps at once; of the linears' sums, per step.
         d_static = {n: xp.zeros_like(static[n]) for n in layout.static
                     if n in self.needs and getattr(static[n], "ndim", 0) == 3}
-        linears = [n for n in self.dynamic if graph.node(n).op == "linear"]
+        linears = [n for n in self.dynamic if graph.node(n).is_linear]
         d_z = {n: xp.zeros((steps, batch, hidden), dtype=spec.dtype) for n in linears}
         if output in layout.static:
             d_static[output] = d_static[output] + grad_y
@@ -129,8 +129,9 @@ class CompiledBackward:
             products: dict[str, Array] = {}
             for node_id in self.dynamic:
                 node = graph.node(node_id)
-                if node.op != "linear":
-                    env[node_id] = node.operation.reference(xp, [env[a] for a in node.args], [])
+                if not node.is_linear:
+                    env[node_id] = node.operation.reference(xp, [env[a] for a in node.args], [],
+                                                            node.attributes)
                     continue
                 info = layout.linears[node_id]
                 column = layout.hoisted_column(node_id) * hidden
@@ -180,12 +181,12 @@ class CompiledBackward:
             if node_id not in grads:
                 continue
             node, gradient = graph.node(node_id), grads[node_id]
-            if node.op == "linear":
+            if node.is_linear:
                 d_z[node_id][t] = gradient
                 for operand, param in layout.linears[node_id].peep:
                     add(operand, gradient * spec.params[param])
                 continue
-            grad_args, _ = node.operation.vjp(xp, [env[a] for a in node.args], [],
+            grad_args, _ = node.operation.vjp(xp, [env[a] for a in node.args], [], node.attributes,
                                               env[node_id], gradient)
             for arg, grad_arg in zip(node.args, grad_args):
                 add(arg, grad_arg)
@@ -256,7 +257,7 @@ class CompiledBackward:
             weights = [spec.params[p] for p in node.params]
             value = static[node_id].reshape(rows, -1)
             grad_args, grad_weights = node.operation.vjp(
-                xp, args, weights, value, d_static[node_id].reshape(rows, -1))
+                xp, args, weights, node.attributes, value, d_static[node_id].reshape(rows, -1))
             for arg, grad_arg in zip(node.args, grad_args):
                 if arg in d_static:
                     d_static[arg] = d_static[arg] + grad_arg.reshape(d_static[arg].shape)

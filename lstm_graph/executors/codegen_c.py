@@ -17,7 +17,7 @@ dialect: it reads and writes arrays through typed :class:`Binding` names
 with the index variables ``b`` (the sequence), ``j`` (the hidden unit) and
 ``i = b·H + j``, all ``ptrdiff_t``. A :class:`Dialect` supplies what differs,
 in the way tinygrad's renderers share one C-style renderer: the names of the
-math functions (the op table's ``{exp}`` and ``{tanh}`` placeholders), the
+math functions (the op table's ``{exp}``, ``{tanh}`` and ``{log}`` placeholders), the
 preamble, and how ``b``, ``j`` and ``i`` come to be (a CUDA thread per
 element, or loops in a host function). No back end edits another's text.
 
@@ -203,7 +203,7 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
         for node_id in segment.nodes:
             node = graph.node(node_id)
             var = f"v{position[node_id]}"
-            if node.op == "linear":
+            if node.is_linear:
                 info = layout.linears[node_id]
                 terms = []
                 if node_id in layout.hoisted:
@@ -221,7 +221,8 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
             else:
                 template = node.operation.c or ""
                 expression = template.format(*(value(a) for a in node.args),
-                                             **{f: "{" + f + "}" for f in C_FUNCTIONS})
+                                             **{f: "{" + f + "}" for f in C_FUNCTIONS},
+                                             **{k: repr(v) for k, v in node.attrs})
             body.append(f"T {var} = {expression};  // {node_id}")
             local.add(node_id)
             if trace and node_id == node.assignment:
@@ -267,7 +268,7 @@ class Dialect:
 
 
 #: CUDA C++ for CuPy's ``ElementwiseKernel``: ``T`` is CuPy's type parameter, and CUDA's
-#: C++ math overloads ``exp`` and ``tanh`` for float and double.
-CUDA = Dialect("cuda", lambda dtype: {"exp": "exp", "tanh": "tanh"})
+#: C++ math overloads ``exp``, ``tanh`` and ``log`` for float and double.
+CUDA = Dialect("cuda", lambda dtype: {"exp": "exp", "tanh": "tanh", "log": "log"})
 
 C_TYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double"}

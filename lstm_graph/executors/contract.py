@@ -85,8 +85,11 @@ class Executor(ABC):
     ``run`` takes ``x`` of shape ``(T, B, I)`` in the spec's dtype and namespace and
     ``state`` mapping every state to its ``(B, H)`` start value (not modified), and
     returns ``y`` of shape ``(T, B, width of the output)`` and the final states, as
-    arrays no later run overwrites. An executor keeps buffers between runs: it is
-    not meant to run from two threads at once (the ``Runner`` serialises calls).
+    arrays no later run overwrites. ``B`` may be less than the spec's batch: an executor
+    then works on the first ``B`` rows of its buffers (how a layer runs the sequences
+    still going when others of its batch have ended, see :mod:`lstm_graph.layers`). An
+    executor keeps buffers between runs: it is not meant to run from two threads at once
+    (the ``Runner`` serialises calls).
     """
 
     #: How ``runner.ran_with`` and messages name it.

@@ -79,7 +79,8 @@ class HostLauncher(Launcher):
 
     def compile(self, kernels: StepKernels, dtype: np.dtype, xp: Any) -> list[Kernel]:
         library = buildcache.library(host_source(kernels, dtype), [("-O1", "-fPIC", "-shared")],
-                                     "the CUDA kernels, for the host")
+                                     "the CUDA kernels, for the host",
+                                     symbols=[segment.name for segment in kernels.segments])
         compiled = []
         for segment in kernels.segments:
             function = getattr(library, segment.name)
@@ -176,14 +177,14 @@ class CudaPlan(CompiledGrad):
             elif binding.role is Role.GROUP:
                 fixed[binding.name] = group_out[binding.key].reshape(-1)
             elif binding.role is Role.BUFFER:
-                fixed[binding.name] = self.buffers[binding.key].reshape(-1)
+                fixed[binding.name] = self.buffers[binding.key][:batch].reshape(-1)
             elif binding.role is Role.STATIC and binding.scalar:
                 fixed[binding.name] = static[binding.key].reshape(1)
             elif binding.role is Role.STATIC:
                 per_step[binding.name] = xp.ascontiguousarray(xp.broadcast_to(
                     static[binding.key], (steps, batch, spec.hidden))).reshape(steps, -1)
         operand = {s: old[str(graph.node(s).state)] if graph.node(s).kind is NodeKind.OLD
-                   else self.buffers[s]
+                   else self.buffers[s][:batch]
                    for s in layout.groups}
         size = batch * spec.hidden
         for t in range(steps):

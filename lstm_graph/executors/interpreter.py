@@ -38,7 +38,8 @@ def step(schedule: Schedule, xp: Any, params: Mapping[str, Array], consts: Mappi
         node = graph.node(node_id)
         if node.kind is NodeKind.OP:
             args = [env[a] for a in node.args]
-            env[node_id] = node.operation.reference(xp, args, [params[p] for p in node.params])
+            env[node_id] = node.operation.reference(xp, args, [params[p] for p in node.params],
+                                                    node.attributes)
     return env
 
 
@@ -76,7 +77,7 @@ def needs_gradient(schedule: Schedule) -> set[str]:
     fixed = {n.id for n in graph.nodes.values() if n.kind is NodeKind.CONST}
     for node_id in schedule.order:
         node = graph.node(node_id)
-        if node.op != "linear" and node.args and all(a in fixed for a in node.args):
+        if not node.is_linear and node.args and all(a in fixed for a in node.args):
             fixed.add(node_id)
     return {n for n in graph.nodes if n not in fixed}
 
@@ -121,7 +122,8 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
                 continue
             weights = [params[p] for p in node.params]
             grad_args, grad_weights = node.operation.vjp(
-                xp, [env[a] for a in node.args], weights, env[node_id], grads[node_id])
+                xp, [env[a] for a in node.args], weights, node.attributes, env[node_id],
+                grads[node_id])
             for arg, gradient in zip(node.args, grad_args):
                 if arg in needs:
                     accumulate(grads, arg, gradient)

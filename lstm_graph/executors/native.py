@@ -142,8 +142,8 @@ static inline float lg_tanhf(float x) {
 
 def _host_functions(dtype: np.dtype) -> dict[str, str]:
     if dtype == np.float32:
-        return {"exp": "lg_expf", "tanh": "lg_tanhf"}
-    return {"exp": "exp", "tanh": "tanh"}
+        return {"exp": "lg_expf", "tanh": "lg_tanhf", "log": "logf"}
+    return {"exp": "exp", "tanh": "tanh", "log": "log"}
 
 
 def _host_preamble(dtype: np.dtype) -> str:
@@ -522,7 +522,8 @@ class NativePlan(CompiledGrad):
                                folded=folded(layout))
         step = NativeStep(spec, layout, kernels)
         library = buildcache.library(step.source, ATTEMPTS,
-                                     f"the native step of cell '{spec.schedule.graph.name}'")
+                                     f"the native step of cell '{spec.schedule.graph.name}'",
+                                     symbols=("lstm_graph_run", "lstm_graph_lanes"))
         run = library.lstm_graph_run
         run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
         run.restype = None
@@ -619,11 +620,11 @@ class NativePlan(CompiledGrad):
                 arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
         for name, array in arrays.items():
             pointers[index(name)] = _address(array)
-        copyto = np.copyto
+        copyto = np.copyto  # the first `batch` rows of each buffer: the C strides by batch
         for name, buffer, snapshot in build.states:
-            copyto(buffer, state[name])
+            copyto(buffer[:batch], state[name])
             if snapshot is not None:
-                copyto(snapshot, buffer)
+                copyto(snapshot[:batch], buffer[:batch])
         if progress is None:
             build.run(0, steps, batch, pointers, self.threads)
         else:
@@ -631,5 +632,5 @@ class NativePlan(CompiledGrad):
                 stop = min(steps, start + self.chunk)
                 build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
-        final = {name: buffer.copy() for name, buffer, _ in build.states}
+        final = {name: buffer[:batch].copy() for name, buffer, _ in build.states}
         return y, final, static, arrays

@@ -33,9 +33,12 @@ What a step does (see :mod:`~lstm_graph.executors.layout` for the analysis):
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from types import CodeType
 from typing import Any
 
 import numpy as np
@@ -52,7 +55,7 @@ from lstm_graph.executors.prepare import (
     usable_threads,
 )
 from lstm_graph.ir import NodeKind, Size
-from lstm_graph.ops import FAST_FORMS
+from lstm_graph.ops import FAST_FORMS, Attrs, Op
 from lstm_graph.schedule import Schedule
 
 #: Steps up to this size (batch × hidden) use the "tanh" fast form, larger ones "exp".
@@ -60,6 +63,8 @@ SMALL_STEP = 1024
 #: Work per step (batch × hidden) from which splitting the rows between threads pays off
 #: (measured: 256 × 1024 gains 10 %, 64 × 256 loses to GIL contention).
 THREAD_THRESHOLD = 65536
+#: Row counts whose namespaces a plan keeps (a run may use the first rows of its buffers).
+ROW_COUNTS = 8
 _UFUNCS = ("matmul", "add", "subtract", "multiply", "divide", "negative", "exp", "reciprocal",
            "copyto", "maximum", "tanh")
 
@@ -225,7 +230,7 @@ def events(schedule: Schedule, layout: Layout) -> list[Event]:
     for node_id in schedule.order:
         node = graph.node(node_id)
         if node.kind is NodeKind.OP and node_id not in layout.static and \
-                node.op != "linear" and node_id not in fused:
+                not node.is_linear and node_id not in fused:
             found.append(Compute(node_id))
             after(node_id)
     (output,) = graph.outputs
@@ -236,6 +241,12 @@ def events(schedule: Schedule, layout: Layout) -> list[Event]:
 
 
 # -- pass 2: one statement per event -----------------------------------------------------
+
+def _apply(op: Op, xp: Any, attrs: Attrs, *args: Array) -> Array:
+    """``op``'s reference form on ``args``: how the plan computes a function that has no
+    NumPy statement of its own in the op table."""
+    return op.reference(xp, list(args), [], attrs)
+
 
 #: A float literal in a generated statement (integers only appear in slices).
 _FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d*(?:[eE][-+]?\d+)?|(?<![\w.])-?\d+[eE][-+]?\d+")
@@ -272,6 +283,15 @@ class _Names:
         return self.constants[value]
 
 
+@dataclass
+class _Part:
+    """One namespace of the generated loop, running rows ``lo:hi`` of the batch."""
+
+    namespace: dict[str, Any]
+    lo: int
+    hi: int
+
+
 class NumpyPlan(CompiledGrad):
     """The compiled NumPy executor for one cell, batch size and dtype (NumPy or CuPy arrays).
 
@@ -294,11 +314,12 @@ class NumpyPlan(CompiledGrad):
         self._lines = [self.names.numbers(self._statement(event)) for event in self.events
                        if not isinstance(event, CarryState) or not event.swap]
         self._source = self._loop(self._lines)
-        self._parts = self._compile(self._source)
+        self._code = self._compile(self._source)
+        self._namespaces: OrderedDict[tuple[CodeType, int], list[_Part]] = OrderedDict()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lstm-graph") \
             if self.threads > 1 else None
         self._recorders: dict[str, str] = {}  # assignment -> the array recording it
-        self._traced_parts: list[dict[str, Any]] | None = None
+        self._traced_code: CodeType | None = None
 
     @property
     def source(self) -> str:
@@ -428,7 +449,11 @@ class NumpyPlan(CompiledGrad):
                 if self.form.finish[str(node.op)]:
                     parts.append(self.form.finish[str(node.op)].format(out=out))
                 return "; ".join(parts)
-            return str(node.operation.numpy).format(*args, out=out)
+            if node.operation.numpy is None:  # the op table's reference form, into the buffer
+                function = names.bind("f", event.node, partial(
+                    _apply, node.operation, self.spec.xp, node.attributes))
+                return f"copyto({out}, {function}({', '.join(args)}))"
+            return node.operation.numpy.format(*args, out=out)
         if isinstance(event, WriteOutput):
             return f"copyto(y_t, {var[event.node]})"
         return f"copyto({var[event.state + '[t-1]']}, {var[event.state]})"  # a copied state
@@ -451,17 +476,27 @@ class NumpyPlan(CompiledGrad):
 
     # -- compiling and running ---------------------------------------------------------------
 
-    def _compile(self, source: str) -> list[dict[str, Any]]:
-        """One namespace for the whole batch, or one per thread holding its rows."""
-        code = compile(source, f"<lstm-graph plan {self.spec.schedule.graph.name}>", "exec")
+    def _compile(self, source: str) -> CodeType:
+        return compile(source, f"<lstm-graph plan {self.spec.schedule.graph.name}>", "exec")
+
+    def _parts(self, code: CodeType, rows: int) -> list[_Part]:
+        """The namespaces that run ``code`` on the first ``rows`` rows of the buffers: one,
+        or one per thread holding its share (kept for the :data:`ROW_COUNTS` most recently
+        used row counts)."""
+        key = (code, rows)
+        if key in self._namespaces:
+            self._namespaces.move_to_end(key)
+            return self._namespaces[key]
         ufuncs = {name: getattr(self.spec.xp, name) for name in _UFUNCS}
-        bounds = np.linspace(0, self.spec.batch, self.threads + 1).astype(int)
-        self._rows_of_part = list(zip(bounds[:-1], bounds[1:]))
+        bounds = np.linspace(0, rows, min(self.threads, rows) + 1).astype(int)
         parts = []
-        for lo, hi in self._rows_of_part:
-            part = {**ufuncs, **self._rows(self.names.arrays, lo, hi)}
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            part = {**ufuncs, **self._rows(self.names.arrays, int(lo), int(hi))}
             exec(code, part)  # our generated code: see the module docstring
-            parts.append(part)
+            parts.append(_Part(part, int(lo), int(hi)))
+        self._namespaces[key] = parts
+        while len(self._namespaces) > ROW_COUNTS:
+            self._namespaces.popitem(last=False)
         return parts
 
     def _rows(self, arrays: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
@@ -474,33 +509,34 @@ class NumpyPlan(CompiledGrad):
 
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
-        y, final, _ = self._execute(self._parts, x, state, progress, {})
+        y, final, _ = self._execute(self._code, x, state, progress, {})
         return y, final
 
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:
         spec, xp = self.spec, self.spec.xp
         graph = spec.schedule.graph
-        if self._traced_parts is None:
+        if self._traced_code is None:
             self._recorders = {name: self.names.bind("rec", name, None, 1)
                                for name in graph.assignments if name not in self.layout.static}
-            self._traced_parts = self._compile(self._loop(self._lines, self._recorders))
+            self._traced_code = self._compile(self._loop(self._lines, self._recorders))
         steps, batch = x.shape[0], x.shape[1]
         recorded = {array: xp.empty((steps, batch, spec.width(name)), dtype=spec.dtype)
                     for name, array in self._recorders.items()}
-        _, _, static = self._execute(self._traced_parts, x, state, progress, recorded)
+        _, _, static = self._execute(self._traced_code, x, state, progress, recorded)
         found = static_trace(spec.schedule, self.layout, static, xp, steps, batch, spec.width,
                              spec.dtype)
         found.update({name: recorded[array] for name, array in self._recorders.items()})
         return {name: found[name] for name in graph.assignments}
 
-    def _execute(self, parts: list[dict[str, Any]], x: Array, state: Mapping[str, Array],
+    def _execute(self, code: CodeType, x: Array, state: Mapping[str, Array],
                  progress: Progress | None, extra: Mapping[str, Array]
                  ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
-        """Run the step loop of ``parts`` with ``extra`` per-run arrays; return ``y``, the
+        """Run the step loop ``code`` with ``extra`` per-run arrays; return ``y``, the
         final states and the static values."""
         spec, xp = self.spec, self.spec.xp
         steps, batch = x.shape[0], x.shape[1]
+        parts = self._parts(code, batch)
         static = static_values(spec.schedule, self.layout, xp, spec.params, x, spec.dtype)
         per_run = {**extra,
             "run_S": hoist(xp, static, self.hoisting, steps, batch),
@@ -511,22 +547,24 @@ class NumpyPlan(CompiledGrad):
                for name in spec.schedule.graph.states}
         for array, (kind, key) in self.per_run.items():
             per_run[array] = old[key] if kind == "state" else static[key]
-        for part, (lo, hi) in zip(parts, self._rows_of_part):
-            part.update(self._rows(per_run, lo, hi))
+        for part in parts:
+            part.namespace.update(self._rows(per_run, part.lo, part.hi))
         states = [(array, key) for array, (kind, key) in self.per_run.items() if kind == "state"]
-        if self._pool is None:
-            _steps(parts[0], steps, progress)
-            final = {key: parts[0][array].copy()  # it may be a reused buffer
+        if len(parts) == 1:
+            _steps(parts[0].namespace, steps, progress)
+            final = {key: parts[0].namespace[array].copy()  # it may be a reused buffer
                      for array, key in states}
         else:
             from threadpoolctl import threadpool_limits
 
+            assert self._pool is not None
             with threadpool_limits(1, user_api="blas"):
-                futures = [self._pool.submit(_steps, part, steps, progress if k == 0 else None)
+                futures = [self._pool.submit(_steps, part.namespace, steps,
+                                             progress if k == 0 else None)
                            for k, part in enumerate(parts)]
                 for future in futures:
                     future.result()
-            final = {key: xp.concatenate([part[array] for part in parts])
+            final = {key: xp.concatenate([part.namespace[array] for part in parts])
                      for array, key in states}
         return per_run["run_Y"], final, static
 

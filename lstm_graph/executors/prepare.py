@@ -61,10 +61,10 @@ def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[s
         if node.kind is NodeKind.OP and node_id in layout.static and node_id not in skip:
             args = [env[a] for a in node.args]
             weights = [params[p] for p in node.params]
-            fast = node.op == "linear" and bool(args) and all(a.ndim == 3 for a in args) \
+            fast = node.is_linear and bool(args) and all(a.ndim == 3 for a in args) \
                 and all(w.ndim == 2 for w in weights[:-1])
-            env[node_id] = (_linear_over_steps if fast else node.operation.reference)(
-                xp, args, weights)
+            env[node_id] = _linear_over_steps(xp, args, weights) if fast else \
+                node.operation.reference(xp, args, weights, node.attributes)
     return env
 
 

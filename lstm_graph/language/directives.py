@@ -6,6 +6,8 @@
     preset input: i, g
     gates lstm: i, f, g, o        # PyTorch/ONNX LSTM weights: stacked gate i is held by i, ...
     gates gru: r, z, n = a + b    # the GRU's gate n is split: input half in a, recurrent half in b
+    gates lstm: i, f = -, g, o    # gate f's weights are not used (ONNX's input_forget)
+    gates lstm: i, f, g, o, proj = h   # and nn.LSTM(proj_size=P)'s projection weight_hr is h's
 
 Highlights (``render --highlight``, the explorer's presets) and weight
 importers read these from the cell, so no Python code names a cell's
@@ -28,6 +30,11 @@ GATE_FAMILIES: dict[str, tuple[str, ...]] = {
     "gru": ("r", "z", "n"),
     "rnn": ("h",),
 }
+#: What a family's layer may hold besides its gates: PyTorch's LSTM projection
+#: (``proj_size``), a ``linear`` of one new value, without bias in PyTorch.
+OPTIONAL: dict[str, tuple[str, ...]] = {"lstm": ("proj",)}
+#: How a gates line marks a gate whose weights the cell does not use.
+UNUSED = "-"
 KEYWORDS = ("preset", "gates")
 
 _LINE = re.compile(r"(preset|gates)\s+([^\s:]*)\s*:?")
@@ -71,11 +78,17 @@ def parse_line(code: str, line: int, indent: int, error: Report) -> Preset | Gat
         offset += len(part) + 1
         found = _GATE.match(part)
         names = [n for n in found.groups() if n] if found else []
-        if found is None or not all(n.isidentifier() for n in names):
+        unused = found is not None and found.group(2) == UNUSED and found.group(3) is None
+        if found is None or not all(n.isidentifier() or (unused and n == UNUSED)
+                                    for n in names):
             error(loc, f"'{part.strip()}' is not a gate: write 'g' (held by the assignment g), "
-                  "'g = name', or 'n = a + b' for a gate split in an input and a recurrent half")
+                  "'g = name', 'n = a + b' for a gate split in an input and a recurrent half, "
+                  f"or 'g = {UNUSED}' for a gate whose weights the cell does not use")
             return None
         gate, first, second = found.groups()
+        if unused:
+            owners.append(GateOwner(gate, "", "", loc))
+            continue
         owner = first or gate
         owners.append(GateOwner(gate, owner, second or owner, loc))
     return GateMap(name, tuple(owners), where)
@@ -88,7 +101,7 @@ def _diag(graph: CellGraph, loc: Loc, message: str) -> Diagnostic:
 def linear_of(graph: CellGraph, assignment: str) -> Node | None:
     """The ``linear`` node of an assignment, if it has one (at most one: the language's rule)."""
     for node_id in graph.assignments[assignment].nodes:
-        if graph.node(node_id).op == "linear":
+        if graph.node(node_id).is_linear:
             return graph.node(node_id)
     return None
 
@@ -121,23 +134,32 @@ def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, 
                       f"{did_you_mean(gates.family, list(GATE_FAMILIES))}; known: "
                       f"{', '.join(GATE_FAMILIES)}")]
     found = []
+    optional = OPTIONAL.get(gates.family, ())
     listed = [owner.gate for owner in gates.owners]
     for owner in gates.owners:
-        if owner.gate not in family:
+        if owner.gate not in family and owner.gate not in optional:
             found.append(_diag(graph, owner.loc, f"'{owner.gate}' is not a gate of "
-                               f"{gates.family}; its gates are {', '.join(family)}"))
+                               f"{gates.family}; its gates are "
+                               f"{', '.join((*family, *optional))}"))
         elif listed.count(owner.gate) > 1:
             found.append(_diag(graph, owner.loc, f"gate '{owner.gate}' is listed twice"))
+        elif owner.unused and owner.gate in optional:
+            found.append(_diag(graph, owner.loc, f"'{owner.gate}' is optional: leave it out "
+                               f"rather than write '{owner.gate} = {UNUSED}'"))
     missing = [gate for gate in family if gate not in listed]
     if missing:
         found.append(_diag(graph, gates.loc, f"gates {gates.family}: no owner for "
-                           f"{', '.join(missing)}; list every gate: {', '.join(family)}"))
+                           f"{', '.join(missing)}; list every gate: {', '.join(family)} "
+                           f"(write 'g = {UNUSED}' for one whose weights the cell does not "
+                           "use)"))
     states: set[str] = set()
     for owner in gates.owners:
+        if owner.unused:
+            continue
         split = owner.input_owner != owner.recurrent_owner
-        roles = [(owner.input_owner, "input half" if split else "gate"),
-                 (owner.recurrent_owner, "recurrent half")] if split else \
-            [(owner.input_owner, "gate")]
+        role = "projection" if owner.gate in optional else "input half" if split else "gate"
+        roles = [(owner.input_owner, role), (owner.recurrent_owner, "recurrent half")] \
+            if split else [(owner.input_owner, role)]
         for name, role in roles:
             if name not in graph.assignments:
                 found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': no line assigns "
@@ -145,15 +167,20 @@ def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, 
                 continue
             linear = linear_of(graph, name)
             operands = matrix_operands(graph, linear) if linear else []
-            kinds = sorted(node.kind.value for node in operands)
-            want = {"gate": ["input", "old"], "input half": ["input"],
-                    "recurrent half": ["old"]}[role]
-            if kinds != want:
+            kinds = sorted("input" if node.kind is NodeKind.INPUT else "recurrent"
+                           for node in operands)
+            want = {"gate": ["input", "recurrent"], "input half": ["input"],
+                    "recurrent half": ["recurrent"], "projection": ["recurrent"]}[role]
+            if kinds != want or (role == "projection" and linear is not None
+                                 and any(linear.peep)):
                 shape = {"gate": "linear(x, h[t-1])", "input half": "linear(x)",
-                         "recurrent half": "linear(h[t-1])"}[role]
+                         "recurrent half": "linear(h[t-1])", "projection": "linear(m)"}[role]
+                what = ("one value of this step and nothing else" if role == "projection" else
+                        "the input and/or one recurrent operand: a state's old value, or an "
+                        "expression of it such as r * h[t-1]; peepholes allowed")
                 found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': '{name}' must "
-                                   f"hold a {shape} (the input and/or one state's old value, "
-                                   "peepholes allowed) to take a stacked layer's weights"))
+                                   f"hold a {shape} ({what}) to take a stacked layer's "
+                                   "weights"))
                 continue
             if split and role == "input half" and any(linear.peep):  # type: ignore[union-attr]
                 found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': the input half "

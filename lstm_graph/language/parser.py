@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
 from lstm_graph.language import directives
-from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, UNARY
+from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, LINEAR, UNARY
 
 HEADERS = ("cell", "input", "state", "output", *directives.KEYWORDS)
 #: Names a cell may not use for its own values.
@@ -494,11 +494,12 @@ class _Lowering:
         return f"{self.name}.{op}" if count == 1 else f"{self.name}.{op}{count}"
 
     def add_op(self, op: str, args: list[str], node: ast.AST, root: bool,
-               peep: tuple[bool, ...] = (), params: tuple[str, ...] = ()) -> str:
+               peep: tuple[bool, ...] = (), params: tuple[str, ...] = (),
+               attrs: tuple[tuple[str, float], ...] = ()) -> str:
         node_id = self.fresh(op, root)
         self.nodes[node_id] = Node(node_id, NodeKind.OP, self.parser.loc(self.stmt, node), op,
                                    tuple(args), peep or (False,) * len(args), params,
-                                   assignment=self.name)
+                                   assignment=self.name, attrs=attrs)
         self.assignment_nodes.append(node_id)
         return node_id
 
@@ -628,7 +629,7 @@ class _Lowering:
         if any(isinstance(arg, ast.Starred) for arg in node.args):
             self.report.error(loc, f"{func}() takes no *arguments")
             return None
-        if func == "linear":
+        if func == LINEAR.spelling:
             return self.linear(node, loc, root, in_linear)
         if func == "peep":
             self.report.error(loc, "peep(...) is only allowed as an operand of linear(...): "
@@ -639,13 +640,29 @@ class _Lowering:
                               f"; known functions: {', '.join(CALLABLE_NAMES)}")
             return None
         op = FUNCTIONS[func]
-        if len(node.args) != op.arity:
-            self.report.error(loc, f"{func}() takes {op.arity} argument, got {len(node.args)}")
+        if not node.args:
+            self.report.error(loc, f"{func}() takes a value: {op.usage}")
             return None
-        args = [self.expr(arg, False, in_linear) for arg in node.args]
-        if any(arg is None for arg in args):
+        numbers = []
+        for extra in node.args[1:]:  # the attributes: numbers written in the call
+            number = _number(extra)
+            if number is None:
+                self.report.error(self.parser.loc(self.stmt, extra),
+                                  f"{func}() takes one value and then numbers only: {op.usage}")
+                return None
+            numbers.append(number)
+        try:
+            attrs = op.attrs(numbers)
+        except ValueError as err:
+            self.report.error(loc, str(err))
             return None
-        return self.add_op(op.name, args, node, root)  # type: ignore[arg-type]
+        if not all(math.isfinite(v) for v in attrs.values()):
+            self.report.error(loc, f"{func}()'s numbers must be finite (at most about 1.8e308)")
+            return None
+        value = self.expr(node.args[0], False, in_linear)
+        if value is None:
+            return None
+        return self.add_op(op.name, [value], node, root, attrs=tuple(attrs.items()))
 
     def linear(self, node: ast.Call, loc: Loc, root: bool, in_linear: bool) -> str | None:
         if in_linear:
@@ -691,8 +708,24 @@ class _Lowering:
             params.append(param)
         if not ok:
             return None
-        return self.add_op("linear", args, node, root, peep=tuple(peeps),
+        return self.add_op(LINEAR.name, args, node, root, peep=tuple(peeps),
                            params=(*params, f"{self.name}.b"))
+
+
+def _number(node: ast.expr) -> float | None:
+    """The number a function's attribute is written as (``0.1``, ``-2``, ``1e-3``), or None
+    for anything else (a name, an expression)."""
+    sign = 1.0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        node = node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+            and not isinstance(node.value, bool):
+        try:
+            return sign * float(node.value)
+        except OverflowError:
+            return math.inf
+    return None
 
 
 def _operand_suffix(arg: ast.expr, position: int) -> str:

@@ -111,7 +111,7 @@ def infer_sizes(graph: CellGraph) -> tuple[dict[str, Size], list[Diagnostic]]:
             sizes[node_id] = Size.HIDDEN
         elif node.kind is NodeKind.CONST:
             sizes[node_id] = Size.SCALAR
-        elif node.op == "linear":
+        elif node.is_linear:
             sizes[node_id] = Size.HIDDEN
             for arg, peep in zip(node.args, node.peep):
                 if sizes[arg] is Size.SCALAR:
@@ -148,13 +148,15 @@ def check_constants(graph: CellGraph, dtype: np.dtype) -> list[Diagnostic]:
     infinity in float32). :meth:`~lstm_graph.cell.Cell.compile` runs this check, when the
     run's dtype is known."""
     largest = float(np.finfo(dtype).max)
-    return [
-        _diag(graph, node.loc, f"the constant {node.value:g} is too large for {dtype} (the "
-              f"largest is about {largest:.2g}); run in float64 (--dtype float64) or use a "
-              "smaller number")
-        for node in graph.nodes.values()
-        if node.kind is NodeKind.CONST and node.value is not None and abs(node.value) > largest
-    ]
+    found = []
+    for node in graph.nodes.values():
+        numbers = [("the constant", node.value)] if node.kind is NodeKind.CONST else \
+            [(f"the {name} of {node.operation.spelling}()", value) for name, value in node.attrs]
+        found += [_diag(graph, node.loc, f"{what} {value:g} is too large for {dtype} (the "
+                        f"largest is about {largest:.2g}); run in float64 (--dtype float64) or "
+                        "use a smaller number")
+                  for what, value in numbers if value is not None and abs(value) > largest]
+    return found
 
 
 def unused(graph: CellGraph) -> list[Diagnostic]:

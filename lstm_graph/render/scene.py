@@ -23,11 +23,7 @@ import networkx as nx
 
 from lstm_graph.errors import RenderError
 from lstm_graph.ir import CellGraph, EdgeKind, NodeKind, old_id
-from lstm_graph.ops import FUNCTIONS
 from lstm_graph.schedule import Schedule
-
-#: Ops drawn inside a learned layer's box when they alone consume a linear.
-ACTIVATIONS = frozenset(op.name for op in FUNCTIONS.values())
 
 
 @dataclass(frozen=True)
@@ -123,7 +119,8 @@ class Scene:
 def fused_activation(schedule: Schedule, linear: str) -> str | None:
     """The activation drawn in the same box as ``linear``, if any."""
     only = schedule.graph.sole_consumer(linear)
-    return only.id if only is not None and only.op in ACTIVATIONS else None
+    return only.id if only is not None and only.kind is NodeKind.OP \
+        and only.operation.function else None
 
 
 def build_scene(schedule: Schedule) -> Scene:
@@ -144,7 +141,7 @@ def build_scene(schedule: Schedule) -> Scene:
         stage = schedule.stage_of(node_id)
         if node.kind is NodeKind.CONST:
             scene.add(VNode(node_id, "const", f"{node.value:g}", (node_id,), stage))
-        elif node.op == "linear":
+        elif node.is_linear:
             activation = fused_activation(schedule, node_id)
             top = activation or node_id
             symbol = graph.node(activation).operation.symbol if activation else "W"

@@ -1,0 +1,366 @@
+"""ONNX recurrent layers: a model holding one ``LSTM``, ``GRU`` or ``RNN`` node, with every
+attribute of the current opset.
+
+The node says its cell (``activations`` with ``activation_alpha``/``activation_beta``,
+``clip``, ``input_forget``, ``linear_before_reset``, peepholes ``P``), its direction and
+layout, and may store initial states (``initial_h``, ``initial_c``) and sequence lengths
+(``sequence_lens``) beside its weights; all become a :class:`~.recurrent.LayerFile`. A
+model is protobuf, never code. Tensors the model keeps in external files are read only
+from files beside it; weights must be stored in the model (initializers): weights
+computed by other nodes are refused, and so is a model holding more than one recurrent
+node. The model's other nodes, if any, are not run (a note says so).
+
+How the activations' ``alpha`` and ``beta`` are read follows onnxruntime: in the order
+of the activations, each function that takes an ``alpha`` (``beta``) takes the next
+value of ``activation_alpha`` (``activation_beta``); a function left without one gets
+its ONNX operator's default, where onnxruntime agrees with it (LeakyRelu 0.01,
+HardSigmoid 0.2 and 0.5, Elu 1.0). Where they disagree (ThresholdedRelu, Affine,
+ScaledTanh: 1.0 in the operators, 0.0 in onnxruntime) the model must give the value.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_graph.errors import WeightsError, install_hint
+from lstm_graph.formats.memory import allocation, require, require_file
+from lstm_graph.formats.recurrent import (
+    DEFAULT_ACTIVATIONS,
+    FAMILY_STATES,
+    Activation,
+    CellSpec,
+    LayerFile,
+    StackedWeights,
+)
+from lstm_graph.ops import ONNX_ACTIVATIONS
+
+#: ONNX tensor data types of real numbers that NumPy holds.
+_ONNX_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "INT8", "INT16", "INT32", "INT64", "UINT8",
+               "UINT16", "UINT32", "UINT64")
+#: The recurrent operators, their gate counts and their inputs by position.
+OPERATORS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "LSTM": (4, ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")),
+    "GRU": (3, ("X", "W", "R", "B", "sequence_lens", "initial_h")),
+    "RNN": (1, ("X", "W", "R", "B", "sequence_lens", "initial_h")),
+}
+#: The attributes each operator has (opset 22).
+ATTRIBUTES: dict[str, frozenset[str]] = {
+    op: frozenset({"activation_alpha", "activation_beta", "activations", "clip", "direction",
+                   "hidden_size", "layout", *extra})
+    for op, extra in (("LSTM", ("input_forget",)), ("GRU", ("linear_before_reset",)),
+                      ("RNN", ()))}
+#: Activation attributes whose default onnxruntime and the ONNX operators agree on.
+_AGREED_DEFAULTS = {"LeakyRelu": {"alpha": 0.01}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
+                    "Elu": {"alpha": 1.0}}
+_ACTIVATIONS_BY_LOWER = {name.lower(): name for name in ONNX_ACTIVATIONS}
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def load(path: Path) -> LayerFile:
+    """The recurrent layer of an ``.onnx`` file; external data only from its directory."""
+    require_file(path, WeightsError)
+    try:
+        import onnx
+    except ImportError:
+        raise WeightsError(f"{path}: reading .onnx files needs the onnx package: "
+                           f"{install_hint('import')}") from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except Exception as err:  # protobuf DecodeError and friends
+        raise WeightsError(f"{path}: not a readable ONNX model ({err})") from None
+    return from_model(model, str(path), path.parent)
+
+
+def from_model(model: Any, source: str, directory: Path | None = None) -> LayerFile:
+    """The recurrent layer of an ONNX model (see the module docstring)."""
+    graph = model.graph
+    nodes = [n for n in graph.node if n.op_type in OPERATORS and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
+                           f"{', '.join(sorted({n.op_type for n in graph.node})) or 'none'})")
+    if len(nodes) > 1:
+        names = ", ".join(f"'{n.name or '(unnamed)'}' ({n.op_type})" for n in nodes)
+        raise WeightsError(f"{source}: holds {len(nodes)} recurrent nodes: {names}; "
+                           "lstm-graph runs one layer from a model: save each as a model of "
+                           "its own, or save a PyTorch state dict of the whole stack")
+    (node,) = nodes
+    op = node.op_type
+    label = f"the {op} node '{node.name}'" if node.name else f"the {op} node"
+    attrs = {a.name: a for a in node.attribute}
+    unknown = sorted(set(attrs) - ATTRIBUTES[op])
+    if unknown:
+        raise WeightsError(f"{source}: {label} has the attribute {unknown[0]}, which the "
+                           f"{op} operator does not define")
+    direction = _string(attrs, "direction", "forward")
+    if direction not in _DIRECTIONS:
+        raise WeightsError(f"{source}: {label} has direction '{direction}'; the {op} "
+                           f"operator's are {', '.join(_DIRECTIONS)}")
+    layout = _int(attrs, "layout", 0)
+    if layout not in (0, 1):
+        raise WeightsError(f"{source}: {label} has layout {layout}; it is 0 (time-major) or 1 "
+                           "(batch-major)")
+    directions = 2 if direction == "bidirectional" else 1
+    family = op.lower()
+    cells = _cells(attrs, family, directions, f"{source}: {label}")
+    notes = []
+    if len(graph.node) > 1:
+        others = len(graph.node) - 1
+        notes.append(f"note: running {label} of {source} alone; the model's {others} other "
+                     f"node{'s' if others > 1 else ''} are not run")
+    gates, inputs = OPERATORS[op]
+    given = {what: node.input[k] for k, what in enumerate(inputs)
+             if k < len(node.input) and node.input[k]}
+    stored = {t.name: t for t in graph.initializer}
+    made_by = {out: n for n in graph.node for out in n.output}
+    tensors: dict[str, tuple[Any, tuple[int, ...]]] = {}
+    for what, name in given.items():
+        if what == "X":
+            continue
+        if name in stored:
+            tensors[what] = _header(stored[name], what, source)
+        elif name in made_by:
+            maker = made_by[name]
+            raise WeightsError(f"{source}: {label}'s {what} ('{name}') is computed by the "
+                               f"{maker.op_type} node '{maker.name}'; store it in the model "
+                               "as an initializer")
+        elif what in ("W", "R", "B", "P"):
+            raise WeightsError(f"{source}: {label}'s {what} ('{name}') is an input of the "
+                               "model, not stored in it; weights must be initializers")
+    for what in ("W", "R"):
+        if what not in tensors:
+            raise WeightsError(f"{source}: {label} has no {what} stored in the model")
+    r_dims, w_dims = tensors["R"][1], tensors["W"][1]
+    hidden = r_dims[2] if len(r_dims) == 3 else 0
+    if hidden < 1 or r_dims != (directions, gates * hidden, hidden):
+        raise WeightsError(f"{source}: R has shape {r_dims}; {label} ({direction}) needs "
+                           f"[{directions}, {gates}·H, H] with H at least 1")
+    if "hidden_size" in attrs and attrs["hidden_size"].i != hidden:
+        raise WeightsError(f"{source}: {label}'s hidden_size is {attrs['hidden_size'].i}, but "
+                           f"R has shape {r_dims} (H={hidden})")
+    what_layer = f"with R of shape {r_dims} ({op}, H={hidden})"
+    if len(w_dims) != 3 or w_dims[:2] != (directions, gates * hidden) or w_dims[2] < 1:
+        raise WeightsError(f"{source}: W has shape {w_dims}; {what_layer} it must be "
+                           f"[{directions}, {gates * hidden}, I] with I at least 1")
+    batch = _batch_of(tensors, layout)
+    wants = {"B": (directions, 2 * gates * hidden), "P": (directions, 3 * hidden),
+             "sequence_lens": (batch,),
+             "initial_h": (batch, directions, hidden) if layout else (directions, batch, hidden)}
+    wants["initial_c"] = wants["initial_h"]
+    for what, want in wants.items():
+        if what in tensors and tensors[what][1] != want:
+            raise WeightsError(f"{source}: {what} has shape {tensors[what][1]}; {what_layer} "
+                               f"it must be {list(want)}")
+    require([allocation(what, dims, _dtypes()[tensor.data_type])
+             for what, (tensor, dims) in tensors.items()], "the model's tensors", source)
+    arrays = {what: _array(tensor, what, source, directory)
+              for what, (tensor, _dims) in tensors.items()}
+    units = []
+    for d in range(directions):
+        b = arrays["B"][d] if "B" in arrays else np.zeros(2 * gates * hidden,
+                                                           dtype=arrays["R"].dtype)
+        units.append(StackedWeights(arrays["W"][d], arrays["R"][d], b[: gates * hidden],
+                                    b[gates * hidden:], arrays["P"][d] if "P" in arrays else None))
+    if "P" in arrays:
+        cells = tuple(CellSpec(c.family, c.activations, c.clip, c.input_forget, True,
+                               c.linear_before_reset) for c in cells)
+    state = {}
+    for what, name in (("initial_h", "h"), ("initial_c", "c")):
+        if what in arrays and name in FAMILY_STATES[family]:
+            value = arrays[what]
+            state[name] = np.ascontiguousarray(value.transpose(1, 0, 2) if layout else value)
+    lengths = None
+    if "sequence_lens" in arrays:
+        lengths = arrays["sequence_lens"]
+        if lengths.dtype.kind not in "iu":
+            raise WeightsError(f"{source}: sequence_lens has dtype {lengths.dtype}; the "
+                               "operator's is int32")
+        bad = [(k, int(v)) for k, v in enumerate(lengths.tolist()) if v < 1]
+        if bad:
+            raise WeightsError(f"{source}: sequence_lens holds {bad[0][1]} at index "
+                               f"{bad[0][0]}: every sequence needs at least one step "
+                               "(onnxruntime zeroes the state of an empty one, which no "
+                               "step computed)")
+    return LayerFile(source, "onnx", family, label, cells, 1, direction, bool(layout),
+                     tuple(units), state, lengths, tuple(notes))
+
+
+def _batch_of(tensors: dict[str, tuple[Any, tuple[int, ...]]], layout: int) -> int:
+    """The batch size the stored initial states or sequence lengths fix (0: none)."""
+    for what in ("sequence_lens", "initial_h", "initial_c"):
+        if what in tensors:
+            dims = tensors[what][1]
+            axis = 0 if what == "sequence_lens" or layout else 1
+            if len(dims) > axis:
+                return dims[axis]
+    return 0
+
+
+def _string(attrs: dict[str, Any], name: str, default: str) -> str:
+    return attrs[name].s.decode(errors="replace") if name in attrs else default
+
+
+def _int(attrs: dict[str, Any], name: str, default: int) -> int:
+    return int(attrs[name].i) if name in attrs else default
+
+
+def _cells(attrs: dict[str, Any], family: str, directions: int, where: str
+           ) -> tuple[CellSpec, ...]:
+    """The cell of each direction, from the activations, clip, input_forget and
+    linear_before_reset attributes (one when both directions compute alike)."""
+    count = len(DEFAULT_ACTIVATIONS[family])
+    if "activations" in attrs:
+        names = [s.decode(errors="replace") for s in attrs["activations"].strings]
+        if len(names) != count * directions:
+            raise WeightsError(f"{where} has {len(names)} activations; a {family.upper()} "
+                               f"with {directions} direction{'s' if directions > 1 else ''} "
+                               f"takes {count * directions} ({count} per direction)")
+    else:
+        names = [a.op.onnx or "" for a in DEFAULT_ACTIVATIONS[family]] * directions
+    alphas = list(attrs["activation_alpha"].floats) if "activation_alpha" in attrs else []
+    betas = list(attrs["activation_beta"].floats) if "activation_beta" in attrs else []
+    activations = []
+    for name in names:
+        canonical = _ACTIVATIONS_BY_LOWER.get(name.lower())
+        if canonical is None:
+            raise WeightsError(f"{where} uses the activation '{name}'; the operator's are "
+                               f"{', '.join(sorted(ONNX_ACTIVATIONS))}")
+        op = ONNX_ACTIVATIONS[canonical]
+        values = []
+        for attribute in op.attributes:
+            pool = alphas if attribute.name == "alpha" else betas
+            if pool:
+                values.append(pool.pop(0))
+                continue
+            default = _AGREED_DEFAULTS.get(canonical, {}).get(attribute.name)
+            if default is None:
+                raise WeightsError(f"{where} uses {canonical} without its activation_"
+                                   f"{attribute.name}: the ONNX operator's default (1.0) and "
+                                   "onnxruntime's (0.0) differ; give the value in the model")
+            values.append(default)
+        if not all(math.isfinite(v) for v in values):
+            raise WeightsError(f"{where}: {canonical}'s alpha and beta must be finite")
+        activations.append(Activation(op, tuple(zip((a.name for a in op.attributes), values))))
+    if alphas or betas:
+        raise WeightsError(f"{where} gives {len(alphas)} activation_alpha and {len(betas)} "
+                           "activation_beta values that no activation takes (onnxruntime "
+                           "ignores them); remove them so the model says what it computes")
+    clip = None
+    if "clip" in attrs:
+        clip = float(attrs["clip"].f)
+        if not (math.isfinite(clip) and clip > 0):
+            raise WeightsError(f"{where} has clip {clip:g}; a cell clip is a positive, finite "
+                               "threshold")
+    input_forget = bool(_int(attrs, "input_forget", 0))
+    before_reset = bool(_int(attrs, "linear_before_reset", 0))
+    cells = [CellSpec(family, tuple(activations[d * count:(d + 1) * count]), clip,
+                      input_forget, False, before_reset) for d in range(directions)]
+    return tuple(cells[:1] if len(set(cells)) == 1 else cells)
+
+
+@functools.cache
+def _dtypes() -> dict[int, np.dtype]:
+    """The NumPy dtype of each ONNX data type in :data:`_ONNX_TYPES`, by its number."""
+    from onnx import TensorProto, helper
+
+    return {TensorProto.DataType.Value(name): np.dtype(helper.tensor_dtype_to_np_dtype(
+        TensorProto.DataType.Value(name))) for name in _ONNX_TYPES}
+
+
+def _header(tensor: Any, what: str, source: str) -> tuple[Any, tuple[int, ...]]:
+    """``(tensor, dims)`` once its data type holds real numbers, its dims are sane, and
+    the data stored in the model (not outside it) is as long as the dims declare."""
+    from onnx import TensorProto, helper
+
+    if tensor.data_type not in _dtypes():
+        kind = TensorProto.DataType.Name(tensor.data_type) \
+            if tensor.data_type in TensorProto.DataType.values() else str(tensor.data_type)
+        raise WeightsError(f"{source}: {what} has data type {kind}; parameters are real "
+                           f"numbers ({', '.join(_ONNX_TYPES)})")
+    if tensor.HasField("segment"):
+        raise WeightsError(f"{source}: {what} is stored in segments, which are not supported")
+    dims = tuple(int(d) for d in tensor.dims)
+    if any(d < 0 for d in dims):
+        raise WeightsError(f"{source}: {what} has the impossible shape {dims}")
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return tensor, dims
+    count = math.prod(dims)
+    if tensor.HasField("raw_data"):
+        held, wanted = len(tensor.raw_data), count * _dtypes()[tensor.data_type].itemsize
+        unit = "bytes"
+    else:
+        held = len(getattr(tensor, helper.tensor_dtype_to_field(tensor.data_type)))
+        wanted, unit = count, "numbers"
+    if held != wanted:
+        raise WeightsError(f"{source}: {what} declares shape {dims} ({wanted} {unit}) but "
+                           f"holds {held} {unit}; the model is damaged")
+    return tensor, dims
+
+
+def _array(tensor: Any, what: str, source: str, directory: Path | None) -> np.ndarray:
+    """The values of a tensor checked by :func:`_onnx_header`."""
+    from onnx import TensorProto, numpy_helper
+
+    if tensor.data_location == TensorProto.EXTERNAL:
+        declared = math.prod(tensor.dims) * _dtypes()[tensor.data_type].itemsize
+        copy = TensorProto()
+        copy.CopyFrom(tensor)
+        copy.raw_data = _external_bytes(tensor, what, declared, source, directory)
+        copy.data_location = TensorProto.DEFAULT
+        del copy.external_data[:]
+        tensor = copy
+    try:
+        return np.asarray(numpy_helper.to_array(tensor))
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"{source}: cannot read {what} ({err})") from None
+
+
+def _external_bytes(tensor: Any, what: str, declared: int, source: str,
+                    directory: Path | None) -> bytes:
+    """The bytes of a tensor stored in a file beside the model; only a regular file inside
+    the model's directory is read, and only the bytes the tensor declares."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    if directory is None:
+        raise WeightsError(f"{source}: {what} is stored outside the model ('{location}'); "
+                           "load the model from its file")
+    base = directory.resolve()
+    target = (base / location).resolve() if location else base
+    if not location or Path(location).is_absolute() or base not in target.parents:
+        raise WeightsError(f"{source}: {what} is stored in '{location}', outside the model's "
+                           f"directory {base}; only files beside the model are read")
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(declared)))
+    except ValueError:
+        raise WeightsError(f"{source}: {what}'s external data has a bad offset or length") \
+            from None
+    if offset < 0 or length != declared:
+        raise WeightsError(f"{source}: {what} declares {declared} bytes but its external data "
+                           f"is {length} bytes at offset {offset}")
+    try:
+        with open(target, "rb") as stream:
+            status = os.fstat(stream.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise WeightsError(f"{source}: {what}'s external data {target} is not a "
+                                   "regular file")
+            if offset + length > status.st_size:
+                raise WeightsError(f"{source}: {what} needs {length} bytes at offset {offset} "
+                                   f"of {target}, which holds {status.st_size}; the file is "
+                                   "too short")
+            stream.seek(offset)
+            data = stream.read(length)
+    except OSError as err:
+        raise WeightsError(f"{source}: cannot read {what}'s external data {target} "
+                           f"({err.strerror or err})") from None
+    if len(data) != length:
+        raise WeightsError(f"{source}: {what}'s external data {target} is too short")
+    return data

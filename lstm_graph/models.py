@@ -1,0 +1,135 @@
+"""A PyTorch or ONNX model file as a SPEC: its cell, its stack, its weights, and what it
+stores besides.
+
+``lstm-graph run model.onnx`` and ``load_model("model.pt")`` read everything from the
+file (:mod:`lstm_graph.formats.torch_layers`, :mod:`lstm_graph.formats.onnx_layers`):
+the cell is written from the layer's attributes (:meth:`CellSpec.text`, or the built-in
+cell that computes the same), the weights are translated into its names, and the number
+of layers, the direction, the layout and any initial states and sequence lengths the
+model stores come with them.
+
+>>> import torch, tempfile, os, numpy as np
+>>> path = os.path.join(tempfile.mkdtemp(), "lstm.pt")
+>>> torch.save(torch.nn.LSTM(3, 4, num_layers=2).state_dict(), path)
+>>> model = load_model(path)
+>>> model.cell.name, model.stack.describe()
+('lstm', '2 layers, forward')
+>>> y, final = model.compile()(np.zeros((5, 2, 3), "float32"))
+>>> y.shape, final["c"].shape
+((5, 2, 4), (2, 2, 4))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from lstm_graph.cell import Cell, Runner, compile_layers
+from lstm_graph.formats.importers import read_layer_file, stack_of, translate
+from lstm_graph.formats.recurrent import CellSpec, LayerFile
+from lstm_graph.layers import Stack
+from lstm_graph.library import compile_source
+
+#: The file suffixes a SPEC names a model by.
+MODEL_SUFFIXES = (".pt", ".pth", ".onnx")
+
+
+def is_model(spec: str | Path) -> bool:
+    """Whether SPEC names a PyTorch or ONNX model file (by its suffix)."""
+    return Path(str(spec)).suffix.lower() in MODEL_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Model:
+    """A recurrent layer read from a model file: its cell (one per direction when an ONNX
+    model gives its directions other activations), the stack, the weights in the cell's
+    names, the initial states (in a runner's shapes) and sequence lengths it stores, and
+    the notes the user must see."""
+
+    file: LayerFile
+    cells: tuple[Cell, ...]
+    weights: dict[str, np.ndarray]
+    #: Each cell's ``(text, file, name)``, as :func:`lstm_graph.library.compile_source`
+    #: takes them (what a Dask worker compiles).
+    sources: tuple[tuple[str, str, str], ...]
+
+    @property
+    def cell(self) -> Cell:
+        return self.cells[0]
+
+    @property
+    def stack(self) -> Stack:
+        return stack_of(self.file)
+
+    @property
+    def batch_first(self) -> bool:
+        return self.file.batch_first
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """The initial states the model stores, shaped as a runner takes them."""
+        single = self.stack.single
+        return {name: value[0] if single else value for name, value in self.file.state.items()}
+
+    @property
+    def lengths(self) -> np.ndarray | None:
+        return self.file.lengths
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.file.notes
+
+    def describe(self) -> str:
+        """One line on what the file holds: ``m.onnx: the LSTM node 'l' (ONNX): 1 layer,
+        bidirectional, H=4; cell lstm``."""
+        stored = [*(f"initial_{s}" for s in self.file.state),
+                  *(["sequence_lens"] if self.lengths is not None else [])]
+        extra = f"; stores {', '.join(stored)}" if stored else ""
+        cells = " and ".join(c.name for c in self.cells)
+        layout = ", batch-major" if self.batch_first else ""
+        kind = "ONNX" if self.file.format == "onnx" else "PyTorch"
+        return (f"{self.file.source}: {self.file.name} ({kind}): {self.stack.describe()}"
+                f"{layout}, I={self.file.input_size}, H={self.file.hidden_size}; cell {cells}"
+                f"{extra}")
+
+    def compile(self, backend: str = "numpy", dtype: str = "float32", executor: str = "plan",
+                batch_first: bool | None = None) -> Runner:
+        """A runner of the whole stack with the model's weights (``batch_first``: the
+        model's own layout unless given)."""
+        stack = self.stack
+        return compile_layers(self.cells, None, None, backend, dtype, self.weights, None,
+                              executor, stack.layers, stack.direction,
+                              self.batch_first if batch_first is None else batch_first,
+                              stack.proj)
+
+
+def load_model(path: str | Path) -> Model:
+    """The model a ``.pt``/``.pth``/``.onnx`` file holds (see the module docstring)."""
+    file = read_layer_file(Path(path))
+    if file is None:
+        raise ValueError(f"{path} is not a model file ({', '.join(MODEL_SUFFIXES)})")
+    sources = tuple(_source(spec, file, k) for k, spec in enumerate(file.cells))
+    cells = tuple(compile_source(*source) for source in sources)
+    return Model(file, cells, translate(file, [c.graph for c in cells], stack_of(file)),
+                 sources)
+
+
+def _source(spec: CellSpec, file: LayerFile, index: int) -> tuple[str, str, str]:
+    """The cell that computes one direction of the file's layer, as ``(text, file, name)``:
+    a built-in where one computes exactly the same, else written from the layer's
+    attributes."""
+    builtin = spec.builtin()
+    if builtin is not None:
+        text = (resources.files("lstm_graph") / "cells" / f"{builtin}.cell").read_text(
+            encoding="utf-8")
+        return text, f"<builtin>/{builtin}.cell", builtin
+    stem = re.sub(r"\W", "_", Path(file.source).stem) or file.family
+    name = stem if stem[0].isalpha() else f"{file.family}_{stem}"
+    if len(file.cells) > 1:
+        name += "_reverse" if index else "_forward"
+    return spec.text(name, f"{file.name} of {file.source}"), f"<{file.source}: {name}.cell>", \
+        name

@@ -1,0 +1,138 @@
+"""The op table's element-wise functions against PyTorch's own, and on every executor.
+
+Each function's reference form and its vector-Jacobian product are checked against
+PyTorch's implementation of the same function and its autograd (independent code);
+then a cell using it runs on every executor and must agree with the reference, the
+compiled backward included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import executor_params
+
+import lstm_graph
+from lstm_graph.executors.contract import Spec
+from lstm_graph.executors.cuda import CudaPlan, HostLauncher
+from lstm_graph.ops import FUNCTIONS, ONNX_ACTIVATIONS, OPS
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+#: Each function with attributes of its own, as PyTorch computes it.
+TORCH = {
+    "sigmoid": ({}, torch.sigmoid),
+    "tanh": ({}, torch.tanh),
+    "relu": ({}, torch.relu),
+    "leaky_relu": ({"alpha": 0.2}, lambda v: F.leaky_relu(v, 0.2)),
+    "thresholded_relu": ({"alpha": 0.25}, lambda v: F.threshold(v, 0.25, 0.0)),
+    "elu": ({"alpha": 0.7}, lambda v: F.elu(v, 0.7)),
+    "hard_sigmoid": ({"alpha": 0.3, "beta": 0.4}, lambda v: torch.clamp(0.3 * v + 0.4, 0, 1)),
+    "scaled_tanh": ({"alpha": 1.5, "beta": 0.75}, lambda v: 1.5 * torch.tanh(0.75 * v)),
+    "affine": ({"alpha": -1.5, "beta": 0.25}, lambda v: -1.5 * v + 0.25),
+    "softsign": ({}, F.softsign),
+    "softplus": ({}, lambda v: F.softplus(v, threshold=1000)),
+    "clip": ({"threshold": 1.25}, lambda v: torch.clamp(v, -1.25, 1.25)),
+}
+
+
+def test_every_function_is_checked_here_and_onnx_names_its_activations():
+    assert set(TORCH) == set(FUNCTIONS)
+    assert sorted(ONNX_ACTIVATIONS) == ["Affine", "Elu", "HardSigmoid", "LeakyRelu", "Relu",
+                                        "ScaledTanh", "Sigmoid", "Softplus", "Softsign",
+                                        "Tanh", "ThresholdedRelu"]
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_function_and_its_gradient_equal_pytorch(name):
+    attrs, reference = TORCH[name]
+    op = OPS[name]
+    # away from kinks (0, ±threshold, the hard sigmoid's ends), where the one-sided
+    # derivatives differ by convention
+    v = np.concatenate([np.linspace(-30, 30, 301), [-700.0, 700.0]]) + 0.0123
+    g = np.random.default_rng(0).standard_normal(v.shape)
+    out = op.reference(np, [v], [], op.attrs([attrs[a.name] for a in op.attributes]))
+    (grad,), _ = op.vjp(np, [v], [], op.attrs([attrs[a.name] for a in op.attributes]), out, g)
+    tv = torch.tensor(v, requires_grad=True)
+    expected = reference(tv)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, tv.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_nan_propagates_as_the_op_table_says(name):
+    attrs, _ = TORCH[name]
+    op = OPS[name]
+    with np.errstate(invalid="ignore"):  # softsign's inf / inf
+        out = op.reference(np, [np.array([np.nan, np.inf, -np.inf])], [],
+                           op.attrs([attrs[a.name] for a in op.attributes]))
+    assert np.isnan(out[0]) == (name != "thresholded_relu")  # ONNX: x > alpha ? x : 0
+    assert not np.isnan(out[1:]).any() or name == "softsign"  # inf / inf, as PyTorch
+
+
+def source(name: str) -> str:
+    attrs = TORCH[name][0]
+    call = OPS[name].call_text("linear(x, h[t-1])", attrs)
+    return f"cell f\ninput x\nstate h\noutput h\nh = {call}\n"
+
+
+def inputs(dtype: str, steps: int = 6, batch: int = 3):
+    x = np.random.default_rng(1).standard_normal((steps, batch, 4)).astype(dtype) * 2
+    x[2, 1, 0] = np.nan  # one poisoned sequence: the NaN pattern must agree too
+    return x
+
+
+@pytest.mark.parametrize("executor", executor_params(["numpy", "native", "cuda-kernels"]))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_a_cell_using_the_function_runs_alike_on_every_executor(name, dtype, executor):
+    cell = lstm_graph.compile_source(source(name), "f.cell")
+    x = inputs(dtype)
+    reference = cell.compile(input_size=4, hidden_size=5, dtype=dtype, executor="reference")
+    state = {"h": np.full((3, 5), 0.5, dtype)}
+    expected, final = reference(x, state, allow_nonfinite=True)
+    if executor == "cuda-kernels":
+        spec = Spec(cell.schedule, np, reference.params, 3, 4, 5, np.dtype(dtype))
+        found, found_final = CudaPlan(spec, launcher=HostLauncher()).run(x, state)
+    else:
+        runner = cell.compile(input_size=4, hidden_size=5, dtype=dtype, executor=executor)
+        found, found_final = runner(x, state, allow_nonfinite=True)
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12,
+                                                                             atol=1e-13)
+    np.testing.assert_allclose(found, expected, **tolerance)
+    np.testing.assert_allclose(found_final["h"], final["h"], **tolerance)
+    assert np.isnan(expected).any() == (name != "thresholded_relu")  # which swallows NaN
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_the_compiled_backward_of_the_function_equals_the_reference(name):
+    cell = lstm_graph.compile_source(source(name), "f.cell")
+    x = inputs("float64")[:, [0, 2]]  # the finite sequences
+    grad_y = np.random.default_rng(2).standard_normal((6, 2, 5))
+    found = {}
+    for executor in ("reference", "numpy"):
+        runner = cell.compile(input_size=4, hidden_size=5, dtype="float64", executor=executor)
+        found[executor] = runner.grad(x, grad_y)
+    np.testing.assert_allclose(found["numpy"].x, found["reference"].x, rtol=1e-10, atol=1e-12)
+    for param, value in found["reference"].weights.items():
+        np.testing.assert_allclose(found["numpy"].weights[param], value, rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_attributes_are_numbers_written_in_the_call(tmp_path):
+    bad = "cell f\ninput x\nstate h\noutput h\nh = leaky_relu(linear(x, h[t-1]), h[t-1])\n"
+    with pytest.raises(lstm_graph.CellError, match=r"f.cell:5:35: error: leaky_relu\(\) takes "
+                       r"one value and then numbers only: leaky_relu\(v, alpha=0.01\)"):
+        lstm_graph.compile_source(bad, "f.cell")
+    missing = "cell f\ninput x\nstate h\noutput h\nh = clip(linear(x, h[t-1]))\n"
+    with pytest.raises(lstm_graph.CellError, match=r"clip\(\) needs its threshold: "
+                       r"clip\(v, threshold\)"):
+        lstm_graph.compile_source(missing, "f.cell")
+    large = "cell f\ninput x\nstate h\noutput h\nh = elu(linear(x, h[t-1]), 1e39)\n"
+    cell = lstm_graph.compile_source(large, "f.cell")
+    with pytest.raises(lstm_graph.CellError, match=r"the alpha of elu\(\) 1e\+39 is too large "
+                       "for float32"):
+        cell.compile(input_size=2, hidden_size=3)
+    assert cell.schedule.expression("h") == "elu(linear(x, h[t-1]), 1e+39)"

@@ -1,0 +1,362 @@
+"""The layers people bring, against PyTorch and onnxruntime: stacks, directions, sequence
+lengths, batch-first, projections, every ONNX attribute; run, trace and gradients.
+
+PyTorch's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (and their cells, packed sequences and
+autograd) and onnxruntime's LSTM/GRU/RNN kernels are the references: nothing here
+restates our equations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import executor_params
+
+import lstm_graph
+from lstm_graph.executors.contract import Spec
+from lstm_graph.executors.cuda import CudaPlan, HostLauncher
+from lstm_graph.formats.importers import GATE_ORDER, gate_params
+from lstm_graph.layers import Packing, grad_unit, run_unit
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+EXECUTORS = executor_params(["reference", "numpy", "native"])
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-11)}
+
+
+def inputs(steps: int, batch: int, size: int, dtype: str, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((steps, batch, size)).astype(dtype)
+
+
+# -- PyTorch layers ----------------------------------------------------------------------
+
+TORCH_LAYERS = {
+    "2-layer LSTM": (lambda: torch.nn.LSTM(3, 5, num_layers=2), "lstm"),
+    "bidirectional LSTM": (lambda: torch.nn.LSTM(3, 5, bidirectional=True), "lstm"),
+    "bidirectional GRU": (lambda: torch.nn.GRU(3, 5, bidirectional=True), "gru"),
+    "2-layer bidirectional LSTM": (lambda: torch.nn.LSTM(3, 5, 2, bidirectional=True), "lstm"),
+    "LSTM with proj_size": (lambda: torch.nn.LSTM(3, 6, 2, proj_size=2), "lstm_proj"),
+    "3-layer RNN": (lambda: torch.nn.RNN(3, 5, 3), "rnn"),
+    "3-layer relu RNN": (lambda: torch.nn.RNN(3, 5, 3, nonlinearity="relu"), "rnn_relu"),
+    "GRU without bias": (lambda: torch.nn.GRU(3, 5, 2, bias=False), "gru"),
+}
+
+
+def torch_run(module, x, lengths=None, state=None):
+    """PyTorch's outputs: y (zero past each length), and h_n (and c_n)."""
+    xs = torch.from_numpy(x)
+    given = None if state is None else (
+        tuple(torch.from_numpy(state[k]) for k in ("h", "c")) if "c" in state
+        else torch.from_numpy(state["h"]))
+    with torch.no_grad():
+        if lengths is None:
+            y, final = module(xs, given)
+        else:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(xs, torch.as_tensor(lengths),
+                                                             enforce_sorted=False)
+            y, final = module(packed, given)
+            y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=len(x))
+    finals = {"h": final[0], "c": final[1]} if isinstance(final, tuple) else {"h": final}
+    return y.numpy(), {k: v.numpy() for k, v in finals.items()}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layer", sorted(TORCH_LAYERS))
+def test_pytorch_layers_run_exactly_with_lengths_and_initial_states(layer, dtype, executor):
+    make, cell = TORCH_LAYERS[layer]
+    torch.manual_seed(1)
+    module = make().to(getattr(torch, dtype))
+    runner = lstm_graph.load_cell(cell).compile(weights=module.state_dict(), dtype=dtype,
+                                                executor=executor)
+    x = inputs(7, 4, 3, dtype)
+    rng = np.random.default_rng(2)
+    state = {name: rng.standard_normal(runner.state_shape(name, 4)).astype(dtype) * 0.5
+             for name in runner.cell.graph.states}
+    lengths = np.array([3, 7, 1, 5])
+    for given_lengths, given_state in ((None, None), (lengths, state)):
+        expected_y, expected = torch_run(module, x, given_lengths, given_state)
+        y, final = runner(x, given_state, lengths=given_lengths)
+        np.testing.assert_allclose(y, expected_y, **TOLERANCE[dtype])
+        for name, value in expected.items():
+            np.testing.assert_allclose(final[name], value, **TOLERANCE[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("cell_module, cell", [(torch.nn.LSTMCell, "lstm"),
+                                               (torch.nn.GRUCell, "gru"),
+                                               (torch.nn.RNNCell, "rnn")])
+def test_pytorch_cells_run_over_the_sequence(cell_module, cell, tmp_path, cli_run):
+    torch.manual_seed(3)
+    module = cell_module(3, 4)
+    torch.save(module.state_dict(), tmp_path / "cell.pt")
+    x = inputs(6, 2, 3, "float32")
+    h = torch.zeros(2, 4)
+    c = torch.zeros(2, 4)
+    ys = []
+    with torch.no_grad():
+        for t in range(len(x)):
+            out = module(torch.from_numpy(x[t]), (h, c) if cell == "lstm" else h)
+            h, c = out if cell == "lstm" else (out, c)
+            ys.append(h.numpy())
+    np.save(tmp_path / "x.npy", x)
+    cli_run("run", tmp_path / "cell.pt", "--input", tmp_path / "x.npy", "--out",
+            tmp_path / "y.npz")
+    found = np.load(tmp_path / "y.npz")
+    np.testing.assert_allclose(found["y"], np.stack(ys), atol=2e-6)
+    np.testing.assert_allclose(found["h"], h.numpy(), atol=2e-6)
+
+
+def test_a_batch_first_lstm_reads_and_writes_batch_first(tmp_path, cli_run):
+    torch.manual_seed(4)
+    module = torch.nn.LSTM(3, 4, batch_first=True)
+    torch.save(module.state_dict(), tmp_path / "bf.pt")
+    x = np.ascontiguousarray(inputs(6, 2, 3, "float32").transpose(1, 0, 2))  # (B, T, I)
+    with torch.no_grad():
+        expected, (h, c) = module(torch.from_numpy(x))
+    np.save(tmp_path / "x.npy", x)
+    cli_run("run", tmp_path / "bf.pt", "--input", tmp_path / "x.npy", "--batch-first",
+            "--out", tmp_path / "y.npz")
+    found = np.load(tmp_path / "y.npz")
+    assert found["y"].shape == (2, 6, 4) and found["h"].shape == (2, 4)
+    np.testing.assert_allclose(found["y"], expected.numpy(), atol=2e-6)
+    np.testing.assert_allclose(found["c"], c[0].numpy(), atol=2e-6)
+
+
+def test_a_checkpoint_or_a_model_holding_one_recurrent_layer_is_found(tmp_path):
+    torch.manual_seed(5)
+    model = torch.nn.Sequential()
+    model.add_module("embed", torch.nn.Linear(3, 3))
+    model.add_module("rnn", torch.nn.GRU(3, 4, 2))
+    torch.save({"epoch": 3, "model": model.state_dict(), "lr": 0.1}, tmp_path / "ckpt.pt")
+    loaded = lstm_graph.load_model(tmp_path / "ckpt.pt")
+    assert (loaded.cell.name, loaded.stack.layers) == ("gru", 2)
+    assert "nn.GRU 'model/rnn'" in loaded.describe()
+    x = inputs(5, 2, 3, "float32")
+    expected, _ = torch_run(model.rnn, x)
+    np.testing.assert_allclose(loaded.compile()(x)[0], expected, atol=2e-6)
+    twice = {"a": torch.nn.LSTM(3, 4).state_dict(), "b": torch.nn.LSTM(3, 4).state_dict()}
+    torch.save(twice, tmp_path / "two.pt")
+    with pytest.raises(lstm_graph.WeightsError, match="holds 2 recurrent layers"):
+        lstm_graph.load_model(tmp_path / "two.pt")
+
+
+# -- gradients of stacks against autograd --------------------------------------------------
+
+def torch_gradients(module, x, grad_y, lengths=None):
+    """PyTorch autograd: dx and every parameter's gradient for the loss sum(grad_y · y)."""
+    xs = torch.from_numpy(x).requires_grad_(True)
+    if lengths is None:
+        y, _ = module(xs)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xs, torch.as_tensor(lengths),
+                                                         enforce_sorted=False)
+        y, _ = module(packed)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=len(x))
+    (y * torch.from_numpy(grad_y)).sum().backward()
+    return xs.grad.numpy(), {n: p.grad.numpy() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("executor", executor_params(["reference", "numpy"]))
+@pytest.mark.parametrize("layer, with_lengths", [
+    ("2-layer bidirectional LSTM", False), ("2-layer bidirectional LSTM", True),
+    ("bidirectional GRU", True), ("3-layer RNN", False)])
+def test_stack_gradients_equal_pytorch_autograd(layer, with_lengths, executor):
+    make, cell = TORCH_LAYERS[layer]
+    torch.manual_seed(6)
+    module = make().double()
+    runner = lstm_graph.load_cell(cell).compile(weights=module.state_dict(), dtype="float64",
+                                                executor=executor)
+    x = inputs(6, 3, 3, "float64")
+    lengths = np.array([4, 6, 2]) if with_lengths else None
+    grad_y = np.random.default_rng(7).standard_normal((6, 3, runner.output_width))
+    if lengths is not None:  # past a sequence's end y is 0: PyTorch sends nothing back there
+        grad_y *= (np.arange(6)[:, None] < lengths[None, :])[..., None]
+    expected_x, expected = torch_gradients(module, x, grad_y, lengths)
+    found = runner.grad(x, grad_y, lengths=lengths)
+    np.testing.assert_allclose(found.x, expected_x, rtol=1e-9, atol=1e-11)
+    family = next(iter(runner.cell.graph.gates))
+    for unit in runner.units:
+        suffix = f"_l{unit.layer}{'_reverse' if unit.reverse else ''}"
+        params = gate_params(unit.cell.graph, family, "test")
+        order = GATE_ORDER["torch", family]
+        size = expected[f"weight_hh{suffix}"].shape[1]
+        for k, gate in enumerate(order):
+            names, rows = params[gate], slice(k * size, (k + 1) * size)
+            assert names is not None
+            for ours, theirs in ((names.w_x, "weight_ih"), (names.w_h, "weight_hh"),
+                                 (names.b_x, "bias_ih")):
+                np.testing.assert_allclose(found.weights[unit.prefix + ours],
+                                           expected[f"{theirs}{suffix}"][rows], rtol=1e-9,
+                                           atol=1e-11, err_msg=unit.prefix + ours)
+
+
+def test_the_loss_of_a_stack_grad_is_the_run_s(tmp_path):
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, layers=2,
+                                                  direction="bidirectional", dtype="float64")
+    x = inputs(5, 2, 3, "float64")
+    y, final = runner(x, lengths=[5, 2])
+    found = runner.grad(x, np.ones_like(y), lengths=[5, 2])
+    np.testing.assert_allclose(found.y, y, rtol=1e-12)
+    np.testing.assert_allclose(found.final["c"], final["c"], rtol=1e-12)
+    assert found.state["h"].shape == (4, 2, 4)
+
+
+# -- ONNX: every attribute, against onnxruntime ---------------------------------------------
+
+def onnx_layer(op: str, direction: str, layout: int, seed: int, store: bool, **attributes):
+    """A model of one recurrent node, everything but X stored in it; X and ORT's outputs."""
+    rng = np.random.default_rng(seed)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    d = 2 if direction == "bidirectional" else 1
+    steps, batch, size, hidden = 5, 3, 3, 4
+    tensors = {"W": rng.uniform(-0.6, 0.6, (d, gates * hidden, size)),
+               "R": rng.uniform(-0.6, 0.6, (d, gates * hidden, hidden)),
+               "B": rng.uniform(-0.6, 0.6, (d, 2 * gates * hidden))}
+    shape_h = (batch, d, hidden) if layout else (d, batch, hidden)
+    if store:
+        tensors["sequence_lens"] = np.array([5, 2, 4], dtype=np.int32)
+        tensors["initial_h"] = rng.uniform(-0.5, 0.5, shape_h)
+        if op == "LSTM":
+            tensors["initial_c"] = rng.uniform(-0.5, 0.5, shape_h)
+    if op == "LSTM" and attributes.pop("peepholes", False):
+        tensors["P"] = rng.uniform(-0.6, 0.6, (d, 3 * hidden))
+    outputs = ["Y", "Y_h", "Y_c"][: 3 if op == "LSTM" else 2]
+
+    def model_of(layout: int, tensors: dict[str, np.ndarray]) -> onnx.ModelProto:
+        names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][
+            : 8 if op == "LSTM" else 6]
+        node = helper.make_node(op, [n if n in tensors or n == "X" else "" for n in names],
+                                outputs, name="layer", hidden_size=hidden,
+                                direction=direction, layout=layout, **attributes)
+        x_shape = (batch, steps, size) if layout else (steps, batch, size)
+        initializers = [numpy_helper.from_array(v.astype(np.int32 if k == "sequence_lens"
+                                                         else np.float32), k)
+                        for k, v in tensors.items()]
+        graph = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+            initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        model.ir_version = 8
+        return model
+
+    model = model_of(layout, tensors)
+    x = rng.standard_normal((batch, steps, size) if layout else (steps, batch, size)
+                            ).astype(np.float32)
+    # onnxruntime runs only layout 0: the same node, time-major, its outputs batch-major
+    time_major = {k: v.transpose(1, 0, 2) if layout and k.startswith("initial") else v
+                  for k, v in tensors.items()}
+    session = onnxruntime.InferenceSession(model_of(0, time_major).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    found = dict(zip(outputs, session.run(None, {"X": x.transpose(1, 0, 2) if layout
+                                                 else x})))
+    if layout:
+        found = {k: v.transpose(2, 0, 1, 3) if k == "Y" else v.transpose(1, 0, 2)
+                 for k, v in found.items()}
+    return model, x, found
+
+
+ONNX_CASES = {
+    "LSTM hard_sigmoid/leaky/elu, clip, peepholes, stored lengths and states, reverse": (
+        "LSTM", "reverse", 0, dict(activations=["HardSigmoid", "LeakyRelu", "Elu"],
+                                   activation_alpha=[0.3, 0.2, 0.8], activation_beta=[0.4],
+                                   clip=1.5, peepholes=True)),
+    "LSTM input_forget, bidirectional, batch-major, two sets of activations": (
+        "LSTM", "bidirectional", 1, dict(
+            input_forget=1, activations=["Sigmoid", "Tanh", "Tanh", "Sigmoid", "Softsign",
+                                         "ScaledTanh"],
+            activation_alpha=[1.5], activation_beta=[0.7])),
+    "GRU linear_before_reset=0 (ONNX's default), bidirectional, stored lengths": (
+        "GRU", "bidirectional", 0, {}),
+    "GRU linear_before_reset=1, affine and thresholded relu, clip": (
+        "GRU", "forward", 0, dict(linear_before_reset=1, clip=2.0,
+                                  activations=["Sigmoid", "Affine"],
+                                  activation_alpha=[0.5], activation_beta=[0.1])),
+    "RNN relu, reverse, batch-major": ("RNN", "reverse", 1, dict(activations=["Relu"])),
+    "RNN softplus and thresholded relu, bidirectional": (
+        "RNN", "bidirectional", 0, dict(activations=["Softplus", "ThresholdedRelu"],
+                                        activation_alpha=[0.1])),
+}
+
+
+def our_outputs(found_y, final, layout, directions):
+    """ORT's Y, Y_h, Y_c from ours (y (T, B, D·H) or (B, T, D·H); finals (D, B, H))."""
+    if layout:
+        y = found_y.reshape(*found_y.shape[:2], directions, -1)  # (B, T, D, H)
+    else:
+        y = found_y.reshape(*found_y.shape[:2], directions, -1).transpose(0, 2, 1, 3)
+    out = {"Y": y}
+    for name, key in (("h", "Y_h"), ("c", "Y_c")):
+        if name in final:
+            value = final[name] if directions == 2 else final[name][None]
+            out[key] = value.transpose(1, 0, 2) if layout else value
+    return out
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("case", sorted(ONNX_CASES))
+@pytest.mark.parametrize("store", [True, False])
+def test_onnx_attributes_equal_onnxruntime(case, store, executor, tmp_path):
+    op, direction, layout, attributes = ONNX_CASES[case]
+    model, x, expected = onnx_layer(op, direction, layout, seed=len(case), store=store,
+                                    **dict(attributes))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    loaded = lstm_graph.load_model(tmp_path / "m.onnx")
+    runner = loaded.compile(executor=executor)
+    assert runner.batch_first == bool(layout)
+    y, final = runner(x, loaded.state or None, lengths=loaded.lengths)
+    found = our_outputs(y, final, layout, 2 if direction == "bidirectional" else 1)
+    for name, value in expected.items():
+        np.testing.assert_allclose(found[name], value, rtol=3e-5, atol=3e-5, err_msg=name)
+
+
+def test_onnx_defaults_that_onnxruntime_and_the_operators_disagree_on_are_refused(tmp_path):
+    model, _, _ = onnx_layer("RNN", "forward", 0, 0, False, activations=["Sigmoid"])
+    node = model.graph.node[0]
+    del node.attribute[:]
+    node.attribute.extend([helper.make_attribute("hidden_size", 4),
+                           helper.make_attribute("activations", ["ThresholdedRelu"])])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(lstm_graph.WeightsError, match="uses ThresholdedRelu without its "
+                       r"activation_alpha: the ONNX operator's default \(1.0\) and "
+                       r"onnxruntime's \(0.0\) differ"):
+        lstm_graph.load_model(tmp_path / "m.onnx")
+
+
+def test_a_user_cell_cannot_take_an_onnx_layer_it_does_not_compute(tmp_path):
+    model, _, _ = onnx_layer("LSTM", "forward", 0, 0, False, clip=3.0)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(lstm_graph.WeightsError, match="computes activations sigmoid, tanh, "
+                       "tanh; clip 3, which cell 'lstm' does not; run the file itself"):
+        lstm_graph.load_cell("lstm").compile(weights=tmp_path / "m.onnx")
+
+
+# -- the executors' CUDA kernels under layers (on the host) ---------------------------------
+
+def test_cuda_kernels_run_layers_reverse_and_lengths_on_the_host():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    reference = cell.compile(input_size=3, hidden_size=5, dtype="float64",
+                             executor="reference")
+    x = inputs(6, 4, 3, "float64")
+    start = {s: np.full((4, 5), 0.1) for s in cell.graph.states}
+    packing = Packing.of(np.array([2, 6, 3, 6]), 6)
+
+    def host(batch):
+        return CudaPlan(Spec(cell.schedule, np, reference.params, batch, 3, 5,
+                             np.dtype("float64")), launcher=HostLauncher())
+
+    def ref(batch):
+        return reference.compiled(batch)
+
+    for reverse in (False, True):
+        y, final = run_unit(host, x, start, np, reverse, packing)
+        y_ref, final_ref = run_unit(ref, x, start, np, reverse, packing)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(final["c"], final_ref["c"], rtol=1e-12, atol=1e-13)
+        grad_y = np.ones_like(y)
+        found = grad_unit(host, x, start, grad_y, {}, np, reverse, packing)
+        expected = grad_unit(ref, x, start, grad_y, {}, np, reverse, packing)
+        np.testing.assert_allclose(found.x, expected.x, rtol=1e-10, atol=1e-12)
