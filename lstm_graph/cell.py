@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from lstm_graph import checks
-from lstm_graph.errors import CellError, DataError, Diagnostic, WeightsError
+from lstm_graph.errors import CellError, DataError, Diagnostic, LstmGraphWarning, WeightsError
 from lstm_graph.executors import registry
-from lstm_graph.executors.backends import check_dtype, namespace
+from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
 from lstm_graph.executors.interpreter import backward
+from lstm_graph.formats import memory
 from lstm_graph.formats.importers import read_weights
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
@@ -47,6 +49,18 @@ from lstm_graph.schedule import Schedule
 
 #: How a runner executes (see :mod:`lstm_graph.executors.registry`).
 EXECUTORS = registry.EXECUTORS
+
+
+def _ieee() -> Any:
+    """NumPy quiet about NaN and infinity: arithmetic on them is IEEE's, as the op table
+    says (a run that overflows is told once, by :meth:`Runner._warn_nonfinite`)."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
+def _first_bad_step(xp: Any, values: Any) -> int | None:
+    """The first step (axis 0) of ``values`` holding NaN or infinity, if any."""
+    bad = ~xp.isfinite(values).reshape(values.shape[0], -1).all(axis=1)
+    return int(np.argmax(to_numpy(bad))) if bool(bad.any()) else None
 
 
 @dataclass(frozen=True)
@@ -313,7 +327,7 @@ class Runner:
                  progress: Progress | None = None, allow_nonfinite: bool = False,
                  lengths: Any = None) -> tuple[Any, dict[str, Any]]:
         x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
-        with self._lock:
+        with self._lock, _ieee():
             if self.plain and packing is None:
                 plan = self.compiled(x.shape[1])
                 y, final = plan.run(x, starts[0], progress)
@@ -321,7 +335,43 @@ class Runner:
                 finals = [final]
             else:
                 _, y, finals = self._forward(x, starts, packing, progress, keep=False)
+            if not allow_nonfinite:
+                self._warn_nonfinite(x, starts, packing, y, finals)
         return self._y(y, unbatched), self._states(finals, unbatched)
+
+    def _warn_nonfinite(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
+                        y: Any, finals: list[dict[str, Any]]) -> None:
+        """A one-line warning when a run of finite inputs made NaN or infinity (a value
+        that overflowed): the first assignment and step that did, where a trace fits in
+        memory, else the first step of ``y``."""
+        xp = self.xp
+        if bool(xp.isfinite(y).all()) and all(bool(xp.isfinite(v).all())
+                                              for final in finals for v in final.values()):
+            return
+        where = ""
+        if self.plain and packing is None:
+            unit = self.units[0]
+            try:
+                memory.require(checks.work_allocations(
+                    unit.cell.schedule, "trace", x.shape[0], x.shape[1], unit.input_size,
+                    self.hidden_size, self.dtype), "finding where")
+                values = self.compiled(x.shape[1]).trace(x, starts[0])
+            except memory.MemoryLimitError:
+                values = {}
+            order = [n for n in unit.cell.schedule.order if n in values]
+            found = [(t, k, name) for k, name in enumerate(order)
+                     for t in [_first_bad_step(xp, values[name])] if t is not None]
+            if found:
+                step, _, name = min(found)
+                where = f": '{name}' is not finite at step {step + 1} first"
+        if not where:
+            bad = ~xp.isfinite(y).reshape(y.shape[0], -1).all(axis=1) if y.size else None
+            if bad is not None and bool(bad.any()):
+                where = f": y is not finite from step {int(np.argmax(to_numpy(bad))) + 1}"
+        warnings.warn(f"the run made NaN or infinity from finite inputs{where} (a value "
+                      "overflowed the dtype, or a function was given numbers outside its "
+                      "domain); pass --allow-nonfinite (allow_nonfinite=True) to run quietly",
+                      LstmGraphWarning, stacklevel=3)
 
     def trace(self, x: Any, state: Mapping[str, Any] | None = None,
               progress: Progress | None = None, allow_nonfinite: bool = False,
@@ -337,7 +387,7 @@ class Runner:
         x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
         xp = self.xp
         found: dict[str, Any] = {}
-        with self._lock:
+        with self._lock, _ieee():
             inputs, _, _ = self._forward(x, starts, packing, progress=None, keep=True,
                                          last=False)
             for unit, start in zip(self.units, starts):
@@ -385,16 +435,18 @@ class Runner:
                             "and direction, forward, time-major")
         if record:
             unit = self.units[0]
-            found = backward(unit.cell.schedule, self.xp, unit.params, x, starts[0], grad_y,
-                             ends[0], record=True)
+            with _ieee():
+                found = backward(unit.cell.schedule, self.xp, unit.params, x, starts[0],
+                                 grad_y, ends[0], record=True)
             self.ran_with = "reference"
         elif self.plain and packing is None:
-            with self._lock:
+            with self._lock, _ieee():
                 plan = self.compiled(batch)
                 found = plan.grad(x, starts[0], grad_y, ends[0])
                 self.ran_with = plan.name
         else:
-            found, state_grads, finals = self._backward(x, starts, packing, grad_y, ends)
+            with _ieee():
+                found, state_grads, finals = self._backward(x, starts, packing, grad_y, ends)
             return Gradients(self._y(found.x, unbatched), found.weights,
                              self._states(state_grads, unbatched), self._y(found.y, unbatched),
                              self._states(finals, unbatched))

@@ -75,6 +75,16 @@ class Schedule:
                 kinds[kind].append(read)
         return kinds
 
+    def waits_for(self, name: str) -> list[str]:
+        """The states whose NEW value assignment ``name`` reads: what it must wait for
+        (the peephole LSTM's output valve waits for the new memory ``c``)."""
+        return [r for r in self.reads(name)["new"] if r in self.graph.states]
+
+    def stage_waits_for(self, stage: int) -> list[str]:
+        """The states whose new value some assignment of ``stage`` (1 is the first) reads,
+        sorted."""
+        return sorted({r for name in self.stages[stage - 1] for r in self.waits_for(name)})
+
     def expression(self, node_id: str) -> str:
         """Source-like text of an assignment's expression.
 
@@ -133,8 +143,7 @@ class Schedule:
                  f"  state  {', '.join(f'{n}: H' for n in graph.states)}",
                  f"  output {', '.join(graph.outputs)}"]
         for number, names in enumerate(self.stages, start=1):
-            waits = sorted({r for n in names for r in self.reads(n)["new"]
-                            if r in graph.states})
+            waits = self.stage_waits_for(number)
             note = f"   (waits for the new {', '.join(waits)})" if waits else ""
             lines.append(f"stage {number}: {', '.join(names)}{note}")
             for name in names:
@@ -167,10 +176,8 @@ class Schedule:
             "stages": [list(names) for names in self.stages],
             "order": list(self.order),
             "reads": {name: self.reads(name) for names in self.stages for name in names},
-            "waits_for_new": {
-                name: [r for r in self.reads(name)["new"] if r in self.graph.states]
-                for names in self.stages for name in names
-            },
+            "waits_for_new": {name: self.waits_for(name)
+                              for names in self.stages for name in names},
         }
         if nodes:
             found["nodes"] = [self._node_json(n) for names in self.stages for name in names

@@ -200,6 +200,27 @@ def test_a_sharded_command_on_a_scheduler_equals_a_plain_run(cluster: Cluster, i
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
+        cluster: Cluster, inputs: Path, command: str) -> None:
+    """Layers shard as a single cell does: the batch axis of x (batch-first: the first),
+    of the (L·D, B, H) states and of the lengths."""
+    rng = np.random.default_rng(6)
+    np.save(inputs / "xb.npy", rng.standard_normal((7, 12, 3)))
+    np.save(inputs / "lengths.npy", np.array([12, 3, 7, 1, 12, 9, 5]))
+    np.savez(inputs / "stack_state.npz", h=rng.standard_normal((4, 7, 4)))
+    np.save(inputs / "gyb.npy", rng.standard_normal((7, 12, 8)))
+    args = [command, "gru", "--input", "xb.npy", "-H", "4", "--layers", "2", "--direction",
+            "bidirectional", "--batch-first", "--lengths", "lengths.npy", "--state",
+            "stack_state.npz", "--dtype", "float64",
+            *(["--grad-output", "gyb.npy"] if command == "grad" else [])]
+    plain([*args, "--out", "plain.npz"], inputs)
+    result = cli([*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                  "3"], inputs)
+    assert result.returncode == 0, result.stderr
+    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_dask_local_equals_a_plain_run(inputs: Path, command: str) -> None:
     args = [*COMMANDS[command], "--dtype", "float64"]
     plain([*args, "--out", "plain.npz"], inputs)
@@ -265,7 +286,7 @@ def test_a_memory_mapped_input_is_read_a_shard_at_a_time(cluster: Cluster,
     runner = lstm_graph.load_cell("rnn").compile(input_size=64, hidden_size=2, seed=0)
     y, final = runner(x)
     del x
-    job = Job("run", cell_source("rnn"), runner.weights, 64, 2, "float32", "plan")
+    job = Job("run", (cell_source("rnn"),), runner.weights, 64, 2, "float32", "plan")
     with connect(cluster.address, timeout=30) as client:
         tracemalloc.start()
         try:
@@ -392,7 +413,7 @@ def test_an_output_the_disk_cannot_hold_twice_is_refused_before_any_shard(
     """run writes y (T, B, H) and the final states: (50, 64, 32) float32 is 409,600 bytes of
     y; with less than twice the output free, nothing is sent and nothing is left."""
     runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=32, seed=0)
-    job = Job("run", cell_source("lstm"), runner.weights, 3, 32, "float32", "plan")
+    job = Job("run", (cell_source("lstm"),), runner.weights, 3, 32, "float32", "plan")
     free = 800_000
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(chunked_module.shutil, "disk_usage",

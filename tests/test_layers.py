@@ -8,6 +8,8 @@ restates our equations.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import executor_params
@@ -360,3 +362,114 @@ def test_cuda_kernels_run_layers_reverse_and_lengths_on_the_host():
         found = grad_unit(host, x, start, grad_y, {}, np, reverse, packing)
         expected = grad_unit(ref, x, start, grad_y, {}, np, reverse, packing)
         np.testing.assert_allclose(found.x, expected.x, rtol=1e-10, atol=1e-12)
+
+
+# -- the command line: shapes, stored states and lengths, refusals ---------------------------
+
+def test_the_five_silent_wrong_numbers_are_right_or_refused(tmp_path, cli, cli_run):
+    # 1, 2: an ONNX model storing sequence_lens and initial_h/c
+    model, x, expected = onnx_layer("LSTM", "forward", 0, seed=9, store=True)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", x)
+    cli_run("run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy", "--out",
+            tmp_path / "y.npz")
+    found = np.load(tmp_path / "y.npz")
+    np.testing.assert_allclose(found["y"], expected["Y"][:, 0], atol=2e-5)
+    np.testing.assert_allclose(found["h"], expected["Y_h"][0], atol=2e-5)
+    np.testing.assert_allclose(found["c"], expected["Y_c"][0], atol=2e-5)
+    # 3: --state with names that are not the cell's states
+    np.savez(tmp_path / "s.npz", h0=np.ones((2, 4), "float32"), c0=np.ones((2, 4), "float32"))
+    result = cli("run", "lstm", "--sample", "-I", "3", "-H", "4", "--state",
+                 tmp_path / "s.npz", "--out", tmp_path / "o.npz")
+    assert result.exit_code == 1
+    assert "s.npz: holds h0, c0, which are not states of cell 'lstm'; its states are c, h" \
+        in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+    # 5: nn.RNN(nonlinearity='relu'): a note for the tanh cell, exact with rnn_relu
+    torch.manual_seed(8)
+    module = torch.nn.RNN(3, 4, nonlinearity="relu")
+    torch.save(module.state_dict(), tmp_path / "r.pt")
+    x = inputs(5, 2, 3, "float32")
+    np.save(tmp_path / "x.npy", x)
+    noted = cli_run("run", "rnn", "--weights", tmp_path / "r.pt", "--input",
+                    tmp_path / "x.npy", "--out", tmp_path / "o.npz")
+    assert "assuming tanh, nn.RNN's default; for nonlinearity='relu' name the cell " \
+        "rnn_relu" in noted.stderr
+    quiet = cli_run("run", "rnn_relu", "--weights", tmp_path / "r.pt", "--input",
+                    tmp_path / "x.npy", "--out", tmp_path / "o.npz")
+    assert "assuming tanh" not in quiet.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "o.npz")["y"], torch_run(module, x)[0],
+                               atol=2e-6)
+
+
+def test_stack_shapes_states_and_lengths_through_the_command_line(tmp_path, cli, cli_run):
+    x = inputs(6, 3, 2, "float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "lengths.npy", np.array([6, 2, 4]))
+    common = ["lstm", "-H", "4", "--layers", "2", "--direction", "bidirectional"]
+    cli_run("run", *common, "--input", tmp_path / "x.npy", "--lengths",
+            tmp_path / "lengths.npy", "--out", tmp_path / "a.npz")
+    first = np.load(tmp_path / "a.npz")
+    assert first["y"].shape == (6, 3, 8) and first["h"].shape == (4, 3, 4)
+    assert not first["y"][2:, 1].any() and first["y"][:2, 1].all()  # zero past length 2
+    cli_run("run", *common, "--input", tmp_path / "x.npy", "--state", tmp_path / "a.npz",
+            "--out", tmp_path / "b.npz")  # an earlier run's states, y left
+    np.save(tmp_path / "bad.npy", np.array([6, 0, 4]))
+    result = cli("run", *common, "--input", tmp_path / "x.npy", "--lengths",
+                 tmp_path / "bad.npy", "--out", tmp_path / "c.npz")
+    assert result.exit_code == 1
+    assert "lengths holds 0 at index 1: every sequence needs at least one step" \
+        in result.stderr
+    np.savez(tmp_path / "flat.npz", h=np.zeros((3, 4), "float32"))
+    result = cli("run", *common, "--input", tmp_path / "x.npy", "--state",
+                 tmp_path / "flat.npz", "--out", tmp_path / "c.npz")
+    assert result.exit_code == 1
+    assert "state 'h' has shape (3, 4), expected (4, 3, 4)" in result.stderr
+    params = cli_run("params", "lstm", "-I", "2", "-H", "4", "--layers", "2", "--direction",
+                     "bidirectional")
+    assert "l1_reverse.f.W_x  (4, 8)" in params.stdout
+
+
+def test_a_model_file_is_a_spec_for_every_command(tmp_path, cli, cli_run):
+    torch.manual_seed(10)
+    torch.save(torch.nn.GRU(3, 4, 2, bidirectional=True).state_dict(), tmp_path / "g.pt")
+    spec = tmp_path / "g.pt"
+    assert "nn.GRU 'the layer' (PyTorch): 2 layers, bidirectional, I=3, H=4; cell gru" in \
+        cli_run("validate", spec).stdout
+    assert "stage 1: r, z, a, b" in cli_run("schedule", spec).stdout
+    cli_run("render", spec, "--style", "both", "--format", "dot", "--out", tmp_path / "d")
+    assert "digraph" in (tmp_path / "d.pipe.dot").read_text()
+    cli_run("params", spec, "--out", tmp_path / "w.npz")
+    assert np.load(tmp_path / "w.npz")["l1_reverse.r.W_x"].shape == (4, 8)
+    np.save(tmp_path / "x.npy", inputs(5, 2, 3, "float32"))
+    run = ["--input", tmp_path / "x.npy"]
+    cli_run("trace", spec, *run, "--out", tmp_path / "t.npz")
+    traced = np.load(tmp_path / "t.npz")
+    assert traced["l1_reverse.h"].shape == (5, 2, 4) and traced["final.h"].shape == (4, 2, 4)
+    cli_run("grad", spec, *run, "--out", tmp_path / "gr.npz")
+    assert np.load(tmp_path / "gr.npz")["initial.h"].shape == (4, 2, 4)
+    result = cli("run", spec, *run, "-H", "4", "--out", tmp_path / "y.npz")
+    assert result.exit_code == 2 and "holds its weights and sizes: drop --hidden-size" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("save, words", [
+    (lambda path: torch.save(torch.nn.LSTM(3, 4), path),
+     "holds a whole pickled module or a TorchScript archive, not a state dict; lstm-graph "
+     "never runs code from a file: save model.state_dict()"),
+    (lambda path: torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4)), path),
+     "holds a whole pickled module or a TorchScript archive, not a state dict"),
+    (lambda path: torch.save({**torch.nn.LSTM(3, 4).state_dict(), "weight_ih_l0":
+                              torch.nested.nested_tensor([torch.zeros(3), torch.zeros(4)])},
+                             path),
+     "weight_ih_l0 is a nested tensor; save it as a regular tensor"),
+])
+def test_files_that_are_not_state_dicts_are_refused_in_our_words(save, words, tmp_path, cli):
+    with warnings.catch_warnings():  # the nested tensor's prototype notice
+        warnings.simplefilter("ignore")
+        save(tmp_path / "m.pt")
+    result = cli("run", tmp_path / "m.pt", "--sample", "--out", tmp_path / "y.npz")
+    assert result.exit_code == 1 and words in result.stderr
+    assert "weights_only" not in result.stderr and "\x1b" not in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
+

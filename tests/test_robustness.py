@@ -196,7 +196,7 @@ def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file):
     onnx.save(model, str(tmp_path / "two.onnx"))
     stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx",
                    "--out", tmp_path / "y.npz")
-    assert "holds 2 recurrent nodes: 'lstm' (LSTM), 'lstm' (LSTM); lstm-graph runs one " \
+    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM); lstm-graph runs one " \
         "layer from a model" in stderr
     del model.graph.node[:]
     onnx.save(model, str(tmp_path / "none.onnx"))
@@ -422,3 +422,18 @@ def test_weights_given_as_a_dict_name_the_dict():
     with pytest.raises(lstm_graph.WeightsError, match="the weights dict does not fit cell "
                        "'rnn': missing h.b"):
         lstm_graph.load_cell("rnn").compile(weights=weights)
+
+
+def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli):
+    cell = tmp_path / "ovf.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
+    loud = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz")
+    assert loud.exit_code == 0
+    assert "warning: the run made NaN or infinity from finite inputs: 'h' is not finite at " \
+        "step 3 first" in loud.stderr
+    assert "RuntimeWarning" not in loud.stderr
+    quiet = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz",
+                "--allow-nonfinite")
+    assert "warning" not in quiet.stderr
+    fine = cli("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
+    assert "warning" not in fine.stderr

@@ -65,9 +65,10 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                         "have lengths of their own: cut x to sequences of one length, or "
                         "drop --lengths")
     if not runner.plain:  # the first layer's first direction, as a cell of its own
-        click.echo(f"note: the page shows layer 1"
-                   f"{' (reverse: x from its last step)' if runner.units[0].reverse else ''}"
-                   f" of {runner.stack.describe()}", err=True)
+        which = " (reverse: x from its last step)" if runner.units[0].reverse else \
+            ", forward direction" if runner.stack.direction == "bidirectional" else ""
+        click.echo(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
+                   err=True)
         if runner.batch_first and x.ndim == 3:
             x = np.swapaxes(x, 0, 1)
         if runner.units[0].reverse:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import (
@@ -44,10 +45,11 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
     elapsed = time.perf_counter() - began
     write_npz(out, found.arrays)
     y = found.arrays["y"]
+    with np.errstate(invalid="ignore", over="ignore"):  # a run that overflowed: NaN, ±inf
+        stats = {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()),
+                 "max": float(y.max())}
     report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
-           found.ran_with, elapsed, {"mean": float(y.mean()), "std": float(y.std()),
-                                     "min": float(y.min()), "max": float(y.max())},
-           as_json)
+           found.ran_with, elapsed, stats, as_json)
 
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,

@@ -87,8 +87,8 @@ def build_page(run: Run, most: int | None = None) -> str:
     data = {
         "cell": cell.name,
         "stages": [list(names) for names in cell.schedule.stages],
-        "waits": [sorted({read for name in names for read in cell.schedule.reads(name)["new"]
-                          if read in graph.states}) for names in cell.schedule.stages],
+        "waits": [cell.schedule.stage_waits_for(k)
+                  for k in range(1, len(cell.schedule.stages) + 1)],
         "states": list(graph.states),
         "output": next(iter(graph.outputs)),
         "memory": scene.memory_state(),
