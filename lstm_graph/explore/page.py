@@ -146,12 +146,9 @@ def stage_note(cell: Cell) -> str:
     LSTM and its diagrams” (2016).
     """
     schedule, states = cell.schedule, cell.graph.states
-    waits = []  # "stage 3 (o)", the new states it reads
-    for number, names in enumerate(schedule.stages, start=1):
-        read = sorted({value for name in names for value in schedule.reads(name)["new"]
-                       if value in states})
-        if read:
-            waits.append((f"stage {number} ({', '.join(names)})", ", ".join(read)))
+    waits = [(f"stage {number} ({', '.join(names)})", ", ".join(read))  # the new states read
+             for number, names in enumerate(schedule.stages, start=1)
+             if (read := schedule.stage_waits_for(number))]
     base = "A stage runs once every stage before it is done: it reads values they made."
     if len(waits) == 1:
         (stage, new), = waits
