@@ -187,7 +187,7 @@ class Schedule:
     def _node_json(self, node_id: str) -> dict:
         """One node as :meth:`_node_line` writes it: its assignment, size, and (an op) what
         it computes from what, each read with its edge kind (and for a linear, whether it
-        is a peephole), and its parameters; (a constant) its value."""
+        is a peephole), its parameters and attributes; (a constant) its value."""
         graph = self.graph
         node = graph.node(node_id)
         found: dict = {"id": node_id, "assignment": node.assignment,
@@ -198,7 +198,8 @@ class Schedule:
                   else graph.edge_kind(a, node_id).value,
                   **({"peep": peep} if node.op == "linear" else {})}
                  for a, peep in zip(node.args, node.peep or (False,) * len(node.args))]
-        return {**found, "op": node.op, "reads": reads, "params": list(node.params)}
+        return {**found, "op": node.op, "reads": reads, "params": list(node.params),
+                **({"attrs": dict(node.attrs)} if node.attrs else {})}
 
 
 def build_schedule(graph: CellGraph, sizes: dict[str, Size]) -> Schedule:

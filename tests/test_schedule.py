@@ -105,3 +105,10 @@ def test_schedule_nodes_json_lists_every_node_as_the_text_does():
     assert sub["reads"] == [{"id": "h.const", "kind": "const"}, {"id": "z", "kind": "new"}]
     plain = json.loads(CliRunner().invoke(main, ["schedule", "peephole_lstm", "--json"]).stdout)
     assert "nodes" not in plain and {k: v for k, v in data.items() if k != "nodes"} == plain
+
+
+def test_schedule_nodes_json_gives_an_ops_attributes():
+    cell = compile_source("input x\nstate h\noutput h\n"
+                          "h = leaky_relu(linear(x, h[t-1]), 0.25)\n", "a.cell")
+    (top,) = [n for n in cell.schedule.to_json(nodes=True)["nodes"] if n["id"] == "h"]
+    assert top["op"] == "leaky_relu" and top["attrs"] == {"alpha": 0.25}

@@ -165,6 +165,9 @@ def test_the_canonical_text_keeps_equations_and_drops_layout():
     assert text(base) != text(base.replace("0.5", "0.5000001"))  # exact numbers
     assert text(base) != text(base.replace("a * b", "b * a"))  # operand order counts
     assert text(base) != text(base.replace("relu", "tanh"))
+    leaky = base.replace("relu(linear(x))", "leaky_relu(linear(x), 0.1)")
+    assert text(leaky) != text(leaky.replace("0.1", "0.2"))  # an op's attributes count
+    assert "alpha=0.1" in text(leaky)
 
 
 def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace):

@@ -61,7 +61,8 @@ def canonical_text(schedule: Schedule) -> str:
                     continue
                 args = [f"peep {arg}" if peep else arg
                         for arg, peep in zip(node.args, node.peep or (False,) * len(node.args))]
-                lines.append(f"{node_id} = {node.op}({', '.join(args)})")
+                attrs = "".join(f", {key}={float(value)!r}" for key, value in node.attrs)
+                lines.append(f"{node_id} = {node.op}({', '.join(args)}{attrs})")
     return "\n".join(lines) + "\n"
 
 
