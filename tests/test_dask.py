@@ -9,6 +9,7 @@ with ``--dask`` run as subprocesses, each under a time limit.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -365,16 +366,60 @@ def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
         out.array("a", (4, 3), np.float32)[:2] = 1
         raise RuntimeError("a shard failed")
     assert list(tmp_path.iterdir()) == []
+    expected = np.arange(5000 * 300, dtype="float64").reshape(5000, 300)  # 12 MB: 3 blocks
     with ChunkedNpz(tmp_path / "out.npz") as out:
         first, second = out.array("b.W_x", (5000, 300), "float64"), out.array("a", (2,), "i8")
-        first[:] = np.arange(300)
+        first[:] = expected  # a distinct number everywhere: a block swapped or lost shows
         second[:] = [3, 4]
         out.commit()
     with np.load(tmp_path / "out.npz") as found:
         assert found.files == ["b.W_x", "a"]
-        np.testing.assert_array_equal(found["b.W_x"][4999], np.arange(300))
+        np.testing.assert_array_equal(found["b.W_x"], expected)
         assert found["a"].tolist() == [3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from lstm_graph.distributed.chunked import ChunkedNpz
+out = ChunkedNpz(Path(sys.argv[1]))
+out.array("y", (10, 3), "float32")[:] = 1
+sys.stdout.write("made\\n"); sys.stdout.flush()
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # alive until told
+"""
+
+
+def test_the_parts_a_killed_write_left_are_swept_by_the_next_one_and_live_ones_kept(
+        tmp_path: Path) -> None:
+    """SIGKILL leaves .out.npz.lstm-graph-XXXXXXXX.parts; the next write of out.npz removes
+    it (its lock is free), but not the parts of a write still running, nor anything else."""
+    def start(mode: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen([sys.executable, "-c", _KILLED_MID_WRITE,
+                                    str(tmp_path / "out.npz"), mode], text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert process.stdout is not None and process.stdout.readline() == "made\n"
+        return process
+
+    killed = start("die")
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    (dead,) = [p.name for p in tmp_path.iterdir()]
+    assert re.fullmatch(r"\.out\.npz\.lstm-graph-[0-9a-f]{8}\.parts", dead)
+    alive = start("live")
+    try:
+        (live,) = {p.name for p in tmp_path.iterdir()} - {dead}
+        (tmp_path / ".out.npz.mine.parts").mkdir()  # not named as ours: never touched
+        with ChunkedNpz(tmp_path / "out.npz") as out:
+            out.array("y", (2,), "float32")[:] = 7
+            out.commit()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [".out.npz.mine.parts", live, "out.npz"])
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        alive.wait(timeout=30)
 
 
 class _Threads:

@@ -122,7 +122,7 @@ def check_output(path: str | Path) -> None:
     without writing anything: a temporary file is made and removed again, and so are
     the directories made for it. A device or FIFO is not opened (opening a FIFO and
     closing it would end its reader's input)."""
-    with _placed(path) as place:
+    with _placed(path, probe=True) as place:
         if place.status is not None and _written_through(place.status.st_mode):
             return
         fd, entry = create_locked(place.directory, place.name, "tmp", place.shown, place.where)
@@ -278,9 +278,10 @@ class _Place:
 
 
 @contextlib.contextmanager
-def _placed(path: str | Path) -> Iterator[_Place]:
+def _placed(path: str | Path, probe: bool = False) -> Iterator[_Place]:
     """The :class:`_Place` of ``path``, its missing directories made (and removed again
-    if what follows fails); the directory's descriptor closed on the way out."""
+    if what follows fails, or in any case for a ``probe``); the directory's descriptor
+    closed on the way out."""
     text = os.fspath(path)
     if not text:
         raise OutputError("the output path is empty; give a file name")
@@ -301,6 +302,8 @@ def _placed(path: str | Path) -> Iterator[_Place]:
         raise
     finally:
         os.close(place.directory)
+    if probe:
+        _remove(created)
 
 
 def _open_directory(path: str, shown: str, relative_to: int | None = None) -> int:
