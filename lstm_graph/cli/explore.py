@@ -16,6 +16,7 @@ from lstm_graph.cli.render import make_parent
 from lstm_graph.errors import RenderError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.explore import Run, build_page
+from lstm_graph.explore.page import check_drawable
 from lstm_graph.formats.files import write_atomic
 
 
@@ -56,6 +57,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                           "https://graphviz.org/download/)")
     prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    check_drawable(cell)
     values = with_progress(len(x), lambda progress: runner.trace(
         x, prepared.state, progress=progress, allow_nonfinite=prepared.allow_nonfinite))
     ran_with = runner.ran_with  # the trace's executor (the gradients run the reference)

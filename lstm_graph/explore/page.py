@@ -22,7 +22,7 @@ import numpy as np
 from lstm_graph.cell import Cell
 from lstm_graph.explore.data import budget, keep, to_json
 from lstm_graph.explore.svg import NodeInfo, embed
-from lstm_graph.render import STYLES, classic, palette, pipe, render, to_bytes
+from lstm_graph.render import STYLES, check_size, classic, palette, pipe, render, to_bytes
 from lstm_graph.render.scene import Scene, build_scene, highlighted
 from lstm_graph.render.values import bins, placeholder_strips
 
@@ -46,6 +46,13 @@ class Run:
     initial: Mapping[str, np.ndarray]
     dtype: np.dtype
     gradients: Mapping[str, np.ndarray] | None = None
+
+
+def check_drawable(cell: Cell) -> None:
+    """Refuse, before a run, a cell whose diagrams are too large for Graphviz to lay out
+    (:func:`lstm_graph.render.check_size`): the page draws both styles."""
+    for style in STYLES:
+        check_size(render(cell, style, stages=True, marks=True))
 
 
 def build_page(run: Run, most: int | None = None) -> str:

@@ -64,6 +64,24 @@ _RUN = 512
 #: Errors reported per file; past this a file is probably not a cell file at all.
 MAX_ERRORS = 100
 
+#: The most a cell may hold: its text, its assignments, and the operations and values
+#: (graph nodes) they make. Far beyond any cell written by hand (the LSTM has 6
+#: assignments), and what a validation does in a few seconds and a few hundred MB: each
+#: assignment and node costs memory (a few kB in the syntax trees and the graph) and time
+#: in the checks. Larger input is refused before it is parsed (the text, the assignments,
+#: the operators, calls and numbers counted in it) or, should the count have missed some,
+#: as it is lowered (the nodes).
+MAX_CELL_BYTES = 2 * 2**20
+MAX_ASSIGNMENTS = 20_000
+MAX_NODES = 100_000
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\s*=(?!=)")
+#: What makes a node when a statement is lowered: an operator, a call, a number.
+_OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
+_INDEX = re.compile(r"\[[^\]]*\]")  # [t-1] reads a value, it makes none
+#: What a text past :data:`MAX_CELL_BYTES` is told.
+TOO_LARGE = (f"larger than {MAX_CELL_BYTES // 2**20} MB: too large for a .cell file (a cell "
+             f"holds at most {MAX_ASSIGNMENTS:,} assignments)")
+
 
 class _Report:
     """Collects diagnostics for one file (at most :data:`MAX_ERRORS` errors)."""
@@ -715,6 +733,14 @@ class ParseResult:
     diagnostics: list[Diagnostic]
     assigned: set[str]
     broken: dict[str, Assignment] = field(default_factory=dict)
+    refused: bool = False  # the text was refused whole (empty, too large): nothing to check
+
+
+def _too_large(file: str, default_name: str, message: str) -> ParseResult:
+    """The result for a text refused whole (see :data:`MAX_CELL_BYTES`): one error at its
+    start, nothing parsed."""
+    return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
+                       [Diagnostic(file, 1, 1, "error", message)], set(), refused=True)
 
 
 def parse(text: str, file: str = "<string>", default_name: str = "cell") -> ParseResult:
@@ -727,13 +753,25 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     >>> list(found.graph.nodes), found.diagnostics
     (['x', 'h[t-1]', 'h.linear', 'h'], [])
     """
+    if len(text) > MAX_CELL_BYTES:
+        return _too_large(file, default_name, TOO_LARGE)
     parser = _Parser(text, file, default_name)
     if not text.strip():
         parser.report.error(Loc(1, 1), "empty cell file; a cell needs the header lines "
                             "'input', 'state' and 'output' and at least one assignment")
         return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
-                           parser.report.items, set())
+                           parser.report.items, set(), refused=True)
     parser.split()
+    count = sum(1 for stmt in parser.statements if _ASSIGNMENT.match(stmt.lines[0]))
+    if count > MAX_ASSIGNMENTS:
+        return _too_large(file, default_name, f"{count:,} assignments: more than the "
+                          f"{MAX_ASSIGNMENTS:,} a cell may hold; split it into smaller cells")
+    operations = sum(len(_OPERATION.findall(_INDEX.sub("", line)))
+                     for stmt in parser.statements for line in stmt.lines)
+    if operations > MAX_NODES:
+        return _too_large(file, default_name, f"{operations:,} operations (operators, calls "
+                          f"and numbers): more than the {MAX_NODES:,} a cell may hold; split "
+                          "it into smaller cells")
     statements = parser.parse_statements()
     decls = parser.decls
     assigned: dict[str, Loc] = {}
@@ -751,6 +789,11 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     lowering = _Lowering(parser, set(assigned) | parser.broken_targets)
     for index, (target, loc, expr, stmt) in enumerate(statements):
         if parser.report.full:
+            break
+        if len(lowering.nodes) > MAX_NODES:
+            parser.report.error(Loc(1, 1), f"more than {MAX_NODES:,} operations and values "
+                                f"(reached on line {loc.line}): more than a cell may hold; "
+                                "split it into smaller cells")
             break
         if assigned.get(target) == loc:
             lowering.assignment(target, loc, expr, stmt, index)
