@@ -9,8 +9,8 @@ with ``--dask`` run as subprocesses, each under a time limit.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket
