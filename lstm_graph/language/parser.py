@@ -776,7 +776,7 @@ def character_name(char: str) -> str:
 def _unprintable(text: str, file: str) -> list[Diagnostic]:
     """An error at the ``file:line:col`` of each character :data:`_UNPRINTABLE` finds
     (lines end at newlines, as an editor counts them), the first :data:`MAX_ERRORS`."""
-    found = []
+    found: list[Diagnostic] = []
     for match in _UNPRINTABLE.finditer(text):
         if len(found) == MAX_ERRORS:
             break
