@@ -113,11 +113,12 @@ def train_one(config: Config, task: Task, settings: Settings) -> Entry:
     except Exception as err:  # one run's failure is its entry, not the sweep's
         return failed(config, task, _reason(err))
     params = sum(int(value.size) for value in trained.weights.values())
-    loss = trained.evals[-1][1]  # train measures it after the last step
+    loss = float(trained.evals[-1][1])  # train measures it after the last step
     finite = math.isfinite(loss)
     return Entry(config.spec, config.cell, config.hidden_size, config.seed, params,
                  loss if finite else None, task.baseline, trained.steps, trained.seconds,
-                 list(trained.evals), None if finite else f"the held-out loss is {loss}")
+                 [(int(step), float(value)) for step, value in trained.evals],
+                 None if finite else f"the held-out loss is {loss}")
 
 
 def rank(entries: Sequence[Entry]) -> list[Entry]:
