@@ -354,3 +354,53 @@ def test_an_output_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_p
     with pytest.raises(OutputError, match="names a directory"):
         write_atomic(f"{tmp_path}/newdir/", b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+CELL = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
+
+
+@pytest.mark.parametrize("args, out, given", [
+    (["run", "my.cell", "--sample", "-H", "2"], "my.cell", "the SPEC"),
+    (["run", "rnn", "--input", "x.npy", "-H", "2"], "x.npy", "the --input"),
+    (["run", "rnn", "--sample", "--weights", "w.npz"], "link.npz",
+     "the same file as the --weights w.npz"),
+    (["trace", "rnn", "--sample", "-H", "2", "--state", "s.npz"], "hard.npz",
+     "the same file as the --state s.npz"),
+    (["grad", "rnn", "--input", "x.npy", "-H", "2", "--grad-output", "gy.npy"], "gy.npy",
+     "the --grad-output"),
+    (["explore", "rnn", "--sample", "-H", "2", "--weights", "page.html"], "page.html",
+     "the --weights"),
+    (["params", "my.cell", "-I", "2", "-H", "2"], "my.cell", "the SPEC"),
+    (["train", "rnn", "--task", "t.npz", "--steps", "1"], "t.npz", "the --task"),
+    (["train", "rnn", "--task", "adding", "--steps", "1", "--checkpoint", "s.npz", "--resume"],
+     "hard.npz", "the same file as the --checkpoint s.npz"),
+    (["gradflow", "rnn=w.svg"], "w.svg", "the CELL rnn=w.svg"),
+    (["render", "c.dot", "--style", "cell"], "c.dot", "the SPEC"),
+])
+def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_kept(
+        tmp_path, monkeypatch, args, out, given):
+    """Through a symbolic or a hard link too: the same file on the disk."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.cell").write_text(CELL)
+    (tmp_path / "c.dot").write_text(CELL)  # a cell file, whatever its name says
+    np.save(tmp_path / "x.npy", np.ones((3, 1, 2), "float32"))
+    np.save(tmp_path / "gy.npy", np.ones((3, 1, 2), "float32"))
+    np.savez(tmp_path / "t.npz", x=np.ones((3, 4, 2)), y=np.arange(4.0)[:, None])
+    np.savez(tmp_path / "w.npz", **main_weights())
+    np.savez(tmp_path / "s.npz", h=np.zeros((2, 2), "float32"))
+    for name in ("page.html", "w.svg"):  # weights, whatever their names say
+        (tmp_path / name).write_bytes((tmp_path / "w.npz").read_bytes())
+    (tmp_path / "link.npz").symlink_to("w.npz")
+    os.link(tmp_path / "s.npz", tmp_path / "hard.npz")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(main, [*args, "--out", out])
+    assert result.exit_code == 1, result.output
+    assert f"--out {out} is {given}: writing it would replace that input; give --out " \
+        "another file" in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def main_weights():
+    from lstm_graph import load_cell
+
+    return load_cell("rnn").random_weights(2, 2, seed=0)

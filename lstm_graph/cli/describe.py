@@ -10,7 +10,7 @@ import click
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, main
 from lstm_graph.errors import CellError
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 from lstm_graph.library import builtin_names, describe_builtin
 
 
@@ -95,6 +95,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
 def params(spec: str, input_size: int, hidden_size: int, as_json: bool, out: Path | None,
            seed: int) -> None:
     """List parameter names and shapes."""
+    refuse_inputs({"--out": out}, {"SPEC": spec})
     cell = load(spec)
     shapes = cell.params(input_size, hidden_size)
     if out is not None:

@@ -13,11 +13,12 @@ from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
+from lstm_graph.cli.run import read_files
 from lstm_graph.errors import RenderError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.explore import Run, build_page
 from lstm_graph.explore.page import check_drawable
-from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.files import refuse_inputs, write_atomic
 
 
 def state_gradients(runner: Runner, x: np.ndarray, state: dict[str, np.ndarray] | None,
@@ -50,6 +51,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     if shutil.which("dot") is None:
         raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
                           "which is not installed. Install it (Debian/Ubuntu: apt-get install "
