@@ -147,3 +147,14 @@ def test_the_real_dot_takes_the_cheap_settings(tmp_path):
     cell = compile_source(chain(FAST_FROM // 2 + 2), "c.cell")
     assert FAST_FROM <= node_count(render(cell, "pipe").source) <= MAX_NODES["pipe"]
     assert b"</svg>" in to_bytes(render(cell, "pipe"), "svg")
+
+
+@needs_dot  # explore asks for dot before anything else
+def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path):
+    (tmp_path / "big.cell").write_text(chain(1001))
+    result = cli(["explore", "big.cell", "--sample", "-H", "2", "--out", "page.html"],
+                 tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "this pipe-style diagram has" in result.stderr
+    assert "steps" not in result.stderr  # refused before the run said what it ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.cell"]
