@@ -224,11 +224,11 @@ def run_dot(source: str, fmt: str, fast: bool = False, advice: str = "write --fo
 
 def _limit_memory(memory: int) -> None:
     """In the child, before ``dot`` starts: at most ``memory`` bytes of address space (less
-    where a hard limit is lower), and no core file."""
+    where this process's own limit, ``ulimit -v``, is lower), and no core file."""
     import resource
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    bound = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    bound = memory if soft == resource.RLIM_INFINITY else min(memory, soft)
     resource.setrlimit(resource.RLIMIT_AS, (bound, hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
