@@ -48,8 +48,9 @@ FORMATS = ("svg", "png", "pdf", "dot")
 #: The most nodes a diagram of each style may have to be laid out by ``dot``: past them
 #: Graphviz's layout takes minutes and gigabytes (the pipe style, and an unrolled chain,
 #: ties every value to the memory pipe above it, which grows as the square of the nodes).
-#: Measured with :data:`FAST_FLAGS` on the worst cells found (random dependencies, a
-#: caption on every line), these take at most about 10 s (docs/errors.md).
+#: Measured with :data:`FAST_FLAGS` on the worst cells found (one long chain for the pipe
+#: style, random dependencies for the cell style), diagrams at these sizes took 10–13 s
+#: on a 2-core AMD EPYC, well within :data:`DOT_TIMEOUT`.
 MAX_NODES = {"pipe": 200, "cell": 1200}
 #: From this many nodes, or this many captions (each a cluster, costly to route edges
 #: around), ``dot`` runs with :data:`FAST_FLAGS`.
