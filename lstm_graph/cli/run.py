@@ -54,7 +54,7 @@ def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """The files a command of :func:`~lstm_graph.cli.inputs.run_options` reads, by option,
     which its outputs must not replace."""
     return {"SPEC": spec, "--input": inputs["input_path"], "--weights": inputs["weights"],
-            "--state": inputs["state_path"]}
+            "--state": inputs["state_path"], "--lengths": inputs.get("lengths_path")}
 
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
