@@ -81,16 +81,33 @@ class _Group(click.Group):
             notes.removeHandler(handler)
 
 
+#: A file name each file output could have, for the message that a path ending in "/" is
+#: a directory: by option, then by command for ``--out``.
+_EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram.svg",
+             "markdown": "board.md", "run": "y.npz", "trace": "trace.npz", "grad": "grads.npz",
+             "params": "template.npz", "explore": "cell.html", "train": "w.npz",
+             "gradflow": "chart.png", "sweep": "board.json"}
+
+
 class OutputPath(click.Path):
-    """``--out``: a file path, where an empty one is wrong usage (exit 2)."""
+    """``--out``: a file path, where an empty one, or one ending in ``/`` (a directory), is
+    wrong usage (exit 2)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
-        if not str(value):
+        text = str(value)
+        if not text:
             self.fail("the output path is empty; give a file name", param, ctx)
+        if text.endswith(("/", os.sep)):
+            name = param.name if param is not None else None
+            example = _EXAMPLES.get(name or "") or \
+                _EXAMPLES.get(ctx.command.name if ctx and ctx.command.name else "", "out")
+            option = param.opts[0] if param is not None and param.opts else "the output"
+            raise click.UsageError(f"{option} {text} names a directory; give a file name such "
+                                   f"as {text}{example}", ctx)
         return super().convert(value, param, ctx)
 
 

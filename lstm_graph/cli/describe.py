@@ -19,7 +19,7 @@ from lstm_graph.cli.app import (
     main,
 )
 from lstm_graph.errors import CellError
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.library import builtin_names, describe_builtin
 from lstm_graph.models import Model, is_model
@@ -127,6 +127,7 @@ def model_json(model: Model) -> dict[str, Any]:
 def params(spec: str, input_size: int | None, hidden_size: int | None, layers: int,
            direction: str, as_json: bool, out: Path | None, seed: int) -> None:
     """List parameter names and shapes."""
+    refuse_inputs({"--out": out}, {"SPEC": spec})
     aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
     if is_model(spec):
         if input_size is not None or hidden_size is not None:

@@ -13,10 +13,12 @@ from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
+from lstm_graph.cli.run import read_files
 from lstm_graph.errors import DataError, RenderError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.explore import Run, build_page, kept_of
-from lstm_graph.formats.files import write_atomic
+from lstm_graph.explore.page import check_drawable
+from lstm_graph.formats.files import refuse_inputs, write_atomic
 
 
 def _steps(runner: Runner, x: np.ndarray) -> int:
@@ -53,6 +55,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     if shutil.which("dot") is None:
         raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
                           "which is not installed. Install it (Debian/Ubuntu: apt-get install "
@@ -60,6 +63,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                           "https://graphviz.org/download/)")
     prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x, state = prepared.cell, prepared.runner, prepared.x, prepared.state
+    check_drawable(cell)
     if prepared.lengths is not None and np.any(prepared.lengths != _steps(runner, x)):
         raise DataError("explore shows every step of every sequence, and these sequences "
                         "have lengths of their own: cut x to sequences of one length, or "

@@ -19,9 +19,10 @@ from lstm_graph.cli.inputs import (
     run_options,
     stored_array,
 )
+from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import check_finite, grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray:
@@ -64,6 +65,7 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
 def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
          on_dask: OnDask | None, **inputs: Any) -> None:
     """Backpropagate through time: gradients for the input, weights and initial states."""
+    refuse_inputs({"--out": out}, {**read_files(spec, inputs), "--grad-output": grad_output})
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="grad", **inputs)

@@ -20,7 +20,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.distributed.jobs import run_arrays
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes y (T, B, the output's size) and each state's final "
@@ -33,6 +33,7 @@ from lstm_graph.formats.files import write_npz
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Run a cell over a sequence."""
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     if on_dask is not None:  # the batch sharded across a Dask cluster
         from lstm_graph.cli import sharded
 
@@ -50,6 +51,13 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
                  "max": float(y.max())}
     report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
            found.ran_with, elapsed, stats, as_json)
+
+
+def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The files a command of :func:`~lstm_graph.cli.inputs.run_options` reads, by option,
+    which its outputs must not replace."""
+    return {"SPEC": spec, "--input": inputs["input_path"], "--weights": inputs["weights"],
+            "--state": inputs["state_path"], "--lengths": inputs.get("lengths_path")}
 
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,

@@ -16,8 +16,9 @@ from lstm_graph.cli.inputs import (
     run_options,
     with_progress,
 )
+from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import trace_arrays
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes one array (T, B, width) per assignment under its "
@@ -31,6 +32,7 @@ from lstm_graph.formats.files import write_npz
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Record every value a cell computes at every step (for plots and the explorer)."""
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="trace", **inputs)

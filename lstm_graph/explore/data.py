@@ -133,13 +133,20 @@ def array_json(array: np.ndarray, dtype: np.dtype) -> str:
 
 def to_json(data: Mapping[str, object], arrays: Mapping[str, Mapping[str, np.ndarray]],
             dtype: np.dtype) -> str:
-    """``data`` as JSON with each ``arrays`` group (``values``, ``input``, ``initial``)
-    written by :func:`array_json`, made safe to sit inside a ``<script>`` element."""
-    slots = {key: f"@@{key}@@" for key in arrays}
-    text = json.dumps({**data, **slots}, ensure_ascii=False, separators=(",", ":"))
-    for key, group in arrays.items():
-        body = ",".join(f"{json.dumps(name)}:{array_json(value, dtype)}"
-                        for name, value in group.items())
-        text = text.replace(json.dumps(slots[key]), "{" + body + "}", 1)
+    """``data`` as JSON, then each ``arrays`` group (``values``, ``input``, ``initial``, keys
+    that ``data`` does not have) written by :func:`array_json`, made safe to sit inside a
+    ``<script>`` element. The groups are appended to the object, never put in place of a
+    marker, so no text of the user's (a caption, a cell's name) can be taken for one.
+
+    >>> to_json({"caption": "@@values@@"}, {"values": {"h": np.ones((1, 1, 1))}},
+    ...         np.dtype("float32"))
+    '{"caption":"@@values@@","values":{"h":[[[1.0]]]}}'
+    """
+    text = json.dumps(dict(data), ensure_ascii=False, separators=(",", ":"))
+    groups = [json.dumps(key) + ":{" + ",".join(f"{json.dumps(name)}:{array_json(value, dtype)}"
+                                                 for name, value in group.items()) + "}"
+              for key, group in arrays.items()]
+    if groups:
+        text = text[:-1] + ("," if data else "") + ",".join(groups) + "}"
     # no "</script>" or "<!--" can end the element early: "<" only occurs in strings
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -24,7 +24,7 @@ from lstm_graph.explore.data import Kept, budget, keep, to_json
 from lstm_graph.explore.svg import NodeInfo, embed
 from lstm_graph.formats.trace import digest
 from lstm_graph.library import load_cell
-from lstm_graph.render import STYLES, classic, palette, pipe, render, to_bytes
+from lstm_graph.render import STYLES, check_size, classic, palette, pipe, render, to_bytes
 from lstm_graph.render.scene import Scene, build_scene, highlighted
 from lstm_graph.render.values import bins, placeholder_strips
 
@@ -58,6 +58,13 @@ def kept_of(run: Run, most: int | None = None) -> Kept:
     steps, sequences, inputs = run.x.shape
     widths = [int(run.values[name].shape[2]) for name in run.cell.graph.assignments]
     return keep(steps, sequences, [*widths, inputs], most or budget(run.dtype))
+
+
+def check_drawable(cell: Cell) -> None:
+    """Refuse, before a run, a cell whose diagrams are too large for Graphviz to lay out
+    (:func:`lstm_graph.render.check_size`): the page draws both styles."""
+    for style in STYLES:
+        check_size(render(cell, style, stages=True, marks=True))
 
 
 def build_page(run: Run, most: int | None = None) -> str:
