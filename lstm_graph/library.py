@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import CellError, Diagnostic, UnknownCellError
-from lstm_graph.language.parser import did_you_mean, parse
+from lstm_graph.language.parser import MAX_CELL_BYTES, TOO_LARGE, did_you_mean, parse
 from lstm_graph.language.validate import validate
 from lstm_graph.schedule import build_schedule
 
@@ -45,6 +45,8 @@ def compile_source(text: str, file: str = "<string>", default_name: str = "cell"
     with _collector_paused():
         parsed = parse(text, file, default_name)
         graph, found = parsed.graph, parsed.diagnostics
+        if parsed.refused:
+            raise CellError(found)
         parse_errors = any(d.severity == "error" for d in found)
         sizes, more = validate(graph, parsed.assigned, parse_errors, parsed.broken)
         found += more
@@ -68,10 +70,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-#: The largest cell file read: far beyond any cell, small enough to read at once.
-MAX_CELL_BYTES = 64 * 2**20
-
-
 def read_cell_text(path: Path) -> str:
     """A cell file's text; binary, non-UTF-8 and enormous files are refused with a clear
     error."""
@@ -81,9 +79,7 @@ def read_cell_text(path: Path) -> str:
     except OSError as err:
         raise UnknownCellError(f"{path}: cannot read: {err.strerror or err}") from None
     if len(data) > MAX_CELL_BYTES:
-        raise CellError([Diagnostic(str(path), 1, 1, "error", "larger than "
-                                    f"{MAX_CELL_BYTES // 2**20} MB: too large for a .cell "
-                                    "file")])
+        raise CellError([Diagnostic(str(path), 1, 1, "error", TOO_LARGE)])
     if b"\0" in data:
         raise CellError([Diagnostic(str(path), 1, 1, "error",
                                     "this is a binary file, not a .cell text file")])
@@ -118,6 +114,18 @@ def load_cell(spec: str | Path) -> Cell:
                                " give a .cell file")
     looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
     hint = "no such file" if looks_like_path else \
-        f"not a built-in cell{did_you_mean(spec_text, builtin_names())}"
+        f"not a built-in cell{_closest_builtin(spec_text)}"
     raise UnknownCellError(f"{spec_text}: {hint}; built-in cells: {', '.join(builtin_names())};"
                            " or give the path to a .cell file")
+
+
+def _closest_builtin(spec: str) -> str:
+    """``" (did you mean 'lstm'?)"`` for a name close to a built-in cell's: the same but for
+    case, ``-`` for ``_`` or spaces (``LSTM``, ``Peephole-LSTM``), else a close spelling.
+
+    >>> _closest_builtin("LSTM"), _closest_builtin("peephole-lstm"), _closest_builtin("grue")
+    (" (did you mean 'lstm'?)", " (did you mean 'peephole_lstm'?)", " (did you mean 'gru'?)")
+    """
+    folded = "_".join(spec.replace("-", " ").replace("_", " ").lower().split())
+    same = [name for name in builtin_names() if name == folded]
+    return f" (did you mean '{same[0]}'?)" if same else did_you_mean(folded, builtin_names())

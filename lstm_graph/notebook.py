@@ -9,7 +9,7 @@
   so nothing is loaded from anywhere; ``.html`` is the page, ``.save(path)`` writes it.
 - ``cell.schedule`` prints as the ``schedule`` command does.
 
-:func:`explorer_page` is also what ``lstm-graph explore`` writes.
+:func:`explorer_run` is also what ``lstm-graph explore`` draws its page from.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from lstm_graph.formats.files import write_atomic
 
 if TYPE_CHECKING:
     from lstm_graph.cell import Cell, Runner
+    from lstm_graph.explore import Run
 
 #: The iframe's height in a notebook (the page scrolls inside it).
 FRAME_HEIGHT = 860
@@ -70,12 +71,13 @@ def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
     return norms
 
 
-def explorer_page(runner: Runner, x: Any, state: dict[str, Any] | None = None,
-                  allow_nonfinite: bool = False, progress: Progress | None = None
-                  ) -> tuple[str, str]:
-    """The explorer page of ``runner`` run on ``x`` from ``state``, and which executor ran
-    the trace. One layer and direction, time-major (what the page draws)."""
-    from lstm_graph.explore import Run, build_page
+def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
+                 allow_nonfinite: bool = False, progress: Progress | None = None
+                 ) -> tuple[Run, str]:
+    """What the explorer page of ``runner`` run on ``x`` from ``state`` shows (its trace,
+    gradient flow and initial states), and which executor ran the trace. One layer and
+    direction, time-major (what the page draws)."""
+    from lstm_graph.explore import Run
 
     if not runner.plain:
         raise DataError(f"the explorer shows one layer and direction of a cell, and this "
@@ -95,9 +97,9 @@ def explorer_page(runner: Runner, x: Any, state: dict[str, Any] | None = None,
                                      (sequences, runner.hidden_size))
                if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
                for name in runner.cell.graph.states}
-    page = build_page(Run(runner.cell, {name: to_numpy(v) for name, v in values.items()},
-                          x, initial, runner.dtype, gradients))
-    return page, ran_with
+    run = Run(runner.cell, {name: to_numpy(v) for name, v in values.items()}, x, initial,
+              runner.dtype, gradients)
+    return run, ran_with
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Explorer:
 
 def explore(runner: Runner, x: Any, state: dict[str, Any] | None = None,
             allow_nonfinite: bool = False) -> Explorer:
-    """:func:`explorer_page` as an :class:`Explorer` (``runner.explore(x)``)."""
-    page, _ = explorer_page(runner, x, state, allow_nonfinite)
-    return Explorer(page, runner.cell.name)
+    """The explorer page of a run as an :class:`Explorer` (``runner.explore(x)``)."""
+    from lstm_graph.explore import build_page
+
+    run, _ = explorer_run(runner, x, state, allow_nonfinite)
+    return Explorer(build_page(run), runner.cell.name)

@@ -176,9 +176,10 @@ class Schedule:
         attrs = f"   {', '.join(f'{k}={v:g}' for k, v in node.attrs)}" if node.attrs else ""
         return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}{attrs}"
 
-    def to_json(self) -> dict:
-        """Stages, order and reads as plain data (for ``schedule --json``)."""
-        return {
+    def to_json(self, nodes: bool = False) -> dict:
+        """Stages, order and reads as plain data (for ``schedule --json``); with ``nodes``,
+        every node too, as :meth:`to_text` lists them (``schedule --nodes --json``)."""
+        found: dict[str, object] = {
             "cell": self.graph.name,
             "stages": [list(names) for names in self.stages],
             "order": list(self.order),
@@ -186,6 +187,27 @@ class Schedule:
             "waits_for_new": {name: self.waits_for(name)
                               for names in self.stages for name in names},
         }
+        if nodes:
+            found["nodes"] = [self._node_json(n) for names in self.stages for name in names
+                              for n in self.graph.assignments[name].nodes]
+        return found
+
+    def _node_json(self, node_id: str) -> dict:
+        """One node as :meth:`_node_line` writes it: its assignment, size, and (an op) what
+        it computes from what, each read with its edge kind (and for a linear, whether it
+        is a peephole), its parameters and attributes; (a constant) its value."""
+        graph = self.graph
+        node = graph.node(node_id)
+        found: dict = {"id": node_id, "assignment": node.assignment,
+                       "size": self.sizes[node_id].value}
+        if node.kind is NodeKind.CONST:
+            return {**found, "value": node.value}
+        reads = [{"id": a, "kind": "const" if graph.node(a).kind is NodeKind.CONST
+                  else graph.edge_kind(a, node_id).value,
+                  **({"peep": peep} if node.op == "linear" else {})}
+                 for a, peep in zip(node.args, node.peep or (False,) * len(node.args))]
+        return {**found, "op": node.op, "reads": reads, "params": list(node.params),
+                **({"attrs": dict(node.attrs)} if node.attrs else {})}
 
 
 def build_schedule(graph: CellGraph, sizes: dict[str, Size]) -> Schedule:

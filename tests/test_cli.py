@@ -70,6 +70,15 @@ def test_unknown_cell_suggests_and_lists(cli):
             "rnn_relu") in result.stderr
 
 
+@pytest.mark.parametrize("spec, meant", [("LSTM", "lstm"), ("Peephole-LSTM", "peephole_lstm"),
+                                         ("GRU", "gru"), ("coupled lstm", "coupled_lstm")])
+def test_a_cell_name_in_other_case_or_with_dashes_gets_a_did_you_mean(cli, spec, meant):
+    result = cli("run", spec, "--sample", "-H", "2", "--out", "never.npz")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{spec}: not a built-in cell (did you mean '{meant}'?)")
+    assert not Path("never.npz").exists()
+
+
 def test_missing_file(cli, tmp_path):
     result = cli("validate", tmp_path / "nope.cell")
     assert result.exit_code == 1
@@ -236,3 +245,27 @@ def test_trace_and_grad_count_what_they_hold_before_they_start(cli, tmp_path, mo
         result = cli(command, "lstm", "--input", tmp_path / "x.npy", "-H", "16",
                      "--out", tmp_path / "o.npz")
         assert result.exit_code == 1 and words in result.stderr, result.stderr
+
+
+def _ends_as_a_zip(data: bytes) -> bool:
+    """Whether ``data`` ends where an .npz (a zip without comment) ends: nothing after."""
+    return data[-22:-18] == b"PK\x05\x06"
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "lstm", "--sample", "-H", "3"], ["run", "lstm", "--sample", "-H", "3", "--json"],
+    ["trace", "lstm", "--sample", "-H", "3"], ["grad", "rnn", "--sample", "-H", "3"],
+    ["params", "gru", "-I", "2", "-H", "3"]])
+def test_out_on_stdout_sends_the_summary_to_stderr_not_into_the_npz(tmp_path, command):
+    """``run --out /dev/stdout | cat > y.npz``: the summary once went after the archive."""
+    result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *command, "--out",
+                             "/dev/stdout"], capture_output=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert _ends_as_a_zip(result.stdout), result.stdout[-200:]
+    summary = result.stderr.decode()
+    said = '"ran_with"' if "--json" in command else {
+        "run": "y: mean", "trace": "cell.sha256", "grad": "norm", "params": "b.W_h"}[command[0]]
+    assert said in summary
+    plain = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *command, "--out",
+                            "y.npz"], capture_output=True, cwd=tmp_path, timeout=120)
+    assert plain.returncode == 0 and plain.stdout  # to a file, the summary stays on stdout

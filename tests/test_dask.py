@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -155,6 +157,9 @@ def same_arrays(expected: Path, found: Path, rtol: float) -> None:
         assert a.files == b.files
         for name in a.files:
             assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype, name
+            if a[name].dtype.kind == "U":  # a trace's cell, name and digest
+                assert a[name] == b[name], name
+                continue
             scale = float(np.max(np.abs(a[name]), initial=0.0))
             np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=rtol * scale,
                                        err_msg=name)
@@ -386,16 +391,60 @@ def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
         out.array("a", (4, 3), np.float32)[:2] = 1
         raise RuntimeError("a shard failed")
     assert list(tmp_path.iterdir()) == []
+    expected = np.arange(5000 * 300, dtype="float64").reshape(5000, 300)  # 12 MB: 3 blocks
     with ChunkedNpz(tmp_path / "out.npz") as out:
         first, second = out.array("b.W_x", (5000, 300), "float64"), out.array("a", (2,), "i8")
-        first[:] = np.arange(300)
+        first[:] = expected  # a distinct number everywhere: a block swapped or lost shows
         second[:] = [3, 4]
         out.commit()
     with np.load(tmp_path / "out.npz") as found:
         assert found.files == ["b.W_x", "a"]
-        np.testing.assert_array_equal(found["b.W_x"][4999], np.arange(300))
+        np.testing.assert_array_equal(found["b.W_x"], expected)
         assert found["a"].tolist() == [3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from lstm_graph.distributed.chunked import ChunkedNpz
+out = ChunkedNpz(Path(sys.argv[1]))
+out.array("y", (10, 3), "float32")[:] = 1
+sys.stdout.write("made\\n"); sys.stdout.flush()
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # alive until told
+"""
+
+
+def test_the_parts_a_killed_write_left_are_swept_by_the_next_one_and_live_ones_kept(
+        tmp_path: Path) -> None:
+    """SIGKILL leaves .out.npz.lstm-graph-XXXXXXXX.parts; the next write of out.npz removes
+    it (its lock is free), but not the parts of a write still running, nor anything else."""
+    def start(mode: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen([sys.executable, "-c", _KILLED_MID_WRITE,
+                                    str(tmp_path / "out.npz"), mode], text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert process.stdout is not None and process.stdout.readline() == "made\n"
+        return process
+
+    killed = start("die")
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    (dead,) = [p.name for p in tmp_path.iterdir()]
+    assert re.fullmatch(r"\.out\.npz\.lstm-graph-[0-9a-f]{8}\.parts", dead)
+    alive = start("live")
+    try:
+        (live,) = {p.name for p in tmp_path.iterdir()} - {dead}
+        (tmp_path / ".out.npz.mine.parts").mkdir()  # not named as ours: never touched
+        with ChunkedNpz(tmp_path / "out.npz") as out:
+            out.array("y", (2,), "float32")[:] = 7
+            out.commit()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [".out.npz.mine.parts", live, "out.npz"])
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        alive.wait(timeout=30)
 
 
 class _Threads:
@@ -583,7 +632,11 @@ def not_dask() -> Iterator[tuple[int, list[bytes]]]:
         server.close()
 
 
-@pytest.mark.parametrize("reply", [b"", b"HTTP/1.0 400 Bad request\r\n\r\n" + bytes(range(256))])
+@pytest.mark.parametrize("reply", [
+    b"", b"HTTP/1.0 400 Bad request\r\n\r\n" + bytes(range(256)),
+    struct.pack("<Q", 2**40),  # a frame of a terabyte
+    struct.pack("<QQ", 8, 2**40),  # 2**40 frames in 8 bytes (struct.error inside Dask)
+])
 def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
         tmp_path: Path, not_dask: tuple[int, list[bytes]], reply: bytes) -> None:
     """Something that accepts the connection but never answers as Dask does (silent, or
@@ -599,6 +652,25 @@ def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
         "does" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "y.npz").exists()
     assert took < 2 + 15, f"took {took:.1f} s with --dask-timeout 2"
+
+
+def test_a_local_cluster_whose_nannies_cannot_start_is_said_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a small ulimit -u, Dask's nanny cannot fork its worker and LocalCluster raises
+    RuntimeError('Nanny failed to start.') from the error underneath."""
+    def refuse() -> None:
+        try:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        except BlockingIOError as err:
+            raise RuntimeError("Nanny failed to start.") from err
+
+    monkeypatch.setattr(cluster_module, "_local_cluster", refuse)
+    with pytest.raises(DaskError) as raised, connect("local", timeout=1):
+        pass
+    assert str(raised.value) == (
+        "cannot start a local Dask cluster (Nanny failed to start.: [Errno 11] Resource "
+        "temporarily unavailable); see that this machine can start processes (ulimit -u) and "
+        "listen on 127.0.0.1, or give the address of a running scheduler")
 
 
 def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
@@ -729,6 +801,26 @@ def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster
     assert (inputs / "board.md").read_text().count("\n| ") == 13
 
 
+def test_the_board_names_cells_as_train_does_and_escapes_them_in_markdown() -> None:
+    """``cells/mgu.cell`` is ``mgu`` on the board, as train calls it (two files of one cell
+    name keep their paths); losses show four significant digits (``0.1600`` beside
+    ``0.1488``); a name holding ``|`` or HTML is text in the Markdown table."""
+    def entry(spec: str, cell: str, loss: float) -> sweep_module.Entry:
+        return sweep_module.Entry(spec, cell, 4, 0, 10, loss, 1 / 6, 2, 0.1)
+
+    entries = sweep_module.rank([entry("cells/mgu.cell", "mgu", 0.16),
+                                 entry("a/x.cell", "x", 0.1488), entry("b/x.cell", "x", 0.2),
+                                 entry("odd.cell", "a|b<i>c</i>", 0.3)])
+    rows = [line.split()[1:5] for line in sweep_module.table(entries).splitlines()[1:]]
+    assert rows == [["a/x.cell", "4", "0", "0.1488"], ["mgu", "4", "0", "0.1600"],
+                    ["b/x.cell", "4", "0", "0.2000"], ["a|b<i>c</i>", "4", "0", "0.3000"]]
+    page = sweep_module.markdown(entries, "adding")
+    last = page.splitlines()[-1]
+    assert last.startswith("| 4 | a\\|b&lt;i&gt;c&lt;/i&gt; | 4 | 0 | 0.3000 |")
+    assert all(line.count(" | ") == len(sweep_module._COLUMNS) - 1
+               for line in page.splitlines() if line.startswith("| "))
+
+
 def test_a_sweep_refuses_bad_grids() -> None:
     for args, message in ((["lstm", "lstm"], "given twice"),
                           (["lstm", "--out", "s.json", "--markdown", "./s.json"],
@@ -782,7 +874,7 @@ def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
                               [(1, float("nan")), (2, 0.5)])
     assert zero.ratio is None
     line = sweep_module.table([zero]).splitlines()[1].split()
-    assert line[4:6] == ["0.5", "—"]
+    assert line[4:6] == ["0.5000", "—"]
     text = json.dumps(sweep_module.as_json([zero, entry], task, sweep_module.Settings(1)),
                       allow_nan=False)
     board = json.loads(text)["leaderboard"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from lstm_graph.explore import Run, build_page
 from lstm_graph.explore.data import array_json, budget, keep
 
 pytestmark = needs_dot
+ROOT = Path(__file__).resolve().parents[1]
 
 USER_CELL = """\
 # A cell of our own: a valve, a memory that keeps <old> & adds new, a read-out.
@@ -106,6 +108,48 @@ def test_a_run_over_budget_is_cut_and_says_what_was_kept():
                                   run.values["c"][: kept.steps, :4])
     assert "the first 4 of 6 sequences" in data["subsampled"]
     assert html.escape(data["subsampled"]) in page.split("<main>")[0]  # said above it all
+
+
+def test_explore_says_on_the_terminal_what_the_page_holds_of_a_long_run(tmp_path):
+    """A long run's page holds its first steps and sequences: the terminal says so too,
+    in the page's own numbers, not only 'wrote p.html (1.53 MB)'."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((600, 6, 8))
+            .astype("float32"))
+    result = CliRunner().invoke(main, ["explore", "peephole_lstm", "--input",
+                                       str(tmp_path / "x.npy"), "-H", "48", "--out",
+                                       str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.output
+    kept = page_data((tmp_path / "p.html").read_text())["kept"]
+    assert kept["sequences"] == 4 and kept["steps"] < 600
+    assert (f"note: the page shows the first 4 of 6 sequences, steps 1 to {kept['steps']} "
+            "of 600, to stay under 2 MB; 'lstm-graph trace' writes every value") in \
+        result.stderr
+    small = CliRunner().invoke(main, ["explore", "gru", "--sample", "-H", "3", "--out",
+                                      str(tmp_path / "s.html")])
+    assert small.exit_code == 0 and "note:" not in small.stderr  # nothing was cut
+
+
+def stage_hint(page: str) -> str:
+    found = re.search(r'<p class="hint" id="stage-note">(.*?)</p>', page, re.S)
+    assert found
+    return html.unescape(" ".join(found.group(1).split()))
+
+
+def test_the_stage_note_says_what_this_cells_schedule_shows():
+    """On a cell that is not the article's, the note spoke of "its peephole LSTM"."""
+    mine = stage_hint(build_page(make_run(lstm_graph.compile_source(USER_CELL, "mine.cell"))))
+    assert "In this cell stage 3 (h) waits for the new m" in mine
+    assert "peephole" not in mine and "output valve" not in mine
+    gru = stage_hint(build_page(make_run(lstm_graph.load_cell("gru"))))
+    assert "no stage reads a state's new value" in gru and "(h[t-1])" in gru
+    article = stage_hint(build_page(make_run(lstm_graph.load_cell("peephole_lstm"))))
+    assert "stage 3 (o) waits for the new c, and stage 4 (h) for the new c" in article
+    assert "This is the peephole LSTM of Shi Yan's" in article
+    # the article's cell by its equations, under any name and layout
+    text = (ROOT / "lstm_graph" / "cells" / "peephole_lstm.cell").read_text()
+    renamed = lstm_graph.compile_source(text.replace("cell peephole_lstm", "cell yours")
+                                        .replace("# forget valve", ""), "yours.cell")
+    assert "This is the peephole LSTM" in stage_hint(build_page(make_run(renamed)))
 
 
 def test_units_are_cut_last_when_even_a_few_steps_are_too_many():

@@ -209,3 +209,13 @@ def test_the_readme_shows_what_from_torch_writes_for_the_fastrnns_cell(tmp_path)
     assert done.exit_code == 0, done.output
     written = (tmp_path / "lstm_cell.cell").read_text().split("output h\n\n")[1]
     assert written == shown.group(1)
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path):
+    source = tmp_path / "cells.py"
+    source.write_text(CELLS.read_text())
+    done = CliRunner().invoke(main, [
+        "from-torch", f"{source}:TutorialGRU", "-I", "3", "-H", "4", "--states", "h",
+        "--out", str(source), "--weights-out", str(tmp_path / "w.npz")])
+    assert done.exit_code == 1 and "is the FILE.py" in done.stderr
+    assert source.read_text() == CELLS.read_text()

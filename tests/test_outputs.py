@@ -5,15 +5,20 @@ terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pty
+import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -21,7 +26,8 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_graph.cli import main
-from lstm_graph.formats.files import open_output, write_atomic
+from lstm_graph.errors import OutputError
+from lstm_graph.formats.files import check_output, open_output, write_atomic
 
 RUN = ["run", "rnn", "--sample", "-H", "2"]
 
@@ -169,3 +175,232 @@ def test_sigterm_during_a_long_run_leaves_no_output_and_no_temporary_file(tmp_pa
         process.kill()
     assert rest.strip() == "terminated; no output was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+# -- links another user may swap in, leftovers, outputs checked up front --------------------
+
+def _swap_links(folder: str, victim: str, seconds: float, user: int | None) -> int:
+    """Fork a process (as ``user``, when given) that, for ``seconds``, swaps ``r.npz`` in
+    ``folder`` between a symbolic link to ``victim`` and a regular file, as fast as it can."""
+    child = os.fork()
+    if child:
+        return child
+    try:
+        if user is not None:
+            os.setgid(user)
+            os.setuid(user)
+        link, plain, out = (os.path.join(folder, n) for n in ("s.lnk", "s.reg", "r.npz"))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for make, name in ((lambda: os.symlink(victim, link), link),
+                               (lambda: open(plain, "wb").close(), plain)):
+                try:
+                    make()
+                    os.replace(name, out)
+                except OSError:
+                    pass
+    finally:
+        os._exit(0)
+
+
+def _write_while_swapped(folder: str, victim: str, user: int | None) -> tuple[int, int]:
+    """Write ``folder/r.npz`` over and over for a second while it is swapped; return how many
+    writes landed and how many were refused."""
+    swapper = _swap_links(folder, victim, 1.0, user)
+    landed = refused = 0
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            try:
+                write_atomic(os.path.join(folder, "r.npz"), b"ours")
+                landed += 1
+            except OutputError:
+                refused += 1
+            with contextlib.suppress(OSError):  # so the other user can swap again
+                os.unlink(os.path.join(folder, "r.npz"))
+    finally:
+        os.waitpid(swapper, 0)
+    return landed, refused
+
+
+def test_a_link_swapped_in_by_someone_who_can_write_the_directory_is_never_followed(tmp_path):
+    """In a directory everybody may write, a link to a 0600 file swapped in and out of the
+    output's name while it is written a thousand times: the file is never written, its mode
+    never changed (writing the resolved target of the link, as realpath did, lost this race
+    within a second)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    victim.chmod(0o600)
+    before = victim.stat()
+    landed, refused = _write_while_swapped(str(shared), str(victim), None)
+    after = victim.stat()
+    assert victim.read_bytes() == b"precious"
+    assert (after.st_ino, after.st_mode, after.st_mtime_ns) == \
+        (before.st_ino, before.st_mode, before.st_mtime_ns)
+    assert landed > 0, (landed, refused)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to swap links as another user")
+def test_root_writing_in_a_sticky_directory_never_follows_another_user_s_link():
+    """The reported race: root writes r.npz in a sticky world-writable directory (/tmp)
+    while user nobody swaps it for a link to a root-owned 0600 file."""
+    shared = tempfile.mkdtemp(prefix="lstm-graph-test-sticky-")  # nobody must reach it
+    private = tempfile.mkdtemp(prefix="lstm-graph-test-victim-")
+    try:
+        os.chmod(shared, 0o1777)
+        victim = os.path.join(private, "victim")
+        with open(victim, "wb") as stream:
+            stream.write(b"root's")
+        os.chmod(victim, 0o600)
+        before = os.stat(victim)
+        landed, refused = _write_while_swapped(shared, victim, 65534)
+        after = os.stat(victim)
+        with open(victim, "rb") as stream:
+            assert stream.read() == b"root's"
+        assert (after.st_ino, after.st_mode, after.st_uid) == \
+            (before.st_ino, before.st_mode, 0)
+        assert landed + refused > 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_link_in_a_directory_others_can_write_is_refused_and_kept(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "real.npz").write_bytes(b"old")
+    (shared / "y.npz").symlink_to(tmp_path / "real.npz")
+    shared.chmod(0o777)  # not sticky: anybody may have put the link there
+    result = cli(*RUN, "--out", shared / "y.npz")
+    assert result.exit_code == 1
+    assert (f"{shared / 'y.npz'}: y.npz is a symbolic link in a directory other users can "
+            "write, so it is not followed") in result.stderr
+    assert (shared / "y.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"old"
+
+
+def test_your_own_link_in_a_sticky_directory_is_followed(tmp_path):
+    """The kernel's protected_symlinks rule: in a sticky directory, a link of your own (or
+    of the directory's owner) is followed."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    (tmp_path / "real.npz").write_bytes(b"old")
+    (sticky / "y.npz").symlink_to(tmp_path / "real.npz")
+    sticky.chmod(0o1777)
+    assert cli(*RUN, "--out", sticky / "y.npz").exit_code == 0
+    assert (sticky / "y.npz").is_symlink() and zipfile.is_zipfile(tmp_path / "real.npz")
+
+
+_KILLED_WHILE_WRITING = """
+import os, signal, sys
+from lstm_graph.formats.files import open_output
+with open_output(sys.argv[1]) as stream:
+    stream.write(b"half")
+    sys.stdout.write("writing\\n"); sys.stdout.flush()
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()
+"""
+
+
+def test_the_temporary_file_of_a_killed_write_is_swept_by_the_next_and_a_live_one_kept(
+        tmp_path):
+    def start(mode):
+        process = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_WRITING,
+                                    str(tmp_path / "y.npz"), mode], text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert process.stdout.readline() == "writing\n"
+        return process
+
+    assert start("die").wait(timeout=30) == -signal.SIGKILL
+    (dead,) = [p.name for p in tmp_path.iterdir()]
+    assert re.fullmatch(r"\.y\.npz\.lstm-graph-[0-9a-f]{8}\.tmp", dead)
+    alive = start("live")
+    try:
+        (live,) = {p.name for p in tmp_path.iterdir()} - {dead}
+        others = [".y.npz.mine.tmp", ".z.npz.lstm-graph-0123abcd.tmp"]
+        for name in others:  # not named for y.npz by lstm-graph: never touched
+            (tmp_path / name).write_bytes(b"keep")
+        write_atomic(tmp_path / "y.npz", b"whole")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, live, "y.npz"])
+    finally:
+        alive.stdin.close()
+        assert alive.wait(timeout=30) == 0
+    assert (tmp_path / "y.npz").read_bytes() == b"half"  # the live write ended last
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "y.npz"])
+
+
+def test_check_output_refuses_what_the_write_would_and_leaves_nothing(tmp_path):
+    check_output(tmp_path / "new" / "dirs" / "y.npz")
+    assert list(tmp_path.iterdir()) == []  # the directories it made for the probe: removed
+    check_output("/dev/null")
+    with pytest.raises(OutputError, match="is a directory, not a regular file"):
+        check_output(tmp_path)
+    if os.geteuid() != 0:  # root writes in a read-only directory
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OutputError, match="cannot write in .*locked .Permission denied"):
+            check_output(locked / "y.npz")
+
+
+def test_an_output_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_path):
+    result = cli(*RUN, "--out", f"{tmp_path}/newdir/")
+    assert result.exit_code == 2
+    assert f"--out {tmp_path}/newdir/ names a directory; give a file name such as " \
+        f"{tmp_path}/newdir/y.npz" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError, match="names a directory"):
+        write_atomic(f"{tmp_path}/newdir/", b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+CELL = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
+
+
+@pytest.mark.parametrize("args, out, given", [
+    (["run", "my.cell", "--sample", "-H", "2"], "my.cell", "the SPEC"),
+    (["run", "rnn", "--input", "x.npy", "-H", "2"], "x.npy", "the --input"),
+    (["run", "rnn", "--sample", "--weights", "w.npz"], "link.npz",
+     "the same file as the --weights w.npz"),
+    (["trace", "rnn", "--sample", "-H", "2", "--state", "s.npz"], "hard.npz",
+     "the same file as the --state s.npz"),
+    (["grad", "rnn", "--input", "x.npy", "-H", "2", "--grad-output", "gy.npy"], "gy.npy",
+     "the --grad-output"),
+    (["explore", "rnn", "--sample", "-H", "2", "--weights", "page.html"], "page.html",
+     "the --weights"),
+    (["params", "my.cell", "-I", "2", "-H", "2"], "my.cell", "the SPEC"),
+    (["train", "rnn", "--task", "t.npz", "--steps", "1"], "t.npz", "the --task"),
+    (["train", "rnn", "--task", "adding", "--steps", "1", "--checkpoint", "s.npz", "--resume"],
+     "hard.npz", "the same file as the --checkpoint s.npz"),
+    (["gradflow", "rnn=w.svg"], "w.svg", "the CELL rnn=w.svg"),
+    (["render", "c.dot", "--style", "cell"], "c.dot", "the SPEC"),
+])
+def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_kept(
+        tmp_path, monkeypatch, args, out, given):
+    """Through a symbolic or a hard link too: the same file on the disk."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.cell").write_text(CELL)
+    (tmp_path / "c.dot").write_text(CELL)  # a cell file, whatever its name says
+    np.save(tmp_path / "x.npy", np.ones((3, 1, 2), "float32"))
+    np.save(tmp_path / "gy.npy", np.ones((3, 1, 2), "float32"))
+    np.savez(tmp_path / "t.npz", x=np.ones((3, 4, 2)), y=np.arange(4.0)[:, None])
+    np.savez(tmp_path / "w.npz", **main_weights())
+    np.savez(tmp_path / "s.npz", h=np.zeros((2, 2), "float32"))
+    for name in ("page.html", "w.svg"):  # weights, whatever their names say
+        (tmp_path / name).write_bytes((tmp_path / "w.npz").read_bytes())
+    (tmp_path / "link.npz").symlink_to("w.npz")
+    os.link(tmp_path / "s.npz", tmp_path / "hard.npz")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(main, [*args, "--out", out])
+    assert result.exit_code == 1, result.output
+    assert f"--out {out} is {given}: writing it would replace that input; give --out " \
+        "another file" in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def main_weights():
+    from lstm_graph import load_cell
+
+    return load_cell("rnn").random_weights(2, 2, seed=0)

@@ -92,7 +92,8 @@ def test_peephole_cell_style_shows_the_output_valve_waiting_for_new_memory():
     by_pair = {(s, d): a for s, d, a in edges(source)}
     assert by_pair["[cell]", "o"]["color"] == palette.NEW_STATE  # new memory, solid green
     assert "style" not in by_pair["[cell]", "o"]
-    assert by_pair["[cell]", "f"]["style"] == "dashed"  # old memory into the forget valve
+    # old memory into the forget valve: from c_{t-1}, written against the ranks
+    assert by_pair["f", "c[t-1]"]["style"] == "dashed" and by_pair["f", "c[t-1]"]["dir"] == "back"
     assert by_pair["c", "[cell]"]["color"] == palette.NEW_STATE
 
 
@@ -264,23 +265,89 @@ def test_pipe_style_runs_h_along_its_own_line_from_the_left_to_the_right():
 
 def test_cell_style_gives_every_reader_of_an_input_its_own_label():
     for name in lstm_graph.builtin_names():
-        drawn = edges(render(lstm_graph.load_cell(name), "cell").source)
-        sources = {s for s, _, _ in drawn}
-        assert not {"x", "h[t-1]"} & sources, name  # no edge crosses from a shared node
+        cell = lstm_graph.load_cell(name)
+        drawn = edges(render(cell, "cell").source)
+        layers = {n.id for n in build_scene(cell.schedule).nodes.values() if n.role == "layer"}
+        for src, dst, attrs in drawn:  # no edge crosses from a shared node into a layer
+            assert attrs.get("style") == "invis" or \
+                not ({src, dst} & {"x", "h[t-1]"} and {src, dst} & layers), (name, src)
         for src, dst, attrs in drawn:
             if src.startswith("[in "):
                 assert src == f"[in {dst}]" and attrs["tailport"].endswith(":e")
 
 
-def test_cell_style_old_memory_leaves_the_cell_through_one_port_per_reader():
-    drawn = edges(render(lstm_graph.load_cell("peephole_lstm"), "cell").source)
-    old = [a for s, _, a in drawn if s == "[cell]" and a.get("style") == "dashed"]
-    assert len(old) == 3  # the forget and input valves' peepholes, and the forget product
-    assert len({a["tailport"] for a in old}) == 3
-    gru = edges(render(lstm_graph.load_cell("gru"), "cell").source)
-    # the GRU's layers read h[t-1] beside them; only the memory pipe reads it from the Cell
-    assert [a["tooltip"] for s, _, a in gru if s == "[cell]" and
+def test_cell_style_old_memory_leaves_c_t_minus_1_beside_the_memory_sum_not_the_cell():
+    """The finding: three dashed edges left the Cell's left side across the ``+ → Cell``
+    edge. The old memory now leaves a label c_{t-1} in the rank of the op that makes the
+    new memory, on the side of its readers; nothing dashed touches the Cell."""
+    source = render(lstm_graph.load_cell("peephole_lstm"), "cell").source
+    drawn = edges(source)
+    assert not [a for s, d, a in drawn if "[cell]" in (s, d) and a.get("style") == "dashed"]
+    old = sorted(a["tooltip"] for s, d, a in drawn if "c[t-1]" in (s, d) and
+                 a.get("style") == "dashed")
+    assert old == ["c[t-1] → c.mul", "c[t-1] → f.linear", "c[t-1] → i.linear"]
+    rank = source.split("subgraph memory {")[1].split("}")[0]
+    assert "rank=same" in rank and '"c[t-1]" -> c [style=invis]' in rank  # above the +
+    gru = render(lstm_graph.load_cell("gru"), "cell").source
+    # the GRU's layers read h[t-1] beside them; only the memory pipe reads it from h_{t-1},
+    # which sits below the +, since z * h[t-1] is its second operand
+    assert [a["tooltip"] for s, d, a in edges(gru) if "h[t-1]" in (s, d) and
             a.get("style") == "dashed"] == ["h[t-1] → h.mul2"]
+    assert 'h -> "h[t-1]" [style=invis]' in gru.split("subgraph memory {")[1]
+
+
+@pytest.mark.parametrize("cell", cells(), ids=lambda c: c.name)
+def test_cell_style_carries_the_memory_to_the_next_step_on_one_labelled_arc(cell):
+    drawn = edges(render(cell, "cell").source)
+    memory = build_scene(cell.schedule).memory_state()
+    assert not [e for e in drawn if e[0] == e[1]]  # no self-loop on the Cell
+    (arc,) = [a for s, d, a in drawn if a.get("style") == "dotted"]
+    assert [(s, d) for s, d, a in drawn if a is arc] == [(f"{memory}[t-1]", "[cell]")]
+    assert arc["dir"] == "back" and arc["color"] == palette.NEW_STATE  # from the Cell
+    assert "to the next step" in arc["label"]
+
+
+@needs_dot
+def test_cell_style_places_c_t_minus_1_above_the_memory_sum_and_h_t_minus_1_below(tmp_path):
+    """Where dot puts them (its plain output): on the side of the old memory's readers."""
+    for name, memory, above in (("peephole_lstm", "c", True), ("gru", "h", False)):
+        plain = to_bytes(render(lstm_graph.load_cell(name), "cell"), "dot")
+        result = subprocess.run(["dot", "-Tplain"], input=plain, capture_output=True,
+                                check=True)
+        y = {line.split()[1].strip('"'): float(line.split()[3])
+             for line in result.stdout.decode().splitlines() if line.startswith("node ")}
+        assert (y[f"{memory}[t-1]"] > y[memory]) == above, name  # plain's y grows upwards
+
+
+def test_gru_pipe_style_brings_h_t_minus_1_down_the_left_onto_the_line():
+    """The finding: the dashed h_{t-1} edge to the candidate's recurrent half cut across
+    the middle. Layers that weigh the memory's old value now read it from the line."""
+    source = render(lstm_graph.load_cell("gru"), "pipe").source
+    drawn = edges(source)
+    line = source.split("subgraph bus {")[1].split("}")[0]
+    assert '"[line h[t-1]]"' in line
+    assert line.index('"[line h[t-1]]"') < line.index('"[bus r]"')  # the far left
+    from_pipe = [(d, a) for s, d, a in drawn if s == "h[t-1]" or d == "h[t-1]"]
+    assert sorted(d for d, _ in from_pipe) == ["h.mul2", "h[t-1]"]  # the pipe, and down
+    down = next(a for d, a in from_pipe if d == "h[t-1]")
+    assert down["style"] == "dashed" and down["dir"] == "back"
+    assert ("[line h[t-1]]", "b") in {(s, d) for s, d, _ in drawn}
+    lstm = render(lstm_graph.load_cell("peephole_lstm"), "pipe").source
+    assert "[line " not in lstm  # an LSTM's layers do not weigh c[t-1]: peepholes look up
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_legend_says_what_a_highlight_lights(style):
+    cell = lstm_graph.load_cell("peephole_lstm")
+    legend = {name: nodes(render(cell, style, highlight=name).source)["legend"]["label"]
+              for name in ("memory", "forget", "output")}
+    assert "path of memory: what makes c (a new state ends the step)" in legend["memory"]
+    assert "path of forget: what feeds f and what it feeds, up to the new states" in \
+        legend["forget"]
+    assert "what feeds o, h and what they feed" in legend["output"]
+    scene = build_scene(cell.schedule)
+    memory = highlighted(scene, "memory")
+    assert not {"o", "h", "h.tanh"} & memory  # it lights what it says, no more
 
 
 # -- the render command -------------------------------------------------------------------

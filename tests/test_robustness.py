@@ -326,7 +326,7 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "diagram.svg"
     target.write_bytes(b"earlier")
 
-    def interrupted(*_args):
+    def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)

@@ -109,7 +109,8 @@ def test_trace_command_writes_every_assignment_y_and_the_final_states(tmp_path):
                                        "--out", str(tmp_path / "t.npz")])
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "t.npz") as saved:
-        assert sorted(saved.files) == ["c", "f", "final.c", "final.h", "g", "h", "i", "o", "y"]
+        assert sorted(saved.files) == ["c", "cell", "cell.sha256", "f", "final.c", "final.h",
+                                       "g", "h", "i", "o", "y"]
         assert saved["f"].shape == (5, 2, 4)
         np.testing.assert_array_equal(saved["y"], saved["h"])
         np.testing.assert_array_equal(saved["final.c"], saved["c"][-1])

@@ -95,7 +95,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
           checkpoint_every=4)
     resumed = train(cell, task, hidden_size=6, steps=30, batch=8, eval_every=10,
                     checkpoint=checkpoint, resume=True)
-    assert resumed.steps == 30 and resumed.losses == straight.losses
+    assert resumed.steps == 30 and np.array_equal(resumed.losses, straight.losses)
     for name, value in straight.weights.items():
         np.testing.assert_array_equal(resumed.weights[name], value)
 

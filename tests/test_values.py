@@ -1,6 +1,9 @@
-"""Values on the static diagram: heat strips from a trace (render --trace --step --batch)."""
+"""Values on the static diagram: heat strips from a trace (render --trace --step --batch),
+and the trace's record of the cell that made it."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from dot_source import nodes
 
 import lstm_graph
 from lstm_graph.cli import main
+from lstm_graph.formats.trace import canonical_text, identity
 from lstm_graph.render import palette, render
 from lstm_graph.render.scene import build_scene
 from lstm_graph.render.values import MAX_CELLS, bins, strip, strips_at
@@ -62,7 +66,7 @@ def test_a_diagram_with_values_keeps_every_node_and_says_what_it_shows(trace, st
 
 def test_render_trace_draws_the_step_asked(tmp_path, trace):
     cell, values = trace
-    np.savez(tmp_path / "t.npz", **values)
+    np.savez(tmp_path / "t.npz", **values, **identity(cell.schedule))
     runner = CliRunner()
     result = runner.invoke(main, ["render", "peephole_lstm", "--trace", str(tmp_path / "t.npz"),
                                   "--step", "5", "--batch", "1", "--style", "cell",
@@ -78,14 +82,14 @@ def test_render_trace_draws_the_step_asked(tmp_path, trace):
     ([], 2, "needs --step T"),
 ])
 def test_render_trace_errors(tmp_path, trace, args, code, message):
-    np.savez(tmp_path / "t.npz", **trace[1])
+    np.savez(tmp_path / "t.npz", **trace[1], **identity(trace[0].schedule))
     result = CliRunner().invoke(main, ["render", "peephole_lstm", "--format", "dot", "--style",
                                        "pipe", "--trace", str(tmp_path / "t.npz"), *args])
     assert result.exit_code == code and message in result.stderr, result.output
 
 
-def test_a_trace_of_another_cell_or_step_without_trace_is_refused(tmp_path, trace):
-    np.savez(tmp_path / "t.npz", **trace[1])
+def test_an_older_trace_of_another_cell_or_step_without_trace_is_refused(tmp_path, trace):
+    np.savez(tmp_path / "t.npz", **trace[1])  # as lstm-graph wrote traces before 'cell'
     runner = CliRunner()
     result = runner.invoke(main, ["render", "gru", "--format", "dot", "--style", "pipe",
                                   "--trace", str(tmp_path / "t.npz"), "--step", "1"])
@@ -93,3 +97,100 @@ def test_a_trace_of_another_cell_or_step_without_trace_is_refused(tmp_path, trac
     result = runner.invoke(main, ["render", "gru", "--format", "dot", "--style", "pipe",
                                   "--step", "1"])
     assert result.exit_code == 2 and "give --trace" in result.stderr
+
+
+# -- which cell a trace came from ----------------------------------------------------------
+
+def trace_file(tmp_path, spec, name="t.npz"):
+    """``lstm-graph trace SPEC`` written to ``tmp_path / name``."""
+    result = CliRunner().invoke(main, ["trace", str(spec), "--sample", "-I", "3", "-H", "4",
+                                       "--out", str(tmp_path / name)])
+    assert result.exit_code == 0, result.output
+    return tmp_path / name
+
+
+def test_a_trace_records_its_cell_as_text_read_without_pickle(tmp_path):
+    path = trace_file(tmp_path, "peephole_lstm")
+    with np.load(path, allow_pickle=False) as saved:
+        name, digest = saved["cell"], saved["cell.sha256"]
+        assert name.shape == () and name.dtype.kind == "U" and str(name) == "peephole_lstm"
+        assert str(digest) == hashlib.sha256(canonical_text(
+            lstm_graph.load_cell("peephole_lstm").schedule).encode()).hexdigest()
+
+
+def test_render_refuses_the_trace_of_another_cell_naming_both(tmp_path):
+    """The finding: render --trace drew another cell's trace silently (here the names
+    of lstm's values are all in the peephole LSTM's trace, so nothing else notices)."""
+    path = trace_file(tmp_path, "peephole_lstm")
+    result = CliRunner().invoke(main, ["render", "lstm", "--trace", str(path), "--step", "1",
+                                       "--format", "dot", "--style", "cell"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert f"{path} was traced from cell 'peephole_lstm'" in result.stderr
+    assert "not from cell 'lstm'" in result.stderr and "its values are another cell's" in \
+        result.stderr
+    good = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace", str(path),
+                                     "--step", "1", "--format", "dot", "--style", "cell"])
+    assert good.exit_code == 0 and "warning" not in good.stderr, good.output
+
+
+MINE = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))   # {caption}\n"
+
+
+def test_a_trace_of_a_cell_whose_equations_changed_since_is_refused(tmp_path):
+    spec = tmp_path / "mine.cell"
+    spec.write_text(MINE.format(caption="first"))
+    path = trace_file(tmp_path, spec)
+    spec.write_text("# reformatted, recaptioned: the same equations\ninput x\nstate h\n"
+                    "output h\nh = tanh( linear(x,h[t-1]) )  # second\n")
+    ok = CliRunner().invoke(main, ["render", str(spec), "--trace", str(path), "--step", "2",
+                                   "--format", "dot", "--style", "pipe"])
+    assert ok.exit_code == 0, ok.output
+    spec.write_text("input x\nstate h\noutput h\nh = sigmoid(linear(x, h[t-1]))\n")
+    result = CliRunner().invoke(main, ["render", str(spec), "--trace", str(path), "--step",
+                                       "2", "--format", "dot", "--style", "pipe"])
+    assert result.exit_code == 1
+    assert "was traced from cell 'mine' with other equations" in result.stderr
+    assert "than cell 'mine' has now" in result.stderr
+
+
+def test_the_canonical_text_keeps_equations_and_drops_layout():
+    def text(source):
+        return canonical_text(lstm_graph.compile_source(source, "c.cell").schedule)
+
+    base = ("input x\nstate h\noutput h\na = relu(linear(x))\nb = tanh(linear(h[t-1]))\n"
+            "h = a * b * 0.5\n")
+    assert text(base) == text("# a comment\ncell other\ninput x\nstate h\noutput h\n"
+                              "b = tanh(linear(h[t-1]))   # swapped with a: the same stage\n"
+                              "a = relu(linear(x))\nh = (a * b) * 0.5\n")
+    assert text(base) != text(base.replace("0.5", "0.5000001"))  # exact numbers
+    assert text(base) != text(base.replace("a * b", "b * a"))  # operand order counts
+    assert text(base) != text(base.replace("relu", "tanh"))
+    leaky = base.replace("relu(linear(x))", "leaky_relu(linear(x), 0.1)")
+    assert text(leaky) != text(leaky.replace("0.1", "0.2"))  # an op's attributes count
+    assert "alpha=0.1" in text(leaky)
+
+
+def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace):
+    cell, values = trace
+    np.savez(tmp_path / "old.npz", **values)
+    result = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace",
+                                       str(tmp_path / "old.npz"), "--step", "1",
+                                       "--format", "dot", "--style", "cell"])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "does not say which cell it was traced from" in \
+        result.stderr and "unchecked" in result.stderr
+    assert result.stdout.startswith("digraph")
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"cell": np.arange(3.0), "cell.sha256": np.array("0" * 64)},
+     "'cell' is float64 of shape (3,); a trace holds it as one short text"),
+    ({"cell": np.array("peephole_lstm")}, "has 'cell' but no 'cell.sha256'"),
+])
+def test_a_trace_with_malformed_cell_entries_is_refused(tmp_path, trace, entries, message):
+    np.savez(tmp_path / "bad.npz", **trace[1], **entries)
+    result = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace",
+                                       str(tmp_path / "bad.npz"), "--step", "1",
+                                       "--format", "dot", "--style", "cell"])
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert "Traceback" not in result.output

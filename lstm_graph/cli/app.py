@@ -8,8 +8,10 @@ modules, one per family, and register themselves on :data:`main`.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import os
 import signal
 import sys
 import warnings
@@ -79,16 +81,33 @@ class _Group(click.Group):
             notes.removeHandler(handler)
 
 
+#: A file name each file output could have, for the message that a path ending in "/" is
+#: a directory: by option, then by command for ``--out``.
+_EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram.svg",
+             "markdown": "board.md", "run": "y.npz", "trace": "trace.npz", "grad": "grads.npz",
+             "params": "template.npz", "explore": "cell.html", "train": "w.npz",
+             "gradflow": "chart.png", "sweep": "board.json"}
+
+
 class OutputPath(click.Path):
-    """``--out``: a file path, where an empty one is wrong usage (exit 2)."""
+    """``--out``: a file path, where an empty one, or one ending in ``/`` (a directory), is
+    wrong usage (exit 2)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
-        if not str(value):
+        text = str(value)
+        if not text:
             self.fail("the output path is empty; give a file name", param, ctx)
+        if text.endswith(("/", os.sep)):
+            name = param.name if param is not None else None
+            example = _EXAMPLES.get(name or "") or \
+                _EXAMPLES.get(ctx.command.name if ctx and ctx.command.name else "", "out")
+            option = param.opts[0] if param is not None and param.opts else "the output"
+            raise click.UsageError(f"{option} {text} names a directory; give a file name such "
+                                   f"as {text}{example}", ctx)
         return super().convert(value, param, ctx)
 
 
@@ -104,9 +123,21 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
-def emit_json(data: Any) -> None:
-    """``data`` on stdout as JSON (:func:`~lstm_graph.formats.files.json_text`)."""
-    click.echo(json_text(data))
+def emit_json(data: Any, err: bool = False) -> None:
+    """``data`` on stdout (with ``err``, stderr) as JSON
+    (:func:`~lstm_graph.formats.files.json_text`)."""
+    click.echo(json_text(data), err=err)
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where stdout goes (``--out /dev/stdout`` in a pipe): a command
+    that wrote its output there prints its summary on stderr instead, so the summary is
+    not appended to the output's bytes."""
+    try:
+        target, ours = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # no such file, or stdout is no file (captured, closed)
+    return (target.st_dev, target.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def load(spec: str) -> Cell:

@@ -9,10 +9,18 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, load, load_model_spec, main
+from lstm_graph.cli.app import (
+    SPEC_HELP,
+    OutputPath,
+    emit_json,
+    is_stdout,
+    load,
+    load_model_spec,
+    main,
+)
 from lstm_graph.errors import CellError
 from lstm_graph.export.torch_module import torch_names
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.library import builtin_names, describe_builtin
 from lstm_graph.models import Model, is_model
@@ -85,7 +93,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
     """Show the stages: what runs when, and which reads are old or new memory."""
     cell = load(spec)
     if as_json:
-        emit_json(cell.schedule.to_json())
+        emit_json(cell.schedule.to_json(nodes))
     else:
         click.echo(cell.schedule.to_text(nodes), nl=False)
 
@@ -123,6 +131,8 @@ def model_json(model: Model) -> dict[str, Any]:
 def params(spec: str, input_size: int | None, hidden_size: int | None, layers: int,
            direction: str, as_json: bool, out: Path | None, seed: int) -> None:
     """List parameter names and shapes."""
+    refuse_inputs({"--out": out}, {"SPEC": spec})
+    aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
     if is_model(spec):
         if input_size is not None or hidden_size is not None:
             raise click.UsageError(f"{spec} holds its sizes: drop -I and -H")
@@ -141,13 +151,15 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
     if out is not None:
         write_npz(out, weights)
         click.echo(f"wrote {out}", err=True)
+        aside = is_stdout(out)
     if as_json:
         torch = torch_names(list(shapes))
         emit_json({"cell": cell.name, "params": {k: list(v) for k, v in shapes.items()},
-                   "exported": {k: {"onnx": k, "torch": torch[k]} for k in shapes}})
+                   "exported": {k: {"onnx": k, "torch": torch[k]} for k in shapes}},
+                  err=aside)
         return
     width = max(map(len, shapes), default=0)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{width}}  {shape}")
+        click.echo(f"{name:<{width}}  {shape}", err=aside)
     total = sum(math.prod(s) for s in shapes.values())
     click.echo(f"{plural(len(shapes), 'parameter')}, {plural(total, 'number')}", err=True)

@@ -12,9 +12,12 @@ from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
+from lstm_graph.cli.run import read_files
 from lstm_graph.errors import DataError
-from lstm_graph.formats.files import write_atomic
-from lstm_graph.notebook import explorer_page, require_dot
+from lstm_graph.explore import build_page, kept_of
+from lstm_graph.explore.page import check_drawable
+from lstm_graph.formats.files import refuse_inputs, write_atomic
+from lstm_graph.notebook import explorer_run, require_dot
 
 
 def _steps(runner: Runner, x: np.ndarray) -> int:
@@ -35,9 +38,11 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     require_dot()  # before reading anything
     prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x, state = prepared.cell, prepared.runner, prepared.x, prepared.state
+    check_drawable(cell)
     if prepared.lengths is not None and np.any(prepared.lengths != _steps(runner, x)):
         raise DataError("explore shows every step of every sequence, and these sequences "
                         "have lengths of their own: cut x to sequences of one length, or "
@@ -54,10 +59,15 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
         state = None if state is None else {
             name: value if runner.stack.single else value[0] for name, value in state.items()}
         runner = runner.unit_runner(0)
-    page, ran_with = with_progress(len(x), lambda progress: explorer_page(
+    run, ran_with = with_progress(len(x), lambda progress: explorer_run(
         runner, x, state, prepared.allow_nonfinite, progress))
-    sequences = 1 if x.ndim == 2 else x.shape[1]
+    sequences = run.x.shape[1]
+    page = build_page(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
     click.echo(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
                f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
+    shown = kept_of(run).shown(len(x), sequences)
+    if shown is not None:  # what the page says of itself, said here too
+        click.echo(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
+                   "writes every value", err=True)

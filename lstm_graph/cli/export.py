@@ -10,6 +10,7 @@ from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
 from lstm_graph.cli.inputs import compile_spec
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
+from lstm_graph.formats.files import refuse_inputs
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
 from lstm_graph.models import is_model
 
@@ -61,6 +62,9 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     if out.suffix.lower() != suffix:
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
                                f"{out.with_suffix(suffix).name}")
+    written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
+        if fmt == "torch" else {"--out": out}
+    refuse_inputs(written, {"SPEC": spec, "--weights": weights})
     bound = compile_spec(spec, None, input_size, weights, hidden_size, seed, "numpy", dtype,
                          "numpy", layers, direction, False)
     runner, cell = bound.runner, bound.runner.cell
@@ -87,7 +91,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                  f"y (T, B, {runner.output_width}), "
                  + ", ".join(f"final_{s} {shape}" for s in states),
                  f"weights: initializers named as the cell's parameters ({checked})"]
-        written = [str(out)]
+        paths = [str(out)]
     else:
         module, state = torch_module.export(runner, out, check)
         top = torch_module.class_name(cell.name) + ("" if runner.stack.single else "Stack")
@@ -100,10 +104,10 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                  + ("; checked against the cell" if check else ""),
                  "parameters (lstm-graph's name, the module's):",
                  *(f"  {ours:<{width}}  {theirs}" for ours, theirs in mapping.items())]
-        written = [str(module), str(state)]
+        paths = [str(module), str(state)]
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"wrote {' and '.join(written)}", err=True)
+    click.echo(f"wrote {' and '.join(paths)}", err=True)
     for line in lines:
         click.echo(line)

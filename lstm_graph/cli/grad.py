@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from lstm_graph.checks import REAL_KINDS
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -19,9 +19,10 @@ from lstm_graph.cli.inputs import (
     run_options,
     stored_array,
 )
+from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import check_finite, grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray:
@@ -64,6 +65,7 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
 def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
          on_dask: OnDask | None, **inputs: Any) -> None:
     """Backpropagate through time: gradients for the input, weights and initial states."""
+    refuse_inputs({"--out": out}, {**read_files(spec, inputs), "--grad-output": grad_output})
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="grad", **inputs)
@@ -89,12 +91,13 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
         extra["dask"] = sharded.summary(on_dask, outcome)
         if not as_json:
             sharded.say_spread(on_dask, outcome)
-    cell = prepared.cell
+    cell, aside = prepared.cell, is_stdout(out)  # --out /dev/stdout: the summary aside
     if as_json:
         emit_json({"cell": cell.name, "ran_with": ran_with, "loss": loss, "out": str(out),
-                   "norms": norms, **extra})
+                   "norms": norms, **extra}, err=aside)
         return
     click.echo(f"{cell.name}: loss {loss:.6g} ({ran_with}); wrote {out}", err=True)
     width_names = max(map(len, shapes))
     for name, shape in shapes.items():
-        click.echo(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}")
+        click.echo(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}",
+                   err=aside)

@@ -18,8 +18,8 @@ import graphviz
 from lstm_graph.cell import Cell
 from lstm_graph.cli.app import SPEC_HELP, load, main
 from lstm_graph.errors import OutputError
-from lstm_graph.formats.files import write_atomic
-from lstm_graph.formats.weights import load_npz
+from lstm_graph.formats.files import refuse_inputs, write_atomic
+from lstm_graph.formats.trace import read_trace
 from lstm_graph.library import load_cell
 from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, save, to_bytes, unrolled
 from lstm_graph.render import render as draw
@@ -84,7 +84,10 @@ def make_parent(path: Path) -> None:
                           f"({err.strerror or err})") from None
 
 
-def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: str) -> None:
+def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: str,
+           reads: dict[str, str | Path | None]) -> None:
+    for path in paths.values():  # never over the cell file or the trace it draws
+        refuse_inputs({"--out": path}, reads)
     data = {name: to_bytes(dot, fmt) for name, dot in diagrams.items()}  # all, then write
     for name, path in paths.items():
         make_parent(path)
@@ -103,7 +106,8 @@ def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
         raise click.UsageError(f"--trace {trace} needs --step T: which step's values to draw "
                                "(1 is the first)")
     batch = batch or 0
-    strips = strips_at(build_scene(cell.schedule), load_npz(trace), step, batch, str(trace))
+    strips = strips_at(build_scene(cell.schedule), read_trace(trace, cell.schedule), step,
+                       batch, str(trace))
     return strips, f"step {step}, sequence {batch}"
 
 
@@ -167,7 +171,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         diagrams = {s: draw(cell, s, highlight=highlight, stages=stages, strips=strips,
                             values=values) for s in styles}
     if out is not None:
-        _write(diagrams, output_paths(out, cell.name, list(diagrams), fmt), fmt)
+        _write(diagrams, output_paths(out, cell.name, list(diagrams), fmt), fmt,
+               {"SPEC": spec, "--trace": trace})
     elif len(diagrams) == 1:
         _to_stdout(next(iter(diagrams.values())), fmt)
     elif style == "both":
@@ -175,7 +180,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
                                f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
                                "--style pipe or --style cell")
     else:
-        _write(diagrams, output_paths(".", cell.name, list(diagrams), fmt), fmt)
+        _write(diagrams, output_paths(".", cell.name, list(diagrams), fmt), fmt,
+               {"SPEC": spec, "--trace": trace})
 
 
 def _to_stdout(dot: graphviz.Digraph, fmt: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -20,7 +20,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.distributed.jobs import run_arrays
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes y (T, B, the output's size) and each state's final "
@@ -33,6 +33,7 @@ from lstm_graph.formats.files import write_npz
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Run a cell over a sequence."""
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     if on_dask is not None:  # the batch sharded across a Dask cluster
         from lstm_graph.cli import sharded
 
@@ -52,13 +53,22 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
            found.ran_with, elapsed, stats, as_json)
 
 
+def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The files a command of :func:`~lstm_graph.cli.inputs.run_options` reads, by option,
+    which its outputs must not replace."""
+    return {"SPEC": spec, "--input": inputs["input_path"], "--weights": inputs["weights"],
+            "--state": inputs["state_path"], "--lengths": inputs.get("lengths_path")}
+
+
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
            seconds: float, y: dict[str, float], as_json: bool,
            extra: dict[str, Any] | None = None) -> None:
     """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
     ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
-    and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout)."""
+    and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout, or
+    stderr where ``out`` is stdout)."""
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
+    aside = is_stdout(out)
     if as_json:
         emit_json({"cell": cell.name, "backend": runner.backend, "dtype": runner.dtype.name,
                    "executor": runner.executor, "ran_with": ran_with,
@@ -68,7 +78,7 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    "lengths": prepared.lengths is not None,
                    "seconds": round(seconds, 6), "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
-                   **(extra or {})})
+                   **(extra or {})}, err=aside)
         return  # the summary says where it wrote what
     listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     click.echo(f"wrote {out}: {listed}", err=True)
@@ -77,6 +87,6 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
     click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
                f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
-               f"{seconds * 1e3:.2f} ms")
+               f"{seconds * 1e3:.2f} ms", err=aside)
     click.echo(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
-               f"min {y['min']:+.5f}  max {y['max']:+.5f}")
+               f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)

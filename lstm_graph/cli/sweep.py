@@ -13,7 +13,7 @@ from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
-from lstm_graph.formats.files import json_text, write_atomic
+from lstm_graph.formats.files import check_output, json_text, refuse_inputs, write_atomic
 from lstm_graph.training import named
 
 
@@ -74,6 +74,11 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
             os.path.realpath(out) == os.path.realpath(markdown):
         raise click.UsageError(f"--out and --markdown name the same file ({out}); give two "
                                "files")
+    refuse_inputs({"--out": out, "--markdown": markdown},
+                  {"--task": task_name, **{f"CELL {spec}": spec for spec in cells}})
+    for path in (out, markdown):  # a directory it cannot write in: said before the sweep
+        if path is not None:
+            check_output(path)
     address = dask_address(address)
     from lstm_graph.distributed import sweep as sweeping
     from lstm_graph.distributed.cluster import connect
@@ -88,9 +93,12 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
     configs = sweeping.grid(sources, hidden_sizes, seeds)
 
+    label = sweeping.labels(configs)
+
     def report(entry: sweeping.Entry, done: int) -> None:
-        loss = f"loss {entry.loss:.4g}" if entry.loss is not None else f"failed: {entry.error}"
-        click.echo(f"[{done}/{len(configs)}] {entry.spec} H={entry.hidden_size} seed "
+        loss = f"loss {sweeping.loss_text(entry.loss)}" if entry.loss is not None else \
+            f"failed: {entry.error}"
+        click.echo(f"[{done}/{len(configs)}] {label[entry.spec]} H={entry.hidden_size} seed "
                    f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
 
     click.echo(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "

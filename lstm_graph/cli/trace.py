@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
 from lstm_graph.cli.inputs import (
     OnDask,
     dask_options,
@@ -16,8 +16,9 @@ from lstm_graph.cli.inputs import (
     run_options,
     with_progress,
 )
+from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import trace_arrays
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes one array (T, B, width) per assignment under its "
@@ -31,6 +32,7 @@ from lstm_graph.formats.files import write_npz
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Record every value a cell computes at every step (for plots and the explorer)."""
+    refuse_inputs({"--out": out}, read_files(spec, inputs))
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="trace", **inputs)
@@ -49,10 +51,11 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
         extra["dask"] = sharded.summary(on_dask, outcome)
         if not as_json:
             sharded.say_spread(on_dask, outcome)
-    cell = prepared.cell
+    cell, aside = prepared.cell, is_stdout(out)  # --out /dev/stdout: the summary aside
     if as_json:
         emit_json({"cell": cell.name, "ran_with": ran_with, "out": str(out),
-                   "arrays": {name: list(shape) for name, shape in shapes.items()}, **extra})
+                   "arrays": {name: list(shape) for name, shape in shapes.items()}, **extra},
+                  err=aside)
         return
     steps = progress_steps(prepared) // len(prepared.runner.units)
     units = len(prepared.runner.units)
@@ -60,4 +63,4 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
     click.echo(f"{cell.name}: traced {len(cell.graph.assignments)} values{where} over "
                f"{steps} steps ({ran_with}); wrote {out}", err=True)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{max(map(len, shapes))}}  {shape}")
+        click.echo(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from lstm_graph.cli.app import SPEC_HELP, FiniteFloat, OutputPath, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 from lstm_graph.formats.weights import load_npz
+from lstm_graph.library import builtin_names
 from lstm_graph.render import FORMATS, STYLES, render, save
 from lstm_graph.training import named, train
 from lstm_graph.training.gradflow import Flow, flow
 from lstm_graph.training.plots import check_chart, gradient_flow_chart, loss_curves
+from lstm_graph.training.trainer import Stopped, check_fits
 
 TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
              "holding x (T, N, I) and y (N, O) or (T, N, O).")
@@ -29,6 +35,32 @@ def _ratio(first: float, last: float) -> str:
 
 def _show_loss(loss: float | None) -> str:
     return f"loss {loss:.4g}" if loss is not None else ""
+
+
+@contextmanager
+def _stop_at_a_step_end() -> Iterator[list[int]]:
+    """SIGTERM and Ctrl-C (SIGINT) noted, not acted on at once: training ends at the end
+    of its step, with a checkpoint. The list holds the signals received; a second one
+    acts as it would have (the command ends now, as on any other command)."""
+    received: list[int] = []
+    previous = {int(number): signal.getsignal(number)
+                for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def note(number: int, frame: Any) -> None:
+        if received:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)
+            raise KeyboardInterrupt
+        received.append(number)
+
+    for number in previous:
+        signal.signal(number, note)
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @main.command(epilog=SPEC_HELP + " Writes the cell's trained parameters (in its own names, "
@@ -68,8 +100,6 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     """Train a cell (with a linear readout) on a task, with Adam and gradient clipping."""
     if plot is not None:
         check_chart(plot)
-    cell = load(spec)
-    task = named(task_name, length)
     if checkpoint is None:
         if out.is_symlink() or (out.exists() and not out.is_file()):
             raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
@@ -77,8 +107,18 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         checkpoint = out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
     if checkpoint.resolve() == out.resolve():
         raise click.UsageError(f"--checkpoint {checkpoint} is --out too; give another file")
+    inputs = {"SPEC": spec, "--task": task_name}
+    refuse_inputs({"--out": out, "--plot": plot}, {**inputs, "--checkpoint": checkpoint})
+    refuse_inputs({"--checkpoint": checkpoint}, inputs)
+    for path in (out, checkpoint, plot):  # a directory it cannot write in: said now
+        if path is not None:
+            check_output(path)
+    cell = load(spec)
+    task = named(task_name, length)
+    check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
     with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
-                           file=sys.stderr, item_show_func=_show_loss) as bar:
+                           file=sys.stderr, item_show_func=_show_loss) as bar, \
+            _stop_at_a_step_end() as received:
         on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
 
         def report(step: int, loss: float) -> None:
@@ -86,12 +126,20 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
             if not on_terminal and step % eval_every == 0:
                 click.echo(f"step {step}: loss {loss:.4g}", err=True)
 
-        trained = train(cell, task, hidden_size, steps, batch, lr, clip, seed, dtype,
-                        checkpoint, checkpoint_every, resume, eval_every, report)
+        try:
+            trained = train(cell, task, hidden_size, steps, batch, lr, clip, seed, dtype,
+                            checkpoint, checkpoint_every, resume, eval_every, report,
+                            stop=lambda: bool(received))
+        except Stopped as stopped:
+            terminated = received[0] == signal.SIGTERM
+            click.echo(f"\n{'terminated' if terminated else 'interrupted'} at step "
+                       f"{stopped.step}; the checkpoint {checkpoint} holds it (train again "
+                       f"with --resume to go on); --out {out} was not written", err=True)
+            click.get_current_context().exit(143 if terminated else 130)
     write_npz(out, trained.weights)
     if plot is not None:
         loss_curves([(cell.name, trained)], plot, f"{cell.name} on {task.name}")
-    final = trained.evals[-1][1] if trained.evals else float("nan")
+    final = float(trained.evals[-1][1]) if len(trained.evals) else float("nan")
     summary = {"cell": cell.name, "task": task.name, "steps": trained.steps,
                "held_out_loss": final, "baseline": task.baseline,
                "seconds": round(trained.seconds, 3), "resumed_from": trained.resumed_from,
@@ -110,8 +158,26 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
 train_command.name = "train"
 
 
+def _spec_and_weights(entry: str) -> tuple[str, str | None]:
+    """A CELL argument as its cell and its weights: ``lstm=w.npz`` -> ``("lstm", "w.npz")``;
+    a built-in name or an existing file alone is a cell without weights, and a path holding
+    ``=`` is split where a cell and an existing weights file meet (``a=b/c.cell=w=1.npz``);
+    else at the first ``=``."""
+    def is_cell(text: str) -> bool:
+        return text in builtin_names() or Path(text).is_file()
+
+    if is_cell(entry):
+        return entry, None
+    for at in (k for k, char in enumerate(entry) if char == "="):
+        if is_cell(entry[:at]) and Path(entry[at + 1:]).exists():
+            return entry[:at], entry[at + 1:]
+    spec, _, weights = entry.partition("=")
+    return spec, weights or None
+
+
 @main.command(epilog="Each CELL is a built-in name or a .cell path, optionally with weights: "
-              "lstm=trained.npz. The loss is the sum of the last step's output.")
+              "lstm=trained.npz (a path may hold '='). The loss is the sum of the last "
+              "step's output.")
 @click.argument("cells", nargs=-1, required=True)
 @click.option("--task", "task_name", default="adding", show_default=True,
               help="Where the inputs come from: " + TASK_HELP)
@@ -149,13 +215,19 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     if diagram_format is not None and diagram_format not in FORMATS:
         raise click.UsageError(f"--diagram {diagram}: a diagram is written as "
                                f"{', '.join(FORMATS)} (by its suffix), not .{diagram_format}")
+    given = [_spec_and_weights(entry) for entry in cells]
+    read = {"--task": task_name, **{f"CELL {entry}": path for entry, (spec, weights) in
+                                    zip(cells, given) for path in (spec, weights) if path}}
+    refuse_inputs({"--out": out, "--diagram": diagram}, read)
+    for path in (out, diagram):  # a directory it cannot write in: said now
+        if path is not None:
+            check_output(path)
     task = named(task_name, length)
     if step is not None and step > task.length:
         raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")
     x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
     flows: list[Flow] = []
-    for entry in cells:
-        spec, _, weights_path = entry.partition("=")
+    for spec, weights_path in given:
         cell = load(spec)
         if weights_path:
             runner = cell.compile(input_size=task.input_size,
@@ -171,7 +243,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     if diagram is not None:
         shown = step or task.length
         sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
-        drawn = render(load(cells[0].partition("=")[0]), style, gradients=sizes,
+        drawn = render(load(given[0][0]), style, gradients=sizes,
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
         save(drawn, diagram, diagram_format or "svg")
         click.echo(f"wrote {diagram}", err=True)

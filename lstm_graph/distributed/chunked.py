@@ -1,12 +1,15 @@
 """An ``.npz`` written chunk by chunk, whole or not at all, never held in memory.
 
-Each array of the output is a memory-mapped ``.npy`` file
-(:func:`numpy.lib.format.open_memmap`) in a private temporary directory beside the
-output (in the nearest directory that exists; the system's temporary directory where
-none can be made there, as for ``/dev/stdout``); results are written into it as they
-arrive (rows of a shard, say). :meth:`ChunkedNpz.commit` copies the ``.npy`` files block
-by block into a zip archive laid out as :func:`numpy.savez` lays it out (stored, not
-compressed, one ``NAME.npy`` per array), streamed through
+Each array of the output is a memory-mapped ``.npy`` file in a private temporary
+directory beside the output (in the nearest directory that exists; the system's
+temporary directory where none can be made there, as for ``/dev/stdout``); results are
+written into it as they arrive (rows of a shard, say). The directory is named
+``.NAME.lstm-graph-XXXXXXXX.parts``, made and read only through its own descriptor
+(never through a link), and locked (``flock``) while it is alive: one that a killed
+command left behind is removed by the next write of the same output
+(:func:`~lstm_graph.formats.files.sweep_leftovers`). :meth:`ChunkedNpz.commit` copies
+the ``.npy`` files block by block into a zip archive laid out as :func:`numpy.savez`
+lays it out (stored, not compressed, one ``NAME.npy`` per array), streamed through
 :func:`~lstm_graph.formats.files.open_output`: renamed into place when complete, with
 every rule that any output of lstm-graph follows. On failure, or if never committed,
 the directory is removed: the output is the new file, or whatever was there before.
@@ -33,6 +36,7 @@ file on a full disk is killed by ``SIGBUS`` when written).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -42,11 +46,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 
 from lstm_graph.errors import OutputError
-from lstm_graph.formats.files import open_output
+from lstm_graph.formats.files import create_locked, open_output
 from lstm_graph.formats.memory import size_text
 
 #: Bytes copied at a time into the archive.
@@ -77,32 +82,55 @@ def _archive_directory(path: Path) -> Path | None:
     return _nearest_directory(target.parent if str(target.parent) else Path("."))
 
 
-def _allocate(part: Path) -> None:
-    """Give the file ``part`` its room on the disk now (``posix_fallocate``) rather than as
-    pages of its memory map are first written; a no-op where the system cannot."""
+def _allocate(fd: int) -> None:
+    """Give the open file ``fd`` its room on the disk now (``posix_fallocate``) rather than
+    as pages of its memory map are first written; a no-op where the system cannot."""
     allocate = getattr(os, "posix_fallocate", None)
     if allocate is None:
         return
-    with open(part, "r+b") as stream:
-        try:
-            allocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
-
-
-def _parts_directory(path: Path) -> Path:
-    """A new private directory for the arrays of ``path`` while they are written."""
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    folder = _nearest_directory(target.parent if str(target.parent) else Path("."))
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".parts", dir=folder))
-    except OSError:  # no room to write there (/dev for /dev/stdout): the system's own
+        allocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
+def _write_header(stream: BinaryIO, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """An ``.npy`` header for an array of ``shape`` and ``dtype`` (format 1.0 where it
+    fits, else 2.0, as :func:`numpy.lib.format.open_memmap` writes it)."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    try:
+        np.lib.format.write_array_header_1_0(stream, header)
+    except ValueError:
+        stream.seek(0)
+        np.lib.format.write_array_header_2_0(stream, header)
+
+
+def _parts_directory(path: Path) -> tuple[Path, int, int, str]:
+    """A new private directory for the arrays of ``path`` while they are written: where
+    it is, a descriptor of that directory, the new directory's own (locked) descriptor,
+    and its name there."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    places = [(_nearest_directory(target.parent if str(target.parent) else Path(".")),
+               target.name),  # no room there (/dev for /dev/stdout): the system's own
+              (Path(tempfile.gettempdir()), path.name or "output")]
+    why = ""
+    for folder, name in places:
         try:
-            return Path(tempfile.mkdtemp(prefix="lstm-graph-", suffix=".parts"))
+            parent = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
-            raise OutputError(f"{path}: no directory to write its arrays in while they are "
-                              f"made ({err.strerror or err})") from None
+            why = err.strerror or str(err)
+            continue
+        try:
+            fd, entry = create_locked(parent, name, "parts", str(path), str(folder))
+        except OutputError as err:
+            os.close(parent)
+            why = str(err)
+            continue
+        return folder, parent, fd, entry
+    raise OutputError(f"{path}: no directory to write its arrays in while they are made "
+                      f"({why})")
 
 
 class ChunkedNpz:
@@ -110,7 +138,8 @@ class ChunkedNpz:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._parts = _parts_directory(self.path)
+        folder, self._parent, self._fd, self._entry = _parts_directory(self.path)
+        self._parts = folder / self._entry  # for messages and the disk's free room
         self._arrays: dict[str, np.memmap] = {}
 
     def reserve(self, nbytes: int, arrays: int = 1) -> None:
@@ -141,16 +170,21 @@ class ChunkedNpz:
         room on the disk taken now."""
         if name in self._arrays:
             raise OutputError(f"{self.path}: two arrays named '{name}'")
-        part = self._parts / f"{len(self._arrays)}.npy"
+        part = f"{len(self._arrays)}.npy"
+        dtype = np.dtype(dtype)
         try:
-            mapped = np.lib.format.open_memmap(part, mode="w+", dtype=np.dtype(dtype),
-                                               shape=shape)
-            _allocate(part)
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=self._fd)
+            with os.fdopen(fd, "r+b") as stream:
+                _write_header(stream, dtype, shape)
+                mapped = np.memmap(stream, dtype, mode="r+", offset=stream.tell(), shape=shape)
+                _allocate(stream.fileno())
         except OSError as err:
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(part, dir_fd=self._fd)
             why = f"{self.path}: cannot make {name} {shape} in {self._parts}"
             if err.errno == errno.ENOSPC:
-                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+                nbytes = math.prod(shape) * dtype.itemsize
                 raise OutputError(f"{why}: no room for its {size_text(nbytes)} on the disk "
                                   f"({err.strerror}); free some space, or write the output "
                                   "to another disk") from None
@@ -167,16 +201,28 @@ class ChunkedNpz:
                 zipfile.ZipFile(stream, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for k, (name, mapped) in enumerate(self._arrays.items()):
                 mapped.flush()
-                with open(self._parts / f"{k}.npy", "rb") as source, \
+                part = os.open(f"{k}.npy", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               dir_fd=self._fd)
+                with os.fdopen(part, "rb") as source, \
                         archive.open(f"{name}.npy", "w", force_zip64=True) as target:
                     shutil.copyfileobj(source, target, BLOCK)
         return self.path
 
     def close(self) -> None:
         """Drop the memory maps and the temporary directory (after :meth:`commit`, or
-        instead of it)."""
+        instead of it): the files it made there, then the directory."""
+        if self._fd < 0:
+            return
+        made = len(self._arrays)
         self._arrays.clear()
-        shutil.rmtree(self._parts, ignore_errors=True)
+        for k in range(made + 1):  # and one that failed half-made
+            with contextlib.suppress(OSError):
+                os.unlink(f"{k}.npy", dir_fd=self._fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._entry, dir_fd=self._parent)
+        os.close(self._fd)  # the lock goes with it
+        os.close(self._parent)
+        self._fd = self._parent = -1
 
     def __enter__(self) -> ChunkedNpz:
         return self

@@ -171,10 +171,12 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         if address == LOCAL:
             try:
                 cluster = stack.enter_context(_local_cluster())
-            except (OSError, TimeoutError) as err:
-                raise DaskError(f"cannot start a local Dask cluster ({err}); see that this "
-                                "machine can start processes and listen on 127.0.0.1, or "
-                                "give the address of a running scheduler") from None
+            except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."
+                cause = f": {err.__cause__}" if err.__cause__ else ""
+                raise DaskError(f"cannot start a local Dask cluster ({err}{cause}); see that "
+                                "this machine can start processes (ulimit -u) and listen on "
+                                "127.0.0.1, or give the address of a running scheduler") \
+                    from None
         deadline = _Deadline(timeout + GRACE)
         try:
             client = stack.enter_context(_Client(cluster if address == LOCAL else address,
@@ -189,7 +191,11 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
             raise DaskError(f"cannot reach a Dask scheduler at {address} within {timeout:g} s "
                             f"({err}); is 'dask scheduler' running there, and the address the "
                             "one it printed?") from None
-        except (ValueError, MemoryError):  # something answered, but not in Dask's protocol
+        except Exception as err:  # what answered sent what Dask's protocol cannot read (a
+            # frame header of 2**40: struct.error; a length too large: MemoryError; …)
+            if address == LOCAL:
+                raise DaskError(f"cannot connect to the local Dask cluster ({type(err).__name__}"
+                                f": {err})") from None
             raise _not_dask(address, "") from None
         check_workers(client, address, timeout, deadline)
         yield client

@@ -30,6 +30,7 @@ from lstm_graph.cell import Cell, Runner, compile_layers
 from lstm_graph.checks import not_finite
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
+from lstm_graph.formats.trace import identity
 from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
 
 #: The commands a job can run.
@@ -74,7 +75,8 @@ class Shard:
 
     ``arrays`` are named and ordered as in the output file; ``axes`` gives each one's
     batch axis, or ``None`` for a sum over the batch (a weight gradient), which shards
-    add; ``times`` the time axis of those that have one. ``loss`` is ``grad``'s
+    add, or for a text that every shard gives alike (a trace's cell), written once;
+    ``times`` the time axis of those that have one. ``loss`` is ``grad``'s
     ``sum(grad_y · y)`` over these sequences (in float64).
     """
 
@@ -147,8 +149,9 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                  lengths: Any = None) -> Shard:
     """``trace``'s output: every assignment ``(T, B, width)`` under its own name (under its
     unit's prefix in a stack: ``l0.c``), ``y`` (the run's output, unless an assignment has
-    that name) and ``final.STATE`` for each state. One sequence ``(T, I)`` keeps its batch
-    axis here, unlike a run."""
+    that name), ``final.STATE`` for each state, and the cell's name and digest
+    (:mod:`lstm_graph.formats.trace`), which a reader of the trace checks. One sequence
+    ``(T, I)`` keeps its batch axis here, unlike a run."""
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite,
                           lengths=lengths)
     arrays = {name: to_numpy(value) for name, value in values.items()}
@@ -173,6 +176,9 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
     axes: dict[str, int | None] = {name: along for name in arrays}
     axes.update({f"final.{name}": state_axis(runner) for name in states})
     times = {name: time_axis(runner, x) for name in arrays if not name.startswith("final.")}
+    made_by = identity(runner.cell.schedule)
+    arrays.update(made_by)
+    axes.update(dict.fromkeys(made_by))
     return Shard(arrays, axes, str(runner.ran_with), times=times)
 
 

@@ -302,6 +302,9 @@ class _Run:
                 raise DaskError(f"shard {k} came back with {name} of shape {value.shape}, "
                                 f"expected {rows.shape}; do the workers run the lstm-graph "
                                 "this machine runs?")
+            if axis is None and value.dtype.kind == "U":  # a trace's cell: alike in all
+                rows[...] = value
+                continue
             if axis is None:
                 sums[name] = value
                 continue

@@ -13,6 +13,7 @@ not stop the others; a run whose worker dies is run again elsewhere by the sched
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import uuid
 from collections.abc import Callable, Sequence
@@ -113,11 +114,12 @@ def train_one(config: Config, task: Task, settings: Settings) -> Entry:
     except Exception as err:  # one run's failure is its entry, not the sweep's
         return failed(config, task, _reason(err))
     params = sum(int(value.size) for value in trained.weights.values())
-    loss = trained.evals[-1][1]  # train measures it after the last step
+    loss = float(trained.evals[-1][1])  # train measures it after the last step
     finite = math.isfinite(loss)
     return Entry(config.spec, config.cell, config.hidden_size, config.seed, params,
                  loss if finite else None, task.baseline, trained.steps, trained.seconds,
-                 list(trained.evals), None if finite else f"the held-out loss is {loss}")
+                 [(int(step), float(value)) for step, value in trained.evals],
+                 None if finite else f"the held-out loss is {loss}")
 
 
 def rank(entries: Sequence[Entry]) -> list[Entry]:
@@ -186,13 +188,28 @@ _COLUMNS = ("rank", "cell", "H", "seed", "held-out loss", "× baseline", "params
             "seconds")
 
 
+def labels(entries: Sequence[Entry | Config]) -> dict[str, str]:
+    """What the board calls each cell: its own name, as ``train`` says it (``mgu`` for
+    ``cells/mgu.cell``), or the spec as given where two specs hold cells of one name."""
+    names = {entry.spec: entry.cell for entry in entries}
+    shared = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {spec: spec if name in shared else name for spec, name in names.items()}
+
+
+def loss_text(loss: float) -> str:
+    """A loss with four significant digits, trailing zeros kept (``0.1600`` beside
+    ``0.1488``, not ``0.16``)."""
+    return f"{loss:#.4g}"
+
+
 def _rows(entries: Sequence[Entry]) -> list[list[str]]:
     rows = []
+    label = labels(entries)
     for place, entry in enumerate(entries, 1):
-        loss = "failed" if entry.loss is None else f"{entry.loss:.4g}"
+        loss = "failed" if entry.loss is None else loss_text(entry.loss)
         ratio = "—" if entry.ratio is None else f"{entry.ratio:.3f}"
-        rows.append([str(place), entry.spec, str(entry.hidden_size), str(entry.seed), loss,
-                     ratio, str(entry.params), str(entry.steps), f"{entry.seconds:.1f}"])
+        rows.append([str(place), label[entry.spec], str(entry.hidden_size), str(entry.seed),
+                     loss, ratio, str(entry.params), str(entry.steps), f"{entry.seconds:.1f}"])
     return rows
 
 
@@ -203,18 +220,39 @@ def table(entries: Sequence[Entry]) -> str:
     lines = ["  ".join(cell.ljust(w) if _COLUMNS[k] == "cell" else cell.rjust(w)
                        for k, (cell, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
-    lines += [f"{entry.spec} H={entry.hidden_size} seed {entry.seed}: {entry.error}"
+    label = labels(entries)
+    lines += [f"{label[entry.spec]} H={entry.hidden_size} seed {entry.seed}: {entry.error}"
               for entry in entries if entry.error]
     return "\n".join(lines)
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]|#<>&])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as Markdown shows it literally, in a table cell or a list: every character
+    Markdown or HTML would act on escaped (``|`` would end a cell, ``<b>`` would be a tag),
+    line breaks as spaces.
+
+    >>> markdown_text("a|b <i>x</i> & *y*")
+    'a\\\\|b &lt;i&gt;x&lt;/i&gt; &amp; \\\\*y\\\\*'
+    """
+    entities = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+    flat = " ".join(text.splitlines())
+    return _MARKDOWN_ACTIVE.sub(lambda m: entities.get(m.group(1), "\\" + m.group(1)), flat)
+
+
 def markdown(entries: Sequence[Entry], title: str) -> str:
-    """The leaderboard as a Markdown table under a heading."""
+    """The leaderboard as a Markdown table under a heading, every text escaped
+    (:func:`markdown_text`)."""
     align = ["---" if column == "cell" else "---:" for column in _COLUMNS]
-    lines = [f"## {title}", "", "| " + " | ".join(_COLUMNS) + " |",
+    lines = [f"## {markdown_text(title)}", "", "| " + " | ".join(_COLUMNS) + " |",
              "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(entries)]
-    lines += [f"\n- `{entry.spec}` H={entry.hidden_size} seed {entry.seed}: {entry.error}"
+    lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |"
+              for row in _rows(entries)]
+    label = labels(entries)
+    lines += [f"\n- {markdown_text(label[entry.spec])} H={entry.hidden_size} seed "
+              f"{entry.seed}: {markdown_text(entry.error)}"
               for entry in entries if entry.error]
     return "\n".join(lines) + "\n"
 

@@ -37,9 +37,9 @@ def check(executor: str, backend: str) -> None:
         raise BackendError(f"unknown executor '{executor}'; choose one of "
                            f"{', '.join(EXECUTORS)}")
     if backend not in _ON[executor]:
-        other = "plan or cuda" if backend == "cupy" else "plan, native or numpy"
+        here = [name for name in EXECUTORS if backend in _ON[name]]
         raise BackendError(f"the {executor} executor does not run on the {backend} backend; "
-                           f"use --executor {other} there")
+                           f"use --executor {', '.join(here[:-1])} or {here[-1]} there")
     if executor == "native":
         native.require_compiler()
 

@@ -12,6 +12,6 @@ See :mod:`.page` (what the page holds), :mod:`.data` (its JSON and size budget)
 and :mod:`.svg` (how the diagrams are embedded).
 """
 
-from lstm_graph.explore.page import Run, build_page
+from lstm_graph.explore.page import Run, build_page, kept_of
 
-__all__ = ["Run", "build_page"]
+__all__ = ["Run", "build_page", "kept_of"]

@@ -44,8 +44,13 @@ class Kept:
     sequences: int
     units: int | None
 
-    def sentence(self, steps: int, sequences: int) -> str | None:
-        """What was left out, in words; None when nothing was."""
+    def shown(self, steps: int, sequences: int) -> str | None:
+        """What a page of a run of ``steps`` × ``sequences`` shows, in words, when it was
+        cut ("the first 4 of 64 sequences, steps 1 to 40 of 2000"); None when it was not.
+
+        >>> Kept(40, 4, None).shown(2000, 64)
+        'the first 4 of 64 sequences, steps 1 to 40 of 2000'
+        """
         cut = []
         if self.sequences < sequences:
             cut.append(f"the first {self.sequences} of {sequences} sequences")
@@ -53,10 +58,15 @@ class Kept:
             cut.append(f"steps 1 to {self.steps} of {steps}")
         if self.units is not None:
             cut.append(f"the first {self.units} units of each value")
-        if not cut:
+        return ", ".join(cut) or None
+
+    def sentence(self, steps: int, sequences: int) -> str | None:
+        """What was left out, in the page's words; None when nothing was."""
+        shown = self.shown(steps, sequences)
+        if shown is None:
             return None
-        return (f"This page shows {', '.join(cut)}, to stay under 2 MB. 'lstm-graph trace' "
-                "writes every value.")
+        return f"This page shows {shown}, to stay under 2 MB. 'lstm-graph trace' writes " \
+            "every value."
 
 
 def budget(dtype: np.dtype) -> int:
@@ -123,13 +133,20 @@ def array_json(array: np.ndarray, dtype: np.dtype) -> str:
 
 def to_json(data: Mapping[str, object], arrays: Mapping[str, Mapping[str, np.ndarray]],
             dtype: np.dtype) -> str:
-    """``data`` as JSON with each ``arrays`` group (``values``, ``input``, ``initial``)
-    written by :func:`array_json`, made safe to sit inside a ``<script>`` element."""
-    slots = {key: f"@@{key}@@" for key in arrays}
-    text = json.dumps({**data, **slots}, ensure_ascii=False, separators=(",", ":"))
-    for key, group in arrays.items():
-        body = ",".join(f"{json.dumps(name)}:{array_json(value, dtype)}"
-                        for name, value in group.items())
-        text = text.replace(json.dumps(slots[key]), "{" + body + "}", 1)
+    """``data`` as JSON, then each ``arrays`` group (``values``, ``input``, ``initial``, keys
+    that ``data`` does not have) written by :func:`array_json`, made safe to sit inside a
+    ``<script>`` element. The groups are appended to the object, never put in place of a
+    marker, so no text of the user's (a caption, a cell's name) can be taken for one.
+
+    >>> to_json({"caption": "@@values@@"}, {"values": {"h": np.ones((1, 1, 1))}},
+    ...         np.dtype("float32"))
+    '{"caption":"@@values@@","values":{"h":[[[1.0]]]}}'
+    """
+    text = json.dumps(dict(data), ensure_ascii=False, separators=(",", ":"))
+    groups = [json.dumps(key) + ":{" + ",".join(f"{json.dumps(name)}:{array_json(value, dtype)}"
+                                                 for name, value in group.items()) + "}"
+              for key, group in arrays.items()]
+    if groups:
+        text = text[:-1] + ("," if data else "") + ",".join(groups) + "}"
     # no "</script>" or "<!--" can end the element early: "<" only occurs in strings
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

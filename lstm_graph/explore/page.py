@@ -20,12 +20,16 @@ from importlib import resources
 import numpy as np
 
 from lstm_graph.cell import Cell
-from lstm_graph.explore.data import budget, keep, to_json
+from lstm_graph.explore.data import Kept, budget, keep, to_json
 from lstm_graph.explore.svg import NodeInfo, embed
-from lstm_graph.render import STYLES, classic, palette, pipe, render, to_bytes
+from lstm_graph.formats.trace import digest
+from lstm_graph.library import load_cell
+from lstm_graph.render import STYLES, check_size, classic, palette, pipe, render, to_bytes
 from lstm_graph.render.scene import Scene, build_scene, highlighted
 from lstm_graph.render.values import bins, placeholder_strips
 
+#: The built-in cell that is the article's (Shi Yan's peephole LSTM).
+ARTICLE_CELL = "peephole_lstm"
 #: How each style grows a highlight (the Cell, the bus, the input labels).
 _LIT = {"pipe": pipe.lit_nodes, "cell": classic.lit_nodes}
 
@@ -48,14 +52,29 @@ class Run:
     gradients: Mapping[str, np.ndarray] | None = None
 
 
+def kept_of(run: Run, most: int | None = None) -> Kept:
+    """What the page of ``run`` keeps of it, with at most ``most`` numbers embedded
+    (default: :func:`.data.budget`, a page under 2 MB)."""
+    steps, sequences, inputs = run.x.shape
+    widths = [int(run.values[name].shape[2]) for name in run.cell.graph.assignments]
+    return keep(steps, sequences, [*widths, inputs], most or budget(run.dtype))
+
+
+def check_drawable(cell: Cell) -> None:
+    """Refuse, before a run, a cell whose diagrams are too large for Graphviz to lay out
+    (:func:`lstm_graph.render.check_size`): the page draws both styles."""
+    for style in STYLES:
+        check_size(render(cell, style, stages=True, marks=True))
+
+
 def build_page(run: Run, most: int | None = None) -> str:
     """The explorer page of ``run`` as HTML text, with at most ``most`` numbers embedded
-    (default: :func:`.data.budget`, a page under 2 MB)."""
+    (default: :func:`.data.budget`, a page under 2 MB); what it keeps: :func:`kept_of`."""
     cell = run.cell
     graph, scene = cell.graph, build_scene(cell.schedule)
-    steps, sequences, inputs = run.x.shape
+    steps, sequences, _ = run.x.shape
     widths = {name: int(run.values[name].shape[2]) for name in graph.assignments}
-    kept = keep(steps, sequences, [*widths.values(), inputs], most or budget(run.dtype))
+    kept = kept_of(run, most)
 
     def cut(array: np.ndarray) -> np.ndarray:
         """The kept part of a (T, B, width) or (B, width) array."""
@@ -111,6 +130,7 @@ def build_page(run: Run, most: int | None = None) -> str:
         "TITLE": html.escape(f"{cell.name} · lstm-graph explorer"),
         "CELL": html.escape(cell.name),
         "NOTE": html.escape(kept.sentence(steps, sequences) or ""),
+        "STAGENOTE": html.escape(stage_note(cell)),
         "CSS": _asset("explorer.css"),
         "JS": _asset("explorer.js"),
         "DATA": to_json(data, arrays, run.dtype),
@@ -118,6 +138,46 @@ def build_page(run: Run, most: int | None = None) -> str:
         "CELLSVG": svgs["cell"],
     }
     return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: parts[m.group(1)], _asset("explorer.html"))
+
+
+def stage_note(cell: Cell) -> str:
+    """The stage player's note: what a stage is, and what this cell's schedule shows (which
+    stages wait for a state's new value); the article's point is named as such only on
+    the article's own cell (its equations, whatever the file's name or layout).
+
+    >>> from lstm_graph.library import load_cell
+    >>> print(stage_note(load_cell("gru")))  # doctest: +NORMALIZE_WHITESPACE
+    A stage runs once every stage before it is done: it reads values they made. In this
+    cell no stage reads a state's new value: every state is read as the step found it
+    (h[t-1]). Why the order of a step matters is the subject of Shi Yan's “Understanding
+    LSTM and its diagrams” (2016).
+    """
+    schedule, states = cell.schedule, cell.graph.states
+    waits = [(f"stage {number} ({', '.join(names)})", ", ".join(read))  # the new states read
+             for number, names in enumerate(schedule.stages, start=1)
+             if (read := schedule.stage_waits_for(number))]
+    base = "A stage runs once every stage before it is done: it reads values they made."
+    if len(waits) == 1:
+        (stage, new), = waits
+        said = (f"In this cell {stage} waits for the new {new}: it reads the value this "
+                "step makes, not the old one.")
+    elif waits:
+        (stage, new), *rest = waits
+        others = ", and ".join(f"{more} for the new {also}" for more, also in rest)
+        said = (f"In this cell {stage} waits for the new {new}, and {others}: each reads "
+                "the value this step makes, not the old one.")
+    else:
+        olds = ", ".join(f"{state}[t-1]" for state in states)
+        said = ("In this cell no stage reads a state's new value: every state is read as "
+                f"the step found it ({olds}).")
+    if digest(cell.schedule) == digest(load_cell(ARTICLE_CELL).schedule):
+        article = ("This is the peephole LSTM of Shi Yan's “Understanding LSTM and its "
+                   "diagrams” (2016), and that wait is its point: the output valve must "
+                   "wait for the new memory, which the classic diagram hides.")
+    else:
+        article = ("Why the order of a step matters is the subject of Shi Yan's "
+                   "“Understanding LSTM and its diagrams” (2016).")
+    return f"{base} {said} {article}"
 
 
 def _asset(name: str) -> str:

@@ -1,30 +1,50 @@
-"""Writing output files whole or not at all, and never over a special file.
+"""Writing output files whole or not at all, never over a special file, never where
+another user points.
 
 An output goes to a temporary file in the target's directory and is renamed
 into place only once complete, so a failed or interrupted run leaves an
 earlier file untouched and no partial file behind. Missing parent directories
 are created (and removed again if the write fails). A new file gets the mode
-the user's umask allows; a file written over keeps its mode; a symbolic link
-is followed, and its target is written (no directories are made for it).
+the user's umask allows; a file written over keeps its mode.
+
+Every step works on an open descriptor of the target's directory and never lets
+the kernel follow the last component behind our back: the temporary file is made
+with ``O_EXCL | O_NOFOLLOW`` and renamed onto the directory entry itself, so a
+symbolic link that another user swaps in meanwhile (in ``/tmp``, say) is replaced,
+never written through. A symbolic link named as the output is followed (its target
+written, the link kept, no directories made for it) only where no other user can
+have put it there or change it: its directory is yours or root's and writable by no
+one else (its group only if that is your own group), or, as the kernel's
+``protected_symlinks`` rule has it, the directory is sticky and the link is yours
+or the directory owner's. Any other link is refused.
 
 Only a regular file is ever replaced. A character device (``/dev/null``, a
 terminal) or a FIFO (``/dev/stdout`` in a pipe) is written through, so
 ``--out /dev/stdout`` works; a FIFO that no process reads is refused rather
 than waited on. Any other kind of file (a directory, a socket, a block device)
-is refused.
+is refused, and so is a path that ends in ``/`` (it names a directory).
+
+The temporary file is named ``.NAME.lstm-graph-XXXXXXXX.tmp`` and locked
+(``flock``) while it is written. A write killed where it cannot clean up
+(``SIGKILL``, a power cut) leaves it behind; the next write of the same output
+removes such leftovers of its name that belong to the user and that no live
+process holds (their lock is free), and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import math
 import os
+import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,68 +102,330 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     return Path(path)
 
 
+
 @contextlib.contextmanager
 def open_output(path: str | Path, binary: bool = False) -> Iterator[BinaryIO]:
     """A stream for ``path``, written as the module's docstring says; ``binary`` output
     is refused on a terminal."""
-    if not str(path):
-        raise OutputError("the output path is empty; give a file name")
-    path = Path(path)
-    try:
-        status: os.stat_result | None = path.stat()
-    except (FileNotFoundError, NotADirectoryError):  # a parent missing or a file: see below
-        status = None
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
-    if status is not None and (stat.S_ISCHR(status.st_mode) or stat.S_ISFIFO(status.st_mode)):
-        with _write_through(path, status, binary) as stream:
+    with _placed(path) as place:
+        if place.status is not None and _written_through(place.status.st_mode):
+            with _write_through(place, place.status.st_mode, binary) as stream:
+                yield stream
+            return
+        with _replacing(place) as stream:
             yield stream
+
+
+def check_output(path: str | Path) -> None:
+    """Refuse now, before any work, what :func:`open_output` would refuse at the end (a
+    directory it cannot write in, a socket, a link another user may have put there),
+    without writing anything: a temporary file is made and removed again, and so are
+    the directories made for it. A device or FIFO is not opened (opening a FIFO and
+    closing it would end its reader's input)."""
+    with _placed(path, probe=True) as place:
+        if place.status is not None and _written_through(place.status.st_mode):
+            return
+        fd, entry = create_locked(place.directory, place.name, "tmp", place.shown, place.where)
+        os.unlink(entry, dir_fd=place.directory)
+        os.close(fd)
+
+
+def refuse_inputs(outputs: Mapping[str, str | Path | None],
+                  inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse an output (``{"--out": path}``) that is the same file as one of ``inputs``
+    (``{"--input": path}``): the same file on the disk, whatever name or link leads to
+    it, so that writing it would replace what the command reads. ``None`` is no file."""
+    read: dict[tuple[int, int], tuple[str, str | Path]] = {}
+    for label, value in inputs.items():
+        key = None if value is None else _identity(value)
+        if key is not None and value is not None:
+            read.setdefault(key, (label, value))
+    for label, value in outputs.items():
+        key = None if value is None else _identity(value)
+        if key is not None and key in read:
+            source, name = read[key]
+            what = f"the {source}" if str(name) == str(value) else \
+                f"the same file as the {source} {name}"
+            raise OutputError(f"{label} {value} is {what}: writing it would replace that "
+                              f"input; give {label} another file")
+
+
+def _identity(path: str | Path) -> tuple[int, int] | None:
+    """The device and inode of the regular file ``path`` leads to, or None."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
+
+
+#: The longest part of an output's name that its temporary files repeat (a name's limit
+#: is 255 bytes, and ``.``, the tag and the suffix take the rest).
+_NAME_KEPT = 200
+#: What every temporary file or directory lstm-graph makes beside an output is tagged.
+_TAG = "lstm-graph"
+#: The most symbolic links followed from one output path.
+_MAX_LINKS = 40
+
+
+def leftover_name(name: str, kind: str) -> str:
+    """A new name for a temporary ``kind`` (``tmp``: a file, ``parts``: a directory)
+    made while the output ``name`` is written: ``.NAME.lstm-graph-XXXXXXXX.KIND``."""
+    return f".{name[:_NAME_KEPT]}.{_TAG}-{secrets.token_hex(4)}.{kind}"
+
+
+def create_locked(directory: int, name: str, kind: str, shown: str, where: str
+                  ) -> tuple[int, str]:
+    """Make a temporary ``kind`` for the output ``name`` in ``directory`` (a descriptor of
+    the directory ``where``): a file (``tmp``, mode 0600) or a directory (``parts``, mode
+    0700), named by :func:`leftover_name`, never through a link, and locked (``flock``)
+    for as long as the returned descriptor is open, so that :func:`sweep_leftovers` knows
+    it is alive. Returns the descriptor and the entry's name; ``shown`` names the output
+    in errors. Leftovers of earlier writes of ``name`` are swept first."""
+    sweep_leftovers(directory, name, kind)
+    for _ in range(100):
+        entry = leftover_name(name, kind)
+        try:
+            if kind == "tmp":
+                fd = os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=directory)
+            else:
+                os.mkdir(entry, 0o700, dir_fd=directory)
+        except FileExistsError:  # taken: another name
+            continue
+        except OSError as err:
+            raise OutputError(f"{shown}: cannot write in {where} ({err.strerror or err})") \
+                from None
+        if kind != "tmp":
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, dir_fd=directory)
+            except OSError:  # swept (or replaced) before it was opened: another name
+                continue
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep looks at it
+        if _is_entry(directory, entry, os.fstat(fd)):
+            return fd, entry
+        os.close(fd)  # removed by a sweep before it was locked: another name
+    raise OutputError(f"{shown}: cannot make a temporary file in {where} (every name tried "
+                      "was taken)")
+
+
+def sweep_leftovers(directory: int, name: str, kind: str) -> None:
+    """Remove, from ``directory`` (a descriptor), what writes of the output ``name`` killed
+    on the way left behind: entries named as :func:`leftover_name` names them for
+    ``name`` and ``kind``, that belong to this user, are of the kind (a file; a directory
+    holding only files) and that no live process holds locked. Nothing else is touched."""
+    pattern = re.compile(rf"\.{re.escape(name[:_NAME_KEPT])}\.{_TAG}-[0-9a-f]{{8}}\."
+                         rf"{re.escape(kind)}")
+    try:
+        entries = [entry for entry in os.listdir(directory) if pattern.fullmatch(entry)]
+    except OSError:
         return
-    if status is not None and not stat.S_ISREG(status.st_mode):
-        raise OutputError(f"{path}: is {_kind(status.st_mode)}, not a regular file; give the "
-                          "path of a file to write")
-    link = path.is_symlink()
-    target = Path(os.path.realpath(path)) if link else path
-    directory = target.parent if str(target.parent) else Path(".")
-    created = [] if link else _make_directories(path, directory)  # never where a link leads
-    mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            _remove_if_dead(directory, entry, kind == "parts")
+
+
+def _remove_if_dead(directory: int, entry: str, folder: bool) -> None:
+    """Remove ``entry`` (see :func:`sweep_leftovers`) if it is ours and unlocked."""
+    status = os.stat(entry, dir_fd=directory, follow_symlinks=False)
+    kind_ok = stat.S_ISDIR(status.st_mode) if folder else stat.S_ISREG(status.st_mode)
+    if not kind_ok or status.st_uid != os.geteuid():
+        return
+    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+                 | (os.O_DIRECTORY if folder else 0), dir_fd=directory)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        _remove(created)
-        raise OutputError(f"{path}: cannot write in {directory} ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer is alive
+        if not _is_entry(directory, entry, os.fstat(fd)):
+            return
+        if folder:
+            for inner in os.listdir(fd):
+                if stat.S_ISREG(os.stat(inner, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.unlink(inner, dir_fd=fd)
+            os.rmdir(entry, dir_fd=directory)
+        else:
+            os.unlink(entry, dir_fd=directory)
+    finally:
+        os.close(fd)
+
+
+def _is_entry(directory: int, entry: str, status: os.stat_result) -> bool:
+    """Whether ``entry`` of ``directory`` is still the file ``status`` describes, and ours."""
     try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, mode)
-        _check_still_replaceable(path, target)
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        _remove(created)
-        if isinstance(err, OSError):
-            raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
-        raise
+        now = os.stat(entry, dir_fd=directory, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (status.st_dev, status.st_ino) and \
+        status.st_uid == os.geteuid()
+
+
+@dataclass
+class _Place:
+    """Where an output goes: an entry ``name`` of the open ``directory``, with what is
+    there now (``status``, None: nothing); ``through``: a device or FIFO reached through
+    a trusted link, opened by following it; ``shown``: the path as the user gave it;
+    ``where``: the directory's path, for messages."""
+
+    directory: int
+    name: str
+    status: os.stat_result | None
+    through: bool
+    shown: str
+    where: str
 
 
 @contextlib.contextmanager
-def _write_through(path: Path, status: os.stat_result, binary: bool) -> Iterator[BinaryIO]:
-    """Write into a character device or FIFO in place: it is never replaced."""
-    fifo = stat.S_ISFIFO(status.st_mode)  # FIFOs and fcntl exist where POSIX does
-    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | (os.O_NONBLOCK if fifo else 0)
+def _placed(path: str | Path, probe: bool = False) -> Iterator[_Place]:
+    """The :class:`_Place` of ``path``, its missing directories made (and removed again
+    if what follows fails, or in any case for a ``probe``); the directory's descriptor
+    closed on the way out."""
+    text = os.fspath(path)
+    if not text:
+        raise OutputError("the output path is empty; give a file name")
+    parent, name = os.path.split(text)
+    if name in ("", ".", ".."):
+        raise OutputError(f"{text} names a directory; give the path of a file (in it, "
+                          "such as " + os.path.join(text, "out") + ")")
+    created = _make_directories(Path(text), Path(parent or "."))
     try:
-        fd = os.open(path, flags)
+        place = _find(text, parent or ".", name)
+    except BaseException:
+        _remove(created)
+        raise
+    try:
+        yield place
+    except BaseException:
+        _remove(created)
+        raise
+    finally:
+        os.close(place.directory)
+    if probe:
+        _remove(created)
+
+
+def _open_directory(path: str, shown: str, relative_to: int | None = None) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=relative_to)
+    except OSError as err:
+        raise OutputError(f"{shown}: cannot write in {path} ({err.strerror or err})") from None
+
+
+def _find(shown: str, parent: str, name: str) -> _Place:
+    """Follow ``parent``/``name`` to the place to write, through trusted links only (see
+    the module's docstring)."""
+    directory = _open_directory(parent, shown)
+    try:
+        for _ in range(_MAX_LINKS):
+            try:
+                status: os.stat_result | None = os.stat(name, dir_fd=directory,
+                                                        follow_symlinks=False)
+            except FileNotFoundError:
+                status = None
+            if status is None or not stat.S_ISLNK(status.st_mode):
+                if status is not None and not stat.S_ISREG(status.st_mode) and \
+                        not _written_through(status.st_mode):
+                    raise OutputError(f"{shown}: is {_kind(status.st_mode)}, not a regular "
+                                      "file; give the path of a file to write")
+                return _Place(directory, name, status, False, shown, parent)
+            where = os.fstat(directory)
+            if _others_may_replace(where, status):
+                raise OutputError(f"{shown}: {name} is a symbolic link in a directory other "
+                                  "users can write, so it is not followed (another user may "
+                                  "have put it there); give the path of the file to write")
+            try:
+                followed: os.stat_result | None = os.stat(name, dir_fd=directory)
+            except FileNotFoundError:
+                followed = None
+            if followed is not None and _written_through(followed.st_mode):
+                return _Place(directory, name, followed, True, shown, parent)
+            if followed is not None and not stat.S_ISREG(followed.st_mode):
+                raise OutputError(f"{shown}: is {_kind(followed.st_mode)}, not a regular "
+                                  "file; give the path of a file to write")
+            target = os.readlink(name, dir_fd=directory)
+            within, name = os.path.split(target)
+            if name in ("", ".", ".."):
+                raise OutputError(f"{shown}: is a symbolic link to a directory; give the "
+                                  "path of a file to write")
+            inner = _open_directory(within or ".", shown, directory)
+            parent = within if os.path.isabs(within) else os.path.join(parent, within)
+            os.close(directory)
+            directory = inner
+    except BaseException:
+        os.close(directory)
+        raise
+    os.close(directory)
+    raise OutputError(f"{shown}: too many symbolic links to follow")
+
+
+def _others_may_replace(directory: os.stat_result, link: os.stat_result) -> bool:
+    """Whether a user other than this one (and root) may have put the link ``link`` in
+    ``directory``, or may change it: the module's docstring says when."""
+    me = os.geteuid()
+    if directory.st_uid not in (me, 0):
+        return True
+    writers = stat.S_IWOTH | (stat.S_IWGRP if directory.st_gid != os.getegid() else 0)
+    if not directory.st_mode & writers:
+        return False
+    sticky = bool(directory.st_mode & stat.S_ISVTX)
+    return not (sticky and link.st_uid in (me, directory.st_uid))
+
+
+def _written_through(mode: int) -> bool:
+    """A character device or FIFO: written into, never replaced."""
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+@contextlib.contextmanager
+def _replacing(place: _Place) -> Iterator[BinaryIO]:
+    """A temporary file beside the output, renamed onto its entry when complete."""
+    directory, name, shown = place.directory, place.name, place.shown
+    mode = stat.S_IMODE(place.status.st_mode) if place.status is not None else \
+        _new_file_mode()
+    fd, entry = create_locked(directory, name, "tmp", shown, place.where)
+    stream = os.fdopen(fd, "wb")
+    try:
+        yield stream
+        stream.flush()
+        os.fsync(fd)
+        os.fchmod(fd, mode)
+        _check_still_replaceable(directory, name, shown)
+        os.replace(entry, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException as err:
+        if _is_entry(directory, entry, os.fstat(fd)):
+            os.unlink(entry, dir_fd=directory)
+        if isinstance(err, OSError):
+            raise OutputError(f"{shown}: cannot write ({err.strerror or err})") from None
+        raise
+    finally:
+        stream.close()  # the lock goes with it
+
+
+@contextlib.contextmanager
+def _write_through(place: _Place, mode: int, binary: bool) -> Iterator[BinaryIO]:
+    """Write into the character device or FIFO (``mode``) at ``place``: it is never
+    replaced."""
+    fifo = stat.S_ISFIFO(mode)
+    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | \
+        (0 if place.through else os.O_NOFOLLOW)
+    path = place.shown
+    try:
+        fd = os.open(place.name, flags, dir_fd=place.directory)
     except OSError as err:
         if fifo and err.errno == errno.ENXIO:
             raise OutputError(f"{path}: is a FIFO that no process is reading; start the "
                               "reader first, or give a file") from None
+        if err.errno == errno.ELOOP:
+            raise OutputError(f"{path}: became a symbolic link while it was opened; nothing "
+                              "was written") from None
         raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
-    if fifo:  # opened without waiting; write with the usual blocking semantics
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    if not _written_through(os.fstat(fd).st_mode):  # something else was put there meanwhile
+        os.close(fd)
+        raise OutputError(f"{path}: changed while it was opened; nothing was written")
+    # opened without waiting; write with the usual blocking semantics
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     if binary and os.isatty(fd):
         os.close(fd)
         raise OutputError(f"{path}: is a terminal, and this output is binary (.npz); give a "
@@ -226,13 +508,15 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _check_still_replaceable(path: Path, target: Path) -> None:
-    """Just before the rename: what is at the target now must still be a regular file or
-    nothing (something else may have been put there meanwhile)."""
+def _check_still_replaceable(directory: int, name: str, shown: str) -> None:
+    """Just before the rename: what is at the entry now must still be a regular file or
+    nothing (something else may have been put there meanwhile; the rename would replace
+    even a link, never follow it, but a link is somebody's and is left alone)."""
     try:
-        mode = target.lstat().st_mode
+        mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISREG(mode):
-        raise OutputError(f"{path}: became {_kind(mode)} while it was written; nothing was "
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else _kind(mode)
+        raise OutputError(f"{shown}: became {kind} while it was written; nothing was "
                           "replaced")

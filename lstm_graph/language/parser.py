@@ -64,6 +64,34 @@ _RUN = 512
 #: Errors reported per file; past this a file is probably not a cell file at all.
 MAX_ERRORS = 100
 
+#: The most a cell may hold: its text, its assignments, and the operations and values
+#: (graph nodes) they make. Far beyond any cell written by hand (the LSTM has 6
+#: assignments), and what a validation does in a few seconds and a few hundred MB: each
+#: assignment and node costs memory (a few kB in the syntax trees and the graph) and time
+#: in the checks. Larger input is refused before it is parsed (the text, the assignments,
+#: the operators, calls and numbers counted in it) or, should the count have missed some,
+#: as it is lowered (the nodes).
+MAX_CELL_BYTES = 2 * 2**20
+MAX_ASSIGNMENTS = 20_000
+MAX_NODES = 100_000
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\s*=(?!=)")
+#: What makes a node when a statement is lowered: an operator, a call, a number.
+_OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
+_INDEX = re.compile(r"\[[^\]]*\]")  # [t-1] reads a value, it makes none
+#: Characters a cell's text (and a cell's name) may not hold: control characters (but the
+#: tab and the line end), line and paragraph separators (Python would split lines where
+#: an editor does not), bidirectional overrides (they reorder what a reader sees),
+#: surrogates and Unicode's noncharacters. Each would reach a terminal, a DOT file or an
+#: SVG raw (``schedule`` printing escape sequences, XML that no reader accepts).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+    + "]|\r(?!\n)")
+#: What a text past :data:`MAX_CELL_BYTES` is told.
+TOO_LARGE = (f"larger than {MAX_CELL_BYTES // 2**20} MB: too large for a .cell file (a cell "
+             f"holds at most {MAX_ASSIGNMENTS:,} assignments)")
+
 
 class _Report:
     """Collects diagnostics for one file (at most :data:`MAX_ERRORS` errors)."""
@@ -748,6 +776,51 @@ class ParseResult:
     diagnostics: list[Diagnostic]
     assigned: set[str]
     broken: dict[str, Assignment] = field(default_factory=dict)
+    refused: bool = False  # the text was refused whole (empty, too large): nothing to check
+
+
+def _too_large(file: str, default_name: str, message: str) -> ParseResult:
+    """The result for a text refused whole (see :data:`MAX_CELL_BYTES`; or a cell named
+    with a character it cannot hold): one error at its start, nothing parsed further."""
+    return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
+                       [Diagnostic(file, 1, 1, "error", message)], set(), refused=True)
+
+
+def character_name(char: str) -> str:
+    """A character that must not be shown raw, as a message names it.
+
+    >>> character_name("\\x1b"), character_name("\\ufffe")
+    ('U+001B (a control character)', 'U+FFFE (a noncharacter)')
+    """
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code <= 0x9F or char == "\r":
+        kind = "a control character"
+    elif char in "\u2028\u2029":
+        kind = "a line or paragraph separator"
+    elif 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        kind = "a bidirectional override"
+    elif 0xD800 <= code <= 0xDFFF:
+        kind = "a lone surrogate"
+    else:
+        kind = "a noncharacter"
+    return f"U+{code:04X} ({kind})"
+
+
+def _unprintable(text: str, file: str) -> list[Diagnostic]:
+    """An error at the ``file:line:col`` of each character :data:`_UNPRINTABLE` finds
+    (lines end at newlines, as an editor counts them), the first :data:`MAX_ERRORS`."""
+    found: list[Diagnostic] = []
+    for match in _UNPRINTABLE.finditer(text):
+        if len(found) == MAX_ERRORS:
+            break
+        start = match.start()
+        line = text.count("\n", 0, start) + 1
+        col = start - (text.rfind("\n", 0, start) + 1) + 1
+        found.append(Diagnostic(file, line, col, "error", f"the character "
+                                f"{character_name(match.group()[0])} cannot be in a .cell "
+                                "file; a cell's text is printable characters, tabs and line "
+                                "ends"))
+    return found
 
 
 def parse(text: str, file: str = "<string>", default_name: str = "cell") -> ParseResult:
@@ -760,13 +833,35 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     >>> list(found.graph.nodes), found.diagnostics
     (['x', 'h[t-1]', 'h.linear', 'h'], [])
     """
+    if len(text) > MAX_CELL_BYTES:
+        return _too_large(file, default_name, TOO_LARGE)
+    unprintable = _unprintable(text, file)
+    if unprintable:
+        return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}), unprintable, set(),
+                           refused=True)
     parser = _Parser(text, file, default_name)
     if not text.strip():
         parser.report.error(Loc(1, 1), "empty cell file; a cell needs the header lines "
                             "'input', 'state' and 'output' and at least one assignment")
         return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
-                           parser.report.items, set())
+                           parser.report.items, set(), refused=True)
     parser.split()
+    bad_name = None if parser.name else _UNPRINTABLE.search(default_name)
+    if bad_name:
+        return _too_large(file, default_name, f"the cell's name, from the file's name, holds "
+                          f"the character {character_name(bad_name.group()[0])}; rename the "
+                          "file, or name the cell with a header line: cell NAME")
+    assignments = [stmt for stmt in parser.statements if _ASSIGNMENT.match(stmt.lines[0])]
+    if len(assignments) > MAX_ASSIGNMENTS:
+        return _too_large(file, default_name, f"{len(assignments):,} assignments: more than "
+                          f"the {MAX_ASSIGNMENTS:,} a cell may hold; split it into smaller "
+                          "cells")
+    operations = sum(len(_OPERATION.findall(_INDEX.sub("", line)))
+                     for stmt in assignments for line in stmt.lines)
+    if operations > MAX_NODES:
+        return _too_large(file, default_name, f"{operations:,} operations (operators, calls "
+                          f"and numbers): more than the {MAX_NODES:,} a cell may hold; split "
+                          "it into smaller cells")
     statements = parser.parse_statements()
     decls = parser.decls
     assigned: dict[str, Loc] = {}
@@ -784,6 +879,11 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     lowering = _Lowering(parser, set(assigned) | parser.broken_targets)
     for index, (target, loc, expr, stmt) in enumerate(statements):
         if parser.report.full:
+            break
+        if len(lowering.nodes) > MAX_NODES:
+            parser.report.error(Loc(1, 1), f"more than {MAX_NODES:,} operations and values "
+                                f"(reached on line {loc.line}): more than a cell may hold; "
+                                "split it into smaller cells")
             break
         if assigned.get(target) == loc:
             lowering.assignment(target, loc, expr, stmt, index)

@@ -9,10 +9,23 @@ True
 never runs Graphviz; :func:`save` writes DOT text itself, and runs ``dot`` only
 for SVG, PNG and PDF. :func:`unrolled` draws several steps side by side; value
 strips from a trace come from :mod:`lstm_graph.render.values`.
+
+``dot`` is bounded: a diagram larger than its style lays out in reasonable time
+(:data:`MAX_NODES`) is refused before it starts, a large one is laid out with
+Graphviz's cheaper settings (:data:`FAST_FLAGS`), and the program runs
+in a process group of its own under a memory limit (:func:`dot_memory`) and a time
+limit (``$LSTM_GRAPH_DOT_TIMEOUT``, default :data:`DOT_TIMEOUT` seconds), killed with
+its group when the time is up or the command is interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,15 +34,37 @@ import graphviz
 from lstm_graph.cell import Cell
 from lstm_graph.errors import RenderError
 from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.memory import ENV as MEMORY_ENV
+from lstm_graph.formats.memory import size_text
 from lstm_graph.render import classic, pipe
 from lstm_graph.render.draw import Look
-from lstm_graph.render.scene import build_scene, highlighted
+from lstm_graph.render.scene import build_scene, highlighted, path_words
 from lstm_graph.render.values import Strip
 
 STYLES = {"pipe": pipe.draw, "cell": classic.draw}
 #: The most steps an unrolled drawing shows.
 MAX_UNROLL = 8
 FORMATS = ("svg", "png", "pdf", "dot")
+#: The most nodes a diagram of each style may have to be laid out by ``dot``: past them
+#: Graphviz's layout takes minutes and gigabytes (the pipe style, and an unrolled chain,
+#: ties every value to the memory pipe above it, which grows as the square of the nodes).
+#: Measured with :data:`FAST_FLAGS` on the worst cells found (one long chain for the pipe
+#: style, random dependencies for the cell style), diagrams at these sizes took 10–13 s
+#: on a 2-core AMD EPYC, well within :data:`DOT_TIMEOUT`.
+MAX_NODES = {"pipe": 200, "cell": 1200}
+#: From this many nodes, or this many captions (each a cluster, costly to route edges
+#: around), ``dot`` runs with :data:`FAST_FLAGS`.
+FAST_FROM, FAST_FROM_CAPTIONS = 120, 16
+#: Graphviz's cheaper layout: fewer network-simplex and crossing-minimisation rounds,
+#: straight edges. Only large diagrams get it: smaller ones keep their usual look.
+FAST_FLAGS = ("-Gnslimit=0.2", "-Gnslimit1=0.2", "-Gmclimit=0.1", "-Gremincross=false",
+              "-Gsplines=line")
+#: Seconds ``dot`` may take on one diagram (``$LSTM_GRAPH_DOT_TIMEOUT`` changes it).
+DOT_TIMEOUT = 60.0
+TIMEOUT_ENV = "LSTM_GRAPH_DOT_TIMEOUT"
+#: The memory ``dot`` may map without ``$LSTM_GRAPH_MAX_BYTES``, and the least it gets
+#: with it (the program, its libraries and threads take about 100 MB before any layout).
+DOT_MEMORY, DOT_MEMORY_FLOOR = 2 * 2**30, 256 * 2**20
 HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (Debian/Ubuntu: "
                       "apt-get install graphviz; macOS: brew install graphviz; see "
                       "https://graphviz.org/download/), or use --format dot, which needs no "
@@ -58,8 +93,9 @@ def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
         raise RenderError(f"unknown style '{style}'; choose one of {', '.join(STYLES)}")
     scene = build_scene(cell.schedule)
     lit = frozenset(highlighted(scene, highlight)) if highlight else None
+    reach = path_words(scene.graph, highlight) if highlight else None
     return STYLES[style](scene, Look(highlight, lit, stages, strips, values, marks, gradients,
-                                     gradient_note))
+                                     gradient_note, reach))
 
 
 def unrolled(cell: Cell, steps: int) -> graphviz.Digraph:
@@ -72,18 +108,146 @@ def unrolled(cell: Cell, steps: int) -> graphviz.Digraph:
 
 
 def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:
-    """The diagram as ``fmt`` bytes; DOT without running anything."""
+    """The diagram as ``fmt`` bytes; DOT without running anything, else by ``dot`` within
+    its bounds (see the module's docstring)."""
     if fmt == "dot":
         return str(dot.source).encode("utf-8")
     if fmt not in FORMATS:
         raise RenderError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    source = str(dot.source)
+    style = check_size(dot)
+    captions = len(re.findall(r'^\s*subgraph "?cluster', source, re.MULTILINE))
+    return run_dot(source, fmt, node_count(source) >= FAST_FROM
+                   or captions >= FAST_FROM_CAPTIONS,
+                   "draw it in the cell style (--style cell), or write --format dot"
+                   if style == "pipe" else "write --format dot")
+
+
+def check_size(dot: graphviz.Digraph) -> str:
+    """Refuse a diagram with more nodes than its style (``pipe``, also for an unrolled
+    chain, or ``cell``) lays out in reasonable time (:data:`MAX_NODES`), before ``dot``
+    runs; return the style."""
+    nodes = node_count(str(dot.source))
+    style = "cell" if str(dot.name).endswith("_cell") else "pipe"
+    if nodes > MAX_NODES[style]:
+        other = "" if style == "cell" else " (the cell style, --style cell, draws up to " \
+            f"{MAX_NODES['cell']})"
+        raise RenderError(f"this {style}-style diagram has {nodes} nodes; Graphviz lays out "
+                          f"at most {MAX_NODES[style]} in this style in reasonable time"
+                          f"{other}; write --format dot to lay it out yourself")
+    return style
+
+
+_NODE_STATEMENT = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[^\s"\[\]{}=;-]+)\s*\[')
+
+
+def node_count(source: str) -> int:
+    """The nodes a DOT text (as the ``graphviz`` package writes it: one statement a line)
+    declares: ``name [attributes]`` lines; edges and the ``graph``/``node``/``edge``
+    defaults are not nodes.
+
+    >>> node_count('digraph {\\n\\tnode [shape=box]\\n\\ta [label=x]\\n\\t"b c" [label=y]\\n'
+    ...            '\\ta -> "b c" [style=dashed]\\n}')
+    2
+    """
+    count = 0
+    for line in source.splitlines():
+        found = _NODE_STATEMENT.match(line)
+        if found and found.group(1) not in ("graph", "node", "edge") and \
+                not line[found.end():].startswith("->") and "->" not in line[:found.end()]:
+            count += 1
+    return count
+
+
+def dot_timeout() -> float:
+    """Seconds ``dot`` may take: ``$LSTM_GRAPH_DOT_TIMEOUT``, else :data:`DOT_TIMEOUT`."""
+    given = os.environ.get(TIMEOUT_ENV)
+    if not given:
+        return DOT_TIMEOUT
     try:
-        return bytes(dot.pipe(format=fmt))
-    except graphviz.ExecutableNotFound:
-        raise RenderError(HOW_TO_INSTALL_DOT) from None
-    except graphviz.CalledProcessError as err:
-        raise RenderError(f"Graphviz failed: {err.stderr.decode(errors='replace').strip()}") \
-            from None
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise RenderError(f"{TIMEOUT_ENV}={given!r} is not a number of seconds above 0")
+    return seconds
+
+
+def dot_memory() -> int:
+    """The bytes of memory ``dot`` may map: ``$LSTM_GRAPH_MAX_BYTES`` when set (at least
+    :data:`DOT_MEMORY_FLOOR`), else :data:`DOT_MEMORY`."""
+    from lstm_graph.formats.memory import parse_size
+
+    given = os.environ.get(MEMORY_ENV)
+    return max(parse_size(given), DOT_MEMORY_FLOOR) if given else DOT_MEMORY
+
+
+def run_dot(source: str, fmt: str, fast: bool = False, advice: str = "write --format dot"
+            ) -> bytes:
+    """``dot -T fmt`` on ``source`` (with :data:`FAST_FLAGS` when ``fast``), in its own
+    process group, its memory and time bounded; killed with its group when the time is up
+    or this process is interrupted. Whatever stops it is said as a :class:`RenderError`,
+    ending with ``advice``."""
+    program = shutil.which("dot")
+    if program is None:
+        raise RenderError(HOW_TO_INSTALL_DOT)
+    memory, seconds = dot_memory(), dot_timeout()
+    try:
+        process = subprocess.Popen([program, f"-T{fmt}", *(FAST_FLAGS if fast else ())],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True,
+                                   preexec_fn=lambda: _limit_memory(memory))
+    except OSError as err:
+        raise RenderError(f"cannot start Graphviz's dot ({err.strerror or err})") from None
+    try:
+        output, errors = process.communicate(source.encode("utf-8"), timeout=seconds)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        raise RenderError(f"Graphviz's dot took longer than {seconds:g} s on this diagram "
+                          f"({node_count(source)} nodes) and was stopped ({TIMEOUT_ENV} sets "
+                          f"the limit); {advice}") from None
+    except BaseException:
+        _kill(process)
+        raise
+    words = errors.decode("utf-8", errors="replace").strip()
+    out_of_memory = any(sign in words.lower() for sign in ("out of memory", "cannot allocate",
+                                                            "bad_alloc", "error creating"))
+    if process.returncode != 0 or out_of_memory or not output:
+        if process.returncode < 0 or out_of_memory:
+            how = f"was killed by {_signal_name(-process.returncode)}" \
+                if process.returncode < 0 else "ran out of memory"
+            raise RenderError(f"Graphviz's dot {how} on this diagram ({node_count(source)} "
+                              f"nodes), within the {size_text(memory)} of memory it may take "
+                              f"({MEMORY_ENV} sets the limit); {advice}")
+        raise RenderError(f"Graphviz's dot failed (exit status {process.returncode}): "
+                          f"{words or 'it printed nothing'}")
+    return output
+
+
+def _limit_memory(memory: int) -> None:
+    """In the child, before ``dot`` starts: at most ``memory`` bytes of address space (less
+    where this process's own limit, ``ulimit -v``, is lower), and no core file."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    bound = memory if soft == resource.RLIM_INFINITY else min(memory, soft)
+    resource.setrlimit(resource.RLIMIT_AS, (bound, hard))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``dot`` and anything it started, and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=5)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def save(dot: graphviz.Digraph, path: str | Path, fmt: str) -> Path:

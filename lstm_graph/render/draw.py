@@ -24,8 +24,10 @@ from lstm_graph.render.values import Strip
 class Look:
     """What a diagram shows besides the cell, the same for both styles.
 
-    ``highlight``: the name asked for, and ``lit`` the nodes on its path (the rest
-    fades); ``stages``: stage numbers on nodes; ``strips``: value strips by node,
+    ``highlight``: the name asked for, ``lit`` the nodes on its path (the rest
+    fades), and ``reach`` what that path is, in the legend's words
+    (:func:`~lstm_graph.render.scene.path_words`); ``stages``: stage numbers on
+    nodes; ``strips``: value strips by node,
     ``values`` saying in the legend what they show ("step 3, sequence 0");
     ``marks``: every edge named ``"A → B"`` by the two nodes whose highlight lights
     it, for a page that highlights paths in the browser as ``--highlight`` does;
@@ -42,6 +44,7 @@ class Look:
     marks: bool = False
     gradients: Mapping[tuple[str, str], float] | None = None
     gradient_note: str | None = None
+    reach: str | None = None
 
 
 class Painter:
@@ -154,18 +157,23 @@ class Painter:
         """
         name = name or node.id
         attrs = {**self.node_attrs(node, symbol, caption is not None), **extra}
-        text = node.caption if node.role == "op" and caption else None
-        if text is None:
+        label = self.caption(node) if caption else None
+        if label is None:
             graph.node(name, **attrs)
-            return
-        colour = P.FADED if self.faded(node.id) else P.CAPTION
-        label = f'<<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(text)}</FONT>>'
-        if caption == "xlabel":
+        elif caption == "xlabel":
             graph.node(name, xlabel=label, **attrs)
-            return
-        with graph.subgraph(name=f"cluster_caption {name}") as box:
-            box.attr(label=label, labelloc="b", pencolor="transparent", margin="2")
-            box.node(name, **attrs)
+        else:
+            with graph.subgraph(name=f"cluster_caption {name}") as box:
+                box.attr(label=label, labelloc="b", pencolor="transparent", margin="2")
+                box.node(name, **attrs)
+
+    def caption(self, node: VNode) -> str | None:
+        """An op's caption as a small grey label (none for other nodes: a layer's caption
+        is inside its box)."""
+        if node.role != "op" or not node.caption:
+            return None
+        colour = P.FADED if self.faded(node.id) else P.CAPTION
+        return f'<<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(node.caption)}</FONT>>'
 
     def add_edge(self, graph: graphviz.Digraph, edge: VEdge, src: str | None = None,
                  dst: str | None = None, reverse: bool = False, via: str | None = None,
@@ -229,7 +237,8 @@ def legend(look: Look, loop: bool = False) -> str:
         rows.append(row(f'<FONT COLOR="{P.NEW_STATE}">┈┈┈▸</FONT>', "memory, to the next step"))
     if highlight is not None:
         rows.append(row(f'<FONT COLOR="{P.HIGHLIGHT}">━━━▸</FONT>',
-                        f"path of {html.escape(highlight)} (what feeds it, what it feeds)"))
+                        f"path of {html.escape(highlight)}: "
+                        f"{html.escape(look.reach or 'what feeds it and what it feeds')}"))
     if stages:
         rows.append(row(f'<FONT POINT-SIZE="10">{P.stage_mark(1)}{P.stage_mark(2)}</FONT>',
                         "stage: runs after every lower stage"))

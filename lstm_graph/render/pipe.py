@@ -7,7 +7,11 @@ the other states, as in Olah's drawing: ``h_{t-1}`` enters from the left, and
 ``h_t`` leaves to the right along the same line (and, when it is the output,
 upwards too). ``x_t`` enters from the bottom and **merges** (concatenation)
 with the line into a bus that **forks** (copies) up into every layer that
-reads them all. Other outputs leave at the top right.
+reads them all. Where learned layers weigh the memory's own old value (the
+GRU's ``h_{t-1}``), it comes down the left side onto the line, as in Olah's
+GRU, instead of crossing the middle of the drawing from the pipe's start to each
+layer; peepholes still look down at the pipe. Other outputs leave at the top
+right.
 
 Layout rules, not positions: bottom-to-top ranks, one ``rank=same`` row each
 for the inputs, the line and bus, the layers and the pipe; edges that run
@@ -54,13 +58,17 @@ def draw_unrolled(scene: Scene, steps: int) -> graphviz.Digraph:
 
 def lit_nodes(scene: Scene, lit: frozenset[str] | None) -> set[str] | None:
     """The drawn nodes ``lit`` lights in this style: the bus junctions too, from the
-    bus's start up to the last lit layer on it, and a lit output's upward copy."""
+    bus's start up to the last lit layer on it, a lit output's upward copy, and the
+    memory's old value on the line when a lit layer weighs it."""
     if lit is None:
         return None
     bus = _bus(scene)
     last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1)
     markers = {marker(o) for o in scene.graph.outputs if sink_id(o) in lit}
-    return {*lit, *markers, *(_junction(layer) for layer in bus[: last + 1])}
+    old = old_id(scene.memory_state())
+    down = {_down(scene)} if old in lit and any(
+        _via_line(scene, e) and e.dst in lit for e in scene.edges) else set()
+    return {*lit, *markers, *down, *(_junction(layer) for layer in bus[: last + 1])}
 
 
 def marker(output: str) -> str:
@@ -72,10 +80,30 @@ def _junction(layer: str) -> str:
     return f"[bus {layer}]"
 
 
+def _down(scene: Scene) -> str:
+    """The memory's old value brought down the left side onto the line (a junction)."""
+    return f"[line {old_id(scene.memory_state())}]"
+
+
+def _via_line(scene: Scene, edge: VEdge) -> bool:
+    """A learned layer weighing the memory's old value: it reads it from the line."""
+    return edge.src == old_id(scene.memory_state()) and not edge.peep and \
+        scene.nodes[edge.dst].role == "layer"
+
+
+def _below(scene: Scene, edge: VEdge) -> str:
+    """Where ``edge`` comes from below the pipe: the line's copy of the memory for a
+    layer that weighs it, else its own source."""
+    return _down(scene) if _via_line(scene, edge) else edge.src
+
+
 def _line_sources(scene: Scene) -> list[str]:
-    """Sources below the pipe: the inputs, and the other states' old values (the line)."""
+    """Sources below the pipe: the memory's old value on the line (first, where a layer
+    weighs it), the inputs, and the other states' old values (the line)."""
     memory = old_id(scene.memory_state())
-    return [n.id for n in scene.nodes.values() if n.role == "source" and n.id != memory]
+    down = [_down(scene)] if any(_via_line(scene, e) for e in scene.edges) else []
+    return down + [n.id for n in scene.nodes.values()
+                   if n.role == "source" and n.id != memory]
 
 
 def _bus(scene: Scene) -> list[str]:
@@ -83,7 +111,7 @@ def _bus(scene: Scene) -> list[str]:
     sources = set(_line_sources(scene))
     layers = [n.id for n in scene.nodes.values() if n.role == "layer"]
     return [layer for layer in layers if len(sources) > 1 and
-            sources <= {e.src for e in scene.edges if e.dst == layer}]
+            sources <= {_below(scene, e) for e in scene.edges if e.dst == layer}]
 
 
 class _Layout:
@@ -104,7 +132,10 @@ class _Layout:
         self.markers = {o: marker(o) for o in graph.outputs if o in others and steps == 1}
         self.line_sinks = [sink_id(s) for s in others]
         self.line_olds = [old_id(s) for s in others if old_id(s) in scene.nodes]
-        self.inputs = [n for n in _line_sources(scene) if n not in self.line_olds]
+        sources = _line_sources(scene)
+        #: the memory's old value on the line, where layers weigh it
+        self.down = [n for n in sources if n == _down(scene)]
+        self.inputs = [n for n in sources if n not in (*self.line_olds, *self.down)]
         self.layers = [n.id for n in scene.nodes.values() if n.role == "layer"]
         self.bus = _bus(scene)
         self.row: dict[str, int] = {}
@@ -185,10 +216,9 @@ class _Layout:
                                  shape="plaintext", margin="0.02", fontname=P.FONT,
                                  fontcolor=P.FADED if painter.faded(sink_id(output))
                                  else P.TEXT, group="pipe")
-        for layer in self.bus:
-            self.rows[LINE].node(name(_junction(layer)), shape="point", width="0.07",
-                                 color=self._bus_colour(_junction(layer), _junction(layer))[
-                                     "color"])
+        for junction in (*self.down, *(_junction(layer) for layer in self.bus)):
+            self.rows[LINE].node(name(junction), shape="point", width="0.07",
+                                 color=self._bus_colour(junction, junction)["color"])
         self._order(step, name)
         self._edges(name, first)
 
@@ -208,9 +238,14 @@ class _Layout:
         if self.bus:  # the line: old values left of the bus, new values right of it
             for sink in self.line_sinks:
                 self.rows[LINE].edge(name(_junction(self.bus[-1])), name(sink), **invisible)
+        if self.down:  # the memory comes down onto the line at its far left
+            after = [_junction(self.bus[0])] if self.bus else self.line_sinks[:1]
+            line = [*self.down, *self.line_olds, *after]
+            for left, right in zip(line, line[1:]):
+                self.rows[LINE].edge(name(left), name(right), **invisible)
         for top in (*self.top_sinks, *self.markers.values()):  # right of the pipe, not on it
             self.rows[PIPE].edge(name(self.chain[-1]), name(top), style="invis")
-        line = [*self.line_olds, *self.line_sinks]
+        line = [*self.down, *self.line_olds, *self.line_sinks]
         if line and self.inputs:  # the line runs above the inputs, even without a bus
             self.free.edge(name(self.inputs[0]), name(line[0]), style="invis", weight="0")
         # Ops that feed nothing on the pipe row are kept below it: beside the pipe they
@@ -251,8 +286,16 @@ class _Layout:
                 "arrowsize": "0.7", "weight": "4", **self._bus_colour(junction[layer], layer),
                 **self.painter.mark(junction[layer], layer)}))
         sources = set(_line_sources(scene))
+        for line_copy in self.down:  # the memory's old value, down the left to the line
+            carried = [e for e in scene.edges if _via_line(scene, e)]
+            memory = old_id(scene.memory_state())
+            self.edges.append(_Edge(None, name(line_copy), name(memory), {
+                "dir": "back", "arrowtail": "none", "style": P.OLD_STYLE, "weight": "4",
+                "tooltip": ir_tooltip(carried), **self._bus_colour(memory, line_copy),
+                **self.painter.mark(memory, line_copy)}))
         for edge in scene.edges:
             extra: dict[str, str] = {}
+            src = _below(scene, edge)
             if (edge.src, edge.dst) in pipe_edges:
                 extra.update(weight="100", penwidth=P.PIPE_WIDTH)
                 caption = scene.nodes[edge.src].caption
@@ -261,18 +304,20 @@ class _Layout:
                                  labeldistance="2.2")
             elif captions and caption_edge.get(edge.src) == edge.dst:
                 extra["label"] = _caption(scene.nodes[edge.src].caption or "")
-            if edge.dst in junction and edge.src in sources:
+            if edge.dst in junction and src in sources:
                 if edge.dst != bus[0]:
                     continue  # the bus already carries it: merged once, forked to every layer
-                carried = [e for e in scene.edges if e.src == edge.src and e.dst in junction]
+                carried = [e for e in scene.edges
+                           if _below(scene, e) == src and e.dst in junction]
                 extra.update(arrowhead="none", tooltip=ir_tooltip(carried), weight="4")
-                self.edges.append(_Edge(edge, name(edge.src), name(junction[bus[0]]), extra))
+                self.edges.append(_Edge(edge, name(src), name(junction[bus[0]]), extra))
                 continue
             # one that runs down is written upwards, its arrow at its tail
-            down = self.row.get(edge.src, FREE) > self.row.get(edge.dst, FREE)
+            down = self.row.get(src, LINE if src in self.down else FREE) > \
+                self.row.get(edge.dst, FREE)
             if edge.dst in self.line_sinks:
                 extra["weight"] = "8"  # the new h right below its producer, at the line's end
-            self.edges.append(_Edge(edge, name(edge.src), name(edge.dst), extra, down))
+            self.edges.append(_Edge(edge, name(src), name(edge.dst), extra, down))
         for output, copy in self.markers.items():
             up = VEdge(scene.owner[output], copy, EdgeKind.NEW, True)
             self.edges.append(_Edge(up, name(up.src), name(copy)))

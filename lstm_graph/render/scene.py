@@ -198,21 +198,51 @@ def _fold_constants(scene: Scene) -> None:
         scene.add(replace(op, symbol=symbol, ir=(*op.ir, node_id)))
 
 
+def _targets(graph: CellGraph, target: str) -> tuple[str, ...]:
+    """The names a highlight of ``target`` starts from: a preset's assignments, or
+    ``target`` itself (an assignment or node name); else a :class:`RenderError`."""
+    if target in graph.presets:
+        return graph.presets[target].assignments
+    if target in graph.nodes or target in graph.assignments:
+        return (target,)
+    presets = f"its presets {', '.join(graph.presets)} or " if graph.presets else ""
+    raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'; "
+                      f"choose {presets}one of its names: {', '.join(graph.assignments)}")
+
+
+def path_words(graph: CellGraph, target: str) -> str:
+    """What :func:`highlighted` lights for ``target``, in the legend's words.
+
+    A state's new value ends the step, so the path of a target that is only states
+    (the LSTMs' ``memory`` preset: ``c``) is what makes it, as in the article's figure
+    of the memory being formed; what reads the new memory in this step lies on other
+    paths (the ``output`` preset). Any other target also lights what it feeds, up to
+    the new states.
+
+    >>> from lstm_graph.library import load_cell
+    >>> graph = load_cell("peephole_lstm").graph
+    >>> path_words(graph, "memory")
+    'what makes c (a new state ends the step)'
+    >>> path_words(graph, "o")
+    'what feeds o and what it feeds, up to the new states'
+    """
+    names = _targets(graph, target)
+    listed = ", ".join(names)
+    if all(name in graph.states for name in names):
+        return f"what makes {listed} (a new state ends the step)"
+    they = "it feeds" if len(names) == 1 else "they feed"
+    return f"what feeds {listed} and what {they}, up to the new states"
+
+
 def highlighted(scene: Scene, target: str) -> set[str]:
-    """Visual nodes on ``target``'s path: what feeds it and what it feeds, up to the states.
+    """Visual nodes on ``target``'s path (see :func:`path_words`): what feeds it and what
+    it feeds, up to the states' new values, which end it.
 
     ``target`` is an assignment or node name, or one of the cell's presets (its
     ``preset`` lines: the built-in LSTMs have forget, input, memory, output).
     """
     graph = scene.graph
-    if target in graph.presets:
-        names = graph.presets[target].assignments
-    elif target in graph.nodes or target in graph.assignments:
-        names = (target,)
-    else:
-        presets = f"its presets {', '.join(graph.presets)} or " if graph.presets else ""
-        raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'; "
-                          f"choose {presets}one of its names: {', '.join(graph.assignments)}")
+    names = _targets(graph, target)
     ir = graph.dataflow
     marked: set[str] = set()
     for name in names:

@@ -47,7 +47,7 @@ def learn(steps: int, hidden: int, batch: int, length: int) -> list[tuple[str, f
         began = time.perf_counter()
         done = train(lstm_graph.load_cell(name), adding(length), hidden, steps, batch,
                      eval_every=max(1, steps // 10))
-        rows.append((name, done.evals[-1][1], time.perf_counter() - began))
+        rows.append((name, float(done.evals[-1][1]), time.perf_counter() - began))
         print(f"{name:14} held-out MSE {rows[-1][1]:.4f} in {rows[-1][2]:.0f} s", flush=True)
     return rows
 

@@ -78,13 +78,13 @@ def loss_curves(runs: Sequence[tuple[str, Trained]], path: Path, title: str) -> 
     figure, axes = plt.subplots(figsize=(7.5, 4.2))
     for k, (label, trained) in enumerate(runs):
         colour = _COLOURS[k % len(_COLOURS)]
-        if trained.losses:
-            steps, losses = np.array(trained.losses).T
+        if len(trained.losses):
+            steps, losses = np.asarray(trained.losses).T
             window = max(1, len(losses) // 50)
             axes.plot(steps[window - 1:], _smooth(losses, window), color=colour, alpha=0.35,
                       linewidth=1, label=f"{label} (training batches, mean of {window})")
-        if trained.evals:
-            steps, evals = np.array(trained.evals).T
+        if len(trained.evals):
+            steps, evals = np.asarray(trained.evals).T
             axes.plot(steps, evals, color=colour, linewidth=2, label=f"{label} (held out)")
     baseline = runs[0][1].baseline if runs else 0.0
     axes.axhline(baseline, color="#555555", linestyle="--", linewidth=1,

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from lstm_graph.errors import DataError
-from lstm_graph.formats.weights import load_npz
+from lstm_graph.formats.arrays import open_npz
+from lstm_graph.formats.memory import Allocation, allocation, require
 
 #: How a task's loss is counted: squared error at the last step or every step, or
 #: cross-entropy every step.
@@ -49,6 +50,7 @@ class Task:
     baseline: float
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     largest: float = 1.0  # the largest magnitude in x and the targets
+    stored: tuple[Allocation, ...] = ()  # the data it holds (a file's x and y)
 
 
 def adding(length: int = 50) -> Task:
@@ -91,32 +93,50 @@ def copy(delay: int = 20) -> Task:
     return Task(f"copy{delay}", length, classes, COPY_ALPHABET + 1, "ce_steps", baseline, sample)
 
 
+#: Numbers checked at a time for NaN and infinity (the check makes one boolean per number).
+_BLOCK = 1 << 20
+
+
 def from_file(path: Path) -> Task:
-    """A user's ``.npz`` of ``x`` ``(T, N, I)`` and ``y`` ``(N, O)`` or ``(T, N, O)``."""
-    arrays = load_npz(path)
-    missing = [k for k in ("x", "y") if k not in arrays]
+    """A user's ``.npz`` of ``x`` ``(T, N, I)`` and ``y`` ``(N, O)`` or ``(T, N, O)``: names,
+    shapes and dtypes checked by the headers, then read once ``x`` and ``y`` and what is
+    made of them (``y`` in float64 for the baseline) fit in memory. ``x`` stays in its own
+    dtype: a batch is converted as it is drawn."""
+    stored = open_npz(path)
+    missing = [k for k in ("x", "y") if k not in stored]
     if missing:
         raise DataError(f"{path}: a task file holds arrays x (T, N, I) and y (N, O) or "
                         f"(T, N, O); it has no {', '.join(missing)} (it holds "
-                        f"{', '.join(arrays) or 'nothing'})")
-    x, y = arrays["x"], arrays["y"]
-    for name, value in (("x", x), ("y", y)):
-        if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+                        f"{', '.join(stored) or 'nothing'})")
+    x_stored, y_stored = stored["x"], stored["y"]
+    for name, value in (("x", x_stored), ("y", y_stored)):
+        if value.dtype.kind not in "fiu":
             raise DataError(f"{path}: {name} must hold finite real numbers "
                             f"(it has dtype {value.dtype})")
-    if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] < 1:
-        raise DataError(f"{path}: x has shape {x.shape}; expected (T, N, I)")
-    steps, count = x.shape[:2]
-    if y.ndim == 2 and y.shape[0] == count:
+    x_shape, y_shape = x_stored.shape, y_stored.shape
+    if len(x_shape) != 3 or min(x_shape) < 1:
+        raise DataError(f"{path}: x has shape {x_shape}; expected (T, N, I)")
+    steps, count = x_shape[:2]
+    if len(y_shape) == 2 and y_shape[0] == count:
         loss = "mse_last"
-    elif y.ndim == 3 and y.shape[:2] == (steps, count):
+    elif len(y_shape) == 3 and y_shape[:2] == (steps, count):
         loss = "mse_steps"
     else:
-        raise DataError(f"{path}: y has shape {y.shape}; with x of shape {x.shape} expected "
+        raise DataError(f"{path}: y has shape {y_shape}; with x of shape {x_shape} expected "
                         f"({count}, O) or ({steps}, {count}, O)")
-    if y.shape[-1] < 1:
-        raise DataError(f"{path}: y has shape {y.shape}: no outputs to learn (O is 0)")
-    x, y = x.astype(np.float64), y.astype(np.float64)
+    if y_shape[-1] < 1:
+        raise DataError(f"{path}: y has shape {y_shape}: no outputs to learn (O is 0)")
+    held = (allocation(f"{path}: x", x_shape, x_stored.dtype),
+            allocation(f"{path}: y in float64", y_shape, np.float64))
+    require([*held, allocation("y as stored, and its deviations", (2, *y_shape), np.float64)],
+            "reading the task", str(path))
+    x = x_stored.read()
+    y = y_stored.read().astype(np.float64)
+    for name, array in (("x", x), ("y", y)):
+        flat = array.reshape(-1)
+        if not all(np.isfinite(flat[k:k + _BLOCK]).all() for k in range(0, flat.size, _BLOCK)):
+            raise DataError(f"{path}: {name} must hold finite real numbers "
+                            f"(it holds NaN or infinity)")
     baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
     if baseline == 0:
         raise DataError(f"{path}: y is the same in every sequence, so there is nothing to learn "
@@ -126,8 +146,10 @@ def from_file(path: Path) -> Task:
         chosen = rng.integers(0, count, size=batch)
         return x[:, chosen], (y[chosen] if loss == "mse_last" else y[:, chosen])
 
-    return Task(path.stem, steps, x.shape[2], y.shape[-1], loss, baseline, sample,
-                float(max(np.abs(x).max(), np.abs(y).max())))
+    largest = max(abs(float(x.max())), abs(float(x.min())), abs(float(y.max())),
+                  abs(float(y.min())))
+    return Task(path.stem, steps, x_shape[2], y_shape[-1], loss, baseline, sample, largest,
+                held)
 
 
 def named(spec: str, length: int) -> Task:

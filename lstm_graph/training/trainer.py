@@ -10,7 +10,15 @@ names (``f.W_x`` …); the readout's are ``readout.W`` and ``readout.b``.
 
 A checkpoint (an ``.npz``, written whole or not at all) holds the parameters,
 Adam's moments, the step and the loss history; :func:`train` with
-``resume=True`` continues from it.
+``resume=True`` continues from it, once every part of it is checked (shapes, real
+and finite numbers, counters that agree), and :func:`train` given ``stop`` ends at a
+step's end with a checkpoint when ``stop()`` says so (the command line's SIGTERM).
+
+Every array training holds (the task's data and the batches made from it, the
+weights, their gradients, Adam's moments, what the backward pass keeps, the
+held-out batch and its run, the loss history) is sized by :func:`allocations`
+and refused before anything is drawn or run when it would not fit in memory
+(:mod:`lstm_graph.formats.memory`).
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import DataError
+from lstm_graph.checks import run_allocations, work_allocations
+from lstm_graph.errors import DataError, WeightsError
 from lstm_graph.executors.backward import CompiledBackward
 from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.layout import analyse
+from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.files import write_npz
-from lstm_graph.formats.weights import load_npz
+from lstm_graph.formats.memory import Allocation, allocation, require
 from lstm_graph.training.tasks import Task
 
 #: Called after each step with the step number (from 1) and its training loss.
@@ -92,18 +102,51 @@ def loss_and_gradient(task: Task, out: np.ndarray, target: np.ndarray
     return float(np.mean(error ** 2)), 2 * error / error.size
 
 
+class History:
+    """``(step, loss)`` pairs in a float64 array that grows in place (16 bytes a step, not
+    the hundred of a Python tuple): ``rows()`` is the filled part, ``(n, 2)``."""
+
+    def __init__(self, rows: np.ndarray | None = None):
+        self._data = np.zeros((16, 2)) if rows is None or not len(rows) else rows
+        self._size = 0 if rows is None else len(rows)
+
+    def append(self, step: int, loss: float) -> None:
+        if self._size == len(self._data):
+            grown = np.zeros((2 * len(self._data), 2))
+            grown[:self._size] = self._data
+            self._data = grown
+        self._data[self._size] = (step, loss)
+        self._size += 1
+
+    def rows(self) -> np.ndarray:
+        return self._data[:self._size]
+
+    def __len__(self) -> int:
+        return self._size
+
+
 @dataclass
 class Trained:
-    """What :func:`train` returns: the parameters and how the losses went."""
+    """What :func:`train` returns: the parameters and how the losses went (``losses`` and
+    ``evals``: float64 arrays of ``(step, loss)`` rows)."""
 
     weights: dict[str, np.ndarray]  # the cell's, in its names
     readout: dict[str, np.ndarray]  # readout.W (O, H), readout.b (O,)
-    losses: list[tuple[int, float]]  # (step, training loss)
-    evals: list[tuple[int, float]]  # (step, loss on the held-out batch)
+    losses: np.ndarray  # (steps, 2): step, training loss
+    evals: np.ndarray  # (n, 2): step, loss on the held-out batch
     baseline: float
     seconds: float
     steps: int
     resumed_from: int = 0  # the step of the checkpoint a resumed run began at (0: none)
+
+
+class Stopped(Exception):
+    """Training stopped early when asked (:func:`train`'s ``stop``), at the end of ``step``,
+    with a checkpoint written there when there is a ``checkpoint``."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"stopped at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 class Trainer:
@@ -124,8 +167,8 @@ class Trainer:
             .astype(self.dtype)
         self.params["readout.b"] = np.zeros(task.output_size, dtype=self.dtype)
         self.adam = Adam(lr)
-        self.losses: list[tuple[int, float]] = []
-        self.evals: list[tuple[int, float]] = []
+        self.losses = History()
+        self.evals = History()
         self.step = 0
         self.seconds = 0.0
         self._eval = task.sample(np.random.default_rng([seed, 2**31]), EVAL_BATCH)
@@ -176,14 +219,14 @@ class Trainer:
         grads["readout.b"] = grad_out.sum(axis=0)
         clip(grads, self.max_norm)
         self.adam.update(self.params, grads)
-        self.losses.append((self.step, loss))
+        self.losses.append(self.step, loss)
         self.seconds += time.perf_counter() - began
         return loss
 
     def result(self) -> Trained:
         weights = {k: v for k, v in self.params.items() if not k.startswith("readout.")}
         readout = {k: v for k, v in self.params.items() if k.startswith("readout.")}
-        return Trained(weights, readout, list(self.losses), list(self.evals),
+        return Trained(weights, readout, self.losses.rows(), self.evals.rows(),
                        self.task.baseline, self.seconds, self.step)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -198,19 +241,25 @@ class Trainer:
         arrays: dict[str, np.ndarray] = {f"param/{k}": v for k, v in self.params.items()}
         arrays.update({f"adam.m/{k}": v for k, v in self.adam.m.items()})
         arrays.update({f"adam.v/{k}": v for k, v in self.adam.v.items()})
-        arrays["losses"] = np.array(self.losses, dtype=np.float64).reshape(-1, 2)
-        arrays["evals"] = np.array(self.evals, dtype=np.float64).reshape(-1, 2)
+        arrays["losses"] = self.losses.rows()
+        arrays["evals"] = self.evals.rows()
         counters = {"step": self.step, "adam_steps": self.adam.steps, "seconds": self.seconds}
         arrays["meta"] = np.frombuffer(json.dumps({**self._meta(), **counters},
                                                   sort_keys=True).encode(), dtype=np.uint8)
         write_npz(path, arrays)
 
     def load(self, path: Path) -> None:
-        """Continue from a checkpoint of the same cell, task and settings."""
-        arrays = load_npz(path)
+        """Continue from a checkpoint of the same cell, task and settings, every part of it
+        checked first (a damaged or edited file is refused, never half-used)."""
+        stored = open_npz(path, WeightsError)
+        history = [a for a in stored.values() if a.name in ("losses", "evals")]
+        require([*(allocation(a.name, a.shape, a.dtype) for a in stored.values()),
+                 *(allocation(f"{a.name} checked", (3, *a.shape), np.float64) for a in history)],
+                "resuming from it", str(path))
+        arrays = {name: array.read() for name, array in stored.items()}
         try:
             meta = json.loads(bytes(arrays["meta"]).decode())
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, RecursionError):
             meta = None
         if not isinstance(meta, dict):
             raise DataError(f"{path}: not a checkpoint of lstm-graph train")
@@ -221,37 +270,134 @@ class Trainer:
             raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
                             "train with the same settings or start afresh without --resume")
         try:
-            params = {name: _same_shape(arrays[f"param/{name}"], value, name)
+            params = {name: _checked(arrays[f"param/{name}"], value, f"param/{name}")
                       for name, value in self.params.items()}
-            moments = [{k.split("/", 1)[1]: _same_shape(v, self.params[k.split("/", 1)[1]], k)
-                        for k, v in arrays.items() if k.startswith(prefix)}
+            moments = [{name: _checked(arrays[f"{prefix}{name}"], value, f"{prefix}{name}",
+                                       moment=True, positive=prefix == "adam.v/")
+                        for name, value in self.params.items()}
                        for prefix in ("adam.m/", "adam.v/")]
-            steps = (int(meta["adam_steps"]), int(meta["step"]), float(meta["seconds"]))
-            losses = [(int(s), float(v)) for s, v in arrays["losses"]]
-            evals = [(int(s), float(v)) for s, v in arrays["evals"]]
+            step, adam_steps = _count(meta, "step"), _count(meta, "adam_steps")
+            seconds = meta["seconds"]
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+                    not 0 <= seconds < math.inf:
+                raise ValueError(f"seconds is {seconds!r}, not a time")
+            if adam_steps != step:
+                raise ValueError(f"Adam took {adam_steps} steps, but the step is {step}")
+            losses = _history(arrays["losses"], "losses", step, exact=True)
+            evals = _history(arrays["evals"], "evals", step, exact=False)
         except (KeyError, ValueError, TypeError) as err:
             raise DataError(f"{path}: a damaged checkpoint ({err}); start afresh without "
                             "--resume") from None
-        self.params = {name: value.astype(self.dtype) for name, value in params.items()}
+        self.params = params
         self.adam.m, self.adam.v = moments
-        (self.adam.steps, self.step, self.seconds), self.losses, self.evals = steps, losses, evals
+        self.adam.steps, self.step, self.seconds = adam_steps, step, float(seconds)
+        self.losses, self.evals = History(losses), History(evals)
 
 
-def _same_shape(value: np.ndarray, like: np.ndarray, name: str) -> np.ndarray:
-    """``value`` if it has ``like``'s shape and holds real numbers (a checkpoint's arrays)."""
+def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = False,
+             positive: bool = False) -> np.ndarray:
+    """``value`` (a checkpoint's array) if it has ``like``'s shape and holds finite real
+    numbers (and none below zero where ``positive``: Adam's second moments): a parameter
+    in ``like``'s dtype; a ``moment`` as saved, float32 or float64. A NaN saved in a
+    checkpoint would otherwise be blamed on the learning rate."""
     if value.shape != like.shape or value.dtype.kind not in "fiu":
         raise ValueError(f"{name} has shape {value.shape} and dtype {value.dtype}, not "
                          f"{like.shape} of real numbers")
+    if moment and value.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} has dtype {value.dtype}; Adam's moments are float32 or "
+                         "float64")
+    dtype = value.dtype if moment else like.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = value.astype(dtype, copy=False)
+    if not np.all(np.isfinite(converted)):
+        raise ValueError(f"{name} holds NaN or infinity, or numbers too large for {dtype}")
+    if positive and np.any(converted < 0):
+        raise ValueError(f"{name} holds negative numbers, which Adam's second moments "
+                         "never are")
+    return converted
+
+
+def _count(meta: dict[str, object], key: str) -> int:
+    """A whole number of steps from a checkpoint's record: 0 or more."""
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} is {value!r}, not a number of steps")
     return value
+
+
+def _history(value: np.ndarray, name: str, step: int, exact: bool) -> np.ndarray:
+    """A checkpoint's ``(step, loss)`` rows: float64 ``(n, 2)`` with steps from 1 to ``step``
+    in order (every one of them when ``exact``)."""
+    if value.ndim != 2 or value.shape[1:] != (2,) or value.dtype.kind not in "fiu":
+        raise ValueError(f"{name} has shape {value.shape} and dtype {value.dtype}, not (n, 2)")
+    rows = value.astype(np.float64, copy=False)
+    steps = rows[:, 0]
+    if exact and (len(rows) != step or not np.array_equal(steps, np.arange(1, step + 1))):
+        raise ValueError(f"{name} does not hold steps 1 to {step}")
+    if len(rows) and (np.any(np.diff(steps) <= 0) or steps[0] < 1 or steps[-1] > step):
+        raise ValueError(f"{name} holds steps out of order or past step {step}")
+    return rows
+
+
+def allocations(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int,
+                dtype: np.dtype) -> list[Allocation]:
+    """Every array :func:`train` holds at once, the largest of each kind: the task's
+    stored data, the weights (the largest drawn in float64 first) and as many again for
+    their gradients, Adam's two moments, the compiled backward pass's packed copy and
+    the update's temporaries; a batch (in float64 and in ``dtype``) and what the forward
+    and backward passes over it keep; the held-out batch and its run; the loss history."""
+    schedule = cell.schedule
+    inputs, outputs, length = task.input_size, task.output_size, task.length
+    (output,) = cell.graph.outputs
+    width = schedule.width(output, inputs, hidden_size)
+    shapes = {**schedule.param_shapes(inputs, hidden_size),
+              "readout.W": (outputs, width), "readout.b": (outputs,)}
+    largest = max(shapes, key=lambda name: math.prod(shapes[name]))
+    count = sum(math.prod(shape) for shape in shapes.values())
+    found = [*task.stored,
+             allocation("the weights", (count,), dtype),
+             allocation(f"{largest} as drawn (float64)", shapes[largest], np.float64),
+             allocation("their gradients", (count,), dtype),
+             allocation("Adam's first and second moments", (2, count), dtype),
+             allocation("the backward pass's packed weights", (count,), dtype),
+             allocation(f"the update's temporaries of {largest}", (4, *shapes[largest]),
+                        np.float64),
+             allocation("a batch of x (float64)", (length, batch, inputs), np.float64),
+             *run_allocations(schedule, length, batch, inputs, hidden_size, dtype,
+                              np.dtype(np.float64)),
+             *work_allocations(schedule, "grad", length, batch, inputs, hidden_size, dtype),
+             allocation("the gradient of x", (length, batch, inputs), dtype),
+             allocation("the readout and its gradients", (3, length, batch, max(outputs,
+                                                                                  width)),
+                        np.float64),
+             allocation("the held-out batch (float64)", (length, EVAL_BATCH, inputs),
+                        np.float64),
+             *(replace(a, name=f"{a.name} of the held-out batch") for a in run_allocations(
+                 schedule, length, EVAL_BATCH, inputs, hidden_size, dtype,
+                 np.dtype(np.float64))),
+             allocation("the loss history, as it grows", (2 * steps, 2), np.float64)]
+    return found
+
+
+def check_fits(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int,
+               dtype: str) -> None:
+    """Refuse training whose arrays (:func:`allocations`) would not fit in memory, naming
+    the largest."""
+    require(allocations(cell, task, hidden_size, steps, batch, np.dtype(dtype)),
+            f"training {cell.name} with H={hidden_size}, batch {batch}, {steps} steps")
 
 
 def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
           lr: float = 2e-3, max_norm: float = 1.0, seed: int = 0, dtype: str = "float32",
           checkpoint: Path | None = None, checkpoint_every: int = 500, resume: bool = False,
-          eval_every: int = 100, report: Report | None = None) -> Trained:
+          eval_every: int = 100, report: Report | None = None,
+          stop: Callable[[], bool] | None = None) -> Trained:
     """Train ``cell`` on ``task`` for ``steps`` steps in all (a resumed run counts the
     steps it had done). With ``checkpoint``, progress is saved there every
-    ``checkpoint_every`` steps and at the end; ``resume`` continues from it.
+    ``checkpoint_every`` steps and at the end; ``resume`` continues from it. ``stop`` is
+    asked after every step: when it says so, the step's checkpoint is written and
+    :class:`Stopped` raised. Work that would not fit in memory is refused first
+    (:func:`allocations`).
 
     >>> import lstm_graph
     >>> from lstm_graph.training import adding, train
@@ -264,10 +410,11 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     if task.largest > np.finfo(dtype).max:
         raise DataError(f"the task holds {task.largest:.3g}, too large for {dtype}; train in "
                         "float64 (--dtype float64)")
+    check_fits(cell, task, hidden_size, steps, batch, dtype)
+    if resume and (checkpoint is None or not checkpoint.exists()):
+        raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
     trainer = Trainer(cell, task, hidden_size, batch, lr, max_norm, seed, dtype)
-    if resume:
-        if checkpoint is None or not checkpoint.exists():
-            raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
+    if resume and checkpoint is not None:
         trainer.load(checkpoint)
     resumed_from = trainer.step
     while trainer.step < steps:
@@ -277,10 +424,13 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
             raise DataError(f"the training loss became {loss} at step {trainer.step}; lower "
                             "the learning rate (--lr) or the gradient clip (--clip)")
         if trainer.step % eval_every == 0 or trainer.step == steps:
-            trainer.evals.append((trainer.step, trainer.evaluate()))
+            trainer.evals.append(trainer.step, trainer.evaluate())
+        stopping = stop is not None and stop()
         if checkpoint is not None and (trainer.step % checkpoint_every == 0
-                                       or trainer.step == steps):
+                                       or trainer.step == steps or stopping):
             trainer.save(checkpoint)
         if report is not None:
             report(trainer.step, loss)
+        if stopping and trainer.step < steps:
+            raise Stopped(trainer.step, checkpoint)
     return replace(trainer.result(), resumed_from=resumed_from)

@@ -1,0 +1,132 @@
+"""A trace file: every value of a run, and which cell made them.
+
+``lstm-graph trace --out trace.npz`` writes each assignment ``(T, B, width)`` under its
+name, ``y`` and ``final.STATE``, and two 0-d text arrays (NumPy ``<U``, read without
+pickle) that say which cell the values came from:
+
+- ``cell``: the cell's name (``cell`` is a reserved word of the language, so no
+  assignment has that name);
+- ``cell.sha256``: the SHA-256 of the cell's canonical text (:func:`canonical_text`),
+  its equations without layout, comments, captions or directives, so that reformatting
+  a ``.cell`` file keeps its traces and changing an equation does not.
+
+A reader (``render --trace``) refuses a trace whose digest is not the cell's, naming
+both cells: the numbers of another cell, drawn on this one's nodes, would be a silent
+wrong picture. A trace written before lstm-graph recorded its cell has neither entry;
+it is read with a warning that it cannot be checked (its values are still matched to
+the cell's assignments by name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lstm_graph.errors import DataError, LstmGraphWarning
+from lstm_graph.formats.arrays import open_npz, read_npz
+from lstm_graph.ir import NodeKind
+from lstm_graph.schedule import Schedule
+
+#: The entries that name the cell a trace came from.
+NAME, DIGEST = "cell", "cell.sha256"
+
+
+def canonical_text(schedule: Schedule) -> str:
+    """The cell's equations in one form whatever the file's layout: the declarations,
+    then every node as ``id = op(args)`` in stage order (within a stage, by assignment
+    name, so that the order of independent lines does not count), numbers exact.
+
+    >>> from lstm_graph.library import compile_source
+    >>> a = compile_source("input x\\nstate h\\noutput h\\nh = tanh(linear(x, h[t-1]))  # hi")
+    >>> print(canonical_text(a.schedule), end="")
+    lstm-graph cell 1
+    input x
+    state h
+    output h
+    h.linear = linear(x, h[t-1])
+    h = tanh(h.linear)
+    """
+    graph = schedule.graph
+    lines = ["lstm-graph cell 1", f"input {' '.join(graph.inputs)}",
+             f"state {' '.join(graph.states)}", f"output {' '.join(graph.outputs)}"]
+    for names in schedule.stages:
+        for name in sorted(names):
+            for node_id in graph.assignments[name].nodes:
+                node = graph.node(node_id)
+                if node.kind is NodeKind.CONST:
+                    lines.append(f"{node_id} = {float(node.value or 0.0)!r}")
+                    continue
+                args = [f"peep {arg}" if peep else arg
+                        for arg, peep in zip(node.args, node.peep or (False,) * len(node.args))]
+                attrs = "".join(f", {key}={float(value)!r}" for key, value in node.attrs)
+                lines.append(f"{node_id} = {node.op}({', '.join(args)}{attrs})")
+    return "\n".join(lines) + "\n"
+
+
+def digest(schedule: Schedule) -> str:
+    """The SHA-256 (hex) of :func:`canonical_text`."""
+    return hashlib.sha256(canonical_text(schedule).encode("utf-8")).hexdigest()
+
+
+def identity(schedule: Schedule) -> dict[str, np.ndarray]:
+    """The entries a trace of this cell carries: its name and digest, 0-d text arrays."""
+    return {NAME: np.array(schedule.graph.name), DIGEST: np.array(digest(schedule))}
+
+
+#: The longest name or digest a trace's entries may hold, in characters.
+MAX_TEXT = 4096
+
+
+def cell_entries(path: Path) -> tuple[str | None, str | None]:
+    """The name and digest a trace file records (``None`` where absent), each checked by
+    its header to be one text before it is read."""
+    stored = open_npz(path)
+    found = []
+    for key in (NAME, DIGEST):
+        entry = stored.get(key)
+        if entry is not None and (entry.shape != () or entry.dtype.kind != "U"
+                                  or entry.dtype.itemsize > 4 * MAX_TEXT):
+            raise DataError(f"{path}: '{key}' is {entry.dtype} of shape {entry.shape}; a "
+                            "trace holds it as one short text, as 'lstm-graph trace' "
+                            "writes it")
+        found.append(None if entry is None else str(entry.read()))
+    return found[0], found[1]
+
+
+def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
+               source: str) -> None:
+    """Refuse (:class:`DataError`) a trace that records (``name``, ``recorded`` digest)
+    another cell than ``schedule``'s, naming both; warn for one that records none."""
+    graph = schedule.graph
+    if name is None and recorded is None:
+        warnings.warn(f"{source} does not say which cell it was traced from (an older "
+                      f"lstm-graph wrote it); its values are drawn on cell '{graph.name}' "
+                      "unchecked: trace it again to have it checked", LstmGraphWarning,
+                      stacklevel=2)
+        return
+    if name is None or recorded is None:
+        missing, present = (NAME, DIGEST) if name is None else (DIGEST, NAME)
+        raise DataError(f"{source} has '{present}' but no '{missing}'; it is not a trace "
+                        "as 'lstm-graph trace' writes it")
+    expected = digest(schedule)
+    if recorded == expected:
+        return
+    if name == graph.name:
+        raise DataError(f"{source} was traced from cell '{name}' with other equations "
+                        f"(sha256 {recorded[:12]}…) than cell '{graph.name}' has now "
+                        f"(sha256 {expected[:12]}…); trace the cell again with "
+                        "'lstm-graph trace'")
+    raise DataError(f"{source} was traced from cell '{name}' (sha256 {recorded[:12]}…), "
+                    f"not from cell '{graph.name}' (sha256 {expected[:12]}…): its values "
+                    f"are another cell's; trace cell '{graph.name}' with 'lstm-graph "
+                    f"trace', or draw this trace on cell '{name}'")
+
+
+def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
+    """The arrays of the trace file ``path``, once its entries say ``schedule``'s cell
+    made it (:func:`check_cell`, before any value is read) and they fit in memory."""
+    check_cell(*cell_entries(path), schedule, str(path))
+    return read_npz(path)

@@ -1,0 +1,160 @@
+"""Graphviz's dot is bounded: diagrams too large for their style are refused before it
+runs, naming the size; it runs under a memory limit and a time limit, in a process group
+of its own that is killed whole; whatever stops it is said in one line. A fake ``dot``
+(a small script first on PATH) stands in for a slow or greedy one."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import needs_dot
+
+from lstm_graph import compile_source
+from lstm_graph.errors import RenderError
+from lstm_graph.render import FAST_FROM, MAX_NODES, node_count, render, run_dot, to_bytes
+
+
+def chain(assignments: int) -> str:
+    """A cell whose values form one long chain: the pipe style's worst layout."""
+    lines = ["a0 = tanh(linear(x, h[t-1]))"]
+    lines += [f"a{k} = tanh(a{k - 1}) * a{k - 1}" for k in range(1, assignments - 1)]
+    return "input x\nstate h\noutput h\n" + "\n".join(lines) + f"\nh = a{assignments - 2}\n"
+
+
+def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def fake_dot(folder: Path, body: str) -> dict[str, str]:
+    """An environment whose PATH finds ``folder/dot``: a Python script running ``body``."""
+    folder.mkdir(exist_ok=True)
+    program = folder / "dot"
+    program.write_text(f"#!{sys.executable}\nimport os, sys, time, resource, subprocess\n{body}")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_a_pipe_diagram_too_large_to_lay_out_is_refused_up_front_naming_its_size(tmp_path):
+    (tmp_path / "big.cell").write_text(chain(1001))
+    nodes = node_count(render(compile_source(chain(1001), "big.cell"), "pipe").source)
+    began = time.monotonic()
+    result = cli(["render", "big.cell", "--style", "pipe", "--out", "big.svg"], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"this pipe-style diagram has {nodes} nodes; Graphviz lays out at most "
+        f"{MAX_NODES['pipe']} in this style in reasonable time (the cell style, --style "
+        f"cell, draws up to {MAX_NODES['cell']}); write --format dot to lay it out yourself")
+    assert time.monotonic() - began < 60 and list(tmp_path.iterdir()) == [tmp_path / "big.cell"]
+    result = cli(["render", "big.cell", "--style", "pipe", "--format", "dot", "--out",
+                  "big.dot"], tmp_path)  # DOT needs no layout: written as ever
+    assert result.returncode == 0 and (tmp_path / "big.dot").stat().st_size > 0
+
+
+def test_the_limits_follow_each_style(tmp_path, monkeypatch):
+    cell = compile_source(chain(150), "c.cell")
+    assert MAX_NODES["pipe"] < node_count(render(cell, "pipe").source) <= MAX_NODES["cell"]
+    with pytest.raises(RenderError, match="this pipe-style diagram has 302 nodes"):
+        to_bytes(render(cell, "pipe"), "svg")
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "sys.stdin.read(); print('<svg/>')")["PATH"])
+    assert to_bytes(render(cell, "cell"), "svg") == b"<svg/>\n"  # the cell style: drawn
+
+
+def test_a_large_diagram_is_laid_out_with_the_cheap_settings_and_a_small_one_as_ever(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "sys.stdin.read(); print(sys.argv[1:])")
+                       ["PATH"])
+    small = compile_source(chain(5), "s.cell")
+    assert to_bytes(render(small, "pipe"), "svg").decode().strip() == "['-Tsvg']"
+    large = compile_source(chain(FAST_FROM // 2 + 2), "l.cell")
+    assert "'-Gsplines=line'" in to_bytes(render(large, "pipe"), "svg").decode()
+
+
+def test_dot_past_its_time_is_killed_with_everything_it_started(tmp_path):
+    """A dot that hangs, having started a child of its own: both are gone after the limit,
+    the message says which limit and how to change it, and no diagram is written."""
+    pids = tmp_path / "pids"
+    env = fake_dot(tmp_path / "bin", f"""
+child = subprocess.Popen(["sleep", "300"])
+open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+time.sleep(300)
+""")
+    began = time.monotonic()
+    result = cli(["render", "lstm", "--style", "cell", "--out", "d.svg"], tmp_path,
+                 {**env, "LSTM_GRAPH_DOT_TIMEOUT": "1"})
+    assert time.monotonic() - began < 30
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        "Graphviz's dot took longer than 1 s on this diagram (16 nodes) and was stopped "
+        "(LSTM_GRAPH_DOT_TIMEOUT sets the limit); write --format dot")
+    for pid in map(int, pids.read_text().split()):  # gone, or dead and not yet reaped
+        status = Path(f"/proc/{pid}/stat")
+        assert not status.exists() or status.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    assert not (tmp_path / "d.svg").exists()
+
+
+def test_dot_gets_the_memory_limit_and_running_out_of_it_is_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, """
+sys.stdin.read()
+limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+if limit > 400 * 2**20:
+    print(limit)
+    sys.exit(0)
+try:
+    bytearray(2**31)
+except MemoryError:
+    sys.stderr.write("out of memory\\n")
+    sys.exit(1)
+""")["PATH"])
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "4G")
+    assert run_dot("digraph {}", "svg") == f"{4 * 2**30}\n".encode()
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "300M")
+    with pytest.raises(RenderError) as raised:
+        run_dot("digraph {}", "svg")
+    assert str(raised.value) == (
+        "Graphviz's dot ran out of memory on this diagram (0 nodes), within the 315 MB of "
+        "memory it may take (LSTM_GRAPH_MAX_BYTES sets the limit); write --format dot")
+
+
+def test_dot_killed_by_a_signal_or_failing_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "sys.stdin.read(); os.abort()")["PATH"])
+    with pytest.raises(RenderError, match="Graphviz's dot was killed by SIGABRT on this "
+                       "diagram"):
+        run_dot("digraph {}", "svg")
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "sys.stdin.read(); sys.exit(3)")["PATH"])
+    with pytest.raises(RenderError, match=r"Graphviz's dot failed \(exit status 3\): it "
+                       "printed nothing"):
+        run_dot("digraph {}", "svg")
+
+
+def test_a_bad_dot_timeout_is_said(monkeypatch):
+    monkeypatch.setenv("LSTM_GRAPH_DOT_TIMEOUT", "soon")
+    with pytest.raises(RenderError, match="LSTM_GRAPH_DOT_TIMEOUT='soon' is not a number of "
+                       "seconds above 0"):
+        run_dot("digraph {}", "svg")
+
+
+@needs_dot
+def test_the_real_dot_takes_the_cheap_settings(tmp_path):
+    """A chain past FAST_FROM nodes, laid out by the real dot with FAST_FLAGS."""
+    cell = compile_source(chain(FAST_FROM // 2 + 2), "c.cell")
+    assert FAST_FROM <= node_count(render(cell, "pipe").source) <= MAX_NODES["pipe"]
+    assert b"</svg>" in to_bytes(render(cell, "pipe"), "svg")
+
+
+@needs_dot  # explore asks for dot before anything else
+def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path):
+    (tmp_path / "big.cell").write_text(chain(1001))
+    result = cli(["explore", "big.cell", "--sample", "-H", "2", "--out", "page.html"],
+                 tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "this pipe-style diagram has" in result.stderr
+    assert "steps" not in result.stderr  # refused before the run said what it ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.cell"]

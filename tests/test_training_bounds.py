@@ -1,0 +1,220 @@
+"""Training refuses, before anything is drawn or run, work that would not fit in memory (a
+task file that inflates, a hidden size too large, a checkpoint's history); refuses damaged
+or edited checkpoints with a message; checks its outputs before it trains; and, on SIGTERM,
+ends at the step's end with a checkpoint that resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from numpy.lib import format as npy_format
+
+import lstm_graph
+from lstm_graph.cli import main
+from lstm_graph.training import adding, train
+
+
+def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+        address_space: int | None = None) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=300, env={**os.environ, **(env or {})},
+                          preexec_fn=limit)
+
+
+def compressed_npz(path: Path, arrays: dict[str, tuple[tuple[int, ...], np.ndarray]]) -> None:
+    """An .npz whose arrays of ``shape`` repeat ``block`` over and over (zeros, say): written
+    a block at a time and compressed, so a small file inflates to a large array."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, (shape, block) in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                npy_format.write_array_header_1_0(member, {
+                    "descr": npy_format.dtype_to_descr(block.dtype), "fortran_order": False,
+                    "shape": shape})
+                left = int(np.prod(shape)) * block.dtype.itemsize
+                data = block.tobytes()
+                while left:
+                    member.write(data[:left])
+                    left -= min(left, len(data))
+
+
+def test_a_small_task_file_that_inflates_past_the_bound_is_refused_before_it_is_read(
+        tmp_path):
+    """A 3 MB-like file whose x takes 200 MB: refused by its header, naming x, not read."""
+    compressed_npz(tmp_path / "task.npz", {
+        "x": ((500, 100, 1000), np.zeros(1 << 18, "float32")),
+        "y": ((100, 1), np.arange(100, dtype="float64"))})
+    assert (tmp_path / "task.npz").stat().st_size < 1_000_000
+    result = cli(["train", "lstm", "--task", "task.npz", "--steps", "2", "--out", "w.npz"],
+                 tmp_path, {"LSTM_GRAPH_MAX_BYTES": "100M"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "task.npz: task.npz: x of shape (500, 100, 1000) would take 200 MB; 200 MB in all "
+        "for reading the task, more than the limit of 105 MB set by LSTM_GRAPH_MAX_BYTES\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["task.npz"]
+
+
+def test_a_hidden_size_too_large_is_refused_before_any_weight_is_drawn(tmp_path):
+    """H = 5000 under a 1 GB bound grew to 4.3 GB before: refused now, naming the largest
+    array and the whole, under an address-space limit too (no MemoryError, no traceback)."""
+    result = cli(["train", "lstm", "--task", "adding", "-H", "5000", "--steps", "5", "--out",
+                  "w.npz"], tmp_path, {"LSTM_GRAPH_MAX_BYTES": "1G"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("the hoisted products (T·B rows) of the held-out batch of "
+                                    "shape (25600, 20000) would take 2.05 GB; ")
+    assert "in all for training lstm with H=5000, batch 64, 5 steps, more than the limit of " \
+        "1.07 GB set by LSTM_GRAPH_MAX_BYTES" in result.stderr
+    limited = cli(["train", "lstm", "--task", "adding", "-H", "5000", "--steps", "5", "--out",
+                   "w.npz"], tmp_path, address_space=3 * 2**30)
+    assert limited.returncode == 1 and "Traceback" not in limited.stderr
+    assert "of memory available (set LSTM_GRAPH_MAX_BYTES to change the limit)" in \
+        limited.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_training_holds_is_counted(monkeypatch):
+    """The estimate covers the weights four times over (with gradients and Adam's moments),
+    a batch's forward and backward values, the held-out batch and the history."""
+    from lstm_graph.training.trainer import allocations
+
+    found = {a.name: a for a in allocations(lstm_graph.load_cell("lstm"), adding(50), 64,
+                                            3000, 64, np.dtype("float32"))}
+    weights = 4 * (64 * 2 + 64 * 64 + 64) + 64 + 1  # the cell's, and the readout's
+    assert found["the weights"].nbytes == 4 * weights
+    assert found["Adam's first and second moments"].nbytes == 2 * 4 * weights
+    assert found["every value of every step (T·B rows)"].shape[0] == 50 * 64
+    assert found["the held-out batch (float64)"].shape == (50, 512, 2)
+    assert found["the loss history, as it grows"].shape == (6000, 2)
+
+
+def _checkpoint(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray], dict[str, object]]:
+    checkpoint = tmp_path / "c.npz"
+    train(lstm_graph.load_cell("lstm"), adding(5), 4, 2, batch=4, checkpoint=checkpoint)
+    arrays = dict(np.load(checkpoint))
+    return checkpoint, arrays, json.loads(bytes(arrays["meta"]).decode())
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("integer moments", "adam.m/f.W_x has dtype int64; Adam's moments are float32 or float64"),
+    ("a step of -1e9", "step is -1000000000.0, not a number of steps"),
+    ("a negative step", "step is -5, not a number of steps"),
+    ("deeply nested meta", "not a checkpoint of lstm-graph train"),
+    ("NaN in a parameter", "param/f.W_x holds NaN or infinity"),
+    ("negative second moments", "adam.v/f.b holds negative numbers"),
+    ("a history that disagrees", "losses does not hold steps 1 to 2"),
+    ("seconds of infinity", "seconds is inf, not a time"),
+])
+def test_a_tampered_checkpoint_is_refused_naming_what_is_wrong(tmp_path, damage, words):
+    checkpoint, arrays, meta = _checkpoint(tmp_path)
+    text = None
+    if damage == "integer moments":
+        arrays["adam.m/f.W_x"] = arrays["adam.m/f.W_x"].astype("int64")
+    elif damage == "a step of -1e9":
+        meta["step"] = -1e9
+    elif damage == "a negative step":
+        meta["step"] = meta["adam_steps"] = -5
+    elif damage == "deeply nested meta":
+        text = "[" * 100_000 + "]" * 100_000
+    elif damage == "NaN in a parameter":
+        arrays["param/f.W_x"][0, 0] = np.nan
+    elif damage == "negative second moments":
+        arrays["adam.v/f.b"][0] = -1
+    elif damage == "a history that disagrees":
+        arrays["losses"] = arrays["losses"][:1]
+    else:
+        text = json.dumps(meta).replace(f'"seconds": {meta["seconds"]}', '"seconds": Infinity')
+    arrays["meta"] = np.frombuffer((text or json.dumps(meta)).encode(), np.uint8)
+    np.savez(checkpoint, **arrays)
+    result = CliRunner().invoke(main, ["train", "lstm", "--task", "adding", "--length", "5",
+                                       "-H", "4", "--batch", "4", "--steps", "4", "--resume",
+                                       "--checkpoint", str(checkpoint), "--out",
+                                       str(tmp_path / "w.npz")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{checkpoint}: " in result.stderr and words in result.stderr
+    assert "learning rate" not in result.stderr
+    assert not (tmp_path / "w.npz").exists()
+
+
+def test_a_checkpoint_with_a_long_history_is_weighed_before_it_is_read(tmp_path):
+    """A small checkpoint whose loss history holds 2,000,000 steps: refused under a bound
+    that its history and the checks of it would pass, before it is read."""
+    checkpoint, arrays, _meta = _checkpoint(tmp_path)
+    compressed_npz(checkpoint, {**{name: (value.shape, value.ravel())
+                                   for name, value in arrays.items() if name != "losses"},
+                                "losses": ((2_000_000, 2), np.zeros(1 << 16))})
+    assert checkpoint.stat().st_size < 1_000_000
+    result = cli(["train", "lstm", "--task", "adding", "--length", "5", "-H", "4", "--batch",
+                  "4", "--steps", "4", "--resume", "--checkpoint", str(checkpoint), "--out",
+                  "w.npz"], tmp_path, {"LSTM_GRAPH_MAX_BYTES": "60M"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{checkpoint}: losses checked of shape (3, 2000000, 2) would take 96 MB" in \
+        result.stderr
+
+
+def test_train_checks_its_outputs_before_it_trains(tmp_path):
+    """Not after a million steps: a --out where nothing can be written is said at once."""
+    (tmp_path / "afile").write_text("")
+    for out, words in ((tmp_path / "afile" / "w.npz", "afile is not a directory"),
+                       (Path("/proc/self/w.npz"), "cannot write in /proc/self")):
+        result = cli(["train", "lstm", "--task", "adding", "--steps", "1000000", "--out",
+                      str(out)], tmp_path)
+        assert result.returncode == 1 and words in result.stderr, result.stderr
+        assert "training lstm" not in result.stderr  # refused before the progress bar
+    plot = cli(["train", "lstm", "--task", "adding", "--steps", "1000000", "--out", "w.npz",
+                "--plot", str(tmp_path / "afile" / "p.png")], tmp_path)
+    assert plot.returncode == 1 and "afile is not a directory" in plot.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_sigterm_during_training_writes_a_checkpoint_that_resumes_where_it_stopped(tmp_path):
+    args = ["train", "gru", "--task", "adding", "--length", "5", "-H", "4", "--batch", "4",
+            "--eval-every", "5", "--checkpoint-every", "100000", "--out", "w.npz"]
+    process = subprocess.Popen([sys.executable, "-m", "lstm_graph.cli", *args, "--steps",
+                                "100000"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    try:
+        while not process.stderr.readline().startswith("step 5: loss"):
+            pass
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 143
+    finally:
+        process.kill()
+    found = re.search(r"terminated at step (\d+); the checkpoint w\.ckpt\.npz holds it \(train "
+                      r"again with --resume to go on\); --out w\.npz was not written", rest)
+    assert found, rest
+    stopped = int(found.group(1))
+    meta = json.loads(bytes(np.load(tmp_path / "w.ckpt.npz")["meta"]).decode())
+    assert meta["step"] == stopped and not (tmp_path / "w.npz").exists()
+    resumed = cli([*args, "--steps", str(stopped + 3), "--resume", "--json"], tmp_path)
+    straight = cli([*args, "--steps", str(stopped + 3), "--json", "--out", "s.npz"], tmp_path)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr
+    with np.load(tmp_path / "w.npz") as a, np.load(tmp_path / "s.npz") as b:
+        assert all(np.array_equal(a[name], b[name]) for name in a.files)
+
+
+def test_gradflow_takes_a_path_holding_an_equals_sign(tmp_path):
+    folder = tmp_path / "run=1"
+    folder.mkdir()
+    (folder / "my.cell").write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n")
+    weights = lstm_graph.load_cell(folder / "my.cell").random_weights(2, 4, seed=1)
+    np.savez(folder / "w=a.npz", **weights)
+    result = CliRunner().invoke(main, ["gradflow", f"{folder / 'my.cell'}={folder / 'w=a.npz'}",
+                                       str(folder / "my.cell"), "--length", "6", "--json",
+                                       "--out", str(tmp_path / "g.svg")])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["flows"]) == 2
