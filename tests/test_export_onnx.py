@@ -272,3 +272,13 @@ def test_a_pytorch_model_file_exports_as_its_cell_and_stack(tmp_path):
     refused = CliRunner().invoke(main, ["export", str(tmp_path / "lstm.pt"), "-H", "4",
                                         "--format", "onnx", "--out", str(tmp_path / "n.onnx")])
     assert refused.exit_code == 2 and "holds its weights and sizes" in refused.output
+
+
+def test_a_cell_whose_run_overflows_exports_and_its_model_overflows_alike(tmp_path, cli_run):
+    """The check before writing compares NaN and infinity by where they are, not by
+    subtraction (inf - inf is NaN), and the cell's own overflow warning stays out of it."""
+    cell = tmp_path / "ovf.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
+    for fmt, out in (("onnx", tmp_path / "ovf.onnx"), ("torch", tmp_path / "d" / "ovf.py")):
+        result = cli_run("export", cell, "-I", "3", "-H", "4", "--format", fmt, "--out", out)
+        assert out.exists() and "warning" not in result.stderr

@@ -368,7 +368,7 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
     in the ``onnx`` reference evaluator; returns which, or why neither could."""
     x = np.random.default_rng(0).standard_normal((steps, batch, runner.input_size)) \
         .astype(runner.dtype)
-    want_y, want_states = runner(x)
+    want_y, want_states = runner(x, allow_nonfinite=True)  # a cell that overflows: alike
     try:
         import onnxruntime
     except ImportError:
@@ -404,7 +404,15 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, dtype: np.dtype) -> N
         raise DataError(f"the exported model's {name} has shape {got.shape}, but the cell's "
                         f"has {want.shape}; nothing was written (a bug in lstm-graph's "
                         "export: please report it)")
-    error = float(np.max(np.abs(got - want) / (1 + np.abs(want)), initial=0.0))
+    finite = np.isfinite(want)
+    if not np.array_equal(np.isnan(got), np.isnan(want)) or \
+            not np.array_equal(got[np.isinf(want)], want[np.isinf(want)]):
+        raise DataError(f"the exported model's {name} has NaN or infinity where the cell's "
+                        "run has not (or the other way); nothing was written (a bug in "
+                        "lstm-graph's export: please report it)")
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = float(np.max(np.abs(got[finite] - want[finite]) / (1 + np.abs(want[finite])),
+                             initial=0.0))
     if not error <= tolerance:
         raise DataError(f"the exported model's {name} differs from the cell's run by "
                         f"{error:.3g}; nothing was written (a bug in lstm-graph's export: "
