@@ -14,19 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_cells_lists_every_builtin(cli, cli_run):
+def test_cells_lists_every_builtin(cli_run):
     result = cli_run("cells")
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == ["coupled_lstm", "gru", "gru_cho", "lstm", "lstm_proj", "peephole_lstm", "rnn",
                      "rnn_relu"]
-    data = json.loads(cli("cells", "--json").stdout)
+    data = json.loads(cli_run("cells", "--json").stdout)
     assert [c["name"] for c in data["cells"]] == names
 
 
-def test_validate_ok_prints_a_summary(cli, cli_run):
+def test_validate_ok_prints_a_summary(cli_run):
     result = cli_run("validate", "peephole_lstm")
     assert result.stdout.startswith("peephole_lstm: ok — 6 assignments in 4 stages")
-    data = json.loads(cli("validate", "lstm", "--json").stdout)
+    data = json.loads(cli_run("validate", "lstm", "--json").stdout)
     assert data["valid"] is True and data["stages"] == 3 and data["states"] == ["c", "h"]
 
 
@@ -81,8 +81,8 @@ def test_schedule_json_shows_the_output_valve_waiting(cli_run):
     assert data["reads"]["f"]["old"] == ["h[t-1]", "c[t-1]"]
 
 
-def test_schedule_json_lists_every_assigned_name_under_its_own_name(cli):
-    data = json.loads(cli("schedule", "gru", "--json").stdout)
+def test_schedule_json_lists_every_assigned_name_under_its_own_name(cli_run):
+    data = json.loads(cli_run("schedule", "gru", "--json").stdout)
     assert sorted(n for stage in data["stages"] for n in stage) == sorted("rzabnh")
 
 
@@ -91,10 +91,10 @@ def test_schedule_text(cli_run):
     assert "stage 1: f, i, g, o" in result.stdout
 
 
-def test_params_text_and_json(cli, cli_run):
+def test_params_text_and_json(cli_run):
     result = cli_run("params", "rnn", "--input-size", "3", "--hidden-size", "2")
     assert result.stdout.split("\n")[0].split() == ["h.W_x", "(2,", "3)"]
-    data = json.loads(cli("params", "lstm", "-I", "5", "-H", "7", "--json").stdout)
+    data = json.loads(cli_run("params", "lstm", "-I", "5", "-H", "7", "--json").stdout)
     assert data["params"]["f.W_x"] == [7, 5] and data["params"]["o.b"] == [7]
 
 
@@ -135,10 +135,10 @@ def test_validate_json_on_an_invalid_cell_prints_the_diagnostics(cli, tmp_path):
     ]
 
 
-def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli, tmp_path):
+def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli_run, tmp_path):
     cell = tmp_path / "w.cell"
     cell.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\nk = h * 2\n")
-    data = json.loads(cli("validate", cell, "--json").stdout)
+    data = json.loads(cli_run("validate", cell, "--json").stdout)
     assert data["valid"] is True
     assert data["diagnostics"] == [{"file": str(cell), "line": 5, "col": 1,
                                     "severity": "warning",
@@ -146,15 +146,15 @@ def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli, tm
                                                "output"}]
 
 
-def test_validate_summary_counts_in_singular_and_plural(cli):
-    assert cli("validate", "rnn").stdout == (
+def test_validate_summary_counts_in_singular_and_plural(cli_run):
+    assert cli_run("validate", "rnn").stdout == (
         "rnn: ok — 1 assignment in 1 stage, 3 parameters, state h, output h\n")
-    assert cli("validate", "lstm").stdout.startswith(
+    assert cli_run("validate", "lstm").stdout.startswith(
         "lstm: ok — 6 assignments in 3 stages, 12 parameters, states c, h")
 
 
-def test_schedule_text_aligns_reads_and_captions_in_columns(cli):
-    lines = cli("schedule", "peephole_lstm").stdout.splitlines()
+def test_schedule_text_aligns_reads_and_captions_in_columns(cli_run):
+    lines = cli_run("schedule", "peephole_lstm").stdout.splitlines()
     assignments = [line for line in lines if line.startswith("  ") and " = " in line]
     assert len(assignments) == 6
     assert len({line.index("   [") for line in assignments}) == 1
@@ -163,8 +163,8 @@ def test_schedule_text_aligns_reads_and_captions_in_columns(cli):
         "memory pipe" in lines
 
 
-def test_schedule_nodes_tags_constants_as_constants(cli):
-    text = cli("schedule", "coupled_lstm", "--nodes").stdout
+def test_schedule_nodes_tags_constants_as_constants(cli_run):
+    text = cli_run("schedule", "coupled_lstm", "--nodes").stdout
     assert "c.sub: H = sub(c.const(const), f(new))" in text
     assert "(input)" not in text.split("c.sub")[1].splitlines()[0]
 
