@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 
@@ -36,13 +38,14 @@ needs_compiler = pytest.mark.skipif(
 @pytest.fixture
 def cli():
     """The command line in this process: ``cli(*args)`` gives click's result, with
-    ``.exit_code``, ``.stdout`` and ``.stderr`` apart (arguments may be paths)."""
+    ``.exit_code``, ``.stdout`` and ``.stderr`` apart (arguments may be paths);
+    ``input`` is fed to stdin, ``env`` sets environment variables for this call only."""
     from click.testing import CliRunner
 
     from lstm_graph.cli import main
 
-    def invoke(*args, input: str | None = None):
-        return CliRunner().invoke(main, [str(a) for a in args], input=input)
+    def invoke(*args, input: str | None = None, env: dict[str, str] | None = None):
+        return CliRunner(env=env).invoke(main, [str(a) for a in args], input=input)
 
     return invoke
 
@@ -50,10 +53,59 @@ def cli():
 @pytest.fixture
 def cli_run(cli):
     """``cli`` that must succeed: a failure shows what the command said."""
-    def run(*args):
-        result = cli(*args)
+    def run(*args, input: str | None = None, env: dict[str, str] | None = None):
+        result = cli(*args, input=input, env=env)
         assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
         return result
+
+    return run
+
+
+@pytest.fixture
+def cli_fails(cli):
+    """``cli`` that must fail the way a user's mistake does: exit ``code`` (1, or 2 for
+    usage), no traceback and no exception escaping the command; gives stderr, for the test
+    to check the message."""
+    def fails(*args, code: int = 1, input: str | None = None,
+              env: dict[str, str] | None = None) -> str:
+        result = cli(*args, input=input, env=env)
+        assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+        assert "Traceback" not in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            result.exception
+        return result.stderr
+
+    return fails
+
+
+@pytest.fixture
+def cli_refused(cli_fails, tmp_path):
+    """``cli_fails`` (exit 1) writing to ``tmp_path/out/y.npz``: a refused command leaves no
+    output, not even the directory it would have made (outputs are whole or absent)."""
+    def refused(*args, env: dict[str, str] | None = None) -> str:
+        out = tmp_path / "out" / "y.npz"
+        stderr = cli_fails(*args, "--out", out, env=env)
+        assert not out.parent.exists(), sorted(out.parent.iterdir())
+        return stderr
+
+    return refused
+
+
+#: How a test starts the command line as a process of its own (``cli_process``, Popen).
+CLI_COMMAND = [sys.executable, "-m", "lstm_graph.cli"]
+
+
+@pytest.fixture
+def cli_process():
+    """The command line as a separate process, for what ``cli`` cannot show: a fresh
+    interpreter (hash seeds, imports), its own working directory, environment variables
+    a child program inherits (PATH, limits), real file descriptors and signals.
+    ``cli_process(*args, cwd=...)`` gives the CompletedProcess; ``env`` is added to this
+    environment; ``text=False`` keeps stdout and stderr as bytes."""
+    def run(*args, cwd: str | os.PathLike[str], env: dict[str, str] | None = None,
+            timeout: float = 120, text: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI_COMMAND, *map(str, args)], cwd=cwd, capture_output=True,
+                              text=text, timeout=timeout, env={**os.environ, **(env or {})})
 
     return run
 

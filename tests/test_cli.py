@@ -1,4 +1,5 @@
-"""The command line through click's CliRunner: exit codes, streams, JSON shapes."""
+"""The command line in this process (conftest's ``cli`` fixtures) and as a process of its
+own: exit codes, streams, JSON shapes."""
 
 from __future__ import annotations
 
@@ -9,38 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from lstm_graph.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def cli():
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, [str(a) for a in args])
-
-    return invoke
-
-
-def test_cells_lists_every_builtin(cli):
-    result = cli("cells")
-    assert result.exit_code == 0
+def test_cells_lists_every_builtin(cli_run):
+    result = cli_run("cells")
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == ["coupled_lstm", "gru", "gru_cho", "lstm", "lstm_proj", "peephole_lstm", "rnn",
                      "rnn_relu"]
-    data = json.loads(cli("cells", "--json").stdout)
+    data = json.loads(cli_run("cells", "--json").stdout)
     assert [c["name"] for c in data["cells"]] == names
 
 
-def test_validate_ok_prints_a_summary(cli):
-    result = cli("validate", "peephole_lstm")
-    assert result.exit_code == 0
+def test_validate_ok_prints_a_summary(cli_run):
+    result = cli_run("validate", "peephole_lstm")
     assert result.stdout.startswith("peephole_lstm: ok — 6 assignments in 4 stages")
-    data = json.loads(cli("validate", "lstm", "--json").stdout)
+    data = json.loads(cli_run("validate", "lstm", "--json").stdout)
     assert data["valid"] is True and data["stages"] == 3 and data["states"] == ["c", "h"]
 
 
@@ -51,71 +37,64 @@ def test_validate_bad_file_exits_1_with_positions_and_no_traceback(cli, tmp_path
     assert result.exit_code == 1
     assert f"{bad}:5:26: error: undefined name 'q'" in result.stderr
     assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
     assert result.stdout == ""
 
 
-def test_validate_warnings_go_to_stderr(cli, tmp_path):
+def test_validate_warnings_go_to_stderr(cli_run, tmp_path):
     cell = tmp_path / "w.cell"
     cell.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\nk = h * 2\n")
-    result = cli("validate", cell)
-    assert result.exit_code == 0
+    result = cli_run("validate", cell)
     assert f"{cell}:5:1: warning: 'k' is never used" in result.stderr
 
 
-def test_unknown_cell_suggests_and_lists(cli):
-    result = cli("validate", "peephole")
-    assert result.exit_code == 1
-    assert "did you mean 'peephole_lstm'?" in result.stderr
+def test_unknown_cell_suggests_and_lists(cli_fails):
+    stderr = cli_fails("validate", "peephole")
+    assert "did you mean 'peephole_lstm'?" in stderr
     assert ("built-in cells: coupled_lstm, gru, gru_cho, lstm, lstm_proj, peephole_lstm, rnn, "
-            "rnn_relu") in result.stderr
+            "rnn_relu") in stderr
 
 
 @pytest.mark.parametrize("spec, meant", [("LSTM", "lstm"), ("Peephole-LSTM", "peephole_lstm"),
                                          ("GRU", "gru"), ("coupled lstm", "coupled_lstm")])
-def test_a_cell_name_in_other_case_or_with_dashes_gets_a_did_you_mean(cli, spec, meant):
-    result = cli("run", spec, "--sample", "-H", "2", "--out", "never.npz")
-    assert result.exit_code == 1
-    assert result.stderr.startswith(f"{spec}: not a built-in cell (did you mean '{meant}'?)")
-    assert not Path("never.npz").exists()
+def test_a_cell_name_in_other_case_or_with_dashes_gets_a_did_you_mean(cli_refused, spec, meant):
+    stderr = cli_refused("run", spec, "--sample", "-H", "2")
+    assert stderr.startswith(f"{spec}: not a built-in cell (did you mean '{meant}'?)")
 
 
-def test_missing_file(cli, tmp_path):
-    result = cli("validate", tmp_path / "nope.cell")
-    assert result.exit_code == 1
-    assert "no such file" in result.stderr
+def test_missing_file(cli_fails, tmp_path):
+    assert "no such file" in cli_fails("validate", tmp_path / "nope.cell")
 
 
-def test_usage_errors_exit_2(cli):
-    assert cli("validate").exit_code == 2
-    assert cli("params", "lstm", "--input-size", "0", "--hidden-size", "3").exit_code == 2
-    assert cli("frobnicate").exit_code == 2
+def test_usage_errors_exit_2(cli_fails):
+    assert "Error: Missing argument 'SPEC'." in cli_fails("validate", code=2)
+    assert "Error: Invalid value for '--input-size' / '-I': 0 is not in the range x>=1." in \
+        cli_fails("params", "lstm", "--input-size", "0", "--hidden-size", "3", code=2)
+    assert "Error: No such command 'frobnicate'." in cli_fails("frobnicate", code=2)
 
 
-def test_schedule_json_shows_the_output_valve_waiting(cli):
-    result = cli("schedule", "peephole_lstm", "--json")
-    assert result.exit_code == 0
+def test_schedule_json_shows_the_output_valve_waiting(cli_run):
+    result = cli_run("schedule", "peephole_lstm", "--json")
     data = json.loads(result.stdout)
     assert data["stages"] == [["f", "i", "g"], ["c"], ["o"], ["h"]]
     assert data["waits_for_new"]["o"] == ["c"]
     assert data["reads"]["f"]["old"] == ["h[t-1]", "c[t-1]"]
 
 
-def test_schedule_json_lists_every_assigned_name_under_its_own_name(cli):
-    data = json.loads(cli("schedule", "gru", "--json").stdout)
+def test_schedule_json_lists_every_assigned_name_under_its_own_name(cli_run):
+    data = json.loads(cli_run("schedule", "gru", "--json").stdout)
     assert sorted(n for stage in data["stages"] for n in stage) == sorted("rzabnh")
 
 
-def test_schedule_text(cli):
-    result = cli("schedule", "lstm")
-    assert result.exit_code == 0
+def test_schedule_text(cli_run):
+    result = cli_run("schedule", "lstm")
     assert "stage 1: f, i, g, o" in result.stdout
 
 
-def test_params_text_and_json(cli):
-    result = cli("params", "rnn", "--input-size", "3", "--hidden-size", "2")
-    assert result.exit_code == 0
+def test_params_text_and_json(cli_run):
+    result = cli_run("params", "rnn", "--input-size", "3", "--hidden-size", "2")
     assert result.stdout.split("\n")[0].split() == ["h.W_x", "(2,", "3)"]
-    data = json.loads(cli("params", "lstm", "-I", "5", "-H", "7", "--json").stdout)
+    data = json.loads(cli_run("params", "lstm", "-I", "5", "-H", "7", "--json").stdout)
     assert data["params"]["f.W_x"] == [7, 5] and data["params"]["o.b"] == [7]
 
 
@@ -127,19 +106,14 @@ def test_root_shim_and_console_script_both_work():
         assert "peephole_lstm" in result.stdout
 
 
-def test_params_out_writes_a_template_that_runs(tmp_path):
-    runner = CliRunner()
+def test_params_out_writes_a_template_that_runs(tmp_path, cli_run):
     template = tmp_path / "w.npz"
-    result = runner.invoke(main, ["params", "peephole_lstm", "-I", "3", "-H", "5", "--out",
-                                  str(template)])
-    assert result.exit_code == 0, result.output
+    cli_run("params", "peephole_lstm", "-I", "3", "-H", "5", "--out", template)
     with np.load(template) as weights:
         assert weights["o.p_c"].shape == (5,) and weights["f.W_x"].shape == (5, 3)
     np.save(tmp_path / "x.npy", np.ones((4, 2, 3), "float32"))
-    result = runner.invoke(main, ["run", "peephole_lstm", "--input", str(tmp_path / "x.npy"),
-                                  "--weights", str(template), "--out", str(tmp_path / "y.npz"),
-                                  "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli_run("run", "peephole_lstm", "--input", tmp_path / "x.npy", "--weights",
+                     template, "--out", tmp_path / "y.npz", "--json")
     assert json.loads(result.stdout)["arrays"] == {"y": [4, 2, 5], "c": [2, 5], "h": [2, 5]}
 
 
@@ -161,10 +135,10 @@ def test_validate_json_on_an_invalid_cell_prints_the_diagnostics(cli, tmp_path):
     ]
 
 
-def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli, tmp_path):
+def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli_run, tmp_path):
     cell = tmp_path / "w.cell"
     cell.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\nk = h * 2\n")
-    data = json.loads(cli("validate", cell, "--json").stdout)
+    data = json.loads(cli_run("validate", cell, "--json").stdout)
     assert data["valid"] is True
     assert data["diagnostics"] == [{"file": str(cell), "line": 5, "col": 1,
                                     "severity": "warning",
@@ -172,15 +146,15 @@ def test_validate_json_on_a_valid_cell_lists_its_warnings_as_diagnostics(cli, tm
                                                "output"}]
 
 
-def test_validate_summary_counts_in_singular_and_plural(cli):
-    assert cli("validate", "rnn").stdout == (
+def test_validate_summary_counts_in_singular_and_plural(cli_run):
+    assert cli_run("validate", "rnn").stdout == (
         "rnn: ok — 1 assignment in 1 stage, 3 parameters, state h, output h\n")
-    assert cli("validate", "lstm").stdout.startswith(
+    assert cli_run("validate", "lstm").stdout.startswith(
         "lstm: ok — 6 assignments in 3 stages, 12 parameters, states c, h")
 
 
-def test_schedule_text_aligns_reads_and_captions_in_columns(cli):
-    lines = cli("schedule", "peephole_lstm").stdout.splitlines()
+def test_schedule_text_aligns_reads_and_captions_in_columns(cli_run):
+    lines = cli_run("schedule", "peephole_lstm").stdout.splitlines()
     assignments = [line for line in lines if line.startswith("  ") and " = " in line]
     assert len(assignments) == 6
     assert len({line.index("   [") for line in assignments}) == 1
@@ -189,38 +163,35 @@ def test_schedule_text_aligns_reads_and_captions_in_columns(cli):
         "memory pipe" in lines
 
 
-def test_schedule_nodes_tags_constants_as_constants(cli):
-    text = cli("schedule", "coupled_lstm", "--nodes").stdout
+def test_schedule_nodes_tags_constants_as_constants(cli_run):
+    text = cli_run("schedule", "coupled_lstm", "--nodes").stdout
     assert "c.sub: H = sub(c.const(const), f(new))" in text
     assert "(input)" not in text.split("c.sub")[1].splitlines()[0]
 
 
-def test_run_prints_data_on_stdout_and_messages_on_stderr(cli, tmp_path):
-    result = cli("run", "rnn", "--sample", "-H", "2", "--out", tmp_path / "y.npz")
-    assert result.exit_code == 0
+def test_run_prints_data_on_stdout_and_messages_on_stderr(cli_run, tmp_path):
+    result = cli_run("run", "rnn", "--sample", "-H", "2", "--out", tmp_path / "y.npz")
     assert result.stderr == f"wrote {tmp_path / 'y.npz'}: y (20, 2, 2), h (2, 2)\n"
     assert result.stdout.startswith("rnn: ran x (20, 2, 8) with H=2")
     assert "\ny: mean" in result.stdout
 
 
-def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(cli, tmp_path):
+def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(
+        cli_run, cli_refused, tmp_path):
     template = tmp_path / "w.npz"
-    assert cli("params", "lstm", "-I", "5", "-H", "3", "--out", template).exit_code == 0
-    result = cli("run", "lstm", "--sample", "--weights", template, "--out",
-                 tmp_path / "y.npz", "--json")
-    assert result.exit_code == 0, result.output
+    cli_run("params", "lstm", "-I", "5", "-H", "3", "--out", template)
+    result = cli_run("run", "lstm", "--sample", "--weights", template, "--out",
+                     tmp_path / "y.npz", "--json")
     assert json.loads(result.stdout)["input_shape"] == [20, 2, 5]
-    result = cli("run", "lstm", "--sample", "-I", "7", "-H", "3", "--out", tmp_path / "y.npz",
-                 "--json")
+    result = cli_run("run", "lstm", "--sample", "-I", "7", "-H", "3", "--out",
+                     tmp_path / "y.npz", "--json")
     assert json.loads(result.stdout)["input_shape"] == [20, 2, 7]
-    result = cli("run", "lstm", "--sample", "-I", "4", "--weights", template, "--out",
-                 tmp_path / "y.npz")
-    assert result.exit_code == 1
-    assert f"{template} has input size 5, but input size 4 was asked for" in result.stderr
+    stderr = cli_refused("run", "lstm", "--sample", "-I", "4", "--weights", template)
+    assert f"{template} has input size 5, but input size 4 was asked for" in stderr
 
 
-def test_params_summary_counts_in_singular_and_plural(cli):
-    assert cli("params", "rnn", "-I", "1", "-H", "1").stderr == "3 parameters, 3 numbers\n"
+def test_params_summary_counts_in_singular_and_plural(cli_run):
+    assert cli_run("params", "rnn", "-I", "1", "-H", "1").stderr == "3 parameters, 3 numbers\n"
 
 
 @pytest.mark.parametrize("command", [
@@ -230,21 +201,21 @@ def test_params_summary_counts_in_singular_and_plural(cli):
     ["train", "lstm", "--task", "adding", "--steps", "1"],
     ["gradflow", "lstm"],
 ])
-def test_an_empty_out_is_wrong_usage_for_every_command_that_writes(cli, command):
-    result = cli(*command, "--out", "")
-    assert result.exit_code == 2 and "the output path is empty" in result.stderr
+def test_an_empty_out_is_wrong_usage_for_every_command_that_writes(cli_fails, command):
+    assert "the output path is empty" in cli_fails(*command, "--out", "", code=2)
 
 
-def test_trace_and_grad_count_what_they_hold_before_they_start(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "5M")  # a run takes ~3 MB here
+def test_trace_and_grad_count_what_they_hold_before_they_start(cli_run, cli_refused,
+                                                               tmp_path):
+    limit = {"LSTM_GRAPH_MAX_BYTES": "5M"}  # a run takes ~3 MB here
     np.save(tmp_path / "x.npy", np.zeros((400, 20, 8), "float32"))  # 256 KB of x
-    assert cli("run", "lstm", "--input", tmp_path / "x.npy", "-H", "16",
-               "--out", tmp_path / "y.npz").exit_code == 0
+    cli_run("run", "lstm", "--input", tmp_path / "x.npy", "-H", "16", "--out",
+            tmp_path / "y.npz", env=limit)
     for command, words in (("trace", "the trace (every assignment"),
                            ("grad", "every value of every step")):
-        result = cli(command, "lstm", "--input", tmp_path / "x.npy", "-H", "16",
-                     "--out", tmp_path / "o.npz")
-        assert result.exit_code == 1 and words in result.stderr, result.stderr
+        stderr = cli_refused(command, "lstm", "--input", tmp_path / "x.npy", "-H", "16",
+                             env=limit)
+        assert words in stderr, stderr
 
 
 def _ends_as_a_zip(data: bytes) -> bool:
@@ -256,16 +227,15 @@ def _ends_as_a_zip(data: bytes) -> bool:
     ["run", "lstm", "--sample", "-H", "3"], ["run", "lstm", "--sample", "-H", "3", "--json"],
     ["trace", "lstm", "--sample", "-H", "3"], ["grad", "rnn", "--sample", "-H", "3"],
     ["params", "gru", "-I", "2", "-H", "3"]])
-def test_out_on_stdout_sends_the_summary_to_stderr_not_into_the_npz(tmp_path, command):
+def test_out_on_stdout_sends_the_summary_to_stderr_not_into_the_npz(tmp_path, command,
+                                                                    cli_process):
     """``run --out /dev/stdout | cat > y.npz``: the summary once went after the archive."""
-    result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *command, "--out",
-                             "/dev/stdout"], capture_output=True, cwd=tmp_path, timeout=120)
+    result = cli_process(*command, "--out", "/dev/stdout", cwd=tmp_path, text=False)
     assert result.returncode == 0, result.stderr
     assert _ends_as_a_zip(result.stdout), result.stdout[-200:]
     summary = result.stderr.decode()
     said = '"ran_with"' if "--json" in command else {
         "run": "y: mean", "trace": "cell.sha256", "grad": "norm", "params": "b.W_h"}[command[0]]
     assert said in summary
-    plain = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *command, "--out",
-                            "y.npz"], capture_output=True, cwd=tmp_path, timeout=120)
+    plain = cli_process(*command, "--out", "y.npz", cwd=tmp_path, text=False)
     assert plain.returncode == 0 and plain.stdout  # to a file, the summary stays on stdout

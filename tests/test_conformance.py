@@ -119,41 +119,29 @@ def test_onnx_lstm_without_peepholes_runs_as_peephole_lstm_with_zero_peepholes(t
         assert max_error(y, y_ref) < 1e-5
 
 
-def test_pytorch_weights_through_the_cli(tmp_path):
-    from click.testing import CliRunner
-
-    from lstm_graph.cli import main
-
+def test_pytorch_weights_through_the_cli(tmp_path, cli_run):
     module, x, start, y_ref, final_ref = torch_reference(torch.nn.LSTM, (11, 3, 5, 6),
                                                           "float32", seed=5)
     torch.save(module.state_dict(), tmp_path / "w.pt")
     np.save(tmp_path / "x.npy", x)
     np.savez(tmp_path / "s.npz", **start)
-    result = CliRunner().invoke(main, [
-        "run", "lstm", "--input", str(tmp_path / "x.npy"), "--weights", str(tmp_path / "w.pt"),
-        "--state", str(tmp_path / "s.npz"), "--out", str(tmp_path / "y.npz")])
-    assert result.exit_code == 0, result.output
+    cli_run("run", "lstm", "--input", tmp_path / "x.npy", "--weights", tmp_path / "w.pt",
+            "--state", tmp_path / "s.npz", "--out", tmp_path / "y.npz")
     with np.load(tmp_path / "y.npz") as out:
         assert sorted(out.files) == ["c", "h", "y"]
         assert max_error(out["y"], y_ref) < 1e-5
         assert max_error(out["c"], final_ref["c"]) < 1e-5
 
 
-def test_onnx_weights_through_the_cli_in_float64(tmp_path):
-    from click.testing import CliRunner
-
-    from lstm_graph.cli import main
-
+def test_onnx_weights_through_the_cli_in_float64(tmp_path, cli_run):
     model, x, start, y_ref, final_ref = onnx_reference("LSTM", (4, 2, 3, 5), "float64", True,
                                                        seed=11)
     onnx.save(model, str(tmp_path / "p.onnx"))
     np.save(tmp_path / "x.npy", x)
     np.savez(tmp_path / "s.npz", **start)
-    result = CliRunner().invoke(main, [
-        "run", "peephole_lstm", "--input", str(tmp_path / "x.npy"), "--dtype", "float64",
-        "--weights", str(tmp_path / "p.onnx"), "--state", str(tmp_path / "s.npz"),
-        "--out", str(tmp_path / "y.npz")])
-    assert result.exit_code == 0, result.output
+    cli_run("run", "peephole_lstm", "--input", tmp_path / "x.npy", "--dtype", "float64",
+            "--weights", tmp_path / "p.onnx", "--state", tmp_path / "s.npz", "--out",
+            tmp_path / "y.npz")
     with np.load(tmp_path / "y.npz") as out:
         assert max_error(out["y"], y_ref) < 1e-10
         assert max_error(out["h"], final_ref["h"]) < 1e-10

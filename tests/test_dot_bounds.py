@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,12 +26,6 @@ def chain(assignments: int) -> str:
     return "input x\nstate h\noutput h\n" + "\n".join(lines) + f"\nh = a{assignments - 2}\n"
 
 
-def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=120, env={**os.environ, **(env or {})})
-
-
 def fake_dot(folder: Path, body: str) -> dict[str, str]:
     """An environment whose PATH finds ``folder/dot``: a Python script running ``body``."""
     folder.mkdir(exist_ok=True)
@@ -42,20 +35,23 @@ def fake_dot(folder: Path, body: str) -> dict[str, str]:
     return {"PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def test_a_pipe_diagram_too_large_to_lay_out_is_refused_up_front_naming_its_size(tmp_path):
+def test_a_pipe_diagram_too_large_to_lay_out_is_refused_up_front_naming_its_size(tmp_path,
+                                                                                 cli_process):
     (tmp_path / "big.cell").write_text(chain(1001))
     nodes = node_count(render(compile_source(chain(1001), "big.cell"), "pipe").source)
     began = time.monotonic()
-    result = cli(["render", "big.cell", "--style", "pipe", "--out", "big.svg"], tmp_path)
+    result = cli_process("render", "big.cell", "--style", "pipe", "--out", "big.svg",
+                         cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == (
         f"this pipe-style diagram has {nodes} nodes; Graphviz lays out at most "
         f"{MAX_NODES['pipe']} in this style in reasonable time (the cell style, --style "
         f"cell, draws up to {MAX_NODES['cell']}); write --format dot to lay it out yourself")
     assert time.monotonic() - began < 60 and list(tmp_path.iterdir()) == [tmp_path / "big.cell"]
-    result = cli(["render", "big.cell", "--style", "pipe", "--format", "dot", "--out",
-                  "big.dot"], tmp_path)  # DOT needs no layout: written as ever
-    assert result.returncode == 0 and (tmp_path / "big.dot").stat().st_size > 0
+    result = cli_process("render", "big.cell", "--style", "pipe", "--format", "dot", "--out",
+                         "big.dot", cwd=tmp_path)  # DOT needs no layout: written as ever
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "wrote big.dot\n" and (tmp_path / "big.dot").stat().st_size > 0
 
 
 def test_the_limits_follow_each_style(tmp_path, monkeypatch):
@@ -78,7 +74,7 @@ def test_a_large_diagram_is_laid_out_with_the_cheap_settings_and_a_small_one_as_
     assert "'-Gsplines=line'" in to_bytes(render(large, "pipe"), "svg").decode()
 
 
-def test_dot_past_its_time_is_killed_with_everything_it_started(tmp_path):
+def test_dot_past_its_time_is_killed_with_everything_it_started(tmp_path, cli_process):
     """A dot that hangs, having started a child of its own: both are gone after the limit,
     the message says which limit and how to change it, and no diagram is written."""
     pids = tmp_path / "pids"
@@ -88,8 +84,8 @@ open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
 time.sleep(300)
 """)
     began = time.monotonic()
-    result = cli(["render", "lstm", "--style", "cell", "--out", "d.svg"], tmp_path,
-                 {**env, "LSTM_GRAPH_DOT_TIMEOUT": "1"})
+    result = cli_process("render", "lstm", "--style", "cell", "--out", "d.svg", cwd=tmp_path,
+                         env={**env, "LSTM_GRAPH_DOT_TIMEOUT": "1"})
     assert time.monotonic() - began < 30
     assert result.returncode == 1, result.stderr
     nodes = node_count(render(load_cell("lstm"), "cell").source)
@@ -152,10 +148,10 @@ def test_the_real_dot_takes_the_cheap_settings(tmp_path):
 
 
 @needs_dot  # explore asks for dot before anything else
-def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path):
+def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path, cli_process):
     (tmp_path / "big.cell").write_text(chain(1001))
-    result = cli(["explore", "big.cell", "--sample", "-H", "2", "--out", "page.html"],
-                 tmp_path)
+    result = cli_process("explore", "big.cell", "--sample", "-H", "2", "--out", "page.html",
+                         cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "this pipe-style diagram has" in result.stderr
     assert "steps" not in result.stderr  # refused before the run said what it ran

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from conftest import needs_dot
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.explore import Run, build_page
 from lstm_graph.explore.data import array_json, budget, keep
 
@@ -110,23 +108,20 @@ def test_a_run_over_budget_is_cut_and_says_what_was_kept():
     assert html.escape(data["subsampled"]) in page.split("<main>")[0]  # said above it all
 
 
-def test_explore_says_on_the_terminal_what_the_page_holds_of_a_long_run(tmp_path):
+def test_explore_says_on_the_terminal_what_the_page_holds_of_a_long_run(tmp_path, cli_run):
     """A long run's page holds its first steps and sequences: the terminal says so too,
     in the page's own numbers, not only 'wrote p.html (1.53 MB)'."""
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((600, 6, 8))
             .astype("float32"))
-    result = CliRunner().invoke(main, ["explore", "peephole_lstm", "--input",
-                                       str(tmp_path / "x.npy"), "-H", "48", "--out",
-                                       str(tmp_path / "p.html")])
-    assert result.exit_code == 0, result.output
+    result = cli_run("explore", "peephole_lstm", "--input", tmp_path / "x.npy", "-H", "48",
+                     "--out", tmp_path / "p.html")
     kept = page_data((tmp_path / "p.html").read_text())["kept"]
     assert kept["sequences"] == 4 and kept["steps"] < 600
     assert (f"note: the page shows the first 4 of 6 sequences, steps 1 to {kept['steps']} "
             "of 600, to stay under 2 MB; 'lstm-graph trace' writes every value") in \
         result.stderr
-    small = CliRunner().invoke(main, ["explore", "gru", "--sample", "-H", "3", "--out",
-                                      str(tmp_path / "s.html")])
-    assert small.exit_code == 0 and "note:" not in small.stderr  # nothing was cut
+    small = cli_run("explore", "gru", "--sample", "-H", "3", "--out", tmp_path / "s.html")
+    assert "note:" not in small.stderr  # nothing was cut
 
 
 def stage_hint(page: str) -> str:
@@ -164,17 +159,16 @@ def test_numbers_round_trip_and_nan_and_infinity_stay_valid_json():
     np.testing.assert_array_equal(back, values)
 
 
-def test_explore_command_writes_the_page(tmp_path):
-    result = CliRunner().invoke(main, ["explore", "gru", "--sample", "-H", "5", "-I", "3",
-                                       "--out", str(tmp_path / "deep" / "gru.html")])
-    assert result.exit_code == 0, result.output
+def test_explore_command_writes_the_page(tmp_path, cli_run):
+    result = cli_run("explore", "gru", "--sample", "-H", "5", "-I", "3", "--out",
+                     tmp_path / "deep" / "gru.html")
     data = page_data((tmp_path / "deep" / "gru.html").read_text())
     assert np.array(data["values"]["h"]).shape == (20, 2, 5)
     assert np.array(data["input"]["x"]).shape == (20, 2, 3)
     assert "wrote" in result.stderr and result.stdout == ""
 
 
-def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path):
+def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path, cli_run):
     cell = lstm_graph.load_cell("lstm")
     weights = cell.random_weights(3, 4, seed=5)
     np.savez(tmp_path / "w.npz", **weights)
@@ -182,11 +176,8 @@ def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path):
     np.save(tmp_path / "x.npy", x)
     start = {"c": np.full(4, 0.5, "float32"), "h": np.zeros(4, "float32")}
     np.savez(tmp_path / "s.npz", **start)
-    result = CliRunner().invoke(main, ["explore", "lstm", "--weights", str(tmp_path / "w.npz"),
-                                       "--input", str(tmp_path / "x.npy"), "--state",
-                                       str(tmp_path / "s.npz"), "--out",
-                                       str(tmp_path / "p.html")])
-    assert result.exit_code == 0, result.output
+    cli_run("explore", "lstm", "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--state", tmp_path / "s.npz", "--out", tmp_path / "p.html")
     data = page_data((tmp_path / "p.html").read_text())
     expected = cell.compile(weights=weights).trace(x, start)
     np.testing.assert_array_equal(np.array(data["values"]["c"], "float32")[:, 0],
@@ -199,21 +190,21 @@ def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path):
     (["--input", "x.npy", "-I", "3", "--out", "p.html"], "--input-size is the I of --sample"),
     (["--out", "p.html"], "give exactly one of --input FILE and --sample"),
 ])
-def test_explore_usage_errors(args, message):
-    result = CliRunner().invoke(main, ["explore", "lstm", "-H", "3", *args])
-    assert result.exit_code == 2 and message in result.stderr
+def test_explore_usage_errors(args, message, cli_fails, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert message in cli_fails("explore", "lstm", "-H", "3", *args, code=2)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_the_page_charts_the_gradient_reaching_each_state_from_the_last_step(tmp_path):
+def test_the_page_charts_the_gradient_reaching_each_state_from_the_last_step(tmp_path,
+                                                                             cli_run):
     cell = lstm_graph.load_cell("lstm")
     weights = cell.random_weights(3, 4, seed=2)
     np.savez(tmp_path / "w.npz", **weights)
     x = np.random.default_rng(3).standard_normal((7, 2, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    result = CliRunner().invoke(main, ["explore", "lstm", "--weights", str(tmp_path / "w.npz"),
-                                       "--input", str(tmp_path / "x.npy"),
-                                       "--out", str(tmp_path / "p.html")])
-    assert result.exit_code == 0, result.output
+    cli_run("explore", "lstm", "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--out", tmp_path / "p.html")
     data = page_data((tmp_path / "p.html").read_text())
     grad_y = np.zeros((7, 2, 4), "float32")
     grad_y[-1] = 1  # the loss: the sum of the last step's output

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +20,6 @@ HEADER = "input x\nstate h\noutput h\n"
 GOOD = "h = tanh(linear(x, h[t-1]))  # output\n"
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=120)
-
-
 def refused(source: str, file: str = "t.cell") -> list[str]:
     with pytest.raises(CellError) as info:
         compile_source(source, file)
@@ -36,13 +28,13 @@ def refused(source: str, file: str = "t.cell") -> list[str]:
 
 # -- how much a cell file may hold ------------------------------------------------------
 
-def test_a_10_mb_file_of_208k_assignments_is_refused_at_once(tmp_path):
+def test_a_10_mb_file_of_208k_assignments_is_refused_at_once(tmp_path, cli_process):
     """The reported file: 80 s and 3.8 GB to validate before; now one line, at once."""
     body = "".join(f"value_{k} = sigmoid(h[t-1]) * tanh(h)\n" for k in range(208_000))
     (tmp_path / "big.cell").write_text(HEADER + GOOD + body)
     assert (tmp_path / "big.cell").stat().st_size > 8_000_000
     began = time.monotonic()
-    result = cli(["validate", "big.cell"], tmp_path)
+    result = cli_process("validate", "big.cell", cwd=tmp_path)
     assert time.monotonic() - began < 30
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr == ("big.cell:1:1: error: larger than 2 MB: too large for a .cell "
@@ -123,9 +115,9 @@ def test_a_cell_named_by_its_file_with_a_control_character_is_refused(tmp_path):
 
 @pytest.mark.parametrize("command", [["validate"], ["schedule"],
                                      ["render", "--format", "dot", "--out", "d.dot"]])
-def test_every_command_refuses_the_file_and_writes_nothing(tmp_path, command):
+def test_every_command_refuses_the_file_and_writes_nothing(tmp_path, command, cli_process):
     (tmp_path / "c.cell").write_text(HEADER + "h = tanh(linear(x, h[t-1]))  # \x1b[2J\n")
-    result = cli([command[0], "c.cell", *command[1:]], tmp_path)
+    result = cli_process(command[0], "c.cell", *command[1:], cwd=tmp_path)
     assert result.returncode == 1 and "\x1b" not in result.stderr + result.stdout
     assert "c.cell:4:32: error: the character U+001B (a control character)" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.cell"]

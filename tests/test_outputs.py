@@ -23,68 +23,57 @@ import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import CLI_COMMAND
 
-from lstm_graph.cli import main
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, open_output, write_atomic
 
 RUN = ["run", "rnn", "--sample", "-H", "2"]
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def test_a_fifo_nobody_reads_is_refused_and_kept(tmp_path):
+def test_a_fifo_nobody_reads_is_refused_and_kept(tmp_path, cli_fails):
     fifo = tmp_path / "y.npz"
     os.mkfifo(fifo)
-    result = cli(*RUN, "--out", fifo)
-    assert result.exit_code == 1
-    assert f"{fifo}: is a FIFO that no process is reading" in result.stderr
+    assert f"{fifo}: is a FIFO that no process is reading" in cli_fails(*RUN, "--out", fifo)
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["y.npz"]
 
 
-def test_a_fifo_with_a_reader_gets_the_npz_and_is_kept(tmp_path):
+def test_a_fifo_with_a_reader_gets_the_npz_and_is_kept(tmp_path, cli_run):
     fifo = tmp_path / "y.npz"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the npz fits in the pipe's buffer
     try:
-        result = cli(*RUN, "--out", fifo)
+        cli_run(*RUN, "--out", fifo)
         received = os.read(reader, 1 << 16)
     finally:
         os.close(reader)
-    assert result.exit_code == 0, result.output
     assert zipfile.ZipFile(io.BytesIO(received)).namelist() == ["y.npy", "h.npy"]
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
-def test_dev_null_is_written_through_never_replaced():
+def test_dev_null_is_written_through_never_replaced(cli_run):
     before = os.stat("/dev/null")
-    result = cli(*RUN, "--out", "/dev/null")
-    assert result.exit_code == 0, result.output
+    cli_run(*RUN, "--out", "/dev/null")
     after = os.stat("/dev/null")
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
     assert after.st_ino == before.st_ino
 
 
-def test_dev_stdout_in_a_pipe_carries_the_npz(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *RUN, "--out",
-                             "/dev/stdout"], capture_output=True, cwd=tmp_path, timeout=120)
+def test_dev_stdout_in_a_pipe_carries_the_npz(tmp_path, cli_process):
+    result = cli_process(*RUN, "--out", "/dev/stdout", cwd=tmp_path, text=False)
     assert result.returncode == 0, result.stderr
     with np.load(io.BytesIO(result.stdout)) as arrays:
         assert arrays["y"].shape == (20, 2, 2)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_binary_output_to_a_terminal_is_refused(tmp_path):
+def test_binary_output_to_a_terminal_is_refused(cli_fails):
     master, slave = pty.openpty()
     try:
         terminal = os.ttyname(slave)
-        result = cli(*RUN, "--out", terminal)
-        assert result.exit_code == 1
-        assert f"{terminal}: is a terminal, and this output is binary (.npz)" in result.stderr
+        assert f"{terminal}: is a terminal, and this output is binary (.npz)" in cli_fails(
+            *RUN, "--out", terminal)
         assert stat.S_ISCHR(os.stat(terminal).st_mode)
     finally:
         os.close(master)
@@ -101,13 +90,12 @@ def test_text_output_to_a_terminal_is_written_through():
         os.close(slave)
 
 
-def test_a_directory_or_a_socket_is_refused(tmp_path):
+def test_a_directory_or_a_socket_is_refused(tmp_path, cli_fails):
     server = socket.socket(socket.AF_UNIX)
     try:
         server.bind(str(tmp_path / "s.npz"))
-        result = cli(*RUN, "--out", tmp_path / "s.npz")
-        assert result.exit_code == 1
-        assert "s.npz: is a socket, not a regular file" in result.stderr
+        assert "s.npz: is a socket, not a regular file" in cli_fails(*RUN, "--out",
+                                                                     tmp_path / "s.npz")
         assert stat.S_ISSOCK((tmp_path / "s.npz").lstat().st_mode)
     finally:
         server.close()
@@ -115,34 +103,32 @@ def test_a_directory_or_a_socket_is_refused(tmp_path):
         write_atomic(tmp_path, b"x")
 
 
-def test_an_empty_output_path_is_a_usage_error():
+def test_an_empty_output_path_is_a_usage_error(cli_fails):
     for command in (RUN, ["params", "rnn", "-I", "2", "-H", "2"]):
-        result = cli(*command, "--out", "")
-        assert result.exit_code == 2
-        assert "the output path is empty" in result.stderr
+        assert "the output path is empty" in cli_fails(*command, "--out", "", code=2)
 
 
-def test_a_new_file_gets_the_user_s_umask(tmp_path):
+def test_a_new_file_gets_the_user_s_umask(tmp_path, cli_run):
     previous = os.umask(0o077)
     try:
-        assert cli(*RUN, "--out", tmp_path / "y.npz").exit_code == 0
+        cli_run(*RUN, "--out", tmp_path / "y.npz")
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "y.npz").stat().st_mode) == 0o600
 
 
-def test_a_file_written_over_keeps_its_mode(tmp_path):
+def test_a_file_written_over_keeps_its_mode(tmp_path, cli_run):
     out = tmp_path / "y.npz"
     out.write_bytes(b"old")
     out.chmod(0o640)
-    assert cli(*RUN, "--out", out).exit_code == 0
+    cli_run(*RUN, "--out", out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o640 and out.read_bytes() != b"old"
 
 
-def test_a_symbolic_link_is_followed_and_kept(tmp_path):
+def test_a_symbolic_link_is_followed_and_kept(tmp_path, cli_run):
     (tmp_path / "real.npz").write_bytes(b"old")
     (tmp_path / "link.npz").symlink_to("real.npz")
-    assert cli(*RUN, "--out", tmp_path / "link.npz").exit_code == 0
+    cli_run(*RUN, "--out", tmp_path / "link.npz")
     assert (tmp_path / "link.npz").is_symlink()
     assert zipfile.is_zipfile(tmp_path / "real.npz")
 
@@ -160,9 +146,8 @@ def test_an_interrupted_stream_leaves_no_partial_file(tmp_path):
 def test_sigterm_during_a_long_run_leaves_no_output_and_no_temporary_file(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((300_000, 1, 3)))  # float64: a note, then the run
     process = subprocess.Popen(
-        [sys.executable, "-m", "lstm_graph.cli", "run", "lstm", "--input", "x.npy", "-H", "8",
-         "--executor", "reference", "--out", "y.npz"],
-        cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor", "reference",
+         "--out", "y.npz"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     try:
         note = process.stderr.readline()  # printed once the command runs, SIGTERM handled
@@ -268,20 +253,18 @@ def test_root_writing_in_a_sticky_directory_never_follows_another_user_s_link():
         shutil.rmtree(private, ignore_errors=True)
 
 
-def test_a_link_in_a_directory_others_can_write_is_refused_and_kept(tmp_path):
+def test_a_link_in_a_directory_others_can_write_is_refused_and_kept(tmp_path, cli_fails):
     shared = tmp_path / "shared"
     shared.mkdir()
     (tmp_path / "real.npz").write_bytes(b"old")
     (shared / "y.npz").symlink_to(tmp_path / "real.npz")
     shared.chmod(0o777)  # not sticky: anybody may have put the link there
-    result = cli(*RUN, "--out", shared / "y.npz")
-    assert result.exit_code == 1
     assert (f"{shared / 'y.npz'}: y.npz is a symbolic link in a directory other users can "
-            "write, so it is not followed") in result.stderr
+            "write, so it is not followed") in cli_fails(*RUN, "--out", shared / "y.npz")
     assert (shared / "y.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"old"
 
 
-def test_your_own_link_in_a_sticky_directory_is_followed(tmp_path):
+def test_your_own_link_in_a_sticky_directory_is_followed(tmp_path, cli_run):
     """The kernel's protected_symlinks rule: in a sticky directory, a link of your own (or
     of the directory's owner) is followed."""
     sticky = tmp_path / "sticky"
@@ -289,7 +272,7 @@ def test_your_own_link_in_a_sticky_directory_is_followed(tmp_path):
     (tmp_path / "real.npz").write_bytes(b"old")
     (sticky / "y.npz").symlink_to(tmp_path / "real.npz")
     sticky.chmod(0o1777)
-    assert cli(*RUN, "--out", sticky / "y.npz").exit_code == 0
+    cli_run(*RUN, "--out", sticky / "y.npz")
     assert (sticky / "y.npz").is_symlink() and zipfile.is_zipfile(tmp_path / "real.npz")
 
 
@@ -345,11 +328,10 @@ def test_check_output_refuses_what_the_write_would_and_leaves_nothing(tmp_path):
             check_output(locked / "y.npz")
 
 
-def test_an_output_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_path):
-    result = cli(*RUN, "--out", f"{tmp_path}/newdir/")
-    assert result.exit_code == 2
+def test_an_output_path_ending_in_a_slash_names_a_directory_and_is_refused(tmp_path,
+                                                                          cli_fails):
     assert f"--out {tmp_path}/newdir/ names a directory; give a file name such as " \
-        f"{tmp_path}/newdir/y.npz" in result.stderr
+        f"{tmp_path}/newdir/y.npz" in cli_fails(*RUN, "--out", f"{tmp_path}/newdir/", code=2)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(OutputError, match="names a directory"):
         write_atomic(f"{tmp_path}/newdir/", b"x")
@@ -378,7 +360,7 @@ CELL = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
     (["render", "c.dot", "--style", "cell"], "c.dot", "the SPEC"),
 ])
 def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_kept(
-        tmp_path, monkeypatch, args, out, given):
+        tmp_path, monkeypatch, args, out, given, cli_fails):
     """Through a symbolic or a hard link too: the same file on the disk."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.cell").write_text(CELL)
@@ -393,10 +375,8 @@ def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_
     (tmp_path / "link.npz").symlink_to("w.npz")
     os.link(tmp_path / "s.npz", tmp_path / "hard.npz")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    result = CliRunner().invoke(main, [*args, "--out", out])
-    assert result.exit_code == 1, result.output
     assert f"--out {out} is {given}: writing it would replace that input; give --out " \
-        "another file" in result.stderr
+        "another file" in cli_fails(*args, "--out", out)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

@@ -10,9 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from lstm_graph.cli import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"^```python\n(.*?)^```$", README, re.MULTILINE | re.DOTALL)
@@ -33,7 +30,7 @@ def test_each_python_block_runs_and_prints_what_its_comments_say(tmp_path, block
     assert result.stdout.splitlines() == promised
 
 
-def test_the_schedule_shown_is_what_the_command_prints():
+def test_the_schedule_shown_is_what_the_command_prints(cli_run):
     shown = re.search(r"`schedule peephole_lstm` prints:\n\n```\n(.*?)```", README, re.DOTALL)
     assert shown is not None
-    assert CliRunner().invoke(main, ["schedule", "peephole_lstm"]).stdout == shown.group(1)
+    assert cli_run("schedule", "peephole_lstm").stdout == shown.group(1)

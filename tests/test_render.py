@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from conftest import needs_dot
 from dot_source import edges, nodes
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.ir import EdgeKind
 from lstm_graph.render import gallery, palette, render, to_bytes
 from lstm_graph.render.scene import build_scene, highlighted
@@ -55,13 +52,12 @@ def test_gallery_has_svg_beside_every_dot():
         assert (DIAGRAMS / f"{name}.svg").is_file(), name
 
 
-def test_dot_is_byte_identical_across_processes_and_hash_seeds():
+def test_dot_is_byte_identical_across_processes_and_hash_seeds(cli_process):
     outputs = set()
     for seed in ("1", "2", "3"):
-        result = subprocess.run(
-            [sys.executable, "-m", "lstm_graph.cli", "render", "peephole_lstm", "--style",
-             "cell", "--format", "dot", "--highlight", "memory", "--stages"],
-            capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}, cwd=ROOT)
+        result = cli_process("render", "peephole_lstm", "--style", "cell", "--format", "dot",
+                             "--highlight", "memory", "--stages", cwd=ROOT,
+                             env={"PYTHONHASHSEED": seed}, text=False)
         assert result.returncode == 0, result.stderr
         outputs.add(result.stdout)
     assert len(outputs) == 1
@@ -164,33 +160,27 @@ def test_svg_parses_as_xml(cell, style):
     assert 0 < height < 1.2 * width  # fits a page or a slide
 
 
-def test_cli_render_dot_to_stdout_and_files(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "gru", "--style", "pipe", "--format", "dot"])
-    assert result.exit_code == 0
+def test_cli_render_dot_to_stdout_and_files(tmp_path, cli_run):
+    result = cli_run("render", "gru", "--style", "pipe", "--format", "dot")
     assert result.stdout.startswith("digraph gru_pipe {")
-    result = runner.invoke(main, ["render", "lstm", "--format", "dot", "--out",
-                                  str(tmp_path / "lstm")])
-    assert result.exit_code == 0, result.output
+    cli_run("render", "lstm", "--format", "dot", "--out", tmp_path / "lstm")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.cell.dot", "lstm.pipe.dot"]
-    result = runner.invoke(main, ["render", "rnn", "--style", "cell", "--format", "dot",
-                                  "--out", str(tmp_path / "exact.dot")])
+    cli_run("render", "rnn", "--style", "cell", "--format", "dot", "--out",
+            tmp_path / "exact.dot")
     assert (tmp_path / "exact.dot").read_text().startswith("digraph rnn_cell")
 
 
-def test_cli_render_errors(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "gru", "--highlight", "nope", "--format", "dot",
-                                  "--style", "cell"])
-    assert result.exit_code == 1 and "nothing named 'nope'" in result.stderr
-    assert runner.invoke(main, ["render", "--all"]).exit_code == 2
+def test_cli_render_errors(cli_fails):
+    assert "nothing named 'nope'" in cli_fails("render", "gru", "--highlight", "nope",
+                                               "--format", "dot", "--style", "cell")
+    assert "Error: --all takes no SPEC and needs --out DIRECTORY" in cli_fails(
+        "render", "--all", code=2)
 
 
-def test_missing_dot_program_says_how_to_install_and_that_dot_format_works(tmp_path):
-    env = {**os.environ, "PATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", "render", "lstm",
-                             "--out", str(tmp_path / "x")], capture_output=True, text=True,
-                            env=env, cwd=ROOT)
+def test_missing_dot_program_says_how_to_install_and_that_dot_format_works(tmp_path,
+                                                                           cli_process):
+    result = cli_process("render", "lstm", "--out", tmp_path / "x", cwd=ROOT,
+                         env={"PATH": str(tmp_path)})
     assert result.returncode == 1
     assert "apt-get install graphviz" in result.stderr and "--format dot" in result.stderr
     assert "Traceback" not in result.stderr
@@ -359,76 +349,61 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @needs_dot
-def test_render_without_out_writes_both_styles_here_and_one_style_to_stdout(in_tmp):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "lstm"])
-    assert result.exit_code == 0, result.output
+def test_render_without_out_writes_both_styles_here_and_one_style_to_stdout(in_tmp, cli_run):
+    result = cli_run("render", "lstm")
     assert sorted(p.name for p in in_tmp.iterdir()) == ["lstm.cell.svg", "lstm.pipe.svg"]
     assert "wrote lstm.pipe.svg" in result.stderr and result.stdout == ""
-    result = runner.invoke(main, ["render", "lstm", "--style", "cell"])
-    assert result.exit_code == 0 and result.stdout.startswith("<?xml")
+    result = cli_run("render", "lstm", "--style", "cell")
+    assert result.stdout.startswith("<?xml")
     ET.fromstring(result.stdout.encode())
 
 
-def test_render_both_styles_to_stdout_is_a_usage_error_about_styles():
-    result = CliRunner().invoke(main, ["render", "lstm", "--style", "both"])
-    assert result.exit_code == 2
-    assert "--style both draws two diagrams" in result.stderr and "--format dot" not in \
-        result.stderr
+def test_render_both_styles_to_stdout_is_a_usage_error_about_styles(cli_fails):
+    stderr = cli_fails("render", "lstm", "--style", "both", code=2)
+    assert "--style both draws two diagrams" in stderr and "--format dot" not in stderr
 
 
 @needs_dot
-@needs_dot
-def test_render_never_makes_base_names_out_of_a_device_or_link(in_tmp):
+def test_render_never_makes_base_names_out_of_a_device_or_link(in_tmp, cli_run, cli_fails):
     fifo = in_tmp / "pipe"
     os.mkfifo(fifo)
     link = in_tmp / "link"
     link.symlink_to("target.svg")
     for out in (fifo, link):
-        result = CliRunner().invoke(main, ["render", "lstm", "--out", str(out)])
-        assert result.exit_code == 2
-        assert "two diagrams need two files" in result.output
+        assert "two diagrams need two files" in cli_fails("render", "lstm", "--out", out, code=2)
     assert sorted(p.name for p in in_tmp.iterdir()) == ["link", "pipe"]
-    result = CliRunner().invoke(main, ["render", "lstm", "--style", "pipe", "--out", str(link)])
-    assert result.exit_code == 0, result.output
+    cli_run("render", "lstm", "--style", "pipe", "--out", link)
     assert (in_tmp / "target.svg").read_text().startswith("<?xml")
 
 
-def test_render_takes_the_format_from_the_suffix_of_out(in_tmp):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "lstm", "--style", "cell", "--out", "foo.png"])
-    assert result.exit_code == 0, result.output
+def test_render_takes_the_format_from_the_suffix_of_out(in_tmp, cli_run):
+    cli_run("render", "lstm", "--style", "cell", "--out", "foo.png")
     assert [p.name for p in in_tmp.iterdir()] == ["foo.png"]
     assert (in_tmp / "foo.png").read_bytes().startswith(b"\x89PNG")
-    result = runner.invoke(main, ["render", "lstm", "--out", "both.pdf"])
+    cli_run("render", "lstm", "--out", "both.pdf")
     assert sorted(p.name for p in in_tmp.iterdir()) == ["both.cell.pdf", "both.pipe.pdf",
                                                        "foo.png"]
 
 
-def test_render_refuses_a_suffix_that_contradicts_the_format_or_is_not_ours(in_tmp):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "lstm", "--out", "a.svg", "--format", "png"])
-    assert result.exit_code == 2 and "names a .svg file, but --format png" in result.stderr
-    result = runner.invoke(main, ["render", "lstm", "--out", "a.jpg"])
-    assert result.exit_code == 2 and "not .jpg" in result.stderr
-    assert runner.invoke(main, ["render", "lstm", "--out", ""]).exit_code == 2
+def test_render_refuses_a_suffix_that_contradicts_the_format_or_is_not_ours(in_tmp, cli_fails):
+    assert "names a .svg file, but --format png" in cli_fails(
+        "render", "lstm", "--out", "a.svg", "--format", "png", code=2)
+    assert "not .jpg" in cli_fails("render", "lstm", "--out", "a.jpg", code=2)
+    assert "Error: --out is empty; give a file, a base name or a directory" in cli_fails(
+        "render", "lstm", "--out", "", code=2)
     assert list(in_tmp.iterdir()) == []
 
 
-def test_render_creates_output_directories(in_tmp):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "gru", "--format", "dot", "--out", "gallery/"])
-    assert result.exit_code == 0, result.output
+def test_render_creates_output_directories(in_tmp, cli_run):
+    cli_run("render", "gru", "--format", "dot", "--out", "gallery/")
     assert sorted(p.name for p in (in_tmp / "gallery").iterdir()) == ["gru.cell.dot",
                                                                      "gru.pipe.dot"]
-    result = runner.invoke(main, ["render", "rnn", "--style", "pipe", "--out",
-                                  "deep/er/r.dot"])
-    assert result.exit_code == 0 and (in_tmp / "deep/er/r.dot").is_file()
+    cli_run("render", "rnn", "--style", "pipe", "--out", "deep/er/r.dot")
+    assert (in_tmp / "deep/er/r.dot").is_file()
 
 
 @needs_dot
-def test_render_all_creates_its_directory(in_tmp):
-    result = CliRunner().invoke(main, ["render", "--all", "--out", "new/gallery"])
-    assert result.exit_code == 0, result.output
+def test_render_all_creates_its_directory(in_tmp, cli_run):
+    cli_run("render", "--all", "--out", "new/gallery")
     assert {p.name for p in (in_tmp / "new/gallery").iterdir()} == \
         {f"{name}.{kind}" for name in gallery() for kind in ("dot", "svg")}

@@ -13,31 +13,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
 from conftest import executor_params
 from onnx_models import random_onnx_weights, rnn_model
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.formats.files import write_atomic
 
 HEADER = "cell t\ninput x\nstate h\noutput h\n"
-
-
-def fails(*args, code: int = 1) -> str:
-    """Run the CLI, expect exit ``code`` and no traceback; return stderr."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
-                                                                     SystemExit)
-    return result.stderr
-
-
-def ok(*args) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.stderr
 
 
 @pytest.fixture
@@ -58,95 +40,95 @@ def x_file(tmp_path):
     (b"input x\nstate h\nh = tanh(linear(x, h[t-1]))\n", "no 'output' line"),
     (b"input x\nstate h\noutput h\nsigmoid = tanh(x)\nh = h[t-1]\n", "'sigmoid' is reserved"),
 ])
-def test_bad_cell_files(tmp_path, content, words):
+def test_bad_cell_files(tmp_path, content, words, cli_fails):
     path = tmp_path / "bad.cell"
     path.write_bytes(content)
-    assert words in fails("validate", path)
+    assert words in cli_fails("validate", path)
 
 
-def test_deeply_nested_expression_is_a_clear_error(tmp_path):
+def test_deeply_nested_expression_is_a_clear_error(tmp_path, cli_fails):
     path = tmp_path / "deep.cell"
     path.write_text(HEADER + "h = " + "(" * 500 + "h[t-1]" + ")" * 500 + "\n")
-    assert "syntax error: too many nested parentheses" in fails("validate", path)
+    assert "syntax error: too many nested parentheses" in cli_fails("validate", path)
 
 
-def test_very_long_expression_is_handled(tmp_path):
+def test_very_long_expression_is_handled(tmp_path, cli):
     path = tmp_path / "long.cell"
     path.write_text(HEADER + "h = tanh(" + " + ".join(["h[t-1]"] * 30_000) + ")\n")
-    result = CliRunner().invoke(main, ["validate", str(path)])
+    result = cli("validate", path)
     assert result.exit_code in (0, 1) and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     if result.exit_code:
         assert "too large or too deeply nested" in result.stderr or \
             "nested too deeply" in result.stderr
 
 
-def test_enormous_file_of_100000_lines(tmp_path):
+def test_enormous_file_of_100000_lines(tmp_path, cli_fails):
     path = tmp_path / "huge.cell"
     body = "".join(f"# line {k}\n" for k in range(99_994))
     path.write_text(HEADER + body + "h = tanh(linear(x, h[t-1]))\nq = nope\n")
-    assert "100000:5: error: undefined name 'nope'" in fails("validate", path)
+    assert "100000:5: error: undefined name 'nope'" in cli_fails("validate", path)
 
 
-def test_a_100000_line_data_file_stops_after_100_errors(tmp_path):
+def test_a_100000_line_data_file_stops_after_100_errors(tmp_path, cli_fails):
     path = tmp_path / "data.csv"
     path.write_text("".join(f"{k},{2 * k},0.5\n" for k in range(100_000)))
-    stderr = fails("validate", path)
+    stderr = cli_fails("validate", path)
     assert f"{path}:100000:1: error: stopped after 100 errors; is this a .cell file?" in stderr
     assert len(stderr.splitlines()) < 110
 
 
-def test_unknown_cell_name_suggests_and_lists():
-    stderr = fails("run", "grue", "--sample", "-H", "2", "--out", "y.npz")
+def test_unknown_cell_name_suggests_and_lists(cli_refused):
+    stderr = cli_refused("run", "grue", "--sample", "-H", "2")
     assert "did you mean 'gru'?" in stderr and "built-in cells:" in stderr
 
 
 # -- data -----------------------------------------------------------------------------
 
-def test_x_of_the_wrong_rank_and_size(tmp_path):
+def test_x_of_the_wrong_rank_and_size(tmp_path, cli_refused):
     np.save(tmp_path / "r.npy", np.zeros((5,), "float32"))
-    assert "x has shape (5,)" in fails("run", "lstm", "--input", tmp_path / "r.npy", "-H", "2",
-                                       "--out", tmp_path / "y.npz")
+    assert "x has shape (5,)" in cli_refused("run", "lstm", "--input", tmp_path / "r.npy",
+                                             "-H", "2")
     np.save(tmp_path / "s.npy", np.zeros((5, 2, 4), "float32"))
-    words = fails("run", "lstm", "--input", tmp_path / "s.npy", "--weights",
-                  _npz_weights(tmp_path, "lstm", 3, 2), "--out", tmp_path / "y.npz")
+    words = cli_refused("run", "lstm", "--input", tmp_path / "s.npy", "--weights",
+                        _npz_weights(tmp_path, "lstm", 3, 2))
     assert "x has shape (5, 2, 4): its last axis is 4, but the cell's input size I is 3" in words
 
 
-def test_object_and_text_arrays_are_refused(tmp_path):
+def test_object_and_text_arrays_are_refused(tmp_path, cli_refused):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert "o.npy: holds Python objects (dtype object), not numbers; nothing in it was " \
-        "unpickled" in fails("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2", "--out",
-                             tmp_path / "y.npz")
+        "unpickled" in cli_refused("run", "rnn", "--input", tmp_path / "o.npy", "-H", "2")
     np.save(tmp_path / "t.npy", np.array([["a", "b"]]))
-    assert "dtype <U1; it must hold real numbers" in fails(
-        "run", "rnn", "--input", tmp_path / "t.npy", "-H", "2", "--out", tmp_path / "y.npz")
+    assert "dtype <U1; it must hold real numbers" in cli_refused(
+        "run", "rnn", "--input", tmp_path / "t.npy", "-H", "2")
 
 
-def test_nan_in_x_names_the_first_position_and_can_be_allowed(tmp_path, x_file):
+def test_nan_in_x_names_the_first_position_and_can_be_allowed(tmp_path, x_file, cli_run,
+                                                               cli_refused):
     x = np.load(x_file)
     x[3, 1, 2] = np.nan
     x[4, 0, 0] = np.inf
     np.save(x_file, x)
-    assert "first at index (3, 1, 2)" in fails("run", "lstm", "--input", x_file, "-H", "4",
-                                               "--out", tmp_path / "y.npz")
-    ok("run", "lstm", "--input", x_file, "-H", "4", "--out", tmp_path / "y.npz",
-       "--allow-nonfinite")
+    assert "first at index (3, 1, 2)" in cli_refused("run", "lstm", "--input", x_file, "-H",
+                                                     "4")
+    cli_run("run", "lstm", "--input", x_file, "-H", "4", "--out", tmp_path / "y.npz",
+            "--allow-nonfinite")
 
 
-def test_float16_and_integer_input_are_upcast_with_a_notice(tmp_path):
+def test_float16_and_integer_input_are_upcast_with_a_notice(tmp_path, cli_run):
     np.save(tmp_path / "h.npy", np.ones((4, 3), "float16"))
-    assert "note: x is float16; computing in float32" in ok(
-        "run", "gru", "--input", tmp_path / "h.npy", "-H", "2", "--out", tmp_path / "y.npz")
+    assert "note: x is float16; computing in float32" in cli_run(
+        "run", "gru", "--input", tmp_path / "h.npy", "-H", "2", "--out", tmp_path / "y.npz").stderr
     np.save(tmp_path / "i.npy", np.ones((4, 3), "int64"))
-    assert "note: x is int64" in ok("run", "gru", "--input", tmp_path / "i.npy", "-H", "2",
-                                    "--out", tmp_path / "y.npz")
+    assert "note: x is int64" in cli_run("run", "gru", "--input", tmp_path / "i.npy", "-H", "2",
+                                         "--out", tmp_path / "y.npz").stderr
 
 
-def test_bad_initial_state(tmp_path, x_file):
+def test_bad_initial_state(tmp_path, x_file, cli_refused):
     np.savez(tmp_path / "s.npz", h=np.zeros((3, 4), "float32"))
-    assert "state 'h' has shape (3, 4), expected (2, 4)" in fails(
-        "run", "gru", "--input", x_file, "-H", "4", "--state", tmp_path / "s.npz",
-        "--out", tmp_path / "y.npz")
+    assert "state 'h' has shape (3, 4), expected (2, 4)" in cli_refused(
+        "run", "gru", "--input", x_file, "-H", "4", "--state", tmp_path / "s.npz")
 
 
 # -- weights --------------------------------------------------------------------------
@@ -167,53 +149,48 @@ def _npz_weights(tmp_path: Path, cell: str, input_size: int, hidden: int, **chan
     ({"g.b": np.array(["a"] * 4)}, "g.b has dtype <U1"),
     ({"i.b": np.full(4, np.nan, "float32")}, "i.b holds NaN or infinity"),
 ])
-def test_weights_that_do_not_fit(tmp_path, x_file, changes, words):
+def test_weights_that_do_not_fit(tmp_path, x_file, changes, words, cli_refused):
     path = _npz_weights(tmp_path, "lstm", 3, 4, **changes)
-    assert words in fails("run", "lstm", "--input", x_file, "--weights", path,
-                          "--out", tmp_path / "y.npz")
+    assert words in cli_refused("run", "lstm", "--input", x_file, "--weights", path)
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".onnx", ".pt"])
-def test_corrupt_weights_files(tmp_path, x_file, suffix):
+def test_corrupt_weights_files(tmp_path, x_file, suffix, cli_refused):
     path = tmp_path / f"w{suffix}"
     path.write_bytes(b"PK\x03\x04 this is not what it claims to be" * 3)
-    stderr = fails("run", "lstm", "--input", x_file, "--weights", path, "--out",
-                   tmp_path / "y.npz")
+    stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", path)
     assert str(path) in stderr
 
 
-def test_unknown_weights_format(tmp_path, x_file):
+def test_unknown_weights_format(tmp_path, x_file, cli_refused):
     (tmp_path / "w.h5").write_bytes(b"x")
-    assert "unknown weights format '.h5'" in fails("run", "lstm", "--input", x_file,
-                                                   "--weights", tmp_path / "w.h5", "--out",
-                                                   tmp_path / "y.npz")
+    assert "unknown weights format '.h5'" in cli_refused("run", "lstm", "--input", x_file,
+                                                         "--weights", tmp_path / "w.h5")
 
 
-def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file):
+def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file, cli_refused):
     weights = random_onnx_weights("LSTM", 3, 4, False, np.random.default_rng(0))
     model = rnn_model("LSTM", weights, 4, "float32")
     model.graph.node.append(model.graph.node[0])
     onnx.save(model, str(tmp_path / "two.onnx"))
-    stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx",
-                   "--out", tmp_path / "y.npz")
+    stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx")
     assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM); lstm-graph runs one " \
         "layer from a model" in stderr
     del model.graph.node[:]
     onnx.save(model, str(tmp_path / "none.onnx"))
-    assert "holds no LSTM, GRU or RNN node (its nodes: none)" in fails(
-        "run", "lstm", "--input", x_file, "--weights", tmp_path / "none.onnx", "--out",
-        tmp_path / "y.npz")
+    assert "holds no LSTM, GRU or RNN node (its nodes: none)" in cli_refused(
+        "run", "lstm", "--input", x_file, "--weights", tmp_path / "none.onnx")
 
 
-def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_path, x_file):
+def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_path, x_file,
+                                                                          cli_run, cli_refused):
     weights = random_onnx_weights("GRU", 3, 4, False, np.random.default_rng(0))
     onnx.save(rnn_model("GRU", weights, 4, "float32"), str(tmp_path / "g.onnx"))
-    stderr = fails("run", "gru", "--input", x_file, "--weights", tmp_path / "g.onnx", "--out",
-                   tmp_path / "y.npz")
+    stderr = cli_refused("run", "gru", "--input", x_file, "--weights", tmp_path / "g.onnx")
     assert "reset valve scales h[t-1] before its linear (linear_before_reset=0), and cell " \
         "'gru''s does not; use the cell gru_cho" in stderr
-    ok("run", "gru_cho", "--input", x_file, "--weights", tmp_path / "g.onnx", "--out",
-       tmp_path / "y.npz")
+    cli_run("run", "gru_cho", "--input", x_file, "--weights", tmp_path / "g.onnx", "--out",
+            tmp_path / "y.npz")
 
 
 @pytest.mark.parametrize("kwargs, args, words", [
@@ -224,16 +201,17 @@ def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_pat
     ({"num_layers": 2}, ["--layers", "3"],
      "holds 2 layers, forward, but layers=3 was asked for"),
 ])
-def test_pytorch_layers_a_cell_cannot_take_say_why(tmp_path, x_file, kwargs, args, words):
+def test_pytorch_layers_a_cell_cannot_take_say_why(tmp_path, x_file, kwargs, args, words,
+                                                    cli_refused):
     torch.save(torch.nn.LSTM(3, 4, **kwargs).state_dict(), tmp_path / "w.pt")
-    assert words in fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt",
-                          *args, "--out", tmp_path / "y.npz")
+    assert words in cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt",
+                                *args)
 
 
-def test_pytorch_gru_weights_for_an_lstm_cell_say_what_the_cell_takes(tmp_path, x_file):
+def test_pytorch_gru_weights_for_an_lstm_cell_say_what_the_cell_takes(tmp_path, x_file,
+                                                                       cli_refused):
     torch.save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "w.pt")
-    stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt", "--out",
-                   tmp_path / "y.npz")
+    stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt")
     assert "w.pt holds gru weights, but cell 'lstm' has no 'gates gru:' line" in stderr
     assert "(it takes stacked weights of: lstm)" in stderr
 
@@ -248,76 +226,77 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file):
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file, cli_refused):
     marker = tmp_path / "pwned"
     torch.save({"weight_ih_l0": _Evil(marker)}, tmp_path / "evil.pt")
     assert zipfile.is_zipfile(tmp_path / "evil.pt")
-    stderr = fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "evil.pt",
-                   "--out", tmp_path / "y.npz")
+    stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "evil.pt")
     assert "holds a whole pickled module or a TorchScript archive, not a state dict; " \
         "lstm-graph never runs code from a file: save model.state_dict()" in stderr
     assert "weights_only" not in stderr and "\x1b" not in stderr
     assert not marker.exists()
 
 
-def test_npz_with_pickled_objects_is_refused(tmp_path, x_file):
+def test_npz_with_pickled_objects_is_refused(tmp_path, x_file, cli_refused):
     marker = tmp_path / "pwned"
     np.savez(tmp_path / "evil.npz", **{"f.b": np.array([_Evil(marker)], dtype=object)})
     assert "evil.npz: f.b: holds Python objects (dtype object), not numbers; nothing in it " \
-        "was unpickled" in fails("run", "lstm", "--input", x_file, "--weights",
-                                 tmp_path / "evil.npz", "--out", tmp_path / "y.npz")
+        "was unpickled" in cli_refused("run", "lstm", "--input", x_file, "--weights",
+                                       tmp_path / "evil.npz")
     assert not marker.exists()
 
 
 # -- environment ----------------------------------------------------------------------
 
-def test_missing_output_directories_are_created(tmp_path, x_file):
-    ok("run", "rnn", "--input", x_file, "-H", "2", "--out", tmp_path / "new" / "dirs" / "y.npz")
+def test_missing_output_directories_are_created(tmp_path, x_file, cli_run):
+    cli_run("run", "rnn", "--input", x_file, "-H", "2", "--out",
+            tmp_path / "new" / "dirs" / "y.npz")
     assert (tmp_path / "new" / "dirs" / "y.npz").is_file()
 
 
-def test_output_directories_created_for_a_failed_run_are_removed(tmp_path, x_file):
-    fails("run", "rnn", "--input", x_file, "--weights", tmp_path / "nope.npz", "--out",
-          tmp_path / "new" / "y.npz")
+def test_output_directories_created_for_a_failed_run_are_removed(tmp_path, x_file, cli_fails):
+    stderr = cli_fails("run", "rnn", "--input", x_file, "--weights", tmp_path / "nope.npz",
+                       "--out", tmp_path / "new" / "y.npz")
+    assert stderr == f"{tmp_path / 'nope.npz'}: no such file\n"
     assert not (tmp_path / "new").exists()
 
 
-def test_unusable_output_directory(tmp_path, x_file):
-    assert f"{x_file} is not a directory" in fails("run", "rnn", "--input", x_file, "-H", "2",
-                                                   "--out", x_file / "y.npz")
+def test_unusable_output_directory(x_file, cli_fails):
+    assert f"{x_file} is not a directory" in cli_fails("run", "rnn", "--input", x_file, "-H",
+                                                       "2", "--out", x_file / "y.npz")
     if Path("/proc/self").is_dir():  # a directory nobody can create files in, even root
-        assert "cannot write in /proc/self" in fails(
+        assert "cannot write in /proc/self" in cli_fails(
             "render", "rnn", "--style", "cell", "--format", "dot", "--out", "/proc/self/x.dot")
 
 
-def test_cupy_backend_without_cupy_is_a_clear_error(tmp_path, x_file):
+def test_cupy_backend_without_cupy_is_a_clear_error(x_file, cli_refused):
     try:
         import cupy  # noqa: F401
 
         pytest.skip("CuPy is installed here")
     except ImportError:
         pass
-    message = fails("run", "rnn", "--input", x_file, "-H", "2", "--backend", "cupy", "--out",
-                    tmp_path / "y.npz")
+    message = cli_refused("run", "rnn", "--input", x_file, "-H", "2", "--backend", "cupy")
     assert "the cupy backend needs CuPy" in message
     assert f"{sys.executable} -m pip install 'cupy-cuda12x>=13'" in message  # runnable as is
 
 
-def test_a_missing_weights_file_is_missing_before_any_importer_is_needed(tmp_path):
-    message = fails("run", "lstm", "--sample", "--weights", tmp_path / "nope.pt", "--out",
-                    tmp_path / "y.npz")
+def test_a_missing_weights_file_is_missing_before_any_importer_is_needed(tmp_path,
+                                                                         cli_refused):
+    message = cli_refused("run", "lstm", "--sample", "--weights", tmp_path / "nope.pt")
     assert "no such file" in message and "PyTorch" not in message
 
 
 # -- nothing lost ---------------------------------------------------------------------
 
-def test_a_failed_run_leaves_the_earlier_output_untouched(tmp_path, x_file):
+def test_a_failed_run_leaves_the_earlier_output_untouched(tmp_path, x_file, cli_run, cli_fails):
     out = tmp_path / "y.npz"
-    ok("run", "rnn", "--input", x_file, "-H", "2", "--out", out)
+    cli_run("run", "rnn", "--input", x_file, "-H", "2", "--out", out)
     before = out.read_bytes()
     np.save(tmp_path / "bad.npy", np.zeros((3, 2, 9), "float32"))
-    fails("run", "rnn", "--input", tmp_path / "bad.npy", "--weights",
-          _npz_weights(tmp_path, "rnn", 3, 2), "--out", out)
+    assert cli_fails("run", "rnn", "--input", tmp_path / "bad.npy", "--weights",
+                     _npz_weights(tmp_path, "rnn", 3, 2), "--out", out) == \
+        "x has shape (3, 2, 9): its last axis is 9, but the cell's input size I is 3\n"
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "w.npz", "x.npy", "y.npz"]
 
@@ -336,12 +315,14 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["diagram.svg"]
 
 
-def test_a_failed_render_leaves_the_earlier_diagram(tmp_path):
+def test_a_failed_render_leaves_the_earlier_diagram(tmp_path, cli_run, cli_fails):
     out = tmp_path / "g.dot"
-    ok("render", "gru", "--style", "pipe", "--format", "dot", "--out", out)
+    cli_run("render", "gru", "--style", "pipe", "--format", "dot", "--out", out)
     before = out.read_bytes()
-    fails("render", "gru", "--style", "pipe", "--format", "dot", "--out", out,
-          "--highlight", "nope")
+    assert cli_fails("render", "gru", "--style", "pipe", "--format", "dot", "--out", out,
+                     "--highlight", "nope").startswith(
+        "nothing named 'nope' to highlight in cell 'gru'; choose its presets reset, update, "
+        "candidate, memory or one of its names: r, z, a, b, n, h")
     assert out.read_bytes() == before
 
 
@@ -424,16 +405,15 @@ def test_weights_given_as_a_dict_name_the_dict():
         lstm_graph.load_cell("rnn").compile(weights=weights)
 
 
-def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli):
+def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli_run):
     cell = tmp_path / "ovf.cell"
     cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
-    loud = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz")
-    assert loud.exit_code == 0
+    loud = cli_run("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz")
     assert "warning: the run made NaN or infinity from finite inputs: 'h' is not finite at " \
         "step 3 first" in loud.stderr
     assert "RuntimeWarning" not in loud.stderr
-    quiet = cli("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz",
-                "--allow-nonfinite")
+    quiet = cli_run("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz",
+                    "--allow-nonfinite")
     assert "warning" not in quiet.stderr
-    fine = cli("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
+    fine = cli_run("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
     assert "warning" not in fine.stderr

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 from cellgen import valid_cells
-from click.testing import CliRunner
 from conftest import executor_params, needs_compiler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.executors.buildcache import compiler
 from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.cuda import CudaPlan, HostLauncher
@@ -101,22 +99,19 @@ def test_a_trace_of_one_sequence_drops_the_batch_axis_like_a_run():
     np.testing.assert_allclose(trace["h"], y, rtol=1e-6)
 
 
-def test_trace_command_writes_every_assignment_y_and_the_final_states(tmp_path):
+def test_trace_command_writes_every_assignment_y_and_the_final_states(tmp_path, cli_run):
     x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    result = CliRunner().invoke(main, ["trace", "peephole_lstm", "--input",
-                                       str(tmp_path / "x.npy"), "-H", "4",
-                                       "--out", str(tmp_path / "t.npz")])
-    assert result.exit_code == 0, result.output
+    cli_run("trace", "peephole_lstm", "--input", tmp_path / "x.npy", "-H", "4", "--out",
+            tmp_path / "t.npz")
     with np.load(tmp_path / "t.npz") as saved:
         assert sorted(saved.files) == ["c", "cell", "cell.sha256", "f", "final.c", "final.h",
                                        "g", "h", "i", "o", "y"]
         assert saved["f"].shape == (5, 2, 4)
         np.testing.assert_array_equal(saved["y"], saved["h"])
         np.testing.assert_array_equal(saved["final.c"], saved["c"][-1])
-    run = CliRunner().invoke(main, ["run", "peephole_lstm", "--input", str(tmp_path / "x.npy"),
-                                    "-H", "4", "--out", str(tmp_path / "y.npz")])
-    assert run.exit_code == 0
+    cli_run("run", "peephole_lstm", "--input", tmp_path / "x.npy", "-H", "4", "--out",
+            tmp_path / "y.npz")
     with np.load(tmp_path / "y.npz") as ran, np.load(tmp_path / "t.npz") as traced:
         np.testing.assert_allclose(ran["y"], traced["y"], rtol=1e-6)
 

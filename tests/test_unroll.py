@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from conftest import needs_dot
 from dot_source import edges, nodes
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.render import palette, to_bytes, unrolled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,13 +64,11 @@ def test_one_step_unrolled_is_the_same_picture_as_the_plain_pipe_style():
     assert {plain_label(one[n]) for n in ("h[t-1]", "h[t]")} == {"h_t-1", "h_t"}
 
 
-def test_unrolled_dot_is_byte_identical_across_processes():
+def test_unrolled_dot_is_byte_identical_across_processes(cli_process):
     outputs = set()
     for seed in ("1", "2"):
-        result = subprocess.run([sys.executable, "-m", "lstm_graph.cli", "render",
-                                 "peephole_lstm", "--unroll", "3", "--format", "dot"],
-                                capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed},
-                                cwd=ROOT)
+        result = cli_process("render", "peephole_lstm", "--unroll", "3", "--format", "dot",
+                             cwd=ROOT, env={"PYTHONHASHSEED": seed}, text=False)
         assert result.returncode == 0, result.stderr
         outputs.add(result.stdout)
     assert len(outputs) == 1
@@ -91,14 +84,10 @@ def test_every_builtin_unrolls_into_a_wide_svg(name, steps):
     assert width > 1.5 * height
 
 
-def test_render_unroll_writes_one_diagram(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "lstm", "--unroll", "3", "--out",
-                                  str(tmp_path / "u.dot")])
-    assert result.exit_code == 0, result.output
+def test_render_unroll_writes_one_diagram(tmp_path, cli_run):
+    cli_run("render", "lstm", "--unroll", "3", "--out", tmp_path / "u.dot")
     assert [p.name for p in tmp_path.iterdir()] == ["u.dot"]
-    result = runner.invoke(main, ["render", "lstm", "--unroll", "2", "--format", "dot",
-                                  "--out", str(tmp_path / "base")])
+    cli_run("render", "lstm", "--unroll", "2", "--format", "dot", "--out", tmp_path / "base")
     assert (tmp_path / "base.unrolled2.dot").is_file()
 
 
@@ -108,15 +97,13 @@ def test_render_unroll_writes_one_diagram(tmp_path):
     (["--unroll", "0"], "0 is not in the range"),
     (["--unroll", "9"], "9 is not in the range"),
 ])
-def test_render_unroll_usage_errors(args, message):
-    result = CliRunner().invoke(main, ["render", "lstm", "--format", "dot", *args])
-    assert result.exit_code == 2 and message in result.stderr
+def test_render_unroll_usage_errors(args, message, cli_fails):
+    assert message in cli_fails("render", "lstm", "--format", "dot", *args, code=2)
 
 
 @needs_dot
-def test_render_unroll_without_out_prints_the_svg():
-    result = CliRunner().invoke(main, ["render", "gru", "--unroll", "3"])
-    assert result.exit_code == 0, result.output
+def test_render_unroll_without_out_prints_the_svg(cli_run):
+    result = cli_run("render", "gru", "--unroll", "3")
     root = ET.fromstring(result.stdout.encode())
     assert root.tag.endswith("svg")
     assert "t+2" in result.stdout  # the third step's subscripts

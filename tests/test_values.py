@@ -7,11 +7,9 @@ import hashlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from dot_source import nodes
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.formats.trace import canonical_text, identity
 from lstm_graph.render import palette, render
 from lstm_graph.render.scene import build_scene
@@ -64,14 +62,11 @@ def test_a_diagram_with_values_keeps_every_node_and_says_what_it_shows(trace, st
     assert "step 2, sequence 0" in shown["legend"]["label"]
 
 
-def test_render_trace_draws_the_step_asked(tmp_path, trace):
+def test_render_trace_draws_the_step_asked(tmp_path, trace, cli_run):
     cell, values = trace
     np.savez(tmp_path / "t.npz", **values, **identity(cell.schedule))
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "peephole_lstm", "--trace", str(tmp_path / "t.npz"),
-                                  "--step", "5", "--batch", "1", "--style", "cell",
-                                  "--format", "dot"])
-    assert result.exit_code == 0, result.output
+    result = cli_run("render", "peephole_lstm", "--trace", tmp_path / "t.npz", "--step", "5",
+                     "--batch", "1", "--style", "cell", "--format", "dot")
     assert palette.heat(float(values["o"][4, 1, 0])) in nodes(result.stdout)["o"]["label"]
     assert "step 5, sequence 1" in result.stdout
 
@@ -81,36 +76,37 @@ def test_render_trace_draws_the_step_asked(tmp_path, trace):
     (["--step", "1", "--batch", "2"], 1, "holds sequences 0 to 1; there is no sequence 2"),
     ([], 2, "needs --step T"),
 ])
-def test_render_trace_errors(tmp_path, trace, args, code, message):
+def test_render_trace_errors(tmp_path, trace, args, code, message, cli_fails):
     np.savez(tmp_path / "t.npz", **trace[1], **identity(trace[0].schedule))
-    result = CliRunner().invoke(main, ["render", "peephole_lstm", "--format", "dot", "--style",
-                                       "pipe", "--trace", str(tmp_path / "t.npz"), *args])
-    assert result.exit_code == code and message in result.stderr, result.output
+    stderr = cli_fails("render", "peephole_lstm", "--format", "dot", "--style", "pipe",
+                       "--trace", tmp_path / "t.npz", *args, code=code)
+    assert message in stderr, stderr
 
 
-def test_an_older_trace_of_another_cell_or_step_without_trace_is_refused(tmp_path, trace):
+def test_an_older_trace_of_another_cell_or_step_without_trace_is_refused(tmp_path, trace,
+                                                                         cli_fails):
     np.savez(tmp_path / "t.npz", **trace[1])  # as lstm-graph wrote traces before 'cell'
-    runner = CliRunner()
-    result = runner.invoke(main, ["render", "gru", "--format", "dot", "--style", "pipe",
-                                  "--trace", str(tmp_path / "t.npz"), "--step", "1"])
-    assert result.exit_code == 1 and "has no values for r, z" in result.stderr
-    result = runner.invoke(main, ["render", "gru", "--format", "dot", "--style", "pipe",
-                                  "--step", "1"])
-    assert result.exit_code == 2 and "give --trace" in result.stderr
+    assert "has no values for r, z" in cli_fails("render", "gru", "--format", "dot", "--style",
+                                                 "pipe", "--trace", tmp_path / "t.npz",
+                                                 "--step", "1")
+    assert "give --trace" in cli_fails("render", "gru", "--format", "dot", "--style", "pipe",
+                                       "--step", "1", code=2)
 
 
 # -- which cell a trace came from ----------------------------------------------------------
 
-def trace_file(tmp_path, spec, name="t.npz"):
-    """``lstm-graph trace SPEC`` written to ``tmp_path / name``."""
-    result = CliRunner().invoke(main, ["trace", str(spec), "--sample", "-I", "3", "-H", "4",
-                                       "--out", str(tmp_path / name)])
-    assert result.exit_code == 0, result.output
-    return tmp_path / name
+@pytest.fixture
+def trace_file(tmp_path, cli_run):
+    """``trace_file(SPEC)``: ``lstm-graph trace SPEC`` written to ``tmp_path / "t.npz"``."""
+    def write(spec):
+        cli_run("trace", spec, "--sample", "-I", "3", "-H", "4", "--out", tmp_path / "t.npz")
+        return tmp_path / "t.npz"
+
+    return write
 
 
-def test_a_trace_records_its_cell_as_text_read_without_pickle(tmp_path):
-    path = trace_file(tmp_path, "peephole_lstm")
+def test_a_trace_records_its_cell_as_text_read_without_pickle(trace_file):
+    path = trace_file("peephole_lstm")
     with np.load(path, allow_pickle=False) as saved:
         name, digest = saved["cell"], saved["cell.sha256"]
         assert name.shape == () and name.dtype.kind == "U" and str(name) == "peephole_lstm"
@@ -118,39 +114,39 @@ def test_a_trace_records_its_cell_as_text_read_without_pickle(tmp_path):
             lstm_graph.load_cell("peephole_lstm").schedule).encode()).hexdigest()
 
 
-def test_render_refuses_the_trace_of_another_cell_naming_both(tmp_path):
+def test_render_refuses_the_trace_of_another_cell_naming_both(trace_file, cli, cli_run):
     """The finding: render --trace drew another cell's trace silently (here the names
     of lstm's values are all in the peephole LSTM's trace, so nothing else notices)."""
-    path = trace_file(tmp_path, "peephole_lstm")
-    result = CliRunner().invoke(main, ["render", "lstm", "--trace", str(path), "--step", "1",
-                                       "--format", "dot", "--style", "cell"])
+    path = trace_file("peephole_lstm")
+    result = cli("render", "lstm", "--trace", path, "--step", "1", "--format", "dot",
+                 "--style", "cell")
     assert result.exit_code == 1 and result.stdout == ""
+    assert isinstance(result.exception, SystemExit)
     assert f"{path} was traced from cell 'peephole_lstm'" in result.stderr
     assert "not from cell 'lstm'" in result.stderr and "its values are another cell's" in \
         result.stderr
-    good = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace", str(path),
-                                     "--step", "1", "--format", "dot", "--style", "cell"])
-    assert good.exit_code == 0 and "warning" not in good.stderr, good.output
+    good = cli_run("render", "peephole_lstm", "--trace", path, "--step", "1", "--format",
+                   "dot", "--style", "cell")
+    assert "warning" not in good.stderr, good.stderr
 
 
 MINE = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))   # {caption}\n"
 
 
-def test_a_trace_of_a_cell_whose_equations_changed_since_is_refused(tmp_path):
+def test_a_trace_of_a_cell_whose_equations_changed_since_is_refused(tmp_path, trace_file,
+                                                                    cli_run, cli_fails):
     spec = tmp_path / "mine.cell"
     spec.write_text(MINE.format(caption="first"))
-    path = trace_file(tmp_path, spec)
+    path = trace_file(spec)
     spec.write_text("# reformatted, recaptioned: the same equations\ninput x\nstate h\n"
                     "output h\nh = tanh( linear(x,h[t-1]) )  # second\n")
-    ok = CliRunner().invoke(main, ["render", str(spec), "--trace", str(path), "--step", "2",
-                                   "--format", "dot", "--style", "pipe"])
-    assert ok.exit_code == 0, ok.output
+    cli_run("render", spec, "--trace", path, "--step", "2", "--format", "dot", "--style",
+            "pipe")
     spec.write_text("input x\nstate h\noutput h\nh = sigmoid(linear(x, h[t-1]))\n")
-    result = CliRunner().invoke(main, ["render", str(spec), "--trace", str(path), "--step",
-                                       "2", "--format", "dot", "--style", "pipe"])
-    assert result.exit_code == 1
-    assert "was traced from cell 'mine' with other equations" in result.stderr
-    assert "than cell 'mine' has now" in result.stderr
+    stderr = cli_fails("render", spec, "--trace", path, "--step", "2", "--format", "dot",
+                       "--style", "pipe")
+    assert "was traced from cell 'mine' with other equations" in stderr
+    assert "than cell 'mine' has now" in stderr
 
 
 def test_the_canonical_text_keeps_equations_and_drops_layout():
@@ -170,13 +166,11 @@ def test_the_canonical_text_keeps_equations_and_drops_layout():
     assert "alpha=0.1" in text(leaky)
 
 
-def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace):
+def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace, cli_run):
     cell, values = trace
     np.savez(tmp_path / "old.npz", **values)
-    result = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace",
-                                       str(tmp_path / "old.npz"), "--step", "1",
-                                       "--format", "dot", "--style", "cell"])
-    assert result.exit_code == 0, result.output
+    result = cli_run("render", "peephole_lstm", "--trace", tmp_path / "old.npz", "--step", "1",
+                     "--format", "dot", "--style", "cell")
     assert "warning: " in result.stderr and "does not say which cell it was traced from" in \
         result.stderr and "unchecked" in result.stderr
     assert result.stdout.startswith("digraph")
@@ -187,10 +181,9 @@ def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace
      "'cell' is float64 of shape (3,); a trace holds it as one short text"),
     ({"cell": np.array("peephole_lstm")}, "has 'cell' but no 'cell.sha256'"),
 ])
-def test_a_trace_with_malformed_cell_entries_is_refused(tmp_path, trace, entries, message):
+def test_a_trace_with_malformed_cell_entries_is_refused(tmp_path, trace, entries, message,
+                                                        cli_fails):
     np.savez(tmp_path / "bad.npz", **trace[1], **entries)
-    result = CliRunner().invoke(main, ["render", "peephole_lstm", "--trace",
-                                       str(tmp_path / "bad.npz"), "--step", "1",
-                                       "--format", "dot", "--style", "cell"])
-    assert result.exit_code == 1 and message in result.stderr, result.output
-    assert "Traceback" not in result.output
+    stderr = cli_fails("render", "peephole_lstm", "--trace", tmp_path / "bad.npz", "--step",
+                       "1", "--format", "dot", "--style", "cell")
+    assert message in stderr, stderr
