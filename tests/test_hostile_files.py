@@ -327,7 +327,8 @@ def test_a_state_file_of_strings_complex_or_bool_is_refused(tmp_path, x_file, cl
         np.savez(tmp_path / "s.npz", h=value)
         stderr = cli_refused("run", "gru", "--input", x_file, "-H", "4", "--state",
                          tmp_path / "s.npz")
-        assert stderr == f"state 'h' has {words}; states are real numbers\n"
+        assert stderr == f"{tmp_path / 's.npz'}: state 'h' has {words}; states are real " \
+            "numbers\n"
 
 
 def test_nan_in_a_state_is_caught_like_in_x(tmp_path, x_file, cli_refused):

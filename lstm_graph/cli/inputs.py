@@ -291,7 +291,12 @@ def read_states(path: Path, runner: Runner) -> dict[str, StoredArray]:
                         f"{'is not a state' if len(unknown) == 1 else 'are not states'} of "
                         f"cell '{runner.cell.name}'; its states are {', '.join(states)} "
                         f"(each of shape {_shape_words(runner)})")
-    return {name: array for name, array in arrays.items() if name in states}
+    found = {name: array for name, array in arrays.items() if name in states}
+    for name, array in found.items():
+        if array.dtype.kind not in REAL_KINDS:
+            raise DataError(f"{path}: state '{name}' has dtype {array.dtype}; states are real "
+                            "numbers")
+    return found
 
 
 def _shape_words(runner: Runner) -> str:
