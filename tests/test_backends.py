@@ -54,7 +54,7 @@ def test_reference_sigmoid_and_tanh_survive_huge_inputs_on_array_api_strict():
     from lstm_graph.ops import OPS
 
     v = xps.asarray([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=xps.float32)
-    s = np.asarray(OPS["sigmoid"].reference(xps, [v], []))
+    s = np.asarray(OPS["sigmoid"].reference(xps, [v], [], {}))
     assert np.all(np.isfinite(s))
     np.testing.assert_allclose(s, [0.0, 1.9287e-22, 0.5, 1.0, 1.0], rtol=1e-4, atol=0)
 

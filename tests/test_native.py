@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cellgen import valid_cells
 from conftest import needs_compiler
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
@@ -77,9 +77,26 @@ def test_tiles_rows_and_threads_cover_every_unit_and_row(name, threads):
     assert_same(ours, reference, "float32")
 
 
+#: A value computed from the input alone (v0), read by a per-step linear beside a state and
+#: through a peephole: the native step once computed it step by step and then looked for it
+#: among the values made before the loop (KeyError: 'v0').
+STATIC_BESIDE_A_STATE = """cell random
+input x
+state s0, s1
+output s0
+v0 = linear(x)
+s1 = linear(x, s0[t-1], v0)
+s0 = s0[t-1]
+v1 = linear(peep(v0), x, s0[t-1])
+"""
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 3), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+@example(source=STATIC_BESIDE_A_STATE, dtype="float32", batch=2, threads=2, seed=1)
+@example(source=STATIC_BESIDE_A_STATE.replace("output s0", "output s1"), dtype="float64",
+         batch=3, threads=1, seed=3)
 def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, threads, seed):
     cell = lstm_graph.compile_source(source, "random.cell")
     x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)

@@ -92,8 +92,10 @@ class Executor(ABC):
     (the ``Runner`` serialises calls).
     """
 
-    #: How ``runner.ran_with`` and messages name it.
+    #: How ``runner.ran_with``, ``--executor`` and messages name it.
     name: ClassVar[str]
+    #: The array backends it runs on.
+    backends: ClassVar[tuple[str, ...]]
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec

@@ -24,7 +24,16 @@ import numpy as np
 
 from lstm_graph.executors import buildcache
 from lstm_graph.executors.backward import CompiledGrad
-from lstm_graph.executors.codegen_c import C_TYPES, CUDA, Role, Segment, StepKernels, step_kernels
+from lstm_graph.executors.codegen_c import (
+    C_TYPES,
+    CUDA,
+    Lifetime,
+    Role,
+    Segment,
+    StepKernels,
+    arrays,
+    step_kernels,
+)
 from lstm_graph.executors.contract import Array, Progress, Spec
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.prepare import (
@@ -101,6 +110,7 @@ class CudaPlan(CompiledGrad):
     """The compiled executor for CuPy arrays (or NumPy ones, with :class:`HostLauncher`)."""
 
     name = "cuda"
+    backends = ("cupy",)
 
     def __init__(self, spec: Spec, launcher: Launcher | None = None):
         super().__init__(spec)
@@ -114,11 +124,10 @@ class CudaPlan(CompiledGrad):
         self.group_weights = {s: xp.asarray(pack_group(self.layout, s, spec.params, dtype,
                                                        unscaled))
                               for s in self.layout.groups}
-        self.buffers = {b.key: xp.empty((spec.batch, hidden), dtype=dtype)  # by node
-                        for b in self.kernels.of_role(Role.BUFFER)}
         self.launcher = launcher or Launcher()
         self.compiled = self.launcher.compile(self.kernels, dtype, xp)
         self._traced: tuple[StepKernels, list[Kernel]] | None = None
+        self._kept: dict[int, dict[str, Array]] = {}  # by kernels: arrays kept between runs
 
     @property
     def source(self) -> str:
@@ -136,63 +145,64 @@ class CudaPlan(CompiledGrad):
             kernels = step_kernels(spec.schedule, self.layout, spec.hidden, trace=True)
             self._traced = kernels, self.launcher.compile(kernels, spec.dtype, spec.xp)
         kernels, compiled = self._traced
-        _, _, static, recorded = self._execute(kernels, compiled, x, state, progress)
+        _, _, static, made = self._execute(kernels, compiled, x, state, progress)
         found = static_trace(spec.schedule, self.layout, static, spec.xp, x.shape[0],
                              x.shape[1], spec.width, spec.dtype)
-        found.update(recorded)
+        found.update({b.key: made[b.name] for b in kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
+
+    def kept(self, kernels: StepKernels) -> dict[str, Array]:
+        """The arrays of ``kernels`` made once and kept between runs (weights, buffers)."""
+        if id(kernels) not in self._kept:
+            spec = self.spec
+            bindings = kernels.bindings.values()
+            fixed = arrays(bindings, Lifetime.WEIGHTS, spec.xp, spec.dtype, spec.batch,
+                           params=spec.params, weights={kernels.bias.name: self.hoisting.bias})
+            fixed.update(arrays(bindings, Lifetime.WORK, spec.xp, spec.dtype, spec.batch))
+            self._kept[id(kernels)] = fixed
+        return self._kept[id(kernels)]
 
     def _execute(self, kernels: StepKernels, compiled: list[Kernel], x: Array,
                  state: Mapping[str, Array], progress: Progress | None
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, Array]]:
-        """Run ``kernels``; return ``y``, the final states, the static values and what the
-        kernels recorded (``{assignment: (T, B, H)}``, for a trace)."""
+        """Run ``kernels``; return ``y``, the final states, the static values and the
+        arrays made for the run (a trace's among them)."""
         spec, layout = self.spec, self.layout
         xp, graph = spec.xp, spec.schedule.graph
         steps, batch = x.shape[0], x.shape[1]
         static = static_values(spec.schedule, layout, xp, spec.params, x, spec.dtype)
-        hoisted = hoist(xp, static, self.hoisting, steps, batch, add_bias=False)
-        old = {s: xp.array(state[s], dtype=spec.dtype, copy=True) for s in graph.states}
-        group_out = {s: xp.empty((batch, len(g.members) * spec.hidden), dtype=spec.dtype)
-                     for s, g in layout.groups.items()}
+        kept = {name: array[..., :batch, :] if array.ndim > 1 else array
+                for name, array in self.kept(kernels).items()}  # the run's first rows
+        made = arrays(kernels.bindings.values(), Lifetime.RUN, xp, spec.dtype, batch, steps,
+                      static=static)
+        if kernels.hoisted is not None:
+            made[kernels.hoisted.name] = hoist(xp, static, self.hoisting, steps, batch,
+                                               add_bias=False)
+        y = made[kernels.output.name] if kernels.output is not None else \
+            static_output(spec.schedule, static, xp, steps, batch, spec.output_width,
+                          spec.dtype)
+        for name, binding in kernels.states.items():
+            kept[binding.name][...] = state[name]
         # Every array as one flat, contiguous run of elements: a kernel indexes it with i.
-        fixed: dict[str, Array] = {"S_bias": self.hoisting.bias}
-        per_step: dict[str, Array] = {"S": hoisted.reshape(steps, -1)}
-        if "y" in kernels.bindings:
-            y = xp.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-            per_step["y"] = y.reshape(steps, -1)
-        else:
-            y = static_output(spec.schedule, static, xp, steps, batch, spec.output_width,
-                              spec.dtype)
-        recorded: dict[str, Array] = {}
-        for binding in kernels.bindings.values():
-            if binding.role is Role.TRACE:
-                recorded[binding.key] = xp.empty((steps, batch, spec.hidden), dtype=spec.dtype)
-                per_step[binding.name] = recorded[binding.key].reshape(steps, -1)
-            elif binding.role is Role.PARAM:
-                fixed[binding.name] = xp.ascontiguousarray(spec.params[binding.key])
-            elif binding.role is Role.STATE:
-                fixed[binding.name] = old[binding.key].reshape(-1)
-            elif binding.role is Role.GROUP:
-                fixed[binding.name] = group_out[binding.key].reshape(-1)
-            elif binding.role is Role.BUFFER:
-                fixed[binding.name] = self.buffers[binding.key][:batch].reshape(-1)
-            elif binding.role is Role.STATIC and binding.scalar:
-                fixed[binding.name] = static[binding.key].reshape(1)
-            elif binding.role is Role.STATIC:
-                per_step[binding.name] = xp.ascontiguousarray(xp.broadcast_to(
-                    static[binding.key], (steps, batch, spec.hidden))).reshape(steps, -1)
-        operand = {s: old[str(graph.node(s).state)] if graph.node(s).kind is NodeKind.OLD
-                   else self.buffers[s][:batch]
+        flat = {name: xp.ascontiguousarray(array).reshape(-1) for name, array in kept.items()}
+        per_step = {name: array.reshape(array.shape[0], -1) for name, array in made.items()
+                    if kernels.bindings[name].per_step}
+        flat.update({name: array.reshape(-1) for name, array in made.items()
+                     if not kernels.bindings[name].per_step})
+        operand = {s: kept[kernels.states[str(graph.node(s).state)].name]
+                   if graph.node(s).kind is NodeKind.OLD
+                   else kept[kernels.binding_of(Role.BUFFER, s).name]
                    for s in layout.groups}
         size = batch * spec.hidden
         for t in range(steps):
-            arrays = {**fixed, **{name: array[t] for name, array in per_step.items()}}
+            at = {**flat, **{name: array[t + kernels.bindings[name].offset]
+                             for name, array in per_step.items()}}
             for segment, kernel in zip(kernels.segments, compiled):
                 for source in segment.gemms:
                     xp.matmul(operand[source], self.group_weights[source],
-                              out=group_out[source])
-                kernel(*(arrays[a] for a in (*segment.inputs, *segment.outputs)), size=size)
+                              out=kept[kernels.groups[source].name])
+                kernel(*(at[a] for a in (*segment.inputs, *segment.outputs)), size=size)
             if progress is not None:
                 progress(1)
-        return y, old, static, recorded
+        final = {name: kept[binding.name].copy() for name, binding in kernels.states.items()}
+        return y, final, static, made

@@ -147,6 +147,7 @@ class Reference(Executor):
     """The reference interpreter as an executor: no compilation, any array namespace."""
 
     name = "reference"
+    backends = ("numpy", "cupy")
 
     @property
     def source(self) -> str:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -50,14 +50,18 @@ from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.backward import CompiledGrad
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
-    Binding,
+    Arguments,
     Dialect,
+    Lifetime,
     Role,
     StepKernels,
+    Symbol,
+    Tape,
+    arrays,
     step_kernels,
 )
 from lstm_graph.executors.contract import Array, Progress, Spec
-from lstm_graph.executors.gemm_c import aligned, aligned_empty
+from lstm_graph.executors.gemm_c import POOLED, aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     pack_group,
@@ -91,6 +95,8 @@ TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
             "-fsched-pressure"),
            ("-march=native",), ())
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
+#: Runs steps ``t0 <= t < t1`` of the step (forward).
+RUN = Symbol("lstm_graph_run", POOLED)
 
 #: float32 exp and tanh the compiler can vectorise (no library calls, no branches).
 MATH_FLOAT = r"""
@@ -223,37 +229,40 @@ def _runs(keys: list[Any]) -> list[tuple[int, int]]:
     return runs
 
 
-def step_statics(schedule: Schedule, layout: Layout, kernels: StepKernels) -> list[str]:
-    """The static linears the C computes step by step: those of size H read only by the
-    step's element-wise work (no static value, state or output reads them), over operands
-    of the input's or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
+def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
+    """The static linears the C computes step by step into a buffer of one step's rows:
+    those of size H that only the step's element-wise work reads (an element-wise op, or a
+    peephole of a dynamic linear; no static value, state or output, and no matrix, which
+    multiplies every step's rows of its operands at once), over operands of the input's
+    or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
     graph = schedule.graph
-    read = {b.key for b in kernels.of_role(Role.STATIC)}
     found = []
     for node in graph.linears():
-        if node.id in layout.static and node.id in read and not any(node.peep) \
+        consumers = [graph.node(c) for c in graph.consumers(node.id)]
+        if node.id in layout.static and consumers and not any(node.peep) \
                 and schedule.sizes[node.id] is Size.HIDDEN \
                 and node.id not in graph.states and node.id not in graph.outputs \
                 and all(schedule.sizes[a] in (Size.INPUT, Size.HIDDEN) for a in node.args) \
-                and not any(c in layout.static for c in graph.consumers(node.id)):
+                and not any(c.id in layout.static for c in consumers) \
+                and not any(a == node.id and not peep for c in consumers if c.is_linear
+                            for a, peep in zip(c.args, c.peep)):
             found.append(node.id)
     return found
 
 
 class NativeStep:
-    """The generated C of one cell, width and dtype, and how its arguments are laid out.
+    """The generated C of one cell's step, width and dtype, and the arrays its GEMMs use.
 
-    Every generated function takes ``void **a``: argument *k* is the array named
-    ``names[k]``: the kernels' bindings, then the operands of the GEMMs (``X_k``:
-    static values, every step; ``snap_<state>``: a state's snapshots), then the packed
-    weights and biases of each job (``P_k``, ``Pb_k``).
+    Every generated function takes ``void **a`` (:class:`~.codegen_c.Arguments`): the
+    kernels' bindings, then the operands of the GEMMs (``X_k``: static values, every
+    step; ``snap_<state>``: a state's snapshots), then the packed weights and biases of
+    each job (``P_k``, ``Pb_k``): :attr:`names`, in that order.
     """
 
-    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels):
-        self.spec, self.layout, self.kernels = spec, layout, kernels
-        schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
-        self.hidden, self.dtype = hidden, dtype
-        self.statics = step_statics(schedule, layout, kernels)
+    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels,
+                 statics: list[str]):
+        self.spec, self.layout, self.kernels, self.statics = spec, layout, kernels, statics
+        self.hidden, self.dtype = spec.hidden, spec.dtype
         self.operands: dict[str, str] = {}  # static operand node -> its array name
         self.snapshots: dict[str, str] = {}  # state -> its snapshots' array name
         self.jobs = self._jobs()
@@ -262,11 +271,11 @@ class NativeStep:
             self.names.append(f"P_{k}")
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
-        self.source = self._source()
+        self.args = Arguments(self.names)
 
     # -- what the step multiplies --------------------------------------------------------
 
-    def _operand(self, node_id: str) -> str:
+    def operand(self, node_id: str) -> str:
         """The array name of a GEMM operand (a static value, a state's snapshot, a buffer)."""
         graph, kernels = self.spec.schedule.graph, self.kernels
         node = graph.node(node_id)
@@ -301,38 +310,41 @@ class NativeStep:
                 part = weights[:, (block - first) * hidden:(block - first + 1) * hidden]
                 if block in owner:
                     pieces.setdefault(owner[block], []).append(
-                        Operand(self._operand(term.operand), part.shape[0], part))
+                        Operand(self.operand(term.operand), part.shape[0], part))
                 else:
                     alone.append(block)
             for start, stop in _runs([b - k for k, b in enumerate(alone)]):
                 blocks = alone[start:stop]
                 part = weights[:, (blocks[0] - first) * hidden:(blocks[-1] + 1 - first) * hidden]
-                jobs.append(Job(0, "S", hoisting.width, blocks[0], len(blocks), (Operand(
-                    self._operand(term.operand), part.shape[0], part),), None, term.accumulate))
+                assert kernels.hoisted is not None  # the linears without a group read S
+                jobs.append(Job(0, kernels.hoisted.name, hoisting.width, blocks[0], len(blocks),
+                                (Operand(self.operand(term.operand), part.shape[0], part),),
+                                None, term.accumulate))
         for name in self.statics:  # static linears only the step reads
             node = spec.schedule.graph.node(name)
             out = kernels.binding_of(Role.STATIC, name).name
             for k, (arg, param) in enumerate(zip(node.args, node.params)):
                 weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
                 bias = np.asarray(params[node.params[-1]], dtype=dtype) if k == 0 else None
-                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self._operand(arg),
+                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self.operand(arg),
                                                                weights.shape[0], weights),),
                                 bias, add=k > 0))
         segment_of = {source: k for k, segment in enumerate(kernels.segments)
                       for source in segment.gemms}
-        for g, source in enumerate(layout.groups):  # the per-step GEMM of each group
-            members = len(layout.groups[source].members)
+        for source, group in layout.groups.items():  # the per-step GEMM of each group
+            members = len(group.members)
             weights = pack_group(layout, source, params, dtype, unscaled)
             statics = [pieces.get((source, column), []) for column in range(members)]
             for start, stop in _runs([[o.name for o in ops] for ops in statics]):
                 operands = [Operand(o.name, o.size, np.concatenate(
                     [p[k].weights for p in statics[start:stop]], 1))
                     for k, o in enumerate(statics[start])]
-                operands.append(Operand(self._operand(source), hidden,
+                operands.append(Operand(self.operand(source), hidden,
                                         weights[:, start * hidden:stop * hidden]))
                 for k in range(0, len(operands), 2):  # two operands a job: more add on
-                    jobs.append(Job(segment_of[source], f"G_{g}", members * hidden, start,
-                                    stop - start, tuple(operands[k:k + 2]), None, k > 0))
+                    jobs.append(Job(segment_of[source], kernels.groups[source].name,
+                                    members * hidden, start, stop - start,
+                                    tuple(operands[k:k + 2]), None, k > 0))
         return jobs
 
     def work(self, batch: int) -> int:
@@ -340,19 +352,24 @@ class NativeStep:
         return batch * sum(o.size * job.blocks * self.hidden
                            for job in self.jobs for o in job.operands)
 
+    def packed(self, lanes: int) -> dict[str, np.ndarray]:
+        """The jobs' weights and biases packed into panels for ``lanes`` (by name)."""
+        found = {}
+        for k, job in enumerate(self.jobs):
+            found[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=self.dtype),
+                                                 job.blocks, self.hidden, lanes)
+            if job.bias is not None:
+                found[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, self.hidden, lanes)
+        return found
+
     # -- the C source --------------------------------------------------------------------
 
-    def _pointer(self, name: str, written: bool) -> str:
+    def pointer(self, name: str, written: bool, args: Arguments) -> str:
         """The declaration of array ``name`` at step ``t`` (per-step arrays advance)."""
-        index = self.names.index(name)
-        const = "" if written else "const "
         binding = self.kernels.bindings.get(name)
-        advance = binding is not None and binding.per_step and binding.role is not \
-            Role.HOISTED and not (binding.role is Role.STATIC and binding.key in self.statics)
-        offset = f" + t * batch * {self.hidden}" if advance else ""
-        return f"    {const}T *restrict {name} = ({const}T *)a[{index}]{offset};"
+        return args.pointer(name, written, binding.step_offset() if binding else "")
 
-    def _elements(self, k: int) -> list[str]:
+    def _elements(self, k: int, args: Arguments) -> list[str]:
         """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
         segment = self.kernels.segments[k]
         last = k == len(self.kernels.segments) - 1
@@ -362,23 +379,23 @@ class NativeStep:
                  f"{also} */",
                  f"static inline void elements_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
                  "ptrdiff_t b1, ptrdiff_t j0, ptrdiff_t j1, void **a) {"]
-        lines += [self._pointer(n, False) for n in segment.inputs]
-        lines += [self._pointer(n, True) for n in segment.outputs]
+        lines += [self.pointer(n, False, args) for n in segment.inputs]
+        lines += [self.pointer(n, True, args) for n in segment.outputs]
         for state, name in snapshots.items():
-            index = self.names.index(name)
-            lines.append(f"    T *restrict next_{state} = (T *)a[{index}] + "
-                         f"((t + 1) & 1) * batch * {self.hidden};")
+            lines.append(args.pointer(name, True, f" + ((t + 1) & 1) * batch * {self.hidden}",
+                                      alias=f"next_{state}"))
         lines += ["    (void)t; (void)batch;",
                   "    for (ptrdiff_t b = b0; b < b1; b++) {",
                   "        #pragma GCC ivdep",
                   "        for (ptrdiff_t j = j0; j < j1; j++) {",
                   f"            const ptrdiff_t i = b * {self.hidden} + j;"]
         lines += HOST.body(segment, self.dtype, indent="            ")
-        lines += [f"            next_{state}[i] = old_{state}[i];" for state in snapshots]
+        lines += [f"            next_{state}[i] = {self.kernels.states[state].name}[i];"
+                  for state in snapshots]
         lines += ["        }", "    }", "}"]
         return lines
 
-    def _segment(self, k: int) -> list[str]:
+    def _segment(self, k: int, args: Arguments) -> list[str]:
         """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""
         jobs = [(n, job) for n, job in enumerate(self.jobs) if job.segment == k]
         lines = [f"/* segment {k} of step t on unit tiles u0 <= u < u1: tile by tile, its "
@@ -392,20 +409,15 @@ class NativeStep:
                     continue
                 declared.add(name)
                 if name in self.snapshots.values():
-                    lines.append(f"    const T *restrict {name} = (const T *)a["
-                                 f"{self.names.index(name)}] + (t & 1) * batch * "
-                                 f"{self.hidden};")
+                    lines.append(args.pointer(name, False, f" + (t & 1) * batch * {self.hidden}"))
                 elif name in self.operands.values():
                     size = next(o.size for o in job.operands if o.name == name)
-                    lines.append(f"    const T *restrict {name} = (const T *)a["
-                                 f"{self.names.index(name)}] + t * batch * {size};")
+                    lines.append(args.pointer(name, False, f" + t * batch * {size}"))
                 else:
-                    lines.append(self._pointer(name, written))
-            lines.append(f"    const T *restrict P_{n} = (const T *)a["
-                         f"{self.names.index(f'P_{n}')}];")
+                    lines.append(self.pointer(name, written, args))
+            lines.append(args.pointer(f"P_{n}", False))
             if job.bias is not None:
-                lines.append(f"    const T *restrict Pb_{n} = (const T *)a["
-                             f"{self.names.index(f'Pb_{n}')}];")
+                lines.append(args.pointer(f"Pb_{n}", False))
         calls = []
         for n, job in jobs:
             bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
@@ -415,7 +427,7 @@ class NativeStep:
             calls.append(f"kernel_{job.blocks}(m, {a1.size}, {a1.name} + r * {a1.size}, "
                          f"{a1.size}, {a2}, P_{n} + u * {size * job.blocks} * LANES, {bias}, "
                          f"{job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
-                         f"{job.out_width}, n, {int(job.add)});")
+                         f"{job.out_width}, HIDDEN, n, 0, {int(job.add)});")
         tile = ["const ptrdiff_t j0 = u * LANES;",
                 "const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;"]
         lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
@@ -443,16 +455,22 @@ class NativeStep:
                   "        }", "    }", "}"]
         return lines
 
-    def _source(self) -> str:
+    def header(self, extra_blocks: Collection[int] = (), outer: bool = False) -> list[str]:
+        """The preamble, the pool and every micro-kernel the jobs (and ``extra_blocks``)
+        need: the start of a library."""
         name = re.sub(r"[^\w.-]", "_", self.spec.schedule.graph.name)
+        return [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
+                f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
+                f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.runtime(),
+                "#define TILES ((HIDDEN + LANES - 1) / LANES)",
+                gemm_c.kernels({job.blocks for job in self.jobs} | set(extra_blocks), outer)]
+
+    def functions(self, args: Arguments) -> list[str]:
+        """The step's functions and :data:`RUN`, which runs steps ``t0 <= t < t1``."""
         segments = range(len(self.kernels.segments))
-        lines = [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
-                 f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
-                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.RUNTIME,
-                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
-                 gemm_c.kernels({job.blocks for job in self.jobs})]
+        lines: list[str] = []
         for k in segments:
-            lines += self._elements(k) + [""] + self._segment(k) + [""]
+            lines += self._elements(k, args) + [""] + self._segment(k, args) + [""]
         lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the unit "
                   "tiles, a barrier after every segment */",
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
@@ -464,8 +482,13 @@ class NativeStep:
         for k in segments:
             lines += [f"        segment_{k}(t, batch, u0, u1, a);",
                       "        barrier(parts, &sense);"]
-        lines += ["    }", "}", ""]
-        return "\n".join(lines)
+        lines += ["    }", "}", "", gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on "
+                                                   "`parts` threads"), ""]
+        return lines
+
+    @property
+    def source(self) -> str:
+        return "\n".join([*self.header(), *self.functions(self.args)])
 
 
 def _address(array: np.ndarray) -> int:
@@ -482,13 +505,27 @@ class _Build:
     everything a run needs worked out once (a small run lasts tens of microseconds)."""
 
     step: NativeStep
-    run: Any  # lstm_graph_run(t0, t1, batch, a, parts)
+    run: Any  # RUN: (t0, t1, batch, a, parts)
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
     pointers: Any  # the argument array, its per-run entries set by each run
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
-    per_run: list[Binding]  # static values and traces: new arrays every run
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
+
+
+def fixed_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
+    """Every array a build keeps from run to run: the weights the bodies read, the work
+    buffers (states included), the snapshots, the packed panels."""
+    spec, kernels = step.spec, step.kernels
+    bindings = kernels.bindings.values()
+    fixed = arrays(bindings, Lifetime.WEIGHTS, np, spec.dtype, spec.batch, params=spec.params,
+                   weights={kernels.bias.name: step.hoisted_bias}, empty=aligned_empty)
+    fixed.update(arrays(bindings, Lifetime.WORK, np, spec.dtype, spec.batch,
+                        empty=aligned_empty))
+    for name in step.snapshots.values():
+        fixed[name] = aligned(np.zeros((2, spec.batch, spec.hidden), dtype=spec.dtype))
+    fixed.update(step.packed(lanes))
+    return fixed
 
 
 class NativePlan(CompiledGrad):
@@ -500,6 +537,7 @@ class NativePlan(CompiledGrad):
     """
 
     name = "native"
+    backends = ("numpy",)
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)
@@ -507,61 +545,47 @@ class NativePlan(CompiledGrad):
             raise BackendError("the native executor runs on the numpy backend only")
         require_compiler()
         self.layout = analyse(spec.schedule)
+        self.statics = step_statics(spec.schedule, self.layout)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
+        self._backward: Any = None
         self.kernels, self.step = self._plain.step.kernels, self._plain.step
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
+    def step_kernels(self, trace: bool = False, tape: Tape | None = None) -> StepKernels:
+        """The native step's kernels: hoisted products folded into the groups' GEMMs,
+        ``S`` and the static linears the step reads computed at each step."""
+        spec = self.spec
+        return step_kernels(spec.schedule, self.layout, spec.hidden, trace=trace,
+                            folded=folded(self.layout), per_step_statics=self.statics,
+                            hoisted_per_step=False, tape=tape)
+
     def _build(self, trace: bool) -> _Build:
-        spec, layout = self.spec, self.layout
-        batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
-        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace,
-                               folded=folded(layout))
-        step = NativeStep(spec, layout, kernels)
+        spec = self.spec
+        step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics)
         library = buildcache.library(step.source, ATTEMPTS,
                                      f"the native step of cell '{spec.schedule.graph.name}'")
-        run = library.lstm_graph_run
-        run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
-        run.restype = None
-        library.lstm_graph_lanes.restype = ctypes.c_ssize_t
-        lanes = int(library.lstm_graph_lanes())
-        in_s = any("S" in segment.inputs for segment in kernels.segments)  # blank: zeros
-        fixed: dict[str, np.ndarray] = {"S": aligned(np.zeros((batch if in_s else 0,
-                                                               step.hoisted_bias.shape[0]),
-                                                              dtype=dtype)),
-                                        "S_bias": aligned(step.hoisted_bias)}
-        for binding in kernels.bindings.values():
-            if binding.role is Role.PARAM:
-                fixed[binding.name] = aligned(np.asarray(spec.params[binding.key], dtype=dtype))
-            elif binding.role is Role.BUFFER or (binding.role is Role.STATIC
-                                                 and binding.key in step.statics):
-                fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
-            elif binding.role is Role.GROUP:
-                width = len(layout.groups[binding.key].members) * hidden
-                fixed[binding.name] = aligned(np.zeros((batch, width), dtype=dtype))
-        for name in step.snapshots.values():
-            fixed[name] = aligned(np.zeros((2, batch, hidden), dtype=dtype))
-        for k, job in enumerate(step.jobs):
-            fixed[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=dtype),
-                                                 job.blocks, hidden, lanes)
-            if job.bias is not None:
-                fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
-        for binding in kernels.of_role(Role.STATE):
-            fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
-        pointers = (ctypes.c_void_p * len(step.names))(
-            *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
+        return self._prepared(step, library)
+
+    def _prepared(self, step: NativeStep, library: ctypes.CDLL) -> _Build:
+        """What a run of ``step``, compiled into ``library``, needs."""
+        spec, layout = self.spec, self.layout
+        lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
+        fixed = fixed_arrays(step, lanes)
+        pointers = (ctypes.c_void_p * len(step.args))(
+            *(fixed[name].ctypes.data if name in fixed else None for name in step.args))
         graph = spec.schedule.graph
         python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
                              and n.id not in step.statics for n in graph.nodes.values())
         operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
-        per_run = [b for b in kernels.bindings.values() if b.role is Role.TRACE
-                   or (b.role is Role.STATIC and b.key not in step.statics)]
-        states = [(state, fixed[f"old_{state}"], fixed[step.snapshots[state]][0]
-                   if state in step.snapshots else None) for state in graph.states]
-        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, states)
+        states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
+                   if state in step.snapshots else None)
+                  for state, binding in step.kernels.states.items()]
+        return _Build(step, RUN.bind(library), fixed, pointers, python_statics, operands,
+                      states)
 
     @property
     def source(self) -> str:
@@ -583,47 +607,50 @@ class NativePlan(CompiledGrad):
         found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
+    def statics_for(self, build: _Build, x: Array, everything: bool = False
+                    ) -> dict[str, Array]:
+        """The static values a run of ``build`` reads (all of them with ``everything``)."""
+        spec = self.spec
+        if everything or build.python_statics:
+            return static_values(spec.schedule, self.layout, np, spec.params, x, spec.dtype,
+                                 skip=() if everything else build.step.statics)
+        return {next(iter(spec.schedule.graph.inputs)): x}
+
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
-                 progress: Progress | None, everything: bool = False
+                 progress: Progress | None, everything: bool = False,
+                 static: dict[str, Array] | None = None,
+                 before: Callable[[dict[str, np.ndarray]], None] | None = None
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
         """Run ``build``; return ``y``, the final states, the static values (all of them
-        with ``everything``, for a trace) and the per-run arrays."""
+        with ``everything``, for a trace; or ``static``, given) and the per-run arrays
+        (``before`` sees them just before the C runs)."""
         spec, step = self.spec, build.step
-        dtype, hidden = spec.dtype, spec.hidden
+        dtype = spec.dtype
         steps, batch = x.shape[0], x.shape[1]
-        if everything or build.python_statics:
-            static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
-                                   skip=() if everything else step.statics)
-        else:
-            static = {next(iter(spec.schedule.graph.inputs)): x}
-        pointers, index = build.pointers, step.names.index
-        arrays: dict[str, np.ndarray] = {}
+        if static is None:
+            static = self.statics_for(build, x, everything)
+        pointers, index = build.pointers, step.args.index
+        made = arrays(step.kernels.bindings.values(), Lifetime.RUN, np, dtype, batch, steps,
+                      static=static, empty=aligned_empty)
         for node_id, name, width in build.operands:
             value = static[node_id]
             if value.shape != (steps, batch, width) or value.dtype != dtype \
                     or not value.flags.c_contiguous:
                 value = np.ascontiguousarray(np.broadcast_to(value, (steps, batch, width)),
                                              dtype=dtype)
-            arrays[name] = value
-        if "y" in step.kernels.bindings:  # aligned where threads write neighbouring tiles
-            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype) \
-                if self.threads > 1 else np.empty((steps, batch, hidden), dtype=dtype)
-        else:
-            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
-        for binding in build.per_run:
-            if binding.role is Role.TRACE:
-                arrays[binding.name] = aligned_empty((steps, batch, hidden), dtype)
-            else:
-                value = static[binding.key].reshape(1) if binding.scalar else \
-                    np.broadcast_to(static[binding.key], (steps, batch, hidden))
-                arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
-        for name, array in arrays.items():
+            made[name] = value
+        output = step.kernels.output
+        y = made[output.name] if output is not None else \
+            static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
+        for name, array in made.items():
             pointers[index(name)] = _address(array)
         copyto = np.copyto  # the first `batch` rows of each buffer: the C strides by batch
         for name, buffer, snapshot in build.states:
             copyto(buffer[:batch], state[name])
             if snapshot is not None:
                 copyto(snapshot[:batch], buffer[:batch])
+        if before is not None:
+            before(made)
         if progress is None:
             build.run(0, steps, batch, pointers, self.threads)
         else:
@@ -632,4 +659,4 @@ class NativePlan(CompiledGrad):
                 build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
         final = {name: buffer[:batch].copy() for name, buffer, _ in build.states}
-        return y, final, static, arrays
+        return y, final, static, made

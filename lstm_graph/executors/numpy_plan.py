@@ -299,6 +299,7 @@ class NumpyPlan(CompiledGrad):
     """
 
     name = "numpy"
+    backends = ("numpy", "cupy")
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)

@@ -25,10 +25,14 @@ from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.executors.cuda import CudaPlan
 from lstm_graph.executors.interpreter import Reference
 from lstm_graph.executors.numpy_plan import NumpyPlan
+from lstm_graph.schedule import Schedule
 
-EXECUTORS = ("plan", "native", "numpy", "reference", "cuda")
-_ON = {"native": ("numpy",), "numpy": ("numpy", "cupy"), "reference": ("numpy", "cupy"),
-       "cuda": ("cupy",), "plan": ("numpy", "cupy")}
+#: Every executor class, by the name it answers to (``Executor.name``).
+CLASSES: dict[str, type[Executor]] = {
+    cls.name: cls for cls in (native.NativePlan, NumpyPlan, Reference, CudaPlan)}
+#: What ``--executor`` accepts: ``plan`` (the fastest available), then each class by name.
+EXECUTORS = ("plan", *CLASSES)
+_ON = {"plan": ("numpy", "cupy"), **{name: cls.backends for name, cls in CLASSES.items()}}
 
 
 def check(executor: str, backend: str) -> None:
@@ -44,19 +48,26 @@ def check(executor: str, backend: str) -> None:
         native.require_compiler()
 
 
+def chosen(executor: str, schedule: Schedule, backend: str) -> str:
+    """The name of the executor class ``executor`` means for this cell and backend
+    (``plan``: the fastest available; any other name: itself)."""
+    if executor != "plan":
+        return executor
+    if backend == "cupy":
+        return CudaPlan.name
+    return native.NativePlan.name if native.suits(schedule) else NumpyPlan.name
+
+
 def build(executor: str, spec: Spec, backend: str) -> Executor:
     """The executor named ``executor`` for ``spec`` (see the module docstring)."""
     check(executor, backend)
-    if executor == "reference":
-        return Reference(spec)
-    if executor == "cuda" or (executor == "plan" and backend == "cupy"):
-        return CudaPlan(spec)
-    if executor == "numpy" or (executor == "plan" and not native.suits(spec.schedule)):
-        return NumpyPlan(spec)
+    name = chosen(executor, spec.schedule, backend)
+    if name != native.NativePlan.name:
+        return CLASSES[name](spec)
     try:
         return native.NativePlan(spec)
     except BackendError as err:
-        if executor == "native":
+        if executor == native.NativePlan.name:
             raise
         warnings.warn(f"{err}; running the NumPy plan instead", LstmGraphWarning, stacklevel=3)
         return NumpyPlan(spec)
