@@ -24,7 +24,6 @@ from lstm_graph.errors import CellError, DataError, Diagnostic, WeightsError
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
-from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats.importers import read_weights
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
@@ -132,7 +131,7 @@ class Runner:
         self.xp = namespace(backend)
         self.weights = params
         self.params = {name: self.xp.asarray(value) for name, value in params.items()}
-        self._plans: OrderedDict[int, Executor] = OrderedDict()
+        self._plans: OrderedDict[tuple[int, bool], Executor] = OrderedDict()
         self._lock = threading.RLock()
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
@@ -157,7 +156,7 @@ class Runner:
         Returns ``{name: (T, B, width)}`` in the cell file's order (``(T, width)`` for
         one sequence given as ``(T, I)``); the states' last rows are the final states.
         """
-        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite, "trace")
         with self._lock:
             plan = self.compiled(x.shape[1])
             values = plan.trace(x, start, progress)
@@ -175,12 +174,13 @@ class Runner:
         their shape (the others count zero). The answer (:class:`Gradients`) holds
         ``.x``, ``.weights`` (by parameter name, as :attr:`weights`), ``.state`` (with
         respect to the initial states), and the forward results ``.y`` and ``.final``;
-        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. With
-        ``record``, the reference backward runs and also records ``∂L/∂value`` of every
-        assignment at every step and the gradient each edge carried (``.values``,
-        ``.edges``: what the gradient-flow view draws).
+        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. The runner's
+        executor computes them (the native step's backward pass is compiled C). With
+        ``record``, the executor the registry picks for it (the reference) also
+        records ``∂L/∂value`` of every assignment at every step and the gradient each
+        edge carried (``.values``, ``.edges``: what the gradient-flow view draws).
         """
-        x, start, unbatched = self._inputs(x, state, allow_nonfinite)
+        x, start, unbatched = self._inputs(x, state, allow_nonfinite, "grad", record)
         steps, batch = x.shape[0], x.shape[1]
         (output,) = self.cell.graph.outputs
         width = self.cell.schedule.width(output, self.input_size, self.hidden_size)
@@ -195,15 +195,10 @@ class Runner:
             value = self._check_array(f"grad_state['{name}']", value, state_shape)
             finals[name] = value[None, :] if unbatched else value
         grad_y = grad_y[:, None] if unbatched else grad_y
-        if record:
-            found = backward(self.cell.schedule, self.xp, self.params, x, start, grad_y, finals,
-                             record=True)
-            self.ran_with = "reference"
-        else:
-            with self._lock:
-                plan = self.compiled(batch)
-                found = plan.grad(x, start, grad_y, finals)
-                self.ran_with = plan.name
+        with self._lock:
+            plan = self.compiled(batch, record)
+            found = plan.grad(x, start, grad_y, finals, record)
+            self.ran_with = plan.name
         if unbatched:
             found = Gradients(found.x[:, 0], found.weights,
                               {k: v[0] for k, v in found.state.items()}, found.y[:, 0],
@@ -221,31 +216,37 @@ class Runner:
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
         return self.xp.asarray(array, dtype=self.dtype)
 
-    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool
-                ) -> tuple[Any, dict[str, Any], bool]:
-        """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``."""
-        x, unbatched = self._check_x(x, allow_nonfinite)
+    def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool,
+                work: str = "run", record: bool = False) -> tuple[Any, dict[str, Any], bool]:
+        """``x`` as ``(T, B, I)`` and the start states, checked; whether ``x`` was ``(T, I)``.
+        ``work`` (a run, a trace or a gradient, ``record``-ed) that would not fit in memory,
+        as its executor allocates it, is refused."""
+        x, unbatched = self._check_x(x, allow_nonfinite, work, record)
         return x, self._check_state(state, x.shape[1], unbatched, allow_nonfinite), unbatched
 
-    def compiled(self, batch: int) -> Executor:
-        """The executor for batch size ``batch``, built on first use (see :data:`PLANS`)."""
+    def compiled(self, batch: int, record: bool = False) -> Executor:
+        """The executor for batch size ``batch`` (with ``record``: one that records every
+        value's gradient), built on first use (see :data:`PLANS`)."""
         with self._lock:
-            if batch in self._plans:
-                self._plans.move_to_end(batch)
+            key = (batch, record)
+            if key in self._plans:
+                self._plans.move_to_end(key)
             else:
                 spec = Spec(self.cell.schedule, self.xp, self.params, batch, self.input_size,
                             self.hidden_size, self.dtype)
-                self._plans[batch] = registry.build(self.executor, spec, self.backend)
+                self._plans[key] = registry.build(self.executor, spec, self.backend, record)
                 while len(self._plans) > self.PLANS:
                     self._plans.popitem(last=False)
-            return self._plans[batch]
+            return self._plans[key]
 
-    def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
-        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
+    def _check_x(self, x: Any, allow_nonfinite: bool, work: str = "run",
+                 record: bool = False) -> tuple[Any, bool]:
+        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the work it asks
         for refused when its arrays would not fit in memory."""
         x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
         checks.check_run_fits(self.cell.schedule, x.shape[0], x.shape[1], self.input_size,
-                              self.hidden_size, self.dtype)
+                              self.hidden_size, self.dtype, self.executor, self.backend, work,
+                              record)
         return x, unbatched
 
     def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,

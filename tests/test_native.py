@@ -106,6 +106,116 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
     assert_same(ours, reference, dtype, source)
 
 
+# -- the backward pass, compiled ----------------------------------------------------------
+
+GRAD_TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-10, atol=1e-10)}
+
+
+def backward_pair(cell, x, hidden, dtype, seed, threads):
+    """The native backward and the reference's on ``x``, from random states, for a random
+    loss on the output and the final states."""
+    rng = np.random.default_rng(seed + 7)
+    batch, size = x.shape[1], x.shape[-1]
+    reference = cell.compile(input_size=size, hidden_size=hidden, dtype=dtype, seed=seed,
+                             executor="reference")
+    start = {s: rng.standard_normal((batch, hidden)).astype(dtype) for s in cell.graph.states}
+    y, _ = reference(x, start, allow_nonfinite=True)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_final = {s: rng.standard_normal((batch, hidden)).astype(dtype)
+                  for s in cell.graph.states}
+    expected = reference.grad(x, grad_y, state=start, grad_state=grad_final,
+                              allow_nonfinite=True)
+    plan = NativePlan(spec(cell, reference.params, batch, size, hidden, dtype), threads=threads)
+    return plan.grad(x, start, grad_y, grad_final), expected
+
+
+def assert_same_gradients(ours, expected, dtype, message=""):
+    tolerance = GRAD_TOLERANCE[dtype]
+    for what, found, wanted in [("x", ours.x, expected.x), ("y", ours.y, expected.y),
+                                *((f"weights {k}", ours.weights[k], v)
+                                  for k, v in expected.weights.items()),
+                                *((f"state {k}", ours.state[k], v)
+                                  for k, v in expected.state.items())]:
+        np.testing.assert_array_equal(np.isnan(found), np.isnan(wanted), err_msg=what + message)
+        np.testing.assert_allclose(found, wanted, **tolerance, err_msg=what + message)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", lstm_graph.builtin_names())
+def test_native_backward_equals_the_reference_on_builtins(name, dtype, threads):
+    """Several row blocks (split between the threads) and unit tiles (the last partial)."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(3).standard_normal((6, 13, 5)).astype(dtype)
+    assert_same_gradients(*backward_pair(cell, x, 41, dtype, 0, threads), dtype)
+
+
+#: A state made from the input alone, its copy a state too (their carries are the static
+#: values' gradients), and a value multiplied by a matrix in the step that made it (two
+#: segments; the copy's gradient reaches the linear through a buffer, not its dZ).
+STATIC_STATES = """cell random
+input x
+state s0, s1
+output s0
+v0 = s0[t-1]
+s1 = s0
+s0 = linear(x)
+u0 = x
+"""
+LATER_SEGMENT = """cell random
+input x
+state s0, s1
+output v0
+s1 = s0[t-1]
+v2 = linear(u1, v0)
+s0 = v0
+u1 = x
+v0 = linear(s1[t-1], x)
+"""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
+       batch=st.integers(1, 14), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+@example(source=STATIC_STATES, dtype="float32", batch=2, threads=1, seed=0)
+@example(source=LATER_SEGMENT, dtype="float32", batch=2, threads=2, seed=5457)
+@example(source=STATIC_BESIDE_A_STATE, dtype="float64", batch=13, threads=2, seed=3)
+def test_native_backward_equals_the_reference_on_random_cells(source, dtype, batch, threads,
+                                                              seed):
+    cell = lstm_graph.compile_source(source, "random.cell")
+    x = np.random.default_rng(seed).standard_normal((4, batch, 2)).astype(dtype)
+    if seed % 3 == 0:
+        x[1, 0, seed % 2] = np.nan  # NaN takes the reference's path backwards too
+    assert_same_gradients(*backward_pair(cell, x, 3, dtype, seed, threads), dtype,
+                          "\n" + source)
+
+
+def test_a_native_run_of_fewer_sequences_uses_the_first_rows_backwards_too():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    run = cell.compile(input_size=3, hidden_size=9, seed=2)
+    plan = NativePlan(spec(cell, run.params, 16, 3, 9), threads=2)
+    rng = np.random.default_rng(1)
+    for batch in (16, 5, 11):
+        x = rng.standard_normal((7, batch, 3)).astype("float32")
+        grad_y = rng.standard_normal((7, batch, 9)).astype("float32")
+        zeros = {s: np.zeros((batch, 9), "float32") for s in cell.graph.states}
+        expected = cell.compile(input_size=3, hidden_size=9, seed=2, executor="reference") \
+            .grad(x, grad_y)
+        assert_same_gradients(plan.grad(x, zeros, grad_y, {}), expected, "float32",
+                              f" B = {batch}")
+
+
+def test_the_backward_source_keeps_only_what_the_vjps_read():
+    cell = lstm_graph.load_cell("lstm")
+    run = cell.compile(input_size=3, hidden_size=8)
+    grad = NativePlan(spec(cell, run.params, 4, 3, 8)).gradient()
+    # the gates, c, tanh(c) and h: no pre-activation is kept, no value recomputed
+    assert sorted(grad.kernels.tape.columns) == ["c", "f", "g", "h", "h.tanh", "i", "o"]
+    assert "lg_expf" not in grad.source.split("back_elements_0")[1]
+    assert "kernel_c(WIDEST, m, 32, dz_next + r * 32 + 0, 32" in grad.source  # dh = dZ . W
+    assert "outer(m, c, q," in grad.source  # the weight gradients over all rows
+
+
 def test_default_executor_is_native_and_picks_the_threads_by_step_size():
     run = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=32)
     run(np.zeros((2, 1, 4), "float32"))

@@ -98,7 +98,9 @@ class Binding:
     to it is at step ``t + offset`` (a tape keeps the initial states in step 0, so
     step ``t`` is at ``t + 1``); with ``parity``, the array holds two steps and the
     pointer is at ``(t + offset) & 1``. A ``scalar`` static value is one number
-    for every element.
+    for every element. A binding ``alias`` of another names the other's array at another
+    step (the step before's slot of a tape, the next step's ``dZ``): it has no array of
+    its own.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Binding:
     offset: int = 0
     parity: bool = False
     scalar: bool = False
+    alias: str = ""
 
     def step_offset(self, rows: str = "batch") -> str:
         """C for how far step ``t``'s slice lies from the start of the array (``""``
@@ -144,7 +147,7 @@ class Segment:
 
 
 @dataclass
-class Tape:
+class TapeLayout:
     """What the forward pass keeps for the backward pass, per step, in one array.
 
     ``columns`` maps each kept node (an op node, or a state's new value) to its block of
@@ -171,7 +174,7 @@ class StepKernels:
     The arrays the back ends fill or read by what they hold: ``hoisted`` (``S``, the
     hoisted linears' products; ``None`` where no body reads it) and ``bias``
     (``S_bias``), ``output`` (``y``; ``None`` for a static output), ``states`` (by
-    state), ``groups`` (by source), ``tape`` (with a :class:`Tape`).
+    state), ``groups`` (by source), ``tape`` (with a :class:`TapeLayout`).
     """
 
     segments: list[Segment]
@@ -222,12 +225,12 @@ def segments_of(schedule: Schedule, layout: Layout) -> list[Segment]:
 
 def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = False,
                  folded: Collection[str] = (), per_step_statics: Collection[str] = (),
-                 hoisted_per_step: bool = True, tape: Tape | None = None) -> StepKernels:
+                 hoisted_per_step: bool = True, tape: TapeLayout | None = None) -> StepKernels:
     """The segments of one step, their bodies and bindings, every shape baked in.
 
     With ``trace``, each segment also stores every assignment it computes into a
     per-step ``TRACE`` array (a separate build: the untraced step stores nothing); with
-    a ``tape``, every value the backward pass reads (:class:`Tape`). ``folded``
+    a ``tape``, every value the backward pass reads (:class:`TapeLayout`). ``folded``
     linears have their hoisted product (not their bias) in their group's GEMM output
     already, so their body reads no ``S`` (the native executor's per-step GEMMs
     multiply ``[x_t, h_{t-1}]`` at once; the CUDA plan folds none).
@@ -410,12 +413,14 @@ def arrays(bindings: Iterable[Binding], lifetime: Lifetime, xp: Any, dtype: np.d
     for the binding's name (``S_bias``). ``WORK``: zeros of ``batch`` rows. ``RUN``:
     a static value from ``static`` at every step (or its one number); every other
     per-step array uninitialised, ``(slots, batch, width)``, made by ``empty`` (a back
-    end's allocator: the host aligns its arrays), which the run fills.
+    end's allocator: the host aligns its arrays), which the run fills. An ``alias`` gets
+    the array of the binding it names.
     """
     make = empty or (lambda shape, kind: xp.empty(shape, dtype=kind))
     found: dict[str, Array] = {}
+    bindings = list(bindings)
     for binding in bindings:
-        if binding.lifetime is not lifetime:
+        if binding.lifetime is not lifetime or binding.alias:
             continue
         if lifetime is Lifetime.WEIGHTS:
             source = params[binding.key] if binding.role is Role.PARAM and params is not None \
@@ -436,6 +441,9 @@ def arrays(bindings: Iterable[Binding], lifetime: Lifetime, xp: Any, dtype: np.d
         else:
             array = make((binding.slots(steps), batch, binding.width), dtype)
         found[binding.name] = array
+    for binding in bindings:
+        if binding.lifetime is lifetime and binding.alias in found:
+            found[binding.name] = found[binding.alias]
     return found
 
 

@@ -89,6 +89,7 @@ static ptrdiff_t pool_workers;          /* worker threads running (the caller is
 static pid_t pool_pid;            /* the process that started them (a fork has none) */
 static uint64_t pool_round;       /* bumped for every run */
 static work_t pool_work;
+static ptrdiff_t pool_done;       /* workers finished with the current run */
 static ptrdiff_t barrier_count, barrier_sense;
 
 /* Wait until all `parts` threads arrive (sense-reversing; spins, yields when slow). */
@@ -119,14 +120,18 @@ static void *pool_worker(void *arg) {
         seen = pool_round;
         const work_t w = pool_work;
         pthread_mutex_unlock(&pool_lock);
-        if (part < w.parts) w.fn(part, w.parts, w.t0, w.t1, w.batch, w.a);
+        if (part < w.parts) {
+            w.fn(part, w.parts, w.t0, w.t1, w.batch, w.a);
+            __atomic_add_fetch(&pool_done, 1, __ATOMIC_ACQ_REL);
+        }
         pthread_mutex_lock(&pool_lock);
     }
     return NULL;
 }
 
-/* `fn` on up to `parts` threads (the caller and parts - 1 workers). Runs that share the
-   pool (plans of one build, called from two threads) take turns. */
+/* `fn` on up to `parts` threads (the caller and parts - 1 workers), returning when every
+   part is done. Runs that share the pool (plans of one build, called from two threads)
+   take turns. */
 static void pool_run(part_fn fn, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a,
                      ptrdiff_t parts) {
     if (parts > MAX_THREADS) parts = MAX_THREADS;
@@ -153,10 +158,18 @@ static void pool_run(part_fn fn, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, vo
     }
     if (parts > pool_workers + 1) parts = pool_workers + 1;
     pool_work = (work_t){fn, t0, t1, batch, a, parts};
+    __atomic_store_n(&pool_done, 0, __ATOMIC_RELAXED);
     pool_round++;
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_lock);
     fn(0, parts, t0, t1, batch, a);
+    for (uint32_t spins = 0; __atomic_load_n(&pool_done, __ATOMIC_ACQUIRE) < parts - 1;
+         spins++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins > 4000) sched_yield();
+    }
     pthread_mutex_unlock(&run_lock);
 }
 """

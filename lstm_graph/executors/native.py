@@ -47,7 +47,6 @@ import numpy as np
 
 from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache, gemm_c
-from lstm_graph.executors.backward import CompiledGrad
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
     Arguments,
@@ -56,11 +55,11 @@ from lstm_graph.executors.codegen_c import (
     Role,
     StepKernels,
     Symbol,
-    Tape,
+    TapeLayout,
     arrays,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Progress, Spec
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec, Tape
 from lstm_graph.executors.gemm_c import POOLED, aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
@@ -72,6 +71,7 @@ from lstm_graph.executors.prepare import (
     unscaled,
     usable_threads,
 )
+from lstm_graph.formats.memory import Allocation
 from lstm_graph.ir import NodeKind, Size
 from lstm_graph.schedule import Schedule
 
@@ -272,6 +272,11 @@ class NativeStep:
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
         self.args = Arguments(self.names)
+
+    def reload(self, spec: Spec) -> None:
+        """Take ``spec``'s weights (the same parameters): the jobs' weights anew."""
+        self.spec = spec
+        self.jobs = self._jobs()
 
     # -- what the step multiplies --------------------------------------------------------
 
@@ -505,12 +510,25 @@ class _Build:
     everything a run needs worked out once (a small run lasts tens of microseconds)."""
 
     step: NativeStep
+    args: Arguments  # the library's arguments (the step's, and more in a backward's library)
     run: Any  # RUN: (t0, t1, batch, a, parts)
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
+    lanes: int  # the lanes its panels are packed for
     pointers: Any  # the argument array, its per-run entries set by each run
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
+
+
+def weight_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
+    """The arrays of a build that hold weights: the parameters and biases the bodies read,
+    the packed panels."""
+    spec, kernels = step.spec, step.kernels
+    found = arrays(kernels.bindings.values(), Lifetime.WEIGHTS, np, spec.dtype, spec.batch,
+                   params=spec.params, weights={kernels.bias.name: step.hoisted_bias},
+                   empty=aligned_empty)
+    found.update(step.packed(lanes))
+    return found
 
 
 def fixed_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
@@ -518,17 +536,15 @@ def fixed_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
     buffers (states included), the snapshots, the packed panels."""
     spec, kernels = step.spec, step.kernels
     bindings = kernels.bindings.values()
-    fixed = arrays(bindings, Lifetime.WEIGHTS, np, spec.dtype, spec.batch, params=spec.params,
-                   weights={kernels.bias.name: step.hoisted_bias}, empty=aligned_empty)
+    fixed = weight_arrays(step, lanes)
     fixed.update(arrays(bindings, Lifetime.WORK, np, spec.dtype, spec.batch,
                         empty=aligned_empty))
     for name in step.snapshots.values():
         fixed[name] = aligned(np.zeros((2, spec.batch, spec.hidden), dtype=spec.dtype))
-    fixed.update(step.packed(lanes))
     return fixed
 
 
-class NativePlan(CompiledGrad):
+class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
     ``threads`` is how many threads share a run's work (default: for steps of at least
@@ -549,13 +565,14 @@ class NativePlan(CompiledGrad):
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
         self._backward: Any = None
+        self._stale: set[int] = set()  # builds whose panels hold older weights
         self.kernels, self.step = self._plain.step.kernels, self._plain.step
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
-    def step_kernels(self, trace: bool = False, tape: Tape | None = None) -> StepKernels:
+    def step_kernels(self, trace: bool = False, tape: TapeLayout | None = None) -> StepKernels:
         """The native step's kernels: hoisted products folded into the groups' GEMMs,
         ``S`` and the static linears the step reads computed at each step."""
         spec = self.spec
@@ -570,13 +587,16 @@ class NativePlan(CompiledGrad):
                                      f"the native step of cell '{spec.schedule.graph.name}'")
         return self._prepared(step, library)
 
-    def _prepared(self, step: NativeStep, library: ctypes.CDLL) -> _Build:
-        """What a run of ``step``, compiled into ``library``, needs."""
+    def _prepared(self, step: NativeStep, library: ctypes.CDLL,
+                  args: Arguments | None = None) -> _Build:
+        """What a run of ``step``, compiled into ``library`` (whose functions take ``args``,
+        the step's own by default), needs."""
         spec, layout = self.spec, self.layout
+        args = args or step.args
         lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
         fixed = fixed_arrays(step, lanes)
-        pointers = (ctypes.c_void_p * len(step.args))(
-            *(fixed[name].ctypes.data if name in fixed else None for name in step.args))
+        pointers = (ctypes.c_void_p * len(args))(
+            *(fixed[name].ctypes.data if name in fixed else None for name in args))
         graph = spec.schedule.graph
         python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
                              and n.id not in step.statics for n in graph.nodes.values())
@@ -584,8 +604,23 @@ class NativePlan(CompiledGrad):
         states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
                    if state in step.snapshots else None)
                   for state, binding in step.kernels.states.items()]
-        return _Build(step, RUN.bind(library), fixed, pointers, python_statics, operands,
-                      states)
+        return _Build(step, args, RUN.bind(library), fixed, lanes, pointers, python_statics,
+                      operands, states)
+
+    def update(self, params: Mapping[str, Array]) -> None:
+        """New weights: each build's panels are repacked in place (when it next runs: a
+        trainer runs only the backward pass's build), the backward pass's at once."""
+        super().update(params)
+        self._stale = {id(build) for build in (self._plain, self._traced) if build is not None}
+        if self._backward is not None:
+            self._backward.reload()
+
+    def repack(self, build: _Build) -> None:
+        """Load the spec's weights into ``build``'s arrays, in place."""
+        build.step.reload(self.spec)
+        for name, array in weight_arrays(build.step, build.lanes).items():
+            np.copyto(build.fixed[name], array)
+        self._stale.discard(id(build))
 
     @property
     def source(self) -> str:
@@ -607,6 +642,36 @@ class NativePlan(CompiledGrad):
         found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
+    def gradient(self) -> Any:
+        """The compiled backward pass (:class:`~.native_backward.NativeGrad`), built on the
+        first gradient asked for and kept."""
+        if self._backward is None:
+            from lstm_graph.executors.native_backward import NativeGrad
+
+            self._backward = NativeGrad(self)
+        return self._backward
+
+    def forward(self, x: Array, state: Mapping[str, Array]) -> Tape:
+        tape: Tape = self.gradient().forward(x, state)
+        return tape
+
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array],
+                 record: bool = False) -> Gradients:
+        self.refuse_record(record)
+        found: Gradients = self.gradient().backward(tape, grad_y, grad_final)
+        return found
+
+    @classmethod
+    def allocations(cls, schedule: Schedule, work: str, steps: int, batch: int,
+                    input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+        """``y``, the static values computed before the loop (no hoisted product: the
+        step multiplies ``x_t`` itself), the states; a trace's every assignment and every
+        static value; for a gradient, the tape (what backward reads, per step), every
+        linear's ``dZ`` over all steps, and the gradients of ``x`` and the static values."""
+        from lstm_graph.executors.native_backward import grad_allocations
+
+        return grad_allocations(schedule, work, steps, batch, input_size, hidden, dtype)
+
     def statics_for(self, build: _Build, x: Array, everything: bool = False
                     ) -> dict[str, Array]:
         """The static values a run of ``build`` reads (all of them with ``everything``)."""
@@ -618,20 +683,23 @@ class NativePlan(CompiledGrad):
 
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
                  progress: Progress | None, everything: bool = False,
-                 static: dict[str, Array] | None = None,
+                 given: Mapping[str, np.ndarray] | None = None,
                  before: Callable[[dict[str, np.ndarray]], None] | None = None
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
         """Run ``build``; return ``y``, the final states, the static values (all of them
-        with ``everything``, for a trace; or ``static``, given) and the per-run arrays
-        (``before`` sees them just before the C runs)."""
+        with ``everything``, for a trace) and the per-run arrays (those ``given``, and the
+        ones made; ``before`` sees them just before the C runs)."""
         spec, step = self.spec, build.step
+        if id(build) in self._stale:
+            self.repack(build)
         dtype = spec.dtype
         steps, batch = x.shape[0], x.shape[1]
-        if static is None:
-            static = self.statics_for(build, x, everything)
-        pointers, index = build.pointers, step.args.index
-        made = arrays(step.kernels.bindings.values(), Lifetime.RUN, np, dtype, batch, steps,
-                      static=static, empty=aligned_empty)
+        static = self.statics_for(build, x, everything)
+        pointers, index = build.pointers, build.args.index
+        given = given or {}
+        made = arrays([b for b in step.kernels.bindings.values() if b.name not in given],
+                      Lifetime.RUN, np, dtype, batch, steps, static=static, empty=aligned_empty)
+        made.update(given)
         for node_id, name, width in build.operands:
             value = static[node_id]
             if value.shape != (steps, batch, width) or value.dtype != dtype \

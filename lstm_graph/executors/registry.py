@@ -10,6 +10,11 @@
 ``cuda``       the CUDA plan (CuPy only)
 =============  =========================================================================
 
+A backward pass that records every value's gradient (``record``: the gradient-flow
+view) runs on the executor that can, the reference. What an executor allocates
+is its own :meth:`~.contract.Executor.allocations`, asked through
+:func:`allocations`.
+
 When ``plan`` chose the native step and building it fails (the compiler fails,
 times out, writes nothing, or the disk is full), it warns in one line and runs
 the NumPy plan; asking for ``native`` makes that failure an error.
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from lstm_graph.errors import BackendError, LstmGraphWarning
 from lstm_graph.executors import native
 from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.executors.cuda import CudaPlan
 from lstm_graph.executors.interpreter import Reference
 from lstm_graph.executors.numpy_plan import NumpyPlan
+from lstm_graph.formats.memory import Allocation
 from lstm_graph.schedule import Schedule
 
 #: Every executor class, by the name it answers to (``Executor.name``).
@@ -48,9 +56,13 @@ def check(executor: str, backend: str) -> None:
         native.require_compiler()
 
 
-def chosen(executor: str, schedule: Schedule, backend: str) -> str:
+def chosen(executor: str, schedule: Schedule, backend: str, record: bool = False) -> str:
     """The name of the executor class ``executor`` means for this cell and backend
-    (``plan``: the fastest available; any other name: itself)."""
+    (``plan``: the fastest available; any other name: itself). With ``record`` (a
+    backward pass that records every value's gradient), the one that records."""
+    if record:
+        return next(name for name, cls in CLASSES.items()
+                    if cls.records and backend in cls.backends)
     if executor != "plan":
         return executor
     if backend == "cupy":
@@ -58,10 +70,11 @@ def chosen(executor: str, schedule: Schedule, backend: str) -> str:
     return native.NativePlan.name if native.suits(schedule) else NumpyPlan.name
 
 
-def build(executor: str, spec: Spec, backend: str) -> Executor:
-    """The executor named ``executor`` for ``spec`` (see the module docstring)."""
+def build(executor: str, spec: Spec, backend: str, record: bool = False) -> Executor:
+    """The executor named ``executor`` for ``spec`` (see the module docstring); with
+    ``record``, one whose backward pass records every value's gradient."""
     check(executor, backend)
-    name = chosen(executor, spec.schedule, backend)
+    name = chosen(executor, spec.schedule, backend, record)
     if name != native.NativePlan.name:
         return CLASSES[name](spec)
     try:
@@ -71,3 +84,12 @@ def build(executor: str, spec: Spec, backend: str) -> Executor:
             raise
         warnings.warn(f"{err}; running the NumPy plan instead", LstmGraphWarning, stacklevel=3)
         return NumpyPlan(spec)
+
+
+def allocations(executor: str, backend: str, schedule: Schedule, work: str, steps: int,
+                batch: int, input_size: int, hidden: int, dtype: np.dtype,
+                record: bool = False) -> list[Allocation]:
+    """What the executor ``executor`` would allocate for ``work`` (``run``, ``trace`` or
+    ``grad``): that executor's own :meth:`~.contract.Executor.allocations`."""
+    name = chosen(executor, schedule, backend, record)
+    return CLASSES[name].allocations(schedule, work, steps, batch, input_size, hidden, dtype)
