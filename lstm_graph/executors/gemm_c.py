@@ -29,6 +29,7 @@ reports it (``lstm_graph_lanes``) and the packing here uses that.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -42,6 +43,9 @@ MAX_ROWS = 6
 ALIGNMENT = 64
 #: The lanes a library packs its weights for (hidden units per tile).
 LANES_SYMBOL = Symbol("lstm_graph_lanes", (), ctypes.c_ssize_t)
+#: Puts new weights into their packed places (see :class:`Placement`).
+PLACE = Symbol("lstm_graph_place", (ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_void_p))
 #: The signature of an exported function run on the pool (:func:`entry`):
 #: ``(t0, t1, batch, void **a, threads)``.
 POOLED = (ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_void_p,
@@ -73,6 +77,21 @@ static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
 
 /* The lanes (hidden units per tile) this build packs its weights for. */
 ptrdiff_t @LANES_SYMBOL@(void) { return LANES; }
+
+/* New weights into their packed places, one pass over each packed array: place p of
+   target c takes element (v & 2^40 - 1) of source (v >> 40), v = maps[c][p] (v < 0: a
+   padding place, left as it is). */
+void @PLACE_SYMBOL@(ptrdiff_t count, void **targets, void **maps, const ptrdiff_t *sizes,
+                    void **sources) {
+    for (ptrdiff_t c = 0; c < count; c++) {
+        T *restrict target = (T *)targets[c];
+        const int64_t *restrict map = (const int64_t *)maps[c];
+        for (ptrdiff_t p = 0; p < sizes[c]; p++) {
+            const int64_t v = map[p];
+            if (v >= 0) target[p] = ((const T *)sources[v >> 40])[v & (((int64_t)1 << 40) - 1)];
+        }
+    }
+}
 
 /* -- the thread pool: workers sleep between runs and meet at a barrier within one -- */
 
@@ -178,8 +197,8 @@ static void pool_run(part_fn fn, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, vo
 def runtime() -> str:
     """The vector type, the lane count, the thread pool: what every generated library
     starts with (after the preamble that defines ``T``)."""
-    return RUNTIME.replace("@MAX_ROWS@", str(MAX_ROWS)).replace("@LANES_SYMBOL@",
-                                                                  LANES_SYMBOL.name)
+    return RUNTIME.replace("@MAX_ROWS@", str(MAX_ROWS)) \
+        .replace("@LANES_SYMBOL@", LANES_SYMBOL.name).replace("@PLACE_SYMBOL@", PLACE.name)
 
 
 def entry(symbol: Symbol, part: str, what: str) -> str:
@@ -362,6 +381,48 @@ def kernels(blocks: set[int], outer: bool = False) -> str:
             parts.append(outer_dispatch(widest))
     parts += ["#endif", closing]
     return "\n\n".join(parts) + "\n"
+
+
+#: Bits of a place's map value that hold the element's index (the rest: the parameter's).
+INDEX_BITS = 40
+
+
+def tags(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every parameter as float64 numbers naming its elements: parameter ``k``'s element
+    ``i`` is ``k·2⁴⁰ + i + 1`` (exact in float64), so that packing them (copies,
+    transposes, concatenations and zero padding only) shows where each element goes; 0
+    where none does."""
+    return {name: (np.arange(np.size(value), dtype=np.float64) + (k << INDEX_BITS) + 1)
+            .reshape(np.shape(value)) for k, (name, value) in enumerate(params.items())}
+
+
+class Placement:
+    """Where each parameter's elements go in a build's packed arrays, and the one C pass
+    (:data:`PLACE`) that puts new weights there: a trainer's new weights, every step,
+    without packing them anew in NumPy."""
+
+    def __init__(self, library: ctypes.CDLL, names: list[str], targets: dict[str, np.ndarray],
+                 tagged: Mapping[str, np.ndarray]):
+        """``targets``: the packed arrays by name; ``tagged``: the same arrays packed from
+        :func:`tags` of the parameters ``names`` (in that order)."""
+        self.names, self.place = names, PLACE.bind(library)
+        order = [name for name in targets if name in tagged]
+        self.maps = [(np.rint(np.asarray(tagged[name], dtype=np.float64)).astype(np.int64)
+                      - 1).ravel() for name in order]
+        count = len(order)
+        self.count = count
+        self.targets = (ctypes.c_void_p * count)(*(targets[n].ctypes.data for n in order))
+        self.pointers = (ctypes.c_void_p * count)(*(m.ctypes.data for m in self.maps))
+        self.sizes = (ctypes.c_ssize_t * count)(*(targets[n].size for n in order))
+        for name in order:  # the C writes the arrays in place: they must own their numbers
+            if not targets[name].flags.c_contiguous:
+                raise ValueError(f"the packed array {name} is not contiguous")
+
+    def load(self, params: Mapping[str, np.ndarray], dtype: np.dtype) -> None:
+        """Put ``params`` (the names given, in ``dtype``) into their places."""
+        sources = [np.ascontiguousarray(params[name], dtype=dtype) for name in self.names]
+        self.place(self.count, self.targets, self.pointers, self.sizes,
+                   (ctypes.c_void_p * len(sources))(*(a.ctypes.data for a in sources)))
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -272,11 +272,6 @@ class NativeStep:
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
         self.args = Arguments(self.names)
-
-    def reload(self, spec: Spec) -> None:
-        """Take ``spec``'s weights (the same parameters): the jobs' weights anew."""
-        self.spec = spec
-        self.jobs = self._jobs()
 
     # -- what the step multiplies --------------------------------------------------------
 
@@ -513,7 +508,7 @@ class _Build:
     args: Arguments  # the library's arguments (the step's, and more in a backward's library)
     run: Any  # RUN: (t0, t1, batch, a, parts)
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
-    lanes: int  # the lanes its panels are packed for
+    placement: gemm_c.Placement  # where new weights go in them
     pointers: Any  # the argument array, its per-run entries set by each run
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
@@ -595,6 +590,8 @@ class NativePlan(Executor):
         args = args or step.args
         lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
         fixed = fixed_arrays(step, lanes)
+        tagged = weight_arrays(self.tagged_step(step), lanes)
+        placement = gemm_c.Placement(library, list(spec.params), fixed, tagged)
         pointers = (ctypes.c_void_p * len(args))(
             *(fixed[name].ctypes.data if name in fixed else None for name in args))
         graph = spec.schedule.graph
@@ -604,23 +601,29 @@ class NativePlan(Executor):
         states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
                    if state in step.snapshots else None)
                   for state, binding in step.kernels.states.items()]
-        return _Build(step, args, RUN.bind(library), fixed, lanes, pointers, python_statics,
+        return _Build(step, args, RUN.bind(library), fixed, placement, pointers, python_statics,
                       operands, states)
 
+    def tagged_step(self, step: NativeStep) -> NativeStep:
+        """``step`` with :func:`~.gemm_c.tags` for weights (float64): its packed arrays say
+        where each parameter's elements go."""
+        spec = replace(self.spec, params=gemm_c.tags(self.spec.params),
+                       dtype=np.dtype(np.float64))
+        return NativeStep(spec, self.layout, step.kernels, self.statics)
+
     def update(self, params: Mapping[str, Array]) -> None:
-        """New weights: each build's panels are repacked in place (when it next runs: a
-        trainer runs only the backward pass's build), the backward pass's at once."""
+        """New weights, put into each build's packed arrays in place by one C pass (when
+        the build next runs: a trainer runs only the backward pass's build)."""
         super().update(params)
         self._stale = {id(build) for build in (self._plain, self._traced) if build is not None}
         if self._backward is not None:
-            self._backward.reload()
+            self._stale.add(id(self._backward.build))
 
-    def repack(self, build: _Build) -> None:
-        """Load the spec's weights into ``build``'s arrays, in place."""
-        build.step.reload(self.spec)
-        for name, array in weight_arrays(build.step, build.lanes).items():
-            np.copyto(build.fixed[name], array)
-        self._stale.discard(id(build))
+    def refresh(self, build: _Build) -> None:
+        """The spec's weights into ``build``'s arrays, if they hold older ones."""
+        if id(build) in self._stale:
+            build.placement.load(self.spec.params, self.spec.dtype)
+            self._stale.discard(id(build))
 
     @property
     def source(self) -> str:
@@ -690,8 +693,7 @@ class NativePlan(Executor):
         with ``everything``, for a trace) and the per-run arrays (those ``given``, and the
         ones made; ``before`` sees them just before the C runs)."""
         spec, step = self.spec, build.step
-        if id(build) in self._stale:
-            self.repack(build)
+        self.refresh(build)
         dtype = spec.dtype
         steps, batch = x.shape[0], x.shape[1]
         static = self.statics_for(build, x, everything)

@@ -52,6 +52,7 @@ from lstm_graph.executors.native import (
     _address,
     _Build,
     step_statics,
+    weight_arrays,
 )
 from lstm_graph.executors.reverse_c import (
     Product,
@@ -119,11 +120,12 @@ class NativeGrad:
         lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
         self.lanes, self.widest = lanes, 4 if lanes * dtype.itemsize == 64 else 2
         fixed = self.build.fixed
-        bindings = kernels.bindings.values()
-        fixed.update(arrays(bindings, Lifetime.WEIGHTS, np, dtype, spec.batch,
-                            params=spec.params, empty=aligned_empty))
-        fixed.update(arrays(bindings, Lifetime.WORK, np, dtype, spec.batch, empty=aligned_empty))
-        fixed.update(self.packed(spec.params))
+        fixed.update(self.weights(spec.params, dtype))
+        fixed.update(arrays(kernels.bindings.values(), Lifetime.WORK, np, dtype, spec.batch,
+                            empty=aligned_empty))
+        tagged = weight_arrays(plan.tagged_step(self.step), lanes)
+        tagged.update(self.weights(gemm_c.tags(spec.params), np.dtype(np.float64)))
+        self.build.placement = gemm_c.Placement(library, list(spec.params), fixed, tagged)
         for name, array in fixed.items():
             self.build.pointers[self.args.index(name)] = array.ctypes.data
         graph = schedule.graph
@@ -145,24 +147,19 @@ class NativeGrad:
             return f"{rows} + batch * {tape.width} + {tape.column(operand)}", tape.width
         return f"(const T *)@{self.step.operands[operand]}@", self.spec.width(operand)
 
-    def reload(self) -> None:
-        """The plan's new weights, into this build's arrays in place: the forward step's
-        panels, the backward GEMMs' panels, the peepholes the VJPs read."""
-        spec = self.plan.spec
-        self.spec = spec
-        self.plan.repack(self.build)
-        fixed = self.build.fixed
-        found = arrays(self.kernels.bindings.values(), Lifetime.WEIGHTS, np, spec.dtype,
-                       spec.batch, params=spec.params, empty=aligned_empty)
-        found.update(self.packed(spec.params))
-        for name, array in found.items():
-            np.copyto(fixed[name], array)
+    def weights(self, params: Mapping[str, Array], dtype: np.dtype) -> dict[str, np.ndarray]:
+        """The backward pass's own arrays that hold weights: the peepholes its VJPs read,
+        and :meth:`packed`."""
+        found = arrays(self.kernels.bindings.values(), Lifetime.WEIGHTS, np, dtype,
+                       self.spec.batch, params=params, empty=aligned_empty)
+        found.update(self.packed(params, dtype))
+        return found
 
-    def packed(self, params: Mapping[str, Array]) -> dict[str, np.ndarray]:
+    def packed(self, params: Mapping[str, Array], dtype: np.dtype) -> dict[str, np.ndarray]:
         """The backward GEMMs' weights, transposed and packed into panels: a tile of
         ``WIDEST·LANES`` units for the steps', as many vectors as the operand needs (at most
         ``WIDEST``) for the static operands'."""
-        schedule, dtype, lanes = self.spec.schedule, self.spec.dtype, self.lanes
+        schedule, lanes = self.spec.schedule, self.lanes
         found = {}
         for product in self.gemms:
             found[self.panels[id(product)]] = gemm_c.pack_panels(
@@ -176,7 +173,7 @@ class NativeGrad:
     # -- the C source ----------------------------------------------------------------------
 
     def _resolve(self, text: str) -> str:
-        """``@name@`` (see :meth:`args_slot`) as ``a[k]``."""
+        """``@name@`` (an argument, by name) as ``a[k]``."""
         for name in self.args:
             text = text.replace(f"@{name}@", self.args.slot(name))
         return text
@@ -378,6 +375,7 @@ class NativeGrad:
 
     def forward(self, x: Array, state: Mapping[str, Array]) -> NativeTape:
         """The forward pass, keeping the tape."""
+        self.plan.refresh(self.build)
         steps, batch = x.shape[0], x.shape[1]
         tape_layout = self.kernels.tape
         tape = self._buffer("tape", (steps + 1) * batch * tape_layout.width)

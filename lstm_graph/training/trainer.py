@@ -62,8 +62,11 @@ class Adam:
         names = list(grads)
         dtype = params[names[0]].dtype
         grad = [np.ascontiguousarray(grads[name], dtype=dtype) for name in names]
-        m = [self.m.setdefault(name, np.zeros_like(params[name])) for name in names]
-        v = [self.v.setdefault(name, np.zeros_like(params[name])) for name in names]
+        for moments in (self.m, self.v):
+            for name in names:
+                if name not in moments:
+                    moments[name] = np.zeros_like(params[name])
+        m, v = [self.m[name] for name in names], [self.v[name] for name in names]
         return adam_step([params[name] for name in names], grad, m, v, self.lr, self.beta1,
                          self.beta2, self.eps, self.steps, max_norm)
 
@@ -134,6 +137,7 @@ class Trainer:
                     self.dtype)
         #: What runs the cell forward and backward: the registry's choice for ``plan``.
         self.executor: Executor = registry.build("plan", spec, "numpy")
+        self._grad_y: np.ndarray | None = None  # the loss's gradient on y, kept step to step
 
     def _cell_params(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.params.items() if not k.startswith("readout.")}
@@ -166,7 +170,9 @@ class Trainer:
         out = self._readout(tape.y)
         loss, grad_out = loss_and_gradient(self.task, out, target)
         readout = self.params["readout.W"]
-        grad_y = np.zeros_like(tape.y)
+        if self._grad_y is None or self._grad_y.shape != tape.y.shape:
+            self._grad_y = np.zeros_like(tape.y)
+        grad_y = self._grad_y  # only its last step is written for a loss at the last step
         if self.task.loss == "mse_last":
             grad_y[-1] = grad_out @ readout
             used = tape.y[-1]
@@ -174,7 +180,7 @@ class Trainer:
             grad_y[...] = grad_out @ readout
             used = tape.y.reshape(-1, self.width)
             grad_out = grad_out.reshape(-1, grad_out.shape[-1])
-        grads = dict(executor.backward(tape, grad_y.astype(self.dtype), {}).weights)
+        grads = dict(executor.backward(tape, grad_y, {}).weights)
         grads["readout.W"] = grad_out.T @ used
         grads["readout.b"] = grad_out.sum(axis=0)
         self.adam.update(self.params, grads, self.max_norm)
