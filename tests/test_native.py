@@ -6,6 +6,7 @@ NumPy, in units in the last place.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -13,6 +14,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -23,8 +25,9 @@ from hypothesis import strategies as st
 
 import lstm_graph
 from lstm_graph.errors import BackendError, LstmGraphWarning
-from lstm_graph.executors import buildcache, native
+from lstm_graph.executors import buildcache, gemm_c, native, native_backward
 from lstm_graph.executors.contract import Spec
+from lstm_graph.executors.gemm_c import aligned_empty
 from lstm_graph.executors.native import MATH_FLOAT, NativePlan
 
 pytestmark = needs_compiler
@@ -102,7 +105,8 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
     x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
     if seed % 3 == 0:
         x[1, 0, seed % 2] = np.nan
-    _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
+    with poisoned():
+        _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
     assert_same(ours, reference, dtype, source)
 
 
@@ -111,9 +115,24 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
 GRAD_TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-10, atol=1e-10)}
 
 
+@contextlib.contextmanager
+def poisoned():
+    """Every array the native executor allocates without filling starts as NaN, so that a
+    number read before it is written shows in the result, whatever the allocator gave."""
+    def nan_empty(shape, dtype):
+        array = aligned_empty(shape, np.dtype(dtype))
+        array[...] = np.nan
+        return array
+
+    with mock.patch.object(gemm_c, "aligned_empty", nan_empty), \
+            mock.patch.object(native, "aligned_empty", nan_empty), \
+            mock.patch.object(native_backward, "aligned_empty", nan_empty):
+        yield
+
+
 def backward_pair(cell, x, hidden, dtype, seed, threads):
     """The native backward and the reference's on ``x``, from random states, for a random
-    loss on the output and the final states."""
+    loss on the output and the final states (the native's arrays poisoned)."""
     rng = np.random.default_rng(seed + 7)
     batch, size = x.shape[1], x.shape[-1]
     reference = cell.compile(input_size=size, hidden_size=hidden, dtype=dtype, seed=seed,
@@ -125,8 +144,10 @@ def backward_pair(cell, x, hidden, dtype, seed, threads):
                   for s in cell.graph.states}
     expected = reference.grad(x, grad_y, state=start, grad_state=grad_final,
                               allow_nonfinite=True)
-    plan = NativePlan(spec(cell, reference.params, batch, size, hidden, dtype), threads=threads)
-    return plan.grad(x, start, grad_y, grad_final), expected
+    with poisoned():
+        plan = NativePlan(spec(cell, reference.params, batch, size, hidden, dtype),
+                          threads=threads)
+        return plan.grad(x, start, grad_y, grad_final), expected
 
 
 def assert_same_gradients(ours, expected, dtype, message=""):
@@ -162,6 +183,17 @@ s1 = s0
 s0 = linear(x)
 u0 = x
 """
+#: One sequence (the step hoists x's products over all rows before the loop): a linear of
+#: a peephole alone has no product there, only its bias.
+PEEPHOLE_ONLY = """cell random
+input x
+state s0
+output u1
+u1 = 2 - (1 * (x))
+v0 = 0.5 - ((s0[t-1]) * (affine(linear(u1, s0[t-1], x), -1.5, 0.25)))
+v1 = linear(peep(v0))
+s0 = (s0[t-1]) + (v1)
+"""
 LATER_SEGMENT = """cell random
 input x
 state s0, s1
@@ -180,6 +212,7 @@ v0 = linear(s1[t-1], x)
 @example(source=STATIC_STATES, dtype="float32", batch=2, threads=1, seed=0)
 @example(source=LATER_SEGMENT, dtype="float32", batch=2, threads=2, seed=5457)
 @example(source=STATIC_BESIDE_A_STATE, dtype="float64", batch=13, threads=2, seed=3)
+@example(source=PEEPHOLE_ONLY, dtype="float32", batch=1, threads=1, seed=2)
 def test_native_backward_equals_the_reference_on_random_cells(source, dtype, batch, threads,
                                                               seed):
     cell = lstm_graph.compile_source(source, "random.cell")
@@ -188,6 +221,25 @@ def test_native_backward_equals_the_reference_on_random_cells(source, dtype, bat
         x[1, 0, seed % 2] = np.nan  # NaN takes the reference's path backwards too
     assert_same_gradients(*backward_pair(cell, x, 3, dtype, seed, threads), dtype,
                           "\n" + source)
+
+
+@pytest.mark.parametrize("name", ["gru", "peephole_lstm"])
+def test_the_step_hoists_x_for_one_sequence_and_for_weights_beyond_the_caches(name,
+                                                                               monkeypatch):
+    """Hoisted (x's products over all rows before the loop, in C): for one sequence, and
+    where a step's weights outgrow the caches; folded (x_t beside h_{t-1}) elsewhere."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(6).standard_normal((7, 9, 5)).astype("float64")
+    run = cell.compile(input_size=5, hidden_size=11, dtype="float64")
+    assert NativePlan(spec(cell, run.params, 1, 5, 11, "float64")).hoisted
+    assert not NativePlan(spec(cell, run.params, 9, 5, 11, "float64")).hoisted
+    monkeypatch.setattr(native, "STEP_WEIGHT_BYTES", 0)
+    for batch, threads in ((1, 1), (9, 2)):
+        plan, ours, reference = compare(cell, x[:, :batch], 11, "float64", threads=threads)
+        assert plan.hoisted
+        assert_same(ours, reference, "float64")
+        assert_same_gradients(*backward_pair(cell, x[:, :batch], 11, "float64", 0, threads),
+                              "float64")
 
 
 def test_a_native_run_of_fewer_sequences_uses_the_first_rows_backwards_too():
@@ -241,7 +293,7 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert source.count("lg_tanhf(") == 2 + 1  # g, tanh(c), and the definition
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
-    assert source.count("kernel_4(m,") == 2 and "S[" not in source
+    assert source.count("kernel_4(m, 3, X_0") == 2 and "S[" not in source
     assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)
     assert len(list(tmp_path.glob("*.so"))) == 1  # built once, then reused

@@ -224,7 +224,7 @@ def segments_of(schedule: Schedule, layout: Layout) -> list[Segment]:
 
 
 def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = False,
-                 folded: Collection[str] = (), per_step_statics: Collection[str] = (),
+                 folded: Collection[str] = (), made_statics: Collection[str] = (),
                  hoisted_per_step: bool = True, tape: TapeLayout | None = None) -> StepKernels:
     """The segments of one step, their bodies and bindings, every shape baked in.
 
@@ -234,10 +234,10 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
     linears have their hoisted product (not their bias) in their group's GEMM output
     already, so their body reads no ``S`` (the native executor's per-step GEMMs
     multiply ``[x_t, h_{t-1}]`` at once; the CUDA plan folds none).
-    ``per_step_statics`` are static values the back end computes at every step into
-    a buffer of one step's rows (the native step's static linears), and
-    ``hoisted_per_step`` says whether ``S`` holds every step (hoisted over all
-    ``T·B`` rows before the loop) or one (computed at each step).
+    ``made_statics`` are static values the back end computes itself (the native step's
+    static linears, rather than NumPy before the loop), and ``hoisted_per_step`` says
+    whether ``S`` and those hold every step (computed over all ``T·B`` rows before the
+    loop) or one step's rows (computed at each step).
 
     >>> from lstm_graph.library import load_cell
     >>> from lstm_graph.executors.layout import analyse
@@ -280,7 +280,7 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
             generated[role, key] = name
             if role is Role.STATIC:
                 scalar = schedule.sizes[key] is Size.SCALAR
-                stepwise = key in per_step_statics
+                stepwise = key in made_statics and not hoisted_per_step
                 bindings[name] = Binding(name, role, key, 1 if scalar else hidden,
                                          Lifetime.WORK if stepwise else Lifetime.RUN,
                                          per_step=not scalar and not stepwise, scalar=scalar)
@@ -346,7 +346,7 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
                 if node_id in layout.hoisted:
                     column = layout.hoisted_column(node_id) * hidden
                     product = ""
-                    if node_id not in folded:
+                    if node_id not in folded and info.static:  # else: no product, bias only
                         uses_s = True
                         product = f"{use(hoisted.name)}[b * {hoisted_width} + {column} + j] + "
                     terms.append(f"{product}{use(bias.name)}[{column} + j]")
@@ -411,7 +411,8 @@ def arrays(bindings: Iterable[Binding], lifetime: Lifetime, xp: Any, dtype: np.d
 
     ``WEIGHTS``: a parameter from ``params`` (by key), or the array ``weights`` holds
     for the binding's name (``S_bias``). ``WORK``: zeros of ``batch`` rows. ``RUN``:
-    a static value from ``static`` at every step (or its one number); every other
+    a static value from ``static`` at every step (or its one number); every other (a
+    static value not there among them: the back end computes it)
     per-step array uninitialised, ``(slots, batch, width)``, made by ``empty`` (a back
     end's allocator: the host aligns its arrays), which the run fills. An ``alias`` gets
     the array of the binding it names.
@@ -430,7 +431,7 @@ def arrays(bindings: Iterable[Binding], lifetime: Lifetime, xp: Any, dtype: np.d
         elif lifetime is Lifetime.WORK:
             array = make(((2,) if binding.parity else ()) + (batch, binding.width), dtype)
             array[...] = 0
-        elif binding.role is Role.STATIC and static is not None:
+        elif binding.role is Role.STATIC and static is not None and binding.key in static:
             value = static[binding.key]
             if binding.scalar:
                 array = make((1,), dtype)

@@ -354,6 +354,21 @@ def outer_dispatch(widest: int) -> str:
     return "\n".join(lines)
 
 
+def vectors_dispatch(widest: int) -> str:
+    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` ``widest``) of neighbouring
+    unit tiles, a GEMM whose columns are one run (no gate blocks): the hoisted products
+    before the loop, the backward pass's."""
+    lines = ["/* m rows x c vectors of out (+)= [a1 a2] . panel */",
+             "static inline void kernel_c(ptrdiff_t c, ptrdiff_t m, ptrdiff_t k1, const T *a1, "
+             "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, ptrdiff_t n, ptrdiff_t step, "
+             "_Bool add) {", "    switch (c) {"]
+    lines += [f"    case {c}: kernel_{c}(m, k1, a1, lda1, k2, a2, lda2, panel, bias, out, ldo, "
+              "ldv, n, step, add); break;" for c in range(1, widest + 1)]
+    lines += ["    }", "}"]
+    return "\n".join(lines)
+
+
 def kernels(blocks: set[int], outer: bool = False) -> str:
     """Every micro-kernel these jobs' block counts need (and, with ``outer``, the outer
     kernels of the weight gradients), contracted to FMAs, and their dispatch: 6 rows ×
@@ -369,12 +384,14 @@ def kernels(blocks: set[int], outer: bool = False) -> str:
     closing = "\n".join(["#if defined(__clang__)", "#pragma clang fp contract(off)",
                          "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
     parts = [opening, STORE_TILE.strip()]
+    blocks = set(blocks) | {1, 2, 3, 4}  # kernel_c takes any vector count up to 4
     for condition, registers, widest in (("#if VB == 64  /* AVX-512: 32 vector registers */",
                                           32, 4), ("#else  /* 16 vector registers */", 16, 2)):
         columns = sorted({c for b in blocks for _, c in pieces(b, widest)})
         parts += [condition, *(micro_kernel(r, c, registers) for c in columns
                                for r in range(1, MAX_ROWS + 1))]
         parts += [dispatch(b, widest) for b in sorted(blocks)]
+        parts.append(vectors_dispatch(widest))
         if outer:
             parts += [outer_kernel(r, c) for c in range(1, widest + 1)
                       for r in range(1, MAX_ROWS + 1)]

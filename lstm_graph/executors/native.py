@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -250,18 +250,44 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
     return found
 
 
+#: Bytes of the weights a step multiplies beyond which the native step hoists its input
+#: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
+#: 32 MiB), beyond which every step reads its weights from memory.
+STEP_WEIGHT_BYTES = 16 << 20
+
+
+def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
+           dtype: np.dtype) -> bool:
+    """Whether the native step multiplies the static operands (``x``) of its linears before
+    the loop, over all ``T·B`` rows (one large GEMM, its weights read once), rather than
+    at every step beside ``h_{t-1}`` (weights read every step, but staying in the cache,
+    and no ``T·B``-row buffer). Measured on AMD EPYC (Zen 4), 1 and 2 threads: hoisting
+    wins for one sequence, where every step's GEMM is a matrix–vector product that
+    re-reads all its weights (H = 1000: 10.0 → 5.0 ms), and where the weights of a step
+    outgrow the caches (:data:`STEP_WEIGHT_BYTES`; H = 1500, B = 20: 151 → 127 ms); it
+    loses elsewhere (T = 35, B = 32, H = I = 300: 15.9 → 18.2 ms)."""
+    static_part = sum(schedule.width(o, input_size, hidden) for info in layout.linears.values()
+                      if info.id not in layout.static for o, _ in info.static)
+    group_part = sum(hidden * len(g.members) for g in layout.groups.values())
+    step_bytes = (static_part + group_part) * hidden * dtype.itemsize
+    return static_part > 0 and (batch == 1 or step_bytes > STEP_WEIGHT_BYTES)
+
+
 class NativeStep:
     """The generated C of one cell's step, width and dtype, and the arrays its GEMMs use.
 
     Every generated function takes ``void **a`` (:class:`~.codegen_c.Arguments`): the
     kernels' bindings, then the operands of the GEMMs (``X_k``: static values, every
     step; ``snap_<state>``: a state's snapshots), then the packed weights and biases of
-    each job (``P_k``, ``Pb_k``): :attr:`names`, in that order.
+    each job (``P_k``, ``Pb_k``): :attr:`names`, in that order. A ``hoisted`` step's
+    jobs of segment -1 run before the loop, over every step's rows (see
+    :func:`hoists`).
     """
 
     def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels,
-                 statics: list[str]):
+                 statics: list[str], hoisted: bool = False):
         self.spec, self.layout, self.kernels, self.statics = spec, layout, kernels, statics
+        self.hoisted = hoisted
         self.hidden, self.dtype = spec.hidden, spec.dtype
         self.operands: dict[str, str] = {}  # static operand node -> its array name
         self.snapshots: dict[str, str] = {}  # state -> its snapshots' array name
@@ -302,7 +328,14 @@ class NativeStep:
                  for source, group in layout.groups.items()
                  for column, m in enumerate(group.members[:group.accumulators])}
         pieces: dict[tuple[str, int], list[Operand]] = {}  # (group, column): static parts
-        for term in hoisting.terms:
+        for term in hoisting.terms if self.hoisted else ():  # before the loop, all rows
+            assert kernels.hoisted is not None
+            weights = np.asarray(term.weights)
+            jobs.append(Job(-1, kernels.hoisted.name, hoisting.width, term.start // hidden,
+                            (term.stop - term.start) // hidden,
+                            (Operand(self.operand(term.operand), weights.shape[0], weights),),
+                            None, term.accumulate))
+        for term in hoisting.terms if not self.hoisted else ():
             first = term.start // hidden
             weights = np.asarray(term.weights)
             alone = []  # blocks of linears without a group: into S
@@ -326,8 +359,8 @@ class NativeStep:
             for k, (arg, param) in enumerate(zip(node.args, node.params)):
                 weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
                 bias = np.asarray(params[node.params[-1]], dtype=dtype) if k == 0 else None
-                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self.operand(arg),
-                                                               weights.shape[0], weights),),
+                jobs.append(Job(-1 if self.hoisted else 0, out, hidden, 0, 1,
+                                (Operand(self.operand(arg), weights.shape[0], weights),),
                                 bias, add=k > 0))
         segment_of = {source: k for k, segment in enumerate(kernels.segments)
                       for source in segment.gemms}
@@ -355,9 +388,18 @@ class NativeStep:
     def packed(self, lanes: int) -> dict[str, np.ndarray]:
         """The jobs' weights and biases packed into panels for ``lanes`` (by name)."""
         found = {}
+        widest = 4 if lanes * self.dtype.itemsize == 64 else 2
         for k, job in enumerate(self.jobs):
-            found[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=self.dtype),
-                                                 job.blocks, self.hidden, lanes)
+            weights = np.asarray(job.weights, dtype=self.dtype)
+            if job.segment < 0:  # before the loop: one run of columns, tiles of c vectors
+                columns = job.blocks * self.hidden
+                width = min(widest, -(-columns // lanes)) * lanes
+                found[f"P_{k}"] = gemm_c.pack_panels(weights, 1, columns, width)
+                if job.bias is not None:
+                    found[f"Pb_{k}"] = gemm_c.pack_bias(np.asarray(job.bias, dtype=self.dtype),
+                                                        1, columns, width)
+                continue
+            found[f"P_{k}"] = gemm_c.pack_panels(weights, job.blocks, self.hidden, lanes)
             if job.bias is not None:
                 found[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, self.hidden, lanes)
         return found
@@ -398,10 +440,11 @@ class NativeStep:
     def _segment(self, k: int, args: Arguments) -> list[str]:
         """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""
         jobs = [(n, job) for n, job in enumerate(self.jobs) if job.segment == k]
-        lines = [f"/* segment {k} of step t on unit tiles u0 <= u < u1: tile by tile, its "
-                 "GEMMs, then its element-wise work while the tile is in cache */",
-                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t u0, "
-                 "ptrdiff_t u1, void **a) {"]
+        lines = [f"/* segment {k} of step t on items i0 <= item < i1 (a unit tile and a row "
+                 "block each): item by item, its GEMMs, then its element-wise work while the "
+                 "tile is in cache */",
+                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t i0, "
+                 "ptrdiff_t i1, void **a) {"]
         declared = set()
         for n, job in jobs:
             for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
@@ -419,7 +462,7 @@ class NativeStep:
             if job.bias is not None:
                 lines.append(args.pointer(f"Pb_{n}", False))
         calls = []
-        for n, job in jobs:
+        for n, job in jobs:  # on the tile of item (u, block): rows r..r+m, units j0..j0+n
             bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
             (a1, *rest), size = job.operands, sum(o.size for o in job.operands)
             a2 = f"{rest[0].size}, {rest[0].name} + r * {rest[0].size}, {rest[0].size}" \
@@ -433,54 +476,97 @@ class NativeStep:
         lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
                   "element-wise work of all at once (their chains overlap) */",
                   "        const ptrdiff_t r = 0, m = batch;",
-                  "        for (ptrdiff_t u = u0; u < u1; u++) {",
+                  "        for (ptrdiff_t u = i0; u < i1; u++) {",
                   *(f"            {line}" for line in tile + calls),
                   "        }",
-                  "        const ptrdiff_t end = u1 * LANES < HIDDEN ? u1 * LANES : HIDDEN;",
-                  f"        if (u0 < u1) elements_{k}(t, batch, 0, batch, u0 * LANES, end, a);",
+                  "        const ptrdiff_t end = i1 * LANES < HIDDEN ? i1 * LANES : HIDDEN;",
+                  f"        if (i0 < i1) elements_{k}(t, batch, 0, batch, i0 * LANES, end, a);",
                   "        return;",
                   "    }",
                   "    /* row blocks of MR or MR - 1 rows (64 rows: 9 of 6 and 2 of 5, not 10 of 6",
-                  "       and a slower one of 4) */",
+                  "       and a slower one of 4); items tile-major, so that consecutive items",
+                  "       share a tile's panel */",
                   "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
-                  "    for (ptrdiff_t u = u0; u < u1; u++) {",
+                  "    for (ptrdiff_t item = i0; item < i1; item++) {",
+                  "        const ptrdiff_t u = item / blocks, block = item % blocks;",
                   *(f"        {line}" for line in tile),
-                  "        for (ptrdiff_t block = 0; block < blocks; block++) {",
-                  "            const ptrdiff_t r = batch * block / blocks;",
-                  "            const ptrdiff_t m = batch * (block + 1) / blocks - r;",
-                  *(f"            {line}" for line in calls),
-                  f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
-                  "a);",
-                  f"            else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
-                  "        }", "    }", "}"]
+                  "        const ptrdiff_t r = batch * block / blocks;",
+                  "        const ptrdiff_t m = batch * (block + 1) / blocks - r;",
+                  *(f"        {line}" for line in calls),
+                  f"        if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, a);",
+                  f"        else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
+                  "    }", "}"]
         return lines
 
-    def header(self, extra_blocks: Collection[int] = (), outer: bool = False) -> list[str]:
-        """The preamble, the pool and every micro-kernel the jobs (and ``extra_blocks``)
-        need: the start of a library."""
+    def header(self, outer: bool = False) -> list[str]:
+        """The preamble, the pool and every micro-kernel the jobs need (with ``outer``, the
+        weight gradients' too): the start of a library."""
         name = re.sub(r"[^\w.-]", "_", self.spec.schedule.graph.name)
         return [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
                 f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.runtime(),
                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
-                gemm_c.kernels({job.blocks for job in self.jobs} | set(extra_blocks), outer)]
+                gemm_c.kernels({job.blocks for job in self.jobs if job.segment >= 0}, outer)]
+
+    def _before(self, args: Arguments) -> list[str]:
+        """The jobs before the loop (a hoisted step's): over the rows of steps t0 <= t < t1,
+        the row blocks split between the parts."""
+        lines = ["/* before the steps t0 <= t < t1: the hoisted products over all their rows "
+                 "(row blocks split between the parts), tiles of c vectors */",
+                 "static void before_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
+                 "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                 "    const ptrdiff_t row0 = t0 * batch, rows = (t1 - t0) * batch;",
+                 "    const ptrdiff_t blocks = (rows + MR - 1) / MR;",
+                 "    const ptrdiff_t k0 = blocks * part / parts, k1 = blocks * (part + 1) / "
+                 "parts;", "    (void)k0; (void)k1;"]
+        for n, job in enumerate(self.jobs):
+            if job.segment >= 0:
+                continue
+            (operand,) = job.operands
+            columns = job.blocks * self.hidden
+            bias = f"(const T *){args.slot(f'Pb_{n}')} + u * c * LANES" \
+                if job.bias is not None else "NULL"
+            lines += ["    {",
+                      f"    const T *restrict x = (const T *){args.slot(operand.name)} + row0 * "
+                      f"{operand.size};",
+                      f"    T *restrict out = (T *){args.slot(job.out)} + row0 * "
+                      f"{job.out_width} + {job.first} * HIDDEN;",
+                      f"    const T *restrict panel = (const T *){args.slot(f'P_{n}')};",
+                      f"    const ptrdiff_t c = ({columns} + LANES - 1) / LANES < WIDEST ? "
+                      f"({columns} + LANES - 1) / LANES : WIDEST;",
+                      f"    const ptrdiff_t tiles = ({columns} + c * LANES - 1) / (c * LANES);",
+                      "    for (ptrdiff_t u = 0; u < tiles; u++) {",
+                      "        for (ptrdiff_t block = k0; block < k1; block++) {",
+                      "            const ptrdiff_t r = block * MR;",
+                      "            const ptrdiff_t m = rows - r < MR ? rows - r : MR;",
+                      f"            kernel_c(c, m, {operand.size}, x + r * {operand.size}, "
+                      f"{operand.size}, 0, NULL, 0, panel + u * {operand.size} * c * LANES, "
+                      f"{bias}, out + r * {job.out_width} + u * c * LANES, {job.out_width}, "
+                      f"LANES, {columns} - u * c * LANES, LANES, {int(job.add)});",
+                      "        }", "    }", "    }"]
+        return lines + ["}", ""]
 
     def functions(self, args: Arguments) -> list[str]:
         """The step's functions and :data:`RUN`, which runs steps ``t0 <= t < t1``."""
         segments = range(len(self.kernels.segments))
-        lines: list[str] = []
+        lines: list[str] = self._before(args) if self.hoisted else []
         for k in segments:
             lines += self._elements(k, args) + [""] + self._segment(k, args) + [""]
-        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the unit "
-                  "tiles, a barrier after every segment */",
+        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the items "
+                  "(unit tiles x row blocks: an even share for any H and B), a barrier after "
+                  "every segment */",
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                   "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
-                  "    const ptrdiff_t u0 = TILES * part / parts, "
-                  "u1 = TILES * (part + 1) / parts;",
-                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
-                  "    for (ptrdiff_t t = t0; t < t1; t++) {"]
+                  "    const ptrdiff_t items = TILES * (batch <= MR ? 1 : (batch + MR - 1) / MR);",
+                  "    const ptrdiff_t i0 = items * part / parts, "
+                  "i1 = items * (part + 1) / parts;",
+                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);"]
+        if self.hoisted:
+            lines += ["    before_part(part, parts, t0, t1, batch, a);",
+                      "    barrier(parts, &sense);"]
+        lines += ["    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
-            lines += [f"        segment_{k}(t, batch, u0, u1, a);",
+            lines += [f"        segment_{k}(t, batch, i0, i1, a);",
                       "        barrier(parts, &sense);"]
         lines += ["    }", "}", "", gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on "
                                                    "`parts` threads"), ""]
@@ -557,6 +643,8 @@ class NativePlan(Executor):
         require_compiler()
         self.layout = analyse(spec.schedule)
         self.statics = step_statics(spec.schedule, self.layout)
+        self.hoisted = hoists(spec.schedule, self.layout, spec.batch, spec.input_size,
+                              spec.hidden, spec.dtype)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
         self._backward: Any = None
@@ -568,16 +656,19 @@ class NativePlan(Executor):
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def step_kernels(self, trace: bool = False, tape: TapeLayout | None = None) -> StepKernels:
-        """The native step's kernels: hoisted products folded into the groups' GEMMs,
-        ``S`` and the static linears the step reads computed at each step."""
+        """The native step's kernels: hoisted products folded into the groups' GEMMs, ``S``
+        and the static linears the step reads computed at each step; or (:attr:`hoisted`)
+        those computed before the loop over every step's rows."""
         spec = self.spec
         return step_kernels(spec.schedule, self.layout, spec.hidden, trace=trace,
-                            folded=folded(self.layout), per_step_statics=self.statics,
-                            hoisted_per_step=False, tape=tape)
+                            folded=() if self.hoisted else folded(self.layout),
+                            made_statics=self.statics, hoisted_per_step=self.hoisted,
+                            tape=tape)
 
     def _build(self, trace: bool) -> _Build:
         spec = self.spec
-        step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics)
+        step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics,
+                          self.hoisted)
         library = buildcache.library(step.source, ATTEMPTS,
                                      f"the native step of cell '{spec.schedule.graph.name}'")
         return self._prepared(step, library)
@@ -609,7 +700,7 @@ class NativePlan(Executor):
         where each parameter's elements go."""
         spec = replace(self.spec, params=gemm_c.tags(self.spec.params),
                        dtype=np.dtype(np.float64))
-        return NativeStep(spec, self.layout, step.kernels, self.statics)
+        return NativeStep(spec, self.layout, step.kernels, self.statics, self.hoisted)
 
     def update(self, params: Mapping[str, Array]) -> None:
         """New weights, put into each build's packed arrays in place by one C pass (when

@@ -98,7 +98,8 @@ class NativeGrad:
         schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
         self.kernels = backward_kernels(schedule, layout, hidden, plan.statics, sums=True)
         kernels = self.kernels
-        self.step = NativeStep(spec, layout, plan.step_kernels(tape=kernels.tape), plan.statics)
+        self.step = NativeStep(spec, layout, plan.step_kernels(tape=kernels.tape), plan.statics,
+                               plan.hoisted)
         self.by_segment = step_products(kernels, schedule)
         self.gemms = [p for mine in self.by_segment for p in mine]
         self.outers = weight_products(kernels, schedule, spec.input_size)
@@ -109,7 +110,7 @@ class NativeGrad:
         names = [*self.step.names, *kernels.bindings, *self.panels.values(),
                  *(o.out for o in self.outers), *dict.fromkeys(g.out for g in self.inner)]
         self.args = Arguments(names)
-        self.source = "\n".join([*self.step.header(extra_blocks={1, 2, 3, 4}, outer=True),
+        self.source = "\n".join([*self.step.header(outer=True),
                                  *self.step.functions(self.args), *self._backward_source(),
                                  *self._weights_source()])
         library = buildcache.library(self.source, ATTEMPTS,
@@ -225,16 +226,7 @@ class NativeGrad:
     def _backward_source(self) -> list[str]:
         kernels = self.kernels
         lines = ["#define UNITS (WIDEST * LANES)  /* hidden units of a tile backwards */",
-                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)",
-                 "/* m rows x c vectors of out (+)= [a1 a2] . panel (c <= 4) */",
-                 "static inline void kernel_c(ptrdiff_t c, ptrdiff_t m, ptrdiff_t k1, "
-                 "const T *a1, ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, "
-                 "const T *panel, const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, "
-                 "ptrdiff_t n, ptrdiff_t step, _Bool add) {",
-                 "    switch (c) {"]
-        lines += [f"    case {c}: kernel_{c}(m, k1, a1, lda1, k2, a2, lda2, panel, bias, out, "
-                  "ldo, ldv, n, step, add); break;" for c in range(1, 5)]
-        lines += ["    }", "}", ""]
+                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", ""]
         for k in range(len(kernels.segments)):
             lines += self._elements(k) + [""]
         by_segment = self.by_segment
