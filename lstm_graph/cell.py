@@ -29,9 +29,9 @@ from lstm_graph.errors import CellError, DataError, Diagnostic, LstmGraphWarning
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
-from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats import memory
 from lstm_graph.formats.importers import read_weights
+from lstm_graph.formats.memory import Allocation
 from lstm_graph.formats.weights import check_sizes, check_weights, infer_sizes, random_weights
 from lstm_graph.ir import CellGraph
 from lstm_graph.language.validate import check_constants
@@ -263,7 +263,7 @@ class _Unit:
         self.input_size, self.hidden_size, self.prefix = input_size, hidden_size, prefix
         self.weights = weights
         self.params: dict[str, Any] = {}
-        self._plans: OrderedDict[int, Executor] = OrderedDict()
+        self._plans: OrderedDict[tuple[int, bool], Executor] = OrderedDict()
 
     def bind(self, xp: Any) -> None:
         self.params = {name: xp.asarray(value) for name, value in self.weights.items()}
@@ -425,12 +425,15 @@ class Runner:
         their shape (the others count zero). The answer (:class:`Gradients`) holds
         ``.x``, ``.weights`` (by parameter name, as :attr:`weights`), ``.state`` (with
         respect to the initial states), and the forward results ``.y`` and ``.final``;
-        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. With
-        ``record``, the reference backward runs and also records ``∂L/∂value`` of every
-        assignment at every step and the gradient each edge carried (``.values``,
-        ``.edges``: what the gradient-flow view draws; one layer and direction only).
+        for one sequence ``(T, I)`` the batch axis is dropped, as in a run. Each unit's
+        executor computes them (the native step's backward pass is compiled C). With
+        ``record``, the executor the registry picks for it (the reference) also records
+        ``∂L/∂value`` of every assignment at every step and the gradient each edge carried
+        (``.values``, ``.edges``: what the gradient-flow view draws; one layer and
+        direction only).
         """
-        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
+        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths,
+                                                     "grad", record)
         steps, batch = x.shape[0], x.shape[1]
         want = (steps, self.output_width) if unbatched else \
             ((batch, steps, self.output_width) if self.batch_first
@@ -450,16 +453,10 @@ class Runner:
         if record and not self.plain:
             raise DataError("recording the gradient flow (record=True) works on one layer "
                             "and direction, forward, time-major")
-        if record:
-            unit = self.units[0]
-            with _ieee():
-                found = backward(unit.cell.schedule, self.xp, unit.params, x, starts[0],
-                                 grad_y, ends[0], record=True)
-            self.ran_with = "reference"
-        elif self.plain and packing is None:
+        if self.plain and packing is None:
             with self._lock, _ieee():
-                plan = self.compiled(batch)
-                found = plan.grad(x, starts[0], grad_y, ends[0])
+                plan = self.compiled(batch, record)
+                found = plan.grad(x, starts[0], grad_y, ends[0], record)
                 self.ran_with = plan.name
         else:
             with _ieee():
@@ -481,29 +478,31 @@ class Runner:
         return Runner(unit.cell, Stack(), False, [alone], unit.input_size, self.hidden_size,
                       self.backend, self.dtype, self.executor)
 
-    def compiled(self, batch: int) -> Executor:
-        """The executor of the first layer and direction for batch size ``batch``, built on
-        first use (see :data:`PLANS`)."""
-        executor: Executor = self._compiled(self.units[0])(batch)
+    def compiled(self, batch: int, record: bool = False) -> Executor:
+        """The executor of the first layer and direction for batch size ``batch`` (with
+        ``record``: one that records every value's gradient), built on first use (see
+        :data:`PLANS`)."""
+        executor: Executor = self._compiled(self.units[0], record)(batch)
         return executor
 
     # -- the stack ---------------------------------------------------------------------------
 
-    def _compiled(self, unit: _Unit) -> Compiled:
-        """``batch -> executor`` for ``unit`` (kept per batch size, see :data:`PLANS`)."""
+    def _compiled(self, unit: _Unit, record: bool = False) -> Compiled:
+        """``batch -> executor`` for ``unit`` (kept per batch size and ``record``, see
+        :data:`PLANS`)."""
         def build(batch: int) -> Executor:
             with self._lock:
-                plans = unit._plans
-                if batch in plans:
-                    plans.move_to_end(batch)
+                plans, key = unit._plans, (batch, record)
+                if key in plans:
+                    plans.move_to_end(key)
                 else:
                     spec = Spec(unit.cell.schedule, self.xp, unit.params, batch,
                                 unit.input_size, self.hidden_size, self.dtype)
-                    plans[batch] = registry.build(self.executor, spec, self.backend)
+                    plans[key] = registry.build(self.executor, spec, self.backend, record)
                     while len(plans) > self.PLANS:
                         plans.popitem(last=False)
-                self.ran_with = plans[batch].name
-                return plans[batch]
+                self.ran_with = plans[key].name
+                return plans[key]
         return build
 
     def _forward(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
@@ -599,14 +598,16 @@ class Runner:
     # -- inputs and outputs ------------------------------------------------------------------
 
     def _inputs(self, x: Any, state: Mapping[str, Any] | None, allow_nonfinite: bool,
-                lengths: Any) -> tuple[Any, list[dict[str, Any]], Packing | None, bool]:
+                lengths: Any, work: str = "run", record: bool = False
+                ) -> tuple[Any, list[dict[str, Any]], Packing | None, bool]:
         """``x`` time-major ``(T, B, I)``, each unit's start states, the packing of
-        ``lengths``, and whether ``x`` was one sequence ``(T, I)``."""
+        ``lengths``, and whether ``x`` was one sequence ``(T, I)``; ``work`` (a run, a trace
+        or a gradient, ``record``-ed) that would not fit in memory is refused."""
         if self.batch_first:
             x = checks.as_array(x, "x")
             if len(x.shape) == 3:
                 x = self.xp.ascontiguousarray(self.xp.swapaxes(self.xp.asarray(x), 0, 1))
-        x, unbatched = self._check_x(x, allow_nonfinite)
+        x, unbatched = self._check_x(x, allow_nonfinite, work, record)
         steps, batch = x.shape[0], x.shape[1]
         packing = None
         if lengths is not None:
@@ -616,14 +617,40 @@ class Runner:
         starts = self._check_state(state, batch, unbatched, allow_nonfinite)
         return x, starts, packing, unbatched
 
-    def _check_x(self, x: Any, allow_nonfinite: bool) -> tuple[Any, bool]:
-        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the run it asks
-        for refused when its arrays would not fit in memory."""
+    def _check_x(self, x: Any, allow_nonfinite: bool, work: str, record: bool
+                 ) -> tuple[Any, bool]:
+        """``x`` checked (see :func:`~lstm_graph.checks.check_x`), and the work it asks
+        for refused when every unit's arrays together would not fit in memory."""
         x, unbatched = checks.check_x(x, self.input_size, allow_nonfinite, self.xp, self.dtype)
-        for unit in self.units:
-            checks.check_run_fits(unit.cell.schedule, x.shape[0], x.shape[1], unit.input_size,
-                                  self.hidden_size, self.dtype)
+        steps, batch = x.shape[0], x.shape[1]
+        if self.stack.single:
+            checks.check_run_fits(self.cell.schedule, steps, batch, self.input_size,
+                                  self.hidden_size, self.dtype, self.executor, self.backend,
+                                  work, record)
+        else:
+            memory.require(self.allocations(steps, batch, self.dtype, work), "this run")
         return x, unbatched
+
+    def allocations(self, steps: int, batch: int, x_dtype: np.dtype, work: str = "run"
+                    ) -> list[Allocation]:
+        """What a run of every layer and direction over ``x`` of shape ``(steps, batch, I)``
+        in ``x_dtype`` allocates (and what ``work``, "trace" or "grad", holds beyond it),
+        as this runner's executor allocates it, with the outputs of the layers between
+        them."""
+        found = []
+        for unit in self.units:
+            found += checks.run_allocations(unit.cell.schedule, steps, batch, unit.input_size,
+                                            self.hidden_size, self.dtype, x_dtype,
+                                            self.executor, self.backend)
+            found += checks.work_allocations(unit.cell.schedule, work, steps, batch,
+                                             unit.input_size, self.hidden_size, self.dtype,
+                                             self.executor, self.backend)
+            x_dtype = self.dtype  # the layers above read the one below in the run's dtype
+        if not self.stack.single:
+            kept = self.stack.layers if work == "grad" else 2
+            found.append(memory.allocation(f"the layers' outputs ({kept} kept)",
+                                           (kept, steps, batch, self.output_width), self.dtype))
+        return found
 
     def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,
                      allow_nonfinite: bool) -> list[dict[str, Any]]:

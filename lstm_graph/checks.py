@@ -3,7 +3,9 @@ memory a run will take.
 
 :class:`~lstm_graph.cell.Runner` calls these on every call, and the ``run``
 command calls :func:`run_allocations` from ``x``'s header alone, before
-reading it. Every problem is a :class:`~lstm_graph.errors.DataError` that
+reading it. The memory a run, a trace or a gradient takes is the executor's own
+model (:meth:`~lstm_graph.executors.contract.Executor.allocations`), asked
+through the registry. Every problem is a :class:`~lstm_graph.errors.DataError` that
 names the array, its shape and, for values, the first offending index.
 """
 
@@ -16,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import DataError
+from lstm_graph.executors import registry
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.formats import memory
 from lstm_graph.formats.memory import Allocation, allocation
-from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
 
 #: dtype kinds that hold real numbers (floats, signed and unsigned integers).
@@ -135,60 +137,41 @@ SURELY_FITS = 64 * 2**20
 
 
 def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
-                   hidden_size: int, dtype: np.dtype) -> None:
-    """Refuse a run over ``x`` of shape ``(steps, batch, input_size)``, already in ``dtype``,
-    whose arrays would not fit in memory (see :func:`run_allocations`)."""
+                   hidden_size: int, dtype: np.dtype, executor: str = "plan",
+                   backend: str = "numpy", work: str = "run", record: bool = False) -> None:
+    """Refuse ``work`` (a run, a trace or a gradient) over ``x`` of shape ``(steps, batch,
+    input_size)``, already in ``dtype``, whose arrays would not fit in memory, as the
+    executor that will do it allocates them (see :func:`run_allocations`)."""
     widest = max(input_size, hidden_size)
-    rough = steps * batch * (input_size + (len(schedule.order) + 3) * widest) * dtype.itemsize
+    per_row = (len(schedule.order) + 3) * widest * (1 if work == "run" else 3)
+    rough = steps * batch * (input_size + per_row) * dtype.itemsize
     if rough > SURELY_FITS or os.environ.get(memory.ENV):
-        memory.require(run_allocations(schedule, steps, batch, input_size, hidden_size, dtype,
-                                       dtype), "this run")
+        memory.require(registry.allocations(executor, backend, schedule, work, steps, batch,
+                                            input_size, hidden_size, dtype, record),
+                       "this run")
 
 
 def work_allocations(schedule: Schedule, work: str, steps: int, batch: int, input_size: int,
-                     hidden_size: int, dtype: np.dtype) -> list[Allocation]:
-    """What ``trace`` and ``grad`` hold beyond a run (``work`` is "run", "trace" or "grad"):
-    every assignment at every step for a trace; every value of every step, and the
-    gradients of as many, for the backward pass."""
-    rows = steps * batch
-    graph = schedule.graph
-    if work == "trace":
-        width = sum(schedule.width(a, input_size, hidden_size) for a in graph.assignments)
-        return [allocation("the trace (every assignment, T·B rows)", (rows, width), dtype)]
-    if work == "grad":
-        ops = [n for n in schedule.order if graph.node(n).kind is NodeKind.OP]
-        width = sum(schedule.width(n, input_size, hidden_size) for n in ops)
-        return [allocation("every value of every step (T·B rows)", (rows, width), dtype),
-                allocation("their gradients (T·B rows)", (rows, width), dtype)]
-    return []
+                     hidden_size: int, dtype: np.dtype, executor: str = "plan",
+                     backend: str = "numpy") -> list[Allocation]:
+    """What ``trace`` and ``grad`` hold beyond a run (``work`` is "run", "trace" or
+    "grad"), as ``executor`` allocates it (the default executor by default)."""
+    found = registry.allocations(executor, backend, schedule, work, steps, batch, input_size,
+                                 hidden_size, dtype)
+    run = registry.allocations(executor, backend, schedule, "run", steps, batch, input_size,
+                               hidden_size, dtype)
+    return [a for a in found if a not in run]
 
 
 def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
-                    hidden_size: int, dtype: np.dtype, x_dtype: np.dtype
-                    ) -> list[Allocation]:
+                    hidden_size: int, dtype: np.dtype, x_dtype: np.dtype,
+                    executor: str = "plan", backend: str = "numpy") -> list[Allocation]:
     """What a run over ``x`` of shape ``(steps, batch, input_size)`` will allocate: ``x`` in
-    the run's dtype (when it comes in another), ``y``, the values every executor but the
-    reference computes for all steps at once (hoisted products and static values), and
-    the states."""
-    graph = schedule.graph
-    (output,) = graph.outputs
-    found = [allocation("y", (steps, batch, schedule.width(output, input_size, hidden_size)),
-                        dtype)]
+    the run's dtype (when it comes in another) and what ``executor`` (the default
+    executor by default) makes for a run: ``y``, the states and its buffers
+    (:meth:`~lstm_graph.executors.contract.Executor.allocations`)."""
+    found = registry.allocations(executor, backend, schedule, "run", steps, batch, input_size,
+                                 hidden_size, dtype)
     if np.dtype(x_dtype) != dtype:
         found.append(allocation(f"x in {dtype}", (steps, batch, input_size), dtype))
-    static = set(graph.inputs)
-    columns = 0
-    for node_id in schedule.order:
-        node = graph.node(node_id)
-        if node.kind is NodeKind.CONST or (node.kind is NodeKind.OP
-                                           and all(a in static for a in node.args)):
-            static.add(node_id)
-            if node.kind is NodeKind.OP:
-                columns += schedule.width(node_id, input_size, hidden_size)
-        elif node.is_linear:
-            columns += hidden_size  # its static operands' share of the hoisted product
-    if columns:
-        found.append(allocation("the hoisted products (T·B rows)",
-                                (steps * batch, columns), dtype))
-    found.append(allocation("the states", (2 * len(graph.states), batch, hidden_size), dtype))
     return found

@@ -259,6 +259,11 @@ class Op:
     #: alike): T is the element type, and math functions are named by placeholders a
     #: dialect fills ({exp}, {tanh}, {log}: :data:`C_FUNCTIONS`).
     c: str | None
+    #: The vector–Jacobian product in C, one expression per operand: the gradient that
+    #: operand receives, over the value's gradient {g}, the value {out}, the operands {0},
+    #: {1} and the attributes, with the math placeholders of ``c`` (the compiled backward
+    #: passes of the native and CUDA executors; ``linear``'s is structural: None).
+    c_vjp: tuple[str, ...] | None = None
     #: The NumPy plan's statement(s) writing {out} from {0}, {1}; None: the plan calls
     #: ``reference``.
     numpy: str | None = None
@@ -328,57 +333,61 @@ OPS: dict[str, Op] = {
     for op in (
         Op("add", "+", OpKind.OPERATOR, 2, "+", lambda xp, a, p, attrs: a[0] + a[1],
            lambda xp, a, p, attrs, out, g: ([g, g], []),
-           "({0} + {1})", "add({0}, {1}, out={out})", precedence=1,
+           "({0} + {1})", ("{g}", "{g}"), "add({0}, {1}, out={out})", precedence=1,
            onnx_nodes=_onnx("Add"), torch="{0} + {1}",
            torch_calls=_calls("operator.add", "Tensor.add", "torch.add",
                               numbers=(("alpha", 1),), attrs=_unit_alpha)),
         Op("sub", "-", OpKind.OPERATOR, 2, "−", lambda xp, a, p, attrs: a[0] - a[1],
            lambda xp, a, p, attrs, out, g: ([g, -g], []),
-           "({0} - {1})", "subtract({0}, {1}, out={out})", precedence=1,
+           "({0} - {1})", ("{g}", "(-{g})"), "subtract({0}, {1}, out={out})", precedence=1,
            onnx_nodes=_onnx("Sub"), torch="{0} - {1}",
            torch_calls=(*_calls("operator.sub", "Tensor.sub", "torch.sub", "torch.subtract",
                                 numbers=(("alpha", 1),), attrs=_unit_alpha),
                         TorchCall("torch.rsub", (("alpha", 1),), _unit_alpha, swapped=True))),
         Op("mul", "*", OpKind.OPERATOR, 2, "×", lambda xp, a, p, attrs: a[0] * a[1],
            lambda xp, a, p, attrs, out, g: ([g * a[1], g * a[0]], []),
-           "({0} * {1})", "multiply({0}, {1}, out={out})", precedence=2,
+           "({0} * {1})", ("({g} * {1})", "({g} * {0})"), "multiply({0}, {1}, out={out})",
+           precedence=2,
            onnx_nodes=_onnx("Mul"), torch="{0} * {1}",
            torch_calls=_calls("operator.mul", "Tensor.mul", "torch.mul",
                               "torch.multiply")),
         Op("neg", "-", OpKind.OPERATOR, 1, "−", lambda xp, a, p, attrs: -a[0],
            lambda xp, a, p, attrs, out, g: ([-g], []),
-           "(-{0})", "negative({0}, out={out})", precedence=3,
+           "(-{0})", ("(-{g})",), "negative({0}, out={out})", precedence=3,
            onnx_nodes=_onnx("Neg"), torch="-{0}",
            torch_calls=_calls("operator.neg", "Tensor.neg", "torch.neg", "torch.negative")),
         Op("copy", "=", OpKind.COPY, 1, "=", lambda xp, a, p, attrs: a[0],
            lambda xp, a, p, attrs, out, g: ([g], []),
-           "{0}", "copyto({out}, {0})", onnx_nodes=_onnx("Identity"), torch="{0}",
+           "{0}", ("{g}",), "copyto({out}, {0})", onnx_nodes=_onnx("Identity"), torch="{0}",
            torch_calls=(*_calls("nn.Identity", "Tensor.contiguous", "Tensor.clone"),
                         *_calls("F.dropout", "nn.Dropout",
                                 numbers=(("p", 0.5), ("training", True), *_INPLACE),
                                 attrs=_not_training))),
         Op("sigmoid", "sigmoid", OpKind.FUNCTION, 1, "σ", _unary(_sigmoid),
            _unary_vjp(lambda xp, v, out, g: g * out * (1 - out)),
-           "((T)1 / ((T)1 + {exp}(-{0})))", onnx="Sigmoid", onnx_nodes=_onnx("Sigmoid"),
+           "((T)1 / ((T)1 + {exp}(-{0})))", ("({g} * {out} * ((T)1 - {out}))",), onnx="Sigmoid",
+           onnx_nodes=_onnx("Sigmoid"),
            torch="torch.sigmoid({0})",
            torch_calls=_calls("torch.sigmoid", "F.sigmoid", "Tensor.sigmoid", "nn.Sigmoid",
                               "torch.special.expit")),
         Op("tanh", "tanh", OpKind.FUNCTION, 1, "tanh", _unary(lambda xp, v: xp.tanh(v)),
            _unary_vjp(lambda xp, v, out, g: g * (1 - out * out)),
-           "{tanh}({0})", onnx="Tanh", onnx_nodes=_onnx("Tanh"), torch="torch.tanh({0})",
+           "{tanh}({0})", ("({g} * ((T)1 - {out} * {out}))",), onnx="Tanh",
+           onnx_nodes=_onnx("Tanh"), torch="torch.tanh({0})",
            torch_calls=_calls("torch.tanh", "F.tanh", "Tensor.tanh", "nn.Tanh")),
         # As PyTorch: the gradient passes where the value is positive (not at NaN).
         Op("relu", "relu", OpKind.FUNCTION, 1, "relu",
            _unary(lambda xp, v: xp.where(v < 0, xp.zeros_like(v), v)),
            _unary_vjp(lambda xp, v, out, g: _where0(xp, out > 0, g)),
-           "({0} < (T)0 ? (T)0 : {0})", "maximum({0}, 0.0, out={out})", onnx="Relu",
+           "({0} < (T)0 ? (T)0 : {0})", ("({out} > (T)0 ? {g} : (T)0)",),
+           "maximum({0}, 0.0, out={out})", onnx="Relu",
            onnx_nodes=_onnx("Relu"), torch="torch.relu({0})",
            torch_calls=(*_calls("torch.relu", "Tensor.relu"),
                         *_calls("F.relu", "nn.ReLU", numbers=_INPLACE))),
         Op("leaky_relu", "leaky_relu", OpKind.FUNCTION, 1, "lrelu",
            _unary(lambda xp, v, alpha: xp.where(v < 0, alpha * v, v)),
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(v > 0, g, alpha * g)),
-           "({0} < (T)0 ? (T){alpha} * {0} : {0})",
+           "({0} < (T)0 ? (T){alpha} * {0} : {0})", ("({0} > (T)0 ? {g} : (T){alpha} * {g})",),
            attributes=(Attribute("alpha", 0.01),), onnx="LeakyRelu",
            onnx_nodes=lambda emit, a, attrs: emit("Where", [
                emit("Less", [a[0], 0.0], {}), emit("Mul", [attrs["alpha"], a[0]], {}), a[0]],
@@ -390,7 +399,7 @@ OPS: dict[str, Op] = {
         Op("thresholded_relu", "thresholded_relu", OpKind.FUNCTION, 1, "threlu",
            _unary(lambda xp, v, alpha: xp.where(v > alpha, v, xp.zeros_like(v))),
            _unary_vjp(lambda xp, v, out, g, alpha: _where0(xp, v > alpha, g)),
-           "({0} > (T){alpha} ? {0} : (T)0)",
+           "({0} > (T){alpha} ? {0} : (T)0)", ("({0} > (T){alpha} ? {g} : (T)0)",),
            attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu",
            onnx_nodes=lambda emit, a, attrs: emit("Where", [
                emit("Greater", [a[0], attrs["alpha"]], {}), a[0], 0.0], {}),
@@ -402,6 +411,7 @@ OPS: dict[str, Op] = {
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(
                v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),
            "({0} >= (T)0 ? {0} : (T){alpha} * ({exp}({0} > (T)0 ? (T)0 : {0}) - (T)1))",
+           ("({0} > (T)0 ? {g} : {g} * ((T){alpha} * {exp}({0} > (T)0 ? (T)0 : {0})))",),
            attributes=(Attribute("alpha", 1.0),), onnx="Elu",
            onnx_nodes=lambda emit, a, attrs: emit("Where", [
                emit("Less", [a[0], 0.0], {}), emit("Mul", [attrs["alpha"], emit(
@@ -415,6 +425,8 @@ OPS: dict[str, Op] = {
                xp, (alpha * v + beta > 0) & (alpha * v + beta < 1), alpha * g)),
            "((T){alpha} * {0} + (T){beta} < (T)0 ? (T)0 : (T){alpha} * {0} + (T){beta} > (T)1"
            " ? (T)1 : (T){alpha} * {0} + (T){beta})",
+           ("((T){alpha} * {0} + (T){beta} > (T)0 && (T){alpha} * {0} + (T){beta} < (T)1 ? "
+            "(T){alpha} * {g} : (T)0)",),
            attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid",
            onnx_nodes=lambda emit, a, attrs: emit("Clip", [emit("Add", [emit(
                "Mul", [attrs["alpha"], a[0]], {}), attrs["beta"]], {}), 0.0, 1.0], {}),
@@ -426,6 +438,8 @@ OPS: dict[str, Op] = {
            _unary_vjp(lambda xp, v, out, g, alpha, beta: g * (alpha * beta) * (
                1 - xp.tanh(beta * v) * xp.tanh(beta * v))),
            "((T){alpha} * {tanh}((T){beta} * {0}))",
+           ("({g} * (T)({alpha} * {beta}) * ((T)1 - {tanh}((T){beta} * {0}) * "
+            "{tanh}((T){beta} * {0})))",),
            attributes=(Attribute("alpha", 1.0), Attribute("beta", 1.0)), onnx="ScaledTanh",
            onnx_nodes=lambda emit, a, attrs: emit("Mul", [attrs["alpha"], emit(
                "Tanh", [emit("Mul", [attrs["beta"], a[0]], {})], {})], {}),
@@ -433,7 +447,7 @@ OPS: dict[str, Op] = {
         Op("affine", "affine", OpKind.FUNCTION, 1, "αx+β",
            _unary(lambda xp, v, alpha, beta: alpha * v + beta),
            _unary_vjp(lambda xp, v, out, g, alpha, beta: alpha * g),
-           "((T){alpha} * {0} + (T){beta})",
+           "((T){alpha} * {0} + (T){beta})", ("((T){alpha} * {g})",),
            attributes=(Attribute("alpha", 1.0), Attribute("beta", 0.0)), onnx="Affine",
            onnx_nodes=lambda emit, a, attrs: emit("Add", [emit(
                "Mul", [attrs["alpha"], a[0]], {}), attrs["beta"]], {}),
@@ -441,7 +455,9 @@ OPS: dict[str, Op] = {
         Op("softsign", "softsign", OpKind.FUNCTION, 1, "softsign",
            _unary(lambda xp, v: v / (1 + xp.abs(v))),
            _unary_vjp(lambda xp, v, out, g: g / ((1 + xp.abs(v)) * (1 + xp.abs(v)))),
-           "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))", onnx="Softsign",
+           "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))",
+           ("({g} / (((T)1 + ({0} < (T)0 ? -{0} : {0})) * "
+            "((T)1 + ({0} < (T)0 ? -{0} : {0}))))",), onnx="Softsign",
            onnx_nodes=lambda emit, a, attrs: emit("Div", [a[0], emit(
                "Add", [1.0, emit("Abs", [a[0]], {})], {})], {}),
            torch="F.softsign({0})",
@@ -449,6 +465,8 @@ OPS: dict[str, Op] = {
         Op("softplus", "softplus", OpKind.FUNCTION, 1, "softplus", _unary(_softplus),
            _unary_vjp(lambda xp, v, out, g: g * _sigmoid(xp, v)),
            "(({0} > (T)0 ? {0} : (T)0) + {log}((T)1 + {exp}({0} < (T)0 ? {0} : -{0})))",
+           ("({g} * ({0} >= (T)0 ? (T)1 / ((T)1 + {exp}(-{0})) : "
+            "{exp}({0}) * ((T)1 / ((T)1 + {exp}({0})))))",),
            # max(v, 0) + log(1 + e^-|v|) (onnxruntime's Softplus has no float64 kernel)
            onnx="Softplus", onnx_nodes=lambda emit, a, attrs: emit("Add", [
                emit("Relu", [a[0]], {}), emit("Log", [emit("Add", [1.0, emit("Exp", [emit(
@@ -464,7 +482,9 @@ OPS: dict[str, Op] = {
            _unary_vjp(lambda xp, v, out, g, threshold: _where0(
                xp, (v >= -threshold) & (v <= threshold), g)),
            "({0} < -(T){threshold} ? -(T){threshold} : {0} > (T){threshold} ? "
-           "(T){threshold} : {0})", attributes=(Attribute("threshold", None),),
+           "(T){threshold} : {0})",
+           ("({0} >= -(T){threshold} && {0} <= (T){threshold} ? {g} : (T)0)",),
+           attributes=(Attribute("threshold", None),),
            onnx_nodes=lambda emit, a, attrs: emit(
                "Clip", [a[0], -attrs["threshold"], attrs["threshold"]], {}),
            torch="torch.clamp({0}, -{threshold}, {threshold})",

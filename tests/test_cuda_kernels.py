@@ -33,7 +33,7 @@ def test_peephole_lstm_step_is_one_fused_kernel_after_one_gemm():
     assert len(k.segments) == 1
     (segment,) = k.segments
     assert segment.gemms == ["h[t-1]"]
-    source = kernel_body(segment, k, np.dtype("float32"))
+    source = kernel_body(segment, k.hidden, np.dtype("float32"))
     assert source.startswith("const ptrdiff_t b = i / 8;\nconst ptrdiff_t j = i % 8;")
     assert source.count("exp(-") == 3  # f, i, o
     assert source.count("tanh(") == 2  # g and tanh(c)
@@ -51,7 +51,8 @@ def test_peephole_lstm_step_is_one_fused_kernel_after_one_gemm():
 def test_bindings_are_typed_and_the_source_is_deterministic():
     cell = lstm_graph.load_cell("gru")
     first, again = kernels(cell, 5), kernels(lstm_graph.load_cell("gru"), 5)
-    assert host_source(first, np.dtype("float32")) == host_source(again, np.dtype("float32"))
+    assert host_source(first.segments, 5, np.dtype("float32")) == \
+        host_source(again.segments, 5, np.dtype("float32"))
     roles = {b.name: b.role for b in first.bindings.values()}
     assert roles["S"] is Role.HOISTED and roles["y"] is Role.OUTPUT
     assert roles["old_h"] is Role.STATE and roles["G_0"] is Role.GROUP
@@ -127,3 +128,56 @@ def test_cuda_kernels_run_on_the_host_agree_on_random_cells(source, dtype, batch
     if seed % 3 == 0:
         x[1, 0, 0] = np.nan  # NaN takes the same path through every executor
     assert_same(*on_host(cell, x, 3, dtype, seed), dtype, source)
+
+
+# -- the backward kernels, run on the CPU -------------------------------------------------
+
+def grads_on_host(cell, x, hidden, dtype, seed=0):
+    """The CUDA plan's backward pass with host-compiled kernels, and the reference's."""
+    reference = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=seed,
+                             executor="reference")
+    batch = x.shape[1]
+    spec = Spec(cell.schedule, np, reference.params, batch, x.shape[-1], hidden,
+                np.dtype(dtype))
+    plan = CudaPlan(spec, launcher=HostLauncher())
+    rng = np.random.default_rng(seed + 1)
+    start = {s: rng.standard_normal((batch, hidden)).astype(dtype) for s in cell.graph.states}
+    y, _ = reference(x, start, allow_nonfinite=True)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_final = {s: rng.standard_normal((batch, hidden)).astype(dtype)
+                  for s in cell.graph.states}
+    return (plan.grad(x, start, grad_y, grad_final),
+            reference.grad(x, grad_y, state=start, grad_state=grad_final, allow_nonfinite=True))
+
+
+def assert_same_gradients(ours, expected, dtype, message=""):
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=1e-10,
+                                                                           atol=1e-10)
+    pairs = [("x", ours.x, expected.x), *((k, ours.weights[k], v)
+                                          for k, v in expected.weights.items()),
+             *((k, ours.state[k], v) for k, v in expected.state.items())]
+    for what, found, wanted in pairs:
+        np.testing.assert_array_equal(np.isnan(found), np.isnan(wanted), err_msg=what + message)
+        np.testing.assert_allclose(found, wanted, **tolerance, err_msg=what + message)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", lstm_graph.builtin_names())
+def test_cuda_backward_kernels_run_on_the_host_equal_the_reference(name, dtype):
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(4).standard_normal((7, 3, 5)).astype(dtype)
+    assert_same_gradients(*grads_on_host(cell, x, 6, dtype), dtype)
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
+       batch=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_cuda_backward_kernels_run_on_the_host_equal_the_reference_on_random_cells(
+        source, dtype, batch, seed):
+    cell = lstm_graph.compile_source(source, "random.cell")
+    x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
+    if seed % 3 == 0:
+        x[1, 0, 0] = np.nan
+    assert_same_gradients(*grads_on_host(cell, x, 3, dtype, seed), dtype, "\n" + source)

@@ -159,3 +159,26 @@ def test_a_runner_called_from_several_threads_gives_each_its_own_answer():
         thread.join()
     for k in range(6):
         np.testing.assert_array_equal(results[k], expected[k])
+
+
+@pytest.mark.parametrize("executor", executor_params(["reference", "numpy", "native"]))
+def test_new_weights_run_and_differentiate_as_a_new_executor_would(executor):
+    """``update`` (a trainer's every step) reloads the weights in place: runs, traces and
+    gradients then equal those of an executor built with the new weights."""
+    cell = lstm_graph.load_cell("peephole_lstm")
+    first, second = (cell.random_weights(3, 5, seed=k) for k in (1, 2))
+    spec = Spec(cell.schedule, np, first, 4, 3, 5, np.dtype("float32"))
+    built = registry.build(executor, spec, "numpy")
+    rng = np.random.default_rng(0)
+    x, grad_y = rng.standard_normal((6, 4, 3)).astype("float32"), \
+        rng.standard_normal((6, 4, 5)).astype("float32")
+    zeros = {s: np.zeros((4, 5), "float32") for s in cell.graph.states}
+    built.run(x, zeros), built.grad(x, zeros, grad_y, {})  # build every variant first
+    built.update(second)
+    fresh = registry.build(executor, Spec(cell.schedule, np, second, 4, 3, 5,
+                                          np.dtype("float32")), "numpy")
+    np.testing.assert_allclose(built.run(x, zeros)[0], fresh.run(x, zeros)[0], rtol=1e-6)
+    ours, theirs = built.grad(x, zeros, grad_y, {}), fresh.grad(x, zeros, grad_y, {})
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-7)
+    for name, value in theirs.weights.items():
+        np.testing.assert_allclose(ours.weights[name], value, rtol=1e-6, atol=1e-7)

@@ -13,6 +13,7 @@ import pytest
 from conftest import executor_params
 
 import lstm_graph
+from lstm_graph.executors.buildcache import compiler
 from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.cuda import CudaPlan, HostLauncher
 from lstm_graph.ops import FUNCTIONS, ONNX_ACTIVATIONS, OPS
@@ -112,13 +113,16 @@ def test_the_compiled_backward_of_the_function_equals_the_reference(name):
     x = inputs("float64")[:, [0, 2]]  # the finite sequences
     grad_y = np.random.default_rng(2).standard_normal((6, 2, 5))
     found = {}
-    for executor in ("reference", "numpy"):
+    executors = ("reference", "numpy", *(("native",) if compiler() else ()))
+    for executor in executors:
         runner = cell.compile(input_size=4, hidden_size=5, dtype="float64", executor=executor)
         found[executor] = runner.grad(x, grad_y)
-    np.testing.assert_allclose(found["numpy"].x, found["reference"].x, rtol=1e-10, atol=1e-12)
-    for param, value in found["reference"].weights.items():
-        np.testing.assert_allclose(found["numpy"].weights[param], value, rtol=1e-10,
-                                   atol=1e-12)
+    for executor in executors[1:]:
+        np.testing.assert_allclose(found[executor].x, found["reference"].x, rtol=1e-10,
+                                   atol=1e-12, err_msg=executor)
+        for param, value in found["reference"].weights.items():
+            np.testing.assert_allclose(found[executor].weights[param], value, rtol=1e-10,
+                                       atol=1e-12, err_msg=f"{executor} {param}")
 
 
 def test_attributes_are_numbers_written_in_the_call(tmp_path):

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
+from lstm_graph.executors.buildcache import compiler
 from lstm_graph.executors.interpreter import backward
 from lstm_graph.formats.importers import GATE_ORDER, gate_params, stack
 
@@ -260,3 +261,30 @@ def test_grad_command_writes_input_weight_and_initial_state_gradients(tmp_path):
                                       str(tmp_path / "gy.npy"), "--out", str(tmp_path / "h.npz")])
     assert wrong.exit_code == 1
     assert "grad_output has shape (6, 2, 3), but y has shape (6, 2, 4)" in wrong.stderr
+
+
+def test_each_executor_refuses_the_work_it_would_not_fit_naming_its_own_largest_array(
+        monkeypatch):
+    """The memory a gradient takes is each executor's own model: the native backward keeps
+    a tape of what its VJPs read (7 of the LSTM's 13 values a step), the NumPy plan and
+    the reference every value of every step."""
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "40M")
+    cell = lstm_graph.load_cell("lstm")
+    x = np.zeros((2000, 8, 3), "float32")
+    grad_y = np.zeros((2000, 8, 128), "float32")
+    executors = ["numpy", "reference", *(["native"] if compiler() else [])]
+    found = {}
+    for executor in executors:
+        run = cell.compile(input_size=3, hidden_size=128, executor=executor)
+        with pytest.raises(lstm_graph.LstmGraphError, match="set by LSTM_GRAPH_MAX_BYTES") \
+                as refused:
+            run.grad(x, grad_y)
+        found[executor] = str(refused.value)
+    for executor in ("numpy", "reference"):
+        assert found[executor].startswith("every value of every step (T·B rows) of shape "
+                                          "(16000, 1664)")
+    if compiler():
+        assert found["native"].startswith("the tape (what backward reads, T·B rows) of shape "
+                                          "(2001, 8, 896)")
+        run = cell.compile(input_size=3, hidden_size=128, executor="native")
+        run(x)  # a run keeps no tape: it fits

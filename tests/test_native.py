@@ -6,6 +6,7 @@ NumPy, in units in the last place.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -13,19 +14,23 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from cellgen import valid_cells
 from conftest import needs_compiler
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
+from lstm_graph.checks import run_allocations
 from lstm_graph.errors import BackendError, LstmGraphWarning
-from lstm_graph.executors import buildcache, native
+from lstm_graph.executors import buildcache, gemm_c, native, native_backward
 from lstm_graph.executors.contract import Spec
-from lstm_graph.executors.native import MATH_FLOAT, NativePlan
+from lstm_graph.executors.gemm_c import aligned_empty
+from lstm_graph.executors.layout import analyse
+from lstm_graph.executors.native import MATH_FLOAT, NativePlan, hoists
 
 pytestmark = needs_compiler
 
@@ -77,16 +82,193 @@ def test_tiles_rows_and_threads_cover_every_unit_and_row(name, threads):
     assert_same(ours, reference, "float32")
 
 
+#: A value computed from the input alone (v0), read by a per-step linear beside a state and
+#: through a peephole: the native step once computed it step by step and then looked for it
+#: among the values made before the loop (KeyError: 'v0').
+STATIC_BESIDE_A_STATE = """cell random
+input x
+state s0, s1
+output s0
+v0 = linear(x)
+s1 = linear(x, s0[t-1], v0)
+s0 = s0[t-1]
+v1 = linear(peep(v0), x, s0[t-1])
+"""
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 3), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+@example(source=STATIC_BESIDE_A_STATE, dtype="float32", batch=2, threads=2, seed=1)
+@example(source=STATIC_BESIDE_A_STATE.replace("output s0", "output s1"), dtype="float64",
+         batch=3, threads=1, seed=3)
 def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, threads, seed):
     cell = lstm_graph.compile_source(source, "random.cell")
     x = np.random.default_rng(seed).standard_normal((3, batch, 2)).astype(dtype)
     if seed % 3 == 0:
         x[1, 0, seed % 2] = np.nan
-    _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
+    with poisoned():
+        _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
     assert_same(ours, reference, dtype, source)
+
+
+# -- the backward pass, compiled ----------------------------------------------------------
+
+GRAD_TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-10, atol=1e-10)}
+
+
+@contextlib.contextmanager
+def poisoned():
+    """Every array the native executor allocates without filling starts as NaN, so that a
+    number read before it is written shows in the result, whatever the allocator gave."""
+    def nan_empty(shape, dtype):
+        array = aligned_empty(shape, np.dtype(dtype))
+        array[...] = np.nan
+        return array
+
+    with mock.patch.object(gemm_c, "aligned_empty", nan_empty), \
+            mock.patch.object(native, "aligned_empty", nan_empty), \
+            mock.patch.object(native_backward, "aligned_empty", nan_empty):
+        yield
+
+
+def backward_pair(cell, x, hidden, dtype, seed, threads):
+    """The native backward and the reference's on ``x``, from random states, for a random
+    loss on the output and the final states (the native's arrays poisoned)."""
+    rng = np.random.default_rng(seed + 7)
+    batch, size = x.shape[1], x.shape[-1]
+    reference = cell.compile(input_size=size, hidden_size=hidden, dtype=dtype, seed=seed,
+                             executor="reference")
+    start = {s: rng.standard_normal((batch, hidden)).astype(dtype) for s in cell.graph.states}
+    y, _ = reference(x, start, allow_nonfinite=True)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_final = {s: rng.standard_normal((batch, hidden)).astype(dtype)
+                  for s in cell.graph.states}
+    expected = reference.grad(x, grad_y, state=start, grad_state=grad_final,
+                              allow_nonfinite=True)
+    with poisoned():
+        plan = NativePlan(spec(cell, reference.params, batch, size, hidden, dtype),
+                          threads=threads)
+        return plan.grad(x, start, grad_y, grad_final), expected
+
+
+def assert_same_gradients(ours, expected, dtype, message=""):
+    tolerance = GRAD_TOLERANCE[dtype]
+    for what, found, wanted in [("x", ours.x, expected.x), ("y", ours.y, expected.y),
+                                *((f"weights {k}", ours.weights[k], v)
+                                  for k, v in expected.weights.items()),
+                                *((f"state {k}", ours.state[k], v)
+                                  for k, v in expected.state.items())]:
+        np.testing.assert_array_equal(np.isnan(found), np.isnan(wanted), err_msg=what + message)
+        np.testing.assert_allclose(found, wanted, **tolerance, err_msg=what + message)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", lstm_graph.builtin_names())
+def test_native_backward_equals_the_reference_on_builtins(name, dtype, threads):
+    """Several row blocks (split between the threads) and unit tiles (the last partial)."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(3).standard_normal((6, 13, 5)).astype(dtype)
+    assert_same_gradients(*backward_pair(cell, x, 41, dtype, 0, threads), dtype)
+
+
+#: A state made from the input alone, its copy a state too (their carries are the static
+#: values' gradients), and a value multiplied by a matrix in the step that made it (two
+#: segments; the copy's gradient reaches the linear through a buffer, not its dZ).
+STATIC_STATES = """cell random
+input x
+state s0, s1
+output s0
+v0 = s0[t-1]
+s1 = s0
+s0 = linear(x)
+u0 = x
+"""
+#: One sequence (the step hoists x's products over all rows before the loop): a linear of
+#: a peephole alone has no product there, only its bias.
+PEEPHOLE_ONLY = """cell random
+input x
+state s0
+output u1
+u1 = 2 - (1 * (x))
+v0 = 0.5 - ((s0[t-1]) * (affine(linear(u1, s0[t-1], x), -1.5, 0.25)))
+v1 = linear(peep(v0))
+s0 = (s0[t-1]) + (v1)
+"""
+LATER_SEGMENT = """cell random
+input x
+state s0, s1
+output v0
+s1 = s0[t-1]
+v2 = linear(u1, v0)
+s0 = v0
+u1 = x
+v0 = linear(s1[t-1], x)
+"""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
+       batch=st.integers(1, 14), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+@example(source=STATIC_STATES, dtype="float32", batch=2, threads=1, seed=0)
+@example(source=LATER_SEGMENT, dtype="float32", batch=2, threads=2, seed=5457)
+@example(source=STATIC_BESIDE_A_STATE, dtype="float64", batch=13, threads=2, seed=3)
+@example(source=PEEPHOLE_ONLY, dtype="float32", batch=1, threads=1, seed=2)
+def test_native_backward_equals_the_reference_on_random_cells(source, dtype, batch, threads,
+                                                              seed):
+    cell = lstm_graph.compile_source(source, "random.cell")
+    x = np.random.default_rng(seed).standard_normal((4, batch, 2)).astype(dtype)
+    if seed % 3 == 0:
+        x[1, 0, seed % 2] = np.nan  # NaN takes the reference's path backwards too
+    assert_same_gradients(*backward_pair(cell, x, 3, dtype, seed, threads), dtype,
+                          "\n" + source)
+
+
+@pytest.mark.parametrize("name", ["gru", "peephole_lstm"])
+def test_the_step_hoists_x_for_one_sequence_and_for_weights_beyond_the_caches(name,
+                                                                               monkeypatch):
+    """Hoisted (x's products over all rows before the loop, in C): for one sequence, and
+    where a step's weights outgrow the caches (x's weights a good share of them: I = 23
+    beside H = 11); folded (x_t beside h_{t-1}) elsewhere."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(6).standard_normal((7, 9, 23)).astype("float64")
+    run = cell.compile(input_size=23, hidden_size=11, dtype="float64")
+    assert NativePlan(spec(cell, run.params, 1, 23, 11, "float64")).hoisted
+    assert not NativePlan(spec(cell, run.params, 9, 23, 11, "float64")).hoisted
+    monkeypatch.setattr(native, "STEP_WEIGHT_BYTES", 0)
+    for batch, threads in ((1, 1), (9, 2)):
+        plan, ours, reference = compare(cell, x[:, :batch], 11, "float64", threads=threads)
+        assert plan.hoisted
+        assert_same(ours, reference, "float64")
+        assert_same_gradients(*backward_pair(cell, x[:, :batch], 11, "float64", 0, threads),
+                              "float64")
+
+
+def test_a_native_run_of_fewer_sequences_uses_the_first_rows_backwards_too():
+    cell = lstm_graph.load_cell("peephole_lstm")
+    run = cell.compile(input_size=3, hidden_size=9, seed=2)
+    plan = NativePlan(spec(cell, run.params, 16, 3, 9), threads=2)
+    rng = np.random.default_rng(1)
+    for batch in (16, 5, 11):
+        x = rng.standard_normal((7, batch, 3)).astype("float32")
+        grad_y = rng.standard_normal((7, batch, 9)).astype("float32")
+        zeros = {s: np.zeros((batch, 9), "float32") for s in cell.graph.states}
+        expected = cell.compile(input_size=3, hidden_size=9, seed=2, executor="reference") \
+            .grad(x, grad_y)
+        assert_same_gradients(plan.grad(x, zeros, grad_y, {}), expected, "float32",
+                              f" B = {batch}")
+
+
+def test_the_backward_source_keeps_only_what_the_vjps_read():
+    cell = lstm_graph.load_cell("lstm")
+    run = cell.compile(input_size=3, hidden_size=8)
+    grad = NativePlan(spec(cell, run.params, 4, 3, 8)).gradient()
+    # the gates, c, tanh(c) and h: no pre-activation is kept, no value recomputed
+    assert sorted(grad.kernels.tape.columns) == ["c", "f", "g", "h", "h.tanh", "i", "o"]
+    assert "lg_expf" not in grad.source.split("back_elements_0")[1]
+    assert "kernel_c(WIDEST, m, 32, dz_next + r * 32 + 0, 32" in grad.source  # dh = dZ . W
+    assert "outer(m, c, q," in grad.source  # the weight gradients over all rows
 
 
 def test_default_executor_is_native_and_picks_the_threads_by_step_size():
@@ -114,7 +296,7 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert source.count("lg_tanhf(") == 2 + 1  # g, tanh(c), and the definition
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
-    assert source.count("kernel_4(m,") == 2 and "S[" not in source
+    assert source.count("kernel_4(m, 3, X_0") == 2 and "S[" not in source
     assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)
     assert len(list(tmp_path.glob("lstm-graph-v1/*.so"))) == 1  # built once, then reused
@@ -321,3 +503,25 @@ def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkey
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "none")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= usable_threads() <= 8
+
+
+@pytest.mark.parametrize("batch, input_size, hidden", [(1, 3, 8), (4, 3, 8)])
+def test_the_hoisted_products_are_counted_exactly_where_the_step_hoists(batch, input_size,
+                                                                        hidden):
+    cell = lstm_graph.load_cell("lstm")
+    run = cell.compile(input_size=input_size, hidden_size=hidden)
+    plan = NativePlan(spec(cell, run.params, batch, input_size, hidden))
+    names = {a.name for a in run_allocations(cell.schedule, 5, batch, input_size, hidden,
+                                             np.dtype("float32"), np.dtype("float32"),
+                                             "native")}
+    assert plan.hoisted == (batch == 1)
+    assert ("the hoisted products (T·B rows)" in names) == plan.hoisted
+
+
+def test_a_small_input_beside_large_weights_is_not_hoisted():
+    """I = 2 beside H = 5000: hoisting would save almost no reading of weights and cost a
+    T·B × 4H buffer (2 GB for the trainer's held-out batch)."""
+    schedule = lstm_graph.load_cell("lstm").schedule
+    layout = analyse(schedule)
+    assert not hoists(schedule, layout, 512, 2, 5000, np.dtype("float32"))
+    assert hoists(schedule, layout, 20, 1500, 1500, np.dtype("float32"))

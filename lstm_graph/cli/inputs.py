@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
-from lstm_graph.checks import REAL_KINDS, run_allocations, work_allocations
+from lstm_graph.checks import REAL_KINDS
 from lstm_graph.cli.app import FiniteFloat, load, load_model_spec
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
@@ -32,7 +32,7 @@ from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
 from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
-from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.formats.memory import allocation, require
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
 from lstm_graph.models import is_model
 
@@ -254,7 +254,7 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
     lengths = None if lengths_path is None else read_lengths(lengths_path, batch)
     if not mapped:
         require([allocation("x", shape, x_dtype),
-                 *stack_allocations(runner, steps, batch, x_dtype, work),
+                 *runner.allocations(steps, batch, x_dtype, work),
                  *(allocation(f"state '{name}'", a.shape, a.dtype) for name, a in states.items())],
                 "this run", str(input_path or ""))
     x = load_stored(stored, mapped) if stored is not None else \
@@ -314,23 +314,6 @@ def read_lengths(path: Path, batch: int) -> np.ndarray:
                         f"sequence{'s' if batch != 1 else ''}: give one length per sequence, "
                         f"shape ({batch},)")
     return stored.read()
-
-
-def stack_allocations(runner: Runner, steps: int, batch: int, x_dtype: np.dtype, work: str
-                      ) -> list[Allocation]:
-    """What a run of every layer and direction of ``runner`` allocates (and what ``work``
-    holds beyond it), and the outputs of the layers between them."""
-    found = []
-    for unit in runner.units:
-        found += run_allocations(unit.cell.schedule, steps, batch, unit.input_size,
-                                 runner.hidden_size, runner.dtype, x_dtype)
-        found += work_allocations(unit.cell.schedule, work, steps, batch, unit.input_size,
-                                  runner.hidden_size, runner.dtype)
-    if not runner.stack.single:
-        kept = runner.stack.layers if work == "grad" else 2
-        found.append(allocation(f"the layers' outputs ({kept} kept)",
-                                (kept, steps, batch, runner.output_width), runner.dtype))
-    return found
 
 
 def progress_steps(prepared: Prepared) -> int:

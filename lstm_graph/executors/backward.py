@@ -26,26 +26,28 @@ with it. The tests hold it to the reference and to PyTorch's autograd.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from lstm_graph.executors.contract import Array, Executor, Gradients, Spec
+import numpy as np
+
+from lstm_graph.executors.contract import Array, Executor, Gradients, Spec, Tape
 from lstm_graph.executors.interpreter import needs_gradient
 from lstm_graph.executors.layout import Layout
 from lstm_graph.executors.prepare import hoist, pack_group, pack_hoisted, static_values, unscaled
+from lstm_graph.executors.reverse_c import BackwardKernels, Product, weight_of
+from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.ir import NodeKind, old_id
+from lstm_graph.schedule import Schedule
 
 
 @dataclass
-class Tape:
+class CompiledTape(Tape):
     """What :meth:`CompiledBackward.forward` keeps for the backward pass."""
 
-    x: Array
-    state: Mapping[str, Array]
     static: dict[str, Array]  # every static value, for all steps
     envs: list[dict[str, Array]]  # every value of every step
-    y: Array
-    final: dict[str, Array]
 
 
 class CompiledBackward:
@@ -72,7 +74,7 @@ class CompiledBackward:
                  grad_final: Mapping[str, Array]) -> Gradients:
         return self.backward(self.forward(x, state), grad_y, grad_final)
 
-    def forward(self, x: Array, state: Mapping[str, Array]) -> Tape:
+    def forward(self, x: Array, state: Mapping[str, Array]) -> CompiledTape:
         """Run ``x`` from ``state``, keeping every value the backward pass needs."""
         spec, layout, xp = self.spec, self.layout, self.spec.xp
         graph = spec.schedule.graph
@@ -83,9 +85,9 @@ class CompiledBackward:
             xp.stack([env[output] for env in envs])
         final = {s: envs[-1][s] if s not in layout.static else static[s][-1]
                  for s in graph.states}
-        return Tape(x, state, static, envs, y, final)
+        return CompiledTape(x, state, y, final, static, envs)
 
-    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array]
+    def backward(self, tape: CompiledTape, grad_y: Array, grad_final: Mapping[str, Array]
                  ) -> Gradients:
         """The gradients of ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])``."""
         spec, layout, xp = self.spec, self.layout, self.spec.xp
@@ -107,7 +109,7 @@ class CompiledBackward:
             carry = self._step_back(t, envs[t], grad_y, carry, d_static, d_z)
         grads = {name: xp.zeros_like(value) for name, value in spec.params.items()}
         self._weights_back(envs, static, d_static, d_z, grads)
-        self._static_back(static, d_static, grads)
+        static_back(spec, self.static, static, d_static, grads)
         (input_name,) = graph.inputs
         grad_x = d_static.get(input_name, xp.zeros_like(x))
         return Gradients(grad_x, grads, carry, tape.y, tape.final)
@@ -241,39 +243,129 @@ class CompiledBackward:
             return static[node_id].reshape(rows, -1)
         return self.spec.xp.concatenate([env[node_id] for env in envs], axis=0)
 
-    def _static_back(self, static: Mapping[str, Array], d_static: dict[str, Array],
-                     grads: dict[str, Array]) -> None:
-        """The static part of the cell backwards, every step at once (rows are ``T·B``)."""
-        spec, xp = self.spec, self.spec.xp
-        graph = spec.schedule.graph
-        for node_id in reversed(self.static):
-            if node_id not in d_static:
-                continue
-            node = graph.node(node_id)
-            shape = d_static[node_id].shape
-            rows = shape[0] * shape[1]
-            args = [static[a].reshape(rows, -1) if getattr(static[a], "ndim", 0) == 3
-                    else static[a] for a in node.args]
-            weights = [spec.params[p] for p in node.params]
-            value = static[node_id].reshape(rows, -1)
-            grad_args, grad_weights = node.operation.vjp(
-                xp, args, weights, node.attributes, value, d_static[node_id].reshape(rows, -1))
-            for arg, grad_arg in zip(node.args, grad_args):
-                if arg in d_static:
-                    d_static[arg] = d_static[arg] + grad_arg.reshape(d_static[arg].shape)
-            for param, grad_param in zip(node.params, grad_weights):
-                grads[param] = grads[param] + grad_param
+
+def static_back(spec: Spec, nodes: Sequence[str], static: Mapping[str, Array],
+                d_static: dict[str, Array], grads: dict[str, Array]) -> None:
+    """The static part of the cell backwards (``nodes``, its op nodes in schedule order),
+    every step at once: each node's ``vjp`` over all ``T·B`` rows, from ``d_static`` (the
+    gradients of static values, ``(T, B, width)``) into its operands' and ``grads``."""
+    xp, graph = spec.xp, spec.schedule.graph
+    for node_id in reversed(nodes):
+        if node_id not in d_static:
+            continue
+        node = graph.node(node_id)
+        shape = d_static[node_id].shape
+        rows = shape[0] * shape[1]
+        args = [static[a].reshape(rows, -1) if getattr(static[a], "ndim", 0) == 3
+                else static[a] for a in node.args]
+        weights = [spec.params[p] for p in node.params]
+        value = static[node_id].reshape(rows, -1)
+        grad_args, grad_weights = node.operation.vjp(
+            xp, args, weights, node.attributes, value, d_static[node_id].reshape(rows, -1))
+        for arg, grad_arg in zip(node.args, grad_args):
+            if arg in d_static:
+                d_static[arg] = d_static[arg] + grad_arg.reshape(d_static[arg].shape)
+        for param, grad_param in zip(node.params, grad_weights):
+            grads[param] = grads[param] + grad_param
+
+
+def finish(spec: Spec, layout: Layout, kernels: BackwardKernels, weights: list[Product],
+           products: Mapping[str, Array], sums: Mapping[tuple[str, str], Array],
+           d_static: dict[str, Array], static: Mapping[str, Array], grad_y: Array,
+           before: Sequence[str], x: Array) -> tuple[dict[str, Array], Array]:
+    """Every parameter's gradient and ``x``'s, from what a compiled backward pass left:
+    the weight gradients ``products`` (``(size, count·H)`` by :class:`Product` ``out``),
+    the bias and peephole gradients ``sums`` (by linear and parameter), the gradients of
+    the static values (``d_static``, ``(T, B, width)``); then the static part of the
+    cell backwards (``before``: its op nodes made before the loop, in schedule order)."""
+    xp, graph, hidden = spec.xp, spec.schedule.graph, spec.hidden
+    grads = {name: xp.zeros_like(value) for name, value in spec.params.items()}
+    for product in weights:
+        found = products[product.out]
+        for k, linear in enumerate(product.linears):
+            param = weight_of(spec.schedule, linear, product.operand)
+            grads[param] += found[:, k * hidden:(k + 1) * hidden].T
+    for (_, param), total in sums.items():
+        grads[param] += total
+    (output,) = graph.outputs
+    (input_name,) = graph.inputs
+    if output in layout.static:
+        d_static[output] = d_static[output] + grad_y if output in d_static else grad_y
+    for node_id in [input_name, *before]:
+        value = static.get(node_id)
+        if value is not None and node_id in kernels.plan.got and node_id not in d_static \
+                and getattr(value, "ndim", 0) == 3:
+            d_static[node_id] = xp.zeros(value.shape, dtype=spec.dtype)
+    static_back(spec, before, static, d_static, grads)
+    return grads, d_static[input_name] if input_name in d_static else xp.zeros_like(x)
 
 
 class CompiledGrad(Executor):
-    """``grad`` as the compiled executors (NumPy plan, native, CUDA) answer it: their
-    spec and layout's :class:`CompiledBackward`, built on the first call and kept."""
+    """``forward`` and ``backward`` as the NumPy and CUDA plans answer them: their spec and
+    layout's :class:`CompiledBackward`, built on the first call and kept."""
 
     layout: Layout
-    _backward: CompiledBackward | None = None
+    _compiled_backward: CompiledBackward | None = None
 
-    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
-        if self._backward is None:
-            self._backward = CompiledBackward(self.spec, self.layout)
-        return self._backward(x, state, grad_y, grad_final)
+    def update(self, params: Mapping[str, Array]) -> None:
+        super().update(params)
+        self._compiled_backward = None
+
+    def _engine(self) -> CompiledBackward:
+        if self._compiled_backward is None:
+            self._compiled_backward = CompiledBackward(self.spec, self.layout)
+        return self._compiled_backward
+
+    def forward(self, x: Array, state: Mapping[str, Array]) -> CompiledTape:
+        return self._engine().forward(x, state)
+
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array],
+                 record: bool = False) -> Gradients:
+        self.refuse_record(record)
+        if not isinstance(tape, CompiledTape):
+            raise TypeError("a tape is read by the executor that made it")
+        return self._engine().backward(tape, grad_y, grad_final)
+
+    @classmethod
+    def allocations(cls, schedule: Schedule, work: str, steps: int, batch: int,
+                    input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+        """``y``, the hoisted products and static values over all ``T·B`` rows, the
+        states; a trace's every assignment; for a gradient, every value of every step and
+        as many gradients."""
+        return hoisted_allocations(schedule, work, steps, batch, input_size, hidden, dtype)
+
+
+def hoisted_allocations(schedule: Schedule, work: str, steps: int, batch: int,
+                        input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+    """The memory of a plan that hoists every linear's static part over all ``T·B`` rows
+    (the NumPy and CUDA plans): see :meth:`CompiledGrad.allocations`."""
+    graph = schedule.graph
+    (output,) = graph.outputs
+    rows = steps * batch
+
+    def width(nodes: Any) -> int:
+        return sum(schedule.width(n, input_size, hidden) for n in nodes)
+
+    found = [allocation("y", (steps, batch, width([output])), dtype)]
+    static = set(graph.inputs)
+    columns = 0
+    for node_id in schedule.order:
+        node = graph.node(node_id)
+        if node.kind is NodeKind.CONST or (node.kind is NodeKind.OP
+                                           and all(a in static for a in node.args)):
+            static.add(node_id)
+            if node.kind is NodeKind.OP:
+                columns += schedule.width(node_id, input_size, hidden)
+        elif node.is_linear:
+            columns += hidden  # its static operands' share of the hoisted product
+    if columns:
+        found.append(allocation("the hoisted products (T·B rows)", (rows, columns), dtype))
+    found.append(allocation("the states", (2 * len(graph.states), batch, hidden), dtype))
+    if work == "trace":
+        found.append(allocation("the trace (every assignment, T·B rows)",
+                                (rows, width(graph.assignments)), dtype))
+    elif work == "grad":
+        ops = [n for n in schedule.order if graph.node(n).kind is NodeKind.OP]
+        found += [allocation("every value of every step (T·B rows)", (rows, width(ops)), dtype),
+                  allocation("their gradients (T·B rows)", (rows, width(ops)), dtype)]
+    return found

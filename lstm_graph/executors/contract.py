@@ -6,24 +6,30 @@ An executor is built for one cell, batch size, dtype and set of weights
     executor = NumpyPlan(spec)
     y, final = executor.run(x, state, progress)     # x: (T, B, I); state: {name: (B, H)}
     values = executor.trace(x, state)               # {assignment: (T, B, width)}
-    grads = executor.grad(x, state, grad_y)         # Gradients: x, weights, state, y, final
+    grads = executor.grad(x, state, grad_y, {})     # Gradients: x, weights, state, y, final
+    tape = executor.forward(x, state)               # the same in two halves: forward,
+    grads = executor.backward(tape, grad_y, {})     # a loss on tape.y, then backward
     print(executor.source)                          # the code it generated, to read
 
 Every executor computes what the reference interpreter computes (the
 semantics in :mod:`lstm_graph.ops`); the registry
 (:mod:`lstm_graph.executors.registry`) is the one place that picks one.
-``Cell.compile`` and the ``Runner`` check inputs and delegate to it.
+``Cell.compile`` and the ``Runner`` check inputs and delegate to it. What each
+executor allocates for a run, a trace or a gradient is its own
+:meth:`Executor.allocations`, which the checks ask before any work.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
+from lstm_graph.errors import BackendError
+from lstm_graph.formats.memory import Allocation
 from lstm_graph.schedule import Schedule
 
 #: An array of the spec's namespace (a NumPy or CuPy ndarray).
@@ -79,6 +85,22 @@ class Gradients:
     edges: dict[tuple[str, str], Array] = field(default_factory=dict)
 
 
+@dataclass
+class Tape:
+    """What an executor's :meth:`~Executor.forward` keeps for its :meth:`~Executor.backward`:
+    the run's input and start states, its results, and (in a subclass) whatever else that
+    executor's backward pass reads. A tape is read by the executor that made it."""
+
+    x: Array
+    state: Mapping[str, Array]
+    y: Array
+    final: dict[str, Array]
+
+
+#: What an executor may be asked to do, for :meth:`Executor.allocations`.
+WORKS = ("run", "trace", "grad")
+
+
 class Executor(ABC):
     """One way of running a cell; subclasses are listed in the registry.
 
@@ -92,8 +114,12 @@ class Executor(ABC):
     (the ``Runner`` serialises calls).
     """
 
-    #: How ``runner.ran_with`` and messages name it.
+    #: How ``runner.ran_with``, ``--executor`` and messages name it.
     name: ClassVar[str]
+    #: The array backends it runs on.
+    backends: ClassVar[tuple[str, ...]]
+    #: Whether its backward pass can record every value's gradient (``record=True``).
+    records: ClassVar[bool] = False
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -117,8 +143,43 @@ class Executor(ABC):
         stays as fast as without tracing."""
 
     @abstractmethod
+    def forward(self, x: Array, state: Mapping[str, Array]) -> Tape:
+        """Run ``x`` from ``state`` keeping what :meth:`backward` reads (``tape.y`` and
+        ``tape.final`` are the run's results)."""
+
+    @abstractmethod
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array],
+                 record: bool = False) -> Gradients:
+        """Backpropagate through time from a :meth:`forward` of this executor: the
+        gradients of ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])`` (see
+        :class:`Gradients`). ``grad_y`` has ``y``'s shape; ``grad_final`` may leave out
+        states (zero). With ``record`` (executors whose :attr:`records` is true), also
+        every value's gradient and every edge's."""
+
     def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
-        """Run forward from ``state``, then backpropagate through time: the gradients of
-        ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])`` (see :class:`Gradients`).
-        ``grad_y`` has ``y``'s shape; ``grad_final`` may leave out states (zero)."""
+             grad_final: Mapping[str, Array], record: bool = False) -> Gradients:
+        """:meth:`forward`, then :meth:`backward`."""
+        return self.backward(self.forward(x, state), grad_y, grad_final, record)
+
+    def update(self, params: Mapping[str, Array]) -> None:
+        """Take new values of the same parameters (same names, shapes, dtype and array
+        namespace), as a trainer does after every step of its optimiser: the executor keeps
+        what it compiled and reloads only what holds weights (a compiled plan repacks its
+        panels in place). A tape made before is not read after."""
+        self.spec = replace(self.spec, params=params)
+
+    def refuse_record(self, record: bool) -> None:
+        """An error for ``record`` where this executor cannot (the registry sends a
+        recording backward pass to one that can)."""
+        if record and not self.records:
+            raise BackendError(f"the {self.name} executor does not record every value's "
+                               "gradient; the reference executor does")
+
+    @classmethod
+    @abstractmethod
+    def allocations(cls, schedule: Schedule, work: str, steps: int, batch: int,
+                    input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+        """What this executor allocates for ``work`` (one of :data:`WORKS`) over ``x`` of
+        shape ``(steps, batch, input_size)`` (besides ``x`` itself and the weights): its
+        results and every buffer it makes, so that work that would not fit is refused
+        before it starts."""

@@ -28,7 +28,12 @@ reports it (``lstm_graph_lanes``) and the packing here uses that.
 
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Mapping
+
 import numpy as np
+
+from lstm_graph.executors.codegen_c import Symbol
 
 #: Gate blocks one job covers at most (one kernel call with AVX-512, two with AVX2).
 MAX_BLOCKS = 4
@@ -36,6 +41,15 @@ MAX_BLOCKS = 4
 MAX_ROWS = 6
 #: Bytes the arrays the kernels stream are aligned to (a cache line, an AVX-512 vector).
 ALIGNMENT = 64
+#: The lanes a library packs its weights for (hidden units per tile).
+LANES_SYMBOL = Symbol("lstm_graph_lanes", (), ctypes.c_ssize_t)
+#: Puts new weights into their packed places (see :class:`Placement`).
+PLACE = Symbol("lstm_graph_place", (ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_void_p))
+#: The signature of an exported function run on the pool (:func:`entry`):
+#: ``(t0, t1, batch, void **a, threads)``.
+POOLED = (ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_void_p,
+          ctypes.c_ssize_t)
 
 RUNTIME = r"""
 #include <pthread.h>
@@ -52,7 +66,8 @@ RUNTIME = r"""
 #else
 #define VB 16
 #endif
-#define MR 6  /* rows the micro-kernels take at once */
+#define MR @MAX_ROWS@  /* rows the micro-kernels take at once */
+#define WIDEST (VB == 64 ? 4 : 2)  /* vectors a micro-kernel takes at once per row */
 typedef T vec __attribute__((vector_size(VB)));
 #define LANES ((ptrdiff_t)(VB / sizeof(T)))
 
@@ -61,15 +76,31 @@ static inline vec load_vec(const T *p) { vec v; memcpy(&v, p, sizeof v); return 
 static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
 
 /* The lanes (hidden units per tile) this build packs its weights for. */
-ptrdiff_t lstm_graph_lanes(void) { return LANES; }
+ptrdiff_t @LANES_SYMBOL@(void) { return LANES; }
+
+/* New weights into their packed places, one pass over each packed array: place p of
+   target c takes element (v & 2^40 - 1) of source (v >> 40), v = maps[c][p] (v < 0: a
+   padding place, left as it is). */
+void @PLACE_SYMBOL@(ptrdiff_t count, void **targets, void **maps, const ptrdiff_t *sizes,
+                    void **sources) {
+    for (ptrdiff_t c = 0; c < count; c++) {
+        T *restrict target = (T *)targets[c];
+        const int64_t *restrict map = (const int64_t *)maps[c];
+        for (ptrdiff_t p = 0; p < sizes[c]; p++) {
+            const int64_t v = map[p];
+            if (v >= 0) target[p] = ((const T *)sources[v >> 40])[v & (((int64_t)1 << 40) - 1)];
+        }
+    }
+}
 
 /* -- the thread pool: workers sleep between runs and meet at a barrier within one -- */
 
 #define MAX_THREADS 64
-static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch,
-                     void **a);
+/* What a pooled call runs: part `part` of `parts` of steps t0 <= t < t1 over `batch` rows. */
+typedef void (*part_fn)(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, ptrdiff_t t1,
+                        ptrdiff_t batch, void **a);
 
-typedef struct { ptrdiff_t t0, t1, batch; void **a; ptrdiff_t parts; } work_t;
+typedef struct { part_fn fn; ptrdiff_t t0, t1, batch; void **a; ptrdiff_t parts; } work_t;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;  /* one pooled run at a time */
@@ -77,6 +108,7 @@ static ptrdiff_t pool_workers;          /* worker threads running (the caller is
 static pid_t pool_pid;            /* the process that started them (a fork has none) */
 static uint64_t pool_round;       /* bumped for every run */
 static work_t pool_work;
+static ptrdiff_t pool_done;       /* workers finished with the current run */
 static ptrdiff_t barrier_count, barrier_sense;
 
 /* Wait until all `parts` threads arrive (sense-reversing; spins, yields when slow). */
@@ -107,18 +139,23 @@ static void *pool_worker(void *arg) {
         seen = pool_round;
         const work_t w = pool_work;
         pthread_mutex_unlock(&pool_lock);
-        if (part < w.parts) run_part(part, w.parts, w.t0, w.t1, w.batch, w.a);
+        if (part < w.parts) {
+            w.fn(part, w.parts, w.t0, w.t1, w.batch, w.a);
+            __atomic_add_fetch(&pool_done, 1, __ATOMIC_ACQ_REL);
+        }
         pthread_mutex_lock(&pool_lock);
     }
     return NULL;
 }
 
-/* Steps t0 <= t < t1 on up to `parts` threads (the caller and parts - 1 workers). Runs
-   that share the pool (plans of one build, called from two threads) take turns. */
-void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdiff_t parts) {
+/* `fn` on up to `parts` threads (the caller and parts - 1 workers), returning when every
+   part is done. Runs that share the pool (plans of one build, called from two threads)
+   take turns. */
+static void pool_run(part_fn fn, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a,
+                     ptrdiff_t parts) {
     if (parts > MAX_THREADS) parts = MAX_THREADS;
     if (parts <= 1) {
-        run_part(0, 1, t0, t1, batch, a);
+        fn(0, 1, t0, t1, batch, a);
         return;
     }
     pthread_mutex_lock(&run_lock);
@@ -139,14 +176,36 @@ void lstm_graph_run(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdi
         pool_workers++;
     }
     if (parts > pool_workers + 1) parts = pool_workers + 1;
-    pool_work = (work_t){t0, t1, batch, a, parts};
+    pool_work = (work_t){fn, t0, t1, batch, a, parts};
+    __atomic_store_n(&pool_done, 0, __ATOMIC_RELAXED);
     pool_round++;
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_lock);
-    run_part(0, parts, t0, t1, batch, a);
+    fn(0, parts, t0, t1, batch, a);
+    for (uint32_t spins = 0; __atomic_load_n(&pool_done, __ATOMIC_ACQUIRE) < parts - 1;
+         spins++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins > 4000) sched_yield();
+    }
     pthread_mutex_unlock(&run_lock);
 }
 """
+
+
+def runtime() -> str:
+    """The vector type, the lane count, the thread pool: what every generated library
+    starts with (after the preamble that defines ``T``)."""
+    return RUNTIME.replace("@MAX_ROWS@", str(MAX_ROWS)) \
+        .replace("@LANES_SYMBOL@", LANES_SYMBOL.name).replace("@PLACE_SYMBOL@", PLACE.name)
+
+
+def entry(symbol: Symbol, part: str, what: str) -> str:
+    """C for the exported function ``symbol``: ``part`` (a :data:`POOLED` part function)
+    on the pool's threads."""
+    return (f"/* {what} */\nvoid {symbol.name}(ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t batch, "
+            f"void **a, ptrdiff_t parts) {{\n    pool_run({part}, t0, t1, batch, a, parts);\n}}")
 
 
 def splits(rows: int, blocks: int, registers: int) -> int:
@@ -162,10 +221,13 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
     ``a1`` holds ``rows`` rows of ``k1`` numbers (row stride ``lda1``), ``a2`` rows of
     ``k2`` (``k2`` may be 0): the product of the two operands side by side, as for
     ``[x_t, h_{t-1}]``, in one set of accumulators. The panel holds ``ps`` vectors per
-    ``k`` (one per gate block of the job), of which this kernel reads ``columns``; row
-    ``r`` of block ``v`` goes to ``out[r·ldo + v·HIDDEN]``, its first ``n`` lanes (a
-    tile at the end of the hidden units may be partial). ``bias`` (or NULL) is added,
-    and with ``add`` the old contents. ``registers``: the target's vector registers.
+    ``k`` (one per block of the job), of which this kernel reads ``columns``; row ``r`` of
+    block ``v`` goes to ``out[r·ldo + v·ldv]``: blocks are gate blocks ``H`` apart
+    (``ldv = H``, each with the tile's ``n`` units) or neighbouring unit tiles
+    (``ldv = LANES``, ``step = LANES``: block ``v`` has ``n - v·LANES`` of the ``n`` units
+    the job's tile holds), so a tile at the end of the units may be partial. ``bias``
+    (or NULL) is added, and with ``add`` the old contents. ``registers``: the target's
+    vector registers.
     """
     name, parts = f"kernel_{rows}x{columns}", splits(rows, columns, registers)
     acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
@@ -180,11 +242,12 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
         return lines
 
     lines = [
-        f"/* {rows} rows x {columns} gate blocks of one unit tile: out (+)= bias + [a1 a2] . "
+        f"/* {rows} rows x {columns} blocks of one tile: out (+)= bias + [a1 a2] . "
         "panel" + (f" ({parts} interleaved partial sums) */" if parts > 1 else " */"),
         f"static void {name}(ptrdiff_t k1, const T *restrict a1, ptrdiff_t lda1, ptrdiff_t k2,",
         "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel, ptrdiff_t ps,",
-        "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {",
+        "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t ldv,",
+        "        ptrdiff_t n, ptrdiff_t step, _Bool add) {",
         *(f"    vec {', '.join(f'{c} = {{0}}' for sums in row for c in sums)};" for row in acc),
     ]
     for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", "panel + k1 * ps * LANES")):
@@ -199,18 +262,51 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
     for r in range(rows):
         for v in range(columns):
             total = " + ".join(acc[r][v]) if parts > 1 else acc[r][v][0]
-            lines.append(f"    store_tile(out + {r} * ldo + {v} * HIDDEN, {total}, "
-                         f"bias ? bias + {v} * LANES : NULL, n, add);")
+            lines.append(f"    store_tile(out + {r} * ldo + {v} * ldv, {total}, "
+                         f"bias ? bias + {v} * LANES : NULL, n - {v} * step, add);")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def outer_kernel(rows: int, columns: int) -> str:
+    """C for ``out (+)= aᵀ · b`` on ``rows × columns`` vector accumulators, summed over the
+    ``q`` rows of both operands: the weight gradients' product, ``Σ_t [x_t, h_{t-1}]ᵀ ·
+    dZ_t`` over every step's rows. Accumulator ``(r, v)`` is ``Σ_q a[q·lda + r] ·
+    b[q·ldb + v·LANES]``: each of the ``q`` rows gives ``rows`` numbers of ``a`` (side by
+    side in memory) and ``columns`` vectors of ``b``, as the forward kernels' rows and
+    panel do. Block ``v`` of output row ``r`` is added to ``out[r·ldo + v·LANES]``, its
+    first ``n - v·LANES`` lanes."""
+    name = f"outer_{rows}x{columns}"
+    acc = [[f"c{r}_{v}" for v in range(columns)] for r in range(rows)]
+    lines = [
+        f"/* {rows} rows x {columns} vectors of out += a^T . b, summed over q rows */",
+        f"static void {name}(ptrdiff_t k, const T *restrict a, ptrdiff_t lda, "
+        "const T *restrict b, ptrdiff_t ldb,",
+        "        T *restrict out, ptrdiff_t ldo, ptrdiff_t n) {",
+        *(f"    vec {', '.join(f'{c} = {{0}}' for c in row)};" for row in acc),
+        "    for (ptrdiff_t q = 0; q < k; q++) {",
+        *(f"        const vec w{v} = load_vec(b + q * ldb + {v} * LANES);"
+          for v in range(columns))]
+    for r in range(rows):
+        lines.append(f"        const T a{r} = a[q * lda + {r}];")
+        lines += [f"        {acc[r][v]} += a{r} * w{v};" for v in range(columns)]
+    lines.append("    }")
+    for r in range(rows):
+        for v in range(columns):
+            lines.append(f"    store_tile(out + {r} * ldo + {v} * LANES, {acc[r][v]}, NULL, "
+                         f"n - {v} * LANES, 1);")
     lines.append("}")
     return "\n".join(lines)
 
 
 STORE_TILE = r"""
-/* out[0:n] = v (+ bias) (+ out[0:n] where add): a whole vector, or its first n lanes. */
+/* out[0:n] = v (+ bias) (+ out[0:n] where add): a whole vector, its first n lanes, or
+   nothing where n <= 0 (a block past the end of a partial tile). */
 static inline void store_tile(T *restrict out, vec v, const T *restrict bias, ptrdiff_t n,
                               _Bool add) {
+    if (n <= 0) return;
     if (bias) v += load_vec(bias);
-    if (n == LANES) {
+    if (n >= LANES) {
         if (add) v += load_vec(out);
         store_vec(out, v);
     } else {
@@ -221,32 +317,64 @@ static inline void store_tile(T *restrict out, vec v, const T *restrict bias, pt
 
 
 def pieces(blocks: int, widest: int) -> list[tuple[int, int]]:
-    """``(first, count)`` runs of at most ``widest`` of a job's ``blocks`` gate blocks."""
+    """``(first, count)`` runs of at most ``widest`` of a job's ``blocks`` blocks."""
     return [(v, min(widest, blocks - v)) for v in range(0, blocks, widest)]
 
 
 def dispatch(blocks: int, widest: int) -> str:
-    """C that runs a job of ``blocks`` gate blocks on ``m`` rows (``1 ≤ m ≤ MR``): one
-    kernel call per run of at most ``widest`` blocks."""
-    lines = [f"/* m rows (m <= MR) x {blocks} gate blocks, {widest} at a time */",
+    """C that runs a job of ``blocks`` blocks on ``m`` rows (``1 ≤ m ≤ MR``): one kernel
+    call per run of at most ``widest`` blocks."""
+    lines = [f"/* m rows (m <= MR) x {blocks} blocks, {widest} at a time */",
              f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
-             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t n, _Bool add) {"]
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, ptrdiff_t n, "
+             "ptrdiff_t step, _Bool add) {"]
     for first, count in pieces(blocks, widest):
         lines.append("    switch (m) {")
         lines += [f"    case {r}: kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + "
                   f"{first} * LANES, {blocks}, bias ? bias + {first} * LANES : NULL, out + "
-                  f"{first} * HIDDEN, ldo, n, add); break;" for r in range(1, MAX_ROWS + 1)]
+                  f"{first} * ldv, ldo, ldv, n - {first} * step, step, add); break;"
+                  for r in range(1, MAX_ROWS + 1)]
         lines.append("    }")
     lines.append("}")
     return "\n".join(lines)
 
 
-def kernels(blocks: set[int]) -> str:
-    """Every micro-kernel these jobs' block counts need, contracted to FMAs, and their
-    dispatch: 6 rows × up to 4 blocks with AVX-512's 32 vector registers, 6 rows × up to
-    2 blocks with 16 (AVX2, SSE: the classic 6 × 16 floats of AVX2), so the accumulators,
-    a row of the panel and a broadcast fit in the registers."""
+def outer_dispatch(widest: int) -> str:
+    """C for ``out (+)= aᵀ·b`` over ``k`` rows on an ``m × c`` tile (``m ≤ MR`` rows of
+    ``out``, ``c ≤ widest`` vectors): the outer kernel of that shape."""
+    lines = ["/* out[m rows, c vectors] += a^T . b over k rows (m <= MR, c <= "
+             f"{widest}) */",
+             "static inline void outer(ptrdiff_t m, ptrdiff_t c, ptrdiff_t k, const T *a, "
+             "ptrdiff_t lda, const T *b, ptrdiff_t ldb, T *out, ptrdiff_t ldo, ptrdiff_t n) {",
+             "    switch (m * 8 + c) {"]
+    lines += [f"    case {r * 8 + c}: outer_{r}x{c}(k, a, lda, b, ldb, out, ldo, n); break;"
+              for r in range(1, MAX_ROWS + 1) for c in range(1, widest + 1)]
+    lines += ["    }", "}"]
+    return "\n".join(lines)
+
+
+def vectors_dispatch(widest: int) -> str:
+    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` ``widest``) of neighbouring
+    unit tiles, a GEMM whose columns are one run (no gate blocks): the hoisted products
+    before the loop, the backward pass's."""
+    lines = ["/* m rows x c vectors of out (+)= [a1 a2] . panel */",
+             "static inline void kernel_c(ptrdiff_t c, ptrdiff_t m, ptrdiff_t k1, const T *a1, "
+             "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
+             "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, ptrdiff_t n, ptrdiff_t step, "
+             "_Bool add) {", "    switch (c) {"]
+    lines += [f"    case {c}: kernel_{c}(m, k1, a1, lda1, k2, a2, lda2, panel, bias, out, ldo, "
+              "ldv, n, step, add); break;" for c in range(1, widest + 1)]
+    lines += ["    }", "}"]
+    return "\n".join(lines)
+
+
+def kernels(blocks: set[int], outer: bool = False) -> str:
+    """Every micro-kernel these jobs' block counts need (and, with ``outer``, the outer
+    kernels of the weight gradients), contracted to FMAs, and their dispatch: 6 rows ×
+    up to 4 blocks with AVX-512's 32 vector registers, 6 rows × up to 2 blocks with 16
+    (AVX2, SSE: the classic 6 × 16 floats of AVX2), so the accumulators, a row of the
+    panel and a broadcast fit in the registers."""
     opening = "\n".join([
         "/* The micro-kernels: the only code where a * b + c may become one fused",
         "   multiply-add (one rounding instead of two). */",
@@ -256,14 +384,62 @@ def kernels(blocks: set[int]) -> str:
     closing = "\n".join(["#if defined(__clang__)", "#pragma clang fp contract(off)",
                          "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
     parts = [opening, STORE_TILE.strip()]
+    blocks = set(blocks) | {1, 2, 3, 4}  # kernel_c takes any vector count up to 4
     for condition, registers, widest in (("#if VB == 64  /* AVX-512: 32 vector registers */",
                                           32, 4), ("#else  /* 16 vector registers */", 16, 2)):
         columns = sorted({c for b in blocks for _, c in pieces(b, widest)})
         parts += [condition, *(micro_kernel(r, c, registers) for c in columns
                                for r in range(1, MAX_ROWS + 1))]
         parts += [dispatch(b, widest) for b in sorted(blocks)]
+        parts.append(vectors_dispatch(widest))
+        if outer:
+            parts += [outer_kernel(r, c) for c in range(1, widest + 1)
+                      for r in range(1, MAX_ROWS + 1)]
+            parts.append(outer_dispatch(widest))
     parts += ["#endif", closing]
     return "\n\n".join(parts) + "\n"
+
+
+#: Bits of a place's map value that hold the element's index (the rest: the parameter's).
+INDEX_BITS = 40
+
+
+def tags(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every parameter as float64 numbers naming its elements: parameter ``k``'s element
+    ``i`` is ``k·2⁴⁰ + i + 1`` (exact in float64), so that packing them (copies,
+    transposes, concatenations and zero padding only) shows where each element goes; 0
+    where none does."""
+    return {name: (np.arange(np.size(value), dtype=np.float64) + (k << INDEX_BITS) + 1)
+            .reshape(np.shape(value)) for k, (name, value) in enumerate(params.items())}
+
+
+class Placement:
+    """Where each parameter's elements go in a build's packed arrays, and the one C pass
+    (:data:`PLACE`) that puts new weights there: a trainer's new weights, every step,
+    without packing them anew in NumPy."""
+
+    def __init__(self, library: ctypes.CDLL, names: list[str], targets: dict[str, np.ndarray],
+                 tagged: Mapping[str, np.ndarray]):
+        """``targets``: the packed arrays by name; ``tagged``: the same arrays packed from
+        :func:`tags` of the parameters ``names`` (in that order)."""
+        self.names, self.place = names, PLACE.bind(library)
+        order = [name for name in targets if name in tagged]
+        self.maps = [(np.rint(np.asarray(tagged[name], dtype=np.float64)).astype(np.int64)
+                      - 1).ravel() for name in order]
+        count = len(order)
+        self.count = count
+        self.targets = (ctypes.c_void_p * count)(*(targets[n].ctypes.data for n in order))
+        self.pointers = (ctypes.c_void_p * count)(*(m.ctypes.data for m in self.maps))
+        self.sizes = (ctypes.c_ssize_t * count)(*(targets[n].size for n in order))
+        for name in order:  # the C writes the arrays in place: they must own their numbers
+            if not targets[name].flags.c_contiguous:
+                raise ValueError(f"the packed array {name} is not contiguous")
+
+    def load(self, params: Mapping[str, np.ndarray], dtype: np.dtype) -> None:
+        """Put ``params`` (the names given, in ``dtype``) into their places."""
+        sources = [np.ascontiguousarray(params[name], dtype=dtype) for name in self.names]
+        self.place(self.count, self.targets, self.pointers, self.sizes,
+                   (ctypes.c_void_p * len(sources))(*(a.ctypes.data for a in sources)))
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

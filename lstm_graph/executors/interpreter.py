@@ -17,9 +17,13 @@ reaches a state's old value ``s[t-1]`` is carried into ``s`` of the step before
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from lstm_graph.executors.contract import Array, Executor, Gradients, Progress
+import numpy as np
+
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Tape
+from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.ir import NodeKind, old_id
 from lstm_graph.schedule import Schedule
 
@@ -87,21 +91,33 @@ def accumulate(grads: dict[str, Array], node_id: str, gradient: Array) -> None:
     grads[node_id] = grads[node_id] + gradient if node_id in grads else gradient
 
 
+def environments(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
+                 state: Mapping[str, Array]) -> tuple[list[dict[str, Array]], dict[str, Array]]:
+    """Every node's value at every step of the run of ``x`` from ``state``, and the final
+    states: what the backward pass reads."""
+    graph = schedule.graph
+    consts = constants(schedule, xp, x.dtype)
+    envs, current = [], dict(state)
+    for t in range(x.shape[0]):
+        envs.append(step(schedule, xp, params, consts, x[t, ...], current))
+        current = {name: envs[-1][name] for name in graph.states}
+    return envs, current
+
+
 def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
              state: Mapping[str, Array], grad_y: Array, grad_final: Mapping[str, Array],
-             record: bool = False) -> Gradients:
+             record: bool = False,
+             forward: tuple[list[dict[str, Array]], dict[str, Array]] | None = None
+             ) -> Gradients:
     """Gradients of ``sum(grad_y · y) + Σ sum(grad_final[s] · final[s])`` for the run of
     ``x`` (``(T, B, I)``) from ``state``; with ``record``, also ``∂L/∂value`` of every
-    assignment at every step (:attr:`Gradients.values`)."""
+    assignment at every step (:attr:`Gradients.values`). ``forward``: the run's
+    :func:`environments`, when already made."""
     graph = schedule.graph
     (output,) = graph.outputs
     (input_name,) = graph.inputs
-    consts = constants(schedule, xp, x.dtype)
     steps, batch = x.shape[0], x.shape[1]
-    envs, current = [], dict(state)
-    for t in range(steps):
-        envs.append(step(schedule, xp, params, consts, x[t, ...], current))
-        current = {name: envs[-1][name] for name in graph.states}
+    envs, current = forward or environments(schedule, xp, params, x, state)
     needs = needs_gradient(schedule)
     grad_params = {name: xp.zeros_like(value) for name, value in params.items()}
     carry = {s: grad_final[s] if s in grad_final else xp.zeros_like(state[s])
@@ -143,10 +159,19 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
                      {edge: xp.stack(norms) for edge, norms in edges.items()})
 
 
+@dataclass
+class ReferenceTape(Tape):
+    """The reference's forward pass: every node's value at every step."""
+
+    envs: list[dict[str, Array]]
+
+
 class Reference(Executor):
     """The reference interpreter as an executor: no compilation, any array namespace."""
 
     name = "reference"
+    backends = ("numpy", "cupy")
+    records = True
 
     @property
     def source(self) -> str:
@@ -174,7 +199,43 @@ class Reference(Executor):
                 progress(1)
         return {name: xp.stack(recorded) for name, recorded in values.items()}
 
-    def grad(self, x: Array, state: Mapping[str, Array], grad_y: Array,
-             grad_final: Mapping[str, Array]) -> Gradients:
+    def forward(self, x: Array, state: Mapping[str, Array]) -> ReferenceTape:
         spec = self.spec
-        return backward(spec.schedule, spec.xp, spec.params, x, state, grad_y, grad_final)
+        envs, final = environments(spec.schedule, spec.xp, spec.params, x, state)
+        (output,) = spec.schedule.graph.outputs
+        y = spec.xp.stack([env[output] for env in envs])
+        return ReferenceTape(x, state, y, final, envs)
+
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array],
+                 record: bool = False) -> Gradients:
+        spec = self.spec
+        if not isinstance(tape, ReferenceTape):
+            raise TypeError("a tape is read by the executor that made it")
+        return backward(spec.schedule, spec.xp, spec.params, tape.x, tape.state, grad_y,
+                        grad_final, record, (tape.envs, tape.final))
+
+    @classmethod
+    def allocations(cls, schedule: Schedule, work: str, steps: int, batch: int,
+                    input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+        """``y`` and the states; a trace's every assignment; for a gradient, every node's
+        value at every step, and the input's gradient and the values' (recorded)."""
+        graph = schedule.graph
+        (output,) = graph.outputs
+        rows = steps * batch
+
+        def width(nodes: Any) -> int:
+            return sum(schedule.width(n, input_size, hidden) for n in nodes)
+
+        found = [allocation("y", (steps, batch, width([output])), dtype),
+                 allocation("the states", (2 * len(graph.states), batch, hidden), dtype)]
+        if work == "trace":
+            found.append(allocation("the trace (every assignment, T·B rows)",
+                                    (rows, width(graph.assignments)), dtype))
+        elif work == "grad":
+            ops = [n for n in schedule.order if graph.node(n).kind is NodeKind.OP]
+            found += [allocation("every value of every step (T·B rows)", (rows, width(ops)),
+                                 dtype),
+                      allocation("the gradient of x", (steps, batch, input_size), dtype),
+                      allocation("every assignment's gradient (T·B rows)",
+                                 (rows, width(graph.assignments)), dtype)]
+        return found

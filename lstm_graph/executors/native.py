@@ -39,25 +39,28 @@ from __future__ import annotations
 
 import ctypes
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 
 from lstm_graph.errors import BackendError
 from lstm_graph.executors import buildcache, gemm_c
-from lstm_graph.executors.backward import CompiledGrad
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
-    Binding,
+    Arguments,
     Dialect,
+    Lifetime,
     Role,
     StepKernels,
+    Symbol,
+    TapeLayout,
+    arrays,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Progress, Spec
-from lstm_graph.executors.gemm_c import aligned, aligned_empty
+from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec, Tape
+from lstm_graph.executors.gemm_c import POOLED, aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
     pack_group,
@@ -68,6 +71,7 @@ from lstm_graph.executors.prepare import (
     unscaled,
     usable_threads,
 )
+from lstm_graph.formats.memory import Allocation
 from lstm_graph.ir import NodeKind, Size
 from lstm_graph.schedule import Schedule
 
@@ -91,6 +95,8 @@ TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
             "-fsched-pressure"),
            ("-march=native",), ())
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
+#: Runs steps ``t0 <= t < t1`` of the step (forward).
+RUN = Symbol("lstm_graph_run", POOLED)
 
 #: float32 exp and tanh the compiler can vectorise (no library calls, no branches).
 MATH_FLOAT = r"""
@@ -223,37 +229,69 @@ def _runs(keys: list[Any]) -> list[tuple[int, int]]:
     return runs
 
 
-def step_statics(schedule: Schedule, layout: Layout, kernels: StepKernels) -> list[str]:
-    """The static linears the C computes step by step: those of size H read only by the
-    step's element-wise work (no static value, state or output reads them), over operands
-    of the input's or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
+def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
+    """The static linears the C computes step by step into a buffer of one step's rows:
+    those of size H that only the step's element-wise work reads (an element-wise op, or a
+    peephole of a dynamic linear; no static value, state or output, and no matrix, which
+    multiplies every step's rows of its operands at once), over operands of the input's
+    or the hidden size, without peepholes (the GRU's ``linear(x)``)."""
     graph = schedule.graph
-    read = {b.key for b in kernels.of_role(Role.STATIC)}
     found = []
     for node in graph.linears():
-        if node.id in layout.static and node.id in read and not any(node.peep) \
+        consumers = [graph.node(c) for c in graph.consumers(node.id)]
+        if node.id in layout.static and consumers and not any(node.peep) \
                 and schedule.sizes[node.id] is Size.HIDDEN \
                 and node.id not in graph.states and node.id not in graph.outputs \
                 and all(schedule.sizes[a] in (Size.INPUT, Size.HIDDEN) for a in node.args) \
-                and not any(c in layout.static for c in graph.consumers(node.id)):
+                and not any(c.id in layout.static for c in consumers) \
+                and not any(a == node.id and not peep for c in consumers if c.is_linear
+                            for a, peep in zip(c.args, c.peep)):
             found.append(node.id)
     return found
 
 
-class NativeStep:
-    """The generated C of one cell, width and dtype, and how its arguments are laid out.
+#: Bytes of the weights a step multiplies beyond which the native step hoists its input
+#: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
+#: 32 MiB), beyond which every step reads its weights from memory.
+STEP_WEIGHT_BYTES = 16 << 20
 
-    Every generated function takes ``void **a``: argument *k* is the array named
-    ``names[k]``: the kernels' bindings, then the operands of the GEMMs (``X_k``:
-    static values, every step; ``snap_<state>``: a state's snapshots), then the packed
-    weights and biases of each job (``P_k``, ``Pb_k``).
+
+def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
+           dtype: np.dtype) -> bool:
+    """Whether the native step multiplies the static operands (``x``) of its linears before
+    the loop, over all ``T·B`` rows (one large GEMM, its weights read once), rather than
+    at every step beside ``h_{t-1}`` (weights read every step, but staying in the cache,
+    and no ``T·B``-row buffer). Measured on AMD EPYC (Zen 4), 1 and 2 threads: hoisting
+    wins for one sequence, where every step's GEMM is a matrix–vector product that
+    re-reads all its weights (H = 1000: 10.0 → 5.0 ms), and where the weights of a step
+    outgrow the caches (:data:`STEP_WEIGHT_BYTES`; H = 1500, B = 20: 151 → 127 ms) and
+    the static operands' weights are a good share of them (at least a quarter: a small
+    ``x``, I = 2 beside H = 5000, saves almost no reading and would cost a ``T·B × 4H``
+    buffer); it loses elsewhere (T = 35, B = 32, H = I = 300: 15.9 → 18.2 ms)."""
+    static_part = sum(schedule.width(o, input_size, hidden) for info in layout.linears.values()
+                      if info.id not in layout.static for o, _ in info.static)
+    group_part = sum(hidden * len(g.members) for g in layout.groups.values())
+    step_bytes = (static_part + group_part) * hidden * dtype.itemsize
+    return static_part > 0 and (batch == 1 or (step_bytes > STEP_WEIGHT_BYTES
+                                               and 4 * static_part >= static_part + group_part))
+
+
+class NativeStep:
+    """The generated C of one cell's step, width and dtype, and the arrays its GEMMs use.
+
+    Every generated function takes ``void **a`` (:class:`~.codegen_c.Arguments`): the
+    kernels' bindings, then the operands of the GEMMs (``X_k``: static values, every
+    step; ``snap_<state>``: a state's snapshots), then the packed weights and biases of
+    each job (``P_k``, ``Pb_k``): :attr:`names`, in that order. A ``hoisted`` step's
+    jobs of segment -1 run before the loop, over every step's rows (see
+    :func:`hoists`).
     """
 
-    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels):
-        self.spec, self.layout, self.kernels = spec, layout, kernels
-        schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
-        self.hidden, self.dtype = hidden, dtype
-        self.statics = step_statics(schedule, layout, kernels)
+    def __init__(self, spec: Spec, layout: Layout, kernels: StepKernels,
+                 statics: list[str], hoisted: bool = False):
+        self.spec, self.layout, self.kernels, self.statics = spec, layout, kernels, statics
+        self.hoisted = hoisted
+        self.hidden, self.dtype = spec.hidden, spec.dtype
         self.operands: dict[str, str] = {}  # static operand node -> its array name
         self.snapshots: dict[str, str] = {}  # state -> its snapshots' array name
         self.jobs = self._jobs()
@@ -262,11 +300,11 @@ class NativeStep:
             self.names.append(f"P_{k}")
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
-        self.source = self._source()
+        self.args = Arguments(self.names)
 
     # -- what the step multiplies --------------------------------------------------------
 
-    def _operand(self, node_id: str) -> str:
+    def operand(self, node_id: str) -> str:
         """The array name of a GEMM operand (a static value, a state's snapshot, a buffer)."""
         graph, kernels = self.spec.schedule.graph, self.kernels
         node = graph.node(node_id)
@@ -293,7 +331,14 @@ class NativeStep:
                  for source, group in layout.groups.items()
                  for column, m in enumerate(group.members[:group.accumulators])}
         pieces: dict[tuple[str, int], list[Operand]] = {}  # (group, column): static parts
-        for term in hoisting.terms:
+        for term in hoisting.terms if self.hoisted else ():  # before the loop, all rows
+            assert kernels.hoisted is not None
+            weights = np.asarray(term.weights)
+            jobs.append(Job(-1, kernels.hoisted.name, hoisting.width, term.start // hidden,
+                            (term.stop - term.start) // hidden,
+                            (Operand(self.operand(term.operand), weights.shape[0], weights),),
+                            None, term.accumulate))
+        for term in hoisting.terms if not self.hoisted else ():
             first = term.start // hidden
             weights = np.asarray(term.weights)
             alone = []  # blocks of linears without a group: into S
@@ -301,38 +346,41 @@ class NativeStep:
                 part = weights[:, (block - first) * hidden:(block - first + 1) * hidden]
                 if block in owner:
                     pieces.setdefault(owner[block], []).append(
-                        Operand(self._operand(term.operand), part.shape[0], part))
+                        Operand(self.operand(term.operand), part.shape[0], part))
                 else:
                     alone.append(block)
             for start, stop in _runs([b - k for k, b in enumerate(alone)]):
                 blocks = alone[start:stop]
                 part = weights[:, (blocks[0] - first) * hidden:(blocks[-1] + 1 - first) * hidden]
-                jobs.append(Job(0, "S", hoisting.width, blocks[0], len(blocks), (Operand(
-                    self._operand(term.operand), part.shape[0], part),), None, term.accumulate))
+                assert kernels.hoisted is not None  # the linears without a group read S
+                jobs.append(Job(0, kernels.hoisted.name, hoisting.width, blocks[0], len(blocks),
+                                (Operand(self.operand(term.operand), part.shape[0], part),),
+                                None, term.accumulate))
         for name in self.statics:  # static linears only the step reads
             node = spec.schedule.graph.node(name)
             out = kernels.binding_of(Role.STATIC, name).name
             for k, (arg, param) in enumerate(zip(node.args, node.params)):
                 weights = np.ascontiguousarray(np.asarray(params[param]).T, dtype=dtype)
                 bias = np.asarray(params[node.params[-1]], dtype=dtype) if k == 0 else None
-                jobs.append(Job(0, out, hidden, 0, 1, (Operand(self._operand(arg),
-                                                               weights.shape[0], weights),),
+                jobs.append(Job(-1 if self.hoisted else 0, out, hidden, 0, 1,
+                                (Operand(self.operand(arg), weights.shape[0], weights),),
                                 bias, add=k > 0))
         segment_of = {source: k for k, segment in enumerate(kernels.segments)
                       for source in segment.gemms}
-        for g, source in enumerate(layout.groups):  # the per-step GEMM of each group
-            members = len(layout.groups[source].members)
+        for source, group in layout.groups.items():  # the per-step GEMM of each group
+            members = len(group.members)
             weights = pack_group(layout, source, params, dtype, unscaled)
             statics = [pieces.get((source, column), []) for column in range(members)]
             for start, stop in _runs([[o.name for o in ops] for ops in statics]):
                 operands = [Operand(o.name, o.size, np.concatenate(
                     [p[k].weights for p in statics[start:stop]], 1))
                     for k, o in enumerate(statics[start])]
-                operands.append(Operand(self._operand(source), hidden,
+                operands.append(Operand(self.operand(source), hidden,
                                         weights[:, start * hidden:stop * hidden]))
                 for k in range(0, len(operands), 2):  # two operands a job: more add on
-                    jobs.append(Job(segment_of[source], f"G_{g}", members * hidden, start,
-                                    stop - start, tuple(operands[k:k + 2]), None, k > 0))
+                    jobs.append(Job(segment_of[source], kernels.groups[source].name,
+                                    members * hidden, start, stop - start,
+                                    tuple(operands[k:k + 2]), None, k > 0))
         return jobs
 
     def work(self, batch: int) -> int:
@@ -340,19 +388,33 @@ class NativeStep:
         return batch * sum(o.size * job.blocks * self.hidden
                            for job in self.jobs for o in job.operands)
 
+    def packed(self, lanes: int) -> dict[str, np.ndarray]:
+        """The jobs' weights and biases packed into panels for ``lanes`` (by name)."""
+        found = {}
+        widest = 4 if lanes * self.dtype.itemsize == 64 else 2
+        for k, job in enumerate(self.jobs):
+            weights = np.asarray(job.weights, dtype=self.dtype)
+            if job.segment < 0:  # before the loop: one run of columns, tiles of c vectors
+                columns = job.blocks * self.hidden
+                width = min(widest, -(-columns // lanes)) * lanes
+                found[f"P_{k}"] = gemm_c.pack_panels(weights, 1, columns, width)
+                if job.bias is not None:
+                    found[f"Pb_{k}"] = gemm_c.pack_bias(np.asarray(job.bias, dtype=self.dtype),
+                                                        1, columns, width)
+                continue
+            found[f"P_{k}"] = gemm_c.pack_panels(weights, job.blocks, self.hidden, lanes)
+            if job.bias is not None:
+                found[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, self.hidden, lanes)
+        return found
+
     # -- the C source --------------------------------------------------------------------
 
-    def _pointer(self, name: str, written: bool) -> str:
+    def pointer(self, name: str, written: bool, args: Arguments) -> str:
         """The declaration of array ``name`` at step ``t`` (per-step arrays advance)."""
-        index = self.names.index(name)
-        const = "" if written else "const "
         binding = self.kernels.bindings.get(name)
-        advance = binding is not None and binding.per_step and binding.role is not \
-            Role.HOISTED and not (binding.role is Role.STATIC and binding.key in self.statics)
-        offset = f" + t * batch * {self.hidden}" if advance else ""
-        return f"    {const}T *restrict {name} = ({const}T *)a[{index}]{offset};"
+        return args.pointer(name, written, binding.step_offset() if binding else "")
 
-    def _elements(self, k: int) -> list[str]:
+    def _elements(self, k: int, args: Arguments) -> list[str]:
         """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
         segment = self.kernels.segments[k]
         last = k == len(self.kernels.segments) - 1
@@ -362,29 +424,30 @@ class NativeStep:
                  f"{also} */",
                  f"static inline void elements_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, "
                  "ptrdiff_t b1, ptrdiff_t j0, ptrdiff_t j1, void **a) {"]
-        lines += [self._pointer(n, False) for n in segment.inputs]
-        lines += [self._pointer(n, True) for n in segment.outputs]
+        lines += [self.pointer(n, False, args) for n in segment.inputs]
+        lines += [self.pointer(n, True, args) for n in segment.outputs]
         for state, name in snapshots.items():
-            index = self.names.index(name)
-            lines.append(f"    T *restrict next_{state} = (T *)a[{index}] + "
-                         f"((t + 1) & 1) * batch * {self.hidden};")
+            lines.append(args.pointer(name, True, f" + ((t + 1) & 1) * batch * {self.hidden}",
+                                      alias=f"next_{state}"))
         lines += ["    (void)t; (void)batch;",
                   "    for (ptrdiff_t b = b0; b < b1; b++) {",
                   "        #pragma GCC ivdep",
                   "        for (ptrdiff_t j = j0; j < j1; j++) {",
                   f"            const ptrdiff_t i = b * {self.hidden} + j;"]
         lines += HOST.body(segment, self.dtype, indent="            ")
-        lines += [f"            next_{state}[i] = old_{state}[i];" for state in snapshots]
+        lines += [f"            next_{state}[i] = {self.kernels.states[state].name}[i];"
+                  for state in snapshots]
         lines += ["        }", "    }", "}"]
         return lines
 
-    def _segment(self, k: int) -> list[str]:
+    def _segment(self, k: int, args: Arguments) -> list[str]:
         """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""
         jobs = [(n, job) for n, job in enumerate(self.jobs) if job.segment == k]
-        lines = [f"/* segment {k} of step t on unit tiles u0 <= u < u1: tile by tile, its "
-                 "GEMMs, then its element-wise work while the tile is in cache */",
-                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t u0, "
-                 "ptrdiff_t u1, void **a) {"]
+        lines = [f"/* segment {k} of step t on items i0 <= item < i1 (a unit tile and a row "
+                 "block each): item by item, its GEMMs, then its element-wise work while the "
+                 "tile is in cache */",
+                 f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t i0, "
+                 "ptrdiff_t i1, void **a) {"]
         declared = set()
         for n, job in jobs:
             for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
@@ -392,22 +455,17 @@ class NativeStep:
                     continue
                 declared.add(name)
                 if name in self.snapshots.values():
-                    lines.append(f"    const T *restrict {name} = (const T *)a["
-                                 f"{self.names.index(name)}] + (t & 1) * batch * "
-                                 f"{self.hidden};")
+                    lines.append(args.pointer(name, False, f" + (t & 1) * batch * {self.hidden}"))
                 elif name in self.operands.values():
                     size = next(o.size for o in job.operands if o.name == name)
-                    lines.append(f"    const T *restrict {name} = (const T *)a["
-                                 f"{self.names.index(name)}] + t * batch * {size};")
+                    lines.append(args.pointer(name, False, f" + t * batch * {size}"))
                 else:
-                    lines.append(self._pointer(name, written))
-            lines.append(f"    const T *restrict P_{n} = (const T *)a["
-                         f"{self.names.index(f'P_{n}')}];")
+                    lines.append(self.pointer(name, written, args))
+            lines.append(args.pointer(f"P_{n}", False))
             if job.bias is not None:
-                lines.append(f"    const T *restrict Pb_{n} = (const T *)a["
-                             f"{self.names.index(f'Pb_{n}')}];")
+                lines.append(args.pointer(f"Pb_{n}", False))
         calls = []
-        for n, job in jobs:
+        for n, job in jobs:  # on the tile of item (u, block): rows r..r+m, units j0..j0+n
             bias = f"Pb_{n} + u * {job.blocks} * LANES" if job.bias is not None else "NULL"
             (a1, *rest), size = job.operands, sum(o.size for o in job.operands)
             a2 = f"{rest[0].size}, {rest[0].name} + r * {rest[0].size}, {rest[0].size}" \
@@ -415,57 +473,111 @@ class NativeStep:
             calls.append(f"kernel_{job.blocks}(m, {a1.size}, {a1.name} + r * {a1.size}, "
                          f"{a1.size}, {a2}, P_{n} + u * {size * job.blocks} * LANES, {bias}, "
                          f"{job.out} + r * {job.out_width} + {job.first} * HIDDEN + j0, "
-                         f"{job.out_width}, n, {int(job.add)});")
+                         f"{job.out_width}, HIDDEN, n, 0, {int(job.add)});")
         tile = ["const ptrdiff_t j0 = u * LANES;",
                 "const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;"]
         lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
                   "element-wise work of all at once (their chains overlap) */",
                   "        const ptrdiff_t r = 0, m = batch;",
-                  "        for (ptrdiff_t u = u0; u < u1; u++) {",
+                  "        for (ptrdiff_t u = i0; u < i1; u++) {",
                   *(f"            {line}" for line in tile + calls),
                   "        }",
-                  "        const ptrdiff_t end = u1 * LANES < HIDDEN ? u1 * LANES : HIDDEN;",
-                  f"        if (u0 < u1) elements_{k}(t, batch, 0, batch, u0 * LANES, end, a);",
+                  "        const ptrdiff_t end = i1 * LANES < HIDDEN ? i1 * LANES : HIDDEN;",
+                  f"        if (i0 < i1) elements_{k}(t, batch, 0, batch, i0 * LANES, end, a);",
                   "        return;",
                   "    }",
                   "    /* row blocks of MR or MR - 1 rows (64 rows: 9 of 6 and 2 of 5, not 10 of 6",
-                  "       and a slower one of 4) */",
+                  "       and a slower one of 4); items tile-major, so that consecutive items",
+                  "       share a tile's panel */",
                   "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
-                  "    for (ptrdiff_t u = u0; u < u1; u++) {",
+                  "    for (ptrdiff_t item = i0; item < i1; item++) {",
+                  "        const ptrdiff_t u = item / blocks, block = item % blocks;",
                   *(f"        {line}" for line in tile),
-                  "        for (ptrdiff_t block = 0; block < blocks; block++) {",
-                  "            const ptrdiff_t r = batch * block / blocks;",
-                  "            const ptrdiff_t m = batch * (block + 1) / blocks - r;",
-                  *(f"            {line}" for line in calls),
-                  f"            if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, "
-                  "a);",
-                  f"            else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
-                  "        }", "    }", "}"]
+                  "        const ptrdiff_t r = batch * block / blocks;",
+                  "        const ptrdiff_t m = batch * (block + 1) / blocks - r;",
+                  *(f"        {line}" for line in calls),
+                  f"        if (n == LANES) elements_{k}(t, batch, r, r + m, j0, j0 + LANES, a);",
+                  f"        else elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
+                  "    }", "}"]
         return lines
 
-    def _source(self) -> str:
+    def header(self, outer: bool = False) -> list[str]:
+        """The preamble, the pool and every micro-kernel the jobs need (with ``outer``, the
+        weight gradients' too): the start of a library."""
         name = re.sub(r"[^\w.-]", "_", self.spec.schedule.graph.name)
+        return [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
+                f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
+                f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.runtime(),
+                "#define TILES ((HIDDEN + LANES - 1) / LANES)",
+                gemm_c.kernels({job.blocks for job in self.jobs if job.segment >= 0}, outer)]
+
+    def _before(self, args: Arguments) -> list[str]:
+        """The jobs before the loop (a hoisted step's): over the rows of steps t0 <= t < t1,
+        the row blocks split between the parts."""
+        lines = ["/* before the steps t0 <= t < t1: the hoisted products over all their rows "
+                 "(row blocks split between the parts), tiles of c vectors */",
+                 "static void before_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
+                 "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                 "    const ptrdiff_t row0 = t0 * batch, rows = (t1 - t0) * batch;",
+                 "    const ptrdiff_t blocks = (rows + MR - 1) / MR;",
+                 "    const ptrdiff_t k0 = blocks * part / parts, k1 = blocks * (part + 1) / "
+                 "parts;", "    (void)k0; (void)k1;"]
+        for n, job in enumerate(self.jobs):
+            if job.segment >= 0:
+                continue
+            (operand,) = job.operands
+            columns = job.blocks * self.hidden
+            bias = f"(const T *){args.slot(f'Pb_{n}')} + u * c * LANES" \
+                if job.bias is not None else "NULL"
+            lines += ["    {",
+                      f"    const T *restrict x = (const T *){args.slot(operand.name)} + row0 * "
+                      f"{operand.size};",
+                      f"    T *restrict out = (T *){args.slot(job.out)} + row0 * "
+                      f"{job.out_width} + {job.first} * HIDDEN;",
+                      f"    const T *restrict panel = (const T *){args.slot(f'P_{n}')};",
+                      f"    const ptrdiff_t c = ({columns} + LANES - 1) / LANES < WIDEST ? "
+                      f"({columns} + LANES - 1) / LANES : WIDEST;",
+                      f"    const ptrdiff_t tiles = ({columns} + c * LANES - 1) / (c * LANES);",
+                      "    for (ptrdiff_t u = 0; u < tiles; u++) {",
+                      "        for (ptrdiff_t block = k0; block < k1; block++) {",
+                      "            const ptrdiff_t r = block * MR;",
+                      "            const ptrdiff_t m = rows - r < MR ? rows - r : MR;",
+                      f"            kernel_c(c, m, {operand.size}, x + r * {operand.size}, "
+                      f"{operand.size}, 0, NULL, 0, panel + u * {operand.size} * c * LANES, "
+                      f"{bias}, out + r * {job.out_width} + u * c * LANES, {job.out_width}, "
+                      f"LANES, {columns} - u * c * LANES, LANES, {int(job.add)});",
+                      "        }", "    }", "    }"]
+        return lines + ["}", ""]
+
+    def functions(self, args: Arguments) -> list[str]:
+        """The step's functions and :data:`RUN`, which runs steps ``t0 <= t < t1``."""
         segments = range(len(self.kernels.segments))
-        lines = [f"/* lstm-graph native step: cell {name}, H {self.hidden}, "
-                 f"{self.dtype.name} (generated) */", HOST.preamble(self.dtype),
-                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.RUNTIME,
-                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
-                 gemm_c.kernels({job.blocks for job in self.jobs})]
+        lines: list[str] = self._before(args) if self.hoisted else []
         for k in segments:
-            lines += self._elements(k) + [""] + self._segment(k) + [""]
-        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the unit "
-                  "tiles, a barrier after every segment */",
+            lines += self._elements(k, args) + [""] + self._segment(k, args) + [""]
+        lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the items "
+                  "(unit tiles x row blocks: an even share for any H and B), a barrier after "
+                  "every segment */",
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                   "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
-                  "    const ptrdiff_t u0 = TILES * part / parts, "
-                  "u1 = TILES * (part + 1) / parts;",
-                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
-                  "    for (ptrdiff_t t = t0; t < t1; t++) {"]
+                  "    const ptrdiff_t items = TILES * (batch <= MR ? 1 : (batch + MR - 1) / MR);",
+                  "    const ptrdiff_t i0 = items * part / parts, "
+                  "i1 = items * (part + 1) / parts;",
+                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);"]
+        if self.hoisted:
+            lines += ["    before_part(part, parts, t0, t1, batch, a);",
+                      "    barrier(parts, &sense);"]
+        lines += ["    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
-            lines += [f"        segment_{k}(t, batch, u0, u1, a);",
+            lines += [f"        segment_{k}(t, batch, i0, i1, a);",
                       "        barrier(parts, &sense);"]
-        lines += ["    }", "}", ""]
-        return "\n".join(lines)
+        lines += ["    }", "}", "", gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on "
+                                                   "`parts` threads"), ""]
+        return lines
+
+    @property
+    def source(self) -> str:
+        return "\n".join([*self.header(), *self.functions(self.args)])
 
 
 def _address(array: np.ndarray) -> int:
@@ -482,16 +594,41 @@ class _Build:
     everything a run needs worked out once (a small run lasts tens of microseconds)."""
 
     step: NativeStep
-    run: Any  # lstm_graph_run(t0, t1, batch, a, parts)
+    args: Arguments  # the library's arguments (the step's, and more in a backward's library)
+    run: Any  # RUN: (t0, t1, batch, a, parts)
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
+    placement: gemm_c.Placement  # where new weights go in them
     pointers: Any  # the argument array, its per-run entries set by each run
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
-    per_run: list[Binding]  # static values and traces: new arrays every run
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
 
 
-class NativePlan(CompiledGrad):
+def weight_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
+    """The arrays of a build that hold weights: the parameters and biases the bodies read,
+    the packed panels."""
+    spec, kernels = step.spec, step.kernels
+    found = arrays(kernels.bindings.values(), Lifetime.WEIGHTS, np, spec.dtype, spec.batch,
+                   params=spec.params, weights={kernels.bias.name: step.hoisted_bias},
+                   empty=aligned_empty)
+    found.update(step.packed(lanes))
+    return found
+
+
+def fixed_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
+    """Every array a build keeps from run to run: the weights the bodies read, the work
+    buffers (states included), the snapshots, the packed panels."""
+    spec, kernels = step.spec, step.kernels
+    bindings = kernels.bindings.values()
+    fixed = weight_arrays(step, lanes)
+    fixed.update(arrays(bindings, Lifetime.WORK, np, spec.dtype, spec.batch,
+                        empty=aligned_empty))
+    for name in step.snapshots.values():
+        fixed[name] = aligned(np.zeros((2, spec.batch, spec.hidden), dtype=spec.dtype))
+    return fixed
+
+
+class NativePlan(Executor):
     """The native executor for one cell, batch size and dtype (NumPy arrays only).
 
     ``threads`` is how many threads share a run's work (default: for steps of at least
@@ -500,6 +637,7 @@ class NativePlan(CompiledGrad):
     """
 
     name = "native"
+    backends = ("numpy",)
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)
@@ -507,62 +645,81 @@ class NativePlan(CompiledGrad):
             raise BackendError("the native executor runs on the numpy backend only")
         require_compiler()
         self.layout = analyse(spec.schedule)
+        self.statics = step_statics(spec.schedule, self.layout)
+        self.hoisted = hoists(spec.schedule, self.layout, spec.batch, spec.input_size,
+                              spec.hidden, spec.dtype)
         self._plain = self._build(trace=False)
         self._traced: _Build | None = None
+        self._backward: Any = None
+        self._stale: set[int] = set()  # builds whose panels hold older weights
         self.kernels, self.step = self._plain.step.kernels, self._plain.step
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
+    def step_kernels(self, trace: bool = False, tape: TapeLayout | None = None) -> StepKernels:
+        """The native step's kernels: hoisted products folded into the groups' GEMMs, ``S``
+        and the static linears the step reads computed at each step; or (:attr:`hoisted`)
+        those computed before the loop over every step's rows."""
+        spec = self.spec
+        return step_kernels(spec.schedule, self.layout, spec.hidden, trace=trace,
+                            folded=() if self.hoisted else folded(self.layout),
+                            made_statics=self.statics, hoisted_per_step=self.hoisted,
+                            tape=tape)
+
     def _build(self, trace: bool) -> _Build:
-        spec, layout = self.spec, self.layout
-        batch, hidden, dtype = spec.batch, spec.hidden, spec.dtype
-        kernels = step_kernels(spec.schedule, layout, hidden, trace=trace,
-                               folded=folded(layout))
-        step = NativeStep(spec, layout, kernels)
+        spec = self.spec
+        step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics,
+                          self.hoisted)
         library = buildcache.library(step.source, ATTEMPTS,
                                      f"the native step of cell '{spec.schedule.graph.name}'",
-                                     symbols=("lstm_graph_run", "lstm_graph_lanes"))
-        run = library.lstm_graph_run
-        run.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_ssize_t]
-        run.restype = None
-        library.lstm_graph_lanes.restype = ctypes.c_ssize_t
-        lanes = int(library.lstm_graph_lanes())
-        in_s = any("S" in segment.inputs for segment in kernels.segments)  # blank: zeros
-        fixed: dict[str, np.ndarray] = {"S": aligned(np.zeros((batch if in_s else 0,
-                                                               step.hoisted_bias.shape[0]),
-                                                              dtype=dtype)),
-                                        "S_bias": aligned(step.hoisted_bias)}
-        for binding in kernels.bindings.values():
-            if binding.role is Role.PARAM:
-                fixed[binding.name] = aligned(np.asarray(spec.params[binding.key], dtype=dtype))
-            elif binding.role is Role.BUFFER or (binding.role is Role.STATIC
-                                                 and binding.key in step.statics):
-                fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
-            elif binding.role is Role.GROUP:
-                width = len(layout.groups[binding.key].members) * hidden
-                fixed[binding.name] = aligned(np.zeros((batch, width), dtype=dtype))
-        for name in step.snapshots.values():
-            fixed[name] = aligned(np.zeros((2, batch, hidden), dtype=dtype))
-        for k, job in enumerate(step.jobs):
-            fixed[f"P_{k}"] = gemm_c.pack_panels(np.asarray(job.weights, dtype=dtype),
-                                                 job.blocks, hidden, lanes)
-            if job.bias is not None:
-                fixed[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, hidden, lanes)
-        for binding in kernels.of_role(Role.STATE):
-            fixed[binding.name] = aligned(np.zeros((batch, hidden), dtype=dtype))
-        pointers = (ctypes.c_void_p * len(step.names))(
-            *(fixed[name].ctypes.data if name in fixed else None for name in step.names))
+                                     symbols=(RUN.name, gemm_c.LANES_SYMBOL.name,
+                                              gemm_c.PLACE.name))
+        return self._prepared(step, library)
+
+    def _prepared(self, step: NativeStep, library: ctypes.CDLL,
+                  args: Arguments | None = None) -> _Build:
+        """What a run of ``step``, compiled into ``library`` (whose functions take ``args``,
+        the step's own by default), needs."""
+        spec, layout = self.spec, self.layout
+        args = args or step.args
+        lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
+        fixed = fixed_arrays(step, lanes)
+        tagged = weight_arrays(self.tagged_step(step), lanes)
+        placement = gemm_c.Placement(library, list(spec.params), fixed, tagged)
+        pointers = (ctypes.c_void_p * len(args))(
+            *(fixed[name].ctypes.data if name in fixed else None for name in args))
         graph = spec.schedule.graph
         python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
                              and n.id not in step.statics for n in graph.nodes.values())
         operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
-        per_run = [b for b in kernels.bindings.values() if b.role is Role.TRACE
-                   or (b.role is Role.STATIC and b.key not in step.statics)]
-        states = [(state, fixed[f"old_{state}"], fixed[step.snapshots[state]][0]
-                   if state in step.snapshots else None) for state in graph.states]
-        return _Build(step, run, fixed, pointers, python_statics, operands, per_run, states)
+        states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
+                   if state in step.snapshots else None)
+                  for state, binding in step.kernels.states.items()]
+        return _Build(step, args, RUN.bind(library), fixed, placement, pointers, python_statics,
+                      operands, states)
+
+    def tagged_step(self, step: NativeStep) -> NativeStep:
+        """``step`` with :func:`~.gemm_c.tags` for weights (float64): its packed arrays say
+        where each parameter's elements go."""
+        spec = replace(self.spec, params=gemm_c.tags(self.spec.params),
+                       dtype=np.dtype(np.float64))
+        return NativeStep(spec, self.layout, step.kernels, self.statics, self.hoisted)
+
+    def update(self, params: Mapping[str, Array]) -> None:
+        """New weights, put into each build's packed arrays in place by one C pass (when
+        the build next runs: a trainer runs only the backward pass's build)."""
+        super().update(params)
+        self._stale = {id(build) for build in (self._plain, self._traced) if build is not None}
+        if self._backward is not None:
+            self._stale.add(id(self._backward.build))
+
+    def refresh(self, build: _Build) -> None:
+        """The spec's weights into ``build``'s arrays, if they hold older ones."""
+        if id(build) in self._stale:
+            build.placement.load(self.spec.params, self.spec.dtype)
+            self._stale.discard(id(build))
 
     @property
     def source(self) -> str:
@@ -584,47 +741,83 @@ class NativePlan(CompiledGrad):
         found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
+    def gradient(self) -> Any:
+        """The compiled backward pass (:class:`~.native_backward.NativeGrad`), built on the
+        first gradient asked for and kept."""
+        if self._backward is None:
+            from lstm_graph.executors.native_backward import NativeGrad
+
+            self._backward = NativeGrad(self)
+        return self._backward
+
+    def forward(self, x: Array, state: Mapping[str, Array]) -> Tape:
+        tape: Tape = self.gradient().forward(x, state)
+        return tape
+
+    def backward(self, tape: Tape, grad_y: Array, grad_final: Mapping[str, Array],
+                 record: bool = False) -> Gradients:
+        self.refuse_record(record)
+        found: Gradients = self.gradient().backward(tape, grad_y, grad_final)
+        return found
+
+    @classmethod
+    def allocations(cls, schedule: Schedule, work: str, steps: int, batch: int,
+                    input_size: int, hidden: int, dtype: np.dtype) -> list[Allocation]:
+        """``y``, the static values computed before the loop, the hoisted products where
+        the step does not multiply ``x_t`` itself (:func:`hoists`), the states; a trace's
+        every assignment and every
+        static value; for a gradient, the tape (what backward reads, per step), every
+        linear's ``dZ`` over all steps, and the gradients of ``x`` and the static values."""
+        from lstm_graph.executors.native_backward import grad_allocations
+
+        return grad_allocations(schedule, work, steps, batch, input_size, hidden, dtype)
+
+    def statics_for(self, build: _Build, x: Array, everything: bool = False
+                    ) -> dict[str, Array]:
+        """The static values a run of ``build`` reads (all of them with ``everything``)."""
+        spec = self.spec
+        if everything or build.python_statics:
+            return static_values(spec.schedule, self.layout, np, spec.params, x, spec.dtype,
+                                 skip=() if everything else build.step.statics)
+        return {next(iter(spec.schedule.graph.inputs)): x}
+
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
-                 progress: Progress | None, everything: bool = False
+                 progress: Progress | None, everything: bool = False,
+                 given: Mapping[str, np.ndarray] | None = None,
+                 before: Callable[[dict[str, np.ndarray]], None] | None = None
                  ) -> tuple[Array, dict[str, Array], dict[str, Array], dict[str, np.ndarray]]:
         """Run ``build``; return ``y``, the final states, the static values (all of them
-        with ``everything``, for a trace) and the per-run arrays."""
+        with ``everything``, for a trace) and the per-run arrays (those ``given``, and the
+        ones made; ``before`` sees them just before the C runs)."""
         spec, step = self.spec, build.step
-        dtype, hidden = spec.dtype, spec.hidden
+        self.refresh(build)
+        dtype = spec.dtype
         steps, batch = x.shape[0], x.shape[1]
-        if everything or build.python_statics:
-            static = static_values(spec.schedule, self.layout, np, spec.params, x, dtype,
-                                   skip=() if everything else step.statics)
-        else:
-            static = {next(iter(spec.schedule.graph.inputs)): x}
-        pointers, index = build.pointers, step.names.index
-        arrays: dict[str, np.ndarray] = {}
+        static = self.statics_for(build, x, everything)
+        pointers, index = build.pointers, build.args.index
+        given = given or {}
+        made = arrays([b for b in step.kernels.bindings.values() if b.name not in given],
+                      Lifetime.RUN, np, dtype, batch, steps, static=static, empty=aligned_empty)
+        made.update(given)
         for node_id, name, width in build.operands:
             value = static[node_id]
             if value.shape != (steps, batch, width) or value.dtype != dtype \
                     or not value.flags.c_contiguous:
                 value = np.ascontiguousarray(np.broadcast_to(value, (steps, batch, width)),
                                              dtype=dtype)
-            arrays[name] = value
-        if "y" in step.kernels.bindings:  # aligned where threads write neighbouring tiles
-            y = arrays["y"] = aligned_empty((steps, batch, hidden), dtype) \
-                if self.threads > 1 else np.empty((steps, batch, hidden), dtype=dtype)
-        else:
-            y = static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
-        for binding in build.per_run:
-            if binding.role is Role.TRACE:
-                arrays[binding.name] = aligned_empty((steps, batch, hidden), dtype)
-            else:
-                value = static[binding.key].reshape(1) if binding.scalar else \
-                    np.broadcast_to(static[binding.key], (steps, batch, hidden))
-                arrays[binding.name] = np.ascontiguousarray(value, dtype=dtype)
-        for name, array in arrays.items():
+            made[name] = value
+        output = step.kernels.output
+        y = made[output.name] if output is not None else \
+            static_output(spec.schedule, static, np, steps, batch, spec.output_width, dtype)
+        for name, array in made.items():
             pointers[index(name)] = _address(array)
         copyto = np.copyto  # the first `batch` rows of each buffer: the C strides by batch
         for name, buffer, snapshot in build.states:
             copyto(buffer[:batch], state[name])
             if snapshot is not None:
                 copyto(snapshot[:batch], buffer[:batch])
+        if before is not None:
+            before(made)
         if progress is None:
             build.run(0, steps, batch, pointers, self.threads)
         else:
@@ -633,4 +826,4 @@ class NativePlan(CompiledGrad):
                 build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
         final = {name: buffer[:batch].copy() for name, buffer, _ in build.states}
-        return y, final, static, arrays
+        return y, final, static, made

@@ -299,6 +299,7 @@ class NumpyPlan(CompiledGrad):
     """
 
     name = "numpy"
+    backends = ("numpy", "cupy")
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)
@@ -320,10 +321,24 @@ class NumpyPlan(CompiledGrad):
             if self.threads > 1 else None
         self._recorders: dict[str, str] = {}  # assignment -> the array recording it
         self._traced_code: CodeType | None = None
+        self._stale = False  # the loop binds older weights than the spec's
 
     @property
     def source(self) -> str:
+        self._reload()
         return self._source
+
+    def update(self, params: Mapping[str, Array]) -> None:
+        """New weights: the backward pass reads them at once; the generated loop, which
+        binds its weights (scaled, packed), is made anew when it next runs."""
+        super().update(params)
+        self._stale = True
+
+    def _reload(self) -> None:
+        if self._stale:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self.__init__(self.spec, self.threads)  # type: ignore[misc]
 
     # -- names and buffers -------------------------------------------------------------------
 
@@ -509,11 +524,13 @@ class NumpyPlan(CompiledGrad):
 
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
+        self._reload()
         y, final, _ = self._execute(self._code, x, state, progress, {})
         return y, final
 
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:
+        self._reload()
         spec, xp = self.spec, self.spec.xp
         graph = spec.schedule.graph
         if self._traced_code is None:

@@ -10,6 +10,11 @@
 ``cuda``       the CUDA plan (CuPy only)
 =============  =========================================================================
 
+A backward pass that records every value's gradient (``record``: the gradient-flow
+view) runs on the executor that can, the reference. What an executor allocates
+is its own :meth:`~.contract.Executor.allocations`, asked through
+:func:`allocations`.
+
 When ``plan`` chose the native step and building it fails (the compiler fails,
 times out, writes nothing, or the disk is full), it warns in one line and runs
 the NumPy plan; asking for ``native`` makes that failure an error.
@@ -19,16 +24,23 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from lstm_graph.errors import BackendError, LstmGraphWarning
 from lstm_graph.executors import native
 from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.executors.cuda import CudaPlan
 from lstm_graph.executors.interpreter import Reference
 from lstm_graph.executors.numpy_plan import NumpyPlan
+from lstm_graph.formats.memory import Allocation
+from lstm_graph.schedule import Schedule
 
-EXECUTORS = ("plan", "native", "numpy", "reference", "cuda")
-_ON = {"native": ("numpy",), "numpy": ("numpy", "cupy"), "reference": ("numpy", "cupy"),
-       "cuda": ("cupy",), "plan": ("numpy", "cupy")}
+#: Every executor class, by the name it answers to (``Executor.name``).
+CLASSES: dict[str, type[Executor]] = {
+    cls.name: cls for cls in (native.NativePlan, NumpyPlan, Reference, CudaPlan)}
+#: What ``--executor`` accepts: ``plan`` (the fastest available), then each class by name.
+EXECUTORS = ("plan", *CLASSES)
+_ON = {"plan": ("numpy", "cupy"), **{name: cls.backends for name, cls in CLASSES.items()}}
 
 
 def check(executor: str, backend: str) -> None:
@@ -44,19 +56,40 @@ def check(executor: str, backend: str) -> None:
         native.require_compiler()
 
 
-def build(executor: str, spec: Spec, backend: str) -> Executor:
-    """The executor named ``executor`` for ``spec`` (see the module docstring)."""
+def chosen(executor: str, schedule: Schedule, backend: str, record: bool = False) -> str:
+    """The name of the executor class ``executor`` means for this cell and backend
+    (``plan``: the fastest available; any other name: itself). With ``record`` (a
+    backward pass that records every value's gradient), the one that records."""
+    if record:
+        return next(name for name, cls in CLASSES.items()
+                    if cls.records and backend in cls.backends)
+    if executor != "plan":
+        return executor
+    if backend == "cupy":
+        return CudaPlan.name
+    return native.NativePlan.name if native.suits(schedule) else NumpyPlan.name
+
+
+def build(executor: str, spec: Spec, backend: str, record: bool = False) -> Executor:
+    """The executor named ``executor`` for ``spec`` (see the module docstring); with
+    ``record``, one whose backward pass records every value's gradient."""
     check(executor, backend)
-    if executor == "reference":
-        return Reference(spec)
-    if executor == "cuda" or (executor == "plan" and backend == "cupy"):
-        return CudaPlan(spec)
-    if executor == "numpy" or (executor == "plan" and not native.suits(spec.schedule)):
-        return NumpyPlan(spec)
+    name = chosen(executor, spec.schedule, backend, record)
+    if name != native.NativePlan.name:
+        return CLASSES[name](spec)
     try:
         return native.NativePlan(spec)
     except BackendError as err:
-        if executor == "native":
+        if executor == native.NativePlan.name:
             raise
         warnings.warn(f"{err}; running the NumPy plan instead", LstmGraphWarning, stacklevel=3)
         return NumpyPlan(spec)
+
+
+def allocations(executor: str, backend: str, schedule: Schedule, work: str, steps: int,
+                batch: int, input_size: int, hidden: int, dtype: np.dtype,
+                record: bool = False) -> list[Allocation]:
+    """What the executor ``executor`` would allocate for ``work`` (``run``, ``trace`` or
+    ``grad``): that executor's own :meth:`~.contract.Executor.allocations`."""
+    name = chosen(executor, schedule, backend, record)
+    return CLASSES[name].allocations(schedule, work, steps, batch, input_size, hidden, dtype)

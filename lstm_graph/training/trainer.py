@@ -2,10 +2,12 @@
 
 A training step draws a batch from the task (seeded by the step number, so a
 resumed run sees exactly the batches an uninterrupted one would), runs the cell
-forward and backward through the compiled backward pass
-(:class:`~lstm_graph.executors.backward.CompiledBackward`), puts a linear
-readout ``o = y·Rᵀ + r`` on the cell's output, and updates every parameter with
-Adam after clipping the global gradient norm. The cell's parameters keep their
+forward and backward through the executor the registry picks, as every gradient
+is computed (the native step's backward pass compiled to C where a compiler is
+found: :meth:`~lstm_graph.executors.contract.Executor.forward`, then
+``backward``), puts a linear readout ``o = y·Rᵀ + r`` on the cell's output, and
+updates every parameter with Adam after clipping the global gradient norm, both
+in one pass over the weights (:mod:`~lstm_graph.training.fused`). The cell's parameters keep their
 names (``f.W_x`` …); the readout's are ``readout.W`` and ``readout.b``.
 
 A checkpoint (an ``.npz``, written whole or not at all) holds the parameters,
@@ -35,12 +37,12 @@ import numpy as np
 from lstm_graph.cell import Cell
 from lstm_graph.checks import run_allocations, work_allocations
 from lstm_graph.errors import DataError, WeightsError
-from lstm_graph.executors.backward import CompiledBackward
-from lstm_graph.executors.contract import Spec
-from lstm_graph.executors.layout import analyse
+from lstm_graph.executors import registry
+from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.training.fused import adam_step
 from lstm_graph.training.tasks import Task
 
 #: Called after each step with the step number (from 1) and its training loss.
@@ -61,19 +63,22 @@ class Adam:
     v: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0
 
-    def update(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+    def update(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray],
+               max_norm: float = 0.0) -> float:
+        """One step on every parameter of ``grads``, in place, after clipping their global
+        norm to ``max_norm`` (0: not clipped), in one fused pass over the weights
+        (:func:`~lstm_graph.training.fused.adam_step`); returns the norm before clipping."""
         self.steps += 1
-        correct1 = 1 - self.beta1 ** self.steps
-        correct2 = 1 - self.beta2 ** self.steps
-        for name, grad in grads.items():
-            m = self.m.setdefault(name, np.zeros_like(grad))
-            v = self.v.setdefault(name, np.zeros_like(grad))
-            m *= self.beta1
-            m += (1 - self.beta1) * grad
-            v *= self.beta2
-            v += (1 - self.beta2) * grad * grad
-            params[name] -= (self.lr * (m / correct1) / (np.sqrt(v / correct2) + self.eps)
-                             ).astype(params[name].dtype)
+        names = list(grads)
+        dtype = params[names[0]].dtype
+        grad = [np.ascontiguousarray(grads[name], dtype=dtype) for name in names]
+        for moments in (self.m, self.v):
+            for name in names:
+                if name not in moments:
+                    moments[name] = np.zeros_like(params[name])
+        m, v = [self.m[name] for name in names], [self.v[name] for name in names]
+        return adam_step([params[name] for name in names], grad, m, v, self.lr, self.beta1,
+                         self.beta2, self.eps, self.steps, max_norm)
 
 
 def clip(grads: dict[str, np.ndarray], max_norm: float) -> float:
@@ -159,7 +164,6 @@ class Trainer:
         self.max_norm, self.seed, self.dtype = max_norm, seed, np.dtype(dtype)
         (output,) = cell.graph.outputs
         self.width = cell.schedule.width(output, task.input_size, hidden_size)
-        self.layout = analyse(cell.schedule)
         rng = np.random.default_rng([seed, 1])
         bound = 1 / math.sqrt(self.width)
         self.params = cell.random_weights(task.input_size, hidden_size, seed, self.dtype.name)
@@ -172,12 +176,14 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self._eval = task.sample(np.random.default_rng([seed, 2**31]), EVAL_BATCH)
+        spec = Spec(cell.schedule, np, self._cell_params(), batch, task.input_size, hidden_size,
+                    self.dtype)
+        #: What runs the cell forward and backward: the registry's choice for ``plan``.
+        self.executor: Executor = registry.build("plan", spec, "numpy")
+        self._grad_y: np.ndarray | None = None  # the loss's gradient on y, kept step to step
 
-    def _backward(self, batch: int) -> CompiledBackward:
-        cell_params = {k: v for k, v in self.params.items() if not k.startswith("readout.")}
-        spec = Spec(self.cell.schedule, np, cell_params, batch, self.task.input_size,
-                    self.hidden, self.dtype)
-        return CompiledBackward(spec, self.layout)
+    def _cell_params(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.params.items() if not k.startswith("readout.")}
 
     def _readout(self, y: np.ndarray) -> np.ndarray:
         used = y[-1] if self.task.loss == "mse_last" else y
@@ -201,12 +207,15 @@ class Trainer:
         began = time.perf_counter()
         self.step += 1
         x, target = self.task.sample(np.random.default_rng([self.seed, self.step]), self.batch)
-        backward = self._backward(self.batch)
-        tape = backward.forward(x.astype(self.dtype), self._zeros(self.batch))
+        executor = self.executor
+        executor.update(self._cell_params())  # after Adam's last step, or a checkpoint's
+        tape = executor.forward(x.astype(self.dtype), self._zeros(self.batch))
         out = self._readout(tape.y)
         loss, grad_out = loss_and_gradient(self.task, out, target)
         readout = self.params["readout.W"]
-        grad_y = np.zeros_like(tape.y)
+        if self._grad_y is None or self._grad_y.shape != tape.y.shape:
+            self._grad_y = np.zeros_like(tape.y)
+        grad_y = self._grad_y  # only its last step is written for a loss at the last step
         if self.task.loss == "mse_last":
             grad_y[-1] = grad_out @ readout
             used = tape.y[-1]
@@ -214,11 +223,10 @@ class Trainer:
             grad_y[...] = grad_out @ readout
             used = tape.y.reshape(-1, self.width)
             grad_out = grad_out.reshape(-1, grad_out.shape[-1])
-        grads = dict(backward.backward(tape, grad_y.astype(self.dtype), {}).weights)
+        grads = dict(executor.backward(tape, grad_y, {}).weights)
         grads["readout.W"] = grad_out.T @ used
         grads["readout.b"] = grad_out.sum(axis=0)
-        clip(grads, self.max_norm)
-        self.adam.update(self.params, grads)
+        self.adam.update(self.params, grads, self.max_norm)
         self.losses.append(self.step, loss)
         self.seconds += time.perf_counter() - began
         return loss
