@@ -355,18 +355,43 @@ def outer_dispatch(widest: int) -> str:
 
 
 def vectors_dispatch(widest: int) -> str:
-    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` ``widest``) of neighbouring
-    unit tiles, a GEMM whose columns are one run (no gate blocks): the hoisted products
-    before the loop, the backward pass's."""
+    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` :data:`MAX_BLOCKS`; more than
+    ``widest`` take two kernel calls) of neighbouring unit tiles, a GEMM whose columns are
+    one run (no gate blocks): the hoisted products before the loop, the backward pass's."""
     lines = ["/* m rows x c vectors of out (+)= [a1 a2] . panel */",
              "static inline void kernel_c(ptrdiff_t c, ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
              "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, ptrdiff_t n, ptrdiff_t step, "
              "_Bool add) {", "    switch (c) {"]
     lines += [f"    case {c}: kernel_{c}(m, k1, a1, lda1, k2, a2, lda2, panel, bias, out, ldo, "
-              "ldv, n, step, add); break;" for c in range(1, widest + 1)]
+              "ldv, n, step, add); break;" for c in range(1, MAX_BLOCKS + 1)]
     lines += ["    }", "}"]
     return "\n".join(lines)
+
+
+def tail_dispatch(blocks: int) -> str:
+    """C for ``kernel_tail_<blocks>``: a job of ``blocks`` gate blocks on the last, partial
+    unit tile (``TAIL`` units: ``HIDDEN % LANES``), whose panel holds the blocks' units side
+    by side (:func:`pack_panels`), so that it multiplies ``blocks·TAIL`` columns rounded up
+    to whole vectors, not ``blocks`` vectors of mostly padding; the products go through a
+    scratch tile to their blocks."""
+    return "\n".join([
+        f"/* m rows (m <= MR) x {blocks} gate blocks of the last, partial unit tile */",
+        f"static inline void kernel_tail_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
+        "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
+        "const T *bias, T *out, ptrdiff_t ldo, _Bool add) {",
+        f"    enum {{ VECTORS = TAIL ? ({blocks} * TAIL + LANES - 1) / LANES : 1 }};",
+        "    T tile[MR * VECTORS * LANES] __attribute__((aligned(64)));",
+        "    kernel_c(VECTORS, m, k1, a1, lda1, k2, a2, lda2, panel, bias, tile, "
+        "VECTORS * LANES, LANES, VECTORS * LANES, LANES, 0);",
+        "    for (ptrdiff_t r = 0; r < m; r++)",
+        f"        for (ptrdiff_t v = 0; v < {blocks}; v++)",
+        "            for (ptrdiff_t l = 0; l < TAIL; l++) {",
+        "                const T found = tile[r * VECTORS * LANES + v * TAIL + l];",
+        "                T *const place = out + r * ldo + v * HIDDEN + l;",
+        "                *place = add ? *place + found : found;",
+        "            }",
+        "}"])
 
 
 def kernels(blocks: set[int], outer: bool = False) -> str:
@@ -392,6 +417,7 @@ def kernels(blocks: set[int], outer: bool = False) -> str:
                                for r in range(1, MAX_ROWS + 1))]
         parts += [dispatch(b, widest) for b in sorted(blocks)]
         parts.append(vectors_dispatch(widest))
+        parts += [tail_dispatch(b) for b in sorted(blocks) if b > 1]
         if outer:
             parts += [outer_kernel(r, c) for c in range(1, widest + 1)
                       for r in range(1, MAX_ROWS + 1)]
@@ -465,22 +491,34 @@ def tiles(hidden: int, lanes: int) -> int:
     return -(-hidden // lanes)
 
 
-def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndarray:
-    """``weights`` ``(K, blocks·H)`` as panels ``(tiles, K, blocks, lanes)``, zero-padded.
+def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int,
+                dense_tail: bool = False) -> np.ndarray:
+    """``weights`` ``(K, blocks·H)`` as panels ``(tiles, K, blocks, lanes)``, zero-padded;
+    with ``dense_tail``, the last, partial tile (``H % lanes`` units ``n``) as ``(K,
+    ⌈blocks·n / lanes⌉·lanes)``, the blocks' ``n`` units side by side (for
+    ``kernel_tail_<blocks>``).
 
     Padding columns (units ``≥ H`` of the last tile) are computed and never stored,
     so their zero weights never meet a NaN that matters.
     """
     k = weights.shape[0]
+    full, tail = divmod(hidden, lanes)
+    if dense_tail and tail and blocks > 1:
+        shaped = weights.reshape(k, blocks, hidden)
+        head = pack_panels(shaped[:, :, :full * lanes].reshape(k, -1), blocks, full * lanes,
+                           lanes).reshape(-1)
+        vectors = -(-blocks * tail // lanes)
+        last = np.zeros((k, vectors * lanes), dtype=weights.dtype)
+        last[:, :blocks * tail] = shaped[:, :, full * lanes:].reshape(k, -1)
+        return aligned(np.concatenate([head, last.reshape(-1)]))
     units = tiles(hidden, lanes) * lanes
     padded = np.zeros((k, blocks, units), dtype=weights.dtype)
     padded[:, :, :hidden] = weights.reshape(k, blocks, hidden)
     return aligned(padded.reshape(k, blocks, -1, lanes).transpose(2, 0, 1, 3))
 
 
-def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int) -> np.ndarray:
-    """``bias`` ``(blocks·H,)`` as ``(tiles, blocks, lanes)``, the panels' order."""
-    units = tiles(hidden, lanes) * lanes
-    padded = np.zeros((blocks, units), dtype=bias.dtype)
-    padded[:, :hidden] = bias.reshape(blocks, hidden)
-    return aligned(padded.reshape(blocks, -1, lanes).transpose(1, 0, 2))
+def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int,
+              dense_tail: bool = False) -> np.ndarray:
+    """``bias`` ``(blocks·H,)`` as ``(tiles, blocks, lanes)``, the panels' order (with
+    ``dense_tail``, the last tile's as :func:`pack_panels` packs it)."""
+    return pack_panels(bias.reshape(1, -1), blocks, hidden, lanes, dense_tail)
