@@ -140,8 +140,8 @@ def loss_of(run, x, state, grad_y, grad_final):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(source=valid_cells(), executor=st.sampled_from(["reference", "numpy"]),
-       seed=st.integers(0, 2**16))
+@given(source=valid_cells(), executor=st.sampled_from(
+    ["reference", "numpy", *(["native"] if compiler() else [])]), seed=st.integers(0, 2**16))
 def test_gradients_equal_central_differences_on_random_cells(source, executor, seed):
     cell = lstm_graph.compile_source(source, "random.cell")
     rng = np.random.default_rng(seed)
