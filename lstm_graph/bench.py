@@ -132,8 +132,8 @@ MAKERS = {"ours": _ours("plan"), "numpy": _ours("numpy"), "reference": _ours("re
           "torch": _torch_peer, "onnxruntime": _onnx_peer}
 
 
-def _memory() -> tuple[int, int]:
-    """This process's resident set now and its peak since the last :func:`_reset_peak`, in
+def memory() -> tuple[int, int]:
+    """This process's resident set now and its peak since the last :func:`reset_peak`, in
     bytes (Linux's /proc; elsewhere the peak since the start, twice)."""
     try:
         status = Path("/proc/self/status").read_text().splitlines()
@@ -146,7 +146,7 @@ def _memory() -> tuple[int, int]:
         return peak, peak
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     """Start the peak resident set afresh from the current one (Linux 4.0 and later)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -164,8 +164,8 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     weights, x = problem(name, size)
     if contender in PEERS:  # import outside the measured growth, as for our code
         __import__("torch" if contender == "torch" else "onnxruntime")
-    _reset_peak()
-    before, _ = _memory()
+    reset_peak()
+    before, _ = memory()
     run = MAKERS[contender](name, weights, x, threads)
     y = run()  # warm-up
     times = []
@@ -175,7 +175,7 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
         times.append(time.perf_counter() - began)
     if output is not None:
         np.save(output, np.asarray(y))
-    return {"times": times, "peak_mib": (_memory()[1] - before) / 2**20}
+    return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -345,7 +345,7 @@ def machine(threads: int) -> str:
             "float32")
 
 
-def _ms(timing: Timing | None) -> str:
+def ms(timing: Timing | None) -> str:
     """Milliseconds: the median (the blocks' range), 3 decimals below 1 ms, else 2."""
     if timing is None:
         return "—"
@@ -366,8 +366,8 @@ def table(rows: list[Row]) -> str:
             numpy_ratio += f" (≤ {NUMPY_TARGETS[r.size]}×)"
         reference = f"{r.ratio('reference'):.1f}×" if "reference" in t else "—"
         lines.append(
-            f"| {r.cell} | {r.size} {SIZES[r.size]} | {_ms(t['ours'])} | {_ms(t.get('torch'))} "
-            f"| {_ms(t.get('onnxruntime'))} | **{r.ratio('ours'):.2f}×** "
+            f"| {r.cell} | {r.size} {SIZES[r.size]} | {ms(t['ours'])} | {ms(t.get('torch'))} "
+            f"| {ms(t.get('onnxruntime'))} | **{r.ratio('ours'):.2f}×** "
             f"| {r.quietest_ratio('ours'):.2f}× | {numpy_ratio} "
             f"| {reference} | {t['ours'].peak_mib:.1f} / {r.peers[r.best_peer].peak_mib:.1f} "
             f"| {r.error:.1e} |")
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                           args.wait_idle)
             rows.append(row)
             print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
-                  f"(ours {_ms(row.timings['ours'])} ms; NumPy plan "
+                  f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
                   f"{row.ratio('numpy'):.2f}×; best peer {row.best_peer} "
-                  f"{_ms(row.peers[row.best_peer])} ms)", flush=True)
+                  f"{ms(row.peers[row.best_peer])} ms)", flush=True)
     nodes, seconds = scale()
     print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s (target < 2 s)")
     text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,

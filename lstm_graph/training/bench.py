@@ -8,9 +8,15 @@
    held-out mean squared error against the memoryless baseline (1/6 ≈ 0.167) and
    the time it took. The LSTMs and the GRU get far under the baseline; the plain
    RNN, whose gradient fades geometrically over the 50 steps, does not.
-2. One training step (forward, backward, Adam) of our ``lstm`` against PyTorch's
-   ``nn.LSTM`` with a linear readout and ``torch.optim.Adam`` at the same sizes,
-   each timed in a fresh process of its own after a warm-up, every thread pool on the same threads.
+2. One training step (forward, backward through time, clipping, Adam) of our
+   ``lstm``, ``gru`` and ``peephole_lstm`` against PyTorch's ``nn.LSTM`` /
+   ``nn.GRU`` with a linear readout, ``clip_grad_norm_`` and ``torch.optim.Adam`` at
+   the same sizes (PyTorch has no peephole LSTM: ``nn.LSTM`` is its peer, less
+   work than ours). Each contender is timed in fresh processes of its own (a
+   warm-up, then a block of timed steps), ``--blocks`` of them taking turns with
+   the other's, every thread pool on the same threads; the time is the median of
+   all its steps, with the range of its blocks' medians, and the peak memory the
+   growth of the process's resident set from just before it is built.
 
 A benchmark, not a test: no test asserts on time. Needs the test extras.
 """
@@ -18,19 +24,20 @@ A benchmark, not a test: no test asserts on time. Needs the test extras.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import lstm_graph
-from lstm_graph.bench import cpu, thread_environment
+from lstm_graph.bench import Timing, cpu, memory, ms, reset_peak, thread_environment, wait_idle
 from lstm_graph.errors import install_hint
 from lstm_graph.formats.files import write_section
 from lstm_graph.training import adding
@@ -52,7 +59,17 @@ def learn(steps: int, hidden: int, batch: int, length: int) -> list[tuple[str, f
     return rows
 
 
-def _block(step: Callable[[], object], repeat: int) -> float:
+#: Each cell's PyTorch peer: its module (``nn.LSTM`` for the peephole LSTM, which
+#: PyTorch does not have).
+PEERS = {"lstm": "LSTM", "gru": "GRU", "peephole_lstm": "LSTM"}
+STEP_CELLS = tuple(PEERS)
+
+
+def _block(step: Callable[[], object], repeat: int) -> dict[str, Any]:
+    """Warm ``step`` up, then time ``repeat`` calls: ``{"times", "peak_mib"}``, the peak
+    measured from before the warm-up (what the first step builds and keeps counts)."""
+    reset_peak()
+    before, _ = memory()
     for _ in range(3):
         step()
     times = []
@@ -60,21 +77,23 @@ def _block(step: Callable[[], object], repeat: int) -> float:
         began = time.perf_counter()
         step()
         times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
 
 
-def step_time(contender: str, hidden: int, batch: int, length: int, repeat: int) -> float:
-    """Median seconds of one training step of ``contender`` (``ours``: the ``lstm`` cell's
-    :class:`Trainer`; ``torch``: ``nn.LSTM``, a ``nn.Linear`` readout, ``torch.optim.Adam``,
-    the same clipping) in this process, after a warm-up."""
+def step_time(contender: str, cell: str, hidden: int, batch: int, length: int,
+              repeat: int) -> dict[str, Any]:
+    """One block of training steps of ``contender`` on ``cell`` (``ours``: its
+    :class:`Trainer`; ``torch``: its peer module (:data:`PEERS`), a ``nn.Linear``
+    readout, ``clip_grad_norm_`` and ``torch.optim.Adam``) in this process."""
     task = adding(length)
     if contender == "ours":
-        return _block(Trainer(lstm_graph.load_cell("lstm"), task, hidden, batch).train_step,
-                      repeat)
+        trainer = Trainer(lstm_graph.load_cell(cell), task, hidden, batch)
+        return _block(trainer.train_step, repeat)
     import torch
 
     torch.manual_seed(0)
-    module, readout = torch.nn.LSTM(2, hidden), torch.nn.Linear(hidden, 1)
+    module = getattr(torch.nn, PEERS[cell])(task.input_size, hidden)
+    readout = torch.nn.Linear(hidden, task.output_size)
     parameters = [*module.parameters(), *readout.parameters()]
     optimiser = torch.optim.Adam(parameters, lr=2e-3)
     counter = [0]
@@ -92,34 +111,65 @@ def step_time(contender: str, hidden: int, batch: int, length: int, repeat: int)
     return _block(torch_step, repeat)
 
 
-def step_times(hidden: int, batch: int, length: int, threads: int, repeat: int
-               ) -> tuple[float, float]:
-    """:func:`step_time` of ours and of PyTorch, each in a fresh process of its own (no
-    other runtime loaded, no other thread pool spinning), every pool on ``threads``."""
-    found = []
-    for contender in ("ours", "torch"):
-        done = subprocess.run([sys.executable, "-m", "lstm_graph.training.bench",
-                               "--contender", contender, "--hidden", str(hidden), "--batch",
-                               str(batch), "--length", str(length), "--repeat", str(repeat)],
-                              env=thread_environment(threads), capture_output=True, text=True,
-                              check=True)
-        found.append(float(done.stdout.split()[-1]))
-    return found[0], found[1]
+def step_times(cell: str, hidden: int, batch: int, length: int, threads: int, repeat: int,
+               blocks: int = 3, idle: float = 0.0) -> dict[str, Timing]:
+    """:func:`step_time` of ours and of PyTorch on ``cell``, each block in a fresh process
+    of its own (no other runtime loaded, no other thread pool spinning), every pool on
+    ``threads``, the contenders taking turns; each block after waiting up to ``idle``
+    seconds for the CPUs to be idle."""
+    found = {contender: Timing() for contender in ("ours", "torch")}
+    for _ in range(blocks):
+        for contender, timing in found.items():
+            if idle > 0:
+                wait_idle(idle)
+            done = subprocess.run([sys.executable, "-m", "lstm_graph.training.bench",
+                                   "--contender", contender, "--cell", cell, "--hidden",
+                                   str(hidden), "--batch", str(batch), "--length", str(length),
+                                   "--repeat", str(repeat)],
+                                  env=thread_environment(threads), capture_output=True,
+                                  text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{contender} on {cell} failed:\n{done.stderr}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            timing.blocks.append(result["times"])
+            timing.peak_mib = max(timing.peak_mib, result["peak_mib"])
+    return found
+
+
+def step_table(times: dict[str, dict[str, Timing]]) -> list[str]:
+    """The training steps' table, one row per cell."""
+    lines = ["| cell | PyTorch peer | ours ms | PyTorch ms | ours ÷ PyTorch | peak MiB: ours "
+             "/ PyTorch |", "|---|---|---|---|---|---|"]
+    for cell, found in times.items():
+        ours, torch = found["ours"], found["torch"]
+        peer = f"`nn.{PEERS[cell]}`" + (" (no peepholes)" if cell == "peephole_lstm" else "")
+        lines.append(f"| {cell} | {peer} | {ms(ours)} | {ms(torch)} | "
+                     f"**{ours.median / torch.median:.2f}×** | "
+                     f"{ours.peak_mib:.1f} / {torch.peak_mib:.1f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3000,
+                        help="training steps per cell for the learning table (0: skip it)")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=20, help="timed steps per block")
+    parser.add_argument("--blocks", type=int, default=3, help="processes per contender")
+    parser.add_argument("--cells", default=",".join(STEP_CELLS),
+                        help="cells whose training step is timed")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each block, wait up to this long for idle CPUs")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--contender", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--cell", choices=STEP_CELLS, default="lstm", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.contender:  # one block, in the process step_times started for it
-        print(step_time(args.contender, args.hidden, args.batch, args.length, args.repeat))
+        print(json.dumps(step_time(args.contender, args.cell, args.hidden, args.batch,
+                                   args.length, args.repeat)))
         return 0
     try:
         import torch  # noqa: F401
@@ -127,23 +177,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the training benchmark needs the test extras ({err}): {install_hint('test')}",
               file=sys.stderr)
         return 1
-    rows = learn(args.steps, args.hidden, args.batch, args.length)
-    ours, theirs = step_times(args.hidden, args.batch, args.length, args.threads, args.repeat)
+    cells = [c for c in args.cells.split(",") if c]
+    unknown = sorted(set(cells) - set(STEP_CELLS))
+    if unknown:
+        parser.error(f"--cells: no PyTorch peer for {', '.join(unknown)} (choose from "
+                     f"{', '.join(STEP_CELLS)})")
+    rows = learn(args.steps, args.hidden, args.batch, args.length) if args.steps > 0 else []
+    times = {}
+    for cell in cells:
+        times[cell] = step_times(cell, args.hidden, args.batch, args.length, args.threads,
+                                 args.repeat, args.blocks, args.wait_idle)
+        print(f"{cell}: ours {ms(times[cell]['ours'])} ms, PyTorch "
+              f"{ms(times[cell]['torch'])} ms", file=sys.stderr, flush=True)
     baseline = adding(args.length).baseline
     model, extensions = cpu()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [START, f"Machine: {model} ({', '.join(extensions)}), {cpus} CPUs; Python "
-             f"{platform.python_version()}, NumPy {np.__version__}. Adding problem, "
-             f"T = {args.length}, H = {args.hidden}, batch {args.batch}, {args.steps} steps of "
-             "Adam (lr 2e-3, clip 1.0), float32, seed 0.",
-             "", "| cell | held-out MSE | ÷ baseline (0.167) | time |", "|---|---|---|---|"]
-    lines += [f"| {name} | {mse:.4f} | {mse / baseline:.3f} | {seconds:.0f} s |"
-              for name, mse, seconds in rows]
-    lines += ["", f"One training step (forward, backward through time, Adam) at these sizes: "
-              f"ours {ours * 1e3:.1f} ms, PyTorch `nn.LSTM` {theirs * 1e3:.1f} ms on "
-              f"{args.threads} threads (ours ÷ PyTorch {ours / theirs:.2f}×; medians of "
-              f"{args.repeat}, each in a process of its own after a warm-up).", "",
-              "Command: `python -m lstm_graph.training.bench --markdown docs/training.md`", END]
+             f"{platform.python_version()}, NumPy {np.__version__}, PyTorch "
+             f"{torch.__version__}. Adding problem, T = {args.length}, H = {args.hidden}, batch "
+             f"{args.batch}, Adam (lr 2e-3, clip 1.0), float32, seed 0."]
+    if rows:
+        lines += ["", f"Learning, {args.steps} steps per cell:", "",
+                  "| cell | held-out MSE | ÷ baseline (0.167) | time |", "|---|---|---|---|"]
+        lines += [f"| {name} | {mse:.4f} | {mse / baseline:.3f} | {seconds:.0f} s |"
+                  for name, mse, seconds in rows]
+    lines += ["", "One training step (forward, backward through time, clipping, Adam, the "
+              f"readout included), {args.threads} threads for both: each contender in "
+              f"{args.blocks} fresh process{'es' if args.blocks > 1 else ''} of its own taking "
+              f"turns, {args.repeat} timed "
+              "steps each after a warm-up; ms: median of all steps (range of the blocks' "
+              "medians). Target: ours ÷ PyTorch ≤ 1.0×.", "", *step_table(times), "",
+              "Command: `python -m lstm_graph.training.bench "
+              f"{'--wait-idle ' + format(args.wait_idle, 'g') + ' ' if args.wait_idle else ''}"
+              "--markdown docs/training.md`", END]
     report = "\n".join(lines)
     print(report)
     if args.markdown:

@@ -1,0 +1,27 @@
+"""The training benchmark's machinery at a toy size (no assertion on time: benchmarks are
+not tests): blocks in processes of their own, the table, the section it writes."""
+
+from __future__ import annotations
+
+from lstm_graph.training import bench
+
+SMALL = ["--hidden", "4", "--batch", "2", "--length", "5", "--repeat", "2"]
+
+
+def test_a_block_times_its_steps_and_measures_its_memory():
+    for contender in ("ours", "torch"):
+        found = bench.step_time(contender, "gru", 4, 2, 5, repeat=3)
+        assert len(found["times"]) == 3 and all(t > 0 for t in found["times"])
+        assert found["peak_mib"] >= 0
+
+
+def test_the_section_holds_every_cell_against_its_peer_and_leaves_the_rest(tmp_path):
+    doc = tmp_path / "training.md"
+    doc.write_text(f"before\n{bench.START}\nold\n{bench.END}\nafter\n")
+    assert bench.main(["--steps", "0", "--blocks", "2", "--cells", "peephole_lstm",
+                       "--markdown", str(doc), *SMALL]) == 0
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| peephole_lstm | `nn.LSTM` (no peepholes) |" in text
+    assert "each contender in 2 fresh processes of its own taking turns" in text
+    assert "Machine: " in text and "Learning" not in text  # --steps 0: no learning table
