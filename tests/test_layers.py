@@ -467,3 +467,18 @@ def test_files_that_are_not_state_dicts_are_refused_in_our_words(save, words, tm
     assert words in stderr
     assert "weights_only" not in stderr and "\x1b" not in stderr
 
+
+
+def test_a_stack_too_large_for_memory_is_refused_counting_every_unit(monkeypatch):
+    """Each unit alone fits under the bound; the four units of a two-layer bidirectional
+    LSTM and the layers' outputs between them do not: refused before any work."""
+    x = np.zeros((200, 16, 8), "float32")
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "3M")
+    lstm = lstm_graph.load_cell("lstm")
+    alone = lstm.compile(input_size=8, hidden_size=64)
+    alone(x)
+    stack = lstm.compile(input_size=8, hidden_size=64, layers=2, direction="bidirectional")
+    assert sum(a.nbytes for a in stack.allocations(200, 16, np.dtype("float32"))) > 3 << 20
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"in all for this run, more than "
+                                                        r"the limit of 3\.15 MB"):
+        stack(x)
