@@ -13,7 +13,7 @@ import lstm_graph
 from lstm_graph.cli import main
 from lstm_graph.training import adding, copy, from_file, train
 from lstm_graph.training.gradflow import flow
-from lstm_graph.training.trainer import Adam, clip, loss_and_gradient
+from lstm_graph.training.trainer import Adam, loss_and_gradient
 
 
 def test_the_adding_problem_sums_the_two_marked_values_and_its_baseline_is_one_sixth():
@@ -60,12 +60,6 @@ def test_adam_takes_the_steps_pytorchs_adam_takes():
         ours.update(params, grads)
     for name, tensor in tensors.items():
         np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-12)
-
-
-def test_clipping_bounds_the_global_norm():
-    grads = {"a": np.full(4, 3.0), "b": np.full(9, 4.0)}
-    assert clip(grads, 1.0) == pytest.approx(np.sqrt(4 * 9 + 9 * 16))
-    assert np.sqrt(sum(np.sum(g ** 2) for g in grads.values())) == pytest.approx(1.0)
 
 
 def test_the_cross_entropy_gradient_is_pytorchs():

@@ -1,9 +1,9 @@
 """Adam with gradient clipping in one pass over the weights.
 
 Clipping to a global norm needs every gradient before any weight moves, so a
-step reads the gradients twice: once for the sum of their squares (in float64,
-as :func:`~lstm_graph.training.trainer.clip` sums), then once more in the same
-pass that scales each gradient, updates both of Adam's moments and moves the
+step reads the gradients twice: once for the sum of their squares (in float64),
+then once more in the same pass that scales each gradient (as PyTorch's
+``clip_grad_norm_`` does: :func:`clip_scale`), updates both of Adam's moments and moves the
 weight: one read and one write of each weight, moment and gradient, instead of
 the dozen array passes the same arithmetic takes in NumPy. It is C, compiled
 once per dtype into the private build cache (as the executors' steps are);
@@ -91,13 +91,25 @@ def _library(dtype: np.dtype) -> Any:
     return SUM_OF_SQUARES.bind(library), ADAM.bind(library)
 
 
+def clip_scale(norm: float, max_norm: float) -> float:
+    """What every gradient is multiplied by to clip their global ``norm`` to ``max_norm``
+    (0: no clipping), exactly as ``torch.nn.utils.clip_grad_norm_`` computes it:
+    ``min(1, max_norm / (norm + 1e-6))``."""
+    return min(1.0, max_norm / (norm + 1e-6)) if max_norm > 0 else 1.0
+
+
 def adam_step(weights: Sequence[np.ndarray], grads: Sequence[np.ndarray],
               ms: Sequence[np.ndarray], vs: Sequence[np.ndarray], lr: float, beta1: float,
               beta2: float, eps: float, step: int, max_norm: float) -> float:
     """One Adam step (the ``step``-th) on every weight, in place, its gradient first scaled
     so that the global norm of all ``grads`` is at most ``max_norm`` (0: not clipped);
-    returns the norm before clipping. Every array is C-contiguous, of one float dtype."""
+    returns the norm before clipping. Every array must be C-contiguous, of the weights'
+    one float dtype (the C reads them through raw pointers): a ValueError otherwise."""
     dtype = weights[0].dtype
+    if not all(a.dtype == dtype and a.flags.c_contiguous
+               for group in (weights, grads, ms, vs) for a in group):
+        raise ValueError("the fused Adam step updates C-contiguous arrays of the weights' "
+                         f"dtype ({dtype}) only")
     found = _library(dtype)
     if found is None:
         return _numpy_step(weights, grads, ms, vs, lr, beta1, beta2, eps, step, max_norm)
@@ -110,7 +122,7 @@ def adam_step(weights: Sequence[np.ndarray], grads: Sequence[np.ndarray],
 
     gradient_pointers = pointers(grads)
     norm = math.sqrt(sum_of_squares(count, gradient_pointers, sizes))
-    scale = max_norm / norm if max_norm > 0 and norm > max_norm else 1.0
+    scale = clip_scale(norm, max_norm)
     adam(count, pointers(weights), gradient_pointers, pointers(ms), pointers(vs), sizes, scale,
          beta1, beta2, lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step), eps)
     return norm
@@ -121,7 +133,7 @@ def _numpy_step(weights: Sequence[np.ndarray], grads: Sequence[np.ndarray],
                 beta2: float, eps: float, step: int, max_norm: float) -> float:
     """:func:`adam_step` in NumPy (where no C compiler is found)."""
     norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
-    scale = max_norm / norm if max_norm > 0 and norm > max_norm else 1.0
+    scale = clip_scale(norm, max_norm)
     size, root = lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step)
     for w, g, m, v in zip(weights, grads, ms, vs):
         dtype = w.dtype.type

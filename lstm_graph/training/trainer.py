@@ -81,16 +81,6 @@ class Adam:
                          self.beta2, self.eps, self.steps, max_norm)
 
 
-def clip(grads: dict[str, np.ndarray], max_norm: float) -> float:
-    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``; return
-    the norm before clipping."""
-    norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
-    if max_norm > 0 and norm > max_norm:
-        for grad in grads.values():
-            grad *= max_norm / norm
-    return norm
-
-
 def loss_and_gradient(task: Task, out: np.ndarray, target: np.ndarray
                       ) -> tuple[float, np.ndarray]:
     """The task's loss on the readout ``out`` and its gradient with respect to ``out``."""
@@ -305,18 +295,19 @@ class Trainer:
 def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = False,
              positive: bool = False) -> np.ndarray:
     """``value`` (a checkpoint's array) if it has ``like``'s shape and holds finite real
-    numbers (and none below zero where ``positive``: Adam's second moments): a parameter
-    in ``like``'s dtype; a ``moment`` as saved, float32 or float64. A NaN saved in a
-    checkpoint would otherwise be blamed on the learning rate."""
+    numbers (and none below zero where ``positive``: Adam's second moments), as a
+    C-contiguous array of ``like``'s dtype, which the fused update reads through raw
+    pointers (a ``moment`` is saved in float32 or float64, whatever the weights'). A NaN
+    saved in a checkpoint would otherwise be blamed on the learning rate."""
     if value.shape != like.shape or value.dtype.kind not in "fiu":
         raise ValueError(f"{name} has shape {value.shape} and dtype {value.dtype}, not "
                          f"{like.shape} of real numbers")
     if moment and value.dtype not in (np.float32, np.float64):
         raise ValueError(f"{name} has dtype {value.dtype}; Adam's moments are float32 or "
                          "float64")
-    dtype = value.dtype if moment else like.dtype
+    dtype = like.dtype
     with np.errstate(over="ignore", invalid="ignore"):
-        converted = value.astype(dtype, copy=False)
+        converted = np.ascontiguousarray(value, dtype=dtype)
     if not np.all(np.isfinite(converted)):
         raise ValueError(f"{name} holds NaN or infinity, or numbers too large for {dtype}")
     if positive and np.any(converted < 0):
