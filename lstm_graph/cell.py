@@ -706,19 +706,29 @@ class Runner:
 
     # -- export and the notebook (lstm_graph.export, lstm_graph.notebook) -------------------
 
+    def time_major(self) -> Runner:
+        """This runner taking and giving time-major arrays (``(T, B, ·)``): itself, or a
+        twin of a batch-first one sharing its layers, weights and executors."""
+        if not self.batch_first:
+            return self
+        return Runner(self.cell, self.stack, False, self.units, self.input_size,
+                      self.hidden_size, self.backend, self.dtype, self.executor, self.notes)
+
     def export_onnx(self, path: str | Path, check: bool = True) -> str:
         """Write this runner as one ONNX model (see :mod:`lstm_graph.export.onnx_model`),
-        checked against it first; returns how it was checked."""
+        checked against it first; returns how it was checked. The model is time-major
+        (``x`` of shape ``(T, B, I)``) whether or not the runner is batch-first."""
         from lstm_graph.export import onnx_model
 
-        return onnx_model.export(self, path, check)
+        return onnx_model.export(self.time_major(), path, check)
 
     def export_torch(self, path: str | Path, check: bool = True) -> tuple[Path, Path]:
         """Write this runner as a PyTorch module ``path`` (``.py``) and its state dict
-        beside it (``.pt``; see :mod:`lstm_graph.export.torch_module`)."""
+        beside it (``.pt``; see :mod:`lstm_graph.export.torch_module`); time-major, as
+        :meth:`export_onnx`."""
         from lstm_graph.export import torch_module
 
-        return torch_module.export(self, path, check)
+        return torch_module.export(self.time_major(), path, check)
 
     def explore(self, x: Any, state: Mapping[str, Any] | None = None) -> Any:
         """The explorer page of a run on ``x``, shown inline in a notebook

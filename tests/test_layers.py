@@ -9,6 +9,7 @@ restates our equations.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx_models import random_onnx_weights, rnn_model  # noqa: E402
 
 EXECUTORS = executor_params(["reference", "numpy", "native"])
 TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-11)}
@@ -482,3 +484,54 @@ def test_a_stack_too_large_for_memory_is_refused_counting_every_unit(monkeypatch
     with pytest.raises(lstm_graph.LstmGraphError, match=r"in all for this run, more than "
                                                         r"the limit of 3\.15 MB"):
         stack(x)
+
+
+def _onnx_rnn_tanh(path: Path) -> Path:
+    rng = np.random.default_rng(4)
+    weights = {"W": rng.standard_normal((1, 4, 3)), "R": rng.standard_normal((1, 4, 4)),
+               "B": rng.standard_normal((1, 8))}
+    onnx.save(rnn_model("RNN", weights, 4, "float32"), path)
+    return path
+
+
+def test_an_onnx_files_weights_are_refused_by_a_cell_that_computes_otherwise(tmp_path,
+                                                                             cli_refused):
+    """An ONNX file records its activations: its weights in a cell with other ones (a tanh
+    RNN's in rnn_relu) would be a silent wrong number (0.99 off onnxruntime)."""
+    model = _onnx_rnn_tanh(tmp_path / "rnn.onnx")
+    with pytest.raises(lstm_graph.WeightsError, match=r"the RNN node computes activations "
+                                                      r"tanh, and cell 'rnn_relu' computes "
+                                                      r"something else"):
+        lstm_graph.load_cell("rnn_relu").compile(weights=model)
+    assert "cell 'rnn_relu' computes something else" in cli_refused(
+        "run", "rnn_relu", "--weights", model, "--sample")
+    lstm_graph.load_cell("rnn").compile(weights=model)  # the cell it computes
+
+
+def test_states_and_lengths_that_are_inputs_of_an_onnx_model_are_named_in_a_note(tmp_path,
+                                                                                 cli_run):
+    model = _onnx_rnn_tanh(tmp_path / "rnn.onnx")  # initial_h is a graph input
+    assert lstm_graph.load_model(model).notes == (
+        "note: the RNN node's initial_h ('initial_h') is an input of the model, not stored "
+        "in it: give it with --state (an npz holding h), or the run uses zeros",)
+    result = cli_run("run", model, "--sample", "--out", tmp_path / "y.npz")
+    assert result.stderr.count("is an input of the model, not stored in it") == 1
+
+
+def test_a_batch_major_model_exports_time_major_and_the_check_agrees(tmp_path, cli_run):
+    """An ONNX model with layout=1 (a batch-first runner) once failed export's own check,
+    which fed it time-major x: the export is time-major, said in a note, and checked."""
+    rng = np.random.default_rng(5)
+    model = tmp_path / "l1.onnx"
+    onnx.save(rnn_model("LSTM", random_onnx_weights("LSTM", 3, 4, False, rng), 4, "float32",
+                        layout=1), model)
+    result = cli_run("export", model, "--format", "onnx", "--out", tmp_path / "out.onnx")
+    assert "is batch-major (layout=1); the exported model is time-major" in result.stderr
+    runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=1,
+                                                 batch_first=True)
+    runner.export_onnx(tmp_path / "gru.onnx")
+    x = inputs(5, 2, 3, "float32")
+    session = onnxruntime.InferenceSession(str(tmp_path / "gru.onnx"))
+    (y, *_) = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, runner(np.swapaxes(x, 0, 1))[0].swapaxes(0, 1), rtol=1e-5,
+                               atol=1e-6)

@@ -15,12 +15,13 @@ cell does not compute (:func:`check_cell`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lstm_graph.equivalence import computes
 from lstm_graph.errors import WeightsError
 from lstm_graph.formats import onnx_layers, torch_layers
 from lstm_graph.formats.arrays import open_npz
@@ -198,7 +199,10 @@ def to_onnx_tensors(graph: CellGraph, weights: Mapping[str, np.ndarray]
 def check_cell(file: LayerFile, graph: CellGraph) -> None:
     """Refuse ``file`` for a cell that does not compute what the file's layer computes:
     other activations, a clip, a coupled forget valve, the other GRU form, peepholes or a
-    projection the cell lacks (or has and the file lacks)."""
+    projection the cell lacks (or has and the file lacks); for an ONNX file, which
+    records all of it, any cell that is not structurally its layer's
+    (:func:`~lstm_graph.equivalence.computes`). A PyTorch state dict does not record an
+    ``nn.RNN``'s nonlinearity: there the reader's note says which it assumed."""
     whole = f"run the file itself ('lstm-graph run {file.source}' builds its cell)"
     for spec in file.cells:
         extra = (spec.clip is not None or spec.input_forget
@@ -226,6 +230,18 @@ def check_cell(file: LayerFile, graph: CellGraph) -> None:
                                f"'{lacking[0]}' of cell '{graph.name}' has no peep(...) "
                                "operand; use a cell with peepholes (peephole_lstm)")
     has = projection(graph, family) is not None
+    if file.format == "onnx" and not has:
+        # An ONNX file records everything its cell computes (activations included): a cell
+        # that computes anything else would give the file's weights other numbers.
+        for spec in file.cells:
+            # without P, a cell's peepholes are given zeros: the layer's cell with them
+            alike = (spec, replace(spec, peepholes=True)) \
+                if spec.family == "lstm" and not spec.peepholes else (spec,)
+            if all(computes(graph, one) is None for one in alike):
+                raise WeightsError(
+                    f"{file.source}: {file.name} computes {spec.describe()}, and cell "
+                    f"'{graph.name}' computes something else (another activation, a clip, "
+                    f"other terms); {whole}")
     if has != (file.proj_size is not None):
         raise WeightsError(
             f"{file.source}: {file.name} has a projection (weight_hr, proj_size "

@@ -135,6 +135,12 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         elif what in ("W", "R", "B", "P"):
             raise WeightsError(f"{source}: {label}'s {what} ('{name}') is an input of the "
                                "model, not stored in it; weights must be initializers")
+        else:  # sequence_lens, initial_h, initial_c: fed when the model runs
+            option = "--lengths" if what == "sequence_lens" else \
+                f"--state (an npz holding {what[-1]})"
+            default = "full lengths" if what == "sequence_lens" else "zeros"
+            notes.append(f"note: {label}'s {what} ('{name}') is an input of the model, not "
+                         f"stored in it: give it with {option}, or the run uses {default}")
     for what in ("W", "R"):
         if what not in tensors:
             raise WeightsError(f"{source}: {label} has no {what} stored in the model")
