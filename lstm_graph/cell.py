@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -219,10 +220,22 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
     if stack.proj is not None and stack.proj > hidden_size:
         raise DataError(f"a projection of {stack.proj} units is wider than the hidden size "
                         f"H={hidden_size}")
+    sizes = cell.input_sizes(input_size, hidden_size, stack)
+    if not stack.single:  # every unit's weights at once (each unit checks its own too)
+        shapes = {stack.prefix(layer, reverse) + name: shape
+                  for (layer, reverse), size in zip(stack.units, sizes)
+                  for name, shape in (cells[-1] if reverse else cells[0]).schedule
+                  .param_shapes(size, hidden_size).items()}
+        largest = max(shapes, key=lambda name: math.prod(shapes[name]))
+        memory.require([*(memory.allocation(name, shape, np_dtype)
+                          for name, shape in shapes.items()),
+                        memory.allocation(f"{largest} as drawn or read (float64)",
+                                          shapes[largest], np.float64)],
+                       f"the weights of {stack.describe()} with I={input_size}, "
+                       f"H={hidden_size}")
     units = []
     expected = set()
-    for index, ((layer, reverse), size) in enumerate(zip(
-            stack.units, cell.input_sizes(input_size, hidden_size, stack))):
+    for index, ((layer, reverse), size) in enumerate(zip(stack.units, sizes)):
         unit_cell = cells[-1] if reverse else cells[0]
         prefix = stack.prefix(layer, reverse)
         if raw is None:
@@ -639,6 +652,12 @@ class Runner:
         them."""
         found = []
         for unit in self.units:
+            count = sum(math.prod(shape) for shape in unit.cell.schedule.param_shapes(
+                unit.input_size, self.hidden_size).values())
+            whose = "the" if self.stack.single else \
+                f"{_unit_words(self.stack, unit.layer, unit.reverse)}:"
+            found.append(memory.allocation(f"{whose} weights as the executor packs them",
+                                           (count,), self.dtype))
             found += checks.run_allocations(unit.cell.schedule, steps, batch, unit.input_size,
                                             self.hidden_size, self.dtype, x_dtype,
                                             self.executor, self.backend)

@@ -535,3 +535,26 @@ def test_a_batch_major_model_exports_time_major_and_the_check_agrees(tmp_path, c
     (y, *_) = session.run(None, {"x": x})
     np.testing.assert_allclose(y, runner(np.swapaxes(x, 0, 1))[0].swapaxes(0, 1), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_a_stacks_weights_are_weighed_together_before_any_is_drawn(monkeypatch, cli_refused):
+    """16 units of 48 MB each once went ahead under a 500 MB bound (4 GB resident)."""
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "500M")
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"in all for the weights of 8 layers, "
+                                                        r"bidirectional with I=8, H=1000"):
+        lstm_graph.load_cell("lstm").compile(input_size=8, hidden_size=1000, layers=8,
+                                             direction="bidirectional")
+    assert "more than the limit of 524 MB" in cli_refused(
+        "run", "lstm", "-H", "1000", "--layers", "8", "--direction", "bidirectional",
+        "--sample", env={"LSTM_GRAPH_MAX_BYTES": "500M"})
+
+
+@pytest.mark.parametrize("digits", ["100000000", "9" * 5000])
+def test_a_layer_number_past_the_most_layers_is_refused_before_any_layer_is_made(
+        tmp_path, digits, cli_refused):
+    state = torch.nn.LSTM(3, 4).state_dict()
+    state[f"weight_ih_l{digits}"] = state[f"weight_hh_l{digits}"] = state["weight_ih_l0"]
+    torch.save(state, tmp_path / "deep.pt")
+    stderr = cli_refused("run", tmp_path / "deep.pt", "--sample")
+    assert f"deep.pt: 'the layer' has the key weight_ih_l{digits[:40]}" in stderr
+    assert "layers, more than the 64 lstm-graph runs" in stderr and len(stderr) < 400

@@ -29,6 +29,7 @@ from lstm_graph.formats.recurrent import (
     LayerFile,
     StackedWeights,
 )
+from lstm_graph.layers import MAX_LAYERS
 
 #: The tensor dtypes a state dict may hold: those NumPy has, for real numbers.
 TORCH_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")
@@ -101,7 +102,8 @@ def _find(state: Any, where: str, depth: int) -> list[_Found]:
         elif match:
             layer = match.group("layer")
             groups.setdefault(match.group("prefix"), {})[key] = (
-                match.group("kind"), None if layer is None else int(layer),
+                match.group("kind"), None if layer is None  # past 9 digits: too deep
+                else int(layer) if len(layer) <= 9 else 10**9,
                 bool(match.group("reverse")))
     for prefix, keys in groups.items():
         if any(kind == "weight_hh" for kind, _, _ in keys.values()):
@@ -143,15 +145,20 @@ def _layer(found: _Found, source: str) -> LayerFile:
     units: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
     for key, (kind, layer, reverse) in found.keys.items():
         units.setdefault((layer or 0, reverse), {})[kind] = arrays[key]
-    layers = 1 + max(layer for layer, _ in units)
+    deepest = max(found.keys.items(), key=lambda item: item[1][1] or 0)
+    layers = 1 + (deepest[1][1] or 0)
+    if layers > MAX_LAYERS:  # before anything is made per layer
+        key = deepest[0] if len(deepest[0]) <= 60 else f"{deepest[0][:57]}…"
+        raise WeightsError(f"{source}: '{name}' has the key {key}: {layers} layers, "
+                           f"more than the {MAX_LAYERS} lstm-graph runs")
     reverse = any(rev for _, rev in units)
-    missing = [f"{found.prefix}weight_ih{'' if cell else f'_l{k}'}"
-               f"{'_reverse' if rev else ''}"
-               for k in range(layers) for rev in ((False, True) if reverse else (False,))
-               if "weight_ih" not in units.get((k, rev), {})
-               or "weight_hh" not in units.get((k, rev), {})]
-    if missing:
-        raise WeightsError(f"{source}: '{name}' lacks {missing[0]} (or its weight_hh): every "
+    missing = next((f"{found.prefix}weight_ih{'' if cell else f'_l{k}'}"
+                    f"{'_reverse' if rev else ''}"
+                    for k in range(layers) for rev in ((False, True) if reverse else (False,))
+                    if "weight_ih" not in units.get((k, rev), {})
+                    or "weight_hh" not in units.get((k, rev), {})), None)
+    if missing is not None:
+        raise WeightsError(f"{source}: '{name}' lacks {missing} (or its weight_hh): every "
                            f"layer 0..{layers - 1}{' and direction' if reverse else ''} needs "
                            "its weights")
     ordered = [units[k, rev] for k in range(layers)
