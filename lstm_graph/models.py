@@ -85,7 +85,7 @@ class Model:
 
     def describe(self) -> str:
         """One line on what the file holds: ``m.onnx: the LSTM node 'l' (ONNX): 1 layer,
-        bidirectional, H=4; cell lstm``."""
+        bidirectional, I=3, H=4; cell lstm``."""
         stored = [*(f"initial_{s}" for s in self.file.state),
                   *(["sequence_lens"] if self.lengths is not None else [])]
         extra = f"; stores {', '.join(stored)}" if stored else ""

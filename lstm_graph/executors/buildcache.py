@@ -871,8 +871,8 @@ def _full(place: _Place) -> BackendError:
 
 
 def _compile(cc: str, attempts: Sequence[Sequence[str]], source: str, work: _Work,
-             place: _Place) -> bytes:
-    """The library ``cc`` makes of ``source`` with the first flags it accepts."""
+             place: _Place) -> tuple[bytes, Sequence[str]]:
+    """The library ``cc`` makes of ``source`` with the first flags it accepts, and those."""
     os.close(_write_new(work.fd, "step.c", source.encode()))
     environment = {**os.environ, "TMPDIR": str(work.path)}  # its temporary files die with it
     errors = ""
@@ -887,7 +887,7 @@ def _compile(cc: str, attempts: Sequence[Sequence[str]], source: str, work: _Wor
         except OSError as err:
             raise BackendError(f"the C compiler {cc} could not be run ({err.strerror})") from None
         if status == 0:
-            return _output(cc, work)
+            return _output(cc, work), flags
         errors = stderr.decode(errors="replace").strip()
     if os.strerror(errno.ENOSPC) in errors or _free_mib(place) < _ROOM_MIB:
         raise _full(place)
@@ -922,7 +922,7 @@ def _build(place: _Place, cc: str, attempts: Sequence[Sequence[str]], source: st
     log.info("compiling %s once (cached in %s)", what, place.path)
     try:
         with _work(place) as work:
-            data = _compile(cc, attempts, source, work, place)
+            data, flags = _compile(cc, attempts, source, work, place)
             digest = hashlib.sha256(data).hexdigest()
             name = f"{key}-{digest[:16]}.so"
             fd = _write_new(work.fd, "library.part", data)
@@ -937,7 +937,7 @@ def _build(place: _Place, cc: str, attempts: Sequence[Sequence[str]], source: st
                 raise _lacks(cc, missing)
             record = {"library": name, "sha256": digest, "bytes": len(data), "what": what,
                       "compiler": cc, "compiler_version": compiler_version(cc),
-                      "flags": list(attempts[0])}
+                      "flags": list(flags)}
             os.close(_write_new(work.fd, "record.part", json.dumps(record, indent=1).encode()))
             with _locked(place, exclusive=False):
                 os.rename("library.part", name, src_dir_fd=work.fd, dst_dir_fd=place.fd)

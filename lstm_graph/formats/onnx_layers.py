@@ -34,21 +34,23 @@ from lstm_graph.formats.memory import allocation, require, require_file
 from lstm_graph.formats.recurrent import (
     DEFAULT_ACTIVATIONS,
     FAMILY_STATES,
+    GATES,
     Activation,
     CellSpec,
     LayerFile,
     StackedWeights,
 )
+from lstm_graph.layers import DIRECTIONS
 from lstm_graph.ops import ONNX_ACTIVATIONS
 
 #: ONNX tensor data types of real numbers that NumPy holds.
 _ONNX_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "INT8", "INT16", "INT32", "INT64", "UINT8",
                "UINT16", "UINT32", "UINT64")
-#: The recurrent operators, their gate counts and their inputs by position.
-OPERATORS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "LSTM": (4, ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")),
-    "GRU": (3, ("X", "W", "R", "B", "sequence_lens", "initial_h")),
-    "RNN": (1, ("X", "W", "R", "B", "sequence_lens", "initial_h")),
+#: The recurrent operators and their inputs by position (their gates: ``GATES``).
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "LSTM": ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"),
+    "GRU": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+    "RNN": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
 }
 #: The attributes each operator has (opset 22).
 ATTRIBUTES: dict[str, frozenset[str]] = {
@@ -60,7 +62,6 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
 _AGREED_DEFAULTS = {"LeakyRelu": {"alpha": 0.01}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
                     "Elu": {"alpha": 1.0}}
 _ACTIVATIONS_BY_LOWER = {name.lower(): name for name in ONNX_ACTIVATIONS}
-_DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 
 def load(path: Path) -> LayerFile:
@@ -101,9 +102,9 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         raise WeightsError(f"{source}: {label} has the attribute {unknown[0]}, which the "
                            f"{op} operator does not define")
     direction = _string(attrs, "direction", "forward")
-    if direction not in _DIRECTIONS:
+    if direction not in DIRECTIONS:
         raise WeightsError(f"{source}: {label} has direction '{direction}'; the {op} "
-                           f"operator's are {', '.join(_DIRECTIONS)}")
+                           f"operator's are {', '.join(DIRECTIONS)}")
     layout = _int(attrs, "layout", 0)
     if layout not in (0, 1):
         raise WeightsError(f"{source}: {label} has layout {layout}; it is 0 (time-major) or 1 "
@@ -116,7 +117,7 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         others = len(graph.node) - 1
         notes.append(f"note: running {label} of {source} alone; the model's {others} other "
                      f"node{'s' if others > 1 else ''} are not run")
-    gates, inputs = OPERATORS[op]
+    gates, inputs = GATES[op.lower()], OPERATORS[op]
     given = {what: node.input[k] for k, what in enumerate(inputs)
              if k < len(node.input) and node.input[k]}
     stored = {t.name: t for t in graph.initializer}
@@ -312,7 +313,7 @@ def _header(tensor: Any, what: str, source: str) -> tuple[Any, tuple[int, ...]]:
 
 
 def _array(tensor: Any, what: str, source: str, directory: Path | None) -> np.ndarray:
-    """The values of a tensor checked by :func:`_onnx_header`."""
+    """The values of a tensor checked by :func:`_header`."""
     from onnx import TensorProto, numpy_helper
 
     if tensor.data_location == TensorProto.EXTERNAL:

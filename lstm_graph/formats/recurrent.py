@@ -211,7 +211,7 @@ class LayerFile:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.units[0].w_h.shape[0]) // _GATES[self.family]
+        return int(self.units[0].w_h.shape[0]) // GATES[self.family]
 
     @property
     def input_size(self) -> int:
@@ -223,4 +223,5 @@ class LayerFile:
         return None if proj is None else int(proj.shape[0])
 
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+#: Each family's gates, stacked in its layers' weights (``W`` is ``(GATES·H, I)``).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}

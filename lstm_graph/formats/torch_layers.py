@@ -25,6 +25,7 @@ from lstm_graph.errors import WeightsError, install_hint, printable
 from lstm_graph.formats.memory import require_file
 from lstm_graph.formats.recurrent import (
     DEFAULT_ACTIVATIONS,
+    GATES,
     CellSpec,
     LayerFile,
     StackedWeights,
@@ -37,7 +38,7 @@ TORCH_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int6
 #: (not a cell) its layer number and direction.
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
                   r"(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?$")
-_FAMILY_BY_GATES = {1: "rnn", 4: "lstm", 3: "gru"}
+_FAMILY_BY_GATES = {count: family for family, count in GATES.items()}
 _MODULES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
 #: How deep a checkpoint may nest the state dict (``{"model": {"state_dict": …}}``).
 _DEPTH = 4
@@ -207,7 +208,7 @@ def _unit(unit: Mapping[str, np.ndarray], label: str, family: str, hidden: int,
           proj: int | None, biased: bool, want_input: int | None, source: str
           ) -> StackedWeights:
     """One layer and direction's weights, every shape checked against the layer's."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[family]
+    gates = GATES[family]
     rows = gates * hidden
     width = proj if proj is not None else hidden
     what = f"an {_MODULES[family]} with H={hidden}" + (f", proj_size={proj}" if proj else "")
