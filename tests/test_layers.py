@@ -558,3 +558,10 @@ def test_a_layer_number_past_the_most_layers_is_refused_before_any_layer_is_made
     stderr = cli_refused("run", tmp_path / "deep.pt", "--sample")
     assert f"deep.pt: 'the layer' has the key weight_ih_l{digits[:40]}" in stderr
     assert "layers, more than the 64 lstm-graph runs" in stderr and len(stderr) < 400
+
+
+def test_a_file_that_is_not_a_pytorch_file_is_called_unreadable(tmp_path, cli_refused):
+    (tmp_path / "junk.pt").write_text("garbage\n")
+    stderr = cli_refused("run", "lstm", "--sample", "--weights", tmp_path / "junk.pt")
+    assert stderr == f"{tmp_path / 'junk.pt'}: not a readable PyTorch file (neither a " \
+        "torch.save archive nor a pickle)\n"

@@ -152,7 +152,8 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     click.echo(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
                f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
                f"{trained.seconds:.1f} s")
-    click.echo(f"wrote {out} and {checkpoint}" + (f" and {plot}" if plot else ""), err=True)
+    click.echo(f"wrote {out}, the checkpoint {checkpoint}" + (f" and {plot}" if plot else ""),
+               err=True)
 
 
 train_command.name = "train"

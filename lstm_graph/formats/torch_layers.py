@@ -68,6 +68,9 @@ def read(path: Path) -> Any:
         raise WeightsError(f"{path}: no such file") from None
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         text = str(err)
+        if "Unsupported operand" in text or "invalid load key" in text:  # not a pickle
+            raise WeightsError(f"{path}: not a readable PyTorch file (neither a torch.save "
+                               "archive nor a pickle)") from None
         if any(mark in text for mark in ("Weights only load failed", "jit.load",
                                           "TorchScript", "Unsupported global")):
             raise WeightsError(f"{path}: holds a whole pickled module or a TorchScript "
