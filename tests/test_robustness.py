@@ -296,7 +296,8 @@ def test_a_failed_run_leaves_the_earlier_output_untouched(tmp_path, x_file, cli_
     np.save(tmp_path / "bad.npy", np.zeros((3, 2, 9), "float32"))
     assert cli_fails("run", "rnn", "--input", tmp_path / "bad.npy", "--weights",
                      _npz_weights(tmp_path, "rnn", 3, 2), "--out", out) == \
-        "x has shape (3, 2, 9): its last axis is 9, but the cell's input size I is 3\n"
+        f"{tmp_path / 'bad.npy'}: x has shape (3, 2, 9): its last axis is 9, but the " \
+        "cell's input size I is 3\n"
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "w.npz", "x.npy", "y.npz"]
 

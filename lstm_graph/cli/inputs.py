@@ -33,7 +33,7 @@ from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
 from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
 from lstm_graph.formats.memory import allocation, require
-from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
+from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, check_lengths
 from lstm_graph.models import is_model
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -241,6 +241,10 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
         if stored.dtype.kind not in REAL_KINDS:
             raise DataError(f"{input_path}: x has dtype {stored.dtype}; it must hold real "
                             "numbers")
+        if stored.shape[-1] != runner.input_size:
+            raise DataError(f"{input_path}: x has shape {stored.shape}: its last axis is "
+                            f"{stored.shape[-1]}, but the cell's input size I is "
+                            f"{runner.input_size}")
         if stored.dtype != runner.dtype:
             click.echo(f"note: x is {stored.dtype}; computing in {runner.dtype.name} (see "
                        "--dtype)", err=True)
@@ -251,7 +255,12 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
     steps = shape[0] if len(shape) == 2 or not runner.batch_first else shape[1]
     batch = shape[batch_axis] if len(shape) == 3 else 1
     states = read_states(state_path, runner) if state_path is not None else {}
-    lengths = None if lengths_path is None else read_lengths(lengths_path, batch)
+    for name, array in states.items():
+        want = runner.state_shape(name, None if len(shape) == 2 else batch)
+        if array.shape != want:
+            raise DataError(f"{state_path}: state '{name}' has shape {array.shape}, expected "
+                            f"{want}")
+    lengths = None if lengths_path is None else read_lengths(lengths_path, batch, steps)
     if not mapped:
         require([allocation("x", shape, x_dtype),
                  *runner.allocations(steps, batch, x_dtype, work),
@@ -303,8 +312,8 @@ def _shape_words(runner: Runner) -> str:
     return "(B, H)" if runner.stack.single else f"(L·D = {len(runner.units)}, B, H)"
 
 
-def read_lengths(path: Path, batch: int) -> np.ndarray:
-    """``--lengths``: integers of shape ``(B,)`` (checked fully when the run starts)."""
+def read_lengths(path: Path, batch: int, steps: int) -> np.ndarray:
+    """``--lengths``: integers of shape ``(B,)``, each from 1 to the ``steps`` of ``x``."""
     stored = stored_array(path, "lengths", "lengths")
     if stored.dtype.kind not in "iu":
         raise DataError(f"{path}: lengths has dtype {stored.dtype}; give whole numbers of "
@@ -313,7 +322,12 @@ def read_lengths(path: Path, batch: int) -> np.ndarray:
         raise DataError(f"{path}: lengths has shape {stored.shape}, but x holds {batch} "
                         f"sequence{'s' if batch != 1 else ''}: give one length per sequence, "
                         f"shape ({batch},)")
-    return stored.read()
+    found = stored.read()
+    try:
+        check_lengths(found, batch, steps)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+    return found
 
 
 def progress_steps(prepared: Prepared) -> int:
