@@ -35,19 +35,22 @@ needs_compiler = pytest.mark.skipif(
     reason="no C compiler (cc, gcc, clang or $CC): the native executor is off here")
 
 
-@pytest.fixture
-def cli():
-    """The command line in this process: ``cli(*args)`` gives click's result, with
-    ``.exit_code``, ``.stdout`` and ``.stderr`` apart (arguments may be paths);
-    ``input`` is fed to stdin, ``env`` sets environment variables for this call only."""
+def invoke_cli(*args, input: str | None = None, env: dict[str, str] | None = None):
+    """The command line in this process: click's result, with ``.exit_code``, ``.stdout``
+    and ``.stderr`` apart (arguments may be paths); ``input`` is fed to stdin, ``env`` sets
+    environment variables for this call only. The ``cli`` fixture; called directly only
+    where a fixture cannot be asked for (a module-scoped fixture)."""
     from click.testing import CliRunner
 
     from lstm_graph.cli import main
 
-    def invoke(*args, input: str | None = None, env: dict[str, str] | None = None):
-        return CliRunner(env=env).invoke(main, [str(a) for a in args], input=input)
+    return CliRunner(env=env).invoke(main, [str(a) for a in args], input=input)
 
-    return invoke
+
+@pytest.fixture
+def cli():
+    """The command line in this process: ``cli(*args)`` is :func:`invoke_cli`."""
+    return invoke_cli
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 A real scheduler and two worker processes run on 127.0.0.1 for this module (started
 with ``python -m dask``, time-bounded, torn down with their process group); the
 ``--dask local`` tests start the in-process cluster of the command itself. Commands
-with ``--dask`` run as subprocesses, each under a time limit.
+with ``--dask`` run as processes of their own (``dask_cli``), each under a time limit:
+a Dask client that hangs is ended, and its threads, event loop and local workers end with
+it instead of staying in the test process; the others run in this process.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import CLI_COMMAND
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
 from distributed import Client  # noqa: E402
 
 import lstm_graph  # noqa: E402
-from lstm_graph.cli import main  # noqa: E402
 from lstm_graph.cli.inputs import read_array  # noqa: E402
 from lstm_graph.distributed import DaskError  # noqa: E402
 from lstm_graph.distributed import chunked as chunked_module  # noqa: E402
@@ -132,22 +133,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         _stop(scheduler)
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``lstm-graph ARGS`` as a separate process, under :data:`LIMIT`."""
-    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=LIMIT)
+@pytest.fixture
+def dask_cli(cli_process):
+    """``dask_cli(*args, cwd=...)``: ``cli_process`` under :data:`LIMIT`, with Dask's
+    temporary files in ``cwd``; ``env`` adds variables."""
+    def run(*args: object, cwd: Path,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return cli_process(*args, cwd=cwd, timeout=LIMIT,
+                           env={"DASK_TEMPORARY_DIRECTORY": str(cwd), **(env or {})})
 
-
-def plain(args: list[str], cwd: Path) -> None:
-    """``lstm-graph ARGS`` in this process (no Dask), which must succeed."""
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(main, args)
-    finally:
-        os.chdir(previous)
-    assert result.exit_code == 0, result.output
+    return run
 
 
 def same_arrays(expected: Path, found: Path, rtol: float) -> None:
@@ -187,12 +182,14 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_a_sharded_command_on_a_scheduler_equals_a_plain_run(cluster: Cluster, inputs: Path,
-                                                             command: str, dtype: str) -> None:
+def test_a_sharded_command_on_a_scheduler_equals_a_plain_run(
+        cluster: Cluster, inputs: Path, command: str, dtype: str,
+        monkeypatch: pytest.MonkeyPatch, cli_run, dask_cli) -> None:
     args = [*COMMANDS[command], "--dtype", dtype, "--seed", "3"]
-    plain([*args, "--out", "plain.npz"], inputs)
-    result = cli([*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
-                  "3", "--json"], inputs)
+    monkeypatch.chdir(inputs)
+    cli_run(*args, "--out", "plain.npz")
+    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                      "3", "--json", cwd=inputs)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["dask"]["shards"] == 3 and summary["dask"]["workers"] == 2
@@ -203,7 +200,8 @@ def test_a_sharded_command_on_a_scheduler_equals_a_plain_run(cluster: Cluster, i
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
-        cluster: Cluster, inputs: Path, command: str) -> None:
+        cluster: Cluster, inputs: Path, command: str, monkeypatch: pytest.MonkeyPatch,
+        cli_run, dask_cli) -> None:
     """Layers shard as a single cell does: the batch axis of x (batch-first: the first),
     of the (L·D, B, H) states and of the lengths."""
     rng = np.random.default_rng(6)
@@ -215,46 +213,54 @@ def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
             "bidirectional", "--batch-first", "--lengths", "lengths.npy", "--state",
             "stack_state.npz", "--dtype", "float64",
             *(["--grad-output", "gyb.npy"] if command == "grad" else [])]
-    plain([*args, "--out", "plain.npz"], inputs)
-    result = cli([*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
-                  "3"], inputs)
+    monkeypatch.chdir(inputs)
+    cli_run(*args, "--out", "plain.npz")
+    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                      "3", cwd=inputs)
     assert result.returncode == 0, result.stderr
     same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_dask_local_equals_a_plain_run(inputs: Path, command: str) -> None:
+def test_dask_local_equals_a_plain_run(inputs: Path, command: str,
+                                      monkeypatch: pytest.MonkeyPatch, cli_run,
+                                      dask_cli) -> None:
     args = [*COMMANDS[command], "--dtype", "float64"]
-    plain([*args, "--out", "plain.npz"], inputs)
-    result = cli([*args, "--out", "local.npz", "--dask", "local"], inputs)
+    monkeypatch.chdir(inputs)
+    cli_run(*args, "--out", "plain.npz")
+    result = dask_cli(*args, "--out", "local.npz", "--dask", "local", cwd=inputs)
     assert result.returncode == 0, result.stderr
     assert "on Dask (local)" in result.stderr
     same_arrays(inputs / "plain.npz", inputs / "local.npz", 1e-12)
 
 
-def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(cluster: Cluster,
-                                                              inputs: Path) -> None:
+def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(
+        cluster: Cluster, inputs: Path, monkeypatch: pytest.MonkeyPatch, cli_run,
+        dask_cli) -> None:
+    monkeypatch.chdir(inputs)
     for command in ("run", "trace", "grad"):
         args = [command, "lstm", "--input", "x1.npy", "-H", "5", "--dtype", "float64"]
-        plain([*args, "--out", f"{command}.plain.npz"], inputs)
-        result = cli([*args, "--out", f"{command}.dask.npz", "--dask", cluster.address],
-                     inputs)
+        cli_run(*args, "--out", f"{command}.plain.npz")
+        result = dask_cli(*args, "--out", f"{command}.dask.npz", "--dask", cluster.address,
+                          cwd=inputs)
         assert result.returncode == 0, result.stderr
         assert "1 shard of up to 1 sequence, 2 worker threads" in result.stderr
         same_arrays(inputs / f"{command}.plain.npz", inputs / f"{command}.dask.npz", 1e-12)
 
 
-def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster: Cluster,
-                                                              tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_run) -> None:
     """SIGKILL the worker running a shard: the scheduler sends its shards elsewhere, the
-    nanny starts a new worker, and the output equals a plain run."""
+    nanny starts a new worker, and the output equals a plain run. The sharded command is
+    a process watched while it runs (``cli_process`` waits for its end)."""
     np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((1500, 24, 4)))
     args = ["run", "lstm", "--input", "x.npy", "-H", "8", "--executor", "reference",
             "--dtype", "float64"]
-    plain([*args, "--out", "plain.npz"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cli_run(*args, "--out", "plain.npz")
     env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
-    command = [sys.executable, "-m", "lstm_graph.cli", *args, "--out", "sharded.npz",
-               "--dask", cluster.address, "--shard-size", "2"]
+    command = [*CLI_COMMAND, *args, "--out", "sharded.npz", "--dask", cluster.address,
+               "--shard-size", "2"]
     with Client(cluster.address, timeout=30) as client:
         before = client.run(os.getpid)
         running = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -305,36 +311,33 @@ def test_a_memory_mapped_input_is_read_a_shard_at_a_time(cluster: Cluster,
 
 
 def test_an_input_larger_than_the_memory_allowed_runs_in_shards_that_fit(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_run, cli_refused,
+        dask_cli) -> None:
     """With $LSTM_GRAPH_MAX_BYTES below the size of x, a plain run is refused before it
     starts; the same run on --dask local (its workers under the same limit) goes through
     in shards that fit, and equals the plain run made without the limit."""
     np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((200, 512, 16))
             .astype("float32"))  # 6.6 MB
     args = ["run", "lstm", "--input", "x.npy", "-H", "8"]
-    plain([*args, "--out", "plain.npz"], tmp_path)
-    limited = {**os.environ, "LSTM_GRAPH_MAX_BYTES": "4M",
-               "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
-    refused = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args, "--out", "y.npz"],
-                             cwd=tmp_path, env=limited, capture_output=True, text=True,
-                             timeout=LIMIT)
-    assert refused.returncode == 1 and "more than the limit of 4" in refused.stderr
-    sharded = subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args, "--out", "y.npz",
-                              "--dask", "local", "--shard-size", "16"], cwd=tmp_path,
-                             env=limited, capture_output=True, text=True, timeout=LIMIT)
+    monkeypatch.chdir(tmp_path)
+    cli_run(*args, "--out", "plain.npz")
+    limited = {"LSTM_GRAPH_MAX_BYTES": "4M"}
+    assert "more than the limit of 4" in cli_refused(*args, env=limited)
+    sharded = dask_cli(*args, "--out", "y.npz", "--dask", "local", "--shard-size", "16",
+                       cwd=tmp_path, env=limited)
     assert sharded.returncode == 0, sharded.stderr
     assert "32 shards of up to 16 sequences" in sharded.stderr
     same_arrays(tmp_path / "plain.npz", tmp_path / "y.npz", 2e-5)
 
 
-def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster,
-                                                           tmp_path: Path) -> None:
+def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster, tmp_path: Path,
+                                                           dask_cli) -> None:
     x = np.ones((5, 9, 2))
     x[3, 7, 1] = np.nan  # in the third shard of three
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "y.npz").write_bytes(b"earlier")
-    result = cli(["run", "lstm", "--input", "x.npy", "-H", "3", "--out", "y.npz", "--dask",
-                  cluster.address, "--shard-size", "3"], tmp_path)
+    result = dask_cli("run", "lstm", "--input", "x.npy", "-H", "3", "--out", "y.npz", "--dask",
+                      cluster.address, "--shard-size", "3", cwd=tmp_path)
     assert result.returncode == 1
     assert "x holds NaN or infinity, first at index (3, 7, 1)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -363,25 +366,22 @@ def _bad_grad_outputs(folder: Path) -> dict[str, str]:
 
 
 def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
-        cluster: Cluster, tmp_path: Path) -> None:
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_fails,
+        dask_cli) -> None:
     """The plain and the sharded grad check --grad-output alike: its dtype (by its header,
     before any work) and its values (the index the whole batch's), with the same words."""
+    monkeypatch.chdir(tmp_path)
     for name, message in _bad_grad_outputs(tmp_path).items():
         args = ["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", name,
                 "--out", "g.npz"]
-        previous = Path.cwd()
-        os.chdir(tmp_path)
-        try:
-            plain_run = CliRunner().invoke(main, args)
-        finally:
-            os.chdir(previous)
-        assert plain_run.exit_code == 1 and message in plain_run.output, plain_run.output
-        assert plain_run.exception is None or isinstance(plain_run.exception, SystemExit)
-        sharded = cli([*args, "--dask", cluster.address, "--shard-size", "2"], tmp_path)
+        assert message in cli_fails(*args)
+        assert not (tmp_path / "g.npz").exists()
+        sharded = dask_cli(*args, "--dask", cluster.address, "--shard-size", "2", cwd=tmp_path)
         assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr
         assert "Traceback" not in sharded.stderr and not (tmp_path / "g.npz").exists()
-    allowed = cli(["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", "nan.npy",
-                   "--out", "g.npz", "--allow-nonfinite", "--dask", cluster.address], tmp_path)
+    allowed = dask_cli("grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output",
+                       "nan.npy", "--out", "g.npz", "--allow-nonfinite", "--dask",
+                       cluster.address, cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -497,15 +497,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_disk_is_an_error_and_leaves_nothing(cluster: Cluster, small_disk: Path,
                                                     tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    dask_cli) -> None:
     """On a disk of 1 MiB: an output of 1 MB (2 MB with its archive) is refused before any
     work (it used to be written through sparse memory-mapped files until SIGBUS); and
     where the free space was misjudged, making an array that does not fit is an error,
     not a crash."""
     np.save(tmp_path / "x.npy", np.zeros((100, 40, 3), "float32"))
     (small_disk / "y.npz").write_bytes(b"earlier")
-    result = cli(["run", "lstm", "--input", "x.npy", "-H", "64", "--out",
-                  str(small_disk / "y.npz"), "--dask", cluster.address], tmp_path)
+    result = dask_cli("run", "lstm", "--input", "x.npy", "-H", "64", "--out",
+                      small_disk / "y.npz", "--dask", cluster.address, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     once = (100 * 40 * 64 + 2 * 40 * 64) * 4 + 3 * chunked_module.OVERHEAD  # y, h, c
     assert f"y.npz: needs {size_text(2 * once)} of free disk in {small_disk} " in result.stderr
@@ -557,11 +558,11 @@ def test_shards_cover_the_batch_once() -> None:
     ("tcp://::1:8786", "(IPv6 in brackets)"),
     ("tcp://[zz]:8786", "'[zz]:8786' is not HOST:PORT"),
 ])
-def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
-                                              message: str) -> None:
-    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out",
-                                       str(tmp_path / "y.npz"), "--dask", address])
-    assert result.exit_code == 2 and message in result.output
+def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str, message: str,
+                                              cli_fails) -> None:
+    assert message in cli_fails("run", "lstm", "--sample", "-H", "2", "--out",
+                                tmp_path / "y.npz", "--dask", address, code=2)
+    assert not list(tmp_path.iterdir())
     assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786"
 
 
@@ -575,26 +576,22 @@ def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str,
     (["run", "lstm", "--sample", "-H", "2", "--seed", "-1"], "-1 is not in the range x>=0"),
 ])
 def test_timeouts_and_seeds_out_of_range_are_usage_errors(tmp_path: Path, args: list[str],
-                                                          message: str) -> None:
-    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "y.npz")])
-    assert result.exit_code == 2 and message in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+                                                          message: str, cli_fails) -> None:
+    assert message in cli_fails(*args, "--out", tmp_path / "y.npz", code=2)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path) -> None:
-    out = str(tmp_path / "y.npz")
-    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
-                                       "--dask", "local", "--backend", "cupy"])
-    assert result.exit_code == 2 and "numpy backend only" in result.output
-    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
-                                       "--shard-size", "4"])
-    assert result.exit_code == 2 and "give --dask too" in result.output
+def test_what_dask_cannot_do_is_said_plainly(tmp_path: Path, cli_fails) -> None:
+    out = tmp_path / "y.npz"
+    assert "numpy backend only" in cli_fails("run", "lstm", "--sample", "-H", "2", "--out", out,
+                                             "--dask", "local", "--backend", "cupy", code=2)
+    assert "give --dask too" in cli_fails("run", "lstm", "--sample", "-H", "2", "--out", out,
+                                          "--shard-size", "4", code=2)
     began = time.monotonic()
-    result = CliRunner().invoke(main, ["trace", "lstm", "--sample", "-H", "2", "--out", out,
-                                       "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "1"])
-    assert result.exit_code == 1 and time.monotonic() - began < 20
-    assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9 within 1 s" in result.output
+    stderr = cli_fails("trace", "lstm", "--sample", "-H", "2", "--out", out, "--dask",
+                       "tcp://127.0.0.1:9", "--dask-timeout", "1")
+    assert time.monotonic() - began < 20
+    assert "cannot reach a Dask scheduler at tcp://127.0.0.1:9 within 1 s" in stderr
     assert not (tmp_path / "y.npz").exists()
 
 
@@ -638,14 +635,14 @@ def not_dask() -> Iterator[tuple[int, list[bytes]]]:
     struct.pack("<QQ", 8, 2**40),  # 2**40 frames in 8 bytes (struct.error inside Dask)
 ])
 def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
-        tmp_path: Path, not_dask: tuple[int, list[bytes]], reply: bytes) -> None:
+        tmp_path: Path, not_dask: tuple[int, list[bytes]], reply: bytes, dask_cli) -> None:
     """Something that accepts the connection but never answers as Dask does (silent, or
     writing garbage): refused within about --dask-timeout, not waited on for ever."""
     port, replies = not_dask
     replies.append(reply)
     began = time.monotonic()
-    result = cli(["run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
-                  f"127.0.0.1:{port}", "--dask-timeout", "2"], tmp_path)
+    result = dask_cli("run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                      f"127.0.0.1:{port}", "--dask-timeout", "2", cwd=tmp_path)
     took = time.monotonic() - began
     assert result.returncode == 1, result.stderr
     assert f"something answered at tcp://127.0.0.1:{port}, but not as a Dask scheduler " \
@@ -687,21 +684,21 @@ def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
 
 
 def test_without_dask_installed_the_commands_say_so(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    out = str(tmp_path / "y.npz")
+                                                   monkeypatch: pytest.MonkeyPatch, cli_run,
+                                                   cli_fails) -> None:
+    out = tmp_path / "y.npz"
     monkeypatch.setitem(sys.modules, "lstm_graph.distributed.cluster", None)  # as if absent
-    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out,
-                                       "--dask", "local"])
-    assert result.exit_code == 1, result.output
-    assert "needs Dask, which is not installed here" in result.output
-    assert f"{sys.executable} -m pip install 'dask[distributed]>=2024.8.0'" in result.output
-    result = CliRunner().invoke(main, ["sweep", "lstm", "--steps", "1"])
-    assert result.exit_code == 1 and "needs Dask" in result.output, result.output
-    result = CliRunner().invoke(main, ["run", "lstm", "--sample", "-H", "2", "--out", out])
-    assert result.exit_code == 0, result.output
+    stderr = cli_fails("run", "lstm", "--sample", "-H", "2", "--out", out, "--dask", "local")
+    assert "needs Dask, which is not installed here" in stderr
+    assert f"{sys.executable} -m pip install 'dask[distributed]>=2024.8.0'" in stderr
+    assert not out.exists()
+    monkeypatch.chdir(tmp_path)
+    assert "needs Dask" in cli_fails("sweep", "lstm", "--steps", "1")
+    assert not list(tmp_path.iterdir())
+    cli_run("run", "lstm", "--sample", "-H", "2", "--out", out)
 
 
-def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path) -> None:
+def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path, dask_cli) -> None:
     """No workers: said within the time limit. A worker that cannot import lstm-graph
     (a finder refuses it, as if it were not installed there): named, before any work."""
     scheduler, address = _scheduler(tmp_path)
@@ -726,8 +723,8 @@ def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path) -> None:
                  "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "30",
                  "--local-directory", str(tmp_path)],
                 cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        result = cli(["run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
-                      address, "--dask-timeout", "60"], tmp_path)
+        result = dask_cli("run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                          address, "--dask-timeout", "60", cwd=tmp_path)
         assert result.returncode == 1, result.stderr
         assert "lstm-graph cannot run on worker tcp://127.0.0.1:" in result.stderr
         assert "No module named 'lstm_graph" in result.stderr
@@ -739,6 +736,7 @@ def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -> None:
+    """The command is a process watched while it runs (``cli_process`` waits for its end)."""
     scheduler, address = _scheduler(tmp_path)
     workers = _workers(address, tmp_path)
     try:
@@ -747,9 +745,8 @@ def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=LIMIT)
             running = subprocess.Popen(
-                [sys.executable, "-m", "lstm_graph.cli", "run", "lstm", "--input", "x.npy",
-                 "-H", "8", "--executor", "reference", "--out", "y.npz", "--dask", address,
-                 "--shard-size", "2"],
+                [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor",
+                 "reference", "--out", "y.npz", "--dask", address, "--shard-size", "2"],
                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
             try:
@@ -772,11 +769,11 @@ def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -
 
 
 def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster,
-                                                                inputs: Path) -> None:
-    result = cli(["sweep", "lstm", "rnn", "mine.cell", "--task", "adding", "--length", "6",
-                  "--steps", "6", "--batch", "4", "--eval-every", "3", "--seeds", "0,1",
-                  "--hidden-sizes", "3,5", "--dask", cluster.address, "--out", "board.json",
-                  "--markdown", "board.md"], inputs)
+                                                                inputs: Path, dask_cli) -> None:
+    result = dask_cli("sweep", "lstm", "rnn", "mine.cell", "--task", "adding", "--length", "6",
+                      "--steps", "6", "--batch", "4", "--eval-every", "3", "--seeds", "0,1",
+                      "--hidden-sizes", "3,5", "--dask", cluster.address, "--out",
+                      "board.json", "--markdown", "board.md", cwd=inputs)
     assert result.returncode == 0, result.stderr
     board = json.loads((inputs / "board.json").read_text())
     entries = board["leaderboard"]
@@ -821,15 +818,17 @@ def test_the_board_names_cells_as_train_does_and_escapes_them_in_markdown() -> N
                for line in page.splitlines() if line.startswith("| "))
 
 
-def test_a_sweep_refuses_bad_grids() -> None:
+def test_a_sweep_refuses_bad_grids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   cli_fails) -> None:
+    monkeypatch.chdir(tmp_path)
     for args, message in ((["lstm", "lstm"], "given twice"),
                           (["lstm", "--out", "s.json", "--markdown", "./s.json"],
                            "--out and --markdown name the same file (s.json)"),
                           (["lstm", "--seeds", "0,x"], "comma-separated list"),
                           (["lstm", "--seeds", "0,-1"], "seeds are 0 or more"),
                           (["lstm", "--hidden-sizes", "0"], "at least 1")):
-        result = CliRunner().invoke(main, ["sweep", *args, "--steps", "1"])
-        assert result.exit_code == 2 and message in result.output, result.output
+        assert message in cli_fails("sweep", *args, "--steps", "1", code=2)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(

@@ -8,11 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from click.testing import CliRunner
 from onnx.reference import ReferenceEvaluator
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.export import onnx_model
 from lstm_graph.export.fused import match
 
@@ -181,22 +179,18 @@ def test_float64_models_scan_and_equal_the_cell_to_1e10(tmp_path, text):
     np.testing.assert_allclose(y, runner(x)[0], rtol=0, atol=1e-10)
 
 
-def test_the_export_command_from_params_weights_equals_run(tmp_path, monkeypatch):
+def test_the_export_command_from_params_weights_equals_run(tmp_path, monkeypatch, cli_run):
     """The harness's way: weights from params, a model from export, y from run."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.cell").write_text(EVERYTHING)
-    cli = CliRunner()
     x = sequences(4)[1]
     np.save("x.npy", x)
     for spec in ("peephole_lstm", "mine.cell"):
-        assert cli.invoke(main, ["params", spec, "-I", "4", "-H", "3", "--out", "w.npz"]) \
-            .exit_code == 0
-        done = cli.invoke(main, ["export", spec, "--weights", "w.npz", "--format", "onnx",
-                                 "--out", "out/m.onnx"])
-        assert done.exit_code == 0, done.output
+        cli_run("params", spec, "-I", "4", "-H", "3", "--out", "w.npz")
+        done = cli_run("export", spec, "--weights", "w.npz", "--format", "onnx", "--out",
+                       "out/m.onnx")
         assert "opset 17" in done.stdout and "wrote out/m.onnx" in done.stderr
-        assert cli.invoke(main, ["run", spec, "--weights", "w.npz", "--input", "x.npy",
-                                 "--out", "y.npz"]).exit_code == 0
+        cli_run("run", spec, "--weights", "w.npz", "--input", "x.npy", "--out", "y.npz")
         want = np.load("y.npz")
         got = onnxruntime_run(tmp_path / "out" / "m.onnx", x)
         np.testing.assert_allclose(got["y"], want["y"], rtol=0, atol=1e-5)
@@ -204,11 +198,9 @@ def test_the_export_command_from_params_weights_equals_run(tmp_path, monkeypatch
             np.testing.assert_allclose(got[f"final_{state}"], want[state], rtol=0, atol=1e-5)
 
 
-def test_export_takes_the_layers_options_and_random_weights(tmp_path):
-    done = CliRunner().invoke(main, ["export", "gru", "-I", "3", "-H", "4", "--layers", "2",
-                                     "--direction", "bidirectional", "--format", "onnx",
-                                     "--out", str(tmp_path / "m.onnx"), "--json"])
-    assert done.exit_code == 0, done.output
+def test_export_takes_the_layers_options_and_random_weights(tmp_path, cli_run):
+    done = cli_run("export", "gru", "-I", "3", "-H", "4", "--layers", "2", "--direction",
+                   "bidirectional", "--format", "onnx", "--out", tmp_path / "m.onnx", "--json")
     assert '"runs_as": "GRU"' in done.stdout and '"layers": 2' in done.stdout
     runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=0,
                                                  layers=2, direction="bidirectional")
@@ -220,19 +212,19 @@ def test_export_takes_the_layers_options_and_random_weights(tmp_path):
     (["lstm", "-I", "3", "-H", "4", "--format", "onnx", "--out", "m.py"], "name it m.onnx"),
     (["lstm", "-I", "3", "-H", "4", "--format", "tflite", "--out", "m.onnx"], "tflite"),
 ])
-def test_export_usage_mistakes_exit_2_saying_what(tmp_path, args, message):
-    done = CliRunner().invoke(main, ["export", *args])
-    assert done.exit_code == 2 and message in done.output
+def test_export_usage_mistakes_exit_2_saying_what(tmp_path, monkeypatch, args, message,
+                                                  cli_fails):
+    monkeypatch.chdir(tmp_path)
+    assert message in cli_fails("export", *args, code=2)
+    assert not list(tmp_path.iterdir())
 
 
-def test_weights_that_do_not_fit_the_layers_asked_exit_1(tmp_path):
-    cli = CliRunner()
-    weights = str(tmp_path / "w.npz")
-    assert cli.invoke(main, ["params", "lstm", "-I", "3", "-H", "4", "--out", weights]) \
-        .exit_code == 0
-    done = cli.invoke(main, ["export", "lstm", "--weights", weights, "--layers", "2",
-                             "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
-    assert done.exit_code == 1 and "layers=2" in done.stderr and "Traceback" not in done.output
+def test_weights_that_do_not_fit_the_layers_asked_exit_1(tmp_path, cli_run, cli_fails):
+    weights = tmp_path / "w.npz"
+    cli_run("params", "lstm", "-I", "3", "-H", "4", "--out", weights)
+    assert f"{weights} holds 1 layer, forward, but layers=2 was asked for" in cli_fails(
+        "export", "lstm", "--weights", weights, "--layers", "2", "--format", "onnx", "--out",
+        tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -253,14 +245,13 @@ def test_a_model_that_would_differ_from_the_cell_is_not_written(tmp_path, monkey
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_a_pytorch_model_file_exports_as_its_cell_and_stack(tmp_path):
+def test_a_pytorch_model_file_exports_as_its_cell_and_stack(tmp_path, cli_run, cli_fails):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     layer = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
     torch.save(layer.state_dict(), tmp_path / "lstm.pt")
-    done = CliRunner().invoke(main, ["export", str(tmp_path / "lstm.pt"), "--format", "onnx",
-                                     "--out", str(tmp_path / "m.onnx")])
-    assert done.exit_code == 0, done.output
+    done = cli_run("export", tmp_path / "lstm.pt", "--format", "onnx", "--out",
+                   tmp_path / "m.onnx")
     assert "LSTM operator (2 layers, bidirectional)" in done.stdout
     x = sequences(3)[1]
     got = onnxruntime_run(tmp_path / "m.onnx", x)
@@ -269,9 +260,10 @@ def test_a_pytorch_model_file_exports_as_its_cell_and_stack(tmp_path):
     np.testing.assert_allclose(got["y"], y.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(got["final_h"], h.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(got["final_c"], c.numpy(), rtol=0, atol=1e-5)
-    refused = CliRunner().invoke(main, ["export", str(tmp_path / "lstm.pt"), "-H", "4",
-                                        "--format", "onnx", "--out", str(tmp_path / "n.onnx")])
-    assert refused.exit_code == 2 and "holds its weights and sizes" in refused.output
+    assert "holds its weights and sizes" in cli_fails(
+        "export", tmp_path / "lstm.pt", "-H", "4", "--format", "onnx", "--out",
+        tmp_path / "n.onnx", code=2)
+    assert not (tmp_path / "n.onnx").exists()
 
 
 def test_a_cell_whose_run_overflows_exports_and_its_model_overflows_alike(tmp_path, cli_run):

@@ -13,11 +13,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from test_export_onnx import EVERYTHING
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.export.torch_module import torch_names
 
 _COUNT = itertools.count()
@@ -152,28 +150,24 @@ def test_the_module_scripts_with_torch_jit_and_compiles_with_torch_compile(tmp_p
 
 
 def test_the_export_command_writes_the_module_and_state_dict_grad_agrees(tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch, cli_run):
     """The harness's way: params, export --format torch, load(), x.grad against grad."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.cell").write_text(EVERYTHING)
-    cli = CliRunner()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((7, 2, 4)).astype("float32")
     np.save("x.npy", x)
     for k, spec in enumerate(("lstm", "mine.cell")):
-        assert cli.invoke(main, ["params", spec, "-I", "4", "-H", "3", "--out", "w.npz"]) \
-            .exit_code == 0
-        done = cli.invoke(main, ["export", spec, "--weights", "w.npz", "--format", "torch",
-                                 "--out", f"d{k}/cell.py"])
-        assert done.exit_code == 0, done.output
+        cli_run("params", spec, "-I", "4", "-H", "3", "--out", "w.npz")
+        done = cli_run("export", spec, "--weights", "w.npz", "--format", "torch", "--out",
+                       f"d{k}/cell.py")
         assert (tmp_path / f"d{k}" / "cell.pt").is_file()
         assert "f.W_x" in done.stdout or "k.W_x" in done.stdout  # the parameter mapping
         gy = rng.standard_normal((7, 2, 3)).astype("float32")
         np.save("gy.npy", gy)
-        assert cli.invoke(main, ["grad", spec, "--weights", "w.npz", "--input", "x.npy",
-                                 "--grad-output", "gy.npy", "--out", "g.npz"]).exit_code == 0
-        assert cli.invoke(main, ["run", spec, "--weights", "w.npz", "--input", "x.npy",
-                                 "--out", "y.npz"]).exit_code == 0
+        cli_run("grad", spec, "--weights", "w.npz", "--input", "x.npy", "--grad-output",
+                "gy.npy", "--out", "g.npz")
+        cli_run("run", spec, "--weights", "w.npz", "--input", "x.npy", "--out", "y.npz")
         model = import_module(tmp_path / f"d{k}" / "cell.py").load()
         xt = torch.from_numpy(x).requires_grad_()
         y, _ = model(xt)
@@ -182,8 +176,8 @@ def test_the_export_command_writes_the_module_and_state_dict_grad_agrees(tmp_pat
         np.testing.assert_allclose(xt.grad.numpy(), np.load("g.npz")["x"], atol=1e-4)
 
 
-def test_a_module_name_python_cannot_import_is_refused(tmp_path):
-    done = CliRunner().invoke(main, ["export", "lstm", "-I", "2", "-H", "2", "--format",
-                                     "torch", "--out", str(tmp_path / "my-cell.py")])
-    assert done.exit_code == 1 and "cannot be imported" in done.stderr
+def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
+    assert "my-cell.py: 'my-cell' cannot be imported as a Python module" in cli_fails(
+        "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+        tmp_path / "my-cell.py")
     assert not list(tmp_path.iterdir())

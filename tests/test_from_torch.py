@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import needs_dot
+from conftest import invoke_cli, needs_dot
 
 import lstm_graph
-from lstm_graph.cli import main
 from lstm_graph.frontends.from_torch import step_module
 from lstm_graph.frontends.torch_fx import load_class, make_module
 
@@ -42,10 +40,10 @@ def converted(tmp_path_factory):
             for parameter in source.parameters():
                 parameter.copy_(torch.randn_like(parameter) * 0.5)
         torch.save(source.state_dict(), folder / f"{name}.pt")
-        result = CliRunner().invoke(main, [
-            "from-torch", f"{CELLS}:{name}", "--input-size", str(IN), "--hidden-size", str(HID),
-            "--states", states, "--state-dict", str(folder / f"{name}.pt"),
-            "--out", str(folder / f"{name}.cell"), "--weights-out", str(folder / f"{name}.npz")])
+        result = invoke_cli(  # the cli fixtures are per test; this is once for the module
+            "from-torch", f"{CELLS}:{name}", "--input-size", IN, "--hidden-size", HID,
+            "--states", states, "--state-dict", folder / f"{name}.pt",
+            "--out", folder / f"{name}.cell", "--weights-out", folder / f"{name}.npz")
         module = make_module(cls, CELLS, IN, HID, folder / f"{name}.pt")
         out[name] = (folder, module, result)
     return out
@@ -53,16 +51,14 @@ def converted(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(CONVERTIBLE))
 def test_run_of_the_converted_cell_equals_the_module_stepped_over_the_sequence(converted,
-                                                                               name):
+                                                                               name, cli_run):
     folder, module, result = converted[name]
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
     assert "checked: the cell equals the module" in result.stdout
     x = np.random.default_rng(9).standard_normal((12, 4, IN)).astype("float32")
     np.save(folder / "x.npy", x)
-    done = CliRunner().invoke(main, ["run", str(folder / f"{name}.cell"), "--weights",
-                                     str(folder / f"{name}.npz"), "--input",
-                                     str(folder / "x.npy"), "--out", str(folder / "y.npz")])
-    assert done.exit_code == 0, done.output
+    cli_run("run", folder / f"{name}.cell", "--weights", folder / f"{name}.npz", "--input",
+            folder / "x.npy", "--out", folder / "y.npz")
     states = CONVERTIBLE[name].split(",")
     want_y, want = step_module(module, x, states, HID)
     got = np.load(folder / "y.npz")
@@ -71,12 +67,11 @@ def test_run_of_the_converted_cell_equals_the_module_stepped_over_the_sequence(c
         np.testing.assert_allclose(got[state], want[state], rtol=0, atol=1e-5)
 
 
-def test_the_state_dict_is_what_runs_not_the_classes_initialisation(converted, tmp_path):
+def test_the_state_dict_is_what_runs_not_the_classes_initialisation(converted, tmp_path,
+                                                                    cli_run):
     folder = converted["FastLSTMCell"][0]
-    plain = CliRunner().invoke(main, [
-        "from-torch", f"{CELLS}:FastLSTMCell", "-I", str(IN), "-H", str(HID), "--states", "h,c",
-        "--out", str(tmp_path / "fresh.cell"), "--weights-out", str(tmp_path / "fresh.npz")])
-    assert plain.exit_code == 0, plain.output
+    cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "h,c",
+            "--out", tmp_path / "fresh.cell", "--weights-out", tmp_path / "fresh.npz")
     trained, fresh = np.load(folder / "FastLSTMCell.npz"), np.load(tmp_path / "fresh.npz")
     assert set(trained) == set(fresh)
     assert not np.allclose(trained["forgetgate.W_x"], fresh["forgetgate.W_x"])
@@ -109,12 +104,11 @@ def test_a_cat_into_one_linear_splits_into_each_operands_own_weights(converted):
     np.testing.assert_array_equal(weights["f.W_h"], big[HID:2 * HID, IN:])
 
 
-def test_peepholes_are_element_wise_weights_and_the_output_valve_waits(converted):
+def test_peepholes_are_element_wise_weights_and_the_output_valve_waits(converted, cli_run):
     text = cell_text(converted, "PeepholeLSTM")
     assert "o = sigmoid(linear(x, h[t-1], peep(c)))" in text
     assert "f = sigmoid(linear(x, h[t-1], peep(c[t-1])))" in text
-    done = CliRunner().invoke(main, ["schedule", str(converted["PeepholeLSTM"][0] /
-                                                     "PeepholeLSTM.cell")])
+    done = cli_run("schedule", converted["PeepholeLSTM"][0] / "PeepholeLSTM.cell")
     assert "stage 3: o   (waits for the new c)" in done.stdout
 
 
@@ -132,12 +126,10 @@ def test_numbers_are_written_exactly(converted):
 
 @needs_dot
 @pytest.mark.parametrize("name", ["FastLSTMCell", "PeepholeLSTM", "TutorialGRU"])
-def test_converted_cells_validate_and_draw_in_both_styles(converted, name, tmp_path):
-    path = str(converted[name][0] / f"{name}.cell")
-    cli = CliRunner()
-    assert "ok" in cli.invoke(main, ["validate", path]).stdout
-    done = cli.invoke(main, ["render", path, "--out", str(tmp_path / "d")])
-    assert done.exit_code == 0, done.output
+def test_converted_cells_validate_and_draw_in_both_styles(converted, name, tmp_path, cli_run):
+    path = converted[name][0] / f"{name}.cell"
+    assert "ok" in cli_run("validate", path).stdout
+    cli_run("render", path, "--out", tmp_path / "d")
     pipe = (tmp_path / "d.pipe.svg").read_text()
     assert "torch_cells.py:" in pipe  # the captions say which line made each value
 
@@ -155,18 +147,15 @@ REFUSALS = {
 
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supported(
-        tmp_path, name):
+        tmp_path, name, cli_fails):
     states, op, why, source_line = REFUSALS[name]
-    done = CliRunner().invoke(main, [
-        "from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states", states,
-        "--out", str(tmp_path / "c.cell"), "--weights-out", str(tmp_path / "w.npz")])
-    assert done.exit_code == 1
+    stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states",
+                       states, "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
                 if text.strip() == source_line)
-    assert f"torch_cells.py:{line}: error: " in done.stderr
-    assert op in done.stderr and why in done.stderr and source_line in done.stderr
-    assert "from-torch converts:" in done.stderr or name == "RefuseBranch"
-    assert "Traceback" not in done.output
+    assert f"torch_cells.py:{line}: error: " in stderr
+    assert op in stderr and why in stderr and source_line in stderr
+    assert "from-torch converts:" in stderr or name == "RefuseBranch"
     assert not list(tmp_path.iterdir())
 
 
@@ -178,44 +167,39 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
     ([f"{CELLS}:TutorialGRU", "--states", "h,c"], "used as one tensor, but --states names 2"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),
 ])
-def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message):
+def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_fails):
     states = [] if "--states" in args else ["--states", "h,c"]
-    done = CliRunner().invoke(main, ["from-torch", *args, "-I", "3", "-H", "4", *states,
-                                     "--out", str(tmp_path / "c.cell"), "--weights-out",
-                                     str(tmp_path / "w.npz")])
-    assert done.exit_code == 1, done.output
-    assert message in done.stderr and "Traceback" not in done.output
+    assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
+                                tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    assert not list(tmp_path.iterdir())
 
 
-def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path):
+def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path, cli_fails):
     torch.save(load_class(CELLS, "FastLSTMCell")(3, 6).state_dict(), tmp_path / "sd.pt")
-    done = CliRunner().invoke(main, [
-        "from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c",
-        "--state-dict", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "c.cell"),
-        "--weights-out", str(tmp_path / "w.npz")])
-    assert done.exit_code == 1
-    assert "does not fit FastLSTMCell(3, 4)" in done.stderr and "weight_ih" in done.stderr
+    stderr = cli_fails("from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states",
+                       "h,c", "--state-dict", tmp_path / "sd.pt", "--out", tmp_path / "c.cell",
+                       "--weights-out", tmp_path / "w.npz")
+    assert "does not fit FastLSTMCell(3, 4)" in stderr and "weight_ih" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd.pt"]
 
 
-def test_the_readme_shows_what_from_torch_writes_for_the_fastrnns_cell(tmp_path):
+def test_the_readme_shows_what_from_torch_writes_for_the_fastrnns_cell(tmp_path, cli_run):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     source = re.search(r"saved as `custom_lstms.py`:\n\n```python\n(.*?)```", readme, re.S)
     shown = re.search(r"each caption saying which line made it:\n\n```\n(.*?)```", readme, re.S)
     (tmp_path / "custom_lstms.py").write_text(source.group(1))
-    done = CliRunner().invoke(main, [
-        "from-torch", f"{tmp_path / 'custom_lstms.py'}:LSTMCell", "--input-size", "8",
-        "--hidden-size", "16", "--states", "h,c", "--out", str(tmp_path / "lstm_cell.cell"),
-        "--weights-out", str(tmp_path / "lstm_cell.npz")])
-    assert done.exit_code == 0, done.output
+    cli_run("from-torch", f"{tmp_path / 'custom_lstms.py'}:LSTMCell", "--input-size", "8",
+            "--hidden-size", "16", "--states", "h,c", "--out", tmp_path / "lstm_cell.cell",
+            "--weights-out", tmp_path / "lstm_cell.npz")
     written = (tmp_path / "lstm_cell.cell").read_text().split("output h\n\n")[1]
     assert written == shown.group(1)
 
 
-def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path):
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, cli_fails):
     source = tmp_path / "cells.py"
     source.write_text(CELLS.read_text())
-    done = CliRunner().invoke(main, [
-        "from-torch", f"{source}:TutorialGRU", "-I", "3", "-H", "4", "--states", "h",
-        "--out", str(source), "--weights-out", str(tmp_path / "w.npz")])
-    assert done.exit_code == 1 and "is the FILE.py" in done.stderr
+    assert "is the FILE.py" in cli_fails("from-torch", f"{source}:TutorialGRU", "-I", "3", "-H",
+                                         "4", "--states", "h", "--out", source, "--weights-out",
+                                         tmp_path / "w.npz")
     assert source.read_text() == CELLS.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["cells.py"]

@@ -11,10 +11,7 @@ import re
 import shutil
 
 import pytest
-from click.testing import CliRunner
 from conftest import needs_dot
-
-from lstm_graph.cli import main
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat is in the test extras")
 nbclient = pytest.importorskip("nbclient", reason="nbclient is in the test extras")
@@ -59,9 +56,9 @@ def test_a_cell_shows_its_pipe_diagram_with_its_nodes(executed):
     assert "forget valve" in svg
 
 
-def test_a_schedule_prints_as_the_schedule_command_does(executed):
+def test_a_schedule_prints_as_the_schedule_command_does(executed, cli_run):
     shown = data(executed, 2)["text/plain"]
-    printed = CliRunner().invoke(main, ["schedule", "peephole_lstm"]).stdout
+    printed = cli_run("schedule", "peephole_lstm").stdout
     assert shown == printed.rstrip("\n")
 
 

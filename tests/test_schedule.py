@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
 from lstm_graph import compile_source, load_cell
-from lstm_graph.cli import main
 
 
 def test_peephole_output_valve_waits_for_the_new_memory():
@@ -73,21 +70,17 @@ def test_a_user_cell_with_long_chain_gets_one_stage_per_link():
     assert cell.schedule.stages == (("a",), ("b",), ("h",))
 
 
-def test_schedule_json_marks_the_peephole_output_valves_reads_of_the_new_memory():
+def test_schedule_json_marks_the_peephole_output_valves_reads_of_the_new_memory(cli_run):
     """``schedule --json`` alone: the output valve and the output read the NEW c; marking
     them old would pass every text test if the JSON were built apart."""
-    result = CliRunner().invoke(main, ["schedule", "peephole_lstm", "--json"])
-    assert result.exit_code == 0, result.output
-    reads = json.loads(result.stdout)["reads"]
+    reads = json.loads(cli_run("schedule", "peephole_lstm", "--json").stdout)["reads"]
     assert reads["o"] == {"input": ["x"], "old": ["h[t-1]"], "new": ["c"]}
     assert reads["h"] == {"input": [], "old": [], "new": ["o", "c"]}
     assert reads["f"] == {"input": ["x"], "old": ["h[t-1]", "c[t-1]"], "new": []}
 
 
-def test_schedule_nodes_json_lists_every_node_as_the_text_does():
-    result = CliRunner().invoke(main, ["schedule", "peephole_lstm", "--nodes", "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+def test_schedule_nodes_json_lists_every_node_as_the_text_does(cli_run):
+    data = json.loads(cli_run("schedule", "peephole_lstm", "--nodes", "--json").stdout)
     cell = load_cell("peephole_lstm")
     assert [n["id"] for n in data["nodes"]] == list(cell.schedule.order)
     by_id = {n["id"]: n for n in data["nodes"]}
@@ -99,11 +92,11 @@ def test_schedule_nodes_json_lists_every_node_as_the_text_does():
         "params": ["o.W_x", "o.W_h", "o.p_c", "o.b"]}
     assert by_id["c.mul"]["reads"] == [{"id": "f", "kind": "new"},
                                        {"id": "c[t-1]", "kind": "old"}]
-    gru = json.loads(CliRunner().invoke(main, ["schedule", "gru", "--nodes", "--json"]).stdout)
+    gru = json.loads(cli_run("schedule", "gru", "--nodes", "--json").stdout)
     assert {"id": "h.const", "assignment": "h", "size": "1", "value": 1.0} in gru["nodes"]
     (sub,) = [n for n in gru["nodes"] if n["id"] == "h.sub"]  # 1 - z
     assert sub["reads"] == [{"id": "h.const", "kind": "const"}, {"id": "z", "kind": "new"}]
-    plain = json.loads(CliRunner().invoke(main, ["schedule", "peephole_lstm", "--json"]).stdout)
+    plain = json.loads(cli_run("schedule", "peephole_lstm", "--json").stdout)
     assert "nodes" not in plain and {k: v for k, v in data.items() if k != "nodes"} == plain
 
 
