@@ -60,7 +60,7 @@ def test_a_small_task_file_that_inflates_past_the_bound_is_refused_before_it_is_
     monkeypatch.chdir(tmp_path)
     assert cli_fails("train", "lstm", "--task", "task.npz", "--steps", "2", "--out", "w.npz",
                      env={"LSTM_GRAPH_MAX_BYTES": "100M"}) == (
-        "task.npz: task.npz: x of shape (500, 100, 1000) would take 200 MB; 200 MB in all "
+        "task.npz: x of shape (500, 100, 1000) would take 200 MB; 200 MB in all "
         "for reading the task, more than the limit of 105 MB set by LSTM_GRAPH_MAX_BYTES\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task.npz"]
 

@@ -129,7 +129,7 @@ def from_file(path: Path) -> Task:
     held = (allocation(f"{path}: x", x_shape, x_stored.dtype),
             allocation(f"{path}: y in float64", y_shape, np.float64))
     require([*held, allocation("y as stored, and its deviations", (2, *y_shape), np.float64)],
-            "reading the task", str(path))
+            "reading the task")  # the names of the arrays held name the file
     x = x_stored.read()
     y = y_stored.read().astype(np.float64)
     for name, array in (("x", x), ("y", y)):
