@@ -85,6 +85,10 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 #: Each further mode's markers in the markdown file.
 SECTIONS = {mode: (f"<!-- bench-{mode}:start -->", f"<!-- bench-{mode}:end -->")
             for mode in ("grad", "sweep", "stacks")}
+#: Each block's warm-up: at least this many untimed runs, and for at least this long (a
+#: runtime's first runs may wait for its thread pools and allocator to settle: PyTorch's
+#: first backward passes after the first can each take a hundred times a later one's time).
+WARMUP_RUNS, WARMUP_SECONDS = 3, 0.5
 #: CPU features worth naming in a table header, in this order.
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
                 "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -297,7 +301,8 @@ def reset_peak() -> None:
 def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
                output: Path | None = None, work: str = "run", layout: str = "single"
                ) -> dict[str, Any]:
-    """Build one contender, warm it up, time ``repeat`` runs: ``{"times", "peak_mib"}``.
+    """Build one contender, warm it up (:data:`WARMUP_RUNS`, :data:`WARMUP_SECONDS`), time
+    ``repeat`` runs: ``{"times", "peak_mib"}``.
 
     Meant to run in a process of its own (see :func:`main`'s ``--contender``); the
     peak is measured from just before the build. ``work``: ``"run"`` (forward) or
@@ -310,7 +315,13 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     reset_peak()
     before, _ = memory()
     prepared = MAKERS[contender](p, threads, work)
-    y = prepared.run()  # warm-up
+    y = prepared.run()
+    warm, began = 1, time.perf_counter()
+    while warm < WARMUP_RUNS or time.perf_counter() - began < WARMUP_SECONDS:
+        if prepared.reset is not None:
+            prepared.reset()
+        prepared.run()
+        warm += 1
     times = []
     for _ in range(repeat):
         if prepared.reset is not None:
@@ -544,7 +555,8 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
         done += lstm_flops(size)
         elapsed = time.monotonic() - began
         print(f"sweep {k + 1}/{len(sizes)}: H={hidden} B={batch} ours/best "
-              f"{row.ratio('ours'):.2f}× ({row.best_peer}); {elapsed:.0f} s so far, about "
+              f"{row.ratio('ours'):.2f}× (ours {ms(timings['ours'])} ms, {row.best_peer} "
+              f"{ms(row.peers[row.best_peer])} ms); {elapsed:.0f} s so far, about "
               f"{elapsed * (total - done) / done:.0f} s left", file=sys.stderr, flush=True)
     return cells
 
@@ -690,14 +702,16 @@ def sweep_table(cells: list[SweepCell]) -> str:
     return "\n".join(lines)
 
 
-def _turns(blocks: int, runs: str, idle: float) -> str:
-    """The method's sentence: blocks, runs, turns, the wait for idle CPUs."""
+def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
+    """The method's sentences: blocks of ``runs``, turns, the wait for idle CPUs, and (with
+    ``quietest``) what the quietest blocks' ratio is."""
     waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
         if idle > 0 else ""
-    return (f"Each contender in its own process, {blocks} blocks of {runs} after a warm-up, "
-            f"taking turns{waited}; ms: median of all runs (range of the blocks' medians); "
-            "\"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
-            "block's.")
+    quiet = (" \"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
+             "block's.") if quietest else ""
+    return (f"Each contender in its own process, {blocks} block{'s' * (blocks != 1)} of "
+            f"{runs} after a warm-up, taking turns{waited}; ms: median of all runs (range of "
+            f"the blocks' medians).{quiet}")
 
 
 def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
@@ -723,20 +737,27 @@ def grad_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: f
                 command: str) -> str:
     """The gradient section's markdown: machine, method, table, command."""
     start, end = SECTIONS["grad"]
+    passes = f"{repeat} timed pass" + "es" * (repeat != 1)
     return (f"{start}\nMachine: {machine(threads)}.\n\n"
-            f"{_turns(blocks, f'{repeat} timed passes', idle)} A pass: the forward run and "
+            f"{_turns(blocks, passes, idle)} A pass: the forward run and "
             "the gradients of x, every weight and the initial states for a given gradient "
             "of y (ours: `Runner.grad`; PyTorch: forward, then `y.backward(grad_y)`, its "
-            "gradients set to None before each pass, untimed). Target: ours ÷ PyTorch ≤ "
-            f"{TARGET}×.\n\n{grad_table(rows)}\n\nCommand: `{command}`\n{end}")
+            "gradients set to None before each pass, untimed); float32, the same weights, x "
+            "and gradient of y for every contender. PyTorch has no peephole LSTM: "
+            "peephole_lstm's peer is `nn.LSTM` of the same size, a stricter peer (less work "
+            "than ours) and another function, so no difference is given for it (its "
+            "gradients are checked against autograd in tests/test_grad.py). onnxruntime has "
+            f"no training path. Target: ours ÷ PyTorch ≤ {TARGET}×.\n\n"
+            f"{grad_table(rows)}\n\nCommand: `{command}`\n{end}")
 
 
 def stack_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: float,
                  command: str) -> str:
     """The stacks section's markdown: machine, method, table, command."""
     start, end = SECTIONS["stacks"]
+    timed = f"{repeat} timed run" + "s" * (repeat != 1)
     return (f"{start}\nMachine: {machine(threads)}.\n\n"
-            f"{_turns(blocks, f'{repeat} timed runs', idle)} \"each unit alone\": ours on "
+            f"{_turns(blocks, timed, idle)} \"each unit alone\": ours on "
             "one layer, forward, of each unit's shape (a second layer reads the first's "
             "output: its input size is H), taking turns with the rest; \"stack "
             "overhead\": the stack's time ÷ the sum of those (target ≤ "
@@ -747,13 +768,15 @@ def sweep_report(cells: list[SweepCell], steps: int, threads: int, repeat: int, 
                  idle: float, command: str) -> str:
     """The sweep section's markdown: machine, method, table, command."""
     start, end = SECTIONS["sweep"]
-    runs_text = (f"{repeat} timed runs for a run of the medium size's work (5 GFLOP), "
-                 f"proportionally more for less work (at most {20 * repeat}), at least 3")
+    runs_text = (f"timed runs ({repeat} where a run is the medium size's work, 5 GFLOP of "
+                 f"gate products; proportionally more for less work, at most {20 * repeat}; "
+                 "at least 3)")
     errors = [c.row.error for c in cells if c.row.error is not None]
     worst = f" Largest |ours − peer| over the sweep: {max(errors):.1e}." if errors else ""
     return (f"{start}\nMachine: {machine(threads)}.\n\n"
             f"The `lstm` forward, T = {steps}, I = H; ours ÷ the best of PyTorch and "
-            f"onnxruntime at each size, bold above {TARGET}×. {_turns(blocks, runs_text, idle)}"
+            f"onnxruntime at each size, bold above {TARGET}×. "
+            f"{_turns(blocks, runs_text, idle, quietest=False)}"
             f"{worst}\n\n{sweep_table(cells)}\n\nCommand: `{command}`\n{end}")
 
 
