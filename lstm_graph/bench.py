@@ -1,7 +1,10 @@
 """Benchmarks: our executors against PyTorch and onnxruntime, each in a process of its own.
 
-    python -m lstm_graph.bench                      # all cells and sizes, printed
+    python -m lstm_graph.bench                      # forward: all cells and sizes, printed
     python -m lstm_graph.bench --markdown docs/benchmarks.md
+    python -m lstm_graph.bench --work grad          # backpropagation through time
+    python -m lstm_graph.bench --sweep              # the LSTM forward over H × B
+    python -m lstm_graph.bench --stacks             # a 2-layer stack, a bidirectional layer
 
 Every contender (our default executor, the NumPy plan, ``torch.nn.LSTM``/``GRU``,
 onnxruntime's ``LSTM``/``GRU``, optionally the reference interpreter) runs the
@@ -17,6 +20,10 @@ its resident set just before the contender is built (its weights, every buffer
 it keeps or allocates, and its outputs). Peers and our executor run on
 ``--threads`` threads. Benchmarks are not tests: no test asserts on time.
 Needs the test extras (torch, onnx, onnxruntime).
+
+Each mode writes its own marked section of the ``--markdown`` file: the forward
+table between :data:`START` and :data:`END`, the others between their own
+markers (:data:`SECTIONS`), so regenerating one leaves the others.
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +53,11 @@ from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
 from lstm_graph.formats.files import write_section
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
+from lstm_graph.layers import Stack
 
 SIZES = {  # T, B, I, H
     "small": (100, 1, 32, 32),
+    "adding": (50, 64, 2, 64),  # the adding task's batches (issue 23)
     "medium": (100, 64, 128, 256),
     "large": (50, 256, 512, 1024),
 }
@@ -55,10 +66,29 @@ TARGET = 1.0
 #: The NumPy plan's target at medium and large (none at small, where Python's overhead
 #: per NumPy call dominates).
 NUMPY_TARGETS = {"medium": 2.0, "large": 2.0}
+#: A stack's time ÷ the sum of its units' times, each run alone, that the project aims at.
+STACK_TARGET = 1.05
 FAMILY = {"lstm": "lstm", "peephole_lstm": "lstm", "gru": "gru"}
 CONTENDERS = ("ours", "numpy", "torch", "onnxruntime", "reference")
 PEERS = ("torch", "onnxruntime")
+#: What each kind of work is: a forward run, or one backpropagation through time.
+WORKS = ("run", "grad")
+#: onnxruntime has no training path: PyTorch is the one peer for gradients.
+GRAD_CONTENDERS = ("ours", "numpy", "torch")
+#: The layer shapes ``--stacks`` times, by name.
+LAYOUTS = {"single": Stack(), "2-layer": Stack(2), "bidirectional": Stack(1, "bidirectional")}
+#: The sweep's hidden sizes, batch sizes and steps (the input size is the hidden size).
+SWEEP_HIDDEN = (64, 100, 200, 300, 512, 650, 1000, 1500)
+SWEEP_BATCH = (1, 20, 32, 64)
+SWEEP_STEPS = 50
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: Each further mode's markers in the markdown file.
+SECTIONS = {mode: (f"<!-- bench-{mode}:start -->", f"<!-- bench-{mode}:end -->")
+            for mode in ("grad", "sweep", "stacks")}
+#: Each block's warm-up: at least this many untimed runs, and for at least this long (a
+#: runtime's first runs may wait for its thread pools and allocator to settle: PyTorch's
+#: first backward passes after the first can each take a hundred times a later one's time).
+WARMUP_RUNS, WARMUP_SECONDS = 3, 0.5
 #: CPU features worth naming in a table header, in this order.
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
                 "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -66,64 +96,178 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
 
 # -- one contender, in its own process -------------------------------------------------------
 
-def problem(name: str, size: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The weights and input every contender runs (deterministic: seeded)."""
-    steps, batch, input_size, hidden = SIZES[size]
-    weights = lstm_graph.load_cell(name).random_weights(input_size, hidden, seed=0)
+def shape(size: str) -> tuple[int, int, int, int]:
+    """``(T, B, I, H)`` of a named size (:data:`SIZES`) or of one written ``TxBxIxH``."""
+    if size in SIZES:
+        return SIZES[size]
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)x(\d+)", size)
+    if match is None or 0 in (dims := tuple(int(g) for g in match.groups())):
+        raise ValueError(f"unknown size '{size}': name one of {', '.join(SIZES)}, or write "
+                         "T x B x I x H as 50x64x128x256")
+    return dims[0], dims[1], dims[2], dims[3]
+
+
+def _describe(size: str) -> str:
+    """A size for a table: its name and shape, or the shape alone."""
+    return f"{size} {SIZES[size]}" if size in SIZES else str(shape(size))
+
+
+@dataclass
+class Problem:
+    """What every contender runs: the cell, the layer's shape, the weights in our names
+    (each unit's under its prefix), ``x`` and, for gradients, ``grad_y``."""
+
+    name: str
+    stack: Stack
+    hidden: int
+    weights: dict[str, np.ndarray]
+    x: np.ndarray
+    grad_y: np.ndarray
+
+    def unit_weights(self, layer: int, reverse: bool) -> dict[str, np.ndarray]:
+        """One unit's weights, without its prefix."""
+        prefix = self.stack.prefix(layer, reverse)
+        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+
+def problem(name: str, size: str, layout: str = "single") -> Problem:
+    """The weights, input and output gradient every contender runs (deterministic: seeded)."""
+    steps, batch, input_size, hidden = shape(size)
+    cell = lstm_graph.load_cell(name)
+    stack = LAYOUTS[layout]
+    weights: dict[str, np.ndarray] = {}
+    for index, ((layer, reverse), width) in enumerate(
+            zip(stack.units, cell.input_sizes(input_size, hidden, stack))):
+        prefix = stack.prefix(layer, reverse)
+        weights.update({prefix + k: v for k, v in
+                        cell.random_weights(width, hidden, seed=index).items()})
     x = np.random.default_rng(1).standard_normal((steps, batch, input_size)).astype("float32")
-    return weights, x
+    grad_y = np.random.default_rng(2).standard_normal(
+        (steps, batch, stack.directions * hidden)).astype("float32")
+    return Problem(name, stack, hidden, weights, x, grad_y)
 
 
-def _torch_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
-                ) -> Callable[[], np.ndarray]:
+def _identity(value: Any) -> np.ndarray:
+    return np.asarray(value)
+
+
+@dataclass
+class Prepared:
+    """A built contender: ``run`` is the timed call; ``reset`` runs before each, untimed
+    (PyTorch's gradients set to None); ``result`` turns what ``run`` returned into ``y``
+    (or ``x``'s gradient), time-major ``(T, B, D·H)`` as ours, untimed."""
+
+    run: Callable[[], Any]
+    reset: Callable[[], None] | None = None
+    result: Callable[[Any], np.ndarray] = _identity
+
+
+def _torch_state(p: Problem) -> dict[str, Any]:
+    """The problem's weights as an ``nn.LSTM``/``nn.GRU`` state dict of its stack (a
+    peephole cell's peepholes left out: PyTorch has none)."""
+    graph = lstm_graph.load_cell(p.name).graph
+    state = {}
+    for layer, reverse in p.stack.units:
+        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+        for key, value in to_torch_state_dict(graph, p.unit_weights(layer, reverse)).items():
+            state[key.replace("_l0", suffix)] = value
+    return state
+
+
+def _torch_peer(p: Problem, threads: int, work: str) -> Prepared:
     import torch
 
     torch.set_num_threads(threads)
-    steps, batch, input_size = x.shape
-    hidden = weights[next(k for k in weights if k.endswith(".b"))].shape[0]
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[FAMILY[name]](input_size, hidden)
-    module.load_state_dict(to_torch_state_dict(lstm_graph.load_cell(name).graph, weights))
-    tensor = torch.from_numpy(x)
+    steps, batch, input_size = p.x.shape
+    family = FAMILY[p.name]
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[family](
+        input_size, p.hidden, num_layers=p.stack.layers,
+        bidirectional=p.stack.direction == "bidirectional")
+    module.load_state_dict(_torch_state(p))
+    tensor = torch.from_numpy(p.x)
+    if work == "run":
+        def run() -> np.ndarray:
+            with torch.inference_mode():
+                return np.asarray(module(tensor)[0].numpy())
 
-    def run() -> np.ndarray:
-        with torch.inference_mode():
-            return np.asarray(module(tensor)[0].numpy())
+        return Prepared(run)
+    # The same work as ours: gradients for x, every weight and the initial states.
+    x = tensor.clone().requires_grad_()
+    starts = [torch.zeros(len(p.stack.units), batch, p.hidden, requires_grad=True)
+              for _ in range(2 if family == "lstm" else 1)]
+    start = tuple(starts) if family == "lstm" else starts[0]
+    grad_y = torch.from_numpy(p.grad_y)
+    leaves = [x, *starts, *module.parameters()]
 
-    return run
+    def reset() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+
+    def backward() -> Any:
+        module(x, start)[0].backward(grad_y)
+        return x.grad
+
+    return Prepared(backward, reset, lambda grad: np.asarray(grad.numpy()))
 
 
-def _onnx_peer(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
-               ) -> Callable[[], np.ndarray]:
+def _onnx_peer(p: Problem, threads: int, work: str) -> Prepared:
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
-    hidden = weights[next(k for k in weights if k.endswith(".b"))].shape[0]
-    tensors = to_onnx_tensors(lstm_graph.load_cell(name).graph, weights)
-    op = "LSTM" if FAMILY[name] == "lstm" else "GRU"
-    inputs = ["X", "W", "R", "B"] + (["", "", "", "P"] if "P" in tensors else [])
+    graph = lstm_graph.load_cell(p.name).graph
+    op = "LSTM" if FAMILY[p.name] == "lstm" else "GRU"
     extra: dict[str, Any] = {"linear_before_reset": 1} if op == "GRU" else {}
-    node = helper.make_node(op, inputs, ["Y"], hidden_size=hidden, **extra)
-    graph = helper.make_graph(
-        [node], name, [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+    initializers: dict[str, np.ndarray] = {}
+    nodes = []
+    source = "X"
+    for layer in range(p.stack.layers):
+        units = [u for u in p.stack.units if u[0] == layer]
+        parts = [to_onnx_tensors(graph, p.unit_weights(*unit)) for unit in units]
+        tensors = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        names = {k: f"{k}{layer}" for k in tensors}
+        initializers.update({names[k]: v for k, v in tensors.items()})
+        inputs = [source, names["W"], names["R"], names["B"]] + \
+            (["", "", "", names["P"]] if "P" in tensors else [])
+        out = "Y" if layer == p.stack.layers - 1 else f"Y{layer}"
+        nodes.append(helper.make_node(op, inputs, [out], hidden_size=p.hidden,
+                                      direction=p.stack.direction, **extra))
+        if out != "Y":  # (T, 1, B, H): the next layer reads (T, B, H)
+            initializers["axes"] = np.array([1], dtype=np.int64)
+            source = f"X{layer + 1}"
+            nodes.append(helper.make_node("Squeeze", [out, "axes"], [source]))
+    model_graph = helper.make_graph(
+        nodes, p.name, [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in tensors.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k)
+         for k, v in initializers.items()])
+    model = helper.make_model(model_graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {"X": x})[0][:, 0]
+    x = p.x
+
+    def time_major(y: Any) -> np.ndarray:  # (T, D, B, H) as ours: (T, B, D·H)
+        steps, directions, batch, hidden = y.shape
+        return np.asarray(y.transpose(0, 2, 1, 3).reshape(steps, batch, directions * hidden))
+
+    return Prepared(lambda: session.run(None, {"X": x})[0], result=time_major)
 
 
-def _ours(executor: str) -> Callable[[str, dict[str, np.ndarray], np.ndarray, int],
-                                     Callable[[], np.ndarray]]:
-    def make(name: str, weights: dict[str, np.ndarray], x: np.ndarray, threads: int
-             ) -> Callable[[], np.ndarray]:
-        runner = lstm_graph.load_cell(name).compile(weights=weights, executor=executor)
-        runner(x[:1])  # build it outside the timed block (a C build is cached on disk)
-        return lambda: runner(x)[0]
+def _ours(executor: str) -> Callable[[Problem, int, str], Prepared]:
+    def make(p: Problem, threads: int, work: str) -> Prepared:
+        runner = lstm_graph.load_cell(p.name).compile(
+            weights=p.weights, executor=executor, layers=p.stack.layers,
+            direction=p.stack.direction)
+        x, grad_y = p.x, p.grad_y
+        # build it outside the timed block (a C build is cached on disk)
+        if work == "run":
+            runner(x[:1])
+            return Prepared(lambda: runner(x)[0])
+        runner.grad(x[:1], grad_y[:1])
+        return Prepared(lambda: runner.grad(x, grad_y).x)
 
     return make
 
@@ -155,26 +299,38 @@ def reset_peak() -> None:
 
 
 def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
-               output: Path | None = None) -> dict[str, Any]:
-    """Build one contender, warm it up, time ``repeat`` runs: ``{"times", "peak_mib"}``.
+               output: Path | None = None, work: str = "run", layout: str = "single"
+               ) -> dict[str, Any]:
+    """Build one contender, warm it up (:data:`WARMUP_RUNS`, :data:`WARMUP_SECONDS`), time
+    ``repeat`` runs: ``{"times", "peak_mib"}``.
 
     Meant to run in a process of its own (see :func:`main`'s ``--contender``); the
-    peak is measured from just before the build. ``output``: where to save ``y``.
+    peak is measured from just before the build. ``work``: ``"run"`` (forward) or
+    ``"grad"`` (forward and backward); ``layout``: a name in :data:`LAYOUTS`.
+    ``output``: where to save ``y`` (for ``"grad"``, ``x``'s gradient).
     """
-    weights, x = problem(name, size)
+    p = problem(name, size, layout)
     if contender in PEERS:  # import outside the measured growth, as for our code
         __import__("torch" if contender == "torch" else "onnxruntime")
     reset_peak()
     before, _ = memory()
-    run = MAKERS[contender](name, weights, x, threads)
-    y = run()  # warm-up
+    prepared = MAKERS[contender](p, threads, work)
+    y = prepared.run()
+    warm, began = 1, time.perf_counter()
+    while warm < WARMUP_RUNS or time.perf_counter() - began < WARMUP_SECONDS:
+        if prepared.reset is not None:
+            prepared.reset()
+        prepared.run()
+        warm += 1
     times = []
     for _ in range(repeat):
+        if prepared.reset is not None:
+            prepared.reset()
         began = time.perf_counter()
-        run()
+        prepared.run()
         times.append(time.perf_counter() - began)
     if output is not None:
-        np.save(output, np.asarray(y))
+        np.save(output, prepared.result(y))
     return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
 
 
@@ -208,16 +364,29 @@ def thread_environment(threads: int) -> dict[str, str]:
                 MKL_NUM_THREADS=str(threads), LSTM_GRAPH_THREADS=str(threads))
 
 
-def _in_subprocess(contender: str, name: str, size: str, repeat: int, threads: int,
-                   output: Path | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    """One contender's blocks in a rotation: what it runs, on which cell, size and layout."""
+
+    contender: str
+    cell: str
+    size: str
+    work: str = "run"
+    layout: str = "single"
+
+
+def _in_subprocess(job: Job, repeat: int, threads: int, output: Path | None
+                   ) -> dict[str, Any]:
     """:func:`time_block` in a fresh Python process, with thread pools sized to ``threads``."""
     env = thread_environment(threads)
-    command = [sys.executable, "-m", "lstm_graph.bench", "--contender", contender,
-               "--cells", name, "--sizes", size, "--repeat", str(repeat),
+    command = [sys.executable, "-m", "lstm_graph.bench", "--contender", job.contender,
+               "--cells", job.cell, "--sizes", job.size, "--work", job.work,
+               "--layout", job.layout, "--repeat", str(repeat),
                "--threads", str(threads)] + (["--output", str(output)] if output else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{contender} on {name} {size} failed:\n{done.stderr}")
+        raise RuntimeError(f"{job.contender} ({job.work}, {job.layout}) on {job.cell} "
+                           f"{job.size} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -243,10 +412,18 @@ class Timing:
 
 @dataclass
 class Row:
+    """One cell and size (and work, layout): every contender's timing. ``error`` is the
+    largest |ours − peer| over the peers' outputs (``x``'s gradients for ``"grad"``;
+    None where no peer computes the same function); ``units`` the keys of ``timings``
+    that time each unit of a stack alone, one per unit."""
+
     cell: str
     size: str
     timings: dict[str, Timing]
-    error: float  # largest |ours - peer| over the peers' outputs
+    error: float | None
+    work: str = "run"
+    layout: str = "single"
+    units: list[str] = field(default_factory=list)
 
     @property
     def peers(self) -> dict[str, Timing]:
@@ -264,6 +441,11 @@ class Row:
         best = min(timing.spread[0] for timing in self.peers.values())
         return self.timings[contender].spread[0] / best
 
+    @property
+    def overhead(self) -> float:
+        """A stack's time ÷ the sum of its units' times, each unit run alone."""
+        return self.timings["ours"].median / sum(self.timings[k].median for k in self.units)
+
 
 def runs(size: str, repeat: int) -> int:
     """Timed runs per block: ``repeat``; 20 times as many at the small size (a block of
@@ -271,31 +453,112 @@ def runs(size: str, repeat: int) -> int:
     return {"small": 20 * repeat, "large": max(3, repeat // 2)}.get(size, repeat)
 
 
-def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
-            contenders: list[str], idle: float = 0.0) -> Row:
-    """Every contender on one cell and size: ``blocks`` processes each, taking turns;
-    each after waiting up to ``idle`` seconds for the CPUs to be idle."""
-    if name == "peephole_lstm":  # PyTorch has no peephole LSTM
-        contenders = [c for c in contenders if c != "torch"]
-    timings = {c: Timing() for c in contenders}
-    error = 0.0
+def lstm_flops(size: str) -> int:
+    """The floating-point operations of an LSTM's gate products over a run of ``size``."""
+    steps, batch, input_size, hidden = shape(size)
+    return 2 * steps * batch * (input_size + hidden) * 4 * hidden
+
+
+def sweep_runs(size: str, repeat: int) -> int:
+    """Timed runs per block in the sweep: ``repeat`` for a run of the medium size's work
+    (5 GFLOP), more for less (at most 20 times as many), at least 3."""
+    scaled = round(repeat * lstm_flops("medium") / lstm_flops(size))
+    return max(3, min(20 * repeat, scaled))
+
+
+def take_turns(jobs: dict[str, Job], repeat: int, blocks: int, threads: int, idle: float
+               ) -> tuple[dict[str, Timing], dict[str, np.ndarray]]:
+    """Every job's ``blocks`` processes, taking turns (each after waiting up to ``idle``
+    seconds for the CPUs to be idle): the timings, and each job's output from its first
+    block, by key. The reference interpreter runs a third of the repeats."""
+    timings = {key: Timing() for key in jobs}
+    outputs = {}
     with tempfile.TemporaryDirectory() as scratch:
-        outputs = {c: Path(scratch, f"{c}.npy") for c in contenders}
+        paths = {key: Path(scratch, f"{k}.npy") for k, key in enumerate(jobs)}
         for block in range(blocks):
-            for contender in contenders:
-                times = repeat if contender != "reference" else max(1, repeat // 3)
+            for key, job in jobs.items():
+                times = repeat if job.contender != "reference" else max(1, repeat // 3)
                 if idle > 0:
                     wait_idle(idle)
-                result = _in_subprocess(contender, name, size, times, threads,
-                                        outputs[contender] if block == 0 else None)
-                timings[contender].blocks.append(result["times"])
-                timings[contender].peak_mib = max(timings[contender].peak_mib,
-                                                  result["peak_mib"])
-        ours = np.load(outputs["ours"])
-        for peer in PEERS:
-            if peer in contenders:
-                error = max(error, float(np.max(np.abs(np.load(outputs[peer]) - ours))))
-    return Row(name, size, timings, error)
+                result = _in_subprocess(job, times, threads, paths[key] if block == 0 else None)
+                timings[key].blocks.append(result["times"])
+                timings[key].peak_mib = max(timings[key].peak_mib, result["peak_mib"])
+        for key, path in paths.items():
+            outputs[key] = np.load(path)
+    return timings, outputs
+
+
+def _largest_difference(outputs: dict[str, np.ndarray], peers: Sequence[str]
+                        ) -> float | None:
+    """The largest |ours − peer| over ``peers``' outputs (None without a peer)."""
+    found = [float(np.max(np.abs(outputs[peer] - outputs["ours"]))) for peer in peers
+             if peer in outputs]
+    return max(found) if found else None
+
+
+def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
+            contenders: list[str], idle: float = 0.0, work: str = "run") -> Row:
+    """Every contender on one cell and size: ``blocks`` processes each, taking turns;
+    each after waiting up to ``idle`` seconds for the CPUs to be idle. For ``"grad"``,
+    the peephole LSTM's PyTorch peer is ``nn.LSTM`` of its size (no peepholes: less
+    work, a different function, so no difference is reported)."""
+    if name == "peephole_lstm" and work == "run":  # PyTorch has no peephole LSTM
+        contenders = [c for c in contenders if c != "torch"]
+    if work == "grad":
+        contenders = [c for c in contenders if c in GRAD_CONTENDERS]
+    jobs = {c: Job(c, name, size, work) for c in contenders}
+    timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
+    same = work == "run" or name != "peephole_lstm"
+    return Row(name, size, timings, _largest_difference(outputs, PEERS) if same else None,
+               work)
+
+
+def measure_stack(layout: str, name: str, size: str, repeat: int, blocks: int,
+                  threads: int, idle: float = 0.0) -> Row:
+    """``name``'s forward as ``layout`` (:data:`LAYOUTS`): ours, PyTorch and onnxruntime,
+    and ours on each distinct unit shape alone (one layer, forward: what a unit of the
+    stack computes, for the stack's overhead), all taking turns."""
+    steps, batch, input_size, hidden = shape(size)
+    stack = LAYOUTS[layout]
+    jobs = {c: Job(c, name, size, "run", layout) for c in ("ours", "torch", "onnxruntime")}
+    units = []
+    for width in lstm_graph.load_cell(name).input_sizes(input_size, hidden, stack):
+        unit = f"{steps}x{batch}x{width}x{hidden}"
+        units.append(f"unit {unit}")
+        jobs[f"unit {unit}"] = Job("ours", name, unit)
+    timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
+    return Row(name, size, timings, _largest_difference(outputs, PEERS), "run", layout, units)
+
+
+@dataclass
+class SweepCell:
+    """One hidden and batch size of the sweep: ours ÷ the best peer, and its details."""
+
+    hidden: int
+    batch: int
+    row: Row
+
+
+def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, repeat: int,
+          blocks: int, threads: int, idle: float = 0.0) -> list[SweepCell]:
+    """The LSTM forward at every ``H × B`` (``I = H``), ours against PyTorch and
+    onnxruntime, each size by :func:`take_turns`; progress and an estimate of the time
+    left (by the work done so far) on stderr."""
+    sizes = [(h, b, f"{steps}x{b}x{h}x{h}") for h in hidden_sizes for b in batch_sizes]
+    total = sum(lstm_flops(size) for _, _, size in sizes)
+    done, began, cells = 0, time.monotonic(), []
+    for k, (hidden, batch, size) in enumerate(sizes):
+        jobs = {c: Job(c, "lstm", size) for c in ("ours", "torch", "onnxruntime")}
+        timings, outputs = take_turns(jobs, sweep_runs(size, repeat), blocks, threads, idle)
+        row = Row("lstm", size, timings, _largest_difference(outputs, PEERS))
+        cells.append(SweepCell(hidden, batch, row))
+        done += lstm_flops(size)
+        elapsed = time.monotonic() - began
+        print(f"sweep {k + 1}/{len(sizes)}: H={hidden} B={batch} ours/best "
+              f"{row.ratio('ours'):.2f}× (ours {ms(timings['ours'])} ms, {row.best_peer} "
+              f"{ms(row.peers[row.best_peer])} ms); {elapsed:.0f} s so far, about "
+              f"{elapsed * (total - done) / done:.0f} s left", file=sys.stderr, flush=True)
+    return cells
 
 
 def scale(nodes: int = 10_000) -> tuple[int, float]:
@@ -354,6 +617,10 @@ def ms(timing: Timing | None) -> str:
     return f"{timing.median * 1e3:.{digits}f} ({low * 1e3:.{digits}f}–{high * 1e3:.{digits}f})"
 
 
+def _diff(error: float | None) -> str:
+    return "—" if error is None else f"{error:.1e}"
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| cell | size (T, B, I, H) | ours ms | torch ms | onnxruntime ms "
              "| ours ÷ best peer | quietest blocks | NumPy plan ÷ best peer "
@@ -366,12 +633,85 @@ def table(rows: list[Row]) -> str:
             numpy_ratio += f" (≤ {NUMPY_TARGETS[r.size]}×)"
         reference = f"{r.ratio('reference'):.1f}×" if "reference" in t else "—"
         lines.append(
-            f"| {r.cell} | {r.size} {SIZES[r.size]} | {ms(t['ours'])} | {ms(t.get('torch'))} "
+            f"| {r.cell} | {_describe(r.size)} | {ms(t['ours'])} | {ms(t.get('torch'))} "
             f"| {ms(t.get('onnxruntime'))} | **{r.ratio('ours'):.2f}×** "
             f"| {r.quietest_ratio('ours'):.2f}× | {numpy_ratio} "
             f"| {reference} | {t['ours'].peak_mib:.1f} / {r.peers[r.best_peer].peak_mib:.1f} "
-            f"| {r.error:.1e} |")
+            f"| {_diff(r.error)} |")
     return "\n".join(lines)
+
+
+def torch_peer_name(cell: str, stack: Stack = LAYOUTS["single"]) -> str:
+    """What PyTorch runs as ``cell``'s peer, as a table names it."""
+    module = "nn.GRU" if FAMILY[cell] == "gru" else "nn.LSTM"
+    options = ([f"num_layers={stack.layers}"] if stack.layers > 1 else []) + \
+        (["bidirectional=True"] if stack.direction == "bidirectional" else [])
+    named = f"{module}({', '.join(options)})" if options else module
+    return f"{named}, no peepholes" if cell == "peephole_lstm" else named
+
+
+def grad_table(rows: list[Row]) -> str:
+    """The gradient rows: ours, the NumPy plan and PyTorch (the one peer)."""
+    lines = ["| cell | size (T, B, I, H) | PyTorch peer | ours ms | NumPy plan ms "
+             "| PyTorch ms | ours ÷ PyTorch | quietest blocks | NumPy plan ÷ PyTorch "
+             "| peak MiB: ours / PyTorch | max abs diff of x's gradient |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r.timings
+        numpy_ratio = f"{r.ratio('numpy'):.2f}×" if "numpy" in t else "—"
+        lines.append(
+            f"| {r.cell} | {_describe(r.size)} | {torch_peer_name(r.cell)} | {ms(t['ours'])} "
+            f"| {ms(t.get('numpy'))} | {ms(t['torch'])} | **{r.ratio('ours'):.2f}×** "
+            f"| {r.quietest_ratio('ours'):.2f}× | {numpy_ratio} "
+            f"| {t['ours'].peak_mib:.1f} / {t['torch'].peak_mib:.1f} | {_diff(r.error)} |")
+    return "\n".join(lines)
+
+
+def stack_table(rows: list[Row]) -> str:
+    """The stack rows: ours, PyTorch and onnxruntime, and the stack's overhead."""
+    lines = ["| cell | layer | size (T, B, I, H) | PyTorch peer | ours ms | torch ms "
+             "| onnxruntime ms | ours ÷ best peer | quietest blocks "
+             "| ours, each unit alone ms | stack overhead | peak MiB: ours / best peer "
+             "| max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r.timings
+        alone = " + ".join(ms(t[key]) for key in r.units)
+        lines.append(
+            f"| {r.cell} | {r.layout} | {_describe(r.size)} "
+            f"| {torch_peer_name(r.cell, LAYOUTS[r.layout])} | {ms(t['ours'])} "
+            f"| {ms(t['torch'])} | {ms(t['onnxruntime'])} | **{r.ratio('ours'):.2f}×** "
+            f"| {r.quietest_ratio('ours'):.2f}× | {alone} | **{r.overhead:.2f}×** "
+            f"| {t['ours'].peak_mib:.1f} / {r.peers[r.best_peer].peak_mib:.1f} "
+            f"| {_diff(r.error)} |")
+    return "\n".join(lines)
+
+
+def sweep_table(cells: list[SweepCell]) -> str:
+    """Ours ÷ the best peer, a row per hidden size and a column per batch size; bold
+    above 1.0×."""
+    hidden = sorted({c.hidden for c in cells})
+    batch = sorted({c.batch for c in cells})
+    found = {(c.hidden, c.batch): c.row.ratio("ours") for c in cells}
+    lines = ["| H \\ B | " + " | ".join(str(b) for b in batch) + " |",
+             "|---|" + "---|" * len(batch)]
+    for h in hidden:
+        marks = [f"**{found[h, b]:.2f}×**" if found[h, b] > TARGET else f"{found[h, b]:.2f}×"
+                 for b in batch]
+        lines.append(f"| {h} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
+
+
+def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
+    """The method's sentences: blocks of ``runs``, turns, the wait for idle CPUs, and (with
+    ``quietest``) what the quietest blocks' ratio is."""
+    waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
+        if idle > 0 else ""
+    quiet = (" \"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
+             "block's.") if quietest else ""
+    return (f"Each contender in its own process, {blocks} block{'s' * (blocks != 1)} of "
+            f"{runs} after a warm-up, taking turns{waited}; ms: median of all runs (range of "
+            f"the blocks' medians).{quiet}")
 
 
 def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
@@ -393,10 +733,80 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
             f"Command: `{command} --markdown docs/benchmarks.md`\n{END}")
 
 
+def grad_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: float,
+                command: str) -> str:
+    """The gradient section's markdown: machine, method, table, command."""
+    start, end = SECTIONS["grad"]
+    passes = f"{repeat} timed pass" + "es" * (repeat != 1)
+    return (f"{start}\nMachine: {machine(threads)}.\n\n"
+            f"{_turns(blocks, passes, idle)} A pass: the forward run and "
+            "the gradients of x, every weight and the initial states for a given gradient "
+            "of y (ours: `Runner.grad`; PyTorch: forward, then `y.backward(grad_y)`, its "
+            "gradients set to None before each pass, untimed); float32, the same weights, x "
+            "and gradient of y for every contender. PyTorch has no peephole LSTM: "
+            "peephole_lstm's peer is `nn.LSTM` of the same size, a stricter peer (less work "
+            "than ours) and another function, so no difference is given for it (its "
+            "gradients are checked against autograd in tests/test_grad.py). onnxruntime has "
+            f"no training path. Target: ours ÷ PyTorch ≤ {TARGET}×.\n\n"
+            f"{grad_table(rows)}\n\nCommand: `{command}`\n{end}")
+
+
+def stack_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: float,
+                 command: str) -> str:
+    """The stacks section's markdown: machine, method, table, command."""
+    start, end = SECTIONS["stacks"]
+    timed = f"{repeat} timed run" + "s" * (repeat != 1)
+    return (f"{start}\nMachine: {machine(threads)}.\n\n"
+            f"{_turns(blocks, timed, idle)} \"each unit alone\": ours on "
+            "one layer, forward, of each unit's shape (a second layer reads the first's "
+            "output: its input size is H), taking turns with the rest; \"stack "
+            "overhead\": the stack's time ÷ the sum of those (target ≤ "
+            f"{STACK_TARGET}×).\n\n{stack_table(rows)}\n\nCommand: `{command}`\n{end}")
+
+
+def sweep_report(cells: list[SweepCell], steps: int, threads: int, repeat: int, blocks: int,
+                 idle: float, command: str) -> str:
+    """The sweep section's markdown: machine, method, table, command."""
+    start, end = SECTIONS["sweep"]
+    runs_text = (f"timed runs ({repeat} where a run is the medium size's work, 5 GFLOP of "
+                 f"gate products; proportionally more for less work, at most {20 * repeat}; "
+                 "at least 3)")
+    errors = [c.row.error for c in cells if c.row.error is not None]
+    worst = f" Largest |ours − peer| over the sweep: {max(errors):.1e}." if errors else ""
+    return (f"{start}\nMachine: {machine(threads)}.\n\n"
+            f"The `lstm` forward, T = {steps}, I = H; ours ÷ the best of PyTorch and "
+            f"onnxruntime at each size, bold above {TARGET}×. "
+            f"{_turns(blocks, runs_text, idle, quietest=False)}"
+            f"{worst}\n\n{sweep_table(cells)}\n\nCommand: `{command}`\n{end}")
+
+
+def _integers(text: str, what: str) -> list[int]:
+    """A comma-separated list of positive integers, or a ValueError naming ``what``."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} takes positive integers separated by commas, not '{text}'")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", default="lstm,peephole_lstm,gru")
-    parser.add_argument("--sizes", default="small,medium,large")
+    parser.add_argument("--cells", help="cells to time (forward and grad: lstm,peephole_lstm,"
+                                        "gru; --stacks: lstm)")
+    parser.add_argument("--sizes", help="named sizes or TxBxIxH (forward: small,medium,large; "
+                                        "grad: adding,medium; --stacks: medium)")
+    parser.add_argument("--work", choices=WORKS, default="run",
+                        help="a forward run, or a backpropagation through time (grad)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sweep", action="store_true",
+                      help="the lstm forward over hidden × batch sizes")
+    mode.add_argument("--stacks", action="store_true",
+                      help="the forward of a 2-layer stack and of a bidirectional layer")
+    parser.add_argument("--sweep-hidden", default=",".join(map(str, SWEEP_HIDDEN)))
+    parser.add_argument("--sweep-batch", default=",".join(map(str, SWEEP_BATCH)))
+    parser.add_argument("--sweep-steps", type=int, default=SWEEP_STEPS)
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per block")
     parser.add_argument("--blocks", type=int, default=3, help="processes per contender")
     parser.add_argument("--threads", type=int, default=2, help="every contender's threads")
@@ -406,12 +816,33 @@ def main(argv: list[str] | None = None) -> int:
                              "(a machine shared with other programs)")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--layout", choices=LAYOUTS, default="single", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
     if args.contender:  # one block of one contender: this process is its own
         print(json.dumps(time_block(args.contender, args.cells, args.sizes, args.repeat,
-                                    args.threads, args.output)))
+                                    args.threads, args.output, args.work, args.layout)))
         return 0
+    if args.work == "grad" and (args.sweep or args.stacks):
+        parser.error("--sweep and --stacks time forward runs; --work grad is a mode of its own")
+    default_sizes = "medium" if args.stacks else \
+        ("adding,medium" if args.work == "grad" else "small,medium,large")
+    cells = (args.cells or ("lstm" if args.stacks else "lstm,peephole_lstm,gru")).split(",")
+    sizes = (args.sizes or default_sizes).split(",")
+    try:
+        for size in sizes:
+            shape(size)
+        hidden_sizes = _integers(args.sweep_hidden, "--sweep-hidden")
+        batch_sizes = _integers(args.sweep_batch, "--sweep-batch")
+        _integers(f"{args.sweep_steps},{args.repeat},{args.blocks},{args.threads}",
+                  "--sweep-steps, --repeat, --blocks and --threads each")
+    except ValueError as err:
+        parser.error(str(err))
+    unknown = [c for c in cells if c not in FAMILY or (args.stacks and c == "peephole_lstm")]
+    if unknown:
+        parser.error(f"no peer for cell '{unknown[0]}' here: choose from "
+                     f"{', '.join(c for c in FAMILY if not args.stacks or c != 'peephole_lstm')}")
     try:
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
@@ -419,25 +850,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks need the test extras ({err}): {install_hint('test')}",
               file=sys.stderr)
         return 1
-    contenders = [c for c in CONTENDERS if c != "reference" or not args.no_reference]
-    rows = []
-    for size in args.sizes.split(","):
-        for name in args.cells.split(","):
-            repeat = runs(size, args.repeat)
-            row = measure(name, size, repeat, args.blocks, args.threads, contenders,
-                          args.wait_idle)
-            rows.append(row)
-            print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
-                  f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
-                  f"{row.ratio('numpy'):.2f}×; best peer {row.best_peer} "
-                  f"{ms(row.peers[row.best_peer])} ms)", flush=True)
-    nodes, seconds = scale()
-    print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s (target < 2 s)")
-    text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
-                  args.wait_idle)
+    command = shlex.join(["python", "-m", "lstm_graph.bench", *given])
+    if args.sweep:
+        found = sweep(hidden_sizes, batch_sizes, args.sweep_steps, args.repeat, args.blocks,
+                      args.threads, args.wait_idle)
+        text = sweep_report(found, args.sweep_steps, args.threads, args.repeat, args.blocks,
+                            args.wait_idle, command)
+        section = SECTIONS["sweep"]
+    elif args.stacks:
+        rows = []
+        for size in sizes:
+            for name in cells:
+                for layout in ("2-layer", "bidirectional"):
+                    row = measure_stack(layout, name, size, args.repeat, args.blocks,
+                                        args.threads, args.wait_idle)
+                    rows.append(row)
+                    print(f"{name:5} {layout:13} {size:6}  ours/best {row.ratio('ours'):6.2f}× "
+                          f"(best peer {row.best_peer}); stack overhead {row.overhead:.2f}×",
+                          flush=True)
+        text = stack_report(rows, args.threads, args.repeat, args.blocks, args.wait_idle,
+                            command)
+        section = SECTIONS["stacks"]
+    elif args.work == "grad":
+        rows = []
+        for size in sizes:
+            for name in cells:
+                row = measure(name, size, args.repeat, args.blocks, args.threads,
+                              list(GRAD_CONTENDERS), args.wait_idle, "grad")
+                rows.append(row)
+                print(f"{name:14} {size:6}  grad ours/torch {row.ratio('ours'):6.2f}×  "
+                      f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
+                      f"{row.ratio('numpy'):.2f}×; {torch_peer_name(name)} "
+                      f"{ms(row.timings['torch'])} ms)", flush=True)
+        text = grad_report(rows, args.threads, args.repeat, args.blocks, args.wait_idle,
+                           command)
+        section = SECTIONS["grad"]
+    else:
+        contenders = [c for c in CONTENDERS if c != "reference" or not args.no_reference]
+        rows = []
+        for size in sizes:
+            for name in cells:
+                repeat = runs(size, args.repeat)
+                row = measure(name, size, repeat, args.blocks, args.threads, contenders,
+                              args.wait_idle)
+                rows.append(row)
+                print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
+                      f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
+                      f"{row.ratio('numpy'):.2f}×; best peer {row.best_peer} "
+                      f"{ms(row.peers[row.best_peer])} ms)", flush=True)
+        nodes, seconds = scale()
+        print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s "
+              "(target < 2 s)")
+        text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
+                      args.wait_idle)
+        section = (START, END)
     print(text)
     if args.markdown:
-        write_section(args.markdown, START, END, text)
+        write_section(args.markdown, *section, text)
     return 0
 
 

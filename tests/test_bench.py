@@ -52,3 +52,105 @@ def test_waiting_for_idle_cpus_gives_up_at_its_limit():
     began = bench.time.monotonic()
     assert bench.wait_idle(0.0) is False
     assert bench.time.monotonic() - began < 1.0
+
+
+TOY = "4x2x3x5"  # T x B x I x H: every mode end to end in seconds
+
+
+def _page(tmp_path):
+    """A benchmarks page with a forward table and every further mode's empty section."""
+    page = tmp_path / "benchmarks.md"
+    sections = "".join(f"\n\nProse of {mode}.\n{start}\n{end}"
+                       for mode, (start, end) in bench.SECTIONS.items())
+    page.write_text(f"# Title\n\n{bench.START}\nthe forward table\n{bench.END}{sections}\n")
+    return page
+
+
+def _section(text, mode):
+    start, end = bench.SECTIONS[mode]
+    return text[text.index(start):text.index(end) + len(end)]
+
+
+def _kept(before, after, mode):
+    """Everything but ``mode``'s section is as it was."""
+    section = _section(after, mode)
+    start, end = bench.SECTIONS[mode]
+    return after.replace(section, f"{start}\n{end}") == before
+
+
+def test_grad_mode_times_backpropagation_against_pytorch_and_checks_the_gradients(tmp_path):
+    page = _page(tmp_path)
+    before = page.read_text()
+    assert bench.main(["--work", "grad", "--cells", "lstm,peephole_lstm", "--sizes", TOY,
+                       "--repeat", "1", "--blocks", "1", "--markdown", str(page)]) == 0
+    text = page.read_text()
+    assert _kept(before, text, "grad") and "the forward table" in text
+    section = _section(text, "grad")
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("| lstm", "(4, 2, 3, 5)", "nn.LSTM"),
+        ("| peephole_lstm", "(4, 2, 3, 5)", "nn.LSTM, no peepholes")]
+    assert float(rows[0][-1].rstrip(" |")) < 1e-5  # x's gradient agrees with autograd's
+    assert rows[1][-1] == "— |"  # another function: no difference to give
+    assert "y.backward(grad_y)" in section and "Command: `python -m lstm_graph.bench " \
+        "--work grad" in section
+
+
+def test_stacks_mode_times_a_two_layer_and_a_bidirectional_lstm_and_their_overhead(tmp_path):
+    page = _page(tmp_path)
+    before = page.read_text()
+    assert bench.main(["--stacks", "--sizes", TOY, "--repeat", "1", "--blocks", "1",
+                       "--markdown", str(page)]) == 0
+    text = page.read_text()
+    assert _kept(before, text, "stacks")
+    rows = [line.split(" | ") for line in _section(text, "stacks").splitlines()
+            if line.startswith("| lstm")]
+    assert [(r[1], r[3]) for r in rows] == [("2-layer", "nn.LSTM(num_layers=2)"),
+                                            ("bidirectional", "nn.LSTM(bidirectional=True)")]
+    for row in rows:
+        assert row[9].count(" + ") == 1  # each of the two units alone
+        assert row[10].startswith("**") and row[10].endswith("×**")
+        assert float(row[-1].rstrip(" |")) < 1e-5  # against PyTorch and onnxruntime
+
+
+def test_sweep_mode_writes_a_ratio_per_hidden_and_batch_size(tmp_path, capsys):
+    page = _page(tmp_path)
+    before = page.read_text()
+    assert bench.main(["--sweep", "--sweep-hidden", "5", "--sweep-batch", "2",
+                       "--sweep-steps", "3", "--repeat", "1", "--blocks", "1",
+                       "--markdown", str(page)]) == 0
+    text = page.read_text()
+    assert _kept(before, text, "sweep")
+    section = _section(text, "sweep")
+    assert "| H \\ B | 2 |" in section and "T = 3, I = H" in section
+    (row,) = [line for line in section.splitlines() if line.startswith("| 5 |")]
+    assert row.count("×") == 1
+    assert "sweep 1/1: H=5 B=2 ours/best" in capsys.readouterr().err
+
+
+def test_the_sweep_marks_ratios_over_the_target_and_a_stack_its_overhead():
+    def row(size, ours, layout="single", units=()):
+        timings = {"ours": bench.Timing([[ours]]), "torch": bench.Timing([[1.0]]),
+                   "onnxruntime": bench.Timing([[2.0]])}
+        timings.update({key: bench.Timing([[0.5]]) for key in units})
+        return bench.Row("lstm", size, timings, 1e-7, "run", layout, list(units))
+
+    cells = [bench.SweepCell(64, 1, row("50x1x64x64", 0.9)),
+             bench.SweepCell(64, 20, row("50x20x64x64", 1.2))]
+    assert bench.sweep_table(cells).splitlines()[-1] == "| 64 | 0.90× | **1.20×** |"
+    stack = row("medium", 1.05, "2-layer", ["unit a", "unit b"])
+    assert stack.overhead == 1.05  # 1.05 ÷ (0.5 + 0.5)
+    line = bench.stack_table([stack]).splitlines()[-1]
+    assert "| nn.LSTM(num_layers=2) |" in line and "| **1.05×** |" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "huge"], "unknown size 'huge'"),
+    (["--sweep", "--sweep-batch", "1,0"], "--sweep-batch takes positive integers"),
+    (["--stacks", "--cells", "peephole_lstm"], "no peer for cell 'peephole_lstm'"),
+    (["--sweep", "--work", "grad"], "--work grad is a mode of its own"),
+])
+def test_a_bad_benchmark_option_is_a_usage_error_naming_it(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
