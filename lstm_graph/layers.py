@@ -80,7 +80,7 @@ class Stack:
     @property
     def single(self) -> bool:
         """One layer, one direction: parameter names and state shapes as a plain cell's."""
-        return len(self.units) == 1
+        return self.layers == 1 and self.direction != "bidirectional"
 
     def prefix(self, layer: int, reverse: bool) -> str:
         """How a unit's parameter names begin: ``""`` for a single unit, else ``l0.``,

@@ -29,6 +29,7 @@ reports it (``lstm_graph_lanes``) and the packing here uses that.
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -473,7 +474,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     vector load of a whole tile straddles two cache lines (which costs two loads: a
     run's time jumped by a third with the allocator's 16-byte alignment), and two
     threads writing neighbouring tiles never share a cache line."""
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
