@@ -119,7 +119,7 @@ def test_cuda_kernels_run_on_the_host_agree_with_the_reference(name, dtype):
 
 
 @needs_compiler
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_cuda_kernels_run_on_the_host_agree_on_random_cells(source, dtype, batch, seed):
@@ -171,7 +171,7 @@ def test_cuda_backward_kernels_run_on_the_host_equal_the_reference(name, dtype):
 
 
 @needs_compiler
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_cuda_backward_kernels_run_on_the_host_equal_the_reference_on_random_cells(
