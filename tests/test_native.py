@@ -208,7 +208,7 @@ v0 = linear(s1[t-1], x)
 """
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), dtype=st.sampled_from(["float32", "float64"]),
        batch=st.integers(1, 14), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
 @example(source=STATIC_STATES, dtype="float32", batch=2, threads=1, seed=0)
