@@ -155,12 +155,23 @@ def _run(command: list[str], seconds: float,
     """Run a compiler in a process group of its own: ``(status, stdout, stderr)``.
 
     On a timeout, an interrupt or any other exception the whole group is killed
-    (cc and the cc1, as and ld it started) before the exception goes on.
+    (cc and the cc1, as and ld it started) before the exception goes on. It waits in
+    short slices: a signal the kernel hands to another thread (OpenBLAS's, say) only
+    sets a flag that the main thread acts on when it next runs Python, so one long
+    wait would sit through a Ctrl-C until the compiler's time limit.
     """
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.monotonic() + seconds
     try:
-        stdout, stderr = process.communicate(timeout=seconds)
+        while True:
+            try:  # retrying loses no output (subprocess's documented contract)
+                stdout, stderr = process.communicate(
+                    timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(command, seconds) from None
     except BaseException:
         _kill(process)
         raise
