@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -327,6 +328,8 @@ class Runner:
         self.params = {unit.prefix + name: value for unit in units
                        for name, value in unit.params.items()}
         self._lock = threading.RLock()
+        self._state_widths = [(name, self.state_shape(name, 1)[-1])
+                              for name in cell.graph.states]
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
 
@@ -375,8 +378,7 @@ class Runner:
         that overflowed): the first assignment and step that did, where a trace fits in
         memory, else the first step of ``y``."""
         xp = self.xp
-        if bool(xp.isfinite(y).all()) and all(bool(xp.isfinite(v).all())
-                                              for final in finals for v in final.values()):
+        if checks.all_finite(xp, y, *(v for final in finals for v in final.values())):
             return
         where = ""
         if self.plain and packing is None:
@@ -495,28 +497,30 @@ class Runner:
         """The executor of the first layer and direction for batch size ``batch`` (with
         ``record``: one that records every value's gradient), built on first use (see
         :data:`PLANS`)."""
-        executor: Executor = self._compiled(self.units[0], record)(batch)
-        return executor
+        return self._plan(self.units[0], batch, record)
 
     # -- the stack ---------------------------------------------------------------------------
 
     def _compiled(self, unit: _Unit, record: bool = False) -> Compiled:
         """``batch -> executor`` for ``unit`` (kept per batch size and ``record``, see
         :data:`PLANS`)."""
-        def build(batch: int) -> Executor:
-            with self._lock:
-                plans, key = unit._plans, (batch, record)
-                if key in plans:
-                    plans.move_to_end(key)
-                else:
-                    spec = Spec(unit.cell.schedule, self.xp, unit.params, batch,
-                                unit.input_size, self.hidden_size, self.dtype)
-                    plans[key] = registry.build(self.executor, spec, self.backend, record)
-                    while len(plans) > self.PLANS:
-                        plans.popitem(last=False)
-                self.ran_with = plans[key].name
-                return plans[key]
-        return build
+        return functools.partial(self._plan, unit, record=record)
+
+    def _plan(self, unit: _Unit, batch: int, record: bool = False) -> Executor:
+        """``unit``'s executor for batch size ``batch`` (and ``record``), built on first use."""
+        with self._lock:
+            plans, key = unit._plans, (batch, record)
+            if key in plans:
+                plans.move_to_end(key)
+            else:
+                spec = Spec(unit.cell.schedule, self.xp, unit.params, batch,
+                            unit.input_size, self.hidden_size, self.dtype)
+                plans[key] = registry.build(self.executor, spec, self.backend, record)
+                while len(plans) > self.PLANS:
+                    plans.popitem(last=False)
+            plan = plans[key]
+            self.ran_with = plan.name
+            return plan
 
     def _forward(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
                  progress: Progress | None, keep: bool, last: bool = True
@@ -674,7 +678,10 @@ class Runner:
     def _check_state(self, state: Mapping[str, Any] | None, batch: int, unbatched: bool,
                      allow_nonfinite: bool) -> list[dict[str, Any]]:
         """Every unit's start states ``(B, width)``: the ones given, checked, and zeros."""
-        given = dict(state or {})
+        if not state:  # the common case, made quickly (a small run lasts tens of µs)
+            return [{name: self.xp.zeros((batch, width), dtype=self.dtype)
+                     for name, width in self._state_widths} for _ in self.units]
+        given = dict(state)
         unknown = sorted(map(str, set(given) - set(self.cell.graph.states)))
         if unknown:
             raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "

@@ -40,7 +40,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -50,6 +50,7 @@ from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.codegen_c import (
     C_TYPES,
     Arguments,
+    Binding,
     Dialect,
     Lifetime,
     Role,
@@ -262,6 +263,10 @@ STEP_WEIGHT_BYTES = 16 << 20
 #: tile, and the threads share whole row blocks (T = 50, B = 32, I = 40, H = 100, two
 #: threads, AMD EPYC Zen 4: 1.43 → 1.17 ms, with the dense last tile).
 ROW_MAJOR_BYTES = 512 << 10
+#: A plain run keeps its per-run work arrays up to this size for the next run of the same
+#: shape: making them afresh is a good part of a small run's Python (100 steps of one
+#: sequence, H = 32: 62 µs a call, 29 of them in the C).
+SCRATCH_BYTES = 1 << 20
 
 
 def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
@@ -650,6 +655,12 @@ class _Build:
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
+    per_run: list[Binding]  # the bindings whose arrays each run makes
+    hidden: list[Binding]  # those of them that no caller sees (not y, not a static value)
+    shown: list[Binding]  # the others
+    #: The ``hidden`` arrays of a plain run, kept for the last ``(steps, batch)`` while they
+    #: are small (:data:`SCRATCH_BYTES`).
+    scratch: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def weight_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
@@ -745,8 +756,11 @@ class NativePlan(Executor):
         states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
                    if state in step.snapshots else None)
                   for state, binding in step.kernels.states.items()]
+        per_run = [b for b in step.kernels.bindings.values() if b.lifetime is Lifetime.RUN]
+        hidden = [b for b in per_run if b.role not in (Role.OUTPUT, Role.STATIC)]
+        shown = [b for b in per_run if b not in hidden]
         return _Build(step, args, RUN.bind(library), fixed, placement, pointers, python_statics,
-                      operands, states)
+                      operands, states, per_run, hidden, shown)
 
     def tagged_step(self, step: NativeStep) -> NativeStep:
         """``step`` with :func:`~.gemm_c.tags` for weights (float64): its packed arrays say
@@ -829,6 +843,29 @@ class NativePlan(Executor):
                                  skip=() if everything else build.step.statics)
         return {next(iter(spec.schedule.graph.inputs)): x}
 
+    def _per_run(self, build: _Build, steps: int, batch: int, static: Mapping[str, Array],
+                 given: Mapping[str, np.ndarray], keep: bool) -> dict[str, np.ndarray]:
+        """The per-run arrays of a run of ``build``: those ``given``, and the rest made;
+        with ``keep``, the :attr:`_Build.hidden` ones are taken from
+        :attr:`_Build.scratch` where the last run of this shape left them."""
+        dtype = self.spec.dtype
+        if given or not keep:
+            made = arrays([b for b in build.per_run if b.name not in given], Lifetime.RUN, np,
+                          dtype, batch, steps, static=static, empty=aligned_empty)
+            made.update(given)
+            return made
+        kept = build.scratch.get((steps, batch))
+        if kept is None:
+            kept = arrays(build.hidden, Lifetime.RUN, np, dtype, batch, steps,
+                          empty=aligned_empty)
+            build.scratch.clear()
+            if sum(a.nbytes for a in kept.values()) <= SCRATCH_BYTES:
+                build.scratch[(steps, batch)] = kept
+        made = arrays(build.shown, Lifetime.RUN, np, dtype, batch, steps, static=static,
+                      empty=aligned_empty)
+        made.update(kept)
+        return made
+
     def _execute(self, build: _Build, x: Array, state: Mapping[str, Array],
                  progress: Progress | None, everything: bool = False,
                  given: Mapping[str, np.ndarray] | None = None,
@@ -843,10 +880,8 @@ class NativePlan(Executor):
         steps, batch = x.shape[0], x.shape[1]
         static = self.statics_for(build, x, everything)
         pointers, index = build.pointers, build.args.index
-        given = given or {}
-        made = arrays([b for b in step.kernels.bindings.values() if b.name not in given],
-                      Lifetime.RUN, np, dtype, batch, steps, static=static, empty=aligned_empty)
-        made.update(given)
+        made = self._per_run(build, steps, batch, static, given or {},
+                             keep=build is self._plain and not build.python_statics)
         for node_id, name, width in build.operands:
             value = static[node_id]
             if value.shape != (steps, batch, width) or value.dtype != dtype \
