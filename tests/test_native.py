@@ -237,6 +237,7 @@ def test_the_step_hoists_x_for_one_sequence_and_for_weights_beyond_the_caches(na
     assert NativePlan(spec(cell, run.params, 1, 23, 11, "float64")).hoisted
     assert not NativePlan(spec(cell, run.params, 9, 23, 11, "float64")).hoisted
     monkeypatch.setattr(native, "STEP_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(native, "HOIST_BYTES_PER_ROW", 0)
     for batch, threads in ((1, 1), (9, 2)):
         plan, ours, reference = compare(cell, x[:, :batch], 11, "float64", threads=threads)
         assert plan.hoisted
@@ -526,3 +527,14 @@ def test_a_small_input_beside_large_weights_is_not_hoisted():
     layout = analyse(schedule)
     assert not hoists(schedule, layout, 512, 2, 5000, np.dtype("float32"))
     assert hoists(schedule, layout, 20, 1500, 1500, np.dtype("float32"))
+
+
+def test_large_weights_are_not_hoisted_for_a_large_batch():
+    """Weights beyond the caches but a batch large beside them (the benchmark's large
+    size, 24 MiB of weights for 256 rows): each step's GEMM is bound by arithmetic, and a
+    T·B × 4H buffer would only add traffic."""
+    schedule = lstm_graph.load_cell("lstm").schedule
+    layout = analyse(schedule)
+    assert not hoists(schedule, layout, 256, 512, 1024, np.dtype("float32"))
+    assert not hoists(schedule, layout, 64, 1000, 1000, np.dtype("float32"))
+    assert hoists(schedule, layout, 32, 1500, 1500, np.dtype("float32"))

@@ -255,6 +255,12 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
 #: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
 #: 32 MiB), beyond which every step reads its weights from memory.
 STEP_WEIGHT_BYTES = 16 << 20
+#: ... and beyond which they must also be per row of the batch, for hoisting to pay: with
+#: many rows a step's GEMM is bound by arithmetic, not by reading its weights, and the
+#: ``T·B``-row buffer only adds traffic (AMD EPYC Zen 4, 2 threads, H = I: H = 1500,
+#: B = 32 hoisted 285 against 306 ms, 2.2 MiB a row; H = 1000, B = 32 even at 1 MiB a
+#: row; H = 1000, B = 64: 252 against 243 ms; H = 1024, B = 256: 790 against 755 ms).
+HOIST_BYTES_PER_ROW = 1 << 20
 
 
 #: Bytes of a step's weights up to which the native step takes the rows in blocks, each
@@ -277,7 +283,8 @@ def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidd
     and no ``T·B``-row buffer). Measured on AMD EPYC (Zen 4), 1 and 2 threads: hoisting
     wins for one sequence, where every step's GEMM is a matrix–vector product that
     re-reads all its weights (H = 1000: 10.0 → 5.0 ms), and where the weights of a step
-    outgrow the caches (:data:`STEP_WEIGHT_BYTES`; H = 1500, B = 20: 151 → 127 ms) and
+    outgrow the caches (:data:`STEP_WEIGHT_BYTES`; H = 1500, B = 20: 151 → 127 ms) while
+    the batch is small beside them (:data:`HOIST_BYTES_PER_ROW`), and
     the static operands' weights are a good share of them (at least a quarter: a small
     ``x``, I = 2 beside H = 5000, saves almost no reading and would cost a ``T·B × 4H``
     buffer); it loses elsewhere (T = 35, B = 32, H = I = 300: 15.9 → 18.2 ms)."""
@@ -285,8 +292,9 @@ def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidd
                       if info.id not in layout.static for o, _ in info.static)
     group_part = sum(hidden * len(g.members) for g in layout.groups.values())
     step_bytes = (static_part + group_part) * hidden * dtype.itemsize
-    return static_part > 0 and (batch == 1 or (step_bytes > STEP_WEIGHT_BYTES
-                                               and 4 * static_part >= static_part + group_part))
+    return static_part > 0 and (batch == 1 or (
+        step_bytes > max(STEP_WEIGHT_BYTES, batch * HOIST_BYTES_PER_ROW)
+        and 4 * static_part >= static_part + group_part))
 
 
 class NativeStep:
