@@ -131,6 +131,14 @@ def test_the_registry_is_the_one_place_that_picks():
         registry.check("fast", "numpy")
 
 
+def test_an_executor_that_does_not_run_on_the_backend_is_a_usage_mistake(cli_fails):
+    for command in ("run", "trace", "grad"):
+        stderr = cli_fails(command, "lstm", "--sample", "-H", "3", "--executor", "cuda",
+                           "--out", "never.npz", code=2)
+        assert "the cuda executor does not run on the numpy backend; use --executor plan, " \
+            "native, numpy or reference there" in stderr
+
+
 def test_the_runner_keeps_a_few_plans_one_per_batch_size():
     run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3, executor="numpy")
     first = {batch: run.compiled(batch) for batch in (1, 2)}

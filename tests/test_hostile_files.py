@@ -338,8 +338,18 @@ def test_nan_in_a_state_is_caught_like_in_x(tmp_path, x_file, cli_refused):
     np.savez(tmp_path / "s.npz", h=state)
     stderr = cli_refused("run", "gru", "--input", x_file, "-H", "4", "--state",
                      tmp_path / "s.npz")
-    assert stderr == "state 'h' holds NaN or infinity, first at index (1, 2); clean it or " \
-        "pass --allow-nonfinite\n"
+    assert stderr == f"{tmp_path / 's.npz'}: state 'h' holds NaN or infinity, first at " \
+        "index (1, 2); clean it or pass --allow-nonfinite\n"
+
+
+def test_nan_in_x_is_refused_naming_the_file(tmp_path, cli_refused):
+    x = np.zeros((5, 2, 3), "float32")
+    x[2, 1, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    for command in ("run", "trace"):
+        stderr = cli_refused(command, "lstm", "--input", tmp_path / "x.npy", "-H", "4")
+        assert stderr == f"{tmp_path / 'x.npy'}: x holds NaN or infinity, first at index " \
+            "(2, 1, 0); clean the input or pass --allow-nonfinite\n"
 
 
 def test_an_input_too_large_for_float32_says_so(tmp_path, cli_refused):
@@ -348,7 +358,7 @@ def test_an_input_too_large_for_float32_says_so(tmp_path, cli_refused):
     np.save(tmp_path / "x.npy", x)
     stderr = cli_refused("run", "rnn", "--input", tmp_path / "x.npy", "-H", "2")
     assert stderr == "note: x is float64; computing in float32 (see --dtype)\n" \
-        "x holds 1e+39 at index (2, 1, 0), too large for float32 (the largest is about " \
+        f"{tmp_path / 'x.npy'}: x holds 1e+39 at index (2, 1, 0), too large for float32 (the largest is about " \
         "3.4e+38); run in float64 (--dtype float64)\n"  # and no RuntimeWarning
 
 

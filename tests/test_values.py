@@ -93,6 +93,19 @@ def test_an_older_trace_of_another_cell_or_step_without_trace_is_refused(tmp_pat
                                        "--step", "1", code=2)
 
 
+def test_a_weights_file_given_as_a_trace_is_refused_without_a_warning_first(tmp_path, cli):
+    """A weights file has no cell entries either, but it is no older trace: the refusal
+    (no values of the cell's) comes alone, not after a warning that it will be drawn."""
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4)
+    np.savez(tmp_path / "w.npz", **runner.weights)
+    result = cli("render", "lstm", "--format", "dot", "--style", "pipe", "--trace",
+                 tmp_path / "w.npz", "--step", "1")
+    assert result.exit_code == 1
+    assert result.stderr == (f"{tmp_path / 'w.npz'} has no values for f, i, g, o, c, h; it "
+                             "was not recorded from cell 'lstm' (make it with 'lstm-graph "
+                             "trace lstm ... --out trace.npz')\n")
+
+
 # -- which cell a trace came from ----------------------------------------------------------
 
 @pytest.fixture

@@ -23,13 +23,14 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
-from lstm_graph.checks import REAL_KINDS
+from lstm_graph.checks import REAL_KINDS, check_state, check_x
 from lstm_graph.cli.app import FiniteFloat, load, load_model_spec
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, install_hint
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
+from lstm_graph.executors import registry
 from lstm_graph.executors.registry import EXECUTORS
 from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
 from lstm_graph.formats.memory import allocation, require
@@ -174,6 +175,9 @@ def prepare(spec: str, input_path: Path | None, sample: bool, input_size: int | 
     With ``mapped``, see :func:`bind`."""
     model = is_model(spec)
     check_usage(model, input_path, sample, input_size, weights, hidden_size)
+    problem = registry.mismatch(executor, backend)
+    if problem is not None:
+        raise click.UsageError(problem)
     bound = compile_spec(spec, input_path, input_size, weights, hidden_size, seed, backend,
                          dtype, executor, layers, direction, batch_first)
     prepared = bind(bound.runner, input_path, seed, state_path, allow_nonfinite, lengths_path,
@@ -268,7 +272,21 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
                 "this run", str(input_path or ""))
     x = load_stored(stored, mapped) if stored is not None else \
         np.random.default_rng(seed).standard_normal(shape).astype(runner.dtype)
+    if stored is not None and not mapped and not allow_nonfinite:
+        try:  # here, to name the file (the runner checks x again, as it checks any x)
+            check_x(x, runner.input_size, False, np, runner.dtype)
+        except DataError as err:
+            raise DataError(f"{input_path}: {err}") from None
     state = {name: array.read() for name, array in states.items()} if state_path else None
+    for name, value in (state or {}).items():
+        if allow_nonfinite:
+            break
+        want = runner.state_shape(name, None if len(shape) == 2 else batch)
+        try:  # here too, to name the file
+            check_state({name: value}, {name: None}, batch, want[-1], False, False, np,
+                        runner.dtype, want)
+        except DataError as err:
+            raise DataError(f"{state_path}: {err}") from None
     if state is None and stored_state:
         state = _fitted(stored_state, "initial states", batch, 1 if not runner.stack.single
                         else 0, "--state")

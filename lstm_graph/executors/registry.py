@@ -43,15 +43,23 @@ EXECUTORS = ("plan", *CLASSES)
 _ON = {"plan": ("numpy", "cupy"), **{name: cls.backends for name, cls in CLASSES.items()}}
 
 
-def check(executor: str, backend: str) -> None:
-    """Refuse, before any work, an executor that cannot run here."""
+def mismatch(executor: str, backend: str) -> str | None:
+    """Why ``executor`` cannot be asked for on ``backend`` (a usage mistake: the CLI exits
+    2 with it), or None where it can."""
     if executor not in EXECUTORS:
-        raise BackendError(f"unknown executor '{executor}'; choose one of "
-                           f"{', '.join(EXECUTORS)}")
+        return f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}"
     if backend not in _ON[executor]:
         here = [name for name in EXECUTORS if backend in _ON[name]]
-        raise BackendError(f"the {executor} executor does not run on the {backend} backend; "
-                           f"use --executor {', '.join(here[:-1])} or {here[-1]} there")
+        return (f"the {executor} executor does not run on the {backend} backend; use "
+                f"--executor {', '.join(here[:-1])} or {here[-1]} there")
+    return None
+
+
+def check(executor: str, backend: str) -> None:
+    """Refuse, before any work, an executor that cannot run here."""
+    problem = mismatch(executor, backend)
+    if problem is not None:
+        raise BackendError(problem)
     if executor == "native":
         native.require_compiler()
 

@@ -125,8 +125,21 @@ def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
                     f"trace', or draw this trace on cell '{name}'")
 
 
+def missing_values(source: str, graph_name: str, missing: list[str]) -> DataError:
+    """The error for a trace (``source``) without the values of ``missing`` assignments
+    of cell ``graph_name``."""
+    return DataError(f"{source} has no values for {', '.join(missing)}; it was not recorded "
+                     f"from cell '{graph_name}' (make it with 'lstm-graph trace {graph_name} "
+                     "... --out trace.npz')")
+
+
 def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
-    """The arrays of the trace file ``path``, once its entries say ``schedule``'s cell
-    made it (:func:`check_cell`, before any value is read) and they fit in memory."""
+    """The arrays of the trace file ``path``, once it holds every value of ``schedule``'s
+    cell and its entries say that cell made it (:func:`check_cell`; both before any
+    value is read), and they fit in memory."""
+    graph = schedule.graph
+    missing = [name for name in graph.assignments if name not in open_npz(path)]
+    if missing:  # not a trace of this cell at all (a weights file, say): no warning first
+        raise missing_values(str(path), graph.name, missing)
     check_cell(*cell_entries(path), schedule, str(path))
     return read_npz(path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lstm_graph.errors import DataError
+from lstm_graph.formats.trace import missing_values
 from lstm_graph.render import palette as P
 from lstm_graph.render.scene import Scene
 
@@ -71,9 +72,7 @@ def strips_at(scene: Scene, trace: Mapping[str, np.ndarray], step: int, batch: i
     """
     missing = [name for name in scene.graph.assignments if name not in trace]
     if missing:
-        raise DataError(f"{source} has no values for {', '.join(missing)}; it was not "
-                        f"recorded from cell '{scene.graph.name}' (make it with "
-                        f"'lstm-graph trace {scene.graph.name} ... --out trace.npz')")
+        raise missing_values(source, scene.graph.name, missing)
     strips = {}
     for node, names in scene.drawn_values().items():
         value = np.asarray(trace[names[0]])
