@@ -545,20 +545,38 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
     onnxruntime, each size by :func:`take_turns`; progress and an estimate of the time
     left (by the work done so far) on stderr."""
     sizes = [(h, b, f"{steps}x{b}x{h}x{h}") for h in hidden_sizes for b in batch_sizes]
-    total = sum(lstm_flops(size) for _, _, size in sizes)
-    done, began, cells = 0, time.monotonic(), []
+    began, cells = time.monotonic(), []
+    taken: list[tuple[int, float]] = []  # each size's work and seconds
     for k, (hidden, batch, size) in enumerate(sizes):
+        start = time.monotonic()
         jobs = {c: Job(c, "lstm", size) for c in ("ours", "torch", "onnxruntime")}
         timings, outputs = take_turns(jobs, sweep_runs(size, repeat), blocks, threads, idle)
         row = Row("lstm", size, timings, _largest_difference(outputs, PEERS))
         cells.append(SweepCell(hidden, batch, row))
-        done += lstm_flops(size)
-        elapsed = time.monotonic() - began
+        taken.append((lstm_flops(size), time.monotonic() - start))
+        left = time_left(taken, [lstm_flops(s) for _, _, s in sizes[k + 1:]])
         print(f"sweep {k + 1}/{len(sizes)}: H={hidden} B={batch} ours/best "
               f"{row.ratio('ours'):.2f}× (ours {ms(timings['ours'])} ms, {row.best_peer} "
-              f"{ms(row.peers[row.best_peer])} ms); {elapsed:.0f} s so far, about "
-              f"{elapsed * (total - done) / done:.0f} s left", file=sys.stderr, flush=True)
+              f"{ms(row.peers[row.best_peer])} ms); {time.monotonic() - began:.0f} s so far, "
+              f"about {left:.0f} s left", file=sys.stderr, flush=True)
     return cells
+
+
+def time_left(taken: Sequence[tuple[int, float]], work_left: Sequence[int]) -> float:
+    """Seconds the sizes of ``work_left`` (FLOP each) should take, from the ``(FLOP,
+    seconds)`` of the sizes done: each size costs a fixed part (processes starting,
+    warm-ups, waiting for idle CPUs) plus a part per FLOP, fitted by least squares, both
+    at least 0. (The work alone, as the estimate once was, said 1.8 million seconds after
+    the smallest size, whose time is nearly all the fixed part.)"""
+    work = np.array([w for w, _ in taken], dtype=float)
+    seconds = np.array([t for _, t in taken], dtype=float)
+    per_size, per_flop = float(seconds.mean()), 0.0
+    if len(taken) > 1 and np.ptp(work) > 0:
+        per_flop, per_size = (float(v) for v in np.polyfit(work, seconds, 1))
+        if per_size < 0 or per_flop < 0:  # a line through the origin, or none at all
+            per_flop = max(0.0, float(work @ seconds / (work @ work)))
+            per_size = max(0.0, float((seconds - per_flop * work).mean()))
+    return per_size * len(work_left) + per_flop * float(sum(work_left))
 
 
 def scale(nodes: int = 10_000) -> tuple[int, float]:

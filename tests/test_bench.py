@@ -128,6 +128,18 @@ def test_sweep_mode_writes_a_ratio_per_hidden_and_batch_size(tmp_path, capsys):
     assert "sweep 1/1: H=5 B=2 ours/best" in capsys.readouterr().err
 
 
+def test_the_sweeps_estimate_of_the_time_left_counts_a_fixed_part_per_size():
+    # the smallest size took 9 s, nearly all of it processes starting: the rest, 31 sizes
+    # of up to a thousand times its work, is minutes, not the 1.8 million s once printed
+    first = bench.time_left([(10**6, 9.0)], [10**6] * 15 + [10**9] * 16)
+    assert first == 9.0 * 31
+    # sizes of 1 and 101 MFLOP taking 10 s and 20 s: 9.9 s a size and 0.1 s a MFLOP
+    fitted = bench.time_left([(10**6, 10.0), (101 * 10**6, 20.0)], [10**6, 201 * 10**6])
+    assert abs(fitted - (10.0 + 30.0)) < 1e-6
+    # a fit that would give a negative fixed part keeps both parts at least 0
+    assert bench.time_left([(10**6, 30.0), (10**9, 20.0)], [10**6]) >= 0
+
+
 def test_the_sweep_marks_ratios_over_the_target_and_a_stack_its_overhead():
     def row(size, ours, layout="single", units=()):
         timings = {"ours": bench.Timing([[ours]]), "torch": bench.Timing([[1.0]]),
