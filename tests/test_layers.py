@@ -430,7 +430,7 @@ def test_a_model_file_is_a_spec_for_every_command(tmp_path, cli_run, cli_fails):
     torch.manual_seed(10)
     torch.save(torch.nn.GRU(3, 4, 2, bidirectional=True).state_dict(), tmp_path / "g.pt")
     spec = tmp_path / "g.pt"
-    assert "nn.GRU 'the layer' (PyTorch): 2 layers, bidirectional, I=3, H=4; cell gru" in \
+    assert "the nn.GRU (PyTorch): 2 layers, bidirectional, I=3, H=4; cell gru" in \
         cli_run("validate", spec).stdout
     assert "stage 1: r, z, a, b" in cli_run("schedule", spec).stdout
     cli_run("render", spec, "--style", "both", "--format", "dot", "--out", tmp_path / "d")
@@ -556,7 +556,7 @@ def test_a_layer_number_past_the_most_layers_is_refused_before_any_layer_is_made
     state[f"weight_ih_l{digits}"] = state[f"weight_hh_l{digits}"] = state["weight_ih_l0"]
     torch.save(state, tmp_path / "deep.pt")
     stderr = cli_refused("run", tmp_path / "deep.pt", "--sample")
-    assert f"deep.pt: 'the layer' has the key weight_ih_l{digits[:40]}" in stderr
+    assert f"deep.pt: the layer has the key weight_ih_l{digits[:40]}" in stderr
     assert "layers, more than the 64 lstm-graph runs" in stderr and len(stderr) < 400
 
 

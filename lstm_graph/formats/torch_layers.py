@@ -139,10 +139,11 @@ def from_state_dict(state: Any, source: str) -> LayerFile:
 
 def _layer(found: _Found, source: str) -> LayerFile:
     """A :class:`LayerFile` of one module's parameters, all checked."""
-    name = f"{found.where}{found.prefix}".rstrip("./") or "the layer"
+    name = f"{found.where}{found.prefix}".rstrip("./")
+    called = f"'{name}'" if name else "the layer"  # a layer's state dict alone has no name
     kinds = {layer is None for _, layer, _ in found.keys.values()}
     if len(kinds) > 1:
-        raise WeightsError(f"{source}: '{name}' mixes a cell's keys (weight_ih) with a layer's "
+        raise WeightsError(f"{source}: {called} mixes a cell's keys (weight_ih) with a layer's "
                            "(weight_ih_l0)")
     cell = kinds == {True}
     arrays = {key: _array(key, found.state[key], source) for key in found.keys}
@@ -153,7 +154,7 @@ def _layer(found: _Found, source: str) -> LayerFile:
     layers = 1 + (deepest[1][1] or 0)
     if layers > MAX_LAYERS:  # before anything is made per layer
         key = deepest[0] if len(deepest[0]) <= 60 else f"{deepest[0][:57]}…"
-        raise WeightsError(f"{source}: '{name}' has the key {key}: {layers} layers, "
+        raise WeightsError(f"{source}: {called} has the key {key}: {layers} layers, "
                            f"more than the {MAX_LAYERS} lstm-graph runs")
     reverse = any(rev for _, rev in units)
     missing = next((f"{found.prefix}weight_ih{'' if cell else f'_l{k}'}"
@@ -162,7 +163,7 @@ def _layer(found: _Found, source: str) -> LayerFile:
                     if "weight_ih" not in units.get((k, rev), {})
                     or "weight_hh" not in units.get((k, rev), {})), None)
     if missing is not None:
-        raise WeightsError(f"{source}: '{name}' lacks {missing} (or its weight_hh): every "
+        raise WeightsError(f"{source}: {called} lacks {missing} (or its weight_hh): every "
                            f"layer 0..{layers - 1}{' and direction' if reverse else ''} needs "
                            "its weights")
     ordered = [units[k, rev] for k in range(layers)
@@ -186,7 +187,7 @@ def _layer(found: _Found, source: str) -> LayerFile:
                            f"{w_hh.shape}: {gates} stacked gates is not an RNN (1), GRU (3) "
                            "or LSTM (4)")
     if projected and family != "lstm":
-        raise WeightsError(f"{source}: '{name}' has weight_hr, a projection, which only "
+        raise WeightsError(f"{source}: {called} has weight_hr, a projection, which only "
                            "nn.LSTM has")
     proj = int(first["weight_hr"].shape[0]) if projected else None
     width = proj if proj is not None else hidden
@@ -201,7 +202,7 @@ def _layer(found: _Found, source: str) -> LayerFile:
         stacked.append(_unit(unit, label, family, hidden, proj, biased, want_input, source))
     module = _MODULES[family] + ("Cell" if cell else "")
     notes = (RNN_NOTE.format(source=source),) if family == "rnn" else ()
-    return LayerFile(source, "torch", family, f"{module} '{name}'",
+    return LayerFile(source, "torch", family, f"{module} '{name}'" if name else f"the {module}",
                      (CellSpec(family, DEFAULT_ACTIVATIONS[family], projection=projected),),
                      layers, "bidirectional" if reverse else "forward", False,
                      tuple(stacked), notes=notes)
