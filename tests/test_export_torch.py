@@ -122,6 +122,9 @@ def test_the_module_reads_like_the_cell_and_imports_only_torch(tmp_path):
 def test_the_module_runs_where_lstm_graph_is_not_installed(tmp_path):
     runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=1)
     runner.export_torch(tmp_path / "gru_cell.py")
+    # the docstring's example imports the module by the name it was written to
+    assert "    import gru_cell\n    model = gru_cell.load()" in \
+        (tmp_path / "gru_cell.py").read_text()
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     script = ("import sys, numpy, torch\n"

@@ -267,8 +267,9 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def source(runner: Runner, weights_file: str) -> str:
-    """The module's Python source (see the module docstring)."""
+def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
+    """The module's Python source (see the module docstring), written to be imported as
+    ``module``."""
     check_exportable(runner)
     unit = runner.units[0]
     cells = {id(u.cell): u.cell for u in runner.units}
@@ -304,7 +305,7 @@ def source(runner: Runner, weights_file: str) -> str:
     signature = ", ".join(["self", f"{names.of[x]}: Tensor",
                            *(f"{names.of[f'{s}[t-1]']}: Tensor" for s in states)])
     lines = [f'"""{cls}: the cell \'{cell.name}\' of lstm-graph as a PyTorch module.', ""]
-    lines += _doc(runner, cls)
+    lines += _doc(runner, cls, module)
     lines += ['"""', "", "import math", "import os",
               "from typing import Dict, List, Optional, Tuple", "", "import torch",
               "import torch.nn.functional as F", "from torch import Tensor, nn", "",
@@ -378,7 +379,7 @@ def source(runner: Runner, weights_file: str) -> str:
     return "\n".join(lines)
 
 
-def _doc(runner: Runner, cls: str) -> list[str]:
+def _doc(runner: Runner, cls: str, module: str) -> list[str]:
     """The module docstring's body: what it is, how to use it, the parameter names."""
     cell = runner.cell
     stack = "" if runner.stack.single else f" ({runner.stack.describe()}: {cls}Stack)"
@@ -390,9 +391,9 @@ def _doc(runner: Runner, cls: str) -> list[str]:
     return [f"Written by lstm-graph {_version()} from {cell.graph.file}{stack}; it needs only "
             "torch.",
             "",
-            "    import cell               # this file",
-            "    model = cell.load()       # the exported weights, WEIGHTS beside this file",
-            "    y, final = model(x)       # x (T, B, I) -> y (T, B, O), final {state: value}",
+            f"    import {module}",
+            f"    model = {module}.load()  # the exported weights, WEIGHTS beside this file",
+            "    y, final = model(x)  # x (T, B, I) -> y (T, B, O), final {state: value}",
             "",
             f"{top}() without load() starts from fresh weights (uniform in ±1/√H).",
             "",
@@ -511,7 +512,7 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
         raise OutputError(f"{path}: '{path.stem}' cannot be imported as a Python module; "
                           "name the file as an identifier (cell.py, my_lstm.py)")
     weights_path = path.with_suffix(".pt")
-    text = source(runner, weights_path.name)
+    text = source(runner, weights_path.name, path.stem)
     weights = state_dict(runner)
     if check:
         verify(runner, text, weights)
