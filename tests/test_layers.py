@@ -129,6 +129,25 @@ def test_a_batch_first_lstm_reads_and_writes_batch_first(tmp_path, cli_run):
     np.testing.assert_allclose(found["c"], c[0].numpy(), atol=2e-6)
 
 
+def test_a_peephole_cell_given_an_lstm_without_peepholes_says_they_are_zero(tmp_path,
+                                                                            cli_run):
+    torch.manual_seed(4)
+    module = torch.nn.LSTM(3, 4)
+    torch.save(module.state_dict(), tmp_path / "w.pt")
+    x = inputs(6, 2, 3, "float32")
+    with torch.no_grad():
+        expected, _ = module(torch.from_numpy(x))
+    np.save(tmp_path / "x.npy", x)
+    result = cli_run("run", "peephole_lstm", "--weights", tmp_path / "w.pt", "--input",
+                     tmp_path / "x.npy", "--out", tmp_path / "y.npz")
+    assert f"note: {tmp_path / 'w.pt'} holds no peepholes; cell 'peephole_lstm' runs with " \
+        "its peephole weights at zero, so it computes what the nn.LSTM does" in result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npz")["y"], expected.numpy(), atol=2e-6)
+    plain = cli_run("run", "lstm", "--weights", tmp_path / "w.pt", "--input",
+                    tmp_path / "x.npy", "--out", tmp_path / "y.npz")
+    assert "note:" not in plain.stderr
+
+
 def test_a_checkpoint_or_a_model_holding_one_recurrent_layer_is_found(tmp_path):
     torch.manual_seed(5)
     model = torch.nn.Sequential()
