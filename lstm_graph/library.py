@@ -29,10 +29,16 @@ def builtin_names() -> list[str]:
 
 
 def describe_builtin(name: str) -> str:
-    """The first comment line of a built-in cell file: what the cell is."""
+    """The first paragraph of a built-in cell file's opening comment, as one line: what
+    the cell is."""
     text = (_BUILTIN_DIR / f"{name}.cell").read_text(encoding="utf-8")
-    first = next((line for line in text.splitlines() if line.startswith("#")), "# ")
-    return first.lstrip("# ").rstrip(" (:;,")
+    words = []
+    for line in text.splitlines():
+        said = line.removeprefix("#").strip()
+        if not line.startswith("#") or not said:
+            break
+        words.append(said)
+    return " ".join(words).rstrip(" (:;,")
 
 
 def compile_source(text: str, file: str = "<string>", default_name: str = "cell") -> Cell:

@@ -23,6 +23,9 @@ def test_cells_lists_every_builtin(cli_run):
                      "rnn_relu"]
     data = json.loads(cli_run("cells", "--json").stdout)
     assert [c["name"] for c in data["cells"]] == names
+    # each description is the cell file's whole first paragraph, not its first line
+    assert "gru_cho        GRU as Cho et al. 2014 wrote it: the reset valve scales h[t-1] " \
+        "before its linear (ONNX GRU's default, linear_before_reset=0).\n" in result.stdout
 
 
 def test_validate_ok_prints_a_summary(cli_run):
