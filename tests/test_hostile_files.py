@@ -358,8 +358,8 @@ def test_an_input_too_large_for_float32_says_so(tmp_path, cli_refused):
     np.save(tmp_path / "x.npy", x)
     stderr = cli_refused("run", "rnn", "--input", tmp_path / "x.npy", "-H", "2")
     assert stderr == "note: x is float64; computing in float32 (see --dtype)\n" \
-        f"{tmp_path / 'x.npy'}: x holds 1e+39 at index (2, 1, 0), too large for float32 (the largest is about " \
-        "3.4e+38); run in float64 (--dtype float64)\n"  # and no RuntimeWarning
+        f"{tmp_path / 'x.npy'}: x holds 1e+39 at index (2, 1, 0), too large for float32 " \
+        "(the largest is about 3.4e+38); run in float64 (--dtype float64)\n"  # no warning
 
 
 def test_an_input_of_size_0_is_refused(tmp_path, cli_refused):

@@ -28,9 +28,9 @@ from lstm_graph.cli.app import FiniteFloat, load, load_model_spec
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, install_hint
+from lstm_graph.executors import registry
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
-from lstm_graph.executors import registry
 from lstm_graph.executors.registry import EXECUTORS
 from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
 from lstm_graph.formats.memory import allocation, require

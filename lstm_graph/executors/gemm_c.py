@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Mapping
+from typing import Any, cast
 
 import numpy as np
 
@@ -477,7 +478,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     # the address through a ctypes view of the buffer: a third of `raw.ctypes.data`'s time
-    start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % ALIGNMENT
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, raw))) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 

@@ -343,7 +343,8 @@ def _from_file(file: LayerFile, graph: CellGraph) -> Weights:
     notes = file.notes if graph.name != "rnn_relu" else \
         tuple(n for n in file.notes if n != RNN_NOTE.format(source=file.source))
     if file.family == "lstm" and file.units[0].peep is None and any(
-            owner.peep is not None for owner in gate_params(graph, "lstm", file.source).values()):
+            owner is not None and owner.peep is not None
+            for owner in gate_params(graph, "lstm", file.source).values()):
         notes += (f"note: {file.source} holds no peepholes; cell '{graph.name}' runs with its "
                   f"peephole weights at zero, so it computes what {file.name} does",)
     if file.lengths is not None or file.state:
