@@ -664,7 +664,7 @@ class _Build:
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
     states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
     per_run: list[Binding]  # the bindings whose arrays each run makes
-    hidden: list[Binding]  # those of them that no caller sees (not y, not a static value)
+    hidden: list[Binding]  # those no caller sees: not y, not a static value made in NumPy
     shown: list[Binding]  # the others
     #: Where ``y`` and ``x`` go in :attr:`pointers` when a run of this build makes only
     #: ``y`` and reads only ``x`` (the common case, run by :meth:`NativePlan._run_plain`).
@@ -768,7 +768,9 @@ class NativePlan(Executor):
                    if state in step.snapshots else None)
                   for state, binding in step.kernels.states.items()]
         per_run = [b for b in step.kernels.bindings.values() if b.lifetime is Lifetime.RUN]
-        hidden = [b for b in per_run if b.role not in (Role.OUTPUT, Role.STATIC)]
+        inputs = graph.inputs
+        hidden = [b for b in per_run if b.role is not Role.OUTPUT
+                  and not (b.role is Role.STATIC and (python_statics or b.key in inputs))]
         shown = [b for b in per_run if b not in hidden]
         output = step.kernels.output
         plain = (args.index(output.name), args.index(operands[0][1])) \
@@ -893,6 +895,7 @@ class NativePlan(Executor):
         :attr:`_Build.scratch` where the last run of this shape left them."""
         dtype = self.spec.dtype
         if given or not keep:
+            build.scratch.clear()  # a kept entry's places in `pointers` are about to change
             made = arrays([b for b in build.per_run if b.name not in given], Lifetime.RUN, np,
                           dtype, batch, steps, static=static, empty=aligned_empty)
             made.update(given)
