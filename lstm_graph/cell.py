@@ -330,6 +330,7 @@ class Runner:
         self._lock = threading.RLock()
         self._state_widths = [(name, self.state_shape(name, 1)[-1])
                               for name in cell.graph.states]
+        self._fits: dict[tuple[Any, ...], list[Allocation]] = {}  # see checks.check_run_fits
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
 
@@ -661,7 +662,7 @@ class Runner:
         if self.stack.single:
             checks.check_run_fits(self.cell.schedule, steps, batch, self.input_size,
                                   self.hidden_size, self.dtype, self.executor, self.backend,
-                                  work, record)
+                                  work, record, self._fits)
         else:
             memory.require(self.allocations(steps, batch, self.dtype, work), "this run")
         return x, unbatched
