@@ -35,9 +35,7 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
     """Run a cell over a sequence."""
     refuse_inputs({"--out": out}, read_files(spec, inputs))
     if on_dask is not None:  # the batch sharded across a Dask cluster
-        from lstm_graph.cli import sharded
-
-        return sharded.run(spec, out, as_json, on_dask, inputs)
+        return run_on_dask(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)
     runner, x = prepared.runner, prepared.x
     began = time.perf_counter()
@@ -51,6 +49,21 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
                  "max": float(y.max())}
     report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
            found.ran_with, elapsed, stats, as_json)
+
+
+def run_on_dask(spec: str, out: Path, as_json: bool, on_dask: OnDask,
+                inputs: dict[str, Any]) -> None:
+    """``run --dask``: writes and reports what ``run`` does, and how the work was spread."""
+    from lstm_graph.cli import sharded
+
+    prepared, job = sharded.prepare("run", spec, inputs)
+    outcome = sharded.execute_on(prepared, job, on_dask, out, measure=("y",))
+    y = outcome.moments["y"]
+    if not as_json:
+        sharded.say_spread(on_dask, outcome)
+    report(prepared, out, outcome.shapes, "+".join(outcome.ran_with), outcome.seconds,
+           {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}, as_json,
+           {"dask": sharded.summary(on_dask, outcome)})
 
 
 def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:

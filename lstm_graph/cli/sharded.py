@@ -3,9 +3,9 @@
 Each command reads its inputs as its plain form does (:func:`prepare`), except that
 ``x`` (and ``grad``'s ``--grad-output``) is memory-mapped, not read; it sends the cell's
 text and the weights to the workers and writes the same ``.npz``, chunk by chunk
-(:func:`execute_on`). ``trace`` and ``grad`` call these and report as they always do;
-``run`` is :func:`run`, which reports as the plain ``run`` does. Imported only when
-``--dask`` is given: it needs Dask.
+(:func:`execute_on`). ``run``, ``trace`` and ``grad`` call these and report as they
+always do, with how the work was spread (:func:`say_spread`, :func:`summary`). Imported
+only when ``--dask`` is given: it needs Dask.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import click
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import OnDask, Prepared
 from lstm_graph.cli.inputs import prepare as prepare_inputs
-from lstm_graph.cli.run import report
 from lstm_graph.distributed.cluster import connect
 from lstm_graph.distributed.jobs import Job, job_of
 from lstm_graph.distributed.sharded import Outcome, execute
@@ -57,16 +56,3 @@ def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
     click.echo(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
                f"{plural(outcome.shard_size, 'sequence')}, "
                f"{plural(outcome.workers, 'worker thread')}", err=True)
-
-
-def run(spec: str, out: Path, as_json: bool, on_dask: OnDask, inputs: dict[str, Any]) -> None:
-    """``run --dask``: writes and reports what ``run`` does (:func:`lstm_graph.cli.run.report`),
-    and how the work was spread."""
-    prepared, job = prepare("run", spec, inputs)
-    outcome = execute_on(prepared, job, on_dask, out, measure=("y",))
-    y = outcome.moments["y"]
-    if not as_json:
-        say_spread(on_dask, outcome)
-    report(prepared, out, outcome.shapes, "+".join(outcome.ran_with), outcome.seconds,
-           {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}, as_json,
-           {"dask": summary(on_dask, outcome)})
