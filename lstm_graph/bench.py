@@ -553,8 +553,8 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
         timings, outputs = take_turns(jobs, sweep_runs(size, repeat), blocks, threads, idle)
         row = Row("lstm", size, timings, _largest_difference(outputs, PEERS))
         cells.append(SweepCell(hidden, batch, row))
-        taken.append((lstm_flops(size), time.monotonic() - start))
-        left = time_left(taken, [lstm_flops(s) for _, _, s in sizes[k + 1:]])
+        taken.append((timed_flops(size, repeat), time.monotonic() - start))
+        left = time_left(taken, [timed_flops(s, repeat) for _, _, s in sizes[k + 1:]])
         print(f"sweep {k + 1}/{len(sizes)}: H={hidden} B={batch} ours/best "
               f"{row.ratio('ours'):.2f}× (ours {ms(timings['ours'])} ms, {row.best_peer} "
               f"{ms(row.peers[row.best_peer])} ms); {time.monotonic() - began:.0f} s so far, "
@@ -562,16 +562,27 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
     return cells
 
 
+#: How many times the most work timed must exceed the least before :func:`time_left` fits
+#: a part per FLOP (the first sizes of a sweep, all small, differ mostly by noise).
+WORK_SPAN = 100
+
+
+def timed_flops(size: str, repeat: int) -> int:
+    """The FLOP a sweep times at ``size``, per block and contender: its runs
+    (:func:`sweep_runs`, fewer for more work) times the work of one."""
+    return lstm_flops(size) * sweep_runs(size, repeat)
+
+
 def time_left(taken: Sequence[tuple[int, float]], work_left: Sequence[int]) -> float:
-    """Seconds the sizes of ``work_left`` (FLOP each) should take, from the ``(FLOP,
-    seconds)`` of the sizes done: each size costs a fixed part (processes starting,
-    warm-ups, waiting for idle CPUs) plus a part per FLOP, fitted by least squares, both
-    at least 0. (The work alone, as the estimate once was, said 1.8 million seconds after
-    the smallest size, whose time is nearly all the fixed part.)"""
+    """Seconds the sizes of ``work_left`` (FLOP timed each) should take, from the
+    ``(FLOP, seconds)`` of the sizes done: each size costs a fixed part (processes
+    starting, warm-ups, waiting for idle CPUs) plus a part per FLOP, fitted by least
+    squares, both at least 0. (The work alone, as the estimate once was, said 1.8 million
+    seconds after the smallest size, whose time is nearly all the fixed part.)"""
     work = np.array([w for w, _ in taken], dtype=float)
     seconds = np.array([t for _, t in taken], dtype=float)
     per_size, per_flop = float(seconds.mean()), 0.0
-    if len(taken) > 1 and np.ptp(work) > 0:
+    if len(taken) > 1 and work.max() >= WORK_SPAN * work.min():  # else noise sets the slope
         per_flop, per_size = (float(v) for v in np.polyfit(work, seconds, 1))
         if per_size < 0 or per_flop < 0:  # a line through the origin, or none at all
             per_flop = max(0.0, float(work @ seconds / (work @ work)))
