@@ -426,3 +426,32 @@ def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli_run):
     assert "warning" not in quiet.stderr
     fine = cli_run("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
     assert "warning" not in fine.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_finiteness_test_is_exact_where_its_sum_of_squares_overflows(dtype, tmp_path):
+    """checks.all_finite sums squares first: numbers whose squares overflow (1e20 in
+    float32, 1e200 in float64) are finite all the same, and NaN or infinity anywhere is
+    found, in NumPy and in a namespace without vdot (array_api_strict)."""
+    import array_api_strict
+
+    from lstm_graph.checks import all_finite
+    from lstm_graph.errors import LstmGraphWarning
+
+    big = 1e20 if dtype == "float32" else 1e200
+    assert all_finite(np, np.array([big, -big, 1.0], dtype), np.zeros((0, 3), dtype))
+    for bad in (np.nan, np.inf, -np.inf):
+        values = np.ones((4, 5), dtype)
+        values[3, 2] = bad
+        assert not all_finite(np, np.ones(3, dtype), values)
+        assert not all_finite(np, np.array([big, bad], dtype))
+        assert not all_finite(array_api_strict, array_api_strict.asarray(values))
+    assert all_finite(array_api_strict, array_api_strict.asarray(np.ones(3, dtype)))
+    # a plain call whose h overflows still warns, and says where
+    (tmp_path / "ovf.cell").write_text("input x\nstate h\noutput h\nh = h[t-1] * "
+                                       f"{1e30 if dtype == 'float32' else 1e200} + "
+                                       "tanh(linear(x))\n")
+    run = lstm_graph.load_cell(tmp_path / "ovf.cell").compile(input_size=2, hidden_size=3,
+                                                             seed=0, dtype=dtype)
+    with pytest.warns(LstmGraphWarning, match="'h' is not finite at step 3 first"):
+        run(np.ones((4, 2, 2), dtype))
