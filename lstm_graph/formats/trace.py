@@ -137,8 +137,8 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     """The arrays of the trace file ``path``, once it holds every value of ``schedule``'s
     cell and its entries say that cell made it (:func:`check_cell`; both before any
     value is read), and they fit in memory."""
-    graph = schedule.graph
-    missing = [name for name in graph.assignments if name not in open_npz(path)]
+    graph, stored = schedule.graph, open_npz(path)
+    missing = [name for name in graph.assignments if name not in stored]
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
         raise missing_values(str(path), graph.name, missing)
     check_cell(*cell_entries(path), schedule, str(path))
