@@ -762,51 +762,54 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
             f"Command: `{command} --markdown docs/benchmarks.md`\n{END}")
 
 
+def _section(mode: str, threads: int, method: str, table_text: str, command: str) -> str:
+    """One mode's section of the markdown (:data:`SECTIONS`): machine, method, table,
+    command, between the mode's markers."""
+    start, end = SECTIONS[mode]
+    return (f"{start}\nMachine: {machine(threads)}.\n\n{method}\n\n{table_text}\n\n"
+            f"Command: `{command}`\n{end}")
+
+
 def grad_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: float,
                 command: str) -> str:
     """The gradient section's markdown: machine, method, table, command."""
-    start, end = SECTIONS["grad"]
     passes = f"{repeat} timed pass" + "es" * (repeat != 1)
-    return (f"{start}\nMachine: {machine(threads)}.\n\n"
-            f"{_turns(blocks, passes, idle)} A pass: the forward run and "
-            "the gradients of x, every weight and the initial states for a given gradient "
-            "of y (ours: `Runner.grad`; PyTorch: forward, then `y.backward(grad_y)`, its "
-            "gradients set to None before each pass, untimed); float32, the same weights, x "
-            "and gradient of y for every contender. PyTorch has no peephole LSTM: "
-            "peephole_lstm's peer is `nn.LSTM` of the same size, a stricter peer (less work "
-            "than ours) and another function, so no difference is given for it (its "
-            "gradients are checked against autograd in tests/test_grad.py). onnxruntime has "
-            f"no training path. Target: ours ÷ PyTorch ≤ {TARGET}×.\n\n"
-            f"{grad_table(rows)}\n\nCommand: `{command}`\n{end}")
+    method = (f"{_turns(blocks, passes, idle)} A pass: the forward run and "
+              "the gradients of x, every weight and the initial states for a given gradient "
+              "of y (ours: `Runner.grad`; PyTorch: forward, then `y.backward(grad_y)`, its "
+              "gradients set to None before each pass, untimed); float32, the same weights, "
+              "x and gradient of y for every contender. PyTorch has no peephole LSTM: "
+              "peephole_lstm's peer is `nn.LSTM` of the same size, a stricter peer (less "
+              "work than ours) and another function, so no difference is given for it (its "
+              "gradients are checked against autograd in tests/test_grad.py). onnxruntime "
+              f"has no training path. Target: ours ÷ PyTorch ≤ {TARGET}×.")
+    return _section("grad", threads, method, grad_table(rows), command)
 
 
 def stack_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: float,
                  command: str) -> str:
     """The stacks section's markdown: machine, method, table, command."""
-    start, end = SECTIONS["stacks"]
     timed = f"{repeat} timed run" + "s" * (repeat != 1)
-    return (f"{start}\nMachine: {machine(threads)}.\n\n"
-            f"{_turns(blocks, timed, idle)} \"each unit alone\": ours on "
-            "one layer, forward, of each unit's shape (a second layer reads the first's "
-            "output: its input size is H), taking turns with the rest; \"stack "
-            "overhead\": the stack's time ÷ the sum of those (target ≤ "
-            f"{STACK_TARGET}×).\n\n{stack_table(rows)}\n\nCommand: `{command}`\n{end}")
+    method = (f"{_turns(blocks, timed, idle)} \"each unit alone\": ours on one layer, "
+              "forward, of each unit's shape (a second layer reads the first's output: its "
+              "input size is H), taking turns with the rest; \"stack overhead\": the "
+              f"stack's time ÷ the sum of those (target ≤ {STACK_TARGET}×).")
+    return _section("stacks", threads, method, stack_table(rows), command)
 
 
 def sweep_report(cells: list[SweepCell], steps: int, threads: int, repeat: int, blocks: int,
                  idle: float, command: str) -> str:
     """The sweep section's markdown: machine, method, table, command."""
-    start, end = SECTIONS["sweep"]
     runs_text = (f"timed runs ({repeat} where a run is the medium size's work, 5 GFLOP of "
                  f"gate products; proportionally more for less work, at most {20 * repeat}; "
                  "at least 3)")
     errors = [c.row.error for c in cells if c.row.error is not None]
     worst = f" Largest |ours − peer| over the sweep: {max(errors):.1e}." if errors else ""
-    return (f"{start}\nMachine: {machine(threads)}.\n\n"
-            f"The `lstm` forward, T = {steps}, I = H; ours ÷ the best of PyTorch and "
-            f"onnxruntime at each size, bold above {TARGET}×. "
-            f"{_turns(blocks, runs_text, idle, quietest=False)}"
-            f"{worst}\n\n{sweep_table(cells)}\n\nCommand: `{command}`\n{end}")
+    return _section("sweep", threads,
+                    f"The `lstm` forward, T = {steps}, I = H; ours ÷ the best of PyTorch and "
+                    f"onnxruntime at each size, bold above {TARGET}×. "
+                    f"{_turns(blocks, runs_text, idle, quietest=False)}{worst}",
+                    sweep_table(cells), command)
 
 
 def _integers(text: str, what: str) -> list[int]:
