@@ -134,6 +134,13 @@ class Executor(ABC):
             ) -> tuple[Array, dict[str, Array]]:
         """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""
 
+    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array]] | None:
+        """:meth:`run` from zero states, where this executor can do it without any
+        arithmetic in the array namespace (so the runner need not quiet NumPy about NaN
+        and infinity around it); None where it cannot, and the runner calls :meth:`run`.
+        A small run lasts tens of microseconds: this spares it a few."""
+        return None
+
     @abstractmethod
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:

@@ -38,10 +38,11 @@ the validated graph: numbers and generated names only.
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -673,12 +674,34 @@ class NativeStep:
         return "\n".join([*self.header(), *self.functions(self.args)])
 
 
+#: Bytes from which a run's ``y`` is made 64-byte aligned (:func:`aligned_empty`): below
+#: it, NumPy's own alignment (16) measured the same and takes a microsecond less.
+ALIGN_Y_BYTES = 1 << 16
+
+
+def _output_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new array for a run's ``y``: 64-byte aligned where it is large."""
+    if math.prod(shape) * dtype.itemsize < ALIGN_Y_BYTES:
+        return np.empty(shape, dtype)
+    return aligned_empty(shape, dtype)
+
+
 def _address(array: np.ndarray) -> int:
     """Where a C-contiguous array's data starts (for a writable one, through a ctypes view
     of its buffer: half the microsecond that ``array.ctypes.data`` takes)."""
     if array.flags.writeable and array.size:
         return ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, array)))  # NumPy: a buffer
     return int(array.ctypes.data)
+
+
+class _State(NamedTuple):
+    """A state as a build holds it."""
+
+    name: str
+    buffer: np.ndarray  # (spec batch, H): read and written by the step (the first B rows)
+    snapshot: np.ndarray | None  # the copy the next step's GEMMs read, if the step keeps one
+    at: int  # where the step's arguments place it
+    home: int  # the buffer's address (a plain run places the state in its results instead)
 
 
 @dataclass
@@ -694,7 +717,7 @@ class _Build:
     pointers: Any  # the argument array, its per-run entries set by each run
     python_statics: bool  # some static value is computed in NumPy before the loop
     operands: list[tuple[str, str, int]]  # static GEMM operands: node, name, width
-    states: list[tuple[str, np.ndarray, np.ndarray | None]]  # state, buffer, next snapshot
+    states: list[_State]
     per_run: list[Binding]  # the bindings whose arrays each run makes
     hidden: list[Binding]  # those no caller sees: not y, not a static value made in NumPy
     shown: list[Binding]  # the others
@@ -796,8 +819,9 @@ class NativePlan(Executor):
         python_statics = any(n.kind is NodeKind.OP and n.id in layout.static
                              and n.id not in step.statics for n in graph.nodes.values())
         operands = [(node, name, spec.width(node)) for node, name in step.operands.items()]
-        states = [(state, fixed[binding.name], fixed[step.snapshots[state]][0]
-                   if state in step.snapshots else None)
+        states = [_State(state, fixed[binding.name], fixed[step.snapshots[state]][0]
+                         if state in step.snapshots else None, args.index(binding.name),
+                         fixed[binding.name].ctypes.data)
                   for state, binding in step.kernels.states.items()]
         per_run = [b for b in step.kernels.bindings.values() if b.lifetime is Lifetime.RUN]
         inputs = graph.inputs
@@ -839,35 +863,55 @@ class NativePlan(Executor):
     def run(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
             ) -> tuple[Array, dict[str, Array]]:
         build = self._plain
-        if progress is None and build.plain is not None and x.dtype == self.spec.dtype \
-                and x.ndim == 3 and x.shape[2] == self.spec.input_size \
-                and x.flags.c_contiguous and (x.shape[0], x.shape[1]) in build.scratch:
+        if progress is None and self._kept(build, x):
             return self._run_plain(build, x, state)
         y, final, _, _ = self._execute(build, x, state, progress)
         return y, final
 
-    def _run_plain(self, build: _Build, x: np.ndarray, state: Mapping[str, Array]
+    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array]] | None:
+        """:meth:`_run_plain` from zero states, where an earlier run of ``x``'s shape left
+        its work arrays (then no NumPy arithmetic is done: the statics are computed in C)."""
+        build = self._plain
+        return self._run_plain(build, x, None) if self._kept(build, x) else None
+
+    def _kept(self, build: _Build, x: Array) -> bool:
+        """Whether a run of ``build`` over ``x`` can be :meth:`_run_plain`'s."""
+        return build.plain is not None and type(x) is np.ndarray \
+            and x.dtype == self.spec.dtype and x.ndim == 3 \
+            and x.shape[2] == self.spec.input_size and x.flags.c_contiguous \
+            and (x.shape[0], x.shape[1]) in build.scratch
+
+    def _run_plain(self, build: _Build, x: np.ndarray, state: Mapping[str, Array] | None
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """What :meth:`_execute` does for a plain run whose work arrays an earlier run of
         the same shape left (:attr:`_Build.scratch`, their places set): only ``y`` is
-        made and only ``y`` and ``x`` are placed. A small run lasts tens of microseconds,
-        and this is a third of the Python around it."""
+        made and only ``y``, ``x`` and the states are placed: the step works on the states
+        in the array it returns them in (one for all, zeros where ``state`` is None), so
+        nothing is copied out. A small run lasts tens of microseconds, and this is a third
+        of the Python around it."""
         self.refresh(build)
         steps, batch = x.shape[0], x.shape[1]
         output = build.step.kernels.output
         assert output is not None and build.plain is not None
-        y = aligned_empty((output.slots(steps), batch, output.width), self.spec.dtype)
+        dtype = self.spec.dtype
+        y = _output_array((output.slots(steps), batch, output.width), dtype)
         pointers = build.pointers
         y_at, x_at = build.plain
         pointers[y_at] = _address(y)
         pointers[x_at] = _address(x)
-        copyto = np.copyto
-        for name, buffer, snapshot in build.states:
-            copyto(buffer[:batch], state[name])
-            if snapshot is not None:
-                copyto(snapshot[:batch], buffer[:batch])
+        shape = (len(build.states), batch, self.spec.hidden)
+        finals = _output_array(shape, dtype)
+        at, size = _address(finals), batch * self.spec.hidden
+        if state is None:
+            finals.fill(0)
+        for k, held in enumerate(build.states):
+            pointers[held.at] = at + k * size * dtype.itemsize
+            if state is not None:
+                finals[k] = state[held.name]
+            if held.snapshot is not None:
+                np.copyto(held.snapshot[:batch], finals[k])
         build.run(0, steps, batch, pointers, self.threads)
-        return y, {name: buffer[:batch].copy() for name, buffer, _ in build.states}
+        return y, {held.name: finals[k] for k, held in enumerate(build.states)}
 
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:
@@ -973,10 +1017,11 @@ class NativePlan(Executor):
         for name, array in made.items():
             pointers[index(name)] = _address(array)
         copyto = np.copyto  # the first `batch` rows of each buffer: the C strides by batch
-        for name, buffer, snapshot in build.states:
-            copyto(buffer[:batch], state[name])
-            if snapshot is not None:
-                copyto(snapshot[:batch], buffer[:batch])
+        for held in build.states:
+            pointers[held.at] = held.home
+            copyto(held.buffer[:batch], state[held.name])
+            if held.snapshot is not None:
+                copyto(held.snapshot[:batch], held.buffer[:batch])
         if before is not None:
             before(made)
         if progress is None:
@@ -986,5 +1031,5 @@ class NativePlan(Executor):
                 stop = min(steps, start + self.chunk)
                 build.run(start, stop, batch, pointers, self.threads)
                 progress(stop - start)
-        final = {name: buffer[:batch].copy() for name, buffer, _ in build.states}
+        final = {held.name: held.buffer[:batch].copy() for held in build.states}
         return y, final, static, made
