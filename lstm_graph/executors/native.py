@@ -80,9 +80,12 @@ from lstm_graph.schedule import Schedule
 #: The default executor compiles cells up to this many op nodes to C; bigger ones would
 #: spend seconds in the C compiler (10,000 nodes: about 20 s), so they run the NumPy plan.
 MAX_NODES = 2000
-#: Multiply-adds per step from which a run is split between threads (below it, waking
-#: the pool and a barrier per step cost more than the second core gives back).
-THREAD_WORK = 1 << 17
+#: Multiply-adds per step from which a run is split between threads (below it, a barrier
+#: per step costs more than the second core gives back). Measured on AMD EPYC (Zen 4),
+#: 2 threads against 1, runs back to back (the pool's workers spin between them):
+#: 12,800 (B = 1, H = 40) 1.02-1.05x; 16,384 (B = 2, H = 32) 0.88x; 18,432 (B = 1,
+#: H = 48) 0.79x; 80,000 (B = 1, H = 100) 0.66x.
+THREAD_WORK = 1 << 14
 #: Multiply-adds per C call between progress reports (when progress is asked for).
 PROGRESS_WORK = 1 << 28
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread")
