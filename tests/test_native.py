@@ -49,19 +49,24 @@ def compare(cell, x, hidden, dtype, seed=0, **plan_options):
     return plan, plan.run(x, zeros), reference(x, allow_nonfinite=True)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru_cho"])  # one segment a step, and two
 @pytest.mark.parametrize("batch, size, hidden", [
     (5, 3, 37),      # one row block: the unit tiles (the last of 5 units) are the items
-    (20, 40, 100),   # weights in the L2 cache: row blocks are the items
+    (20, 40, 100),   # weights in the L2 cache: row blocks are the items, no barriers
     (32, 200, 200),  # weights beyond it: (tile, row block) items, tile-major
     (13, 30, 250),   # row blocks of 6 and 7 rows' worth, a last tile of 10 units
 ])
-def test_two_threads_share_the_items_by_their_work_and_cover_them_all(batch, size, hidden):
+def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batch, size,
+                                                                       hidden):
     """The threads' shares are even in work, not in items (a partial tile and a smaller
-    row block cost less): every item is still run exactly once."""
-    cell = lstm_graph.load_cell("lstm")
-    x = np.random.default_rng(batch).standard_normal((4, batch, size)).astype("float64")
+    row block cost less): every item is still run exactly once. Where the items are row
+    blocks the threads never wait for each other within a run (each owns its rows, every
+    segment of every step): over 30 steps their results are still the reference's."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(batch).standard_normal((30, batch, size)).astype("float64")
     plan, ours, reference = compare(cell, x, hidden, "float64", threads=2)
     assert plan.threads == 2
+    assert plan.step.row_major == (hidden <= 100)  # weights within ROW_MAJOR_BYTES
     assert_same(ours, reference, "float64")
 
 

@@ -678,22 +678,25 @@ class NativeStep:
             lines += self._elements(k, args) + [""] + self._segment(k, args) + [""]
         lines += ["/* steps t0 <= t < t1 for part `part` of `parts`: its share of the items "
                   "(unit tiles x row blocks: an even share of the work for any H and B), a "
-                  "barrier after every segment */",
+                  "barrier after every segment, except where the items are row blocks: "
+                  "then a part's rows need nothing from another's (every sequence is its own "
+                  "recurrence) and the parts never wait for each other */",
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                   "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
                   "    const ptrdiff_t blocks = row_blocks(batch, parts);",
-                  "    const ptrdiff_t items = batch <= MR ? TILES : ROW_MAJOR && blocks >= 2 * "
-                  "PARTS ? blocks : TILES * blocks;",
+                  "    const _Bool own_rows = batch > MR && ROW_MAJOR && blocks >= 2 * PARTS;",
+                  "    const ptrdiff_t items = batch <= MR ? TILES : own_rows ? blocks "
+                  ": TILES * blocks;",
                   "    const ptrdiff_t i0 = share_start(part, parts, items, batch, blocks), "
                   "i1 = share_start(part + 1, parts, items, batch, blocks);",
                   "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);"]
-        if self.hoisted:
+        if self.hoisted:  # its rows are all T·B rows, split otherwise than the step's
             lines += ["    before_part(part, parts, t0, t1, batch, a);",
                       "    barrier(parts, &sense);"]
         lines += ["    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
             lines += [f"        segment_{k}(t, batch, i0, i1, parts, a);",
-                      "        barrier(parts, &sense);"]
+                      "        if (!own_rows) barrier(parts, &sense);"]
         lines += ["    }", "}", "", gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on "
                                                    "`parts` threads"), ""]
         return lines
