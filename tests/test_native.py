@@ -91,6 +91,8 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
         assert ours.ran_with == "native"
         assert_same(found, reference(x, state), "float32", f"T = {steps}, B = {batch}")
         kept += [(value.copy(), value) for value in (found[0], *found[1].values())]
+        if batch > 1:  # the step's vector stores
+            assert found[0].ctypes.data % 64 == 0
     for copy, value in kept:
         np.testing.assert_array_equal(copy, value)
     plan = ours.compiled(1)
@@ -100,6 +102,10 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     assert_same(plan.run(x, zeros), reference(x), "float32")
     assert_same(plan.run_from_zeros(x[::-1].copy()), reference(x[::-1].copy()), "float32")
     assert plan.run_from_zeros(x[:2].copy()) is None  # a shape not run before: not kept
+    x = rng.standard_normal((5, 3, 4)).astype("float32")
+    y, final = ours.compiled(3).run_from_zeros(x)  # the step works on these states
+    assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
+    assert_same((y, final), reference(x), "float32")
 
 
 def assert_same(ours, reference, dtype, message=""):
