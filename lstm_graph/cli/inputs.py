@@ -278,13 +278,14 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
         except DataError as err:
             raise DataError(f"{input_path}: {err}") from None
     state = {name: array.read() for name, array in states.items()} if state_path else None
-    for name, value in (state or {}).items() if not allow_nonfinite else ():
-        want = runner.state_shape(name, None if len(shape) == 2 else batch)
-        try:  # here too, to name the file
-            check_state({name: value}, {name: None}, batch, want[-1], False, False, np,
-                        runner.dtype, want)
-        except DataError as err:
-            raise DataError(f"{state_path}: {err}") from None
+    if state is not None and not allow_nonfinite:
+        for name, value in state.items():
+            want = runner.state_shape(name, None if len(shape) == 2 else batch)
+            try:  # here too, to name the file
+                check_state({name: value}, {name: None}, batch, want[-1], False, False, np,
+                            runner.dtype, want)
+            except DataError as err:
+                raise DataError(f"{state_path}: {err}") from None
     if state is None and stored_state:
         state = _fitted(stored_state, "initial states", batch, 1 if not runner.stack.single
                         else 0, "--state")

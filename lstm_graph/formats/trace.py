@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from lstm_graph.errors import DataError, LstmGraphWarning
-from lstm_graph.formats.arrays import open_npz, read_npz
+from lstm_graph.formats.arrays import StoredArray, open_npz, read_npz
 from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
 
@@ -80,10 +81,11 @@ def identity(schedule: Schedule) -> dict[str, np.ndarray]:
 MAX_TEXT = 4096
 
 
-def cell_entries(path: Path) -> tuple[str | None, str | None]:
-    """The name and digest a trace file records (``None`` where absent), each checked by
+def cell_entries(path: Path, stored: Mapping[str, StoredArray]
+                 ) -> tuple[str | None, str | None]:
+    """The name and digest the trace file ``path`` records (``None`` where absent), from
+    its index ``stored`` (:func:`~lstm_graph.formats.arrays.open_npz`), each checked by
     its header to be one text before it is read."""
-    stored = open_npz(path)
     found = []
     for key in (NAME, DIGEST):
         entry = stored.get(key)
@@ -141,5 +143,5 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     missing = [name for name in graph.assignments if name not in stored]
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
         raise missing_values(str(path), graph.name, missing)
-    check_cell(*cell_entries(path), schedule, str(path))
+    check_cell(*cell_entries(path, stored), schedule, str(path))
     return read_npz(path)
