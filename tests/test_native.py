@@ -129,6 +129,29 @@ def test_native_agrees_with_reference_on_builtins(name, dtype, threads):
     assert_same(ours, reference, dtype)
 
 
+@pytest.mark.parametrize("rest", range(16))
+def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
+    """The units of a row after its whole vectors (0 to 15 of them) run in a loop of
+    their own, compiled for narrower vectors (256 bits, then 128, then one by one):
+    every count of them, on one row block (the tiles are the items) and on several (row
+    blocks are the items), with a NaN in the last unit of one sequence, equals the
+    reference and leaves the other sequences finite."""
+    cell = lstm_graph.load_cell("lstm")
+    hidden = 16 + rest
+    for batch in (3, 14):
+        x = np.random.default_rng(rest).standard_normal((4, batch, 5)).astype("float32")
+        run = cell.compile(input_size=5, hidden_size=hidden, seed=rest)
+        state = {s: np.zeros((batch, hidden), "float32") for s in cell.graph.states}
+        state["c"][1, hidden - 1] = np.nan
+        reference = cell.compile(input_size=5, hidden_size=hidden, seed=rest,
+                                 executor="reference")
+        ours = run(x, state, allow_nonfinite=True)
+        assert run.ran_with == "native"
+        assert_same(ours, reference(x, state, allow_nonfinite=True), "float32")
+        assert np.isnan(ours[0][:, 1, hidden - 1]).all()
+        assert np.isfinite(np.delete(ours[0], 1, axis=1)).all()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_tiles_rows_and_threads_cover_every_unit_and_row(name, threads):
@@ -352,8 +375,11 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     sources = {NativePlan(spec(cell, run.params, 2, 3, 8)).source for _ in range(2)}
     assert len(sources) == 1
     source = sources.pop()
-    assert source.count("lg_expf(-") == 3  # the f, i and o valves
-    assert source.count("lg_tanhf(") == 2 + 1  # g, tanh(c), and the definition
+    # the f, i and o valves; g, tanh(c) and the definition: the element-wise loop twice,
+    # for the whole vectors and for the units after them (elements_0_rest)
+    assert source.count("lg_expf(-") == 2 * 3
+    assert source.count("lg_tanhf(") == 2 * 2 + 1
+    assert "NARROW_VECTORS static void elements_0_rest(" in source
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
     # the three ways a segment walks its items (one row block, row-major, tile-major)

@@ -76,6 +76,15 @@ RUNTIME = r"""
 typedef T vec __attribute__((vector_size(VB)));
 #define LANES ((ptrdiff_t)(VB / sizeof(T)))
 
+/* A function whose loops the compiler vectorises at most 256 bits wide (then 128 for
+   what is left): loops over fewer units than a vector, which would otherwise run one by
+   one in the remainder of the widest vectors' loop (GCC on x86; elsewhere as is). */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define NARROW_VECTORS __attribute__((noinline, target("prefer-vector-width=256")))
+#else
+#define NARROW_VECTORS __attribute__((noinline))
+#endif
+
 /* Unaligned vector load and store (memcpy compiles to one instruction). */
 static inline vec load_vec(const T *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
