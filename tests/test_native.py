@@ -135,7 +135,8 @@ def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
     their own, compiled for narrower vectors (256 bits, then 128, then one by one):
     every count of them, on one row block (the tiles are the items) and on several (row
     blocks are the items), with a NaN in the last unit of one sequence, equals the
-    reference and leaves the other sequences finite."""
+    reference and leaves the other sequences finite; the backward pass's element-wise
+    loops, split the same way, give the reference's gradients."""
     cell = lstm_graph.load_cell("lstm")
     hidden = 16 + rest
     for batch in (3, 14):
@@ -150,6 +151,13 @@ def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
         assert_same(ours, reference(x, state, allow_nonfinite=True), "float32")
         assert np.isnan(ours[0][:, 1, hidden - 1]).all()
         assert np.isfinite(np.delete(ours[0], 1, axis=1)).all()
+        grad_y = np.random.default_rng(rest + 1).standard_normal(ours[0].shape)
+        x64 = x.astype("float64")
+        found = cell.compile(input_size=5, hidden_size=hidden, seed=rest, dtype="float64") \
+            .grad(x64, grad_y)
+        expected = cell.compile(input_size=5, hidden_size=hidden, seed=rest, dtype="float64",
+                                executor="reference").grad(x64, grad_y)
+        assert_same_gradients(found, expected, "float64", f"H = {hidden}, B = {batch}")
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

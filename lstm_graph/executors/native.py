@@ -193,6 +193,31 @@ def _host_preamble(dtype: np.dtype) -> str:
 HOST = Dialect("c99", _host_functions, _host_preamble)
 
 
+def element_loops(name: str, what: str, declarations: list[str], body: list[str], hidden: int,
+                  part: bool = False) -> list[str]:
+    """C for ``name(t, batch, b0, b1, j0, j1, a)`` (with ``part``, the thread's part
+    after ``a``): ``body`` (element ``i = b·H + j``) on rows ``b0 <= b < b1``, units
+    ``j0 <= j < j1``. The whole vectors of each row's units run in the widest vectors;
+    the units after them (``H % LANES`` of a row, where a tile is partial) in a copy,
+    ``<name>_rest``, compiled for narrower ones (``NARROW_VECTORS``), not one by one in
+    the wide loop's scalar remainder (T = 50, B = 20, I = H = 100, AMD EPYC Zen 4: that
+    remainder cost 5 % of the forward run)."""
+    signature = "(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, ptrdiff_t b1, ptrdiff_t j0, " \
+        f"ptrdiff_t j1, void **a{', ptrdiff_t part' if part else ''})"
+    loop = ["    (void)t; (void)batch;" + (" (void)part;" if part else ""),
+            "    for (ptrdiff_t b = b0; b < b1; b++) {", "        #pragma GCC ivdep",
+            "        for (ptrdiff_t j = j0; j < j1; j++) {",
+            f"            const ptrdiff_t i = b * {hidden} + j;", *body, "        }", "    }"]
+    rest = f"{name}_rest(t, batch, b0, b1, whole, j1, a{', part' if part else ''})"
+    return [f"/* {what}: rows b0 <= b < b1, units j0 <= j < j1 fewer than a vector */",
+            f"NARROW_VECTORS static void {name}_rest{signature} {{", *declarations, *loop, "}",
+            "", f"/* {what}: rows b0 <= b < b1, units j0 <= j < j1 (the whole vectors of each "
+            f"row here, the rest in {name}_rest) */",
+            f"static inline void {name}{signature} {{",
+            "    const ptrdiff_t whole = j0 + (j1 - j0) / LANES * LANES;",
+            f"    if (whole < j1) {rest};", "    j1 = whole;", *declarations, *loop, "}"]
+
+
 def suits(schedule: Schedule) -> bool:
     """Whether the default executor should use the native step for this cell."""
     ops = sum(1 for node in schedule.graph.nodes.values() if node.kind is NodeKind.OP)
@@ -474,12 +499,7 @@ class NativeStep:
         return args.pointer(name, written, binding.step_offset() if binding else "")
 
     def _elements(self, k: int, args: Arguments) -> list[str]:
-        """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1: the
-        whole vectors of each row's units in the widest vectors, the units after them
-        (``H % LANES`` of a row, where the tile is partial) in a copy of the loop compiled
-        for narrower ones (``NARROW_VECTORS``), not one by one in the wide loop's scalar
-        remainder (T = 50, B = 20, I = H = 100, AMD EPYC Zen 4: the scalar remainder
-        cost 5 % of the run)."""
+        """Segment k's element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
         segment = self.kernels.segments[k]
         last = k == len(self.kernels.segments) - 1
         snapshots = self.snapshots if last else {}
@@ -489,27 +509,11 @@ class NativeStep:
         for state, name in snapshots.items():
             declarations.append(args.pointer(name, True, f" + ((t + 1) & 1) * batch * "
                                              f"{self.hidden}", alias=f"next_{state}"))
-        loop = ["    (void)t; (void)batch;",
-                "    for (ptrdiff_t b = b0; b < b1; b++) {",
-                "        #pragma GCC ivdep",
-                "        for (ptrdiff_t j = j0; j < j1; j++) {",
-                f"            const ptrdiff_t i = b * {self.hidden} + j;",
-                *HOST.body(segment, self.dtype, indent="            "),
+        body = [*HOST.body(segment, self.dtype, indent="            "),
                 *(f"            next_{state}[i] = {self.kernels.states[state].name}[i];"
-                  for state in snapshots),
-                "        }", "    }"]
-        signature = "(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t b0, ptrdiff_t b1, ptrdiff_t j0, " \
-            "ptrdiff_t j1, void **a)"
-        return [f"/* segment {k}'s element-wise work on rows b0 <= b < b1, units j0 <= j < j1 "
-                f"fewer than a vector{also} */",
-                f"NARROW_VECTORS static void elements_{k}_rest{signature} {{",
-                *declarations, *loop, "}", "",
-                f"/* segment {k}'s element-wise work on rows b0 <= b < b1, units j0 <= j < j1"
-                f"{also}: the whole vectors of each row here, the rest in elements_{k}_rest */",
-                f"static inline void elements_{k}{signature} {{",
-                "    const ptrdiff_t whole = j0 + (j1 - j0) / LANES * LANES;",
-                f"    if (whole < j1) elements_{k}_rest(t, batch, b0, b1, whole, j1, a);",
-                "    j1 = whole;", *declarations, *loop, "}"]
+                  for state in snapshots)]
+        return element_loops(f"elements_{k}", f"segment {k}'s element-wise work{also}",
+                             declarations, body, self.hidden)
 
     def _segment(self, k: int, args: Arguments) -> list[str]:
         """Segment k of step t on unit tiles u0 <= u < u1: GEMMs, then elements, per tile."""

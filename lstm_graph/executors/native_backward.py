@@ -51,6 +51,7 @@ from lstm_graph.executors.native import (
     NativeStep,
     _address,
     _Build,
+    element_loops,
     hoists,
     step_statics,
     weight_arrays,
@@ -190,22 +191,13 @@ class NativeGrad:
 
     def _elements(self, k: int) -> list[str]:
         """Backward segment ``k``'s element-wise work on rows b0 <= b < b1, units j0 <= j < j1."""
-        segment, hidden = self.kernels.segments[k], self.spec.hidden
-        lines = [f"/* forward segment {segment.index} backwards, element by element: rows "
-                 "b0 <= b < b1, units j0 <= j < j1 */",
-                 f"static inline void back_elements_{k}(ptrdiff_t t, ptrdiff_t batch, "
-                 "ptrdiff_t b0, ptrdiff_t b1, ptrdiff_t j0, ptrdiff_t j1, void **a, "
-                 "ptrdiff_t part) {"]
-        lines += [self._pointer(n, False) for n in segment.inputs]
-        lines += [self._pointer(n, True) for n in segment.outputs]
-        lines += ["    (void)t; (void)batch; (void)part;",
-                  "    for (ptrdiff_t b = b0; b < b1; b++) {",
-                  "        #pragma GCC ivdep",
-                  "        for (ptrdiff_t j = j0; j < j1; j++) {",
-                  f"            const ptrdiff_t i = b * {hidden} + j;"]
-        lines += HOST.lines([*segment.body, *segment.sums], self.spec.dtype, "            ")
-        lines += ["        }", "    }", "}"]
-        return lines
+        segment = self.kernels.segments[k]
+        declarations = [self._pointer(n, False) for n in segment.inputs]
+        declarations += [self._pointer(n, True) for n in segment.outputs]
+        return element_loops(f"back_elements_{k}", f"forward segment {segment.index} "
+                             "backwards, element by element", declarations,
+                             HOST.lines([*segment.body, *segment.sums], self.spec.dtype,
+                                        "            "), self.spec.hidden, part=True)
 
     def _gemm_calls(self, gemms: list[Product], indent: str) -> list[str]:
         """The calls of ``gemms`` on the tile of rows ``r`` (``m`` of them) and unit tile
