@@ -388,9 +388,11 @@ class Runner:
             found = plan.run_from_zeros(x)
             if found is None:
                 with _ieee():
-                    found = plan.run(x, self._zeros(batch))
-            y, final = found
-            if not allow_nonfinite and not checks.all_finite(
+                    y, final = plan.run(x, self._zeros(batch))
+                seen_finite = False
+            else:
+                y, final, seen_finite = found
+            if not allow_nonfinite and not seen_finite and not checks.all_finite(
                     self.xp, y, *(final[name] for name in self._beyond_y)):
                 with _ieee():
                     self._warn_nonfinite(x, [self._zeros(batch)], None, y, [final])

@@ -100,10 +100,13 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     x = rng.standard_normal((5, 1, 4)).astype("float32")
     zeros = {s: np.zeros((1, 19), "float32") for s in cell.graph.states}
     assert_same(plan.run(x, zeros), reference(x), "float32")
-    assert_same(plan.run_from_zeros(x[::-1].copy()), reference(x[::-1].copy()), "float32")
+    y, final, finite = plan.run_from_zeros(x[::-1].copy())
+    assert_same((y, final), reference(x[::-1].copy()), "float32")
+    assert finite
     assert plan.run_from_zeros(x[:2].copy()) is None  # a shape not run before: not kept
     x = rng.standard_normal((5, 3, 4)).astype("float32")
-    y, final = ours.compiled(3).run_from_zeros(x)  # the step works on these states
+    y, final, finite = ours.compiled(3).run_from_zeros(x)  # the step works on these states
+    assert finite
     assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
     assert_same((y, final), reference(x), "float32")
 
@@ -158,6 +161,38 @@ def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
         expected = cell.compile(input_size=5, hidden_size=hidden, seed=rest, dtype="float64",
                                 executor="reference").grad(x64, grad_y)
         assert_same_gradients(found, expected, "float64", f"H = {hidden}, B = {batch}")
+
+
+@pytest.mark.parametrize("batch", [1, 3, 14])
+def test_the_step_says_whether_the_results_it_wrote_were_finite(batch):
+    """A run from zeros returns whether every value of y and of the final states was
+    finite (each thread looks at its rows of each step's y and of the final states in
+    the C), so the runner need not read the results again: numbers near the largest
+    float32 (2e38) are finite; a state that overflows (u, not in y) is not, and it is
+    warned about on a call that runs this way (the shape's second) as on the first; so is
+    y that overflows."""
+    cell = lstm_graph.compile_source("cell sums\ninput x\nstate s, u\noutput s\n"
+                                     "s = s[t-1] + linear(x)\nu = u[t-1] + linear(x)\n",
+                                     "sums.cell")
+    eye, zero = np.eye(16, dtype="float32"), np.zeros(16, "float32")
+    run = cell.compile(input_size=16, hidden_size=16, weights={
+        "s.W_x": eye * np.float32(1e-30), "s.b": zero, "u.W_x": eye, "u.b": zero})
+    x = np.zeros((3, batch, 16), "float32")
+    x[0, -1, 5] = 2e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):  # the second call runs from the shape's kept work arrays
+            y, final = run(x)
+        assert run.ran_with == "native" and final["u"][-1, 5] == np.float32(2e38)
+    plan = run.compiled(batch)
+    assert plan.run_from_zeros(x)[2] is True
+    x[1, -1, 5] = 2e38  # u overflows at step 2; y stays 4e8
+    assert plan.run_from_zeros(x)[2] is False
+    for _ in range(2):
+        with pytest.warns(LstmGraphWarning, match="'u' is not finite at step 2"):
+            run(x)
+    x[1, -1, 5] = np.inf  # and y too
+    assert plan.run_from_zeros(x)[2] is False
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -388,6 +423,8 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert source.count("lg_expf(-") == 2 * 3
     assert source.count("lg_tanhf(") == 2 * 2 + 1
     assert "NARROW_VECTORS static void elements_0_rest(" in source
+    # each step's y and the final states looked at while in cache (rows c0..c1)
+    assert "nonfinite |= nonfinite_in(y + c0 * 8, (c1 - c0) * 8);" in source
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
     # the three ways a segment walks its items (one row block, row-major, tile-major)

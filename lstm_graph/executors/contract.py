@@ -134,11 +134,14 @@ class Executor(ABC):
             ) -> tuple[Array, dict[str, Array]]:
         """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""
 
-    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array]] | None:
+    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array], bool] | None:
         """:meth:`run` from zero states, where this executor can do it without any
         arithmetic in the array namespace (so the runner need not quiet NumPy about NaN
         and infinity around it); None where it cannot, and the runner calls :meth:`run`.
-        A small run lasts tens of microseconds: this spares it a few."""
+        A small run lasts tens of microseconds: this spares it a few. The third item is
+        True where the executor saw every value of ``y`` and of every state finite as it
+        wrote them (then the runner need not read the results again to know they are);
+        False where it saw one that is not, or did not look."""
         return None
 
     @abstractmethod

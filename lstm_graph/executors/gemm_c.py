@@ -89,6 +89,24 @@ typedef T vec __attribute__((vector_size(VB)));
 static inline vec load_vec(const T *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
 
+/* 1 where one of the n numbers at p is NaN or infinite, else 0: v - v is 0 for every
+   finite v and NaN otherwise, and a sum that meets NaN stays NaN (two sums, so the adds
+   of one wait less on each other). */
+static inline unsigned nonfinite_in(const T *restrict p, ptrdiff_t n) {
+    vec s0 = {0}, s1 = {0};
+    ptrdiff_t q = 0;
+    for (; q + 2 * LANES <= n; q += 2 * LANES) {
+        const vec v0 = load_vec(p + q), v1 = load_vec(p + q + LANES);
+        s0 += v0 - v0;
+        s1 += v1 - v1;
+    }
+    s0 += s1;
+    T sum = 0;
+    for (; q < n; q++) sum += p[q] - p[q];
+    for (ptrdiff_t l = 0; l < LANES; l++) sum += s0[l];
+    return sum != 0;
+}
+
 /* The lanes (hidden units per tile) this build packs its weights for. */
 ptrdiff_t @LANES_SYMBOL@(void) { return LANES; }
 
