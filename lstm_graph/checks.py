@@ -68,7 +68,7 @@ def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.d
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
     converted = _convert(x, xp, dtype)
     if not allow_nonfinite:
-        _check_finite(x, converted, "x", dtype, xp, "clean the input")
+        check_finite(x, converted, "x", dtype, xp, "clean the input")
     unbatched = len(shape) == 2
     return (converted[:, None, :] if unbatched else converted), unbatched
 
@@ -99,14 +99,14 @@ def check_state(state: Mapping[str, Any] | None, states: Mapping[str, Any], batc
             raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected {want}")
         converted = _convert(value, xp, dtype)
         if not allow_nonfinite:
-            _check_finite(value, converted, f"state '{name}'", dtype, xp, "clean it")
+            check_finite(value, converted, f"state '{name}'", dtype, xp, "clean it")
         start[name] = converted[None, :] if unbatched else converted
     return start
 
 
 def _convert(value: Any, xp: Any, dtype: np.dtype) -> Any:
     """``value`` as an array of ``xp`` and ``dtype``; a number too large for ``dtype``
-    becomes infinity quietly (:func:`_check_finite` names it)."""
+    becomes infinity quietly (:func:`check_finite` names it)."""
     if np.dtype(value.dtype) == dtype:
         return xp.asarray(value)
     with np.errstate(over="ignore"):
@@ -130,7 +130,7 @@ def all_finite(xp: Any, *arrays: Any) -> bool:
     return True
 
 
-def _check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: Any,
+def check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: Any,
                   fix: str) -> None:
     """An error at the first value of ``converted`` that is not finite: NaN or infinity
     in ``original``, or a finite number too large for ``dtype``."""

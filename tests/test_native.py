@@ -100,13 +100,13 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     x = rng.standard_normal((5, 1, 4)).astype("float32")
     zeros = {s: np.zeros((1, 19), "float32") for s in cell.graph.states}
     assert_same(plan.run(x, zeros), reference(x), "float32")
-    y, final, finite = plan.run_from_zeros(x[::-1].copy())
+    y, final, x_finite, finite = plan.run_from_zeros(x[::-1].copy())
     assert_same((y, final), reference(x[::-1].copy()), "float32")
-    assert finite
+    assert x_finite and finite
     assert plan.run_from_zeros(x[:2].copy()) is None  # a shape not run before: not kept
     x = rng.standard_normal((5, 3, 4)).astype("float32")
-    y, final, finite = ours.compiled(3).run_from_zeros(x)  # the step works on these states
-    assert finite
+    y, final, x_finite, finite = ours.compiled(3).run_from_zeros(x)  # the step works on
+    assert x_finite and finite  # these states
     assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
     assert_same((y, final), reference(x), "float32")
 
@@ -185,14 +185,39 @@ def test_the_step_says_whether_the_results_it_wrote_were_finite(batch):
             y, final = run(x)
         assert run.ran_with == "native" and final["u"][-1, 5] == np.float32(2e38)
     plan = run.compiled(batch)
-    assert plan.run_from_zeros(x)[2] is True
+    assert plan.run_from_zeros(x).finite is True
     x[1, -1, 5] = 2e38  # u overflows at step 2; y stays 4e8
-    assert plan.run_from_zeros(x)[2] is False
+    assert plan.run_from_zeros(x).finite is False
     for _ in range(2):
         with pytest.warns(LstmGraphWarning, match="'u' is not finite at step 2"):
             run(x)
     x[1, -1, 5] = np.inf  # and y too
-    assert plan.run_from_zeros(x)[2] is False
+    assert plan.run_from_zeros(x).finite is False
+
+
+@pytest.mark.parametrize("batch", [1, 3, 14])
+def test_nan_in_x_is_refused_whether_the_step_or_the_runner_finds_it(batch):
+    """A plain call leaves x's test for NaN and infinity to the native step, which looks
+    at each step's rows as it reads them; the runner tests x itself where no such run
+    happens (the shape's first call). Either way x holding NaN (at its last number, the
+    second thread's rows where there are two) is refused with the same message, naming
+    the first index, and earlier results stay as they were; allow_nonfinite runs it."""
+    run = lstm_graph.load_cell("lstm").compile(input_size=5, hidden_size=40, seed=0)
+    x = np.random.default_rng(batch).standard_normal((4, batch, 5)).astype("float32")
+    bad = x.copy()
+    bad[3, batch - 1, 4] = np.nan
+    message = rf"x holds NaN or infinity, first at index \(3, {batch - 1}, 4\)"
+    with pytest.raises(lstm_graph.errors.DataError, match=message):
+        run(bad)  # the shape's first call: tested before the run
+    y, final = run(x)
+    kept = y.copy()
+    assert run.compiled(batch).run_from_zeros(bad).x_finite is False
+    assert run.compiled(batch).run_from_zeros(x).x_finite is True
+    with pytest.raises(lstm_graph.errors.DataError, match=message):
+        run(bad)  # found by the step
+    np.testing.assert_array_equal(y, kept)
+    found, _ = run(bad, allow_nonfinite=True)
+    assert np.isnan(found[3, batch - 1]).all() and np.isfinite(found[:3]).all()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -424,7 +449,7 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert source.count("lg_tanhf(") == 2 * 2 + 1
     assert "NARROW_VECTORS static void elements_0_rest(" in source
     # each step's y and the final states looked at while in cache (rows c0..c1)
-    assert "nonfinite |= nonfinite_in(y + c0 * 8, (c1 - c0) * 8);" in source
+    assert "look_at(&seen, y + c0 * 8, (c1 - c0) * 8);" in source
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
     # the three ways a segment walks its items (one row block, row-major, tile-major)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -97,6 +97,17 @@ class Tape:
     final: dict[str, Array]
 
 
+class FromZeros(NamedTuple):
+    """What :meth:`Executor.run_from_zeros` returns: the run's results and what the
+    executor saw as it ran. A False is "not seen finite": the runner then tests the
+    arrays itself (and names the first value that is not finite)."""
+
+    y: Array
+    final: dict[str, Array]
+    x_finite: bool  # every number of x was finite as the step read it
+    finite: bool  # every value of y and of the final states was finite as the step wrote it
+
+
 #: What an executor may be asked to do, for :meth:`Executor.allocations`.
 WORKS = ("run", "trace", "grad")
 
@@ -134,14 +145,13 @@ class Executor(ABC):
             ) -> tuple[Array, dict[str, Array]]:
         """Run the sequence ``x`` from ``state``; return ``y`` and the final states."""
 
-    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array], bool] | None:
+    def run_from_zeros(self, x: Array) -> FromZeros | None:
         """:meth:`run` from zero states, where this executor can do it without any
         arithmetic in the array namespace (so the runner need not quiet NumPy about NaN
         and infinity around it); None where it cannot, and the runner calls :meth:`run`.
-        A small run lasts tens of microseconds: this spares it a few. The third item is
-        True where the executor saw every value of ``y`` and of every state finite as it
-        wrote them (then the runner need not read the results again to know they are);
-        False where it saw one that is not, or did not look."""
+        A small run lasts tens of microseconds: this spares it a few. Called with ``x``
+        not yet tested for NaN and infinity: the executor looks at it (and at the results)
+        as it runs, and says what it saw (see :class:`FromZeros`)."""
         return None
 
     @abstractmethod

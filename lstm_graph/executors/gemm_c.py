@@ -89,21 +89,26 @@ typedef T vec __attribute__((vector_size(VB)));
 static inline vec load_vec(const T *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store_vec(T *p, vec v) { memcpy(p, &v, sizeof v); }
 
-/* 1 where one of the n numbers at p is NaN or infinite, else 0: v - v is 0 for every
-   finite v and NaN otherwise, and a sum that meets NaN stays NaN (two sums, so the adds
-   of one wait less on each other). */
-static inline unsigned nonfinite_in(const T *restrict p, ptrdiff_t n) {
-    vec s0 = {0}, s1 = {0};
+/* acc += p[q] - p[q] for the n numbers at p: v - v is 0 for every finite v and NaN
+   otherwise, and a sum that meets NaN stays NaN, so acc stays 0 in every lane while the
+   numbers are finite (two sums in the loop, so their adds wait less on each other; the
+   lanes are summed once, by nonfinite_seen, not at every call). */
+static inline void look_at(vec *restrict acc, const T *restrict p, ptrdiff_t n) {
+    vec s0 = *acc, s1 = {0};
     ptrdiff_t q = 0;
     for (; q + 2 * LANES <= n; q += 2 * LANES) {
         const vec v0 = load_vec(p + q), v1 = load_vec(p + q + LANES);
         s0 += v0 - v0;
         s1 += v1 - v1;
     }
-    s0 += s1;
+    for (; q < n; q++) s1[0] += p[q] - p[q];
+    *acc = s0 + s1;
+}
+
+/* Whether look_at saw a number that is not finite. */
+static inline _Bool nonfinite_seen(vec acc) {
     T sum = 0;
-    for (; q < n; q++) sum += p[q] - p[q];
-    for (ptrdiff_t l = 0; l < LANES; l++) sum += s0[l];
+    for (ptrdiff_t l = 0; l < LANES; l++) sum += acc[l];
     return sum != 0;
 }
 

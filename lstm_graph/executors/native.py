@@ -61,7 +61,15 @@ from lstm_graph.executors.codegen_c import (
     arrays,
     step_kernels,
 )
-from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Spec, Tape
+from lstm_graph.executors.contract import (
+    Array,
+    Executor,
+    FromZeros,
+    Gradients,
+    Progress,
+    Spec,
+    Tape,
+)
 from lstm_graph.executors.gemm_c import POOLED, aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
@@ -86,9 +94,11 @@ MAX_NODES = 2000
 #: 12,800 (B = 1, H = 40) 1.02-1.05x; 16,384 (B = 2, H = 32) 0.88x; 18,432 (B = 1,
 #: H = 48) 0.79x; 80,000 (B = 1, H = 100) 0.66x.
 THREAD_WORK = 1 << 14
-#: The argument of a native step's library that a run sets to 1 where it wrote a state or
-#: ``y`` value that is not finite (one C ``unsigned``, set to 0 before the run).
+#: The argument of a native step's library whose bits a run sets where it wrote a state or
+#: ``y`` value that is not finite (:data:`RESULTS_NONFINITE`) and where it read one in
+#: ``x`` (:data:`X_NONFINITE`): one C ``unsigned``, set to 0 before the run.
 NONFINITE = "nonfinite"
+RESULTS_NONFINITE, X_NONFINITE = 1, 2
 #: Multiply-adds per C call between progress reports (when progress is asked for).
 PROGRESS_WORK = 1 << 28
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread")
@@ -386,6 +396,9 @@ class NativeStep:
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
         self.names.append(NONFINITE)
+        #: The GEMM operands that are the cell's input: the step tests each number of them
+        #: for NaN and infinity as it reads it (:data:`X_NONFINITE`).
+        self.x_operands = [n for n in self.operands if n in spec.schedule.graph.inputs]
         self.args = Arguments(self.names)
 
     # -- what the step multiplies --------------------------------------------------------
@@ -701,10 +714,10 @@ class NativeStep:
                   "(unit tiles x row blocks: an even share of the work for any H and B), a "
                   "barrier after every segment, except where the items are row blocks: "
                   "then a part's rows need nothing from another's (every sequence is its own "
-                  "recurrence) and the parts never wait for each other. Each part then looks "
-                  "at rows c0 <= b < c1 of the step's y (its own, or an even share once all "
-                  "are written), and of the states at the end, while they are in its caches, "
-                  "and sets the run's flag (NONFINITE) where one is not finite */",
+                  "recurrence) and the parts never wait for each other. Each part looks at "
+                  "rows c0 <= b < c1 of the step's x and y (its own, or an even share once "
+                  "all are written), and of the states at the end, while they are in its "
+                  "caches, and sets the run's flags (NONFINITE) where one is not finite */",
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                   "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
                   "    const ptrdiff_t blocks = row_blocks(batch, parts);",
@@ -717,7 +730,7 @@ class NativeStep:
                   "    const ptrdiff_t c0 = own_rows ? batch * i0 / blocks : batch * part / parts;",
                   "    const ptrdiff_t c1 = own_rows ? batch * i1 / blocks : batch * (part + 1) / "
                   "parts;",
-                  "    unsigned nonfinite = 0;"]
+                  "    vec seen_x = {0}, seen = {0};  /* see look_at */"]
         if self.hoisted:  # its rows are all T·B rows, split otherwise than the step's
             lines += ["    before_part(part, parts, t0, t1, batch, a);",
                       "    barrier(parts, &sense);"]
@@ -728,14 +741,21 @@ class NativeStep:
         output = self.kernels.output
         if output is not None:
             lines += ["    " + self.pointer(output.name, False, args),
-                      f"        nonfinite |= nonfinite_in({output.name} + c0 * {output.width}, "
+                      f"        look_at(&seen, {output.name} + c0 * {output.width}, "
                       f"(c1 - c0) * {output.width});"]
+        for node_id, name in self.operands.items():  # x, where a GEMM reads it
+            if node_id in self.x_operands:
+                size = self.spec.width(node_id)
+                lines += ["    " + args.pointer(name, False, f" + t * batch * {size}"),
+                          f"        look_at(&seen_x, {name} + c0 * {size}, (c1 - c0) * {size});"]
         lines.append("    }")
         for state in self.kernels.states.values():
             lines += ["    {", "    " + args.pointer(state.name, False),
-                      f"        nonfinite |= nonfinite_in({state.name} + c0 * {self.hidden}, "
+                      f"        look_at(&seen, {state.name} + c0 * {self.hidden}, "
                       f"(c1 - c0) * {self.hidden});", "    }"]
-        lines += [f"    if (nonfinite) __atomic_fetch_or((unsigned *){args.slot(NONFINITE)}, 1, "
+        lines += [f"    const unsigned flags = (nonfinite_seen(seen) ? {RESULTS_NONFINITE} : 0)"
+                  f" | (nonfinite_seen(seen_x) ? {X_NONFINITE} : 0);",
+                  f"    if (flags) __atomic_fetch_or((unsigned *){args.slot(NONFINITE)}, flags, "
                   "__ATOMIC_RELAXED);", "}", "",
                   gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on `parts` threads"), ""]
         return lines
@@ -945,12 +965,17 @@ class NativePlan(Executor):
         y, final, _, _ = self._execute(build, x, state, progress)
         return y, final
 
-    def run_from_zeros(self, x: Array) -> tuple[Array, dict[str, Array], bool] | None:
+    def run_from_zeros(self, x: Array) -> FromZeros | None:
         """:meth:`_run_plain` from zero states, where an earlier run of ``x``'s shape left
         its work arrays (then no NumPy arithmetic is done: the statics are computed in C);
-        the step looked at every ``y`` and final state value as it wrote them."""
+        the step looked at every number of ``x`` as it read it, and at every ``y`` and
+        final state value as it wrote it."""
         build = self._plain
-        return self._run_plain(build, x, None) if self._kept(build, x) else None
+        if not self._kept(build, x):
+            return None
+        y, final, flags = self._run_plain(build, x, None)
+        return FromZeros(y, final, bool(build.step.x_operands) and not flags & X_NONFINITE,
+                         not flags & RESULTS_NONFINITE)
 
     def _kept(self, build: _Build, x: Array) -> bool:
         """Whether a run of ``build`` over ``x`` can be :meth:`_run_plain`'s."""
@@ -960,15 +985,16 @@ class NativePlan(Executor):
             and (x.shape[0], x.shape[1]) in build.scratch
 
     def _run_plain(self, build: _Build, x: np.ndarray, state: Mapping[str, Array] | None
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray], bool]:
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
         """What :meth:`_execute` does for a plain run whose work arrays an earlier run of
         the same shape left (:attr:`_Build.scratch`, their places set): only ``y`` is
         made and only ``y``, ``x`` and the states are placed: the step works on the states
         in the array it returns them in (one for all, zeros where ``state`` is None), so
         nothing is copied out. A small run lasts tens of microseconds, and this is a third
-        of the Python around it. Also returns whether every ``y`` and final state value was
-        finite (:data:`NONFINITE`: the medium LSTM's ``y`` and ``c`` took 0.4 ms to test
-        after the run, 1.7 % of it, read back from memory)."""
+        of the Python around it. Also returns the run's :data:`NONFINITE` flags: whether
+        the step read a number of ``x``, or wrote a value of ``y`` or of a final state,
+        that was not finite (testing ``x`` before the run and ``y`` and ``c`` after it took
+        0.6 ms of the medium LSTM's run, the arrays read from memory)."""
         self.refresh(build)
         steps, batch = x.shape[0], x.shape[1]
         output = build.step.kernels.output
@@ -1000,7 +1026,7 @@ class NativePlan(Executor):
         flag = build.fixed[NONFINITE]
         flag[0] = 0
         build.run(0, steps, batch, pointers, self.threads)
-        return y, {held.name: finals[k] for k, held in enumerate(build.states)}, not flag[0]
+        return y, {held.name: finals[k] for k, held in enumerate(build.states)}, int(flag[0])
 
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:
