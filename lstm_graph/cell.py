@@ -683,8 +683,9 @@ class Runner:
             checks.check_run_fits(self.cell.schedule, steps, batch, self.input_size,
                                   self.hidden_size, self.dtype, self.executor, self.backend,
                                   work, record, self._fits)
-        else:
-            memory.require(self.allocations(steps, batch, self.dtype, work), "this run")
+        else:  # a stack's list of every unit's arrays: 0.5 ms to work out, kept per shape
+            checks.require_fits(self._fits, ("stack", work, steps, batch),
+                                lambda: self.allocations(steps, batch, self.dtype, work))
         return x, unbatched
 
     def allocations(self, steps: int, batch: int, x_dtype: np.dtype, work: str = "run"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -170,26 +170,34 @@ def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
     input_size)``, already in ``dtype``, whose arrays would not fit in memory, as the
     executor that will do it allocates them (see :func:`run_allocations`). ``cache``
     (a runner's, for its schedule and sizes) keeps the executor's allocation list per
-    shape: working it out took 0.2 ms, a percent of a medium run. The machine's memory
-    is read only where that list's total is beyond :data:`SURELY_FITS` (reading it took
-    20 µs alone and 100 µs right after a medium run: 0.4 % of the run, whose arrays
-    take 7 MB)."""
+    shape (see :func:`require_fits`): working it out took 0.2 ms, a percent of a medium
+    run."""
     widest = max(input_size, hidden_size)
     per_row = (len(schedule.order) + 3) * widest * (1 if work == "run" else 3)
     rough = steps * batch * (input_size + per_row) * dtype.itemsize
-    limited = bool(os.environ.get(memory.ENV))
-    if rough > SURELY_FITS or limited:
-        key = (executor, backend, work, steps, batch, record)
-        found = None if cache is None else cache.get(key)
-        if found is None:
-            found = registry.allocations(executor, backend, schedule, work, steps, batch,
-                                         input_size, hidden_size, dtype, record)
-            if cache is not None:
-                if len(cache) >= CACHED_SHAPES:
-                    cache.clear()
-                cache[key] = found
-        if limited or sum(a.nbytes for a in found) > SURELY_FITS:
-            memory.require(found, "this run")
+    if rough > SURELY_FITS or os.environ.get(memory.ENV):
+        require_fits(cache, (executor, backend, work, steps, batch, record),
+                     lambda: registry.allocations(executor, backend, schedule, work, steps,
+                                                  batch, input_size, hidden_size, dtype,
+                                                  record))
+
+
+def require_fits(cache: dict[tuple[Any, ...], list[Allocation]] | None, key: tuple[Any, ...],
+                 make: Callable[[], list[Allocation]]) -> None:
+    """Refuse a run whose arrays (``make()``, kept in ``cache`` under ``key``, at most
+    :data:`CACHED_SHAPES` lists) would not fit in memory. The machine's memory is read
+    only where they take more than :data:`SURELY_FITS` or ``$LSTM_GRAPH_MAX_BYTES`` is set
+    (reading it took 20 µs alone and 100 µs right after a medium run: 0.4 % of the run,
+    whose arrays take 7 MB)."""
+    found = None if cache is None else cache.get(key)
+    if found is None:
+        found = make()
+        if cache is not None:
+            if len(cache) >= CACHED_SHAPES:
+                cache.clear()
+            cache[key] = found
+    if os.environ.get(memory.ENV) or sum(a.nbytes for a in found) > SURELY_FITS:
+        memory.require(found, "this run")
 
 
 def work_allocations(schedule: Schedule, work: str, steps: int, batch: int, input_size: int,

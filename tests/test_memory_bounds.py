@@ -92,9 +92,9 @@ def test_random_weights_too_large_for_a_run(tmp_path):
 
 
 def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch):
-    """A run whose arrays (as its executor allocates them) take less than SURELY_FITS
-    does not read the machine's memory, even where the rough bound from the sizes is
-    above it (the medium LSTM's run: 7 MB, rough 134 MB); one whose arrays take more
+    """A run whose arrays (as its executor allocates them; a stack's, every unit's)
+    take less than SURELY_FITS does not read the machine's memory, even where the rough
+    bound from the sizes is above it (the medium LSTM's run: 7 MB, rough 134 MB); one whose arrays take more
     is weighed against it and refused, naming the array, when it would not fit."""
     import lstm_graph
     from lstm_graph import checks
@@ -103,12 +103,20 @@ def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch
 
     monkeypatch.delenv(memory.ENV, raising=False)
     run = lstm_graph.load_cell("lstm").compile(input_size=128, hidden_size=256)
+    stack = lstm_graph.load_cell("lstm").compile(input_size=128, hidden_size=256,
+                                                 direction="bidirectional")
     x = np.zeros((100, 64, 128), "float32")
     reads = []
     monkeypatch.setattr(memory, "_available_memory", lambda: reads.append(1) or 2**20)
     y, _ = run(x)  # fits, and the memory was not read
     assert y.shape == (100, 64, 256) and reads == []
+    y, _ = stack(x)  # a stack's list of every unit's arrays (44 MB): the same rule
+    assert y.shape == (100, 64, 512) and reads == []
     monkeypatch.setattr(checks, "SURELY_FITS", 2**20)
     with pytest.raises(MemoryLimitError, match=r"y of shape \(100, 64, 256\) would take 6.55 MB"):
         run(x)
+    assert reads
+    reads.clear()
+    with pytest.raises(MemoryLimitError, match="in all for this run"):
+        stack(x)
     assert reads
