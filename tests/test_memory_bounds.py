@@ -94,8 +94,9 @@ def test_random_weights_too_large_for_a_run(tmp_path):
 def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch):
     """A run whose arrays (as its executor allocates them; a stack's, every unit's)
     take less than SURELY_FITS does not read the machine's memory, even where the rough
-    bound from the sizes is above it (the medium LSTM's run: 7 MB, rough 134 MB); one whose arrays take more
-    is weighed against it and refused, naming the array, when it would not fit."""
+    bound from the sizes is above it (the medium LSTM's run: 7 MB, rough 134 MB); one
+    whose arrays take more is weighed against it and refused, naming the array, when it
+    would not fit."""
     import lstm_graph
     from lstm_graph import checks
     from lstm_graph.formats import memory
