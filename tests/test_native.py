@@ -105,8 +105,9 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     assert x_finite and finite
     assert plan.run_from_zeros(x[:2].copy()) is None  # a shape not run before: not kept
     x = rng.standard_normal((5, 3, 4)).astype("float32")
-    y, final, x_finite, finite = ours.compiled(3).run_from_zeros(x)  # the step works on
-    assert x_finite and finite  # these states
+    # the step works on the states in the array it returns them in
+    y, final, x_finite, finite = ours.compiled(3).run_from_zeros(x)
+    assert x_finite and finite
     assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
     assert_same((y, final), reference(x), "float32")
 
