@@ -196,15 +196,17 @@ def test_the_step_says_whether_the_results_it_wrote_were_finite(batch):
     assert plan.run_from_zeros(x).finite is False
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch", [1, 3, 14])
-def test_nan_in_x_is_refused_whether_the_step_or_the_runner_finds_it(batch):
+def test_nan_in_x_is_refused_whether_the_step_or_the_runner_finds_it(batch, dtype):
     """A plain call leaves x's test for NaN and infinity to the native step, which looks
     at each step's rows as it reads them; the runner tests x itself where no such run
     happens (the shape's first call). Either way x holding NaN (at its last number, the
     second thread's rows where there are two) is refused with the same message, naming
     the first index, and earlier results stay as they were; allow_nonfinite runs it."""
-    run = lstm_graph.load_cell("lstm").compile(input_size=5, hidden_size=40, seed=0)
-    x = np.random.default_rng(batch).standard_normal((4, batch, 5)).astype("float32")
+    run = lstm_graph.load_cell("lstm").compile(input_size=5, hidden_size=40, seed=0,
+                                               dtype=dtype)
+    x = np.random.default_rng(batch).standard_normal((4, batch, 5)).astype(dtype)
     bad = x.copy()
     bad[3, batch - 1, 4] = np.nan
     message = rf"x holds NaN or infinity, first at index \(3, {batch - 1}, 4\)"
