@@ -396,9 +396,10 @@ class NativeStep:
             if job.bias is not None:
                 self.names.append(f"Pb_{k}")
         self.names.append(NONFINITE)
-        #: The GEMM operands that are the cell's input: the step tests each number of them
-        #: for NaN and infinity as it reads it (:data:`X_NONFINITE`).
-        self.x_operands = [n for n in self.operands if n in spec.schedule.graph.inputs]
+        #: The GEMM operands that are the cell's input (node -> array name): the step tests
+        #: each number of them for NaN and infinity as it reads it (:data:`X_NONFINITE`).
+        self.x_operands = {node: name for node, name in self.operands.items()
+                           if node in spec.schedule.graph.inputs}
         self.args = Arguments(self.names)
 
     # -- what the step multiplies --------------------------------------------------------
@@ -743,11 +744,10 @@ class NativeStep:
             lines += ["    " + self.pointer(output.name, False, args),
                       f"        look_at(&seen, {output.name} + c0 * {output.width}, "
                       f"(c1 - c0) * {output.width});"]
-        for node_id, name in self.operands.items():  # x, where a GEMM reads it
-            if node_id in self.x_operands:
-                size = self.spec.width(node_id)
-                lines += ["    " + args.pointer(name, False, f" + t * batch * {size}"),
-                          f"        look_at(&seen_x, {name} + c0 * {size}, (c1 - c0) * {size});"]
+        for node_id, name in self.x_operands.items():
+            size = self.spec.width(node_id)
+            lines += ["    " + args.pointer(name, False, f" + t * batch * {size}"),
+                      f"        look_at(&seen_x, {name} + c0 * {size}, (c1 - c0) * {size});"]
         lines.append("    }")
         for state in self.kernels.states.values():
             lines += ["    {", "    " + args.pointer(state.name, False),
