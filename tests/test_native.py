@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import re
+import subprocess
 import threading
 import time
 import warnings
@@ -464,6 +465,25 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert len(list(tmp_path.glob("lstm-graph-v1/*.so"))) == 1
     double = NativePlan(spec(cell, run.params, 2, 3, 8, "float64")).source
     assert "lg_expf" not in double and "exp(-" in double  # float64: the C library's
+
+
+@pytest.mark.parametrize("name, batch, hidden", [("lstm", 20, 100), ("gru", 7, 37)])
+def test_the_generated_c_compiles_without_a_warning(tmp_path, name, batch, hidden):
+    """Forward and backward C, with partial unit tiles and row blocks, under -Wall -Wextra:
+    GCC 12 once warned of undefined behaviour in a GEMM's dead remainder loop."""
+    cell = lstm_graph.load_cell(name)
+    run = cell.compile(input_size=hidden, hidden_size=hidden)
+    plan = NativePlan(spec(cell, run.params, batch, hidden, hidden))
+    for part, source in (("forward", plan.source),
+                         ("backward", native_backward.NativeGrad(plan).source)):
+        (tmp_path / "step.c").write_text(source)
+        for flags in native.ATTEMPTS:  # the first the compiler takes, as the build cache does
+            done = subprocess.run([buildcache.compiler(), *flags, "-Wall", "-Wextra", "-o",
+                                   str(tmp_path / "step.so"), str(tmp_path / "step.c"), "-lm"],
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                break
+        assert done.returncode == 0 and "warning" not in done.stderr, (part, done.stderr)
 
 
 def test_progress_reports_every_step_with_one_or_two_threads(monkeypatch):

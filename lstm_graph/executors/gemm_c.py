@@ -314,7 +314,11 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
             for s in range(parts):
                 lines += step(f"q + {s}", s, "        ")
             lines.append("    }")
-        lines += ["    for (; q < k; q++) {", *step("q", 0, "        "), "    }", "    }"]
+        # The rest counted from k (not ``q < k``): GCC 12 took the rest's loop, dead where
+        # k is a constant multiple of ``parts``, for one of 2^58 iterations and warned.
+        rest = (f"ptrdiff_t left = k % {parts}; left > 0; left--, q++" if parts > 1
+                else "; q < k; q++")
+        lines += [f"    for ({rest}) {{", *step("q", 0, "        "), "    }", "    }"]
     for r in range(rows):
         for v in range(columns):
             total = " + ".join(acc[r][v]) if parts > 1 else acc[r][v][0]
