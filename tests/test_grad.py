@@ -13,7 +13,7 @@ import pytest
 import torch
 from cellgen import valid_cells
 from conftest import executor_params
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import lstm_graph
@@ -168,7 +168,12 @@ def test_gradients_equal_central_differences_on_random_cells(source, executor, s
                            {s: v + sign * eps * ds[s] for s, v in state.items()},
                            grad_y, grad_final)
 
-        numeric = (moved(1.0) - moved(-1.0)) / (2 * eps)
+        ahead, here, behind = moved(1.0), moved(0.0), moved(-1.0)
+        numeric = (ahead - behind) / (2 * eps)
+        # not where the loss has a kink or a jump along the direction (a random cell may
+        # put thresholded_relu(x - (x - 0.25), 0.25) exactly at its threshold): there the
+        # slopes on either side differ, and no derivative is defined to compare with
+        assume(abs((ahead - here) - (here - behind)) / eps <= 1e-3 * max(1.0, abs(numeric)))
         analytic = float(np.sum(g.x * dx) + sum(np.sum(g.state[s] * ds[s]) for s in state)
                          + sum(np.sum(g.weights[k] * dw[k]) for k in weights))
         assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(numeric)), source
