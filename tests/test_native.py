@@ -327,6 +327,53 @@ def test_native_backward_equals_the_reference_on_builtins(name, dtype, threads):
     assert_same_gradients(*backward_pair(cell, x, 41, dtype, 0, threads), dtype)
 
 
+@contextlib.contextmanager
+def at_the_end_of_a_page(values):
+    """A copy of ``values`` whose last number ends a page, the page after it unreadable:
+    a read past its end kills the process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = -(-values.nbytes // page) * page
+    start = libc.mmap(None, size + page, 3, 0x22, -1, 0)  # read-write, private, anonymous
+    assert start not in (None, ctypes.c_void_p(-1).value)
+    try:
+        assert libc.mprotect(start + size, page, 0) == 0  # the next page: no access
+        memory = (ctypes.c_char * values.nbytes).from_address(start + size - values.nbytes)
+        placed = np.frombuffer(memory, values.dtype).reshape(values.shape)
+        placed[...] = values
+        yield placed
+    finally:
+        libc.munmap(start, size + page)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size, hidden, by_unit", [
+    (37, 37, True),  # unit by unit: x read in vectors, from a padded copy of it
+    (2, 64, False),  # an operand narrower than a vector, rows 4 KiB apart in dZ: transposed
+])
+def test_weight_gradients_unit_by_unit_or_transposed_equal_the_reference(size, hidden,
+                                                                         by_unit, dtype):
+    """Both layouts of the weight gradients' GEMM, with x the caller's array ending a page:
+    unit by unit, its rows are read in vectors, from a padded copy (x itself would be read
+    past its end)."""
+    cell = lstm_graph.load_cell("lstm")
+    x = np.random.default_rng(4).standard_normal((5, 13, size)).astype(dtype)
+    with at_the_end_of_a_page(x) as placed:
+        ours, expected = backward_pair(cell, placed, hidden, dtype, 0, 2)
+        np.testing.assert_array_equal(placed, x)
+    assert_same_gradients(ours, expected, dtype)
+    plan = NativePlan(spec(cell, cell.compile(input_size=size, hidden_size=hidden).params, 13,
+                           size, hidden, dtype))
+    grad = native_backward.NativeGrad(plan)
+    assert {o.operand: o.out in grad.by_unit for o in grad.outers} == \
+        {"x": by_unit, "h[t-1]": by_unit}
+
+
 #: A state made from the input alone, its copy a state too (their carries are the static
 #: values' gradients), and a value multiplied by a matrix in the step that made it (two
 #: segments; the copy's gradient reaches the linear through a buffer, not its dZ).

@@ -274,17 +274,24 @@ def finish(spec: Spec, layout: Layout, kernels: BackwardKernels, weights: list[P
            d_static: dict[str, Array], static: Mapping[str, Array], grad_y: Array,
            before: Sequence[str], x: Array) -> tuple[dict[str, Array], Array]:
     """Every parameter's gradient and ``x``'s, from what a compiled backward pass left:
-    the weight gradients ``products`` (``(size, count·H)`` by :class:`Product` ``out``),
+    the weight gradients ``products`` (``(size, count·H)`` by :class:`Product` ``out``;
+    arrays of this call alone, of which the gradients may be views),
     the bias and peephole gradients ``sums`` (by linear and parameter), the gradients of
     the static values (``d_static``, ``(T, B, width)``); then the static part of the
     cell backwards (``before``: its op nodes made before the loop, in schedule order)."""
     xp, graph, hidden = spec.xp, spec.schedule.graph, spec.hidden
-    grads = {name: xp.zeros_like(value) for name, value in spec.params.items()}
+    found_grads: dict[str, Array] = {}
     for product in weights:
         found = products[product.out]
         for k, linear in enumerate(product.linears):
             param = weight_of(spec.schedule, linear, product.operand)
-            grads[param] += found[:, k * hidden:(k + 1) * hidden].T
+            value = found[:, k * hidden:(k + 1) * hidden].T
+            # a weight's first gradient as it is, where it lies in the weights' layout (a
+            # view of this call's product), else copied into it: no zeros to add it to
+            found_grads[param] = found_grads[param] + value if param in found_grads \
+                else xp.ascontiguousarray(value)
+    grads = {name: found_grads[name] if name in found_grads else xp.zeros_like(value)
+             for name, value in spec.params.items()}
     for (_, param), total in sums.items():
         grads[param] += total
     (output,) = graph.outputs
