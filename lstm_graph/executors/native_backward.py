@@ -528,7 +528,9 @@ def grad_allocations(schedule: Schedule, work: str, steps: int, batch: int, inpu
                              (steps + 1, batch, tape.width), dtype),
                   allocation("every linear's dZ (T·B rows)",
                              (rows, len(chosen.linears) * hidden), dtype),
-                  allocation("the gradient of x", (steps, batch, input_size), dtype)]
+                  allocation("the gradient of x", (steps, batch, input_size), dtype),
+                  allocation("a padded copy of x (where the weight gradients read it in "
+                             "vectors)", (steps, batch, input_size), dtype)]
         if before:
             found.append(allocation("the static values' gradients (T·B rows)",
                                     (rows, width(before)), dtype))
