@@ -347,9 +347,8 @@ class NativeGrad:
             rows, vectors = (run.count * hidden, outer.size) if outer.out in self.by_unit \
                 else (outer.size, run.count * hidden)
             # consecutive items share the b panel of the chunk's rows (their a numbers
-            # change): b is dZ's (units), or by unit the operand's, each narrower than the
-            # other's whole chunk (I = H = 650: the operand's 0.7 MB stays in the L2
-            # cache; dZ's 2.6 MB, read again for every panel, would not)
+            # change): dZ's vectors, or by unit the operand's (at I = H = 650 the other
+            # order, a's numbers shared, measured the same)
             order = f"kb = item / nt_{k}, nb = item % nt_{k}" if outer.out in self.by_unit \
                 else f"kb = item % kt_{k}, nb = item / kt_{k}"
             lines += [f"        for (ptrdiff_t item = lo > base ? lo - base : 0; item < "
