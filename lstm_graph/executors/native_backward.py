@@ -179,6 +179,13 @@ class NativeGrad:
             return f"{rows} + batch * {tape.width} + {tape.column(operand)}", tape.width
         return f"(const T *)@{self._static_operand(operand)}@", self.spec.width(operand)
 
+    def _weight_shape(self, outer: Product) -> tuple[int, int]:
+        """The shape in which ``outer``'s weight gradient is made: its micro-kernels' rows
+        by their vectors, ``(units, size)`` by unit (:func:`by_unit`), else ``(size,
+        units)``."""
+        units = outer.runs[0].count * self.spec.hidden
+        return (units, outer.size) if outer.out in self.by_unit else (outer.size, units)
+
     def _static_operand(self, operand: str) -> str | None:
         """The name of the array in which the forward step read ``operand`` where the
         backward pass reads it there too (not from the tape: see :meth:`_operand_rows`)."""
@@ -312,18 +319,17 @@ class NativeGrad:
     def _weights_source(self) -> list[str]:
         hidden, width = self.spec.hidden, self.kernels.dz_width
         dz = self.args.pointer(self.kernels.dz.name, False, alias="dz")
-        lines = ["/* every weight gradient (out += operand^T . dZ over all rows, ROW_CHUNK rows",
-                 "   at a time, the tiles split between the threads), then the static operands'",
+        lines = ["/* every weight gradient (out += operand^T . dZ, or dZ^T . operand by unit,",
+                 "   over all rows, ROW_CHUNK rows at a time, the tiles split between the",
+                 "   threads), then the static operands'",
                  "   gradients (dZ . W, the rows split) */",
                  "static void weights_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                  "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
                  "    const ptrdiff_t rows = (t1 - t0) * batch;", dz]
         counts = []
         for k, outer in enumerate(self.outers):
-            (run,) = outer.runs
             start, stride = self._operand_rows(outer.operand)
-            rows, vectors = (run.count * hidden, outer.size) if outer.out in self.by_unit \
-                else (outer.size, run.count * hidden)
+            rows, vectors = self._weight_shape(outer)
             lines += [f"    T *restrict W_{k} = (T *){self.args.slot(outer.out)};",
                       f"    const T *restrict A_{k} = {self._resolve(start)};",
                       f"    const ptrdiff_t kt_{k} = ({rows} + MR - 1) / MR, "
@@ -344,8 +350,7 @@ class NativeGrad:
             units = (f"dz + q0 * {width} + {run.first * hidden}", width)
             (a, lda), (b, ldb) = (units, operand) if outer.out in self.by_unit \
                 else (operand, units)
-            rows, vectors = (run.count * hidden, outer.size) if outer.out in self.by_unit \
-                else (outer.size, run.count * hidden)
+            rows, vectors = self._weight_shape(outer)
             # consecutive items share the b panel of the chunk's rows (their a numbers
             # change): dZ's vectors, or by unit the operand's (at I = H = 650 the other
             # order, a's numbers shared, measured the same)
@@ -466,13 +471,11 @@ class NativeGrad:
                     (steps, batch, gemm.size), dtype)
         outs, padded = {}, {}
         for outer in self.outers:
-            shape = (outer.size, outer.runs[0].count * hidden)
             if outer.out in self.by_unit:
-                shape = shape[::-1]
                 name = self._static_operand(outer.operand)
                 if name is not None and outer.size % self.lanes:  # read in vectors past a row
                     padded[name], run[name] = self._padded(name, run[name])
-            outs[outer.out] = gemm_c.aligned(np.zeros(shape, dtype))
+            outs[outer.out] = gemm_c.aligned(np.zeros(self._weight_shape(outer), dtype))
         made.update(outs)
         run.update(made)
         index = args.index
