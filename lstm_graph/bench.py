@@ -60,6 +60,9 @@ SIZES = {  # T, B, I, H
     "adding": (50, 64, 2, 64),  # the adding task's batches (issue 23)
     "medium": (100, 64, 128, 256),
     "large": (50, 256, 512, 1024),
+    # the word-level language models of Zaremba et al. 2014 (Penn Treebank): small, medium
+    "ptb-small": (35, 20, 200, 200),
+    "ptb-medium": (35, 20, 650, 650),
 }
 #: Our default executor's time ÷ the best peer's that the project aims at, at every size.
 TARGET = 1.0
@@ -828,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", help="cells to time (forward and grad: lstm,peephole_lstm,"
                                         "gru; --stacks: lstm)")
     parser.add_argument("--sizes", help="named sizes or TxBxIxH (forward: small,medium,large; "
-                                        "grad: adding,medium; --stacks: medium)")
+                                        "grad: adding,medium,ptb-small,ptb-medium; "
+                                        "--stacks: medium)")
     parser.add_argument("--work", choices=WORKS, default="run",
                         help="a forward run, or a backpropagation through time (grad)")
     mode = parser.add_mutually_exclusive_group()
@@ -859,7 +863,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.work == "grad" and (args.sweep or args.stacks):
         parser.error("--sweep and --stacks time forward runs; --work grad is a mode of its own")
     default_sizes = "medium" if args.stacks else \
-        ("adding,medium" if args.work == "grad" else "small,medium,large")
+        ("adding,medium,ptb-small,ptb-medium" if args.work == "grad"
+         else "small,medium,large")
     cells = (args.cells or ("lstm" if args.stacks else "lstm,peephole_lstm,gru")).split(",")
     sizes = (args.sizes or default_sizes).split(",")
     try:
