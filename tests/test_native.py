@@ -53,9 +53,12 @@ def compare(cell, x, hidden, dtype, seed=0, **plan_options):
 @pytest.mark.parametrize("name", ["lstm", "gru_cho"])  # one segment a step, and two
 @pytest.mark.parametrize("batch, size, hidden", [
     (5, 3, 37),      # one row block: the unit tiles (the last of 5 units) are the items
+    (4, 3, 37),      # rows split evenly: each thread owns a row block of 2, no barriers
+    (12, 40, 100),   # ... of 6 rows: a whole block each
+    (9, 40, 100),    # uneven (4 and 5 rows), one block each: (tile, row block) items
     (20, 40, 100),   # weights in the L2 cache: row blocks are the items, no barriers
-    (32, 200, 200),  # weights beyond it: (tile, row block) items, tile-major
-    (13, 30, 250),   # row blocks of 6 and 7 rows' worth, a last tile of 10 units
+    (32, 200, 200),  # weights beyond it: each thread its row blocks, tile by tile
+    (13, 30, 250),   # 3 row blocks: (tile, row block) items, a last tile of 10 units
 ])
 def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batch, size,
                                                                        hidden):
@@ -68,6 +71,31 @@ def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batc
     plan, ours, reference = compare(cell, x, hidden, "float64", threads=2)
     assert plan.threads == 2
     assert plan.step.row_major == (hidden <= 100)  # weights within ROW_MAJOR_BYTES
+    assert plan.step.weights_cached
+    assert_same(ours, reference, "float64")
+
+
+@pytest.mark.parametrize("batch", [32, 13])
+def test_threads_share_the_tiles_where_the_weights_outgrow_the_caches(batch, monkeypatch):
+    """Beyond STEP_WEIGHT_BYTES (here made 0) no thread reads all of a step's weights:
+    the items are (tile, row block) pairs, shared evenly, with a barrier a step."""
+    monkeypatch.setattr(native, "STEP_WEIGHT_BYTES", 0)
+    cell = lstm_graph.load_cell("lstm")
+    x = np.random.default_rng(batch).standard_normal((30, batch, 30)).astype("float64")
+    plan, ours, reference = compare(cell, x, 70, "float64", threads=2)
+    assert plan.threads == 2 and not plan.step.weights_cached
+    assert_same(ours, reference, "float64")
+
+
+@pytest.mark.parametrize("batch", [4, 9, 10, 19])
+def test_three_threads_own_rows_only_where_they_split_evenly_or_in_two_blocks(batch):
+    """Three threads: 9 rows are 3 each (owned, no barriers), 19 are 2 row blocks each
+    (owned, one thread a row more), 10 split otherwise (items over tiles and row blocks),
+    4 are too few to own (under 2 a thread). Every way, 30 steps equal the reference."""
+    cell = lstm_graph.load_cell("lstm")
+    x = np.random.default_rng(batch).standard_normal((30, batch, 24)).astype("float64")
+    plan, ours, reference = compare(cell, x, 40, "float64", threads=3)
+    assert plan.threads == 3 and plan.step.row_major
     assert_same(ours, reference, "float64")
 
 
@@ -503,7 +531,7 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert "look_at(&seen, y + c0 * 8, (c1 - c0) * 8);" in source
     # one GEMM for the four gates, over [x_t, h[t-1]] side by side: no S buffer is read
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
-    # the three ways a segment walks its items (one row block, row-major, tile-major)
+    # the three ways a segment walks its items (owned row blocks, one row block, tile-major)
     assert source.count("kernel_4(m, 3, X_0") == 3 and "S[" not in source
     assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)

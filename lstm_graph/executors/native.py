@@ -15,11 +15,17 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   every gate block. Its GEMMs write the tile's pre-activations, and the fused
   element-wise work of the shared C generator (:mod:`~lstm_graph.executors.codegen_c`,
   host dialect :data:`HOST`) runs on the tile at once, while it is in the L1 cache.
-- **Threads.** The unit tiles are split between threads (the caller and a
-  persistent pool's sleeping workers); they meet at a barrier after every
-  segment of every step (one per step for every built-in cell). A state that a
-  GEMM multiplies is read from a snapshot (two buffers, one per step parity):
-  a tile writes its new state while other tiles still multiply the old one.
+- **Threads.** The work items (unit tiles, row blocks, or both) are split
+  between threads (the caller and a persistent pool's sleeping workers), evenly
+  in work. Where the items are unit tiles the threads meet at a barrier after
+  every segment of every step (one per step for every built-in cell); where a
+  step's weights fit the caches (half the L3: each thread reads them all) and
+  the rows split evenly between the threads (or give each two row blocks), each
+  thread owns its rows through the whole run and never waits for another:
+  every sequence is its own recurrence. A
+  state that a GEMM multiplies is read from a snapshot (two buffers, one per
+  step parity): a tile writes its new state while other tiles still multiply
+  the old one.
 
 Before the loop only the static values the C does not compute are made, by
 :func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
@@ -322,7 +328,11 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
 
 #: Bytes of the weights a step multiplies beyond which the native step hoists its input
 #: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
-#: 32 MiB), beyond which every step reads its weights from memory.
+#: 32 MiB), beyond which every step reads its weights from memory. Up to it the threads
+#: may each own rows through the whole run and read all the weights at every step, with
+#: no barrier (beyond it, two threads reading them all from memory lost: H = 1000, B = 64:
+#: 248 against 238 ms; H = 1500, B = 20: 135 against 125; up to it they gained a little,
+#: the medium LSTM 24.1-24.3 against 24.4-24.9 ms, and never lost).
 STEP_WEIGHT_BYTES = 16 << 20
 #: ... and beyond which they must also be per row of the batch, for hoisting to pay: with
 #: many rows a step's GEMM is bound by arithmetic, not by reading its weights, and the
@@ -338,6 +348,11 @@ HOIST_BYTES_PER_ROW = 1 << 20
 #: tile, and the threads share whole row blocks (T = 50, B = 32, I = 40, H = 100, two
 #: threads, AMD EPYC Zen 4: 1.43 → 1.17 ms, with the dense last tile).
 ROW_MAJOR_BYTES = 512 << 10
+#: Rows each thread needs at least to own its rows (:data:`STEP_WEIGHT_BYTES`). One row a
+#: thread, all the weights read for a matrix–vector product, measured no better than the
+#: threads sharing the tiles (H = 100, B = 2: 4.7-4.8 µs a step either way); from 2 rows a
+#: thread owning them gained (H = 100, B = 4: 4.2 against 4.4 µs; B = 6: 5.9 against 6.5).
+OWN_ROWS = 2
 #: A plain run keeps its per-run work arrays up to this size for the next run of the same
 #: shape: making them afresh is a good part of a small run's Python (100 steps of one
 #: sequence, H = 32: 62 µs a call, 29 of them in the C).
@@ -387,9 +402,12 @@ class NativeStep:
         self.jobs = self._jobs()
         #: Whether a step's weights fit in the L2 cache: then each row block runs every
         #: tile's GEMMs and its element-wise work over whole rows (see :data:`ROW_MAJOR_BYTES`).
-        self.row_major = sum(o.size * job.blocks for job in self.jobs if job.segment >= 0
-                             for o in job.operands) * self.hidden * self.dtype.itemsize \
-            <= ROW_MAJOR_BYTES
+        step_bytes = sum(o.size * job.blocks for job in self.jobs if job.segment >= 0
+                         for o in job.operands) * self.hidden * self.dtype.itemsize
+        self.row_major = step_bytes <= ROW_MAJOR_BYTES
+        #: Whether every thread may read all of a step's weights at every step (they fit
+        #: the L3 cache beside the other's: :data:`STEP_WEIGHT_BYTES`), and so own its rows.
+        self.weights_cached = step_bytes <= STEP_WEIGHT_BYTES
         self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
         for k, job in enumerate(self.jobs):
             self.names.append(f"P_{k}")
@@ -540,7 +558,7 @@ class NativeStep:
                  "block each): item by item, its GEMMs, then its element-wise work while the "
                  "tile is in cache */",
                  f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t i0, "
-                 "ptrdiff_t i1, ptrdiff_t parts, void **a) {", "    (void)parts;"]
+                 "ptrdiff_t i1, ptrdiff_t parts, void **a) {",]
         declared = set()
         for n, job in jobs:
             for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
@@ -575,7 +593,37 @@ class NativeStep:
             calls.append(call)
         tile = ["const ptrdiff_t j0 = u * LANES;",
                 "const ptrdiff_t n = HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES;"]
-        lines += ["    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
+        if self.row_major:  # each row block through every tile, its elements over whole rows
+            owned = ["    if (own_rows(batch, parts)) {  /* items are row blocks: each runs every "
+                     "tile's",
+                     "        GEMMs (the weights stay in the L2 cache), then its rows' "
+                     "element-wise work whole */",
+                     "        for (ptrdiff_t block = i0; block < i1; block++) {",
+                     "            const ptrdiff_t r = batch * block / blocks;",
+                     "            const ptrdiff_t m = batch * (block + 1) / blocks - r;",
+                     "            for (ptrdiff_t u = 0; u < TILES; u++) {",
+                     *(f"                {line}" for line in tile + calls),
+                     "            }",
+                     f"            elements_{k}(t, batch, r, r + m, 0, HIDDEN, a);",
+                     "        }"]
+        else:  # tile by tile, so that a tile's panel is read once a step
+            owned = ["    if (own_rows(batch, parts)) {  /* items are row blocks, the weights "
+                     "beyond the L2",
+                     "        cache: tile by tile, the part's row blocks (a tile's panel read "
+                     "once a step) */",
+                     "        for (ptrdiff_t u = 0; u < TILES; u++) {",
+                     *(f"            {line}" for line in tile),
+                     "            for (ptrdiff_t block = i0; block < i1; block++) {",
+                     "                const ptrdiff_t r = batch * block / blocks;",
+                     "                const ptrdiff_t m = batch * (block + 1) / blocks - r;",
+                     *(f"                {line}" for line in calls),
+                     f"                elements_{k}(t, batch, r, r + m, j0, j0 + n, a);",
+                     "            }",
+                     "        }"]
+        lines += ["    const ptrdiff_t blocks = row_blocks(batch, parts);", *owned,
+                  "        return;",
+                  "    }",
+                  "    if (batch <= MR) {  /* one row block: every tile's GEMMs, then the "
                   "element-wise work of all at once (their chains overlap) */",
                   "        const ptrdiff_t r = 0, m = batch;",
                   "        for (ptrdiff_t u = i0; u < i1; u++) {",
@@ -583,23 +631,6 @@ class NativeStep:
                   "        }",
                   "        const ptrdiff_t end = i1 * LANES < HIDDEN ? i1 * LANES : HIDDEN;",
                   f"        if (i0 < i1) elements_{k}(t, batch, 0, batch, i0 * LANES, end, a);",
-                  "        return;",
-                  "    }",
-                  "    /* row blocks of MR or MR - 1 rows (64 rows: 9 of 6 and 2 of 5, not 10 of 6",
-                  "       and a slower one of 4) */",
-                  "    const ptrdiff_t blocks = row_blocks(batch, parts);",
-                  "    if (ROW_MAJOR && blocks >= 2 * PARTS) {  /* items are row blocks: each "
-                  "runs every tile's",
-                  "        GEMMs (the weights stay in the L2 cache), then its rows' element-wise "
-                  "work whole */",
-                  "        for (ptrdiff_t block = i0; block < i1; block++) {",
-                  "            const ptrdiff_t r = batch * block / blocks;",
-                  "            const ptrdiff_t m = batch * (block + 1) / blocks - r;",
-                  "            for (ptrdiff_t u = 0; u < TILES; u++) {",
-                  *(f"                {line}" for line in tile + calls),
-                  "            }",
-                  f"            elements_{k}(t, batch, r, r + m, 0, HIDDEN, a);",
-                  "        }",
                   "        return;",
                   "    }",
                   "    /* items tile-major, so that consecutive items share a tile's panel */",
@@ -625,23 +656,36 @@ class NativeStep:
                 "#define TAIL (HIDDEN % LANES)  /* units of the last tile, where partial */",
                 f"#define ROW_MAJOR {int(self.row_major)}  /* a step's weights fit the L2 cache "
                 "*/",
-                "#define PARTS parts",
-                "/* row blocks of at most MR rows; taken whole by the threads (ROW_MAJOR), as",
-                "   many as makes an even share (64 rows, 2 threads: 12 of 5 or 6, not 11) */",
+                f"#define WEIGHTS_CACHED {int(self.weights_cached)}  /* every part may read "
+                "all of a step's weights: they fit the L3 cache */",
+                f"#define OWN_ROWS {OWN_ROWS}  /* rows a part needs at least to own its rows */",
+                "/* whether each part owns whole row blocks through every segment of every",
+                "   step, and runs them alone, with no barrier (every sequence is its own",
+                "   recurrence): where a step's weights fit the caches (WEIGHTS_CACHED) and the",
+                "   rows split evenly between the parts, or each part has two row blocks (a",
+                "   row more than another is then a small share of its work) */",
+                "static inline _Bool own_rows(ptrdiff_t batch, ptrdiff_t parts) {",
+                "    if (!WEIGHTS_CACHED || batch < OWN_ROWS * parts) return 0;",
+                "    return batch % parts == 0 || (batch + MR - 1) / MR >= 2 * parts;",
+                "}",
+                "/* row blocks of at most MR rows, their sizes differing by at most one (64",
+                "   rows: 9 of 6 and 2 of 5, not 10 of 6 and a slower one of 4); where the parts",
+                "   own rows, as many as makes an even share (64 rows, 2 parts: 12, not 11) */",
                 "static inline ptrdiff_t row_blocks(ptrdiff_t batch, ptrdiff_t parts) {",
                 "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
-                "    if (!ROW_MAJOR || blocks < 2 * parts) return blocks;",
+                "    if (!own_rows(batch, parts)) return blocks;",
                 "    return (blocks + parts - 1) / parts * parts;",
                 "}",
                 "/* the work of item `item`: a unit tile's units times a row block's rows; the",
-                "   items are tiles (one row block), row blocks (ROW_MAJOR) or both, tile-major */",
-                "static inline ptrdiff_t item_work(ptrdiff_t item, ptrdiff_t items, "
-                "ptrdiff_t batch, ptrdiff_t blocks) {",
-                "    if (items == TILES && batch <= MR)",
+                "   items are row blocks (own_rows), tiles (one row block) or both, tile-major */",
+                "static inline ptrdiff_t item_work(ptrdiff_t item, ptrdiff_t batch, "
+                "ptrdiff_t parts, ptrdiff_t blocks) {",
+                "    const _Bool own = own_rows(batch, parts);",
+                "    if (!own && batch <= MR)",
                 "        return HIDDEN - item * LANES < LANES ? HIDDEN - item * LANES : LANES;",
-                "    const ptrdiff_t block = items == blocks ? item : item % blocks;",
+                "    const ptrdiff_t block = own ? item : item % blocks;",
                 "    const ptrdiff_t rows = batch * (block + 1) / blocks - batch * block / blocks;",
-                "    if (items == blocks) return rows;",
+                "    if (own) return rows;",
                 "    const ptrdiff_t j0 = item / blocks * LANES;",
                 "    return rows * (HIDDEN - j0 < LANES ? HIDDEN - j0 : LANES);",
                 "}",
@@ -653,12 +697,12 @@ class NativeStep:
                 "    if (part <= 0) return 0;",
                 "    if (part >= parts) return items;",
                 "    ptrdiff_t total = 0;",
-                "    for (ptrdiff_t i = 0; i < items; i++) total += item_work(i, items, batch, "
+                "    for (ptrdiff_t i = 0; i < items; i++) total += item_work(i, batch, parts, "
                 "blocks);",
                 "    const ptrdiff_t target = total * part / parts;",
                 "    ptrdiff_t done = 0;",
                 "    for (ptrdiff_t i = 0; i < items; i++) {",
-                "        const ptrdiff_t w = item_work(i, items, batch, blocks);",
+                "        const ptrdiff_t w = item_work(i, batch, parts, blocks);",
                 "        if (done + w >= target) return done + w - target <= target - done ? "
                 "i + 1 : i;",
                 "        done += w;",
@@ -722,14 +766,14 @@ class NativeStep:
                   "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
                   "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
                   "    const ptrdiff_t blocks = row_blocks(batch, parts);",
-                  "    const _Bool own_rows = batch > MR && ROW_MAJOR && blocks >= 2 * PARTS;",
-                  "    const ptrdiff_t items = batch <= MR ? TILES : own_rows ? blocks "
+                  "    const _Bool own = own_rows(batch, parts);",
+                  "    const ptrdiff_t items = own ? blocks : batch <= MR ? TILES "
                   ": TILES * blocks;",
                   "    const ptrdiff_t i0 = share_start(part, parts, items, batch, blocks), "
                   "i1 = share_start(part + 1, parts, items, batch, blocks);",
                   "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
-                  "    const ptrdiff_t c0 = own_rows ? batch * i0 / blocks : batch * part / parts;",
-                  "    const ptrdiff_t c1 = own_rows ? batch * i1 / blocks : batch * (part + 1) / "
+                  "    const ptrdiff_t c0 = own ? batch * i0 / blocks : batch * part / parts;",
+                  "    const ptrdiff_t c1 = own ? batch * i1 / blocks : batch * (part + 1) / "
                   "parts;",
                   "    vec seen_x = {0}, seen = {0};  /* see look_at */"]
         if self.hoisted:  # its rows are all T·B rows, split otherwise than the step's
@@ -738,7 +782,7 @@ class NativeStep:
         lines += ["    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
             lines += [f"        segment_{k}(t, batch, i0, i1, parts, a);",
-                      "        if (!own_rows) barrier(parts, &sense);"]
+                      "        if (!own) barrier(parts, &sense);"]
         output = self.kernels.output
         if output is not None:
             lines += ["    " + self.pointer(output.name, False, args),
