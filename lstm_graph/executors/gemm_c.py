@@ -553,23 +553,26 @@ def tiles(hidden: int, lanes: int) -> int:
 
 
 def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int,
-                dense_tail: bool = False) -> np.ndarray:
+                dense_tail: bool = False, vector: int | None = None) -> np.ndarray:
     """``weights`` ``(K, blocks·H)`` as panels ``(tiles, K, blocks, lanes)``, zero-padded;
     with ``dense_tail``, the last, partial tile (``H % lanes`` units ``n``) as ``(K,
-    ⌈blocks·n / lanes⌉·lanes)``, the blocks' ``n`` units side by side (for
-    ``kernel_tail_<blocks>``).
+    ⌈blocks·n / vector⌉·vector)``, the blocks' ``n`` units side by side: for
+    ``kernel_tail_<blocks>`` (``vector``: ``lanes``, the default), and for a tile of
+    several vectors (``lanes`` a multiple of ``vector``) whose last one multiplies only the
+    vectors its units need.
 
     Padding columns (units ``≥ H`` of the last tile) are computed and never stored,
     so their zero weights never meet a NaN that matters.
     """
     k = weights.shape[0]
+    vector = vector or lanes
     full, tail = divmod(hidden, lanes)
-    if dense_tail and tail and blocks > 1:
+    if dense_tail and tail and (blocks > 1 or vector < lanes):
         shaped = weights.reshape(k, blocks, hidden)
         head = pack_panels(shaped[:, :, :full * lanes].reshape(k, -1), blocks, full * lanes,
                            lanes).reshape(-1)
-        vectors = -(-blocks * tail // lanes)
-        last = np.zeros((k, vectors * lanes), dtype=weights.dtype)
+        vectors = -(-blocks * tail // vector)
+        last = np.zeros((k, vectors * vector), dtype=weights.dtype)
         last[:, :blocks * tail] = shaped[:, :, full * lanes:].reshape(k, -1)
         return aligned(np.concatenate([head, last.reshape(-1)]))
     units = tiles(hidden, lanes) * lanes

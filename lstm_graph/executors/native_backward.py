@@ -75,6 +75,10 @@ from lstm_graph.schedule import Schedule
 BACKWARD = Symbol("lstm_graph_backward", POOLED)
 #: The weight gradients and the static operands' gradients, over every step's rows.
 WEIGHTS = Symbol("lstm_graph_weights", POOLED)
+#: C: the vectors a tile of at most ``c`` vectors multiplies where ``n`` of its columns are
+#: left (0 or fewer for a tile past the end): a partial last tile's panel is packed only
+#: that wide (:meth:`NativeGrad.packed`).
+TILE_VECTORS = "#define TILE_VECTORS(n, c) ((n) >= (c) * LANES ? (c) : ((n) + LANES - 1) / LANES)"
 #: Rows of every step the weight gradients' GEMMs take at a time: a tile of ``dZ``
 #: (256 rows × 64 floats: 64 KiB) stays in the L2 cache while every row block of the
 #: weight gradient passes over it.
@@ -205,16 +209,19 @@ class NativeGrad:
     def packed(self, params: Mapping[str, Array], dtype: np.dtype) -> dict[str, np.ndarray]:
         """The backward GEMMs' weights, transposed and packed into panels: a tile of
         ``WIDEST·LANES`` units for the steps', as many vectors as the operand needs (at most
-        ``WIDEST``) for the static operands'."""
+        ``WIDEST``) for the static operands'; the last, partial tile only as many vectors
+        wide as its units need (``TILE_VECTORS``: at H = 200, 1 vector, not 4)."""
         schedule, lanes = self.spec.schedule, self.lanes
         found = {}
         for product in self.gemms:
             found[self.panels[id(product)]] = gemm_c.pack_panels(
-                stacked(schedule, params, product, dtype), 1, product.size, self.widest * lanes)
+                stacked(schedule, params, product, dtype), 1, product.size, self.widest * lanes,
+                dense_tail=True, vector=lanes)
         for product in self.inner:
             vectors = min(self.widest, -(-product.size // lanes))
             found[self.panels[id(product)]] = gemm_c.pack_panels(
-                stacked(schedule, params, product, dtype), 1, product.size, vectors * lanes)
+                stacked(schedule, params, product, dtype), 1, product.size, vectors * lanes,
+                dense_tail=True, vector=lanes)
         return found
 
     # -- the C source ----------------------------------------------------------------------
@@ -253,7 +260,8 @@ class NativeGrad:
             a2 = f"{rest[0].count * hidden}, {gemm.dz} + r * {width} + {rest[0].first * hidden}" \
                 f", {width}" if rest else "0, NULL, 0"
             k = sum(run.count for run in gemm.runs) * hidden
-            lines.append(f"{indent}kernel_c(WIDEST, m, {k1}, {gemm.dz} + r * {width} + "
+            lines.append(f"{indent}kernel_c(TILE_VECTORS({gemm.size} - u * UNITS, WIDEST), m, "
+                         f"{k1}, {gemm.dz} + r * {width} + "
                          f"{first.first * hidden}, {width}, {a2}, {self.panels[id(gemm)]} + u * "
                          f"{k} * UNITS, NULL, {gemm.out} + r * {gemm.size} + u * UNITS, "
                          f"{gemm.size}, LANES, {gemm.size} - u * UNITS, LANES, "
@@ -263,7 +271,7 @@ class NativeGrad:
     def _backward_source(self) -> list[str]:
         kernels = self.kernels
         lines = ["#define UNITS (WIDEST * LANES)  /* hidden units of a tile backwards */",
-                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", ""]
+                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", TILE_VECTORS, ""]
         for k in range(len(kernels.segments)):
             lines += self._elements(k) + [""]
         by_segment = self.by_segment
@@ -389,7 +397,8 @@ class NativeGrad:
                       "        for (ptrdiff_t block = k0; block < k1; block++) {",
                       "            const ptrdiff_t r = block * MR;",
                       "            const ptrdiff_t m = rows - r < MR ? rows - r : MR;",
-                      f"            kernel_c(c, m, {first.count * hidden}, dz + r * {width} + "
+                      f"            kernel_c(TILE_VECTORS({gemm.size} - u * c * LANES, c), m, "
+                      f"{first.count * hidden}, dz + r * {width} + "
                       f"{first.first * hidden}, {width}, {a2}, panel + u * {k_total} * c * "
                       f"LANES, NULL, out + r * {gemm.size} + u * c * LANES, {gemm.size}, "
                       f"LANES, {gemm.size} - u * c * LANES, LANES, {int(gemm.add)});",
