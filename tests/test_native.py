@@ -797,3 +797,30 @@ def test_large_weights_are_not_hoisted_for_a_large_batch():
     assert not hoists(schedule, layout, 256, 512, 1024, np.dtype("float32"))
     assert not hoists(schedule, layout, 64, 1000, 1000, np.dtype("float32"))
     assert hoists(schedule, layout, 32, 1500, 1500, np.dtype("float32"))
+
+
+def test_a_build_maps_where_new_weights_go_only_once_new_weights_come():
+    """A forward run and a gradient never make the placement maps (an int64 a packed
+    number, made from float64 copies of the weights); new weights make them, and then
+    the run and the gradient are those of the new weights."""
+    cell = lstm_graph.load_cell("lstm")
+    x = np.random.default_rng(0).standard_normal((6, 4, 5)).astype("float64")
+    grad_y = np.random.default_rng(1).standard_normal((6, 4, 7)).astype("float64")
+    old = cell.compile(input_size=5, hidden_size=7, dtype="float64", seed=0).params
+    new = cell.compile(input_size=5, hidden_size=7, dtype="float64", seed=1).params
+    spec = Spec(cell.schedule, np, dict(old), 4, 5, 7, np.dtype("float64"))
+    plan = NativePlan(spec)
+    zeros = {s: np.zeros((4, 7)) for s in cell.graph.states}
+    plan.run(x, zeros)
+    plan.grad(x, zeros, grad_y, zeros)
+    assert plan._plain.placement._maps is None
+    assert plan._backward.build.placement._maps is None
+    plan.update(new)
+    ours = plan.run(x, zeros)
+    grads = plan.grad(x, zeros, grad_y, zeros)
+    assert plan._plain.placement._maps is not None
+    assert plan._backward.build.placement._maps is not None
+    reference = cell.compile(weights=new, dtype="float64", executor="reference")
+    assert_same(ours, reference(x), "float64")
+    expected = reference.grad(x, grad_y)
+    np.testing.assert_allclose(grads.x, expected.x, rtol=1e-10, atol=1e-12)

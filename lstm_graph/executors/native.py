@@ -951,8 +951,8 @@ class NativePlan(Executor):
         args = args or step.args
         lanes = int(gemm_c.LANES_SYMBOL.bind(library)())
         fixed = fixed_arrays(step, lanes)
-        tagged = weight_arrays(self.tagged_step(step), lanes)
-        placement = gemm_c.Placement(library, list(spec.params), fixed, tagged)
+        placement = gemm_c.Placement(library, list(spec.params), fixed,
+                                     lambda: weight_arrays(self.tagged_step(step), lanes))
         pointers = (ctypes.c_void_p * len(args))(
             *(fixed[name].ctypes.data if name in fixed else None for name in args))
         graph = spec.schedule.graph

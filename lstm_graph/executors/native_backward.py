@@ -159,9 +159,8 @@ class NativeGrad:
         fixed.update(self.weights(spec.params, dtype))
         fixed.update(arrays(kernels.bindings.values(), Lifetime.WORK, np, dtype, spec.batch,
                             empty=aligned_empty))
-        tagged = weight_arrays(plan.tagged_step(self.step), lanes)
-        tagged.update(self.weights(gemm_c.tags(spec.params), np.dtype(np.float64)))
-        self.build.placement = gemm_c.Placement(library, list(spec.params), fixed, tagged)
+        self.build.placement = gemm_c.Placement(library, list(spec.params), fixed,
+                                                lambda: self._tagged(plan, lanes))
         for name, array in fixed.items():
             self.build.pointers[self.args.index(name)] = array.ctypes.data
         graph = schedule.graph
@@ -205,6 +204,13 @@ class NativeGrad:
                        self.spec.batch, params=params, empty=aligned_empty)
         found.update(self.packed(params, dtype))
         return found
+
+    def _tagged(self, plan: NativePlan, lanes: int) -> dict[str, np.ndarray]:
+        """Every array of this build that holds weights, packed from :func:`~.gemm_c.tags`
+        (for :class:`~.gemm_c.Placement`)."""
+        tagged = weight_arrays(plan.tagged_step(self.step), lanes)
+        tagged.update(self.weights(gemm_c.tags(self.spec.params), np.dtype(np.float64)))
+        return tagged
 
     def packed(self, params: Mapping[str, Array], dtype: np.dtype) -> dict[str, np.ndarray]:
         """The backward GEMMs' weights, transposed and packed into panels: a tile of
