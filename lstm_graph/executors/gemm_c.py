@@ -33,7 +33,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -75,6 +75,10 @@ RUNTIME = r"""
 #define WIDEST (VB == 64 ? 4 : 2)  /* vectors a micro-kernel takes at once per row */
 typedef T vec __attribute__((vector_size(VB)));
 #define LANES ((ptrdiff_t)(VB / sizeof(T)))
+/* the vectors a tile of at most c vectors multiplies where n of its columns are left (0
+   or fewer past the end): a partial last tile's panel is packed only that wide
+   (pack_panels' dense tail) */
+#define TILE_VECTORS(n, c) ((n) >= (c) * LANES ? (c) : ((n) + LANES - 1) / LANES)
 
 /* A function whose loops the compiler vectorises at most 256 bits wide (then 128 for
    what is left): loops over fewer units than a vector, which would otherwise run one by
@@ -514,11 +518,10 @@ class Placement:
         from :func:`tags` of the parameters ``names`` (in that order)."""
         self.names, self.place = names, PLACE.bind(library)
         self.targets, self.tagged = targets, tagged
-        self._maps: tuple[int, Any, Any, Any, list[np.ndarray]] | None = None
+        self._maps: _Maps | None = None
 
-    def _made(self) -> tuple[int, Any, Any, Any, list[np.ndarray]]:
-        """The C pass's arguments: the count of packed arrays, their addresses, their maps'
-        and their sizes (and the maps, which must live as long)."""
+    def _made(self) -> _Maps:
+        """The maps, made the first time they are needed."""
         if self._maps is None:
             tagged, targets = self.tagged(), self.targets
             order = [name for name in targets if name in tagged]
@@ -528,18 +531,30 @@ class Placement:
             maps = [(np.rint(np.asarray(tagged[name], dtype=np.float64)).astype(np.int64)
                      - 1).ravel() for name in order]
             count = len(order)
-            self._maps = (count, (ctypes.c_void_p * count)(*(targets[n].ctypes.data
-                                                             for n in order)),
-                          (ctypes.c_void_p * count)(*(m.ctypes.data for m in maps)),
-                          (ctypes.c_ssize_t * count)(*(targets[n].size for n in order)), maps)
+            self._maps = _Maps(count, (ctypes.c_void_p * count)(*(targets[n].ctypes.data
+                                                                  for n in order)),
+                               (ctypes.c_void_p * count)(*(m.ctypes.data for m in maps)),
+                               (ctypes.c_ssize_t * count)(*(targets[n].size for n in order)),
+                               maps)
         return self._maps
 
     def load(self, params: Mapping[str, np.ndarray], dtype: np.dtype) -> None:
         """Put ``params`` (the names given, in ``dtype``) into their places."""
-        count, targets, maps, sizes, _ = self._made()
+        made = self._made()
         sources = [np.ascontiguousarray(params[name], dtype=dtype) for name in self.names]
-        self.place(count, targets, maps, sizes,
+        self.place(made.number, made.targets, made.pointers, made.sizes,
                    (ctypes.c_void_p * len(sources))(*(a.ctypes.data for a in sources)))
+
+
+class _Maps(NamedTuple):
+    """:data:`PLACE`'s arguments for a build: the number of packed arrays, their
+    addresses, their maps' addresses and their sizes; and the maps, which must live as
+    long."""
+    number: int
+    targets: Any
+    pointers: Any
+    sizes: Any
+    maps: list[np.ndarray]
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -596,7 +611,7 @@ def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int,
 
 
 def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int,
-              dense_tail: bool = False) -> np.ndarray:
+              dense_tail: bool = False, vector: int | None = None) -> np.ndarray:
     """``bias`` ``(blocks·H,)`` as ``(tiles, blocks, lanes)``, the panels' order (with
     ``dense_tail``, the last tile's as :func:`pack_panels` packs it)."""
-    return pack_panels(bias.reshape(1, -1), blocks, hidden, lanes, dense_tail)
+    return pack_panels(bias.reshape(1, -1), blocks, hidden, lanes, dense_tail, vector)

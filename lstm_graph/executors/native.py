@@ -22,10 +22,9 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   step's weights fit the caches (half the L3: each thread reads them all) and
   the rows split evenly between the threads (or give each two row blocks), each
   thread owns its rows through the whole run and never waits for another:
-  every sequence is its own recurrence. A
-  state that a GEMM multiplies is read from a snapshot (two buffers, one per
-  step parity): a tile writes its new state while other tiles still multiply
-  the old one.
+  every sequence is its own recurrence. A state that a GEMM multiplies is read
+  from a snapshot (two buffers, one per step parity): a tile writes its new
+  state while other tiles still multiply the old one.
 
 Before the loop only the static values the C does not compute are made, by
 :func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
@@ -513,12 +512,14 @@ class NativeStep:
         for k, job in enumerate(self.jobs):
             weights = np.asarray(job.weights, dtype=self.dtype)
             if job.segment < 0:  # before the loop: one run of columns, tiles of c vectors
-                columns = job.blocks * self.hidden
+                columns = job.blocks * self.hidden  # the last tile as wide as it needs
                 width = min(widest, -(-columns // lanes)) * lanes
-                found[f"P_{k}"] = gemm_c.pack_panels(weights, 1, columns, width)
+                found[f"P_{k}"] = gemm_c.pack_panels(weights, 1, columns, width,
+                                                     dense_tail=True, vector=lanes)
                 if job.bias is not None:
                     found[f"Pb_{k}"] = gemm_c.pack_bias(np.asarray(job.bias, dtype=self.dtype),
-                                                        1, columns, width)
+                                                        1, columns, width, dense_tail=True,
+                                                        vector=lanes)
                 continue
             found[f"P_{k}"] = gemm_c.pack_panels(weights, job.blocks, self.hidden, lanes,
                                                  dense_tail=True)
@@ -558,7 +559,7 @@ class NativeStep:
                  "block each): item by item, its GEMMs, then its element-wise work while the "
                  "tile is in cache */",
                  f"static void segment_{k}(ptrdiff_t t, ptrdiff_t batch, ptrdiff_t i0, "
-                 "ptrdiff_t i1, ptrdiff_t parts, void **a) {",]
+                 "ptrdiff_t i1, ptrdiff_t parts, void **a) {"]
         declared = set()
         for n, job in jobs:
             for name, written in (*((o.name, False) for o in job.operands), (job.out, True)):
@@ -654,8 +655,6 @@ class NativeStep:
                 f"#define HIDDEN ((ptrdiff_t){self.hidden})", gemm_c.runtime(),
                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
                 "#define TAIL (HIDDEN % LANES)  /* units of the last tile, where partial */",
-                f"#define ROW_MAJOR {int(self.row_major)}  /* a step's weights fit the L2 cache "
-                "*/",
                 f"#define WEIGHTS_CACHED {int(self.weights_cached)}  /* every part may read "
                 "all of a step's weights: they fit the L3 cache */",
                 f"#define OWN_ROWS {OWN_ROWS}  /* rows a part needs at least to own its rows */",
@@ -742,7 +741,8 @@ class NativeStep:
                       "        for (ptrdiff_t block = k0; block < k1; block++) {",
                       "            const ptrdiff_t r = block * MR;",
                       "            const ptrdiff_t m = rows - r < MR ? rows - r : MR;",
-                      f"            kernel_c(c, m, {operand.size}, x + r * {operand.size}, "
+                      f"            kernel_c(TILE_VECTORS({columns} - u * c * LANES, c), m, "
+                      f"{operand.size}, x + r * {operand.size}, "
                       f"{operand.size}, 0, NULL, 0, panel + u * {operand.size} * c * LANES, "
                       f"{bias}, out + r * {job.out_width} + u * c * LANES, {job.out_width}, "
                       f"LANES, {columns} - u * c * LANES, LANES, {int(job.add)});",

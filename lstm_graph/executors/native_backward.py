@@ -75,10 +75,6 @@ from lstm_graph.schedule import Schedule
 BACKWARD = Symbol("lstm_graph_backward", POOLED)
 #: The weight gradients and the static operands' gradients, over every step's rows.
 WEIGHTS = Symbol("lstm_graph_weights", POOLED)
-#: C: the vectors a tile of at most ``c`` vectors multiplies where ``n`` of its columns are
-#: left (0 or fewer for a tile past the end): a partial last tile's panel is packed only
-#: that wide (:meth:`NativeGrad.packed`).
-TILE_VECTORS = "#define TILE_VECTORS(n, c) ((n) >= (c) * LANES ? (c) : ((n) + LANES - 1) / LANES)"
 #: Rows of every step the weight gradients' GEMMs take at a time: a tile of ``dZ``
 #: (256 rows × 64 floats: 64 KiB) stays in the L2 cache while every row block of the
 #: weight gradient passes over it.
@@ -216,7 +212,7 @@ class NativeGrad:
         """The backward GEMMs' weights, transposed and packed into panels: a tile of
         ``WIDEST·LANES`` units for the steps', as many vectors as the operand needs (at most
         ``WIDEST``) for the static operands'; the last, partial tile only as many vectors
-        wide as its units need (``TILE_VECTORS``: at H = 200, 1 vector, not 4)."""
+        wide as its units need (C's ``TILE_VECTORS``: at H = 200, 1 vector, not 4)."""
         schedule, lanes = self.spec.schedule, self.lanes
         found = {}
         for product in self.gemms:
@@ -277,7 +273,7 @@ class NativeGrad:
     def _backward_source(self) -> list[str]:
         kernels = self.kernels
         lines = ["#define UNITS (WIDEST * LANES)  /* hidden units of a tile backwards */",
-                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", TILE_VECTORS, ""]
+                 "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", ""]
         for k in range(len(kernels.segments)):
             lines += self._elements(k) + [""]
         by_segment = self.by_segment
