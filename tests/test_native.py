@@ -77,9 +77,9 @@ def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batc
 
 @pytest.mark.parametrize("batch", [32, 13])
 def test_threads_share_the_tiles_where_the_weights_outgrow_the_caches(batch, monkeypatch):
-    """Beyond STEP_WEIGHT_BYTES (here made 0) no thread reads all of a step's weights:
+    """Beyond OWN_WEIGHT_BYTES (here made 0) no thread reads all of a step's weights:
     the items are (tile, row block) pairs, shared evenly, with a barrier a step."""
-    monkeypatch.setattr(native, "STEP_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(native, "OWN_WEIGHT_BYTES", 0)
     cell = lstm_graph.load_cell("lstm")
     x = np.random.default_rng(batch).standard_normal((30, batch, 30)).astype("float64")
     plan, ours, reference = compare(cell, x, 70, "float64", threads=2)

@@ -19,8 +19,8 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   between threads (the caller and a persistent pool's sleeping workers), evenly
   in work. Where the items are unit tiles the threads meet at a barrier after
   every segment of every step (one per step for every built-in cell); where a
-  step's weights fit the caches (half the L3: each thread reads them all) and
-  the rows split evenly between the threads (or give each two row blocks), each
+  step's weights are small beside the caches (up to 8 MiB: each thread reads them
+  all) and the rows split evenly between the threads (or give each two row blocks), each
   thread owns its rows through the whole run and never waits for another:
   every sequence is its own recurrence. A state that a GEMM multiplies is read
   from a snapshot (two buffers, one per step parity): a tile writes its new
@@ -327,12 +327,18 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
 
 #: Bytes of the weights a step multiplies beyond which the native step hoists its input
 #: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
-#: 32 MiB), beyond which every step reads its weights from memory. Up to it the threads
-#: may each own rows through the whole run and read all the weights at every step, with
-#: no barrier (beyond it, two threads reading them all from memory lost: H = 1000, B = 64:
-#: 248 against 238 ms; H = 1500, B = 20: 135 against 125; up to it they gained a little,
-#: the medium LSTM 24.1-24.3 against 24.4-24.9 ms, and never lost).
+#: 32 MiB), beyond which every step reads its weights from memory.
 STEP_WEIGHT_BYTES = 16 << 20
+#: Bytes of a step's weights up to which the threads may each own rows through the whole
+#: run, each reading all the weights at every step, with no barrier. Measured on AMD EPYC
+#: (Zen 4), 2 threads, I = H, owning rows against sharing the tiles: a little faster up to
+#: 8 MiB (the medium LSTM, 1.5 MiB: 24.1-24.3 against 24.4-24.9 ms; H = 200, B = 32:
+#: 4.91-4.93 against 4.96-5.00; H = 512, B = 64: 1213-1247 against 1220-1251 µs a step),
+#: slower beyond, where each thread re-reads from the L3 cache (or memory) twice the
+#: weights that sharing the tiles does, for half the rows (H = 650, 13.5 MiB, B = 64:
+#: 2009-2077 against 1981-2035 µs a step; H = 1000, B = 64: 248 against 238 ms;
+#: H = 1500, B = 20: 135 against 125 ms).
+OWN_WEIGHT_BYTES = 8 << 20
 #: ... and beyond which they must also be per row of the batch, for hoisting to pay: with
 #: many rows a step's GEMM is bound by arithmetic, not by reading its weights, and the
 #: ``T·B``-row buffer only adds traffic (AMD EPYC Zen 4, 2 threads, H = I: H = 1500,
@@ -347,7 +353,7 @@ HOIST_BYTES_PER_ROW = 1 << 20
 #: tile, and the threads share whole row blocks (T = 50, B = 32, I = 40, H = 100, two
 #: threads, AMD EPYC Zen 4: 1.43 → 1.17 ms, with the dense last tile).
 ROW_MAJOR_BYTES = 512 << 10
-#: Rows each thread needs at least to own its rows (:data:`STEP_WEIGHT_BYTES`). One row a
+#: Rows each thread needs at least to own its rows (:data:`OWN_WEIGHT_BYTES`). One row a
 #: thread, all the weights read for a matrix–vector product, measured no better than the
 #: threads sharing the tiles (H = 100, B = 2: 4.7-4.8 µs a step either way); from 2 rows a
 #: thread owning them gained (H = 100, B = 4: 4.2 against 4.4 µs; B = 6: 5.9 against 6.5).
@@ -404,9 +410,9 @@ class NativeStep:
         step_bytes = sum(o.size * job.blocks for job in self.jobs if job.segment >= 0
                          for o in job.operands) * self.hidden * self.dtype.itemsize
         self.row_major = step_bytes <= ROW_MAJOR_BYTES
-        #: Whether every thread may read all of a step's weights at every step (they fit
-        #: the L3 cache beside the other's: :data:`STEP_WEIGHT_BYTES`), and so own its rows.
-        self.weights_cached = step_bytes <= STEP_WEIGHT_BYTES
+        #: Whether every thread may read all of a step's weights at every step, and so own
+        #: its rows (:data:`OWN_WEIGHT_BYTES`).
+        self.weights_cached = step_bytes <= OWN_WEIGHT_BYTES
         self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
         for k, job in enumerate(self.jobs):
             self.names.append(f"P_{k}")
@@ -656,11 +662,11 @@ class NativeStep:
                 "#define TILES ((HIDDEN + LANES - 1) / LANES)",
                 "#define TAIL (HIDDEN % LANES)  /* units of the last tile, where partial */",
                 f"#define WEIGHTS_CACHED {int(self.weights_cached)}  /* every part may read "
-                "all of a step's weights: they fit the L3 cache */",
+                "all of a step's weights at every step (OWN_WEIGHT_BYTES) */",
                 f"#define OWN_ROWS {OWN_ROWS}  /* rows a part needs at least to own its rows */",
                 "/* whether each part owns whole row blocks through every segment of every",
                 "   step, and runs them alone, with no barrier (every sequence is its own",
-                "   recurrence): where a step's weights fit the caches (WEIGHTS_CACHED) and the",
+                "   recurrence): where a step's weights are small (WEIGHTS_CACHED) and the",
                 "   rows split evenly between the parts, or each part has two row blocks (a",
                 "   row more than another is then a small share of its work) */",
                 "static inline _Bool own_rows(ptrdiff_t batch, ptrdiff_t parts) {",

@@ -9,7 +9,8 @@ step's thread pool (:mod:`~lstm_graph.executors.gemm_c`):
 - :data:`BACKWARD`, the **steps in reverse**: per tile (``MR`` rows × one tile of
   ``WIDEST·LANES`` hidden units), the GEMMs that carry ``dZ_{t+1}·Wᵀ`` into the
   states' gradients (``dh_{t-1}`` of an LSTM: ``(B × 4H)·(4H × H)``, on the packed
-  micro-kernels the forward uses, the weights packed transposed), then the step's
+  micro-kernels the forward uses, the weights packed transposed; a partial last
+  tile multiplies only the vectors its units need), then the step's
   element-wise VJPs (:func:`~.reverse_c.backward_kernels`, host dialect) on the same
   tile while it is in the L1 cache, storing ``dZ_t`` and adding the bias and
   peephole gradients into each thread's running sums. Every sequence is its own
