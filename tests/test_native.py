@@ -87,9 +87,9 @@ def test_threads_share_the_tiles_where_the_weights_outgrow_the_caches(batch, mon
     assert_same(ours, reference, "float64")
 
 
-@pytest.mark.parametrize("batch", [4, 9, 10, 19])
+@pytest.mark.parametrize("batch", [4, 9, 10, 31])
 def test_three_threads_own_rows_only_where_they_split_evenly_or_in_two_blocks(batch):
-    """Three threads: 9 rows are 3 each (owned, no barriers), 19 are 2 row blocks each
+    """Three threads: 9 rows are 3 each (owned, no barriers), 31 are 2 row blocks each
     (owned, one thread a row more), 10 split otherwise (items over tiles and row blocks),
     4 are too few to own (under 2 a thread). Every way, 30 steps equal the reference."""
     cell = lstm_graph.load_cell("lstm")
