@@ -329,16 +329,6 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
 #: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
 #: 32 MiB), beyond which every step reads its weights from memory.
 STEP_WEIGHT_BYTES = 16 << 20
-#: Bytes of a step's weights up to which the threads may each own rows through the whole
-#: run, each reading all the weights at every step, with no barrier. Measured on AMD EPYC
-#: (Zen 4), 2 threads, I = H, owning rows against sharing the tiles: a little faster up to
-#: 8 MiB (the medium LSTM, 1.5 MiB: 24.1-24.3 against 24.4-24.9 ms; H = 200, B = 32:
-#: 4.91-4.93 against 4.96-5.00; H = 512, B = 64: 1213-1247 against 1220-1251 µs a step),
-#: slower beyond, where each thread re-reads from the L3 cache (or memory) twice the
-#: weights that sharing the tiles does, for half the rows (H = 650, 13.5 MiB, B = 64:
-#: 2009-2077 against 1981-2035 µs a step; H = 1000, B = 64: 248 against 238 ms;
-#: H = 1500, B = 20: 135 against 125 ms).
-OWN_WEIGHT_BYTES = 8 << 20
 #: ... and beyond which they must also be per row of the batch, for hoisting to pay: with
 #: many rows a step's GEMM is bound by arithmetic, not by reading its weights, and the
 #: ``T·B``-row buffer only adds traffic (AMD EPYC Zen 4, 2 threads, H = I: H = 1500,
@@ -353,6 +343,16 @@ HOIST_BYTES_PER_ROW = 1 << 20
 #: tile, and the threads share whole row blocks (T = 50, B = 32, I = 40, H = 100, two
 #: threads, AMD EPYC Zen 4: 1.43 → 1.17 ms, with the dense last tile).
 ROW_MAJOR_BYTES = 512 << 10
+#: Bytes of a step's weights up to which the threads may each own rows through the whole
+#: run, each reading all the weights at every step, with no barrier. Measured on AMD EPYC
+#: (Zen 4), 2 threads, I = H, owning rows against sharing the tiles: a little faster up to
+#: 8 MiB (the medium LSTM, 1.5 MiB: 24.1-24.3 against 24.4-24.9 ms; H = 200, B = 32:
+#: 4.91-4.93 against 4.96-5.00; H = 512, B = 64: 1213-1247 against 1220-1251 µs a step),
+#: slower beyond, where each thread re-reads from the L3 cache (or memory) twice the
+#: weights that sharing the tiles does, for half the rows (H = 650, 13.5 MiB, B = 64:
+#: 2009-2077 against 1981-2035 µs a step; H = 1000, B = 64: 248 against 238 ms;
+#: H = 1500, B = 20, T = 35: 135 against 125 ms).
+OWN_WEIGHT_BYTES = 8 << 20
 #: Rows each thread needs at least to own its rows (:data:`OWN_WEIGHT_BYTES`). One row a
 #: thread, all the weights read for a matrix–vector product, measured no better than the
 #: threads sharing the tiles (H = 100, B = 2: 4.7-4.8 µs a step either way); from 2 rows a
