@@ -19,10 +19,10 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   between threads (the caller and a persistent pool's sleeping workers), evenly
   in work. Where the items are unit tiles the threads meet at a barrier after
   every segment of every step (one per step for every built-in cell); where a
-  step's weights are small beside the caches (up to 8 MiB: each thread reads them
-  all) and the rows split evenly between the threads (or give each two row blocks), each
-  thread owns its rows through the whole run and never waits for another:
-  every sequence is its own recurrence. A state that a GEMM multiplies is read
+  step's weights are small beside the caches (up to 8 MiB: each thread reads
+  them all) and the rows split evenly between the threads (or give each two row
+  blocks), each thread owns its rows through the whole run and never waits for
+  another: every sequence is its own recurrence. A state that a GEMM multiplies is read
   from a snapshot (two buffers, one per step parity): a tile writes its new
   state while other tiles still multiply the old one.
 
