@@ -99,24 +99,6 @@ def test_three_threads_own_rows_only_where_they_split_evenly_or_in_two_blocks(ba
     assert_same(ours, reference, "float64")
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_one_sequence_on_two_threads_gets_its_results_on_cache_lines_of_their_own(threads):
-    """Two threads write neighbouring unit tiles of one sequence's y and states: those
-    arrays start on a 64-byte boundary (a line shared at the threads' boundary made
-    a step half as slow again in most processes); on one thread NumPy's own alignment
-    is kept (a microsecond less). Either way the numbers are the reference's."""
-    cell = lstm_graph.load_cell("lstm")
-    x = np.random.default_rng(0).standard_normal((6, 1, 100)).astype("float32")
-    with mock.patch.object(native, "aligned_empty", wraps=aligned_empty) as made:
-        plan, ours, reference = compare(cell, x, 100, "float32", threads=threads)
-        made.reset_mock()
-        y, final = plan.run(x, {s: np.zeros((1, 100), "float32") for s in cell.graph.states})
-    assert_same(ours, reference, "float32")
-    assert made.call_count == (2 if threads == 2 else 0)  # y, and the states' block
-    if threads == 2:
-        assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
-
-
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     """A plain run keeps its small work arrays (the hoisted products of one sequence)

@@ -815,22 +815,18 @@ class NativeStep:
         return "\n".join([*self.header(), *self.functions(self.args)])
 
 
-#: Bytes below which one sequence's results (``y``, the final states) of a run on one
-#: thread are not made 64-byte aligned (:func:`aligned_empty`): there NumPy's own
-#: alignment (16) measured the same and takes a microsecond less. With more rows the
-#: step's vector loads and stores of the states and ``y`` stay within cache lines (B =
-#: 20-64, H = 64-200: 0-2 % faster, measured in one process taking turns); and where two
-#: threads write neighbouring tiles of one sequence, a cache line shared at their boundary
-#: made a step half as slow again (T = 50, B = 1, I = H = 100, AMD EPYC Zen 4, 2 threads:
-#: 3.4-3.9 µs a step in 5 of 6 processes, against 1.97-2.2 in 6 of 6 aligned).
+#: Bytes below which one sequence's results (``y``, the final states) are not made 64-byte
+#: aligned (:func:`aligned_empty`): there NumPy's own alignment (16) measured the same
+#: and takes a microsecond less. With more rows the step's vector loads and stores of
+#: the states and ``y`` stay within cache lines (B = 20-64, H = 64-200: 0-2 % faster,
+#: measured in one process taking turns).
 ALIGN_BYTES = 1 << 16
 
 
-def _output_array(shape: tuple[int, ...], dtype: np.dtype, batch: int, threads: int
-                  ) -> np.ndarray:
-    """A new array for a run's results over ``batch`` sequences on ``threads`` threads:
-    64-byte aligned unless it is one sequence's on one thread and small."""
-    if batch == 1 and threads == 1 and math.prod(shape) * dtype.itemsize < ALIGN_BYTES:
+def _output_array(shape: tuple[int, ...], dtype: np.dtype, batch: int) -> np.ndarray:
+    """A new array for a run's results over ``batch`` sequences: 64-byte aligned unless
+    it is one sequence's and small."""
+    if batch == 1 and math.prod(shape) * dtype.itemsize < ALIGN_BYTES:
         return np.empty(shape, dtype)
     return aligned_empty(shape, dtype)
 
@@ -1054,7 +1050,7 @@ class NativePlan(Executor):
         output = build.step.kernels.output
         assert output is not None and build.plain is not None
         dtype = self.spec.dtype
-        y = _output_array((output.slots(steps), batch, output.width), dtype, batch, self.threads)
+        y = _output_array((output.slots(steps), batch, output.width), dtype, batch)
         pointers = build.pointers
         y_at, x_at = build.plain
         pointers[y_at] = _address(y)
@@ -1064,10 +1060,9 @@ class NativePlan(Executor):
         stride = -(-size // lanes) * lanes  # each state's rows start on a 64-byte boundary
         finals: np.ndarray | list[np.ndarray]
         if stride == size:
-            block = finals = _output_array((count, batch, self.spec.hidden), dtype, batch,
-                                           self.threads)
+            block = finals = _output_array((count, batch, self.spec.hidden), dtype, batch)
         else:
-            block = _output_array((count, stride), dtype, batch, self.threads)
+            block = _output_array((count, stride), dtype, batch)
             finals = [block[k, :size].reshape(batch, self.spec.hidden) for k in range(count)]
         at = _address(block)
         if state is None:
