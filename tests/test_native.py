@@ -99,6 +99,89 @@ def test_three_threads_own_rows_only_where_they_split_evenly_or_in_two_blocks(ba
     assert_same(ours, reference, "float64")
 
 
+def choices(chooser, timings, runs):
+    """The thread counts ``chooser`` gives over ``runs`` runs, each run timed by
+    ``timings(run, threads, first)`` seconds a step (``first``: the first after a change)."""
+    found, last = [], None
+    for run in range(runs):
+        threads = chooser.next()
+        chooser.record(threads, 10 * timings(run, threads, threads != last), 10)
+        found.append(threads)
+        last = threads
+    return found
+
+
+def test_small_steps_take_the_thread_count_that_ran_faster_and_see_the_host_change():
+    """Both counts are tried first (3 runs each); then the faster is kept and the other
+    tried now and then; a phase where two threads are slower than one moves the runs
+    to one thread, and its end moves them back, though the first run after a change is
+    slow (cold caches, a sleeping worker): a count is tried for a few runs in a row."""
+    try_, probe = native.ThreadChoice.TRY, native.PROBE_RUNS
+
+    def host(run, threads, first):  # two threads slower from run 100 to run 300
+        two = 3.3 if 100 <= run < 300 else 1.95
+        return (2.8 if threads == 1 else two) * (3 if first else 1)
+
+    found = choices(native.ThreadChoice(2), host, 600)
+    assert found[:2 * try_] == [2] * try_ + [1] * try_
+    fast = found[2 * try_:100]
+    assert fast.count(1) == 0  # 1 thread's next try is 16 * PROBE_RUNS runs away
+    slow = found[110:300]
+    assert slow.count(2) <= 2 * try_ * len(slow) // probe + try_
+    assert slow.count(1) > 0.8 * len(slow)
+    after = found[300 + probe + 2 * try_:]
+    assert after.count(1) <= try_ * (len(after) // (16 * probe) + 1)
+
+    def steady(run, threads, first):  # one thread always faster
+        return (1.0 if threads == 1 else 1.5) * (3 if first else 1)
+
+    found = choices(native.ThreadChoice(3), steady, 200)
+    assert found[:2 * try_] == [3] * try_ + [1] * try_
+    assert found[2 * try_:].count(3) == try_ * ((200 - 2 * try_) // probe)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm", "gru_cho"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_few_rows_give_the_same_bits_on_one_thread_and_on_several(name, dtype):
+    """Below 2 * OWN_ROWS rows no thread owns rows, so one thread and several run the
+    same kernels: their results are equal to the bit, which is what lets a run of
+    small steps take either (ThreadChoice) and stay deterministic."""
+    cell = lstm_graph.load_cell(name)
+    for batch, size, hidden in ((1, 100, 100), (2, 7, 37), (3, 20, 37)):
+        assert batch < 2 * native.OWN_ROWS
+        x = np.random.default_rng(batch).standard_normal((9, batch, size)).astype(dtype)
+        start = {s: np.random.default_rng(2).standard_normal((batch, hidden)).astype(dtype)
+                 for s in cell.graph.states}
+        params = cell.compile(input_size=size, hidden_size=hidden, dtype=dtype, seed=1).params
+        found = []
+        for threads in (1, 2, 3):
+            plan = NativePlan(Spec(cell.schedule, np, params, batch, size, hidden,
+                                   np.dtype(dtype)), threads=threads)
+            found.append(plan.run(x, start))
+        for y, final in found[1:]:
+            np.testing.assert_array_equal(y, found[0][0])
+            for state, value in final.items():
+                np.testing.assert_array_equal(value, found[0][1][state])
+
+
+def test_only_small_steps_of_few_rows_choose_their_thread_count():
+    """One sequence at H = 100 chooses (and its runs, on either count, equal the
+    reference's); 4 rows (owned by the threads), a large step, or one thread do not."""
+    cell = lstm_graph.load_cell("lstm")
+    x = np.random.default_rng(0).standard_normal((7, 1, 100)).astype("float32")
+    plan, ours, reference = compare(cell, x, 100, "float32", threads=2)
+    chooser = plan._choices[1]
+    assert isinstance(chooser, native.ThreadChoice)
+    zeros = {s: np.zeros((1, 100), "float32") for s in cell.graph.states}
+    for _ in range(2 * native.ThreadChoice.TRY):
+        assert_same(plan.run(x, zeros), reference, "float32")
+    assert set(chooser.times) == {1, 2} and all(chooser.times.values())
+    for batch, hidden, threads in ((4, 100, 2), (1, 300, 2), (1, 100, 1)):
+        x = np.random.default_rng(0).standard_normal((3, batch, hidden)).astype("float32")
+        plan, _, _ = compare(cell, x, hidden, "float32", threads=threads)
+        assert plan._choices == {batch: None}
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     """A plain run keeps its small work arrays (the hoisted products of one sequence)

@@ -24,7 +24,10 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   blocks), each thread owns its rows through the whole run and never waits for
   another: every sequence is its own recurrence. A state that a GEMM multiplies is read
   from a snapshot (two buffers, one per step parity): a tile writes its new
-  state while other tiles still multiply the old one.
+  state while other tiles still multiply the old one. Runs of small steps of one
+  to three sequences time themselves and take one thread or all, whichever was
+  faster of late (:class:`ThreadChoice`: a virtual machine's host may put the
+  vCPUs on one core for seconds); both give the same bits there.
 
 Before the loop only the static values the C does not compute are made, by
 :func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
@@ -45,6 +48,8 @@ from __future__ import annotations
 import ctypes
 import math
 import re
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
@@ -362,6 +367,72 @@ OWN_ROWS = 2
 #: shape: making them afresh is a good part of a small run's Python (100 steps of one
 #: sequence, H = 32: 62 µs a call, 29 of them in the C).
 SCRATCH_BYTES = 1 << 20
+#: Multiply-adds per step below which a run of fewer than ``2 * OWN_ROWS`` sequences on
+#: several threads times itself, and the next run takes one thread or all of them,
+#: whichever ran faster a step of late (:class:`ThreadChoice`). On a virtual machine the
+#: host may run the two vCPUs on one core's two hardware threads, for seconds at a time;
+#: there the second thread of such a step shares the core's L2 bandwidth and costs more
+#: at the barrier than its half of the work saves. Measured on AMD EPYC (Zen 4), T = 50,
+#: I = H, in processes that fell in such a phase (about 1 in 4 here), 1 against 2 threads:
+#: H = 100, B = 1: 2.8 against 3.3-3.4 µs a step (1.95 on 2 threads otherwise); H = 64,
+#: B = 1: 1.37 against 1.78 (1.0); H = 100, B = 2: 3.9 against 4.5 (2.56). From here
+#: two threads stay ahead there too (H = 200, B = 1, 320,000: 9.9 against 7.5; H = 100,
+#: B = 4: 7.0 against 5.6). With fewer than ``2 * OWN_ROWS`` rows no count of threads
+#: owns rows, so one thread and several run the same kernels and give the same bits.
+SMALL_STEP_WORK = 1 << 18
+#: Where one thread ran faster, every this many runs all the threads are tried again
+#: (:data:`ThreadChoice.TRY` runs), to see whether the host's phase has passed: about 2 %
+#: of the runs' time while it has not. Where all the threads ran faster, one thread is
+#: tried every ``16 * PROBE_RUNS`` runs (about 0.3 %).
+PROBE_RUNS = 32
+
+
+class ThreadChoice:
+    """The thread count for the runs of small steps of one batch size: one, or ``most``.
+
+    Each count keeps its last few timed runs' seconds a step (:data:`KEEP`); once both
+    have been tried, the runs take the count whose fastest of those is faster, and now
+    and then (:data:`PROBE_RUNS`) the other for a few runs, so that a change of the
+    host's phase is seen. Timings are one-sided (what else runs slows a run, never
+    speeds it up), so the fastest of a few is the estimate. A count is always run
+    :data:`TRY` times in a row: after a stretch on one thread the others' caches have
+    gone cold and their workers to sleep, and tried for one run only, all the threads
+    would pay for that every time and never be chosen again.
+    """
+
+    KEEP, TRY = 4, 3
+
+    def __init__(self, most: int):
+        self.most = most
+        self.times: dict[int, deque[float]] = {1: deque(maxlen=self.KEEP),
+                                               most: deque(maxlen=self.KEEP)}
+        self.threads = most  # the count of the run in progress or the last one
+        self.streak = 0  # runs in a row on it
+        self.since = 0  # runs since the other count was last tried
+
+    def next(self) -> int:
+        """How many threads the next run takes."""
+        if self.streak >= self.TRY:
+            other = 1 if self.threads == self.most else self.most
+            if not self.times[other]:
+                self._switch(other)
+            else:
+                best = min(self.times, key=lambda count: min(self.times[count]))
+                if best != self.threads:
+                    self._switch(best)
+                elif self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS):
+                    self._switch(other)
+                    self.since = 0
+        self.streak += 1
+        self.since += 1
+        return self.threads
+
+    def _switch(self, threads: int) -> None:
+        self.threads, self.streak = threads, 0
+
+    def record(self, threads: int, seconds: float, steps: int) -> None:
+        """The run that :meth:`next` gave ``threads`` took ``seconds`` for ``steps`` steps."""
+        self.times[threads].append(seconds / max(1, steps))
 
 
 def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
@@ -904,7 +975,8 @@ class NativePlan(Executor):
 
     ``threads`` is how many threads share a run's work (default: for steps of at least
     :data:`THREAD_WORK` multiply-adds, :func:`~lstm_graph.executors.prepare.usable_threads`,
-    else 1).
+    else 1). Runs of small steps of a few sequences (:data:`SMALL_STEP_WORK`) take that
+    many or one, whichever their own timings found faster (:class:`ThreadChoice`).
     """
 
     name = "native"
@@ -927,7 +999,25 @@ class NativePlan(Executor):
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
+        self._choices: dict[int, ThreadChoice | None] = {}  # by a run's rows
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
+
+    def _run_steps(self, build: _Build, t0: int, t1: int, batch: int, pointers: Any) -> None:
+        """Steps ``t0 <= t < t1`` of ``batch`` rows on :attr:`threads` threads; where those
+        are small steps of few rows (:data:`SMALL_STEP_WORK`), on as many as their
+        :class:`ThreadChoice` picks, timed for it."""
+        if batch not in self._choices:
+            small = self.threads > 1 and batch < 2 * OWN_ROWS \
+                and self.step.work(batch) < SMALL_STEP_WORK
+            self._choices[batch] = ThreadChoice(self.threads) if small else None
+        choice = self._choices[batch]
+        if choice is None:
+            build.run(t0, t1, batch, pointers, self.threads)
+            return
+        threads = choice.next()
+        began = time.perf_counter()
+        build.run(t0, t1, batch, pointers, threads)
+        choice.record(threads, time.perf_counter() - began, t1 - t0)
 
     def step_kernels(self, trace: bool = False, tape: TapeLayout | None = None) -> StepKernels:
         """The native step's kernels: hoisted products folded into the groups' GEMMs, ``S``
@@ -1075,7 +1165,7 @@ class NativePlan(Executor):
                 np.copyto(held.snapshot[:batch], finals[k])
         flag = build.fixed[NONFINITE]
         flag[0] = 0
-        build.run(0, steps, batch, pointers, self.threads)
+        self._run_steps(build, 0, steps, batch, pointers)
         return y, {held.name: finals[k] for k, held in enumerate(build.states)}, int(flag[0])
 
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
@@ -1190,11 +1280,11 @@ class NativePlan(Executor):
         if before is not None:
             before(made)
         if progress is None:
-            build.run(0, steps, batch, pointers, self.threads)
+            self._run_steps(build, 0, steps, batch, pointers)
         else:
             for start in range(0, steps, self.chunk):
                 stop = min(steps, start + self.chunk)
-                build.run(start, stop, batch, pointers, self.threads)
+                self._run_steps(build, start, stop, batch, pointers)
                 progress(stop - start)
         final = {held.name: held.buffer[:batch].copy() for held in build.states}
         return y, final, static, made
