@@ -182,6 +182,36 @@ def test_only_small_steps_of_few_rows_choose_their_thread_count():
         assert plan._choices == {batch: None}
 
 
+def root(array):
+    """The array that owns ``array``'s memory."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def test_a_small_run_makes_y_and_the_states_at_once_and_a_large_one_apart():
+    """Up to TOGETHER_BYTES of y, a plain run makes y and the final states in one
+    allocation (a microsecond or two of a small call); beyond, apart, so that a final
+    state kept alive does not keep a large y with it. Either way each is its own."""
+    cell = lstm_graph.load_cell("lstm")
+    run = cell.compile(input_size=3, hidden_size=20, seed=0)
+    reference = cell.compile(input_size=3, hidden_size=20, seed=0, executor="reference")
+    for steps, together in ((5, True), (native.TOGETHER_BYTES // 80 + 1, False)):
+        x = np.random.default_rng(steps).standard_normal((steps, 1, 3)).astype("float32")
+        run(x)  # the second run of a shape is the plain path's
+        y, final = run(x)
+        assert_same((y, final), reference(x), "float32")
+        roots = {id(root(value)) for value in (y, *final.values())}
+        assert (len(roots) == 1) == together
+        assert all(value.ctypes.data % 64 == 0 for value in (y, *final.values()))
+        if not together:
+            assert all(root(value).nbytes < 1024 for value in final.values())
+        before = {name: value.copy() for name, value in final.items()}
+        y[...] = np.nan
+        for name, value in final.items():
+            np.testing.assert_array_equal(value, before[name])
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
     """A plain run keeps its small work arrays (the hoisted products of one sequence)
@@ -203,8 +233,7 @@ def test_repeated_runs_of_changing_shapes_keep_every_result_right(name):
         assert ours.ran_with == "native"
         assert_same(found, reference(x, state), "float32", f"T = {steps}, B = {batch}")
         kept += [(value.copy(), value) for value in (found[0], *found[1].values())]
-        if batch > 1:  # the step's vector stores
-            assert found[0].ctypes.data % 64 == 0
+        assert found[0].ctypes.data % 64 == 0  # the step's vector stores
     for copy, value in kept:
         np.testing.assert_array_equal(copy, value)
     plan = ours.compiled(1)

@@ -557,16 +557,23 @@ class _Maps(NamedTuple):
     maps: list[np.ndarray]
 
 
+def aligned_flat(size: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """An uninitialised 1-D array of ``size`` numbers whose data starts on a 64-byte
+    boundary, and that address (see :func:`aligned_empty`)."""
+    nbytes = size * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    # the address through a ctypes view of the buffer: a third of `raw.ctypes.data`'s time
+    base = ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, raw)))
+    start = -base % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype), base + start
+
+
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-order array whose data starts on a 64-byte boundary, so that no
     vector load of a whole tile straddles two cache lines (which costs two loads: a
     run's time jumped by a third with the allocator's 16-byte alignment), and two
     threads writing neighbouring tiles never share a cache line."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
-    # the address through a ctypes view of the buffer: a third of `raw.ctypes.data`'s time
-    start = -ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, raw))) % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return aligned_flat(math.prod(shape), dtype)[0].reshape(shape)
 
 
 def aligned(array: np.ndarray) -> np.ndarray:

@@ -886,20 +886,11 @@ class NativeStep:
         return "\n".join([*self.header(), *self.functions(self.args)])
 
 
-#: Bytes below which one sequence's results (``y``, the final states) are not made 64-byte
-#: aligned (:func:`aligned_empty`): there NumPy's own alignment (16) measured the same
-#: and takes a microsecond less. With more rows the step's vector loads and stores of
-#: the states and ``y`` stay within cache lines (B = 20-64, H = 64-200: 0-2 % faster,
-#: measured in one process taking turns).
-ALIGN_BYTES = 1 << 16
-
-
-def _output_array(shape: tuple[int, ...], dtype: np.dtype, batch: int) -> np.ndarray:
-    """A new array for a run's results over ``batch`` sequences: 64-byte aligned unless
-    it is one sequence's and small."""
-    if batch == 1 and math.prod(shape) * dtype.itemsize < ALIGN_BYTES:
-        return np.empty(shape, dtype)
-    return aligned_empty(shape, dtype)
+#: Bytes of ``y`` up to which a plain run makes ``y`` and the final states in one
+#: allocation (64-byte aligned): a small run lasts tens of microseconds, and a second
+#: aligned array and its address took 2.5 of them (T = 1, B = 4, H = 80: 18.8 µs a call).
+#: A final state kept alive keeps that much of ``y``'s memory with it.
+TOGETHER_BYTES = 1 << 16
 
 
 def _address(array: np.ndarray) -> int:
@@ -1139,22 +1130,31 @@ class NativePlan(Executor):
         steps, batch = x.shape[0], x.shape[1]
         output = build.step.kernels.output
         assert output is not None and build.plain is not None
-        dtype = self.spec.dtype
-        y = _output_array((output.slots(steps), batch, output.width), dtype, batch)
+        dtype, hidden = self.spec.dtype, self.spec.hidden
+        lanes = gemm_c.ALIGNMENT // dtype.itemsize
+        y_shape = (output.slots(steps), batch, output.width)
+        y_size = math.prod(y_shape)
+        count, size = len(build.states), batch * hidden
+        stride = -(-size // lanes) * lanes  # each state's rows start on a 64-byte boundary
         pointers = build.pointers
         y_at, x_at = build.plain
-        pointers[y_at] = _address(y)
+        if y_size * dtype.itemsize <= TOGETHER_BYTES:
+            span = -(-y_size // lanes) * lanes
+            flat, address = gemm_c.aligned_flat(span + count * stride, dtype)
+            y, block, at = flat[:y_size].reshape(y_shape), flat[span:], \
+                address + span * dtype.itemsize
+            pointers[y_at] = address
+        else:
+            y = aligned_empty(y_shape, dtype)
+            pointers[y_at] = _address(y)
+            block, at = gemm_c.aligned_flat(count * stride, dtype)
         pointers[x_at] = _address(x)
-        count, size = len(build.states), batch * self.spec.hidden
-        lanes = gemm_c.ALIGNMENT // dtype.itemsize
-        stride = -(-size // lanes) * lanes  # each state's rows start on a 64-byte boundary
         finals: np.ndarray | list[np.ndarray]
         if stride == size:
-            block = finals = _output_array((count, batch, self.spec.hidden), dtype, batch)
+            block = finals = block.reshape(count, batch, hidden)
         else:
-            block = _output_array((count, stride), dtype, batch)
-            finals = [block[k, :size].reshape(batch, self.spec.hidden) for k in range(count)]
-        at = _address(block)
+            finals = [block[k * stride:k * stride + size].reshape(batch, hidden)
+                      for k in range(count)]
         if state is None:
             block.fill(0)
         for k, held in enumerate(build.states):
