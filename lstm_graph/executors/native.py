@@ -369,16 +369,17 @@ OWN_ROWS = 2
 SCRATCH_BYTES = 1 << 20
 #: Multiply-adds per step below which a run of fewer than ``2 * OWN_ROWS`` sequences on
 #: several threads times itself, and the next run takes one thread or all of them,
-#: whichever ran faster a step of late (:class:`ThreadChoice`). On a virtual machine the
-#: host may run the two vCPUs on one core's two hardware threads, for seconds at a time;
-#: there the second thread of such a step shares the core's L2 bandwidth and costs more
-#: at the barrier than its half of the work saves. Measured on AMD EPYC (Zen 4), T = 50,
-#: I = H, in processes that fell in such a phase (about 1 in 4 here), 1 against 2 threads:
-#: H = 100, B = 1: 2.8 against 3.3-3.4 µs a step (1.95 on 2 threads otherwise); H = 64,
-#: B = 1: 1.37 against 1.78 (1.0); H = 100, B = 2: 3.9 against 4.5 (2.56). From here
-#: two threads stay ahead there too (H = 200, B = 1, 320,000: 9.9 against 7.5; H = 100,
-#: B = 4: 7.0 against 5.6). With fewer than ``2 * OWN_ROWS`` rows no count of threads
-#: owns rows, so one thread and several run the same kernels and give the same bits.
+#: whichever ran faster a step of late (:class:`ThreadChoice`). On a virtual machine,
+#: for seconds at a time, such a step can run slower on two threads than on one (on this
+#: 2-vCPU VM the one-thread time stays put while the two-thread time jumps; the host
+#: likely runs the two vCPUs on one core's two hardware threads then). Measured on AMD
+#: EPYC (Zen 4), T = 50, I = H, in processes that fell in such a phase (from none to
+#: most of them over a few minutes), 1 against 2 threads: H = 100, B = 1: 2.8 against
+#: 3.3-3.4 µs a step (1.95 on 2 threads otherwise); H = 64, B = 1: 1.37 against 1.78
+#: (1.0); H = 100, B = 2: 3.9 against 4.5 (2.56). From here two threads stay ahead
+#: there too (H = 200, B = 1, 320,000: 9.9 against 7.5; H = 100, B = 4: 7.0 against
+#: 5.6). With fewer than ``2 * OWN_ROWS`` rows no count of threads owns rows, so one
+#: thread and several run the same kernels and give the same bits.
 SMALL_STEP_WORK = 1 << 18
 #: Where one thread ran faster, every this many runs all the threads are tried again
 #: (:data:`ThreadChoice.TRY` runs), to see whether the host's phase has passed: about 2 %
@@ -888,7 +889,8 @@ class NativeStep:
 
 #: Bytes of ``y`` up to which a plain run makes ``y`` and the final states in one
 #: allocation (64-byte aligned): a small run lasts tens of microseconds, and a second
-#: aligned array and its address took 2.5 of them (T = 1, B = 4, H = 80: 18.8 µs a call).
+#: aligned array and its address took 2 of them (T = 1, B = 4, H = 80: 18.2 against
+#: 16.2 µs a call).
 #: A final state kept alive keeps that much of ``y``'s memory with it.
 TOGETHER_BYTES = 1 << 16
 
@@ -990,18 +992,19 @@ class NativePlan(Executor):
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
-        self._choices: dict[int, ThreadChoice | None] = {}  # by a run's rows
+        self._choices: dict[tuple[int, int], ThreadChoice | None] = {}  # (build, rows)
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def _run_steps(self, build: _Build, t0: int, t1: int, batch: int, pointers: Any) -> None:
         """Steps ``t0 <= t < t1`` of ``batch`` rows on :attr:`threads` threads; where those
         are small steps of few rows (:data:`SMALL_STEP_WORK`), on as many as their
         :class:`ThreadChoice` picks, timed for it."""
-        if batch not in self._choices:
+        key = (id(build), batch)  # a build's own runs: a tape's forward runs slower a step
+        if key not in self._choices:
             small = self.threads > 1 and batch < 2 * OWN_ROWS \
                 and self.step.work(batch) < SMALL_STEP_WORK
-            self._choices[batch] = ThreadChoice(self.threads) if small else None
-        choice = self._choices[batch]
+            self._choices[key] = ThreadChoice(self.threads) if small else None
+        choice = self._choices[key]
         if choice is None:
             build.run(t0, t1, batch, pointers, self.threads)
             return
