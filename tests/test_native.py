@@ -403,7 +403,12 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
         x[1, 0, seed % 2] = np.nan
     with poisoned():
         _, ours, reference = compare(cell, x, 3, dtype, seed, threads=threads)
+        _, other, _ = compare(cell, x, 3, dtype, seed, threads=3 - threads)
     assert_same(ours, reference, dtype, source)
+    # one thread and two give the same bits (ThreadChoice may take either, run to run)
+    np.testing.assert_array_equal(ours[0], other[0])
+    for state, value in ours[1].items():
+        np.testing.assert_array_equal(value, other[1][state])
 
 
 # -- the backward pass, compiled ----------------------------------------------------------
