@@ -378,13 +378,16 @@ SCRATCH_BYTES = 1 << 20
 #: 3.3-3.4 µs a step (1.95 on 2 threads otherwise); H = 64, B = 1: 1.37 against 1.78
 #: (1.0); H = 100, B = 2: 3.9 against 4.5 (2.56). From here two threads stay ahead
 #: there too (H = 200, B = 1, 320,000: 9.9 against 7.5; H = 100, B = 4: 7.0 against
-#: 5.6). With fewer than ``2 * OWN_ROWS`` rows no count of threads owns rows, so one
-#: thread and several run the same kernels and give the same bits.
+#: 5.6). With fewer than ``2 * OWN_ROWS`` rows (at most ``MR``) several threads never
+#: own rows, so every count takes all the rows as one row block: the same GEMM calls,
+#: and element-wise work that does not depend on how the units are split between
+#: threads (no contraction, no fast math), so the same bits. (Four rows on two threads
+#: are two row blocks of two, whose kernels split their sums otherwise.)
 SMALL_STEP_WORK = 1 << 18
-#: Where one thread ran faster, every this many runs all the threads are tried again
-#: (:data:`ThreadChoice.TRY` runs), to see whether the host's phase has passed: about 2 %
-#: of the runs' time while it has not. Where all the threads ran faster, one thread is
-#: tried every ``16 * PROBE_RUNS`` runs (about 0.3 %).
+#: Where one thread ran faster, after every this many runs on it all the threads are
+#: tried again (:data:`ThreadChoice.TRY` runs), to see whether the host's phase has
+#: passed: about 2 % of the runs' time while it has not. Where all the threads ran
+#: faster, one thread is tried after every ``16 * PROBE_RUNS`` runs (about 0.3 %).
 PROBE_RUNS = 32
 
 
@@ -417,19 +420,18 @@ class ThreadChoice:
             other = 1 if self.threads == self.most else self.most
             if not self.times[other]:
                 self._switch(other)
-            else:
+            elif self.times[self.threads]:  # (empty only where a run raised)
                 best = min(self.times, key=lambda count: min(self.times[count]))
-                if best != self.threads:
-                    self._switch(best)
-                elif self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS):
+                if best != self.threads or \
+                        self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS):
                     self._switch(other)
-                    self.since = 0
         self.streak += 1
         self.since += 1
         return self.threads
 
     def _switch(self, threads: int) -> None:
-        self.threads, self.streak = threads, 0
+        """Run ``threads`` from the next run on; the count left was just tried."""
+        self.threads, self.streak, self.since = threads, 0, 0
 
     def record(self, threads: int, seconds: float, steps: int) -> None:
         """The run that :meth:`next` gave ``threads`` took ``seconds`` for ``steps`` steps."""
