@@ -413,18 +413,19 @@ class ThreadChoice:
         self.threads = most  # the count of the run in progress or the last one
         self.streak = 0  # runs in a row on it
         self.since = 0  # runs since the other count was last tried
+        self.best: int | None = None  # the faster count, once both have timings
 
     def next(self) -> int:
-        """How many threads the next run takes."""
+        """How many threads the next run takes (a microsecond counts in a small run)."""
         if self.streak >= self.TRY:
-            other = 1 if self.threads == self.most else self.most
-            if not self.times[other]:
+            best, other = self.best, 1 if self.threads == self.most else self.most
+            if best is None:  # try the count without timings (where a run raised: again)
+                leave = not self.times[other]
+            else:
+                leave = best != self.threads or \
+                    self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS)
+            if leave:
                 self._switch(other)
-            elif self.times[self.threads]:  # (empty only where a run raised)
-                best = min(self.times, key=lambda count: min(self.times[count]))
-                if best != self.threads or \
-                        self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS):
-                    self._switch(other)
         self.streak += 1
         self.since += 1
         return self.threads
@@ -436,6 +437,9 @@ class ThreadChoice:
     def record(self, threads: int, seconds: float, steps: int) -> None:
         """The run that :meth:`next` gave ``threads`` took ``seconds`` for ``steps`` steps."""
         self.times[threads].append(seconds / max(1, steps))
+        one, most = self.times[1], self.times[self.most]
+        if one and most:
+            self.best = 1 if min(one) < min(most) else self.most
 
 
 def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
@@ -890,9 +894,9 @@ class NativeStep:
 
 
 #: Bytes of ``y`` up to which a plain run makes ``y`` and the final states in one
-#: allocation (64-byte aligned): a small run lasts tens of microseconds, and a second
-#: aligned array and its address took 2 of them (T = 1, B = 4, H = 80: 18.2 against
-#: 16.2 µs a call).
+#: allocation (64-byte aligned, but for one sequence, where NumPy's own alignment ran
+#: as fast): a small run lasts tens of microseconds, and a second aligned array and its
+#: address took 2 of them (T = 1, B = 4, H = 80: 18.2 against 16.2 µs a call).
 #: A final state kept alive keeps that much of ``y``'s memory with it.
 TOGETHER_BYTES = 1 << 16
 
@@ -938,6 +942,10 @@ class _Build:
     #: The ``hidden`` arrays of a plain run, kept for the last ``(steps, batch)`` while they
     #: are small (:data:`SCRATCH_BYTES`).
     scratch: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    #: By a run's rows: how many threads its runs take, where that is chosen by timing
+    #: (:class:`ThreadChoice`; None where not). A build's own: a tape's forward runs
+    #: slower a step than a plain run, and must not set the plain run's choice.
+    choices: dict[int, ThreadChoice | None] = field(default_factory=dict)
 
 
 def weight_arrays(step: NativeStep, lanes: int) -> dict[str, np.ndarray]:
@@ -994,19 +1002,18 @@ class NativePlan(Executor):
         work = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
             (1 if work < THREAD_WORK else usable_threads())
-        self._choices: dict[tuple[int, int], ThreadChoice | None] = {}  # (build, rows)
         self.chunk = max(1, PROGRESS_WORK // max(1, work))
 
     def _run_steps(self, build: _Build, t0: int, t1: int, batch: int, pointers: Any) -> None:
         """Steps ``t0 <= t < t1`` of ``batch`` rows on :attr:`threads` threads; where those
         are small steps of few rows (:data:`SMALL_STEP_WORK`), on as many as their
         :class:`ThreadChoice` picks, timed for it."""
-        key = (id(build), batch)  # a build's own runs: a tape's forward runs slower a step
-        if key not in self._choices:
+        try:
+            choice = build.choices[batch]
+        except KeyError:
             small = self.threads > 1 and batch < 2 * OWN_ROWS \
                 and self.step.work(batch) < SMALL_STEP_WORK
-            self._choices[key] = ThreadChoice(self.threads) if small else None
-        choice = self._choices[key]
+            choice = build.choices[batch] = ThreadChoice(self.threads) if small else None
         if choice is None:
             build.run(t0, t1, batch, pointers, self.threads)
             return
@@ -1145,7 +1152,11 @@ class NativePlan(Executor):
         y_at, x_at = build.plain
         if y_size * dtype.itemsize <= TOGETHER_BYTES:
             span = -(-y_size // lanes) * lanes
-            flat, address = gemm_c.aligned_flat(span + count * stride, dtype)
+            if batch == 1:  # NumPy's own alignment: the same speed, half a microsecond less
+                flat = np.empty(span + count * stride, dtype)
+                address = _address(flat)
+            else:
+                flat, address = gemm_c.aligned_flat(span + count * stride, dtype)
             y, block, at = flat[:y_size].reshape(y_shape), flat[span:], \
                 address + span * dtype.itemsize
             pointers[y_at] = address
