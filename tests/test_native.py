@@ -100,15 +100,19 @@ def test_three_threads_own_rows_only_where_they_split_evenly_or_in_two_blocks(ba
 
 
 def choices(chooser, timings, runs):
-    """The thread counts ``chooser`` gives over ``runs`` runs, each run timed by
-    ``timings(run, threads, first)`` seconds a step (``first``: the first after a change)."""
+    """The ways (:class:`~lstm_graph.executors.native.Sharing`) ``chooser`` gives over
+    ``runs`` runs, each run timed by ``timings(run, way, first)`` seconds a step
+    (``first``: the first after a change)."""
     found, last = [], None
     for run in range(runs):
-        threads = chooser.next()
-        chooser.record(threads, 10 * timings(run, threads, threads != last), 10)
-        found.append(threads)
-        last = threads
+        way = chooser.next()
+        chooser.record(way, 10 * timings(run, way, way != last), 10)
+        found.append(way)
+        last = way
     return found
+
+
+ONE, TWO, ALONE = native.Sharing(1), native.Sharing(2), native.Sharing(2, alone=True)
 
 
 def test_small_steps_take_the_thread_count_that_ran_faster_and_see_the_host_change():
@@ -118,11 +122,11 @@ def test_small_steps_take_the_thread_count_that_ran_faster_and_see_the_host_chan
     slow (cold caches, a sleeping worker): a count is tried for a few runs in a row."""
     try_, probe = native.ThreadChoice.TRY, native.PROBE_RUNS
 
-    def host(run, threads, first):  # two threads slower from run 100 to run 300
+    def host(run, way, first):  # two threads slower from run 100 to run 300
         two = 3.3 if 100 <= run < 300 else 1.95
-        return (2.8 if threads == 1 else two) * (3 if first else 1)
+        return (2.8 if way == ONE else two) * (3 if first else 1)
 
-    found = choices(native.ThreadChoice(2), host, 600)
+    found = [way.threads for way in choices(native.ThreadChoice(2), host, 600)]
     assert found[:2 * try_] == [2] * try_ + [1] * try_
     fast = found[2 * try_:100]
     assert fast.count(1) == 0  # 1 thread's next try is 16 * PROBE_RUNS runs away
@@ -132,13 +136,50 @@ def test_small_steps_take_the_thread_count_that_ran_faster_and_see_the_host_chan
     after = found[300 + probe + 2 * try_:]
     assert after.count(1) <= try_ * (len(after) // (16 * probe) + 1)
 
-    def steady(run, threads, first):  # one thread always faster
-        return (1.0 if threads == 1 else 1.5) * (3 if first else 1)
+    def steady(run, way, first):  # one thread always faster
+        return (1.0 if way.threads == 1 else 1.5) * (3 if first else 1)
 
-    found = choices(native.ThreadChoice(3), steady, 200)
+    found = [way.threads for way in choices(native.ThreadChoice(3), steady, 200)]
     assert found[:2 * try_] == [3] * try_ + [1] * try_
     # after every PROBE_RUNS runs on one thread, three on all
     assert found[2 * try_:].count(3) == try_ * ((200 - try_) // (probe + try_))
+
+
+def test_hoisted_products_may_take_all_threads_while_the_steps_take_one():
+    """Where the products of x are hoisted a third way is tried: those on all the threads,
+    the steps on one. Where it is the fastest (the host's slow phase) the runs take it,
+    and try the other two in turn, each after PROBE_RUNS runs; after the phase, all
+    the threads again."""
+    try_, probe = native.ThreadChoice.TRY, native.PROBE_RUNS
+
+    def host(run, way, first):  # all on two threads slowest from run 100 to run 400
+        slow = 100 <= run < 400
+        time = {TWO: 3.3 if slow else 1.95, ALONE: 2.6 if slow else 2.4, ONE: 2.8}[way]
+        return time * (3 if first else 1)
+
+    chooser = native.ThreadChoice(2, hoisted=True)
+    assert chooser.ways == (TWO, ALONE, ONE)
+    found = choices(chooser, host, 700)
+    assert found[:3 * try_] == [TWO] * try_ + [ALONE] * try_ + [ONE] * try_
+    assert set(found[3 * try_:100]) == {TWO}
+    slow = found[120:400]
+    assert slow.count(ALONE) > 0.8 * len(slow)
+    tried = [way for way, before in zip(slow[1:], slow) if way != before and way != ALONE]
+    assert tried[:4] == [ONE, TWO, ONE, TWO] or tried[:4] == [TWO, ONE, TWO, ONE]
+    # never two tries in a row: each comes back to the fastest way
+    assert all(ALONE in found[k:k + probe + try_] for k in range(120, 400 - probe - try_))
+    assert found[400 + probe + 3 * try_:].count(TWO) > 0.9 * (700 - 400 - probe - 3 * try_)
+
+
+class Forced(native.ThreadChoice):
+    """A chooser that always gives ``way``."""
+
+    def __init__(self, way):
+        super().__init__(way.threads, way.alone)
+        self.way = way
+
+    def next(self):
+        return self.way
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm", "gru_cho"])
@@ -156,11 +197,16 @@ def test_few_rows_give_the_same_bits_on_one_thread_and_on_several(name, dtype):
         start = {s: np.random.default_rng(2).standard_normal((batch, hidden)).astype(dtype)
                  for s in cell.graph.states}
         params = cell.compile(input_size=size, hidden_size=hidden, dtype=dtype, seed=1).params
-        found = []
+        found, alone = [], 0
         for threads in (1, 2, 3):
             plan = NativePlan(Spec(cell.schedule, np, params, batch, size, hidden,
                                    np.dtype(dtype)), threads=threads)
             found.append(plan.run(x, start))
+            if threads > 1 and plan._plain.run_alone is not None:
+                plan._plain.choices[batch] = Forced(native.Sharing(threads, alone=True))
+                found.append(plan.run(x, start))
+                alone += 1
+        assert alone == 2 or batch > 1  # one sequence's products of x are hoisted
         for y, final in found[1:]:
             np.testing.assert_array_equal(y, found[0][0])
             for state, value in final.items():
@@ -176,18 +222,23 @@ def test_only_small_steps_of_few_rows_choose_their_thread_count():
     chooser = plan._plain.choices[1]
     assert isinstance(chooser, native.ThreadChoice)
     build, given, try_ = plan._plain, [], native.ThreadChoice.TRY
-    run = build.run
+    run, run_alone = build.run, build.run_alone
 
-    def counted(t0, t1, batch, pointers, parts):  # the count that reaches the C
-        given.append(parts)
+    def counted(t0, t1, batch, pointers, parts):  # the way that reaches the C
+        given.append(native.Sharing(parts))
         run(t0, t1, batch, pointers, parts)
 
-    build.run = counted
+    def counted_alone(t0, t1, batch, pointers, parts):
+        given.append(native.Sharing(parts, alone=True))
+        run_alone(t0, t1, batch, pointers, parts)
+
+    build.run, build.run_alone = counted, counted_alone
     zeros = {s: np.zeros((1, 100), "float32") for s in cell.graph.states}
-    for _ in range(2 * try_):
+    for _ in range(3 * try_):
         assert_same(plan.run(x, zeros), reference, "float32")
-    assert given[:2 * try_ - 1] == [2] * (try_ - 1) + [1] * try_  # the first run: compare's
-    assert set(chooser.times) == {1, 2} and all(chooser.times.values())
+    # the first run was compare's
+    assert given[:3 * try_ - 1] == [TWO] * (try_ - 1) + [ALONE] * try_ + [ONE] * try_
+    assert set(chooser.times) == {TWO, ALONE, ONE} and all(chooser.times.values())
     for batch, hidden, threads in ((4, 100, 2), (1, 300, 2), (1, 100, 1)):
         x = np.random.default_rng(0).standard_normal((3, batch, hidden)).astype("float32")
         plan, _, _ = compare(cell, x, hidden, "float32", threads=threads)

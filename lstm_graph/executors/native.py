@@ -25,9 +25,10 @@ one C call, with its own packed GEMMs (:mod:`~lstm_graph.executors.gemm_c`):
   another: every sequence is its own recurrence. A state that a GEMM multiplies is read
   from a snapshot (two buffers, one per step parity): a tile writes its new
   state while other tiles still multiply the old one. Runs of small steps of one
-  to three sequences time themselves and take one thread or all, whichever was
-  faster of late (:class:`ThreadChoice`: a virtual machine's host may put the
-  vCPUs on one core for seconds); both give the same bits there.
+  to three sequences time themselves and take one thread, all, or all for the
+  hoisted products of ``x`` and one for the steps, whichever was faster of late
+  (:class:`ThreadChoice`: a virtual machine's host may put the vCPUs on one core
+  for seconds); every way gives the same bits there.
 
 Before the loop only the static values the C does not compute are made, by
 :func:`~lstm_graph.executors.prepare.static_values` (none for the built-in cells).
@@ -125,6 +126,12 @@ TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
 #: Runs steps ``t0 <= t < t1`` of the step (forward).
 RUN = Symbol("lstm_graph_run", POOLED)
+#: Where the step's products of ``x`` are hoisted (:func:`hoists`): runs them over steps
+#: ``t0 <= t < t1`` on ``parts`` threads, then the steps on the calling thread alone.
+RUN_ALONE = Symbol("lstm_graph_run_alone", POOLED)
+#: The parameters of a :data:`~.gemm_c.POOLED` part function.
+PART_PARAMETERS = ("ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, ptrdiff_t t1, "
+                   "ptrdiff_t batch, void **a")
 
 #: float32 exp and tanh the compiler can vectorise (no library calls, no branches).
 MATH_FLOAT = r"""
@@ -368,8 +375,9 @@ OWN_ROWS = 2
 #: sequence, H = 32: 62 µs a call, 29 of them in the C).
 SCRATCH_BYTES = 1 << 20
 #: Multiply-adds per step below which a run of fewer than ``2 * OWN_ROWS`` sequences on
-#: several threads times itself, and the next run takes one thread or all of them,
-#: whichever ran faster a step of late (:class:`ThreadChoice`). On a virtual machine,
+#: several threads times itself, and the next run takes one thread, all of them, or all
+#: for the hoisted products and one for the steps, whichever ran faster a step of late
+#: (:class:`ThreadChoice`). On a virtual machine,
 #: for seconds at a time, such a step can run slower on two threads than on one (on this
 #: 2-vCPU VM the one-thread time stays put while the two-thread time jumps; the host
 #: likely runs the two vCPUs on one core's two hardware threads then). Measured on AMD
@@ -381,24 +389,39 @@ SCRATCH_BYTES = 1 << 20
 #: 5.6). With fewer than ``2 * OWN_ROWS`` rows (at most ``MR``) several threads never
 #: own rows, so every count takes all the rows as one row block: the same GEMM calls,
 #: and element-wise work that does not depend on how the units are split between
-#: threads (no contraction, no fast math), so the same bits. (Four rows on two threads
-#: are two row blocks of two, whose kernels split their sums otherwise.)
+#: threads (no contraction, no fast math), so the same bits; the hoisted products are
+#: the same blocks of ``MR`` rows on any count. (Four rows on two threads are two row
+#: blocks of two, whose kernels split their sums otherwise.) The hoisted products on
+#: two threads and the steps on one: 2.09 µs a step at H = 100, B = 1 (T = 1000)
+#: against one thread's 2.41 and two threads' 1.50 outside such a phase; inside it, at
+#: T = 50, 132.4 µs a run against one thread's 135.9.
 SMALL_STEP_WORK = 1 << 18
-#: Where one thread ran faster, after every this many runs on it all the threads are
-#: tried again (:data:`ThreadChoice.TRY` runs), to see whether the host's phase has
-#: passed: about 2 % of the runs' time while it has not. Where all the threads ran
-#: faster, one thread is tried after every ``16 * PROBE_RUNS`` runs (about 0.3 %).
+#: Where a way with one thread for the steps ran faster, after every this many runs on
+#: it another way is tried again (:data:`ThreadChoice.TRY` runs), the others in turn,
+#: to see whether the host's phase has passed: about 2 % of the runs' time while it
+#: has not. Where all the threads ran faster, another way is tried after every
+#: ``16 * PROBE_RUNS`` runs (about 0.3 %).
 PROBE_RUNS = 32
 
 
-class ThreadChoice:
-    """The thread count for the runs of small steps of one batch size: one, or ``most``.
+class Sharing(NamedTuple):
+    """How a run shares its work out: on ``threads`` threads, or (``alone``) the hoisted
+    products of ``x`` on ``threads`` threads and the steps on the calling thread."""
 
-    Each count keeps its last few timed runs' seconds a step (:data:`KEEP`); once both
-    have been tried, the runs take the count whose fastest of those is faster, and now
-    and then (:data:`PROBE_RUNS`) the other for a few runs, so that a change of the
+    threads: int
+    alone: bool = False
+
+
+class ThreadChoice:
+    """How the runs of small steps of one batch size share their work: on one thread, on
+    ``most``, or (where the products of ``x`` are hoisted: ``hoisted``) those products on
+    ``most`` and the steps on one (:class:`Sharing`).
+
+    Each way keeps its last few timed runs' seconds a step (:data:`KEEP`); once all have
+    been tried, the runs take the one whose fastest of those is fastest, and now and
+    then (:data:`PROBE_RUNS`) another, in turn, for a few runs, so that a change of the
     host's phase is seen. Timings are one-sided (what else runs slows a run, never
-    speeds it up), so the fastest of a few is the estimate. A count is always run
+    speeds it up), so the fastest of a few is the estimate. A way is always run
     :data:`TRY` times in a row: after a stretch on one thread the others' caches have
     gone cold and their workers to sleep, and tried for one run only, all the threads
     would pay for that every time and never be chosen again.
@@ -406,40 +429,48 @@ class ThreadChoice:
 
     KEEP, TRY = 4, 3
 
-    def __init__(self, most: int):
-        self.most = most
-        self.times: dict[int, deque[float]] = {1: deque(maxlen=self.KEEP),
-                                               most: deque(maxlen=self.KEEP)}
-        self.threads = most  # the count of the run in progress or the last one
+    def __init__(self, most: int, hoisted: bool = False):
+        self.most = Sharing(most)
+        self.ways = (self.most, *((Sharing(most, alone=True),) if hoisted else ()),
+                     Sharing(1))
+        self.times: dict[Sharing, deque[float]] = {w: deque(maxlen=self.KEEP)
+                                                   for w in self.ways}
+        self.current = self.most  # the way of the run in progress or the last one
         self.streak = 0  # runs in a row on it
-        self.since = 0  # runs since the other count was last tried
-        self.best: int | None = None  # the faster count, once both have timings
+        self.since = 0  # runs since another way was last tried
+        self.probe = 0  # which of the others is tried next
+        self.fastest: dict[Sharing, float] = {}  # each way's fastest kept time a step
+        self.best: Sharing | None = None  # the fastest way, once all have timings
 
-    def next(self) -> int:
-        """How many threads the next run takes (a microsecond counts in a small run)."""
+    def next(self) -> Sharing:
+        """How the next run shares its work (a microsecond counts in a small run)."""
         if self.streak >= self.TRY:
-            best, other = self.best, 1 if self.threads == self.most else self.most
-            if best is None:  # try the count without timings (where a run raised: again)
-                leave = not self.times[other]
-            else:
-                leave = best != self.threads or \
-                    self.since >= (PROBE_RUNS if best == 1 else 16 * PROBE_RUNS)
-            if leave:
-                self._switch(other)
+            best, current = self.best, self.current
+            if best is None:  # try a way without timings (where a run raised: again)
+                untried = [w for w in self.ways if not self.times[w] and w != current]
+                if untried:
+                    self._switch(untried[0])
+            elif best != current:
+                self._switch(best)
+            elif self.since >= (16 * PROBE_RUNS if best == self.most else PROBE_RUNS):
+                others = [w for w in self.ways if w != best]
+                self.probe = (self.probe + 1) % len(others)
+                self._switch(others[self.probe])
         self.streak += 1
         self.since += 1
-        return self.threads
+        return self.current
 
-    def _switch(self, threads: int) -> None:
-        """Run ``threads`` from the next run on; the count left was just tried."""
-        self.threads, self.streak, self.since = threads, 0, 0
+    def _switch(self, way: Sharing) -> None:
+        """Run ``way`` from the next run on."""
+        self.current, self.streak, self.since = way, 0, 0
 
-    def record(self, threads: int, seconds: float, steps: int) -> None:
-        """The run that :meth:`next` gave ``threads`` took ``seconds`` for ``steps`` steps."""
-        self.times[threads].append(seconds / max(1, steps))
-        one, most = self.times[1], self.times[self.most]
-        if one and most:
-            self.best = 1 if min(one) < min(most) else self.most
+    def record(self, way: Sharing, seconds: float, steps: int) -> None:
+        """The run that :meth:`next` gave ``way`` took ``seconds`` for ``steps`` steps."""
+        times = self.times[way]
+        times.append(seconds / max(1, steps))
+        self.fastest[way] = min(times)
+        if len(self.fastest) == len(self.ways):
+            self.best = min(self.fastest, key=self.fastest.__getitem__)
 
 
 def hoists(schedule: Schedule, layout: Layout, batch: int, input_size: int, hidden: int,
@@ -799,8 +830,7 @@ class NativeStep:
         the row blocks split between the parts."""
         lines = ["/* before the steps t0 <= t < t1: the hoisted products over all their rows "
                  "(row blocks split between the parts), tiles of c vectors */",
-                 "static void before_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
-                 "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                 f"static void before_part({PART_PARAMETERS}) {{",
                  "    const ptrdiff_t row0 = t0 * batch, rows = (t1 - t0) * batch;",
                  "    const ptrdiff_t blocks = (rows + MR - 1) / MR;",
                  "    const ptrdiff_t k0 = blocks * part / parts, k1 = blocks * (part + 1) / "
@@ -847,26 +877,22 @@ class NativeStep:
                   "rows c0 <= b < c1 of the step's x and y (its own, or an even share once "
                   "all are written), and of the states at the end, while they are in its "
                   "caches, and sets the run's flags (NONFINITE) where one is not finite */",
-                  "static void run_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
-                  "ptrdiff_t t1, ptrdiff_t batch, void **a) {",
+                  "static void steps_part(ptrdiff_t part, ptrdiff_t parts, ptrdiff_t t0, "
+                  "ptrdiff_t t1, ptrdiff_t batch, void **a, ptrdiff_t *sense) {",
                   "    const ptrdiff_t blocks = row_blocks(batch, parts);",
                   "    const _Bool own = own_rows(batch, parts);",
                   "    const ptrdiff_t items = own ? blocks : batch <= MR ? TILES "
                   ": TILES * blocks;",
                   "    const ptrdiff_t i0 = share_start(part, parts, items, batch, blocks), "
                   "i1 = share_start(part + 1, parts, items, batch, blocks);",
-                  "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);",
                   "    const ptrdiff_t c0 = own ? batch * i0 / blocks : batch * part / parts;",
                   "    const ptrdiff_t c1 = own ? batch * i1 / blocks : batch * (part + 1) / "
                   "parts;",
                   "    vec seen_x = {0}, seen = {0};  /* see look_at */"]
-        if self.hoisted:  # its rows are all T·B rows, split otherwise than the step's
-            lines += ["    before_part(part, parts, t0, t1, batch, a);",
-                      "    barrier(parts, &sense);"]
         lines += ["    for (ptrdiff_t t = t0; t < t1; t++) {"]
         for k in segments:
             lines += [f"        segment_{k}(t, batch, i0, i1, parts, a);",
-                      "        if (!own) barrier(parts, &sense);"]
+                      "        if (!own) barrier(parts, sense);"]
         output = self.kernels.output
         if output is not None:
             lines += ["    " + self.pointer(output.name, False, args),
@@ -884,8 +910,23 @@ class NativeStep:
         lines += [f"    const unsigned flags = (nonfinite_seen(seen) ? {RESULTS_NONFINITE} : 0)"
                   f" | (nonfinite_seen(seen_x) ? {X_NONFINITE} : 0);",
                   f"    if (flags) __atomic_fetch_or((unsigned *){args.slot(NONFINITE)}, flags, "
-                  "__ATOMIC_RELAXED);", "}", "",
+                  "__ATOMIC_RELAXED);", "}", ""]
+        sense = "    ptrdiff_t sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);"
+        # the hoisted products' rows are all T·B rows, split otherwise than the step's
+        before = ["    before_part(part, parts, t0, t1, batch, a);",
+                  "    barrier(parts, &sense);"] if self.hoisted else []
+        lines += ["/* steps t0 <= t < t1 for part `part` of `parts` (see steps_part) */",
+                  f"static void run_part({PART_PARAMETERS}) {{", sense, *before,
+                  "    steps_part(part, parts, t0, t1, batch, a, &sense);", "}", "",
                   gemm_c.entry(RUN, "run_part", "steps t0 <= t < t1 on `parts` threads"), ""]
+        if self.hoisted:
+            lines += ["/* the hoisted products of steps t0 <= t < t1 for part `part` of `parts`, "
+                      "then the steps by part 0 alone */",
+                      f"static void alone_part({PART_PARAMETERS}) {{", sense, *before,
+                      "    if (part == 0) steps_part(0, 1, t0, t1, batch, a, &sense);", "}", "",
+                      gemm_c.entry(RUN_ALONE, "alone_part", "the hoisted products of steps "
+                                   "t0 <= t < t1 on `parts` threads, the steps on this one"),
+                      ""]
         return lines
 
     @property
@@ -927,6 +968,7 @@ class _Build:
     step: NativeStep
     args: Arguments  # the library's arguments (the step's, and more in a backward's library)
     run: Any  # RUN: (t0, t1, batch, a, parts)
+    run_alone: Any  # RUN_ALONE, where the step hoists the products of x; else None
     fixed: dict[str, np.ndarray]  # the arrays that stay from run to run, states included
     placement: gemm_c.Placement  # where new weights go in them
     pointers: Any  # the argument array, its per-run entries set by each run
@@ -979,7 +1021,8 @@ class NativePlan(Executor):
     ``threads`` is how many threads share a run's work (default: for steps of at least
     :data:`THREAD_WORK` multiply-adds, :func:`~lstm_graph.executors.prepare.usable_threads`,
     else 1). Runs of small steps of a few sequences (:data:`SMALL_STEP_WORK`) take that
-    many or one, whichever their own timings found faster (:class:`ThreadChoice`).
+    many, one, or that many for the hoisted products and one for the steps, whichever
+    their own timings found faster (:class:`ThreadChoice`).
     """
 
     name = "native"
@@ -1006,21 +1049,22 @@ class NativePlan(Executor):
 
     def _run_steps(self, build: _Build, t0: int, t1: int, batch: int, pointers: Any) -> None:
         """Steps ``t0 <= t < t1`` of ``batch`` rows on :attr:`threads` threads; where those
-        are small steps of few rows (:data:`SMALL_STEP_WORK`), on as many as their
+        are small steps of few rows (:data:`SMALL_STEP_WORK`), shared out as their
         :class:`ThreadChoice` picks, timed for it."""
         try:
             choice = build.choices[batch]
         except KeyError:
             small = self.threads > 1 and batch < 2 * OWN_ROWS \
                 and self.step.work(batch) < SMALL_STEP_WORK
-            choice = build.choices[batch] = ThreadChoice(self.threads) if small else None
+            choice = build.choices[batch] = \
+                ThreadChoice(self.threads, build.run_alone is not None) if small else None
         if choice is None:
             build.run(t0, t1, batch, pointers, self.threads)
             return
-        threads = choice.next()
+        way = choice.next()
         began = time.perf_counter()
-        build.run(t0, t1, batch, pointers, threads)
-        choice.record(threads, time.perf_counter() - began, t1 - t0)
+        (build.run_alone if way.alone else build.run)(t0, t1, batch, pointers, way.threads)
+        choice.record(way, time.perf_counter() - began, t1 - t0)
 
     def step_kernels(self, trace: bool = False, tape: TapeLayout | None = None) -> StepKernels:
         """The native step's kernels: hoisted products folded into the groups' GEMMs, ``S``
@@ -1039,7 +1083,8 @@ class NativePlan(Executor):
         library = buildcache.library(step.source, ATTEMPTS,
                                      f"the native step of cell '{spec.schedule.graph.name}'",
                                      symbols=(RUN.name, gemm_c.LANES_SYMBOL.name,
-                                              gemm_c.PLACE.name))
+                                              gemm_c.PLACE.name,
+                                              *((RUN_ALONE.name,) if step.hoisted else ())))
         return self._prepared(step, library)
 
     def _prepared(self, step: NativeStep, library: ctypes.CDLL,
@@ -1071,8 +1116,9 @@ class NativePlan(Executor):
         plain = (args.index(output.name), args.index(operands[0][1])) \
             if not python_statics and output is not None and shown == [output] \
             and len(operands) == 1 and operands[0][2] == spec.input_size else None
-        return _Build(step, args, RUN.bind(library), fixed, placement, pointers, python_statics,
-                      operands, states, per_run, hidden, shown, plain)
+        return _Build(step, args, RUN.bind(library),
+                      RUN_ALONE.bind(library) if step.hoisted else None, fixed, placement,
+                      pointers, python_statics, operands, states, per_run, hidden, shown, plain)
 
     def tagged_step(self, step: NativeStep) -> NativeStep:
         """``step`` with :func:`~.gemm_c.tags` for weights (float64): its packed arrays say
