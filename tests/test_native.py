@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import re
 import subprocess
 import threading
@@ -339,6 +340,34 @@ def test_native_agrees_with_reference_on_builtins(name, dtype, threads):
     plan, ours, reference = compare(cell, x, 7, dtype, threads=threads)
     assert plan.threads == threads
     assert_same(ours, reference, dtype)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="builds for 16 vector registers with -mno-avx512f (x86-64)")
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
+def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name):
+    """A CPU without AVX-512 (AVX2: 16 vector registers of 8 floats) runs kernels of other
+    shapes (gemm_c.widest: 1 or 2 rows x 4 blocks, 3 or 4 x 3, 5 or 6 x 2) than the 32
+    registers of AVX-512: built so here, every row count a row block may have (1-6, and
+    7-14 split into blocks) and a last, partial unit tile equal the reference, forward
+    and backward, on one thread and on two."""
+    cell = lstm_graph.load_cell(name)
+    no_avx512 = tuple((*flags, "-mno-avx512f") for flags in native.ATTEMPTS)
+    with mock.patch.object(native, "ATTEMPTS", no_avx512), \
+            mock.patch.object(native_backward, "ATTEMPTS", no_avx512):
+        for hidden in (37,):
+            for batch in (*range(1, 9), 13, 14):
+                x = np.random.default_rng(batch).standard_normal((5, batch, 11)) \
+                    .astype("float32")
+                plan, ours, reference = compare(cell, x, hidden, "float32",
+                                                threads=1 + batch % 2)
+                assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}")
+            for batch in (1, 3, 4, 8):
+                x = np.random.default_rng(batch).standard_normal((4, batch, 11)) \
+                    .astype("float64")
+                found, expected = backward_pair(cell, x, hidden, "float64", batch, 2)
+                assert_same_gradients(found, expected, "float64")
+        assert plan.gradient().lanes == 8  # the build the kernels for 16 registers run in
 
 
 @pytest.mark.parametrize("rest", range(16))

@@ -13,10 +13,12 @@ weights), so they are worth their own code rather than a BLAS call per step:
   in GCC's vector extensions: the vector is 64 bytes wide where the compiler
   targets AVX-512, 32 with AVX, else 16 (the ``VB`` macro of :data:`RUNTIME`), so
   one source serves every x86 machine (and others). Rows come in blocks of up to 6;
-  a kernel takes up to 4 blocks with AVX-512's 32 vector registers and 2 with 16
-  (AVX2), so the accumulators, a row of the panel and a broadcast fit in the
-  registers. Only these kernels may have ``a·b + c`` contracted into fused
-  multiply-adds by the compiler; the element-wise code is not (its ``exp`` and
+  a kernel takes up to 4 blocks with AVX-512's 32 vector registers; with 16 (AVX2)
+  as many as the accumulators, a row of the panel and a broadcast fit in the
+  registers for its rows (:func:`widest`: 2 blocks for 5 or 6 rows, 3 for 3 or 4, 4
+  for 1 or 2: 4 rows × 2 blocks made 8 chains of FMAs too few to hide their latency).
+  Only these kernels may have ``a·b + c`` contracted into fused multiply-adds by the
+  compiler; the element-wise code is not (its ``exp`` and
   ``tanh`` spell out theirs, where the target has them).
 - **Thread pool.** :data:`RUNTIME` keeps persistent worker threads. A run wakes
   them once (a condition variable), they split the hidden units' tiles, meet at a
@@ -39,7 +41,7 @@ import numpy as np
 
 from lstm_graph.executors.codegen_c import Symbol
 
-#: Gate blocks one job covers at most (one kernel call with AVX-512, two with AVX2).
+#: Gate blocks one job covers at most (one kernel call with AVX-512; see :func:`widest`).
 MAX_BLOCKS = 4
 #: Rows of the largest micro-kernel (``MR`` in the C).
 MAX_ROWS = 6
@@ -385,22 +387,32 @@ def pieces(blocks: int, widest: int) -> list[tuple[int, int]]:
     return [(v, min(widest, blocks - v)) for v in range(0, blocks, widest)]
 
 
-def dispatch(blocks: int, widest: int) -> str:
+def widest(rows: int, registers: int) -> int:
+    """Blocks a micro-kernel of ``rows`` rows takes at once: all of a job's with 32 vector
+    registers; with 16, as many as its accumulators (at most 12), a row of the panel and
+    a broadcast leave registers for (6 or 5 rows: 2 blocks; 4 or 3: 3; 2 or 1: 4): fewer
+    blocks make too few independent chains of FMAs to hide their latency, more spill."""
+    if registers >= 32:
+        return MAX_BLOCKS
+    return max(c for c in range(1, MAX_BLOCKS + 1)
+               if c == 1 or (rows * c <= 12 and rows * c + c + 1 <= registers))
+
+
+def dispatch(blocks: int, registers: int) -> str:
     """C that runs a job of ``blocks`` blocks on ``m`` rows (``1 ≤ m ≤ MR``): one kernel
-    call per run of at most ``widest`` blocks."""
-    lines = [f"/* m rows (m <= MR) x {blocks} blocks, {widest} at a time */",
+    call per run of at most :func:`widest` blocks."""
+    lines = [f"/* m rows (m <= MR) x {blocks} blocks */",
              f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
              "const T *bias, T *out, ptrdiff_t ldo, ptrdiff_t ldv, ptrdiff_t n, "
-             "ptrdiff_t step, _Bool add) {"]
-    for first, count in pieces(blocks, widest):
-        lines.append("    switch (m) {")
-        lines += [f"    case {r}: kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + "
-                  f"{first} * LANES, {blocks}, bias ? bias + {first} * LANES : NULL, out + "
-                  f"{first} * ldv, ldo, ldv, n - {first} * step, step, add); break;"
-                  for r in range(1, MAX_ROWS + 1)]
-        lines.append("    }")
-    lines.append("}")
+             "ptrdiff_t step, _Bool add) {", "    switch (m) {"]
+    for r in range(1, MAX_ROWS + 1):
+        calls = [f"kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + {first} * LANES, "
+                 f"{blocks}, bias ? bias + {first} * LANES : NULL, out + {first} * ldv, ldo, "
+                 f"ldv, n - {first} * step, step, add);"
+                 for first, count in pieces(blocks, widest(r, registers))]
+        lines.append(f"    case {r}: {' '.join(calls)} break;")
+    lines += ["    }", "}"]
     return "\n".join(lines)
 
 
@@ -418,10 +430,11 @@ def outer_dispatch(widest: int) -> str:
     return "\n".join(lines)
 
 
-def vectors_dispatch(widest: int) -> str:
-    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` :data:`MAX_BLOCKS`; more than
-    ``widest`` take two kernel calls) of neighbouring unit tiles, a GEMM whose columns are
-    one run (no gate blocks): the hoisted products before the loop, the backward pass's."""
+def vectors_dispatch() -> str:
+    """C for ``kernel_c``: ``m`` rows × ``c`` vectors (``c ≤`` :data:`MAX_BLOCKS`, in as many
+    kernel calls as :func:`widest` allows) of neighbouring unit tiles, a GEMM whose columns
+    are one run (no gate blocks): the hoisted products before the loop, the backward
+    pass's."""
     lines = ["/* m rows x c vectors of out (+)= [a1 a2] . panel */",
              "static inline void kernel_c(ptrdiff_t c, ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
@@ -461,9 +474,9 @@ def tail_dispatch(blocks: int) -> str:
 def kernels(blocks: set[int], outer: bool = False) -> str:
     """Every micro-kernel these jobs' block counts need (and, with ``outer``, the outer
     kernels of the weight gradients), contracted to FMAs, and their dispatch: 6 rows ×
-    up to 4 blocks with AVX-512's 32 vector registers, 6 rows × up to 2 blocks with 16
-    (AVX2, SSE: the classic 6 × 16 floats of AVX2), so the accumulators, a row of the
-    panel and a broadcast fit in the registers."""
+    up to 4 blocks with AVX-512's 32 vector registers; with 16 (AVX2, SSE) as many blocks
+    as fit for the rows (:func:`widest`; 6 × 2: the classic 6 × 16 floats of AVX2). The
+    outer kernels take at most ``most`` vectors: 4 with 32 registers, 2 with 16."""
     opening = "\n".join([
         "/* The micro-kernels: the only code where a * b + c may become one fused",
         "   multiply-add (one rounding instead of two). */",
@@ -474,18 +487,18 @@ def kernels(blocks: set[int], outer: bool = False) -> str:
                          "#elif defined(__GNUC__)", "#pragma GCC pop_options", "#endif"])
     parts = [opening, STORE_TILE.strip()]
     blocks = set(blocks) | {1, 2, 3, 4}  # kernel_c takes any vector count up to 4
-    for condition, registers, widest in (("#if VB == 64  /* AVX-512: 32 vector registers */",
-                                          32, 4), ("#else  /* 16 vector registers */", 16, 2)):
-        columns = sorted({c for b in blocks for _, c in pieces(b, widest)})
-        parts += [condition, *(micro_kernel(r, c, registers) for c in columns
-                               for r in range(1, MAX_ROWS + 1))]
-        parts += [dispatch(b, widest) for b in sorted(blocks)]
-        parts.append(vectors_dispatch(widest))
+    for condition, registers, most in (("#if VB == 64  /* AVX-512: 32 vector registers */",
+                                        32, 4), ("#else  /* 16 vector registers */", 16, 2)):
+        shapes = sorted({(c, r) for r in range(1, MAX_ROWS + 1) for b in blocks
+                         for _, c in pieces(b, widest(r, registers))})
+        parts += [condition, *(micro_kernel(r, c, registers) for c, r in shapes)]
+        parts += [dispatch(b, registers) for b in sorted(blocks)]
+        parts.append(vectors_dispatch())
         parts += [tail_dispatch(b) for b in sorted(blocks) if b > 1]
         if outer:
-            parts += [outer_kernel(r, c) for c in range(1, widest + 1)
+            parts += [outer_kernel(r, c) for c in range(1, most + 1)
                       for r in range(1, MAX_ROWS + 1)]
-            parts.append(outer_dispatch(widest))
+            parts.append(outer_dispatch(most))
     parts += ["#endif", closing]
     return "\n\n".join(parts) + "\n"
 
