@@ -20,7 +20,7 @@ step's thread pool (:mod:`~lstm_graph.executors.gemm_c`):
   step's rows at once: ``Σ_t operand_tᵀ · dZ_t`` for every matrix (the operands
   ``x``, ``h_{t-1}`` from the tape, static values), by outer-product micro-kernels
   on tiles of ``MR`` rows of the weight gradient × ``WIDEST`` vectors, the rows
-  taken :data:`ROW_CHUNK` at a time so that the tiles of ``dZ`` stay in the cache;
+  taken :data:`ROW_CHUNKS` at a time so that the tiles of ``dZ`` stay in the cache;
   and the static operands' gradients ``dZ · W`` (``∂L/∂x``), on the forward kernels,
   the rows split between the threads.
 
@@ -76,10 +76,15 @@ from lstm_graph.schedule import Schedule
 BACKWARD = Symbol("lstm_graph_backward", POOLED)
 #: The weight gradients and the static operands' gradients, over every step's rows.
 WEIGHTS = Symbol("lstm_graph_weights", POOLED)
-#: Rows of every step the weight gradients' GEMMs take at a time: a tile of ``dZ``
-#: (256 rows × 64 floats: 64 KiB) stays in the L2 cache while every row block of the
-#: weight gradient passes over it.
-ROW_CHUNK = 256
+#: Rows of every step the weight gradients' GEMMs take at a time (``ROW_CHUNK`` in the
+#: C), by the target's vector registers. With 32 (AVX-512) a tile of ``dZ`` (256 rows ×
+#: 64 floats: 64 KiB) stays in the L2 cache while every row block of the weight gradient
+#: passes over it. With 16 (AVX2: tiles of 16 floats, so four times the passes over the
+#: operand's rows) fewer rows, so that a chunk's operand rows and ``dZ`` rows stay in
+#: the L2 cache. PTB medium's gradient (T = 35, B = 20, I = H = 650), AMD EPYC Zen 4,
+#: 2 threads: AVX2 build 78-82 ms at 32 rows, 84 at 64, 92-93 at 256; AVX-512 70.3 ms
+#: at 256, 70.9 at 64, 72.7 at 32.
+ROW_CHUNKS = {32: 256, 16: 32}
 
 
 def by_unit(product: Product, hidden: int, dz_bytes: int) -> bool:
@@ -274,6 +279,8 @@ class NativeGrad:
     def _backward_source(self) -> list[str]:
         kernels = self.kernels
         lines = ["#define UNITS (WIDEST * LANES)  /* hidden units of a tile backwards */",
+                 f"#define ROW_CHUNK (VB == 64 ? {ROW_CHUNKS[32]} : {ROW_CHUNKS[16]})"
+                 "  /* rows the weight gradients take at a time */",
                  "#define BTILES ((HIDDEN + UNITS - 1) / UNITS)", ""]
         for k in range(len(kernels.segments)):
             lines += self._elements(k) + [""]
@@ -349,9 +356,8 @@ class NativeGrad:
         lines += [f"    const ptrdiff_t items = {' + '.join(counts) or '0'};",
                   "    const ptrdiff_t lo = items * part / parts, hi = items * (part + 1) / "
                   "parts;",
-                  f"    for (ptrdiff_t q0 = 0; q0 < rows; q0 += {ROW_CHUNK}) {{",
-                  f"        const ptrdiff_t q = rows - q0 < {ROW_CHUNK} ? rows - q0 : "
-                  f"{ROW_CHUNK};",
+                  "    for (ptrdiff_t q0 = 0; q0 < rows; q0 += ROW_CHUNK) {",
+                  "        const ptrdiff_t q = rows - q0 < ROW_CHUNK ? rows - q0 : ROW_CHUNK;",
                   "        ptrdiff_t base = 0;"]
         for k, outer in enumerate(self.outers):
             (run,) = outer.runs
