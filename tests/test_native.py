@@ -369,7 +369,8 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name)
                                                                   batch, 11)).astype("float64")
                 found, expected = backward_pair(cell, x, hidden, "float64", batch, 2)
                 assert_same_gradients(found, expected, "float64")
-        assert plan.gradient().lanes == 8  # the build the kernels for 16 registers run in
+        # the build the kernels for 16 registers run in: 8 floats (AVX2), 4 (SSE)
+        assert plan.gradient().lanes in (4, 8)
 
 
 @pytest.mark.parametrize("rest", range(16))
