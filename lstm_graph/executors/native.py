@@ -984,9 +984,10 @@ class _Build:
     #: The ``hidden`` arrays of a plain run, kept for the last ``(steps, batch)`` while they
     #: are small (:data:`SCRATCH_BYTES`).
     scratch: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
-    #: By a run's rows: how many threads its runs take, where that is chosen by timing
-    #: (:class:`ThreadChoice`; None where not). A build's own: a tape's forward runs
-    #: slower a step than a plain run, and must not set the plain run's choice.
+    #: By a run's rows: how its runs share their work between threads, where that is
+    #: chosen by timing (:class:`ThreadChoice`; None where not). A build's own: a tape's
+    #: forward runs slower a step than a plain run, and must not set the plain run's
+    #: choice.
     choices: dict[int, ThreadChoice | None] = field(default_factory=dict)
 
 
