@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import platform
 import re
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -33,6 +35,7 @@ from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.gemm_c import aligned_empty
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.native import MATH_FLOAT, NativePlan, hoists
+from lstm_graph.executors.prepare import cache_bytes
 
 pytestmark = needs_compiler
 
@@ -62,11 +65,12 @@ def compare(cell, x, hidden, dtype, seed=0, **plan_options):
     (13, 30, 250),   # 3 row blocks: (tile, row block) items, a last tile of 10 units
 ])
 def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batch, size,
-                                                                       hidden):
+                                                                       hidden, monkeypatch):
     """The threads' shares are even in work, not in items (a partial tile and a smaller
     row block cost less): every item is still run exactly once. Where the items are row
     blocks the threads never wait for each other within a run (each owns its rows, every
     segment of every step): over 30 steps their results are still the reference's."""
+    monkeypatch.setattr(native, "ROW_MAJOR_BYTES", 512 << 10)  # the sizes', on any CPU
     cell = lstm_graph.load_cell(name)
     x = np.random.default_rng(batch).standard_normal((30, batch, size)).astype("float64")
     plan, ours, reference = compare(cell, x, hidden, "float64", threads=2)
@@ -1025,6 +1029,45 @@ def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkey
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "none")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= usable_threads() <= 8
+
+
+def test_the_caches_are_read_as_the_kernel_describes_them(tmp_path):
+    """Level 2 and 3 data or unified caches, sizes in K and M; None for a level that is
+    not there, a size it cannot read, or no such folder."""
+    for index, (level, kind, size) in enumerate([("1", "Data", "32K"), ("1", "Instruction",
+                                                 "32K"), ("2", "Unified", "512K"),
+                                                ("3", "Unified", "16M")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(text + "\n")
+    assert (cache_bytes(1, tmp_path), cache_bytes(2, tmp_path), cache_bytes(3, tmp_path)) \
+        == (32 << 10, 512 << 10, 16 << 20)
+    assert cache_bytes(4, tmp_path) is None and cache_bytes(2, tmp_path / "none") is None
+    (tmp_path / "index2" / "size").write_text("lots\n")
+    assert cache_bytes(2, tmp_path) is None
+
+
+def test_the_step_sizes_follow_smaller_caches_and_never_grow_past_the_measured_ones():
+    """The native step's size limits are the measured machine's (1 MiB of L2, 32 MiB of
+    L3) where the caches are as large or larger, or cannot be read, and shrink with them
+    on a CPU with smaller ones (an EPYC of Zen 2: 512 KiB, 16 MiB)."""
+    script = """
+import importlib, json, sys
+from unittest import mock
+import lstm_graph.executors.prepare as prepare
+from lstm_graph.executors import native
+sizes = json.loads(sys.argv[1])
+with mock.patch.object(prepare, "cache_bytes", lambda level: sizes.get(str(level))):
+    importlib.reload(native)  # a fresh process: the sizes as its import works them out
+print(json.dumps([native.ROW_MAJOR_BYTES, native.OWN_WEIGHT_BYTES, native.STEP_WEIGHT_BYTES]))
+"""
+    measured = [512 << 10, 8 << 20, 16 << 20]
+    for sizes, expected in (({"2": 512 << 10, "3": 16 << 20}, [256 << 10, 4 << 20, 8 << 20]),
+                            ({"2": 2 << 20, "3": 105 << 20}, measured), ({}, measured)):
+        found = subprocess.run([sys.executable, "-c", script, json.dumps(sizes)],
+                               capture_output=True, text=True, check=True, timeout=120)
+        assert json.loads(found.stdout) == expected
 
 
 @pytest.mark.parametrize("batch, input_size, hidden", [(1, 3, 8), (4, 3, 8)])

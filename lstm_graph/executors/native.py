@@ -84,6 +84,7 @@ from lstm_graph.executors.contract import (
 from lstm_graph.executors.gemm_c import POOLED, aligned, aligned_empty
 from lstm_graph.executors.layout import Layout, analyse
 from lstm_graph.executors.prepare import (
+    cache_bytes,
     pack_group,
     pack_hoisted,
     static_output,
@@ -337,10 +338,16 @@ def step_statics(schedule: Schedule, layout: Layout) -> list[str]:
     return found
 
 
+#: This CPU's L2 (per core) and L3 caches as the kernel describes them; where it does not,
+#: those of the machine the sizes below were measured on (AMD EPYC Zen 4: 1 MiB, 32 MiB).
+#: Each size below is that machine's figure, or less on a CPU with smaller caches (an
+#: EPYC of Zen 2 or 3 has 512 KiB of L2), never more (a Xeon's L3 is shared with other
+#: cores, and other tenants).
+L2_BYTES, L3_BYTES = cache_bytes(2) or 1 << 20, cache_bytes(3) or 32 << 20
 #: Bytes of the weights a step multiplies beyond which the native step hoists its input
-#: products over all rows: about half the L3 cache of this machine kind (AMD EPYC Zen 4:
-#: 32 MiB), beyond which every step reads its weights from memory.
-STEP_WEIGHT_BYTES = 16 << 20
+#: products over all rows: about half the L3 cache, beyond which every step reads its
+#: weights from memory.
+STEP_WEIGHT_BYTES = min(16 << 20, L3_BYTES // 2)
 #: ... and beyond which they must also be per row of the batch, for hoisting to pay: with
 #: many rows a step's GEMM is bound by arithmetic, not by reading its weights, and the
 #: ``T·B``-row buffer only adds traffic (AMD EPYC Zen 4, 2 threads, H = I: H = 1500,
@@ -350,11 +357,11 @@ HOIST_BYTES_PER_ROW = 1 << 20
 
 
 #: Bytes of a step's weights up to which the native step takes the rows in blocks, each
-#: through every tile (its weights stay in the 1 MiB L2 cache of the core), and the
+#: through every tile (its weights stay in the L2 cache of the core: half of it), and the
 #: element-wise work of a block over whole rows: fewer, longer vector loops than tile by
 #: tile, and the threads share whole row blocks (T = 50, B = 32, I = 40, H = 100, two
 #: threads, AMD EPYC Zen 4: 1.43 → 1.17 ms, with the dense last tile).
-ROW_MAJOR_BYTES = 512 << 10
+ROW_MAJOR_BYTES = min(512 << 10, L2_BYTES // 2)
 #: Bytes of a step's weights up to which the threads may each own rows through the whole
 #: run, each reading all the weights at every step, with no barrier. Measured on AMD EPYC
 #: (Zen 4), 2 threads, I = H, owning rows against sharing the tiles: a little faster up to
@@ -363,8 +370,8 @@ ROW_MAJOR_BYTES = 512 << 10
 #: slower beyond, where each thread re-reads from the L3 cache (or memory) twice the
 #: weights that sharing the tiles does, for half the rows (H = 650, 13.5 MiB, B = 64:
 #: 2009-2077 against 1981-2035 µs a step; H = 1000, B = 64: 248 against 238 ms;
-#: H = 1500, B = 20, T = 35: 135 against 125 ms).
-OWN_WEIGHT_BYTES = 8 << 20
+#: H = 1500, B = 20, T = 35: 135 against 125 ms): a quarter of that L3 cache.
+OWN_WEIGHT_BYTES = min(8 << 20, L3_BYTES // 4)
 #: Rows each thread needs at least to own its rows (:data:`OWN_WEIGHT_BYTES`). One row a
 #: thread, all the weights read for a matrix–vector product, measured no better than the
 #: threads sharing the tiles (H = 100, B = 2: 4.7-4.8 µs a step either way); from 2 rows a

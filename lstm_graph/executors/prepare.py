@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,27 @@ def usable_threads() -> int:
             return wanted
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, 8))
+
+
+#: Where Linux describes CPU 0's caches (one ``index*`` folder a cache).
+CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+#: Multipliers of the size suffixes in :data:`CACHES` ("1024K", "32M").
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def cache_bytes(level: int, root: Path = CACHES) -> int | None:
+    """Bytes of this CPU's level-``level`` data or unified cache, as the kernel describes
+    it under ``root``; None where it does not (another system, a VM that hides it)."""
+    try:
+        for index in sorted(root.glob("index*")):
+            if (index / "level").read_text().strip() == str(level) and \
+                    (index / "type").read_text().strip() in ("Data", "Unified"):
+                size = (index / "size").read_text().strip().upper()
+                digits = size.rstrip("KMG")
+                return int(digits) * SIZE_SUFFIXES[size[len(digits):]] or None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 def static_values(schedule: Schedule, layout: Layout, xp: Any, params: Mapping[str, Array],
