@@ -71,6 +71,7 @@ def test_two_threads_share_the_items_by_their_work_and_cover_them_all(name, batc
     blocks the threads never wait for each other within a run (each owns its rows, every
     segment of every step): over 30 steps their results are still the reference's."""
     monkeypatch.setattr(native, "ROW_MAJOR_BYTES", 512 << 10)  # the sizes', on any CPU
+    monkeypatch.setattr(native, "OWN_WEIGHT_BYTES", 8 << 20)
     cell = lstm_graph.load_cell(name)
     x = np.random.default_rng(batch).standard_normal((30, batch, size)).astype("float64")
     plan, ours, reference = compare(cell, x, hidden, "float64", threads=2)
