@@ -48,6 +48,7 @@ from lstm_graph.executors.gemm_c import POOLED, aligned_empty
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.native import (
     ATTEMPTS,
+    BLOCK_ROWS,
     HOST,
     NativePlan,
     NativeStep,
@@ -291,8 +292,7 @@ class NativeGrad:
         declared += [self.args.pointer(self.panels[id(gemm)], False) for gemm in self.gemms]
         tile = ["const ptrdiff_t j0 = u * UNITS;",
                 "const ptrdiff_t n = HIDDEN - j0 < UNITS ? HIDDEN - j0 : UNITS;"]
-        rows = ["const ptrdiff_t r = batch * block / blocks;",
-                "const ptrdiff_t m = batch * (block + 1) / blocks - r;"]
+        rows = list(BLOCK_ROWS)
         lines += ["/* the steps t1 - 1 down to t0 backwards on part `part` of the rows (each row",
                   "   is its own recurrence: no thread waits for another), then the GEMMs of",
                   "   step t0 - 1: what reaches the initial states */",
@@ -301,6 +301,8 @@ class NativeGrad:
                   "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
                   "    const ptrdiff_t k0 = blocks * part / parts, k1 = blocks * (part + 1) / "
                   "parts;",
+                  "    /* block_row pairs blocks within each part's, where they are even */",
+                  "    const ptrdiff_t group = blocks % parts ? 1 : blocks / parts;",
                   "    for (ptrdiff_t t = t1 - 1; t >= t0 - 1; t--) {",
                   *(f"    {line}" for line in declared)]
         if len(kernels.segments) == 1:  # a tile's panel serves every row block in turn
