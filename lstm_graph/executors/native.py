@@ -816,6 +816,8 @@ class NativeStep:
                 "        const ptrdiff_t r0 = batch * (block - 1) / blocks;",
                 "        if (r - r0 == 5 && batch * (block + 1) / blocks - r == 5) return r0 + 6;",
                 "    }",
+                "#else",
+                "    (void)group;",
                 "#endif",
                 "    return r;",
                 "}",
