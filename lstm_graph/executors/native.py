@@ -748,7 +748,7 @@ class NativeStep:
                      "            }",
                      "        }"]
         lines += ["    const ptrdiff_t blocks = row_blocks(batch, parts);",
-                  "    const ptrdiff_t group = own_rows(batch, parts) ? blocks / parts : blocks;",
+                  "    const ptrdiff_t group = row_group(batch, parts, blocks);",
                   *owned,
                   "        return;",
                   "    }",
@@ -821,6 +821,11 @@ class NativeStep:
                 "#endif",
                 "    return r;",
                 "}",
+                "/* the blocks block_row pairs within: a part's own where the parts own rows */",
+                "static inline ptrdiff_t row_group(ptrdiff_t batch, ptrdiff_t parts, "
+                "ptrdiff_t blocks) {",
+                "    return own_rows(batch, parts) ? blocks / parts : blocks;",
+                "}",
                 "/* the work of item `item`: a unit tile's units times a row block's rows; the",
                 "   items are row blocks (own_rows), tiles (one row block) or both, tile-major */",
                 "static inline ptrdiff_t item_work(ptrdiff_t item, ptrdiff_t batch, "
@@ -829,7 +834,7 @@ class NativeStep:
                 "    if (!own && batch <= MR)",
                 "        return HIDDEN - item * LANES < LANES ? HIDDEN - item * LANES : LANES;",
                 "    const ptrdiff_t block = own ? item : item % blocks;",
-                "    const ptrdiff_t group = own ? blocks / parts : blocks;",
+                "    const ptrdiff_t group = row_group(batch, parts, blocks);",
                 "    const ptrdiff_t rows = block_row(block + 1, batch, blocks, group) - "
                 "block_row(block, batch, blocks, group);",
                 "    if (own) return rows;",
@@ -918,7 +923,7 @@ class NativeStep:
                   ": TILES * blocks;",
                   "    const ptrdiff_t i0 = share_start(part, parts, items, batch, blocks), "
                   "i1 = share_start(part + 1, parts, items, batch, blocks);",
-                  "    const ptrdiff_t group = own ? blocks / parts : blocks;",
+                  "    const ptrdiff_t group = row_group(batch, parts, blocks);",
                   "    const ptrdiff_t c0 = own ? block_row(i0, batch, blocks, group) : "
                   "batch * part / parts;",
                   "    const ptrdiff_t c1 = own ? block_row(i1, batch, blocks, group) : "
