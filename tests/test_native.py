@@ -515,6 +515,61 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
         np.testing.assert_array_equal(value, other[1][state])
 
 
+def one_loop(monkeypatch):
+    """The element-wise work generated as one loop, every statement in phase 0."""
+    whole = native.phase_loops
+    monkeypatch.setattr(native, "phase_loops", lambda body, lines, hidden: whole(
+        body, [native.Line(0)] * len(lines), hidden))
+
+
+def run_bits(cell, x, hidden, dtype, threads=1):
+    """``y`` and the final states of a native run of ``cell`` over ``x`` (seed 0)."""
+    run = cell.compile(input_size=x.shape[-1], hidden_size=hidden, dtype=dtype, seed=0)
+    plan = NativePlan(spec(cell, run.params, x.shape[1], x.shape[-1], hidden, dtype),
+                      threads=threads)
+    y, final = plan.run(x, {s: np.full((x.shape[1], hidden), 0.3, dtype)
+                            for s in cell.schedule.graph.states})
+    return y.copy(), {s: v.copy() for s, v in final.items()}
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm", "lstm_proj"])
+def test_the_element_wise_phases_give_the_bits_of_one_loop(name, monkeypatch, tmp_path):
+    # blocks of rows and units past a phase's 4 vectors; a partial tile (the _rest copy)
+    monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path))
+    cell = lstm_graph.load_cell(name)
+    phased = NativePlan(spec(cell, cell.compile(input_size=3, hidden_size=8).params, 2, 3,
+                             8)).source
+    assert "/* phase 1 */" in phased and "kept_v" in phased
+    for batch, hidden, dtype, threads in [(7, 37, "float32", 1), (20, 100, "float32", 2),
+                                          (13, 150, "float64", 1), (1, 72, "float32", 1)]:
+        x = np.random.default_rng(batch).standard_normal((4, batch, 5)).astype(dtype) * 3
+        x[1, 0, 0] = np.nan  # a NaN travels through the kept values as through registers
+        with monkeypatch.context() as patched:
+            one_loop(patched)
+            want = run_bits(cell, x, hidden, dtype, threads)
+        got = run_bits(cell, x, hidden, dtype, threads)
+        np.testing.assert_array_equal(got[0], want[0])
+        for state, value in want[1].items():
+            np.testing.assert_array_equal(got[1][state], value)
+
+
+def test_phases_cut_chains_of_two_math_functions():
+    from lstm_graph.executors.codegen_c import step_kernels
+
+    def phases(name):
+        cell = lstm_graph.load_cell(name)
+        (segment, *_) = step_kernels(cell.schedule, analyse(cell.schedule), 8).segments
+        return {line.defines: line.phase for line in segment.lines if line.defines}, segment
+
+    lstm, _ = phases("lstm")  # the valves and c in phase 0; tanh(c) and h in phase 1
+    assert [lstm[f"v{k}"] for k in range(13)] == [0] * 11 + [1, 1]
+    assert lstm["new_c"] == lstm["new_h"] == 1  # the states written in the last phase
+    peephole, _ = phases("peephole_lstm")  # the output valve reads the new c: phase 1
+    assert max(peephole.values()) == 1
+    rnn, segment = phases("rnn")  # one math function deep: one phase, one loop
+    assert set(rnn.values()) == {0} and not segment.phased
+
+
 # -- the backward pass, compiled ----------------------------------------------------------
 
 GRAD_TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-10, atol=1e-10)}
@@ -801,7 +856,7 @@ def test_source_is_deterministic_uses_our_vectorisable_math_and_is_cached(tmp_pa
     assert "kernel_4(m, 3, X_0 + r * 3, 3, 8, snap_h + r * 8, 8," in source
     # the three ways a segment walks its items (owned row blocks, one row block, tile-major)
     assert source.count("kernel_4(m, 3, X_0") == 3 and "S[" not in source
-    assert "const ptrdiff_t i = b * 8 + j;" in source  # indices never overflow an int
+    assert "const ptrdiff_t i = b * 8 + j" in source  # indices never overflow an int
     assert not re.search(r"\b(int|long)\s+\w+\s*[=;,)]", source)
     assert len(list(tmp_path.glob("lstm-graph-v1/*.so"))) == 1  # built once, then reused
     NativePlan(spec(cell, run.params, 5, 3, 8))  # another batch size: the same build
