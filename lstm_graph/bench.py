@@ -29,6 +29,7 @@ markers (:data:`SECTIONS`), so regenerating one leaves the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ import numpy as np
 import lstm_graph
 from lstm_graph.errors import install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
-from lstm_graph.executors.native import MAX_NODES
+from lstm_graph.executors.native import CFLAGS_ENV, MAX_NODES
 from lstm_graph.formats.files import write_section
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 from lstm_graph.layers import Stack
@@ -87,7 +88,7 @@ SWEEP_STEPS = 50
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 #: Each further mode's markers in the markdown file.
 SECTIONS = {mode: (f"<!-- bench-{mode}:start -->", f"<!-- bench-{mode}:end -->")
-            for mode in ("grad", "sweep", "stacks")}
+            for mode in ("grad", "sweep", "stacks", "avx2", "avx2-grad")}
 #: Each block's warm-up: at least this many untimed runs, and for at least this long (a
 #: runtime's first runs may wait for its thread pools and allocator to settle: PyTorch's
 #: first backward passes after the first can each take a hundred times a later one's time).
@@ -625,12 +626,136 @@ def cpu() -> tuple[str, list[str]]:
     return model, [f for f in VECTOR_FLAGS if f in flags]
 
 
+#: Set (to 1) in the contenders' environment by ``--isa avx2``: every contender sees the CPU
+#: without AVX-512 (:data:`HIDE_AVX512`).
+HIDDEN_ENV = "LSTM_GRAPH_BENCH_HIDE_AVX512"
+#: C for a library preloaded (``LD_PRELOAD``) into each contender's Python process by
+#: ``--isa avx2``: it makes the CPUID instruction fault (Linux's ``ARCH_SET_CPUID``, where
+#: the CPU and kernel offer CPUID faulting) and answers it as the CPU would, less the
+#: AVX-512 features and their register state, so that every library that picks its
+#: kernels by CPUID (onnxruntime's MLAS, PyTorch's oneDNN and cpuinfo, OpenBLAS, MKL)
+#: runs its AVX2 ones, as on a CPU without AVX-512; ours is built with ``-mno-avx512f``
+#: (``$LSTM_GRAPH_CFLAGS``). Only in a process whose program is Python: others (the C
+#: compiler's, which catch SIGSEGV themselves) are left as they are.
+HIDE_AVX512 = r"""
+#define _GNU_SOURCE
+#include <asm/prctl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+static void answer(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+    syscall(SYS_arch_prctl, ARCH_SET_CPUID, 1);
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+                     : "a"(leaf), "c"(sub));
+    syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0);
+    if (leaf == 7 && sub == 0) {  /* AVX512F, DQ, IFMA, PF, ER, CD, BW, VL; VBMI, VBMI2,
+                                     VNNI, BITALG, VPOPCNTDQ; 4VNNIW, 4FMAPS, VP2INTERSECT,
+                                     FP16 */
+        r[1] &= ~(1u << 16 | 1u << 17 | 1u << 21 | 1u << 26 | 1u << 27 | 1u << 28 | 1u << 30
+                  | 1u << 31);
+        r[2] &= ~(1u << 1 | 1u << 6 | 1u << 11 | 1u << 12 | 1u << 14);
+        r[3] &= ~(1u << 2 | 1u << 3 | 1u << 8 | 1u << 23);
+    }
+    if (leaf == 7 && sub == 1) r[0] &= ~(1u << 5);  /* AVX512_BF16 */
+    if (leaf == 0xD && sub == 0) r[0] &= ~0xE0u;  /* no opmask or ZMM state to save */
+}
+
+static void on_fault(int sig, siginfo_t *info, void *context) {
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    const uint8_t *at = (const uint8_t *)g[REG_RIP];
+    (void)info;
+    if (at[0] != 0x0F || at[1] != 0xA2) {  /* a fault of another kind: as without us */
+        signal(sig, SIG_DFL);
+        return;
+    }
+    uint32_t r[4];
+    answer((uint32_t)g[REG_RAX], (uint32_t)g[REG_RCX], r);
+    g[REG_RAX] = r[0];
+    g[REG_RBX] = r[1];
+    g[REG_RCX] = r[2];
+    g[REG_RDX] = r[3];
+    g[REG_RIP] += 2;
+}
+
+__attribute__((constructor)) static void hide(void) {
+    char program[4096];
+    const ssize_t n = readlink("/proc/self/exe", program, sizeof program - 1);
+    if (n <= 0) return;
+    program[n] = 0;
+    const char *base = strrchr(program, '/');
+    if (!strstr(base ? base + 1 : program, "python")) return;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &action, NULL);
+    syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0);
+}
+"""
+
+
+def hiding_unavailable() -> str | None:
+    """Why ``--isa avx2`` cannot run here (None where it can)."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return "it needs Linux on x86-64"
+    _, extensions = cpu()
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        flags = set(next((line.split(":", 1)[1].split()
+                          for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("flags")), []))
+    if "avx512f" not in extensions:
+        return "this CPU has no AVX-512 to hide: a plain run already uses AVX2"
+    if "cpuid_fault" not in flags:
+        return "this CPU or kernel offers no CPUID faulting (no 'cpuid_fault' in /proc/cpuinfo)"
+    if compiler() is None:
+        return "no C compiler was found to build the preloaded library"
+    return None
+
+
+@contextlib.contextmanager
+def avx512_hidden() -> Any:
+    """This process's environment, while inside, makes every contender run as on a CPU
+    without AVX-512 (:data:`HIDE_AVX512`; the library built in a private temporary
+    folder, removed after)."""
+    cc = compiler()
+    assert cc is not None
+    saved = {name: os.environ.get(name) for name in ("LD_PRELOAD", CFLAGS_ENV, HIDDEN_ENV)}
+    with tempfile.TemporaryDirectory(prefix="lstm-graph-bench-") as folder:
+        source, library = Path(folder, "hide_avx512.c"), Path(folder, "hide_avx512.so")
+        source.write_text(HIDE_AVX512)
+        built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)],
+                               capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            raise RuntimeError(f"building the library that hides AVX-512 failed:\n"
+                               f"{built.stderr}")
+        os.environ["LD_PRELOAD"] = " ".join(filter(None, [str(library), saved["LD_PRELOAD"]]))
+        os.environ[CFLAGS_ENV] = " ".join(filter(None, [saved[CFLAGS_ENV], "-mno-avx512f"]))
+        os.environ[HIDDEN_ENV] = "1"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def machine(threads: int) -> str:
     import numpy
     import onnxruntime
     import torch
 
     model, extensions = cpu()
+    if os.environ.get(HIDDEN_ENV):
+        extensions = [e for e in extensions if not e.startswith("avx512")]
+        extensions.append("AVX-512 hidden from every contender: CPUID answered without it "
+                          "(`--isa avx2`), ours built with `-mno-avx512f`")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cc = compiler()
     return (f"{model} ({', '.join(extensions) or 'no vector extensions listed'}), {cores} "
@@ -850,6 +975,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each block, wait up to this long for idle CPUs "
                              "(a machine shared with other programs)")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: every contender as on a CPU without AVX-512 (this one's "
+                             "AVX-512 hidden; forward and --work grad)")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--layout", choices=LAYOUTS, default="single", help=argparse.SUPPRESS)
@@ -862,6 +990,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.work == "grad" and (args.sweep or args.stacks):
         parser.error("--sweep and --stacks time forward runs; --work grad is a mode of its own")
+    if args.isa == "avx2":
+        why = "--isa avx2 times the forward table and --work grad" \
+            if args.sweep or args.stacks else hiding_unavailable()
+        if why:
+            parser.error(f"--isa avx2: {why}")
     default_sizes = "medium" if args.stacks else \
         ("adding,medium,ptb-small,ptb-medium" if args.work == "grad"
          else "small,medium,large")
@@ -888,6 +1021,22 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     command = shlex.join(["python", "-m", "lstm_graph.bench", *given])
+    with avx512_hidden() if args.isa == "avx2" else contextlib.nullcontext():
+        text, section = _run_mode(args, cells, sizes, hidden_sizes, batch_sizes, command)
+    if args.isa == "avx2":  # a section of its own, beside the table of this CPU as it is
+        old = section
+        section = SECTIONS["avx2-grad" if args.work == "grad" else "avx2"]
+        text = text.replace(old[0], section[0]).replace(old[1], section[1])
+    print(text)
+    if args.markdown:
+        write_section(args.markdown, *section, text)
+    return 0
+
+
+def _run_mode(args: argparse.Namespace, cells: list[str], sizes: list[str],
+              hidden_sizes: list[int], batch_sizes: list[int], command: str
+              ) -> tuple[str, tuple[str, str]]:
+    """The chosen mode's measurements: its section's markdown and markers."""
     if args.sweep:
         found = sweep(hidden_sizes, batch_sizes, args.sweep_steps, args.repeat, args.blocks,
                       args.threads, args.wait_idle)
@@ -941,10 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
                       args.wait_idle)
         section = (START, END)
-    print(text)
-    if args.markdown:
-        write_section(args.markdown, *section, text)
-    return 0
+    return text, section
 
 
 if __name__ == "__main__":

@@ -161,8 +161,44 @@ def test_the_sweep_marks_ratios_over_the_target_and_a_stack_its_overhead():
     (["--sweep", "--sweep-batch", "1,0"], "--sweep-batch takes positive integers"),
     (["--stacks", "--cells", "peephole_lstm"], "no peer for cell 'peephole_lstm'"),
     (["--sweep", "--work", "grad"], "--work grad is a mode of its own"),
+    (["--sweep", "--isa", "avx2"], "--isa avx2 times the forward table and --work grad"),
 ])
 def test_a_bad_benchmark_option_is_a_usage_error_naming_it(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+HIDING = bench.hiding_unavailable()
+
+
+def test_isa_avx2_is_refused_with_its_reason_where_it_cannot_run(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "cpu", lambda: ("a CPU", ["sse4_2", "avx", "avx2", "fma"]))
+    if HIDING is None or "x86-64" not in HIDING:  # on x86-64 Linux: no AVX-512 to hide
+        assert "no AVX-512 to hide" in (bench.hiding_unavailable() or "")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--isa", "avx2", "--sizes", "small", "--cells", "lstm"])
+    assert exit_.value.code == 2 and "--isa avx2: " in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HIDING is not None, reason=f"--isa avx2 cannot run here: {HIDING}")
+def test_isa_avx2_hides_avx512_from_every_contender_and_writes_its_own_section(tmp_path):
+    import subprocess
+    import sys
+
+    probe = ("from numpy._core._multiarray_umath import __cpu_features__ as f; "
+             "print(f['AVX512F'], f['AVX2'])")
+    with bench.avx512_hidden():
+        seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              check=True, env=bench.thread_environment(1)).stdout.split()
+        assert seen == ["False", "True"]  # NumPy's own CPUID dispatch: no AVX-512, AVX2
+        assert "-mno-avx512f" in bench.os.environ["LSTM_GRAPH_CFLAGS"]
+    assert "LSTM_GRAPH_BENCH_HIDE_AVX512" not in bench.os.environ  # as it was after
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"{bench.START}\nthis CPU's table\n{bench.END}\n")
+    assert bench.main(["--isa", "avx2", "--cells", "lstm", "--sizes", "small", "--repeat",
+                       "1", "--blocks", "1", "--no-reference", "--markdown", str(page)]) == 0
+    text = page.read_text()
+    start, end = bench.SECTIONS["avx2"]
+    assert "this CPU's table" in text and start in text and end in text
+    assert "AVX-512 hidden from every contender" in text and "avx512f," not in text

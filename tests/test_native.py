@@ -515,6 +515,31 @@ def test_native_agrees_with_reference_on_random_cells(source, dtype, batch, thre
         np.testing.assert_array_equal(value, other[1][state])
 
 
+def test_extra_compiler_flags_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LSTM_GRAPH_CACHE", str(tmp_path))
+    monkeypatch.setenv("LSTM_GRAPH_CFLAGS", "-DLG_UNUSED=1 '-DLG_QUOTED=a b'")
+    assert all(a[-2:] == ("-DLG_UNUSED=1", "-DLG_QUOTED=a b") for a in native.attempts())
+    built = []
+    library = buildcache.library
+    monkeypatch.setattr(buildcache, "library", lambda source, attempts, *args, **kw: (
+        built.append((attempts, found := library(source, attempts, *args, **kw))) or found))
+    if platform.machine() == "x86_64" and "avx512f" in Path("/proc/cpuinfo").read_text():
+        monkeypatch.setenv("LSTM_GRAPH_CFLAGS", "-mno-avx512f")  # 16 registers, 8 floats
+    x = np.random.default_rng(0).standard_normal((4, 3, 5)).astype(np.float32)
+    _, ours, reference = compare(lstm_graph.load_cell("lstm"), x, 9, "float32")
+    assert_same(ours, reference, "float32", "lstm")
+    attempts, found = built[-1]
+    assert attempts[0][-1] == os.environ["LSTM_GRAPH_CFLAGS"].split()[-1]
+    if os.environ["LSTM_GRAPH_CFLAGS"] == "-mno-avx512f":
+        assert gemm_c.LANES_SYMBOL.bind(found)() == 8
+    for bad, message in (("'-O2", "is not a list of flags"), ("extra.c", "not a compiler flag")):
+        monkeypatch.setenv("LSTM_GRAPH_CFLAGS", bad)
+        with pytest.raises(BackendError, match=r"\$LSTM_GRAPH_CFLAGS"):
+            native.attempts()
+        with pytest.raises(BackendError, match=message):
+            native.attempts()
+
+
 def one_loop(monkeypatch):
     """The element-wise work generated as one loop, every statement in phase 0."""
     whole = native.phase_loops

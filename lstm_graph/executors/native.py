@@ -48,7 +48,9 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import re
+import shlex
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -126,6 +128,24 @@ TUNINGS = (("-march=native", "-mprefer-vector-width=512", "-fschedule-insns",
             "-fsched-pressure"),
            ("-march=native",), ())
 ATTEMPTS = tuple((*FLAGS, *tuning) for tuning in TUNINGS)
+#: Flags added after each attempt's, split as a shell would: ``-mno-avx512f`` builds for
+#: AVX2 on a CPU with AVX-512 (the benchmark's ``--isa avx2``; or where AVX-512 lowers
+#: the clock). The build cache keys a build by its flags.
+CFLAGS_ENV = "LSTM_GRAPH_CFLAGS"
+
+
+def attempts() -> tuple[tuple[str, ...], ...]:
+    """:data:`ATTEMPTS`, each with ``$LSTM_GRAPH_CFLAGS`` after it (read at each build)."""
+    text = os.environ.get(CFLAGS_ENV, "")
+    try:
+        extra = shlex.split(text)
+    except ValueError as err:
+        raise BackendError(f"${CFLAGS_ENV} ({text!r}) is not a list of flags ({err})") from None
+    odd = [flag for flag in extra if not flag.startswith("-")]
+    if odd:
+        raise BackendError(f"${CFLAGS_ENV} holds {odd[0]!r}, which is not a compiler flag "
+                           "(flags start with '-')")
+    return tuple((*attempt, *extra) for attempt in ATTEMPTS)
 #: Runs steps ``t0 <= t < t1`` of the step (forward).
 RUN = Symbol("lstm_graph_run", POOLED)
 #: Where the step's products of ``x`` are hoisted (:func:`hoists`): runs them over steps
@@ -1166,7 +1186,7 @@ class NativePlan(Executor):
         spec = self.spec
         step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics,
                           self.hoisted)
-        library = buildcache.library(step.source, ATTEMPTS,
+        library = buildcache.library(step.source, attempts(),
                                      f"the native step of cell '{spec.schedule.graph.name}'",
                                      symbols=(RUN.name, gemm_c.LANES_SYMBOL.name,
                                               gemm_c.PLACE.name,

@@ -47,13 +47,13 @@ from lstm_graph.executors.contract import Array, Gradients, Tape
 from lstm_graph.executors.gemm_c import POOLED, aligned_empty
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.native import (
-    ATTEMPTS,
     BLOCK_ROWS,
     HOST,
     NativePlan,
     NativeStep,
     _address,
     _Build,
+    attempts,
     element_loops,
     hoists,
     step_statics,
@@ -149,7 +149,7 @@ class NativeGrad:
         self.source = "\n".join([*self.step.header(outer=True),
                                  *self.step.functions(self.args), *self._backward_source(),
                                  *self._weights_source()])
-        library = buildcache.library(self.source, ATTEMPTS,
+        library = buildcache.library(self.source, attempts(),
                                      f"the native backward of cell '{schedule.graph.name}'",
                                      symbols=(BACKWARD.name, WEIGHTS.name,
                                               gemm_c.LANES_SYMBOL.name, gemm_c.PLACE.name))
