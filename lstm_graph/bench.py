@@ -872,11 +872,14 @@ def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
 
 
 def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
-           seconds: float, idle: float = 0.0) -> str:
-    """The markdown between the markers: machine, method, table, scale, command."""
+           seconds: float, idle: float = 0.0, command: str = "") -> str:
+    """The markdown between the markers: machine, method, table, scale, command (the
+    table's own where ``command`` is not given)."""
     waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
         if idle > 0 else ""
-    command = "python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0 else "")
+    command = command or ("python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0
+                                                          else "") +
+                          " --markdown docs/benchmarks.md")
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
             f"{blocks} blocks of {runs('medium', repeat)} timed runs after a warm-up (small: "
             f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
@@ -887,7 +890,7 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
             f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
             f"**{seconds:.2f} s** (target < 2 s; the default executor compiles cells of "
             f"more than {MAX_NODES} ops to the NumPy plan, not to C).\n\n"
-            f"Command: `{command} --markdown docs/benchmarks.md`\n{END}")
+            f"Command: `{command}`\n{END}")
 
 
 def _section(mode: str, threads: int, method: str, table_text: str, command: str) -> str:
@@ -1088,7 +1091,7 @@ def _run_mode(args: argparse.Namespace, cells: list[str], sizes: list[str],
         print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s "
               "(target < 2 s)")
         text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
-                      args.wait_idle)
+                      args.wait_idle, command if args.isa == "avx2" else "")
         section = (START, END)
     return text, section
 

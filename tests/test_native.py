@@ -592,7 +592,7 @@ def test_phases_cut_chains_of_two_math_functions():
     peephole, _ = phases("peephole_lstm")  # the output valve reads the new c: phase 1
     assert max(peephole.values()) == 1
     rnn, segment = phases("rnn")  # one math function deep: one phase, one loop
-    assert set(rnn.values()) == {0} and not segment.phased
+    assert set(rnn.values()) == {0} and not any(line.phase for line in segment.lines)
 
 
 # -- the backward pass, compiled ----------------------------------------------------------

@@ -146,11 +146,6 @@ class Segment:
     def name(self) -> str:
         return f"lstm_graph_step_{self.index}"
 
-    @property
-    def phased(self) -> bool:
-        """Whether the body has more than one phase (see :class:`Line`)."""
-        return any(line.phase for line in self.lines)
-
 
 @dataclass(frozen=True)
 class Line:
@@ -392,8 +387,8 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
         for node_id in segment.nodes:
             node = graph.node(node_id)
             var = f"v{position[node_id]}"
-            info = layout.linears.get(node_id)
-            operands = [o for o, _ in info.peep] if info is not None else list(node.args)
+            operands = [o for o, _ in layout.linears[node_id].peep] if node.is_linear \
+                else list(node.args)
             phase[node_id] = phase_of(node_id, operands)
             at = phase[node_id][0]
             if node.is_linear:

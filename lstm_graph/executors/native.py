@@ -271,11 +271,11 @@ def phase_loops(body: list[str], lines: list[Line], hidden: int) -> list[str]:
     kept = sorted({u for line in lines for u in line.uses if defined[u] < line.phase},
                   key=lambda name: [line.defines for line in lines].index(name))
     chunk = f"{PHASE_VECTORS} * LANES"
-    out = [f"    T {', '.join(f'kept_{v}[MR * {chunk}]' for v in kept)};",
-           "    for (ptrdiff_t r0 = b0; r0 < b1; r0 += MR) {",
-           "        const ptrdiff_t r1 = b1 - r0 < MR ? b1 : r0 + MR;",
-           f"        for (ptrdiff_t c0 = j0; c0 < j1; c0 += {chunk}) {{",
-           f"            const ptrdiff_t c1 = j1 - c0 < {chunk} ? j1 : c0 + {chunk};"]
+    out = [f"    T {', '.join(f'kept_{v}[MR * {chunk}]' for v in kept)};"] if kept else []
+    out += ["    for (ptrdiff_t r0 = b0; r0 < b1; r0 += MR) {",
+            "        const ptrdiff_t r1 = b1 - r0 < MR ? b1 : r0 + MR;",
+            f"        for (ptrdiff_t c0 = j0; c0 < j1; c0 += {chunk}) {{",
+            f"            const ptrdiff_t c1 = j1 - c0 < {chunk} ? j1 : c0 + {chunk};"]
     for phase in sorted({line.phase for line in lines}):
         here = [statement for statement, line in zip(body, lines) if line.phase == phase]
         reads = [v for v in kept if defined[v] < phase
