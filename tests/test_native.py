@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -529,7 +530,7 @@ def test_extra_compiler_flags_come_from_the_environment(monkeypatch, tmp_path):
     _, ours, reference = compare(lstm_graph.load_cell("lstm"), x, 9, "float32")
     assert_same(ours, reference, "float32", "lstm")
     attempts, found = built[-1]
-    assert attempts[0][-1] == os.environ["LSTM_GRAPH_CFLAGS"].split()[-1]
+    assert attempts[0][-1] == shlex.split(os.environ["LSTM_GRAPH_CFLAGS"])[-1]
     if os.environ["LSTM_GRAPH_CFLAGS"] == "-mno-avx512f":
         assert gemm_c.LANES_SYMBOL.bind(found)() == 8
     for bad, message in (("'-O2", "is not a list of flags"), ("extra.c", "not a compiler flag")):
