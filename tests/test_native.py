@@ -351,7 +351,7 @@ def test_native_agrees_with_reference_on_builtins(name, dtype, threads):
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
                     reason="builds for 16 vector registers with -mno-avx512f (x86-64)")
 @pytest.mark.parametrize("name", ["lstm", "gru", "peephole_lstm"])
-def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name):
+def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name, monkeypatch):
     """A CPU without AVX-512 (AVX2: 16 vector registers of 8 floats) runs kernels of other
     shapes (gemm_c.widest: 1 or 2 rows x 4 blocks, 3 or 4 x 3, 5 or 6 x 2) than the 32
     registers of AVX-512: built so here, every row count a row block may have (1-6, and
@@ -360,23 +360,21 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name)
     ROW_CHUNKS[16] rows at a time), on one thread and on two."""
     assert native_backward.ROW_CHUNKS[16] < 9 * 8
     cell = lstm_graph.load_cell(name)
-    no_avx512 = tuple((*flags, "-mno-avx512f") for flags in native.ATTEMPTS)
     hidden = 37  # 4 whole tiles of 8 and 5 units
-    with mock.patch.object(native, "ATTEMPTS", no_avx512), \
-            mock.patch.object(native_backward, "ATTEMPTS", no_avx512):
-        for batch in (*range(1, 9), 10, 13, 14, 20):  # 10, 20: blocks of 5 paired as 6, 4
-            x = np.random.default_rng(batch).standard_normal((5, batch, 11)) \
-                .astype("float32")
-            for threads in (1, 2):
-                plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
-                assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}")
-        for batch in (1, 3, 4, 8, 20):  # 9 steps of 8: the weight gradients in 3 chunks
-            x = np.random.default_rng(batch).standard_normal((9 if batch == 8 else 4,
-                                                              batch, 11)).astype("float64")
-            found, expected = backward_pair(cell, x, hidden, "float64", batch, 2)
-            assert_same_gradients(found, expected, "float64")
-        # the build the kernels for 16 registers run in: 8 floats (AVX2), 4 (SSE)
-        assert plan.gradient().lanes in (4, 8)
+    monkeypatch.setenv("LSTM_GRAPH_CFLAGS", "-mno-avx512f")  # forward and backward builds
+    for batch in (*range(1, 9), 10, 13, 14, 20):  # 10, 20: blocks of 5 paired as 6, 4
+        x = np.random.default_rng(batch).standard_normal((5, batch, 11)) \
+            .astype("float32")
+        for threads in (1, 2):
+            plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
+            assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}")
+    for batch in (1, 3, 4, 8, 20):  # 9 steps of 8: the weight gradients in 3 chunks
+        x = np.random.default_rng(batch).standard_normal((9 if batch == 8 else 4,
+                                                          batch, 11)).astype("float64")
+        found, expected = backward_pair(cell, x, hidden, "float64", batch, 2)
+        assert_same_gradients(found, expected, "float64")
+    # the build the kernels for 16 registers run in: 8 floats (AVX2), 4 (SSE)
+    assert plan.gradient().lanes in (4, 8)
 
 
 @pytest.mark.parametrize("rest", range(16))
