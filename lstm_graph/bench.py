@@ -613,6 +613,12 @@ def scale(nodes: int = 10_000) -> tuple[int, float]:
 
 def cpu() -> tuple[str, list[str]]:
     """The CPU's model name and the vector extensions it has (from /proc/cpuinfo)."""
+    model, flags = cpuinfo()
+    return model, [f for f in VECTOR_FLAGS if f in flags]
+
+
+def cpuinfo() -> tuple[str, set[str]]:
+    """The CPU's model name and every flag /proc/cpuinfo gives it (none where unreadable)."""
     model, flags = platform.processor() or platform.machine(), set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -623,7 +629,7 @@ def cpu() -> tuple[str, list[str]]:
                 flags = set(value.split())
     except OSError:
         pass
-    return model, [f for f in VECTOR_FLAGS if f in flags]
+    return model, flags
 
 
 #: Set (to 1) in the contenders' environment by ``--isa avx2``: every contender sees the CPU
@@ -702,15 +708,9 @@ def hiding_unavailable() -> str | None:
     """Why ``--isa avx2`` cannot run here (None where it can)."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return "it needs Linux on x86-64"
-    _, extensions = cpu()
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        flags = set(next((line.split(":", 1)[1].split()
-                          for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("flags")), []))
-    if "avx512f" not in extensions:
+    if "avx512f" not in cpu()[1]:
         return "this CPU has no AVX-512 to hide: a plain run already uses AVX2"
-    if "cpuid_fault" not in flags:
+    if "cpuid_fault" not in cpuinfo()[1]:
         return "this CPU or kernel offers no CPUID faulting (no 'cpuid_fault' in /proc/cpuinfo)"
     if compiler() is None:
         return "no C compiler was found to build the preloaded library"

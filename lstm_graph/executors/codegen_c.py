@@ -334,9 +334,9 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
         # there passed a math function
         seen: set[str] = set()  # the locals the statement being written reads
 
-        def emit(statement: str, at: int, defines: str = "", body: list[str] | None = None,
+        def emit(statement: str, at: int, body: list[str], defines: str = "",
                  segment: Segment = segment, seen: set[str] = seen) -> None:
-            (segment.body if body is None else body).append(statement)
+            body.append(statement)
             segment.lines.append(Line(at, defines, frozenset(seen - {defines})))
             seen.clear()
 
@@ -367,7 +367,7 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
                 if local_name:
                     seen.add(local_name)
                 emit(f"{taped.name}[b * {tape.width} + {tape.column(node_id)} + j] = "
-                     f"{local_name or value(node_id)};", at, body=body)
+                     f"{local_name or value(node_id)};", at, body)
                 if taped.name not in segment.outputs:
                     segment.outputs.append(taped.name)
 
@@ -411,28 +411,28 @@ def step_kernels(schedule: Schedule, layout: Layout, hidden: int, trace: bool = 
             else:
                 expression = c_expression(node.operation.c or "", [value(a) for a in node.args],
                                           node.attrs)
-            emit(f"T {var} = {expression};  // {node_id}", at, var, body)
+            emit(f"T {var} = {expression};  // {node_id}", at, body, var)
             local.add(node_id)
             if node_id not in graph.states:  # a state is kept where its new value is
                 keep(node_id, body, at)
             if trace and node_id == node.assignment:
                 recorded = name_of(Role.TRACE, node_id)
-                emit(f"{recorded}[i] = {value(node_id)};", at, body=body)
+                emit(f"{recorded}[i] = {value(node_id)};", at, body)
                 segment.outputs.append(recorded)
             if node_id in stored:
                 buffer = name_of(Role.BUFFER, node_id)
-                emit(f"{buffer}[i] = {value(node_id)};", at, body=body)
+                emit(f"{buffer}[i] = {value(node_id)};", at, body)
                 segment.outputs.append(buffer)
         if segment.index == last:  # in the last phase: every old value is read before any
             end = max((p for p, _ in phase.values()), default=0)  # is written
             for state in state_names:
-                emit(f"const T new_{state} = {value(state)};", end, f"new_{state}", body)
+                emit(f"const T new_{state} = {value(state)};", end, body, f"new_{state}")
             for state in state_names:
-                emit(f"{states[state].name}[i] = new_{state};", end, body=body)
+                emit(f"{states[state].name}[i] = new_{state};", end, body)
                 keep(state, body, end, f"new_{state}")
             segment.outputs += [states[state].name for state in state_names]
             if y is not None:
-                emit(f"{y.name}[i] = {value(output)};", end, body=body)
+                emit(f"{y.name}[i] = {value(output)};", end, body)
                 segment.outputs.append(y.name)
         segment.inputs = [r for r in reads if r not in segment.outputs]
         segment.body = body

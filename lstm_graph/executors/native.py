@@ -267,9 +267,9 @@ def phase_loops(body: list[str], lines: list[Line], hidden: int) -> list[str]:
         return ["    for (ptrdiff_t b = b0; b < b1; b++) {", "        #pragma GCC ivdep",
                 "        for (ptrdiff_t j = j0; j < j1; j++) {",
                 f"            const ptrdiff_t i = b * {hidden} + j;", *body, "        }", "    }"]
-    defined = {line.defines: line.phase for line in lines if line.defines}
-    kept = sorted({u for line in lines for u in line.uses if defined[u] < line.phase},
-                  key=lambda name: [line.defines for line in lines].index(name))
+    defined = {line.defines: line.phase for line in lines if line.defines}  # in order
+    later = {u for line in lines for u in line.uses if defined[u] < line.phase}
+    kept = [v for v in defined if v in later]
     chunk = f"{PHASE_VECTORS} * LANES"
     out = [f"    T {', '.join(f'kept_{v}[MR * {chunk}]' for v in kept)};"] if kept else []
     out += ["    for (ptrdiff_t r0 = b0; r0 < b1; r0 += MR) {",
@@ -740,12 +740,13 @@ class NativeStep:
         body = [*HOST.body(segment, self.dtype, indent="            "),
                 *(f"            next_{state}[i] = {self.kernels.states[state].name}[i];"
                   for state in snapshots)]
-        end = max((line.phase for line in segment.lines), default=0)
         # A forward that keeps a tape stays one loop: it stores most values anyway, and
         # the phases' kept values cost it more than they gave (T = 35, B = 20, I = H = 200,
         # one thread: 4.70-4.79 ms against 4.82-4.92; a plain run 4.26-4.27 against 4.22-4.23)
-        lines = None if self.kernels.tape is not None else \
-            [*segment.lines, *(Line(end) for _ in snapshots)]
+        lines = None
+        if self.kernels.tape is None:
+            end = max((line.phase for line in segment.lines), default=0)
+            lines = [*segment.lines, *(Line(end) for _ in snapshots)]
         return element_loops(f"elements_{k}", f"segment {k}'s element-wise work{also}",
                              declarations, body, self.hidden, lines=lines)
 
