@@ -5,9 +5,11 @@ It asserts nothing about speed (no test does): only that the report is whole.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from lstm_graph import bench
+from lstm_graph import bench, isa
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
@@ -43,7 +45,7 @@ def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path,
     assert "old table" not in text
     rows = [line for line in text.splitlines() if line.startswith("| lstm")]
     assert len(rows) == 1 and "small (100, 1, 32, 32)" in rows[0]
-    model, _ = bench.cpu()
+    model, _ = isa.cpu()
     assert f"Machine: {model}" in text and "threads for every contender" in text
     assert "ours/best" in capsys.readouterr().out
 
@@ -169,13 +171,13 @@ def test_a_bad_benchmark_option_is_a_usage_error_naming_it(args, message, capsys
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-HIDING = bench.hiding_unavailable()
+HIDING = isa.hiding_unavailable()
 
 
 def test_isa_avx2_is_refused_with_its_reason_where_it_cannot_run(capsys, monkeypatch):
-    monkeypatch.setattr(bench, "cpu", lambda: ("a CPU", ["sse4_2", "avx", "avx2", "fma"]))
+    monkeypatch.setattr(isa, "cpu", lambda: ("a CPU", ["sse4_2", "avx", "avx2", "fma"]))
     if HIDING is None or "x86-64" not in HIDING:  # on x86-64 Linux: no AVX-512 to hide
-        assert "no AVX-512 to hide" in (bench.hiding_unavailable() or "")
+        assert "no AVX-512 to hide" in (isa.hiding_unavailable() or "")
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--isa", "avx2", "--sizes", "small", "--cells", "lstm"])
     assert exit_.value.code == 2 and "--isa avx2: " in capsys.readouterr().err
@@ -188,12 +190,12 @@ def test_isa_avx2_hides_avx512_from_every_contender_and_writes_its_own_section(t
 
     probe = ("from numpy._core._multiarray_umath import __cpu_features__ as f; "
              "print(f['AVX512F'], f['AVX2'])")
-    with bench.avx512_hidden():
+    with isa.avx512_hidden():
         seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                               check=True, env=bench.thread_environment(1)).stdout.split()
         assert seen == ["False", "True"]  # NumPy's own CPUID dispatch: no AVX-512, AVX2
-        assert "-mno-avx512f" in bench.os.environ["LSTM_GRAPH_CFLAGS"]
-    assert "LSTM_GRAPH_BENCH_HIDE_AVX512" not in bench.os.environ  # as it was after
+        assert "-mno-avx512f" in os.environ["LSTM_GRAPH_CFLAGS"]
+    assert "LSTM_GRAPH_BENCH_HIDE_AVX512" not in os.environ  # as it was after
     page = tmp_path / "benchmarks.md"
     page.write_text(f"{bench.START}\nthis CPU's table\n{bench.END}\n")
     assert bench.main(["--isa", "avx2", "--cells", "lstm", "--sizes", "small", "--repeat",

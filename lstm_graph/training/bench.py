@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 import lstm_graph
-from lstm_graph.bench import Timing, cpu, memory, ms, reset_peak, thread_environment, wait_idle
+from lstm_graph.bench import Timing, memory, ms, reset_peak, thread_environment, wait_idle
 from lstm_graph.errors import install_hint
 from lstm_graph.formats.files import write_section
+from lstm_graph.isa import cpu
 from lstm_graph.training import adding
 from lstm_graph.training.trainer import Trainer, train
 
