@@ -609,8 +609,6 @@ def scale(nodes: int = 10_000) -> tuple[int, float]:
     return len(cell.graph.nodes), time.perf_counter() - began
 
 
-
-
 def machine(threads: int) -> str:
     import numpy
     import onnxruntime

@@ -2,11 +2,13 @@
 
 :func:`cpu` names the CPU and the vector extensions a benchmark table's header lists.
 ``python -m lstm_graph.bench --isa avx2`` measures every contender as on a CPU without
-AVX-512 (the AMD EPYC machines of Zen 2 and 3, for one) on a CPU that has it:
-:func:`avx512_hidden` preloads into each contender's Python process a small library
-(:data:`HIDE_AVX512`) that answers the CPUID instruction without AVX-512, so that the
-peers' libraries pick their AVX2 kernels, and builds ours with ``-mno-avx512f``;
-:func:`hiding_unavailable` says why that cannot run where it cannot.
+AVX-512 (the AMD EPYC machines of Zen 2 and 3, for one) on a CPU that has it: inside
+:func:`avx512_hidden`, the environment that the contenders' processes inherit preloads
+a small library (:data:`HIDE_AVX512`, built on entry) that answers the CPUID
+instruction without AVX-512, so that the peers' libraries pick their AVX2 kernels;
+adds ``-mno-avx512f`` to ``$LSTM_GRAPH_CFLAGS``, so that ours is built for AVX2; and
+sets :data:`HIDDEN_ENV`, which the table's header reads. :func:`hiding_unavailable`
+says why that cannot run where it cannot.
 """
 
 from __future__ import annotations
