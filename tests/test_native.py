@@ -37,6 +37,7 @@ from lstm_graph.executors.gemm_c import aligned_empty
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.native import MATH_FLOAT, NativePlan, hoists
 from lstm_graph.executors.prepare import cache_bytes
+from lstm_graph.isa import cpu
 
 pytestmark = needs_compiler
 
@@ -522,7 +523,7 @@ def test_extra_compiler_flags_come_from_the_environment(monkeypatch, tmp_path):
     library = buildcache.library
     monkeypatch.setattr(buildcache, "library", lambda source, attempts, *args, **kw: (
         built.append((attempts, found := library(source, attempts, *args, **kw))) or found))
-    if platform.machine() == "x86_64" and "avx512f" in Path("/proc/cpuinfo").read_text():
+    if "avx512f" in cpu()[1]:
         monkeypatch.setenv("LSTM_GRAPH_CFLAGS", "-mno-avx512f")  # 16 registers, 8 floats
     x = np.random.default_rng(0).standard_normal((4, 3, 5)).astype(np.float32)
     _, ours, reference = compare(lstm_graph.load_cell("lstm"), x, 9, "float32")
