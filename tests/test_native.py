@@ -1106,16 +1106,103 @@ def test_extremes_saturate_and_nan_stays_nan(math_library):
 
 
 def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkeypatch):
-    from lstm_graph.executors.prepare import usable_threads
+    from lstm_graph.executors import prepare
 
+    monkeypatch.setattr(prepare, "usable_cpus", lambda: 16)
     monkeypatch.delenv("LSTM_GRAPH_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert usable_threads() == 3
+    assert prepare.usable_threads() == 3
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "2")
-    assert usable_threads() == 2
+    assert prepare.usable_threads() == 2
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "none")
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert 1 <= usable_threads() <= 8
+    assert prepare.usable_threads() == 8
+
+
+def test_the_thread_count_never_exceeds_the_cpus_the_process_may_use(monkeypatch):
+    """More threads than CPUs would wait at every step's barrier for a CPU: the count
+    asked for is cut to the CPUs (affinity, then the control groups' quota)."""
+    from lstm_graph.executors import prepare
+
+    monkeypatch.setattr(prepare, "usable_cpus", lambda: 2)
+    monkeypatch.setenv("LSTM_GRAPH_THREADS", "6")
+    assert prepare.usable_threads() == 2
+    monkeypatch.delenv("LSTM_GRAPH_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert prepare.usable_threads() == 2
+
+
+def _groups(root, files):
+    """A control-group tree under ``root``: {relative file: text}."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_cpu_quota_is_the_smallest_on_the_way_to_the_root(tmp_path):
+    """cgroup v2's cpu.max and v1's cfs quota over its period, as CPUs; a group above
+    the process's may set the limit; "max" and -1 set none; a file that cannot be read
+    or parsed, or no membership file, is no quota."""
+    from lstm_graph.executors.prepare import cpu_quota
+
+    membership = tmp_path / "cgroup"
+    v2 = tmp_path / "v2"
+    membership.write_text("0::/box/job\n")
+    _groups(v2, {"box/job/cpu.max": "max 100000\n", "box/cpu.max": "150000 100000\n",
+                 "cpu.max": "max 100000\n"})
+    assert cpu_quota(v2, membership) == 1.5
+    _groups(v2, {"box/job/cpu.max": "50000 100000\n"})
+    assert cpu_quota(v2, membership) == 0.5
+    _groups(v2, {"box/job/cpu.max": "garbled\n", "box/cpu.max": "max 100000\n"})
+    assert cpu_quota(v2, membership) is None
+
+    v1 = tmp_path / "v1"
+    membership.write_text("4:memory:/x\n2:cpu,cpuacct:/box\n0::/\n")
+    _groups(v1, {"cpu,cpuacct/box/cpu.cfs_quota_us": "200000\n",
+                 "cpu,cpuacct/box/cpu.cfs_period_us": "100000\n",
+                 "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                 "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cpu_quota(v1, membership) == 2.0
+    assert cpu_quota(v1, tmp_path / "absent") is None
+
+
+def test_the_usable_cpus_are_the_quota_rounded_up_within_the_affinity(tmp_path, monkeypatch):
+    from lstm_graph.executors import prepare
+
+    monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: 1.2)
+    assert prepare.usable_cpus() == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: 0.3)
+    assert prepare.usable_cpus() == 1
+    monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: None)
+    assert prepare.usable_cpus() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_two_threads_on_one_cpu_wait_for_each_other_and_agree_with_the_reference():
+    """Two threads of a run on one CPU (a machine running more threads than it has CPUs):
+    at every step's barrier one waits while the other is not running, the path where
+    the waiting thread looks at the others' CPU time and yields. The run ends, with the
+    reference's numbers (7 rows: the threads share the tiles and meet at a barrier every
+    step). How much sooner than a spin it ends is for benchmarks (gemm_c's docstring)."""
+    script = """
+import os
+import numpy as np
+import lstm_graph
+from lstm_graph.executors.contract import Spec
+from lstm_graph.executors.native import NativePlan
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+cell = lstm_graph.load_cell("lstm")
+reference = cell.compile(input_size=5, hidden_size=40, seed=1, executor="reference")
+plan = NativePlan(Spec(cell.schedule, np, reference.params, 7, 5, 40, np.dtype("float32")),
+                  threads=2)
+x = np.random.default_rng(2).standard_normal((40, 7, 5)).astype("float32")
+y = plan.run(x, {s: np.zeros((7, 40), "float32") for s in cell.graph.states})[0]
+print(float(np.abs(y - reference(x)[0]).max()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-5
 
 
 def test_the_caches_are_read_as_the_kernel_describes_them(tmp_path):
