@@ -61,8 +61,9 @@ PREFETCH_ROWS = 16
 #: Nanoseconds a thread spins for another (at a barrier; the caller, for the workers at
 #: a run's end) before it yields its CPU between looks (:data:`RUNTIME`'s ``wait_change``).
 WAIT_SPIN_NS = 100000
-#: Nanoseconds between a waiting thread's looks at whether the threads of its run are
-#: running (``wait_change``): where one is not, the waiting thread yields at once.
+#: Nanoseconds of a wait before a waiting thread first looks at whether the threads of
+#: its run are running, and between its first two looks (then twice as long each time:
+#: ``wait_change``): where one is not, the waiting thread yields at once.
 WAIT_CHECK_NS = 4000
 #: Bytes the arrays the kernels stream are aligned to (a cache line, an AVX-512 vector).
 ALIGNMENT = 64
@@ -232,11 +233,12 @@ static _Bool parts_running(uint64_t *times, uint64_t wall) {
 }
 
 /* Wait until *word is no longer `seen`. Spin while every thread of the run is running
-   (looked at every WAIT_CHECK_NS once the wait has lasted that long); where one is not
-   (the machine has more threads to run than CPUs), or after WAIT_SPIN_NS, yield the CPU
-   between looks: the thread waited for may be waiting for this one's CPU. */
+   (looked at once the wait has lasted WAIT_CHECK_NS, then after 2, 4, 8... times that:
+   a look reads every thread's clock, half a microsecond each on a VM); where one is
+   not (the machine has more threads to run than CPUs), or after WAIT_SPIN_NS, yield
+   the CPU between looks: the thread waited for may be waiting for this one's CPU. */
 static void wait_change(const ptrdiff_t *word, ptrdiff_t seen) {
-    uint64_t start = 0, mark = 0, times[MAX_THREADS];
+    uint64_t start = 0, mark = 0, interval = WAIT_CHECK_NS, times[MAX_THREADS];
     _Bool yield = 0;
     for (uint32_t spins = 1; __atomic_load_n(word, __ATOMIC_ACQUIRE) == seen; spins++) {
         if (yield) {
@@ -249,7 +251,7 @@ static void wait_change(const ptrdiff_t *word, ptrdiff_t seen) {
         if (spins % 32) continue;
         const uint64_t now = pool_now_ns();
         if (!start) start = now;
-        if (now - start < WAIT_CHECK_NS || now - mark < WAIT_CHECK_NS) continue;
+        if (now - start < WAIT_CHECK_NS || now - mark < interval) continue;
         if (!mark) {  /* the CPU times from here on */
             mark = now;
             part_times(times);
@@ -257,6 +259,7 @@ static void wait_change(const ptrdiff_t *word, ptrdiff_t seen) {
         }
         yield = now - start >= WAIT_SPIN_NS || !parts_running(times, now - mark);
         mark = now;
+        interval *= 2;
     }
 }
 
