@@ -1164,6 +1164,11 @@ def test_the_cpu_quota_is_the_smallest_on_the_way_to_the_root(tmp_path):
                  "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
     assert cpu_quota(v1, membership) == 2.0
     assert cpu_quota(v1, tmp_path / "absent") is None
+    membership.write_text("2:cpu:/../../elsewhere\n")  # a group above this namespace's root
+    _groups(tmp_path, {"elsewhere/cpu.cfs_quota_us": "100000\n",
+                       "elsewhere/cpu.cfs_period_us": "100000\n"})
+    _groups(v1, {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cpu_quota(v1, membership) is None
 
 
 def test_the_usable_cpus_are_the_quota_rounded_up_within_the_affinity(tmp_path, monkeypatch):

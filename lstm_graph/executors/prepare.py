@@ -75,6 +75,8 @@ def cpu_quota(root: Path = CGROUPS, membership: Path = MEMBERSHIP) -> float | No
     quotas = []
     for line in lines:
         number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if ".." in path.split("/"):  # a group outside this namespace's view: not ours to read
+            continue
         if number == "0" and not controllers:  # v2: /sys/fs/cgroup, or .../unified beside v1
             bases = [(root, "cpu.max"), (root / "unified", "cpu.max")]
         elif "cpu" in controllers.split(","):
