@@ -52,6 +52,7 @@ import lstm_graph
 from lstm_graph.errors import install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
+from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.formats.files import write_section
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 from lstm_graph.isa import HIDDEN_ENV, avx512_hidden, cpu, hiding_unavailable
@@ -609,6 +610,18 @@ def scale(nodes: int = 10_000) -> tuple[int, float]:
     return len(cell.graph.nodes), time.perf_counter() - began
 
 
+def contender_threads(asked: int) -> int:
+    """The threads every contender gets: ``asked``, cut to the CPUs this process may use
+    (its affinity and CPU quota), with a line on stderr where it is: more would wait for
+    CPUs, and ours would take no more than those anyway."""
+    cpus = usable_cpus()
+    if asked <= cpus:
+        return asked
+    print(f"--threads {asked}: this process may use {cpus} CPU{'s' * (cpus > 1)} (its "
+          f"affinity and CPU quota), so every contender gets {cpus}", file=sys.stderr)
+    return cpus
+
+
 def machine(threads: int) -> str:
     import numpy
     import onnxruntime
@@ -619,7 +632,7 @@ def machine(threads: int) -> str:
         extensions = [e for e in extensions if not e.startswith("avx512")]
         extensions.append("AVX-512 hidden from every contender: CPUID answered without it "
                           "(`--isa avx2`), ours built with `-mno-avx512f`")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cpus()
     cc = compiler()
     return (f"{model} ({', '.join(extensions) or 'no vector extensions listed'}), {cores} "
             f"cores; C compiler {compiler_version(cc) if cc else 'none'}; Python "
@@ -875,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                   "--sweep-steps, --repeat, --blocks and --threads each")
     except ValueError as err:
         parser.error(str(err))
+    args.threads = contender_threads(args.threads)
     unknown = [c for c in cells if c not in FAMILY or (args.stacks and c == "peephole_lstm")]
     if unknown:
         parser.error(f"no peer for cell '{unknown[0]}' here: choose from "

@@ -50,6 +50,20 @@ def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path,
     assert "ours/best" in capsys.readouterr().out
 
 
+def test_contenders_get_no_more_threads_than_the_cpus_the_process_may_use(monkeypatch,
+                                                                          capsys):
+    """Ours never takes more threads than CPUs; the peers get the same number, and the
+    table's header says it (a run on a 1-CPU container with the default --threads 2)."""
+    monkeypatch.setattr(bench, "usable_cpus", lambda: 1)
+    assert bench.contender_threads(2) == 1
+    assert "--threads 2: this process may use 1 CPU (its affinity and CPU quota), so " \
+        "every contender gets 1" in capsys.readouterr().err
+    assert bench.contender_threads(1) == 1 and capsys.readouterr().err == ""
+    monkeypatch.setattr(bench, "usable_cpus", lambda: 4)
+    assert bench.contender_threads(2) == 2
+    assert "4 cores" in bench.machine(2)
+
+
 def test_waiting_for_idle_cpus_gives_up_at_its_limit():
     began = bench.time.monotonic()
     assert bench.wait_idle(0.0) is False

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -37,8 +36,17 @@ from typing import Any
 import numpy as np
 
 import lstm_graph
-from lstm_graph.bench import Timing, memory, ms, reset_peak, thread_environment, wait_idle
+from lstm_graph.bench import (
+    Timing,
+    contender_threads,
+    memory,
+    ms,
+    reset_peak,
+    thread_environment,
+    wait_idle,
+)
 from lstm_graph.errors import install_hint
+from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.formats.files import write_section
 from lstm_graph.isa import cpu
 from lstm_graph.training import adding
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--cells: no PyTorch peer for {', '.join(unknown)} (choose from "
                      f"{', '.join(STEP_CELLS)})")
+    args.threads = contender_threads(args.threads)
     rows = learn(args.steps, args.hidden, args.batch, args.length) if args.steps > 0 else []
     times = {}
     for cell in cells:
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ms(times[cell]['torch'])} ms", file=sys.stderr, flush=True)
     baseline = adding(args.length).baseline
     model, extensions = cpu()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     lines = [START, f"Machine: {model} ({', '.join(extensions)}), {cpus} CPUs; Python "
              f"{platform.python_version()}, NumPy {np.__version__}, PyTorch "
              f"{torch.__version__}. Adding problem, T = {args.length}, H = {args.hidden}, batch "
