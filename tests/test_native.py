@@ -1171,22 +1171,26 @@ def test_the_cpu_quota_is_the_smallest_on_the_way_to_the_root(tmp_path):
     assert cpu_quota(v1, membership) is None
 
 
-def test_the_usable_cpus_are_the_quota_rounded_up_within_the_affinity(tmp_path, monkeypatch):
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs CPU affinity")
+def test_the_usable_cpus_are_the_quota_rounded_up_within_the_affinity(monkeypatch):
     from lstm_graph.executors import prepare
 
+    monkeypatch.setattr(prepare.os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: 1.2)
-    assert prepare.usable_cpus() == min(2, len(os.sched_getaffinity(0)))
+    assert prepare.usable_cpus() == 2
     monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: 0.3)
     assert prepare.usable_cpus() == 1
+    monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: 20.0)
+    assert prepare.usable_cpus() == 8
     monkeypatch.setattr(prepare, "cpu_quota", lambda root, membership: None)
-    assert prepare.usable_cpus() == len(os.sched_getaffinity(0))
+    assert prepare.usable_cpus() == 8
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_two_threads_on_one_cpu_wait_for_each_other_and_agree_with_the_reference():
     """Two threads of a run on one CPU (a machine running more threads than it has CPUs):
-    at every step's barrier one waits while the other is not running, the path where
-    the waiting thread looks at the others' CPU time and yields. The run ends, with the
+    at the steps' barriers one waits while the other is not running, sees that in the
+    other's CPU time and yields (the library counts such waits). The run ends with the
     reference's numbers (7 rows: the threads share the tiles and meet at a barrier every
     step). How much sooner than a spin it ends is for benchmarks (gemm_c's docstring)."""
     script = """
@@ -1194,6 +1198,7 @@ import os
 import numpy as np
 import lstm_graph
 from lstm_graph.executors.contract import Spec
+from lstm_graph.executors import buildcache, gemm_c, native
 from lstm_graph.executors.native import NativePlan
 os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 cell = lstm_graph.load_cell("lstm")
@@ -1202,12 +1207,15 @@ plan = NativePlan(Spec(cell.schedule, np, reference.params, 7, 5, 40, np.dtype("
                   threads=2)
 x = np.random.default_rng(2).standard_normal((40, 7, 5)).astype("float32")
 y = plan.run(x, {s: np.zeros((7, 40), "float32") for s in cell.graph.states})[0]
-print(float(np.abs(y - reference(x)[0]).max()))
+library = buildcache.library(plan.source, native.attempts(), "the step",
+                             symbols=(gemm_c.YIELDED.name,))
+print(float(np.abs(y - reference(x)[0]).max()), gemm_c.YIELDED.bind(library)())
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert float(done.stdout) < 1e-5
+    difference, yielded = done.stdout.split()
+    assert float(difference) < 1e-5 and int(yielded) > 0
 
 
 def test_the_caches_are_read_as_the_kernel_describes_them(tmp_path):

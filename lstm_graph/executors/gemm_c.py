@@ -69,6 +69,9 @@ WAIT_CHECK_NS = 4000
 ALIGNMENT = 64
 #: The lanes a library packs its weights for (hidden units per tile).
 LANES_SYMBOL = Symbol("lstm_graph_lanes", (), ctypes.c_ssize_t)
+#: How many waits of a library's threads found a thread of their run not running, and
+#: yielded (``wait_change``): for tests and diagnosis.
+YIELDED = Symbol("lstm_graph_waits_yielded", (), ctypes.c_uint64)
 #: Puts new weights into their packed places (see :class:`Placement`).
 PLACE = Symbol("lstm_graph_place", (ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_void_p, ctypes.c_void_p))
@@ -232,11 +235,16 @@ static _Bool parts_running(uint64_t *times, uint64_t wall) {
     return running;
 }
 
+/* Waits that found a thread of their run not running, and yielded (for tests and
+   diagnosis: YIELDED_SYMBOL). */
+static uint64_t waits_yielded;
+uint64_t @YIELDED_SYMBOL@(void) { return __atomic_load_n(&waits_yielded, __ATOMIC_RELAXED); }
+
 /* Wait until *word is no longer `seen`. Spin while every thread of the run is running
-   (looked at once the wait has lasted WAIT_CHECK_NS, then after 2, 4, 8... times that:
-   a look reads every thread's clock, half a microsecond each on a VM); where one is
-   not (the machine has more threads to run than CPUs), or after WAIT_SPIN_NS, yield
-   the CPU between looks: the thread waited for may be waiting for this one's CPU. */
+   (looked at once the wait has lasted WAIT_CHECK_NS, then at 2, 4, 8... times that: a
+   look reads every thread's clock, half a microsecond each on a VM); where one is not
+   (the machine has more threads to run than CPUs), or after WAIT_SPIN_NS, yield the
+   CPU instead: the thread waited for may be waiting for this one's CPU. */
 static void wait_change(const ptrdiff_t *word, ptrdiff_t seen) {
     uint64_t start = 0, mark = 0, interval = WAIT_CHECK_NS, times[MAX_THREADS];
     _Bool yield = 0;
@@ -251,13 +259,18 @@ static void wait_change(const ptrdiff_t *word, ptrdiff_t seen) {
         if (spins % 32) continue;
         const uint64_t now = pool_now_ns();
         if (!start) start = now;
+        if (now - start >= WAIT_SPIN_NS) {
+            yield = 1;
+            continue;
+        }
         if (now - start < WAIT_CHECK_NS || now - mark < interval) continue;
         if (!mark) {  /* the CPU times from here on */
             mark = now;
             part_times(times);
             continue;
         }
-        yield = now - start >= WAIT_SPIN_NS || !parts_running(times, now - mark);
+        yield = !parts_running(times, now - mark);
+        if (yield) __atomic_add_fetch(&waits_yielded, 1, __ATOMIC_RELAXED);
         mark = now;
         interval *= 2;
     }
@@ -353,7 +366,8 @@ def runtime() -> str:
         .replace("@PREFETCH_ROWS@", str(PREFETCH_ROWS)) \
         .replace("@WAIT_SPIN_NS@", str(WAIT_SPIN_NS)) \
         .replace("@WAIT_CHECK_NS@", str(WAIT_CHECK_NS)) \
-        .replace("@LANES_SYMBOL@", LANES_SYMBOL.name).replace("@PLACE_SYMBOL@", PLACE.name)
+        .replace("@LANES_SYMBOL@", LANES_SYMBOL.name).replace("@PLACE_SYMBOL@", PLACE.name) \
+        .replace("@YIELDED_SYMBOL@", YIELDED.name)
 
 
 def entry(symbol: Symbol, part: str, what: str) -> str:

@@ -57,7 +57,9 @@ CGROUPS, MEMBERSHIP = Path("/sys/fs/cgroup"), Path("/proc/self/cgroup")
 
 def usable_cpus(root: Path = CGROUPS, membership: Path = MEMBERSHIP) -> int:
     """The CPUs this process may run on, fewer where its control groups allow it less CPU
-    time than that (a container's ``--cpus``: :func:`cpu_quota`, rounded up)."""
+    time than that (a container's ``--cpus``: :func:`cpu_quota`, rounded up: the quota
+    stops all of a group's threads at once when it is spent, so none waits at a barrier
+    for another that the quota stopped)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     quota = cpu_quota(root, membership)
     return max(1, min(cpus or 1, math.ceil(quota) if quota else cpus or 1))
@@ -70,7 +72,7 @@ def cpu_quota(root: Path = CGROUPS, membership: Path = MEMBERSHIP) -> float | No
     be read (another system)."""
     try:
         lines = membership.read_text().splitlines()
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or a group's name not in UTF-8
         return None
     quotas = []
     for line in lines:
