@@ -195,11 +195,14 @@ static ptrdiff_t barrier_count, barrier_sense;
 static clockid_t part_clocks[MAX_THREADS];  /* each part's thread's CPU-time clock */
 static ptrdiff_t run_parts;                 /* the parts of the run in progress */
 
-static uint64_t pool_now_ns(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+/* Clock `clock`'s time in ns (0 where it cannot be read). */
+static uint64_t clock_ns(clockid_t clock) {
+    struct timespec now = {0, 0};
+    clock_gettime(clock, &now);
     return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
+
+static uint64_t pool_now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 /* A thread's CPU-time clock; where there is none, one that always runs (its thread is
    then always seen running: waits spin, then yield after WAIT_SPIN_NS). */
@@ -215,11 +218,7 @@ static clockid_t thread_clock(pthread_t thread) {
 
 /* The CPU time of each of the run's parts' threads, in ns, into times. */
 static void part_times(uint64_t *times) {
-    for (ptrdiff_t p = 0; p < run_parts; p++) {
-        struct timespec used = {0, 0};
-        clock_gettime(part_clocks[p], &used);
-        times[p] = (uint64_t)used.tv_sec * 1000000000u + (uint64_t)used.tv_nsec;
-    }
+    for (ptrdiff_t p = 0; p < run_parts; p++) times[p] = clock_ns(part_clocks[p]);
 }
 
 /* Whether every part's thread ran at least half of the last `wall` ns (working, or

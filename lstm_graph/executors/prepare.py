@@ -61,9 +61,10 @@ def usable_cpus(root: Path = CGROUPS, membership: Path = MEMBERSHIP) -> int:
     time than that (a container's ``--cpus``: :func:`cpu_quota`, rounded up: the quota
     stops all of a group's threads at once when it is spent, so none waits at a barrier
     for another that the quota stopped)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count()) or 1
     quota = cpu_quota(root, membership)
-    return max(1, min(cpus or 1, math.ceil(quota) if quota else cpus or 1))
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
 def cpu_quota(root: Path = CGROUPS, membership: Path = MEMBERSHIP) -> float | None:
