@@ -1121,13 +1121,20 @@ def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkey
 
 def test_the_thread_count_never_exceeds_the_cpus_the_process_may_use(monkeypatch):
     """More threads than CPUs would wait at every step's barrier for a CPU: the count
-    asked for is cut to the CPUs (affinity, then the control groups' quota)."""
+    asked for is cut to the CPUs (affinity, then the control groups' quota), with a
+    warning where our own variable asked for more."""
     from lstm_graph.executors import prepare
 
     monkeypatch.setattr(prepare, "usable_cpus", lambda: 2)
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "6")
-    assert prepare.usable_threads() == 2
+    with pytest.warns(LstmGraphWarning, match="LSTM_GRAPH_THREADS=6, but this process may "
+                      "use 2 CPUs .*: running on 2 threads"):
+        assert prepare.usable_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # other programs' convention: no warning
     monkeypatch.delenv("LSTM_GRAPH_THREADS")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepare.usable_threads() == 2
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert prepare.usable_threads() == 2
 

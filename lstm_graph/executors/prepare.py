@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_graph.errors import LstmGraphWarning
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.layout import Layout
 from lstm_graph.ir import NodeKind
@@ -36,7 +38,8 @@ Array = Any
 def usable_threads() -> int:
     """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS``, else ``$OMP_NUM_THREADS``
     (the convention PyTorch and the BLAS libraries follow), where a positive number;
-    else at most 8; never more than :func:`usable_cpus`. The plans' threads meet at a
+    else at most 8; never more than :func:`usable_cpus` (with a warning where
+    ``$LSTM_GRAPH_THREADS``, ours alone, asks for more). The plans' threads meet at a
     barrier every step: one more than there are CPUs to run it waits there for another
     to be given a CPU (2 threads on one CPU: a run of 64 steps of 7 sequences, H = 129,
     took 1.8 ms, 7.6 before a waiting thread yielded as soon as it saw the other not
@@ -48,6 +51,11 @@ def usable_threads() -> int:
         except ValueError:
             wanted = 0
         if wanted > 0:
+            if wanted > cpus and variable == "LSTM_GRAPH_THREADS":
+                warnings.warn(LstmGraphWarning(
+                    f"LSTM_GRAPH_THREADS={wanted}, but this process may use {cpus} "
+                    f"CPU{'s' * (cpus > 1)} (its affinity and CPU quota): running on {cpus} "
+                    "thread" + "s" * (cpus > 1)), stacklevel=2)
             return min(wanted, cpus)
     return min(cpus, 8)
 
