@@ -378,6 +378,30 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name,
     assert plan.gradient().lanes in (4, 8)
 
 
+def test_sixteen_register_kernels_prefetch_whole_rows_in_a_jobs_first_pass_only():
+    """With 16 vector registers a job of 4 blocks on 5 or 6 rows is two kernel calls of 2
+    blocks each (every other line of the panel's rows): the first (``lead``) asks for the
+    whole rows ahead, both lines, the second for none; kernels of fewer rows, and every
+    kernel for 32 registers, take no ``lead`` and never prefetch (gemm_c.prefetches)."""
+    def function(text: str, head: str) -> str:
+        start = text.index(head)
+        return text[start:text.index("\n}\n", start)]
+
+    wide, narrow = gemm_c.kernels({4}).split("#else  /* 16 vector registers */")
+    assert "prefetch_row" not in wide
+    calls = dict(re.findall(r"case (\d): (.*?) break;",
+                            function(narrow, "static inline void kernel_4(")))
+    for rows in ("5", "6"):
+        first, second = re.findall(rf"kernel_{rows}x2\((.*?)\);", calls[rows])
+        assert first.endswith("add, 1") and second.endswith("add, 0")
+    assert re.findall(r"\((.*?)\);", calls["4"])[-1].endswith("add")
+    six = function(narrow, "static void kernel_6x2(")
+    assert "_Bool lead)" in six and six.count("if (lead) prefetch_row(p, q, ps);") == 2
+    assert "prefetch_row" not in function(narrow, "static void kernel_4x3(")
+    fetch = function(gemm_c.runtime(), "static inline void prefetch_row(")
+    assert fetch.count("__builtin_prefetch(") == 2 and "row + 64" in fetch
+
+
 @pytest.mark.parametrize("rest", range(16))
 def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
     """The units of a row after its whole vectors (0 to 15 of them) run in a loop of

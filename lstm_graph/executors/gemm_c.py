@@ -17,8 +17,8 @@ weights), so they are worth their own code rather than a BLAS call per step:
   as many as the accumulators, a row of the panel and a broadcast fit in the
   registers for its rows (:func:`widest`: 2 blocks for 5 or 6 rows, 3 for 3 or 4, 4
   for 1 or 2: 4 rows × 2 blocks made 8 chains of FMAs too few to hide their latency);
-  those of 5 and 6 rows, which read every other line of their panel, prefetch it
-  (:func:`prefetches`).
+  those of 5 and 6 rows, which read every other line of their panel, prefetch its
+  whole rows in their first pass (:func:`prefetches`).
   Only these kernels may have ``a·b + c`` contracted into fused multiply-adds by the
   compiler; the element-wise code is not (its ``exp`` and
   ``tanh`` spell out theirs, where the target has them).
@@ -114,13 +114,15 @@ typedef T vec __attribute__((vector_size(VB)));
 #define NARROW_VECTORS __attribute__((noinline))
 #endif
 
-/* A hint to bring row q + PREFETCH_ROWS of a panel of ps vectors a row into the caches
-   (integer arithmetic: the row may lie past the panel's end, and a prefetch never
-   faults). See micro_kernel's prefetching. */
+/* A hint to bring row q + PREFETCH_ROWS of a panel of ps vectors a row, from p, into
+   the caches: its first 128 bytes, two lines, all of a row where kernels prefetch (16
+   vector registers: at most 4 vectors of 32 bytes). Integer arithmetic: the row may lie
+   past the panel's end, and a prefetch never faults. See micro_kernel's prefetching. */
 #define PREFETCH_ROWS @PREFETCH_ROWS@
 static inline void prefetch_row(const T *p, ptrdiff_t q, ptrdiff_t ps) {
-    __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)((q + PREFETCH_ROWS) * ps)
-                                      * sizeof(vec)), 0, 3);
+    const uintptr_t row = (uintptr_t)p + (uintptr_t)((q + PREFETCH_ROWS) * ps) * sizeof(vec);
+    __builtin_prefetch((const void *)row, 0, 3);
+    __builtin_prefetch((const void *)(row + 64), 0, 3);
 }
 
 /* Unaligned vector load and store (memcpy compiles to one instruction). */
@@ -392,7 +394,17 @@ def prefetches(rows: int, registers: int) -> bool:
     128 (weights in the L2 cache) 114 GFLOP/s with or without; H = 256 (1.5 MiB of
     weights) 96-98 without, 114 with; I = H = 512, 95-96 against 112. Kernels of fewer
     rows read at least 3 blocks of a row, or all of it, and gained nothing (3 rows: 87
-    against 84); AVX-512's read whole rows (116 GFLOP/s at every size above)."""
+    against 84); AVX-512's read whole rows (116 GFLOP/s at every size above).
+
+    The first pass over a panel's rows (the job's first blocks: ``lead``) asks for whole
+    rows, both lines, and the second for none: where the weights come from memory or a
+    busy L3 cache, that pass is the one that waits for them. Measured the same way, 2
+    threads, each variant's runs taking turns in one process (10th percentile / median
+    of the runs, against one line in each pass): T = 35, B = 20, I = H = 650 0.92 /
+    0.86; I = H = 1500 0.86 / 0.87; T = 50, B = 64, I = H = 512 0.92 / 0.89; the medium
+    LSTM, (50, 20, 200, 200), (30, 48, 384, 384) and (10, 256, 512, 1024) within 2 %.
+    Whole rows in both passes cost the medium LSTM 3-6 %; prefetching in the kernels of
+    3 and 4 rows too cost (35, 8, 650, 650) 13-17 %."""
     return registers < 32 and rows > 4
 
 
@@ -408,14 +420,16 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
     (``ldv = LANES``, ``step = LANES``: block ``v`` has ``n - v·LANES`` of the ``n`` units
     the job's tile holds), so a tile at the end of the units may be partial. ``bias``
     (or NULL) is added, and with ``add`` the old contents. ``registers``: the target's
-    vector registers.
+    vector registers. A kernel that :func:`prefetches` takes ``lead`` too: whether it
+    is the job's first on these rows, which asks for the panel's rows ahead.
     """
     name, parts = f"kernel_{rows}x{columns}", splits(rows, columns, registers)
+    prefetching = prefetches(rows, registers)
     acc = [[[f"c{r}_{v}" + (f"_{s}" if s else "") for s in range(parts)]
             for v in range(columns)] for r in range(rows)]
 
     def step(q: str, s: int, indent: str) -> list[str]:
-        lines = [f"{indent}prefetch_row(p, {q}, ps);"] if prefetches(rows, registers) else []
+        lines = [f"{indent}if (lead) prefetch_row(p, {q}, ps);"] if prefetching else []
         lines += [f"{indent}const vec w{v}_{s} = load_vec(p + (({q}) * ps + {v}) * LANES);"
                   for v in range(columns)]
         for r in range(rows):
@@ -429,7 +443,8 @@ def micro_kernel(rows: int, columns: int, registers: int) -> str:
         f"static void {name}(ptrdiff_t k1, const T *restrict a1, ptrdiff_t lda1, ptrdiff_t k2,",
         "        const T *restrict a2, ptrdiff_t lda2, const T *restrict panel, ptrdiff_t ps,",
         "        const T *restrict bias, T *restrict out, ptrdiff_t ldo, ptrdiff_t ldv,",
-        "        ptrdiff_t n, ptrdiff_t step, _Bool add) {",
+        "        ptrdiff_t n, ptrdiff_t step, _Bool add"
+        + (", _Bool lead) {" if prefetching else ") {"),
         *(f"    vec {', '.join(f'{c} = {{0}}' for sums in row for c in sums)};" for row in acc),
     ]
     for operand, size, start in (("a1", "k1", "panel"), ("a2", "k2", "panel + k1 * ps * LANES")):
@@ -520,7 +535,8 @@ def widest(rows: int, registers: int) -> int:
 
 def dispatch(blocks: int, registers: int) -> str:
     """C that runs a job of ``blocks`` blocks on ``m`` rows (``1 ≤ m ≤ MR``): one kernel
-    call per run of at most :func:`widest` blocks."""
+    call per run of at most :func:`widest` blocks (the first of them the ``lead``, where
+    the kernels prefetch)."""
     lines = [f"/* m rows (m <= MR) x {blocks} blocks */",
              f"static inline void kernel_{blocks}(ptrdiff_t m, ptrdiff_t k1, const T *a1, "
              "ptrdiff_t lda1, ptrdiff_t k2, const T *a2, ptrdiff_t lda2, const T *panel, "
@@ -529,7 +545,8 @@ def dispatch(blocks: int, registers: int) -> str:
     for r in range(1, MAX_ROWS + 1):
         calls = [f"kernel_{r}x{count}(k1, a1, lda1, k2, a2, lda2, panel + {first} * LANES, "
                  f"{blocks}, bias ? bias + {first} * LANES : NULL, out + {first} * ldv, ldo, "
-                 f"ldv, n - {first} * step, step, add);"
+                 f"ldv, n - {first} * step, step, add"
+                 + (f", {int(first == 0)});" if prefetches(r, registers) else ");")
                  for first, count in pieces(blocks, widest(r, registers))]
         lines.append(f"    case {r}: {' '.join(calls)} break;")
     lines += ["    }", "}"]
