@@ -356,7 +356,8 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name,
     """A CPU without AVX-512 (AVX2: 16 vector registers of 8 floats) runs kernels of other
     shapes (gemm_c.widest: 1 or 2 rows x 4 blocks, 3 or 4 x 3, 5 or 6 x 2) than the 32
     registers of AVX-512: built so here, every row count a row block may have (1-6, and
-    7-20 split into blocks, two of 5 rows made 6 and 4 by block_row) and a last, partial
+    7-20 split into blocks, two of 5 rows made 6 and 4 by block_row, or, where the
+    threads share the tiles, whole blocks of 6 first) and a last, partial
     unit tile equal the reference, forward and backward (whose weight gradients take
     ROW_CHUNKS[16] rows at a time), on one thread and on two."""
     assert native_backward.ROW_CHUNKS[16] < 9 * 8
@@ -369,6 +370,15 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name,
         for threads in (1, 2):
             plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
             assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}")
+    # weights beyond ROW_MAJOR_BYTES (here 0): the threads share the tiles, whole blocks of
+    # 6 rows first (7: 6 and 1; 20: 6, 6, 6 and 2)
+    monkeypatch.setattr(native, "ROW_MAJOR_BYTES", 0)
+    for batch in (4, 7, 8, 13, 20):
+        x = np.random.default_rng(batch).standard_normal((5, batch, 11)).astype("float32")
+        for threads in (1, 2):
+            plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
+            assert not plan.step.row_major
+            assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}, shared")
     for batch in (1, 3, 4, 8, 20):  # 9 steps of 8: the weight gradients in 3 chunks
         x = np.random.default_rng(batch).standard_normal((9 if batch == 8 else 4,
                                                           batch, 11)).astype("float64")

@@ -154,7 +154,18 @@ RUN_ALONE = Symbol("lstm_graph_run_alone", POOLED)
 #: C for row block ``block``'s first row ``r`` and its ``m`` rows (``block_row``: with 16
 #: vector registers two blocks of 5 rows are 6 and 4; AMD EPYC Zen 4 built for AVX2, two
 #: threads: T = 35, B = 20, I = H = 650, 24.6-25.5 -> 23.9-25.1 ms; H = 200, T = 50,
-#: 3.47-3.51 -> 3.43-3.45; PTB medium's gradient 78.4-81.3 -> 77.7-79.2).
+#: 3.47-3.51 -> 3.43-3.45; PTB medium's gradient 78.4-81.3 -> 77.7-79.2). With 16
+#: registers and jobs of an even count of blocks (``EVEN_JOBS``: the LSTMs' 4), the
+#: threads own rows only where the weights are within :data:`ROW_MAJOR_BYTES`, and
+#: otherwise share the tiles in whole blocks of 6 rows, the rest last (20 rows: 6, 6, 6
+#: and 2, not 6, 4, 6 and 4): each thread reads half the weights a step, and runs most
+#: rows in the 6 × 2-block kernel rather than the 4 × 3 and 4 × 1 pair. The same hour,
+#: T = 50, the two ways' runs taking turns in one process (10th percentiles): B = 8,
+#: I = 300, H = 256 2.65 -> 2.50 ms; B = 16 5.31 -> 5.08; H = 200, B = 20 3.68 -> 3.55;
+#: PTB medium 25.9 -> 25.2; the medium LSTM, (50, 64, 512, 512) 1 % faster; the
+#: peephole LSTM at (50, 20, 200, 200) 3.67 -> 3.53. The GRU's jobs of 3 blocks run 4
+#: rows in one 4 × 3 call and 6 in a 6 × 2 and a 6 × 1: the same way, it ran 14 %
+#: slower at (50, 20, 200, 200) (4.10 -> 4.67 ms), so it keeps the even split.
 BLOCK_ROWS = ("const ptrdiff_t r = block_row(block, batch, blocks, group);",
               "const ptrdiff_t m = block_row(block + 1, batch, blocks, group) - r;")
 #: The parameters of a :data:`~.gemm_c.POOLED` part function.
@@ -598,6 +609,10 @@ class NativeStep:
         #: Whether every thread may read all of a step's weights at every step, and so own
         #: its rows (:data:`OWN_WEIGHT_BYTES`).
         self.weights_cached = step_bytes <= OWN_WEIGHT_BYTES
+        #: Whether every job of the steps has an even count of blocks: with 16 vector
+        #: registers its 6-row blocks are kernels of 2 blocks, the fastest, where odd
+        #: counts (the GRU's 3) run 4 rows in one call and 6 in two (see BLOCK_ROWS).
+        self.even_jobs = all(job.blocks % 2 == 0 for job in self.jobs if job.segment >= 0)
         self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
         for k, job in enumerate(self.jobs):
             self.names.append(f"P_{k}")
@@ -855,13 +870,21 @@ class NativeStep:
                 f"#define WEIGHTS_CACHED {int(self.weights_cached)}  /* every part may read "
                 "all of a step's weights at every step (OWN_WEIGHT_BYTES) */",
                 f"#define OWN_ROWS {OWN_ROWS}  /* rows a part needs at least to own its rows */",
+                f"#define ROW_MAJOR {int(self.row_major)}  /* a step's weights within "
+                "ROW_MAJOR_BYTES */",
+                f"#define EVEN_JOBS {int(self.even_jobs)}  /* every job of an even count of "
+                "blocks */",
                 "/* whether each part owns whole row blocks through every segment of every",
                 "   step, and runs them alone, with no barrier (every sequence is its own",
-                "   recurrence): where a step's weights are small (WEIGHTS_CACHED) and the",
-                "   rows split evenly between the parts, or each part has two row blocks (a",
-                "   row more than another is then a small share of its work) */",
+                "   recurrence): where a step's weights are small (WEIGHTS_CACHED; with 16",
+                "   vector registers and EVEN_JOBS, ROW_MAJOR: see block_row) and the rows",
+                "   split evenly between the parts, or each part has two row blocks (a row",
+                "   more than another is then a small share of its work) */",
                 "static inline _Bool own_rows(ptrdiff_t batch, ptrdiff_t parts) {",
                 "    if (!WEIGHTS_CACHED || batch < OWN_ROWS * parts) return 0;",
+                "#if VB != 64",
+                "    if (EVEN_JOBS && !ROW_MAJOR) return 0;",
+                "#endif",
                 "    return batch % parts == 0 || (batch + MR - 1) / MR >= 2 * parts;",
                 "}",
                 "/* row blocks of at most MR rows, their sizes differing by at most one (64",
@@ -875,11 +898,17 @@ class NativeStep:
                 "/* the first row of row block `block` of `blocks` over `batch` rows: an even",
                 "   split (sizes differing by at most one); but with 16 vector registers two",
                 "   blocks of 5 rows, the first at an even place in its group of `group`",
-                "   blocks (a thread's own, or all), are 6 and 4 rows: their kernels hold 12",
+                "   blocks (a thread's own), are 6 and 4 rows: their kernels hold 12",
                 "   accumulators each where 5 rows hold 10 (the pair keeps its rows, so a",
-                "   group does too) */",
+                "   group does too); and where the parts share the tiles with EVEN_JOBS",
+                "   (`group` 0), whole blocks of MR rows, the rest last: with 16 registers",
+                "   a job of 4 blocks runs 6 rows at the kernels' fastest, 4 (3 blocks,",
+                "   then 1) among their slowest (see native.BLOCK_ROWS) */",
                 "static inline ptrdiff_t block_row(ptrdiff_t block, ptrdiff_t batch, "
                 "ptrdiff_t blocks, ptrdiff_t group) {",
+                "#if VB != 64",
+                "    if (group == 0) return block * MR < batch ? block * MR : batch;",
+                "#endif",
                 "    const ptrdiff_t r = batch * block / blocks;",
                 "#if VB != 64",
                 "    if (block % group % 2 == 1) {",
@@ -891,10 +920,11 @@ class NativeStep:
                 "#endif",
                 "    return r;",
                 "}",
-                "/* the blocks block_row pairs within: a part's own where the parts own rows */",
+                "/* the blocks block_row pairs within: a part's own where the parts own rows;",
+                "   where they share the tiles, all, or 0 with EVEN_JOBS (block_row) */",
                 "static inline ptrdiff_t row_group(ptrdiff_t batch, ptrdiff_t parts, "
                 "ptrdiff_t blocks) {",
-                "    return own_rows(batch, parts) ? blocks / parts : blocks;",
+                "    return own_rows(batch, parts) ? blocks / parts : EVEN_JOBS ? 0 : blocks;",
                 "}",
                 "/* the work of item `item`: a unit tile's units times a row block's rows; the",
                 "   items are row blocks (own_rows), tiles (one row block) or both, tile-major */",
