@@ -400,9 +400,10 @@ def prefetches(rows: int, registers: int) -> bool:
     rows, both lines, and the second for none: where the weights come from memory or a
     busy L3 cache, that pass is the one that waits for them. Measured the same way, 2
     threads, each variant's runs taking turns in one process (10th percentile / median
-    of the runs, against one line in each pass): T = 35, B = 20, I = H = 650 0.92 /
-    0.86; I = H = 1500 0.86 / 0.87; T = 50, B = 64, I = H = 512 0.92 / 0.89; the medium
-    LSTM, (50, 20, 200, 200), (30, 48, 384, 384) and (10, 256, 512, 1024) within 2 %.
+    of the runs, against one line in each pass): T = 35, B = 20, I = H = 650
+    0.91-0.92 / 0.86-0.90; I = H = 1500 0.86 / 0.87; T = 50, B = 64, I = H = 512
+    0.92 / 0.89; the medium LSTM, (50, 20, 200, 200), (30, 48, 384, 384) and (10, 256,
+    512, 1024) within 2 %.
     Whole rows in both passes cost the medium LSTM 3-6 %; prefetching in the kernels of
     3 and 4 rows too cost (35, 8, 650, 650) 13-17 %."""
     return registers < 32 and rows > 4
