@@ -371,15 +371,17 @@ def test_the_kernels_for_sixteen_vector_registers_agree_with_the_reference(name,
             plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
             assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}")
     # weights beyond ROW_MAJOR_BYTES (here 0): the LSTMs' threads share the tiles, whole
-    # blocks of 6 rows first (7: 6 and 1; 20: 6, 6, 6 and 2); the GRU's (jobs of 3
-    # blocks) own their rows as before
-    monkeypatch.setattr(native, "ROW_MAJOR_BYTES", 0)
-    for batch in (4, 7, 8, 13, 20):
-        x = np.random.default_rng(batch).standard_normal((5, batch, 11)).astype("float32")
-        for threads in (1, 2):
-            plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
-            assert not plan.step.row_major and plan.step.even_jobs == (name != "gru")
-            assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}, shared")
+    # blocks of 6 rows first (7: 6 and 1; 20: 6, 6, 6 and 2); the GRU's (jobs of 1, 2
+    # and 1 blocks) own their rows as before
+    with monkeypatch.context() as patched:
+        patched.setattr(native, "ROW_MAJOR_BYTES", 0)
+        for batch in (4, 7, 8, 13, 20):
+            x = np.random.default_rng(batch).standard_normal((5, batch, 11)) \
+                .astype("float32")
+            for threads in (1, 2):
+                plan, ours, reference = compare(cell, x, hidden, "float32", threads=threads)
+                assert not plan.step.row_major and plan.step.even_jobs == (name != "gru")
+                assert_same(ours, reference, "float32", f"H = {hidden}, B = {batch}, shared")
     for batch in (1, 3, 4, 8, 20):  # 9 steps of 8: the weight gradients in 3 chunks
         x = np.random.default_rng(batch).standard_normal((9 if batch == 8 else 4,
                                                           batch, 11)).astype("float64")
@@ -411,6 +413,7 @@ def test_sixteen_register_kernels_prefetch_whole_rows_in_a_jobs_first_pass_only(
     assert "prefetch_row" not in function(narrow, "static void kernel_4x3(")
     fetch = function(gemm_c.runtime(), "static inline void prefetch_row(")
     assert fetch.count("__builtin_prefetch(") == 2 and "row + 64" in fetch
+    assert "if (ps * (ptrdiff_t)sizeof(vec) > 64)" in fetch  # a second line only if any
 
 
 @pytest.mark.parametrize("rest", range(16))

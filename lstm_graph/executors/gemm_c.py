@@ -115,14 +115,15 @@ typedef T vec __attribute__((vector_size(VB)));
 #endif
 
 /* A hint to bring row q + PREFETCH_ROWS of a panel of ps vectors a row, from p, into
-   the caches: its first 128 bytes, two lines, all of a row where kernels prefetch (16
-   vector registers: at most 4 vectors of 32 bytes). Integer arithmetic: the row may lie
-   past the panel's end, and a prefetch never faults. See micro_kernel's prefetching. */
+   the caches: its first line, and the next where the row is longer than a line (rows
+   of up to 4 vectors, at most 128 bytes where kernels prefetch: 16 vector registers).
+   Integer arithmetic: the row may lie past the panel's end, and a prefetch never
+   faults. See micro_kernel's prefetching. */
 #define PREFETCH_ROWS @PREFETCH_ROWS@
 static inline void prefetch_row(const T *p, ptrdiff_t q, ptrdiff_t ps) {
     const uintptr_t row = (uintptr_t)p + (uintptr_t)((q + PREFETCH_ROWS) * ps) * sizeof(vec);
     __builtin_prefetch((const void *)row, 0, 3);
-    __builtin_prefetch((const void *)(row + 64), 0, 3);
+    if (ps * (ptrdiff_t)sizeof(vec) > 64) __builtin_prefetch((const void *)(row + 64), 0, 3);
 }
 
 /* Unaligned vector load and store (memcpy compiles to one instruction). */
@@ -397,15 +398,16 @@ def prefetches(rows: int, registers: int) -> bool:
     against 84); AVX-512's read whole rows (116 GFLOP/s at every size above).
 
     The first pass over a panel's rows (the job's first blocks: ``lead``) asks for whole
-    rows, both lines, and the second for none: where the weights come from memory or a
-    busy L3 cache, that pass is the one that waits for them. Measured the same way, 2
-    threads, each variant's runs taking turns in one process (10th percentile / median
-    of the runs, against one line in each pass): T = 35, B = 20, I = H = 650
-    0.91-0.92 / 0.86-0.90; I = H = 1500 0.86 / 0.87; T = 50, B = 64, I = H = 512
-    0.92 / 0.89; the medium LSTM, (50, 20, 200, 200), (30, 48, 384, 384) and (10, 256,
-    512, 1024) within 2 %.
-    Whole rows in both passes cost the medium LSTM 3-6 %; prefetching in the kernels of
-    3 and 4 rows too cost (35, 8, 650, 650) 13-17 %."""
+    rows (both lines of a job of 3 or 4 blocks), and the second for none: where the
+    weights come from memory or a busy L3 cache, that pass is the one that waits for
+    them. Measured the same way, 2 threads, each variant's runs taking turns in one
+    process (10th percentile / median of the runs, against one line in each pass):
+    T = 35, B = 20, I = H = 650 0.91-0.92 / 0.86-0.90; I = H = 1500 0.86 / 0.87;
+    T = 50, B = 64, I = H = 512 0.92 / 0.89; the medium LSTM, (50, 20, 200, 200),
+    (30, 48, 384, 384) and (10, 256, 512, 1024) within 2 %; the gradient at PTB medium
+    0.92 / 0.93, at PTB small and the medium LSTM within 3 %. Whole rows in both passes
+    cost the medium LSTM 3-6 %; prefetching in the kernels of 3 and 4 rows too cost
+    (35, 8, 650, 650) 13-17 %."""
     return registers < 32 and rows > 4
 
 

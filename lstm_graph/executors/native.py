@@ -155,17 +155,20 @@ RUN_ALONE = Symbol("lstm_graph_run_alone", POOLED)
 #: vector registers two blocks of 5 rows are 6 and 4; AMD EPYC Zen 4 built for AVX2, two
 #: threads: T = 35, B = 20, I = H = 650, 24.6-25.5 -> 23.9-25.1 ms; H = 200, T = 50,
 #: 3.47-3.51 -> 3.43-3.45; PTB medium's gradient 78.4-81.3 -> 77.7-79.2). With 16
-#: registers and jobs of an even count of blocks (``EVEN_JOBS``: the LSTMs' 4), the
-#: threads own rows only where the weights are within :data:`ROW_MAJOR_BYTES`, and
-#: otherwise share the tiles in whole blocks of 6 rows, the rest last (20 rows: 6, 6, 6
-#: and 2, not 6, 4, 6 and 4): each thread reads half the weights a step, and runs most
-#: rows in the 6 × 2-block kernel rather than the 4 × 3 and 4 × 1 pair. The same hour,
-#: T = 50, the two ways' runs taking turns in one process (10th percentiles): B = 8,
-#: I = 300, H = 256 2.65 -> 2.50 ms; B = 16 5.31 -> 5.08; H = 200, B = 20 3.68 -> 3.55;
-#: PTB medium 25.9 -> 25.2; the medium LSTM, (50, 64, 512, 512) 1 % faster; the
-#: peephole LSTM at (50, 20, 200, 200) 3.67 -> 3.53. The GRU's jobs of 3 blocks run 4
-#: rows in one 4 × 3 call and 6 in a 6 × 2 and a 6 × 1: the same way, it ran 14 %
-#: slower at (50, 20, 200, 200) (4.10 -> 4.67 ms), so it keeps the even split.
+#: registers and only jobs of an even count of blocks (``EVEN_JOBS``: the LSTM's and
+#: the peephole LSTM's one job of 4), the threads own rows only where the weights are
+#: within :data:`ROW_MAJOR_BYTES`, and otherwise share the tiles in whole blocks of 6
+#: rows, the rest last (20 rows: 6, 6, 6 and 2, not 6, 4, 6 and 4): each thread reads
+#: half the weights a step, and runs most rows in the 6 × 2-block kernel rather than the
+#: 4 × 3 and 4 × 1 pair. AMD EPYC Zen 4 built for AVX2, 2 threads, T = 50, the two ways'
+#: runs taking turns in one process (10th percentiles): B = 8, I = 300, H = 256 2.65 ->
+#: 2.50 ms; B = 16 5.31 -> 5.08; H = 200, B = 20 3.68 -> 3.55; PTB medium 25.9 -> 25.2;
+#: the medium LSTM, (50, 64, 512, 512) 1 % faster; the peephole LSTM at (50, 20, 200,
+#: 200) 3.67 -> 3.53. The GRU (jobs of 1, 2 and 1 blocks) ran 14 % slower that way at
+#: (50, 20, 200, 200) (4.10 -> 4.67 ms); a 1-block job's 6-row kernel keeps 6 chains of
+#: FMAs where the 4-row one splits its sums into 8, a likely reason, not isolated. So
+#: steps with any job of an odd count of blocks (the GRUs, the RNNs, the coupled and
+#: projected LSTMs) keep the even split, and own rows within ``OWN_WEIGHT_BYTES``.
 BLOCK_ROWS = ("const ptrdiff_t r = block_row(block, batch, blocks, group);",
               "const ptrdiff_t m = block_row(block + 1, batch, blocks, group) - r;")
 #: The parameters of a :data:`~.gemm_c.POOLED` part function.
@@ -610,8 +613,8 @@ class NativeStep:
         #: its rows (:data:`OWN_WEIGHT_BYTES`).
         self.weights_cached = step_bytes <= OWN_WEIGHT_BYTES
         #: Whether every job of the steps has an even count of blocks: with 16 vector
-        #: registers its 6-row blocks are kernels of 2 blocks, the fastest, where odd
-        #: counts (the GRU's 3) run 4 rows in one call and 6 in two (see BLOCK_ROWS).
+        #: registers their 6-row blocks run in kernels of 2 blocks, the fastest (see
+        #: BLOCK_ROWS: the GRU's jobs of 1, 2 and 1 ran slower in whole 6-row blocks).
         self.even_jobs = all(job.blocks % 2 == 0 for job in self.jobs if job.segment >= 0)
         self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
         for k, job in enumerate(self.jobs):
@@ -889,7 +892,9 @@ class NativeStep:
                 "}",
                 "/* row blocks of at most MR rows, their sizes differing by at most one (64",
                 "   rows: 9 of 6 and 2 of 5, not 10 of 6 and a slower one of 4); where the parts",
-                "   own rows, as many as makes an even share (64 rows, 2 parts: 12, not 11) */",
+                "   own rows, as many as makes an even share (64 rows, 2 parts: 12, not 11);",
+                "   block_row places them (with 16 registers and EVEN_JOBS, where the parts",
+                "   share the tiles, 64 rows are 10 of 6 and one of 4) */",
                 "static inline ptrdiff_t row_blocks(ptrdiff_t batch, ptrdiff_t parts) {",
                 "    const ptrdiff_t blocks = (batch + MR - 1) / MR;",
                 "    if (!own_rows(batch, parts)) return blocks;",
@@ -898,7 +903,7 @@ class NativeStep:
                 "/* the first row of row block `block` of `blocks` over `batch` rows: an even",
                 "   split (sizes differing by at most one); but with 16 vector registers two",
                 "   blocks of 5 rows, the first at an even place in its group of `group`",
-                "   blocks (a thread's own), are 6 and 4 rows: their kernels hold 12",
+                "   blocks (a thread's own, or all), are 6 and 4 rows: their kernels hold 12",
                 "   accumulators each where 5 rows hold 10 (the pair keeps its rows, so a",
                 "   group does too); and where the parts share the tiles with EVEN_JOBS",
                 "   (`group` 0), whole blocks of MR rows, the rest last: with 16 registers",
