@@ -164,11 +164,12 @@ RUN_ALONE = Symbol("lstm_graph_run_alone", POOLED)
 #: runs taking turns in one process (10th percentiles): B = 8, I = 300, H = 256 2.65 ->
 #: 2.50 ms; B = 16 5.31 -> 5.08; H = 200, B = 20 3.68 -> 3.55; PTB medium 25.9 -> 25.2;
 #: the medium LSTM, (50, 64, 512, 512) 1 % faster; the peephole LSTM at (50, 20, 200,
-#: 200) 3.67 -> 3.53. The GRU (jobs of 1, 2 and 1 blocks) ran 14 % slower that way at
-#: (50, 20, 200, 200) (4.10 -> 4.67 ms); a 1-block job's 6-row kernel keeps 6 chains of
-#: FMAs where the 4-row one splits its sums into 8, a likely reason, not isolated. So
-#: steps with any job of an odd count of blocks (the GRUs, the RNNs, the coupled and
-#: projected LSTMs) keep the even split, and own rows within ``OWN_WEIGHT_BYTES``.
+#: 200) 3.67 -> 3.53. Steps with a job of an odd count of blocks ran that way slower or
+#: alike (T = 50, B = 20, I = 300, H = 256: the coupled LSTM, jobs of 3 blocks, whose 6
+#: rows take a 6 × 2 and a 6 × 1 kernel, 4.81 -> 5.11 ms; the RNN, 1 block, 1.97 ->
+#: 2.02; the projected LSTM, 4 and 1, 6.98 -> 7.15; the GRU, 1, 2 and 1, alike at
+#: (50, 20, 200, 200), PTB medium and B = 8), so they keep the even split, and own rows
+#: within ``OWN_WEIGHT_BYTES``.
 BLOCK_ROWS = ("const ptrdiff_t r = block_row(block, batch, blocks, group);",
               "const ptrdiff_t m = block_row(block + 1, batch, blocks, group) - r;")
 #: The parameters of a :data:`~.gemm_c.POOLED` part function.
@@ -614,7 +615,7 @@ class NativeStep:
         self.weights_cached = step_bytes <= OWN_WEIGHT_BYTES
         #: Whether every job of the steps has an even count of blocks: with 16 vector
         #: registers their 6-row blocks run in kernels of 2 blocks, the fastest (see
-        #: BLOCK_ROWS: the GRU's jobs of 1, 2 and 1 ran slower in whole 6-row blocks).
+        #: BLOCK_ROWS: steps with odd jobs ran slower or alike in whole 6-row blocks).
         self.even_jobs = all(job.blocks % 2 == 0 for job in self.jobs if job.segment >= 0)
         self.names = [*kernels.bindings, *self.operands.values(), *self.snapshots.values()]
         for k, job in enumerate(self.jobs):
