@@ -363,6 +363,7 @@ class Runner:
     def __call__(self, x: Any, state: Mapping[str, Any] | None = None,
                  progress: Progress | None = None, allow_nonfinite: bool = False,
                  lengths: Any = None) -> tuple[Any, dict[str, Any]]:
+        state = checks.states_mapping(state, "state", self.cell.graph.states)
         if self.plain and not state and lengths is None and progress is None:
             return self._plain_call(x, allow_nonfinite)
         x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
@@ -496,6 +497,7 @@ class Runner:
         grad_y = grad_y[:, None] if unbatched else \
             (self.xp.swapaxes(grad_y, 0, 1) if self.batch_first else grad_y)
         ends: list[dict[str, Any]] = [{} for _ in self.units]
+        grad_state = checks.states_mapping(grad_state, "grad_state", self.cell.graph.states)
         for name, value in (grad_state or {}).items():
             if name not in self.cell.graph.states:
                 raise DataError(f"grad_state names '{name}', which is not a state of this cell "
@@ -659,6 +661,7 @@ class Runner:
         """``x`` time-major ``(T, B, I)``, each unit's start states, the packing of
         ``lengths``, and whether ``x`` was one sequence ``(T, I)``; ``work`` (a run, a trace
         or a gradient, ``record``-ed) that would not fit in memory is refused."""
+        state = checks.states_mapping(state, "state", self.cell.graph.states)
         if self.batch_first:
             x = checks.as_array(x, "x")
             if len(x.shape) == 3:
@@ -801,4 +804,5 @@ class Runner:
         (:class:`lstm_graph.notebook.Explorer`)."""
         from lstm_graph.notebook import explore
 
+        state = checks.states_mapping(state, "state", self.cell.graph.states)
         return explore(self, x, dict(state) if state is not None else None)

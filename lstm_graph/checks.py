@@ -45,6 +45,20 @@ def as_array(value: Any, what: str) -> Any:
         raise DataError(f"{what} is not an array of numbers ({reason})") from None
 
 
+def states_mapping(value: Any, what: str, states: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """``value`` (a run's ``state``, a gradient's ``grad_state``) when it is None or maps
+    state names to arrays; a DataError for anything else, such as PyTorch's ``(h, c)``
+    tuple, whose order this cell's states need not share."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    example = ", ".join(f"'{name}': ..." for name in states)
+    kind = "a tuple or list (PyTorch's (h, c) habit)" if isinstance(value, (tuple, list)) \
+        else f"of type {type(value).__name__}"
+    raise DataError(f"{what} is {kind}; it must map state names to arrays, as "
+                    f"{{{example}}} (this cell's states: {', '.join(states)}; any left out "
+                    "count as zeros)")
+
+
 def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.dtype
             ) -> tuple[Any, bool]:
     """``x`` as a ``(T, B, I)`` array of ``xp`` and ``dtype``, and whether it came as

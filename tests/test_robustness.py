@@ -399,6 +399,21 @@ def test_states_are_checked_like_x_through_the_api():
     assert np.isnan(y).all()
 
 
+@pytest.mark.parametrize("given", [(np.zeros((2, 4)), np.zeros((2, 4))), np.zeros((2, 4)),
+                                   [1, 2], "h", 5])
+def test_a_state_that_is_not_a_mapping_is_a_clear_error(given):
+    run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, seed=0)
+    x, grad_y = np.zeros((5, 2, 3), "float32"), np.zeros((5, 2, 4), "float32")
+    calls = {"state": [lambda: run(x, given), lambda: run.trace(x, given),
+                       lambda: run.grad(x, grad_y, state=given)],
+             "grad_state": [lambda: run.grad(x, grad_y, grad_state=given)]}
+    for what, attempts in calls.items():
+        for attempt in attempts:
+            with pytest.raises(lstm_graph.DataError, match=rf"^{what} is .*; it must map state "
+                               r"names to arrays, as \{'c': \.\.\., 'h': \.\.\.\}"):
+                attempt()
+
+
 def test_a_pytorch_state_dict_passed_as_a_dict_is_checked_like_a_file():
     state = {k: v.to(torch.bfloat16) for k, v in torch.nn.GRU(3, 4).state_dict().items()}
     with pytest.raises(lstm_graph.WeightsError, match="state dict: weight_ih_l0 has dtype "
