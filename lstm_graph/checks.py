@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,12 +45,13 @@ def as_array(value: Any, what: str) -> Any:
         raise DataError(f"{what} is not an array of numbers ({reason})") from None
 
 
-def states_mapping(value: Any, what: str, states: tuple[str, ...]) -> Mapping[str, Any] | None:
+def states_mapping(value: Any, what: str, states: Iterable[str]) -> Mapping[str, Any] | None:
     """``value`` (a run's ``state``, a gradient's ``grad_state``) when it is None or maps
     state names to arrays; a DataError for anything else, such as PyTorch's ``(h, c)``
     tuple, whose order this cell's states need not share."""
     if value is None or isinstance(value, Mapping):
         return value
+    states = list(states)
     example = ", ".join(f"'{name}': ..." for name in states)
     kind = "a tuple or list (PyTorch's (h, c) habit)" if isinstance(value, (tuple, list)) \
         else f"of type {type(value).__name__}"
