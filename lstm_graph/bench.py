@@ -748,16 +748,14 @@ def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
 
 
 def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
-           seconds: float, idle: float = 0.0, command: str = "") -> str:
-    """The markdown between the markers: machine, method, table, scale, command (the
-    table's own where ``command`` is not given)."""
+           seconds: float, idle: float, command: str) -> str:
+    """The markdown between the markers: machine, method, table, scale, and the command
+    that made them."""
     waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
         if idle > 0 else ""
-    command = command or ("python -m lstm_graph.bench" + (f" --wait-idle {idle:g}" if idle > 0
-                                                          else "") +
-                          " --markdown docs/benchmarks.md")
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
-            f"{blocks} blocks of {runs('medium', repeat)} timed runs after a warm-up (small: "
+            f"{blocks} block{'s' * (blocks != 1)} of {runs('medium', repeat)} timed runs after "
+            f"a warm-up (small: "
             f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
             f"turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
@@ -831,7 +829,8 @@ def _integers(text: str, what: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lstm_graph.bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", help="cells to time (forward and grad: lstm,peephole_lstm,"
                                         "gru; --stacks: lstm)")
     parser.add_argument("--sizes", help="named sizes or TxBxIxH (forward: small,medium,large; "
@@ -968,7 +967,7 @@ def _run_mode(args: argparse.Namespace, cells: list[str], sizes: list[str],
         print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s "
               "(target < 2 s)")
         text = report(rows, args.threads, args.repeat, args.blocks, nodes, seconds,
-                      args.wait_idle, command if args.isa == "avx2" else "")
+                      args.wait_idle, command)
         section = (START, END)
     return text, section
 

@@ -47,6 +47,8 @@ def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path,
     assert len(rows) == 1 and "small (100, 1, 32, 32)" in rows[0]
     model, _ = isa.cpu()
     assert f"Machine: {model}" in text and "threads for every contender" in text
+    assert "1 block of " in text and "Command: `python -m lstm_graph.bench --cells lstm " \
+        f"--sizes small --repeat 1 --blocks 1 --no-reference --markdown {page}`" in text
     assert "ours/best" in capsys.readouterr().out
 
 

@@ -17,11 +17,13 @@ def test_a_block_times_its_steps_and_measures_its_memory():
 
 def test_the_section_holds_every_cell_against_its_peer_and_leaves_the_rest(tmp_path):
     doc = tmp_path / "training.md"
-    doc.write_text(f"before\n{bench.START}\nold\n{bench.END}\nafter\n")
+    doc.write_text(f"before\n{bench.START}\nthe old section\n{bench.END}\nafter\n")
     assert bench.main(["--steps", "0", "--blocks", "1", "--cells", "peephole_lstm",
                        "--markdown", str(doc), *SMALL]) == 0
     text = doc.read_text()
-    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert text.startswith("before\n") and text.endswith("after\n") and "old section" not in text
     assert "| peephole_lstm | `nn.LSTM` (no peepholes) |" in text
     assert "each contender in 1 fresh process of its own taking turns" in text
     assert "Machine: " in text and "Learning" not in text  # --steps 0: no learning table
+    assert "Command: `python -m lstm_graph.training.bench --steps 0 --blocks 1 --cells " \
+        f"peephole_lstm --markdown {doc} {' '.join(SMALL)}`" in text

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -159,7 +160,8 @@ def step_table(times: dict[str, dict[str, Timing]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lstm_graph.training.bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3000,
                         help="training steps per cell for the learning table (0: skip it)")
     parser.add_argument("--hidden", type=int, default=64)
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--contender", choices=("ours", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--cell", choices=STEP_CELLS, default="lstm", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
     if args.contender:  # one block, in the process step_times started for it
         print(json.dumps(step_time(args.contender, args.cell, args.hidden, args.batch,
                                    args.length, args.repeat)))
@@ -217,9 +220,8 @@ def main(argv: list[str] | None = None) -> int:
               f"turns, {args.repeat} timed "
               "steps each after a warm-up; ms: median of all steps (range of the blocks' "
               "medians). Target: ours ÷ PyTorch ≤ 1.0×.", "", *step_table(times), "",
-              "Command: `python -m lstm_graph.training.bench "
-              f"{'--wait-idle ' + format(args.wait_idle, 'g') + ' ' if args.wait_idle else ''}"
-              "--markdown docs/training.md`", END]
+              f"Command: `{shlex.join(['python', '-m', 'lstm_graph.training.bench', *given])}`",
+              END]
     report = "\n".join(lines)
     print(report)
     if args.markdown:
