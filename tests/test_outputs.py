@@ -60,6 +60,17 @@ def test_dev_null_is_written_through_never_replaced(cli_run):
     assert after.st_ino == before.st_ino
 
 
+def test_every_writing_command_takes_dev_null_whatever_its_own_suffix(cli_run, cli_fails,
+                                                                      tmp_path):
+    """An explorer page must be named .html, but /dev/null is no name: it is written into,
+    as every other command writes it."""
+    before = os.stat("/dev/null")
+    cli_run("explore", "lstm", "-H", "4", "--sample", "--out", "/dev/null")
+    assert os.stat("/dev/null").st_ino == before.st_ino
+    assert "the page is HTML; name it .html" in cli_fails(
+        "explore", "lstm", "-H", "4", "--sample", "--out", tmp_path / "page.txt", code=2)
+
+
 def test_dev_stdout_in_a_pipe_carries_the_npz(tmp_path, cli_process):
     result = cli_process(*RUN, "--out", "/dev/stdout", cwd=tmp_path, text=False)
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ from lstm_graph.cli.run import read_files
 from lstm_graph.errors import DataError
 from lstm_graph.explore import build_page, kept_of
 from lstm_graph.explore.page import check_drawable
-from lstm_graph.formats.files import refuse_inputs, write_atomic
+from lstm_graph.formats.files import refuse_inputs, write_atomic, written_through
 from lstm_graph.notebook import explorer_run, require_dot
 
 
@@ -36,7 +36,7 @@ def _steps(runner: Runner, x: np.ndarray) -> int:
               help="The page to write (.html).")
 def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
-    if out.suffix.lower() not in (".html", ".htm"):
+    if out.suffix.lower() not in (".html", ".htm") and not written_through(out):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
     refuse_inputs({"--out": out}, read_files(spec, inputs))
     require_dot()  # before reading anything

@@ -373,6 +373,15 @@ def _others_may_replace(directory: os.stat_result, link: os.stat_result) -> bool
     return not (sticky and link.st_uid in (me, directory.st_uid))
 
 
+def written_through(path: str | Path) -> bool:
+    """Whether ``path`` is a character device or FIFO (``/dev/null``, ``/dev/stdout`` in a
+    pipe), which an output is written into whatever its name says."""
+    try:
+        return _written_through(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _written_through(mode: int) -> bool:
     """A character device or FIFO: written into, never replaced."""
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
