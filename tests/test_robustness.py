@@ -429,6 +429,15 @@ def test_weights_given_as_a_dict_name_the_dict():
         lstm_graph.load_cell("rnn").compile(weights=weights)
 
 
+def test_weights_of_another_cell_are_named_and_a_long_list_says_it_is_cut():
+    weights = lstm_graph.load_cell("peephole_lstm").random_weights(2, 3)  # 15 parameters
+    with pytest.raises(lstm_graph.WeightsError) as refused:
+        lstm_graph.load_cell("gru").compile(weights=weights)
+    held = ", ".join(sorted(weights)[:12])
+    assert str(refused.value).endswith(f"it holds {held}, … (15 names) (weights of another "
+                                       "cell?)")
+
+
 def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli_run):
     cell = tmp_path / "ovf.cell"
     cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")

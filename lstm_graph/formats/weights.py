@@ -62,7 +62,9 @@ def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "t
             elif symbol is Size.INPUT and input_size is None:
                 input_size, seen[symbol] = int(size), f"{spec.name} has shape {tuple(shape)}"
     if hidden is None:
-        held = ", ".join(sorted(map(str, weights))[:12]) or "nothing"
+        names = sorted(map(str, weights))
+        held = ", ".join(names[:12]) + (f", … ({len(names)} names)" if len(names) > 12 else "") \
+            if names else "nothing"
         raise WeightsError(f"{source} does not fit cell '{schedule.graph.name}': none of its "
                            f"parameters ({', '.join(p.name for p in schedule.params)}) is "
                            f"there; it holds {held} (weights of another cell?)")
