@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -34,3 +35,48 @@ def test_the_schedule_shown_is_what_the_command_prints(cli_run):
     shown = re.search(r"`schedule peephole_lstm` prints:\n\n```\n(.*?)```", README, re.DOTALL)
     assert shown is not None
     assert cli_run("schedule", "peephole_lstm").stdout == shown.group(1)
+
+
+def _table_rows() -> dict[str, set[str]]:
+    """The README's command table: each command's options as its rows spell them (the
+    rows of one command, and the row of options several share, joined)."""
+    table = README.split("| command | does |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    found: dict[str, set[str]] = {}
+    for row in table.splitlines():
+        usage = row.split("` |", 1)[0]
+        names = re.findall(r"`([a-z][a-z-]*)[ `]", row.split(" | ", 1)[0] + " ")
+        words = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[A-Z])(?![\w-])", usage))
+        if "[run's options" in usage:
+            words.add("run's options")
+            but = usage.split(" but ", 1)[1] if " but " in usage else ""
+            dask = {"--dask", "--shard-size", "--dask-timeout"} if "the Dask ones" in but \
+                else set()
+            words |= {f"not {w}" for w in {*re.findall(r"--[a-z-]+", but), *dask}}
+        for name in names if usage.startswith("| `run`, ") else names[:1]:
+            found.setdefault(name, set()).update(words)
+    return found
+
+
+def test_the_command_table_names_every_option_of_every_command():
+    """Every option a command has is in its row of the table, and every option the row
+    names is one the command has (``--help`` and the table cannot drift apart)."""
+    from lstm_graph.cli.app import main
+
+    rows = _table_rows()
+    def options(command: click.Command) -> list[set[str]]:
+        """Each option's spellings: a group's (``cache``) are its commands'."""
+        commands = command.commands.values() if isinstance(command, click.Group) else [command]
+        return [set(param.opts) - {"-h", "--help"} for each in commands
+                for param in each.params if any(opt.startswith("-") for opt in param.opts)]
+
+    params = {name: options(command) for name, command in main.commands.items()}
+    for name, words in rows.items():
+        if "run's options" in words:
+            words |= rows["run"] - {"--out"}
+            words -= {w[4:] for w in words if w.startswith("not ")}
+            words = {w for w in words if not w.startswith("not ") and w != "run's options"}
+        has = [opts for opts in params.get(name, []) if opts]
+        assert words <= set().union(*has), (name, sorted(words - set().union(*has)))
+        missing = [sorted(opts) for opts in has if not opts & words]
+        assert not missing, (name, missing)
+    assert set(params) <= set(rows), sorted(set(params) - set(rows))
