@@ -179,7 +179,7 @@ ONNX_CASES = {
     "hidden_size attribute that disagrees": (
         lambda: rnn_model("LSTM", random_onnx_weights("LSTM", 3, 4, False,
                                                       np.random.default_rng(0)), 5, "float32"),
-        "the LSTM node's hidden_size is 5, but R has shape (1, 16, 4) (H=4)"),
+        "the hidden_size of the LSTM node is 5, but R has shape (1, 16, 4) (H=4)"),
 }
 
 

@@ -531,8 +531,8 @@ def test_states_and_lengths_that_are_inputs_of_an_onnx_model_are_named_in_a_note
                                                                                  cli_run):
     model = _onnx_rnn_tanh(tmp_path / "rnn.onnx")  # initial_h is a graph input
     assert lstm_graph.load_model(model).notes == (
-        "note: the RNN node's initial_h ('initial_h') is an input of the model, not stored "
-        "in it: give it with --state (an npz holding h), or the run uses zeros",)
+        "note: the initial_h ('initial_h') of the RNN node is an input of the model, not "
+        "stored in it: give it with --state (an npz holding h), or the run uses zeros",)
     result = cli_run("run", model, "--sample", "--out", tmp_path / "y.npz")
     assert result.stderr.count("is an input of the model, not stored in it") == 1
 

@@ -174,8 +174,9 @@ def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file, cli_refused):
     model.graph.node.append(model.graph.node[0])
     onnx.save(model, str(tmp_path / "two.onnx"))
     stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx")
-    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM); lstm-graph runs one " \
-        "layer from a model" in stderr
+    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM), which are not one " \
+        "stack of layers (each reading the one below's output, reshaped as a stack does); " \
+        "lstm-graph runs one layer or one stack from a model" in stderr
     del model.graph.node[:]
     onnx.save(model, str(tmp_path / "none.onnx"))
     assert "holds no LSTM, GRU or RNN node (its nodes: none)" in cli_refused(

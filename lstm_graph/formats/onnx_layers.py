@@ -1,14 +1,23 @@
-"""ONNX recurrent layers: a model holding one ``LSTM``, ``GRU`` or ``RNN`` node, with every
-attribute of the current opset.
+"""ONNX recurrent layers: a model holding one ``LSTM``, ``GRU`` or ``RNN`` node, or a stack
+of them, with every attribute of the current opset.
 
 The node says its cell (``activations`` with ``activation_alpha``/``activation_beta``,
 ``clip``, ``input_forget``, ``linear_before_reset``, peepholes ``P``), its direction and
 layout, and may store initial states (``initial_h``, ``initial_c``) and sequence lengths
 (``sequence_lens``) beside its weights; all become a :class:`~.recurrent.LayerFile`. A
 model is protobuf, never code. Tensors the model keeps in external files are read only
-from files beside it; weights must be stored in the model (initializers): weights
-computed by other nodes are refused, and so is a model holding more than one recurrent
-node. The model's other nodes, if any, are not run (a note says so).
+from files beside it. Weights are stored in the model (initializers) or computed from
+stored tensors by nodes that only move numbers (``Concat``, ``Unsqueeze``, ``Slice``, …:
+:mod:`.onnx_graph`, as ``lstm-graph export`` and PyTorch's exporter write them); weights
+computed any other way are refused. Initial states made as zeros shaped after the input
+(PyTorch's exporter) are zeros.
+
+Several recurrent nodes are read as a stack where each reads the one below's output
+reshaped exactly as a stack does (checked on probes: :func:`.onnx_graph.reads_as_stack`),
+all with the same cell, direction, layout, hidden size and ``sequence_lens``; anything
+else is refused. A layout-0 stack whose input is the model's input transposed from
+batch-major (PyTorch's ``batch_first=True``) is read as batch-first. The model's other
+nodes are not run (a note names them).
 
 How the activations' ``alpha`` and ``beta`` are read follows onnxruntime: in the order
 of the activations, each function that takes an ``alpha`` (``beta``) takes the next
@@ -24,6 +33,7 @@ import functools
 import math
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,14 @@ import numpy as np
 
 from lstm_graph.errors import WeightsError, install_hint
 from lstm_graph.formats.memory import allocation, require, require_file
+from lstm_graph.formats.onnx_graph import (
+    MOVERS,
+    Constants,
+    Unfoldable,
+    chain_to,
+    reads_as_stack,
+    swaps_time_and_batch,
+)
 from lstm_graph.formats.recurrent import (
     DEFAULT_ACTIVATIONS,
     FAMILY_STATES,
@@ -82,18 +100,136 @@ def load(path: Path) -> LayerFile:
 
 
 def from_model(model: Any, source: str, directory: Path | None = None) -> LayerFile:
-    """The recurrent layer of an ONNX model (see the module docstring)."""
+    """The recurrent layers of an ONNX model (see the module docstring)."""
     graph = model.graph
     nodes = [n for n in graph.node if n.op_type in OPERATORS and n.domain in ("", "ai.onnx")]
     if not nodes:
         raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
                            f"{', '.join(sorted({n.op_type for n in graph.node})) or 'none'})")
-    if len(nodes) > 1:
-        names = ", ".join(f"'{n.name or '(unnamed)'}' ({n.op_type})" for n in nodes)
-        raise WeightsError(f"{source}: holds {len(nodes)} recurrent nodes: {names}; "
-                           "lstm-graph runs one layer from a model: save each as a model of "
-                           "its own, or save a PyTorch state dict of the whole stack")
-    (node,) = nodes
+    constants = Constants(graph, lambda tensor, what: _array(
+        _header(tensor, what, source)[0], what, source, directory))
+    ordered, between = _stack_order(nodes, constants, source)
+    layers = [_node_layer(node, constants, source) for node in ordered]
+    what = layers[0].name if len(layers) == 1 else \
+        f"the {len(layers)} {ordered[0].op_type} nodes " + \
+        ", ".join(f"'{n.name or '(unnamed)'}'" for n in ordered)
+    layer = layers[0] if len(layers) == 1 else _stacked(layers, ordered, what, source)
+    found = chain_to(ordered[0].input[0], constants, constants.inputs)
+    if not layer.batch_first and found is not None and \
+            swaps_time_and_batch(found[1], constants, layer.input_size):
+        layer = replace(layer, batch_first=True)  # as PyTorch exports batch_first=True
+        between += found[1]
+    used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded
+    others = [n.op_type for n in graph.node if not n.output or n.output[0] not in used]
+    notes = tuple(dict.fromkeys(note for each in layers for note in each.notes))
+    if others:
+        kinds = ", ".join(sorted(set(others)))
+        notes = (f"note: running {what} of {source} alone; the model's {len(others)} other "
+                 f"node{'s' if len(others) > 1 else ''} ({kinds}) are not run", *notes)
+    return replace(layer, notes=notes)
+
+
+def _stack_order(nodes: list[Any], constants: Constants, source: str
+                 ) -> tuple[list[Any], list[Any]]:
+    """The recurrent nodes as layers, bottom first, and the nodes between them: each layer
+    after the first must read the one below's output through reshaping alone, exactly as
+    a stack does (:func:`~.onnx_graph.reads_as_stack`)."""
+    if len(nodes) == 1:
+        return nodes, []
+    outputs = {n.output[0]: n for n in nodes if n.output and n.output[0]}
+    below: dict[str, tuple[Any, list[Any]]] = {}
+    for node in nodes:
+        found = chain_to(node.input[0], constants, set(outputs)) if node.input else None
+        if found is not None:
+            below[node.output[0] if node.output else ""] = (outputs[found[0]], found[1])
+    firsts = [n for n in nodes if not n.output or n.output[0] not in below]
+    names = ", ".join(f"'{n.name or '(unnamed)'}' ({n.op_type})" for n in nodes)
+    refused = (f"{source}: holds {len(nodes)} recurrent nodes: {names}, which are not one "
+               "stack of layers (each reading the one below's output, reshaped as a stack "
+               "does); lstm-graph runs one layer or one stack from a model")
+    if len(firsts) != 1:
+        raise WeightsError(refused)
+    ordered, between = firsts, []
+    above = {id(pair[0]): (node_output, pair[1]) for node_output, pair in below.items()}
+    while id(ordered[-1]) in above:
+        output, chain = above[id(ordered[-1])]
+        ordered.append(next(n for n in nodes if n.output and n.output[0] == output))
+        between += chain
+    if len(ordered) != len(nodes):
+        raise WeightsError(refused)
+    for lower, upper, chain in zip(ordered, ordered[1:], _chains(ordered, below)):
+        if upper.op_type != lower.op_type:
+            raise WeightsError(f"{source}: its {lower.op_type} node '{lower.name}' feeds the "
+                               f"{upper.op_type} node '{upper.name}'; a stack's layers are "
+                               "one operator")
+        attrs = {a.name: a for a in lower.attribute}
+        directions = 2 if _string(attrs, "direction", "forward") == "bidirectional" else 1
+        hidden = _int(attrs, "hidden_size", 0) or _hidden_of(lower, constants)
+        if not hidden or not reads_as_stack(chain, constants, directions, hidden,
+                                            bool(_int(attrs, "layout", 0))):
+            raise WeightsError(f"{source}: the {upper.op_type} node '{upper.name}' reads the "
+                               f"output of '{lower.name}' through "
+                               f"{', '.join(n.op_type for n in reversed(chain)) or 'nothing'}, "
+                               "which does not reshape it as a stack's layers do ((T, D, B, "
+                               "H) to (T, B, D·H)); lstm-graph runs such models only as that")
+    return ordered, between
+
+
+def _chains(ordered: list[Any], below: dict[str, tuple[Any, list[Any]]]) -> list[list[Any]]:
+    """The reshaping nodes between each two layers of ``ordered``."""
+    return [below[upper.output[0]][1] for upper in ordered[1:]]
+
+
+def _hidden_of(node: Any, constants: Constants) -> int:
+    """H from a recurrent node's R, where its hidden_size attribute is missing (0: unknown)."""
+    try:
+        constants.parts(node.input[2])
+        shape = constants.value(node.input[2]).shape
+    except (Unfoldable, IndexError):
+        return 0
+    return int(shape[2]) if len(shape) == 3 else 0
+
+
+def _stacked(layers: list[LayerFile], ordered: list[Any], what: str, source: str
+             ) -> LayerFile:
+    """One :class:`LayerFile` of the layers of a stack, checked to be one."""
+    first = layers[0]
+    for layer, node in zip(layers[1:], ordered[1:]):
+        name = f"the {node.op_type} node '{node.name}'"
+        differs = [part for part, same in (
+            ("cell", layer.cells == first.cells), ("direction", layer.direction ==
+                                                   first.direction),
+            ("layout", layer.batch_first == first.batch_first),
+            ("hidden size", layer.hidden_size == first.hidden_size)) if not same]
+        if differs:
+            raise WeightsError(f"{source}: {name} has another {differs[0]} than the first "
+                               f"layer's; the layers of a stack lstm-graph runs share them")
+        width = first.hidden_size * (2 if first.direction == "bidirectional" else 1)
+        if layer.input_size != width:
+            raise WeightsError(f"{source}: {name}'s W reads {layer.input_size} inputs; above "
+                               f"a layer of {width} outputs it must read {width}")
+    lens = {node.input[4] if len(node.input) > 4 else "" for node in ordered}
+    if len(lens) > 1:
+        raise WeightsError(f"{source}: its layers take different sequence_lens "
+                           f"({', '.join(repr(n) for n in sorted(lens))}); a stack's layers "
+                           "all take the one the bottom layer takes")
+    state = {}
+    for name in FAMILY_STATES[first.family]:
+        given = [layer.state.get(name) for layer in layers]
+        known = next((v for v in given if v is not None), None)
+        if known is not None:
+            state[name] = np.concatenate([v if v is not None else np.zeros_like(known)
+                                          for v in given])
+    return LayerFile(source, "onnx", first.family, what, first.cells, len(layers),
+                     first.direction, first.batch_first,
+                     tuple(unit for layer in layers for unit in layer.units), state,
+                     first.lengths)
+
+
+def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
+    """The layer one recurrent node computes: its cell, direction and layout, and the
+    weights, initial states and lengths stored in the model or computed from stored
+    tensors (:class:`~.onnx_graph.Constants`)."""
     op = node.op_type
     label = f"the {op} node '{node.name}'" if node.name else f"the {op} node"
     attrs = {a.name: a for a in node.attribute}
@@ -113,35 +249,31 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     family = op.lower()
     cells = _cells(attrs, family, directions, f"{source}: {label}")
     notes = []
-    if len(graph.node) > 1:
-        others = len(graph.node) - 1
-        notes.append(f"note: running {label} of {source} alone; the model's {others} other "
-                     f"node{'s' if others > 1 else ''} are not run")
     gates, inputs = GATES[op.lower()], OPERATORS[op]
     given = {what: node.input[k] for k, what in enumerate(inputs)
              if k < len(node.input) and node.input[k]}
-    stored = {t.name: t for t in graph.initializer}
-    made_by = {out: n for n in graph.node for out in n.output}
     tensors: dict[str, tuple[Any, tuple[int, ...]]] = {}
+    folded: dict[str, np.ndarray] = {}
     for what, name in given.items():
         if what == "X":
             continue
-        if name in stored:
-            tensors[what] = _header(stored[name], what, source)
-        elif name in made_by:
-            maker = made_by[name]
-            raise WeightsError(f"{source}: {label}'s {what} ('{name}') is computed by the "
-                               f"{maker.op_type} node '{maker.name}'; store it in the model "
-                               "as an initializer")
+        if name in constants.stored:
+            tensors[what] = _header(constants.stored[name], what, source)
+        elif what in ("initial_h", "initial_c") and constants.zeros(name):
+            continue  # zeros shaped after the input: what a run starts from anyway
+        elif name in constants.made_by:
+            folded[what] = _folded(constants, name, what, label, source)
+            tensors[what] = (None, tuple(folded[what].shape))
         elif what in ("W", "R", "B", "P"):
-            raise WeightsError(f"{source}: {label}'s {what} ('{name}') is an input of the "
-                               "model, not stored in it; weights must be initializers")
+            raise WeightsError(f"{source}: the {what} ('{name}') of {label} is an input of "
+                               "the model, not stored in it; weights must be initializers")
         else:  # sequence_lens, initial_h, initial_c: fed when the model runs
             option = "--lengths" if what == "sequence_lens" else \
                 f"--state (an npz holding {what[-1]})"
             default = "full lengths" if what == "sequence_lens" else "zeros"
-            notes.append(f"note: {label}'s {what} ('{name}') is an input of the model, not "
-                         f"stored in it: give it with {option}, or the run uses {default}")
+            notes.append(f"note: the {what} ('{name}') of {label} is an input of the model, "
+                         f"not stored in it: give it with {option}, or the run uses "
+                         f"{default}")
     for what in ("W", "R"):
         if what not in tensors:
             raise WeightsError(f"{source}: {label} has no {what} stored in the model")
@@ -151,8 +283,8 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         raise WeightsError(f"{source}: R has shape {r_dims}; {label} ({direction}) needs "
                            f"[{directions}, {gates}·H, H] with H at least 1")
     if "hidden_size" in attrs and attrs["hidden_size"].i != hidden:
-        raise WeightsError(f"{source}: {label}'s hidden_size is {attrs['hidden_size'].i}, but "
-                           f"R has shape {r_dims} (H={hidden})")
+        raise WeightsError(f"{source}: the hidden_size of {label} is "
+                           f"{attrs['hidden_size'].i}, but R has shape {r_dims} (H={hidden})")
     what_layer = f"with R of shape {r_dims} ({op}, H={hidden})"
     if len(w_dims) != 3 or w_dims[:2] != (directions, gates * hidden) or w_dims[2] < 1:
         raise WeightsError(f"{source}: W has shape {w_dims}; {what_layer} it must be "
@@ -167,8 +299,9 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
             raise WeightsError(f"{source}: {what} has shape {tensors[what][1]}; {what_layer} "
                                f"it must be {list(want)}")
     require([allocation(what, dims, _dtypes()[tensor.data_type])
-             for what, (tensor, dims) in tensors.items()], "the model's tensors", source)
-    arrays = {what: _array(tensor, what, source, directory)
+             for what, (tensor, dims) in tensors.items() if tensor is not None],
+            "the model's tensors", source)
+    arrays = {what: folded[what] if tensor is None else constants.read(tensor, what)
               for what, (tensor, _dims) in tensors.items()}
     units = []
     for d in range(directions):
@@ -198,6 +331,30 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
                                "step computed)")
     return LayerFile(source, "onnx", family, label, cells, 1, direction, bool(layout),
                      tuple(units), state, lengths, tuple(notes))
+
+
+
+
+def _folded(constants: Constants, name: str, what: str, label: str, source: str
+            ) -> np.ndarray:
+    """A node's operand ``what`` that other nodes compute from stored tensors alone
+    (:class:`~.onnx_graph.Constants`), read once the stored parts fit in memory; a
+    WeightsError that says why where it is not."""
+    try:
+        parts, _ = constants.parts(name)
+    except Unfoldable as why:
+        raise WeightsError(f"{source}: the {what} ('{name}') of {label} is not stored in the "
+                           f"model, and {why}; store it as an initializer, or compute it from "
+                           f"initializers by {', '.join(sorted(MOVERS))} alone") from None
+    require([allocation(f"{what}'s part '{tensor.name or '(a constant)'}'", dims,
+                        _dtypes()[tensor.data_type])
+             for tensor, dims in (_header(t, what, source) for t in parts)],
+            "the model's tensors", source)
+    value = constants.value(name)
+    if value.dtype.kind not in "fiu":
+        raise WeightsError(f"{source}: the {what} ('{name}') of {label} is computed as "
+                           f"{value.dtype}; parameters are real numbers")
+    return value
 
 
 def _batch_of(tensors: dict[str, tuple[Any, tuple[int, ...]]], layout: int) -> int:

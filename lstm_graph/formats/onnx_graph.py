@@ -1,0 +1,266 @@
+"""What an ONNX model's other nodes do around its recurrent nodes, as far as reading
+them needs: the weights they compute from stored tensors, and the reshaping between
+the layers of a stack.
+
+Exporters do not always store a recurrent node's weights as the node reads them.
+``lstm-graph export`` keeps each parameter under its own name and joins them with
+``Concat`` and ``Unsqueeze``; PyTorch's exporter reorders the gates with ``Slice`` and
+``Concat`` where it does not fold them. :class:`Constants` computes such values in
+NumPy from the stored tensors through :data:`MOVERS`, operators that only move,
+select or retype numbers (no arithmetic: a weight read this way is a number the model
+stores). A weight that any other node computes, or that depends on a graph input,
+is refused by the caller, as before.
+
+Between the layers of a stack, the exporters reshape one layer's output ``Y``
+(``(T, D, B, H)``; batch-major: ``(B, T, D, H)``) into the next layer's input
+(``(T, B, D·H)``; ``(B, T, D·H)``): ``Transpose`` and ``Reshape``, or ``Squeeze`` for
+one direction. :func:`chain_to` finds which recurrent node's output a layer reads
+through such nodes, and :func:`reads_as_stack` runs them on probes of two sizes to
+check that they do exactly that; anything else is not a stack this tool runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Operators whose result is the numbers of their inputs moved, selected or retyped.
+MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "Reshape",
+                    "Transpose", "Slice", "Gather", "Cast"})
+#: Operators that may stand between a layer's output and the next layer's input.
+RESHAPERS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+#: The most nodes folded into one value, and the longest chain between two layers.
+MAX_NODES = 256
+MAX_CHAIN = 16
+#: The probes' (steps, batch): two sizes, so that a Reshape to fixed sizes fails one.
+PROBES = ((3, 2), (5, 4))
+
+
+class Unfoldable(Exception):
+    """A value that is not computed from stored tensors by :data:`MOVERS` alone; the
+    message says which node or input stops it."""
+
+
+class Constants:
+    """The values of a graph that its stored tensors determine (see the module
+    docstring); ``read(tensor, name)`` reads a stored tensor (its checks, external data
+    rules and all)."""
+
+    def __init__(self, graph: Any, read: Callable[[Any, str], np.ndarray]):
+        self.stored = {t.name: t for t in graph.initializer}
+        self.made_by = {out: node for node in graph.node for out in node.output if out}
+        self.inputs = {value.name for value in graph.input} - set(self.stored)
+        self.read = read
+        self._values: dict[str, np.ndarray] = {}
+        #: The nodes folded so far (their first output names them).
+        self.folded: set[str] = set()
+
+    def parts(self, name: str) -> tuple[list[Any], list[Any]]:
+        """The stored tensors and the nodes ``name`` is computed from; :class:`Unfoldable`
+        where a node on the way is not a mover, or a graph input feeds it."""
+        tensors, nodes, seen, todo = [], [], set(), [name]
+        while todo:
+            current = todo.pop()
+            if current in seen or not current:
+                continue
+            seen.add(current)
+            if current in self.stored:
+                tensors.append(self.stored[current])
+            elif current in self.made_by:
+                node = self.made_by[current]
+                if node.op_type not in MOVERS or node.domain not in ("", "ai.onnx"):
+                    raise Unfoldable(f"the {node.op_type} node '{node.name}' computes it")
+                nodes.append(node)
+                held = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
+                tensors += held if node.op_type == "Constant" else []
+                if len(nodes) > MAX_NODES:
+                    raise Unfoldable(f"more than {MAX_NODES} nodes compute it")
+                todo.extend(node.input)
+            else:
+                raise Unfoldable(f"it depends on '{current}', an input of the model")
+        return tensors, nodes
+
+    def value(self, name: str) -> np.ndarray:
+        """The value of ``name`` (after :meth:`parts` found it computable)."""
+        if name not in self._values:
+            if name in self.stored:
+                self._values[name] = self.read(self.stored[name], name)
+            else:
+                node = self.made_by[name]
+                held = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
+                if node.op_type == "Constant" and held:  # read as a stored tensor is
+                    self._values[name] = self.read(held[0], name)
+                else:
+                    args = [self.value(i) if i else None for i in node.input]
+                    self._values[name] = apply(node, args)
+                self.folded.add(node.output[0])
+        return self._values[name]
+
+
+    def zeros(self, name: str) -> bool:
+        """Whether ``name`` is zeros whatever the model's inputs: a ``ConstantOfShape`` of
+        0 (as PyTorch's exporter makes the initial states, shaped after the input),
+        through :data:`MOVERS` that take its numbers (their other operands may depend on
+        the input: they only shape or select)."""
+        for _ in range(MAX_NODES):
+            node = self.made_by.get(name)
+            if node is None or node.domain not in ("", "ai.onnx"):
+                return False
+            if node.op_type == "ConstantOfShape":
+                held = [a.t for a in node.attribute if a.name == "value"]
+                return not held or not np.any(self.read(held[0], name))
+            if node.op_type == "Concat":
+                return all(self.zeros(part) for part in node.input if part)
+            if node.op_type not in MOVERS - {"Constant"} or not node.input:
+                return False
+            name = node.input[0]
+        return False
+
+
+def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The one output of a :data:`MOVERS` node for its inputs ``args`` (None: omitted), in
+    any opset's form (operands that became inputs are read from either place);
+    :class:`Unfoldable` for a form of it that is not read here."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    op, x = node.op_type, args[0] if args else None
+
+    def given(k: int, attribute: str) -> Any:
+        """An operand that is an input from some opset on and an attribute before it."""
+        if k < len(args) and args[k] is not None:
+            return [int(v) for v in np.asarray(args[k]).reshape(-1)]
+        return attrs.get(attribute)
+
+    try:
+        if op == "Constant":
+            return _constant(attrs, node)
+        if x is None:
+            raise Unfoldable(f"the {op} node '{node.name}' has no first input")
+        if op == "Identity":
+            return x
+        if op == "Concat":
+            return np.concatenate([a for a in args if a is not None], axis=int(attrs["axis"]))
+        if op == "Transpose":
+            return np.transpose(x, attrs.get("perm"))
+        if op == "Unsqueeze":
+            axes = given(1, "axes")
+            rank = x.ndim + len(axes)
+            for axis in sorted(a % rank for a in axes):
+                x = np.expand_dims(x, axis)
+            return x
+        if op == "Squeeze":
+            axes = given(1, "axes")
+            if axes is None:
+                return np.squeeze(x)
+            return np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
+        if op == "Reshape":
+            shape = [int(v) for v in np.asarray(args[1]).reshape(-1)]
+            if not attrs.get("allowzero", 0):
+                shape = [x.shape[k] if v == 0 else v for k, v in enumerate(shape)]
+            return np.reshape(x, shape)
+        if op == "Slice":
+            return _slice(x, given(1, "starts"), given(2, "ends"), given(3, "axes"),
+                          given(4, "steps"))
+        if op == "Gather":
+            indices = np.asarray(args[1])
+            if indices.dtype.kind not in "iu":
+                raise Unfoldable(f"the Gather node '{node.name}' has indices of "
+                                 f"{indices.dtype}")
+            return np.take(x, indices, axis=int(attrs.get("axis", 0)))
+        if op == "Cast":
+            return x.astype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+    except Unfoldable:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError) as err:
+        raise Unfoldable(f"the {op} node '{node.name}' cannot be read ({err})") from None
+    raise Unfoldable(f"the {op} node '{node.name}' is not one lstm-graph reads")
+
+
+def _constant(attrs: dict[str, Any], node: Any) -> np.ndarray:
+    """A Constant node's value of numbers given as attributes (a tensor value is read as a
+    stored tensor is: :meth:`Constants.value`)."""
+    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                        ("value_int", np.int64), ("value_ints", np.int64)):
+        if name in attrs:
+            return np.asarray(attrs[name], dtype=dtype)
+    raise Unfoldable(f"the Constant node '{node.name}' holds a kind of value lstm-graph does "
+                     "not read")
+
+
+def _slice(x: np.ndarray, starts: list[int], ends: list[int], axes: list[int] | None,
+           steps: list[int] | None) -> np.ndarray:
+    """ONNX's Slice: Python's slicing clamps out-of-range ends as the operator does."""
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    where = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        if step == 0:
+            raise ValueError("a step of 0")
+        where[axis % x.ndim] = slice(start, end, step)
+    return x[tuple(where)]
+
+
+def chain_to(x_name: str, constants: Constants, ends: set[str]) -> tuple[str, list[Any]] | None:
+    """The output in ``ends`` that ``x_name`` is computed from through :data:`RESHAPERS`
+    alone (their other operands constant), and those nodes, last first; None where it
+    is not."""
+    chain: list[Any] = []
+    current = x_name
+    while current not in ends:
+        node = constants.made_by.get(current)
+        if node is None or node.op_type not in RESHAPERS or len(chain) >= MAX_CHAIN:
+            return None
+        try:
+            for operand in node.input[1:]:
+                if operand:
+                    constants.parts(operand)
+        except Unfoldable:
+            return None
+        chain.append(node)
+        current = node.input[0]
+    return current, chain
+
+
+def reads_as_stack(chain: list[Any], constants: Constants, directions: int, hidden: int,
+                   batch_major: bool) -> bool:
+    """Whether the nodes of ``chain`` (last first) turn a layer's output ``Y`` into the
+    next layer's input as a stack does (see the module docstring), on every probe."""
+    def stacked(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (batch, steps, directions, hidden) if batch_major else \
+            (steps, directions, batch, hidden)
+        value = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+        return value, (value.reshape(batch, steps, -1) if batch_major else
+                       value.transpose(0, 2, 1, 3).reshape(steps, batch, -1))
+
+    return _maps(chain, constants, stacked)
+
+
+def swaps_time_and_batch(chain: list[Any], constants: Constants, width: int) -> bool:
+    """Whether the nodes of ``chain`` (last first) turn a batch-major input ``(B, T, I)``
+    into the time-major ``(T, B, I)`` a layer of layout 0 reads (PyTorch's exporter does
+    so for ``batch_first=True``), on every probe."""
+    def swapped(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        value = np.arange(batch * steps * width, dtype=np.float64).reshape(batch, steps, width)
+        return value, value.transpose(1, 0, 2)
+
+    return bool(chain) and _maps(chain, constants, swapped)
+
+
+def _maps(chain: list[Any], constants: Constants,
+          probe: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether ``chain`` (last first) gives, for each of :data:`PROBES`, the second array
+    ``probe(steps, batch)`` makes from the first."""
+    for steps, batch in PROBES:
+        value, want = probe(steps, batch)
+        try:
+            for node in reversed(chain):
+                value = apply(node, [value, *(constants.value(i) if i else None
+                                              for i in node.input[1:])])
+        except Unfoldable:
+            return False
+        if value.shape != want.shape or not np.array_equal(value, want):
+            return False
+    return True
