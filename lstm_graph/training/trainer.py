@@ -130,7 +130,7 @@ class Trained:
     losses: np.ndarray  # (steps, 2): step, training loss
     evals: np.ndarray  # (n, 2): step, loss on the held-out batch
     baseline: float
-    seconds: float
+    seconds: float  # in the training steps (not the executor's compiling, before them)
     steps: int
     resumed_from: int = 0  # the step of the checkpoint a resumed run began at (0: none)
 
@@ -171,6 +171,12 @@ class Trainer:
         #: What runs the cell forward and backward: the registry's choice for ``plan``.
         self.executor: Executor = registry.build("plan", spec, "numpy")
         self._grad_y: np.ndarray | None = None  # the loss's gradient on y, kept step to step
+        # one step of zeros through both passes, so that the executor's code is compiled (or
+        # loaded) now and ``seconds`` counts training only (a sweep's first run on a worker
+        # took 1.3-2.1 s more than the same run after it)
+        warm = self.executor.forward(np.zeros((1, batch, task.input_size), dtype=self.dtype),
+                                     self._zeros(batch))
+        self.executor.backward(warm, np.zeros_like(warm.y), {})
 
     def _cell_params(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.params.items() if not k.startswith("readout.")}
