@@ -77,6 +77,14 @@ class Cell:
     def name(self) -> str:
         return self.graph.name
 
+    def __repr__(self) -> str:
+        """``<Cell lstm: input x; states c, h; output h; 3 stages>`` (the stages in full:
+        ``print(cell.schedule.to_text())``)."""
+        graph = self.graph
+        return (f"<Cell {graph.name}: input {', '.join(graph.inputs)}; states "
+                f"{', '.join(graph.states)}; output {', '.join(graph.outputs)}; "
+                f"{len(self.schedule.stages)} stages>")
+
     def params(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, in file order.
 
@@ -336,6 +344,13 @@ class Runner:
         self._beyond_y = [name for name in cell.graph.states if name not in cell.graph.outputs]
         #: What ran the last call: "native", "numpy", "cuda" or "reference".
         self.ran_with: str | None = None
+
+    def __repr__(self) -> str:
+        """``<Runner lstm: I=3, H=4, 1 layer, forward, float32 on numpy, executor plan>``."""
+        first = " batch-first," if self.batch_first else ""
+        return (f"<Runner {self.cell.name}: I={self.input_size}, H={self.hidden_size}, "
+                f"{self.stack.describe()},{first} {self.dtype.name} on {self.backend}, "
+                f"executor {self.executor}>")
 
     @property
     def output_width(self) -> int:

@@ -190,3 +190,12 @@ def test_new_weights_run_and_differentiate_as_a_new_executor_would(executor):
     np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-7)
     for name, value in theirs.weights.items():
         np.testing.assert_allclose(ours.weights[name], value, rtol=1e-6, atol=1e-7)
+
+
+def test_a_cell_and_a_runner_show_themselves_in_one_line():
+    cell = lstm_graph.load_cell("lstm")
+    assert repr(cell) == "<Cell lstm: input x; states c, h; output h; 3 stages>"
+    runner = cell.compile(input_size=3, hidden_size=4, layers=2, direction="bidirectional",
+                          batch_first=True)
+    assert repr(runner) == "<Runner lstm: I=3, H=4, 2 layers, bidirectional, batch-first, " \
+        "float32 on numpy, executor plan>"
