@@ -545,7 +545,8 @@ def test_a_batch_major_model_exports_time_major_and_the_check_agrees(tmp_path, c
     onnx.save(rnn_model("LSTM", random_onnx_weights("LSTM", 3, 4, False, rng), 4, "float32",
                         layout=1), model)
     result = cli_run("export", model, "--format", "onnx", "--out", tmp_path / "out.onnx")
-    assert "is batch-major (layout=1); the exported model is time-major" in result.stderr
+    assert "is batch-major (x of shape (B, T, I)); the exported model is time-major" \
+        in result.stderr
     runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=1,
                                                  batch_first=True)
     runner.export_onnx(tmp_path / "gru.onnx")

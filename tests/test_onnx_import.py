@@ -130,3 +130,95 @@ def test_initial_states_made_as_zeros_are_zeros_and_any_other_made_state_is_refu
         "value", onnx.numpy_helper.from_array(np.ones(1, "float32"))))
     refusal = _refused(model, tmp_path)
     assert "initial_h" in refusal and "the ConstantOfShape node" in refusal
+
+
+def _weights(prefix: str, inputs: int, hidden: int = 4) -> list:
+    rng = np.random.default_rng(len(prefix) + inputs)
+    return [onnx.numpy_helper.from_array(
+        (rng.standard_normal(shape) * 0.5).astype("float32"), prefix + name)
+        for name, shape in (("W", (1, 4 * hidden, inputs)), ("R", (1, 4 * hidden, hidden)),
+                            ("B", (1, 8 * hidden)))]
+
+
+def _stack(change: str):
+    """A 2-layer LSTM stack as onnx.helper writes it (l0's Y squeezed into l1), with one
+    thing changed that a stack lstm-graph runs must not have."""
+    axes = onnx.numpy_helper.from_array(np.array([1], "int64"), "axes")
+    extra = {"clip": {"clip": 0.5}, "direction": {"direction": "reverse"}}.get(change, {})
+    l0 = helper.make_node("LSTM", ["x", "l0.W", "l0.R", "l0.B"], ["Y0", "Yh0"], name="l0",
+                          hidden_size=4)
+    l1 = helper.make_node("LSTM", ["X1", "l1.W", "l1.R", "l1.B"], ["Y1", "Yh1"], name="l1",
+                          hidden_size=4, **extra)
+    nodes = [l0, helper.make_node("Squeeze", ["Y0", "axes"], ["X1"]), l1]
+    inits = [axes, *_weights("l0.", 3), *_weights("l1.", 4)]
+    outputs = ["Y1"]
+    if change == "lengths on one layer":
+        l1.input.extend(["lens"])
+        inits.append(onnx.numpy_helper.from_array(np.array([3, 2], "int32"), "lens"))
+    if change == "a lower layer's output":
+        outputs.append("X1")
+    if change == "initial states of two batches":
+        l0.input.extend(["", "h0"])
+        l1.input.extend(["", "h1"])
+        inits += [onnx.numpy_helper.from_array(np.zeros(shape, "float32"), name)
+                  for name, shape in (("h0", (1, 2, 4)), ("h1", (1, 3, 4)))]
+    if change == "a cycle":  # W computed from itself: no valid model, but a file can say so
+        l0.input[1] = "a"
+        nodes += [helper.make_node("Identity", ["b"], ["a"]),
+                  helper.make_node("Identity", ["a"], ["b"])]
+    if change == "a value computed twice":
+        nodes.append(helper.make_node("Identity", ["l0.W"], ["X1"]))
+    if change == "an axis out of range":
+        l0.input[1] = "W.sliced"
+        inits += [onnx.numpy_helper.from_array(np.array([v], "int64"), name)
+                  for name, v in (("start", 0), ("end", 1), ("axis", 3))]
+        nodes.append(helper.make_node("Slice", ["l0.W", "start", "end", "axis"], ["W.sliced"]))
+    if change == "a Concat that doubles its size 30 times":
+        previous = "l0.W"
+        for k in range(30):
+            nodes.append(helper.make_node("Concat", [previous, previous], [f"c{k}"], axis=0))
+            previous = f"c{k}"
+        l0.input[1] = "W.cut"
+        inits += [onnx.numpy_helper.from_array(np.array([v], "int64"), name)
+                  for name, v in (("zero", 0), ("one", 1))]
+        nodes.append(helper.make_node("Slice", [previous, "zero", "one", "zero"], ["W.cut"]))
+    graph = helper.make_graph(
+        nodes, "stack", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs],
+        inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_stack_built_for_the_refusals_below_runs_as_onnxruntime_runs_it(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = tmp_path / "stack.onnx"
+    onnx.save(_stack("nothing"), str(path))
+    x = np.random.default_rng(4).standard_normal((5, 2, 3)).astype("float32")
+    y, _ = lstm_graph.load_model(path).compile()(x)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(y, session.run(None, {"x": x})[0][:, 0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("change,words", [
+    ("clip", "the LSTM node 'l1' has another cell than the first layer's"),
+    ("direction", "the LSTM node 'l1' has another direction than the first layer's"),
+    ("lengths on one layer", "its layers take different sequence_lens ('', 'lens')"),
+    ("a lower layer's output", "the output of 'l0', below the LSTM node 'l1', is also an "
+                               "output of the model ('X1')"),
+    ("initial states of two batches", "the initial_h of 'l0' has shape (1, 2, 4) and that of "
+                                      "'l1' (1, 3, 4)"),
+    ("a cycle", "the model's nodes compute it from itself (a cycle)"),
+    ("a value computed twice", "two of its nodes compute values of one name"),
+    ("an axis out of range", "the Slice node (unnamed) has the axes [3], not distinct axes of "
+                             "a tensor of rank 3"),
+    ("a Concat that doubles its size 30 times", "for the model's computed tensors, more than")])
+def test_what_a_stack_must_not_have_is_refused_before_anything_runs(tmp_path, change, words):
+    with pytest.raises(lstm_graph.LstmGraphError) as refused:
+        lstm_graph.load_model(_write(tmp_path, _stack(change)))
+    assert words in str(refused.value)
+
+
+def _write(tmp_path, model):
+    path = tmp_path / "stack.onnx"
+    onnx.save(model, str(path))
+    return path

@@ -171,10 +171,11 @@ def test_unknown_weights_format(tmp_path, x_file, cli_refused):
 def test_onnx_model_with_no_or_several_rnn_nodes(tmp_path, x_file, cli_refused):
     weights = random_onnx_weights("LSTM", 3, 4, False, np.random.default_rng(0))
     model = rnn_model("LSTM", weights, 4, "float32")
-    model.graph.node.append(model.graph.node[0])
+    model.graph.node.append(model.graph.node[0])  # the same node twice: both read x
+    model.graph.node[1].output[:] = [f"{name}.2" for name in model.graph.node[1].output]
     onnx.save(model, str(tmp_path / "two.onnx"))
     stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "two.onnx")
-    assert "holds 2 recurrent nodes: '(unnamed)' (LSTM), '(unnamed)' (LSTM), which are not one " \
+    assert "holds 2 recurrent nodes: (unnamed) (LSTM), (unnamed) (LSTM), which are not one " \
         "stack of layers (each reading the one below's output, reshaped as a stack does); " \
         "lstm-graph runs one layer or one stack from a model" in stderr
     del model.graph.node[:]
@@ -405,8 +406,11 @@ def test_states_are_checked_like_x_through_the_api():
 def test_a_state_that_is_not_a_mapping_is_a_clear_error(given):
     run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, seed=0)
     x, grad_y = np.zeros((5, 2, 3), "float32"), np.zeros((5, 2, 4), "float32")
+    from lstm_graph.distributed import sharded
+
     calls = {"state": [lambda: run(x, given), lambda: run.trace(x, given),
-                       lambda: run.grad(x, grad_y, state=given)],
+                       lambda: run.grad(x, grad_y, state=given),
+                       lambda: sharded.check(run, x, given, False)],
              "grad_state": [lambda: run.grad(x, grad_y, grad_state=given)]}
     for what, attempts in calls.items():
         for attempt in attempts:

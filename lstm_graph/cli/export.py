@@ -69,8 +69,8 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                          "numpy", layers, direction, False)
     runner, cell = bound.runner, bound.runner.cell
     if runner.batch_first:
-        click.echo(f"note: {spec} is batch-major (layout=1); the exported model is "
-                   "time-major: x of shape (T, B, I)", err=True)
+        click.echo(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
+                   "is time-major: x of shape (T, B, I)", err=True)
         runner = runner.time_major()
     if bound.state or bound.lengths is not None:
         click.echo(f"note: {spec} also stores initial states or sequence lengths; an exported "

@@ -35,7 +35,13 @@ import numpy as np
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.cell import Runner
-from lstm_graph.checks import REAL_KINDS, check_state, run_allocations, work_allocations
+from lstm_graph.checks import (
+    REAL_KINDS,
+    check_state,
+    run_allocations,
+    states_mapping,
+    work_allocations,
+)
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
@@ -350,6 +356,7 @@ def check(runner: Runner, x: Any, state: Mapping[str, Any] | None, allow_nonfini
     them, as a plain run does: they are small), ``grad_y``'s dtype and shape (its values
     shard by shard, as ``x``'s), the lengths. Returns the batch size (1 for one sequence),
     the states, checked and converted, in the runner's shapes, and the lengths."""
+    state = states_mapping(state, "state", runner.cell.graph.states)
     for what, array in (("x", x), ("grad_y", grad_y)):
         if array is not None and np.dtype(array.dtype).kind not in REAL_KINDS:
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")

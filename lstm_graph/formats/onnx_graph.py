@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lstm_graph.formats.memory import Allocation, allocation, require
+
 #: Operators whose result is the numbers of their inputs moved, selected or retyped.
 MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "Reshape",
                     "Transpose", "Slice", "Gather", "Cast"})
@@ -38,9 +40,22 @@ MAX_CHAIN = 16
 PROBES = ((3, 2), (5, 4))
 
 
+def named(node: Any) -> str:
+    """A node as messages name it: ``'l0'``, or ``(unnamed)``."""
+    return f"'{node.name}'" if node.name else "(unnamed)"
+
+
 class Unfoldable(Exception):
     """A value that is not computed from stored tensors by :data:`MOVERS` alone; the
     message says which node or input stops it."""
+
+
+class FromInput(Unfoldable):
+    """A value computed from an input of the model (``name``)."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
 
 
 class Constants:
@@ -48,75 +63,145 @@ class Constants:
     docstring); ``read(tensor, name)`` reads a stored tensor (its checks, external data
     rules and all)."""
 
-    def __init__(self, graph: Any, read: Callable[[Any, str], np.ndarray]):
+    def __init__(self, graph: Any, read: Callable[[Any, str], np.ndarray], source: str):
         self.stored = {t.name: t for t in graph.initializer}
         self.made_by = {out: node for node in graph.node for out in node.output if out}
+        made = sum(1 for node in graph.node for out in node.output if out)
+        if made != len(self.made_by):
+            raise Unfoldable("two of its nodes compute values of one name, which no valid "
+                             "model does")
         self.inputs = {value.name for value in graph.input} - set(self.stored)
-        self.read = read
+        self.read, self.source = read, source
         self._values: dict[str, np.ndarray] = {}
+        self._held: list[Allocation] = []  # every value computed so far
         #: The nodes folded so far (their first output names them).
         self.folded: set[str] = set()
 
-    def parts(self, name: str) -> tuple[list[Any], list[Any]]:
-        """The stored tensors and the nodes ``name`` is computed from; :class:`Unfoldable`
-        where a node on the way is not a mover, or a graph input feeds it."""
-        tensors, nodes, seen, todo = [], [], set(), [name]
-        while todo:
-            current = todo.pop()
-            if current in seen or not current:
-                continue
-            seen.add(current)
+    def parts(self, name: str) -> list[Any]:
+        """The stored tensors ``name`` is computed from; :class:`Unfoldable` where a node on
+        the way is not a mover, a graph input feeds it, or the nodes compute it from itself
+        (a cycle, which no valid model has)."""
+        tensors: list[Any] = []
+        nodes: list[Any] = []
+        done: set[str] = set()
+        path: set[str] = set()
+
+        def visit(current: str) -> None:
+            if not current or current in done:
+                return
+            if current in path:
+                raise Unfoldable("the model's nodes compute it from itself (a cycle)")
+            path.add(current)
             if current in self.stored:
                 tensors.append(self.stored[current])
             elif current in self.made_by:
                 node = self.made_by[current]
                 if node.op_type not in MOVERS or node.domain not in ("", "ai.onnx"):
-                    raise Unfoldable(f"the {node.op_type} node '{node.name}' computes it")
+                    raise Unfoldable(f"the {node.op_type} node {named(node)} computes it")
                 nodes.append(node)
-                held = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
-                tensors += held if node.op_type == "Constant" else []
                 if len(nodes) > MAX_NODES:
                     raise Unfoldable(f"more than {MAX_NODES} nodes compute it")
-                todo.extend(node.input)
+                tensors.extend(_held_tensor(node))
+                for operand in node.input:
+                    visit(operand)
+            elif current in self.inputs:
+                raise FromInput(f"it depends on '{current}', an input of the model", current)
             else:
-                raise Unfoldable(f"it depends on '{current}', an input of the model")
-        return tensors, nodes
+                raise Unfoldable(f"it depends on '{current}', which the model neither stores "
+                                 "nor computes")
+            path.discard(current)
+            done.add(current)
+
+        visit(name)
+        return tensors
 
     def value(self, name: str) -> np.ndarray:
-        """The value of ``name`` (after :meth:`parts` found it computable)."""
+        """The value of ``name`` (after :meth:`parts` found it computable). A Concat or
+        Gather, whose result may be larger than its operands, is refused before it is made
+        where every value made so far and it would not fit in memory."""
         if name not in self._values:
             if name in self.stored:
                 self._values[name] = self.read(self.stored[name], name)
             else:
                 node = self.made_by[name]
-                held = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
-                if node.op_type == "Constant" and held:  # read as a stored tensor is
+                held = _held_tensor(node)
+                if held:  # a Constant's tensor: read as a stored tensor is
                     self._values[name] = self.read(held[0], name)
                 else:
                     args = [self.value(i) if i else None for i in node.input]
+                    shape = _grown_shape(node, args)
+                    if shape is not None:
+                        self._held.append(allocation(f"the value '{name}'", shape,
+                                                     args[0].dtype if args[0] is not None
+                                                     else np.float64))
+                        require(self._held, "the model's computed tensors", self.source)
                     self._values[name] = apply(node, args)
                 self.folded.add(node.output[0])
         return self._values[name]
-
 
     def zeros(self, name: str) -> bool:
         """Whether ``name`` is zeros whatever the model's inputs: a ``ConstantOfShape`` of
         0 (as PyTorch's exporter makes the initial states, shaped after the input),
         through :data:`MOVERS` that take its numbers (their other operands may depend on
-        the input: they only shape or select)."""
-        for _ in range(MAX_NODES):
-            node = self.made_by.get(name)
-            if node is None or node.domain not in ("", "ai.onnx"):
+        the input: they only shape or select). The nodes of the numbers' way count as
+        :attr:`folded` where it is."""
+        found: dict[str, bool] = {}
+        nodes: list[Any] = []
+
+        def visit(current: str) -> bool:
+            if current in found:
+                return found[current]
+            found[current] = False  # a cycle through it: not zeros
+            node = self.made_by.get(current)
+            if node is None or node.domain not in ("", "ai.onnx") or len(found) > MAX_NODES:
                 return False
             if node.op_type == "ConstantOfShape":
                 held = [a.t for a in node.attribute if a.name == "value"]
-                return not held or not np.any(self.read(held[0], name))
-            if node.op_type == "Concat":
-                return all(self.zeros(part) for part in node.input if part)
-            if node.op_type not in MOVERS - {"Constant"} or not node.input:
-                return False
-            name = node.input[0]
-        return False
+                result = not held or not np.any(self.read(held[0], current))
+            elif node.op_type == "Concat":
+                result = all([visit(part) for part in node.input if part])
+            elif node.op_type in MOVERS - {"Constant"} and node.input:
+                result = visit(node.input[0])
+            else:
+                result = False
+            found[current] = result
+            nodes.append(node)
+            return result
+
+        if not visit(name):
+            return False
+        self.folded.update(node.output[0] for node in nodes)
+        return True
+
+
+def _held_tensor(node: Any) -> list[Any]:
+    """A Constant node's tensor value (none for its other kinds, or another node)."""
+    if node.op_type != "Constant":
+        return []
+    return [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
+
+
+def _grown_shape(node: Any, args: Sequence[np.ndarray | None]) -> tuple[int, ...] | None:
+    """The shape of a Concat's or Gather's result, which may hold more numbers than its
+    operands (None for the other movers, which hold at most as many, and where the
+    operands do not say)."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    present = [a for a in args if a is not None]
+    try:
+        if node.op_type == "Concat" and present:
+            axis = int(attrs["axis"]) % present[0].ndim
+            shape = list(present[0].shape)
+            shape[axis] = sum(a.shape[axis] for a in present)
+            return tuple(shape)
+        if node.op_type == "Gather" and len(present) == 2:
+            data, indices = present
+            axis = int(attrs.get("axis", 0)) % data.ndim
+            return (*data.shape[:axis], *np.shape(indices), *data.shape[axis + 1:])
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+    return None
 
 
 def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -138,7 +223,7 @@ def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
         if op == "Constant":
             return _constant(attrs, node)
         if x is None:
-            raise Unfoldable(f"the {op} node '{node.name}' has no first input")
+            raise Unfoldable(f"the {op} node {named(node)} has no first input")
         if op == "Identity":
             return x
         if op == "Concat":
@@ -148,14 +233,14 @@ def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
         if op == "Unsqueeze":
             axes = given(1, "axes")
             rank = x.ndim + len(axes)
-            for axis in sorted(a % rank for a in axes):
+            for axis in sorted(_axes(axes, rank, node)):
                 x = np.expand_dims(x, axis)
             return x
         if op == "Squeeze":
             axes = given(1, "axes")
             if axes is None:
                 return np.squeeze(x)
-            return np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
+            return np.squeeze(x, axis=tuple(_axes(axes, x.ndim, node)))
         if op == "Reshape":
             shape = [int(v) for v in np.asarray(args[1]).reshape(-1)]
             if not attrs.get("allowzero", 0):
@@ -163,11 +248,11 @@ def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
             return np.reshape(x, shape)
         if op == "Slice":
             return _slice(x, given(1, "starts"), given(2, "ends"), given(3, "axes"),
-                          given(4, "steps"))
+                          given(4, "steps"), node)
         if op == "Gather":
             indices = np.asarray(args[1])
             if indices.dtype.kind not in "iu":
-                raise Unfoldable(f"the Gather node '{node.name}' has indices of "
+                raise Unfoldable(f"the Gather node {named(node)} has indices of "
                                  f"{indices.dtype}")
             return np.take(x, indices, axis=int(attrs.get("axis", 0)))
         if op == "Cast":
@@ -175,8 +260,8 @@ def apply(node: Any, args: Sequence[np.ndarray | None]) -> np.ndarray:
     except Unfoldable:
         raise
     except (KeyError, ValueError, IndexError, TypeError) as err:
-        raise Unfoldable(f"the {op} node '{node.name}' cannot be read ({err})") from None
-    raise Unfoldable(f"the {op} node '{node.name}' is not one lstm-graph reads")
+        raise Unfoldable(f"the {op} node {named(node)} cannot be read ({err})") from None
+    raise Unfoldable(f"the {op} node {named(node)} is not one lstm-graph reads")
 
 
 def _constant(attrs: dict[str, Any], node: Any) -> np.ndarray:
@@ -186,20 +271,31 @@ def _constant(attrs: dict[str, Any], node: Any) -> np.ndarray:
                         ("value_int", np.int64), ("value_ints", np.int64)):
         if name in attrs:
             return np.asarray(attrs[name], dtype=dtype)
-    raise Unfoldable(f"the Constant node '{node.name}' holds a kind of value lstm-graph does "
+    raise Unfoldable(f"the Constant node {named(node)} holds a kind of value lstm-graph does "
                      "not read")
 
 
+def _axes(axes: Sequence[int], rank: int, node: Any) -> list[int]:
+    """``axes`` of a tensor of ``rank`` dimensions, counted from 0: each in ``[-rank,
+    rank)`` and none twice, as the operators require (a model breaking that is refused,
+    as onnxruntime refuses it, not read with the axes wrapped)."""
+    if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) != len(axes):
+        raise Unfoldable(f"the {node.op_type} node {named(node)} has the axes {list(axes)}, "
+                         f"not distinct axes of a tensor of rank {rank}")
+    return [a % rank for a in axes]
+
+
 def _slice(x: np.ndarray, starts: list[int], ends: list[int], axes: list[int] | None,
-           steps: list[int] | None) -> np.ndarray:
+           steps: list[int] | None, node: Any) -> np.ndarray:
     """ONNX's Slice: Python's slicing clamps out-of-range ends as the operator does."""
-    axes = list(range(len(starts))) if axes is None else axes
+    axes = list(range(len(starts))) if axes is None else _axes(axes, x.ndim, node)
     steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        raise Unfoldable(f"the Slice node {named(node)} has starts, ends, axes and steps of "
+                         "different lengths, or a step of 0")
     where = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        if step == 0:
-            raise ValueError("a step of 0")
-        where[axis % x.ndim] = slice(start, end, step)
+        where[axis] = slice(start, end, step)
     return x[tuple(where)]
 
 

@@ -17,7 +17,7 @@ reshaped exactly as a stack does (checked on probes: :func:`.onnx_graph.reads_as
 all with the same cell, direction, layout, hidden size and ``sequence_lens``; anything
 else is refused. A layout-0 stack whose input is the model's input transposed from
 batch-major (PyTorch's ``batch_first=True``) is read as batch-first. The model's other
-nodes are not run (a note names them).
+nodes are not run (a note counts them and names their kinds).
 
 How the activations' ``alpha`` and ``beta`` are read follows onnxruntime: in the order
 of the activations, each function that takes an ``alpha`` (``beta``) takes the next
@@ -44,8 +44,10 @@ from lstm_graph.formats.memory import allocation, require, require_file
 from lstm_graph.formats.onnx_graph import (
     MOVERS,
     Constants,
+    FromInput,
     Unfoldable,
     chain_to,
+    named,
     reads_as_stack,
     swaps_time_and_batch,
 )
@@ -106,14 +108,18 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     if not nodes:
         raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
                            f"{', '.join(sorted({n.op_type for n in graph.node})) or 'none'})")
-    constants = Constants(graph, lambda tensor, what: _array(
-        _header(tensor, what, source)[0], what, source, directory))
-    ordered, between = _stack_order(nodes, constants, source)
+    try:
+        constants = Constants(graph, lambda tensor, what: _array(
+            _header(tensor, what, source)[0], what, source, directory), source)
+    except Unfoldable as why:
+        raise WeightsError(f"{source}: {why}") from None
+    ordered, chains = _stack_order(nodes, constants, source)
     layers = [_node_layer(node, constants, source) for node in ordered]
     what = layers[0].name if len(layers) == 1 else \
-        f"the {len(layers)} {ordered[0].op_type} nodes " + \
-        ", ".join(f"'{n.name or '(unnamed)'}'" for n in ordered)
-    layer = layers[0] if len(layers) == 1 else _stacked(layers, ordered, what, source)
+        f"the {len(layers)} {ordered[0].op_type} nodes " + ", ".join(map(named, ordered))
+    layer = layers[0] if len(layers) == 1 else \
+        _stacked(layers, ordered, chains, constants, graph, what, source)
+    between = [node for chain in chains for node in chain]
     found = chain_to(ordered[0].input[0], constants, constants.inputs)
     if not layer.batch_first and found is not None and \
             swaps_time_and_batch(found[1], constants, layer.input_size):
@@ -124,90 +130,94 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     notes = tuple(dict.fromkeys(note for each in layers for note in each.notes))
     if others:
         kinds = ", ".join(sorted(set(others)))
+        if set(others) <= MOVERS | {"Shape"}:
+            kinds += ": they only move, select or retype numbers"
+        one = len(others) == 1
         notes = (f"note: running {what} of {source} alone; the model's {len(others)} other "
-                 f"node{'s' if len(others) > 1 else ''} ({kinds}) are not run", *notes)
+                 f"node{'' if one else 's'} ({kinds}) {'is' if one else 'are'} not run", *notes)
     return replace(layer, notes=notes)
 
 
 def _stack_order(nodes: list[Any], constants: Constants, source: str
-                 ) -> tuple[list[Any], list[Any]]:
-    """The recurrent nodes as layers, bottom first, and the nodes between them: each layer
-    after the first must read the one below's output through reshaping alone, exactly as
-    a stack does (:func:`~.onnx_graph.reads_as_stack`)."""
+                 ) -> tuple[list[Any], list[list[Any]]]:
+    """The recurrent nodes as layers, bottom first, and the nodes between each two
+    (:func:`~.onnx_graph.chain_to`, last first): each layer after the first must read the
+    one below's output through reshaping alone (what that reshaping does is checked by
+    :func:`_stacked`, once the layers' sizes are read)."""
     if len(nodes) == 1:
         return nodes, []
     outputs = {n.output[0]: n for n in nodes if n.output and n.output[0]}
-    below: dict[str, tuple[Any, list[Any]]] = {}
+    below: dict[int, tuple[Any, list[Any]]] = {}
     for node in nodes:
         found = chain_to(node.input[0], constants, set(outputs)) if node.input else None
         if found is not None:
-            below[node.output[0] if node.output else ""] = (outputs[found[0]], found[1])
-    firsts = [n for n in nodes if not n.output or n.output[0] not in below]
-    names = ", ".join(f"'{n.name or '(unnamed)'}' ({n.op_type})" for n in nodes)
-    refused = (f"{source}: holds {len(nodes)} recurrent nodes: {names}, which are not one "
-               "stack of layers (each reading the one below's output, reshaped as a stack "
-               "does); lstm-graph runs one layer or one stack from a model")
+            below[id(node)] = (outputs[found[0]], found[1])
+    firsts = [n for n in nodes if id(n) not in below]
+    refused = WeightsError(
+        f"{source}: holds {len(nodes)} recurrent nodes: "
+        f"{', '.join(f'{named(n)} ({n.op_type})' for n in nodes)}, which are not one stack "
+        "of layers (each reading the one below's output, reshaped as a stack does); "
+        "lstm-graph runs one layer or one stack from a model")
     if len(firsts) != 1:
-        raise WeightsError(refused)
-    ordered, between = firsts, []
-    above = {id(pair[0]): (node_output, pair[1]) for node_output, pair in below.items()}
-    while id(ordered[-1]) in above:
-        output, chain = above[id(ordered[-1])]
-        ordered.append(next(n for n in nodes if n.output and n.output[0] == output))
-        between += chain
-    if len(ordered) != len(nodes):
-        raise WeightsError(refused)
-    for lower, upper, chain in zip(ordered, ordered[1:], _chains(ordered, below)):
-        if upper.op_type != lower.op_type:
-            raise WeightsError(f"{source}: its {lower.op_type} node '{lower.name}' feeds the "
-                               f"{upper.op_type} node '{upper.name}'; a stack's layers are "
-                               "one operator")
-        attrs = {a.name: a for a in lower.attribute}
-        directions = 2 if _string(attrs, "direction", "forward") == "bidirectional" else 1
-        hidden = _int(attrs, "hidden_size", 0) or _hidden_of(lower, constants)
-        if not hidden or not reads_as_stack(chain, constants, directions, hidden,
-                                            bool(_int(attrs, "layout", 0))):
-            raise WeightsError(f"{source}: the {upper.op_type} node '{upper.name}' reads the "
-                               f"output of '{lower.name}' through "
-                               f"{', '.join(n.op_type for n in reversed(chain)) or 'nothing'}, "
-                               "which does not reshape it as a stack's layers do ((T, D, B, "
-                               "H) to (T, B, D·H)); lstm-graph runs such models only as that")
-    return ordered, between
+        raise refused
+    above = {id(lower): (upper, chain) for upper, (lower, chain) in
+             ((n, below[id(n)]) for n in nodes if id(n) in below)}
+    ordered, chains = firsts, []
+    while id(ordered[-1]) in above and len(ordered) <= len(nodes):
+        upper, chain = above[id(ordered[-1])]
+        ordered.append(upper)
+        chains.append(chain)
+    if len(ordered) != len(nodes) or len({id(n) for n in ordered}) != len(nodes):
+        raise refused
+    return ordered, chains
 
 
-def _chains(ordered: list[Any], below: dict[str, tuple[Any, list[Any]]]) -> list[list[Any]]:
-    """The reshaping nodes between each two layers of ``ordered``."""
-    return [below[upper.output[0]][1] for upper in ordered[1:]]
-
-
-def _hidden_of(node: Any, constants: Constants) -> int:
-    """H from a recurrent node's R, where its hidden_size attribute is missing (0: unknown)."""
-    try:
-        constants.parts(node.input[2])
-        shape = constants.value(node.input[2]).shape
-    except (Unfoldable, IndexError):
-        return 0
-    return int(shape[2]) if len(shape) == 3 else 0
-
-
-def _stacked(layers: list[LayerFile], ordered: list[Any], what: str, source: str
-             ) -> LayerFile:
-    """One :class:`LayerFile` of the layers of a stack, checked to be one."""
+def _stacked(layers: list[LayerFile], ordered: list[Any], chains: list[list[Any]],
+             constants: Constants, graph: Any, what: str, source: str) -> LayerFile:
+    """One :class:`LayerFile` of the layers of a stack, checked to be one: one operator,
+    cell, direction, layout, hidden size and ``sequence_lens``; each layer's input the
+    one below's output reshaped exactly as a stack does, which nothing else reads (a
+    model whose outputs are a lower layer's is not its stack's)."""
     first = layers[0]
-    for layer, node in zip(layers[1:], ordered[1:]):
-        name = f"the {node.op_type} node '{node.name}'"
+    outputs = {value.name for value in graph.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for layer, lower, node, chain in zip(layers[1:], ordered, ordered[1:], chains):
+        name = f"the {node.op_type} node {named(node)}"
+        if node.op_type != lower.op_type:
+            raise WeightsError(f"{source}: the {lower.op_type} node {named(lower)} feeds "
+                               f"{name}; a stack's layers are one operator")
         differs = [part for part, same in (
-            ("cell", layer.cells == first.cells), ("direction", layer.direction ==
-                                                   first.direction),
+            ("cell", layer.cells == first.cells),
+            ("direction", layer.direction == first.direction),
             ("layout", layer.batch_first == first.batch_first),
             ("hidden size", layer.hidden_size == first.hidden_size)) if not same]
         if differs:
             raise WeightsError(f"{source}: {name} has another {differs[0]} than the first "
                                f"layer's; the layers of a stack lstm-graph runs share them")
-        width = first.hidden_size * (2 if first.direction == "bidirectional" else 1)
+        directions = 2 if first.direction == "bidirectional" else 1
+        width = first.hidden_size * directions
         if layer.input_size != width:
             raise WeightsError(f"{source}: {name}'s W reads {layer.input_size} inputs; above "
                                f"a layer of {width} outputs it must read {width}")
+        if not reads_as_stack(chain, constants, directions, first.hidden_size,
+                              first.batch_first):
+            through = ", ".join(n.op_type for n in reversed(chain)) or "nothing"
+            raise WeightsError(f"{source}: {name} reads the output of {named(lower)} through "
+                               f"{through}, which does not reshape it as a stack's layers do "
+                               "((T, D, B, H) to (T, B, D·H)); lstm-graph runs such models "
+                               "only as that")
+        way = [lower.output[0], *(n.output[0] for n in reversed(chain))]
+        takers = [*reversed(chain), node]
+        for value, taker in zip(way, takers):
+            if value in outputs or [id(n) for n in readers.get(value, [])] != [id(taker)]:
+                raise WeightsError(
+                    f"{source}: the output of {named(lower)}, below {name}, is also "
+                    f"{'an output of the model' if value in outputs else 'read by other nodes'}"
+                    f" ('{value}'); lstm-graph runs a stack whose lower layers feed only the "
+                    "layer above, and gives the top layer's output")
     lens = {node.input[4] if len(node.input) > 4 else "" for node in ordered}
     if len(lens) > 1:
         raise WeightsError(f"{source}: its layers take different sequence_lens "
@@ -215,11 +225,19 @@ def _stacked(layers: list[LayerFile], ordered: list[Any], what: str, source: str
                            "all take the one the bottom layer takes")
     state = {}
     for name in FAMILY_STATES[first.family]:
-        given = [layer.state.get(name) for layer in layers]
-        known = next((v for v in given if v is not None), None)
-        if known is not None:
-            state[name] = np.concatenate([v if v is not None else np.zeros_like(known)
-                                          for v in given])
+        given = [(node, layer.state.get(name)) for node, layer in zip(ordered, layers)]
+        known = [(node, value) for node, value in given if value is not None]
+        if not known:
+            continue
+        (node, value), *rest = known
+        for other, other_value in rest:
+            if other_value.shape != value.shape:
+                raise WeightsError(
+                    f"{source}: the initial_{name} of {named(node)} has shape {value.shape} "
+                    f"and that of {named(other)} {other_value.shape}; a stack's layers start "
+                    "the same sequences")
+        state[name] = np.concatenate([v if v is not None else np.zeros_like(value)
+                                      for _, v in given])
     return LayerFile(source, "onnx", first.family, what, first.cells, len(layers),
                      first.direction, first.batch_first,
                      tuple(unit for layer in layers for unit in layer.units), state,
@@ -341,16 +359,25 @@ def _folded(constants: Constants, name: str, what: str, label: str, source: str
     (:class:`~.onnx_graph.Constants`), read once the stored parts fit in memory; a
     WeightsError that says why where it is not."""
     try:
-        parts, _ = constants.parts(name)
+        parts = constants.parts(name)
+        require([allocation(f"{what}'s part '{tensor.name or '(a constant)'}'", dims,
+                            _dtypes()[tensor.data_type])
+                 for tensor, dims in (_header(t, what, source) for t in parts)],
+                "the model's tensors", source)
+        value = constants.value(name)
+    except FromInput as why:
+        if what in ("W", "R", "B", "P"):
+            raise WeightsError(f"{source}: the {what} ('{name}') of {label} is not stored in "
+                               f"the model: {why}; weights must be stored") from None
+        option = "--lengths" if what == "sequence_lens" else f"--state (an npz of {what[-1]})"
+        raise WeightsError(f"{source}: the {what} ('{name}') of {label} is computed from "
+                           f"'{why.name}', an input of the model; lstm-graph reads it where "
+                           f"the model stores it or takes it as the node's own input (give it "
+                           f"with {option}), or where it is made as zeros") from None
     except Unfoldable as why:
         raise WeightsError(f"{source}: the {what} ('{name}') of {label} is not stored in the "
                            f"model, and {why}; store it as an initializer, or compute it from "
                            f"initializers by {', '.join(sorted(MOVERS))} alone") from None
-    require([allocation(f"{what}'s part '{tensor.name or '(a constant)'}'", dims,
-                        _dtypes()[tensor.data_type])
-             for tensor, dims in (_header(t, what, source) for t in parts)],
-            "the model's tensors", source)
-    value = constants.value(name)
     if value.dtype.kind not in "fiu":
         raise WeightsError(f"{source}: the {what} ('{name}') of {label} is computed as "
                            f"{value.dtype}; parameters are real numbers")
