@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.formats.memory import Allocation, allocation, require, size_text
 
 #: Operators whose result is the numbers of their inputs moved, selected or retyped.
 MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "Reshape",
@@ -72,6 +72,12 @@ class Constants:
                              "model does")
         self.inputs = {value.name for value in graph.input} - set(self.stored)
         self.read, self.source = read, source
+        #: The most bytes one computed value may hold: moving numbers makes no more of
+        #: them than the model stores (twice, for a tensor used twice over), so a Concat
+        #: or Gather beyond that is no weight an exporter wrote.
+        self.stored_bytes = sum(_declared_bytes(t) for t in [
+            *graph.initializer, *(t for node in graph.node for t in _held_tensor(node))])
+        self.most = 2 * self.stored_bytes + (1 << 20)
         self._values: dict[str, np.ndarray] = {}
         self._held: list[Allocation] = []  # every value computed so far
         #: The nodes folded so far (their first output names them).
@@ -118,7 +124,8 @@ class Constants:
     def value(self, name: str) -> np.ndarray:
         """The value of ``name`` (after :meth:`parts` found it computable). A Concat or
         Gather, whose result may be larger than its operands, is refused before it is made
-        where every value made so far and it would not fit in memory."""
+        where it would hold more than :attr:`most` bytes, or every value made so far and it
+        would not fit in memory."""
         if name not in self._values:
             if name in self.stored:
                 self._values[name] = self.read(self.stored[name], name)
@@ -131,9 +138,15 @@ class Constants:
                     args = [self.value(i) if i else None for i in node.input]
                     shape = _grown_shape(node, args)
                     if shape is not None:
-                        self._held.append(allocation(f"the value '{name}'", shape,
-                                                     args[0].dtype if args[0] is not None
-                                                     else np.float64))
+                        made = allocation(f"the value '{name}'", shape,
+                                          args[0].dtype if args[0] is not None else np.float64)
+                        if made.nbytes > self.most:
+                            raise Unfoldable(
+                                f"the {node.op_type} node {named(node)} would make "
+                                f"{size_text(made.nbytes)} of numbers where the model stores "
+                                f"{size_text(self.stored_bytes)}: more than moving them "
+                                "makes")
+                        self._held.append(made)
                         require(self._held, "the model's computed tensors", self.source)
                     self._values[name] = apply(node, args)
                 self.folded.add(node.output[0])
@@ -172,6 +185,18 @@ class Constants:
             return False
         self.folded.update(node.output[0] for node in nodes)
         return True
+
+
+def _declared_bytes(tensor: Any) -> int:
+    """The bytes a stored tensor's dims and data type declare (0 for a type that holds no
+    numbers here)."""
+    from onnx import helper
+
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return int(np.prod([max(int(d), 0) for d in tensor.dims], dtype=np.float64)) * itemsize
 
 
 def _held_tensor(node: Any) -> list[Any]:
@@ -335,9 +360,10 @@ def reads_as_stack(chain: list[Any], constants: Constants, directions: int, hidd
 
 
 def swaps_time_and_batch(chain: list[Any], constants: Constants, width: int) -> bool:
-    """Whether the nodes of ``chain`` (last first) turn a batch-major input ``(B, T, I)``
-    into the time-major ``(T, B, I)`` a layer of layout 0 reads (PyTorch's exporter does
-    so for ``batch_first=True``), on every probe."""
+    """Whether the nodes of ``chain`` (last first) swap the first two axes of the model's
+    input ``(·, ·, I)``: a batch-major input into the time-major one a layer of layout 0
+    reads (PyTorch's exporter does so for ``batch_first=True``), or the other way round
+    for layout 1; on every probe."""
     def swapped(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
         value = np.arange(batch * steps * width, dtype=np.float64).reshape(batch, steps, width)
         return value, value.transpose(1, 0, 2)

@@ -16,7 +16,8 @@ Several recurrent nodes are read as a stack where each reads the one below's out
 reshaped exactly as a stack does (checked on probes: :func:`.onnx_graph.reads_as_stack`),
 all with the same cell, direction, layout, hidden size and ``sequence_lens``; anything
 else is refused. A layout-0 stack whose input is the model's input transposed from
-batch-major (PyTorch's ``batch_first=True``) is read as batch-first. The model's other
+batch-major (PyTorch's ``batch_first=True``) is read as batch-first, and a layout-1
+stack whose input is transposed from time-major as time-major. The model's other
 nodes are not run (a note counts them and names their kinds).
 
 How the activations' ``alpha`` and ``beta`` are read follows onnxruntime: in the order
@@ -121,9 +122,9 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         _stacked(layers, ordered, chains, constants, graph, what, source)
     between = [node for chain in chains for node in chain]
     found = chain_to(ordered[0].input[0], constants, constants.inputs)
-    if not layer.batch_first and found is not None and \
-            swaps_time_and_batch(found[1], constants, layer.input_size):
-        layer = replace(layer, batch_first=True)  # as PyTorch exports batch_first=True
+    if found is not None and swaps_time_and_batch(found[1], constants, layer.input_size):
+        # the model's input has the other layout (PyTorch exports batch_first=True so)
+        layer = replace(layer, batch_first=not layer.batch_first)
         between += found[1]
     used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded
     others = [n.op_type for n in graph.node if not n.output or n.output[0] not in used]
