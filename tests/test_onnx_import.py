@@ -78,6 +78,82 @@ def test_pytorch_exports_of_stacks_run_as_onnxruntime_runs_them(tmp_path, kind, 
         np.testing.assert_allclose(final["c"], outputs[2], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kwargs", [{"num_layers": 2}, {"num_layers": 2, "bidirectional": True},
+                                    {"num_layers": 2, "batch_first": True}])
+def test_pytorch_dynamo_exports_of_stacks_run_as_onnxruntime_runs_them(tmp_path, kwargs):
+    """torch.onnx.export's default exporter, given dynamic sizes, computes the reshaping
+    between layers from the values' shapes (Shape, Slice, Mul, Concat into Reshape) and
+    the initial states as a stored 0 Expanded after the input. Its model still fixes some
+    sizes (an output Reshape may hold T), so it runs at those."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 5, **kwargs).eval()
+    x = np.random.default_rng(6).standard_normal((4, 2, 3)).astype("float32")
+    path = tmp_path / "dynamo.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sizes = {0: torch.export.Dim("T", min=2), 1: torch.export.Dim("B", min=2)}
+        torch.onnx.export(module, (torch.from_numpy(x),), str(path), dynamo=True,
+                          input_names=["x"], dynamic_shapes=(sizes,), verbose=False)
+    model = lstm_graph.load_model(path)
+    assert model.stack.layers == 2 and model.batch_first == kwargs.get("batch_first", False)
+    y, final = model.compile()(x)
+    outputs = onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, outputs[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(final["h"], outputs[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(final["c"], outputs[2], rtol=0, atol=1e-6)
+
+
+def test_a_reshape_whose_shape_is_computed_from_shapes_is_checked_on_the_probes(tmp_path):
+    """The dynamo exporter's join, written by hand: (T, B, D·H) from Shape, Slices and a
+    Mul of the transposed output's own shape. The same join with the Mul made an Add (a
+    wrong width) is refused."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+
+    def model(arithmetic: str):
+        ints = {name: onnx.numpy_helper.from_array(np.array(v, "int64"), name)
+                for name, v in (("i0", [0]), ("i1", [1]), ("i2", [2]), ("i3", [3]),
+                                ("i4", [4]))}
+        nodes = [
+            helper.make_node("LSTM", ["x", "l0.W", "l0.R", "l0.B"], ["Y0"], hidden_size=4,
+                             direction="bidirectional"),
+            helper.make_node("Transpose", ["Y0"], ["Yt"], perm=[0, 2, 1, 3]),
+            helper.make_node("Shape", ["Yt"], ["shape"]),
+            helper.make_node("Slice", ["shape", "i0", "i2"], ["tb"]),
+            helper.make_node("Slice", ["shape", "i2", "i3"], ["d"]),
+            helper.make_node("Slice", ["shape", "i3", "i4"], ["h"]),
+            helper.make_node(arithmetic, ["d", "h"], ["dh"]),
+            helper.make_node("Concat", ["tb", "dh"], ["target"], axis=0),
+            helper.make_node("Reshape", ["Yt", "target"], ["X1"]),
+            helper.make_node("LSTM", ["X1", "l1.W", "l1.R", "l1.B"], ["Y1"], hidden_size=4,
+                             direction="bidirectional")]
+        weights = [onnx.numpy_helper.from_array(np.concatenate([w, w * 0.5]).astype(
+            "float32"), w_name) for w_name, w in (
+            (t.name, onnx.numpy_helper.to_array(t)) for t in
+            [*_weights("l0.", 3), *_weights("l1.", 8)])]
+        graph = helper.make_graph(
+            nodes, "dynamo-like", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                 None)],
+            [helper.make_tensor_value_info("Y1", onnx.TensorProto.FLOAT, None)],
+            [*ints.values(), *weights])
+        return _write(tmp_path, helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+    path = model("Mul")
+    x = np.random.default_rng(7).standard_normal((5, 2, 3)).astype("float32")
+    y, _ = lstm_graph.load_model(path).compile()(x)
+    (want,) = onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, want.transpose(0, 2, 1, 3).reshape(5, 2, 8), rtol=0,
+                               atol=1e-6)
+    with pytest.raises(lstm_graph.WeightsError, match="which does not reshape it as a "
+                       "stack's layers do"):
+        lstm_graph.load_model(model("Add"))
+
+
 def _layer_input(model, k: int) -> str:
     return [n for n in model.graph.node if n.op_type == "LSTM"][k].input[0]
 

@@ -14,15 +14,17 @@ is refused by the caller, as before.
 Between the layers of a stack, the exporters reshape one layer's output ``Y``
 (``(T, D, B, H)``; batch-major: ``(B, T, D, H)``) into the next layer's input
 (``(T, B, D·H)``; ``(B, T, D·H)``): ``Transpose`` and ``Reshape``, or ``Squeeze`` for
-one direction. :func:`chain_to` finds which recurrent node's output a layer reads
-through such nodes, and :func:`reads_as_stack` runs them on probes of two sizes to
-check that they do exactly that; anything else is not a stack this tool runs.
+one direction, the Reshape's shape a constant or (PyTorch's dynamo exporter) computed
+from the values' shapes (:data:`SHAPE_OPS`). :func:`chain_to` finds which recurrent
+node's output a layer reads through such nodes, and :func:`reads_as_stack` runs them,
+shapes computed, on probes of two sizes to check that they do exactly that for any
+size; anything else is not a stack this tool runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +35,10 @@ MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "R
                     "Transpose", "Slice", "Gather", "Cast"})
 #: Operators that may stand between a layer's output and the next layer's input.
 RESHAPERS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+#: Operators that may compute a reshaping's shape from the shapes of the values on the
+#: way (``Shape``) and constants, as PyTorch's dynamo exporter writes it: integer
+#: arithmetic on shapes, never on the layer's numbers.
+SHAPE_OPS = MOVERS | {"Shape", "Mul", "Add", "Sub", "Div"}
 #: The most nodes folded into one value, and the longest chain between two layers.
 MAX_NODES = 256
 MAX_CHAIN = 16
@@ -154,10 +160,10 @@ class Constants:
 
     def zeros(self, name: str) -> bool:
         """Whether ``name`` is zeros whatever the model's inputs: a ``ConstantOfShape`` of
-        0 (as PyTorch's exporter makes the initial states, shaped after the input),
-        through :data:`MOVERS` that take its numbers (their other operands may depend on
-        the input: they only shape or select). The nodes of the numbers' way count as
-        :attr:`folded` where it is."""
+        0 (as PyTorch's exporter makes the initial states, shaped after the input), or a
+        stored 0 through ``Expand`` (its dynamo exporter), through :data:`MOVERS` that
+        take its numbers (their other operands may depend on the input: they only shape
+        or select). The nodes of the numbers' way count as :attr:`folded` where it is."""
         found: dict[str, bool] = {}
         nodes: list[Any] = []
 
@@ -165,15 +171,20 @@ class Constants:
             if current in found:
                 return found[current]
             found[current] = False  # a cycle through it: not zeros
+            if current in self.stored:  # a stored 0 (a dynamo export's, to Expand)
+                found[current] = not np.any(self.read(self.stored[current], current))
+                return found[current]
             node = self.made_by.get(current)
             if node is None or node.domain not in ("", "ai.onnx") or len(found) > MAX_NODES:
                 return False
-            if node.op_type == "ConstantOfShape":
+            if _held_tensor(node):
+                result = not np.any(self.read(_held_tensor(node)[0], current))
+            elif node.op_type == "ConstantOfShape":
                 held = [a.t for a in node.attribute if a.name == "value"]
                 result = not held or not np.any(self.read(held[0], current))
             elif node.op_type == "Concat":
                 result = all([visit(part) for part in node.input if part])
-            elif node.op_type in MOVERS - {"Constant"} and node.input:
+            elif node.op_type in (MOVERS | {"Expand"}) - {"Constant"} and node.input:
                 result = visit(node.input[0])
             else:
                 result = False
@@ -324,31 +335,54 @@ def _slice(x: np.ndarray, starts: list[int], ends: list[int], axes: list[int] | 
     return x[tuple(where)]
 
 
-def chain_to(x_name: str, constants: Constants, ends: set[str]) -> tuple[str, list[Any]] | None:
-    """The output in ``ends`` that ``x_name`` is computed from through :data:`RESHAPERS`
-    alone (their other operands constant), and those nodes, last first; None where it
-    is not."""
-    chain: list[Any] = []
+class Chain(NamedTuple):
+    """The nodes between a value and the output it is computed from: ``nodes`` on the
+    numbers' way (last first; each reads the one before as its first input), ``shaping``
+    the nodes that compute their other operands (shapes, axes) from constants and the
+    shapes of the values on the way."""
+
+    start: str
+    nodes: list[Any]
+    shaping: list[Any]
+
+
+def chain_to(x_name: str, constants: Constants, ends: set[str]) -> Chain | None:
+    """The output in ``ends`` that ``x_name`` is computed from through :data:`RESHAPERS`,
+    each reading the one before as its first input, their other operands constant or
+    computed by :data:`SHAPE_OPS` from constants and the shapes of the values on that
+    way; None where it is not."""
+    nodes: list[Any] = []
     current = x_name
     while current not in ends:
         node = constants.made_by.get(current)
-        if node is None or node.op_type not in RESHAPERS or len(chain) >= MAX_CHAIN:
+        if node is None or node.op_type not in RESHAPERS or len(nodes) >= MAX_CHAIN:
             return None
-        try:
-            for operand in node.input[1:]:
-                if operand:
-                    constants.parts(operand)
-        except Unfoldable:
-            return None
-        chain.append(node)
+        nodes.append(node)
         current = node.input[0]
-    return current, chain
+    way = {current, *(node.output[0] for node in nodes)}
+    shaping: dict[int, Any] = {}
+
+    def shaped(name: str, depth: int) -> bool:
+        if not name or name in constants.stored:
+            return True
+        node = constants.made_by.get(name)
+        if node is None or node.op_type not in SHAPE_OPS or depth > MAX_NODES or \
+                node.domain not in ("", "ai.onnx") or name in way:
+            return False
+        shaping[id(node)] = node
+        if node.op_type == "Shape":
+            return node.input[0] in way or shaped(node.input[0], depth + 1)
+        return all(shaped(operand, depth + 1) for operand in node.input)
+
+    if not all(shaped(operand, 0) for node in nodes for operand in node.input[1:]):
+        return None
+    return Chain(current, nodes, list(shaping.values()))
 
 
-def reads_as_stack(chain: list[Any], constants: Constants, directions: int, hidden: int,
+def reads_as_stack(chain: Chain, constants: Constants, directions: int, hidden: int,
                    batch_major: bool) -> bool:
-    """Whether the nodes of ``chain`` (last first) turn a layer's output ``Y`` into the
-    next layer's input as a stack does (see the module docstring), on every probe."""
+    """Whether ``chain`` turns a layer's output ``Y`` into the next layer's input as a
+    stack does (see the module docstring), on every probe."""
     def stacked(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
         shape = (batch, steps, directions, hidden) if batch_major else \
             (steps, directions, batch, hidden)
@@ -359,8 +393,8 @@ def reads_as_stack(chain: list[Any], constants: Constants, directions: int, hidd
     return _maps(chain, constants, stacked)
 
 
-def swaps_time_and_batch(chain: list[Any], constants: Constants, width: int) -> bool:
-    """Whether the nodes of ``chain`` (last first) swap the first two axes of the model's
+def swaps_time_and_batch(chain: Chain, constants: Constants, width: int) -> bool:
+    """Whether ``chain`` swaps the first two axes of the model's
     input ``(·, ·, I)``: a batch-major input into the time-major one a layer of layout 0
     reads (PyTorch's exporter does so for ``batch_first=True``), or the other way round
     for layout 1; on every probe."""
@@ -368,21 +402,57 @@ def swaps_time_and_batch(chain: list[Any], constants: Constants, width: int) -> 
         value = np.arange(batch * steps * width, dtype=np.float64).reshape(batch, steps, width)
         return value, value.transpose(1, 0, 2)
 
-    return bool(chain) and _maps(chain, constants, swapped)
+    return bool(chain.nodes) and _maps(chain, constants, swapped)
 
 
-def _maps(chain: list[Any], constants: Constants,
+def _maps(chain: Chain, constants: Constants,
           probe: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> bool:
-    """Whether ``chain`` (last first) gives, for each of :data:`PROBES`, the second array
-    ``probe(steps, batch)`` makes from the first."""
+    """Whether ``chain`` gives, for each of :data:`PROBES`, the second array
+    ``probe(steps, batch)`` makes from the first (its shaping nodes computed from the
+    probe's shapes)."""
     for steps, batch in PROBES:
         value, want = probe(steps, batch)
+        known: dict[str, np.ndarray] = {chain.start: value}
         try:
-            for node in reversed(chain):
-                value = apply(node, [value, *(constants.value(i) if i else None
-                                              for i in node.input[1:])])
+            for node in reversed(chain.nodes):
+                known[node.output[0]] = apply(node, [
+                    known[node.input[0]],
+                    *(_shaping(i, known, constants, chain) if i else None
+                      for i in node.input[1:])])
         except Unfoldable:
             return False
-        if value.shape != want.shape or not np.array_equal(value, want):
+        found = known[chain.nodes[0].output[0]] if chain.nodes else value
+        if found.shape != want.shape or not np.array_equal(found, want):
             return False
     return True
+
+
+def _shaping(name: str, known: dict[str, np.ndarray], constants: Constants,
+             chain: Chain) -> np.ndarray:
+    """An operand of a node of ``chain`` on a probe: a constant, or computed by its
+    shaping nodes from constants and the shapes of the values ``known`` on the way."""
+    if name in known:
+        return known[name]
+    node = constants.made_by.get(name)
+    if node is None or node.op_type == "Constant":
+        return constants.value(name)
+    if node.op_type == "Shape":
+        attrs = {a.name: a.i for a in node.attribute}
+        shape = _shaping(node.input[0], known, constants, chain).shape
+        found = np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))],
+                         dtype=np.int64)
+    else:
+        args = [_shaping(i, known, constants, chain) if i else None for i in node.input]
+        arithmetic = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
+                      "Div": np.floor_divide}
+        if node.op_type in arithmetic:
+            left, right = (args + [None, None])[:2]
+            if left is None or right is None or left.dtype.kind not in "iu" or \
+                    right.dtype.kind not in "iu":
+                raise Unfoldable(f"the {node.op_type} node {named(node)} computes a shape "
+                                 "from numbers that are not integers")
+            found = arithmetic[node.op_type](left, right)
+        else:
+            found = apply(node, args)
+    known[name] = found
+    return found

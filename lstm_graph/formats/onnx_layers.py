@@ -8,12 +8,15 @@ layout, and may store initial states (``initial_h``, ``initial_c``) and sequence
 model is protobuf, never code. Tensors the model keeps in external files are read only
 from files beside it. Weights are stored in the model (initializers) or computed from
 stored tensors by nodes that only move numbers (``Concat``, ``Unsqueeze``, ``Slice``, …:
-:mod:`.onnx_graph`, as ``lstm-graph export`` and PyTorch's exporter write them); weights
-computed any other way are refused. Initial states made as zeros shaped after the input
-(PyTorch's exporter) are zeros.
+:mod:`.onnx_graph`, as ``lstm-graph export`` and PyTorch's two exporters write them);
+weights computed any other way are refused. Initial states made as zeros shaped after
+the input (``ConstantOfShape`` of 0, or a stored 0 ``Expand``-ed: PyTorch's exporters)
+are zeros.
 
 Several recurrent nodes are read as a stack where each reads the one below's output
-reshaped exactly as a stack does (checked on probes: :func:`.onnx_graph.reads_as_stack`),
+reshaped exactly as a stack does for every size (checked on probes of two sizes, shapes
+computed from the values' shapes included: :func:`.onnx_graph.reads_as_stack`), nothing
+else reading a lower layer's output,
 all with the same cell, direction, layout, hidden size and ``sequence_lens``; anything
 else is refused. A layout-0 stack whose input is the model's input transposed from
 batch-major (PyTorch's ``batch_first=True``) is read as batch-first, and a layout-1
@@ -44,6 +47,7 @@ from lstm_graph.errors import WeightsError, install_hint
 from lstm_graph.formats.memory import allocation, require, require_file
 from lstm_graph.formats.onnx_graph import (
     MOVERS,
+    Chain,
     Constants,
     FromInput,
     Unfoldable,
@@ -120,12 +124,12 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         f"the {len(layers)} {ordered[0].op_type} nodes " + ", ".join(map(named, ordered))
     layer = layers[0] if len(layers) == 1 else \
         _stacked(layers, ordered, chains, constants, graph, what, source)
-    between = [node for chain in chains for node in chain]
+    between = [node for chain in chains for node in [*chain.nodes, *chain.shaping]]
     found = chain_to(ordered[0].input[0], constants, constants.inputs)
-    if found is not None and swaps_time_and_batch(found[1], constants, layer.input_size):
+    if found is not None and swaps_time_and_batch(found, constants, layer.input_size):
         # the model's input has the other layout (PyTorch exports batch_first=True so)
         layer = replace(layer, batch_first=not layer.batch_first)
-        between += found[1]
+        between += [*found.nodes, *found.shaping]
     used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded
     others = [n.op_type for n in graph.node if not n.output or n.output[0] not in used]
     notes = tuple(dict.fromkeys(note for each in layers for note in each.notes))
@@ -140,19 +144,19 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
 
 
 def _stack_order(nodes: list[Any], constants: Constants, source: str
-                 ) -> tuple[list[Any], list[list[Any]]]:
+                 ) -> tuple[list[Any], list[Chain]]:
     """The recurrent nodes as layers, bottom first, and the nodes between each two
-    (:func:`~.onnx_graph.chain_to`, last first): each layer after the first must read the
+    (:func:`~.onnx_graph.chain_to`): each layer after the first must read the
     one below's output through reshaping alone (what that reshaping does is checked by
     :func:`_stacked`, once the layers' sizes are read)."""
     if len(nodes) == 1:
         return nodes, []
     outputs = {n.output[0]: n for n in nodes if n.output and n.output[0]}
-    below: dict[int, tuple[Any, list[Any]]] = {}
+    below: dict[int, tuple[Any, Chain]] = {}
     for node in nodes:
         found = chain_to(node.input[0], constants, set(outputs)) if node.input else None
         if found is not None:
-            below[id(node)] = (outputs[found[0]], found[1])
+            below[id(node)] = (outputs[found.start], found)
     firsts = [n for n in nodes if id(n) not in below]
     refused = WeightsError(
         f"{source}: holds {len(nodes)} recurrent nodes: "
@@ -173,7 +177,7 @@ def _stack_order(nodes: list[Any], constants: Constants, source: str
     return ordered, chains
 
 
-def _stacked(layers: list[LayerFile], ordered: list[Any], chains: list[list[Any]],
+def _stacked(layers: list[LayerFile], ordered: list[Any], chains: list[Chain],
              constants: Constants, graph: Any, what: str, source: str) -> LayerFile:
     """One :class:`LayerFile` of the layers of a stack, checked to be one: one operator,
     cell, direction, layout, hidden size and ``sequence_lens``; each layer's input the
@@ -205,15 +209,18 @@ def _stacked(layers: list[LayerFile], ordered: list[Any], chains: list[list[Any]
                                f"a layer of {width} outputs it must read {width}")
         if not reads_as_stack(chain, constants, directions, first.hidden_size,
                               first.batch_first):
-            through = ", ".join(n.op_type for n in reversed(chain)) or "nothing"
+            through = ", ".join(n.op_type for n in reversed(chain.nodes)) or "nothing"
             raise WeightsError(f"{source}: {name} reads the output of {named(lower)} through "
                                f"{through}, which does not reshape it as a stack's layers do "
-                               "((T, D, B, H) to (T, B, D·H)); lstm-graph runs such models "
-                               "only as that")
-        way = [lower.output[0], *(n.output[0] for n in reversed(chain))]
-        takers = [*reversed(chain), node]
-        for value, taker in zip(way, takers):
-            if value in outputs or [id(n) for n in readers.get(value, [])] != [id(taker)]:
+                               "((T, D, B, H) to (T, B, D·H)) for every T and B; lstm-graph "
+                               "runs such models only as that (a model exported for fixed "
+                               "sizes reshapes for those alone: export it with dynamic sizes, "
+                               "as torch.onnx.export's dynamic_shapes or dynamo=False give)")
+        way = [lower.output[0], *(n.output[0] for n in reversed(chain.nodes))]
+        takers = [*reversed(chain.nodes), node]
+        for value, taker in zip(way, takers):  # Shape nodes read no numbers: they may too
+            numbers = [id(n) for n in readers.get(value, []) if n.op_type != "Shape"]
+            if value in outputs or numbers != [id(taker)]:
                 raise WeightsError(
                     f"{source}: the output of {named(lower)}, below {name}, is also "
                     f"{'an output of the model' if value in outputs else 'read by other nodes'}"
