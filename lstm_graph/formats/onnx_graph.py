@@ -361,20 +361,23 @@ def chain_to(x_name: str, constants: Constants, ends: set[str]) -> Chain | None:
         current = node.input[0]
     way = {current, *(node.output[0] for node in nodes)}
     shaping: dict[int, Any] = {}
+    judged: dict[str, bool] = {}  # each value once (a cycle through one: not shaped)
 
-    def shaped(name: str, depth: int) -> bool:
+    def shaped(name: str) -> bool:
         if not name or name in constants.stored:
             return True
-        node = constants.made_by.get(name)
-        if node is None or node.op_type not in SHAPE_OPS or depth > MAX_NODES or \
-                node.domain not in ("", "ai.onnx") or name in way:
-            return False
-        shaping[id(node)] = node
-        if node.op_type == "Shape":
-            return node.input[0] in way or shaped(node.input[0], depth + 1)
-        return all(shaped(operand, depth + 1) for operand in node.input)
+        if name not in judged:
+            judged[name] = False
+            node = constants.made_by.get(name)
+            if node is None or node.op_type not in SHAPE_OPS or len(shaping) > MAX_NODES \
+                    or node.domain not in ("", "ai.onnx") or name in way:
+                return False
+            shaping[id(node)] = node
+            judged[name] = node.input[0] in way or shaped(node.input[0]) \
+                if node.op_type == "Shape" else all([shaped(i) for i in node.input])
+        return judged[name]
 
-    if not all(shaped(operand, 0) for node in nodes for operand in node.input[1:]):
+    if not all(shaped(operand) for node in nodes for operand in node.input[1:]):
         return None
     return Chain(current, nodes, list(shaping.values()))
 

@@ -111,12 +111,12 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     graph = model.graph
     nodes = [n for n in graph.node if n.op_type in OPERATORS and n.domain in ("", "ai.onnx")]
     if not nodes:
-        kinds = {n.op_type for n in graph.node}
+        ops = {n.op_type for n in graph.node}
         unrolled = "; a recurrent layer written step by step (PyTorch's default exporter " \
             "writes nn.RNN so) is not read: export it with dynamo=False" \
-            if {"MatMul", "Gemm"} & kinds and {"Tanh", "Relu", "Sigmoid"} & kinds else ""
+            if {"MatMul", "Gemm"} & ops and {"Tanh", "Relu", "Sigmoid"} & ops else ""
         raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
-                           f"{', '.join(sorted(kinds)) or 'none'}){unrolled}")
+                           f"{', '.join(sorted(ops)) or 'none'}){unrolled}")
     try:
         constants = Constants(graph, lambda tensor, what: _array(
             _header(tensor, what, source)[0], what, source, directory), source)
