@@ -117,11 +117,12 @@ def test_pytorch_dynamo_exports_of_stacks_run_as_onnxruntime_runs_them(tmp_path,
 
 def test_a_reshape_whose_shape_is_computed_from_shapes_is_checked_on_the_probes(tmp_path):
     """The dynamo exporter's join, written by hand: (T, B, D·H) from Shape, Slices and a
-    Mul of the transposed output's own shape. The same join with the Mul made an Add (a
-    wrong width) is refused."""
+    Mul of the transposed output's own shape. The same join multiplying D by D (a wrong
+    width) is refused, and so is one that adds: sizes made with Add, Sub or Div could
+    match the probes alone (onnx_graph.SHAPE_OPS)."""
     onnxruntime = pytest.importorskip("onnxruntime")
 
-    def model(arithmetic: str):
+    def model(arithmetic: str, right: str = "h"):
         ints = {name: onnx.numpy_helper.from_array(np.array(v, "int64"), name)
                 for name, v in (("i0", [0]), ("i1", [1]), ("i2", [2]), ("i3", [3]),
                                 ("i4", [4]))}
@@ -133,7 +134,7 @@ def test_a_reshape_whose_shape_is_computed_from_shapes_is_checked_on_the_probes(
             helper.make_node("Slice", ["shape", "i0", "i2"], ["tb"]),
             helper.make_node("Slice", ["shape", "i2", "i3"], ["d"]),
             helper.make_node("Slice", ["shape", "i3", "i4"], ["h"]),
-            helper.make_node(arithmetic, ["d", "h"], ["dh"]),
+            helper.make_node(arithmetic, ["d", right], ["dh"]),
             helper.make_node("Concat", ["tb", "dh"], ["target"], axis=0),
             helper.make_node("Reshape", ["Yt", "target"], ["X1"]),
             helper.make_node("LSTM", ["X1", "l1.W", "l1.R", "l1.B"], ["Y1"], hidden_size=4,
@@ -159,6 +160,8 @@ def test_a_reshape_whose_shape_is_computed_from_shapes_is_checked_on_the_probes(
                                atol=1e-6)
     with pytest.raises(lstm_graph.WeightsError, match="which does not reshape it as a "
                        "stack's layers do"):
+        lstm_graph.load_model(model("Mul", "d"))
+    with pytest.raises(lstm_graph.WeightsError, match="which are not one stack of layers"):
         lstm_graph.load_model(model("Add"))
 
 

@@ -36,9 +36,12 @@ MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "R
 #: Operators that may stand between a layer's output and the next layer's input.
 RESHAPERS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
 #: Operators that may compute a reshaping's shape from the shapes of the values on the
-#: way (``Shape``) and constants, as PyTorch's dynamo exporter writes it: integer
-#: arithmetic on shapes, never on the layer's numbers.
-SHAPE_OPS = MOVERS | {"Shape", "Mul", "Add", "Sub", "Div"}
+#: way (``Shape``) and constants, as PyTorch's dynamo exporter writes it (``D·H`` as a
+#: ``Mul``): every size they make is then ``c·T^a·B^b`` for an integer ``c``, and the
+#: two probes, whose T are 3 and 5 and B 2 and 4, tell every such size from every other
+#: (``(5/3)^a·2^b = 1`` only for ``a = b = 0``). ``Add``, ``Sub`` and ``Div`` are not
+#: among them: ``B + (T - 3)·(T - 5)`` is B at both probes and not at T = 7.
+SHAPE_OPS = MOVERS | {"Shape", "Mul"}
 #: The most nodes folded into one value, and the longest chain between two layers.
 MAX_NODES = 256
 MAX_CHAIN = 16
@@ -446,15 +449,13 @@ def _shaping(name: str, known: dict[str, np.ndarray], constants: Constants,
                          dtype=np.int64)
     else:
         args = [_shaping(i, known, constants, chain) if i else None for i in node.input]
-        arithmetic = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
-                      "Div": np.floor_divide}
-        if node.op_type in arithmetic:
+        if node.op_type == "Mul":
             left, right = (args + [None, None])[:2]
             if left is None or right is None or left.dtype.kind not in "iu" or \
                     right.dtype.kind not in "iu":
-                raise Unfoldable(f"the {node.op_type} node {named(node)} computes a shape "
-                                 "from numbers that are not integers")
-            found = arithmetic[node.op_type](left, right)
+                raise Unfoldable(f"the Mul node {named(node)} computes a shape from numbers "
+                                 "that are not integers")
+            found = np.multiply(left, right)
         else:
             found = apply(node, args)
     known[name] = found
