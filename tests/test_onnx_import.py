@@ -253,6 +253,23 @@ def _stack(change: str):
         l0.input[1] = "a"
         nodes += [helper.make_node("Identity", ["b"], ["a"]),
                   helper.make_node("Identity", ["a"], ["b"])]
+    if change in ("a size used as an index", "a Squeeze without axes",
+                  "a size computed from itself"):
+        inits += [onnx.numpy_helper.from_array(np.array(v, "int64"), name)
+                  for name, v in (("table", list(range(8))), ("rest", [-1, 4]))]
+        first = {"a size used as an index": [helper.make_node("Shape", ["X0"], ["t"], end=1),
+                                             helper.make_node("Gather", ["table", "t"],
+                                                              ["steps"], axis=0)],
+                 "a Squeeze without axes": [helper.make_node("Shape", ["X0"], ["steps"],
+                                                             end=1)],
+                 "a size computed from itself": [helper.make_node("Shape", ["X1"], ["steps"],
+                                                                  end=1)]}[change]
+        squeeze = helper.make_node("Squeeze", ["Y0"], ["X0"]) \
+            if change == "a Squeeze without axes" else \
+            helper.make_node("Squeeze", ["Y0", "axes"], ["X0"])
+        nodes[1:2] = [squeeze, *first,
+                      helper.make_node("Concat", ["steps", "rest"], ["target"], axis=0),
+                      helper.make_node("Reshape", ["X0", "target"], ["X1"])]
     if change == "a value computed twice":
         nodes.append(helper.make_node("Identity", ["l0.W"], ["X1"]))
     if change == "an axis out of range":
@@ -296,6 +313,9 @@ def test_the_stack_built_for_the_refusals_below_runs_as_onnxruntime_runs_it(tmp_
                                       "'l1' (1, 3, 4)"),
     ("a cycle", "the model's nodes compute it from itself (a cycle)"),
     ("a value computed twice", "two of its nodes compute values of one name"),
+    ("a size used as an index", "which are not one stack of layers"),
+    ("a Squeeze without axes", "which are not one stack of layers"),
+    ("a size computed from itself", "does not reshape it as a stack's layers do"),
     ("an axis out of range", "the Slice node (unnamed) has the axes [3], not distinct axes of "
                              "a tensor of rank 3"),
     ("a Concat that doubles its size 30 times", "where the model stores 1.24 kB: more than "

@@ -37,16 +37,29 @@ MOVERS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "R
 RESHAPERS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
 #: Operators that may compute a reshaping's shape from the shapes of the values on the
 #: way (``Shape``) and constants, as PyTorch's dynamo exporter writes it (``D·H`` as a
-#: ``Mul``): every size they make is then ``c·T^a·B^b`` for an integer ``c``, and the
-#: two probes, whose T are 3 and 5 and B 2 and 4, tell every such size from every other
-#: (``(5/3)^a·2^b = 1`` only for ``a = b = 0``). ``Add``, ``Sub`` and ``Div`` are not
-#: among them: ``B + (T - 3)·(T - 5)`` is B at both probes and not at T = 7.
-SHAPE_OPS = MOVERS | {"Shape", "Mul"}
+#: ``Mul``). A size taken from a shape may go only where it is moved or multiplied
+#: (:data:`SIZE_OPERANDS`); every other operand (an index, a Slice's bounds, axes) is a
+#: constant. So every size they make is ``c·T^a·B^b`` for an integer ``c``, and the two
+#: probes, whose T are 3 and 5 and B 2 and 3, tell every such size from every other
+#: (``(5/3)^a·(3/2)^b = 1`` only for ``a = b = 0``). Sums are not among them
+#: (``B + (T - 3)·(T - 5)`` is B at both probes and not at T = 7), nor sizes used as
+#: indices or bounds (``min(T, 5)`` as a Slice's end), nor Casts but to int64.
+SHAPE_OPS = frozenset({"Constant", "Identity", "Concat", "Unsqueeze", "Squeeze", "Reshape",
+                       "Transpose", "Slice", "Gather", "Cast", "Shape", "Mul"})
+#: For each of :data:`SHAPE_OPS`, which operands may hold sizes taken from shapes (None:
+#: all); the others must be constants.
+SIZE_OPERANDS: dict[str, tuple[int, ...] | None] = {
+    "Concat": None, "Mul": None, "Identity": (0,), "Unsqueeze": (0,), "Squeeze": (0,),
+    "Reshape": (0,), "Transpose": (0,), "Slice": (0,), "Gather": (0,), "Cast": (0,),
+    "Constant": (), "Shape": (0,)}
+#: The most numbers a size computation may hold at once (a shape has a few).
+MAX_SIZES = 64
 #: The most nodes folded into one value, and the longest chain between two layers.
 MAX_NODES = 256
 MAX_CHAIN = 16
-#: The probes' (steps, batch): two sizes, so that a Reshape to fixed sizes fails one.
-PROBES = ((3, 2), (5, 4))
+#: The probes' (steps, batch): two sizes, so that a Reshape to fixed sizes fails one; no
+#: size is 1 (a Squeeze without axes would drop it), and one batch is odd.
+PROBES = ((3, 2), (5, 3))
 
 
 def named(node: Any) -> str:
@@ -175,16 +188,16 @@ class Constants:
                 return found[current]
             found[current] = False  # a cycle through it: not zeros
             if current in self.stored:  # a stored 0 (a dynamo export's, to Expand)
-                found[current] = not np.any(self.read(self.stored[current], current))
+                found[current] = _zero(self.read(self.stored[current], current))
                 return found[current]
             node = self.made_by.get(current)
             if node is None or node.domain not in ("", "ai.onnx") or len(found) > MAX_NODES:
                 return False
             if _held_tensor(node):
-                result = not np.any(self.read(_held_tensor(node)[0], current))
+                result = _zero(self.read(_held_tensor(node)[0], current))
             elif node.op_type == "ConstantOfShape":
                 held = [a.t for a in node.attribute if a.name == "value"]
-                result = not held or not np.any(self.read(held[0], current))
+                result = not held or _zero(self.read(held[0], current))
             elif node.op_type == "Concat":
                 result = all([visit(part) for part in node.input if part])
             elif node.op_type in (MOVERS | {"Expand"}) - {"Constant"} and node.input:
@@ -199,6 +212,14 @@ class Constants:
             return False
         self.folded.update(node.output[0] for node in nodes)
         return True
+
+
+def _zero(value: np.ndarray) -> bool:
+    """Whether ``value`` holds floating-point zeros that an initial state may be made of
+    (an empty, integer or more than 3-dimensional tensor is no recurrent node's state:
+    onnxruntime refuses such a model)."""
+    return value.size > 0 and value.dtype.kind == "f" and value.ndim <= 3 and \
+        not np.any(value)
 
 
 def _declared_bytes(tensor: Any) -> int:
@@ -352,37 +373,67 @@ class Chain(NamedTuple):
 def chain_to(x_name: str, constants: Constants, ends: set[str]) -> Chain | None:
     """The output in ``ends`` that ``x_name`` is computed from through :data:`RESHAPERS`,
     each reading the one before as its first input, their other operands constant or
-    computed by :data:`SHAPE_OPS` from constants and the shapes of the values on that
-    way; None where it is not."""
+    (a Reshape's shape) computed by :data:`SHAPE_OPS` from constants and the shapes of
+    the values on that way (see :data:`SHAPE_OPS`); None where it is not."""
     nodes: list[Any] = []
     current = x_name
     while current not in ends:
         node = constants.made_by.get(current)
-        if node is None or node.op_type not in RESHAPERS or len(nodes) >= MAX_CHAIN:
+        if node is None or node.op_type not in RESHAPERS or len(nodes) >= MAX_CHAIN or \
+                not _has_axes(node):
             return None
         nodes.append(node)
         current = node.input[0]
     way = {current, *(node.output[0] for node in nodes)}
     shaping: dict[int, Any] = {}
-    judged: dict[str, bool] = {}  # each value once (a cycle through one: not shaped)
+    judged: dict[str, bool] = {}  # each value once (a cycle through one: not sized)
 
-    def shaped(name: str) -> bool:
+    def constant(name: str) -> bool:
+        try:
+            constants.parts(name)
+        except Unfoldable:
+            return False
+        return True
+
+    def sized(name: str) -> bool:
+        """Whether ``name`` is a constant or sizes taken from the way's shapes."""
         if not name or name in constants.stored:
             return True
         if name not in judged:
             judged[name] = False
             node = constants.made_by.get(name)
             if node is None or node.op_type not in SHAPE_OPS or len(shaping) > MAX_NODES \
-                    or node.domain not in ("", "ai.onnx") or name in way:
+                    or node.domain not in ("", "ai.onnx") or name in way or \
+                    not _has_axes(node) or (node.op_type == "Cast" and _cast_to(node) != 7):
                 return False
             shaping[id(node)] = node
-            judged[name] = node.input[0] in way or shaped(node.input[0]) \
-                if node.op_type == "Shape" else all([shaped(i) for i in node.input])
+            free = SIZE_OPERANDS[node.op_type]
+            if node.op_type == "Shape":
+                judged[name] = node.input[0] in way or constant(node.input[0])
+            else:
+                judged[name] = all([sized(operand) if free is None or k in free else
+                                    constant(operand)
+                                    for k, operand in enumerate(node.input) if operand])
         return judged[name]
 
-    if not all(shaped(operand) for node in nodes for operand in node.input[1:]):
-        return None
+    for node in nodes:
+        for k, operand in enumerate(node.input[1:], 1):
+            if operand and not (sized(operand) if node.op_type == "Reshape" and k == 1
+                                else constant(operand)):
+                return None
     return Chain(current, nodes, list(shaping.values()))
+
+
+def _has_axes(node: Any) -> bool:
+    """False for a Squeeze that names no axes (it drops every axis of size 1, which a size
+    of 1 would be)."""
+    return node.op_type != "Squeeze" or (len(node.input) > 1 and bool(node.input[1])) or \
+        any(a.name == "axes" for a in node.attribute)
+
+
+def _cast_to(node: Any) -> int:
+    """The data type a Cast node makes (ONNX's number: 7 is int64)."""
+    return next((int(a.i) for a in node.attribute if a.name == "to"), 0)
 
 
 def reads_as_stack(chain: Chain, constants: Constants, directions: int, hidden: int,
@@ -434,27 +485,39 @@ def _maps(chain: Chain, constants: Constants,
 
 
 def _shaping(name: str, known: dict[str, np.ndarray], constants: Constants,
-             chain: Chain) -> np.ndarray:
+             chain: Chain, busy: frozenset[str] = frozenset()) -> np.ndarray:
     """An operand of a node of ``chain`` on a probe: a constant, or computed by its
-    shaping nodes from constants and the shapes of the values ``known`` on the way."""
+    shaping nodes from constants and the shapes of the values ``known`` on the way (at
+    most :data:`MAX_SIZES` numbers at each, and none computed from itself)."""
     if name in known:
         return known[name]
+    if name in busy:
+        raise Unfoldable(f"'{name}' is computed from itself (a cycle)")
+    busy = busy | {name}
     node = constants.made_by.get(name)
     if node is None or node.op_type == "Constant":
         return constants.value(name)
     if node.op_type == "Shape":
         attrs = {a.name: a.i for a in node.attribute}
-        shape = _shaping(node.input[0], known, constants, chain).shape
+        shape = _shaping(node.input[0], known, constants, chain, busy).shape
         found = np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))],
                          dtype=np.int64)
     else:
-        args = [_shaping(i, known, constants, chain) if i else None for i in node.input]
+        args = [_shaping(i, known, constants, chain, busy) if i else None
+                for i in node.input]
+        present = [a for a in args if a is not None]
+        if any(a.size > MAX_SIZES or a.ndim > 1 or a.dtype.kind not in "iu" for a in present):
+            raise Unfoldable(f"the {node.op_type} node {named(node)} computes a shape from "
+                             f"more than {MAX_SIZES} integers in a row, or from other numbers")
+        grown = _grown_shape(node, args)
+        if grown is not None and int(np.prod(grown)) > MAX_SIZES:
+            raise Unfoldable(f"the {node.op_type} node {named(node)} would make more than "
+                             f"{MAX_SIZES} sizes")
         if node.op_type == "Mul":
             left, right = (args + [None, None])[:2]
-            if left is None or right is None or left.dtype.kind not in "iu" or \
-                    right.dtype.kind not in "iu":
-                raise Unfoldable(f"the Mul node {named(node)} computes a shape from numbers "
-                                 "that are not integers")
+            if left is None or right is None or left.size * right.size > MAX_SIZES:
+                raise Unfoldable(f"the Mul node {named(node)} does not multiply two short "
+                                 "rows of sizes")
             found = np.multiply(left, right)
         else:
             found = apply(node, args)
