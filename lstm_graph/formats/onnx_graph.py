@@ -54,6 +54,8 @@ SIZE_OPERANDS: dict[str, tuple[int, ...] | None] = {
     "Constant": (), "Shape": (0,)}
 #: The most numbers a size computation may hold at once (a shape has a few).
 MAX_SIZES = 64
+#: ONNX's number for int64, the one type a size may be cast to.
+INT64 = 7
 #: The most nodes folded into one value, and the longest chain between two layers.
 MAX_NODES = 256
 MAX_CHAIN = 16
@@ -404,7 +406,7 @@ def chain_to(x_name: str, constants: Constants, ends: set[str]) -> Chain | None:
             node = constants.made_by.get(name)
             if node is None or node.op_type not in SHAPE_OPS or len(shaping) > MAX_NODES \
                     or node.domain not in ("", "ai.onnx") or name in way or \
-                    not _has_axes(node) or (node.op_type == "Cast" and _cast_to(node) != 7):
+                    not _has_axes(node) or (node.op_type == "Cast" and _cast_to(node) != INT64):
                 return False
             shaping[id(node)] = node
             free = SIZE_OPERANDS[node.op_type]
@@ -432,7 +434,7 @@ def _has_axes(node: Any) -> bool:
 
 
 def _cast_to(node: Any) -> int:
-    """The data type a Cast node makes (ONNX's number: 7 is int64)."""
+    """The data type a Cast node makes (ONNX's number: :data:`INT64`, …)."""
     return next((int(a.i) for a in node.attribute if a.name == "to"), 0)
 
 

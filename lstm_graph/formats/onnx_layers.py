@@ -156,12 +156,14 @@ def _stack_order(nodes: list[Any], constants: Constants, source: str
     if len(nodes) == 1:
         return nodes, []
     outputs = {n.output[0]: n for n in nodes if n.output and n.output[0]}
-    below: dict[int, tuple[Any, Chain]] = {}
+    above: dict[int, tuple[Any, Chain]] = {}  # by the lower layer: the one above, the join
+    reads_another: set[int] = set()
     for node in nodes:
         found = chain_to(node.input[0], constants, set(outputs)) if node.input else None
         if found is not None:
-            below[id(node)] = (outputs[found.start], found)
-    firsts = [n for n in nodes if id(n) not in below]
+            above[id(outputs[found.start])] = (node, found)
+            reads_another.add(id(node))
+    firsts = [n for n in nodes if id(n) not in reads_another]
     refused = WeightsError(
         f"{source}: holds {len(nodes)} recurrent nodes: "
         f"{', '.join(f'{named(n)} ({n.op_type})' for n in nodes)}, which are not one stack "
@@ -169,8 +171,6 @@ def _stack_order(nodes: list[Any], constants: Constants, source: str
         "lstm-graph runs one layer or one stack from a model")
     if len(firsts) != 1:
         raise refused
-    above = {id(lower): (upper, chain) for upper, (lower, chain) in
-             ((n, below[id(n)]) for n in nodes if id(n) in below)}
     ordered, chains = firsts, []
     while id(ordered[-1]) in above and len(ordered) <= len(nodes):
         upper, chain = above[id(ordered[-1])]
