@@ -508,7 +508,7 @@ class Runner:
         want = (steps, self.output_width) if unbatched else \
             ((batch, steps, self.output_width) if self.batch_first
              else (steps, batch, self.output_width))
-        grad_y = self._check_array("grad_y", grad_y, want)
+        grad_y = self._check_array("grad_y", grad_y, want, allow_nonfinite)
         grad_y = grad_y[:, None] if unbatched else \
             (self.xp.swapaxes(grad_y, 0, 1) if self.batch_first else grad_y)
         ends: list[dict[str, Any]] = [{} for _ in self.units]
@@ -518,7 +518,8 @@ class Runner:
                 raise DataError(f"grad_state names '{name}', which is not a state of this cell "
                                 f"(its states: {', '.join(self.cell.graph.states)})")
             value = self._check_array(f"grad_state['{name}']", value,
-                                      self.state_shape(name, None if unbatched else batch))
+                                      self.state_shape(name, None if unbatched else batch),
+                                      allow_nonfinite)
             for index, part in enumerate(self._per_unit(value, unbatched)):
                 ends[index][name] = part
         if record and not self.plain:
@@ -778,15 +779,20 @@ class Runner:
             out[name] = value[..., 0, :] if unbatched else value
         return out
 
-    def _check_array(self, what: str, value: Any, shape: tuple[int, ...]) -> Any:
-        """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``."""
+    def _check_array(self, what: str, value: Any, shape: tuple[int, ...],
+                     allow_nonfinite: bool) -> Any:
+        """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``,
+        and finite there unless ``allow_nonfinite``."""
         array = value if hasattr(value, "shape") and hasattr(value, "dtype") \
             else np.asarray(value)
         if tuple(array.shape) != shape:
             raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
         if np.dtype(array.dtype).kind not in "fiu":
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
-        return self.xp.asarray(array, dtype=self.dtype)
+        converted = self.xp.asarray(array, dtype=self.dtype)
+        if not allow_nonfinite:
+            checks.check_finite(array, converted, what, self.dtype, self.xp, f"clean {what}")
+        return converted
 
     # -- export and the notebook (lstm_graph.export, lstm_graph.notebook) -------------------
 

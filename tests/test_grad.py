@@ -239,6 +239,21 @@ def test_a_grad_y_of_the_wrong_shape_says_what_it_should_be():
                  grad_state={"q": np.zeros((2, 4))})
 
 
+def test_a_grad_y_or_grad_state_holding_nan_is_refused_unless_allowed():
+    run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4)
+    x, grad_y = np.zeros((5, 2, 3), "float32"), np.zeros((5, 2, 4), "float32")
+    grad_y[1, 0, 2] = np.nan
+    with pytest.raises(lstm_graph.DataError, match=r"grad_y holds NaN or infinity, first at "
+                                                   r"index \(1, 0, 2\)"):
+        run.grad(x, grad_y)
+    grad_c = np.zeros((2, 4))
+    grad_c[1, 3] = np.inf
+    with pytest.raises(lstm_graph.DataError, match=r"grad_state\['c'\] holds NaN or infinity, "
+                                                   r"first at index \(1, 3\)"):
+        run.grad(x, np.zeros_like(grad_y), grad_state={"c": grad_c})
+    assert np.isnan(run.grad(x, grad_y, allow_nonfinite=True).x).any()
+
+
 def test_grad_command_writes_input_weight_and_initial_state_gradients(tmp_path, cli_run,
                                                                        cli_refused):
     cell = lstm_graph.load_cell("gru")
