@@ -90,6 +90,21 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+def inert(text: str, quotes: bool = False) -> str:
+    r"""``text`` as generated source (a comment; with ``quotes``, a docstring or a string
+    literal in double quotes) may hold it: on one line, every character that is not
+    printable written as its escape, and with ``quotes`` the backslash and the double quote
+    too, so that no name from a file (a path, a node's name) can end the comment or the
+    string and become code. A literal's escapes read back as ``text``.
+
+    >>> inert('say "hi"\rnow'), inert('say "hi"\rnow', quotes=True)
+    ('say "hi"\\rnow', 'say \\"hi\\"\\rnow')
+    """
+    special = '\\"' if quotes else ""
+    return "".join(f"\\{ch}" if ch in special else ch if ch.isprintable()
+                   else ascii(ch)[1:-1] for ch in text)
+
+
 def install_hint(extra: str) -> str:
     """The command that installs an optional part (the ``extra`` of ``pyproject.toml``: its
     packages as the installed lstm-graph declares them) into the Python running now, so it

@@ -9,6 +9,7 @@ import importlib.util
 import itertools
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,16 @@ def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
         "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
         tmp_path / "my-cell.py")
     assert not list(tmp_path.iterdir())
+
+
+def test_names_from_files_never_become_code_in_the_module(tmp_path):
+    """A cell file's name (or a model's path) is text in the module's docstring: one whose
+    name holds a docstring's quotes and code stays text, on export and on import."""
+    ran = tmp_path / "ran"
+    payload = f'x"""+str(__import__("pathlib").Path({str(ran)!r}).touch())+"""\\y'
+    text = (Path(lstm_graph.__file__).parent / "cells" / "rnn.cell").read_text()
+    cell = lstm_graph.compile_source(text, f"{payload}.cell", "rnn")
+    module = exported(tmp_path, cell.compile(input_size=2, hidden_size=3, seed=0))
+    assert not ran.exists()
+    assert f"from {payload}.cell" in module.__doc__
+    ast.parse((tmp_path / "cell.py").read_text())  # and nothing else broke

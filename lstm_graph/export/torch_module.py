@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.cell import Runner
-from lstm_graph.errors import DataError, OutputError, install_hint
+from lstm_graph.errors import DataError, OutputError, inert, install_hint
 from lstm_graph.export.onnx_model import _compare, _version, check_exportable
 from lstm_graph.formats.files import write_atomic
 from lstm_graph.ir import CellGraph, NodeKind, Size
@@ -263,8 +263,8 @@ def _code_lines(code: str, indent: int) -> list[str]:
 
 
 def _quoted(text: str) -> str:
-    """A string literal in double quotes (names and file names: no escapes needed)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string literal in double quotes that reads back as ``text``."""
+    return '"' + inert(text, quotes=True) + '"'
 
 
 def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
@@ -296,7 +296,7 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
         for name in stage:
             caption = graph.assignments[name].caption
             if caption:
-                body.append(f"# {caption}")
+                body.append(f"# {inert(caption)}")
             step.lines = []
             step.assignment(name)
             body += step.lines
@@ -304,7 +304,8 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
         f"Tuple[{', '.join(['Tensor'] * len(returns))}]"
     signature = ", ".join(["self", f"{names.of[x]}: Tensor",
                            *(f"{names.of[f'{s}[t-1]']}: Tensor" for s in states)])
-    lines = [f'"""{cls}: the cell \'{cell.name}\' of lstm-graph as a PyTorch module.', ""]
+    shown = inert(cell.name, quotes=True)
+    lines = [f'"""{cls}: the cell \'{shown}\' of lstm-graph as a PyTorch module.', ""]
     lines += _doc(runner, cls, module)
     lines += ['"""', "", "import math", "import os",
               "from typing import Dict, List, Optional, Tuple", "", "import torch",
@@ -313,7 +314,7 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
               f"WEIGHTS = {_quoted(weights_file)}",
               f"DTYPE = torch.{np.dtype(runner.dtype).name}  # the exported weights'", "", ""]
     lines += [f"class {cls}(nn.Module):",
-              f'    """The cell \'{cell.name}\' over time: ``step`` is one step, '
+              f'    """The cell \'{shown}\' over time: ``step`` is one step, '
               "``forward`` a sequence.",
               "",
               "    States start at zero unless ``forward`` is given them; x is time-major "
@@ -388,8 +389,9 @@ def _doc(runner: Runner, cls: str, module: str) -> list[str]:
     width = max(len(r[0]) for r in rows)
     width2 = max(len(r[1]) for r in rows)
     top = cls if runner.stack.single else f"{cls}Stack"
-    return [f"Written by lstm-graph {_version()} from {cell.graph.file}{stack}; it needs only "
-            "torch.",
+    module = inert(module, quotes=True)
+    return [f"Written by lstm-graph {_version()} from {inert(cell.graph.file, quotes=True)}"
+            f"{stack}; it needs only torch.",
             "",
             f"    import {module}",
             f"    model = {module}.load()  # the exported weights, WEIGHTS beside this file",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import CellError
+from lstm_graph.errors import CellError, inert
 from lstm_graph.frontends.torch_fx import ConvertError, Step
 from lstm_graph.frontends.values import Affine, Apply, Cat, Input, Old, Value
 from lstm_graph.language.directives import linear_of
@@ -98,7 +98,7 @@ class _Writer:
         where = value.where
         if where is None or not where.file:
             return ""
-        return f"{where.name or name}, {Path(where.file).name}:{where.line}"
+        return inert(f"{where.name or name}, {Path(where.file).name}:{where.line}")
 
     # -- lines --
 

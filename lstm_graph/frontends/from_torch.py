@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_graph.errors import inert
 from lstm_graph.frontends import cell_writer, torch_fx
 from lstm_graph.frontends.torch_fx import ConvertError
 from lstm_graph.language.parser import RESERVED
@@ -88,11 +89,11 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     dtype = _module_dtype(module)
     weights_from = f"the state dict {state_dict.name}" if state_dict is not None else \
         f"{class_name}'s own initialisation"
-    header = textwrap.wrap(
+    header = textwrap.wrap(inert(
         f"{class_name} of {path.name}, converted by lstm-graph from-torch (torch.fx) with "
         f"input size {input_size} and hidden size {hidden_size}. Its weights ({weights_from}) "
         "are in lstm-graph's names; each caption says which line of the forward made the "
-        "value.", 88, break_on_hyphens=False)
+        "value."), 88, break_on_hyphens=False)
     name = cell_name(out, class_name)
     written = cell_writer.write(step, name, input_name, states, hidden_size, header,
                                 str(out) if out is not None else f"{name}.cell", dtype)
