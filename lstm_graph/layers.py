@@ -206,22 +206,21 @@ def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
         array = np.asarray(lengths)
     except (TypeError, ValueError) as err:
         raise DataError(f"lengths is not an array of integers ({err})") from None
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and array.size and np.all(np.isfinite(array)) \
-                and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise DataError(f"lengths has dtype {array.dtype}; give whole numbers of steps "
-                            "(int32 or int64)")
+    if array.dtype.kind not in "iu" and not (
+            array.dtype.kind == "f" and np.all(np.isfinite(array))
+            and np.all(array == np.round(array))):
+        raise DataError(f"lengths has dtype {array.dtype}; give whole numbers of steps "
+                        "(int32 or int64)")
     if array.shape != (batch,):
         raise DataError(f"lengths has shape {array.shape}, but x holds {batch} sequence"
                         f"{'s' if batch != 1 else ''}: give one length per sequence, shape "
                         f"({batch},)")
-    for index, value in enumerate(array.tolist()):
+    for index, value in enumerate(array.tolist()):  # whole floats compared before int64
         if not 1 <= value <= steps:
             why = "every sequence needs at least one step" if value < 1 else \
                 f"x has {steps} step{'s' if steps != 1 else ''}"
-            raise DataError(f"lengths holds {value} at index {index}: {why}")
+            shown = value if isinstance(value, int) else f"{value:g}"
+            raise DataError(f"lengths holds {shown} at index {index}: {why}")
     return array.astype(np.int64)
 
 

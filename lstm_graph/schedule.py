@@ -24,7 +24,7 @@ import networkx as nx
 
 from lstm_graph.ir import CellGraph, NodeKind, Size
 from lstm_graph.language.validate import dependencies
-from lstm_graph.ops import OpKind
+from lstm_graph.ops import OpKind, number_text
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ class Schedule:
 
     def _op_text(self, node_id: str, top: bool) -> str:
         node = self.graph.node(node_id)
-        if node.kind is NodeKind.CONST:
-            return f"{node.value:g}"
+        if node.kind is NodeKind.CONST and node.value is not None:
+            return number_text(node.value)
         if node.kind is not NodeKind.OP or (not top and node.id == node.assignment):
             return node_id
         op = node.operation
@@ -168,12 +168,13 @@ class Schedule:
     def _node_line(self, node_id: str) -> str:
         graph = self.graph
         node = graph.node(node_id)
-        if node.kind is NodeKind.CONST:
-            return f"{node_id}: 1 = {node.value:g}"
+        if node.kind is NodeKind.CONST and node.value is not None:
+            return f"{node_id}: 1 = {number_text(node.value)}"
         args = ", ".join(f"{a}(const)" if graph.node(a).kind is NodeKind.CONST
                          else f"{a}({graph.edge_kind(a, node_id).value})" for a in node.args)
         params = f"   params {', '.join(node.params)}" if node.params else ""
-        attrs = f"   {', '.join(f'{k}={v:g}' for k, v in node.attrs)}" if node.attrs else ""
+        values = ", ".join(f"{k}={number_text(v)}" for k, v in node.attrs)
+        attrs = f"   {values}" if node.attrs else ""
         return f"{node_id}: {self.sizes[node_id].value} = {node.op}({args}){params}{attrs}"
 
     def to_json(self, nodes: bool = False) -> dict:

@@ -349,6 +349,41 @@ def test_onnx_defaults_that_onnxruntime_and_the_operators_disagree_on_are_refuse
         lstm_graph.load_model(tmp_path / "m.onnx")
 
 
+def test_a_clip_keeps_every_digit_of_the_model_s_value(tmp_path):
+    # 100000.5 is a float32; written with 6 significant digits it was 100000 (0.5 off)
+    node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1,
+                            activations=["Relu"], clip=100000.5)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.full((1, 1, 1), 1e6, np.float32), "W"),
+         numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "R")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "clip.onnx"))
+    x = np.ones((2, 1, 1), np.float32)
+    expected = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    loaded = lstm_graph.load_model(tmp_path / "clip.onnx")
+    assert "100000.5" in loaded.cell.schedule.expression("h")
+    for executor in ("native", "numpy", "reference"):
+        y, _ = loaded.compile(executor=executor)(x)
+        assert np.array_equal(y, expected[:, 0]), executor
+
+
+def test_a_node_name_with_line_breaks_stays_in_its_comment(tmp_path):
+    """The cell written for a model names its node in a comment: a name with line breaks
+    (any that ``splitlines`` takes) must not add lines to the cell."""
+    model, x, expected = onnx_layer("LSTM", "forward", 0, seed=7, store=False, clip=2.5)
+    model.graph.node[0].name = "n\nc = 0 * c[t-1]\u2028h = 0 * h[t-1]\x85"
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    loaded = lstm_graph.load_model(tmp_path / "m.onnx")
+    text = loaded.sources[0][0]
+    assert "n\\nc = 0 * c[t-1]\\u2028h = 0 * h[t-1]\\x85" in text.splitlines()[0]
+    y, _ = loaded.compile()(x)
+    np.testing.assert_allclose(y, expected["Y"][:, 0], atol=3e-6)
+
+
 def test_a_user_cell_cannot_take_an_onnx_layer_it_does_not_compute(tmp_path):
     model, _, _ = onnx_layer("LSTM", "forward", 0, 0, False, clip=3.0)
     onnx.save(model, str(tmp_path / "m.onnx"))
@@ -443,6 +478,81 @@ def test_stack_shapes_states_and_lengths_through_the_command_line(tmp_path, cli_
     params = cli_run("params", "lstm", "-I", "2", "-H", "4", "--layers", "2", "--direction",
                      "bidirectional")
     assert "l1_reverse.f.W_x  (4, 8)" in params.stdout
+    np.save(tmp_path / "whole.npy", np.array([6.0, 2.0, 4.0]))  # whole floats, as in the API
+    cli_run("run", *common, "--input", tmp_path / "x.npy", "--lengths",
+            tmp_path / "whole.npy", "--out", tmp_path / "c.npz")
+    assert np.array_equal(np.load(tmp_path / "c.npz")["y"], first["y"])
+
+
+@pytest.mark.parametrize("layer", ["onnx reverse", "torch projected",
+                                   "torch projected, 2 layers, bidirectional", "torch relu rnn"])
+def test_a_model_s_weights_written_by_params_run_as_the_model(layer, tmp_path, cli_run):
+    """What the names of ``params MODEL --out`` cannot say (a reverse layer, a projection's
+    width) comes back from the record beside them: running them is running the model."""
+    x = inputs(5, 2, 3, "float32")
+    np.save(tmp_path / "x.npy", x)
+    cell = "lstm"
+    if layer == "onnx reverse":
+        model, x, expected = onnx_layer("LSTM", "reverse", 0, seed=4, store=False)
+        np.save(tmp_path / "x.npy", x)
+        onnx.save(model, str(tmp_path / "m.onnx"))
+        spec, y = tmp_path / "m.onnx", expected["Y"][:, 0]
+    else:
+        torch.manual_seed(5)
+        module = {"torch projected": torch.nn.LSTM(3, 6, proj_size=2),
+                  "torch projected, 2 layers, bidirectional": torch.nn.LSTM(
+                      3, 6, 2, proj_size=2, bidirectional=True),
+                  "torch relu rnn": torch.nn.RNN(3, 4, nonlinearity="relu")}[layer]
+        cell = "rnn_relu" if "rnn" in layer else "lstm_proj"
+        torch.save(module.state_dict(), tmp_path / "m.pt")
+        spec, y = tmp_path / "m.pt", torch_run(module, x)[0]
+    cli_run("params", spec, "--out", tmp_path / "w.npz")
+    cli_run("run", cell, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--out", tmp_path / "y.npz")
+    found = np.load(tmp_path / "y.npz")["y"]
+    assert found.shape == y.shape
+    np.testing.assert_allclose(found, y, atol=2e-6)
+
+
+def test_a_record_beside_the_weights_refuses_a_cell_that_computes_otherwise(tmp_path,
+                                                                            cli_run, cli_refused):
+    model, x, _ = onnx_layer("LSTM", "forward", 0, seed=6, store=False,
+                             activations=["Sigmoid", "Relu", "Tanh"])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", x)
+    cli_run("params", tmp_path / "m.onnx", "--out", tmp_path / "w.npz")
+    said = cli_refused("run", "lstm", "--weights", tmp_path / "w.npz", "--input",
+                       tmp_path / "x.npy")
+    assert "holds the weights of the LSTM node 'layer' in" in said
+    assert "computes activations sigmoid, relu, tanh, and cell 'lstm' computes something " \
+        "else" in said
+    weights = dict(np.load(tmp_path / "w.npz"))
+    for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json")):
+        np.savez(tmp_path / "bad.npz", **{**weights, "__layer__": record})
+        assert "__layer__ is not the record of a layer as 'lstm-graph params' writes it" in \
+            cli_refused("run", "lstm", "--weights", tmp_path / "bad.npz", "--input",
+                        tmp_path / "x.npy")
+
+
+def test_lengths_out_of_range_are_named_as_given():
+    run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3)
+    x = inputs(5, 2, 2, "float32")
+    with pytest.raises(lstm_graph.DataError, match=r"lengths holds 1e\+300 at index 0: x has "
+                                                   "5 steps"):
+        run(x, lengths=[1e300, 1.0])  # not int64's overflow (-9223372036854775808)
+    with pytest.raises(lstm_graph.DataError, match="lengths holds -2 at index 1: every "):
+        run(x, lengths=np.array([3.0, -2.0]))
+
+
+def test_a_model_s_stored_lengths_longer_than_x_are_named_as_the_model_s(tmp_path, cli_refused):
+    model, x, _ = onnx_layer("GRU", "forward", 0, seed=3, store=True)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", x[:2])
+    stored = lstm_graph.load_model(tmp_path / "m.onnx").lengths
+    assert stored is not None and stored.max() > 2
+    assert "the model's stored sequence lengths do not fit x: lengths holds " \
+        f"{stored.max()} at index {int(np.argmax(stored))}: x has 2 steps; give --lengths" \
+        in cli_refused("run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy")
 
 
 def test_a_model_file_is_a_spec_for_every_command(tmp_path, cli_run, cli_fails):

@@ -21,6 +21,7 @@ from lstm_graph.cli.app import (
 from lstm_graph.errors import CellError
 from lstm_graph.export.torch_module import torch_names
 from lstm_graph.formats.files import refuse_inputs, write_npz
+from lstm_graph.formats.importers import RECORD, layer_record
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.library import builtin_names, describe_builtin
 from lstm_graph.models import Model, is_model
@@ -139,6 +140,7 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
         model = load_model_spec(spec)
         cell, weights = model.cell, model.weights
         shapes = {name: tuple(value.shape) for name, value in weights.items()}
+        weights = {**weights, RECORD: layer_record(model.file)}
     else:
         if input_size is None or hidden_size is None:
             raise click.UsageError("give --input-size and --hidden-size for a cell")

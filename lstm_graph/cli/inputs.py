@@ -292,6 +292,11 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
     if lengths is None and stored_lengths is not None:
         lengths = _fitted({"lengths": stored_lengths}, "sequence lengths", batch, 0,
                           "--lengths")["lengths"]
+        try:
+            check_lengths(lengths, batch, steps)
+        except DataError as err:
+            raise DataError(f"the model's stored sequence lengths do not fit x: {err}; give "
+                            "--lengths") from None
     return Prepared(cell, runner, x, state, allow_nonfinite, lengths)
 
 
@@ -332,19 +337,17 @@ def _shape_words(runner: Runner) -> str:
 def read_lengths(path: Path, batch: int, steps: int) -> np.ndarray:
     """``--lengths``: integers of shape ``(B,)``, each from 1 to the ``steps`` of ``x``."""
     stored = stored_array(path, "lengths", "lengths")
-    if stored.dtype.kind not in "iu":
+    if stored.dtype.kind not in "iuf":  # whole floats pass, as in the API (check_lengths)
         raise DataError(f"{path}: lengths has dtype {stored.dtype}; give whole numbers of "
                         "steps (int32 or int64)")
     if stored.shape != (batch,):
         raise DataError(f"{path}: lengths has shape {stored.shape}, but x holds {batch} "
                         f"sequence{'s' if batch != 1 else ''}: give one length per sequence, "
                         f"shape ({batch},)")
-    found = stored.read()
     try:
-        check_lengths(found, batch, steps)
+        return check_lengths(stored.read(), batch, steps)
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
-    return found
 
 
 def progress_steps(prepared: Prepared) -> int:

@@ -16,7 +16,6 @@ import numpy as np
 from lstm_graph.cli.app import SPEC_HELP, FiniteFloat, OutputPath, emit_json, load, main
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
-from lstm_graph.formats.weights import load_npz
 from lstm_graph.library import builtin_names
 from lstm_graph.render import FORMATS, STYLES, render, save
 from lstm_graph.training import named, train
@@ -232,7 +231,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         cell = load(spec)
         if weights_path:
             runner = cell.compile(input_size=task.input_size,
-                                  weights=load_npz(Path(weights_path)), dtype="float64")
+                                  weights=Path(weights_path), dtype="float64")
         else:
             runner = cell.compile(input_size=task.input_size, hidden_size=hidden_size,
                                   seed=seed, dtype="float64")

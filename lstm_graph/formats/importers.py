@@ -14,6 +14,7 @@ cell does not compute (:func:`check_cell`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,14 +23,20 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.equivalence import computes
-from lstm_graph.errors import WeightsError
+from lstm_graph.errors import DataError, WeightsError
 from lstm_graph.formats import onnx_layers, torch_layers
-from lstm_graph.formats.arrays import open_npz
-from lstm_graph.formats.recurrent import DEFAULT_ACTIVATIONS, LayerFile
+from lstm_graph.formats.arrays import StoredArray, open_npz
+from lstm_graph.formats.recurrent import DEFAULT_ACTIVATIONS, RELU, TANH, CellSpec, LayerFile
 from lstm_graph.formats.torch_layers import RNN_NOTE
 from lstm_graph.ir import CellGraph, Node, NodeKind
 from lstm_graph.language.directives import OPTIONAL, linear_of
 from lstm_graph.layers import Stack
+
+#: The member of an ``.npz`` of weights that records the layer file they came from
+#: (:func:`layer_record`); no parameter's name (those hold a dot) can be it.
+RECORD = "__layer__"
+#: The most bytes a record may take (a record of two cells takes about 1 KB).
+RECORD_BYTES = 1 << 16
 
 #: Order of the gates stacked in each format's weight matrices, in our gate names.
 GATE_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
@@ -234,10 +241,7 @@ def check_cell(file: LayerFile, graph: CellGraph) -> None:
         # An ONNX file records everything its cell computes (activations included): a cell
         # that computes anything else would give the file's weights other numbers.
         for spec in file.cells:
-            # without P, a cell's peepholes are given zeros: the layer's cell with them
-            alike = (spec, replace(spec, peepholes=True)) \
-                if spec.family == "lstm" and not spec.peepholes else (spec,)
-            if all(computes(graph, one) is None for one in alike):
+            if not takes(graph, spec):
                 raise WeightsError(
                     f"{file.source}: {file.name} computes {spec.describe()}, and cell "
                     f"'{graph.name}' computes something else (another activation, a clip, "
@@ -249,6 +253,59 @@ def check_cell(file: LayerFile, graph: CellGraph) -> None:
             f"{whole}" if not has else
             f"{file.source}: cell '{graph.name}' projects its output (proj = on its gates "
             f"line), and {file.name} has no projection (weight_hr); use the cell lstm")
+
+
+def takes(graph: CellGraph, spec: CellSpec, nonlinearity_known: bool = True) -> bool:
+    """Whether ``graph`` computes what ``spec``'s layer does, given its weights: peepholes
+    a layer lacks are zeros, so a cell with them takes it too; where the layer's
+    nonlinearity is not known (a PyTorch ``nn.RNN``'s state dict), either of its two."""
+    alike = [spec]
+    if spec.family == "lstm" and not spec.peepholes:
+        alike.append(replace(spec, peepholes=True))
+    if spec.family == "rnn" and not nonlinearity_known:
+        alike += [replace(spec, activations=(TANH,)), replace(spec, activations=(RELU,))]
+    return any(computes(graph, one) is not None for one in alike)
+
+
+def layer_record(file: LayerFile) -> np.ndarray:
+    """What ``params MODEL --out`` writes under :data:`RECORD` beside a layer file's
+    weights: what their names cannot say (a reverse layer, a projection's width, the
+    cell's activations, clip and form), so that a run of them is the file's or refused."""
+    return np.array(json.dumps({
+        "source": file.source, "format": file.format, "name": file.name,
+        "layers": file.layers, "direction": file.direction, "proj_size": file.proj_size,
+        "cells": [spec.as_data() for spec in file.cells]}, sort_keys=True))
+
+
+def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: CellGraph
+              ) -> Weights:
+    """An ``.npz``'s weights with the stack its :data:`RECORD` gives, refused for a cell
+    that does not compute the recorded layer's cell."""
+    bad = f"{path}: {RECORD} is not the record of a layer as 'lstm-graph params' writes it"
+    if stored.dtype.kind != "U" or stored.shape != () or stored.nbytes > RECORD_BYTES:
+        raise WeightsError(f"{bad} (a {stored.dtype} array of shape {stored.shape})")
+    try:
+        data = json.loads(str(stored.read()[()]))
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in (
+                "source", "format", "name")) or data["format"] not in ("torch", "onnx") \
+                or not isinstance(data.get("cells"), list) or len(data["cells"]) not in (1, 2):
+            raise ValueError("its fields are missing or of the wrong kind")
+        cells = [CellSpec.from_data(cell) for cell in data["cells"]]
+        sizes = [data.get("layers"), data.get("proj_size")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes
+                   if n is not None) or sizes[0] is None:
+            raise ValueError("its sizes are not whole numbers")
+        stack = Stack(data["layers"], str(data.get("direction")), data["proj_size"])
+    except (ValueError, DataError) as err:
+        raise WeightsError(f"{bad} ({err})") from None
+    source, name = data["source"], data["name"]
+    for spec in cells:
+        if not takes(graph, spec, data["format"] == "onnx" or spec.family != "rnn"):
+            raise WeightsError(
+                f"{path} holds the weights of {name} in {source} ({stack.describe()}), which "
+                f"computes {spec.describe()}, and cell '{graph.name}' computes something "
+                f"else; run them with a cell that computes it, or run {source} itself")
+    return Weights(arrays, stack)
 
 
 def translate(file: LayerFile, graphs: Sequence[CellGraph], stack: Stack
@@ -328,7 +385,9 @@ def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> We
         return Weights(dict(source))
     path = Path(source)
     if path.suffix.lower() == ".npz":
-        return Weights(dict(open_npz(path, WeightsError)))  # headers: read once they fit
+        arrays: dict[str, Any] = dict(open_npz(path, WeightsError))  # read once they fit
+        stored = arrays.pop(RECORD, None)
+        return Weights(arrays) if stored is None else _recorded(arrays, stored, path, graph)
     read = read_layer_file(path)
     if read is None:
         raise WeightsError(f"{path}: unknown weights format '{path.suffix}'; use .npz (our "

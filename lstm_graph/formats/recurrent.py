@@ -17,11 +17,14 @@ a built-in cell computes exactly the same thing it is used instead
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from lstm_graph.ops import OPS, Op
+from lstm_graph.errors import inert
+from lstm_graph.ops import ONNX_ACTIVATIONS, OPS, Op, number_text
 
 #: The state a family's layer carries from step to step, besides its output ``h``.
 FAMILY_STATES: dict[str, tuple[str, ...]] = {"lstm": ("c", "h"), "gru": ("h",), "rnn": ("h",)}
@@ -43,6 +46,25 @@ class Activation:
         """How messages name it: ``sigmoid``, ``leaky_relu(alpha=0.1)``."""
         values = ", ".join(f"{k}={v:g}" for k, v in self.attrs)
         return f"{self.op.spelling}({values})" if values else self.op.spelling
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _activation(data: Any) -> Activation:
+    """An activation as :meth:`CellSpec.as_data` writes it: ``[op name, {attribute:
+    value}]``, an ONNX activation with attributes it takes."""
+    if not isinstance(data, list) or len(data) != 2 or not isinstance(data[1], dict):
+        raise ValueError("an activation is [name, attributes]")
+    op = OPS.get(data[0]) if isinstance(data[0], str) else None
+    if op is None or op not in ONNX_ACTIVATIONS.values():
+        raise ValueError(f"{data[0]!r} is no activation of ONNX's recurrent layers")
+    names = [a.name for a in op.attributes]
+    if not set(data[1]) <= set(names) or not all(map(_finite, data[1].values())):
+        raise ValueError(f"{op.spelling} takes the attributes {names}, finite")
+    return Activation(op, tuple((k, float(data[1][k])) for k in names if k in data[1]))
 
 
 SIGMOID, TANH, RELU = (Activation(OPS[name]) for name in ("sigmoid", "tanh", "relu"))
@@ -101,6 +123,32 @@ class CellSpec:
             parts.append("projection")
         return "; ".join(parts)
 
+    def as_data(self) -> dict[str, Any]:
+        """The spec as JSON's data (floats exact: JSON writes Python's shortest repr)."""
+        return {"family": self.family, "clip": self.clip, "input_forget": self.input_forget,
+                "peepholes": self.peepholes, "linear_before_reset": self.linear_before_reset,
+                "projection": self.projection,
+                "activations": [[a.op.name, dict(a.attrs)] for a in self.activations]}
+
+    @classmethod
+    def from_data(cls, data: Any) -> CellSpec:
+        """The spec :meth:`as_data` gave; ValueError for anything else (each field's type,
+        a family, activations ONNX's recurrent layers take, their attributes)."""
+        if not isinstance(data, dict) or set(data) != {
+                "family", "clip", "input_forget", "peepholes", "linear_before_reset",
+                "projection", "activations"}:
+            raise ValueError("a cell's fields are missing or extra")
+        family, clip, activations = data["family"], data["clip"], data["activations"]
+        flags = [data[k] for k in ("input_forget", "peepholes", "linear_before_reset",
+                                   "projection")]
+        if family not in FAMILY_STATES or not all(isinstance(f, bool) for f in flags) \
+                or not (clip is None or _finite(clip) and clip > 0) \
+                or not isinstance(activations, list) \
+                or len(activations) != len(DEFAULT_ACTIVATIONS[family]):
+            raise ValueError(f"not a {family} cell's fields")
+        return cls(family, tuple(_activation(a) for a in activations),
+                   None if clip is None else float(clip), *flags)
+
     def text(self, name: str, origin: str) -> str:
         """The cell as ``.cell`` text; ``origin`` says where it comes from (a comment)."""
         lines = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[self.family]()
@@ -108,7 +156,7 @@ class CellSpec:
         assignments = [(code, caption) for code, caption in lines if caption is not None]
         width = max(len(code) for code, _ in assignments)
         return "\n".join([
-            f"# {origin}: {self.describe()}.",
+            f"# {inert(origin)}: {self.describe()}.",
             "# Written by lstm-graph from the file's attributes: each line is the operator's",
             "# equation for one gate.",
             f"cell {name}", "input x", f"state {', '.join(FAMILY_STATES[self.family])}",
@@ -117,7 +165,7 @@ class CellSpec:
 
     def _pre(self, activation: Activation, linear: str) -> str:
         """``activation`` of a pre-activation, clipped first when the layer clips."""
-        return activation.call(f"clip({linear}, {self.clip:g})" if self.clip is not None
+        return activation.call(f"clip({linear}, {number_text(self.clip)})" if self.clip is not None
                                else linear)
 
     def _lstm(self) -> list[tuple[str, str | None]]:

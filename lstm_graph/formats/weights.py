@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lstm_graph.errors import DataError, WeightsError
-from lstm_graph.formats.arrays import StoredArray, read_npz
+from lstm_graph.formats.arrays import StoredArray
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.ir import Size
 from lstm_graph.schedule import Schedule
@@ -163,9 +162,3 @@ def _value_problem(name: str, array: np.ndarray, dtype: np.dtype, terms: int) ->
                 f"operands of size 1 could overflow {dtype} (the largest is about "
                 f"{limit:.2g})")
     return None
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, once they fit in memory; never unpickles (see
-    :mod:`~lstm_graph.formats.arrays`)."""
-    return read_npz(path, WeightsError)
