@@ -262,11 +262,31 @@ def test_external_data_outside_the_model_s_directory_is_never_read(tmp_path, x_f
         opened.append(os.path.realpath(file) if isinstance(file, (str, Path)) else str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def recording_os_open(file, *args, **kwargs):
+        opened.append(os.path.realpath(file) if isinstance(file, (str, Path)) else str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(os, "open", recording_os_open)
     stderr = cli_refused("run", "lstm", "--input", x_file, "--weights", path)
     assert stderr == f"{path}: W is stored in '{location}', outside the model's directory " \
         f"{path.parent}; only files beside the model are read\n"
     assert str(secret) not in opened
+
+
+def test_external_data_in_a_fifo_or_at_a_nul_location_is_refused_at_once(tmp_path, x_file,
+                                                                          cli_refused):
+    """A FIFO beside the model would block an open() for a writer that never comes."""
+    path = _external(tmp_path, location="fifo.data")
+    os.mkfifo(path.parent / "fifo.data")
+    assert f"{path}: W's external data {path.parent / 'fifo.data'} is not a regular file" in \
+        cli_refused("run", "lstm", "--input", x_file, "--weights", path)
+    path = _external(tmp_path, location="tensors.data\x00/etc/passwd")
+    assert f"{path}: W's external data has a location with a NUL character " \
+        "('tensors.data\\x00/etc/passwd')" in \
+        cli_refused("run", "lstm", "--input", x_file, "--weights", path)
 
 
 # -- .npy and .npz ----------------------------------------------------------------------

@@ -535,6 +535,9 @@ def _external_bytes(tensor: Any, what: str, declared: int, source: str,
     if directory is None:
         raise WeightsError(f"{source}: {what} is stored outside the model ('{location}'); "
                            "load the model from its file")
+    if "\x00" in location:
+        raise WeightsError(f"{source}: {what}'s external data has a location with a NUL "
+                           f"character ({location!r})")
     base = directory.resolve()
     target = (base / location).resolve() if location else base
     if not location or Path(location).is_absolute() or base not in target.parents:
@@ -549,8 +552,9 @@ def _external_bytes(tensor: Any, what: str, declared: int, source: str,
     if offset < 0 or length != declared:
         raise WeightsError(f"{source}: {what} declares {declared} bytes but its external data "
                            f"is {length} bytes at offset {offset}")
-    try:
-        with open(target, "rb") as stream:
+    try:  # not blocking in open(): a FIFO there would wait for a writer forever
+        with os.fdopen(os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC),
+                       "rb") as stream:
             status = os.fstat(stream.fileno())
             if not stat.S_ISREG(status.st_mode):
                 raise WeightsError(f"{source}: {what}'s external data {target} is not a "
