@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,31 @@ def test_names_from_files_never_become_code_in_the_module(tmp_path):
     assert not ran.exists()
     assert f"from {payload}.cell" in module.__doc__
     ast.parse((tmp_path / "cell.py").read_text())  # and nothing else broke
+
+
+def test_a_module_that_cannot_be_written_leaves_the_earlier_state_dict(tmp_path, cli_run,
+                                                                      cli_fails):
+    """Both files or neither: where the .py cannot be written (a FIFO no one reads), the
+    .pt of the earlier export stays as it was, not the new weights beside the old code."""
+    cli_run("export", "rnn", "-I", "3", "-H", "4", "--format", "torch", "--out",
+            tmp_path / "m.py")
+    before = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.py").unlink()
+    os.mkfifo(tmp_path / "m.py")
+    assert "FIFO" in cli_fails("export", "lstm", "-I", "3", "-H", "4", "--format", "torch",
+                               "--out", tmp_path / "m.py")
+    assert (tmp_path / "m.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.py"]
+
+
+@pytest.mark.parametrize("text", [
+    "h = tanh(linear(x, h[t-1])) * sigmoid(2) + leaky_relu(-0.5 * 3, 0.1)",  # floats in calls
+    "h = clip(h[t-1] + 1, 0.5)",  # no parameters
+])
+def test_functions_of_numbers_and_cells_without_parameters_export(tmp_path, text):
+    cell = lstm_graph.compile_source(f"cell c\ninput x\nstate h\noutput h\n{text}\n", "c.cell")
+    runner = cell.compile(input_size=3, hidden_size=3, seed=0)
+    model = exported(tmp_path, runner).load()  # checked against the cell as it was written
+    x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
+    np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
+                               atol=1e-6)

@@ -102,11 +102,12 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         mapping = torch_module.torch_names(list(runner.weights))
         summary.update({"out": str(module), "state_dict": str(state), "module": top,
                         "checked": check, "parameters": mapping})
-        width = max(map(len, mapping))
+        width = max(map(len, mapping), default=0)
         lines = [f"{cell.name}: PyTorch module {top} ({runner.stack.describe()}), "
                  f"{module.stem}.load() gives it with these weights"
                  + ("; checked against the cell" if check else ""),
-                 "parameters (lstm-graph's name, the module's):",
+                 "parameters (lstm-graph's name, the module's):" if mapping else
+                 "parameters: none",
                  *(f"  {ours:<{width}}  {theirs}" for ours, theirs in mapping.items())]
         paths = [str(module), str(state)]
     if as_json:

@@ -32,7 +32,7 @@ import numpy as np
 from lstm_graph.cell import Runner
 from lstm_graph.errors import DataError, OutputError, inert, install_hint
 from lstm_graph.export.onnx_model import _compare, _version, check_exportable
-from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.files import check_output, write_atomic
 from lstm_graph.ir import CellGraph, NodeKind, Size
 from lstm_graph.ops import OpKind
 
@@ -146,6 +146,7 @@ class _Step:
 
     def __init__(self, graph: CellGraph, params: Mapping[str, str]):
         self.graph = graph
+        (self.input,) = graph.inputs
         self.names = _Names(graph)
         self.params = params
         self.lines: list[str] = []
@@ -176,6 +177,8 @@ class _Step:
             return args[0]
         texts = []
         for k, (text, prec) in enumerate(args):
+            if self._constant(node.args[k]):  # torch's functions take tensors, not floats
+                text, prec = f"{self.names.of[self.input]}.new_tensor({text})", _ATOM
             if template.count(f"{{{k}}}") > 1 and not text.isidentifier():
                 temporary = self.names.temporary(f"{assignment}_{op.name}_arg")
                 self.lines.append(f"{temporary} = {text}")
@@ -185,6 +188,13 @@ class _Step:
             texts.append(text if clean or prec == _ATOM else f"({text})")
         result = template.format(*texts, **attrs)
         return result, _ATOM if _is_call(template) else 0
+
+    def _constant(self, node_id: str) -> bool:
+        """Whether a node is a number, or operators over numbers (a Python float here)."""
+        node = self.graph.node(node_id)
+        return node.kind is NodeKind.CONST or (
+            node.kind is NodeKind.OP and node.operation.kind is OpKind.OPERATOR
+            and all(self._constant(a) for a in node.args))
 
     def _linear(self, node_id: str, assignment: str) -> tuple[str, int]:
         node = self.graph.node(node_id)
@@ -386,8 +396,8 @@ def _doc(runner: Runner, cls: str, module: str) -> list[str]:
     stack = "" if runner.stack.single else f" ({runner.stack.describe()}: {cls}Stack)"
     keys = torch_names(list(runner.weights))
     rows = [(name, keys[name], str(tuple(value.shape))) for name, value in runner.weights.items()]
-    width = max(len(r[0]) for r in rows)
-    width2 = max(len(r[1]) for r in rows)
+    width = max((len(r[0]) for r in rows), default=0)
+    width2 = max((len(r[1]) for r in rows), default=0)
     top = cls if runner.stack.single else f"{cls}Stack"
     module = inert(module, quotes=True)
     return [f"Written by lstm-graph {_version()} from {inert(cell.graph.file, quotes=True)}"
@@ -399,9 +409,9 @@ def _doc(runner: Runner, cls: str, module: str) -> list[str]:
             "",
             f"{top}() without load() starts from fresh weights (uniform in ±1/√H).",
             "",
-            "The parameters, as lstm-graph names them, and here:",
-            "",
-            *(f"    {a:<{width}}  {b:<{width2}}  {shape}" for a, b, shape in rows)]
+            *(["The parameters, as lstm-graph names them, and here:", "",
+               *(f"    {a:<{width}}  {b:<{width2}}  {shape}" for a, b, shape in rows)]
+              if rows else ["The cell has no parameters."])]
 
 
 def _stack(runner: Runner, cls: str, top: str) -> list[str]:
@@ -520,12 +530,18 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
         verify(runner, text, weights)
     buffer = io.BytesIO()
     torch.save(weights, buffer)
-    existed = weights_path.exists()
+    for each in (path, weights_path):
+        check_output(each)
+    # an earlier export's state dict, put back if the module cannot be written: a new .pt
+    # beside an old .py would load new weights into old equations without a word
+    previous = weights_path.read_bytes() if weights_path.is_file() else None
     write_atomic(weights_path, buffer.getvalue())
     try:
         write_atomic(path, text.encode("utf-8"))
     except BaseException:
-        if not existed:
+        if previous is None:
             weights_path.unlink(missing_ok=True)
+        else:
+            write_atomic(weights_path, previous)
         raise
     return path, weights_path
