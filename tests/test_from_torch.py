@@ -5,6 +5,7 @@ supported, exit 1, no traceback."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,7 @@ IN, HID = 3, 5
 #: class -> its states, in the order its forward's state holds them.
 CONVERTIBLE = {"FastLSTMCell": "h,c", "GateLinearLSTM": "h,c", "CatLSTM": "h,c",
                "FLinearLSTM": "c,h", "TutorialGRU": "h", "PeepholeLSTM": "h,c",
-               "Activations": "h"}
+               "Activations": "h", "DerivedWeights": "h"}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +160,14 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
     assert not list(tmp_path.iterdir())
 
 
+def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path, cli_fails):
+    stderr = cli_fails("from-torch", f"{CELLS}:RefuseCounter", "-I", "3", "-H", "4",
+                       "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
+                       tmp_path / "w.npz")
+    assert "RefuseCounter.forward changes the module's attribute 'calls' (0 -> 1)" in stderr
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere.py:Cell"], "no such file"),
     ([f"{CELLS}"], "FILE.py:CLASS"),
@@ -203,3 +212,26 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, cli_
                                          tmp_path / "w.npz")
     assert source.read_text() == CELLS.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["cells.py"]
+
+
+class _Runs:
+    """A pickle that would run code (touch a file) if it were unpickled fully."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_state_dict_that_would_run_code_or_is_a_fifo_is_refused_in_our_words(tmp_path,
+                                                                               cli_fails):
+    marker = tmp_path / "ran"
+    torch.save({"weight": _Runs(str(marker))}, tmp_path / "evil.pt")
+    os.mkfifo(tmp_path / "fifo.pt")
+    args = [f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c", "--out",
+            tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz", "--state-dict"]
+    said = cli_fails("from-torch", *args, tmp_path / "evil.pt")
+    assert "nothing in it was run" in said or "never runs code from a file" in said
+    assert "weights_only` set to `False`" not in said and not marker.exists()
+    assert "fifo.pt" in cli_fails("from-torch", *args, tmp_path / "fifo.pt")

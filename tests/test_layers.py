@@ -694,4 +694,4 @@ def test_a_file_that_is_not_a_pytorch_file_is_called_unreadable(tmp_path, cli_re
     (tmp_path / "junk.pt").write_text("garbage\n")
     stderr = cli_refused("run", "lstm", "--sample", "--weights", tmp_path / "junk.pt")
     assert stderr == f"{tmp_path / 'junk.pt'}: not a readable PyTorch file (neither a " \
-        "torch.save archive nor a pickle)\n"
+        "torch.save archive nor a pickle that torch.load reads with weights only)\n"

@@ -164,6 +164,23 @@ class Activations(nn.Module):
         return -h_new, h_new
 
 
+class DerivedWeights(nn.Module):
+    """Weights computed from parameters (a scale as the exponential of a logarithm, a
+    symmetric matrix): exact only when computed in float64, then rounded once."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.l = nn.Linear(input_size + hidden_size, hidden_size)
+        self.log_scale = nn.Parameter(torch.randn(hidden_size) * 0.1)
+        self.m = nn.Parameter(torch.randn(hidden_size, hidden_size))
+
+    def forward(self, x, h):
+        z = torch.tanh(self.l(torch.cat([x, h], 1)))
+        mixed = z @ (self.m @ self.m.t() * 0.1 + torch.eye(self.m.shape[0]))
+        h_new = torch.tanh(mixed) * torch.exp(self.log_scale)
+        return h_new, h_new
+
+
 class RefuseLayerNorm(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -207,3 +224,17 @@ class RefuseInPlace(nn.Module):
         z = self.lin(torch.cat([x, h], 1))
         z.sigmoid_()
         return z, z
+
+
+class RefuseCounter(nn.Module):
+    """Keeps a count of its calls: each step computes another thing after the eighth."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.calls = 0
+
+    def forward(self, x, h):
+        self.calls += 1
+        z = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return z * (self.calls <= 8), z

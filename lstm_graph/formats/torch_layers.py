@@ -70,7 +70,8 @@ def read(path: Path) -> Any:
         text = str(err)
         if "Unsupported operand" in text or "invalid load key" in text:  # not a pickle
             raise WeightsError(f"{path}: not a readable PyTorch file (neither a torch.save "
-                               "archive nor a pickle)") from None
+                               "archive nor a pickle that torch.load reads with weights only)"
+                               ) from None
         if any(mark in text for mark in ("Weights only load failed", "jit.load",
                                           "TorchScript", "Unsupported global")):
             raise WeightsError(f"{path}: holds a whole pickled module or a TorchScript "

@@ -11,6 +11,7 @@ become a cell is refused with the op, the line of its forward, and what is suppo
 
 from __future__ import annotations
 
+import copy
 import re
 import textwrap
 from collections.abc import Sequence
@@ -81,7 +82,11 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     states = check_states(states)
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict)
-    traced = torch_fx.trace(module, path, states)
+    # traced in float64, so that weights computed from parameters (exp(self.log_scale))
+    # are exact before they are rounded once to the module's dtype
+    double = copy.deepcopy(module).double()
+    traced = torch_fx.trace(double, path, states)
+    _refuse_changed_attributes(module, double, class_name)
     step = torch_fx.interpret(traced, states, input_size, hidden_size)
     given = torch_fx.forward_input_name(cls)
     input_name = given if given and given.isidentifier() and given not in RESERVED \
@@ -99,6 +104,25 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
                                 str(out) if out is not None else f"{name}.cell", dtype)
     error = check(written, module, states, input_size, hidden_size)
     return Converted(written.text, written.weights, written.cell, error)
+
+
+def _plain_attributes(module: Any) -> dict[str, Any]:
+    """The numbers, strings and flags a module and its submodules keep as attributes."""
+    return {f"{name}.{key}" if name else key: value
+            for name, sub in module.named_modules() for key, value in vars(sub).items()
+            if isinstance(value, (bool, int, float, str)) and not key.startswith("_")}
+
+
+def _refuse_changed_attributes(module: Any, traced: Any, class_name: str) -> None:
+    """Refuse a forward that changed the module's own attributes when it was traced (a
+    call counter): each step would then compute another thing, which no cell does."""
+    before, after = _plain_attributes(module), _plain_attributes(traced)
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) != after.get(key):
+            raise ConvertError(f"{class_name}.forward changes the module's attribute '{key}' "
+                               f"({before.get(key)!r} -> {after.get(key)!r}): a cell's step "
+                               "reads only its input and its states, so a module that keeps "
+                               "other state between steps cannot be one")
 
 
 def _module_dtype(module: Any) -> np.dtype:
@@ -132,8 +156,6 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     """The largest difference (relative to 1 + |value|) between the converted cell and
     the module, stepped over a seeded sequence in float64; a ConvertError past
     :data:`TOLERANCE` (a bug of ours: nothing is written)."""
-    import copy
-
     x = np.random.default_rng(0).standard_normal((CHECK_STEPS, CHECK_BATCH, input_size))
     double = copy.deepcopy(module).double()
     want_y, want = step_module(double, x, states, hidden_size)

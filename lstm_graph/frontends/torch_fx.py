@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import LstmGraphError, install_hint, printable
+from lstm_graph.formats import torch_layers
 from lstm_graph.frontends.values import (
     Affine,
     Apply,
@@ -171,12 +172,7 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
     except Exception as err:  # the user's constructor: said at its line
         raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})") from None
     if state_dict is not None:
-        try:
-            weights = torch.load(state_dict, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001  (torch raises many kinds for a bad file)
-            raise ConvertError(f"{state_dict}: not a PyTorch state dict that loads with "
-                               f"weights_only ({printable(str(err)).splitlines()[0]})") \
-                from None
+        weights = torch_layers.read(state_dict)  # a regular file, weights only, our words
         if not isinstance(weights, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
             raise ConvertError(f"{state_dict}: holds a {type(weights).__name__}, not a state "
