@@ -659,6 +659,15 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
     assert buildcache.configured() == (tmp_path / "xdg" / "lstm-graph-v1", None)
 
 
+def test_a_relative_lstm_graph_cache_is_ignored_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTM_GRAPH_CACHE", "relcache")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.warns(LstmGraphWarning, match="LSTM_GRAPH_CACHE is the relative "
+                      "path 'relcache', which is ignored: give an absolute one"):
+        assert buildcache.configured() == (tmp_path / ".cache" / "lstm-graph-v1", None)
+
+
 def test_the_test_suite_never_uses_the_users_cache():
     directory, _ = buildcache.configured()
     assert "lstm-graph-test-cache-" in str(directory)

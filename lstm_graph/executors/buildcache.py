@@ -2,7 +2,8 @@
 
 Where: a directory ``lstm-graph-v1`` that this tool makes itself inside a base:
 ``$LSTM_GRAPH_CACHE``, else ``$XDG_CACHE_HOME``, else ``~/.cache`` (a relative
-path in either variable is ignored, as the XDG specification asks).
+path in either variable is ignored, as the XDG specification asks; a warning says so
+for ``$LSTM_GRAPH_CACHE``).
 
 - **Only its own directory.** The tool creates ``lstm-graph-v1`` with mode 0700
   and a ``CACHEDIR.TAG`` (https://bford.info/cachedir/, which also tells backup
@@ -225,6 +226,9 @@ def configured() -> tuple[Path | None, str | None]:
         value = os.environ.get(variable)
         if value and os.path.isabs(value):
             return Path(value) / NAME, None
+        if value and variable == "LSTM_GRAPH_CACHE":  # ours: say so (XDG's: ignore quietly)
+            _warn_once(f"LSTM_GRAPH_CACHE is the relative path {value!r}, which is ignored: "
+                       "give an absolute one")
     try:
         home = Path.home()
     except RuntimeError:  # no HOME and no password entry
