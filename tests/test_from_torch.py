@@ -168,6 +168,21 @@ def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path,
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name, source_line, message", [
+    ("RefuseArity", "def __init__(self, input_size, hidden_size, depth):",
+     "RefuseArity(3, 4) failed: TypeError"),
+    ("RefuseOneReturn", "return torch.tanh(self.lin(torch.cat([x, h], 1)))",
+     "RefuseOneReturn.forward returns a value; a cell's forward returns (out, new_state)"),
+])
+def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, source_line,
+                                                           message, cli_fails):
+    stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states", "h",
+                       "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
+                if text.strip() == source_line)
+    assert f"torch_cells.py:{line}: error: {message}" in stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere.py:Cell"], "no such file"),
     ([f"{CELLS}"], "FILE.py:CLASS"),

@@ -238,3 +238,21 @@ class RefuseCounter(nn.Module):
         self.calls += 1
         z = torch.tanh(self.lin(torch.cat([x, h], 1)))
         return z * (self.calls <= 8), z
+
+
+class RefuseArity(nn.Module):
+    """Its constructor takes three sizes, not (input_size, hidden_size)."""
+
+    def __init__(self, input_size, hidden_size, depth):
+        super().__init__()
+
+
+class RefuseOneReturn(nn.Module):
+    """Returns the new state alone, not (out, new_state)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        return torch.tanh(self.lin(torch.cat([x, h], 1)))

@@ -114,10 +114,19 @@ def _user_frame(tb: Any, files: set[str]) -> tuple[str, int] | None:
     return found
 
 
-def _located(files: set[str], err: BaseException, what: str) -> ConvertError:
-    """``what`` failed with ``err``, said at the user's line where there is one."""
+def _located(files: set[str], err: BaseException, what: str, called: Any = None
+             ) -> ConvertError:
+    """``what`` failed with ``err``, said at the user's line where there is one, else at
+    the definition of the function ``called`` (a constructor given the wrong arguments
+    fails before its first line)."""
     where = _user_frame(err.__traceback__, files)
     detail = printable(f"{type(err).__name__}: {err}")
+    if where is None and called is not None:
+        try:
+            where = (str(Path(inspect.getfile(called)).resolve()),
+                     inspect.getsourcelines(called)[1])
+        except (OSError, TypeError):
+            pass
     if where is None:
         return ConvertError(f"{what} failed: {detail}")
     file, line = where
@@ -170,7 +179,8 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
     try:
         module = cls(input_size, hidden_size)
     except Exception as err:  # the user's constructor: said at its line
-        raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})") from None
+        raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})",
+                       vars(cls).get("__init__")) from None
     if state_dict is not None:
         weights = torch_layers.read(state_dict)  # a regular file, weights only, our words
         if not isinstance(weights, Mapping) or not all(
@@ -418,22 +428,36 @@ class _Interpreter:
                     and targets[node.args[1]] is not None:
                 _rename(value, str(targets[node.args[1]]))
 
+    def _returned_at(self) -> str:
+        """``file:line: error: `` of the forward's last ``return``, where it can be read."""
+        forward = type(self.traced.root.cell).forward
+        try:
+            lines, start = inspect.getsourcelines(forward)
+            file = str(Path(inspect.getfile(forward)).resolve())
+            tree = ast.parse(textwrap.dedent("".join(lines)))
+        except (OSError, TypeError, SyntaxError):
+            return ""
+        returns = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Return)]
+        return f"{file}:{start + max(returns) - 1}: error: " if returns else ""
+
     def _step(self, result: Any) -> Step:
         name = self.traced.class_name
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
-            raise ConvertError(f"{name}.forward returns {_kind(result)}; a cell's forward "
-                               "returns (out, new_state)")
+            raise ConvertError(f"{self._returned_at()}{name}.forward returns "
+                               f"{_kind(result)}; a cell's forward returns (out, new_state)")
         out, new = result
         new = list(new) if isinstance(new, (tuple, list)) else [new]
         if len(new) != len(self.states):
-            raise ConvertError(f"{name}.forward returns {len(new)} new state"
+            raise ConvertError(f"{self._returned_at()}{name}.forward returns {len(new)} "
+                               "new state"
                                f"{'s' if len(new) != 1 else ''}, but --states names "
                                f"{len(self.states)} ({', '.join(self.states)})")
         for what, value in [("its output", out),
                             *((f"state '{s}'", v) for s, v in zip(self.states, new))]:
             if not isinstance(value, Value) or isinstance(value, Cat):
-                raise ConvertError(f"{name}.forward returns {_kind(value)} as {what}; it "
-                                   "must be a tensor computed from x and the states")
+                raise ConvertError(f"{self._returned_at()}{name}.forward returns "
+                                   f"{_kind(value)} as {what}; it must be a tensor computed "
+                                   "from x and the states")
         for state, value in zip(self.states, new):
             if value.width != self.hidden_size:
                 raise ConvertError(f"{self._at(value)}{name}.forward's new state '{state}' "
