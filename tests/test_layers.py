@@ -527,7 +527,8 @@ def test_a_record_beside_the_weights_refuses_a_cell_that_computes_otherwise(tmp_
     assert "computes activations sigmoid, relu, tanh, and cell 'lstm' computes something " \
         "else" in said
     weights = dict(np.load(tmp_path / "w.npz"))
-    for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json")):
+    for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json"),
+                   np.array("[" * 30000)):
         np.savez(tmp_path / "bad.npz", **{**weights, "__layer__": record})
         assert "__layer__ is not the record of a layer as 'lstm-graph params' writes it" in \
             cli_refused("run", "lstm", "--weights", tmp_path / "bad.npz", "--input",

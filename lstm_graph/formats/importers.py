@@ -296,7 +296,7 @@ def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: Ce
                    if n is not None) or sizes[0] is None:
             raise ValueError("its sizes are not whole numbers")
         stack = Stack(data["layers"], str(data.get("direction")), data["proj_size"])
-    except (ValueError, DataError) as err:
+    except (ValueError, DataError, RecursionError) as err:  # JSON nested past the stack
         raise WeightsError(f"{bad} ({err})") from None
     source, name = data["source"], data["name"]
     for spec in cells:
