@@ -214,11 +214,17 @@ def test_a_module_that_cannot_be_written_leaves_the_earlier_state_dict(tmp_path,
                                "--out", tmp_path / "m.py")
     assert (tmp_path / "m.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.py"]
+    (tmp_path / "m.pt").unlink()  # a link of the user's there is theirs: never removed
+    (tmp_path / "m.pt").symlink_to(os.devnull)
+    cli_fails("export", "lstm", "-I", "3", "-H", "4", "--format", "torch", "--out",
+              tmp_path / "m.py")
+    assert (tmp_path / "m.pt").is_symlink()
 
 
 @pytest.mark.parametrize("text", [
     "h = tanh(linear(x, h[t-1])) * sigmoid(2) + leaky_relu(-0.5 * 3, 0.1)",  # floats in calls
     "h = clip(h[t-1] + 1, 0.5)",  # no parameters
+    "k = 2\nj = k * 3\nh = tanh(linear(x, h[t-1])) * sigmoid(-k) * softsign(j)",  # held
 ])
 def test_functions_of_numbers_and_cells_without_parameters_export(tmp_path, text):
     cell = lstm_graph.compile_source(f"cell c\ninput x\nstate h\noutput h\n{text}\n", "c.cell")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import keyword
+import os
 import re
 import types
 from collections.abc import Mapping
@@ -190,10 +191,12 @@ class _Step:
         return result, _ATOM if _is_call(template) else 0
 
     def _constant(self, node_id: str) -> bool:
-        """Whether a node is a number, or operators over numbers (a Python float here)."""
+        """Whether a node is a number, or operators over numbers, or a copy of one (an
+        assignment ``k = 2``): a Python float here."""
         node = self.graph.node(node_id)
         return node.kind is NodeKind.CONST or (
-            node.kind is NodeKind.OP and node.operation.kind is OpKind.OPERATOR
+            node.kind is NodeKind.OP
+            and node.operation.kind in (OpKind.OPERATOR, OpKind.COPY)
             and all(self._constant(a) for a in node.args))
 
     def _linear(self, node_id: str, assignment: str) -> tuple[str, int]:
@@ -534,14 +537,15 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
         check_output(each)
     # an earlier export's state dict, put back if the module cannot be written: a new .pt
     # beside an old .py would load new weights into old equations without a word
-    previous = weights_path.read_bytes() if weights_path.is_file() else None
+    existed = os.path.lexists(weights_path)
+    previous = weights_path.read_bytes() if existed and weights_path.is_file() else None
     write_atomic(weights_path, buffer.getvalue())
     try:
         write_atomic(path, text.encode("utf-8"))
     except BaseException:
-        if previous is None:
-            weights_path.unlink(missing_ok=True)
-        else:
+        if previous is not None:
             write_atomic(weights_path, previous)
+        elif not existed:  # ours alone: a special file or a link there was written through
+            weights_path.unlink(missing_ok=True)
         raise
     return path, weights_path
