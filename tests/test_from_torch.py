@@ -160,11 +160,16 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
     assert not list(tmp_path.iterdir())
 
 
-def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path, cli_fails):
-    stderr = cli_fails("from-torch", f"{CELLS}:RefuseCounter", "-I", "3", "-H", "4",
+@pytest.mark.parametrize("name, change", [
+    ("RefuseCounter", "'calls' (0 -> 1)"),
+    ("RefuseSeen", "'seen' ({'calls': 0} -> {'calls': 1})"),
+])
+def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path, name,
+                                                                      change, cli_fails):
+    stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4",
                        "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
                        tmp_path / "w.npz")
-    assert "RefuseCounter.forward changes the module's attribute 'calls' (0 -> 1)" in stderr
+    assert f"{name}.forward changes the module's attribute {change}" in stderr
     assert not list(tmp_path.iterdir())
 
 

@@ -4,9 +4,10 @@
 loads and traces the module (:mod:`.torch_fx`), writes what one step computes as a cell
 (:mod:`.cell_writer`), and checks the result: the cell, run by lstm-graph over a seeded
 sequence, must give what the module gives stepped over the same sequence from zero
-states (in float64, to 1e-9 relative), or nothing is written. A module that cannot
-become a cell is refused with the op, the line of its forward, and what is supported
-(:class:`~lstm_graph.frontends.torch_fx.ConvertError`).
+states (in float64, to 1e-9 relative; for a module of another dtype, to 16 of its
+epsilons, the rounding of weights it computes from its parameters), or nothing is
+written. A module that cannot become a cell is refused with the op, the line of its
+forward, and what is supported (:class:`~lstm_graph.frontends.torch_fx.ConvertError`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import inert
+from lstm_graph.errors import inert, printable
 from lstm_graph.frontends import cell_writer, torch_fx
 from lstm_graph.frontends.torch_fx import ConvertError
 from lstm_graph.language.parser import RESERVED
 
 #: Steps and sequences of the check against the module.
 CHECK_STEPS, CHECK_BATCH = 5, 3
-#: The check's tolerance, relative to 1 + |value|: float64 on both sides (the cell's
-#: weights as computed from the module's, before they are rounded to its dtype).
+#: The check's tolerance, relative to 1 + |value|, for a float64 module: float64 on
+#: both sides. A module of another dtype computes the weights it derives from its
+#: parameters (``torch.exp(self.log_scale)``) in that dtype, as the cell then holds them:
+#: :data:`ROUNDINGS` of its epsilon.
 TOLERANCE = 1e-9
+ROUNDINGS = 16
 
 
 @dataclass
@@ -82,11 +86,9 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     states = check_states(states)
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict)
-    # traced in float64, so that weights computed from parameters (exp(self.log_scale))
-    # are exact before they are rounded once to the module's dtype
-    double = copy.deepcopy(module).double()
-    traced = torch_fx.trace(double, path, states)
-    _refuse_changed_attributes(module, double, class_name)
+    before = _attributes(module)
+    traced = torch_fx.trace(module, path, states)
+    _refuse_changed_attributes(before, _attributes(module), class_name)
     step = torch_fx.interpret(traced, states, input_size, hidden_size)
     given = torch_fx.forward_input_name(cls)
     input_name = given if given and given.isidentifier() and given not in RESERVED \
@@ -106,30 +108,40 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     return Converted(written.text, written.weights, written.cell, error)
 
 
-def _plain_attributes(module: Any) -> dict[str, Any]:
-    """The numbers, strings and flags a module and its submodules keep as attributes."""
-    return {f"{name}.{key}" if name else key: value
+def _attributes(module: Any) -> dict[str, str]:
+    """What a module and its submodules keep besides their parameters, buffers and
+    submodules (which torch.nn.Module holds in attributes of its own), each as its repr:
+    a changed number, flag, list, dict or NumPy value reads differently."""
+    import torch
+
+    internal = set(vars(torch.nn.Module()))
+    return {f"{name}.{key}" if name else key: repr(value)
             for name, sub in module.named_modules() for key, value in vars(sub).items()
-            if isinstance(value, (bool, int, float, str)) and not key.startswith("_")}
+            if key not in internal and not isinstance(value, (torch.Tensor, torch.nn.Module))}
 
 
-def _refuse_changed_attributes(module: Any, traced: Any, class_name: str) -> None:
+def _refuse_changed_attributes(before: dict[str, str], after: dict[str, str],
+                               class_name: str) -> None:
     """Refuse a forward that changed the module's own attributes when it was traced (a
     call counter): each step would then compute another thing, which no cell does."""
-    before, after = _plain_attributes(module), _plain_attributes(traced)
     for key in sorted(before.keys() | after.keys()):
         if before.get(key) != after.get(key):
             raise ConvertError(f"{class_name}.forward changes the module's attribute '{key}' "
-                               f"({before.get(key)!r} -> {after.get(key)!r}): a cell's step "
-                               "reads only its input and its states, so a module that keeps "
-                               "other state between steps cannot be one")
+                               f"({before.get(key, '(none)')} -> {after.get(key, '(none)')}): "
+                               "a cell's step reads only its input and its states, so a "
+                               "module that keeps anything else between steps cannot be one")
 
 
 def _module_dtype(module: Any) -> np.dtype:
     parameter = next(module.parameters(), None)
     if parameter is None or not parameter.is_floating_point():
         return np.dtype(np.float32)
-    return np.dtype(str(parameter.dtype).removeprefix("torch."))
+    name = str(parameter.dtype).removeprefix("torch.")
+    try:
+        return np.dtype(name)
+    except TypeError:
+        raise ConvertError(f"{type(module).__name__}'s parameters are {name}, which NumPy has "
+                           "no type for; convert the module first (module.float())") from None
 
 
 def step_module(module: Any, x: np.ndarray, states: Sequence[str], hidden_size: int
@@ -154,11 +166,19 @@ def step_module(module: Any, x: np.ndarray, states: Sequence[str], hidden_size: 
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
           hidden_size: int) -> float:
     """The largest difference (relative to 1 + |value|) between the converted cell and
-    the module, stepped over a seeded sequence in float64; a ConvertError past
-    :data:`TOLERANCE` (a bug of ours: nothing is written)."""
+    the module, stepped over a seeded sequence in float64; a ConvertError past the
+    tolerance of the module's dtype (:data:`TOLERANCE`, :data:`ROUNDINGS`: a bug of ours,
+    nothing is written)."""
     x = np.random.default_rng(0).standard_normal((CHECK_STEPS, CHECK_BATCH, input_size))
     double = copy.deepcopy(module).double()
-    want_y, want = step_module(double, x, states, hidden_size)
+    try:
+        want_y, want = step_module(double, x, states, hidden_size)
+    except RuntimeError as err:  # a tensor the forward makes in float32 meets float64 ones
+        raise ConvertError(
+            f"{type(module).__name__} cannot be checked in float64 ("
+            f"{printable(str(err)).splitlines()[0]}): a tensor its forward makes without a "
+            "dtype (torch.zeros(H)) stays float32; make it from a value "
+            "(x.new_zeros(H)), or give it dtype=x.dtype") from None
     runner = written.cell.compile(weights=written.exact, dtype="float64",
                                   input_size=input_size, executor="reference")
     got_y, got = runner(x)
@@ -170,7 +190,9 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
                                f"module's {b.shape}; nothing was written (a bug in "
                                "from-torch: please report it)")
         error = max(error, float(np.max(np.abs(a - b) / (1 + np.abs(b)), initial=0.0)))
-    if not error <= TOLERANCE:
+    dtype = _module_dtype(module)
+    tolerance = TOLERANCE if dtype == np.float64 else ROUNDINGS * float(np.finfo(dtype).eps)
+    if not error <= tolerance:
         raise ConvertError(f"the converted cell differs from the module by {error:.3g} over "
                            f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
                            f"please report it, with the module)\n--- the cell ---\n"

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -123,8 +123,9 @@ def _located(files: set[str], err: BaseException, what: str, called: Any = None
     detail = printable(f"{type(err).__name__}: {err}")
     if where is None and called is not None:
         try:
-            where = (str(Path(inspect.getfile(called)).resolve()),
-                     inspect.getsourcelines(called)[1])
+            file = str(Path(inspect.getfile(called)).resolve())
+            if file in files:  # the user's code (an inherited constructor too), not torch's
+                where = (file, inspect.getsourcelines(called)[1])
         except (OSError, TypeError):
             pass
     if where is None:
@@ -180,7 +181,7 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
         module = cls(input_size, hidden_size)
     except Exception as err:  # the user's constructor: said at its line
         raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})",
-                       vars(cls).get("__init__")) from None
+                       cast(Any, cls).__init__) from None
     if state_dict is not None:
         weights = torch_layers.read(state_dict)  # a regular file, weights only, our words
         if not isinstance(weights, Mapping) or not all(
