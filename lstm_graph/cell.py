@@ -197,6 +197,10 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
         read = read_weights(weights, cell.graph)
         raw, notes = read.arrays, read.notes
+        if read.batch_first and not batch_first:
+            notes += (f"note: {source} is of a model that reads x batch-first, (B, T, I); this "
+                      "run reads x time-major, (T, B, I): give --batch-first "
+                      "(batch_first=True) to read it as the model does",)
         found = read.stack
         if found is None:
             inferred = infer_stack(list(raw))

@@ -8,6 +8,7 @@ restates our equations.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -527,12 +528,40 @@ def test_a_record_beside_the_weights_refuses_a_cell_that_computes_otherwise(tmp_
     assert "computes activations sigmoid, relu, tanh, and cell 'lstm' computes something " \
         "else" in said
     weights = dict(np.load(tmp_path / "w.npz"))
+    good = json.loads(str(weights["__layer__"]))
+    cell = good["cells"][0]
+    edited = [{**good, "cells": [{**cell, "family": []}]},  # was a TypeError
+              {**good, "cells": [{**cell, "activations": [["leaky_relu", {}]] * 3}]},
+              {**good, "proj_size": 2},  # a projection its cell does not have
+              {**good, "stores": "initial_h"}]
     for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json"),
-                   np.array("[" * 30000)):
+                   np.array("[" * 30000), *(np.array(json.dumps(e)) for e in edited)):
         np.savez(tmp_path / "bad.npz", **{**weights, "__layer__": record})
         assert "__layer__ is not the record of a layer as 'lstm-graph params' writes it" in \
             cli_refused("run", "lstm", "--weights", tmp_path / "bad.npz", "--input",
                         tmp_path / "x.npy")
+
+
+def test_what_a_run_of_a_model_s_weights_must_be_told_is_said(tmp_path, cli_run):
+    """The record says what the weights alone do not: the model reads x batch-first, it
+    stores initial states and lengths, an nn.RNN's nonlinearity was assumed."""
+    model, x, expected = onnx_layer("GRU", "forward", 1, seed=3, store=True)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", x)
+    cli_run("params", tmp_path / "m.onnx", "--out", tmp_path / "w.npz")
+    run = ["run", "gru_cho", "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy"]
+    said = cli_run(*run, "--out", tmp_path / "a.npz").stderr
+    assert "is of a model that reads x batch-first, (B, T, I); this run reads x time-major" \
+        in said
+    assert f"holds the weights of {tmp_path / 'm.onnx'}, which also stores initial_h, " \
+        "sequence_lens; only a run of that file uses them" in said
+    said = cli_run(*run, "--batch-first", "--out", tmp_path / "b.npz").stderr
+    assert "batch-first" not in said
+    torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "r.pt")
+    cli_run("params", tmp_path / "r.pt", "--out", tmp_path / "r.npz")
+    assert "do not record the nonlinearity: assuming tanh" in cli_run(
+        "run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--out",
+        tmp_path / "c.npz").stderr
 
 
 def test_lengths_out_of_range_are_named_as_given():

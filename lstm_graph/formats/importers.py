@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.equivalence import computes
-from lstm_graph.errors import DataError, WeightsError
+from lstm_graph.errors import DataError, WeightsError, printable
 from lstm_graph.formats import onnx_layers, torch_layers
 from lstm_graph.formats.arrays import StoredArray, open_npz
 from lstm_graph.formats.recurrent import DEFAULT_ACTIVATIONS, RELU, TANH, CellSpec, LayerFile
@@ -270,11 +270,28 @@ def takes(graph: CellGraph, spec: CellSpec, nonlinearity_known: bool = True) -> 
 def layer_record(file: LayerFile) -> np.ndarray:
     """What ``params MODEL --out`` writes under :data:`RECORD` beside a layer file's
     weights: what their names cannot say (a reverse layer, a projection's width, the
-    cell's activations, clip and form), so that a run of them is the file's or refused."""
+    cell's activations, clip and form), so that a run of them is the file's or refused;
+    and what a run of them must be told (the file reads ``x`` batch-first, stores initial
+    states or lengths, or assumed an ``nn.RNN``'s nonlinearity)."""
     return np.array(json.dumps({
-        "source": file.source, "format": file.format, "name": file.name,
+        "source": _short(file.source), "format": file.format, "name": _short(file.name),
         "layers": file.layers, "direction": file.direction, "proj_size": file.proj_size,
+        "batch_first": file.batch_first, "stores": _stored(file),
+        "assumed_tanh": RNN_NOTE.format(source=file.source) in file.notes,
         "cells": [spec.as_data() for spec in file.cells]}, sort_keys=True))
+
+
+def _short(text: str, most: int = 200) -> str:
+    """A name as a record keeps it: at most ``most`` characters (a node's name may be
+    long; the record's size is bounded, :data:`RECORD_BYTES`)."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _stored(file: LayerFile) -> list[str]:
+    """What a layer file stores besides its weights, as its notes name them."""
+    return [*(f"initial_{s}" for s in file.state),
+            *(["sequence_lens"] if file.lengths is not None else [])]
+
 
 
 def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: CellGraph
@@ -296,16 +313,28 @@ def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: Ce
                    if n is not None) or sizes[0] is None:
             raise ValueError("its sizes are not whole numbers")
         stack = Stack(data["layers"], str(data.get("direction")), data["proj_size"])
+        if any(spec.projection != (stack.proj is not None) for spec in cells):
+            raise ValueError("its projection and its cell's disagree")
+        flags = [data.get("batch_first"), data.get("assumed_tanh")]
+        stores = data.get("stores")
+        if not all(isinstance(f, bool) for f in flags) or not isinstance(stores, list) \
+                or not set(stores) <= {"initial_h", "initial_c", "sequence_lens"}:
+            raise ValueError("its notes are missing or of the wrong kind")
     except (ValueError, DataError, RecursionError) as err:  # JSON nested past the stack
         raise WeightsError(f"{bad} ({err})") from None
-    source, name = data["source"], data["name"]
+    source, name = printable(data["source"]), printable(data["name"])
     for spec in cells:
         if not takes(graph, spec, data["format"] == "onnx" or spec.family != "rnn"):
             raise WeightsError(
                 f"{path} holds the weights of {name} in {source} ({stack.describe()}), which "
                 f"computes {spec.describe()}, and cell '{graph.name}' computes something "
                 f"else; run them with a cell that computes it, or run {source} itself")
-    return Weights(arrays, stack)
+    notes: tuple[str, ...] = (f"note: {path} holds the weights of {source}, which also stores "
+             f"{', '.join(stores)}; only a run of that file uses them ('lstm-graph run "
+             f"{source}')",) if stores else ()
+    if data["assumed_tanh"] and graph.name != "rnn_relu":
+        notes += (RNN_NOTE.format(source=f"{path} (from {source})"),)
+    return Weights(arrays, stack, notes, data["batch_first"])
 
 
 def translate(file: LayerFile, graphs: Sequence[CellGraph], stack: Stack
@@ -356,6 +385,7 @@ class Weights:
     arrays: dict[str, Any]
     stack: Stack | None = None
     notes: tuple[str, ...] = ()
+    batch_first: bool = False  # the layer file reads x batch-first (ONNX's layout=1)
 
 
 def read_layer_file(path: Path) -> LayerFile | None:
@@ -407,8 +437,6 @@ def _from_file(file: LayerFile, graph: CellGraph) -> Weights:
         notes += (f"note: {file.source} holds no peepholes; cell '{graph.name}' runs with its "
                   f"peephole weights at zero, so it computes what {file.name} does",)
     if file.lengths is not None or file.state:
-        stored = ", ".join([*(f"initial_{s}" for s in file.state),
-                            *(["sequence_lens"] if file.lengths is not None else [])])
-        notes += (f"note: {file.source} also stores {stored}, which only a run of the file "
-                  f"itself uses ('lstm-graph run {file.source}')",)
-    return Weights(translate(file, [graph], stack), stack, notes)
+        notes += (f"note: {file.source} also stores {', '.join(_stored(file))}, which only a "
+                  f"run of the file itself uses ('lstm-graph run {file.source}')",)
+    return Weights(translate(file, [graph], stack), stack, notes, file.batch_first)

@@ -62,8 +62,8 @@ def _activation(data: Any) -> Activation:
     if op is None or op not in ONNX_ACTIVATIONS.values():
         raise ValueError(f"{data[0]!r} is no activation of ONNX's recurrent layers")
     names = [a.name for a in op.attributes]
-    if not set(data[1]) <= set(names) or not all(map(_finite, data[1].values())):
-        raise ValueError(f"{op.spelling} takes the attributes {names}, finite")
+    if set(data[1]) != set(names) or not all(map(_finite, data[1].values())):
+        raise ValueError(f"{op.spelling} takes the attributes {names}, each finite")
     return Activation(op, tuple((k, float(data[1][k])) for k in names if k in data[1]))
 
 
@@ -141,7 +141,8 @@ class CellSpec:
         family, clip, activations = data["family"], data["clip"], data["activations"]
         flags = [data[k] for k in ("input_forget", "peepholes", "linear_before_reset",
                                    "projection")]
-        if family not in FAMILY_STATES or not all(isinstance(f, bool) for f in flags) \
+        if not isinstance(family, str) or family not in FAMILY_STATES \
+                or not all(isinstance(f, bool) for f in flags) \
                 or not (clip is None or _finite(clip) and clip > 0) \
                 or not isinstance(activations, list) \
                 or len(activations) != len(DEFAULT_ACTIVATIONS[family]):
