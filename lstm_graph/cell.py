@@ -787,8 +787,13 @@ class Runner:
                      allow_nonfinite: bool) -> Any:
         """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``,
         and finite there unless ``allow_nonfinite``."""
-        array = value if hasattr(value, "shape") and hasattr(value, "dtype") \
-            else np.asarray(value)
+        array = value  # NumPy's or the backend's array as is; anything else through NumPy
+        if not isinstance(value, np.ndarray) and not (
+                self.xp is not np and isinstance(value, type(self.xp.empty(0)))):
+            try:
+                array = np.asarray(value)  # a list, a PyTorch tensor
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise DataError(f"{what} is not an array of numbers ({err})") from None
         if tuple(array.shape) != shape:
             raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
         if np.dtype(array.dtype).kind not in "fiu":

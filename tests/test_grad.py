@@ -252,6 +252,10 @@ def test_a_grad_y_or_grad_state_holding_nan_is_refused_unless_allowed():
                                                    r"first at index \(1, 3\)"):
         run.grad(x, np.zeros_like(grad_y), grad_state={"c": grad_c})
     assert np.isnan(run.grad(x, grad_y, allow_nonfinite=True).x).any()
+    torch = pytest.importorskip("torch")  # PyTorch's tensors are taken as NumPy takes them
+    as_tensor = run.grad(x, torch.ones(5, 2, 4), grad_state={"c": torch.ones(2, 4)})
+    as_array = run.grad(x, np.ones((5, 2, 4)), grad_state={"c": np.ones((2, 4))})
+    assert np.array_equal(as_tensor.x, as_array.x)
 
 
 def test_grad_command_writes_input_weight_and_initial_state_gradients(tmp_path, cli_run,
