@@ -115,9 +115,17 @@ def _attributes(module: Any) -> dict[str, str]:
     import torch
 
     internal = set(vars(torch.nn.Module()))
-    return {f"{name}.{key}" if name else key: repr(value)
+    return {f"{name}.{key}" if name else key: _shown(value)
             for name, sub in module.named_modules() for key, value in vars(sub).items()
             if key not in internal and not isinstance(value, (torch.Tensor, torch.nn.Module))}
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, or its type's name where its repr fails (the user's class)."""
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001  (any error of the user's __repr__)
+        return f"<{type(value).__name__}>"
 
 
 def _refuse_changed_attributes(before: dict[str, str], after: dict[str, str],
