@@ -788,8 +788,7 @@ class Runner:
         """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``,
         and finite there unless ``allow_nonfinite``."""
         array = value  # NumPy's or the backend's array as is; anything else through NumPy
-        if not isinstance(value, np.ndarray) and not (
-                self.xp is not np and isinstance(value, type(self.xp.empty(0)))):
+        if not isinstance(value, (np.ndarray, self.xp.ndarray)):
             try:
                 array = np.asarray(value)  # a list, a PyTorch tensor
             except (TypeError, ValueError, RuntimeError) as err:
