@@ -17,6 +17,7 @@ from conftest import needs_dot
 from lstm_graph import compile_source, load_cell
 from lstm_graph.errors import RenderError
 from lstm_graph.render import FAST_FROM, MAX_NODES, node_count, render, run_dot, to_bytes
+from lstm_graph.render.scene import Scene
 
 
 def chain(assignments: int) -> str:
@@ -52,6 +53,22 @@ def test_a_pipe_diagram_too_large_to_lay_out_is_refused_up_front_naming_its_size
                          "big.dot", cwd=tmp_path)  # DOT needs no layout: written as ever
     assert result.returncode == 0, result.stderr
     assert result.stderr == "wrote big.dot\n" and (tmp_path / "big.dot").stat().st_size > 0
+
+
+@pytest.mark.parametrize("style", ["pipe", "cell"])
+def test_each_state_s_memory_path_is_found_once_a_drawing(style, monkeypatch):
+    """The styles ask for the memory's path at every edge they place: found afresh each
+    time, a cell of 400 ops took 32 s to draw (quadratic), before any size was checked."""
+    found: list[str] = []
+    original = Scene._find_pipe_path
+
+    def counted(self: Scene, state: str) -> list[str]:
+        found.append(state)
+        return original(self, state)
+
+    monkeypatch.setattr(Scene, "_find_pipe_path", counted)
+    render(compile_source(chain(400), "long.cell"), style)
+    assert found == ["h"]
 
 
 def test_the_limits_follow_each_style(tmp_path, monkeypatch):
@@ -154,5 +171,6 @@ def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path, cli_p
                          cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "this pipe-style diagram has" in result.stderr
+    assert "the page draws both styles" in result.stderr and "--style" not in result.stderr
     assert "steps" not in result.stderr  # refused before the run said what it ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.cell"]

@@ -231,15 +231,40 @@ def test_captions_with_markup_characters_are_escaped(style):
     assert b"keep &lt;old&gt; &amp; add new" in to_bytes(dot, "svg")  # dot accepted it
 
 
+@needs_dot
+@pytest.mark.parametrize("style", STYLES)
+def test_backslashes_in_captions_and_names_are_drawn_as_written(style, tmp_path):
+    """Graphviz reads ``\\N`` in a label as the node's name, ``\\G`` as the graph's."""
+    path = tmp_path / "q\\G.cell"
+    path.write_text("input x\nstate h\noutput h\n"
+                    "h = tanh(linear(x, h[t-1]))  # keep \\N, \\G and \\\n")
+    cell = lstm_graph.load_cell(path)
+    svg = to_bytes(render(cell, style), "svg").decode()
+    assert ">keep \\N, \\G and \\<" in svg and ">q\\G<" in svg
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_the_legend_explains_the_highlight_colour_and_stage_marks_when_shown(style):
     cell = lstm_graph.load_cell("peephole_lstm")
-    plain = nodes(render(cell, style).source)["legend"]["label"]
+    plain = nodes(render(cell, style).source)["[legend]"]["label"]
     assert "path of" not in plain and "stage" not in plain
-    shown = nodes(render(cell, style, highlight="forget", stages=True).source)["legend"]
+    shown = nodes(render(cell, style, highlight="forget", stages=True).source)["[legend]"]
     assert palette.HIGHLIGHT in shown["label"] and "path of forget" in shown["label"]
     assert palette.stage_mark(1) in shown["label"] and "stage" in shown["label"]
 
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_value_named_legend_is_drawn_as_itself_beside_the_legend(style):
+    cell = lstm_graph.compile_source("input x\nstate c, h\noutput h\n"
+                                     "legend = sigmoid(linear(x, h[t-1]))\n"
+                                     "c = legend * c[t-1] + tanh(linear(x, h[t-1]))\n"
+                                     "h = tanh(c) * legend\n", "leg.cell")
+    source = render(cell, style).source
+    drawn = nodes(source)
+    assert "path of" not in drawn["legend"].get("label", "")  # the valve, not the table
+    assert "<TABLE" in drawn["[legend]"]["label"].upper()
+    assert any("legend" in pair for pair in ((s, d) for s, d, _ in edges(source)))
 
 def test_pipe_style_runs_h_along_its_own_line_from_the_left_to_the_right():
     source = render(lstm_graph.load_cell("lstm"), "pipe").source
@@ -329,7 +354,7 @@ def test_gru_pipe_style_brings_h_t_minus_1_down_the_left_onto_the_line():
 @pytest.mark.parametrize("style", STYLES)
 def test_the_legend_says_what_a_highlight_lights(style):
     cell = lstm_graph.load_cell("peephole_lstm")
-    legend = {name: nodes(render(cell, style, highlight=name).source)["legend"]["label"]
+    legend = {name: nodes(render(cell, style, highlight=name).source)["[legend]"]["label"]
               for name in ("memory", "forget", "output")}
     assert "path of memory: what makes c (a new state ends the step)" in legend["memory"]
     assert "path of forget: what feeds f and what it feeds, up to the new states" in \

@@ -59,7 +59,7 @@ def test_a_diagram_with_values_keeps_every_node_and_says_what_it_shows(trace, st
     for name in cell.graph.assignments:
         for colour in strips[name].colours:
             assert colour in shown[name]["label"]
-    assert "step 2, sequence 0" in shown["legend"]["label"]
+    assert "step 2, sequence 0" in shown["[legend]"]["label"]
 
 
 def test_render_trace_draws_the_step_asked(tmp_path, trace, cli_run):

@@ -64,7 +64,9 @@ def check_drawable(cell: Cell) -> None:
     """Refuse, before a run, a cell whose diagrams are too large for Graphviz to lay out
     (:func:`lstm_graph.render.check_size`): the page draws both styles."""
     for style in STYLES:
-        check_size(render(cell, style, stages=True, marks=True))
+        check_size(render(cell, style, stages=True, marks=True),
+                   "; the page draws both styles, so it cannot show this cell ('render "
+                   "--format dot' writes the diagram's DOT for you to lay out)")
 
 
 def build_page(run: Run, most: int | None = None) -> str:

@@ -123,18 +123,21 @@ def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:
                    if style == "pipe" else "write --format dot")
 
 
-def check_size(dot: graphviz.Digraph) -> str:
+def check_size(dot: graphviz.Digraph, advice: str | None = None) -> str:
     """Refuse a diagram with more nodes than its style (``pipe``, also for an unrolled
     chain, or ``cell``) lays out in reasonable time (:data:`MAX_NODES`), before ``dot``
-    runs; return the style."""
+    runs; return the style. ``advice`` ends the message (default: what ``render`` can
+    do instead)."""
     nodes = node_count(str(dot.source))
     style = "cell" if str(dot.name).endswith("_cell") else "pipe"
     if nodes > MAX_NODES[style]:
-        other = "" if style == "cell" else " (the cell style, --style cell, draws up to " \
-            f"{MAX_NODES['cell']})"
+        if advice is None:
+            other = "" if style == "cell" else " (the cell style, --style cell, draws up " \
+                f"to {MAX_NODES['cell']})"
+            advice = f"{other}; write --format dot to lay it out yourself"
         raise RenderError(f"this {style}-style diagram has {nodes} nodes; Graphviz lays out "
                           f"at most {MAX_NODES[style]} in this style in reasonable time"
-                          f"{other}; write --format dot to lay it out yourself")
+                          f"{advice}")
     return style
 
 

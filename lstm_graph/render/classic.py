@@ -16,15 +16,13 @@ cross the whole picture.
 
 from __future__ import annotations
 
-import html
-
 import graphviz
 import networkx as nx
 
 from lstm_graph.ir import old_id
 from lstm_graph.render import palette as P
-from lstm_graph.render.draw import Look, Painter, legend, new_digraph
-from lstm_graph.render.scene import Scene, VEdge, VNode, sink_id
+from lstm_graph.render.draw import LEGEND, Look, Painter, legend, new_digraph
+from lstm_graph.render.scene import Scene, VEdge, VNode, markup, sink_id
 
 CELL = "[cell]"  # brackets: no user name can collide
 
@@ -76,7 +74,7 @@ def draw(scene: Scene, look: Look) -> graphviz.Digraph:
         for node in scene.nodes.values():
             if node.role == "sink" and (node.id != sink_id(memory) or shown_output):
                 painter.add_node(row, node)
-        row.node("legend", label=legend(look, loop=loop), shape="plaintext", fontname=P.FONT)
+        row.node(LEGEND, label=legend(look, loop=loop), shape="plaintext", fontname=P.FONT)
     for node in scene.nodes.values():
         if node.role not in ("source", "sink") and not (loop and node.id == producer):
             painter.add_node(dot, node, caption="cluster")
@@ -157,7 +155,7 @@ def _cell_label(memory: str, line: str, fill: str, text: str) -> str:
             'CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
             '<TD WIDTH="76" HEIGHT="60" FIXEDSIZE="TRUE">'
             f'<FONT COLOR="{text}"><B>Cell</B><BR/><FONT POINT-SIZE="11">'
-            f"{html.escape(memory)}</FONT></FONT></TD></TR></TABLE>>")
+            f"{markup(memory)}</FONT></FONT></TD></TR></TABLE>>")
 
 
 def _add_stub(dot: graphviz.Digraph, painter: Painter, consumer: str, reads: list[VEdge]

@@ -7,7 +7,6 @@ name that reaches an HTML label is escaped here (``# keep <old> & add``).
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import graphviz
 
 from lstm_graph.ir import EdgeKind
 from lstm_graph.render import palette as P
-from lstm_graph.render.scene import Scene, VEdge, VNode
+from lstm_graph.render.scene import Scene, VEdge, VNode, markup
 from lstm_graph.render.values import Strip
 
 
@@ -77,14 +76,14 @@ class Painter:
         if self.stages and node.role in ("layer", "op"):
             head += f'<FONT POINT-SIZE="10"> {P.stage_mark(node.stage)}</FONT>'
         colour = P.FADED if self.faded(node.id) else P.CAPTION
-        below = f'<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(node.caption)}</FONT>' \
+        below = f'<FONT POINT-SIZE="9" COLOR="{colour}">{markup(node.caption)}</FONT>' \
             if caption and node.caption and node.role == "layer" else None
         strip = self.strips.get(node.id)
         if strip is None:
             return f"<{head}{'<BR/>' + below if below else ''}>"
         rows = [head] + ([below] if below else []) + [strip_table(strip)]
         if strip.note:
-            rows.append(f'<FONT POINT-SIZE="8" COLOR="{colour}">{html.escape(strip.note)}'
+            rows.append(f'<FONT POINT-SIZE="8" COLOR="{colour}">{markup(strip.note)}'
                         "</FONT>")
         return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">'
                 + "".join(f"<TR><TD>{row}</TD></TR>" for row in rows) + "</TABLE>>")
@@ -173,7 +172,7 @@ class Painter:
         if node.role != "op" or not node.caption:
             return None
         colour = P.FADED if self.faded(node.id) else P.CAPTION
-        return f'<<FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(node.caption)}</FONT>>'
+        return f'<<FONT POINT-SIZE="9" COLOR="{colour}">{markup(node.caption)}</FONT>>'
 
     def add_edge(self, graph: graphviz.Digraph, edge: VEdge, src: str | None = None,
                  dst: str | None = None, reverse: bool = False, via: str | None = None,
@@ -216,6 +215,11 @@ def ir_tooltip(edges: list[VEdge]) -> str:
     return "; ".join(f"{e.ir[0]} → {e.ir[1]}" for e in edges if e.ir)
 
 
+#: The legend's node name: in brackets, which no name in a cell can hold (a value named
+#: ``legend`` was drawn as the legend's table, and the table as that value).
+LEGEND = "[legend]"
+
+
 def legend(look: Look, loop: bool = False) -> str:
     """The legend as an HTML table label (a plaintext node).
 
@@ -237,15 +241,15 @@ def legend(look: Look, loop: bool = False) -> str:
         rows.append(row(f'<FONT COLOR="{P.NEW_STATE}">┈┈┈▸</FONT>', "memory, to the next step"))
     if highlight is not None:
         rows.append(row(f'<FONT COLOR="{P.HIGHLIGHT}">━━━▸</FONT>',
-                        f"path of {html.escape(highlight)}: "
-                        f"{html.escape(look.reach or 'what feeds it and what it feeds')}"))
+                        f"path of {markup(highlight)}: "
+                        f"{markup(look.reach or 'what feeds it and what it feeds')}"))
     if stages:
         rows.append(row(f'<FONT POINT-SIZE="10">{P.stage_mark(1)}{P.stage_mark(2)}</FONT>',
                         "stage: runs after every lower stage"))
     if look.gradient_note is not None:
         rows.append(row(f'<FONT COLOR="{P.GRADIENT}">1e-3</FONT> ━━━▸',
                         "width and label: the gradient the edge carried back "
-                        f"({html.escape(look.gradient_note)})"))
+                        f"({markup(look.gradient_note)})"))
     rows += [
         f'<TR><TD BGCOLOR="{P.LAYER_FILL}" BORDER="1" COLOR="{P.LAYER_LINE}">'
         f'<FONT POINT-SIZE="9">σ</FONT></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="9">'
@@ -260,7 +264,7 @@ def legend(look: Look, loop: bool = False) -> str:
         rows.append(
             f'<TR><TD><TABLE BORDER="1" COLOR="{P.CAPTION}" CELLBORDER="0" CELLSPACING="0" '
             f'CELLPADDING="0"><TR>{scale}</TR></TABLE></TD><TD ALIGN="LEFT">'
-            f'<FONT POINT-SIZE="9">−1 … 0 … +1, per unit ({html.escape(values)})</FONT>'
+            f'<FONT POINT-SIZE="9">−1 … 0 … +1, per unit ({markup(values)})</FONT>'
             "</TD></TR>")
     return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1">'
             f'{"".join(rows)}</TABLE>>')
@@ -271,6 +275,6 @@ def new_digraph(scene: Scene, style: str, **graph_attrs: str) -> graphviz.Digrap
     graph = graphviz.Digraph(f"{scene.graph.name}_{style}", graph_attr=attrs,
                              node_attr={"fontname": P.FONT},
                              edge_attr={"fontname": P.FONT})
-    graph.attr(label=f"<<FONT POINT-SIZE=\"12\">{html.escape(scene.graph.name)}</FONT>>",
+    graph.attr(label=f"<<FONT POINT-SIZE=\"12\">{markup(scene.graph.name)}</FONT>>",
                labelloc="t", labeljust="l")
     return graph

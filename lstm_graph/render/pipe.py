@@ -29,7 +29,6 @@ dashed: old values there.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,8 +36,8 @@ import graphviz
 
 from lstm_graph.ir import EdgeKind, old_id
 from lstm_graph.render import palette as P
-from lstm_graph.render.draw import Look, Painter, ir_tooltip, legend, new_digraph
-from lstm_graph.render.scene import Scene, VEdge, sink_id, step_subscript, subscripted
+from lstm_graph.render.draw import LEGEND, Look, Painter, ir_tooltip, legend, new_digraph
+from lstm_graph.render.scene import Scene, VEdge, markup, sink_id, step_subscript, subscripted
 
 # Rows from the bottom; an edge from a higher row to a lower one is written reversed.
 INPUTS, LINE, LAYERS, FREE, PIPE = range(5)
@@ -178,10 +177,10 @@ class _Layout:
         for step in range(self.steps):
             self.add_step(step)
         inputs = self.rows[INPUTS]
-        inputs.node("legend", label=legend_label, shape="plaintext", fontname=P.FONT)
+        inputs.node(LEGEND, label=legend_label, shape="plaintext", fontname=P.FONT)
         last_inputs = [self.name(n, self.steps - 1) for n in self.inputs]
         if last_inputs:
-            inputs.edge(last_inputs[-1], "legend", style="invis", minlen="3")
+            inputs.edge(last_inputs[-1], LEGEND, style="invis", minlen="3")
         for row in (PIPE, LAYERS, LINE, INPUTS):
             dot.subgraph(self.rows[row])
         dot.subgraph(self.free)
@@ -336,4 +335,4 @@ class _Edge:
 
 
 def _caption(text: str) -> str:
-    return f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{html.escape(text)}</FONT>>'
+    return f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{markup(text)}</FONT>>'

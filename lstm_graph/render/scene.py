@@ -55,8 +55,16 @@ def sink_id(name: str) -> str:
     return f"{name}[t]"
 
 
+def markup(text: str) -> str:
+    """``text`` for a Graphviz HTML label: ``<``, ``>``, ``&`` and quotes as entities, and
+    each ``\\`` doubled: Graphviz reads ``\\N``, ``\\G`` and their kind in a label, even an
+    HTML one and even written ``&#92;N``, as the node's or the graph's name (a caption
+    ``# keep \\N`` showed the node's), and ``\\\\`` as one backslash."""
+    return html.escape(text).replace("\\", "\\\\")
+
+
 def subscripted(name: str, subscript: str) -> str:
-    return f"{html.escape(name)}<SUB>{subscript}</SUB>"
+    return f"{markup(name)}<SUB>{subscript}</SUB>"
 
 
 def step_subscript(offset: int) -> str:
@@ -70,6 +78,9 @@ class Scene:
     nodes: dict[str, VNode] = field(default_factory=dict)
     edges: list[VEdge] = field(default_factory=list)
     owner: dict[str, str] = field(default_factory=dict)  # IR node -> visual node
+    #: :meth:`pipe_path` by state, kept until a node is added: the styles ask for the
+    #: memory's path for every edge they place (a cell of 400 ops took 32 s to draw).
+    _paths: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def graph(self) -> CellGraph:
@@ -77,6 +88,7 @@ class Scene:
 
     def add(self, node: VNode) -> None:
         self.nodes[node.id] = node
+        self._paths.clear()
         for ir_node in node.ir:
             self.owner[ir_node] = node.id
 
@@ -91,6 +103,11 @@ class Scene:
 
     def pipe_path(self, state: str) -> list[str]:
         """Op nodes on element-wise paths from ``state[t-1]`` to ``state``, in order."""
+        if state not in self._paths:
+            self._paths[state] = self._find_pipe_path(state)
+        return self._paths[state]
+
+    def _find_pipe_path(self, state: str) -> list[str]:
         graph = self.graph.dataflow
         old = old_id(state)
         if old not in graph:
@@ -151,7 +168,7 @@ def build_scene(schedule: Schedule) -> Scene:
             scene.add(VNode(top, "layer", symbol, ir, stage, caption))
         else:
             caption = captions.get(node_id) if node_id == node.assignment else None
-            scene.add(VNode(node_id, "op", html.escape(node.operation.symbol), (node_id,), stage,
+            scene.add(VNode(node_id, "op", markup(node.operation.symbol), (node_id,), stage,
                             caption))
     _fold_constants(scene)
     sinks = list(graph.states) + [o for o in graph.outputs if o not in graph.states]

@@ -90,7 +90,7 @@
       const ids = litIds(svg.dataset.style);
       const lit = ids && new Set(ids);
       for (const g of $$("g.node", svg)) {
-        if (g.dataset.id === "legend") continue;
+        if (g.dataset.id === "[legend]") continue;
         const on = !!lit && lit.has(g.dataset.id);
         g.classList.toggle("lit", on);
         g.classList.toggle("dim", !!lit && !on);
