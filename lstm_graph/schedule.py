@@ -22,7 +22,7 @@ from typing import Any
 
 import networkx as nx
 
-from lstm_graph.ir import CellGraph, NodeKind, Size
+from lstm_graph.ir import CellGraph, Node, NodeKind, Size
 from lstm_graph.language.validate import dependencies
 from lstm_graph.ops import OpKind, number_text
 
@@ -96,13 +96,29 @@ class Schedule:
         return self._op_text(node_id, top=True)
 
     def _op_text(self, node_id: str, top: bool) -> str:
-        node = self.graph.node(node_id)
-        if node.kind is NodeKind.CONST and node.value is not None:
-            return number_text(node.value)
-        if node.kind is not NodeKind.OP or (not top and node.id == node.assignment):
-            return node_id
+        """The text of ``node_id``'s expression (``top``: as its assignment's own, not as
+        its name), built from the leaves up without recursion: one assignment may be a
+        chain of hundreds of ops."""
+        texts: dict[str, str] = {}
+        pending = [(node_id, False)]
+        while pending:
+            current, ready = pending.pop()
+            node = self.graph.node(current)
+            if node.kind is NodeKind.CONST and node.value is not None:
+                texts[current] = number_text(node.value)
+            elif node.kind is not NodeKind.OP or (node.id == node.assignment and not (
+                    top and current == node_id)):
+                texts[current] = current
+            elif ready:
+                texts[current] = self._composed(node, [texts[a] for a in node.args])
+            else:
+                pending.append((current, True))
+                pending += [(a, False) for a in node.args if a not in texts]
+        return texts[node_id]
+
+    def _composed(self, node: Node, args: list[str]) -> str:
+        """An op's text from its arguments' texts, parenthesised where precedence asks."""
         op = node.operation
-        args = [self._op_text(a, False) for a in node.args]
         if op.kind is OpKind.COPY:
             return args[0]
         if op.kind is OpKind.LINEAR:

@@ -19,6 +19,7 @@ from test_export_onnx import EVERYTHING
 
 import lstm_graph
 from lstm_graph.export.torch_module import torch_names
+from lstm_graph.language.parser import MAX_DEPTH
 
 _COUNT = itertools.count()
 
@@ -233,3 +234,18 @@ def test_functions_of_numbers_and_cells_without_parameters_export(tmp_path, text
     x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
     np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
                                atol=1e-6)
+
+
+def test_an_expression_as_deep_as_the_language_allows_exports_and_prints(tmp_path):
+    """Every part that walks an expression handles parser.MAX_DEPTH (the module's line was
+    built by recursion: a RecursionError at 500 deep, which the language then accepted)."""
+    terms = MAX_DEPTH - 4  # tanh, linear, h[...] and t-1 nest 4 more
+    text = "h = tanh(linear(x, h[t-1]))" + " + h[t-1] * 0.001" * terms
+    cell = lstm_graph.compile_source(f"cell deep\ninput x\nstate h\noutput h\n{text}\n",
+                                     "deep.cell")
+    assert cell.schedule.expression("h").count("h[t-1] * 0.001") == terms
+    runner = cell.compile(input_size=3, hidden_size=3, seed=0)
+    model = exported(tmp_path, runner).load()
+    x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
+    np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
+                               rtol=1e-5, atol=1e-6)

@@ -18,6 +18,7 @@ from onnx_models import random_onnx_weights, rnn_model
 
 import lstm_graph
 from lstm_graph.formats.files import write_atomic
+from lstm_graph.language.parser import MAX_DEPTH
 
 HEADER = "cell t\ninput x\nstate h\noutput h\n"
 
@@ -60,7 +61,7 @@ def test_very_long_expression_is_handled(tmp_path, cli):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     if result.exit_code:
         assert "too large or too deeply nested" in result.stderr or \
-            "nested too deeply" in result.stderr
+            f"at most {MAX_DEPTH}: split it" in result.stderr
 
 
 def test_enormous_file_of_100000_lines(tmp_path, cli_fails):

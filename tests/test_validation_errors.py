@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import cell_errors
+from conftest import HEADER, cell_errors
 
 from lstm_graph import CellError, compile_source
+from lstm_graph.language.parser import MAX_DEPTH
 
 # The header takes lines 1-4, so the body starts on line 5.
 OK_C = "c = c[t-1]\n"
@@ -270,3 +271,11 @@ def test_reading_a_name_whose_line_could_not_be_read_is_no_second_error():
     errors = cell_errors("q = tanh(x) +\nh = linear(x, h[t-1]) * q\n" + OK_C)
     assert [(line, col) for line, col, _ in errors] == [(5, 14)]
     assert errors[0][2].startswith("syntax error")
+
+
+def test_an_expression_deeper_than_the_language_allows_is_refused_naming_its_depth():
+    """``h[t-1]`` nests 2 deep (the index is an operation), each minus one more."""
+    compile_source(HEADER + "h = " + "-" * (MAX_DEPTH - 2) + "h[t-1]\n" + OK_C, "t.cell")
+    errors = cell_errors("h = " + "-" * (MAX_DEPTH - 1) + "h[t-1]\n" + OK_C)
+    assert errors == [(5, 1, f"expression nested {MAX_DEPTH + 1} operations deep; at most "
+                       f"{MAX_DEPTH}: split it over several assignments")]

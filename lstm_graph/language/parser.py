@@ -74,6 +74,12 @@ MAX_ERRORS = 100
 MAX_CELL_BYTES = 2 * 2**20
 MAX_ASSIGNMENTS = 20_000
 MAX_NODES = 100_000
+#: The deepest an assignment's expression may nest (operations within operations: a sum
+#: of 300 terms in one line nests 299 deep). Every part of the tool that walks an
+#: expression (the lowering here, the text of a schedule, an exported PyTorch module's
+#: line, the module's own compilation) handles this depth; deeper was a RecursionError
+#: in some of them and not in others. Far beyond a cell written by hand (the LSTM: 3).
+MAX_DEPTH = 256
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\s*=(?!=)")
 #: What makes a node when a statement is lowered: an operator, a call, a number.
 _OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
@@ -186,6 +192,17 @@ class Suggestions:
         if key not in self.indexes:
             self.indexes[key] = NameIndex(key)
         return _suggestion(self.indexes[key].closest(name))
+
+
+def _nesting(expr: ast.expr) -> int:
+    """How deep ``expr``'s operations nest (a name or number: 0), found without recursion."""
+    deepest, pending = 0, [(expr, 0)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending += [(child, depth + 1) for child in ast.iter_child_nodes(node)
+                    if isinstance(child, ast.expr)]
+    return deepest
 
 
 def _parse(text: str, file: str) -> ast.Module:
@@ -501,12 +518,13 @@ class _Lowering:
         self.reads: list[tuple[str, Loc]] = []
         self.linear_loc: Loc | None = None
         self.counts: dict[str, int] = {}
-        try:
-            root = self.expr(expr, root=True, in_linear=False)
-        except RecursionError:
-            self.report.error(loc, "expression nested too deeply; split it over several "
-                              "assignments")
+        depth = _nesting(expr)
+        if depth > MAX_DEPTH:
+            self.report.error(loc, f"expression nested {depth} operations deep; at most "
+                              f"{MAX_DEPTH}: split it over several assignments")
             root = None
+        else:
+            root = self.expr(expr, root=True, in_linear=False)
         if root is None:  # its reads still tell the validator of loops through it
             self.broken[name] = Assignment(name, loc, index, (), tuple(self.reads))
             return
