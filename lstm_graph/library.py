@@ -7,6 +7,7 @@ is a validated, scheduled :class:`~lstm_graph.cell.Cell`.
 
 from __future__ import annotations
 
+import codecs
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,13 +90,15 @@ def read_cell_text(path: Path) -> str:
     if b"\0" in data:
         raise CellError([Diagnostic(str(path), 1, 1, "error",
                                     "this is a binary file, not a .cell text file")])
+    text = data.removeprefix(codecs.BOM_UTF8)  # an editor's mark, not the cell's text
     try:
-        return data.decode("utf-8-sig")
+        return text.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        start = text.rfind(b"\n", 0, err.start) + 1  # of the line; what precedes is UTF-8
+        line = text[: err.start].count(b"\n") + 1
+        col = len(text[start: err.start].decode("utf-8")) + 1  # in characters, not bytes
         raise CellError([Diagnostic(str(path), line, col, "error",
-                                    f"not UTF-8 text (byte 0x{data[err.start]:02x}); save "
+                                    f"not UTF-8 text (byte 0x{text[err.start]:02x}); save "
                                     "the file as UTF-8")]) from None
 
 

@@ -37,6 +37,10 @@ def x_file(tmp_path):
     (b"\x00\x01\x02binary\xff", "1:1: error: this is a binary file"),
     (b"input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))  # caf\xe9\n",
      "4:35: error: not UTF-8 text (byte 0xe9)"),
+    # columns in characters (three é before it: 6 bytes), lines after a byte-order mark
+    (b"input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))  # \xc3\xa9\xc3\xa9\xc3\xa9 "
+     b"caf\xe9\n", "4:39: error: not UTF-8 text (byte 0xe9)"),
+    (b"\xef\xbb\xbf# a cell\n\xe9nput x\n", "2:1: error: not UTF-8 text (byte 0xe9)"),
     (b"input x\noutput h\nh = tanh(linear(x))\n", "no 'state' line"),
     (b"input x\nstate h\nh = tanh(linear(x, h[t-1]))\n", "no 'output' line"),
     (b"input x\nstate h\noutput h\nsigmoid = tanh(x)\nh = h[t-1]\n", "'sigmoid' is reserved"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import HEADER, cell_errors
 
+import lstm_graph
 from lstm_graph import CellError, compile_source
 from lstm_graph.language.parser import MAX_DEPTH
 
@@ -279,3 +280,25 @@ def test_an_expression_deeper_than_the_language_allows_is_refused_naming_its_dep
     errors = cell_errors("h = " + "-" * (MAX_DEPTH - 1) + "h[t-1]\n" + OK_C)
     assert errors == [(5, 1, f"expression nested {MAX_DEPTH + 1} operations deep; at most "
                        f"{MAX_DEPTH}: split it over several assignments")]
+
+
+def test_a_syntax_error_in_a_file_is_placed_at_its_own_column(tmp_path):
+    """Python's parser, given a real file's name, measured the column on that file's
+    first line (here 'input x', 7 characters: every column came out as 8 or 9)."""
+    path = tmp_path / "p.cell"
+    path.write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1])) + 2 3\n"
+                    "k = sigmoid(linear(x, h[t-1])\n")
+    with pytest.raises(CellError) as info:
+        lstm_graph.load_cell(path)
+    found = [(d.line, d.col, d.message) for d in info.value.diagnostics]
+    assert found == [(4, 33, "syntax error: invalid syntax"),
+                     (5, 12, "syntax error: '(' was never closed; close it on this line or a "
+                      "following one")]
+
+
+def test_a_bracket_left_open_swallows_no_following_assignment():
+    """The next line that starts a statement ends the open one: its name is assigned, so no
+    'never assigned' or 'does not exist' error follows."""
+    errors = cell_errors("f = sigmoid(linear(x, h[t-1])\nc = f * c[t-1]\nh = tanh(c)\n")
+    assert errors == [(5, 12, "syntax error: '(' was never closed; close it on this line or "
+                       "a following one")]

@@ -205,11 +205,15 @@ def _nesting(expr: ast.expr) -> int:
     return deepest
 
 
-def _parse(text: str, file: str) -> ast.Module:
-    """``ast.parse`` without Python's SyntaxWarnings (about Python, not about cells)."""
+def _parse(text: str) -> ast.Module:
+    """``ast.parse`` without Python's SyntaxWarnings (about Python, not about cells).
+
+    The text is named ``<cell>``, not by its file: given a file's name, CPython's parser
+    reads the error's line from that file (its line of the same number, not the
+    statement's) to place the column, so a syntax error's column was wrong."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
-        return ast.parse(text, filename=file, mode="exec")
+        return ast.parse(text, filename="<cell>", mode="exec")
 
 
 _DIGIT_LIMIT = re.compile(r"Exceeds the limit \((\d+) digits\) for integer string conversion"
@@ -282,6 +286,8 @@ class _Parser:
             depth = _depth(code)
             while depth > 0 and line_no < len(self.physical):
                 more, more_caption = _split_comment(self.physical[line_no])
+                if _ASSIGNMENT.match(more) or _HEADER_LINE.match(more):
+                    break  # a new statement at the line's start: a bracket left open
                 line_no += 1
                 lines.append(more)
                 caption = caption or more_caption
@@ -406,7 +412,7 @@ class _Parser:
                 starts.append(len(lines) + 1)
                 lines += stmt.lines
             try:
-                module = _parse("\n".join(lines), self.file)
+                module = _parse("\n".join(lines))
             except SyntaxError as err:
                 bad = lo + max(bisect.bisect_right(starts, err.lineno or 1) - 1, 0)
                 if bad > lo:
@@ -430,7 +436,7 @@ class _Parser:
     def _ast(self, stmt: _Statement) -> list[ast.stmt] | None:
         stmt.offset = 0
         try:
-            return _parse("\n".join(stmt.lines), self.file).body
+            return _parse("\n".join(stmt.lines)).body
         except SyntaxError as err:
             self._broken(stmt)
             line = stmt.line + (err.lineno or 1) - 1
