@@ -302,3 +302,24 @@ def test_a_bracket_left_open_swallows_no_following_assignment():
     errors = cell_errors("f = sigmoid(linear(x, h[t-1])\nc = f * c[t-1]\nh = tanh(c)\n")
     assert errors == [(5, 12, "syntax error: '(' was never closed; close it on this line or "
                        "a following one")]
+
+
+def test_a_header_name_an_expression_reads_otherwise_is_refused_once():
+    """Python's parser reads names in NFKC form (ℎ as h) and takes no keyword as a name; the
+    name is declared as the expressions read it, so their uses raise no error of their own."""
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",
+                         header="input x\nstate \u210e\noutput \u210e\n")
+    assert errors == [(2, 7, "'\u210e' (U+210E) reads as 'h' (h) in an expression (names are "
+                       "compared in Unicode's NFKC form); write it so"),
+                      (3, 8, "'\u210e' (U+210E) reads as 'h' (h) in an expression (names are "
+                       "compared in Unicode's NFKC form); write it so")]
+    assert cell_errors("h = tanh(linear(x, h[t-1]))\n",
+                       header="input x\nstate None, h\noutput h\n") == [
+        (2, 7, "'None' is a keyword of the expressions' syntax; choose another name")]
+
+
+def test_a_header_written_with_a_colon_is_said_once_and_read():
+    errors = cell_errors("c = c[t-1]\nh = tanh(linear(x, h[t-1]))\n",
+                         header="input x\nstate : c, 1h\noutput h\n")
+    assert errors[:2] == [(2, 7, "a header line has no colon: write 'state NAMES'"),
+                          (2, 12, "'1h' is not a valid name (letters, digits, _)")]

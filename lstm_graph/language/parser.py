@@ -24,9 +24,11 @@ import bisect
 import difflib
 import math
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from keyword import iskeyword
 
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
@@ -44,6 +46,8 @@ _PYTHON_OPERATORS: dict[type, str] = {
     ast.Invert: "~", ast.Not: "not", ast.UAdd: "+",
 }
 _HEADER_LINE = re.compile(rf"({'|'.join(HEADERS)})(?=\s|$)(?!\s*=)")
+#: A header written with a colon (``state: c, h``), as in some other languages.
+_HEADER_COLON = re.compile(rf"({'|'.join(HEADERS)})\s*:(?!=)")
 _NAME_TOKEN = re.compile(r"[^\s,]+")
 
 
@@ -194,6 +198,25 @@ class Suggestions:
         return _suggestion(self.indexes[key].closest(name))
 
 
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a value, or None: it must read in an expression as it is
+    written in the header. Python's parser, which reads the expressions, takes no keyword
+    as a name and reads every name in Unicode's NFKC form (``ℎ`` as ``h``), so a header
+    naming ``ℎ`` declared a name no expression could use."""
+    if not name.isidentifier():
+        return f"'{name}' is not a valid name (letters, digits, _)"
+    if iskeyword(name):
+        return f"'{name}' is a keyword of the expressions' syntax; choose another name"
+    plain = unicodedata.normalize("NFKC", name)
+    if plain != name:
+        def spelled(text: str) -> str:  # the forms may look alike: their code points
+            return " ".join(c if c.isascii() else f"U+{ord(c):04X}" for c in text)
+
+        return (f"'{name}' ({spelled(name)}) reads as '{plain}' ({spelled(plain)}) in an "
+                "expression (names are compared in Unicode's NFKC form); write it so")
+    return None
+
+
 def _nesting(expr: ast.expr) -> int:
     """How deep ``expr``'s operations nest (a name or number: 0), found without recursion."""
     deepest, pending = 0, [(expr, 0)]
@@ -279,6 +302,13 @@ class _Parser:
             if not code.strip():
                 continue
             indent = len(code) - len(code.lstrip())
+            colon = _HEADER_COLON.match(code.lstrip())
+            if colon:  # said once, then read as the header it is meant to be
+                word = colon.group(1)
+                self.report.error(Loc(line_no, indent + colon.end()),
+                                  f"a header line has no colon: write '{word} NAMES'")
+                end = indent + colon.end()
+                code = code[:end - 1] + " " + code[end:]  # the names keep their columns
             if _HEADER_LINE.match(code.lstrip()):
                 self.header(line_no, indent, code.lstrip())
                 continue
@@ -317,9 +347,14 @@ class _Parser:
             return
         valid = []
         for name, loc in names:
-            if not name.isidentifier():
-                self.report.error(loc, f"'{name}' is not a valid name (letters, digits, _)")
-            elif keyword != "cell" and name in RESERVED:
+            problem = _name_problem(name)
+            if problem:
+                self.report.error(loc, problem)
+                # declared as the expressions read it, so that their uses raise no more
+                name = unicodedata.normalize("NFKC", name)
+                if _name_problem(name):
+                    continue
+            if keyword != "cell" and name in RESERVED:
                 self.report.error(loc, f"'{name}' is reserved (a function, 't' or a header "
                                   "keyword); choose another name")
             else:
