@@ -25,8 +25,8 @@ class Diagnostic:
     severity: str  # "error" or "warning"
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+    def __str__(self) -> str:  # a file's name on one line, its escapes shown (inert)
+        return f"{inert(self.file)}:{self.line}:{self.col}: {self.severity}: {self.message}"
 
 
 class LstmGraphError(Exception):

@@ -489,3 +489,14 @@ def test_the_finiteness_test_is_exact_where_its_sum_of_squares_overflows(dtype, 
                                                              seed=0, dtype=dtype)
     with pytest.warns(LstmGraphWarning, match="'h' is not finite at step 3 first"):
         run(np.ones((4, 2, 2), dtype))
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there"])
+def test_a_cell_named_by_a_file_name_with_a_line_end_or_tab_is_refused_on_one_line(
+        tmp_path, name, cli_fails):
+    path = tmp_path / f"{name}.cell"
+    path.write_text(HEADER.removeprefix("cell t\n") + "h = tanh(linear(x, h[t-1]))\n")
+    stderr = cli_fails("validate", path)
+    shown = str(path).replace("\n", "\\n").replace("\t", "\\t")
+    assert stderr.startswith(f"{shown}:1:1: error: the cell's name, from the file's name, "
+                             "holds the character U+000") and stderr.count("\n") == 1, stderr

@@ -200,3 +200,32 @@ def test_a_trace_with_malformed_cell_entries_is_refused(tmp_path, trace, entries
     stderr = cli_fails("render", "peephole_lstm", "--trace", tmp_path / "bad.npz", "--step",
                        "1", "--format", "dot", "--style", "cell")
     assert message in stderr, stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.zeros((5, 2, 0), "float32"), "'f' is float32 of shape (5, 2, 0); a trace holds each "
+     "value as real numbers of shape (steps, sequences, units), none of them 0"),
+    (np.full((5, 2, 4), "a"), "'f' is <U1 of shape (5, 2, 4)"),
+    (np.zeros((5, 2, 4), "complex64"), "'f' is complex64 of shape (5, 2, 4)"),
+    (np.zeros((4, 2, 4), "float32"), "'f' has shape (4, 2, 4) and 'i' (5, 2, 4)"),
+])
+def test_a_trace_whose_values_are_damaged_is_refused_naming_the_value(
+        tmp_path, trace, value, message, cli_fails):
+    """A trace whose cell entries match but whose values do not (a division by zero, a
+    TypeError, or a complex number's real part drawn with a warning)."""
+    cell, values = trace
+    np.savez(tmp_path / "bad.npz", **{**values, "f": value}, **identity(cell.schedule))
+    stderr = cli_fails("render", "peephole_lstm", "--trace", tmp_path / "bad.npz", "--step",
+                       "1", "--format", "dot", "--style", "cell")
+    assert message in stderr and "Traceback" not in stderr and "Warning" not in stderr, stderr
+
+
+def test_a_trace_s_cell_name_is_quoted_on_one_line_with_nothing_a_terminal_acts_on(
+        tmp_path, trace, cli_fails):
+    cell, values = trace
+    entries = {"cell": np.array("\x1b[31mEVIL\nline2 \u202e"), "cell.sha256": np.array("0" * 64)}
+    np.savez(tmp_path / "bad.npz", **values, **entries)
+    stderr = cli_fails("render", "peephole_lstm", "--trace", tmp_path / "bad.npz", "--step",
+                       "1", "--format", "dot", "--style", "cell")
+    assert "traced from cell '\\x1b[31mEVIL\\nline2 \\u202e'" in stderr, stderr
+    assert stderr.count("\n") == 1 and "\x1b" not in stderr and "\u202e" not in stderr

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from lstm_graph.errors import DataError, LstmGraphWarning
+from lstm_graph.errors import DataError, LstmGraphWarning, inert
 from lstm_graph.formats.arrays import StoredArray, open_npz, read_npz
 from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
@@ -116,6 +117,8 @@ def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
     expected = digest(schedule)
     if recorded == expected:
         return
+    # the file's text: quoted on one line, with nothing a terminal acts on
+    name, recorded = inert(name), inert(recorded)
     if name == graph.name:
         raise DataError(f"{source} was traced from cell '{name}' with other equations "
                         f"(sha256 {recorded[:12]}…) than cell '{graph.name}' has now "
@@ -144,4 +147,18 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
         raise missing_values(str(path), graph.name, missing)
     check_cell(*cell_entries(path, stored), schedule, str(path))
+    names = list(graph.assignments)
+    for name in names:
+        entry = stored[name]
+        if entry.dtype.kind != "f" or len(entry.shape) != 3 or 0 in entry.shape:
+            raise DataError(f"{path}: '{name}' is {entry.dtype} of shape {entry.shape}; a trace "
+                            "holds each value as real numbers of shape (steps, sequences, "
+                            "units), none of them 0, as 'lstm-graph trace' writes it")
+    usual = Counter(stored[name].shape[:2] for name in names).most_common(1)[0][0]
+    for name in names:
+        if stored[name].shape[:2] != usual:
+            others = next(n for n in names if stored[n].shape[:2] == usual)
+            raise DataError(f"{path}: '{name}' has shape {stored[name].shape} and "
+                            f"'{others}' {stored[others].shape}; a trace holds every value "
+                            "over the same steps and sequences")
     return read_npz(path)

@@ -905,7 +905,9 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
         return ParseResult(CellGraph(default_name, file, {}, {}, {}, {}, {}),
                            parser.report.items, set(), refused=True)
     parser.split()
-    bad_name = None if parser.name else _UNPRINTABLE.search(default_name)
+    # a name is one line: neither the tab nor the line end a text may hold
+    bad_name = None if parser.name else _UNPRINTABLE.search(default_name) or \
+        re.search(r"[\t\n\r]", default_name)
     if bad_name:
         return _too_large(file, default_name, f"the cell's name, from the file's name, holds "
                           f"the character {character_name(bad_name.group()[0])}; rename the "
