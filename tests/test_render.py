@@ -389,6 +389,25 @@ def test_render_both_styles_to_stdout_is_a_usage_error_about_styles(cli_fails):
 
 
 @needs_dot
+def test_render_writes_every_diagram_or_none(in_tmp, cli_fails):
+    """A second target that cannot be written (a directory) is found before the first is
+    written: no half of a pair left behind."""
+    (in_tmp / "b.cell.svg").mkdir()
+    assert "b.cell.svg: is a directory" in cli_fails("render", "lstm", "--out", "b")
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["b.cell.svg"]
+
+
+def test_render_out_dash_is_stdout_and_an_empty_highlight_is_wrong_usage(in_tmp, cli_run,
+                                                                          cli_fails):
+    shown = cli_run("render", "lstm", "--style", "cell", "--format", "dot", "--out", "-")
+    assert shown.stdout.startswith("digraph") and list(in_tmp.iterdir()) == []
+    assert "stdout takes one" in cli_fails("render", "lstm", "--out", "-", code=2)
+    assert "--highlight is empty" in cli_fails("render", "lstm", "--highlight=", code=2)
+    assert "would be a file named '-'" in cli_fails("run", "lstm", "-I", "2", "-H", "3",
+                                                    "--sample", "--out", "-", code=2)
+    assert list(in_tmp.iterdir()) == []
+
+
 def test_render_never_makes_base_names_out_of_a_device_or_link(in_tmp, cli_run, cli_fails):
     fifo = in_tmp / "pipe"
     os.mkfifo(fifo)

@@ -90,8 +90,8 @@ _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram
 
 
 class OutputPath(click.Path):
-    """``--out``: a file path, where an empty one, or one ending in ``/`` (a directory), is
-    wrong usage (exit 2)."""
+    """``--out``: a file path, where an empty one, one ending in ``/`` (a directory), or
+    ``-`` (standard output, to most programs) is wrong usage (exit 2)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
@@ -101,11 +101,15 @@ class OutputPath(click.Path):
         text = str(value)
         if not text:
             self.fail("the output path is empty; give a file name", param, ctx)
-        if text.endswith(("/", os.sep)):
+        if text.endswith(("/", os.sep)) or text == "-":
             name = param.name if param is not None else None
             example = _EXAMPLES.get(name or "") or \
                 _EXAMPLES.get(ctx.command.name if ctx and ctx.command.name else "", "out")
             option = param.opts[0] if param is not None and param.opts else "the output"
+            if text == "-":  # elsewhere the name of standard output: here a binary file
+                raise click.UsageError(f"{option} - would be a file named '-' (this command "
+                                       f"writes a file, not standard output); give a file "
+                                       f"name such as {example}", ctx)
             raise click.UsageError(f"{option} {text} names a directory; give a file name such "
                                    f"as {text}{example}", ctx)
         return super().convert(value, param, ctx)

@@ -18,7 +18,7 @@ import graphviz
 from lstm_graph.cell import Cell
 from lstm_graph.cli.app import SPEC_HELP, load, main
 from lstm_graph.errors import OutputError
-from lstm_graph.formats.files import refuse_inputs, write_atomic
+from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
 from lstm_graph.library import load_cell
 from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, save, to_bytes, unrolled
@@ -88,6 +88,8 @@ def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: s
            reads: dict[str, str | Path | None]) -> None:
     for path in paths.values():  # never over the cell file or the trace it draws
         refuse_inputs({"--out": path}, reads)
+    for path in paths.values():  # every one writable, or none written
+        check_output(path)
     data = {name: to_bytes(dot, fmt) for name, dot in diagrams.items()}  # all, then write
     for name, path in paths.items():
         make_parent(path)
@@ -123,7 +125,8 @@ def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
               help="svg/png/pdf run Graphviz's dot; dot needs nothing.  [default: the suffix "
                    "of --out, else svg]")
 @click.option("--out", metavar="PATH", help="A file (its suffix names the format), a base name for "
-              "BASE.STYLE.FMT, or a directory (ending in /). Missing directories are created.")
+              "BASE.STYLE.FMT, a directory (ending in /), or - for stdout (one diagram). "
+              "Missing directories are created.")
 @click.option("--highlight", help="A node or assignment name, or a preset: forget, input, "
               "memory, output. Draws its path in colour and fades the rest.")
 @click.option("--stages", is_flag=True, help="Write each node's stage number on it.")
@@ -143,6 +146,12 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
     """Draw a cell in pipe style (Olah's) and/or cell style (the classic diagram)."""
     if out == "":
         raise click.UsageError("--out is empty; give a file, a base name or a directory")
+    if highlight == "":
+        raise click.UsageError("--highlight is empty; give a node or assignment name, or a "
+                               "preset: forget, input, memory, output")
+    to_stdout = out == "-"  # the usual name of standard output
+    if to_stdout:
+        out = None
     if everything:
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
@@ -175,7 +184,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
                {"SPEC": spec, "--trace": trace})
     elif len(diagrams) == 1:
         _to_stdout(next(iter(diagrams.values())), fmt)
-    elif style == "both":
+    elif style == "both" or to_stdout:
         raise click.UsageError(f"--style both draws two diagrams, and stdout takes one: give "
                                f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
                                "--style pipe or --style cell")
