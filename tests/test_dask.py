@@ -53,13 +53,13 @@ from lstm_graph.training import adding, train  # noqa: E402
 LIMIT = 120
 #: A user's cell: its file exists only in the test's folder, never where the workers run.
 MINE = """\
-# a minimal gated cell, written for these tests
+# a minimal gated cell of two states, written for these tests
 input x
-state h
+state m, h
 output h
 z = sigmoid(linear(x, h[t-1]))
-n = tanh(linear(x, h[t-1]))
-h = z * h[t-1] + (1 - z) * n
+m = z * m[t-1] + (1 - z) * tanh(linear(x, h[t-1]))
+h = tanh(m) * z
 """
 
 
@@ -166,7 +166,8 @@ def inputs(tmp_path: Path) -> Path:
     rng = np.random.default_rng(5)
     np.save(tmp_path / "x.npy", rng.standard_normal((12, 7, 3)))
     np.save(tmp_path / "x1.npy", rng.standard_normal((12, 3)))  # one sequence
-    np.savez(tmp_path / "state.npz", h=rng.standard_normal((7, 4)))
+    # both states: a sharded run once kept only the last one given, the rest zero
+    np.savez(tmp_path / "state.npz", h=rng.standard_normal((7, 4)), m=rng.standard_normal((7, 4)))
     np.save(tmp_path / "gy.npy", rng.standard_normal((12, 7, 4)))
     (tmp_path / "mine.cell").write_text(MINE)
     return tmp_path
@@ -207,9 +208,10 @@ def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
     rng = np.random.default_rng(6)
     np.save(inputs / "xb.npy", rng.standard_normal((7, 12, 3)))
     np.save(inputs / "lengths.npy", np.array([12, 3, 7, 1, 12, 9, 5]))
-    np.savez(inputs / "stack_state.npz", h=rng.standard_normal((4, 7, 4)))
+    np.savez(inputs / "stack_state.npz", h=rng.standard_normal((4, 7, 4)),
+             c=rng.standard_normal((4, 7, 4)))
     np.save(inputs / "gyb.npy", rng.standard_normal((7, 12, 8)))
-    args = [command, "gru", "--input", "xb.npy", "-H", "4", "--layers", "2", "--direction",
+    args = [command, "lstm", "--input", "xb.npy", "-H", "4", "--layers", "2", "--direction",
             "bidirectional", "--batch-first", "--lengths", "lengths.npy", "--state",
             "stack_state.npz", "--dtype", "float64",
             *(["--grad-output", "gyb.npy"] if command == "grad" else [])]

@@ -377,11 +377,11 @@ def check(runner: Runner, x: Any, state: Mapping[str, Any] | None, allow_nonfini
         if tuple(np.shape(grad_y)) != want:
             raise DataError(f"grad_y has shape {tuple(np.shape(grad_y))}, expected {want}")
     checked = {}
-    for name, value in dict(state or {}).items():
+    for name, value in dict(state or {}).items():  # those not given start at zero in each job
         want_state = runner.state_shape(name, None if unbatched else batch)
-        checked.update(check_state({name: value}, runner.cell.graph.states, batch,
-                                   want_state[-1], unbatched, allow_nonfinite, np,
-                                   runner.dtype, want_state))
+        checked[name] = check_state({name: value}, runner.cell.graph.states, batch,
+                                    want_state[-1], unbatched, allow_nonfinite, np,
+                                    runner.dtype, want_state)[name]
     unknown = sorted(set(state or {}) - set(runner.cell.graph.states))
     if unknown:
         raise DataError(f"unknown state {', '.join(unknown)}; this cell's states are "
