@@ -725,3 +725,24 @@ def test_a_file_that_is_not_a_pytorch_file_is_called_unreadable(tmp_path, cli_re
     stderr = cli_refused("run", "lstm", "--sample", "--weights", tmp_path / "junk.pt")
     assert stderr == f"{tmp_path / 'junk.pt'}: not a readable PyTorch file (neither a " \
         "torch.save archive nor a pickle that torch.load reads with weights only)\n"
+
+
+def test_grad_of_one_sequence_with_a_length_takes_the_whole_last_step(tmp_path, cli_run):
+    """Without --grad-output the loss is the sum of each sequence's last step: for one
+    sequence (T, I), the whole row of its last step (one unit of it was seeded)."""
+    x = inputs(6, 1, 3, "float64")
+    np.save(tmp_path / "x2.npy", x[:, 0])
+    np.save(tmp_path / "x3.npy", x)
+    np.save(tmp_path / "len.npy", np.array([4]))
+    for name in ("x2", "x3"):
+        cli_run("grad", "lstm", "--input", tmp_path / f"{name}.npy", "-H", "4", "--dtype",
+                "float64", "--lengths", tmp_path / "len.npy", "--out", tmp_path / f"g{name}.npz")
+    with np.load(tmp_path / "gx2.npz") as one, np.load(tmp_path / "gx3.npz") as batched:
+        np.testing.assert_allclose(one["x"], batched["x"][:, 0], rtol=1e-12, atol=1e-15)
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, seed=0,
+                                                  dtype="float64")
+    grad_y = np.zeros((6, 1, 4))
+    grad_y[3] = 1
+    with np.load(tmp_path / "gx3.npz") as batched:
+        np.testing.assert_allclose(batched["x"], runner.grad(x, grad_y, lengths=[4]).x,
+                                   rtol=1e-10)

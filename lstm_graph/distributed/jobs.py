@@ -186,13 +186,15 @@ def last_step_loss(runner: Runner, x_shape: tuple[int, ...], lengths: Any = None
                    ) -> np.ndarray:
     """``grad_y`` for the loss ``grad`` takes without ``--grad-output``: the sum of the
     last step's output (each sequence's own last step, with ``lengths``)."""
-    steps_axis = 1 if runner.batch_first and len(x_shape) == 3 else 0
+    unbatched = len(x_shape) == 2  # one sequence, (T, I): a step is a row of grad_y
+    steps_axis = 1 if runner.batch_first and not unbatched else 0
     grad_y = np.zeros((*x_shape[:-1], runner.output_width), dtype=runner.dtype)
     if lengths is None:
         grad_y[(slice(None),) * steps_axis + (-1,)] = 1
     else:
         for b, length in enumerate(np.asarray(lengths).tolist()):
-            grad_y[(b, length - 1) if steps_axis else (length - 1, b)] = 1
+            grad_y[(length - 1,) if unbatched else (b, length - 1) if steps_axis
+                   else (length - 1, b)] = 1
     return grad_y
 
 
