@@ -234,3 +234,23 @@ def test_gradflow_tells_two_weights_of_one_cell_apart(tmp_path, cli_run):
     a, b = f"rnn={tmp_path / 'w1.npz'}", f"rnn={tmp_path / 'w2.npz'}"
     result = cli_run("gradflow", a, b, "--length", "6", "--json", "--out", tmp_path / "g.svg")
     assert sorted(json.loads(result.stdout)["flows"]) == sorted([a, b])
+
+
+def test_a_model_file_is_its_cell_with_its_weights_in_gradflow_and_refused_by_train(
+        tmp_path, cli_run, cli_fails):
+    """gradflow m.pt charted random weights at -H (its cell alone); train m.pt trained a
+    fresh cell at -H without a word about the model's weights."""
+    torch.manual_seed(0)
+    torch.save(torch.nn.LSTM(2, 4).state_dict(), tmp_path / "m.pt")
+    torch.save(torch.nn.LSTM(2, 4, num_layers=2).state_dict(), tmp_path / "two.pt")
+    charts = [json.loads(cli_run("gradflow", entry, "--length", "5", "--batch", "2", "--json",
+                                 "--out", tmp_path / f"{k}.svg").stdout)["flows"]
+              for k, entry in enumerate([str(tmp_path / "m.pt"), f"lstm={tmp_path / 'm.pt'}"])]
+    assert list(charts[0].values()) == list(charts[1].values())
+    assert len(charts[0]["lstm"]["h"]) == 5 and charts[0]["lstm"]["h"][-1] == 2.0  # 2 × H ones
+    assert "these weights are 2 layers, forward" in cli_fails(
+        "gradflow", tmp_path / "two.pt", "--out", tmp_path / "t.svg")
+    assert "cannot go on from a model's" in cli_fails(
+        "train", tmp_path / "m.pt", "--task", "adding", "--steps", "2", "--out",
+        tmp_path / "w.npz", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.svg", "1.svg", "m.pt", "two.pt"]

@@ -17,6 +17,7 @@ from lstm_graph.cli.app import SPEC_HELP, FiniteFloat, OutputPath, emit_json, lo
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 from lstm_graph.library import builtin_names
+from lstm_graph.models import is_model
 from lstm_graph.render import FORMATS, STYLES, render, save
 from lstm_graph.training import named, train
 from lstm_graph.training.gradflow import Flow, flow
@@ -112,6 +113,10 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     for path in (out, checkpoint, plot):  # a directory it cannot write in: said now
         if path is not None:
             check_output(path)
+    if is_model(spec):  # its weights and layers would be set aside without a word
+        raise click.UsageError(f"train starts a cell from fresh weights (-H, --seed) and "
+                               f"cannot go on from a model's: give the cell {spec} holds "
+                               f"('lstm-graph validate {spec}' names it) as SPEC")
     cell = load(spec)
     task = named(task_name, length)
     check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
@@ -160,14 +165,15 @@ train_command.name = "train"
 
 def _spec_and_weights(entry: str) -> tuple[str, str | None]:
     """A CELL argument as its cell and its weights: ``lstm=w.npz`` -> ``("lstm", "w.npz")``;
-    a built-in name or an existing file alone is a cell without weights, and a path holding
-    ``=`` is split where a cell and an existing weights file meet (``a=b/c.cell=w=1.npz``);
-    else at the first ``=``."""
+    a model file alone is its cell with its own weights (``m.pt`` -> ``("m.pt", "m.pt")``),
+    a built-in name or another existing file alone a cell without weights, and a path
+    holding ``=`` is split where a cell and an existing weights file meet
+    (``a=b/c.cell=w=1.npz``); else at the first ``=``."""
     def is_cell(text: str) -> bool:
         return text in builtin_names() or Path(text).is_file()
 
     if is_cell(entry):
-        return entry, None
+        return entry, entry if is_model(entry) else None
     for at in (k for k, char in enumerate(entry) if char == "="):
         if is_cell(entry[:at]) and Path(entry[at + 1:]).exists():
             return entry[:at], entry[at + 1:]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.cell import Runner
+from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import to_numpy
 
 
@@ -29,7 +30,13 @@ class Flow:
 
 
 def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
-    """The gradient flow of ``runner``'s cell on ``x`` ``(T, B, I)``, loss at the last step."""
+    """The gradient flow of ``runner``'s cell on ``x`` ``(T, B, I)``, loss at the last step:
+    one forward layer's (a stack's layers and directions would each need a chart, and a
+    reverse layer's last step is its first)."""
+    if not runner.plain:
+        layout = ", batch-first" if runner.batch_first else ""
+        raise DataError(f"gradflow charts one forward layer, time-major; these weights are "
+                        f"{runner.stack.describe()}{layout}: chart a single layer's")
     cell = runner.cell
     (output,) = cell.graph.outputs
     width = cell.schedule.width(output, runner.input_size, runner.hidden_size)
