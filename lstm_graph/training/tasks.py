@@ -15,7 +15,9 @@ trained cell must beat):
   the alphabet) is ``10·ln 8 / T``.
 - **a file**: an ``.npz`` with ``x`` of shape ``(T, N, I)`` and ``y`` of shape
   ``(N, O)`` (a target read at the last step) or ``(T, N, O)`` (one every step),
-  mean squared error; the baseline is predicting ``y``'s mean.
+  mean squared error; the baseline is predicting ``y``'s mean. A tenth of the
+  sequences (at least one, chosen the same way every time) is held out: training
+  never draws them, and the loss is measured on them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Task:
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     largest: float = 1.0  # the largest magnitude in x and the targets
     stored: tuple[Allocation, ...] = ()  # the data it holds (a file's x and y)
+    #: Batches to measure the loss on, of sequences ``sample`` never gives (a file's
+    #: held-out tenth); None: ``sample``'s own, whose sequences are new each time.
+    held_out: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def adding(length: int = 50) -> Task:
@@ -126,10 +131,14 @@ def from_file(path: Path) -> Task:
                         f"({count}, O) or ({steps}, {count}, O)")
     if y_shape[-1] < 1:
         raise DataError(f"{path}: y has shape {y_shape}: no outputs to learn (O is 0)")
-    held = (allocation(f"{path}: x", x_shape, x_stored.dtype),
-            allocation(f"{path}: y in float64", y_shape, np.float64))
-    require([*held, allocation("y as stored, and its deviations", (2, *y_shape), np.float64)],
-            "reading the task")  # the names of the arrays held name the file
+    if count < 2:
+        raise DataError(f"{path}: x holds one sequence; a task file needs at least 2, as a "
+                        "tenth of them (at least one) is held out to measure the loss on")
+    held_arrays = (allocation(f"{path}: x", x_shape, x_stored.dtype),
+                   allocation(f"{path}: y in float64", y_shape, np.float64))
+    # the names of the arrays held name the file
+    require([*held_arrays, allocation("y as stored, and its deviations", (2, *y_shape),
+                                      np.float64)], "reading the task")
     x = x_stored.read()
     y = y_stored.read().astype(np.float64)
     for name, array in (("x", x), ("y", y)):
@@ -142,14 +151,25 @@ def from_file(path: Path) -> Task:
         raise DataError(f"{path}: y is the same in every sequence, so there is nothing to learn "
                         "(predicting its mean is exact)")
 
-    def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        chosen = rng.integers(0, count, size=batch)
+    # the same split for every run and seed (a sweep compares cells on one held-out set)
+    order = np.random.default_rng(0).permutation(count)
+    held, kept = np.sort(order[:max(1, count // 10)]), np.sort(order[max(1, count // 10):])
+
+    def rows(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x[:, chosen], (y[chosen] if loss == "mse_last" else y[:, chosen])
+
+    def sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        return rows(kept[rng.integers(0, kept.size, size=batch)])
+
+    def held_out(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every held-out sequence, or ``batch`` of them where there are more."""
+        return rows(held if held.size <= batch else
+                    np.sort(rng.choice(held, size=batch, replace=False)))
 
     largest = max(abs(float(x.max())), abs(float(x.min())), abs(float(y.max())),
                   abs(float(y.min())))
     return Task(path.stem, steps, x_shape[2], y_shape[-1], loss, baseline, sample, largest,
-                held)
+                stored=held_arrays, held_out=held_out)
 
 
 def named(spec: str, length: int) -> Task:

@@ -165,7 +165,8 @@ class Trainer:
         self.evals = History()
         self.step = 0
         self.seconds = 0.0
-        self._eval = task.sample(np.random.default_rng([seed, 2**31]), EVAL_BATCH)
+        self._eval = (task.held_out or task.sample)(np.random.default_rng([seed, 2**31]),
+                                                    EVAL_BATCH)
         spec = Spec(cell.schedule, np, self._cell_params(), batch, task.input_size, hidden_size,
                     self.dtype)
         #: What runs the cell forward and backward: the registry's choice for ``plan``.
