@@ -22,7 +22,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning
-from lstm_graph.formats.files import json_text
+from lstm_graph.formats.files import json_text, same_file
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
 
@@ -87,6 +87,17 @@ _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram
              "markdown": "board.md", "run": "y.npz", "trace": "trace.npz", "grad": "grads.npz",
              "params": "template.npz", "explore": "cell.html", "train": "w.npz",
              "gradflow": "chart.png", "sweep": "board.json"}
+
+
+def refuse_same_outputs(outputs: dict[str, Path | None]) -> None:
+    """Wrong usage where two outputs (``{"--out": path}``) name one file: the second written
+    would replace the first (``--out same.png --plot same.png`` lost the weights)."""
+    given = [(label, path) for label, path in outputs.items() if path is not None]
+    for k, (label, path) in enumerate(given):
+        for other, earlier in given[:k]:
+            if same_file(path, earlier):
+                raise click.UsageError(f"{other} and {label} name the same file ({path}); "
+                                       "give two files")
 
 
 class OutputPath(click.Path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main
+from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_same_outputs
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
@@ -70,10 +69,7 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     """Train cells × seeds × hidden sizes on a task as Dask tasks; rank them."""
     if len(set(cells)) != len(cells):
         raise click.UsageError("a CELL is given twice")
-    if out is not None and markdown is not None and \
-            os.path.realpath(out) == os.path.realpath(markdown):
-        raise click.UsageError(f"--out and --markdown name the same file ({out}); give two "
-                               "files")
+    refuse_same_outputs({"--out": out, "--markdown": markdown})
     refuse_inputs({"--out": out, "--markdown": markdown},
                   {"--task": task_name, **{f"CELL {spec}": spec for spec in cells}})
     for path in (out, markdown):  # a directory it cannot write in: said before the sweep

@@ -13,7 +13,15 @@ from typing import Any
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, FiniteFloat, OutputPath, emit_json, load, main
+from lstm_graph.cli.app import (
+    SPEC_HELP,
+    FiniteFloat,
+    OutputPath,
+    emit_json,
+    load,
+    main,
+    refuse_same_outputs,
+)
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 from lstm_graph.library import builtin_names
@@ -105,8 +113,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
             raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
                                    "beside it for the checkpoint: give --checkpoint FILE")
         checkpoint = out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
-    if checkpoint.resolve() == out.resolve():
-        raise click.UsageError(f"--checkpoint {checkpoint} is --out too; give another file")
+    refuse_same_outputs({"--out": out, "--checkpoint": checkpoint, "--plot": plot})
     inputs = {"SPEC": spec, "--task": task_name}
     refuse_inputs({"--out": out, "--plot": plot}, {**inputs, "--checkpoint": checkpoint})
     refuse_inputs({"--checkpoint": checkpoint}, inputs)
@@ -221,6 +228,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     if diagram_format is not None and diagram_format not in FORMATS:
         raise click.UsageError(f"--diagram {diagram}: a diagram is written as "
                                f"{', '.join(FORMATS)} (by its suffix), not .{diagram_format}")
+    refuse_same_outputs({"--out": out, "--diagram": diagram})
     given = [_spec_and_weights(entry) for entry in cells]
     read = {"--task": task_name, **{f"CELL {entry}": path for entry, (spec, weights) in
                                     zip(cells, given) for path in (spec, weights) if path}}
