@@ -83,6 +83,17 @@ def test_a_hidden_size_too_large_is_refused_before_any_weight_is_drawn(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gradflow_weighs_its_batch_before_drawing_it(tmp_path):
+    """A batch of 300,000 copy-task sequences grew to 735 MB before the refusal: now
+    refused under an address space of 1 GB, before the batch is drawn."""
+    args = ["gradflow", "lstm", "--task", "copy", "--length", "5", "-H", "4", "--batch",
+            "300000", "--out", "g.png"]
+    limited = cli_under_address_space(args, tmp_path, 2**30)
+    assert limited.returncode == 1 and "Traceback" not in limited.stderr, limited.stderr
+    assert "for charting the gradient flow of lstm over a batch of 300000, more than" in \
+        limited.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_what_training_holds_is_counted(monkeypatch):
     """The estimate covers the weights four times over (with gradients and Adam's moments),
     a batch's forward and backward values, the held-out batch and the history."""

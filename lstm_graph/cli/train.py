@@ -24,6 +24,7 @@ from lstm_graph.cli.app import (
 )
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
+from lstm_graph.formats.memory import allocation, require
 from lstm_graph.library import builtin_names
 from lstm_graph.models import is_model
 from lstm_graph.render import FORMATS, STYLES, render, save
@@ -239,17 +240,23 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     task = named(task_name, length)
     if step is not None and step > task.length:
         raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")
-    x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
-    flows: list[Flow] = []
+    runners = []
     for spec, weights_path in given:
         cell = load(spec)
         if weights_path:
-            runner = cell.compile(input_size=task.input_size,
-                                  weights=Path(weights_path), dtype="float64")
+            runners.append(cell.compile(input_size=task.input_size,
+                                        weights=Path(weights_path), dtype="float64"))
         else:
-            runner = cell.compile(input_size=task.input_size, hidden_size=hidden_size,
-                                  seed=seed, dtype="float64")
-        flows.append(flow(runner, x))
+            runners.append(cell.compile(input_size=task.input_size, hidden_size=hidden_size,
+                                        seed=seed, dtype="float64"))
+    drawn = (task.length, batch, task.input_size + task.output_size)
+    for runner in runners:  # before the batch is drawn: it may be the largest of all
+        require([allocation("the batch of --task and its targets (float64)", drawn,
+                            np.float64),
+                 *runner.allocations(task.length, batch, np.dtype(np.float64), "grad")],
+                f"charting the gradient flow of {runner.cell.name} over a batch of {batch}")
+    x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
+    flows: list[Flow] = [flow(runner, x) for runner in runners]
     names = [found.cell for found in flows]  # the cell's own name, or the argument if shared
     flows = [found if names.count(found.cell) == 1 else replace(found, cell=entry)
              for found, entry in zip(flows, cells)]
