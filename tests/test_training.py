@@ -100,6 +100,34 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
               checkpoint=checkpoint, resume=True)
 
 
+
+def test_a_checkpoint_of_other_equations_data_or_settings_is_refused(tmp_path):
+    """Only the cell's and the file's names were compared: a cell whose equations changed,
+    another task file of the same name, or another learning rate resumed without a word."""
+    text = "cell mine\ninput x\nstate h\noutput h\nh = tanh(linear(x, h[t-1])) * {k}\n"
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        np.savez(tmp_path / folder / "t.npz", x=rng.standard_normal((4, 10, 2)),
+                 y=rng.standard_normal((10, 1)))
+    checkpoint = tmp_path / "ckpt.npz"
+    first = lstm_graph.compile_source(text.format(k=0.5), "mine.cell")
+    task = from_file(tmp_path / "a" / "t.npz")
+    train(first, task, 4, steps=2, batch=4, checkpoint=checkpoint)
+    for cell, other_task, lr, words in [
+            (lstm_graph.compile_source(text.format(k=0.9), "mine.cell"), task, 2e-3,
+             "cell.sha256 '"),
+            (first, from_file(tmp_path / "b" / "t.npz"), 2e-3, "task.sha256 '"),
+            (first, task, 1e-2, "lr 0.002 (now 0.01)")]:
+        with pytest.raises(lstm_graph.DataError, match="a checkpoint of another run") as info:
+            train(cell, other_task, 4, steps=4, batch=4, lr=lr, checkpoint=checkpoint,
+                  resume=True)
+        assert words in str(info.value) and str(info.value).count(";") == 1, info.value
+    assert train(first, task, 4, steps=4, batch=4, checkpoint=checkpoint,
+                 resume=True).resumed_from == 2
+
+
 def test_train_command_writes_weights_that_run_a_checkpoint_and_a_plot(tmp_path, cli_run):
     out = tmp_path / "w.npz"
     args = ["train", "peephole_lstm", "--task", "adding", "--length", "5", "-H", "4",

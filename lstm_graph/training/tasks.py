@@ -22,6 +22,7 @@ trained cell must beat):
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class Task:
     #: Batches to measure the loss on, of sequences ``sample`` never gives (a file's
     #: held-out tenth); None: ``sample``'s own, whose sequences are new each time.
     held_out: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]] | None = None
+    #: What tells this task's data from other data of the same name (a file's SHA-256 of
+    #: its arrays; "" where the name and length say it all): a checkpoint records it.
+    digest: str = ""
 
 
 def adding(length: int = 50) -> Task:
@@ -168,8 +172,12 @@ def from_file(path: Path) -> Task:
 
     largest = max(abs(float(x.max())), abs(float(x.min())), abs(float(y.max())),
                   abs(float(y.min())))
+    digest = hashlib.sha256()
+    for array in (x, y):  # x as stored, y as read in float64: shapes, dtypes, then numbers
+        digest.update(f"{array.shape} {array.dtype.str};".encode())
+        digest.update(np.ascontiguousarray(array).data)
     return Task(path.stem, steps, x_shape[2], y_shape[-1], loss, baseline, sample, largest,
-                stored=held_arrays, held_out=held_out)
+                stored=held_arrays, held_out=held_out, digest=digest.hexdigest())
 
 
 def named(spec: str, length: int) -> Task:

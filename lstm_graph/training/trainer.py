@@ -36,12 +36,13 @@ import numpy as np
 
 from lstm_graph.cell import Cell
 from lstm_graph.checks import run_allocations, work_allocations
-from lstm_graph.errors import DataError, WeightsError
+from lstm_graph.errors import DataError, WeightsError, inert
 from lstm_graph.executors import registry
 from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.files import write_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.formats.trace import digest
 from lstm_graph.training.fused import adam_step
 from lstm_graph.training.tasks import Task
 
@@ -237,9 +238,13 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def _meta(self) -> dict[str, object]:
-        return {"cell": self.cell.name, "task": self.task.name, "length": self.task.length,
-                "hidden_size": self.hidden, "batch": self.batch, "seed": self.seed,
-                "dtype": self.dtype.name}
+        """What makes a run this run: a checkpoint of another is not resumed (the cell's
+        equations and a task file's data by their SHA-256, as a trace records its cell)."""
+        return {"cell": self.cell.name, "cell.sha256": digest(self.cell.schedule),
+                "task": self.task.name, "task.sha256": self.task.digest,
+                "length": self.task.length, "hidden_size": self.hidden, "batch": self.batch,
+                "seed": self.seed, "dtype": self.dtype.name, "lr": self.adam.lr,
+                "clip": self.max_norm}
 
     def save(self, path: Path) -> None:
         """Everything a resumed run needs, in one ``.npz`` written whole or not at all."""
@@ -269,8 +274,9 @@ class Trainer:
         if not isinstance(meta, dict):
             raise DataError(f"{path}: not a checkpoint of lstm-graph train")
         expected = self._meta()
-        different = [f"{k} {meta.get(k)!r} (now {v!r})" for k, v in expected.items()
-                     if meta.get(k) != v]
+        different = [f"{k} {_shown(meta[k])} (now {_shown(v)})" if k in meta else
+                     f"{k} not recorded (an older lstm-graph wrote it)"
+                     for k, v in expected.items() if meta.get(k) != v]
         if different:
             raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
                             "train with the same settings or start afresh without --resume")
@@ -321,6 +327,13 @@ def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = Fals
         raise ValueError(f"{name} holds negative numbers, which Adam's second moments "
                          "never are")
     return converted
+
+
+def _shown(value: object) -> str:
+    """A checkpoint's setting as a message quotes it: a digest by its first 12 digits."""
+    if isinstance(value, str) and len(value) == 64:
+        return repr(f"{value[:12]}…")
+    return inert(repr(value))
 
 
 def _count(meta: dict[str, object], key: str) -> int:
