@@ -859,6 +859,19 @@ def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(
     assert entries[0].loss is not None and entries[1].loss is None
 
 
+def test_a_sweep_whose_every_run_fails_exits_1(cluster: Cluster, inputs: Path,
+                                               dask_cli) -> None:
+    """It printed its board of failures and exited 0, as if something had been ranked."""
+    result = dask_cli("sweep", "rnn", "--task", "adding", "--length", "4", "--steps", "3",
+                      "--batch", "2", "--lr", "1e300", "--hidden-sizes", "2", "--dask",
+                      cluster.address, cwd=inputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "every training run failed (the first: the training loss became nan" in \
+        result.stderr
+    row = result.stdout.splitlines()[2].split()
+    assert row[4] == "failed" and row[6] == "—"  # no parameter count for a run with none
+
+
 def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
         tmp_path: Path) -> None:
     """A failed entry (as a worker that died gets) names the cell as a finished one does;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -306,3 +307,28 @@ def test_a_task_file_holds_out_a_tenth_that_training_never_draws(tmp_path):
     np.savez(tmp_path / "one.npz", x=x[:, :1], y=np.ones((1, 1)))
     with pytest.raises(lstm_graph.DataError, match="a task file needs at least 2"):
         from_file(tmp_path / "one.npz")
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"eval_every": 0}, "eval_every and checkpoint_every must be at least 1"),
+    ({"lr": -1.0}, "the learning rate must be a finite number above 0"),
+    ({"max_norm": float("nan")}, "the clip a finite number"),
+    ({"seed": -1}, "seed is -1; a seed is a whole number"),
+    ({"dtype": "float16"}, "dtype is 'float16'; train in one of float32, float64"),
+])
+def test_train_from_python_refuses_settings_the_command_line_would(settings, words):
+    """A ZeroDivisionError, a ValueError and a KeyError before; -1 ran as given."""
+    with pytest.raises(lstm_graph.DataError, match=re.escape(words)):
+        train(lstm_graph.load_cell("rnn"), adding(4), 2, 2, batch=2, **settings)
+
+
+def test_resuming_past_the_steps_asked_for_is_refused_and_a_cell_without_weights_trains(
+        tmp_path):
+    checkpoint = tmp_path / "c.npz"
+    train(lstm_graph.load_cell("rnn"), adding(4), 2, 4, batch=2, checkpoint=checkpoint)
+    with pytest.raises(lstm_graph.DataError, match="is at step 4, past the 3 steps asked"):
+        train(lstm_graph.load_cell("rnn"), adding(4), 2, 3, batch=2, checkpoint=checkpoint,
+              resume=True)
+    fixed = lstm_graph.compile_source("input x\nstate h\noutput h\nh = h[t-1] * 0.5 + 1\n",
+                                      "fixed.cell")  # only the readout learns
+    assert train(fixed, adding(4), 2, 3, batch=2).weights == {}

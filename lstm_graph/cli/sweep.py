@@ -110,9 +110,12 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         write_atomic(markdown, sweeping.markdown(entries, title).encode())
     if as_json:
         emit_json(data)
-        return
-    click.echo(title)
-    click.echo(sweeping.table(entries))
-    written = [str(path) for path in (out, markdown) if path is not None]
-    if written:
-        click.echo(f"wrote {' and '.join(written)}", err=True)
+    else:
+        click.echo(title)
+        click.echo(sweeping.table(entries))
+        written = [str(path) for path in (out, markdown) if path is not None]
+        if written:
+            click.echo(f"wrote {' and '.join(written)}", err=True)
+    if all(entry.loss is None for entry in entries):  # nothing ranked: the sweep failed
+        click.echo(f"every training run failed (the first: {entries[0].error})", err=True)
+        click.get_current_context().exit(1)

@@ -208,8 +208,9 @@ def _rows(entries: Sequence[Entry]) -> list[list[str]]:
     for place, entry in enumerate(entries, 1):
         loss = "failed" if entry.loss is None else loss_text(entry.loss)
         ratio = "—" if entry.ratio is None else f"{entry.ratio:.3f}"
+        params = "—" if entry.error is not None and not entry.steps else str(entry.params)
         rows.append([str(place), label[entry.spec], str(entry.hidden_size), str(entry.seed),
-                     loss, ratio, str(entry.params), str(entry.steps), f"{entry.seconds:.1f}"])
+                     loss, ratio, params, str(entry.steps), f"{entry.seconds:.1f}"])
     return rows
 
 

@@ -102,6 +102,9 @@ def copy(delay: int = 20) -> Task:
     return Task(f"copy{delay}", length, classes, COPY_ALPHABET + 1, "ce_steps", baseline, sample)
 
 
+#: The largest magnitude a task file's targets may have: a difference of two such numbers
+#: squared (a squared error) stays within float64.
+_SQUARED_MOST = math.sqrt(float(np.finfo(np.float64).max)) / 2
 #: Numbers checked at a time for NaN and infinity (the check makes one boolean per number).
 _BLOCK = 1 << 20
 
@@ -150,6 +153,11 @@ def from_file(path: Path) -> Task:
         if not all(np.isfinite(flat[k:k + _BLOCK]).all() for k in range(0, flat.size, _BLOCK)):
             raise DataError(f"{path}: {name} must hold finite real numbers "
                             f"(it holds NaN or infinity)")
+    targets = max(abs(float(y.max())), abs(float(y.min())))
+    if targets > _SQUARED_MOST:
+        raise DataError(f"{path}: y holds {targets:.3g}, whose squared errors would overflow "
+                        "even float64; scale y down")
+    largest = max(abs(float(x.max())), abs(float(x.min())), targets)
     baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
     if baseline == 0:
         raise DataError(f"{path}: y is the same in every sequence, so there is nothing to learn "
@@ -170,8 +178,6 @@ def from_file(path: Path) -> Task:
         return rows(held if held.size <= batch else
                     np.sort(rng.choice(held, size=batch, replace=False)))
 
-    largest = max(abs(float(x.max())), abs(float(x.min())), abs(float(y.max())),
-                  abs(float(y.min())))
     digest = hashlib.sha256()
     for array in (x, y):  # x as stored, y as read in float64: shapes, dtypes, then numbers
         digest.update(f"{array.shape} {array.dtype.str};".encode())

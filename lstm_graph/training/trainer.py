@@ -38,6 +38,7 @@ from lstm_graph.cell import Cell
 from lstm_graph.checks import run_allocations, work_allocations
 from lstm_graph.errors import DataError, WeightsError, inert
 from lstm_graph.executors import registry
+from lstm_graph.executors.backends import DTYPES
 from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.files import write_npz
@@ -191,8 +192,9 @@ class Trainer:
         """The loss on the held-out batch (the same every time), run by the default executor."""
         x, target = self._eval
         cell_params = {k: v for k, v in self.params.items() if not k.startswith("readout.")}
-        run = self.cell.compile(input_size=self.task.input_size, weights=cell_params,
-                                dtype=self.dtype.name)
+        # sizes given, not read off the weights: a cell may have none (only the readout learns)
+        run = self.cell.compile(input_size=self.task.input_size, hidden_size=self.hidden,
+                                weights=cell_params or None, dtype=self.dtype.name)
         y, _ = run(x.astype(self.dtype))
         loss, _ = loss_and_gradient(self.task, self._readout(np.asarray(y)), target)
         return loss
@@ -424,9 +426,17 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     >>> done.steps, sorted(done.readout)
     (3, ['readout.W', 'readout.b'])
     """
-    if steps < 1 or batch < 1 or hidden_size < 1:
-        raise DataError("steps, batch and the hidden size must be at least 1")
-    if task.largest > np.finfo(dtype).max:
+    if steps < 1 or batch < 1 or hidden_size < 1 or eval_every < 1 or checkpoint_every < 1:
+        raise DataError("steps, batch, the hidden size, eval_every and checkpoint_every must "
+                        "be at least 1")
+    if not 0 < lr < math.inf or not 0 <= max_norm < math.inf:
+        raise DataError(f"lr is {lr} and max_norm {max_norm}: the learning rate must be a "
+                        "finite number above 0, the clip a finite number, 0 or more")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed is {seed!r}; a seed is a whole number, 0 or more")
+    if dtype not in DTYPES:
+        raise DataError(f"dtype is {dtype!r}; train in one of {', '.join(DTYPES)}")
+    if task.largest > float(np.finfo(dtype).max):  # compared as Python floats: no warning
         raise DataError(f"the task holds {task.largest:.3g}, too large for {dtype}; train in "
                         "float64 (--dtype float64)")
     check_fits(cell, task, hidden_size, steps, batch, dtype)
@@ -435,6 +445,9 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     trainer = Trainer(cell, task, hidden_size, batch, lr, max_norm, seed, dtype)
     if resume and checkpoint is not None:
         trainer.load(checkpoint)
+    if trainer.step > steps:  # it would train no step and report the checkpoint's count
+        raise DataError(f"the checkpoint {checkpoint} is at step {trainer.step}, past the "
+                        f"{steps} steps asked for in all; ask for more to train on")
     resumed_from = trainer.step
     while trainer.step < steps:
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is said below
