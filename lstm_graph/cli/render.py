@@ -77,10 +77,15 @@ def output_paths(out: str, cell: str, names: list[str], fmt: str) -> dict[str, P
 
 def make_parent(path: Path) -> None:
     """Create the directories ``path`` goes in (``--out gallery/``)."""
+    make_directory(path.parent, f"{path}: ")
+
+
+def make_directory(directory: Path, where: str = "") -> None:
+    """Create ``directory`` and those above it, saying which could not be made."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"{path}: cannot create the directory {path.parent} "
+        raise OutputError(f"{where}cannot create the directory {directory} "
                           f"({err.strerror or err})") from None
 
 
@@ -156,7 +161,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
         directory = Path(out)
-        make_parent(directory / "x")
+        make_directory(directory)
         for name, (cell_name, one_style, preset) in gallery().items():
             dot = draw(load_cell(cell_name), one_style, highlight=preset)
             for kind in ("dot", "svg"):
