@@ -55,7 +55,8 @@ def compile_source(text: str, file: str = "<string>", default_name: str = "cell"
         if parsed.refused:
             raise CellError(found)
         parse_errors = any(d.severity == "error" for d in found)
-        sizes, more = validate(graph, parsed.assigned, parse_errors, parsed.broken)
+        sizes, more = validate(graph, parsed.assigned, parse_errors, parsed.broken,
+                               parsed.headers)
         found += more
         if any(d.severity == "error" for d in found):
             raise CellError(found)

@@ -195,12 +195,21 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
     ([f"{CELLS}:FastLSTMCell", "--states", "h"], "unpacked as a tuple, but --states names 1"),
     ([f"{CELLS}:TutorialGRU", "--states", "h,c"], "used as one tensor, but --states names 2"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),
+    ([f"{CELLS}:FastLSTMCell", "--states", "None,c"], "'None' is a keyword"),  # no longer
+    ([f"{CELLS}:FastLSTMCell", "--states", "\u210e,c"], "reads as 'h'"),  # "a bug"
 ])
 def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_fails):
     states = [] if "--states" in args else ["--states", "h,c"]
     assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
                                 tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_cell_file_named_as_a_python_keyword_is_written_and_valid(tmp_path, cli_run):
+    """The cell line takes the file's stem: 'cell class' was refused as a keyword."""
+    cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c",
+            "--out", tmp_path / "class.cell", "--weights-out", tmp_path / "w.npz")
+    assert lstm_graph.load_cell(tmp_path / "class.cell").name == "class"
 
 
 def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path, cli_fails):

@@ -296,12 +296,17 @@ def test_a_syntax_error_in_a_file_is_placed_at_its_own_column(tmp_path):
                       "following one")]
 
 
-def test_a_bracket_left_open_swallows_no_following_assignment():
-    """The next line that starts a statement ends the open one: its name is assigned, so no
-    'never assigned' or 'does not exist' error follows."""
-    errors = cell_errors("f = sigmoid(linear(x, h[t-1])\nc = f * c[t-1]\nh = tanh(c)\n")
-    assert errors == [(5, 12, "syntax error: '(' was never closed; close it on this line or "
-                       "a following one")]
+@pytest.mark.parametrize("indent", ["", "  ", "\t"])
+def test_a_bracket_left_open_swallows_no_following_assignment(indent):
+    """The next line that starts a statement (indented, or of a name like α, too) ends the
+    open one: its name is assigned, so no 'never assigned' or 'does not exist' follows."""
+    body = "f = sigmoid(linear(x, h[t-1])\n\u03b1 = f * 2\nc = \u03b1 * c[t-1]\nh = tanh(c)\n"
+    text = HEADER + "".join(indent + line + "\n" for line in body.splitlines())
+    with pytest.raises(CellError) as info:  # not cell_errors: it takes the indents away
+        compile_source(text, "t.cell")
+    assert [(d.line, d.col, d.message) for d in info.value.diagnostics] == [
+        (5, 12 + len(indent), "syntax error: '(' was never closed; close it on this line or a "
+         "following one")]
 
 
 def test_a_header_name_an_expression_reads_otherwise_is_refused_once():
@@ -318,8 +323,19 @@ def test_a_header_name_an_expression_reads_otherwise_is_refused_once():
         (2, 7, "'None' is a keyword of the expressions' syntax; choose another name")]
 
 
+def test_a_cell_s_own_name_may_be_any_identifier_and_a_refused_header_is_not_missing():
+    """A cell's name is never read in an expression: 'cell class' is fine (from-torch
+    names cells after files); a header whose only name is refused is still there."""
+    compile_source("cell class\ninput x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n")
+    errors = cell_errors("c = c[t-1]\nh = tanh(linear(x, c))\n",
+                         header="input x\nstate c, lambda\noutput lambda\n")
+    assert [e[:2] for e in errors] == [(2, 10), (3, 8)], errors  # no "no 'output' line"
+
+
 def test_a_header_written_with_a_colon_is_said_once_and_read():
     errors = cell_errors("c = c[t-1]\nh = tanh(linear(x, h[t-1]))\n",
                          header="input x\nstate : c, 1h\noutput h\n")
     assert errors[:2] == [(2, 7, "a header line has no colon: write 'state NAMES'"),
                           (2, 12, "'1h' is not a valid name (letters, digits, _)")]
+    assert cell_errors("preset: f\nc = c[t-1]\nh = tanh(linear(x, h[t-1]))\n") == [
+        (5, 1, "'preset' needs a name, a colon and names: preset NAME: a, b")]  # its own form

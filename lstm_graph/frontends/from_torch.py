@@ -25,7 +25,7 @@ import numpy as np
 from lstm_graph.errors import inert, printable
 from lstm_graph.frontends import cell_writer, torch_fx
 from lstm_graph.frontends.torch_fx import ConvertError
-from lstm_graph.language.parser import RESERVED
+from lstm_graph.language.parser import RESERVED, name_problem
 
 #: Steps and sequences of the check against the module.
 CHECK_STEPS, CHECK_BATCH = 5, 3
@@ -63,9 +63,12 @@ def check_states(states: Sequence[str]) -> list[str]:
         raise ConvertError("--states names no state; give the states the forward's state "
                            "holds, in order (e.g. h,c)")
     for name in names:
-        if not name.isidentifier() or name in RESERVED:
-            raise ConvertError(f"--states: '{name}' cannot name a state (letters, digits, _; "
-                               "not a keyword of the .cell language)")
+        problem = name_problem(name)
+        if problem:
+            raise ConvertError(f"--states: {problem}")
+        if name in RESERVED:
+            raise ConvertError(f"--states: '{name}' cannot name a state (a keyword of the "
+                               ".cell language)")
     if len(set(names)) != len(names):
         raise ConvertError(f"--states names a state twice: {', '.join(names)}")
     return names

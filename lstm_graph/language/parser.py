@@ -82,9 +82,12 @@ MAX_NODES = 100_000
 #: of 300 terms in one line nests 299 deep). Every part of the tool that walks an
 #: expression (the lowering here, the text of a schedule, an exported PyTorch module's
 #: line, the module's own compilation) handles this depth; deeper was a RecursionError
-#: in some of them and not in others. Far beyond a cell written by hand (the LSTM: 3).
+#: in some of them and not in others. Far beyond a cell written by hand (the LSTM: 4).
 MAX_DEPTH = 256
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\s*=(?!=)")
+#: An assignment of any name (``α = …`` too): where a line starts one, the statement
+#: before it has ended, closed or not.
+_STATEMENT_START = re.compile(r"[^\W\d]\w*\s*=(?!=)")
 #: What makes a node when a statement is lowered: an operator, a call, a number.
 _OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
 _INDEX = re.compile(r"\[[^\]]*\]")  # [t-1] reads a value, it makes none
@@ -198,13 +201,16 @@ class Suggestions:
         return _suggestion(self.indexes[key].closest(name))
 
 
-def _name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a value, or None: it must read in an expression as it is
-    written in the header. Python's parser, which reads the expressions, takes no keyword
-    as a name and reads every name in Unicode's NFKC form (``ℎ`` as ``h``), so a header
-    naming ``ℎ`` declared a name no expression could use."""
+def name_problem(name: str, read: bool = True) -> str | None:
+    """Why ``name`` cannot name a value (``read``: one expressions read; a cell's own name
+    is never read), or None: it must read in an expression as it is written in the header.
+    Python's parser, which reads the expressions, takes no keyword as a name and reads
+    every name in Unicode's NFKC form (``ℎ`` as ``h``), so a header naming ``ℎ`` declared
+    a name no expression could use."""
     if not name.isidentifier():
         return f"'{name}' is not a valid name (letters, digits, _)"
+    if not read:
+        return None
     if iskeyword(name):
         return f"'{name}' is a keyword of the expressions' syntax; choose another name"
     plain = unicodedata.normalize("NFKC", name)
@@ -305,8 +311,10 @@ class _Parser:
             colon = _HEADER_COLON.match(code.lstrip())
             if colon:  # said once, then read as the header it is meant to be
                 word = colon.group(1)
-                self.report.error(Loc(line_no, indent + colon.end()),
-                                  f"a header line has no colon: write '{word} NAMES'")
+                if word not in directives.KEYWORDS:  # those say their own form (NAME: …)
+                    names = "NAME" if word == "cell" else "NAMES"
+                    self.report.error(Loc(line_no, indent + colon.end()),
+                                      f"a header line has no colon: write '{word} {names}'")
                 end = indent + colon.end()
                 code = code[:end - 1] + " " + code[end:]  # the names keep their columns
             if _HEADER_LINE.match(code.lstrip()):
@@ -316,7 +324,7 @@ class _Parser:
             depth = _depth(code)
             while depth > 0 and line_no < len(self.physical):
                 more, more_caption = _split_comment(self.physical[line_no])
-                if _ASSIGNMENT.match(more) or _HEADER_LINE.match(more):
+                if _STATEMENT_START.match(more.lstrip()) or _HEADER_LINE.match(more.lstrip()):
                     break  # a new statement at the line's start: a bracket left open
                 line_no += 1
                 lines.append(more)
@@ -347,12 +355,12 @@ class _Parser:
             return
         valid = []
         for name, loc in names:
-            problem = _name_problem(name)
+            problem = name_problem(name, read=keyword != "cell")
             if problem:
                 self.report.error(loc, problem)
                 # declared as the expressions read it, so that their uses raise no more
                 name = unicodedata.normalize("NFKC", name)
-                if _name_problem(name):
+                if name_problem(name):
                     continue
             if keyword != "cell" and name in RESERVED:
                 self.report.error(loc, f"'{name}' is reserved (a function, 't' or a header "
@@ -836,6 +844,9 @@ class ParseResult:
     assigned: set[str]
     broken: dict[str, Assignment] = field(default_factory=dict)
     refused: bool = False  # the text was refused whole (empty, too large): nothing to check
+    #: The header lines present (``input``, ``state``, ``output``), whose names were
+    #: refused or not: none is then said to be missing.
+    headers: frozenset[str] = frozenset()
 
 
 def _too_large(file: str, default_name: str, message: str) -> ParseResult:
@@ -953,4 +964,4 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     graph = CellGraph(name, file, decls["input"], decls["state"], decls["output"],
                       lowering.assignments, lowering.nodes, parser.presets, parser.gates)
     return ParseResult(graph, parser.report.items, parser.broken_targets | set(assigned),
-                       lowering.broken)
+                       lowering.broken, headers=frozenset(parser.decl_lines))

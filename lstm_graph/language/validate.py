@@ -9,7 +9,7 @@ reach no state or output. Sizes are symbolic (:class:`~lstm_graph.ir.Size`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import networkx as nx
 import numpy as np
@@ -24,15 +24,17 @@ def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> 
     return Diagnostic(graph.file, loc.line, loc.col, severity, message)
 
 
-def check_declarations(graph: CellGraph, assigned: set[str]) -> list[Diagnostic]:
+def check_declarations(graph: CellGraph, assigned: set[str],
+                       headers: Collection[str] = ()) -> list[Diagnostic]:
     """Header lines present; every state assigned; every output defined.
 
-    ``assigned`` holds every name some line assigns, broken lines included.
+    ``assigned`` holds every name some line assigns, broken lines included; ``headers``
+    the header lines the text has, whose names may all have been refused (said there).
     """
     found = []
     for keyword, names in (("input", graph.inputs), ("state", graph.states),
                            ("output", graph.outputs)):
-        if not names:
+        if not names and keyword not in headers:
             found.append(_diag(graph, Loc(1, 1), f"no '{keyword}' line; a cell declares its "
                                f"{keyword} with a header line such as '{keyword} "
                                f"{ {'input': 'x', 'state': 'c, h', 'output': 'h'}[keyword] }'"))
@@ -176,7 +178,7 @@ def unused(graph: CellGraph) -> list[Diagnostic]:
 
 
 def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False,
-             broken: Mapping[str, Assignment] | None = None
+             broken: Mapping[str, Assignment] | None = None, headers: Collection[str] = ()
              ) -> tuple[dict[str, Size], list[Diagnostic]]:
     """Run every check; return the node sizes and all diagnostics.
 
@@ -185,7 +187,7 @@ def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False,
     what the lines with errors read) and the sizes of what does not depend on those
     lines.
     """
-    found = check_declarations(graph, assigned)
+    found = check_declarations(graph, assigned, headers)
     loops = check_loops(graph, broken)
     if parse_errors:
         return {}, found + loops + (infer_sizes(graph)[1] if not loops else [])
