@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lstm_graph
+from lstm_graph.errors import LstmGraphWarning
 from lstm_graph.training import adding, copy, from_file, train
 from lstm_graph.training.gradflow import flow
 from lstm_graph.training.trainer import Adam, loss_and_gradient
@@ -280,7 +281,7 @@ def test_a_model_file_is_its_cell_with_its_weights_in_gradflow_and_refused_by_tr
                                  "--out", tmp_path / f"{k}.svg").stdout)["flows"]
               for k, entry in enumerate([str(tmp_path / "m.pt"), f"lstm={tmp_path / 'm.pt'}"])]
     assert list(charts[0].values()) == list(charts[1].values())
-    assert len(charts[0]["lstm"]["h"]) == 5 and charts[0]["lstm"]["h"][-1] == 2.0  # 2 × H ones
+    assert len(charts[0]["lstm"]["h"]) == 5 and charts[0]["lstm"]["h"][-1] == 2.0  # √H: H ones
     assert "these weights are 2 layers, forward" in cli_fails(
         "gradflow", tmp_path / "two.pt", "--out", tmp_path / "t.svg")
     assert "cannot go on from a model's" in cli_fails(
@@ -332,3 +333,33 @@ def test_resuming_past_the_steps_asked_for_is_refused_and_a_cell_without_weights
     fixed = lstm_graph.compile_source("input x\nstate h\noutput h\nh = h[t-1] * 0.5 + 1\n",
                                       "fixed.cell")  # only the readout learns
     assert train(fixed, adding(4), 2, 3, batch=2).weights == {}
+
+
+def test_an_earlier_checkpoint_resumes_with_a_warning_and_numpy_settings_are_recorded(
+        tmp_path):
+    """Checkpoints before the cell's and task's digests, lr and clip were recorded resume,
+    unchecked on those, with a warning; NumPy numbers as settings are saved as JSON's."""
+    checkpoint = tmp_path / "c.npz"
+    train(lstm_graph.load_cell("rnn"), adding(4), 2, 2, batch=2, lr=np.float32(2e-3),
+          max_norm=np.float64(1.0), seed=np.int64(0), checkpoint=checkpoint)
+    arrays = dict(np.load(checkpoint))
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    assert meta["lr"] == pytest.approx(2e-3) and meta["seed"] == 0
+    for key in ("cell.sha256", "task.sha256", "lr", "clip"):
+        del meta[key]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(checkpoint, **arrays)
+    with pytest.warns(LstmGraphWarning, match="written before checkpoints recorded "
+                      "cell.sha256, task.sha256, lr, clip; it is resumed without checking"):
+        done = train(lstm_graph.load_cell("rnn"), adding(4), 2, 4, batch=2,
+                     checkpoint=checkpoint, resume=True)
+    assert done.resumed_from == 2 and done.steps == 4
+
+
+def test_a_task_file_whose_squared_deviations_overflow_is_refused(tmp_path):
+    """Each squared error below float64's largest, their mean not (y = ±6e153, 20 rows)."""
+    y = np.where(np.arange(20) % 2, 6e153, -6e153)[:, None]
+    np.savez(tmp_path / "t.npz", x=np.ones((3, 20, 2)), y=y)
+    with pytest.raises(lstm_graph.DataError, match="the mean of its squared deviations "
+                       "overflows float64"):
+        from_file(tmp_path / "t.npz")

@@ -249,9 +249,9 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         else:
             runners.append(cell.compile(input_size=task.input_size, hidden_size=hidden_size,
                                         seed=seed, dtype="float64"))
-    drawn = (task.length, batch, task.input_size + task.output_size)
+    batch_shape = (task.length, batch, task.input_size + task.output_size)
     for runner in runners:  # before the batch is drawn: it may be the largest of all
-        require([allocation("the batch of --task and its targets (float64)", drawn,
+        require([allocation("the batch of --task and its targets (float64)", batch_shape,
                             np.float64),
                  *runner.allocations(task.length, batch, np.dtype(np.float64), "grad")],
                 f"charting the gradient flow of {runner.cell.name} over a batch of {batch}")

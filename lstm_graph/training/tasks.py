@@ -158,7 +158,11 @@ def from_file(path: Path) -> Task:
         raise DataError(f"{path}: y holds {targets:.3g}, whose squared errors would overflow "
                         "even float64; scale y down")
     largest = max(abs(float(x.max())), abs(float(x.min())), targets)
-    baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
+    with np.errstate(over="ignore"):
+        baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
+    if not math.isfinite(baseline):  # each squared error fits; their sum does not
+        raise DataError(f"{path}: y holds {targets:.3g}: the mean of its squared deviations "
+                        "overflows float64; scale y down")
     if baseline == 0:
         raise DataError(f"{path}: y is the same in every sequence, so there is nothing to learn "
                         "(predicting its mean is exact)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell
 from lstm_graph.checks import run_allocations, work_allocations
-from lstm_graph.errors import DataError, WeightsError, inert
+from lstm_graph.errors import DataError, LstmGraphWarning, WeightsError, inert
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.executors.contract import Executor, Spec
@@ -245,8 +246,8 @@ class Trainer:
         return {"cell": self.cell.name, "cell.sha256": digest(self.cell.schedule),
                 "task": self.task.name, "task.sha256": self.task.digest,
                 "length": self.task.length, "hidden_size": self.hidden, "batch": self.batch,
-                "seed": self.seed, "dtype": self.dtype.name, "lr": self.adam.lr,
-                "clip": self.max_norm}
+                "seed": int(self.seed), "dtype": self.dtype.name, "lr": float(self.adam.lr),
+                "clip": float(self.max_norm)}  # NumPy numbers as JSON's
 
     def save(self, path: Path) -> None:
         """Everything a resumed run needs, in one ``.npz`` written whole or not at all."""
@@ -276,9 +277,13 @@ class Trainer:
         if not isinstance(meta, dict):
             raise DataError(f"{path}: not a checkpoint of lstm-graph train")
         expected = self._meta()
-        different = [f"{k} {_shown(meta[k])} (now {_shown(v)})" if k in meta else
-                     f"{k} not recorded (an older lstm-graph wrote it)"
-                     for k, v in expected.items() if meta.get(k) != v]
+        unrecorded = [k for k in LATER_KEYS if k not in meta]
+        if unrecorded:  # an earlier lstm-graph's checkpoint: resumed, unchecked on these
+            warnings.warn(f"{path} was written before checkpoints recorded "
+                          f"{', '.join(unrecorded)}; it is resumed without checking them",
+                          LstmGraphWarning, stacklevel=2)
+        different = [f"{k} {_shown(meta[k])} (now {_shown(v)})"
+                     for k, v in expected.items() if k in meta and meta[k] != v]
         if different:
             raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
                             "train with the same settings or start afresh without --resume")
@@ -329,6 +334,10 @@ def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = Fals
         raise ValueError(f"{name} holds negative numbers, which Adam's second moments "
                          "never are")
     return converted
+
+
+#: What a checkpoint records that earlier ones did not (see :meth:`Trainer._meta`).
+LATER_KEYS = ("cell.sha256", "task.sha256", "lr", "clip")
 
 
 def _shown(value: object) -> str:
