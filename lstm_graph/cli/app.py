@@ -22,7 +22,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning
-from lstm_graph.formats.files import json_text, same_file
+from lstm_graph.formats.files import json_text
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
 
@@ -90,12 +90,14 @@ _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram
 
 
 def refuse_same_outputs(outputs: dict[str, Path | None]) -> None:
-    """Wrong usage where two outputs (``{"--out": path}``) name one file: the second written
-    would replace the first (``--out same.png --plot same.png`` lost the weights)."""
+    """Wrong usage where two outputs (``{"--out": path}``) name one path, once symbolic links
+    are followed: the second written would replace the first (``--out same.png --plot
+    same.png`` lost the weights). Hard links to one file are two names, each replaced on
+    its own (outputs are written beside and renamed into place)."""
     given = [(label, path) for label, path in outputs.items() if path is not None]
     for k, (label, path) in enumerate(given):
         for other, earlier in given[:k]:
-            if same_file(path, earlier):
+            if os.path.realpath(path) == os.path.realpath(earlier):
                 raise click.UsageError(f"{other} and {label} name the same file ({path}); "
                                        "give two files")
 

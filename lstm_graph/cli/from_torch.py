@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import OutputPath, emit_json, main
+from lstm_graph.cli.app import OutputPath, emit_json, main, refuse_same_outputs
 from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz
 from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
 
@@ -40,8 +40,7 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
     path, class_name = parse_source(source)
     refuse_inputs({"--out": out, "--weights-out": weights_out},
                   {"FILE.py": path, "--state-dict": state_dict})
-    if out.resolve() == weights_out.resolve():
-        raise click.UsageError("--out and --weights-out name the same file; give two")
+    refuse_same_outputs({"--out": out, "--weights-out": weights_out})
     converted = convert(path, class_name, input_size, hidden_size, states.split(","),
                         state_dict, out)
     cell = converted.cell

@@ -150,15 +150,6 @@ def refuse_inputs(outputs: Mapping[str, str | Path | None],
                               f"input; give {label} another file")
 
 
-def same_file(first: str | Path, second: str | Path) -> bool:
-    """Whether two paths name one file: the same path once links are followed, or (hard
-    links) the same regular file on the disk."""
-    if os.path.realpath(first) == os.path.realpath(second):
-        return True
-    identity = _identity(first)
-    return identity is not None and identity == _identity(second)
-
-
 def _identity(path: str | Path) -> tuple[int, int] | None:
     """The device and inode of the regular file ``path`` leads to, or None."""
     try:
