@@ -207,6 +207,7 @@ def test_clicking_a_node_highlights_the_path_render_highlight_draws(opened, page
         drawn = set(page.eval_on_selector_all(f"{opened.svg(style)} g.node[data-id]",
                                               "n => n.map(x => x.dataset.id)"))
         assert opened.classes(style, "lit") == expected & drawn
+        assert "[legend]" in drawn and "[legend]" not in opened.classes(style, "dim")
         edges = page.eval_on_selector_all(
             f"{opened.svg(style)} g.edge",
             "e => e.map(x => [x.dataset.a, x.dataset.b, x.classList.contains('lit')])")

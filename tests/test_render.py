@@ -262,7 +262,7 @@ def test_a_value_named_legend_is_drawn_as_itself_beside_the_legend(style):
                                      "h = tanh(c) * legend\n", "leg.cell")
     source = render(cell, style).source
     drawn = nodes(source)
-    assert "path of" not in drawn["legend"].get("label", "")  # the valve, not the table
+    assert ">σ<" in drawn["legend"]["label"] and "TABLE" not in drawn["legend"]["label"]
     assert "<TABLE" in drawn["[legend]"]["label"].upper()
     assert any("legend" in pair for pair in ((s, d) for s, d, _ in edges(source)))
 
@@ -401,7 +401,10 @@ def test_render_out_dash_is_stdout_and_an_empty_highlight_is_wrong_usage(in_tmp,
                                                                           cli_fails):
     shown = cli_run("render", "lstm", "--style", "cell", "--format", "dot", "--out", "-")
     assert shown.stdout.startswith("digraph") and list(in_tmp.iterdir()) == []
-    assert "stdout takes one" in cli_fails("render", "lstm", "--out", "-", code=2)
+    assert "both styles (the default) draw two diagrams, and stdout takes one" in cli_fails(
+        "render", "lstm", "--out", "-", code=2)
+    assert "cannot create the directory /dev/null/x (" in cli_fails(
+        "render", "--all", "--out", "/dev/null/x")
     assert "--highlight is empty" in cli_fails("render", "lstm", "--highlight=", code=2)
     assert "would be a file named '-'" in cli_fails("run", "lstm", "-I", "2", "-H", "3",
                                                     "--sample", "--out", "-", code=2)

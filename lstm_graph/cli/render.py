@@ -190,7 +190,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
     elif len(diagrams) == 1:
         _to_stdout(next(iter(diagrams.values())), fmt)
     elif style == "both" or to_stdout:
-        raise click.UsageError(f"--style both draws two diagrams, and stdout takes one: give "
+        both = "--style both draws" if style == "both" else "both styles (the default) draw"
+        raise click.UsageError(f"{both} two diagrams, and stdout takes one: give "
                                f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
                                "--style pipe or --style cell")
     else:

@@ -117,8 +117,8 @@ def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
     expected = digest(schedule)
     if recorded == expected:
         return
-    # the file's text: quoted on one line, with nothing a terminal acts on
-    name, recorded = inert(name), inert(recorded)
+    # the file's text and name: quoted on one line, with nothing a terminal acts on
+    name, recorded, source = inert(name), inert(recorded), inert(source)
     if name == graph.name:
         raise DataError(f"{source} was traced from cell '{name}' with other equations "
                         f"(sha256 {recorded[:12]}…) than cell '{graph.name}' has now "
