@@ -105,6 +105,18 @@ def inert(text: str, quotes: bool = False) -> str:
                    else ascii(ch)[1:-1] for ch in text)
 
 
+def inert_lines(text: str) -> str:
+    r"""``text`` (a message) as a terminal may show it: its own lines kept, and every other
+    character that is not printable (an ESC in a file's name, a direction override, a
+    lone carriage return) written as its escape (:func:`inert`).
+
+    >>> print(inert_lines("t\x1b[31m.npz: no such file\nsee --help"))
+    t\x1b[31m.npz: no such file
+    see --help
+    """
+    return "\n".join(inert(line) for line in text.split("\n"))
+
+
 def install_hint(extra: str) -> str:
     """The command that installs an optional part (the ``extra`` of ``pyproject.toml``: its
     packages as the installed lstm-graph declares them) into the Python running now, so it

@@ -500,3 +500,12 @@ def test_a_cell_named_by_a_file_name_with_a_line_end_or_tab_is_refused_on_one_li
     shown = str(path).replace("\n", "\\n").replace("\t", "\\t")
     assert stderr.startswith(f"{shown}:1:1: error: the cell's name, from the file's name, "
                              "holds the character U+000") and stderr.count("\n") == 1, stderr
+
+
+def test_a_message_quoting_a_file_name_shows_its_escapes_not_a_terminal_s_codes(tmp_path,
+                                                                                cli_fails):
+    """An ESC in a name reached the terminal raw (colours, cursor moves) in any message."""
+    name = tmp_path / "t\x1b[31m\u202ex.npy"
+    stderr = cli_fails("run", "lstm", "-H", "4", "--input", name, "--out", tmp_path / "y.npz")
+    assert "t\\x1b[31m\\u202ex.npy" in stderr and "\x1b" not in stderr, stderr
+    assert "\u202e" not in stderr

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import LstmGraphError, LstmGraphWarning
+from lstm_graph.errors import LstmGraphError, LstmGraphWarning, inert_lines
 from lstm_graph.formats.files import json_text
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
@@ -46,7 +46,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                   file: Any = None, line: str | None = None) -> None:
     """Our warnings as one line, ``warning: …``; others as Python shows them."""
     if issubclass(category, LstmGraphWarning):
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {inert_lines(str(message))}", err=True)
     else:
         click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
                    err=True)
@@ -65,8 +65,8 @@ class _Group(click.Group):
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
-        except LstmGraphError as err:
-            raise _UserError(str(err)) from None
+        except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
+            raise _UserError(inert_lines(str(err))) from None
         except MemoryError:  # past what the estimates foresaw (lstm_graph.formats.memory)
             raise _UserError("out of memory; no output was written (the work was larger than "
                              "the memory this process may take)") from None
