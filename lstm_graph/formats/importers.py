@@ -293,7 +293,6 @@ def _stored(file: LayerFile) -> list[str]:
             *(["sequence_lens"] if file.lengths is not None else [])]
 
 
-
 def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: CellGraph
               ) -> Weights:
     """An ``.npz``'s weights with the stack its :data:`RECORD` gives, refused for a cell

@@ -84,10 +84,9 @@ MAX_NODES = 100_000
 #: line, the module's own compilation) handles this depth; deeper was a RecursionError
 #: in some of them and not in others. Far beyond a cell written by hand (the LSTM: 4).
 MAX_DEPTH = 256
-_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\s*=(?!=)")
-#: An assignment of any name (``α = …`` too): where a line starts one, the statement
-#: before it has ended, closed or not.
-_STATEMENT_START = re.compile(r"[^\W\d]\w*\s*=(?!=)")
+#: The start of an assignment, of any name (``α = …`` too): a line that starts one ends
+#: the statement before it, closed or not; it names what a line that fails assigns.
+_ASSIGNMENT = re.compile(r"([^\W\d]\w*)\s*=(?!=)")
 #: What makes a node when a statement is lowered: an operator, a call, a number.
 _OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
 _INDEX = re.compile(r"\[[^\]]*\]")  # [t-1] reads a value, it makes none
@@ -324,7 +323,7 @@ class _Parser:
             depth = _depth(code)
             while depth > 0 and line_no < len(self.physical):
                 more, more_caption = _split_comment(self.physical[line_no])
-                if _STATEMENT_START.match(more.lstrip()) or _HEADER_LINE.match(more.lstrip()):
+                if _ASSIGNMENT.match(more.lstrip()) or _HEADER_LINE.match(more.lstrip()):
                     break  # a new statement at the line's start: a bracket left open
                 line_no += 1
                 lines.append(more)
@@ -495,7 +494,7 @@ class _Parser:
     def _broken(self, stmt: _Statement) -> None:
         """Note the name a line that cannot be read assigns, so that no "never assigned"
         or "does not exist" error follows from it."""
-        target = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", stmt.lines[0])
+        target = _ASSIGNMENT.match(stmt.lines[0])
         if target:
             self.broken_targets.add(target.group(1))
 
