@@ -180,6 +180,7 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
     """:meth:`Cell.compile` for one cell, or one per direction (``cells[-1]`` runs the
     reverse direction: an ONNX model may give its two directions other activations)."""
     cell = cells[0]
+    _check_arguments(input_size, hidden_size, weights, seed, layers, direction, batch_first)
     np_dtype = check_dtype(dtype)
     namespace(backend)  # an unavailable backend fails before any work
     registry.check(executor, backend)
@@ -191,7 +192,8 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
     if weights is None:
         if input_size is None or hidden_size is None:
             raise DataError("without weights, give both input_size and hidden_size")
-        stack = Stack(layers or 1, direction or "forward", proj)
+        stack = Stack(1 if layers is None else layers,
+                      "forward" if direction is None else direction, proj)
         raw = None
     else:
         source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
@@ -274,10 +276,41 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                   np_dtype, executor, notes)
 
 
+def _check_arguments(input_size: Any, hidden_size: Any, weights: Any, seed: Any, layers: Any,
+                     direction: Any, batch_first: Any) -> None:
+    """The arguments of :meth:`Cell.compile` are of their kinds, or a DataError names the
+    one that is not (a float size or a string for ``batch_first`` failed deep inside, or
+    ran: ``batch_first="no"`` read ``x`` batch-first)."""
+    for what, size in (("input_size", input_size), ("hidden_size", hidden_size),
+                       ("layers", layers)):
+        if size is not None:
+            checks.whole(size, what)
+    if seed is not None:
+        checks.whole(seed, "seed", 0)
+    if not (weights is None or isinstance(weights, (str, Path, Mapping))):
+        raise DataError(f"weights is of type {type(weights).__name__}; give a dict of arrays "
+                        "(our names, or a PyTorch state dict) or the path of an .npz, .pt, "
+                        ".pth or .onnx file")
+    if direction is not None:
+        Stack(direction=direction)  # a stack checks its direction
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise DataError(f"batch_first is {batch_first!r}; it must be True or False")
+
+
 def _unit_words(stack: Stack, layer: int, reverse: bool) -> str:
     """How a message names a unit: ``layer 2, reverse``."""
     direction = ", reverse" if reverse and stack.direction == "bidirectional" else ""
     return f"layer {layer + 1}{direction}"
+
+
+def _owned(value: np.ndarray) -> np.ndarray:
+    """A read-only copy of the runner's own. The executors that pack the weights read them
+    once, the reference reads them at every call: a later change to the caller's array (an
+    optimiser's step on the PyTorch model whose state dict was given) would reach some
+    batch sizes and executors and not others, so it reaches none."""
+    owned = np.array(value, copy=True)
+    owned.setflags(write=False)
+    return owned
 
 
 class _Unit:
@@ -287,7 +320,7 @@ class _Unit:
                  hidden_size: int, weights: dict[str, np.ndarray], prefix: str):
         self.cell, self.layer, self.reverse = cell, layer, reverse
         self.input_size, self.hidden_size, self.prefix = input_size, hidden_size, prefix
-        self.weights = weights
+        self.weights = {name: _owned(value) for name, value in weights.items()}
         self.params: dict[str, Any] = {}
         self._plans: OrderedDict[tuple[int, bool], Executor] = OrderedDict()
 
@@ -309,7 +342,10 @@ class Runner:
     ``runner.ran_with`` says which executor ran the last call.
     ``runner.weights`` holds the parameters in our names (prefixed ``l0.``,
     ``l0_reverse.``, … in a stack; e.g. after importing from PyTorch or ONNX:
-    ``numpy.savez("w.npz", **runner.weights)``).
+    ``numpy.savez("w.npz", **runner.weights)``): read-only copies of the runner's own,
+    made when it was compiled, so a later change to the arrays it was given (an
+    optimiser's step on the PyTorch model) does not reach it; compile again for new
+    weights.
 
     A runner checks its inputs and hands the work to an executor built for the
     batch size (:meth:`compiled`); it keeps the :data:`PLANS` most recently used

@@ -29,9 +29,25 @@ from lstm_graph.schedule import Schedule
 REAL_KINDS = "fiu"
 
 
+def whole(value: Any, what: str, low: int | None = None) -> int:
+    """``value`` as an ``int`` where it is a whole number (Python's or NumPy's; not a bool,
+    not a float that happens to be whole) of at least ``low`` (None: any, the caller checks
+    the range in its own words); else a DataError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        least = "" if low is None else f", {low} or more"
+        raise DataError(f"{what} is {value!r}, of type {type(value).__name__}; it must be a "
+                        f"whole number{least}")
+    if low is not None and value < low:
+        raise DataError(f"{what} is {value}; it must be a whole number, {low} or more")
+    return int(value)
+
+
 def as_array(value: Any, what: str) -> Any:
     """``value`` itself when it is an array with a NumPy dtype (NumPy, CuPy), else as a
     NumPy array; an error for what is no array of numbers at all."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DataError(f"{what} is a masked array, whose mask a run would not see; give "
+                        "plain numbers (its .filled(value), or its .data)")
     try:
         np.dtype(value.dtype)
         tuple(value.shape)
@@ -40,7 +56,7 @@ def as_array(value: Any, what: str) -> Any:
         pass
     try:
         return np.asarray(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: a tensor with grad
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{what} is not an array of numbers ({reason})") from None
 

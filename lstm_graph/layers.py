@@ -58,7 +58,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
-            raise DataError(f"unknown direction '{self.direction}'; choose one of "
+            raise DataError(f"unknown direction {self.direction!r}; choose one of "
                             f"{', '.join(DIRECTIONS)}")
         if not 1 <= self.layers <= MAX_LAYERS:
             raise DataError(f"layers must be between 1 and {MAX_LAYERS}, not {self.layers}")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner, compile_layers
+from lstm_graph.errors import WeightsError, inert
 from lstm_graph.formats.importers import read_layer_file, stack_of, translate
 from lstm_graph.formats.recurrent import CellSpec, LayerFile
 from lstm_graph.layers import Stack
@@ -111,7 +112,8 @@ def load_model(path: str | Path) -> Model:
     """The model a ``.pt``/``.pth``/``.onnx`` file holds (see the module docstring)."""
     file = read_layer_file(Path(path))
     if file is None:
-        raise ValueError(f"{path} is not a model file ({', '.join(MODEL_SUFFIXES)})")
+        raise WeightsError(f"{inert(str(path))} is not a model file (its name must end "
+                           f"in {', '.join(MODEL_SUFFIXES)})")
     sources = tuple(_source(spec, file, k) for k, spec in enumerate(file.cells))
     cells = tuple(compile_source(*source) for source in sources)
     return Model(file, cells, translate(file, [c.graph for c in cells], stack_of(file)),

@@ -19,12 +19,17 @@ HEADER = "cell t\ninput x\nstate c, h\noutput h\n"
 
 def pytest_configure(config: pytest.Config) -> None:
     """The suite never touches the user's build cache: builds go to a directory of its own
-    (the doctests under lstm_graph/ included), removed at the end."""
-    os.environ["LSTM_GRAPH_CACHE"] = tempfile.mkdtemp(prefix="lstm-graph-test-cache-")
+    (the doctests under lstm_graph/ included), removed at the end. pytest-xdist's workers
+    share the one their controller made (they inherit its environment): a library that
+    tests on both workers need is compiled once (a run kept apart built 58 of its 782
+    libraries twice), as two processes of a user share a cache."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ["LSTM_GRAPH_CACHE"] = tempfile.mkdtemp(prefix="lstm-graph-test-cache-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(os.environ.pop("LSTM_GRAPH_CACHE", ""), ignore_errors=True)
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(os.environ.pop("LSTM_GRAPH_CACHE", ""), ignore_errors=True)
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot program is not installed")

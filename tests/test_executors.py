@@ -192,6 +192,28 @@ def test_new_weights_run_and_differentiate_as_a_new_executor_would(executor):
         np.testing.assert_allclose(ours.weights[name], value, rtol=1e-6, atol=1e-7)
 
 
+def test_a_runner_keeps_its_own_weights_whatever_happens_to_the_arrays_it_was_given():
+    """It kept the caller's arrays: after an in-place step on the PyTorch model whose state
+    dict it was given, the reference followed it and the compiled executors, built once
+    per batch size, did not (the same rows differed by 0.1 between batch sizes)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(3, 4)
+    x = np.random.default_rng(0).standard_normal((5, 3, 3)).astype("float32")
+    runners = {executor: lstm_graph.load_cell("lstm").compile(weights=model.state_dict(),
+                                                              executor=executor)
+               for executor in ("reference", "plan")}
+    before = {executor: run(x[:, :2])[0] for executor, run in runners.items()}
+    with torch.no_grad():
+        model.weight_ih_l0.add_(0.5)  # an optimiser's step
+    for executor, run in runners.items():
+        np.testing.assert_array_equal(run(x[:, :2])[0], before[executor])
+        np.testing.assert_array_equal(run(x)[0][:, :2], before[executor])  # a new batch size
+        with pytest.raises(ValueError, match="read-only"):
+            run.weights["f.b"] += 1
+    np.testing.assert_allclose(before["plan"], before["reference"], rtol=2e-5, atol=2e-6)
+
+
 def test_a_cell_and_a_runner_show_themselves_in_one_line():
     cell = lstm_graph.load_cell("lstm")
     assert repr(cell) == "<Cell lstm: input x; states c, h; output h; 3 stages>"

@@ -4,6 +4,7 @@ no damaged file. Each test feeds the CLI what a user might, and checks all four.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -509,3 +510,49 @@ def test_a_message_quoting_a_file_name_shows_its_escapes_not_a_terminal_s_codes(
     stderr = cli_fails("run", "lstm", "-H", "4", "--input", name, "--out", tmp_path / "y.npz")
     assert "t\\x1b[31m\\u202ex.npy" in stderr and "\x1b" not in stderr, stderr
     assert "\u202e" not in stderr
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ({"hidden_size": 3.0}, "hidden_size is 3.0, of type float; it must be a whole number"),
+    ({"input_size": np.float64(2)}, "of type float64; it must be a whole number"),
+    ({"hidden_size": "4"}, "hidden_size is '4', of type str"),
+    ({"layers": 2.0}, "layers is 2.0, of type float"),
+    ({"layers": 0}, "layers must be between 1 and 64, not 0"),
+    ({"seed": -1}, "seed is -1; it must be a whole number, 0 or more"),
+    ({"seed": "a"}, "seed is 'a', of type str"),
+    ({"direction": ""}, "unknown direction ''; choose one of forward"),
+    ({"batch_first": "no"}, "batch_first is 'no'; it must be True or False"),
+    ({"weights": [("f.b", 1)]}, "weights is of type list; give a dict of arrays"),
+])
+def test_compile_refuses_arguments_of_the_wrong_kind(arguments, words):
+    """TypeErrors and ValueErrors from deep inside before; layers=0 ran one layer, and
+    batch_first="no" read x batch-first."""
+    with pytest.raises(lstm_graph.DataError, match=re.escape(words)):
+        lstm_graph.load_cell("lstm").compile(**({"input_size": 2, "hidden_size": 3}
+                                                | arguments))
+
+
+def test_x_that_a_run_would_misread_is_refused():
+    """A masked array's mask was dropped; a tensor that requires grad raised PyTorch's
+    RuntimeError."""
+    run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4)
+    with pytest.raises(lstm_graph.DataError, match="x is a masked array"):
+        run(np.ma.masked_array(np.ones((2, 2, 3)), mask=True))
+    with pytest.raises(lstm_graph.DataError, match="x is not an array of numbers .*requires "):
+        run(torch.zeros(5, 2, 3, requires_grad=True))
+    with pytest.raises(lstm_graph.DataError, match="state 'h' is not an array of numbers"):
+        run(np.zeros((5, 2, 3), "float32"), {"h": torch.zeros(2, 4, requires_grad=True)})
+
+
+def test_the_one_weight_of_a_wrong_shape_is_the_one_blamed():
+    """The sizes were read off the first parameter: a wrong f.W_x blamed all the others."""
+    weights = lstm_graph.load_cell("lstm").random_weights(3, 4)
+    weights["f.W_x"] = np.zeros((4, 2), "float32")
+    with pytest.raises(lstm_graph.WeightsError, match=r"f\.W_x has shape \(4, 2\), the cell "
+                       r"needs \(4, 3\) \(I=3, H=4\)$"):
+        lstm_graph.load_cell("lstm").compile(weights=weights)
+
+
+def test_a_file_that_is_no_model_is_refused_as_such(tmp_path):
+    with pytest.raises(lstm_graph.WeightsError, match="is not a model file"):
+        lstm_graph.load_model(tmp_path / "x.cell")

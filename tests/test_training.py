@@ -311,10 +311,12 @@ def test_a_task_file_holds_out_a_tenth_that_training_never_draws(tmp_path):
 
 
 @pytest.mark.parametrize("settings, words", [
-    ({"eval_every": 0}, "eval_every and checkpoint_every must be at least 1"),
+    ({"eval_every": 0}, "eval_every is 0; it must be a whole number, 1 or more"),
+    ({"checkpoint_every": 2.5}, "checkpoint_every is 2.5, of type float; it must be a whole "
+                                "number, 1 or more"),
     ({"lr": -1.0}, "the learning rate must be a finite number above 0"),
     ({"max_norm": float("nan")}, "the clip a finite number"),
-    ({"seed": -1}, "seed is -1; a seed is a whole number"),
+    ({"seed": -1}, "seed is -1; it must be a whole number, 0 or more"),
     ({"dtype": "float16"}, "dtype is 'float16'; train in one of float32, float64"),
 ])
 def test_train_from_python_refuses_settings_the_command_line_would(settings, words):

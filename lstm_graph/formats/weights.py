@@ -8,6 +8,7 @@ are translated into these names by :mod:`lstm_graph.formats.importers`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,28 +49,31 @@ def check_sizes(input_size: int, hidden_size: int) -> None:
 
 def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "the weights"
                 ) -> tuple[int | None, int]:
-    """``(input_size, hidden_size)`` read off the weights' shapes (input size None if unused)."""
-    hidden = input_size = None
-    seen: dict[Size, str] = {}
+    """``(input_size, hidden_size)`` read off the weights' shapes (input size None if unused):
+    each the size most of the parameters that show it agree on (the first seen of equals),
+    so that one array of a wrong shape is the one the check of the weights blames."""
+    votes: dict[Size, Counter[int]] = {Size.HIDDEN: Counter(), Size.INPUT: Counter()}
+    seen: dict[tuple[Size, int], str] = {}
     for spec in schedule.params:
         shape = getattr(weights.get(spec.name), "shape", None)
         if shape is None or len(shape) != len(spec.shape):
             continue
         for symbol, size in zip(spec.shape, shape):
-            if symbol is Size.HIDDEN and hidden is None:
-                hidden, seen[symbol] = int(size), f"{spec.name} has shape {tuple(shape)}"
-            elif symbol is Size.INPUT and input_size is None:
-                input_size, seen[symbol] = int(size), f"{spec.name} has shape {tuple(shape)}"
-    if hidden is None:
+            if symbol in votes:
+                votes[symbol][int(size)] += 1
+                seen.setdefault((symbol, int(size)), f"{spec.name} has shape {tuple(shape)}")
+    if not votes[Size.HIDDEN]:
         names = sorted(map(str, weights))
         held = ", ".join(names[:12]) + (f", … ({len(names)} names)" if len(names) > 12 else "") \
             if names else "nothing"
         raise WeightsError(f"{source} does not fit cell '{schedule.graph.name}': none of its "
                            f"parameters ({', '.join(p.name for p in schedule.params)}) is "
                            f"there; it holds {held} (weights of another cell?)")
+    hidden = votes[Size.HIDDEN].most_common(1)[0][0]
+    input_size = votes[Size.INPUT].most_common(1)[0][0] if votes[Size.INPUT] else None
     for symbol, size in ((Size.HIDDEN, hidden), (Size.INPUT, input_size)):
         if size is not None and size < 1:
-            raise WeightsError(f"{source}: {seen[symbol]}, so {symbol.words} is 0; a "
+            raise WeightsError(f"{source}: {seen[symbol, size]}, so {symbol.words} is 0; a "
                                "cell needs at least one")
     return input_size, hidden
 

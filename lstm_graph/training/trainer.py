@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_graph.cell import Cell
-from lstm_graph.checks import run_allocations, work_allocations
+from lstm_graph.checks import run_allocations, whole, work_allocations
 from lstm_graph.errors import DataError, LstmGraphWarning, WeightsError, inert
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import DTYPES
@@ -435,14 +435,13 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     >>> done.steps, sorted(done.readout)
     (3, ['readout.W', 'readout.b'])
     """
-    if steps < 1 or batch < 1 or hidden_size < 1 or eval_every < 1 or checkpoint_every < 1:
-        raise DataError("steps, batch, the hidden size, eval_every and checkpoint_every must "
-                        "be at least 1")
+    for what, count in (("steps", steps), ("batch", batch), ("hidden_size", hidden_size),
+                        ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        whole(count, what, 1)
     if not 0 < lr < math.inf or not 0 <= max_norm < math.inf:
         raise DataError(f"lr is {lr} and max_norm {max_norm}: the learning rate must be a "
                         "finite number above 0, the clip a finite number, 0 or more")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"seed is {seed!r}; a seed is a whole number, 0 or more")
+    whole(seed, "seed", 0)
     if dtype not in DTYPES:
         raise DataError(f"dtype is {dtype!r}; train in one of {', '.join(DTYPES)}")
     if task.largest > float(np.finfo(dtype).max):  # compared as Python floats: no warning
