@@ -556,3 +556,13 @@ def test_the_one_weight_of_a_wrong_shape_is_the_one_blamed():
 def test_a_file_that_is_no_model_is_refused_as_such(tmp_path):
     with pytest.raises(lstm_graph.WeightsError, match="is not a model file"):
         lstm_graph.load_model(tmp_path / "x.cell")
+
+
+@pytest.mark.parametrize("dask", [[], ["--dask", "local"]])
+def test_a_state_named_y_is_refused_by_run_whose_output_is_y(tmp_path, cli_refused, dask):
+    """The final state overwrote the output sequence in the file, exit 0."""
+    cell = tmp_path / "ycell.cell"
+    cell.write_text("input x\nstate y, h\noutput h\ny = tanh(linear(x, h[t-1]))\nh = y * 2\n")
+    stderr = cli_refused("run", cell, "--sample", "-I", "4", "-H", "3", *dask)
+    assert "cell 'ycell' has a state named y, the name under which run writes the output " \
+        "sequence" in stderr

@@ -19,7 +19,7 @@ from lstm_graph.cli.inputs import (
     run_options,
     with_progress,
 )
-from lstm_graph.distributed.jobs import run_arrays
+from lstm_graph.distributed.jobs import check_run_names, run_arrays
 from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
@@ -57,6 +57,7 @@ def run_on_dask(spec: str, out: Path, as_json: bool, on_dask: OnDask,
     from lstm_graph.cli import sharded
 
     prepared, job = sharded.prepare("run", spec, inputs)
+    check_run_names(prepared.runner)
     outcome = sharded.execute_on(prepared, job, on_dask, out, measure=("y",))
     y = outcome.moments["y"]
     if not as_json:

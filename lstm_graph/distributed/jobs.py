@@ -28,6 +28,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner, compile_layers
 from lstm_graph.checks import not_finite
+from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.trace import identity
@@ -132,10 +133,21 @@ def state_axis(runner: Runner) -> int:
     return 0 if runner.stack.single else 1
 
 
+def check_run_names(runner: Runner) -> None:
+    """``run`` writes ``y`` and each final state under its own name: a state named ``y``
+    would overwrite the output (the file held the state alone, and the summary described
+    it), so such a cell is refused before any work."""
+    if "y" in runner.cell.graph.states:
+        raise DataError(f"cell '{runner.cell.name}' has a state named y, the name under "
+                        "which run writes the output sequence; rename the state (or use "
+                        "trace, which writes it as final.y)")
+
+
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                allow_nonfinite: bool, progress: Progress | None = None,
                lengths: Any = None) -> Shard:
     """``run``'s output: ``y`` and each state's final value."""
+    check_run_names(runner)
     y, final = runner(x, state, progress=progress, allow_nonfinite=allow_nonfinite,
                       lengths=lengths)
     arrays = {"y": to_numpy(y), **{name: to_numpy(value) for name, value in final.items()}}
