@@ -75,10 +75,13 @@ class OpKind(str, Enum):
 
 @dataclass(frozen=True)
 class Attribute:
-    """A number a function takes besides its value (``alpha``); ``default`` None: required."""
+    """A number a function takes besides its value (``alpha``); ``default`` None: required;
+    ``least``: the smallest value it may take (None: any; ``clip``'s threshold is 0 or
+    more, as its ONNX and PyTorch forms give another function below that)."""
 
     name: str
     default: float | None
+    least: float | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,9 @@ class Op:
             if value is None:
                 raise ValueError(f"{self.spelling}() needs its {attribute.name}: "
                                  f"{self.usage}")
+            if attribute.least is not None and value < attribute.least:
+                raise ValueError(f"{self.spelling}()'s {attribute.name} is {value:g}; it must "
+                                 f"be {attribute.least:g} or more: {self.usage}")
             found[attribute.name] = float(value)
         return found
 
@@ -484,7 +490,7 @@ OPS: dict[str, Op] = {
            "({0} < -(T){threshold} ? -(T){threshold} : {0} > (T){threshold} ? "
            "(T){threshold} : {0})",
            ("({0} >= -(T){threshold} && {0} <= (T){threshold} ? {g} : (T)0)",),
-           attributes=(Attribute("threshold", None),),
+           attributes=(Attribute("threshold", None, least=0.0),),
            onnx_nodes=lambda emit, a, attrs: emit(
                "Clip", [a[0], -attrs["threshold"], attrs["threshold"]], {}),
            torch="torch.clamp({0}, -{threshold}, {threshold})",

@@ -134,6 +134,11 @@ def test_attributes_are_numbers_written_in_the_call(tmp_path):
     with pytest.raises(lstm_graph.CellError, match=r"clip\(\) needs its threshold: "
                        r"clip\(v, threshold\)"):
         lstm_graph.compile_source(missing, "f.cell")
+    # a negative threshold: ours bounded v to [t, -t], ONNX's Clip and torch.clamp give -t
+    negative = "cell f\ninput x\nstate h\noutput h\nh = clip(linear(x, h[t-1]), -0.5)\n"
+    with pytest.raises(lstm_graph.CellError, match=r"f.cell:5:5: error: clip\(\)'s threshold "
+                       r"is -0.5; it must be 0 or more: clip\(v, threshold\)"):
+        lstm_graph.compile_source(negative, "f.cell")
     large = "cell f\ninput x\nstate h\noutput h\nh = elu(linear(x, h[t-1]), 1e39)\n"
     cell = lstm_graph.compile_source(large, "f.cell")
     with pytest.raises(lstm_graph.CellError, match=r"the alpha of elu\(\) 1e\+39 is too large "
