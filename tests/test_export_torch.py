@@ -189,6 +189,25 @@ def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name, whose", [("torch", "PyTorch"), ("math", "Python's own")])
+def test_a_module_name_that_would_hide_another_module_is_refused(tmp_path, cli_fails, name,
+                                                                 whose):
+    """torch.py was written and checked, and then no script beside it could import torch."""
+    assert f"{name}.py: a module named '{name}' would hide {whose}" in cli_fails(
+        "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+        tmp_path / f"{name}.py")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_state_dict_linked_to_the_module_is_refused(tmp_path, cli_fails):
+    """The weights were written through the link and then replaced by the module."""
+    (tmp_path / "s.pt").symlink_to("s.py")
+    assert "--out and the state dict beside --out name the same file" in cli_fails(
+        "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+        tmp_path / "s.py", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]
+
+
 def test_names_from_files_never_become_code_in_the_module(tmp_path):
     """A cell file's name (or a model's path) is text in the module's docstring: one whose
     name holds a docstring's quotes and code stays text, on export and on import."""

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram
              "gradflow": "chart.png", "sweep": "board.json"}
 
 
-def refuse_same_outputs(outputs: dict[str, Path | None]) -> None:
+def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
     """Wrong usage where two outputs (``{"--out": path}``) name one path, once symbolic links
     are followed: the second written would replace the first (``--out same.png --plot
     same.png`` lost the weights). Hard links to one file are two names, each replaced on

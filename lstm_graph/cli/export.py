@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main, refuse_same_outputs
 from lstm_graph.cli.inputs import compile_spec
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
@@ -65,6 +65,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
         if fmt == "torch" else {"--out": out}
     refuse_inputs(written, {"SPEC": spec, "--weights": weights})
+    refuse_same_outputs(written)  # a .pt that links to the .py: the module replaced the weights
     bound = compile_spec(spec, None, input_size, weights, hidden_size, seed, "numpy", dtype,
                          "numpy", layers, direction, False)
     runner, cell = bound.runner, bound.runner.cell

@@ -23,6 +23,7 @@ import io
 import keyword
 import os
 import re
+import sys
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -516,6 +517,11 @@ def verify(runner: Runner, text: str, weights: Mapping[str, Any], steps: int = 3
         _compare(f"final {name}", final[name].numpy(), np.asarray(value), runner.dtype)
 
 
+#: Names the module may not take: PyTorch, which it imports, and Python's own modules
+#: (``torch.py`` or ``math.py`` beside a script is what the script imports).
+_SHADOWED = frozenset(sys.stdlib_module_names) | {"torch"}
+
+
 def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, Path]:
     """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
     same stem); both whole or not at all. Returns the two paths."""
@@ -526,6 +532,11 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
     if not path.stem.isidentifier() or keyword.iskeyword(path.stem):
         raise OutputError(f"{path}: '{path.stem}' cannot be imported as a Python module; "
                           "name the file as an identifier (cell.py, my_lstm.py)")
+    if path.stem in _SHADOWED:
+        whose = "PyTorch" if path.stem == "torch" else "Python's own module"
+        raise OutputError(f"{path}: a module named '{path.stem}' would hide {whose} of that "
+                          "name from itself and from every script beside it; name it "
+                          "otherwise (my_lstm.py)")
     weights_path = path.with_suffix(".pt")
     text = source(runner, weights_path.name, path.stem)
     weights = state_dict(runner)
