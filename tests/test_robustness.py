@@ -566,3 +566,11 @@ def test_a_state_named_y_is_refused_by_run_whose_output_is_y(tmp_path, cli_refus
     stderr = cli_refused("run", cell, "--sample", "-I", "4", "-H", "3", *dask)
     assert "cell 'ycell' has a state named y, the name under which run writes the output " \
         "sequence" in stderr
+
+
+def test_params_refuses_a_negative_seed_as_every_command_does(tmp_path, cli_fails):
+    """A NumPy traceback before."""
+    stderr = cli_fails("params", "lstm", "-I", "3", "-H", "4", "--seed", "-1", "--out",
+                       tmp_path / "w.npz", code=2)
+    assert "Invalid value for '--seed': -1 is not in the range x>=0." in stderr
+    assert not list(tmp_path.iterdir())

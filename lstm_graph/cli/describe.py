@@ -128,7 +128,8 @@ def model_json(model: Model) -> dict[str, Any]:
 @click.option("--out", type=OutputPath(),
               help="Also write a weights template (.npz, random values in our names) to fill; "
                    "for a model file, its own weights in our names.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --out values.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed for --out values.")
 def params(spec: str, input_size: int | None, hidden_size: int | None, layers: int,
            direction: str, as_json: bool, out: Path | None, seed: int) -> None:
     """List parameter names and shapes."""
