@@ -241,3 +241,22 @@ def test_screenshots_of_three_cells(browser, pages, tmp_path):
         tab.page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 20_000 and tab.errors == []
         tab.page.close()
+
+
+def test_float64_numbers_fit_their_columns(browser, tmp_path):
+    """Seventeen digits ran over the next column's index and number in the tip and the
+    panel, in float64; the columns are now as wide as the widest number shown."""
+    cell = lstm_graph.load_cell("gru")
+    runner = cell.compile(input_size=3, hidden_size=33, seed=4, dtype="float64")
+    x = np.random.default_rng(7).standard_normal((4, 2, 3))
+    path = tmp_path / "gru64.html"
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 33))},
+                                   runner.dtype)), "utf-8")
+    tab = Opened(browser, path)
+    tab.page.hover('svg[data-style=pipe] g[data-node="h"] polygon.u[data-u="2"]')
+    spans = tab.page.eval_on_selector_all(
+        "#tip .grid span", "s => s.map(e => [e.scrollWidth, e.clientWidth, e.textContent])")
+    assert len(spans) > 8 and any(len(text) > 20 for _, _, text in spans)
+    assert all(scroll <= width for scroll, width, _ in spans), spans
+    assert tab.errors == []
+    tab.page.close()

@@ -121,16 +121,19 @@
       : "NaN";
     // At most SHOWN numbers: the first ones, or those around the strip cell hovered.
     const start = vec.length <= SHOWN ? 0 : Math.max(0, Math.min(vec.length - SHOWN, hot ? hot[0] - 8 : 0));
-    const cells = vec.slice(start, start + SHOWN).map((v, i) => {
+    const shown = vec.slice(start, start + SHOWN);
+    const cells = shown.map((v, i) => {
       const k = start + i;
       return `<span${hot && k >= hot[0] && k < hot[1] ? ' class="hot"' : ""}><i>${k}</i> ${esc(text(v))}</span>`;
     });
+    // Columns as wide as the widest "index value" (float64 numbers take 17 digits and more).
+    const chars = Math.max(0, ...shown.map((v, i) => String(start + i).length + 1 + text(v).length));
     const cut = D.kept.units !== null && D.widths[name] > vec.length ? ` (first ${vec.length} of ${D.widths[name]} units)` : "";
     const range = vec.length > SHOWN ? `<div class="muted">units ${start} to ${start + SHOWN - 1} of ${vec.length}: hover the strip to move</div>` : "";
     return `<div><b>${esc(name)}</b> = <span class="expr">${esc(a.expression)}</span></div>` +
       (a.caption ? `<div class="muted">${esc(a.caption)}</div>` : "") +
       `<div>stage ${a.stage} &middot; step ${D.steps[view.t]}, sequence ${D.batch[view.b]}${cut}</div>` +
-      `<div>${stats}</div>${range}<div class="grid">${cells.join("")}</div>`;
+      `<div>${stats}</div>${range}<div class="grid" style="--chars: ${chars}">${cells.join("")}</div>`;
   }
   const tip = $("#tip");
   let hovered = null; // [name, [a, b] or null]
