@@ -512,6 +512,17 @@ def test_a_message_quoting_a_file_name_shows_its_escapes_not_a_terminal_s_codes(
     assert "\u202e" not in stderr
 
 
+@pytest.mark.parametrize("command", [["run", "lstm", "--sample", "-I", "2", "-H", "3"],
+                                     ["params", "lstm", "-I", "2", "-H", "3"],
+                                     ["export", "lstm", "-I", "2", "-H", "3", "--format", "onnx"]])
+def test_what_a_command_says_of_a_file_it_wrote_shows_escapes(tmp_path, cli_run, command):
+    """``wrote …`` printed the name raw: only errors and warnings escaped it."""
+    out = tmp_path / ("red\x1b[31m.onnx" if command[0] == "export" else "red\x1b[31m.npz")
+    result = cli_run(*command, "--out", out)
+    assert out.exists() and "red\\x1b[31m" in result.stderr, result.stderr
+    assert "\x1b" not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize("arguments, words", [
     ({"hidden_size": 3.0}, "hidden_size is 3.0, of type float; it must be a whole number"),
     ({"input_size": np.float64(2)}, "of type float64; it must be a whole number"),

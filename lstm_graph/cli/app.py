@@ -141,6 +141,13 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def say(text: str, err: bool = False, nl: bool = True) -> None:
+    """A line (or lines) for the terminal, with what is not printable in it written as its
+    escape (:func:`~lstm_graph.errors.inert_lines`): a file's name may hold an ESC or a
+    direction override, and every message that quotes one (``wrote …``) showed it raw."""
+    click.echo(inert_lines(text), err=err, nl=nl)
+
+
 def emit_json(data: Any, err: bool = False) -> None:
     """``data`` on stdout (with ``err``, stderr) as JSON
     (:func:`~lstm_graph.formats.files.json_text`)."""
@@ -165,7 +172,7 @@ def load(spec: str) -> Cell:
         return load_model_spec(spec).cell
     cell = load_cell(spec)
     for warning in cell.warnings:
-        click.echo(str(warning), err=True)
+        say(str(warning), err=True)
     return cell
 
 
@@ -173,7 +180,7 @@ def load_model_spec(spec: str) -> Model:
     """The model file SPEC names; its notes go to stderr."""
     model = load_model(spec)
     for note in model.notes:
-        click.echo(note, err=True)
+        say(note, err=True)
     return model
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from lstm_graph.cli.app import emit_json, main
+from lstm_graph.cli.app import emit_json, main, say
 from lstm_graph.executors import buildcache
 
 
@@ -26,11 +26,11 @@ def info(as_json: bool) -> None:
     size, limit = found.bytes / 2**20, found.limit_bytes / 2**20
     unusable = (f" (not usable: {found.problem}; each run compiles into a private temporary "
                 "directory)" if found.problem else "")
-    click.echo(f"directory  {found.directory}{unusable}")
-    click.echo(f"builds     {found.entries} ({size:.1f} MiB of at most {limit:.0f} MiB)")
+    say(f"directory  {found.directory}{unusable}")
+    say(f"builds     {found.entries} ({size:.1f} MiB of at most {limit:.0f} MiB)")
     compiler = found.compiler or "none found (the NumPy plan runs instead)"
     version = f" ({found.compiler_version})" if found.compiler_version else ""
-    click.echo(f"compiler   {compiler}{version}")
+    say(f"compiler   {compiler}{version}")
 
 
 @cache.command()
@@ -40,5 +40,5 @@ def clear() -> None:
     done = buildcache.clear()
     running = (f" ({done.running} build{'s' if done.running != 1 else ''} in progress left "
                "alone)" if done.running else "")
-    click.echo(f"removed {done.builds} build{'s' if done.builds != 1 else ''} from "
+    say(f"removed {done.builds} build{'s' if done.builds != 1 else ''} from "
                f"{done.directory}{running}", err=True)

@@ -17,6 +17,7 @@ from lstm_graph.cli.app import (
     load,
     load_model_spec,
     main,
+    say,
 )
 from lstm_graph.errors import CellError
 from lstm_graph.export.torch_module import torch_names
@@ -42,7 +43,7 @@ def cells(as_json: bool) -> None:
         return
     width = max(map(len, rows))
     for name, description in rows.items():
-        click.echo(f"{name:<{width}}  {description}")
+        say(f"{name:<{width}}  {description}")
 
 
 @main.command(epilog=SPEC_HELP)
@@ -78,8 +79,8 @@ def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
         })
         return
     if model is not None:
-        click.echo(model.describe())
-    click.echo(f"{cell.name}: ok — {plural(len(graph.assignments), 'assignment')} in "
+        say(model.describe())
+    say(f"{cell.name}: ok — {plural(len(graph.assignments), 'assignment')} in "
                f"{plural(len(schedule.stages), 'stage')}, "
                f"{plural(len(schedule.params), 'parameter')}, "
                f"{'state' if len(graph.states) == 1 else 'states'} {', '.join(graph.states)}, "
@@ -96,7 +97,7 @@ def schedule(spec: str, as_json: bool, nodes: bool) -> None:
     if as_json:
         emit_json(cell.schedule.to_json(nodes))
     else:
-        click.echo(cell.schedule.to_text(nodes), nl=False)
+        say(cell.schedule.to_text(nodes), nl=False)
 
 
 def model_json(model: Model) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
         shapes = cell.stack_params(input_size, hidden_size, Stack(layers, direction))
     if out is not None:
         write_npz(out, weights)
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}", err=True)
         aside = is_stdout(out)
     if as_json:
         torch = torch_names(list(shapes))
@@ -163,6 +164,6 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
         return
     width = max(map(len, shapes), default=0)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{width}}  {shape}", err=aside)
+        say(f"{name:<{width}}  {shape}", err=aside)
     total = sum(math.prod(s) for s in shapes.values())
-    click.echo(f"{plural(len(shapes), 'parameter')}, {plural(total, 'number')}", err=True)
+    say(f"{plural(len(shapes), 'parameter')}, {plural(total, 'number')}", err=True)

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Runner
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, main, say
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.cli.run import read_files
@@ -50,7 +50,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     if not runner.plain:  # the first layer's first direction, as a cell of its own
         which = " (reverse: x from its last step)" if runner.units[0].reverse else \
             ", forward direction" if runner.stack.direction == "bidirectional" else ""
-        click.echo(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
+        say(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
                    err=True)
         if runner.batch_first and x.ndim == 3:
             x = np.swapaxes(x, 0, 1)
@@ -65,9 +65,9 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     page = build_page(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
-    click.echo(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
+    say(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
                f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
     shown = kept_of(run).shown(len(x), sequences)
     if shown is not None:  # what the page says of itself, said here too
-        click.echo(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
+        say(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
                    "writes every value", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main, refuse_same_outputs
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main, refuse_same_outputs, say
 from lstm_graph.cli.inputs import compile_spec
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
@@ -70,11 +70,11 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                          "numpy", layers, direction, False)
     runner, cell = bound.runner, bound.runner.cell
     if runner.batch_first:
-        click.echo(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
+        say(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
                    "is time-major: x of shape (T, B, I)", err=True)
         runner = runner.time_major()
     if bound.state or bound.lengths is not None:
-        click.echo(f"note: {spec} also stores initial states or sequence lengths; an exported "
+        say(f"note: {spec} also stores initial states or sequence lengths; an exported "
                    "model starts every sequence from zero states and runs it whole", err=True)
     check = not no_check
     summary: dict[str, object] = {
@@ -114,6 +114,6 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"wrote {' and '.join(paths)}", err=True)
+    say(f"wrote {' and '.join(paths)}", err=True)
     for line in lines:
-        click.echo(line)
+        say(line)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import OutputPath, emit_json, main, refuse_same_outputs
+from lstm_graph.cli.app import OutputPath, emit_json, main, refuse_same_outputs, say
 from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz
 from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
 
@@ -54,11 +54,11 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
                    "parameters": {k: list(v.shape) for k, v in converted.weights.items()},
                    "checked_steps": CHECK_STEPS, "largest_difference": converted.error})
         return
-    click.echo(f"wrote {out} and {weights_out}", err=True)
-    click.echo(f"{class_name} ({path.name}) -> cell {cell.name}: "
+    say(f"wrote {out} and {weights_out}", err=True)
+    say(f"{class_name} ({path.name}) -> cell {cell.name}: "
                f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
                f"states {', '.join(cell.graph.states)}, output "
                f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters")
-    click.echo("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages))
-    click.echo(f"checked: the cell equals the module stepped over {CHECK_STEPS} steps "
+    say("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages))
+    say(f"checked: the cell equals the module stepped over {CHECK_STEPS} steps "
                f"(largest difference {converted.error:.2g})")

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from lstm_graph.checks import REAL_KINDS
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -96,8 +96,8 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
         emit_json({"cell": cell.name, "ran_with": ran_with, "loss": loss, "out": str(out),
                    "norms": norms, **extra}, err=aside)
         return
-    click.echo(f"{cell.name}: loss {loss:.6g} ({ran_with}); wrote {out}", err=True)
+    say(f"{cell.name}: loss {loss:.6g} ({ran_with}); wrote {out}", err=True)
     width_names = max(map(len, shapes))
     for name, shape in shapes.items():
-        click.echo(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}",
+        say(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}",
                    err=aside)

@@ -24,7 +24,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, check_state, check_x
-from lstm_graph.cli.app import FiniteFloat, load, load_model_spec
+from lstm_graph.cli.app import FiniteFloat, load, load_model_spec, say
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, install_hint
@@ -221,7 +221,7 @@ def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
                           dtype=dtype, weights=weights, seed=seed, executor=executor,
                           layers=layers, direction=direction, batch_first=batch_first)
     for note in runner.notes:
-        click.echo(note, err=True)
+        say(note, err=True)
     return Bound(runner, (cell_source(spec),), {}, None)
 
 
@@ -250,7 +250,7 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
                             f"{stored.shape[-1]}, but the cell's input size I is "
                             f"{runner.input_size}")
         if stored.dtype != runner.dtype:
-            click.echo(f"note: x is {stored.dtype}; computing in {runner.dtype.name} (see "
+            say(f"note: x is {stored.dtype}; computing in {runner.dtype.name} (see "
                        "--dtype)", err=True)
     sample_shape = (SAMPLE_BATCH, SAMPLE_STEPS, runner.input_size) if runner.batch_first \
         else (SAMPLE_STEPS, SAMPLE_BATCH, runner.input_size)

@@ -16,7 +16,7 @@ import click
 import graphviz
 
 from lstm_graph.cell import Cell
-from lstm_graph.cli.app import SPEC_HELP, load, main
+from lstm_graph.cli.app import SPEC_HELP, load, main, say
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
@@ -98,7 +98,7 @@ def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: s
     data = {name: to_bytes(dot, fmt) for name, dot in diagrams.items()}  # all, then write
     for name, path in paths.items():
         make_parent(path)
-        click.echo(f"wrote {write_atomic(path, data[name])}", err=True)
+        say(f"wrote {write_atomic(path, data[name])}", err=True)
 
 
 def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
@@ -165,7 +165,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         for name, (cell_name, one_style, preset) in gallery().items():
             dot = draw(load_cell(cell_name), one_style, highlight=preset)
             for kind in ("dot", "svg"):
-                click.echo(f"wrote {save(dot, directory / f'{name}.{kind}', kind)}", err=True)
+                say(f"wrote {save(dot, directory / f'{name}.{kind}', kind)}", err=True)
         return
     if spec is None:
         raise click.UsageError("give a SPEC (or --all)")

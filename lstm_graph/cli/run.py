@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -95,12 +95,12 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    **(extra or {})}, err=aside)
         return  # the summary says where it wrote what
     listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-    click.echo(f"wrote {out}: {listed}", err=True)
+    say(f"wrote {out}: {listed}", err=True)
     stack = "" if runner.stack.single and runner.stack.direction == "forward" else \
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
-    click.echo(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
+    say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
                f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
                f"{seconds * 1e3:.2f} ms", err=aside)
-    click.echo(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
+    say(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
                f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from lstm_graph.cli.app import say
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import OnDask, Prepared
 from lstm_graph.cli.inputs import prepare as prepare_inputs
@@ -53,6 +54,6 @@ def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:
 
 def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
     """How the work was spread, on stderr."""
-    click.echo(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
+    say(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
                f"{plural(outcome.shard_size, 'sequence')}, "
                f"{plural(outcome.workers, 'worker thread')}", err=True)

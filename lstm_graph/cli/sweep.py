@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_same_outputs
+from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_same_outputs, say
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP
@@ -83,7 +83,7 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     for spec in cells:
         source = cell_source(spec)
         for warning in source.compile().warnings:
-            click.echo(str(warning), err=True)
+            say(str(warning), err=True)
         sources.append((spec, source))
     task = named(task_name, length)
     settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
@@ -94,10 +94,10 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     def report(entry: sweeping.Entry, done: int) -> None:
         loss = f"loss {sweeping.loss_text(entry.loss)}" if entry.loss is not None else \
             f"failed: {entry.error}"
-        click.echo(f"[{done}/{len(configs)}] {label[entry.spec]} H={entry.hidden_size} seed "
+        say(f"[{done}/{len(configs)}] {label[entry.spec]} H={entry.hidden_size} seed "
                    f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
 
-    click.echo(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "
+    say(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "
                f"on {task.name} (on Dask: {address})", err=True)
     with connect(address, dask_timeout) as client:
         entries = sweeping.sweep(client, configs, task, settings, report)
@@ -111,11 +111,11 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     if as_json:
         emit_json(data)
     else:
-        click.echo(title)
-        click.echo(sweeping.table(entries))
+        say(title)
+        say(sweeping.table(entries))
         written = [str(path) for path in (out, markdown) if path is not None]
         if written:
-            click.echo(f"wrote {' and '.join(written)}", err=True)
+            say(f"wrote {' and '.join(written)}", err=True)
     if all(entry.loss is None for entry in entries):  # nothing ranked: the sweep failed
-        click.echo(f"every training run failed (the first: {entries[0].error})", err=True)
+        say(f"every training run failed (the first: {entries[0].error})", err=True)
         click.get_current_context().exit(1)

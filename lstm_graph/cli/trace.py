@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
     OnDask,
     dask_options,
@@ -60,7 +60,7 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
     steps = progress_steps(prepared) // len(prepared.runner.units)
     units = len(prepared.runner.units)
     where = f" in each of {units} layers and directions" if units > 1 else ""
-    click.echo(f"{cell.name}: traced {len(cell.graph.assignments)} values{where} over "
+    say(f"{cell.name}: traced {len(cell.graph.assignments)} values{where} over "
                f"{steps} steps ({ran_with}); wrote {out}", err=True)
     for name, shape in shapes.items():
-        click.echo(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)
+        say(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)

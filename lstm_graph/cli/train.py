@@ -21,6 +21,7 @@ from lstm_graph.cli.app import (
     load,
     main,
     refuse_same_outputs,
+    say,
 )
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
@@ -136,7 +137,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         def report(step: int, loss: float) -> None:
             bar.update(step - bar.pos, current_item=loss)
             if not on_terminal and step % eval_every == 0:
-                click.echo(f"step {step}: loss {loss:.4g}", err=True)
+                say(f"step {step}: loss {loss:.4g}", err=True)
 
         try:
             trained = train(cell, task, hidden_size, steps, batch, lr, clip, seed, dtype,
@@ -144,7 +145,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                             stop=lambda: bool(received))
         except Stopped as stopped:
             terminated = received[0] == signal.SIGTERM
-            click.echo(f"\n{'terminated' if terminated else 'interrupted'} at step "
+            say(f"\n{'terminated' if terminated else 'interrupted'} at step "
                        f"{stopped.step}; the checkpoint {checkpoint} holds it (train again "
                        f"with --resume to go on); --out {out} was not written", err=True)
             click.get_current_context().exit(143 if terminated else 130)
@@ -161,10 +162,10 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         emit_json(summary)
         return
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from else ""
-    click.echo(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
+    say(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
                f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
                f"{trained.seconds:.1f} s")
-    click.echo(f"wrote {out}, the checkpoint {checkpoint}" + (f" and {plot}" if plot else ""),
+    say(f"wrote {out}, the checkpoint {checkpoint}" + (f" and {plot}" if plot else ""),
                err=True)
 
 
@@ -267,7 +268,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         drawn = render(load(given[0][0]), style, gradients=sizes,
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
         save(drawn, diagram, diagram_format or "svg")
-        click.echo(f"wrote {diagram}", err=True)
+        say(f"wrote {diagram}", err=True)
     if as_json:
         emit_json({"task": task.name, "out": str(out), "flows": {
             f.cell: {s: [float(v) for v in norms] for s, norms in f.states.items()}
@@ -275,6 +276,6 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         return
     for found in flows:
         for state, norms in found.states.items():
-            click.echo(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
+            say(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
                        f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}")
-    click.echo(f"wrote {out}", err=True)
+    say(f"wrote {out}", err=True)
