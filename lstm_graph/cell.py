@@ -176,9 +176,12 @@ class Cell:
 def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: int | None,
                    backend: str, dtype: str, weights: str | Path | Mapping[str, Any] | None,
                    seed: int | None, executor: str, layers: int | None, direction: str | None,
-                   batch_first: bool, proj: int | None = None) -> Runner:
+                   batch_first: bool, proj: int | None = None,
+                   weights_name: str | None = None) -> Runner:
     """:meth:`Cell.compile` for one cell, or one per direction (``cells[-1]`` runs the
-    reverse direction: an ONNX model may give its two directions other activations)."""
+    reverse direction: an ONNX model may give its two directions other activations);
+    ``weights_name`` names the weights in messages (a model's file; by default their path,
+    or "the weights dict")."""
     cell = cells[0]
     _check_arguments(input_size, hidden_size, weights, seed, layers, direction, batch_first)
     np_dtype = check_dtype(dtype)
@@ -196,7 +199,8 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                       "forward" if direction is None else direction, proj)
         raw = None
     else:
-        source = str(weights) if isinstance(weights, (str, Path)) else "the weights dict"
+        source = weights_name or (str(weights) if isinstance(weights, (str, Path))
+                                  else "the weights dict")
         read = read_weights(weights, cell.graph)
         raw, notes = read.arrays, read.notes
         if read.batch_first and not batch_first:

@@ -206,9 +206,12 @@ def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
         array = np.asarray(lengths)
     except (TypeError, ValueError) as err:
         raise DataError(f"lengths is not an array of integers ({err})") from None
-    if array.dtype.kind not in "iu" and not (
-            array.dtype.kind == "f" and np.all(np.isfinite(array))
-            and np.all(array == np.round(array))):
+    if array.dtype.kind == "f" and array.ndim == 1:  # whole floats pass; name one that is not
+        broken = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if broken.size:
+            raise DataError(f"lengths holds {array[broken[0]]:g} at index {broken[0]}: give "
+                            "whole numbers of steps (int32 or int64)")
+    elif array.dtype.kind not in "iu" and array.ndim == 1:
         raise DataError(f"lengths has dtype {array.dtype}; give whole numbers of steps "
                         "(int32 or int64)")
     if array.shape != (batch,):

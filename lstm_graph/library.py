@@ -110,6 +110,9 @@ def load_cell(spec: str | Path) -> Cell:
     (('f', 'i', 'g'), ('c',), ('o',), ('h',))
     """
     spec_text = str(spec)
+    if not spec_text:  # Path("") is the working directory
+        raise UnknownCellError(f"the cell's name is empty; built-in cells: "
+                               f"{', '.join(builtin_names())}; or give the path to a .cell file")
     if spec_text in builtin_names():
         resource = _BUILTIN_DIR / f"{spec_text}.cell"
         return compile_source(resource.read_text(encoding="utf-8"), f"<builtin>/{spec_text}.cell",

@@ -473,6 +473,10 @@ def test_stack_shapes_states_and_lengths_through_the_command_line(tmp_path, cli_
     assert "lengths holds 0 at index 1: every sequence needs at least one step" \
         in cli_refused("run", *common, "--input", tmp_path / "x.npy", "--lengths",
                        tmp_path / "bad.npy")
+    np.save(tmp_path / "half.npy", np.array([6.0, 3.5, 1.0]))  # whole floats pass, 3.5 not
+    assert "half.npy: lengths holds 3.5 at index 1: give whole numbers of steps" \
+        in cli_refused("run", *common, "--input", tmp_path / "x.npy", "--lengths",
+                       tmp_path / "half.npy")
     np.savez(tmp_path / "flat.npz", h=np.zeros((3, 4), "float32"))
     assert "state 'h' has shape (3, 4), expected (4, 3, 4)" in cli_refused(
         "run", *common, "--input", tmp_path / "x.npy", "--state", tmp_path / "flat.npz")

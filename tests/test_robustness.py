@@ -585,3 +585,22 @@ def test_params_refuses_a_negative_seed_as_every_command_does(tmp_path, cli_fail
                        tmp_path / "w.npz", code=2)
     assert "Invalid value for '--seed': -1 is not in the range x>=0." in stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_messages_name_what_is_wrong(tmp_path, cli_fails):
+    """A model's NaN weights were "the weights dict" (and params --out wrote them), an empty
+    SPEC "is a directory", an .npy as --state "not a zip file"."""
+    model = torch.nn.LSTM(3, 4)
+    state = model.state_dict()
+    state["bias_ih_l0"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    assert cli_fails("run", tmp_path / "nan.pt", "--sample", "--out", tmp_path / "o.npz") \
+        .startswith(f"{tmp_path / 'nan.pt'} does not fit cell 'lstm': i.b holds NaN")
+    assert "i.b holds NaN" in cli_fails("params", tmp_path / "nan.pt", "--out",
+                                        tmp_path / "p.npz")
+    assert cli_fails("validate", "").startswith("the cell's name is empty; built-in cells:")
+    np.save(tmp_path / "s.npy", np.zeros((2, 3), "float32"))
+    assert "s.npy: is an .npy file, one array; this takes an .npz of arrays by name" in \
+        cli_fails("run", "rnn", "--sample", "-I", "2", "-H", "3", "--state",
+                  tmp_path / "s.npy", "--out", tmp_path / "o.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt", "s.npy"]

@@ -140,6 +140,8 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
         if input_size is not None or hidden_size is not None:
             raise click.UsageError(f"{spec} holds its sizes: drop -I and -H")
         model = load_model_spec(spec)
+        if out is not None:  # what run would refuse (NaN, sizes), refused before it is written
+            model.compile(executor="reference")
         cell, weights = model.cell, model.weights
         shapes = {name: tuple(value.shape) for name, value in weights.items()}
         weights = {**weights, RECORD: layer_record(model.file)}

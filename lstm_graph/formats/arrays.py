@@ -14,6 +14,7 @@ says it fits.
 from __future__ import annotations
 
 import math
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,19 @@ def open_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, S
             return found
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError,
             RuntimeError) as err:
+        if _is_npy(path):
+            raise error(f"{path}: is an .npy file, one array; this takes an .npz of arrays "
+                        "by name (numpy.savez(path, h=…, c=…))") from None
         raise error(f"{path}: not a readable .npz file ({_reason(err)})") from None
+
+
+def _is_npy(path: Path) -> bool:
+    """Whether ``path`` starts as an ``.npy`` file does (NumPy's magic string)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
 
 
 def read_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, np.ndarray]:
@@ -134,5 +147,7 @@ def _header(stream: IO[bytes], stored_bytes: int, path: Path, member: str | None
 
 
 def _reason(err: BaseException) -> str:
+    """An error's first line, with a zip member's repr (``<ZipInfo filename='x' …>``, in
+    zipfile's "File … is encrypted") shortened to its name."""
     text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+    return re.sub(r"<ZipInfo filename=('[^']*'|\"[^\"]*\")[^>]*>", r"\1", text.splitlines()[0])
