@@ -307,14 +307,13 @@ def _unit_words(stack: Stack, layer: int, reverse: bool) -> str:
     return f"layer {layer + 1}{direction}"
 
 
-def _owned(value: np.ndarray) -> np.ndarray:
-    """A read-only copy of the runner's own. The executors that pack the weights read them
-    once, the reference reads them at every call: a later change to the caller's array (an
-    optimiser's step on the PyTorch model whose state dict was given) would reach some
-    batch sizes and executors and not others, so it reaches none."""
-    owned = np.array(value, copy=True)
-    owned.setflags(write=False)
-    return owned
+def _frozen(value: np.ndarray) -> np.ndarray:
+    """``value``, which the runner owns (drawn, or copied by
+    :func:`~lstm_graph.formats.weights.check_weights`), made read-only: the executors that
+    pack the weights read them once, the reference at every call, so a change in place
+    would reach some batch sizes and executors and not others."""
+    value.setflags(write=False)
+    return value
 
 
 class _Unit:
@@ -324,7 +323,7 @@ class _Unit:
                  hidden_size: int, weights: dict[str, np.ndarray], prefix: str):
         self.cell, self.layer, self.reverse = cell, layer, reverse
         self.input_size, self.hidden_size, self.prefix = input_size, hidden_size, prefix
-        self.weights = {name: _owned(value) for name, value in weights.items()}
+        self.weights = {name: _frozen(value) for name, value in weights.items()}
         self.params: dict[str, Any] = {}
         self._plans: OrderedDict[tuple[int, bool], Executor] = OrderedDict()
 
@@ -616,6 +615,8 @@ class Runner:
             else:
                 spec = Spec(unit.cell.schedule, self.xp, unit.params, batch,
                             unit.input_size, self.hidden_size, self.dtype)
+                checks.check_build_fits(self.executor, self.backend, spec.schedule,
+                                        unit.input_size, self.hidden_size, self.dtype, record)
                 plans[key] = registry.build(self.executor, spec, self.backend, record)
                 while len(plans) > self.PLANS:
                     plans.popitem(last=False)

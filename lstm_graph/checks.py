@@ -213,6 +213,17 @@ def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
                                                   record))
 
 
+def check_build_fits(executor: str, backend: str, schedule: Schedule, input_size: int,
+                     hidden_size: int, dtype: np.dtype, record: bool = False) -> None:
+    """Refuse building ``executor`` where the copies of the weights it packs
+    (:func:`~lstm_graph.executors.registry.packing`) would not fit in memory; the machine's
+    memory is read only where they take more than :data:`SURELY_FITS`, as for a run."""
+    packing = registry.packing(executor, backend, schedule, input_size, hidden_size, dtype,
+                               record)
+    if sum(a.nbytes for a in packing) > SURELY_FITS or os.environ.get(memory.ENV):
+        memory.require(packing, "building the executor")
+
+
 def require_fits(cache: dict[tuple[Any, ...], list[Allocation]] | None, key: tuple[Any, ...],
                  make: Callable[[], list[Allocation]]) -> None:
     """Refuse a run whose arrays (``make()``, kept in ``cache`` under ``key``, at most

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_compiler
 from hostile import deflate_bomb, sparse_npy
+
+import lstm_graph
 
 resource = pytest.importorskip("resource")
 
@@ -121,3 +124,56 @@ def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch
     with pytest.raises(MemoryLimitError, match="in all for this run"):
         stack(x)
     assert reads
+
+
+@pytest.mark.parametrize("executor, fits", [pytest.param("native", False, marks=needs_compiler),
+                                            ("numpy", True)])
+def test_an_executor_whose_packed_weights_would_not_fit_is_refused_before_it_packs(
+        monkeypatch, executor, fits):
+    """The weights (16 MB, and 8 MB drawn in float64) fit in 28 MiB; the native executor's
+    panels and the group's copy it holds while packing (32 MB) do not, the NumPy plan's
+    one copy (16 MB) does. The native build held four copies, two of them for good."""
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "28M")
+    run = lstm_graph.load_cell("lstm").compile(input_size=1, hidden_size=1000,
+                                               executor=executor)
+    x = np.zeros((2, 1, 1), "float32")
+    if fits:
+        assert run(x)[0].shape == (2, 1, 1000)
+        return
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"the weights as the native executor "
+                       r"packs them of shape \(2, 4008000\) would take 32.1 MB"):
+        run(x)
+
+
+@pytest.mark.parametrize("fmt, copies", [("onnx", 8), ("torch", 5)])
+def test_an_export_whose_copies_would_not_fit_is_refused_before_it_makes_them(
+        tmp_path, monkeypatch, fmt, copies):
+    """An export of 6.4 GB of weights grew to 23 GB and was killed by the kernel."""
+    from lstm_graph.export import onnx_model, torch_module
+
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "60M")
+    run = lstm_graph.load_cell("lstm").compile(input_size=1, hidden_size=1000,
+                                               executor="reference")
+    export = onnx_model.export if fmt == "onnx" else torch_module.export
+    with pytest.raises(lstm_graph.LstmGraphError, match=rf"export copies them of shape "
+                       rf"\({copies}, 4008000\)"):
+        export(run, tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'py'}")
+    assert not list(tmp_path.iterdir())
+
+
+@needs_compiler
+def test_a_native_build_keeps_one_packed_copy_of_the_weights():
+    """Packing held four copies of the weights at its peak and kept two (the jobs' own
+    weights lived as long as the build): now two, and one."""
+    import tracemalloc
+
+    run = lstm_graph.load_cell("lstm").compile(input_size=1, hidden_size=512,
+                                               executor="native")
+    weights = sum(value.nbytes for value in run.weights.values())
+    tracemalloc.start()
+    try:
+        run.compiled(1)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1.3 * weights and peak < 2.3 * weights, (held / weights, peak / weights)

@@ -21,6 +21,7 @@ executor allocates for a run, a trace or a gradient is its own
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from lstm_graph.errors import BackendError
-from lstm_graph.formats.memory import Allocation
+from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.schedule import Schedule
 
 #: An array of the spec's namespace (a NumPy or CuPy ndarray).
@@ -194,6 +195,22 @@ class Executor(ABC):
         if record and not self.records:
             raise BackendError(f"the {self.name} executor does not record every value's "
                                "gradient; the reference executor does")
+
+    #: Copies of the cell's weights that building this executor holds besides the
+    #: runner's: the weights it keeps in its own order, and any it holds while it packs
+    #: them (see :meth:`packing`).
+    weight_copies: ClassVar[int] = 0
+
+    @classmethod
+    def packing(cls, schedule: Schedule, input_size: int, hidden: int, dtype: np.dtype
+                ) -> list[Allocation]:
+        """What building this executor allocates besides the runner's weights
+        (:attr:`weight_copies` of them), so that a build that would not fit is refused
+        before it starts."""
+        count = sum(math.prod(shape)
+                    for shape in schedule.param_shapes(input_size, hidden).values())
+        return [allocation(f"the weights as the {cls.name} executor packs them",
+                           (cls.weight_copies, count), dtype)] if cls.weight_copies else []
 
     @classmethod
     @abstractmethod

@@ -163,6 +163,7 @@ class CudaPlan(Executor):
 
     name = "cuda"
     backends = ("cupy",)
+    weight_copies = 1  # each group's weights on the host, on their way to the device
 
     def __init__(self, spec: Spec, launcher: Launcher | None = None):
         super().__init__(spec)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -741,33 +741,43 @@ def tiles(hidden: int, lanes: int) -> int:
     return -(-hidden // lanes)
 
 
-def pack_panels(weights: np.ndarray, blocks: int, hidden: int, lanes: int,
-                dense_tail: bool = False, vector: int | None = None) -> np.ndarray:
-    """``weights`` ``(K, blocks·H)`` as panels ``(tiles, K, blocks, lanes)``, zero-padded;
-    with ``dense_tail``, the last, partial tile (``H % lanes`` units ``n``) as ``(K,
-    ⌈blocks·n / vector⌉·vector)``, the blocks' ``n`` units side by side: for
-    ``kernel_tail_<blocks>`` (``vector``: ``lanes``, the default), and for a tile of
-    several vectors (``lanes`` a multiple of ``vector``) whose last one multiplies only the
-    vectors its units need.
+def pack_panels(weights: np.ndarray | Sequence[np.ndarray], blocks: int, hidden: int,
+                lanes: int, dense_tail: bool = False, vector: int | None = None) -> np.ndarray:
+    """``weights`` ``(K, blocks·H)`` (or its rows in parts, stacked: a job's operands) as
+    panels ``(tiles, K, blocks, lanes)``, zero-padded; with ``dense_tail``, the last,
+    partial tile (``H % lanes`` units ``n``) as ``(K, ⌈blocks·n / vector⌉·vector)``, the
+    blocks' ``n`` units side by side: for ``kernel_tail_<blocks>`` (``vector``: ``lanes``,
+    the default), and for a tile of several vectors (``lanes`` a multiple of ``vector``)
+    whose last one multiplies only the vectors its units need.
 
     Padding columns (units ``≥ H`` of the last tile) are computed and never stored,
-    so their zero weights never meet a NaN that matters.
+    so their zero weights never meet a NaN that matters. Each part is copied straight
+    into the aligned result: packing holds no other copy of the weights (a 576 MB step
+    held four while it packed).
     """
-    k = weights.shape[0]
+    parts = [weights] if isinstance(weights, np.ndarray) else list(weights)
+    k = sum(part.shape[0] for part in parts)
     vector = vector or lanes
     full, tail = divmod(hidden, lanes)
-    if dense_tail and tail and (blocks > 1 or vector < lanes):
-        shaped = weights.reshape(k, blocks, hidden)
-        head = pack_panels(shaped[:, :, :full * lanes].reshape(k, -1), blocks, full * lanes,
-                           lanes).reshape(-1)
-        vectors = -(-blocks * tail // vector)
-        last = np.zeros((k, vectors * vector), dtype=weights.dtype)
-        last[:, :blocks * tail] = shaped[:, :, full * lanes:].reshape(k, -1)
-        return aligned(np.concatenate([head, last.reshape(-1)]))
-    units = tiles(hidden, lanes) * lanes
-    padded = np.zeros((k, blocks, units), dtype=weights.dtype)
-    padded[:, :, :hidden] = weights.reshape(k, blocks, hidden)
-    return aligned(padded.reshape(k, blocks, -1, lanes).transpose(2, 0, 1, 3))
+    dense = dense_tail and tail and (blocks > 1 or vector < lanes)
+    vectors = -(-blocks * tail // vector) if dense else 0
+    head_size = (full if dense else tiles(hidden, lanes)) * k * blocks * lanes
+    packed = aligned_empty((head_size + k * vectors * vector,), parts[0].dtype)
+    packed[...] = 0
+    head = packed[:head_size].reshape(-1, k, blocks, lanes)
+    last = packed[head_size:].reshape(k, vectors * vector)
+    row = 0
+    for part in parts:
+        rows = part.shape[0]
+        shaped = part.reshape(rows, blocks, hidden)
+        head[:full, row:row + rows] = shaped[:, :, :full * lanes].reshape(
+            rows, blocks, full, lanes).transpose(2, 0, 1, 3)
+        if dense:
+            last[row:row + rows, :blocks * tail] = shaped[:, :, full * lanes:].reshape(rows, -1)
+        elif tail:
+            head[full, row:row + rows, :, :tail] = shaped[:, :, full * lanes:]
+        row += rows
+    return packed if dense else head
 
 
 def pack_bias(bias: np.ndarray, blocks: int, hidden: int, lanes: int,

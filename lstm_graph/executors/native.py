@@ -359,6 +359,10 @@ class Operand:
     weights: np.ndarray
 
 
+#: What a job holds in place of its weights once they are packed (:meth:`NativeStep.packed`).
+_PACKED = np.empty(0)
+
+
 @dataclass(frozen=True)
 class Job:
     """One GEMM of a step, run on every tile: ``out[:, blocks] (+)= [a1 a2] · W (+ b)``.
@@ -377,11 +381,6 @@ class Job:
     operands: tuple[Operand, ...]
     bias: np.ndarray | None = None
     add: bool = False
-
-    @property
-    def weights(self) -> np.ndarray:
-        """The panel's weights: the operands' stacked, ``(k1 + k2, blocks·H)``."""
-        return np.concatenate([o.weights for o in self.operands])
 
 
 def folded(layout: Layout) -> list[str]:
@@ -716,11 +715,15 @@ class NativeStep:
                            for job in self.jobs for o in job.operands)
 
     def packed(self, lanes: int) -> dict[str, np.ndarray]:
-        """The jobs' weights and biases packed into panels for ``lanes`` (by name)."""
+        """The jobs' weights and biases packed into panels for ``lanes`` (by name). The
+        jobs then let their weights go (from here on the step needs only their shapes):
+        a build kept a second copy of every weight for as long as it lived."""
+        if any(o.weights is _PACKED for job in self.jobs for o in job.operands):
+            raise RuntimeError("a step's weights are packed once; build another step")
         found = {}
         widest = 4 if lanes * self.dtype.itemsize == 64 else 2
         for k, job in enumerate(self.jobs):
-            weights = np.asarray(job.weights, dtype=self.dtype)
+            weights = [np.asarray(o.weights, dtype=self.dtype) for o in job.operands]
             if job.segment < 0:  # before the loop: one run of columns, tiles of c vectors
                 columns = job.blocks * self.hidden  # the last tile as wide as it needs
                 width = min(widest, -(-columns // lanes)) * lanes
@@ -736,6 +739,10 @@ class NativeStep:
             if job.bias is not None:
                 found[f"Pb_{k}"] = gemm_c.pack_bias(job.bias, job.blocks, self.hidden, lanes,
                                                     dense_tail=True)
+        self.jobs = [replace(job, operands=tuple(replace(o, weights=_PACKED)
+                                                 for o in job.operands),
+                             bias=None if job.bias is None else _PACKED)
+                     for job in self.jobs]
         return found
 
     # -- the C source --------------------------------------------------------------------
@@ -1174,6 +1181,7 @@ class NativePlan(Executor):
 
     name = "native"
     backends = ("numpy",)
+    weight_copies = 2  # the panels, and a group's weights in their order while it packs
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)

@@ -300,6 +300,7 @@ class NumpyPlan(CompiledGrad):
 
     name = "numpy"
     backends = ("numpy", "cupy")
+    weight_copies = 1  # each group's weights, transposed and side by side
 
     def __init__(self, spec: Spec, threads: int | None = None):
         super().__init__(spec)

@@ -284,12 +284,17 @@ def hoist(xp: Any, static: Mapping[str, Array], hoisting: Hoisting, steps: int, 
 
 def pack_group(layout: Layout, source: str, params: Mapping[str, Any], dtype: np.dtype,
                scale: Callable[[str], float]) -> np.ndarray:
-    """One group's per-step GEMM weights, ``(size, members·H)``, transposed and contiguous."""
-    blocks = []
-    for member in layout.groups[source].members:
-        (param,) = [p for s, p in layout.linears[member].matrix if s == source]
-        blocks.append((to_numpy(params[param]) * dtype.type(scale(member))).T)
-    return np.ascontiguousarray(np.concatenate(blocks, 1), dtype=dtype)
+    """One group's per-step GEMM weights, ``(size, members·H)``, transposed and contiguous;
+    each member's scaled straight into its columns (no other copy of the group's weights
+    is held meanwhile)."""
+    members = layout.groups[source].members
+    names = [p for member in members for s, p in layout.linears[member].matrix if s == source]
+    hidden, size = np.shape(params[names[0]])
+    found = np.empty((size, len(members) * hidden), dtype=dtype)
+    for k, (member, name) in enumerate(zip(members, names)):
+        np.multiply(to_numpy(params[name]).T, dtype.type(scale(member)),
+                    out=found[:, k * hidden:(k + 1) * hidden], casting="unsafe")
+    return found
 
 
 def static_trace(schedule: Schedule, layout: Layout, static: Mapping[str, Array], xp: Any,

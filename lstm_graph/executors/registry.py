@@ -101,3 +101,11 @@ def allocations(executor: str, backend: str, schedule: Schedule, work: str, step
     ``grad``): that executor's own :meth:`~.contract.Executor.allocations`."""
     name = chosen(executor, schedule, backend, record)
     return CLASSES[name].allocations(schedule, work, steps, batch, input_size, hidden, dtype)
+
+
+def packing(executor: str, backend: str, schedule: Schedule, input_size: int, hidden: int,
+            dtype: np.dtype, record: bool = False) -> list[Allocation]:
+    """What building the executor ``executor`` allocates besides the runner's weights:
+    that executor's own :meth:`~.contract.Executor.packing`."""
+    name = chosen(executor, schedule, backend, record)
+    return CLASSES[name].packing(schedule, input_size, hidden, dtype)

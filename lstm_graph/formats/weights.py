@@ -132,7 +132,10 @@ def check_weights(schedule: Schedule, weights: Mapping[str, Any], input_size: in
         if problem:
             problems.append(problem)
         else:
-            checked[name] = array.astype(dtype, copy=False)
+            # the caller's own arrays are copied: a runner's weights are its own (a change
+            # to the caller's array, an optimiser's step on the PyTorch model whose state
+            # dict was given, must not reach it); what was read from a file is already
+            checked[name] = array.astype(dtype, copy=not isinstance(value, StoredArray))
     if problems:
         more = f"; and {len(problems) - 3} more parameters" if len(problems) > 4 else ""
         raise WeightsError(f"{source} does not fit cell '{schedule.graph.name}': "
