@@ -122,6 +122,22 @@ def test_the_module_reads_like_the_cell_and_imports_only_torch(tmp_path):
     assert max(len(line) for line in source.splitlines()) <= 100
 
 
+def test_long_equations_break_at_their_outermost_operators(tmp_path):
+    """A break inside the deepest call left the rest 130 columns wide, aligned at 100."""
+    text = ("cell fnconst\ninput x\nstate h\noutput h\nk = sigmoid(2) - softplus(-1)\n"
+            "h = tanh(linear(x, h[t-1])) * k + leaky_relu(-3, 0.5)\n")
+    runner = lstm_graph.compile_source(text, "fnconst.cell").compile(input_size=3,
+                                                                     hidden_size=4)
+    module = exported(tmp_path, runner)
+    source = (tmp_path / "cell.py").read_text()
+    assert max(len(line) for line in source.splitlines()) <= 99
+    assert "        h = (torch.tanh(F.linear(x, self.h_W_x, self.h_b) + F.linear(h_prev, " \
+        "self.h_W_h)) * k\n             + F.leaky_relu(x.new_tensor(-3.0), 0.5))\n" in source
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype("float32")
+    np.testing.assert_allclose(module.load()(torch.from_numpy(x))[0].detach().numpy(),
+                               runner(x)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_the_module_runs_where_lstm_graph_is_not_installed(tmp_path):
     runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=1)
     runner.export_torch(tmp_path / "gru_cell.py")

@@ -247,8 +247,14 @@ def _is_call(template: str) -> bool:
 
 def _code_lines(code: str, indent: int) -> list[str]:
     """One statement at ``indent``, broken inside parentheses to fit :data:`WIDTH`: before
-    a ``+`` or ``-``, or after a comma, of an open group, the continuation aligned under
-    the group's first character (as a formatter would)."""
+    a ``+`` or ``-``, or after a comma, of the outermost group that has such a place on
+    the line (so that the line after it starts as far left as it can), the continuation
+    aligned under the group's first character (as a formatter would). An assignment too
+    long whose value adds or subtracts outside any parentheses has its value put in
+    parentheses, so that it may break there."""
+    assignment = re.fullmatch(r"(\w+ = )(.+)", code)
+    if indent + len(code) > WIDTH and assignment and _top_level_sum(assignment[2]):
+        code = f"{assignment[1]}({assignment[2]})"
     out: list[str] = []
     opens: list[int] = []  # columns of the open parentheses
     start, column0, k = 0, indent, 0
@@ -267,13 +273,25 @@ def _code_lines(code: str, indent: int) -> list[str]:
             opens.append(column)
         elif (char == ")" or char == "]") and opens:
             opens.pop()
-        elif opens and opens[-1] + 1 < column and (code.startswith((" + ", " - "), k)):
+        elif opens and opens[-1] + 1 < column and (code.startswith((" + ", " - "), k)) \
+                and (best is None or len(opens) <= len(best[2])):
             best = (k + 1, opens[-1] + 1, list(opens))
-        elif opens and opens[-1] + 1 < column + 2 and code.startswith(", ", k):
+        elif opens and opens[-1] + 1 < column + 2 and code.startswith(", ", k) \
+                and (best is None or len(opens) <= len(best[2])):
             best = (k + 2, opens[-1] + 1, list(opens))
         k += 1
     out.append(" " * column0 + code[start:])
     return out
+
+
+def _top_level_sum(code: str) -> bool:
+    """Whether ``code`` adds or subtracts outside any parentheses or brackets."""
+    depth = 0
+    for k, char in enumerate(code):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if depth == 0 and code.startswith((" + ", " - "), k):
+            return True
+    return False
 
 
 def _quoted(text: str) -> str:
