@@ -268,7 +268,7 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
             expected |= {prefix + name for name in unit_cell.schedule.param_shapes(
                 size, hidden_size)}
             params = check_weights(unit_cell.schedule, mine, size, hidden_size, np_dtype,
-                                   where)
+                                   where, owned=isinstance(weights, (str, Path)))
         units.append(_Unit(unit_cell, layer, reverse, size, hidden_size, params, prefix))
     if raw is not None:
         extra = sorted(set(raw) - expected)

@@ -221,7 +221,13 @@ def check_build_fits(executor: str, backend: str, schedule: Schedule, input_size
     packing = registry.packing(executor, backend, schedule, input_size, hidden_size, dtype,
                                record)
     if sum(a.nbytes for a in packing) > SURELY_FITS or os.environ.get(memory.ENV):
-        memory.require(packing, "building the executor")
+        try:
+            memory.require(packing, "building the executor")
+        except memory.MemoryLimitError as err:
+            if registry.chosen(executor, schedule, backend, record) != "native":
+                raise
+            raise memory.MemoryLimitError(f"{err}; the NumPy plan (--executor numpy, "
+                                          "executor='numpy') packs one copy") from None
 
 
 def require_fits(cache: dict[tuple[Any, ...], list[Allocation]] | None, key: tuple[Any, ...],

@@ -205,10 +205,12 @@ def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name, whose", [("torch", "PyTorch"), ("math", "Python's own")])
+@pytest.mark.parametrize("name, whose", [("torch", "PyTorch"), ("math", "the module"),
+                                         ("numpy", "the module")])
 def test_a_module_name_that_would_hide_another_module_is_refused(tmp_path, cli_fails, name,
                                                                  whose):
-    """torch.py was written and checked, and then no script beside it could import torch."""
+    """torch.py was written and checked, and then no script beside it could import torch
+    (with numpy.py, import torch crashed)."""
     assert f"{name}.py: a module named '{name}' would hide {whose}" in cli_fails(
         "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
         tmp_path / f"{name}.py")

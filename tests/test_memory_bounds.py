@@ -141,7 +141,8 @@ def test_an_executor_whose_packed_weights_would_not_fit_is_refused_before_it_pac
         assert run(x)[0].shape == (2, 1, 1000)
         return
     with pytest.raises(lstm_graph.LstmGraphError, match=r"the weights as the native executor "
-                       r"packs them of shape \(2, 4008000\) would take 32.1 MB"):
+                       r"packs them of shape \(2, 4008000\) would take 32.1 MB.*; the NumPy "
+                       r"plan \(--executor numpy, executor='numpy'\) packs one copy$"):
         run(x)
 
 
@@ -177,3 +178,27 @@ def test_a_native_build_keeps_one_packed_copy_of_the_weights():
     finally:
         tracemalloc.stop()
     assert held < 1.3 * weights and peak < 2.3 * weights, (held / weights, peak / weights)
+
+
+def test_a_runner_s_weights_are_read_only_and_only_the_caller_s_are_copied(tmp_path,
+                                                                          monkeypatch):
+    """The caller's arrays are copied (a runner's weights are its own); a file's are the
+    runner's as read (they were copied too, doubling the peak of a compile)."""
+    import torch
+
+    from lstm_graph import cell as cell_module
+
+    read = []
+    real = cell_module.read_weights
+    monkeypatch.setattr(cell_module, "read_weights",
+                        lambda *args: read.append(real(*args)) or read[-1])
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), tmp_path / "m.pt")
+    run = lstm_graph.load_cell("lstm").compile(weights=tmp_path / "m.pt")
+    assert all(not value.flags.writeable for value in run.weights.values())
+    kept = [name for name, value in run.weights.items()  # the biases are summed in float64
+            if read[0].arrays[name].dtype == value.dtype]
+    assert len(kept) == 8 and all(np.shares_memory(run.weights[name], read[0].arrays[name])
+                                  for name in kept)
+    given = lstm_graph.load_cell("lstm").random_weights(3, 4)
+    copied = lstm_graph.load_cell("lstm").compile(weights=given)
+    assert not any(np.shares_memory(copied.weights[k], given[k]) for k in given)

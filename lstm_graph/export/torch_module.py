@@ -535,9 +535,15 @@ def verify(runner: Runner, text: str, weights: Mapping[str, Any], steps: int = 3
         _compare(f"final {name}", final[name].numpy(), np.asarray(value), runner.dtype)
 
 
-#: Names the module may not take: PyTorch, which it imports, and Python's own modules
-#: (``torch.py`` or ``math.py`` beside a script is what the script imports).
-_SHADOWED = frozenset(sys.stdlib_module_names) | {"torch"}
+def shadowed(path: Path) -> set[str]:
+    """Names the module at ``path`` may not take: Python's own modules, and every module
+    loaded now but an earlier export to ``path`` itself: PyTorch and what it loads among
+    them (``torch.py``, ``math.py`` or ``numpy.py`` beside a script is what the script
+    imports: with ``numpy.py``, ``import torch`` crashed)."""
+    ours = os.path.realpath(path)
+    loaded = {name.partition(".")[0] for name, module in list(sys.modules.items())
+              if os.path.realpath(getattr(module, "__file__", None) or "") != ours}
+    return (set(sys.stdlib_module_names) | loaded) - {"__main__"}
 
 
 #: Copies of the weights a PyTorch export holds at once, with and without its check (the
@@ -550,18 +556,18 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
     """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
     same stem); both whole or not at all. Returns the two paths."""
     require_copies(runner, TORCH_COPIES[check], "the PyTorch export")
-    torch = _torch()
+    torch = _torch()  # imported before the module's name is checked against what is loaded
     path = Path(path)
     if path.suffix != ".py":
         raise OutputError(f"{path}: the module is Python source; name it .py")
     if not path.stem.isidentifier() or keyword.iskeyword(path.stem):
         raise OutputError(f"{path}: '{path.stem}' cannot be imported as a Python module; "
                           "name the file as an identifier (cell.py, my_lstm.py)")
-    if path.stem in _SHADOWED:
-        whose = "PyTorch" if path.stem == "torch" else "Python's own module"
+    if path.stem in shadowed(path):
+        whose = "PyTorch" if path.stem == "torch" else "the module"
         raise OutputError(f"{path}: a module named '{path.stem}' would hide {whose} of that "
-                          "name from itself and from every script beside it; name it "
-                          "otherwise (my_lstm.py)")
+                          "name (which PyTorch or Python loads) from itself and from every "
+                          "script beside it; name it otherwise (my_lstm.py)")
     weights_path = path.with_suffix(".pt")
     text = source(runner, weights_path.name, path.stem)
     weights = state_dict(runner)

@@ -79,9 +79,10 @@ def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "t
 
 
 def check_weights(schedule: Schedule, weights: Mapping[str, Any], input_size: int,
-                  hidden_size: int, dtype: np.dtype | str, source: str = "the weights"
-                  ) -> dict[str, np.ndarray]:
-    """The weights as arrays of ``dtype``, or an error naming what does not fit.
+                  hidden_size: int, dtype: np.dtype | str, source: str = "the weights",
+                  owned: bool = False) -> dict[str, np.ndarray]:
+    """The weights as arrays of ``dtype``, or an error naming what does not fit; copies of
+    the caller's arrays unless ``owned`` (read from a file, and so the caller's alone).
 
     Every parameter of the cell must be present with its exact shape, and
     nothing else may be (a stray name usually means a different cell); this is
@@ -132,10 +133,11 @@ def check_weights(schedule: Schedule, weights: Mapping[str, Any], input_size: in
         if problem:
             problems.append(problem)
         else:
-            # the caller's own arrays are copied: a runner's weights are its own (a change
-            # to the caller's array, an optimiser's step on the PyTorch model whose state
-            # dict was given, must not reach it); what was read from a file is already
-            checked[name] = array.astype(dtype, copy=not isinstance(value, StoredArray))
+            # the caller's arrays are copied: a runner's weights are its own (a change to
+            # the caller's array, an optimiser's step on the PyTorch model whose state dict
+            # was given, must not reach it); what was read from a file is already
+            fresh = owned or isinstance(value, StoredArray)
+            checked[name] = array.astype(dtype, copy=not fresh)
     if problems:
         more = f"; and {len(problems) - 3} more parameters" if len(problems) > 4 else ""
         raise WeightsError(f"{source} does not fit cell '{schedule.graph.name}': "
