@@ -41,4 +41,4 @@ def clear() -> None:
     running = (f" ({done.running} build{'s' if done.running != 1 else ''} in progress left "
                "alone)" if done.running else "")
     say(f"removed {done.builds} build{'s' if done.builds != 1 else ''} from "
-               f"{done.directory}{running}", err=True)
+        f"{done.directory}{running}", err=True)

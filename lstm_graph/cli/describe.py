@@ -81,10 +81,10 @@ def validate(ctx: click.Context, spec: str, as_json: bool) -> None:
     if model is not None:
         say(model.describe())
     say(f"{cell.name}: ok — {plural(len(graph.assignments), 'assignment')} in "
-               f"{plural(len(schedule.stages), 'stage')}, "
-               f"{plural(len(schedule.params), 'parameter')}, "
-               f"{'state' if len(graph.states) == 1 else 'states'} {', '.join(graph.states)}, "
-               f"output {', '.join(graph.outputs)}")
+        f"{plural(len(schedule.stages), 'stage')}, "
+        f"{plural(len(schedule.params), 'parameter')}, "
+        f"{'state' if len(graph.states) == 1 else 'states'} {', '.join(graph.states)}, "
+        f"output {', '.join(graph.outputs)}")
 
 
 @main.command(epilog=SPEC_HELP)

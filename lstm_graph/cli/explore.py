@@ -51,7 +51,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
         which = " (reverse: x from its last step)" if runner.units[0].reverse else \
             ", forward direction" if runner.stack.direction == "bidirectional" else ""
         say(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
-                   err=True)
+            err=True)
         if runner.batch_first and x.ndim == 3:
             x = np.swapaxes(x, 0, 1)
         if runner.units[0].reverse:
@@ -66,8 +66,8 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
     say(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
-               f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
+        f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
     shown = kept_of(run).shown(len(x), sequences)
     if shown is not None:  # what the page says of itself, said here too
         say(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
-                   "writes every value", err=True)
+            "writes every value", err=True)

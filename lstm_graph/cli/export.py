@@ -71,11 +71,11 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     runner, cell = bound.runner, bound.runner.cell
     if runner.batch_first:
         say(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
-                   "is time-major: x of shape (T, B, I)", err=True)
+            "is time-major: x of shape (T, B, I)", err=True)
         runner = runner.time_major()
     if bound.state or bound.lengths is not None:
         say(f"note: {spec} also stores initial states or sequence lengths; an exported "
-                   "model starts every sequence from zero states and runs it whole", err=True)
+            "model starts every sequence from zero states and runs it whole", err=True)
     check = not no_check
     summary: dict[str, object] = {
         "cell": cell.name, "format": fmt, "dtype": dtype, "layers": runner.stack.layers,

@@ -56,9 +56,9 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
         return
     say(f"wrote {out} and {weights_out}", err=True)
     say(f"{class_name} ({path.name}) -> cell {cell.name}: "
-               f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
-               f"states {', '.join(cell.graph.states)}, output "
-               f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters")
+        f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
+        f"states {', '.join(cell.graph.states)}, output "
+        f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters")
     say("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages))
     say(f"checked: the cell equals the module stepped over {CHECK_STEPS} steps "
-               f"(largest difference {converted.error:.2g})")
+        f"(largest difference {converted.error:.2g})")

@@ -100,4 +100,4 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
     width_names = max(map(len, shapes))
     for name, shape in shapes.items():
         say(f"{name:<{width_names}}  {str(shape):<14}  norm {norms[name]:.6g}",
-                   err=aside)
+            err=aside)

@@ -251,7 +251,7 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
                             f"{runner.input_size}")
         if stored.dtype != runner.dtype:
             say(f"note: x is {stored.dtype}; computing in {runner.dtype.name} (see "
-                       "--dtype)", err=True)
+                "--dtype)", err=True)
     sample_shape = (SAMPLE_BATCH, SAMPLE_STEPS, runner.input_size) if runner.batch_first \
         else (SAMPLE_STEPS, SAMPLE_BATCH, runner.input_size)
     shape = stored.shape if stored is not None else sample_shape

@@ -100,7 +100,7 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
-               f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
-               f"{seconds * 1e3:.2f} ms", err=aside)
+        f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
+        f"{seconds * 1e3:.2f} ms", err=aside)
     say(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
-               f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)
+        f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)

@@ -55,5 +55,5 @@ def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:
 def say_spread(on_dask: OnDask, outcome: Outcome) -> None:
     """How the work was spread, on stderr."""
     say(f"on Dask ({on_dask.address}): {plural(outcome.shards, 'shard')} of up to "
-               f"{plural(outcome.shard_size, 'sequence')}, "
-               f"{plural(outcome.workers, 'worker thread')}", err=True)
+        f"{plural(outcome.shard_size, 'sequence')}, "
+        f"{plural(outcome.workers, 'worker thread')}", err=True)

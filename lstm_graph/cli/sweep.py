@@ -95,10 +95,10 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         loss = f"loss {sweeping.loss_text(entry.loss)}" if entry.loss is not None else \
             f"failed: {entry.error}"
         say(f"[{done}/{len(configs)}] {label[entry.spec]} H={entry.hidden_size} seed "
-                   f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
+            f"{entry.seed}: {loss} in {entry.seconds:.1f} s", err=True)
 
     say(f"sweep: {plural(len(configs), 'training run')} of {plural(steps, 'step')} "
-               f"on {task.name} (on Dask: {address})", err=True)
+        f"on {task.name} (on Dask: {address})", err=True)
     with connect(address, dask_timeout) as client:
         entries = sweeping.sweep(client, configs, task, settings, report)
     data = sweeping.as_json(entries, task, settings)

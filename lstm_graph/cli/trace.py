@@ -61,6 +61,6 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
     units = len(prepared.runner.units)
     where = f" in each of {units} layers and directions" if units > 1 else ""
     say(f"{cell.name}: traced {len(cell.graph.assignments)} values{where} over "
-               f"{steps} steps ({ran_with}); wrote {out}", err=True)
+        f"{steps} steps ({ran_with}); wrote {out}", err=True)
     for name, shape in shapes.items():
         say(f"{name:<{max(map(len, shapes))}}  {shape}", err=aside)

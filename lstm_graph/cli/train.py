@@ -146,8 +146,8 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         except Stopped as stopped:
             terminated = received[0] == signal.SIGTERM
             say(f"\n{'terminated' if terminated else 'interrupted'} at step "
-                       f"{stopped.step}; the checkpoint {checkpoint} holds it (train again "
-                       f"with --resume to go on); --out {out} was not written", err=True)
+                f"{stopped.step}; the checkpoint {checkpoint} holds it (train again "
+                f"with --resume to go on); --out {out} was not written", err=True)
             click.get_current_context().exit(143 if terminated else 130)
     write_npz(out, trained.weights)
     if plot is not None:
@@ -163,10 +163,10 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         return
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from else ""
     say(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
-               f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
-               f"{trained.seconds:.1f} s")
+        f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
+        f"{trained.seconds:.1f} s")
     say(f"wrote {out}, the checkpoint {checkpoint}" + (f" and {plot}" if plot else ""),
-               err=True)
+        err=True)
 
 
 train_command.name = "train"
@@ -277,5 +277,5 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     for found in flows:
         for state, norms in found.states.items():
             say(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
-                       f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}")
+                f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}")
     say(f"wrote {out}", err=True)
