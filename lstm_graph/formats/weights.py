@@ -82,7 +82,7 @@ def check_weights(schedule: Schedule, weights: Mapping[str, Any], input_size: in
                   hidden_size: int, dtype: np.dtype | str, source: str = "the weights",
                   owned: bool = False) -> dict[str, np.ndarray]:
     """The weights as arrays of ``dtype``, or an error naming what does not fit; copies of
-    the caller's arrays unless ``owned`` (read from a file, and so the caller's alone).
+    the caller's arrays unless ``owned`` (read from a file, and so the runner's alone).
 
     Every parameter of the cell must be present with its exact shape, and
     nothing else may be (a stray name usually means a different cell); this is
