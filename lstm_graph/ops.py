@@ -35,7 +35,7 @@ the tests hold every executor to it, NaN pattern included):
 >>> sorted(FUNCTIONS)[:4]
 ['affine', 'clip', 'elu', 'hard_sigmoid']
 >>> OPS["leaky_relu"].attributes
-(Attribute(name='alpha', default=0.01),)
+(Attribute(name='alpha', default=0.01, least=None),)
 """
 
 from __future__ import annotations
