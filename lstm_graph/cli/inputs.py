@@ -233,7 +233,8 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
     read. With ``mapped`` (a run sharded on Dask), an ``.npy`` ``x`` is memory-mapped rather
     than read, and the whole run is not weighed against this machine's memory: its shards
     are (:mod:`lstm_graph.distributed.sharded`). ``stored_state`` and ``stored_lengths``
-    (a model file's) are used where ``--state`` and ``--lengths`` are not given."""
+    (a model file's) are used where ``--state`` and ``--lengths`` do not give them: a
+    ``--state`` file that holds some states replaces those, the model's others stay."""
     cell = runner.cell
     stored = None if input_path is None else stored_array(input_path, "x", "x")
     batch_axis = 0 if runner.batch_first else 1
@@ -286,9 +287,14 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
                             runner.dtype, want)
             except DataError as err:
                 raise DataError(f"{state_path}: {err}") from None
-    if state is None and stored_state:
-        state = _fitted(stored_state, "initial states", batch, 1 if not runner.stack.single
-                        else 0, "--state")
+    kept = {name: value for name, value in (stored_state or {}).items()
+            if state is None or name not in state}
+    if kept:  # --state replaces the stored states it holds; the others stay the model's
+        if state:
+            say(f"note: {_listed(kept)} from the model, {_listed(state)} from {state_path}",
+                err=True)
+        state = {**_fitted(kept, "initial states", batch, 1 if not runner.stack.single
+                           else 0, "--state"), **(state or {})}
     if lengths is None and stored_lengths is not None:
         lengths = _fitted({"lengths": stored_lengths}, "sequence lengths", batch, 0,
                           "--lengths")["lengths"]
@@ -309,6 +315,12 @@ def _fitted(arrays: dict[str, np.ndarray], what: str, batch: int, axis: int, opt
                             f"{'s' if value.shape[axis] != 1 else ''} ({name} of shape "
                             f"{value.shape}), and x holds {batch}; give {option}")
     return arrays
+
+
+def _listed(states: dict[str, np.ndarray]) -> str:
+    """``state 'c'`` or ``states 'c', 'h'``: the names of some initial states, in a note."""
+    names = ", ".join(f"'{name}'" for name in states)
+    return f"state{'s' if len(states) > 1 else ''} {names}"
 
 
 def read_states(path: Path, runner: Runner) -> dict[str, StoredArray]:
