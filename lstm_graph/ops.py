@@ -40,6 +40,7 @@ the tests hold every executor to it, NaN pattern included):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -122,6 +123,9 @@ def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, f
         if lo is None or hi is None or float(lo) != -float(hi) or float(hi) < 0:
             raise ValueError(f"clip bounds a value to [-t, t]; {low}={lo}, {high}={hi} is not "
                              "such a range")
+        if not math.isfinite(float(hi)):
+            raise ValueError(f"{low}={lo}, {high}={hi} bounds nothing: the value itself; "
+                             "leave the clip out")
         return {"threshold": float(hi)}
     return attrs
 

@@ -24,7 +24,8 @@ IN, HID = 3, 5
 #: class -> its states, in the order its forward's state holds them.
 CONVERTIBLE = {"FastLSTMCell": "h,c", "GateLinearLSTM": "h,c", "CatLSTM": "h,c",
                "FLinearLSTM": "c,h", "TutorialGRU": "h", "PeepholeLSTM": "h,c",
-               "Activations": "h", "DerivedWeights": "h"}
+               "Activations": "h", "DerivedWeights": "h", "PeepholeSplit": "h",
+               "NarrowGates": "h", "AddToState": "h"}
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +162,52 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
 
 
 @pytest.mark.parametrize("name, change", [
-    ("RefuseCounter", "'calls' (0 -> 1)"),
-    ("RefuseSeen", "'seen' ({'calls': 0} -> {'calls': 1})"),
+    ("RefuseCounter", "attribute 'calls' (0 -> 1)"),
+    ("RefuseSeen", "attribute 'seen' ({'calls': 0} -> {'calls': 1})"),
+    ("RefuseBufferCounter", "buffer 'calls' ([0.0] -> [1.0])"),
 ])
 def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path, name,
                                                                       change, cli_fails):
     stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4",
                        "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
                        tmp_path / "w.npz")
-    assert f"{name}.forward changes the module's attribute {change}" in stderr
+    assert f"{name}.forward changes the module's {change}" in stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name, message", [
+    ("RefuseDivideByZero", "torch_cells.py:{line}: error: RefuseDivideByZero.forward: a "
+     "division by 0: a cell multiplies by the divisor's inverse"),
+    ("RefuseNoise", "RefuseNoise.forward gives other outputs for the same input and states "
+     "from one call to the next"),
+    ("RefuseAlias", "the forward changes tensors in place with an augmented assignment "
+     "(torch_cells.py:{line}): torch.fx traces 'z += v' as 'z = z + v'"),
+])
+def test_a_forward_that_is_not_one_function_of_its_input_and_states_is_refused_saying_why(
+        tmp_path, name, message, cli_fails):
+    """Each was a traceback (a division by a parameter that is 0) or a refusal blaming
+    from-torch itself (random numbers, an in-place change that torch.fx traces as a new
+    tensor)."""
+    stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states",
+                       "h", "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    source = CELLS.read_text().splitlines()
+    start = source.index(f"class {name}(nn.Module):")
+    line = next(k for k in range(start, len(source))
+                if "/ self.temperature" in source[k] or source[k].strip() == "z += h") + 1
+    assert message.format(line=line) in " ".join(stderr.split())
+    assert "a bug in from-torch" not in stderr and not list(tmp_path.iterdir())
+
+
+def test_the_input_where_the_hidden_size_belongs_is_refused_even_where_the_sizes_agree(
+        tmp_path, cli_fails):
+    """With I = H the sizes agree, but a cell keeps x's size apart: the written cell failed
+    its own validation, reported as a bug in from-torch."""
+    stderr = cli_fails("from-torch", f"{CELLS}:RefuseInputAsHidden", "-I", "4", "-H", "4",
+                       "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
+                       tmp_path / "w.npz")
+    assert "RefuseInputAsHidden.forward: + of the input x (or a value of its size) and a " \
+        "value of the states' size: in a cell the input x has a size of its own (I)" in stderr
+    assert "h = torch.tanh(x + self.lin(h))" in stderr and "bug" not in stderr
 
 
 @pytest.mark.parametrize("name, source_line, message", [
@@ -191,7 +228,7 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
 @pytest.mark.parametrize("args, message", [
     (["nowhere.py:Cell"], "no such file"),
     ([f"{CELLS}"], "FILE.py:CLASS"),
-    ([f"{CELLS}:Missing"], "no class 'Missing' (its nn.Module classes: Activations, CatLSTM"),
+    ([f"{CELLS}:Missing"], "no class 'Missing' (its nn.Module classes: Activations, AddToState"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h"], "unpacked as a tuple, but --states names 1"),
     ([f"{CELLS}:TutorialGRU", "--states", "h,c"], "used as one tensor, but --states names 2"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),

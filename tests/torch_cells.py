@@ -181,6 +181,121 @@ class DerivedWeights(nn.Module):
         return h_new, h_new
 
 
+class PeepholeSplit(nn.Module):
+    """An element-wise weighted state plus a linear, split unevenly and joined again into
+    another linear: a cut peephole weight is rows of a diagonal matrix."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.lin = nn.Linear(input_size, hidden_size)
+        self.mix = nn.Linear(hidden_size, hidden_size)
+        self.p = nn.Parameter(torch.randn(hidden_size))
+
+    def forward(self, x, h):
+        z = self.p * h + self.lin(x)
+        a, b = z.split([2, self.hidden_size - 2], 1)
+        h = torch.tanh(self.mix(torch.cat([a, b], 1)))
+        return h, h
+
+
+class NarrowGates(nn.Module):
+    """Gates taken with narrow(), the last counted from the end (a negative start)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.lin = nn.Linear(input_size + hidden_size, 2 * hidden_size)
+
+    def forward(self, x, h):
+        z = self.lin(torch.cat([x, h], 1))
+        r = torch.sigmoid(z.narrow(1, 0, self.hidden_size))
+        u = torch.tanh(z.narrow(1, -self.hidden_size, self.hidden_size))
+        h = r * h + (1 - r) * u
+        return h, h
+
+
+class AddToState(nn.Module):
+    """``h += W x`` on the state itself, then tanh: each step's output is a copy of its own
+    (the check once read the next step's in-place change into the last one's output)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x, h):
+        h += self.lin(x)
+        h = torch.tanh(h)
+        return h, h
+
+
+class RefuseBufferCounter(nn.Module):
+    """Counts its calls in a buffer, changed in place: kept state as an int attribute is."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x, h):
+        self.calls.add_(1)
+        z = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return z * (self.calls <= 8), z
+
+
+class RefuseDivideByZero(nn.Module):
+    """Divides by a parameter that starts at 0."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x, h], 1)) / self.temperature)
+        return h, h
+
+
+class RefuseNoise(nn.Module):
+    """Adds fresh random numbers at every call."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x, h], 1)) + 0.1 * torch.randn(self.hidden_size))
+        return h, h
+
+
+class RefuseAlias(nn.Module):
+    """``z += h`` where ``a`` holds the same tensor: torch.fx traces it as ``z = z + h``,
+    and the module's ``a`` changes with ``z``."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        z = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        a = z
+        z += h
+        return a, z
+
+
+class RefuseInputAsHidden(nn.Module):
+    """Adds x to a value of the hidden size, as if x held the input's projection already."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(x + self.lin(h))
+        return h, h
+
+
 class RefuseLayerNorm(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -12,7 +12,9 @@ forward, and what is supported (:class:`~lstm_graph.frontends.torch_fx.ConvertEr
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import re
 import textwrap
 from collections.abc import Sequence
@@ -89,9 +91,10 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     states = check_states(states)
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict)
-    before = _attributes(module)
+    before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
+    _refuse_changed_tensors(tensors, _tensors(module), class_name)
     step = torch_fx.interpret(traced, states, input_size, hidden_size)
     given = torch_fx.forward_input_name(cls)
     input_name = given if given and given.isidentifier() and given not in RESERVED \
@@ -143,6 +146,58 @@ def _refuse_changed_attributes(before: dict[str, str], after: dict[str, str],
                                "module that keeps anything else between steps cannot be one")
 
 
+def _tensors(module: Any) -> dict[str, tuple[str, Any]]:
+    """A copy of each parameter and buffer of the module, with its kind."""
+    return {**{name: ("parameter", p.detach().clone()) for name, p in module.named_parameters()},
+            **{name: ("buffer", b.detach().clone()) for name, b in module.named_buffers()}}
+
+
+def _refuse_changed_tensors(before: dict[str, tuple[str, Any]],
+                            after: dict[str, tuple[str, Any]], class_name: str) -> None:
+    """Refuse a forward that changed a parameter or buffer when it was traced (a step
+    counter in a buffer, ``self.calls.add_(1)``): as for any other attribute, each step
+    would compute another thing."""
+    for name in sorted(before.keys() | after.keys()):
+        kind, old = before.get(name, after[name])
+        new = after.get(name, (kind, None))[1]
+        if old is not None and new is not None and old.shape == new.shape and \
+                old.dtype == new.dtype and bool(((old == new) | (old != old) & (new != new))
+                                                .all()):
+            continue
+        shown = f" ({_shown_tensor(old)} -> {_shown_tensor(new)})"
+        raise ConvertError(f"{class_name}.forward changes the module's {kind} '{name}'"
+                           f"{shown}: a cell's step reads only its input and its states, "
+                           "so a module that keeps anything else between steps cannot be one")
+
+
+def _shown_tensor(value: Any) -> str:
+    """A tensor's values where it has few, else its shape."""
+    if value is None:
+        return "(none)"
+    if value.numel() <= 4:
+        return str(value.flatten().tolist())
+    return f"a tensor of shape {tuple(value.shape)}"
+
+
+def _augmented_assignments(module: Any) -> list[str]:
+    """``file:line`` of each augmented assignment (``z += v``) in the ``forward`` of the
+    module's classes and its submodules' (where their source can be read)."""
+    found: list[str] = []
+    for cls in dict.fromkeys(type(sub) for sub in module.modules()):
+        forward = cls.__dict__.get("forward")
+        if forward is None:
+            continue
+        try:
+            lines, first = inspect.getsourcelines(forward)
+            file = Path(inspect.getfile(forward)).name
+        except (TypeError, OSError):
+            continue
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        found += [f"{file}:{first + node.lineno - 1}" for node in ast.walk(tree)
+                  if isinstance(node, ast.AugAssign)]
+    return found
+
+
 def _module_dtype(module: Any) -> np.dtype:
     parameter = next(module.parameters(), None)
     if parameter is None or not parameter.is_floating_point():
@@ -168,10 +223,11 @@ def step_module(module: Any, x: np.ndarray, states: Sequence[str], hidden_size: 
     with torch.no_grad():
         for t in range(x.shape[0]):
             state: Any = values[0] if len(values) == 1 else tuple(values)
-            out, new = module(torch.from_numpy(x[t]).to(dtype), state)
+            out, new = module(torch.from_numpy(x[t].copy()).to(dtype), state)
             values = list(new) if isinstance(new, (tuple, list)) else [new]
-            outs.append(out.detach().cpu().numpy())
-    return np.stack(outs), {s: v.detach().cpu().numpy() for s, v in zip(states, values)}
+            # a copy: the next step may change this tensor in place (h += ...)
+            outs.append(out.detach().cpu().numpy().copy())
+    return np.stack(outs), {s: v.detach().cpu().numpy().copy() for s, v in zip(states, values)}
 
 
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
@@ -188,8 +244,7 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
         raise ConvertError(
             f"{type(module).__name__} cannot be checked in float64 ("
             f"{printable(str(err)).splitlines()[0]}): a tensor its forward makes without a "
-            "dtype (torch.zeros(H)) stays float32; make it from a value "
-            "(x.new_zeros(H)), or give it dtype=x.dtype") from None
+            "dtype (torch.eye(H)) stays float32; give it dtype=x.dtype") from None
     runner = written.cell.compile(weights=written.exact, dtype="float64",
                                   input_size=input_size, executor="reference")
     got_y, got = runner(x)
@@ -204,6 +259,22 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     dtype = _module_dtype(module)
     tolerance = TOLERANCE if dtype == np.float64 else ROUNDINGS * float(np.finfo(dtype).eps)
     if not error <= tolerance:
+        again_y, _ = step_module(copy.deepcopy(module).double(), x, states, hidden_size)
+        if not np.array_equal(again_y, want_y, equal_nan=True):
+            raise ConvertError(
+                f"{type(module).__name__}.forward gives other outputs for the same input and "
+                f"states from one call to the next (up to "
+                f"{float(np.nanmax(np.abs(again_y - want_y))):.3g} apart over {CHECK_STEPS} "
+                "steps): random numbers (torch.randn, dropout in training mode) or something "
+                "kept between calls; a cell's step is a function of its input and states")
+        augmented = _augmented_assignments(module)
+        if augmented:
+            raise ConvertError(
+                f"the converted cell differs from the module by {error:.3g} over "
+                f"{CHECK_STEPS} steps, and the forward changes tensors in place with an "
+                f"augmented assignment ({', '.join(augmented)}): torch.fx traces 'z += v' as "
+                "'z = z + v', but the module changes the tensor itself, and with it every "
+                "other name that holds it (a = z); write 'z = z + v'; nothing was written")
         raise ConvertError(f"the converted cell differs from the module by {error:.3g} over "
                            f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
                            f"please report it, with the module)\n--- the cell ---\n"

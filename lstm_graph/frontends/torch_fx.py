@@ -47,6 +47,7 @@ from lstm_graph.frontends.values import (
     add_affine,
     affine,
     cut,
+    of_input_size,
     scale_affine,
     with_bias,
 )
@@ -63,6 +64,10 @@ SUPPORTED = textwrap.fill(
     "identities; and the functions of the op table in their torch., F., method and nn. spellings: "
     + ", ".join(op.spelling for op in OPS.values() if op.torch_calls and op.function)
     + " (and clamp(v, -t, t) as clip).", 100)
+
+#: Why the input cannot meet the states' values element-wise.
+_WHY_INPUT_SIZE = ("in a cell the input x has a size of its own (I), even where it equals "
+                   "the hidden size; give x to a linear first (self.lin(x))")
 
 #: Why some common ops cannot be converted, by name.
 _WHY = {
@@ -460,6 +465,9 @@ class _Interpreter:
                                    f"{_kind(value)} as {what}; it must be a tensor computed "
                                    "from x and the states")
         for state, value in zip(self.states, new):
+            if of_input_size(value):
+                raise ConvertError(f"{self._at(value)}{name}.forward's new state '{state}' "
+                                   f"is the input x, or a value of its size: {_WHY_INPUT_SIZE}")
             if value.width != self.hidden_size:
                 raise ConvertError(f"{self._at(value)}{name}.forward's new state '{state}' "
                                    f"has {value.width} units, but the hidden size is "
@@ -580,6 +588,9 @@ class _Interpreter:
             raise self._refuse(node, f"{op.spelling} of values of widths "
                                f"{', '.join(str(v.width) for v in values)}",
                                "element-wise ops need values of one width")
+        if len({of_input_size(v) for v in values}) > 1:
+            raise self._refuse(node, f"{op.spelling} of the input x (or a value of its size) "
+                               "and a value of the states' size", _WHY_INPUT_SIZE)
         items: list[Value | float | np.ndarray] = []
         for operand in operands:
             if isinstance(operand, Value):
@@ -775,6 +786,10 @@ class _Interpreter:
         given = {**dict(zip(("dim", "start", "length"), args[1:])), **kwargs}
         dim, start, length = given["dim"], int(given["start"]), int(given["length"])
         self._dim(node, dim, "narrow")
+        start += value.width if start < 0 else 0  # as torch.narrow counts from the end
+        if not (0 <= start and 0 <= length and start + length <= value.width):
+            raise self._refuse(node, f"narrow of units {given['start']}, length {length}, of "
+                               f"a value of width {value.width}")
         return self._pieces(node, value, [start, length, value.width - start - length])[1]
 
     def getitem(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -850,11 +865,18 @@ class _Interpreter:
 
     def divide(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         left, right = args[:2]
-        if kwargs.get("rounding_mode") is not None or not isinstance(left, Value) or \
-                isinstance(right, Value):
+        if kwargs.get("rounding_mode") is not None:
+            raise self._refuse(node, f"a division with rounding_mode={kwargs['rounding_mode']!r}",
+                               "a cell's values are not rounded")
+        if not isinstance(left, Value) or isinstance(right, Value):
             raise self._refuse(node, "a division by a value",
                                "a cell divides by numbers only (v / 2)")
         divisor = self._number_or_vector(node, right, left.width)
+        if np.any(np.asarray(divisor) == 0):
+            raise self._refuse(node, "a division by 0" + (
+                "" if isinstance(divisor, float) else " in some units"),
+                               "a cell multiplies by the divisor's inverse; give the module "
+                               "weights in which it is not 0 (--state-dict)")
         return self._apply(node, OPS["mul"], [left, 1 / divisor if isinstance(divisor, float)
                                               else self.torch.from_numpy(1 / divisor)], {})
 

@@ -144,15 +144,27 @@ def scale_affine(form: Affine, factor: np.ndarray) -> Affine:
                   bias=None if form.bias is None else factor * form.bias)
 
 
+def of_input_size(value: Value) -> bool:
+    """Whether ``value`` has the input's size I in a cell (``x``, ``tanh(x)``, ``p ⊙ x``),
+    not the states' H: the language keeps the two apart even where they are equal."""
+    if isinstance(value, Input):
+        return True
+    if isinstance(value, Apply):
+        return any(of_input_size(a) for a in value.args if isinstance(a, Value))
+    if isinstance(value, Affine):
+        return not value.terms and any(of_input_size(v) for v, _ in value.peeps)
+    return False
+
+
 def cut(value: Value, start: int, stop: int) -> Value | None:
     """Units ``start:stop`` of ``value`` (a new value, named where the code cuts it), or
     None where no value of the language is that (a slice of the input or of a state)."""
     if start == 0 and stop == value.width:
         return value
     width = stop - start
-    if isinstance(value, Affine):
-        return Affine(width, terms=tuple((v, w[start:stop]) for v, w in value.terms),
-                      peeps=tuple((v, p[start:stop]) for v, p in value.peeps),
+    if isinstance(value, Affine):  # a cut element-wise weight is a matrix's rows: diag(p)
+        terms = value.terms + tuple((v, np.diag(p)) for v, p in value.peeps)
+        return Affine(width, terms=_merge(tuple((v, w[start:stop]) for v, w in terms)),
                       bias=None if value.bias is None else value.bias[start:stop])
     if isinstance(value, Cat):
         parts: list[Value] = []
