@@ -177,11 +177,14 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                    backend: str, dtype: str, weights: str | Path | Mapping[str, Any] | None,
                    seed: int | None, executor: str, layers: int | None, direction: str | None,
                    batch_first: bool, proj: int | None = None,
-                   weights_name: str | None = None) -> Runner:
+                   weights_name: str | None = None,
+                   stored_dtypes: frozenset[np.dtype] | None = None) -> Runner:
     """:meth:`Cell.compile` for one cell, or one per direction (``cells[-1]`` runs the
     reverse direction: an ONNX model may give its two directions other activations);
     ``weights_name`` names the weights in messages (a model's file; by default their path,
-    or "the weights dict")."""
+    or "the weights dict"), ``stored_dtypes`` the precision they were stored in (a model
+    file's: its biases are summed in float64), for the note on a precision other than
+    ``dtype``."""
     cell = cells[0]
     _check_arguments(input_size, hidden_size, weights, seed, layers, direction, batch_first)
     np_dtype = check_dtype(dtype)
@@ -202,7 +205,8 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         source = weights_name or (str(weights) if isinstance(weights, (str, Path))
                                   else "the weights dict")
         read = read_weights(weights, cell.graph)
-        raw, notes = read.arrays, read.notes
+        stored = stored_dtypes or read.dtypes or raw_dtypes(read.arrays)
+        raw, notes = read.arrays, read.notes + _dtype_notes(stored, np_dtype, source)
         if read.batch_first and not batch_first:
             notes += (f"note: {source} is of a model that reads x batch-first, (B, T, I); this "
                       "run reads x time-major, (T, B, I): give --batch-first "
@@ -278,6 +282,35 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                                f"{', '.join(sorted(expected)[:6])}, …)")
     return Runner(cell, stack, batch_first, units, input_size, hidden_size, backend,
                   np_dtype, executor, notes)
+
+
+def raw_dtypes(arrays: Mapping[str, Any]) -> frozenset[np.dtype]:
+    """The floating dtypes of some weights (NumPy's or PyTorch's arrays)."""
+    found = set()
+    for value in arrays.values():
+        try:
+            dtype = np.dtype(str(getattr(value, "dtype", "")).removeprefix("torch."))
+        except TypeError:
+            continue
+        if dtype.kind == "f":
+            found.add(dtype)
+    return frozenset(found)
+
+
+def _dtype_notes(dtypes: frozenset[np.dtype], computing: np.dtype, source: str) -> tuple[str, ...]:
+    """A note where weights of another precision are computed in ``computing``: float64
+    weights rounded to float32, or float16 ones computed in float32 (which PyTorch's own
+    float16 run is not: it rounds every step's values to float16)."""
+    notes = []
+    for dtype in sorted(dtypes, key=lambda d: d.itemsize):
+        if dtype.itemsize > computing.itemsize:
+            notes.append(f"note: {source} holds {dtype} weights; computing in {computing}, "
+                         f"which rounds them (--dtype {dtype}, dtype='{dtype}', keeps them)")
+        elif dtype.itemsize < 4:
+            notes.append(f"note: {source} holds {dtype} weights; computing in {computing} "
+                         f"(lstm-graph computes in float32 or float64; a {dtype} run of the "
+                         f"model rounds each step's values to {dtype}, and differs)")
+    return tuple(notes)
 
 
 def _check_arguments(input_size: Any, hidden_size: Any, weights: Any, seed: Any, layers: Any,

@@ -105,7 +105,7 @@ class Model:
         return compile_layers(self.cells, None, None, backend, dtype, self.weights, None,
                               executor, stack.layers, stack.direction,
                               self.batch_first if batch_first is None else batch_first,
-                              stack.proj, self.file.source)
+                              stack.proj, self.file.source, self.file.stored_dtypes)
 
 
 def load_model(path: str | Path) -> Model:

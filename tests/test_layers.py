@@ -726,6 +726,29 @@ def test_a_state_file_replaces_only_the_stored_states_it_holds(stored, tmp_path,
         np.testing.assert_allclose(ours["c"], c_final[0], rtol=1e-5, atol=1e-6)
 
 
+def test_weights_of_another_precision_than_the_run_s_are_said(tmp_path, cli_run):
+    """A float64 model run in float32 is rounded, a float16 one is not run as PyTorch runs
+    it in float16: each said in a note (with no note before), as a float64 x is; a run in
+    the weights' precision has none."""
+    torch.manual_seed(0)
+    torch.save(torch.nn.LSTM(3, 4).double().state_dict(), tmp_path / "l64.pt")
+    torch.save(torch.nn.GRU(3, 4).half().state_dict(), tmp_path / "g16.pt")
+    rounded = cli_run("run", tmp_path / "l64.pt", "--sample", "--out", tmp_path / "y.npz")
+    assert f"note: {tmp_path / 'l64.pt'} holds float64 weights; computing in float32, " \
+        "which rounds them (--dtype float64, dtype='float64', keeps them)" in rounded.stderr
+    kept = cli_run("run", tmp_path / "l64.pt", "--sample", "--dtype", "float64", "--out",
+                   tmp_path / "y.npz")
+    assert "note" not in kept.stderr
+    half = cli_run("run", "gru", "--weights", tmp_path / "g16.pt", "--sample", "--out",
+                   tmp_path / "y.npz")
+    assert half.stderr.count("note:") == 1 and "holds float16 weights; computing in " \
+        "float32" in half.stderr
+    runner = lstm_graph.load_model(tmp_path / "l64.pt").compile()
+    assert runner.notes == (f"note: {tmp_path / 'l64.pt'} holds float64 weights; computing "
+                            "in float32, which rounds them (--dtype float64, "
+                            "dtype='float64', keeps them)",)
+
+
 def test_a_batch_major_model_exports_time_major_and_the_check_agrees(tmp_path, cli_run):
     """An ONNX model with layout=1 (a batch-first runner) once failed export's own check,
     which fed it time-major x: the export is time-major, said in a note, and checked."""

@@ -211,6 +211,8 @@ def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
                 raise click.UsageError(f"{spec} holds {stack.describe()}; drop {what} "
                                        f"{asked}")
         runner = model.compile(backend, dtype, executor, batch_first or model.batch_first)
+        for note in runner.notes:
+            say(note, err=True)
         return Bound(runner, tuple(CellSource(*source) for source in model.sources),
                      model.state, model.lengths)
     cell = load(spec)

@@ -385,6 +385,8 @@ class Weights:
     stack: Stack | None = None
     notes: tuple[str, ...] = ()
     batch_first: bool = False  # the layer file reads x batch-first (ONNX's layout=1)
+    #: The precision a layer file stores its weights in (None: the arrays' own dtypes).
+    dtypes: frozenset[np.dtype] | None = None
 
 
 def read_layer_file(path: Path) -> LayerFile | None:
@@ -438,4 +440,5 @@ def _from_file(file: LayerFile, graph: CellGraph) -> Weights:
     if file.lengths is not None or file.state:
         notes += (f"note: {file.source} also stores {', '.join(_stored(file))}, which only a "
                   f"run of the file itself uses ('lstm-graph run {file.source}')",)
-    return Weights(translate(file, [graph], stack), stack, notes, file.batch_first)
+    return Weights(translate(file, [graph], stack), stack, notes, file.batch_first,
+                   file.stored_dtypes)

@@ -259,6 +259,12 @@ class LayerFile:
     notes: tuple[str, ...] = ()
 
     @property
+    def stored_dtypes(self) -> frozenset[np.dtype]:
+        """The precision the file stores its weight matrices in (its biases are summed in
+        float64 when translated)."""
+        return frozenset(w.dtype for unit in self.units for w in (unit.w_x, unit.w_h))
+
+    @property
     def hidden_size(self) -> int:
         return int(self.units[0].w_h.shape[0]) // GATES[self.family]
 
