@@ -158,8 +158,8 @@ def _refuse_changed_tensors(before: dict[str, tuple[str, Any]],
     counter in a buffer, ``self.calls.add_(1)``): as for any other attribute, each step
     would compute another thing."""
     for name in sorted(before.keys() | after.keys()):
-        kind, old = before.get(name, after[name])
-        new = after.get(name, (kind, None))[1]
+        kind = (before.get(name) or after[name])[0]
+        old, new = before.get(name, (kind, None))[1], after.get(name, (kind, None))[1]
         if old is not None and new is not None and old.shape == new.shape and \
                 old.dtype == new.dtype and bool(((old == new) | (old != old) & (new != new))
                                                 .all()):
