@@ -431,11 +431,13 @@ OPS: dict[str, Op] = {
            torch_calls=_calls("F.elu", "nn.ELU", numbers=(("alpha", 1.0), *_INPLACE),
                               attrs=_same("alpha"))),
         Op("hard_sigmoid", "hard_sigmoid", OpKind.FUNCTION, 1, "hσ", _unary(_hard_sigmoid),
+           # as torch.clamp, which the PyTorch export writes: the gradient passes inside
+           # the bounds, the bounds included (F.hardsigmoid's passes strictly inside)
            _unary_vjp(lambda xp, v, out, g, alpha, beta: _where0(
-               xp, (alpha * v + beta > 0) & (alpha * v + beta < 1), alpha * g)),
+               xp, (alpha * v + beta >= 0) & (alpha * v + beta <= 1), alpha * g)),
            "((T){alpha} * {0} + (T){beta} < (T)0 ? (T)0 : (T){alpha} * {0} + (T){beta} > (T)1"
            " ? (T)1 : (T){alpha} * {0} + (T){beta})",
-           ("((T){alpha} * {0} + (T){beta} > (T)0 && (T){alpha} * {0} + (T){beta} < (T)1 ? "
+           ("((T){alpha} * {0} + (T){beta} >= (T)0 && (T){alpha} * {0} + (T){beta} <= (T)1 ? "
             "(T){alpha} * {g} : (T)0)",),
            attributes=(Attribute("alpha", 0.2), Attribute("beta", 0.5)), onnx="HardSigmoid",
            onnx_nodes=lambda emit, a, attrs: emit("Clip", [emit("Add", [emit(

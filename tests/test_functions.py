@@ -62,6 +62,33 @@ def test_function_and_its_gradient_equal_pytorch(name):
     np.testing.assert_allclose(grad, tv.grad.numpy(), rtol=1e-12, atol=1e-14)
 
 
+#: Each function's kinks, for attributes where they are exact numbers.
+KINKS = {"relu": ({}, [0.0]), "leaky_relu": ({"alpha": 0.2}, [0.0]),
+         "thresholded_relu": ({"alpha": 0.25}, [0.25]), "elu": ({"alpha": 0.7}, [0.0]),
+         "hard_sigmoid": ({"alpha": 0.25, "beta": 0.5}, [-2.0, 2.0]),
+         "clip": ({"threshold": 1.25}, [-1.25, 1.25]), "softplus": ({}, [0.0])}
+
+
+@pytest.mark.parametrize("name", sorted(KINKS))
+def test_at_a_kink_the_gradient_is_the_pytorch_export_s_autograd(name):
+    """Exactly at a kink the one-sided derivatives differ by convention: ours is what the
+    op's PyTorch form (what ``export --format torch`` writes) gives under autograd, so the
+    exported module's gradients equal ``grad`` there too (hard_sigmoid's once passed
+    nothing at its bounds, where the exported torch.clamp passes the gradient)."""
+    attrs, kinks = KINKS[name]
+    op = OPS[name]
+    values = op.attrs([attrs[a.name] for a in op.attributes])
+    v = np.array([*kinks, -0.5, 0.5])
+    g = np.array([0.75, -1.25, 0.5, 2.0][:len(v)])
+    out = op.reference(np, [v], [], values)
+    (grad,), _ = op.vjp(np, [v], [], values, out, g)
+    tv = torch.tensor(v, requires_grad=True)
+    expression = str(op.torch).format("tv", **{k: repr(float(x)) for k, x in attrs.items()})
+    expected = eval(expression, {"torch": torch, "F": F, "tv": tv})  # the op table's own text
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(grad, tv.grad.numpy(), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("name", sorted(TORCH))
 def test_nan_propagates_as_the_op_table_says(name):
     attrs, _ = TORCH[name]
