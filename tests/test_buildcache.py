@@ -501,6 +501,39 @@ def test_an_interrupted_compile_kills_the_compiler_and_leaves_nothing(tmp_path, 
     assert not (tmp_path / "y.npz").exists()
 
 
+class _Stop(BaseException):
+    """What the test's SIGTERM handler raises (the command line's raises its own)."""
+
+
+def _stop(signum, frame):
+    raise _Stop
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_signal_as_the_compiler_starts_is_held_until_it_can_be_killed(monkeypatch):
+    """SIGTERM between the compiler's start and the wait that kills it on an exception (as
+    a loaded machine once timed the interrupted-compile test above) left the compiler
+    running; now the signal is held, then acted on: the compiler is gone, the handler is
+    the one there before."""
+    started = []
+
+    class Signalled(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)  # before _run's own code runs again
+
+    monkeypatch.setattr(subprocess, "Popen", Signalled)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        with pytest.raises(_Stop):
+            buildcache._run(["sleep", "30"], 60)
+        assert signal.getsignal(signal.SIGTERM) is _stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not _alive(started[0])
+
+
 # -- work directories: a running build's is never removed, a dead one's is ----------------
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

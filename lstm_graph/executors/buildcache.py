@@ -69,6 +69,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from lstm_graph.errors import BackendError, LstmGraphWarning
 
@@ -159,12 +160,21 @@ def _run(command: list[str], seconds: float,
     (cc and the cc1, as and ld it started) before the exception goes on. It waits in
     short slices: a signal the kernel hands to another thread (OpenBLAS's, say) only
     sets a flag that the main thread acts on when it next runs Python, so one long
-    wait would sit through a Ctrl-C until the compiler's time limit.
+    wait would sit through a Ctrl-C until the compiler's time limit. A Ctrl-C or SIGTERM
+    while the compiler starts is held until the process is known, then acted on (it left
+    the compiler running when it came between its start and the ``try``).
     """
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    held: list[int] = []
+    previous = _hold_signals(held)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    except BaseException:
+        _restore_signals(previous, held)
+        raise
     deadline = time.monotonic() + seconds
     try:
+        _restore_signals(previous, held)
         while True:
             try:  # retrying loses no output (subprocess's documented contract)
                 stdout, stderr = process.communicate(
@@ -177,6 +187,29 @@ def _run(command: list[str], seconds: float,
         _kill(process)
         raise
     return process.returncode, stdout, stderr
+
+
+#: The signals whose handlers a compiler's start holds back (Ctrl-C, and SIGTERM, which
+#: the command line raises as an exception).
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+def _hold_signals(held: list[int]) -> dict[int, Any]:
+    """Handlers that note the signals in ``held`` in place of the current ones (in the
+    main thread, the only one whose handlers Python runs); the ones they replace."""
+    if threading.current_thread() is not threading.main_thread() or \
+            any(signal.getsignal(number) is None for number in _HELD):  # set outside Python
+        return {}
+    return {number: signal.signal(number, lambda signum, frame: held.append(signum))
+            for number in _HELD}
+
+
+def _restore_signals(previous: dict[int, Any], held: list[int]) -> None:
+    """The handlers back, then each held signal given to them, as if it came now."""
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+    for number in held:
+        signal.raise_signal(number)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
