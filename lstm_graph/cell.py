@@ -598,9 +598,9 @@ class Runner:
                                       allow_nonfinite)
             for index, part in enumerate(self._per_unit(value, unbatched)):
                 ends[index][name] = part
-        if record and not self.plain:
+        if record and (not self.plain or packing is not None):
             raise DataError("recording the gradient flow (record=True) works on one layer "
-                            "and direction, forward, time-major")
+                            "and direction, forward, time-major, without lengths")
         if self.plain and packing is None:
             with self._lock, _ieee():
                 plan = self.compiled(batch, record)

@@ -217,6 +217,20 @@ def test_stack_gradients_equal_pytorch_autograd(layer, with_lengths, executor):
                                            atol=1e-11, err_msg=unit.prefix + ours)
 
 
+def test_recording_the_gradient_flow_with_lengths_is_refused_not_left_empty():
+    """``grad(record=True, lengths=...)`` recorded nothing and said nothing; lengths that
+    are all full pack nothing, and record as without them."""
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4)
+    x = inputs(5, 2, 3, "float32")
+    grad_y = np.ones((5, 2, 4), "float32")
+    with pytest.raises(lstm_graph.DataError, match=r"record=True\) works on one layer and "
+                                                   r"direction, forward, time-major, without "
+                                                   r"lengths"):
+        runner.grad(x, grad_y, record=True, lengths=[5, 3])
+    full = runner.grad(x, grad_y, record=True, lengths=[5, 5])
+    assert set(full.values) >= {"c", "h"} and full.edges
+
+
 def test_the_loss_of_a_stack_grad_is_the_run_s(tmp_path):
     runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, layers=2,
                                                   direction="bidirectional", dtype="float64")
