@@ -62,6 +62,53 @@ def test_adam_takes_the_steps_pytorchs_adam_takes():
         np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-12)
 
 
+def test_training_steps_are_pytorchs_lstm_linear_clipping_and_adam_with_one_bias():
+    """Ten whole steps of ``train`` (forward, backward through time, the readout, clipping
+    that bites, Adam) against ``nn.LSTM`` + ``nn.Linear`` + ``clip_grad_norm_`` +
+    ``torch.optim.Adam`` from the same weights and batches, in float64. The cell has one
+    bias a gate: PyTorch's second (``bias_hh``) is held at zero, else Adam moves the two
+    and their sum parts from ours (docs/training.md)."""
+    from lstm_graph.training.trainer import Trainer
+
+    hidden, batch, lr, clip, seed = 5, 4, 0.02, 0.05, 0
+    task = adding(6)
+    ours = Trainer(lstm_graph.load_cell("lstm"), task, hidden, batch, lr, clip, seed,
+                   "float64")
+    start = {k: torch.tensor(v.astype(np.float64)) for k, v in ours.params.items()}
+    lstm = torch.nn.LSTM(task.input_size, hidden).double()
+    readout = torch.nn.Linear(hidden, task.output_size).double()
+    with torch.no_grad():
+        for mine, theirs in (("W_x", lstm.weight_ih_l0), ("W_h", lstm.weight_hh_l0),
+                             ("b", lstm.bias_ih_l0)):
+            theirs.copy_(torch.cat([start[f"{gate}.{mine}"] for gate in "ifgo"]))
+        lstm.bias_hh_l0.zero_()
+        readout.weight.copy_(start["readout.W"])
+        readout.bias.copy_(start["readout.b"])
+    lstm.bias_hh_l0.requires_grad_(False)
+    params = [p for p in (*lstm.parameters(), *readout.parameters()) if p.requires_grad]
+    adam = torch.optim.Adam(params, lr=lr)
+    clipped = 0
+    for step in range(1, 11):
+        x, target = task.sample(np.random.default_rng([seed, step]), batch)
+        loss = ours.train_step()
+        adam.zero_grad()
+        y, _ = lstm(torch.tensor(x))
+        expected = torch.nn.functional.mse_loss(readout(y[-1]), torch.tensor(target))
+        expected.backward()
+        clipped += float(torch.nn.utils.clip_grad_norm_(params, clip)) > clip
+        adam.step()
+        assert loss == pytest.approx(expected.item(), rel=1e-12)
+    assert clipped == 10
+    for gate, k in zip("ifgo", range(4)):
+        rows = slice(k * hidden, (k + 1) * hidden)
+        for mine, theirs in (("W_x", lstm.weight_ih_l0), ("W_h", lstm.weight_hh_l0),
+                             ("b", lstm.bias_ih_l0)):
+            np.testing.assert_allclose(ours.params[f"{gate}.{mine}"],
+                                       theirs[rows].detach().numpy(), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(ours.params["readout.W"], readout.weight.detach().numpy(),
+                               rtol=1e-11, atol=1e-14)
+
+
 def test_the_cross_entropy_gradient_is_pytorchs():
     task = copy(3)
     out = np.random.default_rng(2).standard_normal((16, 4, 9))
