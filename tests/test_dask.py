@@ -851,8 +851,9 @@ def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(
     monkeypatch.setattr(sweep_module, "train", flaky)
     configs = sweep_module.grid([("lstm", cell_source("lstm"))], [3], [2, 1, 0])
     settings = sweep_module.Settings(steps=2, batch=4, eval_every=2)
-    with Client(processes=False, n_workers=1, threads_per_worker=2,
-                dashboard_address=None) as client:
+    with Client(processes=False, n_workers=1, threads_per_worker=2,  # every port on 127.0.0.1
+                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0") \
+            as client:
         entries = sweep_module.sweep(client, configs, adding(6), settings)
     assert [(e.seed, e.error) for e in entries] == [
         (0, None), (1, "ValueError: a bad batch"), (2, "MemoryError")]
