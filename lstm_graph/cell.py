@@ -214,9 +214,13 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         found = read.stack
         if found is None:
             inferred = infer_stack(list(raw))
-            # one unit's names: forward or reverse alike, as asked
-            found = Stack(*inferred, proj) if inferred else Stack(
-                1, "reverse" if direction == "reverse" else "forward", proj)
+            # one unit's names, and a stack's without "_reverse" (l0., l1.): forward or
+            # reverse alike, as asked
+            if inferred is None:
+                found = Stack(1, "reverse" if direction == "reverse" else "forward", proj)
+            else:
+                found = Stack(inferred[0], "reverse" if direction == "reverse" and
+                              inferred[1] == "forward" else inferred[1], proj)
         for what, asked, held in (("layers", layers, found.layers),
                                   ("direction", direction, found.direction)):
             if asked is not None and asked != held:

@@ -223,6 +223,23 @@ def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
     same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
 
 
+def test_a_sharded_reverse_stack_equals_a_plain_run(cluster: Cluster, inputs: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, cli_run,
+                                                   dask_cli) -> None:
+    """A worker compiles the runner again from its weights, whose names (l0., l1.) a
+    stack of reverse layers shares with a forward one: it was refused as asking for
+    another direction than the weights held."""
+    np.save(inputs / "xr.npy", np.random.default_rng(7).standard_normal((6, 5, 3)))
+    args = ["run", "rnn", "--input", "xr.npy", "-H", "4", "--layers", "2", "--direction",
+            "reverse", "--dtype", "float64"]
+    monkeypatch.chdir(inputs)
+    cli_run(*args, "--out", "plain.npz")
+    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                      "2", cwd=inputs)
+    assert result.returncode == 0, result.stderr
+    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_dask_local_equals_a_plain_run(inputs: Path, command: str,
                                       monkeypatch: pytest.MonkeyPatch, cli_run,

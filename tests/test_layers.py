@@ -217,6 +217,25 @@ def test_stack_gradients_equal_pytorch_autograd(layer, with_lengths, executor):
                                            atol=1e-11, err_msg=unit.prefix + ours)
 
 
+def test_a_reverse_stack_compiles_again_from_its_weights_and_its_onnx_export(tmp_path):
+    """A stack of reverse layers names its weights l0., l1., as a forward stack does: its
+    own weights, given back with direction="reverse", and its ONNX export, run as a model,
+    were refused as a forward stack's."""
+    runner = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, layers=2,
+                                                  direction="reverse", seed=1)
+    x = inputs(6, 2, 3, "float32")
+    y, _ = runner(x)
+    again = lstm_graph.load_cell("lstm").compile(weights=runner.weights, direction="reverse")
+    assert again.stack.describe() == "2 layers, reverse"
+    np.testing.assert_array_equal(again(x)[0], y)
+    forward = lstm_graph.load_cell("lstm").compile(weights=runner.weights)
+    assert forward.stack.describe() == "2 layers, forward"  # the names alone: forward
+    runner.export_onnx(tmp_path / "r.onnx")
+    model = lstm_graph.load_model(tmp_path / "r.onnx")
+    assert model.stack.describe() == "2 layers, reverse"
+    np.testing.assert_allclose(model.compile()(x)[0], y, rtol=1e-6, atol=1e-7)
+
+
 def test_recording_the_gradient_flow_with_lengths_is_refused_not_left_empty():
     """``grad(record=True, lengths=...)`` recorded nothing and said nothing; lengths that
     are all full pack nothing, and record as without them."""
