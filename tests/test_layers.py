@@ -243,8 +243,8 @@ def test_recording_the_gradient_flow_with_lengths_is_refused_not_left_empty():
     x = inputs(5, 2, 3, "float32")
     grad_y = np.ones((5, 2, 4), "float32")
     with pytest.raises(lstm_graph.DataError, match=r"record=True\) works on one layer and "
-                                                   r"direction, forward, time-major, without "
-                                                   r"lengths"):
+                                                   r"direction, forward, time-major, with no "
+                                                   r"sequence shorter than x \(lengths\)"):
         runner.grad(x, grad_y, record=True, lengths=[5, 3])
     full = runner.grad(x, grad_y, record=True, lengths=[5, 5])
     assert set(full.values) >= {"c", "h"} and full.edges
@@ -714,11 +714,13 @@ def test_states_and_lengths_that_are_inputs_of_an_onnx_model_are_named_in_a_note
     assert result.stderr.count("is an input of the model, not stored in it") == 1
 
 
-def _lstm_storing(path: Path, stored: tuple[str, ...], rng: np.random.Generator) -> None:
-    """An ONNX LSTM (T=3, B=2, I=2, H=3) storing the initial states named in ``stored``;
-    the others are inputs of the model (the same weights and states for the same ``rng``)."""
+def _lstm_storing(path: Path, stored: tuple[str, ...], rng: np.random.Generator,
+                  batch: int = 2) -> None:
+    """An ONNX LSTM (T=3, I=2, H=3) storing the initial states named in ``stored`` for
+    ``batch`` sequences; the others are inputs of the model (the same weights and states
+    for the same ``rng``)."""
     weights = random_onnx_weights("LSTM", 2, 3, False, rng)
-    states = {name: rng.uniform(-1, 1, (1, 2, 3)) for name in ("initial_h", "initial_c")}
+    states = {name: rng.uniform(-1, 1, (1, batch, 3)) for name in ("initial_h", "initial_c")}
     node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "initial_h", "initial_c"],
                             ["Y", "Y_h", "Y_c"], hidden_size=3)
     inits = [numpy_helper.from_array(v.astype("float32"), k)
@@ -757,6 +759,29 @@ def test_a_state_file_replaces_only_the_stored_states_it_holds(stored, tmp_path,
     with np.load(tmp_path / "y.npz") as ours:
         np.testing.assert_allclose(ours["y"], y[:, 0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ours["c"], c_final[0], rtol=1e-5, atol=1e-6)
+
+
+def test_one_sequence_takes_the_model_s_stored_state_beside_a_state_file(tmp_path, cli_run,
+                                                                         cli_refused):
+    """x of (T, I) has states without a batch axis; the stored h of (1, H) was handed on
+    as it was beside the file's c of (H,), and refused naming an h the user never gave.
+    Stored states for another batch size name the state to add to the file."""
+    model = tmp_path / "m.onnx"
+    _lstm_storing(model, ("initial_h",), np.random.default_rng(8), batch=1)
+    c = np.random.default_rng(9).uniform(-1, 1, (1, 1, 3)).astype("float32")
+    x = inputs(3, 1, 2, "float32")
+    np.save(tmp_path / "x.npy", x[:, 0])
+    np.savez(tmp_path / "c.npz", c=c[0, 0])
+    cli_run("run", model, "--input", tmp_path / "x.npy", "--state", tmp_path / "c.npz",
+            "--out", tmp_path / "y.npz")
+    y, _, _ = onnxruntime.InferenceSession(str(model)).run(None, {"X": x, "initial_c": c})
+    with np.load(tmp_path / "y.npz") as ours:
+        assert ours["h"].shape == (3,)
+        np.testing.assert_allclose(ours["y"], y[:, 0, 0], rtol=1e-5, atol=1e-6)
+    np.save(tmp_path / "x3.npy", inputs(3, 3, 2, "float32"))
+    np.savez(tmp_path / "c3.npz", c=np.zeros((3, 3), "float32"))
+    assert "and x holds 3; give --state with h in it too" in cli_refused(
+        "run", model, "--input", tmp_path / "x3.npy", "--state", tmp_path / "c3.npz")
 
 
 def test_weights_of_another_precision_than_the_run_s_are_said(tmp_path, cli_run):

@@ -295,8 +295,12 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
         if state:
             say(f"note: {_listed(kept)} from the model, {_listed(state)} from {state_path}",
                 err=True)
-        state = {**_fitted(kept, "initial states", batch, 1 if not runner.stack.single
-                           else 0, "--state"), **(state or {})}
+        axis = 1 if not runner.stack.single else 0
+        fitted = _fitted(kept, "initial states", batch, axis, "--state" if state is None
+                         else f"--state with {', '.join(kept)} in it too")
+        if len(shape) == 2:  # one sequence, x of (T, I): its states have no batch axis
+            fitted = {name: np.take(value, 0, axis=axis) for name, value in fitted.items()}
+        state = {**fitted, **(state or {})}
     if lengths is None and stored_lengths is not None:
         lengths = _fitted({"lengths": stored_lengths}, "sequence lengths", batch, 0,
                           "--lengths")["lengths"]
