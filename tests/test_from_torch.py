@@ -25,7 +25,7 @@ IN, HID = 3, 5
 CONVERTIBLE = {"FastLSTMCell": "h,c", "GateLinearLSTM": "h,c", "CatLSTM": "h,c",
                "FLinearLSTM": "c,h", "TutorialGRU": "h", "PeepholeLSTM": "h,c",
                "Activations": "h", "DerivedWeights": "h", "PeepholeSplit": "h",
-               "NarrowGates": "h", "AddToState": "h"}
+               "NarrowGates": "h", "AddToState": "h", "GatedHalves": "h"}
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,7 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
     ("RefuseCounter", "attribute 'calls' (0 -> 1)"),
     ("RefuseSeen", "attribute 'seen' ({'calls': 0} -> {'calls': 1})"),
     ("RefuseBufferCounter", "buffer 'calls' ([0.0] -> [1.0])"),
+    ("RefuseParameterCounter", "parameter 'k' ([0.0] -> [1.0])"),
 ])
 def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path, name,
                                                                       change, cli_fails):
@@ -180,8 +181,8 @@ def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path,
      "division by 0: a cell multiplies by the divisor's inverse"),
     ("RefuseNoise", "RefuseNoise.forward gives other outputs for the same input and states "
      "from one call to the next"),
-    ("RefuseAlias", "the forward changes tensors in place with an augmented assignment "
-     "(torch_cells.py:{line}): torch.fx traces 'z += v' as 'z = z + v'"),
+    ("RefuseAlias", "the forward has augmented assignments (torch_cells.py:{line}): "
+     "torch.fx traces 'z += v' as 'z = z + v'"),
 ])
 def test_a_forward_that_is_not_one_function_of_its_input_and_states_is_refused_saying_why(
         tmp_path, name, message, cli_fails):

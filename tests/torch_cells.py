@@ -199,6 +199,22 @@ class PeepholeSplit(nn.Module):
         return h, h
 
 
+class GatedHalves(nn.Module):
+    """An element-wise weight on a sigmoid of a linear of 2H units, then chunked: the
+    weight is cut with the sigmoid, into a peephole weight of each half."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, 2 * hidden_size)
+        self.p = nn.Parameter(torch.randn(2 * hidden_size))
+
+    def forward(self, x, h):
+        z = torch.sigmoid(self.lin(torch.cat([x, h], 1))) * self.p + 0.1
+        a, b = z.chunk(2, 1)
+        h = a * torch.tanh(b)
+        return h, h
+
+
 class NarrowGates(nn.Module):
     """Gates taken with narrow(), the last counted from the end (a negative start)."""
 
@@ -243,6 +259,21 @@ class RefuseBufferCounter(nn.Module):
         return z * (self.calls <= 8), z
 
 
+class RefuseParameterCounter(nn.Module):
+    """Counts its calls in a parameter that takes no gradient, changed in place (which the
+    trace sees as a proxy: the interpreter runs it)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.k = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, x, h):
+        self.k.add_(1)
+        h = torch.tanh(self.lin(torch.cat([x, h], 1))) * self.k
+        return h, h
+
+
 class RefuseDivideByZero(nn.Module):
     """Divides by a parameter that starts at 0."""
 
@@ -278,6 +309,8 @@ class RefuseAlias(nn.Module):
         self.lin = nn.Linear(input_size + hidden_size, hidden_size)
 
     def forward(self, x, h):
+        """The output is a, the new state z.
+This line starts at column 0, as a docstring's may."""
         z = torch.tanh(self.lin(torch.cat([x, h], 1)))
         a = z
         z += h

@@ -94,8 +94,9 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
-    _refuse_changed_tensors(tensors, _tensors(module), class_name)
     step = torch_fx.interpret(traced, states, input_size, hidden_size)
+    # after the interpreter too: it runs what the trace saw as proxies (self.k.add_(1))
+    _refuse_changed_tensors(tensors, _tensors(module), class_name)
     given = torch_fx.forward_input_name(cls)
     input_name = given if given and given.isidentifier() and given not in RESERVED \
         and given not in states else ("x" if "x" not in states else "x_t")
@@ -189,13 +190,14 @@ def _augmented_assignments(module: Any) -> list[str]:
             continue
         try:
             lines, first = inspect.getsourcelines(forward)
-            file = Path(inspect.getfile(forward)).name
-        except (TypeError, OSError):
+            path = Path(inspect.getfile(forward))
+            tree = ast.parse(path.read_text(encoding="utf-8"))  # the whole file: it parses
+        except (TypeError, OSError, SyntaxError, ValueError):
             continue
-        tree = ast.parse(textwrap.dedent("".join(lines)))
-        found += [f"{file}:{first + node.lineno - 1}" for node in ast.walk(tree)
-                  if isinstance(node, ast.AugAssign)]
-    return found
+        found += [f"{path.name}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.AugAssign)
+                  and first <= node.lineno < first + len(lines)]
+    return sorted(set(found), key=lambda place: int(place.rpartition(":")[2]))
 
 
 def _module_dtype(module: Any) -> np.dtype:
@@ -265,16 +267,17 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
                 f"{type(module).__name__}.forward gives other outputs for the same input and "
                 f"states from one call to the next (up to "
                 f"{float(np.nanmax(np.abs(again_y - want_y))):.3g} apart over {CHECK_STEPS} "
-                "steps): random numbers (torch.randn, dropout in training mode) or something "
-                "kept between calls; a cell's step is a function of its input and states")
+                "steps): random numbers (torch.randn, dropout in training mode), or a global "
+                "it reads and changes; a cell's step is a function of its input and states")
         augmented = _augmented_assignments(module)
         if augmented:
             raise ConvertError(
                 f"the converted cell differs from the module by {error:.3g} over "
-                f"{CHECK_STEPS} steps, and the forward changes tensors in place with an "
-                f"augmented assignment ({', '.join(augmented)}): torch.fx traces 'z += v' as "
-                "'z = z + v', but the module changes the tensor itself, and with it every "
-                "other name that holds it (a = z); write 'z = z + v'; nothing was written")
+                f"{CHECK_STEPS} steps, and the forward has augmented assignments "
+                f"({', '.join(augmented)}): torch.fx traces 'z += v' as 'z = z + v', but on a "
+                "tensor the module changes the tensor itself, and with it every other name "
+                "that holds it (a = z); where that is the difference, write 'z = z + v'; "
+                "nothing was written")
         raise ConvertError(f"the converted cell differs from the module by {error:.3g} over "
                            f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
                            f"please report it, with the module)\n--- the cell ---\n"

@@ -162,9 +162,18 @@ def cut(value: Value, start: int, stop: int) -> Value | None:
     if start == 0 and stop == value.width:
         return value
     width = stop - start
-    if isinstance(value, Affine):  # a cut element-wise weight is a matrix's rows: diag(p)
-        terms = value.terms + tuple((v, np.diag(p)) for v, p in value.peeps)
+    if isinstance(value, Affine):
+        # an element-wise weight's operand is cut with it where it can be (a linear's
+        # value), else the weight is a matrix's rows, diag(p)[start:stop] (x, a state)
+        peeps, terms = [], list(value.terms)
+        for v, p in value.peeps:
+            piece = cut(v, start, stop)
+            if piece is None:
+                terms.append((v, np.diag(p)))
+            else:
+                peeps.append((piece, p[start:stop]))
         return Affine(width, terms=_merge(tuple((v, w[start:stop]) for v, w in terms)),
+                      peeps=_merge(tuple(peeps)),
                       bias=None if value.bias is None else value.bias[start:stop])
     if isinstance(value, Cat):
         parts: list[Value] = []
