@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -532,6 +533,33 @@ def test_a_signal_as_the_compiler_starts_is_held_until_it_can_be_killed(monkeypa
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not _alive(started[0])
+
+
+def test_only_python_handlers_are_held_and_only_in_the_main_thread(monkeypatch):
+    """An ignored SIGINT stays ignored while the compiler starts (its start once reset it
+    to Python's handler), SIGTERM left to the kernel stays so, and a build in another
+    thread touches no handler."""
+    seen = []
+
+    class Watched(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Watched)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), \
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert buildcache._run(["true"], 60)[0] == 0
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert seen == [(signal.SIG_IGN, signal.SIG_DFL)]
+    seen.clear()
+    thread = threading.Thread(target=buildcache._run, args=(["true"], 60))
+    thread.start()
+    thread.join()
+    assert seen == [(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))]
 
 
 # -- work directories: a running build's is never removed, a dead one's is ----------------

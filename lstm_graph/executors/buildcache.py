@@ -195,19 +195,25 @@ _HELD = (signal.SIGINT, signal.SIGTERM)
 
 
 def _hold_signals(held: list[int]) -> dict[int, Any]:
-    """Handlers that note the signals in ``held`` in place of the current ones (in the
-    main thread, the only one whose handlers Python runs); the ones they replace."""
-    if threading.current_thread() is not threading.main_thread() or \
-            any(signal.getsignal(number) is None for number in _HELD):  # set outside Python
+    """Handlers that note the signals in ``held`` in place of the current ones where
+    those are Python's (in the main thread, the only one whose handlers Python runs: an
+    ignored signal stays ignored, a default one stays the kernel's); the ones they
+    replace."""
+    if threading.current_thread() is not threading.main_thread():
         return {}
     return {number: signal.signal(number, lambda signum, frame: held.append(signum))
-            for number in _HELD}
+            for number in _HELD if callable(signal.getsignal(number))}
 
 
 def _restore_signals(previous: dict[int, Any], held: list[int]) -> None:
     """The handlers back, then each held signal given to them, as if it came now."""
-    for number, handler in previous.items():
-        signal.signal(number, handler)
+    try:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    finally:  # again, where a signal came between two of them and its handler raised
+        for number, handler in previous.items():
+            if signal.getsignal(number) is not handler:
+                signal.signal(number, handler)
     for number in held:
         signal.raise_signal(number)
 
