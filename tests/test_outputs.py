@@ -173,6 +173,27 @@ def test_sigterm_during_a_long_run_leaves_no_output_and_no_temporary_file(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
+@pytest.mark.parametrize("signal_error, code, words", [
+    (KeyboardInterrupt, 130, "interrupted"), (None, 143, "terminated")])
+def test_a_signal_after_an_output_is_in_place_says_it_was_written(tmp_path, monkeypatch, cli,
+                                                                  signal_error, code, words):
+    """A Ctrl-C or SIGTERM after ``--out`` is renamed into place (as a sharded run closes
+    its cluster) said "no output was written", while the new file was there, whole."""
+    from lstm_graph.cli import app, run
+
+    def interrupted(message: str, err: bool = False) -> None:
+        if message.startswith("wrote"):
+            raise signal_error() if signal_error else app._Terminated()
+
+    monkeypatch.setattr(run, "say", interrupted)
+    result = cli("run", "lstm", "--sample", "-I", "3", "-H", "4", "--out", tmp_path / "y.npz")
+    assert result.exit_code == code
+    assert result.stderr.strip() == f"{words}; {tmp_path / 'y.npz'} had been written whole " \
+        "before it; nothing else was written"
+    with np.load(tmp_path / "y.npz") as written:
+        assert written["y"].shape == (20, 2, 4)
+
+
 # -- links another user may swap in, leftovers, outputs checked up front --------------------
 
 def _swap_links(folder: str, victim: str, seconds: float, user: int | None) -> int:

@@ -23,7 +23,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning, inert_lines
-from lstm_graph.formats.files import json_text
+from lstm_graph.formats.files import WRITTEN, json_text
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
 
@@ -53,9 +53,19 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                    err=True)
 
 
+def _what_was_written(paths: list[str]) -> str:
+    """What an interrupted command leaves: no output, or those it had written whole
+    before the signal came (each renamed into place as a whole)."""
+    if not paths:
+        return "no output was written"
+    return (f"{', '.join(inert_lines(p) for p in paths)} had been written whole before it; "
+            "nothing else was written")
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         previous = signal.signal(signal.SIGTERM, _terminate)
+        written = len(WRITTEN)
         notes = logging.getLogger("lstm_graph")
         handler = logging.StreamHandler(sys.stderr)  # e.g. "compiling … once (cached in …)"
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -72,10 +82,10 @@ class _Group(click.Group):
             raise _UserError("out of memory; no output was written (the work was larger than "
                              "the memory this process may take)") from None
         except KeyboardInterrupt:
-            click.echo("interrupted; no output was written", err=True)
+            click.echo(f"interrupted; {_what_was_written(WRITTEN[written:])}", err=True)
             ctx.exit(130)
         except _Terminated:
-            click.echo("terminated; no output was written", err=True)
+            click.echo(f"terminated; {_what_was_written(WRITTEN[written:])}", err=True)
             ctx.exit(143)
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -52,6 +52,10 @@ import numpy as np
 
 from lstm_graph.errors import OutputError
 
+#: Each output this process has written whole (renamed into place, or written through to
+#: its device or FIFO), in order: what an interrupted command had already written.
+WRITTEN: list[str] = []
+
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` (see the module's docstring); return the path."""
@@ -402,6 +406,7 @@ def _replacing(place: _Place) -> Iterator[BinaryIO]:
         os.fchmod(fd, mode)
         _check_still_replaceable(directory, name, shown)
         os.replace(entry, name, src_dir_fd=directory, dst_dir_fd=directory)
+        WRITTEN.append(shown)
     except BaseException as err:
         if _is_entry(directory, entry, os.fstat(fd)):
             os.unlink(entry, dir_fd=directory)
@@ -442,6 +447,7 @@ def _write_through(place: _Place, mode: int, binary: bool) -> Iterator[BinaryIO]
     try:
         with io.BufferedWriter(_Unseekable(fd)) as stream:
             yield stream
+        WRITTEN.append(path)
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
 
