@@ -604,7 +604,8 @@ class Runner:
                 ends[index][name] = part
         if record and (not self.plain or packing is not None):
             raise DataError("recording the gradient flow (record=True) works on one layer "
-                            "and direction, forward, time-major, without lengths")
+                            "and direction, forward, time-major, with no sequence shorter "
+                            "than x (lengths)")
         if self.plain and packing is None:
             with self._lock, _ieee():
                 plan = self.compiled(batch, record)

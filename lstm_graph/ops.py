@@ -124,8 +124,8 @@ def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, f
             raise ValueError(f"clip bounds a value to [-t, t]; {low}={lo}, {high}={hi} is not "
                              "such a range")
         if not math.isfinite(float(hi)):
-            raise ValueError(f"{low}={lo}, {high}={hi} bounds nothing: the value itself; "
-                             "leave the clip out")
+            raise ValueError(f"{low}={lo}, {high}={hi} leaves every value as it is; leave "
+                             "the clip out")
         return {"threshold": float(hi)}
     return attrs
 
