@@ -18,7 +18,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.comm import parse_address
 from distributed.comm.registry import backends
+from distributed.deploy.spec import SpecCluster
 
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import worker_version
@@ -121,6 +122,21 @@ def _local_cluster() -> LocalCluster:
                         dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL + 1)
 
 
+def _started(start: Callable[[], LocalCluster]) -> LocalCluster:
+    """``start()``; where it is interrupted (Ctrl-C, SIGTERM) or fails half-way, the
+    half-made cluster is left to the exit, quietly: Dask's exit hook would close it and
+    print a traceback of its workers' state, and its log lines of the worker processes it
+    reaps. (Those processes end with this one either way.)"""
+    before = set(SpecCluster._instances)
+    try:
+        return start()
+    except BaseException:
+        for cluster in set(SpecCluster._instances) - before:
+            cluster.shutdown_on_close = False
+        logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+        raise
+
+
 class _Unanswered(Exception):
     """The scheduler's start did not end within its time limit (see :data:`GRACE`)."""
 
@@ -170,7 +186,7 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         stack.enter_context(dask.config.set(SETTINGS))
         if address == LOCAL:
             try:
-                cluster = stack.enter_context(_local_cluster())
+                cluster = stack.enter_context(_started(_local_cluster))
             except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."
                 cause = f": {err.__cause__}" if err.__cause__ else ""
                 raise DaskError(f"cannot start a local Dask cluster ({err}{cause}); see that "

@@ -24,6 +24,7 @@ the result does not depend on which shard finished first.
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -93,17 +94,22 @@ def row_bytes(runner: Runner, command: str, steps: int, dtype: np.dtype) -> int:
     return sum(a.nbytes for a in held)
 
 
-def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: int = 0
-                       ) -> int:
+def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: int = 0,
+                       most: int | None = None) -> int:
     """Sequences per shard: a worker's arrays for it take at most :data:`SHARD_BYTES` (or
     :data:`JOB_SHARE` times the job's weights, which travel with every shard, if that is
-    more), and a whole number of shards per worker thread (at least one each), so that
-    every worker gets the same work.
+    more; and no more than ``most`` bytes, where given: ``$LSTM_GRAPH_MAX_BYTES``, which a
+    local cluster's workers are bound by), and a whole number of shards per worker thread
+    (at least one each), so that every worker gets the same work.
 
     >>> default_shard_size(1000, 8 << 20, 2)  # 8 MiB a sequence: 64 fit; 16 shards of 62-63
     63
+    >>> default_shard_size(1000, 8 << 20, 2, most=256 << 20)  # 32 fit: 32 shards of 31-32
+    32
     """
     limit = max(SHARD_BYTES, JOB_SHARE * job_bytes)
+    if most is not None:
+        limit = min(limit, max(1, most - job_bytes))
     shards = max(workers, math.ceil(batch * per_sequence / limit))
     shards = min(batch, workers * math.ceil(shards / workers))
     return math.ceil(batch / shards)
@@ -412,8 +418,12 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     steps = len(x) if np.ndim(x) == 2 or not job.batch_first else int(x.shape[1])
     per_sequence = row_bytes(runner, job.command, steps, dtype)
     workers = max(1, threads(client))
-    size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes)
     window = IN_FLIGHT * workers
+    bound = os.environ.get(memory.ENV)
+    most = memory.parse_size(bound) if bound else None
+    size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes, most)
+    if shard_size is None and most is not None:  # and the client's rows of x in flight fit
+        size = max(1, min(size, most // (window * steps * job.input_size * dtype.itemsize)))
     in_flight = (steps, min(batch, window * size), job.input_size)
     memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
                                in_flight, dtype)], "the client")
