@@ -672,6 +672,20 @@ def test_a_server_that_is_not_dask_is_refused_within_the_timeout(
     assert took < 2 + 15, f"took {took:.1f} s with --dask-timeout 2"
 
 
+def test_a_tls_address_without_dask_s_tls_settings_is_said_so(tmp_path: Path,
+                                                              dask_cli) -> None:
+    """Without certificates in Dask's configuration the client's own side of tls:// fails
+    first; it was told that something answered, but not as a Dask scheduler does."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = dask_cli("run", "lstm", "--sample", "-H", "2", "--out", "y.npz", "--dask",
+                      f"tls://127.0.0.1:{port}", "--dask-timeout", "2", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot connect to tls://127.0.0.1:{port} (TypeError: TLS expects" in result.stderr
+    assert "certificates of distributed.comm.tls" in result.stderr
+
+
 def test_a_local_cluster_whose_nannies_cannot_start_is_said_in_one_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a small ulimit -u, Dask's nanny cannot fork its worker and LocalCluster raises

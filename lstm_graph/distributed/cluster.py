@@ -30,7 +30,7 @@ from distributed.deploy.spec import SpecCluster
 
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import worker_version
-from lstm_graph.errors import LstmGraphWarning
+from lstm_graph.errors import LstmGraphWarning, printable
 
 #: ``--dask`` for an in-process cluster sized to this machine.
 LOCAL = "local"
@@ -212,6 +212,13 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
             if address == LOCAL:
                 raise DaskError(f"cannot connect to the local Dask cluster ({type(err).__name__}"
                                 f": {err})") from None
+            scheme = parse_address(address)[0]
+            if scheme != "tcp":  # the client's own side of the scheme failed, first
+                raise DaskError(f"cannot connect to {address} ({type(err).__name__}: "
+                                f"{printable(str(err))}): a {scheme}:// client needs its "
+                                "settings in Dask's configuration (for TLS, the certificates "
+                                "of distributed.comm.tls) and, where the scheme comes from a "
+                                "package, that package") from None
             raise _not_dask(address, "") from None
         check_workers(client, address, timeout, deadline)
         yield client
