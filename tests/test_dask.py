@@ -252,6 +252,9 @@ def test_dask_local_equals_a_plain_run(inputs: Path, command: str,
     assert result.returncode == 0, result.stderr
     assert "on Dask (local)" in result.stderr
     same_arrays(inputs / "plain.npz", inputs / "local.npz", 1e-12)
+    # the workers' scratch space was a directory of the run's own, now gone (Dask's
+    # default, in $DASK_TEMPORARY_DIRECTORY here, stayed with its lock files)
+    assert not (inputs / "dask-scratch-space").exists()
 
 
 def test_one_sequence_runs_as_one_shard_with_the_plain_shapes(

@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -114,12 +115,17 @@ def _quiet() -> Iterator[None]:
             handler.setLevel(level)
 
 
-def _local_cluster() -> LocalCluster:
+def _local_cluster(scratch: str) -> LocalCluster:
     """One single-threaded worker process per core (its NumPy and BLAS single-threaded
     too, as Dask's nanny sets them), all on the loopback interface, the scheduler's web
-    server included (on a free port, not the usual 8787 another cluster may hold)."""
+    server included (on a free port, not the usual 8787 another cluster may hold); the
+    workers' scratch space in ``scratch``, a directory of this process's own (Dask's
+    default, ``dask-scratch-space`` in the temporary directory, stays behind with its lock
+    files, and Dask puts its directories on ``sys.path``: where another user made it
+    first, a place they can write)."""
     return LocalCluster(threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL + 1)
+                        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL + 1,
+                        local_directory=scratch)
 
 
 def _started(start: Callable[[], LocalCluster]) -> LocalCluster:
@@ -186,7 +192,10 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         stack.enter_context(dask.config.set(SETTINGS))
         if address == LOCAL:
             try:
-                cluster = stack.enter_context(_started(_local_cluster))
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix="lstm-graph-dask-", ignore_cleanup_errors=True))
+                stack.enter_context(dask.config.set({"temporary-directory": scratch}))
+                cluster = stack.enter_context(_started(lambda: _local_cluster(scratch)))
             except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."
                 cause = f": {err.__cause__}" if err.__cause__ else ""
                 raise DaskError(f"cannot start a local Dask cluster ({err}{cause}); see that "
