@@ -693,7 +693,7 @@ def test_a_local_cluster_whose_nannies_cannot_start_is_said_in_one_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a small ulimit -u, Dask's nanny cannot fork its worker and LocalCluster raises
     RuntimeError('Nanny failed to start.') from the error underneath."""
-    def refuse() -> None:
+    def refuse(scratch: str) -> None:
         try:
             raise BlockingIOError(11, "Resource temporarily unavailable")
         except BlockingIOError as err:
@@ -710,7 +710,7 @@ def test_a_local_cluster_whose_nannies_cannot_start_is_said_in_one_line(
 
 def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse() -> None:
+    def refuse(scratch: str) -> None:
         raise OSError(98, "Address already in use")
 
     monkeypatch.setattr(cluster_module, "_local_cluster", refuse)

@@ -136,10 +136,11 @@ def _started(start: Callable[[], LocalCluster]) -> LocalCluster:
     before = set(SpecCluster._instances)
     try:
         return start()
-    except BaseException:
+    except BaseException as err:
         for cluster in set(SpecCluster._instances) - before:
             cluster.shutdown_on_close = False
-        logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+        if not isinstance(err, Exception):  # an interrupt: the process is on its way out
+            logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         raise
 
 
