@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import pty
 import re
@@ -186,12 +187,32 @@ def test_a_signal_after_an_output_is_in_place_says_it_was_written(tmp_path, monk
             raise signal_error() if signal_error else app._Terminated()
 
     monkeypatch.setattr(run, "say", interrupted)
+    distributed = logging.getLogger("distributed")  # quietened on an interrupt
+    monkeypatch.setattr(distributed, "level", distributed.level)
     result = cli("run", "lstm", "--sample", "-I", "3", "-H", "4", "--out", tmp_path / "y.npz")
     assert result.exit_code == code
     assert result.stderr.strip() == f"{words}; {tmp_path / 'y.npz'} had been written whole " \
         "before it; nothing else was written"
     with np.load(tmp_path / "y.npz") as written:
         assert written["y"].shape == (20, 2, 4)
+
+
+def test_a_recording_lists_each_output_once_and_forgets_one_put_back(tmp_path):
+    """A training run's checkpoint written again and again is one output; an export that
+    put its earlier .pt back was said to have written it; nothing records outside."""
+    from lstm_graph.formats.files import recording, undone
+
+    write_atomic(tmp_path / "before.npz", b"x")
+    with recording() as written:
+        for _ in range(3):
+            write_atomic(tmp_path / "w.ckpt.npz", b"step")
+        write_atomic(tmp_path / "m.pt", b"new")
+        undone(tmp_path / "m.pt")
+        with recording() as inner:
+            write_atomic(tmp_path / "y.npz", b"y")
+    write_atomic(tmp_path / "after.npz", b"x")
+    assert written == [str(tmp_path / "w.ckpt.npz"), str(tmp_path / "y.npz")]
+    assert inner == [str(tmp_path / "y.npz")]
 
 
 # -- links another user may swap in, leftovers, outputs checked up front --------------------

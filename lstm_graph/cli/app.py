@@ -23,7 +23,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning, inert_lines
-from lstm_graph.formats.files import WRITTEN, json_text
+from lstm_graph.formats.files import json_text, recording
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
 
@@ -65,7 +65,6 @@ def _what_was_written(paths: list[str]) -> str:
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         previous = signal.signal(signal.SIGTERM, _terminate)
-        written = len(WRITTEN)
         notes = logging.getLogger("lstm_graph")
         handler = logging.StreamHandler(sys.stderr)  # e.g. "compiling … once (cached in …)"
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -73,20 +72,23 @@ class _Group(click.Group):
             notes.addHandler(handler)
             notes.setLevel(logging.INFO)
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
-                return super().invoke(ctx)
+            with recording() as written:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.showwarning = _show_warning
+                        return super().invoke(ctx)
+                except (KeyboardInterrupt, _Terminated) as err:
+                    interrupted = isinstance(err, KeyboardInterrupt)
+                    click.echo(f"{'interrupted' if interrupted else 'terminated'}; "
+                               f"{_what_was_written(written)}", err=True)
+                    # Dask's lines as its exit hooks reap a half-started local cluster
+                    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+                    ctx.exit(130 if interrupted else 143)
         except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
             raise _UserError(inert_lines(str(err))) from None
         except MemoryError:  # past what the estimates foresaw (lstm_graph.formats.memory)
             raise _UserError("out of memory; no output was written (the work was larger than "
                              "the memory this process may take)") from None
-        except KeyboardInterrupt:
-            click.echo(f"interrupted; {_what_was_written(WRITTEN[written:])}", err=True)
-            ctx.exit(130)
-        except _Terminated:
-            click.echo(f"terminated; {_what_was_written(WRITTEN[written:])}", err=True)
-            ctx.exit(143)
         finally:
             signal.signal(signal.SIGTERM, previous)
             notes.removeHandler(handler)

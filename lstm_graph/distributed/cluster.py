@@ -130,18 +130,28 @@ def _local_cluster(scratch: str) -> LocalCluster:
 
 def _started(start: Callable[[], LocalCluster]) -> LocalCluster:
     """``start()``; where it is interrupted (Ctrl-C, SIGTERM) or fails half-way, the
-    half-made cluster is left to the exit, quietly: Dask's exit hook would close it and
-    print a traceback of its workers' state, and its log lines of the worker processes it
-    reaps. (Those processes end with this one either way.)"""
+    half-made cluster is closed here, its worker processes ended, before its scratch
+    directory goes: Dask's exit hook would close it only at the process's exit, printing
+    a traceback of its workers' state (``AssertionError: Status.init``)."""
     before = set(SpecCluster._instances)
     try:
         return start()
-    except BaseException as err:
+    except BaseException:
         for cluster in set(SpecCluster._instances) - before:
-            cluster.shutdown_on_close = False
-        if not isinstance(err, Exception):  # an interrupt: the process is on its way out
-            logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+            _end(cluster)
         raise
+
+
+def _end(cluster: SpecCluster) -> None:
+    """A half-made cluster ended: its workers' processes killed, then closed as far as
+    Dask can, and left out of Dask's exit hook."""
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        with contextlib.suppress(Exception):
+            process.kill()  # type: ignore[union-attr]
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=GRACE)
+    cluster.shutdown_on_close = False
 
 
 class _Unanswered(Exception):
@@ -194,7 +204,8 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         if address == LOCAL:
             try:
                 scratch = stack.enter_context(tempfile.TemporaryDirectory(
-                    prefix="lstm-graph-dask-", ignore_cleanup_errors=True))
+                    prefix="lstm-graph-dask-", ignore_cleanup_errors=True,
+                    dir=dask.config.get("temporary-directory", None)))
                 stack.enter_context(dask.config.set({"temporary-directory": scratch}))
                 cluster = stack.enter_context(_started(lambda: _local_cluster(scratch)))
             except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."
@@ -223,12 +234,13 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
                 raise DaskError(f"cannot connect to the local Dask cluster ({type(err).__name__}"
                                 f": {err})") from None
             scheme = parse_address(address)[0]
-            if scheme != "tcp":  # the client's own side of the scheme failed, first
+            if scheme != "tcp":  # the client's side of the scheme may be what failed
                 raise DaskError(f"cannot connect to {address} ({type(err).__name__}: "
-                                f"{printable(str(err))}): a {scheme}:// client needs its "
-                                "settings in Dask's configuration (for TLS, the certificates "
-                                "of distributed.comm.tls) and, where the scheme comes from a "
-                                "package, that package") from None
+                                f"{printable(str(err))}); check that a Dask scheduler "
+                                f"listens there, and that Dask's configuration holds what a "
+                                f"{scheme}:// client needs (for TLS, the certificates of "
+                                "distributed.comm.tls) and its package is installed") \
+                    from None
             raise _not_dask(address, "") from None
         check_workers(client, address, timeout, deadline)
         yield client

@@ -112,7 +112,8 @@ def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: i
         limit = min(limit, max(1, most - job_bytes))
     shards = max(workers, math.ceil(batch * per_sequence / limit))
     shards = min(batch, workers * math.ceil(shards / workers))
-    return math.ceil(batch / shards)
+    size = math.ceil(batch / shards)
+    return size if most is None else max(1, min(size, limit // max(1, per_sequence)))
 
 
 @dataclass(frozen=True)
@@ -420,9 +421,15 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     workers = max(1, threads(client))
     window = IN_FLIGHT * workers
     bound = os.environ.get(memory.ENV)
-    most = memory.parse_size(bound) if bound else None
+    # the local cluster's workers are bound as this process is; a remote one's by their own
+    most = memory.parse_size(bound) if bound and client.cluster is not None else None
     size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes, most)
     if shard_size is None and most is not None:  # and the client's rows of x in flight fit
+        if per_sequence + job.nbytes > most:
+            raise MemoryLimitError(
+                f"one sequence's arrays on a worker ({memory.size_text(per_sequence)}, with "
+                f"the weights {memory.size_text(per_sequence + job.nbytes)}) are more than "
+                f"the limit of {memory.size_text(most)} set by {memory.ENV}: no shard fits")
         size = max(1, min(size, most // (window * steps * job.input_size * dtype.itemsize)))
     in_flight = (steps, min(batch, window * size), job.input_size)
     memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
@@ -471,8 +478,11 @@ def _submit_all(client: Client, run: _Run, window: int, progress: Progress | Non
                                 "memory: give a smaller --shard-size") from None
             except MemoryLimitError as err:
                 b0, b1 = run.bounds[k]
-                raise MemoryLimitError(f"on a worker, for shard {k} ({b1 - b0} sequences): "
-                                       f"{err}; give a smaller --shard-size") from None
+                what = "1 sequence" if b1 - b0 == 1 else f"{b1 - b0} sequences"
+                advice = "give a smaller --shard-size" if b1 - b0 > 1 else \
+                    f"no shard is smaller: give the workers more memory ({memory.ENV})"
+                raise MemoryLimitError(f"on a worker, for shard {k} ({what}): {err}; "
+                                       f"{advice}") from None
             except (CancelledError, OSError) as err:
                 raise DaskError(f"the Dask cluster lost the work ({type(err).__name__}: "
                                 f"{err}); is the scheduler still running?") from None

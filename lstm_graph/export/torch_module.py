@@ -34,7 +34,7 @@ import numpy as np
 from lstm_graph.cell import Runner
 from lstm_graph.errors import DataError, OutputError, inert, install_hint
 from lstm_graph.export.onnx_model import _compare, _version, check_exportable, require_copies
-from lstm_graph.formats.files import check_output, write_atomic
+from lstm_graph.formats.files import check_output, undone, write_atomic
 from lstm_graph.ir import CellGraph, NodeKind, Size
 from lstm_graph.ops import OpKind
 
@@ -589,5 +589,6 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
             write_atomic(weights_path, previous)
         elif not existed:  # ours alone: a special file or a link there was written through
             weights_path.unlink(missing_ok=True)
+        undone(weights_path)
         raise
     return path, weights_path

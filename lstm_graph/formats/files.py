@@ -52,9 +52,30 @@ import numpy as np
 
 from lstm_graph.errors import OutputError
 
-#: Each output this process has written whole (renamed into place, or written through to
-#: its device or FIFO), in order: what an interrupted command had already written.
-WRITTEN: list[str] = []
+#: The lists that :func:`recording` is filling now.
+_RECORDING: list[list[str]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[str]]:
+    """The outputs written whole while it lasts (renamed into place, or written through to
+    their device or FIFO), each once, in order: what an interrupted command had written.
+    Nothing is kept where nothing records (the Python API)."""
+    written: list[str] = []
+    _RECORDING.append(written)
+    try:
+        yield written
+    finally:
+        _RECORDING.remove(written)
+
+
+def _record(path: str, whole: bool = True) -> None:
+    """``path`` written whole (or, with ``whole=False``, undone: put back as it was)."""
+    for written in _RECORDING:
+        if path in written:
+            written.remove(path)
+        if whole:
+            written.append(path)
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
@@ -94,6 +115,11 @@ def write_section(path: Path, start: str, end: str, text: str) -> Path:
     before, _, rest = page.partition(start)
     _, _, after = rest.partition(end)
     return write_atomic(path, (before + text + after).encode("utf-8"))
+
+
+def undone(path: str | Path) -> None:
+    """Say that an output written whole was put back as it was (or removed) since."""
+    _record(str(path), whole=False)
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -406,7 +432,7 @@ def _replacing(place: _Place) -> Iterator[BinaryIO]:
         os.fchmod(fd, mode)
         _check_still_replaceable(directory, name, shown)
         os.replace(entry, name, src_dir_fd=directory, dst_dir_fd=directory)
-        WRITTEN.append(shown)
+        _record(shown)
     except BaseException as err:
         if _is_entry(directory, entry, os.fstat(fd)):
             os.unlink(entry, dir_fd=directory)
@@ -447,7 +473,7 @@ def _write_through(place: _Place, mode: int, binary: bool) -> Iterator[BinaryIO]
     try:
         with io.BufferedWriter(_Unseekable(fd)) as stream:
             yield stream
-        WRITTEN.append(path)
+        _record(path)
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
 
