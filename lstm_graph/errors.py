@@ -34,7 +34,8 @@ class LstmGraphError(Exception):
 
 
 class CellError(LstmGraphError):
-    """A cell file is wrong; carries every error found, in file order.
+    """A cell file is wrong; carries every error found, in file order, each once (a sum of
+    many terms of the wrong size finds the same error at the same place for each).
 
     >>> err = CellError([Diagnostic("a.cell", 3, 5, "error", "undefined name 'q'")])
     >>> str(err)
@@ -42,7 +43,7 @@ class CellError(LstmGraphError):
     """
 
     def __init__(self, diagnostics: list[Diagnostic]):
-        self.diagnostics = sorted(diagnostics)
+        self.diagnostics = sorted(set(diagnostics))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 

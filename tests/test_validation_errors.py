@@ -123,6 +123,14 @@ def test_size_mismatch_between_input_and_hidden():
     assert "'x' has the input size I" in errors[0][2]
 
 
+def test_the_same_error_at_the_same_place_is_said_once():
+    """Each ``+ x`` of a long sum found the same mismatch at the sum's start: 250 terms
+    printed 250 identical lines."""
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))" + " + x" * 250 + "\n" + OK_C)
+    assert len(errors) == len(set(errors)) == 2  # the inner sums', and the tanh's
+    assert all(e[:2] == (5, 5) and "'x' has the input size I" in e[2] for e in errors)
+
+
 def test_state_with_the_wrong_size():
     errors = cell_errors("h = tanh(x)\n" + OK_C)
     assert errors == [(5, 1, "state 'h' must have the hidden size H, but its value has the "
