@@ -205,7 +205,7 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         source = weights_name or (str(weights) if isinstance(weights, (str, Path))
                                   else "the weights dict")
         read = read_weights(weights, cell.graph)
-        stored = stored_dtypes or read.dtypes or raw_dtypes(read.arrays)
+        stored = stored_dtypes or read.dtypes or _raw_dtypes(read.arrays)
         raw, notes = read.arrays, read.notes + _dtype_notes(stored, np_dtype, source)
         if read.batch_first and not batch_first:
             notes += (f"note: {source} is of a model that reads x batch-first, (B, T, I); this "
@@ -288,7 +288,7 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                   np_dtype, executor, notes)
 
 
-def raw_dtypes(arrays: Mapping[str, Any]) -> frozenset[np.dtype]:
+def _raw_dtypes(arrays: Mapping[str, Any]) -> frozenset[np.dtype]:
     """The floating dtypes of some weights (NumPy's or PyTorch's arrays)."""
     found = set()
     for value in arrays.values():

@@ -12,7 +12,6 @@ names the array, its shape and, for values, the first offending index.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -206,7 +205,7 @@ def check_run_fits(schedule: Schedule, steps: int, batch: int, input_size: int,
     widest = max(input_size, hidden_size)
     per_row = (len(schedule.order) + 3) * widest * (1 if work == "run" else 3)
     rough = steps * batch * (input_size + per_row) * dtype.itemsize
-    if rough > SURELY_FITS or os.environ.get(memory.ENV):
+    if rough > SURELY_FITS or memory.set_limit() is not None:
         require_fits(cache, (executor, backend, work, steps, batch, record),
                      lambda: registry.allocations(executor, backend, schedule, work, steps,
                                                   batch, input_size, hidden_size, dtype,
@@ -220,7 +219,7 @@ def check_build_fits(executor: str, backend: str, schedule: Schedule, input_size
     memory is read only where they take more than :data:`SURELY_FITS`, as for a run."""
     packing = registry.packing(executor, backend, schedule, input_size, hidden_size, dtype,
                                record)
-    if sum(a.nbytes for a in packing) > SURELY_FITS or os.environ.get(memory.ENV):
+    if sum(a.nbytes for a in packing) > SURELY_FITS or memory.set_limit() is not None:
         try:
             memory.require(packing, "building the executor")
         except memory.MemoryLimitError as err:
@@ -244,7 +243,7 @@ def require_fits(cache: dict[tuple[Any, ...], list[Allocation]] | None, key: tup
             if len(cache) >= CACHED_SHAPES:
                 cache.clear()
             cache[key] = found
-    if os.environ.get(memory.ENV) or sum(a.nbytes for a in found) > SURELY_FITS:
+    if memory.set_limit() is not None or sum(a.nbytes for a in found) > SURELY_FITS:
         memory.require(found, "this run")
 
 

@@ -24,7 +24,6 @@ the result does not depend on which shard finished first.
 from __future__ import annotations
 
 import math
-import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -420,9 +419,9 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     per_sequence = row_bytes(runner, job.command, steps, dtype)
     workers = max(1, threads(client))
     window = IN_FLIGHT * workers
-    bound = os.environ.get(memory.ENV)
     # the local cluster's workers are bound as this process is; a remote one's by their own
-    most = memory.parse_size(bound) if bound and client.cluster is not None else None
+    most = memory.set_limit()
+    most = most if most is not None and client.cluster is not None else None
     size = shard_size or default_shard_size(batch, per_sequence, workers, job.nbytes, most)
     if shard_size is None and most is not None:  # and the client's rows of x in flight fit
         if per_sequence + job.nbytes > most:

@@ -76,11 +76,17 @@ def parse_size(text: str) -> int:
     return int(float(found.group(1)) * _UNITS[found.group(2).upper()])
 
 
+def set_limit() -> int | None:
+    """The bound ``$LSTM_GRAPH_MAX_BYTES`` sets, or None where it is not set."""
+    given = os.environ.get(ENV)
+    return parse_size(given) if given else None
+
+
 def limit() -> int:
     """The most bytes a command's new arrays may take now (see the module's docstring)."""
-    given = os.environ.get(ENV)
-    if given:
-        return parse_size(given)
+    given = set_limit()
+    if given is not None:
+        return given
     bounds = [bound for bound in (_available_memory(), _address_space_left()) if bound is not None]
     return min(bounds) if bounds else 2**63
 
