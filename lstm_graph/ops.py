@@ -300,9 +300,21 @@ class Op:
         reads it)."""
         return self.kind is OpKind.FUNCTION
 
-    def attrs(self, given: Sequence[float] = ()) -> dict[str, float]:
-        """Attribute values by name: ``given`` in order, then the defaults (a ValueError
-        names the first required one missing, or says there are too many)."""
+    def attrs(self, given: Sequence[float] = (), named: Mapping[str, float] | None = None
+              ) -> dict[str, float]:
+        """Attribute values by name: ``given`` in order, then ``named`` by name (as the
+        usage writes them: ``leaky_relu(v, alpha=0.1)``), then the defaults (a ValueError
+        names an unknown or twice-given one, the first required one missing, or says
+        there are too many)."""
+        named = named or {}
+        names = [a.name for a in self.attributes]
+        for key in named:
+            unknown = self.unknown(key)
+            if unknown:
+                raise ValueError(unknown)
+            if names.index(key) < len(given):
+                raise ValueError(f"{self.spelling}()'s {key} is given twice, in its place and "
+                                 f"by name: {self.usage}")
         if len(given) > len(self.attributes):
             if not self.attributes:
                 raise ValueError(f"{self.spelling}() takes 1 argument, got {len(given) + 1}")
@@ -312,7 +324,8 @@ class Op:
                              f"arguments: {self.usage}")
         found = {}
         for k, attribute in enumerate(self.attributes):
-            value = given[k] if k < len(given) else attribute.default
+            value = given[k] if k < len(given) else named.get(attribute.name,
+                                                              attribute.default)
             if value is None:
                 raise ValueError(f"{self.spelling}() needs its {attribute.name}: "
                                  f"{self.usage}")
@@ -321,6 +334,14 @@ class Op:
                                  f"be {attribute.least:g} or more: {self.usage}")
             found[attribute.name] = float(value)
         return found
+
+    def unknown(self, key: str) -> str | None:
+        """Why ``key`` names none of this function's numbers, or None where it names one."""
+        names = [a.name for a in self.attributes]
+        if key in names:
+            return None
+        takes = f"its numbers are {', '.join(names)}" if names else "it takes a value only"
+        return f"{self.spelling}() has no number '{key}'; {takes}: {self.usage}"
 
     @property
     def usage(self) -> str:

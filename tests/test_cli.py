@@ -134,9 +134,9 @@ def test_validate_json_on_an_invalid_cell_prints_the_diagnostics(cli, tmp_path):
         {"file": str(bad), "line": 4, "col": 31, "severity": "error",
          "message": "undefined name 'q'; declare it (input/state) or assign it"},
         {"file": str(bad), "line": 5, "col": 5, "severity": "error",
-         "message": "algebraic loop k -> k: 'k' needs 'k' of this same step, which needs "
-                    "'k'; declare one of them as a state ('state NAME') and read its previous "
-                    "value with NAME[t-1]"},
+         "message": "algebraic loop k -> k: 'k' reads its own value of this same step, "
+                    "which it is computing; declare it as a state ('state k') and read its "
+                    "previous value with k[t-1]"},
     ]
 
 

@@ -75,6 +75,22 @@ def test_operators_constants_parentheses_and_unary_minus():
     assert cell.schedule.expression("c") == "(1 - z) * c[t-1] + z * -tanh(linear(h[t-1])) + 0.5"
 
 
+def test_a_function_s_numbers_may_be_given_in_order_or_by_name():
+    """As the usage writes them (``hard_sigmoid(v, alpha=0.2, beta=0.5)``): by name, the
+    others keep their defaults; the same cell as the numbers written in order."""
+    named = build("""
+        c = hard_sigmoid(linear(x, h[t-1]), beta=0.6) * c[t-1]
+        h = leaky_relu(c, alpha=0.1)
+    """)
+    ordered = build("""
+        c = hard_sigmoid(linear(x, h[t-1]), 0.2, 0.6) * c[t-1]
+        h = leaky_relu(c, 0.1)
+    """)
+    attrs = {n.id: dict(n.attrs) for n in named.graph.nodes.values() if n.attrs}
+    assert attrs == {"c.hard_sigmoid": {"alpha": 0.2, "beta": 0.6}, "h": {"alpha": 0.1}}
+    assert named.schedule.expression("c") == ordered.schedule.expression("c")
+
+
 def test_linear_operands_name_their_parameters():
     cell = load_cell("peephole_lstm")
     f = cell.graph.node("f.linear")

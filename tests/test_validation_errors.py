@@ -42,8 +42,9 @@ def test_longer_loop_through_non_states_suggests_declaring_a_state():
 
 def test_self_loop():
     errors = cell_errors("c = c * 2\nh = tanh(c)\n")
-    assert errors == [(5, 5, "algebraic loop c -> c: 'c' needs 'c' of this same step, which "
-                       "needs 'c'; to use the previous step's value write c[t-1]")]
+    assert errors == [(5, 5, "algebraic loop c -> c: 'c' reads its own value of this same "
+                       "step, which it is computing; to use the previous step's value write "
+                       "c[t-1]")]
 
 
 def test_undefined_name_suggests_a_close_one():
@@ -159,7 +160,12 @@ def test_unclosed_parenthesis():
     ("h = linear(x) ** 2\n", 5, "unsupported operator '**'"),
     ("h = linear(x) if 1 else 2\n", 5, "unsupported expression (IfExp)"),
     ("h = np.tanh(x)\n", 5, "only the functions"),
-    ("h = tanh(x=linear(x))\n", 10, "takes no keyword arguments"),
+    ("h = tanh(x=linear(x))\n", 10, "tanh() has no number 'x'; it takes a value only"),
+    ("h = linear(x, bias=0)\n", 15, "linear() takes no keyword arguments"),
+    ("h = leaky_relu(linear(x), beta=1)\n", 27,
+     "leaky_relu() has no number 'beta'; its numbers are alpha"),
+    ("h = leaky_relu(linear(x), alpha=h)\n", 33, "leaky_relu()'s alpha is a number"),
+    ("h = leaky_relu(linear(x), 1, alpha=1)\n", 5, "alpha is given twice"),
     ("h = 'abc'\n", 5, "unsupported constant 'abc'"),
     ("h = tanh(linear(x), 1)\n", 5, "tanh() takes 1 argument, got 2"),
     ("h = linear()\n", 5, "linear() needs at least one operand"),
@@ -176,6 +182,10 @@ def test_unclosed_parenthesis():
     ("linear(x)\nh = linear(x)\n", 1, "expected an assignment"),
     ("x = linear(h[t-1])\nh = x\n", 1, "'x' is an input and cannot be assigned"),
     ("tanh = linear(x)\nh = tanh\n", 1, "'tanh' is reserved"),
+    ("h = linear(x, lambda)\n", 15, "'lambda' is a keyword of the expressions' syntax, not a "
+     "name"),
+    ("h = linear(x) +\n", 15, "'+' has no value after it; give its right operand"),
+    ("h = linear(x) * (1 -)\n", 20, "'-' has no value after it"),
 ])
 def test_unsupported_or_misused_syntax(body, col, words):
     errors = cell_errors(body + OK_C)
@@ -278,7 +288,7 @@ def test_syntax_errors_deep_in_a_long_file_keep_their_lines():
 
 def test_reading_a_name_whose_line_could_not_be_read_is_no_second_error():
     errors = cell_errors("q = tanh(x) +\nh = linear(x, h[t-1]) * q\n" + OK_C)
-    assert [(line, col) for line, col, _ in errors] == [(5, 14)]
+    assert [(line, col) for line, col, _ in errors] == [(5, 13)]  # the '+'
     assert errors[0][2].startswith("syntax error")
 
 
@@ -329,6 +339,25 @@ def test_a_header_name_an_expression_reads_otherwise_is_refused_once():
     assert cell_errors("h = tanh(linear(x, h[t-1]))\n",
                        header="input x\nstate None, h\noutput h\n") == [
         (2, 7, "'None' is a keyword of the expressions' syntax; choose another name")]
+
+
+def test_a_name_an_expression_reads_otherwise_is_refused_where_it_is_written():
+    """ℎ in an expression or as an assignment's target would read as h: refused at its place,
+    in a continued line too, and α (the same in NFKC form) stays a name."""
+    nfkc = ("'\u210e' (U+210E) reads as 'h' (h) in an expression (names are compared in "
+            "Unicode's NFKC form); write it so")
+    header = "input x\nstate h\noutput h\n"
+    assert cell_errors("h = tanh(linear(x, \u210e[t-1]))\n", header) == [(4, 20, nfkc)]
+    assert cell_errors("\u210e = tanh(linear(x, h[t-1]))\n", header) == [(4, 1, nfkc)]
+    assert cell_errors("\u03b1 = h[t-1] * 2\nh = tanh(linear(x,\n  \u03b1 * \u210e[t-1]))\n",
+                       header) == [(6, 7, nfkc)]
+
+
+def test_the_input_is_no_output():
+    """An output is a state or a computed value: the input would leave unchanged."""
+    assert cell_errors("h = tanh(linear(x, h[t-1]))\n", "input x\nstate h\noutput x\n") == [
+        (3, 8, "output 'x' is the cell's input, which the cell would hand on unchanged; name a "
+         "state or computed value")]
 
 
 def test_a_cell_s_own_name_may_be_any_identifier_and_a_refused_header_is_not_missing():

@@ -260,6 +260,30 @@ def _syntax_message(python_message: str) -> str:
     return f"syntax error: {python_message}"
 
 
+_WORD = re.compile(r"[^\W\d]\w*")
+
+
+def _syntax_hint(stmt: _Statement, err: SyntaxError) -> tuple[Loc, str] | None:
+    """Where and why, for two of Python's bare "invalid syntax" errors that a cell's author
+    meets: a keyword of Python's written as a name (``lambda``), and an operator with
+    nothing after it (``a +`` at a line's end, ``(1 -)``)."""
+    for row, text in enumerate(stmt.lines):
+        for word in _WORD.finditer(text):
+            if iskeyword(word.group()) and word.group() not in ("None", "True", "False"):
+                col = word.start() + 1 + (stmt.indent if row == 0 else 0)
+                return (Loc(stmt.line + row, col), f"'{word.group()}' is a keyword of the "
+                        "expressions' syntax, not a name; choose another name")
+    row = (err.lineno or 1) - 1
+    if not 0 <= row < len(stmt.lines):
+        return None
+    before = stmt.lines[row][:max((err.offset or 1) - 1, 0)].rstrip()
+    if before and before[-1] in "+-*/" and before[-2:] != "**":
+        col = len(before) + (stmt.indent if row == 0 else 0)
+        return (Loc(stmt.line + row, col), f"'{before[-1]}' has no value after it; give its "
+                "right operand (an expression goes on over lines inside parentheses)")
+    return None
+
+
 def _long_number(stmt: _Statement, python_message: str) -> Loc | None:
     """Where the integer too long for Python to read starts, if that is the error."""
     limit = _DIGIT_LIMIT.search(python_message)
@@ -414,6 +438,7 @@ class _Parser:
                 self.report.error(self.loc(stmt, body[1]), "one assignment per line")
                 continue
             node = body[0]
+            self._respelled(stmt, node)
             target = self._target(stmt, node)
             if target is not None and isinstance(node, ast.Assign):
                 parsed.append((target[0], target[1], node.value, stmt))
@@ -484,7 +509,12 @@ class _Parser:
             line = stmt.line + (err.lineno or 1) - 1
             col = (err.offset or 1) + (stmt.indent if (err.lineno or 1) == 1 else 0)
             where = _long_number(stmt, err.msg) or Loc(line, max(col, 1))
-            self.report.error(where, _syntax_message(err.msg))
+            hint = _syntax_hint(stmt, err) if err.msg == "invalid syntax" else None
+            if hint:
+                where, message = hint
+                self.report.error(where, f"syntax error: {message}")
+            else:
+                self.report.error(where, _syntax_message(err.msg))
         except (RecursionError, MemoryError, ValueError) as err:
             self._broken(stmt)
             self.report.error(Loc(stmt.line, 1), f"expression too large or too deeply nested "
@@ -527,6 +557,23 @@ class _Parser:
             self.report.error(loc, "the left side must be one name")
             return None
         return target.id, loc
+
+    def _respelled(self, stmt: _Statement, tree: ast.stmt) -> None:
+        """Report each name ``tree`` reads other than as written: Python's parser reads
+        names in Unicode's NFKC form, so ``ℎ[t-1]`` would silently read ``h[t-1]``."""
+        if all(line.isascii() for line in stmt.lines):
+            return
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Name) or node.end_col_offset is None:
+                continue
+            row = node.lineno - 1 - stmt.offset
+            if not 0 <= row < len(stmt.lines):
+                continue
+            written = stmt.lines[row].encode()[node.col_offset:node.end_col_offset].decode(
+                errors="replace")
+            problem = name_problem(written) if written != node.id else None
+            if problem:
+                self.report.error(self.loc(stmt, node), problem)
 
     def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
         """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
@@ -716,12 +763,13 @@ class _Lowering:
                               + " may be called")
             return None
         func = node.func.id
-        if node.keywords:
+        if any(isinstance(arg, ast.Starred) for arg in node.args) or \
+                any(kw.arg is None for kw in node.keywords):
+            self.report.error(loc, f"{func}() takes no *arguments or **arguments")
+            return None
+        if node.keywords and func not in FUNCTIONS:
             self.report.error(self.parser.loc(self.stmt, node.keywords[0]),
                               f"{func}() takes no keyword arguments")
-            return None
-        if any(isinstance(arg, ast.Starred) for arg in node.args):
-            self.report.error(loc, f"{func}() takes no *arguments")
             return None
         if func == LINEAR.spelling:
             return self.linear(node, loc, root, in_linear)
@@ -734,6 +782,11 @@ class _Lowering:
                               f"; known functions: {', '.join(CALLABLE_NAMES)}")
             return None
         op = FUNCTIONS[func]
+        for keyword in node.keywords:
+            unknown = op.unknown(str(keyword.arg))
+            if unknown:
+                self.report.error(self.parser.loc(self.stmt, keyword), unknown)
+                return None
         if not node.args:
             self.report.error(loc, f"{func}() takes a value: {op.usage}")
             return None
@@ -745,8 +798,16 @@ class _Lowering:
                                   f"{func}() takes one value and then numbers only: {op.usage}")
                 return None
             numbers.append(number)
+        named: dict[str, float] = {}
+        for keyword in node.keywords:  # numbers by name, as the usage writes them
+            number = _number(keyword.value)
+            if number is None:
+                self.report.error(self.parser.loc(self.stmt, keyword.value),
+                                  f"{func}()'s {keyword.arg} is a number: {op.usage}")
+                return None
+            named[str(keyword.arg)] = number
         try:
-            attrs = op.attrs(numbers)
+            attrs = op.attrs(numbers, named)
         except ValueError as err:
             self.report.error(loc, str(err))
             return None

@@ -43,7 +43,10 @@ def check_declarations(graph: CellGraph, assigned: set[str],
             found.append(_diag(graph, loc, f"state '{state}' is declared but never assigned; "
                                f"add a line '{state} = ...' computing its new value"))
     for output, loc in graph.outputs.items():
-        if output not in assigned and output not in graph.inputs:
+        if output in graph.inputs:
+            found.append(_diag(graph, loc, f"output '{output}' is the cell's input, which the "
+                               "cell would hand on unchanged; name a state or computed value"))
+        elif output not in assigned:
             found.append(_diag(graph, loc, f"output '{output}' does not exist; assign it or "
                                "name a state or computed value"))
     return found
@@ -86,11 +89,17 @@ def check_loops(graph: CellGraph, broken: Mapping[str, Assignment] | None = None
                                                                                         reader]
         if read in graph.states:
             fix = f"to use the previous step's value write {read}[t-1]"
+        elif read == reader:
+            fix = (f"declare it as a state ('state {read}') and read its previous value with "
+                   f"{read}[t-1]")
         else:
             fix = ("declare one of them as a state ('state NAME') and read its previous value "
                    "with NAME[t-1]")
-        found.append(_diag(graph, loc, f"algebraic loop {' -> '.join(path)}: '{reader}' needs "
-                           f"'{read}' of this same step, which needs '{reader}'; {fix}"))
+        if read == reader:
+            what = f"'{reader}' reads its own value of this same step, which it is computing"
+        else:
+            what = f"'{reader}' needs '{read}' of this same step, which needs '{reader}'"
+        found.append(_diag(graph, loc, f"algebraic loop {' -> '.join(path)}: {what}; {fix}"))
     return found
 
 
