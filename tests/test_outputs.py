@@ -53,6 +53,37 @@ def test_a_fifo_with_a_reader_gets_the_npz_and_is_kept(tmp_path, cli_run):
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+def test_a_fifo_nobody_reads_is_refused_before_any_work(tmp_path, monkeypatch, cli_fails):
+    """Checked with the other outputs: no chart written, no training done, before the
+    FIFO is found unread at the end."""
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("d.svg")
+    assert "d.svg: is a FIFO that no process is reading" in cli_fails(
+        "gradflow", "lstm", "--length", "5", "--out", "g.png", "--diagram", "d.svg")
+    os.mkfifo("loss.png")
+    assert "loss.png: is a FIFO that no process is reading" in cli_fails(
+        "train", "lstm", "--task", "adding", "--length", "5", "-H", "4", "--batch", "4",
+        "--steps", "3", "--out", "w.npz", "--plot", "loss.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.svg", "loss.png"]
+
+
+def test_a_checked_fifo_s_reader_waits_for_the_output_rather_than_an_end(tmp_path):
+    """The check opens a FIFO that has a reader, and holds it open: closed at once, the
+    reader would read the end of its input before the output came."""
+    fifo = tmp_path / "y.txt"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        check_output(fifo)
+        with pytest.raises(BlockingIOError):  # a writer is there: no end, no data yet
+            os.read(reader, 100)
+        with open_output(fifo) as stream:
+            stream.write(b"whole")
+        assert os.read(reader, 100) == b"whole" and os.read(reader, 100) == b""  # then ends
+    finally:
+        os.close(reader)
+
+
 def test_dev_null_is_written_through_never_replaced(cli_run):
     before = os.stat("/dev/null")
     cli_run(*RUN, "--out", "/dev/null")

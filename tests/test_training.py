@@ -141,6 +141,36 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
         np.testing.assert_array_equal(resumed.weights[name], value)
 
 
+def test_weights_an_update_overflowed_are_refused_and_the_last_checkpoint_stays(tmp_path):
+    """At lr 1000 without clipping, step 2's loss is finite and Adam's update makes h.W_x
+    NaN: refused before the next checkpoint or evaluation, with advice that can be taken
+    (no clip to lower), and the step-1 checkpoint still resumes."""
+    cell, task, checkpoint = lstm_graph.load_cell("rnn_relu"), adding(6), tmp_path / "c.npz"
+    settings = dict(hidden_size=4, batch=4, lr=1000.0, max_norm=0.0, checkpoint=checkpoint)
+    train(cell, task, steps=1, **settings)
+    kept = checkpoint.read_bytes()
+    for eval_every, every in ((100, 2), (2, 100)):
+        with pytest.raises(lstm_graph.DataError, match=re.escape(
+                "the weights became NaN or infinite at step 2 (h.W_x first); lower the "
+                "learning rate (--lr), or clip the gradient (--clip, e.g. 1)")):
+            train(cell, task, steps=5, resume=True, eval_every=eval_every,
+                  checkpoint_every=every, **settings)
+        assert checkpoint.read_bytes() == kept
+    assert train(cell, task, steps=1, resume=True, **settings).steps == 1  # it loads
+
+
+def test_a_failed_train_command_names_the_checkpoint_it_had_written(tmp_path, monkeypatch,
+                                                                     cli_fails):
+    monkeypatch.chdir(tmp_path)
+    message = cli_fails("train", "rnn_relu", "--task", "adding", "--length", "6", "-H", "4",
+                        "--batch", "4", "--steps", "5", "--lr", "1000", "--clip", "0",
+                        "--checkpoint-every", "1", "--out", "w.npz")
+    assert message.rstrip().endswith("the weights became NaN or infinite at step 2 (h.W_x "
+                                      "first); lower the learning rate (--lr), or clip the "
+                                      "gradient (--clip, e.g. 1) (w.ckpt.npz had been written "
+                                      "whole before it; nothing else was written)"), message
+
+
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     checkpoint = tmp_path / "ckpt.npz"
     train(lstm_graph.load_cell("rnn"), adding(5), 4, steps=2, batch=4, checkpoint=checkpoint)

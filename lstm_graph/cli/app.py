@@ -54,8 +54,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def _what_was_written(paths: list[str]) -> str:
-    """What an interrupted command leaves: no output, or those it had written whole
-    before the signal came (each renamed into place as a whole)."""
+    """What an interrupted or failed command leaves: no output, or those it had written
+    whole before the signal or the error came (each renamed into place as a whole)."""
     if not paths:
         return "no output was written"
     return (f"{', '.join(inert_lines(p) for p in paths)} had been written whole before it; "
@@ -71,6 +71,7 @@ class _Group(click.Group):
         if sys.stderr.isatty():
             notes.addHandler(handler)
             notes.setLevel(logging.INFO)
+        written: list[str] = []
         try:
             with recording() as written:
                 try:
@@ -85,10 +86,11 @@ class _Group(click.Group):
                     logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
                     ctx.exit(130 if interrupted else 143)
         except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
-            raise _UserError(inert_lines(str(err))) from None
+            before = f" ({_what_was_written(written)})" if written else ""
+            raise _UserError(inert_lines(str(err)) + before) from None
         except MemoryError:  # past what the estimates foresaw (lstm_graph.formats.memory)
-            raise _UserError("out of memory; no output was written (the work was larger than "
-                             "the memory this process may take)") from None
+            raise _UserError(f"out of memory; {_what_was_written(written)} (the work was "
+                             "larger than the memory this process may take)") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
             notes.removeHandler(handler)

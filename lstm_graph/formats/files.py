@@ -146,14 +146,23 @@ def open_output(path: str | Path, binary: bool = False) -> Iterator[BinaryIO]:
             yield stream
 
 
+#: FIFOs :func:`check_output` found a reader on, by (device, inode): the descriptor it
+#: opened each with, held until the output is written into it (closing it sooner would
+#: end the reader's input; held, the reader waits for the output).
+_HELD: dict[tuple[int, int], int] = {}
+
+
 def check_output(path: str | Path) -> None:
     """Refuse now, before any work, what :func:`open_output` would refuse at the end (a
-    directory it cannot write in, a socket, a link another user may have put there),
-    without writing anything: a temporary file is made and removed again, and so are
-    the directories made for it. A device or FIFO is not opened (opening a FIFO and
-    closing it would end its reader's input)."""
+    directory it cannot write in, a socket, a link another user may have put there, a
+    FIFO no process is reading), without writing anything: a temporary file is made and
+    removed again, and so are the directories made for it. A device is not opened; a
+    FIFO with a reader is opened and held open until the output is written into it."""
     with _placed(path, probe=True) as place:
         if place.status is not None and _written_through(place.status.st_mode):
+            if stat.S_ISFIFO(place.status.st_mode):
+                key = (place.status.st_dev, place.status.st_ino)
+                _HELD.setdefault(key, _open_through(place))
             return
         fd, entry = create_locked(place.directory, place.name, "tmp", place.shown, place.where)
         os.unlink(entry, dir_fd=place.directory)
@@ -447,20 +456,12 @@ def _replacing(place: _Place) -> Iterator[BinaryIO]:
 def _write_through(place: _Place, mode: int, binary: bool) -> Iterator[BinaryIO]:
     """Write into the character device or FIFO (``mode``) at ``place``: it is never
     replaced."""
-    fifo = stat.S_ISFIFO(mode)
-    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | \
-        (0 if place.through else os.O_NOFOLLOW)
     path = place.shown
-    try:
-        fd = os.open(place.name, flags, dir_fd=place.directory)
-    except OSError as err:
-        if fifo and err.errno == errno.ENXIO:
-            raise OutputError(f"{path}: is a FIFO that no process is reading; start the "
-                              "reader first, or give a file") from None
-        if err.errno == errno.ELOOP:
-            raise OutputError(f"{path}: became a symbolic link while it was opened; nothing "
-                              "was written") from None
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+    fd = _open_through(place)
+    held = _HELD.pop((place.status.st_dev, place.status.st_ino), None) \
+        if place.status is not None and stat.S_ISFIFO(mode) else None
+    if held is not None:  # the reader's input ends once this output's descriptor closes
+        os.close(held)
     if not _written_through(os.fstat(fd).st_mode):  # something else was put there meanwhile
         os.close(fd)
         raise OutputError(f"{path}: changed while it was opened; nothing was written")
@@ -495,6 +496,24 @@ class _Unseekable(io.RawIOBase):
         if not self.closed:
             os.close(self.fd)
         super().close()
+
+
+def _open_through(place: _Place) -> int:
+    """A descriptor of the device or FIFO at ``place``, opened for writing without waiting
+    (a FIFO no process is reading is refused)."""
+    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | \
+        (0 if place.through else os.O_NOFOLLOW)
+    try:
+        return os.open(place.name, flags, dir_fd=place.directory)
+    except OSError as err:
+        if err.errno == errno.ENXIO and place.status is not None and \
+                stat.S_ISFIFO(place.status.st_mode):
+            raise OutputError(f"{place.shown}: is a FIFO that no process is reading; start "
+                              "the reader first, or give a file") from None
+        if err.errno == errno.ELOOP:
+            raise OutputError(f"{place.shown}: became a symbolic link while it was opened; "
+                              "nothing was written") from None
+        raise OutputError(f"{place.shown}: cannot write ({err.strerror or err})") from None
 
 
 def _kind(mode: int) -> str:

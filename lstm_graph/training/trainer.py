@@ -232,6 +232,15 @@ class Trainer:
         self.seconds += time.perf_counter() - began
         return loss
 
+    def finite(self, advice: str) -> None:
+        """Refuse weights Adam's last step made infinite or NaN, naming the first (a loss
+        can still be finite after an update that overflowed): asked before they are
+        evaluated or saved, not at every step (a pass over every weight)."""
+        for name, value in self.params.items():
+            if not np.all(np.isfinite(value)):
+                raise DataError(f"the weights became NaN or infinite at step {self.step} "
+                                f"({name} first); {advice}")
+
     def result(self) -> Trained:
         weights = {k: v for k, v in self.params.items() if not k.startswith("readout.")}
         readout = {k: v for k, v in self.params.items() if k.startswith("readout.")}
@@ -457,17 +466,22 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
         raise DataError(f"the checkpoint {checkpoint} is at step {trainer.step}, past the "
                         f"{steps} steps asked for in all; ask for more to train on")
     resumed_from = trainer.step
+    advice = ("lower the learning rate (--lr) or the gradient clip (--clip)" if max_norm > 0
+              else "lower the learning rate (--lr), or clip the gradient (--clip, e.g. 1)")
     while trainer.step < steps:
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is said below
             loss = trainer.train_step()
         if not math.isfinite(loss):
-            raise DataError(f"the training loss became {loss} at step {trainer.step}; lower "
-                            "the learning rate (--lr) or the gradient clip (--clip)")
-        if trainer.step % eval_every == 0 or trainer.step == steps:
+            raise DataError(f"the training loss became {loss} at step {trainer.step}; {advice}")
+        evaluating = trainer.step % eval_every == 0 or trainer.step == steps
+        if evaluating:
+            trainer.finite(advice)
             trainer.evals.append(trainer.step, trainer.evaluate())
         stopping = stop is not None and stop()
         if checkpoint is not None and (trainer.step % checkpoint_every == 0
                                        or trainer.step == steps or stopping):
+            if not evaluating:
+                trainer.finite(advice)  # the last checkpoint stays as it was
             trainer.save(checkpoint)
         if report is not None:
             report(trainer.step, loss)
