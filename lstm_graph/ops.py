@@ -96,13 +96,15 @@ class TorchCall:
     required); ``attrs`` turns their values (by PyTorch's names) into the op's attributes,
     raising ValueError, in words, for values the op does not compute (a ``beta`` of
     ``softplus`` other than 1). ``swapped``: the operands come in the other order
-    (``torch.rsub(a, b)`` is ``b - a``).
+    (``torch.rsub(a, b)`` is ``b - a``). ``differs``: where PyTorch's call computes
+    otherwise than the op, said as a warning when it is converted (empty: nowhere).
     """
 
     name: str
     numbers: tuple[tuple[str, Any], ...] = ()
     attrs: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
     swapped: bool = False
+    differs: str = ""
 
 
 def _same(*names: str) -> Callable[[Mapping[str, Any]], dict[str, float]]:
@@ -146,10 +148,10 @@ def _threshold_attrs(given: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _calls(*names: str, numbers: tuple[tuple[str, Any], ...] = (),
-           attrs: Callable[[Mapping[str, Any]], dict[str, float]] = _no_numbers
-           ) -> tuple[TorchCall, ...]:
+           attrs: Callable[[Mapping[str, Any]], dict[str, float]] = _no_numbers,
+           differs: str = "") -> tuple[TorchCall, ...]:
     """The same call under several names (``torch.tanh``, ``F.tanh``, ``Tensor.tanh``)."""
-    return tuple(TorchCall(name, numbers, attrs) for name in names)
+    return tuple(TorchCall(name, numbers, attrs, differs=differs) for name in names)
 
 
 _INPLACE = (("inplace", False),)
@@ -434,10 +436,13 @@ OPS: dict[str, Op] = {
            attributes=(Attribute("alpha", 1.0),), onnx="ThresholdedRelu",
            onnx_nodes=lambda emit, a, attrs: emit("Where", [
                emit("Greater", [a[0], attrs["alpha"]], {}), a[0], 0.0], {}),
-           torch="F.threshold({0}, {alpha}, 0.0)",
+           torch="torch.where({0} > {alpha}, {0}, torch.zeros_like({0}))",
            torch_calls=_calls("F.threshold", "nn.Threshold",
                               numbers=(("threshold", None), ("value", None), *_INPLACE),
-                              attrs=_threshold_attrs)),
+                              attrs=_threshold_attrs,
+                              differs="PyTorch's threshold keeps a NaN, where "
+                              "thresholded_relu (ONNX's ThresholdedRelu) gives 0; the cell "
+                              "computes as the module wherever no NaN reaches it")),
         Op("elu", "elu", OpKind.FUNCTION, 1, "elu", _unary(_elu),
            _unary_vjp(lambda xp, v, out, g, alpha: xp.where(
                v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),

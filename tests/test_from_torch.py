@@ -126,6 +126,14 @@ def test_numbers_are_written_exactly(converted):
     assert "leaky_relu(pre, 0.1)" in text and "elu(pre, 0.5)" in text
 
 
+def test_a_call_that_computes_otherwise_at_nan_is_converted_with_a_warning(converted):
+    """F.threshold keeps NaN, thresholded_relu (ONNX's) gives 0: said, not silent."""
+    stderr = converted["Activations"][2].stderr
+    assert "warning: F.threshold becomes thresholded_relu: PyTorch's threshold keeps a NaN, " \
+        "where thresholded_relu (ONNX's ThresholdedRelu) gives 0" in stderr, stderr
+    assert "warning" not in converted["FastLSTMCell"][2].stderr
+
+
 @needs_dot
 @pytest.mark.parametrize("name", ["FastLSTMCell", "PeepholeLSTM", "TutorialGRU"])
 def test_converted_cells_validate_and_draw_in_both_styles(converted, name, tmp_path, cli_run):

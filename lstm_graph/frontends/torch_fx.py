@@ -27,6 +27,7 @@ import operator
 import sys
 import textwrap
 import traceback
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from lstm_graph.errors import LstmGraphError, install_hint, printable
+from lstm_graph.errors import LstmGraphError, LstmGraphWarning, install_hint, printable
 from lstm_graph.formats import torch_layers
 from lstm_graph.frontends.values import (
     Affine,
@@ -574,6 +575,9 @@ class _Interpreter:
             raise self._refuse(node, f"{name} is given {len(operands)} operand(s)")
         if call.swapped:
             operands.reverse()
+        if call.differs:
+            warnings.warn(f"{name} becomes {op.spelling}: {call.differs}", LstmGraphWarning,
+                          stacklevel=2)
         if op.kind is OpKind.COPY:
             return operands[0]
         return self._apply(node, op, operands, attrs)
