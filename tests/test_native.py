@@ -1134,13 +1134,29 @@ def test_sigmoid_is_within_three_ulp(math_library):
 
 
 def test_extremes_saturate_and_nan_stays_nan(math_library):
+    """Exactly 0 and inf past exp's range, as NumPy's and PyTorch's: a sigmoid of -inf
+    is 0 (not 4e-39), so that inf times it is NaN there too."""
     x = np.array([-np.inf, -1e30, -100, 100, 1e30, np.inf, np.nan], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        exp = apply(math_library, 0, x)
         tanh, sigmoid = apply(math_library, 1, x), apply(math_library, 2, x)
+    np.testing.assert_array_equal(exp[:-1], [0, 0, 0, np.inf, np.inf, np.inf])
     np.testing.assert_array_equal(tanh[:-1], [-1, -1, -1, 1, 1, 1])
-    np.testing.assert_allclose(sigmoid[:-1], [0, 0, 0, 1, 1, 1], atol=1e-38)
-    assert np.isnan(tanh[-1]) and np.isnan(sigmoid[-1])
+    np.testing.assert_array_equal(sigmoid[:-1], [0, 0, 0, 1, 1, 1])
+    assert np.isnan(exp[-1]) and np.isnan(tanh[-1]) and np.isnan(sigmoid[-1])
+
+
+def test_a_gate_shut_by_infinity_times_infinity_is_nan_as_in_the_reference():
+    """sigmoid(-inf) · -inf: 0 · inf, NaN in NumPy; the native step gave -inf."""
+    cell = lstm_graph.compile_source("input x\nstate h\noutput h\nk = linear(x, h[t-1])\n"
+                                     "h = sigmoid(k) * k\n")  # in the step: it reads h[t-1]
+    weights = {"k.W_x": np.ones((1, 1), "float32"), "k.W_h": np.ones((1, 1), "float32"),
+               "k.b": np.zeros(1, "float32")}
+    x = np.array([[[1.0]], [[-np.inf]], [[2.0]]], "float32")
+    y, _ = cell.compile(weights=weights)(x, allow_nonfinite=True)
+    y_ref, _ = cell.compile(weights=weights, executor="reference")(x, allow_nonfinite=True)
+    assert np.isnan(y_ref[1:]).all() and np.isnan(y[1:]).all()
 
 
 def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkeypatch):

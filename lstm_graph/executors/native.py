@@ -217,15 +217,18 @@ static inline float lg_exp_parts(float x, float *scale) {
     return p * (r * r) + r;
 }
 
-/* exp, clamped so that 2^n stays a normal float: exp(88.38) = 2.4e38 stands in for
-   overflow, exp(-87.34) = 1.2e-38 for underflow, which sigmoid and tanh cannot tell from
-   inf and 0. NaN stays NaN. */
+/* exp, computed within [LG_EXP_LO, LG_EXP_HI], where 2^n stays a normal float; above
+   it inf, below it 0 (exp(-87.34) = 1.2e-38 standing in for 0 made sigmoid(-inf) 4e-39,
+   and inf times it inf, where NumPy's and PyTorch's 0 times inf is NaN). The few results
+   in between, finite above 88.38 or subnormal below -87.34, are taken as overflow and
+   underflow. NaN stays NaN. */
 static inline float lg_expf(float x) {
-    x = x > LG_EXP_HI ? LG_EXP_HI : x;
-    x = x < LG_EXP_LO ? LG_EXP_LO : x;
+    float clamped = x > LG_EXP_HI ? LG_EXP_HI : x;
+    clamped = clamped < LG_EXP_LO ? LG_EXP_LO : clamped;
     float scale;
-    const float q = lg_exp_parts(x, &scale);
-    return LG_FMA(q, scale, scale);
+    const float q = lg_exp_parts(clamped, &scale);
+    const float e = LG_FMA(q, scale, scale);
+    return x > LG_EXP_HI ? (float)INFINITY : x < LG_EXP_LO ? 0.0f : e;
 }
 
 /* tanh: Cephes' odd polynomial below |x| = 0.625 (no cancellation near 0), else
