@@ -212,6 +212,9 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                       "run reads x time-major, (T, B, I): give --batch-first "
                       "(batch_first=True) to read it as the model does",)
         found = read.stack
+        if found is None and not raw and not cell.schedule.params:  # nothing to read it off
+            found = Stack(1 if layers is None else layers,
+                          "forward" if direction is None else direction, proj)
         if found is None:
             inferred = infer_stack(list(raw))
             # one unit's names, and a stack's without "_reverse" (l0., l1.): forward or
@@ -237,9 +240,10 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                 raise WeightsError(f"{source} has {what} size {seen}, but {what} size "
                                    f"{given} was asked for")
         input_size = found_input if input_size is None else input_size
-        hidden_size = found_hidden
-        if input_size is None:
-            raise DataError("the weights do not show the input size; give input_size")
+        hidden_size = found_hidden if found_hidden is not None else hidden_size
+        if input_size is None or hidden_size is None:
+            what = "input" if input_size is None else "hidden"
+            raise DataError(f"the weights do not show the {what} size; give {what}_size")
     check_sizes(input_size, hidden_size)
     if stack.proj is not None and cell.graph.outputs.keys() - cell.graph.states.keys():
         raise DataError(f"a projection cuts the output state, and cell '{cell.name}''s output "
@@ -253,11 +257,11 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                   for (layer, reverse), size in zip(stack.units, sizes)
                   for name, shape in (cells[-1] if reverse else cells[0]).schedule
                   .param_shapes(size, hidden_size).items()}
-        largest = max(shapes, key=lambda name: math.prod(shapes[name]))
+        largest = max(shapes, key=lambda name: math.prod(shapes[name]), default=None)
         memory.require([*(memory.allocation(name, shape, np_dtype)
                           for name, shape in shapes.items()),
-                        memory.allocation(f"{largest} as drawn or read (float64)",
-                                          shapes[largest], np.float64)],
+                        *([memory.allocation(f"{largest} as drawn or read (float64)",
+                                             shapes[largest], np.float64)] if largest else [])],
                        f"the weights of {stack.describe()} with I={input_size}, "
                        f"H={hidden_size}")
     units = []

@@ -8,6 +8,7 @@ import ast
 import importlib.util
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +272,35 @@ def test_functions_of_numbers_and_cells_without_parameters_export(tmp_path, text
     x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
     np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("header", ["input u\nstate h\noutput x\n",  # an output x
+                                    "input u\nstate x, h\noutput h\n"])  # a state x
+def test_a_value_named_x_beside_an_input_of_another_name_keeps_forward_s_x(tmp_path, header):
+    """forward's parameter is x: a state or output the loop assigns takes another name (the
+    output's assignment had overwritten the sequence from the first step on)."""
+    body = "h = tanh(linear(u, h[t-1]))\nx = h * 2\n" if "output x" in header else \
+        "h = tanh(linear(u, h[t-1], x[t-1]))\nx = h * 2\n"
+    runner = lstm_graph.compile_source(f"cell c\n{header}{body}", "c.cell").compile(
+        input_size=3, hidden_size=3, seed=0)
+    model = exported(tmp_path, runner).load()
+    x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
+    np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
+                               atol=1e-6)
+
+
+def test_a_module_that_fails_its_check_is_a_bug_said_as_one_and_not_written(tmp_path,
+                                                                          monkeypatch):
+    def broken(text, name="m"):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr("lstm_graph.export.torch_module.load_source", broken)
+    runner = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3)
+    with pytest.raises(lstm_graph.DataError, match=re.escape(
+            "the exported module failed its check (RuntimeError: mat1 and mat2 shapes cannot "
+            "be multiplied); nothing was written (a bug in lstm-graph's export")):
+        runner.export_torch(tmp_path / "m.py")
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_expression_as_deep_as_the_language_allows_exports_and_prints(tmp_path):

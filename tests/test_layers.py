@@ -876,3 +876,22 @@ def test_grad_of_one_sequence_with_a_length_takes_the_whole_last_step(tmp_path, 
     with np.load(tmp_path / "gx3.npz") as batched:
         np.testing.assert_allclose(batched["x"], runner.grad(x, grad_y, lengths=[4]).x,
                                    rtol=1e-10)
+
+
+def test_a_cell_without_parameters_stacks_exports_and_takes_empty_weights(tmp_path):
+    """Nothing to size it by: the weights hold nothing, the sizes and the stack are as
+    asked (a stack of it was a traceback, its own empty weights file refused)."""
+    cell = lstm_graph.compile_source("cell n\ninput x\nstate h\noutput h\n"
+                                     "h = tanh(h[t-1] + 1) * 0.5\n", "n.cell")
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype("float32")
+    stacked = cell.compile(input_size=3, hidden_size=4, layers=2, direction="bidirectional")
+    y, final = stacked(x)
+    assert y.shape == (5, 2, 8) and final["h"].shape == (4, 2, 4)
+    stacked.export_onnx(tmp_path / "n.onnx")
+    np.savez(tmp_path / "none.npz")
+    again = cell.compile(weights=tmp_path / "none.npz", input_size=3, hidden_size=4,
+                         layers=2, direction="bidirectional")
+    np.testing.assert_array_equal(again(x)[0], y)
+    with pytest.raises(lstm_graph.DataError, match="do not show the hidden size; give "
+                       "hidden_size"):
+        cell.compile(weights=tmp_path / "none.npz", input_size=3)

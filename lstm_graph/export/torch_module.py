@@ -114,8 +114,8 @@ class _Names:
             if name in self.of:
                 continue
             py = name
-            # forward() holds the states in locals beside its parameter x
-            while py in used or (py == "x" and name in graph.states):
+            # forward() holds the states and the output in locals beside its parameter x
+            while py in used or (py == "x" and (name in graph.states or name in graph.outputs)):
                 py += "_"
             used.add(py)
             self.of[name] = py
@@ -520,16 +520,21 @@ def verify(runner: Runner, text: str, weights: Mapping[str, Any], steps: int = 3
     """Run the generated module on a seeded input against ``runner``; a DataError if
     they differ (nothing is written)."""
     torch = _torch()
-    module = load_source(text)
-    top = [v for k, v in vars(module).items() if isinstance(v, type)
-           and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__][-1]
-    model = top().to(module.DTYPE)
-    model.load_state_dict(weights)
     x = np.random.default_rng(0).standard_normal((steps, batch, runner.input_size)) \
         .astype(runner.dtype)
     want_y, want = runner(x, allow_nonfinite=True)  # a cell that overflows: alike
-    with torch.no_grad():
-        y, final = model(torch.from_numpy(x))
+    try:
+        module = load_source(text)
+        top = [v for k, v in vars(module).items() if isinstance(v, type)
+               and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__][-1]
+        model = top().to(module.DTYPE)
+        model.load_state_dict(weights)
+        with torch.no_grad():
+            y, final = model(torch.from_numpy(x))
+    except Exception as err:  # our generated code failing is ours to report, not a user's
+        raise DataError(f"the exported module failed its check ({type(err).__name__}: "
+                        f"{err}); nothing was written (a bug in lstm-graph's export: please "
+                        "report it)") from None
     _compare("y", y.numpy(), np.asarray(want_y), runner.dtype)
     for name, value in want.items():
         _compare(f"final {name}", final[name].numpy(), np.asarray(value), runner.dtype)

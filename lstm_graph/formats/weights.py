@@ -48,10 +48,13 @@ def check_sizes(input_size: int, hidden_size: int) -> None:
 
 
 def infer_sizes(schedule: Schedule, weights: Mapping[str, Any], source: str = "the weights"
-                ) -> tuple[int | None, int]:
+                ) -> tuple[int | None, int | None]:
     """``(input_size, hidden_size)`` read off the weights' shapes (input size None if unused):
     each the size most of the parameters that show it agree on (the first seen of equals),
-    so that one array of a wrong shape is the one the check of the weights blames."""
+    so that one array of a wrong shape is the one the check of the weights blames. A cell
+    without parameters shows neither."""
+    if not schedule.params:
+        return None, None
     votes: dict[Size, Counter[int]] = {Size.HIDDEN: Counter(), Size.INPUT: Counter()}
     seen: dict[tuple[Size, int], str] = {}
     for spec in schedule.params:
