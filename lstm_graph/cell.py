@@ -895,13 +895,15 @@ class Runner:
         return Runner(self.cell, self.stack, False, self.units, self.input_size,
                       self.hidden_size, self.backend, self.dtype, self.executor, self.notes)
 
-    def export_onnx(self, path: str | Path, check: bool = True) -> str:
+    def export_onnx(self, path: str | Path, check: bool = True, scan: bool = False) -> str:
         """Write this runner as one ONNX model (see :mod:`lstm_graph.export.onnx_model`),
         checked against it first; returns how it was checked. The model is time-major
-        (``x`` of shape ``(T, B, I)``) whether or not the runner is batch-first."""
+        (``x`` of shape ``(T, B, I)``) whether or not the runner is batch-first. ``scan``:
+        a Scan over the step even where the cell is ONNX's LSTM, GRU or RNN (onnxruntime's
+        kernels of those turn NaN and infinity in ``x`` into numbers; its Scan does not)."""
         from lstm_graph.export import onnx_model
 
-        return onnx_model.export(self.time_major(), path, check)
+        return onnx_model.export(self.time_major(), path, check, scan)
 
     def export_torch(self, path: str | Path, check: bool = True) -> tuple[Path, Path]:
         """Write this runner as a PyTorch module ``path`` (``.py``) and its state dict

@@ -135,6 +135,29 @@ def test_each_builtin_cell_exports_to_a_model_that_onnxruntime_runs_as_the_cell(
         ["y", *(f"final_{s}" for s in runner.cell.graph.states)]
 
 
+@pytest.mark.parametrize("name, layers, direction", [("lstm", 1, "forward"),
+                                                    ("gru", 2, "bidirectional"),
+                                                    ("rnn_relu", 1, "reverse")])
+def test_scan_writes_an_operator_cell_as_a_scan_that_keeps_nan_in_onnxruntime(
+        tmp_path, name, layers, direction, cli_run):
+    """onnxruntime's fused kernels give numbers for NaN in x; a Scan of the cell keeps NaN,
+    and equals the cell elsewhere."""
+    runner = lstm_graph.load_cell(name).compile(input_size=3, hidden_size=4, seed=0,
+                                                layers=layers, direction=direction)
+    runner.export_onnx(tmp_path / "m.onnx", scan=True)
+    model = assert_model_equals_runner(tmp_path / "m.onnx", runner, 1e-5)
+    assert runs_as(model) == {"Scan"}
+    x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype("float32")
+    x[1, 0, 0] = np.nan
+    y, _ = runner(x, allow_nonfinite=True)
+    got = onnxruntime_run(tmp_path / "m.onnx", x)["y"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(y))
+    assert np.isnan(y).any() and not np.isnan(y[:, 1]).any()
+    out = cli_run("export", name, "-I", "3", "-H", "4", "--layers", layers, "--direction",
+                  direction, "--format", "onnx", "--scan", "--out", tmp_path / "c.onnx").stdout
+    assert "a Scan over the cell's step" in out
+
+
 @pytest.mark.parametrize("text", [EVERYTHING, RENAMED_LSTM, *NEAR_MISSES.values()],
                          ids=["everything", "renamed_lstm", *NEAR_MISSES])
 def test_user_cells_export_and_only_an_exact_operator_cell_gets_the_operator(tmp_path, text):
@@ -211,6 +234,8 @@ def test_export_takes_the_layers_options_and_random_weights(tmp_path, cli_run):
     (["lstm", "-I", "3", "--format", "onnx", "--out", "m.onnx"], "--hidden-size"),
     (["lstm", "-I", "3", "-H", "4", "--format", "onnx", "--out", "m.py"], "name it m.onnx"),
     (["lstm", "-I", "3", "-H", "4", "--format", "tflite", "--out", "m.onnx"], "tflite"),
+    (["lstm", "-I", "3", "-H", "4", "--format", "torch", "--scan", "--out", "m.py"],
+     "--scan chooses how an ONNX model runs the cell"),
 ])
 def test_export_usage_mistakes_exit_2_saying_what(tmp_path, monkeypatch, args, message,
                                                   cli_fails):

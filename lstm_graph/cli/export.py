@@ -47,10 +47,14 @@ FORMATS = ("onnx", "torch")
               help="The model (.onnx) or module (.py; the state dict goes beside it, .pt).")
 @click.option("--no-check", is_flag=True,
               help="Write without running the export against the cell first.")
+@click.option("--scan", is_flag=True,
+              help="ONNX: a Scan over the cell's step even where the cell is ONNX's LSTM, GRU "
+                   "or RNN operator (onnxruntime's kernels of those turn NaN and infinity in "
+                   "x into numbers; its Scan keeps them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def export(spec: str, weights: Path | None, input_size: int | None, hidden_size: int | None,
            seed: int, layers: int | None, direction: str | None, dtype: str, fmt: str,
-           out: Path, no_check: bool, as_json: bool) -> None:
+           out: Path, no_check: bool, scan: bool, as_json: bool) -> None:
     """Export a cell to run without lstm-graph: ONNX or PyTorch."""
     model = is_model(spec)
     if model and (weights is not None or input_size is not None or hidden_size is not None):
@@ -58,6 +62,9 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     if not model and weights is None and (input_size is None or hidden_size is None):
         raise click.UsageError("give --weights FILE, or both --input-size and --hidden-size "
                                "(with --seed) for random weights")
+    if scan and fmt != "onnx":
+        raise click.UsageError("--scan chooses how an ONNX model runs the cell; --format torch "
+                               "writes the cell's own equations")
     suffix = {"onnx": ".onnx", "torch": ".py"}[fmt]
     if out.suffix.lower() != suffix:
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
@@ -82,8 +89,8 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         "direction": runner.stack.direction, "input_size": runner.input_size,
         "hidden_size": runner.hidden_size}
     if fmt == "onnx":
-        checked = onnx_model.export(runner, out, check)
-        fused = onnx_model.fused_operator(runner)
+        checked = onnx_model.export(runner, out, check, scan)
+        fused = onnx_model.fused_operator(runner, scan)
         how = f"ONNX's {fused.op_type} operator" if fused else "a Scan over the cell's step"
         states = list(cell.graph.states)
         shape = f"(B, {runner.hidden_size})" if runner.stack.single else \

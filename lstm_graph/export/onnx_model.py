@@ -133,18 +133,20 @@ def check_exportable(runner: Runner) -> None:
                         "cell does")
 
 
-def fused_operator(runner: Runner) -> Fused | None:
-    """The ONNX operator every layer of ``runner`` runs as, or None: a Scan. Only in
-    float32: onnxruntime's recurrent operators have no float64 kernel, its Scan has."""
-    if np.dtype(runner.dtype) != np.float32:
+def fused_operator(runner: Runner, scan: bool = False) -> Fused | None:
+    """The ONNX operator every layer of ``runner`` runs as, or None: a Scan (always, with
+    ``scan``). Only in float32: onnxruntime's recurrent operators have no float64 kernel,
+    its Scan has."""
+    if scan or np.dtype(runner.dtype) != np.float32:
         return None
     found = [match(unit.cell) for unit in runner.units]
     first = found[0]
     return first if first is not None and all(f == first for f in found) else None
 
 
-def build(runner: Runner) -> Any:
-    """The ONNX model (a ``ModelProto``) of ``runner``: see the module docstring."""
+def build(runner: Runner, scan: bool = False) -> Any:
+    """The ONNX model (a ``ModelProto``) of ``runner``: see the module docstring (with
+    ``scan``, a Scan where it would be one of ONNX's recurrent operators)."""
     onnx = _onnx()
     check_exportable(runner)
     helper = onnx.helper
@@ -159,7 +161,7 @@ def build(runner: Runner) -> Any:
                                                  name=name)
                     for name, value in runner.weights.items()]
     names.used.update(runner.weights)
-    fused = fused_operator(runner)
+    fused = fused_operator(runner, scan)
     stack = runner.stack
     layer_input = "x"
     finals: list[dict[str, str]] = []
@@ -437,13 +439,15 @@ def require_copies(runner: Runner, copies: int, what: str) -> None:
                                runner.dtype)], what)
 
 
-def export(runner: Runner, path: str | Path, check: bool = True) -> str:
+def export(runner: Runner, path: str | Path, check: bool = True, scan: bool = False) -> str:
     """Write ``runner`` as an ONNX model to ``path`` (whole or not at all), after checking
     it with ``onnx.checker`` (``full_check``) and, with ``check``, against the runner
-    (:func:`verify`). Returns how it was checked, in words."""
+    (:func:`verify`); with ``scan``, as a Scan of the step even where the cell is one of
+    ONNX's recurrent operators (whose onnxruntime kernels turn NaN and infinity in ``x``
+    into numbers). Returns how it was checked, in words."""
     require_copies(runner, ONNX_COPIES[check], "the ONNX export")
     onnx = _onnx()
-    model = build(runner)
+    model = build(runner, scan)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as err:  # a bug of ours, said as one
