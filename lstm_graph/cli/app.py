@@ -101,7 +101,8 @@ class _Group(click.Group):
 _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram.svg",
              "markdown": "board.md", "run": "y.npz", "trace": "trace.npz", "grad": "grads.npz",
              "params": "template.npz", "explore": "cell.html", "train": "w.npz",
-             "gradflow": "chart.png", "sweep": "board.json"}
+             "gradflow": "chart.png", "sweep": "board.json",
+             "export": "model.onnx (with --format torch, model.py)"}
 
 
 def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:

@@ -66,7 +66,8 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         raise click.UsageError("--scan chooses how an ONNX model runs the cell; --format torch "
                                "writes the cell's own equations")
     suffix = {"onnx": ".onnx", "torch": ".py"}[fmt]
-    if out.suffix.lower() != suffix:
+    # Python imports a module from a .py file only: .PY is refused, .ONNX is a model
+    if (out.suffix if fmt == "torch" else out.suffix.lower()) != suffix:
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
                                f"{out.with_suffix(suffix).name}")
     written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
