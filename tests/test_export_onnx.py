@@ -257,8 +257,8 @@ def test_a_model_that_would_differ_from_the_cell_is_not_written(tmp_path, monkey
     runner = lstm_graph.load_cell("lstm").compile(input_size=4, hidden_size=4, seed=1)
     real = onnx_model.build
 
-    def wrong(r):  # a bug in the exporter, simulated: the operator's gate order swapped
-        model = real(r)
+    def wrong(r, scan):  # a bug in the exporter, simulated: the operator's gate order swapped
+        model = real(r, scan)
         for node in model.graph.node:
             if node.op_type == "LSTM":
                 node.input[1], node.input[2] = node.input[2], node.input[1]
