@@ -260,8 +260,10 @@ def test_gradflow_draws_the_gradient_each_edge_carried_on_the_diagram(tmp_path, 
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", "p.txt"], 1,
-     "a chart is written as .png or .svg"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", "p.txt"], 2,
+     "--plot p.txt: a chart is written as .png or .svg (by its suffix), not .txt"),
+    (["train", "lstm", "--task", "t.npz", "--length", "9", "--steps", "5"], 2,
+     "the task file t.npz holds sequences of their own length: drop --length"),
     (["train", "lstm", "--task", "adding", "--steps", "5", "--checkpoint", "w.npz"], 2,
      "--out and --checkpoint name the same file (w.npz)"),
     (["train", "lstm", "--task", "adding", "--steps", "5", "--checkpoint", "c.png", "--plot",
@@ -292,6 +294,7 @@ def test_train_and_gradflow_refuse_bad_outputs_before_any_work(tmp_path, monkeyp
     (["train", "lstm", "--task", "adding", "--steps", "5", "--out", "/dev/null"],
      "give --checkpoint FILE"),
     (["gradflow", "lstm", "lstm", "--out", "g.png"], "a CELL is given twice"),
+    (["gradflow", "lstm", "--out", "g.npy"], "--out g.npy: a chart is written as"),
     (["gradflow", "=w.npz", "--out", "g.png"], "a CELL is empty before its '='"),
 ])
 def test_train_and_gradflow_usage_errors(tmp_path, monkeypatch, args, message, cli_fails):
@@ -345,6 +348,15 @@ def test_gradflow_tells_two_weights_of_one_cell_apart(tmp_path, cli_run):
     a, b = f"rnn={tmp_path / 'w1.npz'}", f"rnn={tmp_path / 'w2.npz'}"
     result = cli_run("gradflow", a, b, "--length", "6", "--json", "--out", tmp_path / "g.svg")
     assert sorted(json.loads(result.stdout)["flows"]) == sorted([a, b])
+
+
+def test_gradflow_says_the_input_size_of_weights_is_the_task_s_that_differs(tmp_path,
+                                                                             cli_fails):
+    np.savez(tmp_path / "w.npz", **lstm_graph.load_cell("rnn").random_weights(2, 4, seed=0))
+    message = cli_fails("gradflow", f"rnn={tmp_path / 'w.npz'}", "--task", "copy", "--out",
+                        tmp_path / "g.svg")
+    assert "has input size 2, but input size 10 was asked for (the input size of --task " \
+        "copy, whose x has 10 channels)" in message
 
 
 def test_a_model_file_is_its_cell_with_its_weights_in_gradflow_and_refused_by_train(

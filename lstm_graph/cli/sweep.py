@@ -9,11 +9,10 @@ import click
 from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_same_outputs, say
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
-from lstm_graph.cli.train import TASK_HELP
+from lstm_graph.cli.train import TASK_HELP, task_of
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, json_text, refuse_inputs, write_atomic
-from lstm_graph.training import named
 
 
 def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -85,7 +84,7 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         for warning in source.compile().warnings:
             say(str(warning), err=True)
         sources.append((spec, source))
-    task = named(task_name, length)
+    task = task_of(task_name, length)
     settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
     configs = sweeping.grid(sources, hidden_sizes, seeds)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from lstm_graph.cli.app import (
-    SPEC_HELP,
     FiniteFloat,
     OutputPath,
     emit_json,
@@ -23,19 +23,44 @@ from lstm_graph.cli.app import (
     refuse_same_outputs,
     say,
 )
+from lstm_graph.errors import WeightsError
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.library import builtin_names
 from lstm_graph.models import is_model
 from lstm_graph.render import FORMATS, STYLES, render, save
-from lstm_graph.training import named, train
+from lstm_graph.training import Task, named, train
 from lstm_graph.training.gradflow import Flow, flow
-from lstm_graph.training.plots import check_chart, gradient_flow_chart, loss_curves
+from lstm_graph.training.plots import (
+    chart_format_problem,
+    check_chart,
+    gradient_flow_chart,
+    loss_curves,
+)
 from lstm_graph.training.trainer import Stopped, check_fits
 
 TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
              "holding x (T, N, I) and y (N, O) or (T, N, O).")
+
+
+def usage_chart(option: str, path: Path) -> None:
+    """A chart's path of another format is wrong usage, as a diagram's is."""
+    problem = chart_format_problem(path)
+    if problem:
+        raise click.UsageError(f"{option} {problem}")
+
+
+def task_of(task_name: str, length: int) -> Task:
+    """The task ``--task`` names; ``--length`` given beside a task file is wrong usage
+    (its sequences have their own length, and the option would do nothing)."""
+    context = click.get_current_context()
+    if task_name not in ("adding", "copy") and \
+            context.get_parameter_source("length") is ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"--length sets the adding problem's length and the copy "
+                               f"task's delay; the task file {task_name} holds sequences of "
+                               "their own length: drop --length")
+    return named(task_name, length)
 
 
 def _ratio(first: float, last: float) -> str:
@@ -73,9 +98,10 @@ def _stop_at_a_step_end() -> Iterator[list[int]]:
             signal.signal(number, handler)
 
 
-@main.command(epilog=SPEC_HELP + " Writes the cell's trained parameters (in its own names, "
-              "ready for run, trace, grad, explore) to --out; the checkpoint also holds the "
-              "readout and Adam's state.")
+@main.command(epilog="SPEC is a built-in cell name (see 'cells') or a path to a .cell file "
+              "(a model file's cell trains from fresh weights: give its cell). Writes the "
+              "cell's trained parameters (in its own names, ready for run, trace, grad, "
+              "explore) to --out; the checkpoint also holds the readout and Adam's state.")
 @click.argument("spec")
 @click.option("--task", "task_name", required=True, help=TASK_HELP)
 @click.option("--length", type=click.IntRange(min=1), default=50, show_default=True,
@@ -109,6 +135,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                   plot: Path | None, as_json: bool) -> None:
     """Train a cell (with a linear readout) on a task, with Adam and gradient clipping."""
     if plot is not None:
+        usage_chart("--plot", plot)
         check_chart(plot)
     if checkpoint is None:
         if out.is_symlink() or (out.exists() and not out.is_file()):
@@ -127,7 +154,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                                f"cannot go on from a model's: give the cell {spec} holds "
                                f"('lstm-graph validate {spec}' names it) as SPEC")
     cell = load(spec)
-    task = named(task_name, length)
+    task = task_of(task_name, length)
     check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
     with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
                            file=sys.stderr, item_show_func=_show_loss) as bar, \
@@ -225,6 +252,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         raise click.UsageError("--diagram draws one cell: give exactly one CELL")
     if step is not None and diagram is None:
         raise click.UsageError("--step chooses the step of --diagram; give --diagram too")
+    usage_chart("--out", out)
     check_chart(out)
     diagram_format = None if diagram is None else diagram.suffix.lower().lstrip(".") or "svg"
     if diagram_format is not None and diagram_format not in FORMATS:
@@ -238,15 +266,21 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     for path in (out, diagram):  # a directory it cannot write in: said now
         if path is not None:
             check_output(path)
-    task = named(task_name, length)
+    task = task_of(task_name, length)
     if step is not None and step > task.length:
         raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")
     runners = []
     for spec, weights_path in given:
         cell = load(spec)
         if weights_path:
-            runners.append(cell.compile(input_size=task.input_size,
-                                        weights=Path(weights_path), dtype="float64"))
+            try:
+                runners.append(cell.compile(input_size=task.input_size,
+                                            weights=Path(weights_path), dtype="float64"))
+            except WeightsError as err:  # the input size asked for is the task's
+                raise WeightsError(f"{err} (the input size of --task {task_name}, whose "
+                                   f"x has {task.input_size} channels)"
+                                   if f"input size {task.input_size} was asked for" in str(err)
+                                   else str(err)) from None
         else:
             runners.append(cell.compile(input_size=task.input_size, hidden_size=hidden_size,
                                         seed=seed, dtype="float64"))

@@ -22,11 +22,19 @@ FORMATS = (".png", ".svg")
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
 
+def chart_format_problem(path: Path) -> str | None:
+    """Why a chart cannot be written to ``path`` as its suffix says, or None."""
+    if path.suffix.lower() in FORMATS:
+        return None
+    had = f"not {path.suffix}" if path.suffix else "and this path has no suffix"
+    return f"{path}: a chart is written as .png or .svg (by its suffix), {had}"
+
+
 def check_chart(path: Path) -> None:
     """Refuse, before any work, a chart path of another format or a missing matplotlib."""
-    if path.suffix.lower() not in FORMATS:
-        raise RenderError(f"{path}: a chart is written as .png or .svg, not "
-                          f"'{path.suffix or 'no suffix'}'")
+    problem = chart_format_problem(path)
+    if problem:
+        raise RenderError(problem)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
