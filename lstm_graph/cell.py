@@ -724,7 +724,10 @@ class Runner:
                         top.append(self._cut_y(found.y))
                 upstream = below
         y = top[0] if directions == 1 else xp.concatenate(top, axis=-1)
-        return Gradients(upstream, weights, {}, y, {}), state, finals
+        # in the weights' order (l0. first), not the backward pass's
+        ordered = {**{name: weights[name] for name in self.weights if name in weights},
+                   **weights}
+        return Gradients(upstream, ordered, {}, y, {}), state, finals
 
     def _pad(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """States as the cell holds them: a projected state widened with zeros to H."""

@@ -256,6 +256,7 @@ def test_the_loss_of_a_stack_grad_is_the_run_s(tmp_path):
     x = inputs(5, 2, 3, "float64")
     y, final = runner(x, lengths=[5, 2])
     found = runner.grad(x, np.ones_like(y), lengths=[5, 2])
+    assert list(found.weights) == list(runner.weights)  # l0. first, as the weights are
     np.testing.assert_allclose(found.y, y, rtol=1e-12)
     np.testing.assert_allclose(found.final["c"], final["c"], rtol=1e-12)
     assert found.state["h"].shape == (4, 2, 4)
