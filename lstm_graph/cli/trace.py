@@ -21,9 +21,10 @@ from lstm_graph.distributed.jobs import trace_arrays
 from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
-@main.command(epilog=SPEC_HELP + " Writes one array (T, B, width) per assignment under its "
-              "name (in a stack, under its layer and direction: l0.c, l0_reverse.c, ...), y, "
-              "and final.STATE for each state's final value.")
+@main.command(epilog=SPEC_HELP + " Writes one array (T, B, width; with --batch-first (B, T, "
+              "width)) per assignment under its name (in a stack, under its layer and "
+              "direction: l0.c, l0_reverse.c, ...), y, and final.STATE for each state's final "
+              "value.")
 @click.argument("spec")
 @run_options
 @dask_options
