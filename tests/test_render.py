@@ -123,6 +123,16 @@ def test_highlight_changes_colours_only(style):
     assert lit_nodes["o"]["color"] == palette.FADED
 
 
+def test_the_pipe_style_bus_is_lit_only_where_it_carries_what_is_lit():
+    """c[t-1] lights the forget and input valves through their peepholes, not the bus of
+    x and h[t-1] into them; x lights the bus up to the last valve."""
+    cell = lstm_graph.load_cell("peephole_lstm")
+    for target, lit in (("c[t-1]", False), ("x", True)):
+        pairs = {(s, d): a for s, d, a in edges(render(cell, "pipe", highlight=target).source)}
+        bus = [a["color"] for (s, d), a in pairs.items() if s.startswith("[bus ") and "color" in a]
+        assert bus and set(bus) == {palette.HIGHLIGHT if lit else palette.FADED}, target
+
+
 def test_highlight_presets_follow_the_article_figures():
     scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
     forget = highlighted(scene, "forget")

@@ -56,17 +56,20 @@ def draw_unrolled(scene: Scene, steps: int) -> graphviz.Digraph:
 
 
 def lit_nodes(scene: Scene, lit: frozenset[str] | None) -> set[str] | None:
-    """The drawn nodes ``lit`` lights in this style: the bus junctions too, from the
-    bus's start up to the last lit layer on it, a lit output's upward copy, and the
-    memory's old value on the line when a lit layer weighs it."""
+    """The drawn nodes ``lit`` lights in this style: a lit output's upward copy, the
+    memory's old value on the line when a lit layer weighs it, and, where the bus carries
+    something lit (a source below the pipe), its junctions from its start up to the last
+    lit layer on it (not for a layer lit by what it reads otherwise: a peephole)."""
     if lit is None:
         return None
     bus = _bus(scene)
-    last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1)
     markers = {marker(o) for o in scene.graph.outputs if sink_id(o) in lit}
     old = old_id(scene.memory_state())
     down = {_down(scene)} if old in lit and any(
         _via_line(scene, e) and e.dst in lit for e in scene.edges) else set()
+    carried = any(source in lit or source in down for source in _line_sources(scene))
+    last = max((k for k, layer in enumerate(bus) if layer in lit), default=-1) \
+        if carried else -1
     return {*lit, *markers, *down, *(_junction(layer) for layer in bus[: last + 1])}
 
 
