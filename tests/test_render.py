@@ -133,6 +133,18 @@ def test_the_pipe_style_bus_is_lit_only_where_it_carries_what_is_lit():
         assert bus and set(bus) == {palette.HIGHLIGHT if lit else palette.FADED}, target
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_an_operand_read_twice_is_drawn_as_two_arrows(style):
+    """p * p squares p: one arrow into the × read as a one-input op; p - p subtracts the
+    second."""
+    cell = lstm_graph.compile_source("input x\nstate h\noutput h\np = tanh(linear(x, h[t-1]))"
+                                     "\nw = p * p\nq = p - p\nh = w + q\n", "sq.cell")
+    pairs = [(s, d, a) for s, d, a in edges(render(cell, style).source)]
+    assert [(s, d) for s, d, _ in pairs].count(("p", "w")) == 2
+    into_q = [a for s, d, a in pairs if (s, d) == ("p", "q")]
+    assert len(into_q) == 2 and ["headlabel" in a for a in into_q] == [False, True]
+
+
 def test_highlight_presets_follow_the_article_figures():
     scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
     forget = highlighted(scene, "forget")

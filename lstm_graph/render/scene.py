@@ -180,11 +180,14 @@ def build_scene(schedule: Schedule) -> Scene:
         a, b = scene.owner[src], scene.owner[dst]
         if a == b:
             continue  # inside a layer: linear -> its activation
-        args = graph.node(dst).args  # the subtracted operand, unless a number inside says it
-        sign = "−" if graph.node(dst).op == "sub" and args.index(src) == 1 and \
-            scene.owner[args[0]] != b else None
-        scene.edges.append(VEdge(a, b, kind, src in graph.states,
-                                 graph.is_peep(src, dst), (src, dst), sign))
+        node = graph.node(dst)
+        # one edge per operand that reads it: p * p is drawn with two arrows into its ×
+        for position in (k for k, arg in enumerate(node.args) if arg == src):
+            # the subtracted operand, unless a number inside says it
+            sign = "−" if node.op == "sub" and position == 1 and \
+                scene.owner[node.args[0]] != b else None
+            scene.edges.append(VEdge(a, b, kind, src in graph.states,
+                                     graph.is_peep(src, dst), (src, dst), sign))
     for name in sinks:
         scene.edges.append(VEdge(scene.owner[name], sink_id(name), EdgeKind.NEW,
                                  name in graph.states))
