@@ -145,6 +145,18 @@ def test_an_operand_read_twice_is_drawn_as_two_arrows(style):
     assert len(into_q) == 2 and ["headlabel" in a for a in into_q] == [False, True]
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_a_function_s_numbers_are_drawn_where_they_are_not_its_defaults(style):
+    cell = lstm_graph.compile_source(
+        "input x\nstate h\noutput h\nf = hard_sigmoid(linear(x, h[t-1]), beta=0.6)\n"
+        "h = leaky_relu(f, 0.1) + leaky_relu(f) + clip(f, 3)\n", "n.cell")
+    labels = " ".join(a.get("label", "") for a in nodes(render(cell, style).source).values())
+    below = '<BR/><FONT POINT-SIZE="9">'
+    assert labels.count(below) == 3, labels  # the default alpha of leaky_relu(f) not shown
+    for words in ("β=0.6", "α=0.1", "threshold=3"):
+        assert f"{below}{words}</FONT>" in labels
+
+
 def test_highlight_presets_follow_the_article_figures():
     scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
     forget = highlighted(scene, "forget")

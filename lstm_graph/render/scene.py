@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from lstm_graph.errors import RenderError
-from lstm_graph.ir import CellGraph, EdgeKind, NodeKind, old_id
+from lstm_graph.ir import CellGraph, EdgeKind, Node, NodeKind, old_id
+from lstm_graph.ops import number_text
 from lstm_graph.schedule import Schedule
 
 
@@ -61,6 +62,24 @@ def markup(text: str) -> str:
     HTML one and even written ``&#92;N``, as the node's or the graph's name (a caption
     ``# keep \\N`` showed the node's), and ``\\\\`` as one backslash."""
     return html.escape(text).replace("\\", "\\\\")
+
+
+#: How a function's numbers are named beside its symbol (``lrelu α=0.1``).
+_NUMBER_NAMES = {"alpha": "α", "beta": "β"}
+
+
+def with_numbers(symbol: str, node: Node) -> str:
+    """``symbol`` (HTML) and, smaller below it, the numbers the call gives its function
+    where they are not the defaults (``leaky_relu(v, 0.1)``: ``lrelu α=0.1``; ``clip``'s
+    threshold always): two cells that differ only there are drawn apart."""
+    given = node.attributes
+    shown = [(a.name, given[a.name]) for a in node.operation.attributes
+             if a.name in given and (a.default is None or given[a.name] != a.default)]
+    if not shown:
+        return symbol
+    words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={number_text(value)}"
+                     for name, value in shown)
+    return f'{symbol}<BR/><FONT POINT-SIZE="9">{markup(words)}</FONT>'
 
 
 def subscripted(name: str, subscript: str) -> str:
@@ -161,15 +180,16 @@ def build_scene(schedule: Schedule) -> Scene:
         elif node.is_linear:
             activation = fused_activation(schedule, node_id)
             top = activation or node_id
-            symbol = graph.node(activation).operation.symbol if activation else "W"
+            symbol = with_numbers(markup(graph.node(activation).operation.symbol),
+                                  graph.node(activation)) if activation else "W"
             ir = (node_id, activation) if activation else (node_id,)
             caption = captions.get(top) if graph.node(top).id == graph.node(top).assignment \
                 else None
             scene.add(VNode(top, "layer", symbol, ir, stage, caption))
         else:
             caption = captions.get(node_id) if node_id == node.assignment else None
-            scene.add(VNode(node_id, "op", markup(node.operation.symbol), (node_id,), stage,
-                            caption))
+            scene.add(VNode(node_id, "op", with_numbers(markup(node.operation.symbol), node),
+                            (node_id,), stage, caption))
     _fold_constants(scene)
     sinks = list(graph.states) + [o for o in graph.outputs if o not in graph.states]
     for name in sinks:
