@@ -260,3 +260,26 @@ def test_float64_numbers_fit_their_columns(browser, tmp_path):
     assert all(scroll <= width for scroll, width, _ in spans), spans
     assert tab.errors == []
     tab.page.close()
+
+
+def test_every_state_gets_a_gradient_chart_even_one_no_gradient_reaches(browser, tmp_path):
+    """A state whose gradient is 0 at every step was left out without a word; a size at
+    one step alone, with none beside it, was a line of no length: now a point."""
+    cell = lstm_graph.load_cell("gru")
+    runner = cell.compile(input_size=3, hidden_size=4, seed=4)
+    x = np.random.default_rng(7).standard_normal((5, 2, 3)).astype("float32")
+    alone = np.zeros((5, 2))
+    alone[4] = 0.5  # only the last step: as a state the loss reads at that step alone
+    path = tmp_path / "flow.html"
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 4), "float32")},
+                                   runner.dtype, {"h": alone})), "utf-8")
+    tab = Opened(browser, path)
+    charts = tab.page.eval_on_selector_all("#gradients svg", "s => s.map(e => e.outerHTML)")
+    assert len(charts) == 1 and "circle" in charts[0] and 'r="2.5"' in charts[0]
+    tab.page.close()
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 4), "float32")},
+                                   runner.dtype, {"h": np.zeros((5, 2))})), "utf-8")
+    tab = Opened(browser, path)
+    texts = tab.page.eval_on_selector_all("#gradients svg", "s => s.map(e => e.textContent)")
+    assert texts == ["‖∂L/∂h‖: 0 at every step of this sequence"] and tab.errors == []
+    tab.page.close()

@@ -237,7 +237,13 @@
       const series = D.steps.map((_, t) => D.gradients[state][t][view.b]);
       const logs = series.map((v) => (v !== null && v > 0 ? Math.log10(v) : null));
       const finite = logs.filter((v) => v !== null);
-      if (finite.length === 0) continue;
+      if (finite.length === 0) {  // said, not left out: no gradient reaches this state
+        const none = series.every((v) => v === 0) ? "0 at every step" : "no positive size at any step";
+        box.insertAdjacentHTML("beforeend",
+          `<svg viewBox="0 0 ${w} 24" role="img" aria-label="gradient reaching ${esc(state)} at each step">` +
+          `<text x="${left}" y="15">‖∂L/∂${esc(state)}‖: ${none} of this sequence</text></svg>`);
+        continue;
+      }
       const low = Math.floor(Math.min(...finite)), high = Math.ceil(Math.max(...finite, low + 1));
       const x = (t) => left + (T === 1 ? 0.5 : t / (T - 1)) * (w - left - right);
       const y = (v) => top + (1 - (v - low) / (high - low)) * (h - top - bottom);
@@ -246,12 +252,15 @@
         if (v === null) return;
         path += (path && logs[t - 1] !== null ? " L" : " M") + x(t).toFixed(1) + "," + y(v).toFixed(1);
       });
+      // a size with none beside it is a point, not a line
+      const alone = logs.map((v, t) => (v !== null && logs[t - 1] == null && logs[t + 1] == null
+        ? `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2.5" fill="#7048e8"/>` : "")).join("");
       const now = logs[view.t];
       const shown = now === null ? "" : `<circle cx="${x(view.t)}" cy="${y(now)}" r="3.5" fill="#7048e8"/>`;
       box.insertAdjacentHTML("beforeend",
         `<svg viewBox="0 0 ${w} ${h}" role="img" aria-label="gradient reaching ${esc(state)} at each step">` +
         `<line x1="${x(view.t)}" x2="${x(view.t)}" y1="${top}" y2="${h - bottom}" stroke="#999" stroke-dasharray="3 3"/>` +
-        `<path d="${path.trim()}" fill="none" stroke="#7048e8" stroke-width="2"/>${shown}` +
+        `<path d="${path.trim()}" fill="none" stroke="#7048e8" stroke-width="2"/>${alone}${shown}` +
         `<text x="${left}" y="11">‖∂L/∂${esc(state)}‖ at step ${D.steps[view.t]}: ${esc(text(series[view.t]))}</text>` +
         `<text x="2" y="${y(high) + 4}">1e${high}</text><text x="2" y="${y(low) + 4}">1e${low}</text>` +
         `<text x="${left}" y="${h - 4}">step ${D.steps[0]}</text><text x="${w - right}" y="${h - 4}" text-anchor="end">step ${D.steps[T - 1]}</text></svg>`);
