@@ -243,7 +243,9 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         hidden_size = found_hidden if found_hidden is not None else hidden_size
         if input_size is None or hidden_size is None:
             what = "input" if input_size is None else "hidden"
-            raise DataError(f"the weights do not show the {what} size; give {what}_size")
+            flag = "-I" if what == "input" else "-H"
+            raise DataError(f"the weights do not show the {what} size; give {what}_size "
+                            f"({flag} on the command line)")
     check_sizes(input_size, hidden_size)
     if stack.proj is not None and cell.graph.outputs.keys() - cell.graph.states.keys():
         raise DataError(f"a projection cuts the output state, and cell '{cell.name}''s output "

@@ -75,6 +75,7 @@ def test_a_checked_fifo_s_reader_waits_for_the_output_rather_than_an_end(tmp_pat
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
         check_output(fifo)
+        check_output(fifo)  # checked twice, held once
         with pytest.raises(BlockingIOError):  # a writer is there: no end, no data yet
             os.read(reader, 100)
         with open_output(fifo) as stream:

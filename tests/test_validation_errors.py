@@ -186,6 +186,11 @@ def test_unclosed_parenthesis():
      "name"),
     ("h = linear(x) +\n", 15, "'+' has no value after it; give its right operand"),
     ("h = linear(x) * (1 -)\n", 20, "'-' has no value after it"),
+    ("h = (linear(x) and c[t-1]) +\n", 28, "'+' has no value after it"),  # 'and' not blamed
+    ("h = leaky_relu(linear(x), alpha=0.1, alpha=0.2)\n", 38, "leaky_relu()'s alpha is given "
+     "twice"),
+    ("h = leaky_relu(linear(x), \uff41lpha=0.1)\n", 27, "'\uff41lpha' (U+FF41 l p h a) reads "
+     "as 'alpha'"),
 ])
 def test_unsupported_or_misused_syntax(body, col, words):
     errors = cell_errors(body + OK_C)
@@ -351,6 +356,11 @@ def test_a_name_an_expression_reads_otherwise_is_refused_where_it_is_written():
     assert cell_errors("\u210e = tanh(linear(x, h[t-1]))\n", header) == [(4, 1, nfkc)]
     assert cell_errors("\u03b1 = h[t-1] * 2\nh = tanh(linear(x,\n  \u03b1 * \u210e[t-1]))\n",
                        header) == [(6, 7, nfkc)]
+
+
+def test_an_operator_left_without_its_operand_over_lines_is_placed_at_it():
+    errors = cell_errors("h = tanh(linear(x,\n  x * c[t-1] +\n))\n" + OK_C)
+    assert errors[0][:2] == (6, 14) and "'+' has no value after it" in errors[0][2]
 
 
 def test_the_input_is_no_output():

@@ -23,7 +23,7 @@ import click
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning, inert_lines
-from lstm_graph.formats.files import json_text, recording
+from lstm_graph.formats.files import json_text, recording, release_held
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
 
@@ -92,6 +92,7 @@ class _Group(click.Group):
             raise _UserError(f"out of memory; {_what_was_written(written)} (the work was "
                              "larger than the memory this process may take)") from None
         finally:
+            release_held()  # FIFOs checked but never written: their readers' input ends
             signal.signal(signal.SIGTERM, previous)
             notes.removeHandler(handler)
 

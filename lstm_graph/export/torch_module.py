@@ -531,6 +531,8 @@ def verify(runner: Runner, text: str, weights: Mapping[str, Any], steps: int = 3
         model.load_state_dict(weights)
         with torch.no_grad():
             y, final = model(torch.from_numpy(x))
+    except MemoryError:
+        raise
     except Exception as err:  # our generated code failing is ours to report, not a user's
         raise DataError(f"the exported module failed its check ({type(err).__name__}: "
                         f"{err}); nothing was written (a bug in lstm-graph's export: please "

@@ -152,6 +152,13 @@ def open_output(path: str | Path, binary: bool = False) -> Iterator[BinaryIO]:
 _HELD: dict[tuple[int, int], int] = {}
 
 
+def release_held() -> None:
+    """Close the FIFOs :func:`check_output` holds (their readers' input ends): for work
+    that failed before writing into them."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])
+
+
 def check_output(path: str | Path) -> None:
     """Refuse now, before any work, what :func:`open_output` would refuse at the end (a
     directory it cannot write in, a socket, a link another user may have put there, a
@@ -160,9 +167,9 @@ def check_output(path: str | Path) -> None:
     FIFO with a reader is opened and held open until the output is written into it."""
     with _placed(path, probe=True) as place:
         if place.status is not None and _written_through(place.status.st_mode):
-            if stat.S_ISFIFO(place.status.st_mode):
-                key = (place.status.st_dev, place.status.st_ino)
-                _HELD.setdefault(key, _open_through(place))
+            key = (place.status.st_dev, place.status.st_ino)
+            if stat.S_ISFIFO(place.status.st_mode) and key not in _HELD:
+                _HELD[key] = _open_through(place)
             return
         fd, entry = create_locked(place.directory, place.name, "tmp", place.shown, place.where)
         os.unlink(entry, dir_fd=place.directory)

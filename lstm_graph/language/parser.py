@@ -263,24 +263,35 @@ def _syntax_message(python_message: str) -> str:
 _WORD = re.compile(r"[^\W\d]\w*")
 
 
+#: Python's keywords that stand between values in an expression (``a and b``, ``a if c
+#: else b``): written so, they are operators the language lacks, not names.
+_OPERATOR_WORDS = frozenset({"and", "or", "not", "if", "else", "is", "in", "None", "True",
+                             "False"})
+
+
 def _syntax_hint(stmt: _Statement, err: SyntaxError) -> tuple[Loc, str] | None:
     """Where and why, for two of Python's bare "invalid syntax" errors that a cell's author
-    meets: a keyword of Python's written as a name (``lambda``), and an operator with
-    nothing after it (``a +`` at a line's end, ``(1 -)``)."""
-    for row, text in enumerate(stmt.lines):
-        for word in _WORD.finditer(text):
-            if iskeyword(word.group()) and word.group() not in ("None", "True", "False"):
-                col = word.start() + 1 + (stmt.indent if row == 0 else 0)
-                return (Loc(stmt.line + row, col), f"'{word.group()}' is a keyword of the "
-                        "expressions' syntax, not a name; choose another name")
+    meets: an operator with nothing after it (``a +`` at a line's end, ``(1 -)``, over
+    lines too), and a keyword of Python's written as a name (``lambda``)."""
     row = (err.lineno or 1) - 1
     if not 0 <= row < len(stmt.lines):
         return None
-    before = stmt.lines[row][:max((err.offset or 1) - 1, 0)].rstrip()
-    if before and before[-1] in "+-*/" and before[-2:] != "**":
-        col = len(before) + (stmt.indent if row == 0 else 0)
-        return (Loc(stmt.line + row, col), f"'{before[-1]}' has no value after it; give its "
-                "right operand (an expression goes on over lines inside parentheses)")
+    lines = [*stmt.lines[:row], stmt.lines[row][:max((err.offset or 1) - 1, 0)]]
+    last = next(((k, text.rstrip()) for k, text in reversed(list(enumerate(lines)))
+                 if text.strip()), None)
+    if last is not None:
+        at, before = last
+        operator = "//" if before.endswith("//") else before[-1]
+        if operator in ("+", "-", "*", "/", "//") and not before.endswith("**"):
+            col = len(before) - len(operator) + 1 + (stmt.indent if at == 0 else 0)
+            return (Loc(stmt.line + at, col), f"'{operator}' has no value after it; give its "
+                    "right operand (an expression goes on over lines inside parentheses)")
+    for at, text in enumerate(stmt.lines):
+        for word in _WORD.finditer(text):
+            if iskeyword(word.group()) and word.group() not in _OPERATOR_WORDS:
+                col = word.start() + 1 + (stmt.indent if at == 0 else 0)
+                return (Loc(stmt.line + at, col), f"'{word.group()}' is a keyword of the "
+                        "expressions' syntax, not a name; choose another name")
     return None
 
 
@@ -564,14 +575,19 @@ class _Parser:
         if all(line.isascii() for line in stmt.lines):
             return
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Name) or node.end_col_offset is None:
+            if not isinstance(node, (ast.Name, ast.keyword)) or node.end_col_offset is None:
+                continue
+            read = node.id if isinstance(node, ast.Name) else node.arg
+            if read is None:  # **values: refused where calls are read
                 continue
             row = node.lineno - 1 - stmt.offset
             if not 0 <= row < len(stmt.lines):
                 continue
             written = stmt.lines[row].encode()[node.col_offset:node.end_col_offset].decode(
                 errors="replace")
-            problem = name_problem(written) if written != node.id else None
+            if isinstance(node, ast.keyword):  # name=value: the name as written
+                written = written.partition("=")[0].strip()
+            problem = name_problem(written) if written != read else None
             if problem:
                 self.report.error(self.loc(stmt, node), problem)
 
@@ -800,6 +816,10 @@ class _Lowering:
             numbers.append(number)
         named: dict[str, float] = {}
         for keyword in node.keywords:  # numbers by name, as the usage writes them
+            if keyword.arg in named:  # Python's parser lets it through; its compiler not
+                self.report.error(self.parser.loc(self.stmt, keyword),
+                                  f"{func}()'s {keyword.arg} is given twice: {op.usage}")
+                return None
             number = _number(keyword.value)
             if number is None:
                 self.report.error(self.parser.loc(self.stmt, keyword.value),

@@ -20,10 +20,10 @@ import html
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
+import numpy as np
 
 from lstm_graph.errors import RenderError
 from lstm_graph.ir import CellGraph, EdgeKind, Node, NodeKind, old_id
-from lstm_graph.ops import number_text
 from lstm_graph.schedule import Schedule
 
 
@@ -73,11 +73,13 @@ def with_numbers(symbol: str, node: Node) -> str:
     where they are not the defaults (``leaky_relu(v, 0.1)``: ``lrelu α=0.1``; ``clip``'s
     threshold always): two cells that differ only there are drawn apart."""
     given = node.attributes
+    # compared and written as float32 holds them: an ONNX model's 0.2 is 0.20000000298…
     shown = [(a.name, given[a.name]) for a in node.operation.attributes
-             if a.name in given and (a.default is None or given[a.name] != a.default)]
+             if a.name in given and (a.default is None or
+                                     np.float32(given[a.name]) != np.float32(a.default))]
     if not shown:
         return symbol
-    words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={number_text(value)}"
+    words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={float(np.float32(value)):.7g}"
                      for name, value in shown)
     return f'{symbol}<BR/><FONT POINT-SIZE="9">{markup(words)}</FONT>'
 

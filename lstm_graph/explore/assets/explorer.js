@@ -238,7 +238,7 @@
       const logs = series.map((v) => (v !== null && v > 0 ? Math.log10(v) : null));
       const finite = logs.filter((v) => v !== null);
       if (finite.length === 0) {  // said, not left out: no gradient reaches this state
-        const none = series.every((v) => v === 0) ? "0 at every step" : "no positive size at any step";
+        const none = series.every((v) => v === 0) ? "0 at every step" : "no positive, finite size at any step";
         box.insertAdjacentHTML("beforeend",
           `<svg viewBox="0 0 ${w} 24" role="img" aria-label="gradient reaching ${esc(state)} at each step">` +
           `<text x="${left}" y="15">‖∂L/∂${esc(state)}‖: ${none} of this sequence</text></svg>`);
