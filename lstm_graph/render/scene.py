@@ -20,7 +20,6 @@ import html
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
-import numpy as np
 
 from lstm_graph.errors import RenderError
 from lstm_graph.ir import CellGraph, EdgeKind, Node, NodeKind, old_id
@@ -73,14 +72,13 @@ def with_numbers(symbol: str, node: Node) -> str:
     where they are not the defaults (``leaky_relu(v, 0.1)``: ``lrelu α=0.1``; ``clip``'s
     threshold always): two cells that differ only there are drawn apart."""
     given = node.attributes
-    # compared and written as float32 holds them: an ONNX model's 0.2 is 0.20000000298…
-    shown = [(a.name, given[a.name]) for a in node.operation.attributes
+    # to 7 digits, as float32 holds them: an ONNX model's 0.2 is 0.20000000298…
+    shown = [(a.name, f"{given[a.name]:.7g}") for a in node.operation.attributes
              if a.name in given and (a.default is None or
-                                     np.float32(given[a.name]) != np.float32(a.default))]
+                                     f"{given[a.name]:.7g}" != f"{a.default:.7g}")]
     if not shown:
         return symbol
-    words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={float(np.float32(value)):.7g}"
-                     for name, value in shown)
+    words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={value}" for name, value in shown)
     return f'{symbol}<BR/><FONT POINT-SIZE="9">{markup(words)}</FONT>'
 
 
