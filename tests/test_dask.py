@@ -161,6 +161,17 @@ def same_arrays(expected: Path, found: Path, rtol: float) -> None:
                                        err_msg=name)
 
 
+def sharded_equals_plain(args: list[str], shard_size: str, cluster: Cluster, inputs: Path,
+                         cli_run, dask_cli) -> None:
+    """``args`` run in this process (plain.npz) and on ``cluster`` in shards of
+    ``shard_size`` sequences (sharded.npz), from ``inputs``: the same float64 numbers."""
+    cli_run(*args, "--out", "plain.npz")
+    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
+                      shard_size, cwd=inputs)
+    assert result.returncode == 0, result.stderr
+    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
+
+
 @pytest.fixture
 def inputs(tmp_path: Path) -> Path:
     """A folder with x (T=12, B=7, I=3), initial states, grad_y and a user's cell."""
@@ -217,11 +228,7 @@ def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
             "stack_state.npz", "--dtype", "float64",
             *(["--grad-output", "gyb.npy"] if command == "grad" else [])]
     monkeypatch.chdir(inputs)
-    cli_run(*args, "--out", "plain.npz")
-    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
-                      "3", cwd=inputs)
-    assert result.returncode == 0, result.stderr
-    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
+    sharded_equals_plain(args, "3", cluster, inputs, cli_run, dask_cli)
 
 
 def test_a_sharded_reverse_stack_equals_a_plain_run(cluster: Cluster, inputs: Path,
@@ -234,11 +241,7 @@ def test_a_sharded_reverse_stack_equals_a_plain_run(cluster: Cluster, inputs: Pa
     args = ["run", "rnn", "--input", "xr.npy", "-H", "4", "--layers", "2", "--direction",
             "reverse", "--dtype", "float64"]
     monkeypatch.chdir(inputs)
-    cli_run(*args, "--out", "plain.npz")
-    result = dask_cli(*args, "--out", "sharded.npz", "--dask", cluster.address, "--shard-size",
-                      "2", cwd=inputs)
-    assert result.returncode == 0, result.stderr
-    same_arrays(inputs / "plain.npz", inputs / "sharded.npz", 1e-12)
+    sharded_equals_plain(args, "2", cluster, inputs, cli_run, dask_cli)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
