@@ -4,8 +4,10 @@ own: exit codes, streams, JSON shapes."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +181,34 @@ def test_run_prints_data_on_stdout_and_messages_on_stderr(cli_run, tmp_path):
     assert result.stderr == f"wrote {tmp_path / 'y.npz'}: y (20, 2, 2), h (2, 2)\n"
     assert result.stdout.startswith("rnn: ran x (20, 2, 8) with H=2")
     assert "\ny: mean" in result.stdout
+
+
+GROWS = "cell grows\ninput x\nstate h\noutput h\nh = softplus(linear(x, h[t-1]))\n"
+
+
+def test_run_and_grad_summarise_a_float32_run_near_its_limit_in_float64(cli_run, tmp_path):
+    """A float32 y of 1e29 has a std (summed in float32 its squares were inf) and reads in
+    6 digits, not 30; grad's norms are finite, with no NumPy overflow warning."""
+    (tmp_path / "grows.cell").write_text(GROWS)
+    np.save(tmp_path / "x.npy", np.full((5, 2, 3), 1e30, np.float32))
+    np.save(tmp_path / "gy.npy", np.ones((5, 2, 4), np.float32))
+    args = ["--input", tmp_path / "x.npy", "-H", "4", "--out", tmp_path / "out.npz"]
+    summary = json.loads(cli_run("run", tmp_path / "grows.cell", *args, "--json").stdout)
+    with np.load(tmp_path / "out.npz") as found, np.errstate(over="ignore"):
+        y = found["y"].astype(np.float64)
+        assert np.isinf(found["y"].std())  # as float32 sums give it
+    assert 1e29 < y.max() < 1e31
+    assert summary["y"]["std"] == pytest.approx(y.std(), rel=1e-12)
+    text = cli_run("run", tmp_path / "grows.cell", *args).stdout
+    assert re.search(r"y: mean \+\d\.\d{5}e\+29  std \d\.\d{5}e\+29  min \+0\.00000  max "
+                     r"\+\d\.\d{5}e\+29\n", text), text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's "overflow encountered"
+        result = cli_run("grad", tmp_path / "grows.cell", *args, "--grad-output",
+                         tmp_path / "gy.npy")
+    with np.load(tmp_path / "out.npz") as found:
+        norm = float(np.linalg.norm(found["h.W_x"].astype(np.float64)))
+    assert f"norm {norm:.6g}" in result.stdout and "inf" not in result.stdout
 
 
 def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(

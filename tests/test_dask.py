@@ -44,7 +44,7 @@ from lstm_graph.distributed import sharded as sharded_module  # noqa: E402
 from lstm_graph.distributed import sweep as sweep_module  # noqa: E402
 from lstm_graph.distributed.chunked import ChunkedNpz  # noqa: E402
 from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
-from lstm_graph.distributed.jobs import Job, cell_source  # noqa: E402
+from lstm_graph.distributed.jobs import Job, Moments, cell_source  # noqa: E402
 from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
 from lstm_graph.errors import OutputError  # noqa: E402
 from lstm_graph.formats.memory import size_text  # noqa: E402
@@ -563,9 +563,9 @@ def test_moments_merged_over_blocks_and_shards_are_numpys(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Mean, std (Chan et al.'s merge, accurate far from 0), norm, min and max of numbers
     taken in blocks of 7 and merged over uneven shards equal NumPy's over all of them."""
-    monkeypatch.setattr(sharded_module.Moments, "BLOCK", 7)
+    monkeypatch.setattr(Moments, "BLOCK", 7)
     values = 1e6 + np.random.default_rng(6).standard_normal(100) * 1e-3
-    parts = [sharded_module.Moments.of(values[b0:b1]) for b0, b1 in shard_bounds(100, 30)]
+    parts = [Moments.of(values[b0:b1]) for b0, b1 in shard_bounds(100, 30)]
     found = parts[0]
     for part in parts[1:]:
         found = found.merge(part)

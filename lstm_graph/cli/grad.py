@@ -20,7 +20,7 @@ from lstm_graph.cli.inputs import (
     stored_array,
 )
 from lstm_graph.cli.run import read_files
-from lstm_graph.distributed.jobs import check_finite, grad_arrays, last_step_loss
+from lstm_graph.distributed.jobs import Moments, check_finite, grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
 from lstm_graph.formats.files import refuse_inputs, write_npz
 
@@ -76,7 +76,7 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
                             prepared.lengths)
         write_npz(out, found.arrays)
         shapes = {name: tuple(value.shape) for name, value in found.arrays.items()}
-        norms = {name: float(np.linalg.norm(value)) for name, value in found.arrays.items()}
+        norms = {name: Moments.of(value).norm for name, value in found.arrays.items()}
         loss, ran_with = found.loss, found.ran_with
     else:
         from lstm_graph.cli import sharded

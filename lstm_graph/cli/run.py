@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
@@ -19,7 +18,7 @@ from lstm_graph.cli.inputs import (
     run_options,
     with_progress,
 )
-from lstm_graph.distributed.jobs import check_run_names, run_arrays
+from lstm_graph.distributed.jobs import Moments, check_run_names, run_arrays
 from lstm_graph.formats.files import refuse_inputs, write_npz
 
 
@@ -43,10 +42,8 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
         runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
     elapsed = time.perf_counter() - began
     write_npz(out, found.arrays)
-    y = found.arrays["y"]
-    with np.errstate(invalid="ignore", over="ignore"):  # a run that overflowed: NaN, ±inf
-        stats = {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()),
-                 "max": float(y.max())}
+    y = Moments.of(found.arrays["y"])  # in float64: a float32 y near its limit has a std
+    stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
     report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
            found.ran_with, elapsed, stats, as_json)
 
@@ -102,5 +99,15 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
         f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
         f"{seconds * 1e3:.2f} ms", err=aside)
-    say(f"y: mean {y['mean']:+.5f}  std {y['std']:.5f}  "
-        f"min {y['min']:+.5f}  max {y['max']:+.5f}", err=aside)
+    say(f"y: mean {figure(y['mean'])}  std {figure(y['std'])[1:]}  "
+        f"min {figure(y['min'])}  max {figure(y['max'])}", err=aside)
+
+
+def figure(value: float) -> str:
+    """``value`` signed, to 5 decimals, or in 6 significant digits beyond 1e5 (not 30 digits
+    for a run that grew to 1e29).
+
+    >>> figure(0.25), figure(-3e29), figure(float("nan"))
+    ('+0.25000', '-3.00000e+29', '+nan')
+    """
+    return f"{value:+.5f}" if abs(value) < 1e5 else f"{value:+.5e}"

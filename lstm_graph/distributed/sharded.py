@@ -47,6 +47,7 @@ from lstm_graph.distributed.chunked import ChunkedNpz
 from lstm_graph.distributed.cluster import threads
 from lstm_graph.distributed.jobs import (
     Job,
+    Moments,
     Shard,
     check_finite,
     command_arrays,
@@ -154,73 +155,6 @@ def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
             shape[axis] = batch
         shapes[name], dtypes[name] = tuple(shape), value.dtype
     return Layout(shapes, dtypes, dict(probe.axes))
-
-
-@dataclass(frozen=True)
-class Moments:
-    """Count, mean, sum of squared deviations from the mean, sum of squares, minimum and
-    maximum of some numbers (in float64, from blocks of them: no float64 copy of them
-    all); two merge into those of their union as Chan, Golub and LeVeque (1979) add
-    variances, so the deviation stays accurate where it is small beside the mean.
-
-    >>> a, b = np.arange(4.0), np.arange(4.0, 10.0)
-    >>> both = Moments.of(a).merge(Moments.of(b))
-    >>> round(both.std, 12) == round(float(np.arange(10.0).std()), 12), both.high
-    (True, 9.0)
-    >>> far = 1e9 + np.arange(8.0) % 2  # std 0.5 about 1e9: E[x²] - mean² gives 0
-    >>> round(Moments.of(far[:3]).merge(Moments.of(far[3:])).std, 6)
-    0.5
-    """
-
-    count: int
-    mean: float
-    deviations: float  # sum of (x - mean)²
-    squares: float  # sum of x²
-    low: float
-    high: float
-
-    #: Numbers taken at a time by :meth:`of`.
-    BLOCK = 1 << 20
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> Moments:
-        flat = np.ravel(values)
-        found: Moments | None = None
-        for start in range(0, max(flat.size, 1), cls.BLOCK):
-            block = flat[start:start + cls.BLOCK]
-            size = max(block.size, 1)
-            mean = float(np.sum(block, dtype=np.float64)) / size
-            # centred on the mean as block's dtype holds it; the sum of what that misses
-            # corrects it (the corrected two-pass formula)
-            centred = block - np.asarray(mean, dtype=block.dtype)
-            missed = float(np.sum(centred, dtype=np.float64))
-            part = cls(block.size, mean, max(0.0, float(np.einsum(
-                           "i,i->", centred, centred, dtype=np.float64)) - missed * missed / size),
-                       float(np.einsum("i,i->", block, block, dtype=np.float64)),
-                       float(block.min(initial=np.inf)), float(block.max(initial=-np.inf)))
-            found = part if found is None else found.merge(part)
-        assert found is not None
-        return found
-
-    def merge(self, other: Moments) -> Moments:
-        count = self.count + other.count
-        if not self.count or not other.count:
-            return self if other.count == 0 else other
-        delta = other.mean - self.mean
-        return Moments(count, self.mean + delta * other.count / count,
-                       self.deviations + other.deviations
-                       + delta * delta * self.count * other.count / count,
-                       self.squares + other.squares, min(self.low, other.low),
-                       max(self.high, other.high))
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.deviations / self.count)
-
-    @property
-    def norm(self) -> float:
-        """The L2 norm of the numbers."""
-        return math.sqrt(self.squares)
 
 
 @dataclass(frozen=True)
