@@ -105,6 +105,29 @@ def test_params_text_and_json(cli_run):
     assert data["params"]["f.W_x"] == [7, 5] and data["params"]["o.b"] == [7]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_params_out_in_a_dtype_holds_the_weights_run_draws_in_it(tmp_path, cli_run, dtype):
+    """``params --seed 7 --dtype float64 --out`` is what ``run --seed 7 --dtype float64``
+    runs (the float32 template, cast up, was 1e-8 off)."""
+    cli_run("params", "gru", "-I", "3", "-H", "5", "--seed", "7", "--dtype", dtype, "--out",
+            tmp_path / "w.npz")
+    with np.load(tmp_path / "w.npz") as weights:
+        assert {weights[name].dtype for name in weights.files} == {np.dtype(dtype)}
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((4, 2, 3)))
+    common = ["run", "gru", "--input", tmp_path / "x.npy", "--dtype", dtype]
+    cli_run(*common, "-H", "5", "--seed", "7", "--out", tmp_path / "drawn.npz")
+    cli_run(*common, "--weights", tmp_path / "w.npz", "--out", tmp_path / "given.npz")
+    with np.load(tmp_path / "drawn.npz") as drawn, np.load(tmp_path / "given.npz") as given:
+        assert drawn["y"].tobytes() == given["y"].tobytes()
+
+
+def test_params_of_a_model_file_refuses_a_dtype(tmp_path, cli_run, cli_fails):
+    cli_run("export", "rnn", "--format", "onnx", "-I", "2", "-H", "3", "--out",
+            tmp_path / "rnn.onnx")
+    assert "holds its weights: drop --dtype" in cli_fails(
+        "params", tmp_path / "rnn.onnx", "--dtype", "float64", code=2)
+
+
 def test_root_shim_and_console_script_both_work():
     for command in ([sys.executable, str(ROOT / "cli.py"), "cells"],
                     [str(Path(sys.executable).parent / "lstm-graph"), "cells"]):

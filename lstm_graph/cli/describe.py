@@ -20,6 +20,7 @@ from lstm_graph.cli.app import (
     say,
 )
 from lstm_graph.errors import CellError
+from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export.torch_module import torch_names
 from lstm_graph.formats.files import refuse_inputs, write_npz
 from lstm_graph.formats.importers import RECORD, layer_record
@@ -131,14 +132,20 @@ def model_json(model: Model) -> dict[str, Any]:
                    "for a model file, its own weights in our names.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for --out values.")
+@click.option("--dtype", type=click.Choice(DTYPES),
+              help="Type of --out values for a cell (default float32): drawn with --seed as "
+                   "run, export and train draw them in that type.")
 def params(spec: str, input_size: int | None, hidden_size: int | None, layers: int,
-           direction: str, as_json: bool, out: Path | None, seed: int) -> None:
+           direction: str, as_json: bool, out: Path | None, seed: int,
+           dtype: str | None) -> None:
     """List parameter names and shapes."""
     refuse_inputs({"--out": out}, {"SPEC": spec})
     aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
     if is_model(spec):
         if input_size is not None or hidden_size is not None:
             raise click.UsageError(f"{spec} holds its sizes: drop -I and -H")
+        if dtype is not None:
+            raise click.UsageError(f"{spec} holds its weights: drop --dtype")
         model = load_model_spec(spec)
         if out is not None:  # what run would refuse (NaN, sizes), refused before it is written
             model.compile(executor="reference")
@@ -151,7 +158,7 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
         cell = load(spec)
         runner = None if out is None else cell.compile(
             input_size=input_size, hidden_size=hidden_size, seed=seed, layers=layers,
-            direction=direction)
+            direction=direction, dtype=dtype or "float32")
         weights = {} if runner is None else runner.weights
         shapes = cell.stack_params(input_size, hidden_size, Stack(layers, direction))
     if out is not None:
