@@ -180,6 +180,22 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 
+def test_a_refused_checkpoint_shows_no_progress_and_a_resumed_run_starts_at_its_step(
+        tmp_path, cli, cli_run):
+    """``train --resume`` printed 'training rnn on adding' before saying the checkpoint was
+    refused; the bar now begins once it is read, at the step it holds."""
+    (tmp_path / "bad.ckpt.npz").write_bytes(b"garbage")
+    common = ["train", "rnn", "--task", "adding", "-H", "3", "--batch", "4", "--out",
+              tmp_path / "w.npz", "--eval-every", "2"]
+    refused = cli(*common, "--steps", "4", "--checkpoint", tmp_path / "bad.ckpt.npz",
+                  "--resume")
+    assert refused.exit_code == 1 and refused.stderr == (
+        f"{tmp_path / 'bad.ckpt.npz'}: not a readable .npz file (File is not a zip file)\n")
+    cli_run(*common, "--steps", "2")
+    resumed = cli_run(*common, "--steps", "4", "--resume").stderr
+    assert resumed.startswith("training rnn on adding\nstep 4: loss "), resumed
+
+
 def test_a_checkpoint_of_other_equations_data_or_settings_is_refused(tmp_path):
     """Only the cell's and the file's names were compared: a cell whose equations changed,
     another task file of the same name, or another learning rate resumed without a word."""

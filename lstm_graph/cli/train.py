@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -39,6 +39,9 @@ from lstm_graph.training.plots import (
     loss_curves,
 )
 from lstm_graph.training.trainer import Stopped, check_fits
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar  # what click.progressbar returns
 
 TASK_HELP = ("adding (the adding problem), copy (the copy task), or the path of an .npz "
              "holding x (T, N, I) and y (N, O) or (T, N, O).")
@@ -156,20 +159,25 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     cell = load(spec)
     task = task_of(task_name, length)
     check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
-    with click.progressbar(length=steps, label=f"training {cell.name} on {task.name}",
-                           file=sys.stderr, item_show_func=_show_loss) as bar, \
-            _stop_at_a_step_end() as received:
+    with ExitStack() as shown, _stop_at_a_step_end() as received:
         on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
+        bars: list[ProgressBar[float]] = []
+
+        def begin(step: int) -> None:  # the checkpoint read: a refused one shows no bar
+            bars.append(shown.enter_context(click.progressbar(
+                length=steps, label=f"training {cell.name} on {task.name}", file=sys.stderr,
+                item_show_func=_show_loss)))
+            bars[0].update(step)
 
         def report(step: int, loss: float) -> None:
-            bar.update(step - bar.pos, current_item=loss)
+            bars[0].update(step - bars[0].pos, current_item=loss)
             if not on_terminal and step % eval_every == 0:
                 say(f"step {step}: loss {loss:.4g}", err=True)
 
         try:
             trained = train(cell, task, hidden_size, steps, batch, lr, clip, seed, dtype,
                             checkpoint, checkpoint_every, resume, eval_every, report,
-                            stop=lambda: bool(received))
+                            stop=lambda: bool(received), begin=begin)
         except Stopped as stopped:
             terminated = received[0] == signal.SIGTERM
             say(f"\n{'terminated' if terminated else 'interrupted'} at step "

@@ -430,13 +430,16 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
           lr: float = 2e-3, max_norm: float = 1.0, seed: int = 0, dtype: str = "float32",
           checkpoint: Path | None = None, checkpoint_every: int = 500, resume: bool = False,
           eval_every: int = 100, report: Report | None = None,
-          stop: Callable[[], bool] | None = None) -> Trained:
+          stop: Callable[[], bool] | None = None,
+          begin: Callable[[int], None] | None = None) -> Trained:
     """Train ``cell`` on ``task`` for ``steps`` steps in all (a resumed run counts the
     steps it had done). With ``checkpoint``, progress is saved there every
     ``checkpoint_every`` steps and at the end; ``resume`` continues from it. ``stop`` is
     asked after every step: when it says so, the step's checkpoint is written and
     :class:`Stopped` raised. Work that would not fit in memory is refused first
-    (:func:`allocations`).
+    (:func:`allocations`). ``begin`` is called with the step training starts from once
+    everything is checked and any checkpoint read, before the first step: where a caller
+    starts showing progress, so that nothing shows for work refused.
 
     >>> import lstm_graph
     >>> from lstm_graph.training import adding, train
@@ -466,6 +469,8 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
         raise DataError(f"the checkpoint {checkpoint} is at step {trainer.step}, past the "
                         f"{steps} steps asked for in all; ask for more to train on")
     resumed_from = trainer.step
+    if begin is not None:
+        begin(resumed_from)
     advice = ("lower the learning rate (--lr) or the gradient clip (--clip)" if max_norm > 0
               else "lower the learning rate (--lr), or clip the gradient (--clip, e.g. 1)")
     while trainer.step < steps:
