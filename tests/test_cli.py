@@ -211,7 +211,8 @@ GROWS = "cell grows\ninput x\nstate h\noutput h\nh = softplus(linear(x, h[t-1]))
 
 def test_run_and_grad_summarise_a_float32_run_near_its_limit_in_float64(cli_run, tmp_path):
     """A float32 y of 1e29 has a std (summed in float32 its squares were inf) and reads in
-    6 digits, not 30; grad's norms are finite, with no NumPy overflow warning."""
+    6 digits, not 30; grad's norms are finite, with no NumPy overflow warning; a y with NaN
+    has a NaN std."""
     (tmp_path / "grows.cell").write_text(GROWS)
     np.save(tmp_path / "x.npy", np.full((5, 2, 3), 1e30, np.float32))
     np.save(tmp_path / "gy.npy", np.ones((5, 2, 4), np.float32))
@@ -232,6 +233,11 @@ def test_run_and_grad_summarise_a_float32_run_near_its_limit_in_float64(cli_run,
     with np.load(tmp_path / "out.npz") as found:
         norm = float(np.linalg.norm(found["h.W_x"].astype(np.float64)))
     assert f"norm {norm:.6g}" in result.stdout and "inf" not in result.stdout
+    x = np.ones((5, 2, 3), np.float32)
+    x[2, 0, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    text = cli_run("run", "lstm", *args, "--allow-nonfinite").stdout
+    assert "y: mean +nan  std nan  min +nan  max +nan" in text  # std was 0: max(0, nan)
 
 
 def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(

@@ -59,6 +59,8 @@ class Moments:
     >>> far = 1e9 + np.arange(8.0) % 2  # std 0.5 about 1e9: E[x²] - mean² gives 0
     >>> round(Moments.of(far[:3]).merge(Moments.of(far[3:])).std, 6)
     0.5
+    >>> Moments.of(np.array([1.0, np.nan])).std  # not max(0, nan), which is 0
+    nan
     """
 
     count: int
@@ -81,8 +83,8 @@ class Moments:
             mean = float(np.sum(block)) / size
             centred = block - mean  # the sum of what rounding left corrects it (the
             missed = float(np.sum(centred))  # corrected two-pass formula)
-            part = cls(block.size, mean,
-                       max(0.0, float(centred @ centred) - missed * missed / size),
+            deviations = float(centred @ centred) - missed * missed / size
+            part = cls(block.size, mean, 0.0 if deviations < 0 else deviations,  # NaN kept
                        float(block @ block), float(block.min(initial=np.inf)),
                        float(block.max(initial=-np.inf)))
             found = part if found is None else found.merge(part)
