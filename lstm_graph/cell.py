@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from lstm_graph import checks
-from lstm_graph.errors import CellError, DataError, Diagnostic, LstmGraphWarning, WeightsError
+from lstm_graph.errors import (
+    CellError,
+    DataError,
+    Diagnostic,
+    LstmGraphWarning,
+    SizeMismatch,
+    WeightsError,
+)
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
@@ -237,8 +244,8 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         for what, given, seen in (("input", input_size, found_input),
                                   ("hidden", hidden_size, found_hidden)):
             if given is not None and seen is not None and given != seen:
-                raise WeightsError(f"{source} has {what} size {seen}, but {what} size "
-                                   f"{given} was asked for")
+                raise SizeMismatch(f"{source} has {what} size {seen}, but {what} size "
+                                   f"{given} was asked for", what)
         input_size = found_input if input_size is None else input_size
         hidden_size = found_hidden if found_hidden is not None else hidden_size
         if input_size is None or hidden_size is None:

@@ -59,6 +59,24 @@ class WeightsError(LstmGraphError):
     """A weights file or dict does not fit the cell, or cannot be read."""
 
 
+class SizeMismatch(WeightsError):
+    """Weights of another input or hidden size (``what``: ``"input"`` or ``"hidden"``) than
+    the one asked for: a caller that chose the size can say where it came from.
+
+    >>> import pickle
+    >>> err = pickle.loads(pickle.dumps(SizeMismatch("w.npz has input size 3, …", "input")))
+    >>> err.what, str(err)
+    ('input', 'w.npz has input size 3, …')
+    """
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message, what)  # both in args: it pickles (a Dask worker raises it)
+        self.what = what
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class BackendError(LstmGraphError):
     """The requested array backend (CuPy, a GPU) is not available."""
 

@@ -23,7 +23,7 @@ from lstm_graph.cli.app import (
     refuse_same_outputs,
     say,
 )
-from lstm_graph.errors import WeightsError
+from lstm_graph.errors import SizeMismatch, WeightsError
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 from lstm_graph.formats.memory import allocation, require
@@ -284,11 +284,11 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
             try:
                 runners.append(cell.compile(input_size=task.input_size,
                                             weights=Path(weights_path), dtype="float64"))
-            except WeightsError as err:  # the input size asked for is the task's
+            except SizeMismatch as err:
+                if err.what != "input":
+                    raise
                 raise WeightsError(f"{err} (the input size of --task {task_name}, whose "
-                                   f"x has {task.input_size} channels)"
-                                   if f"input size {task.input_size} was asked for" in str(err)
-                                   else str(err)) from None
+                                   f"x has {task.input_size} channels)") from None
         else:
             runners.append(cell.compile(input_size=task.input_size, hidden_size=hidden_size,
                                         seed=seed, dtype="float64"))
