@@ -564,7 +564,8 @@ class Runner:
         its prefix (``l0.c``, ``l0_reverse.c``, …), each at the step of ``x`` that
         computed it; values of a sequence after its length are zero.
         """
-        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
+        x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths,
+                                                     "trace")
         xp = self.xp
         found: dict[str, Any] = {}
         with self._lock, _ieee():

@@ -126,6 +126,26 @@ def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch
     assert reads
 
 
+def test_trace_and_explore_from_python_weigh_the_trace_before_they_start(monkeypatch):
+    """``Runner.trace`` was weighed as a run: the trace of every assignment at every step
+    (here 768 MB, from a broadcast x of 48 kB) was made; ``explore`` went on to be killed
+    by the system. Both are refused as ``lstm-graph trace`` is, before work."""
+    from lstm_graph.formats import memory
+    from lstm_graph.formats.memory import MemoryLimitError
+
+    monkeypatch.setenv(memory.ENV, "300M")
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=8)
+    x = np.broadcast_to(np.float32(0), (2000, 2000, 3))
+    reached = []
+    monkeypatch.setattr(type(runner), "_forward",
+                        lambda *args, **kwargs: reached.append(1) or pytest.fail("ran"))
+    for work in (runner.trace, runner.explore):
+        with pytest.raises(MemoryLimitError, match=r"the trace .* of shape \(4000000, 48\) "
+                                                   r"would take 768 MB"):
+            work(x)
+    assert reached == []
+
+
 @pytest.mark.parametrize("executor, fits", [pytest.param("native", False, marks=needs_compiler),
                                             ("numpy", True)])
 def test_an_executor_whose_packed_weights_would_not_fit_is_refused_before_it_packs(
