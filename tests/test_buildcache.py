@@ -230,6 +230,68 @@ def test_a_path_other_users_can_write_in_is_refused(tmp_path, mode):
     assert snapshot(shared) == before  # not even the missing base was made
 
 
+@pytest.mark.parametrize("owner", [pytest.param("another user", marks=needs_root), "mine"])
+def test_a_link_in_a_sticky_directory_is_followed_only_if_no_other_user_put_it(tmp_path,
+                                                                              owner):
+    """``LSTM_GRAPH_CACHE=/tmp/cache`` where /tmp/cache is another user's link to a
+    directory of the user's: it was followed (the path's real form was checked) and
+    directories made at its target. Only a link of the user's (or root's) is followed."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    link = sticky / "cache"
+    link.symlink_to(victim / "new" / "deeper")
+    if owner == "another user":
+        os.chown(link, 65534, 65534, follow_symlinks=False)
+    done = cli(NATIVE + out(tmp_path), tmp_path, link)
+    assert done.returncode == 0, done.stderr
+    if owner == "mine":
+        assert "warning" not in done.stderr
+        made = v1(victim / "new" / "deeper")
+        assert (made / "CACHEDIR.TAG").is_file() and len(list(made.glob("*.so"))) == 1
+        return
+    assert warning_of(done.stderr) == (
+        f"warning: the build cache {v1(link)} is not usable ({link} is a symbolic link that "
+        "another user may have put there or may change, so it is not followed); compiling "
+        "into a private temporary directory for this run (set LSTM_GRAPH_CACHE to keep "
+        "builds)")
+    assert names(victim) == []
+
+
+@pytest.mark.parametrize("how", ["CC", "PATH"])
+def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
+    """``$CC`` (or the first cc on PATH) in a directory anyone can write in was run, and
+    the library it made loaded; it is passed over with a warning for the next compiler."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    planted = shared / "cc"
+    planted.write_text(f"#!/bin/sh\necho ran >> {tmp_path / 'ran.log'}\nexec cc \"$@\"\n")
+    planted.chmod(0o755)
+    env = {"CC": str(planted)} if how == "CC" else {
+        "PATH": f"{shared}{os.pathsep}{os.environ['PATH']}"}
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", **env)
+    assert done.returncode == 0, done.stderr
+    assert warning_of(done.stderr) == (
+        f"warning: the C compiler {planted} is not used: other users can write in {shared} "
+        "(mode 0777, no sticky bit), so another user could have put it there or could "
+        "change it")
+    assert not (tmp_path / "ran.log").exists()
+    info = json.loads(cli(["cache", "info", "--json"], tmp_path, tmp_path / "cache",
+                          **env).stdout)
+    assert info["compiler"] != str(planted) and not (tmp_path / "ran.log").exists()
+
+
+def test_a_cc_that_names_no_program_says_so_and_the_next_compiler_builds(tmp_path):
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", CC="gcc -O0")
+    assert done.returncode == 0, done.stderr
+    assert warning_of(done.stderr) == (
+        "warning: CC='gcc -O0' names no program found (give one program, without "
+        "arguments); looking for cc, gcc and clang instead")
+
+
 def test_no_private_directory_at_all_is_an_error_for_native_and_a_warning_for_plan(tmp_path):
     shared = tmp_path / "shared"
     (shared / "tmp").mkdir(parents=True)

@@ -13,10 +13,13 @@ for ``$LSTM_GRAPH_CACHE``).
   ours: it is never changed, and this process builds into a private ``mkdtemp``
   directory of its own, removed at exit (with a one-line warning). The base is
   created if missing, but never changed, swept or cleared.
-- **Nothing loaded from a place another user can write.** Every component of
-  the path, from ``/``, is opened with ``O_NOFOLLOW`` relative to its parent and
-  must belong to root or to this user and be writable by nobody else unless it
-  has the sticky bit (OpenSSH's rule for safe paths; ``/tmp`` passes). The
+- **Nothing loaded from a place another user can write.** A symbolic link in the
+  path is followed only where no other user can have put it or change it (the rule
+  an output's link is followed by); then every component of the real path, from
+  ``/``, is opened with ``O_NOFOLLOW`` relative to its parent and must belong to
+  root or to this user and be writable by nobody else unless it has the sticky
+  bit (OpenSSH's rule for safe paths; ``/tmp`` passes). The compiler is run only
+  from such a place too: one that is not is passed over with a warning. The
   directory is then used only through that one descriptor (``dir_fd``), and a
   library is hashed and loaded from the same open file (``/proc/self/fd/N``), so
   a rename between the check and the load cannot change what is loaded.
@@ -72,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_graph.errors import BackendError, LstmGraphWarning
+from lstm_graph.formats.files import others_may_replace
 
 if sys.platform != "win32":
     import fcntl
@@ -143,12 +147,54 @@ def timeout() -> float:
 
 
 def compiler() -> str | None:
-    """The C compiler to use: ``$CC``, else the first of cc, gcc, clang; None if none."""
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name:
-            found = shutil.which(name)
-            if found:
-                return found
+    """The C compiler to use: ``$CC``, else the first of cc, gcc, clang found on ``PATH``;
+    None if none. One that another user could have put there or could change
+    (:func:`_unsafe_program`) is passed over with a warning, as is a ``$CC`` that names
+    no program."""
+    return _compiler(os.environ.get("CC") or "", os.environ.get("PATH") or "")
+
+
+@cache
+def _compiler(cc: str, path: str) -> str | None:
+    for name in (cc, "cc", "gcc", "clang"):
+        if not name:
+            continue
+        found = shutil.which(name, path=path or None)
+        if found is None:
+            if name == cc:
+                _warn_once(f"CC={cc!r} names no program found (give one program, without "
+                           "arguments); looking for cc, gcc and clang instead")
+            continue
+        reason = _unsafe_program(Path(found))
+        if reason is None:
+            return found
+        _warn_once(f"the C compiler {found} is not used: {reason}, so another user could "
+                   "have put it there or could change it")
+    return None
+
+
+def _unsafe_program(program: Path) -> str | None:
+    """Why running ``program`` would run what another user may have written, or None: its
+    links must be ones no other user can have put in place (:func:`_resolve`), and the
+    program and every directory above it must pass :func:`_unsafe`'s rule."""
+    try:
+        real = _resolve(program.absolute())
+        info = os.stat(real)
+    except _Refused as refused:
+        return str(refused)
+    except OSError as err:
+        return _open_error(err, str(program))
+    if info.st_uid not in (0, os.geteuid()):
+        return f"{real} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022:
+        return f"other users can write {real} (mode {stat.S_IMODE(info.st_mode):04o})"
+    for directory in reversed(real.parents):
+        try:
+            reason = _unsafe(os.stat(directory), str(directory))
+        except OSError as err:
+            return _open_error(err, str(directory))
+        if reason:
+            return reason
     return None
 
 
@@ -299,6 +345,42 @@ def _open_error(err: OSError, shown: str) -> str:
     return f"{shown} cannot be opened ({err.strerror})"
 
 
+def _resolve(path: Path) -> Path:
+    """Absolute ``path`` with its symbolic links followed, where no other user can have put
+    a link or can change it (:func:`~lstm_graph.formats.files.others_may_replace`, the rule
+    an output's link is followed by); any other link is :class:`_Refused`. What does not
+    exist yet is kept as written (it is made, checked, when the cache is created)."""
+    real, parts, links = Path("/"), list(path.parts[1:]), 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":  # of the directory reached, links followed: as the kernel reads it
+            real = real.parent
+            continue
+        try:
+            link = os.lstat(real / part)
+        except FileNotFoundError:
+            return real.joinpath(part, *parts)
+        except NotADirectoryError:
+            raise _Refused(f"{real} is not a directory") from None
+        except OSError as err:
+            raise _Refused(_open_error(err, str(real / part))) from None
+        if not stat.S_ISLNK(link.st_mode):
+            real = real / part
+            continue
+        links += 1
+        if links > 40 or others_may_replace(os.stat(real), link):
+            raise _Refused(f"{real / part} is a symbolic link " + (
+                "chain too long to follow" if links > 40 else "that another user may have "
+                "put there or may change, so it is not followed"))
+        target = os.readlink(real / part)
+        if os.path.isabs(target):
+            real = Path("/")
+        parts = [*Path(target).parts[1 if os.path.isabs(target) else 0:], *parts]
+    return real
+
+
 def _open_path(real: Path, create: bool) -> int | None:
     """A descriptor of directory ``real`` (a path without symbolic links) after each
     component, from ``/``, passed :func:`_unsafe`; missing components are made (mode 0700)
@@ -430,7 +512,7 @@ class _Place:
 def _open_cache(path: Path, create: bool) -> _Place | None:
     """The cache at ``path`` (``BASE/lstm-graph-v1``), made if missing when ``create``;
     None if it does not exist and ``create`` is false; :class:`_Refused` if unusable."""
-    real = Path(os.path.realpath(path.parent))
+    real = _resolve(path.parent)
     base = _open_path(real, create)
     if base is None:
         return None
@@ -452,7 +534,7 @@ def _open_cache(path: Path, create: bool) -> _Place | None:
 def _private_directory() -> tuple[Path, int]:
     """A private directory for this process's builds in the temporary directory (which
     must pass the same checks), removed when the process exits."""
-    parent = Path(os.path.realpath(tempfile.gettempdir()))
+    parent = _resolve(Path(tempfile.gettempdir()).absolute())
     base = _open_path(parent, create=False)
     if base is None:
         raise _Refused(f"{parent} does not exist")

@@ -377,7 +377,7 @@ def _find(shown: str, parent: str, name: str) -> _Place:
                                       "file; give the path of a file to write")
                 return _Place(directory, name, status, False, shown, parent)
             where = os.fstat(directory)
-            if _others_may_replace(where, status):
+            if others_may_replace(where, status):
                 raise OutputError(f"{shown}: {name} is a symbolic link in a directory other "
                                   "users can write, so it is not followed (another user may "
                                   "have put it there); give the path of the file to write")
@@ -406,7 +406,7 @@ def _find(shown: str, parent: str, name: str) -> _Place:
     raise OutputError(f"{shown}: too many symbolic links to follow")
 
 
-def _others_may_replace(directory: os.stat_result, link: os.stat_result) -> bool:
+def others_may_replace(directory: os.stat_result, link: os.stat_result) -> bool:
     """Whether a user other than this one (and root) may have put the link ``link`` in
     ``directory``, or may change it: the module's docstring says when."""
     me = os.geteuid()
