@@ -659,19 +659,45 @@ def test_a_killed_builders_work_is_removed_by_the_next_build(tmp_path):
 
 # -- a full disk ----------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A file system of 128 KiB (tmpfs), where this process may mount one; else skipped."""
-    disk = tmp_path / "disk"
+def mount_tmpfs(disk: Path, size: str) -> None:
+    """A tmpfs of ``size`` at ``disk``, where this process may mount one; else skipped."""
     disk.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0755", "tmpfs",
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
                               str(disk)], capture_output=True, timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A file system of 128 KiB (tmpfs), where this process may mount one; else skipped."""
+    mount_tmpfs(tmp_path / "disk", "128k")
     try:
-        yield disk
+        yield tmp_path / "disk"
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "disk")], capture_output=True, timeout=30)
+
+
+def test_a_cache_on_a_read_only_disk_is_shown_unusable_and_clear_removes_nothing(tmp_path):
+    """``cache info`` called it usable and ``cache clear`` said 'removed 0 builds', exit 0,
+    while its build stayed: the unlink's error was swallowed."""
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "8m")
+    try:
+        assert cli(NATIVE + out(tmp_path), tmp_path, disk).returncode == 0
+        before = snapshot(disk)
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)],
+                                   capture_output=True, timeout=30)
+        assert remounted.returncode == 0, remounted.stderr
+        shown = json.loads(cli(["cache", "info", "--json"], tmp_path, disk).stdout)
+        assert (shown["usable"], shown["problem"]) == (False, "it is not writable")
+        cleared = cli(["cache", "clear"], tmp_path, disk)
+        assert (cleared.returncode, cleared.stderr) == (1, (
+            f"the build cache {v1(disk)} is not usable (it is not writable); nothing was "
+            "removed\n"))
+        assert snapshot(disk) == before
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
 
@@ -789,6 +815,18 @@ def test_a_relative_lstm_graph_cache_is_ignored_with_a_warning(tmp_path, monkeyp
     with pytest.warns(LstmGraphWarning, match="LSTM_GRAPH_CACHE is the relative "
                       "path 'relcache', which is ignored: give an absolute one"):
         assert buildcache.configured() == (tmp_path / ".cache" / "lstm-graph-v1", None)
+
+
+def test_cache_clear_with_a_relative_lstm_graph_cache_clears_no_other_cache(tmp_path):
+    """It warned, then cleared the cache in ~/.cache, which it was not asked to."""
+    home = {"HOME": str(tmp_path), "XDG_CACHE_HOME": ""}
+    assert cli(NATIVE + out(tmp_path), tmp_path, None, **home).returncode == 0
+    before = snapshot(tmp_path / ".cache")
+    cleared = cli(["cache", "clear"], tmp_path, "relcache", **home)
+    assert (cleared.returncode, cleared.stderr) == (1, (
+        "LSTM_GRAPH_CACHE is the relative path 'relcache', which is ignored: give an "
+        "absolute one; nothing was removed\n"))
+    assert snapshot(tmp_path / ".cache") == before and len(before) > 2
 
 
 def test_the_test_suite_never_uses_the_users_cache():

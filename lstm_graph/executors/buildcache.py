@@ -446,9 +446,10 @@ def _marked(fd: int) -> bool:
         os.close(marker)
 
 
-def _claim(base: int, writable: bool) -> int:
-    """A descriptor of :data:`NAME` in ``base`` if it is the tool's own directory;
-    ``FileNotFoundError`` if there is none, :class:`_Refused` if it is not ours."""
+def _claim(base: int) -> int:
+    """A descriptor of :data:`NAME` in ``base`` if it is the tool's own directory and
+    can be written in; ``FileNotFoundError`` if there is none, :class:`_Refused` if it
+    is not ours or not writable."""
     reason = _not_ours(os.stat(NAME, dir_fd=base, follow_symlinks=False))
     if reason:
         raise _Refused(reason)
@@ -460,7 +461,7 @@ def _claim(base: int, writable: bool) -> int:
         reason = _not_ours(os.fstat(fd))
         if reason is None and not _marked(fd):
             reason = f"it has no {MARKER} of lstm-graph, so lstm-graph did not make it"
-        if reason is None and writable and not os.access(".", os.W_OK | os.X_OK, dir_fd=fd):
+        if reason is None and not os.access(".", os.W_OK | os.X_OK, dir_fd=fd):
             reason = "it is not writable"
         if reason:
             raise _Refused(reason)
@@ -511,19 +512,20 @@ class _Place:
 
 def _open_cache(path: Path, create: bool) -> _Place | None:
     """The cache at ``path`` (``BASE/lstm-graph-v1``), made if missing when ``create``;
-    None if it does not exist and ``create`` is false; :class:`_Refused` if unusable."""
+    None if it does not exist and ``create`` is false; :class:`_Refused` if unusable (one
+    that cannot be written in, on a read-only disk say, included)."""
     real = _resolve(path.parent)
     base = _open_path(real, create)
     if base is None:
         return None
     try:
         try:
-            return _Place(path, real / NAME, _claim(base, writable=create))
+            return _Place(path, real / NAME, _claim(base))
         except FileNotFoundError:
             if not create:
                 return None
         _create(base)
-        return _Place(path, real / NAME, _claim(base, writable=True))
+        return _Place(path, real / NAME, _claim(base))
     except OSError as err:
         raise _Refused(_open_error(err, "it")) from None
     finally:
@@ -883,6 +885,10 @@ class Cleared:
 def clear() -> Cleared:
     """Remove every build and dead work directory of the cache (and nothing else, in it or
     around it); BackendError if the configured directory is not the tool's own."""
+    relative = os.environ.get("LSTM_GRAPH_CACHE")
+    if relative and not os.path.isabs(relative):  # the cache it falls back to is not asked for
+        raise BackendError(f"LSTM_GRAPH_CACHE is the relative path {relative!r}, which is "
+                           "ignored: give an absolute one; nothing was removed")
     path, problem = configured()
     if path is None:
         raise BackendError(f"there is no build cache to clear ({problem})")
