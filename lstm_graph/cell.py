@@ -926,10 +926,12 @@ class Runner:
 
         return torch_module.export(self.time_major(), path, check)
 
-    def explore(self, x: Any, state: Mapping[str, Any] | None = None) -> Any:
+    def explore(self, x: Any, state: Mapping[str, Any] | None = None,
+                allow_nonfinite: bool = False) -> Any:
         """The explorer page of a run on ``x``, shown inline in a notebook
-        (:class:`lstm_graph.notebook.Explorer`)."""
+        (:class:`lstm_graph.notebook.Explorer`); one layer and direction, ``x`` batch-first
+        where this runner reads it so."""
         from lstm_graph.notebook import explore
 
         state = checks.states_mapping(state, "state", self.cell.graph.states)
-        return explore(self, x, dict(state) if state is not None else None)
+        return explore(self, x, dict(state) if state is not None else None, allow_nonfinite)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstm_graph.errors import DataError, RenderError
+from lstm_graph.checks import as_array
+from lstm_graph.errors import DataError, OutputError, RenderError
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.files import write_atomic
@@ -36,13 +37,17 @@ FRAME_HEIGHT = 860
 
 
 def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
-    """The cell's diagram as SVG text; None where Graphviz's ``dot`` is missing (a
-    notebook then shows the cell's text form instead)."""
+    """The cell's diagram as SVG text; None where Graphviz's ``dot`` is missing or the
+    cell cannot be drawn (too many nodes; ``cell.render()`` says why): a notebook then
+    shows the cell's text form instead."""
     from lstm_graph.render import render, to_bytes
 
     if shutil.which("dot") is None:
         return None
-    return to_bytes(render(cell, style), "svg").decode("utf-8")
+    try:
+        return to_bytes(render(cell, style), "svg").decode("utf-8")
+    except RenderError:  # too large to draw, say: the text form is shown, without a traceback
+        return None
 
 
 def require_dot() -> None:
@@ -79,6 +84,11 @@ def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
     direction, time-major (what the page draws)."""
     from lstm_graph.explore import Run
 
+    if runner.batch_first:  # the page is drawn time-major: the same run, x read (T, B, I)
+        x = as_array(x, "x")
+        if len(x.shape) == 3:
+            x = runner.xp.swapaxes(runner.xp.asarray(x), 0, 1)
+        runner = runner.time_major()
     if not runner.plain:
         raise DataError(f"the explorer shows one layer and direction of a cell, and this "
                         f"runner is {runner.stack.describe()}: explore one of them, "
@@ -119,6 +129,9 @@ class Explorer:
 
     def save(self, path: str | Path) -> Path:
         """Write the page to ``path`` (whole or not at all)."""
+        if not isinstance(path, (str, Path)):
+            raise OutputError(f"save takes the path of the page to write, not "
+                              f"{type(path).__name__} {path!r}")
         return write_atomic(path, self.html.encode("utf-8"))
 
 

@@ -213,3 +213,50 @@ def test_the_page_charts_the_gradient_reaching_each_state_from_the_last_step(tmp
         expected = np.linalg.norm(found.values[state].astype(np.float64), axis=-1)
         np.testing.assert_allclose(np.array(data["gradients"][state]), expected, rtol=1e-6)
     assert data["gradients"]["c"][0][0] < data["gradients"]["c"][-1][0]  # it fades going back
+
+
+@needs_dot
+def test_a_batch_first_runner_explores_as_its_time_major_twin(tmp_path, cli_run):
+    """It was refused as 'this runner is 1 layer, forward: explore one of them'; the
+    command line said 'the page shows layer 1 of 1 layer, forward'."""
+    cell = lstm_graph.load_cell("gru")
+    x = np.random.default_rng(4).standard_normal((5, 3, 2)).astype("float32")
+    first = cell.compile(input_size=2, hidden_size=3, batch_first=True).explore(
+        np.swapaxes(x, 0, 1))
+    assert first.html == cell.compile(input_size=2, hidden_size=3).explore(x).html
+    np.save(tmp_path / "xb.npy", np.swapaxes(x, 0, 1))
+    done = cli_run("explore", "gru", "--input", tmp_path / "xb.npy", "-H", "3",
+                   "--batch-first", "--out", tmp_path / "page.html")
+    assert "note" not in done.stderr and done.stderr.startswith("gru: 5 steps, 3 sequences")
+    assert (tmp_path / "page.html").read_text() == first.html
+
+
+@needs_dot
+def test_explore_from_python_takes_allow_nonfinite_and_save_refuses_a_non_path(tmp_path):
+    """The NaN message says to allow non-finite numbers, which Runner.explore could not;
+    ``save(5)`` was a bare TypeError."""
+    runner = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3)
+    x = np.ones((4, 1, 2), "float32")
+    x[1, 0, 0] = np.nan
+    with pytest.raises(lstm_graph.DataError, match=r"pass --allow-nonfinite"):
+        runner.explore(x)
+    page = runner.explore(x, allow_nonfinite=True)
+    for bad in (5, None):
+        with pytest.raises(lstm_graph.LstmGraphError, match="save takes the path of the page"):
+            page.save(bad)  # type: ignore[arg-type]
+    assert page.save(tmp_path / "p.html").read_text() == page.html
+
+
+@needs_dot
+def test_a_cell_too_large_to_draw_shows_as_text_in_a_notebook():
+    """``_repr_svg_`` raised the RenderError (IPython printed its traceback)."""
+    big = lstm_graph.compile_source(
+        "cell big\ninput x\nstate h\noutput h\n"
+        + "".join(f"a{i} = tanh(linear(x, h[t-1]))\n" for i in range(150))
+        + "s0 = a0\n" + "".join(f"s{i} = s{i - 1} + a{i}\n" for i in range(1, 150))
+        + "h = s149\n", "big.cell")
+    from lstm_graph.render import to_bytes
+
+    with pytest.raises(lstm_graph.LstmGraphError, match="has 456 nodes"):
+        to_bytes(big.render("pipe"), "svg")
+    assert big._repr_svg_() is None

@@ -47,13 +47,14 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
         raise DataError("explore shows every step of every sequence, and these sequences "
                         "have lengths of their own: cut x to sequences of one length, or "
                         "drop --lengths")
+    if runner.batch_first:  # the page is drawn time-major
+        x = np.swapaxes(x, 0, 1) if x.ndim == 3 else x
+        runner = runner.time_major()
     if not runner.plain:  # the first layer's first direction, as a cell of its own
         which = " (reverse: x from its last step)" if runner.units[0].reverse else \
             ", forward direction" if runner.stack.direction == "bidirectional" else ""
         say(f"note: the page shows layer 1{which} of {runner.stack.describe()}",
             err=True)
-        if runner.batch_first and x.ndim == 3:
-            x = np.swapaxes(x, 0, 1)
         if runner.units[0].reverse:
             x = x[::-1]
         state = None if state is None else {
