@@ -593,6 +593,10 @@ def test_shards_cover_the_batch_once() -> None:
     ("tcp://[::1", "'[::1' is not HOST:PORT with a host name or IP address"),
     ("tcp://::1:8786", "(IPv6 in brackets)"),
     ("tcp://[zz]:8786", "'[zz]:8786' is not HOST:PORT"),
+    # said "something answered … but not as a Dask scheduler does" (an IDNA UnicodeError)
+    ("tcp://a..b:8786", "'a..b:8786' is not HOST:PORT with a host name"),
+    ("tcp://127.0.0.1:²", "has no HOST:PORT"),  # was "invalid literal for int()"
+    ("127.0.0.1:٨٧٨٦", "is not a scheduler address"),  # Arabic-Indic digits: accepted
 ])
 def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str, message: str,
                                               cli_fails) -> None:

@@ -49,8 +49,11 @@ GRACE = 1.0
 #: keep up to 1,000 shards' inputs alive in memory.
 SETTINGS = {"distributed.admin.large-graph-warning-threshold": "1 PiB",
             "distributed.admin.low-level-log-length": 0}
-_HOST_PORT = re.compile(r"^[^\s:/]+:\d+$|^\[[0-9a-fA-F:.]+\]:\d+$")
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
+_HOST_PORT = re.compile(r"^[^\s:/]+:[0-9]+$|^\[[0-9a-fA-F:.]+\]:[0-9]+$")
+#: One label of a host name (1 to 63 characters, no hyphen at either end): a name is
+#: labels joined by single dots (``a..b`` is none, and the resolver refused it with a
+#: UnicodeError).
+_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
 def _is_host(host: str) -> bool:
@@ -61,7 +64,7 @@ def _is_host(host: str) -> bool:
         except ValueError:
             return False
         return True
-    return bool(_HOST_NAME.match(host))
+    return len(host) <= 253 and all(_LABEL.match(label) for label in host.split("."))
 
 
 def check_address(address: str) -> str:
@@ -72,6 +75,14 @@ def check_address(address: str) -> str:
     ('tcp://127.0.0.1:8786', 'tls://scheduler.lan:8786')
     >>> check_address("tcp://[::1]:8786")
     'tcp://[::1]:8786'
+    >>> for bad in ("tcp://a..b:8786", "tcp://127.0.0.1:٨٧٨٦", "tcp://127.0.0.1:²"):
+    ...     try:
+    ...         check_address(bad)
+    ...     except ValueError as err:
+    ...         print(str(err).split(" with ")[0].split(" after ")[0])
+    'tcp://a..b:8786': 'a..b:8786' is not HOST:PORT
+    'tcp://127.0.0.1:٨٧٨٦' has no HOST:PORT
+    'tcp://127.0.0.1:²' has no HOST:PORT
     """
     if address == LOCAL:
         return address
@@ -86,7 +97,7 @@ def check_address(address: str) -> str:
         raise ValueError(f"'{address}': unknown scheme '{scheme}://'; use tcp://HOST:PORT "
                          f"(Dask knows {known})")
     host, _, port = location.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not re.fullmatch("[0-9]+", port):  # ASCII digits ('²'.isdigit())
         raise ValueError(f"'{address}' has no HOST:PORT after {scheme}://; e.g. "
                          f"{scheme}://127.0.0.1:8786")
     if not _is_host(host):
@@ -218,8 +229,8 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         try:
             client = stack.enter_context(_Client(cluster if address == LOCAL else address,
                                                  timeout, deadline.left()))
-        except (_Unanswered, OSError, TimeoutError) as err:
-            if address == LOCAL:
+        except (_Unanswered, OSError, TimeoutError, UnicodeError) as err:  # UnicodeError:
+            if address == LOCAL:  # a name the resolver cannot encode (IDNA)
                 raise DaskError(f"cannot connect to the local Dask cluster within {timeout:g} "
                                 f"s ({type(err).__name__}: {err}); this machine may be "
                                 "overloaded: give a larger --dask-timeout") from None
