@@ -725,6 +725,19 @@ def test_a_local_cluster_whose_nannies_cannot_start_is_said_in_one_line(
         "listen on 127.0.0.1, or give the address of a running scheduler")
 
 
+def test_a_local_sweep_that_cannot_fit_is_refused_before_its_cluster_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_fails) -> None:
+    """``sweep -H 99999999 --dask local`` started a cluster (16 s) for each run to be
+    refused on its worker; a local cluster's workers are this machine."""
+    monkeypatch.setattr(cluster_module, "_local_cluster",
+                        lambda scratch: pytest.fail("the cluster was started"))
+    message = cli_fails("sweep", "lstm", "--steps", "2", "-H", "8", "-H", "99999999",
+                        "--dask", "local", "--out", tmp_path / "board.json")
+    assert message.startswith("Adam's first and second moments of shape") and \
+        "for training lstm with H=99999999, batch 64, 2 steps, more than" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(scratch: str) -> None:

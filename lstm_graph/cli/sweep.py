@@ -13,6 +13,7 @@ from lstm_graph.cli.train import TASK_HELP, task_of
 from lstm_graph.distributed.jobs import cell_source
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, json_text, refuse_inputs, write_atomic
+from lstm_graph.training.trainer import check_fits
 
 
 def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -76,7 +77,7 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
             check_output(path)
     address = dask_address(address)
     from lstm_graph.distributed import sweep as sweeping
-    from lstm_graph.distributed.cluster import connect
+    from lstm_graph.distributed.cluster import LOCAL, connect
 
     sources = []
     for spec in cells:
@@ -87,6 +88,9 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     task = task_of(task_name, length)
     settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
     configs = sweeping.grid(sources, hidden_sizes, seeds)
+    if address == LOCAL:  # its workers are this machine's: what cannot fit is said first
+        for _, source in sources:
+            check_fits(source.compile(), task, max(hidden_sizes), steps, batch, dtype)
 
     label = sweeping.labels(configs)
 
