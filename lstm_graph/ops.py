@@ -28,7 +28,9 @@ the tests hold every executor to it, NaN pattern included):
   ``hard_sigmoid(NaN)`` and ``clip(NaN)`` are NaN (as in PyTorch), while
   ``thresholded_relu(NaN)`` is 0 (ONNX's ``x > alpha ? x : 0``);
 - a ``linear`` multiplies every term, zeros included, so a NaN or inf in one
-  operand reaches every unit of its sequence's row, in every executor alike.
+  operand reaches every unit of its sequence's row, in every executor alike;
+- a function's gradient at NaN and ±inf is what PyTorch's autograd gives its PyTorch
+  form (``relu``'s and ``elu``'s pass at NaN; ``softsign``'s is NaN at ±inf).
 
 >>> OPS["mul"].symbol, OPS["sigmoid"].symbol
 ('×', 'σ')
@@ -408,11 +410,12 @@ OPS: dict[str, Op] = {
            "{tanh}({0})", ("({g} * ((T)1 - {out} * {out}))",), onnx="Tanh",
            onnx_nodes=_onnx("Tanh"), torch="torch.tanh({0})",
            torch_calls=_calls("torch.tanh", "F.tanh", "Tensor.tanh", "nn.Tanh")),
-        # As PyTorch: the gradient passes where the value is positive (not at NaN).
+        # As PyTorch's threshold_backward: no gradient where the value is 0 (or below),
+        # and the gradient passes at NaN.
         Op("relu", "relu", OpKind.FUNCTION, 1, "relu",
            _unary(lambda xp, v: xp.where(v < 0, xp.zeros_like(v), v)),
-           _unary_vjp(lambda xp, v, out, g: _where0(xp, out > 0, g)),
-           "({0} < (T)0 ? (T)0 : {0})", ("({out} > (T)0 ? {g} : (T)0)",),
+           _unary_vjp(lambda xp, v, out, g: _where0(xp, ~(out <= 0), g)),
+           "({0} < (T)0 ? (T)0 : {0})", ("({out} <= (T)0 ? (T)0 : {g})",),
            "maximum({0}, 0.0, out={out})", onnx="Relu",
            onnx_nodes=_onnx("Relu"), torch="torch.relu({0})",
            torch_calls=(*_calls("torch.relu", "Tensor.relu"),
@@ -444,10 +447,10 @@ OPS: dict[str, Op] = {
                               "thresholded_relu (ONNX's ThresholdedRelu) gives 0; the cell "
                               "computes as the module wherever no NaN reaches it")),
         Op("elu", "elu", OpKind.FUNCTION, 1, "elu", _unary(_elu),
-           _unary_vjp(lambda xp, v, out, g, alpha: xp.where(
-               v > 0, g, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))))),
+           _unary_vjp(lambda xp, v, out, g, alpha: xp.where(  # at NaN g passes, as PyTorch's
+               v <= 0, g * (alpha * xp.exp(xp.minimum(v, xp.zeros_like(v)))), g)),
            "({0} >= (T)0 ? {0} : (T){alpha} * ({exp}({0} > (T)0 ? (T)0 : {0}) - (T)1))",
-           ("({0} > (T)0 ? {g} : {g} * ((T){alpha} * {exp}({0} > (T)0 ? (T)0 : {0})))",),
+           ("({0} <= (T)0 ? {g} * ((T){alpha} * {exp}({0} > (T)0 ? (T)0 : {0})) : {g})",),
            attributes=(Attribute("alpha", 1.0),), onnx="Elu",
            onnx_nodes=lambda emit, a, attrs: emit("Where", [
                emit("Less", [a[0], 0.0], {}), emit("Mul", [attrs["alpha"], emit(
@@ -492,9 +495,11 @@ OPS: dict[str, Op] = {
            torch="{alpha} * {0} + {beta}"),
         Op("softsign", "softsign", OpKind.FUNCTION, 1, "softsign",
            _unary(lambda xp, v: v / (1 + xp.abs(v))),
-           _unary_vjp(lambda xp, v, out, g: g / ((1 + xp.abs(v)) * (1 + xp.abs(v)))),
+           # NaN where the value is (at ±inf, inf / inf), as PyTorch's autograd gives it
+           _unary_vjp(lambda xp, v, out, g: xp.where(
+               xp.isnan(out), out, g / ((1 + xp.abs(v)) * (1 + xp.abs(v))))),
            "({0} / ((T)1 + ({0} < (T)0 ? -{0} : {0})))",
-           ("({g} / (((T)1 + ({0} < (T)0 ? -{0} : {0})) * "
+           ("({out} != {out} ? {out} : {g} / (((T)1 + ({0} < (T)0 ? -{0} : {0})) * "
             "((T)1 + ({0} < (T)0 ? -{0} : {0}))))",), onnx="Softsign",
            onnx_nodes=lambda emit, a, attrs: emit("Div", [a[0], emit(
                "Add", [1.0, emit("Abs", [a[0]], {})], {})], {}),

@@ -90,6 +90,24 @@ def test_at_a_kink_the_gradient_is_the_pytorch_export_s_autograd(name):
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))
+def test_the_gradient_at_nan_and_infinity_is_the_pytorch_export_s_autograd(name):
+    """``relu``'s gradient stopped at NaN, where PyTorch's passes it (its backward zeroes
+    the gradient only where the value is 0 or less)."""
+    attrs, _ = TORCH[name]
+    op = OPS[name]
+    values = op.attrs([attrs[a.name] for a in op.attributes])
+    v, g = np.array([np.nan, np.inf, -np.inf]), np.array([0.75, -1.25, 0.5])
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = op.reference(np, [v], [], values)
+        (grad,), _ = op.vjp(np, [v], [], values, out, g)
+    tv = torch.tensor(v, requires_grad=True)
+    expression = str(op.torch).format("tv", **{k: repr(float(x)) for k, x in attrs.items()})
+    expected = eval(expression, {"torch": torch, "F": F, "tv": tv})  # the op table's own text
+    expected.backward(torch.tensor(g))
+    np.testing.assert_array_equal(grad, tv.grad.numpy())
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
 def test_nan_propagates_as_the_op_table_says(name):
     attrs, _ = TORCH[name]
     op = OPS[name]
