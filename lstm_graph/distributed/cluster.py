@@ -229,8 +229,9 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         try:
             client = stack.enter_context(_Client(cluster if address == LOCAL else address,
                                                  timeout, deadline.left()))
-        except (_Unanswered, OSError, TimeoutError, UnicodeError) as err:  # UnicodeError:
-            if address == LOCAL:  # a name the resolver cannot encode (IDNA)
+        # UnicodeError: a host name the resolver cannot encode (IDNA), as unreachable
+        except (_Unanswered, OSError, TimeoutError, UnicodeError) as err:
+            if address == LOCAL:
                 raise DaskError(f"cannot connect to the local Dask cluster within {timeout:g} "
                                 f"s ({type(err).__name__}: {err}); this machine may be "
                                 "overloaded: give a larger --dask-timeout") from None
