@@ -78,18 +78,22 @@ class Moments:
         flat = np.ravel(values)
         found: Moments | None = None
         for start in range(0, max(flat.size, 1), cls.BLOCK):
-            block = flat[start:start + cls.BLOCK].astype(np.float64)
+            part = cls._block(flat[start:start + cls.BLOCK].astype(np.float64))
+            found = part if found is None else found.merge(part)
+        assert found is not None
+        return found
+
+    @classmethod
+    def _block(cls, block: np.ndarray) -> Moments:
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, said as NaN
             size = max(block.size, 1)
             mean = float(np.sum(block)) / size
             centred = block - mean  # the sum of what rounding left corrects it (the
             missed = float(np.sum(centred))  # corrected two-pass formula)
             deviations = float(centred @ centred) - missed * missed / size
-            part = cls(block.size, mean, 0.0 if deviations < 0 else deviations,  # NaN kept
+            return cls(block.size, mean, 0.0 if deviations < 0 else deviations,  # NaN kept
                        float(block @ block), float(block.min(initial=np.inf)),
                        float(block.max(initial=-np.inf)))
-            found = part if found is None else found.merge(part)
-        assert found is not None
-        return found
 
     def merge(self, other: Moments) -> Moments:
         count = self.count + other.count
