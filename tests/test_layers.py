@@ -705,6 +705,35 @@ def test_an_onnx_files_weights_are_refused_by_a_cell_that_computes_otherwise(tmp
     lstm_graph.load_cell("rnn").compile(weights=model)  # the cell it computes
 
 
+LSTM_TEXT = (Path(lstm_graph.__file__).parent / "cells" / "lstm.cell").read_text()
+
+
+@pytest.mark.parametrize("change", [("g = tanh(linear", "g = sigmoid(linear"),
+                                    ("c = f * c", "c = 0.5 + f * c")])
+def test_a_pytorch_layers_weights_are_refused_by_a_cell_that_computes_otherwise(
+        tmp_path, cli_refused, change):
+    """An nn.LSTM's state dict ran in a user's LSTM with a sigmoid candidate (0.746 off
+    nn.LSTM) or a shifted memory (0.62 off), with no word: only ONNX files were held to the
+    cell they compute. The built-in cells that compute it still take it."""
+    torch.manual_seed(0)
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), tmp_path / "q.pt")
+    old, new = change
+    assert old in LSTM_TEXT
+    (tmp_path / "mine.cell").write_text(LSTM_TEXT.replace(old, new, 1).replace(
+        "cell lstm", "cell mine"))
+    with pytest.raises(lstm_graph.WeightsError, match=r"q.pt: the nn.LSTM computes activations "
+                                                      r"sigmoid, tanh, tanh, and cell 'mine' "
+                                                      r"computes something else"):
+        lstm_graph.load_cell(str(tmp_path / "mine.cell")).compile(weights=tmp_path / "q.pt")
+    assert "cell 'mine' computes something else" in cli_refused(
+        "run", tmp_path / "mine.cell", "--weights", tmp_path / "q.pt", "--sample")
+    for name in ("lstm", "peephole_lstm"):
+        lstm_graph.load_cell(name).compile(weights=tmp_path / "q.pt")
+    torch.save(torch.nn.RNN(3, 4, nonlinearity="relu").state_dict(), tmp_path / "r.pt")
+    for name in ("rnn", "rnn_relu"):  # a state dict does not say which: either, with a note
+        lstm_graph.load_cell(name).compile(weights=tmp_path / "r.pt")
+
+
 def test_states_and_lengths_that_are_inputs_of_an_onnx_model_are_named_in_a_note(tmp_path,
                                                                                  cli_run):
     model = _onnx_rnn_tanh(tmp_path / "rnn.onnx")  # initial_h is a graph input

@@ -206,10 +206,10 @@ def to_onnx_tensors(graph: CellGraph, weights: Mapping[str, np.ndarray]
 def check_cell(file: LayerFile, graph: CellGraph) -> None:
     """Refuse ``file`` for a cell that does not compute what the file's layer computes:
     other activations, a clip, a coupled forget valve, the other GRU form, peepholes or a
-    projection the cell lacks (or has and the file lacks); for an ONNX file, which
-    records all of it, any cell that is not structurally its layer's
-    (:func:`~lstm_graph.equivalence.computes`). A PyTorch state dict does not record an
-    ``nn.RNN``'s nonlinearity: there the reader's note says which it assumed."""
+    projection the cell lacks (or has and the file lacks); and any cell that is not
+    structurally its layer's (:func:`~lstm_graph.equivalence.computes`). A PyTorch state
+    dict does not record an ``nn.RNN``'s nonlinearity: either is taken there, and the
+    reader's note says which it assumed."""
     whole = f"run the file itself ('lstm-graph run {file.source}' builds its cell)"
     for spec in file.cells:
         extra = (spec.clip is not None or spec.input_forget
@@ -237,15 +237,6 @@ def check_cell(file: LayerFile, graph: CellGraph) -> None:
                                f"'{lacking[0]}' of cell '{graph.name}' has no peep(...) "
                                "operand; use a cell with peepholes (peephole_lstm)")
     has = projection(graph, family) is not None
-    if file.format == "onnx" and not has:
-        # An ONNX file records everything its cell computes (activations included): a cell
-        # that computes anything else would give the file's weights other numbers.
-        for spec in file.cells:
-            if not takes(graph, spec):
-                raise WeightsError(
-                    f"{file.source}: {file.name} computes {spec.describe()}, and cell "
-                    f"'{graph.name}' computes something else (another activation, a clip, "
-                    f"other terms); {whole}")
     if has != (file.proj_size is not None):
         raise WeightsError(
             f"{file.source}: {file.name} has a projection (weight_hr, proj_size "
@@ -253,6 +244,16 @@ def check_cell(file: LayerFile, graph: CellGraph) -> None:
             f"{whole}" if not has else
             f"{file.source}: cell '{graph.name}' projects its output (proj = on its gates "
             f"line), and {file.name} has no projection (weight_hr); use the cell lstm")
+    # An ONNX file records everything its cell computes, activations included; a PyTorch
+    # layer's are fixed by its kind (nn.LSTM's, nn.GRU's), but for an nn.RNN's
+    # nonlinearity. A cell that computes anything else would give the weights other
+    # numbers (a user's LSTM with another activation once ran an nn.LSTM's state dict).
+    for spec in file.cells:
+        if not takes(graph, spec, file.format == "onnx" or spec.family != "rnn"):
+            raise WeightsError(
+                f"{file.source}: {file.name} computes {spec.describe()}, and cell "
+                f"'{graph.name}' computes something else (another activation, a clip, "
+                f"other terms); {whole}")
 
 
 def takes(graph: CellGraph, spec: CellSpec, nonlinearity_known: bool = True) -> bool:
