@@ -36,7 +36,7 @@ from lstm_graph.errors import (
     WeightsError,
 )
 from lstm_graph.executors import registry
-from lstm_graph.executors.backends import check_dtype, namespace, to_numpy
+from lstm_graph.executors.backends import DTYPES, check_dtype, namespace, to_numpy
 from lstm_graph.executors.contract import Executor, Gradients, Progress, Spec
 from lstm_graph.formats import memory
 from lstm_graph.formats.importers import read_weights
@@ -316,13 +316,16 @@ def _raw_dtypes(arrays: Mapping[str, Any]) -> frozenset[np.dtype]:
 
 def _dtype_notes(dtypes: frozenset[np.dtype], computing: np.dtype, source: str) -> tuple[str, ...]:
     """A note where weights of another precision are computed in ``computing``: float64
-    weights rounded to float32, or float16 ones computed in float32 (which PyTorch's own
-    float16 run is not: it rounds every step's values to float16)."""
+    weights rounded to float32 (float128 ones to float64 at most), or float16 ones computed
+    in float32 (which PyTorch's own float16 run is not: it rounds every step's values to
+    float16)."""
     notes = []
     for dtype in sorted(dtypes, key=lambda d: d.itemsize):
         if dtype.itemsize > computing.itemsize:
+            keeps = f"--dtype {dtype}, dtype='{dtype}', keeps them" if dtype.name in DTYPES \
+                else "lstm-graph computes in float32 or float64"
             notes.append(f"note: {source} holds {dtype} weights; computing in {computing}, "
-                         f"which rounds them (--dtype {dtype}, dtype='{dtype}', keeps them)")
+                         f"which rounds them ({keeps})")
         elif dtype.itemsize < 4:
             notes.append(f"note: {source} holds {dtype} weights; computing in {computing} "
                          f"(lstm-graph computes in float32 or float64; a {dtype} run of the "

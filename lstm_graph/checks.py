@@ -168,17 +168,27 @@ def check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: 
         return
     finite = xp.isfinite(converted)
     position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
-    raise not_finite(what, float(to_numpy(original[position])), position, dtype, fix)
+    raise not_finite(what, to_numpy(original[position])[()], position, dtype, fix)
 
 
-def not_finite(what: str, value: float, position: tuple[int, ...], dtype: np.dtype,
+def not_finite(what: str, value: Any, position: tuple[int, ...], dtype: np.dtype,
                fix: str) -> DataError:
     """The error for the first element of ``what`` that is not finite in ``dtype``: ``value``
-    (as read, before conversion) is NaN or infinity, or finite but too large for ``dtype``."""
+    (as read, before conversion, in its own type: a float128's 1e400 is finite) is NaN or
+    infinity, or finite but too large for ``dtype``.
+
+    >>> for part in str(not_finite("x", np.float64(1e39), (0, 1), np.dtype("float32"),
+    ...                            "")).split("; "):
+    ...     print(part)
+    x holds 1e+39 at index (0, 1), too large for float32 (the largest is about 3.4e+38)
+    run in float64 (--dtype float64)
+    """
     if np.isfinite(value):
-        return DataError(f"{what} holds {value:.3g} at index {position}, too large for {dtype} "
-                         f"(the largest is about {float(np.finfo(dtype).max):.2g}); run in "
-                         "float64 (--dtype float64)")
+        widest = "run in float64 (--dtype float64)" if dtype.itemsize < 8 else \
+            "lstm-graph computes in float32 or float64: scale the data down"
+        return DataError(f"{what} holds {np.format_float_scientific(value, 2, trim='-')} at "
+                         f"index {position}, too large for {dtype} (the largest is about "
+                         f"{float(np.finfo(dtype).max):.2g}); {widest}")
     return DataError(f"{what} holds NaN or infinity, first at index {position}; {fix} or pass "
                      "--allow-nonfinite")
 

@@ -22,6 +22,8 @@ from hostile import deflate_bomb, npy_header
 from onnx import TensorProto, helper
 from onnx_models import random_onnx_weights, rnn_model
 
+import lstm_graph
+
 
 @pytest.fixture
 def x_file(tmp_path: Path) -> Path:
@@ -109,6 +111,30 @@ def test_pytorch_weights_near_1e300_in_a_float32_run_name_the_parameter(tmp_path
     assert "too large for float32 (the largest is about 3.4e+38); run in float64 " \
         "(--dtype float64); f.W_h holds" in stderr
     assert stderr.endswith("; and 9 more parameters\n")
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="this platform's long double is a float64")
+def test_float128_data_beyond_float64_and_its_weights_are_named_as_they_are(
+        tmp_path, cli_refused, cli_run):
+    """A float128 x of 1e400 (finite) was said to hold 'NaN or infinity'; float128 weights
+    got the advice --dtype float128, which no command takes."""
+    x = np.ones((3, 2, 2), np.longdouble)
+    x[1, 1, 1] = np.longdouble("1e400")
+    np.save(tmp_path / "x.npy", x)
+    stderr = cli_refused("run", "rnn", "--input", tmp_path / "x.npy", "-H", "2", "--dtype",
+                         "float64")
+    assert stderr == (f"note: x is float128; computing in float64 (see --dtype)\n"
+                      f"{tmp_path / 'x.npy'}: x holds 1e+400 at index (1, 1, 1), too large "
+                      "for float64 (the largest is about 1.8e+308); lstm-graph computes in "
+                      "float32 or float64: scale the data down\n")
+    weights = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=2).weights
+    np.savez(tmp_path / "w.npz", **{k: v.astype(np.longdouble) for k, v in weights.items()})
+    np.save(tmp_path / "x.npy", np.ones((3, 2, 2)))
+    done = cli_run("run", "rnn", "--input", tmp_path / "x.npy", "--weights",
+                   tmp_path / "w.npz", "--dtype", "float64", "--out", tmp_path / "y.npz")
+    assert "holds float128 weights; computing in float64, which rounds them (lstm-graph " \
+        "computes in float32 or float64)" in done.stderr
 
 
 # -- ONNX models ------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
     if not bad.any():
         return
     first = [int(i) for i in np.argwhere(bad)[0]]
-    value = float(raw[tuple(first)])
+    value = raw[tuple(first)]
     if offset is not None:
         first[axis] += offset
     raise not_finite(what, value, tuple(first), converted.dtype, fix)
