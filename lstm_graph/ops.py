@@ -162,8 +162,10 @@ _INPLACE = (("inplace", False),)
 def _unit_alpha(given: Mapping[str, Any]) -> dict[str, float]:
     """``torch.add(a, b, alpha=...)`` adds ``alpha · b``: only 1 is the plain sum."""
     if float(given["alpha"]) != 1:
-        raise ValueError(f"alpha={given['alpha']} scales the second operand; write the "
-                         "product out (a + 0.5 * b)")
+        alpha = given["alpha"]
+        raise ValueError(f"alpha={alpha} scales the second operand; write the product out "
+                         f"(torch.add(a, b, alpha={alpha}) as a + {alpha} * b, torch.sub as "
+                         f"a - {alpha} * b)")
     return {}
 
 

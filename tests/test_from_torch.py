@@ -147,6 +147,10 @@ def test_converted_cells_validate_and_draw_in_both_styles(converted, name, tmp_p
 REFUSALS = {
     "RefuseLayerNorm": ("h", "nn.LayerNorm (self.ln)", "normalisation",
                         "z = self.ln(self.lin(torch.cat([x, h], 1)))"),
+    "RefuseSubAlpha": ("h", "torch.sub: alpha=3.0 scales the second operand",
+                       "torch.sub as a - 3.0 * b",  # said 'a + 0.5 * b', whatever alpha was
+                       "h = torch.tanh(torch.sub(self.a(x), torch.tanh(self.b(h)), "
+                       "alpha=3.0))"),
     "RefuseSum": ("h", "Tensor.sum", "reduces over the units",
                   "scale = h.sum(dim=1, keepdim=True)"),
     "RefuseBranch": ("h", "RefuseBranch.forward cannot be traced", "branches on a tensor",
@@ -241,6 +245,11 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
     ([f"{CELLS}:FastLSTMCell", "--states", "h"], "unpacked as a tuple, but --states names 1"),
     ([f"{CELLS}:TutorialGRU", "--states", "h,c"], "used as one tensor, but --states names 2"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),
+    # written, and then refused by run: y is the output's name there
+    ([f"{CELLS}:DerivedWeights", "--states", "y"], "'y' cannot name a state: run writes"),
+    # a TypeError from torch.cat, with no word of the states
+    ([f"{CELLS}:DerivedWeights", "--states", "h,c"], "(--states named the state passed to "
+     "forward as a tuple of 2 tensors (h, c): if the forward takes another number"),
     ([f"{CELLS}:FastLSTMCell", "--states", "None,c"], "'None' is a keyword"),  # no longer
     ([f"{CELLS}:FastLSTMCell", "--states", "\u210e,c"], "reads as 'h'"),  # "a bug"
 ])
@@ -249,6 +258,33 @@ def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_
     assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
                                 tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_state_named_as_the_forward_s_input_is_a_state(tmp_path, cli_run):
+    """``--states x`` for ``forward(self, x, h)`` read the state as the input ('a linear of
+    7 inputs reads a value of width 6'); the cell's input is named x_t instead."""
+    cli_run("from-torch", f"{CELLS}:DerivedWeights", "-I", IN, "-H", HID, "--states", "x",
+            "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    cell = lstm_graph.load_cell(tmp_path / "c.cell")
+    assert list(cell.graph.states) == ["x"] and list(cell.graph.inputs) == ["x_t"]
+    x = np.random.default_rng(3).standard_normal((6, 2, IN)).astype("float32")
+    torch.manual_seed(0)  # the command's own initialisation: --seed 0
+    module = make_module(load_class(CELLS, "DerivedWeights"), CELLS, IN, HID, None)
+    want_y, _ = step_module(module, x, ["x"], HID)
+    y, _ = cell.compile(weights=tmp_path / "w.npz")(x)
+    np.testing.assert_allclose(y, want_y, rtol=0, atol=1e-5)
+
+
+def test_the_class_s_own_initialisation_is_seeded(tmp_path, cli_run):
+    """Without --state-dict two runs of one command wrote other weights (torch's global
+    generator, unseeded); --seed chooses them."""
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "h,c",
+                "--seed", seed, "--out", tmp_path / f"{name}.cell", "--weights-out",
+                tmp_path / f"{name}.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert (tmp_path / "a.npz").read_bytes() != (tmp_path / "c.npz").read_bytes()
+    assert "own initialisation, seed 1" in (tmp_path / "c.cell").read_text()
 
 
 def test_a_cell_file_named_as_a_python_keyword_is_written_and_valid(tmp_path, cli_run):

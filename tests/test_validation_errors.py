@@ -158,6 +158,8 @@ def test_unclosed_parenthesis():
 @pytest.mark.parametrize("body, col, words", [
     ("h = linear(x) / 2\n", 5, "unsupported operator '/'"),
     ("h = linear(x) ** 2\n", 5, "unsupported operator '**'"),
+    # said "unsupported operator '+'; the language has element-wise +, - and *"
+    ("h = +tanh(linear(x))\n", 5, "a '+' before a value does nothing; write the value"),
     ("h = linear(x) if 1 else 2\n", 5, "unsupported expression (IfExp)"),
     ("h = np.tanh(x)\n", 5, "only the functions"),
     ("h = tanh(x=linear(x))\n", 10, "tanh() has no number 'x'; it takes a value only"),

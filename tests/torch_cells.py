@@ -340,6 +340,17 @@ class RefuseLayerNorm(nn.Module):
         return torch.tanh(z), torch.tanh(z)
 
 
+class RefuseSubAlpha(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.a = nn.Linear(input_size, hidden_size)
+        self.b = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(torch.sub(self.a(x), torch.tanh(self.b(h)), alpha=3.0))
+        return h, h
+
+
 class RefuseSum(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -71,6 +71,9 @@ def check_states(states: Sequence[str]) -> list[str]:
         if name in RESERVED:
             raise ConvertError(f"--states: '{name}' cannot name a state (a keyword of the "
                                ".cell language)")
+        if name == "y":
+            raise ConvertError("--states: 'y' cannot name a state: run writes the output "
+                               "sequence as y (give the state another name, as h)")
     if len(set(names)) != len(names):
         raise ConvertError(f"--states names a state twice: {', '.join(names)}")
     return names
@@ -84,13 +87,14 @@ def cell_name(out: Path | None, class_name: str) -> str:
 
 
 def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
-            states: Sequence[str], state_dict: Path | None = None, out: Path | None = None
-            ) -> Converted:
+            states: Sequence[str], state_dict: Path | None = None, out: Path | None = None,
+            seed: int = 0) -> Converted:
     """The cell ``CLASS(input_size, hidden_size)`` of ``path`` computes (see the module
-    docstring)."""
+    docstring); without ``state_dict``, with the class's own initialisation drawn with
+    ``seed``."""
     states = check_states(states)
     cls = torch_fx.load_class(path, class_name)
-    module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict)
+    module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
@@ -102,7 +106,7 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
         and given not in states else ("x" if "x" not in states else "x_t")
     dtype = _module_dtype(module)
     weights_from = f"the state dict {state_dict.name}" if state_dict is not None else \
-        f"{class_name}'s own initialisation"
+        f"{class_name}'s own initialisation, seed {seed}"
     header = textwrap.wrap(inert(
         f"{class_name} of {path.name}, converted by lstm-graph from-torch (torch.fx) with "
         f"input size {input_size} and hidden size {hidden_size}. Its weights ({weights_from}) "

@@ -178,13 +178,17 @@ def load_class(path: Path, class_name: str) -> type:
 
 
 def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
-                state_dict: Path | None) -> Any:
+                state_dict: Path | None, seed: int = 0) -> Any:
     """``cls(input_size, hidden_size)`` in eval mode, with the state dict's weights
-    (read with ``weights_only``: a weights file never runs code)."""
+    (read with ``weights_only``: a weights file never runs code), else its own
+    initialisation drawn from PyTorch's generator seeded with ``seed`` (the caller's
+    generator is left as it was): the same arguments give the same weights."""
     torch = _torch()
     files = {str(path.resolve())}
     try:
-        module = cls(input_size, hidden_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = cls(input_size, hidden_size)
     except Exception as err:  # the user's constructor: said at its line
         raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})",
                        cast(Any, cls).__init__) from None
@@ -271,7 +275,11 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
                            f"{why}{text}\n{SUPPORTED}") from None
     except Exception as err:  # the user's forward failed while traced
         found = _located(files, err, f"tracing {type(module).__name__}.forward")
-        raise ConvertError(f"{found}\n{SUPPORTED}") from None
+        given = (f"one tensor, '{states[0]}'" if len(states) == 1 else
+                 f"a tuple of {len(states)} tensors ({', '.join(states)})")
+        raise ConvertError(f"{found}\n(--states named the state passed to forward as "
+                           f"{given}: if the forward takes another number, give one name per "
+                           f"tensor its state holds, in order)\n{SUPPORTED}") from None
     return Traced(graph, wrapper, files, type(module).__name__)
 
 
@@ -377,14 +385,14 @@ class _Interpreter:
 
     def run(self) -> Step:
         env: dict[Any, Any] = {}
-        placeholders = iter(["x", *self.states])
+        placeholders = iter([None, *self.states])  # x first (a state may be named x)
         made: list[tuple[Any, Value]] = []
         result: Any = None
         torch = self.torch
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 role = next(placeholders)
-                env[node] = Input(self.input_size, label="x") if role == "x" else \
+                env[node] = Input(self.input_size, label="x") if role is None else \
                     Old(self.hidden_size, state=role, label=role)
                 continue
             if node.op == "get_attr":

@@ -679,6 +679,11 @@ class _Lowering:
             return None if operand is None else self.add_op(UNARY["-"].name, [operand], node,
                                                             root)
         loc = self.parser.loc(self.stmt, node)  # only an error or a call needs it
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+            self.report.error(loc, "a '+' before a value does nothing; write the value "
+                              "without it (the language has + and - between values, and -"
+                              " before one)")
+            return None
         if isinstance(node, (ast.BinOp, ast.UnaryOp)):
             spelling = _PYTHON_OPERATORS.get(type(node.op), type(node.op).__name__)
             self.report.error(loc, f"unsupported operator '{spelling}'; the language has "
