@@ -304,3 +304,14 @@ def test_out_on_stdout_sends_the_summary_to_stderr_not_into_the_npz(tmp_path, co
     assert said in summary
     plain = cli_process(*command, "--out", "y.npz", cwd=tmp_path, text=False)
     assert plain.returncode == 0 and plain.stdout  # to a file, the summary stays on stdout
+
+
+def test_an_npy_named_npz_for_an_option_that_takes_npy_is_said_so(tmp_path, cli_refused):
+    """The hint was 'this takes an .npz of arrays by name (numpy.savez(path, h=…, c=…))':
+    --input takes an .npy, and h and c are no names of x."""
+    np.save(tmp_path / "x.npy", np.ones((3, 2, 4), np.float32))
+    (tmp_path / "x.npz").write_bytes((tmp_path / "x.npy").read_bytes())
+    assert cli_refused("run", "lstm", "--input", tmp_path / "x.npz", "-H", "3", "--out",
+                       tmp_path / "y.npz") == (
+        f"{tmp_path / 'x.npz'}: is an .npy file (one array) named .npz; name it x.npy, or "
+        "save x with numpy.savez\n")

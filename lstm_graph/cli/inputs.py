@@ -32,7 +32,7 @@ from lstm_graph.executors import registry
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
 from lstm_graph.executors.registry import EXECUTORS
-from lstm_graph.formats.arrays import StoredArray, open_npy, open_npz
+from lstm_graph.formats.arrays import StoredArray, is_npy, open_npy, open_npz
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, check_lengths
 from lstm_graph.models import is_model
@@ -50,6 +50,9 @@ def stored_array(path: Path, what: str, key: str) -> StoredArray:
     array). Nothing is read yet (:meth:`StoredArray.read`); nothing is ever unpickled."""
     if path.suffix.lower() != ".npz":
         return open_npy(path, what)
+    if is_npy(path):  # open_npz's hint (an .npz of arrays by name) is not this option's
+        raise DataError(f"{path}: is an .npy file (one array) named .npz; name it "
+                        f"{path.with_suffix('.npy').name}, or save {what} with numpy.savez")
     arrays = open_npz(path)
     if key in arrays:
         return arrays[key]

@@ -81,13 +81,13 @@ def open_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, S
             return found
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError,
             RuntimeError) as err:
-        if _is_npy(path):
+        if is_npy(path):
             raise error(f"{path}: is an .npy file, one array; this takes an .npz of arrays "
                         "by name (numpy.savez(path, h=…, c=…))") from None
         raise error(f"{path}: not a readable .npz file ({_reason(err)})") from None
 
 
-def _is_npy(path: Path) -> bool:
+def is_npy(path: Path) -> bool:
     """Whether ``path`` starts as an ``.npy`` file does (NumPy's magic string)."""
     try:
         with open(path, "rb") as stream:
