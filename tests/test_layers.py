@@ -571,7 +571,7 @@ def test_a_record_beside_the_weights_refuses_a_cell_that_computes_otherwise(tmp_
     edited = [{**good, "cells": [{**cell, "family": []}]},  # was a TypeError
               {**good, "cells": [{**cell, "activations": [["leaky_relu", {}]] * 3}]},
               {**good, "proj_size": 2},  # a projection its cell does not have
-              {**good, "stores": "initial_h"}]
+              {**good, "stores": "initial_h"}, {**good, "dtypes": ["object"]}]
     for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json"),
                    np.array("[" * 30000), *(np.array(json.dumps(e)) for e in edited)):
         np.savez(tmp_path / "bad.npz", **{**weights, "__layer__": record})
@@ -597,9 +597,14 @@ def test_what_a_run_of_a_model_s_weights_must_be_told_is_said(tmp_path, cli_run)
     assert "batch-first" not in said
     torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "r.pt")
     cli_run("params", tmp_path / "r.pt", "--out", tmp_path / "r.npz")
-    assert "do not record the nonlinearity: assuming tanh" in cli_run(
-        "run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--out",
-        tmp_path / "c.npz").stderr
+    said = cli_run("run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--out",
+                   tmp_path / "c.npz").stderr
+    assert "do not record the nonlinearity: assuming tanh" in said
+    # its float32 weights and float64 biases (summed) are of a float32 file: no rounding
+    # note, as a run of r.pt has none
+    assert "float64" not in said
+    assert cli_run("run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--dtype",
+                   "float64", "--out", tmp_path / "d.npz").stderr.count("note:") == 1
 
 
 def test_lengths_out_of_range_are_named_as_given():

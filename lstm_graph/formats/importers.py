@@ -268,6 +268,10 @@ def takes(graph: CellGraph, spec: CellSpec, nonlinearity_known: bool = True) -> 
     return any(computes(graph, one) is not None for one in alike)
 
 
+#: The dtypes a record may say a layer file stored its weights in.
+_FLOATS = ("float16", "float32", "float64")
+
+
 def layer_record(file: LayerFile) -> np.ndarray:
     """What ``params MODEL --out`` writes under :data:`RECORD` beside a layer file's
     weights: what their names cannot say (a reverse layer, a projection's width, the
@@ -279,6 +283,7 @@ def layer_record(file: LayerFile) -> np.ndarray:
         "layers": file.layers, "direction": file.direction, "proj_size": file.proj_size,
         "batch_first": file.batch_first, "stores": _stored(file),
         "assumed_tanh": RNN_NOTE.format(source=file.source) in file.notes,
+        "dtypes": sorted(dtype.name for dtype in file.stored_dtypes),
         "cells": [spec.as_data() for spec in file.cells]}, sort_keys=True))
 
 
@@ -316,9 +321,10 @@ def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: Ce
         if any(spec.projection != (stack.proj is not None) for spec in cells):
             raise ValueError("its projection and its cell's disagree")
         flags = [data.get("batch_first"), data.get("assumed_tanh")]
-        stores = data.get("stores")
+        stores, dtypes = data.get("stores"), data.get("dtypes", [])  # dtypes: since 12-2026
         if not all(isinstance(f, bool) for f in flags) or not isinstance(stores, list) \
-                or not set(stores) <= {"initial_h", "initial_c", "sequence_lens"}:
+                or not set(stores) <= {"initial_h", "initial_c", "sequence_lens"} \
+                or not isinstance(dtypes, list) or not set(dtypes) <= set(_FLOATS):
             raise ValueError("its notes are missing or of the wrong kind")
     except (ValueError, DataError, RecursionError) as err:  # JSON nested past the stack
         raise WeightsError(f"{bad} ({err})") from None
@@ -334,7 +340,9 @@ def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: Ce
              f"{source}')",) if stores else ()
     if data["assumed_tanh"] and graph.name != "rnn_relu":
         notes += (RNN_NOTE.format(source=f"{path} (from {source})"),)
-    return Weights(arrays, stack, notes, data["batch_first"])
+    # the file's precision, not the arrays' (the biases were summed in float64)
+    return Weights(arrays, stack, notes, data["batch_first"],
+                   frozenset(np.dtype(name) for name in dtypes) or None)
 
 
 def translate(file: LayerFile, graphs: Sequence[CellGraph], stack: Stack
