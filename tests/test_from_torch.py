@@ -151,6 +151,9 @@ REFUSALS = {
                        "torch.sub as a - 3.0 * b",  # said 'a + 0.5 * b', whatever alpha was
                        "h = torch.tanh(torch.sub(self.a(x), torch.tanh(self.b(h)), "
                        "alpha=3.0))"),
+    # "not one of the ops below", with no word of the state dict that runs as it is
+    "RefuseWrappedCell": ("h,c", "nn.LSTMCell (self.cell)", "'lstm-graph run lstm --weights "
+                          "sd.pt'", "h, c = self.cell(x, state)"),
     "RefuseSum": ("h", "Tensor.sum", "reduces over the units",
                   "scale = h.sum(dim=1, keepdim=True)"),
     "RefuseBranch": ("h", "RefuseBranch.forward cannot be traced", "branches on a tensor",
@@ -228,6 +231,9 @@ def test_the_input_where_the_hidden_size_belongs_is_refused_even_where_the_sizes
      "RefuseArity(3, 4) failed: TypeError"),
     ("RefuseOneReturn", "return torch.tanh(self.lin(torch.cat([x, h], 1)))",
      "RefuseOneReturn.forward returns a value; a cell's forward returns (out, new_state)"),
+    # "it must be a tensor computed from x and the states", which it is
+    ("RefuseCatOutput", "return joined, joined", "RefuseCatOutput.forward returns a concatenation "
+     "(torch.cat) as its output; a cell's output and states are values of H units"),
 ])
 def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, source_line,
                                                            message, cli_fails):

@@ -351,6 +351,28 @@ class RefuseSubAlpha(nn.Module):
         return h, h
 
 
+class RefuseWrappedCell(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+
+    def forward(self, x, state):
+        h, c = self.cell(x, state)
+        return h, (h, c)
+
+
+class RefuseCatOutput(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.a = nn.Linear(input_size + hidden_size, hidden_size // 2)
+        self.b = nn.Linear(input_size + hidden_size, hidden_size - hidden_size // 2)
+
+    def forward(self, x, h):
+        z = torch.cat([x, h], 1)
+        joined = torch.cat([torch.tanh(self.a(z)), torch.tanh(self.b(z))], 1)
+        return joined, joined
+
+
 class RefuseSum(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -91,6 +91,10 @@ _WHY = {
                      "rsqrt", "log1p", "expm1", "sign", "floor", "round"),
                     "the op table has no such element-wise function (it has the "
                     "activations of ONNX's recurrent operators)"),
+    **dict.fromkeys(("LSTMCell", "GRUCell", "RNNCell", "LSTM", "GRU", "RNN"),
+                    "a PyTorch recurrent module is a layer, not a cell's code: its state "
+                    "dict runs as it is ('lstm-graph run lstm --weights sd.pt'; gru, rnn, "
+                    "lstm_proj alike)"),
 }
 
 
@@ -469,7 +473,13 @@ class _Interpreter:
                                f"{len(self.states)} ({', '.join(self.states)})")
         for what, value in [("its output", out),
                             *((f"state '{s}'", v) for s, v in zip(self.states, new))]:
-            if not isinstance(value, Value) or isinstance(value, Cat):
+            if isinstance(value, Cat):
+                raise ConvertError(f"{self._returned_at()}{name}.forward returns a "
+                                   f"concatenation (torch.cat) as {what}; a cell's output and "
+                                   "states are values of H units, and only a linear may read "
+                                   "a concatenation: return the value the pieces came from, "
+                                   "or keep them as states of their own")
+            if not isinstance(value, Value):
                 raise ConvertError(f"{self._returned_at()}{name}.forward returns "
                                    f"{_kind(value)} as {what}; it must be a tensor computed "
                                    "from x and the states")
