@@ -260,6 +260,28 @@ def test_a_link_in_a_sticky_directory_is_followed_only_if_no_other_user_put_it(t
     assert names(victim) == []
 
 
+def test_a_path_s_links_dots_and_missing_parts_resolve_as_the_kernel_reads_them(tmp_path):
+    """``_resolve`` follows the user's links (relative, chained, then '..' from where they
+    lead), takes a missing directory as the one that will be made ('missing/../c' is 'c':
+    it once made 'missing'), and refuses a loop."""
+    real = tmp_path / "real"
+    (real / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "a").symlink_to("real/deep")  # relative
+    (tmp_path / "b").symlink_to(tmp_path / "a")  # a chain, absolute
+    resolve = buildcache._resolve
+    assert resolve(tmp_path / "b" / "er") == real / "deep" / "er"
+    assert resolve(tmp_path / "b" / ".." / "x") == real / "x"  # '..' of the link's target
+    assert resolve(tmp_path / "missing" / ".." / "c") == tmp_path / "c"
+    assert resolve(tmp_path / "b" / "new" / "newer") == real / "deep" / "new" / "newer"
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(buildcache._Refused, match="symbolic link chain too long to follow"):
+        resolve(tmp_path / "loop" / "x")
+    done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "missing" / ".." / "c")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "loop", "real", "tmp",
+                                                          "y.npz"]
+
+
 @pytest.mark.parametrize("how", ["CC", "PATH"])
 def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
     """``$CC`` (or the first cc on PATH) in a directory anyone can write in was run, and
@@ -282,6 +304,17 @@ def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
     info = json.loads(cli(["cache", "info", "--json"], tmp_path, tmp_path / "cache",
                           **env).stdout)
     assert info["compiler"] != str(planted) and not (tmp_path / "ran.log").exists()
+
+
+def test_a_compiler_found_through_a_relative_path_entry_is_named_absolutely(tmp_path,
+                                                                           monkeypatch):
+    """``PATH=bin:…`` gave 'bin/cc', checked here and run from wherever the process
+    stands later."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cc").write_text("#!/bin/sh\nexec cc \"$@\"\n")
+    (tmp_path / "bin" / "cc").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert buildcache._compiler("", f"bin{os.pathsep}/usr/bin") == str(tmp_path / "bin" / "cc")
 
 
 def test_a_cc_that_names_no_program_says_so_and_the_next_compiler_builds(tmp_path):

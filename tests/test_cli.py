@@ -240,6 +240,21 @@ def test_run_and_grad_summarise_a_float32_run_near_its_limit_in_float64(cli_run,
     assert "y: mean +nan  std nan  min +nan  max +nan" in text  # std was 0: max(0, nan)
 
 
+def test_a_summary_over_blocks_keeps_a_nan_in_a_later_block(cli_run, tmp_path, monkeypatch):
+    """Past one block of numbers (2**20; here 7), min and max were Python's, and
+    min(0.0, nan) is 0.0: a y with NaN in its last step only printed finite ends."""
+    from lstm_graph.distributed import jobs
+
+    monkeypatch.setattr(jobs.Moments, "BLOCK", 7)
+    x = np.ones((5, 2, 3), np.float32)
+    x[4, 1, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    summary = json.loads(cli_run("run", "lstm", "--input", tmp_path / "x.npy", "-H", "4",
+                                 "--out", tmp_path / "y.npz", "--allow-nonfinite",
+                                 "--json").stdout)
+    assert summary["y"] == {"max": None, "mean": None, "min": None, "std": None}  # NaN
+
+
 def test_run_sample_takes_the_input_size_from_the_weights_or_the_option(
         cli_run, cli_refused, tmp_path):
     template = tmp_path / "w.npz"

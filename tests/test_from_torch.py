@@ -15,7 +15,7 @@ import torch
 from conftest import invoke_cli, needs_dot
 
 import lstm_graph
-from lstm_graph.frontends.from_torch import step_module
+from lstm_graph.frontends.from_torch import convert, step_module
 from lstm_graph.frontends.torch_fx import load_class, make_module
 
 CELLS = Path(__file__).with_name("torch_cells.py")
@@ -253,6 +253,7 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
     ([f"{CELLS}:FastLSTMCell", "--states", "h,input"], "'input' cannot name a state"),
     # written, and then refused by run: y is the output's name there
     ([f"{CELLS}:DerivedWeights", "--states", "y"], "'y' cannot name a state: run writes"),
+
     # a TypeError from torch.cat, with no word of the states
     ([f"{CELLS}:DerivedWeights", "--states", "h,c"], "(--states named the state passed to "
      "forward as a tuple of 2 tensors (h, c): if the forward takes another number"),
@@ -274,11 +275,29 @@ def test_a_state_named_as_the_forward_s_input_is_a_state(tmp_path, cli_run):
     cell = lstm_graph.load_cell(tmp_path / "c.cell")
     assert list(cell.graph.states) == ["x"] and list(cell.graph.inputs) == ["x_t"]
     x = np.random.default_rng(3).standard_normal((6, 2, IN)).astype("float32")
-    torch.manual_seed(0)  # the command's own initialisation: --seed 0
-    module = make_module(load_class(CELLS, "DerivedWeights"), CELLS, IN, HID, None)
+    module = make_module(load_class(CELLS, "DerivedWeights"), CELLS, IN, HID, None)  # seed 0
     want_y, _ = step_module(module, x, ["x"], HID)
     y, _ = cell.compile(weights=tmp_path / "w.npz")(x)
     np.testing.assert_allclose(y, want_y, rtol=0, atol=1e-5)
+
+
+def test_states_named_x_and_x_t_leave_the_input_another_name(tmp_path, cli_run):
+    """The input fell back to x_t, a state's name too: 'a bug in from-torch'."""
+    cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "x,x_t",
+            "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    graph = lstm_graph.load_cell(tmp_path / "c.cell").graph
+    assert list(graph.states) == ["x", "x_t"] and list(graph.inputs) == ["x_0"]
+
+
+def test_a_seed_past_what_pytorch_takes_is_wrong_usage(tmp_path, cli_fails):
+    """It was blamed on the class: 'FastLSTMCell(3, 4) failed: ValueError: Overflow when
+    unpacking long long'."""
+    assert "is not in the range 0<=x<=18446744073709551615" in cli_fails(
+        "from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "h,c",
+        "--seed", 2**64, "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz",
+        code=2)
+    with pytest.raises(lstm_graph.LstmGraphError, match="seed -1 is not a whole number"):
+        convert(CELLS, "FastLSTMCell", IN, HID, ["h", "c"], seed=-1)
 
 
 def test_the_class_s_own_initialisation_is_seeded(tmp_path, cli_run):

@@ -152,16 +152,24 @@ def test_a_cell_using_the_function_runs_alike_on_every_executor(name, dtype, exe
     assert np.isnan(expected).any() == (name != "thresholded_relu")  # which swallows NaN
 
 
+@pytest.mark.parametrize("poisoned", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_the_compiled_backward_of_the_function_equals_the_reference(name):
+def test_the_compiled_backward_of_the_function_equals_the_reference(name, poisoned):
+    """On finite sequences, and on ones with NaN and ±inf (each executor's C or NumPy form
+    of the function's gradient at NaN and infinity: relu's once stopped at NaN)."""
     cell = lstm_graph.compile_source(source(name), "f.cell")
-    x = inputs("float64")[:, [0, 2]]  # the finite sequences
-    grad_y = np.random.default_rng(2).standard_normal((6, 2, 5))
+    x = inputs("float64")[:, [0, 2]] if not poisoned else inputs("float64")  # NaN in seq 1
+    if poisoned:
+        x[4, 0, 1], x[2, 0, 3] = np.inf, -np.inf  # sequence 2 stays finite
+    grad_y = np.random.default_rng(2).standard_normal((6, x.shape[1], 5))
     found = {}
     executors = ("reference", "numpy", *(("native",) if compiler() else ()))
     for executor in executors:
         runner = cell.compile(input_size=4, hidden_size=5, dtype="float64", executor=executor)
-        found[executor] = runner.grad(x, grad_y)
+        with np.errstate(invalid="ignore", over="ignore"):
+            found[executor] = runner.grad(x, grad_y, allow_nonfinite=poisoned)
+    if poisoned:  # the poisoned sequences' ∂L/∂x, and the finite one's numbers
+        assert np.isfinite(found["reference"].x[:, 2]).all()
     for executor in executors[1:]:
         np.testing.assert_allclose(found[executor].x, found["reference"].x, rtol=1e-10,
                                    atol=1e-12, err_msg=executor)

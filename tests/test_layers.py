@@ -571,7 +571,8 @@ def test_a_record_beside_the_weights_refuses_a_cell_that_computes_otherwise(tmp_
     edited = [{**good, "cells": [{**cell, "family": []}]},  # was a TypeError
               {**good, "cells": [{**cell, "activations": [["leaky_relu", {}]] * 3}]},
               {**good, "proj_size": 2},  # a projection its cell does not have
-              {**good, "stores": "initial_h"}, {**good, "dtypes": ["object"]}]
+              {**good, "stores": "initial_h"}, {**good, "dtypes": ["object"]},
+              {**good, "dtypes": [[1]]}, {**good, "stores": [[1]]}]  # were TypeErrors
     for record in (np.array('{"layers": 1}'), np.array(["x"]), np.array("not json"),
                    np.array("[" * 30000), *(np.array(json.dumps(e)) for e in edited)):
         np.savez(tmp_path / "bad.npz", **{**weights, "__layer__": record})

@@ -27,7 +27,7 @@ from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
 @click.option("--state-dict", type=click.Path(dir_okay=False, path_type=Path),
               help="Trained weights (a state dict .pt); without it, the class's own "
                    "initialisation.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Seed of PyTorch's generator for the class's own initialisation (without "
                    "--state-dict): the same command writes the same weights.")
 @click.option("--out", type=OutputPath(), required=True, help="The .cell file to write.")

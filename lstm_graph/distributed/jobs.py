@@ -61,6 +61,9 @@ class Moments:
     0.5
     >>> Moments.of(np.array([1.0, np.nan])).std  # not max(0, nan), which is 0
     nan
+    >>> both = Moments.of(np.zeros(3)).merge(Moments.of(np.array([np.nan])))
+    >>> both.low, both.high
+    (nan, nan)
     """
 
     count: int
@@ -103,8 +106,9 @@ class Moments:
         return Moments(count, self.mean + delta * other.count / count,
                        self.deviations + other.deviations
                        + delta * delta * self.count * other.count / count,
-                       self.squares + other.squares, min(self.low, other.low),
-                       max(self.high, other.high))
+                       self.squares + other.squares,  # NaN kept: min(0.0, nan) is 0.0
+                       float(np.minimum(self.low, other.low)),
+                       float(np.maximum(self.high, other.high)))
 
     @property
     def std(self) -> float:

@@ -160,6 +160,7 @@ def _compiler(cc: str, path: str) -> str | None:
         if not name:
             continue
         found = shutil.which(name, path=path or None)
+        found = None if found is None else os.path.abspath(found)  # what is checked is run
         if found is None:
             if name == cc:
                 _warn_once(f"CC={cc!r} names no program found (give one program, without "
@@ -349,7 +350,8 @@ def _resolve(path: Path) -> Path:
     """Absolute ``path`` with its symbolic links followed, where no other user can have put
     a link or can change it (:func:`~lstm_graph.formats.files.others_may_replace`, the rule
     an output's link is followed by); any other link is :class:`_Refused`. What does not
-    exist yet is kept as written (it is made, checked, when the cache is created)."""
+    exist yet is taken as the directory it will be made as, when the cache is created
+    (``missing/../c`` is ``c``, as ``realpath`` reads it)."""
     real, parts, links = Path("/"), list(path.parts[1:]), 0
     while parts:
         part = parts.pop(0)
@@ -360,8 +362,9 @@ def _resolve(path: Path) -> Path:
             continue
         try:
             link = os.lstat(real / part)
-        except FileNotFoundError:
-            return real.joinpath(part, *parts)
+        except FileNotFoundError:  # made later, as a directory: '..' after it is real
+            real = real / part
+            continue
         except NotADirectoryError:
             raise _Refused(f"{real} is not a directory") from None
         except OSError as err:

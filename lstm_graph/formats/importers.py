@@ -323,8 +323,9 @@ def _recorded(arrays: dict[str, Any], stored: StoredArray, path: Path, graph: Ce
         flags = [data.get("batch_first"), data.get("assumed_tanh")]
         stores, dtypes = data.get("stores"), data.get("dtypes", [])  # dtypes: since 12-2026
         if not all(isinstance(f, bool) for f in flags) or not isinstance(stores, list) \
-                or not set(stores) <= {"initial_h", "initial_c", "sequence_lens"} \
-                or not isinstance(dtypes, list) or not set(dtypes) <= set(_FLOATS):
+                or not all(name in ("initial_h", "initial_c", "sequence_lens")
+                           for name in stores) \
+                or not isinstance(dtypes, list) or not all(name in _FLOATS for name in dtypes):
             raise ValueError("its notes are missing or of the wrong kind")
     except (ValueError, DataError, RecursionError) as err:  # JSON nested past the stack
         raise WeightsError(f"{bad} ({err})") from None

@@ -93,6 +93,8 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     docstring); without ``state_dict``, with the class's own initialisation drawn with
     ``seed``."""
     states = check_states(states)
+    if not 0 <= seed < 2**64:  # what torch.manual_seed takes
+        raise ConvertError(f"seed {seed} is not a whole number from 0 to 2**64 - 1")
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
     before, tensors = _attributes(module), _tensors(module)
@@ -103,7 +105,8 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     _refuse_changed_tensors(tensors, _tensors(module), class_name)
     given = torch_fx.forward_input_name(cls)
     input_name = given if given and given.isidentifier() and given not in RESERVED \
-        and given not in states else ("x" if "x" not in states else "x_t")
+        and given not in states else next(name for name in ("x", "x_t", *(
+            f"x_{k}" for k in range(len(states) + 1))) if name not in states)
     dtype = _module_dtype(module)
     weights_from = f"the state dict {state_dict.name}" if state_dict is not None else \
         f"{class_name}'s own initialisation, seed {seed}"

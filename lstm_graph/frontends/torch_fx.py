@@ -189,13 +189,13 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
     generator is left as it was): the same arguments give the same weights."""
     torch = _torch()
     files = {str(path.resolve())}
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
             module = cls(input_size, hidden_size)
-    except Exception as err:  # the user's constructor: said at its line
-        raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})",
-                       cast(Any, cls).__init__) from None
+        except Exception as err:  # the user's constructor: said at its line
+            raise _located(files, err, f"{cls.__name__}({input_size}, {hidden_size})",
+                           cast(Any, cls).__init__) from None
     if state_dict is not None:
         weights = torch_layers.read(state_dict)  # a regular file, weights only, our words
         if not isinstance(weights, Mapping) or not all(
