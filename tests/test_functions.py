@@ -76,35 +76,36 @@ def test_at_a_kink_the_gradient_is_the_pytorch_export_s_autograd(name):
     exported module's gradients equal ``grad`` there too (hard_sigmoid's once passed
     nothing at its bounds, where the exported torch.clamp passes the gradient)."""
     attrs, kinks = KINKS[name]
+    v = np.array([*kinks, -0.5, 0.5])
+    ours, torchs = gradients_and_the_export_s(name, attrs, v,
+                                              np.array([0.75, -1.25, 0.5, 2.0][:len(v)]))
+    np.testing.assert_allclose(ours, torchs, rtol=1e-12, atol=0)
+
+
+def gradients_and_the_export_s(name: str, attrs: dict, v: np.ndarray, g: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """The op's gradient at ``v`` (of ``g``), and what PyTorch's autograd gives the op's
+    PyTorch form (the op table's own text, as ``export --format torch`` writes it)."""
     op = OPS[name]
     values = op.attrs([attrs[a.name] for a in op.attributes])
-    v = np.array([*kinks, -0.5, 0.5])
-    g = np.array([0.75, -1.25, 0.5, 2.0][:len(v)])
-    out = op.reference(np, [v], [], values)
-    (grad,), _ = op.vjp(np, [v], [], values, out, g)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = op.reference(np, [v], [], values)
+        (grad,), _ = op.vjp(np, [v], [], values, out, g)
     tv = torch.tensor(v, requires_grad=True)
     expression = str(op.torch).format("tv", **{k: repr(float(x)) for k, x in attrs.items()})
-    expected = eval(expression, {"torch": torch, "F": F, "tv": tv})  # the op table's own text
+    expected = eval(expression, {"torch": torch, "F": F, "tv": tv})
     expected.backward(torch.tensor(g))
-    np.testing.assert_allclose(grad, tv.grad.numpy(), rtol=1e-12, atol=0)
+    return grad, tv.grad.numpy()
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))
 def test_the_gradient_at_nan_and_infinity_is_the_pytorch_export_s_autograd(name):
     """``relu``'s gradient stopped at NaN, where PyTorch's passes it (its backward zeroes
     the gradient only where the value is 0 or less)."""
-    attrs, _ = TORCH[name]
-    op = OPS[name]
-    values = op.attrs([attrs[a.name] for a in op.attributes])
-    v, g = np.array([np.nan, np.inf, -np.inf]), np.array([0.75, -1.25, 0.5])
-    with np.errstate(invalid="ignore", over="ignore"):
-        out = op.reference(np, [v], [], values)
-        (grad,), _ = op.vjp(np, [v], [], values, out, g)
-    tv = torch.tensor(v, requires_grad=True)
-    expression = str(op.torch).format("tv", **{k: repr(float(x)) for k, x in attrs.items()})
-    expected = eval(expression, {"torch": torch, "F": F, "tv": tv})  # the op table's own text
-    expected.backward(torch.tensor(g))
-    np.testing.assert_array_equal(grad, tv.grad.numpy())
+    ours, torchs = gradients_and_the_export_s(name, TORCH[name][0],
+                                              np.array([np.nan, np.inf, -np.inf]),
+                                              np.array([0.75, -1.25, 0.5]))
+    np.testing.assert_array_equal(ours, torchs)
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))
