@@ -42,14 +42,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 import lstm_graph
-from lstm_graph.errors import install_hint
+from lstm_graph.errors import OutputError, install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES
 from lstm_graph.executors.prepare import usable_cpus
@@ -91,10 +91,33 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 #: Each further mode's markers in the markdown file.
 SECTIONS = {mode: (f"<!-- bench-{mode}:start -->", f"<!-- bench-{mode}:end -->")
             for mode in ("grad", "sweep", "stacks", "avx2", "avx2-grad")}
-#: Each block's warm-up: at least this many untimed runs, and for at least this long (a
-#: runtime's first runs may wait for its thread pools and allocator to settle: PyTorch's
-#: first backward passes after the first can each take a hundred times a later one's time).
-WARMUP_RUNS, WARMUP_SECONDS = 3, 0.5
+#: Each block's warm-up (:func:`warm_up`): at least this many untimed runs, for at least
+#: this long, and then until the last :data:`SETTLED` runs each took at most
+#: :data:`SETTLED_RATIO` times the fastest so far, for at most :data:`WARMUP_LIMIT` seconds
+#: in all. A runtime's first runs may wait for its thread pools and allocator to settle:
+#: PyTorch's first backward passes and training steps can each take a hundred times a
+#: later one's time, for the first ten or more (2 s a step at the adding problem's size,
+#: where a settled one takes 5 ms), which a fixed count of runs or half a second let in
+#: to the timed runs.
+WARMUP_RUNS, WARMUP_SECONDS, WARMUP_LIMIT = 10, 2.0, 30.0
+SETTLED, SETTLED_RATIO = 3, 1.5
+
+
+def warm_up(run: Callable[[], object]) -> None:
+    """Untimed calls of ``run`` until the contender has settled (:data:`WARMUP_RUNS`):
+    the same rule for every contender."""
+    times: list[float] = []
+    began = time.perf_counter()
+    while True:
+        start = time.perf_counter()
+        run()
+        now = time.perf_counter()
+        times.append(now - start)
+        if now - began >= WARMUP_LIMIT:
+            return
+        if len(times) >= WARMUP_RUNS and now - began >= WARMUP_SECONDS and \
+                max(times[-SETTLED:]) <= SETTLED_RATIO * min(times):
+            return
 
 
 # -- one contender, in its own process -------------------------------------------------------
@@ -150,19 +173,26 @@ def problem(name: str, size: str, layout: str = "single") -> Problem:
     return Problem(name, stack, hidden, weights, x, grad_y)
 
 
-def _identity(value: Any) -> np.ndarray:
-    return np.asarray(value)
+def _as_y(value: Any) -> dict[str, np.ndarray]:
+    return {"y": np.asarray(value)}
 
 
 @dataclass
 class Prepared:
     """A built contender: ``run`` is the timed call; ``reset`` runs before each, untimed
-    (PyTorch's gradients set to None); ``result`` turns what ``run`` returned into ``y``
-    (or ``x``'s gradient), time-major ``(T, B, D·H)`` as ours, untimed."""
+    (PyTorch's gradients set to None); ``result`` turns what ``run`` returned into the
+    arrays compared with the peers', untimed: ``y``, time-major ``(T, B, D·H)`` as ours;
+    for gradients, ``x``'s, the initial states' and each weight matrix's and input bias's
+    in PyTorch's names (:func:`_torch_gradients`)."""
 
     run: Callable[[], Any]
     reset: Callable[[], None] | None = None
-    result: Callable[[Any], np.ndarray] = _identity
+    result: Callable[[Any], dict[str, np.ndarray]] = _as_y
+
+
+#: The gradients compared in PyTorch's names: ours has one bias per gate where PyTorch
+#: has two (their gradients alike), so its input bias's stands for both.
+COMPARED = ("weight_ih", "weight_hh", "bias_ih")
 
 
 def _torch_state(p: Problem) -> dict[str, Any]:
@@ -175,6 +205,16 @@ def _torch_state(p: Problem) -> dict[str, Any]:
         for key, value in to_torch_state_dict(graph, p.unit_weights(layer, reverse)).items():
             state[key.replace("_l0", suffix)] = value
     return state
+
+
+def _torch_gradients(p: Problem, found: Any) -> dict[str, np.ndarray]:
+    """Our gradients (:class:`~lstm_graph.executors.contract.Gradients`) as
+    :class:`Prepared` compares them."""
+    as_torch = _torch_state(replace(p, weights=found.weights))
+    return {"x": np.asarray(found.x),
+            **{f"initial.{name}": np.asarray(value) for name, value in found.state.items()},
+            **{key: value.numpy() for key, value in as_torch.items()
+               if key.startswith(COMPARED)}}
 
 
 def _torch_peer(p: Problem, threads: int, work: str) -> Prepared:
@@ -206,11 +246,16 @@ def _torch_peer(p: Problem, threads: int, work: str) -> Prepared:
         for leaf in leaves:
             leaf.grad = None
 
-    def backward() -> Any:
+    def backward() -> None:
         module(x, start)[0].backward(grad_y)
-        return x.grad
 
-    return Prepared(backward, reset, lambda grad: np.asarray(grad.numpy()))
+    def gradients(_: None) -> dict[str, np.ndarray]:
+        found = {"x": x.grad, **dict(zip(("initial.h", "initial.c"), (s.grad for s in starts))),
+                 **{key: value.grad for key, value in module.named_parameters()
+                    if key.startswith(COMPARED)}}
+        return {key: np.asarray(value.numpy()) for key, value in found.items()}
+
+    return Prepared(backward, reset, gradients)
 
 
 def _onnx_peer(p: Problem, threads: int, work: str) -> Prepared:
@@ -256,7 +301,8 @@ def _onnx_peer(p: Problem, threads: int, work: str) -> Prepared:
         steps, directions, batch, hidden = y.shape
         return np.asarray(y.transpose(0, 2, 1, 3).reshape(steps, batch, directions * hidden))
 
-    return Prepared(lambda: session.run(None, {"X": x})[0], result=time_major)
+    return Prepared(lambda: session.run(None, {"X": x})[0],
+                    result=lambda y: {"y": time_major(y)})
 
 
 def _ours(executor: str) -> Callable[[Problem, int, str], Prepared]:
@@ -270,7 +316,8 @@ def _ours(executor: str) -> Callable[[Problem, int, str], Prepared]:
             runner(x[:1])
             return Prepared(lambda: runner(x)[0])
         runner.grad(x[:1], grad_y[:1])
-        return Prepared(lambda: runner.grad(x, grad_y).x)
+        return Prepared(lambda: runner.grad(x, grad_y),
+                        result=lambda found: _torch_gradients(p, found))
 
     return make
 
@@ -310,7 +357,8 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     Meant to run in a process of its own (see :func:`main`'s ``--contender``); the
     peak is measured from just before the build. ``work``: ``"run"`` (forward) or
     ``"grad"`` (forward and backward); ``layout``: a name in :data:`LAYOUTS`.
-    ``output``: where to save ``y`` (for ``"grad"``, ``x``'s gradient).
+    ``output``: an ``.npz`` for what the last timed run computed (:class:`Prepared`'s
+    ``result``: ``y``, or the gradients).
     """
     p = problem(name, size, layout)
     if contender in PEERS:  # import outside the measured growth, as for our code
@@ -318,22 +366,22 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     reset_peak()
     before, _ = memory()
     prepared = MAKERS[contender](p, threads, work)
-    y = prepared.run()
-    warm, began = 1, time.perf_counter()
-    while warm < WARMUP_RUNS or time.perf_counter() - began < WARMUP_SECONDS:
+
+    def untimed() -> None:
         if prepared.reset is not None:
             prepared.reset()
         prepared.run()
-        warm += 1
+
+    warm_up(untimed)
     times = []
     for _ in range(repeat):
         if prepared.reset is not None:
             prepared.reset()
         began = time.perf_counter()
-        prepared.run()
+        y = prepared.run()
         times.append(time.perf_counter() - began)
-    if output is not None:
-        np.save(output, prepared.result(y))
+    if output is not None:  # what the timed runs computed (the last of them)
+        np.savez(output, **cast(dict[str, Any], prepared.result(y)))
     return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
 
 
@@ -470,14 +518,14 @@ def sweep_runs(size: str, repeat: int) -> int:
 
 
 def take_turns(jobs: dict[str, Job], repeat: int, blocks: int, threads: int, idle: float
-               ) -> tuple[dict[str, Timing], dict[str, np.ndarray]]:
+               ) -> tuple[dict[str, Timing], dict[str, dict[str, np.ndarray]]]:
     """Every job's ``blocks`` processes, taking turns (each after waiting up to ``idle``
-    seconds for the CPUs to be idle): the timings, and each job's output from its first
+    seconds for the CPUs to be idle): the timings, and each job's outputs from its first
     block, by key. The reference interpreter runs a third of the repeats."""
     timings = {key: Timing() for key in jobs}
     outputs = {}
     with tempfile.TemporaryDirectory() as scratch:
-        paths = {key: Path(scratch, f"{k}.npy") for k, key in enumerate(jobs)}
+        paths = {key: Path(scratch, f"{k}.npz") for k, key in enumerate(jobs)}
         for block in range(blocks):
             for key, job in jobs.items():
                 times = repeat if job.contender != "reference" else max(1, repeat // 3)
@@ -487,15 +535,23 @@ def take_turns(jobs: dict[str, Job], repeat: int, blocks: int, threads: int, idl
                 timings[key].blocks.append(result["times"])
                 timings[key].peak_mib = max(timings[key].peak_mib, result["peak_mib"])
         for key, path in paths.items():
-            outputs[key] = np.load(path)
+            with np.load(path) as stored:
+                outputs[key] = dict(stored)
     return timings, outputs
 
 
-def _largest_difference(outputs: dict[str, np.ndarray], peers: Sequence[str]
+def _largest_difference(outputs: dict[str, dict[str, np.ndarray]], peers: Sequence[str]
                         ) -> float | None:
-    """The largest |ours − peer| over ``peers``' outputs (None without a peer)."""
-    found = [float(np.max(np.abs(outputs[peer] - outputs["ours"]))) for peer in peers
-             if peer in outputs]
+    """The largest |ours − peer| over every array ``peers`` computed (``y``; or each
+    gradient: :class:`Prepared`), each of which ours must have computed too; None without
+    a peer."""
+    found = []
+    for peer in (p for p in peers if p in outputs):
+        missing = outputs[peer].keys() - outputs["ours"].keys()
+        if missing:
+            raise RuntimeError(f"ours computed no {', '.join(sorted(missing))}, as {peer} did")
+        found += [float(np.max(np.abs(value - outputs["ours"][key])))
+                  for key, value in outputs[peer].items()]
     return max(found) if found else None
 
 
@@ -687,7 +743,7 @@ def grad_table(rows: list[Row]) -> str:
     """The gradient rows: ours, the NumPy plan and PyTorch (the one peer)."""
     lines = ["| cell | size (T, B, I, H) | PyTorch peer | ours ms | NumPy plan ms "
              "| PyTorch ms | ours ÷ PyTorch | quietest blocks | NumPy plan ÷ PyTorch "
-             "| peak MiB: ours / PyTorch | max abs diff of x's gradient |",
+             "| peak MiB: ours / PyTorch | max abs diff of the gradients |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r.timings
@@ -738,8 +794,8 @@ def sweep_table(cells: list[SweepCell]) -> str:
 def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
     """The method's sentences: blocks of ``runs``, turns, the wait for idle CPUs, and (with
     ``quietest``) what the quietest blocks' ratio is."""
-    waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
-        if idle > 0 else ""
+    waited = (f", each started once the CPUs were idle for a second or after {idle:g} s "
+              "of waiting") if idle > 0 else ""
     quiet = (" \"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
              "block's.") if quietest else ""
     return (f"Each contender in its own process, {blocks} block{'s' * (blocks != 1)} of "
@@ -751,8 +807,8 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
            seconds: float, idle: float, command: str) -> str:
     """The markdown between the markers: machine, method, table, scale, and the command
     that made them."""
-    waited = f", each started once the CPUs were idle for a second (waiting up to {idle:g} s)" \
-        if idle > 0 else ""
+    waited = (f", each started once the CPUs were idle for a second or after {idle:g} s "
+              "of waiting") if idle > 0 else ""
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
             f"{blocks} block{'s' * (blocks != 1)} of {runs('medium', repeat)} timed runs after "
             f"a warm-up (small: "
@@ -908,7 +964,11 @@ def main(argv: list[str] | None = None) -> int:
         text = text.replace(old[0], section[0]).replace(old[1], section[1])
     print(text)
     if args.markdown:
-        write_section(args.markdown, *section, text)
+        try:
+            write_section(args.markdown, *section, text)
+        except OutputError as err:  # the table was printed above: nothing measured is lost
+            print(err, file=sys.stderr)
+            return 1
     return 0
 
 

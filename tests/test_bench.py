@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from lstm_graph import bench, isa
@@ -16,10 +17,33 @@ pytest.importorskip("torch")
 
 
 def test_a_block_times_its_runs_and_measures_the_memory_it_grew_by(tmp_path):
-    result = bench.time_block("ours", "gru", "small", 3, 2, tmp_path / "y.npy")
+    result = bench.time_block("ours", "gru", "small", 3, 2, tmp_path / "y.npz")
     assert len(result["times"]) == 3 and all(t > 0 for t in result["times"])
     assert result["peak_mib"] >= 0
-    assert (tmp_path / "y.npy").exists()
+    with np.load(tmp_path / "y.npz") as saved:  # what the last timed run computed
+        assert list(saved) == ["y"] and saved["y"].shape == (100, 1, 32)
+
+
+def test_a_warm_up_waits_for_a_contender_to_settle(monkeypatch):
+    """Three runs and half a second let PyTorch's first training steps (2 s each, a
+    settled one 5 ms) into the timed runs: the warm-up goes on until the last runs are
+    near the fastest, and stops at its limit."""
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    slow = iter([2.0] * 8)
+    calls = []
+
+    def run() -> None:
+        calls.append(1)
+        clock[0] += next(slow, 0.005)
+
+    bench.warm_up(run)
+    assert len(calls) == 8 + bench.SETTLED  # every slow run, then the settled ones
+    calls.clear()
+    monkeypatch.setattr(bench, "WARMUP_LIMIT", 5.0)
+    slow = iter([0.005, *[2.0] * 100])
+    bench.warm_up(run)  # never settles: stops at the limit
+    assert 1 < len(calls) <= 5 / 2 + 2
 
 
 def test_a_row_compares_with_the_best_peer_and_reports_the_spread():
@@ -220,3 +244,23 @@ def test_isa_avx2_hides_avx512_from_every_contender_and_writes_its_own_section(t
     start, end = bench.SECTIONS["avx2"]
     assert "this CPU's table" in text and start in text and end in text
     assert "AVX-512 hidden from every contender" in text and "avx512f," not in text
+
+
+@pytest.mark.parametrize("markers, kept", [("start", False), ("end", False), ("none", True)])
+def test_a_page_with_one_marker_is_refused_not_cut(tmp_path, markers, kept):
+    """A start marker without its end lost everything after it."""
+    from lstm_graph.errors import OutputError
+    from lstm_graph.formats.files import write_section
+
+    page = tmp_path / "page.md"
+    body = {"start": f"# A\n{bench.START}\nold\n\n## B, kept\n",
+            "end": f"# A\nold\n{bench.END}\n## B, kept\n", "none": "# A\n\n## B, kept\n"}
+    page.write_text(body[markers])
+    table = f"{bench.START}\nnew\n{bench.END}\n"
+    if kept:
+        write_section(page, bench.START, bench.END, table)
+        assert page.read_text() == body["none"] + table
+        return
+    with pytest.raises(OutputError, match="mend the markers"):
+        write_section(page, bench.START, bench.END, table)
+    assert page.read_text() == body[markers]

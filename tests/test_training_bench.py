@@ -10,7 +10,7 @@ SMALL = ["--hidden", "4", "--batch", "2", "--length", "5", "--repeat", "2"]
 
 def test_a_block_times_its_steps_and_measures_its_memory():
     for contender in ("ours", "torch"):
-        found = bench.step_time(contender, "gru", 4, 2, 5, repeat=3)
+        found = bench.step_time(contender, "gru", 4, 2, 5, repeat=3, threads=1)
         assert len(found["times"]) == 3 and all(t > 0 for t in found["times"])
         assert found["peak_mib"] >= 0
 

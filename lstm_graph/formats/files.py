@@ -109,10 +109,18 @@ def json_text(data: object) -> str:
 
 def write_section(path: Path, start: str, end: str, text: str) -> Path:
     """Put ``text`` (which begins with ``start`` and ends with ``end``) in place of the part
-    of the file ``path`` between those markers, keeping the rest; a new file holds only it.
-    How the benchmarks update their tables in ``docs/`` without touching the prose."""
+    of the file ``path`` between those markers, keeping the rest; a file without them gets
+    it at its end, a new file holds only it, and a file with one marker without the other
+    is refused (all after a start marker with no end was lost). How the benchmarks update
+    their tables in ``docs/`` without touching the prose."""
     page = path.read_text(encoding="utf-8") if path.exists() else f"{start}\n{end}\n"
-    before, _, rest = page.partition(start)
+    if start not in page and end not in page:  # a page without the section: at its end
+        return write_atomic(path, (page + text).encode("utf-8"))
+    before, found, rest = page.partition(start)
+    if not found or end not in rest:  # the rest of the page would be lost
+        raise OutputError(f"{path}: holds {end if not found else start} without "
+                          f"{start if not found else end} after it; mend the markers, so "
+                          "that the section is replaced and nothing else")
     _, _, after = rest.partition(end)
     return write_atomic(path, (before + text + after).encode("utf-8"))
 

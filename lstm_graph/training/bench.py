@@ -45,8 +45,9 @@ from lstm_graph.bench import (
     reset_peak,
     thread_environment,
     wait_idle,
+    warm_up,
 )
-from lstm_graph.errors import install_hint
+from lstm_graph.errors import OutputError, install_hint
 from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.formats.files import write_section
 from lstm_graph.isa import cpu
@@ -75,13 +76,12 @@ PEERS = {"lstm": "LSTM", "gru": "GRU", "peephole_lstm": "LSTM"}
 STEP_CELLS = tuple(PEERS)
 
 
-def _block(step: Callable[[], object], repeat: int) -> dict[str, Any]:
-    """Warm ``step`` up, then time ``repeat`` calls: ``{"times", "peak_mib"}``, the peak
-    measured from before the warm-up (what the first step builds and keeps counts)."""
-    reset_peak()
-    before, _ = memory()
-    for _ in range(3):
-        step()
+def _block(step: Callable[[], object], repeat: int, before: int) -> dict[str, Any]:
+    """Warm ``step`` up (:func:`~lstm_graph.bench.warm_up`, the forward benchmark's rule:
+    PyTorch's first training steps can take 2 s each, a settled one 5 ms), then time
+    ``repeat`` calls: ``{"times", "peak_mib"}``, the peak's growth from ``before`` (the
+    resident set before the contender was built)."""
+    warm_up(step)
     times = []
     for _ in range(repeat):
         began = time.perf_counter()
@@ -91,16 +91,20 @@ def _block(step: Callable[[], object], repeat: int) -> dict[str, Any]:
 
 
 def step_time(contender: str, cell: str, hidden: int, batch: int, length: int,
-              repeat: int) -> dict[str, Any]:
+              repeat: int, threads: int) -> dict[str, Any]:
     """One block of training steps of ``contender`` on ``cell`` (``ours``: its
     :class:`Trainer`; ``torch``: its peer module (:data:`PEERS`), a ``nn.Linear``
-    readout, ``clip_grad_norm_`` and ``torch.optim.Adam``) in this process."""
+    readout, ``clip_grad_norm_`` and ``torch.optim.Adam``, on ``threads`` threads) in
+    this process."""
     task = adding(length)
+    if contender == "torch":  # imported outside the measured growth, as our code is
+        import torch
+    reset_peak()
+    before, _ = memory()
     if contender == "ours":
         trainer = Trainer(lstm_graph.load_cell(cell), task, hidden, batch)
-        return _block(trainer.train_step, repeat)
-    import torch
-
+        return _block(trainer.train_step, repeat, before)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     module = getattr(torch.nn, PEERS[cell])(task.input_size, hidden)
     readout = torch.nn.Linear(hidden, task.output_size)
@@ -118,7 +122,7 @@ def step_time(contender: str, cell: str, hidden: int, batch: int, length: int,
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
 
-    return _block(torch_step, repeat)
+    return _block(torch_step, repeat, before)
 
 
 def step_times(cell: str, hidden: int, batch: int, length: int, threads: int, repeat: int,
@@ -135,7 +139,7 @@ def step_times(cell: str, hidden: int, batch: int, length: int, threads: int, re
             done = subprocess.run([sys.executable, "-m", "lstm_graph.training.bench",
                                    "--contender", contender, "--cell", cell, "--hidden",
                                    str(hidden), "--batch", str(batch), "--length", str(length),
-                                   "--repeat", str(repeat)],
+                                   "--repeat", str(repeat), "--threads", str(threads)],
                                   env=thread_environment(threads), capture_output=True,
                                   text=True, check=False)
             if done.returncode != 0:
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(given)
     if args.contender:  # one block, in the process step_times started for it
         print(json.dumps(step_time(args.contender, args.cell, args.hidden, args.batch,
-                                   args.length, args.repeat)))
+                                   args.length, args.repeat, args.threads)))
         return 0
     try:
         import torch  # noqa: F401
@@ -225,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if args.markdown:
-        write_section(args.markdown, START, END, report)
+        try:
+            write_section(args.markdown, START, END, report)
+        except OutputError as err:  # the report was printed above: nothing is lost
+            print(err, file=sys.stderr)
+            return 1
     return 0
 
 
