@@ -388,3 +388,15 @@ def test_a_header_written_with_a_colon_is_said_once_and_read():
                           (2, 12, "'1h' is not a valid name (letters, digits, _)")]
     assert cell_errors("preset: f\nc = c[t-1]\nh = tanh(linear(x, h[t-1]))\n") == [
         (5, 1, "'preset' needs a name, a colon and names: preset NAME: a, b")]  # its own form
+
+
+def test_a_call_left_open_up_to_a_header_line_is_an_error_at_its_place(tmp_path,
+                                                                       cli_fails):
+    """'o = sigmoid(' then a header line, then 'h)': read together, the two statements were
+    one assignment, the second's body empty: an IndexError's traceback."""
+    path = tmp_path / "open.cell"
+    path.write_text("input x\nstate h\no = sigmoid(\noutput h\nh)\n"
+                    "h = tanh(linear(x, h[t-1]))\n")
+    assert cli_fails("validate", path) == (
+        f"{path}:3:12: error: syntax error: '(' was never closed; close it on this line or a "
+        f"following one\n{path}:5:2: error: syntax error: unmatched ')'\n")

@@ -505,7 +505,14 @@ class _Parser:
                 continue
             bodies: list[list[ast.stmt]] = [[] for _ in starts]
             for node in module.body:
-                bodies[bisect.bisect_right(starts, node.lineno) - 1].append(node)
+                first = bisect.bisect_right(starts, node.lineno) - 1
+                if first != bisect.bisect_right(starts, node.end_lineno or node.lineno) - 1:
+                    # read across statements (a '(' left open up to a header line, whose
+                    # next statement closes it): each alone says what is wrong with it
+                    for k in range(lo, hi):
+                        trees[k] = self._ast(self.statements[k])
+                    return
+                bodies[first].append(node)
             for k, (begin, body) in enumerate(zip(starts, bodies), start=lo):
                 self.statements[k].offset = begin - 1
                 trees[k] = body
