@@ -289,6 +289,19 @@ def test_a_value_named_x_beside_an_input_of_another_name_keeps_forward_s_x(tmp_p
                                atol=1e-6)
 
 
+def test_a_parameter_named_with_two_leading_underscores_keeps_its_key(tmp_path):
+    """``self.__a_W_x`` in the class is Python's ``self._U__a_W_x``: the state dict's
+    '__a_W_x' did not load, and the export failed its check as 'a bug'."""
+    runner = lstm_graph.compile_source(
+        "cell u\ninput x\nstate h\noutput h\n__a = linear(x)\nh = tanh(__a + h[t-1])\n",
+        "u.cell").compile(input_size=3, hidden_size=4, seed=0)
+    assert torch_names(list(runner.weights)) == {"__a.W_x": "p__a_W_x", "__a.b": "p__a_b"}
+    model = exported(tmp_path, runner).load()
+    x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
+    np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
+                               atol=1e-6)
+
+
 def test_a_module_that_fails_its_check_is_a_bug_said_as_one_and_not_written(tmp_path,
                                                                           monkeypatch):
     def broken(text, name="m"):

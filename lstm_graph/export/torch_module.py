@@ -77,12 +77,19 @@ def class_name(cell_name: str) -> str:
 
 
 def attributes(graph_params: list[str]) -> dict[str, str]:
-    """Every parameter of one cell's unit -> its attribute: :func:`torch_attribute`, made
-    unique (``_`` appended) in the rare cell where two would coincide."""
+    """Every parameter of one cell's unit -> its attribute: :func:`torch_attribute`, with
+    a ``p`` before one that would begin with two underscores (Python mangles ``self.__a``
+    inside a class, so its state dict's key was another name), made unique (``_``
+    appended) in the rare cell where two would coincide.
+
+    >>> attributes(["__a.W_x", "f.W_x"])
+    {'__a.W_x': 'p__a_W_x', 'f.W_x': 'f_W_x'}
+    """
     found: dict[str, str] = {}
     used: set[str] = set()
     for name in sorted(graph_params):  # the same answer whatever order they come in
         attribute = torch_attribute(name)
+        attribute = f"p{attribute}" if attribute.startswith("__") else attribute
         while attribute in used:
             attribute += "_"
         used.add(attribute)
