@@ -77,6 +77,9 @@ BODY = "h = tanh(linear(x, h[t-1]))\nc = sigmoid(linear(x, h[t-1])) * k\nk = c[t
     ("gates rnn: h = k", 12, "gate 'h': 'k' must hold a linear(x, h[t-1])"),
     ("gates rnn: h = h + c", 12, "gate 'h': 'h' must hold a linear(x)"),
     ("gates rnn: h = ", 12, "'h =' is not a gate"),
+    # each was accepted: f took i's weights; a highlight 'h' drew the preset
+    ("gates lstm: i = h, f = h, g = c, o = c", 20, "gate 'f': 'h' holds gate 'i' already"),
+    ("preset h: c", 1, "preset 'h' has the name of a value of the cell"),
 ])
 def test_directive_errors_point_at_what_is_wrong(line, col, words):
     found = cell_errors(BODY, header=f"cell t\ninput x\nstate c, h\noutput h\n{line}\n")

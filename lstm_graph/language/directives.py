@@ -112,11 +112,16 @@ def matrix_operands(graph: CellGraph, linear: Node) -> list[Node]:
 
 
 def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str]) -> list[Diagnostic]:
-    """Every preset names assignments; every gates line maps its family's gates onto
-    linears of the right form (the input and one state's old value)."""
+    """Every preset has a name of its own and names assignments; every gates line maps
+    its family's gates onto linears of the right form (the input and one state's old
+    value), each held by an assignment of its own."""
     found = []
     names = list(graph.assignments)
     for preset in graph.presets.values():
+        if preset.name in graph.assignments or preset.name in graph.inputs:
+            found.append(_diag(graph, preset.loc, f"preset '{preset.name}' has the name of a "
+                               "value of the cell, which a highlight of that name would no "
+                               "longer reach; name the preset otherwise"))
         for name, loc in zip(preset.assignments, preset.locs):
             if name not in graph.assignments:
                 found.append(_diag(graph, loc, f"preset '{preset.name}' names '{name}', which no "
@@ -152,6 +157,16 @@ def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, 
                            f"{', '.join(missing)}; list every gate: {', '.join(family)} "
                            f"(write 'g = {UNUSED}' for one whose weights the cell does not "
                            "use)"))
+    held: dict[str, str] = {}  # assignment -> the first gate it holds
+    for owner in gates.owners:
+        for name in dict.fromkeys((owner.input_owner, owner.recurrent_owner)):
+            if owner.unused or name is None:
+                continue
+            if name in held and held[name] != owner.gate:
+                found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': '{name}' holds "
+                                   f"gate '{held[name]}' already; each gate's weights need an "
+                                   "assignment of their own"))
+            held.setdefault(name, owner.gate)
     states: set[str] = set()
     for owner in gates.owners:
         if owner.unused:
