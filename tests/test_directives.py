@@ -79,12 +79,18 @@ BODY = "h = tanh(linear(x, h[t-1]))\nc = sigmoid(linear(x, h[t-1])) * k\nk = c[t
     ("gates rnn: h = ", 12, "'h =' is not a gate"),
     # each was accepted: f took i's weights; a highlight 'h' drew the preset
     ("gates lstm: i = h, f = h, g = c, o = c", 20, "gate 'f': 'h' holds gate 'i' already"),
-    ("preset h: c", 1, "preset 'h' has the name of a value of the cell"),
+    ("preset h: c", 1, "preset 'h' has the name of a value of the cell and leaves it out"),
 ])
 def test_directive_errors_point_at_what_is_wrong(line, col, words):
     found = cell_errors(BODY, header=f"cell t\ninput x\nstate c, h\noutput h\n{line}\n")
     assert any(found_line == 5 and found_col == col and words in message
                for found_line, found_col, message in found), found
+
+
+def test_a_preset_named_after_a_value_it_holds_widens_that_value_s_highlight():
+    cell = lstm_graph.compile_source("cell t\ninput x\nstate c, h\noutput h\n"
+                                     f"preset h: h, c\n{BODY}", "t.cell")
+    assert cell.graph.presets["h"].assignments == ("h", "c")
 
 
 def test_a_second_line_for_the_same_preset_is_an_error():

@@ -112,16 +112,18 @@ def matrix_operands(graph: CellGraph, linear: Node) -> list[Node]:
 
 
 def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str]) -> list[Diagnostic]:
-    """Every preset has a name of its own and names assignments; every gates line maps
-    its family's gates onto linears of the right form (the input and one state's old
-    value), each held by an assignment of its own."""
+    """Every preset names assignments, among them the value it is named after if any;
+    every gates line maps its family's gates onto linears of the right form (the input
+    and one state's old value), each held by an assignment of its own."""
     found = []
     names = list(graph.assignments)
     for preset in graph.presets.values():
-        if preset.name in graph.assignments or preset.name in graph.inputs:
+        if (preset.name in graph.assignments or preset.name in graph.inputs) and \
+                preset.name not in preset.assignments:  # 'preset slow: s, slow' widens it
             found.append(_diag(graph, preset.loc, f"preset '{preset.name}' has the name of a "
-                               "value of the cell, which a highlight of that name would no "
-                               "longer reach; name the preset otherwise"))
+                               "value of the cell and leaves it out, so a highlight of that "
+                               "name would no longer reach it; name the preset otherwise, "
+                               f"or list '{preset.name}' in it"))
         for name, loc in zip(preset.assignments, preset.locs):
             if name not in graph.assignments:
                 found.append(_diag(graph, loc, f"preset '{preset.name}' names '{name}', which no "
