@@ -121,6 +121,11 @@ def test_params_out_in_a_dtype_holds_the_weights_run_draws_in_it(tmp_path, cli_r
         assert drawn["y"].tobytes() == given["y"].tobytes()
 
 
+def test_params_dtype_without_out_is_wrong_usage(cli_fails):
+    assert "--dtype is the type of the --out values; give --out" in cli_fails(
+        "params", "gru", "-I", "3", "-H", "5", "--dtype", "float64", code=2)
+
+
 def test_params_of_a_model_file_refuses_a_dtype(tmp_path, cli_run, cli_fails):
     cli_run("export", "rnn", "--format", "onnx", "-I", "2", "-H", "3", "--out",
             tmp_path / "rnn.onnx")

@@ -298,6 +298,11 @@ def test_a_seed_past_what_pytorch_takes_is_wrong_usage(tmp_path, cli_fails):
         code=2)
     with pytest.raises(lstm_graph.LstmGraphError, match="seed -1 is not a whole number"):
         convert(CELLS, "FastLSTMCell", IN, HID, ["h", "c"], seed=-1)
+    torch.save(load_class(CELLS, "FastLSTMCell")(IN, HID).state_dict(), tmp_path / "sd.pt")
+    assert "--seed draws the class's own initialisation, and --state-dict replaces it" in \
+        cli_fails("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states",
+                  "h,c", "--seed", 3, "--state-dict", tmp_path / "sd.pt", "--out",
+                  tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz", code=2)
 
 
 def test_the_class_s_own_initialisation_is_seeded(tmp_path, cli_run):

@@ -140,6 +140,8 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
            dtype: str | None) -> None:
     """List parameter names and shapes."""
     refuse_inputs({"--out": out}, {"SPEC": spec})
+    if dtype is not None and out is None and not is_model(spec):  # a model's: said below
+        raise click.UsageError("--dtype is the type of the --out values; give --out")
     aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
     if is_model(spec):
         if input_size is not None or hidden_size is not None:

@@ -27,26 +27,29 @@ from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
 @click.option("--state-dict", type=click.Path(dir_okay=False, path_type=Path),
               help="Trained weights (a state dict .pt); without it, the class's own "
                    "initialisation.")
-@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1),
               help="Seed of PyTorch's generator for the class's own initialisation (without "
-                   "--state-dict): the same command writes the same weights.")
+                   "--state-dict; default 0): the same command writes the same weights.")
 @click.option("--out", type=OutputPath(), required=True, help="The .cell file to write.")
 @click.option("--weights-out", type=OutputPath(), required=True,
               help="The weights to write (.npz, in the cell's names).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def from_torch(source: str, input_size: int, hidden_size: int, states: str,
-               state_dict: Path | None, seed: int, out: Path, weights_out: Path,
+               state_dict: Path | None, seed: int | None, out: Path, weights_out: Path,
                as_json: bool) -> None:
     """Convert a PyTorch cell (traced with torch.fx) into a .cell file and its weights."""
     if weights_out.suffix.lower() != ".npz":
         raise click.UsageError(f"--weights-out {weights_out}: the weights are written as "
                                ".npz; name it .npz")
+    if seed is not None and state_dict is not None:  # it would draw weights then replaced
+        raise click.UsageError("--seed draws the class's own initialisation, and --state-dict "
+                               "replaces it: give one of them")
     path, class_name = parse_source(source)
     refuse_inputs({"--out": out, "--weights-out": weights_out},
                   {"FILE.py": path, "--state-dict": state_dict})
     refuse_same_outputs({"--out": out, "--weights-out": weights_out})
     converted = convert(path, class_name, input_size, hidden_size, states.split(","),
-                        state_dict, out, seed)
+                        state_dict, out, 0 if seed is None else seed)
     cell = converted.cell
     write_npz(weights_out, converted.weights)
     write_atomic(out, converted.text.encode("utf-8"))
