@@ -71,6 +71,7 @@ def test_bench_writes_its_table_between_the_markers_and_keeps_the_rest(tmp_path,
     assert len(rows) == 1 and "small (100, 1, 32, 32)" in rows[0]
     model, _ = isa.cpu()
     assert f"Machine: {model}" in text and "threads for every contender" in text
+    assert "each peer is timed on 1 thread too" in text  # one sequence: ours may take one
     assert "1 block of " in text and "Command: `python -m lstm_graph.bench --cells lstm " \
         f"--sizes small --repeat 1 --blocks 1 --no-reference --markdown {page}`" in text
     assert "ours/best" in capsys.readouterr().out
@@ -264,3 +265,43 @@ def test_a_page_with_one_marker_is_refused_not_cut(tmp_path, markers, kept):
     with pytest.raises(OutputError, match="mend the markers"):
         write_section(page, bench.START, bench.END, table)
     assert page.read_text() == body[markers]
+
+
+def test_where_ours_may_take_one_thread_each_peer_is_timed_on_one_too(monkeypatch):
+    """Runs of a few sequences time themselves and may take one of their two threads;
+    held at two there, a peer would be held to a count ours is free to leave."""
+    jobs = {c: bench.Job(c, "lstm", "small") for c in ("ours", "numpy", "torch",
+                                                        "onnxruntime")}
+    added = bench.with_one_thread(jobs, "small", 2)
+    assert added.keys() - jobs.keys() == {"torch on 1 thread", "onnxruntime on 1 thread"}
+    assert added["torch on 1 thread"] == bench.Job("torch", "lstm", "small", threads=1)
+    assert bench.with_one_thread(jobs, "medium", 2) == jobs  # 64 sequences: two threads
+    assert bench.with_one_thread(jobs, "small", 1) == jobs  # one thread is all there is
+    assert bench.may_take_fewer("50x3x64x64", 2) and not bench.may_take_fewer("50x4x8x8", 2)
+    seen = []
+
+    def run(command, env, **_):
+        seen.append((command[command.index("--threads") + 1], env["LSTM_GRAPH_THREADS"],
+                     env["OMP_NUM_THREADS"]))
+        return bench.subprocess.CompletedProcess(command, 0, '{"times": [1]}\n', "")
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    bench._in_subprocess(added["torch on 1 thread"], 1, 2, None)
+    bench._in_subprocess(added["torch"], 1, 2, None)
+    assert seen == [("1", "1", "1"), ("2", "2", "2")]
+
+
+def test_a_peer_faster_on_one_thread_is_compared_on_one_thread_and_marked():
+    def timing(t):
+        return bench.Timing([[t], [t]], 1.0)
+
+    timings = {"ours": timing(1.0), "torch": timing(4.0), "torch on 1 thread": timing(2.0),
+               "onnxruntime": timing(3.0), "onnxruntime on 1 thread": timing(5.0)}
+    row = bench.Row("lstm", "small", timings, 1e-7)
+    assert row.best_peer == "torch" and row.ratio("ours") == 0.5
+    assert row.peer_key("onnxruntime") == "onnxruntime"  # slower on one thread
+    line = bench.table([row]).splitlines()[-1]
+    assert "| 2000.00 (2000.00–2000.00), 1 thread | 3000.00 (3000.00–3000.00) |" in line
+    assert bench.sweep_table([bench.SweepCell(32, 1, row)]).endswith("| 32 | 0.50×† |")
+    assert "faster count is its figure" in bench._one_thread(2)
+    assert bench._one_thread(1) == ""
