@@ -152,8 +152,9 @@ class Schedule:
                 reads = self.reads(name)
                 parts = [f"{kind} {', '.join(reads[kind])}" for kind in ("old", "new")
                          if reads[kind]]
+                alone = "input only" if reads["input"] else "numbers only"
                 rows[name] = (f"  {name} = {self.expression(name)}",
-                              f"[{'; '.join(parts) or 'input only'}]")
+                              f"[{'; '.join(parts) or alone}]")
         code_width = max((len(code) for code, _ in rows.values()), default=0)
         reads_width = max((len(reads) for _, reads in rows.values()), default=0)
         lines = [f"cell {graph.name}", f"  input  {', '.join(f'{n}: I' for n in graph.inputs)}",

@@ -160,6 +160,17 @@ def test_unused_values_and_inputs_are_warnings_not_errors():
     assert all(w.severity == "warning" for w in cell.warnings)
 
 
+def test_a_cell_of_many_unused_values_lists_a_hundred_and_counts_the_rest():
+    unused = "".join(f"k{n} = x * {n}\n" for n in range(150))
+    cell = compile_source("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
+                          + unused, "t.cell")
+    assert len(cell.warnings) == 101
+    assert cell.warnings[99].message.startswith("'k99' is never used")
+    last = cell.warnings[-1]
+    assert (last.line, last.message) == (105, "and 50 more values from here that reach no "
+                                         "state and no output (the first 100 are listed)")
+
+
 def test_the_parser_never_evaluates_python(tmp_path):
     marker = tmp_path / "pwned"
     source = f"input x\nstate h\noutput h\nh = __import__('os').system('touch {marker}')\n"

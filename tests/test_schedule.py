@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from lstm_graph import compile_source, load_cell
 
@@ -62,6 +63,13 @@ def test_text_form_marks_old_and_new_reads():
     assert "[old h[t-1]; new c]" in text
     nodes = load_cell("peephole_lstm").schedule.to_text(nodes=True)
     assert "o.linear: H = linear(x(input), h[t-1](old), c(new))" in nodes
+
+
+def test_an_assignment_of_numbers_alone_is_not_said_to_read_the_input():
+    text = compile_source("input x\nstate h\noutput h\nk = 2 * 3\na = tanh(linear(x))\n"
+                          "h = a * k + h[t-1]\n").schedule.to_text()
+    assert re.search(r"k = 2 \* 3 +\[numbers only\]", text)
+    assert re.search(r"a = tanh\(linear\(x\)\) +\[input only\]", text)
 
 
 def test_a_user_cell_with_long_chain_gets_one_stage_per_link():

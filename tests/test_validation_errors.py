@@ -83,7 +83,7 @@ def test_errors_on_other_lines_do_not_hide_a_size_mismatch_or_a_loop():
                                                       ["undefined", "name"]]
 
 
-@pytest.mark.parametrize("index", ["t-2", "t", "t+1", "0", "s-1"])
+@pytest.mark.parametrize("index", ["t-2", "t", "t+1", "0", "s-1", "t-1.0", "t-True"])
 def test_any_index_other_than_t_minus_1(index):
     errors = cell_errors(f"h = linear(h[{index}])\n" + OK_C)
     assert errors[0][:2] == (5, 14)
@@ -210,6 +210,19 @@ def test_header_mistakes():
     assert (4, 1, "a second 'state' line (the first is line 3); list all names on one "
             "line: state a, b") in errors
     assert (5, 1, "'output' needs a name: output NAME") in errors
+
+
+@pytest.mark.parametrize("names, col", [("c,, h", 8), (" , c, h", 8), ("c ,  , h", 9),
+                                         ("c, h,", None), ("c h", None)])
+def test_a_comma_with_no_name_before_it_is_an_error_at_the_comma(names, col):
+    """As in Python, a comma after the last name is allowed, two in a row are not."""
+    body = "h = tanh(linear(x, h[t-1]))\nc = h\n"
+    header = f"cell t\ninput x\nstate {names}\noutput h\n"
+    if col is None:
+        assert compile_source(header + body, "t.cell").graph.states.keys() == {"c", "h"}
+        return
+    errors = cell_errors(body, header=header)
+    assert errors == [(3, col, "a name is missing beside this comma: state a, b")]
 
 
 def test_empty_file_and_missing_headers():

@@ -49,6 +49,10 @@ _HEADER_LINE = re.compile(rf"({'|'.join(HEADERS)})(?=\s|$)(?!\s*=)")
 #: A header written with a colon (``state: c, h``), as in some other languages.
 _HEADER_COLON = re.compile(rf"({'|'.join(HEADERS)})\s*:(?!=)")
 _NAME_TOKEN = re.compile(r"[^\s,]+")
+#: In a header's names (after its keyword), a comma with no name before it
+#: (``state c,, h``, ``state ,c``): the start or a comma, then spaces only up to a comma.
+#: A comma after the last name is Python's trailing comma, and allowed.
+_EMPTY_ITEM = re.compile(r"(?:^|,)\s*(?=,)")
 
 
 @dataclass
@@ -387,6 +391,12 @@ class _Parser:
         if not names:
             self.report.error(where, f"'{keyword}' needs a name: {keyword} NAME")
             return
+        listed = code[len(keyword):]
+        if "," in listed:
+            for m in _EMPTY_ITEM.finditer(listed):
+                comma = len(keyword) + (m.start() if listed[m.start()] == "," else m.end())
+                self.report.error(Loc(line, indent + comma + 1),
+                                  f"a name is missing beside this comma: {keyword} a, b")
         valid = []
         for name, loc in names:
             problem = name_problem(name, read=keyword != "cell")
@@ -754,8 +764,8 @@ class _Lowering:
         is_t_minus_1 = (
             isinstance(index, ast.BinOp) and isinstance(index.op, ast.Sub)
             and isinstance(index.left, ast.Name) and index.left.id == "t"
-            and isinstance(index.right, ast.Constant) and index.right.value == 1
-            and not isinstance(index.right.value, bool)
+            and isinstance(index.right, ast.Constant) and type(index.right.value) is int
+            and index.right.value == 1
         )
         if not isinstance(node.value, ast.Name):
             self.report.error(loc, "only a state's name may be indexed: c[t-1]")

@@ -19,6 +19,10 @@ from lstm_graph.ir import Assignment, CellGraph, Loc, NodeKind, Size
 from lstm_graph.language import directives
 from lstm_graph.language.parser import Suggestions
 
+#: At most this many values and inputs are warned of as never used, then one warning
+#: counts the rest: a generated cell's thousands would bury its errors.
+MAX_UNUSED = 100
+
 
 def _diag(graph: CellGraph, loc: Loc, message: str, severity: str = "error") -> Diagnostic:
     return Diagnostic(graph.file, loc.line, loc.col, severity, message)
@@ -183,6 +187,12 @@ def unused(graph: CellGraph) -> list[Diagnostic]:
         _diag(graph, loc, f"input '{name}' is never used", "warning")
         for name, loc in graph.inputs.items() if name not in used
     ]
+    if len(found) > MAX_UNUSED:
+        more = found[MAX_UNUSED]
+        found = found[:MAX_UNUSED] + [Diagnostic(
+            more.file, more.line, more.col, "warning",
+            f"and {len(found) - MAX_UNUSED:,} more values from here that reach no state and "
+            f"no output (the first {MAX_UNUSED} are listed)")]
     return found
 
 
