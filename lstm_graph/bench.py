@@ -518,12 +518,12 @@ class Row:
             return single
         return peer
 
-    def peer_ms(self, peer: str) -> str:
-        """``peer``'s milliseconds for a table (:func:`ms`), with ", 1 thread" where its
+    def peer_ms(self, peer: str, unit: str = "") -> str:
+        """``peer``'s milliseconds (:func:`ms`) and ``unit``, with ", 1 thread" where its
         faster count was one thread; "—" where it was not timed."""
         if peer not in self.timings:
             return "—"
-        return ms(self.timings[self.peer_key(peer)]) + \
+        return ms(self.timings[self.peer_key(peer)]) + unit + \
             (", 1 thread" if self.peer_key(peer) != peer else "")
 
     @property
@@ -664,7 +664,7 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
         left = time_left(taken, [timed_flops(s, repeat) for _, _, s in sizes[k + 1:]])
         print(f"sweep {k + 1}/{len(sizes)}: H={hidden} B={batch} ours/best "
               f"{row.ratio('ours'):.2f}× (ours {ms(timings['ours'])} ms, {row.best_peer} "
-              f"{row.peer_ms(row.best_peer)} ms); {time.monotonic() - began:.0f} s so far, "
+              f"{row.peer_ms(row.best_peer, ' ms')}); {time.monotonic() - began:.0f} s so far, "
               f"about {left:.0f} s left", file=sys.stderr, flush=True)
     return cells
 
@@ -1073,7 +1073,7 @@ def _run_mode(args: argparse.Namespace, cells: list[str], sizes: list[str],
                 print(f"{name:14} {size:6}  grad ours/torch {row.ratio('ours'):6.2f}×  "
                       f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
                       f"{row.ratio('numpy'):.2f}×; {torch_peer_name(name)} "
-                      f"{row.peer_ms('torch')} ms)", flush=True)
+                      f"{row.peer_ms('torch', ' ms')})", flush=True)
         text = grad_report(rows, args.threads, args.repeat, args.blocks, args.wait_idle,
                            command)
         section = SECTIONS["grad"]
@@ -1089,7 +1089,7 @@ def _run_mode(args: argparse.Namespace, cells: list[str], sizes: list[str],
                 print(f"{name:14} {size:6}  ours/best {row.ratio('ours'):6.2f}×  "
                       f"(ours {ms(row.timings['ours'])} ms; NumPy plan "
                       f"{row.ratio('numpy'):.2f}×; best peer {row.best_peer} "
-                      f"{row.peer_ms(row.best_peer)} ms)", flush=True)
+                      f"{row.peer_ms(row.best_peer, ' ms')})", flush=True)
         nodes, seconds = scale()
         print(f"validate + schedule + compile a {nodes}-node cell: {seconds:.2f} s "
               "(target < 2 s)")
