@@ -338,7 +338,9 @@ def test_a_task_too_large_for_float32_says_so_not_lower_the_learning_rate(tmp_pa
                                                   "--steps", "2")
 
 
-@pytest.mark.parametrize("damage", ["meta a list", "no step", "a parameter of another shape"])
+@pytest.mark.parametrize("damage", ["meta a list", "no step", "a parameter of another shape",
+                                    "a parameter of integers", "a parameter in float64",
+                                    "an infinite loss", "a negative loss", "a NaN evaluation"])
 def test_a_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
     checkpoint = tmp_path / "c.npz"
     train(lstm_graph.load_cell("lstm"), adding(5), 4, 2, batch=4, checkpoint=checkpoint)
@@ -348,8 +350,16 @@ def test_a_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
         meta = [meta]
     elif damage == "no step":
         del meta["step"]
-    else:
+    elif damage == "a parameter of another shape":
         arrays["param/f.W_h"] = np.zeros((3, 3), "float32")
+    elif damage.startswith("a parameter"):  # truncated to 0, or rounded, without a word
+        arrays["param/f.b"] = arrays["param/f.b"].astype(
+            "int32" if damage.endswith("integers") else "float64")
+    else:
+        column = "evals" if damage.endswith("evaluation") else "losses"
+        arrays[column] = arrays[column].copy()
+        arrays[column][-1, 1] = {"an infinite loss": np.inf, "a negative loss": -5.0,
+                                 "a NaN evaluation": np.nan}[damage]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(checkpoint, **arrays)
     with pytest.raises(lstm_graph.DataError, match="checkpoint"):
@@ -470,3 +480,22 @@ def test_a_task_file_whose_squared_deviations_overflow_is_refused(tmp_path):
     with pytest.raises(lstm_graph.DataError, match="the mean of its squared deviations "
                        "overflows float64"):
         from_file(tmp_path / "t.npz")
+
+
+def test_the_api_takes_a_checkpoint_as_text_and_a_dtype_as_numpy_names_it(tmp_path):
+    cell, task = lstm_graph.load_cell("lstm"), adding(5)
+    first = train(cell, task, 4, 2, batch=4, checkpoint=str(tmp_path / "c.npz"),
+                  dtype=np.float64)
+    resumed = train(cell, task, 4, 3, batch=4, checkpoint=str(tmp_path / "c.npz"),
+                    resume=True, dtype=np.dtype("float64"))
+    assert first.steps == 2 and resumed.steps == 3 and resumed.resumed_from == 2
+    assert resumed.readout["readout.W"].dtype == np.float64
+
+
+def test_the_api_refuses_a_checkpoint_it_cannot_write_before_the_first_step(tmp_path):
+    steps = []
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(lstm_graph.OutputError, match="a_file"):
+        train(lstm_graph.load_cell("lstm"), adding(5), 4, 3, batch=4,
+              checkpoint=tmp_path / "a_file" / "c.npz", report=lambda *a: steps.append(a))
+    assert steps == []

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -42,7 +43,7 @@ from lstm_graph.executors import registry
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.executors.contract import Executor, Spec
 from lstm_graph.formats.arrays import open_npz
-from lstm_graph.formats.files import write_npz
+from lstm_graph.formats.files import check_output, write_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
 from lstm_graph.formats.trace import digest
 from lstm_graph.training.fused import adam_step
@@ -335,6 +336,8 @@ def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = Fals
         raise ValueError(f"{name} has dtype {value.dtype}; Adam's moments are float32 or "
                          "float64")
     dtype = like.dtype
+    if not moment and value.dtype != dtype:  # a checkpoint saves them in the run's dtype
+        raise ValueError(f"{name} has dtype {value.dtype}, not the run's {dtype}")
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.ascontiguousarray(value, dtype=dtype)
     if not np.all(np.isfinite(converted)):
@@ -366,7 +369,7 @@ def _count(meta: dict[str, object], key: str) -> int:
 
 def _history(value: np.ndarray, name: str, step: int, exact: bool) -> np.ndarray:
     """A checkpoint's ``(step, loss)`` rows: float64 ``(n, 2)`` with steps from 1 to ``step``
-    in order (every one of them when ``exact``)."""
+    in order (every one of them when ``exact``) and losses finite and not negative."""
     if value.ndim != 2 or value.shape[1:] != (2,) or value.dtype.kind not in "fiu":
         raise ValueError(f"{name} has shape {value.shape} and dtype {value.dtype}, not (n, 2)")
     rows = value.astype(np.float64, copy=False)
@@ -375,6 +378,9 @@ def _history(value: np.ndarray, name: str, step: int, exact: bool) -> np.ndarray
         raise ValueError(f"{name} does not hold steps 1 to {step}")
     if len(rows) and (np.any(np.diff(steps) <= 0) or steps[0] < 1 or steps[-1] > step):
         raise ValueError(f"{name} holds steps out of order or past step {step}")
+    if not np.all(np.isfinite(rows[:, 1])) or np.any(rows[:, 1] < 0):
+        raise ValueError(f"{name} holds a loss that is NaN, infinite or below 0 (a run stops "
+                         "at a loss that is not finite, and its losses are never negative)")
     return rows
 
 
@@ -427,8 +433,10 @@ def check_fits(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int,
 
 
 def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
-          lr: float = 2e-3, max_norm: float = 1.0, seed: int = 0, dtype: str = "float32",
-          checkpoint: Path | None = None, checkpoint_every: int = 500, resume: bool = False,
+          lr: float = 2e-3, max_norm: float = 1.0, seed: int = 0,
+          dtype: str | np.dtype | type = "float32",
+          checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 500,
+          resume: bool = False,
           eval_every: int = 100, report: Report | None = None,
           stop: Callable[[], bool] | None = None,
           begin: Callable[[int], None] | None = None) -> Trained:
@@ -439,7 +447,9 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     :class:`Stopped` raised. Work that would not fit in memory is refused first
     (:func:`allocations`). ``begin`` is called with the step training starts from once
     everything is checked and any checkpoint read, before the first step: where a caller
-    starts showing progress, so that nothing shows for work refused.
+    starts showing progress, so that nothing shows for work refused. ``dtype``: a name or
+    NumPy's dtype (``np.float64``); ``checkpoint``: a path, a place it cannot be written
+    refused before the first step.
 
     >>> import lstm_graph
     >>> from lstm_graph.training import adding, train
@@ -454,15 +464,22 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
         raise DataError(f"lr is {lr} and max_norm {max_norm}: the learning rate must be a "
                         "finite number above 0, the clip a finite number, 0 or more")
     whole(seed, "seed", 0)
-    if dtype not in DTYPES:
+    try:
+        named = np.dtype(dtype).name
+    except TypeError:
+        named = repr(dtype)  # refused next
+    if named not in DTYPES:
         raise DataError(f"dtype is {dtype!r}; train in one of {', '.join(DTYPES)}")
-    if task.largest > float(np.finfo(dtype).max):  # compared as Python floats: no warning
-        raise DataError(f"the task holds {task.largest:.3g}, too large for {dtype}; train in "
+    if task.largest > float(np.finfo(named).max):  # compared as Python floats: no warning
+        raise DataError(f"the task holds {task.largest:.3g}, too large for {named}; train in "
                         "float64 (--dtype float64)")
-    check_fits(cell, task, hidden_size, steps, batch, dtype)
+    check_fits(cell, task, hidden_size, steps, batch, named)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and (checkpoint is None or not checkpoint.exists()):
         raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
-    trainer = Trainer(cell, task, hidden_size, batch, lr, max_norm, seed, dtype)
+    if checkpoint is not None:
+        check_output(checkpoint)
+    trainer = Trainer(cell, task, hidden_size, batch, lr, max_norm, seed, named)
     if resume and checkpoint is not None:
         trainer.load(checkpoint)
     if trainer.step > steps:  # it would train no step and report the checkpoint's count
