@@ -112,6 +112,20 @@ def test_dev_stdout_in_a_pipe_carries_the_npz(tmp_path, cli_process):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_onnx_model_goes_through_a_pipe_and_its_summary_to_stderr(tmp_path, cli_process,
+                                                                     cli_fails):
+    onnx = pytest.importorskip("onnx")
+    result = cli_process("export", "lstm", "-I", "3", "-H", "4", "--format", "onnx", "--out",
+                         "/dev/stdout", cwd=tmp_path, text=False)
+    assert result.returncode == 0, result.stderr
+    model = onnx.load_model_from_string(result.stdout)  # the model's bytes, and only them
+    assert [i.name for i in model.graph.input][0] == "x"
+    assert b"ONNX opset" in result.stderr and list(tmp_path.iterdir()) == []
+    assert "is a device, and --format torch writes two files" in cli_fails(
+        "export", "lstm", "-I", "3", "-H", "4", "--format", "torch", "--out", "/dev/null",
+        code=2)
+
+
 def test_binary_output_to_a_terminal_is_refused(cli_fails):
     master, slave = pty.openpty()
     try:
@@ -469,3 +483,16 @@ def main_weights():
     from lstm_graph import load_cell
 
     return load_cell("rnn").random_weights(2, 2, seed=0)
+
+
+@pytest.mark.parametrize("command", ["run", "grad", "trace", "explore"])
+def test_a_place_the_output_cannot_go_is_said_before_the_cell_runs(tmp_path, command,
+                                                                    cli_fails):
+    """A file where the output's directory should be: said first, not after the run (the
+    input here is refused too, but later: the message is the output's)."""
+    (tmp_path / "a_file").write_text("")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 5)))  # lstm with -I 4: the wrong width
+    name = "page.html" if command == "explore" else "y.npz"
+    stderr = cli_fails(command, "lstm", "--input", tmp_path / "x.npy", "-I", "4", "-H", "3",
+                       "--out", tmp_path / "a_file" / name)
+    assert "a_file" in stderr and "x.npy" not in stderr, stderr

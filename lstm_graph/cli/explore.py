@@ -16,7 +16,7 @@ from lstm_graph.cli.run import read_files
 from lstm_graph.errors import DataError
 from lstm_graph.explore import build_page, kept_of
 from lstm_graph.explore.page import check_drawable
-from lstm_graph.formats.files import refuse_inputs, write_atomic, written_through
+from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic, written_through
 from lstm_graph.notebook import explorer_run, require_dot
 
 
@@ -39,6 +39,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     if out.suffix.lower() not in (".html", ".htm") and not written_through(out):
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
     refuse_inputs({"--out": out}, read_files(spec, inputs))
+    check_output(out)  # a place it cannot write is said before the run
     require_dot()  # before reading anything
     prepared = prepare(spec, work="grad", **inputs)
     cell, runner, x, state = prepared.cell, prepared.runner, prepared.x, prepared.state

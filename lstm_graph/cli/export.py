@@ -6,11 +6,19 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, main, refuse_same_outputs, say
+from lstm_graph.cli.app import (
+    SPEC_HELP,
+    OutputPath,
+    emit_json,
+    is_stdout,
+    main,
+    refuse_same_outputs,
+    say,
+)
 from lstm_graph.cli.inputs import compile_spec
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
-from lstm_graph.formats.files import refuse_inputs
+from lstm_graph.formats.files import refuse_inputs, written_through
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
 from lstm_graph.models import is_model
 
@@ -66,8 +74,14 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         raise click.UsageError("--scan chooses how an ONNX model runs the cell; --format torch "
                                "writes the cell's own equations")
     suffix = {"onnx": ".onnx", "torch": ".py"}[fmt]
-    # Python imports a module from a .py file only: .PY is refused, .ONNX is a model
-    if (out.suffix if fmt == "torch" else out.suffix.lower()) != suffix:
+    if fmt == "torch" and written_through(out) and not out.is_fifo():
+        raise click.UsageError(f"--out {out} is a device, and --format torch writes two files, "
+                               "a module and its state dict beside it (.py, .pt): give a file "
+                               "name such as model.py")
+    # Python imports a module from a .py file only: .PY is refused, .ONNX is a model (which a
+    # device or pipe takes whatever its name)
+    if (out.suffix if fmt == "torch" else out.suffix.lower()) != suffix and \
+            not (fmt == "onnx" and written_through(out)):
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
                                f"{out.with_suffix(suffix).name}")
     written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
@@ -119,9 +133,10 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                  "parameters: none",
                  *(f"  {ours:<{width}}  {theirs}" for ours, theirs in mapping.items())]
         paths = [str(module), str(state)]
+    aside = is_stdout(out)  # the model went to stdout: the summary must not follow it there
     if as_json:
-        emit_json(summary)
+        emit_json(summary, err=aside)
         return
     say(f"wrote {' and '.join(paths)}", err=True)
     for line in lines:
-        say(line)
+        say(line, err=aside)

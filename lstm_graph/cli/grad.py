@@ -22,7 +22,7 @@ from lstm_graph.cli.inputs import (
 from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import Moments, check_finite, grad_arrays, last_step_loss
 from lstm_graph.errors import DataError
-from lstm_graph.formats.files import refuse_inputs, write_npz
+from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
 def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray:
@@ -66,6 +66,7 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
          on_dask: OnDask | None, **inputs: Any) -> None:
     """Backpropagate through time: gradients for the input, weights and initial states."""
     refuse_inputs({"--out": out}, {**read_files(spec, inputs), "--grad-output": grad_output})
+    check_output(out)  # a place it cannot write is said before the gradients are computed
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="grad", **inputs)

@@ -19,7 +19,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.distributed.jobs import Moments, check_run_names, run_arrays
-from lstm_graph.formats.files import refuse_inputs, write_npz
+from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes y (T, B, the output's size) and each state's final "
@@ -33,6 +33,7 @@ from lstm_graph.formats.files import refuse_inputs, write_npz
 def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Run a cell over a sequence."""
     refuse_inputs({"--out": out}, read_files(spec, inputs))
+    check_output(out)  # a place it cannot write is said before the run
     if on_dask is not None:  # the batch sharded across a Dask cluster
         return run_on_dask(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)

@@ -18,7 +18,7 @@ from lstm_graph.cli.inputs import (
 )
 from lstm_graph.cli.run import read_files
 from lstm_graph.distributed.jobs import trace_arrays
-from lstm_graph.formats.files import refuse_inputs, write_npz
+from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
 @main.command(epilog=SPEC_HELP + " Writes one array (T, B, width; with --batch-first (B, T, "
@@ -34,6 +34,7 @@ from lstm_graph.formats.files import refuse_inputs, write_npz
 def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: Any) -> None:
     """Record every value a cell computes at every step (for plots and the explorer)."""
     refuse_inputs({"--out": out}, read_files(spec, inputs))
+    check_output(out)  # a place it cannot write is said before the run
     extra: dict[str, Any] = {}
     if on_dask is None:
         prepared = prepare(spec, work="trace", **inputs)
