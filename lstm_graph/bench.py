@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -105,11 +106,34 @@ SECTIONS = {mode: (f"<!-- bench-{mode}:start -->", f"<!-- bench-{mode}:end -->")
 #: to the timed runs.
 WARMUP_RUNS, WARMUP_SECONDS, WARMUP_LIMIT = 10, 2.0, 30.0
 SETTLED, SETTLED_RATIO = 3, 1.5
+#: An environment variable that cuts every contender's warm-up to at most this many
+#: seconds, for a quick look that is no measurement (the tests' toy sizes, whose runs
+#: of microseconds on a loaded machine may not settle within the limit); a table made
+#: so says it was.
+WARM_UP_ENV = "LSTM_GRAPH_BENCH_WARM_UP"
+
+
+def warm_up_cut() -> float | None:
+    """The seconds :data:`WARM_UP_ENV` cuts the warm-up to; None where it is not set, a
+    ValueError naming it where it is no number of seconds."""
+    text = os.environ.get(WARM_UP_ENV, "")
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"${WARM_UP_ENV} takes seconds (0 or more), not '{text}'")
+    return seconds
 
 
 def warm_up(run: Callable[[], object]) -> None:
     """Untimed calls of ``run`` until the contender has settled (:data:`WARMUP_RUNS`):
-    the same rule for every contender."""
+    the same rule for every contender (at most :func:`warm_up_cut` seconds where set)."""
+    cut = warm_up_cut()
+    least, limit = (WARMUP_SECONDS, WARMUP_LIMIT) if cut is None else \
+        (min(WARMUP_SECONDS, cut), min(WARMUP_LIMIT, cut))
     times: list[float] = []
     began = time.perf_counter()
     while True:
@@ -117,11 +141,18 @@ def warm_up(run: Callable[[], object]) -> None:
         run()
         now = time.perf_counter()
         times.append(now - start)
-        if now - began >= WARMUP_LIMIT:
+        if now - began >= limit:
             return
-        if len(times) >= WARMUP_RUNS and now - began >= WARMUP_SECONDS and \
+        if len(times) >= WARMUP_RUNS and now - began >= least and \
                 max(times[-SETTLED:]) <= SETTLED_RATIO * min(times):
             return
+
+
+def warmed(text: str = "a warm-up") -> str:
+    """How a table says its contenders warmed up: ``text``, and the cut where
+    :data:`WARM_UP_ENV` made one."""
+    cut = warm_up_cut()
+    return text if cut is None else f"{text} cut to at most {cut:g} s (${WARM_UP_ENV})"
 
 
 # -- one contender, in its own process -------------------------------------------------------
@@ -344,6 +375,13 @@ def memory() -> tuple[int, int]:
         return peak, peak
 
 
+def growth(before: int) -> float:
+    """MiB the peak resident set grew by since it was ``before`` bytes (:func:`memory`), 0
+    where none: Linux counts a process's pages per thread and adds them up now and then, so
+    its peak may read a few pages below a resident set read earlier."""
+    return max(0, memory()[1] - before) / 2**20
+
+
 def reset_peak() -> None:
     """Start the peak resident set afresh from the current one (Linux 4.0 and later)."""
     try:
@@ -359,8 +397,9 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     ``repeat`` runs: ``{"times", "peak_mib"}``.
 
     Meant to run in a process of its own (see :func:`main`'s ``--contender``); the
-    peak is measured from just before the build. ``work``: ``"run"`` (forward) or
-    ``"grad"`` (forward and backward); ``layout``: a name in :data:`LAYOUTS`.
+    peak is measured from just before the build to the end of the timed runs.
+    ``work``: ``"run"`` (forward) or ``"grad"`` (forward and backward); ``layout``: a
+    name in :data:`LAYOUTS`.
     ``output``: an ``.npz`` for what the last timed run computed (:class:`Prepared`'s
     ``result``: ``y``, or the gradients).
     """
@@ -384,9 +423,11 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
         began = time.perf_counter()
         y = prepared.run()
         times.append(time.perf_counter() - began)
+    peak_mib = growth(before)  # before the result is put in the peers' names (ours:
+    # through PyTorch's, whose import alone grows the process by ~180 MiB)
     if output is not None:  # what the timed runs computed (the last of them)
         np.savez(output, **cast(dict[str, Any], prepared.result(y)))
-    return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
+    return {"times": times, "peak_mib": peak_mib}
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -502,6 +543,7 @@ class Row:
     work: str = "run"
     layout: str = "single"
     units: list[str] = field(default_factory=list)
+    scale: float | None = None  # the largest |value| a peer computed, where measured
 
     @property
     def peers(self) -> dict[str, Timing]:
@@ -586,13 +628,26 @@ def take_turns(jobs: dict[str, Job], repeat: int, blocks: int, threads: int, idl
     return timings, outputs
 
 
+def _peer_keys(outputs: dict[str, dict[str, np.ndarray]], peers: Sequence[str]) -> list[str]:
+    """The keys of ``outputs`` that a peer of ``peers`` computed, on any thread count."""
+    return [key for key in outputs if key.removesuffix(ONE_THREAD) in peers]
+
+
+def _largest_value(outputs: dict[str, dict[str, np.ndarray]], peers: Sequence[str]
+                   ) -> float | None:
+    """The largest |value| the ``peers`` computed (what a difference is relative to)."""
+    found = [float(np.max(np.abs(value), initial=0.0)) for peer in _peer_keys(outputs, peers)
+             for value in outputs[peer].values()]
+    return max(found) if found else None
+
+
 def _largest_difference(outputs: dict[str, dict[str, np.ndarray]], peers: Sequence[str]
                         ) -> float | None:
     """The largest |ours − peer| over every array ``peers`` computed (``y``; or each
     gradient: :class:`Prepared`), on any thread count, each of which ours must have
     computed too; None without a peer."""
     found = []
-    for peer in (key for key in outputs if key.removesuffix(ONE_THREAD) in peers):
+    for peer in _peer_keys(outputs, peers):
         missing = outputs[peer].keys() - outputs["ours"].keys()
         if missing:
             raise RuntimeError(f"ours computed no {', '.join(sorted(missing))}, as {peer} did")
@@ -615,7 +670,7 @@ def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
     timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
     same = work == "run" or name != "peephole_lstm"
     return Row(name, size, timings, _largest_difference(outputs, PEERS) if same else None,
-               work)
+               work, scale=_largest_value(outputs, PEERS) if same else None)
 
 
 def measure_stack(layout: str, name: str, size: str, repeat: int, blocks: int,
@@ -758,6 +813,13 @@ def _diff(error: float | None) -> str:
     return "—" if error is None else f"{error:.1e}"
 
 
+def _relative(row: Row) -> str:
+    """The row's difference ÷ the largest |value| a peer computed, in words."""
+    if row.error is None or not row.scale:
+        return ""
+    return f" ({row.error / row.scale:.1e} of the largest)"
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| cell | size (T, B, I, H) | ours ms | torch ms | onnxruntime ms "
              "| ours ÷ best peer | quietest blocks | NumPy plan ÷ best peer "
@@ -801,7 +863,7 @@ def grad_table(rows: list[Row]) -> str:
             f"| {ms(t.get('numpy'))} | {r.peer_ms('torch')} | **{r.ratio('ours'):.2f}×** "
             f"| {r.quietest_ratio('ours'):.2f}× | {numpy_ratio} "
             f"| {t['ours'].peak_mib:.1f} / {r.peers['torch'].peak_mib:.1f} "
-            f"| {_diff(r.error)} |")
+            f"| {_diff(r.error)}{_relative(r)} |")
     return "\n".join(lines)
 
 
@@ -852,7 +914,7 @@ def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
     quiet = (" \"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
              "block's.") if quietest else ""
     return (f"Each contender in its own process, {blocks} block{'s' * (blocks != 1)} of "
-            f"{runs} after a warm-up, taking turns{waited}; ms: median of all runs (range of "
+            f"{runs} after {warmed()}, taking turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians).{quiet}")
 
 
@@ -874,7 +936,7 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
               "of waiting") if idle > 0 else ""
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
             f"{blocks} block{'s' * (blocks != 1)} of {runs('medium', repeat)} timed runs after "
-            f"a warm-up (small: "
+            f"{warmed()} (small: "
             f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
             f"turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
@@ -1008,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_sizes = _integers(args.sweep_batch, "--sweep-batch")
         _integers(f"{args.sweep_steps},{args.repeat},{args.blocks},{args.threads}",
                   "--sweep-steps, --repeat, --blocks and --threads each")
+        warm_up_cut()
     except ValueError as err:
         parser.error(str(err))
     args.threads = contender_threads(args.threads)

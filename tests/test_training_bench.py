@@ -3,9 +3,19 @@ not tests): blocks in processes of their own, the table, the section it writes."
 
 from __future__ import annotations
 
+import pytest
+
+from lstm_graph import bench as forward_bench
 from lstm_graph.training import bench
 
 SMALL = ["--hidden", "4", "--batch", "2", "--length", "5", "--repeat", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _quick_warm_up(monkeypatch):
+    """A toy step of microseconds on a loaded machine may not settle within the warm-up's
+    30 s: these tests check the machinery, not the time (the table says it was cut)."""
+    monkeypatch.setenv(forward_bench.WARM_UP_ENV, "0.2")
 
 
 def test_a_block_times_its_steps_and_measures_its_memory():
@@ -24,6 +34,7 @@ def test_the_section_holds_every_cell_against_its_peer_and_leaves_the_rest(tmp_p
     assert text.startswith("before\n") and text.endswith("after\n") and "old section" not in text
     assert "| peephole_lstm | `nn.LSTM` (no peepholes) |" in text
     assert "each contender in 1 fresh process of its own taking turns" in text
+    assert "after a warm-up cut to at most 0.2 s ($LSTM_GRAPH_BENCH_WARM_UP)" in text
     assert "Machine: " in text and "Learning" not in text  # --steps 0: no learning table
     assert "Command: `python -m lstm_graph.training.bench --steps 0 --blocks 1 --cells " \
         f"peephole_lstm --markdown {doc} {' '.join(SMALL)}`" in text

@@ -40,12 +40,15 @@ import lstm_graph
 from lstm_graph.bench import (
     Timing,
     contender_threads,
+    growth,
     memory,
     ms,
     reset_peak,
     thread_environment,
     wait_idle,
     warm_up,
+    warm_up_cut,
+    warmed,
 )
 from lstm_graph.errors import OutputError, install_hint
 from lstm_graph.executors.prepare import usable_cpus
@@ -87,7 +90,7 @@ def _block(step: Callable[[], object], repeat: int, before: int) -> dict[str, An
         began = time.perf_counter()
         step()
         times.append(time.perf_counter() - began)
-    return {"times": times, "peak_mib": (memory()[1] - before) / 2**20}
+    return {"times": times, "peak_mib": growth(before)}
 
 
 def step_time(contender: str, cell: str, hidden: int, batch: int, length: int,
@@ -188,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                                    args.length, args.repeat, args.threads)))
         return 0
     try:
+        warm_up_cut()
+    except ValueError as err:
+        parser.error(str(err))
+    try:
         import torch  # noqa: F401
     except ImportError as err:
         print(f"the training benchmark needs the test extras ({err}): {install_hint('test')}",
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
               f"readout included), {args.threads} threads for both: each contender in "
               f"{args.blocks} fresh process{'es' if args.blocks > 1 else ''} of its own taking "
               f"turns, {args.repeat} timed "
-              "steps each after a warm-up; ms: median of all steps (range of the blocks' "
+              f"steps each after {warmed()}; ms: median of all steps (range of the blocks' "
               "medians). Target: ours ÷ PyTorch ≤ 1.0×.", "", *step_table(times), "",
               f"Command: `{shlex.join(['python', '-m', 'lstm_graph.training.bench', *given])}`",
               END]
