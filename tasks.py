@@ -159,7 +159,7 @@ def test(extra: list[str]) -> int:
         if subprocess.run(command, cwd=ROOT).returncode:
             say(f"{name} found problems (above); fix them before the tests run")
             return 1
-    # one pytest worker per core, at most 4 (pytest-xdist): 7 minutes on 2 cores, not 11
+    # one pytest worker per core, at most 4 (pytest-xdist)
     workers = ["-n", str(min(4, os.cpu_count() or 1))]
     return subprocess.run([str(PYTHON), "-m", "pytest", "-rs", *workers, *extra],
                           cwd=ROOT).returncode
