@@ -531,10 +531,12 @@ class Timing:
 
 @dataclass
 class Row:
-    """One cell and size (and work, layout): every contender's timing. ``error`` is the
-    largest |ours − peer| over the peers' outputs (``x``'s gradients for ``"grad"``;
-    None where no peer computes the same function); ``units`` the keys of ``timings``
-    that time each unit of a stack alone, one per unit."""
+    """One cell and size (and work, layout): every contender's timing (a peer's on one
+    thread too under its key and :data:`ONE_THREAD`, where it was timed so). ``error`` is
+    the largest |ours − peer| over the peers' outputs (every gradient for ``"grad"``;
+    None where no peer computes the same function), ``scale`` the largest |value| among
+    those; ``units`` the keys of ``timings`` that time each unit of a stack alone, one per
+    unit."""
 
     cell: str
     size: str
