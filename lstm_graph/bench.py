@@ -483,13 +483,11 @@ def may_take_fewer(size: str, threads: int) -> bool:
     return threads > 1 and shape(size)[1] < 2 * OWN_ROWS
 
 
-def with_one_thread(jobs: dict[str, Job], size: str, threads: int) -> dict[str, Job]:
-    """``jobs`` and, where ours may take fewer threads (:func:`may_take_fewer`), each peer
-    among them once more on one thread (:data:`ONE_THREAD`)."""
-    if not may_take_fewer(size, threads):
-        return jobs
-    return jobs | {key + ONE_THREAD: replace(job, threads=1)
-                   for key, job in jobs.items() if key in PEERS}
+def with_one_thread(jobs: dict[str, Job], threads: int) -> dict[str, Job]:
+    """``jobs`` and, once more on one thread (:data:`ONE_THREAD`), each peer among them
+    at a size ours may run on fewer of the ``threads`` (:func:`may_take_fewer`)."""
+    return jobs | {key + ONE_THREAD: replace(job, threads=1) for key, job in jobs.items()
+                   if key in PEERS and may_take_fewer(job.size, threads)}
 
 
 def _in_subprocess(job: Job, repeat: int, threads: int, output: Path | None
@@ -610,8 +608,10 @@ def sweep_runs(size: str, repeat: int) -> int:
 def take_turns(jobs: dict[str, Job], repeat: int, blocks: int, threads: int, idle: float
                ) -> tuple[dict[str, Timing], dict[str, dict[str, np.ndarray]]]:
     """Every job's ``blocks`` processes, taking turns (each after waiting up to ``idle``
-    seconds for the CPUs to be idle): the timings, and each job's outputs from its first
+    seconds for the CPUs to be idle), the peers also on one thread where ours may take
+    one (:func:`with_one_thread`): the timings, and each job's outputs from its first
     block, by key. The reference interpreter runs a third of the repeats."""
+    jobs = with_one_thread(jobs, threads)
     timings = {key: Timing() for key in jobs}
     outputs = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -668,7 +668,7 @@ def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
         contenders = [c for c in contenders if c != "torch"]
     if work == "grad":
         contenders = [c for c in contenders if c in GRAD_CONTENDERS]
-    jobs = with_one_thread({c: Job(c, name, size, work) for c in contenders}, size, threads)
+    jobs = {c: Job(c, name, size, work) for c in contenders}
     timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
     same = work == "run" or name != "peephole_lstm"
     return Row(name, size, timings, _largest_difference(outputs, PEERS) if same else None,
@@ -682,8 +682,7 @@ def measure_stack(layout: str, name: str, size: str, repeat: int, blocks: int,
     stack computes, for the stack's overhead), all taking turns."""
     steps, batch, input_size, hidden = shape(size)
     stack = LAYOUTS[layout]
-    jobs = with_one_thread({c: Job(c, name, size, "run", layout)
-                            for c in ("ours", "torch", "onnxruntime")}, size, threads)
+    jobs = {c: Job(c, name, size, "run", layout) for c in ("ours", "torch", "onnxruntime")}
     units = []
     for width in lstm_graph.load_cell(name).input_sizes(input_size, hidden, stack):
         unit = f"{steps}x{batch}x{width}x{hidden}"
@@ -712,8 +711,7 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
     taken: list[tuple[int, float]] = []  # each size's work and seconds
     for k, (hidden, batch, size) in enumerate(sizes):
         start = time.monotonic()
-        jobs = with_one_thread({c: Job(c, "lstm", size) for c in ("ours", "torch", "onnxruntime")},
-                               size, threads)
+        jobs = {c: Job(c, "lstm", size) for c in ("ours", "torch", "onnxruntime")}
         timings, outputs = take_turns(jobs, sweep_runs(size, repeat), blocks, threads, idle)
         row = Row("lstm", size, timings, _largest_difference(outputs, PEERS))
         cells.append(SweepCell(hidden, batch, row))
@@ -908,11 +906,16 @@ def sweep_table(cells: list[SweepCell]) -> str:
     return "\n".join(lines)
 
 
+def _waited(idle: float) -> str:
+    """The method's words on the wait for idle CPUs before each block (none without)."""
+    return (f", each started once the CPUs were idle for a second or after {idle:g} s of "
+            "waiting") if idle > 0 else ""
+
+
 def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
     """The method's sentences: blocks of ``runs``, turns, the wait for idle CPUs, and (with
     ``quietest``) what the quietest blocks' ratio is."""
-    waited = (f", each started once the CPUs were idle for a second or after {idle:g} s "
-              "of waiting") if idle > 0 else ""
+    waited = _waited(idle)
     quiet = (" \"quietest blocks\": our fastest block's median ÷ the best peer's fastest "
              "block's.") if quietest else ""
     return (f"Each contender in its own process, {blocks} block{'s' * (blocks != 1)} of "
@@ -934,8 +937,7 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
            seconds: float, idle: float, command: str) -> str:
     """The markdown between the markers: machine, method, table, scale, and the command
     that made them."""
-    waited = (f", each started once the CPUs were idle for a second or after {idle:g} s "
-              "of waiting") if idle > 0 else ""
+    waited = _waited(idle)
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
             f"{blocks} block{'s' * (blocks != 1)} of {runs('medium', repeat)} timed runs after "
             f"{warmed()} (small: "

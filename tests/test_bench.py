@@ -321,11 +321,12 @@ def test_where_ours_may_take_one_thread_each_peer_is_timed_on_one_too(monkeypatc
     held at two there, a peer would be held to a count ours is free to leave."""
     jobs = {c: bench.Job(c, "lstm", "small") for c in ("ours", "numpy", "torch",
                                                         "onnxruntime")}
-    added = bench.with_one_thread(jobs, "small", 2)
+    medium = {key: bench.replace(job, size="medium") for key, job in jobs.items()}
+    added = bench.with_one_thread(jobs, 2)
     assert added.keys() - jobs.keys() == {"torch on 1 thread", "onnxruntime on 1 thread"}
     assert added["torch on 1 thread"] == bench.Job("torch", "lstm", "small", threads=1)
-    assert bench.with_one_thread(jobs, "medium", 2) == jobs  # 64 sequences: two threads
-    assert bench.with_one_thread(jobs, "small", 1) == jobs  # one thread is all there is
+    assert bench.with_one_thread(medium, 2) == medium  # 64 sequences: two threads
+    assert bench.with_one_thread(jobs, 1) == jobs  # one thread is all there is
     assert bench.may_take_fewer("50x3x64x64", 2) and not bench.may_take_fewer("50x4x8x8", 2)
     seen = []
 
