@@ -47,9 +47,9 @@ def invoke_cli(*args, input: str | None = None, env: dict[str, str] | None = Non
     where a fixture cannot be asked for (a module-scoped fixture)."""
     from click.testing import CliRunner
 
-    from lstm_graph.cli import main
+    from lstm_graph.cli.commands import group
 
-    return CliRunner(env=env).invoke(main, [str(a) for a in args], input=input)
+    return CliRunner(env=env).invoke(group, [str(a) for a in args], input=input)
 
 
 @pytest.fixture

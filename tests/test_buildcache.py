@@ -403,11 +403,11 @@ def _maps_line(path: Path) -> str:
 
 _MAPPED = textwrap.dedent("""\
     import ctypes, sys
-    from lstm_graph.cli import main
+    from lstm_graph.cli.commands import group
     if sys.argv[2] == "load":
         ctypes.CDLL(sys.argv[3])
     else:
-        main(sys.argv[3:], standalone_mode=False)
+        group(sys.argv[3:], standalone_mode=False)
     print("FOREIGN" if sys.argv[1] in open("/proc/self/maps").read() else "clean")
 """)
 

@@ -335,3 +335,30 @@ def test_an_npy_named_npz_for_an_option_that_takes_npy_is_said_so(tmp_path, cli_
                        tmp_path / "y.npz") == (
         f"{tmp_path / 'x.npz'}: is an .npy file (one array) named .npz; name it x.npy, or "
         "save x with numpy.savez\n")
+
+
+def test_the_entry_point_imports_nothing_heavy_before_its_ctrl_c_guard():
+    """The console script imports ``lstm_graph.cli`` outside any handler: that import must
+    not pull in NumPy and the executors (half a second in which Ctrl-C was a traceback)."""
+    code = ("import sys, lstm_graph.cli\n"
+            "print(sorted({'numpy', 'click', 'networkx'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_ctrl_c_while_the_commands_import_ends_with_a_line_not_a_traceback():
+    """A KeyboardInterrupt raised inside the commands' imports (as Ctrl-C in the first half
+    second does) exits 130 with the line an interrupted command prints."""
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'lstm_graph.cli.commands':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "from lstm_graph.cli import main\n"
+            "main(['cells'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert (done.returncode, done.stdout, done.stderr) == \
+        (130, "", "interrupted; no output was written\n")

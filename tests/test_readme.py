@@ -60,7 +60,7 @@ def _table_rows() -> dict[str, set[str]]:
 def test_the_command_table_names_every_option_of_every_command():
     """Every option a command has is in its row of the table, and every option the row
     names is one the command has (``--help`` and the table cannot drift apart)."""
-    from lstm_graph.cli.app import main
+    from lstm_graph.cli.commands import group as main
 
     rows = _table_rows()
     def options(command: click.Command) -> list[set[str]]:
