@@ -220,7 +220,8 @@ def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
                         f"({batch},)")
     for index, value in enumerate(array.tolist()):  # whole floats compared before int64
         if not 1 <= value <= steps:
-            why = "every sequence needs at least one step" if value < 1 else \
+            why = "a length counts steps: it is never negative" if value < 0 else \
+                "every sequence needs at least one step" if value < 1 else \
                 f"x has {steps} step{'s' if steps != 1 else ''}"
             shown = value if isinstance(value, int) else f"{value:g}"
             raise DataError(f"lengths holds {shown} at index {index}: {why}")

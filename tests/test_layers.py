@@ -468,6 +468,16 @@ def test_the_five_silent_wrong_numbers_are_right_or_refused(tmp_path, cli_run, c
     np.testing.assert_allclose(found["y"], expected["Y"][:, 0], atol=2e-5)
     np.testing.assert_allclose(found["h"], expected["Y_h"][0], atol=2e-5)
     np.testing.assert_allclose(found["c"], expected["Y_c"][0], atol=2e-5)
+    for length, why in ((0, "every sequence needs at least one step (onnxruntime zeroes"),
+                        (-1, "a length counts steps: it is never negative")):
+        stored = onnx.ModelProto()
+        stored.CopyFrom(model)
+        lens = next(t for t in stored.graph.initializer if t.name == "sequence_lens")
+        lens.CopyFrom(numpy_helper.from_array(np.array([5, length, 4], np.int32),
+                                              "sequence_lens"))
+        onnx.save(stored, str(tmp_path / "lens.onnx"))
+        assert f"lens.onnx: sequence_lens holds {length} at index 1: {why}" in cli_refused(
+            "run", tmp_path / "lens.onnx", "--input", tmp_path / "x.npy")
     # 3: --state with names that are not the cell's states
     np.savez(tmp_path / "s.npz", h0=np.ones((2, 4), "float32"), c0=np.ones((2, 4), "float32"))
     assert "s.npz: holds h0, c0, which are not states of cell 'lstm'; its states are c, h" \
@@ -507,6 +517,10 @@ def test_stack_shapes_states_and_lengths_through_the_command_line(tmp_path, cli_
     assert "lengths holds 0 at index 1: every sequence needs at least one step" \
         in cli_refused("run", *common, "--input", tmp_path / "x.npy", "--lengths",
                        tmp_path / "bad.npy")
+    np.save(tmp_path / "negative.npy", np.array([6, -1, 4]))
+    assert "lengths holds -1 at index 1: a length counts steps: it is never negative" \
+        in cli_refused("run", *common, "--input", tmp_path / "x.npy", "--lengths",
+                       tmp_path / "negative.npy")
     np.save(tmp_path / "half.npy", np.array([6.0, 3.5, 1.0]))  # whole floats pass, 3.5 not
     assert "half.npy: lengths holds 3.5 at index 1: give whole numbers of steps" \
         in cli_refused("run", *common, "--input", tmp_path / "x.npy", "--lengths",

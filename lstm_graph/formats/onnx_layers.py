@@ -355,10 +355,11 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
                                "operator's is int32")
         bad = [(k, int(v)) for k, v in enumerate(lengths.tolist()) if v < 1]
         if bad:
+            why = "a length counts steps: it is never negative" if bad[0][1] < 0 else \
+                ("every sequence needs at least one step (onnxruntime zeroes the state of "
+                 "an empty one, which no step computed)")
             raise WeightsError(f"{source}: sequence_lens holds {bad[0][1]} at index "
-                               f"{bad[0][0]}: every sequence needs at least one step "
-                               "(onnxruntime zeroes the state of an empty one, which no "
-                               "step computed)")
+                               f"{bad[0][0]}: {why}")
     return LayerFile(source, "onnx", family, label, cells, 1, direction, bool(layout),
                      tuple(units), state, lengths, tuple(notes))
 
