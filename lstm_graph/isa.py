@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lstm_graph.executors.buildcache import compiler
+from lstm_graph.executors.buildcache import compiler, compiler_environment
 from lstm_graph.executors.native import CFLAGS_ENV
 
 #: CPU features worth naming in a table header, in this order.
@@ -148,7 +148,8 @@ def avx512_hidden() -> Iterator[None]:
         source, library = Path(folder, "hide_avx512.c"), Path(folder, "hide_avx512.so")
         source.write_text(HIDE_AVX512)
         built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)],
-                               capture_output=True, text=True, check=False)
+                               capture_output=True, text=True, check=False,
+                               env=compiler_environment())
         if built.returncode != 0:
             raise RuntimeError(f"building the library that hides AVX-512 failed:\n"
                                f"{built.stderr}")

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import html
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +39,9 @@ def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
     """The cell's diagram as SVG text; None where Graphviz's ``dot`` is missing or the
     cell cannot be drawn (too many nodes; ``cell.render()`` says why): a notebook then
     shows the cell's text form instead."""
-    from lstm_graph.render import render, to_bytes
+    from lstm_graph.render import dot_program, render, to_bytes
 
-    if shutil.which("dot") is None:
+    if dot_program() is None:
         return None
     try:
         return to_bytes(render(cell, style), "svg").decode("utf-8")
@@ -53,7 +52,9 @@ def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
 def require_dot() -> None:
     """A RenderError saying how to install Graphviz where its ``dot`` is missing (the
     explorer's diagrams need it)."""
-    if shutil.which("dot") is None:
+    from lstm_graph.render import dot_program
+
+    if dot_program() is None:
         raise RenderError("the explorer draws its diagrams with Graphviz's 'dot' program, "
                           "which is not installed. Install it (Debian/Ubuntu: apt-get install "
                           "graphviz; macOS: brew install graphviz; see "

@@ -296,14 +296,54 @@ def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
         "PATH": f"{shared}{os.pathsep}{os.environ['PATH']}"}
     done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", **env)
     assert done.returncode == 0, done.stderr
-    assert warning_of(done.stderr) == (
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings[0] == (
         f"warning: the C compiler {planted} is not used: other users can write in {shared} "
         "(mode 0777, no sticky bit), so another user could have put it there or could "
         "change it")
+    assert warnings[1:] == ([] if how == "CC" else [
+        f"warning: the PATH entry {shared} is not searched for {buildcache.SEARCHED}: other "
+        f"users can write {shared} (mode 0777), so another user could put one there"])
     assert not (tmp_path / "ran.log").exists()
     info = json.loads(cli(["cache", "info", "--json"], tmp_path, tmp_path / "cache",
                           **env).stdout)
     assert info["compiler"] != str(planted) and not (tmp_path / "ran.log").exists()
+
+
+def test_the_assembler_and_linker_are_not_run_from_a_directory_others_can_write(tmp_path):
+    """gcc looks up ``as`` and ``ld`` on PATH: a directory anyone can write in (even with
+    the sticky bit, which stops renaming, not adding) ran the ones planted there, and the
+    library they made was cached and loaded. The compiler's PATH leaves it out."""
+    for mode in (0o777, 0o1777):
+        shared = tmp_path / f"shared-{mode:o}"
+        shared.mkdir()
+        shared.chmod(mode)
+        for tool in ("as", "ld"):
+            (shared / tool).write_text(f"#!/bin/sh\necho {tool} >> {tmp_path / 'ran.log'}\n"
+                                       f"exec /usr/bin/{tool} \"$@\"\n")
+            (shared / tool).chmod(0o755)
+        done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / f"cache-{mode:o}",
+                   PATH=f"{shared}{os.pathsep}{os.environ['PATH']}")
+        assert done.returncode == 0, done.stderr
+        assert warning_of(done.stderr).startswith(
+            f"warning: the PATH entry {shared} is not searched for {buildcache.SEARCHED}: "
+            f"other users can write {shared} (mode {mode:04o})")
+        assert not (tmp_path / "ran.log").exists()
+
+
+def test_graphviz_dot_is_not_run_from_a_directory_others_can_write(tmp_path):
+    """``render`` ran the first ``dot`` on PATH, wherever it was."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "dot").write_text(f"#!/bin/sh\necho ran >> {tmp_path / 'ran.log'}\n"
+                                "exec dot \"$@\"\n")
+    (shared / "dot").chmod(0o755)
+    done = cli(["render", "lstm", "--style", "pipe", "--out", tmp_path / "d.svg"], tmp_path,
+               tmp_path / "cache", PATH=f"{shared}{os.pathsep}{os.environ['PATH']}")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "ran.log").exists() and (tmp_path / "d.svg").read_bytes()
+    assert f"warning: the PATH entry {shared} is not searched" in done.stderr
 
 
 def test_a_compiler_found_through_a_relative_path_entry_is_named_absolutely(tmp_path,

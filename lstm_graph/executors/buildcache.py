@@ -19,7 +19,9 @@ for ``$LSTM_GRAPH_CACHE``).
   ``/``, is opened with ``O_NOFOLLOW`` relative to its parent and must belong to
   root or to this user and be writable by nobody else unless it has the sticky
   bit (OpenSSH's rule for safe paths; ``/tmp`` passes). The compiler is run only
-  from such a place too: one that is not is passed over with a warning. The
+  from such a place too: one that is not is passed over with a warning; and with a
+  ``PATH`` of only the directories nobody else can write in (where it finds the
+  assembler and the linker), the others left out with a warning. The
   directory is then used only through that one descriptor (``dir_fd``), and a
   library is hashed and loaded from the same open file (``/proc/self/fd/N``), so
   a rename between the check and the load cannot change what is loaded.
@@ -174,10 +176,61 @@ def _compiler(cc: str, path: str) -> str | None:
     return None
 
 
+def trusted_program(name: str) -> str | None:
+    """The program ``name`` (Graphviz's ``dot``, say) found on ``PATH``'s directories that
+    no other user can write in (:func:`_search_path`), and itself passing
+    :func:`_unsafe_program`; None where there is none (one passed over is warned of)."""
+    found = shutil.which(name, path=_search_path(os.environ.get("PATH") or ""))
+    if found is None:
+        return None
+    reason = _unsafe_program(Path(found))
+    if reason is not None:
+        _warn_once(f"the program {found} is not used: {reason}, so another user could have "
+                   "put it there or could change it")
+        return None
+    return found
+
+
+def compiler_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a compiler run, with ``extra`` and a ``PATH`` of only
+    the directories no other user can put a program in (:func:`_search_path`): the
+    compiler driver looks up the assembler and the linker there."""
+    return {**os.environ, "PATH": _search_path(os.environ.get("PATH") or ""), **extra}
+
+
+#: The programs found on :func:`_search_path`, in its warnings' words.
+SEARCHED = "the programs lstm-graph runs (the C compiler's assembler and linker, Graphviz's dot)"
+
+
+@cache
+def _search_path(path: str) -> str:
+    """``path`` (a ``PATH``) without the directories another user could have put a program
+    in, or could change (:func:`_unsafe_program`'s rule, which a directory must pass as a
+    program does: no writing by others, sticky bit or not), nor relative ones (the working
+    directory): a warning names each left out; those that do not exist go silently."""
+    kept = []
+    for entry in path.split(os.pathsep):
+        if not os.path.isabs(entry):
+            _warn_once(f"the PATH entry {entry or '(empty: the working directory)'!r} is not "
+                       f"searched for {SEARCHED}: it is relative, so the directory a command "
+                       "runs in would provide them")
+            continue
+        if not os.path.isdir(entry):
+            continue
+        reason = _unsafe_program(Path(entry))
+        if reason is None:
+            kept.append(entry)
+        else:
+            _warn_once(f"the PATH entry {entry} is not searched for {SEARCHED}: {reason}, so "
+                       "another user could put one there")
+    return os.pathsep.join(kept)
+
+
 def _unsafe_program(program: Path) -> str | None:
-    """Why running ``program`` would run what another user may have written, or None: its
-    links must be ones no other user can have put in place (:func:`_resolve`), and the
-    program and every directory above it must pass :func:`_unsafe`'s rule."""
+    """Why running ``program`` (or a program in the directory ``program``) would run what
+    another user may have written, or None: its links must be ones no other user can have
+    put in place (:func:`_resolve`), and the program and every directory above it must
+    pass :func:`_unsafe`'s rule."""
     try:
         real = _resolve(program.absolute())
         info = os.stat(real)
@@ -281,7 +334,8 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 def compiler_version(cc: str) -> str:
     """The first line ``cc --version`` prints ("unknown" if it prints nothing or fails)."""
     try:
-        status, stdout, _ = _run([cc, "--version"], min(10.0, timeout()))
+        status, stdout, _ = _run([cc, "--version"], min(10.0, timeout()),
+                                 compiler_environment())
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     lines = stdout.decode(errors="replace").strip().splitlines()
@@ -1019,7 +1073,8 @@ def _compile(cc: str, attempts: Sequence[Sequence[str]], source: str, work: _Wor
              place: _Place) -> tuple[bytes, Sequence[str]]:
     """The library ``cc`` makes of ``source`` with the first flags it accepts, and those."""
     os.close(_write_new(work.fd, "step.c", source.encode()))
-    environment = {**os.environ, "TMPDIR": str(work.path)}  # its temporary files die with it
+    # its temporary files die with it
+    environment = compiler_environment(TMPDIR=str(work.path))
     errors = ""
     status = 0
     for flags in attempts:

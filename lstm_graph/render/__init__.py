@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -185,13 +184,22 @@ def dot_memory() -> int:
     return max(parse_size(given), DOT_MEMORY_FLOOR) if given else DOT_MEMORY
 
 
+def dot_program() -> str | None:
+    """Graphviz's ``dot``, where one is found on ``PATH`` in a place no other user can
+    write (the build cache's rule for the programs it runs:
+    :func:`~lstm_graph.executors.buildcache.trusted_program`); None where none is."""
+    from lstm_graph.executors.buildcache import trusted_program
+
+    return trusted_program("dot")
+
+
 def run_dot(source: str, fmt: str, fast: bool = False, advice: str = "write --format dot"
             ) -> bytes:
     """``dot -T fmt`` on ``source`` (with :data:`FAST_FLAGS` when ``fast``), in its own
     process group, its memory and time bounded; killed with its group when the time is up
     or this process is interrupted. Whatever stops it is said as a :class:`RenderError`,
     ending with ``advice``."""
-    program = shutil.which("dot")
+    program = dot_program()
     if program is None:
         raise RenderError(HOW_TO_INSTALL_DOT)
     memory, seconds = dot_memory(), dot_timeout()
