@@ -245,6 +245,33 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, x_file, cli_re
     assert not marker.exists()
 
 
+def test_a_pytorch_archive_that_unpacks_past_the_memory_limit_is_refused_before_loading(
+        tmp_path, x_file, cli, cli_refused, monkeypatch):
+    """torch.load reads every member of a torch.save zip, a deflated one too: 120 kB that
+    unpacked to 120 MB passed a 50 MB limit (only the size on disk was checked)."""
+    state = dict(torch.nn.LSTM(3, 4).state_dict())
+    torch.save(state, tmp_path / "small.pt")
+    state["junk"] = torch.zeros(30_000_000)
+    torch.save(state, tmp_path / "big.pt")
+    with zipfile.ZipFile(tmp_path / "big.pt") as plain, \
+            zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as bomb:
+        for member in plain.infolist():
+            bomb.writestr(member.filename, plain.read(member.filename))
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "50M")
+    loaded = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loaded.append(a))
+    said = cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "bomb.pt")
+    assert re.search(r"bomb\.pt: its 1\d\d kB unpack to 120 MB, more than the limit of "
+                     r"52\.4 MB set by LSTM_GRAPH_MAX_BYTES\n$", said), said
+    assert loaded == []
+    archive = bytearray((tmp_path / "small.pt").read_bytes())
+    directory = archive.rindex(b"PK\x01\x02")  # the last member's central directory entry
+    archive[directory:directory + 4] = b"XXXX"
+    (tmp_path / "damaged.pt").write_bytes(bytes(archive))
+    assert "damaged.pt: not a readable PyTorch file (a damaged zip archive: " in cli_refused(
+        "run", "lstm", "--input", x_file, "--weights", tmp_path / "damaged.pt")
+
+
 def test_npz_with_pickled_objects_is_refused(tmp_path, x_file, cli_refused):
     marker = tmp_path / "pwned"
     np.savez(tmp_path / "evil.npz", **{"f.b": np.array([_Evil(marker)], dtype=object)})

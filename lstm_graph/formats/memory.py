@@ -143,6 +143,15 @@ def require_file(path: Path, error: type[LstmGraphError]) -> None:
                                f"{_limit_text(bound)}")
 
 
+def require_unpacked(path: Path, nbytes: int, size: int) -> None:
+    """Refuse a compressed file (``size`` bytes) whose members unpack to ``nbytes`` that would
+    not fit in memory: its size on disk says nothing of that (a zip bomb)."""
+    bound = limit()
+    if nbytes > bound:
+        raise MemoryLimitError(f"{path}: its {size_text(size)} unpack to {size_text(nbytes)}, "
+                               f"more than {_limit_text(bound)}")
+
+
 def _available_memory() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import WeightsError, install_hint, printable
-from lstm_graph.formats.memory import require_file
+from lstm_graph.formats.memory import require_file, require_unpacked
 from lstm_graph.formats.recurrent import (
     DEFAULT_ACTIVATIONS,
     GATES,
@@ -53,8 +54,18 @@ def load(path: Path) -> LayerFile:
 
 
 def read(path: Path) -> Any:
-    """What ``torch.load(weights_only=True)`` gives for ``path``, or our error."""
+    """What ``torch.load(weights_only=True)`` gives for ``path``, or our error; a
+    ``torch.save`` archive (a zip) only where its members, all of which ``torch.load``
+    reads, fit in memory unpacked."""
     require_file(path, WeightsError)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(member.file_size for member in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise WeightsError(f"{path}: not a readable PyTorch file (a damaged zip archive: "
+                               f"{printable(str(err))})") from None
+        require_unpacked(path, unpacked, path.stat().st_size)
     try:
         import torch
     except ImportError:
