@@ -4,7 +4,9 @@ own: exit codes, streams, JSON shapes."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -362,3 +364,55 @@ def test_ctrl_c_while_the_commands_import_ends_with_a_line_not_a_traceback():
                           timeout=60, cwd=ROOT)
     assert (done.returncode, done.stdout, done.stderr) == \
         (130, "", "interrupted; no output was written\n")
+
+
+def _command(args: list[str], **streams) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lstm_graph.cli", *args], text=True,
+                          timeout=120, cwd=ROOT, **streams)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("args", [["render", "lstm", "--style", "pipe", "--format", "dot"],
+                                  ["cells", "--json"]])
+def test_a_stdout_that_cannot_take_the_output_is_one_line_not_a_traceback(args):
+    with open("/dev/full", "w") as full:
+        done = _command(args, stdout=full, stderr=subprocess.PIPE)
+    assert (done.returncode, done.stderr) == \
+        (1, "cannot write to standard output (No space left on device)\n")
+
+
+def test_a_closed_stdout_is_said_and_a_closed_stderr_stops_nothing(tmp_path):
+    """stdout or stderr closed as the process starts (``>&-``: Python's sys.stdout is None)
+    raised AttributeError; with stderr closed a render stopped before its second file."""
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m lstm_graph.cli cells >&-",
+                          shell=True, text=True, capture_output=True, timeout=120, cwd=ROOT)
+    assert (done.returncode, done.stderr) == (1, "cannot write to standard output (it is "
+                                                 "closed)\n")
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m lstm_graph.cli render lstm "
+                          f"--out {shlex.quote(str(tmp_path))}/ 2>&-", shell=True, text=True,
+                          capture_output=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.cell.svg", "lstm.pipe.svg"]
+    read, write = os.pipe()
+    os.close(read)  # stderr a pipe nobody reads: each message fails with EPIPE
+    try:
+        done = _command(["render", "lstm", "--out", f"{tmp_path / 'again'}/"],
+                        stdout=subprocess.PIPE, stderr=write)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and len(list((tmp_path / "again").iterdir())) == 2
+
+
+def test_a_ctrl_c_once_the_command_has_ended_does_not_kill_it_silently():
+    """A Ctrl-C between the command's end and the process's exit killed it by the signal,
+    without a word (its outputs whole): the console script ignores it from there."""
+    code = ("import signal, sys\n"
+            "from lstm_graph.cli import main\n"
+            "try:\n"
+            "    main(['cells'])\n"
+            "except SystemExit as done:\n"
+            "    print(done.code, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+            "file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.stderr == "0 True\n"

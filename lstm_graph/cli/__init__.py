@@ -4,11 +4,13 @@
 module adds one family of commands to it, and :mod:`.commands` imports them all.
 This module stays light: :func:`main` imports the commands itself, so that a Ctrl-C
 in the half second their imports take ends with a line, as one during a command does,
-not with a traceback.
+not with a traceback; and once the command has ended it ignores Ctrl-C, which would
+otherwise kill the exiting process without a word.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -17,9 +19,13 @@ def main(args: list[str] | None = None) -> None:
     try:
         from lstm_graph.cli.commands import group
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; no output was written\n")
+        if sys.stderr is not None:  # None where it was closed when the process started
+            sys.stderr.write("interrupted; no output was written\n")
         sys.exit(130)
-    group(args)
+    try:
+        group(args)
+    finally:  # the command is over, its outputs whole and said: a Ctrl-C in the exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # would kill it without a word
 
 
 __all__ = ["main"]

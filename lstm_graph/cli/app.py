@@ -8,6 +8,7 @@ modules, one per family, and register themselves on :data:`main`.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import math
@@ -22,7 +23,7 @@ from typing import Any
 import click
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import LstmGraphError, LstmGraphWarning, inert_lines
+from lstm_graph.errors import LstmGraphError, LstmGraphWarning, OutputError, inert_lines
 from lstm_graph.formats.files import json_text, recording, release_held
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
@@ -47,10 +48,10 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                   file: Any = None, line: str | None = None) -> None:
     """Our warnings as one line, ``warning: …``; others as Python shows them."""
     if issubclass(category, LstmGraphWarning):
-        click.echo(f"warning: {inert_lines(str(message))}", err=True)
+        echo(f"warning: {inert_lines(str(message))}", err=True)
     else:
-        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
-                   err=True)
+        echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
+             err=True)
 
 
 def _what_was_written(paths: list[str]) -> str:
@@ -68,7 +69,7 @@ class _Group(click.Group):
         notes = logging.getLogger("lstm_graph")
         handler = logging.StreamHandler(sys.stderr)  # e.g. "compiling … once (cached in …)"
         handler.setFormatter(logging.Formatter("%(message)s"))
-        if sys.stderr.isatty():
+        if stderr_is_terminal():
             notes.addHandler(handler)
             notes.setLevel(logging.INFO)
         written: list[str] = []
@@ -80,8 +81,8 @@ class _Group(click.Group):
                         return super().invoke(ctx)
                 except (KeyboardInterrupt, _Terminated) as err:
                     interrupted = isinstance(err, KeyboardInterrupt)
-                    click.echo(f"{'interrupted' if interrupted else 'terminated'}; "
-                               f"{_what_was_written(written)}", err=True)
+                    echo(f"{'interrupted' if interrupted else 'terminated'}; "
+                         f"{_what_was_written(written)}", err=True)
                     # Dask's lines as its exit hooks reap a half-started local cluster
                     logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
                     ctx.exit(130 if interrupted else 143)
@@ -157,17 +158,42 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def stderr_is_terminal() -> bool:
+    """Whether messages go to a terminal (progress bars, notes); False where stderr was
+    closed when the process started (Python's ``sys.stderr`` is then None)."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def echo(data: str | bytes, err: bool = False, nl: bool = True) -> None:
+    """``data`` on stdout (with ``err``, stderr). A stdout that cannot take it (a full disk,
+    an I/O error) is an :class:`OutputError`, one line, not a traceback; a reader that went
+    away (``| head``) is left to click (exit 1, quietly). A message that stderr cannot take
+    is dropped: the work and its outputs go on (a closed stderr stopped a render between
+    its two files)."""
+    if not err and sys.stdout is None:  # closed when the process started
+        raise OutputError("cannot write to standard output (it is closed)")
+    try:
+        click.echo(data, err=err, nl=nl)
+    except OSError as error:
+        if err:
+            return
+        if error.errno == errno.EPIPE:
+            raise
+        raise OutputError(f"cannot write to standard output ({error.strerror or error})"
+                          ) from None
+
+
 def say(text: str, err: bool = False, nl: bool = True) -> None:
     """A line (or lines) for the terminal, with what is not printable in it written as its
     escape (:func:`~lstm_graph.errors.inert_lines`): a file's name may hold an ESC or a
     direction override, and every message that quotes one (``wrote …``) showed it raw."""
-    click.echo(inert_lines(text), err=err, nl=nl)
+    echo(inert_lines(text), err=err, nl=nl)
 
 
 def emit_json(data: Any, err: bool = False) -> None:
     """``data`` on stdout (with ``err``, stderr) as JSON
     (:func:`~lstm_graph.formats.files.json_text`)."""
-    click.echo(json_text(data), err=err)
+    echo(json_text(data), err=err)
 
 
 def is_stdout(path: Path) -> bool:

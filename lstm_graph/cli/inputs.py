@@ -24,7 +24,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, check_state, check_x
-from lstm_graph.cli.app import FiniteFloat, load, load_model_spec, say
+from lstm_graph.cli.app import FiniteFloat, load, load_model_spec, say, stderr_is_terminal
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, install_hint
@@ -380,7 +380,7 @@ def progress_steps(prepared: Prepared) -> int:
 
 def with_progress(steps: int, call: Callable[[Progress | None], Any]) -> Any:
     """``call(progress)``, with a progress bar on a terminal for long sequences."""
-    if sys.stderr.isatty() and steps >= PROGRESS_FROM:
+    if stderr_is_terminal() and steps >= PROGRESS_FROM:
         with click.progressbar(length=steps, label="steps", file=sys.stderr) as bar:
             return call(bar.update)
     return call(None)

@@ -16,7 +16,7 @@ import click
 import graphviz
 
 from lstm_graph.cell import Cell
-from lstm_graph.cli.app import SPEC_HELP, load, main, say
+from lstm_graph.cli.app import SPEC_HELP, echo, load, main, say
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
@@ -201,8 +201,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
 
 def _to_stdout(dot: graphviz.Digraph, fmt: str) -> None:
     """One diagram on stdout: text as text; PNG/PDF only where stdout is not a terminal."""
-    if fmt in ("png", "pdf") and sys.stdout.isatty():
+    if fmt in ("png", "pdf") and sys.stdout is not None and sys.stdout.isatty():
         raise click.UsageError(f"{fmt.upper()} is binary and stdout is a terminal: give --out "
                                f"FILE.{fmt}, or redirect (> diagram.{fmt})")
     data = to_bytes(dot, fmt)
-    click.echo(data if fmt in ("png", "pdf") else data.decode("utf-8"), nl=False)
+    echo(data if fmt in ("png", "pdf") else data.decode("utf-8"), nl=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from lstm_graph.cli.app import say
+from lstm_graph.cli.app import say, stderr_is_terminal
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import OnDask, Prepared
 from lstm_graph.cli.inputs import prepare as prepare_inputs
@@ -37,7 +37,7 @@ def execute_on(prepared: Prepared, job: Job, on_dask: OnDask, out: Path, grad_y:
     a progress bar counts the sequences written."""
     x = prepared.x
     with connect(on_dask.address, on_dask.timeout) as client:
-        if not sys.stderr.isatty():
+        if not stderr_is_terminal():
             return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
                            measure, prepared.allow_nonfinite, lengths=prepared.lengths)
         sequences = 1 if x.ndim == 2 else x.shape[0 if job.batch_first else 1]

@@ -22,6 +22,7 @@ from lstm_graph.cli.app import (
     main,
     refuse_same_outputs,
     say,
+    stderr_is_terminal,
 )
 from lstm_graph.errors import SizeMismatch, WeightsError
 from lstm_graph.executors.backends import DTYPES
@@ -160,7 +161,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     task = task_of(task_name, length)
     check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
     with ExitStack() as shown, _stop_at_a_step_end() as received:
-        on_terminal = sys.stderr.isatty()  # elsewhere click hides the bar: print lines
+        on_terminal = stderr_is_terminal()  # elsewhere click hides the bar: print lines
         bars: list[ProgressBar[float]] = []
 
         def begin(step: int) -> None:  # the checkpoint read: a refused one shows no bar
