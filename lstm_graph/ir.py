@@ -26,7 +26,7 @@ from enum import Enum
 
 import networkx as nx
 
-from lstm_graph.ops import OPS, Op, OpKind
+from lstm_graph.ops import OPS, Op, OpKind, number_label
 
 
 class NodeKind(str, Enum):
@@ -118,6 +118,13 @@ class Node:
         if self.op is None:
             raise TypeError(f"node {self.id!r} is a {self.kind.value} node, not an op")
         return OPS[self.op]
+
+    @property
+    def constant(self) -> float:
+        """The number of a const node (a TypeError for other kinds: a bug)."""
+        if self.value is None:
+            raise TypeError(f"node {self.id!r} is a {self.kind.value} node, not a constant")
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,7 @@ class CellGraph:
         """How a message names a node: ``'f'``, ``c[t-1]``, ``the '*' in 'c'``."""
         node = self.node(node_id)
         if node.kind is NodeKind.CONST:
-            return f"the constant {node.value:g}"
+            return f"the constant {number_label(node.constant)}"
         if node.kind is not NodeKind.OP or node.id == node.assignment:
             return f"'{node.id}'"
         spelling = node.operation.spelling

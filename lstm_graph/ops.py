@@ -43,6 +43,7 @@ the tests hold every executor to it, NaN pattern included):
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -255,6 +256,36 @@ def number_text(value: float) -> str:
     """
     short = f"{value:g}"
     return short if float(short) == value else repr(float(value))
+
+
+def number_label(value: float) -> str:
+    """A number as diagrams and messages show it: the shortest decimal that reads back as
+    ``value``, as a float32 where ``value`` is one exactly (an ONNX model's 0.2 is
+    0.20000000298… as a float64: ``0.2``), else as the float64 (``0.1234567``, not the
+    ``0.123457`` of ``:g``, which drew two cells differing there alike). Code and cell
+    files take :func:`number_text`, which reads back as the float64.
+
+    >>> number_label(0.1234567), number_label(1234567.0), number_label(0.2), number_label(1e-7)
+    ('0.1234567', '1234567', '0.2', '1e-07')
+    >>> number_label(float.fromhex("0x1.99999ap-3"))  # 0.2 as a float32
+    '0.2'
+
+    """
+    if not math.isfinite(value):
+        return f"{value:g}"
+    if abs(value) <= _FLOAT32_MAX and _as_float32(value) == value:
+        return next(text for digits in range(1, 10)
+                    if _as_float32(float(text := f"{value:.{digits}g}")) == value)
+    return next(text for digits in range(1, 18) if float(text := f"{value:.{digits}g}") == value)
+
+
+#: The largest float32.
+_FLOAT32_MAX = float.fromhex("0x1.fffffep+127")
+
+
+def _as_float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (``value`` within its range)."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,22 @@ def test_a_function_s_numbers_are_drawn_where_they_are_not_its_defaults(style):
         assert f"{below}{words}</FONT>" in labels
 
 
+@pytest.mark.parametrize("style", ["pipe", "cell"])
+def test_constants_are_drawn_as_the_cell_file_writes_them(style):
+    """``:g`` drew 0.1234567 as 0.123457 and 1234567 as 1.23457e+06: two cells that
+    differ only in such a constant were drawn alike."""
+    def labels(constant: str) -> str:
+        cell = lstm_graph.compile_source(
+            f"input x\nstate h\noutput h\ng = tanh(linear(x, h[t-1])) * {constant}\n"
+            "h = g + 1234567 + h[t-1] * 1e-7\n", "k.cell")
+        return " ".join(a.get("label", "") for a in nodes(render(cell, style).source).values())
+
+    first, second = labels("0.1234567"), labels("0.1234568")
+    assert first != second
+    for shown in ("0.1234567", "1234567", "1e-07"):
+        assert f"{shown}<" in first, first
+
+
 def test_highlight_presets_follow_the_article_figures():
     scene = build_scene(lstm_graph.load_cell("peephole_lstm").schedule)
     forget = highlighted(scene, "forget")

@@ -23,6 +23,7 @@ import networkx as nx
 
 from lstm_graph.errors import RenderError
 from lstm_graph.ir import CellGraph, EdgeKind, Node, NodeKind, old_id
+from lstm_graph.ops import number_label
 from lstm_graph.schedule import Schedule
 
 
@@ -72,10 +73,9 @@ def with_numbers(symbol: str, node: Node) -> str:
     where they are not the defaults (``leaky_relu(v, 0.1)``: ``lrelu α=0.1``; ``clip``'s
     threshold always): two cells that differ only there are drawn apart."""
     given = node.attributes
-    # to 7 digits, as float32 holds them: an ONNX model's 0.2 is 0.20000000298…
-    shown = [(a.name, f"{given[a.name]:.7g}") for a in node.operation.attributes
+    shown = [(a.name, number_label(given[a.name])) for a in node.operation.attributes
              if a.name in given and (a.default is None or
-                                     f"{given[a.name]:.7g}" != f"{a.default:.7g}")]
+                                     number_label(given[a.name]) != number_label(a.default))]
     if not shown:
         return symbol
     words = " ".join(f"{_NUMBER_NAMES.get(name, name)}={value}" for name, value in shown)
@@ -176,7 +176,7 @@ def build_scene(schedule: Schedule) -> Scene:
             continue
         stage = schedule.stage_of(node_id)
         if node.kind is NodeKind.CONST:
-            scene.add(VNode(node_id, "const", f"{node.value:g}", (node_id,), stage))
+            scene.add(VNode(node_id, "const", number_label(node.constant), (node_id,), stage))
         elif node.is_linear:
             activation = fused_activation(schedule, node_id)
             top = activation or node_id
