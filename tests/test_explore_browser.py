@@ -231,6 +231,40 @@ def test_hovering_a_strip_shows_the_exact_numbers(opened, pages):
     assert opened.page.eval_on_selector("#tip .hot", "e => e.textContent").startswith("2")
 
 
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_a_tip_in_view_follows_the_step_the_keys_move_to(opened, pages):
+    """The tip kept the numbers of the step it was opened at while the arrow keys (or the
+    player) moved the step: it follows, as the side panel does."""
+    _, cell, values = pages["peephole_lstm"]
+    opened.page.hover('svg[data-style=pipe] g[data-node="o"] polygon.u[data-u="2"]')
+    for _ in range(5):
+        opened.page.keyboard.press("ArrowRight")
+    tip = opened.page.text_content("#tip")
+    assert "step 6, sequence 0" in tip and str(np.float32(values["o"][5, 0, 2])) in tip
+    assert tip == opened.page.text_content("#detail")
+
+
+def test_long_names_wrap_inside_the_page(browser, tmp_path):
+    """A 120-character cell name and a 150-character value name ran the title and the
+    stage list off a 1400-pixel page (2235 pixels wide)."""
+    long = "v" * 150
+    source = (f"cell {'n' * 120}\ninput x\nstate h\noutput h\n"
+              f"{long} = tanh(linear(x, h[t-1]))\nh = {long} * 0.5\n")
+    cell = lstm_graph.compile_source(source, "long.cell")
+    runner = cell.compile(input_size=3, hidden_size=4, seed=1)
+    x = np.random.default_rng(1).standard_normal((3, 1, 3)).astype("float32")
+    path = tmp_path / "long.html"
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((1, 4), "float32")},
+                                   runner.dtype)), "utf-8")
+    tab = Opened(browser, path)
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= 1400
+    assert tab.page.eval_on_selector_all(
+        ".stages li", "items => items.every(i => i.scrollWidth <= i.clientWidth)")
+    assert tab.errors == []
+    tab.page.screenshot(path=str(tmp_path / "long.png"), full_page=True)
+    tab.page.close()
+
+
 def test_screenshots_of_three_cells(browser, pages, tmp_path):
     """One look at each page (saved in the test's temporary folder), as a reader sees it."""
     for name, (path, _, _) in pages.items():

@@ -277,7 +277,11 @@
     placeCursors();
     drawLines();
     drawGradients();
-    if (hovered) $("#detail").innerHTML = describe(hovered[0], hovered[1]);
+    if (hovered) {  // the panel and a tip in view follow the step (the tip kept step 1's)
+      const numbers = describe(hovered[0], hovered[1]);
+      $("#detail").innerHTML = numbers;
+      if (!tip.hidden) tip.innerHTML = numbers;
+    }
   }
   function setBatch(b) {
     view.b = b;
