@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +168,21 @@ def test_explore_command_writes_the_page(tmp_path, cli_run):
     assert np.array(data["values"]["h"]).shape == (20, 2, 5)
     assert np.array(data["input"]["x"]).shape == (20, 2, 3)
     assert "wrote" in result.stderr and result.stdout == ""
+
+
+@needs_dot
+def test_explore_writes_through_dev_stdout_into_a_file(tmp_path):
+    """``--out /dev/stdout > page.html`` was refused as a name without .html (a pipe was
+    taken, a file that stdout is was not)."""
+    with open(tmp_path / "page.html", "wb") as page:
+        done = subprocess.run([sys.executable, "-m", "lstm_graph.cli", "explore", "gru",
+                               "--sample", "-H", "3", "-I", "2", "--out", "/dev/stdout"],
+                              stdout=page, stderr=subprocess.PIPE, text=True, timeout=120,
+                              cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "page.html").read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert np.array(page_data(text)["values"]["h"]).shape == (20, 2, 3)
 
 
 def test_explore_takes_a_sequence_its_weights_and_its_start_state(tmp_path, cli_run):

@@ -453,7 +453,7 @@ def test_render_out_dash_is_stdout_and_an_empty_highlight_is_wrong_usage(in_tmp,
     assert shown.stdout.startswith("digraph") and list(in_tmp.iterdir()) == []
     assert "both styles (the default) draw two diagrams, and stdout takes one" in cli_fails(
         "render", "lstm", "--out", "-", code=2)
-    assert "cannot create the directory /dev/null/x (" in cli_fails(
+    assert "/dev/null/x/coupled_lstm.pipe.dot: /dev/null is not a directory" in cli_fails(
         "render", "--all", "--out", "/dev/null/x")
     assert "--highlight is empty" in cli_fails("render", "lstm", "--highlight=", code=2)
     assert "would be a file named '-'" in cli_fails("run", "lstm", "-I", "2", "-H", "3",
@@ -497,6 +497,19 @@ def test_render_creates_output_directories(in_tmp, cli_run):
                                                                      "gru.pipe.dot"]
     cli_run("render", "rnn", "--style", "pipe", "--out", "deep/er/r.dot")
     assert (in_tmp / "deep/er/r.dot").is_file()
+
+
+@needs_dot
+def test_render_all_checks_every_file_before_it_writes_one(in_tmp, cli_fails):
+    """A directory where the 28th file goes left 27 written; a file given as --out was
+    'cannot create the directory'."""
+    (in_tmp / "g" / "rnn.cell.svg").mkdir(parents=True)
+    assert "rnn.cell.svg: is a directory" in cli_fails("render", "--all", "--out", "g/")
+    assert [p.name for p in (in_tmp / "g").iterdir()] == ["rnn.cell.svg"]
+    (in_tmp / "afile").write_text("mine")
+    assert "--out afile is not a directory; --all writes the gallery into one" in cli_fails(
+        "render", "--all", "--out", "afile", code=2)
+    assert (in_tmp / "afile").read_text() == "mine"
 
 
 @needs_dot

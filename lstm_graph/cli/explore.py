@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Runner
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, main, say
+from lstm_graph.cli.app import SPEC_HELP, OutputPath, is_stdout, main, say
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.cli.run import read_files
@@ -36,7 +36,8 @@ def _steps(runner: Runner, x: np.ndarray) -> int:
               help="The page to write (.html).")
 def explore(spec: str, out: Path, **inputs: Any) -> None:
     """Run a cell and write a page to watch the run on its diagram, step by step."""
-    if out.suffix.lower() not in (".html", ".htm") and not written_through(out):
+    if out.suffix.lower() not in (".html", ".htm") and not written_through(out) \
+            and not is_stdout(out):  # /dev/stdout, even where stdout is a file
         raise click.UsageError(f"--out {out}: the page is HTML; name it .html")
     refuse_inputs({"--out": out}, read_files(spec, inputs))
     check_output(out)  # a place it cannot write is said before the run

@@ -21,7 +21,7 @@ from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
 from lstm_graph.library import load_cell
-from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, save, to_bytes, unrolled
+from lstm_graph.render import FORMATS, MAX_UNROLL, STYLES, gallery, to_bytes, unrolled
 from lstm_graph.render import render as draw
 from lstm_graph.render.scene import build_scene
 from lstm_graph.render.values import Strip, strips_at
@@ -161,11 +161,19 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
         directory = Path(out)
+        if directory.exists() and not directory.is_dir():
+            raise click.UsageError(f"--out {out} is not a directory; --all writes the gallery "
+                                   "into one: give --out DIRECTORY/")
+        drawn = {name: draw(load_cell(cell_name), one_style, highlight=preset)
+                 for name, (cell_name, one_style, preset) in gallery().items()}
+        files = {directory / f"{name}.{kind}": (dot, kind) for name, dot in drawn.items()
+                 for kind in ("dot", "svg")}
+        for path in files:  # every one writable, or none written
+            check_output(path)
+        data = {path: to_bytes(dot, kind) for path, (dot, kind) in files.items()}
         make_directory(directory)
-        for name, (cell_name, one_style, preset) in gallery().items():
-            dot = draw(load_cell(cell_name), one_style, highlight=preset)
-            for kind in ("dot", "svg"):
-                say(f"wrote {save(dot, directory / f'{name}.{kind}', kind)}", err=True)
+        for path, text in data.items():
+            say(f"wrote {write_atomic(path, text)}", err=True)
         return
     if spec is None:
         raise click.UsageError("give a SPEC (or --all)")
