@@ -628,7 +628,8 @@ def test_lengths_out_of_range_are_named_as_given():
     with pytest.raises(lstm_graph.DataError, match=r"lengths holds 1e\+300 at index 0: x has "
                                                    "5 steps"):
         run(x, lengths=[1e300, 1.0])  # not int64's overflow (-9223372036854775808)
-    with pytest.raises(lstm_graph.DataError, match="lengths holds -2 at index 1: every "):
+    with pytest.raises(lstm_graph.DataError, match="lengths holds -2 at index 1: a length "
+                                                   "counts steps: it is never negative"):
         run(x, lengths=np.array([3.0, -2.0]))
 
 
