@@ -125,6 +125,12 @@ def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, f
     """``clip``'s threshold from PyTorch's bounds, which must be ``-t`` and ``t``."""
     def attrs(given: Mapping[str, Any]) -> dict[str, float]:
         lo, hi = given[low], given[high]
+        for bound in (lo, hi):
+            try:
+                float(0 if bound is None else bound)
+            except (TypeError, ValueError, RuntimeError):  # a tensor of several numbers
+                raise ValueError(f"clip takes one number for every unit's bounds; {low} and "
+                                 f"{high} must be numbers, not one bound per unit") from None
         if lo is None or hi is None or float(lo) != -float(hi) or float(hi) < 0:
             raise ValueError(f"clip bounds a value to [-t, t]; {low}={lo}, {high}={hi} is not "
                              "such a range")
@@ -174,7 +180,9 @@ def _not_training(given: Mapping[str, Any]) -> dict[str, float]:
     """Dropout is the value itself, but only when not training (``module.eval()``)."""
     if given["training"] and float(given["p"]) != 0:
         raise ValueError("dropout while training drops units at random, which a cell's "
-                         "equations cannot; it is the value itself in eval mode")
+                         "equations cannot; it is the value itself in eval mode, which the "
+                         "module is traced in, but F.dropout trains unless told: pass "
+                         "training=self.training")
     return {}
 
 

@@ -158,7 +158,17 @@ REFUSALS = {
                   "scale = h.sum(dim=1, keepdim=True)"),
     "RefuseBranch": ("h", "RefuseBranch.forward cannot be traced", "branches on a tensor",
                      "if h.abs().max() > 1:"),
-    "RefuseInPlace": ("h", "Tensor.sigmoid_ is in place", "torch.sigmoid(x)", "z.sigmoid_()"),
+    "RefuseInPlace": ("h", "Tensor.sigmoid_ is in place",  # said torch.sigmoid(x) of mul_
+                      "write its result as a new value (y = torch.sigmoid(…) of the same "
+                      "operands)", "z.sigmoid_()"),
+    # F.dropout trains by default: the module's eval mode does not reach it
+    "RefuseDropoutDefault": ("h", "dropout while training", "F.dropout trains unless told: "
+                             "pass training=self.training",
+                             "h = F.dropout(torch.tanh(self.lin(torch.cat([x, h], 1))), 0.2)"),
+    # was PyTorch's 'only one element tensors can be converted to Python scalars'
+    "RefuseClampPerUnit": ("h", "torch.clamp", "clip takes one number for every unit's "
+                           "bounds", "h = torch.clamp(self.lin(torch.cat([x, h], 1)), -self.t, "
+                           "self.t)"),
 }
 
 
@@ -322,6 +332,23 @@ def test_a_cell_file_named_as_a_python_keyword_is_written_and_valid(tmp_path, cl
     cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c",
             "--out", tmp_path / "class.cell", "--weights-out", tmp_path / "w.npz")
     assert lstm_graph.load_cell(tmp_path / "class.cell").name == "class"
+
+
+def test_a_float64_state_dict_is_converted_in_float64_not_rounded(tmp_path, cli_run):
+    """A float32 class loaded a float64 state dict by rounding it: the cell, checked
+    against the rounded module, was written in float32 without a word."""
+    state = load_class(CELLS, "FastLSTMCell")(IN, HID).double().state_dict()
+    torch.save(state, tmp_path / "sd.pt")
+    done = cli_run("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states",
+                   "h,c", "--state-dict", tmp_path / "sd.pt", "--out", tmp_path / "c.cell",
+                   "--weights-out", tmp_path / "w.npz")
+    assert "warning: sd.pt holds float64 weights, and FastLSTMCell makes float32 parameters: " \
+        "the module is loaded, checked and written in float64" in done.stderr
+    written = np.load(tmp_path / "w.npz")
+    assert {a.dtype for a in written.values()} == {np.dtype("float64")}
+    mine = next(k for k in written if k.endswith(".W_x"))  # a weight written as it was given
+    assert any(np.array_equal(written[mine], part.numpy()) for whole in state.values()
+               if whole.ndim == 2 for part in whole.split(HID))
 
 
 def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path, cli_fails):

@@ -407,6 +407,27 @@ class RefuseInPlace(nn.Module):
         return z, z
 
 
+class RefuseDropoutDefault(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = F.dropout(torch.tanh(self.lin(torch.cat([x, h], 1))), 0.2)
+        return h, h
+
+
+class RefuseClampPerUnit(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.t = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x, h):
+        h = torch.clamp(self.lin(torch.cat([x, h], 1)), -self.t, self.t)
+        return h, h
+
+
 class RefuseCounter(nn.Module):
     """Keeps a count of its calls: each step computes another thing after the eighth."""
 

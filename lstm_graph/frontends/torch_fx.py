@@ -202,6 +202,7 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
                 isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
             raise ConvertError(f"{state_dict}: holds a {type(weights).__name__}, not a state "
                                "dict (names to tensors, as module.state_dict() gives)")
+        module = _in_dtype_of(module, weights, state_dict, cls.__name__)
         try:
             module.load_state_dict(weights)
         except RuntimeError as err:
@@ -210,6 +211,24 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
             raise ConvertError(f"{state_dict}: does not fit {cls.__name__}({input_size}, "
                                f"{hidden_size}): {detail}") from None
     return module.eval()
+
+
+def _in_dtype_of(module: Any, weights: Mapping[str, Any], state_dict: Path, name: str) -> Any:
+    """``module`` in the dtype of the state dict's floating-point tensors, where they all
+    have one and the module's parameters another: ``load_state_dict`` would round float64
+    weights to a float32 class's parameters, and the cell, checked against that rounded
+    module, would be written in float32 without a word (a warning says the change)."""
+    loaded = {v.dtype for v in weights.values() if v.is_floating_point()}
+    made = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if len(loaded) != 1 or not made or made == loaded:
+        return module
+    (dtype,) = loaded
+    shown = str(dtype).removeprefix("torch.")
+    warnings.warn(LstmGraphWarning(
+        f"{state_dict.name} holds {shown} weights, and {name} makes "
+        f"{' and '.join(sorted(str(d).removeprefix('torch.') for d in made))} parameters: the "
+        f"module is loaded, checked and written in {shown}, as its weights are"), stacklevel=2)
+    return module.to(dtype)
 
 
 def forward_input_name(cls: Any) -> str | None:
@@ -556,7 +575,8 @@ class _Interpreter:
         if short.endswith("_") and not short.startswith("_") and short[:-1] in {
                 c.rpartition(".")[2] for c in self.calls}:
             raise self._refuse(node, f"{name} is in place", "it changes a tensor the trace "
-                               f"has already read; write y = torch.{short[:-1]}(x)")
+                               "has already read; write its result as a new value (y = "
+                               f"torch.{short[:-1]}(…) of the same operands)")
         raise self._refuse(node, f"{self._describe(node)} cannot be part of a cell",
                            _WHY.get(short, "it is not one of the ops below"))
 
