@@ -334,6 +334,19 @@ def test_a_cell_file_named_as_a_python_keyword_is_written_and_valid(tmp_path, cl
     assert lstm_graph.load_cell(tmp_path / "class.cell").name == "class"
 
 
+def test_a_learned_number_written_as_a_constant_is_said(tmp_path, cli_run):
+    """A parameter of one element became a constant of the cell without a word: the
+    forward is the module's, but training the cell would not learn it."""
+    done = cli_run("from-torch", f"{CELLS}:LearnedScale", "-I", IN, "-H", HID, "--states",
+                   "h", "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
+                if "* self.scale" in text)
+    assert f"warning: torch_cells.py:{line}: a number the module learns (a parameter of one " \
+        "element) is written as the constant 0.75: the cell computes what the module does, " \
+        "but training the cell would not learn it" in done.stderr
+    assert "* 0.75" in (tmp_path / "c.cell").read_text()
+
+
 def test_a_float64_state_dict_is_converted_in_float64_not_rounded(tmp_path, cli_run):
     """A float32 class loaded a float64 state dict by rounding it: the cell, checked
     against the rounded module, was written in float32 without a word."""

@@ -407,6 +407,17 @@ class RefuseInPlace(nn.Module):
         return z, z
 
 
+class LearnedScale(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.scale = nn.Parameter(torch.tensor(0.75))
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x, h], 1))) * self.scale
+        return h, h
+
+
 class RefuseDropoutDefault(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -694,6 +694,13 @@ class _Interpreter:
         if not isinstance(operand, torch.Tensor):
             return float(operand)
         if operand.ndim == 0:
+            if operand.requires_grad:  # a parameter, or made of parameters
+                found = node.meta.get(WHERE)
+                where = f"{Path(found[0]).name}:{found[1]}: " if found else ""
+                warnings.warn(f"{where}a number the module learns (a parameter of one "
+                              f"element) is written as the constant {operand.item()!r}: the "
+                              "cell computes what the module does, but training the cell "
+                              "would not learn it", LstmGraphWarning, stacklevel=2)
             return float(operand.item())
         array = operand.detach().to(torch.float64).cpu().numpy()
         shape = array.shape
