@@ -334,6 +334,22 @@ def test_a_cell_file_named_as_a_python_keyword_is_written_and_valid(tmp_path, cl
     assert lstm_graph.load_cell(tmp_path / "class.cell").name == "class"
 
 
+@pytest.mark.parametrize("name, states, words", [
+    ("RefuseItemAssignment", "h", "(an assignment into a tensor, z[…] = v, changes it in "
+     "place: compute a new value instead, e.g. torch.cat of its parts)"),
+    ("RefuseSeparateStates", "h,c", "(from-torch calls forward(x, state), the state a tuple "
+     "of 2 tensors (h, c): a forward that takes each state tensor as an argument of its own, "
+     "forward(x, h, c), cannot be called so; take them as one tuple"),
+])
+def test_a_forward_that_fails_as_traced_is_told_what_to_change_not_to_rename_states(
+        tmp_path, name, states, words, cli_fails):
+    """Both were told to give --states one name per tensor, which they had done."""
+    stderr = cli_fails("from-torch", f"{CELLS}:{name}", "-I", "3", "-H", "4", "--states",
+                       states, "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    assert words in stderr and "--states named" not in stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_learned_number_written_as_a_constant_is_said(tmp_path, cli_run):
     """A parameter of one element became a constant of the cell without a word: the
     forward is the module's, but training the cell would not learn it."""

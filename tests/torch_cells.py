@@ -418,6 +418,27 @@ class LearnedScale(nn.Module):
         return h, h
 
 
+class RefuseItemAssignment(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        z = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        z[:, :2] = 0
+        return z, z
+
+
+class RefuseSeparateStates(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h, c):
+        c = c + torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return torch.tanh(c), (torch.tanh(c), c)
+
+
 class RefuseDropoutDefault(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -300,9 +300,20 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
         found = _located(files, err, f"tracing {type(module).__name__}.forward")
         given = (f"one tensor, '{states[0]}'" if len(states) == 1 else
                  f"a tuple of {len(states)} tensors ({', '.join(states)})")
-        raise ConvertError(f"{found}\n(--states named the state passed to forward as "
-                           f"{given}: if the forward takes another number, give one name per "
-                           f"tensor its state holds, in order)\n{SUPPORTED}") from None
+        text = str(err)
+        if "does not support item assignment" in text:
+            hint = ("(an assignment into a tensor, z[…] = v, changes it in place: compute a "
+                    "new value instead, e.g. torch.cat of its parts)")
+        elif isinstance(err, TypeError) and "positional argument" in text:
+            hint = (f"(from-torch calls forward(x, state), the state {given}: a forward that "
+                    "takes each state tensor as an argument of its own, forward(x, h, c), "
+                    "cannot be called so; take them as one tuple, forward(x, state) with "
+                    "h, c = state)")
+        else:
+            hint = (f"(--states named the state passed to forward as {given}: if the "
+                    "forward takes another number, give one name per tensor its state holds, "
+                    "in order)")
+        raise ConvertError(f"{found}\n{hint}\n{SUPPORTED}") from None
     return Traced(graph, wrapper, files, type(module).__name__)
 
 
