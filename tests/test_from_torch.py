@@ -165,6 +165,9 @@ REFUSALS = {
     "RefuseDropoutDefault": ("h", "dropout while training", "F.dropout trains unless told: "
                              "pass training=self.training",
                              "h = F.dropout(torch.tanh(self.lin(torch.cat([x, h], 1))), 0.2)"),
+    # was told to cut it into gates, with no line
+    "RefuseProjection": ("h", "a linear of 2 units is used whole", "a projection to another "
+                         "size is not a linear a cell can hold", "return self.proj(h), h"),
     # was PyTorch's 'only one element tensors can be converted to Python scalars'
     "RefuseClampPerUnit": ("h", "torch.clamp", "clip takes one number for every unit's "
                            "bounds", "h = torch.clamp(self.lin(torch.cat([x, h], 1)), -self.t, "

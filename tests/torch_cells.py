@@ -439,6 +439,17 @@ class RefuseSeparateStates(nn.Module):
         return torch.tanh(c), (torch.tanh(c), c)
 
 
+class RefuseProjection(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.proj = nn.Linear(hidden_size, 2)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return self.proj(h), h
+
+
 class RefuseDropoutDefault(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -20,6 +20,7 @@ text is compiled.
 
 from __future__ import annotations
 
+import linecache
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell
 from lstm_graph.errors import CellError, inert
-from lstm_graph.frontends.torch_fx import ConvertError, Step
+from lstm_graph.frontends.torch_fx import SUPPORTED, ConvertError, Step
 from lstm_graph.frontends.values import Affine, Apply, Cat, Input, Old, Value
 from lstm_graph.language.directives import linear_of
 from lstm_graph.language.parser import RESERVED
@@ -185,9 +186,14 @@ class _Writer:
         if form.width != self.hidden_size:
             where = form.where
             place = f"{where.file}:{where.line}: error: " if where and where.file else ""
+            text = f"\n    {linecache.getline(where.file, where.line).strip()}" \
+                if where and where.file else ""
+            advice = "cut it into gates first (chunk, split, [:, a:b])" \
+                if form.width % self.hidden_size == 0 else \
+                "a projection to another size is not a linear a cell can hold"
             raise ConvertError(f"{place}a linear of {form.width} units is used whole, but a "
                                f"cell's linears have the hidden size H={self.hidden_size}; "
-                               "cut it into gates first (chunk, split, [:, a:b])")
+                               f"{advice}{text}\n{SUPPORTED}")
         self.weights[owner] = arrays
         return f"linear({', '.join(operands)})"
 
