@@ -332,6 +332,69 @@ def _write(tmp_path, model):
     return path
 
 
+@pytest.mark.parametrize("before, words", [
+    # arithmetic on the input: x was run as X, the model's Mul skipped (0.45 from onnxruntime)
+    (lambda: [helper.make_node("Mul", ["x", "three"], ["x.in"], name="scale")],
+     "the X of LSTM 'lstm' ('x.in') is made by Mul 'scale', not the model's input as it is"),
+    # time reversed by a Slice: y 0.53 from onnxruntime
+    (lambda: [helper.make_node("Slice", ["x", "end", "start", "axis", "back"], ["x.in"],
+                               name="reverse")],
+     "the X of LSTM 'lstm' ('x.in') is made by Slice 'reverse'"),
+    # a flat (T·B, I) input reshaped to (T, B, I): run as one sequence of T·B steps
+    (lambda: [helper.make_node("Reshape", ["x", "shape"], ["x.in"], name="unflatten")],
+     "the model reshapes its input 'x' into the X of 'lstm' (Reshape 'unflatten') otherwise "
+     "than by swapping time and batch"),
+])
+def test_a_model_that_computes_its_layers_input_is_refused_not_run_on_x_as_x(tmp_path,
+                                                                            before, words):
+    """Nodes before the first recurrent layer were left out with a note, x run as the
+    layer's X: exit 0 and numbers that were not the model's."""
+    lstm = helper.make_node("LSTM", ["x.in", "W", "R", "B"], ["Y"], hidden_size=4,
+                            name="lstm")
+    numbers = {"three": np.float32(3), "start": np.array([-1]), "end": np.array([-2**62]),
+               "axis": np.array([0]), "back": np.array([-1]), "shape": np.array([5, 3, 3])}
+    graph = helper.make_graph(
+        [*before(), lstm], "computed", [helper.make_tensor_value_info(
+            "x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
+        [*_weights("", 3), *(onnx.numpy_helper.from_array(v, k) for k, v in numbers.items())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    said = _refused(model, tmp_path)
+    assert words in said and "x is run as X itself, so the numbers would not be the " \
+        "model's" in said
+
+
+def test_an_initial_state_sliced_from_an_input_is_refused_saying_what_can_run(tmp_path):
+    """It said to give the state with --state, which could not work: only a state that is
+    the node's own input is taken so."""
+    cut = helper.make_node("Slice", ["h0", "zero", "one", "zero"], ["h0.first"], name="cut")
+    lstm = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0.first"], ["Y"],
+                            hidden_size=4, name="lstm")
+    numbers = {"zero": np.array([0]), "one": np.array([1])}
+    graph = helper.make_graph(
+        [cut, lstm], "sliced", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                                for n in ("x", "h0")],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
+        [*_weights("", 3), *(onnx.numpy_helper.from_array(v, k) for k, v in numbers.items())])
+    said = _refused(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    tmp_path)
+    assert "the initial_h ('h0.first') of the LSTM node 'lstm' is computed from 'h0', an " \
+        "input of the model, by nodes between them; lstm-graph reads an initial_h that the " \
+        "model stores, makes as zeros, or takes as the node's own input (that one given " \
+        "with --state (an npz of h)), and cannot run this one" in said
+
+
+def test_a_model_of_an_opset_before_7_is_refused(tmp_path):
+    """LSTM-1 (output_sequence, …) was read as the current operator."""
+    lstm = helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y"], hidden_size=4, name="old")
+    graph = helper.make_graph(
+        [lstm], "old", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)], _weights("", 3))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 5)])
+    assert "is opset 5, whose LSTM operator predates the one lstm-graph reads (opset 7 and " \
+        "later" in _refused(model, tmp_path)
+
+
 def test_an_input_transposed_for_a_layer_of_layout_1_is_read_time_major(tmp_path):
     """The mirror of PyTorch's batch_first export: x is (T, B, I), a Transpose makes it
     (B, T, I) for a layout-1 LSTM. onnxruntime has no layout 1: the onnx package's

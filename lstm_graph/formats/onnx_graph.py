@@ -464,6 +464,16 @@ def swaps_time_and_batch(chain: Chain, constants: Constants, width: int) -> bool
     return bool(chain.nodes) and _maps(chain, constants, swapped)
 
 
+def keeps_layout(chain: Chain, constants: Constants, width: int) -> bool:
+    """Whether ``chain`` gives the model's input ``(·, ·, I)`` back as it was (nodes that
+    only rename or reshape it to itself), on every probe."""
+    def same(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        value = np.arange(steps * batch * width, dtype=np.float64).reshape(steps, batch, width)
+        return value, value
+
+    return _maps(chain, constants, same)
+
+
 def _maps(chain: Chain, constants: Constants,
           probe: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> bool:
     """Whether ``chain`` gives, for each of :data:`PROBES`, the second array

@@ -20,8 +20,10 @@ else reading a lower layer's output,
 all with the same cell, direction, layout, hidden size and ``sequence_lens``; anything
 else is refused. A layout-0 stack whose input is the model's input transposed from
 batch-major (PyTorch's ``batch_first=True``) is read as batch-first, and a layout-1
-stack whose input is transposed from time-major as time-major. The model's other
-nodes are not run (a note counts them and names their kinds).
+stack whose input is transposed from time-major as time-major; a first layer whose
+input is computed otherwise (arithmetic, an embedding, a reversal, a reshape of another
+layout) is refused, since ``x`` would be run as that input without those nodes. The
+model's other nodes are not run (a note counts them and names their kinds).
 
 How the activations' ``alpha`` and ``beta`` are read follows onnxruntime: in the order
 of the activations, each function that takes an ``alpha`` (``beta``) takes the next
@@ -52,6 +54,7 @@ from lstm_graph.formats.onnx_graph import (
     FromInput,
     Unfoldable,
     chain_to,
+    keeps_layout,
     named,
     reads_as_stack,
     swaps_time_and_batch,
@@ -110,10 +113,18 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     """The recurrent layers of an ONNX model (see the module docstring)."""
     graph = model.graph
     nodes = [n for n in graph.node if n.op_type in OPERATORS and n.domain in ("", "ai.onnx")]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if nodes and opset is not None and opset < FIRST_OPSET:
+        raise WeightsError(f"{source}: is opset {opset}, whose {nodes[0].op_type} operator "
+                           f"predates the one lstm-graph reads (opset {FIRST_OPSET} and later: "
+                           "output_sequence and other attributes were dropped); convert the "
+                           "model (onnx.version_converter) or export it again")
     if not nodes:
         ops = {n.op_type for n in graph.node}
-        unrolled = "; a recurrent layer written step by step (PyTorch's default exporter " \
-            "writes nn.RNN so) is not read: export it with dynamo=False" \
+        unrolled = "; a recurrent layer written step by step (PyTorch's dynamo exporter " \
+            "writes nn.RNN so: export it with dynamo=False) or a cell's step written as " \
+            "its products and activations is not read: lstm-graph reads ONNX's LSTM, GRU " \
+            "and RNN operators" \
             if {"MatMul", "Gemm"} & ops and {"Tanh", "Relu", "Sigmoid"} & ops else ""
         raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
                            f"{', '.join(sorted(ops)) or 'none'}){unrolled}")
@@ -130,10 +141,17 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         _stacked(layers, ordered, chains, constants, graph, what, source)
     between = [node for chain in chains for node in [*chain.nodes, *chain.shaping]]
     found = chain_to(ordered[0].input[0], constants, constants.inputs)
-    if found is not None and swaps_time_and_batch(found, constants, layer.input_size):
+    if found is None:
+        raise WeightsError(_computed_input(ordered[0], constants, source))
+    if swaps_time_and_batch(found, constants, layer.input_size):
         # the model's input has the other layout (PyTorch exports batch_first=True so)
         layer = replace(layer, batch_first=not layer.batch_first)
-        between += [*found.nodes, *found.shaping]
+    elif found.nodes and not keeps_layout(found, constants, layer.input_size):
+        kinds = ", ".join(dict.fromkeys(f"{n.op_type} {named(n)}" for n in found.nodes))
+        raise WeightsError(f"{source}: the model reshapes its input '{found.start}' into the X "
+                           f"of {named(ordered[0])} ({kinds}) otherwise than by swapping time "
+                           f"and batch; x is run as X itself, so {RUN_ALONE}")
+    between += [*found.nodes, *found.shaping]
     used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded
     others = [n.op_type for n in graph.node if not n.output or n.output[0] not in used]
     notes = tuple(dict.fromkeys(note for each in layers for note in each.notes))
@@ -145,6 +163,26 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
         notes = (f"note: running {what} of {source} alone; the model's {len(others)} other "
                  f"node{'' if one else 's'} ({kinds}) {'is' if one else 'are'} not run", *notes)
     return replace(layer, notes=notes)
+
+
+#: The first opset whose LSTM, GRU and RNN are those read here (LSTM-7, GRU-7, RNN-7; later
+#: versions add layout and types, and keep the rest).
+FIRST_OPSET = 7
+#: What a model whose recurrent layers read something else than its input gets told.
+RUN_ALONE = ("the numbers would not be the model's: lstm-graph runs only its recurrent "
+             "layers; export them alone, or compute their input and give that as x")
+
+
+def _computed_input(first: Any, constants: Constants, source: str) -> str:
+    """Why a model whose first recurrent layer's X is computed (by arithmetic, an
+    embedding, a reversal) rather than reshaped from the model's input is refused: its x
+    would be run as X, without those nodes."""
+    name = first.input[0]
+    maker = constants.made_by.get(name)
+    made = f"made by {maker.op_type} {named(maker)}" if maker is not None else \
+        "not an input of the model"
+    return (f"{source}: the X of {first.op_type} {named(first)} ('{name}') is {made}, not "
+            f"the model's input as it is (or reshaped); x is run as X itself, so {RUN_ALONE}")
 
 
 def _stack_order(nodes: list[Any], constants: Constants, source: str
@@ -384,9 +422,12 @@ def _folded(constants: Constants, name: str, what: str, label: str, source: str
                                f"the model: {why}; weights must be stored") from None
         option = "--lengths" if what == "sequence_lens" else f"--state (an npz of {what[-1]})"
         raise WeightsError(f"{source}: the {what} ('{name}') of {label} is computed from "
-                           f"'{why.name}', an input of the model; lstm-graph reads it where "
-                           f"the model stores it or takes it as the node's own input (give it "
-                           f"with {option}), or where it is made as zeros") from None
+                           f"'{why.name}', an input of the model, by nodes between them; "
+                           f"lstm-graph reads an {what} that the model stores, makes as "
+                           "zeros, or takes as the node's own input (that one given with "
+                           f"{option}), and cannot run this one: export the model without "
+                           "that input (zeros made inside it), or with each layer's as an "
+                           "input of its own") from None
     except Unfoldable as why:
         raise WeightsError(f"{source}: the {what} ('{name}') of {label} is not stored in the "
                            f"model, and {why}; store it as an initializer, or compute it from "
