@@ -836,6 +836,80 @@ def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -
         _stop(scheduler)
 
 
+def test_work_whose_every_worker_is_lost_ends_in_one_message_not_a_hang(tmp_path: Path
+                                                                         ) -> None:
+    """A scheduler whose workers all died kept the shards for a worker that never came,
+    and the command waited forever: it ends once the cluster has had no workers for
+    --dask-timeout seconds."""
+    scheduler, address = _scheduler(tmp_path)
+    workers = _workers(address, tmp_path)
+    try:
+        np.save(tmp_path / "x.npy", np.random.default_rng(3).standard_normal((1500, 24, 4)))
+        env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=LIMIT)
+            running = subprocess.Popen(
+                [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor",
+                 "reference", "--out", "y.npz", "--dask", address, "--shard-size", "2",
+                 "--dask-timeout", "3"],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                deadline = time.monotonic() + LIMIT
+                while time.monotonic() < deadline and running.poll() is None and not any(
+                        str(key).startswith("lstm-graph-run")
+                        for keys in client.processing().values() for key in keys):
+                    time.sleep(0.02)
+                os.killpg(workers.pid, signal.SIGKILL)
+                lost = time.monotonic()
+                _, err = running.communicate(timeout=LIMIT)
+                waited = time.monotonic() - lost
+            finally:
+                running.kill()
+        assert running.returncode == 1, err
+        assert "the Dask cluster has had no workers for 3 s (each died or left)" in err
+        assert "Traceback" not in err and waited < 3 + 10, waited
+        assert not (tmp_path / "y.npz").exists()
+    finally:
+        _stop(workers)
+        _stop(scheduler)
+
+
+def test_ctrl_c_at_the_terminal_during_a_local_cluster_run_is_one_line(tmp_path: Path
+                                                                       ) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: each local worker printed its
+    traceback, and the exit took seconds more. The workers ignore it now (they inherit
+    that from their start); this process acts on it and closes them."""
+    np.save(tmp_path / "x.npy",
+            np.random.default_rng(3).standard_normal((3000, 24, 4)).astype("float32"))
+    env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
+    running = subprocess.Popen(
+        [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor",
+         "reference", "--out", "y.npz", "--dask", "local", "--shard-size", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + LIMIT
+        while time.monotonic() < deadline and running.poll() is None and not any(
+                p.name.endswith(".parts") for p in tmp_path.iterdir()):
+            time.sleep(0.02)  # the shards are under way: the cluster is up
+        workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(running.pid)],
+                                 capture_output=True, text=True).stdout.split()
+        ignored = [int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1
+                   for pid in workers if Path(f"/proc/{pid}/status").exists()
+                   for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("SigIgn:")]
+        os.killpg(running.pid, signal.SIGINT)
+        sent = time.monotonic()
+        _, err = running.communicate(timeout=LIMIT)
+        took = time.monotonic() - sent
+    finally:
+        running.kill()
+    assert ignored and all(ignored), workers
+    assert (running.returncode, err) == (130, "interrupted; no output was written\n")
+    assert took < 8, took
+
+
 def test_a_sweep_trains_every_cell_seed_and_size_and_ranks_them(cluster: Cluster,
                                                                 inputs: Path, dask_cli) -> None:
     result = dask_cli("sweep", "lstm", "rnn", "mine.cell", "--task", "adding", "--length", "6",

@@ -16,15 +16,17 @@ import contextlib
 import ipaddress
 import logging
 import re
+import signal
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import CancelledError, Client, Future, LocalCluster, as_completed, wait
 from distributed.comm import parse_address
 from distributed.comm.registry import backends
 from distributed.deploy.spec import SpecCluster
@@ -139,6 +141,39 @@ def _local_cluster(scratch: str) -> LocalCluster:
                         local_directory=scratch)
 
 
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C ignored while the local cluster starts its worker processes, which inherit
+    that (a signal mask does not reach them: Python's process start clears it): a Ctrl-C
+    at the terminal reaches the whole process group, and each worker then printed its
+    traceback and slowed the exit by seconds; this process, which closes the cluster,
+    handles it again once the start is done (a Ctrl-C during the start or the close, a
+    second or two, is not acted on). Only the main thread may set it; elsewhere nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _local(scratch: str) -> Iterator[LocalCluster]:
+    """The local cluster (:func:`_local_cluster`), started and closed with Ctrl-C held
+    (:func:`_interrupts_held`): a Ctrl-C as it closes left it half closed, for Dask's exit
+    hook to close slowly (10 s)."""
+    with _interrupts_held():
+        cluster = _started(lambda: _local_cluster(scratch))
+    try:
+        yield cluster
+    finally:
+        with _interrupts_held():
+            cluster.close()
+
+
 def _started(start: Callable[[], LocalCluster]) -> LocalCluster:
     """``start()``; where it is interrupted (Ctrl-C, SIGTERM) or fails half-way, the
     half-made cluster is closed here, its worker processes ended, before its scratch
@@ -176,6 +211,7 @@ class _Client(Client):
 
     def __init__(self, address: str | LocalCluster, timeout: float, limit: float):
         self._limit = limit
+        self.patience = timeout  # how long awaited work may wait for a worker (arrivals)
         super().__init__(address, timeout=timeout)
 
     def start(self, **kwargs: Any) -> None:
@@ -218,7 +254,7 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
                     prefix="lstm-graph-dask-", ignore_cleanup_errors=True,
                     dir=dask.config.get("temporary-directory", None)))
                 stack.enter_context(dask.config.set({"temporary-directory": scratch}))
-                cluster = stack.enter_context(_started(lambda: _local_cluster(scratch)))
+                cluster = stack.enter_context(_local(scratch))
             except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."
                 cause = f": {err.__cause__}" if err.__cause__ else ""
                 raise DaskError(f"cannot start a local Dask cluster ({err}{cause}); see that "
@@ -266,20 +302,29 @@ def check_workers(client: Client, address: str, timeout: float,
     deadline = deadline or _Deadline(timeout)
     try:
         client.wait_for_workers(1, timeout=deadline.left())
-    except (TimeoutError, OSError):
+    except TimeoutError:
         raise DaskError(f"the Dask scheduler at {address} has no workers (none joined within "
                         f"{timeout:g} s); start some: dask worker {address}") from None
+    except OSError as err:  # the connection closed: the scheduler stopped
+        raise DaskError(f"the Dask scheduler at {address} was lost while its workers were "
+                        f"awaited ({one_line(err)}); is it still running?") from None
     try:  # Client.run hands callback_timeout to Client.sync, which bounds the whole call
         found = client.run(worker_version, on_error="return", callback_timeout=deadline.left())
     except (TimeoutError, asyncio.TimeoutError, OSError) as err:
         raise DaskError(f"the workers of the Dask scheduler at {address} did not say which "
                         f"lstm-graph they run within {timeout:g} s ({type(err).__name__}); "
                         "are they overloaded, or is the scheduler still running?") from None
+    lost = sorted(worker for worker, version in found.items() if isinstance(version, OSError))
+    if lost:  # a closed stream, say: the worker went away as it was asked
+        raise DaskError(f"worker {', '.join(lost)} of the Dask scheduler at {address} was "
+                        f"lost as it was asked which lstm-graph it runs "
+                        f"({one_line(found[lost[0]])}); is it still running?")
     missing = sorted(worker for worker, version in found.items()
                      if not isinstance(version, str))
     if missing:
         raise DaskError(f"lstm-graph cannot run on worker {', '.join(missing)} "
-                        f"({found[missing[0]]}); install it with its dask extra on every worker, "
+                        f"({one_line(found[missing[0]])}); install it with its dask extra on "
+                        "every worker, "
                         "the same version as here (pip install '/path/to/lstm-graph[dask]' "
                         "from a checkout), in the environment 'dask worker' runs in")
     ours = worker_version()
@@ -287,6 +332,55 @@ def check_workers(client: Client, address: str, timeout: float,
     if other:
         warnings.warn(f"workers run lstm-graph {', '.join(map(str, other))}, this is {ours}; "
                       "results may differ from a plain run", LstmGraphWarning, stacklevel=3)
+
+
+def one_line(err: object) -> str:
+    """An exception (or Dask's text of one) in one line of printable text."""
+    text = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err)
+    return " ".join(printable(text).split())
+
+
+#: Seconds between looks at the cluster's workers while awaited work does not come.
+WATCH = 1.0
+
+
+def arrivals(client: Client, arrived: as_completed, awaited: Callable[[], Iterable[Future]]
+             ) -> Iterator[Future]:
+    """Each future of ``arrived`` as it completes (``awaited``: those not yet in). Where
+    none completes within :data:`WATCH`, the cluster's workers are counted: one that has
+    had none for the client's patience (the ``--dask-timeout`` it was reached within) is
+    a DaskError, as is a lost scheduler. A scheduler whose every worker died or left
+    keeps the tasks for a worker that may never come, and waiting on would hang."""
+    patience = client.patience if isinstance(client, _Client) else TIMEOUT
+    alone_since: float | None = None
+    while not arrived.is_empty():
+        batch = arrived.next_batch(block=False)
+        if batch:
+            alone_since = None
+            yield from batch
+            continue
+        pending = [future for future in awaited() if not future.done()]
+        if not pending:  # done, not yet handed over by as_completed
+            time.sleep(0.001)
+            continue
+        try:
+            wait(pending, timeout=WATCH, return_when="FIRST_COMPLETED")
+            continue
+        except CancelledError:  # one was cancelled (the scheduler lost): said as it comes
+            continue
+        except TimeoutError:
+            pass
+        try:
+            workers = len(client.nthreads())
+        except (OSError, TimeoutError) as err:
+            raise DaskError(f"the Dask cluster lost its scheduler ({one_line(err)}); is it "
+                            "still running?") from None
+        now = time.monotonic()
+        alone_since = None if workers else (alone_since or now)
+        if alone_since is not None and now - alone_since >= patience:
+            raise DaskError(f"the Dask cluster has had no workers for {patience:g} s (each "
+                            "died or left), and its work waits for one: start workers (dask "
+                            "worker ADDRESS), or see why they stopped (out of memory?)")
 
 
 def threads(client: Client) -> int:

@@ -44,7 +44,7 @@ from lstm_graph.checks import (
 )
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
-from lstm_graph.distributed.cluster import threads
+from lstm_graph.distributed.cluster import arrivals, one_line, threads
 from lstm_graph.distributed.jobs import (
     Job,
     Moments,
@@ -166,7 +166,7 @@ class Outcome:
     moments: dict[str, Moments]  # of the arrays asked for with ``measure``
     loss: float | None  # grad: sum(grad_y · y)
     shards: int
-    shard_size: int
+    shard_size: int  # sequences of the largest shard
     workers: int
     ran_with: list[str]  # the executors the shards ran with
     seconds: float
@@ -374,7 +374,8 @@ def execute(client: Client, job: Job, x: Any, out: Path,
         total = run.finish()
         written.commit()
         shapes = {name: tuple(written[name].shape) for name in run.order}
-    return Outcome(out, shapes, total.moments, total.loss, len(bounds), size, workers,
+    return Outcome(out, shapes, total.moments, total.loss, len(bounds),
+                   max(b1 - b0 for b0, b1 in bounds), workers,
                    sorted(run.ran_with), time.perf_counter() - began)
 
 
@@ -400,7 +401,7 @@ def _submit_all(client: Client, run: _Run, window: int, progress: Progress | Non
 
     try:
         top_up()
-        for future in arrived:
+        for future in arrivals(client, arrived, lambda: out):
             k = shard_of[str(future.key)]
             try:
                 shard = future.result()
@@ -417,8 +418,8 @@ def _submit_all(client: Client, run: _Run, window: int, progress: Progress | Non
                 raise MemoryLimitError(f"on a worker, for shard {k} ({what}): {err}; "
                                        f"{advice}") from None
             except (CancelledError, OSError) as err:
-                raise DaskError(f"the Dask cluster lost the work ({type(err).__name__}: "
-                                f"{err}); is the scheduler still running?") from None
+                raise DaskError(f"the Dask cluster lost the work ({one_line(err)}); is the "
+                                "scheduler still running?") from None
             run.place(k, shard)
             if progress is not None:
                 progress(run.bounds[k][1] - run.bounds[k][0])

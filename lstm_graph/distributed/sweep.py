@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from distributed import CancelledError, Client, KilledWorker, as_completed
 
 from lstm_graph.distributed import DaskError
+from lstm_graph.distributed.cluster import arrivals, one_line
 from lstm_graph.distributed.jobs import CellSource
 from lstm_graph.errors import LstmGraphError
 from lstm_graph.formats.files import finite
@@ -140,15 +141,15 @@ def sweep(client: Client, configs: Sequence[Config], task: Task, settings: Setti
         config_of[future] = config
     entries = []
     try:
-        for future in as_completed(list(config_of)):
+        for future in arrivals(client, as_completed(list(config_of)), config_of.keys):
             try:
                 entry = future.result()
             except KilledWorker:
                 entry = failed(config_of[future], task,
                                "its worker died each time it ran (out of memory?)")
             except (CancelledError, OSError) as err:
-                raise DaskError(f"the Dask cluster lost the sweep ({type(err).__name__}: "
-                                f"{err}); is the scheduler still running?") from None
+                raise DaskError(f"the Dask cluster lost the sweep ({one_line(err)}); is the "
+                                "scheduler still running?") from None
             except Exception as err:  # raised on its worker, outside train_one
                 entry = failed(config_of[future], task, _reason(err))
             entries.append(entry)
