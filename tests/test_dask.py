@@ -803,44 +803,10 @@ def test_a_scheduler_without_usable_workers_is_refused(tmp_path: Path, dask_cli)
         _stop(scheduler)
 
 
-def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -> None:
-    """The command is a process watched while it runs (``cli_process`` waits for its end)."""
-    scheduler, address = _scheduler(tmp_path)
-    workers = _workers(address, tmp_path)
-    try:
-        np.save(tmp_path / "x.npy", np.random.default_rng(3).standard_normal((1500, 24, 4)))
-        env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(2, timeout=LIMIT)
-            running = subprocess.Popen(
-                [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor",
-                 "reference", "--out", "y.npz", "--dask", address, "--shard-size", "2"],
-                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True)
-            try:
-                deadline = time.monotonic() + LIMIT
-                while time.monotonic() < deadline and running.poll() is None and not any(
-                        str(key).startswith("lstm-graph-run")
-                        for keys in client.processing().values() for key in keys):
-                    time.sleep(0.02)
-                os.killpg(scheduler.pid, signal.SIGKILL)
-                _, err = running.communicate(timeout=LIMIT)
-            finally:
-                running.kill()
-        assert running.returncode == 1, err
-        assert "the Dask cluster lost the work" in err and "Traceback" not in err
-        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")
-                      and p.name != "scheduler.json" and not p.is_dir()) == ["x.npy"]
-    finally:
-        _stop(workers)
-        _stop(scheduler)
-
-
-def test_work_whose_every_worker_is_lost_ends_in_one_message_not_a_hang(tmp_path: Path
-                                                                         ) -> None:
-    """A scheduler whose workers all died kept the shards for a worker that never came,
-    and the command waited forever: it ends once the cluster has had no workers for
-    --dask-timeout seconds."""
+def _lost_mid_run(tmp_path: Path, lose: str, *extra: str) -> tuple[int, str, float]:
+    """``run`` on a scheduler of two workers, in a process; once its shards are being
+    processed, the ``lose`` side (``"scheduler"`` or ``"workers"``) is killed: the
+    command's exit status, its stderr and the seconds it took after the loss."""
     scheduler, address = _scheduler(tmp_path)
     workers = _workers(address, tmp_path)
     try:
@@ -851,28 +817,44 @@ def test_work_whose_every_worker_is_lost_ends_in_one_message_not_a_hang(tmp_path
             running = subprocess.Popen(
                 [*CLI_COMMAND, "run", "lstm", "--input", "x.npy", "-H", "8", "--executor",
                  "reference", "--out", "y.npz", "--dask", address, "--shard-size", "2",
-                 "--dask-timeout", "3"],
-                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True)
+                 *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
             try:
                 deadline = time.monotonic() + LIMIT
                 while time.monotonic() < deadline and running.poll() is None and not any(
                         str(key).startswith("lstm-graph-run")
                         for keys in client.processing().values() for key in keys):
                     time.sleep(0.02)
-                os.killpg(workers.pid, signal.SIGKILL)
+                os.killpg((scheduler if lose == "scheduler" else workers).pid, signal.SIGKILL)
                 lost = time.monotonic()
                 _, err = running.communicate(timeout=LIMIT)
-                waited = time.monotonic() - lost
+                return running.returncode, err, time.monotonic() - lost
             finally:
                 running.kill()
-        assert running.returncode == 1, err
-        assert "the Dask cluster has had no workers for 3 s (each died or left)" in err
-        assert "Traceback" not in err and waited < 3 + 10, waited
-        assert not (tmp_path / "y.npz").exists()
     finally:
         _stop(workers)
         _stop(scheduler)
+
+
+def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -> None:
+    """The command is a process watched while it runs (``cli_process`` waits for its end)."""
+    code, err, _ = _lost_mid_run(tmp_path, "scheduler")
+    assert code == 1, err
+    assert "the Dask cluster lost the work" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")
+                  and p.name != "scheduler.json" and not p.is_dir()) == ["x.npy"]
+
+
+def test_work_whose_every_worker_is_lost_ends_in_one_message_not_a_hang(tmp_path: Path
+                                                                         ) -> None:
+    """A scheduler whose workers all died kept the shards for a worker that never came,
+    and the command waited forever: it ends once the cluster has had no workers for
+    --dask-timeout seconds."""
+    code, err, waited = _lost_mid_run(tmp_path, "workers", "--dask-timeout", "3")
+    assert code == 1, err
+    assert "the Dask cluster has had no workers for 3 s (each died or left)" in err
+    assert "Traceback" not in err and waited < 3 + 10, waited
+    assert not (tmp_path / "y.npz").exists()
 
 
 def test_ctrl_c_at_the_terminal_during_a_local_cluster_run_is_one_line(tmp_path: Path
