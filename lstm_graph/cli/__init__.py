@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 
 def main(args: list[str] | None = None) -> None:
@@ -24,8 +25,10 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(130)
     try:
         group(args)
-    finally:  # the command is over, its outputs whole and said: a Ctrl-C in the exit
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # would kill it without a word
+    except SystemExit:  # the command is over, its outputs whole and said: a Ctrl-C in the
+        if threading.current_thread() is threading.main_thread():  # exit would kill it
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # without a word
+        raise
 
 
 __all__ = ["main"]
