@@ -13,6 +13,7 @@ executors: half a second).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for type checkers ("X as X": re-exported)
@@ -45,11 +46,16 @@ __all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use."""
+    """A public name, imported from its module on first use; or a part of the package
+    (``lstm_graph.cell``, ``lstm_graph.errors``), imported so, as ``import lstm_graph``
+    made them reachable when it imported them all."""
     home = _HOMES.get(name)
-    if home is None:
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    elif name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'lstm_graph' has no attribute '{name}'")
-    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 

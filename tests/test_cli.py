@@ -349,6 +349,19 @@ def test_the_entry_point_imports_nothing_heavy_before_its_ctrl_c_guard():
     assert done.stdout.strip() == "[]", done.stderr
 
 
+def test_import_lstm_graph_reaches_its_names_and_parts_as_before_it_became_lazy():
+    """``lstm_graph.cell.Runner``, ``lstm_graph.errors.DataError`` worked when the package
+    imported them all at once; its names and parts are imported on first use now."""
+    code = ("import lstm_graph\n"
+            "print(lstm_graph.cell.Runner.__name__, lstm_graph.errors.DataError.__name__,\n"
+            "      lstm_graph.executors.native.__name__, lstm_graph.load_cell('gru').name,\n"
+            "      'load_model' in dir(lstm_graph), hasattr(lstm_graph, 'nope'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.stdout.split() == ["Runner", "DataError", "lstm_graph.executors.native",
+                                   "gru", "True", "False"], done.stderr
+
+
 def test_ctrl_c_while_the_commands_import_ends_with_a_line_not_a_traceback():
     """A KeyboardInterrupt raised inside the commands' imports (as Ctrl-C in the first half
     second does) exits 130 with the line an interrupted command prints."""
