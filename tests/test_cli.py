@@ -339,13 +339,18 @@ def test_an_npy_named_npz_for_an_option_that_takes_npy_is_said_so(tmp_path, cli_
         "save x with numpy.savez\n")
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh Python in the repository (its imports as a user's)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
 def test_the_entry_point_imports_nothing_heavy_before_its_ctrl_c_guard():
     """The console script imports ``lstm_graph.cli`` outside any handler: that import must
     not pull in NumPy and the executors (half a second in which Ctrl-C was a traceback)."""
     code = ("import sys, lstm_graph.cli\n"
             "print(sorted({'numpy', 'click', 'networkx'} & set(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = _python(code)
     assert done.stdout.strip() == "[]", done.stderr
 
 
@@ -356,8 +361,7 @@ def test_import_lstm_graph_reaches_its_names_and_parts_as_before_it_became_lazy(
             "print(lstm_graph.cell.Runner.__name__, lstm_graph.errors.DataError.__name__,\n"
             "      lstm_graph.executors.native.__name__, lstm_graph.load_cell('gru').name,\n"
             "      'load_model' in dir(lstm_graph), hasattr(lstm_graph, 'nope'))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = _python(code)
     assert done.stdout.split() == ["Runner", "DataError", "lstm_graph.executors.native",
                                    "gru", "True", "False"], done.stderr
 
@@ -373,8 +377,7 @@ def test_ctrl_c_while_the_commands_import_ends_with_a_line_not_a_traceback():
             "sys.meta_path.insert(0, Interrupt())\n"
             "from lstm_graph.cli import main\n"
             "main(['cells'])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = _python(code)
     assert (done.returncode, done.stdout, done.stderr) == \
         (130, "", "interrupted; no output was written\n")
 
@@ -426,6 +429,5 @@ def test_a_ctrl_c_once_the_command_has_ended_does_not_kill_it_silently():
             "except SystemExit as done:\n"
             "    print(done.code, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
             "file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = _python(code)
     assert done.stderr == "0 True\n"

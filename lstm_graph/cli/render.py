@@ -89,16 +89,24 @@ def make_directory(directory: Path, where: str = "") -> None:
                           f"({err.strerror or err})") from None
 
 
-def _write(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: str,
+def _write(files: dict[Path, tuple[graphviz.Digraph, str]],
            reads: dict[str, str | Path | None]) -> None:
-    for path in paths.values():  # never over the cell file or the trace it draws
+    """Each diagram in its format to its path: none over a file the command reads, every
+    path checked before any is written, every diagram drawn before any is written."""
+    for path in files:  # never over the cell file or the trace it draws
         refuse_inputs({"--out": path}, reads)
-    for path in paths.values():  # every one writable, or none written
+    for path in files:  # every one writable, or none written
         check_output(path)
-    data = {name: to_bytes(dot, fmt) for name, dot in diagrams.items()}  # all, then write
-    for name, path in paths.items():
+    data = {path: to_bytes(dot, fmt) for path, (dot, fmt) in files.items()}
+    for path, drawn in data.items():
         make_parent(path)
-        say(f"wrote {write_atomic(path, data[name])}", err=True)
+        say(f"wrote {write_atomic(path, drawn)}", err=True)
+
+
+def _files(diagrams: dict[str, graphviz.Digraph], paths: dict[str, Path], fmt: str
+           ) -> dict[Path, tuple[graphviz.Digraph, str]]:
+    """Each style's diagram by its path, in one format."""
+    return {paths[name]: (dot, fmt) for name, dot in diagrams.items()}
 
 
 def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
@@ -166,14 +174,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
                                    "into one: give --out DIRECTORY/")
         drawn = {name: draw(load_cell(cell_name), one_style, highlight=preset)
                  for name, (cell_name, one_style, preset) in gallery().items()}
-        files = {directory / f"{name}.{kind}": (dot, kind) for name, dot in drawn.items()
-                 for kind in ("dot", "svg")}
-        for path in files:  # every one writable, or none written
-            check_output(path)
-        data = {path: to_bytes(dot, kind) for path, (dot, kind) in files.items()}
-        make_directory(directory)
-        for path, text in data.items():
-            say(f"wrote {write_atomic(path, text)}", err=True)
+        _write({directory / f"{name}.{kind}": (dot, kind) for name, dot in drawn.items()
+                for kind in ("dot", "svg")}, {})
         return
     if spec is None:
         raise click.UsageError("give a SPEC (or --all)")
@@ -193,7 +195,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         diagrams = {s: draw(cell, s, highlight=highlight, stages=stages, strips=strips,
                             values=values) for s in styles}
     if out is not None:
-        _write(diagrams, output_paths(out, cell.name, list(diagrams), fmt), fmt,
+        _write(_files(diagrams, output_paths(out, cell.name, list(diagrams), fmt), fmt),
                {"SPEC": spec, "--trace": trace})
     elif len(diagrams) == 1:
         _to_stdout(next(iter(diagrams.values())), fmt)
@@ -203,7 +205,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
                                f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
                                "--style pipe or --style cell")
     else:
-        _write(diagrams, output_paths(".", cell.name, list(diagrams), fmt), fmt,
+        _write(_files(diagrams, output_paths(".", cell.name, list(diagrams), fmt), fmt),
                {"SPEC": spec, "--trace": trace})
 
 
