@@ -4,9 +4,12 @@ and the trace's record of the cell that made it."""
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
 
 import numpy as np
 import pytest
+from conftest import needs_dot
 from dot_source import nodes
 
 import lstm_graph
@@ -229,3 +232,39 @@ def test_a_trace_s_cell_name_is_quoted_on_one_line_with_nothing_a_terminal_acts_
                        "1", "--format", "dot", "--style", "cell")
     assert "traced from cell '\\x1b[31mEVIL\\nline2 \\u202e'" in stderr, stderr
     assert stderr.count("\n") == 1 and "\x1b" not in stderr and "\u202e" not in stderr
+
+
+def _caption_clears_its_node(source: str, caption: str) -> None:
+    """Where dot puts ``caption`` (an edge's tail label) and the node the edge leaves: no
+    point of the caption's box lies inside that node's ellipse."""
+    laid = json.loads(subprocess.run(["dot", "-Tjson"], input=source.encode(),
+                                     capture_output=True, check=True).stdout)
+    places = {o["name"]: o for o in laid["objects"]}
+    names = {o["_gvid"]: o["name"] for o in laid["objects"]}
+    found = 0
+    for edge in laid.get("edges", []):
+        for draw in edge.get("_tldraw_", []):
+            if draw["op"] == "T" and draw["text"] == caption:
+                node = places[names[edge["tail"]]]
+                cx, cy = map(float, node["pos"].split(","))
+                a, b = float(node["width"]) * 36, float(node["height"]) * 36
+                x, y, width = *draw["pt"], draw["width"]
+                left = x - {"l": 0, "c": width / 2, "r": width}[draw["align"]]
+                corners = [(left + dx, y + dy) for dx in (0, width / 2, width) for dy in (-2, 9)]
+                assert all(((px - cx) / a) ** 2 + ((py - cy) / b) ** 2 > 1
+                           for px, py in corners), (caption, draw, node["pos"], a, b)
+                found += 1
+    assert found == 1, caption
+
+
+@needs_dot
+@pytest.mark.parametrize("name", ["peephole_lstm", "gru"])
+def test_the_pipe_caption_stays_clear_of_its_op_with_or_without_values(name):
+    """The finding: with a heat strip the memory sum grows, and its "memory pipe" caption,
+    set a fixed distance above the pipe where it leaves the op, was drawn across it."""
+    cell = lstm_graph.load_cell(name)
+    x = np.random.default_rng(0).standard_normal((3, 1, 3)).astype("float32")
+    values = cell.compile(input_size=3, hidden_size=4, seed=1).trace(x)
+    strips = strips_at(build_scene(cell.schedule), values, step=2)
+    for drawn in (render(cell, "pipe"), render(cell, "pipe", strips=strips, values="step 2")):
+        _caption_clears_its_node(drawn.source, "memory pipe")

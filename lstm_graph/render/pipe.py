@@ -302,8 +302,8 @@ class _Layout:
                 extra.update(weight="100", penwidth=P.PIPE_WIDTH)
                 caption = scene.nodes[edge.src].caption
                 if caption and captions:  # a taillabel: a flat edge's label would bend the pipe
-                    extra.update(taillabel=_caption(caption), labelangle="-90",
-                                 labeldistance="2.2")
+                    extra.update(taillabel=_caption(caption), labelangle="-60",
+                                 labeldistance="3")
             elif captions and caption_edge.get(edge.src) == edge.dst:
                 extra["label"] = _caption(scene.nodes[edge.src].caption or "")
             if edge.dst in junction and src in sources:
