@@ -207,11 +207,14 @@ def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
 
 
 @pytest.mark.parametrize("name, whose", [("torch", "PyTorch"), ("math", "the module"),
-                                         ("numpy", "the module")])
+                                         ("numpy", "the module"), ("onnx", "the module"),
+                                         ("sympy", "the module")])
 def test_a_module_name_that_would_hide_another_module_is_refused(tmp_path, cli_fails, name,
                                                                  whose):
     """torch.py was written and checked, and then no script beside it could import torch
-    (with numpy.py, import torch crashed)."""
+    (with numpy.py, import torch crashed); onnx.py and sympy.py, installed but not loaded
+    while exporting, were written, and then lstm-graph run beside onnx.py failed with a
+    traceback, and torch.compile beside sympy.py."""
     assert f"{name}.py: a module named '{name}' would hide {whose}" in cli_fails(
         "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
         tmp_path / f"{name}.py")
@@ -329,3 +332,45 @@ def test_an_expression_as_deep_as_the_language_allows_exports_and_prints(tmp_pat
     x = np.random.default_rng(2).standard_normal((4, 2, 3)).astype("float32")
     np.testing.assert_allclose(model(torch.from_numpy(x))[0].detach().numpy(), runner(x)[0],
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["WEIGHTS", "DTYPE"])
+def test_a_cell_named_as_a_global_of_the_module_loads(tmp_path, name):
+    """The finding: class WEIGHTS replaced the file name, and load() failed after a check
+    that never calls it."""
+    text = f"cell {name}\ninput x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
+    runner = lstm_graph.compile_source(text, f"{name}.cell").compile(input_size=3,
+                                                                    hidden_size=4, seed=1)
+    module = exported(tmp_path, runner)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    with torch.no_grad():
+        np.testing.assert_allclose(module.load()(torch.from_numpy(x))[0].numpy(),
+                                   runner(x)[0], rtol=0, atol=1e-6)
+
+
+def test_captions_states_and_negative_numbers_read_as_written_within_the_width(tmp_path):
+    """A caption longer than a line, broken inside its parentheses, made a line of code of
+    its words (the module failed its check); the step's signature, the loop and the
+    return ran past 99 columns with three states; a negative number was added (``+
+    -0.25``)."""
+    text = ("cell three\ninput x\nstate alpha_state, beta_state, gamma_state\n"
+            "output gamma_state\n"
+            "alpha_state = affine(tanh(linear(x, gamma_state[t-1])), 2, -0.25)  # the first "
+            "(a caption, with parentheses, commas, and + signs - and more) longer than a line\n"
+            "beta_state = alpha_state * beta_state[t-1] + -1.5\n"
+            "gamma_state = tanh(linear(beta_state, alpha_state)) * hard_sigmoid(beta_state, "
+            "0.2, -0.5)\n")
+    runner = lstm_graph.compile_source(text, "three.cell").compile(
+        input_size=3, hidden_size=4, seed=1, layers=2, direction="bidirectional")
+    module = exported(tmp_path, runner)
+    source = (tmp_path / "cell.py").read_text()
+    assert max(len(line) for line in source.splitlines()) <= 99
+    assert "        # the first (a caption, with parentheses, commas, and + signs - and more)" \
+        " longer than a\n        # line\n" in source
+    assert "beta_state = alpha_state * beta_state_prev - 1.5\n" in source
+    assert ") - 0.25)\n" in source and "+ -" not in source
+    assert "                       * torch.clamp(0.2 * beta_state - 0.5, 0.0, 1.0))\n" in source
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    with torch.no_grad():
+        np.testing.assert_allclose(module.load()(torch.from_numpy(x))[0].numpy(),
+                                   runner(x)[0], rtol=0, atol=1e-6)

@@ -19,11 +19,13 @@ each peephole. The module runs under ``torch.jit.script`` and ``torch.compile``.
 
 from __future__ import annotations
 
+import importlib.machinery
 import io
 import keyword
 import os
 import re
 import sys
+import textwrap
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +42,8 @@ from lstm_graph.ops import OpKind
 
 #: Names the generated module uses itself: a cell's names are renamed around them.
 _TAKEN = frozenset({"self", "torch", "F", "nn", "Tensor", "math", "os", "Dict", "List",
-                    "Optional", "Tuple", "state", "ys", "t", "range", "load", "x_seq"})
+                    "Optional", "Tuple", "state", "ys", "t", "range", "load", "x_seq",
+                    "INPUT_SIZE", "HIDDEN_SIZE", "WEIGHTS", "DTYPE"})
 #: The longest line the generated code aims for.
 WIDTH = 99
 
@@ -149,6 +152,17 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _subtracted(code: str) -> str:
+    """``a + -0.25`` (a negative number added: ``affine(v, 2, -0.25)``, ``x + -1``) written
+    ``a - 0.25``: the same number in IEEE arithmetic, whatever follows the literal (``a +
+    (-c) * y`` is ``a - c * y``: negation is exact).
+
+    >>> _subtracted("2.0 * b + -0.25")
+    '2.0 * b - 0.25'
+    """
+    return re.sub(r" \+ -(?=[0-9.])", " - ", code)
+
+
 class _Step:
     """The body of ``step``: one line per assignment (and a temporary where an op's form
     reads its operand twice)."""
@@ -181,7 +195,7 @@ class _Step:
                 tight = prec < op.precedence or (op.name == "sub" and position == 1
                                                  and prec == op.precedence)
                 wrapped.append(f"({text})" if tight else text)
-            return template.format(*wrapped, **attrs), op.precedence
+            return _subtracted(template.format(*wrapped, **attrs)), op.precedence
         if op.kind is OpKind.COPY:
             return args[0]
         texts = []
@@ -195,7 +209,7 @@ class _Step:
             clean = all(_clean_slot(template, m.start(), m.end())
                         for m in re.finditer(re.escape(f"{{{k}}}"), template))
             texts.append(text if clean or prec == _ATOM else f"({text})")
-        result = template.format(*texts, **attrs)
+        result = _subtracted(template.format(*texts, **attrs))
         return result, _ATOM if _is_call(template) else 0
 
     def _constant(self, node_id: str) -> bool:
@@ -253,19 +267,27 @@ def _is_call(template: str) -> bool:
 
 
 def _code_lines(code: str, indent: int) -> list[str]:
-    """One statement at ``indent``, broken inside parentheses to fit :data:`WIDTH`: before
-    a ``+`` or ``-``, or after a comma, of the outermost group that has such a place on
-    the line (so that the line after it starts as far left as it can), the continuation
-    aligned under the group's first character (as a formatter would). An assignment too
-    long whose value adds or subtracts outside any parentheses has its value put in
-    parentheses, so that it may break there."""
+    """One statement (or comment) at ``indent``, broken to fit :data:`WIDTH`. A comment is
+    wrapped at its spaces, each line a comment (a long caption broken inside its
+    parentheses made a line of code of its words). A statement breaks inside
+    parentheses, brackets or braces: before a ``+``, ``-``, ``*`` or ``/``, or after a
+    comma, of the outermost group that has such a place on the line (so that the line
+    after it starts as far left as it can), the continuation aligned under the group's
+    first character (as a formatter would). An assignment too long whose value has an
+    operator outside any parentheses has its value put in parentheses, so that it may
+    break there."""
+    if code.startswith("#"):
+        return [" " * indent + "# " + line for line in textwrap.wrap(
+            code[1:].strip(), WIDTH - indent - 2, break_long_words=False,
+            break_on_hyphens=False)] or [" " * indent + "#"]
     assignment = re.fullmatch(r"(\w+ = )(.+)", code)
-    if indent + len(code) > WIDTH and assignment and _top_level_sum(assignment[2]):
+    if indent + len(code) > WIDTH and assignment and _top_level_operator(assignment[2]):
         code = f"{assignment[1]}({assignment[2]})"
+    sums = _groups_with_sums(code)
     out: list[str] = []
-    opens: list[int] = []  # columns of the open parentheses
+    opens: list[tuple[int, int]] = []  # the open parentheses: their columns and places
     start, column0, k = 0, indent, 0
-    best: tuple[int, int, list[int]] | None = None  # where to break, continue, open then
+    best: tuple[int, int, list[tuple[int, int]]] | None = None  # break, continue, opens
     while k < len(code):
         column = column0 + k - start
         if column >= WIDTH and best is not None:
@@ -276,29 +298,60 @@ def _code_lines(code: str, indent: int) -> list[str]:
             start, column0, k, best = at, continuation, at, None
             continue
         char = code[k]
-        if char == "(" or char == "[":
-            opens.append(column)
-        elif (char == ")" or char == "]") and opens:
+        if char in "([{":
+            opens.append((column, k))
+        elif char in ")]}" and opens:
             opens.pop()
-        elif opens and opens[-1] + 1 < column and (code.startswith((" + ", " - "), k)) \
+        elif opens and opens[-1][0] + 1 < column and code.startswith(_OPERATORS, k) \
+                and (code[k + 1] in "+-" or opens[-1][1] not in sums) \
                 and (best is None or len(opens) <= len(best[2])):
-            best = (k + 1, opens[-1] + 1, list(opens))
-        elif opens and opens[-1] + 1 < column + 2 and code.startswith(", ", k) \
+            best = (k + 1, opens[-1][0] + 1, list(opens))
+        elif opens and opens[-1][0] + 1 < column + 2 and code.startswith(", ", k) \
                 and (best is None or len(opens) <= len(best[2])):
-            best = (k + 2, opens[-1] + 1, list(opens))
+            best = (k + 2, opens[-1][0] + 1, list(opens))
         k += 1
     out.append(" " * column0 + code[start:])
     return out
 
 
-def _top_level_sum(code: str) -> bool:
-    """Whether ``code`` adds or subtracts outside any parentheses or brackets."""
+def _groups_with_sums(code: str) -> set[int]:
+    """The places of the parentheses (brackets, braces) in ``code`` inside which, and
+    outside any inner ones, a ``+`` or ``-`` adds or subtracts: a line breaks there before
+    one of those, not before a ``*`` or ``/`` (``2.0 * tanh(…)`` stays whole in
+    ``(2.0 * tanh(…) - 0.25)``)."""
+    found: set[int] = set()
+    opens: list[int] = []
+    for k, char in enumerate(code):
+        if char in "([{":
+            opens.append(k)
+        elif char in ")]}" and opens:
+            opens.pop()
+        elif opens and code.startswith((" + ", " - "), k):
+            found.add(opens[-1])
+    return found
+
+
+#: The binary operators a long line may break before.
+_OPERATORS = (" + ", " - ", " * ", " / ")
+
+
+def _top_level_operator(code: str) -> bool:
+    """Whether ``code`` has a binary operator outside any parentheses or brackets."""
     depth = 0
     for k, char in enumerate(code):
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
-        if depth == 0 and code.startswith((" + ", " - "), k):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        if depth == 0 and code.startswith(_OPERATORS, k):
             return True
     return False
+
+
+def _docstring(text: str, indent: int) -> list[str]:
+    """``text`` as a docstring at ``indent``, wrapped to fit :data:`WIDTH`."""
+    lines = textwrap.wrap(text, WIDTH - indent - 6, break_long_words=False,
+                          break_on_hyphens=False)
+    lines[0] = '"""' + lines[0]
+    lines[-1] += '"""' if indent + len(lines[-1]) + 3 <= WIDTH else '\n' + ' ' * indent + '"""'
+    return [" " * indent + line for line in "\n".join(lines).split("\n")]
 
 
 def _quoted(text: str) -> str:
@@ -375,9 +428,9 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
               "        bound = 1.0 / math.sqrt(self.hidden_size)",
               "        for weight in self.parameters():",
               "            nn.init.uniform_(weight, -bound, bound)", "",
-              f"    def step({signature}) -> {tuple_type}:",
-              f'        """One step: the new {", ".join(returns)} from '
-              f'{names.of[x]} and the old {", ".join(names.of[s] for s in states)}."""']
+              *_code_lines(f"def step({signature}) -> {tuple_type}:", 4),
+              *_docstring(f"One step: the new {', '.join(returns)} from {names.of[x]} and "
+                          f"the old {', '.join(names.of[s] for s in states)}.", 8)]
     for line in body:
         lines += _code_lines(line, 8)
     lines += [f"        return {', '.join(returns)}", "",
@@ -393,11 +446,11 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
         lines.append("        x = torch.flip(x, [0])  # the reverse direction: last step first")
     finals = "{" + ", ".join(f"{_quoted(s)}: {names.of[s]}" for s in states) + "}"
     lines += ["        ys: List[Tensor] = []", "        for t in range(x.shape[0]):",
-              f"            {', '.join(returns)} = self.step(x[t], "
-              f"{', '.join(names.of[s] for s in states)})",
+              *_code_lines(f"{', '.join(returns)} = self.step(x[t], "
+                           f"{', '.join(names.of[s] for s in states)})", 12),
               f"            ys.append({names.of[output]})",
-              f"        return torch.flip(torch.stack(ys), [0]), {finals}" if backwards else
-              f"        return torch.stack(ys), {finals}", "",
+              *_code_lines(f"return torch.flip(torch.stack(ys), [0]), {finals}" if backwards
+                           else f"return torch.stack(ys), {finals}", 8), "",
               "    def initial(self, x: Tensor, state: Optional[Dict[str, Tensor]], "
               "name: str) -> Tensor:",
               '        """A state\'s value at the start: given, or zeros (B, H)."""',
@@ -429,8 +482,9 @@ def _doc(runner: Runner, cls: str, module: str) -> list[str]:
     width2 = max((len(r[1]) for r in rows), default=0)
     top = cls if runner.stack.single else f"{cls}Stack"
     module = inert(module, quotes=True)
-    return [f"Written by lstm-graph {_version()} from {inert(cell.graph.file, quotes=True)}"
-            f"{stack}; it needs only torch.",
+    written = f"Written by lstm-graph {_version()} from {inert(cell.graph.file, quotes=True)}"
+    rest = f"{stack}; it needs only torch."
+    return [*([written + rest] if len(written + rest) <= WIDTH else [written, rest.strip()]),
             "",
             f"    import {module}",
             f"    model = {module}.load()  # the exported weights, WEIGHTS beside this file",
@@ -553,11 +607,22 @@ def shadowed(path: Path) -> set[str]:
     """Names the module at ``path`` may not take: Python's own modules, and every module
     loaded now but an earlier export to ``path`` itself: PyTorch and what it loads among
     them (``torch.py``, ``math.py`` or ``numpy.py`` beside a script is what the script
-    imports: with ``numpy.py``, ``import torch`` crashed)."""
+    imports: with ``numpy.py``, ``import torch`` crashed); and ``path``'s own name where
+    a module of that name is installed (``onnx.py`` hid onnx from lstm-graph itself run
+    there, ``sympy.py`` hid sympy from ``torch.compile``), found on the path Python
+    searches but for the current directory, where the export itself may be."""
     ours = os.path.realpath(path)
     loaded = {name.partition(".")[0] for name, module in list(sys.modules.items())
               if os.path.realpath(getattr(module, "__file__", None) or "") != ours}
-    return (set(sys.stdlib_module_names) | loaded) - {"__main__"}
+    here = os.path.realpath(os.getcwd())
+    search = [entry for entry in sys.path if entry and os.path.realpath(entry) != here]
+    try:
+        found = importlib.machinery.PathFinder.find_spec(path.stem, search)
+    except (ImportError, ValueError, OSError):  # a broken entry on the path: none found there
+        found = None
+    installed = {path.stem} if found is not None and (
+        found.origin is None or os.path.realpath(found.origin) != ours) else set()
+    return (set(sys.stdlib_module_names) | loaded | installed) - {"__main__"}
 
 
 #: Copies of the weights a PyTorch export holds at once, with and without its check (the
@@ -580,8 +645,8 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
     if path.stem in shadowed(path):
         whose = "PyTorch" if path.stem == "torch" else "the module"
         raise OutputError(f"{path}: a module named '{path.stem}' would hide {whose} of that "
-                          "name (which PyTorch or Python loads) from itself and from every "
-                          "script beside it; name it otherwise (my_lstm.py)")
+                          "name (installed here, or loaded by PyTorch or Python) from itself "
+                          "and from every script beside it; name it otherwise (my_lstm.py)")
     weights_path = path.with_suffix(".pt")
     text = source(runner, weights_path.name, path.stem)
     weights = state_dict(runner)
