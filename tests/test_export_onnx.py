@@ -4,11 +4,14 @@ from the graph: near misses get a Scan), a Scan of the step from the op table ot
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
 from onnx.reference import ReferenceEvaluator
+from onnx_models import random_onnx_weights
 
 import lstm_graph
 from lstm_graph.export import onnx_model
@@ -299,3 +302,99 @@ def test_a_cell_whose_run_overflows_exports_and_its_model_overflows_alike(tmp_pa
     for fmt, out in (("onnx", tmp_path / "ovf.onnx"), ("torch", tmp_path / "d" / "ovf.py")):
         result = cli_run("export", cell, "-I", "3", "-H", "4", "--format", fmt, "--out", out)
         assert out.exists() and "warning" not in result.stderr
+
+
+def stored_lstm(tmp_path, stored: dict[str, np.ndarray]):
+    """An ONNX model of one LSTM (I = 3, H = 4) whose ``initial_h`` or ``sequence_lens`` is
+    an initializer: a value the model file stores."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = random_onnx_weights("LSTM", 3, 4, False, np.random.default_rng(0))
+    inputs = ["X", "W", "R", "B", "sequence_lens" if "sequence_lens" in stored else "",
+              "initial_h" if "initial_h" in stored else ""]
+    node = helper.make_node("LSTM", inputs, ["Y", "Y_h", "Y_c"], hidden_size=4)
+    tensors = [numpy_helper.from_array(v.astype("float32"), k) for k, v in weights.items()]
+    tensors += [numpy_helper.from_array(v, k) for k, v in stored.items()]
+    graph = helper.make_graph(
+        [node], "stored", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h")],
+        tensors)
+    path = tmp_path / "stored.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+    return path
+
+
+@pytest.mark.parametrize("stored, what", [
+    ({"initial_h": np.full((1, 2, 4), 0.5, "float32")}, "stores initial h"),
+    ({"sequence_lens": np.array([3, 1], "int32")}, "stores sequence lengths")])
+@pytest.mark.parametrize("fmt, out", [("onnx", "m.onnx"), ("torch", "m.py")])
+def test_a_model_file_that_stores_states_or_lengths_is_not_exported(tmp_path, cli_fails, stored,
+                                                                    what, fmt, out):
+    """The finding: it was exported with a note, and the model's y differed from the file's
+    by 0.118 (a stored initial_h) and 0.42 (stored lengths)."""
+    model = stored_lstm(tmp_path, stored)
+    message = cli_fails("export", model, "--format", fmt, "--out", tmp_path / out)
+    assert f"stored.onnx {what}, which an exported model does not hold" in message
+    assert "nothing was written" in message and f"params {model} --out w.npz" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stored.onnx"]
+
+
+def test_a_model_file_whose_stored_initial_state_is_zeros_exports_as_it_runs(tmp_path,
+                                                                            cli_run):
+    model = stored_lstm(tmp_path, {"initial_h": np.zeros((1, 2, 4), "float32")})
+    cli_run("export", model, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    x = sequences(3)[0]
+    want = onnxruntime_run_named(model, {"X": x})
+    np.testing.assert_allclose(onnxruntime_run(tmp_path / "m.onnx", x)["y"],
+                               want["Y"].transpose(0, 2, 1, 3).reshape(len(x), 2, 4),
+                               rtol=0, atol=1e-6)
+
+
+def onnxruntime_run_named(path, feeds):
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def test_weights_too_large_for_memory_are_refused_before_they_are_drawn(tmp_path, cli_fails,
+                                                                       monkeypatch):
+    """The finding: -H 30000 drew 14 GB of weights (21 GB at the peak) before the refusal."""
+    import lstm_graph.cell
+
+    def drawn(*args, **kwargs):
+        raise AssertionError("the weights were drawn before the refusal")
+
+    monkeypatch.setattr(lstm_graph.cell, "random_weights", drawn)
+    for fmt, out, what in (("onnx", "m.onnx", "ONNX"), ("torch", "m.py", "PyTorch")):
+        message = cli_fails("export", "lstm", "-I", "3", "-H", "2000", "--format", fmt,
+                            "--out", tmp_path / out, env={"LSTM_GRAPH_MAX_BYTES": "50M"})
+        assert f"the weights as the {what} export copies them" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_the_evaluator_cannot_run_without_onnxruntime_is_not_written(tmp_path,
+                                                                             monkeypatch):
+    """The finding: without onnxruntime, rnn_relu (ONNX's RNN with Relu, which the onnx
+    reference evaluator lacks) was written unchecked, exit 0, a note in its summary."""
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import fails
+    runner = lstm_graph.load_cell("rnn_relu").compile(input_size=3, hidden_size=4, seed=1)
+    with pytest.raises(lstm_graph.LstmGraphError, match="cannot be checked: onnxruntime is "
+                       "not installed, and the onnx reference evaluator cannot run it"):
+        runner.export_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    assert runner.export_onnx(tmp_path / "m.onnx", scan=True) == \
+        "checked in the onnx reference evaluator"
+    assert runner.export_onnx(tmp_path / "n.onnx", check=False) == "not run"
+
+
+def test_seed_with_weights_or_a_model_file_is_a_usage_error(tmp_path, cli_run, cli_fails):
+    cli_run("params", "lstm", "-I", "3", "-H", "4", "--out", tmp_path / "w.npz")
+    assert "--seed draws random weights, and --weights gives them: not both" in cli_fails(
+        "export", "lstm", "--weights", tmp_path / "w.npz", "--seed", "5", "--format", "onnx",
+        "--out", tmp_path / "m.onnx", code=2)
+    model = stored_lstm(tmp_path, {})
+    assert "holds its weights and sizes: drop --weights, -I, -H and --seed" in cli_fails(
+        "export", model, "--seed", "5", "--format", "onnx", "--out", tmp_path / "m.onnx",
+        code=2)
+    summary = json.loads(cli_run("export", "lstm", "--weights", tmp_path / "w.npz", "--format",
+                                 "onnx", "--out", tmp_path / "m.onnx", "--json").stdout)
+    assert summary["checked"] is True and summary["checked_in"].startswith("onnxruntime ")

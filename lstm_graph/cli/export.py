@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
+import numpy as np
 
 from lstm_graph.cli.app import (
     SPEC_HELP,
     OutputPath,
     emit_json,
     is_stdout,
+    load,
     main,
     refuse_same_outputs,
     say,
 )
 from lstm_graph.cli.inputs import compile_spec
+from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.export import onnx_model, torch_module
 from lstm_graph.formats.files import refuse_inputs, written_through
-from lstm_graph.layers import DIRECTIONS, MAX_LAYERS
+from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.models import is_model
 
 FORMATS = ("onnx", "torch")
+
+
+def refuse_stored(spec: str, state: dict[str, np.ndarray], lengths: np.ndarray | None) -> None:
+    """A DataError where the model file ``spec`` stores initial states other than zeros, or
+    sequence lengths: an exported model starts every sequence from zero states and runs it
+    whole, so it would compute other numbers than the model (exported with a note before:
+    0.118 off the model's y for a stored initial_h, 0.42 for stored lengths)."""
+    stored = [f"initial {name}" for name, value in state.items() if np.any(value != 0)]
+    stored += [] if lengths is None else ["sequence lengths"]
+    if stored:
+        raise DataError(f"{spec} stores {' and '.join(stored)}, which an exported model does "
+                        "not hold (it starts every sequence from zero states and runs it "
+                        "whole), so its numbers would not be this model's; nothing was "
+                        f"written. 'run {spec}' runs them; to export the layers alone, write "
+                        f"their weights with 'params {spec} --out w.npz' and export the cell "
+                        "with --weights w.npz")
 
 
 @main.command(epilog=SPEC_HELP + " --format onnx writes one model (opset 17) that "
@@ -65,8 +85,15 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
            out: Path, no_check: bool, scan: bool, as_json: bool) -> None:
     """Export a cell to run without lstm-graph: ONNX or PyTorch."""
     model = is_model(spec)
-    if model and (weights is not None or input_size is not None or hidden_size is not None):
-        raise click.UsageError(f"{spec} holds its weights and sizes: drop --weights, -I and -H")
+    seeded = click.get_current_context().get_parameter_source("seed") \
+        is click.core.ParameterSource.COMMANDLINE
+    if model and (weights is not None or input_size is not None or hidden_size is not None
+                  or seeded):
+        raise click.UsageError(f"{spec} holds its weights and sizes: drop --weights, -I, -H "
+                               "and --seed")
+    if weights is not None and seeded:
+        raise click.UsageError("--seed draws random weights, and --weights gives them: not "
+                               "both")
     if not model and weights is None and (input_size is None or hidden_size is None):
         raise click.UsageError("give --weights FILE, or both --input-size and --hidden-size "
                                "(with --seed) for random weights")
@@ -86,8 +113,19 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
                                f"{out.with_suffix(suffix).name}")
     written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
         if fmt == "torch" else {"--out": out}
-    refuse_inputs(written, {"SPEC": spec, "--weights": weights})
+    refuse_inputs(written, {"SPEC": spec, "--weights": weights},
+                  {"the state dict beside --out": "name --out otherwise (the state dict takes "
+                   "its name, with .pt)"})
     refuse_same_outputs(written)  # a .pt that links to the .py: the module replaced the weights
+    check = not no_check
+    if not model and weights is None:  # refused before the weights are drawn, not after
+        assert input_size is not None and hidden_size is not None
+        shapes = load(spec).stack_params(input_size, hidden_size,
+                                         Stack(layers or 1, direction or "forward"))
+        onnx_model.weights_fit(sum(math.prod(shape) for shape in shapes.values()), dtype,
+                               (onnx_model.ONNX_COPIES if fmt == "onnx" else
+                                torch_module.TORCH_COPIES)[check],
+                               "the ONNX export" if fmt == "onnx" else "the PyTorch export")
     bound = compile_spec(spec, None, input_size, weights, hidden_size, seed, "numpy", dtype,
                          "numpy", layers, direction, False)
     runner, cell = bound.runner, bound.runner.cell
@@ -95,10 +133,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         say(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
             "is time-major: x of shape (T, B, I)", err=True)
         runner = runner.time_major()
-    if bound.state or bound.lengths is not None:
-        say(f"note: {spec} also stores initial states or sequence lengths; an exported "
-            "model starts every sequence from zero states and runs it whole", err=True)
-    check = not no_check
+    refuse_stored(spec, bound.state, bound.lengths)
     summary: dict[str, object] = {
         "cell": cell.name, "format": fmt, "dtype": dtype, "layers": runner.stack.layers,
         "direction": runner.stack.direction, "input_size": runner.input_size,
@@ -111,7 +146,8 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         shape = f"(B, {runner.hidden_size})" if runner.stack.single else \
             f"({len(runner.units)}, B, {runner.hidden_size})"
         summary.update({"out": str(out), "opset": onnx_model.OPSET, "runs_as":
-                        fused.op_type if fused else "Scan", "checked": checked,
+                        fused.op_type if fused else "Scan", "checked": check,
+                        "checked_in": checked.removeprefix("checked in ") if check else None,
                         "outputs": ["y", *(f"final_{s}" for s in states)]})
         lines = [f"{cell.name}: ONNX opset {onnx_model.OPSET}, {how} "
                  f"({runner.stack.describe()}); input x (T, B, {runner.input_size}); outputs "

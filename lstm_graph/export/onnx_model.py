@@ -369,7 +369,8 @@ def model_bytes(model: Any) -> bytes:
 def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
     """Run ``model`` on a seeded input and compare it with ``runner``; a DataError if they
     differ (the model is not written). It runs in onnxruntime where it is installed, else
-    in the ``onnx`` reference evaluator; returns which, or why neither could."""
+    in the ``onnx`` reference evaluator (a DataError where that cannot run it); returns
+    which."""
     x = np.random.default_rng(0).standard_normal((steps, batch, runner.input_size)) \
         .astype(runner.dtype)
     want_y, want_states = runner(x, allow_nonfinite=True)  # a cell that overflows: alike
@@ -381,8 +382,12 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
         try:
             got = ReferenceEvaluator(model).run(None, {"x": x})
         except (RuntimeError, NotImplementedError) as err:  # an activation it lacks
-            return f"not run: the onnx reference evaluator cannot ({err}), and onnxruntime " \
-                   "is not installed"
+            raise DataError(f"the exported model cannot be checked: onnxruntime is not "
+                            f"installed, and the onnx reference evaluator cannot run it "
+                            f"({err}); nothing was written. Install onnxruntime "
+                            f"({install_hint('onnx')}), or write it as a Scan of the step, "
+                            "which the evaluator runs (--scan), or unchecked (--no-check)"
+                            ) from None
         ran = "the onnx reference evaluator"
     else:
         options = onnxruntime.SessionOptions()
@@ -434,9 +439,16 @@ def require_copies(runner: Runner, copies: int, what: str) -> None:
     """Refuse an export (``what``) that would hold ``copies`` copies of the runner's weights
     at once where they would not fit, before it makes any (an export of 6.4 GB of weights
     grew to 23 GB and was killed by the kernel)."""
-    count = sum(int(value.size) for value in runner.weights.values())
+    weights_fit(sum(int(value.size) for value in runner.weights.values()), runner.dtype,
+                copies, what)
+
+
+def weights_fit(count: int, dtype: Any, copies: int, what: str) -> None:
+    """Refuse an export (``what``) that would hold ``copies`` copies of ``count`` weights of
+    ``dtype`` at once where they would not fit: before the weights are drawn, where they
+    are drawn (at H = 30000, drawing them took 21 GB before the refusal)."""
     memory.require([allocation(f"the weights as {what} copies them", (copies, count),
-                               runner.dtype)], what)
+                               dtype)], what)
 
 
 def export(runner: Runner, path: str | Path, check: bool = True, scan: bool = False) -> str:

@@ -185,10 +185,13 @@ def check_output(path: str | Path) -> None:
 
 
 def refuse_inputs(outputs: Mapping[str, str | Path | None],
-                  inputs: Mapping[str, str | Path | None]) -> None:
+                  inputs: Mapping[str, str | Path | None],
+                  advice: Mapping[str, str] | None = None) -> None:
     """Refuse an output (``{"--out": path}``) that is the same file as one of ``inputs``
     (``{"--input": path}``): the same file on the disk, whatever name or link leads to
-    it, so that writing it would replace what the command reads. ``None`` is no file."""
+    it, so that writing it would replace what the command reads. ``None`` is no file.
+    ``advice`` says what to do for an output the user does not name (``{"the state dict
+    beside --out": "name --out otherwise"}``); else "give LABEL another file"."""
     read: dict[tuple[int, int], tuple[str, str | Path]] = {}
     for label, value in inputs.items():
         key = None if value is None else _identity(value)
@@ -200,8 +203,9 @@ def refuse_inputs(outputs: Mapping[str, str | Path | None],
             source, name = read[key]
             what = f"the {source}" if str(name) == str(value) else \
                 f"the same file as the {source} {name}"
+            todo = (advice or {}).get(label, f"give {label} another file")
             raise OutputError(f"{label} {value} is {what}: writing it would replace that "
-                              f"input; give {label} another file")
+                              f"input; {todo}")
 
 
 def _identity(path: str | Path) -> tuple[int, int] | None:
