@@ -122,3 +122,25 @@ def test_an_output_of_the_input_size_is_traced_with_its_own_width(tmp_path):
     trace = cell.compile(input_size=3, hidden_size=5).trace(np.ones((4, 2, 3), "float32"))
     assert trace["y"].shape == (4, 2, 3) and trace["h"].shape == (4, 2, 5)
     np.testing.assert_array_equal(trace["y"], 0.0)
+
+
+def test_a_value_named_y_that_is_not_the_output_is_refused_before_the_trace(tmp_path,
+                                                                          cli_run, cli_fails):
+    """The finding: the trace's y was that value (0.47 off the run's y), without a word.
+    An output named y is the trace's y, as in a run, lengths included."""
+    (tmp_path / "ty.cell").write_text("input x\nstate h\noutput h\n"
+                                      "y = tanh(linear(x, h[t-1]))\nh = y * 0.5\n")
+    for dask in ([], ["--dask", "tcp://127.0.0.1:9"]):  # refused before it connects
+        message = cli_fails("trace", tmp_path / "ty.cell", "--sample", "-I", "3", "-H", "4",
+                            "--out", tmp_path / "ty.npz", *dask)
+        assert "cell 'ty' computes a value named y, the name under which trace writes the " \
+            "output sequence (its output is h); rename the value" in message
+    assert not (tmp_path / "ty.npz").exists()
+    (tmp_path / "oy.cell").write_text("input x\nstate h\noutput y\n"
+                                      "h = tanh(linear(x, h[t-1]))\ny = h * 2\n")
+    np.save(tmp_path / "lengths.npy", np.array([5, 2]))
+    options = ["--sample", "-I", "3", "-H", "4", "--lengths", tmp_path / "lengths.npy"]
+    cli_run("trace", tmp_path / "oy.cell", *options, "--out", tmp_path / "t.npz")
+    cli_run("run", tmp_path / "oy.cell", *options, "--out", tmp_path / "r.npz")
+    traced, ran = np.load(tmp_path / "t.npz"), np.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(traced["y"], ran["y"])

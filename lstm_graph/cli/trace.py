@@ -17,7 +17,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.cli.run import read_files
-from lstm_graph.distributed.jobs import trace_arrays
+from lstm_graph.distributed.jobs import check_trace_names, trace_arrays
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
@@ -48,6 +48,7 @@ def trace(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs:
         from lstm_graph.cli import sharded
 
         prepared, job = sharded.prepare("trace", spec, inputs)
+        check_trace_names(prepared.runner)
         outcome = sharded.execute_on(prepared, job, on_dask, out)
         shapes, ran_with = outcome.shapes, "+".join(outcome.ran_with)
         extra["dask"] = sharded.summary(on_dask, outcome)

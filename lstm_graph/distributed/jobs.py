@@ -221,6 +221,20 @@ def check_run_names(runner: Runner) -> None:
                         "trace, which writes it as final.y)")
 
 
+def check_trace_names(runner: Runner) -> None:
+    """``trace`` writes each value under its own name, and the output sequence as ``y``:
+    a value named ``y`` that is not the output took that place without a word (the file's
+    ``y`` was the value, 0.47 off the run's), so such a cell is refused before any work.
+    In a stack the values are under their units' prefixes (``l0.y``), which no output
+    takes."""
+    graph = runner.cell.graph
+    if runner.stack.single and "y" in graph.assignments and "y" not in graph.outputs:
+        (output,) = graph.outputs
+        raise DataError(f"cell '{runner.cell.name}' computes a value named y, the name under "
+                        f"which trace writes the output sequence (its output is {output}); "
+                        "rename the value")
+
+
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                allow_nonfinite: bool, progress: Progress | None = None,
                lengths: Any = None) -> Shard:
@@ -238,10 +252,11 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                  allow_nonfinite: bool, progress: Progress | None = None,
                  lengths: Any = None) -> Shard:
     """``trace``'s output: every assignment ``(T, B, width)`` under its own name (under its
-    unit's prefix in a stack: ``l0.c``), ``y`` (the run's output, unless an assignment has
-    that name), ``final.STATE`` for each state, and the cell's name and digest
-    (:mod:`lstm_graph.formats.trace`), which a reader of the trace checks. One sequence
-    ``(T, I)`` keeps its batch axis here, unlike a run."""
+    unit's prefix in a stack: ``l0.c``), ``y`` (the run's output: a value named ``y`` is
+    the output, or refused, :func:`check_trace_names`), ``final.STATE`` for each state,
+    and the cell's name and digest (:mod:`lstm_graph.formats.trace`), which a reader of
+    the trace checks. One sequence ``(T, I)`` keeps its batch axis here, unlike a run."""
+    check_trace_names(runner)
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite,
                           lengths=lengths)
     arrays = {name: to_numpy(value) for name, value in values.items()}
