@@ -223,7 +223,9 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
             found = Stack(1 if layers is None else layers,
                           "forward" if direction is None else direction, proj)
         if found is None:
-            inferred = infer_stack(list(raw))
+            # a cell's own names may look like a stack's (an assignment named l1: l1.W_x)
+            own = {spec.name for spec in cell.schedule.params}
+            inferred = None if raw and set(raw) <= own else infer_stack(list(raw))
             # one unit's names, and a stack's without "_reverse" (l0., l1.): forward or
             # reverse alike, as asked
             if inferred is None:

@@ -33,9 +33,16 @@ class LstmGraphError(Exception):
     """Base class of every error a user can cause."""
 
 
+#: Errors reported per file; past this a file is probably not a cell file at all.
+MAX_ERRORS = 100
+
+
 class CellError(LstmGraphError):
-    """A cell file is wrong; carries every error found, in file order, each once (a sum of
-    many terms of the wrong size finds the same error at the same place for each).
+    """A cell file is wrong; carries the errors found, in file order, each once (a sum of
+    many terms of the wrong size finds the same error at the same place for each): the
+    first :data:`MAX_ERRORS`, then one that counts the rest (the parser stops there; the
+    validator's checks did not: a state line of 220,000 names never assigned printed
+    220,001 lines, 50 MB as JSON), and every warning.
 
     >>> err = CellError([Diagnostic("a.cell", 3, 5, "error", "undefined name 'q'")])
     >>> str(err)
@@ -43,7 +50,15 @@ class CellError(LstmGraphError):
     """
 
     def __init__(self, diagnostics: list[Diagnostic]):
-        self.diagnostics = sorted(set(diagnostics))
+        found = sorted(set(diagnostics))
+        errors = [d for d in found if d.severity == "error"]
+        if len(errors) > MAX_ERRORS + 1:  # the parser's own "stopped after" line may be one
+            more = errors[MAX_ERRORS]
+            found = [d for d in found if d.severity != "error" or d <= errors[MAX_ERRORS - 1]]
+            found = sorted([*found, Diagnostic(
+                more.file, more.line, more.col, "error", f"and {len(errors) - MAX_ERRORS:,} "
+                f"more errors from here (the first {MAX_ERRORS} are listed)")])
+        self.diagnostics = found
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 

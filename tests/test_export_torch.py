@@ -374,3 +374,18 @@ def test_captions_states_and_negative_numbers_read_as_written_within_the_width(t
     with torch.no_grad():
         np.testing.assert_allclose(module.load()(torch.from_numpy(x))[0].numpy(),
                                    runner(x)[0], rtol=0, atol=1e-6)
+
+
+def test_a_state_python_cannot_assign_is_renamed_in_the_module(tmp_path):
+    """The finding: state __debug__ validated and ran, and its export failed as a bug
+    (SyntaxError: cannot assign to __debug__)."""
+    text = "input x\nstate __debug__\noutput __debug__\n" \
+           "__debug__ = tanh(linear(x, __debug__[t-1]))\n"
+    runner = lstm_graph.compile_source(text, "dbg.cell").compile(input_size=3, hidden_size=4,
+                                                                  seed=1)
+    module = exported(tmp_path, runner)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    with torch.no_grad():
+        y, final = module.load()(torch.from_numpy(x))
+    np.testing.assert_allclose(y.numpy(), runner(x)[0], rtol=0, atol=1e-6)
+    assert set(final) == {"__debug__"}

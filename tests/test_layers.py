@@ -946,3 +946,16 @@ def test_a_cell_without_parameters_stacks_exports_and_takes_empty_weights(tmp_pa
     with pytest.raises(lstm_graph.DataError, match="do not show the hidden size; give "
                        "hidden_size"):
         cell.compile(weights=tmp_path / "none.npz", input_size=3)
+
+
+def test_a_cell_whose_values_are_named_as_layers_reads_its_own_weights(tmp_path):
+    """The finding: a value named l1 has parameters l1.W_x, …, which were read as layer 1
+    of a stack: params wrote them, and run --weights refused them."""
+    text = "input x\nstate h\noutput h\nl1 = linear(x, h[t-1])\nl0 = tanh(l1)\nh = l0\n"
+    cell = lstm_graph.compile_source(text, "l1.cell")
+    first = cell.compile(input_size=3, hidden_size=4, seed=2)
+    np.savez(tmp_path / "w.npz", **first.weights)
+    again = cell.compile(weights=tmp_path / "w.npz")
+    assert again.stack.single
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    np.testing.assert_array_equal(again(x)[0], first(x)[0])

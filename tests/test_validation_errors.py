@@ -413,3 +413,67 @@ def test_a_call_left_open_up_to_a_header_line_is_an_error_at_its_place(tmp_path,
     assert cli_fails("validate", path) == (
         f"{path}:3:12: error: syntax error: '(' was never closed; close it on this line or a "
         f"following one\n{path}:5:2: error: syntax error: unmatched ')'\n")
+
+
+def test_the_validator_s_errors_stop_at_the_first_hundred_and_count_the_rest():
+    """The finding: a state line of 220,000 names never assigned printed 220,001 lines
+    (the parser stopped at 100 errors; the validator's checks did not)."""
+    states = ", ".join(f"s{k}" for k in range(300))
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",
+                         header=f"cell t\ninput x\nstate h, {states}\noutput h\n")
+    assert len(errors) == 101
+    assert all("is declared but never assigned" in e[2] for e in errors[:100])
+    assert errors[-1][2] == "and 200 more errors from here (the first 100 are listed)"
+    assert errors[-1][:2] == (3, errors[99][1] + 5)  # at s100, after "s99, "
+
+
+def test_a_name_too_long_for_suggestions_gets_none_and_is_not_indexed():
+    """The finding: each name's every one-character deletion was indexed, so a
+    30,000-character name among 200 others took 909 MB (and difflib minutes)."""
+    from lstm_graph.language.parser import NameIndex
+
+    long = "a" * 30_000
+    index = NameIndex([long, *(f"v{k}" for k in range(300))])
+    assert max(map(len, index.index)) <= 64
+    assert index.closest(long[:-1] + "b") is None
+    assert index.closest("v10x") == "v10"
+    errors = cell_errors("h = tanh(linear(x, h[t-1])) + zz\n" + OK_C
+                         + "".join(f"v{k} = 1\n" for k in range(210)) + f"{long} = 1\n")
+    assert any(e[2].startswith("undefined name 'zz'") for e in errors)
+
+
+def test_a_function_s_number_named_on_a_continuation_line_continues_the_statement():
+    """The finding: alpha=0.1) at a line's start was read as a new statement."""
+    cell = compile_source(HEADER + "h = leaky_relu(linear(x, h[t-1]),\n"
+                          "               alpha=0.1)\nc = c[t-1]\n", "t.cell")
+    assert cell.graph.node("h").attributes == {"alpha": 0.1}
+    errors = cell_errors("h = tanh(linear(x, h[t-1])\nc = c[t-1]\n")
+    assert errors[0][2].startswith("syntax error: '(' was never closed")
+
+
+@pytest.mark.parametrize("line, col, message", [
+    ("h = tanh(linear(x, h[t-1])) + x[t]", 31, "only a state may be indexed, and only with "
+     "[t-1] (the previous step); write x for this step's value"),
+    ("h = tanh(linear(x, h[t-1])) + tanh[t-1]", 31, "'tanh' is reserved (a function, 't' or "
+     "a header keyword), not a value: only a state may be indexed, c[t-1]"),
+    ("h = tanh(linear(x, h[t-1])) * h[t-1] + $", 40, "syntax error: '$' cannot be in an "
+     "expression (a cell computes with names, numbers, + - * and its functions)"),
+    ("h = tanh(linear(x, h[t-1])) + lambda", 31, "syntax error: 'lambda' is a keyword of the "
+     "expressions' syntax, not a name; choose another name"),
+    ("h = tanh(linear(x, h[t-1])) +", 29, "syntax error: '+' has no value after it; give its "
+     "right operand (an expression goes on over lines inside parentheses)"),
+])
+def test_what_stands_in_the_way_is_said_not_a_wrong_fix(line, col, message):
+    """The findings: x[t] on the input was told to write x[t-1] (an error too), tanh[t-1]
+    to declare 'state tanh' (reserved), and '+ $' that '+' has no value after it."""
+    assert (5, col, message) in cell_errors(line + "\n" + OK_C)
+
+
+def test_a_second_cell_or_output_line_and_an_empty_state_line_say_what_to_do():
+    errors = cell_errors("h = tanh(linear(x))\nc = c[t-1]\n",
+                         header="cell a\ncell b\ninput x\nstate c, h\noutput h\noutput k\n")
+    assert (2, 1, "a second 'cell' line (the first is line 1); a cell has one name") in errors
+    assert (6, 1, "a second 'output' line (the first is line 5); a cell has one output") \
+        in errors
+    empty = cell_errors("h = tanh(linear(x))\n", header="cell t\ninput x\nstate\noutput h\n")
+    assert [e[2] for e in empty if "state" in e[2]] == ["'state' needs a name: state NAME"]

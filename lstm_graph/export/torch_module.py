@@ -43,7 +43,7 @@ from lstm_graph.ops import OpKind
 #: Names the generated module uses itself: a cell's names are renamed around them.
 _TAKEN = frozenset({"self", "torch", "F", "nn", "Tensor", "math", "os", "Dict", "List",
                     "Optional", "Tuple", "state", "ys", "t", "range", "load", "x_seq",
-                    "INPUT_SIZE", "HIDDEN_SIZE", "WEIGHTS", "DTYPE"})
+                    "INPUT_SIZE", "HIDDEN_SIZE", "WEIGHTS", "DTYPE", "__debug__"})
 #: The longest line the generated code aims for.
 WIDTH = 99
 

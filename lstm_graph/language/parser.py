@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from keyword import iskeyword
 
-from lstm_graph.errors import Diagnostic
+from lstm_graph.errors import MAX_ERRORS, Diagnostic
 from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
 from lstm_graph.language import directives
 from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, LINEAR, UNARY
@@ -69,8 +69,6 @@ class _Statement:
 #: Statements parsed together (see :meth:`_Parser._trees`).
 _RUN = 512
 
-#: Errors reported per file; past this a file is probably not a cell file at all.
-MAX_ERRORS = 100
 
 #: The most a cell may hold: its text, its assignments, and the operations and values
 #: (graph nodes) they make. Far beyond any cell written by hand (the LSTM has 6
@@ -137,6 +135,11 @@ class _Report:
 _SCAN_ALL = 200
 #: Past this many choices, nothing is suggested (see :class:`NameIndex`).
 _INDEX_AT_MOST = 20_000
+#: The longest name a suggestion is made for or of (Python's own stop at 40 characters):
+#: the index of a name's deletions grows with the square of its length, and difflib's
+#: ranking too (a 30,000-character name took 909 MB to index; one of 300,000, minutes
+#: to rank).
+_LONGEST = 64
 
 
 class NameIndex:
@@ -147,11 +150,12 @@ class NameIndex:
     most one character is deleted from each (a typo: a character wrong, missing,
     added, or two swapped), found through an index of those deletions built once.
     Past :data:`_INDEX_AT_MOST` choices (a generated file, not a typo) nothing is
-    suggested, as Python suggests nothing past 750 names.
+    suggested, as Python suggests nothing past 750 names. Names longer than
+    :data:`_LONGEST` are neither suggested nor given suggestions.
     """
 
     def __init__(self, choices: Iterable[str]):
-        self.choices = list(dict.fromkeys(choices))
+        self.choices = [c for c in dict.fromkeys(choices) if len(c) <= _LONGEST]
         self.index: dict[str, list[str]] = {}
         if _SCAN_ALL < len(self.choices) <= _INDEX_AT_MOST:
             for choice in self.choices:
@@ -160,6 +164,8 @@ class NameIndex:
 
     def closest(self, name: str) -> str | None:
         """The closest choice, or None when none is close."""
+        if len(name) > _LONGEST:
+            return None
         if len(self.choices) <= _SCAN_ALL:
             candidates = self.choices
         elif len(self.choices) > _INDEX_AT_MOST:
@@ -274,22 +280,32 @@ _OPERATOR_WORDS = frozenset({"and", "or", "not", "if", "else", "is", "in", "None
 
 
 def _syntax_hint(stmt: _Statement, err: SyntaxError) -> tuple[Loc, str] | None:
-    """Where and why, for two of Python's bare "invalid syntax" errors that a cell's author
-    meets: an operator with nothing after it (``a +`` at a line's end, ``(1 -)``, over
-    lines too), and a keyword of Python's written as a name (``lambda``)."""
+    """Where and why, for three of Python's bare "invalid syntax" errors that a cell's
+    author meets: an operator with nothing after it (``a +`` at a line's end, ``(1 -)``,
+    over lines too), a character no expression holds (``a + $``), and a keyword of
+    Python's written as a name (``lambda``)."""
     row = (err.lineno or 1) - 1
     if not 0 <= row < len(stmt.lines):
         return None
     lines = [*stmt.lines[:row], stmt.lines[row][:max((err.offset or 1) - 1, 0)]]
     last = next(((k, text.rstrip()) for k, text in reversed(list(enumerate(lines)))
                  if text.strip()), None)
+    # what stands where Python stopped: nothing (or a bracket's end) is an operand missing;
+    # anything else ('$', 'lambda') is what to say (below, or in Python's words)
+    stop = max((err.offset or 1) - 1, 0)
+    rest = stmt.lines[row][stop:].lstrip()
     if last is not None:
         at, before = last
         operator = "//" if before.endswith("//") else before[-1]
-        if operator in ("+", "-", "*", "/", "//") and not before.endswith("**"):
+        if operator in ("+", "-", "*", "/", "//") and not before.endswith("**") and \
+                (not rest or rest[0] in ")],"):
             col = len(before) - len(operator) + 1 + (stmt.indent if at == 0 else 0)
             return (Loc(stmt.line + at, col), f"'{operator}' has no value after it; give its "
                     "right operand (an expression goes on over lines inside parentheses)")
+    if rest and not (rest[0].isalnum() or rest[0] in "_()[],.+-*/=:"):
+        col = len(stmt.lines[row]) - len(rest) + 1 + (stmt.indent if row == 0 else 0)
+        return (Loc(stmt.line + row, col), f"'{rest[0]}' cannot be in an expression (a cell "
+                "computes with names, numbers, + - * and its functions)")
     for at, text in enumerate(stmt.lines):
         for word in _WORD.finditer(text):
             if iskeyword(word.group()) and word.group() not in _OPERATOR_WORDS:
@@ -362,8 +378,12 @@ class _Parser:
             depth = _depth(code)
             while depth > 0 and line_no < len(self.physical):
                 more, more_caption = _split_comment(self.physical[line_no])
-                if _ASSIGNMENT.match(more.lstrip()) or _HEADER_LINE.match(more.lstrip()):
-                    break  # a new statement at the line's start: a bracket left open
+                # a new statement at the line's start: a bracket left open; but after a
+                # comma or an open bracket, NAME= is a function's number given by name
+                after = lines[-1].rstrip().endswith((",", "("))
+                if (_ASSIGNMENT.match(more.lstrip()) and not after) or \
+                        _HEADER_LINE.match(more.lstrip()):
+                    break
                 line_no += 1
                 lines.append(more)
                 caption = caption or more_caption
@@ -383,13 +403,15 @@ class _Parser:
         where = Loc(line, indent + 1)
         if keyword in self.decl_lines or (keyword == "cell" and self.name):
             first = self.decl_lines.get(keyword) or (self.name[1].line if self.name else line)
-            self.report.error(
-                where, f"a second '{keyword}' line (the first is line {first}); "
-                f"list all names on one line: {keyword} a, b"
-            )
+            fix = {"cell": "a cell has one name", "output": "a cell has one output"}.get(
+                keyword, f"list all names on one line: {keyword} a, b")
+            self.report.error(where, f"a second '{keyword}' line (the first is line {first}); "
+                              f"{fix}")
             return
         if not names:
             self.report.error(where, f"'{keyword}' needs a name: {keyword} NAME")
+            if keyword != "cell":
+                self.decl_lines[keyword] = line  # said here: not also "no 'state' line"
             return
         listed = code[len(keyword):]
         if "," in listed:
@@ -771,10 +793,18 @@ class _Lowering:
             self.report.error(loc, "only a state's name may be indexed: c[t-1]")
             return None
         name = node.value.id
-        if not is_t_minus_1:
+        if name in RESERVED:
+            self.report.error(loc, f"'{name}' is reserved (a function, 't' or a header "
+                              "keyword), not a value: only a state may be indexed, c[t-1]")
+            return None
+        if not is_t_minus_1 and name in self.parser.decls["state"]:
             index_loc = self.parser.loc(self.stmt, index)
             self.report.error(index_loc, f"only [t-1] is supported (the previous step); "
                               f"write {name}[t-1], or {name} for this step's value")
+            return None
+        if not is_t_minus_1:
+            self.report.error(loc, f"only a state may be indexed, and only with [t-1] (the "
+                              f"previous step); write {name} for this step's value")
             return None
         if name not in self.parser.decls["state"]:
             what = ("an input" if name in self.parser.decls["input"]
