@@ -317,6 +317,19 @@ def test_external_data_in_a_fifo_or_at_a_nul_location_is_refused_at_once(tmp_pat
 
 # -- .npy and .npz ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("option", ["--input", "--lengths", "--grad-output"])
+def test_a_fifo_named_npz_is_refused_not_waited_on(tmp_path, cli_process, option):
+    """The finding: grad --input f.npz (a FIFO) hung until killed: its first bytes were
+    read, to tell an .npy named .npz, before it was seen to be no file."""
+    os.mkfifo(tmp_path / "f.npz")
+    data = [] if option == "--input" else ["--sample"]
+    done = cli_process("grad", "lstm", "-H", "4", *data, option, "f.npz", "--out", "g.npz",
+                       cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == \
+        (1, "f.npz: not a regular file (a FIFO, socket or device); give a file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
+
+
 def test_a_deflate_bomb_of_weights_is_refused_by_its_names_before_any_data(tmp_path, x_file,
                                                                             cli_refused):
     bomb = tmp_path / "w.npz"

@@ -14,7 +14,9 @@ says it fits.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +90,12 @@ def open_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, S
 
 
 def is_npy(path: Path) -> bool:
-    """Whether ``path`` starts as an ``.npy`` file does (NumPy's magic string)."""
+    """Whether ``path`` is a regular file that starts as an ``.npy`` file does (NumPy's
+    magic string). Anything else is not looked into: opening a FIFO to read waits for a
+    writer (``grad --input f.npz`` with f.npz a FIFO hung until killed)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as stream:
             return stream.read(6) == b"\x93NUMPY"
     except OSError:
