@@ -812,12 +812,12 @@ class Runner:
                                 lambda: self.allocations(steps, batch, self.dtype, work))
         return x, unbatched
 
-    def allocations(self, steps: int, batch: int, x_dtype: np.dtype, work: str = "run"
-                    ) -> list[Allocation]:
+    def allocations(self, steps: int, batch: int, x_dtype: np.dtype, work: str = "run",
+                    record: bool = False) -> list[Allocation]:
         """What a run of every layer and direction over ``x`` of shape ``(steps, batch, I)``
         in ``x_dtype`` allocates (and what ``work``, "trace" or "grad", holds beyond it),
-        as this runner's executor allocates it, with the outputs of the layers between
-        them."""
+        as this runner's executor allocates it (the one that records a gradient's every
+        value, with ``record``), with the outputs of the layers between them."""
         found = []
         for unit in self.units:
             count = sum(math.prod(shape) for shape in unit.cell.schedule.param_shapes(
@@ -828,10 +828,10 @@ class Runner:
                                            (count,), self.dtype))
             found += checks.run_allocations(unit.cell.schedule, steps, batch, unit.input_size,
                                             self.hidden_size, self.dtype, x_dtype,
-                                            self.executor, self.backend)
+                                            self.executor, self.backend, record)
             found += checks.work_allocations(unit.cell.schedule, work, steps, batch,
                                              unit.input_size, self.hidden_size, self.dtype,
-                                             self.executor, self.backend)
+                                             self.executor, self.backend, record)
             x_dtype = self.dtype  # the layers above read the one below in the run's dtype
         if not self.stack.single:
             kept = self.stack.layers if work == "grad" else 2

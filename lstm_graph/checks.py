@@ -259,25 +259,27 @@ def require_fits(cache: dict[tuple[Any, ...], list[Allocation]] | None, key: tup
 
 def work_allocations(schedule: Schedule, work: str, steps: int, batch: int, input_size: int,
                      hidden_size: int, dtype: np.dtype, executor: str = "plan",
-                     backend: str = "numpy") -> list[Allocation]:
+                     backend: str = "numpy", record: bool = False) -> list[Allocation]:
     """What ``trace`` and ``grad`` hold beyond a run (``work`` is "run", "trace" or
-    "grad"), as ``executor`` allocates it (the default executor by default)."""
+    "grad"), as ``executor`` allocates it (the default executor by default; with
+    ``record``, the one that records a gradient's every value)."""
     found = registry.allocations(executor, backend, schedule, work, steps, batch, input_size,
-                                 hidden_size, dtype)
+                                 hidden_size, dtype, record)
     run = registry.allocations(executor, backend, schedule, "run", steps, batch, input_size,
-                               hidden_size, dtype)
+                               hidden_size, dtype, record)
     return [a for a in found if a not in run]
 
 
 def run_allocations(schedule: Schedule, steps: int, batch: int, input_size: int,
                     hidden_size: int, dtype: np.dtype, x_dtype: np.dtype,
-                    executor: str = "plan", backend: str = "numpy") -> list[Allocation]:
+                    executor: str = "plan", backend: str = "numpy", record: bool = False
+                    ) -> list[Allocation]:
     """What a run over ``x`` of shape ``(steps, batch, input_size)`` will allocate: ``x`` in
     the run's dtype (when it comes in another) and what ``executor`` (the default
     executor by default) makes for a run: ``y``, the states and its buffers
     (:meth:`~lstm_graph.executors.contract.Executor.allocations`)."""
     found = registry.allocations(executor, backend, schedule, "run", steps, batch, input_size,
-                                 hidden_size, dtype)
+                                 hidden_size, dtype, record)
     if np.dtype(x_dtype) != dtype:
         found.append(allocation(f"x in {dtype}", (steps, batch, input_size), dtype))
     return found

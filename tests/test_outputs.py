@@ -442,12 +442,12 @@ CELL = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
 
 @pytest.mark.parametrize("args, out, given", [
     (["run", "my.cell", "--sample", "-H", "2"], "my.cell", "the SPEC"),
-    (["run", "rnn", "--input", "x.npy", "-H", "2"], "x.npy", "the --input"),
+    (["run", "rnn", "--input", "x.npz", "-H", "2"], "x.npz", "the --input"),
     (["run", "rnn", "--sample", "--weights", "w.npz"], "link.npz",
      "the same file as the --weights w.npz"),
     (["trace", "rnn", "--sample", "-H", "2", "--state", "s.npz"], "hard.npz",
      "the same file as the --state s.npz"),
-    (["grad", "rnn", "--input", "x.npy", "-H", "2", "--grad-output", "gy.npy"], "gy.npy",
+    (["grad", "rnn", "--input", "x.npy", "-H", "2", "--grad-output", "gy.npz"], "gy.npz",
      "the --grad-output"),
     (["explore", "rnn", "--sample", "-H", "2", "--weights", "page.html"], "page.html",
      "the --weights"),
@@ -465,7 +465,8 @@ def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_
     (tmp_path / "my.cell").write_text(CELL)
     (tmp_path / "c.dot").write_text(CELL)  # a cell file, whatever its name says
     np.save(tmp_path / "x.npy", np.ones((3, 1, 2), "float32"))
-    np.save(tmp_path / "gy.npy", np.ones((3, 1, 2), "float32"))
+    np.savez(tmp_path / "x.npz", x=np.ones((3, 1, 2), "float32"))
+    np.savez(tmp_path / "gy.npz", grad_output=np.ones((3, 1, 2), "float32"))
     np.savez(tmp_path / "t.npz", x=np.ones((3, 4, 2)), y=np.arange(4.0)[:, None])
     np.savez(tmp_path / "w.npz", **main_weights())
     np.savez(tmp_path / "s.npz", h=np.zeros((2, 2), "float32"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -290,6 +291,15 @@ def test_gradflow_draws_the_gradient_each_edge_carried_on_the_diagram(tmp_path, 
      "the output path is empty"),
     (["gradflow", "lstm", "--diagram", "d.txt"], 2, "a diagram is written as svg"),
     (["gradflow", "lstm", "--diagram", "d.svg", "--step", "51"], 2, "have 50 steps"),
+    (["train", "lstm", "--task", "addng", "--length", "50", "--steps", "5"], 1,
+     "unknown task 'addng': use adding, copy, or the path of an .npz file"),
+    (["train", "lstm", "--task", "a\x1b[31m", "--length", "6", "--steps", "5"], 1,
+     "unknown task 'a\\x1b[31m'"),
+    (["train", "lstm", "--task", "adding", "--steps", "5", "--checkpoint", "/dev/null"], 2,
+     "--checkpoint /dev/null is a device or pipe, which keeps nothing for --resume to read "
+     "back: give a file"),
+    (["gradflow", "lstm="], 2, "lstm=: no weights file after '='; give lstm=FILE, or lstm "
+     "alone for random weights"),
 ])
 def test_train_and_gradflow_refuse_bad_outputs_before_any_work(tmp_path, monkeypatch, args,
                                                                code, message, cli_fails):
@@ -499,3 +509,43 @@ def test_the_api_refuses_a_checkpoint_it_cannot_write_before_the_first_step(tmp_
         train(lstm_graph.load_cell("lstm"), adding(5), 4, 3, batch=4,
               checkpoint=tmp_path / "a_file" / "c.npz", report=lambda *a: steps.append(a))
     assert steps == []
+
+
+@pytest.mark.parametrize("command", ["train", "grad", "run"])
+def test_an_npz_output_named_npy_is_wrong_usage(tmp_path, cli_fails, command):
+    """The finding: train --out w.npy wrote a zip that --weights w.npy then refused."""
+    args = {"train": ["--task", "adding", "--steps", "2"], "grad": ["--sample", "-H", "4"],
+            "run": ["--sample", "-H", "4"]}[command]
+    assert "w.npy: this writes an .npz (arrays by name), not one .npy array; name it " \
+        "w.npz" in cli_fails(command, "lstm", *args, "--out", tmp_path / "w.npy", code=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summaries_stay_off_a_standard_output_that_takes_the_file(tmp_path, cli_process):
+    """The finding: with --out /dev/stdout (train) or --diagram /dev/stdout (gradflow) the
+    summary followed the file's bytes in the pipe."""
+    done = cli_process("train", "lstm", "--task", "adding", "--length", "5", "--steps", "2",
+                       "--out", "/dev/stdout", "--checkpoint", "c.npz", "--json", cwd=tmp_path,
+                       text=False)
+    assert done.returncode == 0 and done.stdout.startswith(b"PK")
+    assert np.load(io.BytesIO(done.stdout))["f.W_x"].shape == (64, 2)  # H = 64 by default
+    assert b'"held_out_loss"' in done.stderr
+    drawn = cli_process("gradflow", "lstm", "--length", "5", "--out", "g.png", "--diagram",
+                        "/dev/stdout", cwd=tmp_path)
+    assert drawn.returncode == 0 and drawn.stdout.rstrip().endswith("</svg>")
+    assert "‖∂L/∂c_t‖" in drawn.stderr
+
+
+def test_a_task_file_that_is_an_npy_says_what_a_task_file_holds(tmp_path, cli_fails):
+    np.save(tmp_path / "t.npy", np.zeros((3, 2, 2)))
+    (tmp_path / "t.npy").rename(tmp_path / "t.npz")
+    assert "t.npz: is an .npy file, one array; this takes an .npz of x and y " \
+        "(numpy.savez(path, x=…, y=…))" in cli_fails("train", "lstm", "--task",
+                                                     tmp_path / "t.npz", "--steps", "2",
+                                                     "--out", tmp_path / "w.npz")
+
+
+def test_an_out_named_in_capitals_gets_its_checkpoint_beside_it(tmp_path, cli_run):
+    cli_run("train", "lstm", "--task", "adding", "--length", "5", "--steps", "2", "--out",
+            tmp_path / "w.NPZ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.NPZ", "w.ckpt.npz"]

@@ -21,6 +21,7 @@ from numpy.lib import format as npy_format
 import lstm_graph
 from lstm_graph.executors.buildcache import compiler
 from lstm_graph.training import adding, train
+from lstm_graph.training.trainer import Stopped
 
 
 def cli_under_address_space(args: list[str], cwd: Path,
@@ -109,7 +110,7 @@ def test_what_training_holds_is_counted(monkeypatch):
     else:  # the NumPy backward keeps every value
         assert found["every value of every step (T·B rows)"].shape[0] == 50 * 64
     assert found["the held-out batch (float64)"].shape == (50, 512, 2)
-    assert found["the loss history, as it grows"].shape == (6000, 2)
+    assert found["the loss history at its largest"].shape == (6000, 2)
 
 
 def _checkpoint(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray], dict[str, object]]:
@@ -128,6 +129,11 @@ def _checkpoint(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray], dict[str, 
     ("negative second moments", "adam.v/f.b holds negative numbers"),
     ("a history that disagrees", "losses does not hold steps 1 to 2"),
     ("seconds of infinity", "seconds is inf, not a time"),
+    ("no seed or batch in the record", "its record lacks batch, seed, so it cannot be "
+     "checked against this run"),
+    ("no step in the record", "its record lacks step"),
+    ("a parameter missing", "no array param/f.W_x"),
+    ("a parameter of another cell", "an array param/zzz this run has no place for"),
 ])
 def test_a_tampered_checkpoint_is_refused_naming_what_is_wrong(tmp_path, damage, words,
                                                                cli_refused):
@@ -147,6 +153,14 @@ def test_a_tampered_checkpoint_is_refused_naming_what_is_wrong(tmp_path, damage,
         arrays["adam.v/f.b"][0] = -1
     elif damage == "a history that disagrees":
         arrays["losses"] = arrays["losses"][:1]
+    elif damage == "no seed or batch in the record":  # resumed without a word, before
+        del meta["seed"], meta["batch"]
+    elif damage == "no step in the record":
+        del meta["step"]
+    elif damage == "a parameter missing":
+        del arrays["param/f.W_x"]
+    elif damage == "a parameter of another cell":
+        arrays["param/zzz"] = np.zeros(3)
     else:
         text = json.dumps(meta).replace(f'"seconds": {meta["seconds"]}', '"seconds": Infinity')
     arrays["meta"] = np.frombuffer((text or json.dumps(meta)).encode(), np.uint8)
@@ -225,3 +239,48 @@ def test_gradflow_takes_a_path_holding_an_equals_sign(tmp_path, cli_run):
     result = cli_run("gradflow", f"{folder / 'my.cell'}={folder / 'w=a.npz'}",
                      folder / "my.cell", "--length", "6", "--json", "--out", tmp_path / "g.svg")
     assert len(json.loads(result.stdout)["flows"]) == 2
+
+
+def test_training_on_the_copy_task_holds_no_more_than_it_weighed():
+    """The finding: the held-out batch's readout and its loss (and the loss's gradient,
+    made for nobody) were not counted: 152 MB held against 74 MB weighed."""
+    import tracemalloc
+
+    from lstm_graph.training import copy
+    from lstm_graph.training.trainer import allocations
+
+    cell, task = lstm_graph.load_cell("lstm"), copy(300)
+    weighed = sum(a.nbytes for a in allocations(cell, task, 4, 2, 4, np.dtype("float32")))
+    tracemalloc.start()
+    try:
+        train(cell, task, 4, 2, batch=4, eval_every=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= weighed, (peak, weighed)
+
+
+def test_gradflow_weighs_the_recording_gradient_it_runs(tmp_path, cli_fails):
+    """The finding: gradflow weighed the plain gradient (199 MB) and ran the recording one
+    (469 MB at its peak, its recorded gradients held twice while stacked): refused now by
+    a bound the plain one would pass."""
+    args = ["gradflow", "lstm", "--length", "2000", "--batch", "16", "-H", "64", "--out",
+            tmp_path / "f.png"]
+    message = cli_fails(*args, env={"LSTM_GRAPH_MAX_BYTES": "300M"})
+    assert "for charting the gradient flow of lstm over a batch of 16, more than the limit" \
+        in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_at_the_checkpoint_s_own_step_reports_its_held_out_loss(tmp_path, cli_run):
+    """The finding: a run stopped at step 1 (no evaluation there) resumed with --steps 1
+    printed "held-out loss nan"; it is evaluated, as a run to that step would be."""
+    checkpoint = tmp_path / "c.npz"
+    with pytest.raises(Stopped):
+        train(lstm_graph.load_cell("lstm"), adding(5), 4, 2, batch=4, eval_every=5,
+              checkpoint=checkpoint, stop=lambda: True)
+    done = cli_run("train", "lstm", "--task", "adding", "--length", "5", "-H", "4", "--batch",
+                   "4", "--steps", "1", "--eval-every", "5", "--resume", "--checkpoint",
+                   checkpoint, "--out", tmp_path / "w.npz", "--json")
+    whole = train(lstm_graph.load_cell("lstm"), adding(5), 4, 1, batch=4, eval_every=5)
+    assert json.loads(done.stdout)["held_out_loss"] == float(whole.evals[-1][1])

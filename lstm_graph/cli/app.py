@@ -122,7 +122,9 @@ def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
 
 class OutputPath(click.Path):
     """``--out``: a file path, where an empty one, one ending in ``/`` (a directory), or
-    ``-`` (standard output, to most programs) is wrong usage (exit 2)."""
+    ``-`` (standard output, to most programs) is wrong usage (exit 2); so is a ``.npy``
+    name for an ``.npz`` (``train --out w.npy`` wrote a zip that ``--weights w.npy`` then
+    refused as an unknown format)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
@@ -132,11 +134,15 @@ class OutputPath(click.Path):
         text = str(value)
         if not text:
             self.fail("the output path is empty; give a file name", param, ctx)
+        name = param.name if param is not None else None
+        example = _EXAMPLES.get(name or "") or \
+            _EXAMPLES.get(ctx.command.name if ctx and ctx.command.name else "", "out")
+        option = param.opts[0] if param is not None and param.opts else "the output"
+        if example.endswith(".npz") and Path(text).suffix.lower() == ".npy":
+            raise click.UsageError(f"{option} {text}: this writes an .npz (arrays by name), "
+                                   f"not one .npy array; name it "
+                                   f"{Path(text).with_suffix('.npz').name}", ctx)
         if text.endswith(("/", os.sep)) or text == "-":
-            name = param.name if param is not None else None
-            example = _EXAMPLES.get(name or "") or \
-                _EXAMPLES.get(ctx.command.name if ctx and ctx.command.name else "", "out")
-            option = param.opts[0] if param is not None and param.opts else "the output"
             if text == "-":  # elsewhere the name of standard output: here a binary file
                 raise click.UsageError(f"{option} - would be a file named '-' (this command "
                                        f"writes a file, not standard output); give a file "

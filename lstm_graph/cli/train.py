@@ -18,15 +18,16 @@ from lstm_graph.cli.app import (
     FiniteFloat,
     OutputPath,
     emit_json,
+    is_stdout,
     load,
     main,
     refuse_same_outputs,
     say,
     stderr_is_terminal,
 )
-from lstm_graph.errors import SizeMismatch, WeightsError
+from lstm_graph.errors import SizeMismatch, WeightsError, inert
 from lstm_graph.executors.backends import DTYPES
-from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
+from lstm_graph.formats.files import check_output, refuse_inputs, write_npz, written_through
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.library import builtin_names
 from lstm_graph.models import is_model
@@ -59,11 +60,14 @@ def task_of(task_name: str, length: int) -> Task:
     """The task ``--task`` names; ``--length`` given beside a task file is wrong usage
     (its sequences have their own length, and the option would do nothing)."""
     context = click.get_current_context()
-    if task_name not in ("adding", "copy") and \
-            context.get_parameter_source("length") is ParameterSource.COMMANDLINE:
+    # a name that is no file (a typo: addng) is said as an unknown task, by named()
+    file = Path(task_name)
+    given = context.get_parameter_source("length") is ParameterSource.COMMANDLINE
+    if given and task_name not in ("adding", "copy") and \
+            (file.suffix.lower() == ".npz" or file.exists()):
         raise click.UsageError(f"--length sets the adding problem's length and the copy "
-                               f"task's delay; the task file {task_name} holds sequences of "
-                               "their own length: drop --length")
+                               f"task's delay; the task file {inert(task_name)} holds "
+                               "sequences of their own length: drop --length")
     return named(task_name, length)
 
 
@@ -145,7 +149,11 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         if out.is_symlink() or (out.exists() and not out.is_file()):
             raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
                                    "beside it for the checkpoint: give --checkpoint FILE")
-        checkpoint = out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
+        stem = out.name[:-4] if out.suffix.lower() == ".npz" else out.name
+        checkpoint = out.with_name(stem + ".ckpt.npz")
+    elif written_through(checkpoint):  # --resume reads it back: a device or pipe keeps none
+        raise click.UsageError(f"--checkpoint {checkpoint} is a device or pipe, which keeps "
+                               "nothing for --resume to read back: give a file")
     refuse_same_outputs({"--out": out, "--checkpoint": checkpoint, "--plot": plot})
     inputs = {"SPEC": spec, "--task": task_name}
     refuse_inputs({"--out": out, "--plot": plot}, {**inputs, "--checkpoint": checkpoint})
@@ -194,13 +202,14 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                "seconds": round(trained.seconds, 3), "resumed_from": trained.resumed_from,
                "out": str(out),
                "checkpoint": str(checkpoint), "plot": str(plot) if plot else None}
+    aside = is_stdout(out) or (plot is not None and is_stdout(plot))  # not after its bytes
     if as_json:
-        emit_json(summary)
+        emit_json(summary, err=aside)
         return
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from else ""
     say(f"{cell.name} on {task.name}: held-out loss {final:.4g} after {trained.steps} "
         f"steps{resumed} (memoryless baseline {task.baseline:.4g}) in "
-        f"{trained.seconds:.1f} s")
+        f"{trained.seconds:.1f} s", err=aside)
     say(f"wrote {out}, the checkpoint {checkpoint}" + (f" and {plot}" if plot else ""),
         err=True)
 
@@ -220,9 +229,12 @@ def _spec_and_weights(entry: str) -> tuple[str, str | None]:
     if is_cell(entry):
         return entry, entry if is_model(entry) else None
     for at in (k for k, char in enumerate(entry) if char == "="):
-        if is_cell(entry[:at]) and Path(entry[at + 1:]).exists():
+        if is_cell(entry[:at]) and entry[at + 1:] and Path(entry[at + 1:]).exists():
             return entry[:at], entry[at + 1:]
-    spec, _, weights = entry.partition("=")
+    spec, equals, weights = entry.partition("=")
+    if equals and not weights:  # lstm=$W with W unset: not random weights without a word
+        raise click.UsageError(f"{inert(entry)}: no weights file after '='; give "
+                               f"{inert(spec)}=FILE, or {inert(spec)} alone for random weights")
     return spec, weights or None
 
 
@@ -295,9 +307,15 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
                                         seed=seed, dtype="float64"))
     batch_shape = (task.length, batch, task.input_size + task.output_size)
     for runner in runners:  # before the batch is drawn: it may be the largest of all
+        (output,) = runner.cell.graph.outputs
+        width = runner.cell.schedule.width(output, task.input_size, runner.hidden_size)
         require([allocation("the batch of --task and its targets (float64)", batch_shape,
                             np.float64),
-                 *runner.allocations(task.length, batch, np.dtype(np.float64), "grad")],
+                 allocation("the gradient of y", (task.length, batch, width), np.float64),
+                 allocation("a state's gradients squared", (2, task.length, batch,
+                                                            runner.hidden_size), np.float64),
+                 *runner.allocations(task.length, batch, np.dtype(np.float64), "grad",
+                                     record=True)],
                 f"charting the gradient flow of {runner.cell.name} over a batch of {batch}")
     x, _ = task.sample(np.random.default_rng([seed, 3]), batch)
     flows: list[Flow] = [flow(runner, x) for runner in runners]
@@ -312,13 +330,15 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
         save(drawn, diagram, diagram_format or "svg")
         say(f"wrote {diagram}", err=True)
+    aside = is_stdout(out) or (diagram is not None and is_stdout(diagram))  # not after it
     if as_json:
         emit_json({"task": task.name, "out": str(out), "flows": {
             f.cell: {s: [float(v) for v in norms] for s, norms in f.states.items()}
-            for f in flows}})
+            for f in flows}}, err=aside)
         return
     for found in flows:
         for state, norms in found.states.items():
             say(f"{found.cell:<14} ‖∂L/∂{state}_t‖  t=1: {norms[0]:.3g}   "
-                f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}")
+                f"t={len(norms)}: {norms[-1]:.3g}   ratio {_ratio(norms[0], norms[-1])}",
+                err=aside)
     say(f"wrote {out}", err=True)

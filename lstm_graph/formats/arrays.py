@@ -67,8 +67,11 @@ def open_npy(path: Path, name: str, error: type[LstmGraphError] = DataError) -> 
         raise error(f"{path}: cannot read ({_reason(err)})") from None
 
 
-def open_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, StoredArray]:
-    """The arrays of an ``.npz`` file by name, each by its header (no data is read)."""
+def open_npz(path: Path, error: type[LstmGraphError] = DataError,
+             expected: str = "an .npz of arrays by name (numpy.savez(path, h=…, c=…))"
+             ) -> dict[str, StoredArray]:
+    """The arrays of an ``.npz`` file by name, each by its header (no data is read);
+    ``expected`` says what the file should be, where it is an ``.npy`` named so."""
     file_size(path, error)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -84,8 +87,7 @@ def open_npz(path: Path, error: type[LstmGraphError] = DataError) -> dict[str, S
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError,
             RuntimeError) as err:
         if is_npy(path):
-            raise error(f"{path}: is an .npy file, one array; this takes an .npz of arrays "
-                        "by name (numpy.savez(path, h=…, c=…))") from None
+            raise error(f"{path}: is an .npy file, one array; this takes {expected}") from None
         raise error(f"{path}: not a readable .npz file ({_reason(err)})") from None
 
 

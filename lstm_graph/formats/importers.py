@@ -426,7 +426,8 @@ def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> We
         return Weights(dict(source))
     path = Path(source)
     if path.suffix.lower() == ".npz":
-        arrays: dict[str, Any] = dict(open_npz(path, WeightsError))  # read once they fit
+        arrays: dict[str, Any] = dict(open_npz(  # read once they fit
+            path, WeightsError, "an .npz of weights by name (params --out writes one)"))
         stored = arrays.pop(RECORD, None)
         return Weights(arrays) if stored is None else _recorded(arrays, stored, path, graph)
     read = read_layer_file(path)

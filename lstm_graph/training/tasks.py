@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_graph.errors import DataError
+from lstm_graph.errors import DataError, inert
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
 
@@ -114,7 +114,7 @@ def from_file(path: Path) -> Task:
     shapes and dtypes checked by the headers, then read once ``x`` and ``y`` and what is
     made of them (``y`` in float64 for the baseline) fit in memory. ``x`` stays in its own
     dtype: a batch is converted as it is drawn."""
-    stored = open_npz(path)
+    stored = open_npz(path, expected="an .npz of x and y (numpy.savez(path, x=…, y=…))")
     missing = [k for k in ("x", "y") if k not in stored]
     if missing:
         raise DataError(f"{path}: a task file holds arrays x (T, N, I) and y (N, O) or "
@@ -199,5 +199,5 @@ def named(spec: str, length: int) -> Task:
     path = Path(spec)
     if path.suffix.lower() == ".npz" or path.exists():
         return from_file(path)
-    raise DataError(f"unknown task '{spec}': use adding, copy, or the path of an .npz file "
-                    "holding x (T, N, I) and y (N, O) or (T, N, O)")
+    raise DataError(f"unknown task '{inert(spec)}': use adding, copy, or the path of an .npz "
+                    "file holding x (T, N, I) and y (N, O) or (T, N, O)")

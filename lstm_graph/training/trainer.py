@@ -85,12 +85,27 @@ class Adam:
                          self.beta2, self.eps, self.steps, max_norm)
 
 
+def _log_softmax(out: np.ndarray) -> np.ndarray:
+    """``log(softmax(out))`` over the last axis, one array made (``out`` is kept)."""
+    log_p: np.ndarray = out - out.max(axis=-1, keepdims=True)
+    log_p -= np.log(np.sum(np.exp(log_p), axis=-1, keepdims=True))
+    return log_p
+
+
+def task_loss(task: Task, out: np.ndarray, target: np.ndarray) -> float:
+    """The task's loss on the readout ``out``, without its gradient: what the held-out
+    evaluation needs (its gradient took as much memory again, for nobody)."""
+    if task.loss == "ce_steps":
+        chosen = np.take_along_axis(_log_softmax(out), target[..., None], axis=-1)
+        return float(-chosen.sum() / target.size)
+    return float(np.mean((out - target) ** 2))
+
+
 def loss_and_gradient(task: Task, out: np.ndarray, target: np.ndarray
                       ) -> tuple[float, np.ndarray]:
     """The task's loss on the readout ``out`` and its gradient with respect to ``out``."""
     if task.loss == "ce_steps":  # out (T, B, classes), target (T, B) class numbers
-        shifted = out - out.max(axis=-1, keepdims=True)
-        log_p = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+        log_p = _log_softmax(out)
         chosen = np.take_along_axis(log_p, target[..., None], axis=-1)[..., 0]
         count = target.size
         grad = np.exp(log_p)
@@ -198,8 +213,7 @@ class Trainer:
         run = self.cell.compile(input_size=self.task.input_size, hidden_size=self.hidden,
                                 weights=cell_params or None, dtype=self.dtype.name)
         y, _ = run(x.astype(self.dtype))
-        loss, _ = loss_and_gradient(self.task, self._readout(np.asarray(y)), target)
-        return loss
+        return task_loss(self.task, self._readout(np.asarray(y)), target)
 
     def _zeros(self, batch: int) -> dict[str, np.ndarray]:
         return {s: np.zeros((batch, self.hidden), dtype=self.dtype) for s in self.cell.graph.states}
@@ -274,7 +288,7 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Continue from a checkpoint of the same cell, task and settings, every part of it
         checked first (a damaged or edited file is refused, never half-used)."""
-        stored = open_npz(path, WeightsError)
+        stored = open_npz(path, WeightsError, "the .npz checkpoint train writes")
         history = [a for a in stored.values() if a.name in ("losses", "evals")]
         require([*(allocation(a.name, a.shape, a.dtype) for a in stored.values()),
                  *(allocation(f"{a.name} checked", (3, *a.shape), np.float64) for a in history)],
@@ -287,6 +301,20 @@ class Trainer:
         if not isinstance(meta, dict):
             raise DataError(f"{path}: not a checkpoint of lstm-graph train")
         expected = self._meta()
+        lacking = [k for k in expected if k not in meta and k not in LATER_KEYS]
+        if lacking:  # every lstm-graph wrote these: an edited file
+            raise DataError(f"{path}: a damaged checkpoint (its record lacks "
+                            f"{', '.join(lacking)}, so it cannot be checked against this "
+                            "run); start afresh without --resume")
+        names = {f"{prefix}{name}" for name in self.params
+                 for prefix in ("param/", "adam.m/", "adam.v/")} | {"losses", "evals", "meta"}
+        missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
+        if missing or extra:
+            said = (f"no array {', '.join(missing[:3])}" if missing else "") + \
+                ("; " if missing and extra else "") + \
+                (f"an array {', '.join(extra[:3])} this run has no place for" if extra else "")
+            raise DataError(f"{path}: a damaged checkpoint ({said}); start afresh without "
+                            "--resume")
         unrecorded = [k for k in LATER_KEYS if k not in meta]
         if unrecorded:  # an earlier lstm-graph's checkpoint: resumed, unchecked on these
             warnings.warn(f"{path} was written before checkpoints recorded "
@@ -313,7 +341,10 @@ class Trainer:
                 raise ValueError(f"Adam took {adam_steps} steps, but the step is {step}")
             losses = _history(arrays["losses"], "losses", step, exact=True)
             evals = _history(arrays["evals"], "evals", step, exact=False)
-        except (KeyError, ValueError, TypeError) as err:
+        except KeyError as err:  # the arrays are checked above: a count of the record's
+            raise DataError(f"{path}: a damaged checkpoint (its record lacks {err.args[0]}); "
+                            "start afresh without --resume") from None
+        except (ValueError, TypeError) as err:
             raise DataError(f"{path}: a damaged checkpoint ({err}); start afresh without "
                             "--resume") from None
         self.params = params
@@ -420,7 +451,10 @@ def allocations(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int
              *(replace(a, name=f"{a.name} of the held-out batch") for a in run_allocations(
                  schedule, length, EVAL_BATCH, inputs, hidden_size, dtype,
                  np.dtype(np.float64))),
-             allocation("the loss history, as it grows", (2 * steps, 2), np.float64)]
+             allocation("the held-out batch's readout and its loss",
+                        (3, 1 if task.loss == "mse_last" else length, EVAL_BATCH, outputs),
+                        np.float64),
+             allocation("the loss history at its largest", (2 * steps, 2), np.float64)]
     return found
 
 
@@ -509,4 +543,9 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
             report(trainer.step, loss)
         if stopping and trainer.step < steps:
             raise Stopped(trainer.step, checkpoint)
+    last = trainer.evals.rows()
+    if not len(last) or last[-1, 0] != steps:  # resumed at a stop's step, never evaluated
+        trainer.evals.append(trainer.step, trainer.evaluate())  # as a run to it would be
+        if checkpoint is not None:
+            trainer.save(checkpoint)
     return replace(trainer.result(), resumed_from=resumed_from)
