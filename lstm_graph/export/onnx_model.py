@@ -385,7 +385,7 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
             raise DataError(f"the exported model cannot be checked: onnxruntime is not "
                             f"installed, and the onnx reference evaluator cannot run it "
                             f"({err}); nothing was written. Install onnxruntime "
-                            f"({install_hint('onnx')}), or write it as a Scan of the step, "
+                            f"({install_hint('import')}), or write it as a Scan of the step, "
                             "which the evaluator runs (--scan), or unchecked (--no-check)"
                             ) from None
         ran = "the onnx reference evaluator"
