@@ -52,7 +52,7 @@ def ensure_venv(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == wanted:
         return
     target = f".[{extras}]" if extras else "."
-    what = "and its test dependencies (torch 2.13.0 CPU, onnx, ...)" if extras else \
+    what = "and its test dependencies (torch 2.13.0, onnx, onnxruntime, ...)" if extras else \
         "(numpy, networkx, graphviz, click)"
     say(f"installing lstm-graph {what} into {VENV}")
     for command in ([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"],
