@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -435,3 +436,13 @@ def test_a_state_dict_that_would_run_code_or_is_a_fifo_is_refused_in_our_words(t
     assert "nothing in it was run" in said or "never runs code from a file" in said
     assert "weights_only` set to `False`" not in said and not marker.exists()
     assert "fifo.pt" in cli_fails("from-torch", *args, tmp_path / "fifo.pt")
+
+
+def test_a_refusal_names_the_module_as_the_user_did(tmp_path, monkeypatch, cli_fails):
+    """The finding: a refusal named the user's custom.py by its absolute path, where
+    `validate` names a file as given."""
+    shutil.copy(CELLS, tmp_path / "cells.py")
+    monkeypatch.chdir(tmp_path)
+    stderr = cli_fails("from-torch", "cells.py:RefuseLayerNorm", "-I", "3", "-H", "4",
+                       "--states", "h", "--out", "c.cell", "--weights-out", "w.npz")
+    assert stderr.startswith("cells.py:") and str(tmp_path) not in stderr

@@ -24,6 +24,7 @@ import importlib.util
 import inspect
 import linecache
 import operator
+import os
 import sys
 import textwrap
 import traceback
@@ -115,6 +116,17 @@ def _torch() -> Any:
 # -- loading the user's class ---------------------------------------------------------------
 
 
+def shown_file(file: str) -> str:
+    """A source file as a message names it: relative to the working directory where it
+    lies there (``custom.py``, as the user named it), else as Python found it (absolute
+    paths of the user's own file in every message were another name for the same file)."""
+    try:
+        relative = os.path.relpath(file)
+    except ValueError:  # another drive
+        return file
+    return file if relative.startswith(os.pardir) else relative
+
+
 def _user_frame(tb: Any, files: set[str]) -> tuple[str, int] | None:
     """The innermost frame of a traceback in one of the user's ``files``."""
     found = None
@@ -142,7 +154,8 @@ def _located(files: set[str], err: BaseException, what: str, called: Any = None
         return ConvertError(f"{what} failed: {detail}")
     file, line = where
     text = linecache.getline(file, line).strip()
-    return ConvertError(f"{file}:{line}: error: {what} failed: {detail}\n    {text}")
+    return ConvertError(f"{shown_file(file)}:{line}: error: {what} failed: {detail}\n"
+                        f"    {text}")
 
 
 def load_class(path: Path, class_name: str) -> type:
@@ -289,7 +302,7 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
         graph = Tracer().trace(wrapper)
     except torch.fx.proxy.TraceError as err:
         where = _user_frame(err.__traceback__, files)
-        head = f"{where[0]}:{where[1]}: error: " if where else ""
+        head = f"{shown_file(where[0])}:{where[1]}: error: " if where else ""
         text = f"\n    {linecache.getline(*where).strip()}" if where else ""
         why = ("it branches on a tensor's value (an if, while or bool() on it), and a cell "
                "runs the same equations at every step" if "control flow" in str(err)
@@ -526,7 +539,7 @@ class _Interpreter:
     def _at(self, value: Value) -> str:
         where = value.where
         return "" if where is None or not where.file else \
-            f"{where.file}:{where.line}: error: "
+            f"{shown_file(where.file)}:{where.line}: error: "
 
     # -- concrete values --
 
@@ -569,7 +582,7 @@ class _Interpreter:
 
     def _refuse(self, node: Any, message: str, why: str | None = None) -> ConvertError:
         found = node.meta.get(WHERE)
-        head = f"{found[0]}:{found[1]}: error: " if found else ""
+        head = f"{shown_file(found[0])}:{found[1]}: error: " if found else ""
         text = f"\n    {linecache.getline(found[0], found[1]).strip()}" if found else ""
         reason = f": {why}" if why else ""
         return ConvertError(f"{head}{self.traced.class_name}.forward: {message}{reason}{text}"
