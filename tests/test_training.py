@@ -276,6 +276,26 @@ def test_gradflow_draws_the_gradient_each_edge_carried_on_the_diagram(tmp_path, 
         code=2)
 
 
+@pytest.mark.parametrize("style, into", [("cell", '"[cell]"'), ("pipe", '"c[t]"')])
+def test_the_memory_pipe_into_the_cell_carries_its_gradient_too(tmp_path, cli_run, style,
+                                                                into):
+    """The finding: every edge of the gradient diagram had its size but the memory pipe,
+    the one the article's story runs along: it is ‖∂L/∂c_t‖, what all its readers take."""
+    from lstm_graph.training.tasks import named
+
+    cli_run("gradflow", "lstm", "--length", "6", "-H", "4", "--out", tmp_path / "flow.svg",
+            "--diagram", tmp_path / "d.dot", "--step", "4", "--style", style)
+    pipe = next(line for line in (tmp_path / "d.dot").read_text().splitlines()
+                if line.strip().startswith(f"c -> {into}"))
+    task = named("adding", 6)
+    runner = lstm_graph.load_cell("lstm").compile(input_size=task.input_size, hidden_size=4,
+                                                  seed=0, dtype="float64")
+    x, _ = task.sample(np.random.default_rng([0, 3]), 16)  # gradflow's, --batch 16
+    size = flow(runner, x).new["c"][3]
+    assert f">{size:.1e}</FONT>" in pipe
+    assert "memory pipe" in pipe  # its caption stays beside the size
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", "p.txt"], 2,
      "--plot p.txt: a chart is written as .png or .svg (by its suffix), not .txt"),

@@ -32,6 +32,7 @@ from lstm_graph.formats.memory import allocation, require
 from lstm_graph.library import builtin_names
 from lstm_graph.models import is_model
 from lstm_graph.render import FORMATS, STYLES, render, save
+from lstm_graph.render.scene import sink_id
 from lstm_graph.training import Task, named, train
 from lstm_graph.training.gradflow import Flow, flow
 from lstm_graph.training.plots import (
@@ -326,6 +327,8 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     if diagram is not None:
         shown = step or task.length
         sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
+        sizes.update({(state, sink_id(state)): float(norms[shown - 1])
+                      for state, norms in flows[0].new.items()})
         drawn = render(load(given[0][0]), style, gradients=sizes,
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
         save(drawn, diagram, diagram_format or "svg")

@@ -31,8 +31,8 @@ class Look:
     ``marks``: every edge named ``"A → B"`` by the two nodes whose highlight lights
     it, for a page that highlights paths in the browser as ``--highlight`` does;
     ``gradients``: the size of the gradient each IR edge carried back (at one step),
-    drawn as the edge's width and a label, ``gradient_note`` saying in the legend
-    which step.
+    and each state's new value under ``(state, sink_id(state))``, drawn as the edge's
+    width and a label, ``gradient_note`` saying in the legend which step.
     """
 
     highlight: str | None = None
@@ -133,10 +133,13 @@ class Painter:
 
     def _gradient(self, edge: VEdge) -> dict[str, str]:
         """An edge's width by the (log) size of the gradient it carried, and that size; an
-        IR edge that carried none fades (a drawn-only edge, into a sink, stays as it is)."""
-        if edge.ir is None:
+        IR edge that carried none fades. A drawn-only edge (a state's new value into its
+        sink: the memory pipe into the Cell) is sized where ``gradients`` has it by its
+        ends, else stays as it is."""
+        key = edge.ir or (edge.src, edge.dst)
+        if edge.ir is None and key not in (self.gradients or {}):
             return {}
-        size = (self.gradients or {}).get(edge.ir, 0.0)
+        size = (self.gradients or {}).get(key, 0.0)
         if size <= 0:
             return {"color": P.FADED, "penwidth": "0.8"}
         low, high = self._span
@@ -197,6 +200,8 @@ class Painter:
         if reverse:
             tail, head = head, tail
             attrs.update(dir="back", arrowtail="normal")
+        if "label" in attrs and "label" in extra:  # a caption over the gradient's size
+            extra = {**extra, "label": f"<{extra['label'][1:-1]}<BR/>{attrs['label'][1:-1]}>"}
         graph.edge(tail, head, **{**attrs, **extra})
 
 

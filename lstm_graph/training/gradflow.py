@@ -22,11 +22,13 @@ from lstm_graph.executors.backends import to_numpy
 
 @dataclass(frozen=True)
 class Flow:
-    """Gradient sizes over time for one cell: per state, and per IR edge."""
+    """Gradient sizes over time for one cell: per state, per IR edge, and per state's new
+    value leaving its step (the memory pipe into the Cell: all its readers' gradient)."""
 
     cell: str
     states: dict[str, np.ndarray]  # state -> (T,): mean over the batch of ‖∂L/∂s_t‖
     edges: dict[tuple[str, str], np.ndarray]  # IR edge -> (T,): the gradient it carried
+    new: dict[str, np.ndarray]  # state -> (T,): ‖∂L/∂s_t‖ over the batch, as an edge's
 
 
 def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
@@ -43,9 +45,10 @@ def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
     grad_y = np.zeros((*x.shape[:-1], width), dtype=runner.dtype)
     grad_y[-1] = 1
     found = runner.grad(x, grad_y, state=state, record=True)
-    states = {}
+    states, new = {}, {}
     for name in cell.graph.states:
-        values = to_numpy(found.values[name])  # (T, B, H)
-        states[name] = np.sqrt(np.sum(values.astype(np.float64) ** 2, axis=-1)).mean(axis=-1)
+        squared = to_numpy(found.values[name]).astype(np.float64) ** 2  # (T, B, H)
+        states[name] = np.sqrt(np.sum(squared, axis=-1)).mean(axis=-1)
+        new[name] = np.sqrt(np.sum(squared, axis=(1, 2)))
     edges = {edge: to_numpy(norms).astype(np.float64) for edge, norms in found.edges.items()}
-    return Flow(cell.name, states, edges)
+    return Flow(cell.name, states, edges, new)
