@@ -35,14 +35,16 @@ class LstmGraphError(Exception):
 
 #: Errors reported per file; past this a file is probably not a cell file at all.
 MAX_ERRORS = 100
+#: What the parser says where it stopped, at the file's last line.
+STOPPED = f"stopped after {MAX_ERRORS} errors; is this a .cell file?"
 
 
 class CellError(LstmGraphError):
     """A cell file is wrong; carries the errors found, in file order, each once (a sum of
     many terms of the wrong size finds the same error at the same place for each): the
-    first :data:`MAX_ERRORS`, then one that counts the rest (the parser stops there; the
-    validator's checks did not: a state line of 220,000 names never assigned printed
-    220,001 lines, 50 MB as JSON), and every warning.
+    first :data:`MAX_ERRORS`, then one that counts the rest (the parser stops there and
+    says so, :data:`STOPPED`, kept; the validator's checks did not stop: a state line of
+    220,000 names never assigned printed 220,001 lines, 50 MB as JSON), and every warning.
 
     >>> err = CellError([Diagnostic("a.cell", 3, 5, "error", "undefined name 'q'")])
     >>> str(err)
@@ -51,10 +53,11 @@ class CellError(LstmGraphError):
 
     def __init__(self, diagnostics: list[Diagnostic]):
         found = sorted(set(diagnostics))
-        errors = [d for d in found if d.severity == "error"]
-        if len(errors) > MAX_ERRORS + 1:  # the parser's own "stopped after" line may be one
+        errors = [d for d in found if d.severity == "error" and d.message != STOPPED]
+        if len(errors) > MAX_ERRORS:  # the parser's own STOPPED line is kept, not counted
             more = errors[MAX_ERRORS]
-            found = [d for d in found if d.severity != "error" or d <= errors[MAX_ERRORS - 1]]
+            found = [d for d in found if d.severity != "error" or d.message == STOPPED
+                     or d <= errors[MAX_ERRORS - 1]]
             found = sorted([*found, Diagnostic(
                 more.file, more.line, more.col, "error", f"and {len(errors) - MAX_ERRORS:,} "
                 f"more errors from here (the first {MAX_ERRORS} are listed)")])

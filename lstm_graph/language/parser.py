@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from keyword import iskeyword
 
-from lstm_graph.errors import MAX_ERRORS, Diagnostic
+from lstm_graph.errors import MAX_ERRORS, STOPPED, Diagnostic
 from lstm_graph.ir import Assignment, CellGraph, GateMap, Loc, Node, NodeKind, Preset, old_id
 from lstm_graph.language import directives
 from lstm_graph.ops import BINARY, CALLABLE_NAMES, FUNCTIONS, LINEAR, UNARY
@@ -128,7 +128,7 @@ class _Report:
         if self.full:
             self.items.append(Diagnostic(
                 self.file, last_line, 1, "error",
-                f"stopped after {MAX_ERRORS} errors; is this a .cell file?"))
+                STOPPED))
 
 
 #: Up to this many choices, a suggestion compares the name with every one of them.
