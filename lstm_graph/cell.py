@@ -426,6 +426,11 @@ class Runner:
         self.executor = executor
         #: What the user must be told about the weights (one line each, for stderr).
         self.notes = notes
+        #: The initial states and sequence lengths a model file stores
+        #: (:meth:`lstm_graph.models.Model.compile`): used where a call gives none, as
+        #: ``lstm-graph run`` uses them (a model's own numbers, not zeros and whole runs).
+        self.stored_state: dict[str, Any] = {}
+        self.stored_lengths: Any = None
         self.xp = namespace(backend)
         for unit in units:
             unit.bind(self.xp)
@@ -477,7 +482,8 @@ class Runner:
                  progress: Progress | None = None, allow_nonfinite: bool = False,
                  lengths: Any = None) -> tuple[Any, dict[str, Any]]:
         state = checks.states_mapping(state, "state", self.cell.graph.states)
-        if self.plain and not state and lengths is None and progress is None:
+        if self.plain and not state and lengths is None and progress is None and \
+                not self.stored_state and self.stored_lengths is None:
             return self._plain_call(x, allow_nonfinite)
         x, starts, packing, unbatched = self._inputs(x, state, allow_nonfinite, lengths)
         with self._lock, _ieee():
@@ -789,6 +795,7 @@ class Runner:
                 x = self.xp.ascontiguousarray(self.xp.swapaxes(self.xp.asarray(x), 0, 1))
         x, unbatched = self._check_x(x, allow_nonfinite, work, record)
         steps, batch = x.shape[0], x.shape[1]
+        state, lengths = self._stored(state, lengths, batch, unbatched)
         packing = None
         if lengths is not None:
             checked = check_lengths(lengths, batch, steps)
@@ -796,6 +803,29 @@ class Runner:
                 packing = Packing.of(checked, steps)
         starts = self._check_state(state, batch, unbatched, allow_nonfinite)
         return x, starts, packing, unbatched
+
+    def _stored(self, state: Mapping[str, Any] | None, lengths: Any, batch: int,
+                unbatched: bool) -> tuple[Mapping[str, Any] | None, Any]:
+        """``state`` with the model's stored initial states for those it does not give, and
+        ``lengths``, else the stored ones (:attr:`stored_state`); a DataError where they
+        are for another number of sequences than ``x`` holds."""
+        def fitted(name: str, value: Any, axis: int, option: str) -> Any:
+            if value.shape[axis] != batch:
+                raise DataError(f"the model stores {name} for {value.shape[axis]} sequence"
+                                f"{'s' if value.shape[axis] != 1 else ''} (of shape "
+                                f"{tuple(value.shape)}), and x holds {batch}; give {option}")
+            return value
+        axis = 0 if self.stack.single else 1
+        kept = {name: fitted(f"the initial {name}", value, axis, f"state={{'{name}': …}}")
+                for name, value in self.stored_state.items()
+                if state is None or name not in state}
+        if kept:
+            if unbatched:  # one sequence, x of (T, I): its states have no batch axis
+                kept = {name: self.xp.take(value, 0, axis=axis) for name, value in kept.items()}
+            state = {**kept, **(state or {})}
+        if lengths is None and self.stored_lengths is not None:
+            lengths = fitted("sequence lengths", self.stored_lengths, 0, "lengths=")
+        return state, lengths
 
     def _check_x(self, x: Any, allow_nonfinite: bool, work: str, record: bool
                  ) -> tuple[Any, bool]:

@@ -17,6 +17,7 @@ import pytest
 from conftest import executor_params
 
 import lstm_graph
+from lstm_graph.errors import LstmGraphWarning
 from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.cuda import CudaPlan, HostLauncher
 from lstm_graph.formats.importers import GATE_ORDER, gate_params
@@ -959,3 +960,46 @@ def test_a_cell_whose_values_are_named_as_layers_reads_its_own_weights(tmp_path)
     assert again.stack.single
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
     np.testing.assert_array_equal(again(x)[0], first(x)[0])
+
+
+def test_a_model_s_runner_uses_the_states_and_lengths_it_stores(tmp_path):
+    """The finding: load_model(m).compile()(x) started from zeros and ran every sequence
+    whole (0.65 off onnxruntime), where 'run m.onnx' used what the model stores."""
+    import onnxruntime
+    from test_export_onnx import stored_lstm
+
+    path = stored_lstm(tmp_path, {"initial_h": np.full((1, 2, 4), 0.5, "float32"),
+                                  "sequence_lens": np.array([3, 1], "int32")})
+    x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype("float32")
+    want = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"X": x})
+    runner = lstm_graph.load_model(path).compile()
+    y, final = runner(x)
+    np.testing.assert_allclose(y, want[0].transpose(0, 2, 1, 3).reshape(4, 2, 4), atol=1e-6)
+    np.testing.assert_allclose(final["h"], want[1][0], atol=1e-6)
+    given, _ = runner(x, {"h": np.zeros((2, 4), "float32")}, lengths=[4, 4])  # the caller's
+    assert not np.allclose(given, y)
+    with pytest.raises(lstm_graph.LstmGraphError, match=r"the model stores the initial h for "
+                       r"2 sequences \(of shape \(2, 4\)\), and x holds 3; give state="):
+        runner(np.zeros((4, 3, 3), "float32"))
+
+
+def test_a_parametrized_weight_in_a_state_dict_is_refused_not_left_out(tmp_path):
+    """The finding: nn.LSTM(num_layers=2, bias=False) with weight_norm on layer 1 loaded
+    as one layer (0.36 off), its parametrized keys passed over."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.parametrizations import weight_norm
+
+    layer = torch.nn.LSTM(3, 4, num_layers=2, bias=False)
+    weight_norm(layer, "weight_hh_l1")
+    torch.save(layer.state_dict(), tmp_path / "wn.pt")
+    with pytest.raises(lstm_graph.LstmGraphError, match="holds 'parametrizations.weight_hh_l1."
+                       "original0', a recurrent weight kept as the parts of a parametrization"):
+        lstm_graph.load_model(tmp_path / "wn.pt")
+
+
+def test_a_model_s_notes_are_warnings_from_python(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "rnn.pt")
+    with pytest.warns(LstmGraphWarning, match="assuming tanh"):
+        lstm_graph.load_model(tmp_path / "rnn.pt").compile()

@@ -415,3 +415,41 @@ def test_an_input_transposed_for_a_layer_of_layout_1_is_read_time_major(tmp_path
     y, _ = model.compile()(x)
     (want,) = ReferenceEvaluator(str(path)).run(None, {"x": x})  # (B, T, 1, H)
     np.testing.assert_allclose(y, want[:, :, 0].transpose(1, 0, 2), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_zeros_of_another_size_than_the_node_s_states_are_refused(tmp_path, cli_refused,
+                                                                  sliced):
+    """The finding: an LSTM of H = 2 whose initial_c is zeros of shape (1, B, 4) ran, 0.22
+    off the PyTorch module whose dynamo export writes it so (nn.LSTM(proj_size=2)), where
+    onnxruntime refuses the model. Made as PyTorch makes them: ConstantOfShape of
+    [1, batch, 4] (its first exporter), or Expand of a stored 0 sliced per layer (dynamo)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    tensors = [numpy_helper.from_array(rng.standard_normal((1, 8, 3)).astype("float32"), "W"),
+               numpy_helper.from_array(rng.standard_normal((1, 8, 2)).astype("float32"), "R"),
+               numpy_helper.from_array(np.array([1], np.int64), "one"),
+               numpy_helper.from_array(np.array([0], np.int64), "zero"),
+               numpy_helper.from_array(np.array([4], np.int64), "four"),
+               numpy_helper.from_array(np.array(0, np.float32), "nought")]
+    nodes = [helper.make_node("Shape", ["X"], ["batch"], start=1, end=2),
+             helper.make_node("Concat", ["one", "batch", "four"], ["shape"], axis=0)]
+    if sliced:
+        nodes += [helper.make_node("Expand", ["nought", "shape"], ["all"]),
+                  helper.make_node("Slice", ["all", "zero", "one", "zero"], ["c0"])]
+    else:
+        nodes.append(helper.make_node("ConstantOfShape", ["shape"], ["c0"], value=numpy_helper
+                                      .from_array(np.array([0], np.float32))))
+    nodes.append(helper.make_node("LSTM", ["X", "W", "R", "", "", "", "c0"], ["Y"],
+                                  hidden_size=2, name="rnn"))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["t", "b", 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], tensors)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]),
+              tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((5, 3, 3)).astype("float32"))
+    assert "m.onnx: the initial_c ('c0') of the LSTM node 'rnn' is zeros of shape (1, ?, 4); " \
+        "with R of shape (1, 8, 2) (LSTM, H=2) it must be (1, B, 2): the model does not run " \
+        "as written" in cli_refused("run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy")

@@ -150,7 +150,7 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
             raise click.UsageError(f"{spec} holds its weights: drop --dtype")
         model = load_model_spec(spec)
         if out is not None:  # what run would refuse (NaN, sizes), refused before it is written
-            model.compile(executor="reference")
+            model.compile(executor="reference", warn=False)
         cell, weights = model.cell, model.weights
         shapes = {name: tuple(value.shape) for name, value in weights.items()}
         weights = {**weights, RECORD: layer_record(model.file)}

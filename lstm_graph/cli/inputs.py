@@ -213,7 +213,8 @@ def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
             if asked is not None and asked != held:
                 raise click.UsageError(f"{spec} holds {stack.describe()}; drop {what} "
                                        f"{asked}")
-        runner = model.compile(backend, dtype, executor, batch_first or model.batch_first)
+        runner = model.compile(backend, dtype, executor, batch_first or model.batch_first,
+                               warn=False)  # its notes said at load, its states used
         for note in runner.notes:
             say(note, err=True)
         return Bound(runner, tuple(CellSource(*source) for source in model.sources),

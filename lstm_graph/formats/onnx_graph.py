@@ -216,6 +216,90 @@ class Constants:
         return True
 
 
+    def zeros_shape(self, name: str) -> tuple[int | None, ...] | None:
+        """The dims of zeros ``name`` (:meth:`zeros`) that the model fixes, ``None`` where
+        an input's shape gives one (the batch) or the way is not one followed here; None
+        where even the count of dims is not known. A state whose dims the node's are not
+        makes a model onnxruntime refuses: run, it computed other numbers (PyTorch's
+        dynamo export of ``nn.LSTM(proj_size=P)`` writes zeros of H units for a node of
+        P)."""
+        if name in self.stored:
+            return tuple(int(d) for d in self.stored[name].dims)
+        node = self.made_by.get(name)
+        if node is None:
+            return None
+        if _held_tensor(node):
+            return tuple(int(d) for d in _held_tensor(node)[0].dims)
+        if node.op_type == "ConstantOfShape" and node.input:
+            return self._vector(node.input[0])
+        if node.op_type == "Expand" and len(node.input) == 2:
+            wanted, base = self._vector(node.input[1]), self.zeros_shape(node.input[0])
+            if wanted is None or base is None or len(base) > len(wanted):
+                return None
+            base = (1,) * (len(wanted) - len(base)) + base
+            return tuple(w if w not in (None, 1) else b if b != 1 else w
+                         for w, b in zip(wanted, base))
+        if node.op_type == "Identity" and node.input:
+            return self.zeros_shape(node.input[0])
+        if node.op_type == "Slice" and len(node.input) >= 3:  # a stack's state, per layer
+            return self._sliced(node)
+        return None
+
+    def _sliced(self, node: Any) -> tuple[int | None, ...] | None:
+        """The dims of a ``Slice`` of zeros whose bounds the model fixes (a dim it cuts
+        whose size or bounds are not known here is None)."""
+        dims = self.zeros_shape(node.input[0])
+        bounds = [self._vector(part) if k < len(node.input) and part else None
+                  for k, part in enumerate(node.input[1:5])]
+        starts, ends, axes, steps = (bounds + [None] * 4)[:4]
+        if dims is None or starts is None or ends is None or len(starts) != len(ends):
+            return None
+        axes = axes if len(node.input) > 3 and node.input[3] else tuple(range(len(starts)))
+        if axes is None or len(axes) != len(starts) or \
+                (steps is not None and any(step != 1 for step in steps)):
+            return None
+        out = list(dims)
+        for start, end, axis in zip(starts, ends, axes):
+            if axis is None or not -len(dims) <= axis < len(dims):
+                return None
+            size = dims[axis]
+            if size is None or start is None or end is None:
+                out[axis] = None
+                continue
+            first = min(max(start + size if start < 0 else start, 0), size)
+            last = min(max(end + size if end < 0 else end, 0), size)
+            out[axis] = max(last - first, 0)
+        return tuple(out)
+
+    def _vector(self, name: str, depth: int = 0) -> tuple[int | None, ...] | None:
+        """The numbers of a 1-D shape vector, ``None`` for one an input's shape gives
+        (``Shape`` of it, ``Gather``-ed); None where its length is not known."""
+        if depth > 16:
+            return None
+        if name in self.stored:
+            return tuple(int(v) for v in self.read(self.stored[name], name).reshape(-1))
+        node = self.made_by.get(name)
+        if node is None:
+            return None
+        if _held_tensor(node):
+            return tuple(int(v) for v in self.read(_held_tensor(node)[0], name).reshape(-1))
+        if node.op_type == "Concat":
+            parts = [self._vector(part, depth + 1) for part in node.input if part]
+            return None if any(p is None for p in parts) else \
+                tuple(d for part in parts for d in part or ())
+        if node.op_type == "Shape":
+            start = next((a.i for a in node.attribute if a.name == "start"), None)
+            end = next((a.i for a in node.attribute if a.name == "end"), None)
+            return (None,) * (end - start) if start is not None and end is not None and \
+                0 <= start < end else None
+        if node.op_type in ("Gather", "Unsqueeze", "Cast", "Identity") and node.input:
+            inner = self._vector(node.input[0], depth + 1)
+            if node.op_type == "Gather":  # one number of a shape: its value unknown here
+                return (None,) if inner is not None else None
+            return inner
+        return None
+
+
 def _zero(value: np.ndarray) -> bool:
     """Whether ``value`` holds floating-point zeros that an initial state may be made of
     (an empty, integer or more than 3-dimensional tensor is no recurrent node's state:

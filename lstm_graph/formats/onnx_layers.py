@@ -322,12 +322,14 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
              if k < len(node.input) and node.input[k]}
     tensors: dict[str, tuple[Any, tuple[int, ...]]] = {}
     folded: dict[str, np.ndarray] = {}
+    zeros: dict[str, tuple[str, tuple[int | None, ...] | None]] = {}
     for what, name in given.items():
         if what == "X":
             continue
         if name in constants.stored:
             tensors[what] = _header(constants.stored[name], what, source)
         elif what in ("initial_h", "initial_c") and constants.zeros(name):
+            zeros[what] = (name, constants.zeros_shape(name))  # checked once H is known
             continue  # zeros shaped after the input: what a run starts from anyway
         elif name in constants.made_by:
             folded[what] = _folded(constants, name, what, label, source)
@@ -366,6 +368,17 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
         if what in tensors and tensors[what][1] != want:
             raise WeightsError(f"{source}: {what} has shape {tensors[what][1]}; {what_layer} "
                                f"it must be {list(want)}")
+    for what, (name, dims) in zeros.items():  # zeros the model fixes some dims of
+        if dims is not None and (len(dims) != 3 or any(
+                d is not None and w != 0 and d != w  # w 0: a batch no tensor fixes
+                for d, w in zip(dims, wants[what]))):
+            shown = ", ".join("?" if d is None else str(d) for d in dims)
+            needed = ", ".join("B" if w == 0 else str(w) for w in wants[what])
+            raise WeightsError(f"{source}: the {what} ('{name}') of {label} is zeros of shape "
+                               f"({shown}); {what_layer} it must be ({needed}): the model does "
+                               "not run as written (onnxruntime refuses it; PyTorch's dynamo "
+                               "exporter writes a projected nn.LSTM so): give lstm-graph the "
+                               "module's state dict (.pt), which it runs with its projection")
     require([allocation(what, dims, _dtypes()[tensor.data_type])
              for what, (tensor, dims) in tensors.items() if tensor is not None],
             "the model's tensors", source)

@@ -39,6 +39,12 @@ TORCH_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int6
 #: (not a cell) its layer number and direction.
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
                   r"(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?$")
+#: A key that names a recurrent parameter in another form than ``_KEY``'s: a
+#: parametrization's (``parametrizations.weight_hh_l1.original0`` of weight_norm, or the
+#: older ``weight_hh_l1_g`` and ``_v``), which holds the weight only as a function of its
+#: parts.
+_PARAMETRIZED = re.compile(r"(?:^|\.)(?:parametrizations\.)?(weight_ih|weight_hh|bias_ih|"
+                           r"bias_hh|weight_hr)(?:_l\d+(?:_reverse)?)?(?:\.|_g$|_v$)")
 _FAMILY_BY_GATES = {count: family for family, count in GATES.items()}
 _MODULES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
 #: How deep a checkpoint may nest the state dict (``{"model": {"state_dict": …}}``).
@@ -105,7 +111,7 @@ class _Found:
     state: Mapping[str, Any]
 
 
-def _find(state: Any, where: str, depth: int) -> list[_Found]:
+def _find(state: Any, where: str, depth: int, source: str) -> list[_Found]:
     """Every recurrent module in ``state`` and the mappings nested in it."""
     if not isinstance(state, Mapping) or depth > _DEPTH:
         return []
@@ -113,8 +119,16 @@ def _find(state: Any, where: str, depth: int) -> list[_Found]:
     found = []
     for key, value in state.items():
         match = _KEY.match(key) if isinstance(key, str) else None
+        if isinstance(key, str) and not match and not isinstance(value, Mapping) and \
+                _PARAMETRIZED.search(key):
+            raise WeightsError(
+                f"{source}: holds '{where}{key}', a recurrent weight kept as the parts of a "
+                "parametrization (weight_norm and its kind), which lstm-graph does not "
+                "compose: remove it before saving (torch.nn.utils.parametrize."
+                "remove_parametrizations(module, 'weight_hh_l0'), or remove_weight_norm) "
+                "and save the plain weights")
         if isinstance(value, Mapping) and not match:
-            found += _find(value, f"{where}{key}/", depth + 1)
+            found += _find(value, f"{where}{key}/", depth + 1, source)
         elif match:
             layer = match.group("layer")
             groups.setdefault(match.group("prefix"), {})[key] = (
@@ -136,7 +150,7 @@ def from_state_dict(state: Any, source: str) -> LayerFile:
         raise WeightsError(f"{source}: holds the key {odd[0]!r} of type "
                            f"{type(odd[0]).__name__}; the keys of a state dict are parameter "
                            "names such as weight_ih_l0")
-    found = _find(state, "", 0)
+    found = _find(state, "", 0, source)
     if not found:
         keys = ", ".join(sorted(map(str, state))[:8]) or "none"
         raise WeightsError(f"{source}: holds no recurrent layer (no weight_hh_l0 or "
