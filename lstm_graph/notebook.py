@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_graph.checks import as_array
-from lstm_graph.errors import DataError, OutputError, RenderError
+from lstm_graph.errors import DataError, OutputError, RenderError, inert
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.files import write_atomic
@@ -39,8 +39,11 @@ def cell_svg(cell: Cell, style: str = "pipe") -> str | None:
     """The cell's diagram as SVG text; None where Graphviz's ``dot`` is missing or the
     cell cannot be drawn (too many nodes; ``cell.render()`` says why): a notebook then
     shows the cell's text form instead."""
-    from lstm_graph.render import dot_program, render, to_bytes
+    from lstm_graph.render import STYLES, dot_program, render, to_bytes
 
+    if style not in STYLES:  # a mistake, not a diagram that cannot be drawn
+        raise RenderError(f"unknown style '{inert(style)}'; the styles are "
+                          f"{', '.join(STYLES)}")
     if dot_program() is None:
         return None
     try:

@@ -1003,3 +1003,23 @@ def test_a_model_s_notes_are_warnings_from_python(tmp_path):
     torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "rnn.pt")
     with pytest.warns(LstmGraphWarning, match="assuming tanh"):
         lstm_graph.load_model(tmp_path / "rnn.pt").compile()
+
+
+def test_a_checkpoint_s_other_modules_are_named_as_not_run(tmp_path, cli_run):
+    """The finding: an LSTM among an Embedding and a Linear ran alone without a word,
+    where an ONNX model's other nodes are said."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.ModuleDict({"emb": torch.nn.Embedding(10, 3),
+                                 "lstm": torch.nn.LSTM(3, 4), "fc": torch.nn.Linear(4, 2)})
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    done = cli_run("run", tmp_path / "ckpt.pt", "--sample", "--out", tmp_path / "y.npz")
+    assert f"note: running nn.LSTM 'model/lstm' of {tmp_path / 'ckpt.pt'} alone; its 4 other " \
+        "entries are not run (model/emb.weight, model/fc.weight, model/fc.bias, …)" \
+        in done.stderr
+
+
+def test_a_state_dict_of_numpy_arrays_is_said_to_hold_arrays(tmp_path, cli_fails):
+    torch = pytest.importorskip("torch")
+    torch.save({"weight_ih_l0": np.zeros((16, 3), "float32")}, tmp_path / "np.pt")
+    assert "np.pt: holds NumPy arrays, not tensors, which a weights-only load does not " \
+        "read" in cli_fails("run", tmp_path / "np.pt", "--sample", "--out", tmp_path / "y.npz")

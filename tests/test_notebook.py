@@ -111,3 +111,12 @@ def test_the_inline_page_works_in_a_browser_and_fetches_nothing(executed, tmp_pa
         browser.close()
     assert not errors
     assert all(url.startswith(("file:", "data:", "about:")) for url in requests)
+
+
+def test_an_unknown_style_is_a_mistake_said_not_a_diagram_left_out():
+    import lstm_graph
+    from lstm_graph.errors import RenderError
+    from lstm_graph.notebook import cell_svg
+
+    with pytest.raises(RenderError, match="unknown style 'bogus'; the styles are pipe, cell"):
+        cell_svg(lstm_graph.load_cell("lstm"), "bogus")

@@ -16,7 +16,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,11 @@ def read(path: Path) -> Any:
             raise WeightsError(f"{path}: not a readable PyTorch file (neither a torch.save "
                                "archive nor a pickle that torch.load reads with weights only)"
                                ) from None
+        if "Unsupported global: GLOBAL numpy" in text:  # arrays, not tensors: no code
+            raise WeightsError(f"{path}: holds NumPy arrays, not tensors, which a weights-only "
+                               "load does not read (they are pickled objects); save tensors "
+                               "(torch.from_numpy(a)), or the arrays as .npz (numpy.savez)"
+                               ) from None
         if any(mark in text for mark in ("Weights only load failed", "jit.load",
                                           "TorchScript", "Unsupported global")):
             raise WeightsError(f"{path}: holds a whole pickled module or a TorchScript "
@@ -160,7 +165,28 @@ def from_state_dict(state: Any, source: str) -> LayerFile:
         names = ", ".join(f"'{f.where}{f.prefix or '(top level)'}'" for f in found)
         raise WeightsError(f"{source}: holds {len(found)} recurrent layers ({names}); "
                            "lstm-graph runs one: save that layer's state_dict() alone")
-    return _layer(found[0], source)
+    layer = _layer(found[0], source)
+    others = [key for key in _leaves(state, "") if key not in
+              {f"{found[0].where}{name}" for name in found[0].keys}]
+    if others:  # a model's or checkpoint's other modules: said, as an ONNX model's are
+        shown = ", ".join(printable(key) for key in others[:3]) + (", …" if len(others) > 3
+                                                                   else "")
+        layer = replace(layer, notes=(*layer.notes, (
+            f"note: running {layer.name} of {source} alone; its {len(others)} other "
+            f"entr{'y is' if len(others) == 1 else 'ies are'} not run ({shown})")))
+    return layer
+
+
+def _leaves(state: Any, where: str) -> list[str]:
+    """Every key of ``state`` that is not a mapping, nested ones as ``outer/inner`` (as
+    :func:`_find` names them), as deep as it looks."""
+    found = []
+    for key, value in state.items():
+        if isinstance(value, Mapping) and len(where.split("/")) <= _DEPTH:
+            found += _leaves(value, f"{where}{key}/")
+        else:
+            found.append(f"{where}{key}")
+    return found
 
 
 def _layer(found: _Found, source: str) -> LayerFile:
