@@ -569,3 +569,20 @@ def test_an_out_named_in_capitals_gets_its_checkpoint_beside_it(tmp_path, cli_ru
     cli_run("train", "lstm", "--task", "adding", "--length", "5", "--steps", "2", "--out",
             tmp_path / "w.NPZ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.NPZ", "w.ckpt.npz"]
+
+
+def test_options_that_would_draw_nothing_are_wrong_usage(tmp_path, cli_run, cli_fails):
+    """--seed beside --weights and --input, and gradflow's -H where every cell has its
+    weights, were taken and not used."""
+    cli_run("params", "lstm", "-I", "2", "-H", "4", "--out", tmp_path / "w.npz")
+    np.save(tmp_path / "x.npy", np.zeros((5, 2, 2), "float32"))
+    assert "--seed draws random weights and --sample's x; here --weights gives the weights " \
+        "and --input the x: drop --seed" in cli_fails(
+            "run", "lstm", "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--seed", "5", "--out", tmp_path / "y.npz", code=2)
+    assert "-H sets the hidden size of cells given without weights" in cli_fails(
+        "gradflow", f"lstm={tmp_path / 'w.npz'}", "-H", "64", "--out", tmp_path / "g.png",
+        code=2)
+    cli_run("run", "lstm", "--weights", tmp_path / "w.npz", "--sample", "--seed", "5",
+            "--out", tmp_path / "y.npz")  # --sample's x is drawn with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz", "x.npy", "y.npz"]

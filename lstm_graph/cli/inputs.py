@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, check_state, check_x
@@ -154,6 +155,13 @@ def check_usage(model: bool, input_path: Path | None, sample: bool, input_size: 
         raise click.UsageError("give exactly one of --input FILE and --sample")
     if input_size is not None and not sample:
         raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
+    context = click.get_current_context(silent=True)
+    seeded = context is not None and \
+        context.get_parameter_source("seed") is ParameterSource.COMMANDLINE
+    if seeded and not sample and (model or weights is not None):  # it would draw nothing
+        raise click.UsageError("--seed draws random weights and --sample's x; here "
+                               f"{'SPEC' if model else '--weights'} gives the weights and "
+                               "--input the x: drop --seed")
     if model:
         for given, what in ((weights, "--weights"), (hidden_size, "--hidden-size"),
                             (input_size, "--input-size")):

@@ -282,6 +282,10 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
                                f"{', '.join(FORMATS)} (by its suffix), not .{diagram_format}")
     refuse_same_outputs({"--out": out, "--diagram": diagram})
     given = [_spec_and_weights(entry) for entry in cells]
+    if all(weights for _, weights in given) and click.get_current_context() \
+            .get_parameter_source("hidden_size") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("-H sets the hidden size of cells given without weights; "
+                               "every CELL here has its own (their weights tell it): drop -H")
     read = {"--task": task_name, **{f"CELL {entry}": path for entry, (spec, weights) in
                                     zip(cells, given) for path in (spec, weights) if path}}
     refuse_inputs({"--out": out, "--diagram": diagram}, read)
