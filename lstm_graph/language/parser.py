@@ -287,12 +287,12 @@ def _syntax_hint(stmt: _Statement, err: SyntaxError) -> tuple[Loc, str] | None:
     row = (err.lineno or 1) - 1
     if not 0 <= row < len(stmt.lines):
         return None
-    lines = [*stmt.lines[:row], stmt.lines[row][:max((err.offset or 1) - 1, 0)]]
+    stop = max((err.offset or 1) - 1, 0)  # where Python stopped, on line ``row``
+    lines = [*stmt.lines[:row], stmt.lines[row][:stop]]
     last = next(((k, text.rstrip()) for k, text in reversed(list(enumerate(lines)))
                  if text.strip()), None)
-    # what stands where Python stopped: nothing (or a bracket's end) is an operand missing;
-    # anything else ('$', 'lambda') is what to say (below, or in Python's words)
-    stop = max((err.offset or 1) - 1, 0)
+    # what stands there: nothing (or a bracket's end) is an operand missing; anything else
+    # ('$', 'lambda') is what to say (below, or in Python's words)
     rest = stmt.lines[row][stop:].lstrip()
     if last is not None:
         at, before = last

@@ -341,7 +341,7 @@ class Trainer:
                 raise ValueError(f"Adam took {adam_steps} steps, but the step is {step}")
             losses = _history(arrays["losses"], "losses", step, exact=True)
             evals = _history(arrays["evals"], "evals", step, exact=False)
-        except KeyError as err:  # the arrays are checked above: a count of the record's
+        except KeyError as err:  # the arrays are checked above: one of the record's counts
             raise DataError(f"{path}: a damaged checkpoint (its record lacks {err.args[0]}); "
                             "start afresh without --resume") from None
         except (ValueError, TypeError) as err:
