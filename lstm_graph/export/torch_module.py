@@ -350,8 +350,11 @@ def _docstring(text: str, indent: int) -> list[str]:
     lines = textwrap.wrap(text, WIDTH - indent - 6, break_long_words=False,
                           break_on_hyphens=False)
     lines[0] = '"""' + lines[0]
-    lines[-1] += '"""' if indent + len(lines[-1]) + 3 <= WIDTH else '\n' + ' ' * indent + '"""'
-    return [" " * indent + line for line in "\n".join(lines).split("\n")]
+    if indent + len(lines[-1]) + 3 <= WIDTH:
+        lines[-1] += '"""'
+    else:
+        lines.append('"""')
+    return [" " * indent + line for line in lines]
 
 
 def _quoted(text: str) -> str:
