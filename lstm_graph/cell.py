@@ -928,7 +928,7 @@ class Runner:
             raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
         if np.dtype(array.dtype).kind not in "fiu":
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
-        converted = self.xp.asarray(array, dtype=self.dtype)
+        converted = checks.convert(array, self.xp, self.dtype)
         if not allow_nonfinite:
             checks.check_finite(array, converted, what, self.dtype, self.xp, f"clean {what}")
         return converted

@@ -96,7 +96,7 @@ def check_x(x: Any, input_size: int, allow_nonfinite: bool, xp: Any, dtype: np.d
                         f"input size I is {input_size}")
     if shape[0] == 0 or (len(shape) == 3 and shape[1] == 0):
         raise DataError(f"x has shape {shape}: no time steps or no sequences")
-    converted = _convert(x, xp, dtype)
+    converted = convert(x, xp, dtype)
     if not allow_nonfinite:
         check_finite(x, converted, "x", dtype, xp, "clean the input")
     unbatched = len(shape) == 2
@@ -127,14 +127,14 @@ def check_state(state: Mapping[str, Any] | None, states: Mapping[str, Any], batc
             raise DataError(f"state '{name}' has dtype {value.dtype}; states are real numbers")
         if tuple(value.shape) != want:
             raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected {want}")
-        converted = _convert(value, xp, dtype)
+        converted = convert(value, xp, dtype)
         if not allow_nonfinite:
             check_finite(value, converted, f"state '{name}'", dtype, xp, "clean it")
         start[name] = converted[None, :] if unbatched else converted
     return start
 
 
-def _convert(value: Any, xp: Any, dtype: np.dtype) -> Any:
+def convert(value: Any, xp: Any, dtype: np.dtype) -> Any:
     """``value`` as an array of ``xp`` and ``dtype``; a number too large for ``dtype``
     becomes infinity quietly (:func:`check_finite` names it)."""
     if np.dtype(value.dtype) == dtype:

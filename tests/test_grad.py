@@ -7,6 +7,8 @@ implementation; float64 central differences check random cells of every shape.
 
 from __future__ import annotations
 
+import warnings
+
 import array_api_strict as xps
 import numpy as np
 import pytest
@@ -252,6 +254,11 @@ def test_a_grad_y_or_grad_state_holding_nan_is_refused_unless_allowed():
                                                    r"first at index \(1, 3\)"):
         run.grad(x, np.zeros_like(grad_y), grad_state={"c": grad_c})
     assert np.isnan(run.grad(x, grad_y, allow_nonfinite=True).x).any()
+    with warnings.catch_warnings():  # NumPy's overflow warning in the cast was shown first
+        warnings.simplefilter("error")
+        with pytest.raises(lstm_graph.DataError, match=r"grad_y holds 1e\+300 at index "
+                                                       r"\(0, 0, 0\), too large for float32"):
+            run.grad(x, np.full((5, 2, 4), 1e300))
     torch = pytest.importorskip("torch")  # PyTorch's tensors are taken as NumPy takes them
     as_tensor = run.grad(x, torch.ones(5, 2, 4), grad_state={"c": torch.ones(2, 4)})
     as_array = run.grad(x, np.ones((5, 2, 4)), grad_state={"c": np.ones((2, 4))})

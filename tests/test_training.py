@@ -442,6 +442,7 @@ def test_a_task_file_holds_out_a_tenth_that_training_never_draws(tmp_path):
     x[:, :, 0] = np.arange(40)  # each sequence tells its number
     np.savez(tmp_path / "t.npz", x=x, y=np.arange(40.0)[:, None])
     task = from_file(tmp_path / "t.npz")
+    assert from_file(str(tmp_path / "t.npz")).digest == task.digest  # a str path too
     drawn = {int(n) for seed in range(20)
              for n in task.sample(np.random.default_rng(seed), 64)[0][0, :, 0]}
     held_x, held_y = task.held_out(np.random.default_rng(0), 512)
@@ -461,6 +462,8 @@ def test_a_task_file_holds_out_a_tenth_that_training_never_draws(tmp_path):
                                 "number, 1 or more"),
     ({"lr": -1.0}, "the learning rate must be a finite number above 0"),
     ({"max_norm": float("nan")}, "the clip a finite number"),
+    ({"lr": "0.1"}, "lr is '0.1', of type str; it must be a number"),
+    ({"max_norm": None}, "max_norm is None, of type NoneType; it must be a number"),
     ({"seed": -1}, "seed is -1; it must be a whole number, 0 or more"),
     ({"dtype": "float16"}, "dtype is 'float16'; train in one of float32, float64"),
 ])
@@ -468,6 +471,19 @@ def test_train_from_python_refuses_settings_the_command_line_would(settings, wor
     """A ZeroDivisionError, a ValueError and a KeyError before; -1 ran as given."""
     with pytest.raises(lstm_graph.DataError, match=re.escape(words)):
         train(lstm_graph.load_cell("rnn"), adding(4), 2, 2, batch=2, **settings)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: adding(5.5), "the adding problem's length is 5.5, of type float; it must be a "
+                          "whole number"),
+    (lambda: copy(2.5), "the copy task's delay is 2.5, of type float; it must be a whole "
+                        "number"),
+    (lambda: adding(1), "the adding problem needs sequences of at least 2 steps, not 1"),
+])
+def test_the_tasks_refuse_lengths_that_are_not_whole_numbers(make, words):
+    """A float length made a task whose first batch raised NumPy's TypeError."""
+    with pytest.raises(lstm_graph.DataError, match=re.escape(words)):
+        make()
 
 
 def test_resuming_past_the_steps_asked_for_is_refused_and_a_cell_without_weights_trains(

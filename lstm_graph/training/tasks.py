@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lstm_graph.checks import whole
 from lstm_graph.errors import DataError, inert
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
@@ -64,6 +66,7 @@ class Task:
 
 def adding(length: int = 50) -> Task:
     """The adding problem with sequences of ``length`` steps."""
+    length = whole(length, "the adding problem's length")
     if length < 2:
         raise DataError(f"the adding problem needs sequences of at least 2 steps, not {length}")
 
@@ -84,6 +87,7 @@ def adding(length: int = 50) -> Task:
 
 def copy(delay: int = 20) -> Task:
     """The copy task: remember ten symbols over ``delay`` blank steps."""
+    delay = whole(delay, "the copy task's delay")
     if delay < 1:
         raise DataError(f"the copy task needs a delay of at least 1 step, not {delay}")
     length = COPY_SYMBOLS + delay + COPY_SYMBOLS
@@ -109,11 +113,12 @@ _SQUARED_MOST = math.sqrt(float(np.finfo(np.float64).max)) / 2
 _BLOCK = 1 << 20
 
 
-def from_file(path: Path) -> Task:
+def from_file(path: str | os.PathLike[str]) -> Task:
     """A user's ``.npz`` of ``x`` ``(T, N, I)`` and ``y`` ``(N, O)`` or ``(T, N, O)``: names,
     shapes and dtypes checked by the headers, then read once ``x`` and ``y`` and what is
     made of them (``y`` in float64 for the baseline) fit in memory. ``x`` stays in its own
     dtype: a batch is converted as it is drawn."""
+    path = Path(path)
     stored = open_npz(path, expected="an .npz of x and y (numpy.savez(path, x=…, y=…))")
     missing = [k for k in ("x", "y") if k not in stored]
     if missing:

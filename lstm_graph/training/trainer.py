@@ -494,6 +494,11 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     for what, count in (("steps", steps), ("batch", batch), ("hidden_size", hidden_size),
                         ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         whole(count, what, 1)
+    for what, number in (("lr", lr), ("max_norm", max_norm)):
+        if isinstance(number, (bool, np.bool_)) or not isinstance(
+                number, (int, float, np.integer, np.floating)):
+            raise DataError(f"{what} is {number!r}, of type {type(number).__name__}; it must "
+                            "be a number")
     if not 0 < lr < math.inf or not 0 <= max_norm < math.inf:
         raise DataError(f"lr is {lr} and max_norm {max_norm}: the learning rate must be a "
                         "finite number above 0, the clip a finite number, 0 or more")
