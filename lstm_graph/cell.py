@@ -147,7 +147,8 @@ class Cell:
                 backend: str = "numpy", dtype: str = "float32",
                 weights: str | Path | Mapping[str, Any] | None = None, seed: int | None = 0,
                 executor: str = "plan", layers: int | None = None,
-                direction: str | None = None, batch_first: bool = False) -> Runner:
+                direction: str | None = None, batch_first: bool = False,
+                warn: bool = True) -> Runner:
         """Bind sizes, a backend, a dtype and weights; return a callable :class:`Runner`.
 
         ``weights`` is a dict in our names, a PyTorch state dict, or a path to an
@@ -158,9 +159,13 @@ class Cell:
         (``"forward"``, ``"reverse"``, ``"bidirectional"``) make a stack
         (:mod:`lstm_graph.layers`); left out, they are what the weights hold, else one
         layer forward. With ``batch_first``, ``x`` and ``y`` are ``(B, T, ·)``.
+        With ``warn``, what the weights' file says that changes how to run it (a model
+        that reads ``x`` batch-first, an ``nn.RNN``'s nonlinearity assumed, …) is a
+        :class:`~lstm_graph.errors.LstmGraphWarning`; every note, the weights' precision
+        too, is in the runner's ``notes``.
         """
         return compile_layers([self], input_size, hidden_size, backend, dtype, weights, seed,
-                              executor, layers, direction, batch_first)
+                              executor, layers, direction, batch_first, warn=warn)
 
     # -- drawing, in a notebook too (lstm_graph.render, lstm_graph.notebook) ----------------
 
@@ -185,13 +190,15 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                    seed: int | None, executor: str, layers: int | None, direction: str | None,
                    batch_first: bool, proj: int | None = None,
                    weights_name: str | None = None,
-                   stored_dtypes: frozenset[np.dtype] | None = None) -> Runner:
+                   stored_dtypes: frozenset[np.dtype] | None = None,
+                   warn: bool = False) -> Runner:
     """:meth:`Cell.compile` for one cell, or one per direction (``cells[-1]`` runs the
     reverse direction: an ONNX model may give its two directions other activations);
     ``weights_name`` names the weights in messages (a model's file; by default their path,
     or "the weights dict"), ``stored_dtypes`` the precision they were stored in (a model
     file's: its biases are summed in float64), for the note on a precision other than
-    ``dtype``."""
+    ``dtype``; with ``warn``, the notes of the weights' reading (not the precision's) are
+    warnings too."""
     cell = cells[0]
     _check_arguments(input_size, hidden_size, weights, seed, layers, direction, batch_first)
     np_dtype = check_dtype(dtype)
@@ -213,11 +220,16 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
                                   else "the weights dict")
         read = read_weights(weights, cell.graph)
         stored = stored_dtypes or read.dtypes or _raw_dtypes(read.arrays)
-        raw, notes = read.arrays, read.notes + _dtype_notes(stored, np_dtype, source)
+        raw = read.arrays
+        layout: tuple[str, ...] = ()
         if read.batch_first and not batch_first:
-            notes += (f"note: {source} is of a model that reads x batch-first, (B, T, I); this "
-                      "run reads x time-major, (T, B, I): give --batch-first "
+            layout = (f"note: {source} is of a model that reads x batch-first, (B, T, I); "
+                      "this run reads x time-major, (T, B, I): give --batch-first "
                       "(batch_first=True) to read it as the model does",)
+        if warn:
+            for note in read.notes + layout:
+                warnings.warn(note.removeprefix("note: "), LstmGraphWarning, stacklevel=3)
+        notes = read.notes + _dtype_notes(stored, np_dtype, source) + layout
         found = read.stack
         if found is None and not raw and not cell.schedule.params:  # nothing to read it off
             found = Stack(1 if layers is None else layers,

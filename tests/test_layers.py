@@ -628,6 +628,30 @@ def test_what_a_run_of_a_model_s_weights_must_be_told_is_said(tmp_path, cli_run)
                    "float64", "--out", tmp_path / "d.npz").stderr.count("note:") == 1
 
 
+def test_compiling_a_cell_from_python_warns_what_the_weights_file_says(tmp_path, cli_run):
+    """From Python the notes were only in ``runner.notes``: x given (B, T, I) to a runner of
+    a batch-first model's weights ran time-major without a word. The precision's note
+    stays a note (float64 weights computed in float32 are the common case)."""
+    model, _, _ = onnx_layer("GRU", "forward", 1, seed=3, store=False)  # reads x batch-first
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    cli_run("params", tmp_path / "m.onnx", "--out", tmp_path / "g.npz")
+    with pytest.warns(LstmGraphWarning, match="of a model that reads x "
+                                               "batch-first"):
+        runner = lstm_graph.load_cell("gru_cho").compile(weights=tmp_path / "g.npz")
+    assert any("batch-first" in note for note in runner.notes)
+    torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "r.pt")
+    with pytest.warns(LstmGraphWarning, match="assuming tanh"):
+        lstm_graph.load_cell("rnn").compile(weights=tmp_path / "r.pt")
+    weights = lstm_graph.load_cell("gru").random_weights(3, 4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lstm_graph.load_cell("gru_cho").compile(weights=tmp_path / "g.npz", batch_first=True)
+        lstm_graph.load_cell("gru_cho").compile(weights=tmp_path / "g.npz", warn=False)
+        done = lstm_graph.load_cell("gru").compile(
+            weights={k: v.astype(np.float64) for k, v in weights.items()})
+    assert any("rounds them" in note for note in done.notes)
+
+
 def test_lengths_out_of_range_are_named_as_given():
     run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3)
     x = inputs(5, 2, 2, "float32")

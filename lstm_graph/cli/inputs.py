@@ -233,7 +233,8 @@ def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
         input_size = found[-1] if found else SAMPLE_INPUT
     runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
                           dtype=dtype, weights=weights, seed=seed, executor=executor,
-                          layers=layers, direction=direction, batch_first=batch_first)
+                          layers=layers, direction=direction, batch_first=batch_first,
+                          warn=False)  # its notes said here, in order
     for note in runner.notes:
         say(note, err=True)
     return Bound(runner, (cell_source(spec),), {}, None)

@@ -301,7 +301,8 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         if weights_path:
             try:
                 runners.append(cell.compile(input_size=task.input_size,
-                                            weights=Path(weights_path), dtype="float64"))
+                                            weights=Path(weights_path), dtype="float64",
+                                            warn=False))
             except SizeMismatch as err:
                 if err.what != "input":
                     raise
