@@ -9,6 +9,7 @@ restates our equations.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -387,6 +388,37 @@ def test_onnx_defaults_that_onnxruntime_and_the_operators_disagree_on_are_refuse
     with pytest.raises(lstm_graph.WeightsError, match="uses ThresholdedRelu without its "
                        r"activation_alpha: the ONNX operator's default \(1.0\) and "
                        r"onnxruntime's \(0.0\) differ"):
+        lstm_graph.load_model(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("op, attribute, value, words", [
+    ("GRU", "layout", 1.0, "layout of type FLOAT; the operator defines it as INT"),
+    ("LSTM", "input_forget", 1.0, "input_forget of type FLOAT; the operator defines it as INT"),
+    ("RNN", "activation_alpha", [2], "activation_alpha of type INTS; the operator defines it "
+                                     "as FLOATS (a list of floats)"),
+    ("GRU", "clip", 3, "clip of type INT; the operator defines it as FLOAT (a float)"),
+    ("LSTM", "hidden_size", 4.0, "hidden_size of type FLOAT; the operator defines it as INT"),
+    ("RNN", "direction", ["forward"], "direction of type STRINGS; the operator defines it as "
+                                      "STRING"),
+])
+def test_an_attribute_of_another_type_than_the_operator_s_is_refused(tmp_path, op, attribute,
+                                                                     value, words):
+    """Read by the field of its type, a layout of 1.0 was 0 (0.42 off the reference
+    evaluator, which honours it), an input_forget of 1.0 was 0 and an activation_alpha of
+    integers none (LeakyRelu's 0.01, not 2); onnxruntime refuses such models."""
+    model, _, _ = onnx_layer(op, "forward", 0, 0, False,
+                             **({"activations": ["LeakyRelu"]} if op == "RNN" else {}))
+    node = model.graph.node[0]
+    kept = [a for a in node.attribute if a.name not in (attribute, "activation_alpha")]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute(attribute, value)])
+    if attribute != "activation_alpha" and op == "RNN":
+        node.attribute.append(helper.make_attribute("activation_alpha", [0.5]))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidGraph):
+        onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                     providers=["CPUExecutionProvider"])
+    with pytest.raises(lstm_graph.WeightsError, match=re.escape(words)):
         lstm_graph.load_model(tmp_path / "m.onnx")
 
 

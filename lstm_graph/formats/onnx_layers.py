@@ -86,6 +86,17 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
                    "hidden_size", "layout", *extra})
     for op, extra in (("LSTM", ("input_forget",)), ("GRU", ("linear_before_reset",)),
                       ("RNN", ()))}
+#: The type of each attribute (``AttributeProto``'s name for it, and the field that holds
+#: its value): one of another type is refused, as onnxruntime and ``onnx.checker`` refuse
+#: it (read by its field, a ``layout`` of 1.0 was layout 0 and an ``activation_alpha`` of
+#: integers none at all).
+ATTRIBUTE_TYPES: dict[str, tuple[str, str]] = {
+    "activation_alpha": ("FLOATS", "floats"), "activation_beta": ("FLOATS", "floats"),
+    "activations": ("STRINGS", "strings"), "clip": ("FLOAT", "f"),
+    "direction": ("STRING", "s"), "hidden_size": ("INT", "i"), "layout": ("INT", "i"),
+    "input_forget": ("INT", "i"), "linear_before_reset": ("INT", "i")}
+_KINDS = {"FLOAT": "a float", "FLOATS": "a list of floats", "INT": "an integer",
+          "STRING": "a string", "STRINGS": "a list of strings"}
 #: Activation attributes whose default onnxruntime and the ONNX operators agree on.
 _AGREED_DEFAULTS = {"LeakyRelu": {"alpha": 0.01}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
                     "Elu": {"alpha": 1.0}}
@@ -305,6 +316,8 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
     if unknown:
         raise WeightsError(f"{source}: {label} has the attribute {unknown[0]}, which the "
                            f"{op} operator does not define")
+    for _, attribute in sorted(attrs.items()):
+        _check_type(attribute, f"{source}: {label}")
     direction = _string(attrs, "direction", "forward")
     if direction not in DIRECTIONS:
         raise WeightsError(f"{source}: {label} has direction '{direction}'; the {op} "
@@ -464,6 +477,26 @@ def _batch_of(tensors: dict[str, tuple[Any, tuple[int, ...]]], layout: int) -> i
 
 def _string(attrs: dict[str, Any], name: str, default: str) -> str:
     return attrs[name].s.decode(errors="replace") if name in attrs else default
+
+
+def _check_type(attribute: Any, where: str) -> None:
+    """An error unless ``attribute`` is of its type (:data:`ATTRIBUTE_TYPES`); one of an
+    undefined type (a model from before attributes had types) passes where the field of
+    its type holds its value."""
+    from onnx import AttributeProto
+
+    name, (kind, field) = attribute.name, ATTRIBUTE_TYPES[attribute.name]
+    if attribute.type == getattr(AttributeProto, kind):
+        return
+    if attribute.type == AttributeProto.UNDEFINED and (
+            len(getattr(attribute, field)) if kind.endswith("S") else
+            attribute.HasField(field)):
+        return
+    given = AttributeProto.AttributeType.Name(attribute.type) \
+        if attribute.type in AttributeProto.AttributeType.values() else str(attribute.type)
+    raise WeightsError(f"{where} has the attribute {name} of type {given}; the operator "
+                       f"defines it as {kind} ({_KINDS[kind]}), and onnxruntime refuses the "
+                       "model")
 
 
 def _int(attrs: dict[str, Any], name: str, default: int) -> int:
