@@ -43,7 +43,7 @@ import numpy as np
 from lstm_graph.executors import buildcache, gemm_c
 from lstm_graph.executors.backward import finish
 from lstm_graph.executors.codegen_c import Arguments, Lifetime, Role, Symbol, arrays
-from lstm_graph.executors.contract import Array, Gradients, Tape
+from lstm_graph.executors.contract import Array, Gradients, Spec, Tape
 from lstm_graph.executors.gemm_c import POOLED, aligned_empty
 from lstm_graph.executors.layout import analyse
 from lstm_graph.executors.native import (
@@ -128,7 +128,7 @@ class NativeGrad:
 
     def __init__(self, plan: NativePlan):
         self.plan, spec, layout = plan, plan.spec, plan.layout
-        self.spec, self.layout = spec, layout
+        self.layout = layout
         schedule, hidden, dtype = spec.schedule, spec.hidden, spec.dtype
         self.kernels = backward_kernels(schedule, layout, hidden, plan.statics, sums=True)
         kernels = self.kernels
@@ -170,6 +170,13 @@ class NativeGrad:
         self.python_statics = [n for n in schedule.order if graph.node(n).kind is NodeKind.OP
                                and n in layout.static and n not in plan.statics]
         self._spare: dict[str, np.ndarray] = {}  # tape and dZ arrays, reused run to run
+
+    @property
+    def spec(self) -> Spec:
+        """The plan's spec: its weights are the latest :meth:`NativePlan.update` gave (a
+        copy kept here differentiated the values before the loop with the weights the
+        executor was built with: ∂L/∂x 0.997 off where a linear reads ``x`` alone)."""
+        return self.plan.spec
 
     def _operand_rows(self, operand: str) -> tuple[str, int]:
         """Where every step's rows of a matrix operand start (C, with ``@name@`` for an
