@@ -144,7 +144,7 @@ class Cell:
         return random_weights(self.schedule, input_size, hidden_size, seed, dtype)
 
     def compile(self, input_size: int | None = None, hidden_size: int | None = None,
-                backend: str = "numpy", dtype: str = "float32",
+                backend: str = "numpy", dtype: str | np.dtype | type = "float32",
                 weights: str | Path | Mapping[str, Any] | None = None, seed: int | None = 0,
                 executor: str = "plan", layers: int | None = None,
                 direction: str | None = None, batch_first: bool = False,
@@ -186,7 +186,8 @@ class Cell:
 
 
 def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: int | None,
-                   backend: str, dtype: str, weights: str | Path | Mapping[str, Any] | None,
+                   backend: str, dtype: str | np.dtype | type,
+                   weights: str | Path | Mapping[str, Any] | None,
                    seed: int | None, executor: str, layers: int | None, direction: str | None,
                    batch_first: bool, proj: int | None = None,
                    weights_name: str | None = None,

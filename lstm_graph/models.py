@@ -98,18 +98,23 @@ class Model:
                 f"{layout}, I={self.file.input_size}, H={self.file.hidden_size}; cell {cells}"
                 f"{extra}")
 
-    def compile(self, backend: str = "numpy", dtype: str = "float32", executor: str = "plan",
-                batch_first: bool | None = None, warn: bool = True) -> Runner:
-        """A runner of the whole stack with the model's weights (``batch_first``: the
-        model's own layout unless given), which starts from the initial states and runs
-        the sequence lengths the model stores where a call gives none, as ``lstm-graph
-        run`` does (before, ``runner(x)`` started from zeros and ran every sequence
-        whole: 0.65 off onnxruntime). With ``warn``, the model's notes are warnings (an
-        nn.RNN's nonlinearity assumed, …); the command line says them at load
-        (``warn=False``)."""
+    def compile(self, backend: str = "numpy", dtype: str | np.dtype | type | None = None,
+                executor: str = "plan", batch_first: bool | None = None,
+                warn: bool = True) -> Runner:
+        """A runner of the whole stack with the model's weights, which starts from the
+        initial states and runs the sequence lengths the model stores where a call gives
+        none, as ``lstm-graph run`` does (before, ``runner(x)`` started from zeros and ran
+        every sequence whole: 0.65 off onnxruntime). ``dtype``: float64 where the model
+        stores float64 weight matrices, else float32, unless given (a float64 model ran
+        in float32, 7e-8 off the reference evaluator); ``batch_first``: the model's own
+        layout unless given. With ``warn``, the model's notes are warnings (an nn.RNN's
+        nonlinearity assumed, …); the command line says them at load (``warn=False``)."""
         if warn:
             for note in self.notes:
                 warnings.warn(note.removeprefix("note: "), LstmGraphWarning, stacklevel=2)
+        if dtype is None:
+            dtype = "float64" if any(d.itemsize >= 8 for d in self.file.stored_dtypes) \
+                else "float32"
         stack = self.stack
         runner = compile_layers(self.cells, None, None, backend, dtype, self.weights, None,
                                 executor, stack.layers, stack.direction,

@@ -684,6 +684,24 @@ def test_compiling_a_cell_from_python_warns_what_the_weights_file_says(tmp_path,
     assert any("rounds them" in note for note in done.notes)
 
 
+def test_a_float64_model_runs_in_float64_from_python_unless_asked_otherwise(tmp_path):
+    """``load_model(m).compile()`` ran a float64 model in float32 (7e-8 off the reference
+    evaluator) with its note in ``runner.notes`` alone."""
+    torch.manual_seed(0)
+    module = torch.nn.GRU(3, 4, num_layers=2).double()
+    torch.save(module.state_dict(), tmp_path / "g.pt")
+    x = np.random.default_rng(0).standard_normal((6, 2, 3))
+    expected = module(torch.from_numpy(x))[0].detach().numpy()
+    model = lstm_graph.load_model(tmp_path / "g.pt")
+    y, _ = model.compile()(x)
+    assert y.dtype == np.float64 and np.abs(y - expected).max() < 1e-12
+    assert model.compile(dtype=np.float32)(x)[0].dtype == np.float32  # NumPy's dtype too
+    torch.save(module.float().state_dict(), tmp_path / "f.pt")
+    assert lstm_graph.load_model(tmp_path / "f.pt").compile()(x)[0].dtype == np.float32
+    assert lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4,
+                                               dtype=np.float64).dtype == np.float64
+
+
 def test_lengths_out_of_range_are_named_as_given():
     run = lstm_graph.load_cell("lstm").compile(input_size=2, hidden_size=3)
     x = inputs(5, 2, 2, "float32")
@@ -914,7 +932,8 @@ def test_weights_of_another_precision_than_the_run_s_are_said(tmp_path, cli_run)
                    tmp_path / "y.npz")
     assert half.stderr.count("note:") == 1 and "holds float16 weights; computing in " \
         "float32" in half.stderr
-    runner = lstm_graph.load_model(tmp_path / "l64.pt").compile()
+    assert lstm_graph.load_model(tmp_path / "l64.pt").compile().notes == ()  # in float64
+    runner = lstm_graph.load_model(tmp_path / "l64.pt").compile(dtype="float32")
     assert runner.notes == (f"note: {tmp_path / 'l64.pt'} holds float64 weights; computing "
                             "in float32, which rounds them (--dtype float64, "
                             "dtype='float64', keeps them)",)

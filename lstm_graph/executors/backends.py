@@ -39,10 +39,17 @@ def namespace(backend: str) -> Any:
     return cupy
 
 
-def check_dtype(dtype: str) -> np.dtype:
-    if dtype not in DTYPES:
-        raise BackendError(f"unsupported dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
-    return np.dtype(dtype)
+def check_dtype(dtype: str | np.dtype | type) -> np.dtype:
+    """``dtype`` (a name, or NumPy's: ``np.float64``, ``np.dtype("float32")``) as one of
+    :data:`DTYPES`; else a BackendError."""
+    try:
+        named = dtype if isinstance(dtype, str) or dtype is None else np.dtype(dtype).name
+    except TypeError:
+        named = None
+    if named not in DTYPES:
+        shown = dtype if isinstance(dtype, str) else repr(dtype)
+        raise BackendError(f"unsupported dtype '{shown}'; choose one of {', '.join(DTYPES)}")
+    return np.dtype(named)
 
 
 def to_numpy(array: Any) -> np.ndarray:
