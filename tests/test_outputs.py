@@ -363,6 +363,64 @@ def test_a_link_in_a_directory_others_can_write_is_refused_and_kept(tmp_path, cl
     assert (shared / "y.npz").is_symlink() and (tmp_path / "real.npz").read_bytes() == b"old"
 
 
+def test_a_link_to_a_directory_on_the_way_is_followed_only_where_no_one_else_can_put_it(
+        tmp_path, cli_run, cli_fails):
+    """Only the last part of the path was checked: a directory's link that another user
+    put in a shared directory (``/tmp/shared/d -> /home/you``) sent the output, and the
+    directories made for it, where that user chose."""
+    shared, victim, mine = tmp_path / "shared", tmp_path / "victim", tmp_path / "mine"
+    for folder in (shared, victim, mine):
+        folder.mkdir()
+    (victim / "y.npz").write_bytes(b"old")
+    (shared / "d").symlink_to(victim)
+    (mine / "d").symlink_to(victim)
+    (mine / "gone").symlink_to(tmp_path / "nowhere" / "deeper")
+    shared.chmod(0o777)  # not sticky: anybody may have put the link there
+    for out in (shared / "d" / "y.npz", shared / "d" / "new" / "z.npz"):
+        assert (f"{out}: {shared / 'd'} is a symbolic link in a directory other users can "
+                "write, so it is not followed") in cli_fails(*RUN, "--out", out)
+    assert sorted(p.name for p in victim.iterdir()) == ["y.npz"]
+    assert (victim / "y.npz").read_bytes() == b"old"
+    cli_run(*RUN, "--out", mine / "d" / "new" / "z.npz")  # your own link: followed
+    assert zipfile.is_zipfile(victim / "new" / "z.npz")
+    assert (f"{tmp_path / 'nowhere'} does not exist (the symbolic link {mine / 'gone'} "
+            "points there)") in cli_fails(*RUN, "--out", mine / "gone" / "y.npz")
+    assert not (tmp_path / "nowhere").exists()  # nothing made where a link points
+
+
+def test_a_path_too_long_or_a_loop_of_links_is_refused_without_a_traceback(tmp_path,
+                                                                          cli_fails):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert "Too many levels of symbolic links" in cli_fails(*RUN, "--out", tmp_path / "a")
+    assert "too many symbolic links" in cli_fails(*RUN, "--out", tmp_path / "a" / "y.npz")
+    assert "File name too long" in cli_fails(*RUN, "--out", tmp_path / ("y" * 300 + ".npz"))
+    assert "File name too long" in cli_fails("validate", tmp_path / ("c" * 300 + ".cell"))
+
+
+_FULL = """
+import resource, signal, sys
+from lstm_graph.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+sys.argv = ["lstm-graph", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_too_full_for_the_output_is_said_and_the_old_file_kept(tmp_path):
+    """Closing the temporary file flushed its bytes again and raised a second error over
+    the first: a traceback (the old file was kept)."""
+    out = tmp_path / "y.npz"
+    out.write_bytes(b"old")
+    done = subprocess.run([sys.executable, "-c", _FULL, *RUN, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{out}: cannot write (File too large)" in done.stderr
+    assert out.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_your_own_link_in_a_sticky_directory_is_followed(tmp_path, cli_run):
     """The kernel's protected_symlinks rule: in a sticky directory, a link of your own (or
     of the directory's owner) is followed."""

@@ -89,6 +89,10 @@ class _Group(click.Group):
         except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
             before = f" ({_what_was_written(written)})" if written else ""
             raise _UserError(inert_lines(str(err)) + before) from None
+        except OSError as err:  # a path the checks did not foresee: too long, a loop of links
+            where = f"{inert_lines(os.fsdecode(err.filename))}: " if err.filename else ""
+            raise _UserError(f"{where}{err.strerror or err}; {_what_was_written(written)}") \
+                from None
         except MemoryError:  # past what the estimates foresaw (lstm_graph.formats.memory)
             raise _UserError(f"out of memory; {_what_was_written(written)} (the work was "
                              "larger than the memory this process may take)") from None

@@ -16,7 +16,10 @@ written, the link kept, no directories made for it) only where no other user can
 have put it there or change it: its directory is yours or root's and writable by no
 one else (its group only if that is your own group), or, as the kernel's
 ``protected_symlinks`` rule has it, the directory is sticky and the link is yours
-or the directory owner's. Any other link is refused.
+or the directory owner's. Any other link is refused, and so is any link to a directory
+on the way there by the same rule: the path is walked one directory at a time, each
+opened relative to the last (``O_NOFOLLOW``), and missing directories are made only
+where no link points.
 
 Only a regular file is ever replaced. A character device (``/dev/null``, a
 terminal) or a FIFO (``/dev/stdout`` in a pipe) is written through, so
@@ -224,6 +227,8 @@ _NAME_KEPT = 200
 _TAG = "lstm-graph"
 #: The most symbolic links followed from one output path.
 _MAX_LINKS = 40
+#: How a directory on an output's path is opened.
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def leftover_name(name: str, kind: str) -> str:
@@ -347,9 +352,10 @@ def _placed(path: str | Path, probe: bool = False) -> Iterator[_Place]:
     if name in ("", ".", ".."):
         raise OutputError(f"{text} names a directory; give the path of a file (in it, "
                           "such as " + os.path.join(text, "out") + ")")
-    created = _make_directories(Path(text), Path(parent or "."))
+    created: list[Path] = []
     try:
-        place = _find(text, parent or ".", name)
+        directory = _walk(parent or ".", text, created)
+        place = _find(text, directory, parent or ".", name)
     except BaseException:
         _remove(created)
         raise
@@ -364,17 +370,78 @@ def _placed(path: str | Path, probe: bool = False) -> Iterator[_Place]:
         _remove(created)
 
 
-def _open_directory(path: str, shown: str, relative_to: int | None = None) -> int:
+def _walk(path: str, shown: str, created: list[Path] | None,
+          start: int | None = None) -> int:
+    """An open descriptor of the directory ``path`` (relative to ``start``, else to the
+    working directory), reached one component at a time, through trusted symbolic links
+    only (see the module's docstring: a link another user may have put in any directory
+    on the way, not only beside the output, would send the output where that user
+    chose). With ``created``, missing directories are made, and listed there (their
+    paths as given), but never where a link points."""
+    where = os.path.join("/" if os.path.isabs(path) else ".", "")
     try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=relative_to)
+        directory = os.open(where, _DIRECTORY, dir_fd=start)
     except OSError as err:
-        raise OutputError(f"{shown}: cannot write in {path} ({err.strerror or err})") from None
+        raise OutputError(f"{shown}: cannot write in {where} ({err.strerror or err})") \
+            from None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    # made: the path walked, for messages; linked: how many of the parts a link gave
+    made, links, linked, via = "/" if os.path.isabs(path) else "", 0, 0, ""
+    try:
+        while parts:
+            part = parts.pop(0)
+            from_link, linked = linked > 0, max(0, linked - 1)
+            made = os.path.join(made, part)
+            try:
+                status = os.stat(part, dir_fd=directory, follow_symlinks=False)
+            except FileNotFoundError:
+                if created is None or from_link:
+                    raise OutputError(f"{shown}: {made} does not exist" + (
+                        f" (the symbolic link {via} points there)" if from_link else "")) \
+                        from None
+                with contextlib.suppress(FileExistsError):  # made meanwhile: walked as found
+                    os.mkdir(part, dir_fd=directory)
+                    created.append(Path(made))
+                status = os.stat(part, dir_fd=directory, follow_symlinks=False)
+            if stat.S_ISLNK(status.st_mode):
+                if others_may_replace(os.fstat(directory), status):
+                    raise OutputError(
+                        f"{shown}: {made} is a symbolic link in a directory other users can "
+                        "write, so it is not followed (another user may have put it there); "
+                        "give a path through directories only you can change")
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OutputError(f"{shown}: too many symbolic links to follow")
+                target, via = os.readlink(part, dir_fd=directory), made
+                inner = [p for p in target.split("/") if p not in ("", ".")]
+                parts, linked = inner + parts, len(inner) + linked
+                made = os.path.dirname(made)
+                if os.path.isabs(target):
+                    os.close(directory)
+                    directory = os.open("/", _DIRECTORY)
+                    made = "/"
+                continue
+            if not stat.S_ISDIR(status.st_mode):
+                raise OutputError(f"{shown}: {made} is not a directory")
+            inner_fd = os.open(part, _DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner_fd
+    except OutputError:
+        os.close(directory)
+        raise
+    except OSError as err:  # made unreadable, replaced meanwhile, a name too long
+        os.close(directory)
+        raise OutputError(f"{shown}: cannot write in {made} ({err.strerror or err})") \
+            from None
+    except BaseException:
+        os.close(directory)
+        raise
+    return directory
 
 
-def _find(shown: str, parent: str, name: str) -> _Place:
-    """Follow ``parent``/``name`` to the place to write, through trusted links only (see
-    the module's docstring)."""
-    directory = _open_directory(parent, shown)
+def _find(shown: str, directory: int, parent: str, name: str) -> _Place:
+    """Follow ``parent``/``name`` (``directory``: ``parent`` open) to the place to write,
+    through trusted links only (see the module's docstring)."""
     try:
         for _ in range(_MAX_LINKS):
             try:
@@ -407,10 +474,13 @@ def _find(shown: str, parent: str, name: str) -> _Place:
             if name in ("", ".", ".."):
                 raise OutputError(f"{shown}: is a symbolic link to a directory; give the "
                                   "path of a file to write")
-            inner = _open_directory(within or ".", shown, directory)
+            inner = _walk(within or ".", shown, None, directory)
             parent = within if os.path.isabs(within) else os.path.join(parent, within)
             os.close(directory)
             directory = inner
+    except OSError as err:  # a name too long, a loop of links
+        os.close(directory)
+        raise OutputError(f"{shown}: cannot write ({err.strerror or err})") from None
     except BaseException:
         os.close(directory)
         raise
@@ -467,8 +537,9 @@ def _replacing(place: _Place) -> Iterator[BinaryIO]:
         if isinstance(err, OSError):
             raise OutputError(f"{shown}: cannot write ({err.strerror or err})") from None
         raise
-    finally:
-        stream.close()  # the lock goes with it
+    finally:  # the lock goes with it; where a write failed (a full disk), closing flushes
+        with contextlib.suppress(OSError):  # what it holds again, and fails again: said
+            stream.close()
 
 
 @contextlib.contextmanager
@@ -539,31 +610,6 @@ def _kind(mode: int) -> str:
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
              (stat.S_ISBLK, "a block device"))
     return next((words for test, words in kinds if test(mode)), "a special file")
-
-
-def _make_directories(path: Path, directory: Path) -> list[Path]:
-    """Create ``directory`` and its missing parents; return those created, deepest last."""
-    missing: list[Path] = []
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        if existing.is_symlink():  # a dangling link: do not create where it points
-            raise OutputError(f"{path}: {existing} is a broken symbolic link")
-        missing.append(existing)
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{path}: {existing} is not a directory")
-    created: list[Path] = []
-    for folder in reversed(missing):
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as err:
-            _remove(created)
-            raise OutputError(f"{path}: cannot create the directory {folder} "
-                              f"({err.strerror or err})") from None
-        created.append(folder)
-    return created
 
 
 def _remove(created: list[Path]) -> None:
