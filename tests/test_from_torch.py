@@ -5,9 +5,11 @@ supported, exit 1, no traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +281,58 @@ def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_
     assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
                                 tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     assert not list(tmp_path.iterdir())
+
+
+_PLANTED = "open({marker!r}, 'w').write('ran')\n"
+
+
+def test_bytecode_beside_the_file_is_never_run_nor_written(tmp_path, cli_run, monkeypatch):
+    """The module was imported: a ``__pycache__/*.pyc`` matching the file's time and size,
+    which another user could plant in a shared directory, ran in its place, and a
+    ``__pycache__`` was made beside the user's file."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    source = folder / "cells.py"
+    shutil.copy(CELLS, source)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # Python's default
+    cli_run("from-torch", f"{source}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "h,c",
+            "--out", tmp_path / "a.cell", "--weights-out", tmp_path / "a.npz")
+    assert sorted(p.name for p in folder.iterdir()) == ["cells.py"]
+    marker = tmp_path / "ran"
+    code = compile(_PLANTED.format(marker=str(marker)), str(source), "exec")
+    status = source.stat()
+    (folder / "__pycache__").mkdir()
+    cached = importlib.util.cache_from_source(str(source))
+    Path(cached).write_bytes(importlib._bootstrap_external._code_to_timestamp_pyc(
+        code, int(status.st_mtime), status.st_size))
+    cli_run("from-torch", f"{source}:FastLSTMCell", "-I", IN, "-H", HID, "--states", "h,c",
+            "--out", tmp_path / "b.cell", "--weights-out", tmp_path / "b.npz")
+    assert not marker.exists()
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_code_another_user_may_have_written_is_not_run(tmp_path, cli_fails):
+    """Nothing is loaded from a place another user can write: a file others can write, in
+    a directory where they can replace it, or another user's."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    source = shared / "cells.py"
+    shutil.copy(CELLS, source)
+    args = ["-I", IN, "-H", HID, "--states", "h,c", "--out", tmp_path / "c.cell",
+            "--weights-out", tmp_path / "w.npz"]
+    source.chmod(0o666)
+    assert "cells.py: other users can write it (mode 0666), so its code is not run" in \
+        cli_fails("from-torch", f"{source}:FastLSTMCell", *args)
+    source.chmod(0o644)
+    shared.chmod(0o777)
+    assert f"cells.py: other users can replace it in {shared}, so its code is not run" in \
+        cli_fails("from-torch", f"{source}:FastLSTMCell", *args)
+    shared.chmod(0o700)
+    if os.geteuid() == 0:
+        os.chown(source, 65534, -1)
+        assert "cells.py: it belongs to another user (uid 65534), so its code is not run" in \
+            cli_fails("from-torch", f"{source}:FastLSTMCell", *args)
+    assert not (tmp_path / "c.cell").exists()
 
 
 def test_a_state_named_as_the_forward_s_input_is_a_state(tmp_path, cli_run):

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import inspect
 import linecache
 import operator
 import os
+import stat
 import sys
 import textwrap
 import traceback
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import numpy as np
 
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning, install_hint, printable
 from lstm_graph.formats import torch_layers
+from lstm_graph.formats.files import others_may_replace
 from lstm_graph.frontends.values import (
     Affine,
     Apply,
@@ -167,13 +169,12 @@ def load_class(path: Path, class_name: str) -> type:
         raise ConvertError(f"{path}: not a Python file (.py)")
     resolved = str(path.resolve())
     name = "lstm_graph_user_" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConvertError(f"{path}: cannot be imported as a module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
+    source = _trusted_source(path, resolved)
+    module = types.ModuleType(name)
+    module.__file__ = resolved
+    sys.modules[name] = module  # where dataclasses and pickling look for it
+    try:  # compiled from the source read here: no bytecode cache is read or written
+        exec(compile(source, resolved, "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as err:
         raise ConvertError(f"{path}:{err.lineno}:{err.offset}: error: {err.msg}") from None
     except Exception as err:  # the user's module failed: said at its line
@@ -192,6 +193,37 @@ def load_class(path: Path, class_name: str) -> type:
                            "cannot trace; make it an nn.Module (drop jit.ScriptModule and "
                            "@jit.script_method: the equations stay the same)")
     return found
+
+
+def _trusted_source(path: Path, resolved: str) -> bytes:
+    """The bytes of the Python file ``path`` (``resolved``: its real path), refused where
+    another user may have written them: a file of another user (root's are trusted) or
+    writable by others, or in a directory where others may replace it (the rule an
+    output's link is followed by, :func:`~lstm_graph.formats.files.others_may_replace`).
+    Read from one descriptor, the one checked."""
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as err:
+        raise ConvertError(f"{path}: cannot be read ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as stream:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ConvertError(f"{path}: not a regular file")
+        me = os.geteuid()
+        writers = stat.S_IWOTH | (stat.S_IWGRP if status.st_gid != os.getegid() else 0)
+        reason = None
+        if status.st_uid not in (me, 0):
+            reason = f"it belongs to another user (uid {status.st_uid})"
+        elif status.st_mode & writers:
+            reason = f"other users can write it (mode {stat.S_IMODE(status.st_mode):04o})"
+        else:
+            directory = os.path.dirname(resolved)
+            if others_may_replace(os.stat(directory), status):
+                reason = f"other users can replace it in {directory}"
+        if reason is not None:
+            raise ConvertError(f"{path}: {reason}, so its code is not run (another user "
+                               "could have written it); copy it to a directory of your own")
+        return stream.read()
 
 
 def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
