@@ -335,6 +335,57 @@ def test_code_another_user_may_have_written_is_not_run(tmp_path, cli_fails):
     assert not (tmp_path / "c.cell").exists()
 
 
+_HOOKED = """
+import threading
+import torch
+from torch import nn
+
+
+class Hooked(nn.Module):
+    def __init__(self, i, h):
+        super().__init__()
+        self.l = nn.Linear(i + h, h)
+        self.l.register_forward_hook(lambda module, given, out: out * 2)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.l(torch.cat([x, h], 1)))
+        return h, h
+
+
+class Normed(Hooked):
+    def __init__(self, i, h):
+        nn.Module.__init__(self)
+        self.l = torch.nn.utils.spectral_norm(nn.Linear(i + h, h))
+
+
+class Locked(Hooked):
+    def __init__(self, i, h):
+        nn.Module.__init__(self)
+        self.l = nn.Linear(i + h, h)
+        self.lock = threading.Lock()
+"""
+
+
+@pytest.mark.parametrize("name, words", [
+    ("Hooked", "Hooked.l has a forward hook (<lambda>), which torch.fx does not trace, so the "
+               "cell would not compute what the module does"),
+    ("Normed", "Normed.l has the weights of torch.nn.utils.spectral_norm, recomputed by a "
+               "forward pre-hook that torch.fx does not trace; fold them into plain weights "
+               "first (torch.nn.utils.remove_spectral_norm)"),
+    ("Locked", "Locked cannot be copied to check the cell against it in float64 "
+               "(copy.deepcopy: cannot pickle '_thread.lock' object)"),
+])
+def test_hooks_and_modules_that_cannot_be_copied_are_refused_saying_why(tmp_path, name, words,
+                                                                       cli_fails):
+    """A hook's work was missed and the check blamed it on from-torch ("a bug … please
+    report it"); a module deepcopy refuses (a lock, the old weight_norm) was a traceback."""
+    (tmp_path / "hooked.py").write_text(_HOOKED)
+    assert words in cli_fails("from-torch", f"{tmp_path / 'hooked.py'}:{name}", "-I", IN,
+                              "-H", HID, "--states", "h", "--out", tmp_path / "c.cell",
+                              "--weights-out", tmp_path / "w.npz")
+    assert not (tmp_path / "c.cell").exists()
+
+
 def test_a_state_named_as_the_forward_s_input_is_a_state(tmp_path, cli_run):
     """``--states x`` for ``forward(self, x, h)`` read the state as the input ('a linear of
     7 inputs reads a value of width 6'); the cell's input is named x_t instead."""

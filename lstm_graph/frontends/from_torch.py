@@ -97,6 +97,7 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
         raise ConvertError(f"seed {seed} is not a whole number from 0 to 2**64 - 1")
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
+    _refuse_hooks(module, class_name)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
@@ -120,6 +121,38 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
                                 str(out) if out is not None else f"{name}.cell", dtype)
     error = check(written, module, states, input_size, hidden_size)
     return Converted(written.text, written.weights, written.cell, error)
+
+
+def _refuse_hooks(module: Any, class_name: str) -> None:
+    """Refuse a module with forward hooks: torch.fx traces ``forward`` alone, so what a
+    hook changes (an output doubled, the weights recomputed by the old
+    ``torch.nn.utils.weight_norm`` and ``spectral_norm``) is not in the cell; the check
+    against the module then failed as a bug of ours."""
+    import torch
+
+    for name, sub in module.named_modules():
+        for kind, hooks in (("forward pre-hook", sub._forward_pre_hooks),
+                            ("forward hook", sub._forward_hooks)):
+            for hook in hooks.values():
+                what = type(hook).__name__
+                where = f"{class_name}.{name}" if name else class_name
+                if what in ("WeightNorm", "SpectralNorm"):
+                    norm = "weight_norm" if what == "WeightNorm" else "spectral_norm"
+                    raise ConvertError(
+                        f"{where} has the weights of torch.nn.utils.{norm}, recomputed by a "
+                        f"{kind} that torch.fx does not trace; fold them into plain weights "
+                        f"first (torch.nn.utils.remove_{norm}), then save the state dict")
+                raise ConvertError(
+                    f"{where} has a {kind} ({printable(getattr(hook, '__name__', what))}), "
+                    "which torch.fx does not trace, so the cell would not compute what the "
+                    "module does; remove it, or write what it does in forward")
+    global_hooks = [kind for kind, hooks in (
+        ("forward pre-hook", torch.nn.modules.module._global_forward_pre_hooks),
+        ("forward hook", torch.nn.modules.module._global_forward_hooks)) if hooks]
+    if global_hooks:
+        raise ConvertError(f"a global {global_hooks[0]} is registered (torch.nn.modules."
+                           "module.register_module_forward_hook), which torch.fx does not "
+                           "trace; remove it before converting")
 
 
 def _attributes(module: Any) -> dict[str, str]:
@@ -239,6 +272,19 @@ def step_module(module: Any, x: np.ndarray, states: Sequence[str], hidden_size: 
     return np.stack(outs), {s: v.detach().cpu().numpy().copy() for s, v in zip(states, values)}
 
 
+def _float64_copy(module: Any) -> Any:
+    """A float64 copy of ``module``, to check the cell against; an error naming why where
+    it cannot be copied (a tensor made from a parameter kept as an attribute, a lock)."""
+    try:
+        return copy.deepcopy(module).double()
+    except Exception as err:  # noqa: BLE001  (whatever the user's attributes raise)
+        raise ConvertError(
+            f"{type(module).__name__} cannot be copied to check the cell against it in "
+            f"float64 (copy.deepcopy: {printable(str(err)).splitlines()[0]}): keep no "
+            "tensor computed from a parameter (self.k = self.p * 2: compute it in forward), "
+            "lock or open file as an attribute") from None
+
+
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
           hidden_size: int) -> float:
     """The largest difference (relative to 1 + |value|) between the converted cell and
@@ -246,7 +292,7 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     tolerance of the module's dtype (:data:`TOLERANCE`, :data:`ROUNDINGS`: a bug of ours,
     nothing is written)."""
     x = np.random.default_rng(0).standard_normal((CHECK_STEPS, CHECK_BATCH, input_size))
-    double = copy.deepcopy(module).double()
+    double = _float64_copy(module)
     try:
         want_y, want = step_module(double, x, states, hidden_size)
     except RuntimeError as err:  # a tensor the forward makes in float32 meets float64 ones
@@ -268,7 +314,7 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     dtype = _module_dtype(module)
     tolerance = TOLERANCE if dtype == np.float64 else ROUNDINGS * float(np.finfo(dtype).eps)
     if not error <= tolerance:
-        again_y, _ = step_module(copy.deepcopy(module).double(), x, states, hidden_size)
+        again_y, _ = step_module(_float64_copy(module), x, states, hidden_size)
         if not np.array_equal(again_y, want_y, equal_nan=True):
             raise ConvertError(
                 f"{type(module).__name__}.forward gives other outputs for the same input and "
