@@ -67,7 +67,8 @@ def require_dot() -> None:
 def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
                     allow_nonfinite: bool) -> dict[str, np.ndarray]:
     """For each state, ``‖∂L/∂s_t‖`` per step and sequence ``(T, B)`` for a loss at the last
-    step (the sum of its output): the page's gradient-flow panel."""
+    step of ``x`` (the sum of its output): the page's gradient-flow panel, from the last
+    step it shows."""
     y, _ = runner(x, state, allow_nonfinite=allow_nonfinite)
     grad_y = np.zeros(to_numpy(y).shape, dtype=runner.dtype)
     grad_y[-1] = 1
@@ -78,6 +79,36 @@ def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
         values = values if values.ndim == 3 else values[:, None]  # one sequence (T, H)
         norms[name] = np.sqrt(np.sum(values ** 2, axis=-1))
     return norms
+
+
+def page_part(runner: Runner, x: Any, state: dict[str, Any] | None
+              ) -> tuple[Any, dict[str, Any] | None, tuple[int, int]]:
+    """The part of ``x`` (time-major) and ``state`` that the page of their run keeps
+    (:func:`lstm_graph.explore.data.keep`: its first sequences and steps), and the run's
+    whole ``(T, B)``. Only that part is run: every sequence is its own recurrence and a
+    step reads only the steps before it, so its values are those of the whole run (but
+    for the last bits, where fewer rows make other row blocks; a run of 200,000 steps, of
+    which the page keeps 79, took minutes and 5 GB)."""
+    from lstm_graph.explore.data import budget, keep
+
+    x = as_array(x, "x")
+    if x.ndim not in (2, 3) or x.shape[-1] != runner.input_size or 0 in x.shape:
+        return x, state, (0, 0)  # refused by the run, in its words
+    steps, sequences = x.shape[0], x.shape[1] if x.ndim == 3 else 1
+    schedule, sizes = runner.cell.schedule, (runner.input_size, runner.hidden_size)
+    widths = [schedule.width(name, *sizes) for name in runner.cell.graph.assignments]
+    kept = keep(steps, sequences, [*widths, runner.input_size], budget(runner.dtype))
+    if x.ndim == 2:
+        return x[: kept.steps], state, (steps, sequences)
+    cut = {}
+    for name, value in (state or {}).items():
+        value = as_array(value, f"state '{name}'")
+        if tuple(value.shape) != (sequences, runner.hidden_size):
+            raise DataError(f"state '{name}' has shape {tuple(value.shape)}, expected "
+                            f"{(sequences, runner.hidden_size)}")
+        cut[name] = value[: kept.sequences]
+    return x[: kept.steps, : kept.sequences], cut if state is not None else None, \
+        (steps, sequences)
 
 
 def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
@@ -98,6 +129,7 @@ def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
                         f"runner is {runner.stack.describe()}: explore one of them, "
                         "runner.unit_runner(k).explore(x) (x as that unit reads it)")
     require_dot()
+    x, state, total = page_part(runner, x, state)
     values = runner.trace(x, state, progress=progress, allow_nonfinite=allow_nonfinite)
     ran_with = str(runner.ran_with)  # the trace's executor (the gradients run the reference)
     gradients = state_gradients(runner, x, state, allow_nonfinite)
@@ -112,7 +144,7 @@ def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
                if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
                for name in runner.cell.graph.states}
     run = Run(runner.cell, {name: to_numpy(v) for name, v in values.items()}, x, initial,
-              runner.dtype, gradients)
+              runner.dtype, gradients, total)
     return run, ran_with
 
 

@@ -132,6 +132,36 @@ def stage_hint(page: str) -> str:
     return html.unescape(" ".join(found.group(1).split()))
 
 
+@needs_dot
+def test_only_the_part_of_a_run_the_page_keeps_is_run_and_it_is_the_whole_run_s():
+    """The whole run was traced and differentiated for a page that kept its first steps
+    and sequences: 200,000 steps (79 kept) ran for minutes in 5 GB. Only the kept part
+    runs now; its values are the whole run's (each sequence its own recurrence, each step
+    reading only those before it; a batch of fewer rows may round its sums otherwise in the
+    last bits), the initial states' rows too."""
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20000, 6, 3)).astype("float32")
+    start = {"c": rng.standard_normal((6, 4)).astype("float32")}
+    calls = []
+    trace = runner.trace
+    runner.trace = lambda x, *a, **k: calls.append(x.shape) or trace(x, *a, **k)
+    data = page_data(runner.explore(x, start).html)
+    (shape,) = calls
+    kept = data["kept"]
+    assert shape == (kept["steps"], kept["sequences"], 3) and kept["steps"] < 2000
+    assert data["shape"] == {"steps": 20000, "sequences": 6}
+    assert f"the first 4 of 6 sequences, steps 1 to {kept['steps']} of 20000" in \
+        data["subsampled"]
+    whole = trace(x[: kept["steps"] + 5], start)
+    for name, value in data["values"].items():
+        np.testing.assert_allclose(np.array(value, dtype="float32"),  # a batch of 4 rows
+                                   whole[name][: kept["steps"], :4], rtol=1e-6, atol=1e-6)
+    with pytest.raises(lstm_graph.DataError, match=r"state 'c' has shape \(5, 4\), expected "
+                                                   r"\(6, 4\)"):
+        runner.explore(x, {"c": start["c"][:5]})
+
+
 def test_the_stage_note_says_what_this_cells_schedule_shows():
     """On a cell that is not the article's, the note spoke of "its peephole LSTM"."""
     mine = stage_hint(build_page(make_run(lstm_graph.compile_source(USER_CELL, "mine.cell"))))

@@ -17,7 +17,7 @@ from lstm_graph.errors import DataError
 from lstm_graph.explore import build_page, kept_of
 from lstm_graph.explore.page import check_drawable
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic, written_through
-from lstm_graph.notebook import explorer_run, require_dot
+from lstm_graph.notebook import explorer_run, page_part, require_dot
 
 
 def _steps(runner: Runner, x: np.ndarray) -> int:
@@ -27,9 +27,9 @@ def _steps(runner: Runner, x: np.ndarray) -> int:
 @main.command(epilog=SPEC_HELP + " The page holds both diagram styles, a time control over "
               "the steps and a sequence selector, a stage player, each value's numbers on its "
               "node, path highlights, heatmaps over time and the gradient flow back from the "
-              "last step. It stays under 2 MB (a larger run "
-              "is cut to its first sequences, steps and units; the page says so) and loads "
-              "nothing from the network.")
+              "last step shown. It stays under 2 MB (a larger run is cut to its first "
+              "sequences, steps and units, and only those are run; the page says so) and "
+              "loads nothing from the network.")
 @click.argument("spec")
 @run_options
 @click.option("--out", type=OutputPath(), required=True,
@@ -62,15 +62,16 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
         state = None if state is None else {
             name: value if runner.stack.single else value[0] for name, value in state.items()}
         runner = runner.unit_runner(0)
-    run, ran_with = with_progress(len(x), lambda progress: explorer_run(
-        runner, x, state, prepared.allow_nonfinite, progress))
-    sequences = run.x.shape[1]
+    run, ran_with = with_progress(len(page_part(runner, x, state)[0]),
+                                  lambda progress: explorer_run(
+                                      runner, x, state, prepared.allow_nonfinite, progress))
+    steps, sequences = run.shape
     page = build_page(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
-    say(f"{cell.name}: {len(x)} steps, {sequences} sequences ({ran_with}); "
+    say(f"{cell.name}: {steps} steps, {sequences} sequences ({ran_with}); "
         f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
-    shown = kept_of(run).shown(len(x), sequences)
+    shown = kept_of(run).shown(steps, sequences)
     if shown is not None:  # what the page says of itself, said here too
         say(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
             "writes every value", err=True)

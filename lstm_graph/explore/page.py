@@ -41,7 +41,9 @@ class Run:
     ``values``: every assignment, ``(T, B, width)`` (``Runner.trace``); ``x``:
     ``(T, B, I)``; ``initial``: each state's start, ``(B, H)``; ``dtype``: the run's;
     ``gradients``: for each state, ``‖∂L/∂s_t‖`` per step and sequence, ``(T, B)``, for
-    a loss at the last step (the gradient-flow panel; none: no panel).
+    a loss at the last step of ``x`` (the gradient-flow panel; none: no panel);
+    ``total``: the whole run's ``(T, B)`` where ``x`` is the part of it the page keeps
+    (:func:`lstm_graph.notebook.page_part`), else None.
     """
 
     cell: Cell
@@ -50,12 +52,18 @@ class Run:
     initial: Mapping[str, np.ndarray]
     dtype: np.dtype
     gradients: Mapping[str, np.ndarray] | None = None
+    total: tuple[int, int] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The whole run's steps and sequences."""
+        return self.total or (int(self.x.shape[0]), int(self.x.shape[1]))
 
 
 def kept_of(run: Run, most: int | None = None) -> Kept:
     """What the page of ``run`` keeps of it, with at most ``most`` numbers embedded
     (default: :func:`.data.budget`, a page under 2 MB)."""
-    steps, sequences, inputs = run.x.shape
+    (steps, sequences), inputs = run.shape, run.x.shape[2]
     widths = [int(run.values[name].shape[2]) for name in run.cell.graph.assignments]
     return keep(steps, sequences, [*widths, inputs], most or budget(run.dtype))
 
@@ -74,7 +82,7 @@ def build_page(run: Run, most: int | None = None) -> str:
     (default: :func:`.data.budget`, a page under 2 MB); what it keeps: :func:`kept_of`."""
     cell = run.cell
     graph, scene = cell.graph, build_scene(cell.schedule)
-    steps, sequences, _ = run.x.shape
+    steps, sequences = run.shape
     widths = {name: int(run.values[name].shape[2]) for name in graph.assignments}
     kept = kept_of(run, most)
 
