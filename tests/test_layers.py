@@ -422,6 +422,29 @@ def test_an_attribute_of_another_type_than_the_operator_s_is_refused(tmp_path, o
         lstm_graph.load_model(tmp_path / "m.onnx")
 
 
+def test_an_initial_state_fed_to_a_batch_major_node_is_said_in_the_runner_s_layout(
+        tmp_path, cli_run):
+    """The note said "give it with --state": the node's own (B, D, H) then ran, where B ==
+    D, as (D, B, H) (0.87 off). The runner's states are time-major, as PyTorch's h0."""
+    node = helper.make_node("GRU", ["X", "W", "R", "", "", "h0"], ["Y"], hidden_size=3,
+                            direction="bidirectional", layout=1)
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                      for n in ("X", "h0")],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.uniform(-.6, .6, (2, 9, 2)).astype("float32"), "W"),
+         numpy_helper.from_array(rng.uniform(-.6, .6, (2, 9, 3)).astype("float32"), "R")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    said = cli_run("run", tmp_path / "m.onnx", "--sample", "--out", tmp_path / "y.npz").stderr
+    assert "note: the initial_h ('h0') of the GRU node is an input of the model, not stored " \
+        "in it: give it with --state (an npz holding h; (B, H), or (layers·directions, B, " \
+        "H) for a stack: not the node's layout=1 (B, directions, H)), or the run uses " \
+        "zeros" in said
+
+
 def test_a_clip_keeps_every_digit_of_the_model_s_value(tmp_path):
     # 100000.5 is a float32; written with 6 significant digits it was 100000 (0.5 off)
     node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1,

@@ -351,8 +351,11 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
             raise WeightsError(f"{source}: the {what} ('{name}') of {label} is an input of "
                                "the model, not stored in it; weights must be initializers")
         else:  # sequence_lens, initial_h, initial_c: fed when the model runs
+            # a run's states are time-major, as PyTorch's h0: never the node's (B, D, H)
+            shaped = "; (B, H), or (layers·directions, B, H) for a stack: not the node's " \
+                "layout=1 (B, directions, H)" if layout == 1 else ""
             option = "--lengths" if what == "sequence_lens" else \
-                f"--state (an npz holding {what[-1]})"
+                f"--state (an npz holding {what[-1]}{shaped})"
             default = "full lengths" if what == "sequence_lens" else "zeros"
             notes.append(f"note: the {what} ('{name}') of {label} is an input of the model, "
                          f"not stored in it: give it with {option}, or the run uses "
