@@ -270,6 +270,24 @@ def test_a_pytorch_archive_that_unpacks_past_the_memory_limit_is_refused_before_
     (tmp_path / "damaged.pt").write_bytes(bytes(archive))
     assert "damaged.pt: not a readable PyTorch file (a damaged zip archive: " in cli_refused(
         "run", "lstm", "--input", x_file, "--weights", tmp_path / "damaged.pt")
+    # cut short: the zip's member list is gone ("[Errno 22] Invalid argument" before)
+    whole = (tmp_path / "small.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    assert "cut.pt: not a readable PyTorch file (a truncated or damaged zip archive: the " \
+        "list of its members at its end is missing)" in cli_refused(
+            "run", "lstm", "--input", x_file, "--weights", tmp_path / "cut.pt")
+    # a flipped byte in a tensor's bytes: torch.load reads past the wrong checksum
+    with zipfile.ZipFile(tmp_path / "small.pt") as archive:
+        member = next(m for m in archive.infolist() if "/data/" in m.filename)
+    flipped = bytearray(whole)
+    lengths = whole[member.header_offset + 26: member.header_offset + 30]  # the local header's
+    at = member.header_offset + 30 + int.from_bytes(lengths[:2], "little") + \
+        int.from_bytes(lengths[2:], "little")  # name and extra field (padding) lengths
+    flipped[at] ^= 0x10
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    assert f"flipped.pt: not a readable PyTorch file (a damaged zip archive: the bytes of " \
+        f"{member.filename} fail their checksum)" in cli_refused(
+            "run", "lstm", "--input", x_file, "--weights", tmp_path / "flipped.pt")
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path, x_file, cli_refused):

@@ -68,10 +68,20 @@ def read(path: Path) -> Any:
         try:
             with zipfile.ZipFile(path) as archive:
                 unpacked = sum(member.file_size for member in archive.infolist())
-        except (zipfile.BadZipFile, OSError, ValueError) as err:
+                require_unpacked(path, unpacked, path.stat().st_size)
+                damaged = archive.testzip()  # torch.load reads past a wrong checksum
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise WeightsError(f"{path}: not a readable PyTorch file (a damaged zip archive: "
                                f"{printable(str(err))})") from None
-        require_unpacked(path, unpacked, path.stat().st_size)
+        if damaged is not None:
+            raise WeightsError(f"{path}: not a readable PyTorch file (a damaged zip archive: "
+                               f"the bytes of {printable(damaged)} fail their checksum)")
+    else:
+        with open(path, "rb") as stream:
+            if stream.read(4) == b"PK\x03\x04":  # a zip's first member, and no end found
+                raise WeightsError(f"{path}: not a readable PyTorch file (a truncated or "
+                                   "damaged zip archive: the list of its members at its end "
+                                   "is missing)")
     try:
         import torch
     except ImportError:
