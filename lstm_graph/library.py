@@ -118,6 +118,12 @@ def load_cell(spec: str | Path) -> Cell:
         return compile_source(resource.read_text(encoding="utf-8"), f"<builtin>/{spec_text}.cell",
                               spec_text)
     path = Path(spec_text)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass  # a name: said below
+    except OSError as err:  # a loop of links, a name too long, no permission on the way
+        raise UnknownCellError(f"{spec_text}: cannot read ({err.strerror or err})") from None
     if path.is_file():
         return compile_source(read_cell_text(path), spec_text, path.stem)
     if path.is_dir():

@@ -262,6 +262,7 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
 
 @pytest.mark.parametrize("args, message", [
     (["nowhere.py:Cell"], "no such file"),
+    ([f"{CELLS.parent}:Cell"], "is a directory, not a file"),  # was "no such file"
     ([f"{CELLS}"], "FILE.py:CLASS"),
     ([f"{CELLS}:Missing"], "no class 'Missing' (its nn.Module classes: Activations, AddToState"),
     ([f"{CELLS}:FastLSTMCell", "--states", "h"], "unpacked as a tuple, but --states names 1"),

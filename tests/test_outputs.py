@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,15 @@ def test_every_writing_command_takes_dev_null_whatever_its_own_suffix(cli_run, c
     assert os.stat("/dev/null").st_ino == before.st_ino
     assert "the page is HTML; name it .html" in cli_fails(
         "explore", "lstm", "-H", "4", "--sample", "--out", tmp_path / "page.txt", code=2)
+    # two outputs into /dev/null were refused as "the same file"
+    pytest.importorskip("torch")
+    cells = Path(__file__).with_name("torch_cells.py")
+    cli_run("from-torch", f"{cells}:FastLSTMCell", "-I", "3", "-H", "4", "--states", "h,c",
+            "--out", "/dev/null", "--weights-out", "/dev/null")
+    pytest.importorskip("matplotlib")  # a chart: a PNG, where the name has no suffix
+    cli_run("train", "rnn", "--task", "adding", "--length", "4", "-H", "2", "--steps", "2",
+            "--batch", "2", "--out", "/dev/null", "--plot", "/dev/null", "--checkpoint",
+            tmp_path / "c.npz")
 
 
 def test_dev_stdout_in_a_pipe_carries_the_npz(tmp_path, cli_process):
@@ -396,6 +406,11 @@ def test_a_path_too_long_or_a_loop_of_links_is_refused_without_a_traceback(tmp_p
     assert "too many symbolic links" in cli_fails(*RUN, "--out", tmp_path / "a" / "y.npz")
     assert "File name too long" in cli_fails(*RUN, "--out", tmp_path / ("y" * 300 + ".npz"))
     assert "File name too long" in cli_fails("validate", tmp_path / ("c" * 300 + ".cell"))
+    # read as inputs: the loop named ("not a built-in cell", "unknown weights format ''")
+    assert f"{tmp_path / 'a'}: cannot read (Too many levels of symbolic links)" in \
+        cli_fails("validate", tmp_path / "a")
+    assert f"{tmp_path / 'a'}: cannot read (Too many levels of symbolic links)" in \
+        cli_fails(*RUN, "--weights", tmp_path / "a", "--out", tmp_path / "y.npz")
 
 
 _FULL = """

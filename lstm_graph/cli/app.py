@@ -115,8 +115,10 @@ def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
     """Wrong usage where two outputs (``{"--out": path}``) name one path, once symbolic links
     are followed: the second written would replace the first (``--out same.png --plot
     same.png`` lost the weights). Hard links to one file are two names, each replaced on
-    its own (outputs are written beside and renamed into place)."""
-    given = [(label, path) for label, path in outputs.items() if path is not None]
+    its own (outputs are written beside and renamed into place); ``/dev/null`` takes any
+    number (two outputs into one pipe or terminal would mix their bytes)."""
+    given = [(label, path) for label, path in outputs.items()  # /dev/null twice is fine
+             if path is not None and os.path.realpath(path) != os.devnull]
     for k, (label, path) in enumerate(given):
         for other, earlier in given[:k]:
             if os.path.realpath(path) == os.path.realpath(earlier):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import OutputPath, emit_json, main, refuse_same_outputs, say
-from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz
+from lstm_graph.cli.app import OutputPath, emit_json, is_stdout, main, refuse_same_outputs, say
+from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz, written_through
 from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
 
 
@@ -38,7 +38,8 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
                state_dict: Path | None, seed: int | None, out: Path, weights_out: Path,
                as_json: bool) -> None:
     """Convert a PyTorch cell (traced with torch.fx) into a .cell file and its weights."""
-    if weights_out.suffix.lower() != ".npz":
+    if weights_out.suffix.lower() != ".npz" and not written_through(weights_out) \
+            and not is_stdout(weights_out):
         raise click.UsageError(f"--weights-out {weights_out}: the weights are written as "
                                ".npz; name it .npz")
     if seed is not None and state_dict is not None:  # it would draw weights then replaced

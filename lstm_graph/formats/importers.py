@@ -26,6 +26,7 @@ from lstm_graph.equivalence import computes
 from lstm_graph.errors import DataError, WeightsError, printable
 from lstm_graph.formats import onnx_layers, torch_layers
 from lstm_graph.formats.arrays import StoredArray, open_npz
+from lstm_graph.formats.memory import file_size
 from lstm_graph.formats.recurrent import DEFAULT_ACTIVATIONS, RELU, TANH, CellSpec, LayerFile
 from lstm_graph.formats.torch_layers import RNN_NOTE
 from lstm_graph.ir import CellGraph, Node, NodeKind
@@ -432,6 +433,7 @@ def read_weights(source: str | Path | Mapping[str, Any], graph: CellGraph) -> We
         return Weights(arrays) if stored is None else _recorded(arrays, stored, path, graph)
     read = read_layer_file(path)
     if read is None:
+        file_size(path, WeightsError)  # no file, a loop of links: said as such
         raise WeightsError(f"{path}: unknown weights format '{path.suffix}'; use .npz (our "
                            "names), .pt/.pth (a PyTorch state dict) or .onnx")
     return _from_file(read, graph)

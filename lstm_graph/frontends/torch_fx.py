@@ -40,6 +40,7 @@ import numpy as np
 from lstm_graph.errors import LstmGraphError, LstmGraphWarning, install_hint, printable
 from lstm_graph.formats import torch_layers
 from lstm_graph.formats.files import others_may_replace
+from lstm_graph.formats.memory import file_size
 from lstm_graph.frontends.values import (
     Affine,
     Apply,
@@ -163,8 +164,7 @@ def _located(files: set[str], err: BaseException, what: str, called: Any = None
 def load_class(path: Path, class_name: str) -> type:
     """``class_name`` from the Python file ``path`` (run as a module: it is code)."""
     torch = _torch()
-    if not path.is_file():
-        raise ConvertError(f"{path}: no such file")
+    file_size(path, ConvertError)  # no such file, a directory, a FIFO: said as such
     if path.suffix != ".py":
         raise ConvertError(f"{path}: not a Python file (.py)")
     resolved = str(path.resolve())

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.errors import RenderError, install_hint
-from lstm_graph.formats.files import write_atomic
+from lstm_graph.formats.files import write_atomic, written_through
 from lstm_graph.training.gradflow import Flow
 from lstm_graph.training.trainer import Trained
 
@@ -23,8 +23,9 @@ _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#
 
 
 def chart_format_problem(path: Path) -> str | None:
-    """Why a chart cannot be written to ``path`` as its suffix says, or None."""
-    if path.suffix.lower() in FORMATS:
+    """Why a chart cannot be written to ``path`` as its suffix says, or None (a device or
+    FIFO, ``/dev/null``, takes one whatever its name: a PNG where it has no suffix)."""
+    if path.suffix.lower() in FORMATS or (not path.suffix and written_through(path)):
         return None
     had = f"not {path.suffix}" if path.suffix else "and this path has no suffix"
     return f"{path}: a chart is written as .png or .svg (by its suffix), {had}"
@@ -66,7 +67,7 @@ def _finish(plt: Any, figure: Any, axes: Any, path: Path, xlabel: str, ylabel: s
 
 def _save(plt: Any, figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
-    kind = path.suffix.lower()[1:]
+    kind = path.suffix.lower()[1:] or "png"  # a device's (chart_format_problem)
     metadata = {"Date": None} if kind == "svg" else {"Software": None}
     figure.savefig(buffer, format=kind, dpi=120, metadata=metadata, bbox_inches="tight")
     plt.close(figure)
