@@ -211,7 +211,7 @@ def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
         if broken.size:
             raise DataError(f"lengths holds {array[broken[0]]:g} at index {broken[0]}: give "
                             "whole numbers of steps (int32 or int64)")
-    elif array.dtype.kind not in "iu" and array.ndim == 1:
+    elif array.dtype.kind not in "iuf":  # text, objects, booleans: of any shape
         raise DataError(f"lengths has dtype {array.dtype}; give whole numbers of steps "
                         "(int32 or int64)")
     if array.shape != (batch,):

@@ -734,6 +734,8 @@ def test_lengths_out_of_range_are_named_as_given():
     with pytest.raises(lstm_graph.DataError, match="lengths holds -2 at index 1: a length "
                                                    "counts steps: it is never negative"):
         run(x, lengths=np.array([3.0, -2.0]))
+    with pytest.raises(lstm_graph.DataError, match="lengths has dtype <U3; give whole numbers"):
+        run(x, lengths="abc")  # was "lengths has shape ()"
 
 
 def test_a_model_s_stored_lengths_longer_than_x_are_named_as_the_model_s(tmp_path, cli_refused):
