@@ -909,6 +909,12 @@ def test_the_test_suite_never_uses_the_users_cache():
 
 def test_cache_info_and_clear(tmp_path):
     cache = tmp_path / "cache"
+    # none yet: said ("removed 0 builds from" a directory that was not there)
+    assert "(not made yet: the first native build makes it)" in \
+        cli(["cache", "info"], tmp_path, cache).stdout
+    assert cli(["cache", "clear"], tmp_path, cache).stderr == \
+        f"there is no build cache at {v1(cache)} yet; nothing was removed\n"
+    assert not cache.exists()
     assert cli(NATIVE + out(tmp_path), tmp_path, cache).returncode == 0
     info = cli(["cache", "info"], tmp_path, cache)
     assert info.returncode == 0
@@ -917,7 +923,8 @@ def test_cache_info_and_clear(tmp_path):
     assert cleared.returncode == 0 and cleared.stderr == f"removed 1 build from {v1(cache)}\n"
     assert names(v1(cache)) == ["CACHEDIR.TAG"]
     shown = json.loads(cli(["cache", "info", "--json"], tmp_path, cache).stdout)
-    assert (shown["entries"], shown["usable"], shown["problem"]) == (0, True, None)
+    assert (shown["entries"], shown["usable"], shown["problem"], shown["made"]) == \
+        (0, True, None, True)
 
 
 def test_a_compile_says_so_once_in_the_log(tmp_path, monkeypatch, caplog):

@@ -25,7 +25,8 @@ def info(as_json: bool) -> None:
         return
     size, limit = found.bytes / 2**20, found.limit_bytes / 2**20
     unusable = (f" (not usable: {found.problem}; each run compiles into a private temporary "
-                "directory)" if found.problem else "")
+                "directory)" if found.problem else "" if found.made else
+                " (not made yet: the first native build makes it)")
     say(f"directory  {found.directory}{unusable}")
     say(f"builds     {found.entries} ({size:.1f} MiB of at most {limit:.0f} MiB)")
     compiler = found.compiler or "none found (the NumPy plan runs instead)"
@@ -38,6 +39,9 @@ def clear() -> None:
     """Remove every compiled step; they are rebuilt when next needed. Builds running in
     other processes are left alone, and nothing outside the cache's directory is touched."""
     done = buildcache.clear()
+    if not done.made:
+        say(f"there is no build cache at {done.directory} yet; nothing was removed", err=True)
+        return
     running = (f" ({done.running} build{'s' if done.running != 1 else ''} in progress left "
                "alone)" if done.running else "")
     say(f"removed {done.builds} build{'s' if done.builds != 1 else ''} from "

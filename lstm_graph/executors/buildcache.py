@@ -907,6 +907,7 @@ class CacheInfo:
     limit_bytes: int
     compiler: str | None
     compiler_version: str | None
+    made: bool = True  # False: not there yet (the first native build makes it)
 
 
 def info() -> CacheInfo:
@@ -914,11 +915,13 @@ def info() -> CacheInfo:
     and their size. Nothing on disk is made or changed."""
     path, problem = configured()
     entries: list[Entry] = []
+    made = False
     if path is not None:
         try:
             place = _open_cache(path, create=False)
         except _Refused as refused:
             place, problem = None, str(refused)
+        made = place is not None
         if place is not None:
             try:
                 entries = _scan(place)[0]
@@ -927,7 +930,7 @@ def info() -> CacheInfo:
     cc = compiler()
     return CacheInfo(str(path or f"~/.cache/{NAME}"), problem is None, problem, len(entries),
                      sum(e.bytes for e in entries), max_bytes(), cc,
-                     compiler_version(cc) if cc else None)
+                     compiler_version(cc) if cc else None, made)
 
 
 @dataclass(frozen=True)
@@ -937,6 +940,7 @@ class Cleared:
     directory: Path
     builds: int  # entries removed
     running: int  # work directories of running builds, left alone
+    made: bool = True  # False: there was no cache there (nothing to remove)
 
 
 def clear() -> Cleared:
@@ -955,7 +959,7 @@ def clear() -> Cleared:
         raise BackendError(f"the build cache {path} is not usable ({refused}); nothing was "
                            "removed") from None
     if place is None:
-        return Cleared(path, 0, 0)
+        return Cleared(path, 0, 0, made=False)
     try:
         with _locked(place, exclusive=True):
             running = _remove_dead_work(place)
