@@ -6,7 +6,8 @@ file (:mod:`lstm_graph.formats.torch_layers`, :mod:`lstm_graph.formats.onnx_laye
 the cell is written from the layer's attributes (:meth:`CellSpec.text`, or the built-in
 cell that computes the same), the weights are translated into its names, and the number
 of layers, the direction, the layout and any initial states and sequence lengths the
-model stores come with them.
+model stores come with them. A file that does not say what it computes is no model: an
+``nn.RNN``'s state dict does not record its nonlinearity (name the cell with it).
 
 >>> import torch, tempfile, os, numpy as np
 >>> path = os.path.join(tempfile.mkdtemp(), "lstm.pt")
@@ -107,8 +108,9 @@ class Model:
         every sequence whole: 0.65 off onnxruntime). ``dtype``: float64 where the model
         stores float64 weight matrices, else float32, unless given (a float64 model ran
         in float32, 7e-8 off the reference evaluator); ``batch_first``: the model's own
-        layout unless given. With ``warn``, the model's notes are warnings (an nn.RNN's
-        nonlinearity assumed, …); the command line says them at load (``warn=False``)."""
+        layout unless given. With ``warn``, the model's notes are warnings (a checkpoint's
+        other modules, ONNX nodes left out, …); the command line says them at load
+        (``warn=False``)."""
         if warn:
             for note in self.notes:
                 warnings.warn(note.removeprefix("note: "), LstmGraphWarning, stacklevel=2)
@@ -132,6 +134,14 @@ def load_model(path: str | Path) -> Model:
     if file is None:
         raise WeightsError(f"{inert(str(path))} is not a model file (its name must end "
                            f"in {', '.join(MODEL_SUFFIXES)})")
+    if file.format == "torch" and file.family == "rnn":  # ONNX's RNN node names its own
+        shown = inert(str(path))
+        raise WeightsError(
+            f"{shown} holds {file.name} weights, which do not record the nonlinearity (tanh "
+            "or relu), so the file alone does not say what it computes (a relu RNN run as "
+            f"tanh is 0.4 off): name the cell with them, rnn --weights {shown} (tanh, "
+            f"nn.RNN's default) or rnn_relu --weights {shown} (nonlinearity='relu'); from "
+            f"Python, load_cell('rnn').compile(weights=...)")
     sources = tuple(_source(spec, file, k) for k, spec in enumerate(file.cells))
     cells = tuple(compile_source(*source) for source in sources)
     return Model(file, cells, translate(file, [c.graph for c in cells], stack_of(file)),

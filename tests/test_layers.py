@@ -109,8 +109,9 @@ def test_pytorch_cells_run_over_the_sequence(cell_module, cell, tmp_path, cli_ru
             h, c = out if cell == "lstm" else (out, c)
             ys.append(h.numpy())
     np.save(tmp_path / "x.npy", x)
-    cli_run("run", tmp_path / "cell.pt", "--input", tmp_path / "x.npy", "--out",
-            tmp_path / "y.npz")
+    spec = ["rnn", "--weights", tmp_path / "cell.pt"] if cell == "rnn" else \
+        [tmp_path / "cell.pt"]  # an RNNCell's file does not say its nonlinearity
+    cli_run("run", *spec, "--input", tmp_path / "x.npy", "--out", tmp_path / "y.npz")
     found = np.load(tmp_path / "y.npz")
     np.testing.assert_allclose(found["y"], np.stack(ys), atol=2e-6)
     np.testing.assert_allclose(found["h"], h.numpy(), atol=2e-6)
@@ -620,8 +621,12 @@ def test_a_model_s_weights_written_by_params_run_as_the_model(layer, tmp_path, c
         cell = "rnn_relu" if "rnn" in layer else "lstm_proj"
         torch.save(module.state_dict(), tmp_path / "m.pt")
         spec, y = tmp_path / "m.pt", torch_run(module, x)[0]
-    cli_run("params", spec, "--out", tmp_path / "w.npz")
-    cli_run("run", cell, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+    weights = tmp_path / "w.npz"
+    if "rnn" in layer:  # the file does not say relu: no model, the cell named with it
+        weights = spec
+    else:
+        cli_run("params", spec, "--out", weights)
+    cli_run("run", cell, "--weights", weights, "--input", tmp_path / "x.npy",
             "--out", tmp_path / "y.npz")
     found = np.load(tmp_path / "y.npz")["y"]
     assert found.shape == y.shape
@@ -672,14 +677,11 @@ def test_what_a_run_of_a_model_s_weights_must_be_told_is_said(tmp_path, cli_run)
     said = cli_run(*run, "--batch-first", "--out", tmp_path / "b.npz").stderr
     assert "batch-first" not in said
     torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "r.pt")
-    cli_run("params", tmp_path / "r.pt", "--out", tmp_path / "r.npz")
-    said = cli_run("run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--out",
+    said = cli_run("run", "rnn", "--weights", tmp_path / "r.pt", "--sample", "--out",
                    tmp_path / "c.npz").stderr
     assert "do not record the nonlinearity: assuming tanh" in said
-    # its float32 weights and float64 biases (summed) are of a float32 file: no rounding
-    # note, as a run of r.pt has none
-    assert "float64" not in said
-    assert cli_run("run", "rnn", "--weights", tmp_path / "r.npz", "--sample", "--dtype",
+    assert "float64" not in said  # a float32 file: no rounding note
+    assert cli_run("run", "rnn", "--weights", tmp_path / "r.pt", "--sample", "--dtype",
                    "float64", "--out", tmp_path / "d.npz").stderr.count("note:") == 1
 
 
@@ -1105,9 +1107,39 @@ def test_a_parametrized_weight_in_a_state_dict_is_refused_not_left_out(tmp_path)
 
 def test_a_model_s_notes_are_warnings_from_python(tmp_path):
     torch = pytest.importorskip("torch")
-    torch.save(torch.nn.RNN(3, 4).state_dict(), tmp_path / "rnn.pt")
-    with pytest.warns(LstmGraphWarning, match="assuming tanh"):
-        lstm_graph.load_model(tmp_path / "rnn.pt").compile()
+    state = {f"rnn.{k}": v for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    torch.save({**state, "fc.weight": torch.zeros(1, 4)}, tmp_path / "gru.pt")
+    with pytest.warns(LstmGraphWarning, match="its 1 other entry is not run"):
+        lstm_graph.load_model(tmp_path / "gru.pt").compile()
+
+
+@pytest.mark.parametrize("module", ["RNN", "RNNCell"])
+def test_an_nn_rnn_file_alone_is_no_model_its_nonlinearity_unsaid(tmp_path, module,
+                                                                   cli_run, cli_fails):
+    """A state dict does not record nonlinearity='relu': a relu RNN's file ran as tanh with
+    a note, exit 0, 0.4 off. Named with its cell it runs exactly."""
+    torch.manual_seed(0)
+    layer = getattr(torch.nn, module)(3, 4, nonlinearity="relu")
+    torch.save(layer.state_dict(), tmp_path / "r.pt")
+    with pytest.raises(lstm_graph.WeightsError, match="do not record the nonlinearity"):
+        lstm_graph.load_model(tmp_path / "r.pt")
+    for command in (["run", tmp_path / "r.pt", "--sample", "--out", tmp_path / "y.npz"],
+                    ["render", tmp_path / "r.pt", "--out", tmp_path / "r"],
+                    ["export", tmp_path / "r.pt", "--format", "onnx", "--out",
+                     tmp_path / "r.onnx"]):
+        assert f"name the cell with them, rnn --weights {tmp_path / 'r.pt'} (tanh, nn.RNN's " \
+            f"default) or rnn_relu --weights {tmp_path / 'r.pt'} (nonlinearity='relu')" in \
+            cli_fails(*command)
+    x = inputs(5, 2, 3, "float32")
+    y, _ = lstm_graph.load_cell("rnn_relu").compile(weights=tmp_path / "r.pt")(x)
+    with torch.no_grad():
+        h, expected = torch.zeros(2, 4), []
+        for step in x:
+            out = layer(torch.from_numpy(step)[None] if module == "RNN" else
+                        torch.from_numpy(step), h[None] if module == "RNN" else h)
+            h = out[1][0] if module == "RNN" else out
+            expected.append(h.numpy())
+    np.testing.assert_allclose(y, np.stack(expected), atol=2e-6)
 
 
 def test_a_checkpoint_s_other_modules_are_named_as_not_run(tmp_path, cli_run):
