@@ -37,17 +37,25 @@ def cpu() -> tuple[str, list[str]]:
 
 
 def cpuinfo() -> tuple[str, set[str]]:
-    """The CPU's model name and every flag /proc/cpuinfo gives it (none where unreadable)."""
+    """The CPU's model name and every flag /proc/cpuinfo gives it (none where unreadable).
+    Where the name holds no number (a virtual machine's "AMD EPYC"), the family and model
+    numbers follow it, which tell the generation: ``AMD EPYC (family 25, model 17)``."""
     model, flags = platform.processor() or platform.machine(), set[str]()
+    numbers: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine()):
+            key = key.strip()
+            if key == "model name" and model in ("", platform.machine()):
                 model = value.strip()
-            elif key.strip() == "flags" and not flags:
+            elif key in ("cpu family", "model") and key not in numbers:
+                numbers[key] = value.strip()
+            elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
         pass
+    if not any(c.isdigit() for c in model) and len(numbers) == 2:
+        model += f" (family {numbers['cpu family']}, model {numbers['model']})"
     return model, flags
 
 

@@ -327,7 +327,9 @@ def test_where_ours_may_take_one_thread_each_peer_is_timed_on_one_too(monkeypatc
     assert added["torch on 1 thread"] == bench.Job("torch", "lstm", "small", threads=1)
     assert bench.with_one_thread(medium, 2) == medium  # 64 sequences: two threads
     assert bench.with_one_thread(jobs, 1) == jobs  # one thread is all there is
-    assert bench.may_take_fewer("50x3x64x64", 2) and not bench.may_take_fewer("50x4x8x8", 2)
+    assert bench.may_take_fewer("50x3x64x64", 2) and not bench.may_take_fewer("50x4x64x64", 2)
+    # a step under THREAD_WORK multiply-adds runs on one thread whatever its batch
+    assert bench.may_take_fewer("50x4x8x8", 2) and bench.may_take_fewer("20x8x8x8", 2, "gru")
     seen = []
 
     def run(command, env, **_):

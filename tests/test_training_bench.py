@@ -38,3 +38,26 @@ def test_the_section_holds_every_cell_against_its_peer_and_leaves_the_rest(tmp_p
     assert "Machine: " in text and "Learning" not in text  # --steps 0: no learning table
     assert "Command: `python -m lstm_graph.training.bench --steps 0 --blocks 1 --cells " \
         f"peephole_lstm --markdown {doc} {' '.join(SMALL)}`" in text
+
+
+def test_pytorch_is_timed_on_one_thread_too_where_ours_may_take_one(monkeypatch):
+    """Ours runs small steps on one thread; PyTorch was held to two there. Its faster count
+    is its figure, marked in the table."""
+    seen = []
+
+    def run(command, env, **_):
+        contender = command[command.index("--contender") + 1]
+        count = int(command[command.index("--threads") + 1])
+        seen.append((contender, count, env["OMP_NUM_THREADS"]))
+        times = [0.001] if contender == "ours" else [0.004 if count == 2 else 0.003]
+        return bench.subprocess.CompletedProcess(
+            command, 0, f'{{"times": {times}, "peak_mib": 1.0}}\n', "")
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    found = bench.step_times("lstm", 4, 2, 5, threads=2, repeat=1, blocks=1)
+    assert sorted(seen) == [("ours", 2, "2"), ("torch", 1, "1"), ("torch", 2, "2")]
+    assert found["torch"].median == 0.003 and "torch on 1 thread" in found
+    assert "| 3.00 (3.00–3.00), 1 thread |" in "\n".join(bench.step_table({"lstm": found}))
+    seen.clear()
+    found = bench.step_times("lstm", 64, 64, 50, threads=2, repeat=1, blocks=1)
+    assert sorted(seen) == [("ours", 2, "2"), ("torch", 2, "2")]  # two threads: no choice
