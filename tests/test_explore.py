@@ -162,6 +162,24 @@ def test_only_the_part_of_a_run_the_page_keeps_is_run_and_it_is_the_whole_run_s(
         runner.explore(x, {"c": start["c"][:5]})
 
 
+def test_a_page_of_a_stack_says_which_layer_and_direction_it_shows(tmp_path, cli_run):
+    """Only the terminal said it: the page of a reverse layer numbered its steps as the
+    direction runs them (step 1: x's last) under a title that said nothing of it."""
+    cli_run("explore", "lstm", "--sample", "-H", "4", "--direction", "reverse", "--out",
+            tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    data = page_data(page)
+    assert data["reverse"] is True
+    said = "The page shows layer 1 of 1 layer, reverse: it reads x from its last step, so " \
+        "its step t is x's step T + 1 − t."
+    assert data["shows"] == said and html.escape(said) in page.split("<main>")[0]
+    cli_run("explore", "gru", "--sample", "-H", "4", "--layers", "2", "--direction",
+            "bidirectional", "--out", tmp_path / "b.html")
+    data = page_data((tmp_path / "b.html").read_text())
+    assert data["shows"] == "The page shows layer 1, forward direction, of 2 layers, " \
+        "bidirectional." and data["reverse"] is False
+
+
 def test_the_stage_note_says_what_this_cells_schedule_shows():
     """On a cell that is not the article's, the note spoke of "its peephole LSTM"."""
     mine = stage_hint(build_page(make_run(lstm_graph.compile_source(USER_CELL, "mine.cell"))))

@@ -314,6 +314,69 @@ def test_every_state_gets_a_gradient_chart_even_one_no_gradient_reaches(browser,
     path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 4), "float32")},
                                    runner.dtype, {"h": np.zeros((5, 2))})), "utf-8")
     tab = Opened(browser, path)
-    texts = tab.page.eval_on_selector_all("#gradients svg", "s => s.map(e => e.textContent)")
+    texts = tab.page.eval_on_selector_all("#gradients > *", "s => s.map(e => e.textContent)")
     assert texts == ["‖∂L/∂h‖: 0 at every step of this sequence"] and tab.errors == []
+    # said as text, not drawn in a chart 24 px tall stretched to a chart's 140
+    assert tab.page.eval_on_selector("#gradients > *", "e => e.tagName") == "P"
     tab.page.close()
+
+
+#: A named pre-activation, then its activation: one box draws both values.
+FOLDED = "cell folded\ninput x\nstate h\noutput h\na = linear(x, h[t-1])\nh = tanh(a)\n"
+
+
+def test_a_box_of_two_values_lights_in_both_stages_and_shows_both(browser, tmp_path):
+    """The box drawing ``a`` and ``h`` was tagged with ``a``'s stage alone: nothing glowed
+    while ``h``'s stage played, and hovering it showed ``h``'s numbers only."""
+    cell = lstm_graph.compile_source(FOLDED, "folded.cell")
+    runner = cell.compile(input_size=3, hidden_size=4, seed=1)
+    x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype("float32")
+    path = tmp_path / "folded.html"
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 4), "float32")},
+                                   runner.dtype)), "utf-8")
+    tab = Opened(browser, path)
+    page = tab.page
+    for stage in (1, 2):
+        page.click("#stage-next")
+        assert "h" in tab.classes("pipe", "now"), stage
+    page.hover(f'{tab.svg("pipe")} g[data-id="h"] text')
+    detail = page.text_content("#detail")
+    assert "h = tanh(a)" in detail and "a = linear" in detail
+    # each heatmap states a scale that holds its largest value (rounded up, not to nearest)
+    values = runner.trace(x)
+    for name in ("a", "h"):
+        caption = page.text_content(f'.map[data-name="{name}"] >> xpath=..')
+        stated = float(caption.split("±")[1])
+        assert np.abs(values[name][:, 0]).max() <= stated
+    assert tab.errors == []
+    tab.page.close()
+
+
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_the_browser_keeps_its_shortcuts_and_the_unit_field_can_be_retyped(opened):
+    """Ctrl+S started the stage player (and the page could not be saved), Alt+→ moved the
+    step; a cleared unit field was rewritten to 0 at once, and 2.7 hid every chart."""
+    page = opened.page
+    prevented = page.evaluate("""() => ["s", "ArrowRight"].map((key) => {
+        const event = new KeyboardEvent("keydown", {key, ctrlKey: key === "s",
+                                                    altKey: key !== "s", cancelable: true});
+        document.dispatchEvent(event);
+        return event.defaultPrevented;
+    })""")
+    assert prevented == [False, False] and page.text_content("#tlabel") == "t = 1 of 12"
+    assert opened.classes("pipe", "now") == set()
+    page.fill("#unit", "")
+    assert page.input_value("#unit") == ""  # left to be typed into
+    page.fill("#unit", "2.7")
+    assert page.eval_on_selector_all("#lines svg", "s => s.length") == 2  # c and h, unit 2
+    assert "unit 2" in page.text_content("#lines")
+    assert opened.errors == []
+
+
+def test_a_narrow_window_keeps_the_time_control_on_the_page(browser, pages):
+    page = browser.new_page(viewport={"width": 420, "height": 900})
+    page.goto(pages["peephole_lstm"][0].as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    box = page.eval_on_selector("#tlabel", "e => e.getBoundingClientRect().right")
+    assert box <= 420
+    page.close()

@@ -27,6 +27,7 @@ from lstm_graph.library import load_cell
 from lstm_graph.render import STYLES, check_size, classic, palette, pipe, render, to_bytes
 from lstm_graph.render.scene import Scene, build_scene, highlighted
 from lstm_graph.render.values import bins, placeholder_strips
+from lstm_graph.schedule import Schedule
 
 #: The built-in cell that is the article's (Shi Yan's peephole LSTM).
 ARTICLE_CELL = "peephole_lstm"
@@ -43,7 +44,10 @@ class Run:
     ``gradients``: for each state, ``‖∂L/∂s_t‖`` per step and sequence, ``(T, B)``, for
     a loss at the last step of ``x`` (the gradient-flow panel; none: no panel);
     ``total``: the whole run's ``(T, B)`` where ``x`` is the part of it the page keeps
-    (:func:`lstm_graph.notebook.page_part`), else None.
+    (:func:`lstm_graph.notebook.page_part`), else None; ``shows``: what of a stack the
+    page shows, said above the diagram (``layer 1, reverse direction, of 2 layers,
+    bidirectional``); ``reverse``: the run read ``x`` from its last step, so the page's
+    step ``t`` is ``x``'s ``T + 1 - t`` (its time control says both).
     """
 
     cell: Cell
@@ -53,6 +57,8 @@ class Run:
     dtype: np.dtype
     gradients: Mapping[str, np.ndarray] | None = None
     total: tuple[int, int] | None = None
+    shows: str = ""
+    reverse: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,7 +106,8 @@ def build_page(run: Run, most: int | None = None) -> str:
     for style in STYLES:
         dot = render(cell, style, stages=True, strips=strips, values="the step shown",
                      marks=True)
-        svgs[style] = embed(to_bytes(dot, "svg").decode("utf-8"), style, _node_info(scene))
+        svgs[style] = embed(to_bytes(dot, "svg").decode("utf-8"), style,
+                            _node_info(scene, cell.schedule))
     data = {
         "cell": cell.name,
         "stages": [list(names) for names in cell.schedule.stages],
@@ -117,6 +124,8 @@ def build_page(run: Run, most: int | None = None) -> str:
         "batch": list(range(kept.sequences)),
         "kept": {"steps": kept.steps, "sequences": kept.sequences, "units": kept.units},
         "subsampled": kept.sentence(steps, sequences),
+        "shows": run.shows,
+        "reverse": run.reverse,
         "widths": widths,
         "assignments": {name: {"expression": cell.schedule.expression(name),
                                "caption": a.caption or "",
@@ -139,7 +148,8 @@ def build_page(run: Run, most: int | None = None) -> str:
     parts = {
         "TITLE": html.escape(f"{cell.name} · lstm-graph explorer"),
         "CELL": html.escape(cell.name),
-        "NOTE": html.escape(kept.sentence(steps, sequences) or ""),
+        "NOTE": html.escape(" ".join(filter(None, (run.shows, kept.sentence(steps,
+                                                                          sequences))))),
         "STAGENOTE": html.escape(stage_note(cell)),
         "CSS": _asset("explorer.css"),
         "JS": _asset("explorer.js"),
@@ -195,12 +205,17 @@ def _asset(name: str) -> str:
         "utf-8")
 
 
-def _node_info(scene: Scene) -> dict[str, NodeInfo]:
-    """The values and stage of every drawn node the page tags (by DOT name)."""
+def _node_info(scene: Scene, schedule: Schedule) -> dict[str, NodeInfo]:
+    """The values and stages of every drawn node the page tags (by DOT name)."""
     drawn = scene.drawn_values()
-    return {node.id: NodeInfo(drawn.get(node.id, ()),
-                              node.stage if node.role in ("layer", "op") else None)
-            for node in scene.nodes.values()}
+    found = {}
+    for node in scene.nodes.values():
+        values = drawn.get(node.id, ())
+        stages = {schedule.stage_of(v) for v in values} - {0} | \
+            ({node.stage} if node.stage is not None else set())
+        found[node.id] = NodeInfo(values, tuple(sorted(stages))
+                                  if node.role in ("layer", "op") else ())
+    return found
 
 
 def _paths(scene: Scene, style: str) -> dict[str, list[str]]:

@@ -39,6 +39,11 @@
   /* JSON null is NaN; the shortest decimal of the run's dtype prints back unchanged. */
   const text = (v) => (v === null || Number.isNaN(v) ? "NaN" : String(v));
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+  /* v to 2 significant digits, up: the scale a heatmap states holds its largest value. */
+  function roundUp(v) {
+    const unit = 10 ** (Math.floor(Math.log10(v)) - 1);
+    return Number((Math.ceil(v / unit - 1e-9) * unit).toPrecision(2));
+  }
   /* Mean of units [a, b) of a vector; NaN (null) anywhere makes it NaN, as numpy.mean. */
   function meanOf(vec, a, b) {
     let sum = 0;
@@ -72,10 +77,10 @@
      later ones wait (faded), as the schedule orders one step. */
   function paintStages() {
     for (const g of $$("svg.diagram g.node[data-stage]")) {
-      const s = +g.dataset.stage;
-      g.classList.toggle("now", view.stage > 0 && s === view.stage);
-      g.classList.toggle("done", view.stage > 0 && s < view.stage);
-      g.classList.toggle("later", view.stage > 0 && s > view.stage);
+      const stages = g.dataset.stage.split(" ").map(Number); // a box may draw two values
+      g.classList.toggle("now", view.stage > 0 && stages.includes(view.stage));
+      g.classList.toggle("done", view.stage > 0 && stages.every((s) => s < view.stage));
+      g.classList.toggle("later", view.stage > 0 && stages.every((s) => s > view.stage));
     }
     $$("#stages li").forEach((li, k) => {
       li.classList.toggle("now", k + 1 === view.stage);
@@ -101,7 +106,11 @@
         g.classList.toggle("dim", !!lit && !on);
       }
     }
-    $$("#presets button").forEach((b) => b.classList.toggle("on", view.litFrom === "preset:" + b.dataset.preset));
+    $$("#presets button").forEach((b) => {
+      const on = view.litFrom === "preset:" + b.dataset.preset;
+      b.classList.toggle("on", on);
+      b.setAttribute("aria-pressed", String(on));
+    });
   }
   function litIds(style) {
     if (view.litFrom === null) return null;
@@ -135,11 +144,15 @@
       `<div>stage ${a.stage} &middot; step ${D.steps[view.t]}, sequence ${D.batch[view.b]}${cut}</div>` +
       `<div>${stats}</div>${range}<div class="grid" style="--chars: ${chars}">${cells.join("")}</div>`;
   }
+  /* Every value a node draws (a box of a linear and its activation draws both), its own
+     first, with the strip cell hovered marked in it. */
+  const describeAll = ([names, hot]) =>
+    names.map((name, k) => describe(name, k === 0 ? hot : null)).join('<hr class="sep">');
   const tip = $("#tip");
-  let hovered = null; // [name, [a, b] or null]
+  let hovered = null; // [the node's values, its own first; [a, b] or null]
   function showTip(event) {
     if (!hovered) return;
-    tip.innerHTML = describe(hovered[0], hovered[1]);
+    tip.innerHTML = describeAll(hovered);
     tip.hidden = false;
     const x = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8);
     const y = event.clientY + 14 + tip.offsetHeight > window.innerHeight ? event.clientY - tip.offsetHeight - 10 : event.clientY + 14;
@@ -158,7 +171,7 @@
       const W = D.values[name][0][0].length;
       let range = 0;
       for (let t = 0; t < T; t++) for (const v of D.values[name][t][view.b]) if (v !== null && Number.isFinite(v)) range = Math.max(range, Math.abs(v));
-      range = Number((range || 1).toPrecision(2));
+      range = roundUp(range || 1);
       const fig = document.createElement("figure");
       const caption = D.assignments[name].caption;
       fig.innerHTML = `<figcaption><span><b>${esc(name)}</b> ${caption ? "&middot; " + esc(caption) : ""}</span>` +
@@ -240,8 +253,7 @@
       if (finite.length === 0) {  // said, not left out: no gradient reaches this state
         const none = series.every((v) => v === 0) ? "0 at every step" : "no positive, finite size at any step";
         box.insertAdjacentHTML("beforeend",
-          `<svg viewBox="0 0 ${w} 24" role="img" aria-label="gradient reaching ${esc(state)} at each step">` +
-          `<text x="${left}" y="15">‖∂L/∂${esc(state)}‖: ${none} of this sequence</text></svg>`);
+          `<p class="none">‖∂L/∂${esc(state)}‖: ${none} of this sequence</p>`);
         continue;
       }
       const low = Math.floor(Math.min(...finite)), high = Math.ceil(Math.max(...finite, low + 1));
@@ -272,13 +284,14 @@
   function setStep(t) {
     view.t = Math.max(0, Math.min(T - 1, t));
     $("#time").value = view.t + 1;
-    $("#tlabel").textContent = `t = ${D.steps[view.t]} of ${D.shape.steps}`;
+    $("#tlabel").textContent = `t = ${D.steps[view.t]} of ${D.shape.steps}` +
+      (D.reverse ? ` (x's step ${D.shape.steps + 1 - D.steps[view.t]})` : "");
     paintStrips();
     placeCursors();
     drawLines();
     drawGradients();
     if (hovered) {  // the panel and a tip in view follow the step (the tip kept step 1's)
-      const numbers = describe(hovered[0], hovered[1]);
+      const numbers = describeAll(hovered);
       $("#detail").innerHTML = numbers;
       if (!tip.hidden) tip.innerHTML = numbers;
     }
@@ -292,14 +305,17 @@
   function setUnit(u) {
     const widest = Math.max(...D.states.map((s) => (s in D.values ? D.values[s][0][0].length : 0)));
     view.unit = Math.max(0, Math.min(widest - 1, u));
-    $("#unit").value = view.unit;
+    if (+$("#unit").value !== view.unit) $("#unit").value = view.unit;
     placeCursors();
     drawLines();
   }
   function setStyle(style) {
     view.style = style;
     for (const wrap of $$(".wrap")) wrap.hidden = wrap.dataset.style !== style;
-    $$(".seg").forEach((b) => b.classList.toggle("on", b.dataset.style === style));
+    $$(".seg").forEach((b) => {
+      b.classList.toggle("on", b.dataset.style === style);
+      b.setAttribute("aria-pressed", String(b.dataset.style === style));
+    });
   }
   function setLit(from) {
     view.litFrom = from;
@@ -350,13 +366,21 @@
   D.batch.forEach((b, k) => batch.add(new Option(String(b), String(k))));
   batch.addEventListener("change", () => setBatch(+batch.value));
   $$(".seg").forEach((b) => b.addEventListener("click", () => setStyle(b.dataset.style)));
-  $("#unit").addEventListener("input", (e) => setUnit(+e.target.value || 0));
+  $("#unit").addEventListener("input", (e) => {  // cleared, or "2." half typed: left as is
+    const typed = e.target.value.trim();
+    if (typed !== "" && Number.isFinite(+typed)) setUnit(Math.floor(+typed));
+  });
   D.stages.forEach((names, k) => {
     const li = document.createElement("li");
     li.title = names.map((n) => `${n} = ${D.assignments[n].expression}`).join("\n");
     li.innerHTML = names.map((n) => `<code>${esc(n)}</code>`).join(", ") +
       (D.waits[k].length ? ` <span class="muted">waits for the new ${D.waits[k].map(esc).join(", ")}</span>` : "");
+    li.tabIndex = 0;
+    li.setAttribute("role", "button");
     li.addEventListener("click", () => setStage(k + 1));
+    li.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); setStage(k + 1); }
+    });
     $("#stages").appendChild(li);
   });
   $("#stage-play").addEventListener("click", playStages);
@@ -367,6 +391,7 @@
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.preset = name;
+    button.setAttribute("aria-pressed", "false");
     button.textContent = name;
     button.title = "the path of " + D.presets[name].names.join(", ");
     button.addEventListener("click", () => setLit(view.litFrom === "preset:" + name ? null : "preset:" + name));
@@ -394,8 +419,8 @@
         return;
       }
       if (cell) cell.classList.add("hover");
-      hovered = [node.dataset.node, cell ? D.strips[node.dataset.node][+cell.dataset.u] : null];
-      $("#detail").innerHTML = describe(hovered[0], hovered[1]);
+      hovered = [node.dataset.values.split(" "), cell ? D.strips[node.dataset.node][+cell.dataset.u] : null];
+      $("#detail").innerHTML = describeAll(hovered);
       showTip(event);
     });
     svg.addEventListener("mouseleave", () => {
@@ -404,6 +429,7 @@
     });
   }
   document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return; // the browser's: Ctrl+S, Alt+←
     const target = event.target;
     if (target.matches && target.matches("input:not([type=range]), select, textarea")) return;
     const onSlider = target === $("#time"); // the slider moves itself on arrow keys
