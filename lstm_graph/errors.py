@@ -8,6 +8,7 @@ a bug in lstm-graph.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -152,6 +153,17 @@ def inert_lines(text: str) -> str:
     see --help
     """
     return "\n".join(inert(line) for line in text.split("\n"))
+
+
+def installed_version() -> str:
+    """The version of the lstm-graph running here: its package's, or, imported from a
+    source tree that pip never installed (``PYTHONPATH=checkout``), where it lies (a lookup
+    of the package's metadata raised there: ``--version`` and a Dask client crashed, and
+    such a worker was refused though it could run the work)."""
+    try:
+        return metadata.version("lstm-graph")
+    except metadata.PackageNotFoundError:
+        return f"unpackaged, from {os.path.dirname(os.path.abspath(__file__))}"
 
 
 def install_hint(extra: str) -> str:

@@ -733,9 +733,27 @@ def test_a_local_sweep_that_cannot_fit_is_refused_before_its_cluster_starts(
                         lambda scratch: pytest.fail("the cluster was started"))
     message = cli_fails("sweep", "lstm", "--steps", "2", "-H", "8", "-H", "99999999",
                         "--dask", "local", "--out", tmp_path / "board.json")
-    assert message.startswith("Adam's first and second moments of shape") and \
-        "for training lstm with H=99999999, batch 64, 2 steps, more than" in message
+    assert message.startswith("Adam's first and second moments of shape")
+    assert re.search(r"for training lstm with H=99999999, batch 64, 2 steps(, 2 runs at "
+                     r"once)?, more than", message), message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_local_sweep_weighs_one_run_a_core_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                      cli_fails) -> None:
+    """The check weighed one run against the whole memory while each core ran one."""
+    from lstm_graph.training.trainer import allocations
+
+    monkeypatch.setattr(cluster_module, "_local_cluster",
+                        lambda scratch: pytest.fail("the cluster was started"))
+    monkeypatch.setattr("lstm_graph.cli.sweep.usable_cpus", lambda: 4)
+    one = sum(a.nbytes for a in allocations(lstm_graph.load_cell("lstm"), adding(8), 64, 3,
+                                            32, np.dtype("float32")))
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", str(2 * one))  # two runs fit, four do not
+    message = cli_fails("sweep", "lstm", "--length", "8", "--steps", "3", "--batch", "32",
+                        "-H", "64", "--seeds", "0,1,2,3", "--dask", "local")
+    assert "for training lstm with H=64, batch 32, 3 steps, 4 runs at once, more than" in \
+        message
 
 
 def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(
@@ -950,9 +968,43 @@ def test_a_sweep_refuses_bad_grids(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                            "--out and --markdown name the same file (s.json)"),
                           (["lstm", "--seeds", "0,x"], "comma-separated list"),
                           (["lstm", "--seeds", "0,-1"], "seeds are 0 or more"),
-                          (["lstm", "--hidden-sizes", "0"], "at least 1")):
+                          (["lstm", "--hidden-sizes", "0"], "at least 1"),
+                          # one cell by two names was trained twice, ranked apart
+                          (["gru", str(lstm_graph_cells() / "gru.cell")],
+                           "gru.cell is gru again (the same equations); give each cell once"),
+                          # submitted whole, a grid of millions grew the scheduler unbounded
+                          (["lstm", "--seeds", ",".join(map(str, range(1000))),
+                            "--hidden-sizes", ",".join(map(str, range(1, 102)))],
+                           "1 cell × 101 hidden sizes × 1000 seeds make 101,000 training "
+                           "runs, more than the 100,000 a sweep takes")):
         assert message in cli_fails("sweep", *args, "--steps", "1", code=2)
     assert not list(tmp_path.iterdir())
+
+
+def lstm_graph_cells() -> Path:
+    return Path(lstm_graph.__file__).parent / "cells"
+
+
+def test_a_sweep_keeps_a_few_runs_a_worker_thread_out_at_once() -> None:
+    """Every run was submitted at once: the scheduler held the whole grid."""
+    configs = sweep_module.grid([("rnn", cell_source("rnn"))], [2], list(range(7)))
+    settings = sweep_module.Settings(steps=1, batch=2, eval_every=1)
+    with Client(processes=False, n_workers=1, threads_per_worker=1,  # every port on 127.0.0.1
+                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0") \
+            as client:
+        out, done, most = [0], [0], [0]
+        submit = client.submit
+
+        def counted(*args: object, **kwargs: object) -> object:
+            out[0] += 1
+            most[0] = max(most[0], out[0] - done[0])
+            return submit(*args, **kwargs)
+
+        client.submit = counted  # type: ignore[method-assign]
+        entries = sweep_module.sweep(client, configs, adding(4), settings,
+                                     lambda entry, count: done.__setitem__(0, count))
+    assert len(entries) == 7 and out[0] == 7
+    assert most[0] == sweep_module.IN_FLIGHT * 1  # one worker thread
 
 
 def test_a_run_that_fails_on_its_worker_is_its_entry_and_the_others_go_on(
@@ -1048,3 +1100,18 @@ def test_a_local_cluster_interrupted_as_it_starts_is_left_to_the_exit_quietly(
     with pytest.raises(KeyboardInterrupt):
         cluster_module._started(interrupted)  # type: ignore[arg-type]
     assert half.shutdown_on_close is False and len(killed) == 1
+
+
+def test_lstm_graph_run_from_a_source_tree_says_so_as_its_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imported from a checkout pip never installed, the metadata lookup raised: a Dask
+    client printed a traceback, and such a worker was refused though it could run."""
+    from importlib import metadata
+
+    from lstm_graph.distributed.jobs import worker_version
+
+    def absent(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", absent)
+    assert worker_version() == "unpackaged, from " + str(Path(lstm_graph.__file__).parent)

@@ -23,7 +23,13 @@ from typing import Any
 import click
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import LstmGraphError, LstmGraphWarning, OutputError, inert_lines
+from lstm_graph.errors import (
+    LstmGraphError,
+    LstmGraphWarning,
+    OutputError,
+    inert_lines,
+    installed_version,
+)
 from lstm_graph.formats.files import json_text, recording, release_held
 from lstm_graph.library import load_cell
 from lstm_graph.models import Model, is_model, load_model
@@ -244,7 +250,7 @@ SPEC_HELP = ("SPEC is a built-in cell name (see 'cells'), a path to a .cell file
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="lstm-graph")
+@click.version_option(installed_version(), prog_name="lstm-graph")
 def main() -> None:
     """Read, run and check recurrent cells as dataflow graphs."""
 

@@ -10,9 +10,12 @@ from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP, task_of
-from lstm_graph.distributed.jobs import cell_source
+from lstm_graph.distributed.jobs import CellSource, cell_source
+from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import DTYPES
+from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.formats.files import check_output, json_text, refuse_inputs, write_atomic
+from lstm_graph.formats.trace import digest
 from lstm_graph.training.trainer import check_fits
 
 
@@ -79,18 +82,29 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     from lstm_graph.distributed import sweep as sweeping
     from lstm_graph.distributed.cluster import LOCAL, connect
 
-    sources = []
+    sources: list[tuple[str, CellSource]] = []
+    seen: dict[str, str] = {}  # digest -> the CELL given first
     for spec in cells:
         source = cell_source(spec)
-        for warning in source.compile().warnings:
+        cell = source.compile()
+        for warning in cell.warnings:
             say(str(warning), err=True)
+        same = seen.setdefault(digest(cell.schedule), spec)
+        if same != spec:  # d/my.cell and ./d/my.cell, lstm and its file: trained twice
+            raise click.UsageError(f"CELL {spec} is {same} again (the same equations); "
+                                   "give each cell once")
         sources.append((spec, source))
     task = task_of(task_name, length)
     settings = sweeping.Settings(steps, batch, lr, clip, dtype, eval_every)
-    configs = sweeping.grid(sources, hidden_sizes, seeds)
-    if address == LOCAL:  # its workers are this machine's: what cannot fit is said first
+    try:
+        configs = sweeping.grid(sources, hidden_sizes, seeds)
+    except DataError as err:  # too many runs: the options' product
+        raise click.UsageError(str(err)) from None
+    if address == LOCAL:  # its workers are this machine's, one run a core at once: what
+        at_once = min(len(configs), usable_cpus())  # cannot fit is said first
         for _, source in sources:
-            check_fits(source.compile(), task, max(hidden_sizes), steps, batch, dtype)
+            check_fits(source.compile(), task, max(hidden_sizes), steps, batch, dtype,
+                       at_once)
 
     label = sweeping.labels(configs)
 

@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner, compile_layers
 from lstm_graph.checks import not_finite
-from lstm_graph.errors import DataError
+from lstm_graph.errors import DataError, installed_version
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.trace import identity
@@ -420,6 +420,7 @@ def command_arrays(command: str, compiled: Runner, x: np.ndarray,
 
 
 def worker_version() -> str:
-    """The lstm-graph installed where this runs. A worker that cannot import lstm-graph
-    fails to unpickle this function, which is how a client finds such workers."""
-    return metadata.version("lstm-graph")
+    """The lstm-graph installed where this runs (:func:`~lstm_graph.errors.installed_version`).
+    A worker that cannot import lstm-graph fails to unpickle this function, which is how a
+    client finds such workers."""
+    return installed_version()

@@ -111,9 +111,23 @@ def default_shard_size(batch: int, per_sequence: int, workers: int, job_bytes: i
     if most is not None:
         limit = min(limit, max(1, most - job_bytes))
     shards = max(workers, math.ceil(batch * per_sequence / limit))
-    shards = min(batch, workers * math.ceil(shards / workers))
-    size = math.ceil(batch / shards)
-    return size if most is None else max(1, min(size, limit // max(1, per_sequence)))
+    size = whole_rounds(batch, math.ceil(batch / shards), workers)
+    return size if most is None else \
+        whole_rounds(batch, max(1, min(size, limit // max(1, per_sequence))), workers)
+
+
+def whole_rounds(batch: int, size: int, workers: int) -> int:
+    """The largest shard size up to ``size`` that cuts ``batch`` sequences into a whole
+    number of shards per worker thread (or one sequence a shard, where there are fewer
+    sequences than threads), as even as can be.
+
+    >>> whole_rounds(200, 12, 2)  # 17 shards of 12 are 18 (9 a thread) of 11-12
+    12
+    >>> whole_rounds(200, 13, 2)  # 16 shards (8 a thread) of 12-13
+    13
+    """
+    shards = min(batch, workers * math.ceil(math.ceil(batch / size) / workers))
+    return math.ceil(batch / shards)
 
 
 @dataclass(frozen=True)
@@ -364,6 +378,7 @@ def execute(client: Client, job: Job, x: Any, out: Path,
                 f"the weights {memory.size_text(per_sequence + job.nbytes)}) are more than "
                 f"the limit of {memory.size_text(most)} set by {memory.ENV}: no shard fits")
         size = max(1, min(size, most // (window * steps * job.input_size * dtype.itemsize)))
+        size = whole_rounds(batch, size, workers)  # the cap undid default_shard_size's
     in_flight = (steps, min(batch, window * size), job.input_size)
     memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
                                in_flight, dtype)], "the client")

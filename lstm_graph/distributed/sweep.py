@@ -19,14 +19,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from distributed import CancelledError, Client, KilledWorker, as_completed
+from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.distributed import DaskError
-from lstm_graph.distributed.cluster import arrivals, one_line
+from lstm_graph.distributed.cluster import arrivals, one_line, threads
 from lstm_graph.distributed.jobs import CellSource
-from lstm_graph.errors import LstmGraphError
+from lstm_graph.distributed.sharded import IN_FLIGHT
+from lstm_graph.errors import DataError, LstmGraphError
 from lstm_graph.formats.files import finite
 from lstm_graph.training import Task, train
+
+#: The most training runs one sweep takes: its configs and results are held by the client
+#: (a grid of two million was taken, and its configs alone filled the scheduler).
+MAX_RUNS = 100_000
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,14 @@ class Entry:
 
 def grid(specs: Sequence[tuple[str, CellSource]], hidden_sizes: Sequence[int],
          seeds: Sequence[int]) -> list[Config]:
-    """Every cell × hidden size × seed, in that order."""
+    """Every cell × hidden size × seed, in that order; a DataError past :data:`MAX_RUNS`
+    (counted before a config is made)."""
+    runs = len(specs) * len(hidden_sizes) * len(seeds)
+    if runs > MAX_RUNS:
+        counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in (
+            (len(specs), "cell"), (len(hidden_sizes), "hidden size"), (len(seeds), "seed"))]
+        raise DataError(f"{' × '.join(counts)} make {runs:,} training runs, more than the "
+                        f"{MAX_RUNS:,} a sweep takes; sweep fewer at a time")
     names = {spec: source.compile().name for spec, source in specs}
     return [Config(spec, source, names[spec], hidden, seed) for spec, source in specs
             for hidden in hidden_sizes for seed in seeds]
@@ -132,29 +144,44 @@ def rank(entries: Sequence[Entry]) -> list[Entry]:
 def sweep(client: Client, configs: Sequence[Config], task: Task, settings: Settings,
           report: Callable[[Entry, int], None] | None = None) -> list[Entry]:
     """Train every config as a Dask task on ``client``'s cluster; return the entries
-    ranked. ``report`` is called with each entry as it comes, and how many have."""
+    ranked. ``report`` is called with each entry as it comes, and how many have. At most
+    :data:`~lstm_graph.distributed.sharded.IN_FLIGHT` runs per worker thread are out at
+    once (all were submitted at once: a grid of two million runs grew the scheduler
+    without bound)."""
     tag = uuid.uuid4().hex[:12]
-    config_of = {}
-    for k, config in enumerate(configs):  # each task carries all it needs: no dependencies
-        future = client.submit(train_one, config, task, settings,
-                               key=f"lstm-graph-sweep-{tag}-{k}")
-        config_of[future] = config
+    window = IN_FLIGHT * max(1, threads(client))
+    config_of: dict[Future, Config] = {}  # the runs out now
+    arrived = as_completed()
+    submitted = 0
+
+    def top_up() -> None:  # each task carries all it needs: no dependencies
+        nonlocal submitted
+        while submitted < len(configs) and len(config_of) < window:
+            future = client.submit(train_one, configs[submitted], task, settings,
+                                   key=f"lstm-graph-sweep-{tag}-{submitted}")
+            config_of[future] = configs[submitted]
+            arrived.add(future)
+            submitted += 1
+
     entries = []
+    top_up()
     try:
-        for future in arrivals(client, as_completed(list(config_of)), config_of.keys):
+        for future in arrivals(client, arrived, config_of.keys):
+            config = config_of.pop(future)
             try:
                 entry = future.result()
             except KilledWorker:
-                entry = failed(config_of[future], task,
-                               "its worker died each time it ran (out of memory?)")
+                entry = failed(config, task, "its worker died each time it ran (out of "
+                               "memory?)")
             except (CancelledError, OSError) as err:
                 raise DaskError(f"the Dask cluster lost the sweep ({one_line(err)}); is the "
                                 "scheduler still running?") from None
             except Exception as err:  # raised on its worker, outside train_one
-                entry = failed(config_of[future], task, _reason(err))
+                entry = failed(config, task, _reason(err))
             entries.append(entry)
             if report is not None:
                 report(entry, len(entries))
+            top_up()
     finally:
         client.cancel(list(config_of))
     return rank(entries)

@@ -459,11 +459,13 @@ def allocations(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int
 
 
 def check_fits(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int,
-               dtype: str) -> None:
+               dtype: str, runs: int = 1) -> None:
     """Refuse training whose arrays (:func:`allocations`) would not fit in memory, naming
-    the largest."""
-    require(allocations(cell, task, hidden_size, steps, batch, np.dtype(dtype)),
-            f"training {cell.name} with H={hidden_size}, batch {batch}, {steps} steps")
+    the largest; ``runs`` of it at once (a sweep's on the local cluster, one a core)."""
+    at_once = f", {runs} runs at once" if runs > 1 else ""
+    require(allocations(cell, task, hidden_size, steps, batch, np.dtype(dtype)) * runs,
+            f"training {cell.name} with H={hidden_size}, batch {batch}, {steps} "
+            f"steps{at_once}")
 
 
 def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
