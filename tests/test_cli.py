@@ -135,6 +135,46 @@ def test_params_of_a_model_file_refuses_a_dtype(tmp_path, cli_run, cli_fails):
         "params", tmp_path / "rnn.onnx", "--dtype", "float64", code=2)
 
 
+@pytest.mark.parametrize("args, words", [
+    # each option was taken and ignored, exit 0
+    (["run", "lstm", "-H", "2", "--sample", "--out", "y.npz", "--dask-timeout", "5"],
+     "--dask-timeout bounds the wait for a Dask cluster: give --dask too"),
+    (["render", "--all", "--out", "g/", "--stages", "--highlight", "h"],
+     "--all draws the gallery as it is (both styles, SVG and DOT); drop --highlight, "
+     "--stages"),
+    (["render", "rnn", "--unroll", "2", "--step", "3"],
+     "it does not combine with --highlight, --stages, --trace, --step or --batch"),
+    (["params", "lstm", "-I", "2", "-H", "3", "--seed", "3"],
+     "--seed draws the --out values; give --out"),
+    (["gradflow", "rnn", "--length", "3", "-H", "2", "--out", "c.png", "--style", "pipe"],
+     "--style chooses the style of --diagram; give --diagram too"),
+    # how --states and SOURCE are written: usage, as other options' values are (was exit 1)
+    (["from-torch", "x.py:A", "-I", "2", "-H", "2", "--states", "h,h", "--out", "a.cell",
+      "--weights-out", "a.npz"], "--states names a state twice: h, h"),
+    (["from-torch", "x.py", "-I", "2", "-H", "2", "--states", "h", "--out", "a.cell",
+      "--weights-out", "a.npz"], "give the module as FILE.py:CLASS"),
+])
+def test_an_option_that_would_be_ignored_is_wrong_usage(args, words, cli_fails, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert words in cli_fails(*args, code=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_params_of_a_model_file_refuses_the_options_it_would_ignore(tmp_path, cli_run,
+                                                                    cli_fails):
+    cli_run("export", "rnn", "--format", "onnx", "-I", "2", "-H", "3", "--out",
+            tmp_path / "rnn.onnx")
+    assert "holds its layers, direction and weights: drop --layers, --seed" in cli_fails(
+        "params", tmp_path / "rnn.onnx", "--layers", "3", "--seed", "1", code=2)
+
+
+def test_a_usage_error_shows_a_file_name_inert(cli_fails):
+    """A name's escape codes went to the terminal raw in usage errors (exit 2) alone."""
+    assert "--out w\\x1b[31m.npy: this writes an .npz" in cli_fails(
+        "run", "lstm", "-H", "2", "--sample", "--out", "w\x1b[31m.npy", code=2)
+
+
 def test_root_shim_and_console_script_both_work():
     for command in ([sys.executable, str(ROOT / "cli.py"), "cells"],
                     [str(Path(sys.executable).parent / "lstm-graph"), "cells"]):

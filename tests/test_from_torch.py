@@ -279,8 +279,12 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
 ])
 def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_fails):
     states = [] if "--states" in args else ["--states", "h,c"]
+    # how SOURCE and --states are written is usage (exit 2); what the module does, data
+    usage = message in ("FILE.py:CLASS", "'input' cannot name a state", "'y' cannot name a "
+                        "state: run writes", "'None' is a keyword", "reads as 'h'")
     assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
-                                tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+                                tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz",
+                                code=2 if usage else 1)
     assert not list(tmp_path.iterdir())
 
 
@@ -552,3 +556,14 @@ def test_a_refusal_names_the_module_as_the_user_did(tmp_path, monkeypatch, cli_f
     stderr = cli_fails("from-torch", "cells.py:RefuseLayerNorm", "-I", "3", "-H", "4",
                        "--states", "h", "--out", "c.cell", "--weights-out", "w.npz")
     assert stderr.startswith("cells.py:") and str(tmp_path) not in stderr
+
+
+def test_a_cell_written_to_stdout_is_not_followed_by_the_summary(tmp_path, cli_process):
+    """The three summary lines followed the .cell's text on stdout."""
+    done = cli_process("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", HID, "--states",
+                       "h,c", "--out", "/dev/stdout", "--weights-out", tmp_path / "w.npz",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "checked:" not in done.stdout and "stages:" not in done.stdout
+    assert "checked: the cell equals the module" in done.stderr
+    lstm_graph.compile_source(done.stdout, "stdout.cell")  # the cell, whole and alone

@@ -92,6 +92,9 @@ class _Group(click.Group):
                     # Dask's lines as its exit hooks reap a half-started local cluster
                     logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
                     ctx.exit(130 if interrupted else 143)
+        except click.UsageError as err:  # it may name a file: inert, as errors are below
+            err.message = inert_lines(err.message)
+            raise
         except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
             before = f" ({_what_was_written(written)})" if written else ""
             raise _UserError(inert_lines(str(err)) + before) from None

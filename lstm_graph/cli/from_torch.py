@@ -8,7 +8,13 @@ import click
 
 from lstm_graph.cli.app import OutputPath, emit_json, is_stdout, main, refuse_same_outputs, say
 from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz, written_through
-from lstm_graph.frontends.from_torch import CHECK_STEPS, convert, parse_source
+from lstm_graph.frontends.from_torch import (
+    CHECK_STEPS,
+    ConvertError,
+    check_states,
+    convert,
+    parse_source,
+)
 
 
 @main.command("from-torch", epilog="SOURCE is FILE.py:CLASS: a module whose "
@@ -45,7 +51,11 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
     if seed is not None and state_dict is not None:  # it would draw weights then replaced
         raise click.UsageError("--seed draws the class's own initialisation, and --state-dict "
                                "replaces it: give one of them")
-    path, class_name = parse_source(source)
+    try:  # how SOURCE and --states are written: wrong usage, before any file is read
+        path, class_name = parse_source(source)
+        check_states(states.split(","))
+    except ConvertError as err:
+        raise click.UsageError(str(err)) from None
     refuse_inputs({"--out": out, "--weights-out": weights_out},
                   {"FILE.py": path, "--state-dict": state_dict})
     refuse_same_outputs({"--out": out, "--weights-out": weights_out})
@@ -55,18 +65,20 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
     write_npz(weights_out, converted.weights)
     write_atomic(out, converted.text.encode("utf-8"))
     schedule = cell.schedule
+    aside = is_stdout(out) or is_stdout(weights_out)  # not after the written bytes
     if as_json:
         emit_json({"cell": cell.name, "out": str(out), "weights": str(weights_out),
                    "stages": [list(stage) for stage in schedule.stages],
                    "states": list(cell.graph.states), "output": next(iter(cell.graph.outputs)),
                    "parameters": {k: list(v.shape) for k, v in converted.weights.items()},
-                   "checked_steps": CHECK_STEPS, "largest_difference": converted.error})
+                   "checked_steps": CHECK_STEPS, "largest_difference": converted.error},
+                  err=aside)
         return
     say(f"wrote {out} and {weights_out}", err=True)
     say(f"{class_name} ({path.name}) -> cell {cell.name}: "
         f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
         f"states {', '.join(cell.graph.states)}, output "
-        f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters")
-    say("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages))
+        f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters", err=aside)
+    say("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages), err=aside)
     say(f"checked: the cell equals the module stepped over {CHECK_STEPS} steps "
-        f"(largest difference {converted.error:.2g})")
+        f"(largest difference {converted.error:.2g})", err=aside)

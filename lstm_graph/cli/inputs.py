@@ -444,6 +444,10 @@ def dask_options(command: F) -> F:
         if dask is None:
             if shard_size is not None:
                 raise click.UsageError("--shard-size shards a run on Dask: give --dask too")
+            source = click.get_current_context().get_parameter_source("dask_timeout")
+            if source is click.core.ParameterSource.COMMANDLINE:  # it was ignored
+                raise click.UsageError("--dask-timeout bounds the wait for a Dask cluster: "
+                                       "give --dask too")
             return command(*args, on_dask=None, **kwargs)
         if kwargs.get("backend", "numpy") != "numpy":
             raise click.UsageError("--dask runs on the numpy backend only: workers get NumPy "

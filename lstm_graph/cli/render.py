@@ -168,6 +168,13 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
     if everything:
         if out is None or spec is not None:
             raise click.UsageError("--all takes no SPEC and needs --out DIRECTORY")
+        given = [option for option, value in (
+            ("--style", style), ("--format", fmt), ("--highlight", highlight),
+            ("--stages", stages or None), ("--trace", trace), ("--step", step),
+            ("--batch", batch), ("--unroll", unroll)) if value is not None]
+        if given:  # the gallery is what it is: they were ignored
+            raise click.UsageError(f"--all draws the gallery as it is (both styles, SVG and "
+                                   f"DOT); drop {', '.join(given)}")
         directory = Path(out)
         if directory.exists() and not directory.is_dir():
             raise click.UsageError(f"--out {out} is not a directory; --all writes the gallery "
@@ -185,9 +192,9 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
         if style == "cell":
             raise click.UsageError("--unroll draws the pipe style (Olah's unrolled chain); "
                                    "leave out --style cell")
-        if highlight or stages or trace:
+        if highlight or stages or trace or step is not None or batch is not None:
             raise click.UsageError("--unroll draws the plain chain: it does not combine with "
-                                   "--highlight, --stages or --trace")
+                                   "--highlight, --stages, --trace, --step or --batch")
         diagrams = {f"unrolled{unroll}": unrolled(cell, unroll)}
     else:
         strips, values = _values(cell, trace, step, batch)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import FiniteFloat, OutputPath, emit_json, main, refuse_same_outputs, say
+from lstm_graph.cli.app import (
+    FiniteFloat,
+    OutputPath,
+    emit_json,
+    is_stdout,
+    main,
+    refuse_same_outputs,
+    say,
+)
 from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import ADDRESS_HELP, dask_address, timeout_option
 from lstm_graph.cli.train import TASK_HELP, task_of
@@ -125,11 +133,12 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
         write_atomic(out, (json_text(data) + "\n").encode())
     if markdown is not None:
         write_atomic(markdown, sweeping.markdown(entries, title).encode())
+    aside = any(path is not None and is_stdout(path) for path in (out, markdown))
     if as_json:
-        emit_json(data)
+        emit_json(data, err=aside)  # not after the board's bytes on stdout
     else:
-        say(title)
-        say(sweeping.table(entries))
+        say(title, err=aside)
+        say(sweeping.table(entries), err=aside)
         written = [str(path) for path in (out, markdown) if path is not None]
         if written:
             say(f"wrote {' and '.join(written)}", err=True)

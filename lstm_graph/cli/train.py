@@ -274,6 +274,9 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         raise click.UsageError("--diagram draws one cell: give exactly one CELL")
     if step is not None and diagram is None:
         raise click.UsageError("--step chooses the step of --diagram; give --diagram too")
+    if diagram is None and click.get_current_context().get_parameter_source("style") is \
+            click.core.ParameterSource.COMMANDLINE:  # it was ignored
+        raise click.UsageError("--style chooses the style of --diagram; give --diagram too")
     usage_chart("--out", out)
     check_chart(out)
     diagram_format = None if diagram is None else diagram.suffix.lower().lstrip(".") or "svg"
