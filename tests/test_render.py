@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -517,3 +518,21 @@ def test_render_all_creates_its_directory(in_tmp, cli_run):
     cli_run("render", "--all", "--out", "new/gallery")
     assert {p.name for p in (in_tmp / "new/gallery").iterdir()} == \
         {f"{name}.{kind}" for name in gallery() for kind in ("dot", "svg")}
+
+
+def test_stage_marks_past_ten_are_written_in_digits():
+    """⑪–⑳ drew as empty boxes in the fonts Graphviz finds on common systems."""
+    assert [palette.stage_mark(k) for k in (1, 10, 11, 23)] == ["①", "⑩", "(11)", "(23)"]
+
+
+def test_the_cell_box_grows_to_hold_a_long_memory_name():
+    """It was 76 points whatever the name: cell_memory_state ran past it onto the edges."""
+    source = ("cell long\ninput x\nstate h, cell_memory_state\noutput h\n"
+              "f = sigmoid(linear(x, h[t-1]))\n"
+              "cell_memory_state = f * cell_memory_state[t-1] + tanh(linear(x, h[t-1]))\n"
+              "h = tanh(cell_memory_state)\n")
+    cell = lstm_graph.compile_source(source, "long.cell")
+    widths = [int(w) for w in re.findall(r'TD WIDTH="(\d+)" HEIGHT="60"',
+                                         render(cell, "cell").source)]
+    assert widths and widths[0] >= 7 * len("cell_memory_state")
+    assert 'TD WIDTH="76" HEIGHT="60"' in render(lstm_graph.load_cell("lstm"), "cell").source

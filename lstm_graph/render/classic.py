@@ -149,11 +149,17 @@ def _add_loop(dot: graphviz.Digraph, painter: Painter, old: VNode, producer: str
              tooltip="the memory, carried to the next step", **painter.mark(CELL, old.id))
 
 
+#: The Cell's width in points: 76, or wider for a long memory name (about 7 points a
+#: character at 11 points: a name of 12 or more ran past the box onto the edges).
+CELL_WIDTH, CELL_CHAR = 76, 7
+
+
 def _cell_label(memory: str, line: str, fill: str, text: str) -> str:
     """The Cell: a rounded box with "Cell" and the memory's name."""
+    width = max(CELL_WIDTH, CELL_CHAR * len(memory) + 12)
     return (f'<<TABLE BORDER="3" STYLE="ROUNDED" COLOR="{line}" BGCOLOR="{fill}" '
             'CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
-            '<TD WIDTH="76" HEIGHT="60" FIXEDSIZE="TRUE">'
+            f'<TD WIDTH="{width}" HEIGHT="60" FIXEDSIZE="TRUE">'
             f'<FONT COLOR="{text}"><B>Cell</B><BR/><FONT POINT-SIZE="11">'
             f"{markup(memory)}</FONT></FONT></TD></TR></TABLE>>")
 

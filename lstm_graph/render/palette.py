@@ -30,8 +30,9 @@ PIPE_WIDTH = "3.5"
 EDGE_WIDTH = "1.3"
 HIGHLIGHT_WIDTH = "3"
 
-#: Small digits for stage numbers written on nodes (--stages).
-STAGE_MARKS = "⓪①②③④⑤⑥⑦⑧⑨⑩⑪⑫⑬⑭⑮⑯⑰⑱⑲⑳"
+#: Small digits for stage numbers written on nodes (--stages): circled up to ⑩, then
+#: "(11)": common fonts (DejaVu) stop at ⑩, and ⑪–⑳ drew as empty boxes.
+STAGE_MARKS = "⓪①②③④⑤⑥⑦⑧⑨⑩"
 
 #: The value scale (ColorBrewer RdBu): blue for −1, white for 0, red for +1; values
 #: beyond ±HEAT_RANGE take the end colours. Valves (σ) live in [0, 1]: shut is
