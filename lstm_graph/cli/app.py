@@ -93,7 +93,7 @@ class _Group(click.Group):
                     logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
                     ctx.exit(130 if interrupted else 143)
         except click.UsageError as err:  # it may name a file: inert, as errors are below
-            err.message = inert_lines(err.message)  # type: ignore[misc]  (Final in stubs)
+            setattr(err, "message", inert_lines(err.message))  # noqa: B010 (Final in stubs)
             raise
         except LstmGraphError as err:  # names from files in it: nothing a terminal acts on
             before = f" ({_what_was_written(written)})" if written else ""
