@@ -129,7 +129,8 @@ def test_the_machine_s_memory_is_read_only_for_runs_that_may_not_fit(monkeypatch
 def test_trace_and_explore_from_python_weigh_the_trace_before_they_start(monkeypatch):
     """``Runner.trace`` was weighed as a run: the trace of every assignment at every step
     (here 768 MB, from a broadcast x of 48 kB) was made; ``explore`` went on to be killed
-    by the system. Both are refused as ``lstm-graph trace`` is, before work."""
+    by the system. The trace is refused as ``lstm-graph trace`` is, before work; explore
+    runs the part of x its page keeps."""
     from lstm_graph.formats import memory
     from lstm_graph.formats.memory import MemoryLimitError
 
@@ -137,13 +138,17 @@ def test_trace_and_explore_from_python_weigh_the_trace_before_they_start(monkeyp
     runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=8)
     x = np.broadcast_to(np.float32(0), (2000, 2000, 3))
     reached = []
+    forward = type(runner)._forward
     monkeypatch.setattr(type(runner), "_forward",
                         lambda *args, **kwargs: reached.append(1) or pytest.fail("ran"))
-    for work in (runner.trace, runner.explore):
-        with pytest.raises(MemoryLimitError, match=r"the trace .* of shape \(4000000, 48\) "
-                                                   r"would take 768 MB"):
-            work(x)
+    with pytest.raises(MemoryLimitError, match=r"the trace .* of shape \(4000000, 48\) "
+                                               r"would take 768 MB"):
+        runner.trace(x)
     assert reached == []
+    # explore runs only the part its page keeps: a few sequences and steps, within bounds
+    monkeypatch.setattr(type(runner), "_forward", forward)
+    page = runner.explore(x).html
+    assert "the first 4 of 2000 sequences" in page
 
 
 @pytest.mark.parametrize("executor, fits", [pytest.param("native", False, marks=needs_compiler),
