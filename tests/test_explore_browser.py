@@ -77,6 +77,16 @@ def pages(tmp_path_factory):
     return made
 
 
+def page_of(cell, shape, seed: int, path: Path) -> Path:
+    """``path``, holding the page of ``cell`` (H = 4, weights of seed 1) run from zero ``h``
+    on x of ``shape`` drawn with ``seed``."""
+    runner = cell.compile(input_size=shape[2], hidden_size=4, seed=1)
+    x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {
+        "h": np.zeros((shape[1], 4), "float32")}, runner.dtype)), "utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
@@ -251,12 +261,7 @@ def test_long_names_wrap_inside_the_page(browser, tmp_path):
     source = (f"cell {'n' * 120}\ninput x\nstate h\noutput h\n"
               f"{long} = tanh(linear(x, h[t-1]))\nh = {long} * 0.5\n")
     cell = lstm_graph.compile_source(source, "long.cell")
-    runner = cell.compile(input_size=3, hidden_size=4, seed=1)
-    x = np.random.default_rng(1).standard_normal((3, 1, 3)).astype("float32")
-    path = tmp_path / "long.html"
-    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((1, 4), "float32")},
-                                   runner.dtype)), "utf-8")
-    tab = Opened(browser, path)
+    tab = Opened(browser, page_of(cell, (3, 1, 3), 1, tmp_path / "long.html"))
     assert tab.page.evaluate("document.documentElement.scrollWidth") <= 1400
     assert tab.page.eval_on_selector_all(
         ".stages li", "items => items.every(i => i.scrollWidth <= i.clientWidth)")
@@ -331,10 +336,7 @@ def test_a_box_of_two_values_lights_in_both_stages_and_shows_both(browser, tmp_p
     cell = lstm_graph.compile_source(FOLDED, "folded.cell")
     runner = cell.compile(input_size=3, hidden_size=4, seed=1)
     x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype("float32")
-    path = tmp_path / "folded.html"
-    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((2, 4), "float32")},
-                                   runner.dtype)), "utf-8")
-    tab = Opened(browser, path)
+    tab = Opened(browser, page_of(cell, x.shape, 2, tmp_path / "folded.html"))
     page = tab.page
     for stage in (1, 2):
         page.click("#stage-next")
