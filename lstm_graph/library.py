@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -125,7 +126,7 @@ def load_cell(spec: str | Path) -> Cell:
     except OSError as err:  # a loop of links, a name too long, no permission on the way
         raise UnknownCellError(f"{spec_text}: cannot read ({err.strerror or err})") from None
     if path.is_file():
-        return compile_source(read_cell_text(path), spec_text, path.stem)
+        return compile_source(read_cell_text(path), spec_text, file_cell_name(path))
     if path.is_dir():
         raise UnknownCellError(f"{spec_text} is a directory, not a .cell file")
     if path.exists():
@@ -138,13 +139,30 @@ def load_cell(spec: str | Path) -> Cell:
                            " or give the path to a .cell file")
 
 
+def file_cell_name(path: Path) -> str:
+    """The name of a ``.cell`` file's cell where it has no ``cell NAME`` line: its stem as
+    an identifier (``a b.cell``'s cell was named ``a b``, and its export's class ``AB``).
+
+    >>> file_cell_name(Path("a b.cell")), file_cell_name(Path("2-layer.cell"))
+    ('a_b', 'cell_2_layer')
+    """
+    name = re.sub(r"\W", "_", path.stem, flags=re.ASCII) or "cell"
+    return name if name[0].isalpha() or name[0] == "_" else f"cell_{name}"
+
+
 def _closest_builtin(spec: str) -> str:
     """``" (did you mean 'lstm'?)"`` for a name close to a built-in cell's: the same but for
-    case, ``-`` for ``_`` or spaces (``LSTM``, ``Peephole-LSTM``), else a close spelling.
+    case, ``-`` for ``_`` or spaces (``LSTM``, ``Peephole-LSTM``) or the order of its words
+    (``lstm_peephole``, which a close spelling took for ``lstm_proj``), else a close
+    spelling.
 
     >>> _closest_builtin("LSTM"), _closest_builtin("peephole-lstm"), _closest_builtin("grue")
     (" (did you mean 'lstm'?)", " (did you mean 'peephole_lstm'?)", " (did you mean 'gru'?)")
+    >>> _closest_builtin("lstm_peephole")
+    " (did you mean 'peephole_lstm'?)"
     """
-    folded = "_".join(spec.replace("-", " ").replace("_", " ").lower().split())
-    same = [name for name in builtin_names() if name == folded]
+    words = spec.replace("-", " ").replace("_", " ").lower().split()
+    folded = "_".join(words)
+    same = [name for name in builtin_names()
+            if name == folded or sorted(name.split("_")) == sorted(words)]
     return f" (did you mean '{same[0]}'?)" if same else did_you_mean(folded, builtin_names())

@@ -192,6 +192,9 @@ def test_unknown_highlight_and_inapplicable_preset_are_clear_errors():
         render(gru, "pipe", highlight="forget")
     with pytest.raises(lstm_graph.RenderError, match="nothing named 'q'"):
         render(gru, "cell", highlight="q")
+    with pytest.raises(lstm_graph.RenderError, match=r"'forgt' to highlight in cell 'lstm' "
+                                                     r"\(did you mean 'forget'\?\)"):
+        render(lstm_graph.load_cell("lstm"), "pipe", highlight="forgt")
 
 
 def test_stages_writes_stage_numbers():

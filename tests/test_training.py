@@ -312,7 +312,7 @@ def test_the_memory_pipe_into_the_cell_carries_its_gradient_too(tmp_path, cli_ru
     (["gradflow", "lstm", "--diagram", "d.txt"], 2, "a diagram is written as svg"),
     (["gradflow", "lstm", "--diagram", "d.svg", "--step", "51"], 2, "have 50 steps"),
     (["train", "lstm", "--task", "addng", "--length", "50", "--steps", "5"], 1,
-     "unknown task 'addng': use adding, copy, or the path of an .npz file"),
+     "unknown task 'addng' (did you mean 'adding'?): use adding, copy, or the path of an .npz"),
     (["train", "lstm", "--task", "a\x1b[31m", "--length", "6", "--steps", "5"], 1,
      "unknown task 'a\\x1b[31m'"),
     (["train", "lstm", "--task", "adding", "--steps", "5", "--checkpoint", "/dev/null"], 2,

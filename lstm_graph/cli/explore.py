@@ -11,6 +11,7 @@ import numpy as np
 
 from lstm_graph.cell import Runner
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, is_stdout, main, say
+from lstm_graph.cli.describe import plural
 from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.cli.run import read_files
@@ -77,7 +78,7 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     page = build_page(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
-    say(f"{cell.name}: {steps} steps, {sequences} sequences ({ran_with}); "
+    say(f"{cell.name}: {plural(steps, 'step')}, {plural(sequences, 'sequence')} ({ran_with}); "
         f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
     shown = kept_of(run).shown(steps, sequences)
     if shown is not None:  # what the page says of itself, said here too

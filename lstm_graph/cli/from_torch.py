@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from lstm_graph.cli.app import OutputPath, emit_json, is_stdout, main, refuse_same_outputs, say
+from lstm_graph.cli.describe import plural
 from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz, written_through
 from lstm_graph.frontends.from_torch import (
     CHECK_STEPS,
@@ -76,7 +77,8 @@ def from_torch(source: str, input_size: int, hidden_size: int, states: str,
         return
     say(f"wrote {out} and {weights_out}", err=True)
     say(f"{class_name} ({path.name}) -> cell {cell.name}: "
-        f"{len(cell.graph.assignments)} assignments in {len(schedule.stages)} stages, "
+        f"{plural(len(cell.graph.assignments), 'assignment')} in "
+        f"{plural(len(schedule.stages), 'stage')}, "
         f"states {', '.join(cell.graph.states)}, output "
         f"{next(iter(cell.graph.outputs))}, {len(converted.weights)} parameters", err=aside)
     say("stages: " + " | ".join(", ".join(stage) for stage in schedule.stages), err=aside)

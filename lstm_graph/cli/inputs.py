@@ -111,8 +111,8 @@ def run_options(command: F) -> F:
                           "cuda: force one; reference: the interpreter that defines the "
                           "semantics."),
         click.option("--allow-nonfinite", is_flag=True,
-                     help="Run even if x, a state or --grad-output holds NaN or "
-                          "infinity."),
+                     help="Run even if x or a state (for grad, --grad-output too) holds "
+                          "NaN or infinity."),
         click.option("--layers", type=click.IntRange(min=1, max=MAX_LAYERS),
                      help="Stacked layers: layer k > 1 reads layer k-1's output  [default: "
                           "what the weights hold, else 1]"),
@@ -418,8 +418,8 @@ def dask_address(value: str) -> str:
         raise click.BadParameter(str(err), param_hint="'--dask'") from None
 
 
-ADDRESS_HELP = ("'local' (an in-process cluster, one worker per core) or a scheduler's "
-                "address, tcp://HOST:PORT.")
+ADDRESS_HELP = ("'local' (a cluster of worker processes on this machine, one a core, on "
+                "127.0.0.1) or a scheduler's address, tcp://HOST:PORT.")
 DASK_HELP = "Shard the batch across a Dask cluster: " + ADDRESS_HELP
 TIMEOUT_HELP = ("Seconds, in all, to reach the Dask scheduler and find a worker there "
                 "that runs lstm-graph.")

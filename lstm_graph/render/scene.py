@@ -23,6 +23,7 @@ import networkx as nx
 
 from lstm_graph.errors import RenderError
 from lstm_graph.ir import CellGraph, EdgeKind, Node, NodeKind, old_id
+from lstm_graph.language.parser import did_you_mean
 from lstm_graph.ops import number_label
 from lstm_graph.schedule import Schedule
 
@@ -246,7 +247,8 @@ def _targets(graph: CellGraph, target: str) -> tuple[str, ...]:
     if target in graph.nodes or target in graph.assignments:
         return (target,)
     presets = f"its presets {', '.join(graph.presets)} or " if graph.presets else ""
-    raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'; "
+    close = did_you_mean(target, [*graph.presets, *graph.assignments])
+    raise RenderError(f"nothing named '{target}' to highlight in cell '{graph.name}'{close}; "
                       f"choose {presets}one of its names: {', '.join(graph.assignments)}")
 
 

@@ -35,6 +35,7 @@ from lstm_graph.checks import whole
 from lstm_graph.errors import DataError, inert
 from lstm_graph.formats.arrays import open_npz
 from lstm_graph.formats.memory import Allocation, allocation, require
+from lstm_graph.language.parser import did_you_mean
 
 #: How a task's loss is counted: squared error at the last step or every step, or
 #: cross-entropy every step.
@@ -204,5 +205,6 @@ def named(spec: str, length: int) -> Task:
     path = Path(spec)
     if path.suffix.lower() == ".npz" or path.exists():
         return from_file(path)
-    raise DataError(f"unknown task '{inert(spec)}': use adding, copy, or the path of an .npz "
-                    "file holding x (T, N, I) and y (N, O) or (T, N, O)")
+    close = did_you_mean(spec, ["adding", "copy"])
+    raise DataError(f"unknown task '{inert(spec)}'{close}: use adding, copy, or the path of "
+                    "an .npz file holding x (T, N, I) and y (N, O) or (T, N, O)")

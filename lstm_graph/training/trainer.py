@@ -525,7 +525,8 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
         trainer.load(checkpoint)
     if trainer.step > steps:  # it would train no step and report the checkpoint's count
         raise DataError(f"the checkpoint {checkpoint} is at step {trainer.step}, past the "
-                        f"{steps} steps asked for in all; ask for more to train on")
+                        f"{steps} step{'s' if steps != 1 else ''} asked for in all; ask for "
+                        "more to train on")
     resumed_from = trainer.step
     if begin is not None:
         begin(resumed_from)
