@@ -410,7 +410,8 @@ def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
     for name, message in _bad_grad_outputs(tmp_path).items():
         args = ["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", name,
                 "--out", "g.npz"]
-        assert message in cli_fails(*args)
+        said = cli_fails(*args)
+        assert message in said and said.startswith(f"{name}: ")  # named by its file
         assert not (tmp_path / "g.npz").exists()
         sharded = dask_cli(*args, "--dask", cluster.address, "--shard-size", "2", cwd=tmp_path)
         assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr

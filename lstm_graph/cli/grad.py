@@ -45,8 +45,11 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
     with np.errstate(over="ignore"):  # a number too large for the dtype: named below
         converted = np.asarray(grad_y, dtype=runner.dtype)
     if not prepared.allow_nonfinite:
-        check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0, "clean it",
-                     0 if runner.batch_first else 1)
+        try:
+            check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0,
+                         "clean it", 0 if runner.batch_first else 1)
+        except DataError as err:  # named by its file, as x's is
+            raise DataError(f"{path}: {err}") from None
     return converted
 
 
