@@ -57,14 +57,14 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     shows, reverse = "", False
     if not runner.plain:  # the first layer's first direction, as a cell of its own
         reverse = runner.units[0].reverse
+        forward = not reverse and runner.stack.direction == "bidirectional"
         which = " (reverse: x from its last step)" if reverse else \
-            ", forward direction" if runner.stack.direction == "bidirectional" else ""
-        shows = f"the page shows layer 1{which} of {runner.stack.describe()}"
-        say(f"note: {shows}", err=True)
-        shows = (f"The page shows layer 1{', forward direction,' if which and not reverse else ''}"
-                 f" of {runner.stack.describe()}" + (
-                     ": it reads x from its last step, so its step t is x's step T + 1 − t."
-                     if reverse else "."))
+            ", forward direction" if forward else ""
+        say(f"note: the page shows layer 1{which} of {runner.stack.describe()}", err=True)
+        shows = (f"The page shows layer 1{', forward direction,' if forward else ''} of "
+                 f"{runner.stack.describe()}" + (": it reads x from its last step, so its "
+                                                 "step t is x's step T + 1 − t." if reverse
+                                                 else "."))
         if reverse:
             x = x[::-1]
         state = None if state is None else {
