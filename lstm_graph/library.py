@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import gc
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -126,7 +125,7 @@ def load_cell(spec: str | Path) -> Cell:
     except OSError as err:  # a loop of links, a name too long, no permission on the way
         raise UnknownCellError(f"{spec_text}: cannot read ({err.strerror or err})") from None
     if path.is_file():
-        return compile_source(read_cell_text(path), spec_text, file_cell_name(path))
+        return compile_source(read_cell_text(path), spec_text, path.stem)
     if path.is_dir():
         raise UnknownCellError(f"{spec_text} is a directory, not a .cell file")
     if path.exists():
@@ -137,17 +136,6 @@ def load_cell(spec: str | Path) -> Cell:
         f"not a built-in cell{_closest_builtin(spec_text)}"
     raise UnknownCellError(f"{spec_text}: {hint}; built-in cells: {', '.join(builtin_names())};"
                            " or give the path to a .cell file")
-
-
-def file_cell_name(path: Path) -> str:
-    """The name of a ``.cell`` file's cell where it has no ``cell NAME`` line: its stem as
-    an identifier (``a b.cell``'s cell was named ``a b``, and its export's class ``AB``).
-
-    >>> file_cell_name(Path("a b.cell")), file_cell_name(Path("2-layer.cell"))
-    ('a_b', 'cell_2_layer')
-    """
-    name = re.sub(r"\W", "_", path.stem, flags=re.ASCII) or "cell"
-    return name if name[0].isalpha() or name[0] == "_" else f"cell_{name}"
 
 
 def _closest_builtin(spec: str) -> str:

@@ -411,7 +411,7 @@ def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
         args = ["grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output", name,
                 "--out", "g.npz"]
         said = cli_fails(*args)
-        assert message in said and said.startswith(f"{name}: ")  # named by its file
+        assert message in said and f"\n{name}: " in "\n" + said  # named by its file
         assert not (tmp_path / "g.npz").exists()
         sharded = dask_cli(*args, "--dask", cluster.address, "--shard-size", "2", cwd=tmp_path)
         assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr

@@ -195,12 +195,3 @@ def test_compiling_a_cell_leaves_the_garbage_collector_as_it_found_it():
         compile_source("input x\nstate h\noutput h\nh = q\n")
     assert gc.isenabled()  # an error re-enables it too
 
-
-def test_a_cell_file_without_a_cell_line_is_named_as_an_identifier(tmp_path):
-    """``a b.cell`` made a cell named ``a b`` (its exported class ``AB``)."""
-    from lstm_graph.distributed.jobs import cell_source
-
-    (tmp_path / "a b.cell").write_text("input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n")
-    assert load_cell(tmp_path / "a b.cell").name == "a_b"
-    pytest.importorskip("distributed")
-    assert cell_source(str(tmp_path / "a b.cell")).compile().name == "a_b"  # on workers too

@@ -33,13 +33,7 @@ from lstm_graph.errors import DataError, installed_version
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.trace import identity
-from lstm_graph.library import (
-    builtin_names,
-    compile_source,
-    file_cell_name,
-    load_cell,
-    read_cell_text,
-)
+from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
 
 #: The commands a job can run.
 COMMANDS = ("run", "trace", "grad")
@@ -151,7 +145,7 @@ def cell_source(spec: str) -> CellSource:
     path = Path(spec)
     if not path.is_file():
         load_cell(spec)  # raises the error a plain run gives for this SPEC
-    return CellSource(read_cell_text(path), spec, file_cell_name(path))
+    return CellSource(read_cell_text(path), spec, path.stem)
 
 
 @dataclass(frozen=True)
