@@ -382,3 +382,15 @@ def test_a_narrow_window_keeps_the_time_control_on_the_page(browser, pages):
     box = page.eval_on_selector("#tlabel", "e => e.getBoundingClientRect().right")
     assert box <= 420
     page.close()
+
+
+def test_a_negative_zero_keeps_its_sign_on_the_page(browser, tmp_path):
+    """Embedded as -0.0 and shown as "0" (JavaScript's String(-0))."""
+    cell = lstm_graph.compile_source("cell neg\ninput x\nstate h\noutput h\nh = h[t-1] * -1\n",
+                                     "neg.cell")
+    tab = Opened(browser, page_of(cell, (2, 1, 3), 0, tmp_path / "neg.html"))
+    assert tab.strip("pipe", "h") == [0.0] * 4
+    shown = tab.page.eval_on_selector_all('svg[data-style=pipe] g[data-node="h"] polygon.u',
+                                          "cells => cells.map(c => c.dataset.v)")
+    assert shown == ["-0"] * 4 and tab.errors == []
+    tab.page.close()

@@ -539,3 +539,13 @@ def test_the_cell_box_grows_to_hold_a_long_memory_name():
                                          render(cell, "cell").source)]
     assert widths and widths[0] >= 7 * len("cell_memory_state")
     assert 'TD WIDTH="76" HEIGHT="60"' in render(lstm_graph.load_cell("lstm"), "cell").source
+
+
+def test_a_pipe_style_caption_fades_with_its_edge_under_a_highlight():
+    """Captions kept their colour beside faded edges ("output" under --highlight forget);
+    the cell style's faded."""
+    source = render(lstm_graph.load_cell("peephole_lstm"), "pipe", highlight="forget").source
+    assert f'COLOR="{palette.FADED}">output<' in source
+    assert f'COLOR="{palette.CAPTION}">memory pipe<' in source  # its edge is on the path
+    plain = render(lstm_graph.load_cell("peephole_lstm"), "pipe").source
+    assert f'COLOR="{palette.CAPTION}">output<' in plain

@@ -265,6 +265,11 @@ class _Layout:
             return {"color": P.HIGHLIGHT, "penwidth": P.HIGHLIGHT_WIDTH}
         return {"color": P.FADED, "penwidth": P.EDGE_WIDTH}
 
+    def _faded(self, edge: VEdge) -> bool:
+        """Whether ``edge`` is faded: under a highlight, one end of it unlit."""
+        lit = self.painter.lit
+        return lit is not None and not (edge.src in lit and edge.dst in lit)
+
     def _edges(self, name: Callable[[str], str], captions: bool) -> None:
         """Step edges, written once every node is placed (:meth:`draw`); ``captions``
         labels them with the captions of the ops they leave."""
@@ -302,10 +307,11 @@ class _Layout:
                 extra.update(weight="100", penwidth=P.PIPE_WIDTH)
                 caption = scene.nodes[edge.src].caption
                 if caption and captions:  # a taillabel: a flat edge's label would bend the pipe
-                    extra.update(taillabel=_caption(caption), labelangle="-60",
-                                 labeldistance="3")
+                    extra.update(taillabel=_caption(caption, self._faded(edge)),
+                                 labelangle="-60", labeldistance="3")
             elif captions and caption_edge.get(edge.src) == edge.dst:
-                extra["label"] = _caption(scene.nodes[edge.src].caption or "")
+                extra["label"] = _caption(scene.nodes[edge.src].caption or "",
+                                          self._faded(edge))
             if edge.dst in junction and src in sources:
                 if edge.dst != bus[0]:
                     continue  # the bus already carries it: merged once, forked to every layer
@@ -337,5 +343,7 @@ class _Edge:
     reverse: bool = False
 
 
-def _caption(text: str) -> str:
-    return f'<<FONT POINT-SIZE="9" COLOR="{P.CAPTION}">{markup(text)}</FONT>>'
+def _caption(text: str, faded: bool = False) -> str:
+    """An edge's caption, faded with its edge under a highlight (as the cell style's)."""
+    colour = P.FADED if faded else P.CAPTION
+    return f'<<FONT POINT-SIZE="9" COLOR="{colour}">{markup(text)}</FONT>>'

@@ -36,8 +36,9 @@
   function heat(v, range) {
     return "#" + rgb(v, range || D.scale.range).map((c) => c.toString(16).padStart(2, "0")).join("");
   }
-  /* JSON null is NaN; the shortest decimal of the run's dtype prints back unchanged. */
-  const text = (v) => (v === null || Number.isNaN(v) ? "NaN" : String(v));
+  /* JSON null is NaN; the shortest decimal of the run's dtype prints back unchanged, the
+     sign of a zero too (String(-0) is "0"). */
+  const text = (v) => (v === null || Number.isNaN(v) ? "NaN" : Object.is(v, -0) ? "-0" : String(v));
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   /* v to 2 significant digits, up: the scale a heatmap states holds its largest value. */
   function roundUp(v) {
