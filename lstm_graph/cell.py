@@ -249,8 +249,8 @@ def compile_layers(cells: Sequence[Cell], input_size: int | None, hidden_size: i
         for what, asked, held in (("layers", layers, found.layers),
                                   ("direction", direction, found.direction)):
             if asked is not None and asked != held:
-                raise WeightsError(f"{source} holds {found.describe()}, but {what}={asked} "
-                                   "was asked for")
+                raise SizeMismatch(f"{source} holds {found.describe()}, but {what}={asked} "
+                                   "was asked for", what, found.describe())
         stack = found
         first = {name[len(stack.prefix(0, stack.units[0][1])):]: value
                  for name, value in raw.items()

@@ -79,8 +79,9 @@ class WeightsError(LstmGraphError):
 
 
 class SizeMismatch(WeightsError):
-    """Weights of another input or hidden size (``what``: ``"input"`` or ``"hidden"``) than
-    the one asked for: a caller that chose the size can say where it came from.
+    """Weights of another input or hidden size, or stack, than the one asked for (``what``:
+    ``"input"``, ``"hidden"``, ``"layers"`` or ``"direction"``): a caller that chose it can
+    say where it came from (the command line: an option that contradicts the weights).
 
     >>> import pickle
     >>> err = pickle.loads(pickle.dumps(SizeMismatch("w.npz has input size 3, …", "input")))
@@ -88,9 +89,9 @@ class SizeMismatch(WeightsError):
     ('input', 'w.npz has input size 3, …')
     """
 
-    def __init__(self, message: str, what: str) -> None:
-        super().__init__(message, what)  # both in args: it pickles (a Dask worker raises it)
-        self.what = what
+    def __init__(self, message: str, what: str, held: str = "") -> None:
+        super().__init__(message, what, held)  # all in args: it pickles (a Dask worker
+        self.what, self.held = what, held  # raises it); held: what the weights hold
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -247,12 +247,13 @@ def test_export_usage_mistakes_exit_2_saying_what(tmp_path, monkeypatch, args, m
     assert not list(tmp_path.iterdir())
 
 
-def test_weights_that_do_not_fit_the_layers_asked_exit_1(tmp_path, cli_run, cli_fails):
+def test_weights_that_do_not_fit_the_layers_asked_are_wrong_usage(tmp_path, cli_run,
+                                                                   cli_fails):
     weights = tmp_path / "w.npz"
     cli_run("params", "lstm", "-I", "3", "-H", "4", "--out", weights)
-    assert f"{weights} holds 1 layer, forward, but layers=2 was asked for" in cli_fails(
+    assert f"{weights} holds 1 layer, forward; drop --layers 2" in cli_fails(
         "export", "lstm", "--weights", weights, "--layers", "2", "--format", "onnx", "--out",
-        tmp_path / "m.onnx")
+        tmp_path / "m.onnx", code=2)
     assert not (tmp_path / "m.onnx").exists()
 
 

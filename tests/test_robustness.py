@@ -204,16 +204,18 @@ def test_an_onnx_gru_of_the_other_reset_form_is_refused_for_the_gru_cell(tmp_pat
 @pytest.mark.parametrize("kwargs, args, words", [
     ({"proj_size": 2}, [], "has a projection (weight_hr, proj_size 2) and cell 'lstm' has none; "
      "use the cell lstm_proj"),
+    # an option against what the weights hold: usage, in the options' words (was exit 1,
+    # "direction=forward")
     ({"bidirectional": True}, ["--direction", "forward"],
-     "holds 1 layer, bidirectional, but direction=forward was asked for"),
-    ({"num_layers": 2}, ["--layers", "3"],
-     "holds 2 layers, forward, but layers=3 was asked for"),
+     "w.pt holds 1 layer, bidirectional; drop --direction forward"),
+    ({"num_layers": 2}, ["--layers", "3"], "w.pt holds 2 layers, forward; drop --layers 3"),
 ])
 def test_pytorch_layers_a_cell_cannot_take_say_why(tmp_path, x_file, kwargs, args, words,
-                                                    cli_refused):
+                                                    cli_fails):
     torch.save(torch.nn.LSTM(3, 4, **kwargs).state_dict(), tmp_path / "w.pt")
-    assert words in cli_refused("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt",
-                                *args)
+    assert words in cli_fails("run", "lstm", "--input", x_file, "--weights", tmp_path / "w.pt",
+                              *args, "--out", tmp_path / "y.npz", code=2 if args else 1)
+    assert not (tmp_path / "y.npz").exists()
 
 
 def test_pytorch_gru_weights_for_an_lstm_cell_say_what_the_cell_takes(tmp_path, x_file,

@@ -28,7 +28,7 @@ from lstm_graph.checks import REAL_KINDS, check_state, check_x
 from lstm_graph.cli.app import FiniteFloat, load, load_model_spec, say, stderr_is_terminal
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
-from lstm_graph.errors import DataError, install_hint
+from lstm_graph.errors import DataError, SizeMismatch, install_hint
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import BACKENDS, DTYPES
 from lstm_graph.executors.contract import Progress
@@ -231,10 +231,17 @@ def compile_spec(spec: str, input_path: Path | None, input_size: int | None,
     if input_size is None and weights is None:  # with weights, they tell it
         found = None if input_path is None else stored_array(input_path, "x", "x").shape
         input_size = found[-1] if found else SAMPLE_INPUT
-    runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
-                          dtype=dtype, weights=weights, seed=seed, executor=executor,
-                          layers=layers, direction=direction, batch_first=batch_first,
-                          warn=False)  # its notes said here, in order
+    try:
+        runner = cell.compile(input_size=input_size, hidden_size=hidden_size, backend=backend,
+                              dtype=dtype, weights=weights, seed=seed, executor=executor,
+                              layers=layers, direction=direction, batch_first=batch_first,
+                              warn=False)  # its notes said here, in order
+    except SizeMismatch as err:  # --layers or --direction against what --weights hold
+        if err.what not in ("layers", "direction"):
+            raise
+        asked = layers if err.what == "layers" else direction
+        raise click.UsageError(f"{weights} holds {err.held}; drop --{err.what} {asked}") \
+            from None
     for note in runner.notes:
         say(note, err=True)
     return Bound(runner, (cell_source(spec),), {}, None)
