@@ -109,6 +109,17 @@ def test_a_weights_file_given_as_a_trace_is_refused_without_a_warning_first(tmp_
                              "trace lstm ... --out trace.npz')\n")
 
 
+def test_a_stack_s_trace_is_said_as_one(tmp_path, cli_run, cli_fails):
+    """Its values are under each layer's prefix (l0.f): it was said to be another cell's,
+    to be made with the very command that had made it."""
+    cli_run("trace", "lstm", "--sample", "-H", "3", "--layers", "2", "--out",
+            tmp_path / "t.npz")
+    said = cli_fails("render", "lstm", "--format", "dot", "--trace", tmp_path / "t.npz",
+                     "--step", "2")
+    assert "t.npz is the trace of a stack (each layer's values under its own prefix: l0.f, " \
+        "…), and the diagram draws one cell" in said and "not recorded" not in said
+
+
 # -- which cell a trace came from ----------------------------------------------------------
 
 @pytest.fixture

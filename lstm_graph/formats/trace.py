@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +130,18 @@ def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
                     f"trace', or draw this trace on cell '{name}'")
 
 
-def missing_values(source: str, graph_name: str, missing: list[str]) -> DataError:
-    """The error for a trace (``source``) without the values of ``missing`` assignments
-    of cell ``graph_name``."""
+def missing_values(source: str, graph_name: str, missing: list[str],
+                   present: Iterable[str] = ()) -> DataError:
+    """The error for a trace (``source``, holding ``present``) without the values of
+    ``missing`` assignments of cell ``graph_name``; a stack's trace (``l0.f``, …: a layer's
+    values under its prefix) is said as one (it was said to be another cell's)."""
+    present = set(present)
+    if missing and all(f"l0.{name}" in present for name in missing):
+        return DataError(f"{source} is the trace of a stack (each layer's values under its "
+                         f"own prefix: l0.{missing[0]}, …), and the diagram draws one cell; "
+                         f"trace one layer of cell '{graph_name}' to draw its values "
+                         f"('lstm-graph trace {graph_name} ... --out trace.npz', without "
+                         "--layers or --direction)")
     return DataError(f"{source} has no values for {', '.join(missing)}; it was not recorded "
                      f"from cell '{graph_name}' (make it with 'lstm-graph trace {graph_name} "
                      "... --out trace.npz')")
@@ -145,7 +154,7 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     graph, stored = schedule.graph, open_npz(path)
     missing = [name for name in graph.assignments if name not in stored]
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
-        raise missing_values(str(path), graph.name, missing)
+        raise missing_values(str(path), graph.name, missing, stored)
     check_cell(*cell_entries(path, stored), schedule, str(path))
     names = list(graph.assignments)
     for name in names:

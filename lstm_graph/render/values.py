@@ -72,7 +72,7 @@ def strips_at(scene: Scene, trace: Mapping[str, np.ndarray], step: int, batch: i
     """
     missing = [name for name in scene.graph.assignments if name not in trace]
     if missing:
-        raise missing_values(source, scene.graph.name, missing)
+        raise missing_values(source, scene.graph.name, missing, trace)
     strips = {}
     for node, names in scene.drawn_values().items():
         value = np.asarray(trace[names[0]])
