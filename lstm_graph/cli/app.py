@@ -217,6 +217,15 @@ def emit_json(data: Any, err: bool = False) -> None:
     echo(json_text(data), err=err)
 
 
+def given(option: str) -> bool:
+    """Whether the running command's parameter ``option`` (its Python name) was given on
+    the command line, not left at its default: an option that would be ignored where it
+    was given is wrong usage."""
+    context = click.get_current_context(silent=True)
+    return context is not None and \
+        context.get_parameter_source(option) is click.core.ParameterSource.COMMANDLINE
+
+
 def is_stdout(path: Path) -> bool:
     """Whether ``path`` is where stdout goes (``--out /dev/stdout`` in a pipe): a command
     that wrote its output there prints its summary on stderr instead, so the summary is

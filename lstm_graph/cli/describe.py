@@ -13,6 +13,7 @@ from lstm_graph.cli.app import (
     SPEC_HELP,
     OutputPath,
     emit_json,
+    given,
     is_stdout,
     load,
     load_model_spec,
@@ -143,17 +144,14 @@ def params(spec: str, input_size: int | None, hidden_size: int | None, layers: i
     if dtype is not None and out is None and not is_model(spec):  # a model's: said below
         raise click.UsageError("--dtype is the type of the --out values; give --out")
     aside = False  # --out /dev/stdout: the list on stderr, not after the weights' bytes
-    given = {name: click.get_current_context().get_parameter_source(name)
-             is click.core.ParameterSource.COMMANDLINE for name in ("layers", "direction",
-                                                                   "seed")}
-    if given["seed"] and out is None and not is_model(spec):
+    if given("seed") and out is None and not is_model(spec):
         raise click.UsageError("--seed draws the --out values; give --out")
     if is_model(spec):
         if input_size is not None or hidden_size is not None:
             raise click.UsageError(f"{spec} holds its sizes: drop -I and -H")
         if dtype is not None:
             raise click.UsageError(f"{spec} holds its weights: drop --dtype")
-        dropped = [f"--{name}" for name, was in given.items() if was]
+        dropped = [f"--{name}" for name in ("layers", "direction", "seed") if given(name)]
         if dropped:  # they were ignored: the file's stack and weights are listed
             raise click.UsageError(f"{spec} holds its layers, direction and weights: drop "
                                    f"{', '.join(dropped)}")

@@ -12,6 +12,7 @@ from lstm_graph.cli.app import (
     SPEC_HELP,
     OutputPath,
     emit_json,
+    given,
     is_stdout,
     load,
     main,
@@ -85,8 +86,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
            out: Path, no_check: bool, scan: bool, as_json: bool) -> None:
     """Export a cell to run without lstm-graph: ONNX or PyTorch."""
     model = is_model(spec)
-    seeded = click.get_current_context().get_parameter_source("seed") \
-        is click.core.ParameterSource.COMMANDLINE
+    seeded = given("seed")
     if model and (weights is not None or input_size is not None or hidden_size is not None
                   or seeded):
         raise click.UsageError(f"{spec} holds its weights and sizes: drop --weights, -I, -H "

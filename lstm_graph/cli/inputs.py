@@ -21,11 +21,10 @@ from typing import Any, TypeVar
 
 import click
 import numpy as np
-from click.core import ParameterSource
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, check_state, check_x
-from lstm_graph.cli.app import FiniteFloat, load, load_model_spec, say, stderr_is_terminal
+from lstm_graph.cli.app import FiniteFloat, given, load, load_model_spec, say, stderr_is_terminal
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, SizeMismatch, install_hint
@@ -155,17 +154,15 @@ def check_usage(model: bool, input_path: Path | None, sample: bool, input_size: 
         raise click.UsageError("give exactly one of --input FILE and --sample")
     if input_size is not None and not sample:
         raise click.UsageError("--input-size is the I of --sample; --input's last axis is I")
-    context = click.get_current_context(silent=True)
-    seeded = context is not None and \
-        context.get_parameter_source("seed") is ParameterSource.COMMANDLINE
+    seeded = given("seed")
     if seeded and not sample and (model or weights is not None):  # it would draw nothing
         raise click.UsageError("--seed draws random weights and --sample's x; here "
                                f"{'SPEC' if model else '--weights'} gives the weights and "
                                "--input the x: drop --seed")
     if model:
-        for given, what in ((weights, "--weights"), (hidden_size, "--hidden-size"),
+        for value, what in ((weights, "--weights"), (hidden_size, "--hidden-size"),
                             (input_size, "--input-size")):
-            if given is not None:
+            if value is not None:
                 raise click.UsageError(f"SPEC is a model file, which holds its weights and "
                                        f"sizes: drop {what} (or name a cell as SPEC and pass "
                                        "the model as --weights)")
@@ -451,8 +448,7 @@ def dask_options(command: F) -> F:
         if dask is None:
             if shard_size is not None:
                 raise click.UsageError("--shard-size shards a run on Dask: give --dask too")
-            source = click.get_current_context().get_parameter_source("dask_timeout")
-            if source is click.core.ParameterSource.COMMANDLINE:  # it was ignored
+            if given("dask_timeout"):  # it was ignored
                 raise click.UsageError("--dask-timeout bounds the wait for a Dask cluster: "
                                        "give --dask too")
             return command(*args, on_dask=None, **kwargs)

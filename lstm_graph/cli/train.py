@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-from click.core import ParameterSource
 
 from lstm_graph.cli.app import (
     FiniteFloat,
     OutputPath,
     emit_json,
+    given,
     is_stdout,
     load,
     main,
@@ -60,11 +60,9 @@ def usage_chart(option: str, path: Path) -> None:
 def task_of(task_name: str, length: int) -> Task:
     """The task ``--task`` names; ``--length`` given beside a task file is wrong usage
     (its sequences have their own length, and the option would do nothing)."""
-    context = click.get_current_context()
     # a name that is no file (a typo: addng) is said as an unknown task, by named()
     file = Path(task_name)
-    given = context.get_parameter_source("length") is ParameterSource.COMMANDLINE
-    if given and task_name not in ("adding", "copy") and \
+    if given("length") and task_name not in ("adding", "copy") and \
             (file.suffix.lower() == ".npz" or file.exists()):
         raise click.UsageError(f"--length sets the adding problem's length and the copy "
                                f"task's delay; the task file {inert(task_name)} holds "
@@ -274,8 +272,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         raise click.UsageError("--diagram draws one cell: give exactly one CELL")
     if step is not None and diagram is None:
         raise click.UsageError("--step chooses the step of --diagram; give --diagram too")
-    if diagram is None and click.get_current_context().get_parameter_source("style") is \
-            click.core.ParameterSource.COMMANDLINE:  # it was ignored
+    if diagram is None and given("style"):  # it was ignored
         raise click.UsageError("--style chooses the style of --diagram; give --diagram too")
     usage_chart("--out", out)
     check_chart(out)
@@ -284,13 +281,12 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         raise click.UsageError(f"--diagram {diagram}: a diagram is written as "
                                f"{', '.join(FORMATS)} (by its suffix), not .{diagram_format}")
     refuse_same_outputs({"--out": out, "--diagram": diagram})
-    given = [_spec_and_weights(entry) for entry in cells]
-    if all(weights for _, weights in given) and click.get_current_context() \
-            .get_parameter_source("hidden_size") is ParameterSource.COMMANDLINE:
+    specs = [_spec_and_weights(entry) for entry in cells]
+    if all(weights for _, weights in specs) and given("hidden_size"):
         raise click.UsageError("-H sets the hidden size of cells given without weights; "
                                "every CELL here has its own (their weights tell it): drop -H")
     read = {"--task": task_name, **{f"CELL {entry}": path for entry, (spec, weights) in
-                                    zip(cells, given) for path in (spec, weights) if path}}
+                                    zip(cells, specs) for path in (spec, weights) if path}}
     refuse_inputs({"--out": out, "--diagram": diagram}, read)
     for path in (out, diagram):  # a directory it cannot write in: said now
         if path is not None:
@@ -299,7 +295,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     if step is not None and step > task.length:
         raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")
     runners = []
-    for spec, weights_path in given:
+    for spec, weights_path in specs:
         cell = load(spec)
         if weights_path:
             try:
@@ -337,7 +333,7 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
         sizes.update({(state, sink_id(state)): float(norms[shown - 1])
                       for state, norms in flows[0].new.items()})
-        drawn = render(load(given[0][0]), style, gradients=sizes,
+        drawn = render(load(specs[0][0]), style, gradients=sizes,
                        gradient_note=f"step {shown} of {task.length}, the loss at the last")
         save(drawn, diagram, diagram_format or "svg")
         say(f"wrote {diagram}", err=True)
