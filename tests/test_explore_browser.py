@@ -242,6 +242,30 @@ def test_hovering_a_strip_shows_the_exact_numbers(opened, pages):
 
 
 @pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_the_keyboard_reaches_a_nodes_numbers_and_its_path(opened, pages):
+    """A node's numbers and its path were the mouse's alone: Tab now focuses each value
+    node (listing its numbers, as hovering does) and Enter lights its path."""
+    _, cell, values = pages["peephole_lstm"]
+    page = opened.page
+    scene = build_scene(cell.schedule)
+    focusable = page.eval_on_selector_all('svg[data-style=pipe] g.node[tabindex="0"]',
+                                          "n => n.map(x => x.dataset.node || x.dataset.id)")
+    assert set(cell.graph.assignments) <= set(focusable)
+    page.focus('svg[data-style=pipe] g[data-node="f"]')
+    detail = page.text_content("#detail")
+    assert "f =" in detail and str(np.float32(values["f"][0, 0, 0])) in detail
+    assert page.is_visible("#tip") and page.text_content("#tip") == detail
+    page.keyboard.press("Enter")
+    assert opened.classes("pipe", "lit") == \
+        pipe.lit_nodes(scene, frozenset(highlighted(scene, "f"))) & set(
+            page.eval_on_selector_all("svg[data-style=pipe] g.node[data-id]",
+                                      "n => n.map(x => x.dataset.id)"))
+    page.keyboard.press("Tab")  # on to the next node: the tip follows, the first one's goes
+    assert "f =" not in page.text_content("#detail")
+    assert opened.errors == []
+
+
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
 def test_a_tip_in_view_follows_the_step_the_keys_move_to(opened, pages):
     """The tip kept the numbers of the step it was opened at while the arrow keys (or the
     player) moved the step: it follows, as the side panel does."""

@@ -151,12 +151,14 @@
     names.map((name, k) => describe(name, k === 0 ? hot : null)).join('<hr class="sep">');
   const tip = $("#tip");
   let hovered = null; // [the node's values, its own first; [a, b] or null]
-  function showTip(event) {
+  /* The tip beside the point (left, top) of the window: below it and to its right where
+     it fits, above it where it would run off the bottom. */
+  function showTip(left, top) {
     if (!hovered) return;
     tip.innerHTML = describeAll(hovered);
     tip.hidden = false;
-    const x = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8);
-    const y = event.clientY + 14 + tip.offsetHeight > window.innerHeight ? event.clientY - tip.offsetHeight - 10 : event.clientY + 14;
+    const x = Math.max(8, Math.min(left + 14, window.innerWidth - tip.offsetWidth - 8));
+    const y = top + 14 + tip.offsetHeight > window.innerHeight ? top - tip.offsetHeight - 10 : top + 14;
     tip.style.left = x + "px";
     tip.style.top = y + "px";
   }
@@ -404,11 +406,34 @@
   $("#numbers").textContent = D.numbers;
 
   for (const svg of $$("svg.diagram")) {
-    for (const g of $$("g.node[data-id]", svg)) g.classList.toggle("clickable", g.dataset.id in D.lit[svg.dataset.style]);
+    const lightable = (id) => id in D.lit[svg.dataset.style];
+    const toggle = (id) => setLit(id && lightable(id) && view.litFrom !== id ? id : null);
+    for (const g of $$("g.node[data-id]", svg)) g.classList.toggle("clickable", lightable(g.dataset.id));
+    /* The keyboard reaches what the mouse does: Tab to a node shows its numbers, as
+       hovering does, and Enter or Space lights its path, as a click does. */
+    for (const g of $$("g.node[data-node], g.node.clickable", svg)) {
+      const names = g.dataset.values ? g.dataset.values.split(" ") : [];
+      g.setAttribute("tabindex", "0");
+      if (g.classList.contains("clickable")) g.setAttribute("role", "button");
+      g.setAttribute("aria-label", (names.length ? names.join(", ") : g.dataset.id) +
+        (g.classList.contains("clickable") ? ": Enter lights its path" : ""));
+      g.addEventListener("focus", () => {
+        if (!names.length) return;
+        hovered = [names, null];
+        $("#detail").innerHTML = describeAll(hovered);
+        const box = g.getBoundingClientRect();
+        showTip(box.left, box.bottom);
+      });
+      g.addEventListener("blur", () => { tip.hidden = true; });
+      g.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();
+        toggle(g.dataset.id);
+      });
+    }
     svg.addEventListener("click", (event) => {
       const node = event.target.closest("g.node[data-id]");
-      const id = node && node.dataset.id;
-      setLit(id && id in D.lit[svg.dataset.style] && view.litFrom !== id ? id : null);
+      toggle(node && node.dataset.id);
     });
     svg.addEventListener("mousemove", (event) => {
       const node = event.target.closest("g.node[data-node]");
@@ -422,7 +447,7 @@
       if (cell) cell.classList.add("hover");
       hovered = [node.dataset.values.split(" "), cell ? D.strips[node.dataset.node][+cell.dataset.u] : null];
       $("#detail").innerHTML = describeAll(hovered);
-      showTip(event);
+      showTip(event.clientX, event.clientY);
     });
     svg.addEventListener("mouseleave", () => {
       tip.hidden = true;
