@@ -375,7 +375,7 @@ def test_a_shard_that_fails_leaves_no_output_and_no_debris(cluster: Cluster, tmp
     result = dask_cli("run", "lstm", "--input", "x.npy", "-H", "3", "--out", "y.npz", "--dask",
                       cluster.address, "--shard-size", "3", cwd=tmp_path)
     assert result.returncode == 1
-    assert "x holds NaN or infinity, first at index (3, 7, 1)" in result.stderr
+    assert "x.npy: x holds NaN or infinity, first at index (3, 7, 1)" in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "y.npz").read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npz"]
@@ -415,6 +415,7 @@ def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
         assert not (tmp_path / "g.npz").exists()
         sharded = dask_cli(*args, "--dask", cluster.address, "--shard-size", "2", cwd=tmp_path)
         assert sharded.returncode == 1 and message in sharded.stderr, sharded.stderr
+        assert f"\n{name}: " in "\n" + sharded.stderr  # named as the plain grad names it
         assert "Traceback" not in sharded.stderr and not (tmp_path / "g.npz").exists()
     allowed = dask_cli("grad", "lstm", "--input", "x.npy", "-H", "4", "--grad-output",
                        "nan.npy", "--out", "g.npz", "--allow-nonfinite", "--dask",

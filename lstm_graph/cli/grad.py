@@ -89,7 +89,8 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
         mapped = None if grad_output is None else \
             read_grad_output(grad_output, prepared, mapped=True)
         every = ("x", *job.weights, *(f"initial.{name}" for name in prepared.cell.graph.states))
-        outcome = sharded.execute_on(prepared, job, on_dask, out, mapped, measure=every)
+        outcome = sharded.execute_on(prepared, job, on_dask, out, mapped, measure=every,
+                                     grad_file=grad_output)
         shapes, loss, ran_with = outcome.shapes, outcome.loss, "+".join(outcome.ran_with)
         norms = {name: outcome.moments[name].norm for name in shapes}
         extra["dask"] = sharded.summary(on_dask, outcome)

@@ -144,6 +144,8 @@ class Prepared:
     lengths: np.ndarray | None = None
     #: The cells' text, for a run sharded on Dask (set by :func:`prepare`).
     sources: tuple[CellSource, ...] = ()
+    #: The file ``x`` was read from (None for ``--sample``), to name it in errors.
+    x_file: Path | None = None
 
 
 def check_usage(model: bool, input_path: Path | None, sample: bool, input_size: int | None,
@@ -326,7 +328,7 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
         except DataError as err:
             raise DataError(f"the model's stored sequence lengths do not fit x: {err}; give "
                             "--lengths") from None
-    return Prepared(cell, runner, x, state, allow_nonfinite, lengths)
+    return Prepared(cell, runner, x, state, allow_nonfinite, lengths, x_file=input_path)
 
 
 def _fitted(arrays: dict[str, np.ndarray], what: str, batch: int, axis: int, option: str

@@ -32,18 +32,23 @@ def prepare(command: str, spec: str, inputs: dict[str, Any]) -> tuple[Prepared, 
 
 
 def execute_on(prepared: Prepared, job: Job, on_dask: OnDask, out: Path, grad_y: Any = None,
-               measure: tuple[str, ...] = ()) -> Outcome:
+               measure: tuple[str, ...] = (), grad_file: Path | None = None) -> Outcome:
     """Run ``job`` on the cluster ``on_dask`` names, sharded; write ``out``. On a terminal,
-    a progress bar counts the sequences written."""
+    a progress bar counts the sequences written. ``grad_file``: the file ``grad_y`` came
+    from (it and ``x``'s name the errors about their numbers, as a plain run's do)."""
     x = prepared.x
+    files = {what: str(path) for what, path in (("x", prepared.x_file),
+                                                ("grad_output", grad_file)) if path is not None}
     with connect(on_dask.address, on_dask.timeout) as client:
         if not stderr_is_terminal():
             return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
-                           measure, prepared.allow_nonfinite, lengths=prepared.lengths)
+                           measure, prepared.allow_nonfinite, lengths=prepared.lengths,
+                           files=files)
         sequences = 1 if x.ndim == 2 else x.shape[0 if job.batch_first else 1]
         with click.progressbar(length=sequences, label="sequences", file=sys.stderr) as bar:
             return execute(client, job, x, out, prepared.state, grad_y, on_dask.shard_size,
-                           measure, prepared.allow_nonfinite, bar.update, prepared.lengths)
+                           measure, prepared.allow_nonfinite, bar.update, prepared.lengths,
+                           files)
 
 
 def summary(on_dask: OnDask, outcome: Outcome) -> dict[str, Any]:

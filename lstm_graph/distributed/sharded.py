@@ -200,8 +200,10 @@ class _Run:
 
     def __init__(self, job: Job, x: Any, state: dict[str, np.ndarray], grad_y: Any,
                  bounds: list[tuple[int, int]], out: ChunkedNpz, measure: Sequence[str],
-                 allow_nonfinite: bool, lengths: np.ndarray | None = None):
+                 allow_nonfinite: bool, lengths: np.ndarray | None = None,
+                 files: Mapping[str, str] | None = None):
         self.job, self.x, self.grad_y, self.bounds, self.out = job, x, grad_y, bounds, out
+        self.files = dict(files or {})  # "x", "grad_output": the file each came from
         self.state = state  # checked and converted (see check)
         self.lengths = lengths
         self.measure, self.allow_nonfinite = set(measure), allow_nonfinite
@@ -243,7 +245,13 @@ class _Run:
         with np.errstate(over="ignore"):  # a number too large for the dtype: named below
             converted = np.array(raw, dtype=self.dtype, order="C")
         if not self.allow_nonfinite:
-            check_finite(what, raw, converted, None if self.unbatched else b0, fix, self.axis)
+            try:
+                check_finite(what, raw, converted, None if self.unbatched else b0, fix,
+                             self.axis)
+            except DataError as err:  # named by its file, as a plain run names it
+                if what not in self.files:
+                    raise
+                raise DataError(f"{self.files[what]}: {err}") from None
         return converted
 
     def place(self, k: int, shard: Shard) -> None:
@@ -348,7 +356,7 @@ def execute(client: Client, job: Job, x: Any, out: Path,
             state: Mapping[str, np.ndarray] | None = None, grad_y: Any = None,
             shard_size: int | None = None, measure: Sequence[str] = (),
             allow_nonfinite: bool = False, progress: Progress | None = None,
-            lengths: Any = None) -> Outcome:
+            lengths: Any = None, files: Mapping[str, str] | None = None) -> Outcome:
     """Run ``job`` over ``x`` ``(T, B, I)`` (or one sequence ``(T, I)``) on ``client``'s
     cluster, sharded over the batch, and write what the plain command writes to ``out``
     (an ``.npz``, whole or not at all). ``state`` maps states to ``(B, H)`` starts and
@@ -357,7 +365,9 @@ def execute(client: Client, job: Job, x: Any, out: Path,
     :func:`default_shard_size`); ``measure`` names arrays to return the :class:`Moments` of;
     ``progress`` is called with the number of sequences of each shard written. The output's
     arrays are made on the disk (:func:`output_layout`) before any shard is sent: an
-    output the disk cannot hold is refused then (:meth:`ChunkedNpz.reserve`).
+    output the disk cannot hold is refused then (:meth:`ChunkedNpz.reserve`). ``files``
+    names the file ``x`` (and ``"grad_output"``) came from, for the errors about their
+    numbers (NaN, infinity, a number too large for the dtype).
     """
     began = time.perf_counter()
     runner = job.compile(executor="reference")  # checks, sizes: no executor is built
@@ -384,7 +394,8 @@ def execute(client: Client, job: Job, x: Any, out: Path,
                                in_flight, dtype)], "the client")
     bounds = shard_bounds(batch, size)
     with ChunkedNpz(out) as written:
-        run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite, found)
+        run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite, found,
+                   files)
         _submit_all(client, run, window, progress)
         total = run.finish()
         written.commit()
