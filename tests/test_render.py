@@ -134,6 +134,17 @@ def test_the_pipe_style_bus_is_lit_only_where_it_carries_what_is_lit():
         assert bus and set(bus) == {palette.HIGHLIGHT if lit else palette.FADED}, target
 
 
+def test_the_pipe_style_bus_takes_a_source_a_layer_reads_twice_once():
+    """A layer reading h[t-1] as an input and through a peephole drew two dashed arcs
+    from h[t-1] onto the bus, which carries it once to every layer."""
+    cell = lstm_graph.compile_source(
+        "input x\nstate m, h\noutput h\na = sigmoid(linear(x, h[t-1], peep(h[t-1])))\n"
+        "m = a * m[t-1] + (1 - a) * tanh(linear(x, h[t-1]))\nh = tanh(m)\n", "pk.cell")
+    pairs = [(s, d) for s, d, _ in edges(render(cell, "pipe").source)]
+    onto = [(s, d) for s, d in pairs if s == "h[t-1]" and d.startswith("[bus ")]
+    assert onto == [("h[t-1]", "[bus a]")]
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_an_operand_read_twice_is_drawn_as_two_arrows(style):
     """p * p squares p: one arrow into the × read as a one-input op; p - p subtracts the

@@ -293,6 +293,7 @@ class _Layout:
                 "arrowsize": "0.7", "weight": "4", **self._bus_colour(junction[layer], layer),
                 **self.painter.mark(junction[layer], layer)}))
         sources = set(_line_sources(scene))
+        merged: set[str] = set()  # the sources on the bus (a layer may read one twice: peep)
         for line_copy in self.down:  # the memory's old value, down the left to the line
             carried = [e for e in scene.edges if _via_line(scene, e)]
             memory = old_id(scene.memory_state())
@@ -313,8 +314,9 @@ class _Layout:
                 extra["label"] = _caption(scene.nodes[edge.src].caption or "",
                                           self._faded(edge))
             if edge.dst in junction and src in sources:
-                if edge.dst != bus[0]:
+                if edge.dst != bus[0] or src in merged:
                     continue  # the bus already carries it: merged once, forked to every layer
+                merged.add(src)
                 carried = [e for e in scene.edges
                            if _below(scene, e) == src and e.dst in junction]
                 extra.update(arrowhead="none", tooltip=ir_tooltip(carried), weight="4")
