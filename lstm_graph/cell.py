@@ -365,8 +365,7 @@ def _check_arguments(input_size: Any, hidden_size: Any, weights: Any, seed: Any,
                         ".pth or .onnx file")
     if direction is not None:
         Stack(direction=direction)  # a stack checks its direction
-    if not isinstance(batch_first, (bool, np.bool_)):
-        raise DataError(f"batch_first is {batch_first!r}; it must be True or False")
+    checks.switch(batch_first, "batch_first")
 
 
 def _unit_words(stack: Stack, layer: int, reverse: bool) -> str:
@@ -495,6 +494,7 @@ class Runner:
                  progress: Progress | None = None, allow_nonfinite: bool = False,
                  lengths: Any = None) -> tuple[Any, dict[str, Any]]:
         state = checks.states_mapping(state, "state", self.cell.graph.states)
+        checks.switch(allow_nonfinite, "allow_nonfinite")
         if self.plain and not state and lengths is None and progress is None and \
                 not self.stored_state and self.stored_lengths is None:
             return self._plain_call(x, allow_nonfinite)
@@ -545,13 +545,13 @@ class Runner:
                 for name, width in self._state_widths}
 
     def _warn_nonfinite(self, x: Any, starts: list[dict[str, Any]], packing: Packing | None,
-                        y: Any, finals: list[dict[str, Any]]) -> None:
+                        y: Any, finals: list[dict[str, Any]]) -> bool:
         """A one-line warning when a run of finite inputs made NaN or infinity (a value
         that overflowed): the first assignment and step that did, where a trace fits in
-        memory, else the first step of ``y``."""
+        memory, else the first step of ``y``. Whether it warned."""
         xp = self.xp
         if checks.all_finite(xp, y, *(v for final in finals for v in final.values())):
-            return
+            return False
         where = ""
         if self.plain and packing is None:
             unit = self.units[0]
@@ -576,6 +576,7 @@ class Runner:
                       "overflowed the dtype, or a function was given numbers outside its "
                       "domain); pass --allow-nonfinite (allow_nonfinite=True) to run quietly",
                       LstmGraphWarning, stacklevel=3)
+        return True
 
     def trace(self, x: Any, state: Mapping[str, Any] | None = None,
               progress: Progress | None = None, allow_nonfinite: bool = False,
@@ -649,17 +650,34 @@ class Runner:
                 plan = self.compiled(batch, record)
                 found = plan.grad(x, starts[0], grad_y, ends[0], record)
                 self.ran_with = plan.name
+            state_grads, finals = [found.state], [found.final]
         else:
             with _ieee():
                 found, state_grads, finals = self._backward(x, starts, packing, grad_y, ends)
-            return Gradients(self._y(found.x, unbatched), found.weights,
-                             self._states(state_grads, unbatched), self._y(found.y, unbatched),
-                             self._states(finals, unbatched))
+        if not allow_nonfinite:
+            with _ieee():
+                if not self._warn_nonfinite(x, starts, packing, found.y, finals):
+                    self._warn_nonfinite_gradient(found, state_grads)
         return Gradients(self._y(found.x, unbatched), found.weights,
-                         self._states([found.state], unbatched), self._y(found.y, unbatched),
-                         self._states([found.final], unbatched),
+                         self._states(state_grads, unbatched), self._y(found.y, unbatched),
+                         self._states(finals, unbatched),
                          {k: v[:, 0] if unbatched else v for k, v in found.values.items()},
                          found.edges)
+
+    def _warn_nonfinite_gradient(self, found: Gradients,
+                                 state_grads: list[dict[str, Any]]) -> None:
+        """A one-line warning when a gradient of finite inputs and a finite forward run
+        holds NaN or infinity (it overflowed on the way back): which gradient, first."""
+        xp = self.xp
+        named = [("x", found.x), *found.weights.items(),
+                 *((f"the initial {name}", value) for grads in state_grads
+                   for name, value in grads.items())]
+        bad = next((name for name, value in named if not checks.all_finite(xp, value)), None)
+        if bad is not None:
+            warnings.warn(f"the gradient holds NaN or infinity from finite inputs and a finite "
+                          f"run: the gradient of {bad} first (a value overflowed the dtype on "
+                          "the way back); pass --allow-nonfinite (allow_nonfinite=True) to "
+                          "compute it quietly", LstmGraphWarning, stacklevel=3)
 
     def unit_runner(self, index: int) -> Runner:
         """Layer and direction ``index`` (in ``h_n`` order) as a runner of its own: one unit,
@@ -802,6 +820,8 @@ class Runner:
         ``lengths``, and whether ``x`` was one sequence ``(T, I)``; ``work`` (a run, a trace
         or a gradient, ``record``-ed) that would not fit in memory is refused."""
         state = checks.states_mapping(state, "state", self.cell.graph.states)
+        checks.switch(allow_nonfinite, "allow_nonfinite")
+        checks.switch(record, "record")
         if self.batch_first:
             x = checks.as_array(x, "x")
             if len(x.shape) == 3:
@@ -931,12 +951,7 @@ class Runner:
                      allow_nonfinite: bool) -> Any:
         """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``,
         and finite there unless ``allow_nonfinite``."""
-        array = value  # NumPy's or the backend's array as is; anything else through NumPy
-        if not isinstance(value, (np.ndarray, self.xp.ndarray)):
-            try:
-                array = np.asarray(value)  # a list, a PyTorch tensor
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise DataError(f"{what} is not an array of numbers ({err})") from None
+        array = checks.as_array(value, what)  # an array as is (not a masked one), or NumPy's
         if tuple(array.shape) != shape:
             raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
         if np.dtype(array.dtype).kind not in "fiu":
@@ -982,4 +997,5 @@ class Runner:
         from lstm_graph.notebook import explore
 
         state = checks.states_mapping(state, "state", self.cell.graph.states)
+        checks.switch(allow_nonfinite, "allow_nonfinite")
         return explore(self, x, dict(state) if state is not None else None, allow_nonfinite)

@@ -28,6 +28,22 @@ from lstm_graph.schedule import Schedule
 REAL_KINDS = "fiu"
 
 
+def switch(value: Any, what: str) -> bool:
+    """``value`` where it is True or False (Python's or NumPy's); else a DataError naming
+    it: a string such as "no" is truthy, and would turn on what it meant to leave off.
+
+    >>> switch(np.bool_(True), "record")
+    True
+    >>> switch("no", "allow_nonfinite")
+    Traceback (most recent call last):
+    ...
+    lstm_graph.errors.DataError: allow_nonfinite is 'no'; it must be True or False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"{what} is {value!r}; it must be True or False")
+    return bool(value)
+
+
 def whole(value: Any, what: str, low: int | None = None) -> int:
     """``value`` as an ``int`` where it is a whole number (Python's or NumPy's; not a bool,
     not a float that happens to be whole) of at least ``low`` (None: any, the caller checks

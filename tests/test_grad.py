@@ -265,6 +265,56 @@ def test_a_grad_y_or_grad_state_holding_nan_is_refused_unless_allowed():
     assert np.array_equal(as_tensor.x, as_array.x)
 
 
+def test_a_masked_grad_y_or_grad_state_and_a_switch_that_is_no_bool_are_refused():
+    """A masked grad_y was read with its masked-out numbers (x, state refuse a mask), and
+    allow_nonfinite="no" turned the NaN check off."""
+    run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4)
+    x, grad_y = np.zeros((5, 2, 3), "float32"), np.ones((5, 2, 4), "float32")
+    masked = np.ma.masked_array(grad_y, mask=np.zeros_like(grad_y, bool))
+    with pytest.raises(lstm_graph.DataError, match="grad_y is a masked array"):
+        run.grad(x, masked)
+    with pytest.raises(lstm_graph.DataError, match=r"grad_state\['c'\] is a masked array"):
+        run.grad(x, grad_y, grad_state={"c": np.ma.masked_array(np.ones((2, 4)))})
+    for call in (lambda: run.grad(x, grad_y, allow_nonfinite="no"),
+                 lambda: run(x, allow_nonfinite="no"), lambda: run.trace(x, allow_nonfinite=1),
+                 lambda: run.grad(x, grad_y, record="yes")):
+        with pytest.raises(lstm_graph.DataError, match="it must be True or False"):
+            call()
+
+
+def test_a_gradient_that_overflows_is_said_unless_allowed(tmp_path, cli_run):
+    """grad gave NaN gradients of finite inputs, exit 0, without the warning run gives."""
+    cell = tmp_path / "ovf.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
+    loud = cli_run("grad", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "g.npz")
+    assert "warning: the run made NaN or infinity from finite inputs: 'h' is not finite at " \
+        "step 3 first" in loud.stderr
+    quiet = cli_run("grad", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "g.npz",
+                    "--allow-nonfinite")
+    assert "warning" not in quiet.stderr
+    run = lstm_graph.load_cell("lstm").compile(input_size=3, hidden_size=4, dtype="float32")
+    x = np.ones((4, 2, 3), "float32")
+    with pytest.warns(lstm_graph.errors.LstmGraphWarning, match="the gradient holds NaN or "
+                      "infinity from finite inputs and a finite run: the gradient of x first"):
+        run.grad(x, np.full((4, 2, 4), 3e38, "float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.grad(x, np.full((4, 2, 4), 3e38, "float32"), allow_nonfinite=True)
+        run.grad(x, np.ones((4, 2, 4), "float32"))
+
+
+def test_grad_refuses_a_parameter_named_as_an_initial_state_s_gradient(tmp_path, cli_fails):
+    """A value named initial with a state b: its bias initial.b lost its place in grad's
+    file to the initial value of b's gradient, exit 0."""
+    cell = tmp_path / "init.cell"
+    cell.write_text("cell initcell\ninput x\nstate b\noutput b\ninitial = linear(x, b[t-1])\n"
+                    "b = tanh(initial)\n")
+    said = cli_fails("grad", cell, "-H", "4", "--sample", "--out", tmp_path / "g.npz")
+    assert "cell 'initcell' has a parameter named initial.b, the name under which grad " \
+        "writes the gradient of the initial value of state 'b'; rename the value" in said
+    assert not (tmp_path / "g.npz").exists()
+
+
 def test_grad_command_writes_input_weight_and_initial_state_gradients(tmp_path, cli_run,
                                                                        cli_refused):
     cell = lstm_graph.load_cell("gru")

@@ -342,6 +342,8 @@ def test_train_and_gradflow_refuse_bad_outputs_before_any_work(tmp_path, monkeyp
     (["gradflow", "lstm", "lstm", "--out", "g.png"], "a CELL is given twice"),
     (["gradflow", "lstm", "--out", "g.npy"], "--out g.npy: a chart is written as"),
     (["gradflow", "=w.npz", "--out", "g.png"], "a CELL is empty before its '='"),
+    (["train", "lstm", "--task", "adding", "--length", "1", "--steps", "5", "--out", "w.npz"],
+     "--length 1: the adding problem needs sequences of at least 2 steps, not 1"),
 ])
 def test_train_and_gradflow_usage_errors(tmp_path, monkeypatch, args, message, cli_fails):
     monkeypatch.chdir(tmp_path)
@@ -602,3 +604,17 @@ def test_options_that_would_draw_nothing_are_wrong_usage(tmp_path, cli_run, cli_
     cli_run("run", "lstm", "--weights", tmp_path / "w.npz", "--sample", "--seed", "5",
             "--out", tmp_path / "y.npz")  # --sample's x is drawn with it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz", "x.npy", "y.npz"]
+
+
+def test_a_cell_value_named_readout_is_refused_not_taken_for_the_trainer_s(tmp_path, cli_fails):
+    """The trainer keeps its readout as readout.W and readout.b beside the cell's weights:
+    a value named readout lost its bias to the readout's and failed with a KeyError."""
+    cell = tmp_path / "ro.cell"
+    cell.write_text("cell ro\ninput x\nstate h\noutput h\nreadout = linear(x, h[t-1])\n"
+                    "h = tanh(readout)\n")
+    said = cli_fails("train", cell, "--task", "adding", "--length", "5", "-H", "4", "--steps",
+                     "3", "--out", tmp_path / "w.npz")
+    assert "cell 'ro' has a value named readout, whose parameters (readout.W_x, readout.W_h, " \
+        "readout.b) would be taken for the trainer's readout (readout.W, readout.b)" in said
+    with pytest.raises(lstm_graph.DataError, match="a value named readout"):
+        train(lstm_graph.load_cell(str(cell)), adding(5), 4, steps=1)

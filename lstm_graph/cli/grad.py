@@ -20,7 +20,13 @@ from lstm_graph.cli.inputs import (
     stored_array,
 )
 from lstm_graph.cli.run import read_files
-from lstm_graph.distributed.jobs import Moments, check_finite, grad_arrays, last_step_loss
+from lstm_graph.distributed.jobs import (
+    Moments,
+    check_finite,
+    check_grad_names,
+    grad_arrays,
+    last_step_loss,
+)
 from lstm_graph.errors import DataError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
@@ -86,6 +92,7 @@ def grad(spec: str, grad_output: Path | None, out: Path, as_json: bool,
         from lstm_graph.cli import sharded
 
         prepared, job = sharded.prepare("grad", spec, inputs)
+        check_grad_names(prepared.runner)
         mapped = None if grad_output is None else \
             read_grad_output(grad_output, prepared, mapped=True)
         every = ("x", *job.weights, *(f"initial.{name}" for name in prepared.cell.graph.states))

@@ -25,7 +25,7 @@ from lstm_graph.cli.app import (
     say,
     stderr_is_terminal,
 )
-from lstm_graph.errors import SizeMismatch, WeightsError, inert
+from lstm_graph.errors import DataError, SizeMismatch, WeightsError, inert
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz, written_through
 from lstm_graph.formats.memory import allocation, require
@@ -67,6 +67,11 @@ def task_of(task_name: str, length: int) -> Task:
         raise click.UsageError(f"--length sets the adding problem's length and the copy "
                                f"task's delay; the task file {inert(task_name)} holds "
                                "sequences of their own length: drop --length")
+    if task_name in ("adding", "copy"):
+        try:
+            return named(task_name, length)
+        except DataError as err:  # --length out of the task's range: wrong usage, as others
+            raise click.UsageError(f"--length {length}: {err}") from None
     return named(task_name, length)
 
 

@@ -235,6 +235,18 @@ def check_trace_names(runner: Runner) -> None:
                         "rename the value")
 
 
+def check_grad_names(runner: Runner) -> None:
+    """``grad`` writes each parameter's gradient under its name and each state's initial
+    value's as ``initial.STATE``: a value named ``initial`` whose parameter is named as a
+    state (``initial.b`` of a cell with a state ``b``) lost its gradient to the state's
+    without a word, so such a cell is refused before any work."""
+    taken = sorted(set(runner.weights) & {f"initial.{name}" for name in runner.cell.graph.states})
+    if taken:
+        raise DataError(f"cell '{runner.cell.name}' has a parameter named {taken[0]}, the name "
+                        "under which grad writes the gradient of the initial value of state "
+                        f"'{taken[0].removeprefix('initial.')}'; rename the value 'initial'")
+
+
 def run_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
                allow_nonfinite: bool, progress: Progress | None = None,
                lengths: Any = None) -> Shard:
@@ -307,6 +319,7 @@ def grad_arrays(runner: Runner, x: Any, grad_y: Any, state: Mapping[str, Any] | 
                 allow_nonfinite: bool, lengths: Any = None) -> Shard:
     """``grad``'s output: ``x`` (the input's gradient), every parameter's gradient under its
     name, and ``initial.STATE`` for each state's initial value; and the loss."""
+    check_grad_names(runner)
     found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite,
                         lengths=lengths)
     arrays = {"x": to_numpy(found.x),

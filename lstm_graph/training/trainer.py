@@ -176,6 +176,11 @@ class Trainer:
         rng = np.random.default_rng([seed, 1])
         bound = 1 / math.sqrt(self.width)
         self.params = cell.random_weights(task.input_size, hidden_size, seed, self.dtype.name)
+        taken = [name for name in self.params if name.startswith("readout.")]
+        if taken:  # the readout's own parameters would replace them, or be dropped with them
+            raise DataError(f"cell '{cell.name}' has a value named readout, whose parameters "
+                            f"({', '.join(taken)}) would be taken for the trainer's readout "
+                            "(readout.W, readout.b); rename the value")
         self.params["readout.W"] = rng.uniform(-bound, bound, (task.output_size, self.width)) \
             .astype(self.dtype)
         self.params["readout.b"] = np.zeros(task.output_size, dtype=self.dtype)
