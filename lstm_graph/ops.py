@@ -339,6 +339,19 @@ class Op:
         """A learned layer (owns parameters; drawn as a yellow box)."""
         return self.kind is OpKind.LINEAR
 
+    def wraps(self, position: int, inner: int) -> bool:
+        """Whether this operator, written infix, puts its operand at ``position`` whose own
+        precedence is ``inner`` in parentheses: a looser one always, and one as tight on
+        its right, since the text is read from the left and floating point's ``+`` and
+        ``*`` are not associative (``a + (b - c)`` is not ``a + b - c``: with ``b = 3e8``,
+        ``a = 0.07``, ``c = b`` in float32, 0.07 against 0).
+
+        >>> add = OPS["add"]
+        >>> add.wraps(0, add.precedence), add.wraps(1, add.precedence), add.wraps(1, 9)
+        (False, True, False)
+        """
+        return inner < self.precedence or (position > 0 and inner == self.precedence)
+
     @property
     def function(self) -> bool:
         """An element-wise function of one value (drawn in its linear's box when it alone

@@ -132,10 +132,7 @@ class Schedule:
             arg = self.graph.node(arg_id)
             inner = arg.operation.precedence if arg.assignment == node.assignment \
                 and arg.kind is NodeKind.OP and arg.id != arg.assignment else 9
-            # a - (b - c) and a - (b + c) keep their parentheses: the right of a minus
-            right_of_minus = op.spelling == "-" and op.arity == 2 and position == 1 \
-                and inner == mine
-            wrapped.append(f"({text})" if inner < mine or right_of_minus else text)
+            wrapped.append(f"({text})" if op.wraps(position, inner) else text)
         if op.arity == 1:
             return f"{op.spelling}{wrapped[0]}"
         return f" {op.spelling} ".join(wrapped)

@@ -113,3 +113,11 @@ def test_schedule_nodes_json_gives_an_ops_attributes():
                           "h = leaky_relu(linear(x, h[t-1]), 0.25)\n", "a.cell")
     (top,) = [n for n in cell.schedule.to_json(nodes=True)["nodes"] if n["id"] == "h"]
     assert top["op"] == "leaky_relu" and top["attrs"] == {"alpha": 0.25}
+
+
+def test_the_text_keeps_the_grouping_of_sums_and_products_on_their_right():
+    """h = l * (l * l) + (l - (l - 1)) printed as l * l * l + l - (l - 1): another order
+    of floating-point sums and products than the cell's."""
+    cell = compile_source("input x\nstate h\noutput h\nl = linear(x, h[t-1])\n"
+                          "h = l * (l * l) + (l - (l - 1))\n", "p.cell")
+    assert "h = l * (l * l) + (l - (l - 1))" in cell.schedule.to_text()

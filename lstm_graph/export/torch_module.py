@@ -192,9 +192,7 @@ class _Step:
         if op.kind is OpKind.OPERATOR:
             wrapped = []
             for position, (text, prec) in enumerate(args):
-                tight = prec < op.precedence or (op.name == "sub" and position == 1
-                                                 and prec == op.precedence)
-                wrapped.append(f"({text})" if tight else text)
+                wrapped.append(f"({text})" if op.wraps(position, prec) else text)
             return _subtracted(template.format(*wrapped, **attrs)), op.precedence
         if op.kind is OpKind.COPY:
             return args[0]

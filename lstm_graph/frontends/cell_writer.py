@@ -168,9 +168,7 @@ class _Writer:
                 count - linears
         wrapped = []
         for position, (text, prec) in enumerate(texts):
-            tight = prec < op.precedence or (op.name == "sub" and position == 1
-                                             and prec == op.precedence)
-            wrapped.append(f"({text})" if tight else text)
+            wrapped.append(f"({text})" if op.wraps(position, prec) else text)
         return f" {op.spelling} ".join(wrapped), op.precedence, count - linears
 
     def _linear(self, form: Affine, owner: str) -> str:
