@@ -126,7 +126,6 @@ class Schedule:
             return f"{op.spelling}({', '.join(args)})"
         if op.kind is OpKind.FUNCTION:
             return op.call_text(args[0], node.attributes)
-        mine = op.precedence
         wrapped = []
         for position, (arg_id, text) in enumerate(zip(node.args, args)):
             arg = self.graph.node(arg_id)
