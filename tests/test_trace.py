@@ -106,7 +106,7 @@ def test_trace_command_writes_every_assignment_y_and_the_final_states(tmp_path, 
             tmp_path / "t.npz")
     with np.load(tmp_path / "t.npz") as saved:
         assert sorted(saved.files) == ["c", "cell", "cell.sha256", "f", "final.c", "final.h",
-                                       "g", "h", "i", "o", "y"]
+                                       "g", "h", "i", "o", "trace.layout", "y"]
         assert saved["f"].shape == (5, 2, 4)
         np.testing.assert_array_equal(saved["y"], saved["h"])
         np.testing.assert_array_equal(saved["final.c"], saved["c"][-1])

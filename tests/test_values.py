@@ -74,6 +74,26 @@ def test_render_trace_draws_the_step_asked(tmp_path, trace, cli_run):
     assert "step 5, sequence 1" in result.stdout
 
 
+def test_a_batch_first_trace_is_drawn_at_the_step_and_sequence_asked(tmp_path, cli_run):
+    """trace --batch-first writes (B, T, width); render --trace read it as (T, B, width):
+    step 2 of sequence 5 drew sequence 1's values at step 6, and step 7 of 20 was
+    refused as past the end."""
+    x = np.random.default_rng(3).standard_normal((20, 6, 2)).astype("float32")
+    np.save(tmp_path / "xt.npy", x)
+    np.save(tmp_path / "xb.npy", np.ascontiguousarray(x.transpose(1, 0, 2)))
+    for layout, extra in (("t", ()), ("b", ("--batch-first",))):
+        cli_run("trace", "peephole_lstm", "--input", tmp_path / f"x{layout}.npy", "-H", "4",
+                "--out", tmp_path / f"{layout}.npz", *extra)
+    with np.load(tmp_path / "b.npz") as saved:
+        assert str(saved["trace.layout"]) == "batch-first" and saved["f"].shape == (6, 20, 4)
+    with np.load(tmp_path / "t.npz") as saved:
+        assert str(saved["trace.layout"]) == "time-major"
+    drawn = [cli_run("render", "peephole_lstm", "--trace", tmp_path / f"{layout}.npz",
+                     "--step", "7", "--batch", "5", "--style", "cell", "--format", "dot").stdout
+             for layout in "tb"]
+    assert drawn[0] == drawn[1] and "step 7, sequence 5" in drawn[0]
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--step", "6"], 1, "holds steps 1 to 5; there is no step 6"),
     (["--step", "1", "--batch", "2"], 1, "holds sequences 0 to 1; there is no sequence 2"),
@@ -207,6 +227,8 @@ def test_an_older_trace_without_its_cell_is_drawn_with_a_warning(tmp_path, trace
     ({"cell": np.arange(3.0), "cell.sha256": np.array("0" * 64)},
      "'cell' is float64 of shape (3,); a trace holds it as one short text"),
     ({"cell": np.array("peephole_lstm")}, "has 'cell' but no 'cell.sha256'"),
+    ({"trace.layout": np.array("sideways")}, "'trace.layout' is 'sideways'; a trace's "
+     "values are time-major or batch-first"),
 ])
 def test_a_trace_with_malformed_cell_entries_is_refused(tmp_path, trace, entries, message,
                                                         cli_fails):

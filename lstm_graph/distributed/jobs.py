@@ -293,7 +293,7 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
     axes: dict[str, int | None] = {name: along for name in arrays}
     axes.update({f"final.{name}": state_axis(runner) for name in states})
     times = {name: time_axis(runner, x) for name in arrays if not name.startswith("final.")}
-    made_by = identity(runner.cell.schedule)
+    made_by = identity(runner.cell.schedule, along == 0)  # batch-first: (B, T, width)
     arrays.update(made_by)
     axes.update(dict.fromkeys(made_by))
     return Shard(arrays, axes, str(runner.ran_with), times=times)

@@ -8,7 +8,11 @@ pickle) that say which cell the values came from:
   assignment has that name);
 - ``cell.sha256``: the SHA-256 of the cell's canonical text (:func:`canonical_text`),
   its equations without layout, comments, captions or directives, so that reformatting
-  a ``.cell`` file keeps its traces and changing an equation does not.
+  a ``.cell`` file keeps its traces and changing an equation does not;
+- ``trace.layout``: ``"time-major"`` (each value ``(T, B, width)``) or ``"batch-first"``
+  (``(B, T, width)``, ``trace --batch-first``), which a reader turns time-major: a
+  batch-first trace read as time-major drew sequence 1's values at step 6 as step 2 of
+  sequence 5. A trace without it (written before it was recorded) is time-major.
 
 A reader (``render --trace``) refuses a trace whose digest is not the cell's, naming
 both cells: the numbers of another cell, drawn on this one's nodes, would be a silent
@@ -32,8 +36,11 @@ from lstm_graph.formats.arrays import StoredArray, open_npz, read_npz
 from lstm_graph.ir import NodeKind
 from lstm_graph.schedule import Schedule
 
-#: The entries that name the cell a trace came from.
-NAME, DIGEST = "cell", "cell.sha256"
+#: The entries that name the cell a trace came from, and the axes its values are in.
+NAME, DIGEST, LAYOUT = "cell", "cell.sha256", "trace.layout"  # dotted: no value's name
+#: The layouts a trace's values may be in: its ``layout`` entry, and whether it is
+#: batch-first.
+LAYOUTS = {"time-major": False, "batch-first": True}
 
 
 def canonical_text(schedule: Schedule) -> str:
@@ -73,9 +80,12 @@ def digest(schedule: Schedule) -> str:
     return hashlib.sha256(canonical_text(schedule).encode("utf-8")).hexdigest()
 
 
-def identity(schedule: Schedule) -> dict[str, np.ndarray]:
-    """The entries a trace of this cell carries: its name and digest, 0-d text arrays."""
-    return {NAME: np.array(schedule.graph.name), DIGEST: np.array(digest(schedule))}
+def identity(schedule: Schedule, batch_first: bool = False) -> dict[str, np.ndarray]:
+    """The entries a trace of this cell carries: its name, digest and layout (its values
+    ``(B, T, width)`` where ``batch_first``), 0-d text arrays."""
+    layout = next(name for name, first in LAYOUTS.items() if first == batch_first)
+    return {NAME: np.array(schedule.graph.name), DIGEST: np.array(digest(schedule)),
+            LAYOUT: np.array(layout)}
 
 
 #: The longest name or digest a trace's entries may hold, in characters.
@@ -83,12 +93,12 @@ MAX_TEXT = 4096
 
 
 def cell_entries(path: Path, stored: Mapping[str, StoredArray]
-                 ) -> tuple[str | None, str | None]:
-    """The name and digest the trace file ``path`` records (``None`` where absent), from
-    its index ``stored`` (:func:`~lstm_graph.formats.arrays.open_npz`), each checked by
-    its header to be one text before it is read."""
+                 ) -> tuple[str | None, str | None, str | None]:
+    """The name, digest and layout the trace file ``path`` records (``None`` where
+    absent), from its index ``stored`` (:func:`~lstm_graph.formats.arrays.open_npz`), each
+    checked by its header to be one text before it is read."""
     found = []
-    for key in (NAME, DIGEST):
+    for key in (NAME, DIGEST, LAYOUT):
         entry = stored.get(key)
         if entry is not None and (entry.shape != () or entry.dtype.kind != "U"
                                   or entry.dtype.itemsize > 4 * MAX_TEXT):
@@ -96,7 +106,10 @@ def cell_entries(path: Path, stored: Mapping[str, StoredArray]
                             "trace holds it as one short text, as 'lstm-graph trace' "
                             "writes it")
         found.append(None if entry is None else str(entry.read()))
-    return found[0], found[1]
+    if found[2] is not None and found[2] not in LAYOUTS:
+        raise DataError(f"{path}: '{LAYOUT}' is {inert(found[2])!r}; a trace's values are "
+                        f"{' or '.join(LAYOUTS)}, as 'lstm-graph trace' writes them")
+    return found[0], found[1], found[2]
 
 
 def check_cell(name: str | None, recorded: str | None, schedule: Schedule,
@@ -150,12 +163,14 @@ def missing_values(source: str, graph_name: str, missing: list[str],
 def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     """The arrays of the trace file ``path``, once it holds every value of ``schedule``'s
     cell and its entries say that cell made it (:func:`check_cell`; both before any
-    value is read), and they fit in memory."""
+    value is read), and they fit in memory; every value and ``y`` time-major
+    ``(T, B, width)``, whatever the file's ``layout``."""
     graph, stored = schedule.graph, open_npz(path)
     missing = [name for name in graph.assignments if name not in stored]
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
         raise missing_values(str(path), graph.name, missing, stored)
-    check_cell(*cell_entries(path, stored), schedule, str(path))
+    name, recorded, layout = cell_entries(path, stored)
+    check_cell(name, recorded, schedule, str(path))
     names = list(graph.assignments)
     for name in names:
         entry = stored[name]
@@ -170,4 +185,9 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: '{name}' has shape {stored[name].shape} and "
                             f"'{others}' {stored[others].shape}; a trace holds every value "
                             "over the same steps and sequences")
-    return read_npz(path)
+    arrays = read_npz(path)
+    if layout is not None and LAYOUTS[layout]:  # (B, T, width): the values and y
+        for key in (*names, "y"):
+            if key in arrays and arrays[key].ndim == 3:
+                arrays[key] = np.ascontiguousarray(np.swapaxes(arrays[key], 0, 1))
+    return arrays
