@@ -459,6 +459,16 @@ def test_a_closed_stdout_is_said_and_a_closed_stderr_stops_nothing(tmp_path):
     assert done.returncode == 0 and len(list((tmp_path / "again").iterdir())) == 2
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """| head: a long stdout whose reader closed its end said 'Broken pipe; no output was
+    written' (the docs promise it ends quietly, exit 1)."""
+    done = subprocess.run(f"{shlex.quote(sys.executable)} -m lstm_graph.cli params lstm -I 3 "
+                          "-H 4 --layers 64 --direction bidirectional | head -1 >/dev/null; "
+                          "echo ${PIPESTATUS[0]} >&2", shell=True, executable="/bin/bash",
+                          text=True, capture_output=True, timeout=120, cwd=ROOT)
+    assert done.stderr == "1\n"
+
+
 def test_a_ctrl_c_once_the_command_has_ended_does_not_kill_it_silently():
     """A Ctrl-C between the command's end and the process's exit killed it by the signal,
     without a word (its outputs whole): the console script ignores it from there."""

@@ -443,13 +443,17 @@ def test_render_without_out_writes_both_styles_here_and_one_style_to_stdout(in_t
     result = cli_run("render", "lstm")
     assert sorted(p.name for p in in_tmp.iterdir()) == ["lstm.cell.svg", "lstm.pipe.svg"]
     assert "wrote lstm.pipe.svg" in result.stderr and result.stdout == ""
+    for path in in_tmp.iterdir():
+        path.unlink()
+    result = cli_run("render", "lstm", "--style", "both")  # the default, said: the same
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["lstm.cell.svg", "lstm.pipe.svg"]
     result = cli_run("render", "lstm", "--style", "cell")
     assert result.stdout.startswith("<?xml")
     ET.fromstring(result.stdout.encode())
 
 
 def test_render_both_styles_to_stdout_is_a_usage_error_about_styles(cli_fails):
-    stderr = cli_fails("render", "lstm", "--style", "both", code=2)
+    stderr = cli_fails("render", "lstm", "--style", "both", "--out", "-", code=2)
     assert "--style both draws two diagrams" in stderr and "--format dot" not in stderr
 
 

@@ -99,6 +99,8 @@ class _Group(click.Group):
             before = f" ({_what_was_written(written)})" if written else ""
             raise _UserError(inert_lines(str(err)) + before) from None
         except OSError as err:  # a path the checks did not foresee: too long, a loop of links
+            if err.errno == errno.EPIPE:  # stdout's reader went away (| head): click ends
+                raise  # it quietly, exit 1
             where = f"{inert_lines(os.fsdecode(err.filename))}: " if err.filename else ""
             raise _UserError(f"{where}{err.strerror or err}; {_what_was_written(written)}") \
                 from None

@@ -206,7 +206,7 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
                {"SPEC": spec, "--trace": trace})
     elif len(diagrams) == 1:
         _to_stdout(next(iter(diagrams.values())), fmt)
-    elif style == "both" or to_stdout:
+    elif to_stdout:
         both = "--style both draws" if style == "both" else "both styles (the default) draw"
         raise click.UsageError(f"{both} two diagrams, and stdout takes one: give "
                                f"--out BASE (writes BASE.pipe.{fmt} and BASE.cell.{fmt}) or "
