@@ -87,6 +87,25 @@ def test_directive_errors_point_at_what_is_wrong(line, col, words):
                for found_line, found_col, message in found), found
 
 
+def test_directive_errors_are_said_beside_the_other_lines_errors():
+    """A preset naming nothing and a gates line missing a gate or of no family were said
+    only once every other line was right; a gate that is none was said twice."""
+    header = ("cell t\ninput x\nstate c, h\noutput h\npreset keep: hh, z\npreset : c\n"
+              "gates rnn: h, q\ngates lsmt: h\n")
+    found = cell_errors(BODY + "k = 3\nz = tanh(\n", header=header)  # k twice, z broken
+    messages = [(line, message) for line, _, message in found]
+    assert any(line == 5 and "preset 'keep' names 'hh', which no line assigns (did you mean "
+               "'h'?)" in message for line, message in messages), found
+    assert any(line == 7 and "'q' is not a gate of rnn" in message
+               for line, message in messages), found
+    assert any(line == 8 and "unknown gate family 'lsmt'" in message
+               for line, message in messages), found
+    assert not any("gate 'q': no line assigns" in message for _, message in messages), found
+    assert any("'k' is assigned twice" in message for _, message in messages), found
+    assert any(line == 13 for line, _ in messages), found  # z's own error, at its line
+    assert not any("names 'z'" in message for _, message in messages), found  # z is there
+
+
 def test_a_preset_named_after_a_value_it_holds_widens_that_value_s_highlight():
     cell = lstm_graph.compile_source("cell t\ninput x\nstate c, h\noutput h\n"
                                      f"preset h: h, c\n{BODY}", "t.cell")

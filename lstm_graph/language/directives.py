@@ -18,7 +18,7 @@ checks it against the assignments (:func:`check`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from lstm_graph.errors import Diagnostic
 from lstm_graph.ir import CellGraph, GateMap, GateOwner, Loc, Node, NodeKind, Preset
@@ -111,10 +111,13 @@ def matrix_operands(graph: CellGraph, linear: Node) -> list[Node]:
     return [graph.node(a) for a, peep in zip(linear.args, linear.peep) if not peep]
 
 
-def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str]) -> list[Diagnostic]:
+def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str],
+          broken: Collection[str] = ()) -> list[Diagnostic]:
     """Every preset names assignments, among them the value it is named after if any;
     every gates line maps its family's gates onto linears of the right form (the input
-    and one state's old value), each held by an assignment of its own."""
+    and one state's old value), each held by an assignment of its own. ``broken``: names
+    that lines with errors assign (said there): they count as assigned, their forms
+    unchecked, so that a directive's own mistakes are said beside those errors."""
     found = []
     names = list(graph.assignments)
     for preset in graph.presets.values():
@@ -125,16 +128,16 @@ def check(graph: CellGraph, did_you_mean: Callable[[str, list[str]], str]) -> li
                                "name would no longer reach it; name the preset otherwise, "
                                f"or list '{preset.name}' in it"))
         for name, loc in zip(preset.assignments, preset.locs):
-            if name not in graph.assignments:
+            if name not in graph.assignments and name not in broken:
                 found.append(_diag(graph, loc, f"preset '{preset.name}' names '{name}', which no "
                                    f"line assigns{did_you_mean(name, names)}"))
     for gates in graph.gates.values():
-        found += _check_gates(graph, gates, did_you_mean)
+        found += _check_gates(graph, gates, did_you_mean, broken)
     return found
 
 
-def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, list[str]], str]
-                 ) -> list[Diagnostic]:
+def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, list[str]], str],
+                 broken: Collection[str]) -> list[Diagnostic]:
     family = GATE_FAMILIES.get(gates.family)
     if family is None:
         return [_diag(graph, gates.loc, f"unknown gate family '{gates.family}'"
@@ -171,13 +174,15 @@ def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, 
             held.setdefault(name, owner.gate)
     states: set[str] = set()
     for owner in gates.owners:
-        if owner.unused:
-            continue
+        if owner.unused or (owner.gate not in family and owner.gate not in optional):
+            continue  # no gate (said above): what holds it is no question
         split = owner.input_owner != owner.recurrent_owner
         role = "projection" if owner.gate in optional else "input half" if split else "gate"
         roles = [(owner.input_owner, role), (owner.recurrent_owner, "recurrent half")] \
             if split else [(owner.input_owner, role)]
         for name, role in roles:
+            if name in broken:  # its line has errors of its own
+                continue
             if name not in graph.assignments:
                 found.append(_diag(graph, owner.loc, f"gate '{owner.gate}': no line assigns "
                                    f"'{name}'{did_you_mean(name, list(graph.assignments))}"))

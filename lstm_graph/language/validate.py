@@ -203,14 +203,14 @@ def validate(graph: CellGraph, assigned: set[str], parse_errors: bool = False,
 
     After parse errors the graph lacks the assignments that had them, so only
     the checks that stay true of the rest run: declarations, loops (``broken`` holds
-    what the lines with errors read) and the sizes of what does not depend on those
-    lines.
+    what the lines with errors read), the directives (the names those lines assign
+    count as assigned) and the sizes of what does not depend on those lines.
     """
     found = check_declarations(graph, assigned, headers)
     loops = check_loops(graph, broken)
+    found += directives.check(graph, Suggestions(), assigned - set(graph.assignments))
     if parse_errors:
         return {}, found + loops + (infer_sizes(graph)[1] if not loops else [])
-    found += directives.check(graph, Suggestions())
     if loops:
         return {}, found + loops
     sizes, size_errors = infer_sizes(graph)
