@@ -156,8 +156,14 @@ def test_unclosed_parenthesis():
 
 
 @pytest.mark.parametrize("body, col, words", [
-    ("h = linear(x) / 2\n", 5, "unsupported operator '/'"),
-    ("h = linear(x) ** 2\n", 5, "unsupported operator '**'"),
+    # at the operator (it said the expression's start, col 5)
+    ("h = linear(x) / 2\n", 15, "unsupported operator '/'"),
+    ("h = (linear(x)) ** 2\n", 17, "unsupported operator '**'"),
+    ("h = linear(x) * (2 % \n 3)\n", 20, "unsupported operator '%'"),
+    # at the number (it said the function's name, col 5)
+    ("h = clip(linear(x), 1e400)\n", 21, "clip()'s numbers must be finite"),
+    ("h = clip(linear(x), threshold=-1e400)\n", 31, "clip()'s numbers must be finite"),
+    ("h = tanh(linear(x, cc[t-1]))\n", 20, "'cc' is not declared; did you mean c[t-1]?"),
     # said "unsupported operator '+'; the language has element-wise +, - and *"
     ("h = +tanh(linear(x))\n", 5, "a '+' before a value does nothing; write the value"),
     ("h = linear(x) if 1 else 2\n", 5, "unsupported expression (IfExp)"),

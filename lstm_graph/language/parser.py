@@ -55,6 +55,11 @@ _NAME_TOKEN = re.compile(r"[^\s,]+")
 _EMPTY_ITEM = re.compile(r"(?:^|,)\s*(?=,)")
 
 
+def _not_finite(func: str) -> str:
+    """The error for a function's number that is not finite, said at the number."""
+    return f"{func}()'s numbers must be finite (at most about 1.8e308)"
+
+
 @dataclass
 class _Statement:
     """One assignment's source: where it starts, its text and its caption."""
@@ -630,6 +635,25 @@ class _Parser:
             if problem:
                 self.report.error(self.loc(stmt, node), problem)
 
+    def operator_loc(self, stmt: _Statement, node: ast.BinOp, spelling: str) -> Loc:
+        """File position of ``node``'s operator (written ``spelling``), which Python's ast
+        does not record: the first ``spelling`` after its left operand (past a closing
+        parenthesis or a line break), before its right one; the expression's start where
+        it is not found."""
+        start = (node.left.end_lineno or node.left.lineno, node.left.end_col_offset or 0)
+        stop = (node.right.lineno, node.right.col_offset)
+        for lineno in range(start[0], stop[0] + 1):
+            row = lineno - 1 - stmt.offset
+            if not 0 <= row < len(stmt.lines):
+                break
+            text = stmt.lines[row].encode()
+            low = start[1] if lineno == start[0] else 0
+            high = stop[1] if lineno == stop[0] else len(text)
+            found = text.find(spelling.encode(), low, high)
+            if found >= 0:
+                return self.loc(stmt, ast.Constant(0, lineno=lineno, col_offset=found))
+        return self.loc(stmt, node)
+
     def loc(self, stmt: _Statement, node: ast.AST) -> Loc:
         """File position of an ast node of ``stmt`` (ast columns are UTF-8 byte offsets)."""
         row = getattr(node, "lineno", 1) - 1 - stmt.offset
@@ -725,6 +749,8 @@ class _Lowering:
             return None
         if isinstance(node, (ast.BinOp, ast.UnaryOp)):
             spelling = _PYTHON_OPERATORS.get(type(node.op), type(node.op).__name__)
+            if isinstance(node, ast.BinOp):  # at the operator, not the expression's start
+                loc = self.parser.operator_loc(self.stmt, node, spelling)
             self.report.error(loc, f"unsupported operator '{spelling}'; the language has "
                               "element-wise +, - and *")
             return None
@@ -815,7 +841,11 @@ class _Lowering:
                        f"next step, keep it in a state (state m, m = linear({name}), then "
                        "read m[t-1])")
             else:
-                fix = f"to carry it to the next step declare it: state {name}"
+                close = NameIndex(self.parser.decls["state"]).closest(name) \
+                    if what == "not declared" and not self.report.full else None
+                fix = f"to carry it to the next step declare it: state {name}" if close is None \
+                    else f"did you mean {close}[t-1]? (to carry '{name}' to the next step " \
+                    f"declare it: state {name})"
             self.report.error(loc, f"[t-1] is only allowed on states, and '{name}' is {what}; "
                               f"{fix}")
             return None
@@ -865,6 +895,9 @@ class _Lowering:
                 self.report.error(self.parser.loc(self.stmt, extra),
                                   f"{func}() takes one value and then numbers only: {op.usage}")
                 return None
+            if not math.isfinite(number):
+                self.report.error(self.parser.loc(self.stmt, extra), _not_finite(func))
+                return None
             numbers.append(number)
         named: dict[str, float] = {}
         for keyword in node.keywords:  # numbers by name, as the usage writes them
@@ -877,14 +910,14 @@ class _Lowering:
                 self.report.error(self.parser.loc(self.stmt, keyword.value),
                                   f"{func}()'s {keyword.arg} is a number: {op.usage}")
                 return None
+            if not math.isfinite(number):
+                self.report.error(self.parser.loc(self.stmt, keyword.value), _not_finite(func))
+                return None
             named[str(keyword.arg)] = number
         try:
             attrs = op.attrs(numbers, named)
         except ValueError as err:
             self.report.error(loc, str(err))
-            return None
-        if not all(math.isfinite(v) for v in attrs.values()):
-            self.report.error(loc, f"{func}()'s numbers must be finite (at most about 1.8e308)")
             return None
         value = self.expr(node.args[0], False, in_linear)
         if value is None:
