@@ -116,3 +116,12 @@ def test_a_second_line_for_the_same_preset_is_an_error():
     found = cell_errors(BODY, header="cell t\ninput x\nstate c, h\noutput h\n"
                                      "preset a: h\npreset a: c\n")
     assert (6, 1, "a second 'preset a' line (the first is line 5)") in found
+
+
+def test_a_gate_whose_linear_reads_a_line_with_errors_is_not_judged():
+    """The gates line is checked beside the other lines' errors; a gate's linear that
+    reads a value whose line failed has no form to judge (it raised KeyError)."""
+    found = cell_errors("m = tanh(linear(x, h[t-1])) +\nh = tanh(linear(x, m))\n",
+                        header="cell t\ninput x\nstate m, h\noutput h\ngates rnn: h\n")
+    assert [(line, message.split(":")[0]) for line, _, message in found] == \
+        [(6, "syntax error")]

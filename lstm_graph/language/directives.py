@@ -188,6 +188,8 @@ def _check_gates(graph: CellGraph, gates: GateMap, did_you_mean: Callable[[str, 
                                    f"'{name}'{did_you_mean(name, list(graph.assignments))}"))
                 continue
             linear = linear_of(graph, name)
+            if linear is not None and any(a not in graph.nodes for a in linear.args):
+                continue  # it reads a line with errors (said there): its form is unknown
             operands = matrix_operands(graph, linear) if linear else []
             kinds = sorted("input" if node.kind is NodeKind.INPUT else "recurrent"
                            for node in operands)
