@@ -496,17 +496,18 @@ def test_weights_of_another_cell_are_named_and_a_long_list_says_it_is_cut():
                                        "cell?)")
 
 
-def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli_run):
+@pytest.mark.parametrize("command", ["run", "grad"])  # grad said nothing, exit 0
+def test_a_run_that_overflows_says_where_unless_allowed(tmp_path, cli_run, command):
     cell = tmp_path / "ovf.cell"
     cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e20 + tanh(linear(x))\n")
-    loud = cli_run("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz")
+    args = ["--sample", "-I", "2", "-H", "3", "--out", tmp_path / "out.npz"]
+    loud = cli_run(command, cell, *args)
     assert "warning: the run made NaN or infinity from finite inputs: 'h' is not finite at " \
         "step 3 first" in loud.stderr
     assert "RuntimeWarning" not in loud.stderr
-    quiet = cli_run("run", cell, "--sample", "-I", "2", "-H", "3", "--out", tmp_path / "y.npz",
-                    "--allow-nonfinite")
+    quiet = cli_run(command, cell, *args, "--allow-nonfinite")
     assert "warning" not in quiet.stderr
-    fine = cli_run("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz")
+    fine = cli_run("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "out.npz")
     assert "warning" not in fine.stderr
 
 
