@@ -979,6 +979,7 @@ class Runner:
         kernels of those turn NaN and infinity in ``x`` into numbers; its Scan does not)."""
         from lstm_graph.export import onnx_model
 
+        self._refuse_stored()
         return onnx_model.export(self.time_major(), path, check, scan)
 
     def export_torch(self, path: str | Path, check: bool = True) -> tuple[Path, Path]:
@@ -987,7 +988,18 @@ class Runner:
         :meth:`export_onnx`."""
         from lstm_graph.export import torch_module
 
+        self._refuse_stored()
         return torch_module.export(self.time_major(), path, check)
+
+    def _refuse_stored(self) -> None:
+        """Refuse to export a model's stored initial states or lengths (see
+        :func:`lstm_graph.export.refuse_stored`), as the command line does."""
+        from lstm_graph.export import refuse_stored
+
+        refuse_stored("the model this runner was compiled from", self.stored_state,
+                      self.stored_lengths, "The runner runs them; to export the layers alone, "
+                      "compile the cell with weights=runner.weights (and the model's layers "
+                      "and direction)")
 
     def explore(self, x: Any, state: Mapping[str, Any] | None = None,
                 allow_nonfinite: bool = False) -> Any:

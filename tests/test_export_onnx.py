@@ -338,6 +338,13 @@ def test_a_model_file_that_stores_states_or_lengths_is_not_exported(tmp_path, cl
     assert f"stored.onnx {what}, which an exported model does not hold" in message
     assert "nothing was written" in message and f"params {model} --out w.npz" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stored.onnx"]
+    runner = lstm_graph.load_model(model).compile()  # from Python, without its check too:
+    for export in (runner.export_onnx, runner.export_torch):  # it wrote, 0.118 off, unsaid
+        for check in (True, False):
+            with pytest.raises(lstm_graph.DataError, match=f"the model this runner was "
+                               f"compiled from {what}, which an exported model does not hold"):
+                export(tmp_path / out, check=check)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stored.onnx"]
 
 
 def test_a_model_file_whose_stored_initial_state_is_zeros_exports_as_it_runs(tmp_path,

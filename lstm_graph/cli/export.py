@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import click
-import numpy as np
 
 from lstm_graph.cli.app import (
     SPEC_HELP,
@@ -20,30 +19,13 @@ from lstm_graph.cli.app import (
     say,
 )
 from lstm_graph.cli.inputs import compile_spec
-from lstm_graph.errors import DataError
 from lstm_graph.executors.backends import DTYPES
-from lstm_graph.export import onnx_model, torch_module
+from lstm_graph.export import onnx_model, refuse_stored, torch_module
 from lstm_graph.formats.files import refuse_inputs, written_through
 from lstm_graph.layers import DIRECTIONS, MAX_LAYERS, Stack
 from lstm_graph.models import is_model
 
 FORMATS = ("onnx", "torch")
-
-
-def refuse_stored(spec: str, state: dict[str, np.ndarray], lengths: np.ndarray | None) -> None:
-    """A DataError where the model file ``spec`` stores initial states other than zeros, or
-    sequence lengths: an exported model starts every sequence from zero states and runs it
-    whole, so it would compute other numbers than the model (exported with a note before:
-    0.118 off the model's y for a stored initial_h, 0.42 for stored lengths)."""
-    stored = [f"initial {name}" for name, value in state.items() if np.any(value != 0)]
-    stored += [] if lengths is None else ["sequence lengths"]
-    if stored:
-        raise DataError(f"{spec} stores {' and '.join(stored)}, which an exported model does "
-                        "not hold (it starts every sequence from zero states and runs it "
-                        "whole), so its numbers would not be this model's; nothing was "
-                        f"written. 'run {spec}' runs them; to export the layers alone, write "
-                        f"their weights with 'params {spec} --out w.npz' and export the cell "
-                        "with --weights w.npz")
 
 
 @main.command(epilog=SPEC_HELP + " --format onnx writes one model (opset 17) that "
@@ -133,7 +115,9 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
         say(f"note: {spec} is batch-major (x of shape (B, T, I)); the exported model "
             "is time-major: x of shape (T, B, I)", err=True)
         runner = runner.time_major()
-    refuse_stored(spec, bound.state, bound.lengths)
+    refuse_stored(spec, bound.state, bound.lengths,
+                  f"'run {spec}' runs them; to export the layers alone, write their weights "
+                  f"with 'params {spec} --out w.npz' and export the cell with --weights w.npz")
     summary: dict[str, object] = {
         "cell": cell.name, "format": fmt, "dtype": dtype, "layers": runner.stack.layers,
         "direction": runner.stack.direction, "input_size": runner.input_size,

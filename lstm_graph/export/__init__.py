@@ -11,3 +11,25 @@ stack: ``runner.export_onnx(path)``, ``runner.export_torch(path)``), check what 
 wrote against the runner on a small input before it is kept, and name every weight
 after the cell's parameters (:func:`.names.torch_attribute`).
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lstm_graph.errors import DataError
+
+
+def refuse_stored(source: str, state: Mapping[str, Any], lengths: Any, fix: str) -> None:
+    """A DataError where ``source`` (a model file, or the runner compiled from one) stores
+    initial states other than zeros, or sequence lengths: an exported model starts every
+    sequence from zero states and runs it whole, so it would compute other numbers than
+    the model (exported before: 0.118 off the model's y for a stored initial_h, 0.42 for
+    stored lengths; from Python, without its check, with no word). ``fix``: what to do."""
+    stored = [f"initial {name}" for name, value in state.items() if bool((value != 0).any())]
+    stored += [] if lengths is None else ["sequence lengths"]
+    if stored:
+        raise DataError(f"{source} stores {' and '.join(stored)}, which an exported model "
+                        "does not hold (it starts every sequence from zero states and runs it "
+                        "whole), so its numbers would not be this model's; nothing was "
+                        f"written. {fix}")
