@@ -133,7 +133,7 @@ def test_long_equations_break_at_their_outermost_operators(tmp_path):
     source = (tmp_path / "cell.py").read_text()
     assert max(len(line) for line in source.splitlines()) <= 99
     assert "        h = (torch.tanh(F.linear(x, self.h_W_x, self.h_b) + F.linear(h_prev, " \
-        "self.h_W_h)) * k\n             + F.leaky_relu(x.new_tensor(-3.0), 0.5))\n" in source
+        "self.h_W_h)) * k\n             + F.leaky_relu(x.new_full((), -3.0), 0.5))\n" in source
     x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype("float32")
     np.testing.assert_allclose(module.load()(torch.from_numpy(x))[0].detach().numpy(),
                                runner(x)[0], rtol=1e-5, atol=1e-6)
@@ -159,9 +159,14 @@ def test_the_module_runs_where_lstm_graph_is_not_installed(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-def test_the_module_scripts_with_torch_jit_and_compiles_with_torch_compile(tmp_path):
-    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4,
-                                                           layers=2, direction="bidirectional")
+@pytest.mark.parametrize("cell", [
+    lstm_graph.load_cell("peephole_lstm"),
+    # a function of a number: x.new_tensor(2.0), which TorchScript does not know
+    lstm_graph.compile_source("cell k\ninput x\nstate h\noutput h\n"
+                              "h = tanh(linear(x, h[t-1])) * sigmoid(2) + softplus(-1)\n",
+                              "k.cell")], ids=["peephole_lstm", "numbers"])
+def test_the_module_scripts_with_torch_jit_and_compiles_with_torch_compile(tmp_path, cell):
+    runner = cell.compile(input_size=3, hidden_size=4, layers=2, direction="bidirectional")
     model = exported(tmp_path, runner).load()
     x = torch.randn(5, 2, 3)
     want = runner(x.numpy())[0]
@@ -391,3 +396,23 @@ def test_a_state_python_cannot_assign_is_renamed_in_the_module(tmp_path):
         y, final = module.load()(torch.from_numpy(x))
     np.testing.assert_allclose(y.numpy(), runner(x)[0], rtol=0, atol=1e-6)
     assert set(final) == {"__debug__"}
+
+
+def test_the_module_comes_back_through_from_torch_by_its_step(tmp_path, cli_process):
+    """What docs/export.md says: a subclass whose forward calls step converts back to the
+    cell, checked against the module."""
+    runner = lstm_graph.load_cell("peephole_lstm").compile(input_size=3, hidden_size=4, seed=2)
+    runner.export_torch(tmp_path / "plmod.py")
+    (tmp_path / "wrap.py").write_text(
+        "from plmod import PeepholeLstm\n\n\nclass Step(PeepholeLstm):\n"
+        "    def forward(self, x, state):\n        c, h = self.step(x, *state)\n"
+        "        return h, (c, h)\n")
+    done = cli_process("from-torch", "wrap.py:Step", "--input-size", "3", "--hidden-size", "4",
+                       "--states", "c,h", "--state-dict", "plmod.pt", "--out", "back.cell",
+                       "--weights-out", "back.npz", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "checked: the cell equals the module" in done.stdout
+    back = lstm_graph.load_cell(str(tmp_path / "back.cell")).compile(
+        weights=str(tmp_path / "back.npz"))
+    x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype("float32")
+    np.testing.assert_allclose(back(x)[0], runner(x)[0], atol=1e-6)

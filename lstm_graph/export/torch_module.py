@@ -198,8 +198,9 @@ class _Step:
             return args[0]
         texts = []
         for k, (text, prec) in enumerate(args):
-            if self._constant(node.args[k]):  # torch's functions take tensors, not floats
-                text, prec = f"{self.names.of[self.input]}.new_tensor({text})", _ATOM
+            if self._constant(node.args[k]):  # torch's functions take tensors, not floats;
+                # new_full, not new_tensor: torch.jit.script knows no Tensor.new_tensor
+                text, prec = f"{self.names.of[self.input]}.new_full((), {text})", _ATOM
             if template.count(f"{{{k}}}") > 1 and not text.isidentifier():
                 temporary = self.names.temporary(f"{assignment}_{op.name}_arg")
                 self.lines.append(f"{temporary} = {text}")

@@ -137,6 +137,11 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
             "its products and activations is not read: lstm-graph reads ONNX's LSTM, GRU " \
             "and RNN operators" \
             if {"MatMul", "Gemm"} & ops and {"Tanh", "Relu", "Sigmoid"} & ops else ""
+        if model.producer_name == "lstm-graph" and "Scan" in ops:  # our own export's Scan
+            unrolled = "; it is lstm-graph's export of a cell as a Scan over its step " \
+                "(the cell is no ONNX LSTM, GRU or RNN, or it was exported with --scan or " \
+                "in float64), which is not read back: run the cell itself with its weights " \
+                "(lstm-graph run CELL --weights w.npz)"
         raise WeightsError(f"{source}: holds no LSTM, GRU or RNN node (its nodes: "
                            f"{', '.join(sorted(ops)) or 'none'}){unrolled}")
     try:
