@@ -206,6 +206,17 @@ def test_unsupported_or_misused_syntax(body, col, words):
     assert words in errors[0][2], errors
 
 
+@pytest.mark.parametrize("body, words", [
+    ("h == tanh(linear(x, h[t-1]))\n", "'==' compares two values; an assignment is written "
+     "with one '='"),
+    ("h, k = tanh(linear(x, h[t-1])), 1\n", "the left side must be one name"),
+])
+def test_a_line_meant_as_an_assignment_is_said_once(body, words):
+    """Its names were also said to be never assigned and not to exist."""
+    (found,) = cell_errors(body + OK_C)
+    assert found[:2] == (5, 1) and words in found[2], found
+
+
 def test_header_mistakes():
     errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",
                          header="cell t\ninput x, y\nstate h, 2k, x\nstate q\noutput\n")

@@ -585,11 +585,21 @@ class _Parser:
 
     def _target(self, stmt: _Statement, node: ast.stmt) -> tuple[str, Loc] | None:
         """The assigned name and where it is; None (reported) for anything else."""
-        targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
+        compared = node.value if isinstance(node, ast.Expr) and \
+            isinstance(node.value, ast.Compare) and len(node.value.ops) == 1 and \
+            isinstance(node.value.ops[0], ast.Eq) else None  # h == …: meant as h = …
+        targets = [compared.left] if compared is not None else (
+            getattr(node, "targets", None) or [getattr(node, "target", None)])
         for target in targets:
-            base = target.value if isinstance(target, ast.Subscript) else target
-            if isinstance(base, ast.Name):
-                self.broken_targets.add(base.id)  # so no "never assigned" error follows
+            names = target.elts if isinstance(target, ast.Tuple) else [target]  # h, k = …
+            for one in names:
+                base = one.value if isinstance(one, ast.Subscript) else one
+                if isinstance(base, ast.Name):
+                    self.broken_targets.add(base.id)  # so no "never assigned" error follows
+        if compared is not None:
+            self.report.error(self.loc(stmt, node), "'==' compares two values; an assignment "
+                              "is written with one '=': name = expression")
+            return None
         if isinstance(node, ast.AugAssign):
             self.report.error(self.loc(stmt, node), "each name is assigned once; instead of "
                               "'a += b' write a new name: a2 = a + b")
