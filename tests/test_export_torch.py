@@ -205,9 +205,13 @@ def test_the_export_command_writes_the_module_and_state_dict_grad_agrees(tmp_pat
 
 
 def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
-    assert "my-cell.py: 'my-cell' cannot be imported as a Python module" in cli_fails(
-        "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
-        tmp_path / "my-cell.py")
+    """Wrong usage, as a suffix other than .py is (it was exit 1)."""
+    for name in ("my-cell", "class"):
+        assert f"{name}.py: '{name}' cannot be imported as a Python module" in cli_fails(
+            "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+            tmp_path / f"{name}.py", code=2)
+    with pytest.raises(lstm_graph.OutputError, match="'my-cell' cannot be imported"):
+        lstm_graph.load_cell("lstm").compile(2, 2).export_torch(tmp_path / "my-cell.py")
     assert not list(tmp_path.iterdir())
 
 

@@ -93,6 +93,9 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
             not (fmt == "onnx" and written_through(out)):
         raise click.UsageError(f"--out {out}: --format {fmt} writes a {suffix} file; name it "
                                f"{out.with_suffix(suffix).name}")
+    problem = torch_module.unimportable(out) if fmt == "torch" else None
+    if problem:  # a name, as the suffix is: wrong usage
+        raise click.UsageError(f"--out {out}: {problem}")
     written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
         if fmt == "torch" else {"--out": out}
     refuse_inputs(written, {"SPEC": spec, "--weights": weights},

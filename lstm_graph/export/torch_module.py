@@ -633,6 +633,20 @@ def shadowed(path: Path) -> set[str]:
 TORCH_COPIES = {True: 5, False: 4}
 
 
+def unimportable(path: Path) -> str | None:
+    """Why Python could not import a module from ``path`` by its name, or None.
+
+    >>> unimportable(Path("my-lstm.py"))[:47]
+    "'my-lstm' cannot be imported as a Python module"
+    >>> unimportable(Path("my_lstm.py")) is None
+    True
+    """
+    if path.stem.isidentifier() and not keyword.iskeyword(path.stem):
+        return None
+    return (f"'{path.stem}' cannot be imported as a Python module; name the file as an "
+            "identifier (cell.py, my_lstm.py)")
+
+
 def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, Path]:
     """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
     same stem); both whole or not at all. Returns the two paths."""
@@ -641,9 +655,9 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
     path = Path(path)
     if path.suffix != ".py":
         raise OutputError(f"{path}: the module is Python source; name it .py")
-    if not path.stem.isidentifier() or keyword.iskeyword(path.stem):
-        raise OutputError(f"{path}: '{path.stem}' cannot be imported as a Python module; "
-                          "name the file as an identifier (cell.py, my_lstm.py)")
+    problem = unimportable(path)
+    if problem:
+        raise OutputError(f"{path}: {problem}")
     if path.stem in shadowed(path):
         whose = "PyTorch" if path.stem == "torch" else "the module"
         raise OutputError(f"{path}: a module named '{path.stem}' would hide {whose} of that "
