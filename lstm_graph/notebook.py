@@ -23,7 +23,7 @@ import numpy as np
 
 from lstm_graph.checks import as_array
 from lstm_graph.errors import DataError, OutputError, RenderError, inert
-from lstm_graph.executors.backends import to_numpy
+from lstm_graph.executors.backends import sequence_norms, to_numpy
 from lstm_graph.executors.contract import Progress
 from lstm_graph.formats.files import write_atomic
 
@@ -75,9 +75,9 @@ def state_gradients(runner: Runner, x: Any, state: dict[str, Any] | None,
     found = runner.grad(x, grad_y, state=state, allow_nonfinite=allow_nonfinite, record=True)
     norms = {}
     for name in runner.cell.graph.states:
-        values = to_numpy(found.values[name]).astype(np.float64)
+        values = to_numpy(found.values[name])
         values = values if values.ndim == 3 else values[:, None]  # one sequence (T, H)
-        norms[name] = np.sqrt(np.sum(values ** 2, axis=-1))
+        norms[name] = sequence_norms(np, values)
     return norms
 
 

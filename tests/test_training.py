@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 import lstm_graph
 from lstm_graph.errors import LstmGraphWarning
+from lstm_graph.notebook import state_gradients
 from lstm_graph.training import adding, copy, from_file, train
 from lstm_graph.training.gradflow import flow
 from lstm_graph.training.trainer import Adam, loss_and_gradient
@@ -291,7 +293,7 @@ def test_the_memory_pipe_into_the_cell_carries_its_gradient_too(tmp_path, cli_ru
     runner = lstm_graph.load_cell("lstm").compile(input_size=task.input_size, hidden_size=4,
                                                   seed=0, dtype="float64")
     x, _ = task.sample(np.random.default_rng([0, 3]), 16)  # gradflow's, --batch 16
-    size = flow(runner, x).new["c"][3]
+    size = flow(runner, x).states["c"][3]
     assert f">{size:.1e}</FONT>" in pipe
     assert "memory pipe" in pipe  # its caption stays beside the size
 
@@ -618,3 +620,30 @@ def test_a_cell_value_named_readout_is_refused_not_taken_for_the_trainer_s(tmp_p
         "readout.b) would be taken for the trainer's readout (readout.W, readout.b)" in said
     with pytest.raises(lstm_graph.DataError, match="a value named readout"):
         train(lstm_graph.load_cell(str(cell)), adding(5), 4, steps=1)
+
+
+def test_gradient_sizes_past_1e154_are_finite_and_every_view_measures_alike(tmp_path, cli_run):
+    """‖∂L/∂h_t‖ of a linear RNN with W_h = 50·I is 2·50^(T-t): sqrt(sum(v²)) overflowed
+    past 1e154, so gradflow drew finite sizes as missing (the explorer as infinite), with
+    NumPy's warning; and the diagram measured over the whole batch (√B times the chart's
+    each-sequence average, which docs/training.md says both show)."""
+    cell = lstm_graph.compile_source("input x\nstate h\noutput h\nh = linear(x, h[t-1])\n",
+                                     "lin.cell")
+    runner = cell.compile(weights={"h.W_x": np.zeros((4, 2)), "h.W_h": np.eye(4) * 50,
+                                   "h.b": np.zeros(4)}, dtype="float64")
+    x = np.ones((100, 3, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = flow(runner, x)
+        page = state_gradients(runner, x, None, False)
+    np.testing.assert_allclose(found.states["h"][0], 2 * 50.0 ** 99, rtol=1e-12)
+    np.testing.assert_allclose(page["h"][0], 2 * 50.0 ** 99, rtol=1e-12)
+    shown = cli_run("gradflow", "lstm", "--length", "8", "-H", "4", "--batch", "5", "--out",
+                    tmp_path / "g.svg", "--diagram", tmp_path / "d.dot", "--step", "8",
+                    "--json")
+    charted = json.loads(shown.stdout)["flows"]["lstm"]
+    dot = (tmp_path / "d.dot").read_text()
+    for state, sink in (("c", '"[cell]"'), ("h", '"h[t]"')):
+        edge = next(line for line in dot.splitlines()
+                    if line.strip().startswith(f"{state} -> {sink}"))
+        assert f">{charted[state][7]:.1e}</FONT>" in edge, (state, edge)

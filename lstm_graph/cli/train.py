@@ -25,6 +25,7 @@ from lstm_graph.cli.app import (
     say,
     stderr_is_terminal,
 )
+from lstm_graph.cli.describe import plural
 from lstm_graph.errors import DataError, SizeMismatch, WeightsError, inert
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz, written_through
@@ -337,9 +338,10 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
         shown = step or task.length
         sizes = {edge: float(norms[shown - 1]) for edge, norms in flows[0].edges.items()}
         sizes.update({(state, sink_id(state)): float(norms[shown - 1])
-                      for state, norms in flows[0].new.items()})
+                      for state, norms in flows[0].states.items()})
         drawn = render(load(specs[0][0]), style, gradients=sizes,
-                       gradient_note=f"step {shown} of {task.length}, the loss at the last")
+                       gradient_note=f"step {shown} of {task.length}, the loss at the last; "
+                       f"each sequence's norm, the mean over {plural(batch, 'sequence')}")
         save(drawn, diagram, diagram_format or "svg")
         say(f"wrote {diagram}", err=True)
     aside = is_stdout(out) or (diagram is not None and is_stdout(diagram))  # not after it

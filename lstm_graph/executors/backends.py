@@ -56,3 +56,19 @@ def to_numpy(array: Any) -> np.ndarray:
     """A host NumPy copy of a NumPy or CuPy array."""
     get = getattr(array, "get", None)
     return get() if callable(get) else np.asarray(array)
+
+
+def sequence_norms(xp: Any, values: Any) -> Any:
+    """Each sequence's Euclidean norm over the units of ``values`` ``(…, B, width)``, in
+    float64: ``(…, B)``. Scaled by each row's largest magnitude, so that a norm float64
+    can hold is never infinity (``sqrt(sum(v²))`` overflowed once a unit passed about
+    1.3e154, and gradflow drew finite gradients as missing); NaN and infinity stay what
+    they are.
+
+    >>> sequence_norms(np, np.array([[3.0, 4.0], [1e200, 1e200], [0.0, 0.0]]))
+    array([5.00000000e+000, 1.41421356e+200, 0.00000000e+000])
+    """
+    values = xp.asarray(values, dtype=xp.float64)
+    largest = xp.max(xp.abs(values), axis=-1, keepdims=True)
+    scale = xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)
+    return xp.sqrt(xp.sum((values / scale) ** 2, axis=-1)) * scale[..., 0]

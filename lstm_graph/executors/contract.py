@@ -74,7 +74,8 @@ class Gradients:
     when recorded, maps every assignment to ``∂L/∂value`` at every step ``(T, B, width)``
     (for a state: the total, through every later step), and ``edges`` maps every IR
     edge ``(source, target)`` to the size of the gradient it carried at each step
-    ``(T,)``: the L2 norm of what ``target`` passed back to ``source``, over the batch.
+    ``(T,)``, float64: the norm of what ``target`` passed back to ``source``, each
+    sequence's over the units, averaged over the batch (as gradflow's states).
     """
 
     x: Array

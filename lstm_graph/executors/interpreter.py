@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_graph.executors.backends import sequence_norms
 from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Tape
 from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.ir import NodeKind, old_id
@@ -127,7 +128,7 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
     # them twice at once (gradflow's peak was 1.4 times what it was allowed)
     values: dict[str, Array] = {}
     edges: dict[tuple[str, str], list[Array]] = {}
-    zero_norm = xp.asarray(0.0, dtype=x.dtype)
+    zero_norm = xp.asarray(0.0, dtype=xp.float64)
     for t in reversed(range(steps)):
         env = envs[t]
         grads: dict[str, Array] = {}
@@ -147,7 +148,9 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
                     accumulate(grads, arg, gradient)
                     if record:
                         carried = edges.setdefault((arg, node_id), [zero_norm] * steps)
-                        carried[t] = xp.sqrt(xp.sum(gradient * gradient))
+                        carried[t] = xp.mean(sequence_norms(  # as gradflow's states
+                            xp, gradient if gradient.ndim == 2 else xp.reshape(gradient,
+                                                                              (1, -1))))
             for param, gradient in zip(node.params, grad_weights):
                 grad_params[param] = grad_params[param] + gradient
         for name in graph.assignments if record else ():

@@ -17,18 +17,18 @@ import numpy as np
 
 from lstm_graph.cell import Runner
 from lstm_graph.errors import DataError
-from lstm_graph.executors.backends import to_numpy
+from lstm_graph.executors.backends import sequence_norms, to_numpy
 
 
 @dataclass(frozen=True)
 class Flow:
-    """Gradient sizes over time for one cell: per state, per IR edge, and per state's new
-    value leaving its step (the memory pipe into the Cell: all its readers' gradient)."""
+    """Gradient sizes over time for one cell, each sequence's norm over the units averaged
+    over the batch: per state (also what its new value carries leaving the step: the
+    memory pipe into the Cell, all its readers' gradient) and per IR edge."""
 
     cell: str
     states: dict[str, np.ndarray]  # state -> (T,): mean over the batch of ‖∂L/∂s_t‖
     edges: dict[tuple[str, str], np.ndarray]  # IR edge -> (T,): the gradient it carried
-    new: dict[str, np.ndarray]  # state -> (T,): ‖∂L/∂s_t‖ over the batch, as an edge's
 
 
 def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
@@ -45,10 +45,7 @@ def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
     grad_y = np.zeros((*x.shape[:-1], width), dtype=runner.dtype)
     grad_y[-1] = 1
     found = runner.grad(x, grad_y, state=state, record=True)
-    states, new = {}, {}
-    for name in cell.graph.states:
-        squared = to_numpy(found.values[name]).astype(np.float64) ** 2  # (T, B, H)
-        states[name] = np.sqrt(np.sum(squared, axis=-1)).mean(axis=-1)
-        new[name] = np.sqrt(np.sum(squared, axis=(1, 2)))
+    states = {name: sequence_norms(np, to_numpy(found.values[name])).mean(axis=-1)
+              for name in cell.graph.states}  # (T, B, H) -> (T,)
     edges = {edge: to_numpy(norms).astype(np.float64) for edge, norms in found.edges.items()}
-    return Flow(cell.name, states, edges, new)
+    return Flow(cell.name, states, edges)
