@@ -443,6 +443,9 @@ class Runner:
         #: ``lstm-graph run`` uses them (a model's own numbers, not zeros and whole runs).
         self.stored_state: dict[str, Any] = {}
         self.stored_lengths: Any = None
+        #: For one unit of a stack (:meth:`unit_runner`): which one, as the explorer page
+        #: says it, and whether it reads x from its last step; ("", False) otherwise.
+        self.unit_of: tuple[str, bool] = ("", False)
         self.xp = namespace(backend)
         for unit in units:
             unit.bind(self.xp)
@@ -680,12 +683,29 @@ class Runner:
                           "compute it quietly", LstmGraphWarning, stacklevel=3)
 
     def unit_runner(self, index: int) -> Runner:
-        """Layer and direction ``index`` (in ``h_n`` order) as a runner of its own: one unit,
-        forward, time-major, its weights without their prefix (what the explorer shows)."""
-        unit = self.units[index]
+        """Layer and direction ``index`` (in ``h_n`` order: 0 to L·D − 1) as a runner of its
+        own: one unit, forward, time-major, its weights without their prefix (what the
+        explorer shows; :attr:`unit_of` says which unit it is, and the page says it too)."""
+        count = len(self.units)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < count:
+            listing = ", ".join(f"{k}: {_unit_words(self.stack, u.layer, u.reverse)}"
+                                for k, u in enumerate(self.units))
+            raise DataError(f"unit_runner({index!r}): this runner has {count} "
+                            f"unit{'s' if count > 1 else ''}, numbered in h_n order ({listing})")
+        unit = self.units[int(index)]
         alone = _Unit(unit.cell, 0, False, unit.input_size, self.hidden_size, unit.weights, "")
-        return Runner(unit.cell, Stack(), False, [alone], unit.input_size, self.hidden_size,
-                      self.backend, self.dtype, self.executor)
+        found = Runner(unit.cell, Stack(), False, [alone], unit.input_size, self.hidden_size,
+                       self.backend, self.dtype, self.executor)
+        if not self.plain:
+            both = self.stack.direction == "bidirectional"
+            which = (", reverse direction," if unit.reverse else ", forward direction,") \
+                if both else ""
+            found.unit_of = (
+                f"The page shows layer {unit.layer + 1}{which} of {self.stack.describe()}"
+                + (": it reads x from its last step, so its step t is x's step T + 1 − t."
+                   if unit.reverse else "."), unit.reverse)
+        return found
 
     def compiled(self, batch: int, record: bool = False) -> Executor:
         """The executor of the first layer and direction for batch size ``batch`` (with

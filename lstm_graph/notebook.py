@@ -143,8 +143,9 @@ def explorer_run(runner: Runner, x: Any, state: dict[str, Any] | None = None,
                                      (sequences, runner.hidden_size))
                if name in given else np.zeros((sequences, runner.hidden_size), runner.dtype)
                for name in runner.cell.graph.states}
+    shows, reverse = runner.unit_of  # one unit of a stack: the page says which
     run = Run(runner.cell, {name: to_numpy(v) for name, v in values.items()}, x, initial,
-              runner.dtype, gradients, total)
+              runner.dtype, gradients, total, shows=shows, reverse=reverse)
     return run, ran_with
 
 

@@ -178,6 +178,23 @@ def test_a_page_of_a_stack_says_which_layer_and_direction_it_shows(tmp_path, cli
     data = page_data((tmp_path / "b.html").read_text())
     assert data["shows"] == "The page shows layer 1, forward direction, of 2 layers, " \
         "bidirectional." and data["reverse"] is False
+    # from Python, each unit's page says which it is as the command line's does (they
+    # said nothing; a unit number out of range was an IndexError, -1 the last unit)
+    runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, layers=2,
+                                                 direction="bidirectional")
+    last = runner.unit_runner(3)
+    assert last.unit_of == ("The page shows layer 2, reverse direction, of 2 layers, "
+                            "bidirectional: it reads x from its last step, so its step t is "
+                            "x's step T + 1 − t.", True)
+    assert runner.unit_runner(0).unit_of[0] == data["shows"]  # the command line's
+    x = np.random.default_rng(0).standard_normal((5, 2, 8)).astype("float32")  # layer 1's y
+    data = page_data(last.explore(x).html)
+    assert data["shows"] == last.unit_of[0] and data["reverse"] is True
+    for wrong in (4, -1, "a", 1.0):
+        with pytest.raises(lstm_graph.DataError, match=r"this runner has 4 units, numbered in "
+                           r"h_n order \(0: layer 1, 1: layer 1, reverse, 2: layer 2, 3: "
+                           r"layer 2, reverse\)"):
+            runner.unit_runner(wrong)
 
 
 def test_the_stage_note_says_what_this_cells_schedule_shows():

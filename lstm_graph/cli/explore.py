@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,26 +53,17 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     if runner.batch_first:  # the page is drawn time-major
         x = np.swapaxes(x, 0, 1) if x.ndim == 3 else x
         runner = runner.time_major()
-    shows, reverse = "", False
     if not runner.plain:  # the first layer's first direction, as a cell of its own
-        reverse = runner.units[0].reverse
-        forward = not reverse and runner.stack.direction == "bidirectional"
-        which = " (reverse: x from its last step)" if reverse else \
-            ", forward direction" if forward else ""
-        say(f"note: the page shows layer 1{which} of {runner.stack.describe()}", err=True)
-        shows = (f"The page shows layer 1{', forward direction,' if forward else ''} of "
-                 f"{runner.stack.describe()}" + (": it reads x from its last step, so its "
-                                                 "step t is x's step T + 1 − t." if reverse
-                                                 else "."))
-        if reverse:
+        if runner.units[0].reverse:
             x = x[::-1]
         state = None if state is None else {
             name: value if runner.stack.single else value[0] for name, value in state.items()}
         runner = runner.unit_runner(0)
+        shows = runner.unit_of[0]
+        say(f"note: {shows[0].lower()}{shows[1:]}", err=True)
     run, ran_with = with_progress(len(page_part(runner, x, state)[0]),
                                   lambda progress: explorer_run(
                                       runner, x, state, prepared.allow_nonfinite, progress))
-    run = replace(run, shows=shows, reverse=reverse)
     steps, sequences = run.shape
     page = build_page(run)
     make_parent(out)

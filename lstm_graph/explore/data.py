@@ -50,6 +50,8 @@ class Kept:
 
         >>> Kept(40, 4, None).shown(2000, 64)
         'the first 4 of 64 sequences, steps 1 to 40 of 2000'
+        >>> Kept(10, 2, 892).shown(10, 2)
+        'the first 892 units of any value wider than that, x included'
         """
         cut = []
         if self.sequences < sequences:
@@ -57,7 +59,8 @@ class Kept:
         if self.steps < steps:
             cut.append(f"steps 1 to {self.steps} of {steps}")
         if self.units is not None:
-            cut.append(f"the first {self.units} units of each value")
+            cut.append(f"the first {self.units} units of any value wider than that, x "
+                       "included")  # a wide x alone cuts it: 'each value' blamed the others
         return ", ".join(cut) or None
 
     def sentence(self, steps: int, sequences: int) -> str | None:
