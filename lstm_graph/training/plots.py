@@ -55,7 +55,11 @@ def _pyplot(path: Path) -> Any:
 
 def _finish(plt: Any, figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str,
             title: str) -> Path:
-    """Log scale, labels, grid and legend, then the chart written whole to ``path``."""
+    """Log scale, labels, grid and legend, then the chart written whole to ``path``. Steps
+    are whole numbers: so are the ticks (a chart of 20 steps was marked 2.5, 5.0, …)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_yscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
