@@ -79,6 +79,54 @@ def test_pytorch_exports_of_stacks_run_as_onnxruntime_runs_them(tmp_path, kind, 
 
 
 @pytest.mark.parametrize("kind,kwargs", [
+    ("LSTM", {"num_layers": 2}), ("LSTM", {"num_layers": 3, "bidirectional": True}),
+    ("GRU", {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+    ("RNN", {"num_layers": 3})])
+def test_a_stack_exported_with_its_initial_states_as_inputs_takes_them_whole(tmp_path, kind,
+                                                                             kwargs):
+    """forward(x, (h0, c0)) of nn.LSTM(num_layers=2): PyTorch slices h0 per layer, and the
+    model was refused ('computed from h0, an input of the model, by nodes between them').
+    The model's h0 is the stack's own (L·D, B, H) state: --state gives it whole."""
+    torch = pytest.importorskip("torch")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(3, 5, **kwargs).eval()
+    rows = kwargs["num_layers"] * (2 if kwargs.get("bidirectional") else 1)
+    names = ["h0", "c0"] if kind == "LSTM" else ["h0"]
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = module
+
+        def forward(self, x, *states):
+            return self.rnn(x, tuple(states) if kind == "LSTM" else states[0])
+
+    x = np.random.default_rng(2).standard_normal((4, 7, 3)).astype("float32")
+    batch = 4 if kwargs.get("batch_first") else 7
+    states = [np.random.default_rng(k).standard_normal((rows, batch, 5)).astype("float32")
+              for k in range(len(names))]
+    path = tmp_path / "m.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Model(), (torch.from_numpy(x), *map(torch.from_numpy, states)),
+                          str(path), dynamo=False, input_names=["x", *names],
+                          dynamic_axes={"x": {0: "a", 1: "b"},
+                                        **{n: {1: "a" if kwargs.get("batch_first") else "b"}
+                                           for n in names}})
+    with pytest.warns(lstm_graph.errors.LstmGraphWarning, match="the initial_h of every "
+                      "layer is its part of 'h0', an input of the model"):
+        runner = lstm_graph.load_model(path).compile()
+    given = dict(zip(["h", "c"], states))
+    y, final = runner(x, given)
+    outputs = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, **dict(zip(names, states))})
+    np.testing.assert_allclose(y, outputs[0], rtol=0, atol=1e-6)
+    for k, name in enumerate(given):
+        np.testing.assert_allclose(final[name], outputs[1 + k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,kwargs", [
     ("LSTM", {"num_layers": 2}), ("LSTM", {"num_layers": 2, "bidirectional": True}),
     ("LSTM", {"num_layers": 2, "batch_first": True}),
     ("GRU", {"num_layers": 2, "bidirectional": True}), ("RNN", {"num_layers": 2})])

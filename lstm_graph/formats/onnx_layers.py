@@ -150,7 +150,8 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     except Unfoldable as why:
         raise WeightsError(f"{source}: {why}") from None
     ordered, chains = _stack_order(nodes, constants, source)
-    layers = [_node_layer(node, constants, source) for node in ordered]
+    fed = _sliced_states(ordered, constants) if len(ordered) > 1 else {}
+    layers = [_node_layer(node, constants, source, fed) for node in ordered]
     what = layers[0].name if len(layers) == 1 else \
         f"the {len(layers)} {ordered[0].op_type} nodes " + ", ".join(map(named, ordered))
     layer = layers[0] if len(layers) == 1 else \
@@ -168,7 +169,8 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
                            f"of {named(ordered[0])} ({kinds}) otherwise than by swapping time "
                            f"and batch; x is run as X itself, so {RUN_ALONE}")
     between += [*found.nodes, *found.shaping]
-    used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded
+    used = {n.output[0] for n in [*ordered, *between] if n.output} | constants.folded | \
+        set(fed)  # a stack's state input, cut per layer by Slice nodes
     others = [n.op_type for n in graph.node if not n.output or n.output[0] not in used]
     notes = tuple(dict.fromkeys(note for each in layers for note in each.notes))
     if others:
@@ -310,10 +312,53 @@ def _stacked(layers: list[LayerFile], ordered: list[Any], chains: list[Chain],
                      first.lengths)
 
 
-def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
+def _sliced_states(ordered: list[Any], constants: Constants) -> dict[str, str]:
+    """Where each layer's ``initial_h`` (and ``initial_c``) of a stack is its part of one
+    input of the model, sliced along the first axis, layer k's rows D·k to D·(k+1) (what
+    PyTorch exports for ``nn.LSTM(num_layers=L)(x, (h0, c0))``): the stack's own
+    ``(L·D, B, H)`` state, which ``--state`` gives. Maps each layer's sliced value to that
+    input; empty where they are not so (they are then read, or refused, layer by layer)."""
+    first = {a.name: a for a in ordered[0].attribute}
+    if _int(first, "layout", 0) != 0:
+        return {}
+    directions = 2 if _string(first, "direction", "forward") == "bidirectional" else 1
+    found: dict[str, str] = {}
+    for index in (5, 6):  # initial_h, initial_c
+        names = [node.input[index] if len(node.input) > index else "" for node in ordered]
+        cuts = [_slice_of_input(constants, name) if name else None for name in names]
+        sources = {cut[0] for cut in cuts if cut is not None}
+        if len(sources) == 1 and all(
+                cut is not None and cut[1:] == (directions * k, directions * (k + 1))
+                for k, cut in enumerate(cuts)):
+            found.update(dict.fromkeys(names, sources.pop()))
+    return found
+
+
+def _slice_of_input(constants: Constants, name: str) -> tuple[str, int, int] | None:
+    """``(input, start, stop)`` where ``name`` is ``input[start:stop]`` along the first axis,
+    an input of the model cut by one Slice of constant bounds, step 1; else None."""
+    node = constants.made_by.get(name)
+    if node is None or node.op_type != "Slice" or node.input[0] not in constants.inputs:
+        return None
+    operands = list(node.input[1:]) + [""] * (4 - len(node.input[1:]))
+    try:
+        starts, ends, axes, steps = (constants.value(operand).tolist() if operand else None
+                                     for operand in operands)
+    except Unfoldable:
+        return None
+    if not (isinstance(starts, list) and isinstance(ends, list) and len(starts) == 1 == len(
+            ends) and axes in (None, [0]) and steps in (None, [1])):
+        return None
+    return node.input[0], int(starts[0]), int(ends[0])
+
+
+def _node_layer(node: Any, constants: Constants, source: str,
+                fed: dict[str, str] | None = None) -> LayerFile:
     """The layer one recurrent node computes: its cell, direction and layout, and the
     weights, initial states and lengths stored in the model or computed from stored
-    tensors (:class:`~.onnx_graph.Constants`)."""
+    tensors (:class:`~.onnx_graph.Constants`); ``fed``: values that are a stack's state
+    input, cut for this layer (:func:`_sliced_states`)."""
+    fed = fed or {}
     op = node.op_type
     label = f"the {op} node '{node.name}'" if node.name else f"the {op} node"
     attrs = {a.name: a for a in node.attribute}
@@ -349,6 +394,11 @@ def _node_layer(node: Any, constants: Constants, source: str) -> LayerFile:
         elif what in ("initial_h", "initial_c") and constants.zeros(name):
             zeros[what] = (name, constants.zeros_shape(name))  # checked once H is known
             continue  # zeros shaped after the input: what a run starts from anyway
+        elif name in fed:  # this layer's rows of the stack's state, an input of the model
+            notes.append(f"note: the {what} of every layer is its part of '{fed[name]}', "
+                         "an input of the model, not stored in it: give it whole with "
+                         f"--state (an npz holding {what[-1]} of the model's shape, "
+                         "(layers·directions, B, H)), or the run uses zeros")
         elif name in constants.made_by:
             folded[what] = _folded(constants, name, what, label, source)
             tensors[what] = (None, tuple(folded[what].shape))
