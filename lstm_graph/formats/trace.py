@@ -38,8 +38,8 @@ from lstm_graph.schedule import Schedule
 
 #: The entries that name the cell a trace came from, and the axes its values are in.
 NAME, DIGEST, LAYOUT = "cell", "cell.sha256", "trace.layout"  # dotted: no value's name
-#: The layouts a trace's values may be in: its ``layout`` entry, and whether it is
-#: batch-first.
+#: The layouts a trace's values may be in: its ``trace.layout`` entry, and whether that
+#: is batch-first.
 LAYOUTS = {"time-major": False, "batch-first": True}
 
 
