@@ -71,4 +71,6 @@ def sequence_norms(xp: Any, values: Any) -> Any:
     values = xp.asarray(values, dtype=xp.float64)
     largest = xp.max(xp.abs(values), axis=-1, keepdims=True)
     scale = xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)
-    return xp.sqrt(xp.sum((values / scale) ** 2, axis=-1)) * scale[..., 0]
+    scaled = values / scale
+    scaled *= scaled  # in place: two arrays of values' size at most, as squaring them took
+    return xp.sqrt(xp.sum(scaled, axis=-1)) * scale[..., 0]
