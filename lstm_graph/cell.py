@@ -444,7 +444,7 @@ class Runner:
         self.stored_state: dict[str, Any] = {}
         self.stored_lengths: Any = None
         #: For one unit of a stack (:meth:`unit_runner`): which one, as the explorer page
-        #: says it, and whether it reads x from its last step; ("", False) otherwise.
+        #: says it, and whether it reads its input from the last step; ("", False) otherwise.
         self.unit_of: tuple[str, bool] = ("", False)
         self.xp = namespace(backend)
         for unit in units:
@@ -685,7 +685,9 @@ class Runner:
     def unit_runner(self, index: int) -> Runner:
         """Layer and direction ``index`` (in ``h_n`` order: 0 to L·D − 1) as a runner of its
         own: one unit, forward, time-major, its weights without their prefix (what the
-        explorer shows; :attr:`unit_of` says which unit it is, and the page says it too)."""
+        explorer shows; :attr:`unit_of` says which unit it is, and the page says it too). It
+        runs what it is given as that unit reads its input: a reverse unit's from the last
+        step (give it x, or the layer below's output, reversed in time)."""
         count = len(self.units)
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) \
                 or not 0 <= index < count:
@@ -703,8 +705,8 @@ class Runner:
                 if both else ""
             found.unit_of = (
                 f"The page shows layer {unit.layer + 1}{which} of {self.stack.describe()}"
-                + (": it reads x from its last step, so its step t is x's step T + 1 − t."
-                   if unit.reverse else "."), unit.reverse)
+                + (": it reads its input from the last step, so its step t is x's step "
+                   "T + 1 − t." if unit.reverse else "."), unit.reverse)
         return found
 
     def compiled(self, batch: int, record: bool = False) -> Executor:
@@ -985,11 +987,16 @@ class Runner:
 
     def time_major(self) -> Runner:
         """This runner taking and giving time-major arrays (``(T, B, ·)``): itself, or a
-        twin of a batch-first one sharing its layers, weights and executors."""
+        twin of a batch-first one sharing its layers, weights and executors, and the
+        initial states and lengths a model stores (whose shapes do not depend on the
+        layout: the twin ran from zeros, and exported what the runner refuses to)."""
         if not self.batch_first:
             return self
-        return Runner(self.cell, self.stack, False, self.units, self.input_size,
+        twin = Runner(self.cell, self.stack, False, self.units, self.input_size,
                       self.hidden_size, self.backend, self.dtype, self.executor, self.notes)
+        twin.stored_state, twin.stored_lengths = self.stored_state, self.stored_lengths
+        twin.unit_of = self.unit_of
+        return twin
 
     def export_onnx(self, path: str | Path, check: bool = True, scan: bool = False) -> str:
         """Write this runner as one ONNX model (see :mod:`lstm_graph.export.onnx_model`),

@@ -96,8 +96,10 @@ def page_part(runner: Runner, x: Any, state: dict[str, Any] | None
         return x, state, (0, 0)  # refused by the run, in its words
     steps, sequences = x.shape[0], x.shape[1] if x.ndim == 3 else 1
     schedule, sizes = runner.cell.schedule, (runner.input_size, runner.hidden_size)
-    widths = [schedule.width(name, *sizes) for name in runner.cell.graph.assignments]
-    kept = keep(steps, sequences, [*widths, runner.input_size], budget(runner.dtype))
+    graph = runner.cell.graph
+    widths = {name: schedule.width(name, *sizes) for name in graph.assignments}
+    widths.update(dict.fromkeys(graph.inputs, runner.input_size))
+    kept = keep(steps, sequences, widths, budget(runner.dtype))
     if x.ndim == 2:
         return x[: kept.steps], state, (steps, sequences)
     cut = {}

@@ -100,7 +100,7 @@ def test_a_run_over_budget_is_cut_and_says_what_was_kept():
     run = make_run(cell, steps=40, sequences=6, hidden=5)
     page = build_page(run, most=2_000)
     data = page_data(page)
-    kept = keep(40, 6, [5] * 6 + [3], 2_000)
+    kept = keep(40, 6, {**dict.fromkeys("fighco", 5), "x": 3}, 2_000)
     assert data["kept"] == {"steps": kept.steps, "sequences": 4, "units": None}
     assert data["steps"] == list(range(1, kept.steps + 1)) and data["batch"] == [0, 1, 2, 3]
     assert data["shape"] == {"steps": 40, "sequences": 6}
@@ -170,8 +170,8 @@ def test_a_page_of_a_stack_says_which_layer_and_direction_it_shows(tmp_path, cli
     page = (tmp_path / "r.html").read_text()
     data = page_data(page)
     assert data["reverse"] is True
-    said = "The page shows layer 1 of 1 layer, reverse: it reads x from its last step, so " \
-        "its step t is x's step T + 1 − t."
+    said = "The page shows layer 1 of 1 layer, reverse: it reads its input from the last " \
+        "step, so its step t is x's step T + 1 − t."
     assert data["shows"] == said and html.escape(said) in page.split("<main>")[0]
     cli_run("explore", "gru", "--sample", "-H", "4", "--layers", "2", "--direction",
             "bidirectional", "--out", tmp_path / "b.html")
@@ -184,8 +184,8 @@ def test_a_page_of_a_stack_says_which_layer_and_direction_it_shows(tmp_path, cli
                                                  direction="bidirectional")
     last = runner.unit_runner(3)
     assert last.unit_of == ("The page shows layer 2, reverse direction, of 2 layers, "
-                            "bidirectional: it reads x from its last step, so its step t is "
-                            "x's step T + 1 − t.", True)
+                            "bidirectional: it reads its input from the last step, so its "
+                            "step t is x's step T + 1 − t.", True)
     assert runner.unit_runner(0).unit_of[0] == data["shows"]  # the command line's
     x = np.random.default_rng(0).standard_normal((5, 2, 8)).astype("float32")  # layer 1's y
     data = page_data(last.explore(x).html)
@@ -215,7 +215,7 @@ def test_the_stage_note_says_what_this_cells_schedule_shows():
 
 
 def test_units_are_cut_last_when_even_a_few_steps_are_too_many():
-    assert keep(100, 8, [50_000] * 3, budget(np.dtype("float32"))).units == 1041
+    assert keep(100, 8, dict.fromkeys("abc", 50_000), budget(np.dtype("float32"))).units == 1041
 
 
 def test_numbers_round_trip_and_nan_and_infinity_stay_valid_json():

@@ -647,3 +647,14 @@ def test_gradient_sizes_past_1e154_are_finite_and_every_view_measures_alike(tmp_
         edge = next(line for line in dot.splitlines()
                     if line.strip().startswith(f"{state} -> {sink}"))
         assert f">{charted[state][7]:.1e}</FONT>" in edge, (state, edge)
+
+
+def test_gradflow_of_an_overflowing_cell_says_so_and_leaves_gaps(tmp_path, cli_run):
+    """grad's new warning advised --allow-nonfinite, which gradflow has not; NumPy's and
+    matplotlib's overflow warnings leaked from the sizes and the log axis."""
+    cell = tmp_path / "ovf.cell"
+    cell.write_text("input x\nstate h\noutput h\nh = h[t-1] * 1e60 + tanh(linear(x))\n")
+    done = cli_run("gradflow", cell, "--length", "8", "-H", "3", "--batch", "2", "--out",
+                   tmp_path / "g.png")
+    assert "note: ovf: ‖∂L/∂h_t‖ is not finite at 2 of 8 steps" in done.stderr
+    assert "allow-nonfinite" not in done.stderr and "RuntimeWarning" not in done.stderr

@@ -333,6 +333,13 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     names = [found.cell for found in flows]  # the cell's own name, or the argument if shared
     flows = [found if names.count(found.cell) == 1 else replace(found, cell=entry)
              for found, entry in zip(flows, cells)]
+    for found in flows:  # an overflow on the way, forward or back: gaps in the chart
+        for state, norms in found.states.items():
+            bad = int(np.count_nonzero(~np.isfinite(norms)))
+            if bad:
+                say(f"note: {found.cell}: ‖∂L/∂{state}_t‖ is not finite at {bad} of "
+                    f"{plural(len(norms), 'step')} (a value overflowed the dtype in the run or "
+                    "on the way back); the chart leaves them out", err=True)
     gradient_flow_chart(flows, out, f"gradient flow back from the last step ({task.name})")
     if diagram is not None:
         shown = step or task.length

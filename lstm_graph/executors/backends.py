@@ -74,3 +74,16 @@ def sequence_norms(xp: Any, values: Any) -> Any:
     scaled = values / scale
     scaled *= scaled  # in place: two arrays of values' size at most, as squaring them took
     return xp.sqrt(xp.sum(scaled, axis=-1)) * scale[..., 0]
+
+
+def mean_sequence_norm(xp: Any, values: Any) -> Any:
+    """The mean over the sequences of :func:`sequence_norms` of ``values`` ``(…, B,
+    width)``: ``(…)``, scaled as they are (a mean that sums first overflowed past 9e307).
+
+    >>> float(mean_sequence_norm(np, np.full((2, 4), 6e307)))
+    1.2e+308
+    """
+    norms = sequence_norms(xp, values)
+    largest = xp.max(norms, axis=-1, keepdims=True)
+    scale = xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)
+    return xp.mean(norms / scale, axis=-1) * scale[..., 0]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_graph.executors.backends import sequence_norms
+from lstm_graph.executors.backends import mean_sequence_norm
 from lstm_graph.executors.contract import Array, Executor, Gradients, Progress, Tape
 from lstm_graph.formats.memory import Allocation, allocation
 from lstm_graph.ir import NodeKind, old_id
@@ -148,9 +148,9 @@ def backward(schedule: Schedule, xp: Any, params: Mapping[str, Array], x: Array,
                     accumulate(grads, arg, gradient)
                     if record:
                         carried = edges.setdefault((arg, node_id), [zero_norm] * steps)
-                        carried[t] = xp.mean(sequence_norms(  # as gradflow's states
+                        carried[t] = mean_sequence_norm(  # as gradflow's states
                             xp, gradient if gradient.ndim == 2 else xp.reshape(gradient,
-                                                                              (1, -1))))
+                                                                              (1, -1)))
             for param, gradient in zip(node.params, grad_weights):
                 grad_params[param] = grad_params[param] + gradient
         for name in graph.assignments if record else ():

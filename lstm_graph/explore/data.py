@@ -38,11 +38,14 @@ MIN_STEPS = 10
 @dataclass(frozen=True)
 class Kept:
     """What a page keeps of a run: the first ``steps`` steps, the first ``sequences``
-    sequences, and the first ``units`` units of each value (None: all)."""
+    sequences, and the first ``units`` units of each value and of the input (None: all),
+    which ``cut`` names those wider than that (the note says which were cut: it said
+    "each value" where a wide input alone was)."""
 
     steps: int
     sequences: int
     units: int | None
+    cut: tuple[str, ...] = ()
 
     def shown(self, steps: int, sequences: int) -> str | None:
         """What a page of a run of ``steps`` × ``sequences`` shows, in words, when it was
@@ -50,8 +53,8 @@ class Kept:
 
         >>> Kept(40, 4, None).shown(2000, 64)
         'the first 4 of 64 sequences, steps 1 to 40 of 2000'
-        >>> Kept(10, 2, 892).shown(10, 2)
-        'the first 892 units of any value wider than that, x included'
+        >>> Kept(10, 2, 892, ("x",)).shown(10, 2)
+        'the first 892 units of x'
         """
         cut = []
         if self.sequences < sequences:
@@ -59,8 +62,8 @@ class Kept:
         if self.steps < steps:
             cut.append(f"steps 1 to {self.steps} of {steps}")
         if self.units is not None:
-            cut.append(f"the first {self.units} units of any value wider than that, x "
-                       "included")  # a wide x alone cuts it: 'each value' blamed the others
+            names = ", ".join(self.cut[:4]) + (", …" if len(self.cut) > 4 else "")
+            cut.append(f"the first {self.units} units of {names}")
         return ", ".join(cut) or None
 
     def sentence(self, steps: int, sequences: int) -> str | None:
@@ -81,18 +84,19 @@ def budget(dtype: np.dtype) -> int:
     return BUDGET_BYTES // CHARS[str(dtype)]
 
 
-def keep(steps: int, sequences: int, widths: list[int], budget: int) -> Kept:
-    """What of a run of ``steps`` × ``sequences`` with values of ``widths`` fits ``budget``.
+def keep(steps: int, sequences: int, widths: Mapping[str, int], budget: int) -> Kept:
+    """What of a run of ``steps`` × ``sequences`` with values (and an input) of ``widths``,
+    by name, fits ``budget``.
 
-    >>> keep(50, 4, [32] * 6 + [16], 125_000)
-    Kept(steps=50, sequences=4, units=None)
-    >>> keep(5000, 64, [256] * 6, 125_000)
-    Kept(steps=20, sequences=4, units=None)
-    >>> keep(5000, 64, [4096] * 6, 125_000)
-    Kept(steps=10, sequences=4, units=520)
+    >>> keep(50, 4, {"h": 32, "x": 16}, 125_000)
+    Kept(steps=50, sequences=4, units=None, cut=())
+    >>> keep(5000, 64, dict.fromkeys("abcdef", 256), 125_000)
+    Kept(steps=20, sequences=4, units=None, cut=())
+    >>> keep(5000, 64, {**dict.fromkeys("abcdef", 4096), "x": 3}, 125_000)
+    Kept(steps=10, sequences=4, units=446, cut=('a', 'b', 'c', 'd', 'e', 'f'))
     """
     def size(t: int, b: int, units: int | None) -> int:
-        return t * b * sum(w if units is None else min(w, units) for w in widths)
+        return t * b * sum(w if units is None else min(w, units) for w in widths.values())
 
     if size(steps, sequences, None) <= budget:
         return Kept(steps, sequences, None)
@@ -103,7 +107,7 @@ def keep(steps: int, sequences: int, widths: list[int], budget: int) -> Kept:
         return Kept(min(steps, fit), sequences, None)
     steps = min(steps, MIN_STEPS)
     units = max(1, budget // (steps * sequences * len(widths)))
-    return Kept(steps, sequences, units)
+    return Kept(steps, sequences, units, tuple(n for n, w in widths.items() if w > units))
 
 
 def number(value: float, dtype: np.dtype) -> str:

@@ -69,9 +69,10 @@ class Run:
 def kept_of(run: Run, most: int | None = None) -> Kept:
     """What the page of ``run`` keeps of it, with at most ``most`` numbers embedded
     (default: :func:`.data.budget`, a page under 2 MB)."""
-    (steps, sequences), inputs = run.shape, run.x.shape[2]
-    widths = [int(run.values[name].shape[2]) for name in run.cell.graph.assignments]
-    return keep(steps, sequences, [*widths, inputs], most or budget(run.dtype))
+    (steps, sequences), graph = run.shape, run.cell.graph
+    widths = {name: int(run.values[name].shape[2]) for name in graph.assignments}
+    widths.update(dict.fromkeys(graph.inputs, int(run.x.shape[2])))
+    return keep(steps, sequences, widths, most or budget(run.dtype))
 
 
 def check_drawable(cell: Cell) -> None:

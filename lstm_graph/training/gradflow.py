@@ -17,7 +17,7 @@ import numpy as np
 
 from lstm_graph.cell import Runner
 from lstm_graph.errors import DataError
-from lstm_graph.executors.backends import sequence_norms, to_numpy
+from lstm_graph.executors.backends import mean_sequence_norm, to_numpy
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ def flow(runner: Runner, x: Any, state: dict[str, Any] | None = None) -> Flow:
     width = cell.schedule.width(output, runner.input_size, runner.hidden_size)
     grad_y = np.zeros((*x.shape[:-1], width), dtype=runner.dtype)
     grad_y[-1] = 1
-    found = runner.grad(x, grad_y, state=state, record=True)
-    states = {name: sequence_norms(np, to_numpy(found.values[name])).mean(axis=-1)
+    # sizes that are not finite are what the chart shows as gaps (and gradflow notes):
+    # grad's warning would advise an option gradflow has no need of
+    found = runner.grad(x, grad_y, state=state, record=True, allow_nonfinite=True)
+    states = {name: mean_sequence_norm(np, to_numpy(found.values[name]))
               for name in cell.graph.states}  # (T, B, H) -> (T,)
     edges = {edge: to_numpy(norms).astype(np.float64) for edge, norms in found.edges.items()}
     return Flow(cell.name, states, edges)

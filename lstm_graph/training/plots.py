@@ -60,13 +60,14 @@ def _finish(plt: Any, figure: Any, axes: Any, path: Path, xlabel: str, ylabel: s
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.25)
-    axes.legend(frameon=False, fontsize=9)
-    return _save(plt, figure, path)
+    with np.errstate(over="ignore"):  # a log axis's margin past 1e308: matplotlib's concern
+        axes.set_yscale("log")
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.25)
+        axes.legend(frameon=False, fontsize=9)
+        return _save(plt, figure, path)
 
 
 def _save(plt: Any, figure: Any, path: Path) -> Path:
@@ -114,7 +115,8 @@ def gradient_flow_chart(flows: Sequence[Flow], path: Path, title: str) -> Path:
         colour = _COLOURS[k % len(_COLOURS)]
         for j, (state, norms) in enumerate(found.states.items()):
             steps = np.arange(1, len(norms) + 1)
-            axes.plot(steps, np.maximum(norms, 1e-30), color=colour,
+            shown = np.where(np.isfinite(norms), np.maximum(norms, 1e-30), np.nan)  # gaps
+            axes.plot(steps, shown, color=colour,
                       linestyle=styles[j % len(styles)], linewidth=2,
                       label=f"{found.cell}: ‖∂L/∂{state}_t‖")
     return _finish(plt, figure, axes, path, "step t (the loss is at the last step)",
