@@ -494,3 +494,12 @@ def test_a_second_cell_or_output_line_and_an_empty_state_line_say_what_to_do():
         in errors
     empty = cell_errors("h = tanh(linear(x))\n", header="cell t\ninput x\nstate\noutput h\n")
     assert [e[2] for e in empty if "state" in e[2]] == ["'state' needs a name: state NAME"]
+
+
+def test_an_expression_operand_named_by_its_place_is_said_to_be_so():
+    """linear(x, c[t-1] * 1, arg2): both are 'arg2', the first by its place; the message
+    said they were 'both named' so, as if the expression had a name."""
+    errors = cell_errors("k = linear(x)\narg2 = tanh(k)\nh = linear(x, c[t-1] * 1, arg2)\n"
+                         + OK_C)
+    assert any("are both named 'arg2' (an expression is named by its place: operand 2 is "
+               "'arg2')" in message for _, _, message in errors), errors

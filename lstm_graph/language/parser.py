@@ -948,6 +948,7 @@ class _Lowering:
             self.report.error(loc, "linear() needs at least one operand: linear(x, h[t-1])")
             return None
         args, peeps, params = [], [], []
+        placed: set[str] = set()  # parameters named by an operand's place (an expression's)
         ok = True
         for position, arg in enumerate(node.args, start=1):
             peep = isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) \
@@ -965,14 +966,20 @@ class _Lowering:
             if value is None:
                 ok = False
                 continue
+            by_place = not isinstance(arg, (ast.Name, ast.Subscript))
             if param in params:
                 kind = "peepholes" if peep else "operands"
+                named = f"are both named '{suffix}'" if not by_place and param not in placed \
+                    else (f"are both named '{suffix}' (an expression is named by its place: "
+                          f"operand {suffix.removeprefix('arg')} is '{suffix}')")
                 self.report.error(self.parser.loc(self.stmt, arg),
-                                  f"two {kind} of this linear(...) are both named '{suffix}'"
-                                  f" and would share the parameter {param}; combine them or "
-                                  "give one its own assignment")
+                                  f"two {kind} of this linear(...) {named} and would share "
+                                  f"the parameter {param}; combine them or give one its own "
+                                  "assignment")
                 ok = False
                 continue
+            if by_place:
+                placed.add(param)
             args.append(value)
             peeps.append(peep)
             params.append(param)
