@@ -497,7 +497,6 @@ class Runner:
                  progress: Progress | None = None, allow_nonfinite: bool = False,
                  lengths: Any = None) -> tuple[Any, dict[str, Any]]:
         state = checks.states_mapping(state, "state", self.cell.graph.states)
-        checks.switch(allow_nonfinite, "allow_nonfinite")
         if self.plain and not state and lengths is None and progress is None and \
                 not self.stored_state and self.stored_lengths is None:
             return self._plain_call(x, allow_nonfinite)
@@ -517,6 +516,7 @@ class Runner:
     def _plain_call(self, x: Any, allow_nonfinite: bool) -> tuple[Any, dict[str, Any]]:
         """A call of a plain runner from zero states over whole sequences: what
         :meth:`__call__` does, in fewer steps (a small run lasts tens of microseconds)."""
+        checks.switch(allow_nonfinite, "allow_nonfinite")  # the other calls': in _inputs
         # x as given (no copy in another dtype or shape): the executor may test it for NaN
         # and infinity as it reads it, instead of a pass over it here (0.2 ms at medium)
         as_given = type(x) is np.ndarray and self.xp is np and x.dtype == self.dtype \

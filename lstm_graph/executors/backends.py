@@ -69,8 +69,7 @@ def sequence_norms(xp: Any, values: Any) -> Any:
     array([5.00000000e+000, 1.41421356e+200, 0.00000000e+000])
     """
     values = xp.asarray(values, dtype=xp.float64)
-    largest = xp.max(xp.abs(values), axis=-1, keepdims=True)
-    scale = xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)
+    scale = _scale(xp, xp.max(xp.abs(values), axis=-1, keepdims=True))
     scaled = values / scale
     scaled *= scaled  # in place: two arrays of values' size at most, as squaring them took
     return xp.sqrt(xp.sum(scaled, axis=-1)) * scale[..., 0]
@@ -84,6 +83,11 @@ def mean_sequence_norm(xp: Any, values: Any) -> Any:
     1.2e+308
     """
     norms = sequence_norms(xp, values)
-    largest = xp.max(norms, axis=-1, keepdims=True)
-    scale = xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)
+    scale = _scale(xp, xp.max(norms, axis=-1, keepdims=True))
     return xp.mean(norms / scale, axis=-1) * scale[..., 0]
+
+
+def _scale(xp: Any, largest: Any) -> Any:
+    """What to divide by before summing: the largest magnitude, or 1 where it is 0 or not
+    finite (NaN and infinity then stay what they are)."""
+    return xp.where(xp.isfinite(largest) & (largest > 0), largest, 1.0)

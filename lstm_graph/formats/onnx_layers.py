@@ -340,7 +340,7 @@ def _slice_of_input(constants: Constants, name: str) -> tuple[str, int, int] | N
     node = constants.made_by.get(name)
     if node is None or node.op_type != "Slice" or node.input[0] not in constants.inputs:
         return None
-    operands = list(node.input[1:]) + [""] * (4 - len(node.input[1:]))
+    operands = (list(node.input[1:5]) + [""] * 4)[:4]  # starts, ends, axes, steps
     try:
         starts, ends, axes, steps = (constants.value(operand).tolist() if operand else None
                                      for operand in operands)
