@@ -630,7 +630,8 @@ class Runner:
         want = (steps, self.output_width) if unbatched else \
             ((batch, steps, self.output_width) if self.batch_first
              else (steps, batch, self.output_width))
-        grad_y = self._check_array("grad_y", grad_y, want, allow_nonfinite)
+        grad_y = self._check_array("grad_y", grad_y, want, allow_nonfinite,
+                                   self._unread(packing, len(want)))
         grad_y = grad_y[:, None] if unbatched else \
             (self.xp.swapaxes(grad_y, 0, 1) if self.batch_first else grad_y)
         ends: list[dict[str, Any]] = [{} for _ in self.units]
@@ -844,11 +845,12 @@ class Runner:
         state = checks.states_mapping(state, "state", self.cell.graph.states)
         checks.switch(allow_nonfinite, "allow_nonfinite")
         checks.switch(record, "record")
-        if self.batch_first:
-            x = checks.as_array(x, "x")
-            if len(x.shape) == 3:
-                x = self.xp.ascontiguousarray(self.xp.swapaxes(self.xp.asarray(x), 0, 1))
-        x, unbatched = self._check_x(x, allow_nonfinite, work, record)
+        given = x = checks.as_array(x, "x")
+        if self.batch_first and len(x.shape) == 3:
+            x = self.xp.ascontiguousarray(self.xp.swapaxes(self.xp.asarray(x), 0, 1))
+        # NaN and infinity looked for below, in x as given (its index is the caller's) and
+        # only where a run reads it (not past a sequence's length)
+        x, unbatched = self._check_x(x, True, work, record)
         steps, batch = x.shape[0], x.shape[1]
         state, lengths = self._stored(state, lengths, batch, unbatched)
         packing = None
@@ -856,8 +858,19 @@ class Runner:
             checked = check_lengths(lengths, batch, steps)
             if not np.all(checked == steps):  # all full: nothing to pack
                 packing = Packing.of(checked, steps)
+        if not allow_nonfinite:
+            laid = x[:, 0] if unbatched else \
+                self.xp.swapaxes(x, 0, 1) if self.batch_first else x
+            checks.check_finite(given, laid, "x", self.dtype, self.xp, "clean the input",
+                                self._unread(packing, given.ndim))
         starts = self._check_state(state, batch, unbatched, allow_nonfinite)
         return x, starts, packing, unbatched
+
+    def _unread(self, packing: Packing | None, ndim: int) -> np.ndarray | None:
+        """Where an array laid out as this runner's ``x`` (of ``ndim`` axes) lies past a
+        sequence's length (:func:`~lstm_graph.checks.unread`)."""
+        return None if packing is None else \
+            checks.unread(packing.given, packing.steps, ndim, self.batch_first)
 
     def _stored(self, state: Mapping[str, Any] | None, lengths: Any, batch: int,
                 unbatched: bool) -> tuple[Mapping[str, Any] | None, Any]:
@@ -970,9 +983,9 @@ class Runner:
         return out
 
     def _check_array(self, what: str, value: Any, shape: tuple[int, ...],
-                     allow_nonfinite: bool) -> Any:
+                     allow_nonfinite: bool, skip: np.ndarray | None = None) -> Any:
         """``value`` as an array of the runner's dtype and namespace, of exactly ``shape``,
-        and finite there unless ``allow_nonfinite``."""
+        and finite there (but where ``skip`` is true) unless ``allow_nonfinite``."""
         array = checks.as_array(value, what)  # an array as is (not a masked one), or NumPy's
         if tuple(array.shape) != shape:
             raise DataError(f"{what} has shape {tuple(array.shape)}, expected {shape}")
@@ -980,7 +993,8 @@ class Runner:
             raise DataError(f"{what} has dtype {array.dtype}; it must hold real numbers")
         converted = checks.convert(array, self.xp, self.dtype)
         if not allow_nonfinite:
-            checks.check_finite(array, converted, what, self.dtype, self.xp, f"clean {what}")
+            checks.check_finite(array, converted, what, self.dtype, self.xp, f"clean {what}",
+                                skip)
         return converted
 
     # -- export and the notebook (lstm_graph.export, lstm_graph.notebook) -------------------

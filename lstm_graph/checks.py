@@ -177,14 +177,38 @@ def all_finite(xp: Any, *arrays: Any) -> bool:
 
 
 def check_finite(original: Any, converted: Any, what: str, dtype: np.dtype, xp: Any,
-                  fix: str) -> None:
+                  fix: str, skip: np.ndarray | None = None) -> None:
     """An error at the first value of ``converted`` that is not finite: NaN or infinity
-    in ``original``, or a finite number too large for ``dtype``."""
+    in ``original``, or a finite number too large for ``dtype``; none where ``skip`` (a
+    NumPy mask that broadcasts to ``converted``: :func:`unread`) is true."""
     if all_finite(xp, converted):
         return
-    finite = xp.isfinite(converted)
-    position = tuple(int(i) for i in np.argwhere(~to_numpy(finite))[0])
-    raise not_finite(what, to_numpy(original[position])[()], position, dtype, fix)
+    bad = ~to_numpy(xp.isfinite(converted))
+    if skip is not None:
+        bad &= ~skip
+    if bad.any():
+        position = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise not_finite(what, to_numpy(original[position])[()], position, dtype, fix)
+
+
+def unread(lengths: np.ndarray | None, steps: int, ndim: int, batch_first: bool
+           ) -> np.ndarray | None:
+    """Where an array of ``ndim`` axes laid out as ``x`` (``(T, B, ·)``, ``(B, T, ·)``
+    batch-first, ``(T, ·)`` one sequence) lies past each sequence's length (``lengths``,
+    checked, ``(B,)``): what a run never reads of ``x`` nor of a gradient of ``y``, as
+    PyTorch's packed sequences do not, so NaN there is no error. None without lengths.
+
+    >>> unread(np.array([3, 1]), 3, 3, False)[..., 0].astype(int).tolist()
+    [[0, 0], [0, 1], [0, 1]]
+    >>> unread(np.array([3, 1]), 3, 3, True).shape
+    (2, 3, 1)
+    """
+    if lengths is None:
+        return None
+    past = np.arange(steps)[:, None] >= np.asarray(lengths)[None, :]
+    if ndim == 2:
+        return past[:, :1]
+    return (past.T if batch_first else past)[:, :, None]
 
 
 def not_finite(what: str, value: Any, position: tuple[int, ...], dtype: np.dtype,

@@ -159,6 +159,13 @@ class Packing:
     def longest(self) -> int:
         return int(self.lengths[0])
 
+    @property
+    def given(self) -> np.ndarray:
+        """The lengths in the order of ``x``'s sequences (unsorted)."""
+        given = np.empty_like(self.lengths)
+        given[self.order] = self.lengths
+        return given
+
     def _source_steps(self, reverse: bool) -> np.ndarray:
         """``(T', B)``: which step of the original sequence sorted row ``b`` reads at its
         step ``t`` (its own last step first when reversed); 0 past its length."""

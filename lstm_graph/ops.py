@@ -30,7 +30,12 @@ the tests hold every executor to it, NaN pattern included):
 - a ``linear`` multiplies every term, zeros included, so a NaN or inf in one
   operand reaches every unit of its sequence's row, in every executor alike;
 - a function's gradient at NaN and ±inf is what PyTorch's autograd gives its PyTorch
-  form (``relu``'s and ``elu``'s pass at NaN; ``softsign``'s is NaN at ±inf).
+  form (``relu``'s and ``elu``'s pass at NaN; ``softsign``'s is NaN at ±inf);
+- a cell is computed as its equations are written, so where an infinity meets a sum
+  its NaN-or-±inf pattern is theirs: a fused kernel that regroups them may differ
+  (the ``gru``'s weight gradients for an infinite ``grad_y`` are not finite where
+  ``nn.GRU``'s are not, but which are NaN and which ±inf differs: ``∂z`` is
+  ``g·h[t-1] - g·n`` here, NaN where ``h[t-1]`` is 0, and ``g·(h[t-1] - n)`` there).
 
 >>> OPS["mul"].symbol, OPS["sigmoid"].symbol
 ('×', 'σ')

@@ -216,13 +216,16 @@ def test_a_sharded_stack_with_lengths_batch_first_equals_a_plain_run(
         cluster: Cluster, inputs: Path, command: str, monkeypatch: pytest.MonkeyPatch,
         cli_run, dask_cli) -> None:
     """Layers shard as a single cell does: the batch axis of x (batch-first: the first),
-    of the (L·D, B, H) states and of the lengths."""
+    of the (L·D, B, H) states and of the lengths; NaN past a sequence's length, which no
+    step reads, is no error in a shard, as in a plain run."""
     rng = np.random.default_rng(6)
-    np.save(inputs / "xb.npy", rng.standard_normal((7, 12, 3)))
-    np.save(inputs / "lengths.npy", np.array([12, 3, 7, 1, 12, 9, 5]))
+    lengths = np.array([12, 3, 7, 1, 12, 9, 5])
+    padding = np.arange(12)[None, :, None] >= lengths[:, None, None]
+    np.save(inputs / "xb.npy", np.where(padding, np.nan, rng.standard_normal((7, 12, 3))))
+    np.save(inputs / "lengths.npy", lengths)
     np.savez(inputs / "stack_state.npz", h=rng.standard_normal((4, 7, 4)),
              c=rng.standard_normal((4, 7, 4)))
-    np.save(inputs / "gyb.npy", rng.standard_normal((7, 12, 8)))
+    np.save(inputs / "gyb.npy", np.where(padding, np.nan, rng.standard_normal((7, 12, 8))))
     args = [command, "lstm", "--input", "xb.npy", "-H", "4", "--layers", "2", "--direction",
             "bidirectional", "--batch-first", "--lengths", "lengths.npy", "--state",
             "stack_state.npz", "--dtype", "float64",

@@ -1160,3 +1160,48 @@ def test_a_state_dict_of_numpy_arrays_is_said_to_hold_arrays(tmp_path, cli_fails
     torch.save({"weight_ih_l0": np.zeros((16, 3), "float32")}, tmp_path / "np.pt")
     assert "np.pt: holds NumPy arrays, not tensors, which a weights-only load does not " \
         "read" in cli_fails("run", tmp_path / "np.pt", "--sample", "--out", tmp_path / "y.npz")
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_nan_past_a_sequence_length_is_not_read_so_not_refused(batch_first):
+    """PyTorch's packed sequences never read x past a sequence's length, nor a gradient of
+    y there: NaN padding was refused (naming a position no step reads); now such runs and
+    gradients equal PyTorch's. NaN a step reads is still refused, at the caller's index
+    (a batch-first x's was given as the time-major copy's: (2, 1, 0) for x[1, 2, 0])."""
+    torch.manual_seed(8)
+    module = torch.nn.LSTM(3, 4, 2, bidirectional=True, batch_first=batch_first).double()
+    runner = lstm_graph.load_cell("lstm").compile(weights=module.state_dict(),
+                                                  dtype="float64", batch_first=batch_first)
+    lengths = np.array([5, 2, 4])
+    clean = inputs(5, 3, 3, "float64")
+    read = np.arange(5)[:, None, None] < lengths[None, :, None]
+    padded = np.where(read, clean, np.nan)
+    grad_y = np.where(read, np.random.default_rng(9).standard_normal((5, 3, 8)), np.nan)
+    if batch_first:
+        clean, padded, grad_y = (np.ascontiguousarray(a.swapaxes(0, 1))
+                                 for a in (clean, padded, grad_y))
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(clean), torch.as_tensor(lengths), batch_first=batch_first,
+            enforce_sorted=False)
+        expected, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            module(packed)[0], batch_first=batch_first, total_length=5)
+    y, _ = runner(padded, lengths=lengths)
+    np.testing.assert_allclose(y, expected.numpy(), rtol=1e-10, atol=1e-12)
+    found = runner.grad(padded, grad_y, lengths=lengths)
+    same = runner.grad(clean, np.nan_to_num(grad_y, nan=0.0), lengths=lengths)
+    np.testing.assert_array_equal(found.x, same.x)
+    for name, value in same.weights.items():
+        np.testing.assert_array_equal(found.weights[name], value, err_msg=name)
+    wrong = padded.copy()
+    wrong[1, 1] = np.nan  # step 1 of sequence 1 (either layout) is read
+    wrong[(0, 2, 0) if batch_first else (2, 0, 0)] = np.inf  # so is sequence 0's step 2
+    at = "(0, 2, 0)" if batch_first else "(1, 1, 0)"
+    with pytest.raises(lstm_graph.DataError, match=re.escape(f"x holds NaN or infinity, "
+                                                             f"first at index {at}")):
+        runner(wrong, lengths=lengths)
+    wrong_grad = np.nan_to_num(grad_y, nan=0.0)
+    wrong_grad[1, 1, 3] = np.nan
+    with pytest.raises(lstm_graph.DataError, match=re.escape("grad_y holds NaN or infinity, "
+                                                             "first at index (1, 1, 3)")):
+        runner.grad(padded, wrong_grad, lengths=lengths)

@@ -652,3 +652,39 @@ def test_messages_name_what_is_wrong(tmp_path, cli_fails):
         cli_fails("run", "rnn", "--sample", "-I", "2", "-H", "3", "--state",
                   tmp_path / "s.npy", "--out", tmp_path / "o.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt", "s.npy"]
+
+
+def test_nan_past_a_sequence_length_is_not_read_so_run_and_grad_take_it(tmp_path, cli_run,
+                                                                        cli_refused):
+    """NaN padding past --lengths was refused, naming a position no step reads; run and
+    grad take it now (grad's loss, sum(grad_output · y), counts nothing there), and name
+    NaN that is read at its index in the file, batch-first too."""
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    x[2:, 1] = np.nan
+    grad_output = np.ones((4, 2, 5), "float32")
+    grad_output[2:, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "xb.npy", np.ascontiguousarray(x.swapaxes(0, 1)))
+    np.save(tmp_path / "gy.npy", grad_output)
+    np.save(tmp_path / "lengths.npy", np.array([4, 2]))
+    common = ("-H", "5", "--lengths", tmp_path / "lengths.npy")
+    cli_run("run", "lstm", "--input", tmp_path / "x.npy", *common, "--out", tmp_path / "y.npz")
+    cli_run("run", "lstm", "--input", tmp_path / "xb.npy", "--batch-first", *common, "--out",
+            tmp_path / "yb.npz")
+    y = np.load(tmp_path / "y.npz")["y"]
+    np.testing.assert_array_equal(np.load(tmp_path / "yb.npz")["y"], y.swapaxes(0, 1))
+    assert np.all(y[2:, 1] == 0) and np.all(np.isfinite(y))
+    said = cli_run("grad", "lstm", "--input", tmp_path / "x.npy", *common, "--grad-output",
+                   tmp_path / "gy.npy", "--out", tmp_path / "g.npz").stderr
+    loss = float(re.search(r"loss (\S+)", said).group(1))
+    assert loss == pytest.approx(float(np.sum(y[:2]) + np.sum(y[2:, 0])), rel=1e-5)
+    assert np.all(np.load(tmp_path / "g.npz")["x"][2:, 1] == 0)
+    x[1, 1, 2] = np.inf  # read: sequence 1 runs 2 steps
+    np.save(tmp_path / "xb.npy", np.ascontiguousarray(x.swapaxes(0, 1)))
+    assert "xb.npy: x holds NaN or infinity, first at index (1, 1, 2)" in cli_refused(
+        "run", "lstm", "--input", tmp_path / "xb.npy", "--batch-first", *common)
+    x[1, 1, 2] = 0
+    x[0, 1, 1] = np.inf  # batch-first index (1, 0, 1)
+    np.save(tmp_path / "xb.npy", np.ascontiguousarray(x.swapaxes(0, 1)))
+    assert "xb.npy: x holds NaN or infinity, first at index (1, 0, 1)" in cli_refused(
+        "run", "lstm", "--input", tmp_path / "xb.npy", "--batch-first", *common)

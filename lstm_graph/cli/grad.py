@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from lstm_graph.checks import REAL_KINDS
+from lstm_graph.checks import REAL_KINDS, unread
 from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
     OnDask,
@@ -38,6 +38,7 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
     memory-mapped, and its rows are checked as each shard is read."""
     runner, x = prepared.runner, prepared.x
     shape = (*x.shape[:-1], runner.output_width)
+    steps = x.shape[1] if runner.batch_first and x.ndim == 3 else x.shape[0]
     stored = stored_array(path, "grad_output", "grad_output")
     if stored.shape != shape:
         raise DataError(f"{path}: grad_output has shape {stored.shape}, but y has shape "
@@ -53,7 +54,8 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
     if not prepared.allow_nonfinite:
         try:
             check_finite("grad_output", grad_y, converted, None if x.ndim == 2 else 0,
-                         "clean it", 0 if runner.batch_first else 1)
+                         "clean it", 0 if runner.batch_first else 1,
+                         unread(prepared.lengths, steps, x.ndim, runner.batch_first))
         except DataError as err:  # named by its file, as x's is
             raise DataError(f"{path}: {err}") from None
     return converted

@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner
-from lstm_graph.checks import REAL_KINDS, check_state, check_x
+from lstm_graph.checks import REAL_KINDS, check_finite, check_state, convert, unread
 from lstm_graph.cli.app import FiniteFloat, given, load, load_model_spec, say, stderr_is_terminal
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
@@ -294,11 +294,6 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
                 "this run", str(input_path or ""))
     x = load_stored(stored, mapped) if stored is not None else \
         np.random.default_rng(seed).standard_normal(shape).astype(runner.dtype)
-    if stored is not None and not mapped and not allow_nonfinite:
-        try:  # here, to name the file (the runner checks x again, as it checks any x)
-            check_x(x, runner.input_size, False, np, runner.dtype)
-        except DataError as err:
-            raise DataError(f"{input_path}: {err}") from None
     state = {name: array.read() for name, array in states.items()} if state_path else None
     if state is not None and not allow_nonfinite:
         for name, value in state.items():
@@ -328,6 +323,13 @@ def bind(runner: Runner, input_path: Path | None, seed: int, state_path: Path | 
         except DataError as err:
             raise DataError(f"the model's stored sequence lengths do not fit x: {err}; give "
                             "--lengths") from None
+    if stored is not None and not mapped and not allow_nonfinite:
+        try:  # here, to name the file (the runner checks x again, as it checks any x)
+            check_finite(x, convert(x, np, runner.dtype), "x", runner.dtype, np,
+                         "clean the input",
+                         unread(lengths, steps, x.ndim, runner.batch_first))
+        except DataError as err:
+            raise DataError(f"{input_path}: {err}") from None
     return Prepared(cell, runner, x, state, allow_nonfinite, lengths, x_file=input_path)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lstm_graph.cell import Cell, Runner, compile_layers
-from lstm_graph.checks import not_finite
+from lstm_graph.checks import not_finite, unread
 from lstm_graph.errors import DataError, installed_version
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
@@ -168,11 +168,12 @@ class Shard:
 
 
 def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
-                 fix: str, axis: int = 1) -> None:
+                 fix: str, axis: int = 1, skip: np.ndarray | None = None) -> None:
     """A plain run's error for rows of ``what`` (``x``, ``grad_output``) that are not
     finite in ``converted``'s dtype: NaN or infinity in ``raw`` (the rows as read), or a
-    finite number too large for that dtype. ``offset`` is the rows' first sequence in the
-    whole batch, along ``axis`` (0 batch-first), so the index is the whole batch's;
+    finite number too large for that dtype; none where ``skip`` (past the rows' lengths:
+    :func:`~lstm_graph.checks.unread`) is true. ``offset`` is the rows' first sequence in
+    the whole batch, along ``axis`` (0 batch-first), so the index is the whole batch's;
     ``None`` for one sequence ``(T, ...)``.
 
     >>> check_finite("x", np.ones((2, 3, 1)), np.ones((2, 3, 1)), 0, "clean the input")
@@ -185,6 +186,8 @@ def check_finite(what: str, raw: Any, converted: np.ndarray, offset: int | None,
     x holds NaN or infinity, first at index (1, 6, 0); clean the input or pass --allow-nonfinite
     """
     bad = ~np.isfinite(converted)
+    if skip is not None:
+        bad &= ~skip
     if not bad.any():
         return
     first = [int(i) for i in np.argwhere(bad)[0]]
@@ -328,7 +331,12 @@ def grad_arrays(runner: Runner, x: Any, grad_y: Any, state: Mapping[str, Any] | 
     axes: dict[str, int | None] = {name: None for name in found.weights}
     axes.update({"x": batch_axis(runner, x),
                  **{f"initial.{name}": state_axis(runner) for name in found.state}})
-    loss = float(np.einsum("i,i->", np.ravel(to_numpy(grad_y)), np.ravel(to_numpy(found.y)),
+    weights = to_numpy(grad_y)
+    past = None if lengths is None else unread(
+        np.asarray(lengths), np.shape(x)[time_axis(runner, x)], np.ndim(x), runner.batch_first)
+    if past is not None:  # past a sequence's length grad_y is not read: NaN there adds 0
+        weights = np.where(past, 0, weights)
+    loss = float(np.einsum("i,i->", np.ravel(weights), np.ravel(to_numpy(found.y)),
                            dtype=np.float64))
     return Shard(arrays, axes, str(runner.ran_with), loss, {"x": time_axis(runner, x)})
 

@@ -40,6 +40,7 @@ from lstm_graph.checks import (
     check_state,
     run_allocations,
     states_mapping,
+    unread,
     work_allocations,
 )
 from lstm_graph.distributed import DaskError
@@ -212,7 +213,7 @@ class _Run:
         self.state_axis = 0 if job.layers == 1 and job.direction != "bidirectional" else 1
         self.batch = 1 if self.unbatched else int(x.shape[self.axis])
         self.dtype = np.dtype(job.dtype)
-        steps = len(x) if self.unbatched else int(x.shape[1 - self.axis])
+        self.steps = steps = len(x) if self.unbatched else int(x.shape[1 - self.axis])
         layout = output_layout(job, steps, None if self.unbatched else self.batch)
         self.order, self.axes = list(layout.shapes), layout.axes
         out.reserve(layout.nbytes, len(layout.shapes))
@@ -230,24 +231,27 @@ class _Run:
         b0, b1 = self.bounds[k]
         pick = (slice(None),) if self.unbatched else \
             (slice(None),) * self.axis + (slice(b0, b1),)
-        x = self._converted("x", self.x[pick], b0, "clean the input")
+        lengths = None if self.lengths is None else self.lengths[b0:b1]
+        past = unread(lengths, self.steps, np.ndim(self.x), self.axis == 0)
+        x = self._converted("x", self.x[pick], b0, "clean the input", past)
         state = {name: value if self.unbatched else np.ascontiguousarray(
             value[(slice(None),) * self.state_axis + (slice(b0, b1),)])
             for name, value in self.state.items()}
         grad_y = None if self.grad_y is None else \
-            self._converted("grad_output", self.grad_y[pick], b0, "clean it")
-        lengths = None if self.lengths is None else self.lengths[b0:b1]
+            self._converted("grad_output", self.grad_y[pick], b0, "clean it", past)
         return x, state, grad_y, lengths
 
-    def _converted(self, what: str, raw: np.ndarray, b0: int, fix: str) -> np.ndarray:
+    def _converted(self, what: str, raw: np.ndarray, b0: int, fix: str,
+                   past: np.ndarray | None) -> np.ndarray:
         """A shard's rows of ``what`` in the run's dtype, checked as a plain run checks
-        them (the index in the error is the whole batch's)."""
+        them (the index in the error is the whole batch's), but where ``past`` their
+        lengths."""
         with np.errstate(over="ignore"):  # a number too large for the dtype: named below
             converted = np.array(raw, dtype=self.dtype, order="C")
         if not self.allow_nonfinite:
             try:
                 check_finite(what, raw, converted, None if self.unbatched else b0, fix,
-                             self.axis)
+                             self.axis, past)
             except DataError as err:  # named by its file, as a plain run names it
                 if what not in self.files:
                     raise
