@@ -382,7 +382,21 @@ def test_no_private_directory_at_all_is_an_error_for_native_and_a_warning_for_pl
     assert names(shared) == ["tmp"] and names(shared / "tmp") == []
 
 
-@pytest.mark.parametrize("where", ["a file", "another user's directory", "no home"])
+def test_a_relative_home_is_no_place_for_the_cache(tmp_path, monkeypatch):
+    """HOME=relhome put the cache at /.cache/lstm-graph-v1 (HOME=. at /lstm-graph-v1): a
+    relative path is ignored, as $LSTM_GRAPH_CACHE's and $XDG_CACHE_HOME's are."""
+    monkeypatch.delenv("LSTM_GRAPH_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relhome").mkdir()
+    for home in ("relhome", "."):
+        monkeypatch.setenv("HOME", home)
+        assert buildcache.configured() == (
+            None, f"the home directory {home!r} is a relative path")
+
+
+@pytest.mark.parametrize("where", ["a file", "another user's directory", "no home",
+                                   "a relative home"])
 def test_an_unusable_cache_builds_privately_and_leaves_nothing_behind(tmp_path, where):
     env: dict[str, str] = {}
     cache: Path | None = tmp_path / "cache"
@@ -395,9 +409,13 @@ def test_an_unusable_cache_builds_privately_and_leaves_nothing_behind(tmp_path, 
         assert cache is not None
         cache.mkdir(mode=0o755)
         os.chown(cache, 65534, 65534)
-    else:
+    elif where == "no home":
         cache = None
         env["HOME"] = str(tmp_path / "nonexistent" / "home")
+    else:
+        cache = None
+        (tmp_path / "relhome").mkdir()
+        env["HOME"] = "relhome"  # the command runs in tmp_path
     done = cli(NATIVE + out(tmp_path), tmp_path, cache, **env)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -406,10 +424,13 @@ def test_an_unusable_cache_builds_privately_and_leaves_nothing_behind(tmp_path, 
     assert {"a file": f"({tmp_path / 'file'} is not a directory)",
             "another user's directory": f"({cache} belongs to another user (uid 65534))",
             "no home": f"(the home directory {tmp_path}/nonexistent/home does not exist)",
+            "a relative home": "(the home directory 'relhome' is a relative path)",
             }[where] in warning
     assert list((tmp_path / "tmp").iterdir()) == []  # the private directory went at exit
     if where == "another user's directory":
         assert cache is not None and list(cache.iterdir()) == []
+    if where == "a relative home":
+        assert list((tmp_path / "relhome").iterdir()) == []
 
 
 # -- self-healing ---------------------------------------------------------------------------

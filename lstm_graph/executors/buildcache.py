@@ -373,6 +373,8 @@ def configured() -> tuple[Path | None, str | None]:
         home = Path.home()
     except RuntimeError:  # no HOME and no password entry
         return None, "there is no home directory"
+    if not home.is_absolute():  # HOME=relhome or .: it would be read from the root down
+        return None, f"the home directory {str(home)!r} is a relative path"
     if not home.is_dir():  # a service account's: make nothing there
         return None, f"the home directory {home} does not exist"
     return home / ".cache" / NAME, None
