@@ -146,11 +146,22 @@ def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, f
     return attrs
 
 
+#: Where ``exp(v)`` overflows in float32: PyTorch's softplus, ``log1p(exp(v))`` below its
+#: threshold, is infinity from there up to the threshold.
+EXP_OVERFLOWS_FLOAT32 = math.log(3.4028234663852886e38)  # float32's largest: 88.72
+
+
 def _softplus_attrs(given: Mapping[str, Any]) -> dict[str, float]:
-    # PyTorch's softplus is linear past its threshold: within 2e-9 of log(1 + e^v) from 20 on
-    if float(given["beta"]) != 1 or float(given["threshold"]) < 20:
-        raise ValueError(f"softplus here is log(1 + exp(v)): beta must be 1 and threshold at "
-                         f"least 20, not beta={given['beta']}, threshold={given['threshold']}")
+    # PyTorch's softplus is linear past its threshold: within 2e-9 of log(1 + e^v) from 20
+    # on; below it, log1p(exp(v)), which overflows in float32 past 88.72
+    beta, threshold = float(given["beta"]), float(given["threshold"])
+    if beta != 1 or not 20 <= threshold <= EXP_OVERFLOWS_FLOAT32:
+        why = f"beta={given['beta']} is not 1" if beta != 1 else \
+            f"threshold={given['threshold']} is below 20" if threshold < 20 else \
+            (f"with threshold={given['threshold']} PyTorch's is infinity for v from "
+             f"{EXP_OVERFLOWS_FLOAT32:.2f} (float32) up to it, where exp(v) overflows")
+        raise ValueError(f"softplus here is log(1 + exp(v)), finite everywhere: beta must be "
+                         f"1 and threshold from 20 to {EXP_OVERFLOWS_FLOAT32:.2f}; {why}")
     return {}
 
 
@@ -314,7 +325,7 @@ class Op:
     vjp: Vjp
     #: C expression over the operands {0}, {1} and the attributes {alpha}, … (CUDA and C99
     #: alike): T is the element type, and math functions are named by placeholders a
-    #: dialect fills ({exp}, {tanh}, {log}: :data:`C_FUNCTIONS`).
+    #: dialect fills ({exp}, {tanh}, {log1p}: :data:`C_FUNCTIONS`).
     c: str | None
     #: The vector–Jacobian product in C, one expression per operand: the gradient that
     #: operand receives, over the value's gradient {g}, the value {out}, the operands {0},
@@ -566,7 +577,7 @@ OPS: dict[str, Op] = {
            torch_calls=_calls("F.softsign", "nn.Softsign")),
         Op("softplus", "softplus", OpKind.FUNCTION, 1, "softplus", _unary(_softplus),
            _unary_vjp(lambda xp, v, out, g: g * _sigmoid(xp, v)),
-           "(({0} > (T)0 ? {0} : (T)0) + {log}((T)1 + {exp}({0} < (T)0 ? {0} : -{0})))",
+           "(({0} > (T)0 ? {0} : (T)0) + {log1p}({exp}({0} < (T)0 ? {0} : -{0})))",
            ("({g} * ({0} >= (T)0 ? (T)1 / ((T)1 + {exp}(-{0})) : "
             "{exp}({0}) * ((T)1 / ((T)1 + {exp}({0})))))",),
            # max(v, 0) + log(1 + e^-|v|) (onnxruntime's Softplus has no float64 kernel)
@@ -601,7 +612,7 @@ OPS: dict[str, Op] = {
 }
 
 #: The math functions C forms may call, by placeholder; each C dialect names them.
-C_FUNCTIONS = ("exp", "tanh", "log")
+C_FUNCTIONS = ("exp", "tanh", "log1p")
 #: The one learned layer (its own syntax: ``linear(a, peep(b))``).
 LINEAR = OPS["linear"]
 #: Ops by their name in ONNX's ``activations`` attribute.

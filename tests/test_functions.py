@@ -153,6 +153,22 @@ def test_a_cell_using_the_function_runs_alike_on_every_executor(name, dtype, exe
     assert np.isnan(expected).any() == (name != "thresholded_relu")  # which swallows NaN
 
 
+@pytest.mark.parametrize("executor", executor_params(["numpy", "native"]))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softplus_of_a_very_negative_value_is_e_to_it_not_zero(dtype, executor):
+    """The C form computed log(1 + e^v): 0 from v = -37 (float64; -17 in float32), where
+    PyTorch's log1p(exp(v)) is e^v, 4e-18 at v = -40."""
+    cell = lstm_graph.compile_source("cell s\ninput x\nstate h\noutput h\n"
+                                     "h = softplus(linear(x, h[t-1]))\n", "s.cell")
+    weights = {"h.W_x": np.eye(3, dtype=dtype), "h.W_h": np.zeros((3, 3), dtype),
+               "h.b": np.zeros(3, dtype)}
+    runner = cell.compile(weights=weights, dtype=dtype, executor=executor)
+    x = np.array([[[-20.0, -40.0, -80.0]]], dtype)
+    expected = F.softplus(torch.from_numpy(x), threshold=20).numpy()
+    np.testing.assert_allclose(runner(x)[0], expected, rtol=1e-6 if dtype == "float32"
+                               else 1e-14, atol=0)
+
+
 @pytest.mark.parametrize("poisoned", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
 def test_the_compiled_backward_of_the_function_equals_the_reference(name, poisoned):

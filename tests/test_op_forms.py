@@ -164,8 +164,13 @@ def test_each_pytorch_spelling_the_importer_knows_computes_the_op(op, call):
 
 def test_an_attribute_pytorch_spells_otherwise_is_refused_in_words():
     softplus = next(c for c in OPS["softplus"].torch_calls if c.name == "F.softplus")
-    with pytest.raises(ValueError, match="beta must be 1"):
+    with pytest.raises(ValueError, match="beta=2.0 is not 1"):
         softplus.attrs({"beta": 2.0, "threshold": 20.0})
+    # PyTorch's log1p(exp(v)) overflows in float32 from 88.72: infinity up to the threshold
+    with pytest.raises(ValueError, match=r"threshold from 20 to 88.72; with threshold=1000.0 "
+                                         r"PyTorch's is infinity for v from 88.72 \(float32\)"):
+        softplus.attrs({"beta": 1.0, "threshold": 1000.0})
+    assert softplus.attrs({"beta": 1.0, "threshold": 80.0}) == {}
     clamp = next(c for c in OPS["clip"].torch_calls if c.name == "torch.clamp")
     with pytest.raises(ValueError, match=r"\[-t, t\]"):
         clamp.attrs({"min": 0.0, "max": 1.0})

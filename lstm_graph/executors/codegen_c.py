@@ -17,7 +17,7 @@ dialect: it reads and writes arrays through typed :class:`Binding` names
 with the index variables ``b`` (the sequence), ``j`` (the hidden unit) and
 ``i = b·H + j``, all ``ptrdiff_t``. A :class:`Dialect` supplies what differs,
 in the way tinygrad's renderers share one C-style renderer: the names of the
-math functions (the op table's ``{exp}``, ``{tanh}`` and ``{log}`` placeholders), the
+math functions (the op table's ``{exp}``, ``{tanh}`` and ``{log1p}`` placeholders), the
 preamble, and how ``b``, ``j`` and ``i`` come to be (a CUDA thread per
 element, or loops in a host function). No back end edits another's text.
 
@@ -570,6 +570,6 @@ class Dialect:
 
 #: CUDA C++ for CuPy's ``ElementwiseKernel``: ``T`` is CuPy's type parameter, and CUDA's
 #: C++ math overloads ``exp``, ``tanh`` and ``log`` for float and double.
-CUDA = Dialect("cuda", lambda dtype: {"exp": "exp", "tanh": "tanh", "log": "log"})
+CUDA = Dialect("cuda", lambda dtype: {"exp": "exp", "tanh": "tanh", "log1p": "log1p"})
 
 C_TYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double"}

@@ -256,8 +256,8 @@ static inline float lg_tanhf(float x) {
 
 def _host_functions(dtype: np.dtype) -> dict[str, str]:
     if dtype == np.float32:
-        return {"exp": "lg_expf", "tanh": "lg_tanhf", "log": "logf"}
-    return {"exp": "exp", "tanh": "tanh", "log": "log"}
+        return {"exp": "lg_expf", "tanh": "lg_tanhf", "log1p": "log1pf"}
+    return {"exp": "exp", "tanh": "tanh", "log1p": "log1p"}
 
 
 def _host_preamble(dtype: np.dtype) -> str:
