@@ -1120,3 +1120,25 @@ def test_lstm_graph_run_from_a_source_tree_says_so_as_its_version(
 
     monkeypatch.setattr(metadata, "version", absent)
     assert worker_version() == "unpackaged, from " + str(Path(lstm_graph.__file__).parent)
+
+
+def test_a_result_lost_with_its_last_worker_before_it_was_fetched_is_no_hang(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard's (or a sweep run's) result, done, whose worker then died before the client
+    fetched it goes back to the scheduler to be computed again: ``future.result()`` waited
+    for a worker that never came, past --dask-timeout, without bound."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setattr(cluster_module, "TIMEOUT", 1.0)  # the patience of a plain Client
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as local, Client(local) as client:
+        future = client.submit(sum, [1, 2], pure=False)
+        assert future.result(timeout=LIMIT) == 3
+        local.scale(0)
+        deadline = time.monotonic() + LIMIT
+        while client.nthreads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        began = time.monotonic()
+        with pytest.raises(DaskError, match=r"has had no workers for 1 s"):
+            cluster_module.result(client, future)
+        assert time.monotonic() - began < 1 + 5

@@ -351,12 +351,11 @@ def arrivals(client: Client, arrived: as_completed, awaited: Callable[[], Iterab
     had none for the client's patience (the ``--dask-timeout`` it was reached within) is
     a DaskError, as is a lost scheduler. A scheduler whose every worker died or left
     keeps the tasks for a worker that may never come, and waiting on would hang."""
-    patience = client.patience if isinstance(client, _Client) else TIMEOUT
-    alone_since: float | None = None
+    watch = _Watch(client)
     while not arrived.is_empty():
         batch = arrived.next_batch(block=False)
         if batch:
-            alone_since = None
+            watch.heard()
             yield from batch
             continue
         pending = [future for future in awaited() if not future.done()]
@@ -370,17 +369,47 @@ def arrivals(client: Client, arrived: as_completed, awaited: Callable[[], Iterab
             continue
         except TimeoutError:
             pass
+        watch.check()
+
+
+def result(client: Client, future: Future) -> Any:
+    """``future.result()``, watched as :func:`arrivals` watches: a result whose worker
+    died before it was fetched is computed again, and where no worker is left, waiting for
+    it would hang (the error of a cluster with no workers for the client's patience)."""
+    watch = _Watch(client)
+    while True:
         try:
-            workers = len(client.nthreads())
+            return future.result(timeout=WATCH)
+        except TimeoutError:
+            watch.check()
+
+
+class _Watch:
+    """How long a cluster has had no workers, counted when a wait runs out."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.patience = client.patience if isinstance(client, _Client) else TIMEOUT
+        self.alone_since: float | None = None
+
+    def heard(self) -> None:
+        """Something arrived: a worker is there."""
+        self.alone_since = None
+
+    def check(self) -> None:
+        """Count the workers; a DaskError where there have been none for the patience, or
+        where the scheduler does not answer."""
+        try:
+            workers = len(self.client.nthreads())
         except (OSError, TimeoutError) as err:
             raise DaskError(f"the Dask cluster lost its scheduler ({one_line(err)}); is it "
                             "still running?") from None
         now = time.monotonic()
-        alone_since = None if workers else (alone_since or now)
-        if alone_since is not None and now - alone_since >= patience:
-            raise DaskError(f"the Dask cluster has had no workers for {patience:g} s (each "
-                            "died or left), and its work waits for one: start workers (dask "
-                            "worker ADDRESS), or see why they stopped (out of memory?)")
+        self.alone_since = None if workers else (self.alone_since or now)
+        if self.alone_since is not None and now - self.alone_since >= self.patience:
+            raise DaskError(f"the Dask cluster has had no workers for {self.patience:g} s "
+                            "(each died or left), and its work waits for one: start workers "
+                            "(dask worker ADDRESS), or see why they stopped (out of memory?)")
 
 
 def threads(client: Client) -> int:

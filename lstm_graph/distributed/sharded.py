@@ -45,7 +45,7 @@ from lstm_graph.checks import (
 )
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.chunked import ChunkedNpz
-from lstm_graph.distributed.cluster import arrivals, one_line, threads
+from lstm_graph.distributed.cluster import arrivals, one_line, result, threads
 from lstm_graph.distributed.jobs import (
     Job,
     Moments,
@@ -434,7 +434,7 @@ def _submit_all(client: Client, run: _Run, window: int, progress: Progress | Non
         for future in arrivals(client, arrived, lambda: out):
             k = shard_of[str(future.key)]
             try:
-                shard = future.result()
+                shard = result(client, future)
             except KilledWorker:
                 b0, b1 = run.bounds[k]
                 raise DaskError(f"shard {k} (sequences {b0}–{b1 - 1}) was lost with its "

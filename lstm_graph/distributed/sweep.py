@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from distributed import CancelledError, Client, Future, KilledWorker, as_completed
 
 from lstm_graph.distributed import DaskError
-from lstm_graph.distributed.cluster import arrivals, one_line, threads
+from lstm_graph.distributed.cluster import arrivals, one_line, result, threads
 from lstm_graph.distributed.jobs import CellSource
 from lstm_graph.distributed.sharded import IN_FLIGHT
 from lstm_graph.errors import DataError, LstmGraphError
@@ -169,7 +169,7 @@ def sweep(client: Client, configs: Sequence[Config], task: Task, settings: Setti
         for future in arrivals(client, arrived, config_of.keys):
             config = config_of.pop(future)
             try:
-                entry = future.result()
+                entry = result(client, future)
             except KilledWorker:
                 entry = failed(config, task, "its worker died each time it ran (out of "
                                "memory?)")
