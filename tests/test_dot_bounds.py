@@ -16,7 +16,15 @@ from conftest import needs_dot
 
 from lstm_graph import compile_source, load_cell
 from lstm_graph.errors import RenderError
-from lstm_graph.render import FAST_FROM, MAX_NODES, node_count, render, run_dot, to_bytes
+from lstm_graph.render import (
+    FAST_FROM,
+    MAX_NODES,
+    dot_timeout,
+    node_count,
+    render,
+    run_dot,
+    to_bytes,
+)
 from lstm_graph.render.scene import Scene
 
 
@@ -150,10 +158,21 @@ def test_dot_killed_by_a_signal_or_failing_says_so(tmp_path, monkeypatch):
 
 
 def test_a_bad_dot_timeout_is_said(monkeypatch):
-    monkeypatch.setenv("LSTM_GRAPH_DOT_TIMEOUT", "soon")
-    with pytest.raises(RenderError, match="LSTM_GRAPH_DOT_TIMEOUT='soon' is not a number of "
-                       "seconds above 0"):
-        run_dot("digraph {}", "svg")
+    for bad in ("soon", "0", "-1", "nan"):
+        monkeypatch.setenv("LSTM_GRAPH_DOT_TIMEOUT", bad)
+        with pytest.raises(RenderError, match=f"LSTM_GRAPH_DOT_TIMEOUT='{bad}' is not a "
+                           "number of seconds above 0"):
+            run_dot("digraph {}", "svg")
+
+
+@needs_dot
+def test_a_dot_timeout_past_a_day_is_a_day(monkeypatch):
+    """30 days (or 1e9 s, or inf) raised OverflowError from the wait, its milliseconds past
+    an int32: a traceback, nothing drawn."""
+    for long in ("2592000", "1e9", "9999999999", "inf"):
+        monkeypatch.setenv("LSTM_GRAPH_DOT_TIMEOUT", long)
+        assert dot_timeout() == 86400
+        assert b"</svg>" in run_dot("digraph { a -> b }", "svg")
 
 
 @needs_dot

@@ -60,6 +60,9 @@ FAST_FLAGS = ("-Gnslimit=0.2", "-Gnslimit1=0.2", "-Gmclimit=0.1", "-Gremincross=
               "-Gsplines=line")
 #: Seconds ``dot`` may take on one diagram (``$LSTM_GRAPH_DOT_TIMEOUT`` changes it).
 DOT_TIMEOUT = 60.0
+#: The longest time ``$LSTM_GRAPH_DOT_TIMEOUT`` gives (a day; a longer one, ``inf`` too,
+#: is this: the wait for ``dot`` takes at most about 24 days, its milliseconds an int32).
+LONGEST_DOT_TIMEOUT = 86400.0
 TIMEOUT_ENV = "LSTM_GRAPH_DOT_TIMEOUT"
 #: The memory ``dot`` may map without ``$LSTM_GRAPH_MAX_BYTES``, and the least it gets
 #: with it (the program, its libraries and threads take about 100 MB before any layout).
@@ -162,7 +165,8 @@ def node_count(source: str) -> int:
 
 
 def dot_timeout() -> float:
-    """Seconds ``dot`` may take: ``$LSTM_GRAPH_DOT_TIMEOUT``, else :data:`DOT_TIMEOUT`."""
+    """Seconds ``dot`` may take: ``$LSTM_GRAPH_DOT_TIMEOUT`` (at most
+    :data:`LONGEST_DOT_TIMEOUT`), else :data:`DOT_TIMEOUT`."""
     given = os.environ.get(TIMEOUT_ENV)
     if not given:
         return DOT_TIMEOUT
@@ -170,9 +174,9 @@ def dot_timeout() -> float:
         seconds = float(given)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds < float("inf"):
+    if not seconds > 0:  # NaN too
         raise RenderError(f"{TIMEOUT_ENV}={given!r} is not a number of seconds above 0")
-    return seconds
+    return min(seconds, LONGEST_DOT_TIMEOUT)
 
 
 def dot_memory() -> int:
