@@ -331,6 +331,24 @@ def test_an_empty_out_is_wrong_usage_for_every_command_that_writes(cli_fails, co
     assert "the output path is empty" in cli_fails(*command, "--out", "", code=2)
 
 
+@pytest.mark.parametrize("command, option", [
+    (["run", "lstm", "-H", "2"], "--input"),
+    (["run", "lstm", "--sample"], "--weights"),
+    (["run", "lstm", "--sample", "-H", "2"], "--state"),
+    (["run", "lstm", "--sample", "-H", "2"], "--lengths"),
+    (["grad", "lstm", "--sample", "-H", "2"], "--grad-output"),
+    (["render", "lstm", "--step", "1"], "--trace"),
+    (["export", "lstm", "--format", "onnx"], "--weights"),
+    (["train", "lstm", "--steps", "1", "--out", "w.npz"], "--task"),
+])
+def test_an_empty_input_path_is_wrong_usage_named_not_the_working_directory(
+        cli_fails, command, option):
+    """``--input "$X"`` with X unset said ``.: is a directory, not a file`` (exit 1)."""
+    said = cli_fails(*command, option, "", code=2)
+    assert f"Invalid value for '{option}'" in said and "is empty (an unset shell variable?)" \
+        in said, said
+
+
 def test_trace_and_grad_count_what_they_hold_before_they_start(cli_run, cli_refused,
                                                                tmp_path):
     # a run takes ~0.8 MB here natively (~3 MB in the NumPy plan, with its hoisted products)

@@ -137,6 +137,22 @@ def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
                                        "give two files")
 
 
+class InputPath(click.Path):
+    """A file an option reads (``--input``, ``--weights``, …): an empty path, as an unset
+    shell variable gives (``--input "$X"``), is wrong usage (exit 2), named, not the
+    working directory read as a file."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not str(value):
+            self.fail("the path is empty (an unset shell variable?); give a file name",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class OutputPath(click.Path):
     """``--out``: a file path, where an empty one, one ending in ``/`` (a directory), or
     ``-`` (standard output, to most programs) is wrong usage (exit 2); so is a ``.npy``

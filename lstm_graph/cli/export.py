@@ -9,6 +9,7 @@ import click
 
 from lstm_graph.cli.app import (
     SPEC_HELP,
+    InputPath,
     OutputPath,
     emit_json,
     given,
@@ -36,7 +37,7 @@ FORMATS = ("onnx", "torch")
               "module with these weights. Either is run against the cell before it is "
               "written.")
 @click.argument("spec")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--weights", type=InputPath(),
               help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or .onnx.")
 @click.option("--input-size", "-I", type=click.IntRange(min=1),
               help="Input size I (needed without --weights).")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from lstm_graph.cli.app import OutputPath, emit_json, is_stdout, main, refuse_same_outputs, say
+from lstm_graph.cli.app import (
+    InputPath,
+    OutputPath,
+    emit_json,
+    is_stdout,
+    main,
+    refuse_same_outputs,
+    say,
+)
 from lstm_graph.cli.describe import plural
 from lstm_graph.formats.files import refuse_inputs, write_atomic, write_npz, written_through
 from lstm_graph.frontends.from_torch import (
@@ -31,7 +39,7 @@ from lstm_graph.frontends.from_torch import (
               help="The hidden size the class is made with.")
 @click.option("--states", required=True,
               help="The states the forward's state holds, in order: h,c (names for the cell).")
-@click.option("--state-dict", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--state-dict", type=InputPath(),
               help="Trained weights (a state dict .pt); without it, the class's own "
                    "initialisation.")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1),

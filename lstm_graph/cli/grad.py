@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from lstm_graph.checks import REAL_KINDS, unread
-from lstm_graph.cli.app import SPEC_HELP, OutputPath, emit_json, is_stdout, main, say
+from lstm_graph.cli.app import SPEC_HELP, InputPath, OutputPath, emit_json, is_stdout, main, say
 from lstm_graph.cli.inputs import (
     OnDask,
     Prepared,
@@ -68,7 +68,7 @@ def read_grad_output(path: Path, prepared: Prepared, mapped: bool) -> np.ndarray
 @click.argument("spec")
 @run_options
 @dask_options
-@click.option("--grad-output", "grad_output", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--grad-output", "grad_output", type=InputPath(),
               help="dL/dy as .npy, the shape of y (T, B, the output's size).")
 @click.option("--out", type=OutputPath(), required=True,
               help="Output .npz of gradients.")

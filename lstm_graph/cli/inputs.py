@@ -24,7 +24,15 @@ import numpy as np
 
 from lstm_graph.cell import Cell, Runner
 from lstm_graph.checks import REAL_KINDS, check_finite, check_state, convert, unread
-from lstm_graph.cli.app import FiniteFloat, given, load, load_model_spec, say, stderr_is_terminal
+from lstm_graph.cli.app import (
+    FiniteFloat,
+    InputPath,
+    given,
+    load,
+    load_model_spec,
+    say,
+    stderr_is_terminal,
+)
 from lstm_graph.distributed import DaskError
 from lstm_graph.distributed.jobs import CellSource, cell_source
 from lstm_graph.errors import DataError, SizeMismatch, install_hint
@@ -83,14 +91,14 @@ def load_stored(stored: StoredArray, mapped: bool = False) -> np.ndarray:
 def run_options(command: F) -> F:
     """The options of a run's inputs, shared by every command that runs a cell."""
     options = [
-        click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--input", "input_path", type=InputPath(),
                      help="x as .npy, time-major (T, B, I) or (T, I); or .npz holding x."),
         click.option("--sample", is_flag=True, help="Run on a seeded random input of shape "
                      f"({SAMPLE_STEPS}, {SAMPLE_BATCH}, I) instead of --input."),
         click.option("--input-size", "-I", type=click.IntRange(min=1),
                      help="I of --sample  [default: the weights', else "
                           f"{SAMPLE_INPUT}]"),
-        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--weights", type=InputPath(),
                      help=".npz in our names (see 'params'), PyTorch .pt/.pth state dict, or "
                           ".onnx."),
         click.option("--hidden-size", "-H", type=click.IntRange(min=1),
@@ -100,7 +108,7 @@ def run_options(command: F) -> F:
         click.option("--backend", type=click.Choice(BACKENDS), default="numpy",
                      show_default=True),
         click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True),
-        click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--state", "state_path", type=InputPath(),
                      help="Initial states as .npz (one array per state, e.g. from an earlier "
                           "run's --out)."),
         click.option("--executor", type=click.Choice(EXECUTORS), default=EXECUTORS[0],
@@ -122,7 +130,7 @@ def run_options(command: F) -> F:
         click.option("--batch-first", is_flag=True,
                      help="x is (B, T, I) and y (B, T, ·), as PyTorch's batch_first=True."),
         click.option("--lengths", "lengths_path",
-                     type=click.Path(dir_okay=False, path_type=Path),
+                     type=InputPath(),
                      help="Each sequence's length as .npy (integers, shape (B,)), or .npz "
                           "holding 'lengths': y is zero after it and the final state is the "
                           "one at its last step."),

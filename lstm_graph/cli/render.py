@@ -16,7 +16,7 @@ import click
 import graphviz
 
 from lstm_graph.cell import Cell
-from lstm_graph.cli.app import SPEC_HELP, echo, load, main, say
+from lstm_graph.cli.app import SPEC_HELP, InputPath, echo, load, main, say
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
@@ -143,7 +143,7 @@ def _values(cell: Cell, trace: Path | None, step: int | None, batch: int | None
 @click.option("--highlight", help="A node or assignment name, or a preset: forget, input, "
               "memory, output. Draws its path in colour and fades the rest.")
 @click.option("--stages", is_flag=True, help="Write each node's stage number on it.")
-@click.option("--trace", "trace", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--trace", "trace", type=InputPath(),
               help="A trace .npz (from 'lstm-graph trace'): draw each value's numbers at "
                    "--step on it, as a heat strip and its mean.")
 @click.option("--step", type=click.IntRange(min=1), help="The step of --trace to draw "

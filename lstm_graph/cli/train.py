@@ -62,6 +62,9 @@ def task_of(task_name: str, length: int) -> Task:
     """The task ``--task`` names; ``--length`` given beside a task file is wrong usage
     (its sequences have their own length, and the option would do nothing)."""
     # a name that is no file (a typo: addng) is said as an unknown task, by named()
+    if not task_name:
+        raise click.BadParameter("the task is empty (an unset shell variable?); name a "
+                                 "task (adding, copy) or give a task file", param_hint="'--task'")
     file = Path(task_name)
     if given("length") and task_name not in ("adding", "copy") and \
             (file.suffix.lower() == ".npz" or file.exists()):
