@@ -222,6 +222,13 @@ def test_a_forward_that_changes_the_module_s_own_attributes_is_refused(tmp_path,
      "from one call to the next"),
     ("RefuseAlias", "the forward has augmented assignments (torch_cells.py:{line}): "
      "torch.fx traces 'z += v' as 'z = z + v'"),
+    ("RefuseLearnedSlope", "RefuseLearnedSlope.forward, called as itself to check the "
+     "converted cell (in float64, from zero states), raised TypeError: leaky_relu(): "
+     "argument 'negative_slope' (position 2) must be Number, not Parameter; torch.fx traced "
+     "it, but the module does not run as traced; nothing was written"),
+    ("RefuseSplitSizes", "RefuseSplitSizes.forward, called as itself to check the converted "
+     "cell (in float64, from zero states), raised RuntimeError: split_with_sizes expects "
+     "split_sizes to sum exactly to 12"),
 ])
 def test_a_forward_that_is_not_one_function_of_its_input_and_states_is_refused_saying_why(
         tmp_path, name, message, cli_fails):

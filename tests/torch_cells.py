@@ -315,6 +315,35 @@ class RefuseNoise(nn.Module):
         return h, h
 
 
+class RefuseLearnedSlope(nn.Module):
+    """A learned slope given where PyTorch takes a number: torch.fx traces it, but the
+    module itself raises TypeError (a traceback, from the check that runs it)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.slope = nn.Parameter(torch.tensor(0.3))
+
+    def forward(self, x, h):
+        h = F.leaky_relu(self.lin(torch.cat([x, h], 1)), self.slope)
+        return h, h
+
+
+class RefuseSplitSizes(nn.Module):
+    """Split sizes that do not add up to the width: traced, but PyTorch's RuntimeError at
+    run time was explained as a float32 tensor meeting float64 ones."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.lin = nn.Linear(input_size + hidden_size, 3 * hidden_size)
+
+    def forward(self, x, h):
+        a, b = self.lin(torch.cat([x, h], 1)).split([self.hidden_size, self.hidden_size], 1)
+        h = torch.tanh(a) * torch.sigmoid(b)
+        return h, h
+
+
 class RefuseAlias(nn.Module):
     """``z += h`` where ``a`` holds the same tensor: torch.fx traces it as ``z = z + h``,
     and the module's ``a`` changes with ``z``."""

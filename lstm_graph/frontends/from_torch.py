@@ -285,6 +285,12 @@ def _float64_copy(module: Any) -> Any:
             "lock or open file as an attribute") from None
 
 
+#: What PyTorch says where tensors of two dtypes meet (float32 made in forward, float64
+#: parameters): "expected m1 and m2 to have the same dtype …", "expected scalar type
+#: Double but found Float", "Found dtype Double but expected Float".
+DTYPE_CLASH = re.compile(r"same dtype|scalar type|Found dtype")
+
+
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
           hidden_size: int) -> float:
     """The largest difference (relative to 1 + |value|) between the converted cell and
@@ -295,11 +301,18 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
     double = _float64_copy(module)
     try:
         want_y, want = step_module(double, x, states, hidden_size)
-    except RuntimeError as err:  # a tensor the forward makes in float32 meets float64 ones
+    except Exception as err:  # noqa: BLE001  (whatever the user's forward raises)
+        said = printable(str(err)).splitlines()[0] if str(err).strip() else ""
+        if isinstance(err, RuntimeError) and DTYPE_CLASH.search(said):
+            raise ConvertError(  # a tensor the forward makes in float32 meets float64 ones
+                f"{type(module).__name__} cannot be checked in float64 ({said}): a tensor "
+                "its forward makes without a dtype (torch.eye(H)) stays float32; give it "
+                "dtype=x.dtype") from None
         raise ConvertError(
-            f"{type(module).__name__} cannot be checked in float64 ("
-            f"{printable(str(err)).splitlines()[0]}): a tensor its forward makes without a "
-            "dtype (torch.eye(H)) stays float32; give it dtype=x.dtype") from None
+            f"{type(module).__name__}.forward, called as itself to check the converted cell "
+            f"(in float64, from zero states), raised {type(err).__name__}"
+            f"{': ' + said if said else ''}; torch.fx traced it, but the module does not "
+            "run as traced; nothing was written") from None
     runner = written.cell.compile(weights=written.exact, dtype="float64",
                                   input_size=input_size, executor="reference")
     got_y, got = runner(x)
