@@ -420,3 +420,16 @@ def test_the_module_comes_back_through_from_torch_by_its_step(tmp_path, cli_proc
         weights=str(tmp_path / "back.npz"))
     x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype("float32")
     np.testing.assert_allclose(back(x)[0], runner(x)[0], atol=1e-6)
+    # the installed command, whose sys.path starts at its own folder, not the working
+    # directory, from elsewhere: wrap.py's import of plmod is found beside it
+    script = Path(sys.executable).parent / "lstm-graph"
+    if not script.exists():
+        pytest.skip(f"no console script at {script}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = subprocess.run([str(script), "from-torch", "../wrap.py:Step", "-I", "3", "-H", "4",
+                            "--states", "c,h", "--state-dict", "../plmod.pt", "--out",
+                            "back.cell", "--weights-out", "back.npz"], cwd=elsewhere,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (elsewhere / "back.cell").read_text() == (tmp_path / "back.cell").read_text()

@@ -355,6 +355,26 @@ def test_code_another_user_may_have_written_is_not_run(tmp_path, cli_fails):
     assert not (tmp_path / "c.cell").exists()
 
 
+def test_a_module_beside_the_file_is_imported_only_where_no_other_user_can_put_it(
+        tmp_path, cli_fails, cli_run):
+    """FILE.py's own folder is where its imports are found first, as `python FILE.py` has
+    it; in a folder others can write in (/tmp: its sticky bit keeps FILE.py theirs, not
+    what is put beside it), a module there is not imported."""
+    folder = tmp_path / "sticky"
+    folder.mkdir()
+    (folder / "lg_sibling_cells.py").write_text(CELLS.read_text())
+    (folder / "wrap.py").write_text("from lg_sibling_cells import FastLSTMCell as Cell\n")
+    args = ["-I", IN, "-H", HID, "--states", "h,c", "--out", tmp_path / "c.cell",
+            "--weights-out", tmp_path / "w.npz"]
+    folder.chmod(0o1777)
+    assert "No module named 'lg_sibling_cells'" in cli_fails(
+        "from-torch", f"{folder / 'wrap.py'}:Cell", *args)
+    folder.chmod(0o755)
+    cli_run("from-torch", f"{folder / 'wrap.py'}:Cell", *args)
+    sys.modules.pop("lg_sibling_cells", None)
+    assert (tmp_path / "c.cell").exists()
+
+
 _HOOKED = """
 import threading
 import torch

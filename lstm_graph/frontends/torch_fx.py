@@ -173,12 +173,22 @@ def load_class(path: Path, class_name: str) -> type:
     module = types.ModuleType(name)
     module.__file__ = resolved
     sys.modules[name] = module  # where dataclasses and pickling look for it
+    # its imports from its own folder, as `python FILE.py` has them (an installed console
+    # script puts its own folder first, not the working directory), where no other user
+    # can write in it (/tmp's sticky bit keeps FILE.py safe, not a module put beside it)
+    folder = str(Path(resolved).parent)
+    added = folder not in sys.path and _own_folder(folder)
+    if added:
+        sys.path.insert(0, folder)
     try:  # compiled from the source read here: no bytecode cache is read or written
         exec(compile(source, resolved, "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as err:
         raise ConvertError(f"{path}:{err.lineno}:{err.offset}: error: {err.msg}") from None
     except Exception as err:  # the user's module failed: said at its line
         raise _located({resolved}, err, f"importing {path}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     found = getattr(module, class_name, None)
     if found is None:
         classes = sorted(n for n, v in vars(module).items()
@@ -193,6 +203,13 @@ def load_class(path: Path, class_name: str) -> type:
                            "cannot trace; make it an nn.Module (drop jit.ScriptModule and "
                            "@jit.script_method: the equations stay the same)")
     return found
+
+
+def _own_folder(folder: str) -> bool:
+    """Whether only this user (or root) can write in ``folder``."""
+    status = os.stat(folder)
+    writers = stat.S_IWOTH | (stat.S_IWGRP if status.st_gid != os.getegid() else 0)
+    return status.st_uid in (os.geteuid(), 0) and not status.st_mode & writers
 
 
 def _trusted_source(path: Path, resolved: str) -> bytes:
