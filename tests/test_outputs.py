@@ -201,6 +201,16 @@ def test_a_symbolic_link_is_followed_and_kept(tmp_path, cli_run):
     assert zipfile.is_zipfile(tmp_path / "real.npz")
 
 
+def test_render_s_two_diagrams_into_one_file_through_a_link_are_refused(tmp_path, cli_fails):
+    """``x.pipe.svg`` a link to ``x.cell.svg``: both were written, the cell style last, and
+    the pipe diagram was lost without a word."""
+    (tmp_path / "x.cell.svg").write_text("kept")
+    (tmp_path / "x.pipe.svg").symlink_to("x.cell.svg")
+    said = cli_fails("render", "lstm", "--out", tmp_path / "x", code=2)
+    assert f"{tmp_path / 'x.pipe.svg'} and {tmp_path / 'x.cell.svg'} name the same file" in said
+    assert (tmp_path / "x.cell.svg").read_text() == "kept"
+
+
 def test_an_interrupted_stream_leaves_no_partial_file(tmp_path):
     target = tmp_path / "y.npz"
     target.write_bytes(b"earlier")

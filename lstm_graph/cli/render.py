@@ -16,7 +16,7 @@ import click
 import graphviz
 
 from lstm_graph.cell import Cell
-from lstm_graph.cli.app import SPEC_HELP, InputPath, echo, load, main, say
+from lstm_graph.cli.app import SPEC_HELP, InputPath, echo, load, main, refuse_same_outputs, say
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic
 from lstm_graph.formats.trace import read_trace
@@ -95,6 +95,7 @@ def _write(files: dict[Path, tuple[graphviz.Digraph, str]],
     path checked before any is written, every diagram drawn before any is written."""
     for path in files:  # never over the cell file or the trace it draws
         refuse_inputs({"--out": path}, reads)
+    refuse_same_outputs({str(path): path for path in files})  # x.pipe.svg -> x.cell.svg
     for path in files:  # every one writable, or none written
         check_output(path)
     data = {path: to_bytes(dot, fmt) for path, (dot, fmt) in files.items()}
