@@ -355,6 +355,19 @@ def test_code_another_user_may_have_written_is_not_run(tmp_path, cli_fails):
     assert not (tmp_path / "c.cell").exists()
 
 
+def test_a_conversion_too_large_for_memory_is_refused_before_it_is_traced(tmp_path,
+                                                                         cli_fails):
+    """A hidden size of 40,000 was killed after two minutes at 23 GB, without a word: the
+    module's parameters, once made, size the conversion before any of it."""
+    said = cli_fails("from-torch", f"{CELLS}:FastLSTMCell", "-I", IN, "-H", "600",
+                     "--states", "h,c", "--out", tmp_path / "c.cell", "--weights-out",
+                     tmp_path / "w.npz", env={"LSTM_GRAPH_MAX_BYTES": "50M"})
+    assert "FastLSTMCell's parameters and buffers, the 7 float64 copies a conversion holds " \
+        "of shape (7, " in said and "more than the limit of 52.4 MB set by " \
+        "LSTM_GRAPH_MAX_BYTES" in said, said
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_module_beside_the_file_is_imported_only_where_no_other_user_can_put_it(
         tmp_path, cli_fails, cli_run):
     """FILE.py's own folder is where its imports are found first, as `python FILE.py` has
