@@ -28,6 +28,7 @@ import pytest
 from conftest import CLI_COMMAND
 
 from lstm_graph.errors import OutputError
+from lstm_graph.formats import files as files_module
 from lstm_graph.formats.files import check_output, open_output, write_atomic
 
 RUN = ["run", "rnn", "--sample", "-H", "2"]
@@ -209,6 +210,30 @@ def test_render_s_two_diagrams_into_one_file_through_a_link_are_refused(tmp_path
     said = cli_fails("render", "lstm", "--out", tmp_path / "x", code=2)
     assert f"{tmp_path / 'x.pipe.svg'} and {tmp_path / 'x.cell.svg'} name the same file" in said
     assert (tmp_path / "x.cell.svg").read_text() == "kept"
+
+
+@pytest.mark.parametrize("during", ["write", "check"])
+def test_ctrl_c_just_as_the_temporary_file_is_made_leaves_none(tmp_path, monkeypatch, during):
+    """Ctrl-C between the temporary file's creation and the ``try`` that removes it (in
+    the write, or in the check before any work) left ``.y.npz.lstm-graph-….tmp`` behind:
+    2 interrupts in 30, sent as the file appeared. It is held until the file is looked
+    after, then acted on."""
+    made = files_module.create_locked
+
+    def interrupted(*args, **kwargs):
+        found = made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at this very moment
+        return found
+
+    monkeypatch.setattr(files_module, "create_locked", interrupted)
+    (tmp_path / "y.npz").write_bytes(b"earlier")
+    with pytest.raises(KeyboardInterrupt):
+        if during == "write":
+            write_atomic(tmp_path / "y.npz", b"new")
+        else:
+            check_output(tmp_path / "y.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.npz"]
+    assert (tmp_path / "y.npz").read_bytes() == b"earlier"
 
 
 def test_an_interrupted_stream_leaves_no_partial_file(tmp_path):

@@ -74,8 +74,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
+from lstm_graph import interrupts
 from lstm_graph.errors import BackendError, LstmGraphWarning
 from lstm_graph.formats.files import others_may_replace
 
@@ -265,16 +265,16 @@ def _run(command: list[str], seconds: float,
     the compiler running when it came between its start and the ``try``).
     """
     held: list[int] = []
-    previous = _hold_signals(held)
+    previous = interrupts.hold(held)
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     except BaseException:
-        _restore_signals(previous, held)
+        interrupts.restore(previous, held)
         raise
     deadline = time.monotonic() + seconds
     try:
-        _restore_signals(previous, held)
+        interrupts.restore(previous, held)
         while True:
             try:  # retrying loses no output (subprocess's documented contract)
                 stdout, stderr = process.communicate(
@@ -287,35 +287,6 @@ def _run(command: list[str], seconds: float,
         _kill(process)
         raise
     return process.returncode, stdout, stderr
-
-
-#: The signals whose handlers a compiler's start holds back (Ctrl-C, and SIGTERM, which
-#: the command line raises as an exception).
-_HELD = (signal.SIGINT, signal.SIGTERM)
-
-
-def _hold_signals(held: list[int]) -> dict[int, Any]:
-    """Handlers that note the signals in ``held`` in place of the current ones where
-    those are Python's (in the main thread, the only one whose handlers Python runs: an
-    ignored signal stays ignored, a default one stays the kernel's); the ones they
-    replace."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {number: signal.signal(number, lambda signum, frame: held.append(signum))
-            for number in _HELD if callable(signal.getsignal(number))}
-
-
-def _restore_signals(previous: dict[int, Any], held: list[int]) -> None:
-    """The handlers back, then each held signal given to them, as if it came now."""
-    try:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    finally:  # again, where a signal came between two of them and its handler raised
-        for number, handler in previous.items():
-            if signal.getsignal(number) is not handler:
-                signal.signal(number, handler)
-    for number in held:
-        signal.raise_signal(number)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -53,6 +53,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from lstm_graph import interrupts
 from lstm_graph.errors import OutputError
 
 #: The lists that :func:`recording` is filling now.
@@ -182,9 +183,11 @@ def check_output(path: str | Path) -> None:
             if stat.S_ISFIFO(place.status.st_mode) and key not in _HELD:
                 _HELD[key] = _open_through(place)
             return
-        fd, entry = create_locked(place.directory, place.name, "tmp", place.shown, place.where)
-        os.unlink(entry, dir_fd=place.directory)
-        os.close(fd)
+        with interrupts.held():  # made and removed, Ctrl-C or not
+            fd, entry = create_locked(place.directory, place.name, "tmp", place.shown,
+                                      place.where)
+            os.unlink(entry, dir_fd=place.directory)
+            os.close(fd)
 
 
 def refuse_inputs(outputs: Mapping[str, str | Path | None],
@@ -521,9 +524,16 @@ def _replacing(place: _Place) -> Iterator[BinaryIO]:
     directory, name, shown = place.directory, place.name, place.shown
     mode = stat.S_IMODE(place.status.st_mode) if place.status is not None else \
         _new_file_mode()
-    fd, entry = create_locked(directory, name, "tmp", shown, place.where)
-    stream = os.fdopen(fd, "wb")
+    noted: list[int] = []  # Ctrl-C held until the try that removes the file is entered
+    previous = interrupts.hold(noted)
     try:
+        fd, entry = create_locked(directory, name, "tmp", shown, place.where)
+        stream = os.fdopen(fd, "wb")
+    except BaseException:
+        interrupts.restore(previous, noted)
+        raise
+    try:
+        interrupts.restore(previous, noted)  # one that came meanwhile is raised here
         yield stream
         stream.flush()
         os.fsync(fd)
