@@ -1170,7 +1170,15 @@ def test_the_thread_count_follows_lstm_graph_threads_then_omp_num_threads(monkey
     assert prepare.usable_threads() == 2
     monkeypatch.setenv("LSTM_GRAPH_THREADS", "none")
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert prepare.usable_threads() == 8
+    monkeypatch.setattr(prepare, "_SAID_THREADS", set())
+    for bad in ("none", "0", "-2"):  # ignored, no longer without a word (once each)
+        monkeypatch.setenv("LSTM_GRAPH_THREADS", bad)
+        with pytest.warns(LstmGraphWarning, match=f"LSTM_GRAPH_THREADS='{bad}' is not a "
+                          "number of threads of 1 or more; it is ignored"):
+            assert prepare.usable_threads() == 8
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert prepare.usable_threads() == 8
 
 
 def test_the_thread_count_never_exceeds_the_cpus_the_process_may_use(monkeypatch):

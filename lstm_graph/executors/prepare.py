@@ -35,6 +35,10 @@ from lstm_graph.schedule import Schedule
 Array = Any
 
 
+#: The values of $LSTM_GRAPH_THREADS already said to be no number of threads (once each).
+_SAID_THREADS: set[str] = set()
+
+
 def usable_threads() -> int:
     """Threads a compiled plan may use: ``$LSTM_GRAPH_THREADS``, else ``$OMP_NUM_THREADS``
     (the convention PyTorch and the BLAS libraries follow), where a positive number;
@@ -46,10 +50,17 @@ def usable_threads() -> int:
     running, against one thread's 0.83; AMD EPYC Zen 4)."""
     cpus = usable_cpus()
     for variable in ("LSTM_GRAPH_THREADS", "OMP_NUM_THREADS"):
+        given = os.environ.get(variable, "")
         try:
-            wanted = int(os.environ.get(variable, "0"))
+            wanted = int(given or "0")
         except ValueError:
             wanted = 0
+        if given and wanted < 1 and variable == "LSTM_GRAPH_THREADS" \
+                and given not in _SAID_THREADS:  # ours: said (OMP's: other programs')
+            _SAID_THREADS.add(given)
+            warnings.warn(LstmGraphWarning(
+                f"LSTM_GRAPH_THREADS={given!r} is not a number of threads of 1 or more; it "
+                "is ignored"), stacklevel=2)
         if wanted > 0:
             if wanted > cpus and variable == "LSTM_GRAPH_THREADS":
                 warnings.warn(LstmGraphWarning(
