@@ -224,7 +224,8 @@ def not_finite(what: str, value: Any, position: tuple[int, ...], dtype: np.dtype
     run in float64 (--dtype float64)
     """
     if np.isfinite(value):
-        widest = "run in float64 (--dtype float64)" if dtype.itemsize < 8 else \
+        widest = "run in float64 (--dtype float64)" if dtype.itemsize < 8 and \
+            abs(value) <= np.finfo(np.float64).max else \
             "lstm-graph computes in float32 or float64: scale the data down"
         return DataError(f"{what} holds {np.format_float_scientific(value, 2, trim='-')} at "
                          f"index {position}, too large for {dtype} (the largest is about "

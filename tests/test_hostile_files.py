@@ -128,6 +128,10 @@ def test_float128_data_beyond_float64_and_its_weights_are_named_as_they_are(
                       f"{tmp_path / 'x.npy'}: x holds 1e+400 at index (1, 1, 1), too large "
                       "for float64 (the largest is about 1.8e+308); lstm-graph computes in "
                       "float32 or float64: scale the data down\n")
+    # in float32 too: float64 would not hold it either (it said run in float64)
+    assert cli_refused("run", "rnn", "--input", tmp_path / "x.npy", "-H", "2").endswith(
+        "too large for float32 (the largest is about 3.4e+38); lstm-graph computes in "
+        "float32 or float64: scale the data down\n")
     weights = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=2).weights
     np.savez(tmp_path / "w.npz", **{k: v.astype(np.longdouble) for k, v in weights.items()})
     np.save(tmp_path / "x.npy", np.ones((3, 2, 2)))
