@@ -397,6 +397,33 @@ def test_an_npy_named_npz_for_an_option_that_takes_npy_is_said_so(tmp_path, cli_
         "save x with numpy.savez\n")
 
 
+def test_an_npz_named_npy_a_version_3_npy_and_no_npy_at_all_are_told_apart(tmp_path,
+                                                                            cli_refused,
+                                                                            cli_run):
+    """An .npz named .npy said 'the magic string is not correct; expected b'\\x93NUMPY',
+    got b'PK\\x03\\x04…'' (the reverse has its hint); a version 3.0 .npy, which NumPy
+    reads, was refused as unsupported; a CSV got no word of what is taken."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype("float32")
+    with open(tmp_path / "v3.npy", "wb") as stream:
+        np.lib.format.write_array(stream, x, version=(3, 0))
+    cli_run("run", "lstm", "--input", tmp_path / "v3.npy", "-H", "3", "--out",
+            tmp_path / "v3.npz")
+    np.save(tmp_path / "v1.npy", x)
+    cli_run("run", "lstm", "--input", tmp_path / "v1.npy", "-H", "3", "--out",
+            tmp_path / "v1.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "v3.npz")["y"],
+                                  np.load(tmp_path / "v1.npz")["y"])
+    with open(tmp_path / "zip.npy", "wb") as stream:
+        np.savez(stream, x=x)
+    assert cli_refused("run", "lstm", "--input", tmp_path / "zip.npy", "-H", "3") == (
+        f"{tmp_path / 'zip.npy'}: is an .npz file (arrays by name) named .npy; this takes one "
+        "array: name it zip.npz, or save it with numpy.save\n")
+    (tmp_path / "x.csv").write_text("1,2,3,4\n")
+    assert cli_refused("run", "lstm", "--input", tmp_path / "x.csv", "-H", "3").endswith(
+        "x.csv: not a readable .npy array (the magic string is not correct; expected "
+        "b'\\x93NUMPY', got b'1,2,3,'); give an array written by numpy.save\n")
+
+
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     """``code`` run by a fresh Python in the repository (its imports as a user's)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -62,6 +62,11 @@ def open_npy(path: Path, name: str, error: type[LstmGraphError] = DataError) -> 
     size = file_size(path, error)
     try:
         with open(path, "rb") as stream:
+            if stream.read(4) == b"PK\x03\x04":  # a zip: an .npz named otherwise
+                raise error(f"{path}: is an .npz file (arrays by name) named "
+                            f"{path.suffix or 'without .npz'}; this takes one array: name it "
+                            f"{path.with_suffix('.npz').name}, or save it with numpy.save")
+            stream.seek(0)
             return _header(stream, size, path, None, name, error)
     except OSError as err:
         raise error(f"{path}: cannot read ({_reason(err)})") from None
@@ -130,13 +135,15 @@ def _header(stream: IO[bytes], stored_bytes: int, path: Path, member: str | None
         version = npy_format.read_magic(stream)
         if version == (1, 0):
             shape, _fortran, dtype = npy_format.read_array_header_1_0(stream)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):  # 3.0: 2.0's layout, its header in UTF-8 (only
+            # field names need more than Latin-1, and structured dtypes are refused below)
             shape, _fortran, dtype = npy_format.read_array_header_2_0(stream)
         else:
             raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
         start = stream.tell()
     except (ValueError, EOFError, OSError, SyntaxError) as err:
-        raise error(f"{where}: not a readable .npy array ({_reason(err)})") from None
+        hint = "" if member is not None else "; give an array written by numpy.save"
+        raise error(f"{where}: not a readable .npy array ({_reason(err)}){hint}") from None
     if dtype.hasobject:
         raise error(f"{where}: holds Python objects (dtype object), not numbers; nothing in "
                     "it was unpickled")
