@@ -149,8 +149,9 @@ def timeout() -> float:
 
 
 def compiler() -> str | None:
-    """The C compiler to use: ``$CC``, else the first of cc, gcc, clang found on ``PATH``;
-    None if none. One that another user could have put there or could change
+    """The C compiler to use: ``$CC``, else the first of cc, gcc, clang found in the
+    directories of ``PATH`` no other user can write in (:func:`_search_path`); None if
+    none. One that another user could have put there or could change
     (:func:`_unsafe_program`) is passed over with a warning, as is a ``$CC`` that names
     no program."""
     return _compiler(os.environ.get("CC") or "", os.environ.get("PATH") or "")
@@ -161,7 +162,10 @@ def _compiler(cc: str, path: str) -> str | None:
     for name in (cc, "cc", "gcc", "clang"):
         if not name:
             continue
-        found = shutil.which(name, path=path or None)
+        # $CC as the user gives it; the others from the PATH directories no other user can
+        # write in, so one put in such a directory before /usr/bin does not hide the rest
+        found = shutil.which(name, path=(path or None) if name == cc
+                             else _search_path(path or os.defpath))
         found = None if found is None else os.path.abspath(found)  # what is checked is run
         if found is None:
             if name == cc:
