@@ -433,3 +433,24 @@ def test_the_module_comes_back_through_from_torch_by_its_step(tmp_path, cli_proc
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert (elsewhere / "back.cell").read_text() == (tmp_path / "back.cell").read_text()
+
+
+def test_a_module_written_through_a_link_finds_its_weights_by_either_name(tmp_path,
+                                                                         cli_run):
+    """``--out here/lnk.py`` linking to ``there/victim.py``: the module went to the link's
+    target and its state dict beside the link (``here/lnk.pt``), so importing victim
+    could not load its weights. Both are beside the target now, found through the link."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "victim.py").write_text("# an earlier module\n")
+    (tmp_path / "here" / "lnk.py").symlink_to(tmp_path / "there" / "victim.py")
+    cli_run("export", "gru", "-I", "3", "-H", "4", "--seed", "5", "--format", "torch",
+            "--out", tmp_path / "here" / "lnk.py")
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == ["victim.pt", "victim.py"]
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == ["lnk.py"]
+    runner = lstm_graph.load_cell("gru").compile(input_size=3, hidden_size=4, seed=5)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype("float32")
+    for path in (tmp_path / "there" / "victim.py", tmp_path / "here" / "lnk.py"):
+        with torch.no_grad():
+            y, _ = import_module(path).load()(torch.from_numpy(x))
+        np.testing.assert_allclose(y.numpy(), runner(x)[0], rtol=0, atol=1e-6)

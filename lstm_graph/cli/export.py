@@ -97,7 +97,7 @@ def export(spec: str, weights: Path | None, input_size: int | None, hidden_size:
     problem = torch_module.unimportable(out) if fmt == "torch" else None
     if problem:  # a name, as the suffix is: wrong usage
         raise click.UsageError(f"--out {out}: {problem}")
-    written = {"--out": out, "the state dict beside --out": out.with_suffix(".pt")} \
+    written = {"--out": out, "the state dict beside --out": torch_module.weights_beside(out)} \
         if fmt == "torch" else {"--out": out}
     refuse_inputs(written, {"SPEC": spec, "--weights": weights},
                   {"the state dict beside --out": "name --out otherwise (the state dict takes "

@@ -468,7 +468,7 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
               '``path``."""',
               f"    model = {top}().to(DTYPE)",
               "    if path is None:",
-              "        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS)",
+              "        path = os.path.join(os.path.dirname(os.path.realpath(__file__)), WEIGHTS)",
               "    model.load_state_dict(torch.load(path, weights_only=True))",
               "    return model", ""]
     return "\n".join(lines)
@@ -647,6 +647,13 @@ def unimportable(path: Path) -> str | None:
             "identifier (cell.py, my_lstm.py)")
 
 
+def weights_beside(path: Path) -> Path:
+    """Where the state dict of a module written to ``path`` goes: beside the file the
+    module is written into (a link's target, as an output's link is followed), with its
+    stem, where ``load()`` looks for it through any link to the module."""
+    return (Path(os.path.realpath(path)) if path.is_symlink() else path).with_suffix(".pt")
+
+
 def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, Path]:
     """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
     same stem); both whole or not at all. Returns the two paths."""
@@ -663,7 +670,7 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
         raise OutputError(f"{path}: a module named '{path.stem}' would hide {whose} of that "
                           "name (installed here, or loaded by PyTorch or Python) from itself "
                           "and from every script beside it; name it otherwise (my_lstm.py)")
-    weights_path = path.with_suffix(".pt")
+    weights_path = weights_beside(path)
     text = source(runner, weights_path.name, path.stem)
     weights = state_dict(runner)
     if check:
