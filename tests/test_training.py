@@ -226,6 +226,21 @@ def test_a_checkpoint_of_other_equations_data_or_settings_is_refused(tmp_path):
                  resume=True).resumed_from == 2
 
 
+def test_an_out_that_is_a_link_has_its_checkpoint_beside_the_file_it_leads_to(tmp_path,
+                                                                              cli_run):
+    """``--out lnk.npz`` (a link to a file) was refused: 'not a regular file, so there is no
+    place beside it for the checkpoint', though run and params follow such a link."""
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "w.npz").write_bytes(b"earlier")
+    (tmp_path / "lnk.npz").symlink_to(tmp_path / "there" / "w.npz")
+    cli_run("train", "rnn", "--task", "adding", "--length", "5", "-H", "3", "--batch", "4",
+            "--steps", "3", "--out", tmp_path / "lnk.npz")
+    assert (tmp_path / "lnk.npz").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == ["w.ckpt.npz", "w.npz"]
+    assert "f.W_x" not in np.load(tmp_path / "there" / "w.npz").files  # an rnn's weights
+    assert "h.W_x" in np.load(tmp_path / "there" / "w.npz").files
+
+
 def test_train_command_writes_weights_that_run_a_checkpoint_and_a_plot(tmp_path, cli_run):
     out = tmp_path / "w.npz"
     args = ["train", "peephole_lstm", "--task", "adding", "--length", "5", "-H", "4",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -153,12 +154,13 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     if plot is not None:
         usage_chart("--plot", plot)
         check_chart(plot)
-    if checkpoint is None:
-        if out.is_symlink() or (out.exists() and not out.is_file()):
+    if checkpoint is None:  # beside --out, or beside the file a link there leads to
+        base = Path(os.path.realpath(out)) if out.is_symlink() else out
+        if base.exists() and not base.is_file():
             raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
                                    "beside it for the checkpoint: give --checkpoint FILE")
-        stem = out.name[:-4] if out.suffix.lower() == ".npz" else out.name
-        checkpoint = out.with_name(stem + ".ckpt.npz")
+        stem = base.name[:-4] if base.suffix.lower() == ".npz" else base.name
+        checkpoint = base.with_name(stem + ".ckpt.npz")
     elif written_through(checkpoint):  # --resume reads it back: a device or pipe keeps none
         raise click.UsageError(f"--checkpoint {checkpoint} is a device or pipe, which keeps "
                                "nothing for --resume to read back: give a file")
