@@ -523,6 +523,13 @@ def test_a_learned_number_written_as_a_constant_is_said(tmp_path, cli_run):
         "element) is written as the constant 0.75: the cell computes what the module does, " \
         "but training the cell would not learn it" in done.stderr
     assert "* 0.75" in (tmp_path / "c.cell").read_text()
+    # a learned bound of a clamp: said as well (it was not, and PyTorch's own warning about
+    # a tensor that requires grad made a scalar leaked, at a line of ops.py)
+    done = cli_run("from-torch", f"{CELLS}:LearnedClamp", "-I", IN, "-H", HID, "--states",
+                   "h", "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    assert "a number the module learns (a parameter of one element) is written as the " \
+        "constant 0.5" in done.stderr and "requires_grad" not in done.stderr
+    assert "clip(linear(x, h[t-1]), 0.5)" in (tmp_path / "c.cell").read_text()
 
 
 def test_a_float64_state_dict_is_converted_in_float64_not_rounded(tmp_path, cli_run):

@@ -462,6 +462,19 @@ class LearnedScale(nn.Module):
         return h, h
 
 
+class LearnedClamp(nn.Module):
+    """A learned bound of a clamp: a number the cell writes as a constant."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.bound = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x, h):
+        h = torch.clamp(self.lin(torch.cat([x, h], 1)), -self.bound, self.bound)
+        return h, h
+
+
 class RefuseItemAssignment(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

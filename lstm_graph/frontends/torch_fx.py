@@ -672,6 +672,12 @@ class _Interpreter:
             numbers[key] = value
         if any(isinstance(v, (Value, _Shape)) for v in numbers.values()):
             raise self._refuse(node, f"{name} takes a value where a number belongs")
+        for key, value in numbers.items():  # a 0-d tensor (a learned bound, self.t)
+            if isinstance(value, self.torch.Tensor):
+                if value.ndim != 0:
+                    raise self._refuse(node, f"{name}'s {key} is a tensor of shape "
+                                       f"{tuple(value.shape)} where a number belongs")
+                numbers[key] = self._constant(node, value)
         if numbers.get("inplace"):
             raise self._refuse(node, f"{name}(inplace=True) changes a tensor the trace has "
                                "already read; drop inplace")
@@ -758,6 +764,19 @@ class _Interpreter:
             return with_bias(fa, sign * np.broadcast_to(np.asarray(fb, float), (width,)))
         return add_affine(fa, fb, sign)
 
+    def _constant(self, node: Any, number: Any) -> float:
+        """A 0-d tensor as the number the cell writes; one the module learns (a parameter,
+        or made of parameters) is said to be written as a constant."""
+        value = float(number.detach().item())
+        if number.requires_grad:
+            found = node.meta.get(WHERE)
+            where = f"{Path(found[0]).name}:{found[1]}: " if found else ""
+            warnings.warn(f"{where}a number the module learns (a parameter of one element) "
+                          f"is written as the constant {value!r}: the cell computes what the "
+                          "module does, but training the cell would not learn it",
+                          LstmGraphWarning, stacklevel=3)
+        return value
+
     def _number_or_vector(self, node: Any, operand: Any, width: int) -> float | np.ndarray:
         """A concrete operand: a number (Python's, or a 0-d tensor) or a vector over the
         units (shape (W,), (1, W), or one element broadcast)."""
@@ -767,14 +786,7 @@ class _Interpreter:
         if not isinstance(operand, torch.Tensor):
             return float(operand)
         if operand.ndim == 0:
-            if operand.requires_grad:  # a parameter, or made of parameters
-                found = node.meta.get(WHERE)
-                where = f"{Path(found[0]).name}:{found[1]}: " if found else ""
-                warnings.warn(f"{where}a number the module learns (a parameter of one "
-                              f"element) is written as the constant {operand.item()!r}: the "
-                              "cell computes what the module does, but training the cell "
-                              "would not learn it", LstmGraphWarning, stacklevel=2)
-            return float(operand.item())
+            return self._constant(node, operand)
         array = operand.detach().to(torch.float64).cpu().numpy()
         shape = array.shape
         if array.ndim == 2 and shape[0] == 1:
