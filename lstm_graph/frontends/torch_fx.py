@@ -673,10 +673,7 @@ class _Interpreter:
         if any(isinstance(v, (Value, _Shape)) for v in numbers.values()):
             raise self._refuse(node, f"{name} takes a value where a number belongs")
         for key, value in numbers.items():  # a 0-d tensor (a learned bound, self.t)
-            if isinstance(value, self.torch.Tensor):
-                if value.ndim != 0:
-                    raise self._refuse(node, f"{name}'s {key} is a tensor of shape "
-                                       f"{tuple(value.shape)} where a number belongs")
+            if isinstance(value, self.torch.Tensor) and value.ndim == 0:
                 numbers[key] = self._constant(node, value)
         if numbers.get("inplace"):
             raise self._refuse(node, f"{name}(inplace=True) changes a tensor the trace has "
