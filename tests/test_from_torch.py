@@ -556,6 +556,17 @@ def test_a_state_dict_of_other_sizes_is_refused_naming_the_mismatch(tmp_path, cl
                        "--weights-out", tmp_path / "w.npz")
     assert "does not fit FastLSTMCell(3, 4)" in stderr and "weight_ih" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sd.pt"]
+    # NaN in it: named by the file and its own key (it said 'the weights dict does not fit
+    # cell …: ingate.b holds NaN or infinity', in the cell's names)
+    state = load_class(CELLS, "FastLSTMCell")(3, 4).state_dict()
+    first = next(iter(state))
+    state[first].view(-1)[1] = float("nan")
+    torch.save(state, tmp_path / "sd.pt")
+    stderr = cli_fails("from-torch", f"{CELLS}:FastLSTMCell", "-I", "3", "-H", "4", "--states",
+                       "h,c", "--state-dict", tmp_path / "sd.pt", "--out", tmp_path / "c.cell",
+                       "--weights-out", tmp_path / "w.npz")
+    assert stderr == f"{tmp_path / 'sd.pt'}: {first} holds NaN or infinity; a cell's weights " \
+        "are finite numbers\n"
 
 
 def test_the_readme_shows_what_from_torch_writes_for_the_fastrnns_cell(tmp_path, cli_run):

@@ -264,6 +264,11 @@ def make_module(cls: type, path: Path, input_size: int, hidden_size: int,
                 isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
             raise ConvertError(f"{state_dict}: holds a {type(weights).__name__}, not a state "
                                "dict (names to tensors, as module.state_dict() gives)")
+        broken = next((key for key, value in weights.items() if value.is_floating_point()
+                       and not bool(torch.isfinite(value).all())), None)
+        if broken is not None:  # named here, in the file's own names
+            raise ConvertError(f"{state_dict}: {broken} holds NaN or infinity; a cell's "
+                               "weights are finite numbers")
         module = _in_dtype_of(module, weights, state_dict, cls.__name__)
         try:
             module.load_state_dict(weights)
