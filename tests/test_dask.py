@@ -1073,6 +1073,9 @@ def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
                       allow_nan=False)
     board = json.loads(text)["leaderboard"]
     assert board[0]["ratio"] is None and board[0]["evals"] == [[1, None], [2, 0.5]]
+    # a failed run has no parameter count nor steps: null, as the table's '—' (it was 0)
+    assert board[1]["params"] is None and board[1]["steps"] is None
+    assert sweep_module.table([entry]).splitlines()[1].split()[6:8] == ["—", "—"]
 
 
 def test_a_local_cluster_interrupted_as_it_starts_is_left_to_the_exit_quietly(

@@ -66,10 +66,10 @@ class Entry:
     cell: str  # the cell's own name
     hidden_size: int
     seed: int
-    params: int  # the cell's parameters (the readout not counted)
+    params: int | None  # the cell's parameters (the readout not counted); None if it failed
     loss: float | None  # on the held-out batch after the last step; None if it failed
     baseline: float  # the task's memoryless baseline
-    steps: int
+    steps: int | None  # None for a run that failed before it ended
     seconds: float  # training time on its worker
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
     error: str | None = None
@@ -106,8 +106,8 @@ def grid(specs: Sequence[tuple[str, CellSource]], hidden_sizes: Sequence[int],
 
 def failed(config: Config, task: Task, error: str) -> Entry:
     """The entry of a run that ended without a result, saying why."""
-    return Entry(config.spec, config.cell, config.hidden_size, config.seed, 0, None,
-                 task.baseline, 0, 0.0, error=error)
+    return Entry(config.spec, config.cell, config.hidden_size, config.seed, None, None,
+                 task.baseline, None, 0.0, error=error)
 
 
 def _reason(err: BaseException) -> str:
@@ -236,9 +236,9 @@ def _rows(entries: Sequence[Entry]) -> list[list[str]]:
     for place, entry in enumerate(entries, 1):
         loss = "failed" if entry.loss is None else loss_text(entry.loss)
         ratio = "—" if entry.ratio is None else f"{entry.ratio:.3f}"
-        params = "—" if entry.error is not None and not entry.steps else str(entry.params)
+        params, steps = ("—" if n is None else str(n) for n in (entry.params, entry.steps))
         rows.append([str(place), label[entry.spec], str(entry.hidden_size), str(entry.seed),
-                     loss, ratio, params, str(entry.steps), f"{entry.seconds:.1f}"])
+                     loss, ratio, params, steps, f"{entry.seconds:.1f}"])
     return rows
 
 
