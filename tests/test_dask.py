@@ -33,6 +33,7 @@ from conftest import CLI_COMMAND
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
+import dask  # noqa: E402
 from distributed import Client  # noqa: E402
 
 import lstm_graph  # noqa: E402
@@ -759,6 +760,19 @@ def test_a_local_sweep_weighs_one_run_a_core_at_once(monkeypatch: pytest.MonkeyP
                         "-H", "64", "--seeds", "0,1,2,3", "--dask", "local")
     assert "for training lstm with H=64, batch 32, 3 steps, 4 runs at once, more than" in \
         message
+
+
+def test_a_scratch_directory_that_cannot_be_made_is_said_as_such(tmp_path: Path,
+                                                                 cli_fails) -> None:
+    """$DASK_TEMPORARY_DIRECTORY missing: the advice was to see that the machine can start
+    processes and listen on 127.0.0.1."""
+    with dask.config.set({"temporary-directory": str(tmp_path / "missing")}):  # as it reads
+        said = cli_fails("run", "lstm", "--sample", "-H", "3", "--out", tmp_path / "y.npz",
+                         "--dask", "local")  # the variable, once, on its import
+    assert said == (f"cannot make the local cluster's scratch directory in "
+                    f"{tmp_path / 'missing'} (No such file or directory); give Dask a "
+                    "directory it can write in (DASK_TEMPORARY_DIRECTORY, or TMPDIR)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_local_cluster_that_cannot_start_is_not_asked_about_a_scheduler(

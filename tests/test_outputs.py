@@ -564,6 +564,8 @@ CELL = "input x\nstate h\noutput h\nh = tanh(linear(x, h[t-1]))\n"
     (["train", "rnn", "--task", "adding", "--steps", "1", "--checkpoint", "s.npz", "--resume"],
      "hard.npz", "the same file as the --checkpoint s.npz"),
     (["gradflow", "rnn=w.svg"], "w.svg", "the CELL rnn=w.svg"),
+    (["sweep", "my.cell", "--steps", "1"], "cell.json",  # the name once, not twice
+     "the same file as the CELL my.cell"),
     (["render", "c.dot", "--style", "cell"], "c.dot", "the SPEC"),
 ])
 def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_kept(
@@ -581,6 +583,7 @@ def test_an_output_that_is_one_of_the_command_s_inputs_is_refused_and_the_input_
     for name in ("page.html", "w.svg"):  # weights, whatever their names say
         (tmp_path / name).write_bytes((tmp_path / "w.npz").read_bytes())
     (tmp_path / "link.npz").symlink_to("w.npz")
+    (tmp_path / "cell.json").symlink_to("my.cell")
     os.link(tmp_path / "s.npz", tmp_path / "hard.npz")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert f"--out {out} is {given}: writing it would replace that input; give --out " \

@@ -249,10 +249,16 @@ def connect(address: str, timeout: float = TIMEOUT) -> Iterator[Client]:
         stack.enter_context(_quiet())
         stack.enter_context(dask.config.set(SETTINGS))
         if address == LOCAL:
+            base = dask.config.get("temporary-directory", None)
             try:
                 scratch = stack.enter_context(tempfile.TemporaryDirectory(
-                    prefix="lstm-graph-dask-", ignore_cleanup_errors=True,
-                    dir=dask.config.get("temporary-directory", None)))
+                    prefix="lstm-graph-dask-", ignore_cleanup_errors=True, dir=base))
+            except OSError as err:  # $DASK_TEMPORARY_DIRECTORY missing or not writable
+                where = base or tempfile.gettempdir()
+                raise DaskError(f"cannot make the local cluster's scratch directory in "
+                                f"{where} ({err.strerror or err}); give Dask a directory it "
+                                "can write in (DASK_TEMPORARY_DIRECTORY, or TMPDIR)") from None
+            try:
                 stack.enter_context(dask.config.set({"temporary-directory": scratch}))
                 cluster = stack.enter_context(_local(scratch))
             except (OSError, TimeoutError, RuntimeError) as err:  # "Nanny failed to start."

@@ -207,8 +207,9 @@ def refuse_inputs(outputs: Mapping[str, str | Path | None],
         key = None if value is None else _identity(value)
         if key is not None and key in read:
             source, name = read[key]
+            named = "" if source.endswith(f" {name}") else f" {name}"  # CELL mine.cell
             what = f"the {source}" if str(name) == str(value) else \
-                f"the same file as the {source} {name}"
+                f"the same file as the {source}{named}"
             todo = (advice or {}).get(label, f"give {label} another file")
             raise OutputError(f"{label} {value} is {what}: writing it would replace that "
                               f"input; {todo}")
