@@ -291,12 +291,14 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
      "forward as a tuple of 2 tensors (h, c): if the forward takes another number"),
     ([f"{CELLS}:FastLSTMCell", "--states", "None,c"], "'None' is a keyword"),  # no longer
     ([f"{CELLS}:FastLSTMCell", "--states", "\u210e,c"], "reads as 'h'"),  # "a bug"
+    ([f"{CELLS}:FastLSTMCell", "--states", "h,,c"], "has an empty name"),  # was h,c
 ])
 def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_fails):
     states = [] if "--states" in args else ["--states", "h,c"]
     # how SOURCE and --states are written is usage (exit 2); what the module does, data
     usage = message in ("FILE.py:CLASS", "'input' cannot name a state", "'y' cannot name a "
-                        "state: run writes", "'None' is a keyword", "reads as 'h'")
+                        "state: run writes", "'None' is a keyword", "reads as 'h'",
+                        "has an empty name")
     assert message in cli_fails("from-torch", *args, "-I", "3", "-H", "4", *states, "--out",
                                 tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz",
                                 code=2 if usage else 1)

@@ -127,6 +127,12 @@ def test_a_weights_file_given_as_a_trace_is_refused_without_a_warning_first(tmp_
     assert result.stderr == (f"{tmp_path / 'w.npz'} has no values for f, i, g, o, c, h; it "
                              "was not recorded from cell 'lstm' (make it with 'lstm-graph "
                              "trace lstm ... --out trace.npz')\n")
+    np.save(tmp_path / "x.npy", np.ones((3, 2, 4), "float32"))  # it was --state's hint
+    result = cli("render", "lstm", "--format", "dot", "--trace", tmp_path / "x.npy", "--step",
+                 "1")
+    assert result.exit_code == 1 and result.stderr == (
+        f"{tmp_path / 'x.npy'}: is an .npy file, one array; this takes a trace, the .npz of "
+        "every value that 'lstm-graph trace' writes\n")
 
 
 def test_a_stack_s_trace_is_said_as_one(tmp_path, cli_run, cli_fails):

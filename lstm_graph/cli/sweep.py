@@ -32,8 +32,9 @@ def _numbers(ctx: click.Context, param: click.Parameter, value: str) -> list[int
     try:
         numbers = [int(part) for part in value.split(",")]
     except ValueError:
+        example = "32,64,128" if param.name == "hidden_sizes" else "0,1,2"
         raise click.BadParameter(f"'{value}' is not a comma-separated list of whole numbers, "
-                                 "e.g. 0,1,2") from None
+                                 f"e.g. {example}") from None
     if len(set(numbers)) != len(numbers):
         raise click.BadParameter(f"'{value}' names a number twice")
     if param.name == "hidden_sizes" and min(numbers) < 1:

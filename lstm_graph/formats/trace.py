@@ -165,7 +165,8 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
     cell and its entries say that cell made it (:func:`check_cell`; both before any
     value is read), and they fit in memory; every value and ``y`` time-major
     ``(T, B, width)``, whatever the file's ``layout``."""
-    graph, stored = schedule.graph, open_npz(path)
+    graph, stored = schedule.graph, open_npz(
+        path, expected="a trace, the .npz of every value that 'lstm-graph trace' writes")
     missing = [name for name in graph.assignments if name not in stored]
     if missing:  # not a trace of this cell at all (a weights file, say): no warning first
         raise missing_values(str(path), graph.name, missing, stored)

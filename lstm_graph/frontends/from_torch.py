@@ -61,10 +61,13 @@ def parse_source(spec: str) -> tuple[Path, str]:
 
 def check_states(states: Sequence[str]) -> list[str]:
     """State names for the cell: identifiers, distinct, not the language's own words."""
-    names = [s.strip() for s in states if s.strip()]
-    if not names:
+    names = [s.strip() for s in states]
+    if not any(names):
         raise ConvertError("--states names no state; give the states the forward's state "
                            "holds, in order (e.g. h,c)")
+    if not all(names):  # "h,,c": a name left out (an unset shell variable?)
+        raise ConvertError(f"--states {','.join(states)!r} has an empty name; give the "
+                           "states the forward's state holds, in order (e.g. h,c)")
     for name in names:
         problem = name_problem(name)
         if problem:
