@@ -94,6 +94,31 @@ def test_a_batch_first_trace_is_drawn_at_the_step_and_sequence_asked(tmp_path, c
     assert drawn[0] == drawn[1] and "step 7, sequence 5" in drawn[0]
 
 
+@pytest.mark.parametrize("extra", [(), ("--batch-first",)])
+def test_a_step_past_a_sequence_s_length_is_not_drawn_as_values(tmp_path, extra, cli_run,
+                                                                cli_fails):
+    """A trace of sequences of their own lengths holds zeros past each: drawn at such a
+    step, every value read 'mean +0' (a sigmoid valve, which is never 0, too). The trace
+    records the lengths, and render refuses those steps."""
+    x = np.random.default_rng(4).standard_normal((6, 3, 2)).astype("float32")
+    if extra:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "lengths.npy", np.array([6, 2, 4]))
+    cli_run("trace", "lstm", "--input", tmp_path / "x.npy", "-H", "3", "--lengths",
+            tmp_path / "lengths.npy", "--out", tmp_path / "t.npz", *extra)
+    with np.load(tmp_path / "t.npz") as saved:
+        assert saved["trace.lengths"].tolist() == [6, 2, 4]
+    assert f"{tmp_path / 't.npz'}: sequence 1 ended at step 2 (its length); past it the " \
+        "trace holds zeros, not values: give a step from 1 to 2" in cli_fails(
+            "render", "lstm", "--trace", tmp_path / "t.npz", "--step", "3", "--batch", "1",
+            "--format", "dot")
+    cli_run("render", "lstm", "--trace", tmp_path / "t.npz", "--step", "2", "--batch", "1",
+            "--format", "dot", "--out", tmp_path / "d")
+    cli_run("render", "lstm", "--trace", tmp_path / "t.npz", "--step", "6", "--batch", "0",
+            "--format", "dot", "--out", tmp_path / "d")
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--step", "6"], 1, "holds steps 1 to 5; there is no step 6"),
     (["--step", "1", "--batch", "2"], 1, "holds sequences 0 to 1; there is no sequence 2"),

@@ -32,7 +32,7 @@ from lstm_graph.checks import not_finite, unread
 from lstm_graph.errors import DataError, installed_version
 from lstm_graph.executors.backends import to_numpy
 from lstm_graph.executors.contract import Progress
-from lstm_graph.formats.trace import identity
+from lstm_graph.formats.trace import LENGTHS, identity
 from lstm_graph.library import builtin_names, compile_source, load_cell, read_cell_text
 
 #: The commands a job can run.
@@ -299,6 +299,9 @@ def trace_arrays(runner: Runner, x: Any, state: Mapping[str, Any] | None,
     made_by = identity(runner.cell.schedule, along == 0)  # batch-first: (B, T, width)
     arrays.update(made_by)
     axes.update(dict.fromkeys(made_by))
+    if lengths is not None:  # each sequence's steps: past them its values are zeros
+        arrays[LENGTHS] = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        axes[LENGTHS] = 0
     return Shard(arrays, axes, str(runner.ran_with), times=times)
 
 

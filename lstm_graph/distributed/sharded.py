@@ -146,11 +146,11 @@ class Layout:
                    for name, shape in self.shapes.items())
 
 
-def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
+def output_layout(job: Job, steps: int, batch: int | None, lengths: bool = False) -> Layout:
     """What ``job`` writes for ``x`` of ``steps`` steps and ``batch`` sequences (``None``:
-    one sequence ``(T, I)``): the arrays of one step of one sequence, run here by the
-    reference executor, stretched to ``steps`` along their time axis and to ``batch``
-    along their batch axis.
+    one sequence ``(T, I)``), with sequence ``lengths`` or without: the arrays of one step
+    of one sequence, run here by the reference executor, stretched to ``steps`` along
+    their time axis and to ``batch`` along their batch axis.
 
     >>> from lstm_graph.distributed.jobs import cell_source
     >>> weights = cell_source("lstm").compile().random_weights(3, 4, seed=0)
@@ -160,7 +160,8 @@ def output_layout(job: Job, steps: int, batch: int | None) -> Layout:
     """
     compiled = job.compile(executor="reference")
     x = np.zeros((1, job.input_size) if batch is None else (1, 1, job.input_size), job.dtype)
-    probe = command_arrays(job.command, compiled, x, None, None)
+    probe = command_arrays(job.command, compiled, x, None, None,
+                           np.ones(1, np.int64) if lengths else None)
     shapes, dtypes = {}, {}
     for name, value in probe.arrays.items():
         shape, axis = list(value.shape), probe.axes[name]
@@ -214,7 +215,8 @@ class _Run:
         self.batch = 1 if self.unbatched else int(x.shape[self.axis])
         self.dtype = np.dtype(job.dtype)
         self.steps = steps = len(x) if self.unbatched else int(x.shape[1 - self.axis])
-        layout = output_layout(job, steps, None if self.unbatched else self.batch)
+        layout = output_layout(job, steps, None if self.unbatched else self.batch,
+                               lengths is not None)
         self.order, self.axes = list(layout.shapes), layout.axes
         out.reserve(layout.nbytes, len(layout.shapes))
         for name in self.order:  # their room taken on the disk now, before any shard is sent

@@ -13,6 +13,9 @@ pickle) that say which cell the values came from:
   (``(B, T, width)``, ``trace --batch-first``), which a reader turns time-major: a
   batch-first trace read as time-major drew sequence 1's values at step 6 as step 2 of
   sequence 5. A trace without it (written before it was recorded) is time-major.
+- ``trace.lengths``: where the run had sequence lengths (``--lengths``), each sequence's
+  (int64, ``(B,)``): past its length a sequence's values are zeros, which a reader
+  refuses to draw as values.
 
 A reader (``render --trace``) refuses a trace whose digest is not the cell's, naming
 both cells: the numbers of another cell, drawn on this one's nodes, would be a silent
@@ -38,6 +41,7 @@ from lstm_graph.schedule import Schedule
 
 #: The entries that name the cell a trace came from, and the axes its values are in.
 NAME, DIGEST, LAYOUT = "cell", "cell.sha256", "trace.layout"  # dotted: no value's name
+LENGTHS = "trace.lengths"
 #: The layouts a trace's values may be in: its ``trace.layout`` entry, and whether that
 #: is batch-first.
 LAYOUTS = {"time-major": False, "batch-first": True}
@@ -186,6 +190,13 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: '{name}' has shape {stored[name].shape} and "
                             f"'{others}' {stored[others].shape}; a trace holds every value "
                             "over the same steps and sequences")
+    lengths = stored.get(LENGTHS)
+    sequences = usual[0] if layout is not None and LAYOUTS[layout] else usual[1]
+    if lengths is not None and (lengths.dtype.kind not in "iu"
+                                or lengths.shape != (sequences,)):
+        raise DataError(f"{path}: '{LENGTHS}' is {lengths.dtype} of shape {lengths.shape}; "
+                        f"a trace of {sequences} sequences holds one whole number of steps "
+                        "for each")
     arrays = read_npz(path)
     if layout is not None and LAYOUTS[layout]:  # (B, T, width): the values and y
         for key in (*names, "y"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lstm_graph.errors import DataError
-from lstm_graph.formats.trace import missing_values
+from lstm_graph.formats.trace import LENGTHS, missing_values
 from lstm_graph.render import palette as P
 from lstm_graph.render.scene import Scene
 
@@ -85,8 +85,19 @@ def strips_at(scene: Scene, trace: Mapping[str, np.ndarray], step: int, batch: i
         if not 0 <= batch < sequences:
             raise DataError(f"{source} holds sequences 0 to {sequences - 1}; there is no "
                             f"sequence {batch}")
+        ended = _length(trace, batch)
+        if ended is not None and step > ended:  # zeros, not values: f = σ(…) is never 0
+            raise DataError(f"{source}: sequence {batch} ended at step {ended} (its length); "
+                            f"past it the trace holds zeros, not values: give a step from 1 "
+                            f"to {ended}")
         strips[node] = strip(value[step - 1, batch])
     return strips
+
+
+def _length(trace: Mapping[str, np.ndarray], batch: int) -> int | None:
+    """Sequence ``batch``'s length where the trace records lengths, else None."""
+    lengths = trace.get(LENGTHS)
+    return None if lengths is None else int(np.asarray(lengths)[batch])
 
 
 def placeholder_strips(scene: Scene, widths: Mapping[str, int]) -> dict[str, Strip]:
