@@ -1066,6 +1066,18 @@ def test_a_sweep_whose_every_run_fails_exits_1(cluster: Cluster, inputs: Path,
     assert row[4] == "failed" and row[6] == "—"  # no parameter count for a run with none
 
 
+def test_a_board_that_cannot_be_written_is_still_shown(cluster: Cluster, inputs: Path,
+                                                       dask_cli) -> None:
+    """--out on a full disk: the sweep trained, then said the write failed, and its table
+    was nowhere: it is shown first now."""
+    result = dask_cli("sweep", "rnn", "--task", "adding", "--length", "4", "--steps", "2",
+                      "--batch", "2", "--hidden-sizes", "2", "--dask", cluster.address,
+                      "--out", "/dev/full", cwd=inputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "/dev/full: cannot write (No space left on device)" in result.stderr
+    assert result.stdout.splitlines()[2].split()[:4] == ["1", "rnn", "2", "0"]
+
+
 def test_every_entry_names_the_compiled_cell_and_the_board_is_valid_json(
         tmp_path: Path) -> None:
     """A failed entry (as a worker that died gets) names the cell as a finished one does;

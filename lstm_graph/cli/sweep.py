@@ -130,19 +130,19 @@ def sweep(cells: tuple[str, ...], task_name: str, length: int, steps: int, seeds
     data = sweeping.as_json(entries, task, settings)
     title = f"{task.name} (T={task.length}), {plural(steps, 'step')}: memoryless baseline " \
             f"{task.baseline:.4g}"
-    if out is not None:
-        write_atomic(out, (json_text(data) + "\n").encode())
-    if markdown is not None:
-        write_atomic(markdown, sweeping.markdown(entries, title).encode())
     aside = any(path is not None and is_stdout(path) for path in (out, markdown))
-    if as_json:
+    if as_json:  # shown first: a file that cannot be written then loses no result
         emit_json(data, err=aside)  # not after the board's bytes on stdout
     else:
         say(title, err=aside)
         say(sweeping.table(entries), err=aside)
-        written = [str(path) for path in (out, markdown) if path is not None]
-        if written:
-            say(f"wrote {' and '.join(written)}", err=True)
+    if out is not None:
+        write_atomic(out, (json_text(data) + "\n").encode())
+    if markdown is not None:
+        write_atomic(markdown, sweeping.markdown(entries, title).encode())
+    written = [str(path) for path in (out, markdown) if path is not None]
+    if written and not as_json:
+        say(f"wrote {' and '.join(written)}", err=True)
     if all(entry.loss is None for entry in entries):  # nothing ranked: the sweep failed
         say(f"every training run failed (the first: {entries[0].error})", err=True)
         click.get_current_context().exit(1)
