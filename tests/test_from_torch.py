@@ -183,6 +183,13 @@ REFUSALS = {
     "RefuseClampPerUnit": ("h", "torch.clamp", "clip takes one number for every unit's "
                            "bounds", "h = torch.clamp(self.lin(torch.cat([x, h], 1)), -self.t, "
                            "self.t)"),
+    # each was 'not one of the ops below', with no word of why
+    "RefuseDetach": ("h", "Tensor.detach", "it stops gradients, which a cell's equations "
+                     "cannot say", "h = torch.tanh(self.lin(torch.cat([x, h.detach()], 1)))"),
+    "RefuseDtype": ("h", "Tensor.to", "it changes a tensor's dtype or device",
+                    "h = torch.tanh(self.lin(torch.cat([x.to(h.dtype), h], 1)))"),
+    "RefuseDivInPlace": ("h", "Tensor.div_ is in place", "write its result as a new value",
+                         "z.div_(2.0)"),
 }
 
 
@@ -512,6 +519,13 @@ def test_a_forward_that_fails_as_traced_is_told_what_to_change_not_to_rename_sta
                        states, "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     assert words in stderr and "--states named" not in stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_function_s_operand_given_by_its_keyword_is_converted(tmp_path, cli_run):
+    """``torch.tanh(input=z)`` was refused: 'argument input= is not converted'."""
+    cli_run("from-torch", f"{CELLS}:InputKeyword", "-I", IN, "-H", HID, "--states", "h",
+            "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    assert "h = tanh(linear(x, h[t-1]))" in (tmp_path / "c.cell").read_text()
 
 
 def test_a_learned_number_written_as_a_constant_is_said(tmp_path, cli_run):

@@ -475,6 +475,49 @@ class LearnedClamp(nn.Module):
         return h, h
 
 
+class RefuseDetach(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x, h.detach()], 1)))
+        return h, h
+
+
+class RefuseDtype(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.lin(torch.cat([x.to(h.dtype), h], 1)))
+        return h, h
+
+
+class RefuseDivInPlace(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        z = self.lin(torch.cat([x, h], 1))
+        z.div_(2.0)
+        return torch.tanh(z), torch.tanh(z)
+
+
+class InputKeyword(nn.Module):
+    """``torch.tanh(input=z)``: the operand by its keyword (it was refused)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.tanh(input=self.lin(torch.cat([x, h], 1)))
+        return h, h
+
+
 class RefuseItemAssignment(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

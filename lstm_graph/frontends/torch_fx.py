@@ -99,6 +99,13 @@ _WHY = {
                     "a PyTorch recurrent module is a layer, not a cell's code: its state "
                     "dict runs as it is ('lstm-graph run lstm --weights sd.pt'; gru, rnn, "
                     "lstm_proj alike)"),
+    **dict.fromkeys(("detach", "detach_"),
+                    "it stops gradients, which a cell's equations cannot say (lstm-graph "
+                    "differentiates every value, as a training step would): without it the "
+                    "forward computes the same"),
+    **dict.fromkeys(("to", "type", "float", "double", "half", "bfloat16", "cpu", "cuda"),
+                    "it changes a tensor's dtype or device, and a cell computes in the one "
+                    "dtype it runs in: drop it (x.to(h.dtype) included)"),
 }
 
 
@@ -650,11 +657,12 @@ class _Interpreter:
             return handler(self, node, list(args), dict(kwargs))
         if name in self.calls:
             return self._op_call(node, name, list(args), dict(kwargs))
-        if short.endswith("_") and not short.startswith("_") and short[:-1] in {
-                c.rpartition(".")[2] for c in self.calls}:
+        if short.endswith("_") and not short.startswith("_") and short not in _WHY:
+            known = short[:-1] in {c.rpartition(".")[2] for c in self.calls}
             raise self._refuse(node, f"{name} is in place", "it changes a tensor the trace "
-                               "has already read; write its result as a new value (y = "
-                               f"torch.{short[:-1]}(…) of the same operands)")
+                               "has already read; write its result as a new value (" + (
+                                   f"y = torch.{short[:-1]}(…) of the same operands)" if known
+                                   else "z = z / 2 for z.div_(2))"))
         raise self._refuse(node, f"{self._describe(node)} cannot be part of a cell",
                            _WHY.get(short, "it is not one of the ops below"))
 
@@ -664,6 +672,8 @@ class _Interpreter:
         arity = 1 if op.kind in (OpKind.FUNCTION, OpKind.COPY) else op.arity
         module = self.traced.root.get_submodule(node.target) if node.op == "call_module" \
             else None
+        if arity == 1 and not args and "input" in kwargs:  # torch.tanh(input=z)
+            args = [kwargs.pop("input")]
         operands, extra = args[:arity], args[arity:]
         numbers = {n: getattr(module, n, d) if module is not None else d
                    for n, d in call.numbers}
