@@ -299,6 +299,12 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
     ([f"{CELLS}:FastLSTMCell", "--states", "None,c"], "'None' is a keyword"),  # no longer
     ([f"{CELLS}:FastLSTMCell", "--states", "\u210e,c"], "reads as 'h'"),  # "a bug"
     ([f"{CELLS}:FastLSTMCell", "--states", "h,,c"], "has an empty name"),  # was h,c
+    # each said to give one name per tensor, which the user had done
+    ([f"{CELLS}:RefuseOneTuple", "--states", "h"], "one state is passed as the tensor "
+     "itself, not a tuple of one: take it so, forward(x, h)"),
+    ([f"{CELLS}:RefuseNumberOfData", "--states", "h"], "(a tensor's value made a Python "
+     "number (float(), int(), .item()) depends on the data, and a cell's equations cannot: "
+     "keep it a tensor)"),
 ])
 def test_wrong_sources_and_states_are_said_plainly(tmp_path, args, message, cli_fails):
     states = [] if "--states" in args else ["--states", "h,c"]

@@ -518,6 +518,32 @@ class InputKeyword(nn.Module):
         return h, h
 
 
+class RefuseOneTuple(nn.Module):
+    """One state taken as a tuple of one: from-torch passes it as the tensor itself."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, hs):
+        (h,) = hs
+        h = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return h, (h,)
+
+
+class RefuseNumberOfData(nn.Module):
+    """A Python number made from a tensor's value."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        scale = float(h[0, 0])
+        h = torch.tanh(self.lin(torch.cat([x, h], 1))) * scale
+        return h, h
+
+
 class RefuseItemAssignment(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -383,6 +383,9 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
                     "takes each state tensor as an argument of its own, forward(x, h, c), "
                     "cannot be called so; take them as one tuple, forward(x, state) with "
                     "h, c = state)")
+        elif "Proxy" in text:  # float(h[0, 0]), int(…), a tensor made a Python number
+            hint = ("(a tensor's value made a Python number (float(), int(), .item()) "
+                    "depends on the data, and a cell's equations cannot: keep it a tensor)")
         else:
             hint = (f"(--states named the state passed to forward as {given}: if the "
                     "forward takes another number, give one name per tensor its state holds, "
@@ -953,7 +956,10 @@ class _Interpreter:
                                f"tuple, but --states names {len(self.states)} state"
                                f"{'s' if len(self.states) != 1 else ''} "
                                f"({', '.join(self.states)})", "give one name per tensor the "
-                               "forward's state holds, in order (--states h,c)")
+                               "forward's state holds, in order (--states h,c)" + (
+                                   "; one state is passed as the tensor itself, not a tuple "
+                                   "of one: take it so, forward(x, h)"
+                                   if len(self.states) == 1 else ""))
         index = index if isinstance(index, tuple) else (index,)
         if index and index[0] is Ellipsis:
             index = (slice(None), *index[1:])
