@@ -280,6 +280,7 @@ def test_a_module_of_the_wrong_form_is_refused_at_its_line(tmp_path, name, sourc
     line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
                 if text.strip() == source_line)
     assert f"torch_cells.py:{line}: error: {message}" in stderr
+    assert f"\n    {source_line}\n" in stderr  # the line, as every refusal shows it
 
 
 @pytest.mark.parametrize("args, message", [

@@ -554,42 +554,45 @@ class _Interpreter:
                     and targets[node.args[1]] is not None:
                 _rename(value, str(targets[node.args[1]]))
 
-    def _returned_at(self) -> str:
-        """``file:line: error: `` of the forward's last ``return``, where it can be read."""
+    def _returned(self, message: str) -> ConvertError:
+        """``message`` at the forward's last ``return`` (``file:line: error:``, and the
+        line), where it can be read, as every other refusal is said."""
         forward = type(self.traced.root.cell).forward
         try:
             lines, start = inspect.getsourcelines(forward)
             file = str(Path(inspect.getfile(forward)).resolve())
             tree = ast.parse(textwrap.dedent("".join(lines)))
         except (OSError, TypeError, SyntaxError):
-            return ""
+            return ConvertError(message)
         returns = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Return)]
-        return f"{file}:{start + max(returns) - 1}: error: " if returns else ""
+        if not returns:
+            return ConvertError(message)
+        line = start + max(returns) - 1
+        return ConvertError(f"{shown_file(file)}:{line}: error: {message}\n"
+                            f"    {linecache.getline(file, line).strip()}")
 
     def _step(self, result: Any) -> Step:
         name = self.traced.class_name
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
-            raise ConvertError(f"{self._returned_at()}{name}.forward returns "
-                               f"{_kind(result)}; a cell's forward returns (out, new_state)")
+            raise self._returned(f"{name}.forward returns {_kind(result)}; a cell's forward "
+                                 "returns (out, new_state)")
         out, new = result
         new = list(new) if isinstance(new, (tuple, list)) else [new]
         if len(new) != len(self.states):
-            raise ConvertError(f"{self._returned_at()}{name}.forward returns {len(new)} "
-                               "new state"
-                               f"{'s' if len(new) != 1 else ''}, but --states names "
-                               f"{len(self.states)} ({', '.join(self.states)})")
+            raise self._returned(f"{name}.forward returns {len(new)} new state"
+                                 f"{'s' if len(new) != 1 else ''}, but --states names "
+                                 f"{len(self.states)} ({', '.join(self.states)})")
         for what, value in [("its output", out),
                             *((f"state '{s}'", v) for s, v in zip(self.states, new))]:
             if isinstance(value, Cat):
-                raise ConvertError(f"{self._returned_at()}{name}.forward returns a "
-                                   f"concatenation (torch.cat) as {what}; a cell's output and "
-                                   "states are values of H units, and only a linear may read "
-                                   "a concatenation: return the value the pieces came from, "
-                                   "or keep them as states of their own")
+                raise self._returned(f"{name}.forward returns a concatenation (torch.cat) as "
+                                     f"{what}; a cell's output and states are values of H "
+                                     "units, and only a linear may read a concatenation: "
+                                     "return the value the pieces came from, or keep them as "
+                                     "states of their own")
             if not isinstance(value, Value):
-                raise ConvertError(f"{self._returned_at()}{name}.forward returns "
-                                   f"{_kind(value)} as {what}; it must be a tensor computed "
-                                   "from x and the states")
+                raise self._returned(f"{name}.forward returns {_kind(value)} as {what}; it "
+                                     "must be a tensor computed from x and the states")
         for state, value in zip(self.states, new):
             if of_input_size(value):
                 raise ConvertError(f"{self._at(value)}{name}.forward's new state '{state}' "
