@@ -528,6 +528,19 @@ def test_a_forward_that_fails_as_traced_is_told_what_to_change_not_to_rename_sta
     assert not list(tmp_path.iterdir())
 
 
+def test_a_forward_that_reads_self_training_is_said_to_be_converted_in_eval_mode(
+        tmp_path, cli_run):
+    """An 'if self.training:' branch was left out of the cell without a word."""
+    done = cli_run("from-torch", f"{CELLS}:TrainingBranch", "-I", IN, "-H", HID, "--states",
+                   "h", "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
+                if text.strip() == "if self.training:")
+    assert f"warning: TrainingBranch.forward reads self.training (torch_cells.py:{line}): it " \
+        "is converted in eval mode, as it runs for inference; what it does while training " \
+        "is not in the cell" in done.stderr
+    assert "h = tanh(linear(x, h[t-1]))" in (tmp_path / "c.cell").read_text()
+
+
 def test_a_function_s_operand_given_by_its_keyword_is_converted(tmp_path, cli_run):
     """``torch.tanh(input=z)`` was refused: 'argument input= is not converted'."""
     cli_run("from-torch", f"{CELLS}:InputKeyword", "-I", IN, "-H", HID, "--states", "h",

@@ -544,6 +544,21 @@ class RefuseNumberOfData(nn.Module):
         return h, h
 
 
+class TrainingBranch(nn.Module):
+    """Halves its pre-activation while training only: converted in eval mode, noted."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        z = self.lin(torch.cat([x, h], 1))
+        if self.training:
+            z = z * 0.5
+        h = torch.tanh(z)
+        return h, h
+
+
 class RefuseItemAssignment(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -17,14 +17,15 @@ import copy
 import inspect
 import re
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lstm_graph.errors import inert, printable
+from lstm_graph.errors import LstmGraphWarning, inert, printable
 from lstm_graph.formats.memory import Allocation, require
 from lstm_graph.frontends import cell_writer, torch_fx
 from lstm_graph.frontends.torch_fx import ConvertError
@@ -102,6 +103,11 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
     _require_room(module, class_name)
+    training = _reads_training(module)
+    if training:
+        warnings.warn(f"{class_name}.forward reads self.training ({', '.join(training)}): it "
+                      "is converted in eval mode, as it runs for inference; what it does "
+                      "while training is not in the cell", LstmGraphWarning, stacklevel=2)
     _refuse_hooks(module, class_name)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
@@ -243,6 +249,20 @@ def _shown_tensor(value: Any) -> str:
 def _augmented_assignments(module: Any) -> list[str]:
     """``file:line`` of each augmented assignment (``z += v``) in the ``forward`` of the
     module's classes and its submodules' (where their source can be read)."""
+    return _in_forwards(module, lambda node: isinstance(node, ast.AugAssign))
+
+
+def _reads_training(module: Any) -> list[str]:
+    """``file:line`` of each ``self.training`` the forwards read: what they do while
+    training is not in a cell converted in eval mode."""
+    return _in_forwards(module, lambda node: isinstance(node, ast.Attribute)
+                        and node.attr == "training" and isinstance(node.value, ast.Name)
+                        and node.value.id == "self")
+
+
+def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[str]:
+    """``file:line`` of each syntax node ``wanted`` picks in the ``forward`` of the
+    module's classes and its submodules' (where their source can be read)."""
     found: list[str] = []
     for cls in dict.fromkeys(type(sub) for sub in module.modules()):
         forward = cls.__dict__.get("forward")
@@ -254,9 +274,8 @@ def _augmented_assignments(module: Any) -> list[str]:
             tree = ast.parse(path.read_text(encoding="utf-8"))  # the whole file: it parses
         except (TypeError, OSError, SyntaxError, ValueError):
             continue
-        found += [f"{path.name}:{node.lineno}" for node in ast.walk(tree)
-                  if isinstance(node, ast.AugAssign)
-                  and first <= node.lineno < first + len(lines)]
+        found += [f"{path.name}:{getattr(node, 'lineno', 0)}" for node in ast.walk(tree)
+                  if wanted(node) and first <= getattr(node, "lineno", 0) < first + len(lines)]
     return sorted(set(found), key=lambda place: int(place.rpartition(":")[2]))
 
 
