@@ -1054,3 +1054,22 @@ def test_another_user_swapping_directories_never_gets_a_library_loaded(tmp_path,
             assert all("other users can write in" in warning_of(r.stderr) for r in runs)
     finally:
         shutil.rmtree(arena, ignore_errors=True)
+
+
+def test_cache_info_says_a_cache_that_cannot_be_made_is_not_usable(tmp_path):
+    """On a read-only file system, info promised 'not made yet: the first native build
+    makes it', and the next run then warned that it cannot be created."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root and mount(8)")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("this machine cannot mount a tmpfs here")
+    try:
+        done = cli(["cache", "info"], tmp_path, read_only / "c")
+    finally:
+        subprocess.run(["umount", str(read_only)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert f"(not usable: it cannot be created: {read_only} cannot be written in; each run " \
+        "compiles into a private temporary directory)" in done.stdout

@@ -904,10 +904,23 @@ def info() -> CacheInfo:
                 entries = _scan(place)[0]
             finally:
                 os.close(place.fd)
+        elif problem is None:  # not made yet: can the first build make it?
+            problem = _cannot_make(path)
     cc = compiler()
     return CacheInfo(str(path or f"~/.cache/{NAME}"), problem is None, problem, len(entries),
                      sum(e.bytes for e in entries), max_bytes(), cc,
                      compiler_version(cc) if cc else None, made)
+
+
+def _cannot_make(path: Path) -> str | None:
+    """Why the cache directory ``path``, not there yet, could not be made (its nearest
+    directory that is there cannot be written in: a read-only file system), or None."""
+    nearest = path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if os.access(nearest, os.W_OK | os.X_OK):
+        return None
+    return f"it cannot be created: {nearest} cannot be written in"
 
 
 @dataclass(frozen=True)
