@@ -743,6 +743,21 @@ def test_cache_clear_leaves_a_running_builds_work_alone(tmp_path):
     assert process.returncode == 143
 
 
+def test_a_directory_named_as_a_work_directory_that_the_tool_did_not_make_is_kept(tmp_path):
+    """A user's ``tmp-0123456789abcdef/`` inside the cache, named as a build's work
+    directory, was removed with what it held by ``cache clear``."""
+    cache = tmp_path / "cache"
+    done = cli(NATIVE + out(tmp_path), tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    mine = v1(cache) / "tmp-0123456789abcdef"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "data").write_text("mine")
+    cleared = cli(["cache", "clear"], tmp_path, cache)
+    assert cleared.returncode == 0, cleared.stderr
+    assert (mine / "sub" / "data").read_text() == "mine"
+    assert names(v1(cache)) == ["CACHEDIR.TAG", "tmp-0123456789abcdef"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_killed_builders_work_is_removed_by_the_next_build(tmp_path):
     cache = tmp_path / "cache"

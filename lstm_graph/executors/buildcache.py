@@ -32,7 +32,9 @@ for ``$LSTM_GRAPH_CACHE``).
   fsynced and renamed into place, the library before its record.
 - **Running builds are left alone.** Each work directory is locked (``flock``)
   while its build runs; clearing and tidying remove a work directory only when
-  they can take its lock, that is, when the process that made it is gone. A lock
+  they can take its lock, that is, when the process that made it is gone, and only
+  one that holds the mark every work directory gets as it is made (a directory of
+  the same kind of name that lstm-graph did not make is left alone). A lock
   on the cache directory itself keeps tidying out of the moment a work
   directory is made and the moment a build is published.
 - **Keyed** by the source, the compiler and its version, the flags and the CPU.
@@ -96,6 +98,10 @@ _MARKER_TEXT = (_SIGNATURE + b"\n# This file is a cache directory tag created by
 _RECORD = re.compile(r"[0-9a-f]{32}\.json")
 _LIBRARY = re.compile(r"[0-9a-f]{32}-[0-9a-f]{16}\.so")
 _WORK = re.compile(r"tmp-[0-9a-f]{16}")
+#: The file a work directory holds from its making (under the lock a sweep takes): a
+#: sweep or ``clear`` removes only the ``tmp-`` directories that hold it, never one of
+#: the same kind of name that lstm-graph did not make.
+WORK_MARK = ".lstm-graph-work"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LIBRARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"MZ")
 #: Defaults and largest values of the two settings (a larger one, ``inf`` too, is clamped).
@@ -740,6 +746,8 @@ def _work(place: _Place) -> Iterator[_Work]:
         os.mkdir(name, 0o700, dir_fd=place.fd)
         fd = os.open(name, _DIR, dir_fd=place.fd)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(os.open(WORK_MARK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=fd))
     try:
         yield _Work(place.real / name, fd)
     finally:
@@ -753,8 +761,9 @@ def _work(place: _Place) -> Iterator[_Work]:
 
 
 def _remove_dead_work(place: _Place) -> int:
-    """Remove the work directories whose lock can be taken (their builders are gone); return
-    how many running builds were left alone. Call with the exclusive lock held."""
+    """Remove the work directories (those holding :data:`WORK_MARK`) whose lock can be
+    taken (their builders are gone); return how many running builds were left alone. Call
+    with the exclusive lock held."""
     running = 0
     for entry in list(os.scandir(place.fd)):
         if not _WORK.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
@@ -770,6 +779,8 @@ def _remove_dead_work(place: _Place) -> int:
             os.close(fd)
             continue
         try:
+            if not stat.S_ISREG(os.stat(WORK_MARK, dir_fd=fd, follow_symlinks=False).st_mode):
+                continue  # not a work directory of ours (the finally closes it)
             _empty(fd)
             os.rmdir(entry.name, dir_fd=place.fd)
         except OSError:
