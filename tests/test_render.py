@@ -529,6 +529,10 @@ def test_render_all_checks_every_file_before_it_writes_one(in_tmp, cli_fails):
     assert "--out afile is not a directory; --all writes the gallery into one" in cli_fails(
         "render", "--all", "--out", "afile", code=2)
     assert (in_tmp / "afile").read_text() == "mine"
+    # a diagram's name, not there yet: a directory named gallery.svg was made
+    assert "--out gallery.svg is not a directory" in cli_fails(
+        "render", "--all", "--out", "gallery.svg", code=2)
+    assert not (in_tmp / "gallery.svg").exists()
 
 
 @needs_dot

@@ -80,6 +80,11 @@ def make_parent(path: Path) -> None:
     make_directory(path.parent, f"{path}: ")
 
 
+#: Names that are a diagram's file, not a directory for --all's gallery (render --all
+#: --out gallery.svg made a directory of that name).
+DIAGRAM_SUFFIXES = (".svg", ".dot", ".gv", ".png", ".pdf")
+
+
 def make_directory(directory: Path, where: str = "") -> None:
     """Create ``directory`` and those above it, saying which could not be made."""
     try:
@@ -177,7 +182,8 @@ def render(spec: str | None, style: str | None, fmt: str | None, out: str | None
             raise click.UsageError(f"--all draws the gallery as it is (both styles, SVG and "
                                    f"DOT); drop {', '.join(given)}")
         directory = Path(out)
-        if directory.exists() and not directory.is_dir():
+        if (directory.exists() and not directory.is_dir()) or (
+                not directory.exists() and directory.suffix.lower() in DIAGRAM_SUFFIXES):
             raise click.UsageError(f"--out {out} is not a directory; --all writes the gallery "
                                    "into one: give --out DIRECTORY/")
         drawn = {name: draw(load_cell(cell_name), one_style, highlight=preset)
