@@ -541,6 +541,22 @@ def test_a_forward_that_reads_self_training_is_said_to_be_converted_in_eval_mode
     assert "h = tanh(linear(x, h[t-1]))" in (tmp_path / "c.cell").read_text()
 
 
+def test_a_line_the_code_did_not_name_is_not_given_one_of_the_code_s_names(tmp_path,
+                                                                           cli_run):
+    """The linear inside a cut half of a scaled linear had no name of its own, and was
+    called 'v' (the fallback), beside the code's own v: 'v = linear(x, h[t-1])' held u's
+    pre-activation. It keeps the name of what it was cut from (the layer's)."""
+    cli_run("from-torch", f"{CELLS}:ChunkOfScaled", "-I", IN, "-H", HID, "--states", "h",
+            "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
+    lines = [line for line in (tmp_path / "c.cell").read_text().splitlines()
+             if " = " in line and not line.startswith("#")]
+    for line in lines:
+        name = line.split(" = ")[0]
+        if re.fullmatch(r"[uv](_\d+)?", name):  # the code's names: only on its values
+            assert f"# {name[0]}, torch_cells.py:" in line, lines
+    assert sum("linear(x, h[t-1])" in line for line in lines) == 2
+
+
 def test_a_function_s_operand_given_by_its_keyword_is_converted(tmp_path, cli_run):
     """``torch.tanh(input=z)`` was refused: 'argument input= is not converted'."""
     cli_run("from-torch", f"{CELLS}:InputKeyword", "-I", IN, "-H", HID, "--states", "h",

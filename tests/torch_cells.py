@@ -559,6 +559,20 @@ class TrainingBranch(nn.Module):
         return h, h
 
 
+class ChunkOfScaled(nn.Module):
+    """A scaled linear cut in two: each half's linear is a line of its own."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, 2 * hidden_size)
+
+    def forward(self, x, h):
+        z = self.lin(torch.cat([x, h], 1)) / 2.0
+        u, v = z.chunk(2, 1)
+        h = torch.sigmoid(u) * torch.tanh(v)
+        return h, h
+
+
 class RefuseItemAssignment(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()

@@ -157,8 +157,10 @@ def of_input_size(value: Value) -> bool:
 
 
 def cut(value: Value, start: int, stop: int) -> Value | None:
-    """Units ``start:stop`` of ``value`` (a new value, named where the code cuts it), or
-    None where no value of the language is that (a slice of the input or of a state)."""
+    """Units ``start:stop`` of ``value`` (a new value, named where the code cuts it; one
+    inside it keeps the fx node name of what it was cut from: an unnamed line was called
+    ``v``, whatever the code's own ``v`` was), or None where no value of the language is
+    that (a slice of the input or of a state)."""
     if start == 0 and stop == value.width:
         return value
     width = stop - start
@@ -174,7 +176,8 @@ def cut(value: Value, start: int, stop: int) -> Value | None:
                 peeps.append((piece, p[start:stop]))
         return Affine(width, terms=_merge(tuple((v, w[start:stop]) for v, w in terms)),
                       peeps=_merge(tuple(peeps)),
-                      bias=None if value.bias is None else value.bias[start:stop])
+                      bias=None if value.bias is None else value.bias[start:stop],
+                      label=value.label)
     if isinstance(value, Cat):
         parts: list[Value] = []
         offset = 0
@@ -186,7 +189,8 @@ def cut(value: Value, start: int, stop: int) -> Value | None:
                     return None
                 parts.append(piece)
             offset += part.width
-        return parts[0] if len(parts) == 1 else Cat(width, parts=tuple(parts))
+        return parts[0] if len(parts) == 1 else Cat(width, parts=tuple(parts),
+                                                    label=value.label)
     if isinstance(value, Apply):
         args: list[Value | float] = []
         for arg in value.args:
@@ -197,5 +201,6 @@ def cut(value: Value, start: int, stop: int) -> Value | None:
                 args.append(piece)
             else:
                 args.append(arg)
-        return Apply(width, op=value.op, args=tuple(args), attrs=value.attrs)
+        return Apply(width, op=value.op, args=tuple(args), attrs=value.attrs,
+                     label=value.label)
     return None
