@@ -151,11 +151,21 @@ def _symmetric(low: str, high: str) -> Callable[[Mapping[str, Any]], dict[str, f
 EXP_OVERFLOWS_FLOAT32 = math.log(3.4028234663852886e38)  # float32's largest: 88.72
 
 
+def _float32(value: float) -> float:
+    """``value`` rounded to float32 (infinity past its range)."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
 def _softplus_attrs(given: Mapping[str, Any]) -> dict[str, float]:
     # PyTorch's softplus is linear past its threshold: within 2e-9 of log(1 + e^v) from 20
     # on; below it, log1p(exp(v)), which overflows in float32 past 88.72
     beta, threshold = float(given["beta"]), float(given["threshold"])
-    if beta != 1 or not 20 <= threshold <= EXP_OVERFLOWS_FLOAT32:
+    # compared as float32 compares it: 88.7228390 rounds up to 88.72283936, where exp(v)
+    # is infinity already
+    if beta != 1 or not 20 <= _float32(threshold) < _float32(EXP_OVERFLOWS_FLOAT32):
         why = f"beta={given['beta']} is not 1" if beta != 1 else \
             f"threshold={given['threshold']} is below 20" if threshold < 20 else \
             (f"with threshold={given['threshold']} PyTorch's is infinity for v from "

@@ -397,6 +397,8 @@ def test_a_relative_home_is_no_place_for_the_cache(tmp_path, monkeypatch):
         monkeypatch.setenv("HOME", home)
         assert buildcache.configured() == (
             None, f"the home directory {home!r} is a relative path")
+    monkeypatch.setenv("HOME", "")  # Path.home() makes it /: /.cache/lstm-graph-v1 again
+    assert buildcache.configured() == (None, "there is no home directory ($HOME is empty)")
 
 
 @pytest.mark.parametrize("where", ["a file", "another user's directory", "no home",

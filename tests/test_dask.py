@@ -428,6 +428,23 @@ def test_grad_refuses_a_grad_output_of_no_real_or_finite_numbers_sharded_or_not(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_ctrl_c_just_as_a_sharded_output_s_directory_is_made_leaves_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C between the making of ``.out.npz.lstm-graph-….parts`` and the object that
+    removes it left the directory behind; it is held until the object has it."""
+    made = chunked_module.create_locked
+
+    def interrupted(*args, **kwargs):
+        found = made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at this very moment
+        return found
+
+    monkeypatch.setattr(chunked_module, "create_locked", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ChunkedNpz(tmp_path / "out.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_chunked_npz_is_whole_or_absent(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), ChunkedNpz(tmp_path / "out.npz") as out:
         out.array("a", (4, 3), np.float32)[:2] = 1

@@ -396,12 +396,30 @@ def test_a_module_beside_the_file_is_imported_only_where_no_other_user_can_put_i
     args = ["-I", IN, "-H", HID, "--states", "h,c", "--out", tmp_path / "c.cell",
             "--weights-out", tmp_path / "w.npz"]
     folder.chmod(0o1777)
-    assert "No module named 'lg_sibling_cells'" in cli_fails(
-        "from-torch", f"{folder / 'wrap.py'}:Cell", *args)
+    assert f"No module named 'lg_sibling_cells' ({folder} is not searched for modules: " \
+        "other users can write in it)" in cli_fails(
+            "from-torch", f"{folder / 'wrap.py'}:Cell", *args)
     folder.chmod(0o755)
     cli_run("from-torch", f"{folder / 'wrap.py'}:Cell", *args)
-    sys.modules.pop("lg_sibling_cells", None)
     assert (tmp_path / "c.cell").exists()
+    assert "lg_sibling_cells" not in sys.modules  # a later file's sibling of that name: its own
+
+
+def test_two_files_with_siblings_of_one_name_each_get_their_own(tmp_path):
+    """Both folders' cells.py import helper: the second conversion in one process took the
+    first folder's helper (kept in sys.modules), and its check passed, run with it too."""
+    for folder, act in (("a", "tanh"), ("b", "sigmoid")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "lg_helper.py").write_text(f"from torch import {act} as act\n")
+        (tmp_path / folder / "cells.py").write_text(
+            "import torch\nfrom torch import nn\nfrom lg_helper import act\n\n\n"
+            "class Cell(nn.Module):\n    def __init__(self, i, h):\n        super().__init__()\n"
+            "        self.l = nn.Linear(i + h, h)\n\n    def forward(self, x, h):\n"
+            "        h = act(self.l(torch.cat([x, h], 1)))\n        return h, h\n")
+    texts = [convert(tmp_path / folder / "cells.py", "Cell", 3, 4, ["h"]).text
+             for folder in "ab"]
+    assert "h = tanh(linear(x, h[t-1]))" in texts[0]
+    assert "h = sigmoid(linear(x, h[t-1]))" in texts[1]
 
 
 _HOOKED = """
@@ -535,9 +553,9 @@ def test_a_forward_that_reads_self_training_is_said_to_be_converted_in_eval_mode
                    "h", "--out", tmp_path / "c.cell", "--weights-out", tmp_path / "w.npz")
     line = next(k for k, text in enumerate(CELLS.read_text().splitlines(), 1)
                 if text.strip() == "if self.training:")
-    assert f"warning: TrainingBranch.forward reads self.training (torch_cells.py:{line}): it " \
-        "is converted in eval mode, as it runs for inference; what it does while training " \
-        "is not in the cell" in done.stderr
+    assert f"warning: TrainingBranch.forward (torch_cells.py:{line}) reads self.training: " \
+        "TrainingBranch is converted in eval mode, as it runs for inference; what it does " \
+        "while training is not in the cell" in done.stderr
     assert "h = tanh(linear(x, h[t-1]))" in (tmp_path / "c.cell").read_text()
 
 

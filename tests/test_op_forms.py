@@ -5,6 +5,7 @@ vjp)."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -171,6 +172,10 @@ def test_an_attribute_pytorch_spells_otherwise_is_refused_in_words():
                                          r"PyTorch's is infinity for v from 88.72 \(float32\)"):
         softplus.attrs({"beta": 1.0, "threshold": 1000.0})
     assert softplus.attrs({"beta": 1.0, "threshold": 80.0}) == {}
+    bound = math.log(3.4028234663852886e38)  # rounded to float32 it is past the overflow
+    with pytest.raises(ValueError, match="PyTorch's is infinity"):
+        softplus.attrs({"beta": 1.0, "threshold": bound})
+    assert softplus.attrs({"beta": 1.0, "threshold": 88.72}) == {}
     clamp = next(c for c in OPS["clip"].torch_calls if c.name == "torch.clamp")
     with pytest.raises(ValueError, match=r"\[-t, t\]"):
         clamp.attrs({"min": 0.0, "max": 1.0})

@@ -208,7 +208,9 @@ def test_render_s_two_diagrams_into_one_file_through_a_link_are_refused(tmp_path
     (tmp_path / "x.cell.svg").write_text("kept")
     (tmp_path / "x.pipe.svg").symlink_to("x.cell.svg")
     said = cli_fails("render", "lstm", "--out", tmp_path / "x", code=2)
-    assert f"{tmp_path / 'x.pipe.svg'} and {tmp_path / 'x.cell.svg'} name the same file" in said
+    assert f"{tmp_path / 'x.pipe.svg'} and {tmp_path / 'x.cell.svg'} name the same file " \
+        f"({tmp_path / 'x.cell.svg'}); a symbolic link joins them: remove it, or give --out " \
+        "another name" in said
     assert (tmp_path / "x.cell.svg").read_text() == "kept"
 
 

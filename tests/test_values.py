@@ -117,6 +117,11 @@ def test_a_step_past_a_sequence_s_length_is_not_drawn_as_values(tmp_path, extra,
             "--format", "dot", "--out", tmp_path / "d")
     cli_run("render", "lstm", "--trace", tmp_path / "t.npz", "--step", "6", "--batch", "0",
             "--format", "dot", "--out", tmp_path / "d")
+    with np.load(tmp_path / "t.npz") as saved:  # lengths no run has: said as such
+        np.savez(tmp_path / "bad.npz", **{**saved, "trace.lengths": np.array([6, 0, -3])})
+    assert "'trace.lengths' holds [6, 0, -3]; each sequence's length is from 1 to the " \
+        "trace's 6 steps" in cli_fails("render", "lstm", "--trace", tmp_path / "bad.npz",
+                                      "--step", "1", "--format", "dot")
 
 
 @pytest.mark.parametrize("args, code, message", [

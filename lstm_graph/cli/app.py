@@ -122,7 +122,8 @@ _EXAMPLES = {"checkpoint": "w.ckpt.npz", "plot": "loss.png", "diagram": "diagram
              "export": "model.onnx (with --format torch, model.py)"}
 
 
-def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
+def refuse_same_outputs(outputs: Mapping[str, Path | None], advice: str = "give two files"
+                        ) -> None:
     """Wrong usage where two outputs (``{"--out": path}``) name one path, once symbolic links
     are followed: the second written would replace the first (``--out same.png --plot
     same.png`` lost the weights). Hard links to one file are two names, each replaced on
@@ -134,7 +135,7 @@ def refuse_same_outputs(outputs: Mapping[str, Path | None]) -> None:
         for other, earlier in given[:k]:
             if os.path.realpath(path) == os.path.realpath(earlier):
                 raise click.UsageError(f"{other} and {label} name the same file ({path}); "
-                                       "give two files")
+                                       f"{advice}")
 
 
 class InputPath(click.Path):

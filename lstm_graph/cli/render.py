@@ -100,7 +100,8 @@ def _write(files: dict[Path, tuple[graphviz.Digraph, str]],
     path checked before any is written, every diagram drawn before any is written."""
     for path in files:  # never over the cell file or the trace it draws
         refuse_inputs({"--out": path}, reads)
-    refuse_same_outputs({str(path): path for path in files})  # x.pipe.svg -> x.cell.svg
+    refuse_same_outputs({str(path): path for path in files},  # x.pipe.svg -> x.cell.svg
+                        "a symbolic link joins them: remove it, or give --out another name")
     for path in files:  # every one writable, or none written
         check_output(path)
     data = {path: to_bytes(dot, fmt) for path, (dot, fmt) in files.items()}

@@ -50,6 +50,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from lstm_graph import interrupts
 from lstm_graph.errors import OutputError
 from lstm_graph.formats.files import create_locked, open_output
 from lstm_graph.formats.memory import size_text
@@ -138,9 +139,20 @@ class ChunkedNpz:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        folder, self._parent, self._fd, self._entry = _parts_directory(self.path)
-        self._parts = folder / self._entry  # for messages and the disk's free room
         self._arrays: dict[str, np.memmap] = {}
+        noted: list[int] = []  # Ctrl-C held until the directory is this object's to close
+        previous = interrupts.hold(noted)
+        try:
+            folder, self._parent, self._fd, self._entry = _parts_directory(self.path)
+        except BaseException:
+            interrupts.restore(previous, noted)
+            raise
+        self._parts = folder / self._entry  # for messages and the disk's free room
+        try:
+            interrupts.restore(previous, noted)  # one that came meanwhile is raised here
+        except BaseException:
+            self.close()
+            raise
 
     def reserve(self, nbytes: int, arrays: int = 1) -> None:
         """Refuse (:class:`OutputError`, naming the bytes) an output of ``arrays`` arrays of

@@ -350,6 +350,9 @@ def configured() -> tuple[Path | None, str | None]:
         if value and variable == "LSTM_GRAPH_CACHE":  # ours: say so (XDG's: ignore quietly)
             _warn_once(f"LSTM_GRAPH_CACHE is the relative path {value!r}, which is ignored: "
                        "give an absolute one")
+    given = os.environ.get("HOME")
+    if given is not None and not given:  # HOME= (unset in a script): Path.home() says /
+        return None, "there is no home directory ($HOME is empty)"
     try:
         home = Path.home()
     except RuntimeError:  # no HOME and no password entry

@@ -198,6 +198,10 @@ def read_trace(path: Path, schedule: Schedule) -> dict[str, np.ndarray]:
                         f"a trace of {sequences} sequences holds one whole number of steps "
                         "for each")
     arrays = read_npz(path)
+    steps = usual[1] if layout is not None and LAYOUTS[layout] else usual[0]
+    if lengths is not None and not all(1 <= n <= steps for n in arrays[LENGTHS].tolist()):
+        raise DataError(f"{path}: '{LENGTHS}' holds {arrays[LENGTHS].tolist()}; each "
+                        f"sequence's length is from 1 to the trace's {steps} steps")
     if layout is not None and LAYOUTS[layout]:  # (B, T, width): the values and y
         for key in (*names, "y"):
             if key in arrays and arrays[key].ndim == 3:

@@ -105,9 +105,9 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     _require_room(module, class_name)
     training = _reads_training(module)
     if training:
-        warnings.warn(f"{class_name}.forward reads self.training ({', '.join(training)}): it "
-                      "is converted in eval mode, as it runs for inference; what it does "
-                      "while training is not in the cell", LstmGraphWarning, stacklevel=2)
+        warnings.warn(f"{', '.join(training)} reads self.training: {class_name} is "
+                      "converted in eval mode, as it runs for inference; what it does while "
+                      "training is not in the cell", LstmGraphWarning, stacklevel=2)
     _refuse_hooks(module, class_name)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
@@ -249,21 +249,22 @@ def _shown_tensor(value: Any) -> str:
 def _augmented_assignments(module: Any) -> list[str]:
     """``file:line`` of each augmented assignment (``z += v``) in the ``forward`` of the
     module's classes and its submodules' (where their source can be read)."""
-    return _in_forwards(module, lambda node: isinstance(node, ast.AugAssign))
+    return [place for _, place in _in_forwards(
+        module, lambda node: isinstance(node, ast.AugAssign))]
 
 
 def _reads_training(module: Any) -> list[str]:
-    """``file:line`` of each ``self.training`` the forwards read: what they do while
-    training is not in a cell converted in eval mode."""
-    return _in_forwards(module, lambda node: isinstance(node, ast.Attribute)
-                        and node.attr == "training" and isinstance(node.value, ast.Name)
-                        and node.value.id == "self")
+    """``Class.forward (file:line)`` of each ``self.training`` the forwards read: what
+    they do while training is not in a cell converted in eval mode."""
+    return [f"{name}.forward ({place})" for name, place in _in_forwards(
+        module, lambda node: isinstance(node, ast.Attribute) and node.attr == "training"
+        and isinstance(node.value, ast.Name) and node.value.id == "self")]
 
 
-def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[str]:
-    """``file:line`` of each syntax node ``wanted`` picks in the ``forward`` of the
-    module's classes and its submodules' (where their source can be read)."""
-    found: list[str] = []
+def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[tuple[str, str]]:
+    """The class and ``file:line`` of each syntax node ``wanted`` picks in the ``forward``
+    of the module's classes and its submodules' (where their source can be read)."""
+    found: list[tuple[str, str]] = []
     for cls in dict.fromkeys(type(sub) for sub in module.modules()):
         forward = cls.__dict__.get("forward")
         if forward is None:
@@ -274,9 +275,10 @@ def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[str]:
             tree = ast.parse(path.read_text(encoding="utf-8"))  # the whole file: it parses
         except (TypeError, OSError, SyntaxError, ValueError):
             continue
-        found += [f"{path.name}:{getattr(node, 'lineno', 0)}" for node in ast.walk(tree)
+        found += [(cls.__name__, f"{path.name}:{getattr(node, 'lineno', 0)}")
+                  for node in ast.walk(tree)
                   if wanted(node) and first <= getattr(node, "lineno", 0) < first + len(lines)]
-    return sorted(set(found), key=lambda place: int(place.rpartition(":")[2]))
+    return sorted(set(found), key=lambda item: int(item[1].rpartition(":")[2]))
 
 
 def _module_dtype(module: Any) -> np.dtype:

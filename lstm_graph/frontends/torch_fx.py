@@ -184,18 +184,29 @@ def load_class(path: Path, class_name: str) -> type:
     # script puts its own folder first, not the working directory), where no other user
     # can write in it (/tmp's sticky bit keeps FILE.py safe, not a module put beside it)
     folder = str(Path(resolved).parent)
-    added = folder not in sys.path and _own_folder(folder)
+    own = _own_folder(folder)
+    added = folder not in sys.path and own
     if added:
         sys.path.insert(0, folder)
+    loaded = set(sys.modules)
     try:  # compiled from the source read here: no bytecode cache is read or written
         exec(compile(source, resolved, "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as err:
         raise ConvertError(f"{path}:{err.lineno}:{err.offset}: error: {err.msg}") from None
     except Exception as err:  # the user's module failed: said at its line
-        raise _located({resolved}, err, f"importing {path}") from None
+        failed = _located({resolved}, err, f"importing {path}")
+        if isinstance(err, ModuleNotFoundError) and not own:
+            head, cut, tail = str(failed).partition("\n")
+            failed = ConvertError(f"{head} ({folder} is not searched for modules: other "
+                                  f"users can write in it){cut}{tail}")
+        raise failed from None
     finally:
         if added and folder in sys.path:
             sys.path.remove(folder)
+        for key in set(sys.modules) - loaded:  # its siblings, not another file's next time
+            if str(getattr(sys.modules[key], "__file__", None) or "").startswith(
+                    folder + os.sep):
+                del sys.modules[key]
     found = getattr(module, class_name, None)
     if found is None:
         classes = sorted(n for n, v in vars(module).items()
