@@ -59,7 +59,7 @@ def test_every_executor_traces_what_the_reference_traces(name, executor):
         np.testing.assert_allclose(ours[key], value, **TOLERANCE, err_msg=key)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=valid_cells(), executor=st.sampled_from(
     ["numpy", "native", "cuda-on-host"] if compiler() else ["numpy"]), seed=st.integers(0, 2**16))
 def test_traces_agree_on_random_cells_nan_included(source, executor, seed):
