@@ -423,7 +423,8 @@ def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
     every count of them, on one row block (the tiles are the items) and on several (row
     blocks are the items), with a NaN in the last unit of one sequence, equals the
     reference and leaves the other sequences finite; the backward pass's element-wise
-    loops, split the same way, give the reference's gradients."""
+    loops, split the same way, give the reference's gradients (in float64, whose vectors
+    hold 8 numbers: 0 to 7 units after them, the counts below 8)."""
     cell = lstm_graph.load_cell("lstm")
     hidden = 16 + rest
     for batch in (3, 14):
@@ -438,6 +439,8 @@ def test_every_count_of_units_after_the_whole_vectors_is_right(rest):
         assert_same(ours, reference(x, state, allow_nonfinite=True), "float32")
         assert np.isnan(ours[0][:, 1, hidden - 1]).all()
         assert np.isfinite(np.delete(ours[0], 1, axis=1)).all()
+        if rest >= 8:  # float64's tails are rest - 8's again
+            continue
         grad_y = np.random.default_rng(rest + 1).standard_normal(ours[0].shape)
         x64 = x.astype("float64")
         found = cell.compile(input_size=5, hidden_size=hidden, seed=rest, dtype="float64") \
