@@ -313,6 +313,36 @@ def test_the_memory_pipe_into_the_cell_carries_its_gradient_too(tmp_path, cli_ru
     assert "memory pipe" in pipe  # its caption stays beside the size
 
 
+def test_a_line_the_pipe_style_merges_into_several_layers_shows_no_one_layers_share(
+        tmp_path, cli_run):
+    """The finding: the pipe style's one line from h[t-1] into the four layers was
+    labelled (and sized) with the forget valve's share alone, 5.1e-04 where the four sent
+    back 5.6e-03 together. It shows no size; its tooltip gives each layer's share, the
+    sizes the cell style draws on the four edges apart."""
+    dots = {}
+    for style in ("pipe", "cell"):
+        cli_run("gradflow", "peephole_lstm", "--length", "6", "-H", "4", "--out",
+                tmp_path / "flow.svg", "--diagram", tmp_path / f"{style}.dot", "--step", "4",
+                "--style", style)
+        dots[style] = (tmp_path / f"{style}.dot").read_text()
+    shares = {}
+    for line in dots["cell"].splitlines():
+        found = re.search(r'label=<<FONT POINT-SIZE="8" COLOR="#\w+">([-+.e\d]+)</FONT>>.*'
+                          r'tooltip="(h\[t-1\]|x) → (\w)\.linear [-+.e\d]+"', line)
+        if found:
+            shares[found[2], found[3]] = found[1]
+    assert len(shares) == 8  # x and h[t-1] into each of the four layers
+    for source in ("x", "h[t-1]"):
+        (line,) = [line for line in dots["pipe"].splitlines()
+                   if line.strip().startswith(f'{json.dumps(source)} -> "[bus')
+                   or line.strip().startswith(f"{source} -> \"[bus")]
+        assert "label=" not in line and "penwidth=1.3" in line
+        assert "; ".join(f"{source} → {gate}.linear {shares[source, gate]}"
+                         for gate in "figo") in line
+    assert "one line into several layers: no size of its own" in dots["pipe"]
+    assert "one line into several layers" not in dots["cell"]
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["train", "lstm", "--task", "adding", "--steps", "5", "--plot", "p.txt"], 2,
      "--plot p.txt: a chart is written as .png or .svg (by its suffix), not .txt"),

@@ -32,7 +32,9 @@ class Look:
     it, for a page that highlights paths in the browser as ``--highlight`` does;
     ``gradients``: the size of the gradient each IR edge carried back (at one step),
     and each state's new value under ``(state, sink_id(state))``, drawn as the edge's
-    width and a label, ``gradient_note`` saying in the legend which step.
+    width and a label, ``gradient_note`` saying in the legend which step;
+    ``shared_lines``: the style draws lines that stand for several IR edges, which the
+    legend then says carry no one size (set by the style, not the caller).
     """
 
     highlight: str | None = None
@@ -44,6 +46,7 @@ class Look:
     gradients: Mapping[tuple[str, str], float] | None = None
     gradient_note: str | None = None
     reach: str | None = None
+    shared_lines: bool = False
 
 
 class Painter:
@@ -109,9 +112,11 @@ class Painter:
             attrs.update(color=P.HIGHLIGHT, penwidth=P.HIGHLIGHT_WIDTH)
         return attrs
 
-    def edge_attrs(self, edge: VEdge, src: str | None = None, dst: str | None = None
-                   ) -> dict[str, str]:
-        """Dashed exactly for old values, green exactly for a state's new value."""
+    def edge_attrs(self, edge: VEdge, src: str | None = None, dst: str | None = None,
+                   shared: bool = False) -> dict[str, str]:
+        """Dashed exactly for old values, green exactly for a state's new value; sized by
+        its gradient unless ``shared`` (one line for several IR edges: no one edge's size
+        is the line's)."""
         src, dst = src or edge.src, dst or edge.dst
         attrs = {
             "color": P.NEW_STATE if edge.state_value else P.EDGE,
@@ -120,7 +125,7 @@ class Painter:
         }
         if edge.kind is EdgeKind.OLD:
             attrs["style"] = P.OLD_STYLE
-        if self.gradients is not None:
+        if self.gradients is not None and not shared:
             attrs.update(self._gradient(edge))
         if self.lit is not None:
             if src in self.lit and dst in self.lit:
@@ -169,6 +174,14 @@ class Painter:
                 box.attr(label=label, labelloc="b", pencolor="transparent", margin="2")
                 box.node(name, **attrs)
 
+    def tooltip(self, edges: list[VEdge]) -> str:
+        """:func:`ir_tooltip`, each IR edge followed by the gradient it carried where the
+        look has them (``h[t-1] → f.linear 5.1e-04``): the shares of a merged line."""
+        if self.gradients is None:
+            return ir_tooltip(edges)
+        return "; ".join(f"{e.ir[0]} → {e.ir[1]} {self.gradients.get(e.ir, 0.0):.1e}"
+                         for e in edges if e.ir)
+
     def caption(self, node: VNode) -> str | None:
         """An op's caption as a small grey label (none for other nodes: a layer's caption
         is inside its box)."""
@@ -179,19 +192,23 @@ class Painter:
 
     def add_edge(self, graph: graphviz.Digraph, edge: VEdge, src: str | None = None,
                  dst: str | None = None, reverse: bool = False, via: str | None = None,
-                 **extra: str) -> None:
+                 carries: list[VEdge] | None = None, **extra: str) -> None:
         """Draw ``edge`` (between ``src`` and ``dst`` when the style redirects it; from
-        ``via`` when a label beside ``dst`` stands for ``src``).
+        ``via`` when a label beside ``dst`` stands for ``src``; standing for all the IR
+        edges ``carries`` lists where the style merges them into one line).
 
         ``reverse`` writes it from ``dst`` to ``src`` with the arrow drawn at its
         tail (``dir=back``): for layouts whose ranks run against the edge. A
         subtracted operand's ``−`` sits by the arrowhead. Its tooltip names the
-        IR edges it draws (``c[t-1] → f.linear``): shown on hover in SVG, and how
-        the tests hold every drawn edge to the IR.
+        IR edges it draws (``c[t-1] → f.linear``), each with the gradient it carried
+        where the look has them: shown on hover in SVG, and how the tests hold every
+        drawn edge to the IR.
         """
-        attrs = {**self.edge_attrs(edge, src, dst), **self.mark(src or edge.src, dst or edge.dst)}
-        if edge.ir:
-            attrs["tooltip"] = ir_tooltip([edge])
+        shared = carries is not None and len(carries) > 1
+        attrs = {**self.edge_attrs(edge, src, dst, shared),
+                 **self.mark(src or edge.src, dst or edge.dst)}
+        if carries is not None or edge.ir:
+            attrs["tooltip"] = self.tooltip(carries if carries is not None else [edge])
         if edge.sign:
             attrs["taillabel" if reverse else "headlabel"] = \
                 f'<<FONT POINT-SIZE="13" COLOR="{P.OP_LINE}"><B>{edge.sign}</B></FONT>>'
@@ -255,6 +272,10 @@ def legend(look: Look, loop: bool = False) -> str:
         rows.append(row(f'<FONT COLOR="{P.GRADIENT}">1e-3</FONT> ━━━▸',
                         "width and label: the gradient the edge carried back "
                         f"({markup(look.gradient_note)})"))
+        if look.shared_lines:
+            rows.append(row(f'<FONT COLOR="{P.EDGE}">━━━</FONT>',
+                            "one line into several layers: no size of its own; each "
+                            "layer's share in its tooltip (the cell style draws them apart)"))
     rows += [
         f'<TR><TD BGCOLOR="{P.LAYER_FILL}" BORDER="1" COLOR="{P.LAYER_LINE}">'
         f'<FONT POINT-SIZE="9">σ</FONT></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="9">'

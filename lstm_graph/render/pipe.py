@@ -30,7 +30,7 @@ dashed: old values there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import graphviz
 
@@ -46,7 +46,7 @@ INPUTS, LINE, LAYERS, FREE, PIPE = range(5)
 def draw(scene: Scene, look: Look) -> graphviz.Digraph:
     """One step, as ``look`` says."""
     layout = _Layout(scene, 1, Painter(scene, look, lit_nodes(scene, look.lit)))
-    return layout.draw(legend(look))
+    return layout.draw(legend(replace(look, shared_lines=len(_bus(scene)) > 1)))
 
 
 def draw_unrolled(scene: Scene, steps: int) -> graphviz.Digraph:
@@ -192,7 +192,7 @@ class _Layout:
                 dot.edge(edge.tail, edge.head, **edge.attrs)
             else:
                 self.painter.add_edge(dot, edge.scene, edge.tail, edge.head, edge.reverse,
-                                      **edge.attrs)
+                                      carries=edge.carries, **edge.attrs)
         return dot
 
     def add_step(self, step: int) -> None:
@@ -319,8 +319,9 @@ class _Layout:
                 merged.add(src)
                 carried = [e for e in scene.edges
                            if _below(scene, e) == src and e.dst in junction]
-                extra.update(arrowhead="none", tooltip=ir_tooltip(carried), weight="4")
-                self.edges.append(_Edge(edge, name(src), name(junction[bus[0]]), extra))
+                extra.update(arrowhead="none", weight="4")
+                self.edges.append(_Edge(edge, name(src), name(junction[bus[0]]), extra,
+                                        carries=carried))
                 continue
             # one that runs down is written upwards, its arrow at its tail
             down = self.row.get(src, LINE if src in self.down else FREE) > \
@@ -343,6 +344,7 @@ class _Edge:
     head: str
     attrs: dict[str, str] = field(default_factory=dict)
     reverse: bool = False
+    carries: list[VEdge] | None = None  # the IR edges a merged line stands for
 
 
 def _caption(text: str, faded: bool = False) -> str:
