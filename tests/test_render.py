@@ -214,6 +214,19 @@ def test_stages_writes_stage_numbers():
     assert palette.stage_mark(3) in o_label
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_a_box_drawing_values_of_two_stages_shows_both_numbers(style):
+    """The finding: ``a = linear(x, h[t-1])`` (stage 1) and ``f = sigmoid(a)`` (stage 2)
+    are drawn as one σ box, which showed ① alone, read as the valve running in stage 1
+    (the explorer's page said "1 2" for it); it shows ①②, as the schedule has them."""
+    cell = lstm_graph.compile_source("cell split\ninput x\nstate h\noutput h\n"
+                                     "a = linear(x, h[t-1])\nf = sigmoid(a)\n"
+                                     "h = f * tanh(linear(x, h[t-1]))\n", "split.cell")
+    assert cell.schedule.stage_of("a") == 1 and cell.schedule.stage_of("f") == 2
+    label = nodes(render(cell, style, stages=True).source)["f"]["label"]
+    assert palette.stage_mark(1) + palette.stage_mark(2) in label
+
+
 @needs_dot
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("cell", cells(), ids=lambda c: c.name)

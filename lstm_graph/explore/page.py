@@ -27,7 +27,6 @@ from lstm_graph.library import load_cell
 from lstm_graph.render import STYLES, check_size, classic, palette, pipe, render, to_bytes
 from lstm_graph.render.scene import Scene, build_scene, highlighted
 from lstm_graph.render.values import bins, placeholder_strips
-from lstm_graph.schedule import Schedule
 
 #: The built-in cell that is the article's (Shi Yan's peephole LSTM).
 ARTICLE_CELL = "peephole_lstm"
@@ -108,7 +107,7 @@ def build_page(run: Run, most: int | None = None) -> str:
         dot = render(cell, style, stages=True, strips=strips, values="the step shown",
                      marks=True)
         svgs[style] = embed(to_bytes(dot, "svg").decode("utf-8"), style,
-                            _node_info(scene, cell.schedule))
+                            _node_info(scene))
     data = {
         "cell": cell.name,
         "stages": [list(names) for names in cell.schedule.stages],
@@ -206,17 +205,10 @@ def _asset(name: str) -> str:
         "utf-8")
 
 
-def _node_info(scene: Scene, schedule: Schedule) -> dict[str, NodeInfo]:
+def _node_info(scene: Scene) -> dict[str, NodeInfo]:
     """The values and stages of every drawn node the page tags (by DOT name)."""
-    drawn = scene.drawn_values()
-    found = {}
-    for node in scene.nodes.values():
-        values = drawn.get(node.id, ())
-        stages = {schedule.stage_of(v) for v in values} - {0} | \
-            ({node.stage} if node.stage is not None else set())
-        found[node.id] = NodeInfo(values, tuple(sorted(stages))
-                                  if node.role in ("layer", "op") else ())
-    return found
+    drawn, stages = scene.drawn_values(), scene.stages()
+    return {node: NodeInfo(drawn.get(node, ()), stages.get(node, ())) for node in scene.nodes}
 
 
 def _paths(scene: Scene, style: str) -> dict[str, list[str]]:

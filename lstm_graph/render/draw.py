@@ -57,6 +57,7 @@ class Painter:
         self.scene = scene
         self.lit = lit
         self.stages = look.stages
+        self._stages = scene.stages() if look.stages else {}
         self.strips = look.strips or {}
         self.marks = look.marks
         self.gradients = look.gradients
@@ -77,7 +78,8 @@ class Painter:
         size = {"layer": 18, "op": 14, "source": 15, "sink": 15, "const": 12}.get(node.role, 14)
         head = f'<FONT POINT-SIZE="{size}">{text}</FONT>'
         if self.stages and node.role in ("layer", "op"):
-            head += f'<FONT POINT-SIZE="10"> {P.stage_mark(node.stage)}</FONT>'
+            marks = "".join(map(P.stage_mark, self._stages[node.id]))
+            head += f'<FONT POINT-SIZE="10"> {marks}</FONT>'
         colour = P.FADED if self.faded(node.id) else P.CAPTION
         below = f'<FONT POINT-SIZE="9" COLOR="{colour}">{markup(node.caption)}</FONT>' \
             if caption and node.caption and node.role == "layer" else None

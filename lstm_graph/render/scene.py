@@ -153,6 +153,17 @@ class Scene:
                 for node, names in drawn.items()}
 
 
+    def stages(self) -> dict[str, tuple[int, ...]]:
+        """Layer and op node -> the stages of what it draws, in order: its own and those
+        of the values drawn in its box (a layer whose activation is a value of its own
+        runs in a later stage than its product: ``(1, 2)``)."""
+        drawn = self.drawn_values()
+        return {node.id: tuple(sorted({self.schedule.stage_of(v)
+                                       for v in drawn.get(node.id, ())} - {0}
+                                      | {node.stage}))
+                for node in self.nodes.values() if node.role in ("layer", "op")}
+
+
 def fused_activation(schedule: Schedule, linear: str) -> str | None:
     """The activation drawn in the same box as ``linear``, if any."""
     only = schedule.graph.sole_consumer(linear)
