@@ -203,6 +203,29 @@ def test_the_peephole_lstm_output_valve_lights_after_the_new_memory(opened):
     assert "o" in opened.classes("cell", "now") and "c" in opened.classes("cell", "done")
 
 
+@pytest.mark.parametrize("opened", ["peephole_lstm"], indirect=True)
+def test_a_stage_picked_from_the_list_stops_the_player(opened):
+    """The finding: a stage clicked (or chosen with Enter) in the list while the stages
+    played was passed over by the player's next tick; ‹ and › stopped it already."""
+    page = opened.page
+    page.clock.install()
+    page.reload()
+    for pick in ("click", "Enter"):
+        page.click("#stage-play")
+        page.clock.run_for(900)
+        first = page.locator("#stages li").first
+        if pick == "click":
+            first.click()
+        else:
+            first.focus()
+            page.keyboard.press("Enter")
+        shown = opened.classes("pipe", "now")
+        page.clock.run_for(3000)
+        assert opened.classes("pipe", "now") == shown and "o" in opened.classes("pipe",
+                                                                                 "later")
+    assert opened.errors == []
+
+
 @pytest.mark.parametrize("opened", list(cells()), indirect=True)
 def test_clicking_a_node_highlights_the_path_render_highlight_draws(opened, pages):
     _, cell, _ = pages[opened.page.url.rsplit("/", 1)[1].removesuffix(".html")]

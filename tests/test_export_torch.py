@@ -212,6 +212,15 @@ def test_a_module_name_python_cannot_import_is_refused(tmp_path, cli_fails):
             tmp_path / f"{name}.py", code=2)
     with pytest.raises(lstm_graph.OutputError, match="'my-cell' cannot be imported"):
         lstm_graph.load_cell("lstm").compile(2, 2).export_torch(tmp_path / "my-cell.py")
+    # an identifier Python reads otherwise: `import ℌ` looked for H.py (exit 0 before)
+    for name, read in (("ℌ", "H"), ("ﬁlter", "filter"), ("ｃｅｌｌ", "cell")):
+        assert f"'import {name}' looks for {read}.py (Python reads a name in its NFKC " \
+            f"form); name the file {read}.py" in cli_fails(
+                "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+                tmp_path / f"{name}.py", code=2)
+    assert "'ｉｆ' cannot be imported" in cli_fails(
+        "export", "lstm", "-I", "2", "-H", "2", "--format", "torch", "--out",
+        tmp_path / "ｉｆ.py", code=2)
     assert not list(tmp_path.iterdir())
 
 

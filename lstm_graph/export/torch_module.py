@@ -27,6 +27,7 @@ import re
 import sys
 import textwrap
 import types
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -640,11 +641,18 @@ def unimportable(path: Path) -> str | None:
     "'my-lstm' cannot be imported as a Python module"
     >>> unimportable(Path("my_lstm.py")) is None
     True
+    >>> unimportable(Path("ℌ.py"))
+    "'import ℌ' looks for H.py (Python reads a name in its NFKC form); name the file H.py"
     """
-    if path.stem.isidentifier() and not keyword.iskeyword(path.stem):
-        return None
-    return (f"'{path.stem}' cannot be imported as a Python module; name the file as an "
-            "identifier (cell.py, my_lstm.py)")
+    stem = path.stem
+    read = unicodedata.normalize("NFKC", stem)
+    if not stem.isidentifier() or keyword.iskeyword(read):
+        return (f"'{stem}' cannot be imported as a Python module; name the file as an "
+                "identifier (cell.py, my_lstm.py)")
+    if read != stem:
+        return (f"'import {stem}' looks for {read}.py (Python reads a name in its NFKC form); "
+                f"name the file {read}.py")
+    return None
 
 
 def weights_beside(path: Path) -> Path:

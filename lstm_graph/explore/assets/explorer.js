@@ -380,9 +380,11 @@
       (D.waits[k].length ? ` <span class="muted">waits for the new ${D.waits[k].map(esc).join(", ")}</span>` : "");
     li.tabIndex = 0;
     li.setAttribute("role", "button");
-    li.addEventListener("click", () => setStage(k + 1));
+    li.addEventListener("click", () => { clearInterval(stageTimer); setStage(k + 1); });
     li.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); setStage(k + 1); }
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault(); clearInterval(stageTimer); setStage(k + 1);
+      }
     });
     $("#stages").appendChild(li);
   });
