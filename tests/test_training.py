@@ -313,6 +313,24 @@ def test_the_memory_pipe_into_the_cell_carries_its_gradient_too(tmp_path, cli_ru
     assert "memory pipe" in pipe  # its caption stays beside the size
 
 
+def test_gradflow_without_dot_says_so_first_with_an_option_it_has(tmp_path, cli_process):
+    """The finding: the advice was `use --format dot`, which gradflow does not have, and it
+    came after the gradients were computed and the chart written."""
+    result = cli_process("gradflow", "lstm", "--length", "4", "-H", "2", "--out",
+                         tmp_path / "g.svg", "--diagram", tmp_path / "d.svg",
+                         cwd=tmp_path, env={"PATH": str(tmp_path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "apt-get install graphviz" in result.stderr
+    assert f"or write the diagram as DOT text (--diagram {tmp_path / 'd.dot'}), which needs " \
+        "no program" in result.stderr and "--format" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, the chart neither
+    ran = cli_process("gradflow", "lstm", "--length", "4", "-H", "2", "--out",
+                      tmp_path / "g.svg", "--diagram", tmp_path / "d.dot",
+                      cwd=tmp_path, env={"PATH": str(tmp_path)})
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "d.dot").read_text().startswith("digraph")
+
+
 def test_a_line_the_pipe_style_merges_into_several_layers_shows_no_one_layers_share(
         tmp_path, cli_run):
     """The finding: the pipe style's one line from h[t-1] into the four layers was

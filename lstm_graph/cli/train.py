@@ -27,13 +27,13 @@ from lstm_graph.cli.app import (
     stderr_is_terminal,
 )
 from lstm_graph.cli.describe import plural
-from lstm_graph.errors import DataError, SizeMismatch, WeightsError, inert
+from lstm_graph.errors import DataError, RenderError, SizeMismatch, WeightsError, inert
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz, written_through
 from lstm_graph.formats.memory import allocation, require
 from lstm_graph.library import builtin_names
 from lstm_graph.models import is_model
-from lstm_graph.render import FORMATS, STYLES, render, save
+from lstm_graph.render import FORMATS, STYLES, dot_missing, dot_program, render, save
 from lstm_graph.render.scene import sink_id
 from lstm_graph.training import Task, named, train
 from lstm_graph.training.gradflow import Flow, flow
@@ -302,6 +302,10 @@ def gradflow(cells: tuple[str, ...], task_name: str, length: int, hidden_size: i
     for path in (out, diagram):  # a directory it cannot write in: said now
         if path is not None:
             check_output(path)
+    if diagram is not None and diagram_format != "dot" and dot_program() is None:
+        raise RenderError(dot_missing(  # said before the chart: gradflow has no --format
+            "write the diagram as DOT text (--diagram "
+            f"{'d' if is_stdout(diagram) else diagram.with_suffix('')}.dot)"))
     task = task_of(task_name, length)
     if step is not None and step > task.length:
         raise click.UsageError(f"--step {step}: the sequences have {task.length} steps")

@@ -67,10 +67,14 @@ TIMEOUT_ENV = "LSTM_GRAPH_DOT_TIMEOUT"
 #: The memory ``dot`` may map without ``$LSTM_GRAPH_MAX_BYTES``, and the least it gets
 #: with it (the program, its libraries and threads take about 100 MB before any layout).
 DOT_MEMORY, DOT_MEMORY_FLOOR = 2 * 2**30, 256 * 2**20
-HOW_TO_INSTALL_DOT = ("Graphviz's 'dot' program is not installed. Install it (Debian/Ubuntu: "
-                      "apt-get install graphviz; macOS: brew install graphviz; see "
-                      "https://graphviz.org/download/), or use --format dot, which needs no "
-                      "program.")
+
+
+def dot_missing(advice: str = "use --format dot") -> str:
+    """That Graphviz's ``dot`` is not installed, how to install it, and ``advice``: what
+    the command can write instead without it (an option it has)."""
+    return ("Graphviz's 'dot' program is not installed. Install it (Debian/Ubuntu: apt-get "
+            "install graphviz; macOS: brew install graphviz; see "
+            f"https://graphviz.org/download/), or {advice}, which needs no program.")
 
 
 def render(cell: Cell, style: str = "pipe", highlight: str | None = None,
@@ -205,7 +209,7 @@ def run_dot(source: str, fmt: str, fast: bool = False, advice: str = "write --fo
     ending with ``advice``."""
     program = dot_program()
     if program is None:
-        raise RenderError(HOW_TO_INSTALL_DOT)
+        raise RenderError(dot_missing())
     memory, seconds = dot_memory(), dot_timeout()
     try:
         process = subprocess.Popen([program, f"-T{fmt}", *(FAST_FLAGS if fast else ())],
