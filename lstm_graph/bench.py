@@ -56,6 +56,7 @@ from lstm_graph.errors import OutputError, install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES, OWN_ROWS, THREAD_WORK
 from lstm_graph.executors.prepare import usable_cpus
+from lstm_graph.export.runtime import onnxruntime as load_onnxruntime
 from lstm_graph.formats.files import write_section
 from lstm_graph.formats.importers import to_onnx_tensors, to_torch_state_dict
 from lstm_graph.formats.recurrent import GATES
@@ -298,8 +299,9 @@ def _torch_peer(p: Problem, threads: int, work: str) -> Prepared:
 
 
 def _onnx_peer(p: Problem, threads: int, work: str) -> Prepared:
-    import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
+
+    onnxruntime = load_onnxruntime()
 
     graph = lstm_graph.load_cell(p.name).graph
     op = "LSTM" if FAMILY[p.name] == "lstm" else "GRU"
@@ -410,9 +412,11 @@ def time_block(contender: str, name: str, size: str, repeat: int, threads: int,
     p = problem(name, size, layout)
     # imported outside the measured growth, as our code is; onnx too, whose helpers build
     # onnxruntime's model (its 12 MiB counted as onnxruntime's before)
-    if contender in PEERS:
-        for module in ("torch",) if contender == "torch" else ("onnxruntime", "onnx"):
-            __import__(module)
+    if contender == "torch":
+        import torch  # noqa: F401
+    elif contender == "onnxruntime":
+        load_onnxruntime()
+        import onnx  # noqa: F401
     reset_peak()
     before, _ = memory()
     prepared = MAKERS[contender](p, threads, work)
@@ -793,8 +797,9 @@ def contender_threads(asked: int) -> int:
 
 def machine(threads: int) -> str:
     import numpy
-    import onnxruntime
     import torch
+
+    onnxruntime = load_onnxruntime()
 
     model, extensions = cpu()
     if os.environ.get(HIDDEN_ENV):
@@ -1095,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no peer for cell '{unknown[0]}' here: choose from "
                      f"{', '.join(c for c in FAMILY if not args.stacks or c != 'peephole_lstm')}")
     try:
-        import onnxruntime  # noqa: F401
+        load_onnxruntime()
         import torch  # noqa: F401
     except ImportError as err:
         print(f"benchmarks need the test extras ({err}): {install_hint('test')}",

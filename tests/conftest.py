@@ -13,6 +13,7 @@ import pytest
 
 from lstm_graph import CellError, compile_source
 from lstm_graph.executors.buildcache import compiler
+from lstm_graph.export.runtime import onnxruntime
 
 HEADER = "cell t\ninput x\nstate c, h\noutput h\n"
 
@@ -22,9 +23,14 @@ def pytest_configure(config: pytest.Config) -> None:
     (the doctests under lstm_graph/ included), removed at the end. pytest-xdist's workers
     share the one their controller made (they inherit its environment): a library that
     tests on both workers need is compiled once (a run kept apart built 58 of its 782
-    libraries twice), as two processes of a user share a cache."""
+    libraries twice), as two processes of a user share a cache. onnxruntime is imported
+    as the product imports it, leaving nothing in the user's cache directory."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         os.environ["LSTM_GRAPH_CACHE"] = tempfile.mkdtemp(prefix="lstm-graph-test-cache-")
+    try:  # before any test module imports it: it would write into ~/.cache otherwise
+        onnxruntime()
+    except ImportError:
+        pass
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -412,3 +412,22 @@ def test_seed_with_weights_or_a_model_file_is_a_usage_error(tmp_path, cli_run, c
     summary = json.loads(cli_run("export", "lstm", "--weights", tmp_path / "w.npz", "--format",
                                  "onnx", "--out", tmp_path / "m.onnx", "--json").stdout)
     assert summary["checked"] is True and summary["checked_in"].startswith("onnxruntime ")
+
+
+@pytest.mark.parametrize("xdg", [False, True])
+def test_the_check_leaves_nothing_of_onnxruntimes_in_the_users_cache(tmp_path, xdg,
+                                                                     cli_process):
+    """The finding: importing onnxruntime for the check made Microsoft/DeveloperTools/
+    .onnxruntime/ (a device id, a database) in ~/.cache (or $XDG_CACHE_HOME), which
+    lstm-graph did not make; the bench's onnxruntime peer does the same import."""
+    home, cache = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    cache.mkdir()
+    env = {"HOME": str(home), "LSTM_GRAPH_CACHE": str(tmp_path / "ours")}
+    if xdg:
+        env["XDG_CACHE_HOME"] = str(cache)
+    result = cli_process("export", "lstm", "-I", "2", "-H", "3", "--format", "onnx", "--out",
+                         tmp_path / "a.onnx", cwd=tmp_path,
+                         env={**env, **({} if xdg else {"XDG_CACHE_HOME": ""})})
+    assert result.returncode == 0, result.stderr
+    assert list(home.rglob("*")) == [] and list(cache.rglob("*")) == []

@@ -35,6 +35,7 @@ import numpy as np
 from lstm_graph.cell import Runner, _Unit
 from lstm_graph.errors import DataError, install_hint
 from lstm_graph.export.fused import Fused, match
+from lstm_graph.export.runtime import onnxruntime
 from lstm_graph.formats import memory
 from lstm_graph.formats.files import write_atomic
 from lstm_graph.formats.memory import allocation
@@ -375,7 +376,7 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
         .astype(runner.dtype)
     want_y, want_states = runner(x, allow_nonfinite=True)  # a cell that overflows: alike
     try:
-        import onnxruntime
+        ort = onnxruntime()
     except ImportError:
         from onnx.reference import ReferenceEvaluator
 
@@ -390,16 +391,16 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
                             ) from None
         ran = "the onnx reference evaluator"
     else:
-        options = onnxruntime.SessionOptions()
+        options = ort.SessionOptions()
         options.log_severity_level = 3  # its errors come back as exceptions
         try:
-            session = onnxruntime.InferenceSession(model_bytes(model), options,
+            session = ort.InferenceSession(model_bytes(model), options,
                                                    providers=["CPUExecutionProvider"])
             got = session.run(None, {"x": x})
         except Exception as err:  # noqa: BLE001  (onnxruntime's errors have no common base)
             raise DataError(f"onnxruntime cannot run the exported model ({err}); nothing was "
                             "written (a bug in lstm-graph's export: please report it)") from None
-        ran = f"onnxruntime {onnxruntime.__version__}"
+        ran = f"onnxruntime {ort.__version__}"
     names = ["y", *(f"final_{s}" for s in runner.cell.graph.states)]
     for name, value, want in zip(names, got, [want_y, *want_states.values()]):
         _compare(name, np.asarray(value), np.asarray(want), runner.dtype)
