@@ -894,7 +894,11 @@ def test_a_scheduler_lost_mid_run_is_one_message_and_no_output(tmp_path: Path) -
     """The command is a process watched while it runs (``cli_process`` waits for its end)."""
     code, err, _ = _lost_mid_run(tmp_path, "scheduler")
     assert code == 1, err
-    assert "the Dask cluster lost the work" in err and "Traceback" not in err
+    # which the client sees first depends on the host's load: the work gone, or the
+    # scheduler's connection closed (a run of the suite on a loaded machine)
+    assert ("the Dask cluster lost the work" in err
+            or "the Dask cluster lost its scheduler" in err) and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2, err  # a note on the dtype, then the one line
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")
                   and p.name != "scheduler.json" and not p.is_dir()) == ["x.npy"]
 
