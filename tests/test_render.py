@@ -438,6 +438,9 @@ def test_the_legend_says_what_a_highlight_lights(style):
     assert "path of forget: what feeds f and what it feeds, up to the new states" in \
         legend["forget"]
     assert "what feeds o, h and what they feed" in legend["output"]
+    for source in ("x", "c[t-1]"):  # nothing in the step feeds them (it said it did)
+        shown = nodes(render(cell, style, highlight=source).source)["[legend]"]["label"]
+        assert f"path of {source}: what {source} feeds, up to the new states" in shown
     scene = build_scene(cell.schedule)
     memory = highlighted(scene, "memory")
     assert not {"o", "h", "h.tanh"} & memory  # it lights what it says, no more

@@ -278,12 +278,17 @@ def path_words(graph: CellGraph, target: str) -> str:
     'what makes c (a new state ends the step)'
     >>> path_words(graph, "o")
     'what feeds o and what it feeds, up to the new states'
+    >>> path_words(graph, "c[t-1]")  # nothing in the step feeds an input or an old value
+    'what c[t-1] feeds, up to the new states'
     """
     names = _targets(graph, target)
     listed = ", ".join(names)
     if all(name in graph.states for name in names):
         return f"what makes {listed} (a new state ends the step)"
     they = "it feeds" if len(names) == 1 else "they feed"
+    if all(name in graph.nodes and graph.node(name).kind in (NodeKind.INPUT, NodeKind.OLD)
+           for name in names):
+        return f"what {listed} {they.split()[1]}, up to the new states"
     return f"what feeds {listed} and what {they}, up to the new states"
 
 
