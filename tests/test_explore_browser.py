@@ -422,12 +422,24 @@ def test_the_browser_keeps_its_shortcuts_and_the_unit_field_can_be_retyped(opene
     assert opened.errors == []
 
 
-def test_a_narrow_window_keeps_the_time_control_on_the_page(browser, pages):
-    page = browser.new_page(viewport={"width": 420, "height": 900})
+@pytest.mark.parametrize("width", [420, 375])
+def test_a_narrow_window_keeps_the_time_control_on_the_page(browser, pages, width):
+    """At a phone's 375 pixels the heatmaps' captions (one line each) ran the page 13
+    pixels wide, their scales cut off, and the hover tip (380 pixels) off its right edge:
+    the captions wrap, the tip is as wide as the window allows."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto(pages["peephole_lstm"][0].as_uri())
-    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
     box = page.eval_on_selector("#tlabel", "e => e.getBoundingClientRect().right")
-    assert box <= 420
+    assert box <= width
+    assert page.eval_on_selector_all(
+        ".heatmaps figcaption", "cs => cs.every(c => c.getBoundingClientRect().right <= "
+        f"{width} && c.scrollWidth <= c.clientWidth)")
+    node = page.locator('svg[data-style=pipe] g[data-node="c"]')
+    node.scroll_into_view_if_needed()
+    node.hover()
+    tip = page.locator("#tip").bounding_box()
+    assert tip is not None and tip["x"] >= 0 and tip["x"] + tip["width"] <= width
     page.close()
 
 
