@@ -72,8 +72,14 @@ def _torch() -> Any:
 
 
 def class_name(cell_name: str) -> str:
-    """``peephole_lstm`` -> ``PeepholeLstm``: the module's class."""
-    words = re.findall(r"[A-Za-z0-9]+", cell_name)
+    """``peephole_lstm`` -> ``PeepholeLstm``: the module's class, in ASCII letters (an
+    accented letter as its base letter, not dropped: ``Ünïcode_cell`` was ``NCodeCell``).
+
+    >>> class_name("Ünïcode_cell"), class_name("ℌ_2")
+    ('UnicodeCell', 'H2')
+    """
+    plain = unicodedata.normalize("NFKD", cell_name).encode("ascii", "ignore").decode()
+    words = re.findall(r"[A-Za-z0-9]+", plain)
     name = "".join(w[:1].upper() + w[1:] for w in words)
     if not name or name[0].isdigit() or name in _TAKEN or keyword.iskeyword(name):
         name = f"Cell{name}"
