@@ -395,7 +395,7 @@ def verify(runner: Runner, model: Any, steps: int = 3, batch: int = 2) -> str:
         options.log_severity_level = 3  # its errors come back as exceptions
         try:
             session = ort.InferenceSession(model_bytes(model), options,
-                                                   providers=["CPUExecutionProvider"])
+                                           providers=["CPUExecutionProvider"])
             got = session.run(None, {"x": x})
         except Exception as err:  # noqa: BLE001  (onnxruntime's errors have no common base)
             raise DataError(f"onnxruntime cannot run the exported model ({err}); nothing was "

@@ -152,7 +152,6 @@ class Scene:
         return {node: tuple(sorted(names, key=lambda n: n != node))
                 for node, names in drawn.items()}
 
-
     def stages(self) -> dict[str, tuple[int, ...]]:
         """Layer and op node -> the stages of what it draws, in order: its own and those
         of the values drawn in its box (a layer whose activation is a value of its own
