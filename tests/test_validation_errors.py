@@ -420,6 +420,18 @@ def test_a_header_written_with_a_colon_is_said_once_and_read():
         (5, 1, "'preset' needs a name, a colon and names: preset NAME: a, b")]  # its own form
 
 
+def test_a_header_keyword_in_another_case_is_said_once_and_read():
+    """'Input x' gave "no 'input' line", a syntax error and an undefined x (h80)."""
+    errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",
+                         header="cell t\nInput x\nSTATE h\nOutput: h\n")
+    assert errors == [(2, 1, "'Input': a header keyword is written in lower case: 'input'"),
+                      (3, 1, "'STATE': a header keyword is written in lower case: 'state'"),
+                      (4, 1, "'Output': a header keyword is written in lower case: 'output'"),
+                      (4, 7, "a header line has no colon: write 'output NAMES'")]
+    compile_source("cell k\ninput x\nstate h\noutput h\nState = tanh(linear(x, h[t-1]))\n"
+                   "h = State\n")  # a value of that name is a value
+
+
 def test_a_call_left_open_up_to_a_header_line_is_an_error_at_its_place(tmp_path,
                                                                        cli_fails):
     """'o = sigmoid(' then a header line, then 'h)': read together, the two statements were

@@ -48,6 +48,8 @@ _PYTHON_OPERATORS: dict[type, str] = {
 _HEADER_LINE = re.compile(rf"({'|'.join(HEADERS)})(?=\s|$)(?!\s*=)")
 #: A header written with a colon (``state: c, h``), as in some other languages.
 _HEADER_COLON = re.compile(rf"({'|'.join(HEADERS)})\s*:(?!=)")
+#: A header keyword in any case (``Input x``, ``STATE c, h``): said once, then read.
+_HEADER_CASE = re.compile(rf"({'|'.join(HEADERS)})(?=\s|:|$)(?!\s*=)", re.IGNORECASE)
 _NAME_TOKEN = re.compile(r"[^\s,]+")
 #: In a header's names (after its keyword), a comma with no name before it
 #: (``state c,, h``, ``state ,c``): the start or a comma, then spaces only up to a comma.
@@ -367,6 +369,13 @@ class _Parser:
             if not code.strip():
                 continue
             indent = len(code) - len(code.lstrip())
+            cased = _HEADER_CASE.match(code.lstrip())
+            if cased and cased.group(1) not in HEADERS:  # said once, then read in lower case
+                word = cased.group(1).lower()
+                self.report.error(Loc(line_no, indent + 1),
+                                  f"'{cased.group(1)}': a header keyword is written in lower "
+                                  f"case: '{word}'")
+                code = code[:indent] + word + code[indent + len(word):]
             colon = _HEADER_COLON.match(code.lstrip())
             if colon:  # said once, then read as the header it is meant to be
                 word = colon.group(1)
