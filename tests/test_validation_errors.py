@@ -420,6 +420,17 @@ def test_a_header_written_with_a_colon_is_said_once_and_read():
         (5, 1, "'preset' needs a name, a colon and names: preset NAME: a, b")]  # its own form
 
 
+@pytest.mark.parametrize("line, error", [
+    ("a = linear(x); h = tanh(a + h[t-1])", (5, 16, "one assignment per line")),
+    ("h\u200d = tanh(linear(x, h[t-1]))",
+     (5, 2, "syntax error: invalid non-printable character U+200D")),
+])
+def test_a_refused_line_s_names_are_not_also_called_never_assigned(line, error):
+    """Each gave "state 'h' is declared but never assigned" and "output 'h' does not
+    exist" after the one true error (h80): the line assigns h, though it was refused."""
+    assert cell_errors(line + "\n", header="cell t\ninput x\nstate h\noutput h\n") == [error]
+
+
 def test_a_header_keyword_in_another_case_is_said_once_and_read():
     """'Input x' gave "no 'input' line", a syntax error and an undefined x (h80)."""
     errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",

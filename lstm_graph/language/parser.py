@@ -492,6 +492,9 @@ class _Parser:
                 continue
             if len(body) != 1:
                 self._target(stmt, body[0])
+                for other in body[1:]:  # theirs too: no "never assigned" follows for them
+                    self.broken_targets.update(t.id for t in getattr(other, "targets", ())
+                                               if isinstance(t, ast.Name))
                 self.report.error(self.loc(stmt, body[1]), "one assignment per line")
                 continue
             node = body[0]
@@ -588,7 +591,8 @@ class _Parser:
     def _broken(self, stmt: _Statement) -> None:
         """Note the name a line that cannot be read assigns, so that no "never assigned"
         or "does not exist" error follows from it."""
-        target = _ASSIGNMENT.match(stmt.lines[0])
+        visible = "".join(c for c in stmt.lines[0] if unicodedata.category(c) != "Cf")
+        target = _ASSIGNMENT.match(visible)  # h⁠ = … (a joiner refused) still assigns h
         if target:
             self.broken_targets.add(target.group(1))
 
