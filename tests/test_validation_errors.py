@@ -431,6 +431,15 @@ def test_a_refused_line_s_names_are_not_also_called_never_assigned(line, error):
     assert cell_errors(line + "\n", header="cell t\ninput x\nstate h\noutput h\n") == [error]
 
 
+def test_a_backslash_at_a_line_s_end_is_one_error_at_its_place():
+    """It gave 'unexpected EOF while parsing' and 'expected an assignment' for the next
+    line (h80)."""
+    assert cell_errors("h = tanh(linear(x, h[t-1])) \\\n    * 0.5\n",
+                       header="cell t\ninput x\nstate h\noutput h\n") == [
+        (5, 29, "a backslash does not join lines; write the expression in parentheses to "
+                "take it over several lines")]
+
+
 def test_a_header_keyword_in_another_case_is_said_once_and_read():
     """'Input x' gave "no 'input' line", a syntax error and an undefined x (h80)."""
     errors = cell_errors("h = tanh(linear(x, h[t-1]))\n",

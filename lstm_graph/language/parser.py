@@ -402,6 +402,14 @@ class _Parser:
                 lines.append(more)
                 caption = caption or more_caption
                 depth += _depth(more)
+            while lines[-1].rstrip().endswith("\\") and line_no < len(self.physical):
+                self.report.error(Loc(line_no, len(lines[-1].rstrip())),
+                                  "a backslash does not join lines; write the expression in "
+                                  "parentheses to take it over several lines")
+                more, more_caption = _split_comment(self.physical[line_no])
+                line_no += 1  # read with it: the next line is not a statement of its own
+                lines.append(more)
+                caption = caption or more_caption
             lines[0] = lines[0].strip()
             self.statements.append(_Statement(start, indent, lines, caption))
 
