@@ -19,6 +19,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.distributed.jobs import Moments, check_run_names, run_arrays
+from lstm_graph.executors.buildcache import building_seconds
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
@@ -38,15 +39,15 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
         return run_on_dask(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)
     runner, x = prepared.runner, prepared.x
-    began = time.perf_counter()
+    began, built = time.perf_counter(), building_seconds()
     found = with_progress(progress_steps(prepared), lambda progress: run_arrays(
         runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
-    elapsed = time.perf_counter() - began
+    elapsed, built = time.perf_counter() - began, building_seconds() - built
     write_npz(out, found.arrays)
     y = Moments.of(found.arrays["y"])  # in float64: a float32 y near its limit has a std
     stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
     report(prepared, out, {name: tuple(value.shape) for name, value in found.arrays.items()},
-           found.ran_with, elapsed, stats, as_json)
+           found.ran_with, elapsed, stats, as_json, compiling=built)
 
 
 def run_on_dask(spec: str, out: Path, as_json: bool, on_dask: OnDask,
@@ -74,11 +75,12 @@ def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
            seconds: float, y: dict[str, float], as_json: bool,
-           extra: dict[str, Any] | None = None) -> None:
+           extra: dict[str, Any] | None = None, compiling: float = 0.0) -> None:
     """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
     ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
     and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout, or
-    stderr where ``out`` is stdout)."""
+    stderr where ``out`` is stdout). ``compiling``: the seconds of ``seconds`` spent
+    compiling the step (a first run at a new size), said apart."""
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     aside = is_stdout(out)
     if as_json:
@@ -88,7 +90,8 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    "layers": runner.stack.layers, "direction": runner.stack.direction,
                    "batch_first": runner.batch_first,
                    "lengths": prepared.lengths is not None,
-                   "seconds": round(seconds, 6), "out": str(out),
+                   "seconds": round(seconds, 6), "compile_seconds": round(compiling, 6),
+                   "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
                    **(extra or {})}, err=aside)
         return  # the summary says where it wrote what
@@ -97,9 +100,11 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
     stack = "" if runner.stack.single and runner.stack.direction == "forward" else \
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
+    compiled = f" ({compiling * 1e3:.0f} ms of it compiling the step, once: the build is " \
+        "cached for the next runs)" if compiling > 0 else ""
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
         f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
-        f"{seconds * 1e3:.2f} ms", err=aside)
+        f"{seconds * 1e3:.2f} ms{compiled}", err=aside)
     say(f"y: mean {figure(y['mean'])}  std {figure(y['std'])[1:]}  "
         f"min {figure(y['min'])}  max {figure(y['max'])}", err=aside)
 

@@ -990,6 +990,13 @@ _KEPT: list[int] = []
 _LOADED: dict[tuple[int, int, str], ctypes.CDLL] = {}
 _KEY_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
 _GUARD = threading.Lock()
+_BUILDING = [0.0]  # seconds this process has spent building libraries (building_seconds)
+
+
+def building_seconds() -> float:
+    """Seconds this process has spent compiling libraries the cache did not hold: what a
+    first run at a new size holds that the next runs do not (``run`` says so)."""
+    return _BUILDING[0]
 
 
 def _dlopen(fd: int, path: Path) -> ctypes.CDLL:
@@ -1191,7 +1198,12 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str,
             if handle is None:
                 handle = _load(place, key, symbols, cc)
                 if handle is None:
-                    handle = _build(place, cc, attempts, source, key, name, symbols)
+                    began = time.perf_counter()
+                    try:
+                        handle = _build(place, cc, attempts, source, key, name, symbols)
+                    finally:
+                        with _GUARD:
+                            _BUILDING[0] += time.perf_counter() - began
                 _LOADED[memo] = handle
             missing = _missing(handle, symbols)
             if missing:
