@@ -75,12 +75,13 @@ def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
            seconds: float, y: dict[str, float], as_json: bool,
-           extra: dict[str, Any] | None = None, compiling: float = 0.0) -> None:
+           extra: dict[str, Any] | None = None, compiling: float | None = None) -> None:
     """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
     ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
     and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout, or
     stderr where ``out`` is stdout). ``compiling``: the seconds of ``seconds`` spent
-    compiling the step (a first run at a new size), said apart."""
+    compiling the step (a first run at a new size), said apart; None where the work ran
+    elsewhere (on Dask's workers: ``null`` in the JSON)."""
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     aside = is_stdout(out)
     if as_json:
@@ -90,7 +91,8 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    "layers": runner.stack.layers, "direction": runner.stack.direction,
                    "batch_first": runner.batch_first,
                    "lengths": prepared.lengths is not None,
-                   "seconds": round(seconds, 6), "compile_seconds": round(compiling, 6),
+                   "seconds": round(seconds, 6),
+                   "compile_seconds": None if compiling is None else round(compiling, 6),
                    "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
                    **(extra or {})}, err=aside)
@@ -101,7 +103,7 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
     compiled = f" ({compiling * 1e3:.0f} ms of it compiling the step, once: the build is " \
-        "cached for the next runs)" if compiling > 0 else ""
+        "cached for the next runs)" if compiling else ""
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
         f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
         f"{seconds * 1e3:.2f} ms{compiled}", err=aside)
