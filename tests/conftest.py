@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if "PYTEST_XDIST_WORKER" not in os.environ:
         shutil.rmtree(os.environ.pop("LSTM_GRAPH_CACHE", ""), ignore_errors=True)
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+    """``module.name`` sends this process SIGINT right after it returns: a Ctrl-C at that
+    very moment (the window between making a file and the code that removes it)."""
+    made = getattr(module, name)
+
+    def interrupted(*args, **kwargs):
+        found = made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return found
+
+    monkeypatch.setattr(module, name, interrupted)
+
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot program is not installed")

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import CLI_COMMAND
+from conftest import CLI_COMMAND, interrupt_after
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -432,14 +432,7 @@ def test_ctrl_c_just_as_a_sharded_output_s_directory_is_made_leaves_none(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C between the making of ``.out.npz.lstm-graph-….parts`` and the object that
     removes it left the directory behind; it is held until the object has it."""
-    made = chunked_module.create_locked
-
-    def interrupted(*args, **kwargs):
-        found = made(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at this very moment
-        return found
-
-    monkeypatch.setattr(chunked_module, "create_locked", interrupted)
+    interrupt_after(monkeypatch, chunked_module, "create_locked")
     with pytest.raises(KeyboardInterrupt):
         ChunkedNpz(tmp_path / "out.npz")
     assert list(tmp_path.iterdir()) == []

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI_COMMAND
+from conftest import CLI_COMMAND, interrupt_after
 
 from lstm_graph.errors import OutputError
 from lstm_graph.formats import files as files_module
@@ -220,14 +220,7 @@ def test_ctrl_c_just_as_the_temporary_file_is_made_leaves_none(tmp_path, monkeyp
     the write, or in the check before any work) left ``.y.npz.lstm-graph-….tmp`` behind:
     2 interrupts in 30, sent as the file appeared. It is held until the file is looked
     after, then acted on."""
-    made = files_module.create_locked
-
-    def interrupted(*args, **kwargs):
-        found = made(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at this very moment
-        return found
-
-    monkeypatch.setattr(files_module, "create_locked", interrupted)
+    interrupt_after(monkeypatch, files_module, "create_locked")
     (tmp_path / "y.npz").write_bytes(b"earlier")
     with pytest.raises(KeyboardInterrupt):
         if during == "write":
