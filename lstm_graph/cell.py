@@ -600,7 +600,7 @@ class Runner:
             inputs, _, _ = self._forward(x, starts, packing, progress=None, keep=True,
                                          last=False)
             for unit, start in zip(self.units, starts):
-                values = trace_unit(self._compiled(unit), inputs[unit.layer],
+                values = trace_unit(self._compiled(unit, work="trace"), inputs[unit.layer],
                                     self._pad(start), xp, unit.reverse, packing, progress)
                 found.update({unit.prefix + name: value for name, value in values.items()})
         for name, value in found.items():
@@ -651,7 +651,7 @@ class Runner:
                             "than x (lengths)")
         if self.plain and packing is None:
             with self._lock, _ieee():
-                plan = self.compiled(batch, record)
+                plan = self.compiled(batch, record, "grad")
                 found = plan.grad(x, starts[0], grad_y, ends[0], record)
                 self.ran_with = plan.name
             state_grads, finals = [found.state], [found.final]
@@ -710,21 +710,24 @@ class Runner:
                    "T + 1 − t." if unit.reverse else "."), unit.reverse)
         return found
 
-    def compiled(self, batch: int, record: bool = False) -> Executor:
+    def compiled(self, batch: int, record: bool = False, work: str = "run") -> Executor:
         """The executor of the first layer and direction for batch size ``batch`` (with
         ``record``: one that records every value's gradient), built on first use (see
-        :data:`PLANS`)."""
-        return self._plan(self.units[0], batch, record)
+        :data:`PLANS`) for ``work`` first (``run``, ``trace`` or ``grad``: see
+        :func:`~lstm_graph.executors.registry.build`)."""
+        return self._plan(self.units[0], batch, record, work)
 
     # -- the stack ---------------------------------------------------------------------------
 
-    def _compiled(self, unit: _Unit, record: bool = False) -> Compiled:
+    def _compiled(self, unit: _Unit, record: bool = False, work: str = "run") -> Compiled:
         """``batch -> executor`` for ``unit`` (kept per batch size and ``record``, see
-        :data:`PLANS`)."""
-        return functools.partial(self._plan, unit, record=record)
+        :data:`PLANS`; built for ``work`` first)."""
+        return functools.partial(self._plan, unit, record=record, work=work)
 
-    def _plan(self, unit: _Unit, batch: int, record: bool = False) -> Executor:
-        """``unit``'s executor for batch size ``batch`` (and ``record``), built on first use."""
+    def _plan(self, unit: _Unit, batch: int, record: bool = False, work: str = "run"
+              ) -> Executor:
+        """``unit``'s executor for batch size ``batch`` (and ``record``), built on first use
+        for ``work`` first."""
         with self._lock:
             plans, key = unit._plans, (batch, record)
             if key in plans:
@@ -734,7 +737,7 @@ class Runner:
                             unit.input_size, self.hidden_size, self.dtype)
                 checks.check_build_fits(self.executor, self.backend, spec.schedule,
                                         unit.input_size, self.hidden_size, self.dtype, record)
-                plans[key] = registry.build(self.executor, spec, self.backend, record)
+                plans[key] = registry.build(self.executor, spec, self.backend, record, work)
                 while len(plans) > self.PLANS:
                     plans.popitem(last=False)
             plan = plans[key]
@@ -787,7 +790,7 @@ class Runner:
                 for d in range(directions):
                     index = layer * directions + d
                     unit = self.units[index]
-                    found = grad_unit(self._compiled(unit), inputs[layer],
+                    found = grad_unit(self._compiled(unit, work="grad"), inputs[layer],
                                       self._pad(starts[index]),
                                       self._pad_y(upstream[..., d * width:(d + 1) * width]),
                                       self._pad(ends[index]), xp, unit.reverse, packing)

@@ -1005,6 +1005,43 @@ def test_a_failing_compiler_falls_back_to_the_numpy_plan_with_a_one_line_warning
     assert "\n" not in str(caught[0].message)
 
 
+@pytest.mark.parametrize("work", ["grad", "trace", "run"])
+def test_each_work_compiles_only_the_library_it_runs_and_the_others_when_first_needed(
+        work, monkeypatch):
+    """A gradient runs the backward pass's library (its forward keeps the tape): compiling
+    the plain step's too cost a first ``grad`` (and every training run) ~0.7 s for nothing.
+    A run made after it compiles that library then, and gives the same ``y``."""
+    built = []
+    library = buildcache.library
+
+    def counted(source, *args, **kwargs):
+        built.append(source)
+        return library(source, *args, **kwargs)
+
+    monkeypatch.setattr(buildcache, "library", counted)
+    run = lstm_graph.load_cell("gru").compile(input_size=5, hidden_size=11, seed=3)
+    x = np.random.default_rng(0).standard_normal((4, 2, 5)).astype("float32")
+    found = {"grad": lambda: run.grad(x, np.ones((4, 2, 11), "float32")).y,
+             "trace": lambda: run.trace(x)["h"], "run": lambda: run(x)[0]}[work]()
+    plan = run.compiled(2)
+    assert len(built) == 1 and run.ran_with == "native"
+    assert (plan._plain_build is None) == (work != "run")
+    assert (plan._traced is None) == (work != "trace")
+    assert (plan._backward is None) == (work != "grad")
+    y, _ = run(x)
+    assert len(built) == 1 + (work != "run")
+    np.testing.assert_allclose(y, found, rtol=1e-6, atol=1e-6)
+
+
+def test_a_compiler_failing_on_a_first_gradient_falls_back_to_the_numpy_plan(monkeypatch):
+    monkeypatch.setenv("CC", "/bin/false")
+    run = lstm_graph.load_cell("rnn").compile(input_size=2, hidden_size=3)
+    with pytest.warns(LstmGraphWarning, match="failed on the generated step"):
+        found = run.grad(np.ones((2, 1, 2), "float32"), np.ones((2, 1, 3), "float32"))
+    assert run.ran_with == "numpy"
+    assert np.isfinite(found.x).all()
+
+
 def test_runs_of_any_length_reuse_the_plan_and_keep_no_per_run_buffer():
     cell = lstm_graph.load_cell("peephole_lstm")
     rng = np.random.default_rng(2)

@@ -1186,7 +1186,7 @@ class NativePlan(Executor):
     backends = ("numpy",)
     weight_copies = 2  # the panels, and a group's weights in their order while it packs
 
-    def __init__(self, spec: Spec, threads: int | None = None):
+    def __init__(self, spec: Spec, threads: int | None = None, work: str = "run"):
         super().__init__(spec)
         if spec.xp is not np:
             raise BackendError("the native executor runs on the numpy backend only")
@@ -1195,15 +1195,26 @@ class NativePlan(Executor):
         self.statics = step_statics(spec.schedule, self.layout)
         self.hoisted = hoists(spec.schedule, self.layout, spec.batch, spec.input_size,
                               spec.hidden, spec.dtype)
-        self._plain = self._build(trace=False)
+        self.step = NativeStep(spec, self.layout, self.step_kernels(), self.statics,
+                               self.hoisted)
+        self.kernels = self.step.kernels
+        self._plain_build: _Build | None = None
         self._traced: _Build | None = None
         self._backward: Any = None
         self._stale: set[int] = set()  # builds whose panels hold older weights
-        self.kernels, self.step = self._plain.step.kernels, self._plain.step
-        work = self.step.work(spec.batch)
+        size = self.step.work(spec.batch)
         self.threads = threads if threads is not None else \
-            (1 if work < THREAD_WORK else usable_threads())
-        self.chunk = max(1, PROGRESS_WORK // max(1, work))
+            (1 if size < THREAD_WORK else usable_threads())
+        self.chunk = max(1, PROGRESS_WORK // max(1, size))
+        # the library ``work`` (run, trace or grad) needs, compiled now so that a compiler
+        # that fails on it fails here (the registry then falls back); each other one is
+        # compiled when first needed: a gradient never runs the plain step's library
+        if work == "grad":
+            self.gradient()
+        elif work == "trace":
+            self._traced_build()
+        else:
+            self._plain_build = self._build(self.step)
 
     def _run_steps(self, build: _Build, t0: int, t1: int, batch: int, pointers: Any) -> None:
         """Steps ``t0 <= t < t1`` of ``batch`` rows on :attr:`threads` threads; where those
@@ -1234,10 +1245,24 @@ class NativePlan(Executor):
                             made_statics=self.statics, hoisted_per_step=self.hoisted,
                             tape=tape)
 
-    def _build(self, trace: bool) -> _Build:
+    @property
+    def _plain(self) -> _Build:
+        """The plain step's build (``y`` and the final states), compiled on first use."""
+        if self._plain_build is None:
+            self._plain_build = self._build(self.step)
+        return self._plain_build
+
+    def _traced_build(self) -> _Build:
+        """The build that records every assignment (for :meth:`trace`), compiled on
+        first use."""
+        if self._traced is None:
+            self._traced = self._build(NativeStep(self.spec, self.layout,
+                                                  self.step_kernels(trace=True), self.statics,
+                                                  self.hoisted))
+        return self._traced
+
+    def _build(self, step: NativeStep) -> _Build:
         spec = self.spec
-        step = NativeStep(spec, self.layout, self.step_kernels(trace), self.statics,
-                          self.hoisted)
         library = buildcache.library(step.source, attempts(),
                                      f"the native step of cell '{spec.schedule.graph.name}'",
                                      symbols=(RUN.name, gemm_c.LANES_SYMBOL.name,
@@ -1289,7 +1314,8 @@ class NativePlan(Executor):
         """New weights, put into each build's packed arrays in place by one C pass (when
         the build next runs: a trainer runs only the backward pass's build)."""
         super().update(params)
-        self._stale = {id(build) for build in (self._plain, self._traced) if build is not None}
+        self._stale = {id(build) for build in (self._plain_build, self._traced)
+                       if build is not None}
         if self._backward is not None:
             self._stale.add(id(self._backward.build))
 
@@ -1391,12 +1417,11 @@ class NativePlan(Executor):
     def trace(self, x: Array, state: Mapping[str, Array], progress: Progress | None = None
               ) -> dict[str, Array]:
         spec = self.spec
-        if self._traced is None:
-            self._traced = self._build(trace=True)
-        _, _, static, arrays = self._execute(self._traced, x, state, progress, everything=True)
+        traced = self._traced_build()
+        _, _, static, arrays = self._execute(traced, x, state, progress, everything=True)
         found = static_trace(spec.schedule, self.layout, static, np, x.shape[0], x.shape[1],
                              spec.width, spec.dtype)
-        found.update({b.key: arrays[b.name] for b in self._traced.step.kernels.of_role(Role.TRACE)})
+        found.update({b.key: arrays[b.name] for b in traced.step.kernels.of_role(Role.TRACE)})
         return {name: found[name] for name in spec.schedule.graph.assignments}
 
     def gradient(self) -> Any:
@@ -1478,7 +1503,7 @@ class NativePlan(Executor):
         static = self.statics_for(build, x, everything)
         pointers, index = build.pointers, build.args.index
         made = self._per_run(build, steps, batch, static, given or {},
-                             keep=build is self._plain and not build.python_statics)
+                             keep=build is self._plain_build and not build.python_statics)
         for node_id, name, width in build.operands:
             value = static[node_id]
             if value.shape != (steps, batch, width) or value.dtype != dtype \

@@ -78,15 +78,19 @@ def chosen(executor: str, schedule: Schedule, backend: str, record: bool = False
     return native.NativePlan.name if native.suits(schedule) else NumpyPlan.name
 
 
-def build(executor: str, spec: Spec, backend: str, record: bool = False) -> Executor:
+def build(executor: str, spec: Spec, backend: str, record: bool = False,
+          work: str = "run") -> Executor:
     """The executor named ``executor`` for ``spec`` (see the module docstring); with
-    ``record``, one whose backward pass records every value's gradient."""
+    ``record``, one whose backward pass records every value's gradient. ``work`` (``run``,
+    ``trace`` or ``grad``) is what it will do first: the native executor compiles the
+    library for that now (a compiler failing on it is a fallback to the NumPy plan
+    here) and the others when they are first needed."""
     check(executor, backend)
     name = chosen(executor, spec.schedule, backend, record)
     if name != native.NativePlan.name:
         return CLASSES[name](spec)
     try:
-        return native.NativePlan(spec)
+        return native.NativePlan(spec, work=work)
     except BackendError as err:
         if executor == native.NativePlan.name:
             raise

@@ -194,7 +194,7 @@ class Trainer:
         spec = Spec(cell.schedule, np, self._cell_params(), batch, task.input_size, hidden_size,
                     self.dtype)
         #: What runs the cell forward and backward: the registry's choice for ``plan``.
-        self.executor: Executor = registry.build("plan", spec, "numpy")
+        self.executor: Executor = registry.build("plan", spec, "numpy", work="grad")
         self._grad_y: np.ndarray | None = None  # the loss's gradient on y, kept step to step
         # one step of zeros through both passes, so that the executor's code is compiled (or
         # loaded) now and ``seconds`` counts training only (a sweep's first run on a worker
