@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import warnings
 
@@ -180,6 +181,63 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     with pytest.raises(lstm_graph.DataError, match="a checkpoint of another run: hidden_size 4"):
         train(lstm_graph.load_cell("rnn"), adding(5), 5, steps=4, batch=4,
               checkpoint=checkpoint, resume=True)
+
+
+
+def test_a_checkpoint_of_another_cell_or_task_length_says_so_not_that_it_is_damaged(
+        tmp_path):
+    """Another cell's parameters, or the copy task's steps made of another length, were
+    compared first: 'a damaged checkpoint (no array adam.m/f.W_h …)', 'length 30 (now 32)'."""
+    checkpoint = tmp_path / "ckpt.npz"
+    train(lstm_graph.load_cell("rnn"), adding(5), 4, steps=2, batch=4, checkpoint=checkpoint)
+    with pytest.raises(lstm_graph.DataError) as info:
+        train(lstm_graph.load_cell("lstm"), adding(5), 4, steps=4, batch=4,
+              checkpoint=checkpoint, resume=True)
+    assert "a checkpoint of another run: cell 'rnn' (now 'lstm'); cell.sha256" in \
+        str(info.value) and "damaged" not in str(info.value), info.value
+    train(lstm_graph.load_cell("rnn"), copy(10), 4, steps=2, batch=4, checkpoint=checkpoint)
+    with pytest.raises(lstm_graph.DataError) as info:
+        train(lstm_graph.load_cell("rnn"), copy(12), 4, steps=4, batch=4,
+              checkpoint=checkpoint, resume=True)
+    assert "task 'copy10' (now 'copy12');" in str(info.value)
+    assert "length" not in str(info.value), info.value
+    with pytest.raises(lstm_graph.DataError, match="no checkpoint path was given"):
+        train(lstm_graph.load_cell("rnn"), adding(5), 4, steps=4, batch=4, resume=True)
+
+
+def test_the_default_checkpoint_place_is_replaced_only_where_train_wrote_it(tmp_path, cli,
+                                                                            cli_run):
+    """The checkpoint's place beside --out, a name the user never gave, was written over
+    whatever it held (a file of theirs; a link's target); an earlier run's checkpoint is
+    replaced with a note. --out /dev/stdout into a pipe made a place in /proc/PID/fd."""
+    settings = ["train", "rnn", "--task", "adding", "--length", "5", "-H", "3", "--batch",
+                "4", "--out"]
+    common = [*settings, tmp_path / "w.npz", "--steps", "2"]
+    kept = tmp_path / "w.ckpt.npz"
+    kept.write_bytes(b"precious")
+    refused = cli(*common)
+    assert refused.exit_code == 2 and "holds something train did not write; it is left " \
+        "alone: give --checkpoint FILE, or move it" in refused.stderr, refused.stderr
+    kept.unlink()
+    (tmp_path / "mine.txt").write_bytes(b"precious")
+    kept.symlink_to(tmp_path / "mine.txt")
+    assert "holds a link train did not write" in cli(*common).stderr
+    assert (tmp_path / "mine.txt").read_bytes() == b"precious" and kept.is_symlink()
+    assert not (tmp_path / "w.npz").exists()
+    kept.unlink()
+    assert "replacing" not in cli_run(*common).stderr
+    again = cli_run(*common).stderr
+    assert f"replacing {kept}, the checkpoint of an earlier run at step 2 (--resume would " \
+        "go on from it)" in again, again
+    assert "replacing" not in cli_run(*common[:-1], "3", "--resume").stderr
+    kept.write_bytes(b"precious")
+    cli_run(*common, "--checkpoint", kept)  # named: written as every output is
+    assert kept.read_bytes().startswith(b"PK")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    refused = cli(*settings, fifo, "--steps", "2")
+    assert refused.exit_code == 2 and "is not a regular file, so there is no place beside " \
+        "it for the checkpoint" in refused.stderr, refused.stderr
 
 
 
@@ -426,13 +484,17 @@ def test_a_task_file_with_nothing_to_learn_is_refused(tmp_path, y, message):
         from_file(tmp_path / "t.npz")
 
 
-def test_a_task_too_large_for_float32_says_so_not_lower_the_learning_rate(tmp_path,
-                                                                          cli_refused):
+def test_a_task_too_large_for_float32_or_not_an_npz_says_so_naming_its_array(tmp_path,
+                                                                            cli_refused):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "t.npz", x=rng.standard_normal((4, 6, 2)) * 1e39,
              y=rng.standard_normal((6, 1)))
-    assert "too large for float32" in cli_refused("train", "lstm", "--task", tmp_path / "t.npz",
-                                                  "--steps", "2")
+    assert f"{tmp_path / 't.npz'}: x holds " in cli_refused(
+        "train", "lstm", "--task", tmp_path / "t.npz", "--steps", "2")  # the array named
+    torch.save(torch.nn.LSTM(2, 3).state_dict(), tmp_path / "m.pt")
+    assert "m.pt: not an .npz that numpy.savez wrote: it holds 'm/data.pkl' (a PyTorch " \
+        "file's pickle), which is not an .npy array" in cli_refused(
+            "train", "lstm", "--task", tmp_path / "m.pt", "--steps", "2")
 
 
 @pytest.mark.parametrize("damage", ["meta a list", "no step", "a parameter of another shape",

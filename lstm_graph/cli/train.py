@@ -43,7 +43,7 @@ from lstm_graph.training.plots import (
     gradient_flow_chart,
     loss_curves,
 )
-from lstm_graph.training.trainer import Stopped, check_fits
+from lstm_graph.training.trainer import Stopped, check_fits, checkpoint_step
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar  # what click.progressbar returns
@@ -87,6 +87,23 @@ def _ratio(first: float, last: float) -> str:
 
 def _show_loss(loss: float | None) -> str:
     return f"loss {loss:.4g}" if loss is not None else ""
+
+
+def _replaceable(checkpoint: Path) -> None:
+    """Refuse the checkpoint's default place (beside ``--out``: a name the user did not
+    give) where it holds anything but a checkpoint ``train`` wrote; say so where it holds
+    an earlier run's, which this run replaces."""
+    if not os.path.lexists(checkpoint):
+        return
+    earlier = None if checkpoint.is_symlink() or not checkpoint.is_file() \
+        else checkpoint_step(checkpoint)
+    if earlier is None:
+        what = "a link" if checkpoint.is_symlink() else "something"
+        raise click.UsageError(f"{checkpoint}, the checkpoint's place beside --out, holds "
+                               f"{what} train did not write; it is left alone: give "
+                               "--checkpoint FILE, or move it")
+    say(f"replacing {checkpoint}, the checkpoint of an earlier run at step {earlier} "
+        "(--resume would go on from it)", err=True)
 
 
 @contextmanager
@@ -156,11 +173,13 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
         check_chart(plot)
     if checkpoint is None:  # beside --out, or beside the file a link there leads to
         base = Path(os.path.realpath(out)) if out.is_symlink() else out
-        if base.exists() and not base.is_file():
+        if written_through(out) or base.exists() and not base.is_file():
             raise click.UsageError(f"--out {out} is not a regular file, so there is no place "
                                    "beside it for the checkpoint: give --checkpoint FILE")
         stem = base.name[:-4] if base.suffix.lower() == ".npz" else base.name
         checkpoint = base.with_name(stem + ".ckpt.npz")
+        if not resume:
+            _replaceable(checkpoint)
     elif written_through(checkpoint):  # --resume reads it back: a device or pipe keeps none
         raise click.UsageError(f"--checkpoint {checkpoint} is a device or pipe, which keeps "
                                "nothing for --resume to read back: give a file")

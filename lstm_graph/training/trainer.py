@@ -38,7 +38,13 @@ import numpy as np
 
 from lstm_graph.cell import Cell
 from lstm_graph.checks import run_allocations, whole, work_allocations
-from lstm_graph.errors import DataError, LstmGraphWarning, WeightsError, inert
+from lstm_graph.errors import (
+    DataError,
+    LstmGraphError,
+    LstmGraphWarning,
+    WeightsError,
+    inert,
+)
 from lstm_graph.executors import registry
 from lstm_graph.executors.backends import DTYPES
 from lstm_graph.executors.contract import Executor, Spec
@@ -311,6 +317,15 @@ class Trainer:
             raise DataError(f"{path}: a damaged checkpoint (its record lacks "
                             f"{', '.join(lacking)}, so it cannot be checked against this "
                             "run); start afresh without --resume")
+        # another cell or task is said before its arrays' names (another cell's, or
+        # another task's readout) make the file look damaged; a task's name holds the
+        # length given for it (copy10), its ``length`` the steps made of that
+        shown = [k for k in expected if k in meta and meta[k] != expected[k]
+                 and not (k == "length" and meta.get("task") != expected["task"])]
+        different = [f"{k} {_shown(meta[k])} (now {_shown(expected[k])})" for k in shown]
+        if different:
+            raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
+                            "train with the same settings or start afresh without --resume")
         names = {f"{prefix}{name}" for name in self.params
                  for prefix in ("param/", "adam.m/", "adam.v/")} | {"losses", "evals", "meta"}
         missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
@@ -325,11 +340,6 @@ class Trainer:
             warnings.warn(f"{path} was written before checkpoints recorded "
                           f"{', '.join(unrecorded)}; it is resumed without checking them",
                           LstmGraphWarning, stacklevel=2)
-        different = [f"{k} {_shown(meta[k])} (now {_shown(v)})"
-                     for k, v in expected.items() if k in meta and meta[k] != v]
-        if different:
-            raise DataError(f"{path}: a checkpoint of another run: {'; '.join(different)}; "
-                            "train with the same settings or start afresh without --resume")
         try:
             params = {name: _checked(arrays[f"param/{name}"], value, f"param/{name}")
                       for name, value in self.params.items()}
@@ -386,6 +396,20 @@ def _checked(value: np.ndarray, like: np.ndarray, name: str, moment: bool = Fals
 
 #: What a checkpoint records that earlier ones did not (see :meth:`Trainer._meta`).
 LATER_KEYS = ("cell.sha256", "task.sha256", "lr", "clip")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step the checkpoint of ``lstm-graph train`` at ``path`` was written at (its
+    record alone is read); None where ``path`` is no such checkpoint."""
+    try:
+        record = open_npz(path, WeightsError).get("meta")
+        if record is None or record.nbytes > 1 << 20:  # a record is a few hundred bytes
+            return None
+        meta = json.loads(bytes(record.read()).decode())
+    except (LstmGraphError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    step = meta.get("step") if isinstance(meta, dict) and "cell" in meta else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _shown(value: object) -> str:
@@ -517,11 +541,14 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     if named not in DTYPES:
         raise DataError(f"dtype is {dtype!r}; train in one of {', '.join(DTYPES)}")
     if task.largest > float(np.finfo(named).max):  # compared as Python floats: no warning
-        raise DataError(f"the task holds {task.largest:.3g}, too large for {named}; train in "
-                        "float64 (--dtype float64)")
+        raise DataError(f"{task.largest_in} holds {task.largest:.3g}, too large for {named}; "
+                        "train in float64 (--dtype float64)")
     check_fits(cell, task, hidden_size, steps, batch, named)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if resume and (checkpoint is None or not checkpoint.exists()):
+    if resume and checkpoint is None:
+        raise DataError("nothing to resume: resume=True goes on from a checkpoint, and no "
+                        "checkpoint path was given")
+    if resume and checkpoint is not None and not checkpoint.exists():
         raise DataError(f"nothing to resume: no checkpoint at {checkpoint}")
     if checkpoint is not None:
         check_output(checkpoint)
