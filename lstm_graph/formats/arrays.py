@@ -142,6 +142,10 @@ def _header(stream: IO[bytes], stored_bytes: int, path: Path, member: str | None
             raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
         start = stream.tell()
     except (ValueError, EOFError, OSError, SyntaxError) as err:
+        if member is not None and not member.endswith(".npy"):  # numpy.savez names each so
+            kind = " (a PyTorch file's pickle)" if member.endswith("data.pkl") else ""
+            raise error(f"{path}: not an .npz that numpy.savez wrote: it holds {member!r}"
+                        f"{kind}, which is not an .npy array") from None
         hint = "" if member is not None else "; give an array written by numpy.save"
         raise error(f"{where}: not a readable .npy array ({_reason(err)}){hint}") from None
     if dtype.hasobject:

@@ -56,6 +56,7 @@ class Task:
     baseline: float
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     largest: float = 1.0  # the largest magnitude in x and the targets
+    largest_in: str = "the task"  # where it is, as a message names it (a file's x or y)
     stored: tuple[Allocation, ...] = ()  # the data it holds (a file's x and y)
     #: Batches to measure the loss on, of sequences ``sample`` never gives (a file's
     #: held-out tenth); None: ``sample``'s own, whose sequences are new each time.
@@ -163,7 +164,8 @@ def from_file(path: str | os.PathLike[str]) -> Task:
     if targets > _SQUARED_MOST:
         raise DataError(f"{path}: y holds {targets:.3g}, whose squared errors would overflow "
                         "even float64; scale y down")
-    largest = max(abs(float(x.max())), abs(float(x.min())), targets)
+    inputs = max(abs(float(x.max())), abs(float(x.min())))
+    largest, largest_in = (inputs, f"{path}: x") if inputs >= targets else (targets, f"{path}: y")
     with np.errstate(over="ignore"):
         baseline = float(np.mean((y - y.mean(axis=-2 if loss == "mse_last" else (0, 1))) ** 2))
     if not math.isfinite(baseline):  # each squared error fits; their sum does not
@@ -193,7 +195,7 @@ def from_file(path: str | os.PathLike[str]) -> Task:
         digest.update(f"{array.shape} {array.dtype.str};".encode())
         digest.update(np.ascontiguousarray(array).data)
     return Task(path.stem, steps, x_shape[2], y_shape[-1], loss, baseline, sample, largest,
-                stored=held_arrays, held_out=held_out, digest=digest.hexdigest())
+                largest_in, stored=held_arrays, held_out=held_out, digest=digest.hexdigest())
 
 
 def named(spec: str, length: int) -> Task:
