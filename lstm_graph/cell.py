@@ -341,7 +341,7 @@ def _dtype_notes(dtypes: frozenset[np.dtype], computing: np.dtype, source: str) 
                 else "lstm-graph computes in float32 or float64"
             notes.append(f"note: {source} holds {dtype} weights; computing in {computing}, "
                          f"which rounds them ({keeps})")
-        elif dtype.itemsize < 4:
+        elif dtype.kind == "f" and dtype.itemsize < 4:
             notes.append(f"note: {source} holds {dtype} weights; computing in {computing} "
                          f"(lstm-graph computes in float32 or float64; a {dtype} run of the "
                          f"model rounds each step's values to {dtype}, and differs)")

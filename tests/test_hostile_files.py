@@ -53,8 +53,8 @@ def _quantized() -> dict:
 
 
 #: What a refusal of a tensor's dtype goes on to say.
-NUMPY_DTYPES = ("parameters are real numbers of a dtype NumPy has (float16, float32, float64, "
-                "int8, int16, int32, int64, uint8): save tensor.float()")
+NUMPY_DTYPES = ("a layer's parameters are floating-point numbers of a dtype NumPy has "
+                "(float16, float32, float64): save tensor.float()")
 #: Each case: its state dict, and the whole message after the file's name.
 PT_CASES = {
     "bfloat16": (lambda: {k: v.to(torch.bfloat16) for k, v in _lstm_state().items()},
@@ -194,6 +194,10 @@ ONNX_CASES = {
     "BFLOAT16 W": (lambda: _replace(_lstm_onnx(), "W", helper.make_tensor(
         "W", TensorProto.BFLOAT16, [1, 16, 3], [0] * 48)),
         f"W has data type BFLOAT16; {ONNX_TYPES}"),
+    "INT32 W": (lambda: _replace(_lstm_onnx(), "W", helper.make_tensor(
+        "W", TensorProto.INT32, [1, 16, 3], [1] * 48)),
+        "the W ('W') of the LSTM node holds int32 numbers; the operator's W is float16, "
+        "float32 or float64 (onnxruntime refuses such a model too)"),
     "R with short data": (lambda: _replace(_lstm_onnx(), "R", _raw("R", [1, 16, 4],
                                                                    b"\0" * 20)),
                           "R declares shape (1, 16, 4) (256 bytes) but holds 20 bytes; the "

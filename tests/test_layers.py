@@ -8,6 +8,7 @@ restates our equations.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import warnings
@@ -780,6 +781,15 @@ def test_a_model_file_is_a_spec_for_every_command(tmp_path, cli_run, cli_fails):
      "never runs code from a file: save model.state_dict()"),
     (lambda path: torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4)), path),
      "holds a whole pickled module or a TorchScript archive, not a state dict"),
+    (lambda path: torch.save({"model": torch.nn.LSTM(3, 4).state_dict(),
+                              "args": argparse.Namespace(lr=1)}, path),
+     "holds a pickled argparse.Namespace, which a weights-only load does not make (making "
+     "it would run code); lstm-graph never runs code from a file: save tensors, numbers and "
+     "text alone"),
+    (lambda path: torch.save({k: v.to(torch.int8) for k, v in
+                              torch.nn.LSTM(3, 4).state_dict().items()}, path),
+     "weight_ih_l0 has dtype int8; a layer's parameters are floating-point numbers of a "
+     "dtype NumPy has (float16, float32, float64): save tensor.float()"),
     (lambda path: torch.save({**torch.nn.LSTM(3, 4).state_dict(), "weight_ih_l0":
                               torch.nested.nested_tensor([torch.zeros(3), torch.zeros(4)])},
                              path),

@@ -391,6 +391,7 @@ def _node_layer(node: Any, constants: Constants, source: str,
             continue
         if name in constants.stored:
             tensors[what] = _header(constants.stored[name], what, source)
+            _floating(what, name, label, source, _dtypes()[constants.stored[name].data_type])
         elif what in ("initial_h", "initial_c") and constants.zeros(name):
             zeros[what] = (name, constants.zeros_shape(name))  # checked once H is known
             continue  # zeros shaped after the input: what a run starts from anyway
@@ -401,6 +402,7 @@ def _node_layer(node: Any, constants: Constants, source: str,
                          "(layers·directions, B, H)), or the run uses zeros")
         elif name in constants.made_by:
             folded[what] = _folded(constants, name, what, label, source)
+            _floating(what, name, label, source, folded[what].dtype)
             tensors[what] = (None, tuple(folded[what].shape))
         elif what in ("W", "R", "B", "P"):
             raise WeightsError(f"{source}: the {what} ('{name}') of {label} is an input of "
@@ -520,6 +522,15 @@ def _folded(constants: Constants, name: str, what: str, label: str, source: str
         raise WeightsError(f"{source}: the {what} ('{name}') of {label} is computed as "
                            f"{value.dtype}; parameters are real numbers")
     return value
+
+
+def _floating(what: str, name: str, label: str, source: str, dtype: np.dtype) -> None:
+    """Refuse an operand other than ``sequence_lens`` (checked as lengths) that holds
+    integers: the operators take floating-point weights and states."""
+    if what != "sequence_lens" and dtype.kind != "f":
+        raise WeightsError(f"{source}: the {what} ('{name}') of {label} holds {dtype} "
+                           f"numbers; the operator's {what} is float16, float32 or float64 "
+                           "(onnxruntime refuses such a model too)")
 
 
 def _batch_of(tensors: dict[str, tuple[Any, tuple[int, ...]]], layout: int) -> int:

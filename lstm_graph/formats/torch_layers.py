@@ -34,7 +34,7 @@ from lstm_graph.formats.recurrent import (
 from lstm_graph.layers import MAX_LAYERS
 
 #: The tensor dtypes a state dict may hold: those NumPy has, for real numbers.
-TORCH_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")
+TORCH_DTYPES = ("float16", "float32", "float64")
 #: A recurrent parameter's key: its module's prefix, its kind, and for a layer
 #: (not a cell) its layer number and direction.
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
@@ -104,6 +104,14 @@ def read(path: Path) -> Any:
                                "load does not read (they are pickled objects); save tensors "
                                "(torch.from_numpy(a)), or the arrays as .npz (numpy.savez)"
                                ) from None
+        other = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)",
+                          text)
+        if other and other.group(1).split(".")[0] != "torch":  # a checkpoint's extra
+            raise WeightsError(f"{path}: holds a pickled {printable(other.group(1))}, "
+                               "which a weights-only load does not make (making it "
+                               "would run code); lstm-graph never runs code from a file: "
+                               "save tensors, numbers and text alone (model.state_dict(), "
+                               "or a dict of those)") from None
         if any(mark in text for mark in ("Weights only load failed", "jit.load",
                                           "TorchScript", "Unsupported global")):
             raise WeightsError(f"{path}: holds a whole pickled module or a TorchScript "
@@ -320,15 +328,15 @@ def _array(key: str, value: Any, source: str) -> np.ndarray:
             "'meta' device?)" if value.is_meta else
             f"is a quantized tensor ({dtype}); save it dequantized (tensor.dequantize())"
             if value.is_quantized else
-            f"has dtype {dtype}; parameters are real numbers of a dtype NumPy has "
-            f"({', '.join(TORCH_DTYPES)}): save tensor.float()"
+            f"has dtype {dtype}; a layer's parameters are floating-point numbers of a "
+            f"dtype NumPy has ({', '.join(TORCH_DTYPES)}): save tensor.float()"
             if dtype not in TORCH_DTYPES else None)
         if problem:
             raise WeightsError(f"{source}: {key} {problem}")
         return np.asarray(value.detach().cpu().numpy())
     if not isinstance(value, np.ndarray):
         raise WeightsError(f"{source}: {key} is of type {type(value).__name__}, not a tensor")
-    if value.dtype.kind not in "fiu":
-        raise WeightsError(f"{source}: {key} has dtype {value.dtype}; parameters are real "
-                           "numbers")
+    if value.dtype.kind != "f":
+        raise WeightsError(f"{source}: {key} has dtype {value.dtype}; a layer's parameters "
+                           f"are floating-point numbers ({', '.join(TORCH_DTYPES)})")
     return value
