@@ -33,7 +33,7 @@ from lstm_graph.formats.recurrent import (
 )
 from lstm_graph.layers import MAX_LAYERS
 
-#: The tensor dtypes a state dict may hold: those NumPy has, for real numbers.
+#: The tensor dtypes a layer's parameters may have: the floating-point ones NumPy has.
 TORCH_DTYPES = ("float16", "float32", "float64")
 #: A recurrent parameter's key: its module's prefix, its kind, and for a layer
 #: (not a cell) its layer number and direction.
