@@ -469,6 +469,22 @@ def test_a_clip_keeps_every_digit_of_the_model_s_value(tmp_path):
         assert np.array_equal(y, expected[:, 0]), executor
 
 
+def test_an_infinite_clip_runs_as_no_clip_as_onnxruntime_runs_it(tmp_path):
+    """clip = +inf was refused as 'not a positive, finite threshold'; it bounds nothing."""
+    model, x, expected = onnx_layer("LSTM", "forward", 0, seed=3, store=False,
+                                    clip=float("inf"))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    loaded = lstm_graph.load_model(tmp_path / "m.onnx")
+    assert "clip" not in loaded.sources[0][0]
+    y, _ = loaded.compile()(x)
+    np.testing.assert_allclose(y, expected["Y"][:, 0], atol=3e-6)
+    next(a for a in model.graph.node[0].attribute if a.name == "clip").f = float("nan")
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(lstm_graph.WeightsError, match="has clip nan; a cell clip is a "
+                       "positive threshold"):
+        lstm_graph.load_model(tmp_path / "m.onnx")
+
+
 def test_a_node_name_with_line_breaks_stays_in_its_comment(tmp_path):
     """The cell written for a model names its node in a comment: a name with line breaks
     (any that ``splitlines`` takes) must not add lines to the cell."""

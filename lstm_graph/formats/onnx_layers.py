@@ -616,9 +616,11 @@ def _cells(attrs: dict[str, Any], family: str, directions: int, where: str
     clip = None
     if "clip" in attrs:
         clip = float(attrs["clip"].f)
-        if not (math.isfinite(clip) and clip > 0):
-            raise WeightsError(f"{where} has clip {clip:g}; a cell clip is a positive, finite "
+        if not clip > 0:
+            raise WeightsError(f"{where} has clip {clip:g}; a cell clip is a positive "
                                "threshold")
+        if clip == math.inf:  # bounds nothing, as onnxruntime runs it: no clip
+            clip = None
     input_forget = bool(_int(attrs, "input_forget", 0))
     before_reset = bool(_int(attrs, "linear_before_reset", 0))
     cells = [CellSpec(family, tuple(activations[d * count:(d + 1) * count]), clip,
