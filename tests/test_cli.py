@@ -540,9 +540,11 @@ def test_a_ctrl_c_once_the_command_has_ended_does_not_kill_it_silently():
 
 
 @needs_compiler
-def test_a_first_runs_time_says_how_much_of_it_compiled_the_step(tmp_path, cli_run):
+def test_a_first_runs_time_says_how_much_of_it_compiled_the_step(tmp_path, cli_run,
+                                                                 cli_process):
     """A first run at a new size said 3539 ms where the next took 39 (h81): the compile is
-    said apart, in the line and in the JSON; a run from the cache compiles nothing."""
+    said apart, in the line and in the JSON; a run from the cache compiles nothing; a
+    build the cache does not keep is not said to be cached."""
     env = {"LSTM_GRAPH_CACHE": str(tmp_path / "cache")}
     args = ["run", "lstm", "--sample", "-H", "29", "--out", tmp_path / "y.npz"]
     first = cli_run(*args, env=env)
@@ -551,3 +553,15 @@ def test_a_first_runs_time_says_how_much_of_it_compiled_the_step(tmp_path, cli_r
     again = json.loads(cli_run(*args, "--json", env=env).stdout)
     assert again["compile_seconds"] == 0.0 and again["seconds"] > 0
     assert "compiling" not in cli_run(*args, env=env).stdout
+    # a cache it cannot use (others can write in it): a private directory, not kept (h85)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    for _ in range(2):  # each a process of its own, as a user's runs
+        said = cli_process(*args, cwd=tmp_path, env={"LSTM_GRAPH_CACHE": str(shared)})
+        assert said.returncode == 0 and "is not usable" in said.stderr, said.stderr
+        assert "ms of it compiling the step, which the next runs do again: the build is not " \
+            "kept)" in said.stdout, said.stdout
+    failed = cli_run(*args[:4], "31", *args[5:], env={**env, "CC": "/bin/false"})
+    assert "failed on the generated step" in failed.stderr and "(numpy)" in failed.stdout
+    assert "cached" not in failed.stdout

@@ -19,7 +19,7 @@ from lstm_graph.cli.inputs import (
     with_progress,
 )
 from lstm_graph.distributed.jobs import Moments, check_run_names, run_arrays
-from lstm_graph.executors.buildcache import building_seconds
+from lstm_graph.executors.buildcache import Building, building
 from lstm_graph.formats.files import check_output, refuse_inputs, write_npz
 
 
@@ -39,10 +39,11 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
         return run_on_dask(spec, out, as_json, on_dask, inputs)
     prepared = prepare(spec, **inputs)
     runner, x = prepared.runner, prepared.x
-    began, built = time.perf_counter(), building_seconds()
+    began, before = time.perf_counter(), building()
     found = with_progress(progress_steps(prepared), lambda progress: run_arrays(
         runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
-    elapsed, built = time.perf_counter() - began, building_seconds() - built
+    elapsed, after = time.perf_counter() - began, building()
+    built = Building(after.seconds - before.seconds, after.unkept - before.unkept)
     write_npz(out, found.arrays)
     y = Moments.of(found.arrays["y"])  # in float64: a float32 y near its limit has a std
     stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
@@ -75,13 +76,14 @@ def read_files(spec: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ran_with: str,
            seconds: float, y: dict[str, float], as_json: bool,
-           extra: dict[str, Any] | None = None, compiling: float | None = None) -> None:
+           extra: dict[str, Any] | None = None, compiling: Building | None = None) -> None:
     """What ``run`` says of a run that wrote ``out`` (the arrays ``shapes``), with or without
     ``--dask``: the summary as JSON (with ``extra``), or a line on what was written (stderr)
     and two on what ran and ``y``'s ``mean``, ``std``, ``min`` and ``max`` (stdout, or
     stderr where ``out`` is stdout). ``compiling``: the seconds of ``seconds`` spent
-    compiling the step (a first run at a new size), said apart; None where the work ran
-    elsewhere (on Dask's workers: ``null`` in the JSON)."""
+    compiling the step (a first run at a new size), said apart, and whether the build is
+    kept for the next runs; None where the work ran elsewhere (on Dask's workers: ``null``
+    in the JSON)."""
     cell, runner, x = prepared.cell, prepared.runner, prepared.x
     aside = is_stdout(out)
     if as_json:
@@ -92,7 +94,8 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    "batch_first": runner.batch_first,
                    "lengths": prepared.lengths is not None,
                    "seconds": round(seconds, 6),
-                   "compile_seconds": None if compiling is None else round(compiling, 6),
+                   "compile_seconds": None if compiling is None
+                   else round(compiling.seconds, 6),
                    "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
                    **(extra or {})}, err=aside)
@@ -102,8 +105,10 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
     stack = "" if runner.stack.single and runner.stack.direction == "forward" else \
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
-    compiled = f" ({compiling * 1e3:.0f} ms of it compiling the step, once: the build is " \
-        "cached for the next runs)" if compiling else ""
+    compiled = "" if compiling is None or not compiling.seconds else \
+        f" ({compiling.seconds * 1e3:.0f} ms of it compiling the step, " + \
+        ("once: the build is cached for the next runs)" if not compiling.unkept else
+         "which the next runs do again: the build is not kept)")
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
         f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
         f"{seconds * 1e3:.2f} ms{compiled}", err=aside)

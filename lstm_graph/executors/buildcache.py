@@ -551,6 +551,7 @@ class _Place:
     path: Path
     real: Path
     fd: int
+    kept: bool = True  # builds here stay for later processes (not a private directory's)
 
 
 def _open_cache(path: Path, create: bool) -> _Place | None:
@@ -626,7 +627,7 @@ def _build_place() -> _Place:
                            ) from None
     _warn_once(f"the build cache {shown} is not usable ({reason}); compiling into a private "
                "temporary directory for this run (set LSTM_GRAPH_CACHE to keep builds)")
-    return _Place(private, private, os.dup(fd))
+    return _Place(private, private, os.dup(fd), kept=False)
 
 
 # -- files and directories, always relative to an open directory --------------------------
@@ -990,13 +991,24 @@ _KEPT: list[int] = []
 _LOADED: dict[tuple[int, int, str], ctypes.CDLL] = {}
 _KEY_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
 _GUARD = threading.Lock()
-_BUILDING = [0.0]  # seconds this process has spent building libraries (building_seconds)
+_BUILDING = [0.0, 0.0]  # building() in seconds: all builds, those not kept
 
 
-def building_seconds() -> float:
-    """Seconds this process has spent compiling libraries the cache did not hold: what a
-    first run at a new size holds that the next runs do not (``run`` says so)."""
-    return _BUILDING[0]
+@dataclass(frozen=True)
+class Building:
+    """Seconds this process has spent compiling libraries the cache did not hold (what a
+    first run at a new size holds that the next runs do not: ``run`` says so), and of them
+    the seconds of builds not kept for later runs: those that failed, and those made in a
+    private temporary directory (where the cache is not usable)."""
+
+    seconds: float
+    unkept: float
+
+
+def building() -> Building:
+    """This process's :class:`Building` so far."""
+    with _GUARD:
+        return Building(*_BUILDING)
 
 
 def _dlopen(fd: int, path: Path) -> ctypes.CDLL:
@@ -1198,12 +1210,15 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str,
             if handle is None:
                 handle = _load(place, key, symbols, cc)
                 if handle is None:
-                    began = time.perf_counter()
+                    began, kept = time.perf_counter(), False
                     try:
                         handle = _build(place, cc, attempts, source, key, name, symbols)
+                        kept = place.kept
                     finally:
+                        spent = time.perf_counter() - began
                         with _GUARD:
-                            _BUILDING[0] += time.perf_counter() - began
+                            _BUILDING[0] += spent
+                            _BUILDING[1] += 0.0 if kept else spent
                 _LOADED[memo] = handle
             missing = _missing(handle, symbols)
             if missing:
