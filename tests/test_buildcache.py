@@ -283,6 +283,76 @@ def test_a_path_s_links_dots_and_missing_parts_resolve_as_the_kernel_reads_them(
                                                           "y.npz"]
 
 
+def test_a_link_that_cannot_be_read_or_a_path_through_a_file_is_an_unusable_cache(
+        tmp_path, monkeypatch):
+    """``os.readlink`` of a link the user may not read (``/proc/1/cwd``) escaped as 'no
+    output was written' for run, ``cache info`` and ``clear``; 'file/../c' was taken as 'c',
+    a path the kernel refuses (h85)."""
+    (tmp_path / "a").symlink_to(tmp_path)
+    refused = OSError(errno.EACCES, os.strerror(errno.EACCES))
+    monkeypatch.setattr(buildcache.os, "readlink", lambda *args: (_ for _ in ()).throw(refused))
+    with pytest.raises(buildcache._Refused, match="Permission denied"):
+        buildcache._resolve(tmp_path / "a" / "c")
+    monkeypatch.undo()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(buildcache._Refused, match="afile is not a directory"):
+        buildcache._resolve(tmp_path / "afile" / ".." / "c")
+    if os.geteuid() != 0 or not os.access("/proc/1/cwd", os.F_OK):
+        return
+    try:
+        os.readlink("/proc/1/cwd")
+        return  # readable here: the case above stands for it
+    except PermissionError:
+        pass
+    done = cli(RUN + out(tmp_path), tmp_path, "/proc/1/cwd")
+    assert done.returncode == 0 and "is not usable" in done.stderr, done.stderr
+
+
+def test_a_compiler_reached_by_a_link_others_may_change_is_said_so_once(tmp_path):
+    """The warning said 'so it is not followed, so another user could have put it there
+    or could change it': the link's reason and the compiler's (h85)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "cc").symlink_to(shutil.which("cc") or "/usr/bin/cc")
+    done = cli(RUN + out(tmp_path), tmp_path, tmp_path / "cache", CC=str(shared / "cc"))
+    assert done.returncode == 0, done.stderr
+    assert warning_of(done.stderr) == (
+        f"warning: the C compiler {shared / 'cc'} is not used: {shared / 'cc'} is a symbolic "
+        "link that another user may have put there or may change, so it is not followed")
+
+
+def test_compiler_flags_and_gcc_variables_naming_a_place_others_can_write_are_refused(
+        tmp_path):
+    """``LSTM_GRAPH_CFLAGS=-B/shared/`` ran the ``as`` planted there, as did
+    ``COMPILER_PATH``; headers, libraries, rpaths and plugins came from such places too
+    (h85). A flag naming one is refused (the NumPy plan runs, as for any bad flag); GCC's
+    variables keep only safe directories; its dependency-file variables are left out."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "as").write_text(f"#!/bin/sh\necho as >> {tmp_path / 'ran.log'}\n"
+                               "exec /usr/bin/as \"$@\"\n")
+    (shared / "as").chmod(0o755)
+    for flag in (f"-B{shared}/", f"-I{shared}", f"-isystem{shared}", f"-L{shared}",
+                 f"-Wl,-rpath,{shared}", f"-fplugin={shared}/p.so", f"-B{shared}/new/"):
+        done = cli(RUN + out(tmp_path), tmp_path, tmp_path / "cache", LSTM_GRAPH_CFLAGS=flag)
+        assert done.returncode == 0, done.stderr
+        assert warning_of(done.stderr).startswith(
+            f"warning: $LSTM_GRAPH_CFLAGS's '{flag}' names "), done.stderr
+        assert f"other users can write {shared} (mode 0777)" in done.stderr
+        assert json.loads(done.stdout)["ran_with"] == "numpy"
+    done = cli(RUN + ["-H", "5"] + out(tmp_path), tmp_path, tmp_path / "cache",
+               COMPILER_PATH=str(shared), CPATH=f"{shared}{os.pathsep}/usr/include",
+               DEPENDENCIES_OUTPUT=str(tmp_path / "deps.d"))
+    assert done.returncode == 0 and json.loads(done.stdout)["ran_with"] == "native"
+    assert f"warning: the COMPILER_PATH entry {shared} is not searched for the C " \
+        "compiler's programs: other users can write" in done.stderr
+    assert f"warning: the CPATH entry {shared} is not searched for the headers" in done.stderr
+    assert not (tmp_path / "ran.log").exists() and not (tmp_path / "deps.d").exists()
+    assert buildcache.unsafe_place(str(tmp_path / "cache")) is None
+
+
 @pytest.mark.parametrize("how", ["CC", "PATH"])
 def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
     """``$CC`` (or the first cc on PATH) in a directory anyone can write in was run, and

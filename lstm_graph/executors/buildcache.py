@@ -181,9 +181,15 @@ def _compiler(cc: str, path: str) -> str | None:
         reason = _unsafe_program(Path(found))
         if reason is None:
             return found
-        _warn_once(f"the C compiler {found} is not used: {reason}, so another user could "
-                   "have put it there or could change it")
+        _warn_once(f"the C compiler {found} is not used: {_why_unused(reason)}")
     return None
+
+
+def _why_unused(reason: str) -> str:
+    """:func:`_unsafe_program`'s ``reason`` with what it means for running the program
+    (a link's reason says that already)."""
+    return reason if "another user may have put" in reason else \
+        f"{reason}, so another user could have put it there or could change it"
 
 
 def trusted_program(name: str) -> str | None:
@@ -195,8 +201,7 @@ def trusted_program(name: str) -> str | None:
         return None
     reason = _unsafe_program(Path(found))
     if reason is not None:
-        _warn_once(f"the program {found} is not used: {reason}, so another user could have "
-                   "put it there or could change it")
+        _warn_once(f"the program {found} is not used: {_why_unused(reason)}")
         return None
     return found
 
@@ -204,26 +209,45 @@ def trusted_program(name: str) -> str | None:
 def compiler_environment(**extra: str) -> dict[str, str]:
     """This process's environment for a compiler run, with ``extra`` and a ``PATH`` of only
     the directories no other user can put a program in (:func:`_search_path`): the
-    compiler driver looks up the assembler and the linker there."""
-    return {**os.environ, "PATH": _search_path(os.environ.get("PATH") or ""), **extra}
+    compiler driver looks up the assembler and the linker there. GCC's variables that
+    name directories (:data:`COMPILER_DIRECTORIES`) keep only such directories too, and
+    those that make it write files elsewhere (:data:`COMPILER_WRITES`) are left out."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in COMPILER_WRITES}
+    environment["PATH"] = _search_path(os.environ.get("PATH") or "")
+    for variable, searched in COMPILER_DIRECTORIES.items():
+        if variable in environment:
+            environment[variable] = _search_path(environment[variable], variable, searched)
+    return {**environment, **extra}
 
 
 #: The programs found on :func:`_search_path`, in its warnings' words.
 SEARCHED = "the programs lstm-graph runs (the C compiler's assembler and linker, Graphviz's dot)"
+#: GCC's variables naming directories it takes programs, headers or libraries to link
+#: from: what each is searched for, in :func:`_search_path`'s warnings.
+COMPILER_DIRECTORIES = {"COMPILER_PATH": "the C compiler's programs",
+                        "GCC_EXEC_PREFIX": "the C compiler's programs",
+                        "LIBRARY_PATH": "the libraries a build links",
+                        "CPATH": "the headers a build includes",
+                        "C_INCLUDE_PATH": "the headers a build includes"}
+#: GCC's variables that make it write a file the tool did not ask for (make's list of
+#: dependencies): left out of the compiler's environment.
+COMPILER_WRITES = ("DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES")
 
 
 @cache
-def _search_path(path: str) -> str:
-    """``path`` (a ``PATH``) without the directories another user could have put a program
-    in, or could change (:func:`_unsafe_program`'s rule, which a directory must pass as a
-    program does: no writing by others, sticky bit or not), nor relative ones (the working
-    directory): a warning names each left out; those that do not exist go silently."""
+def _search_path(path: str, variable: str = "PATH", searched: str = SEARCHED) -> str:
+    """``path`` (a ``PATH``, or another list of directories in ``variable``) without the
+    directories another user could have put a program in, or could change
+    (:func:`_unsafe_program`'s rule, which a directory must pass as a program does: no
+    writing by others, sticky bit or not), nor relative ones (the working directory): a
+    warning names each left out; those that do not exist go silently."""
     kept = []
     for entry in path.split(os.pathsep):
         if not os.path.isabs(entry):
-            _warn_once(f"the PATH entry {entry or '(empty: the working directory)'!r} is not "
-                       f"searched for {SEARCHED}: it is relative, so the directory a command "
-                       "runs in would provide them")
+            _warn_once(f"the {variable} entry {entry or '(empty: the working directory)'!r} "
+                       f"is not searched for {searched}: it is relative, so the directory a "
+                       "command runs in would provide them")
             continue
         if not os.path.isdir(entry):
             continue
@@ -231,9 +255,20 @@ def _search_path(path: str) -> str:
         if reason is None:
             kept.append(entry)
         else:
-            _warn_once(f"the PATH entry {entry} is not searched for {SEARCHED}: {reason}, so "
-                       "another user could put one there")
+            _warn_once(f"the {variable} entry {entry} is not searched for {searched}: "
+                       f"{reason}, so another user could put one there")
     return os.pathsep.join(kept)
+
+
+def unsafe_place(place: str) -> str | None:
+    """Why a file or directory a compiler flag names (``-B``, ``-I``, a plugin; relative
+    to the working directory) could hold what another user put there, or None: the rule
+    a compiler must pass (:func:`_unsafe_program`); one that does not exist yet, by the
+    directory it would be made in (another user could make it in ``/tmp``)."""
+    path = Path(place).absolute()
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return _unsafe_program(path)
 
 
 def _unsafe_program(program: Path) -> str | None:
@@ -410,14 +445,20 @@ def _resolve(path: Path) -> Path:
         except OSError as err:
             raise _Refused(_open_error(err, str(real / part))) from None
         if not stat.S_ISLNK(link.st_mode):
+            if parts and not stat.S_ISDIR(link.st_mode):  # 'file/..' is no path to the kernel
+                raise _Refused(f"{real / part} is not a directory")
             real = real / part
             continue
         links += 1
-        if links > 40 or others_may_replace(os.stat(real), link):
+        try:
+            mayreplace = others_may_replace(os.stat(real), link)
+            target = "" if links > 40 or mayreplace else os.readlink(real / part)
+        except OSError as err:  # a link that cannot be read (/proc/1/cwd): not followed
+            raise _Refused(_open_error(err, str(real / part))) from None
+        if links > 40 or mayreplace:
             raise _Refused(f"{real / part} is a symbolic link " + (
                 "chain too long to follow" if links > 40 else "that another user may have "
                 "put there or may change, so it is not followed"))
-        target = os.readlink(real / part)
         if os.path.isabs(target):
             real = Path("/")
         parts = [*Path(target).parts[1 if os.path.isabs(target) else 0:], *parts]

@@ -53,7 +53,7 @@ import re
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
 
@@ -145,7 +145,42 @@ def attempts() -> tuple[tuple[str, ...], ...]:
     if odd:
         raise BackendError(f"${CFLAGS_ENV} holds {odd[0]!r}, which is not a compiler flag "
                            "(flags start with '-')")
+    for flag, place in _places(extra):
+        reason = buildcache.unsafe_place(place)
+        if reason is not None:
+            raise BackendError(f"${CFLAGS_ENV}'s {flag!r} names {place}, which the compiler "
+                               f"would read from or run: {reason}, so another user could "
+                               "have put what it holds there")
     return tuple((*attempt, *extra) for attempt in ATTEMPTS)
+
+
+#: Flags that name a place the compiler or the loaded library takes programs, headers,
+#: libraries or plugins from, written joined (``-B/dir``, ``-isystem/dir``,
+#: ``-fplugin=x.so``): the place as the next word is refused before, as a word that is not
+#: a flag.
+PLACE_FLAGS = ("-B", "-I", "-L", "-isystem", "-iquote", "-idirafter", "-include", "-imacros",
+               "-iprefix", "-isysroot", "--sysroot", "-fplugin", "-specs", "--specs")
+
+
+def _places(flags: Sequence[str]) -> list[tuple[str, str]]:
+    """``(flag, place)`` for each place ``flags`` name (:data:`PLACE_FLAGS`, and the
+    linker's ``-rpath``/``-R`` given by ``-Wl,``), to be checked as a program's would."""
+    found = []
+    for flag in flags:
+        if flag.startswith("-Wl,"):
+            words = flag[4:].split(",")
+            found += [(flag, words[j + 1]) for j, word in enumerate(words[:-1])
+                      if word in ("-rpath", "-R", "--rpath")]
+            found += [(flag, word.split("=", 1)[1]) for word in words
+                      if word.startswith(("-rpath=", "--rpath="))]
+            continue
+        for name in PLACE_FLAGS:  # ``-fplugin-arg-…`` names no place
+            rest = flag[len(name):] if flag.startswith(name) else ""
+            if rest and not rest.startswith("-"):
+                found.append((flag, rest.removeprefix("=")))
+    return [(flag, place) for flag, place in found if place]
+
+
 #: Runs steps ``t0 <= t < t1`` of the step (forward).
 RUN = Symbol("lstm_graph_run", POOLED)
 #: Where the step's products of ``x`` are hoisted (:func:`hoists`): runs them over steps
