@@ -52,7 +52,7 @@ from typing import Any, cast
 import numpy as np
 
 import lstm_graph
-from lstm_graph.errors import OutputError, install_hint
+from lstm_graph.errors import BackendError, OutputError, install_hint
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES, OWN_ROWS, THREAD_WORK
 from lstm_graph.executors.prepare import usable_cpus
@@ -1107,7 +1107,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     command = shlex.join(["python", "-m", "lstm_graph.bench", *given])
-    with avx512_hidden() if args.isa == "avx2" else contextlib.nullcontext():
+    with contextlib.ExitStack() as hidden:
+        if args.isa == "avx2":
+            try:
+                hidden.enter_context(avx512_hidden())
+            except BackendError as err:  # no private place for the library it preloads
+                print(f"--isa avx2: {err}", file=sys.stderr)
+                return 1
         text, section = _run_mode(args, cells, sizes, hidden_sizes, batch_sizes, command)
     if args.isa == "avx2":  # a section of its own, beside the table of this CPU as it is
         old = section

@@ -18,11 +18,14 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lstm_graph.executors.buildcache import compiler, compiler_environment
+from lstm_graph.executors.buildcache import (
+    compiler,
+    compiler_environment,
+    private_directory,
+)
 from lstm_graph.executors.native import CFLAGS_ENV
 
 #: CPU features worth naming in a table header, in this order.
@@ -148,27 +151,27 @@ def hiding_unavailable() -> str | None:
 def avx512_hidden() -> Iterator[None]:
     """This process's environment, while inside, makes every contender run as on a CPU
     without AVX-512 (:data:`HIDE_AVX512`; the library built in a private temporary
-    folder, removed after)."""
+    folder in a temporary directory no other user can change, removed at exit: the
+    contenders load it by its path)."""
     cc = compiler()
     assert cc is not None
     saved = {name: os.environ.get(name) for name in ("LD_PRELOAD", CFLAGS_ENV, HIDDEN_ENV)}
-    with tempfile.TemporaryDirectory(prefix="lstm-graph-bench-") as folder:
-        source, library = Path(folder, "hide_avx512.c"), Path(folder, "hide_avx512.so")
-        source.write_text(HIDE_AVX512)
-        built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)],
-                               capture_output=True, text=True, check=False,
-                               env=compiler_environment())
-        if built.returncode != 0:
-            raise RuntimeError(f"building the library that hides AVX-512 failed:\n"
-                               f"{built.stderr}")
-        os.environ["LD_PRELOAD"] = " ".join(filter(None, [str(library), saved["LD_PRELOAD"]]))
-        os.environ[CFLAGS_ENV] = " ".join(filter(None, [saved[CFLAGS_ENV], "-mno-avx512f"]))
-        os.environ[HIDDEN_ENV] = "1"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    folder = private_directory()
+    source, library = folder / "hide_avx512.c", folder / "hide_avx512.so"
+    source.write_text(HIDE_AVX512)
+    built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)],
+                           capture_output=True, text=True, check=False,
+                           env=compiler_environment())
+    if built.returncode != 0:
+        raise RuntimeError(f"building the library that hides AVX-512 failed:\n{built.stderr}")
+    os.environ["LD_PRELOAD"] = " ".join(filter(None, [str(library), saved["LD_PRELOAD"]]))
+    os.environ[CFLAGS_ENV] = " ".join(filter(None, [saved[CFLAGS_ENV], "-mno-avx512f"]))
+    os.environ[HIDDEN_ENV] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     share the one their controller made (they inherit its environment): a library that
     tests on both workers need is compiled once (a run kept apart built 58 of its 782
     libraries twice), as two processes of a user share a cache. onnxruntime is imported
-    as the product imports it, leaving nothing in the user's cache directory."""
+    as the product imports it, leaving nothing in the user's cache or temporary directory."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         os.environ["LSTM_GRAPH_CACHE"] = tempfile.mkdtemp(prefix="lstm-graph-test-cache-")
     try:  # before any test module imports it: it would write into ~/.cache otherwise

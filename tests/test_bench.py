@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,9 +278,6 @@ def test_isa_avx2_is_refused_with_its_reason_where_it_cannot_run(capsys, monkeyp
 
 @pytest.mark.skipif(HIDING is not None, reason=f"--isa avx2 cannot run here: {HIDING}")
 def test_isa_avx2_hides_avx512_from_every_contender_and_writes_its_own_section(tmp_path):
-    import subprocess
-    import sys
-
     probe = ("from numpy._core._multiarray_umath import __cpu_features__ as f; "
              "print(f['AVX512F'], f['AVX2'])")
     with isa.avx512_hidden():
@@ -294,6 +294,33 @@ def test_isa_avx2_hides_avx512_from_every_contender_and_writes_its_own_section(t
     start, end = bench.SECTIONS["avx2"]
     assert "this CPU's table" in text and start in text and end in text
     assert "AVX-512 hidden from every contender" in text and "avx512f," not in text
+
+
+@pytest.mark.skipif(HIDING is not None, reason=f"--isa avx2 cannot run here: {HIDING}")
+def test_the_library_isa_avx2_preloads_is_built_only_where_no_other_user_can_change_it(
+        tmp_path):
+    """It was built in a plain temporary directory under $TMPDIR, whatever its mode: in
+    one anyone can write in, another user could swap it before a contender loaded it.
+    (A process makes its private directory once: each case is a fresh process.)"""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    code = ("import os, sys; from lstm_graph import bench, isa\n"
+            "if sys.argv[1] == 'bench':\n"
+            "    sys.exit(bench.main(['--isa', 'avx2', '--cells', 'lstm', '--sizes', 'small']))\n"
+            "with isa.avx512_hidden():\n"
+            "    print(os.environ['LD_PRELOAD'].split()[0])\n")
+    for where, case in ((shared, "bench"), (tmp_path, "hidden")):
+        done = subprocess.run([sys.executable, "-c", code, case], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "TMPDIR": str(where)})
+        if case == "bench":
+            assert done.returncode == 1 and f"--isa avx2: no private temporary directory: " \
+                f"other users can write in {shared}" in done.stderr, done.stderr
+            assert os.listdir(shared) == []
+        else:
+            library = Path(done.stdout.strip())
+            assert done.returncode == 0 and library.name == "hide_avx512.so", done.stderr
+            assert library.parent.parent == tmp_path and not library.parent.exists()
 
 
 @pytest.mark.parametrize("markers, kept", [("start", False), ("end", False), ("none", True)])

@@ -418,12 +418,14 @@ def test_seed_with_weights_or_a_model_file_is_a_usage_error(tmp_path, cli_run, c
 def test_the_check_leaves_nothing_of_onnxruntimes_in_the_users_cache(tmp_path, xdg,
                                                                      cli_process):
     """The finding: importing onnxruntime for the check made Microsoft/DeveloperTools/
-    .onnxruntime/ (a device id, a database) in ~/.cache (or $XDG_CACHE_HOME), which
-    lstm-graph did not make; the bench's onnxruntime peer does the same import."""
-    home, cache = tmp_path / "home", tmp_path / "xdg"
-    home.mkdir()
-    cache.mkdir()
-    env = {"HOME": str(home), "LSTM_GRAPH_CACHE": str(tmp_path / "ours")}
+    .onnxruntime/ (a device id, a database) in ~/.cache (or $XDG_CACHE_HOME), and .ses
+    (a session id) in $TMPDIR, which lstm-graph did not make; the bench's onnxruntime
+    peer does the same import."""
+    home, cache, temporary = tmp_path / "home", tmp_path / "xdg", tmp_path / "tmp"
+    for folder in (home, cache, temporary):
+        folder.mkdir()
+    env = {"HOME": str(home), "LSTM_GRAPH_CACHE": str(tmp_path / "ours"),
+           "TMPDIR": str(temporary)}
     if xdg:
         env["XDG_CACHE_HOME"] = str(cache)
     result = cli_process("export", "lstm", "-I", "2", "-H", "3", "--format", "onnx", "--out",
@@ -431,3 +433,4 @@ def test_the_check_leaves_nothing_of_onnxruntimes_in_the_users_cache(tmp_path, x
                          env={**env, **({} if xdg else {"XDG_CACHE_HOME": ""})})
     assert result.returncode == 0, result.stderr
     assert list(home.rglob("*")) == [] and list(cache.rglob("*")) == []
+    assert list(temporary.rglob("*")) == []

@@ -636,6 +636,17 @@ def _private_directory() -> tuple[Path, int]:
     return parent / name, fd
 
 
+def private_directory() -> Path:
+    """A private directory in the temporary directory (which must pass the cache's
+    checks), removed when the process exits: for files a child process is given by path
+    (the benchmark's preloaded library). BackendError where there is none."""
+    try:
+        path, _ = _private_directory()
+    except _Refused as refused:
+        raise BackendError(f"no private temporary directory: {refused}") from None
+    return path
+
+
 def _remove_private(base: int, name: str, fd: int) -> None:
     try:
         _empty(fd)
