@@ -91,6 +91,20 @@ def warning_of(stderr: str) -> str:
     return warning
 
 
+def planted(shared: Path, log: Path, programs: tuple[str, ...], real: str = "/usr/bin/",
+            mode: int = 0o777) -> Path:
+    """``shared``, a new directory of ``mode`` (anyone may write in it), holding for each
+    of ``programs`` a script that notes its name in ``log`` and runs the real one: what
+    another user could put there."""
+    shared.mkdir()
+    shared.chmod(mode)
+    for name in programs:
+        (shared / name).write_text(f"#!/bin/sh\necho {name} >> {log}\n"
+                                   f"exec {real}{name} \"$@\"\n")
+        (shared / name).chmod(0o755)
+    return shared
+
+
 # -- only its own directory ---------------------------------------------------------------
 
 def test_the_cache_is_a_tagged_private_directory_of_its_own(tmp_path):
@@ -328,12 +342,7 @@ def test_compiler_flags_and_gcc_variables_naming_a_place_others_can_write_are_re
     ``COMPILER_PATH``; headers, libraries, rpaths and plugins came from such places too
     (h85). A flag naming one is refused (the NumPy plan runs, as for any bad flag); GCC's
     variables keep only safe directories; its dependency-file variables are left out."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    (shared / "as").write_text(f"#!/bin/sh\necho as >> {tmp_path / 'ran.log'}\n"
-                               "exec /usr/bin/as \"$@\"\n")
-    (shared / "as").chmod(0o755)
+    shared = planted(tmp_path / "shared", tmp_path / "ran.log", ("as",))
     for flag in (f"-B{shared}/", f"-I{shared}", f"-isystem{shared}", f"-L{shared}",
                  f"-Wl,-rpath,{shared}", f"-fplugin={shared}/p.so", f"-B{shared}/new/"):
         done = cli(RUN + out(tmp_path), tmp_path, tmp_path / "cache", LSTM_GRAPH_CFLAGS=flag)
@@ -359,29 +368,22 @@ def test_a_compiler_other_users_can_write_is_passed_over(tmp_path, how):
     the library it made loaded; it is passed over with a warning for the next compiler.
     On PATH, such a directory is not searched: cc, gcc and clang all planted there hid
     /usr/bin's ('none was found')."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    for name in ("cc", "gcc", "clang"):
-        (shared / name).write_text(f"#!/bin/sh\necho ran >> {tmp_path / 'ran.log'}\n"
-                                   f"exec /usr/bin/{name} \"$@\"\n")
-        (shared / name).chmod(0o755)
-    planted = shared / "cc"
-    env = {"CC": str(planted)} if how == "CC" else {
+    shared = planted(tmp_path / "shared", tmp_path / "ran.log", ("cc", "gcc", "clang"))
+    env = {"CC": str(shared / "cc")} if how == "CC" else {
         "PATH": f"{shared}{os.pathsep}{os.environ['PATH']}"}
     done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / "cache", **env)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ([
-        f"warning: the C compiler {planted} is not used: other users can write in {shared} "
-        "(mode 0777, no sticky bit), so another user could have put it there or could "
-        "change it"] if how == "CC" else [
+        f"warning: the C compiler {shared / 'cc'} is not used: other users can write in "
+        f"{shared} (mode 0777, no sticky bit), so another user could have put it there or "
+        "could change it"] if how == "CC" else [
         f"warning: the PATH entry {shared} is not searched for {buildcache.SEARCHED}: other "
         f"users can write {shared} (mode 0777), so another user could put one there"])
     assert not (tmp_path / "ran.log").exists()
     info = json.loads(cli(["cache", "info", "--json"], tmp_path, tmp_path / "cache",
                           **env).stdout)
-    assert info["compiler"] != str(planted) and not (tmp_path / "ran.log").exists()
+    assert info["compiler"] != str(shared / "cc") and not (tmp_path / "ran.log").exists()
 
 
 def test_the_assembler_and_linker_are_not_run_from_a_directory_others_can_write(tmp_path):
@@ -389,13 +391,8 @@ def test_the_assembler_and_linker_are_not_run_from_a_directory_others_can_write(
     the sticky bit, which stops renaming, not adding) ran the ones planted there, and the
     library they made was cached and loaded. The compiler's PATH leaves it out."""
     for mode in (0o777, 0o1777):
-        shared = tmp_path / f"shared-{mode:o}"
-        shared.mkdir()
-        shared.chmod(mode)
-        for tool in ("as", "ld"):
-            (shared / tool).write_text(f"#!/bin/sh\necho {tool} >> {tmp_path / 'ran.log'}\n"
-                                       f"exec /usr/bin/{tool} \"$@\"\n")
-            (shared / tool).chmod(0o755)
+        shared = planted(tmp_path / f"shared-{mode:o}", tmp_path / "ran.log", ("as", "ld"),
+                         mode=mode)
         done = cli(NATIVE + out(tmp_path), tmp_path, tmp_path / f"cache-{mode:o}",
                    PATH=f"{shared}{os.pathsep}{os.environ['PATH']}")
         assert done.returncode == 0, done.stderr
@@ -407,12 +404,7 @@ def test_the_assembler_and_linker_are_not_run_from_a_directory_others_can_write(
 
 def test_graphviz_dot_is_not_run_from_a_directory_others_can_write(tmp_path):
     """``render`` ran the first ``dot`` on PATH, wherever it was."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    (shared / "dot").write_text(f"#!/bin/sh\necho ran >> {tmp_path / 'ran.log'}\n"
-                                "exec dot \"$@\"\n")
-    (shared / "dot").chmod(0o755)
+    shared = planted(tmp_path / "shared", tmp_path / "ran.log", ("dot",), real="")
     done = cli(["render", "lstm", "--style", "pipe", "--out", tmp_path / "d.svg"], tmp_path,
                tmp_path / "cache", PATH=f"{shared}{os.pathsep}{os.environ['PATH']}")
     assert done.returncode == 0, done.stderr
