@@ -77,6 +77,13 @@ NEAR_MISSES = {
     "relu_output": lstm_like(h="h = o * relu(c)"),
     "forget_bias_constant": lstm_like(f="f = sigmoid(linear(x, h[t-1]) + 1)"),
     "memory_reads_new_h": lstm_like(c="c = f * c[t-1] + i * g * h[t-1]"),
+    # ONNX's LSTM, but its state named h plays the operator's c: a reader of the operator
+    # (lstm-graph's own) gave each final state under the other's name (h84)
+    "states_named_as_each_others_roles": "\n".join([
+        "input x", "state h, c", "output c", "gates lstm: i, f, g, o",
+        *(f"{g} = {act}(linear(x, c[t-1]))" for g, act in
+          (("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid"))),
+        "h = f * h[t-1] + i * g", "c = o * tanh(h)"]) + "\n",
     "gru_update_swapped": """\
 input x
 state h

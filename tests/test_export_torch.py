@@ -248,6 +248,33 @@ def test_a_state_dict_linked_to_the_module_is_refused(tmp_path, cli_fails):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]
 
 
+def test_a_state_dict_place_holding_what_no_earlier_export_wrote_is_left_alone(
+        tmp_path, cli_run, cli_fails):
+    """The .pt beside --out, a name the user never gave, was written over whatever it
+    held (their own checkpoint; a link's target); an earlier export's is replaced (h84)."""
+    args = ["export", "lstm", "-I", "2", "-H", "3", "--format", "torch", "--out",
+            tmp_path / "model.py"]
+    (tmp_path / "model.pt").write_bytes(b"a checkpoint of the user's")
+    said = cli_fails(*args)
+    assert said.startswith(f"{tmp_path / 'model.pt'}: the state dict's place beside model.py "
+                           "holds a file lstm-graph did not write there"), said
+    assert (tmp_path / "model.pt").read_bytes() == b"a checkpoint of the user's"
+    (tmp_path / "model.pt").unlink()
+    (tmp_path / "theirs.txt").write_bytes(b"theirs")
+    (tmp_path / "model.pt").symlink_to(tmp_path / "theirs.txt")
+    assert "holds a link lstm-graph did not write there" in cli_fails(*args)
+    assert (tmp_path / "theirs.txt").read_bytes() == b"theirs"
+    (tmp_path / "model.pt").unlink()
+    cli_run(*args)
+    first = (tmp_path / "model.pt").read_bytes()
+    cli_run(args[0], "gru", *args[2:])  # an earlier export's pair: replaced
+    assert (tmp_path / "model.pt").read_bytes() != first
+    runner = lstm_graph.load_cell("gru").compile(input_size=2, hidden_size=3, seed=0)
+    (tmp_path / "other.pt").write_bytes(b"x")
+    with pytest.raises(lstm_graph.OutputError, match="holds a file lstm-graph did not"):
+        runner.export_torch(tmp_path / "other.py")
+
+
 def test_names_from_files_never_become_code_in_the_module(tmp_path):
     """A cell file's name (or a model's path) is text in the module's docstring: one whose
     name holds a docstring's quotes and code stays text, on export and on import."""
@@ -274,8 +301,11 @@ def test_a_module_that_cannot_be_written_leaves_the_earlier_state_dict(tmp_path,
                                "--out", tmp_path / "m.py")
     assert (tmp_path / "m.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.py"]
-    (tmp_path / "m.pt").unlink()  # a link of the user's there is theirs: never removed
-    (tmp_path / "m.pt").symlink_to(os.devnull)
+    (tmp_path / "m.pt").unlink()  # none there: nothing written
+    assert "FIFO" in cli_fails("export", "lstm", "-I", "3", "-H", "4", "--format", "torch",
+                               "--out", tmp_path / "m.py")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]
+    (tmp_path / "m.pt").symlink_to(os.devnull)  # a link of the user's: never removed
     cli_fails("export", "lstm", "-I", "3", "-H", "4", "--format", "torch", "--out",
               tmp_path / "m.py")
     assert (tmp_path / "m.pt").is_symlink()

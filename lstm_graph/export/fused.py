@@ -77,8 +77,9 @@ def match(cell: Cell) -> Fused | None:
     graph = cell.graph
     for spec in CANDIDATES:
         states = computes(graph, spec)
-        if states is None:
-            continue
+        if states is None or any(mine != role and mine in states
+                                 for role, mine in states.items()):
+            continue  # a state named as another of the operator's: a reader would swap them
         found = gate_params(graph, spec.family, graph.name)
         gates = tuple((g, found[g]) for g in _onnx_order(spec.family))
         if all(p is not None for _, p in gates):

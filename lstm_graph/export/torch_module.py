@@ -668,6 +668,24 @@ def weights_beside(path: Path) -> Path:
     return (Path(os.path.realpath(path)) if path.is_symlink() else path).with_suffix(".pt")
 
 
+#: The most of a module read to tell whether it is an earlier export's.
+_MODULE_BYTES = 1 << 22
+
+
+def _earlier_export(path: Path, weights_path: Path) -> bool:
+    """Whether ``weights_path`` is the state dict of an earlier export to ``path``: a
+    regular file (not a link) beside a module lstm-graph wrote that loads it by name."""
+    if weights_path.is_symlink() or not weights_path.is_file() or not path.is_file():
+        return False  # a module that is a FIFO is not read: that would wait for a writer
+    try:
+        with open(path, "rb") as module:
+            text = module.read(_MODULE_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "of lstm-graph as a PyTorch module." in text.split("\n", 1)[0] and \
+        f"WEIGHTS = {_quoted(weights_path.name)}" in text
+
+
 def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, Path]:
     """Write the module to ``path`` (``.py``) and its state dict beside it (``.pt``, the
     same stem); both whole or not at all. Returns the two paths."""
@@ -693,6 +711,12 @@ def export(runner: Runner, path: str | Path, check: bool = True) -> tuple[Path, 
     torch.save(weights, buffer)
     for each in (path, weights_path):
         check_output(each)
+    if os.path.lexists(weights_path) and not _earlier_export(path, weights_path):
+        what = "a link" if weights_path.is_symlink() else "a file"
+        raise OutputError(f"{weights_path}: the state dict's place beside {path.name} holds "
+                          f"{what} lstm-graph did not write there (no module of an earlier "
+                          "export beside it reads it); it is left alone: name the module "
+                          "otherwise, or move it")
     # an earlier export's state dict, put back if the module cannot be written: a new .pt
     # beside an old .py would load new weights into old equations without a word
     existed = os.path.lexists(weights_path)
