@@ -33,3 +33,13 @@ def refuse_stored(source: str, state: Mapping[str, Any], lengths: Any, fix: str)
                         "does not hold (it starts every sequence from zero states and runs it "
                         "whole), so its numbers would not be this model's; nothing was "
                         f"written. {fix}")
+
+
+def expected(runner: Any, x: Any) -> tuple[Any, dict[str, Any]]:
+    """What an export must give on ``x``: ``runner``'s run from zero states, as every
+    exported model starts (a model's stored initial states are zeros, :func:`refuse_stored`
+    refuses others; held, they bound the run to the model's batch size)."""
+    zeros = {name: runner.xp.zeros(runner.state_shape(name, x.shape[1]), runner.dtype)
+             for name in runner.cell.graph.states}
+    result: tuple[Any, dict[str, Any]] = runner(x, zeros, allow_nonfinite=True)
+    return result  # allow_nonfinite: a cell that overflows gives the same there
