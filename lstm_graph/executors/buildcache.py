@@ -1020,12 +1020,10 @@ def clear() -> Cleared:
     try:
         with _locked(place, exclusive=True):
             running = _remove_dead_work(place)
-            builds = 0
+            builds = len(_scan(place)[0])  # whole builds, as info counts them
             for item in list(os.scandir(place.fd)):
-                if _RECORD.fullmatch(item.name):
-                    builds += _discard(place.fd, item.name)
-                elif _LIBRARY.fullmatch(item.name):
-                    _discard(place.fd, item.name)
+                if _RECORD.fullmatch(item.name) or _LIBRARY.fullmatch(item.name):
+                    _discard(place.fd, item.name)  # broken records, orphans: removed too
         return Cleared(path, builds, running)
     except OSError as err:
         raise BackendError(f"cannot clear the build cache {path} ({err.strerror})") from None
