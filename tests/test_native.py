@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 import lstm_graph
 from lstm_graph.checks import run_allocations
 from lstm_graph.errors import BackendError, LstmGraphWarning
-from lstm_graph.executors import buildcache, gemm_c, native, native_backward
+from lstm_graph.executors import buildcache, gemm_c, native, native_backward, registry
 from lstm_graph.executors.contract import Spec
 from lstm_graph.executors.gemm_c import aligned_empty
 from lstm_graph.executors.layout import analyse
@@ -1031,6 +1031,24 @@ def test_each_work_compiles_only_the_library_it_runs_and_the_others_when_first_n
     y, _ = run(x)
     assert len(built) == 1 + (work != "run")
     np.testing.assert_allclose(y, found, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("work", ["grad", "trace"])
+def test_a_step_compiled_after_new_weights_runs_with_them(work):
+    """A plain step compiled on first use after ``update`` (a trainer's executor, built
+    for the gradient) packed the weights the executor was built with: 0.39 off (h86)."""
+    cell = lstm_graph.load_cell("lstm")
+    old = cell.compile(input_size=3, hidden_size=5, seed=1).params
+    new = cell.compile(input_size=3, hidden_size=5, seed=2).params
+    executor = registry.build("plan", Spec(cell.schedule, np, dict(old), 2, 3, 5,
+                                           np.dtype("float32")), "numpy", work=work)
+    executor.update(dict(new))
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype("float32")
+    zeros = {s: np.zeros((2, 5), "float32") for s in cell.graph.states}
+    y, _ = executor.run(x, zeros)
+    want, _ = cell.compile(input_size=3, hidden_size=5, weights=dict(new),
+                           executor="reference")(x)
+    np.testing.assert_allclose(y, want, **TOLERANCE["float32"])
 
 
 def test_a_compiler_failing_on_a_first_gradient_falls_back_to_the_numpy_plan(monkeypatch):

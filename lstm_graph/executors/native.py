@@ -1284,6 +1284,9 @@ class NativePlan(Executor):
     def _plain(self) -> _Build:
         """The plain step's build (``y`` and the final states), compiled on first use."""
         if self._plain_build is None:
+            if self.step.spec is not self.spec:  # new weights since (update): its step's
+                self.step = NativeStep(self.spec, self.layout, self.kernels, self.statics,
+                                       self.hoisted)
             self._plain_build = self._build(self.step)
         return self._plain_build
 
