@@ -336,30 +336,39 @@ def test_a_compiler_reached_by_a_link_others_may_change_is_said_so_once(tmp_path
         "link that another user may have put there or may change, so it is not followed")
 
 
-def test_compiler_flags_and_gcc_variables_naming_a_place_others_can_write_are_refused(
+def test_compiler_flags_naming_files_and_gcc_variables_naming_unsafe_places_are_refused(
         tmp_path):
     """``LSTM_GRAPH_CFLAGS=-B/shared/`` ran the ``as`` planted there, as did
-    ``COMPILER_PATH``; headers, libraries, rpaths and plugins came from such places too
-    (h85). A flag naming one is refused (the NumPy plan runs, as for any bad flag); GCC's
+    ``COMPILER_PATH``; headers, libraries, rpaths, response files and plugins came from
+    such places too (h85, h86). ``$LSTM_GRAPH_CFLAGS`` takes flags that tune the code
+    alone (any other is refused: the NumPy plan runs, as for any bad flag); GCC's
     variables keep only safe directories; its dependency-file variables are left out."""
     shared = planted(tmp_path / "shared", tmp_path / "ran.log", ("as",))
+    (shared / "resp").write_text(f"{shared}/evil.o\n")
     for flag in (f"-B{shared}/", f"-I{shared}", f"-isystem{shared}", f"-L{shared}",
-                 f"-Wl,-rpath,{shared}", f"-fplugin={shared}/p.so", f"-B{shared}/new/"):
+                 f"-Wl,-rpath,/usr/lib:{shared}", f"-Wl,@{shared}/resp", f"-Wp,-I{shared}",
+                 f"-Wl,-R{shared}", "-Xlinker", f"-iplugindir={shared}",
+                 f"-fplugin={shared}/p.so", f"-MF{tmp_path}/deps.d", "-save-temps",
+                 f"-T{shared}/script"):
         done = cli(RUN + out(tmp_path), tmp_path, tmp_path / "cache", LSTM_GRAPH_CFLAGS=flag)
         assert done.returncode == 0, done.stderr
         assert warning_of(done.stderr).startswith(
-            f"warning: $LSTM_GRAPH_CFLAGS's '{flag}' names "), done.stderr
-        assert f"other users can write {shared} (mode 0777)" in done.stderr
+            f"warning: $LSTM_GRAPH_CFLAGS holds '{flag}', which lstm-graph does not give the "
+            "compiler: it takes flags that tune the code"), done.stderr
         assert json.loads(done.stdout)["ran_with"] == "numpy"
+    done = cli(RUN + out(tmp_path), tmp_path, tmp_path / "cache",
+               LSTM_GRAPH_CFLAGS="-O2 -march=native -DLG_X=1 -funroll-loops -Wno-unused")
+    assert json.loads(done.stdout)["ran_with"] == "native", done.stderr
     done = cli(RUN + ["-H", "5"] + out(tmp_path), tmp_path, tmp_path / "cache",
                COMPILER_PATH=str(shared), CPATH=f"{shared}{os.pathsep}/usr/include",
+               LD_RUN_PATH=str(shared),
                DEPENDENCIES_OUTPUT=str(tmp_path / "deps.d"))
     assert done.returncode == 0 and json.loads(done.stdout)["ran_with"] == "native"
     assert f"warning: the COMPILER_PATH entry {shared} is not searched for the C " \
         "compiler's programs: other users can write" in done.stderr
     assert f"warning: the CPATH entry {shared} is not searched for the headers" in done.stderr
+    assert f"warning: the LD_RUN_PATH entry {shared} is not searched" in done.stderr
     assert not (tmp_path / "ran.log").exists() and not (tmp_path / "deps.d").exists()
-    assert buildcache.unsafe_place(str(tmp_path / "cache")) is None
 
 
 @pytest.mark.parametrize("how", ["CC", "PATH"])

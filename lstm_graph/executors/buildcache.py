@@ -223,13 +223,14 @@ def compiler_environment(**extra: str) -> dict[str, str]:
 
 #: The programs found on :func:`_search_path`, in its warnings' words.
 SEARCHED = "the programs lstm-graph runs (the C compiler's assembler and linker, Graphviz's dot)"
-#: GCC's variables naming directories it takes programs, headers or libraries to link
-#: from: what each is searched for, in :func:`_search_path`'s warnings.
+#: GCC's and the linker's variables naming directories it takes programs, headers or
+#: libraries from: what each is searched for, in :func:`_search_path`'s warnings.
 COMPILER_DIRECTORIES = {"COMPILER_PATH": "the C compiler's programs",
                         "GCC_EXEC_PREFIX": "the C compiler's programs",
                         "LIBRARY_PATH": "the libraries a build links",
                         "CPATH": "the headers a build includes",
-                        "C_INCLUDE_PATH": "the headers a build includes"}
+                        "C_INCLUDE_PATH": "the headers a build includes",
+                        "LD_RUN_PATH": "the libraries a built library loads (its rpath)"}
 #: GCC's variables that make it write a file the tool did not ask for (make's list of
 #: dependencies): left out of the compiler's environment.
 COMPILER_WRITES = ("DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES")
@@ -258,17 +259,6 @@ def _search_path(path: str, variable: str = "PATH", searched: str = SEARCHED) ->
             _warn_once(f"the {variable} entry {entry} is not searched for {searched}: "
                        f"{reason}, so another user could put one there")
     return os.pathsep.join(kept)
-
-
-def unsafe_place(place: str) -> str | None:
-    """Why a file or directory a compiler flag names (``-B``, ``-I``, a plugin; relative
-    to the working directory) could hold what another user put there, or None: the rule
-    a compiler must pass (:func:`_unsafe_program`); one that does not exist yet, by the
-    directory it would be made in (another user could make it in ``/tmp``)."""
-    path = Path(place).absolute()
-    while not os.path.lexists(path) and path != path.parent:
-        path = path.parent
-    return _unsafe_program(path)
 
 
 def _unsafe_program(program: Path) -> str | None:

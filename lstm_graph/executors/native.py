@@ -53,7 +53,7 @@ import re
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
 
@@ -144,41 +144,30 @@ def attempts() -> tuple[tuple[str, ...], ...]:
     odd = [flag for flag in extra if not flag.startswith("-")]
     if odd:
         raise BackendError(f"${CFLAGS_ENV} holds {odd[0]!r}, which is not a compiler flag "
-                           "(flags start with '-')")
-    for flag, place in _places(extra):
-        reason = buildcache.unsafe_place(place)
-        if reason is not None:
-            raise BackendError(f"${CFLAGS_ENV}'s {flag!r} names {place}, which the compiler "
-                               f"would read from or run: {reason}, so another user could "
-                               "have put what it holds there")
+                           "(flags start with '-'; a flag's value is joined to it)")
+    foreign = [flag for flag in extra if not TUNING_FLAG.fullmatch(flag)]
+    if foreign:
+        raise BackendError(f"${CFLAGS_ENV} holds {foreign[0]!r}, which lstm-graph does not "
+                           "give the compiler: it takes flags that tune the code (-O…, -m…, "
+                           "-f…, -D…, -U…, -W…, -g…, -std=…), not ones that name files or "
+                           "pass options to the preprocessor, assembler or linker (these "
+                           "could read or run what another user put in place, or write "
+                           "files the tool did not make)")
     return tuple((*attempt, *extra) for attempt in ATTEMPTS)
 
 
-#: Flags that name a place the compiler or the loaded library takes programs, headers,
-#: libraries or plugins from, written joined (``-B/dir``, ``-isystem/dir``,
-#: ``-fplugin=x.so``): the place as the next word is refused before, as a word that is not
-#: a flag.
-PLACE_FLAGS = ("-B", "-I", "-L", "-isystem", "-iquote", "-idirafter", "-include", "-imacros",
-               "-iprefix", "-isysroot", "--sysroot", "-fplugin", "-specs", "--specs")
-
-
-def _places(flags: Sequence[str]) -> list[tuple[str, str]]:
-    """``(flag, place)`` for each place ``flags`` name (:data:`PLACE_FLAGS`, and the
-    linker's ``-rpath``/``-R`` given by ``-Wl,``), to be checked as a program's would."""
-    found = []
-    for flag in flags:
-        if flag.startswith("-Wl,"):
-            words = flag[4:].split(",")
-            found += [(flag, words[j + 1]) for j, word in enumerate(words[:-1])
-                      if word in ("-rpath", "-R", "--rpath")]
-            found += [(flag, word.split("=", 1)[1]) for word in words
-                      if word.startswith(("-rpath=", "--rpath="))]
-            continue
-        for name in PLACE_FLAGS:  # ``-fplugin-arg-…`` names no place
-            rest = flag[len(name):] if flag.startswith(name) else ""
-            if rest and not rest.startswith("-"):
-                found.append((flag, rest.removeprefix("=")))
-    return [(flag, place) for flag, place in found if place]
+#: The flags ``$LSTM_GRAPH_CFLAGS`` may hold: optimisation, machine, code-generation,
+#: macro, warning and debug-information options, less the ``-f`` options that read or
+#: write files (plugins, profiles, dumps, coverage, stack usage, optimisation reports, link
+#: time optimisation's) and the ``-W`` ones that pass options on (``-Wl,``, ``-Wa,``,
+#: ``-Wp,``). Anything naming a place (``-B``, ``-I``, ``-L``, ``-specs=``, ``@file``,
+#: ``-o``, ``-M…``) is not among them.
+TUNING_FLAG = re.compile(
+    r"-(?:O[0-3sgz]?|Ofast|m[\w=.,+-]+|g[\w=-]*|D[A-Za-z_]\w*(?:=.*)?|U[A-Za-z_]\w*|w|pipe"
+    r"|std=[\w+]+|W(?![lap],)[\w=,+-]+"
+    r"|f(?!plugin|profile|auto-profile|dump|callgraph-info|stack-usage|opt-info|coverage"
+    r"|test-coverage|lto|save-optimization-record|record-gcc-switches|debug-prefix-map"
+    r"|file-prefix-map|macro-prefix-map|diagnostics-)[\w=.,+-]+)", re.DOTALL)
 
 
 #: Runs steps ``t0 <= t < t1`` of the step (forward).
