@@ -226,6 +226,8 @@ def test_the_default_checkpoint_place_is_replaced_only_where_train_wrote_it(tmp_
     assert not (tmp_path / "w.npz").exists()
     kept.unlink()
     assert "replacing" not in cli_run(*common).stderr
+    refused = cli(*settings, tmp_path / "w.npz", "--steps", "2", "--task", "nosuch")
+    assert refused.exit_code != 0 and "replacing" not in refused.stderr  # nothing replaced
     again = cli_run(*common).stderr
     assert f"replacing {kept}, the checkpoint of an earlier run at step 2 (--resume would " \
         "go on from it)" in again, again

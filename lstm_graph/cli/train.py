@@ -89,12 +89,12 @@ def _show_loss(loss: float | None) -> str:
     return f"loss {loss:.4g}" if loss is not None else ""
 
 
-def _replaceable(checkpoint: Path) -> None:
+def _replaceable(checkpoint: Path) -> int | None:
     """Refuse the checkpoint's default place (beside ``--out``: a name the user did not
-    give) where it holds anything but a checkpoint ``train`` wrote; say so where it holds
-    an earlier run's, which this run replaces."""
+    give) where it holds anything but a checkpoint ``train`` wrote; the step of an earlier
+    run's there, which this run replaces (None where there is none)."""
     if not os.path.lexists(checkpoint):
-        return
+        return None
     earlier = None if checkpoint.is_symlink() or not checkpoint.is_file() \
         else checkpoint_step(checkpoint)
     if earlier is None:
@@ -102,8 +102,7 @@ def _replaceable(checkpoint: Path) -> None:
         raise click.UsageError(f"{checkpoint}, the checkpoint's place beside --out, holds "
                                f"{what} train did not write; it is left alone: give "
                                "--checkpoint FILE, or move it")
-    say(f"replacing {checkpoint}, the checkpoint of an earlier run at step {earlier} "
-        "(--resume would go on from it)", err=True)
+    return earlier
 
 
 @contextmanager
@@ -171,6 +170,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     if plot is not None:
         usage_chart("--plot", plot)
         check_chart(plot)
+    earlier = None  # the step of an earlier run's checkpoint this run replaces
     if checkpoint is None:  # beside --out, or beside the file a link there leads to
         base = Path(os.path.realpath(out)) if out.is_symlink() else out
         if written_through(out) or base.exists() and not base.is_file():
@@ -178,8 +178,7 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
                                    "beside it for the checkpoint: give --checkpoint FILE")
         stem = base.name[:-4] if base.suffix.lower() == ".npz" else base.name
         checkpoint = base.with_name(stem + ".ckpt.npz")
-        if not resume:
-            _replaceable(checkpoint)
+        earlier = None if resume else _replaceable(checkpoint)
     elif written_through(checkpoint):  # --resume reads it back: a device or pipe keeps none
         raise click.UsageError(f"--checkpoint {checkpoint} is a device or pipe, which keeps "
                                "nothing for --resume to read back: give a file")
@@ -197,6 +196,9 @@ def train_command(spec: str, task_name: str, length: int, hidden_size: int, batc
     cell = load(spec)
     task = task_of(task_name, length)
     check_fits(cell, task, hidden_size, steps, batch, dtype)  # before the progress bar shows
+    if earlier is not None:  # said once the run is known to start
+        say(f"replacing {checkpoint}, the checkpoint of an earlier run at step {earlier} "
+            "(--resume would go on from it)", err=True)
     with ExitStack() as shown, _stop_at_a_step_end() as received:
         on_terminal = stderr_is_terminal()  # elsewhere click hides the bar: print lines
         bars: list[ProgressBar[float]] = []
