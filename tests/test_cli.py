@@ -564,4 +564,6 @@ def test_a_first_runs_time_says_how_much_of_it_compiled_the_step(tmp_path, cli_r
             "kept)" in said.stdout, said.stdout
     failed = cli_run(*args[:4], "31", *args[5:], env={**env, "CC": "/bin/false"})
     assert "failed on the generated step" in failed.stderr and "(numpy)" in failed.stdout
-    assert "cached" not in failed.stdout
+    assert "ms of it in a build of the step that failed)" in failed.stdout, failed.stdout
+    first = json.loads(cli_run(*args[:4], "33", *args[5:], "--json", env=env).stdout)
+    assert first["compile_kept"] is True and again["compile_kept"] is None

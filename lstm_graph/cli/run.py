@@ -43,7 +43,8 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
     found = with_progress(progress_steps(prepared), lambda progress: run_arrays(
         runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
     elapsed, after = time.perf_counter() - began, building()
-    built = Building(after.seconds - before.seconds, after.unkept - before.unkept)
+    built = Building(after.seconds - before.seconds, after.unkept - before.unkept,
+                     after.failed - before.failed)
     write_npz(out, found.arrays)
     y = Moments.of(found.arrays["y"])  # in float64: a float32 y near its limit has a std
     stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}
@@ -96,6 +97,8 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
                    "seconds": round(seconds, 6),
                    "compile_seconds": None if compiling is None
                    else round(compiling.seconds, 6),
+                   "compile_kept": None if compiling is None or not compiling.seconds
+                   else not compiling.unkept,
                    "out": str(out),
                    "arrays": {name: list(shape) for name, shape in shapes.items()}, "y": y,
                    **(extra or {})}, err=aside)
@@ -106,9 +109,11 @@ def report(prepared: Prepared, out: Path, shapes: dict[str, tuple[int, ...]], ra
         f", {runner.stack.describe()}"
     lengths = ", each sequence to its length" if prepared.lengths is not None else ""
     compiled = "" if compiling is None or not compiling.seconds else \
-        f" ({compiling.seconds * 1e3:.0f} ms of it compiling the step, " + \
-        ("once: the build is cached for the next runs)" if not compiling.unkept else
-         "which the next runs do again: the build is not kept)")
+        f" ({compiling.seconds * 1e3:.0f} ms of it " + \
+        ("in a build of the step that failed)" if compiling.failed else
+         "compiling the step, once: the build is cached for the next runs)"
+         if not compiling.unkept else
+         "compiling the step, which the next runs do again: the build is not kept)")
     say(f"{cell.name}: ran x {tuple(x.shape)} with H={runner.hidden_size}{stack}"
         f"{lengths} on {runner.backend} {runner.dtype.name} ({ran_with}) in "
         f"{seconds * 1e3:.2f} ms{compiled}", err=aside)

@@ -1031,18 +1031,20 @@ _KEPT: list[int] = []
 _LOADED: dict[tuple[int, int, str], ctypes.CDLL] = {}
 _KEY_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
 _GUARD = threading.Lock()
-_BUILDING = [0.0, 0.0]  # building() in seconds: all builds, those not kept
+_BUILDING = [0.0, 0.0, 0.0]  # building() in seconds: all builds, not kept, failed
 
 
 @dataclass(frozen=True)
 class Building:
     """Seconds this process has spent compiling libraries the cache did not hold (what a
-    first run at a new size holds that the next runs do not: ``run`` says so), and of them
-    the seconds of builds not kept for later runs: those that failed, and those made in a
-    private temporary directory (where the cache is not usable)."""
+    first run at a new size holds that the next runs do not: ``run`` says so); of them the
+    seconds of builds not kept for later runs (those made in a private temporary
+    directory, where the cache is not usable, and those that failed); and of those, the
+    failed ones'."""
 
     seconds: float
     unkept: float
+    failed: float
 
 
 def building() -> Building:
@@ -1250,15 +1252,16 @@ def library(source: str, attempts: Sequence[Sequence[str]], name: str,
             if handle is None:
                 handle = _load(place, key, symbols, cc)
                 if handle is None:
-                    began, kept = time.perf_counter(), False
+                    began, built, kept = time.perf_counter(), False, False
                     try:
                         handle = _build(place, cc, attempts, source, key, name, symbols)
-                        kept = place.kept
+                        built, kept = True, place.kept
                     finally:
                         spent = time.perf_counter() - began
                         with _GUARD:
                             _BUILDING[0] += spent
                             _BUILDING[1] += 0.0 if kept else spent
+                            _BUILDING[2] += 0.0 if built else spent
                 _LOADED[memo] = handle
             missing = _missing(handle, symbols)
             if missing:

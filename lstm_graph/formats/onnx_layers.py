@@ -645,10 +645,10 @@ def _header(tensor: Any, what: str, source: str) -> tuple[Any, tuple[int, ...]]:
     if tensor.data_type not in _dtypes():
         kind = TensorProto.DataType.Name(tensor.data_type) \
             if tensor.data_type in TensorProto.DataType.values() else str(tensor.data_type)
-        held = "parameters are floating-point numbers (FLOAT, DOUBLE, FLOAT16)" \
+        takes = "parameters are floating-point numbers (FLOAT, DOUBLE, FLOAT16)" \
             if what in OPERATORS["LSTM"] and what != "sequence_lens" else \
             f"parameters are real numbers ({', '.join(_ONNX_TYPES)})"
-        raise WeightsError(f"{source}: {what} has data type {kind}; {held}")
+        raise WeightsError(f"{source}: {what} has data type {kind}; {takes}")
     if tensor.HasField("segment"):
         raise WeightsError(f"{source}: {what} is stored in segments, which are not supported")
     dims = tuple(int(d) for d in tensor.dims)
