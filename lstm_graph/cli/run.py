@@ -42,9 +42,7 @@ def run(spec: str, out: Path, as_json: bool, on_dask: OnDask | None, **inputs: A
     began, before = time.perf_counter(), building()
     found = with_progress(progress_steps(prepared), lambda progress: run_arrays(
         runner, x, prepared.state, prepared.allow_nonfinite, progress, prepared.lengths))
-    elapsed, after = time.perf_counter() - began, building()
-    built = Building(after.seconds - before.seconds, after.unkept - before.unkept,
-                     after.failed - before.failed)
+    elapsed, built = time.perf_counter() - began, building() - before
     write_npz(out, found.arrays)
     y = Moments.of(found.arrays["y"])  # in float64: a float32 y near its limit has a std
     stats = {"mean": y.mean, "std": y.std, "min": y.low, "max": y.high}

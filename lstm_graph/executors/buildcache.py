@@ -1046,6 +1046,11 @@ class Building:
     unkept: float
     failed: float
 
+    def __sub__(self, before: Building) -> Building:
+        """What was spent since ``before``."""
+        return Building(self.seconds - before.seconds, self.unkept - before.unkept,
+                        self.failed - before.failed)
+
 
 def building() -> Building:
     """This process's :class:`Building` so far."""

@@ -42,6 +42,8 @@ from lstm_graph.formats.files import check_output, undone, write_atomic
 from lstm_graph.ir import CellGraph, NodeKind, Size
 from lstm_graph.ops import OpKind
 
+#: How the module's docstring ends its first line (an earlier export is known by it).
+TITLE = "of lstm-graph as a PyTorch module."
 #: Names the generated module uses itself: a cell's names are renamed around them.
 _TAKEN = frozenset({"self", "torch", "F", "nn", "Tensor", "math", "os", "Dict", "List",
                     "Optional", "Tuple", "state", "ys", "t", "range", "load", "x_seq",
@@ -407,7 +409,7 @@ def source(runner: Runner, weights_file: str, module: str = "cell") -> str:
     signature = ", ".join(["self", f"{names.of[x]}: Tensor",
                            *(f"{names.of[f'{s}[t-1]']}: Tensor" for s in states)])
     shown = inert(cell.name, quotes=True)
-    lines = [f'"""{cls}: the cell \'{shown}\' of lstm-graph as a PyTorch module.', ""]
+    lines = [f'"""{cls}: the cell \'{shown}\' {TITLE}', ""]
     lines += _doc(runner, cls, module)
     lines += ['"""', "", "import math", "import os",
               "from typing import Dict, List, Optional, Tuple", "", "import torch",
@@ -683,7 +685,7 @@ def _earlier_export(path: Path, weights_path: Path) -> bool:
             text = module.read(_MODULE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return False
-    return "of lstm-graph as a PyTorch module." in text.split("\n", 1)[0] and \
+    return TITLE in text.split("\n", 1)[0] and \
         f"WEIGHTS = {_quoted(weights_path.name)}" in text
 
 
