@@ -64,6 +64,16 @@ def test_dot_is_byte_identical_across_processes_and_hash_seeds(cli_process):
     assert len(outputs) == 1
 
 
+@needs_dot
+def test_a_pdf_holds_no_date_so_the_same_diagram_gives_the_same_bytes():
+    pdf = to_bytes(render(lstm_graph.load_cell("lstm"), "cell"), "pdf")
+    assert pdf.startswith(b"%PDF-") and b"/Producer" in pdf
+    assert b"CreationDate" not in pdf and b"ModDate" not in pdf
+    offsets = re.findall(rb"^(\d{10}) 00000 n", pdf, re.MULTILINE)  # the xref table
+    assert offsets and all(pdf[int(o):].split(b" ", 2)[2].startswith(b"obj")
+                           for o in offsets)  # each still points at its object
+
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("cell", cells(), ids=lambda c: c.name)
 def test_every_ir_edge_is_drawn_dashed_exactly_when_old_and_green_exactly_when_new_state(

@@ -7,7 +7,8 @@ True
 
 ``render`` returns a ``graphviz.Digraph`` (a notebook shows it inline) and
 never runs Graphviz; :func:`save` writes DOT text itself, and runs ``dot`` only
-for SVG, PNG and PDF. :func:`unrolled` draws several steps side by side; value
+for SVG, PNG and PDF (a PDF without the date cairo writes in it: the same diagram gives
+the same bytes in every format). :func:`unrolled` draws several steps side by side; value
 strips from a trace come from :mod:`lstm_graph.render.values`.
 
 ``dot`` is bounded: a diagram larger than its style lays out in reasonable time
@@ -123,10 +124,26 @@ def to_bytes(dot: graphviz.Digraph, fmt: str) -> bytes:
     source = str(dot.source)
     style = check_size(dot)
     captions = len(re.findall(r'^\s*subgraph "?cluster', source, re.MULTILINE))
-    return run_dot(source, fmt, node_count(source) >= FAST_FROM
-                   or captions >= FAST_FROM_CAPTIONS,
-                   "draw it in the cell style (--style cell), or write --format dot"
-                   if style == "pipe" else "write --format dot")
+    drawn = run_dot(source, fmt, node_count(source) >= FAST_FROM
+                    or captions >= FAST_FROM_CAPTIONS,
+                    "draw it in the cell style (--style cell), or write --format dot"
+                    if style == "pipe" else "write --format dot")
+    return undated(drawn) if fmt == "pdf" else drawn
+
+
+_PDF_DATE = re.compile(rb"/CreationDate \(D:[0-9]{14}[-+Z0-9']*\)")
+
+
+def undated(pdf: bytes) -> bytes:
+    """``pdf`` without the date cairo writes into its information dictionary (the second
+    ``dot`` ran), so that the same diagram gives the same bytes, as its SVG and PNG do: the
+    entry becomes as many spaces, which keeps every byte offset the file's cross-reference
+    table holds.
+
+    >>> undated(b"<< /Producer (cairo) /CreationDate (D:20261208001800Z) >>")
+    b'<< /Producer (cairo)                                   >>'
+    """
+    return _PDF_DATE.sub(lambda found: b" " * len(found.group()), pdf)
 
 
 def check_size(dot: graphviz.Digraph, advice: str | None = None) -> str:
