@@ -53,8 +53,10 @@ import numpy as np
 
 import lstm_graph
 from lstm_graph.errors import BackendError, OutputError, install_hint
+from lstm_graph.executors import gemm_c
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.native import MAX_NODES, OWN_ROWS, THREAD_WORK
+from lstm_graph.executors.native_backward import loop_threads
 from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.export.runtime import onnxruntime as load_onnxruntime
 from lstm_graph.formats.files import write_section
@@ -230,19 +232,21 @@ class Prepared:
     result: Callable[[Any], dict[str, np.ndarray]] = _as_y
 
 
-#: The gradients compared in PyTorch's names: ours has one bias per gate where PyTorch
-#: has two (their gradients alike), so its input bias's stands for both.
-COMPARED = ("weight_ih", "weight_hh", "bias_ih")
+#: The gradients compared in PyTorch's names: every weight matrix and both biases (ours
+#: has one bias per gate where PyTorch has two, their gradients alike, but for the GRU's
+#: new-gate recurrent bias, its own inside ``r * (W_hn h + b_hn)``).
+COMPARED = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def _torch_state(p: Problem) -> dict[str, Any]:
-    """The problem's weights as an ``nn.LSTM``/``nn.GRU`` state dict of its stack (a
-    peephole cell's peepholes left out: PyTorch has none)."""
+def _torch_state(p: Problem, gradients: bool = False) -> dict[str, Any]:
+    """The problem's weights (or their ``gradients``) as an ``nn.LSTM``/``nn.GRU`` state
+    dict of its stack (a peephole cell's peepholes left out: PyTorch has none)."""
     graph = lstm_graph.load_cell(p.name).graph
     state = {}
     for layer, reverse in p.stack.units:
         suffix = f"_l{layer}" + ("_reverse" if reverse else "")
-        for key, value in to_torch_state_dict(graph, p.unit_weights(layer, reverse)).items():
+        for key, value in to_torch_state_dict(graph, p.unit_weights(layer, reverse),
+                                              gradients).items():
             state[key.replace("_l0", suffix)] = value
     return state
 
@@ -250,7 +254,7 @@ def _torch_state(p: Problem) -> dict[str, Any]:
 def _torch_gradients(p: Problem, found: Any) -> dict[str, np.ndarray]:
     """Our gradients (:class:`~lstm_graph.executors.contract.Gradients`) as
     :class:`Prepared` compares them."""
-    as_torch = _torch_state(replace(p, weights=found.weights))
+    as_torch = _torch_state(replace(p, weights=found.weights), gradients=True)
     return {"x": np.asarray(found.x),
             **{f"initial.{name}": np.asarray(value) for name, value in found.state.items()},
             **{key: value.numpy() for key, value in as_torch.items()
@@ -483,25 +487,29 @@ class Job:
     threads: int | None = None  # None: the threads every contender is given
 
 
-def may_take_fewer(size: str, threads: int, cell: str = "lstm") -> bool:
+def may_take_fewer(size: str, threads: int, cell: str = "lstm", work: str = "run") -> bool:
     """Whether our executor may run ``size`` of ``cell`` on fewer threads than the
     ``threads`` it is given: a step of fewer than ``THREAD_WORK`` multiply-adds always runs
     on one, and runs of small steps of fewer than ``2 * OWN_ROWS`` sequences time
-    themselves and may take one (``ThreadChoice`` in the native executor). There each
-    peer is timed on one thread too, and its faster count is its figure, so that no peer
-    is held to a count that ours is free to leave (PyTorch at ``small`` ran 0.14 ms a run
-    on one thread and 0.44 on two on a loaded host). Every size of so few sequences
+    themselves and may take one (``ThreadChoice`` in the native executor); for ``"grad"``,
+    the loop back over the steps takes one thread for each row block of sequences
+    (:func:`~lstm_graph.executors.native_backward.loop_threads`: one for up to 6). There
+    each peer is timed on one thread too, and its faster count is its figure, so that no
+    peer is held to a count that ours is free to leave (PyTorch at ``small`` ran 0.14 ms a
+    run on one thread and 0.44 on two on a loaded host). Every size of so few sequences
     counts, whatever its step's work: more than ours may choose for, never less."""
     steps, batch, inputs, hidden = shape(size)
-    work = batch * GATES[FAMILY.get(cell, "lstm")] * hidden * (inputs + hidden)
-    return threads > 1 and (batch < 2 * OWN_ROWS or work < THREAD_WORK)
+    macs = batch * GATES[FAMILY.get(cell, "lstm")] * hidden * (inputs + hidden)
+    fewer = batch < 2 * OWN_ROWS or macs < THREAD_WORK or \
+        (work == "grad" and loop_threads(threads, batch) < threads)
+    return threads > 1 and fewer
 
 
 def with_one_thread(jobs: dict[str, Job], threads: int) -> dict[str, Job]:
     """``jobs`` and, once more on one thread (:data:`ONE_THREAD`), each peer among them
     at a size ours may run on fewer of the ``threads`` (:func:`may_take_fewer`)."""
     return jobs | {key + ONE_THREAD: replace(job, threads=1) for key, job in jobs.items()
-                   if key in PEERS and may_take_fewer(job.size, threads, job.cell)}
+                   if key in PEERS and may_take_fewer(job.size, threads, job.cell, job.work)}
 
 
 def _in_subprocess(job: Job, repeat: int, threads: int, output: Path | None
@@ -672,6 +680,30 @@ def _largest_difference(outputs: dict[str, dict[str, np.ndarray]], peers: Sequen
     return max(found) if found else None
 
 
+#: The largest |ours − peer| a row may show, as a part of the largest |value| the peers
+#: computed (of 1 where that is less): beyond it ours computed another function, which no
+#: timing compares. Float32's own differences are near 1e-6 of it (the tables' last column).
+TOLERANCE = 1e-4
+
+
+class Disagreement(Exception):
+    """Ours and a peer computed different numbers: the benchmark stops, writing nothing."""
+
+
+def agreeing(row: Row, outputs: dict[str, dict[str, np.ndarray]]) -> Row:
+    """``row``, once its difference from the peers is known to be within
+    :data:`TOLERANCE`; else :class:`Disagreement`, naming the cell, size and numbers."""
+    scale = max(1.0, _largest_value(outputs, PEERS) or 0.0)
+    if row.error is not None and not row.error <= TOLERANCE * scale:
+        what = "gradients" if row.work == "grad" else "outputs"
+        where = row.cell + ("" if row.layout == "single" else f" ({row.layout})")
+        raise Disagreement(
+            f"{where} at (T, B, I, H) = {shape(row.size)}: our {what} differ from the "
+            f"peers' by up to {row.error:.3g}, more than {TOLERANCE:g} of "
+            f"{scale:.3g}; a wrong result is not timed against a peer")
+    return row
+
+
 def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
             contenders: list[str], idle: float = 0.0, work: str = "run") -> Row:
     """Every contender on one cell and size: ``blocks`` processes each, taking turns;
@@ -685,8 +717,9 @@ def measure(name: str, size: str, repeat: int, blocks: int, threads: int,
     jobs = {c: Job(c, name, size, work) for c in contenders}
     timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
     same = work == "run" or name != "peephole_lstm"
-    return Row(name, size, timings, _largest_difference(outputs, PEERS) if same else None,
-               work, scale=_largest_value(outputs, PEERS) if same else None)
+    return agreeing(Row(name, size, timings,
+                        _largest_difference(outputs, PEERS) if same else None, work,
+                        scale=_largest_value(outputs, PEERS) if same else None), outputs)
 
 
 def measure_stack(layout: str, name: str, size: str, repeat: int, blocks: int,
@@ -703,7 +736,8 @@ def measure_stack(layout: str, name: str, size: str, repeat: int, blocks: int,
         units.append(f"unit {unit}")
         jobs[f"unit {unit}"] = Job("ours", name, unit)
     timings, outputs = take_turns(jobs, repeat, blocks, threads, idle)
-    return Row(name, size, timings, _largest_difference(outputs, PEERS), "run", layout, units)
+    return agreeing(Row(name, size, timings, _largest_difference(outputs, PEERS), "run",
+                        layout, units), outputs)
 
 
 @dataclass
@@ -727,7 +761,8 @@ def sweep(hidden_sizes: Sequence[int], batch_sizes: Sequence[int], steps: int, r
         start = time.monotonic()
         jobs = {c: Job(c, "lstm", size) for c in ("ours", "torch", "onnxruntime")}
         timings, outputs = take_turns(jobs, sweep_runs(size, repeat), blocks, threads, idle)
-        row = Row("lstm", size, timings, _largest_difference(outputs, PEERS))
+        row = agreeing(Row("lstm", size, timings, _largest_difference(outputs, PEERS)),
+                       outputs)
         cells.append(SweepCell(hidden, batch, row))
         taken.append((timed_flops(size, repeat), time.monotonic() - start))
         left = time_left(taken, [timed_flops(s, repeat) for _, _, s in sizes[k + 1:]])
@@ -938,13 +973,16 @@ def _turns(blocks: int, runs: str, idle: float, quietest: bool = True) -> str:
             f"the blocks' medians).{quiet}")
 
 
-def _one_thread(threads: int, marked: str = "\", 1 thread\" beside its ms") -> str:
+def _one_thread(threads: int, marked: str = "\", 1 thread\" beside its ms", work: str = "run"
+                ) -> str:
     """The method's sentence on the peers' one-thread blocks (:func:`with_one_thread`)."""
     if threads == 1:
         return ""
+    back = f"; the loop back over the steps takes one thread for each {gemm_c.MAX_ROWS} " \
+        "sequences" if work == "grad" else ""
     return (f" Where ours may run on fewer than its {threads} threads (steps of fewer than "
             f"{THREAD_WORK:,} multiply-adds run on one; runs of fewer than {2 * OWN_ROWS} "
-            "sequences time themselves and may take one), each peer is timed "
+            f"sequences time themselves and may take one{back}), each peer is timed "
             f"on 1 thread too, in processes of its own taking turns with the rest, and its "
             f"faster count is its figure ({marked}).")
 
@@ -954,14 +992,16 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
     """The markdown between the markers: machine, method, table, scale, and the command
     that made them."""
     waited = _waited(idle)
+    measured = list(dict.fromkeys(row.size for row in rows))
+    others = [f"{size}: {runs(size, repeat)}" for size in measured
+              if runs(size, repeat) != repeat]  # the named sizes of other counts
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
-            f"{blocks} block{'s' * (blocks != 1)} of {runs('medium', repeat)} timed runs after "
-            f"{warmed()} (small: "
-            f"{runs('small', repeat)}, large: {runs('large', repeat)}), taking "
+            f"{blocks} block{'s' * (blocks != 1)} of {repeat} timed runs after "
+            f"{warmed()}{' (' + ', '.join(others) + ')' if others else ''}, taking "
             f"turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
             f"peer's fastest block's.{_one_thread(threads)} Target: ours ÷ best peer ≤ "
-            f"{NAMED_TARGET}× at the sizes named above ({', '.join(NAMED_SIZES)}), ≤ "
+            f"{NAMED_TARGET}× at the benchmark's named sizes ({', '.join(NAMED_SIZES)}), ≤ "
             f"{TARGET}× at every size.\n\n"
             f"{table(rows)}\n\n"
             f"Scale: validate, schedule and compile a generated cell of {nodes} nodes: "
@@ -990,7 +1030,8 @@ def grad_report(rows: list[Row], threads: int, repeat: int, blocks: int, idle: f
               "peephole_lstm's peer is `nn.LSTM` of the same size, a stricter peer (less "
               "work than ours) and another function, so no difference is given for it (its "
               "gradients are checked against autograd in tests/test_grad.py). onnxruntime "
-              f"has no training path.{_one_thread(threads)} Target: ours ÷ PyTorch ≤ "
+              f"has no training path.{_one_thread(threads, work='grad')} Target: ours ÷ "
+              "PyTorch ≤ "
               f"{TARGET}×.")
     return _section("grad", threads, method, grad_table(rows), command)
 
@@ -1114,7 +1155,11 @@ def main(argv: list[str] | None = None) -> int:
             except BackendError as err:  # no private place for the library it preloads
                 print(f"--isa avx2: {err}", file=sys.stderr)
                 return 1
-        text, section = _run_mode(args, cells, sizes, hidden_sizes, batch_sizes, command)
+        try:
+            text, section = _run_mode(args, cells, sizes, hidden_sizes, batch_sizes, command)
+        except Disagreement as err:
+            print(f"{err}; nothing was written", file=sys.stderr)
+            return 1
     if args.isa == "avx2":  # a section of its own, beside the table of this CPU as it is
         old = section
         section = SECTIONS["avx2-grad" if args.work == "grad" else "avx2"]

@@ -174,7 +174,7 @@ def _kept(before, after, mode):
 def test_grad_mode_times_backpropagation_against_pytorch_and_checks_the_gradients(tmp_path):
     page = _page(tmp_path)
     before = page.read_text()
-    assert bench.main(["--work", "grad", "--cells", "lstm,peephole_lstm", "--sizes", TOY,
+    assert bench.main(["--work", "grad", "--cells", "lstm,peephole_lstm,gru", "--sizes", TOY,
                        "--repeat", "1", "--blocks", "1", "--markdown", str(page)]) == 0
     text = page.read_text()
     assert _kept(before, text, "grad") and "the forward table" in text
@@ -182,13 +182,45 @@ def test_grad_mode_times_backpropagation_against_pytorch_and_checks_the_gradient
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("| lstm", "(4, 4, 3, 5)", "nn.LSTM"),
-        ("| peephole_lstm", "(4, 4, 3, 5)", "nn.LSTM, no peepholes")]
+        ("| peephole_lstm", "(4, 4, 3, 5)", "nn.LSTM, no peepholes"),
+        ("| gru", "(4, 4, 3, 5)", "nn.GRU")]  # both biases' gradients compared: within
     difference, relative = re.fullmatch(r"(\S+) \((\S+) of the largest\) \|",
                                         rows[0][-1]).groups()
     assert float(difference) < 1e-5 and float(relative) < 1e-5  # as autograd's
     assert rows[1][-1] == "— |"  # another function: no difference to give
     assert "y.backward(grad_y)" in section and "Command: `python -m lstm_graph.bench " \
         "--work grad" in section
+
+
+def _off_by(monkeypatch, amount, key):
+    """``bench.take_turns`` with ``amount`` added to ours' ``key`` (its first numbers)."""
+    take_turns = bench.take_turns
+
+    def turns(*args, **kwargs):
+        timings, outputs = take_turns(*args, **kwargs)
+        outputs["ours"][key].flat[:3] += amount
+        return timings, outputs
+
+    monkeypatch.setattr(bench, "take_turns", turns)
+
+
+@pytest.mark.parametrize("mode, key", [
+    (["--cells", "lstm", "--no-reference"], "y"),
+    (["--work", "grad", "--cells", "gru"], "bias_hh_l0"),  # the new gate's own b_hn too
+    (["--sweep", "--sweep-hidden", "5", "--sweep-batch", "4", "--sweep-steps", "4"], "y")],
+    ids=["forward", "gradient", "sweep"])
+def test_a_result_off_the_peers_is_refused_and_nothing_written(tmp_path, monkeypatch, capsys,
+                                                              mode, key):
+    page = _page(tmp_path)
+    before = page.read_text()
+    _off_by(monkeypatch, 0.01, key)
+    assert bench.main([*mode, "--sizes", TOY, "--repeat", "1", "--blocks", "1",
+                       "--markdown", str(page)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"(lstm|gru) at \(T, B, I, H\) = \(4, (4|4), (3|5), 5\): our "
+                     r"(outputs|gradients) differ from the peers' by up to 0\.01", err), err
+    assert "a wrong result is not timed against a peer; nothing was written" in err
+    assert page.read_text() == before
 
 
 def test_stacks_mode_times_a_two_layer_and_a_bidirectional_lstm_and_their_overhead(tmp_path):
@@ -357,6 +389,12 @@ def test_where_ours_may_take_one_thread_each_peer_is_timed_on_one_too(monkeypatc
     assert bench.may_take_fewer("50x3x64x64", 2) and not bench.may_take_fewer("50x4x64x64", 2)
     # a step under THREAD_WORK multiply-adds runs on one thread whatever its batch
     assert bench.may_take_fewer("50x4x8x8", 2) and bench.may_take_fewer("20x8x8x8", 2, "gru")
+    # a gradient's loop back over the steps takes a thread for each block of 6 sequences
+    assert bench.may_take_fewer("50x6x256x256", 2, "gru", "grad")
+    assert not bench.may_take_fewer("50x6x256x256", 2, "gru")
+    assert not bench.may_take_fewer("50x7x256x256", 2, "lstm", "grad")
+    grads = {c: bench.Job(c, "lstm", "50x5x64x64", "grad") for c in ("ours", "torch")}
+    assert "torch on 1 thread" in bench.with_one_thread(grads, 2)
     seen = []
 
     def run(command, env, **_):
@@ -384,3 +422,17 @@ def test_a_peer_faster_on_one_thread_is_compared_on_one_thread_and_marked():
     assert bench.sweep_table([bench.SweepCell(32, 1, row)]).endswith("| 32 | 0.50×† |")
     assert "faster count is its figure" in bench._one_thread(2)
     assert bench._one_thread(1) == ""
+
+
+def test_the_method_names_the_run_counts_of_the_sizes_measured_alone():
+    def row(size):
+        timing = bench.Timing([[1.0]], 1.0)
+        return bench.Row("lstm", size, {"ours": timing, "torch": timing}, 1e-7)
+
+    def method(sizes):
+        text = bench.report([row(s) for s in sizes], 2, 10, 3, 100, 0.5, 0, "cmd")
+        return text.split("\n")[3]
+
+    assert "of 10 timed runs after " in method([TOY]) and "small:" not in method([TOY])
+    assert "(small: 200, large: 5), taking" in method(["small", "medium", "large"])
+    assert "at the benchmark's named sizes (small, medium, large)" in method([TOY])

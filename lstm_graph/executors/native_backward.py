@@ -88,6 +88,13 @@ WEIGHTS = Symbol("lstm_graph_weights", POOLED)
 ROW_CHUNKS = {32: 256, 16: 32}
 
 
+def loop_threads(threads: int, batch: int) -> int:
+    """The threads of ``threads`` that the loop back over the steps runs on: one for each
+    row block of :data:`gemm_c.MAX_ROWS` sequences (a block is not split between threads),
+    so a run of at most that many sequences goes back on one."""
+    return max(1, min(threads, -(-batch // gemm_c.MAX_ROWS)))
+
+
 def by_unit(product: Product, hidden: int, dz_bytes: int) -> bool:
     """Whether ``product``'s weight gradient is made unit by unit: ``(units, size)``, the
     layout of the weights (``dZᵀ · operand``: rows of ``MR`` units, vectors of the
@@ -486,7 +493,7 @@ class NativeGrad:
         for state, binding in kernels.carry.items():  # slot of step T - 1: grad_final
             slot = made[binding.name][(steps - 1) & 1]
             slot[...] = grad_final[state] if state in grad_final else 0
-        parts = max(1, min(self.plan.threads, -(-batch // gemm_c.MAX_ROWS)))
+        parts = loop_threads(self.plan.threads, batch)
         if kernels.sums is not None:
             made[kernels.sums.name] = gemm_c.aligned(np.zeros((parts, kernels.sums.width),
                                                               dtype))

@@ -138,12 +138,14 @@ def unstack(params: Mapping[str, GateParams | None], order: tuple[str, ...], w_x
 
 
 def stack(params: Mapping[str, GateParams | None], order: tuple[str, ...],
-          weights: Mapping[str, np.ndarray]
+          weights: Mapping[str, np.ndarray], gradients: bool = False
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The inverse of :func:`unstack`: ``(w_x, w_h, b_x, b_h)`` stacked in ``order``.
 
     A bias with one owner goes wholly into ``b_x`` (``b_h`` is zero there), so
-    unstacking gives the same weights back; a gate the cell does not use is zeros.
+    unstacking gives the same weights back; a gate the cell does not use is zeros. Where
+    ``weights`` are gradients, such a bias's is both ``b_x``'s and ``b_h``'s (the two
+    biases of a layer that has two are added where the one is, so each has its gradient).
     """
     w_x: list[np.ndarray] = []
     w_h: list[np.ndarray] = []
@@ -160,8 +162,10 @@ def stack(params: Mapping[str, GateParams | None], order: tuple[str, ...],
         w_x.append(weights[names.w_x])
         w_h.append(weights[names.w_h])
         b_x.append(weights[names.b_x])
-        b_h.append(np.zeros_like(weights[names.b_x]) if names.b_h is None
-                   else weights[names.b_h])
+        if names.b_h is not None:
+            b_h.append(weights[names.b_h])
+        else:
+            b_h.append(weights[names.b_x] if gradients else np.zeros_like(weights[names.b_x]))
     return (np.concatenate(w_x), np.concatenate(w_h), np.concatenate(b_x),
             np.concatenate(b_h))
 
@@ -174,14 +178,15 @@ def family_of(graph: CellGraph) -> str:
     return next(iter(graph.gates))
 
 
-def to_torch_state_dict(graph: CellGraph, weights: Mapping[str, np.ndarray]
-                        ) -> dict[str, Any]:
-    """An ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict (of tensors) holding ``weights``."""
+def to_torch_state_dict(graph: CellGraph, weights: Mapping[str, np.ndarray],
+                        gradients: bool = False) -> dict[str, Any]:
+    """An ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict (of tensors) holding ``weights``
+    (or, with ``gradients``, the gradients of such a layer's parameters: :func:`stack`)."""
     import torch
 
     family = family_of(graph)
     params = gate_params(graph, family, "weights")
-    w_x, w_h, b_x, b_h = stack(params, GATE_ORDER["torch", family], weights)
+    w_x, w_h, b_x, b_h = stack(params, GATE_ORDER["torch", family], weights, gradients)
     return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in (
         ("weight_ih_l0", w_x), ("weight_hh_l0", w_h), ("bias_ih_l0", b_x), ("bias_hh_l0", b_h))}
 

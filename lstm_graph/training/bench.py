@@ -52,6 +52,7 @@ from lstm_graph.bench import (
     warmed,
 )
 from lstm_graph.errors import OutputError, install_hint
+from lstm_graph.executors import gemm_c
 from lstm_graph.executors.buildcache import compiler, compiler_version
 from lstm_graph.executors.prepare import usable_cpus
 from lstm_graph.formats.files import write_section
@@ -138,7 +139,7 @@ def step_times(cell: str, hidden: int, batch: int, length: int, threads: int, re
     seconds for the CPUs to be idle."""
     runs = {("ours", threads): Timing(), ("torch", threads): Timing()}
     if may_take_fewer(f"{length}x{batch}x{adding(length).input_size}x{hidden}", threads,
-                      cell):  # ours may run on one thread: PyTorch is timed there too
+                      cell, "grad"):  # ours may run on one thread: PyTorch is timed there too
         runs[("torch", 1)] = Timing()
     for _ in range(blocks):
         for (contender, count), timing in runs.items():
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
               f"turns, {args.repeat} timed "
               f"steps each after {warmed()}; ms: median of all steps (range of the blocks' "
               "medians). PyTorch's Adam is its fused one (`fused=True`), its fastest on the "
-              "CPU. Where ours may run on one thread (small steps), PyTorch is timed on 1 "
+              "CPU. Where ours may run on one thread (small steps, or a loop back over "
+              f"the steps of at most {gemm_c.MAX_ROWS} sequences), PyTorch is timed on 1 "
               "thread too, and its faster count is its figure (\", 1 thread\" beside its ms). "
               "Target: ours ÷ PyTorch ≤ 1.0×.", "", *step_table(times), "",
               f"Command: `{shlex.join(['python', '-m', 'lstm_graph.training.bench', *given])}`",
