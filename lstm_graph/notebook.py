@@ -3,7 +3,8 @@
 - A :class:`~lstm_graph.cell.Cell` that is the last expression of a notebook cell shows
   its diagram in the pipe style (``Cell._repr_svg_``: :func:`cell_svg`);
   ``cell.render("cell")`` gives the other style (a ``graphviz.Digraph``, which notebooks
-  show too).
+  show too, drawn by lstm-graph's own bounded run of ``dot``:
+  :class:`~lstm_graph.render.draw.Diagram`).
 - ``runner.explore(x)`` returns an :class:`Explorer`: the explorer page of that run,
   shown inline (``_repr_html_``) in an ``iframe`` whose ``srcdoc`` holds the whole page,
   so nothing is loaded from anywhere; ``.html`` is the page, ``.save(path)`` writes it.

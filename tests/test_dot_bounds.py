@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,33 @@ def test_each_state_s_memory_path_is_found_once_a_drawing(style, monkeypatch):
     monkeypatch.setattr(Scene, "_find_pipe_path", counted)
     render(compile_source(chain(400), "long.cell"), style)
     assert found == ["h"]
+
+
+def test_a_diagram_a_notebook_shows_is_drawn_by_the_trusted_bounded_dot(tmp_path,
+                                                                        monkeypatch):
+    """``cell.render(...)`` is what a notebook shows, by the graphviz package's display
+    methods: they ran the first ``dot`` on PATH (here one in a directory anyone may write
+    in), without a bound, and drew a diagram too large for its style for minutes."""
+    ran = tmp_path / "ran.log"
+    shared = tmp_path / "shared"
+    fake_dot(shared, f"open({str(ran)!r}, 'a').write('ran'); print('<svg/>')")
+    shared.chmod(0o777)
+    monkeypatch.setenv("PATH", f"{shared}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the PATH entry left out is said once a process
+        diagram = load_cell("lstm").render("cell")
+        shown = diagram._repr_mimebundle_()
+        assert list(shown) == ["image/svg+xml"] and "<title>lstm_cell</title>" in \
+            shown["image/svg+xml"]
+        assert diagram.pipe(format="png").startswith(b"\x89PNG")
+        with pytest.raises(RenderError, match=r"written by lstm_graph\.render\.save\("):
+            diagram.render("lstm", format="png")  # the package's own, refused
+        too_large = render(compile_source(chain(150), "c.cell"), "pipe")
+        began = time.monotonic()
+        (reason,) = too_large._repr_mimebundle_().values()
+    assert reason.startswith("this pipe-style diagram has ") and time.monotonic() - began < 5
+    assert not ran.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
 
 
 def test_the_limits_follow_each_style(tmp_path, monkeypatch):

@@ -8,11 +8,13 @@ name that reaches an HTML label is escaped here (``# keep <old> & add``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import graphviz
 
+from lstm_graph.errors import RenderError
 from lstm_graph.ir import EdgeKind
 from lstm_graph.render import palette as P
 from lstm_graph.render.scene import Scene, VEdge, VNode, markup
@@ -298,9 +300,52 @@ def legend(look: Look, loop: bool = False) -> str:
             f'{"".join(rows)}</TABLE>>')
 
 
+class Diagram(graphviz.Digraph):
+    """A diagram lstm-graph drew: a ``graphviz.Digraph`` whose pictures are made by
+    lstm-graph's own run of ``dot`` (:func:`lstm_graph.render.to_bytes`: the ``dot`` of a
+    ``PATH`` entry no other user may write, after the diagram's size is checked, within
+    bounds of memory and time), not by the ``graphviz`` package's, which runs the first
+    ``dot`` on ``PATH`` and waits for it without a bound. A notebook shows it through
+    :meth:`pipe`, and shows the reason as text where it cannot be drawn; the package's
+    :meth:`render` and :meth:`view`, which would run that other ``dot``, are refused
+    (``lstm_graph.render.save`` writes a picture)."""
+
+    def pipe(self, format: str | None = None, renderer: str | None = None,  # noqa: A002
+             formatter: str | None = None, neato_no_op: bool | int | None = None,
+             quiet: bool = False, *, engine: str | None = None, encoding: str | None = None
+             ) -> bytes | str:
+        """The diagram as ``format`` (``svg``, ``png``, ``pdf`` or ``dot``), text where
+        ``encoding`` is given; Graphviz's other renderers, formatters and engines are
+        refused, not passed to a ``dot`` run some other way."""
+        from lstm_graph.render import to_bytes
+
+        if renderer or formatter or neato_no_op or engine not in (None, "dot"):
+            raise RenderError("lstm-graph lays its diagrams out with dot and its own "
+                              "settings: give a format alone")
+        data = to_bytes(self, format or "svg")
+        return data.decode(encoding) if encoding else data
+
+    def _repr_mimebundle_(self, include: Iterable[str] | None = None,
+                          exclude: Iterable[str] | None = None, **_: Any
+                          ) -> dict[str, bytes | str]:
+        try:
+            bundle: dict[str, bytes | str] = super()._repr_mimebundle_(include, exclude)
+        except RenderError as err:  # too large, or no dot: the reason, not a traceback
+            return {"text/plain": str(err)}
+        return bundle
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        raise RenderError("a diagram of lstm-graph is written by lstm_graph.render.save("
+                          "diagram, 'cell.svg', 'svg') (svg, png, pdf or dot), which runs "
+                          "dot within its bounds; its .source is the DOT text")
+
+    def view(self, *args: Any, **kwargs: Any) -> str:
+        return self.render()
+
+
 def new_digraph(scene: Scene, style: str, **graph_attrs: str) -> graphviz.Digraph:
     attrs = {"fontname": P.FONT, "bgcolor": "white", "pad": "0.2", **graph_attrs}
-    graph = graphviz.Digraph(f"{scene.graph.name}_{style}", graph_attr=attrs,
+    graph = Diagram(f"{scene.graph.name}_{style}", graph_attr=attrs,
                              node_attr={"fontname": P.FONT},
                              edge_attr={"fontname": P.FONT})
     graph.attr(label=f"<<FONT POINT-SIZE=\"12\">{markup(scene.graph.name)}</FONT>>",
