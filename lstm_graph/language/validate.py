@@ -177,7 +177,12 @@ def check_constants(graph: CellGraph, dtype: np.dtype) -> list[Diagnostic]:
 def unused(graph: CellGraph) -> list[Diagnostic]:
     """Warnings for values and inputs that reach no state and no output."""
     roots = [n for n in (*graph.states, *graph.outputs) if n in graph.nodes]
-    used = set(roots).union(*(nx.ancestors(graph.dataflow, r) for r in roots))
+    used, frontier = set(roots), list(roots)  # one search back from all of them: a search
+    while frontier:  # from each root took time and memory as the square of a chain of states
+        for source in graph.dataflow.predecessors(frontier.pop()):
+            if source not in used:
+                used.add(source)
+                frontier.append(source)
     found = [
         _diag(graph, a.loc, f"'{a.name}' is never used: it reaches no state and no output",
               "warning")
