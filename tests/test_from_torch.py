@@ -6,6 +6,7 @@ supported, exit 1, no traceback."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -405,6 +406,34 @@ def test_a_module_beside_the_file_is_imported_only_where_no_other_user_can_put_i
     assert "lg_sibling_cells" not in sys.modules  # a later file's sibling of that name: its own
 
 
+@pytest.mark.parametrize("made", ["lg_open_helper.py", "lg_open_pkg/__init__.py"])
+def test_a_module_beside_the_file_that_others_can_write_is_not_run(tmp_path, cli_fails, made):
+    """FILE.py's own folder is the user's, but a module in it that others can write (mode
+    0666), or a package folder there that they can write in (0777), was imported and run
+    (its marker file appeared); FILE.py itself was refused so."""
+    ran = tmp_path / "ran.txt"
+    module = tmp_path / "cells" / made
+    module.parent.mkdir(parents=True, exist_ok=True)
+    module.write_text(f"open({str(ran)!r}, 'w').write('ran')\nfrom torch import tanh as act\n")
+    open_one = module if made.endswith("helper.py") else module.parent
+    open_one.chmod(0o666 if open_one.is_file() else 0o777)
+    name = made.split("/")[0].removesuffix(".py")
+    (tmp_path / "cells" / "wrap.py").write_text(
+        f"import torch\nfrom torch import nn\nfrom {name} import act\n\n\n"
+        "class Cell(nn.Module):\n    def __init__(self, i, h):\n        super().__init__()\n"
+        "        self.l = nn.Linear(i + h, h)\n\n    def forward(self, x, h):\n"
+        "        h = act(self.l(torch.cat([x, h], 1)))\n        return h, h\n")
+    err = cli_fails("from-torch", f"{tmp_path / 'cells' / 'wrap.py'}:Cell", "-I", IN, "-H",
+                    HID, "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
+                    tmp_path / "w.npz")
+    assert re.search(r"wrap\.py:3: error: importing .*wrap\.py failed: ImportError: .*"
+                     + re.escape(made if open_one.is_file() else made.split("/")[0])
+                     + r".*other users can write", err), err
+    assert "so its code is not run" in err
+    assert not ran.exists() and not (tmp_path / "c.cell").exists()
+    assert not list(tmp_path.rglob("__pycache__"))  # nothing written beside them either
+
+
 def test_two_files_with_siblings_of_one_name_each_get_their_own(tmp_path):
     """Both folders' cells.py import helper: the second conversion in one process took the
     first folder's helper (kept in sys.modules), and its check passed, run with it too."""
@@ -451,6 +480,128 @@ class Locked(Hooked):
         self.l = nn.Linear(i + h, h)
         self.lock = threading.Lock()
 """
+
+
+_GRADIENTS_CHANGED = """
+import torch
+from torch import nn
+
+
+class Halved(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 0.5
+
+
+class Base(nn.Module):
+    def __init__(self, i, h):
+        super().__init__()
+        self.l = nn.Linear(i + h, 2 * h)
+
+    def forward(self, x, h):
+        a, b = self.l(torch.cat([x, h], 1)).chunk(2, 1)
+        h = torch.tanh(a) * self.gate(b)
+        return h, h
+
+    def gate(self, b):
+        return torch.sigmoid(b)
+
+
+class NoGrad(Base):
+    def gate(self, b):
+        with torch.no_grad():
+            return torch.sigmoid(b)
+
+
+class GradOff(Base):
+    def gate(self, b):
+        with torch.set_grad_enabled(False):
+            return torch.sigmoid(b)
+
+
+class Inference(Base):
+    def gate(self, b):
+        with torch.inference_mode():
+            return torch.sigmoid(b)
+
+
+class OwnBackward(Base):
+    def gate(self, b):
+        return torch.sigmoid(Halved.apply(b))
+
+
+class ModuleHook(Base):
+    def __init__(self, i, h):
+        super().__init__(i, h)
+        self.l.register_full_backward_hook(lambda module, given, out: (given[0] * 0.5,))
+
+
+class WeightHook(Base):
+    def __init__(self, i, h):
+        super().__init__(i, h)
+        self.l.weight.register_hook(lambda gradient: gradient * 0.5)
+
+
+class Checkpointed(Base):
+    def gate(self, b):
+        return torch.utils.checkpoint.checkpoint(torch.sigmoid, b, use_reentrant=True)
+"""
+
+
+@pytest.mark.parametrize("name, words", [
+    ("NoGrad", r"gradients\.py:33: error: NoGrad\.forward computes with gradients off "
+               r"\(torch\.no_grad\(\), set_grad_enabled\(False\) or inference_mode\(\)\)"),
+    ("GradOff", r"gradients\.py:39: error: GradOff\.forward computes with gradients off"),
+    ("Inference", r"gradients\.py:45: error: Inference\.forward computes with gradients off"),
+    ("OwnBackward", r"gradients\.py:50: error: OwnBackward\.forward calls Halved\.apply, a "
+                    r"torch\.autograd\.Function with a backward of its own"),
+    ("ModuleHook", r"ModuleHook\.l has a backward hook, which changes the gradients it "
+                   "passes back"),
+    ("WeightHook", r"WeightHook\.l\.weight has a gradient hook \(register_hook\), which "
+                   "changes its gradient"),
+])
+def test_a_forward_whose_gradients_are_not_its_equations_is_refused(tmp_path, name, words,
+                                                                    cli_fails):
+    """Each computes what Base does, so the check of the forward passed, and the cell's
+    gradients were not the module's (0.07 to 1.2 off): refused, as detach() is."""
+    (tmp_path / "gradients.py").write_text(_GRADIENTS_CHANGED)
+    err = cli_fails("from-torch", f"{tmp_path / 'gradients.py'}:{name}", "-I", IN, "-H", HID,
+                    "--states", "h", "--out", tmp_path / "c.cell", "--weights-out",
+                    tmp_path / "w.npz")
+    assert re.search(words, err), err
+    assert "a cell's equations cannot say so (lstm-graph differentiates every value" in err
+    assert not (tmp_path / "c.cell").exists()
+    converted = convert(tmp_path / "gradients.py", "Checkpointed", IN, HID, ["h"])
+    assert converted.error < 1e-12  # torch's own Functions compute the gradients they say
+    assert torch.is_grad_enabled()
+
+
+def test_code_that_exits_or_parses_the_command_line_or_prints_is_kept_in_its_place(
+        tmp_path, cli_fails, cli_run):
+    """sys.exit() in a forward ended the command with status 0 and no word; a module-level
+    argparse read lstm-graph's options and failed with its own usage; prints went into
+    --json's stdout."""
+    cell = ("import argparse, sys\nimport torch\nfrom torch import nn\n"
+            "args = argparse.ArgumentParser().parse_args()\nprint('imported')\n\n\n"
+            "class Cell(nn.Module):\n    def __init__(self, i, h):\n        super().__init__()\n"
+            "        self.l = nn.Linear(i + h, h)\n\n    def forward(self, x, h):\n"
+            "        print('stepped')\n        h = torch.tanh(self.l(torch.cat([x, h], 1)))\n"
+            "        return h, h\n\n\nclass Exits(Cell):\n    def forward(self, x, h):\n"
+            "        sys.exit(0)\n")
+    (tmp_path / "script.py").write_text(cell)
+    args = ["-I", IN, "-H", HID, "--states", "h", "--out", tmp_path / "c.cell",
+            "--weights-out", tmp_path / "w.npz"]
+    err = cli_fails("from-torch", f"{tmp_path / 'script.py'}:Exits", *args)
+    assert "script.py:21: error: running script.py's code failed: SystemExit: 0 (it would " \
+        "have ended the command: nothing was written)\n    sys.exit(0)" in err
+    assert not (tmp_path / "c.cell").exists()
+    result = cli_run("from-torch", f"{tmp_path / 'script.py'}:Cell", *args, "--json")
+    assert json.loads(result.stdout)["cell"] == "c"
+    assert "imported" in result.stderr and "stepped" in result.stderr
 
 
 @pytest.mark.parametrize("name, words", [

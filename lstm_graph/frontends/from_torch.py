@@ -13,12 +13,14 @@ forward, and what is supported (:class:`~lstm_graph.frontends.torch_fx.ConvertEr
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import inspect
 import re
+import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,37 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     states = check_states(states)
     if not 0 <= seed < 2**64:  # what torch.manual_seed takes
         raise ConvertError(f"seed {seed} is not a whole number from 0 to 2**64 - 1")
+    with _running_user_code(path):
+        return _convert(path, class_name, input_size, hidden_size, states, state_dict, out,
+                        seed)
+
+
+@contextlib.contextmanager
+def _running_user_code(path: Path) -> Iterator[None]:
+    """While FILE.py's code runs (its import, its constructor, its forward): ``sys.argv``
+    as ``python FILE.py`` has it (a module-level argparse read lstm-graph's options and
+    ended the command with its own usage error), the code's prints on stderr (stdout
+    holds what lstm-graph writes, ``--json``), and ``sys.exit()`` a refusal at its line
+    (the command ended with its status and without a word)."""
+    argv = sys.argv
+    sys.argv = [str(path)]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except SystemExit as err:
+        found = torch_fx._located({str(path.resolve())}, err, f"running {path.name}'s code")
+        head, cut, tail = str(found).partition("\n")
+        raise ConvertError(f"{head} (it would have ended the command: nothing was written)"
+                           f"{cut}{tail}") from None
+    finally:
+        sys.argv = argv
+
+
+def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
+             states: list[str], state_dict: Path | None, out: Path | None, seed: int
+             ) -> Converted:
+    """:func:`convert`, its arguments checked, FILE.py's code run as
+    :func:`_running_user_code` says."""
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
     _require_room(module, class_name)
@@ -107,7 +140,7 @@ def convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     if training:
         warnings.warn(f"{', '.join(training)} reads self.training: {class_name} is "
                       "converted in eval mode, as it runs for inference; what it does while "
-                      "training is not in the cell", LstmGraphWarning, stacklevel=2)
+                      "training is not in the cell", LstmGraphWarning, stacklevel=3)
     _refuse_hooks(module, class_name)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
@@ -149,11 +182,18 @@ def _require_room(module: Any, class_name: str) -> None:
                         "copies a conversion holds", (COPIES, numbers), 8)], "this conversion")
 
 
+#: Why a hook on the gradients is refused (the end of its message).
+_NOT_SAID = (", and a cell's equations cannot say so (lstm-graph differentiates every value, "
+             "as a training step would): remove it, or convert the module without it")
+
+
 def _refuse_hooks(module: Any, class_name: str) -> None:
     """Refuse a module with forward hooks: torch.fx traces ``forward`` alone, so what a
     hook changes (an output doubled, the weights recomputed by the old
     ``torch.nn.utils.weight_norm`` and ``spectral_norm``) is not in the cell; the check
-    against the module then failed as a bug of ours."""
+    against the module then failed as a bug of ours. Refuse backward hooks, of a module or
+    of a parameter's gradient, too: the forward is the same, the check passes, and the
+    cell's gradients would not be the module's."""
     import torch
 
     for name, sub in module.named_modules():
@@ -172,13 +212,27 @@ def _refuse_hooks(module: Any, class_name: str) -> None:
                     f"{where} has a {kind} ({printable(getattr(hook, '__name__', what))}), "
                     "which torch.fx does not trace, so the cell would not compute what the "
                     "module does; remove it, or write what it does in forward")
-    global_hooks = [kind for kind, hooks in (
-        ("forward pre-hook", torch.nn.modules.module._global_forward_pre_hooks),
-        ("forward hook", torch.nn.modules.module._global_forward_hooks)) if hooks]
+        for kind, hooks in (("backward pre-hook", sub._backward_pre_hooks),
+                            ("backward hook", sub._backward_hooks)):
+            if hooks:
+                where = f"{class_name}.{name}" if name else class_name
+                raise ConvertError(f"{where} has a {kind}, which changes the gradients it "
+                                   f"passes back{_NOT_SAID}")
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        if tensor._backward_hooks or getattr(tensor, "_post_accumulate_grad_hooks", None):
+            raise ConvertError(f"{class_name}.{name} has a gradient hook (register_hook), "
+                               f"which changes its gradient{_NOT_SAID}")
+    module_hooks = torch.nn.modules.module
+    global_hooks = [(kind, way) for kind, way, hooks in (
+        ("forward pre-hook", "forward_pre", module_hooks._global_forward_pre_hooks),
+        ("forward hook", "forward", module_hooks._global_forward_hooks),
+        ("backward pre-hook", "full_backward_pre", module_hooks._global_backward_pre_hooks),
+        ("backward hook", "full_backward", module_hooks._global_backward_hooks)) if hooks]
     if global_hooks:
-        raise ConvertError(f"a global {global_hooks[0]} is registered (torch.nn.modules."
-                           "module.register_module_forward_hook), which torch.fx does not "
-                           "trace; remove it before converting")
+        kind, way = global_hooks[0]
+        raise ConvertError(f"a global {kind} is registered (torch.nn.modules.module."
+                           f"register_module_{way}_hook), which torch.fx does not trace; "
+                           "remove it before converting")
 
 
 def _attributes(module: Any) -> dict[str, str]:

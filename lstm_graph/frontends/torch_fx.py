@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.abc
+import importlib.machinery
 import inspect
 import linecache
 import operator
@@ -189,6 +191,8 @@ def load_class(path: Path, class_name: str) -> type:
     if added:
         sys.path.insert(0, folder)
     loaded = set(sys.modules)
+    finder = _OwnModules(folder)
+    sys.meta_path.insert(0, finder)
     try:  # compiled from the source read here: no bytecode cache is read or written
         exec(compile(source, resolved, "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as err:
@@ -201,6 +205,7 @@ def load_class(path: Path, class_name: str) -> type:
                                   f"users can write in it){cut}{tail}")
         raise failed from None
     finally:
+        sys.meta_path.remove(finder)
         if added and folder in sys.path:
             sys.path.remove(folder)
         for key in set(sys.modules) - loaded:  # its siblings, not another file's next time
@@ -221,6 +226,48 @@ def load_class(path: Path, class_name: str) -> type:
                            "cannot trace; make it an nn.Module (drop jit.ScriptModule and "
                            "@jit.script_method: the equations stay the same)")
     return found
+
+
+class _SourceOnly(importlib.machinery.SourceFileLoader):
+    """A module of the user's folder, compiled from the source read from the file checked
+    (:func:`_trusted_source`), as FILE.py is: no bytecode cache is read (one another user
+    planted would run) or written (nothing is touched that lstm-graph did not make)."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        try:
+            source = _trusted_source(Path(shown_file(self.path)), self.path)
+        except ConvertError as err:
+            raise ImportError(str(err)) from None
+        return compile(source, self.path, "exec", dont_inherit=True)
+
+
+class _OwnModules(importlib.abc.MetaPathFinder):
+    """While FILE.py is imported: a module it imports from its own folder (or a package
+    there) is run only where FILE.py would be: every directory below the folder is one no
+    other user can write in, and the module's file is checked and read as FILE.py's is
+    (:class:`_SourceOnly`); another file there (a compiled extension) is refused."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> Any:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        origin = getattr(spec, "origin", None)
+        if spec is None or origin is None or not origin.startswith(self.folder + os.sep):
+            return None  # not the user's: found as ever
+        directory = os.path.dirname(origin)
+        while directory != self.folder:
+            if not _own_folder(directory):
+                raise ImportError(f"{shown_file(origin)}: other users can write in "
+                                  f"{shown_file(directory)}, so its code is not run; copy "
+                                  "it to a directory of your own")
+            directory = os.path.dirname(directory)
+        if not origin.endswith(".py"):
+            raise ImportError(f"{shown_file(origin)}: from-torch runs the Python source of "
+                              "FILE.py's own modules, not compiled ones")
+        spec.loader = _SourceOnly(fullname, origin)
+        return spec
 
 
 def _own_folder(folder: str) -> bool:
@@ -348,18 +395,60 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
     except (TypeError, OSError):
         pass
     skip = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]))
+    name = type(module).__name__
+
+    def caller() -> tuple[str, int] | None:
+        """The innermost frame of the user's code (not torch's, not ours) calling now."""
+        frame: Any = sys._getframe(2)
+        while frame is not None:
+            file = frame.f_code.co_filename
+            if not file.startswith(skip) and not file.startswith("<"):
+                return file, frame.f_lineno
+            frame = frame.f_back
+        return None
+
+    def stopped(what: str, advice: str) -> ConvertError:
+        """A forward whose gradients are not those of what it computes (``what`` does it),
+        refused where it does it: lstm-graph differentiates the cell's equations."""
+        where = caller()
+        head = f"{shown_file(where[0])}:{where[1]}: error: " if where else ""
+        text = f"\n    {linecache.getline(*where).strip()}" if where else ""
+        return ConvertError(f"{head}{name}.forward {what}, so its gradients are not those of "
+                            "what it computes, and a cell's equations cannot say so "
+                            "(lstm-graph differentiates every value, as a training step "
+                            f"would): {advice}{text}")
 
     class Tracer(torch.fx.Tracer):  # type: ignore[name-defined]
         def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            if not within_torch and (not torch.is_grad_enabled()
+                                     or torch.is_inference_mode_enabled()):
+                raise stopped("computes with gradients off (torch.no_grad(), "
+                              "set_grad_enabled(False) or inference_mode())",
+                              "compute it with gradients on; the forward computes the same")
             node = super().create_node(*args, **kwargs)
-            frame: Any = sys._getframe(1)
-            while frame is not None:
-                file = frame.f_code.co_filename
-                if not file.startswith(skip) and not file.startswith("<"):
-                    node.meta[WHERE] = (file, frame.f_lineno)
-                    break
-                frame = frame.f_back
+            where = caller()
+            if where is not None:
+                node.meta[WHERE] = where
             return node
+
+    function = torch.autograd.function.Function
+    own_apply = function.__dict__["apply"]
+    within_torch = 0  # Functions of torch's own being applied (their forwards may run
+
+    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:  # with gradients off)
+        """``Function.apply`` while tracing: a Function of the user's has a backward of
+        its own, which the trace of its forward does not hold (torch's own compute the
+        gradients of what they compute, as utils.checkpoint's does)."""
+        nonlocal within_torch
+        if not cls.__module__.startswith("torch."):
+            raise stopped(f"calls {printable(cls.__name__)}.apply, a torch.autograd.Function "
+                          "with a backward of its own", "write what its forward computes "
+                          "in the cell's forward, whose gradients autograd then takes")
+        within_torch += 1
+        try:
+            return own_apply.__func__(cls, *args, **kwargs)
+        finally:
+            within_torch -= 1
 
     names = [f"s{k}" for k in range(len(states))]
     packed = names[0] if len(names) == 1 else f"({', '.join(names)},)"
@@ -371,7 +460,10 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
     wrapper = wrapper_type()
     wrapper.cell = module
     try:
+        function.apply = classmethod(apply)
         graph = Tracer().trace(wrapper)
+    except ConvertError:
+        raise
     except torch.fx.proxy.TraceError as err:
         where = _user_frame(err.__traceback__, files)
         head = f"{shown_file(where[0])}:{where[1]}: error: " if where else ""
@@ -402,6 +494,8 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
                     "forward takes another number, give one name per tensor its state holds, "
                     "in order)")
         raise ConvertError(f"{found}\n{hint}\n{SUPPORTED}") from None
+    finally:
+        function.apply = own_apply
     return Traced(graph, wrapper, files, type(module).__name__)
 
 
