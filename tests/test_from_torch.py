@@ -580,6 +580,23 @@ def test_a_forward_whose_gradients_are_not_its_equations_is_refused(tmp_path, na
     assert torch.is_grad_enabled()
 
 
+def test_the_check_compares_gradients_too_so_a_change_it_cannot_see_is_refused(tmp_path,
+                                                                              monkeypatch):
+    """Past the refusals by name, the check before writing takes the gradients of x and of
+    the initial states through the module (autograd, float64) and through the cell: a
+    backward hook let through (here, the refusal of hooks turned off) is caught there."""
+    from lstm_graph.frontends import from_torch
+    from lstm_graph.frontends.torch_fx import ConvertError
+
+    (tmp_path / "gradients.py").write_text(_GRADIENTS_CHANGED)
+    assert convert(tmp_path / "gradients.py", "Base", IN, HID, ["h"]).error < 1e-12
+    monkeypatch.setattr(from_torch, "_refuse_hooks", lambda module, name: None)
+    with pytest.raises(ConvertError, match=r"the converted cell computes what ModuleHook "
+                       r"does, but its gradients differ from autograd's through the module "
+                       r"by 0\.\d+ over 5 steps"):
+        convert(tmp_path / "gradients.py", "ModuleHook", IN, HID, ["h"])
+
+
 def test_code_that_exits_or_parses_the_command_line_or_prints_is_kept_in_its_place(
         tmp_path, cli_fails, cli_run):
     """sys.exit() in a forward ended the command with status 0 and no word; a module-level

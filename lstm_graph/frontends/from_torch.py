@@ -41,6 +41,10 @@ CHECK_STEPS, CHECK_BATCH = 5, 3
 #: :data:`ROUNDINGS` of its epsilon.
 TOLERANCE = 1e-9
 ROUNDINGS = 16
+#: The check's tolerance for the gradients of a float64 module: PyTorch takes some back in
+#: float32 numbers (hardsigmoid's 1/6: 5e-9 off at T = 7); what changes a gradient that a
+#: cell cannot say is off by far more (a hook halving one: 0.07 to 1.2).
+GRADIENT_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -443,4 +447,42 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
                            f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
                            f"please report it, with the module)\n--- the cell ---\n"
                            f"{written.text}")
+    gradient = _gradient_error(double, runner, x, states, hidden_size)
+    if gradient is not None and not gradient <= max(tolerance, GRADIENT_TOLERANCE):
+        raise ConvertError(
+            f"the converted cell computes what {type(module).__name__} does, but its "
+            f"gradients differ from autograd's through the module by {gradient:.3g} over "
+            f"{CHECK_STEPS} steps: the module's backward is not the derivative of its "
+            "forward (a hook or a function that changes gradients, which torch.fx does not "
+            "trace), and a cell's equations cannot say so; nothing was written")
     return error
+
+
+def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[str],
+                    hidden_size: int) -> float | None:
+    """The largest difference (relative to 1 + |value|) between the gradients of ``x``
+    and of the initial states that the cell's backward gives and autograd's through the
+    float64 module, for seeded gradients of ``y`` and non-zero initial states; None where
+    autograd cannot differentiate the module (its backward raised): nothing to compare."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    start = {s: rng.standard_normal((x.shape[1], hidden_size)) * 0.5 for s in states}
+    grad_y = rng.standard_normal(runner(x, start)[0].shape)
+    ours = runner.grad(x, grad_y, state=start)
+    given = torch.from_numpy(x).requires_grad_()
+    initial = [torch.from_numpy(start[s]).requires_grad_() for s in states]
+    try:
+        with torch.enable_grad():
+            values: list[Any] = list(initial)
+            outs = []
+            for t in range(x.shape[0]):
+                out, new = double(given[t], values[0] if len(values) == 1 else tuple(values))
+                values = list(new) if isinstance(new, (tuple, list)) else [new]
+                outs.append(out)
+            (torch.stack(outs) * torch.from_numpy(grad_y)).sum().backward()
+    except Exception:  # noqa: BLE001  (the user's module: autograd cannot take it back)
+        return None
+    pairs = [(ours.x, given.grad), *((ours.state[s], v.grad) for s, v in zip(states, initial))]
+    return max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
+               if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
