@@ -29,7 +29,7 @@ from conftest import CLI_COMMAND, interrupt_after
 
 from lstm_graph.errors import OutputError
 from lstm_graph.formats import files as files_module
-from lstm_graph.formats.files import check_output, open_output, write_atomic
+from lstm_graph.formats.files import check_output, open_output, sweep_leftovers, write_atomic
 
 RUN = ["run", "rnn", "--sample", "-H", "2"]
 
@@ -515,6 +515,41 @@ def test_the_temporary_file_of_a_killed_write_is_swept_by_the_next_and_a_live_on
         assert alive.wait(timeout=30) == 0
     assert (tmp_path / "y.npz").read_bytes() == b"half"  # the live write ended last
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "y.npz"])
+
+
+def test_a_file_or_folder_named_as_a_leftover_but_not_made_so_is_left_whole(tmp_path):
+    """A folder named as a killed write's parts lost the files in it (its folders kept it
+    from being removed), and a file named as a temporary one was removed, whatever their
+    modes and contents: only what lstm-graph makes so (private; a folder holding only the
+    parts 0.npy, 1.npy …) is swept; anything else is left as it was."""
+    tag = "lstm-graph-0badf00d"
+    kept = {f".e.npz.{tag}.parts": ["notes.txt", "sub/deep.txt"],
+            f".e.npz.{tag[:-1]}e.parts": ["0.npy"],  # shared with the group
+            f".e.npz.{tag[:-1]}1.parts": ["0.npy", "1.npy.bak"]}
+    for folder, files in kept.items():
+        for name in files:
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / name).write_bytes(b"precious")
+            (tmp_path / folder / name).chmod(0o600)
+        (tmp_path / folder).chmod(0o750 if folder.endswith("e.parts") else 0o700)
+    shared = tmp_path / f".e.npz.{tag}.tmp"
+    shared.write_bytes(b"a user's")
+    shared.chmod(0o644)
+    swept = tmp_path / f".e.npz.{tag[:-1]}2.parts"  # as a killed write of ours leaves it
+    swept.mkdir(mode=0o700)
+    for name in ("0.npy", "1.npy"):
+        (swept / name).write_bytes(b"part")
+        (swept / name).chmod(0o600)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p != swept
+                    and swept not in p.parents)
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for kind in ("parts", "tmp"):
+            sweep_leftovers(directory, "e.npz", kind)
+    finally:
+        os.close(directory)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert shared.read_bytes() == b"a user's"
 
 
 def test_check_output_refuses_what_the_write_would_and_leaves_nothing(tmp_path):

@@ -280,8 +280,11 @@ def create_locked(directory: int, name: str, kind: str, shown: str, where: str
 def sweep_leftovers(directory: int, name: str, kind: str) -> None:
     """Remove, from ``directory`` (a descriptor), what writes of the output ``name`` killed
     on the way left behind: entries named as :func:`leftover_name` names them for
-    ``name`` and ``kind``, that belong to this user, are of the kind (a file; a directory
-    holding only files) and that no live process holds locked. Nothing else is touched."""
+    ``name`` and ``kind``, that belong to this user, are as :func:`create_locked` makes
+    them (a file no one else may read or write; a directory as private, holding only the
+    parts ``chunked`` writes in it, ``0.npy``, ``1.npy`` …) and that no live process holds
+    locked. Anything else is left whole: a directory of that name holding a file of
+    another name, or a folder, lost its other files first."""
     pattern = re.compile(rf"\.{re.escape(name[:_NAME_KEPT])}\.{_TAG}-[0-9a-f]{{8}}\."
                          rf"{re.escape(kind)}")
     try:
@@ -297,7 +300,7 @@ def _remove_if_dead(directory: int, entry: str, folder: bool) -> None:
     """Remove ``entry`` (see :func:`sweep_leftovers`) if it is ours and unlocked."""
     status = os.stat(entry, dir_fd=directory, follow_symlinks=False)
     kind_ok = stat.S_ISDIR(status.st_mode) if folder else stat.S_ISREG(status.st_mode)
-    if not kind_ok or status.st_uid != os.geteuid():
+    if not kind_ok or status.st_uid != os.geteuid() or status.st_mode & 0o077:
         return
     fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
                  | (os.O_DIRECTORY if folder else 0), dir_fd=directory)
@@ -309,14 +312,23 @@ def _remove_if_dead(directory: int, entry: str, folder: bool) -> None:
         if not _is_entry(directory, entry, os.fstat(fd)):
             return
         if folder:
-            for inner in os.listdir(fd):
-                if stat.S_ISREG(os.stat(inner, dir_fd=fd, follow_symlinks=False).st_mode):
-                    os.unlink(inner, dir_fd=fd)
+            inside = os.listdir(fd)
+            for inner in inside:
+                part = os.stat(inner, dir_fd=fd, follow_symlinks=False)
+                if not _PART.fullmatch(inner) or not stat.S_ISREG(part.st_mode) or \
+                        part.st_uid != os.geteuid() or part.st_mode & 0o077:
+                    return  # not only what a write of ours puts there: left whole
+            for inner in inside:
+                os.unlink(inner, dir_fd=fd)
             os.rmdir(entry, dir_fd=directory)
         else:
             os.unlink(entry, dir_fd=directory)
     finally:
         os.close(fd)
+
+
+#: The name of a part a write in parts puts in its directory (``chunked``'s arrays).
+_PART = re.compile(r"[0-9]+\.npy")
 
 
 def _is_entry(directory: int, entry: str, status: os.stat_result) -> bool:
