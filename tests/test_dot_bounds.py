@@ -221,3 +221,20 @@ def test_explore_refuses_a_cell_too_large_to_draw_before_it_runs(tmp_path, cli_p
     assert "the page draws both styles" in result.stderr and "--style" not in result.stderr
     assert "steps" not in result.stderr  # refused before the run said what it ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.cell"]
+
+
+def test_a_label_or_tooltip_longer_than_graphviz_reads_is_refused_before_dot(tmp_path,
+                                                                             cli_process):
+    """A caption of 3,500 '&' (17,500 characters as an HTML label) validated, and then
+    render and explore failed with Graphviz's own syntax error ("longer than 16384?")."""
+    (tmp_path / "amp.cell").write_text("input x\nstate h\noutput h\n"
+                                       f"h = tanh(linear(x, h[t-1]))  # {'&' * 3500}\n")
+    assert cli_process("validate", "amp.cell", cwd=tmp_path).returncode == 0
+    result = cli_process("render", "amp.cell", "--style", "pipe", "--out", "amp.svg",
+                         cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith(
+        "this diagram has a label, name or tooltip of 17,5"), result.stderr
+    assert "Graphviz reads at most 16,384: shorten the longest names or captions" in \
+        result.stderr and not (tmp_path / "amp.svg").exists()
+    assert cli_process("render", "amp.cell", "--style", "pipe", "--format", "dot", "--out",
+                       "amp.dot", cwd=tmp_path).returncode == 0  # DOT: written as ever

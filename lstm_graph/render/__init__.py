@@ -59,6 +59,9 @@ FAST_FROM, FAST_FROM_CAPTIONS = 120, 16
 #: straight edges. Only large diagrams get it: smaller ones keep their usual look.
 FAST_FLAGS = ("-Gnslimit=0.2", "-Gnslimit1=0.2", "-Gmclimit=0.1", "-Gremincross=false",
               "-Gsplines=line")
+#: The most characters Graphviz's reader takes in one quoted string or HTML label (it
+#: fails with a syntax error past them: "longer than 16384?").
+LONGEST_STRING = 16384
 #: Seconds ``dot`` may take on one diagram (``$LSTM_GRAPH_DOT_TIMEOUT`` changes it).
 DOT_TIMEOUT = 60.0
 #: The longest time ``$LSTM_GRAPH_DOT_TIMEOUT`` gives (a day; a longer one, ``inf`` too,
@@ -148,11 +151,18 @@ def undated(pdf: bytes) -> bytes:
 
 def check_size(dot: graphviz.Digraph, advice: str | None = None) -> str:
     """Refuse a diagram with more nodes than its style (``pipe``, also for an unrolled
-    chain, or ``cell``) lays out in reasonable time (:data:`MAX_NODES`), before ``dot``
+    chain, or ``cell``) lays out in reasonable time (:data:`MAX_NODES`), or with a label,
+    name or tooltip longer than Graphviz reads (:data:`LONGEST_STRING`), before ``dot``
     runs; return the style. ``advice`` ends the message (default: what ``render`` can
     do instead)."""
     nodes = node_count(str(dot.source))
     style = "cell" if str(dot.name).endswith("_cell") else "pipe"
+    length, start = longest_string(str(dot.source))
+    if length > LONGEST_STRING:
+        raise RenderError(f"this diagram has a label, name or tooltip of {length:,} "
+                          f"characters (it starts {start[:40]!r}), made of the cell's names "
+                          f"and captions; Graphviz reads at most {LONGEST_STRING:,}: shorten "
+                          "the longest names or captions, or write --format dot")
     if nodes > MAX_NODES[style]:
         if advice is None:
             other = "" if style == "cell" else " (the cell style, --style cell, draws up " \
@@ -162,6 +172,39 @@ def check_size(dot: graphviz.Digraph, advice: str | None = None) -> str:
                           f"at most {MAX_NODES[style]} in this style in reasonable time"
                           f"{advice}")
     return style
+
+
+def longest_string(source: str) -> tuple[int, str]:
+    """The length and the text of the longest quoted string or HTML label (``<…>``,
+    nested brackets included) of a DOT text: what Graphviz's reader takes at most
+    :data:`LONGEST_STRING` characters of.
+
+    >>> longest_string('a [label=<<B>x</B>> tooltip="a \\"b\\""]')
+    (10, '<<B>x</B>>')
+    """
+    longest, text = 0, ""
+    found = _STRING_START.search(source)
+    while found:
+        if found.group() == '"':
+            closed = _QUOTED_REST.match(source, found.end())
+            end = closed.end() if closed else len(source)
+            string = source[found.end():end - 1]
+        else:
+            depth, end = 0, len(source)
+            for bracket in _BRACKET.finditer(source, found.end() - 1):
+                depth += 1 if bracket.group() == "<" else -1
+                if depth == 0:
+                    end = bracket.end()
+                    break
+            string = source[found.end() - 1:end]
+        if len(string) > longest:
+            longest, text = len(string), string
+        found = _STRING_START.search(source, end)
+    return longest, text
+
+
+_STRING_START, _QUOTED_REST, _BRACKET = (re.compile('"|=<'), re.compile(r'(?:[^"\\]|\\.)*"'),
+                                         re.compile("[<>]"))
 
 
 _NODE_STATEMENT = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[^\s"\[\]{}=;-]+)\s*\[')
