@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import codecs
 import gc
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 from lstm_graph.cell import Cell
-from lstm_graph.errors import CellError, Diagnostic, UnknownCellError
+from lstm_graph.errors import CellError, Diagnostic, UnknownCellError, inert
 from lstm_graph.language.parser import MAX_CELL_BYTES, TOO_LARGE, did_you_mean, parse
 from lstm_graph.language.validate import validate
 from lstm_graph.schedule import build_schedule
@@ -109,7 +110,14 @@ def load_cell(spec: str | Path) -> Cell:
     >>> load_cell("peephole_lstm").schedule.stages
     (('f', 'i', 'g'), ('c',), ('o',), ('h',))
     """
-    spec_text = str(spec)
+    if isinstance(spec, bytes):  # a path as the OS gives it
+        spec = os.fsdecode(spec)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise UnknownCellError(f"a cell is named by a string or a path, not a "
+                               f"{type(spec).__name__}: a built-in cell's name "
+                               f"({', '.join(builtin_names())}) or a .cell file's path")
+    spec_text = os.fspath(spec)
+    shown = inert(spec_text)  # on one line: a newline in it would make a second message
     if not spec_text:  # Path("") is the working directory
         raise UnknownCellError(f"the cell's name is empty; built-in cells: "
                                f"{', '.join(builtin_names())}; or give the path to a .cell file")
@@ -123,18 +131,20 @@ def load_cell(spec: str | Path) -> Cell:
     except FileNotFoundError:
         pass  # a name: said below
     except OSError as err:  # a loop of links, a name too long, no permission on the way
-        raise UnknownCellError(f"{spec_text}: cannot read ({err.strerror or err})") from None
+        raise UnknownCellError(f"{shown}: cannot read ({err.strerror or err})") from None
+    except ValueError as err:  # a NUL in it, which no path holds
+        raise UnknownCellError(f"{shown}: not a path ({err})") from None
     if path.is_file():
         return compile_source(read_cell_text(path), spec_text, path.stem)
     if path.is_dir():
-        raise UnknownCellError(f"{spec_text} is a directory, not a .cell file")
+        raise UnknownCellError(f"{shown} is a directory, not a .cell file")
     if path.exists():
-        raise UnknownCellError(f"{spec_text} is not a regular file (a FIFO, socket or device);"
-                               " give a .cell file")
+        raise UnknownCellError(f"{shown} is not a regular file (a FIFO, socket or device); "
+                               "give a .cell file")
     looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
     hint = "no such file" if looks_like_path else \
         f"not a built-in cell{_closest_builtin(spec_text)}"
-    raise UnknownCellError(f"{spec_text}: {hint}; built-in cells: {', '.join(builtin_names())};"
+    raise UnknownCellError(f"{shown}: {hint}; built-in cells: {', '.join(builtin_names())};"
                            " or give the path to a .cell file")
 
 

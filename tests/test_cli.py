@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import needs_compiler
 
+import lstm_graph
 from lstm_graph.executors.buildcache import compiler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,20 @@ def test_unknown_cell_suggests_and_lists(cli_fails):
     assert "did you mean 'peephole_lstm'?" in stderr
     assert ("built-in cells: coupled_lstm, gru, gru_cho, lstm, lstm_proj, peephole_lstm, rnn, "
             "rnn_relu") in stderr
+
+
+def test_a_cell_s_name_is_said_on_one_line_and_the_api_takes_a_path_as_the_os_gives_it(
+        cli_fails):
+    """A name with a newline that names no file printed its second line as a message of
+    its own; from Python, a NUL was a ValueError, None and bytes "not a built-in cell"."""
+    stderr = cli_fails("validate", "nope\n/x/ok.cell: ok")
+    assert stderr.splitlines()[0].startswith("nope\\n/x/ok.cell: ok: no such file;")
+    with pytest.raises(lstm_graph.UnknownCellError, match=r"^a\\x00b: not a path"):
+        lstm_graph.load_cell("a\x00b")
+    with pytest.raises(lstm_graph.UnknownCellError, match="named by a string or a path, not "
+                       "a NoneType"):
+        lstm_graph.load_cell(None)
+    assert lstm_graph.load_cell(b"lstm").name == "lstm"
 
 
 @pytest.mark.parametrize("spec, meant", [("LSTM", "lstm"), ("Peephole-LSTM", "peephole_lstm"),

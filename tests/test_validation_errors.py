@@ -498,6 +498,11 @@ def test_a_function_s_number_named_on_a_continuation_line_continues_the_statemen
     assert cell.graph.node("h").attributes == {"alpha": 0.1}
     errors = cell_errors("h = tanh(linear(x, h[t-1])\nc = c[t-1]\n")
     assert errors[0][2].startswith("syntax error: '(' was never closed")
+    # a line Python names is the file's, not counted from the statement's first line
+    errors = cell_errors("c = c[t-1]\nh = tanh(linear(x,\n   h[t-1]]\n")
+    assert errors[0][:2] == (7, 10) and errors[0][2] == (
+        "syntax error: closing parenthesis ']' does not match opening parenthesis '(' on "
+        "line 6"), errors
 
 
 @pytest.mark.parametrize("line, col, message", [
@@ -518,12 +523,14 @@ def test_what_stands_in_the_way_is_said_not_a_wrong_fix(line, col, message):
     assert (5, col, message) in cell_errors(line + "\n" + OK_C)
 
 
-def test_a_second_cell_or_output_line_and_an_empty_state_line_say_what_to_do():
-    errors = cell_errors("h = tanh(linear(x))\nc = c[t-1]\n",
-                         header="cell a\ncell b\ninput x\nstate c, h\noutput h\noutput k\n")
+def test_a_second_cell_input_or_output_line_and_an_empty_state_line_say_what_to_do():
+    errors = cell_errors("h = tanh(linear(x))\nc = c[t-1]\n", header="cell a\ncell b\n"
+                         "input x\nstate c, h\noutput h\noutput k\ninput y\n")
     assert (2, 1, "a second 'cell' line (the first is line 1); a cell has one name") in errors
     assert (6, 1, "a second 'output' line (the first is line 5); a cell has one output") \
         in errors
+    assert (7, 1, "a second 'input' line (the first is line 3); a cell has one input") \
+        in errors  # it said to list both on one line, which is refused in turn
     empty = cell_errors("h = tanh(linear(x))\n", header="cell t\ninput x\nstate\noutput h\n")
     assert [e[2] for e in empty if "state" in e[2]] == ["'state' needs a name: state NAME"]
 

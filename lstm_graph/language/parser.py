@@ -265,8 +265,17 @@ _DIGIT_LIMIT = re.compile(r"Exceeds the limit \((\d+) digits\) for integer strin
                           r"(?:: value has (\d+) digits)?")
 
 
-def _syntax_message(python_message: str) -> str:
-    """Python's syntax error in the language's words."""
+def _syntax_message(python_message: str, first_line: int = 1) -> str:
+    """Python's syntax error in the language's words; a line it names ("'(' on line 1"),
+    which Python counts from the statement's first line, ``first_line`` of the file, as
+    the file's.
+
+    >>> _syntax_message("'(' was never closed on line 2", 7)
+    "syntax error: '(' was never closed on line 8; close it on this line or a following one"
+    """
+    python_message = _LINE_NAMED.sub(
+        lambda found: f"{found.group(1)} line {int(found.group(2)) + first_line - 1}",
+        python_message)
     digits = _DIGIT_LIMIT.search(python_message)
     if digits:  # Python's own advice (sys.set_int_max_str_digits) is no help in a cell
         count = f" ({digits.group(2)} digits)" if digits.group(2) else ""
@@ -277,6 +286,8 @@ def _syntax_message(python_message: str) -> str:
     return f"syntax error: {python_message}"
 
 
+#: A line Python's syntax error names: "… on line 3", "(detected at line 3)".
+_LINE_NAMED = re.compile(r"\b(on|at) line (\d+)\b")
 _WORD = re.compile(r"[^\W\d]\w*")
 
 
@@ -425,7 +436,8 @@ class _Parser:
         where = Loc(line, indent + 1)
         if keyword in self.decl_lines or (keyword == "cell" and self.name):
             first = self.decl_lines.get(keyword) or (self.name[1].line if self.name else line)
-            fix = {"cell": "a cell has one name", "output": "a cell has one output"}.get(
+            fix = {"cell": "a cell has one name", "output": "a cell has one output",
+                   "input": "a cell has one input"}.get(
                 keyword, f"list all names on one line: {keyword} a, b")
             self.report.error(where, f"a second '{keyword}' line (the first is line {first}); "
                               f"{fix}")
@@ -589,7 +601,7 @@ class _Parser:
                 where, message = hint
                 self.report.error(where, f"syntax error: {message}")
             else:
-                self.report.error(where, _syntax_message(err.msg))
+                self.report.error(where, _syntax_message(err.msg, stmt.line))
         except (RecursionError, MemoryError, ValueError) as err:
             self._broken(stmt)
             self.report.error(Loc(stmt.line, 1), f"expression too large or too deeply nested "
