@@ -53,7 +53,7 @@ class CellError(LstmGraphError):
     """
 
     def __init__(self, diagnostics: list[Diagnostic]):
-        found = sorted(set(diagnostics))
+        found = sorted(set(diagnostics), key=_stopped_last)
         errors = [d for d in found if d.severity == "error" and d.message != STOPPED]
         if len(errors) > MAX_ERRORS:  # the parser's own STOPPED line is kept, not counted
             more = errors[MAX_ERRORS]
@@ -61,9 +61,15 @@ class CellError(LstmGraphError):
                      or d <= errors[MAX_ERRORS - 1]]
             found = sorted([*found, Diagnostic(
                 more.file, more.line, more.col, "error", f"and {len(errors) - MAX_ERRORS:,} "
-                f"more errors from here (the first {MAX_ERRORS} are listed)")])
+                f"more errors from here (the first {MAX_ERRORS} are listed)")], key=_stopped_last)
         self.diagnostics = found
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+def _stopped_last(diagnostic: Diagnostic) -> tuple[bool, Diagnostic]:
+    """File order, but the parser's :data:`STOPPED` last: it stands at the last line's
+    first column, before the errors of that line it stopped after."""
+    return diagnostic.message == STOPPED, diagnostic
 
 
 class UnknownCellError(LstmGraphError):
