@@ -110,6 +110,25 @@ def test_a_run_over_budget_is_cut_and_says_what_was_kept():
     assert html.escape(data["subsampled"]) in page.split("<main>")[0]  # said above it all
 
 
+def test_the_numbers_get_what_the_rest_of_the_page_leaves_of_its_size(monkeypatch):
+    """The numbers' budget assumed the rest of a page small: a cell of 58 gates made a
+    2.44 MB page that said it was cut "to stay under 2 MB". Here the limit is lowered
+    (0.5 MB: the run's numbers alone fill 1.3 MB) instead of the cell made larger."""
+    from lstm_graph.explore import page as page_module
+
+    run = make_run(lstm_graph.load_cell("peephole_lstm"), steps=300, sequences=4,
+                   inputs=16, hidden=32)
+    monkeypatch.setattr(page_module, "PAGE_BYTES", 500_000)
+    page, kept = page_module.page_and_kept(run)
+    assert 400_000 < len(page.encode()) <= 500_000 and kept.steps < 300
+    assert page_data(page)["subsampled"].endswith(", to stay under 2 MB. 'lstm-graph trace' "
+                                                  "writes every value.")
+    monkeypatch.setattr(page_module, "PAGE_BYTES", 50_000)  # less than its diagrams take
+    page, kept = page_module.page_and_kept(run)
+    assert len(page.encode()) > 50_000 and "the fewest it holds: its diagrams alone take " \
+        "more than 2 MB" in page_data(page)["subsampled"]
+
+
 def test_explore_says_on_the_terminal_what_the_page_holds_of_a_long_run(tmp_path, cli_run):
     """A long run's page holds its first steps and sequences: the terminal says so too,
     in the page's own numbers, not only 'wrote p.html (1.53 MB)'."""

@@ -15,8 +15,7 @@ from lstm_graph.cli.inputs import prepare, run_options, with_progress
 from lstm_graph.cli.render import make_parent
 from lstm_graph.cli.run import read_files
 from lstm_graph.errors import DataError
-from lstm_graph.explore import build_page, kept_of
-from lstm_graph.explore.page import check_drawable
+from lstm_graph.explore.page import PAGE_BYTES, check_drawable, page_and_kept
 from lstm_graph.formats.files import check_output, refuse_inputs, write_atomic, written_through
 from lstm_graph.notebook import explorer_run, page_part, require_dot
 
@@ -65,12 +64,13 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
                                   lambda progress: explorer_run(
                                       runner, x, state, prepared.allow_nonfinite, progress))
     steps, sequences = run.shape
-    page = build_page(run)
+    page, kept = page_and_kept(run)
     make_parent(out)
     write_atomic(out, page.encode("utf-8"))
     say(f"{cell.name}: {plural(steps, 'step')}, {plural(sequences, 'sequence')} ({ran_with}); "
         f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
-    shown = kept_of(run).shown(steps, sequences)
+    shown = kept.shown(steps, sequences)
     if shown is not None:  # what the page says of itself, said here too
-        say(f"note: the page shows {shown}, to stay under 2 MB; 'lstm-graph trace' "
-            "writes every value", err=True)
+        heavy = len(page.encode("utf-8")) > PAGE_BYTES
+        say(f"note: the page shows {shown}, {kept.reason(heavy)}; 'lstm-graph trace' writes "
+            "every value", err=True)

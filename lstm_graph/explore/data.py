@@ -8,7 +8,8 @@ the same number in the run's dtype (float32: ``str(numpy.float32)``; float64:
 ``repr(float)``), so a reader gets the trace's values exactly; NaN is ``null``
 and ±infinity ``±1e999`` (which JSON readers take for ±infinity).
 
-The page is kept under 2 MB: its numbers take at most :data:`BUDGET_BYTES`
+The page is kept under 2 MB: its numbers take at most :data:`BUDGET_BYTES` (less where
+the rest of the page takes more than its share: :func:`.page.page_and_kept`)
 (:func:`budget`: 125,000 float32 or 71,428 float64 numbers; the peephole LSTM at
 T = 50, B = 4, H = 32 with I = 16 is about 42,000, a 0.6 MB page). A larger run
 is cut, in this order, and the page and the JSON (``subsampled``, ``kept``) say
@@ -66,13 +67,20 @@ class Kept:
             cut.append(f"the first {self.units} units of {names}")
         return ", ".join(cut) or None
 
-    def sentence(self, steps: int, sequences: int) -> str | None:
-        """What was left out, in the page's words; None when nothing was."""
+    def sentence(self, steps: int, sequences: int, heavy: bool = False) -> str | None:
+        """What was left out, in the page's words; None when nothing was. ``heavy``: the
+        page is over 2 MB with the fewest numbers it holds (its diagrams alone are)."""
         shown = self.shown(steps, sequences)
         if shown is None:
             return None
-        return f"This page shows {shown}, to stay under 2 MB. 'lstm-graph trace' writes " \
+        return f"This page shows {shown}, {self.reason(heavy)}. 'lstm-graph trace' writes " \
             "every value."
+
+    @staticmethod
+    def reason(heavy: bool) -> str:
+        """Why a page shows part of a run (``heavy``: see :meth:`sentence`)."""
+        return "the fewest it holds: its diagrams alone take more than 2 MB" if heavy else \
+            "to stay under 2 MB"
 
 
 def budget(dtype: np.dtype) -> int:

@@ -20,7 +20,7 @@ from importlib import resources
 import numpy as np
 
 from lstm_graph.cell import Cell
-from lstm_graph.explore.data import Kept, budget, keep, to_json
+from lstm_graph.explore.data import CHARS, Kept, budget, keep, to_json
 from lstm_graph.explore.svg import NodeInfo, embed
 from lstm_graph.formats.trace import digest
 from lstm_graph.library import load_cell
@@ -83,9 +83,45 @@ def check_drawable(cell: Cell) -> None:
                    "--format dot' writes the diagram's DOT for you to lay out)")
 
 
+#: The most a page may take. Its numbers take at most :data:`.data.BUDGET_BYTES` of it,
+#: and less where its diagrams, script, style and the data of its nodes take more than
+#: the rest (a cell of 58 gates: 0.94 MB besides its numbers).
+PAGE_BYTES = 2_000_000
+
+
 def build_page(run: Run, most: int | None = None) -> str:
     """The explorer page of ``run`` as HTML text, with at most ``most`` numbers embedded
-    (default: :func:`.data.budget`, a page under 2 MB); what it keeps: :func:`kept_of`."""
+    (default: as many as keep the page under :data:`PAGE_BYTES`); what it keeps:
+    :func:`page_and_kept`."""
+    return page_and_kept(run, most)[0]
+
+
+def page_and_kept(run: Run, most: int | None = None) -> tuple[str, Kept]:
+    """:func:`build_page` and what the page keeps of the run. Without ``most``, the
+    numbers get :func:`.data.budget`, lowered by what the rest of the page takes past
+    its share, so that the page stays under :data:`PAGE_BYTES`, unless its diagrams
+    alone take more (names of thousands of characters): the page says so then."""
+    page, kept = _page(run, most)
+    if most is not None:
+        return page, kept
+    numbers, chars = budget(run.dtype), CHARS[str(run.dtype)]
+    for _ in range(4):
+        excess = len(page.encode("utf-8")) - PAGE_BYTES
+        if excess <= 0:
+            return page, kept
+        fewer = max(1, numbers - excess // chars - 1000)  # a margin: numbers vary in length
+        if fewer >= numbers:
+            break
+        numbers = fewer
+        page, kept = _page(run, numbers)
+    if len(page.encode("utf-8")) <= PAGE_BYTES:
+        return page, kept
+    return _page(run, numbers, heavy=True)
+
+
+def _page(run: Run, most: int | None, heavy: bool = False) -> tuple[str, Kept]:
+    """The page with at most ``most`` numbers, and what it keeps; ``heavy``: a page over
+    :data:`PAGE_BYTES` with the fewest numbers it may hold, which its note says."""
     cell = run.cell
     graph, scene = cell.graph, build_scene(cell.schedule)
     steps, sequences = run.shape
@@ -123,7 +159,7 @@ def build_page(run: Run, most: int | None = None) -> str:
         "steps": list(range(1, kept.steps + 1)),
         "batch": list(range(kept.sequences)),
         "kept": {"steps": kept.steps, "sequences": kept.sequences, "units": kept.units},
-        "subsampled": kept.sentence(steps, sequences),
+        "subsampled": kept.sentence(steps, sequences, heavy),
         "shows": run.shows,
         "reverse": run.reverse,
         "widths": widths,
@@ -148,8 +184,8 @@ def build_page(run: Run, most: int | None = None) -> str:
     parts = {
         "TITLE": html.escape(f"{cell.name} · lstm-graph explorer"),
         "CELL": html.escape(cell.name),
-        "NOTE": html.escape(" ".join(filter(None, (run.shows, kept.sentence(steps,
-                                                                          sequences))))),
+        "NOTE": html.escape(" ".join(filter(None, (run.shows, kept.sentence(
+            steps, sequences, heavy))))),
         "STAGENOTE": html.escape(stage_note(cell)),
         "CSS": _asset("explorer.css"),
         "JS": _asset("explorer.js"),
@@ -157,7 +193,8 @@ def build_page(run: Run, most: int | None = None) -> str:
         "PIPE": svgs["pipe"],
         "CELLSVG": svgs["cell"],
     }
-    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: parts[m.group(1)], _asset("explorer.html"))
+    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: parts[m.group(1)],
+                  _asset("explorer.html")), kept
 
 
 def stage_note(cell: Cell) -> str:
