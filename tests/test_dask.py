@@ -48,7 +48,7 @@ from lstm_graph.distributed.cluster import check_address, connect  # noqa: E402
 from lstm_graph.distributed.jobs import Job, Moments, cell_source  # noqa: E402
 from lstm_graph.distributed.sharded import execute, shard_bounds  # noqa: E402
 from lstm_graph.errors import OutputError  # noqa: E402
-from lstm_graph.formats.memory import size_text  # noqa: E402
+from lstm_graph.formats.memory import MemoryLimitError, size_text  # noqa: E402
 from lstm_graph.training import adding, train  # noqa: E402
 
 #: Seconds any one command or start-up may take before the test fails.
@@ -502,6 +502,8 @@ def test_the_parts_a_killed_write_left_are_swept_by_the_next_one_and_live_ones_k
 class _Threads:
     """As much of a Dask client as execute() asks before it sends a shard."""
 
+    cluster = None  # a remote scheduler's: its workers bound by their own limits
+
     def nthreads(self) -> dict[str, int]:
         return {"tcp://127.0.0.1:1": 2}
 
@@ -528,6 +530,23 @@ def test_an_output_the_disk_cannot_hold_twice_is_refused_before_any_shard(
     assert size_text(2 * once) == "858 kB"
     assert [p.name for p in tmp_path.iterdir()] == ["y.npz"]
     assert (tmp_path / "y.npz").read_bytes() == b"earlier"
+
+
+def test_the_rows_of_x_in_flight_are_said_in_the_shards_the_batch_makes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """256 sequences in shards of 100 are 3 shards: the refusal said '4 shards of 100'
+    (the window's count and the size asked for), which no batch of 256 makes."""
+    monkeypatch.setenv("LSTM_GRAPH_MAX_BYTES", "4M")
+    runner = lstm_graph.load_cell("lstm").compile(input_size=64, hidden_size=8, seed=0)
+    job = Job("run", (cell_source("lstm"),), runner.weights, 64, 8, "float32", "plan")
+    monkeypatch.setattr(sharded_module, "_submit_all",
+                        lambda *args: pytest.fail("a shard was sent"))
+    with pytest.raises(MemoryLimitError) as refused:
+        execute(_Threads(), job, np.zeros((100, 256, 64), "float32"), tmp_path / "y.npz",
+                shard_size=100)
+    assert str(refused.value).startswith("the rows of x in flight (3 shards of up to 100 "
+                                         "sequences) of shape (100, 256, 64) would take")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
@@ -611,7 +630,8 @@ def test_shards_cover_the_batch_once() -> None:
     ("tcp://[zz]:8786", "'[zz]:8786' is not HOST:PORT"),
     # said "something answered … but not as a Dask scheduler does" (an IDNA UnicodeError)
     ("tcp://a..b:8786", "'a..b:8786' is not HOST:PORT with a host name"),
-    ("tcp://127.0.0.1:²", "has no HOST:PORT"),  # was "invalid literal for int()"
+    ("tcp://127.0.0.1:²", "port '²' is not written in the digits 0-9"),  # int() failed
+    ("tcp://localhost:８７８６", "port '８７８６' is not written in the digits 0-9 (ASCII)"),
     ("127.0.0.1:٨٧٨٦", "is not a scheduler address"),  # Arabic-Indic digits: accepted
 ])
 def test_a_malformed_address_is_a_usage_error(tmp_path: Path, address: str, message: str,

@@ -175,6 +175,19 @@ def test_a_failed_train_command_names_the_checkpoint_it_had_written(tmp_path, mo
                                       "whole before it; nothing else was written)"), message
 
 
+def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(tmp_path):
+    """At step 1 no update has run: the advice to lower --lr or --clip could not help."""
+    boom = lstm_graph.compile_source("input x\nstate h\noutput h\n"
+                                     "h = relu(linear(x, h[t-1])) * 1e30 + h[t-1] * 1e30\n",
+                                     "boom.cell")
+    with pytest.raises(lstm_graph.DataError) as refused:
+        train(boom, adding(6), 4, steps=3, batch=4)
+    assert str(refused.value) == (
+        "the training loss is nan at step 1, before any update: the cell's output with its "
+        "initial weights is not finite (its values grow past what the dtype holds): train in "
+        "float64 (--dtype float64), or bound the cell's values")
+
+
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     checkpoint = tmp_path / "ckpt.npz"
     train(lstm_graph.load_cell("rnn"), adding(5), 4, steps=2, batch=4, checkpoint=checkpoint)

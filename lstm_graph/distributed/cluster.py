@@ -81,10 +81,10 @@ def check_address(address: str) -> str:
     ...     try:
     ...         check_address(bad)
     ...     except ValueError as err:
-    ...         print(str(err).split(" with ")[0].split(" after ")[0])
+    ...         print(str(err).split(" with ")[0].split(" after ")[0].split(" (ASCII)")[0])
     'tcp://a..b:8786': 'a..b:8786' is not HOST:PORT
-    'tcp://127.0.0.1:٨٧٨٦' has no HOST:PORT
-    'tcp://127.0.0.1:²' has no HOST:PORT
+    'tcp://127.0.0.1:٨٧٨٦': port '٨٧٨٦' is not written in the digits 0-9
+    'tcp://127.0.0.1:²': port '²' is not written in the digits 0-9
     """
     if address == LOCAL:
         return address
@@ -99,7 +99,11 @@ def check_address(address: str) -> str:
         raise ValueError(f"'{address}': unknown scheme '{scheme}://'; use tcp://HOST:PORT "
                          f"(Dask knows {known})")
     host, _, port = location.rpartition(":")
-    if not host or not re.fullmatch("[0-9]+", port):  # ASCII digits ('²'.isdigit())
+    if host and port and not re.fullmatch("[0-9]+", port) and \
+            all(c.isdigit() or c.isdecimal() for c in port):  # '８７８６', '²'
+        raise ValueError(f"'{address}': port '{port}' is not written in the digits 0-9 "
+                         f"(ASCII), which a port takes; e.g. {scheme}://127.0.0.1:8786")
+    if not host or not re.fullmatch("[0-9]+", port):
         raise ValueError(f"'{address}' has no HOST:PORT after {scheme}://; e.g. "
                          f"{scheme}://127.0.0.1:8786")
     if not _is_host(host):

@@ -395,10 +395,13 @@ def execute(client: Client, job: Job, x: Any, out: Path,
                 f"the limit of {memory.size_text(most)} set by {memory.ENV}: no shard fits")
         size = max(1, min(size, most // (window * steps * job.input_size * dtype.itemsize)))
         size = whole_rounds(batch, size, workers)  # the cap undid default_shard_size's
-    in_flight = (steps, min(batch, window * size), job.input_size)
-    memory.require([allocation(f"the rows of x in flight ({window} shards of {size})",
-                               in_flight, dtype)], "the client")
     bounds = shard_bounds(batch, size)
+    flying = min(window, len(bounds))  # shards of the batch sent at once
+    in_flight = (steps, min(batch, window * size), job.input_size)
+    memory.require([allocation(
+        f"the rows of x in flight ({flying} shard{'s' * (flying != 1)} of "
+        f"{'up to ' * (len(bounds) > 1)}{min(size, batch)} sequences)", in_flight, dtype)],
+        "the client")
     with ChunkedNpz(out) as written:
         run = _Run(job, x, checked, grad_y, bounds, written, measure, allow_nonfinite, found,
                    files)

@@ -567,6 +567,12 @@ def train(cell: Cell, task: Task, hidden_size: int, steps: int, batch: int = 64,
     while trainer.step < steps:
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is said below
             loss = trainer.train_step()
+        if not math.isfinite(loss) and trainer.step == resumed_from + 1:  # no update yet
+            weights = "its initial weights" if resumed_from == 0 else "the checkpoint's weights"
+            raise DataError(f"the training loss is {loss} at step {trainer.step}, before any "
+                            f"update: the cell's output with {weights} is not finite (its "
+                            "values grow past what the dtype holds): train in float64 "
+                            "(--dtype float64), or bound the cell's values")
         if not math.isfinite(loss):
             raise DataError(f"the training loss became {loss} at step {trainer.step}; {advice}")
         evaluating = trainer.step % eval_every == 0 or trainer.step == steps
