@@ -81,6 +81,8 @@ def test_the_page_references_nothing_outside_itself():
         assert sign not in lowered, sign
     assert lowered.startswith("<!doctype html>")
     assert "keep &lt;old&gt; &amp; add new" in page  # captions escaped in the diagrams
+    assert "<title>" not in page.split("</head>")[1] and "xlink:title" not in page  # no DOT
+    # names as tooltips (an edge's link showed 'c[t-1] → c.mul' on hover)
 
 
 def test_the_page_is_byte_identical_for_the_same_run():

@@ -2,7 +2,8 @@
 
 Graphviz writes a stand-alone document: an XML prolog, a doctype, comments,
 namespace declarations (web addresses, which an HTML parser does not need for
-inline SVG), ``<title>`` elements (which browsers show as tooltips), and ids
+inline SVG), ``<title>`` elements and the ``xlink:title`` of an edge's link (which
+browsers show as tooltips: DOT names, ``c[t-1] → c.mul``), and ids
 (``node1``, ``edge1``) that two diagrams on one page would share. :func:`embed`
 removes the first five, prefixes every id with the style, keeps the drawing's own
 size as its largest (``max-width``, :data:`ZOOM`), and tags what the page's script
@@ -37,6 +38,7 @@ ZOOM = 1.4
 _NAMESPACES = re.compile(r' xmlns(?::xlink)?="[^"]*"')
 _GROUP = re.compile(r'<g id="([^"]*)" class="(node|edge|cluster)">\n<title>(.*?)</title>\n')
 _TITLE = re.compile(r"<title>.*?</title>\n?")
+_LINK_TITLE = re.compile(r' xlink:title="[^"]*"')
 _ID = re.compile(r' id="([^"]*)"')
 _SHAPE = re.compile(r'(class="node"[^>]*>\n<(?:ellipse|path|polygon)) ')
 _CELL = re.compile('<polygon fill="' + PLACEHOLDER.replace("{:02x}", "([0-9a-f]{2})") + '"')
@@ -84,6 +86,7 @@ def embed(svg: str, style: str, info: Mapping[str, NodeInfo]) -> str:
 
     svg = _SHAPE.sub(r'\1 class="shape" ', _GROUP.sub(group, svg))
     svg = _TITLE.sub("", svg)  # the graph's own title
+    svg = _LINK_TITLE.sub("", svg)  # an edge's tooltip: the DOT names of what it carries
     svg = _ID.sub(lambda m: m.group(0) if m.group(1).startswith(f"{style}-") else
                   "" if m.group(1).startswith("a_") else f' id="{style}-{m.group(1)}"', svg)
     return _CELL.sub(lambda m: f'<polygon class="u" data-u="{int(m.group(1), 16)}" '
