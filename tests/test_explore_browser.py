@@ -20,6 +20,7 @@ import lstm_graph
 from lstm_graph.explore import Run, build_page
 from lstm_graph.render import classic, pipe
 from lstm_graph.render.scene import build_scene, highlighted
+from lstm_graph.render.values import bins
 
 CHROMIUM = next((path for path in map(shutil.which, ("chromium", "chromium-browser")) if path),
                 None)
@@ -344,6 +345,26 @@ def test_float64_numbers_fit_their_columns(browser, tmp_path):
         "#tip .grid span", "s => s.map(e => [e.scrollWidth, e.clientWidth, e.textContent])")
     assert len(spans) > 8 and any(len(text) > 20 for _, _, text in spans)
     assert all(scroll <= width for scroll, width, _ in spans), spans
+    assert tab.errors == []
+    tab.page.close()
+
+
+def test_hovering_a_strip_cell_of_many_units_lists_them_all(browser, tmp_path):
+    """A strip has 32 cells: one of 1,400 units holds 43 or 44 of them, and the tip listed
+    48 numbers from 8 before the cell's first, so its last units were never listed."""
+    cell = lstm_graph.load_cell("rnn")
+    runner = cell.compile(input_size=3, hidden_size=1400, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 1, 3)).astype("float32")
+    path = tmp_path / "wide.html"
+    path.write_text(build_page(Run(cell, runner.trace(x), x, {"h": np.zeros((1, 1400),
+                                                                             "float32")},
+                                   runner.dtype)), "utf-8")
+    tab = Opened(browser, path)
+    first, stop = bins(1400)[31]
+    tab.page.hover('svg[data-style=pipe] g[data-node="h"] polygon.u[data-u="31"]')
+    hot = tab.page.eval_on_selector_all("#tip .grid span.hot", "s => s.map(e => "
+                                        "e.querySelector('i').textContent)")
+    assert hot == [str(k) for k in range(first, stop)] and stop - first > 40
     assert tab.errors == []
     tab.page.close()
 

@@ -129,9 +129,12 @@
       ? `mean ${text(Number(meanOf(vec, 0, vec.length).toPrecision(6)))}, ` +
         `min ${text(Math.min(...finite))}, max ${text(Math.max(...finite))}`
       : "NaN";
-    // At most SHOWN numbers: the first ones, or those around the strip cell hovered.
-    const start = vec.length <= SHOWN ? 0 : Math.max(0, Math.min(vec.length - SHOWN, hot ? hot[0] - 8 : 0));
-    const shown = vec.slice(start, start + SHOWN);
+    // SHOWN numbers: the first ones, or those around the strip cell hovered; all of that
+    // cell's where it stands for more (a wide value's strip cell holds many units).
+    const wide = hot ? hot[1] - hot[0] > SHOWN - 8 : false;
+    const count = wide ? Math.max(SHOWN, hot[1] - hot[0]) : SHOWN;
+    const start = vec.length <= count ? 0 : Math.max(0, Math.min(vec.length - count, hot ? hot[0] - (wide ? 0 : 8) : 0));
+    const shown = vec.slice(start, start + count);
     const cells = shown.map((v, i) => {
       const k = start + i;
       return `<span${hot && k >= hot[0] && k < hot[1] ? ' class="hot"' : ""}><i>${k}</i> ${esc(text(v))}</span>`;
@@ -139,7 +142,7 @@
     // Columns as wide as the widest "index value" (float64 numbers take 17 digits and more).
     const chars = Math.max(0, ...shown.map((v, i) => String(start + i).length + 1 + text(v).length));
     const cut = D.kept.units !== null && D.widths[name] > vec.length ? ` (first ${vec.length} of ${D.widths[name]} units)` : "";
-    const range = vec.length > SHOWN ? `<div class="muted">units ${start} to ${start + SHOWN - 1} of ${vec.length}: hover the strip to move</div>` : "";
+    const range = vec.length > count ? `<div class="muted">units ${start} to ${start + shown.length - 1} of ${vec.length}: hover the strip to move</div>` : "";
     return `<div><b>${esc(name)}</b> = <span class="expr">${esc(a.expression)}</span></div>` +
       (a.caption ? `<div class="muted">${esc(a.caption)}</div>` : "") +
       `<div>stage ${a.stage} &middot; step ${D.steps[view.t]}, sequence ${D.batch[view.b]}${cut}</div>` +
