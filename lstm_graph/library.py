@@ -141,6 +141,9 @@ def load_cell(spec: str | Path) -> Cell:
     if path.exists():
         raise UnknownCellError(f"{shown} is not a regular file (a FIFO, socket or device); "
                                "give a .cell file")
+    if path.is_symlink():  # a link to nothing: "no such file" hid the link
+        raise UnknownCellError(f"{shown} is a symbolic link to {inert(os.readlink(path))}, "
+                               "which does not exist")
     looks_like_path = path.suffix or "/" in spec_text or "\\" in spec_text
     hint = "no such file" if looks_like_path else \
         f"not a built-in cell{_closest_builtin(spec_text)}"

@@ -81,6 +81,13 @@ def test_a_cell_s_name_is_said_on_one_line_and_the_api_takes_a_path_as_the_os_gi
     assert lstm_graph.load_cell(b"lstm").name == "lstm"
 
 
+def test_a_link_to_nothing_is_said_to_be_one(tmp_path, cli_fails):
+    (tmp_path / "gone.cell").symlink_to(tmp_path / "moved" / "x.cell")
+    assert cli_fails("validate", tmp_path / "gone.cell").startswith(
+        f"{tmp_path / 'gone.cell'} is a symbolic link to {tmp_path / 'moved' / 'x.cell'}, "
+        "which does not exist")
+
+
 @pytest.mark.parametrize("spec, meant", [("LSTM", "lstm"), ("Peephole-LSTM", "peephole_lstm"),
                                          ("GRU", "gru"), ("coupled lstm", "coupled_lstm")])
 def test_a_cell_name_in_other_case_or_with_dashes_gets_a_did_you_mean(cli_refused, spec, meant):

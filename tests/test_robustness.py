@@ -625,6 +625,10 @@ def test_a_state_named_y_is_refused_by_run_whose_output_is_y(tmp_path, cli_refus
     stderr = cli_refused("run", cell, "--sample", "-I", "4", "-H", "3", *dask)
     assert "cell 'ycell' has a state named y, the name under which run writes the output " \
         "sequence" in stderr
+    if not dask:  # validate said it was ok, and nothing more
+        assert [d.message for d in lstm_graph.load_cell(cell).warnings] == [
+            "state 'y' has the name under which 'run' writes the output sequence, so run "
+            "refuses this cell (trace writes the state as final.y); rename the state"]
 
 
 def test_params_refuses_a_negative_seed_as_every_command_does(tmp_path, cli_fails):

@@ -46,6 +46,10 @@ def check_declarations(graph: CellGraph, assigned: set[str],
         if state not in assigned:
             found.append(_diag(graph, loc, f"state '{state}' is declared but never assigned; "
                                f"add a line '{state} = ...' computing its new value"))
+    if "y" in graph.states:
+        found.append(_diag(graph, graph.states["y"], "state 'y' has the name under which "
+                           "'run' writes the output sequence, so run refuses this cell "
+                           "(trace writes the state as final.y); rename the state", "warning"))
     for output, loc in graph.outputs.items():
         if output in graph.inputs:
             found.append(_diag(graph, loc, f"output '{output}' is the cell's input, which the "
