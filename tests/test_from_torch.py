@@ -191,6 +191,15 @@ REFUSALS = {
                     "h = torch.tanh(self.lin(torch.cat([x.to(h.dtype), h], 1)))"),
     "RefuseDivInPlace": ("h", "Tensor.div_ is in place", "write its result as a new value",
                          "z.div_(2.0)"),
+    # each said only what it lacked or was
+    "RefuseClampMin": ("h", "torch.clamp without max", "the op table's clip takes min and "
+                       "max both, so a bound of one side is not one of its ops (torch.relu(z) "
+                       "is clamp(z, min=0))",
+                       "h = torch.clamp(self.lin(torch.cat([x, h], 1)), min=0.0)"),
+    "RefuseWeightNormed": ("h", "nn.ParametrizedLinear (self.lin) cannot be part of a cell",
+                           "fold them into plain weights first (torch.nn.utils.parametrize."
+                           "remove_parametrizations(module, 'weight'))",
+                           "normed = self.lin(torch.cat([x, h], 1))"),
 }
 
 
@@ -725,6 +734,11 @@ def test_a_forward_that_reads_self_training_is_said_to_be_converted_in_eval_mode
         "TrainingBranch is converted in eval mode, as it runs for inference; what it does " \
         "while training is not in the cell" in done.stderr
     assert "h = tanh(linear(x, h[t-1]))" in (tmp_path / "c.cell").read_text()
+    # PyTorch's own module is named where the user's code has it, not at its own file
+    dropped = cli_run("from-torch", f"{CELLS}:Activations", "-I", IN, "-H", HID, "--states",
+                      "h", "--out", tmp_path / "a.cell", "--weights-out", tmp_path / "a.npz")
+    assert "warning: nn.Dropout.forward (self.drop) reads self.training: Activations is " \
+        "converted in eval mode" in dropped.stderr and "dropout.py" not in dropped.stderr
 
 
 def test_a_line_the_code_did_not_name_is_not_given_one_of_the_code_s_names(tmp_path,

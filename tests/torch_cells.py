@@ -626,6 +626,27 @@ class RefuseClampPerUnit(nn.Module):
         return h, h
 
 
+class RefuseClampMin(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = torch.clamp(self.lin(torch.cat([x, h], 1)), min=0.0)
+        return h, h
+
+
+class RefuseWeightNormed(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.utils.parametrizations.weight_norm(nn.Linear(input_size + hidden_size,
+                                                                   hidden_size))
+
+    def forward(self, x, h):
+        normed = self.lin(torch.cat([x, h], 1))
+        return torch.tanh(normed), torch.tanh(normed)
+
+
 class RefuseCounter(nn.Module):
     """Keeps a count of its calls: each step computes another thing after the eighth."""
 

@@ -320,9 +320,11 @@ def _reads_training(module: Any) -> list[str]:
 
 
 def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[tuple[str, str]]:
-    """The class and ``file:line`` of each syntax node ``wanted`` picks in the ``forward``
-    of the module's classes and its submodules' (where their source can be read)."""
-    found: list[tuple[str, str]] = []
+    """The class and place of each syntax node ``wanted`` picks in the ``forward`` of the
+    module's classes and its submodules' (where their source can be read): ``file:line``
+    in the user's code; a class of PyTorch's own is named ``nn.Dropout`` at the submodule
+    that is one (``self.drop``), not at a line of PyTorch's files."""
+    found: set[tuple[int, str, str]] = set()  # the line first: file order
     for cls in dict.fromkeys(type(sub) for sub in module.modules()):
         forward = cls.__dict__.get("forward")
         if forward is None:
@@ -333,10 +335,14 @@ def _in_forwards(module: Any, wanted: Callable[[ast.AST], bool]) -> list[tuple[s
             tree = ast.parse(path.read_text(encoding="utf-8"))  # the whole file: it parses
         except (TypeError, OSError, SyntaxError, ValueError):
             continue
-        found += [(cls.__name__, f"{path.name}:{getattr(node, 'lineno', 0)}")
-                  for node in ast.walk(tree)
-                  if wanted(node) and first <= getattr(node, "lineno", 0) < first + len(lines)]
-    return sorted(set(found), key=lambda item: int(item[1].rpartition(":")[2]))
+        at = [getattr(node, "lineno", 0) for node in ast.walk(tree)
+              if wanted(node) and first <= getattr(node, "lineno", 0) < first + len(lines)]
+        if at and cls.__module__.startswith("torch."):
+            name = next(n for n, sub in module.named_modules() if type(sub) is cls)
+            found.add((0, f"nn.{cls.__name__}", f"self.{name}" if name else "self"))
+        else:
+            found.update((line, cls.__name__, f"{path.name}:{line}") for line in at)
+    return [(name, place) for _, name, place in sorted(found)]
 
 
 def _module_dtype(module: Any) -> np.dtype:

@@ -774,8 +774,13 @@ class _Interpreter:
                                "has already read; write its result as a new value (" + (
                                    f"y = torch.{short[:-1]}(…) of the same operands)" if known
                                    else "z = z / 2 for z.div_(2))"))
-        raise self._refuse(node, f"{self._describe(node)} cannot be part of a cell",
-                           _WHY.get(short, "it is not one of the ops below"))
+        why = _WHY.get(short, "it is not one of the ops below")
+        if short.startswith("Parametrized"):  # torch.nn.utils.parametrize made the class
+            why = ("its weights are recomputed from others at every call (torch.nn.utils."
+                   "parametrizations.weight_norm, spectral_norm, orthogonal…); fold them into "
+                   "plain weights first (torch.nn.utils.parametrize.remove_parametrizations("
+                   "module, 'weight')), then save the state dict")
+        raise self._refuse(node, f"{self._describe(node)} cannot be part of a cell", why)
 
     def _op_call(self, node: Any, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """An op of the op table, in one of its PyTorch spellings."""
@@ -806,7 +811,11 @@ class _Interpreter:
                                "already read; drop inplace")
         missing = [n for n, v in numbers.items() if v is None]
         if missing:
-            raise self._refuse(node, f"{name} without {missing[0]}")
+            given = [n for n, v in numbers.items() if v is not None]
+            raise self._refuse(node, f"{name} without {missing[0]}", (
+                f"the op table's {op.name} takes {' and '.join(names)} both" + (
+                    ", so a bound of one side is not one of its ops (torch.relu(z) is "
+                    "clamp(z, min=0))" if given else "")))
         try:
             attrs = (call.attrs or (lambda given: {}))(numbers)
         except ValueError as err:
