@@ -196,6 +196,14 @@ REFUSALS = {
                        "max both, so a bound of one side is not one of its ops (torch.relu(z) "
                        "is clamp(z, min=0))",
                        "h = torch.clamp(self.lin(torch.cat([x, h], 1)), min=0.0)"),
+    "RefuseDictState": ("h,c", "RefuseDictState.forward returns a dict as its new state",
+                        "return its tensors as a tuple, in the order --states names them "
+                        "(h, c)", 'return torch.tanh(c), {"h": torch.tanh(c), "c": c}'),
+    "RefuseGradFlag": ("h", "Tensor.requires_grad_ cannot be part of a cell",  # said in place
+                       "it stops gradients", "frozen = self.lin(torch.cat([x, h], 1))"
+                       ".requires_grad_(False)"),
+    "RefuseRankBranch": ("h", "RefuseRankBranch.forward cannot be traced", "or on what "
+                         "torch.fx cannot know while it traces: x.dim()", "if x.dim() == 1:"),
     "RefuseWeightNormed": ("h", "nn.ParametrizedLinear (self.lin) cannot be part of a cell",
                            "fold them into plain weights first (torch.nn.utils.parametrize."
                            "remove_parametrizations(module, 'weight'))",
@@ -213,7 +221,7 @@ def test_what_a_cell_cannot_express_is_refused_with_op_line_and_what_is_supporte
                 if text.strip() == source_line)
     assert f"torch_cells.py:{line}: error: " in stderr
     assert op in stderr and why in stderr and source_line in stderr
-    assert "from-torch converts:" in stderr or name == "RefuseBranch"
+    assert "from-torch converts:" in stderr or name in ("RefuseBranch", "RefuseDictState")
     assert not list(tmp_path.iterdir())
 
 

@@ -647,6 +647,38 @@ class RefuseWeightNormed(nn.Module):
         return torch.tanh(normed), torch.tanh(normed)
 
 
+class RefuseDictState(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, state):
+        h, c = state
+        c = torch.tanh(self.lin(torch.cat([x, h], 1))) + c
+        return torch.tanh(c), {"h": torch.tanh(c), "c": c}
+
+
+class RefuseGradFlag(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        frozen = self.lin(torch.cat([x, h], 1)).requires_grad_(False)
+        return torch.tanh(frozen), torch.tanh(frozen)
+
+
+class RefuseRankBranch(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        if x.dim() == 1:
+            x = x[None]
+        return torch.tanh(self.lin(torch.cat([x, h], 1))), h
+
+
 class RefuseCounter(nn.Module):
     """Keeps a count of its calls: each step computes another thing after the eighth."""
 

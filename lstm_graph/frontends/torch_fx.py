@@ -101,7 +101,7 @@ _WHY = {
                     "a PyTorch recurrent module is a layer, not a cell's code: its state "
                     "dict runs as it is ('lstm-graph run lstm --weights sd.pt'; gru, rnn, "
                     "lstm_proj alike)"),
-    **dict.fromkeys(("detach", "detach_"),
+    **dict.fromkeys(("detach", "detach_", "requires_grad_"),
                     "it stops gradients, which a cell's equations cannot say (lstm-graph "
                     "differentiates every value, as a training step would): without it the "
                     "forward computes the same"),
@@ -468,7 +468,8 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
         where = _user_frame(err.__traceback__, files)
         head = f"{shown_file(where[0])}:{where[1]}: error: " if where else ""
         text = f"\n    {linecache.getline(*where).strip()}" if where else ""
-        why = ("it branches on a tensor's value (an if, while or bool() on it), and a cell "
+        why = ("it branches on a tensor (an if, while or bool() on its values, or on what "
+               "torch.fx cannot know while it traces: x.dim(), x.requires_grad), and a cell "
                "runs the same equations at every step" if "control flow" in str(err)
                else printable(str(err)))
         raise ConvertError(f"{head}{type(module).__name__}.forward cannot be traced: "
@@ -682,6 +683,10 @@ class _Interpreter:
             raise self._returned(f"{name}.forward returns {_kind(result)}; a cell's forward "
                                  "returns (out, new_state)")
         out, new = result
+        if isinstance(new, dict):
+            raise self._returned(f"{name}.forward returns a dict as its new state; return its "
+                                 f"tensors as a tuple, in the order --states names them "
+                                 f"({', '.join(self.states)})")
         new = list(new) if isinstance(new, (tuple, list)) else [new]
         if len(new) != len(self.states):
             raise self._returned(f"{name}.forward returns {len(new)} new state"
