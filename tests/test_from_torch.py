@@ -451,6 +451,27 @@ def test_a_module_beside_the_file_that_others_can_write_is_not_run(tmp_path, cli
     assert not list(tmp_path.rglob("__pycache__"))  # nothing written beside them either
 
 
+def test_modules_of_one_s_own_beside_the_file_are_imported_linked_or_in_packages(tmp_path):
+    """What the check of modules beside FILE.py must let through: a package importing a
+    sibling relatively, and a module that is a link to the user's file elsewhere."""
+    cells, shared = tmp_path / "cells", tmp_path / "shared"
+    (cells / "lg_acts").mkdir(parents=True)
+    shared.mkdir()
+    (cells / "lg_acts" / "__init__.py").write_text("from .chosen import act\n")
+    (cells / "lg_acts" / "chosen.py").write_text("from torch import tanh as act\n")
+    (shared / "lg_linked.py").write_text("from torch import sigmoid as gate\n")
+    (cells / "lg_linked.py").symlink_to(shared / "lg_linked.py")
+    (cells / "cells.py").write_text(
+        "import torch\nfrom torch import nn\nfrom lg_acts import act\nfrom lg_linked import gate"
+        "\n\n\nclass Cell(nn.Module):\n    def __init__(self, i, h):\n        super().__init__()\n"
+        "        self.l = nn.Linear(i + h, h)\n\n    def forward(self, x, h):\n"
+        "        h = act(self.l(torch.cat([x, h], 1))) * gate(h)\n        return h, h\n")
+    text = convert(cells / "cells.py", "Cell", 3, 4, ["h"]).text
+    assert re.search(r"(\w+) = tanh\(linear\(x, h\[t-1\]\)\).*\nh = \1 \* sigmoid\(h\[t-1\]\)",
+                     text), text
+    assert not list(tmp_path.rglob("__pycache__"))
+
+
 def test_two_files_with_siblings_of_one_name_each_get_their_own(tmp_path):
     """Both folders' cells.py import helper: the second conversion in one process took the
     first folder's helper (kept in sys.modules), and its check passed, run with it too."""

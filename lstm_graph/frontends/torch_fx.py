@@ -234,8 +234,8 @@ class _SourceOnly(importlib.machinery.SourceFileLoader):
     planted would run) or written (nothing is touched that lstm-graph did not make)."""
 
     def get_code(self, fullname: str) -> types.CodeType:
-        try:
-            source = _trusted_source(Path(shown_file(self.path)), self.path)
+        try:  # a link there is followed: its target is checked where it lies
+            source = _trusted_source(Path(shown_file(self.path)), os.path.realpath(self.path))
         except ConvertError as err:
             raise ImportError(str(err)) from None
         return compile(source, self.path, "exec", dont_inherit=True)
@@ -245,7 +245,8 @@ class _OwnModules(importlib.abc.MetaPathFinder):
     """While FILE.py is imported: a module it imports from its own folder (or a package
     there) is run only where FILE.py would be: every directory below the folder is one no
     other user can write in, and the module's file is checked and read as FILE.py's is
-    (:class:`_SourceOnly`); another file there (a compiled extension) is refused."""
+    (:class:`_SourceOnly`); a compiled extension there is loaded as ever where it is the
+    user's (or root's) and no one else may write it."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -263,10 +264,15 @@ class _OwnModules(importlib.abc.MetaPathFinder):
                                   f"{shown_file(directory)}, so its code is not run; copy "
                                   "it to a directory of your own")
             directory = os.path.dirname(directory)
-        if not origin.endswith(".py"):
-            raise ImportError(f"{shown_file(origin)}: from-torch runs the Python source of "
-                              "FILE.py's own modules, not compiled ones")
-        spec.loader = _SourceOnly(fullname, origin)
+        if origin.endswith(".py"):
+            spec.loader = _SourceOnly(fullname, origin)
+            return spec
+        status = os.stat(origin)  # a compiled module: loaded as ever, where it is trusted
+        if status.st_uid not in (os.geteuid(), 0) or status.st_mode & (stat.S_IWOTH
+                                                                        | stat.S_IWGRP):
+            raise ImportError(f"{shown_file(origin)}: another user may have written it "
+                              f"(uid {status.st_uid}, mode {stat.S_IMODE(status.st_mode):04o}), "
+                              "so its code is not run; copy it to a directory of your own")
         return spec
 
 
