@@ -313,7 +313,7 @@ def test_long_names_wrap_inside_the_page(browser, tmp_path):
     assert tab.page.evaluate("document.documentElement.scrollWidth") <= 1400
     assert tab.page.eval_on_selector_all(
         ".stages li", "items => items.every(i => i.scrollWidth <= i.clientWidth)")
-    tab.page.hover(f'svg[data-style=pipe] g[data-node="h"] polygon.u[data-u="0"]')
+    tab.page.hover('svg[data-style=pipe] g[data-node="h"] polygon.u[data-u="0"]')
     assert tab.page.eval_on_selector("#tip", "t => t.scrollWidth <= t.clientWidth")  # ran out
     assert tab.errors == []
     tab.page.screenshot(path=str(tmp_path / "long.png"), full_page=True)
