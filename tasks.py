@@ -1,6 +1,6 @@
 """Set everything up on a fresh machine, then run the main job or the tests.
 
-    python3 tasks.py demo    # set up, then draw the peephole LSTM in both styles, validate, run it
+    python3 tasks.py demo    # set up, then validate, schedule, draw and run the peephole LSTM
     python3 tasks.py test    # set up, then the static checks and the whole test suite
 
 Needs only Python 3.10+. It creates ``.venv`` and installs lstm-graph into it:
@@ -53,7 +53,7 @@ def ensure_venv(extras: str) -> None:
         return
     target = f".[{extras}]" if extras else "."
     what = "and its test dependencies (torch 2.13.0, onnx, onnxruntime, ...)" if extras else \
-        "(numpy, networkx, graphviz, click)"
+        "(numpy, networkx, graphviz, click, threadpoolctl)"
     say(f"installing lstm-graph {what} into {VENV}")
     for command in ([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"],
                     [str(PYTHON), "-m", "pip", "install", "-q", "-e", target]):

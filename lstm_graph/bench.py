@@ -996,8 +996,8 @@ def report(rows: list[Row], threads: int, repeat: int, blocks: int, nodes: int,
     others = [f"{size}: {runs(size, repeat)}" for size in measured
               if runs(size, repeat) != repeat]  # the named sizes of other counts
     return (f"{START}\nMachine: {machine(threads)}.\n\nEach contender in its own process, "
-            f"{blocks} block{'s' * (blocks != 1)} of {repeat} timed runs after "
-            f"{warmed()}{' (' + ', '.join(others) + ')' if others else ''}, taking "
+            f"{blocks} block{'s' * (blocks != 1)} of {repeat} timed runs"
+            f"{' (' + ', '.join(others) + ')' if others else ''} after {warmed()}, taking "
             f"turns{waited}; ms: median of all runs (range of "
             f"the blocks' medians); \"quietest blocks\": our fastest block's median ÷ the best "
             f"peer's fastest block's.{_one_thread(threads)} Target: ours ÷ best peer ≤ "

@@ -434,5 +434,6 @@ def test_the_method_names_the_run_counts_of_the_sizes_measured_alone():
         return text.split("\n")[3]
 
     assert "of 10 timed runs after " in method([TOY]) and "small:" not in method([TOY])
-    assert "(small: 200, large: 5), taking" in method(["small", "medium", "large"])
+    assert "of 10 timed runs (small: 200, large: 5) after " in method(["small", "medium",
+                                                                     "large"])
     assert "at the benchmark's named sizes (small, medium, large)" in method([TOY])
