@@ -587,6 +587,24 @@ class WeightHook(Base):
 class Checkpointed(Base):
     def gate(self, b):
         return torch.utils.checkpoint.checkpoint(torch.sigmoid, b, use_reentrant=True)
+
+
+class DetachedWeight(Base):
+    def forward(self, x, h):
+        z = torch.nn.functional.linear(torch.cat([x, h], 1), self.l.weight.detach(),
+                                       self.l.bias)
+        a, b = z.chunk(2, 1)
+        return torch.tanh(a) * self.gate(b), torch.tanh(a) * self.gate(b)
+
+
+class DataWeight(Base):
+    def forward(self, x, h):
+        a, b = torch.nn.functional.linear(torch.cat([x, h], 1), self.l.weight.data,
+                                          self.l.bias).chunk(2, 1)
+        return torch.tanh(a) * self.gate(b), torch.tanh(a) * self.gate(b)
+
+
+torch.set_grad_enabled(False)  # as inference scripts do: the forwards are traced with them on
 """
 
 
@@ -601,6 +619,10 @@ class Checkpointed(Base):
                    "passes back"),
     ("WeightHook", r"WeightHook\.l\.weight has a gradient hook \(register_hook\), which "
                    "changes its gradient"),
+    # the trace shows a constant weight: the cell trained it, the module does not
+    ("DetachedWeight", r"the converted cell computes what DetachedWeight does, but its "
+                       r"gradients differ from autograd's through the module by 0\.\d+"),
+    ("DataWeight", r"computes what DataWeight does, but its gradients differ"),
 ])
 def test_a_forward_whose_gradients_are_not_its_equations_is_refused(tmp_path, name, words,
                                                                     cli_fails):
@@ -616,6 +638,9 @@ def test_a_forward_whose_gradients_are_not_its_equations_is_refused(tmp_path, na
     converted = convert(tmp_path / "gradients.py", "Checkpointed", IN, HID, ["h"])
     assert converted.error < 1e-12  # torch's own Functions compute the gradients they say
     assert torch.is_grad_enabled()
+    with torch.no_grad():  # the caller's mode is not the forward's
+        assert convert(tmp_path / "gradients.py", "Base", IN, HID, ["h"]).error < 1e-12
+        assert not torch.is_grad_enabled()
 
 
 def test_the_check_compares_gradients_too_so_a_change_it_cannot_see_is_refused(tmp_path,

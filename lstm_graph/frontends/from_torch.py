@@ -116,9 +116,12 @@ def _running_user_code(path: Path) -> Iterator[None]:
     """While FILE.py's code runs (its import, its constructor, its forward): ``sys.argv``
     as ``python FILE.py`` has it (a module-level argparse read lstm-graph's options and
     ended the command with its own usage error), the code's prints on stderr (stdout
-    holds what lstm-graph writes, ``--json``), and ``sys.exit()`` a refusal at its line
-    (the command ended with its status and without a word)."""
-    argv = sys.argv
+    holds what lstm-graph writes, ``--json``), ``sys.exit()`` a refusal at its line
+    (the command ended with its status and without a word), and the caller's gradient
+    mode as it was after it (a ``torch.set_grad_enabled(False)`` at its top held on)."""
+    import torch
+
+    argv, grad = sys.argv, torch.is_grad_enabled()
     sys.argv = [str(path)]
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -130,6 +133,7 @@ def _running_user_code(path: Path) -> Iterator[None]:
                            f"{cut}{tail}") from None
     finally:
         sys.argv = argv
+        torch.set_grad_enabled(grad)  # FILE.py's torch.set_grad_enabled(False) stays its own
 
 
 def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
@@ -459,36 +463,64 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
             f"the converted cell computes what {type(module).__name__} does, but its "
             f"gradients differ from autograd's through the module by {gradient:.3g} over "
             f"{CHECK_STEPS} steps: the module's backward is not the derivative of its "
-            "forward (a hook or a function that changes gradients, which torch.fx does not "
-            "trace), and a cell's equations cannot say so; nothing was written")
+            "forward (a hook or a function that changes gradients, or a weight read through "
+            ".detach() or .data, which the trace does not show), and a cell's equations "
+            "cannot say so (lstm-graph differentiates every value, as a training step "
+            "would); nothing was written")
     return error
 
 
 def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[str],
                     hidden_size: int) -> float | None:
-    """The largest difference (relative to 1 + |value|) between the gradients of ``x``
-    and of the initial states that the cell's backward gives and autograd's through the
-    float64 module, for seeded gradients of ``y`` and non-zero initial states; None where
-    autograd cannot differentiate the module (its backward raised): nothing to compare."""
+    """How far the module's gradients are from those of what it computes (relative to 1 +
+    |value|), for seeded gradients of ``y`` and non-zero initial states, in float64: those
+    of ``x`` and of the initial states against the cell's backward, and those of its
+    parameters, along a seeded direction, against a central difference of the module's
+    own loss (a weight read through ``.detach()`` or ``.data`` gets none, and the cell
+    would train it). None where autograd cannot differentiate the module (its backward
+    raised): nothing to compare."""
     import torch
 
     rng = np.random.default_rng(1)
     start = {s: rng.standard_normal((x.shape[1], hidden_size)) * 0.5 for s in states}
-    grad_y = rng.standard_normal(runner(x, start)[0].shape)
-    ours = runner.grad(x, grad_y, state=start)
+    grad_y = torch.from_numpy(rng.standard_normal(runner(x, start)[0].shape))
+    ours = runner.grad(x, grad_y.numpy(), state=start)
     given = torch.from_numpy(x).requires_grad_()
     initial = [torch.from_numpy(start[s]).requires_grad_() for s in states]
+    parameters = [p for p in double.parameters() if p.requires_grad]
+
+    def loss(inputs: Any, first: list[Any]) -> Any:
+        values: list[Any] = list(first)
+        outs = []
+        for t in range(x.shape[0]):
+            out, new = double(inputs[t], values[0] if len(values) == 1 else tuple(values))
+            values = list(new) if isinstance(new, (tuple, list)) else [new]
+            outs.append(out)
+        return (torch.stack(outs) * grad_y).sum()
+
     try:
-        with torch.enable_grad():
-            values: list[Any] = list(initial)
-            outs = []
-            for t in range(x.shape[0]):
-                out, new = double(given[t], values[0] if len(values) == 1 else tuple(values))
-                values = list(new) if isinstance(new, (tuple, list)) else [new]
-                outs.append(out)
-            (torch.stack(outs) * torch.from_numpy(grad_y)).sum().backward()
+        with torch.inference_mode(False), torch.enable_grad():
+            loss(given, initial).backward()
     except Exception:  # noqa: BLE001  (the user's module: autograd cannot take it back)
         return None
     pairs = [(ours.x, given.grad), *((ours.state[s], v.grad) for s, v in zip(states, initial))]
-    return max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
-               if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
+    worst = max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
+                if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
+    if not parameters:
+        return worst
+    ways = [torch.from_numpy(rng.standard_normal(tuple(p.shape))) for p in parameters]
+    along = sum(float((p.grad * way).sum()) for p, way in zip(parameters, ways)
+                if p.grad is not None)
+
+    def moved(by: float) -> float:
+        """The loss with every parameter moved ``by`` along its direction (and left so)."""
+        with torch.no_grad():
+            for p, way in zip(parameters, ways):
+                p.add_(way, alpha=by)
+            return float(loss(given.detach(), [v.detach() for v in initial]))
+
+    step = 1e-6
+    up, down = moved(step), moved(-2 * step)
+    moved(step)
+    difference = (up - down) / (2 * step)
+    return max(worst, abs(along - difference) / (1 + abs(difference)))

@@ -467,7 +467,11 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
     wrapper.cell = module
     try:
         function.apply = classmethod(apply)
-        graph = Tracer().trace(wrapper)
+        # traced with gradients on, whatever the caller's mode (torch.no_grad() around the
+        # conversion, torch.set_grad_enabled(False) at FILE.py's top): only the forward's own
+        # switching them off is its
+        with torch.inference_mode(False), torch.enable_grad():
+            graph = Tracer().trace(wrapper)
     except ConvertError:
         raise
     except torch.fx.proxy.TraceError as err:
