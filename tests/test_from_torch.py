@@ -451,7 +451,8 @@ def test_a_module_beside_the_file_that_others_can_write_is_not_run(tmp_path, cli
     assert not list(tmp_path.rglob("__pycache__"))  # nothing written beside them either
 
 
-def test_modules_of_one_s_own_beside_the_file_are_imported_linked_or_in_packages(tmp_path):
+def test_modules_of_one_s_own_beside_the_file_are_imported_linked_or_in_packages(tmp_path,
+                                                                                  monkeypatch):
     """What the check of modules beside FILE.py must let through: a package importing a
     sibling relatively, and a module that is a link to the user's file elsewhere."""
     cells, shared = tmp_path / "cells", tmp_path / "shared"
@@ -467,6 +468,16 @@ def test_modules_of_one_s_own_beside_the_file_are_imported_linked_or_in_packages
         "        self.l = nn.Linear(i + h, h)\n\n    def forward(self, x, h):\n"
         "        h = act(self.l(torch.cat([x, h], 1))) * gate(h)\n        return h, h\n")
     text = convert(cells / "cells.py", "Cell", 3, 4, ["h"]).text
+    # a module below the folder found through another entry of sys.path (a .venv there):
+    # Python's to import, as any; it was refused as one of FILE.py's own
+    site = cells / ".venv" / "site"
+    site.mkdir(parents=True)
+    (site / "lg_from_site.py").write_text("from torch import tanh as act\n")
+    (site / "lg_from_site.py").chmod(0o666)
+    (cells / "site_user.py").write_text((cells / "cells.py").read_text().replace(
+        "from lg_acts import act", "from lg_from_site import act"))
+    monkeypatch.syspath_prepend(str(site))
+    assert convert(cells / "site_user.py", "Cell", 3, 4, ["h"]).text.count("tanh") >= 1
     assert re.search(r"(\w+) = tanh\(linear\(x, h\[t-1\]\)\).*\nh = \1 \* sigmoid\(h\[t-1\]\)",
                      text), text
     assert not list(tmp_path.rglob("__pycache__"))

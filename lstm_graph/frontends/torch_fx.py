@@ -243,10 +243,11 @@ class _SourceOnly(importlib.machinery.SourceFileLoader):
 
 class _OwnModules(importlib.abc.MetaPathFinder):
     """While FILE.py is imported: a module it imports from its own folder (or a package
-    there) is run only where FILE.py would be: every directory below the folder is one no
-    other user can write in, and the module's file is checked and read as FILE.py's is
-    (:class:`_SourceOnly`); a compiled extension there is loaded as ever where it is the
-    user's (or root's) and no one else may write it."""
+    there; not one found below it through another entry of ``sys.path``, a ``.venv`` kept
+    beside FILE.py) is run only where FILE.py would be: every directory below the folder
+    is one no other user can write in, and the module's file is checked and read as
+    FILE.py's is (:class:`_SourceOnly`); a compiled extension there is loaded as ever
+    where it is the user's (or root's) and no one else may write it."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -257,6 +258,9 @@ class _OwnModules(importlib.abc.MetaPathFinder):
         origin = getattr(spec, "origin", None)
         if spec is None or origin is None or not origin.startswith(self.folder + os.sep):
             return None  # not the user's: found as ever
+        top = os.path.relpath(origin, self.folder).split(os.sep)[0]
+        if top not in (fullname.split(".")[0], fullname.split(".")[0] + ".py"):
+            return None  # found through another entry of sys.path (a .venv kept there)
         directory = os.path.dirname(origin)
         while directory != self.folder:
             if not _own_folder(directory):
