@@ -100,6 +100,8 @@ def test_a_diagram_a_notebook_shows_is_drawn_by_the_trusted_bounded_dot(tmp_path
         assert diagram.pipe(format="png").startswith(b"\x89PNG")
         with pytest.raises(RenderError, match=r"written by lstm_graph\.render\.save\("):
             diagram.render("lstm", format="png")  # the package's own, refused
+        with pytest.raises(RenderError, match="graphviz's unflatten, which would run"):
+            diagram.unflatten(stagger=3)
         too_large = render(compile_source(chain(150), "c.cell"), "pipe")
         began = time.monotonic()
         (reason,) = too_large._repr_mimebundle_().values()

@@ -307,22 +307,23 @@ class Diagram(graphviz.Digraph):
     bounds of memory and time), not by the ``graphviz`` package's, which runs the first
     ``dot`` on ``PATH`` and waits for it without a bound. A notebook shows it through
     :meth:`pipe`, and shows the reason as text where it cannot be drawn; the package's
-    :meth:`render` and :meth:`view`, which would run that other ``dot``, are refused
-    (``lstm_graph.render.save`` writes a picture)."""
+    :meth:`render`, :meth:`view` and :meth:`unflatten`, which would run that other
+    ``dot``, are refused (``lstm_graph.render.save`` writes a picture)."""
 
     def pipe(self, format: str | None = None, renderer: str | None = None,  # noqa: A002
              formatter: str | None = None, neato_no_op: bool | int | None = None,
              quiet: bool = False, *, engine: str | None = None, encoding: str | None = None
              ) -> bytes | str:
-        """The diagram as ``format`` (``svg``, ``png``, ``pdf`` or ``dot``), text where
-        ``encoding`` is given; Graphviz's other renderers, formatters and engines are
-        refused, not passed to a ``dot`` run some other way."""
+        """The diagram as ``format`` (``svg``, ``png``, ``pdf`` or ``dot``; by default its
+        ``.format``, as graphviz's), text where ``encoding`` is given; Graphviz's other
+        renderers, formatters and engines are refused, not passed to a ``dot`` run some
+        other way."""
         from lstm_graph.render import to_bytes
 
         if renderer or formatter or neato_no_op or engine not in (None, "dot"):
             raise RenderError("lstm-graph lays its diagrams out with dot and its own "
                               "settings: give a format alone")
-        data = to_bytes(self, format or "svg")
+        data = to_bytes(self, format or self.format)
         return data.decode(encoding) if encoding else data
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None,
@@ -341,6 +342,11 @@ class Diagram(graphviz.Digraph):
 
     def view(self, *args: Any, **kwargs: Any) -> str:
         return self.render()
+
+    def unflatten(self, *args: Any, **kwargs: Any) -> Any:
+        raise RenderError("lstm-graph lays its diagrams out with dot and its own settings; "
+                          "graphviz's unflatten, which would run the first unflatten and dot "
+                          "on PATH, is not offered: its .source is the DOT text")
 
 
 def new_digraph(scene: Scene, style: str, **graph_attrs: str) -> graphviz.Digraph:
