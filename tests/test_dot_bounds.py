@@ -240,3 +240,7 @@ def test_a_label_or_tooltip_longer_than_graphviz_reads_is_refused_before_dot(tmp
         result.stderr and not (tmp_path / "amp.svg").exists()
     assert cli_process("render", "amp.cell", "--style", "pipe", "--format", "dot", "--out",
                        "amp.dot", cwd=tmp_path).returncode == 0  # DOT: written as ever
+    explored = cli_process("explore", "amp.cell", "--sample", "-H", "2", "--out", "a.html",
+                           cwd=tmp_path)  # its own advice: explore has no --format
+    assert explored.returncode == 1 and "shorten the longest names or captions; the page " \
+        "draws both styles" in explored.stderr and "or write --format" not in explored.stderr

@@ -162,7 +162,8 @@ def check_size(dot: graphviz.Digraph, advice: str | None = None) -> str:
         raise RenderError(f"this diagram has a label, name or tooltip of {length:,} "
                           f"characters (it starts {start[:40]!r}), made of the cell's names "
                           f"and captions; Graphviz reads at most {LONGEST_STRING:,}: shorten "
-                          "the longest names or captions, or write --format dot")
+                          "the longest names or captions" + (
+                              ", or write --format dot" if advice is None else advice))
     if nodes > MAX_NODES[style]:
         if advice is None:
             other = "" if style == "cell" else " (the cell style, --style cell, draws up " \
