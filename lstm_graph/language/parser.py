@@ -97,7 +97,7 @@ MAX_DEPTH = 256
 #: the statement before it, closed or not; it names what a line that fails assigns.
 _ASSIGNMENT = re.compile(r"([^\W\d]\w*)\s*=(?!=)")
 #: What makes a node when a statement is lowered: an operator, a call, a number.
-_OPERATION = re.compile(r"[-+*(,]|(?<![\w.])\.?\d")  # a call's second operand on: a comma
+_OPERATION = re.compile(r"[-+*(]|(?<![\w.])\.?\d")
 _INDEX = re.compile(r"\[[^\]]*\]")  # [t-1] reads a value, it makes none
 #: Characters a cell's text (and a cell's name) may not hold: control characters (but the
 #: tab and the line end), line and paragraph separators (Python would split lines where
@@ -1146,9 +1146,14 @@ def parse(text: str, file: str = "<string>", default_name: str = "cell") -> Pars
     operations = sum(len(_OPERATION.findall(_INDEX.sub("", line)))
                      for stmt in assignments for line in stmt.lines)
     if operations > MAX_NODES:
-        return _too_large(file, default_name, f"{operations:,} operations (operators, calls, "
-                          f"their operands and numbers): more than the {MAX_NODES:,} a cell "
-                          "may hold; split it into smaller cells")
+        return _too_large(file, default_name, f"{operations:,} operations (operators, calls "
+                          f"and numbers): more than the {MAX_NODES:,} a cell may hold; split "
+                          "it into smaller cells")
+    operands = sum(line.count(",") for stmt in assignments for line in stmt.lines)
+    if operands > MAX_NODES:  # 600,000 of one linear(...) took 12 s and 742 MB to refuse
+        return _too_large(file, default_name, f"{operands:,} operands after the first of "
+                          f"calls: more than the {MAX_NODES:,} a cell may hold; split it "
+                          "into smaller cells")
     statements = parser.parse_statements()
     decls = parser.decls
     assigned: dict[str, Loc] = {}
