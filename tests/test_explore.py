@@ -127,8 +127,12 @@ def test_the_numbers_get_what_the_rest_of_the_page_leaves_of_its_size(monkeypatc
                                                   "writes every value.")
     monkeypatch.setattr(page_module, "PAGE_BYTES", 50_000)  # less than its diagrams take
     page, kept = page_module.page_and_kept(run)
-    assert len(page.encode()) > 50_000 and "the fewest it holds: its diagrams alone take " \
-        "more than 2 MB" in page_data(page)["subsampled"]
+    assert len(page.encode()) > 50_000 and "the fewest it holds: its diagrams and the " \
+        "paths they light take more than 2 MB" in page_data(page)["subsampled"]
+    whole = make_run(lstm_graph.load_cell("peephole_lstm"))  # nothing to leave out: it said
+    assert page_data(page_module.page_and_kept(whole)[0])["subsampled"] == (  # nothing
+        "This page holds the whole run and is over 2 MB: its diagrams and the paths they "
+        "light take more than that.")
 
 
 def test_explore_says_on_the_terminal_what_the_page_holds_of_a_long_run(tmp_path, cli_run):

@@ -69,8 +69,10 @@ def explore(spec: str, out: Path, **inputs: Any) -> None:
     write_atomic(out, page.encode("utf-8"))
     say(f"{cell.name}: {plural(steps, 'step')}, {plural(sequences, 'sequence')} ({ran_with}); "
         f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.2f} MB)", err=True)
-    shown = kept.shown(steps, sequences)
+    shown, heavy = kept.shown(steps, sequences), len(page.encode("utf-8")) > PAGE_BYTES
     if shown is not None:  # what the page says of itself, said here too
-        heavy = len(page.encode("utf-8")) > PAGE_BYTES
         say(f"note: the page shows {shown}, {kept.reason(heavy)}; 'lstm-graph trace' writes "
             "every value", err=True)
+    elif heavy:
+        say("note: the page holds the whole run and is over 2 MB: its diagrams and the paths "
+            "they light take more than that", err=True)

@@ -69,18 +69,20 @@ class Kept:
 
     def sentence(self, steps: int, sequences: int, heavy: bool = False) -> str | None:
         """What was left out, in the page's words; None when nothing was. ``heavy``: the
-        page is over 2 MB with the fewest numbers it holds (its diagrams alone are)."""
+        page is over 2 MB with the fewest numbers it holds (its diagrams and the data of
+        the paths they light are), which it says even where nothing was left out."""
         shown = self.shown(steps, sequences)
         if shown is None:
-            return None
+            return "This page holds the whole run and is over 2 MB: its diagrams and the " \
+                "paths they light take more than that." if heavy else None
         return f"This page shows {shown}, {self.reason(heavy)}. 'lstm-graph trace' writes " \
             "every value."
 
     @staticmethod
     def reason(heavy: bool) -> str:
         """Why a page shows part of a run (``heavy``: see :meth:`sentence`)."""
-        return "the fewest it holds: its diagrams alone take more than 2 MB" if heavy else \
-            "to stay under 2 MB"
+        return ("the fewest it holds: its diagrams and the paths they light take more than "
+                "2 MB") if heavy else "to stay under 2 MB"
 
 
 def budget(dtype: np.dtype) -> int:

@@ -99,8 +99,9 @@ def build_page(run: Run, most: int | None = None) -> str:
 def page_and_kept(run: Run, most: int | None = None) -> tuple[str, Kept]:
     """:func:`build_page` and what the page keeps of the run. Without ``most``, the
     numbers get :func:`.data.budget`, lowered by what the rest of the page takes past
-    its share, so that the page stays under :data:`PAGE_BYTES`, unless its diagrams
-    alone take more (names of thousands of characters): the page says so then."""
+    its share, so that the page stays under :data:`PAGE_BYTES`, unless its diagrams and
+    the data of the paths they light take more on their own (many gates with long names):
+    the page says so then."""
     page, kept = _page(run, most)
     if most is not None:
         return page, kept
@@ -110,8 +111,8 @@ def page_and_kept(run: Run, most: int | None = None) -> tuple[str, Kept]:
         if excess <= 0:
             return page, kept
         fewer = max(1, numbers - excess // chars - 1000)  # a margin: numbers vary in length
-        if fewer >= numbers:
-            break
+        if fewer >= numbers or kept_of(run, fewer) == kept:
+            break  # no fewer numbers to keep: the rest of the page is what weighs
         numbers = fewer
         page, kept = _page(run, numbers)
     if len(page.encode("utf-8")) <= PAGE_BYTES:
