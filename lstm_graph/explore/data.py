@@ -64,7 +64,8 @@ class Kept:
             cut.append(f"steps 1 to {self.steps} of {steps}")
         if self.units is not None:
             names = ", ".join(self.cut[:4]) + (", …" if len(self.cut) > 4 else "")
-            cut.append(f"the first {self.units} units of {names}")
+            units = "unit" if self.units == 1 else f"{self.units} units"
+            cut.append(f"the first {units} of {names}")
         return ", ".join(cut) or None
 
     def sentence(self, steps: int, sequences: int, heavy: bool = False) -> str | None:

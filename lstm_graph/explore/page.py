@@ -68,10 +68,16 @@ class Run:
 def kept_of(run: Run, most: int | None = None) -> Kept:
     """What the page of ``run`` keeps of it, with at most ``most`` numbers embedded
     (default: :func:`.data.budget`, a page under 2 MB)."""
-    (steps, sequences), graph = run.shape, run.cell.graph
+    steps, sequences = run.shape
+    return keep(steps, sequences, _widths(run), most or budget(run.dtype))
+
+
+def _widths(run: Run) -> dict[str, int]:
+    """The units of each value and input of ``run``, by name."""
+    graph = run.cell.graph
     widths = {name: int(run.values[name].shape[2]) for name in graph.assignments}
     widths.update(dict.fromkeys(graph.inputs, int(run.x.shape[2])))
-    return keep(steps, sequences, widths, most or budget(run.dtype))
+    return widths
 
 
 def check_drawable(cell: Cell) -> None:
@@ -105,13 +111,15 @@ def page_and_kept(run: Run, most: int | None = None) -> tuple[str, Kept]:
     page, kept = _page(run, most)
     if most is not None:
         return page, kept
-    numbers, chars = budget(run.dtype), CHARS[str(run.dtype)]
+    numbers, chars, widths = budget(run.dtype), CHARS[str(run.dtype)], _widths(run)
     for _ in range(4):
         excess = len(page.encode("utf-8")) - PAGE_BYTES
         if excess <= 0:
             return page, kept
-        fewer = max(1, numbers - excess // chars - 1000)  # a margin: numbers vary in length
-        if fewer >= numbers or kept_of(run, fewer) == kept:
+        held = kept.steps * kept.sequences * sum(
+            w if kept.units is None else min(w, kept.units) for w in widths.values())
+        fewer = max(1, min(numbers, held) - excess // chars - 1000)  # numbers vary in length
+        if kept_of(run, fewer) == kept:
             break  # no fewer numbers to keep: the rest of the page is what weighs
         numbers = fewer
         page, kept = _page(run, numbers)
