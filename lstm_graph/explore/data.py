@@ -118,7 +118,8 @@ def keep(steps: int, sequences: int, widths: Mapping[str, int], budget: int) -> 
         return Kept(min(steps, fit), sequences, None)
     steps = min(steps, MIN_STEPS)
     units = max(1, budget // (steps * sequences * len(widths)))
-    return Kept(steps, sequences, units, tuple(n for n, w in widths.items() if w > units))
+    cut = tuple(n for n, w in widths.items() if w > units)
+    return Kept(steps, sequences, units if cut else None, cut)  # none narrower: none cut
 
 
 def number(value: float, dtype: np.dtype) -> str:
