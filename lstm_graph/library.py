@@ -113,8 +113,8 @@ def load_cell(spec: str | Path) -> Cell:
     if isinstance(spec, bytes):  # a path as the OS gives it
         spec = os.fsdecode(spec)
     if not isinstance(spec, (str, os.PathLike)):
-        raise UnknownCellError(f"a cell is named by a string or a path, not a "
-                               f"{type(spec).__name__}: a built-in cell's name "
+        raise UnknownCellError(f"a cell is named by a string or a path, not by "
+                               f"{type(spec).__name__} {spec!r:.40}: a built-in cell's name "
                                f"({', '.join(builtin_names())}) or a .cell file's path")
     spec_text = os.fspath(spec)
     shown = inert(spec_text)  # on one line: a newline in it would make a second message

@@ -76,7 +76,7 @@ def test_a_cell_s_name_is_said_on_one_line_and_the_api_takes_a_path_as_the_os_gi
     with pytest.raises(lstm_graph.UnknownCellError, match=r"^a\\x00b: not a path"):
         lstm_graph.load_cell("a\x00b")
     with pytest.raises(lstm_graph.UnknownCellError, match="named by a string or a path, not "
-                       "a NoneType"):
+                       "by NoneType None"):
         lstm_graph.load_cell(None)
     assert lstm_graph.load_cell(b"lstm").name == "lstm"
 
