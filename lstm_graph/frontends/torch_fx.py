@@ -443,9 +443,11 @@ def trace(module: Any, path: Path, states: Sequence[str]) -> Traced:
 
     function = torch.autograd.function.Function
     own_apply = function.__dict__["apply"]
-    within_torch = 0  # Functions of torch's own being applied (their forwards may run
+    # how many of torch's own Functions are being applied: their forwards may run with
+    # gradients off (utils.checkpoint's), which is not the user's forward switching them off
+    within_torch = 0
 
-    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:  # with gradients off)
+    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
         """``Function.apply`` while tracing: a Function of the user's has a backward of
         its own, which the trace of its forward does not hold (torch's own compute the
         gradients of what they compute, as utils.checkpoint's does)."""
@@ -831,10 +833,11 @@ class _Interpreter:
         missing = [n for n, v in numbers.items() if v is None]
         if missing:
             given = [n for n, v in numbers.items() if v is not None]
+            takes = " and ".join(names) + (" both" if len(names) == 2 else "")
             raise self._refuse(node, f"{name} without {missing[0]}", (
-                f"the op table's {op.name} takes {' and '.join(names)} both" + (
+                f"the op table's {op.name} takes {takes}" + (
                     ", so a bound of one side is not one of its ops (torch.relu(z) is "
-                    "clamp(z, min=0))" if given else "")))
+                    "clamp(z, min=0))" if given and op.name == "clip" else "")))
         try:
             attrs = (call.attrs or (lambda given: {}))(numbers)
         except ValueError as err:
