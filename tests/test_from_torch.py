@@ -19,6 +19,7 @@ import torch
 from conftest import invoke_cli, needs_dot
 
 import lstm_graph
+from lstm_graph.errors import LstmGraphWarning
 from lstm_graph.frontends.from_torch import convert, step_module
 from lstm_graph.frontends.torch_fx import load_class, make_module
 
@@ -669,6 +670,18 @@ def test_the_check_compares_gradients_too_so_a_change_it_cannot_see_is_refused(t
                        r"does, but its gradients differ from autograd's through the module "
                        r"by 0\.\d+ over 5 steps"):
         convert(tmp_path / "gradients.py", "ModuleHook", IN, HID, ["h"])
+
+
+def test_a_frozen_parameter_is_said_to_be_trained_in_the_cell(tmp_path):
+    (tmp_path / "frozen.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Cell(nn.Module):\n"
+        "    def __init__(self, i, h):\n        super().__init__()\n"
+        "        self.l = nn.Linear(i + h, h)\n        self.l.weight.requires_grad_(False)\n\n"
+        "    def forward(self, x, h):\n        h = torch.tanh(self.l(torch.cat([x, h], 1)))\n"
+        "        return h, h\n")
+    with pytest.warns(LstmGraphWarning, match=r"Cell's l\.weight is frozen "
+                      r"\(requires_grad=False\); every weight of a cell is trained"):
+        assert convert(tmp_path / "frozen.py", "Cell", IN, HID, ["h"]).error < 1e-12
 
 
 def test_code_that_exits_or_parses_the_command_line_or_prints_is_kept_in_its_place(

@@ -150,6 +150,12 @@ def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
                       "converted in eval mode, as it runs for inference; what it does while "
                       "training is not in the cell", LstmGraphWarning, stacklevel=3)
     _refuse_hooks(module, class_name)
+    frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+    if frozen:  # the cell's weights are all trained: a training of it would move these too
+        warnings.warn(f"{class_name}'s {', '.join(frozen[:4])}{', …' if len(frozen) > 4 else ''}"
+                      f" {'is' if len(frozen) == 1 else 'are'} frozen (requires_grad=False); "
+                      "every weight of a cell is trained, so lstm-graph train moves what the "
+                      "module keeps fixed", LstmGraphWarning, stacklevel=3)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
