@@ -672,6 +672,21 @@ def test_the_check_compares_gradients_too_so_a_change_it_cannot_see_is_refused(t
         convert(tmp_path / "gradients.py", "ModuleHook", IN, HID, ["h"])
 
 
+def test_the_gradient_check_takes_a_unit_step_so_large_saturated_cells_convert(tmp_path):
+    """A step of 1e-6 along an unscaled random direction over 74,000 weights moved them
+    1e-3 together, and an LSTM of weights five times PyTorch's own, its gates saturated,
+    was refused for a difference 3e-6 off its own gradient (a false refusal)."""
+    cls = load_class(CELLS, "FastLSTMCell")
+    torch.manual_seed(0)
+    module = cls(16, 128)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(5.0)
+    torch.save(module.state_dict(), tmp_path / "big.pt")
+    assert convert(CELLS, "FastLSTMCell", 16, 128, ["h", "c"],
+                   state_dict=tmp_path / "big.pt").error < 1e-9
+
+
 def test_a_frozen_parameter_is_said_to_be_trained_in_the_cell(tmp_path):
     (tmp_path / "frozen.py").write_text(
         "import torch\nfrom torch import nn\n\n\nclass Cell(nn.Module):\n"
