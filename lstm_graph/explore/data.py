@@ -48,6 +48,10 @@ class Kept:
     units: int | None
     cut: tuple[str, ...] = ()
 
+    def numbers(self, widths: Mapping[str, int]) -> int:
+        """How many numbers the page holds of values of ``widths``."""
+        return held(self.steps, self.sequences, self.units, widths)
+
     def shown(self, steps: int, sequences: int) -> str | None:
         """What a page of a run of ``steps`` × ``sequences`` shows, in words, when it was
         cut ("the first 4 of 64 sequences, steps 1 to 40 of 2000"); None when it was not.
@@ -95,6 +99,13 @@ def budget(dtype: np.dtype) -> int:
     return BUDGET_BYTES // CHARS[str(dtype)]
 
 
+def held(steps: int, sequences: int, units: int | None, widths: Mapping[str, int]) -> int:
+    """The numbers of ``steps`` × ``sequences`` of values of ``widths``, each of its first
+    ``units`` units (None: all)."""
+    return steps * sequences * sum(w if units is None else min(w, units)
+                                   for w in widths.values())
+
+
 def keep(steps: int, sequences: int, widths: Mapping[str, int], budget: int) -> Kept:
     """What of a run of ``steps`` × ``sequences`` with values (and an input) of ``widths``,
     by name, fits ``budget``.
@@ -106,13 +117,10 @@ def keep(steps: int, sequences: int, widths: Mapping[str, int], budget: int) -> 
     >>> keep(5000, 64, {**dict.fromkeys("abcdef", 4096), "x": 3}, 125_000)
     Kept(steps=10, sequences=4, units=446, cut=('a', 'b', 'c', 'd', 'e', 'f'))
     """
-    def size(t: int, b: int, units: int | None) -> int:
-        return t * b * sum(w if units is None else min(w, units) for w in widths.values())
-
-    if size(steps, sequences, None) <= budget:
+    if held(steps, sequences, None, widths) <= budget:
         return Kept(steps, sequences, None)
     sequences = min(sequences, MAX_SEQUENCES)
-    per_step = size(1, sequences, None)
+    per_step = held(1, sequences, None, widths)
     fit = budget // per_step
     if fit >= min(steps, MIN_STEPS):
         return Kept(min(steps, fit), sequences, None)

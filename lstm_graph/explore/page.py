@@ -116,9 +116,7 @@ def page_and_kept(run: Run, most: int | None = None) -> tuple[str, Kept]:
         excess = len(page.encode("utf-8")) - PAGE_BYTES
         if excess <= 0:
             return page, kept
-        held = kept.steps * kept.sequences * sum(
-            w if kept.units is None else min(w, kept.units) for w in widths.values())
-        fewer = max(1, min(numbers, held) - excess // chars - 1000)  # numbers vary in length
+        fewer = max(1, min(numbers, kept.numbers(widths)) - excess // chars - 1000)  # a margin
         if kept_of(run, fewer) == kept:
             break  # no fewer numbers to keep: the rest of the page is what weighs
         numbers = fewer

@@ -283,8 +283,8 @@ def sweep_leftovers(directory: int, name: str, kind: str) -> None:
     ``name`` and ``kind``, that belong to this user, are as :func:`create_locked` makes
     them (a file no one else may read or write; a directory as private, holding only the
     parts ``chunked`` writes in it, ``0.npy``, ``1.npy`` …) and that no live process holds
-    locked. Anything else is left whole: a directory of that name holding a file of
-    another name, or a folder, lost its other files first."""
+    locked. Anything else is left whole (a user's directory of that name once lost the
+    files in it, a user's file of that name once went)."""
     pattern = re.compile(rf"\.{re.escape(name[:_NAME_KEPT])}\.{_TAG}-[0-9a-f]{{8}}\."
                          rf"{re.escape(kind)}")
     try:
