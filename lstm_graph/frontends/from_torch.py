@@ -16,7 +16,6 @@ import ast
 import contextlib
 import copy
 import inspect
-import math
 import re
 import sys
 import textwrap
@@ -119,13 +118,15 @@ def _running_user_code(path: Path) -> Iterator[None]:
     ended the command with its own usage error), the code's prints on stderr (stdout
     holds what lstm-graph writes, ``--json``), ``sys.exit()`` a refusal at its line
     (the command ended with its status and without a word), and the caller's gradient
-    mode as it was after it (a ``torch.set_grad_enabled(False)`` at its top held on)."""
+    and inference modes as they were after it (a ``torch.set_grad_enabled(False)`` at its
+    top held on). It runs out of inference mode, the caller's included: a module made in
+    it has parameters autograd cannot take back, and the gradient check was skipped."""
     import torch
 
     argv, grad = sys.argv, torch.is_grad_enabled()
     sys.argv = [str(path)]
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
+    try:  # the guard's exit restores both modes as they were (an entered one inside too)
+        with contextlib.redirect_stdout(sys.stderr), torch.inference_mode(False):
             yield
     except SystemExit as err:
         found = torch_fx._located({str(path.resolve())}, err, f"running {path.name}'s code")
@@ -142,6 +143,8 @@ def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
              ) -> Converted:
     """:func:`convert`, its arguments checked, FILE.py's code run as
     :func:`_running_user_code` says."""
+    import torch
+
     cls = torch_fx.load_class(path, class_name)
     module = torch_fx.make_module(cls, path, input_size, hidden_size, state_dict, seed)
     _require_room(module, class_name)
@@ -178,7 +181,8 @@ def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     name = cell_name(out, class_name)
     written = cell_writer.write(step, name, input_name, states, hidden_size, header,
                                 str(out) if out is not None else f"{name}.cell", dtype)
-    error = check(written, module, states, input_size, hidden_size)
+    with torch.inference_mode(False):  # FILE.py's code may have entered it
+        error = check(written, module, states, input_size, hidden_size)
     return Converted(written.text, written.weights, written.cell, error)
 
 
@@ -470,8 +474,8 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
             f"the converted cell computes what {type(module).__name__} does, but its "
             f"gradients differ from autograd's through the module by {gradient:.3g} over "
             f"{CHECK_STEPS} steps: the module's backward is not the derivative of its "
-            "forward (a hook or a function that changes gradients, or a weight read through "
-            ".detach() or .data, which the trace does not show), and a cell's equations "
+            "forward (a hook or a function that changes gradients, which the trace does not "
+            "show), and a cell's equations "
             "cannot say so (lstm-graph differentiates every value, as a training step "
             "would); nothing was written")
     return error
@@ -479,13 +483,16 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
 
 def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[str],
                     hidden_size: int) -> float | None:
-    """How far the module's gradients are from those of what it computes (relative to 1 +
-    |value|), for seeded gradients of ``y`` and non-zero initial states, in float64: those
-    of ``x`` and of the initial states against the cell's backward, and those of its
-    parameters, along a seeded direction, against a central difference of the module's
-    own loss (a weight read through ``.detach()`` or ``.data`` gets none, and the cell
-    would train it). None where autograd cannot differentiate the module (its backward
-    raised): nothing to compare."""
+    """How far the module's gradients of ``x`` and of the initial states are from the
+    cell's (relative to 1 + |value|), for seeded gradients of ``y`` and non-zero initial
+    states, in float64. None where autograd cannot differentiate the module (its backward
+    raised): nothing to compare.
+
+    The parameters' gradients are not compared: a central difference of the module's
+    loss, the one independent measure of them, has rounding noise of 1e-5 at large
+    sizes, and refused exact cells (an LSTM at H = 1024, an output of ``h + 5000``). What
+    makes them differ from the cell's without changing those of ``x`` and the states, a
+    weight read through ``.detach()`` or ``.data``, is refused from the trace."""
     import torch
 
     rng = np.random.default_rng(1)
@@ -494,7 +501,6 @@ def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[st
     ours = runner.grad(x, grad_y.numpy(), state=start)
     given = torch.from_numpy(x).requires_grad_()
     initial = [torch.from_numpy(start[s]).requires_grad_() for s in states]
-    parameters = [p for p in double.parameters() if p.requires_grad]
 
     def loss(inputs: Any, first: list[Any]) -> Any:
         values: list[Any] = list(first)
@@ -513,24 +519,4 @@ def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[st
     pairs = [(ours.x, given.grad), *((ours.state[s], v.grad) for s, v in zip(states, initial))]
     worst = max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
                 if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
-    if not parameters:
-        return worst
-    ways = [torch.from_numpy(rng.standard_normal(tuple(p.shape))) for p in parameters]
-    norm = math.sqrt(sum(float((way * way).sum()) for way in ways)) or 1.0
-    ways = [way / norm for way in ways]  # a unit step along all of them: a million weights
-    # along an unscaled direction moved 1e-3, and a saturated LSTM's difference was 1e-5 off
-    along = sum(float((p.grad * way).sum()) for p, way in zip(parameters, ways)
-                if p.grad is not None)
-
-    def moved(by: float) -> float:
-        """The loss with every parameter moved ``by`` along its direction (and left so)."""
-        with torch.no_grad():
-            for p, way in zip(parameters, ways):
-                p.add_(way, alpha=by)
-            return float(loss(given.detach(), [v.detach() for v in initial]))
-
-    step = 1e-6
-    up, down = moved(step), moved(-2 * step)
-    moved(step)
-    difference = (up - down) / (2 * step)
-    return max(worst, abs(along - difference) / (1 + abs(difference)))
+    return worst

@@ -43,6 +43,7 @@ from lstm_graph.errors import LstmGraphError, LstmGraphWarning, install_hint, pr
 from lstm_graph.formats import torch_layers
 from lstm_graph.formats.files import others_may_replace
 from lstm_graph.formats.memory import file_size
+from lstm_graph.frontends.provenance import Provenance
 from lstm_graph.frontends.values import (
     Affine,
     Apply,
@@ -592,6 +593,7 @@ class _Interpreter:
         self.calls = _call_names()
         self.names = self._resolve()
         self.statements = _Statements()
+        self.provenance = Provenance(traced.root, prefix="cell.")
 
     def _resolve(self) -> dict[int, str]:
         """Every callable the importer knows, by identity: its ``torch.``/``F.`` name."""
@@ -637,7 +639,10 @@ class _Interpreter:
                 result = args[0]
                 continue
             if not _symbolic((args, kwargs)):
+                came = self.provenance.sources((args, kwargs))
+                self._refuse_stopped(node, args, kwargs, came)
                 env[node] = self._concrete(node, args, kwargs)
+                self.provenance.record(env[node], came, self._cut(node, args))
                 continue
             value = self._symbolic(node, args, kwargs)
             for item in _values(value):
@@ -648,7 +653,10 @@ class _Interpreter:
             if isinstance(value, Value):
                 made.append((node, value))
         self._name(made)
-        return self._step(result)
+        step = self._step(result)
+        for said in self.provenance.warnings(self.traced.class_name):
+            warnings.warn(said, LstmGraphWarning, stacklevel=3)
+        return step
 
     def _where(self, node: Any) -> Where | None:
         found = node.meta.get(WHERE)
@@ -735,6 +743,41 @@ class _Interpreter:
             f"{shown_file(where.file)}:{where.line}: error: "
 
     # -- concrete values --
+
+    def _refuse_stopped(self, node: Any, args: Any, kwargs: Any, came: dict[Any, Any]
+                        ) -> None:
+        """Refuse a parameter read without its gradient (``self.l.weight.detach()``,
+        ``.data``): the module gives it none through that use, and the cell, whose weight
+        it becomes, would train it (the same ops on a value are refused as ops)."""
+        name = self._call_name(node)
+        short = name.rpartition(".")[2]
+        if node.op == "call_function" and name == "builtins.getattr":
+            stops, said = len(args) > 1 and args[1] == "data", "its .data"
+        elif short == "requires_grad_":
+            flag = args[1] if len(args) > 1 else kwargs.get("requires_grad", True)
+            stops, said = not flag, f"{name}(False)"
+        else:
+            stops, said = short in ("detach", "detach_", "new_tensor"), name
+        learned = [s for s in came if s.kind == "parameter"] if stops else []
+        if learned:
+            raise self._refuse(node, f"the parameter self.{learned[0]} is read through {said}",
+                               _WHY["detach"])
+
+    def _cut(self, node: Any, args: Any) -> str | None:
+        """How a concrete node cuts its operand into pieces (``Tensor.chunk(4, 0)``), or
+        None where its result is the operand's values as a whole."""
+        name = self._call_name(node)
+        if name.rpartition(".")[2] not in _CUTS or \
+                (name == "operator.getitem" and not hasattr(args[0], "shape")):
+            return None
+        return f"{name}{tuple(args[1:])!r}{dict(node.kwargs)!r}"
+
+    def _weight(self, node: Any, tensor: Any, spread: int | None = None) -> None:
+        """``tensor`` becomes a weight of the cell here (see :mod:`.provenance`), as
+        ``spread`` copies of its one number where given."""
+        found = node.meta.get(WHERE)
+        where = f"{Path(found[0]).name}:{found[1]}" if found else f"self.{node.target}"
+        self.provenance.use(tensor, node.name, where, spread)
 
     def _concrete(self, node: Any, args: Any, kwargs: Any) -> Any:
         """A node whose operands are all concrete, run by PyTorch itself."""
@@ -922,7 +965,7 @@ class _Interpreter:
         """A 0-d tensor as the number the cell writes; one the module learns (a parameter,
         or made of parameters) is said to be written as a constant."""
         value = float(number.detach().item())
-        if number.requires_grad:
+        if number.requires_grad or self.provenance.learned(number):
             found = node.meta.get(WHERE)
             where = f"{Path(found[0]).name}:{found[1]}: " if found else ""
             warnings.warn(f"{where}a number the module learns (a parameter of one element) "
@@ -949,6 +992,7 @@ class _Interpreter:
             raise self._refuse(node, f"a tensor of shape {tuple(shape)} meets a value of "
                                f"width {width}", "parameters act on a value as a vector over "
                                "its units (W,) or as a weight matrix in a linear")
+        self._weight(node, operand, spread=width if array.shape[0] < width else None)
         vector: np.ndarray = np.broadcast_to(array, (width,)).copy()
         return vector
 
@@ -958,6 +1002,7 @@ class _Interpreter:
             kind = "a value" if isinstance(operand, Value) else _kind(operand)
             raise self._refuse(node, f"{what} is {kind}, not a weight matrix",
                                "a linear multiplies values by parameters (x @ W.t())")
+        self._weight(node, operand)
         return np.asarray(operand.detach().to(torch.float64).cpu().numpy())
 
     def _vector(self, node: Any, operand: Any, width: int) -> np.ndarray | None:
@@ -1168,8 +1213,11 @@ class _Interpreter:
                 "" if isinstance(divisor, float) else " in some units"),
                                "a cell multiplies by the divisor's inverse; give the module "
                                "weights in which it is not 0 (--state-dict)")
-        return self._apply(node, OPS["mul"], [left, 1 / divisor if isinstance(divisor, float)
-                                              else self.torch.from_numpy(1 / divisor)], {})
+        if isinstance(divisor, float):
+            return self._apply(node, OPS["mul"], [left, 1 / divisor], {})
+        inverse = self.torch.from_numpy(1 / divisor)
+        self.provenance.record(inverse, self.provenance.sources(right), None)
+        return self._apply(node, OPS["mul"], [left, inverse], {})
 
 
 _HANDLERS: dict[str, Callable[[_Interpreter, Any, list[Any], dict[str, Any]], Any]] = {
@@ -1189,6 +1237,10 @@ _HANDLERS: dict[str, Callable[[_Interpreter, Any, list[Any], dict[str, Any]], An
     **dict.fromkeys(("operator.truediv", "torch.div", "Tensor.div", "torch.true_divide"),
                     _Interpreter.divide),
 }
+
+
+#: The concrete ops whose result is a piece of their operand (``_Interpreter._cut``).
+_CUTS = frozenset(("chunk", "split", "tensor_split", "narrow", "unbind", "select", "getitem"))
 
 
 def _attribute(root: Any, target: str) -> Any:
