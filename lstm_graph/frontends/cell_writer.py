@@ -48,6 +48,7 @@ class Written:
     cell: Cell
     weights: dict[str, np.ndarray]
     exact: dict[str, np.ndarray]
+    zero_biases: tuple[str, ...] = ()  # the lines whose linear the module gives no bias
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _Writer:
     names: dict[int, str] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     weights: dict[str, list[np.ndarray]] = field(default_factory=dict)  # line -> arrays
+    zero_biases: list[str] = field(default_factory=list)  # lines: a cell's linear has one
     uses: Counter[int] = field(default_factory=Counter)
     sole_reader: dict[int, Value] = field(default_factory=dict)
 
@@ -181,6 +183,8 @@ class _Writer:
             operands.append(f"peep({self._operand(operand, owner)})")
             arrays.append(weight)
         arrays.append(form.bias if form.bias is not None else np.zeros(form.width))
+        if form.bias is None:
+            self.zero_biases.append(owner)
         if form.width != self.hidden_size:
             where = form.where
             place = f"{where.file}:{where.line}: error: " if where and where.file else ""
@@ -280,4 +284,4 @@ def write(step: Step, cell_name: str, input_name: str, states: Sequence[str],
         for param, array in zip(node.params, arrays):
             exact[param] = np.ascontiguousarray(array, dtype=np.float64)
     weights = {name: array.astype(dtype) for name, array in exact.items()}
-    return Written(text, cell, weights, exact)
+    return Written(text, cell, weights, exact, tuple(writer.zero_biases))

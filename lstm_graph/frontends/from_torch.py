@@ -45,6 +45,12 @@ ROUNDINGS = 16
 #: float32 numbers (hardsigmoid's 1/6: 5e-9 off at T = 7); what changes a gradient that a
 #: cell cannot say is off by far more (a hook halving one: 0.07 to 1.2).
 GRADIENT_TOLERANCE = 1e-6
+#: The gradient check's step of gradient descent, in the largest gradient's weight, and
+#: how far apart (relative to how far the step moved them) the module's outputs and the
+#: cell's may end for the cell to train as the module does: rounding leaves them 1e-16
+#: apart, a summed bias 1e-2 of the step (:func:`_gradient_check`).
+TRAINING_STEP = 1e-3
+TRAINING_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -154,12 +160,6 @@ def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
                       "converted in eval mode, as it runs for inference; what it does while "
                       "training is not in the cell", LstmGraphWarning, stacklevel=3)
     _refuse_hooks(module, class_name)
-    frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
-    if frozen:  # the cell's weights are all trained: a training of it would move these too
-        warnings.warn(f"{class_name}'s {', '.join(frozen[:4])}{', …' if len(frozen) > 4 else ''}"
-                      f" {'is' if len(frozen) == 1 else 'are'} frozen (requires_grad=False); "
-                      "every weight of a cell is trained, so lstm-graph train moves what the "
-                      "module keeps fixed", LstmGraphWarning, stacklevel=3)
     before, tensors = _attributes(module), _tensors(module)
     traced = torch_fx.trace(module, path, states)
     _refuse_changed_attributes(before, _attributes(module), class_name)
@@ -182,7 +182,7 @@ def _convert(path: Path, class_name: str, input_size: int, hidden_size: int,
     written = cell_writer.write(step, name, input_name, states, hidden_size, header,
                                 str(out) if out is not None else f"{name}.cell", dtype)
     with torch.inference_mode(False):  # FILE.py's code may have entered it
-        error = check(written, module, states, input_size, hidden_size)
+        error = check(written, module, states, input_size, hidden_size, step.causes)
     return Converted(written.text, written.weights, written.cell, error)
 
 
@@ -412,7 +412,7 @@ DTYPE_CLASH = re.compile(r"same dtype|scalar type|Found dtype")
 
 
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
-          hidden_size: int) -> float:
+          hidden_size: int, causes: Sequence[str] = ()) -> float:
     """The largest difference (relative to 1 + |value|) between the converted cell and
     the module, stepped over a seeded sequence in float64; a ConvertError past the
     tolerance of the module's dtype (:data:`TOLERANCE`, :data:`ROUNDINGS`: a bug of ours,
@@ -468,31 +468,59 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
                            f"{CHECK_STEPS} steps; nothing was written (a bug in from-torch: "
                            f"please report it, with the module)\n--- the cell ---\n"
                            f"{written.text}")
-    gradient = _gradient_error(double, runner, x, states, hidden_size)
-    if gradient is not None and not gradient <= max(tolerance, GRADIENT_TOLERANCE):
+    gradients = _gradient_check(double, written, runner, x, states, input_size, hidden_size)
+    if gradients is not None and not gradients.error <= max(tolerance, GRADIENT_TOLERANCE):
         raise ConvertError(
             f"the converted cell computes what {type(module).__name__} does, but its "
-            f"gradients differ from autograd's through the module by {gradient:.3g} over "
+            f"gradients differ from autograd's through the module by {gradients.error:.3g} "
+            "over "
             f"{CHECK_STEPS} steps: the module's backward is not the derivative of its "
             "forward (a hook or a function that changes gradients, which the trace does not "
             "show), and a cell's equations "
             "cannot say so (lstm-graph differentiates every value, as a training step "
             "would); nothing was written")
+    if gradients is not None and gradients.apart > TRAINING_TOLERANCE * gradients.moved:
+        if written.zero_biases:
+            causes = (*causes, f"a bias of zeros, which the cell's linears have and the "
+                      f"module's do not ({', '.join(written.zero_biases)})")
+        said = f"; here: {'; '.join(causes)}" if causes else (
+            " (two biases added into one, b_ih + b_hh, a weight computed from parameters, "
+            "W + W.t() or exp(v), a tied weight, or one the module keeps fixed, a buffer)")
+        warnings.warn(
+            f"training the cell is not training {type(module).__name__}: one step of "
+            "gradient descent from these weights, the same for both, leaves their outputs "
+            f"{gradients.apart:.2g} apart (the step moved the module's {gradients.moved:.2g})."
+            " The cell trains each of its weights on its own, and some are not a piece of "
+            f"one parameter, used once{said}. Its forward and gradients are the module's",
+            LstmGraphWarning, stacklevel=4)
     return error
 
 
-def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[str],
-                    hidden_size: int) -> float | None:
-    """How far the module's gradients of ``x`` and of the initial states are from the
-    cell's (relative to 1 + |value|), for seeded gradients of ``y`` and non-zero initial
-    states, in float64. None where autograd cannot differentiate the module (its backward
-    raised): nothing to compare.
+@dataclass
+class _Gradients:
+    """What the gradient check measured, each relative to 1 + |value|."""
 
-    The parameters' gradients are not compared: a central difference of the module's
-    loss, the one independent measure of them, has rounding noise of 1e-5 at large
-    sizes, and refused exact cells (an LSTM at H = 1024, an output of ``h + 5000``). What
-    makes them differ from the cell's without changing those of ``x`` and the states, a
-    weight read through ``.detach()`` or ``.data``, is refused from the trace."""
+    error: float  # the gradients of x and of the initial states, module against cell
+    apart: float  # the outputs after one step of gradient descent of each
+    moved: float  # how far that step moved the module's outputs
+
+
+def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: np.ndarray,
+                    states: Sequence[str], input_size: int, hidden_size: int
+                    ) -> _Gradients | None:
+    """The module's gradients against the cell's, for seeded gradients of ``y`` and
+    non-zero initial states, in float64; None where autograd cannot differentiate the
+    module (its backward raised): nothing to compare.
+
+    Those of ``x`` and of the initial states are compared with the cell's backward.
+    Those of the parameters cannot be compared one by one (the cell's weights are not
+    the module's tensors: two biases become one, a tied weight two), and a central
+    difference of the module's loss, the one independent measure of them, had rounding
+    noise of 1e-5 at large sizes and refused exact cells (an LSTM at H = 1024, an output
+    of ``h + 10000``). What they decide is compared instead: one step of gradient
+    descent, the same for both (a rate that moves the largest gradient's weight by
+    :data:`TRAINING_STEP`), of the module by autograd and of the cell's weights by its
+    backward, then the outputs of each over the same sequence."""
     import torch
 
     rng = np.random.default_rng(1)
@@ -502,21 +530,37 @@ def _gradient_error(double: Any, runner: Any, x: np.ndarray, states: Sequence[st
     given = torch.from_numpy(x).requires_grad_()
     initial = [torch.from_numpy(start[s]).requires_grad_() for s in states]
 
-    def loss(inputs: Any, first: list[Any]) -> Any:
+    def outputs(inputs: Any, first: list[Any]) -> Any:
         values: list[Any] = list(first)
         outs = []
         for t in range(x.shape[0]):
             out, new = double(inputs[t], values[0] if len(values) == 1 else tuple(values))
             values = list(new) if isinstance(new, (tuple, list)) else [new]
             outs.append(out)
-        return (torch.stack(outs) * grad_y).sum()
+        return torch.stack(outs)
 
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            loss(given, initial).backward()
+            (outputs(given, initial) * grad_y).sum().backward()
     except Exception:  # noqa: BLE001  (the user's module: autograd cannot take it back)
         return None
     pairs = [(ours.x, given.grad), *((ours.state[s], v.grad) for s, v in zip(states, initial))]
-    worst = max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
+    error = max(float(np.max(np.abs(a - b.numpy()) / (1 + np.abs(b.numpy())), initial=0.0))
                 if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
-    return worst
+    trained = [p for p in double.parameters() if p.requires_grad and p.grad is not None]
+    largest = max([float(p.grad.abs().max()) for p in trained] +
+                  [float(np.max(np.abs(g), initial=0.0)) for g in ours.weights.values()])
+    if not largest > 0:
+        return _Gradients(error, 0.0, 0.0)
+    rate = TRAINING_STEP / largest
+    with torch.no_grad():
+        before = outputs(given.detach(), [v.detach() for v in initial]).numpy()
+        for p in trained:
+            p.sub_(p.grad, alpha=rate)
+        module = outputs(given.detach(), [v.detach() for v in initial]).numpy()
+    stepped = {name: w - rate * ours.weights[name] if name in ours.weights else w
+               for name, w in written.exact.items()}
+    cell = written.cell.compile(weights=stepped, dtype="float64", input_size=input_size,
+                                executor="reference")(x, start)[0]
+    return _Gradients(error, float(np.max(np.abs(cell - module) / (1 + np.abs(module)))),
+                      float(np.max(np.abs(module - before) / (1 + np.abs(before)))))

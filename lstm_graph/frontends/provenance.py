@@ -2,25 +2,27 @@
 
 The interpreter (:mod:`.torch_fx`) evaluates what depends only on the module's tensors
 with PyTorch itself, and the tensors it gets become the cell's weights: copies, each
-of which lstm-graph trains. Where one came from decides whether the cell trains what
-the module trains, which the forward check cannot see (the numbers are the same):
+of which lstm-graph trains on its own. Where one came from decides whether training
+the cell trains what the module trains, which the forward check cannot see (the
+numbers are the same):
 
-- a parameter read through ``.detach()`` or ``.data`` gets no gradient through that
-  use in the module, and one in the cell: the interpreter refuses it
-  (:meth:`Provenance.learned`);
-- a buffer, or a tensor the forward makes, is fixed in the module and trained in the
-  cell; a parameter used in two places (tied) is one tensor in the module and two
-  copies in the cell; a parameter of one number that acts on every unit
-  (``h * self.s``, ``s`` of shape (1,)) is one number in the module and one per unit
-  in the cell: training moves the copies apart. These are warned of
-  (:meth:`Provenance.warnings`).
+- a parameter read without its gradient (``.detach()``, ``.data``) gets none through
+  that use in the module, and its copy, a weight of the cell, would be trained: the
+  interpreter refuses it (:meth:`Provenance.learned`);
+- a buffer, a frozen parameter or a tensor of no parameter is fixed in the module and
+  trained in the cell; a parameter used in two places (tied) is one tensor in the module and two
+  copies in the cell; a parameter of one number acting on every unit (``h * self.s``,
+  ``s`` of shape (1,)) is one number in the module and one per unit in the cell.
+  :meth:`Provenance.causes` names these, for the check that trains both one step
+  (``from_torch.check``): it finds any such difference, named here or not (two biases
+  added into one, ``b_ih + b_hh``, happen in the values, not here).
 
-A tensor is known by its identity (the interpreter holds every value it made until the
-walk ends, so an identity stays its tensor's); a piece cut from one (``W.chunk(4)``,
-``W[:H]``) is its source with the cut, so the four gates of one matrix are four uses of
-four pieces, not four uses of one. torch.fx evaluates what the forward does to a buffer
-while tracing (``self.R.t()`` is a constant of the trace): a view of one is known by its
-storage.
+A tensor is known by its identity (every tensor recorded is held until the walk ends,
+so an identity stays its tensor's); a piece cut from one (``W.chunk(4)``, ``W[:H]``)
+is its source with the cut, so the four gates of one matrix are four uses of four
+pieces, not four uses of one. torch.fx evaluates what the forward does to a buffer
+while tracing (``self.R.t()`` is a constant of the trace): a view of one is known by
+its storage.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Provenance:
 
     def __init__(self, module: Any, prefix: str = ""):
         self.of: dict[int, dict[Source, tuple[str, ...]]] = {}
+        self.kept: list[Any] = []  # every tensor recorded, so that no other takes its id
         names: dict[int, list[str]] = {}
         kinds: dict[int, str] = {}
         for name, p in module.named_parameters(remove_duplicate=False):
@@ -61,20 +64,18 @@ class Provenance:
         for name, b in module.named_buffers(remove_duplicate=False):
             names.setdefault(id(b), []).append(name.removeprefix(prefix))
             kinds[id(b)] = "buffer"
-        self.storages: dict[int, Source] = {}
         for key, found in names.items():
             self.of[key] = {Source(tuple(found), kinds[key]): ()}
-        for _, b in module.named_buffers():
-            if b.numel():
-                self.storages[b.untyped_storage().data_ptr()] = next(iter(self.of[id(b)]))
+        self.storages = {b.untyped_storage().data_ptr(): next(iter(self.of[id(b)]))
+                         for b in module.buffers() if b.numel()}
         self.uses: dict[Piece, dict[str, str]] = {}  # piece -> {node: where}
-        self.made: dict[str, str] = {}  # weights of no source: node -> where
+        self.made: set[str] = set()  # where weights of no source are used
         self.spread: dict[Source, set[str]] = {}  # one number held by every unit: wheres
 
     def sources(self, item: Any) -> dict[Source, tuple[str, ...]]:
         """The sources of every tensor in ``item`` (nested in tuples, lists and dicts)."""
         found: dict[Source, tuple[str, ...]] = {}
-        for tensor in _tensors(item):
+        for tensor in tensors(item):
             for source, cut in self.of.get(id(tensor), {}).items():
                 found.setdefault(source, cut)
         return found
@@ -92,6 +93,7 @@ class Provenance:
             piece = (cut, str(k)) if cut is not None and len(items) > 1 else \
                 (cut,) if cut is not None else ()
             self.of[id(tensor)] = {s: c + piece for s, c in came.items()}
+            self.kept.append(tensor)
 
     def use(self, tensor: Any, node: str, where: str, spread: int | None = None) -> None:
         """``tensor`` becomes a weight of the cell at fx node ``node`` (line ``where``);
@@ -101,7 +103,7 @@ class Provenance:
             view = self.storages.get(tensor.untyped_storage().data_ptr())
             found = {view: ("a view",)} if view is not None else None
         if not found:
-            self.made[node] = where
+            self.made.add(where)
         for source, cut in (found or {}).items():
             self.uses.setdefault((source, cut), {})[node] = where
             if spread is not None and source.kind == "parameter":
@@ -111,58 +113,44 @@ class Provenance:
         """The parameters the module trains among ``item``'s sources."""
         return [s for s in self.sources(item) if s.kind == "parameter"]
 
-    def warnings(self, class_name: str) -> list[str]:
-        """What the cell would train otherwise than the module does (see the module
-        docstring), said once per kind."""
-        said = []
+    def causes(self) -> tuple[str, ...]:
+        """What makes the cell train otherwise than the module (see the module
+        docstring), each said once, with its lines."""
         tied: dict[Source, set[str]] = {}
         fixed: dict[Source, set[str]] = {}
         for (source, _), at in self.uses.items():
             if len(at) > 1 and source.kind == "parameter":
                 tied.setdefault(source, set()).update(at.values())
-            if source.kind == "buffer":
+            if source.kind != "parameter":  # a buffer, a frozen parameter
                 fixed.setdefault(source, set()).update(at.values())
-        if self.spread:
-            said.append(f"{class_name}'s {_listed(self.spread)} {_verb(self.spread)} one "
-                        "number acting on every unit: the cell holds it as a weight per "
-                        "unit, and lstm-graph train moves those apart, where the module "
-                        "trains the one number (give it the shape (H,) to train one per "
-                        "unit in both)")
-        if tied:
-            said.append(f"{class_name}'s {_listed(tied)} {_verb(tied)} used in more than one "
-                        f"place of the forward: the cell's weights hold "
-                        f"{'it' if len(tied) == 1 else 'each'} once for each use "
-                        "(summed, where the uses add), and lstm-graph train moves those "
-                        "apart, where the module trains the one tensor")
-        what = [f"buffer{'s' if len(fixed) > 1 else ''} {_listed(fixed)}"] if fixed else []
+        said = []
+        if fixed:
+            said.append(f"{_listed(fixed, kinds=True)}, which the module keeps fixed")
         if self.made:
-            made = sorted(set(self.made.values()))
-            what.append(f"{'a tensor' if len(made) == 1 else 'tensors'} of no parameter "
-                        f"({', '.join(made)})")
-        if what:
-            one = len(fixed) + len(self.made) == 1
-            said.append(f"{class_name}'s {' and '.join(what)} "
-                        f"{'is a weight' if one else 'are weights'} of the cell, which the "
-                        "module does not train: every weight of a cell is trained, so "
-                        "lstm-graph train moves what the module keeps fixed")
-        return said
+            said.append(f"tensors of no parameter ({', '.join(sorted(self.made))}), which "
+                        "the module keeps fixed")
+        if tied:
+            said.append(f"{_listed(tied)}, used in more than one place (one tensor in the "
+                        "module, a weight for each use in the cell)")
+        if self.spread:
+            said.append(f"{_listed(self.spread)}, one number acting on every unit (a weight "
+                        "per unit in the cell; give it the shape (H,) to have one per unit "
+                        "in both)")
+        return tuple(said)
 
 
-def _listed(found: dict[Source, set[str]]) -> str:
-    return ", ".join(f"{source} ({', '.join(sorted(at))})"
+def _listed(found: dict[Source, set[str]], kinds: bool = False) -> str:
+    return ", ".join(f"{f'the {source.kind} ' if kinds else ''}{source} ({', '.join(sorted(at))})"
                      for source, at in sorted(found.items(), key=lambda i: i[0].names))
 
 
-def _verb(found: dict[Source, set[str]]) -> str:
-    return "is" if len(found) == 1 else "are"
-
-
-def _tensors(item: Any) -> Iterator[Any]:
+def tensors(item: Any) -> Iterator[Any]:
+    """The tensors in ``item``, nested in tuples, lists and dicts."""
     if isinstance(item, (tuple, list)):
         for part in item:
-            yield from _tensors(part)
+            yield from tensors(part)
     elif isinstance(item, dict):
         for part in item.values():
-            yield from _tensors(part)
+            yield from tensors(part)
     elif hasattr(item, "shape") and hasattr(item, "requires_grad"):
         yield item

@@ -44,6 +44,7 @@ from lstm_graph.formats import torch_layers
 from lstm_graph.formats.files import others_may_replace
 from lstm_graph.formats.memory import file_size
 from lstm_graph.frontends.provenance import Provenance
+from lstm_graph.frontends.provenance import tensors as provenance_tensors
 from lstm_graph.frontends.values import (
     Affine,
     Apply,
@@ -171,6 +172,10 @@ def _located(files: set[str], err: BaseException, what: str, called: Any = None
                         f"    {text}")
 
 
+#: The start of the module name FILE.py is loaded as (its path's hash follows).
+USER_MODULE = "lstm_graph_user_"
+
+
 def load_class(path: Path, class_name: str) -> type:
     """``class_name`` from the Python file ``path`` (run as a module: it is code)."""
     torch = _torch()
@@ -178,7 +183,7 @@ def load_class(path: Path, class_name: str) -> type:
     if path.suffix != ".py":
         raise ConvertError(f"{path}: not a Python file (.py)")
     resolved = str(path.resolve())
-    name = "lstm_graph_user_" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    name = USER_MODULE + hashlib.sha256(resolved.encode()).hexdigest()[:12]
     source = _trusted_source(path, resolved)
     module = types.ModuleType(name)
     module.__file__ = resolved
@@ -576,6 +581,7 @@ class Step:
 
     output: Value
     states: tuple[Value, ...]
+    causes: tuple[str, ...] = ()  # why training the cell may not train the module
 
 
 def _call_names() -> dict[str, tuple[Op, TorchCall]]:
@@ -641,7 +647,7 @@ class _Interpreter:
             if not _symbolic((args, kwargs)):
                 came = self.provenance.sources((args, kwargs))
                 self._refuse_stopped(node, args, kwargs, came)
-                env[node] = self._concrete(node, args, kwargs)
+                env[node] = self._concrete(node, args, kwargs, came)
                 self.provenance.record(env[node], came, self._cut(node, args))
                 continue
             value = self._symbolic(node, args, kwargs)
@@ -654,9 +660,7 @@ class _Interpreter:
                 made.append((node, value))
         self._name(made)
         step = self._step(result)
-        for said in self.provenance.warnings(self.traced.class_name):
-            warnings.warn(said, LstmGraphWarning, stacklevel=3)
-        return step
+        return Step(step.output, step.states, self.provenance.causes())
 
     def _where(self, node: Any) -> Where | None:
         found = node.meta.get(WHERE)
@@ -779,19 +783,42 @@ class _Interpreter:
         where = f"{Path(found[0]).name}:{found[1]}" if found else f"self.{node.target}"
         self.provenance.use(tensor, node.name, where, spread)
 
-    def _concrete(self, node: Any, args: Any, kwargs: Any) -> Any:
-        """A node whose operands are all concrete, run by PyTorch itself."""
+    def _concrete(self, node: Any, args: Any, kwargs: Any, came: dict[Any, Any]) -> Any:
+        """A node whose operands are all concrete, run by PyTorch itself: with gradients
+        on, so that a result made of a parameter the module trains, but without its
+        gradient (a helper that detaches it, under no_grad, or wrapped from fx), is
+        refused as ``.detach()`` is; where autograd refuses the op (in place on a
+        parameter: refused after, as a changed parameter), with gradients off."""
         torch = self.torch
+
+        def run() -> Any:
+            if node.op == "call_function":
+                return node.target(*args, **kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return self.traced.root.get_submodule(node.target)(*args, **kwargs)
+
         try:
-            with torch.no_grad():
-                if node.op == "call_function":
-                    return node.target(*args, **kwargs)
-                if node.op == "call_method":
-                    return getattr(args[0], node.target)(*args[1:], **kwargs)
-                return self.traced.root.get_submodule(node.target)(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001  (PyTorch's own error, said at the line)
-            raise self._refuse(node, f"{self._describe(node)} failed on the parameters: "
-                               f"{printable(str(err)).splitlines()[0]}") from None
+            with torch.enable_grad():
+                result = run()
+        except Exception:  # noqa: BLE001  (run again with gradients off: its error is said)
+            try:
+                with torch.no_grad():
+                    return run()
+            except Exception as err:  # noqa: BLE001  (PyTorch's own error, at the line)
+                raise self._refuse(node, f"{self._describe(node)} failed on the parameters: "
+                                   f"{printable(str(err)).splitlines()[0]}") from None
+        learned = [s for s in came if s.kind == "parameter"]
+        given = [t for t in provenance_tensors((args, kwargs)) if t.requires_grad]
+        short = self._call_name(node).rpartition(".")[2]
+        if learned and given and not any(t.is_inference() for t in given) and \
+                not short.endswith("_like") and not short.startswith("new_") and any(
+                    t.is_floating_point() and not t.requires_grad
+                    for t in provenance_tensors(result)):
+            raise self._refuse(node, f"the parameter self.{learned[0]} is read through "
+                               f"{self._describe(node)}, which gives it no gradient",
+                               _WHY["detach"])
+        return result
 
     # -- symbolic values --
 
@@ -807,6 +834,8 @@ class _Interpreter:
         if found is not None:
             return found
         module = getattr(node.target, "__module__", None) or "torch"
+        if module.startswith(USER_MODULE):  # a function of FILE.py's: by its file's name
+            module = Path(getattr(sys.modules.get(module), "__file__", "") or "FILE").stem
         short = {"torch.nn.functional": "F", "_operator": "operator"}.get(module, module)
         return f"{short}.{getattr(node.target, '__name__', node.target)}"
 
