@@ -414,13 +414,62 @@ def test_a_model_that_computes_its_layers_input_is_refused_not_run_on_x_as_x(tmp
         "model's" in said
 
 
+@pytest.mark.parametrize("kind,bidirectional", [("LSTM", False), ("LSTM", True),
+                                                ("GRU", False), ("GRU", True)])
+def test_one_layer_exported_by_dynamo_with_its_initial_states_takes_them(tmp_path, kind,
+                                                                        bidirectional):
+    """PyTorch's default exporter slices h0 for one layer too (Slice(h0, 0, D)): the
+    model was refused ('computed from h0, an input of the model, by nodes between them'),
+    where the same module of two layers ran."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(3, 4, bidirectional=bidirectional).eval()
+    rows = 2 if bidirectional else 1
+    names = ["h0", "c0"] if kind == "LSTM" else ["h0"]
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = module
+
+        def forward(self, x, h0, c0=None):
+            return self.rnn(x, (h0, c0) if kind == "LSTM" else h0)
+
+    x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype("float32")
+    states = [np.random.default_rng(k).standard_normal((rows, 2, 4)).astype("float32")
+              for k in range(len(names))]
+    path = tmp_path / "m.onnx"
+    sizes = {"x": {0: torch.export.Dim("T"), 1: torch.export.Dim("B")}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Model(), (torch.from_numpy(x), *map(torch.from_numpy, states)),
+                          str(path), dynamo=True, input_names=["x", *names], verbose=False,
+                          dynamic_shapes={**sizes, **{n: {1: sizes["x"][1]} for n in names}})
+    with pytest.warns(lstm_graph.errors.LstmGraphWarning, match=r"the initial_h of every "
+                      r"layer is its part of 'h0', an input of the model, not stored in it: "
+                      r"give it whole with --state .*or \(B, H\) for one layer of one"):
+        runner = lstm_graph.load_model(path).compile()
+    given = {name: state if bidirectional else state[0]
+             for name, state in zip(["h", "c"], states)}
+    y, final = runner(x, given)
+    outputs = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, **dict(zip(names, states))})
+    np.testing.assert_allclose(y, outputs[0].reshape(y.shape), rtol=0, atol=1e-6)
+    for k, name in enumerate(given):
+        np.testing.assert_allclose(final[name], outputs[1 + k].reshape(final[name].shape),
+                                   rtol=0, atol=1e-6)
+
+
 def test_an_initial_state_sliced_from_an_input_is_refused_saying_what_can_run(tmp_path):
     """It said to give the state with --state, which could not work: only a state that is
-    the node's own input is taken so."""
-    cut = helper.make_node("Slice", ["h0", "zero", "one", "zero"], ["h0.first"], name="cut")
+    the node's own input, or the rows of one a stack's layer takes (rows 0 to D for one
+    layer), is taken so; the second row is not."""
+    cut = helper.make_node("Slice", ["h0", "one", "two", "zero"], ["h0.first"], name="cut")
     lstm = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0.first"], ["Y"],
                             hidden_size=4, name="lstm")
-    numbers = {"zero": np.array([0]), "one": np.array([1])}
+    numbers = {"zero": np.array([0]), "one": np.array([1]), "two": np.array([2])}
     graph = helper.make_graph(
         [cut, lstm], "sliced", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
                                 for n in ("x", "h0")],

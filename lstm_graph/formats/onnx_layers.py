@@ -150,7 +150,7 @@ def from_model(model: Any, source: str, directory: Path | None = None) -> LayerF
     except Unfoldable as why:
         raise WeightsError(f"{source}: {why}") from None
     ordered, chains = _stack_order(nodes, constants, source)
-    fed = _sliced_states(ordered, constants) if len(ordered) > 1 else {}
+    fed = _sliced_states(ordered, constants)  # a layer of one too (PyTorch's dynamo)
     layers = [_node_layer(node, constants, source, fed) for node in ordered]
     what = layers[0].name if len(layers) == 1 else \
         f"the {len(layers)} {ordered[0].op_type} nodes " + ", ".join(map(named, ordered))
@@ -399,7 +399,8 @@ def _node_layer(node: Any, constants: Constants, source: str,
             notes.append(f"note: the {what} of every layer is its part of '{fed[name]}', "
                          "an input of the model, not stored in it: give it whole with "
                          f"--state (an npz holding {what[-1]} of the model's shape, "
-                         "(layers·directions, B, H)), or the run uses zeros")
+                         "(layers·directions, B, H), or (B, H) for one layer of one "
+                         "direction), or the run uses zeros")
         elif name in constants.made_by:
             folded[what] = _folded(constants, name, what, label, source)
             _floating(what, name, label, source, folded[what].dtype)
