@@ -51,6 +51,9 @@ GRADIENT_TOLERANCE = 1e-6
 #: apart, a summed bias 1e-2 of the step (:func:`_gradient_check`).
 TRAINING_STEP = 1e-3
 TRAINING_TOLERANCE = 1e-6
+#: ... and apart by at least this much (a step that barely moves the outputs, weights of
+#: tiny gradients, leaves both rounding apart: 1e-16).
+TRAINING_ROUNDING = 1e-12
 
 
 @dataclass
@@ -479,7 +482,8 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
             "show), and a cell's equations "
             "cannot say so (lstm-graph differentiates every value, as a training step "
             "would); nothing was written")
-    if gradients is not None and gradients.apart > TRAINING_TOLERANCE * gradients.moved:
+    if gradients is not None and gradients.apart > max(TRAINING_TOLERANCE * gradients.moved,
+                                                       TRAINING_ROUNDING):
         if written.zero_biases:
             causes = (*causes, f"a bias of zeros, which the cell's linears have and the "
                       f"module's do not ({', '.join(written.zero_biases)})")
