@@ -941,6 +941,16 @@ def test_a_cell_that_would_train_otherwise_than_the_module_is_said(tmp_path, nam
     assert len([w for w in caught if issubclass(w.category, LstmGraphWarning)]) == 1
 
 
+def test_a_module_of_no_parameters_converts(tmp_path):
+    """Its cell has no weights to show the hidden size: the check compiled it without
+    one and said 'give hidden_size (-H on the command line)', which had been given."""
+    (tmp_path / "plain.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Cell(nn.Module):\n"
+        "    def __init__(self, i, h):\n        super().__init__()\n\n"
+        "    def forward(self, x, h):\n        h = torch.tanh(h) * 0.5\n        return h, h\n")
+    assert convert(tmp_path / "plain.py", "Cell", IN, HID, ["h"]).error == 0
+
+
 def test_a_cell_whose_weights_are_the_modules_trains_without_a_word(tmp_path):
     """One fused Linear cut into four gates: each weight of the cell is a piece of one
     parameter, used once; the fastrnns cell adds two biases into one (the trace cannot

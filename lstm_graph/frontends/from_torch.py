@@ -436,7 +436,7 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
             f"(in float64, from zero states), raised {type(err).__name__}"
             f"{': ' + said if said else ''}; torch.fx traced it, but the module does not "
             "run as traced; nothing was written") from None
-    runner = written.cell.compile(weights=written.exact, dtype="float64",
+    runner = written.cell.compile(weights=written.exact, dtype="float64", hidden_size=hidden_size,
                                   input_size=input_size, executor="reference")
     got_y, got = runner(x)
     error = 0.0
@@ -476,12 +476,10 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
         raise ConvertError(
             f"the converted cell computes what {type(module).__name__} does, but its "
             f"gradients differ from autograd's through the module by {gradients.error:.3g} "
-            "over "
-            f"{CHECK_STEPS} steps: the module's backward is not the derivative of its "
+            f"over {CHECK_STEPS} steps: the module's backward is not the derivative of its "
             "forward (a hook or a function that changes gradients, which the trace does not "
-            "show), and a cell's equations "
-            "cannot say so (lstm-graph differentiates every value, as a training step "
-            "would); nothing was written")
+            "show), and a cell's equations cannot say so (lstm-graph differentiates every "
+            "value, as a training step would); nothing was written")
     if gradients is not None and gradients.apart > max(TRAINING_TOLERANCE * gradients.moved,
                                                        TRAINING_ROUNDING):
         if written.zero_biases:
@@ -553,7 +551,8 @@ def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: n
                 if b is not None else float(np.max(np.abs(a), initial=0.0)) for a, b in pairs)
     trained = [p for p in double.parameters() if p.requires_grad and p.grad is not None]
     largest = max([float(p.grad.abs().max()) for p in trained] +
-                  [float(np.max(np.abs(g), initial=0.0)) for g in ours.weights.values()])
+                  [float(np.max(np.abs(g), initial=0.0)) for g in ours.weights.values()],
+                  default=0.0)  # a cell of no weights, a module of no parameters
     if not largest > 0:
         return _Gradients(error, 0.0, 0.0)
     rate = TRAINING_STEP / largest
@@ -564,7 +563,7 @@ def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: n
         module = outputs(given.detach(), [v.detach() for v in initial]).numpy()
     stepped = {name: w - rate * ours.weights[name] if name in ours.weights else w
                for name, w in written.exact.items()}
-    cell = written.cell.compile(weights=stepped, dtype="float64", input_size=input_size,
-                                executor="reference")(x, start)[0]
+    cell = written.cell.compile(weights=stepped, dtype="float64", hidden_size=hidden_size,
+                                input_size=input_size, executor="reference")(x, start)[0]
     return _Gradients(error, float(np.max(np.abs(cell - module) / (1 + np.abs(module)))),
                       float(np.max(np.abs(module - before) / (1 + np.abs(before)))))
