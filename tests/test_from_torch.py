@@ -882,6 +882,42 @@ class NoBias(nn.Module):
         return h, h
 
 
+class Saturated(nn.Module):
+    def __init__(self, i, h):
+        super().__init__()
+        self.l = nn.Linear(i + h, 2 * h)
+        with torch.no_grad():
+            self.l.bias[h:] = 8.0  # the forget gate saturated: its gradients are small
+        self.register_buffer("p", torch.full((h,), 0.5))
+
+    def forward(self, x, h):
+        g, f = self.l(torch.cat([x, h], 1)).chunk(2, 1)
+        h = torch.sigmoid(f + self.p * h) * h + torch.tanh(g)
+        return h, h
+
+
+class TypeAs(nn.Module):
+    def __init__(self, i, h):
+        super().__init__()
+        self.l = nn.Linear(i + h, h)
+        self.register_buffer("m", (torch.arange(h) % 2).float())
+
+    def forward(self, x, h):
+        h = torch.tanh(self.l(torch.cat([x, h], 1))) * self.m.type_as(self.l.weight)
+        return h, h
+
+
+class Large(nn.Module):
+    def __init__(self, i, h):
+        super().__init__()
+        self.a = nn.Linear(i, h)
+        self.b = nn.Linear(h, h)
+
+    def forward(self, x, h):
+        h = torch.tanh(self.a(x) + self.b(h))
+        return h, h * 1e-9 + 1e9
+
+
 class Fused(nn.Module):
     def __init__(self, i, h):
         super().__init__()
@@ -908,10 +944,10 @@ class Spread(nn.Module):
 """
 
 
-_APART = (r"training the cell is not training {}: one step of gradient descent from these "
-          r"weights, the same for both, leaves their outputs \d\.\d+(e-\d+)? apart \(the step "
-          r"moved the module's \d\.\d+(e-\d+)?\)\. The cell trains each of its weights on its "
-          r"own, and some are not a piece of one parameter, used once")
+_APART = (r"training the cell is not training {}: Adam's first step from these weights "
+          r"\(rate 0\.001\), the same for both, leaves their outputs [0-9.e-]+ apart "
+          r"\(the step moved the module's by [0-9.e-]+\)\. The cell trains each of its "
+          r"weights on its own, and some are not a piece of one parameter, used once")
 
 
 @pytest.mark.parametrize("name, said", [
@@ -924,7 +960,13 @@ _APART = (r"training the cell is not training {}: one step of gradient descent f
     ("Frozen", r"; here: the frozen parameter l\.weight \(trained\.py:\d+\), "
                r"which the module keeps fixed"),
     ("NoBias", r"; here: a bias of zeros, which the cell's linears have and the module's do "
-               r"not \(h\)"),
+               r"not \(trained\.py:\d+\)"),
+    # one step of plain gradient descent moved the peephole 1e-7 as far as the rest
+    ("Saturated", r"; here: the buffer p \(trained\.py:\d+\), which the module keeps fixed"),
+    # the weight gives the buffer its dtype only: it was refused as read without gradient
+    ("TypeAs", r"; here: the buffer m \(trained\.py:\d+\), which the module keeps fixed"),
+    # outputs of 1e9 and steps of 1e-9 (a floor of 1e-12, relative to 1 + |y|, hid it)
+    ("Large", r" \(two biases added into one"),
     ("Spread", r"; here: s \(trained\.py:\d+\), one number acting on every unit "
                r"\(a weight per unit in the cell; give it the shape \(H,\) to have one per unit "
                r"in both\)"),

@@ -449,7 +449,8 @@ def test_one_layer_exported_by_dynamo_with_its_initial_states_takes_them(tmp_pat
                           dynamic_shapes={**sizes, **{n: {1: sizes["x"][1]} for n in names}})
     with pytest.warns(lstm_graph.errors.LstmGraphWarning, match=r"the initial_h of every "
                       r"layer is its part of 'h0', an input of the model, not stored in it: "
-                      r"give it whole with --state .*or \(B, H\) for one layer of one"):
+                      r"give it whole with --state \(an npz holding h: \(B, H\) for one layer "
+                      r"of one direction, else the model's shape"):
         runner = lstm_graph.load_model(path).compile()
     given = {name: state if bidirectional else state[0]
              for name, state in zip(["h", "c"], states)}

@@ -398,9 +398,9 @@ def _node_layer(node: Any, constants: Constants, source: str,
         elif name in fed:  # this layer's rows of the stack's state, an input of the model
             notes.append(f"note: the {what} of every layer is its part of '{fed[name]}', "
                          "an input of the model, not stored in it: give it whole with "
-                         f"--state (an npz holding {what[-1]} of the model's shape, "
-                         "(layers·directions, B, H), or (B, H) for one layer of one "
-                         "direction), or the run uses zeros")
+                         f"--state (an npz holding {what[-1]}: (B, H) for one layer of "
+                         "one direction, else the model's shape, (layers·directions, B, H)),"
+                         " or the run uses zeros")
         elif name in constants.made_by:
             folded[what] = _folded(constants, name, what, label, source)
             _floating(what, name, label, source, folded[what].dtype)

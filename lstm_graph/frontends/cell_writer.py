@@ -48,7 +48,7 @@ class Written:
     cell: Cell
     weights: dict[str, np.ndarray]
     exact: dict[str, np.ndarray]
-    zero_biases: tuple[str, ...] = ()  # the lines whose linear the module gives no bias
+    zero_biases: tuple[str, ...] = ()  # where the module's linears have no bias (file:line)
 
 
 @dataclass
@@ -184,7 +184,9 @@ class _Writer:
             arrays.append(weight)
         arrays.append(form.bias if form.bias is not None else np.zeros(form.width))
         if form.bias is None:
-            self.zero_biases.append(owner)
+            where = form.where
+            self.zero_biases.append(f"{Path(where.file).name}:{where.line}"
+                                    if where and where.file else owner)
         if form.width != self.hidden_size:
             where = form.where
             place = f"{where.file}:{where.line}: error: " if where and where.file else ""

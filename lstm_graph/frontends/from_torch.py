@@ -45,15 +45,19 @@ ROUNDINGS = 16
 #: float32 numbers (hardsigmoid's 1/6: 5e-9 off at T = 7); what changes a gradient that a
 #: cell cannot say is off by far more (a hook halving one: 0.07 to 1.2).
 GRADIENT_TOLERANCE = 1e-6
-#: The gradient check's step of gradient descent, in the largest gradient's weight, and
-#: how far apart (relative to how far the step moved them) the module's outputs and the
-#: cell's may end for the cell to train as the module does: rounding leaves them 1e-16
-#: apart, a summed bias 1e-2 of the step (:func:`_gradient_check`).
+#: The gradient check's training step (Adam's first, at this rate: each weight moved by
+#: the rate against its gradient's sign), and how far apart the module's outputs and the
+#: cell's may end, relative to how far the step moved them, for the cell to train as the
+#: module does: rounding leaves them 1e-16 apart, two biases added into one a quarter of
+#: it (:func:`_gradient_check`) ...
 TRAINING_STEP = 1e-3
 TRAINING_TOLERANCE = 1e-6
-#: ... and apart by at least this much (a step that barely moves the outputs, weights of
-#: tiny gradients, leaves both rounding apart: 1e-16).
+#: ... and apart by more than this, relative to the outputs' size (a step that barely
+#: moves them leaves both rounding apart).
 TRAINING_ROUNDING = 1e-12
+#: Adam's epsilon, relative to the largest gradient: a gradient this much smaller (a
+#: rounding of zero) moves its weight by almost nothing, as in Adam.
+TRAINING_EPSILON = 1e-8
 
 
 @dataclass
@@ -410,8 +414,9 @@ def _float64_copy(module: Any) -> Any:
 
 #: What PyTorch says where tensors of two dtypes meet (float32 made in forward, float64
 #: parameters): "expected m1 and m2 to have the same dtype …", "expected scalar type
-#: Double but found Float", "Found dtype Double but expected Float".
-DTYPE_CLASH = re.compile(r"same dtype|scalar type|Found dtype")
+#: Double but found Float", "Found dtype Double but expected Float", "heaviside is not yet
+#: implemented for tensors with different dtypes".
+DTYPE_CLASH = re.compile(r"same dtype|scalar type|Found dtype|different dtypes")
 
 
 def check(written: cell_writer.Written, module: Any, states: Sequence[str], input_size: int,
@@ -480,18 +485,19 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
             "forward (a hook or a function that changes gradients, which the trace does not "
             "show), and a cell's equations cannot say so (lstm-graph differentiates every "
             "value, as a training step would); nothing was written")
-    if gradients is not None and gradients.apart > max(TRAINING_TOLERANCE * gradients.moved,
-                                                       TRAINING_ROUNDING):
+    if gradients is not None and gradients.apart > max(
+            TRAINING_TOLERANCE * gradients.moved, TRAINING_ROUNDING * (1 + gradients.size)):
         if written.zero_biases:
             causes = (*causes, f"a bias of zeros, which the cell's linears have and the "
-                      f"module's do not ({', '.join(written.zero_biases)})")
+                      f"module's do not ({', '.join(dict.fromkeys(written.zero_biases))})")
         said = f"; here: {'; '.join(causes)}" if causes else (
             " (two biases added into one, b_ih + b_hh, a weight computed from parameters, "
             "W + W.t() or exp(v), a tied weight, or one the module keeps fixed, a buffer)")
         warnings.warn(
-            f"training the cell is not training {type(module).__name__}: one step of "
-            "gradient descent from these weights, the same for both, leaves their outputs "
-            f"{gradients.apart:.2g} apart (the step moved the module's {gradients.moved:.2g})."
+            f"training the cell is not training {type(module).__name__}: Adam's first step "
+            f"from these weights (rate {TRAINING_STEP:g}), the same for both, leaves their "
+            f"outputs {gradients.apart:.2g} apart (the step moved the module's by "
+            f"{gradients.moved:.2g})."
             " The cell trains each of its weights on its own, and some are not a piece of "
             f"one parameter, used once{said}. Its forward and gradients are the module's",
             LstmGraphWarning, stacklevel=4)
@@ -500,11 +506,12 @@ def check(written: cell_writer.Written, module: Any, states: Sequence[str], inpu
 
 @dataclass
 class _Gradients:
-    """What the gradient check measured, each relative to 1 + |value|."""
+    """What the gradient check measured."""
 
     error: float  # the gradients of x and of the initial states, module against cell
-    apart: float  # the outputs after one step of gradient descent of each
-    moved: float  # how far that step moved the module's outputs
+    apart: float  # the outputs after one training step of each (absolute)
+    moved: float  # how far that step moved the module's outputs (absolute)
+    size: float  # the largest output before it
 
 
 def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: np.ndarray,
@@ -519,10 +526,13 @@ def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: n
     the module's tensors: two biases become one, a tied weight two), and a central
     difference of the module's loss, the one independent measure of them, had rounding
     noise of 1e-5 at large sizes and refused exact cells (an LSTM at H = 1024, an output
-    of ``h + 10000``). What they decide is compared instead: one step of gradient
-    descent, the same for both (a rate that moves the largest gradient's weight by
-    :data:`TRAINING_STEP`), of the module by autograd and of the cell's weights by its
-    backward, then the outputs of each over the same sequence."""
+    of ``h + 10000``). What they decide is compared instead: one training step, the same
+    for both, of the module by autograd and of the cell's weights by its backward, then
+    the outputs of each over the same sequence. The step is Adam's first (``train``'s
+    optimiser): each weight moves by :data:`TRAINING_STEP` against its gradient's sign,
+    however small the gradient, so a weight the module keeps fixed and the cell trains
+    is seen where its gradient is small too (a peephole on a saturated gate: one step of
+    plain gradient descent moved it 1e-7 as far as the rest)."""
     import torch
 
     rng = np.random.default_rng(1)
@@ -553,17 +563,21 @@ def _gradient_check(double: Any, written: cell_writer.Written, runner: Any, x: n
     largest = max([float(p.grad.abs().max()) for p in trained] +
                   [float(np.max(np.abs(g), initial=0.0)) for g in ours.weights.values()],
                   default=0.0)  # a cell of no weights, a module of no parameters
-    if not largest > 0:
-        return _Gradients(error, 0.0, 0.0)
-    rate = TRAINING_STEP / largest
+    epsilon = TRAINING_EPSILON * largest or 1.0
+
+    def step(gradient: np.ndarray) -> np.ndarray:
+        moved: np.ndarray = np.asarray(TRAINING_STEP * gradient / (np.abs(gradient) + epsilon))
+        return moved  # an array for a parameter of shape () too
+
     with torch.no_grad():
         before = outputs(given.detach(), [v.detach() for v in initial]).numpy()
         for p in trained:
-            p.sub_(p.grad, alpha=rate)
+            p.sub_(torch.from_numpy(step(p.grad.numpy())))
         module = outputs(given.detach(), [v.detach() for v in initial]).numpy()
-    stepped = {name: w - rate * ours.weights[name] if name in ours.weights else w
+    stepped = {name: w - step(ours.weights[name]) if name in ours.weights else w
                for name, w in written.exact.items()}
     cell = written.cell.compile(weights=stepped, dtype="float64", hidden_size=hidden_size,
                                 input_size=input_size, executor="reference")(x, start)[0]
-    return _Gradients(error, float(np.max(np.abs(cell - module) / (1 + np.abs(module)))),
-                      float(np.max(np.abs(module - before) / (1 + np.abs(before)))))
+    return _Gradients(error, float(np.max(np.abs(cell - module), initial=0.0)),
+                      float(np.max(np.abs(module - before), initial=0.0)),
+                      float(np.max(np.abs(before), initial=0.0)))

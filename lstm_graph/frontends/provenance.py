@@ -9,12 +9,14 @@ numbers are the same):
 - a parameter read without its gradient (``.detach()``, ``.data``) gets none through
   that use in the module, and its copy, a weight of the cell, would be trained: the
   interpreter refuses it (:meth:`Provenance.learned`);
-- a buffer, a frozen parameter or a tensor of no parameter is fixed in the module and
-  trained in the cell; a parameter used in two places (tied) is one tensor in the module and two
-  copies in the cell; a parameter of one number acting on every unit (``h * self.s``,
+- a buffer, a frozen parameter, a tensor of no parameter or one computed from
+  parameters without their gradient (``(v > 0).float()``) is fixed in the module and
+  trained in the cell, and a number the module learns is a constant of the cell; a
+  parameter used in two places (tied) is one tensor in the module and two copies in
+  the cell; a parameter of one number acting on every unit (``h * self.s``,
   ``s`` of shape (1,)) is one number in the module and one per unit in the cell.
   :meth:`Provenance.causes` names these, for the check that trains both one step
-  (``from_torch.check``): it finds any such difference, named here or not (two biases
+  (``from_torch.check``), which finds such differences, named here or not (two biases
   added into one, ``b_ih + b_hh``, happen in the values, not here).
 
 A tensor is known by its identity (every tensor recorded is held until the walk ends,
@@ -71,6 +73,8 @@ class Provenance:
         self.uses: dict[Piece, dict[str, str]] = {}  # piece -> {node: where}
         self.made: set[str] = set()  # where weights of no source are used
         self.spread: dict[Source, set[str]] = {}  # one number held by every unit: wheres
+        self.gradless: set[str] = set()  # weights made of parameters, without their gradient
+        self.constants: set[str] = set()  # numbers the module learns, written as constants
 
     def sources(self, item: Any) -> dict[Source, tuple[str, ...]]:
         """The sources of every tensor in ``item`` (nested in tuples, lists and dicts)."""
@@ -104,6 +108,8 @@ class Provenance:
             found = {view: ("a view",)} if view is not None else None
         if not found:
             self.made.add(where)
+        elif not tensor.requires_grad and any(s.kind == "parameter" for s in found):
+            self.gradless.add(where)  # (v > 0).float(): the module trains nothing through it
         for source, cut in (found or {}).items():
             self.uses.setdefault((source, cut), {})[node] = where
             if spread is not None and source.kind == "parameter":
@@ -129,6 +135,13 @@ class Provenance:
         if self.made:
             said.append(f"tensors of no parameter ({', '.join(sorted(self.made))}), which "
                         "the module keeps fixed")
+        if self.gradless:
+            said.append(f"weights computed from parameters without their gradient "
+                        f"({', '.join(sorted(self.gradless))}: a comparison, a sign), which "
+                        "the module does not train")
+        if self.constants:
+            said.append(f"numbers the module learns, written as constants "
+                        f"({', '.join(sorted(self.constants))}), which the cell does not train")
         if tied:
             said.append(f"{_listed(tied)}, used in more than one place (one tensor in the "
                         "module, a weight for each use in the cell)")

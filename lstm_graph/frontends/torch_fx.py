@@ -647,7 +647,7 @@ class _Interpreter:
             if not _symbolic((args, kwargs)):
                 came = self.provenance.sources((args, kwargs))
                 self._refuse_stopped(node, args, kwargs, came)
-                env[node] = self._concrete(node, args, kwargs, came)
+                env[node] = self._concrete(node, args, kwargs)
                 self.provenance.record(env[node], came, self._cut(node, args))
                 continue
             value = self._symbolic(node, args, kwargs)
@@ -783,7 +783,7 @@ class _Interpreter:
         where = f"{Path(found[0]).name}:{found[1]}" if found else f"self.{node.target}"
         self.provenance.use(tensor, node.name, where, spread)
 
-    def _concrete(self, node: Any, args: Any, kwargs: Any, came: dict[Any, Any]) -> Any:
+    def _concrete(self, node: Any, args: Any, kwargs: Any) -> Any:
         """A node whose operands are all concrete, run by PyTorch itself: with gradients
         on, so that a result made of a parameter the module trains, but without its
         gradient (a helper that detaches it, under no_grad, or wrapped from fx), is
@@ -808,13 +808,15 @@ class _Interpreter:
             except Exception as err:  # noqa: BLE001  (PyTorch's own error, at the line)
                 raise self._refuse(node, f"{self._describe(node)} failed on the parameters: "
                                    f"{printable(str(err)).splitlines()[0]}") from None
-        learned = [s for s in came if s.kind == "parameter"]
-        given = [t for t in provenance_tensors((args, kwargs)) if t.requires_grad]
         short = self._call_name(node).rpartition(".")[2]
-        if learned and given and not any(t.is_inference() for t in given) and \
-                not short.endswith("_like") and not short.startswith("new_") and any(
-                    t.is_floating_point() and not t.requires_grad
-                    for t in provenance_tensors(result)):
+        if short.endswith("_like") or short.startswith("new_"):
+            return result  # a tensor shaped after its operand, not made of its values
+        read = (args[:1], {}) if short in _TEMPLATES else (args, kwargs)
+        learned = [s for s in self.provenance.sources(read) if s.kind == "parameter"]
+        given = [t for t in provenance_tensors(read) if t.requires_grad]
+        if learned and given and not any(t.is_inference() for t in given) and any(
+                t.is_floating_point() and not t.requires_grad
+                for t in provenance_tensors(result)):
             raise self._refuse(node, f"the parameter self.{learned[0]} is read through "
                                f"{self._describe(node)}, which gives it no gradient",
                                _WHY["detach"])
@@ -997,6 +999,7 @@ class _Interpreter:
         if number.requires_grad or self.provenance.learned(number):
             found = node.meta.get(WHERE)
             where = f"{Path(found[0]).name}:{found[1]}: " if found else ""
+            self.provenance.constants.add(where.rstrip(": ") or f"self.{node.target}")
             warnings.warn(f"{where}a number the module learns (a parameter of one element) "
                           f"is written as the constant {value!r}: the cell computes what the "
                           "module does, but training the cell would not learn it",
@@ -1268,6 +1271,9 @@ _HANDLERS: dict[str, Callable[[_Interpreter, Any, list[Any], dict[str, Any]], An
 }
 
 
+#: Methods whose other operands give only a dtype, device or shape (``m.type_as(W)``):
+#: only the first is read, for a parameter read without its gradient (``_concrete``).
+_TEMPLATES = frozenset(("type_as", "to", "expand_as", "view_as", "reshape_as"))
 #: The concrete ops whose result is a piece of their operand (``_Interpreter._cut``).
 _CUTS = frozenset(("chunk", "split", "tensor_split", "narrow", "unbind", "select", "getitem"))
 
