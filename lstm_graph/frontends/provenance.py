@@ -8,7 +8,7 @@ numbers are the same):
 
 - a parameter read without its gradient (``.detach()``, ``.data``) gets none through
   that use in the module, and its copy, a weight of the cell, would be trained: the
-  interpreter refuses it (:meth:`Provenance.learned`);
+  interpreter refuses it (``torch_fx._Interpreter._concrete``, from these sources);
 - a buffer, a frozen parameter, a tensor of no parameter or one computed from
   parameters without their gradient (``(v > 0).float()``) is fixed in the module and
   trained in the cell, and a number the module learns is a constant of the cell; a
