@@ -646,7 +646,7 @@ class _Interpreter:
                 continue
             if not _symbolic((args, kwargs)):
                 came = self.provenance.sources((args, kwargs))
-                self._refuse_stopped(node, args, kwargs, came)
+                self._refuse_stopped(node, args, kwargs)
                 env[node] = self._concrete(node, args, kwargs)
                 self.provenance.record(env[node], came, self._cut(node, args))
                 continue
@@ -748,8 +748,7 @@ class _Interpreter:
 
     # -- concrete values --
 
-    def _refuse_stopped(self, node: Any, args: Any, kwargs: Any, came: dict[Any, Any]
-                        ) -> None:
+    def _refuse_stopped(self, node: Any, args: Any, kwargs: Any) -> None:
         """Refuse a parameter read without its gradient (``self.l.weight.detach()``,
         ``.data``): the module gives it none through that use, and the cell, whose weight
         it becomes, would train it (the same ops on a value are refused as ops)."""
@@ -762,7 +761,7 @@ class _Interpreter:
             stops, said = not flag, f"{name}(False)"
         else:
             stops, said = short in ("detach", "detach_", "new_tensor"), name
-        learned = [s for s in came if s.kind == "parameter"] if stops else []
+        learned = self.provenance.learned((args, kwargs)) if stops else []
         if learned:
             raise self._refuse(node, f"the parameter self.{learned[0]} is read through {said}",
                                _WHY["detach"])
@@ -812,7 +811,7 @@ class _Interpreter:
         if short.endswith("_like") or short.startswith("new_"):
             return result  # a tensor shaped after its operand, not made of its values
         read = (args[:1], {}) if short in _TEMPLATES else (args, kwargs)
-        learned = [s for s in self.provenance.sources(read) if s.kind == "parameter"]
+        learned = self.provenance.learned(read)
         given = [t for t in provenance_tensors(read) if t.requires_grad]
         if learned and given and not any(t.is_inference() for t in given) and any(
                 t.is_floating_point() and not t.requires_grad
